@@ -1,0 +1,93 @@
+# Syncbit build. `make` builds bin/syncbit; `make test` runs unit and
+# integration tests, then the unit and integration suites again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+
+CC      ?= cc
+PKGS    := libuv lmdb libprotobuf-c libsodium libcurl libxxhash yaml-0.1 jansson libcrypto
+SAN     ?= 0
+ifeq ($(SAN),1)
+BUILD   := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1 -g
+else
+BUILD   := build
+SANFLAGS :=
+OPT     := -O2 -g
+endif
+BIN     := $(if $(filter 1,$(SAN)),$(BUILD)/bin,bin)
+
+CFLAGS_PKG := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           -D_GNU_SOURCE -I. -I$(BUILD)/gen -include common/banned.h $(CFLAGS_PKG) $(SANFLAGS) -MMD -MP
+LDLIBS  += $(LIBS_PKG) -lpthread -lm
+LDFLAGS += $(SANFLAGS)
+
+PROTO_SRC := $(wildcard proto/*.proto)
+PROTO_C   := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO_SRC))
+PROTO_H   := $(PROTO_C:.c=.h)
+LIB_SRC   := $(wildcard common/*.c agent/*.c scheduler/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
+LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps test check unit integration demo clean format lint fuzz bench
+all: $(BIN)/syncbit
+
+# Install the Debian packages the build and tests need, once per machine.
+deps:
+	@./tests/deps.sh
+
+$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen $<
+
+$(BUILD)/gen/proto/%.pb-c.o: $(BUILD)/gen/proto/%.pb-c.c
+	$(CC) -std=gnu11 $(OPT) -I$(BUILD)/gen $(CFLAGS_PKG) -fno-sanitize=all -c -o $@ $<
+
+$(BUILD)/%.o: %.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsyncbit.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/syncbit: $(BUILD)/cli/main.o $(BUILD)/libsyncbit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libsyncbit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsyncbit.a $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BIN)
+	@./tests/run-unit.sh $(UNIT_BIN)
+
+integration: $(BIN)/syncbit
+	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-integration.sh
+
+check: unit integration
+
+# The whole suite, then again under ASan+UBSan.
+test: deps
+	$(MAKE) check
+	$(MAKE) check SAN=1
+
+demo: deps all
+	@./tests/demo.sh
+
+fuzz: deps
+	$(MAKE) -f tests/fuzz/Makefile
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	cppcheck --quiet --error-exitcode=1 --enable=warning --inline-suppr -I. common agent scheduler cli
+
+clean:
+	rm -rf build build-san bin
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)

@@ -1,0 +1,121 @@
+/* The block cache. File objects under DATA/objects/ab/<id> hold a file's
+ * blocks at their natural offsets, so a published file is a hardlink to its
+ * object (1x disk); files being assembled live in DATA/partial/<key>. An LMDB
+ * index (DATA/index) maps block hash -> locations, object -> size, pins and
+ * LFRU state, and holds manifests and datasets. Identical files are stored
+ * once; identical blocks are fetched once. Writes happen on one thread (the
+ * caller's loop thread); the lookup functions marked thread-safe may run on
+ * pool threads. */
+#ifndef SYNCBIT_CACHE_H
+#define SYNCBIT_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/hash.h"
+
+struct cache;
+struct cache_partial;
+
+struct cache_stats {
+	uint64_t used;    /* bytes held in objects */
+	uint64_t pinned;  /* of which pinned by a dataset's current version */
+	uint64_t objects;
+	uint64_t capacity; /* 0 = unlimited */
+};
+
+struct cache_dataset {
+	char *name;
+	struct hash_id manifest_id;
+	char *source; /* canonical source URI */
+	char *target; /* directory it is published in */
+	uint64_t updated_unix;
+};
+
+struct cache_block_loc {
+	char path[4096]; /* object or partial file holding the block */
+	uint64_t offset;
+	uint32_t len;
+};
+
+/* Open (creating) the cache in data_dir. capacity 0 = unlimited. */
+int cache_open(const char *data_dir, uint64_t capacity, struct cache **out);
+void cache_free(struct cache *c);
+const char *cache_dir(const struct cache *c);
+void cache_set_capacity(struct cache *c, uint64_t capacity);
+int cache_stats(struct cache *c, struct cache_stats *out);
+
+/* Thread-safe. 1 and fills loc when some file holds the block, 0 if none,
+ * negative on error. */
+int cache_block_find(struct cache *c, const struct hash_id *h,
+		     struct cache_block_loc *loc);
+
+/* Objects (complete files). */
+void cache_object_path(const struct cache *c, const struct hash_id *id,
+		       char *out, size_t len);
+/* 1 if the object is indexed and its file still looks as stored (size,
+ * mtime, inode), 0 if absent. A changed file is dropped from the index
+ * (and 0 returned): something wrote into it, so it must be fetched again. */
+int cache_object_check(struct cache *c, const struct hash_id *id);
+/* Drop an object from the index and unlink its file (used on corruption). */
+int cache_object_remove(struct cache *c, const struct hash_id *id);
+/* Record an access for LFRU (publishing, serving). */
+int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n);
+
+/* Partials: a file being assembled, resumable after a crash. key names the
+ * source state (source, path, change token, block size). */
+int cache_partial_open(struct cache *c, const struct hash_id *key,
+		       uint64_t size, uint32_t block_size,
+		       struct cache_partial **out);
+/* The partial's fd for pwrite of blocks (thread-safe to write). */
+int cache_partial_fd(const struct cache_partial *p);
+uint64_t cache_partial_nblocks(const struct cache_partial *p);
+/* 1 and *h filled if block idx is already durable in the partial. */
+int cache_partial_have(const struct cache_partial *p, uint64_t idx,
+		       struct hash_id *h);
+/* Make blocks durable (fdatasync; blocking: call from a pool thread). */
+int cache_partial_sync(struct cache_partial *p);
+/* Index blocks written and synced: idx[i] has hash hashes[i]. */
+int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
+			 const struct hash_id *hashes, size_t n);
+/* All blocks committed: make it an object with the given mode and mtime.
+ * Returns the object id. If an equal object exists the partial is dropped.
+ * Frees p in every case. */
+int cache_partial_finish(struct cache_partial *p, uint32_t mode,
+			 int64_t mtime_ns, struct hash_id *object_id);
+/* Close without finishing; it stays resumable. */
+void cache_partial_close(struct cache_partial *p);
+/* Close and delete its file and records. */
+void cache_partial_discard(struct cache_partial *p);
+
+/* Datasets and manifests. Setting a dataset's version stores the manifest,
+ * pins the objects it references and unpins those of the previous version
+ * that the new one does not reference. */
+int cache_dataset_set(struct cache *c, const char *name, const char *source,
+		      const char *target, const struct hash_id *manifest_id,
+		      const void *manifest, size_t manifest_len);
+/* 1 and *out filled (free with cache_dataset_close) or 0 if unknown. */
+int cache_dataset_get(struct cache *c, const char *name,
+		      struct cache_dataset *out);
+/* Find the dataset published at target. Same return contract. */
+int cache_dataset_find_target(struct cache *c, const char *target,
+			      struct cache_dataset *out);
+/* Forget a dataset; its objects are unpinned. */
+int cache_dataset_remove(struct cache *c, const char *name);
+void cache_dataset_close(struct cache_dataset *d);
+/* Manifest bytes by id: 1 and *data (malloc'd) or 0 if unknown. */
+int cache_manifest_get(struct cache *c, const struct hash_id *id,
+		       uint8_t **data, size_t *len);
+
+/* Evict unpinned objects in LFRU order until used <= target. Reports what
+ * went. Also removes unindexed files left by a crash (orphans). */
+int cache_evict(struct cache *c, uint64_t target, uint64_t *evicted_objects,
+		uint64_t *evicted_bytes);
+
+/* The LFRU ordering key of an object with CRF `crf` last touched at t
+ * (seconds): lambda * t + log2(crf). Exposed for tests. */
+double cache_lfru_key(double crf, double t);
+/* Clock override for tests (seconds); 0 restores the real clock. */
+void cache_set_clock(struct cache *c, double now);
+
+#endif

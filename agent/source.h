@@ -1,0 +1,96 @@
+/* Sources: list a dataset's files and read byte ranges of them. One file per
+ * kind (source_file.c, source_http.c, ...) behind struct source_ops, as a
+ * protocol handler table. Loop thread only, except ops->pread which the pull
+ * engine calls from the libuv thread pool. Callbacks run on the loop thread
+ * and never from inside the call that started the operation. */
+#ifndef SYNCBIT_SOURCE_H
+#define SYNCBIT_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/uri.h"
+
+enum source_file_type { SRC_REGULAR = 0, SRC_DIRECTORY = 1, SRC_SYMLINK = 2 };
+
+struct source_file {
+	char *path; /* relative, confined; a single-file source uses its basename */
+	enum source_file_type type;
+	uint64_t size;
+	uint32_t mode;   /* permission bits */
+	int64_t mtime_ns;
+	char *link_target;    /* SRC_SYMLINK */
+	uint32_t hardlink_to; /* 1 + index of an earlier regular file; 0 = none */
+	char *digest; /* change token: ETag, sha256, or size/mtime/inode token */
+};
+
+struct source_listing {
+	struct source_file *files; /* sorted by path */
+	size_t nfiles;
+	char *version; /* a token for the whole listing (commit, ETag); may be NULL */
+};
+
+struct source_options {
+	int jobs;                 /* parallel transfers (default 8) */
+	int retries;              /* attempts after the first (default 5) */
+	unsigned stall_seconds;   /* no byte for this long = a stall (default 30) */
+	unsigned connect_seconds; /* connect timeout (default 15) */
+	uint64_t block_size;
+};
+
+struct source;
+typedef void (*source_done_cb)(struct source *src, int status, void *arg);
+
+struct source_ops {
+	const char *name;
+	/* Fill src->listing, then cb(status). */
+	int (*list)(struct source *src, source_done_cb cb, void *arg);
+	/* Read exactly len bytes at off of listing file `index` into buf, then
+	 * cb(status). buf belongs to the caller and must live until cb. NULL when
+	 * the kind offers pread instead. */
+	int (*read)(struct source *src, size_t index, uint64_t off, size_t len,
+		    void *buf, source_done_cb cb, void *arg);
+	/* Blocking, thread-safe read of exactly len bytes (pool threads only);
+	 * 0 or negative error. NULL when the kind is asynchronous. */
+	int (*pread)(struct source *src, size_t index, uint64_t off, size_t len,
+		     void *buf);
+	/* Stop everything in flight; pending callbacks run with SB_ECANCELED. */
+	void (*cancel)(struct source *src);
+	/* Release; only once no operation is in flight. */
+	void (*free)(struct source *src);
+};
+
+struct source {
+	const struct source_ops *ops;
+	uv_loop_t *loop;
+	struct source_uri uri;
+	struct source_options opt;
+	struct source_listing listing;
+	int max_parallel;       /* reads worth running at once */
+	int sequential;         /* reads must come in order, one at a time */
+	uint64_t bytes_read;    /* bytes taken from the source so far */
+	char *error_detail;     /* one line for the user on failure, or NULL */
+	void *impl;
+};
+
+/* Create a source for uri (copied). SB_ESCHEME for kinds not built in. */
+int source_new(uv_loop_t *loop, const struct source_uri *uri,
+	       const struct source_options *opt, struct source **out);
+void source_free(struct source *src);
+/* Fill defaults into an options struct. */
+void source_options_default(struct source_options *opt);
+/* Record a one-line user-facing detail (printf-style) for the last error. */
+void source_set_error(struct source *src, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Used by the kinds: listing helpers. */
+void source_listing_close(struct source_listing *l);
+/* Sort files by path (byte order) and fix hardlink_to indices. */
+void source_listing_sort(struct source_listing *l);
+
+/* Kind constructors (source_<kind>.c). */
+int source_file_new(struct source *src);
+int source_http_new(struct source *src);
+
+#endif

@@ -1,0 +1,36 @@
+/* Hashing: SHA-256 (OpenSSL, SHA-NI where the CPU has it) for block and
+ * manifest ids, which an adversary may choose; XXH3 for local-only keys.
+ * Thread-safe. */
+#ifndef SYNCBIT_HASH_H
+#define SYNCBIT_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HASH_LEN 32
+#define HASH_HEX_LEN (2 * HASH_LEN)
+
+struct hash_id {
+	uint8_t b[HASH_LEN];
+};
+
+struct sha256_ctx {
+	void *evp; /* EVP_MD_CTX */
+};
+
+void hash_sha256(const void *data, size_t len, struct hash_id *out);
+void sha256_init(struct sha256_ctx *c);
+void sha256_update(struct sha256_ctx *c, const void *data, size_t len);
+/* Writes the digest and releases the context. */
+void sha256_final(struct sha256_ctx *c, struct hash_id *out);
+/* Releases a context without producing a digest. */
+void sha256_close(struct sha256_ctx *c);
+
+/* Lower-case hex; out must hold HASH_HEX_LEN + 1 bytes. */
+void hash_to_hex(const struct hash_id *h, char *out);
+/* 0, or SB_EPROTO if hex is not 64 hex digits. */
+int hash_from_hex(const char *hex, struct hash_id *out);
+int hash_is_zero(const struct hash_id *h);
+uint64_t hash_xxh64(const void *data, size_t len);
+
+#endif

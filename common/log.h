@@ -1,0 +1,26 @@
+/* Logging to stderr: levels, plain text or JSON lines. Thread-safe (one
+ * write(2) per line). Modules log through these; only cli/ prints results. */
+#ifndef SYNCBIT_LOG_H
+#define SYNCBIT_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+/* Set the minimum level printed (default LOG_WARN) and the line format. */
+void log_setup(enum log_level level, enum log_format format);
+/* Parse "debug|info|warn|error" / "text|json"; 0 or SB_ECONFIG. */
+int log_parse_level(const char *s, enum log_level *out);
+int log_parse_format(const char *s, enum log_format *out);
+enum log_level log_get_level(void);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/* A broken invariant or failed allocation: log and abort(). Never for input. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

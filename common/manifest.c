@@ -1,0 +1,211 @@
+#include "common/manifest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/path.h"
+
+/* Decoded structures may use this many bytes per encoded byte (plus a fixed
+ * floor): protobuf-c allocates per field, and an empty repeated message costs
+ * far more in memory than on the wire. */
+#define DECODE_BUDGET_FACTOR 16
+#define DECODE_BUDGET_FLOOR (1u << 20)
+
+uint64_t manifest_nblocks(uint64_t size, uint32_t block_size)
+{
+	return (size + block_size - 1) / block_size;
+}
+
+uint32_t manifest_block_len(uint64_t size, uint32_t block_size, uint64_t idx)
+{
+	uint64_t off = idx * block_size;
+	if (off >= size)
+		return 0;
+	uint64_t left = size - off;
+	return left < block_size ? (uint32_t)left : block_size;
+}
+
+int manifest_check_block_size(uint64_t bs)
+{
+	if (bs < BLOCK_SIZE_MIN || bs > BLOCK_SIZE_MAX || (bs & (bs - 1)))
+		return SB_EPROTO;
+	return 0;
+}
+
+void manifest_encode(const Manifest *m, struct buf *out, struct hash_id *id)
+{
+	size_t n = syncbit__manifest__get_packed_size(m);
+	buf_reserve(out, n);
+	size_t w = syncbit__manifest__pack(m, out->ptr + out->len);
+	if (w != n)
+		fatal("manifest pack size mismatch: %zu != %zu", w, n);
+	if (id)
+		hash_sha256(out->ptr + out->len, n, id);
+	out->len += n;
+}
+
+struct budget {
+	size_t left;
+};
+
+static void *budget_alloc(void *data, size_t size)
+{
+	struct budget *b = data;
+	size_t need = size + sizeof(size_t);
+	if (need < size || need > b->left)
+		return NULL;
+	size_t *p = malloc(need);
+	if (!p)
+		return NULL;
+	b->left -= need;
+	p[0] = need;
+	return p + 1;
+}
+
+static void budget_free(void *data, void *ptr)
+{
+	struct budget *b = data;
+	if (!ptr)
+		return;
+	size_t *p = (size_t *)ptr - 1;
+	b->left += p[0];
+	free(p);
+}
+
+void manifest_free(Manifest *m)
+{
+	if (!m)
+		return;
+	/* Free with the allocator it was decoded with: the budget header is in
+	 * front of every block, so a throwaway budget releases it correctly. */
+	struct budget b = {SIZE_MAX / 2};
+	ProtobufCAllocator a = {budget_alloc, budget_free, &b};
+	syncbit__manifest__free_unpacked(m, &a);
+}
+
+int manifest_decode(const uint8_t *data, size_t len, Manifest **out)
+{
+	*out = NULL;
+	if (len > MANIFEST_MAX_BYTES)
+		return SB_ETOOBIG;
+	struct budget b = {len * DECODE_BUDGET_FACTOR + DECODE_BUDGET_FLOOR};
+	ProtobufCAllocator a = {budget_alloc, budget_free, &b};
+	Manifest *m = syncbit__manifest__unpack(&a, len, data);
+	if (!m)
+		return b.left < 4096 ? SB_ETOOBIG : SB_EPROTO;
+	int rc = manifest_validate(m);
+	if (rc < 0) {
+		syncbit__manifest__free_unpacked(m, &a);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+/* Index of the entry whose path is exactly the first n bytes of key, by
+ * binary search over the sorted files before `limit`; -1 if none. */
+static long find_path(const Manifest *m, size_t limit, const char *key, size_t n)
+{
+	size_t lo = 0, hi = limit;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *p = m->files[mid]->path;
+		int c = strncmp(p, key, n);
+		if (c == 0 && p[n] != '\0')
+			c = 1;
+		if (c == 0)
+			return (long)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static int has_non_directory_parent(const Manifest *m, size_t i)
+{
+	const char *path = m->files[i]->path;
+	for (const char *s = strchr(path, '/'); s; s = strchr(s + 1, '/')) {
+		long j = find_path(m, i, path, (size_t)(s - path));
+		if (j >= 0 && m->files[j]->type != SYNCBIT__FILE_TYPE__FILE_DIRECTORY)
+			return 1;
+	}
+	return 0;
+}
+
+int manifest_validate(const Manifest *m)
+{
+	if (m->format != MANIFEST_FORMAT)
+		return SB_EPROTO;
+	if (manifest_check_block_size(m->block_size) < 0)
+		return SB_EPROTO;
+	if (m->n_files > MANIFEST_MAX_FILES)
+		return SB_ETOOBIG;
+	for (size_t i = 0; i < m->n_files; i++) {
+		const FileEntry *f = m->files[i];
+		if (!f->path || path_check_relative(f->path) < 0)
+			return SB_ECONFINE;
+		if (i > 0 && strcmp(m->files[i - 1]->path, f->path) >= 0)
+			return SB_EPROTO; /* unsorted or duplicate */
+		/* No entry may live below a symlink or a regular file: the
+		 * publisher would otherwise follow the link. */
+		if (has_non_directory_parent(m, i))
+			return SB_ECONFINE;
+		if (f->mode & ~07777u)
+			return SB_EPROTO;
+		switch (f->type) {
+		case SYNCBIT__FILE_TYPE__FILE_REGULAR: {
+			uint64_t nb = manifest_nblocks(f->size, m->block_size);
+			if (f->block_hashes.len != nb * HASH_LEN)
+				return SB_EPROTO;
+			if (f->hardlink_to) {
+				if (f->hardlink_to > i)
+					return SB_EPROTO;
+				const FileEntry *t = m->files[f->hardlink_to - 1];
+				if (t->type != SYNCBIT__FILE_TYPE__FILE_REGULAR ||
+				    t->hardlink_to || t->size != f->size ||
+				    memcmp(t->block_hashes.data, f->block_hashes.data,
+					   f->block_hashes.len) != 0)
+					return SB_EPROTO;
+			}
+			break;
+		}
+		case SYNCBIT__FILE_TYPE__FILE_DIRECTORY:
+			if (f->size || f->block_hashes.len || f->hardlink_to)
+				return SB_EPROTO;
+			break;
+		case SYNCBIT__FILE_TYPE__FILE_SYMLINK:
+			if (!f->link_target || !f->link_target[0] ||
+			    f->block_hashes.len || f->hardlink_to)
+				return SB_EPROTO;
+			if (path_check_symlink(f->path, f->link_target) < 0)
+				return SB_ECONFINE;
+			break;
+		default:
+			return SB_EPROTO;
+		}
+	}
+	return 0;
+}
+
+void manifest_file_object_id(uint64_t size, uint32_t block_size,
+			     const uint8_t *hashes, size_t nhashes,
+			     struct hash_id *out)
+{
+	struct sha256_ctx c;
+	uint8_t hdr[16] = "syncbit-obj1";
+	uint8_t sz[12];
+	for (int i = 0; i < 8; i++)
+		sz[i] = (uint8_t)(size >> (56 - 8 * i));
+	for (int i = 0; i < 4; i++)
+		sz[8 + i] = (uint8_t)(block_size >> (24 - 8 * i));
+	sha256_init(&c);
+	sha256_update(&c, hdr, sizeof hdr);
+	sha256_update(&c, sz, sizeof sz);
+	if (nhashes)
+		sha256_update(&c, hashes, nhashes * HASH_LEN);
+	sha256_final(&c, out);
+}

@@ -1,0 +1,49 @@
+/* Manifests: a dataset version as protobuf (proto/manifest.proto). Encoding
+ * is canonical (files sorted by path), so the id is the SHA-256 of the
+ * encoding. Decoding bounds memory and validates every path and length, so
+ * a manifest from the wire cannot make a file land outside its dataset.
+ * Pure functions; thread-safe. */
+#ifndef SYNCBIT_MANIFEST_H
+#define SYNCBIT_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/hash.h"
+#include "proto/manifest.pb-c.h"
+
+#define MANIFEST_FORMAT 1
+#define MANIFEST_MAX_BYTES (256u << 20)
+#define MANIFEST_MAX_FILES (4u << 20)
+#define BLOCK_SIZE_MIN (4u << 10)
+#define BLOCK_SIZE_MAX (256u << 20)
+#define BLOCK_SIZE_DEFAULT (4u << 20)
+
+typedef Syncbit__Manifest Manifest;
+typedef Syncbit__FileEntry FileEntry;
+
+/* Number of blocks of a file of `size` bytes. */
+uint64_t manifest_nblocks(uint64_t size, uint32_t block_size);
+/* Length of block idx of a file of `size` bytes. */
+uint32_t manifest_block_len(uint64_t size, uint32_t block_size, uint64_t idx);
+/* 0 if block_size is a power of two within [BLOCK_SIZE_MIN, BLOCK_SIZE_MAX]. */
+int manifest_check_block_size(uint64_t block_size);
+
+/* Encode m into out (appended) and compute its id. */
+void manifest_encode(const Manifest *m, struct buf *out, struct hash_id *id);
+/* Decode and validate. Returns 0 with *out owned by the caller
+ * (manifest_free), SB_ETOOBIG when len or the decoded size passes the limits,
+ * SB_EPROTO for malformed bytes, SB_ECONFINE for a path that escapes. */
+int manifest_decode(const uint8_t *data, size_t len, Manifest **out);
+void manifest_free(Manifest *m);
+/* Validate an in-memory manifest (as decode does). */
+int manifest_validate(const Manifest *m);
+
+/* The content id of a regular file: SHA-256 over size, block size and its
+ * block hashes. Equal content cut the same way gives the same id. */
+void manifest_file_object_id(uint64_t size, uint32_t block_size,
+			     const uint8_t *hashes, size_t nhashes,
+			     struct hash_id *out);
+
+#endif

@@ -1,0 +1,39 @@
+/* Path confinement: every path from a manifest or the wire is checked here
+ * before it is joined to a dataset directory. Pure functions; thread-safe. */
+#ifndef SYNCBIT_PATH_H
+#define SYNCBIT_PATH_H
+
+#include <stddef.h>
+
+#define PATH_REL_MAX 4096
+
+/* 0 if rel is a confined relative path: non-empty, not absolute, no empty
+ * "", "." or ".." components, no NUL, no backslash-free tricks, length below
+ * PATH_REL_MAX, each component at most 255 bytes. SB_ECONFINE otherwise. */
+int path_check_relative(const char *rel);
+
+/* 0 if a symlink stored at relative path link_rel with the given target stays
+ * inside the dataset root after lexical resolution (absolute targets and
+ * targets climbing above the root are refused with SB_ECONFINE). */
+int path_check_symlink(const char *link_rel, const char *target);
+
+/* Lexically normalize an absolute path (collapse //, ., ..); heap string. */
+char *path_normalize_abs(const char *abs);
+
+/* Join dir and rel with one '/'; heap string. */
+char *path_join(const char *dir, const char *rel);
+
+/* Create every directory of rel's parent under the directory fd root, never
+ * following a symlink (O_NOFOLLOW on every component). mode applies to new
+ * directories. Returns an fd of the parent directory (caller closes) or a
+ * negative error (-ELOOP / -ENOTDIR when a component is not a directory). */
+int path_open_parent(int root_fd, const char *rel, unsigned mode,
+		     const char **basename_out);
+
+/* mkdir -p of an absolute or relative path; 0 or -errno. */
+int path_mkdirs(const char *path, unsigned mode);
+
+/* fsync a directory by path; 0 or -errno. */
+int path_fsync_dir(const char *path);
+
+#endif

@@ -1,0 +1,38 @@
+/* Progress reporting for the CLI on stderr: a redrawn bar (bytes, rate, ETA)
+ * when stderr is a TTY and the operation lasts over a second; otherwise a
+ * plain line every few seconds. Loop thread only. */
+#ifndef SYNCBIT_PROGRESS_H
+#define SYNCBIT_PROGRESS_H
+
+#include <stdint.h>
+
+struct progress {
+	char *label;
+	uint64_t total;     /* 0 if unknown */
+	uint64_t done;
+	uint64_t start_ns;
+	uint64_t last_draw_ns;
+	uint64_t rate_ns;   /* time of the last rate sample */
+	uint64_t rate_done; /* done at the last rate sample */
+	double rate;        /* smoothed bytes per second */
+	int tty;            /* draw a bar (1) or plain lines (0) */
+	int enabled;
+	int drawn;          /* a bar is on screen and needs a newline at end */
+	int fd;
+};
+
+/* enabled = 0 silences it entirely (e.g. --json or --quiet). */
+void progress_init(struct progress *p, const char *label, uint64_t total,
+		   int enabled);
+void progress_set_total(struct progress *p, uint64_t total);
+/* Add n bytes done; redraws at most 10 times a second (TTY) or every 5 s. */
+void progress_add(struct progress *p, uint64_t n);
+/* Final line and release. */
+void progress_close(struct progress *p);
+
+/* Human-readable size into out ("1.5 GiB"); returns out. */
+const char *progress_fmt_bytes(uint64_t n, char *out, int len);
+/* Monotonic clock in nanoseconds. */
+uint64_t progress_now_ns(void);
+
+#endif

@@ -1,0 +1,32 @@
+/* Parsing of SOURCE arguments into a structured form. Pure functions;
+ * thread-safe. Forms: /path, file:///path, http(s)://host/path,
+ * s3://bucket/prefix, hf://org/repo[@rev], hf://datasets/org/repo[@rev],
+ * ms://org/repo[@rev], oci://registry/repo:tag|@digest. */
+#ifndef SYNCBIT_URI_H
+#define SYNCBIT_URI_H
+
+enum uri_kind { URI_FILE, URI_HTTP, URI_S3, URI_HF, URI_MS, URI_OCI };
+
+struct source_uri {
+	enum uri_kind kind;
+	char *raw;       /* the argument as given */
+	char *canonical; /* normalized form used as an identity key */
+	char *path;      /* FILE: absolute path without trailing '/' (except "/") */
+	char *url;       /* HTTP: full URL */
+	char *bucket;    /* S3 */
+	char *prefix;    /* S3: key prefix (may be empty) */
+	char *repo;      /* HF/MS: "org/name"; OCI: "repo/path" */
+	char *revision;  /* HF/MS: after '@' or NULL; OCI: tag or NULL */
+	char *digest;    /* OCI: "sha256:..." or NULL */
+	char *registry;  /* OCI: host[:port] */
+	int is_dataset;  /* HF: hf://datasets/...; MS: ms://datasets/... */
+};
+
+/* Parse s into out (zeroed first). Returns 0, SB_EURI (malformed) or
+ * SB_ESCHEME (unknown scheme). Relative FILE paths are made absolute against
+ * the current directory. On error out holds nothing to free. */
+int uri_parse(const char *s, struct source_uri *out);
+void uri_close(struct source_uri *u);
+const char *uri_kind_name(enum uri_kind k);
+
+#endif
