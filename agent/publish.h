@@ -1,0 +1,29 @@
+/* Publishing: make a manifest's files appear in a target directory. Every
+ * regular file is a hardlink to its cache object (1x disk) or, across
+ * filesystems or where modes differ, a reflink or copy; each appears by
+ * rename, so a consumer never sees a partial file. Paths are confined to the
+ * target and no symlink inside it is ever followed. Blocking: run on a pool
+ * thread or in a CLI command before the loop matters. */
+#ifndef SYNCBIT_PUBLISH_H
+#define SYNCBIT_PUBLISH_H
+
+#include <stdint.h>
+
+#include "agent/cache.h"
+#include "common/manifest.h"
+
+struct publish_stats {
+	uint64_t linked;    /* files hardlinked to their object */
+	uint64_t copied;    /* files reflinked or copied */
+	uint64_t unchanged; /* already in place */
+};
+
+/* Publish m into target (created if missing). Files in target that m does
+ * not name are left alone. On failure *detail (heap, one line) says where. */
+int publish_tree(struct cache *c, const Manifest *m, const char *target,
+		 struct publish_stats *st, char **detail);
+
+/* Copy (reflink when the filesystem can) src_fd into dst_fd; 0 or -errno. */
+int publish_copy_fd(int src_fd, int dst_fd, uint64_t size);
+
+#endif

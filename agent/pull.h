@@ -1,0 +1,45 @@
+/* Pull: bring one source's current version into the cache and publish it.
+ * Lists the source, reuses every file whose change token matches the last
+ * version and every block already durable (a crash resumes), fetches the
+ * rest in parallel into partial objects (hashing and writing on the libuv
+ * pool), then records the manifest and publishes. Runs its own loop; call
+ * from one thread. */
+#ifndef SYNCBIT_PULL_H
+#define SYNCBIT_PULL_H
+
+#include <stdint.h>
+
+#include "agent/cache.h"
+#include "agent/source.h"
+#include "common/hash.h"
+
+struct pull_options {
+	const char *source;  /* SOURCE argument */
+	const char *target;  /* absolute --to DIR, or NULL to fill the cache only */
+	const char *name;    /* dataset name; NULL derives one */
+	uint32_t block_size;
+	int progress;        /* draw progress on stderr */
+	struct source_options src;
+};
+
+struct pull_result {
+	char *source;            /* canonical */
+	char *name;              /* the dataset name used */
+	uint64_t files;          /* regular files */
+	uint64_t bytes;          /* their total size */
+	uint64_t bytes_from_source; /* new blocks read from the source */
+	uint64_t bytes_from_peers;
+	uint64_t bytes_reused;   /* blocks the cache already held */
+	uint64_t bytes_read;     /* everything read from the source */
+	uint64_t linked, copied, unchanged;
+	double seconds;
+	struct hash_id manifest_id;
+	char *error;             /* one line: what failed and where */
+};
+
+/* 0, or a negative error with r->error set. Free r with pull_result_close. */
+int pull_run(struct cache *c, const struct pull_options *o,
+	     struct pull_result *r);
+void pull_result_close(struct pull_result *r);
+
+#endif

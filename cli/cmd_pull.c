@@ -1,0 +1,139 @@
+/* syncbit pull SOURCE [--to DIR]: standalone pull into the local cache. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/cache.h"
+#include "agent/pull.h"
+#include "cli/cli.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/manifest.h"
+#include "common/progress.h"
+
+static const struct config_key pull_keys[] = {
+	CLI_COMMON_KEYS,
+	{"to", NULL, 0, "directory to publish into"},
+	{"name", NULL, 0, "dataset name in the cache"},
+	{"json", "false", 1, "print a JSON summary as the last line"},
+	{"quiet", "false", 1, "no progress output"},
+	{"jobs", "8", 0, "parallel block transfers"},
+	{"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+	{"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
+	{"retries", "5", 0, "retries per request"},
+	{"stall-timeout", "30", 0, "seconds without progress before a retry"},
+	{NULL, NULL, 0, NULL},
+};
+
+static const char *pull_usage =
+	"pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size SIZE]";
+
+static void print_json(const struct pull_result *r, const char *target)
+{
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&r->manifest_id, hex);
+	json_t *o = json_object();
+	json_object_set_new(o, "source", json_string(r->source ? r->source : ""));
+	json_object_set_new(o, "target", target ? json_string(target) : json_null());
+	json_object_set_new(o, "files", json_integer((json_int_t)r->files));
+	json_object_set_new(o, "bytes", json_integer((json_int_t)r->bytes));
+	json_object_set_new(o, "bytes_from_source",
+			    json_integer((json_int_t)r->bytes_from_source));
+	json_object_set_new(o, "bytes_from_peers",
+			    json_integer((json_int_t)r->bytes_from_peers));
+	json_object_set_new(o, "bytes_reused", json_integer((json_int_t)r->bytes_reused));
+	json_object_set_new(o, "bytes_read", json_integer((json_int_t)r->bytes_read));
+	json_object_set_new(o, "seconds", json_real(r->seconds));
+	json_object_set_new(o, "manifest", json_string(hex));
+	char *s = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", s);
+	free(s);
+	json_decref(o);
+}
+
+static void print_human(const struct pull_result *r, const char *target)
+{
+	char b[32], x[32], z[32];
+	printf("pulled %llu files, %s (%s from source, %s reused) %s%s in %.2fs\n",
+	       (unsigned long long)r->files, progress_fmt_bytes(r->bytes, b, sizeof b),
+	       progress_fmt_bytes(r->bytes_from_source, x, sizeof x),
+	       progress_fmt_bytes(r->bytes_reused, z, sizeof z),
+	       target ? "into " : "into the cache", target ? target : "",
+	       r->seconds);
+}
+
+int cmd_pull(int argc, char **argv)
+{
+	struct config cfg;
+	char **pos = NULL;
+	int npos = 0, rc, json = 0, quiet = 0;
+	uint64_t jobs, bs, cache_size, retries, stall;
+	char *data = NULL, *target = NULL;
+	struct cache *c = NULL;
+
+	if ((rc = cli_parse(&cfg, pull_keys, pull_usage, argc, argv, &pos, &npos)))
+		goto out_cfg;
+	rc = EXIT_USAGE;
+	if (npos != 1) {
+		cli_error("pull takes one SOURCE");
+		fprintf(stderr, "usage: syncbit %s\n", pull_usage);
+		goto out_cfg;
+	}
+	if (config_get_bool(&cfg, "json", &json) < 0 ||
+	    config_get_bool(&cfg, "quiet", &quiet) < 0 ||
+	    config_get_u64(&cfg, "jobs", 1, 256, &jobs) < 0 ||
+	    config_get_size(&cfg, "block-size", BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, &bs) < 0 ||
+	    config_get_size(&cfg, "cache-size", 0, UINT64_MAX, &cache_size) < 0 ||
+	    config_get_u64(&cfg, "retries", 0, 100, &retries) < 0 ||
+	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0) {
+		cli_error("%s", cfg.error);
+		goto out_cfg;
+	}
+	if (manifest_check_block_size(bs) < 0) {
+		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
+		goto out_cfg;
+	}
+	data = cli_data_dir(&cfg);
+	if (config_get(&cfg, "to"))
+		target = cli_abs_path(config_get(&cfg, "to"));
+	rc = EXIT_FAIL;
+	int err = cache_open(data, cache_size, &c);
+	if (err < 0) {
+		cli_error("pull: cache %s: %s", data, sb_strerror(err));
+		goto out;
+	}
+	struct pull_options o = {
+		.source = pos[0],
+		.target = target,
+		.name = config_get(&cfg, "name"),
+		.block_size = (uint32_t)bs,
+		.progress = !json && !quiet,
+	};
+	source_options_default(&o.src);
+	o.src.jobs = (int)jobs;
+	o.src.retries = (int)retries;
+	o.src.stall_seconds = (unsigned)stall;
+	o.src.block_size = bs;
+	struct pull_result r;
+	err = pull_run(c, &o, &r);
+	if (err < 0) {
+		cli_error("pull %s: %s", pos[0], r.error ? r.error : sb_strerror(err));
+	} else {
+		if (json)
+			print_json(&r, target);
+		else if (!quiet)
+			print_human(&r, target);
+		rc = EXIT_OK;
+	}
+	pull_result_close(&r);
+out:
+	cache_free(c);
+	free(data);
+	free(target);
+out_cfg:
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
