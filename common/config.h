@@ -39,24 +39,34 @@ void config_init(struct config *cfg, const struct config_key *keys);
 void config_close(struct config *cfg);
 
 /* Load a YAML mapping of key: scalar (lists become comma-joined strings).
- * Unknown keys and malformed YAML give SB_ECONFIG with cfg->error saying
- * "FILE:LINE: what". Only overrides values whose origin is below FILE. */
+ * Unknown keys, duplicate keys, the key "config" and malformed YAML give
+ * SB_ECONFIG with cfg->error saying "FILE:LINE: what"; a file that cannot be
+ * opened gives -errno with cfg->error "FILE: why". A null value ("key:",
+ * "~") leaves the key as it was. Only overrides values whose origin is not
+ * above FILE. */
 int config_load_file(struct config *cfg, const char *path);
-/* Apply SYNCBIT_* environment variables for every known key. */
+/* Apply SYNCBIT_* environment variables for every known key; an empty
+ * variable counts as unset. Always 0. */
 int config_load_env(struct config *cfg);
-/* Set a value from a flag (highest precedence). SB_ECONFIG if unknown. */
+/* Set a value with the given origin; it replaces the current value unless
+ * that came from a higher origin (among equals the later call wins).
+ * SB_ECONFIG if the key is unknown. */
 int config_set(struct config *cfg, const char *name, const char *value,
 	       enum config_origin origin);
 
 /* Value or NULL when unset. */
 const char *config_get(const struct config *cfg, const char *name);
 enum config_origin config_origin_of(const struct config *cfg, const char *name);
-/* Typed readers: 0, or SB_ECONFIG with cfg->error set ("--name: why"). */
+/* Typed readers: 0, or SB_ECONFIG with cfg->error set ("--name: why"),
+ * also when the key has no value. Booleans accept true/false, yes/no,
+ * on/off, 1/0 (any case). */
 int config_get_bool(struct config *cfg, const char *name, int *out);
 int config_get_u64(struct config *cfg, const char *name, uint64_t min,
 		   uint64_t max, uint64_t *out);
 /* Sizes with optional suffix K, M, G, T (powers of 1024) or KiB/MiB/GiB/TiB,
- * KB/MB/GB/TB (powers of 1000). */
+ * KB/MB/GB/TB (powers of 1000), or B; suffixes in any case, one space
+ * allowed before them. A decimal fraction is accepted when the result is a
+ * whole number of bytes ("1.5GiB", not "0.1K"). Overflow is an error. */
 int config_get_size(struct config *cfg, const char *name, uint64_t min,
 		    uint64_t max, uint64_t *out);
 
@@ -64,10 +74,15 @@ int config_get_size(struct config *cfg, const char *name, uint64_t min,
 int config_parse_size(const char *s, uint64_t *out);
 
 /* Parse argv for the keys of cfg: --name VALUE, --name=VALUE, boolean
- * --name / --no-name. Non-option arguments are collected into positional
- * (heap array of pointers into argv, *npos entries). A --config FILE flag,
- * when present, is loaded before env and flags, keeping the precedence.
- * Returns 0, or SB_ECONFIG (usage error) with cfg->error set. */
+ * --name / --no-name / --name=false; "--" ends the options and "-" is a
+ * positional. Every element is parsed: argv[0] is an argument, not a program
+ * name. Non-option arguments are collected into positional (heap array of
+ * pointers into argv, NULL-terminated, *npos entries; the caller frees the
+ * array); with positional NULL they are an error. When the table has a key
+ * "config", the file it names (flag, else SYNCBIT_CONFIG, else its default,
+ * which may be missing) is loaded first, then env, then the flags, whatever
+ * the argument order. Returns 0, or SB_ECONFIG (usage error, bad or missing
+ * config file included) with cfg->error set. */
 int config_parse_args(struct config *cfg, int argc, char **argv,
 		      char ***positional, int *npos);
 

@@ -14,10 +14,14 @@ int path_check_relative(const char *rel);
 
 /* 0 if a symlink stored at relative path link_rel with the given target stays
  * inside the dataset root after lexical resolution (absolute targets and
- * targets climbing above the root are refused with SB_ECONFINE). */
+ * targets climbing above the root are refused with SB_ECONFINE). ".." may
+ * only lead the target ("../x/y", not "x/../y"): after a descending
+ * component it could pass through another link, which a lexical check
+ * cannot see. */
 int path_check_symlink(const char *link_rel, const char *target);
 
-/* Lexically normalize an absolute path (collapse //, ., ..); heap string. */
+/* Lexically normalize an absolute path (collapse //, ., ..; no trailing
+ * '/' except for "/"); heap string, NULL if abs is not absolute. */
 char *path_normalize_abs(const char *abs);
 
 /* Join dir and rel with one '/'; heap string. */
@@ -26,7 +30,9 @@ char *path_join(const char *dir, const char *rel);
 /* Create every directory of rel's parent under the directory fd root, never
  * following a symlink (O_NOFOLLOW on every component). mode applies to new
  * directories. Returns an fd of the parent directory (caller closes) or a
- * negative error (-ELOOP / -ENOTDIR when a component is not a directory). */
+ * negative error (-ELOOP / -ENOTDIR when a component is not a directory,
+ * SB_ECONFINE when rel fails path_check_relative). *basename_out points
+ * into rel; the basename itself is not looked at. */
 int path_open_parent(int root_fd, const char *rel, unsigned mode,
 		     const char **basename_out);
 

@@ -27,11 +27,18 @@ void progress_init(struct progress *p, const char *label, uint64_t total,
 void progress_set_total(struct progress *p, uint64_t total);
 /* Add n bytes done; redraws at most 10 times a second (TTY) or every 5 s. */
 void progress_add(struct progress *p, uint64_t n);
-/* Final line and release. */
+/* Final line and release. The final line is printed only when a bar or a
+ * periodic line was shown before, so short operations stay silent. */
 void progress_close(struct progress *p);
+/* progress_add and progress_close at an explicit progress_now_ns() time. */
+void progress_add_at(struct progress *p, uint64_t n, uint64_t now_ns);
+void progress_close_at(struct progress *p, uint64_t now_ns);
 
-/* Human-readable size into out ("1.5 GiB"); returns out. */
+/* Human-readable size into out ("1.5 GiB"); returns out. Values from 100
+ * of a unit up print without a decimal ("410 MiB"). */
 const char *progress_fmt_bytes(uint64_t n, char *out, int len);
+/* Duration in seconds into out ("7s", "4m05s", "2h03m"); returns out. */
+const char *progress_fmt_duration(uint64_t seconds, char *out, int len);
 /* Monotonic clock in nanoseconds. */
 uint64_t progress_now_ns(void);
 

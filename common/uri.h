@@ -23,8 +23,16 @@ struct source_uri {
 };
 
 /* Parse s into out (zeroed first). Returns 0, SB_EURI (malformed) or
- * SB_ESCHEME (unknown scheme). Relative FILE paths are made absolute against
- * the current directory. On error out holds nothing to free. */
+ * SB_ESCHEME (unknown scheme), or -errno if the current directory cannot be
+ * read. Relative FILE paths are made absolute against the current directory
+ * and normalized lexically; file:// paths are percent-decoded. A known
+ * scheme without "//" ("hf:org/repo") is SB_EURI, not a file name. Canonical
+ * forms: file:///abs (percent-encoded); http(s) lower-cased scheme and host,
+ * without credentials, fragment or default port, path at least "/";
+ * s3://bucket[/prefix]; hf|ms://[datasets/]org/name[@rev];
+ * oci://registry/repo:tag, or oci://registry/repo@digest when a digest is
+ * given. OCI without tag or digest means tag "latest". On error out holds
+ * nothing to free. */
 int uri_parse(const char *s, struct source_uri *out);
 void uri_close(struct source_uri *u);
 const char *uri_kind_name(enum uri_kind k);

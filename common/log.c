@@ -1,0 +1,305 @@
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+
+/* A message longer than this is cut and marked; logging must not allocate,
+ * since the allocator's failure path (fatal) logs. */
+#define LOG_MSG_MAX 4096
+/* Worst case a message byte becomes "\u00XX" (6 bytes) in JSON. */
+#define LOG_LINE_MAX (LOG_MSG_MAX * 6 + 256)
+#define LOG_TRUNC_MARK "..."
+
+/* Written once by log_setup before other threads start, then only read. */
+static enum log_level log_level = LOG_WARN;
+static enum log_format log_format = LOG_FORMAT_TEXT;
+
+static const char *const level_names[] = {
+	[LOG_DEBUG] = "debug",
+	[LOG_INFO] = "info",
+	[LOG_WARN] = "warn",
+	[LOG_ERROR] = "error",
+};
+
+struct line {
+	char *p;
+	size_t len;
+	size_t cap;
+	int full;
+};
+
+void log_setup(enum log_level level, enum log_format format)
+{
+	log_level = level;
+	log_format = format;
+}
+
+enum log_level log_get_level(void)
+{
+	return log_level;
+}
+
+int log_parse_level(const char *s, enum log_level *out)
+{
+	size_t n = sizeof level_names / sizeof level_names[0];
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(s, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	if (strcmp(s, "warning") == 0) {
+		*out = LOG_WARN;
+		return 0;
+	}
+	return SB_ECONFIG;
+}
+
+int log_parse_format(const char *s, enum log_format *out)
+{
+	if (strcmp(s, "text") == 0)
+		*out = LOG_FORMAT_TEXT;
+	else if (strcmp(s, "json") == 0)
+		*out = LOG_FORMAT_JSON;
+	else
+		return SB_ECONFIG;
+	return 0;
+}
+
+/* Reserve room for the truncation mark and newline so a cut line still
+ * ends properly. */
+static int line_room(struct line *l, size_t n)
+{
+	if (l->full)
+		return 0;
+	if (l->len + n + sizeof LOG_TRUNC_MARK + 2 > l->cap) {
+		size_t mark = sizeof LOG_TRUNC_MARK - 1;
+
+		memcpy(l->p + l->len, LOG_TRUNC_MARK, mark);
+		l->len += mark;
+		l->full = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static void line_put(struct line *l, const char *s, size_t n)
+{
+	if (!line_room(l, n))
+		return;
+	memcpy(l->p + l->len, s, n);
+	l->len += n;
+}
+
+static void line_puts(struct line *l, const char *s)
+{
+	line_put(l, s, strlen(s));
+}
+
+/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 if
+ * the bytes there are not valid UTF-8 (overlong, surrogate, > U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned lo = 0x80, hi = 0xbf;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+static const char *json_short_escape(unsigned c)
+{
+	switch (c) {
+	case '"':
+		return "\\\"";
+	case '\\':
+		return "\\\\";
+	case '\n':
+		return "\\n";
+	case '\r':
+		return "\\r";
+	case '\t':
+		return "\\t";
+	case '\b':
+		return "\\b";
+	case '\f':
+		return "\\f";
+	default:
+		return NULL;
+	}
+}
+
+/* JSON string body: invalid UTF-8 becomes U+FFFD so the line always parses. */
+static void put_json_escaped(struct line *l, const char *msg, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)msg;
+	char esc[8];
+
+	for (size_t i = 0; i < n && !l->full;) {
+		unsigned c = s[i];
+		const char *short_esc = json_short_escape(c);
+		size_t k;
+
+		if (short_esc) {
+			line_puts(l, short_esc);
+			i++;
+		} else if (c < 0x20 || c == 0x7f) {
+			snprintf(esc, sizeof esc, "\\u%04x", c);
+			line_puts(l, esc);
+			i++;
+		} else if ((k = utf8_len(s + i, n - i)) == 0) {
+			line_puts(l, "\\ufffd");
+			i++;
+		} else {
+			line_put(l, (const char *)s + i, k);
+			i += k;
+		}
+	}
+}
+
+/* Text lines keep one record per line and keep terminal escapes from
+ * untrusted names (paths, URLs) out of the operator's terminal. */
+static void put_text_escaped(struct line *l, const char *msg, size_t n)
+{
+	char esc[8];
+
+	for (size_t i = 0; i < n && !l->full; i++) {
+		unsigned char c = (unsigned char)msg[i];
+
+		if (c == '\n') {
+			line_puts(l, "\\n");
+		} else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			snprintf(esc, sizeof esc, "\\x%02x", c);
+			line_puts(l, esc);
+		} else {
+			line_put(l, (const char *)&c, 1);
+		}
+	}
+}
+
+static void put_timestamp(struct line *l)
+{
+	struct timespec ts;
+	struct tm tm;
+	char date[32], out[48];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, sizeof out, "%s.%03ldZ", date, ts.tv_nsec / 1000000);
+	line_puts(l, out);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void log_emit(const char *level, const char *fmt, va_list ap)
+{
+	char msg[LOG_MSG_MAX];
+	char buf[LOG_LINE_MAX];
+	struct line l = { buf, 0, sizeof buf, 0 };
+	int saved_errno = errno;
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t mlen;
+
+	if (n < 0)
+		n = 0;
+	mlen = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+
+	if (log_format == LOG_FORMAT_JSON) {
+		line_puts(&l, "{\"ts\":\"");
+		put_timestamp(&l);
+		line_puts(&l, "\",\"level\":\"");
+		line_puts(&l, level);
+		line_puts(&l, "\",\"msg\":\"");
+		put_json_escaped(&l, msg, mlen);
+		if ((size_t)n > mlen)
+			line_puts(&l, LOG_TRUNC_MARK);
+		/* A cut line must still parse: close the object regardless. */
+		l.full = 0;
+		l.len = l.len + 3 <= l.cap ? l.len : l.cap - 3;
+		memcpy(l.p + l.len, "\"}", 2);
+		l.len += 2;
+	} else {
+		/* An interactive user reading warnings wants them short; a log
+		 * file or a debugging session wants to know when. */
+		if (log_level == LOG_DEBUG || !isatty(STDERR_FILENO)) {
+			put_timestamp(&l);
+			line_puts(&l, " ");
+		}
+		line_puts(&l, "syncbit: ");
+		line_puts(&l, level);
+		line_puts(&l, ": ");
+		put_text_escaped(&l, msg, mlen);
+		if ((size_t)n > mlen)
+			line_puts(&l, LOG_TRUNC_MARK);
+	}
+	l.p[l.len++] = '\n';
+	write_all(STDERR_FILENO, l.p, l.len);
+	errno = saved_errno;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level < log_level || level > LOG_ERROR)
+		return;
+	va_start(ap, fmt);
+	log_emit(level_names[level], fmt, ap);
+	va_end(ap);
+}
+
+void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit("fatal", fmt, ap);
+	va_end(ap);
+	abort();
+}
