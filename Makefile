@@ -80,6 +80,12 @@ demo: deps all
 fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile
 
+# Performance benchmarks (bench/README.md); each prints its ratio last.
+bench: all
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-http
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-again
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-dir
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
