@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 		return cmd_help(0, NULL);
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
+			return commands[i].run(argc - 2, argv + 2);
 	cli_error("unknown command '%s' (see 'syncbit help')", argv[1]);
 	return EXIT_USAGE;
 }

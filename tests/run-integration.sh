@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every tests/integration/test_*.sh, each bounded in time, and sums
+# their results into one closing line "N passed, N failed".
+set -u
+cd "$(dirname "$0")/integration"
+passed=0; failed=0; status=0
+for t in test_*.sh; do
+	[ -n "${ONLY:-}" ] && [[ "$t" != *"$ONLY"* ]] && continue
+	echo "== $t"
+	out=$(timeout -k 10 600 bash "$t" 2>&1); rc=$?
+	printf '%s\n' "$out"
+	line=$(printf '%s\n' "$out" | grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' | tail -1)
+	p=$(sed -n 's/.*: \([0-9]*\) passed.*/\1/p' <<<"$line")
+	f=$(sed -n 's/.* \([0-9]*\) failed$/\1/p' <<<"$line")
+	passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+	if [ $rc -ne 0 ]; then
+		status=1
+		[ -z "$line" ] && { failed=$((failed + 1)); echo "   $t exited $rc without a result line"; }
+	fi
+done
+echo "integration: $passed passed, $failed failed"
+exit $status
