@@ -1327,64 +1327,57 @@ static int txn_evict(struct cache *c, MDB_txn *txn, void *arg)
 	return rc;
 }
 
-static int is_hex_name(const char *s)
-{
-	struct hash_id h;
-	return hash_from_hex(s, &h) == 0;
-}
-
 /* Remove object and partial files that the index does not know: left by a
  * crash between a rename and its index commit. Runs under the data
  * directory lock, so no other process is mid-write. */
 static void sweep_orphans(struct cache *c)
 {
-	char path[4096];
-	snprintf(path, sizeof path, "%s/objects", c->dir);
-	DIR *top = opendir(path);
+	char *objs = path_join(c->dir, "objects");
+	DIR *top = opendir(objs);
 	struct dirent *e;
 	while (top && (e = readdir(top))) {
 		if (strlen(e->d_name) != 2)
 			continue;
-		char sub[4200];
-		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+		char *sub = path_join(objs, e->d_name);
 		DIR *d = opendir(sub);
 		struct dirent *f;
 		while (d && (f = readdir(d))) {
 			struct hash_id id;
-			if (hash_from_hex(f->d_name, &id) < 0)
+			if (hash_from_hex(f->d_name, &id) < 0 ||
+			    object_indexed(c, &id) != 0)
 				continue;
-			if (object_indexed(c, &id) == 0) {
-				char p[4500];
-				snprintf(p, sizeof p, "%s/%s", sub, f->d_name);
-				log_info("removing unindexed object %s", p);
-				unlink(p);
-			}
+			char *p = path_join(sub, f->d_name);
+			log_info("removing unindexed object %s", p);
+			unlink(p);
+			free(p);
 		}
 		if (d)
 			closedir(d);
+		free(sub);
 	}
 	if (top)
 		closedir(top);
-	snprintf(path, sizeof path, "%s/partial", c->dir);
-	DIR *pd = opendir(path);
+	free(objs);
+	char *part = path_join(c->dir, "partial");
+	DIR *pd = opendir(part);
 	MDB_txn *txn = NULL;
 	if (pd && mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn) == 0) {
 		while ((e = readdir(pd))) {
 			struct hash_id key;
-			if (!is_hex_name(e->d_name))
+			if (hash_from_hex(e->d_name, &key) < 0)
 				continue;
-			hash_from_hex(e->d_name, &key);
 			MDB_val k = {HASH_LEN, key.b}, v;
 			if (mdb_get(txn, c->partials, &k, &v) == MDB_NOTFOUND) {
-				char p[4500];
-				snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+				char *p = path_join(part, e->d_name);
 				unlink(p);
+				free(p);
 			}
 		}
 		mdb_txn_abort(txn);
 	}
 	if (pd)
 		closedir(pd);
+	free(part);
 }
 
 int cache_evict(struct cache *c, uint64_t target, uint64_t *evicted_objects,
