@@ -7,11 +7,14 @@
 # Environment:
 #   SYNCBIT   path to the syncbit binary (default: bin/syncbit of this repo)
 #   REPEAT    timed runs per tool (default 3); the median is reported
+#   WARMUP    untimed runs per tool before those (default 1): the first
+#             writes into fresh memory of a VM cost more than later ones
 #   TMPDIR    where the temp dir is created (default /tmp)
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SYNCBIT=$(realpath -m "${SYNCBIT:-$BENCH_ROOT/bin/syncbit}")
 REPEAT=${REPEAT:-3}
+WARMUP=${WARMUP:-1}
 BENCH_PIDS=()
 BENCH_TMP=
 
@@ -36,8 +39,8 @@ bench_init() {
 		echo "$1: no syncbit binary at $SYNCBIT (run make, or set SYNCBIT)" >&2
 		exit 1
 	fi
-	if ! [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]]; then
-		echo "$1: REPEAT must be a positive integer" >&2
+	if ! [[ "$REPEAT" =~ ^[1-9][0-9]*$ && "$WARMUP" =~ ^[0-9]+$ ]]; then
+		echo "$1: REPEAT must be a positive integer, WARMUP a number" >&2
 		exit 2
 	fi
 	BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/syncbit-bench-$1.XXXXXX")
@@ -71,6 +74,11 @@ timed() {
 	"$@" >"$BENCH_TMP/last.out"
 	_timed_end=$(now)
 	_out=$(awk -v a="$_timed_start" -v b="$_timed_end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+}
+
+# run_label I: "run I", or "warm-up" for I < 1 (not counted).
+run_label() {
+	if (($1 < 1)); then echo "warm-up"; else echo "run $1"; fi
 }
 
 # median V...: the median of the numbers given.
@@ -189,5 +197,6 @@ machine() {
 	model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	rot=$(cat "/sys/block/$(basename "$dev")/queue/rotational" 2>/dev/null || echo '?')
 	echo "machine: nproc $(nproc), $model, kernel $(uname -r)," \
-		"temp fs $(df -PT "$BENCH_TMP" | awk 'NR == 2 { print $2 }') on $dev (rotational=$rot)"
+		"temp fs $(df -PT "$BENCH_TMP" | awk 'NR == 2 { print $2 }') on $dev (rotational=$rot)," \
+		"load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 }
