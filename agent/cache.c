@@ -292,8 +292,14 @@ void cache_free(struct cache *c)
 		return;
 	if (c->env)
 		mdb_env_close(c->env);
-	if (c->lock_fd >= 0)
+	/* Unlock explicitly: a forked child holds a duplicate of lock_fd
+	 * (O_CLOEXEC only acts on exec), and the flock lasts until every
+	 * duplicate is closed, so close() alone could keep the directory
+	 * locked for as long as that child lives. */
+	if (c->lock_fd >= 0) {
+		flock(c->lock_fd, LOCK_UN);
 		close(c->lock_fd);
+	}
 	free(c->dir);
 	free(c);
 }
@@ -538,6 +544,38 @@ int cache_object_check(struct cache *c, const struct hash_id *id)
 	return rc < 0 ? rc : 0;
 }
 
+struct mtime_arg {
+	const struct hash_id *id;
+	struct stat st;
+};
+
+static int txn_set_mtime(struct cache *c, MDB_txn *txn, void *arg)
+{
+	struct mtime_arg *a = arg;
+	struct object_rec rec;
+	int rc = object_get(txn, c, a->id, &rec, NULL);
+	if (rc)
+		return rc;
+	rec.mtime_ns = a->st.st_mtim.tv_sec * 1000000000ll + a->st.st_mtim.tv_nsec;
+	rec.ino = a->st.st_ino;
+	return object_put_header(txn, c, a->id, &rec);
+}
+
+int cache_object_set_mtime(struct cache *c, const struct hash_id *id,
+			   int64_t mtime_ns)
+{
+	char path[4096];
+	struct mtime_arg a = {.id = id};
+	struct timespec ts[2] = {
+		{.tv_nsec = UTIME_OMIT},
+		{.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
+	};
+	cache_object_path(c, id, path, sizeof path);
+	if (utimensat(AT_FDCWD, path, ts, 0) < 0 || stat(path, &a.st) < 0)
+		return -errno;
+	return write_txn(c, txn_set_mtime, &a);
+}
+
 struct touch_arg {
 	const struct hash_id *ids;
 	size_t n;
@@ -626,6 +664,16 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 	memcpy(k, p->key.b, HASH_LEN);
 	put_be64(k + HASH_LEN, 0);
 	MDB_val ck = {sizeof k, k}, cv;
+	/* The old locations were recorded with the old attempt's size and
+	 * block size (a reset is often caused by their change); computed
+	 * with the new ones they would not match and would stay behind,
+	 * pointing at wrong offsets of the recreated file. */
+	struct partial_rec old = {p->size, p->block_size, 0};
+	MDB_val pk = {HASH_LEN, p->key.b}, pv;
+	if (mdb_get(txn, c->partials, &pk, &pv) == 0 && pv.mv_size == sizeof old)
+		memcpy(&old, pv.mv_data, sizeof old);
+	if (manifest_check_block_size(old.block_size) < 0)
+		old.block_size = p->block_size;
 	int rc = mdb_cursor_open(txn, c->pblocks, &cur);
 	if (rc)
 		return rc;
@@ -642,8 +690,8 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 	for (size_t off = 0; !rc && off < found.len; off += 8 + HASH_LEN) {
 		uint64_t idx = get_be64(found.ptr + off);
 		struct block_val v;
-		block_val_make(&v, LOC_PARTIAL, &p->key, idx * p->block_size,
-			       manifest_block_len(p->size, p->block_size, idx));
+		block_val_make(&v, LOC_PARTIAL, &p->key, idx * old.block_size,
+			       manifest_block_len(old.size, old.block_size, idx));
 		rc = block_loc_del(txn, c, found.ptr + off + 8, &v);
 		memcpy(k + HASH_LEN, found.ptr + off, 8);
 		MDB_val dk = {sizeof k, k};
@@ -1079,6 +1127,19 @@ static int manifest_in_use(MDB_txn *txn, struct cache *c,
 	return used;
 }
 
+/* For an object both versions reference: pins == 0 means its record was
+ * dropped (changed on disk, corrupt) and made anew since the dataset pinned
+ * it, so the dataset's pin went with the old record. */
+static int repin_refetched(MDB_txn *txn, struct cache *c,
+			   const struct hash_id *id)
+{
+	struct object_rec rec;
+	int rc = object_get(txn, c, id, &rec, NULL);
+	if (rc)
+		return rc;
+	return rec.pins ? 0 : adjust_pin(txn, c, id, +1);
+}
+
 /* Move dataset `name` from its old manifest (if any) to new_ids, adjusting
  * pins and dropping the old manifest when nothing else uses it. */
 static int repin(MDB_txn *txn, struct cache *c, const char *name,
@@ -1104,6 +1165,8 @@ static int repin(MDB_txn *txn, struct cache *c, const char *name,
 	for (size_t i = 0; i < n_new && !rc; i++)
 		if (!contains(old_ids, n_old, &new_ids[i]))
 			rc = adjust_pin(txn, c, &new_ids[i], +1);
+		else
+			rc = repin_refetched(txn, c, &new_ids[i]);
 	for (size_t i = 0; i < n_old && !rc; i++)
 		if (!contains(new_ids, n_new, &old_ids[i])) {
 			rc = adjust_pin(txn, c, &old_ids[i], -1);

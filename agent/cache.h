@@ -59,6 +59,10 @@ void cache_object_path(const struct cache *c, const struct hash_id *id,
 int cache_object_check(struct cache *c, const struct hash_id *id);
 /* Drop an object from the index and unlink its file (used on corruption). */
 int cache_object_remove(struct cache *c, const struct hash_id *id);
+/* Give an object a new mtime (a source re-published equal content with
+ * another date). Objects are shared by hardlinks, so the newest wins. */
+int cache_object_set_mtime(struct cache *c, const struct hash_id *id,
+			   int64_t mtime_ns);
 /* Record an access for LFRU (publishing, serving). */
 int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n);
 

@@ -148,6 +148,13 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd,
 		rc = fail(p, -errno, f->path, "object missing");
 		goto out;
 	}
+	if (!f->hardlink_to &&
+	    want.st_mtim.tv_sec * 1000000000ll + want.st_mtim.tv_nsec != f->mtime_ns) {
+		if ((rc = cache_object_set_mtime(p->c, &p->objects[i], f->mtime_ns)) < 0) {
+			rc = fail(p, rc, f->path, "set mtime");
+			goto out;
+		}
+	}
 	if (fstatat(dir_fd, base, &have, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    have.st_dev == want.st_dev && have.st_ino == want.st_ino) {
 		p->st->unchanged++;

@@ -18,6 +18,8 @@
 /* Blocks written per fdatasync + index commit: bounds the work a crash can
  * lose while keeping syncs rare on fast transfers. */
 #define SYNC_BATCH 16
+/* ...and at least this often on slow transfers, so a crash loses little. */
+#define SYNC_INTERVAL_NS 1000000000ull
 #define JOBS_MAX 256
 
 struct pull;
@@ -34,6 +36,7 @@ struct pfile {
 	struct buf pend_idx, pend_hash; /* written, awaiting sync */
 	struct buf sync_idx, sync_hash; /* being synced */
 	int syncing;
+	uint64_t last_sync_ns;
 	int opened;
 	int done;
 	int reused; /* unchanged since the last version */
@@ -164,6 +167,7 @@ static void check_file(struct pull *p, struct pfile *pf)
 		return;
 	if (pf->pend_idx.len &&
 	    (pf->pend_idx.len / sizeof(uint64_t) >= SYNC_BATCH ||
+	     progress_now_ns() - pf->last_sync_ns >= SYNC_INTERVAL_NS ||
 	     (pf->inflight == 0 && pf->next >= pf->nblocks) || p->rc < 0)) {
 		start_sync(pf);
 		return;
@@ -207,6 +211,7 @@ static void start_sync(struct pfile *pf)
 	buf_reset(&pf->pend_idx);
 	buf_reset(&pf->pend_hash);
 	pf->syncing = 1;
+	pf->last_sync_ns = progress_now_ns();
 	p->syncs++;
 	pf->sync_work.data = pf;
 	int rc = uv_queue_work(&p->loop, &pf->sync_work, sync_work, sync_done);
@@ -313,6 +318,7 @@ static int open_file(struct pull *p, struct pfile *pf)
 		return rc;
 	}
 	pf->opened = 1;
+	pf->last_sync_ns = progress_now_ns();
 	pf->need = 0;
 	for (uint64_t i = 0; i < pf->nblocks; i++) {
 		struct hash_id h;
@@ -540,8 +546,10 @@ static void listed(struct source *src, int status, void *arg)
 	struct pull *p = arg;
 	p->listed = 1;
 	if (status < 0) {
-		set_error(p, status, "%s: %s", src->uri.raw,
-			  src->error_detail ? src->error_detail : sb_strerror(status));
+		if (src->error_detail)
+			set_error(p, status, "%s", src->error_detail);
+		else
+			set_error(p, status, "%s: %s", src->uri.raw, sb_strerror(status));
 		maybe_done(p);
 		return;
 	}

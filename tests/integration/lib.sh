@@ -14,7 +14,12 @@ CLEANUPS=()
 cleanup() {
 	local p
 	for c in "${CLEANUPS[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	# TERM first: an nginx master killed with -9 would orphan its workers.
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+	done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -55,6 +60,7 @@ free_port() {
 start_nginx() {
 	local root=$1 d="$T/nginx"
 	mkdir -p "$d/logs" "$d/tmp"
+	chmod 755 "$T" # nginx workers run as nobody
 	NGINX_PORT=$(free_port)
 	cat >"$d/nginx.conf" <<CONF
 worker_processes 1;
