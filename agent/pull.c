@@ -671,7 +671,12 @@ int pull_run(struct cache *c, const struct pull_options *o,
 		log_warn("pull: event loop still had handles at exit");
 	for (size_t i = 0; i < p.nfiles; i++) {
 		struct pfile *pf = &p.files[i];
-		cache_partial_close(pf->part);
+		/* Partials stay for a resume, except when the disk is full:
+		 * then they only hold space that the next attempt needs. */
+		if (p.rc == -ENOSPC)
+			cache_partial_discard(pf->part);
+		else
+			cache_partial_close(pf->part);
 		free(pf->hashes);
 		buf_close(&pf->pend_idx);
 		buf_close(&pf->pend_hash);
