@@ -52,21 +52,22 @@ fi
 
 # Corruption: flip a byte in a cache object keeping its mtime (so only a
 # re-hash can tell), verify finds it, and the next pull fetches it again.
-check "pull for corruption test" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA" --block-size 64KiB
-obj=$(find "$DATA/objects" -type f -size 300000c | head -1)
+DATA2=$T/data2
+check "pull for corruption test" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2" --block-size 64KiB
+obj=$(find "$DATA2/objects" -type f -size 300000c | head -1)
 touch -r "$obj" "$T/stamp"
 printf 'X' | dd of="$obj" bs=1 seek=70000 conv=notrunc status=none
 touch -r "$T/stamp" "$obj"
-expect_fail "verify detects a corrupt block" 1 "block 1 does not match" "$SYNCBIT" verify "$T/c" --data "$DATA"
-"$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA" --block-size 64KiB --json >"$T/pc"
+expect_fail "verify detects a corrupt block" 1 "block 1 does not match" "$SYNCBIT" verify "$T/c" --data "$DATA2"
+"$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2" --block-size 64KiB --json >"$T/pc"
 check "the next pull refetches the corrupt file" cmp "$S/a.bin" "$T/c/a.bin"
 check "refetch counted as source bytes" test "$(json_field "$T/pc" bytes_read)" -ge 300000
-check "verify is clean again" "$SYNCBIT" verify "$T/c" --data "$DATA"
-expect_fail "verify of an unknown dir" 1 "no dataset" "$SYNCBIT" verify "$T" --data "$DATA"
+check "verify is clean again" "$SYNCBIT" verify "$T/c" --data "$DATA2"
+expect_fail "verify of an unknown dir" 1 "no dataset" "$SYNCBIT" verify "$T" --data "$DATA2"
 
 # gc evicts unpinned objects only.
-check "pulling a new version unpins the old objects" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA"
-"$SYNCBIT" gc --data "$DATA" --json >"$T/gc"
+check "pulling a new version unpins the old objects" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2"
+"$SYNCBIT" gc --data "$DATA2" --json >"$T/gc"
 check "gc evicts unpinned objects" test "$(json_field "$T/gc" evicted_objects)" -ge 1
 check "gc keeps pinned data" test "$(json_field "$T/gc" used)" -eq "$(json_field "$T/gc" pinned)"
 check "published files survive gc" cmp "$S/a.bin" "$T/c/a.bin"
