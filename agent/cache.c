@@ -35,6 +35,7 @@ struct cache {
 	uint64_t capacity;
 	double clock;
 	int lock_fd;
+	struct cache_partial *open_partials; /* not swept as orphans */
 };
 
 struct cache_partial {
@@ -45,6 +46,13 @@ struct cache_partial {
 	uint64_t nblocks;
 	struct hash_id *have; /* zero hash = missing */
 	int fd;
+	int indexed; /* the index has a record of this partial */
+	struct cache_partial *next_open, **prev_open;
+	int sealed, exists;
+	uint32_t mode;
+	struct hash_id object;
+	uint8_t *hashes;
+	struct stat st;
 	char path[4096];
 };
 
@@ -243,6 +251,24 @@ static int take_lock(struct cache *c)
 	return flock(c->lock_fd, LOCK_EX) == 0 ? 0 : -errno;
 }
 
+/* objects/00..ff exist from the start, so storing an object never walks
+ * and creates its directory. */
+static int make_fanout(const char *objs)
+{
+	char last[4200];
+	struct stat st;
+	snprintf(last, sizeof last, "%s/ff", objs);
+	if (stat(last, &st) == 0)
+		return 0;
+	for (int i = 0; i < 256; i++) {
+		char d[4200];
+		snprintf(d, sizeof d, "%s/%02x", objs, i);
+		if (mkdir(d, 0755) < 0 && errno != EEXIST)
+			return -errno;
+	}
+	return path_fsync_dir(objs);
+}
+
 int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
 {
 	struct cache *c = xcalloc(1, sizeof *c);
@@ -259,6 +285,8 @@ int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
 	    (rc = path_mkdirs(part, 0700)) < 0)
 		goto fail;
 	if ((rc = take_lock(c)) < 0)
+		goto fail;
+	if ((rc = make_fanout(objs)) < 0)
 		goto fail;
 	if ((rc = mdb_err(mdb_env_create(&c->env))) < 0)
 		goto fail;
@@ -616,7 +644,7 @@ int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n)
 
 /* ---- partials ---- */
 
-static int load_partial(struct cache_partial *p, int *fresh)
+static int load_partial(struct cache_partial *p, int *fresh, int *had_rec)
 {
 	struct cache *c = p->c;
 	MDB_txn *txn;
@@ -626,6 +654,7 @@ static int load_partial(struct cache_partial *p, int *fresh)
 	MDB_val key = {HASH_LEN, p->key.b}, val;
 	*fresh = 1;
 	rc = mdb_get(txn, c->partials, &key, &val);
+	*had_rec = rc == 0;
 	if (rc == 0 && val.mv_size == sizeof(struct partial_rec)) {
 		struct partial_rec pr;
 		memcpy(&pr, val.mv_data, sizeof pr);
@@ -704,7 +733,10 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 	MDB_val key = {HASH_LEN, p->key.b};
 	struct partial_rec pr = {p->size, p->block_size, 0};
 	MDB_val val = {sizeof pr, &pr};
-	return mdb_put(txn, c->partials, &key, &val, 0);
+	rc = mdb_put(txn, c->partials, &key, &val, 0);
+	if (rc == 0)
+		p->indexed = 1;
+	return rc;
 }
 
 int cache_partial_open(struct cache *c, const struct hash_id *key,
@@ -712,7 +744,7 @@ int cache_partial_open(struct cache *c, const struct hash_id *key,
 		       struct cache_partial **out)
 {
 	struct cache_partial *p = xcalloc(1, sizeof *p);
-	int rc, fresh;
+	int rc, fresh, had_rec;
 	p->c = c;
 	p->key = *key;
 	p->size = size;
@@ -721,8 +753,13 @@ int cache_partial_open(struct cache *c, const struct hash_id *key,
 	p->have = xcalloc(p->nblocks ? p->nblocks : 1, sizeof *p->have);
 	p->fd = -1;
 	partial_path(c, key, p->path, sizeof p->path);
+	p->next_open = c->open_partials;
+	if (p->next_open)
+		p->next_open->prev_open = &p->next_open;
+	p->prev_open = &c->open_partials;
+	c->open_partials = p;
 	*out = NULL;
-	if ((rc = load_partial(p, &fresh)) < 0)
+	if ((rc = load_partial(p, &fresh, &had_rec)) < 0)
 		goto fail;
 	struct stat st;
 	if (!fresh && (stat(p->path, &st) < 0 || (uint64_t)st.st_size != size)) {
@@ -730,13 +767,17 @@ int cache_partial_open(struct cache *c, const struct hash_id *key,
 		fresh = 1;
 	}
 	if (fresh) {
-		/* Record first, file second: a crash in between leaves a
-		 * record without a file, which the next open resets. */
-		if ((rc = write_txn(c, txn_partial_reset, p)) < 0)
+		/* A stale record (its file gone or of another size) is reset;
+		 * a new partial gets its record with its first commit, so a
+		 * small file costs no index transaction of its own. */
+		if (had_rec && (rc = write_txn(c, txn_partial_reset, p)) < 0)
 			goto fail;
-		unlink(p->path);
+	} else {
+		p->indexed = 1;
 	}
-	p->fd = open(p->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* A fresh partial starts empty, whatever an earlier attempt left. */
+	p->fd = open(p->path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0),
+		     0600);
 	if (p->fd < 0) {
 		rc = -errno;
 		goto fail;
@@ -788,6 +829,11 @@ static int txn_commit(struct cache *c, MDB_txn *txn, void *arg)
 {
 	struct commit_arg *a = arg;
 	struct cache_partial *p = a->p;
+	struct partial_rec pr = {p->size, p->block_size, 0};
+	MDB_val pk = {HASH_LEN, p->key.b}, pv = {sizeof pr, &pr};
+	int prc = mdb_put(txn, c->partials, &pk, &pv, 0);
+	if (prc)
+		return prc;
 	for (size_t i = 0; i < a->n; i++) {
 		uint64_t idx = a->idx[i];
 		uint8_t k[HASH_LEN + 8];
@@ -817,23 +863,17 @@ int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
 	int rc = write_txn(p->c, txn_commit, &a);
 	if (rc < 0)
 		return rc;
+	p->indexed = 1;
 	for (size_t i = 0; i < n; i++)
 		p->have[idx[i]] = hashes[i];
 	return 0;
 }
 
-struct finish_arg {
-	struct cache_partial *p;
-	struct hash_id id;
-	const uint8_t *hashes;
-	uint32_t mode;
-	struct stat st;
-	int exists;
-};
-
 static int txn_drop_partial(struct cache *c, MDB_txn *txn,
 			    struct cache_partial *p)
 {
+	if (!p->indexed)
+		return 0;
 	for (uint64_t i = 0; i < p->nblocks; i++) {
 		if (hash_is_zero(&p->have[i]))
 			continue;
@@ -856,46 +896,83 @@ static int txn_drop_partial(struct cache *c, MDB_txn *txn,
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int txn_finish(struct cache *c, MDB_txn *txn, void *arg)
+/* Index one sealed partial as an object. An object record that exists but
+ * whose file was found changed is replaced in place, keeping its pins. */
+static int finish_one(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 {
-	struct finish_arg *a = arg;
-	struct cache_partial *p = a->p;
 	int rc = txn_drop_partial(c, txn, p);
-	if (rc || a->exists)
+	if (rc || p->exists)
 		return rc;
-	size_t n = sizeof(struct object_rec) + p->nblocks * HASH_LEN;
-	uint8_t *val = xmalloc(n);
 	struct object_rec rec = {
 		.size = p->size,
 		.block_size = p->block_size,
 		.nblocks = p->nblocks,
 		.tier = TIER_PROBATION,
-		.mode = a->mode,
+		.mode = p->mode,
 		.crf = 1.0,
 		.t_last = now_seconds(c),
-		.mtime_ns = a->st.st_mtim.tv_sec * 1000000000ll + a->st.st_mtim.tv_nsec,
-		.ino = a->st.st_ino,
+		.mtime_ns = p->st.st_mtim.tv_sec * 1000000000ll + p->st.st_mtim.tv_nsec,
+		.ino = p->st.st_ino,
 	};
+	struct object_rec old;
+	int replacing = object_get(txn, c, &p->object, &old, NULL) == 0;
+	if (replacing) {
+		rec.pins = old.pins;
+		if (old.pins == 0 && (rc = lfru_del(txn, c, &old, &p->object)))
+			return rc;
+	}
+	size_t n = sizeof rec + p->nblocks * HASH_LEN;
+	uint8_t *val = xmalloc(n);
 	memcpy(val, &rec, sizeof rec);
-	memcpy(val + sizeof rec, a->hashes, p->nblocks * HASH_LEN);
-	MDB_val key = {HASH_LEN, a->id.b}, v = {n, val};
+	memcpy(val + sizeof rec, p->hashes, p->nblocks * HASH_LEN);
+	MDB_val key = {HASH_LEN, p->object.b}, v = {n, val};
 	rc = mdb_put(txn, c->objects, &key, &v, 0);
 	free(val);
 	if (rc)
 		return rc;
 	for (uint64_t i = 0; i < p->nblocks; i++) {
 		struct block_val bv;
-		block_val_make(&bv, LOC_OBJECT, &a->id, i * p->block_size,
+		block_val_make(&bv, LOC_OBJECT, &p->object, i * p->block_size,
 			       manifest_block_len(p->size, p->block_size, i));
-		if ((rc = block_loc_put(txn, c, a->hashes + i * HASH_LEN, &bv)))
+		if ((rc = block_loc_put(txn, c, p->hashes + i * HASH_LEN, &bv)))
 			return rc;
 	}
-	if ((rc = lfru_put(txn, c, &rec, &a->id)))
+	if (rec.pins == 0 && (rc = lfru_put(txn, c, &rec, &p->object)))
 		return rc;
+	if (replacing)
+		return 0;
 	uint64_t used;
 	if ((rc = meta_get_u64(txn, c->meta, "used", &used)))
 		return rc;
 	return meta_put_u64(txn, c->meta, "used", used + p->size);
+}
+
+struct finish_many {
+	struct cache_partial **ps;
+	size_t n;
+};
+
+static int txn_finish_many(struct cache *c, MDB_txn *txn, void *arg)
+{
+	struct finish_many *a = arg;
+	for (size_t i = 0; i < a->n; i++) {
+		int rc = finish_one(c, txn, a->ps[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+void cache_partial_set_have(struct cache_partial *p, uint64_t idx,
+			    const struct hash_id *h)
+{
+	if (idx < p->nblocks)
+		p->have[idx] = *h;
+}
+
+const struct hash_id *cache_partial_object_id(const struct cache_partial *p)
+{
+	return p->sealed ? &p->object : NULL;
 }
 
 static int object_indexed(struct cache *c, const struct hash_id *id)
@@ -910,61 +987,110 @@ static int object_indexed(struct cache *c, const struct hash_id *id)
 	return rc == 0 ? 1 : rc == MDB_NOTFOUND ? 0 : mdb_err(rc);
 }
 
-int cache_partial_finish(struct cache_partial *p, uint32_t mode,
-			 int64_t mtime_ns, struct hash_id *object_id)
+/* Is the object indexed with a file that still looks as stored? Read-only,
+ * so it may run on a pool thread. */
+static int object_intact(struct cache *c, const struct hash_id *id)
+{
+	MDB_txn *txn;
+	struct object_rec rec;
+	if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn))
+		return 0;
+	int rc = object_get(txn, c, id, &rec, NULL);
+	mdb_txn_abort(txn);
+	if (rc)
+		return 0;
+	char path[4096];
+	struct stat st;
+	cache_object_path(c, id, path, sizeof path);
+	return stat(path, &st) == 0 && (uint64_t)st.st_size == rec.size &&
+	       st.st_ino == rec.ino &&
+	       st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == rec.mtime_ns;
+}
+
+int cache_partial_seal(struct cache_partial *p, uint32_t mode,
+		       int64_t mtime_ns, int durable)
 {
 	struct cache *c = p->c;
-	struct finish_arg a = {.p = p, .mode = mode & 07777};
-	int rc = 0;
-	uint8_t *hashes = xmalloc(p->nblocks * HASH_LEN + 1);
+	p->mode = mode & 07777;
+	free(p->hashes);
+	p->hashes = xmalloc(p->nblocks * HASH_LEN + 1);
 	for (uint64_t i = 0; i < p->nblocks; i++) {
-		if (hash_is_zero(&p->have[i])) {
-			rc = SB_EPROTO;
-			goto out;
-		}
-		memcpy(hashes + i * HASH_LEN, p->have[i].b, HASH_LEN);
+		if (hash_is_zero(&p->have[i]))
+			return SB_EPROTO;
+		memcpy(p->hashes + i * HASH_LEN, p->have[i].b, HASH_LEN);
 	}
-	a.hashes = hashes;
-	manifest_file_object_id(p->size, p->block_size, hashes, p->nblocks,
-				&a.id);
-	*object_id = a.id;
-	char obj[4096];
-	cache_object_path(c, &a.id, obj, sizeof obj);
-	rc = object_indexed(c, &a.id);
-	if (rc < 0)
-		goto out;
-	if (rc == 1 && (rc = cache_object_check(c, &a.id)) < 0)
-		goto out;
-	a.exists = rc == 1;
-	if (!a.exists) {
+	manifest_file_object_id(p->size, p->block_size, p->hashes, p->nblocks,
+				&p->object);
+	p->exists = object_intact(c, &p->object);
+	if (!p->exists) {
+		char obj[4096];
 		struct timespec ts[2] = {
 			{.tv_nsec = UTIME_OMIT},
 			{.tv_sec = mtime_ns / 1000000000ll,
 			 .tv_nsec = mtime_ns % 1000000000ll},
 		};
-		if (fchmod(p->fd, a.mode) < 0 || futimens(p->fd, ts) < 0 ||
-		    fsync(p->fd) < 0 || fstat(p->fd, &a.st) < 0) {
-			rc = -errno;
-			goto out;
-		}
+		cache_object_path(c, &p->object, obj, sizeof obj);
+		if (fchmod(p->fd, p->mode) < 0 || futimens(p->fd, ts) < 0 ||
+		    (durable && fsync(p->fd) < 0) || fstat(p->fd, &p->st) < 0)
+			return -errno;
 		char *dir = xstrdup(obj);
 		*strrchr(dir, '/') = '\0';
-		rc = path_mkdirs(dir, 0755);
-		if (rc == 0 && rename(p->path, obj) < 0)
+		int rc = 0;
+		if (rename(p->path, obj) < 0) {
 			rc = -errno;
-		if (rc == 0)
+			if (rc == -ENOENT && (rc = path_mkdirs(dir, 0755)) == 0 &&
+			    rename(p->path, obj) < 0)
+				rc = -errno;
+		}
+		if (rc == 0 && durable)
 			rc = path_fsync_dir(dir);
 		free(dir);
 		if (rc < 0)
-			goto out;
+			return rc;
 	}
-	rc = write_txn(c, txn_finish, &a);
-	if (rc == 0 && a.exists)
-		unlink(p->path);
-out:
-	free(hashes);
-	cache_partial_close(p);
+	p->sealed = 1;
+	return 0;
+}
+
+int cache_sync_objects(struct cache *c)
+{
+	char *objs = path_join(c->dir, "objects");
+	int fd = open(objs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(objs);
+	if (fd < 0)
+		return -errno;
+	int rc = syncfs(fd) < 0 ? -errno : 0;
+	close(fd);
 	return rc;
+}
+
+int cache_partials_finish(struct cache_partial **ps, size_t n)
+{
+	if (n == 0)
+		return 0;
+	struct finish_many a = {ps, n};
+	for (size_t i = 0; i < n; i++)
+		if (!ps[i]->sealed)
+			return SB_EPROTO;
+	int rc = write_txn(ps[0]->c, txn_finish_many, &a);
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0 && ps[i]->exists)
+			unlink(ps[i]->path);
+		cache_partial_close(ps[i]);
+	}
+	return rc;
+}
+
+int cache_partial_finish(struct cache_partial *p, uint32_t mode,
+			 int64_t mtime_ns, struct hash_id *object_id)
+{
+	int rc = cache_partial_seal(p, mode, mtime_ns, 1);
+	if (rc < 0) {
+		cache_partial_close(p);
+		return rc;
+	}
+	*object_id = p->object;
+	return cache_partials_finish(&p, 1);
 }
 
 void cache_partial_close(struct cache_partial *p)
@@ -973,7 +1099,13 @@ void cache_partial_close(struct cache_partial *p)
 		return;
 	if (p->fd >= 0)
 		close(p->fd);
+	if (p->prev_open) {
+		*p->prev_open = p->next_open;
+		if (p->next_open)
+			p->next_open->prev_open = p->prev_open;
+	}
 	free(p->have);
+	free(p->hashes);
 	free(p);
 }
 
@@ -1430,7 +1562,11 @@ static void sweep_orphans(struct cache *c)
 			if (hash_from_hex(e->d_name, &key) < 0)
 				continue;
 			MDB_val k = {HASH_LEN, key.b}, v;
-			if (mdb_get(txn, c->partials, &k, &v) == MDB_NOTFOUND) {
+			int open_now = 0;
+			for (struct cache_partial *o = c->open_partials; o; o = o->next_open)
+				open_now |= !memcmp(&o->key, &key, HASH_LEN);
+			if (!open_now &&
+			    mdb_get(txn, c->partials, &k, &v) == MDB_NOTFOUND) {
 				char *p = path_join(part, e->d_name);
 				unlink(p);
 				free(p);

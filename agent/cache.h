@@ -87,6 +87,24 @@ int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
  * Frees p in every case. */
 int cache_partial_finish(struct cache_partial *p, uint32_t mode,
 			 int64_t mtime_ns, struct hash_id *object_id);
+/* The split form of finishing, for many files at once: record the hash of
+ * a block written and synced but not committed (memory only)... */
+void cache_partial_set_have(struct cache_partial *p, uint64_t idx,
+			    const struct hash_id *h);
+/* ...then, on a pool thread (blocking, no index writes), give the file its
+ * mode and mtime and rename it into objects/ unless an intact equal object
+ * exists; with durable, fsync the file and directory first. Without it the
+ * caller must cache_sync_objects() before cache_partials_finish(), which
+ * makes many small files durable with one filesystem sync... */
+int cache_partial_seal(struct cache_partial *p, uint32_t mode,
+		       int64_t mtime_ns, int durable);
+/* syncfs() of the object store (blocking; pool thread). */
+int cache_sync_objects(struct cache *c);
+/* The object id of a sealed partial, or NULL. */
+const struct hash_id *cache_partial_object_id(const struct cache_partial *p);
+/* ...and index sealed partials as objects in one transaction (loop thread).
+ * Frees every partial in ps, whatever the result. */
+int cache_partials_finish(struct cache_partial **ps, size_t n);
 /* Close without finishing; it stays resumable. */
 void cache_partial_close(struct cache_partial *p);
 /* Close and delete its file and records. */

@@ -21,6 +21,9 @@
 /* ...and at least this often on slow transfers, so a crash loses little. */
 #define SYNC_INTERVAL_NS 1000000000ull
 #define JOBS_MAX 256
+/* Sealed files indexed per transaction: one index commit (and fsync) for
+ * many small files. */
+#define FINISH_BATCH 64
 
 struct pull;
 
@@ -42,6 +45,9 @@ struct pfile {
 	int reused; /* unchanged since the last version */
 	uv_work_t sync_work;
 	int sync_rc;
+	int sealing, sealed;
+	uv_work_t seal_work;
+	int seal_rc;
 	struct pull *p;
 };
 
@@ -71,15 +77,19 @@ struct pull {
 	struct slot *slots;
 	int nslots;
 	int inflight; /* slots busy */
-	int syncs;    /* sync works running */
+	int syncs;    /* sync and seal works running */
+	struct pfile **ready; /* sealed, awaiting the group index commit */
+	size_t nready;
+	struct pfile **flushing; /* being synced and indexed */
+	size_t nflushing;
+	int flush_busy, flush_rc;
+	uv_work_t flush_req;
 	int rc;
 	int listed;
 	int finished;
 	struct progress prog;
 	uint64_t start_ns;
 };
-
-static void pump(struct pull *p);
 
 static void set_error(struct pull *p, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -137,20 +147,109 @@ static const FileEntry *prev_entry(struct pull *p, const char *path)
 	return NULL;
 }
 
+
+/* Sealed files become durable with one filesystem sync, then are indexed
+ * in one transaction: per-file fsyncs and commits would dominate a tree of
+ * small files. */
+static void flush_work(uv_work_t *w)
+{
+	struct pull *p = w->data;
+	p->flush_rc = cache_sync_objects(p->c);
+}
+
+static void pump(struct pull *p);
 static void maybe_done(struct pull *p);
 
-static void finish_file(struct pull *p, struct pfile *pf)
+static void flush_done(uv_work_t *w, int status)
 {
-	const struct source_file *f = sfile(p, pf);
-	struct hash_id id;
-	int rc = cache_partial_finish(pf->part, f->mode, f->mtime_ns, &id);
-	pf->part = NULL;
-	if (rc < 0) {
-		set_error(p, rc, "%s: cannot store in cache: %s", f->path,
-			  sb_strerror(rc));
-		return;
+	struct pull *p = w->data;
+	int rc = status < 0 ? status : p->flush_rc;
+	struct cache_partial **parts = xcalloc(p->nflushing + 1, sizeof *parts);
+	for (size_t i = 0; i < p->nflushing; i++) {
+		parts[i] = p->flushing[i]->part;
+		p->flushing[i]->part = NULL;
 	}
-	pf->done = 1;
+	if (rc == 0) {
+		rc = cache_partials_finish(parts, p->nflushing);
+	} else {
+		for (size_t i = 0; i < p->nflushing; i++)
+			cache_partial_close(parts[i]);
+	}
+	free(parts);
+	for (size_t i = 0; i < p->nflushing; i++)
+		p->flushing[i]->done = rc == 0;
+	if (rc < 0)
+		set_error(p, rc, "cannot store files in %s: %s", cache_dir(p->c),
+			  sb_strerror(rc));
+	p->nflushing = 0;
+	p->flush_busy = 0;
+	p->syncs--;
+	pump(p);
+	maybe_done(p);
+}
+
+static void flush_ready(struct pull *p)
+{
+	if (!p->nready || p->flush_busy)
+		return;
+	struct pfile **t = p->flushing;
+	p->flushing = p->ready;
+	p->nflushing = p->nready;
+	p->ready = t;
+	p->nready = 0;
+	p->flush_busy = 1;
+	p->syncs++;
+	p->flush_req.data = p;
+	int rc = uv_queue_work(&p->loop, &p->flush_req, flush_work, flush_done);
+	if (rc < 0)
+		fatal("uv_queue_work: %s", uv_strerror(rc));
+}
+
+static void seal_work(uv_work_t *w)
+{
+	struct pfile *pf = w->data;
+	const struct source_file *f = &pf->p->src->listing.files[pf->index];
+	pf->seal_rc = cache_partial_seal(pf->part, f->mode, f->mtime_ns, 0);
+}
+
+static void seal_done(uv_work_t *w, int status)
+{
+	struct pfile *pf = w->data;
+	struct pull *p = pf->p;
+	int rc = status < 0 ? status : pf->seal_rc;
+	pf->sealing = 0;
+	p->syncs--;
+	if (rc < 0) {
+		set_error(p, rc, "%s: cannot store in cache: %s",
+			  sfile(p, pf)->path, sb_strerror(rc));
+	} else {
+		pf->sealed = 1;
+		p->ready[p->nready++] = pf;
+		if (p->nready >= FINISH_BATCH)
+			flush_ready(p);
+	}
+	pump(p);
+	maybe_done(p);
+}
+
+/* Every block is written: fold the unsynced ones into the partial's hash
+ * list and seal the file on the pool (one fsync covers them). */
+static void start_seal(struct pull *p, struct pfile *pf)
+{
+	size_t n = pf->pend_idx.len / sizeof(uint64_t);
+	const uint64_t *idx = (const uint64_t *)pf->pend_idx.ptr;
+	const struct hash_id *h = (const struct hash_id *)pf->pend_hash.ptr;
+	for (size_t i = 0; i < n; i++)
+		cache_partial_set_have(pf->part, idx[i], &h[i]);
+	pf->committed += n;
+	buf_reset(&pf->pend_idx);
+	buf_reset(&pf->pend_hash);
+	pf->sealing = 1;
+	p->syncs++;
+	pf->seal_work.data = pf;
+	int rc = uv_queue_work(&p->loop, &pf->seal_work, seal_work, seal_done);
+	if (rc < 0)
+		fatal("uv_queue_work: %s", uv_strerror(rc));
 }
 
 static void sync_work(uv_work_t *w)
@@ -163,18 +262,19 @@ static void start_sync(struct pfile *pf);
 
 static void check_file(struct pull *p, struct pfile *pf)
 {
-	if (pf->done || pf->syncing)
+	if (pf->done || pf->syncing || pf->sealing || pf->sealed || !pf->opened)
 		return;
+	int all_written = pf->next >= pf->nblocks && pf->inflight == 0;
+	if (p->rc == 0 && all_written) {
+		start_seal(p, pf);
+		return;
+	}
+	/* Keep what arrived durable for a resume, also after an error. */
 	if (pf->pend_idx.len &&
 	    (pf->pend_idx.len / sizeof(uint64_t) >= SYNC_BATCH ||
 	     progress_now_ns() - pf->last_sync_ns >= SYNC_INTERVAL_NS ||
-	     (pf->inflight == 0 && pf->next >= pf->nblocks) || p->rc < 0)) {
+	     pf->inflight == 0 || p->rc < 0))
 		start_sync(pf);
-		return;
-	}
-	if (p->rc == 0 && pf->opened && pf->committed == pf->need &&
-	    pf->next >= pf->nblocks && pf->inflight == 0)
-		finish_file(p, pf);
 }
 
 static void sync_done(uv_work_t *w, int status)
@@ -398,6 +498,7 @@ static void pump(struct pull *p)
 			check_file(p, pf); /* empty or fully resumed */
 		}
 		if (next_missing(pf) >= pf->nblocks) {
+			check_file(p, pf); /* everything was already durable */
 			p->cursor++;
 			continue;
 		}
@@ -507,6 +608,10 @@ static void maybe_done(struct pull *p)
 {
 	if (p->finished || !p->listed || p->inflight || p->syncs)
 		return;
+	if (p->nready) {
+		flush_ready(p); /* maybe_done runs again when it is through */
+		return;
+	}
 	if (p->rc == 0) {
 		for (size_t i = 0; i < p->nfiles; i++) {
 			struct pfile *pf = &p->files[i];
@@ -561,6 +666,8 @@ static void listed(struct source *src, int status, void *arg)
 	uint64_t to_fetch = 0;
 	p->nfiles = l->nfiles;
 	p->files = xcalloc(l->nfiles + 1, sizeof *p->files);
+	p->ready = xcalloc(l->nfiles + 1, sizeof *p->ready);
+	p->flushing = xcalloc(l->nfiles + 1, sizeof *p->flushing);
 	for (size_t i = 0; i < l->nfiles; i++) {
 		const struct source_file *f = &l->files[i];
 		struct pfile *pf = &p->files[i];
@@ -589,8 +696,9 @@ static void listed(struct source *src, int status, void *arg)
 						e->block_hashes.data,
 						e->block_hashes.len / HASH_LEN, &id);
 			if (cache_object_check(p->c, &id) == 1) {
-				memcpy(pf->hashes, e->block_hashes.data,
-				       e->block_hashes.len);
+				if (e->block_hashes.len) /* NULL for empty files */
+					memcpy(pf->hashes, e->block_hashes.data,
+					       e->block_hashes.len);
 				pf->reused = 1;
 				pf->done = 1;
 				p->r->bytes_reused += f->size;
@@ -662,6 +770,9 @@ int pull_run(struct cache *c, const struct pull_options *o,
 		set_error(&p, rc, "%s: %s", o->source, sb_strerror(rc));
 	else
 		uv_run(&p.loop, UV_RUN_DEFAULT);
+	if (!p.finished && p.rc == 0)
+		set_error(&p, SB_ECANCELED, "%s: transfer ended before every file was stored",
+			  o->source);
 	progress_close(&p.prog);
 	r->bytes_read = p.src->bytes_read;
 	source_free(p.src);
@@ -684,6 +795,8 @@ int pull_run(struct cache *c, const struct pull_options *o,
 		buf_close(&pf->sync_hash);
 	}
 	free(p.files);
+	free(p.ready);
+	free(p.flushing);
 	for (int i = 0; i < p.nslots; i++)
 		free(p.slots[i].buf);
 	free(p.slots);
