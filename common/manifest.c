@@ -13,16 +13,19 @@
 #define DECODE_BUDGET_FACTOR 16
 #define DECODE_BUDGET_FLOOR (1u << 20)
 
+/* Not (size + block_size - 1) / block_size: near 2^64 that sum wraps, and a
+ * manifest could then claim an enormous file with no block hashes. */
 uint64_t manifest_nblocks(uint64_t size, uint32_t block_size)
 {
-	return (size + block_size - 1) / block_size;
+	return size / block_size + (size % block_size != 0);
 }
 
 uint32_t manifest_block_len(uint64_t size, uint32_t block_size, uint64_t idx)
 {
-	uint64_t off = idx * block_size;
-	if (off >= size)
+	/* Checked by index first: idx * block_size may wrap. */
+	if (idx >= manifest_nblocks(size, block_size))
 		return 0;
+	uint64_t off = idx * block_size;
 	uint64_t left = size - off;
 	return left < block_size ? (uint32_t)left : block_size;
 }
@@ -48,14 +51,17 @@ void manifest_encode(const Manifest *m, struct buf *out, struct hash_id *id)
 
 struct budget {
 	size_t left;
+	int refused; /* an allocation did not fit: the reason unpack failed */
 };
 
 static void *budget_alloc(void *data, size_t size)
 {
 	struct budget *b = data;
 	size_t need = size + sizeof(size_t);
-	if (need < size || need > b->left)
+	if (need < size || need > b->left) {
+		b->refused = 1;
 		return NULL;
+	}
 	size_t *p = malloc(need);
 	if (!p)
 		return NULL;
@@ -80,7 +86,7 @@ void manifest_free(Manifest *m)
 		return;
 	/* Free with the allocator it was decoded with: the budget header is in
 	 * front of every block, so a throwaway budget releases it correctly. */
-	struct budget b = {SIZE_MAX / 2};
+	struct budget b = {SIZE_MAX / 2, 0};
 	ProtobufCAllocator a = {budget_alloc, budget_free, &b};
 	syncbit__manifest__free_unpacked(m, &a);
 }
@@ -90,11 +96,14 @@ int manifest_decode(const uint8_t *data, size_t len, Manifest **out)
 	*out = NULL;
 	if (len > MANIFEST_MAX_BYTES)
 		return SB_ETOOBIG;
-	struct budget b = {len * DECODE_BUDGET_FACTOR + DECODE_BUDGET_FLOOR};
+	struct budget b = {len * DECODE_BUDGET_FACTOR + DECODE_BUDGET_FLOOR, 0};
 	ProtobufCAllocator a = {budget_alloc, budget_free, &b};
 	Manifest *m = syncbit__manifest__unpack(&a, len, data);
+	/* Not judged by how much budget is left: a refused request can be
+	 * large (protobuf-c's scan slabs, a repeated field's array) while
+	 * plenty remains for small ones. */
 	if (!m)
-		return b.left < 4096 ? SB_ETOOBIG : SB_EPROTO;
+		return b.refused ? SB_ETOOBIG : SB_EPROTO;
 	int rc = manifest_validate(m);
 	if (rc < 0) {
 		syncbit__manifest__free_unpacked(m, &a);
@@ -144,8 +153,16 @@ int manifest_validate(const Manifest *m)
 		return SB_EPROTO;
 	if (m->n_files > MANIFEST_MAX_FILES)
 		return SB_ETOOBIG;
+	/* Format 1 defines every field, so unknown ones are crafted. protobuf-c
+	 * keeps them and re-encodes them, and some it accepts only once: field
+	 * number 0 written as a padded varint comes back as a short tag that
+	 * it then refuses. */
+	if (m->base.n_unknown_fields)
+		return SB_EPROTO;
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *f = m->files[i];
+		if (f->base.n_unknown_fields)
+			return SB_EPROTO;
 		if (!f->path || path_check_relative(f->path) < 0)
 			return SB_ECONFINE;
 		if (i > 0 && strcmp(m->files[i - 1]->path, f->path) >= 0)
@@ -165,10 +182,14 @@ int manifest_validate(const Manifest *m)
 				if (f->hardlink_to > i)
 					return SB_EPROTO;
 				const FileEntry *t = m->files[f->hardlink_to - 1];
+				/* Empty files have NULL hashes, which memcmp
+				 * must not see even with length 0. */
 				if (t->type != SYNCBIT__FILE_TYPE__FILE_REGULAR ||
 				    t->hardlink_to || t->size != f->size ||
-				    memcmp(t->block_hashes.data, f->block_hashes.data,
-					   f->block_hashes.len) != 0)
+				    (f->block_hashes.len &&
+				     memcmp(t->block_hashes.data,
+					    f->block_hashes.data,
+					    f->block_hashes.len) != 0))
 					return SB_EPROTO;
 			}
 			break;
