@@ -20,10 +20,9 @@
 #include "common/path.h"
 
 #define CACHE_MAP_SIZE (64ull << 30)
-#define CACHE_MAX_DBS 8
+#define CACHE_MAX_DBS  8
 /* LFRU decay: a reference loses half its weight per hour. */
 #define LFRU_LAMBDA (1.0 / 3600.0)
-
 
 int cache_mdb_err(int rc)
 {
@@ -123,18 +122,17 @@ static int open_dbs(struct cache *c)
 		MDB_dbi *dbi;
 		unsigned flags;
 	} t[] = {
-		{"blocks", &c->blocks, MDB_DUPSORT},
-		{"objects", &c->objects, 0},
-		{"lfru", &c->lfru, 0},
-		{"partials", &c->partials, 0},
-		{"pblocks", &c->pblocks, 0},
-		{"manifests", &c->manifests, 0},
-		{"datasets", &c->datasets, 0},
-		{"meta", &c->meta, 0},
+	    {"blocks", &c->blocks, MDB_DUPSORT},
+	    {"objects", &c->objects, 0},
+	    {"lfru", &c->lfru, 0},
+	    {"partials", &c->partials, 0},
+	    {"pblocks", &c->pblocks, 0},
+	    {"manifests", &c->manifests, 0},
+	    {"datasets", &c->datasets, 0},
+	    {"meta", &c->meta, 0},
 	};
 	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-		rc = mdb_dbi_open(txn, t[i].name, t[i].flags | MDB_CREATE,
-				  t[i].dbi);
+		rc = mdb_dbi_open(txn, t[i].name, t[i].flags | MDB_CREATE, t[i].dbi);
 		if (rc) {
 			mdb_txn_abort(txn);
 			return cache_mdb_err(rc);
@@ -154,8 +152,7 @@ static int take_lock(struct cache *c)
 		return 0;
 	if (errno != EWOULDBLOCK)
 		return -errno;
-	log_info("%s: another syncbit process uses this data directory; waiting",
-		 c->dir);
+	log_info("%s: another syncbit process uses this data directory; waiting", c->dir);
 	return flock(c->lock_fd, LOCK_EX) == 0 ? 0 : -errno;
 }
 
@@ -188,8 +185,7 @@ int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
 	char *idx = path_join(data_dir, "index");
 	char *objs = path_join(data_dir, "objects");
 	char *part = path_join(data_dir, "partial");
-	if ((rc = path_mkdirs(idx, 0700)) < 0 ||
-	    (rc = path_mkdirs(objs, 0755)) < 0 ||
+	if ((rc = path_mkdirs(idx, 0700)) < 0 || (rc = path_mkdirs(objs, 0755)) < 0 ||
 	    (rc = path_mkdirs(part, 0700)) < 0)
 		goto fail;
 	if ((rc = take_lock(c)) < 0)
@@ -250,24 +246,21 @@ void cache_set_capacity(struct cache *c, uint64_t capacity)
 	c->capacity = capacity;
 }
 
-void cache_object_path(const struct cache *c, const struct hash_id *id,
-		       char *out, size_t len)
+void cache_object_path(const struct cache *c, const struct hash_id *id, char *out, size_t len)
 {
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(id, hex);
 	snprintf(out, len, "%s/objects/%.2s/%s", c->dir, hex, hex);
 }
 
-void cache_partial_path(const struct cache *c, const struct hash_id *key,
-			 char *out, size_t len)
+void cache_partial_path(const struct cache *c, const struct hash_id *key, char *out, size_t len)
 {
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(key, hex);
 	snprintf(out, len, "%s/partial/%s", c->dir, hex);
 }
 
-static void loc_path(const struct cache *c, const struct block_val *v,
-		     char *out, size_t len)
+static void loc_path(const struct cache *c, const struct block_val *v, char *out, size_t len)
 {
 	struct hash_id id;
 	memcpy(id.b, v->id, HASH_LEN);
@@ -277,8 +270,7 @@ static void loc_path(const struct cache *c, const struct block_val *v,
 		cache_partial_path(c, &id, out, len);
 }
 
-int cache_block_find(struct cache *c, const struct hash_id *h,
-		     struct cache_block_loc *loc)
+int cache_block_find(struct cache *c, const struct hash_id *h, struct cache_block_loc *loc)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
@@ -305,7 +297,7 @@ int cache_block_find(struct cache *c, const struct hash_id *h,
 /* ---- objects ---- */
 
 int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
-		      struct object_rec *rec, const uint8_t **hashes)
+		     struct object_rec *rec, const uint8_t **hashes)
 {
 	MDB_val key = {HASH_LEN, (void *)id->b}, val;
 	int rc = mdb_get(txn, c->objects, &key, &val);
@@ -322,9 +314,8 @@ int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 }
 
 /* Rewrite the fixed part of an object record in place. */
-int cache_object_put_header(MDB_txn *txn, struct cache *c,
-			     const struct hash_id *id,
-			     const struct object_rec *rec)
+int cache_object_put_header(MDB_txn *txn, struct cache *c, const struct hash_id *id,
+			    const struct object_rec *rec)
 {
 	MDB_val key = {HASH_LEN, (void *)id->b}, val;
 	int rc = mdb_get(txn, c->objects, &key, &val);
@@ -340,8 +331,7 @@ int cache_object_put_header(MDB_txn *txn, struct cache *c,
 	return rc;
 }
 
-static void lfru_key_of(const struct object_rec *rec, const struct hash_id *id,
-			struct lfru_key *k)
+static void lfru_key_of(const struct object_rec *rec, const struct hash_id *id, struct lfru_key *k)
 {
 	k->tier = (uint8_t)rec->tier;
 	cache_put_be64(k->key_be, sortable_double(cache_lfru_key(rec->crf, rec->t_last)));
@@ -349,7 +339,7 @@ static void lfru_key_of(const struct object_rec *rec, const struct hash_id *id,
 }
 
 int cache_lfru_del(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
-		    const struct hash_id *id)
+		   const struct hash_id *id)
 {
 	struct lfru_key k;
 	lfru_key_of(rec, id, &k);
@@ -359,7 +349,7 @@ int cache_lfru_del(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 }
 
 int cache_lfru_put(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
-		    const struct hash_id *id)
+		   const struct hash_id *id)
 {
 	struct lfru_key k;
 	lfru_key_of(rec, id, &k);
@@ -368,7 +358,7 @@ int cache_lfru_put(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 }
 
 int cache_block_loc_del(MDB_txn *txn, struct cache *c, const uint8_t *hash,
-			 const struct block_val *v)
+			const struct block_val *v)
 {
 	MDB_val key = {HASH_LEN, (void *)hash}, val = {sizeof *v, (void *)v};
 	int rc = mdb_del(txn, c->blocks, &key, &val);
@@ -376,16 +366,15 @@ int cache_block_loc_del(MDB_txn *txn, struct cache *c, const uint8_t *hash,
 }
 
 int cache_block_loc_put(MDB_txn *txn, struct cache *c, const uint8_t *hash,
-			 const struct block_val *v)
+			const struct block_val *v)
 {
 	MDB_val key = {HASH_LEN, (void *)hash}, val = {sizeof *v, (void *)v};
 	int rc = mdb_put(txn, c->blocks, &key, &val, MDB_NODUPDATA);
 	return rc == MDB_KEYEXIST ? 0 : rc;
 }
 
-void cache_block_val_make(struct block_val *v, int kind,
-			   const struct hash_id *id, uint64_t offset,
-			   uint32_t len)
+void cache_block_val_make(struct block_val *v, int kind, const struct hash_id *id, uint64_t offset,
+			  uint32_t len)
 {
 	v->kind = (uint8_t)kind;
 	memcpy(v->id, id->b, HASH_LEN);
@@ -394,8 +383,7 @@ void cache_block_val_make(struct block_val *v, int kind,
 }
 
 /* Remove an object's records (not its file). */
-int cache_object_unindex(MDB_txn *txn, struct cache *c,
-			  const struct hash_id *id, uint64_t *freed)
+int cache_object_unindex(MDB_txn *txn, struct cache *c, const struct hash_id *id, uint64_t *freed)
 {
 	struct object_rec rec;
 	const uint8_t *hashes;
@@ -409,7 +397,7 @@ int cache_object_unindex(MDB_txn *txn, struct cache *c,
 	for (uint64_t i = 0; i < rec.nblocks && !rc; i++) {
 		struct block_val v;
 		cache_block_val_make(&v, LOC_OBJECT, id, i * rec.block_size,
-			       manifest_block_len(rec.size, rec.block_size, i));
+				     manifest_block_len(rec.size, rec.block_size, i));
 		rc = cache_block_loc_del(txn, c, h + i * HASH_LEN, &v);
 	}
 	free(h);
@@ -422,14 +410,13 @@ int cache_object_unindex(MDB_txn *txn, struct cache *c,
 	if (!rc)
 		rc = cache_meta_get(txn, c->meta, "used", &used);
 	if (!rc)
-		rc = cache_meta_put(txn, c->meta, "used",
-				  used >= rec.size ? used - rec.size : 0);
+		rc = cache_meta_put(txn, c->meta, "used", used >= rec.size ? used - rec.size : 0);
 	if (!rc && rec.pins) {
 		uint64_t pinned;
 		rc = cache_meta_get(txn, c->meta, "pinned", &pinned);
 		if (!rc)
 			rc = cache_meta_put(txn, c->meta, "pinned",
-					  pinned >= rec.size ? pinned - rec.size : 0);
+					    pinned >= rec.size ? pinned - rec.size : 0);
 	}
 	if (freed)
 		*freed = rec.size;
@@ -468,14 +455,12 @@ int cache_object_check(struct cache *c, const struct hash_id *id)
 	char path[4096];
 	struct stat st;
 	cache_object_path(c, id, path, sizeof path);
-	if (stat(path, &st) == 0 && (uint64_t)st.st_size == rec.size &&
-	    st.st_ino == rec.ino &&
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size == rec.size && st.st_ino == rec.ino &&
 	    st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == rec.mtime_ns)
 		return 1;
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(id, hex);
-	log_warn("cache object %s changed or vanished on disk; it will be fetched again",
-		 hex);
+	log_warn("cache object %s changed or vanished on disk; it will be fetched again", hex);
 	rc = cache_object_remove(c, id);
 	return rc < 0 ? rc : 0;
 }
@@ -497,14 +482,13 @@ static int txn_set_mtime(struct cache *c, MDB_txn *txn, void *arg)
 	return cache_object_put_header(txn, c, a->id, &rec);
 }
 
-int cache_object_set_mtime(struct cache *c, const struct hash_id *id,
-			   int64_t mtime_ns)
+int cache_object_set_mtime(struct cache *c, const struct hash_id *id, int64_t mtime_ns)
 {
 	char path[4096];
 	struct mtime_arg a = {.id = id};
 	struct timespec ts[2] = {
-		{.tv_nsec = UTIME_OMIT},
-		{.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
+	    {.tv_nsec = UTIME_OMIT},
+	    {.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
 	};
 	cache_object_path(c, id, path, sizeof path);
 	if (utimensat(AT_FDCWD, path, ts, 0) < 0 || stat(path, &a.st) < 0)
@@ -577,8 +561,7 @@ int cache_object_intact(struct cache *c, const struct hash_id *id)
 	char path[4096];
 	struct stat st;
 	cache_object_path(c, id, path, sizeof path);
-	return stat(path, &st) == 0 && (uint64_t)st.st_size == rec.size &&
-	       st.st_ino == rec.ino &&
+	return stat(path, &st) == 0 && (uint64_t)st.st_size == rec.size && st.st_ino == rec.ino &&
 	       st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == rec.mtime_ns;
 }
 
@@ -665,8 +648,7 @@ static void sweep_orphans(struct cache *c)
 		struct dirent *f;
 		while (d && (f = readdir(d))) {
 			struct hash_id id;
-			if (hash_from_hex(f->d_name, &id) < 0 ||
-			    cache_object_indexed(c, &id) != 0)
+			if (hash_from_hex(f->d_name, &id) < 0 || cache_object_indexed(c, &id) != 0)
 				continue;
 			char *p = path_join(sub, f->d_name);
 			log_info("removing unindexed object %s", p);
@@ -692,8 +674,7 @@ static void sweep_orphans(struct cache *c)
 			int open_now = 0;
 			for (struct cache_partial *o = c->open_partials; o; o = o->next_open)
 				open_now |= !memcmp(&o->key, &key, HASH_LEN);
-			if (!open_now &&
-			    mdb_get(txn, c->partials, &k, &v) == MDB_NOTFOUND) {
+			if (!open_now && mdb_get(txn, c->partials, &k, &v) == MDB_NOTFOUND) {
 				char *p = path_join(part, e->d_name);
 				unlink(p);
 				free(p);
@@ -730,4 +711,3 @@ int cache_evict(struct cache *c, uint64_t target, uint64_t *evicted_objects,
 		*evicted_bytes = rc == 0 ? a.bytes : 0;
 	return rc;
 }
-

@@ -18,8 +18,8 @@ struct cache;
 struct cache_partial;
 
 struct cache_stats {
-	uint64_t used;    /* bytes held in objects */
-	uint64_t pinned;  /* of which pinned by a dataset's current version */
+	uint64_t used;	 /* bytes held in objects */
+	uint64_t pinned; /* of which pinned by a dataset's current version */
 	uint64_t objects;
 	uint64_t capacity; /* 0 = unlimited */
 };
@@ -47,12 +47,10 @@ int cache_stats(struct cache *c, struct cache_stats *out);
 
 /* Thread-safe. 1 and fills loc when some file holds the block, 0 if none,
  * negative on error. */
-int cache_block_find(struct cache *c, const struct hash_id *h,
-		     struct cache_block_loc *loc);
+int cache_block_find(struct cache *c, const struct hash_id *h, struct cache_block_loc *loc);
 
 /* Objects (complete files). */
-void cache_object_path(const struct cache *c, const struct hash_id *id,
-		       char *out, size_t len);
+void cache_object_path(const struct cache *c, const struct hash_id *id, char *out, size_t len);
 /* 1 if the object is indexed and its file still looks as stored (size,
  * mtime, inode), 0 if absent. A changed file is dropped from the index
  * (and 0 returned): something wrote into it, so it must be fetched again. */
@@ -61,43 +59,38 @@ int cache_object_check(struct cache *c, const struct hash_id *id);
 int cache_object_remove(struct cache *c, const struct hash_id *id);
 /* Give an object a new mtime (a source re-published equal content with
  * another date). Objects are shared by hardlinks, so the newest wins. */
-int cache_object_set_mtime(struct cache *c, const struct hash_id *id,
-			   int64_t mtime_ns);
+int cache_object_set_mtime(struct cache *c, const struct hash_id *id, int64_t mtime_ns);
 /* Record an access for LFRU (publishing, serving). */
 int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n);
 
 /* Partials: a file being assembled, resumable after a crash. key names the
  * source state (source, path, change token, block size). */
-int cache_partial_open(struct cache *c, const struct hash_id *key,
-		       uint64_t size, uint32_t block_size,
-		       struct cache_partial **out);
+int cache_partial_open(struct cache *c, const struct hash_id *key, uint64_t size,
+		       uint32_t block_size, struct cache_partial **out);
 /* The partial's fd for pwrite of blocks (thread-safe to write). */
 int cache_partial_fd(const struct cache_partial *p);
 uint64_t cache_partial_nblocks(const struct cache_partial *p);
 /* 1 and *h filled if block idx is already durable in the partial. */
-int cache_partial_have(const struct cache_partial *p, uint64_t idx,
-		       struct hash_id *h);
+int cache_partial_have(const struct cache_partial *p, uint64_t idx, struct hash_id *h);
 /* Make blocks durable (fdatasync; blocking: call from a pool thread). */
 int cache_partial_sync(struct cache_partial *p);
 /* Index blocks written and synced: idx[i] has hash hashes[i]. */
-int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
-			 const struct hash_id *hashes, size_t n);
+int cache_partial_commit(struct cache_partial *p, const uint64_t *idx, const struct hash_id *hashes,
+			 size_t n);
 /* All blocks committed: make it an object with the given mode and mtime.
  * Returns the object id. If an equal object exists the partial is dropped.
  * Frees p in every case. */
-int cache_partial_finish(struct cache_partial *p, uint32_t mode,
-			 int64_t mtime_ns, struct hash_id *object_id);
+int cache_partial_finish(struct cache_partial *p, uint32_t mode, int64_t mtime_ns,
+			 struct hash_id *object_id);
 /* The split form of finishing, for many files at once: record the hash of
  * a block written and synced but not committed (memory only)... */
-void cache_partial_set_have(struct cache_partial *p, uint64_t idx,
-			    const struct hash_id *h);
+void cache_partial_set_have(struct cache_partial *p, uint64_t idx, const struct hash_id *h);
 /* ...then, on a pool thread (blocking, no index writes), give the file its
  * mode and mtime and rename it into objects/ unless an intact equal object
  * exists; with durable, fsync the file and directory first. Without it the
  * caller must cache_sync_objects() before cache_partials_finish(), which
  * makes many small files durable with one filesystem sync... */
-int cache_partial_seal(struct cache_partial *p, uint32_t mode,
-		       int64_t mtime_ns, int durable);
+int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns, int durable);
 /* syncfs() of the object store (blocking; pool thread). */
 int cache_sync_objects(struct cache *c);
 /* The object id of a sealed partial, or NULL. */
@@ -113,21 +106,17 @@ void cache_partial_discard(struct cache_partial *p);
 /* Datasets and manifests. Setting a dataset's version stores the manifest,
  * pins the objects it references and unpins those of the previous version
  * that the new one does not reference. */
-int cache_dataset_set(struct cache *c, const char *name, const char *source,
-		      const char *target, const struct hash_id *manifest_id,
-		      const void *manifest, size_t manifest_len);
+int cache_dataset_set(struct cache *c, const char *name, const char *source, const char *target,
+		      const struct hash_id *manifest_id, const void *manifest, size_t manifest_len);
 /* 1 and *out filled (free with cache_dataset_close) or 0 if unknown. */
-int cache_dataset_get(struct cache *c, const char *name,
-		      struct cache_dataset *out);
+int cache_dataset_get(struct cache *c, const char *name, struct cache_dataset *out);
 /* Find the dataset published at target. Same return contract. */
-int cache_dataset_find_target(struct cache *c, const char *target,
-			      struct cache_dataset *out);
+int cache_dataset_find_target(struct cache *c, const char *target, struct cache_dataset *out);
 /* Forget a dataset; its objects are unpinned. */
 int cache_dataset_remove(struct cache *c, const char *name);
 void cache_dataset_close(struct cache_dataset *d);
 /* Manifest bytes by id: 1 and *data (malloc'd) or 0 if unknown. */
-int cache_manifest_get(struct cache *c, const struct hash_id *id,
-		       uint8_t **data, size_t *len);
+int cache_manifest_get(struct cache *c, const struct hash_id *id, uint8_t **data, size_t *len);
 
 /* Evict unpinned objects in LFRU order until used <= target. Reports what
  * went. Also removes unindexed files left by a crash (orphans). */

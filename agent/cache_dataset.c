@@ -31,8 +31,7 @@ static int cmp_hash(const void *a, const void *b)
 }
 
 /* Sorted unique object ids referenced by a manifest. */
-static int manifest_objects(const void *data, size_t len, struct hash_id **ids,
-			    size_t *n)
+static int manifest_objects(const void *data, size_t len, struct hash_id **ids, size_t *n)
 {
 	Manifest *m;
 	int rc = manifest_decode(data, len, &m);
@@ -46,8 +45,7 @@ static int manifest_objects(const void *data, size_t len, struct hash_id **ids,
 		FileEntry *f = m->files[i];
 		if (f->type != SYNCBIT__FILE_TYPE__FILE_REGULAR)
 			continue;
-		manifest_file_object_id(f->size, m->block_size,
-					f->block_hashes.data,
+		manifest_file_object_id(f->size, m->block_size, f->block_hashes.data,
 					f->block_hashes.len / HASH_LEN, &v[k++]);
 	}
 	manifest_free(m);
@@ -77,8 +75,7 @@ static int contains(const struct hash_id *v, size_t n, const struct hash_id *x)
 	return 0;
 }
 
-static int adjust_pin(MDB_txn *txn, struct cache *c, const struct hash_id *id,
-		      int delta)
+static int adjust_pin(MDB_txn *txn, struct cache *c, const struct hash_id *id, int delta)
 {
 	struct object_rec rec;
 	int rc = cache_object_rec(txn, c, id, &rec, NULL);
@@ -98,15 +95,14 @@ static int adjust_pin(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 		uint64_t pinned;
 		if ((rc = cache_meta_get(txn, c->meta, "pinned", &pinned)))
 			return rc;
-		pinned = rec.pins ? pinned + rec.size
-				  : (pinned >= rec.size ? pinned - rec.size : 0);
+		pinned =
+		    rec.pins ? pinned + rec.size : (pinned >= rec.size ? pinned - rec.size : 0);
 		rc = cache_meta_put(txn, c->meta, "pinned", pinned);
 	}
 	return rc;
 }
 
-static int decode_dataset(const char *name, const MDB_val *val,
-			  struct cache_dataset *out)
+static int decode_dataset(const char *name, const MDB_val *val, struct cache_dataset *out)
 {
 	const uint8_t *p = val->mv_data;
 	size_t n = val->mv_size;
@@ -126,8 +122,8 @@ static int decode_dataset(const char *name, const MDB_val *val,
 }
 
 /* Does any dataset other than `except` use manifest id? */
-static int manifest_in_use(MDB_txn *txn, struct cache *c,
-			   const struct hash_id *id, const char *except)
+static int manifest_in_use(MDB_txn *txn, struct cache *c, const struct hash_id *id,
+			   const char *except)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -136,8 +132,7 @@ static int manifest_in_use(MDB_txn *txn, struct cache *c,
 		return 1;
 	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (k.mv_size == strlen(except) &&
-		    memcmp(k.mv_data, except, k.mv_size) == 0)
+		if (k.mv_size == strlen(except) && memcmp(k.mv_data, except, k.mv_size) == 0)
 			continue;
 		if (v.mv_size >= HASH_LEN && memcmp(v.mv_data, id->b, HASH_LEN) == 0) {
 			used = 1;
@@ -151,8 +146,7 @@ static int manifest_in_use(MDB_txn *txn, struct cache *c,
 /* For an object both versions reference: pins == 0 means its record was
  * dropped (changed on disk, corrupt) and made anew since the dataset pinned
  * it, so the dataset's pin went with the old record. */
-static int repin_refetched(MDB_txn *txn, struct cache *c,
-			   const struct hash_id *id)
+static int repin_refetched(MDB_txn *txn, struct cache *c, const struct hash_id *id)
 {
 	struct object_rec rec;
 	int rc = cache_object_rec(txn, c, id, &rec, NULL);
@@ -164,8 +158,7 @@ static int repin_refetched(MDB_txn *txn, struct cache *c,
 /* Move dataset `name` from its old manifest (if any) to new_ids, adjusting
  * pins and dropping the old manifest when nothing else uses it. */
 static int repin(MDB_txn *txn, struct cache *c, const char *name,
-		 const struct hash_id *new_manifest, const struct hash_id *new_ids,
-		 size_t n_new)
+		 const struct hash_id *new_manifest, const struct hash_id *new_ids, size_t n_new)
 {
 	MDB_val key = {strlen(name), (void *)name}, val;
 	int rc = mdb_get(txn, c->datasets, &key, &val);
@@ -195,8 +188,7 @@ static int repin(MDB_txn *txn, struct cache *c, const char *name,
 				rc = 0;
 		}
 	free(old_ids);
-	if (!rc && had_old &&
-	    (!new_manifest || memcmp(&old_manifest, new_manifest, HASH_LEN)) &&
+	if (!rc && had_old && (!new_manifest || memcmp(&old_manifest, new_manifest, HASH_LEN)) &&
 	    !manifest_in_use(txn, c, &old_manifest, name)) {
 		MDB_val mk = {HASH_LEN, old_manifest.b};
 		rc = mdb_del(txn, c->manifests, &mk, NULL);
@@ -240,17 +232,15 @@ static int txn_dataset_set(struct cache *c, MDB_txn *txn, void *arg)
 	return rc;
 }
 
-int cache_dataset_set(struct cache *c, const char *name, const char *source,
-		      const char *target, const struct hash_id *manifest_id,
-		      const void *manifest, size_t manifest_len)
+int cache_dataset_set(struct cache *c, const char *name, const char *source, const char *target,
+		      const struct hash_id *manifest_id, const void *manifest, size_t manifest_len)
 {
-	struct dataset_arg a = {name, source, target, manifest_id, manifest,
-				manifest_len, (uint64_t)time(NULL)};
+	struct dataset_arg a = {
+	    name, source, target, manifest_id, manifest, manifest_len, (uint64_t)time(NULL)};
 	return cache_write_txn(c, txn_dataset_set, &a);
 }
 
-int cache_dataset_get(struct cache *c, const char *name,
-		      struct cache_dataset *out)
+int cache_dataset_get(struct cache *c, const char *name, struct cache_dataset *out)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
@@ -266,8 +256,7 @@ int cache_dataset_get(struct cache *c, const char *name,
 	return rc;
 }
 
-int cache_dataset_find_target(struct cache *c, const char *target,
-			      struct cache_dataset *out)
+int cache_dataset_find_target(struct cache *c, const char *target, struct cache_dataset *out)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -323,8 +312,7 @@ void cache_dataset_close(struct cache_dataset *d)
 	memset(d, 0, sizeof *d);
 }
 
-int cache_manifest_get(struct cache *c, const struct hash_id *id,
-		       uint8_t **data, size_t *len)
+int cache_manifest_get(struct cache *c, const struct hash_id *id, uint8_t **data, size_t *len)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
@@ -343,4 +331,3 @@ int cache_manifest_get(struct cache *c, const struct hash_id *id,
 	mdb_txn_abort(txn);
 	return rc;
 }
-

@@ -79,8 +79,7 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 	if (rc)
 		return rc;
 	rc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE);
-	while (rc == 0 && ck.mv_size == sizeof k &&
-	       memcmp(ck.mv_data, p->key.b, HASH_LEN) == 0 &&
+	while (rc == 0 && ck.mv_size == sizeof k && memcmp(ck.mv_data, p->key.b, HASH_LEN) == 0 &&
 	       cv.mv_size == HASH_LEN) {
 		buf_append(&found, (uint8_t *)ck.mv_data + HASH_LEN, 8);
 		buf_append(&found, cv.mv_data, HASH_LEN);
@@ -92,7 +91,7 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 		uint64_t idx = cache_get_be64(found.ptr + off);
 		struct block_val v;
 		cache_block_val_make(&v, LOC_PARTIAL, &p->key, idx * old.block_size,
-			       manifest_block_len(old.size, old.block_size, idx));
+				     manifest_block_len(old.size, old.block_size, idx));
 		rc = cache_block_loc_del(txn, c, found.ptr + off + 8, &v);
 		memcpy(k + HASH_LEN, found.ptr + off, 8);
 		MDB_val dk = {sizeof k, k};
@@ -111,9 +110,8 @@ static int txn_partial_reset(struct cache *c, MDB_txn *txn, void *arg)
 	return rc;
 }
 
-int cache_partial_open(struct cache *c, const struct hash_id *key,
-		       uint64_t size, uint32_t block_size,
-		       struct cache_partial **out)
+int cache_partial_open(struct cache *c, const struct hash_id *key, uint64_t size,
+		       uint32_t block_size, struct cache_partial **out)
 {
 	struct cache_partial *p = xcalloc(1, sizeof *p);
 	int rc, fresh = 1, had_rec = 0;
@@ -148,8 +146,7 @@ int cache_partial_open(struct cache *c, const struct hash_id *key,
 		p->indexed = 1;
 	}
 	/* A fresh partial starts empty, whatever an earlier attempt left. */
-	p->fd = open(p->path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0),
-		     0600);
+	p->fd = open(p->path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0600);
 	if (p->fd < 0) {
 		rc = -errno;
 		goto fail;
@@ -175,8 +172,7 @@ uint64_t cache_partial_nblocks(const struct cache_partial *p)
 	return p->nblocks;
 }
 
-int cache_partial_have(const struct cache_partial *p, uint64_t idx,
-		       struct hash_id *h)
+int cache_partial_have(const struct cache_partial *p, uint64_t idx, struct hash_id *h)
 {
 	if (idx >= p->nblocks || hash_is_zero(&p->have[idx]))
 		return 0;
@@ -211,22 +207,21 @@ static int txn_commit(struct cache *c, MDB_txn *txn, void *arg)
 		uint8_t k[HASH_LEN + 8];
 		memcpy(k, p->key.b, HASH_LEN);
 		cache_put_be64(k + HASH_LEN, idx);
-		MDB_val key = {sizeof k, k},
-			val = {HASH_LEN, (void *)a->hashes[i].b};
+		MDB_val key = {sizeof k, k}, val = {HASH_LEN, (void *)a->hashes[i].b};
 		int rc = mdb_put(txn, c->pblocks, &key, &val, 0);
 		if (rc)
 			return rc;
 		struct block_val v;
 		cache_block_val_make(&v, LOC_PARTIAL, &p->key, idx * p->block_size,
-			       manifest_block_len(p->size, p->block_size, idx));
+				     manifest_block_len(p->size, p->block_size, idx));
 		if ((rc = cache_block_loc_put(txn, c, a->hashes[i].b, &v)))
 			return rc;
 	}
 	return 0;
 }
 
-int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
-			 const struct hash_id *hashes, size_t n)
+int cache_partial_commit(struct cache_partial *p, const uint64_t *idx, const struct hash_id *hashes,
+			 size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (idx[i] >= p->nblocks)
@@ -241,8 +236,7 @@ int cache_partial_commit(struct cache_partial *p, const uint64_t *idx,
 	return 0;
 }
 
-static int txn_drop_partial(struct cache *c, MDB_txn *txn,
-			    struct cache_partial *p)
+static int txn_drop_partial(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 {
 	if (!p->indexed)
 		return 0;
@@ -251,7 +245,7 @@ static int txn_drop_partial(struct cache *c, MDB_txn *txn,
 			continue;
 		struct block_val v;
 		cache_block_val_make(&v, LOC_PARTIAL, &p->key, i * p->block_size,
-			       manifest_block_len(p->size, p->block_size, i));
+				     manifest_block_len(p->size, p->block_size, i));
 		int rc = cache_block_loc_del(txn, c, p->have[i].b, &v);
 		if (rc)
 			return rc;
@@ -276,15 +270,15 @@ static int finish_one(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 	if (rc || p->exists)
 		return rc;
 	struct object_rec rec = {
-		.size = p->size,
-		.block_size = p->block_size,
-		.nblocks = p->nblocks,
-		.tier = TIER_PROBATION,
-		.mode = p->mode,
-		.crf = 1.0,
-		.t_last = cache_now(c),
-		.mtime_ns = p->st.st_mtim.tv_sec * 1000000000ll + p->st.st_mtim.tv_nsec,
-		.ino = p->st.st_ino,
+	    .size = p->size,
+	    .block_size = p->block_size,
+	    .nblocks = p->nblocks,
+	    .tier = TIER_PROBATION,
+	    .mode = p->mode,
+	    .crf = 1.0,
+	    .t_last = cache_now(c),
+	    .mtime_ns = p->st.st_mtim.tv_sec * 1000000000ll + p->st.st_mtim.tv_nsec,
+	    .ino = p->st.st_ino,
 	};
 	struct object_rec old;
 	int replacing = cache_object_rec(txn, c, &p->object, &old, NULL) == 0;
@@ -305,7 +299,7 @@ static int finish_one(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 	for (uint64_t i = 0; i < p->nblocks; i++) {
 		struct block_val bv;
 		cache_block_val_make(&bv, LOC_OBJECT, &p->object, i * p->block_size,
-			       manifest_block_len(p->size, p->block_size, i));
+				     manifest_block_len(p->size, p->block_size, i));
 		if ((rc = cache_block_loc_put(txn, c, p->hashes + i * HASH_LEN, &bv)))
 			return rc;
 	}
@@ -335,8 +329,7 @@ static int txn_finish_many(struct cache *c, MDB_txn *txn, void *arg)
 	return 0;
 }
 
-void cache_partial_set_have(struct cache_partial *p, uint64_t idx,
-			    const struct hash_id *h)
+void cache_partial_set_have(struct cache_partial *p, uint64_t idx, const struct hash_id *h)
 {
 	if (idx < p->nblocks)
 		p->have[idx] = *h;
@@ -347,8 +340,7 @@ const struct hash_id *cache_partial_object_id(const struct cache_partial *p)
 	return p->sealed ? &p->object : NULL;
 }
 
-int cache_partial_seal(struct cache_partial *p, uint32_t mode,
-		       int64_t mtime_ns, int durable)
+int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns, int durable)
 {
 	struct cache *c = p->c;
 	p->mode = mode & 07777;
@@ -359,15 +351,13 @@ int cache_partial_seal(struct cache_partial *p, uint32_t mode,
 			return SB_EPROTO;
 		memcpy(p->hashes + i * HASH_LEN, p->have[i].b, HASH_LEN);
 	}
-	manifest_file_object_id(p->size, p->block_size, p->hashes, p->nblocks,
-				&p->object);
+	manifest_file_object_id(p->size, p->block_size, p->hashes, p->nblocks, &p->object);
 	p->exists = cache_object_intact(c, &p->object);
 	if (!p->exists) {
 		char obj[4096];
 		struct timespec ts[2] = {
-			{.tv_nsec = UTIME_OMIT},
-			{.tv_sec = mtime_ns / 1000000000ll,
-			 .tv_nsec = mtime_ns % 1000000000ll},
+		    {.tv_nsec = UTIME_OMIT},
+		    {.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
 		};
 		cache_object_path(c, &p->object, obj, sizeof obj);
 		if (fchmod(p->fd, p->mode) < 0 || futimens(p->fd, ts) < 0 ||
@@ -421,8 +411,8 @@ int cache_partials_finish(struct cache_partial **ps, size_t n)
 	return rc;
 }
 
-int cache_partial_finish(struct cache_partial *p, uint32_t mode,
-			 int64_t mtime_ns, struct hash_id *object_id)
+int cache_partial_finish(struct cache_partial *p, uint32_t mode, int64_t mtime_ns,
+			 struct hash_id *object_id)
 {
 	int rc = cache_partial_seal(p, mode, mtime_ns, 1);
 	if (rc < 0) {
@@ -460,9 +450,7 @@ void cache_partial_discard(struct cache_partial *p)
 		return;
 	int rc = cache_write_txn(p->c, txn_discard, p);
 	if (rc < 0)
-		log_warn("%s: cannot drop partial records: %s", p->path,
-			 sb_strerror(rc));
+		log_warn("%s: cannot drop partial records: %s", p->path, sb_strerror(rc));
 	unlink(p->path);
 	cache_partial_close(p);
 }
-

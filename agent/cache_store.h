@@ -11,16 +11,15 @@
 
 #include "agent/cache.h"
 
-#define LOC_OBJECT 0
-#define LOC_PARTIAL 1
+#define LOC_OBJECT     0
+#define LOC_PARTIAL    1
 #define TIER_PROBATION 0
-#define TIER_MAIN 1
+#define TIER_MAIN      1
 
 struct cache {
 	char *dir;
 	MDB_env *env;
-	MDB_dbi blocks, objects, lfru, partials, pblocks, manifests, datasets,
-		meta;
+	MDB_dbi blocks, objects, lfru, partials, pblocks, manifests, datasets, meta;
 	uint64_t capacity;
 	double clock;
 	int lock_fd;
@@ -101,8 +100,7 @@ static inline void cache_put_be32(uint8_t *p, uint32_t v)
 
 static inline uint32_t cache_get_be32(const uint8_t *p)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* A negative code for an MDB or errno result (logged when it is MDB's). */
@@ -114,16 +112,13 @@ typedef int (*txn_fn)(struct cache *c, MDB_txn *txn, void *arg);
 int cache_write_txn(struct cache *c, txn_fn fn, void *arg);
 int cache_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *k, uint64_t *v);
 int cache_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *k, uint64_t v);
-void cache_partial_path(const struct cache *c, const struct hash_id *key,
-			char *out, size_t len);
+void cache_partial_path(const struct cache *c, const struct hash_id *key, char *out, size_t len);
 /* Object records: the fixed header, and *hashes pointing into the txn. */
 int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 		     struct object_rec *rec, const uint8_t **hashes);
-int cache_object_put_header(MDB_txn *txn, struct cache *c,
-			    const struct hash_id *id,
+int cache_object_put_header(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 			    const struct object_rec *rec);
-int cache_object_unindex(MDB_txn *txn, struct cache *c,
-			 const struct hash_id *id, uint64_t *freed);
+int cache_object_unindex(MDB_txn *txn, struct cache *c, const struct hash_id *id, uint64_t *freed);
 /* Read-only checks (any thread): indexed at all; indexed and its file
  * looking as stored. */
 int cache_object_indexed(struct cache *c, const struct hash_id *id);
@@ -132,8 +127,7 @@ int cache_lfru_del(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 		   const struct hash_id *id);
 int cache_lfru_put(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 		   const struct hash_id *id);
-void cache_block_val_make(struct block_val *v, int kind,
-			  const struct hash_id *id, uint64_t offset,
+void cache_block_val_make(struct block_val *v, int kind, const struct hash_id *id, uint64_t offset,
 			  uint32_t len);
 int cache_block_loc_del(MDB_txn *txn, struct cache *c, const uint8_t *hash,
 			const struct block_val *v);

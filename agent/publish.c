@@ -23,7 +23,7 @@ struct publisher {
 	int root_fd;
 	unsigned counter;
 	struct hash_id *objects; /* per entry; zero for non-regular */
-	uint8_t *linked;         /* per entry: object hardlinked at this entry */
+	uint8_t *linked;	 /* per entry: object hardlinked at this entry */
 	struct publish_stats *st;
 	char **detail;
 };
@@ -35,12 +35,11 @@ int publish_copy_fd(int src_fd, int dst_fd, uint64_t size)
 	uint64_t done = 0;
 	while (done < size) {
 		loff_t in = (loff_t)done, out = (loff_t)done;
-		ssize_t n = copy_file_range(src_fd, &in, dst_fd, &out,
-					    size - done, 0);
+		ssize_t n = copy_file_range(src_fd, &in, dst_fd, &out, size - done, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EXDEV || errno == ENOSYS ||
-			      errno == EOPNOTSUPP || errno == EINVAL)) {
+		if (n < 0 &&
+		    (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
 			/* Fall back to a plain read/write loop. */
 			char *b = xmalloc(1 << 20);
 			int rc = 0;
@@ -73,8 +72,7 @@ int publish_copy_fd(int src_fd, int dst_fd, uint64_t size)
 static int fail(struct publisher *p, int rc, const char *rel, const char *what)
 {
 	if (p->detail && !*p->detail)
-		*p->detail = xasprintf("%s/%s: %s: %s", p->target, rel, what,
-				       sb_strerror(rc));
+		*p->detail = xasprintf("%s/%s: %s: %s", p->target, rel, what, sb_strerror(rc));
 	return rc;
 }
 
@@ -99,14 +97,13 @@ static int clear_for(int dir_fd, const char *base, mode_t want)
 	return 0;
 }
 
-static int copy_object(struct publisher *p, const char *obj, int dir_fd,
-		       const char *tmp, const FileEntry *f)
+static int copy_object(struct publisher *p, const char *obj, int dir_fd, const char *tmp,
+		       const FileEntry *f)
 {
 	int in = open(obj, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return -errno;
-	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-			 f->mode & 07777);
+	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, f->mode & 07777);
 	if (out < 0) {
 		int rc = -errno;
 		close(in);
@@ -114,12 +111,11 @@ static int copy_object(struct publisher *p, const char *obj, int dir_fd,
 	}
 	int rc = publish_copy_fd(in, out, f->size);
 	struct timespec ts[2] = {
-		{.tv_nsec = UTIME_OMIT},
-		{.tv_sec = f->mtime_ns / 1000000000ll,
-		 .tv_nsec = f->mtime_ns % 1000000000ll},
+	    {.tv_nsec = UTIME_OMIT},
+	    {.tv_sec = f->mtime_ns / 1000000000ll, .tv_nsec = f->mtime_ns % 1000000000ll},
 	};
-	if (rc == 0 && (fchmod(out, f->mode & 07777) < 0 ||
-			futimens(out, ts) < 0 || fsync(out) < 0))
+	if (rc == 0 &&
+	    (fchmod(out, f->mode & 07777) < 0 || futimens(out, ts) < 0 || fsync(out) < 0))
 		rc = -errno;
 	close(in);
 	close(out);
@@ -128,8 +124,7 @@ static int copy_object(struct publisher *p, const char *obj, int dir_fd,
 	return rc;
 }
 
-static int put_regular(struct publisher *p, size_t i, int dir_fd,
-		       const char *base)
+static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *base)
 {
 	const FileEntry *f = p->m->files[i];
 	char obj[4096];
@@ -155,8 +150,8 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd,
 			goto out;
 		}
 	}
-	if (fstatat(dir_fd, base, &have, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    have.st_dev == want.st_dev && have.st_ino == want.st_ino) {
+	if (fstatat(dir_fd, base, &have, AT_SYMLINK_NOFOLLOW) == 0 && have.st_dev == want.st_dev &&
+	    have.st_ino == want.st_ino) {
 		p->st->unchanged++;
 		if (!f->hardlink_to)
 			p->linked[i] = 1;
@@ -172,8 +167,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd,
 	int shared = 0;
 	if (!f->hardlink_to)
 		for (size_t j = 0; j < i && !shared; j++)
-			shared = p->linked[j] &&
-				 !memcmp(&p->objects[j], &p->objects[i], HASH_LEN);
+			shared = p->linked[j] && !memcmp(&p->objects[j], &p->objects[i], HASH_LEN);
 	int link_ok = !shared && (want.st_mode & 07777) == (f->mode & 07777);
 	char tmp[64];
 	tmp_name(p, tmp, sizeof tmp);
@@ -184,8 +178,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd,
 			p->linked[i] = 1;
 		rc = 0;
 	} else {
-		if (link_ok && errno != EXDEV && errno != EMLINK &&
-		    errno != EPERM) {
+		if (link_ok && errno != EXDEV && errno != EMLINK && errno != EPERM) {
 			rc = fail(p, -errno, f->path, "link");
 			goto out;
 		}
@@ -204,8 +197,7 @@ out:
 	return rc;
 }
 
-static int put_symlink(struct publisher *p, const FileEntry *f, int dir_fd,
-		       const char *base)
+static int put_symlink(struct publisher *p, const FileEntry *f, int dir_fd, const char *base)
 {
 	char cur[PATH_REL_MAX];
 	ssize_t n = readlinkat(dir_fd, base, cur, sizeof cur - 1);
@@ -232,15 +224,13 @@ static int put_symlink(struct publisher *p, const FileEntry *f, int dir_fd,
 	return 0;
 }
 
-static int put_directory(struct publisher *p, const FileEntry *f, int dir_fd,
-			 const char *base)
+static int put_directory(struct publisher *p, const FileEntry *f, int dir_fd, const char *base)
 {
 	int rc = clear_for(dir_fd, base, S_IFDIR);
 	if (rc < 0)
 		return fail(p, rc, f->path, "cannot replace");
 	/* Owner-writable while filling; the final mode is set at the end. */
-	if (rc == 0 && mkdirat(dir_fd, base, (f->mode & 07777) | 0700) < 0 &&
-	    errno != EEXIST)
+	if (rc == 0 && mkdirat(dir_fd, base, (f->mode & 07777) | 0700) < 0 && errno != EEXIST)
 		return fail(p, -errno, f->path, "mkdir");
 	return 0;
 }
@@ -257,13 +247,11 @@ static int finish_directories(struct publisher *p)
 		if (dfd < 0)
 			return fail(p, dfd, f->path, "open parent");
 		struct timespec ts[2] = {
-			{.tv_nsec = UTIME_OMIT},
-			{.tv_sec = f->mtime_ns / 1000000000ll,
-			 .tv_nsec = f->mtime_ns % 1000000000ll},
+		    {.tv_nsec = UTIME_OMIT},
+		    {.tv_sec = f->mtime_ns / 1000000000ll, .tv_nsec = f->mtime_ns % 1000000000ll},
 		};
 		int rc = 0;
-		int fd = openat(dfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					     O_CLOEXEC);
+		int fd = openat(dfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0 || fsync(fd) < 0 || fchmod(fd, f->mode & 07777) < 0 ||
 		    futimens(fd, ts) < 0)
 			rc = fail(p, -errno, f->path, "finish directory");
@@ -276,11 +264,10 @@ static int finish_directories(struct publisher *p)
 	return fsync(p->root_fd) < 0 ? fail(p, -errno, ".", "fsync") : 0;
 }
 
-int publish_tree(struct cache *c, const Manifest *m, const char *target,
-		 struct publish_stats *st, char **detail)
+int publish_tree(struct cache *c, const Manifest *m, const char *target, struct publish_stats *st,
+		 char **detail)
 {
-	struct publisher p = {.c = c, .m = m, .target = target, .st = st,
-			      .detail = detail};
+	struct publisher p = {.c = c, .m = m, .target = target, .st = st, .detail = detail};
 	int rc = path_mkdirs(target, 0755);
 	memset(st, 0, sizeof *st);
 	if (detail)
@@ -295,10 +282,8 @@ int publish_tree(struct cache *c, const Manifest *m, const char *target,
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *f = m->files[i];
 		if (f->type == SYNCBIT__FILE_TYPE__FILE_REGULAR)
-			manifest_file_object_id(f->size, m->block_size,
-						f->block_hashes.data,
-						f->block_hashes.len / HASH_LEN,
-						&p.objects[i]);
+			manifest_file_object_id(f->size, m->block_size, f->block_hashes.data,
+						f->block_hashes.len / HASH_LEN, &p.objects[i]);
 	}
 	for (size_t i = 0; i < m->n_files && rc == 0; i++) {
 		const FileEntry *f = m->files[i];
@@ -332,8 +317,7 @@ int publish_tree(struct cache *c, const Manifest *m, const char *target,
 				p.objects[n++] = p.objects[i];
 		int trc = cache_object_touch(c, p.objects, n);
 		if (trc < 0)
-			log_warn("cannot record access for LFRU: %s",
-				 sb_strerror(trc));
+			log_warn("cannot record access for LFRU: %s", sb_strerror(trc));
 	}
 	free(p.objects);
 	free(p.linked);

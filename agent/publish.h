@@ -20,8 +20,8 @@ struct publish_stats {
 
 /* Publish m into target (created if missing). Files in target that m does
  * not name are left alone. On failure *detail (heap, one line) says where. */
-int publish_tree(struct cache *c, const Manifest *m, const char *target,
-		 struct publish_stats *st, char **detail);
+int publish_tree(struct cache *c, const Manifest *m, const char *target, struct publish_stats *st,
+		 char **detail);
 
 /* Copy (reflink when the filesystem can) src_fd into dst_fd; 0 or -errno. */
 int publish_copy_fd(int src_fd, int dst_fd, uint64_t size);

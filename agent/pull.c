@@ -20,7 +20,7 @@
 #define SYNC_BATCH 16
 /* ...and at least this often on slow transfers, so a crash loses little. */
 #define SYNC_INTERVAL_NS 1000000000ull
-#define JOBS_MAX 256
+#define JOBS_MAX	 256
 /* Sealed files indexed per transaction: one index commit (and fsync) for
  * many small files. */
 #define FINISH_BATCH 64
@@ -32,10 +32,10 @@ struct pfile {
 	struct cache_partial *part;
 	uint8_t *hashes; /* nblocks * HASH_LEN, filled as blocks land */
 	uint64_t nblocks;
-	uint64_t next;       /* next block to consider dispatching */
-	uint64_t need;       /* blocks to fetch */
-	uint64_t committed;  /* fetched blocks made durable and indexed */
-	uint64_t inflight;   /* dispatched, not yet written */
+	uint64_t next;			/* next block to consider dispatching */
+	uint64_t need;			/* blocks to fetch */
+	uint64_t committed;		/* fetched blocks made durable and indexed */
+	uint64_t inflight;		/* dispatched, not yet written */
 	struct buf pend_idx, pend_hash; /* written, awaiting sync */
 	struct buf sync_idx, sync_hash; /* being synced */
 	int syncing;
@@ -76,8 +76,8 @@ struct pull {
 	size_t cursor; /* first file that may still have blocks to dispatch */
 	struct slot *slots;
 	int nslots;
-	int inflight; /* slots busy */
-	int syncs;    /* sync and seal works running */
+	int inflight;	      /* slots busy */
+	int syncs;	      /* sync and seal works running */
 	struct pfile **ready; /* sealed, awaiting the group index commit */
 	size_t nready;
 	struct pfile **flushing; /* being synced and indexed */
@@ -92,7 +92,7 @@ struct pull {
 };
 
 static void set_error(struct pull *p, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_error(struct pull *p, int rc, const char *fmt, ...)
 {
@@ -118,13 +118,11 @@ static const struct source_file *sfile(struct pull *p, struct pfile *pf)
 
 /* The partial's key names the exact source state being fetched, so a crash
  * resumes only into bytes of the same version. */
-static void partial_key(struct pull *p, const struct source_file *f,
-			struct hash_id *out)
+static void partial_key(struct pull *p, const struct source_file *f, struct hash_id *out)
 {
 	struct buf b = BUF_INIT;
-	buf_printf(&b, "%s%c%s%c%s%c%llu%c%u", p->src->uri.canonical, 0, f->path,
-		   0, f->digest ? f->digest : "", 0,
-		   (unsigned long long)f->size, 0, p->o->block_size);
+	buf_printf(&b, "%s%c%s%c%s%c%llu%c%u", p->src->uri.canonical, 0, f->path, 0,
+		   f->digest ? f->digest : "", 0, (unsigned long long)f->size, 0, p->o->block_size);
 	hash_sha256(b.ptr, b.len, out);
 	buf_close(&b);
 }
@@ -146,7 +144,6 @@ static const FileEntry *prev_entry(struct pull *p, const char *path)
 	}
 	return NULL;
 }
-
 
 /* Sealed files become durable with one filesystem sync, then are indexed
  * in one transaction: per-file fsyncs and commits would dominate a tree of
@@ -179,8 +176,7 @@ static void flush_done(uv_work_t *w, int status)
 	for (size_t i = 0; i < p->nflushing; i++)
 		p->flushing[i]->done = rc == 0;
 	if (rc < 0)
-		set_error(p, rc, "cannot store files in %s: %s", cache_dir(p->c),
-			  sb_strerror(rc));
+		set_error(p, rc, "cannot store files in %s: %s", cache_dir(p->c), sb_strerror(rc));
 	p->nflushing = 0;
 	p->flush_busy = 0;
 	p->syncs--;
@@ -220,8 +216,8 @@ static void seal_done(uv_work_t *w, int status)
 	pf->sealing = 0;
 	p->syncs--;
 	if (rc < 0) {
-		set_error(p, rc, "%s: cannot store in cache: %s",
-			  sfile(p, pf)->path, sb_strerror(rc));
+		set_error(p, rc, "%s: cannot store in cache: %s", sfile(p, pf)->path,
+			  sb_strerror(rc));
 	} else {
 		pf->sealed = 1;
 		p->ready[p->nready++] = pf;
@@ -270,10 +266,9 @@ static void check_file(struct pull *p, struct pfile *pf)
 		return;
 	}
 	/* Keep what arrived durable for a resume, also after an error. */
-	if (pf->pend_idx.len &&
-	    (pf->pend_idx.len / sizeof(uint64_t) >= SYNC_BATCH ||
-	     progress_now_ns() - pf->last_sync_ns >= SYNC_INTERVAL_NS ||
-	     pf->inflight == 0 || p->rc < 0))
+	if (pf->pend_idx.len && (pf->pend_idx.len / sizeof(uint64_t) >= SYNC_BATCH ||
+				 progress_now_ns() - pf->last_sync_ns >= SYNC_INTERVAL_NS ||
+				 pf->inflight == 0 || p->rc < 0))
 		start_sync(pf);
 }
 
@@ -291,8 +286,8 @@ static void sync_done(uv_work_t *w, int status)
 	if (rc < 0)
 		/* An fsync error cannot be retried into success: the blocks
 		 * stay unindexed and the next run fetches them again. */
-		set_error(p, rc, "%s: cannot make blocks durable: %s",
-			  sfile(p, pf)->path, sb_strerror(rc));
+		set_error(p, rc, "%s: cannot make blocks durable: %s", sfile(p, pf)->path,
+			  sb_strerror(rc));
 	else
 		pf->committed += n;
 	buf_reset(&pf->sync_idx);
@@ -330,8 +325,7 @@ static void store_block(struct slot *s)
 	uint64_t off = s->idx * s->p->o->block_size;
 	size_t done = 0;
 	while (done < s->len) {
-		ssize_t n = pwrite(fd, s->buf + done, s->len - done,
-				   (off_t)(off + done));
+		ssize_t n = pwrite(fd, s->buf + done, s->len - done, (off_t)(off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -346,8 +340,7 @@ static void work_read_store(uv_work_t *w)
 {
 	struct slot *s = w->data;
 	struct pull *p = s->p;
-	s->rc = p->src->ops->pread(p->src, s->pf->index,
-				   s->idx * p->o->block_size, s->len, s->buf);
+	s->rc = p->src->ops->pread(p->src, s->pf->index, s->idx * p->o->block_size, s->len, s->buf);
 	if (s->rc == 0)
 		store_block(s);
 }
@@ -369,13 +362,13 @@ static void block_done(uv_work_t *w, int status)
 	if (rc < 0) {
 		const struct source_file *f = sfile(p, pf);
 		if (rc == SB_ECHANGED)
-			set_error(p, rc, "%s: %s changed while it was read; pull again for a consistent version",
-				  p->src->uri.raw, f->path);
+			set_error(
+			    p, rc,
+			    "%s: %s changed while it was read; pull again for a consistent version",
+			    p->src->uri.raw, f->path);
 		else
-			set_error(p, rc, "%s: block %llu: %s",
-				  f->path, (unsigned long long)s->idx,
-				  p->src->error_detail ? p->src->error_detail
-						       : sb_strerror(rc));
+			set_error(p, rc, "%s: block %llu: %s", f->path, (unsigned long long)s->idx,
+				  p->src->error_detail ? p->src->error_detail : sb_strerror(rc));
 	} else {
 		memcpy(pf->hashes + s->idx * HASH_LEN, s->h.b, HASH_LEN);
 		buf_append(&pf->pend_idx, &s->idx, sizeof s->idx);
@@ -410,11 +403,10 @@ static int open_file(struct pull *p, struct pfile *pf)
 	const struct source_file *f = sfile(p, pf);
 	struct hash_id key;
 	partial_key(p, f, &key);
-	int rc = cache_partial_open(p->c, &key, f->size, p->o->block_size,
-				    &pf->part);
+	int rc = cache_partial_open(p->c, &key, f->size, p->o->block_size, &pf->part);
 	if (rc < 0) {
-		set_error(p, rc, "%s: cannot open partial file in %s: %s",
-			  f->path, cache_dir(p->c), sb_strerror(rc));
+		set_error(p, rc, "%s: cannot open partial file in %s: %s", f->path, cache_dir(p->c),
+			  sb_strerror(rc));
 		return rc;
 	}
 	pf->opened = 1;
@@ -424,8 +416,7 @@ static int open_file(struct pull *p, struct pfile *pf)
 		struct hash_id h;
 		if (cache_partial_have(pf->part, i, &h)) {
 			memcpy(pf->hashes + i * HASH_LEN, h.b, HASH_LEN);
-			p->r->bytes_reused +=
-				manifest_block_len(f->size, p->o->block_size, i);
+			p->r->bytes_reused += manifest_block_len(f->size, p->o->block_size, i);
 		} else {
 			pf->need++;
 		}
@@ -436,8 +427,7 @@ static int open_file(struct pull *p, struct pfile *pf)
 /* Next block of pf that is not yet durable, or nblocks. */
 static uint64_t next_missing(struct pfile *pf)
 {
-	while (pf->next < pf->nblocks &&
-	       cache_partial_have(pf->part, pf->next, NULL))
+	while (pf->next < pf->nblocks && cache_partial_have(pf->part, pf->next, NULL))
 		pf->next++;
 	return pf->next;
 }
@@ -469,15 +459,14 @@ static void dispatch(struct pull *p, struct pfile *pf, struct slot *s)
 			fatal("uv_queue_work: %s", uv_strerror(rc));
 		return;
 	}
-	rc = p->src->ops->read(p->src, pf->index, s->idx * p->o->block_size,
-			       s->len, s->buf, read_done, s);
+	rc = p->src->ops->read(p->src, pf->index, s->idx * p->o->block_size, s->len, s->buf,
+			       read_done, s);
 	if (rc < 0) {
 		s->busy = 0;
 		p->inflight--;
 		pf->inflight--;
 		set_error(p, rc, "%s: %s", f->path,
-			  p->src->error_detail ? p->src->error_detail
-					       : sb_strerror(rc));
+			  p->src->error_detail ? p->src->error_detail : sb_strerror(rc));
 	}
 }
 
@@ -563,16 +552,15 @@ static void complete(struct pull *p)
 	Manifest *m = NULL;
 	int rc = build_manifest(p, &enc, &m);
 	if (rc < 0) {
-		set_error(p, rc, "%s: listing does not form a valid manifest: %s",
-			  p->src->uri.raw, sb_strerror(rc));
+		set_error(p, rc, "%s: listing does not form a valid manifest: %s", p->src->uri.raw,
+			  sb_strerror(rc));
 		goto out;
 	}
 	rc = cache_dataset_set(p->c, p->r->name, p->src->uri.canonical,
-			       p->o->target ? p->o->target : "", &p->r->manifest_id,
-			       enc.ptr, enc.len);
+			       p->o->target ? p->o->target : "", &p->r->manifest_id, enc.ptr,
+			       enc.len);
 	if (rc < 0) {
-		set_error(p, rc, "%s: cannot record dataset: %s", cache_dir(p->c),
-			  sb_strerror(rc));
+		set_error(p, rc, "%s: cannot record dataset: %s", cache_dir(p->c), sb_strerror(rc));
 		goto out;
 	}
 	if (p->o->target) {
@@ -615,8 +603,7 @@ static void maybe_done(struct pull *p)
 	if (p->rc == 0) {
 		for (size_t i = 0; i < p->nfiles; i++) {
 			struct pfile *pf = &p->files[i];
-			if (!pf->done && !pf->reused &&
-			    !sfile(p, pf)->hardlink_to &&
+			if (!pf->done && !pf->reused && !sfile(p, pf)->hardlink_to &&
 			    sfile(p, pf)->type == SRC_REGULAR)
 				return;
 		}
@@ -636,9 +623,9 @@ static int check_listing(struct pull *p)
 				  p->src->uri.raw, f->path);
 			return SB_ECONFINE;
 		}
-		if (f->type == SRC_SYMLINK &&
-		    path_check_symlink(f->path, f->link_target) < 0) {
-			set_error(p, SB_ECONFINE, "%s: symlink %s -> %s escapes the dataset directory",
+		if (f->type == SRC_SYMLINK && path_check_symlink(f->path, f->link_target) < 0) {
+			set_error(p, SB_ECONFINE,
+				  "%s: symlink %s -> %s escapes the dataset directory",
 				  p->src->uri.raw, f->path, f->link_target);
 			return SB_ECONFINE;
 		}
@@ -687,13 +674,11 @@ static void listed(struct source *src, int status, void *arg)
 		pf->nblocks = manifest_nblocks(f->size, p->o->block_size);
 		pf->hashes = xcalloc(pf->nblocks + 1, HASH_LEN);
 		const FileEntry *e = prev_entry(p, f->path);
-		if (e && e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR &&
-		    e->size == f->size && f->digest && e->source_digest &&
-		    !strcmp(e->source_digest, f->digest) &&
+		if (e && e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && e->size == f->size &&
+		    f->digest && e->source_digest && !strcmp(e->source_digest, f->digest) &&
 		    p->prev->block_size == p->o->block_size) {
 			struct hash_id id;
-			manifest_file_object_id(e->size, p->prev->block_size,
-						e->block_hashes.data,
+			manifest_file_object_id(e->size, p->prev->block_size, e->block_hashes.data,
 						e->block_hashes.len / HASH_LEN, &id);
 			if (cache_object_check(p->c, &id) == 1) {
 				if (e->block_hashes.len) /* NULL for empty files */
@@ -733,8 +718,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-int pull_run(struct cache *c, const struct pull_options *o,
-	     struct pull_result *r)
+int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *r)
 {
 	struct pull p = {.c = c, .o = o, .r = r};
 	struct source_uri uri;
@@ -746,9 +730,9 @@ int pull_run(struct cache *c, const struct pull_options *o,
 		return rc;
 	}
 	r->source = xstrdup(uri.canonical);
-	r->name = o->name ? xstrdup(o->name)
-			  : o->target ? xasprintf("pull:%s", o->target)
-				      : xasprintf("pull:%s", uri.canonical);
+	r->name = o->name     ? xstrdup(o->name)
+		  : o->target ? xasprintf("pull:%s", o->target)
+			      : xasprintf("pull:%s", uri.canonical);
 	uv_loop_init(&p.loop);
 	rc = source_new(&p.loop, &uri, &o->src, &p.src);
 	uri_close(&uri);

@@ -10,36 +10,35 @@
 #include <stdint.h>
 
 #include "agent/cache.h"
-#include "agent/source.h"
+#include "common/source.h"
 #include "common/hash.h"
 
 struct pull_options {
-	const char *source;  /* SOURCE argument */
-	const char *target;  /* absolute --to DIR, or NULL to fill the cache only */
-	const char *name;    /* dataset name; NULL derives one */
+	const char *source; /* SOURCE argument */
+	const char *target; /* absolute --to DIR, or NULL to fill the cache only */
+	const char *name;   /* dataset name; NULL derives one */
 	uint32_t block_size;
-	int progress;        /* draw progress on stderr */
+	int progress; /* draw progress on stderr */
 	struct source_options src;
 };
 
 struct pull_result {
-	char *source;            /* canonical */
-	char *name;              /* the dataset name used */
-	uint64_t files;          /* regular files */
-	uint64_t bytes;          /* their total size */
+	char *source;		    /* canonical */
+	char *name;		    /* the dataset name used */
+	uint64_t files;		    /* regular files */
+	uint64_t bytes;		    /* their total size */
 	uint64_t bytes_from_source; /* new blocks read from the source */
 	uint64_t bytes_from_peers;
-	uint64_t bytes_reused;   /* blocks the cache already held */
-	uint64_t bytes_read;     /* everything read from the source */
+	uint64_t bytes_reused; /* blocks the cache already held */
+	uint64_t bytes_read;   /* everything read from the source */
 	uint64_t linked, copied, unchanged;
 	double seconds;
 	struct hash_id manifest_id;
-	char *error;             /* one line: what failed and where */
+	char *error; /* one line: what failed and where */
 };
 
 /* 0, or a negative error with r->error set. Free r with pull_result_close. */
-int pull_run(struct cache *c, const struct pull_options *o,
-	     struct pull_result *r);
+int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *r);
 void pull_result_close(struct pull_result *r);
 
 #endif

@@ -16,8 +16,8 @@
 /* Index of the first block of the file at path that does not match, -1 if
  * all match, or a negative error below -1 is impossible: errors come back
  * through *err. */
-static int64_t first_bad_block(const char *path, const FileEntry *f,
-			       uint32_t block_size, uint8_t *buf, int *err)
+static int64_t first_bad_block(const char *path, const FileEntry *f, uint32_t block_size,
+			       uint8_t *buf, int *err)
 {
 	*err = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -36,8 +36,7 @@ static int64_t first_bad_block(const char *path, const FileEntry *f,
 		uint32_t len = manifest_block_len(f->size, block_size, i);
 		size_t got = 0;
 		while (got < len) {
-			ssize_t n = pread(fd, buf + got, len - got,
-					  (off_t)(i * block_size + got));
+			ssize_t n = pread(fd, buf + got, len - got, (off_t)(i * block_size + got));
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
@@ -46,8 +45,7 @@ static int64_t first_bad_block(const char *path, const FileEntry *f,
 		}
 		struct hash_id h;
 		hash_sha256(buf, got, &h);
-		if (got != len ||
-		    memcmp(h.b, f->block_hashes.data + i * HASH_LEN, HASH_LEN))
+		if (got != len || memcmp(h.b, f->block_hashes.data + i * HASH_LEN, HASH_LEN))
 			bad = (int64_t)i;
 	}
 	close(fd);
@@ -55,7 +53,7 @@ static int64_t first_bad_block(const char *path, const FileEntry *f,
 }
 
 static void problem(struct verify_result *r, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void problem(struct verify_result *r, const char *fmt, ...)
 {
@@ -71,8 +69,7 @@ static void problem(struct verify_result *r, const char *fmt, ...)
 		buf_close(&b);
 }
 
-int verify_dataset(struct cache *c, const struct cache_dataset *d,
-		   struct verify_result *r)
+int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify_result *r)
 {
 	uint8_t *data;
 	size_t len;
@@ -106,8 +103,8 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d,
 			if (err)
 				problem(r, "%s: %s", path, sb_strerror(err));
 			else if (bad >= 0)
-				problem(r, "%s: block %lld does not match its hash",
-					path, (long long)bad);
+				problem(r, "%s: block %lld does not match its hash", path,
+					(long long)bad);
 			bad_here = err || bad >= 0;
 			/* A hardlinked object shares the damage; a copy may not. */
 			if (bad_here && have_obj && stat(path, &tst) == 0 &&

@@ -18,8 +18,7 @@ struct verify_result {
 /* Verify dataset d. Returns 0 when every file matches, SB_ECORRUPT when some
  * do not (details in r), other negative codes when verification could not
  * run. */
-int verify_dataset(struct cache *c, const struct cache_dataset *d,
-		   struct verify_result *r);
+int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify_result *r);
 void verify_result_close(struct verify_result *r);
 
 #endif

@@ -5,8 +5,8 @@
 
 #include "common/config.h"
 
-#define EXIT_OK 0
-#define EXIT_FAIL 1
+#define EXIT_OK	   0
+#define EXIT_FAIL  1
 #define EXIT_USAGE 2
 
 struct cli_cmd {
@@ -19,8 +19,8 @@ struct cli_cmd {
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Parse argv into cfg with the common keys applied (log level/format).
  * Returns 0, or EXIT_USAGE after printing the error and usage. */
-int cli_parse(struct config *cfg, const struct config_key *keys,
-	      const char *usage, int argc, char **argv, char ***pos, int *npos);
+int cli_parse(struct config *cfg, const struct config_key *keys, const char *usage, int argc,
+	      char **argv, char ***pos, int *npos);
 /* The data directory: --data, $SYNCBIT_DATA, /var/lib/syncbit for root,
  * else ~/.cache/syncbit. Heap string. */
 char *cli_data_dir(const struct config *cfg);
@@ -32,10 +32,12 @@ int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 
 /* Keys every command accepts. */
-#define CLI_COMMON_KEYS                                                        \
-	{"config", NULL, 0, "YAML file with the same keys as the flags"},      \
-	{"log-level", "warn", 0, "debug|info|warn|error"},                     \
-	{"log-format", "text", 0, "text|json"},                                \
-	{"data", NULL, 0, "data directory (cache and index)"}
+#define CLI_COMMON_KEYS                                                   \
+	{"config", NULL, 0, "YAML file with the same keys as the flags"}, \
+	    {"log-level", "warn", 0, "debug|info|warn|error"},            \
+	    {"log-format", "text", 0, "text|json"},                       \
+	{                                                                 \
+		"data", NULL, 0, "data directory (cache and index)"       \
+	}
 
 #endif

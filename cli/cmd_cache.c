@@ -12,16 +12,16 @@
 #include "common/progress.h"
 
 static const struct config_key verify_keys[] = {
-	CLI_COMMON_KEYS,
-	{"json", "false", 1, "print a JSON summary as the last line"},
-	{NULL, NULL, 0, NULL},
+    CLI_COMMON_KEYS,
+    {"json", "false", 1, "print a JSON summary as the last line"},
+    {NULL, NULL, 0, NULL},
 };
 
 static const struct config_key gc_keys[] = {
-	CLI_COMMON_KEYS,
-	{"json", "false", 1, "print a JSON summary as the last line"},
-	{"cache-size", "0", 0, "evict unpinned objects until the cache is this small"},
-	{NULL, NULL, 0, NULL},
+    CLI_COMMON_KEYS,
+    {"json", "false", 1, "print a JSON summary as the last line"},
+    {"cache-size", "0", 0, "evict unpinned objects until the cache is this small"},
+    {NULL, NULL, 0, NULL},
 };
 
 int cmd_verify(int argc, char **argv)
@@ -62,10 +62,9 @@ int cmd_verify(int argc, char **argv)
 	struct verify_result r;
 	err = verify_dataset(c, &d, &r);
 	if (json) {
-		json_t *fixed = json_pack("{s:s,s:I,s:I,s:I,s:b}", "dataset", d.name,
-					  "files", (json_int_t)r.files, "bytes",
-					  (json_int_t)r.bytes, "bad_files",
-					  (json_int_t)r.bad_files, "ok", err == 0);
+		json_t *fixed = json_pack("{s:s,s:I,s:I,s:I,s:b}", "dataset", d.name, "files",
+					  (json_int_t)r.files, "bytes", (json_int_t)r.bytes,
+					  "bad_files", (json_int_t)r.bad_files, "ok", err == 0);
 		char *s = json_dumps(fixed, JSON_COMPACT);
 		printf("%s\n", s);
 		free(s);
@@ -80,7 +79,8 @@ int cmd_verify(int argc, char **argv)
 		}
 		rc = EXIT_OK;
 	} else if (err == SB_ECORRUPT) {
-		cli_error("verify: %s (%llu bad files; dropped from the cache, the next pull fetches them again)",
+		cli_error("verify: %s (%llu bad files; dropped from the cache, the next pull "
+			  "fetches them again)",
 			  r.first_problem, (unsigned long long)r.bad_files);
 	} else {
 		cli_error("verify %s: %s", pos[0], sb_strerror(err));
@@ -124,9 +124,10 @@ int cmd_gc(int argc, char **argv)
 	struct cache_stats st;
 	cache_stats(c, &st);
 	if (json) {
-		printf("{\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"used\":%llu,\"pinned\":%llu}\n",
-		       (unsigned long long)n, (unsigned long long)b,
-		       (unsigned long long)st.used, (unsigned long long)st.pinned);
+		printf("{\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"used\":%llu,\"pinned\":%"
+		       "llu}\n",
+		       (unsigned long long)n, (unsigned long long)b, (unsigned long long)st.used,
+		       (unsigned long long)st.pinned);
 	} else {
 		char eb[32], ub[32], pb[32];
 		printf("evicted %llu objects (%s); cache holds %s, %s pinned\n",

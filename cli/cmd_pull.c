@@ -14,21 +14,21 @@
 #include "common/progress.h"
 
 static const struct config_key pull_keys[] = {
-	CLI_COMMON_KEYS,
-	{"to", NULL, 0, "directory to publish into"},
-	{"name", NULL, 0, "dataset name in the cache"},
-	{"json", "false", 1, "print a JSON summary as the last line"},
-	{"quiet", "false", 1, "no progress output"},
-	{"jobs", "8", 0, "parallel block transfers"},
-	{"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
-	{"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
-	{"retries", "5", 0, "retries per request"},
-	{"stall-timeout", "30", 0, "seconds without progress before a retry"},
-	{NULL, NULL, 0, NULL},
+    CLI_COMMON_KEYS,
+    {"to", NULL, 0, "directory to publish into"},
+    {"name", NULL, 0, "dataset name in the cache"},
+    {"json", "false", 1, "print a JSON summary as the last line"},
+    {"quiet", "false", 1, "no progress output"},
+    {"jobs", "8", 0, "parallel block transfers"},
+    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
+    {"retries", "5", 0, "retries per request"},
+    {"stall-timeout", "30", 0, "seconds without progress before a retry"},
+    {NULL, NULL, 0, NULL},
 };
 
-static const char *pull_usage =
-	"pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size SIZE]";
+static const char *pull_usage = "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] "
+				"[--block-size SIZE] [--cache-size SIZE]";
 
 static void print_json(const struct pull_result *r, const char *target)
 {
@@ -39,10 +39,8 @@ static void print_json(const struct pull_result *r, const char *target)
 	json_object_set_new(o, "target", target ? json_string(target) : json_null());
 	json_object_set_new(o, "files", json_integer((json_int_t)r->files));
 	json_object_set_new(o, "bytes", json_integer((json_int_t)r->bytes));
-	json_object_set_new(o, "bytes_from_source",
-			    json_integer((json_int_t)r->bytes_from_source));
-	json_object_set_new(o, "bytes_from_peers",
-			    json_integer((json_int_t)r->bytes_from_peers));
+	json_object_set_new(o, "bytes_from_source", json_integer((json_int_t)r->bytes_from_source));
+	json_object_set_new(o, "bytes_from_peers", json_integer((json_int_t)r->bytes_from_peers));
 	json_object_set_new(o, "bytes_reused", json_integer((json_int_t)r->bytes_reused));
 	json_object_set_new(o, "bytes_read", json_integer((json_int_t)r->bytes_read));
 	json_object_set_new(o, "seconds", json_real(r->seconds));
@@ -60,8 +58,7 @@ static void print_human(const struct pull_result *r, const char *target)
 	       (unsigned long long)r->files, progress_fmt_bytes(r->bytes, b, sizeof b),
 	       progress_fmt_bytes(r->bytes_from_source, x, sizeof x),
 	       progress_fmt_bytes(r->bytes_reused, z, sizeof z),
-	       target ? "into " : "into the cache", target ? target : "",
-	       r->seconds);
+	       target ? "into " : "into the cache", target ? target : "", r->seconds);
 }
 
 int cmd_pull(int argc, char **argv)
@@ -105,11 +102,11 @@ int cmd_pull(int argc, char **argv)
 		goto out;
 	}
 	struct pull_options o = {
-		.source = pos[0],
-		.target = target,
-		.name = config_get(&cfg, "name"),
-		.block_size = (uint32_t)bs,
-		.progress = !json && !quiet,
+	    .source = pos[0],
+	    .target = target,
+	    .name = config_get(&cfg, "name"),
+	    .block_size = (uint32_t)bs,
+	    .progress = !json && !quiet,
 	};
 	source_options_default(&o.src);
 	o.src.jobs = (int)jobs;

@@ -21,11 +21,14 @@ static int cmd_version(int argc, char **argv)
 static int cmd_help(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
-	{"pull", "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size SIZE]", cmd_pull},
-	{"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
-	{"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},
-	{"version", "version", cmd_version},
-	{"help", "help", cmd_help},
+    {"pull",
+     "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size "
+     "SIZE]",
+     cmd_pull},
+    {"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
+    {"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},
+    {"version", "version", cmd_version},
+    {"help", "help", cmd_help},
 };
 
 static int cmd_help(int argc, char **argv)
@@ -54,8 +57,8 @@ void cli_error(const char *fmt, ...)
 	buf_close(&b);
 }
 
-int cli_parse(struct config *cfg, const struct config_key *keys,
-	      const char *usage, int argc, char **argv, char ***pos, int *npos)
+int cli_parse(struct config *cfg, const struct config_key *keys, const char *usage, int argc,
+	      char **argv, char ***pos, int *npos)
 {
 	config_init(cfg, keys);
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {
@@ -67,8 +70,7 @@ int cli_parse(struct config *cfg, const struct config_key *keys,
 	enum log_format fmt = LOG_FORMAT_TEXT;
 	const char *l = config_get(cfg, "log-level");
 	const char *f = config_get(cfg, "log-format");
-	if ((l && log_parse_level(l, &lvl) < 0) ||
-	    (f && log_parse_format(f, &fmt) < 0)) {
+	if ((l && log_parse_level(l, &lvl) < 0) || (f && log_parse_format(f, &fmt) < 0)) {
 		cli_error("--log-level takes debug|info|warn|error and --log-format text|json");
 		return EXIT_USAGE;
 	}

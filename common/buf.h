@@ -13,7 +13,10 @@ struct buf {
 	size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT           \
+	{                  \
+		NULL, 0, 0 \
+	}
 
 void buf_init(struct buf *b);
 void buf_close(struct buf *b);
@@ -22,8 +25,7 @@ void buf_reserve(struct buf *b, size_t n);
 void buf_append(struct buf *b, const void *data, size_t n);
 void buf_append_str(struct buf *b, const char *s);
 /* printf-style append; the buffer stays NUL-terminated after it. */
-void buf_printf(struct buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 void buf_reset(struct buf *b);
 /* Returns the contents as a NUL-terminated string owned by b. */

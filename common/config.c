@@ -16,15 +16,15 @@
 #include "common/log.h"
 
 #define CONFIG_ENV_PREFIX "SYNCBIT_"
-#define CONFIG_FILE_KEY "config"
+#define CONFIG_FILE_KEY	  "config"
 /* Suggest a known flag for a misspelt one within this edit distance. */
 #define CONFIG_SUGGEST_DIST 2
-#define CONFIG_NAME_MAX 64
+#define CONFIG_NAME_MAX	    64
 /* Digits after the decimal point a size may carry ("1.5GiB"). */
 #define CONFIG_SIZE_FRAC_MAX 9
 
 static void config_error(struct config *cfg, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void config_error(struct config *cfg, const char *fmt, ...)
 {
@@ -38,8 +38,7 @@ static void config_error(struct config *cfg, const char *fmt, ...)
 	cfg->error = buf_steal(&b);
 }
 
-static struct config_entry *config_find(const struct config *cfg,
-					const char *name)
+static struct config_entry *config_find(const struct config *cfg, const char *name)
 {
 	for (int i = 0; i < cfg->n; i++)
 		if (strcmp(cfg->entries[i].key->name, name) == 0)
@@ -58,8 +57,7 @@ void config_init(struct config *cfg, const struct config_key *keys)
 	cfg->error = NULL;
 	for (int i = 0; i < n; i++) {
 		cfg->entries[i].key = &keys[i];
-		cfg->entries[i].value = keys[i].defval ? xstrdup(keys[i].defval)
-						       : NULL;
+		cfg->entries[i].value = keys[i].defval ? xstrdup(keys[i].defval) : NULL;
 		cfg->entries[i].origin = CONFIG_DEFAULT;
 	}
 }
@@ -75,8 +73,7 @@ void config_close(struct config *cfg)
 	cfg->error = NULL;
 }
 
-static void entry_set(struct config_entry *e, const char *value,
-		      enum config_origin origin)
+static void entry_set(struct config_entry *e, const char *value, enum config_origin origin)
 {
 	/* A later source of the same rank wins: the last of repeated flags. */
 	if (origin < e->origin)
@@ -86,8 +83,7 @@ static void entry_set(struct config_entry *e, const char *value,
 	e->origin = origin;
 }
 
-int config_set(struct config *cfg, const char *name, const char *value,
-	       enum config_origin origin)
+int config_set(struct config *cfg, const char *name, const char *value, enum config_origin origin)
 {
 	struct config_entry *e = config_find(cfg, name);
 
@@ -144,8 +140,7 @@ int config_load_env(struct config *cfg)
 /* ---- typed readers ---- */
 
 /* Where a bad value came from, so the user knows what to fix. */
-static const char *origin_hint(const struct config_entry *e, char *buf,
-			       size_t len)
+static const char *origin_hint(const struct config_entry *e, char *buf, size_t len)
 {
 	char name[sizeof CONFIG_ENV_PREFIX + CONFIG_NAME_MAX];
 
@@ -180,8 +175,8 @@ static struct config_entry *typed_entry(struct config *cfg, const char *name)
 
 static int parse_bool(const char *s, int *out)
 {
-	static const char *const yes[] = { "true", "yes", "on", "1" };
-	static const char *const no[] = { "false", "no", "off", "0" };
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
 
 	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
@@ -204,8 +199,8 @@ int config_get_bool(struct config *cfg, const char *name, int *out)
 	if (!e)
 		return SB_ECONFIG;
 	if (parse_bool(e->value, out) < 0) {
-		config_error(cfg, "--%s: expected true or false, got '%s'%s",
-			     name, e->value, origin_hint(e, hint, sizeof hint));
+		config_error(cfg, "--%s: expected true or false, got '%s'%s", name, e->value,
+			     origin_hint(e, hint, sizeof hint));
 		return SB_ECONFIG;
 	}
 	return 0;
@@ -227,8 +222,7 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-int config_get_u64(struct config *cfg, const char *name, uint64_t min,
-		   uint64_t max, uint64_t *out)
+int config_get_u64(struct config *cfg, const char *name, uint64_t min, uint64_t max, uint64_t *out)
 {
 	struct config_entry *e = typed_entry(cfg, name);
 	char hint[128];
@@ -237,10 +231,8 @@ int config_get_u64(struct config *cfg, const char *name, uint64_t min,
 	if (!e)
 		return SB_ECONFIG;
 	if (parse_u64(e->value, &v) < 0 || v < min || v > max) {
-		config_error(cfg,
-			     "--%s: expected a number from %llu to %llu, got '%s'%s",
-			     name, (unsigned long long)min,
-			     (unsigned long long)max, e->value,
+		config_error(cfg, "--%s: expected a number from %llu to %llu, got '%s'%s", name,
+			     (unsigned long long)min, (unsigned long long)max, e->value,
 			     origin_hint(e, hint, sizeof hint));
 		return SB_ECONFIG;
 	}
@@ -254,23 +246,23 @@ struct size_unit {
 };
 
 #define KIB 1024ull
-#define KB 1000ull
+#define KB  1000ull
 
 static const struct size_unit size_units[] = {
-	{ "", 1 },
-	{ "b", 1 },
-	{ "k", KIB },
-	{ "kib", KIB },
-	{ "kb", KB },
-	{ "m", KIB * KIB },
-	{ "mib", KIB * KIB },
-	{ "mb", KB * KB },
-	{ "g", KIB * KIB * KIB },
-	{ "gib", KIB * KIB * KIB },
-	{ "gb", KB * KB * KB },
-	{ "t", KIB * KIB * KIB * KIB },
-	{ "tib", KIB * KIB * KIB * KIB },
-	{ "tb", KB * KB * KB * KB },
+    {"", 1},
+    {"b", 1},
+    {"k", KIB},
+    {"kib", KIB},
+    {"kb", KB},
+    {"m", KIB *KIB},
+    {"mib", KIB *KIB},
+    {"mb", KB *KB},
+    {"g", KIB *KIB *KIB},
+    {"gib", KIB *KIB *KIB},
+    {"gb", KB *KB *KB},
+    {"t", KIB *KIB *KIB *KIB},
+    {"tib", KIB *KIB *KIB *KIB},
+    {"tb", KB *KB *KB *KB},
 };
 
 static int size_multiplier(const char *suffix, uint64_t *mult)
@@ -326,7 +318,7 @@ int config_parse_size(const char *s, uint64_t *out)
 /* The shortest exact rendering of a size limit, for error messages. */
 static void fmt_size_exact(uint64_t n, char *out, size_t len)
 {
-	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB" };
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
 	int u = -1;
 
 	while (u + 1 < 4 && n >= KIB && n % KIB == 0) {
@@ -339,8 +331,7 @@ static void fmt_size_exact(uint64_t n, char *out, size_t len)
 		snprintf(out, len, "%llu%s", (unsigned long long)n, units[u]);
 }
 
-int config_get_size(struct config *cfg, const char *name, uint64_t min,
-		    uint64_t max, uint64_t *out)
+int config_get_size(struct config *cfg, const char *name, uint64_t min, uint64_t max, uint64_t *out)
 {
 	struct config_entry *e = typed_entry(cfg, name);
 	char hint[128], smin[32], smax[32];
@@ -351,10 +342,8 @@ int config_get_size(struct config *cfg, const char *name, uint64_t min,
 	if (config_parse_size(e->value, &v) < 0 || v < min || v > max) {
 		fmt_size_exact(min, smin, sizeof smin);
 		fmt_size_exact(max, smax, sizeof smax);
-		config_error(cfg,
-			     "--%s: expected a size like 4MiB from %s to %s, got '%s'%s",
-			     name, smin, smax, e->value,
-			     origin_hint(e, hint, sizeof hint));
+		config_error(cfg, "--%s: expected a size like 4MiB from %s to %s, got '%s'%s", name,
+			     smin, smax, e->value, origin_hint(e, hint, sizeof hint));
 		return SB_ECONFIG;
 	}
 	*out = v;
@@ -372,12 +361,10 @@ struct yaml_load {
 	char *seen; /* one flag per entry: duplicate keys are likely mistakes */
 };
 
-static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark,
-		     const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark,
-		     const char *fmt, ...)
+static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark, const char *fmt, ...)
 {
 	struct buf b = BUF_INIT;
 	va_list ap;
@@ -397,8 +384,7 @@ static int yaml_next(struct yaml_load *y)
 		yaml_event_delete(&y->ev);
 	y->have_ev = 0;
 	if (!yaml_parser_parse(&y->parser, &y->ev)) {
-		const char *what = y->parser.problem ? y->parser.problem
-						     : "malformed YAML";
+		const char *what = y->parser.problem ? y->parser.problem : "malformed YAML";
 		const yaml_mark_t *at = &y->parser.problem_mark;
 		const yaml_mark_t *from = &y->parser.context_mark;
 
@@ -407,9 +393,8 @@ static int yaml_next(struct yaml_load *y)
 		/* An unclosed '[' or quote is found only at the end of the
 		 * file; where it was opened is what the user needs. */
 		if (from->line != at->line)
-			return yaml_fail(y, at, "%s %s started on line %zu",
-					 what, y->parser.context,
-					 from->line + 1);
+			return yaml_fail(y, at, "%s %s started on line %zu", what,
+					 y->parser.context, from->line + 1);
 		return yaml_fail(y, at, "%s %s", what, y->parser.context);
 	}
 	y->have_ev = 1;
@@ -445,8 +430,7 @@ static int yaml_read_list(struct yaml_load *y, const char *key, char **out)
 		}
 		if (y->ev.type != YAML_SCALAR_EVENT) {
 			rc = yaml_fail(y, &y->ev.start_mark,
-				       "key '%s': list items must be plain values",
-				       key);
+				       "key '%s': list items must be plain values", key);
 			break;
 		}
 		if (b.len)
@@ -473,8 +457,7 @@ static int yaml_read_pair(struct yaml_load *y)
 		goto out;
 	}
 	if (strcmp(key, CONFIG_FILE_KEY) == 0) {
-		rc = yaml_fail(y, &key_mark,
-			       "key '%s' cannot be set in a config file", key);
+		rc = yaml_fail(y, &key_mark, "key '%s' cannot be set in a config file", key);
 		goto out;
 	}
 	if (y->seen[e - y->cfg->entries]) {
@@ -494,12 +477,10 @@ static int yaml_read_pair(struct yaml_load *y)
 			goto out;
 		break;
 	case YAML_ALIAS_EVENT:
-		rc = yaml_fail(y, &y->ev.start_mark,
-			       "key '%s': aliases are not supported", key);
+		rc = yaml_fail(y, &y->ev.start_mark, "key '%s': aliases are not supported", key);
 		goto out;
 	default:
-		rc = yaml_fail(y, &y->ev.start_mark,
-			       "key '%s': expected a value or a list", key);
+		rc = yaml_fail(y, &y->ev.start_mark, "key '%s': expected a value or a list", key);
 		goto out;
 	}
 	if (value)
@@ -520,8 +501,7 @@ static int yaml_read_document(struct yaml_load *y)
 	if (y->ev.type == YAML_SCALAR_EVENT && yaml_is_null(&y->ev))
 		return yaml_next(y); /* an empty document: comments only */
 	if (y->ev.type != YAML_MAPPING_START_EVENT)
-		return yaml_fail(y, &y->ev.start_mark,
-				 "expected a mapping of key: value");
+		return yaml_fail(y, &y->ev.start_mark, "expected a mapping of key: value");
 	for (;;) {
 		if ((rc = yaml_next(y)) < 0)
 			return rc;
@@ -554,14 +534,13 @@ static int yaml_read_stream(struct yaml_load *y)
 	if ((rc = yaml_next(y)) < 0)
 		return rc;
 	if (y->ev.type != YAML_STREAM_END_EVENT)
-		return yaml_fail(y, &y->ev.start_mark,
-				 "only one YAML document is allowed");
+		return yaml_fail(y, &y->ev.start_mark, "only one YAML document is allowed");
 	return 0;
 }
 
 int config_load_file(struct config *cfg, const char *path)
 {
-	struct yaml_load y = { .cfg = cfg, .path = path };
+	struct yaml_load y = {.cfg = cfg, .path = path};
 	struct stat st;
 	FILE *f;
 	int rc;
@@ -635,8 +614,7 @@ static void unknown_option(struct config *cfg, const char *arg, size_t len)
 		}
 	}
 	if (best)
-		config_error(cfg, "unknown option '%s' (did you mean '--%s'?)",
-			     name, best);
+		config_error(cfg, "unknown option '%s' (did you mean '--%s'?)", name, best);
 	else
 		config_error(cfg, "unknown option '%s'", name);
 	free(name);
@@ -649,8 +627,7 @@ struct flag {
 
 /* Splits one "--..." argument into an entry and its value. *i advances when
  * the value is the next argument. */
-static int parse_flag(struct config *cfg, int argc, char **argv, int *i,
-		      struct flag *out)
+static int parse_flag(struct config *cfg, int argc, char **argv, int *i, struct flag *out)
 {
 	const char *arg = argv[*i];
 	const char *eq = strchr(arg, '=');
@@ -670,8 +647,10 @@ static int parse_flag(struct config *cfg, int argc, char **argv, int *i,
 	out->entry = e;
 	if (negated) {
 		if (!e->key->is_bool)
-			config_error(cfg, "unknown option '--%s' ('--%s' is not "
-				     "a yes/no option)", name, e->key->name);
+			config_error(cfg,
+				     "unknown option '--%s' ('--%s' is not "
+				     "a yes/no option)",
+				     name, e->key->name);
 		else if (eq)
 			config_error(cfg, "--%s takes no value", name);
 		else
@@ -681,8 +660,7 @@ static int parse_flag(struct config *cfg, int argc, char **argv, int *i,
 	}
 	if (e->key->is_bool) {
 		if (eq && parse_bool(eq + 1, &b) < 0) {
-			config_error(cfg, "--%s: expected true or false, got '%s'",
-				     name, eq + 1);
+			config_error(cfg, "--%s: expected true or false, got '%s'", name, eq + 1);
 			goto out;
 		}
 		out->value = (!eq || b) ? "true" : "false";
@@ -733,8 +711,7 @@ static int load_config_file(struct config *cfg, const char *flag_path)
 	return rc < 0 ? SB_ECONFIG : 0;
 }
 
-int config_parse_args(struct config *cfg, int argc, char **argv,
-		      char ***positional, int *npos)
+int config_parse_args(struct config *cfg, int argc, char **argv, char ***positional, int *npos)
 {
 	struct flag *flags = xcalloc((size_t)argc, sizeof *flags);
 	char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
@@ -754,8 +731,7 @@ int config_parse_args(struct config *cfg, int argc, char **argv,
 		} else {
 			if (parse_flag(cfg, argc, argv, &i, &flags[nflags]) < 0)
 				goto fail;
-			if (strcmp(flags[nflags].entry->key->name,
-				   CONFIG_FILE_KEY) == 0)
+			if (strcmp(flags[nflags].entry->key->name, CONFIG_FILE_KEY) == 0)
 				config_path = flags[nflags].value;
 			nflags++;
 		}

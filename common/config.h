@@ -17,7 +17,7 @@ enum config_origin {
 struct config_key {
 	const char *name;   /* flag name without "--", e.g. "block-size" */
 	const char *defval; /* default value or NULL */
-	int is_bool;        /* flag takes no argument; value "true"/"false" */
+	int is_bool;	    /* flag takes no argument; value "true"/"false" */
 	const char *help;
 };
 
@@ -51,8 +51,7 @@ int config_load_env(struct config *cfg);
 /* Set a value with the given origin; it replaces the current value unless
  * that came from a higher origin (among equals the later call wins).
  * SB_ECONFIG if the key is unknown. */
-int config_set(struct config *cfg, const char *name, const char *value,
-	       enum config_origin origin);
+int config_set(struct config *cfg, const char *name, const char *value, enum config_origin origin);
 
 /* Value or NULL when unset. */
 const char *config_get(const struct config *cfg, const char *name);
@@ -61,14 +60,13 @@ enum config_origin config_origin_of(const struct config *cfg, const char *name);
  * also when the key has no value. Booleans accept true/false, yes/no,
  * on/off, 1/0 (any case). */
 int config_get_bool(struct config *cfg, const char *name, int *out);
-int config_get_u64(struct config *cfg, const char *name, uint64_t min,
-		   uint64_t max, uint64_t *out);
+int config_get_u64(struct config *cfg, const char *name, uint64_t min, uint64_t max, uint64_t *out);
 /* Sizes with optional suffix K, M, G, T (powers of 1024) or KiB/MiB/GiB/TiB,
  * KB/MB/GB/TB (powers of 1000), or B; suffixes in any case, one space
  * allowed before them. A decimal fraction is accepted when the result is a
  * whole number of bytes ("1.5GiB", not "0.1K"). Overflow is an error. */
-int config_get_size(struct config *cfg, const char *name, uint64_t min,
-		    uint64_t max, uint64_t *out);
+int config_get_size(struct config *cfg, const char *name, uint64_t min, uint64_t max,
+		    uint64_t *out);
 
 /* Parse a size string as above; 0 or SB_ECONFIG. */
 int config_parse_size(const char *s, uint64_t *out);
@@ -83,7 +81,6 @@ int config_parse_size(const char *s, uint64_t *out);
  * which may be missing) is loaded first, then env, then the flags, whatever
  * the argument order. Returns 0, or SB_ECONFIG (usage error, bad or missing
  * config file included) with cfg->error set. */
-int config_parse_args(struct config *cfg, int argc, char **argv,
-		      char ***positional, int *npos);
+int config_parse_args(struct config *cfg, int argc, char **argv, char ***positional, int *npos);
 
 #endif

@@ -6,8 +6,8 @@
 const char *sb_strerror(int err)
 {
 	switch (err) {
-#define SB_ERR_MSG_(name, msg)                                                 \
-	case SB_E##name:                                                       \
+#define SB_ERR_MSG_(name, msg) \
+	case SB_E##name:       \
 		return msg;
 		SB_ERRNO_MAP(SB_ERR_MSG_)
 #undef SB_ERR_MSG_
@@ -22,8 +22,8 @@ const char *sb_strerror(int err)
 const char *sb_errname(int err)
 {
 	switch (err) {
-#define SB_ERR_NAME_(name, msg)                                                \
-	case SB_E##name:                                                       \
+#define SB_ERR_NAME_(name, msg) \
+	case SB_E##name:        \
 		return "E" #name;
 		SB_ERRNO_MAP(SB_ERR_NAME_)
 #undef SB_ERR_NAME_

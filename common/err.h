@@ -4,24 +4,24 @@
 #ifndef SYNCBIT_ERR_H
 #define SYNCBIT_ERR_H
 
-#define SB_ERRNO_MAP(X)                                                        \
-	X(PROTO, "protocol error")                                             \
-	X(TOOBIG, "length exceeds limit")                                      \
-	X(TRUNCATED, "truncated input")                                        \
-	X(CORRUPT, "data does not match its hash")                             \
-	X(CONFINE, "path escapes the dataset directory")                       \
-	X(URI, "malformed source URI")                                         \
-	X(SCHEME, "unsupported source scheme")                                 \
-	X(CONFIG, "malformed configuration")                                   \
-	X(HTTP, "HTTP request failed")                                         \
-	X(HTTP4XX, "HTTP client error")                                        \
-	X(HTTP5XX, "HTTP server error")                                        \
-	X(NOTFOUND, "not found")                                               \
-	X(DENIED, "access denied")                                             \
-	X(STALL, "transfer stalled")                                           \
-	X(CHANGED, "source changed during transfer")                           \
-	X(CACHE, "cache index error")                                          \
-	X(CANCELED, "operation canceled")                                      \
+#define SB_ERRNO_MAP(X)                                  \
+	X(PROTO, "protocol error")                       \
+	X(TOOBIG, "length exceeds limit")                \
+	X(TRUNCATED, "truncated input")                  \
+	X(CORRUPT, "data does not match its hash")       \
+	X(CONFINE, "path escapes the dataset directory") \
+	X(URI, "malformed source URI")                   \
+	X(SCHEME, "unsupported source scheme")           \
+	X(CONFIG, "malformed configuration")             \
+	X(HTTP, "HTTP request failed")                   \
+	X(HTTP4XX, "HTTP client error")                  \
+	X(HTTP5XX, "HTTP server error")                  \
+	X(NOTFOUND, "not found")                         \
+	X(DENIED, "access denied")                       \
+	X(STALL, "transfer stalled")                     \
+	X(CHANGED, "source changed during transfer")     \
+	X(CACHE, "cache index error")                    \
+	X(CANCELED, "operation canceled")                \
 	X(AUTH, "authentication failed")
 
 enum sb_err {
@@ -29,7 +29,7 @@ enum sb_err {
 #define SB_ERR_ENUM_(name, msg) SB_E##name,
 	SB_ERRNO_MAP(SB_ERR_ENUM_)
 #undef SB_ERR_ENUM_
-	SB_ERR_END_
+	    SB_ERR_END_
 };
 
 /* Message for a negative error code (SB_E* or -errno). Never NULL. */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HASH_LEN 32
+#define HASH_LEN     32
 #define HASH_HEX_LEN (2 * HASH_LEN)
 
 struct hash_id {

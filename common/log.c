@@ -14,7 +14,7 @@
  * since the allocator's failure path (fatal) logs. */
 #define LOG_MSG_MAX 4096
 /* Worst case a message byte becomes "\u00XX" (6 bytes) in JSON. */
-#define LOG_LINE_MAX (LOG_MSG_MAX * 6 + 256)
+#define LOG_LINE_MAX   (LOG_MSG_MAX * 6 + 256)
 #define LOG_TRUNC_MARK "..."
 
 /* Written once by log_setup before other threads start, then only read. */
@@ -22,10 +22,10 @@ static enum log_level log_level = LOG_WARN;
 static enum log_format log_format = LOG_FORMAT_TEXT;
 
 static const char *const level_names[] = {
-	[LOG_DEBUG] = "debug",
-	[LOG_INFO] = "info",
-	[LOG_WARN] = "warn",
-	[LOG_ERROR] = "error",
+    [LOG_DEBUG] = "debug",
+    [LOG_INFO] = "info",
+    [LOG_WARN] = "warn",
+    [LOG_ERROR] = "error",
 };
 
 struct line {
@@ -241,7 +241,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 {
 	char msg[LOG_MSG_MAX];
 	char buf[LOG_LINE_MAX];
-	struct line l = { buf, 0, sizeof buf, 0 };
+	struct line l = {buf, 0, sizeof buf, 0};
 	int saved_errno = errno;
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
 	size_t mlen;

@@ -11,7 +11,7 @@
  * floor): protobuf-c allocates per field, and an empty repeated message costs
  * far more in memory than on the wire. */
 #define DECODE_BUDGET_FACTOR 16
-#define DECODE_BUDGET_FLOOR (1u << 20)
+#define DECODE_BUDGET_FLOOR  (1u << 20)
 
 /* Not (size + block_size - 1) / block_size: near 2^64 that sum wraps, and a
  * manifest could then claim an enormous file with no block hashes. */
@@ -184,11 +184,10 @@ int manifest_validate(const Manifest *m)
 				const FileEntry *t = m->files[f->hardlink_to - 1];
 				/* Empty files have NULL hashes, which memcmp
 				 * must not see even with length 0. */
-				if (t->type != SYNCBIT__FILE_TYPE__FILE_REGULAR ||
-				    t->hardlink_to || t->size != f->size ||
+				if (t->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || t->hardlink_to ||
+				    t->size != f->size ||
 				    (f->block_hashes.len &&
-				     memcmp(t->block_hashes.data,
-					    f->block_hashes.data,
+				     memcmp(t->block_hashes.data, f->block_hashes.data,
 					    f->block_hashes.len) != 0))
 					return SB_EPROTO;
 			}
@@ -199,8 +198,8 @@ int manifest_validate(const Manifest *m)
 				return SB_EPROTO;
 			break;
 		case SYNCBIT__FILE_TYPE__FILE_SYMLINK:
-			if (!f->link_target || !f->link_target[0] ||
-			    f->block_hashes.len || f->hardlink_to)
+			if (!f->link_target || !f->link_target[0] || f->block_hashes.len ||
+			    f->hardlink_to)
 				return SB_EPROTO;
 			if (path_check_symlink(f->path, f->link_target) < 0)
 				return SB_ECONFINE;
@@ -212,9 +211,8 @@ int manifest_validate(const Manifest *m)
 	return 0;
 }
 
-void manifest_file_object_id(uint64_t size, uint32_t block_size,
-			     const uint8_t *hashes, size_t nhashes,
-			     struct hash_id *out)
+void manifest_file_object_id(uint64_t size, uint32_t block_size, const uint8_t *hashes,
+			     size_t nhashes, struct hash_id *out)
 {
 	struct sha256_ctx c;
 	uint8_t hdr[16] = "syncbit-obj1";

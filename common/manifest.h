@@ -13,11 +13,11 @@
 #include "common/hash.h"
 #include "proto/manifest.pb-c.h"
 
-#define MANIFEST_FORMAT 1
+#define MANIFEST_FORMAT	   1
 #define MANIFEST_MAX_BYTES (256u << 20)
 #define MANIFEST_MAX_FILES (4u << 20)
-#define BLOCK_SIZE_MIN (4u << 10)
-#define BLOCK_SIZE_MAX (256u << 20)
+#define BLOCK_SIZE_MIN	   (4u << 10)
+#define BLOCK_SIZE_MAX	   (256u << 20)
 #define BLOCK_SIZE_DEFAULT (4u << 20)
 
 typedef Syncbit__Manifest Manifest;
@@ -42,8 +42,7 @@ int manifest_validate(const Manifest *m);
 
 /* The content id of a regular file: SHA-256 over size, block size and its
  * block hashes. Equal content cut the same way gives the same id. */
-void manifest_file_object_id(uint64_t size, uint32_t block_size,
-			     const uint8_t *hashes, size_t nhashes,
-			     struct hash_id *out);
+void manifest_file_object_id(uint64_t size, uint32_t block_size, const uint8_t *hashes,
+			     size_t nhashes, struct hash_id *out);
 
 #endif

@@ -41,12 +41,10 @@ int path_check_relative(const char *rel)
 	const char *p = rel, *c;
 	size_t n;
 
-	if (!rel || !*rel || rel[0] == '/' ||
-	    strnlen(rel, PATH_REL_MAX) >= PATH_REL_MAX)
+	if (!rel || !*rel || rel[0] == '/' || strnlen(rel, PATH_REL_MAX) >= PATH_REL_MAX)
 		return SB_ECONFINE;
 	while (next_component(&p, &c, &n))
-		if (n == 0 || n > PATH_NAME_MAX || is_dot(c, n) ||
-		    is_dotdot(c, n))
+		if (n == 0 || n > PATH_NAME_MAX || is_dot(c, n) || is_dotdot(c, n))
 			return SB_ECONFINE;
 	return 0;
 }
@@ -148,8 +146,7 @@ static int open_or_make_dir(int dirfd, const char *name, unsigned mode)
 	return fd >= 0 ? fd : -errno;
 }
 
-int path_open_parent(int root_fd, const char *rel, unsigned mode,
-		     const char **basename_out)
+int path_open_parent(int root_fd, const char *rel, unsigned mode, const char **basename_out)
 {
 	char name[PATH_NAME_MAX + 1];
 	const char *p = rel, *c = rel;

@@ -33,8 +33,7 @@ char *path_join(const char *dir, const char *rel);
  * negative error (-ELOOP / -ENOTDIR when a component is not a directory,
  * SB_ECONFINE when rel fails path_check_relative). *basename_out points
  * into rel; the basename itself is not looked at. */
-int path_open_parent(int root_fd, const char *rel, unsigned mode,
-		     const char **basename_out);
+int path_open_parent(int root_fd, const char *rel, unsigned mode, const char **basename_out);
 
 /* mkdir -p of an absolute or relative path; 0 or -errno. */
 int path_mkdirs(const char *path, unsigned mode);

@@ -13,16 +13,16 @@
 
 #define NS_PER_SEC 1000000000ull
 /* A bar appears only for operations that last long enough to be watched. */
-#define PROGRESS_TTY_DELAY_NS NS_PER_SEC
-#define PROGRESS_TTY_INTERVAL_NS (NS_PER_SEC / 10)
+#define PROGRESS_TTY_DELAY_NS	  NS_PER_SEC
+#define PROGRESS_TTY_INTERVAL_NS  (NS_PER_SEC / 10)
 #define PROGRESS_LINE_INTERVAL_NS (5 * NS_PER_SEC)
 /* Rate samples closer than this are too noisy to use. */
 #define PROGRESS_SAMPLE_NS (NS_PER_SEC / 4)
 /* Time constant of the rate average: long enough to hide bursts, short
  * enough that the ETA follows a real change of speed within seconds. */
 #define PROGRESS_RATE_TAU_SEC 3.0
-#define PROGRESS_BAR_MIN 10
-#define PROGRESS_BAR_MAX 40
+#define PROGRESS_BAR_MIN      10
+#define PROGRESS_BAR_MAX      40
 #define PROGRESS_COLS_DEFAULT 80
 
 uint64_t progress_now_ns(void)
@@ -35,8 +35,7 @@ uint64_t progress_now_ns(void)
 
 const char *progress_fmt_bytes(uint64_t n, char *out, int len)
 {
-	static const char *const units[] = { "KiB", "MiB", "GiB",
-					     "TiB", "PiB", "EiB" };
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)n;
 	int u = -1;
 
@@ -61,18 +60,15 @@ const char *progress_fmt_duration(uint64_t s, char *out, int len)
 	if (s < 60)
 		snprintf(out, (size_t)len, "%llus", (unsigned long long)s);
 	else if (s < 3600)
-		snprintf(out, (size_t)len, "%llum%02llus",
-			 (unsigned long long)(s / 60),
+		snprintf(out, (size_t)len, "%llum%02llus", (unsigned long long)(s / 60),
 			 (unsigned long long)(s % 60));
 	else
-		snprintf(out, (size_t)len, "%lluh%02llum",
-			 (unsigned long long)(s / 3600),
+		snprintf(out, (size_t)len, "%lluh%02llum", (unsigned long long)(s / 3600),
 			 (unsigned long long)(s % 3600 / 60));
 	return out;
 }
 
-void progress_init(struct progress *p, const char *label, uint64_t total,
-		   int enabled)
+void progress_init(struct progress *p, const char *label, uint64_t total, int enabled)
 {
 	memset(p, 0, sizeof *p);
 	p->label = xstrdup(label ? label : "");
@@ -112,8 +108,7 @@ static unsigned progress_percent(const struct progress *p)
 }
 
 /* "1.2 GiB / 4.0 GiB (30%), 410 MiB/s, ETA 7s", parts omitted when unknown. */
-static void progress_stats(const struct progress *p, int with_percent,
-			   struct buf *b)
+static void progress_stats(const struct progress *p, int with_percent, struct buf *b)
 {
 	char s1[32], s2[32];
 
@@ -126,14 +121,12 @@ static void progress_stats(const struct progress *p, int with_percent,
 	}
 	if (p->rate < 1.0)
 		return;
-	buf_printf(b, ", %s/s", progress_fmt_bytes((uint64_t)p->rate, s1,
-						   sizeof s1));
+	buf_printf(b, ", %s/s", progress_fmt_bytes((uint64_t)p->rate, s1, sizeof s1));
 	if (p->total && p->done < p->total) {
 		double eta = (double)(p->total - p->done) / p->rate;
 
 		buf_printf(b, ", ETA %s",
-			   progress_fmt_duration((uint64_t)ceil(eta), s1,
-						 sizeof s1));
+			   progress_fmt_duration((uint64_t)ceil(eta), s1, sizeof s1));
 	}
 }
 
@@ -216,8 +209,7 @@ void progress_add_at(struct progress *p, uint64_t n, uint64_t now)
 	progress_sample(p, now);
 	if (p->tty) {
 		if (now < p->start_ns + PROGRESS_TTY_DELAY_NS ||
-		    (p->last_draw_ns &&
-		     now < p->last_draw_ns + PROGRESS_TTY_INTERVAL_NS))
+		    (p->last_draw_ns && now < p->last_draw_ns + PROGRESS_TTY_INTERVAL_NS))
 			return;
 		progress_draw_bar(p);
 	} else {
@@ -248,18 +240,14 @@ void progress_close_at(struct progress *p, uint64_t now)
 	if (p->enabled && p->last_draw_ns) {
 		if (p->drawn)
 			buf_append_str(&b, "\r");
-		buf_printf(&b, "%s: %s", p->label,
-			   progress_fmt_bytes(p->done, s1, sizeof s1));
+		buf_printf(&b, "%s: %s", p->label, progress_fmt_bytes(p->done, s1, sizeof s1));
 		if (p->total && p->done < p->total)
-			buf_printf(&b, " / %s (%u%%)",
-				   progress_fmt_bytes(p->total, s2, sizeof s2),
+			buf_printf(&b, " / %s (%u%%)", progress_fmt_bytes(p->total, s2, sizeof s2),
 				   progress_percent(p));
 		buf_printf(&b, " in %s",
-			   progress_fmt_duration((uint64_t)llround(secs), s1,
-						 sizeof s1));
+			   progress_fmt_duration((uint64_t)llround(secs), s1, sizeof s1));
 		if (secs > 0) {
-			progress_fmt_bytes((uint64_t)(p->done / secs), s2,
-					   sizeof s2);
+			progress_fmt_bytes((uint64_t)(p->done / secs), s2, sizeof s2);
 			buf_printf(&b, ", %s/s", s2);
 		}
 		buf_append_str(&b, p->drawn ? "\033[K\n" : "\n");

@@ -8,22 +8,21 @@
 
 struct progress {
 	char *label;
-	uint64_t total;     /* 0 if unknown */
+	uint64_t total; /* 0 if unknown */
 	uint64_t done;
 	uint64_t start_ns;
 	uint64_t last_draw_ns;
 	uint64_t rate_ns;   /* time of the last rate sample */
 	uint64_t rate_done; /* done at the last rate sample */
-	double rate;        /* smoothed bytes per second */
-	int tty;            /* draw a bar (1) or plain lines (0) */
+	double rate;	    /* smoothed bytes per second */
+	int tty;	    /* draw a bar (1) or plain lines (0) */
 	int enabled;
-	int drawn;          /* a bar is on screen and needs a newline at end */
+	int drawn; /* a bar is on screen and needs a newline at end */
 	int fd;
 };
 
 /* enabled = 0 silences it entirely (e.g. --json or --quiet). */
-void progress_init(struct progress *p, const char *label, uint64_t total,
-		   int enabled);
+void progress_init(struct progress *p, const char *label, uint64_t total, int enabled);
 void progress_set_total(struct progress *p, uint64_t total);
 /* Add n bytes done; redraws at most 10 times a second (TTY) or every 5 s. */
 void progress_add(struct progress *p, uint64_t n);

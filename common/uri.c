@@ -12,42 +12,33 @@
 
 #define S3_BUCKET_MIN 3
 #define S3_BUCKET_MAX 63
-#define S3_KEY_MAX 1024
-#define HF_NAME_MAX 96
-#define REV_MAX 255
+#define S3_KEY_MAX    1024
+#define HF_NAME_MAX   96
+#define REV_MAX	      255
 /* Distribution spec: clients limit "registry/name" to 255 characters. */
-#define OCI_NAME_MAX 255
-#define OCI_TAG_MAX 128
+#define OCI_NAME_MAX   255
+#define OCI_TAG_MAX    128
 #define OCI_SHA256_HEX 64
-#define HOST_MAX 253
-#define PORT_MAX 65535
+#define HOST_MAX       253
+#define PORT_MAX       65535
 
 struct scheme {
 	const char *name;
 	enum uri_kind kind;
-	int (*parse)(const char *scheme, const char *rest,
-		     struct source_uri *out);
+	int (*parse)(const char *scheme, const char *rest, struct source_uri *out);
 };
 
-static int parse_file_uri(const char *scheme, const char *rest,
-			  struct source_uri *out);
-static int parse_http(const char *scheme, const char *rest,
-		      struct source_uri *out);
-static int parse_s3(const char *scheme, const char *rest,
-		    struct source_uri *out);
-static int parse_hub(const char *scheme, const char *rest,
-		     struct source_uri *out);
-static int parse_oci(const char *scheme, const char *rest,
-		     struct source_uri *out);
+static int parse_file_uri(const char *scheme, const char *rest, struct source_uri *out);
+static int parse_http(const char *scheme, const char *rest, struct source_uri *out);
+static int parse_s3(const char *scheme, const char *rest, struct source_uri *out);
+static int parse_hub(const char *scheme, const char *rest, struct source_uri *out);
+static int parse_oci(const char *scheme, const char *rest, struct source_uri *out);
 
 static const struct scheme schemes[] = {
-	{ "file", URI_FILE, parse_file_uri },
-	{ "http", URI_HTTP, parse_http },
-	{ "https", URI_HTTP, parse_http },
-	{ "s3", URI_S3, parse_s3 },
-	{ "hf", URI_HF, parse_hub },
-	{ "ms", URI_MS, parse_hub },
-	{ "oci", URI_OCI, parse_oci },
+    {"file", URI_FILE, parse_file_uri}, {"http", URI_HTTP, parse_http},
+    {"https", URI_HTTP, parse_http},	{"s3", URI_S3, parse_s3},
+    {"hf", URI_HF, parse_hub},		{"ms", URI_MS, parse_hub},
+    {"oci", URI_OCI, parse_oci},
 };
 
 const char *uri_kind_name(enum uri_kind k)
@@ -176,8 +167,7 @@ bad:
 	return SB_EURI;
 }
 
-static int parse_file_uri(const char *scheme, const char *rest,
-			  struct source_uri *out)
+static int parse_file_uri(const char *scheme, const char *rest, struct source_uri *out)
 {
 	char *path;
 	int rc;
@@ -236,8 +226,7 @@ static int split_hostport(const char *s, size_t n, struct hostport *hp)
 	if (n > 0 && s[0] == '[') {
 		const char *close = memchr(s, ']', n);
 
-		if (!close ||
-		    !valid_ipv6_literal(s + 1, (size_t)(close - s - 1)))
+		if (!close || !valid_ipv6_literal(s + 1, (size_t)(close - s - 1)))
 			return SB_EURI;
 		hp->host = s;
 		hp->host_len = (size_t)(close - s + 1);
@@ -282,12 +271,10 @@ static int is_default_port(const char *scheme, const struct hostport *hp)
 {
 	const char *def = strcmp(scheme, "https") == 0 ? "443" : "80";
 
-	return hp->port && hp->port_len == strlen(def) &&
-	       memcmp(hp->port, def, hp->port_len) == 0;
+	return hp->port && hp->port_len == strlen(def) && memcmp(hp->port, def, hp->port_len) == 0;
 }
 
-static int parse_http(const char *scheme, const char *rest,
-		      struct source_uri *out)
+static int parse_http(const char *scheme, const char *rest, struct source_uri *out)
 {
 	struct buf url = BUF_INIT, canon = BUF_INIT;
 	struct hostport hp;
@@ -301,8 +288,7 @@ static int parse_http(const char *scheme, const char *rest,
 			return SB_EURI;
 	at = memrchr(rest, '@', auth_len);
 	hostpart = at ? at + 1 : rest;
-	if (split_hostport(hostpart, (size_t)(rest + auth_len - hostpart),
-			   &hp) < 0)
+	if (split_hostport(hostpart, (size_t)(rest + auth_len - hostpart), &hp) < 0)
 		return SB_EURI;
 	/* The fragment never reaches the server. */
 	tail_len = strcspn(tail, "#");
@@ -359,11 +345,9 @@ static int has_suffix(const char *s, const char *suf)
 /* AWS general purpose bucket naming rules. */
 static int valid_bucket(const char *b)
 {
-	static const char *const bad_prefix[] = { "xn--", "sthree-",
-						  "amzn-s3-demo-" };
-	static const char *const bad_suffix[] = { "-s3alias", "--ol-s3",
-						  ".mrap", "--x-s3",
-						  "--table-s3" };
+	static const char *const bad_prefix[] = {"xn--", "sthree-", "amzn-s3-demo-"};
+	static const char *const bad_suffix[] = {"-s3alias", "--ol-s3", ".mrap", "--x-s3",
+						 "--table-s3"};
 	size_t n = strlen(b);
 
 	if (n < S3_BUCKET_MIN || n > S3_BUCKET_MAX)
@@ -384,8 +368,7 @@ static int valid_bucket(const char *b)
 	return 1;
 }
 
-static int parse_s3(const char *scheme, const char *rest,
-		    struct source_uri *out)
+static int parse_s3(const char *scheme, const char *rest, struct source_uri *out)
 {
 	const char *slash = strchr(rest, '/');
 	size_t blen = slash ? (size_t)(slash - rest) : strlen(rest);
@@ -441,8 +424,7 @@ static int valid_revision(const char *r)
 	return 1;
 }
 
-static int parse_hub(const char *scheme, const char *rest,
-		     struct source_uri *out)
+static int parse_hub(const char *scheme, const char *rest, struct source_uri *out)
 {
 	const char *at = strchr(rest, '@');
 	size_t idlen = at ? (size_t)(at - rest) : strlen(rest);
@@ -455,8 +437,7 @@ static int parse_hub(const char *scheme, const char *rest,
 		out->revision = xstrdup(at + 1);
 	}
 	org = rest;
-	if (idlen > sizeof datasets - 1 &&
-	    memcmp(rest, datasets, sizeof datasets - 1) == 0) {
+	if (idlen > sizeof datasets - 1 && memcmp(rest, datasets, sizeof datasets - 1) == 0) {
 		out->is_dataset = 1;
 		org += sizeof datasets - 1;
 		idlen -= sizeof datasets - 1;
@@ -466,9 +447,8 @@ static int parse_hub(const char *scheme, const char *rest,
 	    !valid_hub_name(slash + 1, idlen - (size_t)(slash - org) - 1))
 		return SB_EURI;
 	out->repo = xstrndup(org, idlen);
-	out->canonical = xasprintf("%s://%s%s%s%s", scheme,
-				   out->is_dataset ? datasets : "", out->repo,
-				   at ? "@" : "", at ? out->revision : "");
+	out->canonical = xasprintf("%s://%s%s%s%s", scheme, out->is_dataset ? datasets : "",
+				   out->repo, at ? "@" : "", at ? out->revision : "");
 	return 0;
 }
 
@@ -555,8 +535,7 @@ static int valid_oci_digest(const char *d)
 	return 1;
 }
 
-static int parse_oci(const char *scheme, const char *rest,
-		     struct source_uri *out)
+static int parse_oci(const char *scheme, const char *rest, struct source_uri *out)
 {
 	const char *slash = strchr(rest, '/');
 	const char *at, *colon, *name;
@@ -578,8 +557,7 @@ static int parse_oci(const char *scheme, const char *rest,
 		out->digest = xstrdup(at + 1);
 	}
 	if (colon) {
-		out->revision = xstrndup(colon + 1,
-					 name_len - (size_t)(colon - name) - 1);
+		out->revision = xstrndup(colon + 1, name_len - (size_t)(colon - name) - 1);
 		if (!valid_oci_tag(out->revision))
 			return SB_EURI;
 		name_len = (size_t)(colon - name);
@@ -587,17 +565,15 @@ static int parse_oci(const char *scheme, const char *rest,
 		/* What every registry client assumes when no tag is given. */
 		out->revision = xstrdup("latest");
 	}
-	if (!valid_oci_repo(name, name_len) ||
-	    strlen(out->registry) + 1 + name_len > OCI_NAME_MAX)
+	if (!valid_oci_repo(name, name_len) || strlen(out->registry) + 1 + name_len > OCI_NAME_MAX)
 		return SB_EURI;
 	out->repo = xstrndup(name, name_len);
 	/* A digest names the content exactly; a tag beside it adds nothing. */
 	if (out->digest)
-		out->canonical = xasprintf("oci://%s/%s@%s", out->registry,
-					   out->repo, out->digest);
+		out->canonical = xasprintf("oci://%s/%s@%s", out->registry, out->repo, out->digest);
 	else
-		out->canonical = xasprintf("oci://%s/%s:%s", out->registry,
-					   out->repo, out->revision);
+		out->canonical =
+		    xasprintf("oci://%s/%s:%s", out->registry, out->repo, out->revision);
 	return 0;
 }
 
@@ -610,8 +586,7 @@ static size_t scheme_len(const char *s)
 
 	if (!isalpha((unsigned char)s[0]))
 		return 0;
-	while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' ||
-	       s[n] == '.')
+	while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' || s[n] == '.')
 		n++;
 	return s[n] == ':' ? n : 0;
 }
@@ -619,8 +594,7 @@ static size_t scheme_len(const char *s)
 static const struct scheme *find_scheme(const char *s, size_t n)
 {
 	for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
-		if (strlen(schemes[i].name) == n &&
-		    strncasecmp(s, schemes[i].name, n) == 0)
+		if (strlen(schemes[i].name) == n && strncasecmp(s, schemes[i].name, n) == 0)
 			return &schemes[i];
 	return NULL;
 }

@@ -9,17 +9,17 @@ enum uri_kind { URI_FILE, URI_HTTP, URI_S3, URI_HF, URI_MS, URI_OCI };
 
 struct source_uri {
 	enum uri_kind kind;
-	char *raw;       /* the argument as given */
+	char *raw;	 /* the argument as given */
 	char *canonical; /* normalized form used as an identity key */
-	char *path;      /* FILE: absolute path without trailing '/' (except "/") */
-	char *url;       /* HTTP: full URL */
-	char *bucket;    /* S3 */
-	char *prefix;    /* S3: key prefix (may be empty) */
-	char *repo;      /* HF/MS: "org/name"; OCI: "repo/path" */
-	char *revision;  /* HF/MS: after '@' or NULL; OCI: tag or NULL */
-	char *digest;    /* OCI: "sha256:..." or NULL */
-	char *registry;  /* OCI: host[:port] */
-	int is_dataset;  /* HF: hf://datasets/...; MS: ms://datasets/... */
+	char *path;	 /* FILE: absolute path without trailing '/' (except "/") */
+	char *url;	 /* HTTP: full URL */
+	char *bucket;	 /* S3 */
+	char *prefix;	 /* S3: key prefix (may be empty) */
+	char *repo;	 /* HF/MS: "org/name"; OCI: "repo/path" */
+	char *revision;	 /* HF/MS: after '@' or NULL; OCI: tag or NULL */
+	char *digest;	 /* OCI: "sha256:..." or NULL */
+	char *registry;	 /* OCI: host[:port] */
+	int is_dataset;	 /* HF: hf://datasets/...; MS: ms://datasets/... */
 };
 
 /* Parse s into out (zeroed first). Returns 0, SB_EURI (malformed) or

@@ -41,16 +41,13 @@ static void check_files(const Manifest *m)
 			continue;
 		uint64_t sum = 0;
 		for (uint64_t k = 0; k < nb; k++) {
-			uint32_t len =
-			    manifest_block_len(f->size, m->block_size, k);
+			uint32_t len = manifest_block_len(f->size, m->block_size, k);
 			check(len > 0 && len <= m->block_size, "block length");
 			sum += len;
 		}
-		check(sum == f->size,
-		      "block lengths do not add up to the size");
+		check(sum == f->size, "block lengths do not add up to the size");
 		struct hash_id id;
-		manifest_file_object_id(f->size, m->block_size,
-					f->block_hashes.data, nb, &id);
+		manifest_file_object_id(f->size, m->block_size, f->block_hashes.data, nb, &id);
 	}
 }
 
@@ -74,16 +71,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct hash_id id1, id2, direct;
 	manifest_encode(m, &e1, &id1);
 	hash_sha256(e1.ptr, e1.len, &direct);
-	check(memcmp(&id1, &direct, sizeof id1) == 0,
-	      "id is not the encoding's hash");
+	check(memcmp(&id1, &direct, sizeof id1) == 0, "id is not the encoding's hash");
 
 	Manifest *m2 = NULL;
-	check(manifest_decode(e1.ptr, e1.len, &m2) == 0,
-	      "re-encoding rejected");
+	check(manifest_decode(e1.ptr, e1.len, &m2) == 0, "re-encoding rejected");
 	check(m2->n_files == m->n_files, "file count changed");
 	manifest_encode(m2, &e2, &id2);
-	check(e1.len == e2.len && memcmp(e1.ptr, e2.ptr, e1.len) == 0,
-	      "encoding not stable");
+	check(e1.len == e2.len && memcmp(e1.ptr, e2.ptr, e1.len) == 0, "encoding not stable");
 	check(memcmp(&id1, &id2, sizeof id1) == 0, "id not stable");
 
 	manifest_free(m2);
@@ -104,8 +98,7 @@ struct seed {
 	uint8_t hashes[SEED_MAX_FILES][4 * HASH_LEN];
 };
 
-static FileEntry *seed_add(struct seed *s, const char *path, int type,
-			   uint64_t size)
+static FileEntry *seed_add(struct seed *s, const char *path, int type, uint64_t size)
 {
 	FileEntry *f = &s->e[s->m.n_files];
 	syncbit__file_entry__init(f);
@@ -170,15 +163,13 @@ int main(int argc, char **argv)
 	rc |= seed_write(argv[1], "empty", &s.m);
 
 	seed_add(&s, "a", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0)->mode = 0755;
-	seed_add(&s, "a/data.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR,
-		 3 * BLOCK_SIZE_MIN + 5);
+	seed_add(&s, "a/data.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR, 3 * BLOCK_SIZE_MIN + 5);
 	seed_add(&s, "a/empty", SYNCBIT__FILE_TYPE__FILE_REGULAR, 0);
-	FileEntry *h = seed_add(&s, "a/hard", SYNCBIT__FILE_TYPE__FILE_REGULAR,
-				3 * BLOCK_SIZE_MIN + 5);
+	FileEntry *h =
+	    seed_add(&s, "a/hard", SYNCBIT__FILE_TYPE__FILE_REGULAR, 3 * BLOCK_SIZE_MIN + 5);
 	h->hardlink_to = 2;
 	h->block_hashes = s.e[1].block_hashes;
-	FileEntry *l =
-	    seed_add(&s, "a/link", SYNCBIT__FILE_TYPE__FILE_SYMLINK, 0);
+	FileEntry *l = seed_add(&s, "a/link", SYNCBIT__FILE_TYPE__FILE_SYMLINK, 0);
 	l->link_target = (char *)"../b/one";
 	l->mode = 0777;
 	seed_add(&s, "b", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0)->mode = 0755;

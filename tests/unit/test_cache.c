@@ -54,8 +54,7 @@ static uint8_t *content(uint8_t seed, uint64_t size)
 	return d;
 }
 
-static struct hash_id block_hash(const uint8_t *data, uint64_t size,
-				 uint64_t idx)
+static struct hash_id block_hash(const uint8_t *data, uint64_t size, uint64_t idx)
 {
 	struct hash_id h;
 	hash_sha256(data + idx * BS, manifest_block_len(size, BS, idx), &h);
@@ -70,15 +69,15 @@ static struct hash_id key_of(const char *name)
 }
 
 /* pwrite the listed blocks, sync and commit them. */
-static void put_blocks(struct cache_partial *p, const uint8_t *data,
-		       uint64_t size, const uint64_t *idx, size_t n)
+static void put_blocks(struct cache_partial *p, const uint8_t *data, uint64_t size,
+		       const uint64_t *idx, size_t n)
 {
 	struct hash_id *h = calloc(n ? n : 1, sizeof *h);
 	for (size_t i = 0; i < n; i++) {
 		uint32_t len = manifest_block_len(size, BS, idx[i]);
-		assert_int_equal(pwrite(cache_partial_fd(p), data + idx[i] * BS,
-					len, (off_t)(idx[i] * BS)),
-				 len);
+		assert_int_equal(
+		    pwrite(cache_partial_fd(p), data + idx[i] * BS, len, (off_t)(idx[i] * BS)),
+		    len);
 		h[i] = block_hash(data, size, idx[i]);
 	}
 	assert_int_equal(cache_partial_sync(p), 0);
@@ -86,8 +85,7 @@ static void put_blocks(struct cache_partial *p, const uint8_t *data,
 	free(h);
 }
 
-static void put_all_blocks(struct cache_partial *p, const uint8_t *data,
-			   uint64_t size)
+static void put_all_blocks(struct cache_partial *p, const uint8_t *data, uint64_t size)
 {
 	uint64_t nb = manifest_nblocks(size, BS);
 	uint64_t *idx = calloc(nb ? nb : 1, sizeof *idx);
@@ -114,8 +112,7 @@ static struct hash_id object_id_of(uint8_t seed, uint64_t size)
 }
 
 /* A whole object through a partial named keyname. */
-static struct hash_id make_object(struct cache *c, const char *keyname,
-				  uint8_t seed, uint64_t size)
+static struct hash_id make_object(struct cache *c, const char *keyname, uint8_t seed, uint64_t size)
 {
 	struct hash_id key = key_of(keyname), id;
 	struct cache_partial *p;
@@ -136,8 +133,7 @@ struct spec {
 };
 
 /* The encoded manifest of regular files with the given contents. */
-static void make_manifest(const struct spec *s, size_t n, struct buf *out,
-			  struct hash_id *id)
+static void make_manifest(const struct spec *s, size_t n, struct buf *out, struct hash_id *id)
 {
 	Manifest m;
 	FileEntry *e = calloc(n ? n : 1, sizeof *e);
@@ -159,8 +155,7 @@ static void make_manifest(const struct spec *s, size_t n, struct buf *out,
 		e[i].block_hashes.data = malloc(nb * HASH_LEN + 1);
 		for (uint64_t k = 0; k < nb; k++) {
 			struct hash_id h = block_hash(d, s[i].size, k);
-			memcpy(e[i].block_hashes.data + k * HASH_LEN, h.b,
-			       HASH_LEN);
+			memcpy(e[i].block_hashes.data + k * HASH_LEN, h.b, HASH_LEN);
 		}
 		free(d);
 		ptrs[i] = &e[i];
@@ -174,16 +169,14 @@ static void make_manifest(const struct spec *s, size_t n, struct buf *out,
 	free(ptrs);
 }
 
-static int set_dataset(struct cache *c, const char *name, const struct spec *s,
-		       size_t n)
+static int set_dataset(struct cache *c, const char *name, const struct spec *s, size_t n)
 {
 	struct buf b = BUF_INIT;
 	struct hash_id id;
 	make_manifest(s, n, &b, &id);
 	char target[64];
 	snprintf(target, sizeof target, "/srv/%s", name);
-	int rc = cache_dataset_set(c, name, "file:///srv/ds", target, &id,
-				   b.ptr, b.len);
+	int rc = cache_dataset_set(c, name, "file:///srv/ds", target, &id, b.ptr, b.len);
 	buf_close(&b);
 	return rc;
 }
@@ -234,8 +227,7 @@ static size_t count_objects_on_disk(const char *dir)
 	return n;
 }
 
-static void assert_file_content(const char *path, const uint8_t *want,
-				uint64_t size)
+static void assert_file_content(const char *path, const uint8_t *want, uint64_t size)
 {
 	int fd = open(path, O_RDONLY);
 	assert_true(fd >= 0);
@@ -281,8 +273,7 @@ static void test_partial_to_object(void **state)
 	assert_memory_equal(loc.path, ppath, strlen(ppath));
 	assert_int_equal(loc.offset, 3 * BS);
 	assert_int_equal(loc.len, 100);
-	assert_int_equal(cache_partial_commit(p, (uint64_t[]){4}, &h3, 1),
-			 SB_EPROTO);
+	assert_int_equal(cache_partial_commit(p, (uint64_t[]){4}, &h3, 1), SB_EPROTO);
 	put_blocks(p, d, size, second, 2);
 
 	assert_int_equal(cache_partial_finish(p, 0640, MTIME_NS, &id), 0);
@@ -295,8 +286,7 @@ static void test_partial_to_object(void **state)
 	struct stat st;
 	assert_int_equal(stat(opath, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0640);
-	assert_int_equal(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec,
-			 MTIME_NS);
+	assert_int_equal(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec, MTIME_NS);
 	assert_false(file_exists(loc.path)); /* the partial became the object */
 
 	for (uint64_t i = 0; i < 4; i++) {
@@ -340,8 +330,7 @@ static void test_partial_edges(void **state)
 	key = key_of("missing");
 	assert_int_equal(cache_partial_open(c, &key, size, BS, &p), 0);
 	put_blocks(p, d, size, (uint64_t[]){0}, 1);
-	assert_int_equal(cache_partial_finish(p, 0644, MTIME_NS, &id),
-			 SB_EPROTO);
+	assert_int_equal(cache_partial_finish(p, 0644, MTIME_NS, &id), SB_EPROTO);
 	assert_int_equal(cache_partial_open(c, &key, size, BS, &p), 0);
 	assert_int_equal(cache_partial_have(p, 0, NULL), 1);
 	assert_int_equal(cache_partial_have(p, 1, NULL), 0);
@@ -412,8 +401,7 @@ static void test_resume_after_reopen(void **state)
 	assert_int_equal(after.updated_unix, before.updated_unix);
 	uint8_t *mdata;
 	size_t mlen;
-	assert_int_equal(
-	    cache_manifest_get(f->c, &after.manifest_id, &mdata, &mlen), 1);
+	assert_int_equal(cache_manifest_get(f->c, &after.manifest_id, &mdata, &mlen), 1);
 	struct hash_id mid;
 	hash_sha256(mdata, mlen, &mid);
 	assert_memory_equal(&mid, &after.manifest_id, HASH_LEN);
@@ -423,8 +411,7 @@ static void test_resume_after_reopen(void **state)
 	assert_string_equal(after.name, "ds");
 	cache_dataset_close(&after);
 	cache_dataset_close(&before);
-	assert_int_equal(cache_dataset_find_target(f->c, "/srv/none", &after),
-			 0);
+	assert_int_equal(cache_dataset_find_target(f->c, "/srv/none", &after), 0);
 	assert_int_equal(cache_dataset_get(f->c, "none", &after), 0);
 	assert_int_equal(stats(f->c).pinned, 5000);
 	assert_int_equal(stats(f->c).used, 5000 + size);
@@ -454,8 +441,8 @@ static void test_resume_changed(void **state)
 	for (uint64_t i = 0; i < 4; i++) {
 		struct hash_id h = block_hash(d, size, i);
 		if (cache_block_find(f->c, &h, &loc) != 0)
-			fail_msg("block %d still located at %s+%llu", (int)i,
-				 loc.path, (unsigned long long)loc.offset);
+			fail_msg("block %d still located at %s+%llu", (int)i, loc.path,
+				 (unsigned long long)loc.offset);
 	}
 	cache_partial_close(p);
 
@@ -592,9 +579,7 @@ static void test_pins(void **state)
 	assert_int_equal(cache_dataset_get(c, "ghost", &d1), 0);
 	/* So is one that does not decode. */
 	struct hash_id zero = {{0}};
-	assert_int_equal(
-	    cache_dataset_set(c, "bad", "s", "/t", &zero, "\x0f", 1),
-	    SB_EPROTO);
+	assert_int_equal(cache_dataset_set(c, "bad", "s", "/t", &zero, "\x0f", 1), SB_EPROTO);
 }
 
 /* An object dropped because it changed on disk and then fetched again
@@ -640,14 +625,12 @@ static void test_lfru_key(void **state)
 	assert_true(fabs(cache_lfru_key(1, 1800) - 0.5) < 1e-12);
 	assert_true(fabs(cache_lfru_key(1024, 7200) - 12) < 1e-12);
 	/* An hour of recency is worth a doubling of frequency. */
-	assert_true(fabs(cache_lfru_key(4, 0) - cache_lfru_key(2, 3600)) <
-		    1e-12);
+	assert_true(fabs(cache_lfru_key(4, 0) - cache_lfru_key(2, 3600)) < 1e-12);
 	assert_true(cache_lfru_key(3, 100) > cache_lfru_key(2, 100));
 	assert_true(cache_lfru_key(2, 101) > cache_lfru_key(2, 100));
 }
 
-static void touch_n(struct cache *c, const struct hash_id *id, double from,
-		    int n)
+static void touch_n(struct cache *c, const struct hash_id *id, double from, int n)
 {
 	for (int i = 0; i < n; i++) {
 		cache_set_clock(c, from + i);
@@ -698,9 +681,8 @@ static void test_lfru_order(void **state)
 		assert_int_equal(bytes, BS);
 		for (int j = 0; j < 7; j++)
 			if (present(c, &id[j]) != (j > k))
-				fail_msg("evicting #%d (%s): #%d (%s) is %s", k,
-					 what[k], j, what[j],
-					 j > k ? "gone" : "still there");
+				fail_msg("evicting #%d (%s): #%d (%s) is %s", k, what[k], j,
+					 what[j], j > k ? "gone" : "still there");
 	}
 	cache_set_clock(c, 0);
 }

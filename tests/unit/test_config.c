@@ -6,19 +6,19 @@
 #include "common/err.h"
 
 static const struct config_key keys[] = {
-	{ "config", NULL, 0, "YAML file" },
-	{ "block-size", "4MiB", 0, "block size" },
-	{ "jobs", "8", 0, "parallel transfers" },
-	{ "resume", "true", 1, "resume partial transfers" },
-	{ "delete", NULL, 1, "delete extra files" },
-	{ "labels", NULL, 0, "k=v list" },
-	{ "token", NULL, 0, "secret" },
-	{ NULL, NULL, 0, NULL },
+    {"config", NULL, 0, "YAML file"},
+    {"block-size", "4MiB", 0, "block size"},
+    {"jobs", "8", 0, "parallel transfers"},
+    {"resume", "true", 1, "resume partial transfers"},
+    {"delete", NULL, 1, "delete extra files"},
+    {"labels", NULL, 0, "k=v list"},
+    {"token", NULL, 0, "secret"},
+    {NULL, NULL, 0, NULL},
 };
 
 static const char *const env_vars[] = {
-	"SYNCBIT_CONFIG", "SYNCBIT_BLOCK_SIZE", "SYNCBIT_JOBS",
-	"SYNCBIT_RESUME", "SYNCBIT_DELETE", "SYNCBIT_LABELS", "SYNCBIT_TOKEN",
+    "SYNCBIT_CONFIG", "SYNCBIT_BLOCK_SIZE", "SYNCBIT_JOBS",  "SYNCBIT_RESUME",
+    "SYNCBIT_DELETE", "SYNCBIT_LABELS",	    "SYNCBIT_TOKEN",
 };
 
 struct fixture {
@@ -106,8 +106,7 @@ static void test_set_respects_origin(void **state)
 	assert_int_equal(config_set(&f->cfg, "jobs", "5", CONFIG_FLAG), 0);
 	assert_string_equal(config_get(&f->cfg, "jobs"), "5");
 
-	assert_int_equal(config_set(&f->cfg, "jbos", "5", CONFIG_FLAG),
-			 SB_ECONFIG);
+	assert_int_equal(config_set(&f->cfg, "jbos", "5", CONFIG_FLAG), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "unknown option '--jbos'");
 }
 
@@ -116,7 +115,7 @@ static void test_env(void **state)
 	struct fixture *f = *state;
 
 	setenv("SYNCBIT_BLOCK_SIZE", "1M", 1);
-	setenv("SYNCBIT_TOKEN", "", 1); /* empty counts as unset */
+	setenv("SYNCBIT_TOKEN", "", 1);	       /* empty counts as unset */
 	setenv("SYNCBIT_block_size", "2M", 1); /* wrong case: not ours */
 	assert_int_equal(config_load_env(&f->cfg), 0);
 	unsetenv("SYNCBIT_block_size");
@@ -136,8 +135,7 @@ static void test_precedence_file_env_flag(void **state)
 				"jobs: 3\n"
 				"token: from-file\n"
 				"labels: [zone=a, gpu=h100]\n");
-	char *argv[] = { "--config", file, "--block-size", "16M", "SRC",
-			 NULL };
+	char *argv[] = {"--config", file, "--block-size", "16M", "SRC", NULL};
 
 	setenv("SYNCBIT_JOBS", "5", 1);
 	setenv("SYNCBIT_BLOCK_SIZE", "12M", 1);
@@ -163,7 +161,7 @@ static void test_config_flag_order(void **state)
 	struct fixture *f = *state;
 	char *file = write_file(f, "c.yaml", "jobs: 3\nblock-size: 8M\n");
 	char arg[600];
-	char *argv[] = { "A", "--jobs", "7", "B", arg, NULL };
+	char *argv[] = {"A", "--jobs", "7", "B", arg, NULL};
 
 	snprintf(arg, sizeof arg, "--config=%s", file);
 	assert_int_equal(parse(f, argv), 0);
@@ -178,7 +176,7 @@ static void test_config_from_env(void **state)
 {
 	struct fixture *f = *state;
 	char *file = write_file(f, "env.yaml", "jobs: 11\n");
-	char *argv[] = { NULL };
+	char *argv[] = {NULL};
 
 	setenv("SYNCBIT_CONFIG", file, 1);
 	assert_int_equal(parse(f, argv), 0);
@@ -190,7 +188,7 @@ static void test_config_from_env(void **state)
 static void test_config_missing(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = { "--config", "/nonexistent/syncbit.yaml", NULL };
+	char *argv[] = {"--config", "/nonexistent/syncbit.yaml", NULL};
 
 	assert_int_equal(parse(f, argv), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "/nonexistent/syncbit.yaml: "
@@ -198,8 +196,7 @@ static void test_config_missing(void **state)
 	assert_null(f->pos);
 	assert_int_equal(f->npos, 0);
 
-	assert_int_equal(config_load_file(&f->cfg, "/nonexistent/x.yaml"),
-			 -ENOENT);
+	assert_int_equal(config_load_file(&f->cfg, "/nonexistent/x.yaml"), -ENOENT);
 	assert_int_equal(config_load_file(&f->cfg, f->dir), -EISDIR);
 }
 
@@ -208,12 +205,12 @@ static void test_default_config_file_optional(void **state)
 {
 	struct fixture *f = *state;
 	static const struct config_key dkeys[] = {
-		{ "config", "/nonexistent/default.yaml", 0, "" },
-		{ "jobs", "8", 0, "" },
-		{ NULL, NULL, 0, NULL },
+	    {"config", "/nonexistent/default.yaml", 0, ""},
+	    {"jobs", "8", 0, ""},
+	    {NULL, NULL, 0, NULL},
 	};
 	struct config cfg;
-	char *argv[] = { "--jobs", "2", NULL };
+	char *argv[] = {"--jobs", "2", NULL};
 	char **pos = NULL;
 	int npos = -1;
 
@@ -229,25 +226,23 @@ static void test_default_config_file_optional(void **state)
 static void test_no_config_key_means_plain_flag_error(void **state)
 {
 	static const struct config_key nkeys[] = {
-		{ "jobs", "8", 0, "" },
-		{ NULL, NULL, 0, NULL },
+	    {"jobs", "8", 0, ""},
+	    {NULL, NULL, 0, NULL},
 	};
 	struct config cfg;
-	char *argv[] = { "--config", "x.yaml", NULL };
+	char *argv[] = {"--config", "x.yaml", NULL};
 	char **pos = NULL;
 	int npos = 0;
 
 	config_init(&cfg, nkeys);
-	assert_int_equal(config_parse_args(&cfg, 2, argv, &pos, &npos),
-			 SB_ECONFIG);
+	assert_int_equal(config_parse_args(&cfg, 2, argv, &pos, &npos), SB_ECONFIG);
 	assert_string_equal(cfg.error, "unknown option '--config'");
 	config_close(&cfg);
 }
 
 /* ---- YAML ---- */
 
-static void expect_file_error(struct fixture *f, const char *text,
-			      const char *want_suffix)
+static void expect_file_error(struct fixture *f, const char *text, const char *want_suffix)
 {
 	char *file = write_file(f, "bad.yaml", text);
 	char want[1024];
@@ -263,8 +258,7 @@ static void expect_file_error(struct fixture *f, const char *text,
 static void test_yaml_unknown_key(void **state)
 {
 	struct fixture *f = *state;
-	char *file = write_file(f, "u.yaml",
-				"# settings\njobs: 3\nblok-size: 4MiB\n");
+	char *file = write_file(f, "u.yaml", "# settings\njobs: 3\nblok-size: 4MiB\n");
 	char want[600];
 
 	assert_int_equal(config_load_file(&f->cfg, file), SB_ECONFIG);
@@ -284,7 +278,8 @@ static void test_yaml_malformed_line(void **state)
 	expect_file_error(f, "jobs: \"unterminated\n",
 			  "2: found unexpected end of stream while scanning a "
 			  "quoted scalar started on line 1");
-	expect_file_error(f, "\tjobs: 3\n", "1: found character that cannot "
+	expect_file_error(f, "\tjobs: 3\n",
+			  "1: found character that cannot "
 			  "start any token");
 }
 
@@ -294,17 +289,14 @@ static void test_yaml_structure_errors(void **state)
 
 	expect_file_error(f, "- jobs\n- 3\n", "1: expected a mapping");
 	expect_file_error(f, "jobs: 3\njobs: 4\n", "2: duplicate key 'jobs'");
-	expect_file_error(f, "jobs:\n  max: 3\n",
-			  "2: key 'jobs': expected a value or a list");
+	expect_file_error(f, "jobs:\n  max: 3\n", "2: key 'jobs': expected a value or a list");
 	expect_file_error(f, "labels:\n  - [a]\n",
 			  "2: key 'labels': list items must be plain values");
 	expect_file_error(f, "config: other.yaml\n",
 			  "1: key 'config' cannot be set in a config file");
-	expect_file_error(f, "jobs: 3\n---\njobs: 4\n",
-			  "2: only one YAML document is allowed");
+	expect_file_error(f, "jobs: 3\n---\njobs: 4\n", "2: only one YAML document is allowed");
 	expect_file_error(f, "a: &x 1\njobs: *x\n", "1: unknown key 'a'");
-	expect_file_error(f, "token: &x 1\njobs: *x\n",
-			  "2: key 'jobs': aliases are not supported");
+	expect_file_error(f, "token: &x 1\njobs: *x\n", "2: key 'jobs': aliases are not supported");
 	expect_file_error(f, "plain words\n", "1: expected a mapping");
 }
 
@@ -315,7 +307,7 @@ static void test_yaml_values(void **state)
 				"---\n"
 				"# a comment\n"
 				"jobs: '12'\n"
-				"token:\n"              /* null: keep */
+				"token:\n" /* null: keep */
 				"resume: off\n"
 				"labels:\n  - a=1\n  - \"b=2\"\n"
 				"block-size: \"1 GiB\"\n"
@@ -338,15 +330,11 @@ static void test_yaml_empty_files(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(config_load_file(&f->cfg,
-					  write_file(f, "e1.yaml", "")), 0);
-	assert_int_equal(config_load_file(&f->cfg,
-					  write_file(f, "e2.yaml",
-						     "# only a comment\n")), 0);
-	assert_int_equal(config_load_file(&f->cfg,
-					  write_file(f, "e3.yaml", "---\n")), 0);
-	assert_int_equal(config_load_file(&f->cfg,
-					  write_file(f, "e4.yaml", "{}\n")), 0);
+	assert_int_equal(config_load_file(&f->cfg, write_file(f, "e1.yaml", "")), 0);
+	assert_int_equal(config_load_file(&f->cfg, write_file(f, "e2.yaml", "# only a comment\n")),
+			 0);
+	assert_int_equal(config_load_file(&f->cfg, write_file(f, "e3.yaml", "---\n")), 0);
+	assert_int_equal(config_load_file(&f->cfg, write_file(f, "e4.yaml", "{}\n")), 0);
 	assert_string_equal(config_get(&f->cfg, "jobs"), "8");
 }
 
@@ -367,8 +355,8 @@ static void test_yaml_below_env(void **state)
 static void test_flag_forms(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = { "--jobs=4", "--token", "-secret-", "-", "--labels=",
-			 "--jobs", "6", "--", "--delete", "-x", NULL };
+	char *argv[] = {"--jobs=4", "--token", "-secret-", "-",	 "--labels=", "--jobs",
+			"6",	    "--",      "--delete", "-x", NULL};
 
 	assert_int_equal(parse(f, argv), 0);
 	assert_string_equal(config_get(&f->cfg, "jobs"), "6");
@@ -384,9 +372,9 @@ static void test_flag_forms(void **state)
 static void test_bool_flags(void **state)
 {
 	struct fixture *f = *state;
-	char *a1[] = { "--no-resume", "--delete", NULL };
-	char *a2[] = { "--resume=no", "--delete=YES", NULL };
-	char *a3[] = { "--delete", "X", NULL };
+	char *a1[] = {"--no-resume", "--delete", NULL};
+	char *a2[] = {"--resume=no", "--delete=YES", NULL};
+	char *a3[] = {"--delete", "X", NULL};
 	int v = -1;
 
 	assert_int_equal(parse(f, a1), 0);
@@ -410,14 +398,13 @@ static void test_bool_flags(void **state)
 static void test_bool_flag_errors(void **state)
 {
 	struct fixture *f = *state;
-	char *a1[] = { "--resume=maybe", NULL };
-	char *a2[] = { "--no-resume=1", NULL };
-	char *a3[] = { "--no-jobs", NULL };
-	char *a4[] = { "--no-such", NULL };
+	char *a1[] = {"--resume=maybe", NULL};
+	char *a2[] = {"--no-resume=1", NULL};
+	char *a3[] = {"--no-jobs", NULL};
+	char *a4[] = {"--no-such", NULL};
 
 	assert_int_equal(parse(f, a1), SB_ECONFIG);
-	assert_string_equal(f->cfg.error,
-			    "--resume: expected true or false, got 'maybe'");
+	assert_string_equal(f->cfg.error, "--resume: expected true or false, got 'maybe'");
 	assert_int_equal(parse(f, a2), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--no-resume takes no value");
 	assert_int_equal(parse(f, a3), SB_ECONFIG);
@@ -441,19 +428,18 @@ static void test_bool_values_from_env(void **state)
 	setenv("SYNCBIT_RESUME", "nope", 1);
 	config_load_env(&f->cfg);
 	assert_int_equal(config_get_bool(&f->cfg, "resume", &v), SB_ECONFIG);
-	assert_string_equal(f->cfg.error,
-			    "--resume: expected true or false, got 'nope' "
-			    "(from SYNCBIT_RESUME)");
+	assert_string_equal(f->cfg.error, "--resume: expected true or false, got 'nope' "
+					  "(from SYNCBIT_RESUME)");
 }
 
 static void test_flag_errors(void **state)
 {
 	struct fixture *f = *state;
-	char *a1[] = { "SRC", "--jobs", NULL };
-	char *a2[] = { "--blok-size", "4M", NULL };
-	char *a3[] = { "--zzzzzz", NULL };
-	char *a4[] = { "-j", "4", NULL };
-	char *a5[] = { "--=x", NULL };
+	char *a1[] = {"SRC", "--jobs", NULL};
+	char *a2[] = {"--blok-size", "4M", NULL};
+	char *a3[] = {"--zzzzzz", NULL};
+	char *a4[] = {"-j", "4", NULL};
+	char *a5[] = {"--=x", NULL};
 
 	assert_int_equal(parse(f, a1), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--jobs: missing value");
@@ -473,11 +459,10 @@ static void test_flag_errors(void **state)
 static void test_positional_not_wanted(void **state)
 {
 	struct fixture *f = *state;
-	char *argv[] = { "--jobs", "2", "stray", NULL };
+	char *argv[] = {"--jobs", "2", "stray", NULL};
 	int npos = 5;
 
-	assert_int_equal(config_parse_args(&f->cfg, 3, argv, NULL, &npos),
-			 SB_ECONFIG);
+	assert_int_equal(config_parse_args(&f->cfg, 3, argv, NULL, &npos), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "unexpected argument 'stray'");
 	assert_int_equal(npos, 0);
 	assert_int_equal(config_parse_args(&f->cfg, 2, argv, NULL, NULL), 0);
@@ -489,9 +474,8 @@ static void test_positional_not_wanted(void **state)
 static void test_get_u64(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const bad[] = { "x", "0", "257", "-1", " 5", "5 ",
-					   "0x10", "+5", "",
-					   "18446744073709551616" };
+	static const char *const bad[] = {"x",	"0",	"257", "-1", " 5",
+					  "5 ", "0x10", "+5",  "",   "18446744073709551616"};
 	uint64_t v = 0;
 
 	assert_int_equal(config_get_u64(&f->cfg, "jobs", 1, 256, &v), 0);
@@ -508,11 +492,9 @@ static void test_get_u64(void **state)
 
 		v = 77;
 		config_set(&f->cfg, "jobs", bad[i], CONFIG_FLAG);
-		assert_int_equal(config_get_u64(&f->cfg, "jobs", 1, 256, &v),
-				 SB_ECONFIG);
+		assert_int_equal(config_get_u64(&f->cfg, "jobs", 1, 256, &v), SB_ECONFIG);
 		assert_int_equal(v, 77);
-		snprintf(want, sizeof want,
-			 "--jobs: expected a number from 1 to 256, got '%s'",
+		snprintf(want, sizeof want, "--jobs: expected a number from 1 to 256, got '%s'",
 			 bad[i]);
 		assert_string_equal(f->cfg.error, want);
 	}
@@ -525,15 +507,12 @@ static void test_get_u64_env_hint_and_unset(void **state)
 
 	setenv("SYNCBIT_JOBS", "x", 1);
 	config_load_env(&f->cfg);
-	assert_int_equal(config_get_u64(&f->cfg, "jobs", 1, 256, &v),
-			 SB_ECONFIG);
+	assert_int_equal(config_get_u64(&f->cfg, "jobs", 1, 256, &v), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--jobs: expected a number from 1 "
 					  "to 256, got 'x' (from SYNCBIT_JOBS)");
-	assert_int_equal(config_get_u64(&f->cfg, "token", 1, 2, &v),
-			 SB_ECONFIG);
+	assert_int_equal(config_get_u64(&f->cfg, "token", 1, 2, &v), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--token: no value given");
-	assert_int_equal(config_get_u64(&f->cfg, "nope", 1, 2, &v),
-			 SB_ECONFIG);
+	assert_int_equal(config_get_u64(&f->cfg, "nope", 1, 2, &v), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "unknown option '--nope'");
 }
 
@@ -542,22 +521,18 @@ static void test_get_size(void **state)
 	struct fixture *f = *state;
 	uint64_t v = 0;
 
-	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096,
-					 1ull << 30, &v), 0);
+	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096, 1ull << 30, &v), 0);
 	assert_int_equal(v, 4ull << 20);
 	config_set(&f->cfg, "block-size", "4X", CONFIG_FLAG);
-	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096,
-					 1ull << 30, &v), SB_ECONFIG);
+	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096, 1ull << 30, &v), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--block-size: expected a size like "
 					  "4MiB from 4KiB to 1GiB, got '4X'");
 	config_set(&f->cfg, "block-size", "2G", CONFIG_FLAG);
-	assert_int_equal(config_get_size(&f->cfg, "block-size", 1000,
-					 1ull << 30, &v), SB_ECONFIG);
+	assert_int_equal(config_get_size(&f->cfg, "block-size", 1000, 1ull << 30, &v), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "--block-size: expected a size like "
 					  "4MiB from 1000 to 1GiB, got '2G'");
 	config_set(&f->cfg, "block-size", "1K", CONFIG_FLAG);
-	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096,
-					 1ull << 30, &v), SB_ECONFIG);
+	assert_int_equal(config_get_size(&f->cfg, "block-size", 4096, 1ull << 30, &v), SB_ECONFIG);
 }
 
 struct size_case {
@@ -568,37 +543,37 @@ struct size_case {
 static void test_parse_size_good(void **state)
 {
 	static const struct size_case cases[] = {
-		{ "0", 0 },
-		{ "4194304", 4194304 },
-		{ "4MiB", 4ull << 20 },
-		{ "4M", 4ull << 20 },
-		{ "4m", 4ull << 20 },
-		{ "4mib", 4ull << 20 },
-		{ "4 MiB", 4ull << 20 },
-		{ "4MB", 4000000 },
-		{ "4mb", 4000000 },
-		{ "1K", 1024 },
-		{ "1k", 1024 },
-		{ "1KiB", 1024 },
-		{ "1KB", 1000 },
-		{ "3G", 3ull << 30 },
-		{ "3GiB", 3ull << 30 },
-		{ "3GB", 3000000000ull },
-		{ "2T", 2ull << 40 },
-		{ "2TiB", 2ull << 40 },
-		{ "2TB", 2000000000000ull },
-		{ "512B", 512 },
-		{ "512b", 512 },
-		{ "1.5GiB", 3ull << 29 },
-		{ "1.5K", 1536 },
-		{ "0.5M", 512 * 1024 },
-		{ "2.25KB", 2250 },
-		{ "1.0", 1 },
-		{ "007", 7 },
-		{ "18446744073709551615", UINT64_MAX },
-		{ "17179869183G", UINT64_MAX - (1ull << 30) + 1 },
-		{ "16777215.5T", (16777215ull << 40) + (1ull << 39) },
-		{ "18446744073709551.6KB", 18446744073709551600ull },
+	    {"0", 0},
+	    {"4194304", 4194304},
+	    {"4MiB", 4ull << 20},
+	    {"4M", 4ull << 20},
+	    {"4m", 4ull << 20},
+	    {"4mib", 4ull << 20},
+	    {"4 MiB", 4ull << 20},
+	    {"4MB", 4000000},
+	    {"4mb", 4000000},
+	    {"1K", 1024},
+	    {"1k", 1024},
+	    {"1KiB", 1024},
+	    {"1KB", 1000},
+	    {"3G", 3ull << 30},
+	    {"3GiB", 3ull << 30},
+	    {"3GB", 3000000000ull},
+	    {"2T", 2ull << 40},
+	    {"2TiB", 2ull << 40},
+	    {"2TB", 2000000000000ull},
+	    {"512B", 512},
+	    {"512b", 512},
+	    {"1.5GiB", 3ull << 29},
+	    {"1.5K", 1536},
+	    {"0.5M", 512 * 1024},
+	    {"2.25KB", 2250},
+	    {"1.0", 1},
+	    {"007", 7},
+	    {"18446744073709551615", UINT64_MAX},
+	    {"17179869183G", UINT64_MAX - (1ull << 30) + 1},
+	    {"16777215.5T", (16777215ull << 40) + (1ull << 39)},
+	    {"18446744073709551.6KB", 18446744073709551600ull},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -607,8 +582,7 @@ static void test_parse_size_good(void **state)
 		if (config_parse_size(cases[i].s, &v) != 0)
 			fail_msg("'%s' rejected", cases[i].s);
 		if (v != cases[i].want)
-			fail_msg("'%s' = %llu, want %llu", cases[i].s,
-				 (unsigned long long)v,
+			fail_msg("'%s' = %llu, want %llu", cases[i].s, (unsigned long long)v,
 				 (unsigned long long)cases[i].want);
 	}
 }
@@ -616,24 +590,44 @@ static void test_parse_size_good(void **state)
 static void test_parse_size_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", "K", "MiB", "-1", "+1", " 4M", "4M ", "4  M", "4X", "4MiBs",
-		"4Mi", "4iB", "4 ", "1.", ".5K", "1.5.5K", "0.1K", "1.5",
-		"1.0000000001K", "16EiB", "4P", "1e6", "0x10", "4,096",
-		"18446744073709551616",       /* 2^64 */
-		"99999999999999999999999",
-		"17179869184G",               /* 2^64 */
-		"16777216T",                  /* 2^64 */
-		"16777215.99999999T",         /* not whole bytes */
-		"18446744073709551.7KB",      /* 2^64 + 84 */
-		"18014398509481984K",         /* 2^64 */
+	    "",
+	    "K",
+	    "MiB",
+	    "-1",
+	    "+1",
+	    " 4M",
+	    "4M ",
+	    "4  M",
+	    "4X",
+	    "4MiBs",
+	    "4Mi",
+	    "4iB",
+	    "4 ",
+	    "1.",
+	    ".5K",
+	    "1.5.5K",
+	    "0.1K",
+	    "1.5",
+	    "1.0000000001K",
+	    "16EiB",
+	    "4P",
+	    "1e6",
+	    "0x10",
+	    "4,096",
+	    "18446744073709551616", /* 2^64 */
+	    "99999999999999999999999",
+	    "17179869184G",	     /* 2^64 */
+	    "16777216T",	     /* 2^64 */
+	    "16777215.99999999T",    /* not whole bytes */
+	    "18446744073709551.7KB", /* 2^64 + 84 */
+	    "18014398509481984K",    /* 2^64 */
 	};
 
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		uint64_t v = 12345;
 
 		if (config_parse_size(bad[i], &v) != SB_ECONFIG)
-			fail_msg("'%s' accepted as %llu", bad[i],
-				 (unsigned long long)v);
+			fail_msg("'%s' accepted as %llu", bad[i], (unsigned long long)v);
 		assert_int_equal(v, 12345);
 	}
 }
@@ -643,32 +637,32 @@ static void test_parse_size_bad(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_defaults),
-		T(test_set_respects_origin),
-		T(test_env),
-		T(test_precedence_file_env_flag),
-		T(test_config_flag_order),
-		T(test_config_from_env),
-		T(test_config_missing),
-		T(test_default_config_file_optional),
-		T(test_no_config_key_means_plain_flag_error),
-		T(test_yaml_unknown_key),
-		T(test_yaml_malformed_line),
-		T(test_yaml_structure_errors),
-		T(test_yaml_values),
-		T(test_yaml_empty_files),
-		T(test_yaml_below_env),
-		T(test_flag_forms),
-		T(test_bool_flags),
-		T(test_bool_flag_errors),
-		T(test_bool_values_from_env),
-		T(test_flag_errors),
-		T(test_positional_not_wanted),
-		T(test_get_u64),
-		T(test_get_u64_env_hint_and_unset),
-		T(test_get_size),
-		T(test_parse_size_good),
-		T(test_parse_size_bad),
+	    T(test_defaults),
+	    T(test_set_respects_origin),
+	    T(test_env),
+	    T(test_precedence_file_env_flag),
+	    T(test_config_flag_order),
+	    T(test_config_from_env),
+	    T(test_config_missing),
+	    T(test_default_config_file_optional),
+	    T(test_no_config_key_means_plain_flag_error),
+	    T(test_yaml_unknown_key),
+	    T(test_yaml_malformed_line),
+	    T(test_yaml_structure_errors),
+	    T(test_yaml_values),
+	    T(test_yaml_empty_files),
+	    T(test_yaml_below_env),
+	    T(test_flag_forms),
+	    T(test_bool_flags),
+	    T(test_bool_flag_errors),
+	    T(test_bool_values_from_env),
+	    T(test_flag_errors),
+	    T(test_positional_not_wanted),
+	    T(test_get_u64),
+	    T(test_get_u64_env_hint_and_unset),
+	    T(test_get_size),
+	    T(test_parse_size_good),
+	    T(test_parse_size_bad),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,9 +78,7 @@ static void test_text_line_and_level_filter(void **state)
 	assert_null(strstr(out, "hidden"));
 	/* Not a TTY: each line carries a timestamp. */
 	assert_true(is_timestamp(out));
-	assert_int_equal(strncmp(out + 24,
-				 " syncbit: warn: disk /data is 93% full\n", 39),
-			 0);
+	assert_int_equal(strncmp(out + 24, " syncbit: warn: disk /data is 93% full\n", 39), 0);
 	assert_true(is_timestamp(out + 63));
 	assert_string_equal(out + 87, " syncbit: error: gone\n");
 	free(out);
@@ -115,8 +113,7 @@ static void test_text_escapes_controls(void **state)
 	capture_start(&c);
 	log_warn("a\nb\x1b[2Jc\td\x7f");
 	out = capture_end(&c);
-	assert_string_equal(out + 24,
-			    " syncbit: warn: a\\nb\\x1b[2Jc\td\\x7f\n");
+	assert_string_equal(out + 24, " syncbit: warn: a\\nb\\x1b[2Jc\td\\x7f\n");
 	free(out);
 }
 
@@ -140,17 +137,15 @@ static void test_json_escaping(void **state)
 	capture_start(&c);
 	log_warn("q\"b\\n\nt\tc\x01r\rd\x7f-\xc3\xa9\xe2\x82\xac");
 	out = capture_end(&c);
-	assert_non_null(strstr(out,
-			       "\"msg\":\"q\\\"b\\\\n\\nt\\tc\\u0001r\\rd\\u007f-"
-			       "\xc3\xa9\xe2\x82\xac\"}\n"));
+	assert_non_null(strstr(out, "\"msg\":\"q\\\"b\\\\n\\nt\\tc\\u0001r\\rd\\u007f-"
+				    "\xc3\xa9\xe2\x82\xac\"}\n"));
 	assert_int_equal(strncmp(out, "{\"ts\":\"", 7), 0);
 	assert_true(is_timestamp(out + 7));
 	assert_int_equal(strncmp(out + 31, "\",\"level\":\"warn\",", 17), 0);
 	j = parse_line(out);
 	assert_string_equal(json_string_value(json_object_get(j, "msg")),
 			    "q\"b\\n\nt\tc\x01r\rd\x7f-\xc3\xa9\xe2\x82\xac");
-	assert_string_equal(json_string_value(json_object_get(j, "level")),
-			    "warn");
+	assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
 	assert_int_equal(json_object_size(j), 3);
 	json_decref(j);
 	free(out);
@@ -166,18 +161,22 @@ static void test_json_invalid_utf8_replaced(void **state)
 	capture_start(&c);
 	/* stray byte, truncated 3-byte sequence, overlong '/', surrogate,
 	 * beyond U+10FFFF, then a valid 4-byte emoji */
-	log_info("a\xff" "b\xe2\x82" "c\xc0\xaf" "d\xed\xa0\x80"
-		 "e\xf4\x90\x80\x80" "f\xf0\x9f\x98\x80");
+	log_info("a\xff"
+		 "b\xe2\x82"
+		 "c\xc0\xaf"
+		 "d\xed\xa0\x80"
+		 "e\xf4\x90\x80\x80"
+		 "f\xf0\x9f\x98\x80");
 	out = capture_end(&c);
 	j = parse_line(out);
 	assert_string_equal(json_string_value(json_object_get(j, "msg")),
-			    "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd"
+			    "a\xef\xbf\xbd"
+			    "b\xef\xbf\xbd\xef\xbf\xbd"
 			    "c\xef\xbf\xbd\xef\xbf\xbd"
 			    "d\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
 			    "e\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
 			    "f\xf0\x9f\x98\x80");
-	assert_string_equal(json_string_value(json_object_get(j, "level")),
-			    "info");
+	assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
 	json_decref(j);
 	free(out);
 }
@@ -293,7 +292,7 @@ static void test_fatal_logs_and_aborts(void **state)
 {
 	char path[] = "/tmp/syncbit-log-XXXXXX";
 	int fd = mkstemp(path), status;
-	char buf[256] = { 0 };
+	char buf[256] = {0};
 	pid_t pid;
 
 	assert_true(fd >= 0);
@@ -314,7 +313,7 @@ static void test_fatal_logs_and_aborts(void **state)
 	unlink(path);
 }
 
-#define THREADS 8
+#define THREADS		 8
 #define LINES_PER_THREAD 500
 
 static void *log_many(void *arg)
@@ -342,14 +341,14 @@ static void test_threads_do_not_interleave(void **state)
 	for (int i = 0; i < THREADS; i++)
 		pthread_join(t[i], NULL);
 	out = capture_end(&c);
-	for (line = strtok_r(out, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		json_t *j = parse_line(line);
 		long id;
 		int n;
 
 		assert_int_equal(sscanf(json_string_value(json_object_get(j, "msg")),
-					"thread %ld line %d", &id, &n), 2);
+					"thread %ld line %d", &id, &n),
+				 2);
 		json_decref(j);
 		count++;
 	}
@@ -360,17 +359,17 @@ static void test_threads_do_not_interleave(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_text_line_and_level_filter, teardown),
-		cmocka_unit_test_teardown(test_text_lines_exact, teardown),
-		cmocka_unit_test_teardown(test_text_escapes_controls, teardown),
-		cmocka_unit_test_teardown(test_json_escaping, teardown),
-		cmocka_unit_test_teardown(test_json_invalid_utf8_replaced, teardown),
-		cmocka_unit_test_teardown(test_long_message_truncated, teardown),
-		cmocka_unit_test_teardown(test_errno_preserved, teardown),
-		cmocka_unit_test_teardown(test_parse_level_and_format, teardown),
-		cmocka_unit_test_teardown(test_tty_timestamp_only_for_debug, teardown),
-		cmocka_unit_test_teardown(test_fatal_logs_and_aborts, teardown),
-		cmocka_unit_test_teardown(test_threads_do_not_interleave, teardown),
+	    cmocka_unit_test_teardown(test_text_line_and_level_filter, teardown),
+	    cmocka_unit_test_teardown(test_text_lines_exact, teardown),
+	    cmocka_unit_test_teardown(test_text_escapes_controls, teardown),
+	    cmocka_unit_test_teardown(test_json_escaping, teardown),
+	    cmocka_unit_test_teardown(test_json_invalid_utf8_replaced, teardown),
+	    cmocka_unit_test_teardown(test_long_message_truncated, teardown),
+	    cmocka_unit_test_teardown(test_errno_preserved, teardown),
+	    cmocka_unit_test_teardown(test_parse_level_and_format, teardown),
+	    cmocka_unit_test_teardown(test_tty_timestamp_only_for_debug, teardown),
+	    cmocka_unit_test_teardown(test_fatal_logs_and_aborts, teardown),
+	    cmocka_unit_test_teardown(test_threads_do_not_interleave, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

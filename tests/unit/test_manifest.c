@@ -55,8 +55,7 @@ static void mb_reset(struct mbuild *b, uint32_t block_size)
 	mb_init(b, block_size);
 }
 
-static FileEntry *mb_add(struct mbuild *b, const char *path, int type,
-			 uint64_t size, uint8_t seed)
+static FileEntry *mb_add(struct mbuild *b, const char *path, int type, uint64_t size, uint8_t seed)
 {
 	assert_true(b->m.n_files < MB_MAX);
 	FileEntry *f = &b->e[b->m.n_files];
@@ -74,8 +73,7 @@ static FileEntry *mb_add(struct mbuild *b, const char *path, int type,
 	return f;
 }
 
-static FileEntry *mb_link(struct mbuild *b, const char *path,
-			  const char *target)
+static FileEntry *mb_link(struct mbuild *b, const char *path, const char *target)
 {
 	FileEntry *f = mb_add(b, path, SYNCBIT__FILE_TYPE__FILE_SYMLINK, 0, 0);
 	f->link_target = (char *)target;
@@ -107,8 +105,7 @@ static void mb_sample(struct mbuild *b)
 {
 	mb_init(b, BS);
 	mb_add(b, "a", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0, 0);
-	mb_add(b, "a/big.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR, 300 * BS + 17,
-	       1);
+	mb_add(b, "a/big.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR, 300 * BS + 17, 1);
 	mb_add(b, "a/empty", SYNCBIT__FILE_TYPE__FILE_REGULAR, 0, 0);
 	mb_add(b, "a/exact", SYNCBIT__FILE_TYPE__FILE_REGULAR, 3 * BS, 2);
 	mb_hardlink(b, "a/hard-big", 1);
@@ -172,12 +169,9 @@ static void test_nblocks(void **state)
 	assert_int_equal(manifest_nblocks(2 * BS + 1, BS), 3);
 	assert_int_equal(manifest_nblocks(1, BLOCK_SIZE_MAX), 1);
 	/* Near 2^64 a rounding-up sum would wrap to almost nothing. */
-	assert_int_equal(manifest_nblocks(UINT64_MAX, BS),
-			 (UINT64_MAX >> 12) + 1);
-	assert_int_equal(manifest_nblocks(UINT64_MAX - BS + 1, BS),
-			 UINT64_MAX >> 12);
-	assert_int_equal(manifest_nblocks(UINT64_MAX, BLOCK_SIZE_MAX),
-			 (UINT64_MAX >> 28) + 1);
+	assert_int_equal(manifest_nblocks(UINT64_MAX, BS), (UINT64_MAX >> 12) + 1);
+	assert_int_equal(manifest_nblocks(UINT64_MAX - BS + 1, BS), UINT64_MAX >> 12);
+	assert_int_equal(manifest_nblocks(UINT64_MAX, BLOCK_SIZE_MAX), (UINT64_MAX >> 28) + 1);
 }
 
 static void test_block_len(void **state)
@@ -194,8 +188,7 @@ static void test_block_len(void **state)
 	assert_int_equal(manifest_block_len(3 * BS, BS, 2), BS);
 	assert_int_equal(manifest_block_len(3 * BS, BS, 3), 0);
 	assert_int_equal(manifest_block_len(3 * BS - 1, BS, 2), BS - 1);
-	assert_int_equal(manifest_block_len(UINT64_MAX, BS, UINT64_MAX >> 12),
-			 BS - 1);
+	assert_int_equal(manifest_block_len(UINT64_MAX, BS, UINT64_MAX >> 12), BS - 1);
 	assert_int_equal(manifest_block_len(UINT64_MAX, BS, 0), BS);
 	/* An index whose offset wraps past 2^64 is still past the end. */
 	assert_int_equal(manifest_block_len(10 * BS, BS, 1ull << 52), 0);
@@ -384,9 +377,7 @@ static void test_oversized(void **state)
 	Manifest *d = (Manifest *)1;
 
 	/* The length is refused before a byte is read. */
-	assert_int_equal(
-	    manifest_decode(small, (size_t)MANIFEST_MAX_BYTES + 1, &d),
-	    SB_ETOOBIG);
+	assert_int_equal(manifest_decode(small, (size_t)MANIFEST_MAX_BYTES + 1, &d), SB_ETOOBIG);
 	assert_null(d);
 	assert_int_equal(manifest_decode(small, SIZE_MAX, &d), SB_ETOOBIG);
 	assert_null(d);
@@ -400,8 +391,7 @@ static void test_garbage(void **state)
 	    {0x0f},
 	    {0x2a, 0x10, 0x0a},
 	    {0x12, 0xff, 0xff, 0xff, 0xff, 0x0f},
-	    {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-	     0x01},
+	    {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	    {0x08, 0x01, 0x18, 0x80, 0x20, 0xff},
 	};
 	static const size_t len[] = {1, 3, 6, 12, 6};
@@ -421,8 +411,7 @@ static void test_unknown_fields(void **state)
 {
 	static const uint8_t field15[] = {0x78, 0x01};
 	static const uint8_t field0_padded[] = {0x85, 0x00, 0, 0, 0x2e, 0};
-	static const uint8_t entry_field15[] = {0x2a, 0x05, 0x0a, 0x01,
-						'z',  0x78, 0x01};
+	static const uint8_t entry_field15[] = {0x2a, 0x05, 0x0a, 0x01, 'z', 0x78, 0x01};
 	const struct {
 		const uint8_t *p;
 		size_t n;
@@ -478,8 +467,8 @@ static void decode_in_child(const struct buf *b, int want, long max_grow_kib)
 		int rc = manifest_decode(b->ptr, b->len, &d);
 		long grow = maxrss_kib() - before;
 		if (rc != want) {
-			fprintf(stderr, "decode: %s, wanted %s\n",
-				sb_errname(rc), sb_errname(want));
+			fprintf(stderr, "decode: %s, wanted %s\n", sb_errname(rc),
+				sb_errname(want));
 			_exit(1);
 		}
 		if (max_grow_kib && grow > max_grow_kib) {
@@ -534,18 +523,18 @@ static void test_hostile_allocation(void **state)
 
 /* ---- validation ---- */
 
-#define REJECT(want, stmt)                                                   \
-	do {                                                                 \
-		struct mbuild b_;                                            \
-		struct mbuild *b = &b_;                                      \
-		mb_sample(b);                                                \
-		stmt;                                                        \
-		int rc_ = reencode_decode(&b->m);                            \
-		if (rc_ != (want))                                           \
-			fail_msg("line %d: %s gave %s, wanted %s", __LINE__, \
-				 #stmt, sb_errname(rc_), sb_errname(want));  \
-		assert_int_equal(manifest_validate(&b->m), (want));          \
-		mb_close(b);                                                 \
+#define REJECT(want, stmt)                                                          \
+	do {                                                                        \
+		struct mbuild b_;                                                   \
+		struct mbuild *b = &b_;                                             \
+		mb_sample(b);                                                       \
+		stmt;                                                               \
+		int rc_ = reencode_decode(&b->m);                                   \
+		if (rc_ != (want))                                                  \
+			fail_msg("line %d: %s gave %s, wanted %s", __LINE__, #stmt, \
+				 sb_errname(rc_), sb_errname(want));                \
+		assert_int_equal(manifest_validate(&b->m), (want));                 \
+		mb_close(b);                                                        \
 	} while (0)
 
 static void test_validate_sample_ok(void **state)
@@ -669,8 +658,7 @@ static void test_validate_blocks(void **state)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		REJECT(SB_EPROTO, {
 			mb_reset(b, bad[i]);
-			mb_add(b, "e", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0,
-			       0);
+			mb_add(b, "e", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0, 0);
 		});
 	REJECT(SB_EPROTO, b->m.block_size = 2 * BS);
 }

@@ -21,8 +21,10 @@ static char *repeat(char c, size_t n)
 static void test_relative_good(void **state)
 {
 	static const char *const good[] = {
-		"a", "a/b/c", "a.b", "..a", "a..", "...", ".hidden", "a/.b/c..",
-		"dir with space/file", "a\\..\\b", "caf\xc3\xa9",
+	    "a",	"a/b/c",       "a.b",
+	    "..a",	"a..",	       "...",
+	    ".hidden",	"a/.b/c..",    "dir with space/file",
+	    "a\\..\\b", "caf\xc3\xa9",
 	};
 	char *name255 = repeat('n', 255);
 	char *long_path = repeat('p', PATH_REL_MAX - 1);
@@ -42,8 +44,8 @@ static void test_relative_good(void **state)
 static void test_relative_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", "/", "/a", "//a", "a//b", "a/", "a/b/", "./a", "a/.", "a/./b",
-		".", "..", "../a", "a/..", "a/../b", "a/b/../../..",
+	    "",	   "/",	    "/a", "//a", "a//b", "a/",	 "a/b/",   "./a",
+	    "a/.", "a/./b", ".",  "..",	 "../a", "a/..", "a/../b", "a/b/../../..",
 	};
 	char *name256 = repeat('n', 256);
 	char *too_long = repeat('p', PATH_REL_MAX);
@@ -70,16 +72,16 @@ struct link_case {
 static void test_symlink_confined(void **state)
 {
 	static const struct link_case ok[] = {
-		{ "a/l", "b" },
-		{ "l", "x/y/z" },
-		{ "a/b/l", "../c" },
-		{ "a/b/l", "../../c" },
-		{ "a/b/l", "../../" },
-		{ "a/l", ".." },
-		{ "a/l", "./x" },
-		{ "a/l", "x//y/" },
-		{ "a/b/c/l", "./../.././x" },
-		{ "snapshots/main/config.json", "../../blobs/sha256-abc" },
+	    {"a/l", "b"},
+	    {"l", "x/y/z"},
+	    {"a/b/l", "../c"},
+	    {"a/b/l", "../../c"},
+	    {"a/b/l", "../../"},
+	    {"a/l", ".."},
+	    {"a/l", "./x"},
+	    {"a/l", "x//y/"},
+	    {"a/b/c/l", "./../.././x"},
+	    {"snapshots/main/config.json", "../../blobs/sha256-abc"},
 	};
 
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -90,32 +92,30 @@ static void test_symlink_confined(void **state)
 static void test_symlink_escapes(void **state)
 {
 	static const struct link_case bad[] = {
-		{ "a/b", "../../x" },
-		{ "l", ".." },
-		{ "l", "../x" },
-		{ "a/b/c/l", "../../../../etc" },
-		{ "a/l", "/etc/passwd" },
-		{ "a/l", "/" },
-		{ "a/l", "" },
-		/* ".." after a name could pass through another link */
-		{ "a/l", "x/../y" },
-		{ "a/l", "x/../../y" },
-		{ "x", "a/b/s/../../.." },
-		{ "a/l", "../a/../a" },
-		/* the link's own path must be confined */
-		{ "../l", "x" },
-		{ "/l", "x" },
-		{ "a//l", "x" },
-		{ "", "x" },
+	    {"a/b", "../../x"},
+	    {"l", ".."},
+	    {"l", "../x"},
+	    {"a/b/c/l", "../../../../etc"},
+	    {"a/l", "/etc/passwd"},
+	    {"a/l", "/"},
+	    {"a/l", ""},
+	    /* ".." after a name could pass through another link */
+	    {"a/l", "x/../y"},
+	    {"a/l", "x/../../y"},
+	    {"x", "a/b/s/../../.."},
+	    {"a/l", "../a/../a"},
+	    /* the link's own path must be confined */
+	    {"../l", "x"},
+	    {"/l", "x"},
+	    {"a//l", "x"},
+	    {"", "x"},
 	};
 	char *long_target = repeat('t', PATH_REL_MAX);
 	char *long_name = repeat('t', 256);
 
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		if (path_check_symlink(bad[i].link, bad[i].target) !=
-		    SB_ECONFINE)
-			fail_msg("%s -> %s accepted", bad[i].link,
-				 bad[i].target);
+		if (path_check_symlink(bad[i].link, bad[i].target) != SB_ECONFINE)
+			fail_msg("%s -> %s accepted", bad[i].link, bad[i].target);
 	assert_int_equal(path_check_symlink("a/l", NULL), SB_ECONFINE);
 	assert_int_equal(path_check_symlink(NULL, "x"), SB_ECONFINE);
 	assert_int_equal(path_check_symlink("a/l", long_name), SB_ECONFINE);
@@ -131,16 +131,16 @@ static void test_symlink_escapes(void **state)
 static void test_normalize_abs(void **state)
 {
 	static const char *const cases[][2] = {
-		{ "/", "/" },
-		{ "//", "/" },
-		{ "/a/b/", "/a/b" },
-		{ "/a//b///c", "/a/b/c" },
-		{ "/a/./b/.", "/a/b" },
-		{ "/a/b/../c", "/a/c" },
-		{ "/a/b/../../..", "/" },
-		{ "/../x", "/x" },
-		{ "/a/..b/c..", "/a/..b/c.." },
-		{ "/.hidden/...", "/.hidden/..." },
+	    {"/", "/"},
+	    {"//", "/"},
+	    {"/a/b/", "/a/b"},
+	    {"/a//b///c", "/a/b/c"},
+	    {"/a/./b/.", "/a/b"},
+	    {"/a/b/../c", "/a/c"},
+	    {"/a/b/../../..", "/"},
+	    {"/../x", "/x"},
+	    {"/a/..b/c..", "/a/..b/c.."},
+	    {"/.hidden/...", "/.hidden/..."},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -148,8 +148,7 @@ static void test_normalize_abs(void **state)
 
 		assert_non_null(n);
 		if (strcmp(n, cases[i][1]) != 0)
-			fail_msg("'%s' -> '%s', want '%s'", cases[i][0], n,
-				 cases[i][1]);
+			fail_msg("'%s' -> '%s', want '%s'", cases[i][0], n, cases[i][1]);
 		free(n);
 	}
 	assert_null(path_normalize_abs("relative/x"));
@@ -160,23 +159,17 @@ static void test_normalize_abs(void **state)
 static void test_join(void **state)
 {
 	static const char *const cases[][3] = {
-		{ "/a", "b", "/a/b" },
-		{ "/a/", "b", "/a/b" },
-		{ "/a//", "//b/c", "/a/b/c" },
-		{ "/", "b", "/b" },
-		{ "//", "b", "/b" },
-		{ "a", "b", "a/b" },
-		{ "/a", "", "/a" },
-		{ "/a/", "", "/a" },
-		{ "", "b", "b" },
+	    {"/a", "b", "/a/b"}, {"/a/", "b", "/a/b"}, {"/a//", "//b/c", "/a/b/c"},
+	    {"/", "b", "/b"},	 {"//", "b", "/b"},    {"a", "b", "a/b"},
+	    {"/a", "", "/a"},	 {"/a/", "", "/a"},    {"", "b", "b"},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char *j = path_join(cases[i][0], cases[i][1]);
 
 		if (strcmp(j, cases[i][2]) != 0)
-			fail_msg("join('%s', '%s') = '%s', want '%s'",
-				 cases[i][0], cases[i][1], j, cases[i][2]);
+			fail_msg("join('%s', '%s') = '%s', want '%s'", cases[i][0], cases[i][1], j,
+				 cases[i][2]);
 		free(j);
 	}
 }
@@ -294,8 +287,7 @@ static void test_open_parent_top_level(void **state)
 static void assert_refused_symlink(int rc)
 {
 	if (rc != -ELOOP && rc != -ENOTDIR)
-		fail_msg("got %d (%s), want -ELOOP or -ENOTDIR", rc,
-			 sb_errname(rc));
+		fail_msg("got %d (%s), want -ELOOP or -ENOTDIR", rc, sb_errname(rc));
 }
 
 /* A directory component that is a symlink out of the root is never
@@ -306,10 +298,8 @@ static void test_open_parent_refuses_symlink_out(void **state)
 	char *link = in(t->root, "data");
 
 	assert_int_equal(symlink(t->outside, link), 0);
-	assert_refused_symlink(path_open_parent(t->root_fd, "data/x", 0755,
-						NULL));
-	assert_refused_symlink(path_open_parent(t->root_fd, "data/sub/x",
-						0755, NULL));
+	assert_refused_symlink(path_open_parent(t->root_fd, "data/x", 0755, NULL));
+	assert_refused_symlink(path_open_parent(t->root_fd, "data/sub/x", 0755, NULL));
 	assert_false(exists(t->outside, "sub"));
 	free(link);
 
@@ -319,8 +309,7 @@ static void test_open_parent_refuses_symlink_out(void **state)
 	free(link);
 	link = in(t->root, "ok/up");
 	assert_int_equal(symlink("../..", link), 0);
-	assert_refused_symlink(path_open_parent(t->root_fd, "ok/up/escaped/f",
-						0755, NULL));
+	assert_refused_symlink(path_open_parent(t->root_fd, "ok/up/escaped/f", 0755, NULL));
 	assert_false(exists(t->root, "../escaped"));
 	free(link);
 }
@@ -337,14 +326,12 @@ static void test_open_parent_refuses_any_symlink(void **state)
 	p = in(t->root, "alias");
 	assert_int_equal(symlink("real", p), 0);
 	free(p);
-	assert_refused_symlink(path_open_parent(t->root_fd, "alias/f", 0755,
-						NULL));
+	assert_refused_symlink(path_open_parent(t->root_fd, "alias/f", 0755, NULL));
 	/* a dangling link is not replaced by a new directory */
 	p = in(t->root, "dangling");
 	assert_int_equal(symlink("nowhere", p), 0);
 	free(p);
-	assert_refused_symlink(path_open_parent(t->root_fd, "dangling/f", 0755,
-						NULL));
+	assert_refused_symlink(path_open_parent(t->root_fd, "dangling/f", 0755, NULL));
 	assert_false(exists(t->root, "nowhere"));
 	/* the basename may be a link: it is the caller's to handle */
 	fd = path_open_parent(t->root_fd, "alias", 0755, NULL);
@@ -361,16 +348,11 @@ static void test_open_parent_errors(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	free(p);
-	assert_int_equal(path_open_parent(t->root_fd, "file/x", 0755, NULL),
-			 -ENOTDIR);
-	assert_int_equal(path_open_parent(t->root_fd, "../x", 0755, NULL),
-			 SB_ECONFINE);
-	assert_int_equal(path_open_parent(t->root_fd, "a//x", 0755, NULL),
-			 SB_ECONFINE);
-	assert_int_equal(path_open_parent(t->root_fd, "/etc/x", 0755, NULL),
-			 SB_ECONFINE);
-	assert_int_equal(path_open_parent(t->root_fd, "a/../../x", 0755, NULL),
-			 SB_ECONFINE);
+	assert_int_equal(path_open_parent(t->root_fd, "file/x", 0755, NULL), -ENOTDIR);
+	assert_int_equal(path_open_parent(t->root_fd, "../x", 0755, NULL), SB_ECONFINE);
+	assert_int_equal(path_open_parent(t->root_fd, "a//x", 0755, NULL), SB_ECONFINE);
+	assert_int_equal(path_open_parent(t->root_fd, "/etc/x", 0755, NULL), SB_ECONFINE);
+	assert_int_equal(path_open_parent(t->root_fd, "a/../../x", 0755, NULL), SB_ECONFINE);
 	assert_false(exists(t->root, "a"));
 	assert_int_equal(path_open_parent(-1, "a/x", 0755, NULL), -EBADF);
 }
@@ -431,19 +413,19 @@ static void test_fsync_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_relative_good),
-		cmocka_unit_test(test_relative_bad),
-		cmocka_unit_test(test_symlink_confined),
-		cmocka_unit_test(test_symlink_escapes),
-		cmocka_unit_test(test_normalize_abs),
-		cmocka_unit_test(test_join),
-		T(test_open_parent_creates),
-		T(test_open_parent_top_level),
-		T(test_open_parent_refuses_symlink_out),
-		T(test_open_parent_refuses_any_symlink),
-		T(test_open_parent_errors),
-		T(test_mkdirs),
-		T(test_fsync_dir),
+	    cmocka_unit_test(test_relative_good),
+	    cmocka_unit_test(test_relative_bad),
+	    cmocka_unit_test(test_symlink_confined),
+	    cmocka_unit_test(test_symlink_escapes),
+	    cmocka_unit_test(test_normalize_abs),
+	    cmocka_unit_test(test_join),
+	    T(test_open_parent_creates),
+	    T(test_open_parent_top_level),
+	    T(test_open_parent_refuses_symlink_out),
+	    T(test_open_parent_refuses_any_symlink),
+	    T(test_open_parent_errors),
+	    T(test_mkdirs),
+	    T(test_fsync_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

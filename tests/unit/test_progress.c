@@ -7,7 +7,7 @@
 #include "common/progress.h"
 
 #define SEC 1000000000ull
-#define MS 1000000ull
+#define MS  1000000ull
 #define MIB (1ull << 20)
 #define GIB (1ull << 30)
 /* An arbitrary start on the fake clock, far from 0. */
@@ -21,22 +21,22 @@ static void test_fmt_bytes(void **state)
 		uint64_t n;
 		const char *want;
 	} cases[] = {
-		{ 0, "0 B" },
-		{ 1, "1 B" },
-		{ 1023, "1023 B" },
-		{ 1024, "1.0 KiB" },
-		{ 1536, "1.5 KiB" },
-		{ 1048575, "1.0 MiB" },       /* not "1024.0 KiB" */
-		{ 10 * MIB + MIB / 2, "10.5 MiB" },
-		{ 99 * MIB, "99.0 MiB" },
-		{ 100 * MIB - 1024, "100 MiB" },
-		{ 410 * MIB, "410 MiB" },
-		{ 1023 * MIB, "1023 MiB" },
-		{ 1288490189ull, "1.2 GiB" },
-		{ 4 * GIB, "4.0 GiB" },
-		{ 1ull << 40, "1.0 TiB" },
-		{ 3ull << 50, "3.0 PiB" },
-		{ UINT64_MAX, "16.0 EiB" },
+	    {0, "0 B"},
+	    {1, "1 B"},
+	    {1023, "1023 B"},
+	    {1024, "1.0 KiB"},
+	    {1536, "1.5 KiB"},
+	    {1048575, "1.0 MiB"}, /* not "1024.0 KiB" */
+	    {10 * MIB + MIB / 2, "10.5 MiB"},
+	    {99 * MIB, "99.0 MiB"},
+	    {100 * MIB - 1024, "100 MiB"},
+	    {410 * MIB, "410 MiB"},
+	    {1023 * MIB, "1023 MiB"},
+	    {1288490189ull, "1.2 GiB"},
+	    {4 * GIB, "4.0 GiB"},
+	    {1ull << 40, "1.0 TiB"},
+	    {3ull << 50, "3.0 PiB"},
+	    {UINT64_MAX, "16.0 EiB"},
 	};
 	char out[32];
 
@@ -45,8 +45,7 @@ static void test_fmt_bytes(void **state)
 
 		assert_ptr_equal(r, out);
 		if (strcmp(out, cases[i].want) != 0)
-			fail_msg("%llu -> '%s', want '%s'",
-				 (unsigned long long)cases[i].n, out,
+			fail_msg("%llu -> '%s', want '%s'", (unsigned long long)cases[i].n, out,
 				 cases[i].want);
 	}
 	/* never overruns the buffer */
@@ -62,16 +61,14 @@ static void test_fmt_duration(void **state)
 		uint64_t s;
 		const char *want;
 	} cases[] = {
-		{ 0, "0s" },       { 7, "7s" },        { 59, "59s" },
-		{ 60, "1m00s" },   { 65, "1m05s" },    { 3599, "59m59s" },
-		{ 3600, "1h00m" }, { 7380, "2h03m" },  { 7439, "2h03m" },
-		{ 360000, "100h00m" },
+	    {0, "0s"},	     {7, "7s"},		  {59, "59s"},	   {60, "1m00s"},
+	    {65, "1m05s"},   {3599, "59m59s"},	  {3600, "1h00m"}, {7380, "2h03m"},
+	    {7439, "2h03m"}, {360000, "100h00m"},
 	};
 	char out[32];
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		assert_ptr_equal(progress_fmt_duration(cases[i].s, out,
-						       sizeof out), out);
+		assert_ptr_equal(progress_fmt_duration(cases[i].s, out, sizeof out), out);
 		assert_string_equal(out, cases[i].want);
 	}
 }
@@ -149,10 +146,9 @@ static void test_plain_lines_every_5s(void **state)
 	feed(&f.p, T0 + 9 * SEC + SEC / 2, T0 + 10 * SEC);
 	progress_close_at(&f.p, T0 + 10 * SEC);
 	out = fake_output(&f);
-	assert_string_equal(out,
-			    "pull: 2.0 GiB / 4.0 GiB (50%), 410 MiB/s, ETA 5s\n"
-			    "pull: 4.0 GiB / 4.0 GiB (100%), 410 MiB/s\n"
-			    "pull: 4.0 GiB in 10s, 410 MiB/s\n");
+	assert_string_equal(out, "pull: 2.0 GiB / 4.0 GiB (50%), 410 MiB/s, ETA 5s\n"
+				 "pull: 4.0 GiB / 4.0 GiB (100%), 410 MiB/s\n"
+				 "pull: 4.0 GiB in 10s, 410 MiB/s\n");
 	assert_null(f.p.label);
 	free(out);
 	fake_close(&f);
@@ -280,10 +276,10 @@ static void test_tty_bar(void **state)
 /* The bar fits the terminal, whatever its width. */
 static void test_tty_width(void **state)
 {
-	static const unsigned short widths[] = { 200, 70, 30 };
+	static const unsigned short widths[] = {200, 70, 30};
 
 	for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
-		struct winsize ws = { .ws_row = 24, .ws_col = widths[i] };
+		struct winsize ws = {.ws_row = 24, .ws_col = widths[i]};
 		struct progress p;
 		int master, slave;
 		char buf[1024];
@@ -365,18 +361,18 @@ static void test_close_twice_and_overshoot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fmt_bytes),
-		cmocka_unit_test(test_fmt_duration),
-		cmocka_unit_test(test_now_monotonic),
-		cmocka_unit_test(test_plain_lines_every_5s),
-		cmocka_unit_test(test_plain_unknown_total),
-		cmocka_unit_test(test_plain_incomplete_close),
-		cmocka_unit_test(test_short_operation_silent),
-		cmocka_unit_test(test_disabled_is_silent),
-		cmocka_unit_test(test_tty_bar),
-		cmocka_unit_test(test_tty_width),
-		cmocka_unit_test(test_rate_smoothing),
-		cmocka_unit_test(test_close_twice_and_overshoot),
+	    cmocka_unit_test(test_fmt_bytes),
+	    cmocka_unit_test(test_fmt_duration),
+	    cmocka_unit_test(test_now_monotonic),
+	    cmocka_unit_test(test_plain_lines_every_5s),
+	    cmocka_unit_test(test_plain_unknown_total),
+	    cmocka_unit_test(test_plain_incomplete_close),
+	    cmocka_unit_test(test_short_operation_silent),
+	    cmocka_unit_test(test_disabled_is_silent),
+	    cmocka_unit_test(test_tty_bar),
+	    cmocka_unit_test(test_tty_width),
+	    cmocka_unit_test(test_rate_smoothing),
+	    cmocka_unit_test(test_close_twice_and_overshoot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,13 +19,13 @@
 #include <time.h>
 #include <uv.h>
 
-#include "agent/source.h"
+#include "common/source.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/uri.h"
 
-#define MIB (1024u * 1024u)
+#define MIB	(1024u * 1024u)
 #define FIXTURE "tests/fixtures/faulty_http.py"
 #define WAIT_MS 20000
 
@@ -36,14 +36,14 @@ struct file {
 };
 
 static struct file files[] = {
-	{"empty.bin", 0, NULL},
-	{"one.bin", 1, NULL},
-	{"mib-1.bin", MIB - 1, NULL},
-	{"mib.bin", MIB, NULL},
-	{"mib+1.bin", MIB + 1, NULL},
-	{"four.bin", 4 * MIB, NULL},
-	{"big.bin", 20 * MIB + 12345, NULL},
-	{"a b.bin", 1000, NULL},
+    {"empty.bin", 0, NULL},
+    {"one.bin", 1, NULL},
+    {"mib-1.bin", MIB - 1, NULL},
+    {"mib.bin", MIB, NULL},
+    {"mib+1.bin", MIB + 1, NULL},
+    {"four.bin", 4 * MIB, NULL},
+    {"big.bin", 20 * MIB + 12345, NULL},
+    {"a b.bin", 1000, NULL},
 };
 #define NFILES (sizeof files / sizeof files[0])
 
@@ -201,11 +201,11 @@ static int start_nginx(void)
 			"    location /private/ { deny all; }\n"
 			"  }\n"
 			"}\n",
-			fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir,
-			port, fx.dir);
+			fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, fx.dir, port,
+			fx.dir);
 		fclose(f);
-		char *argv[] = {"nginx", "-c", conf, "-p", fx.dir, "-e", elog,
-				"-g", "daemon off;", NULL};
+		char *argv[] = {"nginx", "-c", conf, "-p",	    fx.dir,
+				"-e",	 elog, "-g", "daemon off;", NULL};
 		fx.nginx = spawn(argv, NULL);
 		if (fx.nginx > 0 && port_open(port, fx.nginx, 5000) == 0) {
 			fx.nginx_port = port;
@@ -303,8 +303,8 @@ static int group_setup(void **state)
 	signal(SIGINT, on_fatal_signal);
 	signal(SIGHUP, on_fatal_signal);
 	/* nginx may drop to another user; it must be able to read the tree. */
-	if (!fx.dir || chmod(fx.dir, 0755) < 0 || write_files() < 0 ||
-	    start_nginx() < 0 || start_faulty() < 0) {
+	if (!fx.dir || chmod(fx.dir, 0755) < 0 || write_files() < 0 || start_nginx() < 0 ||
+	    start_faulty() < 0) {
 		fprintf(stderr, "test_source_http: cannot set up the servers\n");
 		group_teardown(state);
 		return -1;
@@ -365,8 +365,7 @@ static void run_for(uv_loop_t *loop, unsigned ms)
 	uv_run(loop, UV_RUN_NOWAIT);
 }
 
-static struct source *src_open(uv_loop_t *loop, const char *url, int retries,
-			       unsigned stall)
+static struct source *src_open(uv_loop_t *loop, const char *url, int retries, unsigned stall)
 {
 	struct source_uri u;
 	struct source_options o;
@@ -457,8 +456,8 @@ static void reader_cb(struct source *src, int status, void *arg)
 
 /* Read the whole listed file in blocks, parallel at once; 0 or the first
  * error. The bytes are compared with what the file holds. */
-static int read_all(uv_loop_t *loop, struct source *s, const struct file *f,
-		    size_t block, int parallel)
+static int read_all(uv_loop_t *loop, struct source *s, const struct file *f, size_t block,
+		    int parallel)
 {
 	struct reader rd = {.src = s, .size = f->size, .block = block};
 	rd.out = malloc(f->size ? f->size : 1);
@@ -505,9 +504,9 @@ static json_t *requests(const char *id, const char *method)
 {
 	json_t *all = stats(id), *out = json_array(), *r;
 	size_t i;
-	json_array_foreach(json_object_get(all, "requests"), i, r)
-		if (!strcmp(json_string_value(json_object_get(r, "method")), method))
-			json_array_append(out, r);
+	json_array_foreach(json_object_get(all, "requests"), i,
+			   r) if (!strcmp(json_string_value(json_object_get(r, "method")), method))
+	    json_array_append(out, r);
 	json_decref(all);
 	return out;
 }
@@ -800,7 +799,8 @@ static void test_sequential(void **state)
 	assert_int_equal(s->bytes_read, f->size);
 	gets = requests("nrr", "GET");
 	assert_int_equal(json_array_size(gets), 3); /* probe, reset stream, retry */
-	assert_int_equal(json_integer_value(json_object_get(json_array_get(gets, 1), "sent")), 3000000);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(gets, 1), "sent")),
+			 3000000);
 	json_decref(gets);
 	src_close(&loop, s);
 
@@ -857,11 +857,12 @@ static void test_cancel(void **state)
 	uv_loop_t loop;
 	struct wait w = {0};
 	uint8_t *buf = malloc(4 * MIB);
-	struct source *s = src_open(&loop, faulty_url("stall=3,after=0,times=99,id=cx", "four.bin"), 3, 10);
+	struct source *s =
+	    src_open(&loop, faulty_url("stall=3,after=0,times=99,id=cx", "four.bin"), 3, 10);
 	assert_int_equal(do_list(&loop, s), 0);
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(s->ops->read(s, 0, (uint64_t)i * MIB, MIB, buf + i * MIB,
-					      on_done, &w), 0);
+		assert_int_equal(
+		    s->ops->read(s, 0, (uint64_t)i * MIB, MIB, buf + i * MIB, on_done, &w), 0);
 	run_for(&loop, 300);
 	assert_int_equal(w.n, 0);
 	w.in_call = 1;
@@ -910,18 +911,18 @@ int main(void)
 	if (getenv("SB_TEST_DEBUG"))
 		log_setup(LOG_DEBUG, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_nginx_sizes),
-		cmocka_unit_test(test_nginx_edges),
-		cmocka_unit_test(test_names),
-		cmocka_unit_test(test_not_found_denied),
-		cmocka_unit_test(test_retry_5xx_and_429),
-		cmocka_unit_test(test_resume),
-		cmocka_unit_test(test_changed),
-		cmocka_unit_test(test_gave_up),
-		cmocka_unit_test(test_sequential),
-		cmocka_unit_test(test_validators),
-		cmocka_unit_test(test_cancel),
-		cmocka_unit_test(test_free_in_callback),
+	    cmocka_unit_test(test_nginx_sizes),
+	    cmocka_unit_test(test_nginx_edges),
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_not_found_denied),
+	    cmocka_unit_test(test_retry_5xx_and_429),
+	    cmocka_unit_test(test_resume),
+	    cmocka_unit_test(test_changed),
+	    cmocka_unit_test(test_gave_up),
+	    cmocka_unit_test(test_sequential),
+	    cmocka_unit_test(test_validators),
+	    cmocka_unit_test(test_cancel),
+	    cmocka_unit_test(test_free_in_callback),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -5,14 +5,13 @@
 
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-static void check_null_or(const char *got, const char *want, const char *what,
-			  const char *input)
+static void check_null_or(const char *got, const char *want, const char *what, const char *input)
 {
 	if (!want && !got)
 		return;
 	if (!want || !got || strcmp(want, got) != 0)
-		fail_msg("%s: %s is '%s', want '%s'", input, what,
-			 got ? got : "(null)", want ? want : "(null)");
+		fail_msg("%s: %s is '%s', want '%s'", input, what, got ? got : "(null)",
+			 want ? want : "(null)");
 }
 
 static void assert_empty(const struct source_uri *u, const char *input)
@@ -31,8 +30,8 @@ static void expect_error(const char *s, int want)
 	memset(&u, 0x5a, sizeof u);
 	rc = uri_parse(s, &u);
 	if (rc != want)
-		fail_msg("'%s': got %d (%s), want %s", s, rc,
-			 rc ? sb_errname(rc) : "ok", sb_errname(want));
+		fail_msg("'%s': got %d (%s), want %s", s, rc, rc ? sb_errname(rc) : "ok",
+			 sb_errname(want));
 	assert_empty(&u, s);
 }
 
@@ -47,19 +46,19 @@ struct file_case {
 static void test_file_absolute(void **state)
 {
 	static const struct file_case cases[] = {
-		{ "/data/models/", "/data/models", "file:///data/models" },
-		{ "/", "/", "file:///" },
-		{ "//", "/", "file:///" },
-		{ "/a//b/./c/../d", "/a/b/d", "file:///a/b/d" },
-		{ "/..", "/", "file:///" },
-		{ "file:///data/x", "/data/x", "file:///data/x" },
-		{ "file:///data/x/", "/data/x", "file:///data/x" },
-		{ "file://localhost/srv", "/srv", "file:///srv" },
-		{ "FILE:///a%20b/c%25", "/a b/c%", "file:///a%20b/c%25" },
-		{ "/a b/c%", "/a b/c%", "file:///a%20b/c%25" },
-		{ "/tmp/x?y#z", "/tmp/x?y#z", "file:///tmp/x%3Fy%23z" },
-		{ "/caf\xc3\xa9", "/caf\xc3\xa9", "file:///caf%C3%A9" },
-		{ "file:///a%2fb", "/a/b", "file:///a/b" },
+	    {"/data/models/", "/data/models", "file:///data/models"},
+	    {"/", "/", "file:///"},
+	    {"//", "/", "file:///"},
+	    {"/a//b/./c/../d", "/a/b/d", "file:///a/b/d"},
+	    {"/..", "/", "file:///"},
+	    {"file:///data/x", "/data/x", "file:///data/x"},
+	    {"file:///data/x/", "/data/x", "file:///data/x"},
+	    {"file://localhost/srv", "/srv", "file:///srv"},
+	    {"FILE:///a%20b/c%25", "/a b/c%", "file:///a%20b/c%25"},
+	    {"/a b/c%", "/a b/c%", "file:///a%20b/c%25"},
+	    {"/tmp/x?y#z", "/tmp/x?y#z", "file:///tmp/x%3Fy%23z"},
+	    {"/caf\xc3\xa9", "/caf\xc3\xa9", "file:///caf%C3%A9"},
+	    {"file:///a%2fb", "/a/b", "file:///a/b"},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -69,8 +68,7 @@ static void test_file_absolute(void **state)
 			fail_msg("'%s' rejected", cases[i].in);
 		assert_int_equal(u.kind, URI_FILE);
 		check_null_or(u.path, cases[i].path, "path", cases[i].in);
-		check_null_or(u.canonical, cases[i].canonical, "canonical",
-			      cases[i].in);
+		check_null_or(u.canonical, cases[i].canonical, "canonical", cases[i].in);
 		check_null_or(u.raw, cases[i].in, "raw", cases[i].in);
 		assert_null(u.url);
 		assert_null(u.repo);
@@ -166,22 +164,18 @@ struct http_case {
 static void test_http_good(void **state)
 {
 	static const struct http_case cases[] = {
-		{ "http://Example.COM/Path/File?X=1#frag",
-		  "http://example.com/Path/File?X=1",
-		  "http://example.com/Path/File?X=1" },
-		{ "HTTPS://Host:443/a", "https://host:443/a", "https://host/a" },
-		{ "http://host:80/a", "http://host:80/a", "http://host/a" },
-		{ "https://host:80/a", "https://host:80/a", "https://host:80/a" },
-		{ "http://host:8080", "http://host:8080", "http://host:8080/" },
-		{ "http://host?q", "http://host?q", "http://host/?q" },
-		{ "https://user:p%40ss@Host.io/x", "https://user:p%40ss@host.io/x",
-		  "https://host.io/x" },
-		{ "http://[::1]:8080/x", "http://[::1]:8080/x",
-		  "http://[::1]:8080/x" },
-		{ "http://10.0.0.1/models/m.bin", "http://10.0.0.1/models/m.bin",
-		  "http://10.0.0.1/models/m.bin" },
-		{ "http://nginx_1/a%20b", "http://nginx_1/a%20b",
-		  "http://nginx_1/a%20b" },
+	    {"http://Example.COM/Path/File?X=1#frag", "http://example.com/Path/File?X=1",
+	     "http://example.com/Path/File?X=1"},
+	    {"HTTPS://Host:443/a", "https://host:443/a", "https://host/a"},
+	    {"http://host:80/a", "http://host:80/a", "http://host/a"},
+	    {"https://host:80/a", "https://host:80/a", "https://host:80/a"},
+	    {"http://host:8080", "http://host:8080", "http://host:8080/"},
+	    {"http://host?q", "http://host?q", "http://host/?q"},
+	    {"https://user:p%40ss@Host.io/x", "https://user:p%40ss@host.io/x", "https://host.io/x"},
+	    {"http://[::1]:8080/x", "http://[::1]:8080/x", "http://[::1]:8080/x"},
+	    {"http://10.0.0.1/models/m.bin", "http://10.0.0.1/models/m.bin",
+	     "http://10.0.0.1/models/m.bin"},
+	    {"http://nginx_1/a%20b", "http://nginx_1/a%20b", "http://nginx_1/a%20b"},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -191,8 +185,7 @@ static void test_http_good(void **state)
 			fail_msg("'%s' rejected", cases[i].in);
 		assert_int_equal(u.kind, URI_HTTP);
 		check_null_or(u.url, cases[i].url, "url", cases[i].in);
-		check_null_or(u.canonical, cases[i].canonical, "canonical",
-			      cases[i].in);
+		check_null_or(u.canonical, cases[i].canonical, "canonical", cases[i].in);
 		check_null_or(u.raw, cases[i].in, "raw", cases[i].in);
 		assert_null(u.path);
 		uri_close(&u);
@@ -202,12 +195,25 @@ static void test_http_good(void **state)
 static void test_http_bad(void **state)
 {
 	static const char *const bad[] = {
-		"http://", "http:///x", "https://?q", "http://@/x",
-		"http://host:0/", "http://host:65536/", "http://host:/x",
-		"http://host:80a/", "http://host:123456/", "http://ho st/",
-		"http://host/a b", "http://[zz]/", "http://[::1/", "http://[]/",
-		"http://[::1]x/", "http://host\x01/", "http://h\xc3\xa9llo/",
-		"http://host/\x7f", "http://a%2eb/",
+	    "http://",
+	    "http:///x",
+	    "https://?q",
+	    "http://@/x",
+	    "http://host:0/",
+	    "http://host:65536/",
+	    "http://host:/x",
+	    "http://host:80a/",
+	    "http://host:123456/",
+	    "http://ho st/",
+	    "http://host/a b",
+	    "http://[zz]/",
+	    "http://[::1/",
+	    "http://[]/",
+	    "http://[::1]x/",
+	    "http://host\x01/",
+	    "http://h\xc3\xa9llo/",
+	    "http://host/\x7f",
+	    "http://a%2eb/",
 	};
 
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -255,13 +261,28 @@ static void test_s3_good(void **state)
 static void test_s3_bad(void **state)
 {
 	static const char *const bad[] = {
-		"s3://", "s3:///x", "s3://ab", "s3://ab/x", "s3://My-Bucket/x",
-		"s3://mybUcket/x",
-		"s3://-abc", "s3://abc-", "s3://.abc", "s3://abc.", "s3://a..b",
-		"s3://a_b", "s3://192.168.5.4", "s3://xn--abc", "s3://sthree-abc",
-		"s3://amzn-s3-demo-x", "s3://abc-s3alias", "s3://abc--ol-s3",
-		"s3://abc.mrap", "s3://abc--x-s3", "s3://bucket/a\x01",
-		"s3://buck et/x",
+	    "s3://",
+	    "s3:///x",
+	    "s3://ab",
+	    "s3://ab/x",
+	    "s3://My-Bucket/x",
+	    "s3://mybUcket/x",
+	    "s3://-abc",
+	    "s3://abc-",
+	    "s3://.abc",
+	    "s3://abc.",
+	    "s3://a..b",
+	    "s3://a_b",
+	    "s3://192.168.5.4",
+	    "s3://xn--abc",
+	    "s3://sthree-abc",
+	    "s3://amzn-s3-demo-x",
+	    "s3://abc-s3alias",
+	    "s3://abc--ol-s3",
+	    "s3://abc.mrap",
+	    "s3://abc--x-s3",
+	    "s3://bucket/a\x01",
+	    "s3://buck et/x",
 	};
 	char b64[80], longkey[1200];
 
@@ -298,27 +319,23 @@ struct hub_case {
 static void test_hub_good(void **state)
 {
 	static const struct hub_case cases[] = {
-		{ "hf://meta-llama/Llama-3.1-8B", URI_HF, "meta-llama/Llama-3.1-8B",
-		  NULL, 0, "hf://meta-llama/Llama-3.1-8B" },
-		{ "hf://org/repo@main", URI_HF, "org/repo", "main", 0,
-		  "hf://org/repo@main" },
-		{ "HF://Org/Repo_1@refs/pr/1", URI_HF, "Org/Repo_1", "refs/pr/1",
-		  0, "hf://Org/Repo_1@refs/pr/1" },
-		{ "hf://datasets/org/data.v2@v1.0", URI_HF, "org/data.v2", "v1.0",
-		  1, "hf://datasets/org/data.v2@v1.0" },
-		{ "hf://datasets/HuggingFaceFW/fineweb", URI_HF,
-		  "HuggingFaceFW/fineweb", NULL, 1,
-		  "hf://datasets/HuggingFaceFW/fineweb" },
-		{ "hf://Qwen/Qwen2.5-7B@4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b",
-		  URI_HF, "Qwen/Qwen2.5-7B",
-		  "4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b", 0,
-		  "hf://Qwen/Qwen2.5-7B@4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b" },
-		{ "ms://qwen/Qwen2-7B@master", URI_MS, "qwen/Qwen2-7B", "master",
-		  0, "ms://qwen/Qwen2-7B@master" },
-		{ "ms://datasets/modelscope/ds", URI_MS, "modelscope/ds", NULL, 1,
-		  "ms://datasets/modelscope/ds" },
-		{ "hf://a/.hidden", URI_HF, "a/.hidden", NULL, 0,
-		  "hf://a/.hidden" },
+	    {"hf://meta-llama/Llama-3.1-8B", URI_HF, "meta-llama/Llama-3.1-8B", NULL, 0,
+	     "hf://meta-llama/Llama-3.1-8B"},
+	    {"hf://org/repo@main", URI_HF, "org/repo", "main", 0, "hf://org/repo@main"},
+	    {"HF://Org/Repo_1@refs/pr/1", URI_HF, "Org/Repo_1", "refs/pr/1", 0,
+	     "hf://Org/Repo_1@refs/pr/1"},
+	    {"hf://datasets/org/data.v2@v1.0", URI_HF, "org/data.v2", "v1.0", 1,
+	     "hf://datasets/org/data.v2@v1.0"},
+	    {"hf://datasets/HuggingFaceFW/fineweb", URI_HF, "HuggingFaceFW/fineweb", NULL, 1,
+	     "hf://datasets/HuggingFaceFW/fineweb"},
+	    {"hf://Qwen/Qwen2.5-7B@4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b", URI_HF,
+	     "Qwen/Qwen2.5-7B", "4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b", 0,
+	     "hf://Qwen/Qwen2.5-7B@4a2b6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b"},
+	    {"ms://qwen/Qwen2-7B@master", URI_MS, "qwen/Qwen2-7B", "master", 0,
+	     "ms://qwen/Qwen2-7B@master"},
+	    {"ms://datasets/modelscope/ds", URI_MS, "modelscope/ds", NULL, 1,
+	     "ms://datasets/modelscope/ds"},
+	    {"hf://a/.hidden", URI_HF, "a/.hidden", NULL, 0, "hf://a/.hidden"},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -341,16 +358,35 @@ static void test_hub_good(void **state)
 static void test_hub_bad(void **state)
 {
 	static const char *const bad[] = {
-		"hf://", "hf://repo", "hf://org/", "hf:///repo", "hf://org/repo/x",
-		"hf://org/re po", "hf://org/repo@", "hf://org/repo@../x",
-		"hf://org/repo@a/../b", "hf://org/repo@/x", "hf://org/repo@x/",
-		"hf://org/repo@a//b", "hf://org/repo@a b", "hf://org/repo@x@y",
-		"hf://datasets/org", "hf://datasets/", "hf://datasets",
-		"hf://../repo", "hf://org/..", "hf://./repo", "hf://org/rep%6f",
-		"hf://org/repo?x", "hf://spaces/org/app", "ms://org",
-		"ms://org/repo@", "ms://datasets/org/",
-		"hf://org/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 97 */
+	    "hf://",
+	    "hf://repo",
+	    "hf://org/",
+	    "hf:///repo",
+	    "hf://org/repo/x",
+	    "hf://org/re po",
+	    "hf://org/repo@",
+	    "hf://org/repo@../x",
+	    "hf://org/repo@a/../b",
+	    "hf://org/repo@/x",
+	    "hf://org/repo@x/",
+	    "hf://org/repo@a//b",
+	    "hf://org/repo@a b",
+	    "hf://org/repo@x@y",
+	    "hf://datasets/org",
+	    "hf://datasets/",
+	    "hf://datasets",
+	    "hf://../repo",
+	    "hf://org/..",
+	    "hf://./repo",
+	    "hf://org/rep%6f",
+	    "hf://org/repo?x",
+	    "hf://spaces/org/app",
+	    "ms://org",
+	    "ms://org/repo@",
+	    "ms://datasets/org/",
+	    "hf://org/"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 97 */
 	};
 
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -371,27 +407,24 @@ struct oci_case {
 static void test_oci_good(void **state)
 {
 	static const struct oci_case cases[] = {
-		{ "oci://registry.example.com/team/model:v1",
-		  "registry.example.com", "team/model", "v1", NULL,
-		  "oci://registry.example.com/team/model:v1" },
-		{ "oci://localhost:5000/a/b/c@sha256:" HEX64, "localhost:5000",
-		  "a/b/c", NULL, "sha256:" HEX64,
-		  "oci://localhost:5000/a/b/c@sha256:" HEX64 },
-		{ "OCI://Registry.IO/repo", "registry.io", "repo", "latest", NULL,
-		  "oci://registry.io/repo:latest" },
-		{ "oci://r.io/repo:v1@sha256:" HEX64, "r.io", "repo", "v1",
-		  "sha256:" HEX64, "oci://r.io/repo@sha256:" HEX64 },
-		{ "oci://r.io/a__b/c-d/e--f.g:_T.a-g", "r.io", "a__b/c-d/e--f.g",
-		  "_T.a-g", NULL, "oci://r.io/a__b/c-d/e--f.g:_T.a-g" },
-		{ "oci://[::1]:5000/x:1", "[::1]:5000", "x", "1", NULL,
-		  "oci://[::1]:5000/x:1" },
-		{ "oci://ghcr.io/org/model:"
-		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-		  "ghcr.io", "org/model",
-		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-		  NULL, NULL },
+	    {"oci://registry.example.com/team/model:v1", "registry.example.com", "team/model", "v1",
+	     NULL, "oci://registry.example.com/team/model:v1"},
+	    {"oci://localhost:5000/a/b/c@sha256:" HEX64, "localhost:5000", "a/b/c", NULL,
+	     "sha256:" HEX64, "oci://localhost:5000/a/b/c@sha256:" HEX64},
+	    {"OCI://Registry.IO/repo", "registry.io", "repo", "latest", NULL,
+	     "oci://registry.io/repo:latest"},
+	    {"oci://r.io/repo:v1@sha256:" HEX64, "r.io", "repo", "v1", "sha256:" HEX64,
+	     "oci://r.io/repo@sha256:" HEX64},
+	    {"oci://r.io/a__b/c-d/e--f.g:_T.a-g", "r.io", "a__b/c-d/e--f.g", "_T.a-g", NULL,
+	     "oci://r.io/a__b/c-d/e--f.g:_T.a-g"},
+	    {"oci://[::1]:5000/x:1", "[::1]:5000", "x", "1", NULL, "oci://[::1]:5000/x:1"},
+	    {"oci://ghcr.io/org/model:"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	     "ghcr.io", "org/model",
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	     NULL, NULL},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -406,8 +439,7 @@ static void test_oci_good(void **state)
 		check_null_or(u.revision, c->tag, "tag", c->in);
 		check_null_or(u.digest, c->digest, "digest", c->in);
 		if (c->canonical)
-			check_null_or(u.canonical, c->canonical, "canonical",
-				      c->in);
+			check_null_or(u.canonical, c->canonical, "canonical", c->in);
 		uri_close(&u);
 	}
 }
@@ -415,20 +447,39 @@ static void test_oci_good(void **state)
 static void test_oci_bad(void **state)
 {
 	static const char *const bad[] = {
-		"oci://", "oci://repo", "oci://r.io/", "oci:///repo",
-		"oci://r.io/Repo:v1", "oci://r.io/repo:", "oci://r.io/repo:-tag",
-		"oci://r.io/repo:.tag", "oci://r.io/repo:t/x",
-		"oci://r.io/repo@sha256:abc", "oci://r.io/repo@sha256:" HEX64 "0",
-		"oci://r.io/repo@sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
-		"oci://r.io/repo@md5:" HEX64, "oci://r.io/repo@sha512:" HEX64,
-		"oci://r.io/repo@SHA256:" HEX64, "oci://r.io/repo@", "oci://r.io/a//b",
-		"oci://r.io/a/", "oci://r.io//a", "oci://r.io/a_-b",
-		"oci://r.io/a___b", "oci://r.io/-a", "oci://r.io/a.", "oci://r.io/a..b",
-		"oci://r.io/a:b:c", "oci://r.io:99999/x", "oci://r io/x",
-		"oci://r.io/a b:v1", "oci://r.io/repo:v1@sha256:" HEX64 "@x",
-		"oci://r.io/repo:"
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    "oci://",
+	    "oci://repo",
+	    "oci://r.io/",
+	    "oci:///repo",
+	    "oci://r.io/Repo:v1",
+	    "oci://r.io/repo:",
+	    "oci://r.io/repo:-tag",
+	    "oci://r.io/repo:.tag",
+	    "oci://r.io/repo:t/x",
+	    "oci://r.io/repo@sha256:abc",
+	    "oci://r.io/repo@sha256:" HEX64 "0",
+	    "oci://r.io/"
+	    "repo@sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+	    "oci://r.io/repo@md5:" HEX64,
+	    "oci://r.io/repo@sha512:" HEX64,
+	    "oci://r.io/repo@SHA256:" HEX64,
+	    "oci://r.io/repo@",
+	    "oci://r.io/a//b",
+	    "oci://r.io/a/",
+	    "oci://r.io//a",
+	    "oci://r.io/a_-b",
+	    "oci://r.io/a___b",
+	    "oci://r.io/-a",
+	    "oci://r.io/a.",
+	    "oci://r.io/a..b",
+	    "oci://r.io/a:b:c",
+	    "oci://r.io:99999/x",
+	    "oci://r io/x",
+	    "oci://r.io/a b:v1",
+	    "oci://r.io/repo:v1@sha256:" HEX64 "@x",
+	    "oci://r.io/repo:"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	};
 	char longname[400];
 
@@ -462,20 +513,13 @@ static void test_close_twice(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_file_absolute),
-		cmocka_unit_test(test_file_relative),
-		cmocka_unit_test(test_file_bad),
-		cmocka_unit_test(test_unknown_schemes),
-		cmocka_unit_test(test_kind_names),
-		cmocka_unit_test(test_http_good),
-		cmocka_unit_test(test_http_bad),
-		cmocka_unit_test(test_s3_good),
-		cmocka_unit_test(test_s3_bad),
-		cmocka_unit_test(test_hub_good),
-		cmocka_unit_test(test_hub_bad),
-		cmocka_unit_test(test_oci_good),
-		cmocka_unit_test(test_oci_bad),
-		cmocka_unit_test(test_close_twice),
+	    cmocka_unit_test(test_file_absolute), cmocka_unit_test(test_file_relative),
+	    cmocka_unit_test(test_file_bad),	  cmocka_unit_test(test_unknown_schemes),
+	    cmocka_unit_test(test_kind_names),	  cmocka_unit_test(test_http_good),
+	    cmocka_unit_test(test_http_bad),	  cmocka_unit_test(test_s3_good),
+	    cmocka_unit_test(test_s3_bad),	  cmocka_unit_test(test_hub_good),
+	    cmocka_unit_test(test_hub_bad),	  cmocka_unit_test(test_oci_good),
+	    cmocka_unit_test(test_oci_bad),	  cmocka_unit_test(test_close_twice),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/source.h"
+#include "common/source.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -28,8 +28,8 @@ struct inode_key {
 };
 
 struct file_source {
-	char *root;     /* the source path as given (a file or a directory) */
-	int single;     /* root is a regular file */
+	char *root; /* the source path as given (a file or a directory) */
+	int single; /* root is a regular file */
 	uv_work_t work;
 	source_done_cb cb;
 	void *cb_arg;
@@ -46,10 +46,8 @@ static int64_t ts_ns(const struct timespec *t)
 
 static char *change_token(const struct stat *st)
 {
-	return xasprintf("st:%llu:%lld:%lld:%llu",
-			 (unsigned long long)st->st_size,
-			 (long long)ts_ns(&st->st_mtim),
-			 (long long)ts_ns(&st->st_ctim),
+	return xasprintf("st:%llu:%lld:%lld:%llu", (unsigned long long)st->st_size,
+			 (long long)ts_ns(&st->st_mtim), (long long)ts_ns(&st->st_ctim),
 			 (unsigned long long)st->st_ino);
 }
 
@@ -77,8 +75,7 @@ static int add_entry(struct file_source *fs, const char *rel, int depth)
 	}
 	if (nfiles(fs) >= FILE_SOURCE_MAX_FILES) {
 		rc = SB_ETOOBIG;
-		buf_printf(&fs->err, "%s: more than %u entries", fs->root,
-			   FILE_SOURCE_MAX_FILES);
+		buf_printf(&fs->err, "%s: more than %u entries", fs->root, FILE_SOURCE_MAX_FILES);
 		goto out;
 	}
 	struct source_file f = {0};
@@ -114,9 +111,8 @@ static int add_entry(struct file_source *fs, const char *rel, int depth)
 		target[n] = '\0';
 		if (path_check_symlink(rel, target) < 0) {
 			rc = SB_ECONFINE;
-			buf_printf(&fs->err,
-				   "%s: symlink to '%s' escapes the source tree",
-				   abs, target);
+			buf_printf(&fs->err, "%s: symlink to '%s' escapes the source tree", abs,
+				   target);
 			goto out;
 		}
 		f.type = SRC_SYMLINK;
@@ -138,8 +134,8 @@ out:
 static int walk(struct file_source *fs, const char *rel, int depth)
 {
 	if (depth > FILE_SOURCE_MAX_DEPTH) {
-		buf_printf(&fs->err, "%s/%s: deeper than %d levels", fs->root,
-			   rel, FILE_SOURCE_MAX_DEPTH);
+		buf_printf(&fs->err, "%s/%s: deeper than %d levels", fs->root, rel,
+			   FILE_SOURCE_MAX_DEPTH);
 		return SB_ETOOBIG;
 	}
 	char *abs = rel ? path_join(fs->root, rel) : xstrdup(fs->root);
@@ -195,8 +191,7 @@ static void list_work(uv_work_t *w)
 		fs->status = walk(fs, NULL, 0);
 	} else {
 		fs->status = SB_ESCHEME;
-		buf_printf(&fs->err, "%s: not a regular file or directory",
-			   fs->root);
+		buf_printf(&fs->err, "%s: not a regular file or directory", fs->root);
 	}
 }
 
@@ -206,8 +201,7 @@ static void list_done(uv_work_t *w, int status)
 	struct file_source *fs = src->impl;
 	int rc = status < 0 ? status : fs->status;
 	if (rc < 0) {
-		source_set_error(src, "%s", fs->err.len ? buf_cstr(&fs->err)
-							 : sb_strerror(rc));
+		source_set_error(src, "%s", fs->err.len ? buf_cstr(&fs->err) : sb_strerror(rc));
 		struct source_file *f = (struct source_file *)fs->files.ptr;
 		for (size_t i = 0; i < nfiles(fs); i++) {
 			free(f[i].path);
@@ -233,8 +227,7 @@ static int file_list(struct source *src, source_done_cb cb, void *arg)
 	return uv_queue_work(src->loop, &fs->work, list_work, list_done);
 }
 
-static int file_pread(struct source *src, size_t index, uint64_t off,
-		      size_t len, void *buf)
+static int file_pread(struct source *src, size_t index, uint64_t off, size_t len, void *buf)
 {
 	struct file_source *fs = src->impl;
 	if (index >= src->listing.nfiles)
@@ -248,8 +241,7 @@ static int file_pread(struct source *src, size_t index, uint64_t off,
 	size_t done = 0;
 	int rc = 0;
 	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -286,11 +278,11 @@ static void file_free(struct source *src)
 }
 
 static const struct source_ops file_ops = {
-	.name = "file",
-	.list = file_list,
-	.pread = file_pread,
-	.cancel = file_cancel,
-	.free = file_free,
+    .name = "file",
+    .list = file_list,
+    .pread = file_pread,
+    .cancel = file_cancel,
+    .free = file_free,
 };
 
 int source_file_new(struct source *src)

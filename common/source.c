@@ -1,4 +1,4 @@
-#include "agent/source.h"
+#include "common/source.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -23,8 +23,8 @@ static int uri_copy(const struct source_uri *in, struct source_uri *out)
 	return uri_parse(in->raw, out);
 }
 
-int source_new(uv_loop_t *loop, const struct source_uri *uri,
-	       const struct source_options *opt, struct source **out)
+int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct source_options *opt,
+	       struct source **out)
 {
 	struct source *src = xcalloc(1, sizeof *src);
 	int rc;
@@ -98,8 +98,7 @@ struct sort_item {
 
 static int cmp_item(const void *a, const void *b)
 {
-	return strcmp(((const struct sort_item *)a)->f.path,
-		      ((const struct sort_item *)b)->f.path);
+	return strcmp(((const struct sort_item *)a)->f.path, ((const struct sort_item *)b)->f.path);
 }
 
 void source_listing_sort(struct source_listing *l)

@@ -18,11 +18,11 @@ struct source_file {
 	char *path; /* relative, confined; a single-file source uses its basename */
 	enum source_file_type type;
 	uint64_t size;
-	uint32_t mode;   /* permission bits */
+	uint32_t mode; /* permission bits */
 	int64_t mtime_ns;
 	char *link_target;    /* SRC_SYMLINK */
 	uint32_t hardlink_to; /* 1 + index of an earlier regular file; 0 = none */
-	char *digest; /* change token: ETag, sha256, or size/mtime/inode token */
+	char *digest;	      /* change token: ETag, sha256, or size/mtime/inode token */
 };
 
 struct source_listing {
@@ -32,9 +32,9 @@ struct source_listing {
 };
 
 struct source_options {
-	int jobs;                 /* parallel transfers (default 8) */
-	int retries;              /* attempts after the first (default 5) */
-	unsigned stall_seconds;   /* no byte for this long = a stall (default 30) */
+	int jobs;		  /* parallel transfers (default 8) */
+	int retries;		  /* attempts after the first (default 5) */
+	unsigned stall_seconds;	  /* no byte for this long = a stall (default 30) */
 	unsigned connect_seconds; /* connect timeout (default 15) */
 	uint64_t block_size;
 };
@@ -49,12 +49,11 @@ struct source_ops {
 	/* Read exactly len bytes at off of listing file `index` into buf, then
 	 * cb(status). buf belongs to the caller and must live until cb. NULL when
 	 * the kind offers pread instead. */
-	int (*read)(struct source *src, size_t index, uint64_t off, size_t len,
-		    void *buf, source_done_cb cb, void *arg);
+	int (*read)(struct source *src, size_t index, uint64_t off, size_t len, void *buf,
+		    source_done_cb cb, void *arg);
 	/* Blocking, thread-safe read of exactly len bytes (pool threads only);
 	 * 0 or negative error. NULL when the kind is asynchronous. */
-	int (*pread)(struct source *src, size_t index, uint64_t off, size_t len,
-		     void *buf);
+	int (*pread)(struct source *src, size_t index, uint64_t off, size_t len, void *buf);
 	/* Stop everything in flight; pending callbacks run with SB_ECANCELED. */
 	void (*cancel)(struct source *src);
 	/* Release; only once no operation is in flight. */
@@ -67,22 +66,22 @@ struct source {
 	struct source_uri uri;
 	struct source_options opt;
 	struct source_listing listing;
-	int max_parallel;       /* reads worth running at once */
-	int sequential;         /* reads must come in order, one at a time */
-	uint64_t bytes_read;    /* bytes taken from the source so far */
-	char *error_detail;     /* one line for the user on failure, or NULL */
+	int max_parallel;    /* reads worth running at once */
+	int sequential;	     /* reads must come in order, one at a time */
+	uint64_t bytes_read; /* bytes taken from the source so far */
+	char *error_detail;  /* one line for the user on failure, or NULL */
 	void *impl;
 };
 
 /* Create a source for uri (copied). SB_ESCHEME for kinds not built in. */
-int source_new(uv_loop_t *loop, const struct source_uri *uri,
-	       const struct source_options *opt, struct source **out);
+int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct source_options *opt,
+	       struct source **out);
 void source_free(struct source *src);
 /* Fill defaults into an options struct. */
 void source_options_default(struct source_options *opt);
 /* Record a one-line user-facing detail (printf-style) for the last error. */
 void source_set_error(struct source *src, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Used by the kinds: listing helpers. */
 void source_listing_close(struct source_listing *l);

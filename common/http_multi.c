@@ -1,4 +1,4 @@
-#include "agent/http_multi.h"
+#include "common/http_multi.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 
-#define HTTP_BUFFER_SIZE (512L * 1024)
+#define HTTP_BUFFER_SIZE   (512L * 1024)
 #define HTTP_MAX_REDIRECTS 10L
 
 struct http_sock {
@@ -36,7 +36,7 @@ struct http_multi {
 	struct http_sock *socks;
 	struct http_xfer *xfers;
 	int open_handles; /* uv handles whose close callback has not run */
-	int depth;        /* nesting of loop callbacks inside libcurl */
+	int depth;	  /* nesting of loop callbacks inside libcurl */
 	int closing;
 };
 
@@ -157,8 +157,7 @@ static void on_timer(uv_timer_t *t)
 	drive(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
-static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
-		     void *socketp)
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct http_multi *m = userp;
 	struct http_sock *s = socketp;
@@ -239,8 +238,7 @@ void http_multi_free(struct http_multi *m)
 		shutdown_now(m);
 }
 
-int http_multi_add(struct http_multi *m, CURL *easy, http_multi_done_cb cb,
-		   void *arg)
+int http_multi_add(struct http_multi *m, CURL *easy, http_multi_done_cb cb, void *arg)
 {
 	if (m->closing)
 		return SB_ECANCELED;
@@ -394,16 +392,16 @@ void http_resp_header(struct http_resp *r, const char *line, size_t n)
 		copy_str(r->last_modified, sizeof r->last_modified, v);
 	} else if (!strcasecmp(name, "retry-after")) {
 		if (parse_u64(v, &end, &u) == 0 && !*end) {
-			r->retry_after = u > HTTP_RETRY_AFTER_MAX_S ? HTTP_RETRY_AFTER_MAX_S
-								    : (long)u;
+			r->retry_after =
+			    u > HTTP_RETRY_AFTER_MAX_S ? HTTP_RETRY_AFTER_MAX_S : (long)u;
 		} else {
 			time_t at = curl_getdate(v, NULL);
 			time_t now = time(NULL);
 			if (at != (time_t)-1)
 				r->retry_after = at <= now ? 0
-					: at - now > HTTP_RETRY_AFTER_MAX_S
-					? HTTP_RETRY_AFTER_MAX_S
-					: (long)(at - now);
+						 : at - now > HTTP_RETRY_AFTER_MAX_S
+						     ? HTTP_RETRY_AFTER_MAX_S
+						     : (long)(at - now);
 		}
 	}
 }
@@ -412,23 +410,23 @@ static const struct {
 	long status;
 	const char *reason;
 } reasons[] = {
-	{200, "OK"},
-	{206, "Partial Content"},
-	{400, "Bad Request"},
-	{401, "Unauthorized"},
-	{403, "Forbidden"},
-	{404, "Not Found"},
-	{405, "Method Not Allowed"},
-	{408, "Request Timeout"},
-	{410, "Gone"},
-	{412, "Precondition Failed"},
-	{416, "Range Not Satisfiable"},
-	{429, "Too Many Requests"},
-	{500, "Internal Server Error"},
-	{501, "Not Implemented"},
-	{502, "Bad Gateway"},
-	{503, "Service Unavailable"},
-	{504, "Gateway Timeout"},
+    {200, "OK"},
+    {206, "Partial Content"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {408, "Request Timeout"},
+    {410, "Gone"},
+    {412, "Precondition Failed"},
+    {416, "Range Not Satisfiable"},
+    {429, "Too Many Requests"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
 };
 
 const char *http_resp_reason(const struct http_resp *r)
@@ -506,9 +504,9 @@ int http_curl_retryable(CURLcode rc)
 uint64_t http_backoff_ms(unsigned n, long retry_after, uint64_t *rng)
 {
 	if (retry_after >= 0)
-		return (uint64_t)(retry_after > HTTP_RETRY_AFTER_MAX_S
-					  ? HTTP_RETRY_AFTER_MAX_S
-					  : retry_after) * 1000;
+		return (uint64_t)(retry_after > HTTP_RETRY_AFTER_MAX_S ? HTTP_RETRY_AFTER_MAX_S
+								       : retry_after) *
+		       1000;
 	uint64_t d = HTTP_RETRY_BASE_MS;
 	for (unsigned i = 1; i < n && d < HTTP_RETRY_CAP_MS; i++)
 		d *= 2;
@@ -524,8 +522,7 @@ uint64_t http_backoff_ms(unsigned n, long retry_after, uint64_t *rng)
 	return d / 2 + x % (d / 2 + 1);
 }
 
-void http_easy_defaults(CURL *easy, unsigned connect_seconds,
-			unsigned stall_seconds)
+void http_easy_defaults(CURL *easy, unsigned connect_seconds, unsigned stall_seconds)
 {
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, HTTP_USER_AGENT);
@@ -535,10 +532,8 @@ void http_easy_defaults(CURL *easy, unsigned connect_seconds,
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 #else
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
-			 (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS,
-			 (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	/* Several HTTP/1.1 connections carry parallel ranges better than
 	 * streams multiplexed over one TCP connection. */

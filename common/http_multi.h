@@ -11,12 +11,12 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define HTTP_USER_AGENT "syncbit/0.1"
-#define HTTP_ETAG_MAX 512
-#define HTTP_DATE_MAX 64
-#define HTTP_REASON_MAX 64
-#define HTTP_RETRY_BASE_MS 200
-#define HTTP_RETRY_CAP_MS 10000
+#define HTTP_USER_AGENT	       "syncbit/0.1"
+#define HTTP_ETAG_MAX	       512
+#define HTTP_DATE_MAX	       64
+#define HTTP_REASON_MAX	       64
+#define HTTP_RETRY_BASE_MS     200
+#define HTTP_RETRY_CAP_MS      10000
 #define HTTP_RETRY_AFTER_MAX_S 60
 
 struct http_multi;
@@ -34,8 +34,7 @@ int http_multi_new(uv_loop_t *loop, struct http_multi **out);
 void http_multi_free(struct http_multi *m);
 /* Start a transfer; cb runs once, from the loop, when it ends. The multi
  * owns CURLOPT_PRIVATE of easy while it runs. 0 or SB_EHTTP. */
-int http_multi_add(struct http_multi *m, CURL *easy, http_multi_done_cb cb,
-		   void *arg);
+int http_multi_add(struct http_multi *m, CURL *easy, http_multi_done_cb cb, void *arg);
 /* Stop a running transfer; its callback will not run. No-op when easy is
  * not attached. */
 void http_multi_remove(struct http_multi *m, CURL *easy);
@@ -46,15 +45,15 @@ struct http_resp {
 	long status;
 	char reason[HTTP_REASON_MAX];
 	int64_t content_length; /* -1: absent */
-	int has_range;          /* a Content-Range header parsed */
-	int range_unsatisfied;  /* "bytes * /total" form (416) */
+	int has_range;		/* a Content-Range header parsed */
+	int range_unsatisfied;	/* "bytes * /total" form (416) */
 	uint64_t range_first, range_last;
-	int64_t range_total;    /* -1: "*" or absent */
-	int accept_ranges;      /* 1 "bytes", 0 "none", -1 absent */
+	int64_t range_total;	  /* -1: "*" or absent */
+	int accept_ranges;	  /* 1 "bytes", 0 "none", -1 absent */
 	char etag[HTTP_ETAG_MAX]; /* as sent (quotes, W/), "" when absent */
 	char last_modified[HTTP_DATE_MAX];
-	long retry_after;       /* seconds, -1 absent */
-	int complete;           /* the blank line ending the block arrived */
+	long retry_after; /* seconds, -1 absent */
+	int complete;	  /* the blank line ending the block arrived */
 };
 
 void http_resp_reset(struct http_resp *r);
@@ -84,7 +83,6 @@ uint64_t http_backoff_ms(unsigned n, long retry_after, uint64_t *rng);
 /* Options every HTTP source sets: user agent, redirects (http/https only, at
  * most 10, credentials never forwarded to another host), timeouts and the
  * stall rule, large receive buffer. */
-void http_easy_defaults(CURL *easy, unsigned connect_seconds,
-			unsigned stall_seconds);
+void http_easy_defaults(CURL *easy, unsigned connect_seconds, unsigned stall_seconds);
 
 #endif

@@ -6,7 +6,7 @@
  * validators, so a file that changes mid-transfer fails with SB_ECHANGED
  * rather than mixing two versions. Callbacks run from one timer (`wake`),
  * never from inside libcurl or from the call that started the operation. */
-#include "agent/source.h"
+#include "common/source.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -15,16 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/http_multi.h"
+#include "common/http_multi.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
 
-#define SEQ_SPILL_MAX (8u << 20)      /* stream bytes held ahead of the reader */
-#define SEQ_PROGRESS_RESET (1u << 20) /* stream progress that forgives failures */
-#define ERROR_BODY_MAX (64u << 10)    /* error page drained before hanging up */
-#define RANGE_SPEC_MAX 48
+#define SEQ_SPILL_MAX	   (8u << 20)  /* stream bytes held ahead of the reader */
+#define SEQ_PROGRESS_RESET (1u << 20)  /* stream progress that forgives failures */
+#define ERROR_BODY_MAX	   (64u << 10) /* error page drained before hanging up */
+#define RANGE_SPEC_MAX	   48
 
 enum req_kind {
 	REQ_HEAD,     /* list: HEAD */
@@ -54,21 +54,21 @@ struct http_req {
 	struct curl_slist *hdrs;
 	struct http_resp resp;
 	char errbuf[CURL_ERROR_SIZE];
-	uint64_t due;      /* ST_WAITING: loop time of the next attempt */
+	uint64_t due;	   /* ST_WAITING: loop time of the next attempt */
 	uint64_t last_io;  /* ST_RUNNING: loop time bytes last arrived */
 	unsigned failures; /* failed attempts (stream: since real progress) */
-	int checked;       /* the response was judged at its first body byte */
-	int discard;       /* an error response: drain it, store nothing */
-	int whole;         /* a 200 carrying the whole file was accepted */
-	int verdict;       /* < 0: the write callback refused the response */
+	int checked;	   /* the response was judged at its first body byte */
+	int discard;	   /* an error response: drain it, store nothing */
+	int whole;	   /* a 200 carrying the whole file was accepted */
+	int verdict;	   /* < 0: the write callback refused the response */
 	size_t discarded;
-	int status;        /* ST_DONE: what the callback receives */
-	char *detail;      /* one line for source_set_error */
-	uint64_t off;      /* RANGE/SEQ_READ: file offset; STREAM: attempt start */
+	int status;   /* ST_DONE: what the callback receives */
+	char *detail; /* one line for source_set_error */
+	uint64_t off; /* RANGE/SEQ_READ: file offset; STREAM: attempt start */
 	size_t len, got;
 	uint8_t *buf;
-	uint64_t skip;     /* STREAM: leading bytes of a 200 seen before */
-	uint64_t count;    /* PROBE/COUNT: body bytes; others: bytes this attempt */
+	uint64_t skip;	/* STREAM: leading bytes of a 200 seen before */
+	uint64_t count; /* PROBE/COUNT: body bytes; others: bytes this attempt */
 	source_done_cb cb;
 	void *arg;
 };
@@ -80,7 +80,7 @@ struct http_source {
 	uv_timer_t wake;
 	int closing;
 	uint64_t stall_ms; /* 0: no stall detection */
-	char *shown_url; /* without credentials or query: safe in messages */
+	char *shown_url;   /* without credentials or query: safe in messages */
 	char *name;
 	/* What the listing learnt. */
 	char *etag; /* as sent, or NULL */
@@ -92,11 +92,11 @@ struct http_source {
 	int listed;
 	uint64_t rng;
 	struct req_list active; /* running, or waiting to retry */
-	struct req_list done;   /* callbacks still to run */
+	struct req_list done;	/* callbacks still to run */
 	struct {
 		struct http_req *xfer;
 		struct req_list reads;
-		uint64_t pos;      /* file offset of the next byte off the wire */
+		uint64_t pos;	   /* file offset of the next byte off the wire */
 		uint64_t next_off; /* where the next read must start */
 		struct buf spill;  /* bytes off the wire no read has asked for */
 		size_t spill_off;
@@ -240,7 +240,7 @@ static void finish(struct http_req *r, int status)
 }
 
 static void fail(struct http_req *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void fail(struct http_req *r, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -253,7 +253,7 @@ static void fail(struct http_req *r, int code, const char *fmt, ...)
 /* Refuse a response from inside the write callback; the transfer ends with
  * CURLE_WRITE_ERROR and on_done reports code. */
 static int refuse(struct http_req *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int refuse(struct http_req *r, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -265,7 +265,7 @@ static int refuse(struct http_req *r, int code, const char *fmt, ...)
 }
 
 static void retry_or_fail(struct http_req *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void on_wake(uv_timer_t *t)
 {
@@ -278,8 +278,7 @@ static void on_wake(uv_timer_t *t)
 			start_attempt(r);
 		} else if (watched(hs, r) && now - r->last_io >= hs->stall_ms) {
 			req_drop_easy(r);
-			retry_or_fail(r, SB_ESTALL, "no data for %u s",
-				      hs->src->opt.stall_seconds);
+			retry_or_fail(r, SB_ESTALL, "no data for %u s", hs->src->opt.stall_seconds);
 		}
 	}
 	/* A callback may free the source: hs itself lives until the wake
@@ -314,14 +313,11 @@ static void retry_or_fail(struct http_req *r, int code, const char *fmt, ...)
 		r->failures = 0;
 	r->failures++;
 	if (r->failures > (unsigned)retries) {
-		fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what),
-		     r->failures);
+		fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what), r->failures);
 	} else {
-		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after,
-						 &hs->rng);
-		log_info("%s %s: %s; retry %u of %d in %" PRIu64 " ms",
-			 req_method(r), hs->shown_url, buf_cstr(&what), r->failures,
-			 retries, delay);
+		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &hs->rng);
+		log_info("%s %s: %s; retry %u of %d in %" PRIu64 " ms", req_method(r),
+			 hs->shown_url, buf_cstr(&what), r->failures, retries, delay);
 		r->state = ST_WAITING;
 		r->due = uv_now(hs->loop) + delay;
 		wake_arm(hs);
@@ -333,19 +329,17 @@ static void status_failed(struct http_req *r)
 {
 	const struct http_resp *p = &r->resp;
 	long st = p->status;
-	if (st == 416 && p->range_unsatisfied && p->range_total >= 0 &&
-	    r->hs->listed && (uint64_t)p->range_total != r->hs->size) {
+	if (st == 416 && p->range_unsatisfied && p->range_total >= 0 && r->hs->listed &&
+	    (uint64_t)p->range_total != r->hs->size) {
 		fail(r, SB_ECHANGED,
-		     "source changed during transfer (size %" PRIu64 ", now %" PRId64
-		     ")", r->hs->size, p->range_total);
+		     "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
+		     r->hs->size, p->range_total);
 		return;
 	}
 	if (http_status_retryable(st))
-		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st,
-			      http_resp_reason(p));
+		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st, http_resp_reason(p));
 	else
-		fail(r, http_status_error(st), "HTTP %ld %s", st,
-		     http_resp_reason(p));
+		fail(r, http_status_error(st), "HTTP %ld %s", st, http_resp_reason(p));
 }
 
 static void transport_failed(struct http_req *r, CURLcode rc)
@@ -395,8 +389,8 @@ static int check_validators(struct http_req *r)
 		http_etag_opaque(p->etag, b, sizeof b);
 		if (strcmp(a, b) != 0)
 			return refuse(r, SB_ECHANGED,
-				      "source changed during transfer (ETag %s, now %s)",
-				      hs->etag, p->etag);
+				      "source changed during transfer (ETag %s, now %s)", hs->etag,
+				      p->etag);
 	} else if (!hs->etag && hs->last_modified && p->last_modified[0] &&
 		   strcmp(hs->last_modified, p->last_modified) != 0) {
 		return refuse(r, SB_ECHANGED,
@@ -447,8 +441,7 @@ static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 		long st = r->resp.status;
 		if (st < 200 || st >= 300) {
 			r->discard = 1;
-		} else if (r->kind == REQ_PROBE && st == 200 &&
-			   r->resp.content_length >= 0) {
+		} else if (r->kind == REQ_PROBE && st == 200 && r->resp.content_length >= 0) {
 			r->whole = 1; /* the headers told us everything */
 			return 0;
 		}
@@ -518,8 +511,7 @@ static void list_done(struct http_req *r, CURLcode rc)
 		list_next(r, REQ_PROBE);
 		return;
 	}
-	if (r->kind == REQ_PROBE && st == 416 && p->range_unsatisfied &&
-	    p->range_total == 0) {
+	if (r->kind == REQ_PROBE && st == 416 && p->range_unsatisfied && p->range_total == 0) {
 		/* bytes=0-0 of an empty file */
 		if (!hs->etag && !hs->last_modified)
 			take_validators(hs, p);
@@ -601,8 +593,8 @@ static int range_check(struct http_req *r)
 			return 0;
 		}
 		return refuse(r, SB_EHTTP,
-			      "server ignored the range bytes=%" PRIu64 "-%" PRIu64
-			      " (HTTP 200)", first, last);
+			      "server ignored the range bytes=%" PRIu64 "-%" PRIu64 " (HTTP 200)",
+			      first, last);
 	}
 	if (p->status != 206)
 		return refuse(r, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
@@ -611,12 +603,12 @@ static int range_check(struct http_req *r)
 		return refuse(r, SB_EPROTO, "HTTP 206 without a Content-Range");
 	if (p->range_total >= 0 && (uint64_t)p->range_total != hs->size)
 		return refuse(r, SB_ECHANGED,
-			      "source changed during transfer (size %" PRIu64
-			      ", now %" PRId64 ")", hs->size, p->range_total);
+			      "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
+			      hs->size, p->range_total);
 	if (p->range_first != first || p->range_last > last)
 		return refuse(r, SB_EPROTO,
-			      "asked for bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64
-			      "-%" PRIu64, first, last, p->range_first, p->range_last);
+			      "asked for bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64,
+			      first, last, p->range_first, p->range_last);
 	return 0;
 }
 
@@ -633,8 +625,7 @@ static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
 	if (r->discard)
 		return drain(r, n);
 	if (n > r->len - r->got) {
-		refuse(r, SB_EPROTO, "server sent more than the %zu bytes asked for",
-		       r->len);
+		refuse(r, SB_EPROTO, "server sent more than the %zu bytes asked for", r->len);
 		return 0;
 	}
 	memcpy(r->buf + r->got, data, n);
@@ -663,8 +654,7 @@ static void range_done(struct http_req *r, CURLcode rc)
 	if (r->count > 0)
 		start_attempt(r);
 	else
-		retry_or_fail(r, SB_EHTTP, "response ended %zu bytes short",
-			      r->len - r->got);
+		retry_or_fail(r, SB_EHTTP, "response ended %zu bytes short", r->len - r->got);
 }
 
 /* Sequential mode: one GET, its bytes handed to the reads in order. */
@@ -751,12 +741,12 @@ static int stream_check(struct http_req *r)
 	if (p->status == 206) {
 		if (!p->has_range || p->range_unsatisfied || p->range_first != r->off)
 			return refuse(r, SB_EPROTO,
-				      "asked for bytes %" PRIu64 "-, got another range",
-				      r->off);
+				      "asked for bytes %" PRIu64 "-, got another range", r->off);
 		if (p->range_total >= 0 && (uint64_t)p->range_total != hs->size)
 			return refuse(r, SB_ECHANGED,
 				      "source changed during transfer (size %" PRIu64
-				      ", now %" PRId64 ")", hs->size, p->range_total);
+				      ", now %" PRId64 ")",
+				      hs->size, p->range_total);
 		return 0;
 	}
 	if (p->status != 200)
@@ -764,8 +754,8 @@ static int stream_check(struct http_req *r)
 			      http_resp_reason(p));
 	if (p->content_length >= 0 && (uint64_t)p->content_length != hs->size)
 		return refuse(r, SB_ECHANGED,
-			      "source changed during transfer (size %" PRIu64
-			      ", now %" PRId64 ")", hs->size, p->content_length);
+			      "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
+			      hs->size, p->content_length);
 	r->skip = r->off; /* a whole body: earlier attempts saw its start */
 	return 0;
 }
@@ -795,8 +785,7 @@ static size_t on_stream_body(char *data, size_t size, size_t nmemb, void *arg)
 	const uint8_t *p = (const uint8_t *)data + k;
 	if (n > hs->size - hs->seq.pos) {
 		refuse(r, SB_ECHANGED,
-		       "source changed during transfer (more than %" PRIu64 " bytes)",
-		       hs->size);
+		       "source changed during transfer (more than %" PRIu64 " bytes)", hs->size);
 		return 0;
 	}
 	hs->seq.pos += n;
@@ -826,8 +815,8 @@ static void stream_done(struct http_req *r, CURLcode rc)
 	}
 	if (r->resp.status == 200 && r->resp.content_length < 0) {
 		fail(r, SB_ECHANGED,
-		     "source changed during transfer (%" PRIu64 " bytes, was %" PRIu64
-		     ")", hs->seq.pos, hs->size);
+		     "source changed during transfer (%" PRIu64 " bytes, was %" PRIu64 ")",
+		     hs->seq.pos, hs->size);
 		return;
 	}
 	if (r->count > 0)
@@ -841,9 +830,11 @@ static int read_seq(struct http_source *hs, struct http_req *r)
 {
 	if (r->off != hs->seq.next_off) {
 		if (hs->seq.reads.head) {
-			source_set_error(hs->src, "GET %s: reads of a sequential "
-				"source must come in order (at %" PRIu64 ", not %" PRIu64 ")",
-				hs->shown_url, hs->seq.next_off, r->off);
+			source_set_error(hs->src,
+					 "GET %s: reads of a sequential "
+					 "source must come in order (at %" PRIu64 ", not %" PRIu64
+					 ")",
+					 hs->shown_url, hs->seq.next_off, r->off);
 			req_free(r);
 			return -EINVAL;
 		}
@@ -931,8 +922,8 @@ static void start_attempt(struct http_req *r)
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_list_body);
 		break;
 	case REQ_RANGE:
-		snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64,
-			 r->off + r->got, r->off + r->len - 1);
+		snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, r->off + r->got,
+			 r->off + r->len - 1);
 		curl_easy_setopt(e, CURLOPT_RANGE, range);
 		add_if_range(r);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
@@ -987,8 +978,7 @@ static char *pct_decode(const char *s)
 	char *out = xmalloc(n + 1);
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && (hi = hexval(s[i + 1])) >= 0 &&
-		    (lo = hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
 			out[j++] = (char)(hi * 16 + lo);
 			i += 2;
 		} else {
@@ -1018,8 +1008,7 @@ static int url_file_name(struct http_source *hs, char **out)
 	const char *base = strrchr(path, '/');
 	base = base ? base + 1 : path;
 	if (!*base) {
-		source_set_error(hs->src, "URL %s names no file (it ends with '/')",
-				 hs->shown_url);
+		source_set_error(hs->src, "URL %s names no file (it ends with '/')", hs->shown_url);
 		goto out;
 	}
 	char *name = pct_decode(base);
@@ -1085,8 +1074,8 @@ static int http_list(struct source *src, source_done_cb cb, void *arg)
 	return 0;
 }
 
-static int http_read(struct source *src, size_t index, uint64_t off, size_t len,
-		     void *buf, source_done_cb cb, void *arg)
+static int http_read(struct source *src, size_t index, uint64_t off, size_t len, void *buf,
+		     source_done_cb cb, void *arg)
 {
 	struct http_source *hs = src->impl;
 	if (!hs->listed || index >= src->listing.nfiles) {
@@ -1094,8 +1083,9 @@ static int http_read(struct source *src, size_t index, uint64_t off, size_t len,
 		return -EINVAL;
 	}
 	if (off > hs->size || len > hs->size - off) {
-		source_set_error(src, "GET %s: bytes %" PRIu64 "+%zu lie past the end (%"
-				 PRIu64 ")", hs->shown_url, off, len, hs->size);
+		source_set_error(src,
+				 "GET %s: bytes %" PRIu64 "+%zu lie past the end (%" PRIu64 ")",
+				 hs->shown_url, off, len, hs->size);
 		return -EINVAL;
 	}
 	struct http_req *r = req_new(hs, src->sequential ? REQ_SEQ_READ : REQ_RANGE);
@@ -1170,12 +1160,12 @@ static void http_free(struct source *src)
 }
 
 static const struct source_ops http_ops = {
-	.name = "http",
-	.list = http_list,
-	.read = http_read,
-	.pread = NULL,
-	.cancel = http_cancel,
-	.free = http_free,
+    .name = "http",
+    .list = http_list,
+    .read = http_read,
+    .pread = NULL,
+    .cancel = http_cancel,
+    .free = http_free,
 };
 
 int source_http_new(struct source *src)
