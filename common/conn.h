@@ -1,0 +1,97 @@
+/* Connections of the peer, control and admin protocols: a libuv TCP stream
+ * that first runs the join-token handshake (common/secure.h), then carries
+ * frames (common/frame.h), sealed with an AEAD unless both ends chose
+ * --no-encrypt. The application sees whole frames: a type, the packed body
+ * and, for block frames, the raw payload. Loop thread only; every callback
+ * runs on the loop thread, never from inside the call that caused it. */
+#ifndef SYNCBIT_CONN_H
+#define SYNCBIT_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/secure.h"
+
+#define CONN_BODY_MAX	   (64u << 20) /* largest frame body accepted by default */
+#define CONN_PAYLOAD_MAX   (64u << 20) /* largest raw payload accepted by default */
+#define CONN_HIGH_WATER	   (32u << 20) /* write-queue bytes above which on_drain is armed */
+#define CONN_HANDSHAKE_MS  10000
+#define CONN_DIAL_MS	   10000
+
+struct conn;
+struct conn_listener;
+
+struct conn_config {
+	const struct secure_token *token; /* join token; copied */
+	const char *node;		  /* our node name, sent in the hello */
+	int encrypt;			  /* 1 = want encryption */
+	uint32_t body_max;		  /* 0 = CONN_BODY_MAX */
+	uint32_t payload_max;		  /* 0 = CONN_PAYLOAD_MAX */
+	unsigned handshake_ms;		  /* 0 = CONN_HANDSHAKE_MS */
+	unsigned idle_ms;		  /* close after this long without a byte in; 0 = never */
+};
+
+struct conn_callbacks {
+	/* Handshake finished (status 0: conn_peer_node() is known) or failed
+	 * (status < 0; on_close follows). */
+	void (*on_ready)(struct conn *c, int status);
+	/* One frame. body is valid during the call only; payload (NULL when
+	 * payload_len is 0) is malloc'd and now belongs to the callee. Return
+	 * 0 to go on, a negative error to close the connection with it. */
+	int (*on_frame)(struct conn *c, uint32_t type, const uint8_t *body, size_t body_len,
+			uint8_t *payload, size_t payload_len);
+	/* The write queue fell below CONN_HIGH_WATER / 2 after exceeding it.
+	 * May be NULL. */
+	void (*on_drain)(struct conn *c);
+	/* The connection is gone (status 0 when closed by conn_close(c, 0) or
+	 * by the peer cleanly; negative otherwise). The conn is freed right
+	 * after this returns. Called exactly once for every conn that was
+	 * handed out, including dials that never connected. */
+	void (*on_close)(struct conn *c, int status);
+};
+
+/* Dial host:port. *out is valid until on_close. 0, or a negative error
+ * (bad address) with no callback to follow. */
+int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
+	      const struct conn_callbacks *cb, void *data, struct conn **out);
+
+/* Listen on host:port ("0.0.0.0:7400", "[::1]:0"). Each accepted connection
+ * gets cb and data; on_accept (may be NULL) sees it first and may replace
+ * its data with conn_set_data(). */
+int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
+		const struct conn_callbacks *cb, void *data,
+		void (*on_accept)(struct conn_listener *l, struct conn *c),
+		struct conn_listener **out);
+/* The bound port (useful after listening on port 0). */
+int conn_listener_port(const struct conn_listener *l);
+/* Stop accepting and free the listener (asynchronously). */
+void conn_listener_close(struct conn_listener *l);
+
+/* Queue a frame. body is copied; payload (may be NULL) is sent after it and
+ * must stay valid until done(arg, status) runs (done may be NULL when
+ * payload is NULL). 0, or a negative error when the connection is closing
+ * (then done is not called). */
+int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len,
+	      const void *payload, size_t payload_len, void (*done)(void *arg, int status),
+	      void *arg);
+/* Bytes queued and not yet written to the socket. */
+size_t conn_queued(const struct conn *c);
+
+/* Close with status (0 = normal). on_close follows, asynchronously. Safe to
+ * call more than once and from inside callbacks. */
+void conn_close(struct conn *c, int status);
+
+void conn_set_data(struct conn *c, void *data);
+void *conn_data(const struct conn *c);
+/* The peer's node name from its hello ("" before on_ready). */
+const char *conn_peer_node(const struct conn *c);
+/* "host:port" of the remote end. */
+const char *conn_peer_addr(const struct conn *c);
+/* 1 when traffic is encrypted, 0 when both sides chose --no-encrypt. */
+int conn_encrypted(const struct conn *c);
+/* Bytes read and written on the socket so far (including framing). */
+uint64_t conn_bytes_in(const struct conn *c);
+uint64_t conn_bytes_out(const struct conn *c);
+
+#endif
