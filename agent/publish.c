@@ -324,3 +324,53 @@ int publish_tree(struct cache *c, const Manifest *m, const char *target, struct 
 	close(p.root_fd);
 	return rc;
 }
+
+int publish_version(struct cache *c, const Manifest *m, const char *root, const char *name,
+		    char **detail)
+{
+	struct publish_stats st;
+	struct stat sb;
+	char *dst = path_join(root, name);
+	char *staging = xasprintf("%s/.syncbit-%s.next", root, name);
+	int rc = path_mkdirs(root, 0755);
+	if (detail)
+		*detail = NULL;
+	if (rc < 0) {
+		if (detail)
+			*detail = xasprintf("%s: cannot create: %s", root, sb_strerror(rc));
+		goto out;
+	}
+	/* A staging tree left by a crash is stale: start it afresh. */
+	if ((rc = path_remove_tree(staging)) < 0 ||
+	    (rc = publish_tree(c, m, staging, &st, detail)) < 0 ||
+	    (rc = path_fsync_dir(staging)) < 0) {
+		if (detail && !*detail)
+			*detail = xasprintf("%s: cannot stage the new version: %s", staging,
+					    sb_strerror(rc));
+		goto out;
+	}
+	if (lstat(dst, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		rc = -ENOTDIR;
+		if (detail)
+			*detail = xasprintf("%s: exists and is not a directory", dst);
+		goto out;
+	}
+	if (lstat(dst, &sb) == 0) {
+		rc = renameat2(AT_FDCWD, staging, AT_FDCWD, dst, RENAME_EXCHANGE) < 0 ? -errno : 0;
+		if (rc == 0)
+			rc = path_remove_tree(staging); /* now the old version */
+	} else {
+		rc = rename(staging, dst) < 0 ? -errno : 0;
+	}
+	if (rc == 0)
+		rc = path_fsync_dir(root);
+	if (rc < 0 && detail && !*detail)
+		*detail =
+		    xasprintf("%s: cannot switch to the new version: %s", dst, sb_strerror(rc));
+out:
+	if (rc < 0)
+		path_remove_tree(staging);
+	free(dst);
+	free(staging);
+	return rc;
+}

@@ -23,6 +23,13 @@ struct publish_stats {
 int publish_tree(struct cache *c, const Manifest *m, const char *target, struct publish_stats *st,
 		 char **detail);
 
+/* Publish m as the dataset directory root/name, flipping the whole version
+ * at once: the tree is built beside it (hardlinks, cheap), then exchanged
+ * with the current one by renameat2(RENAME_EXCHANGE) and the old tree is
+ * removed. A consumer sees the old version or the new one, never a mix. */
+int publish_version(struct cache *c, const Manifest *m, const char *root, const char *name,
+		    char **detail);
+
 /* Copy (reflink when the filesystem can) src_fd into dst_fd; 0 or -errno. */
 int publish_copy_fd(int src_fd, int dst_fd, uint64_t size);
 

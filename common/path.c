@@ -1,6 +1,7 @@
 #include "common/path.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,4 +225,21 @@ int path_fsync_dir(const char *path)
 		rc = -errno;
 	close(fd);
 	return rc;
+}
+
+static int remove_entry(const char *fpath, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	int rc = flag == FTW_DP ? rmdir(fpath) : unlink(fpath);
+	return rc < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int path_remove_tree(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+	int rc = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return rc < 0 ? -errno : rc;
 }

@@ -38,6 +38,10 @@ int path_open_parent(int root_fd, const char *rel, unsigned mode, const char **b
 /* mkdir -p of an absolute or relative path; 0 or -errno. */
 int path_mkdirs(const char *path, unsigned mode);
 
+/* rm -rf of path, never following symlinks (they are removed, not
+ * entered). 0 (also when path does not exist) or -errno. Blocking. */
+int path_remove_tree(const char *path);
+
 /* fsync a directory by path; 0 or -errno. */
 int path_fsync_dir(const char *path);
 
