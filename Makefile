@@ -20,7 +20,7 @@ CFLAGS_PKG := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -I. -I$(BUILD)/gen -include common/banned.h $(CFLAGS_PKG) $(SANFLAGS) -MMD -MP
-LDLIBS  += $(LIBS_PKG) -lpthread -lm
+LDLIBS  += $(LIBS_PKG) -lhttp_parser -lpthread -lm
 LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC := $(wildcard proto/*.proto)

@@ -1,0 +1,362 @@
+#include "common/httpd.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define HTTPD_BACKLOG	   128
+#define HTTPD_URL_MAX	   4096
+#define HTTPD_DEFAULT_TYPE "text/plain; charset=utf-8"
+
+struct httpd {
+	uv_loop_t *loop;
+	uv_tcp_t tcp;
+	struct httpd_route *routes;
+	size_t nroutes;
+	struct hconn *conns; /* open connections */
+	size_t nconns;
+	size_t nalive; /* connections not yet freed, closing ones included */
+	int stopping;
+	int listener_closed;
+};
+
+struct hconn {
+	struct httpd *h;
+	struct hconn *next, **prev;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_write_t write;
+	uv_shutdown_t shutdown;
+	http_parser parser;
+	struct buf url;
+	struct buf out;
+	size_t nread;
+	int headers_done; /* the request line and headers are in */
+	int responded;
+	int handles; /* open libuv handles; freed when it drops to 0 */
+	char rbuf[4096];
+};
+
+static void maybe_free_server(struct httpd *h)
+{
+	if (!h->stopping || !h->listener_closed || h->nalive)
+		return;
+	free(h->routes);
+	free(h);
+}
+
+static void conn_handle_closed(uv_handle_t *handle)
+{
+	struct hconn *c = handle->data;
+	if (--c->handles > 0)
+		return;
+	struct httpd *h = c->h;
+	buf_close(&c->url);
+	buf_close(&c->out);
+	free(c);
+	h->nalive--;
+	maybe_free_server(h);
+}
+
+static void hconn_close(struct hconn *c)
+{
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	*c->prev = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->h->nconns--;
+	uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+	uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+}
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return status >= 500 ? "Error" : "Status";
+	}
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+	hconn_close(req->data);
+}
+
+static void write_done(uv_write_t *req, int status)
+{
+	struct hconn *c = req->data;
+	if (status < 0 || uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shutdown_done) < 0)
+		hconn_close(c);
+}
+
+/* Queue the response and close once it is written. */
+static void respond(struct hconn *c, int status, const char *type, const struct buf *body,
+		    int head_only)
+{
+	if (c->responded)
+		return;
+	c->responded = 1;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	size_t blen = body ? body->len : 0;
+	buf_printf(&c->out,
+		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+		   status, status_text(status), type ? type : HTTPD_DEFAULT_TYPE, blen,
+		   status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	if (blen && !head_only)
+		buf_append(&c->out, body->ptr, blen);
+	uv_buf_t b = uv_buf_init((char *)c->out.ptr, (unsigned)c->out.len);
+	c->write.data = c;
+	c->shutdown.data = c;
+	uv_timer_start(&c->timer, timer_cb, HTTPD_TIMEOUT_MS, 0); /* bounds the write too */
+	if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, write_done) < 0)
+		hconn_close(c);
+}
+
+static void respond_text(struct hconn *c, int status, const char *text)
+{
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%s\n", text);
+	respond(c, status, NULL, &b, 0);
+	buf_close(&b);
+}
+
+static void route(struct hconn *c)
+{
+	int method = c->parser.method;
+	if (method != HTTP_GET && method != HTTP_HEAD) {
+		respond_text(c, 405, "method not allowed");
+		return;
+	}
+	struct http_parser_url u;
+	http_parser_url_init(&u);
+	const char *url = buf_cstr(&c->url);
+	if (http_parser_parse_url(url, c->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+		respond_text(c, 400, "bad request target");
+		return;
+	}
+	char *path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+	char *query = u.field_set & (1 << UF_QUERY)
+			  ? xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
+			  : xstrdup("");
+	const struct httpd_route *r = NULL;
+	for (size_t i = 0; i < c->h->nroutes && !r; i++)
+		if (!strcmp(c->h->routes[i].path, path))
+			r = &c->h->routes[i];
+	if (!r) {
+		respond_text(c, 404, "not found");
+	} else {
+		struct httpd_response resp = {200, NULL, BUF_INIT};
+		r->fn(r->arg, path, query, &resp);
+		respond(c, resp.status, resp.content_type, &resp.body, method == HTTP_HEAD);
+		buf_close(&resp.body);
+	}
+	free(path);
+	free(query);
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct hconn *c = p->data;
+	if (c->url.len + len > HTTPD_URL_MAX)
+		return -1;
+	buf_append(&c->url, at, len);
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct hconn *c = p->data;
+	c->headers_done = 1;
+	/* The body, if any, is not wanted: stop here and answer. */
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_headers_complete = on_headers_complete,
+};
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *b)
+{
+	struct hconn *c = handle->data;
+	/* Each read is parsed before the next one is asked for. */
+	b->base = c->rbuf;
+	b->len = sizeof c->rbuf;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct hconn *c = s->data;
+	if (n == 0)
+		return;
+	if (n < 0) {
+		hconn_close(c);
+		return;
+	}
+	c->nread += (size_t)n;
+	http_parser_execute(&c->parser, &parser_settings, b->base, (size_t)n);
+	enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+	if (c->headers_done) {
+		route(c);
+	} else if (e == HPE_HEADER_OVERFLOW || e == HPE_CB_url || c->nread > HTTPD_REQUEST_MAX) {
+		respond_text(c, 431, "request too large");
+	} else if (e != HPE_OK) {
+		respond_text(c, 400, http_errno_description(e));
+	}
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct hconn *c = t->data;
+	if (c->responded)
+		hconn_close(c);
+	else
+		respond_text(c, 408, "request timeout");
+}
+
+static void accept_one(struct httpd *h)
+{
+	struct hconn *c = xcalloc(1, sizeof *c);
+	c->h = h;
+	uv_tcp_init(h->loop, &c->tcp);
+	c->tcp.data = c;
+	c->handles = 1;
+	h->nalive++;
+	if (uv_accept((uv_stream_t *)&h->tcp, (uv_stream_t *)&c->tcp) < 0 ||
+	    h->nconns >= HTTPD_CONN_MAX) {
+		uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+		return;
+	}
+	uv_timer_init(h->loop, &c->timer);
+	c->timer.data = c;
+	c->handles = 2;
+	c->next = h->conns;
+	c->prev = &h->conns;
+	if (h->conns)
+		h->conns->prev = &c->next;
+	h->conns = c;
+	h->nconns++;
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	uv_timer_start(&c->timer, timer_cb, HTTPD_TIMEOUT_MS, 0);
+	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
+		hconn_close(c);
+}
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+	struct httpd *h = server->data;
+	if (status < 0) {
+		log_warn("http: accept: %s", uv_strerror(status));
+		return;
+	}
+	accept_one(h);
+}
+
+int httpd_parse_addr(const char *addr, struct sockaddr_storage *out)
+{
+	const char *colon = strrchr(addr, ':');
+	char host[256];
+	memset(out, 0, sizeof *out);
+	if (!colon || !colon[1])
+		return SB_EURI;
+	char *end;
+	errno = 0;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (errno || *end || port > 65535)
+		return SB_EURI;
+	size_t hlen = (size_t)(colon - addr);
+	if (hlen >= 2 && addr[0] == '[' && addr[hlen - 1] == ']') {
+		if (hlen - 2 >= sizeof host)
+			return SB_EURI;
+		memcpy(host, addr + 1, hlen - 2);
+		host[hlen - 2] = '\0';
+		return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) ? SB_EURI : 0;
+	}
+	if (hlen >= sizeof host)
+		return SB_EURI;
+	memcpy(host, addr, hlen);
+	host[hlen] = '\0';
+	if (!strcmp(host, "") || !strcmp(host, "*"))
+		snprintf(host, sizeof host, "0.0.0.0");
+	else if (!strcmp(host, "localhost"))
+		snprintf(host, sizeof host, "127.0.0.1");
+	return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) ? SB_EURI : 0;
+}
+
+static void listener_closed(uv_handle_t *handle)
+{
+	struct httpd *h = handle->data;
+	h->listener_closed = 1;
+	maybe_free_server(h);
+}
+
+int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *routes, size_t nroutes,
+		struct httpd **out)
+{
+	struct sockaddr_storage sa;
+	int rc = httpd_parse_addr(addr, &sa);
+	*out = NULL;
+	if (rc < 0)
+		return rc;
+	struct httpd *h = xcalloc(1, sizeof *h);
+	h->loop = loop;
+	h->routes = xcalloc(nroutes + 1, sizeof *routes);
+	if (nroutes)
+		memcpy(h->routes, routes, nroutes * sizeof *routes);
+	h->nroutes = nroutes;
+	uv_tcp_init(loop, &h->tcp);
+	h->tcp.data = h;
+	if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&sa, 0)) < 0 ||
+	    (rc = uv_listen((uv_stream_t *)&h->tcp, HTTPD_BACKLOG, connection_cb)) < 0) {
+		h->stopping = 1;
+		uv_close((uv_handle_t *)&h->tcp, listener_closed);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
+int httpd_port(const struct httpd *h)
+{
+	struct sockaddr_storage sa;
+	int len = sizeof sa;
+	if (uv_tcp_getsockname(&h->tcp, (struct sockaddr *)&sa, &len) < 0)
+		return -1;
+	if (sa.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&sa)->sin_port);
+}
+
+void httpd_stop(struct httpd *h)
+{
+	if (!h || h->stopping)
+		return;
+	h->stopping = 1;
+	while (h->conns)
+		hconn_close(h->conns);
+	uv_close((uv_handle_t *)&h->tcp, listener_closed);
+}

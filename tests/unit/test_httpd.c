@@ -1,0 +1,269 @@
+/* The HTTP server on loopback: routes, methods, limits and shutdown. A
+ * client thread makes blocking requests while the test's loop serves them. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/httpd.h"
+
+#define WAIT_MS 10000
+
+static void hello(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	int *calls = arg;
+	(*calls)++;
+	buf_printf(&r->body, "path=%s query=%s\n", path, query);
+}
+
+static void teapot(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	r->status = 503;
+	r->content_type = "application/json";
+	buf_append_str(&r->body, "{\"ok\":false}");
+}
+
+struct client {
+	int port;
+	const char *request;
+	size_t request_len;
+	int hold_open; /* connect, send nothing, wait for the server to close */
+	struct buf reply;
+	uv_async_t done;
+};
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+		size_t off = 0;
+		while (!c->hold_open && off < c->request_len) {
+			ssize_t w = send(fd, c->request + off, c->request_len - off, MSG_NOSIGNAL);
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+		char b[4096];
+		ssize_t n;
+		while ((n = recv(fd, b, sizeof b, 0)) > 0)
+			buf_append(&c->reply, b, (size_t)n);
+	}
+	if (fd >= 0)
+		close(fd);
+	uv_async_send(&c->done);
+	return NULL;
+}
+
+static void client_done(uv_async_t *a)
+{
+	uv_stop(a->loop);
+}
+
+static void give_up(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Send request to the server on port and return its whole reply (heap). */
+static char *exchange(uv_loop_t *loop, int port, const char *request, size_t len, int hold)
+{
+	struct client c = {.port = port, .request = request, .request_len = len, .hold_open = hold};
+	uv_timer_t t;
+	pthread_t th;
+	uv_async_init(loop, &c.done, client_done);
+	uv_timer_init(loop, &t);
+	uv_timer_start(&t, give_up, WAIT_MS * 2, 0);
+	assert_int_equal(pthread_create(&th, NULL, client_main, &c), 0);
+	uv_run(loop, UV_RUN_DEFAULT);
+	pthread_join(th, NULL);
+	uv_close((uv_handle_t *)&c.done, NULL);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return buf_steal(&c.reply);
+}
+
+static char *get(uv_loop_t *loop, int port, const char *request)
+{
+	return exchange(loop, port, request, strlen(request), 0);
+}
+
+struct fixture {
+	uv_loop_t loop;
+	struct httpd *h;
+	int port;
+	int calls;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	uv_loop_init(&f->loop);
+	struct httpd_route routes[] = {
+	    {"/hello", hello, &f->calls},
+	    {"/teapot", teapot, NULL},
+	};
+	if (httpd_start(&f->loop, "127.0.0.1:0", routes, 2, &f->h) != 0)
+		return -1;
+	f->port = httpd_port(f->h);
+	*state = f;
+	return f->port > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	httpd_stop(f->h);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	int rc = uv_loop_close(&f->loop);
+	free(f);
+	return rc == 0 ? 0 : -1;
+}
+
+static void test_get_route(void **state)
+{
+	struct fixture *f = *state;
+	char *r = get(&f->loop, f->port, "GET /hello?x=1&y HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(r, "Content-Length: 24\r\n"));
+	assert_non_null(strstr(r, "Connection: close\r\n"));
+	assert_non_null(strstr(r, "\r\n\r\npath=/hello query=x=1&y\n"));
+	assert_int_equal(f->calls, 1);
+	free(r);
+	r = get(&f->loop, f->port, "GET /teapot HTTP/1.0\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 503 "));
+	assert_non_null(strstr(r, "Content-Type: application/json\r\n"));
+	assert_non_null(strstr(r, "\r\n\r\n{\"ok\":false}"));
+	free(r);
+}
+
+static void test_head_has_no_body(void **state)
+{
+	struct fixture *f = *state;
+	char *r = get(&f->loop, f->port, "HEAD /hello HTTP/1.1\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(r, "Content-Length: 19\r\n"));
+	assert_true(strlen(strstr(r, "\r\n\r\n")) == 4);
+	free(r);
+}
+
+static void test_errors(void **state)
+{
+	struct fixture *f = *state;
+	char *r = get(&f->loop, f->port, "GET /nope HTTP/1.1\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 404 "));
+	free(r);
+	r = get(&f->loop, f->port, "POST /hello HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+	assert_non_null(strstr(r, "HTTP/1.1 405 "));
+	assert_non_null(strstr(r, "Allow: GET, HEAD\r\n"));
+	free(r);
+	r = get(&f->loop, f->port, "\x01\x02garbage\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 400 "));
+	free(r);
+	assert_int_equal(f->calls, 0);
+}
+
+static void test_oversized_request(void **state)
+{
+	struct fixture *f = *state;
+	struct buf req = BUF_INIT;
+	buf_append_str(&req, "GET /hello HTTP/1.1\r\n");
+	for (int i = 0; i < 400; i++)
+		buf_printf(&req, "X-Filler-%d: %060d\r\n", i, i);
+	buf_append_str(&req, "\r\n");
+	char *r = exchange(&f->loop, f->port, (char *)req.ptr, req.len, 0);
+	assert_non_null(strstr(r, "HTTP/1.1 431 "));
+	free(r);
+	buf_reset(&req);
+	buf_append_str(&req, "GET /");
+	for (int i = 0; i < 5000; i++)
+		buf_append_str(&req, "a");
+	buf_append_str(&req, " HTTP/1.1\r\n\r\n");
+	r = exchange(&f->loop, f->port, (char *)req.ptr, req.len, 0);
+	assert_non_null(strstr(r, "HTTP/1.1 431 "));
+	free(r);
+	buf_close(&req);
+	assert_int_equal(f->calls, 0);
+}
+
+static void test_many_requests(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 0; i < 50; i++) {
+		char *r = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n");
+		assert_non_null(strstr(r, "200 OK"));
+		free(r);
+	}
+	assert_int_equal(f->calls, 50);
+}
+
+static void stop_soon(uv_timer_t *t)
+{
+	httpd_stop(t->data);
+	uv_close((uv_handle_t *)t, NULL);
+}
+
+/* A client that connects and sends nothing is dropped by httpd_stop, and
+ * the server's memory is released (the sanitizer build checks). */
+static void test_stop_with_open_connection(void **state)
+{
+	struct fixture *f = *state;
+	uv_timer_t t;
+	uv_timer_init(&f->loop, &t);
+	t.data = f->h;
+	uv_timer_start(&t, stop_soon, 200, 0);
+	char *r = exchange(&f->loop, f->port, "", 0, 1);
+	assert_string_equal(r ? r : "", "");
+	free(r);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	f->h = NULL;
+}
+
+static void test_bad_addresses(void **state)
+{
+	uv_loop_t loop;
+	struct httpd *h = NULL;
+	struct sockaddr_storage sa;
+	uv_loop_init(&loop);
+	assert_int_equal(httpd_start(&loop, "nonsense", NULL, 0, &h), SB_EURI);
+	assert_int_equal(httpd_start(&loop, "127.0.0.1:99999", NULL, 0, &h), SB_EURI);
+	assert_int_equal(httpd_start(&loop, "300.1.1.1:80", NULL, 0, &h), SB_EURI);
+	assert_null(h);
+	assert_int_equal(httpd_parse_addr("[::1]:8080", &sa), 0);
+	assert_int_equal(sa.ss_family, AF_INET6);
+	assert_int_equal(httpd_parse_addr(":8080", &sa), 0);
+	assert_int_equal(httpd_parse_addr("localhost:1", &sa), 0);
+	assert_int_equal(httpd_parse_addr("[::1:80", &sa), SB_EURI);
+	/* A port that is taken. */
+	struct httpd *a = NULL, *b = NULL;
+	assert_int_equal(httpd_start(&loop, "127.0.0.1:0", NULL, 0, &a), 0);
+	char addr[64];
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", httpd_port(a));
+	assert_true(httpd_start(&loop, addr, NULL, 0, &b) < 0);
+	assert_null(b);
+	httpd_stop(a);
+	httpd_stop(NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_get_route, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_head_has_no_body, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oversized_request, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_requests, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stop_with_open_connection, setup, teardown),
+	    cmocka_unit_test(test_bad_addresses),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
