@@ -30,6 +30,11 @@ char *cli_abs_path(const char *p);
 int cmd_pull(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_daemon(int argc, char **argv);
+int cmd_agent_status(int argc, char **argv);
+int cmd_ready(int argc, char **argv);
+/* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */
+int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait);
 
 /* Keys every command accepts. */
 #define CLI_COMMON_KEYS                                                   \

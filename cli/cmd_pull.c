@@ -24,6 +24,8 @@ static const struct config_key pull_keys[] = {
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
     {"retries", "5", 0, "retries per request"},
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
+    {"socket", NULL, 0, "pull NAME: the local agent's unix socket"},
+    {"no-wait", "false", 1, "pull NAME: report the state and return"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -61,6 +63,15 @@ static void print_human(const struct pull_result *r, const char *target)
 	       target ? "into " : "into the cache", target ? target : "", r->seconds);
 }
 
+/* A dataset NAME rather than a SOURCE: no scheme, no '/', and not a file
+ * or directory in the current directory. */
+static int is_dataset_name(const char *s)
+{
+	if (!s[0] || s[0] == '.' || strchr(s, '/') || strchr(s, ':'))
+		return 0;
+	return access(s, F_OK) != 0;
+}
+
 int cmd_pull(int argc, char **argv)
 {
 	struct config cfg;
@@ -90,6 +101,12 @@ int cmd_pull(int argc, char **argv)
 	}
 	if (manifest_check_block_size(bs) < 0) {
 		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
+		goto out_cfg;
+	}
+	if (is_dataset_name(pos[0]) && !config_get(&cfg, "to")) {
+		int nowait = 0;
+		config_get_bool(&cfg, "no-wait", &nowait);
+		rc = cli_pull_agent(&cfg, pos[0], json, !nowait);
 		goto out_cfg;
 	}
 	data = cli_data_dir(&cfg);

@@ -6,11 +6,10 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/version.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/path.h"
-
-#define SYNCBIT_VERSION "0.1.0"
 
 static int cmd_version(int argc, char **argv)
 {
@@ -23,8 +22,14 @@ static int cmd_help(int argc, char **argv);
 static const struct cli_cmd commands[] = {
     {"pull",
      "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size "
-     "SIZE]",
+     "SIZE]\n  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
      cmd_pull},
+    {"daemon",
+     "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
+     "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]",
+     cmd_daemon},
+    {"status", "status [--socket PATH] [--json]", cmd_agent_status},
+    {"ready", "ready NAME [--socket PATH]", cmd_ready},
     {"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
     {"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},
     {"version", "version", cmd_version},

@@ -1,0 +1,345 @@
+#include "agent/ctl.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/daemon.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/httpd.h"
+#include "common/log.h"
+
+struct client {
+	uv_pipe_t pipe;
+	struct ctl *ctl;
+	struct buf in;
+	char *waiting; /* dataset name a pull waits for */
+	int closing;
+	struct client *next;
+};
+
+struct ctl {
+	uv_loop_t *loop;
+	struct daemon *d;
+	uv_pipe_t server;
+	char *path;
+	struct httpd *http;
+	struct client *clients;
+	int nclients;
+	uv_timer_t progress;
+	int handles; /* open handles: server, timer */
+};
+
+struct write_req {
+	uv_write_t req;
+	char *data;
+};
+
+static void write_done(uv_write_t *r, int status)
+{
+	struct write_req *w = (struct write_req *)r;
+	free(w->data);
+	free(w);
+}
+
+static void send_json(struct client *cl, json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!s || cl->closing) {
+		free(s);
+		return;
+	}
+	struct write_req *w = xcalloc(1, sizeof *w);
+	w->data = xasprintf("%s\n", s);
+	free(s);
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)strlen(w->data));
+	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, write_done) < 0) {
+		free(w->data);
+		free(w);
+	}
+}
+
+static void client_closed(uv_handle_t *h)
+{
+	struct client *cl = h->data;
+	struct ctl *c = cl->ctl;
+	for (struct client **p = &c->clients; *p; p = &(*p)->next)
+		if (*p == cl) {
+			*p = cl->next;
+			break;
+		}
+	c->nclients--;
+	buf_close(&cl->in);
+	free(cl->waiting);
+	free(cl);
+}
+
+static void client_close(struct client *cl)
+{
+	if (cl->closing)
+		return;
+	cl->closing = 1;
+	uv_close((uv_handle_t *)&cl->pipe, client_closed);
+}
+
+static json_t *progress_json(struct ctl *c, const char *name, int *finished)
+{
+	uint64_t bytes, have;
+	int published;
+	const char *error;
+	*finished = 1;
+	if (daemon_progress(c->d, name, &bytes, &have, &published, &error) < 0)
+		return json_pack("{s:s, s:b, s:s}", "name", name, "ready", 0, "error",
+				 "not assigned to this node");
+	*finished = published;
+	json_t *o = json_pack("{s:s, s:I, s:I, s:b}", "name", name, "bytes", (json_int_t)bytes,
+			      "bytes_have", (json_int_t)have, "ready", published);
+	json_object_set_new(o, "error", error ? json_string(error) : json_null());
+	return o;
+}
+
+static void handle(struct client *cl, const char *line)
+{
+	struct ctl *c = cl->ctl;
+	json_error_t err;
+	json_t *req = json_loads(line, 0, &err);
+	const char *op = req ? json_string_value(json_object_get(req, "op")) : NULL;
+	const char *name = req ? json_string_value(json_object_get(req, "name")) : NULL;
+	if (!op) {
+		send_json(cl, json_pack("{s:s}", "error", "malformed request"));
+	} else if (!strcmp(op, "status")) {
+		send_json(cl, daemon_status_json(c->d));
+	} else if (!strcmp(op, "ready") && name) {
+		const char *why = NULL;
+		int ok = daemon_ready(c->d, name, &why);
+		json_t *o = json_pack("{s:s, s:b}", "name", name, "ready", ok);
+		json_object_set_new(o, "reason", why ? json_string(why) : json_null());
+		send_json(cl, o);
+	} else if (!strcmp(op, "pull") && name) {
+		int finished;
+		json_t *o = progress_json(c, name, &finished);
+		if (finished) {
+			send_json(cl, o);
+		} else {
+			json_decref(o);
+			free(cl->waiting);
+			cl->waiting = xstrdup(name); /* answered by ctl_notify */
+		}
+	} else {
+		send_json(cl, json_pack("{s:s}", "error", "unknown request"));
+	}
+	json_decref(req);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	struct client *cl = h->data;
+	buf_reserve(&cl->in, 4096);
+	*b = uv_buf_init((char *)cl->in.ptr + cl->in.len, (unsigned)(cl->in.cap - cl->in.len));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct client *cl = s->data;
+	if (n < 0) {
+		client_close(cl);
+		return;
+	}
+	cl->in.len += (size_t)n;
+	char *nl;
+	while (!cl->closing && (nl = memchr(cl->in.ptr, '\n', cl->in.len))) {
+		*nl = '\0';
+		handle(cl, (const char *)cl->in.ptr);
+		size_t used = (size_t)(nl + 1 - (char *)cl->in.ptr);
+		memmove(cl->in.ptr, nl + 1, cl->in.len - used);
+		cl->in.len -= used;
+	}
+	if (cl->in.len > CTL_LINE_MAX)
+		client_close(cl);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct ctl *c = server->data;
+	if (status < 0)
+		return;
+	struct client *cl = xcalloc(1, sizeof *cl);
+	cl->ctl = c;
+	uv_pipe_init(c->loop, &cl->pipe, 0);
+	cl->pipe.data = cl;
+	cl->next = c->clients;
+	c->clients = cl;
+	c->nclients++;
+	if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->nclients > CTL_CLIENTS_MAX) {
+		client_close(cl);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
+}
+
+void ctl_notify(struct ctl *c, const char *name)
+{
+	if (!c)
+		return;
+	for (struct client *cl = c->clients; cl; cl = cl->next) {
+		if (!cl->waiting || strcmp(cl->waiting, name))
+			continue;
+		int finished;
+		json_t *o = progress_json(c, name, &finished);
+		const char *error = json_string_value(json_object_get(o, "error"));
+		if (finished || error) { /* a failure is final for this wait */
+			send_json(cl, o);
+			free(cl->waiting);
+			cl->waiting = NULL;
+		} else {
+			json_decref(o);
+		}
+	}
+}
+
+static void progress_tick(uv_timer_t *t)
+{
+	struct ctl *c = t->data;
+	for (struct client *cl = c->clients; cl; cl = cl->next) {
+		if (!cl->waiting)
+			continue;
+		int finished;
+		json_t *o = progress_json(c, cl->waiting, &finished);
+		json_object_set_new(o, "progress", json_true());
+		send_json(cl, o);
+	}
+}
+
+/* ---- HTTP probes ---- */
+
+static void http_healthz(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	buf_append_str(&r->body, "ok\n");
+}
+
+static void http_readyz(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	struct ctl *c = arg;
+	json_t *st = daemon_status_json(c->d);
+	json_t *sets = json_object_get(st, "datasets");
+	int ok = 1;
+	size_t i;
+	json_t *s;
+	const char *want = !strncmp(query, "name=", 5) ? query + 5 : NULL;
+	json_array_foreach(sets, i, s)
+	{
+		const char *name = json_string_value(json_object_get(s, "name"));
+		int ready = json_is_true(json_object_get(s, "ready"));
+		if (want && strcmp(want, name))
+			continue;
+		buf_printf(&r->body, "%s %s\n", name, ready ? "ready" : "not ready");
+		ok &= ready;
+	}
+	if (want && !r->body.len) {
+		buf_printf(&r->body, "%s not assigned\n", want);
+		ok = 0;
+	}
+	r->status = ok ? 200 : 503;
+	json_decref(st);
+}
+
+static void http_metrics(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	struct ctl *c = arg;
+	json_t *st = daemon_status_json(c->d);
+	json_t *sets = json_object_get(st, "datasets");
+	size_t i;
+	json_t *s;
+	static const char *const counters[] = {
+	    "bytes",	    "bytes_have",  "bytes_from_origin", "bytes_from_peers",
+	    "bytes_reused", "bytes_served"};
+	r->content_type = "text/plain; version=0.0.4";
+	for (size_t k = 0; k < sizeof counters / sizeof *counters; k++) {
+		buf_printf(&r->body, "# TYPE syncbit_dataset_%s gauge\n", counters[k]);
+		json_array_foreach(sets, i, s)
+		{
+			buf_printf(&r->body, "syncbit_dataset_%s{dataset=\"%s\"} %lld\n",
+				   counters[k], json_string_value(json_object_get(s, "name")),
+				   (long long)json_integer_value(json_object_get(s, counters[k])));
+		}
+	}
+	buf_printf(&r->body, "# TYPE syncbit_dataset_ready gauge\n");
+	json_array_foreach(sets, i, s)
+	{
+		buf_printf(&r->body, "syncbit_dataset_ready{dataset=\"%s\"} %d\n",
+			   json_string_value(json_object_get(s, "name")),
+			   json_is_true(json_object_get(s, "ready")));
+	}
+	buf_printf(&r->body,
+		   "# TYPE syncbit_scheduler_connected gauge\nsyncbit_scheduler_connected %d\n",
+		   json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
+	json_decref(st);
+}
+
+int ctl_new(uv_loop_t *loop, struct daemon *d, const char *path, const char *http, struct ctl **out,
+	    char **detail)
+{
+	struct ctl *c = xcalloc(1, sizeof *c);
+	c->loop = loop;
+	c->d = d;
+	c->path = xstrdup(path);
+	uv_pipe_init(loop, &c->server, 0);
+	c->server.data = c;
+	c->handles = 2;
+	uv_timer_init(loop, &c->progress);
+	c->progress.data = c;
+	*out = c;
+	/* A socket file left by a daemon that died is in the way. */
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	int rc = uv_pipe_bind(&c->server, path);
+	if (rc == 0) {
+		chmod(path, 0660);
+		rc = uv_listen((uv_stream_t *)&c->server, 16, on_connection);
+	}
+	if (rc < 0) {
+		*detail = xasprintf("cannot listen on %s: %s", path, uv_strerror(rc));
+		return rc;
+	}
+	uv_timer_start(&c->progress, progress_tick, CTL_PROGRESS_MS, CTL_PROGRESS_MS);
+	if (http) {
+		const struct httpd_route routes[] = {
+		    {"/healthz", http_healthz, c},
+		    {"/readyz", http_readyz, c},
+		    {"/metrics", http_metrics, c},
+		};
+		rc = httpd_start(loop, http, routes, sizeof routes / sizeof *routes, &c->http);
+		if (rc < 0) {
+			*detail = xasprintf("cannot serve HTTP on %s: %s", http, sb_strerror(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+	struct ctl *c = h->data;
+	if (--c->handles == 0) {
+		free(c->path);
+		free(c);
+	}
+}
+
+void ctl_free(struct ctl *c)
+{
+	if (!c)
+		return;
+	for (struct client *cl = c->clients; cl; cl = cl->next)
+		client_close(cl);
+	httpd_stop(c->http);
+	unlink(c->path);
+	uv_close((uv_handle_t *)&c->server, handle_closed);
+	uv_close((uv_handle_t *)&c->progress, handle_closed);
+}

@@ -1,0 +1,26 @@
+/* The daemon's local interfaces: a unix socket where the CLI asks for
+ * status, readiness and waits for a dataset (one JSON object a line each
+ * way), and optional HTTP probes (/healthz, /readyz, /metrics) for
+ * Kubernetes. Loop thread only. */
+#ifndef SYNCBIT_CTL_H
+#define SYNCBIT_CTL_H
+
+#include <uv.h>
+
+#define CTL_LINE_MAX	(64u << 10) /* longest request line */
+#define CTL_PROGRESS_MS 500	    /* progress lines while a client waits */
+#define CTL_CLIENTS_MAX 64
+
+struct daemon;
+struct ctl;
+
+/* Listen on the unix socket path (replacing a stale socket file) and, when
+ * http is not NULL, on http. 0 or a negative error with *detail. */
+int ctl_new(uv_loop_t *loop, struct daemon *d, const char *path, const char *http, struct ctl **out,
+	    char **detail);
+/* Close the socket and every client; freed asynchronously. */
+void ctl_free(struct ctl *c);
+/* Dataset name changed state: answer clients waiting on it. */
+void ctl_notify(struct ctl *c, const char *name);
+
+#endif

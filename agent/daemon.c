@@ -1,0 +1,783 @@
+#include "agent/daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "agent/cache.h"
+#include "agent/ctl.h"
+#include "agent/fetch.h"
+#include "agent/peer.h"
+#include "common/buf.h"
+#include "common/conn.h"
+#include "common/err.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "common/secure.h"
+#include "common/version.h"
+#include "common/wire.h"
+
+#define CONTROL_BODY_MAX (256u << 20) /* an Assign carries a whole manifest */
+
+struct dset {
+	char *name;
+	struct fetch *cur;  /* the assigned version */
+	struct fetch *prev; /* the published version while cur is fetched */
+	uint8_t *assign;    /* packed Assign of cur, to start again after a failure */
+	size_t assign_len;
+	char **peer_nodes, **peer_addrs;
+	size_t npeers;
+	uint64_t retry_at_ms;
+	char *error;
+	struct daemon *d;
+};
+
+struct daemon {
+	const struct daemon_options *o;
+	uv_loop_t loop;
+	struct cache *cache;
+	struct secure_token token;
+	struct peers *peers;
+	struct ctl *ctl;
+	struct conn *sched;
+	int sched_ready;
+	unsigned backoff_ms;
+	uv_timer_t reconnect, heartbeat, retry;
+	unsigned heartbeat_ms;
+	uint64_t seq;
+	struct dset **sets;
+	size_t nsets;
+	uv_signal_t sigterm, sigint;
+	int stopping;
+	char *advertise;
+};
+
+static const struct conn_callbacks sched_cbs;
+
+/* ---- datasets ---- */
+
+static struct dset *find_set(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->nsets; i++)
+		if (!strcmp(d->sets[i]->name, name))
+			return d->sets[i];
+	return NULL;
+}
+
+static struct fetch *find_version(struct daemon *d, const uint8_t *vid, size_t len)
+{
+	if (len != HASH_LEN)
+		return NULL;
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		if (s->cur && !memcmp(fetch_version_id(s->cur), vid, HASH_LEN))
+			return s->cur;
+	}
+	return NULL;
+}
+
+static void drop_fetch(struct daemon *d, struct fetch **f)
+{
+	if (!*f)
+		return;
+	peers_remove_fetch(d->peers, *f);
+	fetch_free(*f);
+	*f = NULL;
+}
+
+static void free_peer_list(struct dset *s)
+{
+	for (size_t i = 0; i < s->npeers; i++) {
+		free(s->peer_nodes[i]);
+		free(s->peer_addrs[i]);
+	}
+	free(s->peer_nodes);
+	free(s->peer_addrs);
+	s->peer_nodes = s->peer_addrs = NULL;
+	s->npeers = 0;
+}
+
+static void free_set(struct daemon *d, struct dset *s)
+{
+	drop_fetch(d, &s->cur);
+	drop_fetch(d, &s->prev);
+	free_peer_list(s);
+	free(s->assign);
+	free(s->error);
+	free(s->name);
+	free(s);
+}
+
+/* Every peer any assigned version names, once. */
+static void update_peers(struct daemon *d)
+{
+	struct buf nodes = BUF_INIT, addrs = BUF_INIT;
+	size_t n = 0;
+	for (size_t i = 0; i < d->nsets; i++)
+		for (size_t k = 0; k < d->sets[i]->npeers; k++) {
+			const char *node = d->sets[i]->peer_nodes[k];
+			int dup = 0;
+			for (size_t j = 0; j < n && !dup; j++)
+				dup = !strcmp(((char **)nodes.ptr)[j], node);
+			if (dup)
+				continue;
+			buf_append(&nodes, &node, sizeof node);
+			buf_append(&addrs, &d->sets[i]->peer_addrs[k], sizeof(char *));
+			n++;
+		}
+	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr, n);
+	buf_close(&nodes);
+	buf_close(&addrs);
+}
+
+static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
+{
+	free_peer_list(s);
+	s->peer_nodes = xcalloc(n + 1, sizeof(char *));
+	s->peer_addrs = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		if (!peers[i]->node || !peers[i]->addr || !peers[i]->node[0])
+			continue;
+		s->peer_nodes[s->npeers] = xstrdup(peers[i]->node);
+		s->peer_addrs[s->npeers++] = xstrdup(peers[i]->addr);
+	}
+}
+
+static void set_origin(struct fetch *f, Syncbit__BlockRange **r, size_t n)
+{
+	uint32_t *first = xcalloc(n + 1, sizeof *first), *count = xcalloc(n + 1, sizeof *count);
+	for (size_t i = 0; i < n; i++) {
+		first[i] = r[i]->first;
+		count[i] = r[i]->count;
+	}
+	fetch_set_origin(f, first, count, n);
+	free(first);
+	free(count);
+}
+
+static void send_heartbeat(struct daemon *d);
+
+/* ---- fetch hooks ---- */
+
+static void hook_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
+			 int from_origin)
+{
+	struct dset *s = arg;
+	struct daemon *d = s->d;
+	peers_have(d->peers, f, b);
+	if (!from_origin || !d->sched_ready)
+		return;
+	Syncbit__Ingested m = SYNCBIT__INGESTED__INIT;
+	Syncbit__BlockHash bh = SYNCBIT__BLOCK_HASH__INIT, *bhp = &bh;
+	m.version_id.data = (uint8_t *)fetch_version_id(f);
+	m.version_id.len = HASH_LEN;
+	bh.block = b;
+	bh.hash.data = (uint8_t *)h->b;
+	bh.hash.len = HASH_LEN;
+	m.n_blocks = 1;
+	m.blocks = &bhp;
+	wire_send(d->sched, SYNCBIT__MSG_TYPE__MSG_INGESTED, &m.base, NULL, 0, NULL, NULL);
+}
+
+static void hook_wake(void *arg, struct fetch *f)
+{
+	struct dset *s = arg;
+	peers_wake(s->d->peers);
+}
+
+static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t b)
+{
+	struct dset *s = arg;
+	char why[64];
+	snprintf(why, sizeof why, "block %u failed verification", b);
+	peers_drop(s->d->peers, peer, why);
+}
+
+static void hook_done(void *arg, struct fetch *f, int status)
+{
+	struct dset *s = arg;
+	struct daemon *d = s->d;
+	free(s->error);
+	s->error = NULL;
+	if (status < 0) {
+		s->error = xstrdup(fetch_error(f) ? fetch_error(f) : sb_strerror(status));
+		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
+	} else if (s->prev) {
+		drop_fetch(d, &s->prev); /* the new version is in place */
+	}
+	ctl_notify(d->ctl, s->name);
+	if (d->sched_ready)
+		send_heartbeat(d);
+}
+
+/* Start (or start again) the fetch of the assignment kept in s. */
+static void start_fetch(struct daemon *d, struct dset *s)
+{
+	Syncbit__Assign *a = syncbit__assign__unpack(NULL, s->assign_len, s->assign);
+	if (!a)
+		return;
+	struct fetch_hooks hooks = {.arg = s,
+				    .durable = hook_durable,
+				    .wake = hook_wake,
+				    .bad_peer = hook_bad_peer,
+				    .done = hook_done};
+	struct fetch *f = NULL;
+	int rc = fetch_new(&d->loop, d->cache, s->name, d->o->target, a->version_id.data,
+			   a->manifest, &d->o->src, &hooks, &f);
+	free(s->error);
+	s->error = NULL;
+	if (rc < 0) {
+		s->error = xasprintf("dataset %s: unusable manifest: %s", s->name, sb_strerror(rc));
+		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
+	} else if (fetch_error(f)) {
+		s->error = xstrdup(fetch_error(f));
+		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
+		fetch_free(f);
+	} else {
+		s->cur = f;
+		s->retry_at_ms = 0;
+		peers_add_fetch(d->peers, f);
+		set_origin(f, a->origin, a->n_origin);
+	}
+	if (s->error)
+		log_error("%s", s->error);
+	syncbit__assign__free_unpacked(a, NULL);
+}
+
+static void retry_tick(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	uint64_t now = uv_now(&d->loop);
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		if (!s->retry_at_ms || now < s->retry_at_ms)
+			continue;
+		log_info("dataset %s: starting again after: %s", s->name, s->error);
+		drop_fetch(d, &s->cur);
+		start_fetch(d, s);
+	}
+}
+
+/* ---- control protocol ---- */
+
+static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Registered *m = syncbit__registered__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	if (m->heartbeat_ms >= 100 && m->heartbeat_ms <= 60000)
+		d->heartbeat_ms = m->heartbeat_ms;
+	syncbit__registered__free_unpacked(m, NULL);
+	d->sched_ready = 1;
+	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
+	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
+	uv_timer_start(&d->heartbeat, (uv_timer_cb)send_heartbeat, 0, d->heartbeat_ms);
+	return 0;
+}
+
+static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Assign *a = syncbit__assign__unpack(NULL, len, body);
+	if (!a)
+		return SB_EPROTO;
+	int rc = 0;
+	if (!a->dataset || !a->manifest || a->version_id.len != HASH_LEN ||
+	    path_check_relative(a->dataset) < 0 || strchr(a->dataset, '/') ||
+	    a->dataset[0] == '.') {
+		rc = SB_EPROTO;
+		goto out;
+	}
+	struct dset *s = find_set(d, a->dataset);
+	if (!s) {
+		s = xcalloc(1, sizeof *s);
+		s->d = d;
+		s->name = xstrdup(a->dataset);
+		d->sets = xrealloc(d->sets, (d->nsets + 1) * sizeof *d->sets);
+		d->sets[d->nsets++] = s;
+	}
+	set_peer_list(s, a->peers, a->n_peers);
+	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
+		set_origin(s->cur, a->origin, a->n_origin); /* same version: a new plan */
+		update_peers(d);
+		goto out;
+	}
+	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu files)", s->name,
+		 a->version_id.data[0], a->version_id.data[1], a->version_id.data[2],
+		 a->version_id.data[3], a->manifest->n_files);
+	if (s->cur && fetch_published(s->cur)) {
+		drop_fetch(d, &s->prev);
+		s->prev = s->cur; /* stays at TARGET/NAME until the new one is complete */
+		s->cur = NULL;
+	} else {
+		drop_fetch(d, &s->cur);
+	}
+	free(s->assign);
+	s->assign = xmalloc(len ? len : 1);
+	memcpy(s->assign, body, len);
+	s->assign_len = len;
+	update_peers(d);
+	start_fetch(d, s);
+out:
+	syncbit__assign__free_unpacked(a, NULL);
+	return rc;
+}
+
+struct unpublish {
+	uv_work_t work;
+	char *path;
+};
+
+static void unpublish_work(uv_work_t *w)
+{
+	struct unpublish *u = w->data;
+	int rc = path_remove_tree(u->path);
+	if (rc < 0)
+		log_warn("cannot remove %s: %s", u->path, sb_strerror(rc));
+}
+
+static void unpublish_done(uv_work_t *w, int status)
+{
+	struct unpublish *u = w->data;
+	free(u->path);
+	free(u);
+}
+
+static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	for (size_t i = 0; m->dataset && i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		if (strcmp(s->name, m->dataset))
+			continue;
+		log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
+			 d->o->target, s->name);
+		/* Unpinned, its blocks stay cached until LFRU needs the room. */
+		int rc = cache_dataset_remove(d->cache, s->name);
+		if (rc < 0)
+			log_warn("dataset %s: %s", s->name, sb_strerror(rc));
+		struct unpublish *u = xcalloc(1, sizeof *u);
+		u->path = path_join(d->o->target, s->name);
+		u->work.data = u;
+		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
+		d->sets[i] = d->sets[--d->nsets];
+		free_set(d, s);
+		update_peers(d);
+		ctl_notify(d->ctl, m->dataset);
+		break;
+	}
+	syncbit__unassign__free_unpacked(m, NULL);
+	return 0;
+}
+
+static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Hashes *m = syncbit__hashes__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	struct fetch *f = find_version(d, m->version_id.data, m->version_id.len);
+	int rc = 0;
+	if (f) {
+		uint32_t *blocks = xcalloc(m->n_blocks + 1, sizeof *blocks);
+		uint8_t *hashes = xcalloc(m->n_blocks + 1, HASH_LEN);
+		size_t n = 0;
+		for (size_t i = 0; i < m->n_blocks; i++) {
+			if (m->blocks[i]->hash.len != HASH_LEN) {
+				rc = SB_EPROTO;
+				break;
+			}
+			blocks[n] = m->blocks[i]->block;
+			memcpy(hashes + n++ * HASH_LEN, m->blocks[i]->hash.data, HASH_LEN);
+		}
+		if (rc == 0)
+			fetch_add_hashes(f, blocks, hashes, n);
+		free(blocks);
+		free(hashes);
+	}
+	syncbit__hashes__free_unpacked(m, NULL);
+	return rc;
+}
+
+static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Peers *m = syncbit__peers__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		if (s->cur && m->version_id.len == HASH_LEN &&
+		    !memcmp(fetch_version_id(s->cur), m->version_id.data, HASH_LEN))
+			set_peer_list(s, m->peers, m->n_peers);
+	}
+	update_peers(d);
+	syncbit__peers__free_unpacked(m, NULL);
+	return 0;
+}
+
+static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	Syncbit__Origin *m = syncbit__origin__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	struct fetch *f = find_version(d, m->version_id.data, m->version_id.len);
+	if (f) {
+		if (m->reason && m->reason[0])
+			log_info("dataset %s: origin plan: %s", fetch_name(f), m->reason);
+		set_origin(f, m->blocks, m->n_blocks);
+	}
+	syncbit__origin__free_unpacked(m, NULL);
+	return 0;
+}
+
+static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	log_error("scheduler: %s", m->message ? m->message : "error");
+	syncbit__error_msg__free_unpacked(m, NULL);
+	return 0;
+}
+
+static const struct frame_handler control_table[] = {
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, h_error},
+};
+
+static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		       uint8_t *payload, size_t plen)
+{
+	struct daemon *d = conn_data(c);
+	return frame_dispatch(control_table, sizeof control_table / sizeof *control_table, d, type,
+			      body, len, payload, plen);
+}
+
+static uint64_t disk_free(const char *dir)
+{
+	struct statvfs sv;
+	return statvfs(dir, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+}
+
+static void sched_ready(struct conn *c, int status)
+{
+	struct daemon *d = conn_data(c);
+	if (status < 0)
+		return;
+	Syncbit__Register m = SYNCBIT__REGISTER__INIT;
+	Syncbit__Label *labels = xcalloc(d->o->nlabels + 1, sizeof *labels);
+	Syncbit__Label **lp = xcalloc(d->o->nlabels + 1, sizeof *lp);
+	for (size_t i = 0; i < d->o->nlabels; i++) {
+		syncbit__label__init(&labels[i]);
+		labels[i].key = d->o->labels[i].key;
+		labels[i].value = d->o->labels[i].value;
+		lp[i] = &labels[i];
+	}
+	m.node = (char *)d->o->node;
+	m.peer_addr = d->advertise;
+	m.labels = lp;
+	m.n_labels = d->o->nlabels;
+	m.disk_free = disk_free(d->o->data);
+	m.cache_size = d->o->cache_size;
+	m.agent_version = SYNCBIT_VERSION;
+	wire_send(c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
+	free(labels);
+	free(lp);
+}
+
+static void dial_scheduler(uv_timer_t *t);
+
+static void sched_close(struct conn *c, int status)
+{
+	struct daemon *d = conn_data(c);
+	if (d->sched_ready) /* log each outage once */
+		log_warn("scheduler %s: %s; reconnecting", d->o->scheduler,
+			 status ? sb_strerror(status) : "connection closed");
+	d->sched = NULL;
+	d->sched_ready = 0;
+	uv_timer_stop(&d->heartbeat);
+	if (d->stopping)
+		return;
+	uv_timer_start(&d->reconnect, dial_scheduler, d->backoff_ms, 0);
+	d->backoff_ms = d->backoff_ms * 2 > DAEMON_RECONNECT_MAX_MS ? DAEMON_RECONNECT_MAX_MS
+								    : d->backoff_ms * 2;
+}
+
+static const struct conn_callbacks sched_cbs = {
+    .on_ready = sched_ready, .on_frame = sched_frame, .on_close = sched_close};
+
+static void dial_scheduler(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	struct conn_config cfg = {.token = &d->token,
+				  .node = d->o->node,
+				  .encrypt = d->o->encrypt,
+				  .body_max = CONTROL_BODY_MAX,
+				  .payload_max = 1};
+	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
+	if (rc < 0) {
+		log_error("scheduler %s: %s", d->o->scheduler, sb_strerror(rc));
+		uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MAX_MS, 0);
+	}
+}
+
+/* ---- heartbeats and status ---- */
+
+static void version_state(struct daemon *d, struct dset *s, struct fetch *f,
+			  Syncbit__VersionState *v, Syncbit__Bitfield *bf)
+{
+	struct fetch_stats st;
+	fetch_stats(f, &st);
+	syncbit__version_state__init(v);
+	syncbit__bitfield__init(bf);
+	v->dataset = s->name;
+	v->version_id.data = (uint8_t *)fetch_version_id(f);
+	v->version_id.len = HASH_LEN;
+	bf->version_id = v->version_id;
+	bf->nblocks = fetch_nblocks(f);
+	bf->bits.data = (uint8_t *)fetch_bits(f);
+	bf->bits.len = (bf->nblocks + 7) / 8;
+	v->have = bf;
+	v->published = fetch_published(f);
+	v->bytes_from_origin = st.bytes_from_origin;
+	v->bytes_from_peers = st.bytes_from_peers;
+	v->bytes_reused = st.bytes_reused;
+	v->bytes_served = peers_served(d->peers, fetch_version_id(f));
+	v->origin_refetch_bad_peer = st.refetch_bad_peer;
+	v->origin_refetch_no_peer = st.refetch_no_peer;
+	v->error = f == s->cur && s->error ? s->error : (char *)"";
+}
+
+static void send_heartbeat(struct daemon *d)
+{
+	if (!d->sched_ready)
+		return;
+	size_t cap = 2 * d->nsets + 1, n = 0;
+	Syncbit__VersionState *vs = xcalloc(cap, sizeof *vs), **vp = xcalloc(cap, sizeof *vp);
+	Syncbit__Bitfield *bf = xcalloc(cap, sizeof *bf);
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		struct fetch *fs[2] = {s->cur, s->prev};
+		for (int k = 0; k < 2; k++)
+			if (fs[k]) {
+				version_state(d, s, fs[k], &vs[n], &bf[n]);
+				vp[n] = &vs[n];
+				n++;
+			}
+	}
+	Syncbit__Heartbeat m = SYNCBIT__HEARTBEAT__INIT;
+	m.seq = ++d->seq;
+	m.disk_free = disk_free(d->o->data);
+	m.versions = vp;
+	m.n_versions = n;
+	wire_send(d->sched, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &m.base, NULL, 0, NULL, NULL);
+	free(vs);
+	free(vp);
+	free(bf);
+}
+
+static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
+{
+	struct fetch_stats st;
+	char hex[HASH_HEX_LEN + 1];
+	fetch_stats(f, &st);
+	hash_to_hex((const struct hash_id *)fetch_version_id(f), hex);
+	const char *state = fetch_published(f)				  ? "published"
+			    : fetch_error(f) || (f == s->cur && s->error) ? "error"
+			    : fetch_complete(f)				  ? "publishing"
+									  : "fetching";
+	json_t *o =
+	    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "version", hex,
+		      "state", state, "target", "", "blocks", (json_int_t)st.blocks, "blocks_have",
+		      (json_int_t)st.blocks_have, "bytes", (json_int_t)st.bytes, "bytes_have",
+		      (json_int_t)st.bytes_have, "bytes_from_origin",
+		      (json_int_t)st.bytes_from_origin, "bytes_from_peers",
+		      (json_int_t)st.bytes_from_peers, "bytes_reused", (json_int_t)st.bytes_reused,
+		      "bytes_served", (json_int_t)peers_served(d->peers, fetch_version_id(f)));
+	char *target = path_join(d->o->target, s->name);
+	json_object_set_new(o, "target", json_string(target));
+	free(target);
+	json_object_set_new(o, "origin_refetch",
+			    json_pack("{s:i, s:i}", "bad_peer", (int)st.refetch_bad_peer, "no_peer",
+				      (int)st.refetch_no_peer));
+	json_object_set_new(o, "bad_blocks", json_integer(st.bad_blocks));
+	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
+	json_object_set_new(o, "error", err ? json_string(err) : json_null());
+	return o;
+}
+
+json_t *daemon_status_json(struct daemon *d)
+{
+	struct peers_stats ps;
+	peers_stats(d->peers, &ps);
+	json_t *sets = json_array();
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct dset *s = d->sets[i];
+		json_t *o = s->cur ? fetch_json(d, s, s->cur) : json_object();
+		json_object_set_new(o, "name", json_string(s->name));
+		if (!s->cur)
+			json_object_set_new(o, "state",
+					    json_string(s->error ? "error" : "waiting"));
+		if (!s->cur && s->error)
+			json_object_set_new(o, "error", json_string(s->error));
+		if (s->prev)
+			json_object_set_new(o, "previous", fetch_json(d, s, s->prev));
+		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
+		json_array_append_new(sets, o);
+	}
+	return json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I}, s:o}", "node", d->o->node,
+			 "scheduler", "addr", d->o->scheduler, "connected", d->sched_ready, "peers",
+			 "bytes_served", (json_int_t)ps.bytes_served, "blocks_served",
+			 (json_int_t)ps.blocks_served, "dropped_bad_data",
+			 (json_int_t)ps.dropped_bad_data, "datasets", sets);
+}
+
+int daemon_ready(struct daemon *d, const char *name, const char **why)
+{
+	struct dset *s = find_set(d, name);
+	const char *w = NULL;
+	if (!s)
+		w = "not assigned to this node";
+	else if ((s->cur && fetch_published(s->cur)) || (s->prev && fetch_published(s->prev)))
+		return 1;
+	else if (s->error)
+		w = s->error;
+	else
+		w = "still fetching";
+	if (why)
+		*why = w;
+	return 0;
+}
+
+int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
+		    int *published, const char **error)
+{
+	struct dset *s = find_set(d, name);
+	if (!s)
+		return SB_ENOTFOUND;
+	*bytes = *have = 0;
+	*published = daemon_ready(d, name, NULL);
+	*error = s->error;
+	if (s->cur) {
+		struct fetch_stats st;
+		fetch_stats(s->cur, &st);
+		*bytes = st.bytes;
+		*have = st.bytes_have;
+	}
+	return 0;
+}
+
+/* ---- life cycle ---- */
+
+static void stop(struct daemon *d)
+{
+	if (d->stopping)
+		return;
+	d->stopping = 1;
+	log_info("stopping");
+	uv_timer_stop(&d->reconnect);
+	uv_timer_stop(&d->heartbeat);
+	uv_timer_stop(&d->retry);
+	if (d->sched)
+		conn_close(d->sched, 0);
+	for (size_t i = 0; i < d->nsets; i++)
+		free_set(d, d->sets[i]);
+	d->nsets = 0;
+	peers_free(d->peers);
+	d->peers = NULL;
+	ctl_free(d->ctl);
+	d->ctl = NULL;
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	uv_close((uv_handle_t *)&d->reconnect, NULL);
+	uv_close((uv_handle_t *)&d->heartbeat, NULL);
+	uv_close((uv_handle_t *)&d->retry, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	stop(s->data);
+}
+
+static int setup(struct daemon *d, char **detail)
+{
+	char *det = NULL;
+	int rc = secure_token_load(d->o->token_file, &d->token, &det);
+	if (rc < 0) {
+		*detail = det ? det : xasprintf("%s: %s", d->o->token_file, sb_strerror(rc));
+		return rc;
+	}
+	if ((rc = path_mkdirs(d->o->target, 0755)) < 0) {
+		*detail = xasprintf("target %s: %s", d->o->target, sb_strerror(rc));
+		return rc;
+	}
+	if ((rc = cache_open(d->o->data, d->o->cache_size, &d->cache)) < 0) {
+		*detail = xasprintf("cannot open the cache in %s: %s", d->o->data, sb_strerror(rc));
+		return rc;
+	}
+	struct peers_config pc = {.node = d->o->node,
+				  .listen = d->o->listen,
+				  .token = &d->token,
+				  .encrypt = d->o->encrypt,
+				  .cache = d->cache};
+	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
+		return rc;
+	if (d->o->advertise) {
+		d->advertise = xstrdup(d->o->advertise);
+	} else {
+		/* Listening on port 0: advertise the port the kernel chose. */
+		const char *colon = strrchr(d->o->listen, ':');
+		int len = colon ? (int)(colon - d->o->listen) : (int)strlen(d->o->listen);
+		d->advertise = xasprintf("%.*s:%d", len, d->o->listen, peers_port(d->peers));
+	}
+	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
+		return rc;
+	return 0;
+}
+
+int daemon_run(const struct daemon_options *o, char **detail)
+{
+	struct daemon d = {
+	    .o = o, .heartbeat_ms = DAEMON_HEARTBEAT_MS, .backoff_ms = DAEMON_RECONNECT_MIN_MS};
+	*detail = NULL;
+	uv_loop_init(&d.loop);
+	uv_timer_init(&d.loop, &d.reconnect);
+	uv_timer_init(&d.loop, &d.heartbeat);
+	uv_timer_init(&d.loop, &d.retry);
+	uv_signal_init(&d.loop, &d.sigterm);
+	uv_signal_init(&d.loop, &d.sigint);
+	d.reconnect.data = d.heartbeat.data = d.retry.data = &d;
+	d.sigterm.data = d.sigint.data = &d;
+	signal(SIGPIPE, SIG_IGN);
+	int rc = setup(&d, detail);
+	if (rc == 0) {
+		uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+		uv_signal_start(&d.sigint, on_signal, SIGINT);
+		uv_timer_start(&d.retry, retry_tick, 1000, 1000);
+		dial_scheduler(&d.reconnect);
+		log_info("node %s: peers on %s, target %s", o->node, d.advertise, o->target);
+	}
+	if (rc < 0)
+		stop(&d);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	free(d.sets);
+	free(d.advertise);
+	cache_free(d.cache);
+	if (uv_loop_close(&d.loop) != 0)
+		log_warn("daemon: event loop still had handles at exit");
+	return rc;
+}

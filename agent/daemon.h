@@ -1,0 +1,57 @@
+/* The agent daemon: registers this node with the scheduler, heartbeats,
+ * turns assignments into fetches (agent/fetch.c) that take blocks from
+ * peers (agent/peer.c) and the origin, publishes each dataset at
+ * TARGET/NAME, drops what is no longer assigned, and answers the CLI on a
+ * unix socket (agent/ctl.c) and probes over HTTP. One libuv loop; runs until
+ * SIGTERM or SIGINT. */
+#ifndef SYNCBIT_DAEMON_H
+#define SYNCBIT_DAEMON_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/source.h"
+
+#define DAEMON_RECONNECT_MIN_MS 500
+#define DAEMON_RECONNECT_MAX_MS 10000
+#define DAEMON_RETRY_MS		10000 /* a failed fetch starts again after this */
+#define DAEMON_HEARTBEAT_MS	1000  /* until the scheduler says otherwise */
+
+struct daemon_label {
+	char *key, *value;
+};
+
+struct daemon_options {
+	const char *scheduler; /* host:port */
+	const char *listen;    /* host:port for peers */
+	const char *advertise; /* host:port peers dial; NULL = listen */
+	const char *data;      /* cache and index */
+	const char *target;    /* datasets appear at target/NAME */
+	const char *node;
+	const char *token_file;
+	const char *socket; /* unix socket for the CLI */
+	const char *http;   /* host:port for /readyz, /metrics; NULL = none */
+	struct daemon_label *labels;
+	size_t nlabels;
+	int encrypt;
+	uint64_t cache_size; /* 0 = unlimited */
+	struct source_options src;
+};
+
+struct daemon;
+
+/* Run until stopped. 0 on a clean stop; a negative error with *detail (one
+ * line, heap) when it cannot start. */
+int daemon_run(const struct daemon_options *o, char **detail);
+
+/* For agent/ctl.c (loop thread). */
+json_t *daemon_status_json(struct daemon *d);
+/* 1 when dataset name is published here (complete, verified), 0 if not,
+ * with *why (static or owned by d) saying what is missing. */
+int daemon_ready(struct daemon *d, const char *name, const char **why);
+/* Progress of a dataset: 0 and the counts, or SB_ENOTFOUND. */
+int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
+		    int *published, const char **error);
+
+#endif

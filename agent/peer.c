@@ -1,0 +1,873 @@
+#include "agent/peer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/conn.h"
+#include "common/err.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/wire.h"
+
+#define BITFIELD_BLOCKS_MAX (1u << 26)
+#define TICK_MS		    500
+#define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
+
+struct peer;
+
+struct pver {
+	uint8_t vid[HASH_LEN];
+	uint32_t nblocks;
+	uint8_t *bits;
+	struct fetch *f; /* NULL while this node does not fetch or hold it */
+};
+
+struct req {
+	uint64_t id;
+	struct fetch *f;
+	uint32_t b;
+	uint64_t sent_ms;
+};
+
+struct serve {
+	uint64_t id;
+	struct hash_id h;
+	uint8_t vid[HASH_LEN];
+	struct peer *pe;
+	uint8_t *buf;
+	uint32_t len;
+	int rc;
+	uv_work_t work;
+	struct serve *next;
+};
+
+struct peer {
+	struct peers *p;
+	struct conn *c;
+	char *node;
+	int ready, closed;
+	struct pver *vers;
+	size_t nvers;
+	struct req reqs[PEER_PIPELINE * 2];
+	size_t nreqs;
+	struct serve *q_head, *q_tail;
+	size_t qlen;
+	int reading; /* serve jobs on the pool */
+	struct peer *next;
+};
+
+struct known {
+	char *node, *addr;
+	uint64_t next_dial_ms;
+};
+
+struct served {
+	uint8_t vid[HASH_LEN];
+	uint64_t bytes;
+};
+
+struct peers {
+	uv_loop_t *loop;
+	char *node;
+	struct secure_token token;
+	int encrypt;
+	struct cache *cache;
+	struct conn_listener *listener;
+	struct peer *list;
+	struct fetch **fetches;
+	size_t nfetches;
+	struct known *known;
+	size_t nknown;
+	struct served *served;
+	size_t nserved;
+	uv_timer_t tick;
+	int serve_busy;
+	uint64_t next_req_id;
+	struct peers_stats st;
+	int closing, tick_closed;
+};
+
+static void maybe_free(struct peers *p);
+
+static const struct conn_callbacks peer_cbs;
+static void fill(struct peer *pe);
+static void pump_serve(struct peers *p);
+
+static struct conn_config conn_cfg(struct peers *p)
+{
+	struct conn_config cfg = {.token = &p->token,
+				  .node = p->node,
+				  .encrypt = p->encrypt,
+				  .body_max = CTL_BODY_MAX,
+				  .payload_max = BLOCK_SIZE_MAX};
+	return cfg;
+}
+
+static int bit(const uint8_t *bits, uint32_t b)
+{
+	return bits[b / 8] >> (b % 8) & 1;
+}
+
+/* ---- connections ---- */
+
+static struct peer *peer_new(struct peers *p)
+{
+	struct peer *pe = xcalloc(1, sizeof *pe);
+	pe->p = p;
+	pe->next = p->list;
+	p->list = pe;
+	return pe;
+}
+
+static void peer_release(struct peer *pe)
+{
+	if (!pe->closed || pe->reading)
+		return;
+	struct peers *p = pe->p;
+	for (struct peer **pp = &p->list; *pp; pp = &(*pp)->next)
+		if (*pp == pe) {
+			*pp = pe->next;
+			break;
+		}
+	for (size_t i = 0; i < pe->nvers; i++)
+		free(pe->vers[i].bits);
+	free(pe->vers);
+	while (pe->q_head) {
+		struct serve *s = pe->q_head;
+		pe->q_head = s->next;
+		free(s);
+	}
+	free(pe->node);
+	free(pe);
+	if (p->closing)
+		maybe_free(p);
+}
+
+static int send_bitfield(struct peer *pe, struct fetch *f)
+{
+	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
+	m.version_id.data = (uint8_t *)fetch_version_id(f);
+	m.version_id.len = HASH_LEN;
+	m.nblocks = fetch_nblocks(f);
+	m.bits.data = (uint8_t *)fetch_bits(f);
+	m.bits.len = (m.nblocks + 7) / 8;
+	return wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL);
+}
+
+static struct pver *find_pver(struct peer *pe, const uint8_t *vid)
+{
+	for (size_t i = 0; i < pe->nvers; i++)
+		if (!memcmp(pe->vers[i].vid, vid, HASH_LEN))
+			return &pe->vers[i];
+	return NULL;
+}
+
+static struct fetch *find_fetch(struct peers *p, const uint8_t *vid)
+{
+	for (size_t i = 0; i < p->nfetches; i++)
+		if (!memcmp(fetch_version_id(p->fetches[i]), vid, HASH_LEN))
+			return p->fetches[i];
+	return NULL;
+}
+
+/* Count (sign 1) or uncount (sign -1) a peer's blocks in f's availability. */
+static void apply_avail(struct pver *v, int sign)
+{
+	if (!v->f || fetch_nblocks(v->f) != v->nblocks)
+		return;
+	for (uint32_t b = 0; b < v->nblocks; b++)
+		if (bit(v->bits, b))
+			fetch_avail_add(v->f, b, sign);
+}
+
+static void drop_req(struct peer *pe, size_t i, int cancel)
+{
+	struct req *r = &pe->reqs[i];
+	if (cancel && pe->ready && !pe->closed) {
+		Syncbit__Cancel m = SYNCBIT__CANCEL__INIT;
+		m.request_id = r->id;
+		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_CANCEL, &m.base, NULL, 0, NULL, NULL);
+	}
+	fetch_block_unasked(r->f, r->b);
+	pe->reqs[i] = pe->reqs[--pe->nreqs];
+}
+
+static void on_ready(struct conn *c, int status)
+{
+	struct peer *pe = conn_data(c);
+	struct peers *p = pe->p;
+	if (status < 0)
+		return;
+	const char *node = conn_peer_node(c);
+	/* One connection per peer: a newer one (a restarted peer) wins. */
+	for (struct peer *o = p->list; o; o = o->next)
+		if (o != pe && o->ready && !o->closed && o->node && !strcmp(o->node, node))
+			conn_close(o->c, 0);
+	free(pe->node);
+	pe->node = xstrdup(node);
+	pe->ready = 1;
+	p->st.connected++;
+	log_info("peer %s (%s) connected%s", node, conn_peer_addr(c),
+		 conn_encrypted(c) ? "" : " without encryption");
+	for (size_t i = 0; i < p->nfetches; i++)
+		send_bitfield(pe, p->fetches[i]);
+}
+
+static void on_close(struct conn *c, int status)
+{
+	struct peer *pe = conn_data(c);
+	struct peers *p = pe->p;
+	if (pe->ready)
+		log_info("peer %s gone: %s", pe->node, status ? sb_strerror(status) : "closed");
+	else if (status)
+		log_debug("peer %s: %s", conn_peer_addr(c), sb_strerror(status));
+	if (p->closing) { /* the fetches may be gone already */
+		pe->nreqs = 0;
+	} else {
+		while (pe->nreqs)
+			drop_req(pe, 0, 0);
+		for (size_t i = 0; i < pe->nvers; i++)
+			apply_avail(&pe->vers[i], -1);
+	}
+	pe->closed = 1;
+	pe->c = NULL;
+	peer_release(pe);
+	if (!p->closing)
+		peers_wake(p);
+}
+
+static void on_drain(struct conn *c)
+{
+	struct peer *pe = conn_data(c);
+	pump_serve(pe->p);
+}
+
+static void on_accept(struct conn_listener *l, struct conn *c)
+{
+	struct peers *p = conn_data(c);
+	struct peer *pe = peer_new(p);
+	pe->c = c;
+	conn_set_data(c, pe);
+}
+
+static void dial(struct peers *p, struct known *k)
+{
+	struct conn_config cfg = conn_cfg(p);
+	struct peer *pe = peer_new(p);
+	pe->node = xstrdup(k->node);
+	int rc = conn_dial(p->loop, k->addr, &cfg, &peer_cbs, pe, &pe->c);
+	if (rc < 0) {
+		log_warn("peer %s: cannot dial %s: %s", k->node, k->addr, sb_strerror(rc));
+		pe->closed = 1;
+		peer_release(pe);
+	}
+	k->next_dial_ms = uv_now(p->loop) + PEER_REDIAL_MS;
+}
+
+static struct peer *peer_by_node(struct peers *p, const char *node)
+{
+	for (struct peer *pe = p->list; pe; pe = pe->next)
+		if (!pe->closed && pe->node && !strcmp(pe->node, node))
+			return pe;
+	return NULL;
+}
+
+static void dial_missing(struct peers *p)
+{
+	uint64_t now = uv_now(p->loop);
+	for (size_t i = 0; i < p->nknown; i++) {
+		struct known *k = &p->known[i];
+		if (strcmp(k->node, p->node) <= 0 || now < k->next_dial_ms ||
+		    peer_by_node(p, k->node))
+			continue;
+		dial(p, k);
+	}
+}
+
+/* ---- requesting ---- */
+
+static int requested_here(const struct peer *pe, const struct fetch *f, uint32_t b)
+{
+	for (size_t i = 0; i < pe->nreqs; i++)
+		if (pe->reqs[i].f == f && pe->reqs[i].b == b)
+			return 1;
+	return 0;
+}
+
+/* Rarest first among the blocks this peer has, from a random start so
+ * nodes spread over different blocks; in the endgame (only in-flight
+ * blocks left), a block already asked elsewhere. */
+static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
+{
+	for (size_t i = 0; i < pe->nvers; i++) {
+		struct pver *v = &pe->vers[i];
+		struct fetch *f = v->f;
+		if (!f || fetch_complete(f) || v->nblocks != fetch_nblocks(f) || !v->nblocks)
+			continue;
+		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best = UINT32_MAX;
+		uint32_t best_avail = UINT32_MAX, in_flight = 0, unknown = 0, endgame = UINT32_MAX;
+		for (uint32_t k = 0; k < n; k++) {
+			uint32_t b = (start + k) % n;
+			enum fetch_block_state s = fetch_block_state(f, b);
+			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN)
+				unknown++;
+			if (s == FETCH_PEER)
+				in_flight++;
+			if (!bit(v->bits, b))
+				continue;
+			if (s == FETCH_NEED && fetch_avail(f, b) < best_avail) {
+				best = b;
+				best_avail = fetch_avail(f, b);
+			} else if (s == FETCH_PEER && endgame == UINT32_MAX &&
+				   fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
+				   !requested_here(pe, f, b)) {
+				endgame = b;
+			}
+		}
+		if (best != UINT32_MAX) {
+			*fo = f;
+			*bo = best;
+			return 1;
+		}
+		if (endgame != UINT32_MAX && !unknown && in_flight <= 2 * PEER_PIPELINE) {
+			*fo = f;
+			*bo = endgame;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void fill(struct peer *pe)
+{
+	struct fetch *f;
+	uint32_t b;
+	if (!pe->ready || pe->closed)
+		return;
+	while (pe->nreqs < PEER_PIPELINE && pick(pe, &f, &b)) {
+		struct req *r = &pe->reqs[pe->nreqs];
+		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
+		r->id = ++pe->p->next_req_id;
+		r->f = f;
+		r->b = b;
+		r->sent_ms = uv_now(pe->p->loop);
+		m.request_id = r->id;
+		m.version_id.data = (uint8_t *)fetch_version_id(f);
+		m.version_id.len = HASH_LEN;
+		m.block = b;
+		m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
+		m.block_hash.len = HASH_LEN;
+		if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL) <
+		    0)
+			return;
+		pe->nreqs++;
+		fetch_block_asked(f, b);
+	}
+}
+
+void peers_wake(struct peers *p)
+{
+	for (struct peer *pe = p->list; pe; pe = pe->next)
+		fill(pe);
+}
+
+/* ---- serving ---- */
+
+static void serve_work(uv_work_t *w)
+{
+	struct serve *s = w->data;
+	struct cache_block_loc loc;
+	int rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
+	for (int attempt = 0; rc == 1 && attempt < 2; attempt++) {
+		int fd = open(loc.path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) { /* a partial just became an object: look again */
+			rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
+			continue;
+		}
+		s->len = loc.len;
+		s->buf = xmalloc(loc.len ? loc.len : 1);
+		size_t done = 0;
+		while (done < loc.len) {
+			ssize_t n =
+			    pread(fd, s->buf + done, loc.len - done, (off_t)(loc.offset + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+		}
+		close(fd);
+		s->rc = done == loc.len ? 0 : SB_ETRUNCATED;
+		return;
+	}
+	s->rc = rc < 0 ? rc : SB_ENOTFOUND;
+}
+
+static void block_sent(void *arg, int status)
+{
+	free(arg);
+}
+
+static void add_served(struct peers *p, const uint8_t *vid, uint64_t n)
+{
+	for (size_t i = 0; i < p->nserved; i++)
+		if (!memcmp(p->served[i].vid, vid, HASH_LEN)) {
+			p->served[i].bytes += n;
+			return;
+		}
+	p->served = xrealloc(p->served, (p->nserved + 1) * sizeof *p->served);
+	memcpy(p->served[p->nserved].vid, vid, HASH_LEN);
+	p->served[p->nserved++].bytes = n;
+}
+
+static void serve_done(uv_work_t *w, int status)
+{
+	struct serve *s = w->data;
+	struct peer *pe = s->pe;
+	struct peers *p = pe->p;
+	p->serve_busy--;
+	pe->reading--;
+	if (!pe->closed && pe->ready) {
+		if (s->rc == 0) {
+			Syncbit__BlockHeader m = SYNCBIT__BLOCK_HEADER__INIT;
+			m.request_id = s->id;
+			m.block_hash.data = s->h.b;
+			m.block_hash.len = HASH_LEN;
+			if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base, s->buf, s->len,
+				      block_sent, s->buf) == 0) {
+				s->buf = NULL;
+				p->st.bytes_served += s->len;
+				p->st.blocks_served++;
+				add_served(p, s->vid, s->len);
+			}
+		} else {
+			Syncbit__Reject m = SYNCBIT__REJECT__INIT;
+			m.request_id = s->id;
+			m.reason = "missing";
+			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &m.base, NULL, 0, NULL,
+				  NULL);
+		}
+	}
+	free(s->buf);
+	free(s);
+	peer_release(pe);
+	if (!p->closing)
+		pump_serve(p);
+}
+
+/* Disk reads for peers, one peer at a time in turn, none for a peer whose
+ * socket has not taken what was read for it already. */
+static void pump_serve(struct peers *p)
+{
+	int progress = 1;
+	while (p->serve_busy < PEER_SERVE_SLOTS && progress) {
+		progress = 0;
+		for (struct peer *pe = p->list; pe && p->serve_busy < PEER_SERVE_SLOTS;
+		     pe = pe->next) {
+			if (pe->closed || !pe->q_head || conn_queued(pe->c) >= CONN_HIGH_WATER)
+				continue;
+			struct serve *s = pe->q_head;
+			pe->q_head = s->next;
+			if (!pe->q_head)
+				pe->q_tail = NULL;
+			pe->qlen--;
+			pe->reading++;
+			p->serve_busy++;
+			s->work.data = s;
+			int rc = uv_queue_work(p->loop, &s->work, serve_work, serve_done);
+			if (rc < 0)
+				fatal("uv_queue_work: %s", uv_strerror(rc));
+			progress = 1;
+		}
+	}
+}
+
+/* ---- messages ---- */
+
+static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Bitfield *m = syncbit__bitfield__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	int rc = 0;
+	if (m->version_id.len != HASH_LEN || m->nblocks > BITFIELD_BLOCKS_MAX ||
+	    m->bits.len != (m->nblocks + 7) / 8) {
+		rc = SB_EPROTO;
+		goto out;
+	}
+	struct pver *v = find_pver(pe, m->version_id.data);
+	if (v) {
+		apply_avail(v, -1);
+		free(v->bits);
+	} else {
+		pe->vers = xrealloc(pe->vers, (pe->nvers + 1) * sizeof *pe->vers);
+		v = &pe->vers[pe->nvers++];
+		memcpy(v->vid, m->version_id.data, HASH_LEN);
+	}
+	v->nblocks = m->nblocks;
+	v->bits = xcalloc(m->bits.len + 1, 1);
+	memcpy(v->bits, m->bits.data, m->bits.len);
+	v->f = find_fetch(pe->p, v->vid);
+	apply_avail(v, 1);
+	fill(pe);
+out:
+	syncbit__bitfield__free_unpacked(m, NULL);
+	return rc;
+}
+
+static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Have *m = syncbit__have__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	struct pver *v = m->version_id.len == HASH_LEN ? find_pver(pe, m->version_id.data) : NULL;
+	int rc = 0;
+	for (size_t i = 0; v && i < m->n_blocks; i++) {
+		uint32_t b = m->blocks[i];
+		if (b >= v->nblocks) {
+			rc = SB_EPROTO;
+			break;
+		}
+		if (bit(v->bits, b))
+			continue;
+		v->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+		if (v->f && fetch_nblocks(v->f) == v->nblocks)
+			fetch_avail_add(v->f, b, 1);
+	}
+	syncbit__have__free_unpacked(m, NULL);
+	if (rc == 0 && v)
+		fill(pe);
+	return rc;
+}
+
+static int h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Request *m = syncbit__request__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	int rc = 0;
+	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
+		rc = SB_EPROTO;
+	} else if (pe->qlen >= PEER_SERVE_QUEUE) {
+		Syncbit__Reject r = SYNCBIT__REJECT__INIT;
+		r.request_id = m->request_id;
+		r.reason = "busy";
+		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &r.base, NULL, 0, NULL, NULL);
+	} else {
+		struct serve *s = xcalloc(1, sizeof *s);
+		s->id = m->request_id;
+		s->pe = pe;
+		memcpy(s->h.b, m->block_hash.data, HASH_LEN);
+		memcpy(s->vid, m->version_id.data, HASH_LEN);
+		if (pe->q_tail)
+			pe->q_tail->next = s;
+		else
+			pe->q_head = s;
+		pe->q_tail = s;
+		pe->qlen++;
+		pump_serve(pe->p);
+	}
+	syncbit__request__free_unpacked(m, NULL);
+	return rc;
+}
+
+static int find_req(struct peer *pe, uint64_t id)
+{
+	for (size_t i = 0; i < pe->nreqs; i++)
+		if (pe->reqs[i].id == id)
+			return (int)i;
+	return -1;
+}
+
+static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__BlockHeader *m = syncbit__block_header__unpack(NULL, len, body);
+	if (!m) {
+		free(payload);
+		return SB_EPROTO;
+	}
+	int i = find_req(pe, m->request_id);
+	syncbit__block_header__free_unpacked(m, NULL);
+	if (i < 0) { /* canceled meanwhile */
+		free(payload);
+		return 0;
+	}
+	struct fetch *f = pe->reqs[i].f;
+	uint32_t b = pe->reqs[i].b;
+	drop_req(pe, (size_t)i, 0);
+	fetch_block_received(f, b, payload, plen, pe->node);
+	/* Endgame duplicates elsewhere are no longer needed. */
+	for (struct peer *o = pe->p->list; o; o = o->next)
+		for (size_t k = 0; k < o->nreqs; k++)
+			if (o->reqs[k].f == f && o->reqs[k].b == b) {
+				drop_req(o, k, 1);
+				break;
+			}
+	fill(pe);
+	return 0;
+}
+
+static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Reject *m = syncbit__reject__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	int i = find_req(pe, m->request_id);
+	int missing = m->reason && !strcmp(m->reason, "missing");
+	syncbit__reject__free_unpacked(m, NULL);
+	if (i < 0)
+		return 0;
+	struct fetch *f = pe->reqs[i].f;
+	uint32_t b = pe->reqs[i].b;
+	drop_req(pe, (size_t)i, 0);
+	if (missing) { /* it no longer has the block (evicted) */
+		struct pver *v = find_pver(pe, fetch_version_id(f));
+		if (v && b < v->nblocks && bit(v->bits, b)) {
+			v->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
+			fetch_avail_add(f, b, -1);
+		}
+	}
+	peers_wake(pe->p);
+	return 0;
+}
+
+static int h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Cancel *m = syncbit__cancel__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	for (struct serve **sp = &pe->q_head, *prev = NULL; *sp; prev = *sp, sp = &(*sp)->next) {
+		if ((*sp)->id != m->request_id)
+			continue;
+		struct serve *s = *sp;
+		*sp = s->next;
+		if (pe->q_tail == s)
+			pe->q_tail = prev;
+		pe->qlen--;
+		free(s);
+		break;
+	}
+	syncbit__cancel__free_unpacked(m, NULL);
+	return 0;
+}
+
+static const struct frame_handler peer_table[] = {
+    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, h_cancel},
+};
+
+static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
+{
+	struct peer *pe = conn_data(c);
+	if (type != SYNCBIT__MSG_TYPE__MSG_BLOCK && payload) {
+		free(payload);
+		return SB_EPROTO;
+	}
+	return frame_dispatch(peer_table, sizeof peer_table / sizeof *peer_table, pe, type, body,
+			      len, payload, plen);
+}
+
+static const struct conn_callbacks peer_cbs = {
+    .on_ready = on_ready, .on_frame = on_frame, .on_drain = on_drain, .on_close = on_close};
+
+/* ---- the set ---- */
+
+static void tick(uv_timer_t *t)
+{
+	struct peers *p = t->data;
+	uint64_t now = uv_now(p->loop);
+	int woke = 0;
+	for (struct peer *pe = p->list; pe; pe = pe->next)
+		for (size_t i = 0; i < pe->nreqs;) {
+			if (now - pe->reqs[i].sent_ms < PEER_REQUEST_MS) {
+				i++;
+				continue;
+			}
+			log_warn("peer %s: block %u unanswered for %d s; asking elsewhere",
+				 pe->node, pe->reqs[i].b, PEER_REQUEST_MS / 1000);
+			drop_req(pe, i, 1);
+			woke = 1;
+		}
+	dial_missing(p);
+	if (woke)
+		peers_wake(p);
+}
+
+int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **out, char **detail)
+{
+	struct peers *p = xcalloc(1, sizeof *p);
+	p->loop = loop;
+	p->node = xstrdup(cfg->node);
+	p->token = *cfg->token;
+	p->encrypt = cfg->encrypt;
+	p->cache = cfg->cache;
+	struct conn_config cc = conn_cfg(p);
+	int rc = conn_listen(loop, cfg->listen, &cc, &peer_cbs, p, on_accept, &p->listener);
+	if (rc < 0) {
+		*detail =
+		    xasprintf("cannot listen for peers on %s: %s", cfg->listen, sb_strerror(rc));
+		free(p->node);
+		free(p);
+		return rc;
+	}
+	uv_timer_init(loop, &p->tick);
+	p->tick.data = p;
+	uv_timer_start(&p->tick, tick, TICK_MS, TICK_MS);
+	*out = p;
+	return 0;
+}
+
+static void maybe_free(struct peers *p)
+{
+	if (p->list || !p->tick_closed)
+		return;
+	free(p->node);
+	free(p);
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+	struct peers *p = h->data;
+	p->tick_closed = 1;
+	maybe_free(p);
+}
+
+void peers_free(struct peers *p)
+{
+	if (!p)
+		return;
+	p->closing = 1;
+	conn_listener_close(p->listener);
+	for (struct peer *pe = p->list; pe; pe = pe->next)
+		if (!pe->closed && pe->c)
+			conn_close(pe->c, 0);
+	for (size_t i = 0; i < p->nknown; i++) {
+		free(p->known[i].node);
+		free(p->known[i].addr);
+	}
+	free(p->known);
+	free(p->fetches);
+	free(p->served);
+	p->known = NULL;
+	p->nknown = 0;
+	p->fetches = NULL;
+	p->nfetches = 0;
+	p->served = NULL;
+	p->nserved = 0;
+	/* p is freed when the last peer connection and the timer are closed. */
+	uv_close((uv_handle_t *)&p->tick, tick_closed);
+}
+
+int peers_port(const struct peers *p)
+{
+	return conn_listener_port(p->listener);
+}
+
+void peers_add_fetch(struct peers *p, struct fetch *f)
+{
+	p->fetches = xrealloc(p->fetches, (p->nfetches + 1) * sizeof *p->fetches);
+	p->fetches[p->nfetches++] = f;
+	for (struct peer *pe = p->list; pe; pe = pe->next) {
+		struct pver *v = find_pver(pe, fetch_version_id(f));
+		if (v) {
+			v->f = f;
+			apply_avail(v, 1);
+		}
+		if (pe->ready && !pe->closed)
+			send_bitfield(pe, f);
+	}
+	peers_wake(p);
+}
+
+void peers_remove_fetch(struct peers *p, struct fetch *f)
+{
+	for (size_t i = 0; i < p->nfetches; i++)
+		if (p->fetches[i] == f) {
+			p->fetches[i] = p->fetches[--p->nfetches];
+			break;
+		}
+	for (struct peer *pe = p->list; pe; pe = pe->next) {
+		for (size_t i = 0; i < pe->nreqs;)
+			if (pe->reqs[i].f == f)
+				drop_req(pe, i, 1);
+			else
+				i++;
+		for (size_t i = 0; i < pe->nvers; i++)
+			if (pe->vers[i].f == f)
+				pe->vers[i].f = NULL;
+	}
+}
+
+void peers_have(struct peers *p, struct fetch *f, uint32_t b)
+{
+	Syncbit__Have m = SYNCBIT__HAVE__INIT;
+	m.version_id.data = (uint8_t *)fetch_version_id(f);
+	m.version_id.len = HASH_LEN;
+	m.n_blocks = 1;
+	m.blocks = &b;
+	for (struct peer *pe = p->list; pe; pe = pe->next)
+		if (pe->ready && !pe->closed)
+			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_HAVE, &m.base, NULL, 0, NULL, NULL);
+}
+
+void peers_drop(struct peers *p, const char *node, const char *why)
+{
+	struct peer *pe = peer_by_node(p, node);
+	if (!pe)
+		return;
+	log_warn("peer %s: dropped: %s", node, why);
+	p->st.dropped_bad_data++;
+	conn_close(pe->c, SB_ECORRUPT);
+}
+
+void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs, size_t n)
+{
+	struct known *old = p->known;
+	size_t nold = p->nknown;
+	p->known = xcalloc(n + 1, sizeof *p->known);
+	p->nknown = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(nodes[i], p->node))
+			continue;
+		struct known *k = &p->known[p->nknown++];
+		k->node = xstrdup(nodes[i]);
+		k->addr = xstrdup(addrs[i]);
+		for (size_t j = 0; j < nold; j++)
+			if (!strcmp(old[j].node, k->node) && !strcmp(old[j].addr, k->addr))
+				k->next_dial_ms = old[j].next_dial_ms;
+	}
+	for (size_t j = 0; j < nold; j++) {
+		free(old[j].node);
+		free(old[j].addr);
+	}
+	free(old);
+	dial_missing(p);
+}
+
+void peers_stats(const struct peers *p, struct peers_stats *out)
+{
+	*out = p->st;
+}
+
+uint64_t peers_served(const struct peers *p, const uint8_t *vid)
+{
+	for (size_t i = 0; i < p->nserved; i++)
+		if (!memcmp(p->served[i].vid, vid, HASH_LEN))
+			return p->served[i].bytes;
+	return 0;
+}

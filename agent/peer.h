@@ -1,0 +1,64 @@
+/* The peer side of a daemon: connections to the other agents, the
+ * bitfields and haves they announce, the requests this node makes (rarest
+ * first from a random start, several in flight per peer, endgame for the
+ * last blocks) and the blocks it serves (a bounded number of disk reads at
+ * once, shared round-robin between peers; nothing is read for a peer whose
+ * socket is backed up). Loop thread only. */
+#ifndef SYNCBIT_PEER_H
+#define SYNCBIT_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "agent/cache.h"
+#include "agent/fetch.h"
+#include "common/secure.h"
+
+#define PEER_PIPELINE	  8	/* requests in flight per peer */
+#define PEER_SERVE_SLOTS  16	/* disk reads for peers at once, all peers */
+#define PEER_SERVE_QUEUE  256	/* requests queued per peer before "busy" */
+#define PEER_REQUEST_MS	  30000 /* a request unanswered this long goes elsewhere */
+#define PEER_ENDGAME_ASKS 2	/* peers asked at once for one block in the endgame */
+#define PEER_REDIAL_MS	  2000
+
+struct peers;
+
+struct peers_config {
+	const char *node;   /* our name */
+	const char *listen; /* host:port to accept peers on */
+	const struct secure_token *token;
+	int encrypt;
+	struct cache *cache;
+};
+
+struct peers_stats {
+	uint64_t bytes_served, blocks_served;
+	uint64_t connected;
+	uint64_t dropped_bad_data;
+};
+
+/* Listen and get ready. 0 or a negative error (*detail: one line). */
+int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **out, char **detail);
+/* Close every connection; freed once they are gone. */
+void peers_free(struct peers *p);
+int peers_port(const struct peers *p);
+
+/* Versions this node fetches or holds: announced to every peer. */
+void peers_add_fetch(struct peers *p, struct fetch *f);
+void peers_remove_fetch(struct peers *p, struct fetch *f);
+/* Block b of f became durable here: tell the peers. */
+void peers_have(struct peers *p, struct fetch *f, uint32_t b);
+/* Blocks became wanted: hand out requests. */
+void peers_wake(struct peers *p);
+/* node sent data that failed verification: drop the connection. */
+void peers_drop(struct peers *p, const char *node, const char *why);
+/* The peers the scheduler names (all versions together). Connections to
+ * nodes no longer named are kept while they are useful; this node dials
+ * the named ones whose name sorts after its own, the others dial it. */
+void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs, size_t n);
+void peers_stats(const struct peers *p, struct peers_stats *out);
+/* Bytes this node served of version vid. */
+uint64_t peers_served(const struct peers *p, const uint8_t *vid);
+
+#endif

@@ -1,0 +1,422 @@
+/* syncbit daemon, and the commands that ask the local agent over its unix
+ * socket: status, ready NAME, pull NAME. */
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent/daemon.h"
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/progress.h"
+
+#define AGENT_REPLY_MAX (16u << 20)
+
+static const struct config_key daemon_keys[] = {
+    CLI_COMMON_KEYS,
+    {"scheduler", NULL, 0, "scheduler HOST:PORT"},
+    {"listen", "0.0.0.0:7401", 0, "HOST:PORT for peers"},
+    {"advertise", NULL, 0, "HOST:PORT peers dial (default: --listen)"},
+    {"target", NULL, 0, "datasets appear at TARGET/NAME"},
+    {"node", NULL, 0, "node name (default: the host name)"},
+    {"labels", "", 0, "k=v[,k=v] matched by dataset selectors"},
+    {"token-file", NULL, 0, "the cluster's join token"},
+    {"socket", NULL, 0, "unix socket for the CLI (default DATA/agent.sock)"},
+    {"http", NULL, 0, "HOST:PORT for /healthz, /readyz and /metrics"},
+    {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear"},
+    {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)"},
+    {"jobs", "8", 0, "parallel origin reads"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const char *daemon_usage =
+    "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
+    "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]";
+
+static const struct config_key agent_keys[] = {
+    CLI_COMMON_KEYS,
+    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)"},
+    {"json", "false", 1, "print JSON as the last line"},
+    {NULL, NULL, 0, NULL},
+};
+
+static char *socket_path(const struct config *cfg)
+{
+	const char *s = config_get(cfg, "socket");
+	if (s && s[0])
+		return cli_abs_path(s);
+	char *data = cli_data_dir(cfg);
+	char *p = xasprintf("%s/agent.sock", data);
+	free(data);
+	return p;
+}
+
+/* Parse "k=v,k=v" into labels; 0 or EXIT_USAGE after saying why. */
+static int parse_labels(const char *s, struct daemon_label **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	char *copy = xstrdup(s), *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq || eq == tok) {
+			cli_error("--labels: '%s' is not k=v", tok);
+			free(copy);
+			return EXIT_USAGE;
+		}
+		*eq = '\0';
+		*out = xrealloc(*out, (*n + 1) * sizeof **out);
+		(*out)[*n].key = xstrdup(tok);
+		(*out)[(*n)++].value = xstrdup(eq + 1);
+	}
+	free(copy);
+	return 0;
+}
+
+int cmd_daemon(int argc, char **argv)
+{
+	struct config cfg;
+	char **pos = NULL;
+	int npos = 0, rc, noenc = 0;
+	uint64_t cache_size = 0, jobs = 8;
+	struct daemon_options o = {0};
+	char *data = NULL, *target = NULL, *sock = NULL, *token = NULL, *detail = NULL;
+	char host[256];
+
+	if ((rc = cli_parse(&cfg, daemon_keys, daemon_usage, argc, argv, &pos, &npos)))
+		goto out;
+	rc = EXIT_USAGE;
+	if (npos) {
+		cli_error("daemon takes no arguments");
+		goto out;
+	}
+	if (config_get_bool(&cfg, "no-encrypt", &noenc) < 0 ||
+	    config_get_size(&cfg, "cache-size", 0, UINT64_MAX, &cache_size) < 0 ||
+	    config_get_u64(&cfg, "jobs", 1, 64, &jobs) < 0) {
+		cli_error("%s", cfg.error);
+		goto out;
+	}
+	static const char *const required[] = {"scheduler", "target", "token-file"};
+	for (size_t i = 0; i < sizeof required / sizeof *required; i++)
+		if (!config_get(&cfg, required[i]) || !config_get(&cfg, required[i])[0]) {
+			cli_error("daemon needs --%s", required[i]);
+			fprintf(stderr, "usage: syncbit %s\n", daemon_usage);
+			goto out;
+		}
+	if (parse_labels(config_get(&cfg, "labels"), &o.labels, &o.nlabels))
+		goto out;
+	data = cli_data_dir(&cfg);
+	target = cli_abs_path(config_get(&cfg, "target"));
+	token = cli_abs_path(config_get(&cfg, "token-file"));
+	sock = socket_path(&cfg);
+	if (gethostname(host, sizeof host) < 0)
+		snprintf(host, sizeof host, "node");
+	host[sizeof host - 1] = '\0';
+	o.scheduler = config_get(&cfg, "scheduler");
+	o.listen = config_get(&cfg, "listen");
+	o.advertise = config_get(&cfg, "advertise");
+	o.data = data;
+	o.target = target;
+	o.node = config_get(&cfg, "node") ? config_get(&cfg, "node") : host;
+	o.token_file = token;
+	o.socket = sock;
+	o.http = config_get(&cfg, "http");
+	o.encrypt = !noenc;
+	o.cache_size = cache_size;
+	source_options_default(&o.src);
+	o.src.jobs = (int)jobs;
+	if (!o.node[0] || strlen(o.node) > 255) {
+		cli_error("--node: a name of 1 to 255 characters");
+		goto out;
+	}
+	int err = daemon_run(&o, &detail);
+	if (err < 0) {
+		cli_error("daemon: %s", detail ? detail : sb_strerror(err));
+		rc = EXIT_FAIL;
+	} else {
+		rc = EXIT_OK;
+	}
+out:
+	for (size_t i = 0; i < o.nlabels; i++) {
+		free(o.labels[i].key);
+		free(o.labels[i].value);
+	}
+	free(o.labels);
+	free(detail);
+	free(data);
+	free(target);
+	free(sock);
+	free(token);
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
+
+/* ---- talking to the local agent ---- */
+
+struct agent_conn {
+	int fd;
+	struct buf in;
+};
+
+static int agent_connect(const char *path, struct agent_conn *a)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memset(a, 0, sizeof *a);
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (a->fd < 0)
+		return -errno;
+	if (connect(a->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = -errno;
+		close(a->fd);
+		return e;
+	}
+	return 0;
+}
+
+static int agent_send(struct agent_conn *a, json_t *req)
+{
+	char *s = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	char *line = xasprintf("%s\n", s);
+	free(s);
+	size_t len = strlen(line), done = 0;
+	while (done < len) {
+		ssize_t n = write(a->fd, line + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(line);
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	free(line);
+	return 0;
+}
+
+/* Next JSON line from the agent (*out owned by the caller). */
+static int agent_recv(struct agent_conn *a, json_t **out)
+{
+	for (;;) {
+		char *nl = a->in.len ? memchr(a->in.ptr, '\n', a->in.len) : NULL;
+		if (nl) {
+			*nl = '\0';
+			json_error_t e;
+			*out = json_loads((const char *)a->in.ptr, 0, &e);
+			size_t used = (size_t)(nl + 1 - (char *)a->in.ptr);
+			memmove(a->in.ptr, nl + 1, a->in.len - used);
+			a->in.len -= used;
+			return *out ? 0 : SB_EPROTO;
+		}
+		if (a->in.len > AGENT_REPLY_MAX)
+			return SB_ETOOBIG;
+		buf_reserve(&a->in, 65536);
+		ssize_t n = read(a->fd, a->in.ptr + a->in.len, a->in.cap - a->in.len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : SB_ETRUNCATED;
+		a->in.len += (size_t)n;
+	}
+}
+
+static void agent_close(struct agent_conn *a)
+{
+	close(a->fd);
+	buf_close(&a->in);
+}
+
+/* One request, one reply. Prints the error and returns EXIT_FAIL on failure. */
+static int agent_call(const char *path, json_t *req, json_t **reply)
+{
+	struct agent_conn a;
+	int rc = agent_connect(path, &a);
+	if (rc < 0) {
+		json_decref(req);
+		cli_error("cannot reach the agent at %s: %s (is syncbit daemon running?)", path,
+			  sb_strerror(rc));
+		return EXIT_FAIL;
+	}
+	if ((rc = agent_send(&a, req)) < 0 || (rc = agent_recv(&a, reply)) < 0) {
+		cli_error("agent at %s: %s", path, sb_strerror(rc));
+		agent_close(&a);
+		return EXIT_FAIL;
+	}
+	agent_close(&a);
+	return 0;
+}
+
+static void print_json_line(json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", s);
+	free(s);
+}
+
+static void print_status(json_t *st)
+{
+	size_t i;
+	json_t *s;
+	json_t *sched = json_object_get(st, "scheduler");
+	printf("node %s, scheduler %s (%s)\n", json_string_value(json_object_get(st, "node")),
+	       json_string_value(json_object_get(sched, "addr")),
+	       json_is_true(json_object_get(sched, "connected")) ? "connected" : "not connected");
+	printf("%-24s %-10s %7s %10s %10s %10s %10s\n", "DATASET", "STATE", "DONE", "SIZE",
+	       "ORIGIN", "PEERS", "REUSED");
+	json_array_foreach(json_object_get(st, "datasets"), i, s)
+	{
+		char b[4][32];
+		double bytes = (double)json_integer_value(json_object_get(s, "bytes"));
+		double have = (double)json_integer_value(json_object_get(s, "bytes_have"));
+		printf("%-24s %-10s %6.1f%% %10s %10s %10s %10s\n",
+		       json_string_value(json_object_get(s, "name")),
+		       json_string_value(json_object_get(s, "state")),
+		       bytes > 0 ? 100.0 * have / bytes : 100.0,
+		       progress_fmt_bytes((uint64_t)bytes, b[0], sizeof b[0]),
+		       progress_fmt_bytes(
+			   (uint64_t)json_integer_value(json_object_get(s, "bytes_from_origin")),
+			   b[1], sizeof b[1]),
+		       progress_fmt_bytes(
+			   (uint64_t)json_integer_value(json_object_get(s, "bytes_from_peers")),
+			   b[2], sizeof b[2]),
+		       progress_fmt_bytes(
+			   (uint64_t)json_integer_value(json_object_get(s, "bytes_reused")), b[3],
+			   sizeof b[3]));
+		json_t *rf = json_object_get(s, "origin_refetch");
+		json_int_t bad = json_integer_value(json_object_get(rf, "bad_peer"));
+		json_int_t lonely = json_integer_value(json_object_get(rf, "no_peer"));
+		if (bad || lonely)
+			printf(
+			    "  back to the origin: %lld blocks a peer sent corrupt, %lld blocks no "
+			    "peer held\n",
+			    (long long)bad, (long long)lonely);
+		const char *err = json_string_value(json_object_get(s, "error"));
+		if (err)
+			printf("  error: %s\n", err);
+	}
+}
+
+int cmd_agent_status(int argc, char **argv)
+{
+	struct config cfg;
+	char **pos = NULL;
+	int npos = 0, rc, json = 0;
+	json_t *reply = NULL;
+	char *sock = NULL;
+	if ((rc = cli_parse(&cfg, agent_keys, "status [--socket PATH] [--json]", argc, argv, &pos,
+			    &npos)))
+		goto out;
+	config_get_bool(&cfg, "json", &json);
+	sock = socket_path(&cfg);
+	if ((rc = agent_call(sock, json_pack("{s:s}", "op", "status"), &reply)))
+		goto out;
+	if (json)
+		print_json_line(reply);
+	else
+		print_status(reply);
+	rc = EXIT_OK;
+out:
+	json_decref(reply);
+	free(sock);
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
+
+int cmd_ready(int argc, char **argv)
+{
+	struct config cfg;
+	char **pos = NULL;
+	int npos = 0, rc, json = 0;
+	json_t *reply = NULL;
+	char *sock = NULL;
+	if ((rc = cli_parse(&cfg, agent_keys, "ready NAME [--socket PATH]", argc, argv, &pos,
+			    &npos)))
+		goto out;
+	rc = EXIT_USAGE;
+	if (npos != 1) {
+		cli_error("ready takes one dataset NAME");
+		goto out;
+	}
+	config_get_bool(&cfg, "json", &json);
+	sock = socket_path(&cfg);
+	if ((rc = agent_call(sock, json_pack("{s:s, s:s}", "op", "ready", "name", pos[0]), &reply)))
+		goto out;
+	int ok = json_is_true(json_object_get(reply, "ready"));
+	if (json)
+		print_json_line(reply);
+	else if (!ok)
+		fprintf(stderr, "syncbit: %s is not ready: %s\n", pos[0],
+			json_string_value(json_object_get(reply, "reason")) ?: "unknown");
+	rc = ok ? EXIT_OK : EXIT_FAIL;
+out:
+	json_decref(reply);
+	free(sock);
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
+
+/* pull NAME: ask the agent and wait until the dataset is published here. */
+int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait)
+{
+	char *sock = socket_path(cfg);
+	struct agent_conn a;
+	struct progress prog;
+	int rc = agent_connect(sock, &a), result = EXIT_FAIL;
+	uint64_t start = progress_now_ns();
+	if (rc < 0) {
+		cli_error("pull %s: cannot reach the agent at %s: %s (is syncbit daemon running?)",
+			  name, sock, sb_strerror(rc));
+		free(sock);
+		return EXIT_FAIL;
+	}
+	progress_init(&prog, name, 0, !json);
+	uint64_t shown = 0;
+	rc = agent_send(&a, json_pack("{s:s, s:s}", "op", wait ? "pull" : "ready", "name", name));
+	json_t *o = NULL;
+	while (rc == 0 && (rc = agent_recv(&a, &o)) == 0) {
+		uint64_t bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes"));
+		uint64_t have = (uint64_t)json_integer_value(json_object_get(o, "bytes_have"));
+		progress_set_total(&prog, bytes);
+		if (have > shown) {
+			progress_add(&prog, have - shown);
+			shown = have;
+		}
+		if (!json_is_true(json_object_get(o, "progress")))
+			break;
+		json_decref(o);
+		o = NULL;
+	}
+	progress_close(&prog);
+	agent_close(&a);
+	if (rc < 0) {
+		cli_error("pull %s: agent at %s: %s", name, sock, sb_strerror(rc));
+	} else {
+		int ready = json_is_true(json_object_get(o, "ready"));
+		const char *err = json_string_value(json_object_get(o, "error"));
+		if (!ready && !json_string_value(json_object_get(o, "reason")) && err)
+			cli_error("pull %s: %s", name, err);
+		else if (!ready && wait)
+			cli_error("pull %s: %s", name, err ? err : "not ready");
+		json_object_set_new(o, "seconds",
+				    json_real((double)(progress_now_ns() - start) / 1e9));
+		if (json)
+			print_json_line(o);
+		result = ready || !wait ? EXIT_OK : EXIT_FAIL;
+	}
+	json_decref(o);
+	free(sock);
+	return result;
+}
