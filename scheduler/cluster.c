@@ -1,0 +1,700 @@
+#include "scheduler/cluster.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+
+int64_t cluster_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int cluster_check_name(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > CLUSTER_NAME_MAX || name[0] == '.')
+		return SB_EPROTO;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+			return SB_EPROTO;
+	return 0;
+}
+
+static void labels_free(struct assign_label *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(l[i].key);
+		free(l[i].value);
+	}
+	free(l);
+}
+
+static struct assign_label *labels_from_wire(Syncbit__Label *const *in, size_t n)
+{
+	struct assign_label *l = xcalloc(n + 1, sizeof *l);
+	for (size_t i = 0; i < n; i++) {
+		l[i].key = xstrdup(in[i]->key ? in[i]->key : "");
+		l[i].value = xstrdup(in[i]->value ? in[i]->value : "");
+	}
+	return l;
+}
+
+static struct assign_label *labels_copy(const struct assign_label *in, size_t n)
+{
+	struct assign_label *l = xcalloc(n + 1, sizeof *l);
+	for (size_t i = 0; i < n; i++) {
+		l[i].key = xstrdup(in[i].key);
+		l[i].value = xstrdup(in[i].value);
+	}
+	return l;
+}
+
+/* Wire labels pointing into l; free the two arrays, not the strings. */
+static Syncbit__Label **labels_to_wire(const struct assign_label *l, size_t n,
+				       Syncbit__Label **store)
+{
+	Syncbit__Label *v = xcalloc(n + 1, sizeof *v);
+	Syncbit__Label **p = xcalloc(n + 1, sizeof *p);
+	for (size_t i = 0; i < n; i++) {
+		syncbit__label__init(&v[i]);
+		v[i].key = l[i].key;
+		v[i].value = l[i].value;
+		p[i] = &v[i];
+	}
+	*store = v;
+	return p;
+}
+
+/* ---- lookups --------------------------------------------------------------- */
+
+struct cluster_node *cluster_node_find(const struct cluster *c, const char *name)
+{
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (!strcmp(c->nodes[i]->name, name))
+			return c->nodes[i];
+	return NULL;
+}
+
+struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name)
+{
+	for (size_t i = 0; i < c->ndatasets; i++)
+		if (!strcmp(c->datasets[i]->name, name))
+			return c->datasets[i];
+	return NULL;
+}
+
+struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id, size_t len)
+{
+	if (len != HASH_LEN)
+		return NULL;
+	for (size_t i = 0; i < c->nversions; i++)
+		if (!memcmp(c->versions[i]->v->id.b, id, HASH_LEN))
+			return c->versions[i];
+	return NULL;
+}
+
+const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,
+						    const struct hash_id *version)
+{
+	for (size_t i = 0; i < n->nreports; i++)
+		if (!memcmp(n->reports[i].version.b, version->b, HASH_LEN))
+			return &n->reports[i];
+	return NULL;
+}
+
+int cluster_assigned(const struct cluster_dataset *d, const struct cluster_node *n)
+{
+	return assign_selector_match(d->selector, d->nselector, n->labels, n->nlabels);
+}
+
+struct cluster_node **cluster_members(const struct cluster *c, const struct cluster_version *cv,
+				      size_t *n)
+{
+	struct cluster_node **out = xcalloc(c->nnodes + 1, sizeof *out);
+	*n = 0;
+	for (size_t i = 0; i < c->nnodes; i++) {
+		struct cluster_node *node = c->nodes[i];
+		if (!node->conn)
+			continue;
+		for (size_t j = 0; j < c->ndatasets; j++) {
+			if (c->datasets[j]->current == cv &&
+			    cluster_assigned(c->datasets[j], node)) {
+				out[(*n)++] = node;
+				break;
+			}
+		}
+	}
+	return out;
+}
+
+/* ---- nodes ----------------------------------------------------------------- */
+
+static void report_close(struct cluster_report *r)
+{
+	free(r->dataset);
+	free(r->bits);
+	free(r->error);
+	memset(r, 0, sizeof *r);
+}
+
+static void node_free(struct cluster_node *n)
+{
+	free(n->name);
+	free(n->addr);
+	free(n->agent_version);
+	labels_free(n->labels, n->nlabels);
+	for (size_t i = 0; i < n->nreports; i++)
+		report_close(&n->reports[i]);
+	free(n->reports);
+	free(n);
+}
+
+static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
+{
+	Syncbit__Register reg;
+	Syncbit__Label *store;
+	syncbit__register__init(&reg);
+	reg.node = n->name;
+	reg.peer_addr = n->addr;
+	reg.labels = labels_to_wire(n->labels, n->nlabels, &store);
+	reg.n_labels = n->nlabels;
+	reg.disk_free = n->disk_free;
+	reg.cache_size = n->cache_size;
+	reg.agent_version = n->agent_version;
+	if (state_put_node(c->state, n->name, n->last_seen_ms, &reg) < 0)
+		log_error("node %s: cannot save its record", n->name);
+	n->seen_saved = now;
+	free(reg.labels);
+	free(store);
+}
+
+/* Insert keeping nodes sorted by name (members come out sorted). */
+static struct cluster_node *node_new(struct cluster *c, const char *name)
+{
+	struct cluster_node *n = xcalloc(1, sizeof *n);
+	n->name = xstrdup(name);
+	n->addr = xstrdup("");
+	n->agent_version = xstrdup("");
+	n->labels = xcalloc(1, sizeof *n->labels);
+	c->nodes = xrealloc(c->nodes, (c->nnodes + 1) * sizeof *c->nodes);
+	size_t i = c->nnodes;
+	while (i > 0 && strcmp(c->nodes[i - 1]->name, name) > 0) {
+		c->nodes[i] = c->nodes[i - 1];
+		i--;
+	}
+	c->nodes[i] = n;
+	c->nnodes++;
+	return n;
+}
+
+static void node_update(struct cluster_node *n, const Syncbit__Register *reg)
+{
+	free(n->addr);
+	free(n->agent_version);
+	labels_free(n->labels, n->nlabels);
+	n->addr = xstrdup(reg->peer_addr ? reg->peer_addr : "");
+	n->agent_version = xstrdup(reg->agent_version ? reg->agent_version : "");
+	n->labels = labels_from_wire(reg->labels, reg->n_labels);
+	n->nlabels = reg->n_labels;
+	n->disk_free = reg->disk_free;
+	n->cache_size = reg->cache_size;
+}
+
+struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
+					   const Syncbit__Register *reg, uint64_t now)
+{
+	struct cluster_node *n = cluster_node_find(c, name);
+	if (!n)
+		n = node_new(c, name);
+	node_update(n, reg);
+	n->last_heard = now;
+	n->last_seen_ms = cluster_wall_ms();
+	node_save(c, n, now);
+	return n;
+}
+
+void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now)
+{
+	n->last_heard = now;
+	n->last_seen_ms = cluster_wall_ms();
+	if (now - n->seen_saved >= CLUSTER_SEEN_SAVE_MS)
+		node_save(c, n, now);
+}
+
+/* ---- reports --------------------------------------------------------------- */
+
+static void report_save(struct cluster *c, const char *node, struct cluster_report *r, uint64_t now)
+{
+	Syncbit__VersionState vs;
+	Syncbit__Bitfield bf;
+	syncbit__version_state__init(&vs);
+	syncbit__bitfield__init(&bf);
+	bf.version_id.data = r->version.b;
+	bf.version_id.len = HASH_LEN;
+	bf.nblocks = r->nbits;
+	bf.bits.data = r->bits;
+	bf.bits.len = (r->nbits + 7) / 8;
+	vs.dataset = r->dataset;
+	vs.version_id = bf.version_id;
+	vs.have = &bf;
+	vs.published = r->published;
+	vs.bytes_from_origin = r->bytes_from_origin;
+	vs.bytes_from_peers = r->bytes_from_peers;
+	vs.bytes_reused = r->bytes_reused;
+	vs.bytes_served = r->bytes_served;
+	vs.origin_refetch_bad_peer = r->refetch_bad_peer;
+	vs.origin_refetch_no_peer = r->refetch_no_peer;
+	vs.error = r->error;
+	if (state_put_have(c->state, &r->version, node, &vs) < 0)
+		log_error("node %s: cannot save its report", node);
+	r->saved_ms = now;
+	r->dirty = 0;
+}
+
+/* Fill r from vs, bounded by the version's block count. Returns 1 when a
+ * change worth saving at once happened (published, error). */
+static int report_fill(struct cluster_report *r, const struct cluster_version *cv,
+		       const Syncbit__VersionState *vs)
+{
+	int major = r->published != (int)vs->published ||
+		    strcmp(r->error ? r->error : "", vs->error ? vs->error : "") != 0;
+	uint32_t nbits = 0;
+	const Syncbit__Bitfield *bf = vs->have;
+	if (bf && bf->nblocks == cv->v->nblocks && bf->bits.len >= (bf->nblocks + 7) / 8)
+		nbits = bf->nblocks;
+	size_t nbytes = (nbits + 7) / 8;
+	if (nbits != r->nbits || (nbytes && memcmp(r->bits, bf->bits.data, nbytes) != 0)) {
+		free(r->bits);
+		r->bits = xcalloc(nbytes + 1, 1);
+		if (nbytes)
+			memcpy(r->bits, bf->bits.data, nbytes);
+		r->nbits = nbits;
+		r->have = 0;
+		for (uint32_t b = 0; b < nbits; b++)
+			r->have += (uint32_t)assign_bit(r->bits, b);
+		r->dirty = 1;
+	}
+	if (r->bytes_from_origin != vs->bytes_from_origin ||
+	    r->bytes_from_peers != vs->bytes_from_peers || r->bytes_reused != vs->bytes_reused ||
+	    r->bytes_served != vs->bytes_served)
+		r->dirty = 1;
+	free(r->dataset);
+	free(r->error);
+	r->dataset = xstrdup(vs->dataset ? vs->dataset : "");
+	r->error = xstrdup(vs->error ? vs->error : "");
+	r->published = vs->published;
+	r->bytes_from_origin = vs->bytes_from_origin;
+	r->bytes_from_peers = vs->bytes_from_peers;
+	r->bytes_reused = vs->bytes_reused;
+	r->bytes_served = vs->bytes_served;
+	r->refetch_bad_peer = vs->origin_refetch_bad_peer;
+	r->refetch_no_peer = vs->origin_refetch_no_peer;
+	r->dirty |= major;
+	return major;
+}
+
+static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
+					  size_t *index)
+{
+	for (size_t i = 0; i < n->nreports; i++)
+		if (!memcmp(n->reports[i].version.b, id->b, HASH_LEN)) {
+			*index = i;
+			return &n->reports[i];
+		}
+	return NULL;
+}
+
+void cluster_node_report(struct cluster *c, struct cluster_node *n,
+			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
+{
+	struct cluster_report *next = xcalloc(nvs + 1, sizeof *next);
+	uint8_t *moved = xcalloc(n->nreports + 1, 1);
+	size_t nnext = 0, at;
+	int dropped = 0;
+	state_begin(c->state);
+	for (size_t i = 0; i < nvs; i++) {
+		struct cluster_version *cv =
+		    cluster_version_find(c, vs[i]->version_id.data, vs[i]->version_id.len);
+		int dup = 0;
+		for (size_t j = 0; cv && j < nnext && !dup; j++)
+			dup = !memcmp(next[j].version.b, cv->v->id.b, HASH_LEN);
+		if (!cv || dup)
+			continue;
+		struct cluster_report *old = report_find(n, &cv->v->id, &at);
+		struct cluster_report *r = &next[nnext++];
+		if (old) {
+			*r = *old;
+			moved[at] = 1;
+		} else {
+			r->version = cv->v->id;
+			r->dirty = 1;
+		}
+		int major = report_fill(r, cv, vs[i]);
+		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
+			report_save(c, n->name, r, now);
+	}
+	for (size_t i = 0; i < n->nreports; i++) {
+		if (moved[i])
+			continue;
+		state_del_have(c->state, &n->reports[i].version, n->name);
+		report_close(&n->reports[i]);
+		dropped = 1;
+	}
+	if (state_commit(c->state) < 0)
+		log_error("node %s: cannot save its reports", n->name);
+	free(moved);
+	free(n->reports);
+	n->reports = next;
+	n->nreports = nnext;
+	if (dropped)
+		cluster_gc(c);
+}
+
+void cluster_node_flush(struct cluster *c, struct cluster_node *n)
+{
+	uint64_t now = n->last_heard;
+	state_begin(c->state);
+	for (size_t i = 0; i < n->nreports; i++)
+		if (n->reports[i].dirty)
+			report_save(c, n->name, &n->reports[i], now);
+	node_save(c, n, now);
+	if (state_commit(c->state) < 0)
+		log_error("node %s: cannot save its state", n->name);
+}
+
+/* ---- versions and datasets ------------------------------------------------- */
+
+static void plan_clear(struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cv->nplans; i++) {
+		free(cv->plan_nodes[i]);
+		assign_plan_close(&cv->plans[i]);
+	}
+	free(cv->plan_nodes);
+	free(cv->plans);
+	cv->plan_nodes = NULL;
+	cv->plans = NULL;
+	cv->nplans = 0;
+}
+
+static void version_entry_free(struct cluster_version *cv)
+{
+	plan_clear(cv);
+	version_free(cv->v);
+	free(cv);
+}
+
+static struct cluster_version *version_insert(struct cluster *c, struct sched_version *v)
+{
+	struct cluster_version *cv = xcalloc(1, sizeof *cv);
+	cv->v = v;
+	cv->stripe = 1;
+	c->versions = xrealloc(c->versions, (c->nversions + 1) * sizeof *c->versions);
+	c->versions[c->nversions++] = cv;
+	return cv;
+}
+
+struct cluster_version *cluster_version_add(struct cluster *c, struct sched_version *v)
+{
+	struct cluster_version *cv = cluster_version_find(c, v->id.b, HASH_LEN);
+	if (cv) {
+		version_free(v);
+		return cv;
+	}
+	struct buf enc = BUF_INIT;
+	version_encode(v, &enc);
+	if (state_put_version(c->state, &v->id, enc.ptr, enc.len) < 0)
+		log_error("cannot save a version of %s", v->m->source);
+	buf_close(&enc);
+	return version_insert(c, v);
+}
+
+static void dataset_save(struct cluster *c, const struct cluster_dataset *d)
+{
+	Syncbit__Admin def;
+	Syncbit__Label *store;
+	struct hash_id none = {{0}};
+	syncbit__admin__init(&def);
+	def.op = SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD;
+	def.name = d->name;
+	def.source = d->source;
+	def.selector = labels_to_wire(d->selector, d->nselector, &store);
+	def.n_selector = d->nselector;
+	def.block_size = d->block_size;
+	if (state_put_dataset(c->state, d->name, d->current ? &d->current->v->id : &none, &def) < 0)
+		log_error("dataset %s: cannot save its record", d->name);
+	free(def.selector);
+	free(store);
+}
+
+static void dataset_free(struct cluster_dataset *d)
+{
+	free(d->name);
+	free(d->source);
+	labels_free(d->selector, d->nselector);
+	free(d);
+}
+
+static struct cluster_dataset *dataset_new(struct cluster *c, const char *name)
+{
+	struct cluster_dataset *d = xcalloc(1, sizeof *d);
+	d->name = xstrdup(name);
+	d->source = xstrdup("");
+	d->selector = xcalloc(1, sizeof *d->selector);
+	c->datasets = xrealloc(c->datasets, (c->ndatasets + 1) * sizeof *c->datasets);
+	c->datasets[c->ndatasets++] = d;
+	return d;
+}
+
+static void dataset_define(struct cluster_dataset *d, const char *source,
+			   const struct assign_label *sel, size_t nsel, uint32_t block_size,
+			   struct cluster_version *cv)
+{
+	if (d->current != cv) {
+		if (d->current)
+			d->current->refs--;
+		if (cv)
+			cv->refs++;
+		d->current = cv;
+	}
+	if (d->source != source) {
+		free(d->source);
+		d->source = xstrdup(source);
+	}
+	if (d->selector != sel) {
+		struct assign_label *copy = labels_copy(sel, nsel);
+		labels_free(d->selector, d->nselector);
+		d->selector = copy;
+		d->nselector = nsel;
+	}
+	d->block_size = block_size;
+	d->generation++;
+}
+
+struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct cluster_version *cv)
+{
+	struct cluster_dataset *d = cluster_dataset_find(c, name);
+	if (!d)
+		d = dataset_new(c, name);
+	dataset_define(d, source, sel, nsel, block_size, cv);
+	dataset_save(c, d);
+	cluster_gc(c);
+	return d;
+}
+
+int cluster_dataset_remove(struct cluster *c, const char *name)
+{
+	for (size_t i = 0; i < c->ndatasets; i++) {
+		struct cluster_dataset *d = c->datasets[i];
+		if (strcmp(d->name, name) != 0)
+			continue;
+		if (d->current)
+			d->current->refs--;
+		if (state_del_dataset(c->state, name) < 0)
+			log_error("dataset %s: cannot remove its record", name);
+		dataset_free(d);
+		memmove(&c->datasets[i], &c->datasets[i + 1],
+			(c->ndatasets - i - 1) * sizeof *c->datasets);
+		c->ndatasets--;
+		cluster_gc(c);
+		return 0;
+	}
+	return SB_ENOTFOUND;
+}
+
+static int reported(const struct cluster *c, const struct cluster_version *cv)
+{
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (cluster_node_report_of(c->nodes[i], &cv->v->id))
+			return 1;
+	return 0;
+}
+
+void cluster_gc(struct cluster *c)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < c->nversions; i++) {
+		struct cluster_version *cv = c->versions[i];
+		if (cv->refs > 0 || reported(c, cv)) {
+			c->versions[k++] = cv;
+			continue;
+		}
+		char hex[HASH_HEX_LEN + 1];
+		hash_to_hex(&cv->v->id, hex);
+		log_info("version %.12s of %s is no longer held; forgetting it", hex,
+			 cv->v->m->source);
+		if (state_del_version(c->state, &cv->v->id) < 0)
+			log_error("version %.12s: cannot remove its record", hex);
+		version_entry_free(cv);
+	}
+	c->nversions = k;
+}
+
+size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
+		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
+		      Syncbit__BlockHash **fresh, int *completed)
+{
+	size_t nfresh = 0;
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&cv->v->id, hex);
+	state_begin(c->state);
+	for (size_t i = 0; i < n; i++) {
+		const Syncbit__BlockHash *bh = blocks[i];
+		int rc = bh->hash.len == HASH_LEN
+			     ? version_set_hash(cv->v, bh->block, bh->hash.data)
+			     : SB_EPROTO;
+		if (rc == 1) {
+			state_put_hash(c->state, &cv->v->id, bh->block, bh->hash.data);
+			fresh[nfresh++] = blocks[i];
+		} else if (rc == SB_ECORRUPT) {
+			log_error("version %.12s block %u: node %s reports a hash that differs "
+				  "from the one known; ignored",
+				  hex, bh->block, from);
+		} else if (rc < 0) {
+			log_warn("version %.12s: node %s reports block %u, which it does not have",
+				 hex, from, bh->block);
+		}
+	}
+	if (state_commit(c->state) < 0)
+		log_error("version %.12s: cannot save block hashes", hex);
+	*completed = version_settle(cv->v);
+	return nfresh;
+}
+
+void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason)
+{
+	size_t n;
+	struct cluster_node **m = cluster_members(c, cv, &n);
+	plan_clear(cv);
+	snprintf(cv->reason, sizeof cv->reason, "%s", reason);
+	cv->stripe = 1;
+	if (n && cv->v->nknown < cv->v->nblocks) {
+		cv->plans = xcalloc(n, sizeof *cv->plans);
+		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
+		cv->stripe = assign_origin_plan(cv->v->known, cv->v->nblocks, n, cv->plans);
+		for (size_t i = 0; i < n; i++)
+			cv->plan_nodes[i] = xstrdup(m[i]->name);
+		cv->nplans = n;
+	}
+	free(m);
+}
+
+const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node)
+{
+	for (size_t i = 0; i < cv->nplans; i++)
+		if (!strcmp(cv->plan_nodes[i], node))
+			return &cv->plans[i];
+	return NULL;
+}
+
+/* ---- loading --------------------------------------------------------------- */
+
+static int load_version(void *arg, const struct hash_id *id, const uint8_t *data, size_t len)
+{
+	struct cluster *c = arg;
+	struct sched_version *v;
+	int rc = version_from_manifest(data, len, &v);
+	if (rc < 0 || memcmp(v->id.b, id->b, HASH_LEN) != 0) {
+		log_error("scheduler state: a stored version does not decode (%s); skipped",
+			  rc < 0 ? sb_strerror(rc) : "id mismatch");
+		version_free(v);
+		return 0;
+	}
+	version_insert(c, v);
+	return 0;
+}
+
+static int load_hash(void *arg, const struct hash_id *id, uint32_t block, const uint8_t *hash)
+{
+	struct cluster_version *cv = cluster_version_find(arg, id->b, HASH_LEN);
+	if (cv)
+		version_set_hash(cv->v, block, hash);
+	return 0;
+}
+
+static int load_dataset(void *arg, const char *name, const struct hash_id *version,
+			const Syncbit__Admin *def)
+{
+	struct cluster *c = arg;
+	struct cluster_version *cv = cluster_version_find(c, version->b, HASH_LEN);
+	struct assign_label *sel = labels_from_wire(def->selector, def->n_selector);
+	if (!cv)
+		log_error("dataset %s: its version is missing; it is listed again at the next "
+			  "refresh",
+			  name);
+	struct cluster_dataset *d = dataset_new(c, name);
+	dataset_define(d, def->source ? def->source : "", sel, def->n_selector, def->block_size,
+		       cv);
+	labels_free(sel, def->n_selector);
+	return 0;
+}
+
+static int load_node(void *arg, const char *name, int64_t last_seen_ms,
+		     const Syncbit__Register *reg)
+{
+	struct cluster *c = arg;
+	struct cluster_node *n = cluster_node_find(c, name);
+	if (!n)
+		n = node_new(c, name);
+	node_update(n, reg);
+	n->last_seen_ms = last_seen_ms;
+	return 0;
+}
+
+static int load_have(void *arg, const struct hash_id *id, const char *node,
+		     const Syncbit__VersionState *vs)
+{
+	struct cluster *c = arg;
+	struct cluster_node *n = cluster_node_find(c, node);
+	struct cluster_version *cv = cluster_version_find(c, id->b, HASH_LEN);
+	if (!n || !cv || cluster_node_report_of(n, id))
+		return 0;
+	n->reports = xrealloc(n->reports, (n->nreports + 1) * sizeof *n->reports);
+	struct cluster_report *r = &n->reports[n->nreports++];
+	memset(r, 0, sizeof *r);
+	r->version = *id;
+	report_fill(r, cv, vs);
+	r->dirty = 0;
+	return 0;
+}
+
+int cluster_open(struct cluster *c, const char *dir)
+{
+	memset(c, 0, sizeof *c);
+	int rc = state_open(dir, &c->state);
+	if (rc < 0)
+		return rc;
+	struct state_loader l = {c, load_version, load_hash, load_dataset, load_node, load_have};
+	if ((rc = state_load(c->state, &l)) < 0) {
+		cluster_close(c);
+		return rc;
+	}
+	for (size_t i = 0; i < c->nversions; i++)
+		version_settle(c->versions[i]->v);
+	cluster_gc(c);
+	return 0;
+}
+
+void cluster_close(struct cluster *c)
+{
+	for (size_t i = 0; i < c->nnodes; i++)
+		node_free(c->nodes[i]);
+	for (size_t i = 0; i < c->ndatasets; i++)
+		dataset_free(c->datasets[i]);
+	for (size_t i = 0; i < c->nversions; i++)
+		version_entry_free(c->versions[i]);
+	free(c->nodes);
+	free(c->datasets);
+	free(c->versions);
+	state_free(c->state);
+	memset(c, 0, sizeof *c);
+}

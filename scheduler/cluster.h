@@ -1,0 +1,149 @@
+/* The cluster as the scheduler sees it: nodes and what they reported,
+ * datasets with their selectors and current versions, and each version's
+ * origin plan. Every change is written through to the LMDB state
+ * (scheduler/state.h) and read back at start. No I/O besides LMDB: the
+ * protocol side (scheduler/server.c) decides what to send. Loop thread only. */
+#ifndef SYNCBIT_CLUSTER_H
+#define SYNCBIT_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/wire.pb-c.h"
+#include "scheduler/assign.h"
+#include "scheduler/state.h"
+#include "scheduler/version.h"
+
+#define CLUSTER_NAME_MAX       128  /* dataset and node names */
+#define CLUSTER_REPORT_SAVE_MS 5000 /* a report's counters are saved at most this often */
+#define CLUSTER_SEEN_SAVE_MS   30000
+#define CLUSTER_REASON_MAX     256
+
+/* What a node last reported of one version. */
+struct cluster_report {
+	struct hash_id version;
+	char *dataset;
+	uint8_t *bits; /* durable blocks, LSB first; nbits bits */
+	uint32_t nbits;
+	uint32_t have; /* set bits */
+	int published;
+	uint64_t bytes_from_origin, bytes_from_peers, bytes_reused, bytes_served;
+	uint32_t refetch_bad_peer, refetch_no_peer;
+	char *error;
+	uint64_t saved_ms; /* loop time of the last save */
+	int dirty;	   /* changed since the last save */
+};
+
+struct cluster_node {
+	char *name;
+	char *addr; /* where peers dial it */
+	char *agent_version;
+	struct assign_label *labels;
+	size_t nlabels;
+	uint64_t disk_free, cache_size;
+	int64_t last_seen_ms; /* wall clock of the last message (saved) */
+	uint64_t last_heard;  /* loop time of the last message */
+	uint64_t seen_saved;  /* loop time last_seen_ms was last saved */
+	void *conn;	      /* its control connection; NULL when not connected */
+	struct cluster_report *reports;
+	size_t nreports;
+};
+
+struct cluster_version {
+	struct sched_version *v;
+	int refs; /* datasets whose current version this is */
+	/* The origin plan: a share per member, by node name. */
+	char **plan_nodes;
+	struct assign_plan *plans;
+	size_t nplans;
+	uint32_t stripe;
+	char reason[CLUSTER_REASON_MAX];
+};
+
+struct cluster_dataset {
+	char *name;
+	char *source; /* canonical source URI */
+	struct assign_label *selector;
+	size_t nselector;
+	uint32_t block_size;
+	struct cluster_version *current;
+	uint64_t generation; /* bumped by every change of definition */
+};
+
+struct cluster {
+	struct state *state;
+	struct cluster_node **nodes;
+	size_t nnodes;
+	struct cluster_dataset **datasets;
+	size_t ndatasets;
+	struct cluster_version **versions;
+	size_t nversions;
+};
+
+/* Open the state in dir and load it. Nodes start disconnected. */
+int cluster_open(struct cluster *c, const char *dir);
+void cluster_close(struct cluster *c);
+
+/* Wall-clock milliseconds, for last_seen_ms. */
+int64_t cluster_wall_ms(void);
+
+/* 0 if name is a usable dataset or node name: 1..CLUSTER_NAME_MAX bytes of
+ * [A-Za-z0-9._-], not starting with '.'. SB_EPROTO otherwise. */
+int cluster_check_name(const char *name);
+
+struct cluster_node *cluster_node_find(const struct cluster *c, const char *name);
+struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name);
+struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id,
+					     size_t len);
+
+/* Create or update a node from its registration (saved). */
+struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
+					   const Syncbit__Register *reg, uint64_t now);
+/* Any message from a connected node: liveness and the saved last-seen time. */
+void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now);
+/* Replace the node's reports with a heartbeat's (reports of unknown
+ * versions are dropped); save what changed. Versions that lost their last
+ * reference are forgotten. */
+void cluster_node_report(struct cluster *c, struct cluster_node *n,
+			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now);
+/* Save every unsaved report and the last-seen time of n (at disconnect). */
+void cluster_node_flush(struct cluster *c, struct cluster_node *n);
+const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,
+						    const struct hash_id *version);
+
+/* 1 when dataset d goes to node n (its selector matches n's labels). */
+int cluster_assigned(const struct cluster_dataset *d, const struct cluster_node *n);
+/* The connected nodes holding version cv through any dataset, sorted by
+ * name. Heap array (free it), *n set. */
+struct cluster_node **cluster_members(const struct cluster *c, const struct cluster_version *cv,
+				      size_t *n);
+
+/* Add a version (owned from now on) and save it; when a version with the
+ * same id exists, v is freed and the existing one is returned. */
+struct cluster_version *cluster_version_add(struct cluster *c, struct sched_version *v);
+/* Create or redefine a dataset and point it at cv (saved). The previous
+ * version stays while nodes report it. */
+struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct cluster_version *cv);
+/* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
+int cluster_dataset_remove(struct cluster *c, const char *name);
+
+/* Record hashes nodes read from the origin (saved in one transaction).
+ * Fills *fresh with the entries that were new (pointers into blocks) and
+ * returns their count; conflicts are logged and skipped. *completed is set
+ * when the version became complete. */
+size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
+		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
+		      Syncbit__BlockHash **fresh, int *completed);
+
+/* Re-plan cv's origin fetches among its members with the given reason.
+ * Members' shares: cluster_plan_of(). */
+void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason);
+/* n's share of cv's plan (NULL when it has none). */
+const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
+
+/* Drop versions no dataset points at and no node reports. */
+void cluster_gc(struct cluster *c);
+
+#endif
