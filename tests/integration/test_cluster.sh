@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# A Syncbit cluster on loopback: a real scheduler, an origin (a local tree and
+# a rate-limited HTTP server) and five to six real agents. Covers distribution
+# with each byte read from the origin once, a late joiner served by peers, an
+# agent killed mid-transfer and restarted, a peer serving corrupt data, a
+# scheduler restart without re-download, removal, a wrong token, and the
+# agent-facing CLI (status, ready, pull NAME).
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster.sh"
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+# ---- origin: a tree with awkward sizes and names, and one big file ----
+SRC=$T/src
+mkdir -p "$SRC/sub/deeper" "$SRC/unicodé dir"
+: >"$SRC/empty"
+printf x >"$SRC/one"
+head -c $((1 << 20)) /dev/urandom >"$SRC/exact-1MiB"
+head -c $(((1 << 20) + 1)) /dev/urandom >"$SRC/sub/1MiB-plus-1"
+head -c $(((3 << 20) - 1)) /dev/urandom >"$SRC/sub/deeper/3MiB-minus-1"
+head -c $((20 << 20)) /dev/urandom >"$SRC/unicodé dir/weights one.bin"
+cp "$SRC/exact-1MiB" "$SRC/sub/dup-of-exact" # identical content, stored once
+ln "$SRC/one" "$SRC/sub/hardlink-to-one"
+ln -s ../one "$SRC/sub/link-to-one"
+TREE_BYTES=$(find "$SRC" -type f -links 1 -printf '%s\n' | awk '{s+=$1} END {print s}')
+TREE_BYTES=$((TREE_BYTES + 1)) # "one" has two links, count it once
+
+start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+for n in 1 2 3 4; do start_agent $n || bad "agent n$n starts"; done
+
+check "dataset add of a local tree" add_dataset tree "$SRC" --block-size 1MiB
+check "four agents get the tree" wait_ready 60 tree 1 2 3 4
+for n in 1 2 3 4; do
+	check "n$n: tree is byte-identical (modes, links)" diff -r --no-dereference "$SRC" "$T/t$n/tree"
+done
+check "hardlinks stay hardlinks" test "$(stat -c %i "$T/t1/tree/one")" = "$(stat -c %i "$T/t1/tree/sub/hardlink-to-one")"
+check "symlinks stay symlinks" test "$(readlink "$T/t2/tree/sub/link-to-one")" = "../one"
+
+origin=0
+for n in 1 2 3 4; do origin=$((origin + $(status_field $n tree bytes_from_origin))); done
+echo "  tree: $TREE_BYTES bytes, read from the origin $origin bytes by all agents together"
+# Identical files are fetched once; nothing is read twice.
+check "the origin is read about once (<= 1.05x)" test "$origin" -le $((TREE_BYTES * 105 / 100))
+peers=0
+for n in 1 2 3 4; do peers=$((peers + $(status_field $n tree bytes_from_peers))); done
+check "most bytes travel between peers" test "$peers" -ge $((TREE_BYTES * 2))
+
+# ---- a node that joins later gets everything from peers ----
+start_agent 5
+check "a late joiner gets the tree" wait_ready 60 tree 5
+check "late joiner: nothing from the origin" test "$(status_field 5 tree bytes_from_origin)" = 0
+check "late joiner: byte-identical" diff -r --no-dereference "$SRC" "$T/t5/tree"
+
+# ---- the agent CLI ----
+check "pull NAME via the agent" "$SYNCBIT" pull tree --socket "$T/a1.sock" --json
+expect_fail "ready of an unknown dataset" 1 "not assigned" "$SYNCBIT" ready nosuch --socket "$T/a1.sock"
+expect_fail "ready without an agent" 1 "cannot reach the agent" "$SYNCBIT" ready tree --socket "$T/none.sock"
+"$SYNCBIT" status --socket "$T/a2.sock" >"$T/status.txt" 2>&1
+check "status shows the dataset" grep -q '^tree .*published' "$T/status.txt"
+
+# ---- an agent killed mid-transfer, from a slow HTTP origin ----
+mkdir -p "$T/www"
+head -c $((48 << 20)) /dev/urandom >"$T/www/model.bin"
+PORT_FILE=$T/http.port
+python3 "$FIXTURES/faulty_http.py" --dir "$T/www" >"$PORT_FILE" 2>"$T/http.log" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s "$PORT_FILE" ] && break; sleep 0.1; done
+HTTP_PORT=$(head -1 "$PORT_FILE")
+check "dataset add of a rate-limited HTTP file" \
+	add_dataset model "http://127.0.0.1:$HTTP_PORT/m/rate=12000000,id=model/model.bin" --block-size 1MiB
+killed=0
+for _ in $(seq 200); do
+	have=$(status_field 2 model bytes_have)
+	if [ "$have" != none ] && [ "$have" -gt $((4 << 20)) ]; then
+		kill -9 "${AGENT_PID[2]}"; wait "${AGENT_PID[2]}" 2>/dev/null; killed=1; break
+	fi
+	sleep 0.1
+done
+check "n2 killed mid-transfer" test $killed = 1
+check "the others finish without n2" wait_ready 90 model 1 3 4 5
+start_agent 2
+check "n2 resumes after restart" wait_ready 60 model 2
+check "n2: kept the blocks it had" test "$(status_field 2 model bytes_reused)" -gt 0
+for n in 1 2 3 4 5; do check "n$n: model intact" cmp "$T/www/model.bin" "$T/t$n/model/model.bin"; done
+
+# ---- a peer serving corrupt data ----
+mkdir -p "$T/solo"
+head -c $((4 << 20)) /dev/urandom >"$T/solo/data.bin"
+check "dataset add for n1 only" add_dataset solo "$T/solo" --selector idx=1 --block-size 1MiB
+check "n1 holds solo" wait_ready 30 solo 1
+# Published files share their inode with the cache: this corrupts what n1 serves.
+printf 'garbage!' | dd of="$T/t1/solo/data.bin" bs=1 seek=100 conv=notrunc status=none
+mkdir -p "$T/a6" "$T/t6"
+"$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 --data "$T/a6" --target "$T/t6" \
+	--node n6 --labels idx=1 --token-file "$TOKEN" --socket "$T/a6.sock" --log-level info \
+	>>"$T/a6.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$T/a6.sock" ] && break; sleep 0.1; done
+check "n6 gets solo despite the corrupt peer" wait_ready 60 solo 6
+check "n6: solo is the origin's bytes" cmp "$T/solo/data.bin" "$T/t6/solo/data.bin"
+"$SYNCBIT" status --socket "$T/a6.sock" --json | tail -1 >"$T/st6.json"
+check "n6 counted the bad block and went back to the origin" \
+	test "$(json "[d for d in d['datasets'] if d['name']=='solo'][0]['origin_refetch']['bad_peer']" <"$T/st6.json")" -ge 1
+check "n6 dropped the corrupt peer" grep -q 'peer n1: dropped' "$T/a6.log"
+
+# ---- scheduler restart: state persists, nothing is fetched again ----
+before=$(for n in 1 3 4; do status_field $n tree bytes_from_peers; status_field $n tree bytes_from_origin; done | tr '\n' ' ')
+kill -TERM "$SCHED_PID"; wait "$SCHED_PID" 2>/dev/null
+start_scheduler || bad "scheduler restarts"
+connected=0
+for _ in $(seq 100); do
+	c=$("$SYNCBIT" status --socket "$T/a1.sock" --json | tail -1 | json "d['scheduler']['connected']")
+	[ "$c" = True ] && { connected=1; break; }
+	sleep 0.2
+done
+check "agents reconnect to the restarted scheduler" test $connected = 1
+sleep 2
+after=$(for n in 1 3 4; do status_field $n tree bytes_from_peers; status_field $n tree bytes_from_origin; done | tr '\n' ' ')
+check "no re-download after the scheduler restart" test "$before" = "$after"
+check "datasets survive the restart" sh -c "'$SYNCBIT' dataset ls --scheduler '$SCHED' --token-file '$TOKEN' --json | tail -1 | grep -q '\"tree\"'"
+check "tree still ready everywhere" wait_ready 10 tree 1 2 3 4 5
+
+# ---- a node without the join token gets nothing ----
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/wrong-token"; echo >>"$T/wrong-token"
+chmod 600 "$T/wrong-token"
+AGENT_TOKEN=$T/wrong-token start_agent 7
+sleep 3
+check "wrong token: not connected" test "$("$SYNCBIT" status --socket "$T/a7.sock" --json | tail -1 | json "d['scheduler']['connected']")" = False
+check "wrong token: no datasets" test "$("$SYNCBIT" status --socket "$T/a7.sock" --json | tail -1 | json "len(d['datasets'])")" = 0
+check "wrong token: nothing in its target" test -z "$(ls -A "$T/t7")"
+
+# ---- removal ----
+check "dataset rm" "$SYNCBIT" dataset rm tree --scheduler "$SCHED" --token-file "$TOKEN"
+gone=0
+for _ in $(seq 100); do [ ! -e "$T/t1/tree" ] && [ ! -e "$T/t4/tree" ] && { gone=1; break; }; sleep 0.1; done
+check "a removed dataset leaves the targets" test $gone = 1
+check "the other datasets stay" cmp "$T/www/model.bin" "$T/t1/model/model.bin"
+
+finish
