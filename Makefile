@@ -31,7 +31,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test check unit integration demo clean format lint fuzz bench
+.PHONY: all deps test check unit integration demo demo-pull clean format lint fuzz bench bench-deps
 all: $(BIN)/syncbit
 
 # Install the Debian packages the build and tests need, once per machine.
@@ -74,17 +74,28 @@ test: deps
 	$(MAKE) check
 	$(MAKE) check SAN=1
 
+# A scheduler, an origin and four agents on loopback (tests/demo.sh);
+# demo-pull shows a standalone pull on one node.
 demo: deps all
 	@./tests/demo.sh
+
+demo-pull: deps all
+	@./tests/demo-pull.sh
 
 fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile
 
 # Performance benchmarks (bench/README.md); each prints its ratio last.
-bench: all
+# bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps.
+bench-deps:
+	@./bench/deps.sh
+
+bench: bench-deps all
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-http
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-again
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-dir
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/peer-pair
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/cluster
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,26 +1,102 @@
 #!/usr/bin/env bash
-# make demo: generate a small model-like tree, pull it into a fresh cache and
-# target, change one shard, pull again, and show what moved each time.
+# make demo: a Syncbit cluster on loopback. A scheduler, an origin (a local
+# directory, as an NFS export would be) and four agents distribute a
+# generated 512 MiB model-like dataset; live progress per node, then a
+# summary of time, bytes read from the origin and bytes delivered.
 set -euo pipefail
 BIN=${SYNCBIT_BIN:-$(cd "$(dirname "$0")/.." && pwd)/bin/syncbit}
+NODES=${DEMO_NODES:-4}
+SIZE_MIB=${DEMO_SIZE_MIB:-512}
 D=$(mktemp -d /tmp/syncbit-demo.XXXXXX)
-trap 'rm -rf "$D"' EXIT
-SRC=$D/origin/llama-mini DST=$D/node/models/llama-mini DATA=$D/node/cache
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$D"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+SRC=$D/origin/llama-demo
 mkdir -p "$SRC"
-echo '{"architectures":["LlamaForCausalLM"],"hidden_size":512}' >"$SRC/config.json"
+echo '{"architectures":["LlamaForCausalLM"],"hidden_size":4096,"num_hidden_layers":32}' >"$SRC/config.json"
+echo '{"bos_token_id":1,"eos_token_id":2}' >"$SRC/generation_config.json"
 head -c 2000000 /dev/urandom >"$SRC/tokenizer.json"
-for i in 1 2 3; do head -c $((48 * 1024 * 1024)) /dev/urandom >"$SRC/model-0000$i-of-00003.safetensors"; done
+shards=4
+for i in $(seq $shards); do
+	head -c $((SIZE_MIB / shards * 1048576)) /dev/urandom >"$SRC/model-0000$i-of-0000$shards.safetensors"
+done
 echo "== origin: $(du -sh "$SRC" | cut -f1) in $(ls "$SRC" | wc -l) files at $SRC"
 
-step() { echo; echo "== $1"; echo "\$ syncbit pull $SRC --to $DST --data $DATA --json"; "$BIN" pull "$SRC" --to "$DST" --data "$DATA" --json | tail -1 | tee "$D/last.json"; }
-show() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); mb=lambda k: j[k]/1048576; print("   %d files, %.1f MiB: %.1f MiB new from the source, %.1f MiB reused from the cache, %.2fs" % (j["files"], mb("bytes"), mb("bytes_from_source"), mb("bytes_reused"), j["seconds"]))' "$D/last.json"; }
+SCHED=127.0.0.1:$(port)
+"$BIN" scheduler --listen "$SCHED" --data "$D/scheduler" >"$D/scheduler.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$D/scheduler/join-token" ] && break; sleep 0.1; done
+echo "== scheduler on $SCHED (join token in $D/scheduler/join-token)"
+for n in $(seq "$NODES"); do
+	"$BIN" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 --data "$D/node$n/cache" \
+		--target "$D/node$n/models" --node "gpu-$n" --labels "pool=a100" \
+		--token-file "$D/scheduler/join-token" --socket "$D/node$n.sock" >"$D/node$n.log" 2>&1 &
+	PIDS+=($!)
+done
+for n in $(seq "$NODES"); do
+	for _ in $(seq 100); do [ -S "$D/node$n.sock" ] && break; sleep 0.1; done
+done
+echo "== $NODES agents: gpu-1 .. gpu-$NODES (label pool=a100)"
+echo "\$ syncbit dataset add llama-demo $SRC --selector pool=a100"
+"$BIN" dataset add llama-demo "$SRC" --selector pool=a100 --scheduler "$SCHED" \
+	--token-file "$D/scheduler/join-token"
+start=$(date +%s.%N)
 
-step "first pull: every block comes from the source"; show
-step "second pull of the unchanged source: nothing is read"; show
-printf 'fine-tuned' | dd of="$SRC/model-00002-of-00003.safetensors" bs=1 seek=$((20 * 1024 * 1024)) conv=notrunc status=none
-step "one shard changed in one place: only that block is new"; show
+# Live progress until every node reports the dataset ready.
+summary() {
+	for n in $(seq "$NODES"); do
+		"$BIN" status --socket "$D/node$n.sock" --json 2>/dev/null | tail -1 || echo '{}'
+	done | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+mode = sys.argv[1]
+tot = {"bytes": 0, "have": 0, "origin": 0, "peers": 0, "ready": 0}
+cells = []
+for i, st in enumerate(rows, 1):
+    d = next((d for d in st.get("datasets", []) if d["name"] == "llama-demo"), {})
+    b, h = d.get("bytes", 0), d.get("bytes_have", 0)
+    tot["bytes"] += b; tot["have"] += h
+    tot["origin"] += d.get("bytes_from_origin", 0); tot["peers"] += d.get("bytes_from_peers", 0)
+    tot["ready"] += bool(d.get("ready"))
+    cells.append("gpu-%d %3d%%" % (i, 100 * h // b if b else 0))
+mib = lambda x: x / 1048576
+if mode == "line":
+    print("  ".join(cells) + "   origin %6.1f MiB  peers %7.1f MiB" % (mib(tot["origin"]), mib(tot["peers"])))
+else:
+    print(tot["ready"], tot["bytes"], tot["origin"], tot["peers"])
+' "$1"
+}
+tty=0; [ -t 1 ] && tty=1
+while :; do
+	read -r ready bytes origin peers < <(summary total)
+	line=$(summary line)
+	el=$(python3 -c "import time; print('%5.1fs' % (time.time() - $start))")
+	if [ $tty = 1 ]; then printf '\r%s %s' "$el" "$line"; else echo "$el $line"; fi
+	[ "$ready" -ge "$NODES" ] && break
+	python3 -c "import time, sys; sys.exit(time.time() - $start > 600)" || { echo; echo "demo: not done after 600 s" >&2; exit 1; }
+	sleep 0.5
+done
+[ $tty = 1 ] && echo
+secs=$(python3 -c "import time; print('%.2f' % (time.time() - $start))")
 echo
-echo "== published tree (hardlinks to the cache: one copy on disk)"
-ls -l "$DST"
-echo "\$ syncbit verify $DST"
-"$BIN" verify "$DST" --data "$DATA"
+for n in $(seq "$NODES"); do
+	diff -r "$SRC" "$D/node$n/models/llama-demo" >/dev/null || { echo "demo: gpu-$n differs from the origin" >&2; exit 1; }
+done
+python3 - "$secs" "$NODES" "$bytes" "$origin" "$peers" <<'PY'
+import sys
+secs, n, delivered, origin, peers = float(sys.argv[1]), int(sys.argv[2]), *map(int, sys.argv[3:])
+size = delivered / n
+mib = lambda x: x / 1048576
+print("== done in %.2fs: %d nodes hold llama-demo (%.0f MiB each), byte-identical to the origin" % (secs, n, mib(size)))
+print("   delivered %.0f MiB in all; read from the origin %.0f MiB (%.2fx the dataset), %.0f MiB between peers" % (mib(delivered), mib(origin), origin / size if size else 0, mib(peers)))
+print("   without peers the origin would have sent %.0f MiB (%dx)" % (mib(delivered), n))
+PY
+echo "\$ syncbit status --socket $D/node1.sock"
+"$BIN" status --socket "$D/node1.sock"
