@@ -66,6 +66,7 @@ struct fetch {
 	uint8_t *bits;	      /* durable */
 	uint8_t *from_origin; /* read from the source by this node */
 	uint8_t *planned;     /* in this node's origin plan */
+	uint8_t *tainted;     /* a peer sent bad bytes for it */
 	uint16_t *avail;
 	uint8_t *asks;
 	uint64_t *lonely_ms; /* when a needed block was first seen with no holder */
@@ -372,13 +373,9 @@ static void store_done(uv_work_t *w, int status)
 		log_warn("dataset %s: block %u from %s does not match its hash; asking elsewhere",
 			 f->name, b, j->peer);
 		back_to_need(f, b);
+		f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
 		if (f->hooks.bad_peer)
 			f->hooks.bad_peer(f->hooks.arg, f, j->peer, b);
-		if (fetch_avail(f, b) == 0) { /* nobody else has it: the origin */
-			f->st.refetch_bad_peer++;
-			f->state[b] = FETCH_ORIGIN;
-			buf_append(&f->origin_q, &b, sizeof b);
-		}
 	} else if (j->kind == JOB_LOCAL) {
 		back_to_need(f, b); /* the cached copy went away or is damaged */
 	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT) {
@@ -695,7 +692,12 @@ static void tick(uv_timer_t *t)
 	for (uint32_t b = 0; b < f->nblocks; b++) {
 		if (f->state[b] != FETCH_NEED || f->avail[b])
 			continue;
-		if (!f->lonely_ms[b]) {
+		if (f->tainted[b]) {
+			f->state[b] = FETCH_ORIGIN;
+			f->st.refetch_bad_peer++;
+			buf_append(&f->origin_q, &b, sizeof b);
+			queued++;
+		} else if (!f->lonely_ms[b]) {
 			f->lonely_ms[b] = now;
 		} else if (now - f->lonely_ms[b] >= FETCH_NO_PEER_MS) {
 			f->state[b] = FETCH_ORIGIN;
@@ -872,6 +874,7 @@ static int setup_blocks(struct fetch *f)
 	f->bits = xcalloc(nb / 8 + 1, 1);
 	f->from_origin = xcalloc(nb + 1, 1);
 	f->planned = xcalloc(nb + 1, 1);
+	f->tainted = xcalloc(nb + 1, 1);
 	f->avail = xcalloc(nb + 1, sizeof *f->avail);
 	f->asks = xcalloc(nb + 1, 1);
 	f->lonely_ms = xcalloc(nb + 1, sizeof *f->lonely_ms);
@@ -983,6 +986,7 @@ static void release(struct fetch *f)
 	free(f->bits);
 	free(f->from_origin);
 	free(f->planned);
+	free(f->tainted);
 	free(f->avail);
 	free(f->asks);
 	free(f->lonely_ms);

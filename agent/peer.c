@@ -65,6 +65,11 @@ struct known {
 	uint64_t next_dial_ms;
 };
 
+struct ban {
+	char *node;
+	uint64_t until_ms;
+};
+
 struct served {
 	uint8_t vid[HASH_LEN];
 	uint64_t bytes;
@@ -84,6 +89,8 @@ struct peers {
 	size_t nknown;
 	struct served *served;
 	size_t nserved;
+	struct ban *bans;
+	size_t nbans;
 	uv_timer_t tick;
 	int serve_busy;
 	uint64_t next_req_id;
@@ -96,6 +103,16 @@ static void maybe_free(struct peers *p);
 static const struct conn_callbacks peer_cbs;
 static void fill(struct peer *pe);
 static void pump_serve(struct peers *p);
+
+/* A peer that sent bad data is shunned for PEER_BAN_MS. */
+static int banned(struct peers *p, const char *node)
+{
+	uint64_t now = uv_now(p->loop);
+	for (size_t i = 0; i < p->nbans; i++)
+		if (!strcmp(p->bans[i].node, node) && now < p->bans[i].until_ms)
+			return 1;
+	return 0;
+}
 
 static struct conn_config conn_cfg(struct peers *p)
 {
@@ -203,6 +220,10 @@ static void on_ready(struct conn *c, int status)
 	if (status < 0)
 		return;
 	const char *node = conn_peer_node(c);
+	if (banned(p, node)) {
+		conn_close(c, SB_EDENIED);
+		return;
+	}
 	/* One connection per peer: a newer one (a restarted peer) wins. */
 	for (struct peer *o = p->list; o; o = o->next)
 		if (o != pe && o->ready && !o->closed && o->node && !strcmp(o->node, node))
@@ -763,6 +784,11 @@ void peers_free(struct peers *p)
 	free(p->known);
 	free(p->fetches);
 	free(p->served);
+	for (size_t i = 0; i < p->nbans; i++)
+		free(p->bans[i].node);
+	free(p->bans);
+	p->bans = NULL;
+	p->nbans = 0;
 	p->known = NULL;
 	p->nknown = 0;
 	p->fetches = NULL;
@@ -830,7 +856,10 @@ void peers_drop(struct peers *p, const char *node, const char *why)
 	struct peer *pe = peer_by_node(p, node);
 	if (!pe)
 		return;
-	log_warn("peer %s: dropped: %s", node, why);
+	log_warn("peer %s: dropped: %s; shunned for %d s", node, why, PEER_BAN_MS / 1000);
+	p->bans = xrealloc(p->bans, (p->nbans + 1) * sizeof *p->bans);
+	p->bans[p->nbans].node = xstrdup(node);
+	p->bans[p->nbans++].until_ms = uv_now(p->loop) + PEER_BAN_MS;
 	p->st.dropped_bad_data++;
 	conn_close(pe->c, SB_ECORRUPT);
 }

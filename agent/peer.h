@@ -21,6 +21,7 @@
 #define PEER_REQUEST_MS	  30000 /* a request unanswered this long goes elsewhere */
 #define PEER_ENDGAME_ASKS 2	/* peers asked at once for one block in the endgame */
 #define PEER_REDIAL_MS	  2000
+#define PEER_BAN_MS	  60000 /* a peer that sent bad data is shunned this long */
 
 struct peers;
 
