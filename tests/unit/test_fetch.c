@@ -1,0 +1,278 @@
+/* The fetch engine on real caches and a real local source: a version read
+ * wholly from the origin and published; the same version assembled on a
+ * second node from bytes handed in as a peer would, with a corrupt block
+ * refused; a restart that resumes from durable blocks. */
+#include "tests/unit/testutil.h"
+
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "agent/fetch.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "common/uri.h"
+
+#define BS 4096u
+
+struct ctx {
+	int durable, from_origin, bad, done, status;
+	uv_loop_t *loop;
+};
+
+static void on_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
+		       int from_origin)
+{
+	struct ctx *c = arg;
+	c->durable++;
+	c->from_origin += from_origin;
+}
+
+static void on_bad(void *arg, struct fetch *f, const char *peer, uint32_t b)
+{
+	struct ctx *c = arg;
+	c->bad++;
+	assert_string_equal(peer, "evil");
+}
+
+static void on_done(void *arg, struct fetch *f, int status)
+{
+	struct ctx *c = arg;
+	c->done++;
+	c->status = status;
+	uv_stop(c->loop);
+}
+
+static const struct fetch_hooks hooks = {
+    .durable = on_durable, .bad_peer = on_bad, .done = on_done};
+
+static void write_file(const char *dir, const char *name, size_t size, unsigned seed)
+{
+	char *p = path_join(dir, name);
+	FILE *f = fopen(p, "wb");
+	assert_non_null(f);
+	srand(seed);
+	for (size_t i = 0; i < size; i++)
+		fputc(rand() & 0xff, f);
+	fclose(f);
+	free(p);
+}
+
+static void listed_cb(struct source *src, int status, void *arg)
+{
+	*(int *)arg = status;
+}
+
+/* The manifest a scheduler would send: the listing, every hash unknown. */
+static Manifest *listing_manifest(uv_loop_t *loop, const char *dir)
+{
+	struct source_uri uri;
+	struct source_options so;
+	struct source *src;
+	int st = 1;
+	source_options_default(&so);
+	assert_int_equal(uri_parse(dir, &uri), 0);
+	assert_int_equal(source_new(loop, &uri, &so, &src), 0);
+	assert_int_equal(src->ops->list(src, listed_cb, &st), 0);
+	uv_run(loop, UV_RUN_DEFAULT);
+	assert_int_equal(st, 0);
+	Manifest m = SYNCBIT__MANIFEST__INIT;
+	m.format = MANIFEST_FORMAT;
+	m.source = uri.canonical;
+	m.block_size = BS;
+	m.source_version = "";
+	m.n_files = src->listing.nfiles;
+	m.files = calloc(m.n_files + 1, sizeof *m.files);
+	for (size_t i = 0; i < m.n_files; i++) {
+		const struct source_file *sf = &src->listing.files[i];
+		FileEntry *e = calloc(1, sizeof *e);
+		syncbit__file_entry__init(e);
+		e->path = sf->path;
+		e->type = (Syncbit__FileType)sf->type;
+		e->mode = sf->mode;
+		e->mtime_ns = sf->mtime_ns;
+		e->source_digest = sf->digest ? sf->digest : (char *)"";
+		if (sf->type == SRC_REGULAR) {
+			e->size = sf->size;
+			e->block_hashes.len = manifest_nblocks(sf->size, BS) * HASH_LEN;
+			e->block_hashes.data = calloc(e->block_hashes.len + 1, 1);
+		}
+		m.files[i] = e;
+	}
+	struct buf enc = BUF_INIT;
+	struct hash_id id;
+	Manifest *out;
+	manifest_encode(&m, &enc, &id);
+	assert_int_equal(manifest_decode(enc.ptr, enc.len, &out), 0);
+	buf_close(&enc);
+	for (size_t i = 0; i < m.n_files; i++) {
+		free(m.files[i]->block_hashes.data);
+		free(m.files[i]);
+	}
+	free(m.files);
+	source_free(src);
+	uri_close(&uri);
+	return out;
+}
+
+static void read_exact(const char *path, uint64_t off, uint8_t *buf, size_t len)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, (long)off, SEEK_SET), 0);
+	assert_int_equal(fread(buf, 1, len, f), len);
+	fclose(f);
+}
+
+static void assert_same_file(const char *a, const char *b)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_origin_then_peer(void **state)
+{
+	char *tmp = testutil_mkdtemp();
+	char *src = path_join(tmp, "src"), *ca = path_join(tmp, "ca"), *cb = path_join(tmp, "cb");
+	char *ta = path_join(tmp, "ta"), *tb = path_join(tmp, "tb");
+	mkdir(src, 0755);
+	write_file(src, "big", 3 * BS + 17, 1);
+	write_file(src, "copy", 3 * BS + 17, 1); /* same bytes: dedup */
+	write_file(src, "empty", 0, 2);
+	write_file(src, "exact", 2 * BS, 3);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	Manifest *m = listing_manifest(&loop, src);
+	uint8_t vid[HASH_LEN] = {7};
+	struct source_options so;
+	source_options_default(&so);
+
+	/* Node A reads everything from the origin. */
+	struct cache *a;
+	struct fetch *fa;
+	struct ctx cx = {.loop = &loop};
+	struct fetch_hooks h = hooks;
+	h.arg = &cx;
+	assert_int_equal(cache_open(ca, 0, &a), 0);
+	assert_int_equal(fetch_new(&loop, a, "ds", ta, vid, m, &so, &h, &fa), 0);
+	uint32_t nb = fetch_nblocks(fa);
+	assert_int_equal(nb, 4 + 4 + 2);
+	uint32_t first = 0, count = nb;
+	fetch_set_origin(fa, &first, &count, 1);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(cx.done, 1);
+	assert_int_equal(cx.status, 0);
+	assert_true(fetch_published(fa));
+	assert_int_equal(cx.durable, (int)nb);
+	assert_int_equal(cx.from_origin, (int)nb);
+	const char *names[] = {"big", "copy", "empty", "exact"};
+	for (int i = 0; i < 4; i++) {
+		char *x = path_join(src, names[i]), *y = xasprintf("%s/ds/%s", ta, names[i]);
+		assert_same_file(x, y);
+		free(x);
+		free(y);
+	}
+	struct fetch_stats st;
+	fetch_stats(fa, &st);
+	assert_int_equal(st.bytes_from_origin + st.bytes_reused, st.bytes);
+
+	/* Node B knows every hash and takes the bytes from "peers". */
+	for (uint32_t b = 0; b < nb; b++) {
+		uint32_t bl = b;
+		fetch_add_hashes(fa, &bl, fetch_block_hash(fa, b)->b, 1); /* no-op: known */
+	}
+	Manifest *full = m; /* fill the hashes A learned into B's manifest */
+	uint32_t k = 0;
+	for (size_t i = 0; i < full->n_files; i++)
+		for (size_t j = 0; j < full->files[i]->block_hashes.len / HASH_LEN; j++, k++)
+			memcpy(full->files[i]->block_hashes.data + j * HASH_LEN,
+			       fetch_block_hash(fa, k)->b, HASH_LEN);
+	struct cache *bc;
+	struct fetch *fb;
+	struct ctx cy = {.loop = &loop};
+	h.arg = &cy;
+	assert_int_equal(cache_open(cb, 0, &bc), 0);
+	assert_int_equal(fetch_new(&loop, bc, "ds", tb, vid, full, &so, &h, &fb), 0);
+	uint32_t bad_block = 0;
+	for (uint32_t b = 0; b < nb; b++) {
+		if (fetch_block_state(fb, b) != FETCH_NEED)
+			continue; /* copied locally ("copy" duplicates "big") */
+		uint32_t len = fetch_block_len(fb, b);
+		uint8_t *p = malloc(len);
+		char *path = path_join(src, b < 4 ? "big" : b < 8 ? "copy" : "exact");
+		uint32_t idx = b < 4 ? b : b < 8 ? b - 4 : b - 8;
+		read_exact(path, (uint64_t)idx * BS, p, len);
+		free(path);
+		if (!bad_block) {
+			bad_block = b + 1;
+			p[0] ^= 0xff;
+			fetch_block_received(fb, b, p, len, "evil");
+		} else {
+			fetch_block_received(fb, b, p, len, "good");
+		}
+	}
+	/* Run until the corrupt block is refused, then send it right. */
+	while (!cy.bad)
+		uv_run(&loop, UV_RUN_ONCE);
+	assert_int_equal(fetch_block_state(fb, bad_block - 1), FETCH_NEED);
+	{
+		uint32_t b = bad_block - 1, len = fetch_block_len(fb, b);
+		uint8_t *p = malloc(len);
+		char *path = path_join(src, b < 4 ? "big" : b < 8 ? "copy" : "exact");
+		read_exact(path, (uint64_t)(b < 4 ? b : b < 8 ? b - 4 : b - 8) * BS, p, len);
+		free(path);
+		fetch_block_received(fb, b, p, len, "good");
+	}
+	if (!cy.done)
+		uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(cy.status, 0);
+	assert_true(fetch_published(fb));
+	fetch_stats(fb, &st);
+	assert_int_equal(st.bytes_from_origin, 0);
+	assert_int_equal(st.bad_blocks, 1);
+	assert_int_equal(st.bytes_from_peers + st.bytes_reused, st.bytes);
+	for (int i = 0; i < 4; i++) {
+		char *x = path_join(src, names[i]), *y = xasprintf("%s/ds/%s", tb, names[i]);
+		assert_same_file(x, y);
+		free(x);
+		free(y);
+	}
+
+	/* A node that restarts with the version already in its cache fetches
+	 * nothing: every file is reused. */
+	struct fetch *fc;
+	struct ctx cz = {.loop = &loop};
+	h.arg = &cz;
+	assert_int_equal(fetch_new(&loop, bc, "ds", tb, vid, full, &so, &h, &fc), 0);
+	if (!cz.done)
+		uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(cz.status, 0);
+	fetch_stats(fc, &st);
+	assert_int_equal(st.bytes_reused, st.bytes);
+
+	fetch_free(fa);
+	fetch_free(fb);
+	fetch_free(fc);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	cache_free(a);
+	cache_free(bc);
+	manifest_free(m);
+	free(src);
+	free(ca);
+	free(cb);
+	free(ta);
+	free(tb);
+	testutil_rmtree(tmp);
+}
+
+int main(void)
+{
+	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_origin_then_peer),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
