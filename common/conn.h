@@ -13,11 +13,11 @@
 
 #include "common/secure.h"
 
-#define CONN_BODY_MAX	   (64u << 20) /* largest frame body accepted by default */
-#define CONN_PAYLOAD_MAX   (64u << 20) /* largest raw payload accepted by default */
-#define CONN_HIGH_WATER	   (32u << 20) /* write-queue bytes above which on_drain is armed */
-#define CONN_HANDSHAKE_MS  10000
-#define CONN_DIAL_MS	   10000
+#define CONN_BODY_MAX	  (64u << 20) /* largest frame body accepted by default */
+#define CONN_PAYLOAD_MAX  (64u << 20) /* largest raw payload accepted by default */
+#define CONN_HIGH_WATER	  (32u << 20) /* write-queue bytes above which on_drain is armed */
+#define CONN_HANDSHAKE_MS 10000
+#define CONN_DIAL_MS	  10000
 
 struct conn;
 struct conn_listener;
@@ -30,6 +30,7 @@ struct conn_config {
 	uint32_t payload_max;		  /* 0 = CONN_PAYLOAD_MAX */
 	unsigned handshake_ms;		  /* 0 = CONN_HANDSHAKE_MS */
 	unsigned idle_ms;		  /* close after this long without a byte in; 0 = never */
+	int no_aes_gcm;			  /* 1 = never choose AES-256-GCM (tests, benchmarks) */
 };
 
 struct conn_callbacks {
@@ -72,9 +73,8 @@ void conn_listener_close(struct conn_listener *l);
  * must stay valid until done(arg, status) runs (done may be NULL when
  * payload is NULL). 0, or a negative error when the connection is closing
  * (then done is not called). */
-int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len,
-	      const void *payload, size_t payload_len, void (*done)(void *arg, int status),
-	      void *arg);
+int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, const void *payload,
+	      size_t payload_len, void (*done)(void *arg, int status), void *arg);
 /* Bytes queued and not yet written to the socket. */
 size_t conn_queued(const struct conn *c);
 
@@ -90,6 +90,12 @@ const char *conn_peer_node(const struct conn *c);
 const char *conn_peer_addr(const struct conn *c);
 /* 1 when traffic is encrypted, 0 when both sides chose --no-encrypt. */
 int conn_encrypted(const struct conn *c);
+/* The record cipher: "aes256gcm", "xchacha20poly1305" or "none". */
+const char *conn_cipher(const struct conn *c);
+/* Why the connection failed, one line for a log or an error message ("" when
+ * it has not failed or the application closed it). Valid until on_close
+ * returns. */
+const char *conn_error(const struct conn *c);
 /* Bytes read and written on the socket so far (including framing). */
 uint64_t conn_bytes_in(const struct conn *c);
 uint64_t conn_bytes_out(const struct conn *c);

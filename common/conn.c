@@ -1,0 +1,1194 @@
+#include "common/conn.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "proto/wire.pb-c.h"
+
+#define READ_CHUNK	(64u << 10) /* socket reads land here ... */
+#define DIRECT_MIN	(64u << 10) /* ... unless a payload or record still misses this much */
+#define WRITE_IOV_MAX	64	    /* buffers in one uv_write (plain mode) */
+#define WRITE_BATCH_MAX (8u << 20)  /* frame bytes in one uv_write (plain mode) */
+#define SEAL_BATCH_MAX	(1u << 20)  /* plaintext sealed for one uv_write (encrypted mode) */
+#define KEEP_BUF_MAX	(64u << 10) /* larger scratch buffers are released when idle */
+#define LISTEN_BACKLOG	511
+#define ADDR_MAX	300 /* "host:port", host up to 255 bytes */
+
+enum conn_state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSING };
+
+enum rx_stage { RX_HEADER, RX_BODY, RX_PAYLOAD };
+
+/* One queued frame: header and body copied, payload referenced. */
+struct conn_msg {
+	struct conn_msg *next;
+	const uint8_t *payload;
+	size_t payload_len;
+	size_t sent; /* bytes of head + payload the socket took */
+	void (*done)(void *arg, int status);
+	void *arg;
+	size_t head_len;
+	uint8_t head[]; /* frame header, then body */
+};
+
+/* A handshake frame, written on its own before the queue opens. */
+struct raw_write {
+	uv_write_t req;
+	struct conn *c;
+	size_t len;
+	uint8_t data[];
+};
+
+struct conn {
+	uv_loop_t *loop;
+	uv_tcp_t tcp;
+	uv_timer_t timer; /* dial, handshake or idle deadline */
+	uv_getaddrinfo_t gai;
+	uv_connect_t connect;
+	uv_write_t wreq;
+	struct conn_callbacks cb;
+	void *data;
+
+	enum conn_state state;
+	int initiator;
+	int status;	    /* the close status */
+	int ready_reported; /* on_ready ran */
+	int tcp_open;	    /* uv_tcp_init done and uv_close not yet called */
+	int handles;	    /* handles whose close callback has not run */
+	int gai_pending;
+	struct addrinfo *ai, *ai_next; /* dial candidates */
+	int dial_err;
+
+	uint32_t body_max, payload_max;
+	unsigned handshake_ms, idle_ms;
+	struct secure_handshake *hs; /* until the handshake ends */
+	struct secure_session sess;
+	int encrypted;
+
+	uint64_t last_in; /* uv_now() of the last read */
+	uint64_t bytes_in, bytes_out;
+	char peer_addr[ADDR_MAX];
+	char peer_node[SECURE_NODE_MAX + 1];
+	char error[256];
+
+	/* receive: records (encrypted mode) ... */
+	uint8_t *rbuf;
+	uint8_t rec_hdr[SECURE_RECORD_HEADER];
+	size_t rec_hdr_got;
+	size_t rec_len;	  /* ciphertext length of the record being read; 0 = in its header */
+	struct buf rec;	  /* its ciphertext so far */
+	struct buf plain; /* a record's plaintext that could not go straight to a payload */
+	/* ... and frames */
+	enum rx_stage rx;
+	uint8_t fhdr[FRAME_HEADER_LEN];
+	size_t fhdr_got;
+	struct frame_header fh;
+	struct buf body;
+	uint8_t *payload;
+	size_t payload_got;
+
+	/* send */
+	struct conn_msg *sq_head, *sq_tail;
+	struct conn_msg *sq_cur; /* first message not wholly handed to a write */
+	size_t sq_cur_off;
+	size_t queued;
+	int over_high;
+	int writing;
+	size_t w_frame_bytes, w_wire_bytes;
+	uv_buf_t wbufs[WRITE_IOV_MAX];
+	struct buf wbuf;  /* sealed records of the write in flight */
+	struct buf stage; /* plaintext of one record gathered from several frames */
+};
+
+struct conn_listener {
+	uv_tcp_t tcp;
+	uv_loop_t *loop;
+	struct conn_config cfg; /* node points at our copy */
+	struct secure_token token;
+	char *node;
+	struct conn_callbacks cb;
+	void *data;
+	void (*on_accept)(struct conn_listener *l, struct conn *c);
+	int port;
+	int closing;
+};
+
+static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used);
+static void writer_kick(struct conn *c);
+
+/* ---- addresses ---- */
+
+/* "host:port" or "[v6]:port" into host and port; host may be empty. */
+static int addr_split(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
+{
+	const char *h = addr, *hend, *p;
+
+	if (addr[0] == '[') {
+		h = addr + 1;
+		hend = strchr(h, ']');
+		if (!hend || hend[1] != ':')
+			return -EINVAL;
+		p = hend + 2;
+	} else {
+		hend = strrchr(addr, ':');
+		if (!hend || memchr(addr, ':', (size_t)(hend - addr)))
+			return -EINVAL;
+		p = hend + 1;
+	}
+	size_t hlen = (size_t)(hend - h), plen = strlen(p);
+	if (hlen >= hcap || plen == 0 || plen >= pcap || plen > 5)
+		return -EINVAL;
+	for (size_t i = 0; i < plen; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return -EINVAL;
+	if (strtoul(p, NULL, 10) > 65535)
+		return -EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	memcpy(port, p, plen + 1);
+	return 0;
+}
+
+static void addr_name(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		uv_ip6_name(a, ip, sizeof ip);
+		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		uv_ip4_name(a, ip, sizeof ip);
+		snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
+	}
+}
+
+/* ---- lifecycle ---- */
+
+static void msgs_fail(struct conn *c, int status)
+{
+	struct conn_msg *m = c->sq_head;
+
+	c->sq_head = c->sq_tail = c->sq_cur = NULL;
+	c->queued = 0;
+	while (m) {
+		struct conn_msg *next = m->next;
+		if (m->done)
+			m->done(m->arg, status);
+		free(m);
+		m = next;
+	}
+}
+
+/* Every handle is closed and no request is pending: report and free. */
+static void conn_finish(struct conn *c)
+{
+	int status = c->status;
+	int err = status < 0 ? status : SB_ECANCELED;
+
+	if (!c->ready_reported && c->cb.on_ready)
+		c->cb.on_ready(c, err);
+	msgs_fail(c, err);
+	if (c->ai)
+		uv_freeaddrinfo(c->ai);
+	if (c->hs) {
+		secure_handshake_close(c->hs);
+		free(c->hs);
+	}
+	secure_session_close(&c->sess);
+	free(c->rbuf);
+	free(c->payload);
+	buf_close(&c->rec);
+	buf_close(&c->plain);
+	buf_close(&c->body);
+	buf_close(&c->wbuf);
+	buf_close(&c->stage);
+	if (c->cb.on_close)
+		c->cb.on_close(c, status);
+	free(c);
+}
+
+static void maybe_finish(struct conn *c)
+{
+	if (c->handles == 0 && !c->gai_pending)
+		conn_finish(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	c->handles--;
+	maybe_finish(c);
+}
+
+void conn_close(struct conn *c, int status)
+{
+	if (!c || c->state == ST_CLOSING)
+		return;
+	c->state = ST_CLOSING;
+	c->status = status;
+	if (c->gai_pending)
+		uv_cancel((uv_req_t *)&c->gai);
+	if (c->tcp_open) {
+		c->tcp_open = 0;
+		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	}
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->state == ST_CLOSING)
+		return;
+	if (!c->error[0]) {
+		va_start(ap, fmt);
+		vsnprintf(c->error, sizeof c->error, fmt, ap);
+		va_end(ap);
+	}
+	log_debug("conn %s: %s", c->peer_addr, c->error);
+	conn_close(c, rc);
+}
+
+static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
+		    void *data, int initiator, struct conn **out)
+{
+	if (!cfg || !cfg->token || !cb)
+		return -EINVAL;
+	struct conn *c = xcalloc(1, sizeof *c);
+	c->hs = xmalloc(sizeof *c->hs);
+	int rc = secure_handshake_init(c->hs, cfg->token, initiator, cfg->node, cfg->encrypt);
+	if (rc) {
+		free(c->hs);
+		free(c);
+		return rc;
+	}
+	if (cfg->no_aes_gcm)
+		c->hs->aes_gcm = 0;
+	c->loop = loop;
+	c->cb = *cb;
+	c->data = data;
+	c->initiator = initiator;
+	c->state = ST_CONNECTING;
+	c->body_max = cfg->body_max ? cfg->body_max : CONN_BODY_MAX;
+	c->payload_max = cfg->payload_max ? cfg->payload_max : CONN_PAYLOAD_MAX;
+	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
+	c->idle_ms = cfg->idle_ms;
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	c->handles = 1;
+	*out = c;
+	return 0;
+}
+
+static void tcp_open(struct conn *c)
+{
+	uv_tcp_init(c->loop, &c->tcp);
+	c->tcp.data = c;
+	c->tcp_open = 1;
+	c->handles++;
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+
+	switch (c->state) {
+	case ST_RESOLVING:
+	case ST_CONNECTING:
+		conn_fail(c, -ETIMEDOUT, "no connection to %s within %u ms", c->peer_addr,
+			  CONN_DIAL_MS);
+		break;
+	case ST_HANDSHAKE:
+		conn_fail(c, -ETIMEDOUT, "handshake with %s did not finish within %u ms",
+			  c->peer_addr, c->handshake_ms);
+		break;
+	case ST_READY: {
+		uint64_t quiet = uv_now(c->loop) - c->last_in;
+		if (quiet >= c->idle_ms)
+			conn_fail(c, -ETIMEDOUT, "nothing received from %s for %u ms", c->peer_addr,
+				  c->idle_ms);
+		else
+			uv_timer_start(&c->timer, on_timer, c->idle_ms - quiet, 0);
+		break;
+	}
+	case ST_CLOSING:
+		break;
+	}
+}
+
+/* ---- handshake ---- */
+
+static void on_raw_written(uv_write_t *req, int status)
+{
+	struct raw_write *w = req->data;
+	struct conn *c = w->c;
+
+	if (status == 0)
+		c->bytes_out += w->len;
+	else
+		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
+	free(w);
+}
+
+static void raw_write(struct conn *c, uint32_t type, const struct buf *body)
+{
+	struct frame_header h = {(uint32_t)body->len, type, 0};
+	struct raw_write *w = xmalloc(sizeof *w + FRAME_HEADER_LEN + body->len);
+
+	frame_header_encode(&h, w->data);
+	memcpy(w->data + FRAME_HEADER_LEN, body->ptr, body->len);
+	w->c = c;
+	w->len = FRAME_HEADER_LEN + body->len;
+	w->req.data = w;
+	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written);
+	if (rc < 0) {
+		free(w);
+		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
+	}
+}
+
+static void handshake_done(struct conn *c)
+{
+	snprintf(c->peer_node, sizeof c->peer_node, "%s", c->hs->peer_node);
+	secure_handshake_close(c->hs);
+	free(c->hs);
+	c->hs = NULL;
+	c->encrypted = c->sess.cipher != SECURE_PLAIN;
+	c->state = ST_READY;
+	if (c->idle_ms)
+		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
+	else
+		uv_timer_stop(&c->timer);
+	log_debug("conn %s: ready, peer %s, cipher %s", c->peer_addr, c->peer_node,
+		  secure_cipher_name(c->sess.cipher));
+	c->ready_reported = 1;
+	if (c->cb.on_ready)
+		c->cb.on_ready(c, 0);
+	writer_kick(c);
+}
+
+/* One frame of the handshake: Hello, Hello, Auth, nothing else. */
+static void handshake_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
+{
+	struct secure_handshake *hs = c->hs;
+	struct buf out = BUF_INIT;
+	uint32_t want = SYNCBIT__MSG_TYPE__MSG_HELLO;
+	int rc;
+
+	if (!c->initiator && hs->state == SECURE_HS_WAIT_AUTH)
+		want = SYNCBIT__MSG_TYPE__MSG_AUTH;
+	if (type != want) {
+		conn_fail(c, SB_EPROTO, "%s sent frame type %u during the handshake, expected %u",
+			  c->peer_addr, type, want);
+		return;
+	}
+	if (c->initiator)
+		rc = secure_handshake_finish(hs, body, len, &out, &c->sess);
+	else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO)
+		rc = secure_handshake_respond(hs, body, len, &out);
+	else
+		rc = secure_handshake_verify(hs, body, len, &c->sess);
+	if (rc) {
+		conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, hs->error);
+	} else if (c->initiator) {
+		raw_write(c, SYNCBIT__MSG_TYPE__MSG_AUTH, &out);
+		if (c->state != ST_CLOSING)
+			handshake_done(c);
+	} else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO) {
+		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
+	} else {
+		handshake_done(c);
+	}
+	buf_close(&out);
+}
+
+/* ---- receive ---- */
+
+static void frame_deliver(struct conn *c, const uint8_t *body, size_t len, uint8_t *payload)
+{
+	uint32_t type = c->fh.type;
+	size_t plen = c->fh.payload_len;
+
+	c->rx = RX_HEADER;
+	c->payload = NULL;
+	c->payload_got = 0;
+	if (c->state == ST_HANDSHAKE) {
+		handshake_frame(c, type, body, len);
+	} else if (!c->cb.on_frame) {
+		free(payload);
+	} else {
+		int rc = c->cb.on_frame(c, type, body, len, payload, plen);
+		if (rc < 0)
+			conn_fail(c, rc, "frame type %u from %s refused: %s", type, c->peer_addr,
+				  sb_strerror(rc));
+	}
+	c->body.len = 0;
+	if (c->body.cap > KEEP_BUF_MAX)
+		buf_close(&c->body);
+}
+
+static void frame_body_done(struct conn *c, const uint8_t *body, size_t len)
+{
+	if (c->fh.payload_len == 0) {
+		frame_deliver(c, body, len, NULL);
+		return;
+	}
+	c->payload = xmalloc(c->fh.payload_len);
+	c->payload_got = 0;
+	c->rx = RX_PAYLOAD;
+}
+
+/* A whole header arrived: check its lengths before anything is allocated. */
+static void frame_begin(struct conn *c)
+{
+	int hs = c->state == ST_HANDSHAKE;
+	uint32_t body_max = hs ? SECURE_HELLO_MAX : c->body_max;
+	uint32_t payload_max = hs ? 0 : c->payload_max;
+
+	int rc = frame_header_decode(c->fhdr, body_max, payload_max, &c->fh);
+	if (rc) {
+		conn_fail(c, rc,
+			  "%s sent a frame (type %u) with a %u-byte body and a %u-byte payload; "
+			  "the limits are %u and %u",
+			  c->peer_addr, c->fh.type, c->fh.body_len, c->fh.payload_len, body_max,
+			  payload_max);
+		return;
+	}
+	c->body.len = 0;
+	if (c->fh.body_len)
+		c->rx = RX_BODY;
+	else
+		frame_body_done(c, NULL, 0);
+}
+
+/* Consume the start of a plaintext stream (one step of the frame being
+ * read); returns how many bytes it took. */
+static size_t frame_step(struct conn *c, const uint8_t *p, size_t n)
+{
+	size_t k;
+
+	switch (c->rx) {
+	case RX_HEADER:
+		k = FRAME_HEADER_LEN - c->fhdr_got;
+		k = k < n ? k : n;
+		memcpy(c->fhdr + c->fhdr_got, p, k);
+		c->fhdr_got += k;
+		if (c->fhdr_got == FRAME_HEADER_LEN) {
+			c->fhdr_got = 0;
+			frame_begin(c);
+		}
+		return k;
+	case RX_BODY:
+		k = c->fh.body_len - c->body.len;
+		if (c->body.len == 0 && n >= k) { /* the whole body is here: no copy */
+			frame_body_done(c, p, k);
+			if (c->rx == RX_PAYLOAD)
+				buf_append(&c->body, p, k);
+			return k;
+		}
+		k = k < n ? k : n;
+		if (c->body.len == 0)
+			buf_reserve(&c->body, c->fh.body_len);
+		buf_append(&c->body, p, k);
+		if (c->body.len == c->fh.body_len)
+			frame_body_done(c, c->body.ptr, c->body.len);
+		return k;
+	case RX_PAYLOAD:
+		k = c->fh.payload_len - c->payload_got;
+		k = k < n ? k : n;
+		memcpy(c->payload + c->payload_got, p, k);
+		c->payload_got += k;
+		if (c->payload_got == c->fh.payload_len)
+			frame_deliver(c, c->body.ptr, c->body.len, c->payload);
+		return k;
+	}
+	return n;
+}
+
+/* Consume a plaintext stream; *used says how much. Stops early when the
+ * handshake switches the stream to records. */
+static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used)
+{
+	int encrypted = c->encrypted;
+	size_t off = 0;
+
+	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted)
+		off += frame_step(c, p + off, n - off);
+	if (used)
+		*used = off;
+}
+
+static void record_open(struct conn *c, const uint8_t *ct)
+{
+	size_t ct_len = c->rec_len, plen = ct_len - SECURE_TAG_BYTES;
+	uint8_t *dst;
+	int direct = c->rx == RX_PAYLOAD && c->fh.payload_len - c->payload_got >= plen;
+
+	c->rec_len = 0;
+	c->rec_hdr_got = 0;
+	c->rec.len = 0;
+	if (direct) {
+		dst = c->payload + c->payload_got;
+	} else {
+		buf_reserve(&c->plain, plen);
+		dst = c->plain.ptr;
+	}
+	int rc = secure_open(&c->sess, c->rec_hdr, ct, ct_len, dst);
+	if (rc) {
+		conn_fail(c, rc, "record from %s: %s", c->peer_addr,
+			  rc == SB_EAUTH ? "failed authentication" : sb_strerror(rc));
+		return;
+	}
+	if (!direct) {
+		frames_feed(c, dst, plen, NULL);
+		return;
+	}
+	c->payload_got += plen;
+	if (c->payload_got == c->fh.payload_len)
+		frame_deliver(c, c->body.ptr, c->body.len, c->payload);
+}
+
+static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
+{
+	size_t k;
+
+	if (c->rec_len == 0) {
+		k = SECURE_RECORD_HEADER - c->rec_hdr_got;
+		k = k < n ? k : n;
+		memcpy(c->rec_hdr + c->rec_hdr_got, p, k);
+		c->rec_hdr_got += k;
+		if (c->rec_hdr_got < SECURE_RECORD_HEADER)
+			return k;
+		int rc = secure_record_len(c->rec_hdr, &c->rec_len);
+		if (rc) {
+			conn_fail(c, rc, "%s sent a record of %zu bytes", c->peer_addr, c->rec_len);
+			return n;
+		}
+		if (n - k >= c->rec_len) { /* the whole record is here: no copy */
+			size_t len = c->rec_len;
+			record_open(c, p + k);
+			return k + len;
+		}
+		buf_reserve(&c->rec, c->rec_len);
+		return k;
+	}
+	k = c->rec_len - c->rec.len;
+	k = k < n ? k : n;
+	memcpy(c->rec.ptr + c->rec.len, p, k);
+	c->rec.len += k;
+	if (c->rec.len == c->rec_len)
+		record_open(c, c->rec.ptr);
+	return k;
+}
+
+static void input(struct conn *c, const uint8_t *p, size_t n)
+{
+	while (n > 0 && c->state != ST_CLOSING) {
+		size_t k;
+		if (c->encrypted)
+			k = record_step(c, p, n);
+		else
+			frames_feed(c, p, n, &k);
+		p += k;
+		n -= k;
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct conn *c = h->data;
+
+	if (c->state == ST_READY && !c->encrypted && c->rx == RX_PAYLOAD &&
+	    c->fh.payload_len - c->payload_got >= DIRECT_MIN) {
+		b->base = (char *)c->payload + c->payload_got;
+		b->len = c->fh.payload_len - c->payload_got;
+		return;
+	}
+	if (c->state == ST_READY && c->encrypted && c->rec_len &&
+	    c->rec_len - c->rec.len >= DIRECT_MIN) {
+		b->base = (char *)c->rec.ptr + c->rec.len;
+		b->len = c->rec_len - c->rec.len;
+		return;
+	}
+	if (!c->rbuf)
+		c->rbuf = xmalloc(READ_CHUNK);
+	b->base = (char *)c->rbuf;
+	b->len = READ_CHUNK;
+}
+
+static int rx_partial(const struct conn *c)
+{
+	return c->rx != RX_HEADER || c->fhdr_got || c->rec_hdr_got || c->rec_len;
+}
+
+static void on_eof(struct conn *c, int err)
+{
+	if (c->state == ST_HANDSHAKE && !c->initiator && c->hs->state == SECURE_HS_WAIT_AUTH)
+		conn_fail(c, SB_EAUTH,
+			  "%s closed the connection instead of proving the join token "
+			  "(different tokens?)",
+			  c->peer_addr);
+	else if (c->state == ST_HANDSHAKE)
+		conn_fail(c, err == UV_EOF ? -ECONNRESET : err,
+			  "%s closed the connection during the handshake", c->peer_addr);
+	else if (err != UV_EOF)
+		conn_fail(c, err, "read from %s: %s", c->peer_addr, uv_strerror(err));
+	else if (rx_partial(c))
+		conn_fail(c, SB_ETRUNCATED, "%s closed the connection in the middle of a frame",
+			  c->peer_addr);
+	else
+		conn_close(c, 0);
+}
+
+static void release_idle_buffers(struct conn *c)
+{
+	if (c->rec_len == 0 && c->rec.cap > KEEP_BUF_MAX)
+		buf_close(&c->rec);
+	if (c->plain.cap > KEEP_BUF_MAX)
+		buf_close(&c->plain);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct conn *c = s->data;
+
+	if (c->state == ST_CLOSING || n == 0)
+		return;
+	if (n < 0) {
+		on_eof(c, (int)n);
+		return;
+	}
+	c->bytes_in += (uint64_t)n;
+	c->last_in = uv_now(c->loop);
+	if (b->base == (char *)c->rbuf) {
+		input(c, (const uint8_t *)b->base, (size_t)n);
+	} else if (c->encrypted) { /* straight into the record */
+		c->rec.len += (size_t)n;
+		if (c->rec.len == c->rec_len)
+			record_open(c, c->rec.ptr);
+	} else { /* straight into the payload */
+		c->payload_got += (size_t)n;
+		if (c->payload_got == c->fh.payload_len)
+			frame_deliver(c, c->body.ptr, c->body.len, c->payload);
+	}
+	if (c->state != ST_CLOSING)
+		release_idle_buffers(c);
+}
+
+/* ---- send ---- */
+
+static size_t msg_total(const struct conn_msg *m)
+{
+	return m->head_len + m->payload_len;
+}
+
+/* The contiguous bytes at the send cursor. */
+static void cursor_seg(const struct conn *c, const uint8_t **p, size_t *len)
+{
+	const struct conn_msg *m = c->sq_cur;
+	size_t off = c->sq_cur_off;
+
+	if (off < m->head_len) {
+		*p = m->head + off;
+		*len = m->head_len - off;
+	} else {
+		*p = m->payload + (off - m->head_len);
+		*len = m->payload_len - (off - m->head_len);
+	}
+}
+
+static void cursor_advance(struct conn *c, size_t k)
+{
+	c->sq_cur_off += k;
+	if (c->sq_cur_off == msg_total(c->sq_cur)) {
+		c->sq_cur = c->sq_cur->next;
+		c->sq_cur_off = 0;
+	}
+}
+
+/* Plain mode: point the write at the queued bytes themselves. */
+static unsigned batch_plain(struct conn *c)
+{
+	unsigned n = 0;
+
+	c->w_frame_bytes = 0;
+	while (c->sq_cur && n < WRITE_IOV_MAX && c->w_frame_bytes < WRITE_BATCH_MAX) {
+		const uint8_t *p;
+		size_t len;
+		cursor_seg(c, &p, &len);
+		len = len < WRITE_BATCH_MAX ? len : WRITE_BATCH_MAX;
+		c->wbufs[n++] = uv_buf_init((char *)p, (unsigned)len);
+		c->w_frame_bytes += len;
+		cursor_advance(c, len);
+	}
+	c->w_wire_bytes = c->w_frame_bytes;
+	return n;
+}
+
+/* Encrypted mode: seal up to SEAL_BATCH_MAX bytes into records. Large
+ * payloads are sealed straight from the caller's buffer in whole records
+ * (so the receiver can open them straight into its payload buffer); small
+ * frames and headers are gathered into one record first. */
+static int batch_sealed(struct conn *c)
+{
+	c->wbuf.len = 0;
+	c->w_frame_bytes = 0;
+	while (c->sq_cur && c->w_frame_bytes < SEAL_BATCH_MAX) {
+		const uint8_t *p;
+		size_t len;
+		cursor_seg(c, &p, &len);
+		int last = !c->sq_cur->next && c->sq_cur_off + len == msg_total(c->sq_cur);
+		if (len >= SECURE_RECORD_MAX || last) {
+			len = len < SECURE_RECORD_MAX ? len : SECURE_RECORD_MAX;
+			cursor_advance(c, len);
+		} else {
+			c->stage.len = 0;
+			while (c->sq_cur && c->stage.len < SECURE_RECORD_MAX) {
+				size_t k;
+				cursor_seg(c, &p, &k);
+				if (k >= SECURE_RECORD_MAX)
+					break;
+				k = k < SECURE_RECORD_MAX - c->stage.len
+					? k
+					: SECURE_RECORD_MAX - c->stage.len;
+				buf_append(&c->stage, p, k);
+				cursor_advance(c, k);
+			}
+			p = c->stage.ptr;
+			len = c->stage.len;
+		}
+		buf_reserve(&c->wbuf, len + SECURE_RECORD_OVERHEAD);
+		int rc = secure_seal(&c->sess, p, len, c->wbuf.ptr + c->wbuf.len);
+		if (rc)
+			return rc;
+		c->wbuf.len += len + SECURE_RECORD_OVERHEAD;
+		c->w_frame_bytes += len;
+	}
+	c->w_wire_bytes = c->wbuf.len;
+	c->wbufs[0] = uv_buf_init((char *)c->wbuf.ptr, (unsigned)c->wbuf.len);
+	return 0;
+}
+
+static void on_written(uv_write_t *req, int status);
+
+static void writer_kick(struct conn *c)
+{
+	unsigned n = 1;
+
+	if (c->writing || c->state != ST_READY || !c->sq_cur)
+		return;
+	if (!c->encrypted) {
+		n = batch_plain(c);
+	} else {
+		int rc = batch_sealed(c);
+		if (rc) {
+			conn_fail(c, rc, "cannot seal a record to %s: %s", c->peer_addr,
+				  sb_strerror(rc));
+			return;
+		}
+	}
+	c->wreq.data = c;
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->wbufs, n, on_written);
+	if (rc < 0) {
+		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
+		return;
+	}
+	c->writing = 1;
+}
+
+/* The socket took k frame bytes: finish the messages they complete. */
+static void sent(struct conn *c, size_t k)
+{
+	struct conn_msg *done = NULL, **tail = &done;
+
+	c->queued -= k;
+	while (k > 0) {
+		struct conn_msg *m = c->sq_head;
+		size_t left = msg_total(m) - m->sent;
+		size_t take = left < k ? left : k;
+		m->sent += take;
+		k -= take;
+		if (m->sent < msg_total(m))
+			break;
+		c->sq_head = m->next;
+		if (!c->sq_head)
+			c->sq_tail = NULL;
+		m->next = NULL;
+		*tail = m;
+		tail = &m->next;
+	}
+	if (!c->sq_cur) {
+		if (c->wbuf.cap > KEEP_BUF_MAX)
+			buf_close(&c->wbuf);
+		if (c->stage.cap > KEEP_BUF_MAX)
+			buf_close(&c->stage);
+	}
+	while (done) {
+		struct conn_msg *m = done;
+		done = m->next;
+		if (m->done)
+			m->done(m->arg, 0);
+		free(m);
+	}
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	c->writing = 0;
+	if (status < 0) {
+		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
+		return;
+	}
+	c->bytes_out += c->w_wire_bytes;
+	sent(c, c->w_frame_bytes);
+	if (c->state == ST_CLOSING)
+		return;
+	if (c->over_high && c->queued < CONN_HIGH_WATER / 2) {
+		c->over_high = 0;
+		if (c->cb.on_drain)
+			c->cb.on_drain(c);
+	}
+	writer_kick(c);
+}
+
+int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, const void *payload,
+	      size_t payload_len, void (*done)(void *arg, int status), void *arg)
+{
+	if (c->state == ST_CLOSING)
+		return -EPIPE;
+	if (body_len > UINT32_MAX || payload_len > UINT32_MAX)
+		return SB_ETOOBIG;
+	if ((payload_len && !payload) || (body_len && !body))
+		return -EINVAL;
+
+	struct conn_msg *m = xmalloc(sizeof *m + FRAME_HEADER_LEN + body_len);
+	struct frame_header h = {(uint32_t)body_len, type, (uint32_t)payload_len};
+	frame_header_encode(&h, m->head);
+	if (body_len)
+		memcpy(m->head + FRAME_HEADER_LEN, body, body_len);
+	m->head_len = FRAME_HEADER_LEN + body_len;
+	m->payload = payload_len ? payload : NULL;
+	m->payload_len = payload_len;
+	m->sent = 0;
+	m->done = done;
+	m->arg = arg;
+	m->next = NULL;
+	if (c->sq_tail)
+		c->sq_tail->next = m;
+	else
+		c->sq_head = m;
+	c->sq_tail = m;
+	if (!c->sq_cur) {
+		c->sq_cur = m;
+		c->sq_cur_off = 0;
+	}
+	c->queued += msg_total(m);
+	if (c->queued > CONN_HIGH_WATER)
+		c->over_high = 1;
+	writer_kick(c);
+	return 0;
+}
+
+size_t conn_queued(const struct conn *c)
+{
+	return c->queued;
+}
+
+/* ---- dial ---- */
+
+static void handshake_start(struct conn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+
+	c->state = ST_HANDSHAKE;
+	c->last_in = uv_now(c->loop);
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+		addr_name(&ss, c->peer_addr, sizeof c->peer_addr);
+	uv_timer_start(&c->timer, on_timer, c->handshake_ms, 0);
+	int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	if (rc < 0) {
+		conn_fail(c, rc, "read from %s: %s", c->peer_addr, uv_strerror(rc));
+		return;
+	}
+	if (c->initiator) {
+		struct buf out = BUF_INIT;
+		secure_handshake_hello(c->hs, &out);
+		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
+		buf_close(&out);
+	}
+}
+
+static void dial_next(struct conn *c);
+
+static void on_retry_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	c->handles--;
+	if (c->state == ST_CLOSING) {
+		maybe_finish(c);
+		return;
+	}
+	tcp_open(c);
+	dial_next(c);
+}
+
+/* One address failed: try the next on a fresh socket, or give up. */
+static void dial_failed(struct conn *c, int err)
+{
+	c->dial_err = err;
+	if (!c->ai_next) {
+		conn_fail(c, err, "cannot connect to %s: %s", c->peer_addr, uv_strerror(err));
+		return;
+	}
+	c->tcp_open = 0;
+	uv_close((uv_handle_t *)&c->tcp, on_retry_closed);
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	if (c->state == ST_CLOSING)
+		return;
+	if (status < 0)
+		dial_failed(c, status);
+	else
+		handshake_start(c);
+}
+
+static void dial_next(struct conn *c)
+{
+	struct addrinfo *ai = c->ai_next;
+
+	c->ai_next = ai->ai_next;
+	c->connect.data = c;
+	int rc = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connected);
+	if (rc < 0)
+		dial_failed(c, rc);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct conn *c = req->data;
+
+	c->gai_pending = 0;
+	if (c->state == ST_CLOSING) {
+		uv_freeaddrinfo(res);
+		maybe_finish(c);
+		return;
+	}
+	if (status < 0 || !res) {
+		uv_freeaddrinfo(res);
+		conn_fail(c, SB_ENOTFOUND, "cannot resolve %s: %s", c->peer_addr,
+			  uv_strerror(status));
+		return;
+	}
+	c->ai = c->ai_next = res;
+	c->state = ST_CONNECTING;
+	dial_next(c);
+}
+
+int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
+	      const struct conn_callbacks *cb, void *data, struct conn **out)
+{
+	char host[256], port[8];
+	struct addrinfo hints;
+	struct conn *c;
+
+	int rc = addr_split(addr, host, sizeof host, port, sizeof port);
+	if (rc || !host[0] || strcmp(port, "0") == 0)
+		return -EINVAL;
+	if ((rc = conn_new(loop, cfg, cb, data, 1, &c)) != 0)
+		return rc;
+	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", addr);
+	tcp_open(c);
+	c->state = ST_RESOLVING;
+	uv_timer_start(&c->timer, on_timer, CONN_DIAL_MS, 0);
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	c->gai.data = c;
+	rc = uv_getaddrinfo(loop, &c->gai, on_resolved, host, port, &hints);
+	if (rc < 0)
+		conn_fail(c, rc, "cannot resolve %s: %s", addr, uv_strerror(rc));
+	else
+		c->gai_pending = 1;
+	*out = c;
+	return 0;
+}
+
+/* ---- listen ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct conn_listener *l = server->data;
+	struct conn *c;
+
+	if (status < 0) {
+		log_warn("accept on port %d: %s", l->port, uv_strerror(status));
+		return;
+	}
+	if (conn_new(l->loop, &l->cfg, &l->cb, l->data, 0, &c) != 0)
+		fatal("listener config no longer valid");
+	tcp_open(c);
+	int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+	if (rc < 0) {
+		log_warn("accept on port %d: %s", l->port, uv_strerror(rc));
+		memset(&c->cb, 0, sizeof c->cb); /* never handed out: no callbacks */
+		conn_close(c, rc);
+		return;
+	}
+	if (l->on_accept)
+		l->on_accept(l, c);
+	if (c->state != ST_CLOSING)
+		handshake_start(c);
+}
+
+static void listener_free(uv_handle_t *h)
+{
+	struct conn_listener *l = h->data;
+	sodium_memzero(&l->token, sizeof l->token);
+	free(l->node);
+	free(l);
+}
+
+/* The first address host resolves to, for a listener (resolving names
+ * blocks briefly; listeners start once, before the loop runs). */
+static int listen_addr(uv_loop_t *loop, const char *addr, struct sockaddr_storage *ss)
+{
+	char host[256], port[8];
+	struct addrinfo hints;
+	uv_getaddrinfo_t req;
+
+	if (addr_split(addr, host, sizeof host, port, sizeof port) != 0)
+		return -EINVAL;
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	int rc = uv_getaddrinfo(loop, &req, NULL, host[0] ? host : NULL, port, &hints);
+	if (rc < 0)
+		return SB_ENOTFOUND;
+	memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+	uv_freeaddrinfo(req.addrinfo);
+	return 0;
+}
+
+int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
+		const struct conn_callbacks *cb, void *data,
+		void (*on_accept)(struct conn_listener *l, struct conn *c),
+		struct conn_listener **out)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+
+	if (!cfg || !cfg->token || !cb || !secure_node_valid(cfg->node ? cfg->node : ""))
+		return -EINVAL;
+	int rc = listen_addr(loop, addr, &ss);
+	if (rc)
+		return rc;
+	struct conn_listener *l = xcalloc(1, sizeof *l);
+	l->loop = loop;
+	l->cfg = *cfg;
+	l->token = *cfg->token;
+	l->cfg.token = &l->token;
+	l->node = xstrdup(cfg->node ? cfg->node : "");
+	l->cfg.node = l->node;
+	l->cb = *cb;
+	l->data = data;
+	l->on_accept = on_accept;
+	uv_tcp_init(loop, &l->tcp);
+	l->tcp.data = l;
+	/* libuv sets SO_REUSEADDR on every TCP bind. */
+	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) == 0 &&
+	    (rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0)
+		rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
+	if (rc < 0) {
+		uv_close((uv_handle_t *)&l->tcp, listener_free);
+		return rc;
+	}
+	l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						 : ((struct sockaddr_in *)&ss)->sin_port);
+	*out = l;
+	return 0;
+}
+
+int conn_listener_port(const struct conn_listener *l)
+{
+	return l->port;
+}
+
+void conn_listener_close(struct conn_listener *l)
+{
+	if (!l || l->closing)
+		return;
+	l->closing = 1;
+	uv_close((uv_handle_t *)&l->tcp, listener_free);
+}
+
+/* ---- accessors ---- */
+
+void conn_set_data(struct conn *c, void *data)
+{
+	c->data = data;
+}
+
+void *conn_data(const struct conn *c)
+{
+	return c->data;
+}
+
+const char *conn_peer_node(const struct conn *c)
+{
+	return c->peer_node;
+}
+
+const char *conn_peer_addr(const struct conn *c)
+{
+	return c->peer_addr;
+}
+
+int conn_encrypted(const struct conn *c)
+{
+	return c->encrypted;
+}
+
+const char *conn_cipher(const struct conn *c)
+{
+	return secure_cipher_name(c->sess.cipher);
+}
+
+const char *conn_error(const struct conn *c)
+{
+	return c->error;
+}
+
+uint64_t conn_bytes_in(const struct conn *c)
+{
+	return c->bytes_in;
+}
+
+uint64_t conn_bytes_out(const struct conn *c)
+{
+	return c->bytes_out;
+}

@@ -1,0 +1,1017 @@
+/* Connections over real loopback sockets, both ends in one loop. Raw
+ * libuv sockets stand in for broken or hostile peers, and a relay between
+ * the two ends records, replays or alters the initiator's bytes. */
+#include "tests/unit/testutil.h"
+
+#include <errno.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/conn.h"
+#include "common/err.h"
+#include "common/frame.h"
+#include "proto/wire.pb-c.h"
+
+#define GUARD_MS     5000
+#define T_DATA	     SYNCBIT__MSG_TYPE__MSG_BLOCK
+#define BIG	     (4u << 20)
+#define PATTERN_LEN  (BIG + 256)
+#define SHORT_MS     100
+#define FRAMES_SMALL 1000
+
+static uint8_t *pattern; /* frame k carries bytes from pattern + k % 256 */
+
+struct side {
+	struct conn *c;
+	int ready_calls, ready_status;
+	int close_calls, close_status;
+	char error[256];
+	char cipher[32];
+	int encrypted;
+	int frames, bad;
+	uint32_t next_seq;
+	uint64_t payload_bytes;
+	uint64_t bytes_in, bytes_out;
+	int drains;
+	int fail_frames_with;
+};
+
+struct env {
+	uv_loop_t loop;
+	uv_timer_t guard;
+	int timed_out;
+	struct secure_token tok;
+	struct conn_config scfg, ccfg;
+	struct conn_listener *l;
+	int port;
+	char addr[64];
+	struct side srv, cli;
+	int accepted;
+};
+
+/* ---- the application side ---- */
+
+static void on_ready(struct conn *c, int status)
+{
+	struct side *s = conn_data(c);
+	s->ready_calls++;
+	s->ready_status = status;
+	if (status == 0) {
+		s->encrypted = conn_encrypted(c);
+		snprintf(s->cipher, sizeof s->cipher, "%s", conn_cipher(c));
+	}
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Body: u32 sequence number, then pattern bytes; payload: pattern bytes. */
+static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
+{
+	struct side *s = conn_data(c);
+
+	if (type != T_DATA || len < 4 || (plen == 0) != (payload == NULL))
+		s->bad++;
+	else {
+		uint32_t seq = get_be32(body);
+		const uint8_t *want = pattern + seq % 256;
+		if (seq != s->next_seq || memcmp(body + 4, want, len - 4) != 0 ||
+		    (plen && memcmp(payload, want, plen) != 0))
+			s->bad++;
+		s->next_seq = seq + 1;
+	}
+	s->frames++;
+	s->payload_bytes += plen;
+	free(payload);
+	return s->fail_frames_with;
+}
+
+static void on_drain(struct conn *c)
+{
+	struct side *s = conn_data(c);
+	s->drains++;
+}
+
+static void on_close(struct conn *c, int status)
+{
+	struct side *s = conn_data(c);
+	s->close_calls++;
+	s->close_status = status;
+	snprintf(s->error, sizeof s->error, "%s", conn_error(c));
+	s->bytes_in = conn_bytes_in(c);
+	s->bytes_out = conn_bytes_out(c);
+	s->c = NULL;
+}
+
+static const struct conn_callbacks callbacks = {on_ready, on_frame, on_drain, on_close};
+
+static void on_accept(struct conn_listener *l, struct conn *c)
+{
+	struct env *e = conn_data(c);
+	e->accepted++;
+	e->srv.c = c;
+	conn_set_data(c, &e->srv);
+}
+
+/* ---- the loop ---- */
+
+static void on_guard(uv_timer_t *t)
+{
+	struct env *e = t->data;
+	e->timed_out = 1;
+}
+
+static void env_init(struct env *e, int enc_srv, int enc_cli)
+{
+	memset(e, 0, sizeof *e);
+	assert_int_equal(uv_loop_init(&e->loop), 0);
+	uv_timer_init(&e->loop, &e->guard);
+	e->guard.data = e;
+	uv_timer_start(&e->guard, on_guard, GUARD_MS, 0);
+	memset(e->tok.key, 0x5a, sizeof e->tok.key);
+	e->scfg.token = e->ccfg.token = &e->tok;
+	e->scfg.node = "server";
+	e->ccfg.node = "client";
+	e->scfg.encrypt = enc_srv;
+	e->ccfg.encrypt = enc_cli;
+}
+
+static void env_listen(struct env *e, const char *addr)
+{
+	assert_int_equal(conn_listen(&e->loop, addr, &e->scfg, &callbacks, e, on_accept, &e->l), 0);
+	e->port = conn_listener_port(e->l);
+	assert_true(e->port > 0);
+	if (addr[0] == '[')
+		snprintf(e->addr, sizeof e->addr, "[::1]:%d", e->port);
+	else
+		snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", e->port);
+}
+
+static void env_dial(struct env *e, const char *addr)
+{
+	assert_int_equal(conn_dial(&e->loop, addr, &e->ccfg, &callbacks, &e->cli, &e->cli.c), 0);
+}
+
+static void run_until(struct env *e, const int *v, int want)
+{
+	while (*v < want && !e->timed_out)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	if (e->timed_out)
+		fail_msg("timed out waiting (have %d, want %d)", *v, want);
+}
+
+static void env_close(struct env *e)
+{
+	if (e->cli.c)
+		conn_close(e->cli.c, 0);
+	if (e->srv.c)
+		conn_close(e->srv.c, 0);
+	if (e->l)
+		conn_listener_close(e->l);
+	uv_close((uv_handle_t *)&e->guard, NULL);
+	uv_run(&e->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&e->loop), 0);
+	assert_true(e->cli.close_calls <= 1 && e->srv.close_calls <= 1);
+}
+
+static void ready_pair(struct env *e)
+{
+	env_listen(e, "127.0.0.1:0");
+	env_dial(e, e->addr);
+	run_until(e, &e->cli.ready_calls, 1);
+	run_until(e, &e->srv.ready_calls, 1);
+	assert_int_equal(e->cli.ready_status, 0);
+	assert_int_equal(e->srv.ready_status, 0);
+}
+
+/* ---- sending ---- */
+
+struct sent_count {
+	int ok, failed, last_status;
+};
+
+static void on_sent(void *arg, int status)
+{
+	struct sent_count *n = arg;
+	if (status == 0)
+		n->ok++;
+	else
+		n->failed++;
+	n->last_status = status;
+}
+
+static void send_frame(struct conn *c, uint32_t seq, size_t body_len, size_t plen,
+		       struct sent_count *n)
+{
+	uint8_t body[4 + 300];
+	assert_true(body_len >= 4 && body_len <= sizeof body);
+	body[0] = (uint8_t)(seq >> 24);
+	body[1] = (uint8_t)(seq >> 16);
+	body[2] = (uint8_t)(seq >> 8);
+	body[3] = (uint8_t)seq;
+	memcpy(body + 4, pattern + seq % 256, body_len - 4);
+	assert_int_equal(conn_send(c, T_DATA, body, body_len, plen ? pattern + seq % 256 : NULL,
+				   plen, on_sent, n),
+			 0);
+}
+
+/* A mix: many small frames, some with small payloads, a 4 MiB payload, an
+ * empty-body frame with a payload... */
+static int send_mix(struct conn *c, struct sent_count *n, uint64_t *payload_bytes)
+{
+	uint32_t seq = 0;
+	for (int i = 0; i < FRAMES_SMALL; i++) {
+		size_t plen = i % 7 == 0 ? (size_t)i * 13 : 0;
+		send_frame(c, seq++, 4 + (size_t)(i % 300), plen, n);
+		*payload_bytes += plen;
+	}
+	send_frame(c, seq++, 4, BIG, n);
+	send_frame(c, seq++, 100, 1, n);
+	send_frame(c, seq++, 4, BIG - 1, n);
+	*payload_bytes += 2 * (uint64_t)BIG;
+	for (int i = 0; i < 10; i++)
+		send_frame(c, seq++, 4, 0, n);
+	return (int)seq;
+}
+
+/* ---- raw peers ---- */
+
+struct raw_write {
+	uv_write_t req;
+	uv_buf_t b;
+	char data[];
+};
+
+static void raw_written(uv_write_t *req, int status)
+{
+	free(req->data);
+}
+
+static void raw_send(uv_stream_t *s, const void *p, size_t n)
+{
+	struct raw_write *w = malloc(sizeof *w + n);
+	memcpy(w->data, p, n);
+	w->req.data = w;
+	w->b = uv_buf_init(w->data, (unsigned)n);
+	if (uv_write(&w->req, s, &w->b, 1, raw_written) != 0)
+		free(w);
+}
+
+static void raw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	static char scratch[64 << 10];
+	b->base = scratch;
+	b->len = sizeof scratch;
+}
+
+/* A plain TCP client: sends its bytes once connected, reads and drops
+ * what comes back, and can half-close or stay silent. */
+struct raw_client {
+	uv_tcp_t tcp;
+	uv_connect_t connect;
+	const uint8_t *data;
+	size_t len;
+	int shutdown_after; /* close our side once the bytes are out */
+	uv_shutdown_t sd;
+	size_t got;
+	int eof, closed;
+};
+
+static void raw_client_closed(uv_handle_t *h)
+{
+	struct raw_client *r = h->data;
+	r->closed = 1;
+}
+
+static void raw_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct raw_client *r = s->data;
+	if (n > 0)
+		r->got += (size_t)n;
+	else if (n < 0) {
+		r->eof = 1;
+		uv_read_stop(s);
+	}
+}
+
+static void raw_client_connected(uv_connect_t *req, int status)
+{
+	struct raw_client *r = req->data;
+	assert_int_equal(status, 0);
+	if (r->len)
+		raw_send((uv_stream_t *)&r->tcp, r->data, r->len);
+	if (r->shutdown_after)
+		uv_shutdown(&r->sd, (uv_stream_t *)&r->tcp, NULL);
+	uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_client_read);
+}
+
+static void raw_client_start(struct env *e, struct raw_client *r, int port)
+{
+	struct sockaddr_in sa;
+	uv_ip4_addr("127.0.0.1", port, &sa);
+	uv_tcp_init(&e->loop, &r->tcp);
+	r->tcp.data = r;
+	r->connect.data = r;
+	assert_int_equal(
+	    uv_tcp_connect(&r->connect, &r->tcp, (struct sockaddr *)&sa, raw_client_connected), 0);
+}
+
+static void raw_client_close(struct raw_client *r)
+{
+	if (!uv_is_closing((uv_handle_t *)&r->tcp))
+		uv_close((uv_handle_t *)&r->tcp, raw_client_closed);
+}
+
+/* The relay: accepts the initiator, dials the responder, forwards both
+ * ways; the initiator's bytes are recorded and one of them can be flipped. */
+struct relay {
+	uv_tcp_t server, down, up;
+	uv_connect_t connect;
+	int port;
+	struct buf captured;
+	size_t forwarded; /* initiator bytes so far */
+	size_t tamper_at; /* flip a bit of the initiator's byte at this offset */
+	int closing;
+	int target_port;
+	uv_loop_t *loop;
+};
+
+static void relay_close(struct relay *r)
+{
+	if (r->closing)
+		return;
+	r->closing = 1;
+	uv_close((uv_handle_t *)&r->down, NULL);
+	uv_close((uv_handle_t *)&r->up, NULL);
+}
+
+static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct relay *r = s->data;
+	if (n < 0) {
+		relay_close(r);
+		return;
+	}
+	if (s == (uv_stream_t *)&r->down) {
+		for (ssize_t i = 0; i < n; i++)
+			if (r->forwarded + (size_t)i == r->tamper_at)
+				b->base[i] ^= 0x10;
+		buf_append(&r->captured, b->base, (size_t)n);
+		r->forwarded += (size_t)n;
+		raw_send((uv_stream_t *)&r->up, b->base, (size_t)n);
+	} else {
+		raw_send((uv_stream_t *)&r->down, b->base, (size_t)n);
+	}
+}
+
+static void relay_connected(uv_connect_t *req, int status)
+{
+	struct relay *r = req->data;
+	assert_int_equal(status, 0);
+	uv_read_start((uv_stream_t *)&r->down, raw_alloc, relay_read);
+	uv_read_start((uv_stream_t *)&r->up, raw_alloc, relay_read);
+}
+
+static void relay_accept(uv_stream_t *server, int status)
+{
+	struct relay *r = server->data;
+	struct sockaddr_in sa;
+
+	uv_tcp_init(r->loop, &r->down);
+	uv_tcp_init(r->loop, &r->up);
+	r->down.data = r->up.data = r->connect.data = r;
+	assert_int_equal(uv_accept(server, (uv_stream_t *)&r->down), 0);
+	uv_ip4_addr("127.0.0.1", r->target_port, &sa);
+	uv_tcp_connect(&r->connect, &r->up, (struct sockaddr *)&sa, relay_connected);
+}
+
+static void relay_start(struct env *e, struct relay *r)
+{
+	struct sockaddr_in sa;
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+
+	memset(r, 0, sizeof *r);
+	r->loop = &e->loop;
+	r->tamper_at = SIZE_MAX;
+	r->target_port = e->port;
+	uv_tcp_init(&e->loop, &r->server);
+	r->server.data = r;
+	uv_ip4_addr("127.0.0.1", 0, &sa);
+	assert_int_equal(uv_tcp_bind(&r->server, (struct sockaddr *)&sa, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&r->server, 8, relay_accept), 0);
+	uv_tcp_getsockname(&r->server, (struct sockaddr *)&ss, &len);
+	r->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void relay_stop(struct relay *r)
+{
+	relay_close(r);
+	uv_close((uv_handle_t *)&r->server, NULL);
+}
+
+/* ---- tests: handshake ---- */
+
+static void check_pair(int enc_srv, int enc_cli, int no_aes, const char *want_cipher)
+{
+	struct env e;
+	struct sent_count n = {0};
+
+	env_init(&e, enc_srv, enc_cli);
+	e.ccfg.no_aes_gcm = no_aes;
+	ready_pair(&e);
+	assert_int_equal(e.cli.encrypted, enc_srv || enc_cli);
+	assert_int_equal(e.srv.encrypted, enc_srv || enc_cli);
+	if (want_cipher) {
+		assert_string_equal(e.cli.cipher, want_cipher);
+		assert_string_equal(e.srv.cipher, want_cipher);
+	}
+	assert_string_equal(conn_peer_node(e.cli.c), "server");
+	assert_string_equal(conn_peer_node(e.srv.c), "client");
+	assert_string_equal(conn_peer_addr(e.cli.c), e.addr);
+	assert_non_null(strstr(conn_peer_addr(e.srv.c), "127.0.0.1:"));
+
+	send_frame(e.cli.c, 0, 10, 5, &n);
+	send_frame(e.srv.c, 0, 4, 0, &n);
+	run_until(&e, &e.srv.frames, 1);
+	run_until(&e, &e.cli.frames, 1);
+	run_until(&e, &n.ok, 2);
+	assert_int_equal(e.srv.bad + e.cli.bad, 0);
+
+	/* a clean close on one side is a clean close on the other */
+	conn_close(e.cli.c, 0);
+	conn_close(e.cli.c, 0);
+	run_until(&e, &e.srv.close_calls, 1);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(e.srv.close_status, 0);
+	assert_int_equal(e.cli.close_status, 0);
+	assert_string_equal(e.srv.error, "");
+	assert_int_equal(e.cli.bytes_out, e.srv.bytes_in);
+	assert_int_equal(e.srv.bytes_out, e.cli.bytes_in);
+	assert_int_equal(e.cli.ready_calls, 1);
+	env_close(&e);
+}
+
+static void test_handshake_modes(void **state)
+{
+	const char *aes = crypto_aead_aes256gcm_is_available() ? "aes256gcm" : "xchacha20poly1305";
+
+	check_pair(1, 1, 0, aes);
+	check_pair(0, 0, 0, "none");
+	check_pair(1, 0, 0, aes); /* either side asking for encryption gets it */
+	check_pair(0, 1, 0, aes);
+	check_pair(1, 1, 1, "xchacha20poly1305");
+}
+
+static void test_ipv6(void **state)
+{
+	struct env e;
+
+	env_init(&e, 1, 1);
+	env_listen(&e, "[::1]:0");
+	env_dial(&e, e.addr);
+	run_until(&e, &e.srv.ready_calls, 1);
+	run_until(&e, &e.cli.ready_calls, 1);
+	assert_int_equal(e.cli.ready_status, 0);
+	assert_non_null(strstr(conn_peer_addr(e.srv.c), "[::1]:"));
+	env_close(&e);
+}
+
+static void test_wrong_token(void **state)
+{
+	struct env e;
+	struct secure_token other;
+	struct sent_count n = {0};
+
+	for (int enc = 0; enc < 2; enc++) {
+		env_init(&e, enc, enc);
+		memset(other.key, 0x33, sizeof other.key);
+		e.ccfg.token = &other;
+		env_listen(&e, "127.0.0.1:0");
+		env_dial(&e, e.addr);
+		/* queued before the handshake: never delivered, failed at close */
+		send_frame(e.cli.c, 0, 8, 100, &n);
+		run_until(&e, &e.cli.close_calls, 1);
+		run_until(&e, &e.srv.close_calls, 1);
+		assert_int_equal(e.cli.close_status, SB_EAUTH);
+		assert_int_equal(e.srv.close_status, SB_EAUTH);
+		assert_int_equal(e.cli.ready_status, SB_EAUTH);
+		assert_int_equal(e.srv.ready_status, SB_EAUTH);
+		assert_non_null(strstr(e.cli.error, "join token"));
+		assert_int_equal(e.srv.frames + e.cli.frames, 0);
+		assert_int_equal(n.failed, enc + 1);
+		assert_int_equal(n.last_status, SB_EAUTH);
+		env_close(&e);
+	}
+}
+
+/* ---- tests: frames ---- */
+
+static void exchange(int enc)
+{
+	struct env e;
+	struct sent_count nc = {0}, ns = {0};
+	uint64_t pc = 0, ps = 0;
+
+	env_init(&e, enc, enc);
+	ready_pair(&e);
+	int frames_c = send_mix(e.cli.c, &nc, &pc);
+	int frames_s = send_mix(e.srv.c, &ns, &ps);
+	run_until(&e, &e.srv.frames, frames_c);
+	run_until(&e, &e.cli.frames, frames_s);
+	run_until(&e, &nc.ok, frames_c);
+	run_until(&e, &ns.ok, frames_s);
+	assert_int_equal(e.srv.bad, 0);
+	assert_int_equal(e.cli.bad, 0);
+	assert_int_equal(e.srv.payload_bytes, pc);
+	assert_int_equal(e.cli.payload_bytes, ps);
+	assert_int_equal(conn_queued(e.cli.c), 0);
+	assert_int_equal(conn_queued(e.srv.c), 0);
+	assert_int_equal(conn_bytes_out(e.cli.c), conn_bytes_in(e.srv.c));
+	assert_int_equal(conn_bytes_out(e.srv.c), conn_bytes_in(e.cli.c));
+	assert_true(conn_bytes_in(e.srv.c) > pc);
+	env_close(&e);
+}
+
+static void test_frames_plain(void **state)
+{
+	exchange(0);
+}
+
+static void test_frames_encrypted(void **state)
+{
+	exchange(1);
+}
+
+static void test_backpressure(void **state)
+{
+	for (int enc = 0; enc < 2; enc++) {
+		struct env e;
+		struct sent_count n = {0};
+		const int count = (int)(CONN_HIGH_WATER / BIG) + 4;
+
+		env_init(&e, enc, enc);
+		ready_pair(&e);
+		for (int i = 0; i < count; i++)
+			send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
+		assert_true(conn_queued(e.cli.c) > CONN_HIGH_WATER);
+		assert_int_equal(e.cli.drains, 0);
+		run_until(&e, &e.cli.drains, 1);
+		assert_true(conn_queued(e.cli.c) < CONN_HIGH_WATER / 2);
+		run_until(&e, &e.srv.frames, count);
+		run_until(&e, &n.ok, count);
+		assert_int_equal(e.cli.drains, 1);
+		assert_int_equal(e.srv.bad, 0);
+		assert_int_equal(conn_queued(e.cli.c), 0);
+		env_close(&e);
+	}
+}
+
+static void test_close_with_pending(void **state)
+{
+	struct env e;
+	struct sent_count n = {0};
+
+	env_init(&e, 1, 1);
+	ready_pair(&e);
+	for (int i = 0; i < 4; i++)
+		send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
+	conn_close(e.cli.c, 0);
+	assert_int_equal(conn_send(e.cli.c, T_DATA, "x", 1, NULL, 0, on_sent, &n), -EPIPE);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(n.ok + n.failed, 4);
+	assert_true(n.failed >= 1);
+	assert_int_equal(n.last_status, SB_ECANCELED);
+	assert_int_equal(e.cli.close_status, 0);
+	run_until(&e, &e.srv.close_calls, 1);
+	env_close(&e);
+
+	/* closed while dialing: on_ready reports it, on_close follows once */
+	env_init(&e, 1, 1);
+	env_listen(&e, "127.0.0.1:0");
+	env_dial(&e, e.addr);
+	send_frame(e.cli.c, 0, 4, 10, &n);
+	conn_close(e.cli.c, SB_ECANCELED);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(e.cli.ready_status, SB_ECANCELED);
+	assert_int_equal(e.cli.close_status, SB_ECANCELED);
+	env_close(&e);
+}
+
+static void test_frame_refused_by_app(void **state)
+{
+	struct env e;
+	struct sent_count n = {0};
+
+	env_init(&e, 1, 1);
+	ready_pair(&e);
+	e.srv.fail_frames_with = SB_ECORRUPT;
+	send_frame(e.cli.c, 0, 4, 0, &n);
+	send_frame(e.cli.c, 1, 4, 0, &n);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, SB_ECORRUPT);
+	assert_int_equal(e.srv.frames, 1);
+	run_until(&e, &e.cli.close_calls, 1);
+	env_close(&e);
+}
+
+/* ---- tests: hostile peers ---- */
+
+static void test_oversized(void **state)
+{
+	for (int enc = 0; enc < 2; enc++) {
+		for (int what = 0; what < 2; what++) {
+			struct env e;
+			struct sent_count n = {0};
+
+			env_init(&e, enc, enc);
+			e.scfg.body_max = 1024;
+			e.scfg.payload_max = 1u << 20;
+			ready_pair(&e);
+			send_frame(e.cli.c, 0, 300, 1000, &n); /* within the limits */
+			if (what == 0) {
+				static uint8_t body[2048];
+				assert_int_equal(conn_send(e.cli.c, T_DATA, body, sizeof body, NULL,
+							   0, NULL, NULL),
+						 0);
+			} else {
+				send_frame(e.cli.c, 1, 4, BIG, &n);
+			}
+			run_until(&e, &e.srv.close_calls, 1);
+			assert_int_equal(e.srv.close_status, SB_ETOOBIG);
+			assert_int_equal(e.srv.frames, 1);
+			assert_non_null(strstr(e.srv.error, "limits are 1024 and 1048576"));
+			/* refused at the header, not after reading the payload */
+			assert_true(e.srv.bytes_in < (1u << 20));
+			run_until(&e, &e.cli.close_calls, 1);
+			env_close(&e);
+		}
+	}
+}
+
+static void test_tampered_record(void **state)
+{
+	struct env e;
+	struct relay r;
+	struct sent_count n = {0};
+	char addr[64];
+
+	env_init(&e, 1, 1);
+	env_listen(&e, "127.0.0.1:0");
+	relay_start(&e, &r);
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
+	env_dial(&e, addr);
+	run_until(&e, &e.srv.ready_calls, 1);
+	assert_int_equal(e.srv.ready_status, 0);
+	/* everything so far was the handshake: alter the first record */
+	r.tamper_at = r.forwarded + SECURE_RECORD_HEADER + 3;
+	send_frame(e.cli.c, 0, 40, 0, &n);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, SB_EAUTH);
+	assert_int_equal(e.srv.frames, 0);
+	assert_non_null(strstr(e.srv.error, "failed authentication"));
+	relay_stop(&r);
+	run_until(&e, &e.cli.close_calls, 1);
+	buf_close(&r.captured);
+	env_close(&e);
+}
+
+static void test_replay(void **state)
+{
+	struct env e;
+	struct relay r;
+	struct raw_client rc;
+	struct sent_count n = {0};
+	char addr[64];
+
+	env_init(&e, 1, 1);
+	env_listen(&e, "127.0.0.1:0");
+	relay_start(&e, &r);
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
+	env_dial(&e, addr);
+	run_until(&e, &e.cli.ready_calls, 1);
+	send_frame(e.cli.c, 0, 40, 1000, &n);
+	run_until(&e, &e.srv.frames, 1);
+	conn_close(e.cli.c, 0);
+	run_until(&e, &e.srv.close_calls, 1);
+	relay_stop(&r);
+	assert_int_equal(e.srv.bad, 0);
+
+	/* the same bytes again, to a fresh responder */
+	memset(&e.srv, 0, sizeof e.srv);
+	memset(&rc, 0, sizeof rc);
+	rc.data = r.captured.ptr;
+	rc.len = r.captured.len;
+	raw_client_start(&e, &rc, e.port);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, SB_EAUTH);
+	assert_int_equal(e.srv.ready_status, SB_EAUTH);
+	assert_int_equal(e.srv.frames, 0);
+	raw_client_close(&rc);
+	buf_close(&r.captured);
+	env_close(&e);
+}
+
+/* One raw client sends bytes; the server must close with want. */
+static void refused(const uint8_t *data, size_t len, int shutdown_after, int want,
+		    const char *want_error)
+{
+	struct env e;
+	struct raw_client rc;
+
+	env_init(&e, 1, 1);
+	e.scfg.handshake_ms = 2000;
+	env_listen(&e, "127.0.0.1:0");
+	memset(&rc, 0, sizeof rc);
+	rc.data = data;
+	rc.len = len;
+	rc.shutdown_after = shutdown_after;
+	raw_client_start(&e, &rc, e.port);
+	run_until(&e, &e.srv.close_calls, 1);
+	if (e.srv.close_status != want)
+		fail_msg("closed with %s (%s), want %s", sb_errname(e.srv.close_status),
+			 e.srv.error, sb_errname(want));
+	if (want_error && !strstr(e.srv.error, want_error))
+		fail_msg("error '%s' lacks '%s'", e.srv.error, want_error);
+	assert_int_equal(e.srv.ready_status, want);
+	assert_int_equal(e.srv.frames, 0);
+	raw_client_close(&rc);
+	env_close(&e);
+}
+
+static size_t frame(uint8_t *out, uint32_t type, const void *body, uint32_t len, uint32_t plen)
+{
+	struct frame_header h = {len, type, plen};
+	frame_header_encode(&h, out);
+	if (len)
+		memcpy(out + FRAME_HEADER_LEN, body, len);
+	return FRAME_HEADER_LEN + len;
+}
+
+static size_t hello(uint8_t *out, uint32_t version)
+{
+	Syncbit__Hello h;
+	uint8_t pk[32], nonce[32], body[256];
+
+	memset(pk, 9, sizeof pk);
+	memset(nonce, 8, sizeof nonce);
+	syncbit__hello__init(&h);
+	h.version = version;
+	h.ephemeral_pk.data = pk;
+	h.ephemeral_pk.len = sizeof pk;
+	h.nonce.data = nonce;
+	h.nonce.len = sizeof nonce;
+	h.node = (char *)"raw";
+	size_t n = syncbit__hello__pack(&h, body);
+	return frame(out, SYNCBIT__MSG_TYPE__MSG_HELLO, body, (uint32_t)n, 0);
+}
+
+static void test_hostile_handshakes(void **state)
+{
+	uint8_t buf[4096], junk[200];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+
+	/* a header far over the hello limit */
+	n = frame(buf, SYNCBIT__MSG_TYPE__MSG_HELLO, NULL, 0, 0);
+	buf[0] = buf[1] = buf[2] = buf[3] = 0xff;
+	refused(buf, n, 0, SB_ETOOBIG, "limits are 1024 and 0");
+	/* a payload during the handshake */
+	n = frame(buf, SYNCBIT__MSG_TYPE__MSG_HELLO, NULL, 0, 10);
+	refused(buf, n, 0, SB_ETOOBIG, NULL);
+	/* garbage in a well-formed frame */
+	n = frame(buf, SYNCBIT__MSG_TYPE__MSG_HELLO, junk, sizeof junk, 0);
+	refused(buf, n, 0, SB_EPROTO, "malformed hello");
+	/* an application frame first */
+	n = frame(buf, T_DATA, junk, 10, 0);
+	refused(buf, n, 0, SB_EPROTO, "during the handshake");
+	/* a version from the future */
+	n = hello(buf, 2);
+	refused(buf, n, 0, SB_EPROTO, "protocol version 2 not supported");
+	/* a hello cut short, then the end of the stream */
+	n = hello(buf, 1);
+	refused(buf, n - 5, 1, -ECONNRESET, "during the handshake");
+	/* a valid hello, then an application frame instead of Auth */
+	n = hello(buf, 1);
+	n += frame(buf + n, T_DATA, junk, 10, 0);
+	refused(buf, n, 0, SB_EPROTO, "expected 2");
+	/* a valid hello, then silence and the end of the stream */
+	n = hello(buf, 1);
+	refused(buf, n, 1, SB_EAUTH, "join token");
+	/* nothing at all */
+	refused(buf, 0, 1, -ECONNRESET, NULL);
+}
+
+/* A raw server that accepts and answers nothing, or garbage. */
+struct mute_server {
+	uv_tcp_t server, peer;
+	int accepted;
+	const uint8_t *answer;
+	size_t answer_len;
+};
+
+static void mute_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct mute_server *m = s->data;
+	if (n > 0 && m->answer_len) {
+		raw_send(s, m->answer, m->answer_len);
+		m->answer_len = 0;
+	}
+	if (n < 0)
+		uv_read_stop(s);
+}
+
+static void mute_accept(uv_stream_t *server, int status)
+{
+	struct mute_server *m = server->data;
+	uv_tcp_init(server->loop, &m->peer);
+	m->peer.data = m;
+	assert_int_equal(uv_accept(server, (uv_stream_t *)&m->peer), 0);
+	uv_read_start((uv_stream_t *)&m->peer, raw_alloc, mute_read);
+	m->accepted = 1;
+}
+
+static int mute_start(struct env *e, struct mute_server *m)
+{
+	struct sockaddr_in sa;
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+
+	uv_tcp_init(&e->loop, &m->server);
+	m->server.data = m;
+	uv_ip4_addr("127.0.0.1", 0, &sa);
+	assert_int_equal(uv_tcp_bind(&m->server, (struct sockaddr *)&sa, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&m->server, 8, mute_accept), 0);
+	uv_tcp_getsockname(&m->server, (struct sockaddr *)&ss, &len);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void mute_stop(struct mute_server *m)
+{
+	if (m->accepted)
+		uv_close((uv_handle_t *)&m->peer, NULL);
+	uv_close((uv_handle_t *)&m->server, NULL);
+}
+
+static void test_initiator_refuses(void **state)
+{
+	uint8_t buf[256];
+
+	for (int what = 0; what < 2; what++) {
+		struct env e;
+		struct mute_server m = {0};
+		char addr[64];
+
+		env_init(&e, 1, 1);
+		e.ccfg.handshake_ms = 2000;
+		if (what == 1) { /* a hello without a mac */
+			m.answer = buf;
+			m.answer_len = hello(buf, 1);
+		} else { /* an oversized frame */
+			m.answer = buf;
+			m.answer_len = frame(buf, SYNCBIT__MSG_TYPE__MSG_HELLO, NULL, 0, 0);
+			buf[0] = 0x7f;
+		}
+		snprintf(addr, sizeof addr, "127.0.0.1:%d", mute_start(&e, &m));
+		env_dial(&e, addr);
+		run_until(&e, &e.cli.close_calls, 1);
+		assert_int_equal(e.cli.close_status, what ? SB_EPROTO : SB_ETOOBIG);
+		assert_int_equal(e.cli.ready_status, e.cli.close_status);
+		mute_stop(&m);
+		env_close(&e);
+	}
+}
+
+static void test_timeouts(void **state)
+{
+	struct env e;
+	struct raw_client rc;
+	struct mute_server m = {0};
+	char addr[64];
+	uint64_t t0;
+
+	/* a client that connects and says nothing */
+	env_init(&e, 1, 1);
+	e.scfg.handshake_ms = SHORT_MS;
+	env_listen(&e, "127.0.0.1:0");
+	memset(&rc, 0, sizeof rc);
+	t0 = uv_now(&e.loop);
+	raw_client_start(&e, &rc, e.port);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, -ETIMEDOUT);
+	assert_non_null(strstr(e.srv.error, "handshake"));
+	assert_true(uv_now(&e.loop) - t0 >= SHORT_MS - 10);
+	run_until(&e, &rc.eof, 1);
+	raw_client_close(&rc);
+	env_close(&e);
+
+	/* a server that accepts and says nothing */
+	env_init(&e, 1, 1);
+	e.ccfg.handshake_ms = SHORT_MS;
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", mute_start(&e, &m));
+	env_dial(&e, addr);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(e.cli.close_status, -ETIMEDOUT);
+	assert_int_equal(e.cli.ready_status, -ETIMEDOUT);
+	mute_stop(&m);
+	env_close(&e);
+
+	/* idle after the handshake */
+	env_init(&e, 1, 1);
+	e.scfg.idle_ms = SHORT_MS;
+	ready_pair(&e);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, -ETIMEDOUT);
+	assert_non_null(strstr(e.srv.error, "nothing received"));
+	run_until(&e, &e.cli.close_calls, 1);
+	env_close(&e);
+}
+
+static void test_dial_errors(void **state)
+{
+	static const char *const bad[] = {
+	    "",		  "nohostport", "1.2.3.4", "[::1]", "::1:80",  "host:0",
+	    "host:99999", "host:12a",	":80",	   "host:", "[::1]80", "host:123456",
+	};
+	struct env e;
+	struct conn *c;
+	int port;
+
+	env_init(&e, 1, 1);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (conn_dial(&e.loop, bad[i], &e.ccfg, &callbacks, &e.cli, &c) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+	e.ccfg.node = "bad\nname";
+	assert_int_equal(conn_dial(&e.loop, "127.0.0.1:1", &e.ccfg, &callbacks, &e.cli, &c),
+			 -EINVAL);
+	assert_int_equal(conn_listen(&e.loop, "127.0.0.1:0", &e.ccfg, &callbacks, &e, NULL, &e.l),
+			 -EINVAL);
+	e.ccfg.node = "client";
+	assert_int_equal(conn_listen(&e.loop, "127.0.0.1", &e.scfg, &callbacks, &e, NULL, &e.l),
+			 -EINVAL);
+
+	/* a port nobody listens on */
+	env_listen(&e, "127.0.0.1:0");
+	port = e.port;
+	conn_listener_close(e.l);
+	e.l = NULL;
+	uv_run(&e.loop, UV_RUN_NOWAIT);
+	char addr[64];
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+	env_dial(&e, addr);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(e.cli.close_status, -ECONNREFUSED);
+	assert_int_equal(e.cli.ready_status, -ECONNREFUSED);
+	assert_non_null(strstr(e.cli.error, addr));
+
+	/* the same port on localhost, by name */
+	memset(&e.cli, 0, sizeof e.cli);
+	snprintf(addr, sizeof addr, "localhost:%d", port);
+	env_dial(&e, addr);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(e.cli.close_status, -ECONNREFUSED);
+	env_close(&e);
+}
+
+static int setup(void **state)
+{
+	if (sodium_init() < 0)
+		return -1;
+	pattern = malloc(PATTERN_LEN);
+	for (size_t i = 0; i < PATTERN_LEN; i++)
+		pattern[i] = (uint8_t)(i * 2654435761u >> 13);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	free(pattern);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_handshake_modes),
+	    cmocka_unit_test(test_ipv6),
+	    cmocka_unit_test(test_wrong_token),
+	    cmocka_unit_test(test_frames_plain),
+	    cmocka_unit_test(test_frames_encrypted),
+	    cmocka_unit_test(test_backpressure),
+	    cmocka_unit_test(test_close_with_pending),
+	    cmocka_unit_test(test_frame_refused_by_app),
+	    cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_tampered_record),
+	    cmocka_unit_test(test_replay),
+	    cmocka_unit_test(test_hostile_handshakes),
+	    cmocka_unit_test(test_initiator_refuses),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_dial_errors),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
