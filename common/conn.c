@@ -23,8 +23,6 @@
 
 enum conn_state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSING };
 
-enum rx_stage { RX_HEADER, RX_BODY, RX_PAYLOAD };
-
 /* One queued frame: header and body copied, payload referenced. */
 struct conn_msg {
 	struct conn_msg *next;
@@ -81,17 +79,10 @@ struct conn {
 	uint8_t *rbuf;
 	uint8_t rec_hdr[SECURE_RECORD_HEADER];
 	size_t rec_hdr_got;
-	size_t rec_len;	  /* ciphertext length of the record being read; 0 = in its header */
-	struct buf rec;	  /* its ciphertext so far */
-	struct buf plain; /* a record's plaintext that could not go straight to a payload */
-	/* ... and frames */
-	enum rx_stage rx;
-	uint8_t fhdr[FRAME_HEADER_LEN];
-	size_t fhdr_got;
-	struct frame_header fh;
-	struct buf body;
-	uint8_t *payload;
-	size_t payload_got;
+	size_t rec_len;		/* ciphertext length of the record being read; 0 = in its header */
+	struct buf rec;		/* its ciphertext so far */
+	struct buf plain;	/* a record's plaintext that could not go straight to a payload */
+	struct frame_reader fr; /* ... and frames */
 
 	/* send */
 	struct conn_msg *sq_head, *sq_tail;
@@ -206,10 +197,9 @@ static void conn_finish(struct conn *c)
 	}
 	secure_session_close(&c->sess);
 	free(c->rbuf);
-	free(c->payload);
+	frame_reader_close(&c->fr);
 	buf_close(&c->rec);
 	buf_close(&c->plain);
-	buf_close(&c->body);
 	buf_close(&c->wbuf);
 	buf_close(&c->stage);
 	if (c->cb.on_close)
@@ -284,6 +274,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	c->payload_max = cfg->payload_max ? cfg->payload_max : CONN_PAYLOAD_MAX;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
+	frame_reader_init(&c->fr, SECURE_HELLO_MAX, 0); /* handshake frames until ready */
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 1;
@@ -369,6 +360,8 @@ static void handshake_done(struct conn *c)
 	c->hs = NULL;
 	c->encrypted = c->sess.cipher != SECURE_PLAIN;
 	c->state = ST_READY;
+	c->fr.body_max = c->body_max;
+	c->fr.payload_max = c->payload_max;
 	if (c->idle_ms)
 		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
 	else
@@ -418,105 +411,19 @@ static void handshake_frame(struct conn *c, uint32_t type, const uint8_t *body, 
 
 /* ---- receive ---- */
 
-static void frame_deliver(struct conn *c, const uint8_t *body, size_t len, uint8_t *payload)
+static void frame_deliver(struct conn *c, const struct frame *f)
 {
-	uint32_t type = c->fh.type;
-	size_t plen = c->fh.payload_len;
-
-	c->rx = RX_HEADER;
-	c->payload = NULL;
-	c->payload_got = 0;
 	if (c->state == ST_HANDSHAKE) {
-		handshake_frame(c, type, body, len);
+		handshake_frame(c, f->type, f->body, f->body_len);
 	} else if (!c->cb.on_frame) {
-		free(payload);
+		free(f->payload);
 	} else {
-		int rc = c->cb.on_frame(c, type, body, len, payload, plen);
+		int rc =
+		    c->cb.on_frame(c, f->type, f->body, f->body_len, f->payload, f->payload_len);
 		if (rc < 0)
-			conn_fail(c, rc, "frame type %u from %s refused: %s", type, c->peer_addr,
+			conn_fail(c, rc, "frame type %u from %s refused: %s", f->type, c->peer_addr,
 				  sb_strerror(rc));
 	}
-	c->body.len = 0;
-	if (c->body.cap > KEEP_BUF_MAX)
-		buf_close(&c->body);
-}
-
-static void frame_body_done(struct conn *c, const uint8_t *body, size_t len)
-{
-	if (c->fh.payload_len == 0) {
-		frame_deliver(c, body, len, NULL);
-		return;
-	}
-	c->payload = xmalloc(c->fh.payload_len);
-	c->payload_got = 0;
-	c->rx = RX_PAYLOAD;
-}
-
-/* A whole header arrived: check its lengths before anything is allocated. */
-static void frame_begin(struct conn *c)
-{
-	int hs = c->state == ST_HANDSHAKE;
-	uint32_t body_max = hs ? SECURE_HELLO_MAX : c->body_max;
-	uint32_t payload_max = hs ? 0 : c->payload_max;
-
-	int rc = frame_header_decode(c->fhdr, body_max, payload_max, &c->fh);
-	if (rc) {
-		conn_fail(c, rc,
-			  "%s sent a frame (type %u) with a %u-byte body and a %u-byte payload; "
-			  "the limits are %u and %u",
-			  c->peer_addr, c->fh.type, c->fh.body_len, c->fh.payload_len, body_max,
-			  payload_max);
-		return;
-	}
-	c->body.len = 0;
-	if (c->fh.body_len)
-		c->rx = RX_BODY;
-	else
-		frame_body_done(c, NULL, 0);
-}
-
-/* Consume the start of a plaintext stream (one step of the frame being
- * read); returns how many bytes it took. */
-static size_t frame_step(struct conn *c, const uint8_t *p, size_t n)
-{
-	size_t k;
-
-	switch (c->rx) {
-	case RX_HEADER:
-		k = FRAME_HEADER_LEN - c->fhdr_got;
-		k = k < n ? k : n;
-		memcpy(c->fhdr + c->fhdr_got, p, k);
-		c->fhdr_got += k;
-		if (c->fhdr_got == FRAME_HEADER_LEN) {
-			c->fhdr_got = 0;
-			frame_begin(c);
-		}
-		return k;
-	case RX_BODY:
-		k = c->fh.body_len - c->body.len;
-		if (c->body.len == 0 && n >= k) { /* the whole body is here: no copy */
-			frame_body_done(c, p, k);
-			if (c->rx == RX_PAYLOAD)
-				buf_append(&c->body, p, k);
-			return k;
-		}
-		k = k < n ? k : n;
-		if (c->body.len == 0)
-			buf_reserve(&c->body, c->fh.body_len);
-		buf_append(&c->body, p, k);
-		if (c->body.len == c->fh.body_len)
-			frame_body_done(c, c->body.ptr, c->body.len);
-		return k;
-	case RX_PAYLOAD:
-		k = c->fh.payload_len - c->payload_got;
-		k = k < n ? k : n;
-		memcpy(c->payload + c->payload_got, p, k);
-		c->payload_got += k;
-		if (c->payload_got == c->fh.payload_len)
-			frame_deliver(c, c->body.ptr, c->body.len, c->payload);
-		return k;
-	}
-	return n;
 }
 
 /* Consume a plaintext stream; *used says how much. Stops early when the
@@ -526,8 +433,22 @@ static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used
 	int encrypted = c->encrypted;
 	size_t off = 0;
 
-	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted)
-		off += frame_step(c, p + off, n - off);
+	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted) {
+		struct frame f;
+		size_t k;
+		int rc = frame_reader_feed(&c->fr, p + off, n - off, &k, &f);
+		off += k;
+		if (rc < 0) {
+			const struct frame_header *h = &c->fr.h;
+			conn_fail(c, rc,
+				  "%s sent a frame (type %u) with a %u-byte body and a %u-byte "
+				  "payload; the limits are %u and %u",
+				  c->peer_addr, h->type, h->body_len, h->payload_len,
+				  c->fr.body_max, c->fr.payload_max);
+		} else if (rc == 1) {
+			frame_deliver(c, &f);
+		}
+	}
 	if (used)
 		*used = off;
 }
@@ -535,16 +456,15 @@ static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used
 static void record_open(struct conn *c, const uint8_t *ct)
 {
 	size_t ct_len = c->rec_len, plen = ct_len - SECURE_TAG_BYTES;
-	uint8_t *dst;
-	int direct = c->rx == RX_PAYLOAD && c->fh.payload_len - c->payload_got >= plen;
+	uint8_t *dst = NULL;
+	size_t room = frame_reader_payload_room(&c->fr, &dst);
+	int direct = plen > 0 && room >= plen; /* the record lies within the payload */
 
 	c->rec_len = 0;
 	c->rec_hdr_got = 0;
 	c->rec.len = 0;
-	if (direct) {
-		dst = c->payload + c->payload_got;
-	} else {
-		buf_reserve(&c->plain, plen);
+	if (!direct) {
+		buf_reserve(&c->plain, plen + 1); /* never NULL, even for an empty record */
 		dst = c->plain.ptr;
 	}
 	int rc = secure_open(&c->sess, c->rec_hdr, ct, ct_len, dst);
@@ -557,9 +477,9 @@ static void record_open(struct conn *c, const uint8_t *ct)
 		frames_feed(c, dst, plen, NULL);
 		return;
 	}
-	c->payload_got += plen;
-	if (c->payload_got == c->fh.payload_len)
-		frame_deliver(c, c->body.ptr, c->body.len, c->payload);
+	struct frame f;
+	if (frame_reader_payload_filled(&c->fr, plen, &f))
+		frame_deliver(c, &f);
 }
 
 static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
@@ -611,11 +531,13 @@ static void input(struct conn *c, const uint8_t *p, size_t n)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	struct conn *c = h->data;
+	uint8_t *room;
+	size_t n;
 
-	if (c->state == ST_READY && !c->encrypted && c->rx == RX_PAYLOAD &&
-	    c->fh.payload_len - c->payload_got >= DIRECT_MIN) {
-		b->base = (char *)c->payload + c->payload_got;
-		b->len = c->fh.payload_len - c->payload_got;
+	if (c->state == ST_READY && !c->encrypted &&
+	    (n = frame_reader_payload_room(&c->fr, &room)) >= DIRECT_MIN) {
+		b->base = (char *)room;
+		b->len = n;
 		return;
 	}
 	if (c->state == ST_READY && c->encrypted && c->rec_len &&
@@ -632,7 +554,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
 static int rx_partial(const struct conn *c)
 {
-	return c->rx != RX_HEADER || c->fhdr_got || c->rec_hdr_got || c->rec_len;
+	return frame_reader_partial(&c->fr) || c->rec_hdr_got || c->rec_len;
 }
 
 static void on_eof(struct conn *c, int err)
@@ -681,9 +603,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		if (c->rec.len == c->rec_len)
 			record_open(c, c->rec.ptr);
 	} else { /* straight into the payload */
-		c->payload_got += (size_t)n;
-		if (c->payload_got == c->fh.payload_len)
-			frame_deliver(c, c->body.ptr, c->body.len, c->payload);
+		struct frame f;
+		if (frame_reader_payload_filled(&c->fr, (size_t)n, &f))
+			frame_deliver(c, &f);
 	}
 	if (c->state != ST_CLOSING)
 		release_idle_buffers(c);

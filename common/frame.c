@@ -1,8 +1,14 @@
 #include "common/frame.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/err.h"
+
+/* A body buffer larger than this is released once its frame is done. */
+#define READER_KEEP_MAX (64u << 10)
+
+enum reader_stage { READ_HEADER, READ_BODY, READ_PAYLOAD, READ_DONE, READ_FAILED };
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -33,6 +39,139 @@ int frame_header_decode(const uint8_t *in, uint32_t body_max, uint32_t payload_m
 	if (out->body_len > body_max || out->payload_len > payload_max)
 		return SB_ETOOBIG;
 	return 0;
+}
+
+void frame_reader_init(struct frame_reader *r, uint32_t body_max, uint32_t payload_max)
+{
+	memset(r, 0, sizeof *r);
+	r->body_max = body_max;
+	r->payload_max = payload_max;
+	r->stage = READ_HEADER;
+}
+
+void frame_reader_close(struct frame_reader *r)
+{
+	buf_close(&r->body);
+	free(r->payload);
+	r->payload = NULL;
+}
+
+static int reader_done(struct frame_reader *r, const uint8_t *body, struct frame *f)
+{
+	f->type = r->h.type;
+	f->body = body;
+	f->body_len = r->h.body_len;
+	f->payload = r->payload;
+	f->payload_len = r->h.payload_len;
+	r->payload = NULL;
+	r->payload_got = 0;
+	r->stage = READ_DONE;
+	return 1;
+}
+
+/* The body is complete (at body): deliver, or go on to the payload. */
+static int reader_body_done(struct frame_reader *r, const uint8_t *body, struct frame *f)
+{
+	if (r->h.payload_len == 0)
+		return reader_done(r, body, f);
+	r->payload = xmalloc(r->h.payload_len);
+	r->payload_got = 0;
+	r->stage = READ_PAYLOAD;
+	return 0;
+}
+
+/* One stage of the frame: takes bytes from p[0..n), returns how many. */
+static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, int *rc,
+			  struct frame *f)
+{
+	size_t k;
+
+	switch (r->stage) {
+	case READ_HEADER:
+		k = FRAME_HEADER_LEN - r->hdr_got;
+		k = k < n ? k : n;
+		memcpy(r->hdr + r->hdr_got, p, k);
+		r->hdr_got += k;
+		if (r->hdr_got < FRAME_HEADER_LEN)
+			return k;
+		r->hdr_got = 0;
+		if (frame_header_decode(r->hdr, r->body_max, r->payload_max, &r->h) != 0) {
+			r->stage = READ_FAILED;
+			*rc = SB_ETOOBIG;
+		} else if (r->h.body_len) {
+			r->stage = READ_BODY;
+		} else {
+			*rc = reader_body_done(r, r->body.ptr, f);
+		}
+		return k;
+	case READ_BODY:
+		k = r->h.body_len - r->body.len;
+		if (r->body.len == 0 && n >= k) { /* the whole body is here */
+			*rc = reader_body_done(r, p, f);
+			if (*rc == 0)
+				buf_append(&r->body, p, k); /* kept until the payload is read */
+			return k;
+		}
+		k = k < n ? k : n;
+		if (r->body.len == 0)
+			buf_reserve(&r->body, r->h.body_len);
+		buf_append(&r->body, p, k);
+		if (r->body.len == r->h.body_len)
+			*rc = reader_body_done(r, r->body.ptr, f);
+		return k;
+	default: /* READ_PAYLOAD */
+		k = r->h.payload_len - r->payload_got;
+		k = k < n ? k : n;
+		memcpy(r->payload + r->payload_got, p, k);
+		r->payload_got += k;
+		if (r->payload_got == r->h.payload_len)
+			*rc = reader_done(r, r->body.ptr, f);
+		return k;
+	}
+}
+
+int frame_reader_feed(struct frame_reader *r, const uint8_t *p, size_t n, size_t *used,
+		      struct frame *f)
+{
+	size_t off = 0;
+	int rc = 0;
+
+	*used = 0;
+	if (r->stage == READ_FAILED)
+		return SB_ETOOBIG;
+	if (r->stage == READ_DONE) { /* the last frame's body is no longer needed */
+		r->body.len = 0;
+		if (r->body.cap > READER_KEEP_MAX)
+			buf_close(&r->body);
+		r->stage = READ_HEADER;
+	}
+	while (off < n && rc == 0)
+		off += reader_step(r, p + off, n - off, &rc, f);
+	*used = off;
+	return rc;
+}
+
+size_t frame_reader_payload_room(const struct frame_reader *r, uint8_t **p)
+{
+	if (r->stage != READ_PAYLOAD)
+		return 0;
+	*p = r->payload + r->payload_got;
+	return r->h.payload_len - r->payload_got;
+}
+
+int frame_reader_payload_filled(struct frame_reader *r, size_t n, struct frame *f)
+{
+	if (r->stage != READ_PAYLOAD)
+		return 0;
+	r->payload_got += n;
+	if (r->payload_got < r->h.payload_len)
+		return 0;
+	return reader_done(r, r->body.ptr, f);
+}
+
+int frame_reader_partial(const struct frame_reader *r)
+{
+	return r->hdr_got || r->stage == READ_BODY || r->stage == READ_PAYLOAD;
 }
 
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,

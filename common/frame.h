@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
+
 #define FRAME_HEADER_LEN 12
 
 struct frame_header {
@@ -25,6 +27,51 @@ void frame_header_encode(const struct frame_header *h, uint8_t *out);
  * way, so the caller can say what was refused). */
 int frame_header_decode(const uint8_t *in, uint32_t body_max, uint32_t payload_max,
 			struct frame_header *out);
+
+/* Incremental reader of a frame stream: bytes go in as they arrive, whole
+ * frames come out. Each header's lengths are checked against the limits
+ * before its body or payload is allocated. */
+struct frame_reader {
+	uint32_t body_max, payload_max; /* may change between frames */
+	int stage;
+	uint8_t hdr[FRAME_HEADER_LEN];
+	size_t hdr_got;
+	struct frame_header h; /* the frame being read (or refused) */
+	struct buf body;
+	uint8_t *payload;
+	size_t payload_got;
+};
+
+/* A frame the reader completed. body stays valid until the next call on
+ * the reader; payload (NULL when payload_len is 0) is malloc'd and belongs
+ * to the caller. */
+struct frame {
+	uint32_t type;
+	const uint8_t *body;
+	size_t body_len;
+	uint8_t *payload;
+	size_t payload_len;
+};
+
+void frame_reader_init(struct frame_reader *r, uint32_t body_max, uint32_t payload_max);
+/* Free what the reader holds (a partial body or payload). */
+void frame_reader_close(struct frame_reader *r);
+
+/* Read from p[0..n) up to the end of at most one frame; *used says how
+ * many bytes were taken. 1 when a frame completed (in *f), 0 when all n
+ * bytes were taken without completing one, SB_ETOOBIG when a header is over
+ * the limits (r->h holds it; the reader is then unusable). */
+int frame_reader_feed(struct frame_reader *r, const uint8_t *p, size_t n, size_t *used,
+		      struct frame *f);
+
+/* For reading straight into the payload: where its missing bytes go and how
+ * many there are (0 when the reader is not inside a payload). */
+size_t frame_reader_payload_room(const struct frame_reader *r, uint8_t **p);
+/* n bytes were written into that room: 1 when that completed the frame (in
+ * *f), else 0. */
+int frame_reader_payload_filled(struct frame_reader *r, size_t n, struct frame *f);
+/* 1 when a frame has begun and not ended. */
+int frame_reader_partial(const struct frame_reader *r);
 
 /* One row of a protocol's dispatch table. fn owns payload (malloc'd, NULL
  * when payload_len is 0) and returns 0 or a negative error that closes the

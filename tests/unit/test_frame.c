@@ -1,5 +1,6 @@
 #include "tests/unit/testutil.h"
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/frame.h"
 
@@ -111,12 +112,159 @@ static void test_dispatch_refused(void **state)
 	assert_int_equal(s.calls, 0);
 }
 
+/* ---- reader ---- */
+
+struct stream {
+	struct buf b;
+	int frames;
+};
+
+static void stream_add(struct stream *s, uint32_t type, size_t body_len, size_t plen)
+{
+	struct frame_header h = {(uint32_t)body_len, type, (uint32_t)plen};
+	uint8_t hdr[FRAME_HEADER_LEN];
+
+	frame_header_encode(&h, hdr);
+	buf_append(&s->b, hdr, sizeof hdr);
+	for (size_t i = 0; i < body_len + plen; i++) {
+		uint8_t v = (uint8_t)(type + i);
+		buf_append(&s->b, &v, 1);
+	}
+	s->frames++;
+}
+
+static void check_frame(const struct frame *f)
+{
+	for (size_t i = 0; i < f->body_len; i++)
+		if (f->body[i] != (uint8_t)(f->type + i))
+			fail_msg("frame %u: body byte %zu", f->type, i);
+	for (size_t i = 0; i < f->payload_len; i++)
+		if (f->payload[i] != (uint8_t)(f->type + f->body_len + i))
+			fail_msg("frame %u: payload byte %zu", f->type, i);
+	assert_true((f->payload == NULL) == (f->payload_len == 0));
+}
+
+/* Feed the stream in chunks of `chunk` bytes (0: all at once); with
+ * direct, payload bytes go straight into the reader's room. */
+static int read_stream(const struct buf *b, size_t chunk, int direct, uint32_t *last_type)
+{
+	struct frame_reader r;
+	size_t off = 0;
+	int frames = 0;
+
+	frame_reader_init(&r, 1000, 100000);
+	while (off < b->len) {
+		size_t n = b->len - off, used;
+		struct frame f;
+		uint8_t *room;
+		size_t want = frame_reader_payload_room(&r, &room);
+		if (chunk && n > chunk)
+			n = chunk;
+		if (direct && want) {
+			n = n < want ? n : want;
+			memcpy(room, b->ptr + off, n);
+			off += n;
+			if (frame_reader_payload_filled(&r, n, &f)) {
+				check_frame(&f);
+				*last_type = f.type;
+				free(f.payload);
+				frames++;
+			}
+			continue;
+		}
+		int rc = frame_reader_feed(&r, b->ptr + off, n, &used, &f);
+		assert_true(used <= n);
+		off += used;
+		if (rc < 0) {
+			frame_reader_close(&r);
+			return rc;
+		}
+		if (rc == 1) {
+			check_frame(&f);
+			*last_type = f.type;
+			free(f.payload);
+			frames++;
+		} else {
+			assert_int_equal(used, n);
+		}
+	}
+	assert_false(frame_reader_partial(&r));
+	frame_reader_close(&r);
+	return frames;
+}
+
+static void test_reader(void **state)
+{
+	struct stream s = {BUF_INIT, 0};
+	const size_t chunks[] = {0, 1, 2, 5, 11, 12, 13, 100, 4096};
+	uint32_t last = 0;
+
+	stream_add(&s, 1, 0, 0);
+	stream_add(&s, 2, 10, 0);
+	stream_add(&s, 3, 0, 10);
+	stream_add(&s, 4, 1000, 100000);
+	for (uint32_t t = 5; t < 60; t++)
+		stream_add(&s, t, t * 7 % 300, t % 3 ? 0 : t * 11);
+	for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+		for (int direct = 0; direct < 2; direct++) {
+			assert_int_equal(read_stream(&s.b, chunks[i], direct, &last), s.frames);
+			assert_int_equal(last, 59);
+		}
+	}
+	buf_close(&s.b);
+}
+
+static void test_reader_limits(void **state)
+{
+	uint32_t last = 0;
+
+	for (int what = 0; what < 2; what++) {
+		struct stream s = {BUF_INIT, 0};
+		stream_add(&s, 1, 10, 10);
+		if (what)
+			stream_add(&s, 2, 1001, 0);
+		else
+			stream_add(&s, 2, 0, 100001);
+		stream_add(&s, 3, 0, 0);
+		assert_int_equal(read_stream(&s.b, 0, 0, &last), SB_ETOOBIG);
+		assert_int_equal(last, 1);
+		buf_close(&s.b);
+	}
+
+	/* refused from the header alone, and for good */
+	struct frame_reader r;
+	struct frame f;
+	size_t used;
+	uint8_t hdr[FRAME_HEADER_LEN];
+	struct frame_header h = {UINT32_MAX, 9, UINT32_MAX};
+	frame_header_encode(&h, hdr);
+	frame_reader_init(&r, 1000, 1000);
+	assert_int_equal(frame_reader_feed(&r, hdr, sizeof hdr, &used, &f), SB_ETOOBIG);
+	assert_int_equal(r.h.type, 9);
+	assert_int_equal(r.h.body_len, UINT32_MAX);
+	assert_int_equal(frame_reader_feed(&r, hdr, 1, &used, &f), SB_ETOOBIG);
+
+	/* a truncated stream leaves a partial frame, freed by close */
+	frame_reader_init(&r, 1000, 1000);
+	h.body_len = 4;
+	h.payload_len = 1000;
+	frame_header_encode(&h, hdr);
+	assert_int_equal(frame_reader_feed(&r, hdr, 5, &used, &f), 0);
+	assert_true(frame_reader_partial(&r));
+	assert_int_equal(frame_reader_feed(&r, hdr + 5, 7, &used, &f), 0);
+	assert_int_equal(frame_reader_feed(&r, hdr, 4, &used, &f), 0);
+	assert_true(frame_reader_partial(&r));
+	assert_int_equal(frame_reader_feed(&r, hdr, 10, &used, &f), 0);
+	frame_reader_close(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_big_endian),
 	    cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_dispatch),
-	    cmocka_unit_test(test_dispatch_refused),
+	    cmocka_unit_test(test_dispatch_refused), cmocka_unit_test(test_reader),
+	    cmocka_unit_test(test_reader_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
