@@ -33,6 +33,12 @@ int cmd_gc(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
 int cmd_agent_status(int argc, char **argv);
 int cmd_ready(int argc, char **argv);
+/* The scheduler and its admin commands (cli/cmd_sched.c, cli/cmd_admin.c).
+ * status goes to the scheduler with --scheduler, else to the local agent. */
+int cmd_scheduler(int argc, char **argv);
+int cmd_dataset(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 /* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */
 int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait);
 

@@ -28,7 +28,20 @@ static const struct cli_cmd commands[] = {
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]",
      cmd_daemon},
-    {"status", "status [--socket PATH] [--json]", cmd_agent_status},
+    {"scheduler",
+     "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] [--refresh SECONDS] "
+     "[--no-encrypt]",
+     cmd_scheduler},
+    {"dataset",
+     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] --scheduler HOST:PORT "
+     "--token-file FILE [--json]\n  syncbit dataset ls|rm [NAME] --scheduler HOST:PORT "
+     "--token-file FILE [--json]",
+     cmd_dataset},
+    {"node", "node ls --scheduler HOST:PORT --token-file FILE [--json]", cmd_node},
+    {"status",
+     "status [--socket PATH] [--json]\n  syncbit status --scheduler HOST:PORT --token-file "
+     "FILE [NAME] [--json]",
+     cmd_status},
     {"ready", "ready NAME [--socket PATH]", cmd_ready},
     {"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
     {"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},

@@ -387,6 +387,7 @@ static void plan_clear(struct cluster_version *cv)
 static void version_entry_free(struct cluster_version *cv)
 {
 	plan_clear(cv);
+	free(cv->holders);
 	version_free(cv->v);
 	free(cv);
 }
@@ -436,6 +437,7 @@ static void dataset_save(struct cluster *c, const struct cluster_dataset *d)
 
 static void dataset_free(struct cluster_dataset *d)
 {
+	free(d->error);
 	free(d->name);
 	free(d->source);
 	labels_free(d->selector, d->nselector);

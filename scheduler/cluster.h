@@ -58,6 +58,10 @@ struct cluster_version {
 	size_t nplans;
 	uint32_t stripe;
 	char reason[CLUSTER_REASON_MAX];
+	/* The holders last told (names and addresses, one per line; owned by
+	 * the protocol side), and whether they changed since. */
+	char *holders;
+	int changed;
 };
 
 struct cluster_dataset {
@@ -68,6 +72,8 @@ struct cluster_dataset {
 	uint32_t block_size;
 	struct cluster_version *current;
 	uint64_t generation; /* bumped by every change of definition */
+	int listing;	     /* a refresh listing is in flight */
+	char *error;	     /* why the last refresh failed, or NULL */
 };
 
 struct cluster {

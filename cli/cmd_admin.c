@@ -1,0 +1,570 @@
+/* The admin commands that talk to the scheduler: dataset add|ls|rm,
+ * node ls, and status --scheduler (the cluster view). Each dials the
+ * scheduler with the join token on a short-lived loop, sends one Admin
+ * message and prints the reply: a table, or with --json the reply's JSON
+ * document as the last line. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "common/conn.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/manifest.h"
+#include "common/progress.h"
+#include "common/wire.h"
+
+#define ADMIN_REPLY_MAX (64u << 20)
+
+#define ADMIN_KEYS                                                                 \
+	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's HOST:PORT"},      \
+	    {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)"}, \
+	    {"json", "false", 1, "print the JSON reply as the last line"},         \
+	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer"},   \
+	{                                                                          \
+		"no-encrypt", "false", 1, "authenticate but send in the clear"     \
+	}
+
+static const struct config_key admin_keys[] = {
+    ADMIN_KEYS,
+    {NULL, NULL, 0, NULL},
+};
+
+static const struct config_key add_keys[] = {
+    ADMIN_KEYS,
+    {"selector", "", 0, "k=v[,k=v]: the nodes whose labels match get the dataset"},
+    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {NULL, NULL, 0, NULL},
+};
+
+#define CONN_FLAGS "--scheduler HOST:PORT --token-file FILE [--json]"
+
+static const char *add_usage = "dataset add NAME SOURCE [--selector k=v[,k=v]] "
+			       "[--block-size SIZE] " CONN_FLAGS;
+static const char *ls_usage = "dataset ls " CONN_FLAGS;
+static const char *rm_usage = "dataset rm NAME " CONN_FLAGS;
+static const char *node_usage = "node ls " CONN_FLAGS;
+static const char *status_usage = "status --scheduler HOST:PORT --token-file FILE [NAME] [--json]";
+
+/* ---- one request, one reply -------------------------------------------------- */
+
+struct call {
+	const char *what; /* "dataset add", for messages */
+	const char *addr;
+	struct buf body;
+	uv_timer_t timer;
+	int status;  /* connection failure, or 0 */
+	char *error; /* its one-line explanation */
+	Syncbit__AdminReply *reply;
+};
+
+static void call_ready(struct conn *c, int status)
+{
+	struct call *k = conn_data(c);
+	if (status < 0)
+		return; /* on_close says why */
+	int rc = conn_send(c, SYNCBIT__MSG_TYPE__MSG_ADMIN, k->body.ptr, k->body.len, NULL, 0, NULL,
+			   NULL);
+	if (rc < 0)
+		conn_close(c, rc);
+}
+
+static int call_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		      uint8_t *payload, size_t plen)
+{
+	struct call *k = conn_data(c);
+	free(payload);
+	if (type == SYNCBIT__MSG_TYPE__MSG_ERROR) {
+		Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
+		free(k->error);
+		k->error = xstrdup(m && m->message ? m->message : "refused");
+		syncbit__error_msg__free_unpacked(m, NULL);
+		return m ? m->code : SB_EPROTO;
+	}
+	if (type != SYNCBIT__MSG_TYPE__MSG_ADMIN_REPLY || k->reply)
+		return SB_EPROTO;
+	k->reply = syncbit__admin_reply__unpack(NULL, len, body);
+	if (!k->reply)
+		return SB_EPROTO;
+	conn_close(c, 0);
+	return 0;
+}
+
+static void call_closed(struct conn *c, int status)
+{
+	struct call *k = conn_data(c);
+	if (!k->reply && !k->error) {
+		k->status = status ? status : SB_EPROTO;
+		const char *e = conn_error(c);
+		k->error = xstrdup(e && e[0] ? e
+				   : status  ? sb_strerror(status)
+					     : "the scheduler closed the connection");
+	} else if (!k->reply) {
+		k->status = status ? status : SB_EPROTO;
+	}
+	uv_close((uv_handle_t *)&k->timer, NULL);
+}
+
+static void call_timeout(uv_timer_t *t)
+{
+	conn_close(t->data, -ETIMEDOUT);
+}
+
+/* Send a and wait for the reply. 0 with k->reply, or EXIT_FAIL after the
+ * error line. */
+static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Admin *a)
+{
+	struct secure_token tok;
+	char *detail = NULL;
+	uint64_t timeout;
+	int enc_off = 0;
+	const char *tf = config_get(cfg, "token-file");
+	config_get_u64(cfg, "timeout", 1, 86400, &timeout);
+	config_get_bool(cfg, "no-encrypt", &enc_off);
+	int rc = secure_token_load(tf, &tok, &detail);
+	if (rc < 0) {
+		if (detail)
+			cli_error("%s: %s", k->what, detail);
+		else
+			cli_error("%s: token file %s: %s", k->what, tf, sb_strerror(rc));
+		free(detail);
+		return EXIT_FAIL;
+	}
+	size_t n = syncbit__admin__get_packed_size(a);
+	buf_reserve(&k->body, n);
+	k->body.len = syncbit__admin__pack(a, k->body.ptr);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct conn_config cc = {.token = &tok,
+				 .node = "cli",
+				 .encrypt = !enc_off,
+				 .body_max = ADMIN_REPLY_MAX,
+				 .payload_max = 1};
+	static const struct conn_callbacks cbs = {
+	    .on_ready = call_ready, .on_frame = call_frame, .on_close = call_closed};
+	struct conn *c;
+	rc = conn_dial(&loop, k->addr, &cc, &cbs, k, &c);
+	if (rc == 0) {
+		uv_timer_init(&loop, &k->timer);
+		k->timer.data = c;
+		uv_timer_start(&k->timer, call_timeout, timeout * 1000, 0);
+		uv_run(&loop, UV_RUN_DEFAULT);
+	} else {
+		k->status = rc;
+		k->error = xstrdup("expected HOST:PORT");
+	}
+	uv_loop_close(&loop);
+	sodium_memzero(&tok, sizeof tok);
+	if (k->status < 0 || !k->reply) {
+		cli_error("%s: scheduler %s: %s", k->what, k->addr,
+			  k->status == SB_EAUTH ? "authentication failed (wrong join token?)"
+						: k->error);
+		return EXIT_FAIL;
+	}
+	if (k->reply->code < 0) {
+		cli_error("%s: %s", k->what,
+			  k->reply->message && k->reply->message[0] ? k->reply->message
+								    : sb_strerror(k->reply->code));
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+static void call_close(struct call *k)
+{
+	buf_close(&k->body);
+	free(k->error);
+	syncbit__admin_reply__free_unpacked(k->reply, NULL);
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+/* A table printed with columns padded to their widest cell. */
+struct table {
+	size_t ncols;
+	struct buf cells; /* char * per cell, row after row */
+};
+
+static void table_add(struct table *t, const char *cell)
+{
+	char *c = xstrdup(cell ? cell : "");
+	buf_append(&t->cells, &c, sizeof c);
+}
+
+static void table_print(struct table *t)
+{
+	char **cells = (char **)t->cells.ptr;
+	size_t n = t->cells.len / sizeof *cells, width[16] = {0};
+	for (size_t i = 0; i < n; i++)
+		if (strlen(cells[i]) > width[i % t->ncols])
+			width[i % t->ncols] = strlen(cells[i]);
+	for (size_t i = 0; i < n; i++) {
+		int last = i % t->ncols == t->ncols - 1;
+		printf("%-*s%s", last ? 0 : (int)width[i % t->ncols], cells[i], last ? "\n" : "  ");
+		free(cells[i]);
+	}
+	buf_close(&t->cells);
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "";
+}
+
+static uint64_t jnum(const json_t *o, const char *key)
+{
+	return (uint64_t)json_integer_value(json_object_get(o, key));
+}
+
+static char *labels_text(const json_t *o)
+{
+	struct buf b = BUF_INIT;
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		buf_printf(&b, "%s%s=%s", b.len ? "," : "", k, json_string_value(v));
+	}
+	return b.len ? buf_steal(&b) : xstrdup("-");
+}
+
+static char *short_id(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? xstrndup(s, 12) : xstrdup("-");
+}
+
+static void print_datasets(const json_t *doc)
+{
+	struct table t = {8, BUF_INIT};
+	const char *head[] = {"NAME",  "VERSION", "FILES",    "SIZE",
+			      "KNOWN", "NODES",	  "SELECTOR", "SOURCE"};
+	size_t i;
+	json_t *d;
+	for (i = 0; i < 8; i++)
+		table_add(&t, head[i]);
+	json_array_foreach(json_object_get(doc, "datasets"), i, d)
+	{
+		char num[32], size[32], known[32], nodes[48];
+		char *ver = short_id(d, "version"),
+		     *sel = labels_text(json_object_get(d, "selector"));
+		uint64_t blocks = jnum(d, "blocks");
+		snprintf(num, sizeof num, "%llu", (unsigned long long)jnum(d, "files"));
+		snprintf(
+		    known, sizeof known, "%llu%%",
+		    (unsigned long long)(blocks ? jnum(d, "blocks_known") * 100 / blocks : 100));
+		snprintf(nodes, sizeof nodes, "%llu/%llu",
+			 (unsigned long long)jnum(d, "nodes_complete"),
+			 (unsigned long long)jnum(d, "nodes_assigned"));
+		const char *cells[] = {jstr(d, "name"),
+				       ver,
+				       num,
+				       progress_fmt_bytes(jnum(d, "bytes"), size, sizeof size),
+				       known,
+				       nodes,
+				       sel,
+				       jstr(d, "source")};
+		for (size_t c = 0; c < 8; c++)
+			table_add(&t, cells[c]);
+		free(ver);
+		free(sel);
+	}
+	table_print(&t);
+}
+
+static void print_nodes(const json_t *doc)
+{
+	struct table t = {7, BUF_INIT};
+	const char *head[] = {"NAME", "STATE", "ADDR", "LABELS", "DISK FREE", "HEARD", "DATASETS"};
+	size_t i, j;
+	json_t *n, *d;
+	for (i = 0; i < 7; i++)
+		table_add(&t, head[i]);
+	json_array_foreach(json_object_get(doc, "nodes"), i, n)
+	{
+		char free_s[32], heard[32] = "-";
+		char *labels = labels_text(json_object_get(n, "labels"));
+		struct buf ds = BUF_INIT;
+		json_t *secs = json_object_get(n, "seconds_since_heartbeat");
+		if (json_is_number(secs))
+			snprintf(heard, sizeof heard, "%.0fs ago", json_number_value(secs));
+		json_array_foreach(json_object_get(n, "datasets"), j, d)
+		{
+			buf_printf(&ds, "%s%s", ds.len ? "," : "", json_string_value(d));
+		}
+		const char *cells[] = {
+		    jstr(n, "name"),
+		    json_is_true(json_object_get(n, "connected")) ? "connected" : "gone",
+		    jstr(n, "addr"),
+		    labels,
+		    progress_fmt_bytes(jnum(n, "disk_free"), free_s, sizeof free_s),
+		    heard,
+		    ds.len ? buf_cstr(&ds) : "-"};
+		for (size_t c = 0; c < 7; c++)
+			table_add(&t, cells[c]);
+		free(labels);
+		buf_close(&ds);
+	}
+	table_print(&t);
+}
+
+static void print_dataset_status(const json_t *d)
+{
+	struct table t = {8, BUF_INIT};
+	const char *head[] = {"NODE",	    "STATE",  "BLOCKS",	 "FROM ORIGIN",
+			      "FROM PEERS", "REUSED", "REFETCH", "ERROR"};
+	const json_t *tot = json_object_get(d, "totals");
+	char a[32], b[32], c[32];
+	size_t i;
+	json_t *n;
+	char *ver = short_id(d, "version");
+	printf("%s  version %s  hashes %llu/%llu  nodes %llu/%llu complete  origin %s of %s "
+	       "(%.2fx)  peers %s\n",
+	       jstr(d, "name"), ver, (unsigned long long)jnum(d, "blocks_known"),
+	       (unsigned long long)jnum(d, "blocks"), (unsigned long long)jnum(d, "nodes_complete"),
+	       (unsigned long long)jnum(d, "nodes_assigned"),
+	       progress_fmt_bytes(jnum(tot, "bytes_from_origin"), a, sizeof a),
+	       progress_fmt_bytes(jnum(d, "bytes"), b, sizeof b),
+	       json_number_value(json_object_get(tot, "origin_copies")),
+	       progress_fmt_bytes(jnum(tot, "bytes_from_peers"), c, sizeof c));
+	free(ver);
+	for (i = 0; i < 8; i++)
+		table_add(&t, head[i]);
+	json_array_foreach(json_object_get(d, "nodes"), i, n)
+	{
+		char blocks[48], o[32], p[32], r[32], refetch[48];
+		const json_t *rf = json_object_get(n, "refetch");
+		snprintf(blocks, sizeof blocks, "%llu/%llu",
+			 (unsigned long long)jnum(n, "blocks_have"),
+			 (unsigned long long)jnum(n, "blocks_total"));
+		snprintf(refetch, sizeof refetch, "%llu/%llu",
+			 (unsigned long long)jnum(rf, "bad_peer"),
+			 (unsigned long long)jnum(rf, "no_peer"));
+		const char *state = json_is_true(json_object_get(n, "published"))   ? "published"
+				    : json_is_true(json_object_get(n, "connected")) ? "fetching"
+										    : "gone";
+		const char *cells[] = {
+		    jstr(n, "node"),
+		    state,
+		    blocks,
+		    progress_fmt_bytes(jnum(n, "bytes_from_origin"), o, sizeof o),
+		    progress_fmt_bytes(jnum(n, "bytes_from_peers"), p, sizeof p),
+		    progress_fmt_bytes(jnum(n, "bytes_reused"), r, sizeof r),
+		    refetch,
+		    json_is_string(json_object_get(n, "error")) ? jstr(n, "error") : "-"};
+		for (size_t col = 0; col < 8; col++)
+			table_add(&t, cells[col]);
+	}
+	if (json_array_size(json_object_get(d, "nodes")))
+		table_print(&t);
+	else
+		printf("  (no node matches its selector)\n");
+	for (i = 0; i < t.cells.len / sizeof(char *); i++)
+		free(((char **)t.cells.ptr)[i]);
+	buf_close(&t.cells);
+}
+
+static void print_status(const json_t *doc)
+{
+	size_t i;
+	json_t *d;
+	const json_t *nodes = json_object_get(doc, "nodes");
+	printf("%llu of %llu nodes connected\n", (unsigned long long)jnum(nodes, "connected"),
+	       (unsigned long long)jnum(nodes, "total"));
+	json_array_foreach(json_object_get(doc, "datasets"), i, d)
+	{
+		printf("\n");
+		print_dataset_status(d);
+	}
+}
+
+static void print_add(const json_t *d)
+{
+	char size[32];
+	char *ver = short_id(d, "version");
+	size_t n = json_array_size(json_object_get(d, "nodes"));
+	printf("dataset %s: version %s%s, %llu files, %s; assigned to %zu node%s\n",
+	       jstr(d, "name"), ver,
+	       json_is_true(json_object_get(d, "changed")) ? "" : " (unchanged)",
+	       (unsigned long long)jnum(d, "files"),
+	       progress_fmt_bytes(jnum(d, "bytes"), size, sizeof size), n, n == 1 ? "" : "s");
+	free(ver);
+}
+
+static void print_rm(const json_t *d)
+{
+	size_t n = json_array_size(json_object_get(d, "nodes"));
+	printf("dataset %s removed; %zu node%s drop it\n", jstr(d, "name"), n, n == 1 ? "" : "s");
+}
+
+/* ---- commands ---------------------------------------------------------------- */
+
+struct admin_cmd {
+	const char *what;
+	const struct config_key *keys;
+	const char *usage;
+	int min_pos, max_pos;
+	Syncbit__AdminOp op;
+	void (*print)(const json_t *doc);
+};
+
+static void free_selector(Syncbit__Admin *a)
+{
+	for (size_t i = 0; i < a->n_selector; i++) {
+		free(a->selector[i]->key);
+		free(a->selector[i]->value);
+		free(a->selector[i]);
+	}
+	free(a->selector);
+}
+
+/* "k=v,k=v" into a->selector; 0 or EXIT_USAGE after saying why. */
+static int parse_selector(const char *s, Syncbit__Admin *a)
+{
+	const char *p = s;
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', len);
+		if (!eq || eq == p) {
+			cli_error("--selector: '%.*s' is not k=v", (int)len, p);
+			return EXIT_USAGE;
+		}
+		Syncbit__Label *l = xcalloc(1, sizeof *l);
+		syncbit__label__init(l);
+		l->key = xstrndup(p, (size_t)(eq - p));
+		l->value = xstrndup(eq + 1, len - (size_t)(eq - p) - 1);
+		a->selector = xrealloc(a->selector, (a->n_selector + 1) * sizeof *a->selector);
+		a->selector[a->n_selector++] = l;
+		p = end ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/* Fill the request from the flags and arguments; 0 or EXIT_USAGE. */
+static int build_request(const struct admin_cmd *cmd, struct config *cfg, char **pos, int npos,
+			 Syncbit__Admin *a)
+{
+	a->op = cmd->op;
+	if (npos > 0)
+		a->name = pos[0];
+	if (cmd->op != SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD)
+		return 0;
+	uint64_t bs;
+	a->source = pos[1];
+	if (config_get_size(cfg, "block-size", BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, &bs) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	if (manifest_check_block_size(bs) < 0) {
+		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
+		return EXIT_USAGE;
+	}
+	a->block_size = (uint32_t)bs;
+	return parse_selector(config_get(cfg, "selector"), a);
+}
+
+static int usage_error(const char *usage, const char *fmt, const char *arg)
+{
+	cli_error(fmt, arg);
+	fprintf(stderr, "usage: syncbit %s\n", usage);
+	return EXIT_USAGE;
+}
+
+static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	char **pos = NULL;
+	int npos = 0, rc, json = 0;
+	Syncbit__Admin a = SYNCBIT__ADMIN__INIT;
+	struct call k = {.what = cmd->what};
+	json_t *doc = NULL;
+	if ((rc = cli_parse(&cfg, cmd->keys, cmd->usage, argc, argv, &pos, &npos)))
+		goto out;
+	if (npos < cmd->min_pos || npos > cmd->max_pos)
+		rc = usage_error(cmd->usage, "%s: wrong number of arguments", cmd->what);
+	else if (!config_get(&cfg, "scheduler") || !config_get(&cfg, "scheduler")[0])
+		rc = usage_error(cmd->usage, "%s: --scheduler HOST:PORT is required", cmd->what);
+	else if (!config_get(&cfg, "token-file") || !config_get(&cfg, "token-file")[0])
+		rc = usage_error(cmd->usage, "%s: --token-file FILE is required", cmd->what);
+	else if (config_get_bool(&cfg, "json", &json) < 0)
+		rc = usage_error(cmd->usage, "%s", cfg.error);
+	else
+		rc = build_request(cmd, &cfg, pos, npos, &a);
+	if (rc)
+		goto out;
+	k.addr = config_get(&cfg, "scheduler");
+	if ((rc = call_scheduler(&k, &cfg, &a)))
+		goto out;
+	doc = json_loads(k.reply->json ? k.reply->json : "", 0, NULL);
+	if (!doc) {
+		cli_error("%s: scheduler %s: malformed reply", cmd->what, k.addr);
+		rc = EXIT_FAIL;
+	} else if (json) {
+		char *s = json_dumps(doc, JSON_COMPACT);
+		printf("%s\n", s);
+		free(s);
+	} else {
+		cmd->print(doc);
+	}
+out:
+	json_decref(doc);
+	call_close(&k);
+	free_selector(&a);
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
+
+static const struct admin_cmd cmd_add = {
+    "dataset add", add_keys, NULL, 2, 2, SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD, print_add};
+static const struct admin_cmd cmd_ls = {
+    "dataset ls", admin_keys, NULL, 0, 0, SYNCBIT__ADMIN_OP__ADMIN_DATASET_LS, print_datasets};
+static const struct admin_cmd cmd_rm = {
+    "dataset rm", admin_keys, NULL, 1, 1, SYNCBIT__ADMIN_OP__ADMIN_DATASET_RM, print_rm};
+static const struct admin_cmd cmd_node_ls = {
+    "node ls", admin_keys, NULL, 0, 0, SYNCBIT__ADMIN_OP__ADMIN_NODE_LS, print_nodes};
+static const struct admin_cmd cmd_cluster_status = {
+    "status", admin_keys, NULL, 0, 1, SYNCBIT__ADMIN_OP__ADMIN_STATUS, print_status};
+
+static int run_with_usage(struct admin_cmd cmd, const char *usage, int argc, char **argv)
+{
+	cmd.usage = usage;
+	return admin_run(&cmd, argc, argv);
+}
+
+int cmd_dataset(int argc, char **argv)
+{
+	const char *sub = argc > 0 ? argv[0] : "";
+	if (!strcmp(sub, "add"))
+		return run_with_usage(cmd_add, add_usage, argc - 1, argv + 1);
+	if (!strcmp(sub, "ls"))
+		return run_with_usage(cmd_ls, ls_usage, argc - 1, argv + 1);
+	if (!strcmp(sub, "rm"))
+		return run_with_usage(cmd_rm, rm_usage, argc - 1, argv + 1);
+	cli_error("dataset: expected add, ls or rm");
+	fprintf(stderr, "usage: syncbit %s\n       syncbit %s\n       syncbit %s\n", add_usage,
+		ls_usage, rm_usage);
+	return EXIT_USAGE;
+}
+
+int cmd_node(int argc, char **argv)
+{
+	if (argc > 0 && !strcmp(argv[0], "ls"))
+		return run_with_usage(cmd_node_ls, node_usage, argc - 1, argv + 1);
+	cli_error("node: expected ls");
+	fprintf(stderr, "usage: syncbit %s\n", node_usage);
+	return EXIT_USAGE;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--scheduler") || !strncmp(argv[i], "--scheduler=", 12))
+			return run_with_usage(cmd_cluster_status, status_usage, argc, argv);
+	return cmd_agent_status(argc, argv);
+}

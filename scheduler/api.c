@@ -1,0 +1,316 @@
+#include "scheduler/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/httpd.h"
+#include "common/log.h"
+
+/* Sums of what the assigned nodes reported of a dataset's current version. */
+struct totals {
+	uint64_t assigned, connected, complete;
+	uint64_t from_origin, from_peers, reused, served;
+};
+
+static json_t *hex_or_null(const struct hash_id *h)
+{
+	char hex[HASH_HEX_LEN + 1];
+	if (!h)
+		return json_null();
+	hash_to_hex(h, hex);
+	return json_string(hex);
+}
+
+static json_t *labels_json(const struct assign_label *l, size_t n)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < n; i++)
+		json_object_set_new(o, l[i].key, json_string(l[i].value));
+	return o;
+}
+
+static const struct cluster_report *report_of(const struct cluster_node *n,
+					      const struct cluster_dataset *d)
+{
+	return d->current ? cluster_node_report_of(n, &d->current->v->id) : NULL;
+}
+
+static void sum(struct sched *s, const struct cluster_dataset *d, struct totals *t)
+{
+	memset(t, 0, sizeof *t);
+	for (size_t i = 0; i < s->cluster.nnodes; i++) {
+		const struct cluster_node *n = s->cluster.nodes[i];
+		if (!cluster_assigned(d, n))
+			continue;
+		t->assigned++;
+		t->connected += n->conn != NULL;
+		const struct cluster_report *r = report_of(n, d);
+		if (!r)
+			continue;
+		t->complete += r->published;
+		t->from_origin += r->bytes_from_origin;
+		t->from_peers += r->bytes_from_peers;
+		t->reused += r->bytes_reused;
+		t->served += r->bytes_served;
+	}
+}
+
+json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
+{
+	const struct sched_version *v = d->current ? d->current->v : NULL;
+	struct totals t;
+	json_t *nodes = json_array();
+	sum(s, d, &t);
+	for (size_t i = 0; i < s->cluster.nnodes; i++)
+		if (cluster_assigned(d, s->cluster.nodes[i]))
+			json_array_append_new(nodes, json_string(s->cluster.nodes[i]->name));
+	return json_pack(
+	    "{s:s, s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, "
+	    "s:o, s:o}",
+	    "name", d->name, "source", d->source, "selector",
+	    labels_json(d->selector, d->nselector), "block_size", (json_int_t)d->block_size,
+	    "version", hex_or_null(v ? &v->id : NULL), "manifest",
+	    hex_or_null(v && v->complete ? &v->manifest_id : NULL), "files",
+	    (json_int_t)(v ? v->files : 0), "bytes", (json_int_t)(v ? v->bytes : 0), "blocks",
+	    (json_int_t)(v ? v->nblocks : 0), "blocks_known", (json_int_t)(v ? v->nknown : 0),
+	    "complete", v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
+	    "nodes_connected", (json_int_t)t.connected, "nodes_complete", (json_int_t)t.complete,
+	    "nodes", nodes, "error", d->error ? json_string(d->error) : json_null());
+}
+
+json_t *api_datasets(struct sched *s)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < s->cluster.ndatasets; i++)
+		json_array_append_new(a, api_dataset(s, s->cluster.datasets[i]));
+	return json_pack("{s:o}", "datasets", a);
+}
+
+static json_t *seconds_since(struct sched *s, const struct cluster_node *n)
+{
+	if (n->conn)
+		return json_real((double)(uv_now(&s->loop) - n->last_heard) / 1000.0);
+	if (n->last_seen_ms <= 0)
+		return json_null();
+	int64_t d = cluster_wall_ms() - n->last_seen_ms;
+	return json_real(d > 0 ? (double)d / 1000.0 : 0.0);
+}
+
+json_t *api_nodes(struct sched *s)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < s->cluster.nnodes; i++) {
+		const struct cluster_node *n = s->cluster.nodes[i];
+		json_t *ds = json_array();
+		for (size_t j = 0; j < s->cluster.ndatasets; j++)
+			if (cluster_assigned(s->cluster.datasets[j], n))
+				json_array_append_new(ds,
+						      json_string(s->cluster.datasets[j]->name));
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o}", "name", n->name,
+				 "addr", n->addr, "labels", labels_json(n->labels, n->nlabels),
+				 "disk_free", (json_int_t)n->disk_free, "cache_size",
+				 (json_int_t)n->cache_size, "agent_version", n->agent_version,
+				 "connected", n->conn != NULL, "seconds_since_heartbeat",
+				 seconds_since(s, n), "datasets", ds));
+	}
+	return json_pack("{s:o}", "nodes", a);
+}
+
+static json_t *node_status(struct sched *s, const struct cluster_dataset *d,
+			   const struct cluster_node *n)
+{
+	const struct cluster_report *r = report_of(n, d);
+	const struct assign_plan *p = d->current ? cluster_plan_of(d->current, n->name) : NULL;
+	struct cluster_report none = {.nbits = d->current ? d->current->v->nblocks : 0};
+	if (!r)
+		r = &none;
+	return json_pack(
+	    "{s:s, s:b, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:o}", "node",
+	    n->name, "connected", n->conn != NULL, "blocks_have", (json_int_t)r->have,
+	    "blocks_total", (json_int_t)(d->current ? d->current->v->nblocks : 0), "published",
+	    r->published, "bytes_from_origin", (json_int_t)r->bytes_from_origin, "bytes_from_peers",
+	    (json_int_t)r->bytes_from_peers, "bytes_reused", (json_int_t)r->bytes_reused,
+	    "bytes_served", (json_int_t)r->bytes_served, "refetch", "bad_peer",
+	    (json_int_t)r->refetch_bad_peer, "no_peer", (json_int_t)r->refetch_no_peer,
+	    "origin_blocks", (json_int_t)(p ? p->nblocks : 0), "error",
+	    r->error && r->error[0] ? json_string(r->error) : json_null());
+}
+
+/* {"name","version","blocks","blocks_known","bytes","complete",
+ *  "nodes_assigned","nodes_complete","plan":{"stripe","reason"},
+ *  "nodes":[node status...],"totals":{...}} */
+static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, struct totals *t)
+{
+	const struct cluster_version *cv = d->current;
+	json_t *nodes = json_array();
+	sum(s, d, t);
+	for (size_t i = 0; i < s->cluster.nnodes; i++)
+		if (cluster_assigned(d, s->cluster.nodes[i]))
+			json_array_append_new(nodes, node_status(s, d, s->cluster.nodes[i]));
+	uint64_t bytes = cv ? cv->v->bytes : 0;
+	double copies = bytes ? (double)t->from_origin / (double)bytes : 0.0;
+	return json_pack(
+	    "{s:s, s:o, s:I, s:I, s:I, s:b, s:I, s:I, s:{s:I, s:s}, s:o, "
+	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
+	    "name", d->name, "version", hex_or_null(cv ? &cv->v->id : NULL), "blocks",
+	    (json_int_t)(cv ? cv->v->nblocks : 0), "blocks_known",
+	    (json_int_t)(cv ? cv->v->nknown : 0), "bytes", (json_int_t)bytes, "complete",
+	    t->assigned > 0 && t->complete == t->assigned, "nodes_assigned",
+	    (json_int_t)t->assigned, "nodes_complete", (json_int_t)t->complete, "plan", "stripe",
+	    (json_int_t)(cv ? cv->stripe : 1), "reason", cv ? cv->reason : "", "nodes", nodes,
+	    "totals", "bytes_from_origin", (json_int_t)t->from_origin, "bytes_from_peers",
+	    (json_int_t)t->from_peers, "bytes_reused", (json_int_t)t->reused, "bytes_served",
+	    (json_int_t)t->served, "bytes_delivered", (json_int_t)(t->from_origin + t->from_peers),
+	    "origin_copies", copies);
+}
+
+json_t *api_status(struct sched *s, const char *only)
+{
+	json_t *a = json_array();
+	uint64_t origin = 0, delivered = 0, connected = 0;
+	for (size_t i = 0; i < s->cluster.ndatasets; i++) {
+		const struct cluster_dataset *d = s->cluster.datasets[i];
+		struct totals t;
+		if (only && only[0] && strcmp(only, d->name) != 0)
+			continue;
+		json_array_append_new(a, dataset_status(s, d, &t));
+		origin += t.from_origin;
+		delivered += t.from_origin + t.from_peers;
+	}
+	for (size_t i = 0; i < s->cluster.nnodes; i++)
+		connected += s->cluster.nodes[i]->conn != NULL;
+	return json_pack("{s:o, s:{s:I, s:I}, s:I, s:I}", "datasets", a, "nodes", "total",
+			 (json_int_t)s->cluster.nnodes, "connected", (json_int_t)connected,
+			 "origin_bytes", (json_int_t)origin, "bytes_delivered",
+			 (json_int_t)delivered);
+}
+
+/* ---- metrics --------------------------------------------------------------- */
+
+static void label_value(struct buf *out, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			buf_printf(out, "\\%c", *v);
+		else if (*v == '\n')
+			buf_append_str(out, "\\n");
+		else
+			buf_append(out, v, 1);
+	}
+}
+
+static void family(struct buf *out, const char *name, const char *type, const char *help)
+{
+	buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void per_dataset(struct sched *s, struct buf *out, const char *name, const char *type,
+			const char *help, int field)
+{
+	family(out, name, type, help);
+	for (size_t i = 0; i < s->cluster.ndatasets; i++) {
+		const struct cluster_dataset *d = s->cluster.datasets[i];
+		const struct sched_version *v = d->current ? d->current->v : NULL;
+		struct totals t;
+		sum(s, d, &t);
+		uint64_t values[] = {v ? v->nblocks : 0, v ? v->nknown : 0, v ? v->bytes : 0,
+				     t.assigned,	 t.complete,	    t.from_origin,
+				     t.from_peers,	 t.reused};
+		buf_printf(out, "%s{dataset=\"", name);
+		label_value(out, d->name);
+		buf_printf(out, "\"} %llu\n", (unsigned long long)values[field]);
+	}
+}
+
+/* Per-dataset families, in the order of the values in per_dataset(). */
+static const struct {
+	const char *name, *type, *help;
+} dataset_metrics[] = {
+    {"syncbit_dataset_blocks_total", "gauge", "Blocks in the dataset's current version."},
+    {"syncbit_dataset_blocks_known", "gauge", "Blocks of the current version whose hash is known."},
+    {"syncbit_dataset_bytes", "gauge", "Bytes of the dataset's current version."},
+    {"syncbit_dataset_nodes_assigned", "gauge", "Nodes the dataset's selector matches."},
+    {"syncbit_dataset_nodes_complete", "gauge", "Nodes that published the current version."},
+    {"syncbit_origin_bytes_total", "counter",
+     "Bytes nodes read from the origin for the current version."},
+    {"syncbit_peer_bytes_total", "counter",
+     "Bytes nodes received from peers for the current version."},
+    {"syncbit_reused_bytes_total", "counter", "Bytes nodes already held for the current version."},
+};
+
+void api_metrics(struct sched *s, struct buf *out)
+{
+	uint64_t connected = 0;
+	for (size_t i = 0; i < s->cluster.nnodes; i++)
+		connected += s->cluster.nodes[i]->conn != NULL;
+	family(out, "syncbit_nodes", "gauge", "Nodes known to the scheduler, by state.");
+	buf_printf(out, "syncbit_nodes{state=\"connected\"} %llu\n", (unsigned long long)connected);
+	buf_printf(out, "syncbit_nodes{state=\"disconnected\"} %llu\n",
+		   (unsigned long long)(s->cluster.nnodes - connected));
+	family(out, "syncbit_datasets", "gauge", "Datasets defined.");
+	buf_printf(out, "syncbit_datasets %zu\n", s->cluster.ndatasets);
+	for (size_t i = 0; i < sizeof dataset_metrics / sizeof dataset_metrics[0]; i++)
+		per_dataset(s, out, dataset_metrics[i].name, dataset_metrics[i].type,
+			    dataset_metrics[i].help, (int)i);
+}
+
+/* ---- HTTP ------------------------------------------------------------------ */
+
+static void send_json(struct httpd_response *r, json_t *doc)
+{
+	char *text = json_dumps(doc, JSON_COMPACT);
+	r->content_type = "application/json";
+	buf_append_str(&r->body, text);
+	buf_append_str(&r->body, "\n");
+	free(text);
+	json_decref(doc);
+}
+
+static void get_healthz(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	buf_append_str(&r->body, "ok\n");
+}
+
+static void get_datasets(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	send_json(r, api_datasets(arg));
+}
+
+static void get_nodes(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	send_json(r, api_nodes(arg));
+}
+
+static void get_status(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	send_json(r, api_status(arg, NULL));
+}
+
+static void get_metrics(void *arg, const char *path, const char *query, struct httpd_response *r)
+{
+	r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	api_metrics(arg, &r->body);
+}
+
+int api_start(struct sched *s, char **detail)
+{
+	const struct httpd_route routes[] = {
+	    {"/healthz", get_healthz, s},    {"/api/v1/datasets", get_datasets, s},
+	    {"/api/v1/nodes", get_nodes, s}, {"/api/v1/status", get_status, s},
+	    {"/metrics", get_metrics, s},
+	};
+	int rc =
+	    httpd_start(&s->loop, s->o->http, routes, sizeof routes / sizeof routes[0], &s->http);
+	if (rc < 0)
+		*detail = xasprintf("--http %s: %s", s->o->http,
+				    rc == SB_EURI ? "expected HOST:PORT" : sb_strerror(rc));
+	return rc;
+}
+
+void api_stop(struct sched *s)
+{
+	httpd_stop(s->http);
+	s->http = NULL;
+}

@@ -1,0 +1,189 @@
+#include "scheduler/sched.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "scheduler/api.h"
+#include "scheduler/listing.h"
+#include "scheduler/server.h"
+
+/* A refresh listing of one dataset; dropped when the dataset changed
+ * meanwhile. */
+struct refresh {
+	char *name;
+	uint64_t generation;
+};
+
+struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct sched_version *v)
+{
+	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
+	struct cluster_version *cur = d ? d->current : NULL, *cv;
+	if (cur && !memcmp(cur->v->id.b, v->id.b, HASH_LEN)) {
+		version_free(v);
+		cv = cur;
+	} else {
+		uint32_t carried = cur ? version_carry_over(v, cur->v) : 0;
+		char hex[HASH_HEX_LEN + 1];
+		hash_to_hex(&v->id, hex);
+		log_info("dataset %s: version %.12s, %u blocks, %u hashes carried over", name, hex,
+			 v->nblocks, carried);
+		cv = cluster_version_add(&s->cluster, v);
+	}
+	d = cluster_dataset_set(&s->cluster, name, source, sel, nsel, block_size, cv);
+	server_sync(s);
+	return d;
+}
+
+static void refresh_listed(struct sched *s, int status, const char *detail, struct sched_version *v,
+			   void *arg)
+{
+	struct refresh *r = arg;
+	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, r->name);
+	if (d)
+		d->listing = 0;
+	if (!d || d->generation != r->generation || s->stopping) {
+		version_free(v);
+	} else if (status < 0) {
+		log_warn("dataset %s: refresh: %s", d->name, detail);
+		free(d->error);
+		d->error = xstrdup(detail);
+	} else {
+		free(d->error);
+		d->error = NULL;
+		if (d->current && !memcmp(d->current->v->id.b, v->id.b, HASH_LEN)) {
+			version_free(v);
+		} else {
+			log_info("dataset %s: the source changed", d->name);
+			sched_apply_version(s, d->name, d->source, d->selector, d->nselector,
+					    d->block_size, v);
+		}
+	}
+	free(r->name);
+	free(r);
+}
+
+static void refresh_all(uv_timer_t *t)
+{
+	struct sched *s = t->data;
+	for (size_t i = 0; i < s->cluster.ndatasets; i++) {
+		struct cluster_dataset *d = s->cluster.datasets[i];
+		if (d->listing)
+			continue;
+		struct refresh *r = xcalloc(1, sizeof *r);
+		char *detail = NULL;
+		r->name = xstrdup(d->name);
+		r->generation = d->generation;
+		if (listing_start(s, d->source, d->block_size, refresh_listed, r, NULL, &detail) <
+		    0) {
+			log_warn("dataset %s: refresh: %s", d->name, detail);
+			free(detail);
+			free(r->name);
+			free(r);
+			continue;
+		}
+		d->listing = 1;
+	}
+}
+
+static void liveness(uv_timer_t *t)
+{
+	server_check_liveness(t->data);
+}
+
+static void stop(struct sched *s)
+{
+	if (s->stopping)
+		return;
+	s->stopping = 1;
+	log_info("scheduler stopping");
+	uv_close((uv_handle_t *)&s->liveness, NULL);
+	uv_close((uv_handle_t *)&s->refresh, NULL);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	server_stop(s);
+	api_stop(s);
+	listing_cancel_all(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	stop(h->data);
+}
+
+static int open_state(struct sched *s, char **detail)
+{
+	const struct sched_options *o = s->o;
+	char *token = path_join(o->data, "join-token");
+	char *dir = path_join(o->data, "sched");
+	char *why = NULL;
+	int rc = path_mkdirs(o->data, 0700);
+	if (rc < 0)
+		*detail = xasprintf("--data %s: %s", o->data, sb_strerror(rc));
+	else if ((rc = secure_token_init(token, &s->token, &why)) < 0)
+		*detail = xasprintf("%s: %s", token, why ? why : sb_strerror(rc));
+	else if ((rc = cluster_open(&s->cluster, dir)) < 0)
+		*detail = xasprintf("%s: %s", dir,
+				    rc == -EBUSY ? "another scheduler uses this data directory"
+						 : sb_strerror(rc));
+	free(why);
+	free(token);
+	free(dir);
+	return rc;
+}
+
+static void start_timers(struct sched *s)
+{
+	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms, s->o->heartbeat_ms);
+	if (s->o->refresh_s)
+		uv_timer_start(&s->refresh, refresh_all, (uint64_t)s->o->refresh_s * 1000,
+			       (uint64_t)s->o->refresh_s * 1000);
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+}
+
+static int start(struct sched *s, char **detail)
+{
+	int rc = open_state(s, detail);
+	uv_timer_init(&s->loop, &s->liveness);
+	uv_timer_init(&s->loop, &s->refresh);
+	uv_signal_init(&s->loop, &s->sigint);
+	uv_signal_init(&s->loop, &s->sigterm);
+	s->liveness.data = s->refresh.data = s->sigint.data = s->sigterm.data = s;
+	if (rc < 0)
+		return rc;
+	if ((rc = server_start(s, detail)) < 0)
+		return rc;
+	if (s->o->http && s->o->http[0] && (rc = api_start(s, detail)) < 0)
+		return rc;
+	start_timers(s);
+	log_info("scheduler on %s: %zu datasets, %zu nodes known", s->o->listen,
+		 s->cluster.ndatasets, s->cluster.nnodes);
+	return 0;
+}
+
+int sched_run(const struct sched_options *o, char **detail)
+{
+	struct sched *s = xcalloc(1, sizeof *s);
+	*detail = NULL;
+	s->o = o;
+	uv_loop_init(&s->loop);
+	int rc = start(s, detail);
+	if (rc < 0)
+		stop(s);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&s->loop) != 0)
+		log_warn("scheduler: event loop still had handles at exit");
+	cluster_close(&s->cluster);
+	sodium_memzero(&s->token, sizeof s->token);
+	free(s);
+	return rc;
+}

@@ -1,0 +1,59 @@
+/* The scheduler process (`syncbit scheduler`): one libuv loop that serves
+ * the control protocol to agents and the admin protocol to the CLI
+ * (scheduler/server.c), lists sources (scheduler/listing.c), keeps the
+ * cluster model in LMDB (scheduler/cluster.c) and answers HTTP
+ * (scheduler/api.c). Loop thread only; only the loop thread writes LMDB. */
+#ifndef SYNCBIT_SCHED_H
+#define SYNCBIT_SCHED_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/secure.h"
+#include "common/source.h"
+#include "scheduler/cluster.h"
+
+#define SCHED_HEARTBEAT_MS   1000
+#define SCHED_SILENT_BEATS   3	   /* a node silent this many heartbeats is gone */
+#define SCHED_REFRESH_S	     300   /* default --refresh */
+#define SCHED_CLIENT_IDLE_MS 30000 /* a connection that neither registers nor asks */
+
+struct sched_options {
+	const char *listen; /* host:port for agents and the CLI */
+	const char *data;   /* DATA: join-token and sched/ */
+	const char *http;   /* host:port for the HTTP API, or NULL */
+	unsigned refresh_s; /* re-list sources this often; 0 = never */
+	unsigned heartbeat_ms;
+	int encrypt;
+	struct source_options src; /* for listing sources */
+};
+
+struct sched_client;
+struct listing;
+
+struct sched {
+	const struct sched_options *o;
+	uv_loop_t loop;
+	struct cluster cluster;
+	struct secure_token token;
+	struct conn_listener *listener;
+	struct httpd *http;
+	uv_timer_t liveness, refresh;
+	uv_signal_t sigint, sigterm;
+	struct sched_client *clients;
+	struct listing *listings;
+	int stopping;
+};
+
+/* Run until SIGINT or SIGTERM. 0 after a clean stop; a negative error with
+ * *detail (one line, heap) when it cannot start. */
+int sched_run(const struct sched_options *o, char **detail);
+
+/* Point dataset name at version v (owned from now on; hashes of the
+ * current version carry over), creating or redefining the dataset, then
+ * tell the nodes. Returns the dataset. */
+struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct sched_version *v);
+
+#endif

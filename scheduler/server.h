@@ -1,0 +1,52 @@
+/* The scheduler's side of the control protocol (agents: register,
+ * heartbeat, ingested; assignments, hashes, peers and origin plans back)
+ * and of the admin protocol (the CLI's dataset and node commands,
+ * scheduler/admin.c). Every connection is authenticated with the join
+ * token (common/conn.h); frames are dispatched through one table with a
+ * body limit per type. Loop thread only. */
+#ifndef SYNCBIT_SERVER_H
+#define SYNCBIT_SERVER_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scheduler/sched.h"
+
+#define SERVER_REGISTER_MAX  (64u << 10)
+#define SERVER_HEARTBEAT_MAX (16u << 20)
+#define SERVER_INGESTED_MAX  (16u << 20)
+#define SERVER_ADMIN_MAX     (64u << 10)
+#define SERVER_ASSIGN_MAX    (256u << 20) /* an Assign carries a whole manifest */
+
+struct sched_client;
+
+/* Listen on o->listen. 0, or a negative error with *detail (heap). */
+int server_start(struct sched *s, char **detail);
+/* Stop listening and close every connection. */
+void server_stop(struct sched *s);
+/* Drop nodes silent for SCHED_SILENT_BEATS heartbeats and connections
+ * that never said what they are. */
+void server_check_liveness(struct sched *s);
+/* Bring every connected node in line with the cluster model: versions
+ * whose holders changed are re-planned, nodes get ASSIGN for datasets
+ * that are new to them or have a new version, UNASSIGN for datasets that
+ * left them, and PEERS / ORIGIN when the holders of their versions
+ * changed. Call after any change of datasets or nodes. */
+void server_sync(struct sched *s);
+
+/* For the admin protocol (scheduler/admin.c). */
+/* Keep a client's memory past its connection (for replies that come
+ * after an asynchronous step); release drops that hold. */
+void server_client_hold(struct sched_client *cl);
+void server_client_release(struct sched_client *cl);
+/* Reply to an admin request: code 0 with json (stolen, may be NULL), or a
+ * negative code with a one-line message. Does nothing once the client is
+ * gone. */
+void server_reply(struct sched_client *cl, int code, const char *message, json_t *json);
+
+/* scheduler/admin.c: handle one Admin message. A negative return closes
+ * the connection (malformed message). */
+int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);
+
+#endif
