@@ -605,7 +605,9 @@ int server_start(struct sched *s, char **detail)
 	};
 	int rc = conn_listen(&s->loop, s->o->listen, &cfg, &callbacks, s, on_accept, &s->listener);
 	if (rc < 0)
-		*detail = xasprintf("--listen %s: %s", s->o->listen, sb_strerror(rc));
+		*detail = xasprintf("--listen %s: %s", s->o->listen,
+				    rc == -EINVAL || rc == SB_EURI ? "expected HOST:PORT"
+								   : sb_strerror(rc));
 	return rc;
 }
 

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The scheduler on loopback driven by the admin commands and its HTTP API,
+# without agents: datasets from a local directory and from nginx, listings,
+# metrics, a source change picked up by --refresh, restart persistence, and
+# what is refused (wrong token, bad names, bad sources, a second scheduler
+# on the same data directory).
+. "$(dirname "$0")/lib.sh"
+
+SD=$T/sched S=$T/src W=$T/www
+mkdir -p "$S/sub" "$W"
+head -c 300000 /dev/urandom >"$S/a.bin"; echo hi >"$S/sub/b.txt"
+head -c 200000 /dev/urandom >"$W/model.bin"
+start_nginx "$W"
+PORT=$(free_port) HPORT=$(free_port)
+ADDR=127.0.0.1:$PORT HTTP=http://127.0.0.1:$HPORT
+A=(--scheduler "$ADDR" --token-file "$SD/join-token")
+
+start_sched() {
+	"$SYNCBIT" scheduler --listen "$ADDR" --data "$SD" --http "127.0.0.1:$HPORT" \
+		--refresh 1 --log-level info >>"$T/sched.log" 2>&1 &
+	SPID=$!
+	PIDS+=("$SPID")
+	for _ in $(seq 100); do
+		curl -sf "$HTTP/healthz" >/dev/null && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "scheduler did not start" >&2; tail -5 "$T/sched.log" >&2; return 1
+}
+
+stop_sched() {
+	kill -TERM "$SPID" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+	wait "$SPID" 2>/dev/null
+}
+
+# jq-like: a Python expression over the last JSON line of FILE, as `d`.
+jget() {
+	tail -1 "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); v=$2; print(v if not isinstance(v,bool) else str(v).lower())"
+}
+
+start_sched || { bad "scheduler starts"; finish; exit 1; }
+check "join token written with mode 0600" test "$(stat -c %a "$SD/join-token")" = 600
+
+"$SYNCBIT" dataset add dir "$S" "${A[@]}" --json >"$T/add1" 2>"$T/add1.err"
+check "dataset add of a local directory" test "$(jget "$T/add1" 'd["files"]')" = 2
+check "its version is a 64-hex listing id" grep -Eq '"version":"[0-9a-f]{64}"' "$T/add1"
+check "its size is the source's" test "$(jget "$T/add1" 'd["bytes"]')" -eq 300003
+V1=$(jget "$T/add1" 'd["version"]')
+"$SYNCBIT" dataset add dir "$S" "${A[@]}" --json >"$T/add2"
+check "adding it again changes nothing" test "$(jget "$T/add2" 'd["changed"]')" = false
+check "same version again" test "$(jget "$T/add2" 'd["version"]')" = "$V1"
+check "a selector change needs no new version" bash -c "'$SYNCBIT' dataset add dir '$S' ${A[*]} --selector gpu=h100,zone=a --json >'$T/add3' && grep -q '\"selector\":{\"gpu\":\"h100\",\"zone\":\"a\"}' '$T/add3'"
+"$SYNCBIT" dataset add web "http://127.0.0.1:$NGINX_PORT/model.bin" --block-size 64KiB "${A[@]}" --json >"$T/web"
+check "dataset add of an http source" test "$(jget "$T/web" 'd["blocks"]')" -eq 4
+check "human output of dataset add" bash -c "'$SYNCBIT' dataset add web 'http://127.0.0.1:$NGINX_PORT/model.bin' --block-size 64KiB ${A[*]} | grep -q 'dataset web: version [0-9a-f]\{12\} (unchanged), 1 files'"
+
+expect_fail "http 404 is one line naming the URL" 1 "source http://127.0.0.1:$NGINX_PORT/nope: HTTP 404" \
+	"$SYNCBIT" dataset add x "http://127.0.0.1:$NGINX_PORT/nope" "${A[@]}"
+expect_fail "a missing directory" 1 "No such file or directory" "$SYNCBIT" dataset add x "$T/nope" "${A[@]}"
+expect_fail "an unsupported scheme" 1 "dataset add: source ftp://h/x" "$SYNCBIT" dataset add x ftp://h/x "${A[@]}"
+expect_fail "a name starting with a dot" 1 "dataset name '.x'" "$SYNCBIT" dataset add .x "$S" "${A[@]}"
+expect_fail "a name with a slash" 1 "dataset name 'a/b'" "$SYNCBIT" dataset add a/b "$S" "${A[@]}"
+expect_fail "a malformed selector is a usage error" 2 "selector: 'zone' is not k=v" "$SYNCBIT" dataset add x "$S" --selector zone "${A[@]}"
+expect_fail "a bad block size is a usage error" 2 "block-size" "$SYNCBIT" dataset add x "$S" --block-size 3000 "${A[@]}"
+expect_fail "--scheduler is required" 2 "scheduler HOST:PORT is required" "$SYNCBIT" dataset ls --token-file "$SD/join-token"
+expect_fail "unknown dataset subcommand" 2 "expected add, ls or rm" "$SYNCBIT" dataset frob
+
+python3 -c "print('ab' * 32)" >"$T/wrong-token"; chmod 600 "$T/wrong-token"
+expect_fail "a wrong token is refused" 1 "authentication failed" \
+	"$SYNCBIT" dataset ls --scheduler "$ADDR" --token-file "$T/wrong-token"
+expect_fail "a missing token file" 1 "no-such-token" \
+	"$SYNCBIT" dataset ls --scheduler "$ADDR" --token-file "$T/no-such-token"
+expect_fail "no scheduler listening" 1 "127.0.0.1:1: .*refused" \
+	"$SYNCBIT" node ls --scheduler 127.0.0.1:1 --token-file "$SD/join-token"
+
+"$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls"
+check "dataset ls lists both" test "$(jget "$T/ls" '",".join(x["name"] for x in d["datasets"])')" = dir,web
+check "dataset ls table" bash -c "'$SYNCBIT' dataset ls ${A[*]} | head -1 | grep -q '^NAME  *VERSION  *FILES'"
+"$SYNCBIT" node ls "${A[@]}" --json >"$T/nodes"
+check "node ls with no agents" test "$(jget "$T/nodes" 'len(d["nodes"])')" -eq 0
+"$SYNCBIT" status "${A[@]}" --json >"$T/status"
+check "status covers every dataset" test "$(jget "$T/status" 'len(d["datasets"])')" -eq 2
+check "status of one dataset" bash -c "'$SYNCBIT' status web ${A[*]} --json | tail -1 | grep -q '\"datasets\":\[{\"name\":\"web\"'"
+
+check "GET /healthz" bash -c "curl -sf '$HTTP/healthz' | grep -qx ok"
+curl -sf "$HTTP/api/v1/datasets" >"$T/api"
+check "GET /api/v1/datasets is the same document" test "$(jget "$T/api" 'd["datasets"][1]["version"]')" = "$(jget "$T/ls" 'd["datasets"][1]["version"]')"
+check "GET /api/v1/nodes" bash -c "curl -sf '$HTTP/api/v1/nodes' | grep -q '\"nodes\":\[\]'"
+check "GET /api/v1/status" bash -c "curl -sf '$HTTP/api/v1/status' | grep -q '\"origin_bytes\":0'"
+curl -sf "$HTTP/metrics" >"$T/metrics"
+check "metrics: blocks per dataset" grep -qx 'syncbit_dataset_blocks_total{dataset="web"} 4' "$T/metrics"
+check "metrics: nodes by state" grep -qx 'syncbit_nodes{state="connected"} 0' "$T/metrics"
+check "metrics: origin bytes" grep -q '^syncbit_origin_bytes_total{dataset="dir"} 0$' "$T/metrics"
+check "unknown path is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/nope")" = 404
+
+# --refresh 1: a changed source becomes a new version within seconds.
+head -c 1000 /dev/urandom >"$S/new.bin"
+for _ in $(seq 100); do
+	"$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls2"
+	[ "$(jget "$T/ls2" 'd["datasets"][0]["version"]')" != "$V1" ] && break
+	sleep 0.1
+done
+check "a source change makes a new version" test "$(jget "$T/ls2" 'd["datasets"][0]["files"]')" -eq 3
+V2=$(jget "$T/ls2" 'd["datasets"][0]["version"]')
+
+expect_fail "a second scheduler on the same data is refused" 1 "another scheduler" \
+	"$SYNCBIT" scheduler --listen 127.0.0.1:0 --data "$SD"
+expect_fail "a bad --listen" 1 "listen nonsense: expected HOST:PORT" "$SYNCBIT" scheduler --listen nonsense --data "$T/other"
+
+# Restart: same datasets, versions and selectors.
+stop_sched
+check "the scheduler stops on SIGTERM" bash -c "! kill -0 $SPID 2>/dev/null"
+start_sched || bad "scheduler restarts"
+"$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls3"
+check "datasets survive a restart" test "$(jget "$T/ls3" 'len(d["datasets"])')" -eq 2
+check "versions survive a restart" test "$(jget "$T/ls3" 'd["datasets"][0]["version"]')" = "$V2"
+check "selectors survive a restart" test "$(jget "$T/ls3" 'd["datasets"][0]["selector"]["gpu"]')" = h100
+
+check "dataset rm" bash -c "'$SYNCBIT' dataset rm web ${A[*]} | grep -q 'dataset web removed'"
+expect_fail "removing it again" 1 "no dataset named 'web'" "$SYNCBIT" dataset rm web "${A[@]}"
+"$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls4"
+check "one dataset left" test "$(jget "$T/ls4" 'len(d["datasets"])')" -eq 1
+stop_sched
+check "no stray processes or files in the source" test -z "$(find "$S" -name '.syncbit*')"
+finish
