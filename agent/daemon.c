@@ -263,6 +263,11 @@ static void retry_tick(uv_timer_t *t)
 
 /* ---- control protocol ---- */
 
+static void heartbeat_tick(uv_timer_t *t)
+{
+	send_heartbeat(t->data);
+}
+
 static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
@@ -275,7 +280,7 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	d->sched_ready = 1;
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
-	uv_timer_start(&d->heartbeat, (uv_timer_cb)send_heartbeat, 0, d->heartbeat_ms);
+	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
 }
 

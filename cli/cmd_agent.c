@@ -32,7 +32,7 @@ static const struct config_key daemon_keys[] = {
     {"http", NULL, 0, "HOST:PORT for /healthz, /readyz and /metrics"},
     {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear"},
     {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)"},
-    {"jobs", "8", 0, "parallel origin reads"},
+    {"jobs", "2", 0, "origin reads in flight (few: each node reads a share of the origin)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -85,7 +85,7 @@ int cmd_daemon(int argc, char **argv)
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, noenc = 0;
-	uint64_t cache_size = 0, jobs = 8;
+	uint64_t cache_size = 0, jobs = 2;
 	struct daemon_options o = {0};
 	char *data = NULL, *target = NULL, *sock = NULL, *token = NULL, *detail = NULL;
 	char host[256];
