@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,18 @@ static void addr_name(const struct sockaddr_storage *ss, char *out, size_t cap)
 
 /* ---- lifecycle ---- */
 
+static uv_once_t sigpipe_once = UV_ONCE_INIT;
+
+/* A peer that resets the connection must fail a write with EPIPE, not kill
+ * the process: libuv writes with plain write(2). A handler the program set
+ * itself is left alone. */
+static void sigpipe_ignore(void)
+{
+	struct sigaction sa;
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+		signal(SIGPIPE, SIG_IGN);
+}
+
 static void msgs_fail(struct conn *c, int status)
 {
 	struct conn_msg *m = c->sq_head;
@@ -255,6 +268,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 {
 	if (!cfg || !cfg->token || !cb)
 		return -EINVAL;
+	uv_once(&sigpipe_once, sigpipe_ignore);
 	struct conn *c = xcalloc(1, sizeof *c);
 	c->hs = xmalloc(sizeof *c->hs);
 	int rc = secure_handshake_init(c->hs, cfg->token, initiator, cfg->node, cfg->encrypt);

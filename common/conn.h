@@ -3,7 +3,8 @@
  * frames (common/frame.h), sealed with an AEAD unless both ends chose
  * --no-encrypt. The application sees whole frames: a type, the packed body
  * and, for block frames, the raw payload. Loop thread only; every callback
- * runs on the loop thread, never from inside the call that caused it. */
+ * runs on the loop thread, never from inside the call that caused it. The
+ * first connection sets SIGPIPE to SIG_IGN unless the program handles it. */
 #ifndef SYNCBIT_CONN_H
 #define SYNCBIT_CONN_H
 

@@ -546,28 +546,37 @@ static void test_frames_encrypted(void **state)
 	exchange(1);
 }
 
-static void test_backpressure(void **state)
+/* Queue past CONN_HIGH_WATER: on_drain comes once, below half of it. */
+static void backpressure(int enc)
 {
-	for (int enc = 0; enc < 2; enc++) {
-		struct env e;
-		struct sent_count n = {0};
-		const int count = (int)(CONN_HIGH_WATER / BIG) + 4;
+	struct env e;
+	struct sent_count n = {0};
+	const int count = (int)(CONN_HIGH_WATER / BIG) + 1;
 
-		env_init(&e, enc, enc);
-		ready_pair(&e);
-		for (int i = 0; i < count; i++)
-			send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
-		assert_true(conn_queued(e.cli.c) > CONN_HIGH_WATER);
-		assert_int_equal(e.cli.drains, 0);
-		run_until(&e, &e.cli.drains, 1);
-		assert_true(conn_queued(e.cli.c) < CONN_HIGH_WATER / 2);
-		run_until(&e, &e.srv.frames, count);
-		run_until(&e, &n.ok, count);
-		assert_int_equal(e.cli.drains, 1);
-		assert_int_equal(e.srv.bad, 0);
-		assert_int_equal(conn_queued(e.cli.c), 0);
-		env_close(&e);
-	}
+	env_init(&e, enc, enc);
+	ready_pair(&e);
+	for (int i = 0; i < count; i++)
+		send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
+	assert_true(conn_queued(e.cli.c) > CONN_HIGH_WATER);
+	assert_int_equal(e.cli.drains, 0);
+	run_until(&e, &e.cli.drains, 1);
+	assert_true(conn_queued(e.cli.c) < CONN_HIGH_WATER / 2);
+	run_until(&e, &e.srv.frames, count);
+	run_until(&e, &n.ok, count);
+	assert_int_equal(e.cli.drains, 1);
+	assert_int_equal(e.srv.bad, 0);
+	assert_int_equal(conn_queued(e.cli.c), 0);
+	env_close(&e);
+}
+
+static void test_backpressure_plain(void **state)
+{
+	backpressure(0);
+}
+
+static void test_backpressure_encrypted(void **state)
+{
+	backpressure(1);
 }
 
 static void test_close_with_pending(void **state)
@@ -711,6 +720,33 @@ static void test_replay(void **state)
 	assert_int_equal(e.srv.ready_status, SB_EAUTH);
 	assert_int_equal(e.srv.frames, 0);
 	raw_client_close(&rc);
+	buf_close(&r.captured);
+	env_close(&e);
+}
+
+/* The peer vanishes in the middle of a transfer: the sender fails its
+ * pending sends and closes once, and the process survives (no SIGPIPE). */
+static void test_peer_gone(void **state)
+{
+	struct env e;
+	struct relay r;
+	struct sent_count n = {0};
+	char addr[64];
+
+	env_init(&e, 1, 1);
+	env_listen(&e, "127.0.0.1:0");
+	relay_start(&e, &r);
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
+	env_dial(&e, addr);
+	run_until(&e, &e.cli.ready_calls, 1);
+	for (int i = 0; i < 8; i++)
+		send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
+	run_until(&e, &e.srv.frames, 1);
+	relay_stop(&r);
+	run_until(&e, &e.cli.close_calls, 1);
+	assert_int_equal(n.ok + n.failed, 8);
+	assert_true(n.failed >= 1);
+	assert_int_equal(e.srv.bad, 0);
 	buf_close(&r.captured);
 	env_close(&e);
 }
@@ -1002,12 +1038,14 @@ int main(void)
 	    cmocka_unit_test(test_wrong_token),
 	    cmocka_unit_test(test_frames_plain),
 	    cmocka_unit_test(test_frames_encrypted),
-	    cmocka_unit_test(test_backpressure),
+	    cmocka_unit_test(test_backpressure_plain),
+	    cmocka_unit_test(test_backpressure_encrypted),
 	    cmocka_unit_test(test_close_with_pending),
 	    cmocka_unit_test(test_frame_refused_by_app),
 	    cmocka_unit_test(test_oversized),
 	    cmocka_unit_test(test_tampered_record),
 	    cmocka_unit_test(test_replay),
+	    cmocka_unit_test(test_peer_gone),
 	    cmocka_unit_test(test_hostile_handshakes),
 	    cmocka_unit_test(test_initiator_refuses),
 	    cmocka_unit_test(test_timeouts),
