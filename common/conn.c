@@ -65,9 +65,10 @@ struct conn {
 	int dial_err;
 
 	uint32_t body_max, payload_max;
-	unsigned handshake_ms, idle_ms;
+	unsigned dial_ms, handshake_ms, idle_ms;
 	struct secure_handshake *hs; /* until the handshake ends */
 	struct secure_session sess;
+	enum secure_cipher cipher; /* kept after sess is wiped */
 	int encrypted;
 
 	uint64_t last_in; /* uv_now() of the last read */
@@ -286,6 +287,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	c->state = ST_CONNECTING;
 	c->body_max = cfg->body_max ? cfg->body_max : CONN_BODY_MAX;
 	c->payload_max = cfg->payload_max ? cfg->payload_max : CONN_PAYLOAD_MAX;
+	c->dial_ms = cfg->dial_ms ? cfg->dial_ms : CONN_DIAL_MS;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
 	frame_reader_init(&c->fr, SECURE_HELLO_MAX, 0); /* handshake frames until ready */
@@ -314,7 +316,7 @@ static void on_timer(uv_timer_t *t)
 	case ST_RESOLVING:
 	case ST_CONNECTING:
 		conn_fail(c, -ETIMEDOUT, "no connection to %s within %u ms", c->peer_addr,
-			  CONN_DIAL_MS);
+			  c->dial_ms);
 		break;
 	case ST_HANDSHAKE:
 		conn_fail(c, -ETIMEDOUT, "handshake with %s did not finish within %u ms",
@@ -372,7 +374,8 @@ static void handshake_done(struct conn *c)
 	secure_handshake_close(c->hs);
 	free(c->hs);
 	c->hs = NULL;
-	c->encrypted = c->sess.cipher != SECURE_PLAIN;
+	c->cipher = c->sess.cipher;
+	c->encrypted = c->cipher != SECURE_PLAIN;
 	c->state = ST_READY;
 	c->fr.body_max = c->body_max;
 	c->fr.payload_max = c->payload_max;
@@ -958,7 +961,7 @@ int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
 	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", addr);
 	tcp_open(c);
 	c->state = ST_RESOLVING;
-	uv_timer_start(&c->timer, on_timer, CONN_DIAL_MS, 0);
+	uv_timer_start(&c->timer, on_timer, c->dial_ms, 0);
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -1111,7 +1114,7 @@ int conn_encrypted(const struct conn *c)
 
 const char *conn_cipher(const struct conn *c)
 {
-	return secure_cipher_name(c->sess.cipher);
+	return secure_cipher_name(c->cipher);
 }
 
 const char *conn_error(const struct conn *c)

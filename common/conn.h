@@ -32,6 +32,7 @@ struct conn_config {
 	unsigned handshake_ms;		  /* 0 = CONN_HANDSHAKE_MS */
 	unsigned idle_ms;		  /* close after this long without a byte in; 0 = never */
 	int no_aes_gcm;			  /* 1 = never choose AES-256-GCM (tests, benchmarks) */
+	unsigned dial_ms;		  /* 0 = CONN_DIAL_MS */
 };
 
 struct conn_callbacks {

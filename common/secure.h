@@ -42,7 +42,11 @@ int secure_token_init(const char *path, struct secure_token *tok, char **detail)
  * of the ephemeral pair, each mixed with K and T, so both the DH secret and
  * the token are needed to read the traffic. Encryption is on when either
  * side asks for it; the cipher is AES-256-GCM when both sides have it, else
- * XChaCha20-Poly1305. T covers both choices, so neither can be downgraded. */
+ * XChaCha20-Poly1305. T covers both choices, so neither can be downgraded.
+ * Without encryption (both sides --no-encrypt) the handshake still proves
+ * the token, but the frames after it are neither hidden nor authenticated:
+ * that mode is for trusted fabrics only. Block payloads are checked against
+ * their hashes either way; control messages are not. */
 
 #define SECURE_VERSION	   1
 #define SECURE_HELLO_MAX   1024 /* largest Hello or Auth body accepted */

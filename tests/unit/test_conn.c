@@ -26,7 +26,7 @@ struct side {
 	int ready_calls, ready_status;
 	int close_calls, close_status;
 	char error[256];
-	char cipher[32];
+	char cipher[32], close_cipher[32];
 	int encrypted;
 	int frames, bad;
 	uint32_t next_seq;
@@ -101,6 +101,7 @@ static void on_close(struct conn *c, int status)
 	s->close_calls++;
 	s->close_status = status;
 	snprintf(s->error, sizeof s->error, "%s", conn_error(c));
+	snprintf(s->close_cipher, sizeof s->close_cipher, "%s", conn_cipher(c));
 	s->bytes_in = conn_bytes_in(c);
 	s->bytes_out = conn_bytes_out(c);
 	s->c = NULL;
@@ -277,7 +278,7 @@ struct raw_client {
 	int shutdown_after; /* close our side once the bytes are out */
 	uv_shutdown_t sd;
 	size_t got;
-	int eof, closed;
+	int connected, eof, closed;
 };
 
 static void raw_client_closed(uv_handle_t *h)
@@ -301,6 +302,7 @@ static void raw_client_connected(uv_connect_t *req, int status)
 {
 	struct raw_client *r = req->data;
 	assert_int_equal(status, 0);
+	r->connected = 1;
 	if (r->len)
 		raw_send((uv_stream_t *)&r->tcp, r->data, r->len);
 	if (r->shutdown_after)
@@ -449,6 +451,7 @@ static void check_pair(int enc_srv, int enc_cli, int no_aes, const char *want_ci
 	assert_int_equal(e.srv.close_status, 0);
 	assert_int_equal(e.cli.close_status, 0);
 	assert_string_equal(e.srv.error, "");
+	assert_string_equal(e.srv.close_cipher, e.srv.cipher); /* still known in on_close */
 	assert_int_equal(e.cli.bytes_out, e.srv.bytes_in);
 	assert_int_equal(e.srv.bytes_out, e.cli.bytes_in);
 	assert_int_equal(e.cli.ready_calls, 1);
@@ -923,6 +926,10 @@ static void test_initiator_refuses(void **state)
 	}
 }
 
+static void mute_accept_none(uv_stream_t *server, int status)
+{
+}
+
 static void test_timeouts(void **state)
 {
 	struct env e;
@@ -956,6 +963,41 @@ static void test_timeouts(void **state)
 	assert_int_equal(e.cli.ready_status, -ETIMEDOUT);
 	mute_stop(&m);
 	env_close(&e);
+
+	/* a listener whose queue is full: the connection never completes */
+	{
+		uv_tcp_t full;
+		struct sockaddr_in sa;
+		struct sockaddr_storage ss;
+		int len = sizeof ss;
+
+		env_init(&e, 1, 1);
+		e.ccfg.dial_ms = SHORT_MS;
+		e.ccfg.handshake_ms = SHORT_MS;
+		uv_tcp_init(&e.loop, &full);
+		uv_ip4_addr("127.0.0.1", 0, &sa);
+		assert_int_equal(uv_tcp_bind(&full, (struct sockaddr *)&sa, 0), 0);
+		assert_int_equal(uv_listen((uv_stream_t *)&full, 0, mute_accept_none), 0);
+		uv_tcp_getsockname(&full, (struct sockaddr *)&ss, &len);
+		int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		/* one connection libuv takes and holds (nobody accepts it), one
+		 * in the only place of the kernel's queue */
+		struct raw_client held[2];
+		memset(held, 0, sizeof held);
+		for (int i = 0; i < 2; i++) {
+			raw_client_start(&e, &held[i], port);
+			run_until(&e, &held[i].connected, 1);
+		}
+		snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+		env_dial(&e, addr);
+		run_until(&e, &e.cli.close_calls, 1);
+		if (e.cli.close_status != -ETIMEDOUT || !strstr(e.cli.error, "no connection"))
+			fail_msg("closed with %s: %s", sb_errname(e.cli.close_status), e.cli.error);
+		raw_client_close(&held[0]);
+		raw_client_close(&held[1]);
+		uv_close((uv_handle_t *)&full, NULL);
+		env_close(&e);
+	}
 
 	/* idle after the handshake */
 	env_init(&e, 1, 1);
