@@ -170,20 +170,42 @@ static int start(struct sched *s, char **detail)
 	return 0;
 }
 
-int sched_run(const struct sched_options *o, char **detail)
+int sched_init(struct sched *s, const struct sched_options *o, char **detail)
 {
-	struct sched *s = xcalloc(1, sizeof *s);
+	memset(s, 0, sizeof *s);
 	*detail = NULL;
 	s->o = o;
 	uv_loop_init(&s->loop);
 	int rc = start(s, detail);
-	if (rc < 0)
+	if (rc < 0) {
 		stop(s);
-	uv_run(&s->loop, UV_RUN_DEFAULT);
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+		sched_close(s);
+	}
+	return rc;
+}
+
+void sched_stop(struct sched *s)
+{
+	stop(s);
+}
+
+void sched_close(struct sched *s)
+{
 	if (uv_loop_close(&s->loop) != 0)
 		log_warn("scheduler: event loop still had handles at exit");
 	cluster_close(&s->cluster);
 	sodium_memzero(&s->token, sizeof s->token);
+}
+
+int sched_run(const struct sched_options *o, char **detail)
+{
+	struct sched *s = xcalloc(1, sizeof *s);
+	int rc = sched_init(s, o, detail);
+	if (rc == 0) {
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+		sched_close(s);
+	}
 	free(s);
 	return rc;
 }

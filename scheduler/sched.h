@@ -49,6 +49,14 @@ struct sched {
  * *detail (one line, heap) when it cannot start. */
 int sched_run(const struct sched_options *o, char **detail);
 
+/* The same in steps, for a caller that drives s->loop itself: init opens
+ * the state and starts serving (0, or a negative error with *detail and s
+ * already closed); stop ends the serving (the loop then drains); close
+ * releases s once uv_run returned. o must outlive s. */
+int sched_init(struct sched *s, const struct sched_options *o, char **detail);
+void sched_stop(struct sched *s);
+void sched_close(struct sched *s);
+
 /* Point dataset name at version v (owned from now on; hashes of the
  * current version carry over), creating or redefining the dataset, then
  * tell the nodes. Returns the dataset. */

@@ -1,0 +1,392 @@
+/* The scheduler's control and admin protocols on loopback: fake agents
+ * register, get assignments and origin plans, report hashes, leave; a CLI
+ * asks for documents. Everything runs on the scheduler's own loop. */
+#include "testutil.h"
+
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "common/conn.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/wire.h"
+#include "scheduler/listing.h"
+#include "scheduler/sched.h"
+#include "scheduler/server.h"
+
+#define BS	(64u << 10)
+#define WAIT_MS 5000
+
+struct agent {
+	const char *name;
+	struct conn *c;
+	int ready, closed, close_status;
+	int n_registered, n_assign, n_unassign, n_peers, n_origin, n_hashes, n_reply;
+	Syncbit__Assign *assign;
+	Syncbit__Origin *origin;
+	Syncbit__Peers *peers;
+	Syncbit__Hashes *hashes;
+	Syncbit__AdminReply *reply;
+	char unassigned[64];
+	uv_timer_t beat; /* empty heartbeats unless silent */
+	int silent;
+};
+
+static struct {
+	char *dir;
+	struct sched_options o;
+	struct sched s;
+	uv_timer_t tick;
+	char addr[64];
+	struct hash_id version;
+} fx;
+
+#define WAIT_FOR(cond)                                             \
+	do {                                                       \
+		uint64_t deadline_ = uv_now(&fx.s.loop) + WAIT_MS; \
+		while (!(cond) && uv_now(&fx.s.loop) < deadline_)  \
+			uv_run(&fx.s.loop, UV_RUN_ONCE);           \
+		assert_true(cond);                                 \
+	} while (0)
+
+static void on_ready(struct conn *c, int status)
+{
+	struct agent *a = conn_data(c);
+	a->ready = status == 0;
+}
+
+#define KEEP(field, type, msgtype)                                     \
+	do {                                                           \
+		syncbit__##type##__free_unpacked(a->field, NULL);      \
+		a->field = syncbit__##type##__unpack(NULL, len, body); \
+		assert_non_null(a->field);                             \
+	} while (0)
+
+static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
+{
+	struct agent *a = conn_data(c);
+	free(payload);
+	switch (type) {
+	case SYNCBIT__MSG_TYPE__MSG_REGISTERED:
+		a->n_registered++;
+		break;
+	case SYNCBIT__MSG_TYPE__MSG_ASSIGN:
+		KEEP(assign, assign, type);
+		a->n_assign++;
+		break;
+	case SYNCBIT__MSG_TYPE__MSG_UNASSIGN: {
+		Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
+		snprintf(a->unassigned, sizeof a->unassigned, "%s", m->dataset);
+		syncbit__unassign__free_unpacked(m, NULL);
+		a->n_unassign++;
+		break;
+	}
+	case SYNCBIT__MSG_TYPE__MSG_PEERS:
+		KEEP(peers, peers, type);
+		a->n_peers++;
+		break;
+	case SYNCBIT__MSG_TYPE__MSG_ORIGIN:
+		KEEP(origin, origin, type);
+		a->n_origin++;
+		break;
+	case SYNCBIT__MSG_TYPE__MSG_HASHES:
+		KEEP(hashes, hashes, type);
+		a->n_hashes++;
+		break;
+	case SYNCBIT__MSG_TYPE__MSG_ADMIN_REPLY:
+		KEEP(reply, admin_reply, type);
+		a->n_reply++;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static void on_close(struct conn *c, int status)
+{
+	struct agent *a = conn_data(c);
+	a->closed = 1;
+	a->close_status = status;
+	a->c = NULL;
+}
+
+static const struct conn_callbacks cbs = {
+    .on_ready = on_ready, .on_frame = on_frame, .on_close = on_close};
+
+static void beat(uv_timer_t *t);
+
+static struct agent *agent_dial(const char *name)
+{
+	struct agent *a = calloc(1, sizeof *a);
+	struct conn_config cfg = {.token = &fx.s.token, .node = name, .encrypt = 0};
+	a->name = name;
+	assert_int_equal(conn_dial(&fx.s.loop, fx.addr, &cfg, &cbs, a, &a->c), 0);
+	uv_timer_init(&fx.s.loop, &a->beat);
+	a->beat.data = a;
+	uv_timer_start(&a->beat, beat, 50, 50);
+	WAIT_FOR(a->ready || a->closed);
+	assert_true(a->ready);
+	return a;
+}
+
+static void beat(uv_timer_t *t)
+{
+	struct agent *a = t->data;
+	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
+	if (a->c && !a->silent && a->n_registered)
+		wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL);
+}
+
+static void agent_register(struct agent *a, const char *zone)
+{
+	Syncbit__Register m = SYNCBIT__REGISTER__INIT;
+	Syncbit__Label l = SYNCBIT__LABEL__INIT, *lp = &l;
+	char addr[64];
+	snprintf(addr, sizeof addr, "%s:7401", a->name);
+	l.key = "zone";
+	l.value = (char *)zone;
+	m.node = (char *)a->name;
+	m.peer_addr = addr;
+	m.labels = &lp;
+	m.n_labels = 1;
+	assert_int_equal(
+	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL), 0);
+	WAIT_FOR(a->n_registered == 1);
+}
+
+static void agent_free(struct agent *a)
+{
+	if (a->c)
+		conn_close(a->c, 0);
+	WAIT_FOR(a->closed);
+	uv_close((uv_handle_t *)&a->beat, NULL);
+	uv_run(&fx.s.loop, UV_RUN_NOWAIT);
+	syncbit__assign__free_unpacked(a->assign, NULL);
+	syncbit__origin__free_unpacked(a->origin, NULL);
+	syncbit__peers__free_unpacked(a->peers, NULL);
+	syncbit__hashes__free_unpacked(a->hashes, NULL);
+	syncbit__admin_reply__free_unpacked(a->reply, NULL);
+	free(a);
+}
+
+static uint32_t range_blocks(Syncbit__BlockRange **r, size_t n, uint32_t *first)
+{
+	uint32_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += r[i]->count;
+	if (first)
+		*first = n ? r[0]->first : UINT32_MAX;
+	return total;
+}
+
+static void add_file(struct source_listing *l, const char *path, uint64_t size)
+{
+	l->files = xrealloc(l->files, (l->nfiles + 1) * sizeof *l->files);
+	struct source_file *f = &l->files[l->nfiles++];
+	memset(f, 0, sizeof *f);
+	f->path = xstrdup(path);
+	f->size = size;
+	f->mode = 0644;
+	f->digest = xstrdup(path);
+}
+
+static void tick(uv_timer_t *t)
+{
+}
+
+static int setup(void **state)
+{
+	struct source_listing l = {0};
+	struct sched_version *v;
+	char *detail = NULL;
+	fx.dir = testutil_mkdtemp();
+	fx.o = (struct sched_options){
+	    .listen = "127.0.0.1:0", .data = fx.dir, .heartbeat_ms = 200, .encrypt = 0};
+	source_options_default(&fx.o.src);
+	if (sched_init(&fx.s, &fx.o, &detail) < 0)
+		return -1;
+	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
+	uv_timer_init(&fx.s.loop, &fx.tick);
+	uv_timer_start(&fx.tick, tick, 10, 10);
+	/* 6 blocks: a.bin 0-2, b.bin 3, c.bin 4-5 */
+	add_file(&l, "a.bin", 3 * BS);
+	add_file(&l, "b.bin", 100);
+	add_file(&l, "c.bin", 2 * BS);
+	if (version_from_listing(&l, "file:///x", BS, &v, &detail) < 0)
+		return -1;
+	source_listing_close(&l);
+	fx.version = v->id;
+	sched_apply_version(&fx.s, "models", "file:///x", NULL, 0, BS, v);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	uv_close((uv_handle_t *)&fx.tick, NULL);
+	sched_stop(&fx.s);
+	uv_run(&fx.s.loop, UV_RUN_DEFAULT);
+	sched_close(&fx.s);
+	testutil_rmtree(fx.dir);
+	return 0;
+}
+
+static void ingest(struct agent *a, uint32_t block, uint8_t salt)
+{
+	Syncbit__Ingested m = SYNCBIT__INGESTED__INIT;
+	Syncbit__BlockHash bh = SYNCBIT__BLOCK_HASH__INIT, *bp = &bh;
+	uint8_t h[HASH_LEN] = {(uint8_t)(block + 1), salt};
+	m.version_id.data = fx.version.b;
+	m.version_id.len = HASH_LEN;
+	m.blocks = &bp;
+	m.n_blocks = 1;
+	bh.block = block;
+	bh.hash.data = h;
+	bh.hash.len = HASH_LEN;
+	assert_int_equal(
+	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_INGESTED, &m.base, NULL, 0, NULL, NULL), 0);
+}
+
+static void test_assign_plan_hashes_leave(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	assert_string_equal(a->assign->dataset, "models");
+	assert_memory_equal(a->assign->version_id.data, fx.version.b, HASH_LEN);
+	assert_int_equal(manifest_validate(a->assign->manifest), 0);
+	assert_int_equal(a->assign->n_peers, 0);
+	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 6);
+
+	/* b joins: stripes of one block, a takes even blocks, b odd ones. */
+	struct agent *b = agent_dial("node-b");
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1 && a->n_origin == 1 && a->n_peers == 1);
+	assert_int_equal(b->assign->n_peers, 1);
+	assert_string_equal(b->assign->peers[0]->node, "node-a");
+	assert_string_equal(b->assign->peers[0]->addr, "node-a:7401");
+	uint32_t first;
+	assert_int_equal(range_blocks(b->assign->origin, b->assign->n_origin, &first), 3);
+	assert_int_equal(first, 1);
+	assert_int_equal(range_blocks(a->origin->blocks, a->origin->n_blocks, &first), 3);
+	assert_int_equal(first, 0);
+	assert_non_null(strstr(a->origin->reason, "node-b joined"));
+	assert_string_equal(a->peers->peers[0]->node, "node-b");
+
+	/* a reports block 0: both learn it; a conflicting hash is dropped. */
+	ingest(a, 0, 1);
+	WAIT_FOR(b->n_hashes == 1 && a->n_hashes == 1);
+	assert_int_equal(b->hashes->n_blocks, 1);
+	assert_int_equal(b->hashes->blocks[0]->block, 0);
+	ingest(b, 0, 2);
+	ingest(b, 1, 1);
+	WAIT_FOR(a->n_hashes == 2);
+	assert_int_equal(a->hashes->blocks[0]->block, 1);
+
+	/* b leaves: its unknown blocks (3 and 5) go to a. */
+	conn_close(b->c, 0);
+	WAIT_FOR(a->n_origin == 2 && a->n_peers == 2);
+	assert_int_equal(a->peers->n_peers, 0);
+	assert_int_equal(range_blocks(a->origin->blocks, a->origin->n_blocks, NULL), 4);
+	assert_non_null(strstr(a->origin->reason, "node node-b left; its 2 blocks reassigned"));
+	agent_free(b);
+	agent_free(a);
+}
+
+static void test_selector_and_unassign(void **state)
+{
+	struct assign_label sel[] = {{"zone", "x"}};
+	struct cluster_dataset *d = cluster_dataset_find(&fx.s.cluster, "models");
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	cluster_dataset_set(&fx.s.cluster, "models", d->source, sel, 1, BS, d->current);
+	agent_register(a, "x");
+	agent_register(b, "y");
+	WAIT_FOR(a->n_assign == 1);
+	/* b does not match; nothing comes to it. */
+	uv_run(&fx.s.loop, UV_RUN_NOWAIT);
+	assert_int_equal(b->n_assign, 0);
+	/* Removed: a is told to drop it. */
+	assert_int_equal(cluster_dataset_remove(&fx.s.cluster, "models"), 0);
+	server_sync(&fx.s);
+	WAIT_FOR(a->n_unassign == 1);
+	assert_string_equal(a->unassigned, "models");
+	agent_free(a);
+	agent_free(b);
+}
+
+static void test_silent_node_is_dropped(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	a->silent = 1;
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	/* No heartbeats: gone after 3 x 200 ms. */
+	WAIT_FOR(a->closed);
+	assert_null(cluster_node_find(&fx.s.cluster, "node-a")->conn);
+	agent_free(a);
+}
+
+static void test_heartbeat_and_admin(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
+	Syncbit__VersionState vs = SYNCBIT__VERSION_STATE__INIT, *vp = &vs;
+	Syncbit__Bitfield bf = SYNCBIT__BITFIELD__INIT;
+	uint8_t bits[1] = {0x07};
+	bf.nblocks = 6;
+	bf.bits.data = bits;
+	bf.bits.len = 1;
+	vs.dataset = "models";
+	vs.version_id.data = fx.version.b;
+	vs.version_id.len = HASH_LEN;
+	vs.have = &bf;
+	vs.bytes_from_origin = 3 * BS;
+	hb.versions = &vp;
+	hb.n_versions = 1;
+	assert_int_equal(
+	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL), 0);
+
+	struct agent *cli = agent_dial("cli");
+	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_STATUS;
+	assert_int_equal(
+	    wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL), 0);
+	WAIT_FOR(cli->n_reply == 1);
+	assert_int_equal(cli->reply->code, 0);
+	json_t *doc = json_loads(cli->reply->json, 0, NULL);
+	assert_non_null(doc);
+	json_t *n0 = json_array_get(
+	    json_object_get(json_array_get(json_object_get(doc, "datasets"), 0), "nodes"), 0);
+	assert_string_equal(json_string_value(json_object_get(n0, "node")), "node-a");
+	assert_int_equal(json_integer_value(json_object_get(n0, "blocks_have")), 3);
+	assert_int_equal(json_integer_value(json_object_get(n0, "bytes_from_origin")), 3 * BS);
+	json_decref(doc);
+
+	/* Bad requests get an error reply; a malformed message closes. */
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD;
+	m.name = ".hidden";
+	m.source = "/tmp";
+	wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->n_reply == 2);
+	assert_int_equal(cli->reply->code, SB_EPROTO);
+	assert_non_null(strstr(cli->reply->message, "dataset name '.hidden'"));
+	conn_send(cli->c, SYNCBIT__MSG_TYPE__MSG_INGESTED, "x", 1, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->closed);
+	agent_free(cli);
+	agent_free(a);
+}
+
+int main(void)
+{
+	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
