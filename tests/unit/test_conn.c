@@ -409,6 +409,17 @@ static void relay_start(struct env *e, struct relay *r)
 	r->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* Listen, and dial through a relay. */
+static void dial_via_relay(struct env *e, struct relay *r)
+{
+	char addr[64];
+
+	env_listen(e, "127.0.0.1:0");
+	relay_start(e, r);
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", r->port);
+	env_dial(e, addr);
+}
+
 static void relay_stop(struct relay *r)
 {
 	relay_close(r);
@@ -669,13 +680,9 @@ static void test_tampered_record(void **state)
 	struct env e;
 	struct relay r;
 	struct sent_count n = {0};
-	char addr[64];
 
 	env_init(&e, 1, 1);
-	env_listen(&e, "127.0.0.1:0");
-	relay_start(&e, &r);
-	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
-	env_dial(&e, addr);
+	dial_via_relay(&e, &r);
 	run_until(&e, &e.srv.ready_calls, 1);
 	assert_int_equal(e.srv.ready_status, 0);
 	/* everything so far was the handshake: alter the first record */
@@ -697,13 +704,9 @@ static void test_replay(void **state)
 	struct relay r;
 	struct raw_client rc;
 	struct sent_count n = {0};
-	char addr[64];
 
 	env_init(&e, 1, 1);
-	env_listen(&e, "127.0.0.1:0");
-	relay_start(&e, &r);
-	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
-	env_dial(&e, addr);
+	dial_via_relay(&e, &r);
 	run_until(&e, &e.cli.ready_calls, 1);
 	send_frame(e.cli.c, 0, 40, 1000, &n);
 	run_until(&e, &e.srv.frames, 1);
@@ -734,13 +737,9 @@ static void test_peer_gone(void **state)
 	struct env e;
 	struct relay r;
 	struct sent_count n = {0};
-	char addr[64];
 
 	env_init(&e, 1, 1);
-	env_listen(&e, "127.0.0.1:0");
-	relay_start(&e, &r);
-	snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
-	env_dial(&e, addr);
+	dial_via_relay(&e, &r);
 	run_until(&e, &e.cli.ready_calls, 1);
 	for (int i = 0; i < 8; i++)
 		send_frame(e.cli.c, (uint32_t)i, 4, BIG, &n);
