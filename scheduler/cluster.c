@@ -8,6 +8,12 @@
 #include "common/err.h"
 #include "common/log.h"
 
+struct pending_hash {
+	struct hash_id version;
+	uint32_t block;
+	uint8_t hash[HASH_LEN];
+};
+
 int64_t cluster_wall_ms(void)
 {
 	struct timespec ts;
@@ -524,6 +530,7 @@ static int reported(const struct cluster *c, const struct cluster_version *cv)
 void cluster_gc(struct cluster *c)
 {
 	size_t k = 0;
+	cluster_flush(c); /* no hash may be saved after its version is gone */
 	for (size_t i = 0; i < c->nversions; i++) {
 		struct cluster_version *cv = c->versions[i];
 		if (cv->refs > 0 || reported(c, cv)) {
@@ -548,14 +555,15 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 	size_t nfresh = 0;
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(&cv->v->id, hex);
-	state_begin(c->state);
 	for (size_t i = 0; i < n; i++) {
 		const Syncbit__BlockHash *bh = blocks[i];
 		int rc = bh->hash.len == HASH_LEN
 			     ? version_set_hash(cv->v, bh->block, bh->hash.data)
 			     : SB_EPROTO;
 		if (rc == 1) {
-			state_put_hash(c->state, &cv->v->id, bh->block, bh->hash.data);
+			struct pending_hash p = {cv->v->id, bh->block, {0}};
+			memcpy(p.hash, bh->hash.data, HASH_LEN);
+			buf_append(&c->pending, &p, sizeof p);
 			fresh[nfresh++] = blocks[i];
 		} else if (rc == SB_ECORRUPT) {
 			log_error("version %.12s block %u: node %s reports a hash that differs "
@@ -566,10 +574,23 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 				 hex, from, bh->block);
 		}
 	}
-	if (state_commit(c->state) < 0)
-		log_error("version %.12s: cannot save block hashes", hex);
 	*completed = version_settle(cv->v);
 	return nfresh;
+}
+
+void cluster_flush(struct cluster *c)
+{
+	const struct pending_hash *p = (const struct pending_hash *)c->pending.ptr;
+	size_t n = c->pending.len / sizeof *p;
+	if (n == 0)
+		return;
+	state_begin(c->state);
+	for (size_t i = 0; i < n; i++)
+		state_put_hash(c->state, &p[i].version, p[i].block, p[i].hash);
+	if (state_commit(c->state) < 0)
+		log_error("cannot save %zu block hashes; they are asked for again after a restart",
+			  n);
+	buf_reset(&c->pending);
 }
 
 void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason)
@@ -688,6 +709,9 @@ int cluster_open(struct cluster *c, const char *dir)
 
 void cluster_close(struct cluster *c)
 {
+	if (c->state)
+		cluster_flush(c);
+	buf_close(&c->pending);
 	for (size_t i = 0; i < c->nnodes; i++)
 		node_free(c->nodes[i]);
 	for (size_t i = 0; i < c->ndatasets; i++)

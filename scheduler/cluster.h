@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"
@@ -18,6 +19,7 @@
 #define CLUSTER_REPORT_SAVE_MS 5000 /* a report's counters are saved at most this often */
 #define CLUSTER_SEEN_SAVE_MS   30000
 #define CLUSTER_REASON_MAX     256
+#define CLUSTER_FLUSH_MS       100 /* learnt hashes reach LMDB within this long */
 
 /* What a node last reported of one version. */
 struct cluster_report {
@@ -84,6 +86,7 @@ struct cluster {
 	size_t ndatasets;
 	struct cluster_version **versions;
 	size_t nversions;
+	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */
 };
 
 /* Open the state in dir and load it. Nodes start disconnected. */
@@ -135,7 +138,9 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 /* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
 int cluster_dataset_remove(struct cluster *c, const char *name);
 
-/* Record hashes nodes read from the origin (saved in one transaction).
+/* Record hashes nodes read from the origin (saved by the next
+ * cluster_flush(), so a stream of one-block messages costs one transaction
+ * per flush, not one each).
  * Fills *fresh with the entries that were new (pointers into blocks) and
  * returns their count; conflicts are logged and skipped. *completed is set
  * when the version became complete. */
@@ -148,6 +153,9 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason);
 /* n's share of cv's plan (NULL when it has none). */
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
+
+/* Save the hashes learnt since the last flush, in one transaction. */
+void cluster_flush(struct cluster *c);
 
 /* Drop versions no dataset points at and no node reports. */
 void cluster_gc(struct cluster *c);

@@ -99,6 +99,12 @@ static void liveness(uv_timer_t *t)
 	server_check_liveness(t->data);
 }
 
+static void flush(uv_timer_t *t)
+{
+	struct sched *s = t->data;
+	cluster_flush(&s->cluster);
+}
+
 static void stop(struct sched *s)
 {
 	if (s->stopping)
@@ -107,6 +113,7 @@ static void stop(struct sched *s)
 	log_info("scheduler stopping");
 	uv_close((uv_handle_t *)&s->liveness, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
+	uv_close((uv_handle_t *)&s->flush, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	server_stop(s);
@@ -143,6 +150,7 @@ static int open_state(struct sched *s, char **detail)
 static void start_timers(struct sched *s)
 {
 	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms, s->o->heartbeat_ms);
+	uv_timer_start(&s->flush, flush, CLUSTER_FLUSH_MS, CLUSTER_FLUSH_MS);
 	if (s->o->refresh_s)
 		uv_timer_start(&s->refresh, refresh_all, (uint64_t)s->o->refresh_s * 1000,
 			       (uint64_t)s->o->refresh_s * 1000);
@@ -155,9 +163,11 @@ static int start(struct sched *s, char **detail)
 	int rc = open_state(s, detail);
 	uv_timer_init(&s->loop, &s->liveness);
 	uv_timer_init(&s->loop, &s->refresh);
+	uv_timer_init(&s->loop, &s->flush);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
-	s->liveness.data = s->refresh.data = s->sigint.data = s->sigterm.data = s;
+	s->liveness.data = s->refresh.data = s->flush.data = s;
+	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;
 	if ((rc = server_start(s, detail)) < 0)

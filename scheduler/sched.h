@@ -38,7 +38,7 @@ struct sched {
 	struct secure_token token;
 	struct conn_listener *listener;
 	struct httpd *http;
-	uv_timer_t liveness, refresh;
+	uv_timer_t liveness, refresh, flush;
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;

@@ -379,6 +379,36 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+/* After a restart the same version comes back with the hashes learnt. */
+static void test_restart_keeps_versions(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	char *detail = NULL;
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	ingest(a, 0, 1);
+	WAIT_FOR(a->n_hashes == 1);
+	agent_free(a);
+	uv_close((uv_handle_t *)&fx.tick, NULL);
+	sched_stop(&fx.s);
+	uv_run(&fx.s.loop, UV_RUN_DEFAULT);
+	sched_close(&fx.s);
+
+	assert_int_equal(sched_init(&fx.s, &fx.o, &detail), 0);
+	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
+	uv_timer_init(&fx.s.loop, &fx.tick);
+	uv_timer_start(&fx.tick, tick, 10, 10);
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	assert_memory_equal(a->assign->version_id.data, fx.version.b, HASH_LEN);
+	const Syncbit__FileEntry *f = a->assign->manifest->files[0];
+	uint8_t want[HASH_LEN] = {1, 1};
+	assert_memory_equal(f->block_hashes.data, want, HASH_LEN);
+	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 5);
+	agent_free(a);
+}
+
 int main(void)
 {
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
@@ -387,6 +417,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart_keeps_versions, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
