@@ -32,6 +32,7 @@ stop_sched() {
 	kill -TERM "$SPID" 2>/dev/null
 	for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
 	wait "$SPID" 2>/dev/null
+	SRC=$?
 }
 
 # jq-like: a Python expression over the last JSON line of FILE, as `d`.
@@ -111,6 +112,7 @@ expect_fail "a bad --listen" 1 "listen nonsense: expected HOST:PORT" "$SYNCBIT" 
 # Restart: same datasets, versions and selectors.
 stop_sched
 check "the scheduler stops on SIGTERM" bash -c "! kill -0 $SPID 2>/dev/null"
+check "and exits 0" test "$SRC" -eq 0
 start_sched || bad "scheduler restarts"
 "$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls3"
 check "datasets survive a restart" test "$(jget "$T/ls3" 'len(d["datasets"])')" -eq 2
@@ -122,5 +124,7 @@ expect_fail "removing it again" 1 "no dataset named 'web'" "$SYNCBIT" dataset rm
 "$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls4"
 check "one dataset left" test "$(jget "$T/ls4" 'len(d["datasets"])')" -eq 1
 stop_sched
+check "the scheduler exits 0 again" test "$SRC" -eq 0
+check "no sanitizer reports" bash -c "! grep -Eq 'Sanitizer|runtime error' '$T/sched.log'"
 check "no stray processes or files in the source" test -z "$(find "$S" -name '.syncbit*')"
 finish
