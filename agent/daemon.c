@@ -196,6 +196,22 @@ static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t
 	peers_drop(s->d->peers, peer, why);
 }
 
+/* Unpinned objects go, least valuable first, once the cache is over its
+ * size: datasets no longer assigned and older versions. */
+static void evict(struct daemon *d)
+{
+	struct cache_stats cs;
+	uint64_t n, bytes;
+	if (!d->o->cache_size || cache_stats(d->cache, &cs) < 0 || cs.used <= cs.capacity)
+		return;
+	int rc = cache_evict(d->cache, cs.capacity, &n, &bytes);
+	if (rc < 0)
+		log_warn("eviction failed: %s", sb_strerror(rc));
+	else if (n)
+		log_info("evicted %llu objects (%llu bytes) to stay under the cache size",
+			 (unsigned long long)n, (unsigned long long)bytes);
+}
+
 static void hook_done(void *arg, struct fetch *f, int status)
 {
 	struct dset *s = arg;
@@ -205,8 +221,9 @@ static void hook_done(void *arg, struct fetch *f, int status)
 	if (status < 0) {
 		s->error = xstrdup(fetch_error(f) ? fetch_error(f) : sb_strerror(status));
 		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
-	} else if (s->prev) {
+	} else {
 		drop_fetch(d, &s->prev); /* the new version is in place */
+		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
 	if (d->sched_ready)
@@ -374,6 +391,7 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
 		d->sets[i] = d->sets[--d->nsets];
 		free_set(d, s);
+		evict(d);
 		update_peers(d);
 		ctl_notify(d->ctl, m->dataset);
 		break;
