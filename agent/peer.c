@@ -256,8 +256,9 @@ static void on_close(struct conn *c, int status)
 	}
 	pe->closed = 1;
 	pe->c = NULL;
-	peer_release(pe);
-	if (!p->closing)
+	int closing = p->closing;
+	peer_release(pe); /* may free p when it is closing */
+	if (!closing)
 		peers_wake(p);
 }
 
@@ -475,8 +476,9 @@ static void serve_done(uv_work_t *w, int status)
 	}
 	free(s->buf);
 	free(s);
-	peer_release(pe);
-	if (!p->closing)
+	int closing = p->closing;
+	peer_release(pe); /* may free p when it is closing */
+	if (!closing)
 		pump_serve(p);
 }
 

@@ -74,3 +74,20 @@ add_dataset() {
 	local name=$1 src=$2; shift 2
 	"$SYNCBIT" dataset add "$name" "$src" --scheduler "$SCHED" --token-file "$TOKEN" "$@"
 }
+
+# stop_cluster: SIGTERM every agent and the scheduler, wait for them, and
+# check that each exited cleanly with no sanitizer report in its log.
+stop_cluster() {
+	local p n
+	for n in "${!AGENT_PID[@]}"; do kill -TERM "${AGENT_PID[$n]}" 2>/dev/null; done
+	kill -TERM "$SCHED_PID" 2>/dev/null
+	for p in "${AGENT_PID[@]}" "$SCHED_PID"; do
+		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	done
+	check "agents and scheduler stop on SIGTERM" sh -c "! kill -0 ${AGENT_PID[*]} $SCHED_PID 2>/dev/null"
+	if grep -lE 'AddressSanitizer|LeakSanitizer|runtime error' "$T"/*.log >"$T/.san" 2>/dev/null; then
+		bad "no sanitizer reports" "$(cat "$T/.san" | tr '\n' ' '): $(grep -hE -A3 'Sanitizer|runtime error' $(cat "$T/.san") | head -8 | tr '\n' ' ')"
+	else
+		ok "no sanitizer reports"
+	fi
+}

@@ -95,6 +95,7 @@ mkdir -p "$T/a6" "$T/t6"
 	--node n6 --labels idx=1 --token-file "$TOKEN" --socket "$T/a6.sock" --log-level info \
 	>>"$T/a6.log" 2>&1 &
 PIDS+=($!)
+AGENT_PID[6]=$!
 for _ in $(seq 50); do [ -S "$T/a6.sock" ] && break; sleep 0.1; done
 check "n6 gets solo despite the corrupt peer" wait_ready 60 solo 6
 check "n6: solo is the origin's bytes" cmp "$T/solo/data.bin" "$T/t6/solo/data.bin"
@@ -136,4 +137,5 @@ for _ in $(seq 100); do [ ! -e "$T/t1/tree" ] && [ ! -e "$T/t4/tree" ] && { gone
 check "a removed dataset leaves the targets" test $gone = 1
 check "the other datasets stay" cmp "$T/www/model.bin" "$T/t1/model/model.bin"
 
+stop_cluster
 finish
