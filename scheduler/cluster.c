@@ -186,6 +186,7 @@ static struct cluster_node *node_new(struct cluster *c, const char *name)
 {
 	struct cluster_node *n = xcalloc(1, sizeof *n);
 	n->name = xstrdup(name);
+	n->id = ++c->next_node_id;
 	n->addr = xstrdup("");
 	n->agent_version = xstrdup("");
 	n->labels = xcalloc(1, sizeof *n->labels);
@@ -393,6 +394,7 @@ static void plan_clear(struct cluster_version *cv)
 static void version_entry_free(struct cluster_version *cv)
 {
 	plan_clear(cv);
+	free(cv->ingested_by);
 	free(cv->holders);
 	version_free(cv->v);
 	free(cv);
@@ -554,7 +556,10 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 {
 	size_t nfresh = 0;
 	char hex[HASH_HEX_LEN + 1];
+	const struct cluster_node *node = cluster_node_find(c, from);
 	hash_to_hex(&cv->v->id, hex);
+	if (!cv->ingested_by)
+		cv->ingested_by = xcalloc(cv->v->nblocks + 1, sizeof *cv->ingested_by);
 	for (size_t i = 0; i < n; i++) {
 		const Syncbit__BlockHash *bh = blocks[i];
 		int rc = bh->hash.len == HASH_LEN
@@ -565,6 +570,7 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 			memcpy(p.hash, bh->hash.data, HASH_LEN);
 			buf_append(&c->pending, &p, sizeof p);
 			fresh[nfresh++] = blocks[i];
+			cv->ingested_by[bh->block] = node ? node->id : 0;
 		} else if (rc == SB_ECORRUPT) {
 			log_error("version %.12s block %u: node %s reports a hash that differs "
 				  "from the one known; ignored",
@@ -593,22 +599,62 @@ void cluster_flush(struct cluster *c)
 	buf_reset(&c->pending);
 }
 
-void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason)
+/* Clear in skip the known blocks that nodes in gone[] reported holding and
+ * no member reports: nobody could serve them. Returns their count. */
+static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *cv,
+			       struct cluster_node **m, size_t n, char *const *gone, size_t ngone,
+			       uint8_t *skip)
+{
+	uint32_t nb = cv->v->nblocks, count = 0;
+	size_t bytes = nb / 8 + 1;
+	uint8_t *held = xcalloc(bytes, 1);
+	for (size_t i = 0; i < n; i++) {
+		const struct cluster_report *r = cluster_node_report_of(m[i], &cv->v->id);
+		for (size_t k = 0; r && r->nbits == nb && k < (nb + 7) / 8; k++)
+			held[k] |= r->bits[k];
+	}
+	for (size_t g = 0; g < ngone; g++) {
+		const struct cluster_node *node = cluster_node_find(c, gone[g]);
+		const struct cluster_report *r =
+		    node ? cluster_node_report_of(node, &cv->v->id) : NULL;
+		if (r && r->nbits != nb)
+			r = NULL;
+		if (!node || (!r && !cv->ingested_by))
+			continue;
+		for (uint32_t b = 0; b < nb; b++) {
+			int had = (r && assign_bit(r->bits, b)) ||
+				  (cv->ingested_by && cv->ingested_by[b] == node->id);
+			if (had && assign_bit(skip, b) && !assign_bit(held, b)) {
+				skip[b / 8] &= (uint8_t) ~(1u << (b % 8));
+				count++;
+			}
+		}
+	}
+	free(held);
+	return count;
+}
+
+uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
+		      size_t ngone)
 {
 	size_t n;
 	struct cluster_node **m = cluster_members(c, cv, &n);
+	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
+	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
+	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
 	plan_clear(cv);
-	snprintf(cv->reason, sizeof cv->reason, "%s", reason);
 	cv->stripe = 1;
-	if (n && cv->v->nknown < cv->v->nblocks) {
+	if (n && (cv->v->nknown < cv->v->nblocks || orphans)) {
 		cv->plans = xcalloc(n, sizeof *cv->plans);
 		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
-		cv->stripe = assign_origin_plan(cv->v->known, cv->v->nblocks, n, cv->plans);
+		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
 		for (size_t i = 0; i < n; i++)
 			cv->plan_nodes[i] = xstrdup(m[i]->name);
 		cv->nplans = n;
 	}
+	free(skip);
 	free(m);
+	return orphans;
 }
 
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node)

@@ -38,7 +38,8 @@ struct cluster_report {
 
 struct cluster_node {
 	char *name;
-	char *addr; /* where peers dial it */
+	uint32_t id; /* small number for this run, 1 and up (not saved) */
+	char *addr;  /* where peers dial it */
 	char *agent_version;
 	struct assign_label *labels;
 	size_t nlabels;
@@ -64,6 +65,7 @@ struct cluster_version {
 	 * the protocol side), and whether they changed since. */
 	char *holders;
 	int changed;
+	uint32_t *ingested_by; /* per block, the id of the node whose hash came first */
 };
 
 struct cluster_dataset {
@@ -87,6 +89,7 @@ struct cluster {
 	struct cluster_version **versions;
 	size_t nversions;
 	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */
+	uint32_t next_node_id;
 };
 
 /* Open the state in dir and load it. Nodes start disconnected. */
@@ -148,9 +151,14 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
 		      Syncbit__BlockHash **fresh, int *completed);
 
-/* Re-plan cv's origin fetches among its members with the given reason.
- * Members' shares: cluster_plan_of(). */
-void cluster_plan(struct cluster *c, struct cluster_version *cv, const char *reason);
+/* Re-plan cv's origin fetches among its members: the blocks whose hash is
+ * unknown, and the known blocks that only nodes in gone[] (names of holders
+ * that left) held as far as the scheduler knows (reported, or read from the
+ * origin), which every member would otherwise read from the origin on its
+ * own. Returns the number of those orphaned blocks.
+ * The caller sets cv->reason. Members' shares: cluster_plan_of(). */
+uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
+		      size_t ngone);
 /* n's share of cv's plan (NULL when it has none). */
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
 

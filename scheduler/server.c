@@ -220,65 +220,105 @@ static int holder_in(const char *holders, const char *node)
 	return 0;
 }
 
-/* "node a left; its 12 blocks reassigned; node b joined: 40 unknown blocks
- * over 3 nodes (stripe 1)". */
-static void plan_reason(struct cluster_version *cv, const char *old, struct cluster_node **m,
-			size_t n, struct buf *out)
+/* Holders in old ("name addr" lines) that are not among the members now.
+ * Heap array of heap names. */
+static char **departed(const char *old, struct cluster_node **m, size_t n, size_t *count)
 {
-	uint32_t moved = 0;
-	size_t nleft = 0;
-	struct buf left = BUF_INIT, joined = BUF_INIT;
-	for (size_t i = 0; i < cv->nplans; i++) {
+	char **out = NULL;
+	*count = 0;
+	for (const char *p = old; p && *p;) {
+		const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
+		if (!sp || !nl)
+			break;
+		char *name = xstrndup(p, (size_t)(sp - p));
 		int still = 0;
 		for (size_t j = 0; j < n && !still; j++)
-			still = !strcmp(m[j]->name, cv->plan_nodes[i]);
-		if (still)
-			continue;
-		for (size_t r = 0; r < cv->plans[i].nranges; r++)
-			for (uint32_t b = 0; b < cv->plans[i].ranges[r].count; b++)
-				moved +=
-				    !assign_bit(cv->v->known, cv->plans[i].ranges[r].first + b);
-		buf_printf(&left, "%s%s", nleft++ ? ", " : "", cv->plan_nodes[i]);
+			still = !strcmp(m[j]->name, name);
+		if (still) {
+			free(name);
+		} else {
+			out = xrealloc(out, (*count + 1) * sizeof *out);
+			out[(*count)++] = name;
+		}
+		p = nl + 1;
 	}
+	return out;
+}
+
+/* Unknown blocks the departed nodes' old shares held. */
+static uint32_t moved_blocks(const struct cluster_version *cv, char **gone, size_t ngone)
+{
+	uint32_t moved = 0;
+	for (size_t g = 0; g < ngone; g++) {
+		const struct assign_plan *p = cluster_plan_of(cv, gone[g]);
+		for (size_t r = 0; p && r < p->nranges; r++)
+			for (uint32_t b = 0; b < p->ranges[r].count; b++)
+				moved += !assign_bit(cv->v->known, p->ranges[r].first + b);
+	}
+	return moved;
+}
+
+static void join_names(struct buf *out, char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf_printf(out, "%s%s", i ? ", " : "", names[i]);
+}
+
+/* "node a left; its 12 blocks reassigned; 3 blocks only it held come from
+ * the origin again; node b joined; 40 unknown blocks over 3 nodes". */
+static void plan_reason(const struct cluster_version *cv, const char *old, struct cluster_node **m,
+			size_t n, char **gone, size_t ngone, uint32_t moved, uint32_t orphans,
+			struct buf *out)
+{
+	int many = ngone > 1;
+	if (ngone) {
+		buf_printf(out, "%s ", many ? "nodes" : "node");
+		join_names(out, gone, ngone);
+		buf_printf(out, " left; %s %u blocks reassigned; ", many ? "their" : "its", moved);
+	}
+	if (orphans)
+		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
+			   orphans > 1 ? "s" : "", many ? "they" : "it", orphans > 1 ? "" : "s");
+	size_t njoined = 0;
 	for (size_t j = 0; old && j < n; j++)
 		if (!holder_in(old, m[j]->name))
-			buf_printf(&joined, "%s%s", joined.len ? ", " : "", m[j]->name);
-	if (nleft)
-		buf_printf(out, "%s %s left; %s %u blocks reassigned; ",
-			   nleft > 1 ? "nodes" : "node", buf_cstr(&left),
-			   nleft > 1 ? "their" : "its", moved);
-	if (joined.len)
-		buf_printf(out, "%s joined; ", buf_cstr(&joined));
+			buf_printf(out, "%s%s", njoined++ ? ", " : "node ", m[j]->name);
+	if (njoined)
+		buf_printf(out, " joined; ");
 	uint32_t unknown = cv->v->nblocks - cv->v->nknown;
-	if (unknown == 0)
-		buf_printf(out, "all %u block hashes known: every block comes from peers",
-			   cv->v->nblocks);
-	else if (n == 0)
+	if (n == 0)
 		buf_printf(out, "no node holds it");
+	else if (unknown == 0)
+		buf_printf(out, "all %u block hashes known: blocks come from peers",
+			   cv->v->nblocks);
 	else
 		buf_printf(out, "%u unknown blocks over %zu node%s", unknown, n, n > 1 ? "s" : "");
-	buf_close(&left);
-	buf_close(&joined);
+	if (cv->stripe > 1)
+		buf_printf(out, " (stripe %u)", cv->stripe);
 }
 
 /* Re-plan cv when its holders changed since they were last told. */
 static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 {
-	size_t n;
+	size_t n, ngone;
 	struct cluster_node **m = cluster_members(&s->cluster, cv, &n);
 	struct buf sig = BUF_INIT, reason = BUF_INIT;
 	for (size_t i = 0; i < n; i++)
 		buf_printf(&sig, "%s %s\n", m[i]->name, m[i]->addr);
 	const char *now = sig.len ? buf_cstr(&sig) : "";
 	if (!cv->holders || strcmp(cv->holders, now) != 0) {
-		plan_reason(cv, cv->holders, m, n, &reason);
-		cluster_plan(&s->cluster, cv, buf_cstr(&reason));
-		if (cv->stripe > 1)
-			buf_printf(&reason, " (stripe %u)", cv->stripe);
+		char **gone = departed(cv->holders, m, n, &ngone);
+		uint32_t moved = moved_blocks(cv, gone, ngone);
+		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
+		plan_reason(cv, cv->holders, m, n, gone, ngone, moved, orphans, &reason);
 		snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
+		log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
 		free(cv->holders);
 		cv->holders = xstrdup(now);
 		cv->changed = 1;
+		for (size_t i = 0; i < ngone; i++)
+			free(gone[i]);
+		free(gone);
 	}
 	buf_close(&sig);
 	buf_close(&reason);

@@ -384,17 +384,16 @@ static void test_cluster_members_and_plans(void **state)
 	assert_string_equal(m[0]->name, "n1");
 	assert_string_equal(m[2]->name, "n3");
 	free(m);
-	cluster_plan(&c, cv, "start");
+	cluster_plan(&c, cv, NULL, 0);
 	assert_int_equal(cluster_plan_of(cv, "n1")->nblocks, 2); /* blocks 0, 3 */
 	assert_int_equal(cluster_plan_of(cv, "n2")->nblocks, 2);
 	assert_int_equal(cluster_plan_of(cv, "n3")->nblocks, 2);
 	/* n2 leaves: two members share the six blocks. */
 	n[2]->conn = NULL; /* "n2" */
-	cluster_plan(&c, cv, "node n2 left");
+	assert_int_equal(cluster_plan(&c, cv, NULL, 0), 0);
 	assert_null(cluster_plan_of(cv, "n2"));
 	assert_int_equal(cluster_plan_of(cv, "n1")->nblocks, 3);
 	assert_int_equal(cluster_plan_of(cv, "n3")->nblocks, 3);
-	assert_string_equal(cv->reason, "node n2 left");
 	/* Everything known: an empty plan. */
 	uint8_t h[HASH_LEN];
 	for (uint32_t b = 0; b < cv->v->nblocks; b++) {
@@ -402,8 +401,20 @@ static void test_cluster_members_and_plans(void **state)
 		version_set_hash(cv->v, b, h);
 	}
 	version_settle(cv->v);
-	cluster_plan(&c, cv, "complete");
+	assert_int_equal(cluster_plan(&c, cv, NULL, 0), 0);
 	assert_null(cluster_plan_of(cv, "n1"));
+	/* n2 held everything, n1 blocks 0-1 (n3 nothing); n2 leaves: the
+	 * blocks only it held are planned again, over n1 and n3. */
+	uint8_t all[1] = {0x3f}, two[1] = {0x03};
+	n[2]->conn = (void *)1;
+	report(&c, n[2], cv->v, all, 1, 1);
+	report(&c, n[1], cv->v, two, 0, 1);
+	n[2]->conn = NULL;
+	char *gone[] = {"n2"};
+	assert_int_equal(cluster_plan(&c, cv, gone, 1), 4);
+	assert_int_equal(cluster_plan_of(cv, "n1")->nblocks + cluster_plan_of(cv, "n3")->nblocks,
+			 4);
+	assert_int_equal(cluster_plan_of(cv, "n1")->ranges[0].first, 2);
 	cluster_close(&c);
 	testutil_rmtree(dir);
 }
