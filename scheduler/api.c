@@ -10,6 +10,7 @@
 /* Sums of what the assigned nodes reported of a dataset's current version. */
 struct totals {
 	uint64_t assigned, connected, complete;
+	uint64_t connected_complete; /* connected nodes that published it */
 	uint64_t from_origin, from_peers, reused, served;
 };
 
@@ -49,6 +50,7 @@ static void sum(struct sched *s, const struct cluster_dataset *d, struct totals 
 		if (!r)
 			continue;
 		t->complete += r->published;
+		t->connected_complete += r->published && n->conn;
 		t->from_origin += r->bytes_from_origin;
 		t->from_peers += r->bytes_from_peers;
 		t->reused += r->bytes_reused;
@@ -138,7 +140,9 @@ static json_t *node_status(struct sched *s, const struct cluster_dataset *d,
 	    r->error && r->error[0] ? json_string(r->error) : json_null());
 }
 
-/* {"name","version","blocks","blocks_known","bytes","complete",
+/* "complete": every connected node the dataset goes to published it (a
+ * node that is gone does not hold the others up).
+ * {"name","version","blocks","blocks_known","bytes","complete",
  *  "nodes_assigned","nodes_complete","plan":{"stripe","reason"},
  *  "nodes":[node status...],"totals":{...}} */
 static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, struct totals *t)
@@ -157,7 +161,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	    "name", d->name, "version", hex_or_null(cv ? &cv->v->id : NULL), "blocks",
 	    (json_int_t)(cv ? cv->v->nblocks : 0), "blocks_known",
 	    (json_int_t)(cv ? cv->v->nknown : 0), "bytes", (json_int_t)bytes, "complete",
-	    t->assigned > 0 && t->complete == t->assigned, "nodes_assigned",
+	    t->connected > 0 && t->connected_complete == t->connected, "nodes_assigned",
 	    (json_int_t)t->assigned, "nodes_complete", (json_int_t)t->complete, "plan", "stripe",
 	    (json_int_t)(cv ? cv->stripe : 1), "reason", cv ? cv->reason : "", "nodes", nodes,
 	    "totals", "bytes_from_origin", (json_int_t)t->from_origin, "bytes_from_peers",
