@@ -447,7 +447,7 @@ static int parse_selector(const char *s, Syncbit__Admin *a)
 
 /* Fill the request from the flags and arguments; 0 or EXIT_USAGE. */
 static int build_request(const struct admin_cmd *cmd, struct config *cfg, char **pos, int npos,
-			 Syncbit__Admin *a)
+			 Syncbit__Admin *a, char **abs_source)
 {
 	a->op = cmd->op;
 	if (npos > 0)
@@ -455,7 +455,12 @@ static int build_request(const struct admin_cmd *cmd, struct config *cfg, char *
 	if (cmd->op != SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD)
 		return 0;
 	uint64_t bs;
-	a->source = pos[1];
+	/* A relative path means the caller's directory, as for pull. */
+	size_t head = strcspn(pos[1], "/");
+	if (pos[1][0] && pos[1][0] != '/' && !memchr(pos[1], ':', head))
+		a->source = *abs_source = cli_abs_path(pos[1]);
+	else
+		a->source = pos[1];
 	if (config_get_size(cfg, "block-size", BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, &bs) < 0) {
 		cli_error("%s", cfg->error);
 		return EXIT_USAGE;
@@ -483,6 +488,7 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	Syncbit__Admin a = SYNCBIT__ADMIN__INIT;
 	struct call k = {.what = cmd->what};
 	json_t *doc = NULL;
+	char *abs_source = NULL;
 	if ((rc = cli_parse(&cfg, cmd->keys, cmd->usage, argc, argv, &pos, &npos)))
 		goto out;
 	if (npos < cmd->min_pos || npos > cmd->max_pos)
@@ -494,7 +500,7 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	else if (config_get_bool(&cfg, "json", &json) < 0)
 		rc = usage_error(cmd->usage, "%s", cfg.error);
 	else
-		rc = build_request(cmd, &cfg, pos, npos, &a);
+		rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source);
 	if (rc)
 		goto out;
 	k.addr = config_get(&cfg, "scheduler");
@@ -515,6 +521,7 @@ out:
 	json_decref(doc);
 	call_close(&k);
 	free_selector(&a);
+	free(abs_source);
 	free(pos);
 	config_close(&cfg);
 	return rc;

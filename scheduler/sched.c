@@ -27,6 +27,7 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 {
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
 	struct cluster_version *cur = d ? d->current : NULL, *cv;
+	char *src = xstrdup(source); /* source may live in v, which may be freed here */
 	if (cur && !memcmp(cur->v->id.b, v->id.b, HASH_LEN)) {
 		version_free(v);
 		cv = cur;
@@ -38,7 +39,8 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 			 v->nblocks, carried);
 		cv = cluster_version_add(&s->cluster, v);
 	}
-	d = cluster_dataset_set(&s->cluster, name, source, sel, nsel, block_size, cv);
+	d = cluster_dataset_set(&s->cluster, name, src, sel, nsel, block_size, cv);
+	free(src);
 	server_sync(s);
 	return d;
 }

@@ -59,7 +59,9 @@ void sched_close(struct sched *s);
 
 /* Point dataset name at version v (owned from now on; hashes of the
  * current version carry over), creating or redefining the dataset, then
- * tell the nodes. Returns the dataset. */
+ * tell the nodes. A version with the same id that is already held (the
+ * same listing under another name) is shared and v freed. Returns the
+ * dataset. */
 struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct sched_version *v);

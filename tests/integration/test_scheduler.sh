@@ -56,6 +56,7 @@ check "a selector change needs no new version" bash -c "'$SYNCBIT' dataset add d
 check "dataset add of an http source" test "$(jget "$T/web" 'd["blocks"]')" -eq 4
 check "human output of dataset add" bash -c "'$SYNCBIT' dataset add web 'http://127.0.0.1:$NGINX_PORT/model.bin' --block-size 64KiB ${A[*]} | grep -q 'dataset web: version [0-9a-f]\{12\} (unchanged), 1 files'"
 
+check "a relative SOURCE is the caller's directory" bash -c "cd '$T' && '$SYNCBIT' dataset add rel src ${A[*]} --json | tail -1 | grep -q '\"source\":\"file://$T/src\"' && '$SYNCBIT' dataset rm rel ${A[*]}"
 expect_fail "http 404 is one line naming the URL" 1 "source http://127.0.0.1:$NGINX_PORT/nope: HTTP 404" \
 	"$SYNCBIT" dataset add x "http://127.0.0.1:$NGINX_PORT/nope" "${A[@]}"
 expect_fail "a missing directory" 1 "No such file or directory" "$SYNCBIT" dataset add x "$T/nope" "${A[@]}"
