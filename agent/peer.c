@@ -52,7 +52,10 @@ struct peer {
 	int ready, closed;
 	struct pver *vers;
 	size_t nvers;
-	struct req reqs[PEER_PIPELINE * 2];
+	struct req reqs[PEER_PIPELINE_MAX];
+	uint64_t window_bytes; /* received since the last tick */
+	double rate;	       /* bytes/s, smoothed */
+	uint32_t block_len;    /* typical block size seen */
 	size_t nreqs;
 	struct serve *q_head, *q_tail;
 	size_t qlen;
@@ -355,7 +358,7 @@ static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 			*bo = best;
 			return 1;
 		}
-		if (endgame != UINT32_MAX && !unknown && in_flight <= 2 * PEER_PIPELINE) {
+		if (endgame != UINT32_MAX && !unknown && in_flight <= 2 * PEER_PIPELINE_MAX) {
 			*fo = f;
 			*bo = endgame;
 			return 1;
@@ -370,7 +373,12 @@ static void fill(struct peer *pe)
 	uint32_t b;
 	if (!pe->ready || pe->closed)
 		return;
-	while (pe->nreqs < PEER_PIPELINE && pick(pe, &f, &b)) {
+	double extra =
+	    pe->rate * PEER_PIPELINE_SECONDS / (pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
+	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
+	if (depth > PEER_PIPELINE_MAX)
+		depth = PEER_PIPELINE_MAX;
+	while (pe->nreqs < depth && pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 		r->id = ++pe->p->next_req_id;
@@ -626,12 +634,15 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
 	drop_req(pe, (size_t)i, 0);
+	pe->window_bytes += plen;
+	pe->block_len = (uint32_t)plen > pe->block_len ? (uint32_t)plen : pe->block_len;
 	fetch_block_received(f, b, payload, plen, pe->node);
 	/* Endgame duplicates elsewhere are no longer needed. */
 	for (struct peer *o = pe->p->list; o; o = o->next)
 		for (size_t k = 0; k < o->nreqs; k++)
 			if (o->reqs[k].f == f && o->reqs[k].b == b) {
 				drop_req(o, k, 1);
+				fill(o); /* its pipeline just shrank */
 				break;
 			}
 	fill(pe);
@@ -714,7 +725,10 @@ static void tick(uv_timer_t *t)
 {
 	struct peers *p = t->data;
 	uint64_t now = uv_now(p->loop);
-	int woke = 0;
+	for (struct peer *pe = p->list; pe; pe = pe->next) {
+		pe->rate = 0.7 * pe->rate + 0.3 * (double)pe->window_bytes * 1000.0 / TICK_MS;
+		pe->window_bytes = 0;
+	}
 	for (struct peer *pe = p->list; pe; pe = pe->next)
 		for (size_t i = 0; i < pe->nreqs;) {
 			if (now - pe->reqs[i].sent_ms < PEER_REQUEST_MS) {
@@ -724,11 +738,11 @@ static void tick(uv_timer_t *t)
 			log_warn("peer %s: block %u unanswered for %d s; asking elsewhere",
 				 pe->node, pe->reqs[i].b, PEER_REQUEST_MS / 1000);
 			drop_req(pe, i, 1);
-			woke = 1;
 		}
 	dial_missing(p);
-	if (woke)
-		peers_wake(p);
+	/* Also on a timer: a pipeline emptied by cancels or a peer that
+	 * became useful again must not wait for the next event. */
+	peers_wake(p);
 }
 
 int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **out, char **detail)

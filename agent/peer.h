@@ -15,13 +15,18 @@
 #include "agent/fetch.h"
 #include "common/secure.h"
 
-#define PEER_PIPELINE	  8	/* requests in flight per peer */
-#define PEER_SERVE_SLOTS  16	/* disk reads for peers at once, all peers */
-#define PEER_SERVE_QUEUE  256	/* requests queued per peer before "busy" */
-#define PEER_REQUEST_MS	  30000 /* a request unanswered this long goes elsewhere */
-#define PEER_ENDGAME_ASKS 2	/* peers asked at once for one block in the endgame */
-#define PEER_REDIAL_MS	  2000
-#define PEER_BAN_MS	  60000 /* a peer that sent bad data is shunned this long */
+/* Requests in flight per peer: PEER_PIPELINE_MIN plus enough to keep
+ * PEER_PIPELINE_SECONDS of the peer's measured rate in flight, which covers
+ * bandwidth x delay for round trips up to that long; at most _MAX. */
+#define PEER_PIPELINE_MIN     2
+#define PEER_PIPELINE_MAX     32
+#define PEER_PIPELINE_SECONDS 0.5
+#define PEER_SERVE_SLOTS      16    /* disk reads for peers at once, all peers */
+#define PEER_SERVE_QUEUE      256   /* requests queued per peer before "busy" */
+#define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
+#define PEER_ENDGAME_ASKS     2	    /* peers asked at once for one block in the endgame */
+#define PEER_REDIAL_MS	      2000
+#define PEER_BAN_MS	      60000 /* a peer that sent bad data is shunned this long */
 
 struct peers;
 

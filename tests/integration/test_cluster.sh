@@ -92,7 +92,7 @@ check "n1 holds solo" wait_ready 30 solo 1
 printf 'garbage!' | dd of="$T/t1/solo/data.bin" bs=1 seek=100 conv=notrunc status=none
 mkdir -p "$T/a6" "$T/t6"
 "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 --data "$T/a6" --target "$T/t6" \
-	--node n6 --labels idx=1 --token-file "$TOKEN" --socket "$T/a6.sock" --log-level info \
+	--node n6 --labels idx=1 --token-file "$TOKEN" --socket "$T/a6.sock" --log-level debug \
 	>>"$T/a6.log" 2>&1 &
 PIDS+=($!)
 AGENT_PID[6]=$!
