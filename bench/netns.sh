@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # NETNS_* are for the scripts sourcing this file
 # A multi-host testbed in Linux network namespaces, for the cluster benches
 # and the integration tests. Sourced, not run.
 #
