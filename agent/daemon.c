@@ -160,6 +160,31 @@ static void set_origin(struct fetch *f, Syncbit__BlockRange **r, size_t n)
 
 static void send_heartbeat(struct daemon *d);
 
+/* Feed every known (non-zero) block hash of m to f, in block order. */
+static void add_manifest_hashes(struct fetch *f, const Manifest *m)
+{
+	struct buf blocks = BUF_INIT, hashes = BUF_INIT;
+	static const uint8_t zero[HASH_LEN];
+	uint32_t b = 0;
+	for (size_t i = 0; i < m->n_files; i++) {
+		const FileEntry *e = m->files[i];
+		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || e->hardlink_to)
+			continue;
+		for (size_t k = 0; k < e->block_hashes.len / HASH_LEN; k++, b++) {
+			const uint8_t *h = e->block_hashes.data + k * HASH_LEN;
+			if (!memcmp(h, zero, HASH_LEN))
+				continue;
+			buf_append(&blocks, &b, sizeof b);
+			buf_append(&hashes, h, HASH_LEN);
+		}
+	}
+	if (blocks.len)
+		fetch_add_hashes(f, (const uint32_t *)blocks.ptr, hashes.ptr,
+				 blocks.len / sizeof b);
+	buf_close(&blocks);
+	buf_close(&hashes);
+}
+
 /* ---- fetch hooks ---- */
 
 static void hook_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
@@ -324,7 +349,10 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	}
 	set_peer_list(s, a->peers, a->n_peers);
 	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
-		set_origin(s->cur, a->origin, a->n_origin); /* same version: a new plan */
+		/* The same version again (a reconnect): hashes sent while this
+		 * node was away are in the manifest, and there is a new plan. */
+		add_manifest_hashes(s->cur, a->manifest);
+		set_origin(s->cur, a->origin, a->n_origin);
 		update_peers(d);
 		goto out;
 	}

@@ -97,6 +97,7 @@ struct peers {
 	uv_timer_t tick;
 	int serve_busy;
 	uint64_t next_req_id;
+	uint64_t last_keepalive_ms;
 	struct peers_stats st;
 	int closing, tick_closed;
 };
@@ -123,7 +124,8 @@ static struct conn_config conn_cfg(struct peers *p)
 				  .node = p->node,
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
-				  .payload_max = BLOCK_SIZE_MAX};
+				  .payload_max = BLOCK_SIZE_MAX,
+				  .idle_ms = PEER_IDLE_MS};
 	return cfg;
 }
 
@@ -396,6 +398,8 @@ static void fill(struct peer *pe)
 			return;
 		pe->nreqs++;
 		fetch_block_asked(f, b);
+		log_debug("peer %s: asked block %u of %s (%zu in flight)", pe->node, b,
+			  fetch_name(f), pe->nreqs);
 	}
 }
 
@@ -626,8 +630,11 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 		return SB_EPROTO;
 	}
 	int i = find_req(pe, m->request_id);
+	uint64_t m_id = m->request_id;
 	syncbit__block_header__free_unpacked(m, NULL);
 	if (i < 0) { /* canceled meanwhile */
+		log_debug("peer %s: block for canceled request %llu dropped", pe->node,
+			  (unsigned long long)m_id);
 		free(payload);
 		return 0;
 	}
@@ -739,6 +746,16 @@ static void tick(uv_timer_t *t)
 				 pe->node, pe->reqs[i].b, PEER_REQUEST_MS / 1000);
 			drop_req(pe, i, 1);
 		}
+	/* An empty Have keeps every link's idle timer from firing while
+	 * there is nothing to say; a silent peer is a gone peer. */
+	if (now - p->last_keepalive_ms >= PEER_KEEPALIVE_MS) {
+		Syncbit__Have m = SYNCBIT__HAVE__INIT;
+		p->last_keepalive_ms = now;
+		for (struct peer *pe = p->list; pe; pe = pe->next)
+			if (pe->ready && !pe->closed)
+				wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_HAVE, &m.base, NULL, 0,
+					  NULL, NULL);
+	}
 	dial_missing(p);
 	/* Also on a timer: a pipeline emptied by cancels or a peer that
 	 * became useful again must not wait for the next event. */

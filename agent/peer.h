@@ -26,6 +26,8 @@
 #define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
 #define PEER_ENDGAME_ASKS     2	    /* peers asked at once for one block in the endgame */
 #define PEER_REDIAL_MS	      2000
+#define PEER_KEEPALIVE_MS     5000  /* an empty Have this often */
+#define PEER_IDLE_MS	      20000 /* nothing heard this long: the peer is gone */
 #define PEER_BAN_MS	      60000 /* a peer that sent bad data is shunned this long */
 
 struct peers;

@@ -1,6 +1,8 @@
 #include "common/conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -859,6 +861,14 @@ static void handshake_start(struct conn *c)
 	c->state = ST_HANDSHAKE;
 	c->last_in = uv_now(c->loop);
 	uv_tcp_nodelay(&c->tcp, 1);
+	/* A peer that vanished (link cut, host gone) is noticed once sent data
+	 * stays unacknowledged this long, instead of after minutes of
+	 * retransmissions; keepalives cover an idle socket. */
+	uv_os_fd_t fd;
+	unsigned user_timeout = CONN_USER_TIMEOUT_MS;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+	uv_tcp_keepalive(&c->tcp, 1, CONN_KEEPALIVE_S);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
 		addr_name(&ss, c->peer_addr, sizeof c->peer_addr);
 	uv_timer_start(&c->timer, on_timer, c->handshake_ms, 0);

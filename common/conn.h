@@ -14,11 +14,13 @@
 
 #include "common/secure.h"
 
-#define CONN_BODY_MAX	  (64u << 20) /* largest frame body accepted by default */
-#define CONN_PAYLOAD_MAX  (64u << 20) /* largest raw payload accepted by default */
-#define CONN_HIGH_WATER	  (32u << 20) /* write-queue bytes above which on_drain is armed */
-#define CONN_HANDSHAKE_MS 10000
-#define CONN_DIAL_MS	  10000
+#define CONN_BODY_MAX	     (64u << 20) /* largest frame body accepted by default */
+#define CONN_PAYLOAD_MAX     (64u << 20) /* largest raw payload accepted by default */
+#define CONN_HIGH_WATER	     (32u << 20) /* write-queue bytes above which on_drain is armed */
+#define CONN_HANDSHAKE_MS    10000
+#define CONN_DIAL_MS	     10000
+#define CONN_USER_TIMEOUT_MS 20000 /* sent data unacknowledged this long: the peer is gone */
+#define CONN_KEEPALIVE_S     10	   /* TCP keepalive probes after this much idle time */
 
 struct conn;
 struct conn_listener;
