@@ -26,10 +26,18 @@ TREE_BYTES=$(find "$SRC" -type f -links 1 -printf '%s\n' | awk '{s+=$1} END {pri
 TREE_BYTES=$((TREE_BYTES + 1)) # "one" has two links, count it once
 
 start_scheduler || { bad "scheduler starts"; finish; exit 1; }
-for n in 1 2 3 4; do start_agent $n || bad "agent n$n starts"; done
+N3_HTTP=127.0.0.1:$(free_port)
+for n in 1 2 4; do start_agent $n || bad "agent n$n starts"; done
+start_agent 3 --http "$N3_HTTP" || bad "agent n3 starts"
+check "agent /healthz answers" curl -sf "http://$N3_HTTP/healthz"
 
 check "dataset add of a local tree" add_dataset tree "$SRC" --block-size 1MiB
+readyz_before=$(curl -s -o /dev/null -w '%{http_code}' "http://$N3_HTTP/readyz?name=tree")
 check "four agents get the tree" wait_ready 60 tree 1 2 3 4
+check "/readyz said 503 before the tree was there" test "$readyz_before" = 503
+check "/readyz?name=tree says 200 once it is" curl -sf "http://$N3_HTTP/readyz?name=tree"
+check "/readyz of a dataset not assigned is 503" test "$(curl -s -o /dev/null -w '%{http_code}' "http://$N3_HTTP/readyz?name=nosuch")" = 503
+check "/metrics exports the dataset" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -q '^syncbit_dataset_ready{dataset=\"tree\"} 1'"
 for n in 1 2 3 4; do
 	check "n$n: tree is byte-identical (modes, links)" diff -r --no-dereference "$SRC" "$T/t$n/tree"
 done
