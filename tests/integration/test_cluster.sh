@@ -25,7 +25,7 @@ ln -s ../one "$SRC/sub/link-to-one"
 TREE_BYTES=$(find "$SRC" -type f -links 1 -printf '%s\n' | awk '{s+=$1} END {print s}')
 TREE_BYTES=$((TREE_BYTES + 1)) # "one" has two links, count it once
 
-start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+start_scheduler --refresh 2 || { bad "scheduler starts"; finish; exit 1; }
 N3_HTTP=127.0.0.1:$(free_port)
 for n in 1 2 4; do start_agent $n || bad "agent n$n starts"; done
 start_agent 3 --http "$N3_HTTP" || bad "agent n3 starts"
@@ -58,6 +58,22 @@ start_agent 5
 check "a late joiner gets the tree" wait_ready 60 tree 5
 check "late joiner: nothing from the origin" test "$(status_field 5 tree bytes_from_origin)" = 0
 check "late joiner: byte-identical" diff -r --no-dereference "$SRC" "$T/t5/tree"
+
+# ---- the source changes: a new version flips in, only changed blocks move ----
+printf 'new bytes' | dd of="$SRC/sub/1MiB-plus-1" bs=1 seek=5 conv=notrunc status=none
+updated=0
+for _ in $(seq 150); do
+	all=1
+	for n in 1 2 3 4 5; do cmp -s "$SRC/sub/1MiB-plus-1" "$T/t$n/tree/sub/1MiB-plus-1" || all=0; done
+	[ $all = 1 ] && { updated=1; break; }
+	sleep 0.2
+done
+check "a changed source reaches every node as a new version" test $updated = 1
+check "the new version is whole on n1" diff -r --no-dereference "$SRC" "$T/t1/tree"
+origin=0
+for n in 1 2 3 4 5; do origin=$((origin + $(status_field $n tree bytes_from_origin))); done
+echo "  new version: $origin bytes read from the origin"
+check "only the changed file is read from the origin" test "$origin" -le $((2 << 20))
 
 # ---- the agent CLI ----
 check "pull NAME via the agent" "$SYNCBIT" pull tree --socket "$T/a1.sock" --json
@@ -115,7 +131,7 @@ check "n6 dropped the corrupt peer" grep -q 'peer n1: dropped' "$T/a6.log"
 # ---- scheduler restart: state persists, nothing is fetched again ----
 before=$(for n in 1 3 4; do status_field $n tree bytes_from_peers; status_field $n tree bytes_from_origin; done | tr '\n' ' ')
 kill -TERM "$SCHED_PID"; wait "$SCHED_PID" 2>/dev/null
-start_scheduler || bad "scheduler restarts"
+start_scheduler --refresh 2 || bad "scheduler restarts"
 connected=0
 for _ in $(seq 100); do
 	c=$("$SYNCBIT" status --socket "$T/a1.sock" --json | tail -1 | json "d['scheduler']['connected']")
