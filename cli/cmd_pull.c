@@ -26,6 +26,9 @@ static const struct config_key pull_keys[] = {
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
     {"socket", NULL, 0, "pull NAME: the local agent's unix socket"},
     {"no-wait", "false", 1, "pull NAME: report the state and return"},
+    {"s3-endpoint", NULL, 0, "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)"},
+    {"s3-region", NULL, 0, "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)"},
+    {"s3-path-style", NULL, 1, "s3://: bucket in the URL path (default with an endpoint)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -76,7 +79,7 @@ int cmd_pull(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
-	int npos = 0, rc, json = 0, quiet = 0;
+	int npos = 0, rc, json = 0, quiet = 0, s3_path_style = 0;
 	uint64_t jobs, bs, cache_size, retries, stall;
 	char *data = NULL, *target = NULL;
 	struct cache *c = NULL;
@@ -98,6 +101,14 @@ int cmd_pull(int argc, char **argv)
 	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0) {
 		cli_error("%s", cfg.error);
 		goto out_cfg;
+	}
+	if (config_get(&cfg, "s3-path-style")) {
+		int on = 0;
+		if (config_get_bool(&cfg, "s3-path-style", &on) < 0) {
+			cli_error("%s", cfg.error);
+			goto out_cfg;
+		}
+		s3_path_style = on ? 1 : 2;
 	}
 	if (manifest_check_block_size(bs) < 0) {
 		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
@@ -130,6 +141,9 @@ int cmd_pull(int argc, char **argv)
 	o.src.retries = (int)retries;
 	o.src.stall_seconds = (unsigned)stall;
 	o.src.block_size = bs;
+	o.src.s3_endpoint = config_get(&cfg, "s3-endpoint");
+	o.src.s3_region = config_get(&cfg, "s3-region");
+	o.src.s3_path_style = s3_path_style;
 	struct pull_result r;
 	err = pull_run(c, &o, &r);
 	if (err < 0) {

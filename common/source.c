@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/source_hub.h"
 
 void source_options_default(struct source_options *opt)
 {
@@ -41,6 +42,15 @@ int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct sourc
 		break;
 	case URI_HTTP:
 		rc = source_http_new(src);
+		break;
+	case URI_HF:
+		rc = source_hf_new(src);
+		break;
+	case URI_MS:
+		rc = source_ms_new(src);
+		break;
+	case URI_S3:
+		rc = source_s3_new(src);
 		break;
 	default:
 		rc = SB_ESCHEME;

@@ -37,6 +37,9 @@ struct source_options {
 	unsigned stall_seconds;	  /* no byte for this long = a stall (default 30) */
 	unsigned connect_seconds; /* connect timeout (default 15) */
 	uint64_t block_size;
+	const char *s3_endpoint; /* s3://: endpoint URL, or NULL for the environment */
+	const char *s3_region;	 /* s3://: region, or NULL */
+	int s3_path_style;	 /* s3://: 0 automatic, 1 path-style, 2 virtual-hosted */
 };
 
 struct source;
@@ -91,5 +94,6 @@ void source_listing_sort(struct source_listing *l);
 /* Kind constructors (source_<kind>.c). */
 int source_file_new(struct source *src);
 int source_http_new(struct source *src);
+int source_s3_new(struct source *src);
 
 #endif

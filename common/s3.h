@@ -1,0 +1,86 @@
+/* The S3 protocol as the s3:// source speaks it: where a bucket is reached
+ * (endpoint, region, addressing style, credentials), the URL of a request,
+ * and the XML S3 answers with (ListObjectsV2 pages and Error documents),
+ * read by a small bounded scanner that refuses DTDs and anything it cannot
+ * account for. Pure functions, thread-safe, except s3_config_init, which
+ * reads the environment. */
+#ifndef SYNCBIT_S3_H
+#define SYNCBIT_S3_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define S3_DEFAULT_REGION "us-east-1"
+#define S3_XML_DEPTH_MAX  16   /* nesting of elements */
+#define S3_XML_NAME_MAX	  64   /* bytes of an element name */
+#define S3_XML_TEXT_MAX	  8192 /* decoded text of one element */
+#define S3_REGION_MAX	  64
+#define S3_ERR_MAX	  160 /* one-line reason of a parse error */
+
+struct s3_config {
+	char *scheme; /* "http" or "https" */
+	char *host;   /* endpoint host[:port] (port only when not the default) */
+	char *base;   /* endpoint path without trailing '/', often "" */
+	char *region;
+	int path_style;	  /* 1: endpoint/bucket/key; 0: bucket.endpoint/key */
+	int custom;	  /* the endpoint came from a flag or the environment */
+	char *access_key; /* NULL: anonymous requests, not signed */
+	char *secret_key;
+	char *session_token; /* x-amz-security-token, or NULL */
+};
+
+/* Fill c for bucket from the flags (NULL or -1 when not given) and the
+ * environment: endpoint = flag, else AWS_ENDPOINT_URL_S3, else
+ * AWS_ENDPOINT_URL, else https://s3.REGION.amazonaws.com; region = flag,
+ * else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; path-style =
+ * flag, else 1 for a custom endpoint or a dotted bucket name on https, else
+ * virtual-hosted; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+ * and AWS_SESSION_TOKEN, anonymous when neither key is set. 0, or
+ * SB_ECONFIG with a one-line *detail (heap) and c left empty. */
+int s3_config_init(struct s3_config *c, const char *bucket, const char *endpoint,
+		   const char *region, int path_style, char **detail);
+void s3_config_close(struct s3_config *c);
+
+/* Where one request goes: url to send, and the Host header and encoded path
+ * to sign. key NULL addresses the bucket itself; query is a canonical query
+ * (sigv4_query) or "". Appends to the three buffers. */
+void s3_target(const struct s3_config *c, const char *bucket, const char *key, const char *query,
+	       struct buf *url, struct buf *host, struct buf *path);
+
+struct s3_object {
+	char *key;
+	uint64_t size;
+	int64_t mtime_ns; /* from LastModified */
+	char *etag;	  /* quotes stripped; NULL when absent */
+};
+
+struct s3_list_page {
+	struct s3_object *objects;
+	size_t n, cap;
+	int truncated;	  /* IsTruncated */
+	char *next_token; /* NextContinuationToken or NULL */
+	int url_encoded;  /* EncodingType was "url": keys came decoded here */
+};
+
+/* Parse one ListObjectsV2 answer. 0, or SB_EPROTO with a one-line reason
+ * ("byte N: what") in err[S3_ERR_MAX]; the page then holds nothing. */
+int s3_list_parse(const char *xml, size_t len, struct s3_list_page *out, char *err);
+void s3_list_page_close(struct s3_list_page *p);
+
+struct s3_error {
+	char code[64]; /* "NoSuchBucket", "SignatureDoesNotMatch", ... */
+	char message[256];
+	char region[S3_REGION_MAX]; /* Region, when S3 names the right one */
+};
+
+/* Read an S3 Error document. 0 when body is one and has a Code, else
+ * SB_EPROTO with out zeroed. */
+int s3_error_parse(const char *xml, size_t len, struct s3_error *out);
+
+/* "2009-10-12T17:50:30.000Z" as nanoseconds since the epoch; 0 or
+ * SB_EPROTO. */
+int s3_parse_time(const char *s, int64_t *out);
+
+#endif
