@@ -13,7 +13,7 @@ RATE=100mbit
 MB=32
 S=$((MB * 1024 * 1024))
 AGENTS=(a1 a2 a3)
-LIMIT=30 # seconds a dataset may take to reach every agent
+LIMIT=20 # seconds a dataset may take to reach every agent (S/B is 2.7 s)
 
 CLEANUPS+=("netns_teardown")
 if ! netns_init; then
