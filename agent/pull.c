@@ -767,8 +767,10 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 	for (size_t i = 0; i < p.nfiles; i++) {
 		struct pfile *pf = &p.files[i];
 		/* Partials stay for a resume, except when the disk is full:
-		 * then they only hold space that the next attempt needs. */
-		if (p.rc == -ENOSPC)
+		 * then they only hold space that the next attempt needs; and
+		 * when the source found a download corrupt, whose blocks must
+		 * not be resumed into a file nobody can check any more. */
+		if (p.rc == -ENOSPC || p.rc == SB_ECORRUPT)
 			cache_partial_discard(pf->part);
 		else
 			cache_partial_close(pf->part);
