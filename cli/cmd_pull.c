@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "agent/cache.h"
@@ -11,6 +12,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "common/oci.h"
 #include "common/progress.h"
 
 static const struct config_key pull_keys[] = {
@@ -30,6 +32,10 @@ static const struct config_key pull_keys[] = {
      "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)"},
     {"s3-region", NULL, 0, "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)"},
     {"s3-path-style", NULL, 1, "s3://: bucket in the URL path (default with an endpoint)"},
+    {"platform", NULL, 0, "oci://: os/arch[/variant] taken from an image index (linux/amd64)"},
+    {"tag-regex", NULL, 0, "oci://: every tag matching this ERE, as one layout"},
+    {"insecure-registry", NULL, 0, "oci://: hosts allowed over plain HTTP (host[:port],...)"},
+    {"registry-user", NULL, 0, "oci://: user:password (default $REGISTRY_AUTH)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -82,7 +88,7 @@ int cmd_pull(int argc, char **argv)
 	char **pos = NULL;
 	int npos = 0, rc, json = 0, quiet = 0, s3_path_style = 0;
 	uint64_t jobs, bs, cache_size, retries, stall;
-	char *data = NULL, *target = NULL;
+	char *data = NULL, *target = NULL, *source = NULL;
 	struct cache *c = NULL;
 
 	if ((rc = cli_parse(&cfg, pull_keys, pull_usage, argc, argv, &pos, &npos)))
@@ -121,6 +127,14 @@ int cmd_pull(int argc, char **argv)
 		rc = cli_pull_agent(&cfg, pos[0], json, !nowait);
 		goto out_cfg;
 	}
+	const char *platform = config_get(&cfg, "platform");
+	const char *tag_regex = config_get(&cfg, "tag-regex");
+	if ((platform || tag_regex) && strncasecmp(pos[0], "oci://", 6) != 0) {
+		cli_error("--platform and --tag-regex apply to oci:// sources only");
+		goto out_cfg;
+	}
+	/* They become part of the source's identity, as ?platform=&tag-regex=. */
+	source = platform || tag_regex ? oci_source_with(pos[0], platform, tag_regex) : NULL;
 	data = cli_data_dir(&cfg);
 	if (config_get(&cfg, "to"))
 		target = cli_abs_path(config_get(&cfg, "to"));
@@ -131,7 +145,7 @@ int cmd_pull(int argc, char **argv)
 		goto out;
 	}
 	struct pull_options o = {
-	    .source = pos[0],
+	    .source = source ? source : pos[0],
 	    .target = target,
 	    .name = config_get(&cfg, "name"),
 	    .block_size = (uint32_t)bs,
@@ -145,6 +159,8 @@ int cmd_pull(int argc, char **argv)
 	o.src.s3_endpoint = config_get(&cfg, "s3-endpoint");
 	o.src.s3_region = config_get(&cfg, "s3-region");
 	o.src.s3_path_style = s3_path_style;
+	o.src.insecure_registries = config_get(&cfg, "insecure-registry");
+	o.src.registry_auth = config_get(&cfg, "registry-user");
 	struct pull_result r;
 	err = pull_run(c, &o, &r);
 	if (err < 0) {
@@ -161,6 +177,7 @@ out:
 	cache_free(c);
 	free(data);
 	free(target);
+	free(source);
 out_cfg:
 	free(pos);
 	config_close(&cfg);

@@ -43,6 +43,9 @@ int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct sourc
 	case URI_HTTP:
 		rc = source_http_new(src);
 		break;
+	case URI_OCI:
+		rc = source_oci_new(src);
+		break;
 	case URI_HF:
 		rc = source_hf_new(src);
 		break;

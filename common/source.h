@@ -40,6 +40,9 @@ struct source_options {
 	const char *s3_endpoint; /* s3://: endpoint URL, or NULL for the environment */
 	const char *s3_region;	 /* s3://: region, or NULL */
 	int s3_path_style;	 /* s3://: 0 automatic, 1 path-style, 2 virtual-hosted */
+
+	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
+	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
 };
 
 struct source;
@@ -94,6 +97,7 @@ void source_listing_sort(struct source_listing *l);
 /* Kind constructors (source_<kind>.c). */
 int source_file_new(struct source *src);
 int source_http_new(struct source *src);
+int source_oci_new(struct source *src);
 int source_s3_new(struct source *src);
 
 #endif

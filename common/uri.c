@@ -22,6 +22,9 @@
 #define HOST_MAX       253
 #define PORT_MAX       65535
 
+#define OCI_PLATFORM_MAX 96  /* os/arch/variant in ?platform= */
+#define OCI_REGEX_MAX	 256 /* ?tag-regex= */
+
 struct scheme {
 	const char *name;
 	enum uri_kind kind;
@@ -72,6 +75,8 @@ void uri_close(struct source_uri *u)
 	free(u->revision);
 	free(u->digest);
 	free(u->registry);
+	free(u->platform);
+	free(u->tag_regex);
 	memset(u, 0, sizeof *u);
 }
 
@@ -535,7 +540,72 @@ static int valid_oci_digest(const char *d)
 	return 1;
 }
 
-static int parse_oci(const char *scheme, const char *rest, struct source_uri *out)
+/* os/arch[/variant]: lower-case names, as in an image index. */
+static int valid_oci_platform(const char *p)
+{
+	int slashes = 0;
+	size_t n = strlen(p);
+
+	if (n == 0 || n > OCI_PLATFORM_MAX || p[0] == '/' || p[n - 1] == '/' || strstr(p, "//"))
+		return 0;
+	for (; *p; p++) {
+		if (*p == '/')
+			slashes++;
+		else if (!is_lower_alnum(*p) && *p != '_' && *p != '.' && *p != '-')
+			return 0;
+	}
+	return slashes == 1 || slashes == 2;
+}
+
+static void append_query_value(struct buf *b, const char *v)
+{
+	for (; *v; v++) {
+		unsigned char c = (unsigned char)*v;
+
+		if (isalnum(c) || strchr("-._~/", c))
+			buf_append(b, v, 1);
+		else
+			buf_printf(b, "%%%02X", c);
+	}
+}
+
+/* "platform=P&tag-regex=R" after the reference; each key at most once. */
+static int parse_oci_query(const char *q, struct source_uri *out)
+{
+	while (*q) {
+		size_t n = strcspn(q, "&");
+		const char *eq = memchr(q, '=', n);
+		char *raw, *val;
+		char **slot;
+
+		if (!eq)
+			return SB_EURI;
+		if ((size_t)(eq - q) == 8 && !strncmp(q, "platform", 8))
+			slot = &out->platform;
+		else if ((size_t)(eq - q) == 9 && !strncmp(q, "tag-regex", 9))
+			slot = &out->tag_regex;
+		else
+			return SB_EURI;
+		raw = xstrndup(eq + 1, n - (size_t)(eq - q) - 1);
+		if (*slot || percent_decode(raw, &val) < 0) {
+			free(raw);
+			return SB_EURI;
+		}
+		free(raw);
+		*slot = val;
+		q += n;
+		if (*q == '&')
+			q++;
+	}
+	if (out->platform && !valid_oci_platform(out->platform))
+		return SB_EURI;
+	if (out->tag_regex && (!*out->tag_regex || strlen(out->tag_regex) > OCI_REGEX_MAX ||
+			       has_control(out->tag_regex)))
+		return SB_EURI;
+	return 0;
+}
+
+static int parse_oci_ref(const char *rest, struct source_uri *out)
 {
 	const char *slash = strchr(rest, '/');
 	const char *at, *colon, *name;
@@ -561,19 +631,46 @@ static int parse_oci(const char *scheme, const char *rest, struct source_uri *ou
 		if (!valid_oci_tag(out->revision))
 			return SB_EURI;
 		name_len = (size_t)(colon - name);
-	} else if (!at) {
+	} else if (!at && !out->tag_regex) {
 		/* What every registry client assumes when no tag is given. */
 		out->revision = xstrdup("latest");
 	}
+	if ((colon || at) && out->tag_regex)
+		return SB_EURI;
 	if (!valid_oci_repo(name, name_len) || strlen(out->registry) + 1 + name_len > OCI_NAME_MAX)
 		return SB_EURI;
 	out->repo = xstrndup(name, name_len);
+	return 0;
+}
+
+static int parse_oci(const char *scheme, const char *rest, struct source_uri *out)
+{
+	const char *q = strchr(rest, '?');
+	char *ref = xstrndup(rest, q ? (size_t)(q - rest) : strlen(rest));
+	struct buf canon = BUF_INIT;
+	char sep = '?';
+	int rc = q ? parse_oci_query(q + 1, out) : 0;
+
+	if (rc == 0)
+		rc = parse_oci_ref(ref, out);
+	free(ref);
+	if (rc < 0)
+		return rc;
 	/* A digest names the content exactly; a tag beside it adds nothing. */
+	buf_printf(&canon, "oci://%s/%s", out->registry, out->repo);
 	if (out->digest)
-		out->canonical = xasprintf("oci://%s/%s@%s", out->registry, out->repo, out->digest);
-	else
-		out->canonical =
-		    xasprintf("oci://%s/%s:%s", out->registry, out->repo, out->revision);
+		buf_printf(&canon, "@%s", out->digest);
+	else if (out->revision)
+		buf_printf(&canon, ":%s", out->revision);
+	if (out->platform) {
+		buf_printf(&canon, "%cplatform=%s", sep, out->platform);
+		sep = '&';
+	}
+	if (out->tag_regex) {
+		buf_printf(&canon, "%ctag-regex=", sep);
+		append_query_value(&canon, out->tag_regex);
+	}
+	out->canonical = buf_steal(&canon);
 	return 0;
 }
 

@@ -19,6 +19,8 @@ struct source_uri {
 	char *revision;	 /* HF/MS: after '@' or NULL; OCI: tag or NULL */
 	char *digest;	 /* OCI: "sha256:..." or NULL */
 	char *registry;	 /* OCI: host[:port] */
+	char *platform;	 /* OCI: ?platform=os/arch[/variant], or NULL */
+	char *tag_regex; /* OCI: ?tag-regex=ERE (decoded): every matching tag */
 	int is_dataset;	 /* HF: hf://datasets/...; MS: ms://datasets/... */
 };
 
@@ -31,8 +33,10 @@ struct source_uri {
  * without credentials, fragment or default port, path at least "/";
  * s3://bucket[/prefix]; hf|ms://[datasets/]org/name[@rev];
  * oci://registry/repo:tag, or oci://registry/repo@digest when a digest is
- * given. OCI without tag or digest means tag "latest". On error out holds
- * nothing to free. */
+ * given, then "?platform=P&tag-regex=R" for the options given (R
+ * percent-encoded). OCI without tag, digest or tag-regex means tag "latest";
+ * a tag-regex excludes a tag or digest. On error out holds nothing to
+ * free. */
 int uri_parse(const char *s, struct source_uri *out);
 void uri_close(struct source_uri *u);
 const char *uri_kind_name(enum uri_kind k);
