@@ -470,6 +470,11 @@ static void dispatch(struct pull *p, struct pfile *pf, struct slot *s)
 	}
 }
 
+static int stopping(const struct pull *p)
+{
+	return p->o->stop && *p->o->stop;
+}
+
 static void pump(struct pull *p)
 {
 	if (p->rc < 0)
@@ -482,6 +487,8 @@ static void pump(struct pull *p)
 			continue;
 		}
 		if (!pf->opened) {
+			if (stopping(p))
+				break;
 			if (open_file(p, pf) < 0)
 				return;
 			check_file(p, pf); /* empty or fully resumed */
@@ -566,7 +573,14 @@ static void complete(struct pull *p)
 	if (p->o->target) {
 		struct publish_stats st;
 		char *detail = NULL;
-		rc = publish_tree(p->c, m, p->o->target, &st, &detail);
+		if (p->o->layout) {
+			rc = layout_publish(p->c, m, p->o->layout, p->o->target, &detail);
+			st.linked = p->o->layout->linked;
+			st.copied = p->o->layout->copied;
+			st.unchanged = p->o->layout->unchanged;
+		} else {
+			rc = publish_tree(p->c, m, p->o->target, &st, &detail);
+		}
 		if (rc < 0) {
 			set_error(p, rc, "%s", detail ? detail : sb_strerror(rc));
 			free(detail);
@@ -604,10 +618,18 @@ static void maybe_done(struct pull *p)
 		for (size_t i = 0; i < p->nfiles; i++) {
 			struct pfile *pf = &p->files[i];
 			if (!pf->done && !pf->reused && !sfile(p, pf)->hardlink_to &&
-			    sfile(p, pf)->type == SRC_REGULAR)
-				return;
+			    sfile(p, pf)->type == SRC_REGULAR) {
+				if (!stopping(p))
+					return;
+				set_error(p, SB_ECANCELED,
+					  "%s: stopped before every file was fetched; the target "
+					  "keeps its previous version",
+					  p->src->uri.raw);
+				break;
+			}
 		}
-		complete(p);
+		if (p->rc == 0)
+			complete(p);
 	}
 	p->finished = 1;
 	uv_stop(&p->loop);
@@ -646,6 +668,12 @@ static void listed(struct source *src, int status, void *arg)
 		return;
 	}
 	if (check_listing(p) < 0) {
+		maybe_done(p);
+		return;
+	}
+	if (stopping(p)) {
+		set_error(p, SB_ECANCELED, "%s: stopped before any file was fetched",
+			  src->uri.raw);
 		maybe_done(p);
 		return;
 	}

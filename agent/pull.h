@@ -7,9 +7,11 @@
 #ifndef SYNCBIT_PULL_H
 #define SYNCBIT_PULL_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "agent/cache.h"
+#include "agent/layout.h"
 #include "common/source.h"
 #include "common/hash.h"
 
@@ -20,6 +22,13 @@ struct pull_options {
 	uint32_t block_size;
 	int progress; /* draw progress on stderr */
 	struct source_options src;
+	/* How the target is laid out (agent/layout.h; its counters and path
+	 * are filled); NULL publishes the tree as is. */
+	struct layout *layout;
+	/* Set (by a signal handler) to stop at the next consistent point: the
+	 * files being fetched are finished and stored, no new one is started
+	 * and nothing is published; the pull then fails with SB_ECANCELED. */
+	volatile sig_atomic_t *stop;
 };
 
 struct pull_result {

@@ -39,6 +39,8 @@ int cmd_scheduler(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+/* sync SRC DST: the rsync + cron sidecar (cli/cmd_sync.c). */
+int cmd_sync(int argc, char **argv);
 /* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */
 int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait);
 
@@ -50,5 +52,20 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	{                                                                 \
 		"data", NULL, 0, "data directory (cache and index)"       \
 	}
+
+/* --layout and its keys, for pull and sync (cli/cmd_sync.c). */
+#define CLI_LAYOUT_KEYS                                                                        \
+	{"layout", "plain", 0, "plain|hf-cache|triton: how DIR is laid out for its reader"},   \
+	    {"repo", NULL, 0, "hf-cache: [datasets/]ORG/NAME when the source is not hf://"},   \
+	    {"model", NULL, 0, "triton: model name (DIR/NAME/config.pbtxt)"},                  \
+	    {"version", NULL, 0, "triton: version directory (DIR/NAME/N/, default 1)"},        \
+	{                                                                                      \
+		"triton-url", NULL, 0, "triton: POST URL/v2/repository/models/NAME/load after" \
+	}
+struct layout;
+/* Fill l from cfg's layout keys; with a source, check them against it
+ * (NULL: a list's items, checked per item). 0, or EXIT_USAGE after
+ * printing the error. */
+int cli_layout(struct config *cfg, const char *source, struct layout *l);
 
 #endif

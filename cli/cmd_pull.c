@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "agent/cache.h"
+#include "agent/layout.h"
 #include "agent/pull.h"
 #include "cli/cli.h"
 #include "common/err.h"
@@ -36,6 +37,7 @@ static const struct config_key pull_keys[] = {
     {"tag-regex", NULL, 0, "oci://: every tag matching this ERE, as one layout"},
     {"insecure-registry", NULL, 0, "oci://: hosts allowed over plain HTTP (host[:port],...)"},
     {"registry-user", NULL, 0, "oci://: user:password (default $REGISTRY_AUTH)"},
+    CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL},
 };
 
@@ -90,6 +92,8 @@ int cmd_pull(int argc, char **argv)
 	uint64_t jobs, bs, cache_size, retries, stall;
 	char *data = NULL, *target = NULL, *source = NULL;
 	struct cache *c = NULL;
+	struct layout layout = {0};
+	char *layout_name = NULL;
 
 	if ((rc = cli_parse(&cfg, pull_keys, pull_usage, argc, argv, &pos, &npos)))
 		goto out_cfg;
@@ -135,6 +139,13 @@ int cmd_pull(int argc, char **argv)
 	}
 	/* They become part of the source's identity, as ?platform=&tag-regex=. */
 	source = platform || tag_regex ? oci_source_with(pos[0], platform, tag_regex) : NULL;
+	if ((rc = cli_layout(&cfg, pos[0], &layout)))
+		goto out_cfg;
+	rc = EXIT_USAGE;
+	if (layout.kind != LAYOUT_PLAIN && !config_get(&cfg, "to")) {
+		cli_error("--layout %s needs --to DIR", layout_kind_name(layout.kind));
+		goto out_cfg;
+	}
 	data = cli_data_dir(&cfg);
 	if (config_get(&cfg, "to"))
 		target = cli_abs_path(config_get(&cfg, "to"));
@@ -161,8 +172,15 @@ int cmd_pull(int argc, char **argv)
 	o.src.s3_path_style = s3_path_style;
 	o.src.insecure_registries = config_get(&cfg, "insecure-registry");
 	o.src.registry_auth = config_get(&cfg, "registry-user");
+	if (layout.kind != LAYOUT_PLAIN) {
+		o.layout = &layout;
+		if (!o.name)
+			o.name = layout_name = layout_dataset_name(&layout, o.source, target);
+	}
 	struct pull_result r;
 	err = pull_run(c, &o, &r);
+	if (err == 0 && layout.kind == LAYOUT_TRITON && config_get(&cfg, "triton-url"))
+		err = layout_triton_load(config_get(&cfg, "triton-url"), layout.model, &r.error);
 	if (err < 0) {
 		cli_error("pull %s: %s", pos[0], r.error ? r.error : sb_strerror(err));
 	} else {
@@ -177,6 +195,8 @@ out:
 	cache_free(c);
 	free(data);
 	free(target);
+	free(layout_name);
+	layout_close(&layout);
 	free(source);
 out_cfg:
 	free(pos);

@@ -24,6 +24,11 @@ static const struct cli_cmd commands[] = {
      "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] [--block-size SIZE] [--cache-size "
      "SIZE]\n  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
      cmd_pull},
+    {"sync",
+     "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
+     "[--layout plain|hf-cache|triton] [--json]\n  syncbit sync --list FILE DST [...]  "
+     "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)",
+     cmd_sync},
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]",

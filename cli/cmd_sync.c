@@ -1,0 +1,370 @@
+/* syncbit sync SRC DST: the rsync + cron sidecar. Honours its environment
+ * (SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE); flags
+ * override it. Also --layout for pull and sync. */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "agent/cache.h"
+#include "agent/cron.h"
+#include "agent/layout.h"
+#include "agent/sync.h"
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/manifest.h"
+
+/* The sidecar's defaults (its README's table). */
+#define SIDECAR_SRC	 "/scratch/models/"
+#define SIDECAR_DST	 "/raid/models/"
+#define SIDECAR_SCHEDULE "0 * * * *"
+#define CRONTAB_MAX	 (1u << 20)
+
+static const struct config_key sync_keys[] = {
+    CLI_COMMON_KEYS,
+    {"schedule", NULL, 0, "cron schedule (default $CRON_SCHEDULE, else \"0 * * * *\")"},
+    {"run-on-start", NULL, 1, "run once at start too (default $RUN_ON_START)"},
+    {"once", "false", 1, "run once, wait for a running sync first, exit with its status"},
+    {"delete", "false", 1, "remove files in DST that the source no longer has"},
+    {"list", NULL, 0, "FILE: sync every item of a list file under DST"},
+    {"list-platform", "huggingface", 0, "list: platform of bare ORG/NAME lines"},
+    {"list-datasets", "false", 1, "list: bare ORG/NAME lines are datasets"},
+    {"json", "false", 1, "one JSON object per run line"},
+    {"name", NULL, 0, "dataset name in the cache"},
+    {"jobs", "8", 0, "parallel block transfers"},
+    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
+    {"retries", "5", 0, "retries per request"},
+    {"stall-timeout", "30", 0, "seconds without progress before a retry"},
+    CLI_LAYOUT_KEYS,
+    {NULL, NULL, 0, NULL},
+};
+
+static const char *sync_usage =
+    "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
+    "[--layout plain|hf-cache|triton] [--json]\n  syncbit sync --list FILE DST [...]";
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+	stop_flag = 1;
+}
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+	return v && v[0] ? v : NULL;
+}
+
+int cli_layout(struct config *cfg, const char *source, struct layout *l)
+{
+	const char *kind = config_get(cfg, "layout");
+	const char *repo = config_get(cfg, "repo");
+	char *error = NULL;
+	memset(l, 0, sizeof *l);
+	if (kind && layout_parse_kind(kind, &l->kind) < 0) {
+		cli_error("--layout: '%s' is not plain, hf-cache or triton", kind);
+		return EXIT_USAGE;
+	}
+	if (repo && !strncmp(repo, "datasets/", 9)) {
+		l->dataset = 1;
+		repo += 9;
+	}
+	l->repo = repo;
+	l->model = config_get(cfg, "model");
+	l->version = config_get(cfg, "version");
+	if (config_get(cfg, "triton-url") && l->kind != LAYOUT_TRITON) {
+		cli_error("--triton-url goes with --layout triton");
+		return EXIT_USAGE;
+	}
+	/* A list's items supply the repo or model: checked per item. */
+	struct layout probe = *l;
+	if (!source && !probe.model)
+		probe.model = "item";
+	if (layout_check(&probe, source ? source : "hf://list/item", &error) < 0) {
+		cli_error("%s", error);
+		free(error);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int one_schedule(const char *expr, const char *what, struct cron **out, size_t *n)
+{
+	char *error = NULL;
+	*out = xcalloc(1, sizeof **out);
+	*n = 1;
+	if (cron_parse(expr, *out, &error) == 0)
+		return 0;
+	cli_error("%s '%s': %s", what, expr, error);
+	free(error);
+	free(*out);
+	*out = NULL;
+	return EXIT_USAGE;
+}
+
+static int crontab_schedules(const char *text, const char *what, struct cron **out, size_t *n)
+{
+	char *error = NULL;
+	if (cron_parse_crontab(text, out, n, &error) == 0)
+		return 0;
+	cli_error("%s: %s", what, error);
+	free(error);
+	return EXIT_USAGE;
+}
+
+/* --schedule (flag or SYNCBIT_SCHEDULE), else the sidecar's CRONTAB_FILE,
+ * CRONTAB (each replaces CRON_SCHEDULE; the file wins when both are set),
+ * CRON_SCHEDULE, else the config file, else hourly. */
+static int resolve_schedule(struct config *cfg, struct cron **out, size_t *n)
+{
+	const char *flag = config_get(cfg, "schedule");
+	const char *file = env("CRONTAB_FILE"), *tab = env("CRONTAB");
+	if (flag && config_origin_of(cfg, "schedule") >= CONFIG_ENV)
+		return one_schedule(flag, "--schedule", out, n);
+	if (file) {
+		struct buf b = BUF_INIT;
+		char *what = xasprintf("CRONTAB_FILE %s", file);
+		int rc = sync_read_file(file, CRONTAB_MAX, &b);
+		if (rc < 0) {
+			cli_error("%s: %s", what, sb_strerror(rc));
+			rc = EXIT_USAGE;
+		} else {
+			if (tab)
+				log_warn("CRONTAB_FILE is set: CRONTAB is not used");
+			rc = crontab_schedules(buf_cstr(&b), what, out, n);
+		}
+		buf_close(&b);
+		free(what);
+		return rc;
+	}
+	if (tab)
+		return crontab_schedules(tab, "CRONTAB", out, n);
+	if (env("CRON_SCHEDULE"))
+		return one_schedule(env("CRON_SCHEDULE"), "CRON_SCHEDULE", out, n);
+	return one_schedule(flag ? flag : SIDECAR_SCHEDULE, "--schedule", out, n);
+}
+
+/* --run-on-start, else RUN_ON_START ("1" or "true", as the sidecar). */
+static int resolve_run_on_start(struct config *cfg, int *out)
+{
+	*out = 0;
+	if (config_get(cfg, "run-on-start") && config_origin_of(cfg, "run-on-start") >= CONFIG_ENV)
+		return config_get_bool(cfg, "run-on-start", out);
+	const char *v = env("RUN_ON_START");
+	if (v) {
+		*out = !strcmp(v, "1") || !strcasecmp(v, "true");
+		if (!*out && strcmp(v, "0") && strcasecmp(v, "false"))
+			log_warn("RUN_ON_START='%s' is neither 1/true nor 0/false: not running at "
+				 "start",
+				 v);
+		return 0;
+	}
+	return config_get(cfg, "run-on-start") ? config_get_bool(cfg, "run-on-start", out) : 0;
+}
+
+static const char *const status_names[] = {"ok", "failed", "skipped", "stopped"};
+
+static void report_json(const struct sync_report *r)
+{
+	const struct pull_result *p = r->result;
+	json_t *o = json_object();
+	json_object_set_new(o, "run", json_integer(r->run));
+	json_object_set_new(o, "status", json_string(status_names[r->status]));
+	if (r->item) {
+		json_object_set_new(o, "source",
+				    json_string(p && p->source ? p->source : r->item->source));
+		json_object_set_new(o, "target", json_string(r->item->target));
+	}
+	if (r->layout && r->layout->path)
+		json_object_set_new(o, "path", json_string(r->layout->path));
+	if (p) {
+		char hex[HASH_HEX_LEN + 1];
+		hash_to_hex(&p->manifest_id, hex);
+		json_object_set_new(o, "files", json_integer((json_int_t)p->files));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)p->bytes));
+		json_object_set_new(o, "bytes_from_source",
+				    json_integer((json_int_t)p->bytes_from_source));
+		json_object_set_new(o, "bytes_from_peers",
+				    json_integer((json_int_t)p->bytes_from_peers));
+		json_object_set_new(o, "bytes_reused", json_integer((json_int_t)p->bytes_reused));
+		json_object_set_new(o, "bytes_read", json_integer((json_int_t)p->bytes_read));
+		json_object_set_new(o, "seconds", json_real(p->seconds));
+		if (r->status == SYNC_OK)
+			json_object_set_new(o, "manifest", json_string(hex));
+	}
+	if (r->layout)
+		json_object_set_new(o, "deleted", json_integer((json_int_t)r->layout->removed));
+	if (r->error)
+		json_object_set_new(o, "error", json_string(r->error));
+	char *s = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", s);
+	free(s);
+	json_decref(o);
+}
+
+static void report(const struct sync_report *r, void *arg)
+{
+	const int *json = arg;
+	const struct pull_result *p = r->result;
+	if (*json)
+		report_json(r);
+	if (r->status == SYNC_FAILED) {
+		cli_error("sync run %u: %s%s%s", r->run, r->item ? r->item->source : "",
+			  r->item ? ": " : "", r->error ? r->error : "failed");
+	} else if (*json) {
+		/* the JSON line says it all */
+	} else if (r->status == SYNC_OK) {
+		printf("sync run %u: ok %s -> %s: files=%llu bytes=%llu bytes_from_source=%llu "
+		       "bytes_from_peers=%llu bytes_reused=%llu deleted=%llu seconds=%.2f\n",
+		       r->run, r->item->source, r->layout->path ? r->layout->path : r->item->target,
+		       (unsigned long long)p->files, (unsigned long long)p->bytes,
+		       (unsigned long long)p->bytes_from_source,
+		       (unsigned long long)p->bytes_from_peers, (unsigned long long)p->bytes_reused,
+		       (unsigned long long)r->layout->removed, p->seconds);
+	} else {
+		printf("sync run %u: %s: %s\n", r->run, status_names[r->status],
+		       r->error ? r->error : "");
+	}
+	fflush(stdout);
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal; /* no SA_RESTART: sleeps end early */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+}
+
+/* Positional arguments and the sidecar's SRC/DST; 0 or EXIT_USAGE. */
+static int resolve_paths(int npos, char **pos, const char *list, const char **src, const char **dst)
+{
+	if (list && npos <= 1) {
+		*dst = npos ? pos[0] : env("DST") ? env("DST") : SIDECAR_DST;
+		return 0;
+	}
+	if (!list && (npos == 0 || npos == 2)) {
+		*src = npos ? pos[0] : env("SRC") ? env("SRC") : SIDECAR_SRC;
+		*dst = npos ? pos[1] : env("DST") ? env("DST") : SIDECAR_DST;
+		return 0;
+	}
+	cli_error(list ? "sync --list FILE takes one DST"
+		       : "sync takes SRC and DST (or $SRC, $DST)");
+	fprintf(stderr, "usage: syncbit %s\n", sync_usage);
+	return EXIT_USAGE;
+}
+
+static int read_options(struct config *cfg, struct sync_options *so, uint64_t *cache_size)
+{
+	uint64_t jobs, bs, retries, stall;
+	int datasets = 0;
+	const char *platform = config_get(cfg, "list-platform");
+	if (config_get_bool(cfg, "once", &so->once) < 0 ||
+	    config_get_bool(cfg, "delete", &so->layout.prune) < 0 ||
+	    config_get_bool(cfg, "list-datasets", &datasets) < 0 ||
+	    config_get_u64(cfg, "jobs", 1, 256, &jobs) < 0 ||
+	    config_get_size(cfg, "block-size", BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, &bs) < 0 ||
+	    config_get_size(cfg, "cache-size", 0, UINT64_MAX, cache_size) < 0 ||
+	    config_get_u64(cfg, "retries", 0, 100, &retries) < 0 ||
+	    config_get_u64(cfg, "stall-timeout", 1, 3600, &stall) < 0 ||
+	    resolve_run_on_start(cfg, &so->run_on_start) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	if (manifest_check_block_size(bs) < 0) {
+		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
+		return EXIT_USAGE;
+	}
+	if (strcmp(platform, "huggingface") && strcmp(platform, "modelscope")) {
+		cli_error("--list-platform: '%s' is neither huggingface nor modelscope", platform);
+		return EXIT_USAGE;
+	}
+	so->list_options.platform =
+	    !strcmp(platform, "modelscope") ? SYNC_MODELSCOPE : SYNC_HUGGINGFACE;
+	so->list_options.datasets = datasets;
+	so->pull.name = config_get(cfg, "name");
+	so->pull.block_size = (uint32_t)bs;
+	source_options_default(&so->pull.src);
+	so->pull.src.jobs = (int)jobs;
+	so->pull.src.retries = (int)retries;
+	so->pull.src.stall_seconds = (unsigned)stall;
+	so->pull.src.block_size = bs;
+	return 0;
+}
+
+int cmd_sync(int argc, char **argv)
+{
+	struct config cfg;
+	struct sync_options so = {.stop = &stop_flag, .report = report};
+	struct cron *schedules = NULL;
+	char **pos = NULL;
+	char *data = NULL, *target = NULL, *lock = NULL;
+	const char *src = NULL, *dst = NULL;
+	struct cache *c = NULL;
+	uint64_t cache_size = 0;
+	int npos = 0, json = 0, rc;
+
+	if ((rc = cli_parse(&cfg, sync_keys, sync_usage, argc, argv, &pos, &npos)))
+		goto out;
+	so.list = config_get(&cfg, "list");
+	if ((rc = resolve_paths(npos, pos, so.list, &src, &dst)) ||
+	    (rc = read_options(&cfg, &so, &cache_size)) ||
+	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
+	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)))
+		goto out;
+	config_get_bool(&cfg, "json", &json);
+	config_get_bool(&cfg, "delete", &so.layout.prune);
+	so.schedules = schedules;
+	so.arg = &json;
+	so.triton_url = config_get(&cfg, "triton-url");
+	so.pull.progress = so.once && !json && isatty(2);
+	target = cli_abs_path(dst);
+	so.source = src;
+	so.target = target;
+	so.list_options.flat = so.layout.kind != LAYOUT_PLAIN;
+	if (so.list) {
+		struct sync_list probe;
+		char *error = NULL;
+		if (sync_list_load(so.list, target, &so.list_options, &probe, &error) < 0) {
+			cli_error("--list %s", error);
+			free(error);
+			rc = EXIT_USAGE;
+			goto out;
+		}
+		sync_list_close(&probe);
+	}
+	if (src && !strstr(src, "://") && src[strlen(src) - 1] != '/')
+		log_info("sync: %s is copied as its contents into %s (rsync without a trailing "
+			 "'/' would make %s/<name>)",
+			 src, target, target);
+	data = cli_data_dir(&cfg);
+	lock = sync_lock_path(data, target);
+	so.lock_path = lock;
+	rc = EXIT_FAIL;
+	int err = cache_open(data, cache_size, &c);
+	if (err < 0) {
+		cli_error("sync: cache %s: %s", data, sb_strerror(err));
+		goto out;
+	}
+	catch_signals();
+	err = sync_run(c, &so);
+	rc = err < 0 && err != SB_ECANCELED ? EXIT_FAIL : EXIT_OK;
+out:
+	cache_free(c);
+	free(schedules);
+	free(lock);
+	free(data);
+	free(target);
+	free(pos);
+	config_close(&cfg);
+	return rc;
+}
