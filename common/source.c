@@ -11,6 +11,7 @@
 
 void source_options_default(struct source_options *opt)
 {
+	memset(opt, 0, sizeof *opt);
 	opt->jobs = 8;
 	opt->retries = 5;
 	opt->stall_seconds = 30;
