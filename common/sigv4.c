@@ -131,7 +131,7 @@ static void free_headers(struct canon_header *h, size_t n)
 
 void sigv4_canonical_request(const struct sigv4_request *rq, struct buf *out)
 {
-	struct canon_header h[SIGV4_HEADERS_MAX];
+	struct canon_header h[SIGV4_HEADERS_MAX] = {0};
 	size_t n = canon_headers(rq, h);
 	buf_printf(out, "%s\n%s\n%s\n", rq->method, rq->path && *rq->path ? rq->path : "/",
 		   rq->query ? rq->query : "");
@@ -219,7 +219,7 @@ int sigv4_authorization(const struct sigv4_request *rq, struct buf *out)
 	int rc = sigv4_signature(rq, sig);
 	if (rc < 0)
 		return rc;
-	struct canon_header h[SIGV4_HEADERS_MAX];
+	struct canon_header h[SIGV4_HEADERS_MAX] = {0};
 	size_t n = canon_headers(rq, h);
 	buf_printf(out, "%s Credential=%s/", SIGV4_ALGORITHM, rq->access_key);
 	scope(rq, out);

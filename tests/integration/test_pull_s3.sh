@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# syncbit pull of s3:// prefixes from a real S3-compatible server on
+# loopback (s3rver, fixtures uploaded with the aws CLI): nested keys, empty
+# and multi-block objects, reuse, change detection, addressing styles and
+# the errors a user meets. Then tests/fixtures/s3_fixture.py, which checks
+# every SigV4 signature strictly and injects what s3rver cannot: a wrong
+# secret key, malformed XML, 429 with Retry-After, 5xx, stalls, keys that
+# escape the prefix and an object replaced mid-pull.
+. "$(dirname "$0")/lib.sh"
+
+S3RVER=$(bash "$FIXTURES/s3rver.sh" bin) || { bad "s3rver is installed (tests/deps.sh)"; finish; exit 1; }
+if [ -x /usr/bin/aws ]; then AWS=/usr/bin/aws; else AWS=$(command -v aws) || AWS=; fi
+[ -n "$AWS" ] || { bad "the aws CLI is installed (tests/deps.sh)"; finish; exit 1; }
+
+# Nothing from the caller's AWS setup may leak in.
+unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_REGION
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$T/no-aws-config
+export AWS_SHARED_CREDENTIALS_FILE=$T/no-aws-credentials AWS_PAGER=
+
+PORT=$(free_port)
+mkdir -p "$T/s3rver"
+"$S3RVER" -d "$T/s3rver" -a 127.0.0.1 -p "$PORT" --silent --service-endpoint localhost \
+	>"$T/s3rver.log" 2>&1 &
+PIDS+=($!)
+E=http://127.0.0.1:$PORT
+for _ in $(seq 100); do curl -s -o /dev/null "$E/" && break; sleep 0.1; done
+awss3() { timeout 120 "$AWS" --endpoint-url "$E" "$@" >>"$T/aws.log" 2>&1; }
+awss3 s3 mb s3://models || { bad "s3rver starts and makes a bucket" "$(tail -3 "$T/aws.log")"; finish; exit 1; }
+
+# The tree: nested keys, a key with spaces, a non-ASCII key, an empty
+# object and objects of several 1 MiB blocks.
+S=$T/src/llama DATA=$T/data
+mkdir -p "$S/weights" "$S/dir with space" "$S/deep/a/b/c"
+head -c $((9 * 1024 * 1024 + 5)) /dev/urandom >"$S/weights/model-00001.safetensors"
+head -c $((3 * 1024 * 1024)) /dev/urandom >"$S/weights/model-00002.safetensors"
+echo '{"model_type": "llama"}' >"$S/config.json"
+: >"$S/empty.bin"
+echo spaced >"$S/dir with space/a b+c.txt"
+echo unicode >"$S/deep/a/b/c/é-ü.txt"
+awss3 s3 cp --recursive "$S" s3://models/llama/ || bad "upload the tree" "$(tail -3 "$T/aws.log")"
+awss3 s3api put-object --bucket models --key llama/folder/
+echo other >"$T/other"
+awss3 s3 cp "$T/other" s3://models/llama-old/x
+TOTAL=$(find "$S" -type f -printf '%s\n' | awk '{ n += $1 } END { print n }')
+
+pull() { timeout 120 "$SYNCBIT" pull "$@" --data "$DATA" --json --block-size 1MiB; }
+sb() { timeout 120 "$SYNCBIT" "$@"; }
+pull_to() { local out=$1; shift; pull "$@" >"$out"; }
+
+check "pull an s3:// prefix with nested keys" pull_to "$T/p1" s3://models/llama/ --to "$T/d1" --s3-endpoint "$E"
+check "content matches the uploaded tree" diff -r "$S" "$T/d1"
+check "directory markers and neighbouring prefixes stay out" test ! -e "$T/d1/folder" -a ! -e "$T/d1/x"
+check "the empty object is an empty file" test -f "$T/d1/empty.bin" -a ! -s "$T/d1/empty.bin"
+check "every byte came from the source" test "$(json_field "$T/p1" bytes_from_source)" -eq "$TOTAL"
+check "LastModified becomes the mtime" test "$(stat -c %Y "$T/d1/config.json")" -gt $(($(date +%s) - 3600))
+pull s3://models/llama/ --to "$T/d1" --s3-endpoint "$E" >"$T/p2"
+check "second pull reads 0 bytes" test "$(json_field "$T/p2" bytes_read)" -eq 0 -a "$(json_field "$T/p2" bytes_from_source)" -eq 0
+echo '{"model_type": "llama", "changed": true}' >"$S/config.json"
+awss3 s3 cp "$S/config.json" s3://models/llama/config.json
+pull s3://models/llama/ --to "$T/d1" --s3-endpoint "$E" >"$T/p3"
+check "a changed object is the only one read again" test "$(json_field "$T/p3" bytes_read)" -eq "$(stat -c %s "$S/config.json")"
+check "the change is published" diff -r "$S" "$T/d1"
+check "a prefix without '/' names the same directory" pull s3://models/llama --to "$T/d2" --s3-endpoint "$E"
+check "its content matches" diff -r "$S" "$T/d2"
+check "one object lands as DIR/<basename>" pull s3://models/llama/weights/model-00002.safetensors --to "$T/d3" --s3-endpoint "$E"
+check "its content matches" cmp "$S/weights/model-00002.safetensors" "$T/d3/model-00002.safetensors"
+check "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 are read" env AWS_ENDPOINT_URL=http://127.0.0.1:1 AWS_ENDPOINT_URL_S3="$E" "$SYNCBIT" pull s3://models/llama/ --to "$T/d4" --data "$DATA"
+check "virtual-hosted addressing (bucket.s3.localhost)" pull s3://models/llama/ --to "$T/d5" --s3-endpoint "http://s3.localhost:$PORT" --no-s3-path-style
+check "its content matches" diff -r "$S" "$T/d5"
+check "anonymous when no credentials are set" env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$SYNCBIT" pull s3://models/llama/ --to "$T/d6" --data "$T/data6" --s3-endpoint "$E"
+expect_fail "an unknown access key is one clear line" 1 "InvalidAccessKeyId.*AWS_ACCESS_KEY_ID" \
+	env AWS_ACCESS_KEY_ID=NOBODY timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint "$E"
+expect_fail "a missing bucket is one clear line" 1 "bucket nosuchbucket does not exist" \
+	sb pull s3://nosuchbucket/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint "$E"
+expect_fail "an empty prefix is one clear line" 1 "no objects under s3://models/nothing/" \
+	sb pull s3://models/nothing/ --to "$T/e1" --data "$DATA" --s3-endpoint "$E"
+expect_fail "half a key pair is one clear line" 1 "AWS_SECRET_ACCESS_KEY is not" \
+	env -u AWS_SECRET_ACCESS_KEY timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint "$E"
+expect_fail "an unreachable endpoint fails after retries" 1 "127.0.0.1:1" \
+	sb pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint http://127.0.0.1:1 --retries 1
+check "nothing published after the failures" test ! -e "$T/e1"
+
+# The strict fixture.
+FX=$T/fx
+for b in strict badxml notxml throttle flaky stalled escape moving; do mkdir -p "$FX/$b/p/sub"; done
+cp -r "$S/." "$FX/strict/p/"
+for b in badxml notxml throttle flaky stalled escape; do head -c 300000 /dev/urandom >"$FX/$b/p/sub/a.bin"; done
+head -c $((6 * 1024 * 1024)) /dev/urandom >"$FX/moving/p/big.bin"
+python3 "$FIXTURES/s3_fixture.py" --root "$FX" --access-key AKFIXTURE --secret-key SKFIXTURE \
+	--page 2 >"$T/fport" 2>"$T/ferr" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$T/fport" ] && break; sleep 0.1; done
+F=http://127.0.0.1:$(head -1 "$T/fport")
+fault() { curl -sf -X POST "$F/__fault?$1" >/dev/null; }
+fpull() { AWS_ACCESS_KEY_ID=AKFIXTURE AWS_SECRET_ACCESS_KEY=SKFIXTURE timeout 120 "$SYNCBIT" pull "$@" --data "$T/fdata" --s3-endpoint "$F"; }
+
+check "every request signed right (strict SigV4, pages of 2 keys)" fpull s3://strict/p/ --to "$T/f1" --json
+check "its content matches" diff -r "$S" "$T/f1"
+check "the listing took several pages" test "$(curl -s "$F/__stats?bucket=strict" | grep -o 'continuation-token=' | wc -l)" -ge 2
+expect_fail "a wrong secret key is one clear line" 1 "SignatureDoesNotMatch.*AWS_SECRET_ACCESS_KEY" \
+	env AWS_ACCESS_KEY_ID=AKFIXTURE AWS_SECRET_ACCESS_KEY=wrong "$SYNCBIT" pull s3://strict/p/ --to "$T/e2" --data "$T/fdata" --s3-endpoint "$F"
+expect_fail "a wrong region names the right one" 1 "region us-east-1.*--s3-region" \
+	fpull s3://strict/p/ --to "$T/e2" --s3-region eu-west-1
+fault "bucket=badxml&list=badxml"
+expect_fail "malformed XML is one clear line" 1 "malformed ListObjectsV2 answer: byte [0-9]+: " \
+	fpull s3://badxml/p/ --to "$T/e2"
+fault "bucket=notxml&list=notxml"
+expect_fail "an HTML page instead of XML is one clear line" 1 "malformed ListObjectsV2 answer.*<html>" \
+	fpull s3://notxml/p/ --to "$T/e2"
+fault "bucket=escape&list=dotdot"
+expect_fail "a key escaping the prefix is refused" 1 "escapes the dataset directory" \
+	fpull s3://escape/p/ --to "$T/e2"
+check "nothing published after the refusals" test ! -e "$T/e2"
+fault "bucket=throttle&r429=2&ra=2"
+t0=$(date +%s%N)
+check "429 with Retry-After is honoured" fpull s3://throttle/p/ --to "$T/f2"
+t1=$(date +%s%N)
+check "the pull waited as Retry-After asked (2 x 2 s)" test $(((t1 - t0) / 1000000)) -ge 3900
+check "its content matches" cmp "$FX/throttle/p/sub/a.bin" "$T/f2/sub/a.bin"
+fault "bucket=flaky&fail=3&code=503"
+check "5xx answers are retried" fpull s3://flaky/p/ --to "$T/f3"
+fault "bucket=stalled&stall=30&after=1000&times=1"
+check "a stalled transfer is retried" fpull s3://stalled/p/ --to "$T/f4" --stall-timeout 2
+check "its content matches" cmp "$FX/stalled/p/sub/a.bin" "$T/f4/sub/a.bin"
+fault "bucket=moving&etag_change=2"
+expect_fail "an object replaced mid-pull fails clearly" 1 "changed while it was read" \
+	fpull s3://moving/p/ --to "$T/f5" --block-size 1MiB --jobs 1
+check "nothing published after a mid-pull change" test ! -e "$T/f5/big.bin"
+check "If-Match carried the listed ETag" bash -c "curl -s '$F/__stats?bucket=moving' | grep -q '\"status\": 412'"
+
+finish
