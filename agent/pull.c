@@ -672,8 +672,7 @@ static void listed(struct source *src, int status, void *arg)
 		return;
 	}
 	if (stopping(p)) {
-		set_error(p, SB_ECANCELED, "%s: stopped before any file was fetched",
-			  src->uri.raw);
+		set_error(p, SB_ECANCELED, "%s: stopped before any file was fetched", src->uri.raw);
 		maybe_done(p);
 		return;
 	}
