@@ -133,8 +133,23 @@ int cmd_pull(int argc, char **argv)
 	}
 	const char *platform = config_get(&cfg, "platform");
 	const char *tag_regex = config_get(&cfg, "tag-regex");
+	const char *reg_user = config_get(&cfg, "registry-user");
+	struct oci_platform pf;
 	if ((platform || tag_regex) && strncasecmp(pos[0], "oci://", 6) != 0) {
 		cli_error("--platform and --tag-regex apply to oci:// sources only");
+		goto out_cfg;
+	}
+	if (platform && oci_platform_parse(platform, &pf) < 0) {
+		cli_error("--platform %s: expected os/arch[/variant], e.g. linux/arm64", platform);
+		goto out_cfg;
+	}
+	const char *repo = strchr(pos[0], '/') ? strchr(pos[0] + strlen("oci://"), '/') : NULL;
+	if (tag_regex && repo && strpbrk(repo, ":@")) {
+		cli_error("--tag-regex takes oci://registry/repo without a :tag or @digest");
+		goto out_cfg;
+	}
+	if (reg_user && !strchr(reg_user, ':')) {
+		cli_error("--registry-user: expected user:password");
 		goto out_cfg;
 	}
 	/* They become part of the source's identity, as ?platform=&tag-regex=. */
@@ -171,7 +186,7 @@ int cmd_pull(int argc, char **argv)
 	o.src.s3_region = config_get(&cfg, "s3-region");
 	o.src.s3_path_style = s3_path_style;
 	o.src.insecure_registries = config_get(&cfg, "insecure-registry");
-	o.src.registry_auth = config_get(&cfg, "registry-user");
+	o.src.registry_auth = reg_user;
 	if (layout.kind != LAYOUT_PLAIN) {
 		o.layout = &layout;
 		if (!o.name)

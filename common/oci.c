@@ -227,6 +227,55 @@ void oci_error_summary(const void *body, size_t len, char *out, size_t cap)
 	json_decref(root);
 }
 
+static const struct {
+	const char *docker, *oci;
+} layer_types[] = {
+    {"application/vnd.docker.image.rootfs.diff.tar.gzip",
+     "application/vnd.oci.image.layer.v1.tar+gzip"},
+    {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"},
+    {"application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.v1.tar"},
+    {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"},
+};
+
+static void retype(json_t *desc)
+{
+	const char *mt = json_string_value(json_object_get(desc, "mediaType"));
+	for (size_t i = 0; mt && i < sizeof layer_types / sizeof layer_types[0]; i++)
+		if (!strcmp(mt, layer_types[i].docker)) {
+			json_object_set_new(desc, "mediaType", json_string(layer_types[i].oci));
+			return;
+		}
+}
+
+int oci_manifest_to_oci(const void *body, size_t len, char **out, size_t *outlen)
+{
+	json_error_t err;
+	*out = NULL;
+	*outlen = 0;
+	if (len > OCI_DOC_MAX)
+		return SB_ETOOBIG;
+	json_t *root = json_loadb(body, len, 0, &err);
+	const char *mt = json_string_value(json_object_get(root, "mediaType"));
+	json_t *layers = json_object_get(root, "layers");
+	if (!mt || strcmp(mt, OCI_MT_DOCKER_V2) || !json_is_array(layers)) {
+		json_decref(root);
+		return SB_EPROTO;
+	}
+	json_object_set_new(root, "mediaType", json_string(OCI_MT_MANIFEST));
+	retype(json_object_get(root, "config"));
+	for (size_t i = 0; i < json_array_size(layers); i++)
+		retype(json_array_get(layers, i));
+	char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!s)
+		fatal("out of memory");
+	*outlen = strlen(s);
+	*out = xstrdup(s);
+	free(s);
+	return 0;
+}
+
 /* Platforms. */
 
 static int platform_part_ok(const char *s, size_t n)

@@ -61,6 +61,12 @@ int oci_manifest_parse(const void *body, size_t len, const char *content_type,
 		       struct oci_manifest *out, char **why);
 void oci_manifest_close(struct oci_manifest *m);
 
+/* A Docker schema 2 image manifest rewritten with the OCI media types of
+ * its manifest, config and layers (the blobs stay as they are), as OCI
+ * image layout readers expect; heap bytes in *out, *outlen. 0, or
+ * SB_EPROTO when body is not such a manifest. */
+int oci_manifest_to_oci(const void *body, size_t len, char **out, size_t *outlen);
+
 /* "os/arch[/variant]" into p; arch aliases (x86_64, aarch64) normalized.
  * 0 or SB_EURI. */
 int oci_platform_parse(const char *s, struct oci_platform *p);

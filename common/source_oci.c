@@ -6,6 +6,9 @@
  * memory; config and layer blobs are read with ranged GETs, in parallel,
  * through one curl multi on the loop. An image index resolves to the
  * manifest of one platform (linux/amd64 unless ?platform= says otherwise).
+ * A Docker schema 2 manifest is kept with OCI media types (its blobs as they
+ * are), since layout readers take only those; the listing's version stays
+ * the registry's manifest digest.
  *
  * Every manifest is checked against its digest before use, and every blob
  * read from start to end in this run is hashed in order on the thread pool
@@ -29,6 +32,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <strings.h>
 
 #include "common/buf.h"
@@ -50,6 +54,7 @@
 #define DOCKER_HUB	 "docker.io"
 #define DOCKER_HUB_API	 "registry-1.docker.io"
 #define BLOBS_DIR	 "blobs/sha256/"
+#define OCI_AUTH_MAX	 1024 /* user:password */
 
 enum req_kind {
 	REQ_DOC,   /* a manifest or tag page into body */
@@ -120,8 +125,12 @@ struct ofile {
 };
 
 struct image {
-	char *tag; /* ref.name, or NULL */
-	char digest[OCI_DIGEST_MAX];
+	char *tag;		     /* ref.name, or NULL */
+	char digest[OCI_DIGEST_MAX]; /* the registry's manifest */
+	/* The manifest as the layout holds it: the registry's bytes, or a
+	 * Docker schema 2 manifest retyped to OCI. */
+	char layout_digest[OCI_DIGEST_MAX];
+	const char *layout_type;
 	struct buf manifest;
 	struct oci_manifest m;
 };
@@ -968,9 +977,21 @@ static void on_manifest(struct oci_req *r)
 	const char *tag = ref_tag(os);
 	im->tag = tag ? xstrdup(tag) : NULL;
 	snprintf(im->digest, sizeof im->digest, "%s", digest);
-	im->manifest = r->body;
-	memset(&r->body, 0, sizeof r->body);
+	snprintf(im->layout_digest, sizeof im->layout_digest, "%s", digest);
+	im->layout_type = OCI_MT_MANIFEST;
 	im->m = m;
+	char *oci;
+	size_t len;
+	if (!strcmp(m.media_type, OCI_MT_DOCKER_V2) &&
+	    oci_manifest_to_oci(r->body.ptr, r->body.len, &oci, &len) == 0) {
+		/* OCI layout readers take only OCI media types. */
+		buf_append(&im->manifest, oci, len);
+		oci_digest_of(oci, len, im->layout_digest);
+		free(oci);
+	} else {
+		im->manifest = r->body;
+		memset(&r->body, 0, sizeof r->body);
+	}
 	os->next_ref++;
 	next_ref(os);
 out:
@@ -1057,8 +1078,8 @@ static void build_listing(struct oci_source *os)
 	size_t n = 0;
 	for (size_t i = 0; i < os->nimages; i++) {
 		struct image *im = &os->images[i];
-		refs[i] = (struct oci_layout_ref){im->m.media_type, im->digest, im->manifest.len,
-						  im->tag};
+		refs[i] = (struct oci_layout_ref){im->layout_type, im->layout_digest,
+						  im->manifest.len, im->tag};
 		add_mem(&files, &n, NULL, im->manifest.ptr, im->manifest.len);
 		add_blob(&files, &n, &im->m.config);
 		for (size_t j = 0; j < im->m.nlayers; j++)
@@ -1465,6 +1486,20 @@ static int setup_names(struct source *src, struct oci_source *os)
 	return 0;
 }
 
+/* user:password, or Docker's base64 of it (the "auth" of config.json). */
+static char *credentials(const char *auth)
+{
+	unsigned char raw[OCI_AUTH_MAX + 1];
+	size_t n = 0;
+	if (strchr(auth, ':'))
+		return xstrdup(auth);
+	if (sodium_base642bin(raw, OCI_AUTH_MAX, auth, strlen(auth), "\n\r ", &n, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    !memchr(raw, ':', n) || memchr(raw, '\0', n))
+		return NULL;
+	return xstrndup((const char *)raw, n);
+}
+
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
 	const char *auth = src->opt.registry_auth;
@@ -1472,11 +1507,11 @@ static int setup_credentials(struct source *src, struct oci_source *os)
 		auth = getenv("REGISTRY_AUTH");
 	if (!auth || !*auth)
 		return 0;
-	if (!strchr(auth, ':')) {
-		source_set_error(src, "%s: registry credentials must be user:password", os->shown);
-		return SB_ECONFIG;
-	}
-	os->userpwd = xstrdup(auth);
+	os->userpwd = strlen(auth) <= OCI_AUTH_MAX ? credentials(auth) : NULL;
+	if (!os->userpwd)
+		log_warn("%s: registry credentials are neither user:password nor its base64; "
+			 "going without",
+			 os->shown);
 	return 0;
 }
 

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# syncbit pull of oci:// images from Debian's docker-registry (the CNCF
+# distribution registry) on loopback, fed by skopeo from an OCI layout built
+# here (tests/fixtures/oci_image.py): a tag, a digest, a multi-arch index and
+# platform choice, Docker schema 2, a tag regex, a missing tag, a corrupted
+# blob, a re-pull that fetches nothing; the registry again with token auth
+# (tests/fixtures/oci_token.py signs the tokens it checks), and behind
+# tests/fixtures/oci_proxy.py for 429 Retry-After and blob redirects to
+# another host. Every result must pass `skopeo inspect oci:DIR:TAG`.
+. "$(dirname "$0")/lib.sh"
+
+for tool in docker-registry skopeo openssl; do
+	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
+done
+L=$T/layout STORE=$T/store DATA=$T/data
+SKOPEO=(skopeo --insecure-policy)
+
+# start_registry NAME [YAML auth block]: a registry on a free loopback port
+# over $STORE; sets REG_PORT.
+start_registry() {
+	local name=$1 auth=${2:-} cfg="$T/$1.yml"
+	REG_PORT=$(free_port)
+	cat >"$cfg" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $STORE
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+$auth
+CONF
+	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 50); do
+		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
+		sleep 0.1
+	done
+	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
+}
+
+# start_fixture OUTFILE command...: a fixture that prints its port first.
+start_fixture() {
+	local out=$1; shift
+	"$@" >"$out" 2>"$out.err" &
+	PIDS+=($!)
+	for _ in $(seq 100); do [ -s "$out" ] && { head -1 "$out"; return 0; }; sleep 0.1; done
+	cat "$out.err" >&2; return 1
+}
+
+image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
+push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
+pull() { "$SYNCBIT" pull "$@" --data "$DATA" --json; }
+inspect() { "${SKOPEO[@]}" inspect "oci:$1" 2>&1; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
+refs() { python3 -c "import json,sys; print(' '.join(m.get('annotations',{}).get('org.opencontainers.image.ref.name','-') for m in json.load(open(sys.argv[1]))['manifests']))" "$1/index.json"; }
+# first_layer TAG: the hex of the first layer of TAG's image manifest in $L.
+first_layer() {
+	python3 - "$L" "$1" <<'PY'
+import json, sys
+L, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(f"{L}/index.json"))
+d = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
+m = json.load(open(f"{L}/blobs/sha256/{d['digest'][7:]}"))
+print(m["layers"][0]["digest"][7:])
+PY
+}
+
+# Images: 3 MB of layer so several blocks travel in parallel.
+D_V1=$(image v1 --size 3000000 --seed v1)
+image multi --arch amd64,arm64 --seed multi >/dev/null
+image cann-8.0 --seed c80 >/dev/null
+image cann-8.1-a3 --seed c81 >/dev/null
+image other --seed other >/dev/null
+image bad --size 2500000 --seed bad >/dev/null
+start_registry plain || { bad "docker-registry starts"; finish; exit 1; }
+R=127.0.0.1:$REG_PORT PLAIN_PORT=$REG_PORT
+for t in v1 cann-8.0 cann-8.1-a3 other; do push "oci:$L:$t" "docker://$R/test/app:$t"; done
+push --all "oci:$L:multi" "docker://$R/test/app:multi"
+push --format v2s2 "oci:$L:v1" "docker://$R/test/app:docker"
+push "oci:$L:bad" "docker://$R/test/bad:v1"
+check "skopeo pushed the test images" grep -q cann-8.1-a3 <(curl -s "http://$R/v2/test/app/tags/list")
+
+# A tag.
+check "pull by tag" pull "oci://$R/test/app:v1" --to "$T/d1" --block-size 1MiB --jobs 4
+check "skopeo inspect oci:DIR:v1" inspect "$T/d1:v1"
+check "skopeo copy oci:DIR:v1 dir:" "${SKOPEO[@]}" copy -q "oci:$T/d1:v1" "dir:$T/copy1"
+LAYER=$(first_layer v1)
+check "the layer is the pushed one" cmp "$L/blobs/sha256/$LAYER" "$T/d1/blobs/sha256/$LAYER"
+check "index.json names the tag" test "$(refs "$T/d1")" = v1
+check "the manifest is stored under its digest" test -f "$T/d1/blobs/sha256/${D_V1#sha256:}"
+pull "oci://$R/test/app:v1" --to "$T/d1" --block-size 1MiB >"$T/p2" 2>&1
+check "a second pull fetches 0 bytes" test "$(json_field "$T/p2" bytes_from_source)" -eq 0 -a "$(json_field "$T/p2" bytes_read)" -eq 0
+
+# A digest.
+check "pull by digest" pull "oci://$R/test/app@$D_V1" --to "$T/d2"
+check "index.json holds that digest" grep -q "$D_V1" "$T/d2/index.json"
+check "skopeo inspect oci:DIR (digest pull, no tag)" inspect "$T/d2"
+
+# A multi-arch index.
+check "pull a multi-arch tag" pull "oci://$R/test/app:multi" --to "$T/d3"
+check "linux/amd64 is the default" test "$(inspect "$T/d3:multi" | field Architecture)" = amd64
+check "pull --platform linux/arm64" pull "oci://$R/test/app:multi" --to "$T/d4" --platform linux/arm64
+check "the arm64 image was chosen" test "$(inspect "$T/d4:multi" | field Architecture)" = arm64
+expect_fail "a platform the index lacks is one clear line" 1 "no linux/s390x image.*linux/amd64" \
+	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux/s390x
+expect_fail "a malformed --platform is a usage error" 2 "os/arch" \
+	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux
+
+# Docker schema 2.
+check "pull a Docker schema 2 image" pull "oci://$R/test/app:docker" --to "$T/d6"
+check "its manifest is retyped to OCI, its layers kept" bash -c "grep -q oci.image.manifest.v1 '$T/d6/index.json' && ! grep -q vnd.docker '$T/d6/blobs/sha256/'* && cmp '$L/blobs/sha256/$LAYER' '$T/d6/blobs/sha256/$LAYER'"
+check "skopeo inspect of the Docker schema 2 layout" inspect "$T/d6:docker"
+
+# Missing things.
+expect_fail "a missing tag is one clear line" 1 "tag nope not found.*404" \
+	"$SYNCBIT" pull "oci://$R/test/app:nope" --to "$T/d7" --data "$DATA"
+expect_fail "a missing repository is one clear line" 1 "test/none: tag v1 not found.*404" \
+	"$SYNCBIT" pull "oci://$R/test/none:v1" --to "$T/d7" --data "$DATA"
+check "nothing published after a 404" test ! -e "$T/d7"
+
+# A tag regex: every matching tag into one layout.
+check "pull --tag-regex cann" pull "oci://$R/test/app" --tag-regex cann --to "$T/d8"
+check "index.json names exactly the matching tags" test "$(refs "$T/d8")" = "cann-8.0 cann-8.1-a3"
+check "skopeo inspect oci:DIR:cann-8.0" inspect "$T/d8:cann-8.0"
+check "skopeo inspect oci:DIR:cann-8.1-a3" inspect "$T/d8:cann-8.1-a3"
+expect_fail "a regex matching no tag is one clear line" 1 "none of its [0-9]+ tags matches" \
+	"$SYNCBIT" pull "oci://$R/test/app" --tag-regex '^zzz' --to "$T/d9" --data "$DATA"
+expect_fail "--tag-regex with a tag is a usage error" 2 "without a :tag" \
+	"$SYNCBIT" pull "oci://$R/test/app:v1" --tag-regex cann --to "$T/d9" --data "$DATA"
+
+# A blob corrupted in the registry's storage: its digest gives it away.
+BAD=$(first_layer bad)
+python3 - "$STORE/docker/registry/v2/blobs/sha256/${BAD:0:2}/$BAD/data" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(1234567); b = f.read(1); f.seek(1234567); f.write(bytes([b[0] ^ 0xff]))
+PY
+expect_fail "a corrupted blob fails the pull" 1 "sha256:$BAD arrived with digest" \
+	"$SYNCBIT" pull "oci://$R/test/bad:v1" --to "$T/d10" --data "$DATA" --block-size 1MiB
+check "nothing published after a corrupted blob" test ! -e "$T/d10/index.json"
+
+# Plain HTTP only for loopback and --insecure-registry hosts.
+expect_fail "another host is spoken to over HTTPS" 1 "https://registry.invalid:5000/v2/" \
+	"$SYNCBIT" pull "oci://registry.invalid:5000/a/b:c" --to "$T/d11" --data "$DATA" --retries 0
+expect_fail "--insecure-registry allows plain HTTP" 1 "http://registry.invalid:5000/v2/" \
+	"$SYNCBIT" pull "oci://registry.invalid:5000/a/b:c" --to "$T/d11" --data "$DATA" --retries 0 \
+	--insecure-registry registry.invalid:5000
+
+# Token auth: the same storage behind a registry that checks signed tokens.
+TP=$(start_fixture "$T/token.port" python3 "$FIXTURES/oci_token.py" --dir "$T/token" --user alice:s3cret) ||
+	{ bad "token service starts"; finish; exit 1; }
+start_registry token "auth:
+  token:
+    realm: http://127.0.0.1:$TP/token
+    service: syncbit-test
+    issuer: syncbit-fixture
+    rootcertbundle: $T/token/cert.pem" || { bad "registry with token auth starts"; finish; exit 1; }
+A=127.0.0.1:$REG_PORT
+check "the registry asks for a Bearer token" bash -c "curl -si http://$A/v2/test/app/manifests/v1 | grep -qi '^www-authenticate: Bearer realm=\"http://127.0.0.1:$TP/token\"'"
+check "pull with REGISTRY_AUTH through the token flow" env REGISTRY_AUTH=alice:s3cret \
+	"$SYNCBIT" pull "oci://$A/test/app:multi" --to "$T/a1" --data "$T/data-a" --json
+check "skopeo inspect of the authenticated pull" inspect "$T/a1:multi"
+check "the token was asked for with Basic auth and the pull scope" python3 - "$(curl -s "http://127.0.0.1:$TP/__log")" <<'PY'
+import json, sys
+log = json.loads(sys.argv[1])
+assert any(e["basic"] and e["query"].get("scope") == ["repository:test/app:pull"]
+           and e["query"].get("service") == ["syncbit-test"] for e in log), log
+PY
+expect_fail "wrong credentials are one clear line" 1 "refused the credentials" \
+	env REGISTRY_AUTH=alice:wrong "$SYNCBIT" pull "oci://$A/test/app:v1" --to "$T/a2" --data "$T/data-a"
+expect_fail "no credentials are one clear line" 1 "refused anonymous access" \
+	env -u REGISTRY_AUTH "$SYNCBIT" pull "oci://$A/test/app:v1" --to "$T/a2" --data "$T/data-a"
+
+# 429 with Retry-After and blobs redirected to another host, with auth.
+PP=$(start_fixture "$T/proxy.port" python3 "$FIXTURES/oci_proxy.py" --upstream "http://$A" --throttle 2 --redirect) ||
+	{ bad "proxy starts"; finish; exit 1; }
+check "pull through 429s and redirects" "$SYNCBIT" pull "oci://127.0.0.1:$PP/test/app:v1" \
+	--registry-user alice:s3cret --to "$T/a3" --data "$T/data-p" --json
+check "content after 429s and redirects" cmp "$L/blobs/sha256/$LAYER" "$T/a3/blobs/sha256/$LAYER"
+check "Retry-After was waited for, and no token went to the blob host" python3 - "$(curl -s "http://127.0.0.1:$PP/__log")" <<'PY'
+import json, sys
+log = json.loads(sys.argv[1])
+throttled = [e for e in log if e["status"] == 429]
+assert len(throttled) == 2, log
+later = [e for e in log if "/blobs/" in e["path"] and e["status"] == 307]
+assert later and min(e["t"] for e in later) - max(e["t"] for e in throttled) >= 0.9, log
+storage = [e for e in log if e["path"].startswith("/_storage/")]
+assert storage and all(not e["auth"] and e["status"] == 206 for e in storage), storage
+PY
+
+finish
