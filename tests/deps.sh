@@ -7,7 +7,8 @@ pkgs=(build-essential pkg-config clang libclang-rt-14-dev
       libsodium-dev libcurl4-openssl-dev libxxhash-dev libyaml-dev libjansson-dev
       libhttp-parser-dev libssl-dev libcmocka-dev
       nginx-light rsync curl python3 iproute2 util-linux e2fsprogs
-      awscli)
+      awscli
+      docker-registry skopeo openssl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
