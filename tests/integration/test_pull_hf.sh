@@ -115,4 +115,44 @@ check "nothing published for a missing repository" test ! -e "$T/x4"
 HF_ENDPOINT=http://127.0.0.1:1 expect_fail "an unreachable hub fails after its retries" 1 "127.0.0.1:1" \
 	"$SYNCBIT" pull hf://acme/llm --to "$T/x5" --data "$DATA" --retries 1
 
+# The Hub's own JS client (npm @huggingface/hub, installed once with a
+# bounded npm install --prefix): it downloads the repository from the
+# fixture into the cache layout, and finds nothing to download in the
+# cache Syncbit lays out for the same commit.
+if [ "$(id -u)" -eq 0 ]; then HFJS=${HFJS_PREFIX:-/opt/syncbit-hfjs}; else HFJS=${HFJS_PREFIX:-$HOME/.cache/syncbit-hfjs}; fi
+if [ ! -f "$HFJS/node_modules/@huggingface/hub/package.json" ] && command -v npm >/dev/null; then
+	mkdir -p "$HFJS"
+	timeout 300 npm install --prefix "$HFJS" --no-audit --no-fund --loglevel=error "@huggingface/hub@2.17" >/dev/null 2>&1
+fi
+if [ -f "$HFJS/node_modules/@huggingface/hub/package.json" ] && command -v node >/dev/null; then
+	ln -s "$HFJS/node_modules" "$T/node_modules"
+	cat >"$T/snapshot.mjs" <<'JS'
+import { snapshotDownload } from "@huggingface/hub";
+const [hubUrl, name, cacheDir, revision] = process.argv.slice(2);
+const log = [];
+const fetchLogged = async (input, init) => {
+	const r = await fetch(input, init);
+	log.push(`${init?.method ?? "GET"} ${r.status} ${input instanceof Request ? input.url : String(input)}`);
+	return r;
+};
+try {
+	await snapshotDownload({ repo: { type: "model", name }, cacheDir, hubUrl, revision, fetch: fetchLogged });
+	console.log(log.join("\n"));
+} catch (e) {
+	console.log(log.join("\n"));
+	console.error(String(e));
+	process.exit(1);
+}
+JS
+	jsnap() { timeout 120 node "$T/snapshot.mjs" "$HF_ENDPOINT" "$@"; }
+	check "the Hub's JS client downloads the repository from the fixture" jsnap acme/llm "$T/js-cache" main
+	check "Syncbit lays out the commit as a Hub cache" pull hf://acme/llm --layout hf-cache --to "$T/hf-cache"
+	check "the same files, blobs and links as the JS client's cache" diff -r "$T/js-cache" "$T/hf-cache"
+	check "the same symlink targets" bash -c "diff <(cd '$T/js-cache' && find . -type l -printf '%p %l\n' | sort) <(cd '$T/hf-cache' && find . -type l -printf '%p %l\n' | sort)"
+	jsnap acme/llm "$T/hf-cache" "$COMMIT" >"$T/js2.log" 2>&1
+	check "the JS client finds nothing to download in Syncbit's cache" bash -c "! grep -q '/resolve/' '$T/js2.log' && grep -q '/tree/' '$T/js2.log'"
+else
+	echo "  skip the Hub's JS client (npm @huggingface/hub not installable here)"
+fi
+
 finish

@@ -78,7 +78,7 @@ check "the CDN never saw the cookie" test "$(leaks)" -eq 0
 expect_fail "a missing repository is one 404 line" 1 "ms://qwen/nothing: repository or revision master not found \(HTTP 404" \
 	"$SYNCBIT" pull ms://qwen/nothing --to "$T/x3" --data "$DATA"
 check "nothing published for a missing repository" test ! -e "$T/x3"
-MODELSCOPE_DOMAIN= MODELSCOPE_ENDPOINT="http://127.0.0.1:$API/" check "MODELSCOPE_ENDPOINT names the whole endpoint" \
+MODELSCOPE_DOMAIN='' MODELSCOPE_ENDPOINT="http://127.0.0.1:$API/" check "MODELSCOPE_ENDPOINT names the whole endpoint" \
 	pull ms://qwen/tiny --to "$T/m4" --data "$T/data-m4"
 
 finish
