@@ -115,6 +115,32 @@ check "nothing published for a missing repository" test ! -e "$T/x4"
 HF_ENDPOINT=http://127.0.0.1:1 expect_fail "an unreachable hub fails after its retries" 1 "127.0.0.1:1" \
 	"$SYNCBIT" pull hf://acme/llm --to "$T/x5" --data "$DATA" --retries 1
 
+# In a cluster: the scheduler lists the repository, two agents fetch it from
+# the hub between them and swap blocks; the LFS bytes leave the hub less
+# than twice (each agent pulling the whole file would be twice).
+. "$HERE/cluster.sh"
+ctl models/acme/llm "reset=1"
+# shellcheck disable=SC2119 # start_scheduler takes optional flags
+if start_scheduler && start_agent 1 && start_agent 2; then
+	check "dataset add hf://acme/llm" add_dataset llm hf://acme/llm --block-size 1MiB
+	check "both agents have it ready" wait_ready 90 llm 1 2
+	check "agent 1's copy equals the repository" diff -r "$M" "$T/t1/llm"
+	check "agent 2's copy equals the repository" diff -r "$M" "$T/t2/llm"
+	served=$(stats models/acme/llm | python3 -c "
+import json, sys
+n = 0
+for r in json.load(sys.stdin)['requests']:
+    if r['cdn'] and r['status'] == 206 and r['range']:
+        a, b = r['range'][6:].split('-')
+        n += int(b) - int(a) + 1
+print(n)")
+	check "the LFS file left the hub less than twice ($served bytes)" \
+		test "$served" -ge $((9 * 1024 * 1024 + 17)) -a "$served" -lt $((2 * (9 * 1024 * 1024 + 17)))
+	stop_cluster
+else
+	bad "a scheduler and two agents start"
+fi
+
 # The Hub's own JS client (npm @huggingface/hub, installed once with a
 # bounded npm install --prefix): it downloads the repository from the
 # fixture into the cache layout, and finds nothing to download in the
