@@ -42,12 +42,16 @@ CONF
 	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
 }
 
-# start_fixture OUTFILE command...: a fixture that prints its port first.
+# start_fixture VAR OUTFILE command...: a fixture that prints its port
+# first; sets VAR to that port.
 start_fixture() {
-	local out=$1; shift
+	local var=$1 out=$2; shift 2
 	"$@" >"$out" 2>"$out.err" &
 	PIDS+=($!)
-	for _ in $(seq 100); do [ -s "$out" ] && { head -1 "$out"; return 0; }; sleep 0.1; done
+	for _ in $(seq 100); do
+		[ -s "$out" ] && { printf -v "$var" '%s' "$(head -1 "$out")"; return 0; }
+		sleep 0.1
+	done
 	cat "$out.err" >&2; return 1
 }
 
@@ -151,7 +155,7 @@ expect_fail "--insecure-registry allows plain HTTP" 1 "http://registry.invalid:5
 	--insecure-registry registry.invalid:5000
 
 # Token auth: the same storage behind a registry that checks signed tokens.
-TP=$(start_fixture "$T/token.port" python3 "$FIXTURES/oci_token.py" --dir "$T/token" --user alice:s3cret) ||
+start_fixture TP "$T/token.port" python3 "$FIXTURES/oci_token.py" --dir "$T/token" --user alice:s3cret ||
 	{ bad "token service starts"; finish; exit 1; }
 start_registry token "auth:
   token:
@@ -176,7 +180,7 @@ expect_fail "no credentials are one clear line" 1 "refused anonymous access" \
 	env -u REGISTRY_AUTH "$SYNCBIT" pull "oci://$A/test/app:v1" --to "$T/a2" --data "$T/data-a"
 
 # 429 with Retry-After and blobs redirected to another host, with auth.
-PP=$(start_fixture "$T/proxy.port" python3 "$FIXTURES/oci_proxy.py" --upstream "http://$A" --throttle 2 --redirect) ||
+start_fixture PP "$T/proxy.port" python3 "$FIXTURES/oci_proxy.py" --upstream "http://$A" --throttle 2 --redirect ||
 	{ bad "proxy starts"; finish; exit 1; }
 check "pull through 429s and redirects" "$SYNCBIT" pull "oci://127.0.0.1:$PP/test/app:v1" \
 	--registry-user alice:s3cret --to "$T/a3" --data "$T/data-p" --json
