@@ -76,8 +76,8 @@ enum secure_hs_state {
  * than SECURE_REKEY_RECORDS * SECURE_RECORD_MAX bytes. */
 struct secure_dir {
 	uint8_t key[SECURE_KEY_BYTES];
-	uint64_t seq;			 /* records sealed or opened so far */
-	crypto_aead_aes256gcm_state aes; /* expanded key (AES-256-GCM only) */
+	uint64_t seq; /* records sealed or opened so far */
+	void *aes;    /* OpenSSL EVP_CIPHER_CTX with the key set (AES-256-GCM only) */
 };
 
 struct secure_session {
