@@ -534,8 +534,8 @@ int s3_parse_time(const char *s, int64_t *out)
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
 	time_t t = timegm(&tm);
-	if (t == (time_t)-1)
-		return SB_EPROTO;
+	if (t == (time_t)-1 || t > (INT64_MAX - 999999999) / 1000000000)
+		return SB_EPROTO; /* past 2262: no room in nanoseconds */
 	*out = (int64_t)t * 1000000000 + frac;
 	return 0;
 }

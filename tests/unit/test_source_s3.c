@@ -407,6 +407,8 @@ static void test_parse_time(void **state)
 	assert_int_equal(s3_parse_time("2009-10-12T17:50:30+01:00", &t), SB_EPROTO);
 	assert_int_equal(s3_parse_time("2009-10-12 17:50:30Z", &t), SB_EPROTO);
 	assert_int_equal(s3_parse_time("2009-10-12T17:50:30.Z", &t), SB_EPROTO);
+	assert_int_equal(s3_parse_time("9999-12-31T23:59:59Z", &t), SB_EPROTO);
+	assert_int_equal(s3_parse_time("2262-01-01T00:00:00Z", &t), 0);
 }
 
 /* ---- configuration and addressing ---- */
