@@ -199,35 +199,37 @@ static void finish(struct s3_req *r, int status)
 	wake_arm(s3);
 }
 
+static void set_detail(struct s3_req *r, const char *fmt, va_list ap)
+{
+	struct buf b = BUF_INIT;
+	if (r->what)
+		buf_printf(&b, "%s: ", r->what);
+	buf_vprintf(&b, fmt, ap);
+	free(r->detail);
+	r->detail = buf_steal(&b);
+}
+
 static void fail(struct s3_req *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(struct s3_req *r, int code, const char *fmt, ...)
 {
-	struct buf b = BUF_INIT;
 	va_list ap;
-	if (r->what)
-		buf_printf(&b, "%s: ", r->what);
 	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
+	set_detail(r, fmt, ap);
 	va_end(ap);
-	free(r->detail);
-	r->detail = buf_steal(&b);
 	finish(r, code);
 }
 
+/* Refuse a response from inside a write callback; the transfer ends with
+ * CURLE_WRITE_ERROR and on_done reports code. */
 static int refuse(struct s3_req *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int refuse(struct s3_req *r, int code, const char *fmt, ...)
 {
-	struct buf b = BUF_INIT;
 	va_list ap;
-	if (r->what)
-		buf_printf(&b, "%s: ", r->what);
 	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
+	set_detail(r, fmt, ap);
 	va_end(ap);
-	free(r->detail);
-	r->detail = buf_steal(&b);
 	r->verdict = code;
 	return -1;
 }
