@@ -1,0 +1,458 @@
+/* The fetch engine's data path: blocks verified and written on the pool,
+ * made durable (fdatasync) and indexed before they are announced, files
+ * sealed into cache objects, and the origin read for this node's share. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/fetch_int.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/uri.h"
+
+#define ORIGIN_JOBS_DEFAULT 8 /* origin reads in flight when the source gives no hint */
+#define ORIGIN_JOBS_MAX	    64
+
+/* ---- making blocks durable ---- */
+
+static void seal_work(uv_work_t *w)
+{
+	struct ffile *ff = w->data;
+	const FileEntry *e = ff->f->m->files[ff->index];
+	ff->rc = cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
+}
+
+static void seal_done(uv_work_t *w, int status)
+{
+	struct ffile *ff = w->data;
+	struct fetch *f = ff->f;
+	int rc = status < 0 ? status : ff->rc;
+	ff->sealing = 0;
+	if (!f->dead) {
+		struct cache_partial *p = ff->part;
+		ff->part = NULL;
+		if (rc == 0)
+			rc = cache_partials_finish(&p, 1);
+		else
+			cache_partial_close(p);
+		if (rc < 0)
+			fetch_fail(f, rc, "%s: cannot store in %s: %s",
+				   f->m->files[ff->index]->path, cache_dir(f->c), sb_strerror(rc));
+		else
+			ff->done = 1;
+		fetch_maybe_finish(f);
+	}
+	fetch_unpend(f);
+}
+
+static void sync_work(uv_work_t *w)
+{
+	struct ffile *ff = w->data;
+	ff->rc = cache_partial_sync(ff->part);
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+	struct ffile *ff = w->data;
+	struct fetch *f = ff->f;
+	int rc = status < 0 ? status : ff->rc;
+	size_t n = ff->syncing.len / sizeof(uint32_t);
+	const uint32_t *bl = (const uint32_t *)ff->syncing.ptr;
+	ff->sync_busy = 0;
+	if (f->dead) {
+		fetch_unpend(f);
+		return;
+	}
+	uint64_t *idx = xcalloc(n + 1, sizeof *idx);
+	struct hash_id *hs = xcalloc(n + 1, sizeof *hs);
+	for (size_t i = 0; i < n; i++) {
+		idx[i] = bl[i] - ff->first;
+		memcpy(hs[i].b, fetch_hash_ptr(f, bl[i]), HASH_LEN);
+	}
+	if (rc == 0)
+		rc = cache_partial_commit(ff->part, idx, hs, n);
+	if (rc < 0) {
+		fetch_fail(f, rc, "%s: cannot make blocks durable: %s",
+			   f->m->files[ff->index]->path, sb_strerror(rc));
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			uint32_t b = bl[i];
+			f->state[b] = FETCH_HAVE;
+			f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+			ff->have++;
+			f->st.blocks_have++;
+			f->st.bytes_have += fetch_block_len(f, b);
+			if (f->hooks.durable)
+				f->hooks.durable(f->hooks.arg, f, b, &hs[i], f->from_origin[b]);
+		}
+	}
+	free(idx);
+	free(hs);
+	buf_reset(&ff->syncing);
+	fetch_check_file(ff);
+	fetch_unpend(f);
+}
+
+/* Sync whatever was written as soon as no sync runs for the file: blocks
+ * reach peers with the least delay, and syncs batch under load. */
+void fetch_check_file(struct ffile *ff)
+{
+	struct fetch *f = ff->f;
+	if (f->dead || f->rc < 0 || ff->done || ff->sealing || ff->sync_busy)
+		return;
+	if (ff->pend.len) {
+		struct buf t = ff->syncing;
+		ff->syncing = ff->pend;
+		ff->pend = t;
+		buf_reset(&ff->pend);
+		ff->sync_busy = 1;
+		ff->work.data = ff;
+		fetch_queue_work(f, &ff->work, sync_work, sync_done);
+		return;
+	}
+	if (ff->have == ff->nblocks && ff->part) {
+		ff->sealing = 1;
+		ff->work.data = ff;
+		fetch_queue_work(f, &ff->work, seal_work, seal_done);
+	}
+}
+
+/* ---- verifying and writing blocks (pool) ---- */
+
+static int write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(fd, p + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int read_local(struct job *j)
+{
+	struct cache_block_loc loc;
+	int rc =
+	    cache_block_find(j->f->c, (const struct hash_id *)fetch_hash_ptr(j->f, j->b), &loc);
+	if (rc != 1)
+		return rc < 0 ? rc : SB_ENOTFOUND;
+	if (loc.len != j->len)
+		return SB_ECORRUPT;
+	int fd = open(loc.path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t done = 0;
+	while (done < j->len) {
+		ssize_t n = pread(fd, j->buf + done, j->len - done, (off_t)(loc.offset + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : SB_ETRUNCATED;
+			break;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return done == j->len ? 0 : rc;
+}
+
+static void store_work(uv_work_t *w)
+{
+	struct job *j = w->data;
+	struct fetch *f = j->f;
+	const struct ffile *ff = &f->files[f->bfile[j->b]];
+	if (j->kind == JOB_ORIGIN && f->src->ops->pread) {
+		j->rc = f->src->ops->pread(f->src, f->src_index[ff->index],
+					   fetch_block_off(f, j->b), j->len, j->buf);
+		if (j->rc < 0)
+			return;
+	} else if (j->kind == JOB_LOCAL) {
+		if ((j->rc = read_local(j)) < 0)
+			return;
+	}
+	hash_sha256(j->buf, j->len, &j->h);
+	if (j->expect && memcmp(j->h.b, fetch_hash_ptr(f, j->b), HASH_LEN) != 0) {
+		j->rc = SB_ECORRUPT;
+		return;
+	}
+	j->rc = write_all(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
+}
+
+static void job_release(struct job *j)
+{
+	struct fetch *f = j->f;
+	if (j->owned)
+		free(j->buf);
+	free(j->peer);
+	if (j->kind == JOB_ORIGIN) {
+		j->buf = j->owned ? NULL : j->buf;
+		f->slots_busy--;
+		j->kind = -1;
+	} else {
+		free(j);
+	}
+}
+
+void fetch_back_to_need(struct fetch *f, uint32_t b)
+{
+	f->state[b] = fetch_known(f, b) ? FETCH_NEED : FETCH_UNKNOWN;
+	f->lonely_ms[b] = 0;
+}
+
+void fetch_store_done(uv_work_t *w, int status)
+{
+	struct job *j = w->data;
+	struct fetch *f = j->f;
+	int rc = status < 0 ? status : j->rc;
+	uint32_t b = j->b;
+	if (f->dead) {
+		job_release(j);
+		fetch_unpend(f);
+		return;
+	}
+	struct ffile *ff = &f->files[f->bfile[b]];
+	if (rc == 0) {
+		if (!j->expect)
+			memcpy(fetch_hash_ptr(f, b), j->h.b, HASH_LEN);
+		f->state[b] = FETCH_WRITTEN;
+		f->from_origin[b] = j->kind == JOB_ORIGIN;
+		if (j->kind == JOB_ORIGIN)
+			f->st.bytes_from_origin += j->len;
+		else if (j->kind == JOB_PEER)
+			f->st.bytes_from_peers += j->len;
+		else
+			f->st.bytes_reused += j->len;
+		buf_append(&ff->pend, &b, sizeof b);
+		fetch_check_file(ff);
+	} else if (j->kind == JOB_PEER && rc == SB_ECORRUPT) {
+		f->st.bad_blocks++;
+		log_warn("dataset %s: block %u from %s does not match its hash; asking elsewhere",
+			 f->name, b, j->peer);
+		fetch_back_to_need(f, b);
+		f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
+		if (f->hooks.bad_peer)
+			f->hooks.bad_peer(f->hooks.arg, f, j->peer, b);
+	} else if (j->kind == JOB_LOCAL) {
+		fetch_back_to_need(f, b); /* the cached copy went away or is damaged */
+	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT) {
+		fetch_fail(f, SB_ECHANGED,
+			   "%s: block %u of %s differs from the version being distributed",
+			   f->m->source, b, f->m->files[ff->index]->path);
+	} else if (rc != SB_ECANCELED) {
+		fetch_back_to_need(f, b);
+		if (j->kind == JOB_ORIGIN)
+			fetch_fail(f, rc, "%s: %s: %s", f->m->source, f->m->files[ff->index]->path,
+				   f->src->error_detail ? f->src->error_detail : sb_strerror(rc));
+		else
+			fetch_fail(f, rc, "%s: cannot store block %u: %s",
+				   f->m->files[ff->index]->path, b, sb_strerror(rc));
+	}
+	job_release(j);
+	if (f->hooks.wake && rc < 0)
+		f->hooks.wake(f->hooks.arg, f);
+	fetch_pump(f);
+	fetch_unpend(f);
+}
+
+/* ---- the origin ---- */
+
+static void origin_read_done(struct source *src, int status, void *arg)
+{
+	struct job *j = arg;
+	struct fetch *f = j->f;
+	if (status < 0 || f->dead) {
+		j->rc = status < 0 ? status : SB_ECANCELED;
+		f->pending++; /* fetch_store_done drops it */
+		fetch_store_done(&j->work, 0);
+		fetch_unpend(f);
+		return;
+	}
+	fetch_queue_work(f, &j->work, store_work, fetch_store_done);
+	fetch_unpend(f);
+}
+
+static void start_origin_job(struct fetch *f, uint32_t b)
+{
+	struct job *j = NULL;
+	for (size_t i = 0; i < f->nslots; i++)
+		if ((int)f->slots[i].kind == -1) {
+			j = &f->slots[i];
+			break;
+		}
+	if (!j)
+		return;
+	j->kind = JOB_ORIGIN;
+	j->b = b;
+	j->len = fetch_block_len(f, b);
+	j->expect = fetch_known(f, b);
+	j->rc = 0;
+	j->owned = 0;
+	j->peer = NULL;
+	if (!j->buf)
+		j->buf = xmalloc(f->m->block_size);
+	j->work.data = j;
+	f->slots_busy++;
+	f->state[b] = FETCH_ORIGIN;
+	if (f->src->ops->pread) {
+		fetch_queue_work(f, &j->work, store_work, fetch_store_done);
+		return;
+	}
+	const struct ffile *ff = &f->files[f->bfile[b]];
+	f->pending++;
+	int rc = f->src->ops->read(f->src, f->src_index[ff->index], fetch_block_off(f, b), j->len,
+				   j->buf, origin_read_done, j);
+	if (rc < 0) {
+		j->rc = rc;
+		fetch_store_done(&j->work, 0);
+	}
+}
+
+/* The listing this node read must describe the version being distributed:
+ * same files, sizes and change tokens. */
+static int match_listing(struct fetch *f)
+{
+	const struct source_listing *l = &f->src->listing;
+	f->src_index = xcalloc(f->m->n_files + 1, sizeof *f->src_index);
+	size_t j = 0;
+	for (size_t i = 0; i < f->m->n_files; i++) {
+		const FileEntry *e = f->m->files[i];
+		while (j < l->nfiles && strcmp(l->files[j].path, e->path) < 0)
+			j++;
+		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR)
+			continue;
+		if (j >= l->nfiles || strcmp(l->files[j].path, e->path) != 0) {
+			fetch_fail(f, SB_ECHANGED, "%s: %s is gone from the source", f->m->source,
+				   e->path);
+			return SB_ECHANGED;
+		}
+		const struct source_file *s = &l->files[j];
+		if (s->size != e->size || strcmp(s->digest ? s->digest : "", e->source_digest)) {
+			fetch_fail(f, SB_ECHANGED,
+				   "%s: %s changed since the scheduler listed it; waiting for the "
+				   "next version",
+				   f->m->source, e->path);
+			return SB_ECHANGED;
+		}
+		f->src_index[i] = j;
+	}
+	return 0;
+}
+
+static void listed(struct source *src, int status, void *arg)
+{
+	struct fetch *f = arg;
+	if (!f->dead) {
+		if (status < 0)
+			fetch_fail(f, status, "%s",
+				   src->error_detail ? src->error_detail : sb_strerror(status));
+		else if (match_listing(f) == 0) {
+			f->src_state = 2;
+			f->nslots = (size_t)(src->sequential	     ? 1
+					     : src->max_parallel > 0 ? src->max_parallel
+								     : ORIGIN_JOBS_DEFAULT);
+			if (f->nslots > ORIGIN_JOBS_MAX)
+				f->nslots = ORIGIN_JOBS_MAX;
+			f->slots = xcalloc(f->nslots, sizeof *f->slots);
+			for (size_t i = 0; i < f->nslots; i++) {
+				f->slots[i].f = f;
+				f->slots[i].kind = -1;
+				f->slots[i].slot = i;
+			}
+			fetch_pump(f);
+		}
+	}
+	fetch_unpend(f);
+}
+
+static void open_source(struct fetch *f)
+{
+	struct source_uri uri;
+	int rc = uri_parse(f->m->source, &uri);
+	if (rc == 0) {
+		rc = source_new(f->loop, &uri, &f->so, &f->src);
+		uri_close(&uri);
+	}
+	if (rc < 0) {
+		fetch_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
+		return;
+	}
+	f->src_state = 1;
+	f->pending++;
+	rc = f->src->ops->list(f->src, listed, f);
+	if (rc < 0) {
+		f->pending--;
+		fetch_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
+	}
+}
+
+void fetch_pump(struct fetch *f)
+{
+	if (f->dead || f->rc < 0)
+		return;
+	size_t queued = f->origin_q.len / sizeof(uint32_t);
+	if (f->origin_head >= queued)
+		return;
+	if (f->src_state == 0) {
+		open_source(f);
+		return;
+	}
+	if (f->src_state != 2)
+		return;
+	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
+	while (f->origin_head < queued && f->slots_busy < f->nslots) {
+		uint32_t b = q[f->origin_head++];
+		if (f->state[b] == FETCH_ORIGIN)
+			start_origin_job(f, b);
+	}
+	if (f->origin_head >= queued) {
+		buf_reset(&f->origin_q);
+		f->origin_head = 0;
+	}
+}
+
+void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *count, size_t n)
+{
+	uint8_t *old = f->planned;
+	f->planned = xcalloc(f->nblocks + 1, 1);
+	for (size_t i = 0; i < n; i++)
+		for (uint64_t b = first[i]; b < (uint64_t)first[i] + count[i] && b < f->nblocks;
+		     b++)
+			f->planned[b] = 1;
+	/* Drop queued blocks the new plan does not name; keep reads running. */
+	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
+	size_t nq = f->origin_q.len / sizeof(uint32_t);
+	for (size_t i = f->origin_head; i < nq; i++)
+		if (!f->planned[q[i]] && f->state[q[i]] == FETCH_ORIGIN && old[q[i]])
+			fetch_back_to_need(f, q[i]);
+	free(old);
+	for (uint32_t b = 0; b < f->nblocks; b++) {
+		if (!f->planned[b] || (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED))
+			continue;
+		f->state[b] = FETCH_ORIGIN;
+		buf_append(&f->origin_q, &b, sizeof b);
+	}
+	fetch_pump(f);
+}
+
+void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
+		       const char *peer)
+{
+	struct job *j = xcalloc(1, sizeof *j);
+	j->f = f;
+	j->kind = kind;
+	j->b = b;
+	j->len = fetch_block_len(f, b);
+	j->buf = buf ? buf : xmalloc(j->len ? j->len : 1);
+	j->owned = 1;
+	j->expect = 1;
+	j->peer = peer ? xstrdup(peer) : NULL;
+	j->work.data = j;
+	f->state[b] = kind == JOB_LOCAL ? FETCH_LOCAL : FETCH_STORING;
+	fetch_queue_work(f, &j->work, store_work, fetch_store_done);
+}
