@@ -86,6 +86,12 @@ expect_fail "a repository that moves mid-pull fails clearly" 1 "changed while it
 check "nothing published after a mid-pull change" test ! -e "$T/x3"
 ctl models/acme/llm "reset=1"
 
+ctl models/acme/llm "stall=1&stall_s=20"
+pull hf://acme/llm --to "$T/m6" --data "$T/data-m6" --stall-timeout 2 >"$T/p6" 2>&1
+check "a stalled transfer is dropped and asked for again" diff -r "$M" "$T/m6"
+check "without waiting for the stall to end" python3 -c "import json,sys; sys.exit(json.loads(open('$T/p6').read().splitlines()[-1])['seconds'] > 15)"
+ctl models/acme/llm "reset=1"
+
 ctl models/acme/llm "cdn_expire=1"
 check "an expired CDN link is asked for again" pull hf://acme/llm --to "$T/m5" --data "$T/data-m5"
 check "content after the CDN refusal" diff -r "$M" "$T/m5"
