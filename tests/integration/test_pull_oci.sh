@@ -13,6 +13,9 @@ for tool in docker-registry skopeo openssl; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
 done
 L=$T/layout STORE=$T/store DATA=$T/data
+# Under SAN=1 a report goes to a file, so one in a failing pull still shows.
+export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 SKOPEO=(skopeo --insecure-policy)
 
 # start_registry NAME [YAML auth block]: a registry on a free loopback port
@@ -196,4 +199,5 @@ storage = [e for e in log if e["path"].startswith("/_storage/")]
 assert storage and all(not e["auth"] and e["status"] == 206 for e in storage), storage
 PY
 
+check "no sanitizer report" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
 finish
