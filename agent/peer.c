@@ -1,4 +1,4 @@
-#include "agent/peer.h"
+#include "agent/peer_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,100 +13,10 @@
 #include "common/log.h"
 #include "common/wire.h"
 
-#define BITFIELD_BLOCKS_MAX (1u << 26)
-#define TICK_MS		    500
-#define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
-
-struct peer;
-
-struct pver {
-	uint8_t vid[HASH_LEN];
-	uint32_t nblocks;
-	uint8_t *bits;
-	struct fetch *f; /* NULL while this node does not fetch or hold it */
-};
-
-struct req {
-	uint64_t id;
-	struct fetch *f;
-	uint32_t b;
-	uint64_t sent_ms;
-};
-
-struct serve {
-	uint64_t id;
-	struct hash_id h;
-	uint8_t vid[HASH_LEN];
-	struct peer *pe;
-	uint8_t *buf;
-	uint32_t len;
-	int rc;
-	uv_work_t work;
-	struct serve *next;
-};
-
-struct peer {
-	struct peers *p;
-	struct conn *c;
-	char *node;
-	int ready, closed;
-	struct pver *vers;
-	size_t nvers;
-	struct req reqs[PEER_PIPELINE_MAX];
-	uint64_t window_bytes; /* received since the last tick */
-	double rate;	       /* bytes/s, smoothed */
-	uint32_t block_len;    /* typical block size seen */
-	size_t nreqs;
-	struct serve *q_head, *q_tail;
-	size_t qlen;
-	int reading; /* serve jobs on the pool */
-	struct peer *next;
-};
-
-struct known {
-	char *node, *addr;
-	uint64_t next_dial_ms;
-};
-
-struct ban {
-	char *node;
-	uint64_t until_ms;
-};
-
-struct served {
-	uint8_t vid[HASH_LEN];
-	uint64_t bytes;
-};
-
-struct peers {
-	uv_loop_t *loop;
-	char *node;
-	struct secure_token token;
-	int encrypt;
-	struct cache *cache;
-	struct conn_listener *listener;
-	struct peer *list;
-	struct fetch **fetches;
-	size_t nfetches;
-	struct known *known;
-	size_t nknown;
-	struct served *served;
-	size_t nserved;
-	struct ban *bans;
-	size_t nbans;
-	uv_timer_t tick;
-	int serve_busy;
-	uint64_t next_req_id;
-	uint64_t last_keepalive_ms;
-	struct peers_stats st;
-	int closing, tick_closed;
-};
-
 static void maybe_free(struct peers *p);
 
 static const struct conn_callbacks peer_cbs;
 static void fill(struct peer *pe);
-static void pump_serve(struct peers *p);
 
 /* A peer that sent bad data is shunned for PEER_BAN_MS. */
 static int banned(struct peers *p, const char *node)
@@ -145,7 +55,7 @@ static struct peer *peer_new(struct peers *p)
 	return pe;
 }
 
-static void peer_release(struct peer *pe)
+void peer_release(struct peer *pe)
 {
 	if (!pe->closed || pe->reading)
 		return;
@@ -270,7 +180,7 @@ static void on_close(struct conn *c, int status)
 static void on_drain(struct conn *c)
 {
 	struct peer *pe = conn_data(c);
-	pump_serve(pe->p);
+	peer_pump_serve(pe->p);
 }
 
 static void on_accept(struct conn_listener *l, struct conn *c)
@@ -409,118 +319,6 @@ void peers_wake(struct peers *p)
 		fill(pe);
 }
 
-/* ---- serving ---- */
-
-static void serve_work(uv_work_t *w)
-{
-	struct serve *s = w->data;
-	struct cache_block_loc loc;
-	int rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
-	for (int attempt = 0; rc == 1 && attempt < 2; attempt++) {
-		int fd = open(loc.path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) { /* a partial just became an object: look again */
-			rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
-			continue;
-		}
-		s->len = loc.len;
-		s->buf = xmalloc(loc.len ? loc.len : 1);
-		size_t done = 0;
-		while (done < loc.len) {
-			ssize_t n =
-			    pread(fd, s->buf + done, loc.len - done, (off_t)(loc.offset + done));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			done += (size_t)n;
-		}
-		close(fd);
-		s->rc = done == loc.len ? 0 : SB_ETRUNCATED;
-		return;
-	}
-	s->rc = rc < 0 ? rc : SB_ENOTFOUND;
-}
-
-static void block_sent(void *arg, int status)
-{
-	free(arg);
-}
-
-static void add_served(struct peers *p, const uint8_t *vid, uint64_t n)
-{
-	for (size_t i = 0; i < p->nserved; i++)
-		if (!memcmp(p->served[i].vid, vid, HASH_LEN)) {
-			p->served[i].bytes += n;
-			return;
-		}
-	p->served = xrealloc(p->served, (p->nserved + 1) * sizeof *p->served);
-	memcpy(p->served[p->nserved].vid, vid, HASH_LEN);
-	p->served[p->nserved++].bytes = n;
-}
-
-static void serve_done(uv_work_t *w, int status)
-{
-	struct serve *s = w->data;
-	struct peer *pe = s->pe;
-	struct peers *p = pe->p;
-	p->serve_busy--;
-	pe->reading--;
-	if (!pe->closed && pe->ready) {
-		if (s->rc == 0) {
-			Syncbit__BlockHeader m = SYNCBIT__BLOCK_HEADER__INIT;
-			m.request_id = s->id;
-			m.block_hash.data = s->h.b;
-			m.block_hash.len = HASH_LEN;
-			if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base, s->buf, s->len,
-				      block_sent, s->buf) == 0) {
-				s->buf = NULL;
-				p->st.bytes_served += s->len;
-				p->st.blocks_served++;
-				add_served(p, s->vid, s->len);
-			}
-		} else {
-			Syncbit__Reject m = SYNCBIT__REJECT__INIT;
-			m.request_id = s->id;
-			m.reason = "missing";
-			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &m.base, NULL, 0, NULL,
-				  NULL);
-		}
-	}
-	free(s->buf);
-	free(s);
-	int closing = p->closing;
-	peer_release(pe); /* may free p when it is closing */
-	if (!closing)
-		pump_serve(p);
-}
-
-/* Disk reads for peers, one peer at a time in turn, none for a peer whose
- * socket has not taken what was read for it already. */
-static void pump_serve(struct peers *p)
-{
-	int progress = 1;
-	while (p->serve_busy < PEER_SERVE_SLOTS && progress) {
-		progress = 0;
-		for (struct peer *pe = p->list; pe && p->serve_busy < PEER_SERVE_SLOTS;
-		     pe = pe->next) {
-			if (pe->closed || !pe->q_head || conn_queued(pe->c) >= CONN_HIGH_WATER)
-				continue;
-			struct serve *s = pe->q_head;
-			pe->q_head = s->next;
-			if (!pe->q_head)
-				pe->q_tail = NULL;
-			pe->qlen--;
-			pe->reading++;
-			p->serve_busy++;
-			s->work.data = s;
-			int rc = uv_queue_work(p->loop, &s->work, serve_work, serve_done);
-			if (rc < 0)
-				fatal("uv_queue_work: %s", uv_strerror(rc));
-			progress = 1;
-		}
-	}
-}
-
 /* ---- messages ---- */
 
 static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
@@ -578,38 +376,6 @@ static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, 
 	syncbit__have__free_unpacked(m, NULL);
 	if (rc == 0 && v)
 		fill(pe);
-	return rc;
-}
-
-static int h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
-{
-	struct peer *pe = ctx;
-	Syncbit__Request *m = syncbit__request__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
-	int rc = 0;
-	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
-		rc = SB_EPROTO;
-	} else if (pe->qlen >= PEER_SERVE_QUEUE) {
-		Syncbit__Reject r = SYNCBIT__REJECT__INIT;
-		r.request_id = m->request_id;
-		r.reason = "busy";
-		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &r.base, NULL, 0, NULL, NULL);
-	} else {
-		struct serve *s = xcalloc(1, sizeof *s);
-		s->id = m->request_id;
-		s->pe = pe;
-		memcpy(s->h.b, m->block_hash.data, HASH_LEN);
-		memcpy(s->vid, m->version_id.data, HASH_LEN);
-		if (pe->q_tail)
-			pe->q_tail->next = s;
-		else
-			pe->q_head = s;
-		pe->q_tail = s;
-		pe->qlen++;
-		pump_serve(pe->p);
-	}
-	syncbit__request__free_unpacked(m, NULL);
 	return rc;
 }
 
@@ -681,34 +447,13 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 	return 0;
 }
 
-static int h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
-{
-	struct peer *pe = ctx;
-	Syncbit__Cancel *m = syncbit__cancel__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
-	for (struct serve **sp = &pe->q_head, *prev = NULL; *sp; prev = *sp, sp = &(*sp)->next) {
-		if ((*sp)->id != m->request_id)
-			continue;
-		struct serve *s = *sp;
-		*sp = s->next;
-		if (pe->q_tail == s)
-			pe->q_tail = prev;
-		pe->qlen--;
-		free(s);
-		break;
-	}
-	syncbit__cancel__free_unpacked(m, NULL);
-	return 0;
-}
-
 static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
     {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, h_request},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, peer_h_request},
     {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
     {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
 };
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -924,12 +669,4 @@ void peers_set(struct peers *p, const char *const *nodes, const char *const *add
 void peers_stats(const struct peers *p, struct peers_stats *out)
 {
 	*out = p->st;
-}
-
-uint64_t peers_served(const struct peers *p, const uint8_t *vid)
-{
-	for (size_t i = 0; i < p->nserved; i++)
-		if (!memcmp(p->served[i].vid, vid, HASH_LEN))
-			return p->served[i].bytes;
-	return 0;
 }

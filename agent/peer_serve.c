@@ -1,0 +1,187 @@
+/* Serving blocks to peers: requests queue per peer, a bounded number of
+ * disk reads run on the pool at once, taken from the peers in turn, and
+ * nothing is read for a peer whose socket has not drained. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/peer_int.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/wire.h"
+
+/* ---- serving ---- */
+
+static void serve_work(uv_work_t *w)
+{
+	struct serve *s = w->data;
+	struct cache_block_loc loc;
+	int rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
+	for (int attempt = 0; rc == 1 && attempt < 2; attempt++) {
+		int fd = open(loc.path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) { /* a partial just became an object: look again */
+			rc = cache_block_find(s->pe->p->cache, &s->h, &loc);
+			continue;
+		}
+		s->len = loc.len;
+		s->buf = xmalloc(loc.len ? loc.len : 1);
+		size_t done = 0;
+		while (done < loc.len) {
+			ssize_t n =
+			    pread(fd, s->buf + done, loc.len - done, (off_t)(loc.offset + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+		}
+		close(fd);
+		s->rc = done == loc.len ? 0 : SB_ETRUNCATED;
+		return;
+	}
+	s->rc = rc < 0 ? rc : SB_ENOTFOUND;
+}
+
+static void block_sent(void *arg, int status)
+{
+	free(arg);
+}
+
+static void add_served(struct peers *p, const uint8_t *vid, uint64_t n)
+{
+	for (size_t i = 0; i < p->nserved; i++)
+		if (!memcmp(p->served[i].vid, vid, HASH_LEN)) {
+			p->served[i].bytes += n;
+			return;
+		}
+	p->served = xrealloc(p->served, (p->nserved + 1) * sizeof *p->served);
+	memcpy(p->served[p->nserved].vid, vid, HASH_LEN);
+	p->served[p->nserved++].bytes = n;
+}
+
+static void serve_done(uv_work_t *w, int status)
+{
+	struct serve *s = w->data;
+	struct peer *pe = s->pe;
+	struct peers *p = pe->p;
+	p->serve_busy--;
+	pe->reading--;
+	if (!pe->closed && pe->ready) {
+		if (s->rc == 0) {
+			Syncbit__BlockHeader m = SYNCBIT__BLOCK_HEADER__INIT;
+			m.request_id = s->id;
+			m.block_hash.data = s->h.b;
+			m.block_hash.len = HASH_LEN;
+			if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base, s->buf, s->len,
+				      block_sent, s->buf) == 0) {
+				s->buf = NULL;
+				p->st.bytes_served += s->len;
+				p->st.blocks_served++;
+				add_served(p, s->vid, s->len);
+			}
+		} else {
+			Syncbit__Reject m = SYNCBIT__REJECT__INIT;
+			m.request_id = s->id;
+			m.reason = "missing";
+			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &m.base, NULL, 0, NULL,
+				  NULL);
+		}
+	}
+	free(s->buf);
+	free(s);
+	int closing = p->closing;
+	peer_release(pe); /* may free p when it is closing */
+	if (!closing)
+		peer_pump_serve(p);
+}
+
+/* Disk reads for peers, one peer at a time in turn, none for a peer whose
+ * socket has not taken what was read for it already. */
+void peer_pump_serve(struct peers *p)
+{
+	int progress = 1;
+	while (p->serve_busy < PEER_SERVE_SLOTS && progress) {
+		progress = 0;
+		for (struct peer *pe = p->list; pe && p->serve_busy < PEER_SERVE_SLOTS;
+		     pe = pe->next) {
+			if (pe->closed || !pe->q_head || conn_queued(pe->c) >= CONN_HIGH_WATER)
+				continue;
+			struct serve *s = pe->q_head;
+			pe->q_head = s->next;
+			if (!pe->q_head)
+				pe->q_tail = NULL;
+			pe->qlen--;
+			pe->reading++;
+			p->serve_busy++;
+			s->work.data = s;
+			int rc = uv_queue_work(p->loop, &s->work, serve_work, serve_done);
+			if (rc < 0)
+				fatal("uv_queue_work: %s", uv_strerror(rc));
+			progress = 1;
+		}
+	}
+}
+
+int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Request *m = syncbit__request__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	int rc = 0;
+	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
+		rc = SB_EPROTO;
+	} else if (pe->qlen >= PEER_SERVE_QUEUE) {
+		Syncbit__Reject r = SYNCBIT__REJECT__INIT;
+		r.request_id = m->request_id;
+		r.reason = "busy";
+		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &r.base, NULL, 0, NULL, NULL);
+	} else {
+		struct serve *s = xcalloc(1, sizeof *s);
+		s->id = m->request_id;
+		s->pe = pe;
+		memcpy(s->h.b, m->block_hash.data, HASH_LEN);
+		memcpy(s->vid, m->version_id.data, HASH_LEN);
+		if (pe->q_tail)
+			pe->q_tail->next = s;
+		else
+			pe->q_head = s;
+		pe->q_tail = s;
+		pe->qlen++;
+		peer_pump_serve(pe->p);
+	}
+	syncbit__request__free_unpacked(m, NULL);
+	return rc;
+}
+
+int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__Cancel *m = syncbit__cancel__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	for (struct serve **sp = &pe->q_head, *prev = NULL; *sp; prev = *sp, sp = &(*sp)->next) {
+		if ((*sp)->id != m->request_id)
+			continue;
+		struct serve *s = *sp;
+		*sp = s->next;
+		if (pe->q_tail == s)
+			pe->q_tail = prev;
+		pe->qlen--;
+		free(s);
+		break;
+	}
+	syncbit__cancel__free_unpacked(m, NULL);
+	return 0;
+}
+
+uint64_t peers_served(const struct peers *p, const uint8_t *vid)
+{
+	for (size_t i = 0; i < p->nserved; i++)
+		if (!memcmp(p->served[i].vid, vid, HASH_LEN))
+			return p->served[i].bytes;
+	return 0;
+}
