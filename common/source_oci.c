@@ -733,6 +733,18 @@ static void oci_cancel(struct source *src)
 	}
 }
 
+/* What setup made; os itself too. */
+static void release(struct oci_source *os)
+{
+	if (os->has_re)
+		regfree(&os->re);
+	free(os->base);
+	free(os->repo);
+	free(os->shown);
+	free(os->userpwd);
+	free(os);
+}
+
 static void oci_free(struct source *src)
 {
 	struct oci_source *os = src->impl;
@@ -747,13 +759,7 @@ static void oci_free(struct source *src)
 			free(rd);
 		}
 	reset_listing(os);
-	if (os->has_re)
-		regfree(&os->re);
-	free(os->base);
-	free(os->repo);
-	free(os->shown);
-	free(os->userpwd);
-	free(os);
+	release(os);
 	src->impl = NULL;
 }
 
@@ -856,13 +862,7 @@ int source_oci_new(struct source *src)
 		rc = registry_new(src->loop, &ro, &os->reg);
 	}
 	if (rc < 0) {
-		if (os->has_re)
-			regfree(&os->re);
-		free(os->base);
-		free(os->repo);
-		free(os->shown);
-		free(os->userpwd);
-		free(os);
+		release(os);
 		return rc;
 	}
 	src->ops = &oci_ops;

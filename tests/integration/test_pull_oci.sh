@@ -6,8 +6,11 @@
 # blob, a re-pull that fetches nothing; the registry again with token auth
 # (tests/fixtures/oci_token.py signs the tokens it checks), and behind
 # tests/fixtures/oci_proxy.py for 429 Retry-After and blob redirects to
-# another host. Every result must pass `skopeo inspect oci:DIR:TAG`.
+# another host; then a scheduler and two agents distribute a multi-arch
+# image and a tag regex as datasets. Every result must pass
+# `skopeo inspect oci:DIR:TAG`.
 . "$(dirname "$0")/lib.sh"
+. "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo openssl; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
@@ -199,5 +202,21 @@ storage = [e for e in log if e["path"].startswith("/_storage/")]
 assert storage and all(not e["auth"] and e["status"] == 206 for e in storage), storage
 PY
 
-check "no sanitizer report" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
+# In a cluster: the scheduler lists the registry once, the agents fetch.
+unset ASAN_OPTIONS UBSAN_OPTIONS # stop_cluster reads the reports in the logs
+start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+start_agent 1 && start_agent 2 || { bad "agents start"; finish; exit 1; }
+check "dataset add of an oci:// image with ?platform=" add_dataset img "oci://$R/test/app:multi?platform=linux/arm64"
+check "dataset add of an oci:// tag regex" add_dataset cann "oci://$R/test/app?tag-regex=cann"
+if wait_ready 60 img 1 2 && wait_ready 60 cann 1 2; then
+	ok "both datasets ready on both agents"
+else
+	bad "both datasets ready on both agents" "$(tail -3 "$T/a1.log" | tr '\n' ' ')"
+fi
+check "agent 2 has the arm64 image" test "$(inspect "$T/t2/img:multi" | field Architecture)" = arm64
+check "agent 1 has every cann tag" test "$(refs "$T/t1/cann")" = "cann-8.0 cann-8.1-a3"
+check "skopeo inspect on an agent's target" inspect "$T/t1/cann:cann-8.1-a3"
+stop_cluster
+
+check "no sanitizer report from a pull" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
 finish
