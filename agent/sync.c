@@ -175,8 +175,15 @@ static int load_items(const struct sync_options *o, unsigned run, struct sync_li
 	return rc;
 }
 
-/* One run: take the lock (or skip), pull every item, report each. */
-static int run_once(struct cache *c, const struct sync_options *o, unsigned run, int wait)
+struct sync_cache {
+	const char *dir;
+	uint64_t size;
+};
+
+/* One run: take the lock (or skip), open the cache, pull every item,
+ * report each. */
+static int run_once(const struct sync_cache *sc, const struct sync_options *o, unsigned run,
+		    int wait)
 {
 	int fd = -1;
 	int rc = sync_lock(o->lock_path, wait, o->stop, &fd);
@@ -197,12 +204,21 @@ static int run_once(struct cache *c, const struct sync_options *o, unsigned run,
 		return rc;
 	}
 	struct sync_list list = {0};
+	struct cache *c = NULL;
 	int status = load_items(o, run, &list);
-	for (size_t i = 0; i < list.n && !stopped(o); i++) {
+	if (status == 0 && list.n && (status = cache_open(sc->dir, sc->size, &c)) < 0) {
+		char *error = xasprintf("cache %s: %s", sc->dir, sb_strerror(status));
+		struct sync_report rep = {
+		    .run = run, .status = stopped(o) ? SYNC_STOPPED : SYNC_FAILED, .error = error};
+		report(o, &rep);
+		free(error);
+	}
+	for (size_t i = 0; c && i < list.n && !stopped(o); i++) {
 		rc = run_item(c, o, run, &list.items[i]);
 		if (rc < 0 && status == 0)
 			status = rc;
 	}
+	cache_free(c);
 	sync_list_close(&list);
 	sync_unlock(fd);
 	return stopped(o) ? SB_ECANCELED : status;
@@ -224,8 +240,10 @@ static int sleep_until(const struct sync_options *o, time_t t)
 	}
 }
 
-int sync_run(struct cache *c, const struct sync_options *o)
+int sync_run(const char *data_dir, uint64_t cache_size, const struct sync_options *o)
 {
+	const struct sync_cache sc = {.dir = data_dir, .size = cache_size};
+	const struct sync_cache *c = &sc;
 	unsigned run = 0;
 	int at_start = o->run_on_start;
 	for (size_t i = 0; i < o->nschedules; i++)

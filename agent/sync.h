@@ -96,9 +96,11 @@ struct sync_options {
 	void *arg;
 };
 
-/* Run until *stop (or, with once, after one run). Returns 0, or with once
- * the run's status: the first item's error, SB_ECANCELED when stopped. */
-int sync_run(struct cache *c, const struct sync_options *o);
+/* Run until *stop (or, with once, after one run). The cache in data_dir
+ * is open only during runs, so other processes may use it in between.
+ * Returns 0, or with once the run's status: the first item's error,
+ * SB_ECANCELED when stopped. */
+int sync_run(const char *data_dir, uint64_t cache_size, const struct sync_options *o);
 
 /* The lock file for syncs into target: DATA/locks/sync-<hash>.lock. Heap. */
 char *sync_lock_path(const char *data_dir, const char *target);

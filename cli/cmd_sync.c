@@ -309,7 +309,6 @@ int cmd_sync(int argc, char **argv)
 	char **pos = NULL;
 	char *data = NULL, *target = NULL, *lock = NULL;
 	const char *src = NULL, *dst = NULL;
-	struct cache *c = NULL;
 	uint64_t cache_size = 0;
 	int npos = 0, json = 0, rc;
 
@@ -349,17 +348,10 @@ int cmd_sync(int argc, char **argv)
 	data = cli_data_dir(&cfg);
 	lock = sync_lock_path(data, target);
 	so.lock_path = lock;
-	rc = EXIT_FAIL;
-	int err = cache_open(data, cache_size, &c);
-	if (err < 0) {
-		cli_error("sync: cache %s: %s", data, sb_strerror(err));
-		goto out;
-	}
 	catch_signals();
-	err = sync_run(c, &so);
+	int err = sync_run(data, cache_size, &so);
 	rc = err < 0 && err != SB_ECANCELED ? EXIT_FAIL : EXIT_OK;
 out:
-	cache_free(c);
 	free(schedules);
 	free(lock);
 	free(data);
