@@ -90,6 +90,7 @@ start_registry plain || { bad "docker-registry starts"; finish; exit 1; }
 R=127.0.0.1:$REG_PORT PLAIN_PORT=$REG_PORT
 for t in v1 cann-8.0 cann-8.1-a3 other; do push "oci:$L:$t" "docker://$R/test/app:$t"; done
 push --all "oci:$L:multi" "docker://$R/test/app:multi"
+push "oci:$L:cann-8.0" "docker://$R/test/app:cann-copy" # the same image under two tags
 push --format v2s2 "oci:$L:v1" "docker://$R/test/app:docker"
 push "oci:$L:bad" "docker://$R/test/bad:v1"
 check "skopeo pushed the test images" grep -q cann-8.1-a3 <(curl -s "http://$R/v2/test/app/tags/list")
@@ -134,7 +135,8 @@ check "nothing published after a 404" test ! -e "$T/d7"
 
 # A tag regex: every matching tag into one layout.
 check "pull --tag-regex cann" pull "oci://$R/test/app" --tag-regex cann --to "$T/d8"
-check "index.json names exactly the matching tags" test "$(refs "$T/d8")" = "cann-8.0 cann-8.1-a3"
+check "index.json names exactly the matching tags" test "$(refs "$T/d8")" = "cann-8.0 cann-8.1-a3 cann-copy"
+check "an image under two tags is stored once" test "$(ls "$T/d8/blobs/sha256" | wc -l)" -eq 6
 check "skopeo inspect oci:DIR:cann-8.0" inspect "$T/d8:cann-8.0"
 check "skopeo inspect oci:DIR:cann-8.1-a3" inspect "$T/d8:cann-8.1-a3"
 expect_fail "a regex matching no tag is one clear line" 1 "none of its [0-9]+ tags matches" \
@@ -186,7 +188,8 @@ expect_fail "no credentials are one clear line" 1 "refused anonymous access" \
 	env -u REGISTRY_AUTH "$SYNCBIT" pull "oci://$A/test/app:v1" --to "$T/a2" --data "$T/data-a"
 
 # 429 with Retry-After and blobs redirected to another host, with auth.
-start_fixture PP "$T/proxy.port" python3 "$FIXTURES/oci_proxy.py" --upstream "http://$A" --throttle 2 --redirect ||
+start_fixture PP "$T/proxy.port" python3 "$FIXTURES/oci_proxy.py" --upstream "http://$A" --throttle 2 --redirect \
+	--tag-page 2 ||
 	{ bad "proxy starts"; finish; exit 1; }
 check "pull through 429s and redirects" "$SYNCBIT" pull "oci://127.0.0.1:$PP/test/app:v1" \
 	--registry-user alice:s3cret --to "$T/a3" --data "$T/data-p" --json
@@ -201,6 +204,10 @@ assert later and min(e["t"] for e in later) - max(e["t"] for e in throttled) >= 
 storage = [e for e in log if e["path"].startswith("/_storage/")]
 assert storage and all(not e["auth"] and e["status"] == 206 for e in storage), storage
 PY
+check "a tag list paged 2 at a time through Link headers" "$SYNCBIT" pull "oci://127.0.0.1:$PP/test/app" \
+	--tag-regex '^cann-8\.[0-9]$' --registry-user alice:s3cret --to "$T/a4" --data "$T/data-p"
+check "every page was asked for" test "$(curl -s "http://127.0.0.1:$PP/__log" | grep -o 'tags/list' | wc -l)" -ge 3
+check "the paged regex pull has its one tag" test "$(refs "$T/a4")" = "cann-8.0"
 
 # In a cluster: the scheduler lists the registry once, the agents fetch.
 unset ASAN_OPTIONS UBSAN_OPTIONS # stop_cluster reads the reports in the logs
@@ -214,7 +221,7 @@ else
 	bad "both datasets ready on both agents" "$(tail -3 "$T/a1.log" | tr '\n' ' ')"
 fi
 check "agent 2 has the arm64 image" test "$(inspect "$T/t2/img:multi" | field Architecture)" = arm64
-check "agent 1 has every cann tag" test "$(refs "$T/t1/cann")" = "cann-8.0 cann-8.1-a3"
+check "agent 1 has every cann tag" test "$(refs "$T/t1/cann")" = "cann-8.0 cann-8.1-a3 cann-copy"
 check "skopeo inspect on an agent's target" inspect "$T/t1/cann:cann-8.1-a3"
 stop_cluster
 
