@@ -448,6 +448,26 @@ static void add_header(struct registry_req *r, const char *fmt, ...)
 	r->hdrs = l;
 }
 
+/* The credentials an attempt carries. curl drops a custom Authorization
+ * header and its own Basic auth when a redirect leaves the host, so blob
+ * storage never sees either. */
+static void set_auth(struct registry_req *r, CURL *e)
+{
+	struct registry *reg = r->reg;
+	if (r->kind == REGISTRY_TOKEN) {
+		if (reg->userpwd) {
+			curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
+			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		}
+	} else if (reg->token) {
+		add_header(r, "Authorization: Bearer %s", reg->token);
+		r->token_gen = reg->token_gen;
+	} else if (reg->basic && reg->userpwd) {
+		curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+	}
+}
+
 static void start_attempt(struct registry_req *r)
 {
 	struct registry *reg = r->reg;
@@ -487,20 +507,7 @@ static void start_attempt(struct registry_req *r)
 			 r->off + r->len - 1);
 		curl_easy_setopt(e, CURLOPT_RANGE, range);
 	}
-	/* curl drops a custom Authorization header and its own Basic auth when
-	 * a redirect leaves the host, so blob storage never sees either. */
-	if (r->kind == REGISTRY_TOKEN) {
-		if (reg->userpwd) {
-			curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
-			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		}
-	} else if (reg->token) {
-		add_header(r, "Authorization: Bearer %s", reg->token);
-		r->token_gen = reg->token_gen;
-	} else if (reg->basic && reg->userpwd) {
-		curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-	}
+	set_auth(r, e);
 	if (r->hdrs)
 		curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
 	r->easy = e;
