@@ -562,8 +562,10 @@ static void on_token(struct registry_req *r)
 	reg->token = token;
 	reg->token_gen++;
 	uint64_t life = (uint64_t)expires * 1000;
+	/* Renewed a little early, so a request does not carry a token that
+	 * expires on its way; a short-lived one at half its life. */
 	reg->token_until =
-	    uv_now(reg->loop) + (life > 2 * TOKEN_SLACK_MS ? life - TOKEN_SLACK_MS : life);
+	    uv_now(reg->loop) + (life > 2 * TOKEN_SLACK_MS ? life - TOKEN_SLACK_MS : life / 2);
 	req_free(r);
 	while ((w = reg->auth_wait.head))
 		start_attempt(w);
