@@ -243,15 +243,14 @@ static int sleep_until(const struct sync_options *o, time_t t)
 int sync_run(const char *data_dir, uint64_t cache_size, const struct sync_options *o)
 {
 	const struct sync_cache sc = {.dir = data_dir, .size = cache_size};
-	const struct sync_cache *c = &sc;
 	unsigned run = 0;
 	int at_start = o->run_on_start;
 	for (size_t i = 0; i < o->nschedules; i++)
 		at_start |= o->schedules[i].reboot;
 	if (o->once)
-		return run_once(c, o, ++run, 1);
+		return run_once(&sc, o, ++run, 1);
 	if (at_start)
-		run_once(c, o, ++run, 0);
+		run_once(&sc, o, ++run, 0);
 	while (!stopped(o)) {
 		time_t next;
 		if (cron_next_of(o->schedules, o->nschedules, time(NULL), &next) < 0) {
@@ -266,7 +265,7 @@ int sync_run(const char *data_dir, uint64_t cache_size, const struct sync_option
 		log_info("sync: next run at %s", when);
 		if (sleep_until(o, next) < 0)
 			break;
-		run_once(c, o, ++run, 0);
+		run_once(&sc, o, ++run, 0);
 	}
 	return 0;
 }

@@ -51,8 +51,14 @@ static const char *sync_usage =
 
 static volatile sig_atomic_t stop_flag;
 
+/* The first signal asks for a clean stop; a second one ends the process
+ * at once (the cache resumes whatever was in flight). */
 static void on_signal(int sig)
 {
+	if (stop_flag) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
 	stop_flag = 1;
 }
 
