@@ -19,7 +19,7 @@ static const char *env(const char *name)
 	return v && *v ? v : NULL;
 }
 
-static int valid_region(const char *r)
+int s3_valid_region(const char *r)
 {
 	size_t n = strlen(r);
 	if (n == 0 || n >= S3_REGION_MAX)
@@ -89,7 +89,7 @@ int s3_config_init(struct s3_config *c, const char *bucket, const char *endpoint
 		region = env("AWS_DEFAULT_REGION");
 	if (!region)
 		region = S3_DEFAULT_REGION;
-	if (!valid_region(region)) {
+	if (!s3_valid_region(region)) {
 		*detail = xasprintf("S3 region \"%s\": only a-z, 0-9 and '-' allowed", region);
 		return SB_ECONFIG;
 	}
@@ -737,7 +737,7 @@ int s3_error_parse(const char *xml, size_t len, struct s3_error *out)
 		memset(out, 0, sizeof *out);
 		return SB_EPROTO;
 	}
-	if (!valid_region(out->region))
+	if (!s3_valid_region(out->region))
 		out->region[0] = '\0';
 	return 0;
 }

@@ -79,6 +79,9 @@ struct s3_error {
  * SB_EPROTO with out zeroed. */
 int s3_error_parse(const char *xml, size_t len, struct s3_error *out);
 
+/* 1 when r can be a region name (a-z, 0-9, '-'; below S3_REGION_MAX). */
+int s3_valid_region(const char *r);
+
 /* "2009-10-12T17:50:30.000Z" as nanoseconds since the epoch; 0 or
  * SB_EPROTO. */
 int s3_parse_time(const char *s, int64_t *out);

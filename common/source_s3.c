@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -26,11 +27,12 @@
 #include "common/s3.h"
 #include "common/sigv4.h"
 
-#define LIST_PAGE_KEYS	 "1000"	     /* the most ListObjectsV2 returns */
-#define LIST_BODY_MAX	 (8u << 20)  /* one page of 1000 long keys is ~1 MB */
-#define ERROR_BODY_MAX	 (64u << 10) /* error document kept for its Code */
-#define RANGE_SPEC_MAX	 48
-#define QUERY_PARAMS_MAX 5
+#define LIST_PAGE_KEYS	     "1000"	 /* the most ListObjectsV2 returns */
+#define LIST_BODY_MAX	     (8u << 20)	 /* one page of 1000 long keys is ~1 MB */
+#define ERROR_BODY_MAX	     (64u << 10) /* error document kept for its Code */
+#define RANGE_SPEC_MAX	     48
+#define QUERY_PARAMS_MAX     5
+#define BUCKET_REGION_HEADER "x-amz-bucket-region:"
 
 enum req_kind { REQ_LIST, REQ_RANGE };
 enum req_state { ST_RUNNING, ST_WAITING, ST_DONE };
@@ -51,15 +53,16 @@ struct s3_req {
 	struct curl_slist *hdrs;
 	struct http_resp resp;
 	char errbuf[CURL_ERROR_SIZE];
-	struct buf body;   /* LIST: the page; any kind: an error document */
-	uint64_t due;	   /* ST_WAITING: loop time of the next attempt */
-	uint64_t last_io;  /* ST_RUNNING: loop time bytes last arrived */
-	unsigned failures; /* failed attempts */
-	int checked;	   /* the response was judged at its first body byte */
-	int verdict;	   /* < 0: the write callback refused the response */
-	int status;	   /* ST_DONE: what the callback receives */
-	char *detail;	   /* one line for source_set_error */
-	char *what;	   /* "s3://bucket/key" before messages; NULL: a listing */
+	char bucket_region[S3_REGION_MAX]; /* x-amz-bucket-region of the answer */
+	struct buf body;		   /* LIST: the page; any kind: an error document */
+	uint64_t due;			   /* ST_WAITING: loop time of the next attempt */
+	uint64_t last_io;		   /* ST_RUNNING: loop time bytes last arrived */
+	unsigned failures;		   /* failed attempts */
+	int checked;			   /* the response was judged at its first body byte */
+	int verdict;			   /* < 0: the write callback refused the response */
+	int status;			   /* ST_DONE: what the callback receives */
+	char *detail;			   /* one line for source_set_error */
+	char *what;			   /* "s3://bucket/key" before messages; NULL: a listing */
 	/* REQ_RANGE */
 	size_t index;
 	uint64_t off;
@@ -305,6 +308,7 @@ static void status_failed(struct s3_req *r)
 	if (s3_error_parse((const char *)r->body.ptr, r->body.len, &e) < 0)
 		snprintf(e.code, sizeof e.code, "%s", http_resp_reason(&r->resp));
 	const char *c = e.code, *msg = e.message[0] ? e.message : "";
+	const char *region = e.region[0] ? e.region : r->bucket_region;
 	if (http_status_retryable(st) || (st == 400 && !strcmp(c, "RequestTimeout"))) {
 		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st, c);
 	} else if (!strcmp(c, "SignatureDoesNotMatch")) {
@@ -325,11 +329,11 @@ static void status_failed(struct s3_req *r)
 		     s3->src->uri.bucket);
 	} else if (r->kind == REQ_RANGE && (st == 412 || st == 416 || st == 404)) {
 		fail(r, SB_ECHANGED, "the object changed after it was listed (HTTP %ld %s)", st, c);
-	} else if (e.region[0] && strcmp(e.region, s3->cfg.region) != 0) {
+	} else if (region[0] && strcmp(region, s3->cfg.region) != 0) {
 		fail(r, SB_EHTTP4XX,
 		     "HTTP %ld %s: the bucket is in region %s, not %s "
 		     "(pass --s3-region %s or set AWS_REGION)",
-		     st, c, e.region, s3->cfg.region, e.region);
+		     st, c, region, s3->cfg.region, region);
 	} else if (st == 403) {
 		fail(r, SB_EDENIED, "HTTP 403 %s%s%s%s", c, msg[0] ? ": " : "", msg,
 		     credential_hint(s3));
@@ -379,9 +383,22 @@ static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct s3_req *r = arg;
+	size_t n = size * nmemb, k = sizeof BUCKET_REGION_HEADER - 1;
 	r->last_io = uv_now(r->s3->loop);
-	http_resp_header(&r->resp, data, size * nmemb);
-	return size * nmemb;
+	http_resp_header(&r->resp, data, n);
+	/* S3 names the bucket's region here, also on the 301 it answers when
+	 * asked in the wrong one. */
+	if (n > k && !strncasecmp(data, BUCKET_REGION_HEADER, k)) {
+		size_t a = k, b;
+		while (a < n && data[a] == ' ')
+			a++;
+		for (b = a; b < n && data[b] != ' ' && data[b] != '\r' && data[b] != '\n';)
+			b++;
+		snprintf(r->bucket_region, sizeof r->bucket_region, "%.*s", (int)(b - a), data + a);
+		if (b - a >= sizeof r->bucket_region || !s3_valid_region(r->bucket_region))
+			r->bucket_region[0] = '\0';
+	}
+	return n;
 }
 
 /* list() */
@@ -725,6 +742,7 @@ static void start_attempt(struct s3_req *r)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
 	r->errbuf[0] = '\0';
+	r->bucket_region[0] = '\0';
 	http_resp_reset(&r->resp);
 	r->checked = r->verdict = 0;
 	r->count = 0;

@@ -102,6 +102,8 @@ expect_fail "a wrong secret key is one clear line" 1 "SignatureDoesNotMatch.*AWS
 	env AWS_ACCESS_KEY_ID=AKFIXTURE AWS_SECRET_ACCESS_KEY=wrong "$SYNCBIT" pull s3://strict/p/ --to "$T/e2" --data "$T/fdata" --s3-endpoint "$F"
 expect_fail "a wrong region names the right one" 1 "region us-east-1.*--s3-region" \
 	fpull s3://strict/p/ --to "$T/e2" --s3-region eu-west-1
+expect_fail "anonymous on a private bucket says no credentials were given" 1 "403 AccessDenied.*AWS_ACCESS_KEY_ID is not set" \
+	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY timeout 120 "$SYNCBIT" pull s3://strict/p/ --to "$T/e2" --data "$T/fdata" --s3-endpoint "$F"
 fault "bucket=badxml&list=badxml"
 expect_fail "malformed XML is one clear line" 1 "malformed ListObjectsV2 answer: byte [0-9]+: " \
 	fpull s3://badxml/p/ --to "$T/e2"

@@ -639,7 +639,7 @@ static int group_setup(void **state)
 	    write_file("bkt/m/sub/a b+c.txt", "abc", 3) < 0 ||
 	    write_file("bkt/m/sub/deep/x", "x", 1) < 0 || write_file("bkt/m-old/y", "y", 1) < 0 ||
 	    write_file("bkt/one.bin", "one", 3) < 0 || write_file("bad/m/a", "a", 1) < 0 ||
-	    write_file("slow/m/a", "a", 1) < 0 ||
+	    write_file("slow/m/a", "a", 1) < 0 || write_file("moved/m/a", "a", 1) < 0 ||
 	    write_file("moving/m/big.bin", fx.big, BIG_SIZE) < 0 || start_fixture() < 0) {
 		fprintf(stderr, "test_source_s3: cannot set up the fixture\n");
 		return -1;
@@ -787,6 +787,14 @@ static void test_source_auth(void **state)
 	assert_int_equal(list(&s), SB_EAUTH);
 	assert_non_null(strstr(s.src->error_detail, "SignatureDoesNotMatch"));
 	assert_null(strchr(s.src->error_detail, '\n'));
+	close_source(&s);
+	/* S3's answer to a request in the wrong region: a 301 whose only
+	 * hint is the x-amz-bucket-region header. */
+	fault("bucket=moved&moved=eu-west-1");
+	open_source(&s, "s3://moved/m/", SECRET);
+	assert_int_equal(list(&s), SB_EHTTP4XX);
+	assert_non_null(strstr(s.src->error_detail, "PermanentRedirect: the bucket is in region "
+						    "eu-west-1, not us-east-1"));
 	close_source(&s);
 }
 
