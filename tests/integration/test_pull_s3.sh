@@ -65,10 +65,10 @@ check "a prefix without '/' names the same directory" pull s3://models/llama --t
 check "its content matches" diff -r "$S" "$T/d2"
 check "one object lands as DIR/<basename>" pull s3://models/llama/weights/model-00002.safetensors --to "$T/d3" --s3-endpoint "$E"
 check "its content matches" cmp "$S/weights/model-00002.safetensors" "$T/d3/model-00002.safetensors"
-check "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 are read" env AWS_ENDPOINT_URL=http://127.0.0.1:1 AWS_ENDPOINT_URL_S3="$E" "$SYNCBIT" pull s3://models/llama/ --to "$T/d4" --data "$DATA"
+check "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 are read" env AWS_ENDPOINT_URL=http://127.0.0.1:1 AWS_ENDPOINT_URL_S3="$E" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/d4" --data "$DATA"
 check "virtual-hosted addressing (bucket.s3.localhost)" pull s3://models/llama/ --to "$T/d5" --s3-endpoint "http://s3.localhost:$PORT" --no-s3-path-style
 check "its content matches" diff -r "$S" "$T/d5"
-check "anonymous when no credentials are set" env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$SYNCBIT" pull s3://models/llama/ --to "$T/d6" --data "$T/data6" --s3-endpoint "$E"
+check "anonymous when no credentials are set" env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/d6" --data "$T/data6" --s3-endpoint "$E"
 expect_fail "an unknown access key is one clear line" 1 "InvalidAccessKeyId.*AWS_ACCESS_KEY_ID" \
 	env AWS_ACCESS_KEY_ID=NOBODY timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint "$E"
 expect_fail "a missing bucket is one clear line" 1 "bucket nosuchbucket does not exist" \
@@ -99,7 +99,7 @@ check "every request signed right (strict SigV4, pages of 2 keys)" fpull s3://st
 check "its content matches" diff -r "$S" "$T/f1"
 check "the listing took several pages" test "$(curl -s "$F/__stats?bucket=strict" | grep -o 'continuation-token=' | wc -l)" -ge 2
 expect_fail "a wrong secret key is one clear line" 1 "SignatureDoesNotMatch.*AWS_SECRET_ACCESS_KEY" \
-	env AWS_ACCESS_KEY_ID=AKFIXTURE AWS_SECRET_ACCESS_KEY=wrong "$SYNCBIT" pull s3://strict/p/ --to "$T/e2" --data "$T/fdata" --s3-endpoint "$F"
+	env AWS_ACCESS_KEY_ID=AKFIXTURE AWS_SECRET_ACCESS_KEY=wrong timeout 120 "$SYNCBIT" pull s3://strict/p/ --to "$T/e2" --data "$T/fdata" --s3-endpoint "$F"
 expect_fail "a wrong region names the right one" 1 "region us-east-1.*--s3-region" \
 	fpull s3://strict/p/ --to "$T/e2" --s3-region eu-west-1
 expect_fail "anonymous on a private bucket says no credentials were given" 1 "403 AccessDenied.*AWS_ACCESS_KEY_ID is not set" \
