@@ -130,6 +130,22 @@ static const FileEntry *pruner_find(const struct pruner *p, const char *rel)
 	return hit ? p->entries[hit - p->paths] : NULL;
 }
 
+/* 1 when some path of the manifest lies under the directory rel: sources
+ * that list files only (hub, S3, HTTP) imply their directories. */
+static int pruner_implies_dir(const struct pruner *p, const char *rel)
+{
+	size_t n = strlen(rel), lo = 0, hi = p->n;
+	while (lo < hi) { /* first path >= rel + "/" */
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strncmp(p->paths[mid], rel, n);
+		if (c < 0 || (c == 0 && (unsigned char)p->paths[mid][n] < '/'))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < p->n && !strncmp(p->paths[lo], rel, n) && p->paths[lo][n] == '/';
+}
+
 static int prune_dir(struct pruner *p, int dir_fd, struct buf *rel)
 {
 	int fd = dup(dir_fd);
@@ -153,11 +169,12 @@ static int prune_dir(struct pruner *p, int dir_fd, struct buf *rel)
 		struct stat st;
 		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (!f) {
+		int is_dir = S_ISDIR(st.st_mode);
+		if (!f && !(is_dir && pruner_implies_dir(p, buf_cstr(rel)))) {
 			rc = layout_remove_at(dirfd(d), e->d_name, &p->removed);
 			if (rc < 0)
 				rc = layout_fail(p->detail, rc, buf_cstr(rel), "remove");
-		} else if (f->type == SYNCBIT__FILE_TYPE__FILE_DIRECTORY && S_ISDIR(st.st_mode)) {
+		} else if (is_dir && (!f || f->type == SYNCBIT__FILE_TYPE__FILE_DIRECTORY)) {
 			int sub = openat(dirfd(d), e->d_name,
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub < 0)

@@ -165,6 +165,32 @@ check "sync --delete drops the unreferenced snapshot and its blob" \
 	test ! -e "$R/snapshots/$commit" -a ! -e "$R/blobs/$gitid" -a -f "$R/blobs/$sha"
 check "...and main still resolves" resolves "$HC" model acme/llm main model.safetensors "$HR/models/acme/llm/model.safetensors"
 
+# The Hub's own JS client (npm @huggingface/hub, REFERENCES.md) on the cache
+# written above: asked for the commit it must find every file in place and
+# download nothing; filling a fresh cache itself it must make the same tree.
+# Runs where node and the npm registry are at hand; skipped otherwise.
+NPM_DIR=${SYNCBIT_NPM_CACHE:-$HOME/.cache/syncbit-tests}/hf-hub-2.17.5
+if command -v node >/dev/null && { [ -d "$NPM_DIR/node_modules/@huggingface/hub" ] ||
+	(mkdir -p "$NPM_DIR" && cd "$NPM_DIR" &&
+		timeout 180 npm install --no-audit --no-fund --silent @huggingface/hub@2.17.5 >/dev/null 2>&1); }; then
+	cat >"$NPM_DIR/snapshot.mjs" <<'JS'
+import { snapshotDownload } from "@huggingface/hub";
+const [hubUrl, cacheDir, repo, revision] = process.argv.slice(2);
+console.log(await snapshotDownload({ repo, cacheDir, hubUrl, revision }));
+JS
+	resolves_before=$(curl -sf "$API/__stats?repo=models/acme/llm" | python3 -c "import json,sys; print(sum('/resolve/' in r['path'] for r in json.load(sys.stdin)['requests']))")
+	got=$(cd "$NPM_DIR" && timeout 60 node snapshot.mjs "$API" "$HC" acme/llm "$commit2" 2>"$T/js.err")
+	resolves_after=$(curl -sf "$API/__stats?repo=models/acme/llm" | python3 -c "import json,sys; print(sum('/resolve/' in r['path'] for r in json.load(sys.stdin)['requests']))")
+	check "@huggingface/hub accepts the cache: the snapshot is ours, nothing downloaded" \
+		test "$got" = "$R/snapshots/$commit2" -a "$resolves_after" = "$resolves_before"
+	(cd "$NPM_DIR" && timeout 60 node snapshot.mjs "$API" "$T/js-cache" acme/llm main >/dev/null 2>>"$T/js.err")
+	tree() { (cd "$1" && find . ! -name '.*' -printf '%p %l\n' | grep -v '^\./\.' | sort); }
+	check "...and fills a fresh cache with the same tree (blob names, links, refs)" \
+		diff <(tree "$T/js-cache/models--acme--llm") <(tree "$R")
+else
+	echo "  skip @huggingface/hub checks (no node or npm registry)"
+fi
+
 # A list of hub repos into one hub cache.
 printf 'acme/llm\n' >"$T/models.ini"
 LC=$T/list-cache

@@ -250,6 +250,7 @@ HR=$T/hub
 mkdir -p "$HR/models/acme/llm" "$HR/datasets/acme/corpus" "$HR/models/qwen/small"
 head -c 200000 /dev/urandom >"$HR/models/acme/llm/model.safetensors"
 echo '{"model_type": "llama"}' >"$HR/models/acme/llm/config.json"
+mkdir -p "$HR/models/acme/llm/tok"; echo vocab >"$HR/models/acme/llm/tok/vocab.txt"
 echo 'a,b' >"$HR/datasets/acme/corpus/train.csv"
 echo '{}' >"$HR/models/qwen/small/config.json"
 python3 "$FIXTURES/hub_server.py" --root "$HR" >"$T/hub.ports" 2>"$T/hub.err" &
@@ -265,10 +266,11 @@ cat >"$T/hk.json" <<JSON
 JSON
 HD=$T/hub-dst
 HF_ENDPOINT=http://127.0.0.1:$API MODELSCOPE_ENDPOINT=http://127.0.0.1:$API HF_HOME=$T/hf-home \
-	"$SYNCBIT" sync --list "$T/hk.json" "$HD" --once --json --data "$DATA" >"$T/hk.out" 2>"$T/hk.err"
+	"$SYNCBIT" sync --list "$T/hk.json" "$HD" --once --delete --json --data "$DATA" >"$T/hk.out" 2>"$T/hk.err"
 check "JSON list of hub items: exit 0" test $? -eq 0
 check "hf model in DST/org/name" cmp "$HR/models/acme/llm/model.safetensors" "$HD/acme/llm/model.safetensors"
 check "hf dataset in DST/org/name" cmp "$HR/datasets/acme/corpus/train.csv" "$HD/acme/corpus/train.csv"
+check "--delete keeps the directories a files-only listing implies" cmp "$HR/models/acme/llm/tok/vocab.txt" "$HD/acme/llm/tok/vocab.txt"
 check "ms model in DST/org/name" cmp "$HR/models/qwen/small/config.json" "$HD/qwen/small/config.json"
 check "one JSON line per item" test "$(grep -c '"status":"ok"' "$T/hk.out")" -eq 3
 

@@ -378,6 +378,20 @@ static void test_prune_plain(void **state)
 	assert_string_equal(read_all(at(outside, "keep.txt")), "keep");
 	assert_string_equal(read_all(at(f->dst, "tok/readme.md")), "read me\n");
 	layout_close(&l);
+	/* a listing of files only (hub, S3) implies its directories */
+	Manifest fm = *f->m;
+	FileEntry *only[8];
+	fm.n_files = 0;
+	for (size_t i = 0; i < f->m->n_files; i++)
+		if (f->m->files[i]->type == SYNCBIT__FILE_TYPE__FILE_REGULAR)
+			only[fm.n_files++] = f->m->files[i];
+	fm.files = only;
+	char *why = NULL;
+	uint64_t gone;
+	write_file(f->dst, "tok/stale2.md", "x", 1);
+	assert_int_equal(layout_prune(&fm, f->dst, &gone, &why), 0);
+	assert_int_equal(gone, 1);
+	assert_string_equal(read_all(at(f->dst, "tok/readme.md")), "read me\n");
 	/* a pruned target that is a symlink is not entered */
 	uint64_t removed;
 	char *detail = NULL;
