@@ -21,7 +21,12 @@ static void seal_work(uv_work_t *w)
 {
 	struct ffile *ff = w->data;
 	const FileEntry *e = ff->f->m->files[ff->index];
-	ff->rc = cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
+	/* Blocks were checked one by one against hashes that nodes computed
+	 * from their share of the origin; where the source names the whole
+	 * file's digest (LFS sha256, OCI blob, git blob id), the assembled
+	 * file must match it too. */
+	int rc = hash_check_digest_fd(cache_partial_fd(ff->part), e->size, e->source_digest);
+	ff->rc = rc < 0 ? rc : cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
 }
 
 static void seal_done(uv_work_t *w, int status)
@@ -35,9 +40,17 @@ static void seal_done(uv_work_t *w, int status)
 		ff->part = NULL;
 		if (rc == 0)
 			rc = cache_partials_finish(&p, 1);
+		else if (rc == SB_ECORRUPT)
+			cache_partial_discard(p); /* fetched again from scratch next time */
 		else
 			cache_partial_close(p);
-		if (rc < 0)
+		if (rc == SB_ECORRUPT)
+			fetch_fail(
+			    f, rc,
+			    "%s: %s: the assembled file does not match the source's digest %s",
+			    f->m->source, f->m->files[ff->index]->path,
+			    f->m->files[ff->index]->source_digest);
+		else if (rc < 0)
 			fetch_fail(f, rc, "%s: cannot store in %s: %s",
 				   f->m->files[ff->index]->path, cache_dir(f->c), sb_strerror(rc));
 		else

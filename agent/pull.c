@@ -205,7 +205,10 @@ static void seal_work(uv_work_t *w)
 {
 	struct pfile *pf = w->data;
 	const struct source_file *f = &pf->p->src->listing.files[pf->index];
-	pf->seal_rc = cache_partial_seal(pf->part, f->mode, f->mtime_ns, 0);
+	/* The whole file against the source's digest (LFS sha256, OCI blob,
+	 * git blob id), also when it was assembled across a resume. */
+	int rc = hash_check_digest_fd(cache_partial_fd(pf->part), f->size, f->digest);
+	pf->seal_rc = rc < 0 ? rc : cache_partial_seal(pf->part, f->mode, f->mtime_ns, 0);
 }
 
 static void seal_done(uv_work_t *w, int status)
@@ -215,7 +218,10 @@ static void seal_done(uv_work_t *w, int status)
 	int rc = status < 0 ? status : pf->seal_rc;
 	pf->sealing = 0;
 	p->syncs--;
-	if (rc < 0) {
+	if (rc == SB_ECORRUPT) {
+		set_error(p, rc, "%s: %s does not match the source's digest %s", p->src->uri.raw,
+			  sfile(p, pf)->path, sfile(p, pf)->digest);
+	} else if (rc < 0) {
 		set_error(p, rc, "%s: cannot store in cache: %s", sfile(p, pf)->path,
 			  sb_strerror(rc));
 	} else {

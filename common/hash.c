@@ -2,7 +2,11 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "common/err.h"
@@ -84,4 +88,78 @@ int hash_is_zero(const struct hash_id *h)
 uint64_t hash_xxh64(const void *data, size_t len)
 {
 	return XXH3_64bits(data, len);
+}
+
+#define DIGEST_CHUNK (1u << 20)
+
+static int hex_to_bytes(const char *hex, uint8_t *out, size_t n)
+{
+	if (strlen(hex) != 2 * n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v = 0;
+		for (int k = 0; k < 2; k++) {
+			char ch = hex[2 * i + (size_t)k];
+			int d = ch >= '0' && ch <= '9'	 ? ch - '0'
+				: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+				: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+							 : -1;
+			if (d < 0)
+				return -1;
+			v = v << 4 | (unsigned)d;
+		}
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+int hash_check_digest_fd(int fd, uint64_t size, const char *digest)
+{
+	const EVP_MD *md;
+	uint8_t want[EVP_MAX_MD_SIZE], got[EVP_MAX_MD_SIZE];
+	size_t n;
+	if (digest && !strncmp(digest, "sha256:", 7)) {
+		md = EVP_sha256();
+		n = 32;
+		digest += 7;
+	} else if (digest && !strncmp(digest, "git:", 4)) {
+		md = EVP_sha1();
+		n = 20;
+		digest += 4;
+	} else {
+		return 1;
+	}
+	if (hex_to_bytes(digest, want, n) < 0)
+		return 1;
+	EVP_MD_CTX *m = EVP_MD_CTX_new();
+	uint8_t *buf = malloc(DIGEST_CHUNK);
+	if (!m || !buf || EVP_DigestInit_ex(m, md, NULL) != 1)
+		fatal("out of memory starting a digest");
+	if (n == 20) { /* git hashes a header before the content */
+		char hdr[64];
+		int len = snprintf(hdr, sizeof hdr, "blob %llu", (unsigned long long)size);
+		EVP_DigestUpdate(m, hdr, (size_t)len + 1);
+	}
+	int rc = 0;
+	uint64_t off = 0;
+	while (off < size && rc == 0) {
+		size_t want_n = size - off < DIGEST_CHUNK ? (size_t)(size - off) : DIGEST_CHUNK;
+		ssize_t r = pread(fd, buf, want_n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			rc = r < 0 ? -errno : SB_ETRUNCATED;
+		else if (EVP_DigestUpdate(m, buf, (size_t)r) != 1)
+			rc = SB_ECORRUPT;
+		else
+			off += (uint64_t)r;
+	}
+	unsigned outlen = 0;
+	if (rc == 0 && (EVP_DigestFinal_ex(m, got, &outlen) != 1 || outlen != n))
+		rc = SB_ECORRUPT;
+	if (rc == 0 && memcmp(got, want, n) != 0)
+		rc = SB_ECORRUPT;
+	EVP_MD_CTX_free(m);
+	free(buf);
+	return rc;
 }

@@ -33,4 +33,11 @@ int hash_from_hex(const char *hex, struct hash_id *out);
 int hash_is_zero(const struct hash_id *h);
 uint64_t hash_xxh64(const void *data, size_t len);
 
+/* Check size bytes of fd from offset 0 against a source's whole-file
+ * digest: "sha256:<64 hex>" (Hugging Face LFS, OCI blobs) or "git:<40 hex>"
+ * (a git blob id: SHA-1 of "blob <size>\0" and the content). 0 when it
+ * matches, SB_ECORRUPT when not, 1 when the digest is of another kind and
+ * says nothing about the bytes, -errno on a read error. Blocking (pool). */
+int hash_check_digest_fd(int fd, uint64_t size, const char *digest);
+
 #endif
