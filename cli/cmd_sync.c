@@ -326,6 +326,17 @@ int cmd_sync(int argc, char **argv)
 	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
 	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)))
 		goto out;
+	/* Each item of a list has its own cache name, repo and model. */
+	const char *per_item = !so.list			   ? NULL
+			       : config_get(&cfg, "name")  ? "--name"
+			       : config_get(&cfg, "repo")  ? "--repo"
+			       : config_get(&cfg, "model") ? "--model"
+							   : NULL;
+	if (per_item) {
+		cli_error("%s does not go with --list: each item has its own", per_item);
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	config_get_bool(&cfg, "json", &json);
 	config_get_bool(&cfg, "delete", &so.layout.prune);
 	so.schedules = schedules;

@@ -241,6 +241,8 @@ check "...with one line for it" test "$(grep -c 'nonexistent-item' "$T/l2.err")"
 printf 'acme/ok\nthis is not an item\n' >"$T/bad.ini"
 expect_fail "malformed list: exit 2 naming the line" 2 "bad.ini: line 2" \
 	"$SYNCBIT" sync --list "$T/bad.ini" "$LD" --data "$DATA"
+expect_fail "--name with --list: usage error" 2 "syncbit: --name does not go with --list" \
+	"$SYNCBIT" sync --list "$T/models.ini" "$LD" --name x --data "$DATA"
 echo '[{"platform": "github", "organization": "a", "model_name": "b"}]' >"$T/bad.json"
 expect_fail "JSON list with an unknown platform: exit 2" 2 "item 1: platform 'github'" \
 	"$SYNCBIT" sync --list "$T/bad.json" "$LD" --data "$DATA"
