@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/err.h"
+#include "common/sigv4.h"
 
 /* ---- configuration ---- */
 
@@ -25,7 +26,7 @@ int s3_valid_region(const char *r)
 	if (n == 0 || n >= S3_REGION_MAX)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (!islower((unsigned char)r[i]) && !isdigit((unsigned char)r[i]) && r[i] != '-')
+		if (!(r[i] >= 'a' && r[i] <= 'z') && !(r[i] >= '0' && r[i] <= '9') && r[i] != '-')
 			return 0;
 	return 1;
 }
@@ -151,19 +152,6 @@ void s3_config_close(struct s3_config *c)
 	memset(c, 0, sizeof *c);
 }
 
-static void encode_path(struct buf *out, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (isalnum(*p) || strchr("-._~/", *p)) {
-			buf_append(out, p, 1);
-		} else {
-			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-			buf_append(out, e, 3);
-		}
-	}
-}
-
 void s3_target(const struct s3_config *c, const char *bucket, const char *key, const char *query,
 	       struct buf *url, struct buf *host, struct buf *path)
 {
@@ -177,7 +165,7 @@ void s3_target(const struct s3_config *c, const char *bucket, const char *key, c
 		buf_printf(path, "/%s", bucket);
 	if (key) {
 		buf_append_str(path, "/");
-		encode_path(path, key);
+		sigv4_encode(path, key, 1);
 	} else if (!c->path_style) {
 		buf_append_str(path, "/");
 	}
