@@ -322,9 +322,9 @@ int cmd_sync(int argc, char **argv)
 		goto out;
 	so.list = config_get(&cfg, "list");
 	if ((rc = resolve_paths(npos, pos, so.list, &src, &dst)) ||
+	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)) ||
 	    (rc = read_options(&cfg, &so, &cache_size)) ||
-	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
-	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)))
+	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)))
 		goto out;
 	/* Each item of a list has its own cache name, repo and model. */
 	const char *per_item = !so.list			   ? NULL
@@ -338,7 +338,6 @@ int cmd_sync(int argc, char **argv)
 		goto out;
 	}
 	config_get_bool(&cfg, "json", &json);
-	config_get_bool(&cfg, "delete", &so.layout.prune);
 	so.schedules = schedules;
 	so.arg = &json;
 	so.triton_url = config_get(&cfg, "triton-url");
