@@ -623,6 +623,16 @@ static int start_fixture(void)
 	return fx.port > 0 ? 0 : -1;
 }
 
+static int group_teardown(void **state)
+{
+	reap();
+	free(fx.big);
+	fx.big = NULL;
+	testutil_rmtree(fx.dir);
+	fx.dir = NULL;
+	return 0;
+}
+
 static int group_setup(void **state)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -630,8 +640,10 @@ static int group_setup(void **state)
 	signal(SIGINT, on_signal);
 	fx.dir = testutil_mkdtemp();
 	fx.big = malloc(BIG_SIZE);
-	if (!fx.dir || !fx.big)
+	if (!fx.dir || !fx.big) {
+		group_teardown(state);
 		return -1;
+	}
 	for (size_t i = 0; i < BIG_SIZE; i++)
 		fx.big[i] = (uint8_t)(i * 2654435761u >> 13);
 	if (write_file("bkt/m/big.bin", fx.big, BIG_SIZE) < 0 ||
@@ -642,16 +654,9 @@ static int group_setup(void **state)
 	    write_file("slow/m/a", "a", 1) < 0 || write_file("moved/m/a", "a", 1) < 0 ||
 	    write_file("moving/m/big.bin", fx.big, BIG_SIZE) < 0 || start_fixture() < 0) {
 		fprintf(stderr, "test_source_s3: cannot set up the fixture\n");
+		group_teardown(state); /* cmocka skips it when setup fails */
 		return -1;
 	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	reap();
-	free(fx.big);
-	testutil_rmtree(fx.dir);
 	return 0;
 }
 
