@@ -112,6 +112,8 @@ int cache_dataset_set(struct cache *c, const char *name, const char *source, con
 int cache_dataset_get(struct cache *c, const char *name, struct cache_dataset *out);
 /* Find the dataset published at target. Same return contract. */
 int cache_dataset_find_target(struct cache *c, const char *target, struct cache_dataset *out);
+/* Every dataset name (heap array of heap strings, caller frees). */
+int cache_dataset_list(struct cache *c, char ***names, size_t *n);
 /* Forget a dataset; its objects are unpinned. */
 int cache_dataset_remove(struct cache *c, const char *name);
 void cache_dataset_close(struct cache_dataset *d);

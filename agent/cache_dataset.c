@@ -331,3 +331,27 @@ int cache_manifest_get(struct cache *c, const struct hash_id *id, uint8_t **data
 	mdb_txn_abort(txn);
 	return rc;
 }
+
+int cache_dataset_list(struct cache *c, char ***names, size_t *n)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	*names = NULL;
+	*n = 0;
+	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return cache_mdb_err(rc);
+	if ((rc = mdb_cursor_open(txn, c->datasets, &cur))) {
+		mdb_txn_abort(txn);
+		return cache_mdb_err(rc);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		*names = xrealloc(*names, (*n + 1) * sizeof **names);
+		(*names)[(*n)++] = xstrndup(k.mv_data, k.mv_size);
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc == MDB_NOTFOUND ? 0 : cache_mdb_err(rc);
+}

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include "agent/cache.h"
@@ -32,6 +33,7 @@ struct dset {
 	size_t npeers;
 	uint64_t retry_at_ms;
 	char *error;
+	int restored; /* published before this daemon started; not yet re-assigned */
 	struct daemon *d;
 };
 
@@ -51,6 +53,7 @@ struct daemon {
 	struct dset **sets;
 	size_t nsets;
 	uv_signal_t sigterm, sigint;
+	uint64_t restore_deadline_ms; /* restored datasets not assigned by then go */
 	int stopping;
 	char *advertise;
 };
@@ -248,6 +251,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
 	} else {
 		drop_fetch(d, &s->prev); /* the new version is in place */
+		s->restored = 0;
 		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
@@ -289,10 +293,27 @@ static void start_fetch(struct daemon *d, struct dset *s)
 	syncbit__assign__free_unpacked(a, NULL);
 }
 
+static void remove_set(struct daemon *d, size_t i);
+
 static void retry_tick(uv_timer_t *t)
 {
 	struct daemon *d = t->data;
 	uint64_t now = uv_now(&d->loop);
+	/* Datasets restored from before a restart that the scheduler did not
+	 * assign again after registering are no longer this node's. */
+	if (d->restore_deadline_ms && now >= d->restore_deadline_ms) {
+		d->restore_deadline_ms = UINT64_MAX;
+		for (size_t i = 0; i < d->nsets;) {
+			struct dset *s = d->sets[i];
+			if (!s->restored || s->cur || s->assign) {
+				i++;
+				continue;
+			}
+			log_info("dataset %s: not assigned since the restart; removing %s/%s",
+				 s->name, d->o->target, s->name);
+			remove_set(d, i);
+		}
+	}
 	for (size_t i = 0; i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (!s->retry_at_ms || now < s->retry_at_ms)
@@ -321,6 +342,8 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	syncbit__registered__free_unpacked(m, NULL);
 	d->sched_ready = 1;
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
+	if (!d->restore_deadline_ms)
+		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
 	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
@@ -397,6 +420,24 @@ static void unpublish_done(uv_work_t *w, int status)
 	free(u);
 }
 
+/* Drop d->sets[i]: unpin it (its blocks stay cached until LFRU needs the
+ * room) and remove TARGET/NAME on the pool. */
+static void remove_set(struct daemon *d, size_t i)
+{
+	struct dset *s = d->sets[i];
+	int rc = cache_dataset_remove(d->cache, s->name);
+	if (rc < 0)
+		log_warn("dataset %s: %s", s->name, sb_strerror(rc));
+	struct unpublish *u = xcalloc(1, sizeof *u);
+	u->path = path_join(d->o->target, s->name);
+	u->work.data = u;
+	uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
+	d->sets[i] = d->sets[--d->nsets];
+	free_set(d, s);
+	evict(d);
+	update_peers(d);
+}
+
 static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
@@ -409,18 +450,7 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 			continue;
 		log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
 			 d->o->target, s->name);
-		/* Unpinned, its blocks stay cached until LFRU needs the room. */
-		int rc = cache_dataset_remove(d->cache, s->name);
-		if (rc < 0)
-			log_warn("dataset %s: %s", s->name, sb_strerror(rc));
-		struct unpublish *u = xcalloc(1, sizeof *u);
-		u->path = path_join(d->o->target, s->name);
-		u->work.data = u;
-		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
-		d->sets[i] = d->sets[--d->nsets];
-		free_set(d, s);
-		evict(d);
-		update_peers(d);
+		remove_set(d, i);
 		ctl_notify(d->ctl, m->dataset);
 		break;
 	}
@@ -682,7 +712,10 @@ json_t *daemon_status_json(struct daemon *d)
 		json_object_set_new(o, "name", json_string(s->name));
 		if (!s->cur)
 			json_object_set_new(o, "state",
-					    json_string(s->error ? "error" : "waiting"));
+					    json_string(s->restored ? "published"
+							: s->error  ? "error"
+								    : "waiting"));
+		json_object_set_new(o, "restored", json_boolean(s->restored));
 		if (!s->cur && s->error)
 			json_object_set_new(o, "error", json_string(s->error));
 		if (s->prev)
@@ -703,7 +736,8 @@ int daemon_ready(struct daemon *d, const char *name, const char **why)
 	const char *w = NULL;
 	if (!s)
 		w = "not assigned to this node";
-	else if ((s->cur && fetch_published(s->cur)) || (s->prev && fetch_published(s->prev)))
+	else if ((s->cur && fetch_published(s->cur)) || (s->prev && fetch_published(s->prev)) ||
+		 s->restored)
 		return 1;
 	else if (s->error)
 		w = s->error;
@@ -764,6 +798,42 @@ static void on_signal(uv_signal_t *s, int signum)
 	stop(s->data);
 }
 
+/* Datasets published here before a restart stay ready (their files are in
+ * place and were verified when they arrived) until the scheduler assigns
+ * them again, so a restarted agent does not fail readiness probes while
+ * the scheduler is away. */
+static void restore_sets(struct daemon *d)
+{
+	char **names;
+	size_t n;
+	if (cache_dataset_list(d->cache, &names, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct cache_dataset ds;
+		char *want = path_join(d->o->target, names[i]);
+		struct stat st;
+		if (cache_dataset_get(d->cache, names[i], &ds) == 1) {
+			if (!strcmp(ds.target, want) && stat(want, &st) == 0 &&
+			    S_ISDIR(st.st_mode)) {
+				struct dset *s = xcalloc(1, sizeof *s);
+				s->d = d;
+				s->name = xstrdup(names[i]);
+				s->restored = 1;
+				d->sets = xrealloc(d->sets, (d->nsets + 1) * sizeof *d->sets);
+				d->sets[d->nsets++] = s;
+				log_info(
+				    "dataset %s: published before the restart; ready until the "
+				    "scheduler says otherwise",
+				    s->name);
+			}
+			cache_dataset_close(&ds);
+		}
+		free(want);
+		free(names[i]);
+	}
+	free(names);
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -780,6 +850,7 @@ static int setup(struct daemon *d, char **detail)
 		*detail = xasprintf("cannot open the cache in %s: %s", d->o->data, sb_strerror(rc));
 		return rc;
 	}
+	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
 				  .token = &d->token,

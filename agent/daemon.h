@@ -16,7 +16,8 @@
 #define DAEMON_RECONNECT_MIN_MS 500
 #define DAEMON_RECONNECT_MAX_MS 10000
 #define DAEMON_RETRY_MS		10000 /* a failed fetch starts again after this */
-#define DAEMON_HEARTBEAT_MS	1000  /* until the scheduler says otherwise */
+#define DAEMON_RESTORE_MS	30000 /* after registering: restored datasets not assigned by then go */
+#define DAEMON_HEARTBEAT_MS	1000 /* until the scheduler says otherwise */
 
 struct daemon_label {
 	char *key, *value;

@@ -132,6 +132,12 @@ check "n6 dropped the corrupt peer" grep -q 'peer n1: dropped' "$T/a6.log"
 moved() { local n t=0; for n in 1 3 4; do t=$((t + $(status_field $n tree bytes_from_peers) + $(status_field $n tree bytes_from_origin))); done; echo $t; }
 before=$(moved)
 kill -TERM "$SCHED_PID"; wait "$SCHED_PID" 2>/dev/null
+# An agent restarted while the scheduler is away keeps what it published.
+kill -TERM "${AGENT_PID[4]}"; wait "${AGENT_PID[4]}" 2>/dev/null
+start_agent 4
+check "a restarted agent is ready at once while the scheduler is down" \
+	"$SYNCBIT" ready tree --socket "$T/a4.sock"
+check "... and its files stayed" diff -r --no-dereference "$SRC" "$T/t4/tree"
 start_scheduler --refresh 2 || bad "scheduler restarts"
 connected=0
 for _ in $(seq 100); do
