@@ -82,6 +82,24 @@ int layout_cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+int layout_clear_dir(int fd, int (*keep)(const char *name, const void *arg), const void *arg,
+		     uint64_t *removed)
+{
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	int rc = 0;
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+		    !(keep && keep(e->d_name, arg)))
+			rc = layout_remove_at(dirfd(d), e->d_name, removed);
+	closedir(d);
+	return rc;
+}
+
 /* Remove name under dir_fd; a directory goes with everything in it. Never
  * follows a symlink: they are unlinked like files. */
 int layout_remove_at(int dir_fd, const char *name, uint64_t *removed)
@@ -91,19 +109,7 @@ int layout_remove_at(int dir_fd, const char *name, uint64_t *removed)
 		return errno == ENOENT ? 0 : -errno;
 	if (S_ISDIR(st.st_mode)) {
 		int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		DIR *d = fdopendir(fd);
-		if (!d) {
-			close(fd);
-			return -errno;
-		}
-		int rc = 0;
-		struct dirent *e;
-		while (rc == 0 && (e = readdir(d)))
-			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-				rc = layout_remove_at(dirfd(d), e->d_name, removed);
-		closedir(d);
+		int rc = fd < 0 ? -errno : layout_clear_dir(fd, NULL, NULL, removed);
 		if (rc < 0)
 			return rc;
 		if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0)
@@ -225,6 +231,16 @@ int layout_prune(const Manifest *m, const char *target, uint64_t *removed, char 
 
 static unsigned tmp_counter;
 
+/* Rename dir_fd/tmp to name when rc is 0; drop tmp otherwise. */
+static int commit_tmp(int dir_fd, const char *tmp, const char *name, int rc)
+{
+	if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(dir_fd, tmp, 0);
+	return rc;
+}
+
 static void tmp_name(char *out, size_t len)
 {
 	snprintf(out, len, TMP_PREFIX "%d.%u", (int)getpid(), tmp_counter++);
@@ -251,10 +267,7 @@ int layout_put_file(int dir_fd, const char *name, const char *data)
 	ssize_t w = write(fd, data, len);
 	int rc = w < 0 ? -errno : (size_t)w != len ? -EIO : fsync(fd) < 0 ? -errno : 0;
 	close(fd);
-	if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
-		rc = -errno;
-	if (rc < 0)
-		unlinkat(dir_fd, tmp, 0);
+	rc = commit_tmp(dir_fd, tmp, name, rc);
 	return rc < 0 ? rc : 1;
 }
 
@@ -275,12 +288,8 @@ int layout_put_symlink(int dir_fd, const char *name, const char *target)
 	tmp_name(tmp, sizeof tmp);
 	if (symlinkat(target, dir_fd, tmp) < 0)
 		return -errno;
-	if (renameat(dir_fd, tmp, dir_fd, name) < 0) {
-		int rc = -errno;
-		unlinkat(dir_fd, tmp, 0);
-		return rc;
-	}
-	return 1;
+	int rc = commit_tmp(dir_fd, tmp, name, 0);
+	return rc < 0 ? rc : 1;
 }
 
 /* Make dir_fd/name the content of cache object obj: a hardlink, or a copy
@@ -290,11 +299,8 @@ int layout_put_object(int dir_fd, const char *name, const char *obj, const FileE
 	char tmp[64];
 	tmp_name(tmp, sizeof tmp);
 	if (linkat(AT_FDCWD, obj, dir_fd, tmp, 0) == 0) {
-		if (renameat(dir_fd, tmp, dir_fd, name) == 0)
-			return 1;
-		int rc = -errno;
-		unlinkat(dir_fd, tmp, 0);
-		return rc;
+		int rc = commit_tmp(dir_fd, tmp, name, 0);
+		return rc < 0 ? rc : 1;
 	}
 	if (errno != EXDEV && errno != EMLINK && errno != EPERM)
 		return -errno;
@@ -308,10 +314,7 @@ int layout_put_object(int dir_fd, const char *name, const char *obj, const FileE
 	close(in);
 	if (out >= 0)
 		close(out);
-	if (rc == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
-		rc = -errno;
-	if (rc < 0)
-		unlinkat(dir_fd, tmp, 0);
+	rc = out < 0 ? rc : commit_tmp(dir_fd, tmp, name, rc);
 	return rc < 0 ? rc : 2;
 }
 

@@ -337,25 +337,21 @@ static void collect(int dir_fd, int refs, struct name_set *out)
 	closedir(d);
 }
 
+static int in_set(const char *name, const void *set)
+{
+	return set_has(set, name);
+}
+
 /* Remove the entries of dir_fd/name that keep does not hold. */
 static int prune_names(int dir_fd, const char *name, const struct name_set *keep, uint64_t *removed)
 {
 	int fd = layout_open_dir(dir_fd, name, 0);
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int rc = 0;
-	struct dirent *e;
-	while (rc == 0 && (e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !set_has(keep, e->d_name))
-			rc = layout_remove_at(dirfd(d), e->d_name, removed);
-	if (rc == 0 && fsync(dirfd(d)) < 0)
+	int rc = layout_clear_dir(dup(fd), in_set, keep, removed);
+	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
-	closedir(d);
+	close(fd);
 	return rc;
 }
 

@@ -21,6 +21,10 @@ int layout_cmp_str(const void *a, const void *b);
 /* Remove dir_fd/name, a directory with all it holds, never following a
  * symlink; counts removed entries. 0 (also when absent) or -errno. */
 int layout_remove_at(int dir_fd, const char *name, uint64_t *removed);
+/* Remove every entry of the directory fd (taken over) that keep (NULL: none)
+ * does not keep, as layout_remove_at does. 0 or -errno. */
+int layout_clear_dir(int fd, int (*keep)(const char *name, const void *arg), const void *arg,
+		     uint64_t *removed);
 /* Open (with create, make first) the directory dir_fd/name without
  * following a symlink; an fd or -errno. */
 int layout_open_dir(int dir_fd, const char *name, int create);
