@@ -170,9 +170,10 @@ check "...and main still resolves" resolves "$HC" model acme/llm main model.safe
 # download nothing; filling a fresh cache itself it must make the same tree.
 # Runs where node and the npm registry are at hand; skipped otherwise.
 NPM_DIR=${SYNCBIT_NPM_CACHE:-$HOME/.cache/syncbit-tests}/hf-hub-2.17.5
-if command -v node >/dev/null && { [ -d "$NPM_DIR/node_modules/@huggingface/hub" ] ||
+if command -v node >/dev/null && { [ -e "$NPM_DIR/.installed" ] ||
 	(mkdir -p "$NPM_DIR" && cd "$NPM_DIR" &&
-		timeout 60 npm install --no-audit --no-fund --silent @huggingface/hub@2.17.5 >/dev/null 2>&1); }; then
+		timeout 60 npm install --no-audit --no-fund --silent @huggingface/hub@2.17.5 >/dev/null 2>&1 &&
+		touch .installed); }; then
 	cat >"$NPM_DIR/snapshot.mjs" <<'JS'
 import { snapshotDownload } from "@huggingface/hub";
 const [hubUrl, cacheDir, repo, revision] = process.argv.slice(2);
