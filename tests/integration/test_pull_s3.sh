@@ -81,6 +81,33 @@ expect_fail "an unreachable endpoint fails after retries" 1 "127.0.0.1:1" \
 	sb pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint http://127.0.0.1:1 --retries 1
 check "nothing published after the failures" test ! -e "$T/e1"
 
+# In a cluster: the scheduler lists the prefix and two agents fetch it,
+# reading the endpoint and credentials from their environment.
+SCHED=127.0.0.1:$(free_port)
+AWS_ENDPOINT_URL=$E "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" >"$T/sched.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$T/sched/join-token" ] && break; sleep 0.1; done
+for n in 1 2; do
+	AWS_ENDPOINT_URL=$E "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 \
+		--data "$T/node$n/cache" --target "$T/node$n/models" --node "gpu-$n" --labels pool=s3 \
+		--token-file "$T/sched/join-token" --socket "$T/node$n.sock" >"$T/node$n.log" 2>&1 &
+	PIDS+=($!)
+done
+for n in 1 2; do for _ in $(seq 100); do [ -S "$T/node$n.sock" ] && break; sleep 0.1; done; done
+check "dataset add of an s3:// prefix" timeout 60 "$SYNCBIT" dataset add llama s3://models/llama/ \
+	--selector pool=s3 --scheduler "$SCHED" --token-file "$T/sched/join-token"
+both_ready() {
+	local i
+	for i in $(seq 120); do
+		"$SYNCBIT" ready llama --socket "$T/node1.sock" && "$SYNCBIT" ready llama --socket "$T/node2.sock" && return 0
+		sleep 0.5
+	done
+	return 1
+}
+check "both agents get it ready" both_ready
+check "agent 1 holds the prefix" diff -r "$S" "$T/node1/models/llama"
+check "agent 2 holds the prefix" diff -r "$S" "$T/node2/models/llama"
+
 # The strict fixture.
 FX=$T/fx
 for b in strict badxml notxml throttle flaky stalled escape moving; do mkdir -p "$FX/$b/p/sub"; done
