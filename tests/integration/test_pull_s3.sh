@@ -97,8 +97,7 @@ for n in 1 2; do for _ in $(seq 100); do [ -S "$T/node$n.sock" ] && break; sleep
 check "dataset add of an s3:// prefix" timeout 60 "$SYNCBIT" dataset add llama s3://models/llama/ \
 	--selector pool=s3 --scheduler "$SCHED" --token-file "$T/sched/join-token"
 both_ready() {
-	local i
-	for i in $(seq 120); do
+	for _ in $(seq 120); do
 		"$SYNCBIT" ready llama --socket "$T/node1.sock" && "$SYNCBIT" ready llama --socket "$T/node2.sock" && return 0
 		sleep 0.5
 	done
