@@ -94,6 +94,7 @@ bench: bench-deps all
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-http
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-again
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-dir
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-s3
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/peer-pair
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/cluster
 
