@@ -16,7 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The system interpreter: a version-manager shim in PATH costs ~0.5 s a call.
+PY=$(command -v /usr/bin/python3 || command -v python3)
+port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 SRC=$D/origin/llama-demo
 mkdir -p "$SRC"
@@ -53,10 +55,9 @@ start=$(date +%s.%N)
 summary() {
 	for n in $(seq "$NODES"); do
 		"$BIN" status --socket "$D/node$n.sock" --json 2>/dev/null | tail -1 || echo '{}'
-	done | python3 -c '
+	done | "$PY" -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
-mode = sys.argv[1]
 tot = {"bytes": 0, "have": 0, "origin": 0, "peers": 0, "ready": 0}
 cells = []
 for i, st in enumerate(rows, 1):
@@ -67,29 +68,26 @@ for i, st in enumerate(rows, 1):
     tot["ready"] += bool(d.get("ready"))
     cells.append("gpu-%d %3d%%" % (i, 100 * h // b if b else 0))
 mib = lambda x: x / 1048576
-if mode == "line":
-    print("  ".join(cells) + "   origin %6.1f MiB  peers %7.1f MiB" % (mib(tot["origin"]), mib(tot["peers"])))
-else:
-    print(tot["ready"], tot["bytes"], tot["origin"], tot["peers"])
-' "$1"
+print(tot["ready"], tot["bytes"], tot["origin"], tot["peers"])
+print("  ".join(cells) + "   origin %6.1f MiB  peers %7.1f MiB" % (mib(tot["origin"]), mib(tot["peers"])))
+'
 }
 tty=0; [ -t 1 ] && tty=1
 while :; do
-	read -r ready bytes origin peers < <(summary total)
-	line=$(summary line)
-	el=$(python3 -c "import time; print('%5.1fs' % (time.time() - $start))")
+	{ read -r ready bytes origin peers; read -r line; } < <(summary) # one status per node
+	el=$("$PY" -c "import time; print('%5.1fs' % (time.time() - $start))")
 	if [ $tty = 1 ]; then printf '\r%s %s' "$el" "$line"; else echo "$el $line"; fi
 	[ "$ready" -ge "$NODES" ] && break
-	python3 -c "import time, sys; sys.exit(time.time() - $start > 600)" || { echo; echo "demo: not done after 600 s" >&2; exit 1; }
+	"$PY" -c "import time, sys; sys.exit(time.time() - $start > 600)" || { echo; echo "demo: not done after 600 s" >&2; exit 1; }
 	sleep 0.5
 done
 [ $tty = 1 ] && echo
-secs=$(python3 -c "import time; print('%.2f' % (time.time() - $start))")
+secs=$("$PY" -c "import time; print('%.2f' % (time.time() - $start))")
 echo
 for n in $(seq "$NODES"); do
 	diff -r "$SRC" "$D/node$n/models/llama-demo" >/dev/null || { echo "demo: gpu-$n differs from the origin" >&2; exit 1; }
 done
-python3 - "$secs" "$NODES" "$bytes" "$origin" "$peers" <<'PY'
+"$PY" - "$secs" "$NODES" "$bytes" "$origin" "$peers" <<'PY'
 import sys
 secs, n, delivered, origin, peers = float(sys.argv[1]), int(sys.argv[2]), *map(int, sys.argv[3:])
 size = delivered / n
