@@ -633,8 +633,10 @@ static int txn_evict(struct cache *c, MDB_txn *txn, void *arg)
 }
 
 /* Remove object and partial files that the index does not know: left by a
- * crash between a rename and its index commit. Runs under the data
- * directory lock, so no other process is mid-write. */
+ * crash between a seal and its index commit. Runs under the data
+ * directory lock, so no other process is mid-write. An object name with a
+ * second link belongs to a partial being sealed (the partial's own name
+ * goes once the index names the object), or is also published: kept. */
 static void sweep_orphans(struct cache *c)
 {
 	char *objs = path_join(c->dir, "objects");
@@ -648,7 +650,10 @@ static void sweep_orphans(struct cache *c)
 		struct dirent *f;
 		while (d && (f = readdir(d))) {
 			struct hash_id id;
-			if (hash_from_hex(f->d_name, &id) < 0 || cache_object_indexed(c, &id) != 0)
+			struct stat st;
+			if (hash_from_hex(f->d_name, &id) < 0 || cache_object_indexed(c, &id) != 0 ||
+			    fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    st.st_nlink > 1)
 				continue;
 			char *p = path_join(sub, f->d_name);
 			log_info("removing unindexed object %s", p);

@@ -365,12 +365,19 @@ int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns,
 			return -errno;
 		char *dir = xstrdup(obj);
 		*strrchr(dir, '/') = '\0';
+		/* A second name, not a rename: the partial stays readable
+		 * under the path the index gives for its blocks (peers are
+		 * served from it) until cache_partials_finish repoints the
+		 * index and unlinks it. A name already there is a stray from
+		 * a seal that never reached the index: replace it. */
 		int rc = 0;
-		if (rename(p->path, obj) < 0) {
+		if (link(p->path, obj) < 0) {
 			rc = -errno;
 			if (rc == -ENOENT && (rc = path_mkdirs(dir, 0755)) == 0 &&
-			    rename(p->path, obj) < 0)
+			    link(p->path, obj) < 0)
 				rc = -errno;
+			if (rc == -EEXIST && (unlink(obj) == 0 || errno == ENOENT))
+				rc = link(p->path, obj) < 0 ? -errno : 0;
 		}
 		if (rc == 0 && durable)
 			rc = path_fsync_dir(dir);
@@ -404,7 +411,7 @@ int cache_partials_finish(struct cache_partial **ps, size_t n)
 			return SB_EPROTO;
 	int rc = cache_write_txn(ps[0]->c, txn_finish_many, &a);
 	for (size_t i = 0; i < n; i++) {
-		if (rc == 0 && ps[i]->exists)
+		if (rc == 0) /* the index names the object now */
 			unlink(ps[i]->path);
 		cache_partial_close(ps[i]);
 	}

@@ -12,7 +12,7 @@ start_scheduler() {
 	SCHED_HTTP=127.0.0.1:$http
 	mkdir -p "$T/sched"
 	"$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --http "$SCHED_HTTP" \
-		--log-level info "$@" >>"$T/sched.log" 2>&1 &
+		--log-level "${LOG_LEVEL:-info}" "$@" >>"$T/sched.log" 2>&1 &
 	SCHED_PID=$!
 	PIDS+=($SCHED_PID)
 	TOKEN=$T/sched/join-token
@@ -31,7 +31,7 @@ start_agent() {
 	mkdir -p "$T/a$n" "$T/t$n"
 	"$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 --data "$T/a$n" \
 		--target "$T/t$n" --node "n$n" --labels "role=gpu,idx=$n" \
-		--token-file "${AGENT_TOKEN:-$TOKEN}" --socket "$T/a$n.sock" --log-level info "$@" \
+		--token-file "${AGENT_TOKEN:-$TOKEN}" --socket "$T/a$n.sock" --log-level "${LOG_LEVEL:-info}" "$@" \
 		>>"$T/a$n.log" 2>&1 &
 	AGENT_PID[$n]=$!
 	PIDS+=($!)

@@ -26,9 +26,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ok() { PASS=$((PASS + 1)); echo "  ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "  FAIL $1"; [ -n "${2:-}" ] && echo "       $2"; }
+bad() { FAIL=$((FAIL + 1)); echo "  FAIL $1"; [ -n "${2:-}" ] && echo "       $2"; return 1; }
 
-# check "description" command...: passes when the command exits 0.
+# check "description" command...: passes when the command exits 0; returns
+# non-zero on failure so a caller can print what explains it.
 check() {
 	local d=$1; shift
 	if "$@" >"$T/.out" 2>&1; then ok "$d"; else bad "$d" "$(tail -5 "$T/.out" | tr '\n' ' ')"; fi

@@ -76,7 +76,8 @@ check "the new version is whole on n1" diff -r --no-dereference "$SRC" "$T/t1/tr
 origin=0
 for n in 1 2 3 4 5; do origin=$((origin + $(status_field $n tree bytes_from_origin))); done
 echo "  new version: $origin bytes read from the origin"
-check "only the changed file is read from the origin" test "$origin" -le $((3 << 20))
+check "only the changed file is read from the origin" test "$origin" -le $((3 << 20)) ||
+	grep -h "no peer holds\|origin plan\|gone" "$T"/a*.log "$T/sched.log" | tail -20
 
 # ---- the agent CLI ----
 check "pull NAME via the agent" "$SYNCBIT" pull tree --socket "$T/a1.sock" --json

@@ -887,6 +887,62 @@ static void test_lock(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* Between a seal (pool thread) and the index commit (loop thread) a peer
+ * may look a block up: the location it gets must still open and read the
+ * block, and an eviction sweep meanwhile must not take the new object. */
+static void test_seal_window(void **state)
+{
+	struct fixture *f = *state;
+	struct cache *c = f->c;
+	uint64_t size = 2 * BS + 9;
+	uint8_t *d = content(71, size);
+	struct hash_id key = key_of("sealing"), h1 = block_hash(d, size, 1);
+	struct cache_partial *p;
+	struct cache_block_loc loc;
+	assert_int_equal(cache_partial_open(c, &key, size, BS, &p), 0);
+	put_all_blocks(p, d, size);
+	assert_int_equal(cache_partial_seal(p, 0644, MTIME_NS, 1), 0);
+
+	assert_int_equal(cache_block_find(c, &h1, &loc), 1);
+	int fd = open(loc.path, O_RDONLY);
+	assert_true(fd >= 0);
+	uint8_t buf[BS];
+	assert_int_equal(pread(fd, buf, loc.len, (off_t)loc.offset), loc.len);
+	assert_memory_equal(buf, d + BS, BS);
+	close(fd);
+
+	uint64_t n, bytes;
+	assert_int_equal(cache_evict(c, UINT64_MAX, &n, &bytes), 0);
+	char opath[4200];
+	cache_object_path(c, cache_partial_object_id(p), opath, sizeof opath);
+	assert_true(file_exists(opath));
+	char ppath[4200];
+	snprintf(ppath, sizeof ppath, "%s", loc.path);
+
+	assert_int_equal(cache_partials_finish(&p, 1), 0);
+	assert_false(file_exists(ppath)); /* the partial's name went with the commit */
+	assert_file_content(opath, d, size);
+	assert_int_equal(cache_block_find(c, &h1, &loc), 1);
+	assert_string_equal(loc.path, opath);
+	struct stat st;
+	assert_int_equal(stat(opath, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+
+	/* A stray object name from an earlier seal is replaced. */
+	struct hash_id key2 = key_of("sealing-again");
+	assert_int_equal(cache_partial_open(c, &key2, size, BS, &p), 0);
+	put_all_blocks(p, d, size);
+	assert_int_equal(cache_evict(c, 0, &n, &bytes), 0);
+	assert_false(file_exists(opath));
+	fd = open(opath, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(cache_partial_seal(p, 0644, MTIME_NS, 1), 0);
+	assert_int_equal(cache_partials_finish(&p, 1), 0);
+	assert_file_content(opath, d, size);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -901,6 +957,7 @@ int main(void)
 	    T(test_lfru_order),
 	    T(test_object_check),
 	    T(test_evict_and_orphans),
+	    T(test_seal_window),
 	    T(test_lock),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
