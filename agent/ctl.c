@@ -275,6 +275,14 @@ static void http_metrics(void *arg, const char *path, const char *query, struct 
 			   json_string_value(json_object_get(s, "name")),
 			   json_is_true(json_object_get(s, "ready")));
 	}
+	static const char *const peer_counters[] = {"bytes_served", "blocks_served",
+						    "dropped_bad_data", "bytes_received",
+						    "bytes_unneeded"};
+	json_t *peers = json_object_get(st, "peers");
+	for (size_t k = 0; k < sizeof peer_counters / sizeof *peer_counters; k++)
+		buf_printf(&r->body, "# TYPE syncbit_peers_%s counter\nsyncbit_peers_%s %lld\n",
+			   peer_counters[k], peer_counters[k],
+			   (long long)json_integer_value(json_object_get(peers, peer_counters[k])));
 	buf_printf(&r->body,
 		   "# TYPE syncbit_scheduler_connected gauge\nsyncbit_scheduler_connected %d\n",
 		   json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));

@@ -723,11 +723,13 @@ json_t *daemon_status_json(struct daemon *d)
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
 		json_array_append_new(sets, o);
 	}
-	return json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I}, s:o}", "node", d->o->node,
-			 "scheduler", "addr", d->o->scheduler, "connected", d->sched_ready, "peers",
-			 "bytes_served", (json_int_t)ps.bytes_served, "blocks_served",
-			 (json_int_t)ps.blocks_served, "dropped_bad_data",
-			 (json_int_t)ps.dropped_bad_data, "datasets", sets);
+	return json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node",
+			 d->o->node, "scheduler", "addr", d->o->scheduler, "connected",
+			 d->sched_ready, "peers", "bytes_served", (json_int_t)ps.bytes_served,
+			 "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
+			 (json_int_t)ps.dropped_bad_data, "bytes_received",
+			 (json_int_t)ps.bytes_received, "bytes_unneeded",
+			 (json_int_t)ps.bytes_unneeded, "datasets", sets);
 }
 
 int daemon_ready(struct daemon *d, const char *name, const char **why)

@@ -235,34 +235,57 @@ static int requested_here(const struct peer *pe, const struct fetch *f, uint32_t
 	return 0;
 }
 
+/* 1 when every request for block b of f now in flight is overdue: older
+ * than twice what its peer needs, at the rate it delivers, for everything
+ * asked of it, and at least PEER_ENDGAME_AFTER_MS. A block on its way at a
+ * peer's normal pace is not asked twice. */
+static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uint64_t now)
+{
+	int found = 0;
+	for (const struct peer *o = p->list; o; o = o->next)
+		for (size_t i = 0; i < o->nreqs; i++) {
+			if (o->reqs[i].f != f || o->reqs[i].b != b)
+				continue;
+			double rate = o->rate > 65536.0 ? o->rate : 65536.0;
+			double need_ms =
+			    2000.0 * (double)fetch_block_len(f, b) * (double)o->nreqs / rate;
+			if ((double)(now - o->reqs[i].sent_ms) < PEER_ENDGAME_AFTER_MS + need_ms)
+				return 0;
+			found = 1;
+		}
+	return found;
+}
+
 /* Rarest first among the blocks this peer has, from a random start so
- * nodes spread over different blocks; in the endgame (only in-flight
- * blocks left), a block already asked elsewhere. */
+ * nodes spread over different blocks. In the endgame (every missing block
+ * known and in flight somewhere) a block whose requests are overdue is
+ * asked here too: a stalled peer does not hold up the end, and blocks on
+ * their way anyway are not fetched twice. */
 static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
+	uint64_t now = uv_now(pe->p->loop);
 	for (size_t i = 0; i < pe->nvers; i++) {
 		struct pver *v = &pe->vers[i];
 		struct fetch *f = v->f;
 		if (!f || fetch_complete(f) || v->nblocks != fetch_nblocks(f) || !v->nblocks)
 			continue;
 		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best = UINT32_MAX;
-		uint32_t best_avail = UINT32_MAX, in_flight = 0, unknown = 0, endgame = UINT32_MAX;
+		uint32_t best_avail = UINT32_MAX, waiting = 0, n_endgame = 0;
+		uint32_t endgame[PEER_PIPELINE_MAX];
 		for (uint32_t k = 0; k < n; k++) {
 			uint32_t b = (start + k) % n;
 			enum fetch_block_state s = fetch_block_state(f, b);
-			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN)
-				unknown++;
-			if (s == FETCH_PEER)
-				in_flight++;
+			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN || s == FETCH_NEED)
+				waiting++;
 			if (!bit(v->bits, b))
 				continue;
 			if (s == FETCH_NEED && fetch_avail(f, b) < best_avail) {
 				best = b;
 				best_avail = fetch_avail(f, b);
-			} else if (s == FETCH_PEER && endgame == UINT32_MAX &&
+			} else if (s == FETCH_PEER && n_endgame < PEER_PIPELINE_MAX &&
 				   fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
 				   !requested_here(pe, f, b)) {
-				endgame = b;
+				endgame[n_endgame++] = b;
 			}
 		}
 		if (best != UINT32_MAX) {
@@ -270,10 +293,12 @@ static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 			*bo = best;
 			return 1;
 		}
-		if (endgame != UINT32_MAX && !unknown && in_flight <= 2 * PEER_PIPELINE_MAX) {
-			*fo = f;
-			*bo = endgame;
-			return 1;
+		for (uint32_t k = 0; !waiting && k < n_endgame; k++) {
+			if (overdue(pe->p, f, endgame[k], now)) {
+				*fo = f;
+				*bo = endgame[k];
+				return 1;
+			}
 		}
 	}
 	return 0;
@@ -398,7 +423,9 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	int i = find_req(pe, m->request_id);
 	uint64_t m_id = m->request_id;
 	syncbit__block_header__free_unpacked(m, NULL);
+	pe->p->st.bytes_received += plen;
 	if (i < 0) { /* canceled meanwhile */
+		pe->p->st.bytes_unneeded += plen;
 		log_debug("peer %s: block for canceled request %llu dropped", pe->node,
 			  (unsigned long long)m_id);
 		free(payload);
@@ -406,6 +433,9 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	}
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
+	enum fetch_block_state bs = fetch_block_state(f, b);
+	if (bs != FETCH_NEED && bs != FETCH_PEER)
+		pe->p->st.bytes_unneeded += plen; /* another peer's copy came first */
 	drop_req(pe, (size_t)i, 0);
 	pe->window_bytes += plen;
 	pe->block_len = (uint32_t)plen > pe->block_len ? (uint32_t)plen : pe->block_len;

@@ -25,6 +25,7 @@
 #define PEER_SERVE_QUEUE      256   /* requests queued per peer before "busy" */
 #define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
 #define PEER_ENDGAME_ASKS     2	    /* peers asked at once for one block in the endgame */
+#define PEER_ENDGAME_AFTER_MS 1000  /* ...once its requests are overdue by this */
 #define PEER_REDIAL_MS	      2000
 #define PEER_KEEPALIVE_MS     5000  /* an empty Have this often */
 #define PEER_IDLE_MS	      20000 /* nothing heard this long: the peer is gone */
@@ -44,6 +45,8 @@ struct peers_stats {
 	uint64_t bytes_served, blocks_served;
 	uint64_t connected;
 	uint64_t dropped_bad_data;
+	uint64_t bytes_received; /* block payloads from peers */
+	uint64_t bytes_unneeded; /* of those: canceled meanwhile or already here */
 };
 
 /* Listen and get ready. 0 or a negative error (*detail: one line). */
