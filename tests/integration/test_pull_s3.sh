@@ -81,16 +81,29 @@ expect_fail "an unreachable endpoint fails after retries" 1 "127.0.0.1:1" \
 	sb pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint http://127.0.0.1:1 --retries 1
 check "nothing published after the failures" test ! -e "$T/e1"
 
-# In a cluster: the scheduler lists the prefix and two agents fetch it,
-# reading the endpoint and credentials from their environment.
+# sync takes the same source flags as pull.
+check "sync --once of an s3:// prefix with --s3-endpoint --s3-region --s3-path-style" \
+	sb sync s3://models/llama/ "$T/sy1" --once --data "$DATA" --s3-endpoint "$E" --s3-region us-east-1 --s3-path-style
+check "its content matches" diff -r "$S" "$T/sy1"
+expect_fail "sync: an --s3-endpoint that is no URL is a usage error" 2 "s3-endpoint 127.0.0.1:1: expected an http" \
+	sb sync s3://models/llama/ "$T/sy2" --once --data "$DATA" --s3-endpoint 127.0.0.1:1
+expect_fail "daemon: an --s3-endpoint that is no URL is a usage error" 2 "s3-endpoint s3.local: expected an http" \
+	sb daemon --scheduler 127.0.0.1:1 --target "$T/x" --token-file "$T/x" --s3-endpoint s3.local
+
+# In a cluster: the scheduler lists the prefix and two agents fetch it; the
+# scheduler takes the endpoint as a flag, agent 1 as a flag and agent 2 from
+# its environment (AWS_ENDPOINT_URL), each with credentials from the
+# environment.
 SCHED=127.0.0.1:$(free_port)
-AWS_ENDPOINT_URL=$E "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" >"$T/sched.log" 2>&1 &
+"$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --s3-endpoint "$E" --s3-region us-east-1 \
+	>"$T/sched.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$T/sched/join-token" ] && break; sleep 0.1; done
 for n in 1 2; do
-	AWS_ENDPOINT_URL=$E "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 \
+	if [ $n = 1 ]; then flags=(--s3-endpoint "$E" --s3-path-style); else flags=(); fi
+	AWS_ENDPOINT_URL=$([ $n = 2 ] && echo "$E") "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 \
 		--data "$T/node$n/cache" --target "$T/node$n/models" --node "gpu-$n" --labels pool=s3 \
-		--token-file "$T/sched/join-token" --socket "$T/node$n.sock" >"$T/node$n.log" 2>&1 &
+		--token-file "$T/sched/join-token" --socket "$T/node$n.sock" "${flags[@]}" >"$T/node$n.log" 2>&1 &
 	PIDS+=($!)
 done
 for n in 1 2; do for _ in $(seq 100); do [ -S "$T/node$n.sock" ] && break; sleep 0.1; done; done
