@@ -139,7 +139,7 @@ static int resolve_schedule(struct config *cfg, struct cron **out, size_t *n)
 	if (file) {
 		struct buf b = BUF_INIT;
 		char *what = xasprintf("CRONTAB_FILE %s", file);
-		int rc = sync_read_file(file, CRONTAB_MAX, &b);
+		int rc = buf_read_file(file, CRONTAB_MAX, &b);
 		if (rc < 0) {
 			cli_error("%s: %s", what, sb_strerror(rc));
 			rc = EXIT_USAGE;
