@@ -59,9 +59,6 @@ int sync_list_parse(const char *text, size_t len, const char *dst,
 int sync_list_load(const char *path, const char *dst, const struct sync_list_options *o,
 		   struct sync_list *out, char **error);
 void sync_list_close(struct sync_list *l);
-/* Append the file at path to out (NUL-terminated after). 0, SB_ETOOBIG
- * past max bytes, or -errno. */
-int sync_read_file(const char *path, size_t max, struct buf *out);
 
 enum sync_status { SYNC_OK, SYNC_FAILED, SYNC_SKIPPED, SYNC_STOPPED };
 

@@ -271,40 +271,13 @@ int sync_list_parse(const char *text, size_t len, const char *dst,
 	return rc;
 }
 
-int sync_read_file(const char *path, size_t max, struct buf *out)
-{
-	struct stat st;
-	int rc = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0)
-		rc = -errno;
-	else if ((uint64_t)st.st_size > max)
-		rc = SB_ETOOBIG;
-	while (rc == 0) {
-		buf_reserve(out, 1 << 16);
-		ssize_t n = read(fd, out->ptr + out->len, out->cap - out->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			rc = -errno;
-		else if (n == 0)
-			break;
-		else if ((out->len += (size_t)n) > max)
-			rc = SB_ETOOBIG;
-	}
-	if (fd >= 0)
-		close(fd);
-	buf_cstr(out);
-	return rc;
-}
-
 int sync_list_load(const char *path, const char *dst, const struct sync_list_options *o,
 		   struct sync_list *out, char **error)
 {
 	struct buf b = BUF_INIT;
 	memset(out, 0, sizeof *out);
 	*error = NULL;
-	int rc = sync_read_file(path, SYNC_LIST_MAX_BYTES, &b);
+	int rc = buf_read_file(path, SYNC_LIST_MAX_BYTES, &b);
 	if (rc < 0) {
 		*error = xasprintf("%s: %s", path, sb_strerror(rc));
 	} else if ((rc = sync_list_parse((const char *)b.ptr, b.len, dst, o, out, error)) < 0) {

@@ -62,6 +62,39 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	{                                                                                      \
 		"triton-url", NULL, 0, "triton: POST URL/v2/repository/models/NAME/load after" \
 	}
+/* How to reach S3 and registries: flags of every command that reads a source
+ * (pull, sync, scheduler, daemon), read by cli_source_access. */
+#define CLI_SOURCE_ACCESS_KEYS                                                                 \
+	{"s3-endpoint", NULL, 0,                                                               \
+	 "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS config)"}, \
+	    {"s3-region", NULL, 0,                                                             \
+	     "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, AWS config, "           \
+	     "us-east-1)"},                                                                    \
+	    {"s3-path-style", NULL, 1,                                                         \
+	     "s3://: bucket in the URL path (default with an endpoint)"},                      \
+	    {"insecure-registry", NULL, 0,                                                     \
+	     "oci://: hosts allowed over plain HTTP (host[:port],...)"},                       \
+	{                                                                                      \
+		"registry-user", NULL, 0, "oci://: user:password (default $REGISTRY_AUTH)"     \
+	}
+/* Which part of an oci:// source a dataset is: flags of pull, sync and
+ * dataset add, read by cli_source_dataset. */
+#define CLI_SOURCE_DATASET_KEYS                                                            \
+	{"platform", NULL, 0,                                                              \
+	 "oci://: os/arch[/variant] taken from an image index (linux/amd64)"},             \
+	{                                                                                  \
+		"tag-regex", NULL, 0, "oci://: every tag matching this ERE, as one layout" \
+	}
+struct source_options;
+/* Fill o's S3 and registry fields from cfg's CLI_SOURCE_ACCESS_KEYS (the
+ * strings stay cfg's). 0, or EXIT_USAGE after printing the error. */
+int cli_source_access(struct config *cfg, struct source_options *o);
+/* Check --platform and --tag-regex against source (NULL: a list, which
+ * takes neither) and set *with to the source carrying them
+ * (?platform=&tag-regex=, heap), or NULL when neither is given. 0, or
+ * EXIT_USAGE after printing the error. */
+int cli_source_dataset(struct config *cfg, const char *source, char **with);
+
 struct layout;
 /* Fill l from cfg's layout keys; with a source, check them against it
  * (NULL: a list's items, checked per item). 0, or EXIT_USAGE after

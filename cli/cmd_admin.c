@@ -37,13 +37,15 @@ static const struct config_key add_keys[] = {
     ADMIN_KEYS,
     {"selector", "", 0, "k=v[,k=v]: the nodes whose labels match get the dataset"},
     {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    CLI_SOURCE_DATASET_KEYS,
     {NULL, NULL, 0, NULL},
 };
 
 #define CONN_FLAGS "--scheduler HOST:PORT --token-file FILE [--json]"
 
-static const char *add_usage = "dataset add NAME SOURCE [--selector k=v[,k=v]] "
-			       "[--block-size SIZE] " CONN_FLAGS;
+static const char *add_usage =
+    "dataset add NAME SOURCE [--selector k=v[,k=v]] "
+    "[--block-size SIZE] [--platform OS/ARCH] [--tag-regex ERE] " CONN_FLAGS;
 static const char *ls_usage = "dataset ls " CONN_FLAGS;
 static const char *rm_usage = "dataset rm NAME " CONN_FLAGS;
 static const char *node_usage = "node ls " CONN_FLAGS;
@@ -470,6 +472,14 @@ static int build_request(const struct admin_cmd *cmd, struct config *cfg, char *
 		return EXIT_USAGE;
 	}
 	a->block_size = (uint32_t)bs;
+	char *with;
+	int rc = cli_source_dataset(cfg, a->source, &with);
+	if (rc)
+		return rc;
+	if (with) {
+		free(*abs_source);
+		a->source = *abs_source = with;
+	}
 	return parse_selector(config_get(cfg, "selector"), a);
 }
 

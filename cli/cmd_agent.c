@@ -33,12 +33,14 @@ static const struct config_key daemon_keys[] = {
     {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear"},
     {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)"},
     {"jobs", "2", 0, "origin reads in flight (few: each node reads a share of the origin)"},
+    CLI_SOURCE_ACCESS_KEYS,
     {NULL, NULL, 0, NULL},
 };
 
 static const char *daemon_usage =
     "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
-    "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]";
+    "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
+    "[--s3-endpoint URL] ...";
 
 static const struct config_key agent_keys[] = {
     CLI_COMMON_KEYS,
@@ -131,6 +133,9 @@ int cmd_daemon(int argc, char **argv)
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
 	source_options_default(&o.src);
+	if ((rc = cli_source_access(&cfg, &o.src)))
+		goto out;
+	rc = EXIT_USAGE;
 	o.src.jobs = (int)jobs;
 	if (!o.node[0] || strlen(o.node) > 255) {
 		cli_error("--node: a name of 1 to 255 characters");

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "agent/cache.h"
@@ -13,7 +12,6 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/manifest.h"
-#include "common/oci.h"
 #include "common/progress.h"
 
 static const struct config_key pull_keys[] = {
@@ -29,14 +27,8 @@ static const struct config_key pull_keys[] = {
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
     {"socket", NULL, 0, "pull NAME: the local agent's unix socket"},
     {"no-wait", "false", 1, "pull NAME: report the state and return"},
-    {"s3-endpoint", NULL, 0,
-     "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)"},
-    {"s3-region", NULL, 0, "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)"},
-    {"s3-path-style", NULL, 1, "s3://: bucket in the URL path (default with an endpoint)"},
-    {"platform", NULL, 0, "oci://: os/arch[/variant] taken from an image index (linux/amd64)"},
-    {"tag-regex", NULL, 0, "oci://: every tag matching this ERE, as one layout"},
-    {"insecure-registry", NULL, 0, "oci://: hosts allowed over plain HTTP (host[:port],...)"},
-    {"registry-user", NULL, 0, "oci://: user:password (default $REGISTRY_AUTH)"},
+    CLI_SOURCE_ACCESS_KEYS,
+    CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL},
 };
@@ -88,7 +80,7 @@ int cmd_pull(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
-	int npos = 0, rc, json = 0, quiet = 0, s3_path_style = 0;
+	int npos = 0, rc, json = 0, quiet = 0;
 	uint64_t jobs, bs, cache_size, retries, stall;
 	char *data = NULL, *target = NULL, *source = NULL;
 	struct cache *c = NULL;
@@ -113,14 +105,6 @@ int cmd_pull(int argc, char **argv)
 		cli_error("%s", cfg.error);
 		goto out_cfg;
 	}
-	if (config_get(&cfg, "s3-path-style")) {
-		int on = 0;
-		if (config_get_bool(&cfg, "s3-path-style", &on) < 0) {
-			cli_error("%s", cfg.error);
-			goto out_cfg;
-		}
-		s3_path_style = on ? 1 : 2;
-	}
 	if (manifest_check_block_size(bs) < 0) {
 		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
 		goto out_cfg;
@@ -131,29 +115,10 @@ int cmd_pull(int argc, char **argv)
 		rc = cli_pull_agent(&cfg, pos[0], json, !nowait);
 		goto out_cfg;
 	}
-	const char *platform = config_get(&cfg, "platform");
-	const char *tag_regex = config_get(&cfg, "tag-regex");
-	const char *reg_user = config_get(&cfg, "registry-user");
-	struct oci_platform pf;
-	if ((platform || tag_regex) && strncasecmp(pos[0], "oci://", 6) != 0) {
-		cli_error("--platform and --tag-regex apply to oci:// sources only");
+	struct source_options so;
+	source_options_default(&so);
+	if ((rc = cli_source_access(&cfg, &so)) || (rc = cli_source_dataset(&cfg, pos[0], &source)))
 		goto out_cfg;
-	}
-	if (platform && oci_platform_parse(platform, &pf) < 0) {
-		cli_error("--platform %s: expected os/arch[/variant], e.g. linux/arm64", platform);
-		goto out_cfg;
-	}
-	const char *repo = strchr(pos[0], '/') ? strchr(pos[0] + strlen("oci://"), '/') : NULL;
-	if (tag_regex && repo && strpbrk(repo, ":@")) {
-		cli_error("--tag-regex takes oci://registry/repo without a :tag or @digest");
-		goto out_cfg;
-	}
-	if (reg_user && !strchr(reg_user, ':')) {
-		cli_error("--registry-user: expected user:password");
-		goto out_cfg;
-	}
-	/* They become part of the source's identity, as ?platform=&tag-regex=. */
-	source = platform || tag_regex ? oci_source_with(pos[0], platform, tag_regex) : NULL;
 	if ((rc = cli_layout(&cfg, pos[0], &layout)))
 		goto out_cfg;
 	rc = EXIT_USAGE;
@@ -177,16 +142,11 @@ int cmd_pull(int argc, char **argv)
 	    .block_size = (uint32_t)bs,
 	    .progress = !json && !quiet,
 	};
-	source_options_default(&o.src);
+	o.src = so;
 	o.src.jobs = (int)jobs;
 	o.src.retries = (int)retries;
 	o.src.stall_seconds = (unsigned)stall;
 	o.src.block_size = bs;
-	o.src.s3_endpoint = config_get(&cfg, "s3-endpoint");
-	o.src.s3_region = config_get(&cfg, "s3-region");
-	o.src.s3_path_style = s3_path_style;
-	o.src.insecure_registries = config_get(&cfg, "insecure-registry");
-	o.src.registry_auth = reg_user;
 	if (layout.kind != LAYOUT_PLAIN) {
 		o.layout = &layout;
 		if (!o.name)
@@ -212,8 +172,8 @@ out:
 	free(target);
 	free(layout_name);
 	layout_close(&layout);
-	free(source);
 out_cfg:
+	free(source);
 	free(pos);
 	config_close(&cfg);
 	return rc;

@@ -16,11 +16,12 @@ static const struct config_key sched_keys[] = {
     {"heartbeat-ms", "1000", 0, "how often agents report; 3 missed reports = gone"},
     {"retries", "2", 0, "retries of a source listing request"},
     {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried"},
+    CLI_SOURCE_ACCESS_KEYS,
     {NULL, NULL, 0, NULL},
 };
 
 static const char *sched_usage = "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] "
-				 "[--refresh SECONDS] [--no-encrypt]";
+				 "[--refresh SECONDS] [--no-encrypt] [--s3-endpoint URL] ...";
 
 int cmd_scheduler(int argc, char **argv)
 {
@@ -55,6 +56,8 @@ int cmd_scheduler(int argc, char **argv)
 	    .encrypt = !no_encrypt,
 	};
 	source_options_default(&o.src);
+	if ((rc = cli_source_access(&cfg, &o.src)))
+		goto out;
 	o.src.retries = (int)retries;
 	o.src.stall_seconds = (unsigned)stall;
 	if (sched_run(&o, &detail) < 0) {

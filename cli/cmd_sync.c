@@ -41,6 +41,8 @@ static const struct config_key sync_keys[] = {
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
     {"retries", "5", 0, "retries per request"},
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
+    CLI_SOURCE_ACCESS_KEYS,
+    CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL},
 };
@@ -137,7 +139,7 @@ static int resolve_schedule(struct config *cfg, struct cron **out, size_t *n)
 	if (file) {
 		struct buf b = BUF_INIT;
 		char *what = xasprintf("CRONTAB_FILE %s", file);
-		int rc = sync_read_file(file, CRONTAB_MAX, &b);
+		int rc = buf_read_file(file, CRONTAB_MAX, &b);
 		if (rc < 0) {
 			cli_error("%s: %s", what, sb_strerror(rc));
 			rc = EXIT_USAGE;
@@ -300,6 +302,8 @@ static int read_options(struct config *cfg, struct sync_options *so, uint64_t *c
 	so->pull.name = config_get(cfg, "name");
 	so->pull.block_size = (uint32_t)bs;
 	source_options_default(&so->pull.src);
+	if (cli_source_access(cfg, &so->pull.src))
+		return EXIT_USAGE;
 	so->pull.src.jobs = (int)jobs;
 	so->pull.src.retries = (int)retries;
 	so->pull.src.stall_seconds = (unsigned)stall;
@@ -313,7 +317,7 @@ int cmd_sync(int argc, char **argv)
 	struct sync_options so = {.stop = &stop_flag, .report = report};
 	struct cron *schedules = NULL;
 	char **pos = NULL;
-	char *data = NULL, *target = NULL, *lock = NULL;
+	char *data = NULL, *target = NULL, *lock = NULL, *src_with = NULL;
 	const char *src = NULL, *dst = NULL;
 	uint64_t cache_size = 0;
 	int npos = 0, json = 0, rc;
@@ -324,6 +328,7 @@ int cmd_sync(int argc, char **argv)
 	if ((rc = resolve_paths(npos, pos, so.list, &src, &dst)) ||
 	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)) ||
 	    (rc = read_options(&cfg, &so, &cache_size)) ||
+	    (rc = cli_source_dataset(&cfg, so.list ? NULL : src, &src_with)) ||
 	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)))
 		goto out;
 	/* Each item of a list has its own cache name, repo and model. */
@@ -343,7 +348,7 @@ int cmd_sync(int argc, char **argv)
 	so.triton_url = config_get(&cfg, "triton-url");
 	so.pull.progress = so.once && !json && isatty(2);
 	target = cli_abs_path(dst);
-	so.source = src;
+	so.source = src_with ? src_with : src;
 	so.target = target;
 	so.list_options.flat = so.layout.kind != LAYOUT_PLAIN;
 	if (so.list) {
@@ -369,6 +374,7 @@ int cmd_sync(int argc, char **argv)
 	rc = err < 0 && err != SB_ECANCELED ? EXIT_FAIL : EXIT_OK;
 out:
 	free(schedules);
+	free(src_with);
 	free(lock);
 	free(data);
 	free(target);

@@ -31,14 +31,16 @@ static const struct cli_cmd commands[] = {
      cmd_sync},
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
-     "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt]",
+     "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
+     "[SOURCE FLAGS]",
      cmd_daemon},
     {"scheduler",
      "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] [--refresh SECONDS] "
-     "[--no-encrypt]",
+     "[--no-encrypt] [SOURCE FLAGS]",
      cmd_scheduler},
     {"dataset",
-     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] --scheduler HOST:PORT "
+     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH] "
+     "[--tag-regex ERE] --scheduler HOST:PORT "
      "--token-file FILE [--json]\n  syncbit dataset ls|rm [NAME] --scheduler HOST:PORT "
      "--token-file FILE [--json]",
      cmd_dataset},
@@ -59,8 +61,19 @@ static int cmd_help(int argc, char **argv)
 	printf("usage: syncbit COMMAND [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		printf("  syncbit %s\n", commands[i].usage);
-	printf("\nSOURCE: /path | file:///path | http(s)://host/path\n"
-	       "Flags may also come from --config FILE (YAML) and SYNCBIT_<FLAG> variables.\n");
+	printf(
+	    "\nSOURCE: /path | file:///path | http(s)://host/path | s3://bucket/prefix/ |\n"
+	    "        hf://[datasets/]org/repo[@rev] | ms://org/repo[@rev] |\n"
+	    "        oci://registry/repo:tag|@digest\n"
+	    "SOURCE FLAGS (pull, sync, scheduler, daemon; the same on every node):\n"
+	    "  --s3-endpoint URL --s3-region REGION --[no-]s3-path-style\n"
+	    "  --insecure-registry HOST[:PORT],... --registry-user USER:PASSWORD\n"
+	    "oci:// dataset flags (pull, sync, dataset add): --platform OS/ARCH --tag-regex ERE\n"
+	    "S3 credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity\n"
+	    "  (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), else ~/.aws/credentials and\n"
+	    "  ~/.aws/config (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE)\n"
+	    "'syncbit COMMAND --help' lists a command's flags. Flags may also come from\n"
+	    "--config FILE (YAML) and SYNCBIT_<FLAG> variables.\n");
 	return EXIT_OK;
 }
 
@@ -80,9 +93,35 @@ void cli_error(const char *fmt, ...)
 	buf_close(&b);
 }
 
+/* A command's --help: its usage line and every flag it takes. */
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return 1;
+	return 0;
+}
+
+static void print_flags(const char *usage, const struct config_key *keys)
+{
+	printf("usage: syncbit %s\n\nflags (also SYNCBIT_<FLAG> and --config FILE keys):\n", usage);
+	for (const struct config_key *k = keys; k->name; k++) {
+		char flag[64];
+		snprintf(flag, sizeof flag, "--%s%s", k->name, k->is_bool ? "" : " VALUE");
+		printf("  %-26s %s", flag, k->help);
+		if (k->defval && k->defval[0] && !k->is_bool)
+			printf(" [%s]", k->defval);
+		printf("\n");
+	}
+}
+
 int cli_parse(struct config *cfg, const struct config_key *keys, const char *usage, int argc,
 	      char **argv, char ***pos, int *npos)
 {
+	if (wants_help(argc, argv)) {
+		print_flags(usage, keys);
+		exit(EXIT_OK);
+	}
 	config_init(cfg, keys);
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {
 		cli_error("%s", cfg->error ? cfg->error : "bad arguments");

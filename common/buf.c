@@ -1,9 +1,15 @@
 #include "common/buf.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "common/err.h"
 #include "common/log.h"
 
 void *xmalloc(size_t n)
@@ -136,4 +142,31 @@ char *buf_steal(struct buf *b)
 	char *p = (char *)b->ptr;
 	buf_init(b);
 	return p;
+}
+
+int buf_read_file(const char *path, size_t max, struct buf *out)
+{
+	struct stat st;
+	int rc = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		rc = -errno;
+	else if ((uint64_t)st.st_size > max)
+		rc = SB_ETOOBIG;
+	while (rc == 0) {
+		buf_reserve(out, 1 << 16);
+		ssize_t n = read(fd, out->ptr + out->len, out->cap - out->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = -errno;
+		else if (n == 0)
+			break;
+		else if ((out->len += (size_t)n) > max)
+			rc = SB_ETOOBIG;
+	}
+	if (fd >= 0)
+		close(fd);
+	buf_cstr(out);
+	return rc;
 }

@@ -41,4 +41,8 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Append the file at path to out (NUL-terminated after). 0, SB_ETOOBIG
+ * past max bytes, or -errno. Blocking. */
+int buf_read_file(const char *path, size_t max, struct buf *out);
+
 #endif

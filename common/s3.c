@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/aws_creds.h"
 #include "common/err.h"
 #include "common/sigv4.h"
 
@@ -79,26 +80,57 @@ out:
 	return rc;
 }
 
+/* Credentials by the AWS chain into c, replacing what it held. */
+static int load_credentials(struct s3_config *c, char **detail)
+{
+	struct aws_creds cr;
+	int rc = aws_creds_get(&cr, detail);
+	if (rc < 0)
+		return rc;
+	free(c->access_key);
+	if (c->secret_key)
+		memset(c->secret_key, 0, strlen(c->secret_key));
+	free(c->secret_key);
+	free(c->session_token);
+	free(c->credentials_from);
+	c->access_key = cr.access_key;
+	c->secret_key = cr.secret_key;
+	c->session_token = cr.session_token;
+	c->credentials_from = cr.origin;
+	c->expires = cr.expires;
+	return 0;
+}
+
 int s3_config_init(struct s3_config *c, const char *bucket, const char *endpoint,
 		   const char *region, int path_style, char **detail)
 {
+	char *cfg_region = NULL, *cfg_endpoint = NULL;
+	int rc = 0;
 	memset(c, 0, sizeof *c);
 	*detail = NULL;
 	if (!region)
 		region = env("AWS_REGION");
 	if (!region)
 		region = env("AWS_DEFAULT_REGION");
+	if (!region && (rc = aws_config_get("region", &cfg_region, detail)) < 0)
+		return rc;
 	if (!region)
-		region = S3_DEFAULT_REGION;
+		region = cfg_region ? cfg_region : S3_DEFAULT_REGION;
 	if (!s3_valid_region(region)) {
 		*detail = xasprintf("S3 region \"%s\": only a-z, 0-9 and '-' allowed", region);
+		free(cfg_region);
 		return SB_ECONFIG;
 	}
 	if (!endpoint)
 		endpoint = env("AWS_ENDPOINT_URL_S3");
 	if (!endpoint)
 		endpoint = env("AWS_ENDPOINT_URL");
-	int rc;
+	if (!endpoint && (rc = aws_config_get("endpoint_url", &cfg_endpoint, detail)) < 0) {
+		free(cfg_region);
+		return rc;
+	}
+	if (!endpoint)
+		endpoint = cfg_endpoint;
 	if (endpoint) {
 		c->custom = 1;
 		rc = parse_endpoint(c, endpoint, detail);
@@ -108,33 +140,30 @@ int s3_config_init(struct s3_config *c, const char *bucket, const char *endpoint
 		rc = parse_endpoint(c, aws, detail);
 		free(aws);
 	}
+	free(cfg_endpoint);
 	if (rc < 0) {
+		free(cfg_region);
 		s3_config_close(c);
 		return rc;
 	}
 	c->region = xstrdup(region);
+	free(cfg_region);
 	/* A dotted bucket name does not match the endpoint's wildcard
 	 * certificate as a host name. */
 	if (path_style >= 0)
 		c->path_style = path_style != 0;
 	else
 		c->path_style = c->custom || (strchr(bucket, '.') && !strcmp(c->scheme, "https"));
-	const char *id = env("AWS_ACCESS_KEY_ID"), *secret = env("AWS_SECRET_ACCESS_KEY");
-	if (!id != !secret) {
-		*detail = xasprintf("%s is set but %s is not; set both, or neither for "
-				    "anonymous access",
-				    id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
-				    id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+	if ((rc = load_credentials(c, detail)) < 0)
 		s3_config_close(c);
-		return SB_ECONFIG;
-	}
-	if (id) {
-		c->access_key = xstrdup(id);
-		c->secret_key = xstrdup(secret);
-		const char *token = env("AWS_SESSION_TOKEN");
-		c->session_token = token ? xstrdup(token) : NULL;
-	}
-	return 0;
+	return rc;
+}
+
+int s3_config_refresh(struct s3_config *c, char **detail)
+{
+	if (!c->expires || time(NULL) + AWS_CREDS_REFRESH_S < c->expires)
+		return 0; /* long-term keys, or still fresh */
+	return load_credentials(c, detail);
 }
 
 void s3_config_close(struct s3_config *c)
@@ -149,6 +178,7 @@ void s3_config_close(struct s3_config *c)
 		free(c->secret_key);
 	}
 	free(c->session_token);
+	free(c->credentials_from);
 	memset(c, 0, sizeof *c);
 }
 
@@ -728,4 +758,51 @@ int s3_error_parse(const char *xml, size_t len, struct s3_error *out)
 	if (!s3_valid_region(out->region))
 		out->region[0] = '\0';
 	return 0;
+}
+
+/* ---- picking elements by path ---- */
+
+struct pick_state {
+	const char *const *paths;
+	size_t n;
+	char **out;
+};
+
+/* Whether the open elements, joined by '/', are exactly path. */
+static int at_path(const struct xml *x, const char *path)
+{
+	for (int i = 0; i < x->depth; i++) {
+		size_t len = strlen(x->names[i]);
+		if (strncmp(path, x->names[i], len) != 0)
+			return 0;
+		path += len;
+		if (i + 1 < x->depth && *path++ != '/')
+			return 0;
+	}
+	return *path == '\0';
+}
+
+static int pick_cb(struct xml *x, enum xml_event ev, const char *text, size_t len)
+{
+	struct pick_state *st = x->arg;
+	if (ev != XML_CLOSE)
+		return 0;
+	for (size_t i = 0; i < st->n; i++)
+		if (!st->out[i] && at_path(x, st->paths[i]))
+			st->out[i] = xstrndup(text, len);
+	return 0;
+}
+
+int s3_xml_pick(const char *xml, size_t len, const char *const *paths, size_t n, char **out,
+		char *err)
+{
+	struct pick_state st = {paths, n, out};
+	memset(out, 0, n * sizeof *out);
+	int rc = xml_scan(xml, len, pick_cb, &st, err);
+	if (rc < 0)
+		for (size_t i = 0; i < n; i++) {
+			free(out[i]);
+			out[i] = NULL;
+		}
+	return rc;
 }

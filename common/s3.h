@@ -28,7 +28,9 @@ struct s3_config {
 	int custom;	  /* the endpoint came from a flag or the environment */
 	char *access_key; /* NULL: anonymous requests, not signed */
 	char *secret_key;
-	char *session_token; /* x-amz-security-token, or NULL */
+	char *session_token;	/* x-amz-security-token, or NULL */
+	char *credentials_from; /* where the keys came from, for messages */
+	int64_t expires;	/* unix seconds the keys expire; 0: never */
 };
 
 /* Fill c for bucket from the flags (NULL or -1 when not given) and the
@@ -36,12 +38,19 @@ struct s3_config {
  * AWS_ENDPOINT_URL, else https://s3.REGION.amazonaws.com; region = flag,
  * else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; path-style =
  * flag, else 1 for a custom endpoint or a dotted bucket name on https, else
- * virtual-hosted; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
- * and AWS_SESSION_TOKEN, anonymous when neither key is set. 0, or
- * SB_ECONFIG with a one-line *detail (heap) and c left empty. */
+ * virtual-hosted; credentials by common/aws_creds.h's chain (environment,
+ * web identity, shared files), anonymous when none is found. Region and
+ * endpoint fall back to the active profile's region and endpoint_url in
+ * the AWS config file before the defaults. 0, or a negative error
+ * (SB_ECONFIG for bad settings) with a one-line *detail (heap) and c left
+ * empty. */
 int s3_config_init(struct s3_config *c, const char *bucket, const char *endpoint,
 		   const char *region, int path_style, char **detail);
 void s3_config_close(struct s3_config *c);
+/* Fetch the credentials again when they expire within AWS_CREDS_REFRESH_S
+ * (temporary ones from web identity); a no-op otherwise. May block for one
+ * STS request. 0, or a negative error with *detail (heap), c unchanged. */
+int s3_config_refresh(struct s3_config *c, char **detail);
 
 /* Where one request goes: url to send, and the Host header and encoded path
  * to sign. key NULL addresses the bucket itself; query is a canonical query
@@ -78,6 +87,13 @@ struct s3_error {
 /* Read an S3 Error document. 0 when body is one and has a Code, else
  * SB_EPROTO with out zeroed. */
 int s3_error_parse(const char *xml, size_t len, struct s3_error *out);
+
+/* The text of the first element at each of paths ("Root/Child/Leaf", from
+ * the root) of an XML document, read by the same bounded scanner: out[i]
+ * (heap) or NULL when absent. 0, or SB_EPROTO with the reason in
+ * err[S3_ERR_MAX] and every out[i] NULL. */
+int s3_xml_pick(const char *xml, size_t len, const char *const *paths, size_t n, char **out,
+		char *err);
 
 /* 1 when r can be a region name (a-z, 0-9, '-'; below S3_REGION_MAX). */
 int s3_valid_region(const char *r);

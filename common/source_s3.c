@@ -314,13 +314,13 @@ static void status_failed(struct s3_req *r)
 	} else if (!strcmp(c, "SignatureDoesNotMatch")) {
 		fail(r, SB_EAUTH,
 		     "HTTP %ld %s: the secret key does not match the access key %s "
-		     "(check AWS_SECRET_ACCESS_KEY)",
-		     st, c, s3->cfg.access_key);
+		     "(check %s)",
+		     st, c, s3->cfg.access_key, s3->cfg.credentials_from);
 	} else if (!strcmp(c, "InvalidAccessKeyId")) {
 		fail(r, SB_EAUTH,
 		     "HTTP %ld %s: S3 does not know the access key %s "
-		     "(check AWS_ACCESS_KEY_ID)",
-		     st, c, s3->cfg.access_key);
+		     "(check %s)",
+		     st, c, s3->cfg.access_key, s3->cfg.credentials_from);
 	} else if (!strcmp(c, "ExpiredToken") || !strcmp(c, "InvalidToken") ||
 		   !strcmp(c, "RequestTimeTooSkewed")) {
 		fail(r, SB_EAUTH, "HTTP %ld %s: %s", st, c, msg);
@@ -666,6 +666,11 @@ static const char *object_key(struct s3_source *s3, size_t index, struct buf *tm
 static void build_request(struct s3_req *r, struct buf *url)
 {
 	struct s3_source *s3 = r->s3;
+	char *why = NULL;
+	if (s3_config_refresh(&s3->cfg, &why) < 0) { /* the old keys go until they fail */
+		log_warn("%s: renewing the AWS credentials: %s", s3->shown, why);
+		free(why);
+	}
 	const struct s3_config *c = &s3->cfg;
 	struct buf host = BUF_INIT, path = BUF_INIT, query = BUF_INIT, key = BUF_INIT;
 	if (r->kind == REQ_LIST) {

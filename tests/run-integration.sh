@@ -9,7 +9,7 @@ for t in test_*.sh; do
 	echo "== $t"
 	out=$(timeout -k 10 600 bash "$t" 2>&1); rc=$?
 	printf '%s\n' "$out"
-	line=$(printf '%s\n' "$out" | grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' | tail -1)
+	line=$(printf '%s\n' "$out" | grep -E '^[a-z0-9_]+: [0-9]+ passed, [0-9]+ failed$' | tail -1)
 	p=$(sed -n 's/.*: \([0-9]*\) passed.*/\1/p' <<<"$line")
 	f=$(sed -n 's/.* \([0-9]*\) failed$/\1/p' <<<"$line")
 	passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))

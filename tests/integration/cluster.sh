@@ -91,3 +91,16 @@ stop_cluster() {
 		ok "no sanitizer reports"
 	fi
 }
+
+# hub_range_bytes PORT REPO: bytes tests/fixtures/hub_server.py on PORT
+# served to REPO in answers 206 to a Range (API and CDN alike).
+hub_range_bytes() {
+	curl -sf "http://127.0.0.1:$1/__stats?repo=$2" | python3 -c "
+import json, sys
+n = 0
+for r in json.load(sys.stdin)['requests']:
+    if r['status'] == 206 and r['range']:
+        a, b = r['range'][6:].split('-')
+        n += int(b) - int(a) + 1
+print(n)"
+}

@@ -132,14 +132,7 @@ if start_scheduler && start_agent 1 && start_agent 2; then
 	check "both agents have it ready" wait_ready 90 llm 1 2
 	check "agent 1's copy equals the repository" diff -r "$M" "$T/t1/llm"
 	check "agent 2's copy equals the repository" diff -r "$M" "$T/t2/llm"
-	served=$(stats models/acme/llm | python3 -c "
-import json, sys
-n = 0
-for r in json.load(sys.stdin)['requests']:
-    if r['cdn'] and r['status'] == 206 and r['range']:
-        a, b = r['range'][6:].split('-')
-        n += int(b) - int(a) + 1
-print(n)")
+	served=$(hub_range_bytes "$API" models/acme/llm)
 	check "the LFS file left the hub less than twice ($served bytes)" \
 		test "$served" -ge $((9 * 1024 * 1024 + 17)) -a "$served" -lt $((2 * (9 * 1024 * 1024 + 17)))
 	stop_cluster

@@ -81,4 +81,27 @@ check "nothing published for a missing repository" test ! -e "$T/x3"
 MODELSCOPE_DOMAIN='' MODELSCOPE_ENDPOINT="http://127.0.0.1:$API/" check "MODELSCOPE_ENDPOINT names the whole endpoint" \
 	pull ms://qwen/tiny --to "$T/m4" --data "$T/data-m4"
 
+# In a cluster: the scheduler lists the repository, two agents fetch it from
+# the hub between them and swap blocks; the repository's bytes leave the hub
+# about once (each agent pulling everything would be twice).
+. "$HERE/cluster.sh"
+ctl models/qwen/tiny "reset=1"
+stats_before=$(hub_range_bytes "$API" models/qwen/tiny)
+# shellcheck disable=SC2119 # start_scheduler takes optional flags
+if start_scheduler && start_agent 1 && start_agent 2; then
+	check "dataset add ms://qwen/tiny" add_dataset tiny ms://qwen/tiny --block-size 1MiB
+	check "both agents have it ready" wait_ready 90 tiny 1 2
+	expected "$M"
+	check "agent 1's copy equals the repository" diff -r "$T/want" "$T/t1/tiny"
+	check "agent 2's copy equals the repository" diff -r "$T/want" "$T/t2/tiny"
+	check "the two agents' copies are byte-identical" diff -r "$T/t1/tiny" "$T/t2/tiny"
+	size=$(du -sb --apparent-size "$T/want" | cut -f1)
+	served=$(($(hub_range_bytes "$API" models/qwen/tiny) - stats_before))
+	check "the repository left the hub about once ($served of $size bytes)" \
+		test "$served" -ge $((5 * 1024 * 1024 + 99)) -a "$served" -le $((size * 5 / 4))
+	stop_cluster
+else
+	bad "a scheduler and two agents start"
+fi
+
 finish

@@ -121,6 +121,13 @@ expect_fail "a platform the index lacks is one clear line" 1 "no linux/s390x ima
 expect_fail "a malformed --platform is a usage error" 2 "os/arch" \
 	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux
 
+# sync takes the same oci:// flags as pull.
+check "sync --once --platform linux/arm64" "$SYNCBIT" sync "oci://$R/test/app:multi" "$T/s4" --once \
+	--platform linux/arm64 --data "$DATA"
+check "sync chose the arm64 image" test "$(inspect "$T/s4:multi" | field Architecture)" = arm64
+check "sync --once --tag-regex" "$SYNCBIT" sync "oci://$R/test/app" "$T/s8" --once --tag-regex '^cann-8\.0$' --data "$DATA"
+check "sync's layout names the matching tag" test "$(refs "$T/s8")" = cann-8.0
+
 # Docker schema 2.
 check "pull a Docker schema 2 image" pull "oci://$R/test/app:docker" --to "$T/d6"
 check "its manifest is retyped to OCI, its layers kept" bash -c "grep -q oci.image.manifest.v1 '$T/d6/index.json' && ! grep -q vnd.docker '$T/d6/blobs/sha256/'* && cmp '$L/blobs/sha256/$LAYER' '$T/d6/blobs/sha256/$LAYER'"
@@ -217,18 +224,33 @@ check "the paged regex pull has its one tag" test "$(refs "$T/a4")" = "cann-8.0"
 
 # In a cluster: the scheduler lists the registry once, the agents fetch.
 unset ASAN_OPTIONS UBSAN_OPTIONS # stop_cluster reads the reports in the logs
-start_scheduler || { bad "scheduler starts"; finish; exit 1; }
-start_agent 1 && start_agent 2 || { bad "agents start"; finish; exit 1; }
-check "dataset add of an oci:// image with ?platform=" add_dataset img "oci://$R/test/app:multi?platform=linux/arm64"
-check "dataset add of an oci:// tag regex" add_dataset cann "oci://$R/test/app?tag-regex=cann"
-if wait_ready 60 img 1 2 && wait_ready 60 cann 1 2; then
-	ok "both datasets ready on both agents"
+# The registry credentials and insecure hosts are source flags of the
+# scheduler and the agents (agent 2 takes them from SYNCBIT_REGISTRY_USER).
+start_scheduler --registry-user alice:s3cret --insecure-registry registry.invalid:5000 ||
+	{ bad "scheduler starts"; finish; exit 1; }
+start_agent 1 --registry-user alice:s3cret && SYNCBIT_REGISTRY_USER=alice:s3cret start_agent 2 ||
+	{ bad "agents start"; finish; exit 1; }
+check "dataset add --platform linux/arm64" add_dataset img "oci://$R/test/app:multi" --platform linux/arm64
+check "dataset add of an oci:// tag regex as ?tag-regex=" add_dataset cann "oci://$R/test/app?tag-regex=cann"
+check "dataset add --tag-regex from a registry with token auth" add_dataset auth "oci://$A/test/app" \
+	--tag-regex '^cann-8\.1'
+if wait_ready 60 img 1 2 && wait_ready 60 cann 1 2 && wait_ready 60 auth 1 2; then
+	ok "the datasets are ready on both agents"
 else
-	bad "both datasets ready on both agents" "$(tail -3 "$T/a1.log" | tr '\n' ' ')"
+	bad "the datasets are ready on both agents" "$(tail -3 "$T/a1.log" | tr '\n' ' ')"
 fi
 check "agent 2 has the arm64 image" test "$(inspect "$T/t2/img:multi" | field Architecture)" = arm64
 check "agent 1 has every cann tag" test "$(refs "$T/t1/cann")" = "cann-8.0 cann-8.1-a3 cann-copy"
 check "skopeo inspect on an agent's target" inspect "$T/t1/cann:cann-8.1-a3"
+check "both agents have the token-auth tag regex" test "$(refs "$T/t1/auth")" = cann-8.1-a3 -a "$(refs "$T/t2/auth")" = cann-8.1-a3
+check "the agents' copies are identical" diff -r "$T/t1/auth" "$T/t2/auth"
+check "dataset ls shows the platform in the source" bash -c "'$SYNCBIT' dataset ls --scheduler '$SCHED' --token-file '$TOKEN' | grep -q 'platform=linux%2Farm64\|platform=linux/arm64'"
+expect_fail "the scheduler speaks plain HTTP to an --insecure-registry host" 1 "http://registry.invalid:5000/v2/" \
+	add_dataset far "oci://registry.invalid:5000/a/b:c"
+expect_fail "dataset add --platform on a non-oci source is a usage error" 2 "oci:// sources only" \
+	add_dataset wrong "http://127.0.0.1:1/x" --platform linux/arm64
+expect_fail "dataset add: a malformed --platform is a usage error" 2 "os/arch" \
+	add_dataset wrong "oci://$R/test/app:multi" --platform linux
 stop_cluster
 
 check "no sanitizer report from a pull" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."

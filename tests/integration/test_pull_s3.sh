@@ -81,16 +81,29 @@ expect_fail "an unreachable endpoint fails after retries" 1 "127.0.0.1:1" \
 	sb pull s3://models/llama/ --to "$T/e1" --data "$DATA" --s3-endpoint http://127.0.0.1:1 --retries 1
 check "nothing published after the failures" test ! -e "$T/e1"
 
-# In a cluster: the scheduler lists the prefix and two agents fetch it,
-# reading the endpoint and credentials from their environment.
+# sync takes the same source flags as pull.
+check "sync --once of an s3:// prefix with --s3-endpoint --s3-region --s3-path-style" \
+	sb sync s3://models/llama/ "$T/sy1" --once --data "$DATA" --s3-endpoint "$E" --s3-region us-east-1 --s3-path-style
+check "its content matches" diff -r "$S" "$T/sy1"
+expect_fail "sync: an --s3-endpoint that is no URL is a usage error" 2 "s3-endpoint 127.0.0.1:1: expected an http" \
+	sb sync s3://models/llama/ "$T/sy2" --once --data "$DATA" --s3-endpoint 127.0.0.1:1
+expect_fail "daemon: an --s3-endpoint that is no URL is a usage error" 2 "s3-endpoint s3.local: expected an http" \
+	sb daemon --scheduler 127.0.0.1:1 --target "$T/x" --token-file "$T/x" --s3-endpoint s3.local
+
+# In a cluster: the scheduler lists the prefix and two agents fetch it; the
+# scheduler takes the endpoint as a flag, agent 1 as a flag and agent 2 from
+# its environment (AWS_ENDPOINT_URL), each with credentials from the
+# environment.
 SCHED=127.0.0.1:$(free_port)
-AWS_ENDPOINT_URL=$E "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" >"$T/sched.log" 2>&1 &
+"$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --s3-endpoint "$E" --s3-region us-east-1 \
+	>"$T/sched.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$T/sched/join-token" ] && break; sleep 0.1; done
 for n in 1 2; do
-	AWS_ENDPOINT_URL=$E "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 \
+	if [ $n = 1 ]; then flags=(--s3-endpoint "$E" --s3-path-style); else flags=(); fi
+	AWS_ENDPOINT_URL=$([ $n = 2 ] && echo "$E") "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 \
 		--data "$T/node$n/cache" --target "$T/node$n/models" --node "gpu-$n" --labels pool=s3 \
-		--token-file "$T/sched/join-token" --socket "$T/node$n.sock" >"$T/node$n.log" 2>&1 &
+		--token-file "$T/sched/join-token" --socket "$T/node$n.sock" "${flags[@]}" >"$T/node$n.log" 2>&1 &
 	PIDS+=($!)
 done
 for n in 1 2; do for _ in $(seq 100); do [ -S "$T/node$n.sock" ] && break; sleep 0.1; done; done
@@ -106,6 +119,98 @@ both_ready() {
 check "both agents get it ready" both_ready
 check "agent 1 holds the prefix" diff -r "$S" "$T/node1/models/llama"
 check "agent 2 holds the prefix" diff -r "$S" "$T/node2/models/llama"
+
+# Credentials from the shared files: a profile's keys, region and
+# endpoint_url; the environment's keys win over the files.
+AW=$T/aws
+mkdir -p "$AW"
+cat >"$AW/credentials" <<INI
+# the default profile holds a key s3rver does not know
+[default]
+aws_access_key_id = NOBODY
+aws_secret_access_key = NOBODY
+[ci]
+aws_access_key_id=S3RVER
+aws_secret_access_key = S3RVER
+INI
+cat >"$AW/config" <<INI
+[default]
+region = us-east-1
+[profile ci]
+region = us-east-1
+endpoint_url = $E
+s3 =
+  max_concurrent_requests = 4
+INI
+printf '[default]\naws_access_key_id\n' >"$AW/broken"
+nokeys=(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE="$AW/credentials" AWS_CONFIG_FILE="$AW/config")
+check "AWS_PROFILE: keys from the credentials file, endpoint_url from the config file" \
+	"${nokeys[@]}" AWS_PROFILE=ci timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/k1" --data "$T/kdata"
+check "its content matches" diff -r "$S" "$T/k1"
+expect_fail "the default profile's keys are used (and named) when AWS_PROFILE is unset" 1 "InvalidAccessKeyId.*check $AW/credentials, profile default" \
+	"${nokeys[@]}" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/k2" --data "$T/kdata" --s3-endpoint "$E"
+check "the environment's keys win over the credentials file" env AWS_SHARED_CREDENTIALS_FILE="$AW/credentials" \
+	timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/k3" --data "$T/kdata" --s3-endpoint "$E"
+expect_fail "an unknown AWS_PROFILE is one clear line" 1 "AWS_PROFILE nope: no \[nope\] in $AW/credentials" \
+	"${nokeys[@]}" AWS_PROFILE=nope timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/k4" --data "$T/kdata" --s3-endpoint "$E"
+expect_fail "a malformed credentials file is one clear line" 1 "credentials file $AW/broken: line 2: expected key = value" \
+	"${nokeys[@]}" AWS_SHARED_CREDENTIALS_FILE="$AW/broken" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/k4" --data "$T/kdata" --s3-endpoint "$E"
+
+# Web identity (IRSA): the token file traded at STS (tests/fixtures/sts_fixture.py)
+# for keys s3rver knows; web identity wins over the shared files.
+start_sts() { # PORTVAR DURATION
+	python3 "$FIXTURES/sts_fixture.py" --token tok-123 --access-key S3RVER --secret-key S3RVER \
+		--duration "$2" >"$T/sts.$1" 2>"$T/sts.$1.err" &
+	PIDS+=($!)
+	for _ in $(seq 100); do [ -s "$T/sts.$1" ] && break; sleep 0.1; done
+	printf -v "$1" '%s' "$(head -1 "$T/sts.$1")"
+}
+sts_calls() { curl -s "http://127.0.0.1:$1/__stats" | python3 -c "import json,sys; print(sum(c['status'] == 200 for c in json.load(sys.stdin)['calls']))"; }
+start_sts STS1 3600
+echo tok-123 >"$AW/token"
+echo wrong >"$AW/bad-token"
+ROLE=arn:aws:iam::123456789012:role/syncbit-reader
+irsa=("${nokeys[@]}" AWS_ROLE_ARN=$ROLE AWS_ENDPOINT_URL_STS=http://127.0.0.1:$STS1)
+check "web identity: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE through STS" "${irsa[@]}" AWS_WEB_IDENTITY_TOKEN_FILE="$AW/token" \
+	AWS_ROLE_SESSION_NAME=node-1 timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/w1" --data "$T/wdata" --s3-endpoint "$E"
+check "its content matches" diff -r "$S" "$T/w1"
+check "STS was asked once, for the role and session given" python3 - "$(curl -s "http://127.0.0.1:$STS1/__stats")" "$ROLE" <<'PY'
+import json, sys
+calls = json.loads(sys.argv[1])["calls"]
+assert len(calls) == 1 and calls[0]["role"] == sys.argv[2] and calls[0]["session"] == "node-1", calls
+assert calls[0]["method"] == "POST" and calls[0]["token_ok"], calls
+PY
+expect_fail "a token STS refuses is one clear line" 1 "AssumeRoleWithWebIdentity for $ROLE: HTTP 400 InvalidIdentityToken" \
+	"${irsa[@]}" AWS_WEB_IDENTITY_TOKEN_FILE="$AW/bad-token" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/w2" --data "$T/wdata" --s3-endpoint "$E"
+expect_fail "a missing token file is one clear line" 1 "web identity token file $AW/none: No such file" \
+	"${irsa[@]}" AWS_WEB_IDENTITY_TOKEN_FILE="$AW/none" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/w2" --data "$T/wdata" --s3-endpoint "$E"
+expect_fail "AWS_ROLE_ARN alone is one clear line" 1 "AWS_ROLE_ARN is set but AWS_WEB_IDENTITY_TOKEN_FILE is not" \
+	"${irsa[@]}" timeout 120 "$SYNCBIT" pull s3://models/llama/ --to "$T/w2" --data "$T/wdata" --s3-endpoint "$E"
+
+# A scheduler and an agent on web identity whose keys last 305 s: fresh keys
+# are reused, keys within 300 s of Expiration are fetched again.
+start_sts STS2 305
+SCHED2=127.0.0.1:$(free_port)
+irsa2=("${nokeys[@]}" AWS_ROLE_ARN=$ROLE AWS_ENDPOINT_URL_STS=http://127.0.0.1:$STS2 AWS_WEB_IDENTITY_TOKEN_FILE="$AW/token")
+"${irsa2[@]}" "$SYNCBIT" scheduler --listen "$SCHED2" --data "$T/sched2" --s3-endpoint "$E" >"$T/sched2.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$T/sched2/join-token" ] && break; sleep 0.1; done
+"${irsa2[@]}" "$SYNCBIT" daemon --scheduler "$SCHED2" --listen 127.0.0.1:0 --data "$T/node3/cache" \
+	--target "$T/node3/models" --node gpu-3 --labels pool=s3 --token-file "$T/sched2/join-token" \
+	--socket "$T/node3.sock" --s3-endpoint "$E" >"$T/node3.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$T/node3.sock" ] && break; sleep 0.1; done
+ready3() { for _ in $(seq 120); do "$SYNCBIT" ready "$1" --socket "$T/node3.sock" 2>/dev/null && return 0; sleep 0.5; done; return 1; }
+add2() { timeout 60 "$SYNCBIT" dataset add "$1" "$2" --selector pool=s3 --scheduler "$SCHED2" --token-file "$T/sched2/join-token"; }
+check "web identity in the cluster: dataset add" add2 llama s3://models/llama/
+check "the agent fetched it with web identity keys" ready3 llama
+check "its content matches" diff -r "$S" "$T/node3/models/llama"
+check "fresh keys are reused: one STS call per process" test "$(sts_calls "$STS2")" -eq 2
+sleep 6
+check "after Expiration - 300 s: another dataset" add2 weights s3://models/llama/weights/
+check "the agent fetched it" ready3 weights
+check "its content matches" diff -r "$S/weights" "$T/node3/models/weights"
+check "both processes fetched keys again before they expired" test "$(sts_calls "$STS2")" -ge 4
 
 # The strict fixture.
 FX=$T/fx

@@ -65,6 +65,16 @@ expect_fail "a name starting with a dot" 1 "dataset name '.x'" "$SYNCBIT" datase
 expect_fail "a name with a slash" 1 "dataset name 'a/b'" "$SYNCBIT" dataset add a/b "$S" "${A[@]}"
 expect_fail "a malformed selector is a usage error" 2 "selector: 'zone' is not k=v" "$SYNCBIT" dataset add x "$S" --selector zone "${A[@]}"
 expect_fail "a bad block size is a usage error" 2 "block-size" "$SYNCBIT" dataset add x "$S" --block-size 3000 "${A[@]}"
+expect_fail "dataset add --tag-regex on a non-oci source is a usage error" 2 "oci:// sources only" \
+	"$SYNCBIT" dataset add x "$S" --tag-regex cann "${A[@]}"
+expect_fail "dataset add --tag-regex with a :tag is a usage error" 2 "without a :tag" \
+	"$SYNCBIT" dataset add x oci://127.0.0.1:1/a/b:c --tag-regex cann "${A[@]}"
+expect_fail "scheduler: a malformed --registry-user is a usage error" 2 "registry-user: expected user:password" \
+	"$SYNCBIT" scheduler --listen 127.0.0.1:0 --data "$T/sched2" --registry-user alice
+for c in scheduler daemon pull sync; do
+	check "$c --help lists the source flags" bash -c "'$SYNCBIT' $c --help | grep -q -- '--s3-endpoint VALUE' && '$SYNCBIT' $c --help | grep -q -- '--registry-user VALUE'"
+done
+check "dataset add --help lists --platform and --tag-regex" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '--platform VALUE' && '$SYNCBIT' dataset add --help | grep -q -- '--tag-regex VALUE'"
 expect_fail "--scheduler is required" 2 "scheduler HOST:PORT is required" "$SYNCBIT" dataset ls --token-file "$SD/join-token"
 expect_fail "unknown dataset subcommand" 2 "expected add, ls or rm" "$SYNCBIT" dataset frob
 

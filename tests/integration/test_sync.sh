@@ -276,4 +276,13 @@ check "--delete keeps the directories a files-only listing implies" cmp "$HR/mod
 check "ms model in DST/org/name" cmp "$HR/models/qwen/small/config.json" "$HD/qwen/small/config.json"
 check "one JSON line per item" test "$(grep -c '"status":"ok"' "$T/hk.out")" -eq 3
 
+# The oci:// dataset flags go with one oci:// SRC only.
+expect_fail "sync --platform with a non-oci SRC is a usage error" 2 "oci:// sources only" \
+	"$SYNCBIT" sync "$T" "$T/x" --once --platform linux/arm64 --data "$DATA"
+expect_fail "sync --tag-regex with --list is a usage error" 2 "do not go with --list" \
+	"$SYNCBIT" sync --list "$T/hk.json" "$T/x" --once --tag-regex cann --data "$DATA"
+expect_fail "sync: a malformed --registry-user is a usage error" 2 "registry-user: expected user:password" \
+	"$SYNCBIT" sync oci://127.0.0.1:1/a/b:c "$T/x" --once --registry-user alice --data "$DATA"
+check "nothing was made by the refused syncs" test ! -e "$T/x"
+
 finish

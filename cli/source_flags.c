@@ -1,0 +1,77 @@
+/* The source flags shared by pull, sync, scheduler, daemon and dataset add:
+ * how to reach S3 and registries (a process's whole life) and which part of
+ * an oci:// source a dataset is (its platform and tag regex, written into
+ * the source's identity). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/cli.h"
+#include "common/oci.h"
+#include "common/source.h"
+
+static int s3_path_style(struct config *cfg, int *out)
+{
+	int on = 0;
+	*out = 0;
+	if (!config_get(cfg, "s3-path-style"))
+		return 0;
+	if (config_get_bool(cfg, "s3-path-style", &on) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	*out = on ? 1 : 2;
+	return 0;
+}
+
+int cli_source_access(struct config *cfg, struct source_options *o)
+{
+	const char *user = config_get(cfg, "registry-user");
+	const char *endpoint = config_get(cfg, "s3-endpoint");
+	if (s3_path_style(cfg, &o->s3_path_style))
+		return EXIT_USAGE;
+	if (endpoint && strncmp(endpoint, "http://", 7) && strncmp(endpoint, "https://", 8)) {
+		cli_error("--s3-endpoint %s: expected an http:// or https:// URL", endpoint);
+		return EXIT_USAGE;
+	}
+	if (user && !strchr(user, ':')) {
+		cli_error("--registry-user: expected user:password");
+		return EXIT_USAGE;
+	}
+	o->s3_endpoint = endpoint && endpoint[0] ? endpoint : NULL;
+	o->s3_region = config_get(cfg, "s3-region");
+	o->insecure_registries = config_get(cfg, "insecure-registry");
+	o->registry_auth = user;
+	return 0;
+}
+
+int cli_source_dataset(struct config *cfg, const char *source, char **with)
+{
+	const char *platform = config_get(cfg, "platform");
+	const char *tag_regex = config_get(cfg, "tag-regex");
+	struct oci_platform pf;
+	*with = NULL;
+	if (!platform && !tag_regex)
+		return 0;
+	if (!source) {
+		cli_error("--platform and --tag-regex do not go with --list: give them in an "
+			  "item's URI as ?platform=OS/ARCH&tag-regex=ERE");
+		return EXIT_USAGE;
+	}
+	if (strncasecmp(source, "oci://", 6) != 0) {
+		cli_error("--platform and --tag-regex apply to oci:// sources only");
+		return EXIT_USAGE;
+	}
+	if (platform && oci_platform_parse(platform, &pf) < 0) {
+		cli_error("--platform %s: expected os/arch[/variant], e.g. linux/arm64", platform);
+		return EXIT_USAGE;
+	}
+	const char *repo = strchr(source + strlen("oci://"), '/');
+	if (tag_regex && repo && strpbrk(repo, ":@")) {
+		cli_error("--tag-regex takes oci://registry/repo without a :tag or @digest");
+		return EXIT_USAGE;
+	}
+	*with = oci_source_with(source, platform, tag_regex);
+	return 0;
+}
