@@ -453,7 +453,7 @@ void fetch_release(struct fetch *f)
 		buf_close(&ff->pend);
 		buf_close(&ff->syncing);
 	}
-	for (size_t i = 0; i < f->nslots; i++)
+	for (size_t i = 0; f->slots && i < f->nslots + 1; i++)
 		free(f->slots[i].buf);
 	free(f->slots);
 	free(f->src_index);

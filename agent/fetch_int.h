@@ -37,6 +37,12 @@ struct job {
 	char *peer;
 	uv_work_t work;
 	size_t slot; /* origin slot, for JOB_ORIGIN */
+	/* An origin block from an asynchronous source is read as parts, in
+	 * parallel: the first block of a node's share lands after one block
+	 * time, not after (reads in flight) block times. */
+	uint32_t parts, parts_issued, parts_out, parts_done;
+	int part_rc;
+	uint64_t seq; /* started after every job with a lower one */
 };
 
 struct fetch {
@@ -66,8 +72,11 @@ struct fetch {
 	struct source *src;
 	int src_state;	   /* 0 none, 1 listing, 2 ready */
 	size_t *src_index; /* manifest file index -> listing index */
-	struct job *slots;
-	size_t nslots, slots_busy;
+	struct job *slots; /* origin blocks being read: nslots + 1 */
+	size_t nslots;	   /* origin reads in flight at most */
+	size_t slots_busy; /* origin blocks being read or stored */
+	size_t reads_busy; /* origin reads (parts) in flight */
+	uint64_t next_seq;
 
 	uv_timer_t timer;
 	int pending; /* pool works and source reads in flight */

@@ -14,6 +14,7 @@
 
 #define ORIGIN_JOBS_DEFAULT 8 /* origin reads in flight when the source gives no hint */
 #define ORIGIN_JOBS_MAX	    64
+#define ORIGIN_PART_MIN	    (256u << 10) /* smallest part of a block read in parallel */
 
 /* ---- making blocks durable ---- */
 
@@ -206,6 +207,8 @@ static void job_release(struct job *j)
 	if (j->kind == JOB_ORIGIN) {
 		j->buf = j->owned ? NULL : j->buf;
 		f->slots_busy--;
+		if (f->src->ops->pread)
+			f->reads_busy--; /* read and stored in one pool work */
 		j->kind = -1;
 	} else {
 		free(j);
@@ -275,31 +278,71 @@ void fetch_store_done(uv_work_t *w, int status)
 
 /* ---- the origin ---- */
 
-static void origin_read_done(struct source *src, int status, void *arg)
+/* One part of an origin block arrived (or failed). The block goes on to
+ * be verified and stored once every part issued is back. */
+static void origin_part_done(struct source *src, int status, void *arg)
 {
 	struct job *j = arg;
 	struct fetch *f = j->f;
-	if (status < 0 || f->dead) {
-		j->rc = status < 0 ? status : SB_ECANCELED;
-		f->pending++; /* fetch_store_done drops it */
-		fetch_store_done(&j->work, 0);
-		fetch_unpend(f);
-		return;
+	j->parts_out--;
+	j->parts_done++;
+	f->reads_busy--;
+	if ((status < 0 || f->dead) && !j->part_rc) {
+		j->part_rc = status < 0 ? status : SB_ECANCELED;
+		j->parts_issued = j->parts; /* nothing more for this block */
 	}
-	fetch_queue_work(f, &j->work, store_work, fetch_store_done);
+	if (j->parts_out == 0 && (j->part_rc || j->parts_done == j->parts)) {
+		if (j->part_rc) {
+			j->rc = j->part_rc;
+			f->pending++; /* fetch_store_done drops it */
+			fetch_store_done(&j->work, 0);
+		} else {
+			fetch_queue_work(f, &j->work, store_work, fetch_store_done);
+		}
+	} else {
+		fetch_pump(f); /* a read slot is free */
+	}
 	fetch_unpend(f);
 }
 
-static void start_origin_job(struct fetch *f, uint32_t b)
+static void issue_part(struct fetch *f, struct job *j)
+{
+	const struct ffile *ff = &f->files[f->bfile[j->b]];
+	size_t part_len = (j->len + j->parts - 1) / j->parts;
+	size_t off = (size_t)j->parts_issued++ * part_len;
+	size_t len = j->len - off < part_len ? j->len - off : part_len;
+	j->parts_out++;
+	f->reads_busy++;
+	f->pending++;
+	int rc = f->src->ops->read(f->src, f->src_index[ff->index], fetch_block_off(f, j->b) + off,
+				   len, j->buf + off, origin_part_done, j);
+	if (rc < 0)
+		origin_part_done(f->src, rc, j);
+}
+
+/* The oldest origin block with parts still to ask for. */
+static struct job *next_part(struct fetch *f)
+{
+	struct job *best = NULL;
+	for (size_t i = 0; i < f->nslots + 1; i++) {
+		struct job *j = &f->slots[i];
+		if (j->kind == JOB_ORIGIN && j->parts_issued < j->parts &&
+		    (!best || j->seq < best->seq))
+			best = j;
+	}
+	return best;
+}
+
+static struct job *start_origin_job(struct fetch *f, uint32_t b)
 {
 	struct job *j = NULL;
-	for (size_t i = 0; i < f->nslots; i++)
+	for (size_t i = 0; i < f->nslots + 1; i++)
 		if ((int)f->slots[i].kind == -1) {
 			j = &f->slots[i];
 			break;
 		}
 	if (!j)
-		return;
+		return NULL;
 	j->kind = JOB_ORIGIN;
 	j->b = b;
 	j->len = fetch_block_len(f, b);
@@ -307,23 +350,25 @@ static void start_origin_job(struct fetch *f, uint32_t b)
 	j->rc = 0;
 	j->owned = 0;
 	j->peer = NULL;
+	j->seq = f->next_seq++;
+	j->parts_issued = j->parts_out = j->parts_done = 0;
+	j->part_rc = 0;
+	j->parts = 1;
+	if (!f->src->ops->pread) {
+		size_t most = j->len / ORIGIN_PART_MIN;
+		j->parts = (uint32_t)(most < 1 ? 1 : most < f->nslots ? most : f->nslots);
+	}
 	if (!j->buf)
 		j->buf = xmalloc(f->m->block_size);
 	j->work.data = j;
 	f->slots_busy++;
 	f->state[b] = FETCH_ORIGIN;
-	if (f->src->ops->pread) {
+	if (f->src->ops->pread) { /* one blocking read on the pool */
+		j->parts_issued = 1;
+		f->reads_busy++;
 		fetch_queue_work(f, &j->work, store_work, fetch_store_done);
-		return;
 	}
-	const struct ffile *ff = &f->files[f->bfile[b]];
-	f->pending++;
-	int rc = f->src->ops->read(f->src, f->src_index[ff->index], fetch_block_off(f, b), j->len,
-				   j->buf, origin_read_done, j);
-	if (rc < 0) {
-		j->rc = rc;
-		fetch_store_done(&j->work, 0);
-	}
+	return j;
 }
 
 /* The listing this node read must describe the version being distributed:
@@ -371,8 +416,8 @@ static void listed(struct source *src, int status, void *arg)
 								     : ORIGIN_JOBS_DEFAULT);
 			if (f->nslots > ORIGIN_JOBS_MAX)
 				f->nslots = ORIGIN_JOBS_MAX;
-			f->slots = xcalloc(f->nslots, sizeof *f->slots);
-			for (size_t i = 0; i < f->nslots; i++) {
+			f->slots = xcalloc(f->nslots + 1, sizeof *f->slots);
+			for (size_t i = 0; i < f->nslots + 1; i++) {
 				f->slots[i].f = f;
 				f->slots[i].kind = -1;
 				f->slots[i].slot = i;
@@ -409,7 +454,7 @@ void fetch_pump(struct fetch *f)
 	if (f->dead || f->rc < 0)
 		return;
 	size_t queued = f->origin_q.len / sizeof(uint32_t);
-	if (f->origin_head >= queued)
+	if (f->origin_head >= queued && !f->slots_busy)
 		return;
 	if (f->src_state == 0) {
 		open_source(f);
@@ -418,10 +463,18 @@ void fetch_pump(struct fetch *f)
 	if (f->src_state != 2)
 		return;
 	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
-	while (f->origin_head < queued && f->slots_busy < f->nslots) {
-		uint32_t b = q[f->origin_head++];
-		if (f->state[b] == FETCH_ORIGIN)
-			start_origin_job(f, b);
+	while (f->reads_busy < f->nslots) {
+		struct job *j = f->src->ops->pread ? NULL : next_part(f);
+		if (j) {
+			issue_part(f, j);
+			continue;
+		}
+		if (f->origin_head >= queued || f->slots_busy >= f->nslots + 1)
+			break;
+		uint32_t b = q[f->origin_head];
+		if (f->state[b] == FETCH_ORIGIN && !start_origin_job(f, b))
+			break;
+		f->origin_head++;
 	}
 	if (f->origin_head >= queued) {
 		buf_reset(&f->origin_q);

@@ -4,15 +4,16 @@
   linkstat.py sample OUT INTERVAL NAME=PORT...
       Run inside the bridge namespace: every INTERVAL seconds append one line
       "t name:sent:received ..." to OUT (t in ns, wall clock), where sent and
-      received are the host's bytes (the bridge port's rx and tx). Stops on
-      SIGTERM.
+      received are the host's bytes (the bridge port's rx and tx), and
+      "cpu:busy:total" in jiffies from /proc/stat. Stops on SIGTERM.
 
   linkstat.py report OUT START_NS SIZE BPS ORIGIN NODE...
       Read OUT and print, in units of S/B (the time one link needs to carry
       SIZE at BPS), when the origin had sent a quarter, half, three quarters
       and all of SIZE, when each node had received SIZE, and how busy the
       nodes' down- and uplinks were before and after the origin was done:
-      the part of the time to the last node that no link could have saved.
+      the part of the time to the last node that no link could have saved,
+      and how busy the machine's CPUs were meanwhile (all hosts share them).
 """
 import signal
 import sys
@@ -32,6 +33,10 @@ def sample(out, interval, pairs):
         while not stop:
             t = time.time_ns()
             cells = ["%s:%d:%d" % (n, read(p, "rx_bytes"), read(p, "tx_bytes")) for n, p in ports]
+            with open("/proc/stat") as st:
+                jiffies = [int(x) for x in st.readline().split()[1:]]
+            idle = jiffies[3] + jiffies[4]  # idle, iowait
+            cells.append("cpu:%d:%d" % (sum(jiffies) - idle, sum(jiffies)))
             f.write("%d %s\n" % (t, " ".join(cells)))
             time.sleep(interval)
 
@@ -93,7 +98,7 @@ def report(path, start, size, bps, origin, nodes):
     def usage(t0, t1):
         """Mean down- and uplink use of the nodes between t0 and t1 (0..1)."""
         if t0 is None or t1 is None or t1 <= t0:
-            return float("nan"), float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan"), float("nan")
 
         def at(t):
             best = rel[0]
@@ -107,13 +112,16 @@ def report(path, start, size, bps, origin, nodes):
         down = sum(b[n][1] - a[n][1] for n in nodes) / (len(nodes) * link * secs)
         up = sum(b[n][0] - a[n][0] for n in nodes) / (len(nodes) * link * secs)
         org = (b[origin][0] - a[origin][0]) / (link * secs)
-        return down, up, org
+        cpu = float("nan")
+        if "cpu" in a and b["cpu"][1] > a["cpu"][1]:
+            cpu = (b["cpu"][0] - a["cpu"][0]) / (b["cpu"][1] - a["cpu"][1])
+        return down, up, org, cpu
 
     for label, t0, t1 in (("until the origin was done", start, t_origin), ("after it", t_origin, last),
                           ("whole run", start, last)):
-        down, up, org = usage(t0, t1)
-        print("timeline: %-26s %5.2f..%5.2f x S/B: node downlinks %3.0f%% busy, uplinks %3.0f%%, origin uplink %3.0f%%"
-              % (label, norm(t0), norm(t1), 100 * down, 100 * up, 100 * org))
+        down, up, org, cpu = usage(t0, t1)
+        print("timeline: %-26s %5.2f..%5.2f x S/B: node downlinks %3.0f%% busy, uplinks %3.0f%%, origin uplink %3.0f%%; CPUs %3.0f%% busy"
+              % (label, norm(t0), norm(t1), 100 * down, 100 * up, 100 * org, 100 * cpu))
     # The floor: every node must receive S through a link of B.
     got = {n: rel[-1][1][n][1] for n in nodes}
     print("timeline: received per node %.2f..%.2f x S (protocol and retransmits included)"

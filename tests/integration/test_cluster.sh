@@ -111,6 +111,15 @@ start_agent 2
 check "n2 resumes after restart" wait_ready 60 model 2
 check "n2: kept the blocks it had" test "$(status_field 2 model bytes_reused)" -gt 0
 for n in 1 2 3 4 5; do check "n$n: model intact" cmp "$T/www/model.bin" "$T/t$n/model/model.bin"; done
+# Agents read a block of an HTTP origin as parts in parallel (--jobs 2:
+# halves of 1 MiB), so the first block of each node's share lands early.
+curl -sf "http://127.0.0.1:$HTTP_PORT/__stats?id=model" >"$T/model-stats.json"
+check "origin blocks are read as parallel halves" python3 -c '
+import json, sys
+gets = [r for r in json.load(open(sys.argv[1]))["requests"] if r["method"] == "GET" and r.get("range")]
+lens = [int(b) - int(a) + 1 for a, b in (r["range"][6:].split("-") for r in gets)]
+assert gets and max(lens) == 512 * 1024, (len(gets), max(lens or [0]))
+' "$T/model-stats.json"
 
 # ---- a peer serving corrupt data ----
 mkdir -p "$T/solo"
