@@ -846,12 +846,8 @@ int source_http_new(struct source *src)
 		free(hs);
 		return SB_EURI;
 	}
-	struct http_client_options o = {
-	    .retries = src->opt.retries,
-	    .connect_seconds = src->opt.connect_seconds,
-	    .stall_seconds = src->opt.stall_seconds,
-	    .bytes_read = &src->bytes_read,
-	};
+	struct http_client_options o;
+	source_http_options(src, &o);
 	int rc = http_client_init(&hs->http, src->loop, &req_ops, &o);
 	if (rc < 0) {
 		free(hs->shown_url);

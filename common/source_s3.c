@@ -649,12 +649,8 @@ int source_s3_new(struct source *src)
 			   &s3->config_error) < 0 &&
 	    !s3->config_error)
 		s3->config_error = xstrdup("cannot read the S3 configuration");
-	struct http_client_options o = {
-	    .retries = src->opt.retries,
-	    .connect_seconds = src->opt.connect_seconds,
-	    .stall_seconds = src->opt.stall_seconds,
-	    .bytes_read = &src->bytes_read,
-	};
+	struct http_client_options o;
+	source_http_options(src, &o);
 	int rc = http_client_init(&s3->http, src->loop, &req_ops, &o);
 	if (rc < 0) {
 		s3_config_close(&s3->cfg);
