@@ -37,9 +37,10 @@ enum http_req_state {
 
 /* What an owner supplies. Optional hooks may be NULL. */
 struct http_req_ops {
-	/* Set what this attempt sends: URL, range, write function (with r as
-	 * its data), headers through http_req_add_header. The client has set
-	 * http_easy_defaults, the error buffer and the header function. */
+	/* Set what this attempt sends: URL, range, write function, headers
+	 * through http_req_add_header. The client has set http_easy_defaults,
+	 * the error buffer, the header function, and r (the struct http_req,
+	 * not the owner's request around it) as the write function's data. */
 	void (*setup)(struct http_req *r, CURL *easy);
 	/* The attempt ended; the easy handle is gone. Typically
 	 * http_req_attempt_failed first, then the owner's own checks. */

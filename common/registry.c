@@ -225,7 +225,7 @@ static int blob_check(struct registry_req *r)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct registry_req *r = arg;
+	struct registry_req *r = to_req(arg); /* the client passes &r->base */
 	size_t n = size * nmemb;
 	r->base.last_io = uv_now(r->reg->http.loop);
 	if (!r->base.checked) {
