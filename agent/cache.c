@@ -651,7 +651,8 @@ static void sweep_orphans(struct cache *c)
 		while (d && (f = readdir(d))) {
 			struct hash_id id;
 			struct stat st;
-			if (hash_from_hex(f->d_name, &id) < 0 || cache_object_indexed(c, &id) != 0 ||
+			if (hash_from_hex(f->d_name, &id) < 0 ||
+			    cache_object_indexed(c, &id) != 0 ||
 			    fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 			    st.st_nlink > 1)
 				continue;
