@@ -7,7 +7,7 @@
  * stalls with backoff, and follows redirects (curl sends neither the token
  * nor Basic credentials to another host). Loop thread only. Callbacks run
  * from the registry's timer, never from inside the call that started the
- * request. */
+ * request. Requests run through common/http_req.c. */
 #ifndef SYNCBIT_REGISTRY_H
 #define SYNCBIT_REGISTRY_H
 
@@ -17,7 +17,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/http_multi.h"
+#include "common/http_req.h"
 #include "common/oci.h"
 
 #define REGISTRY_HEADER_MAX 2048
@@ -57,29 +57,15 @@ struct registry_req {
 	char *url;
 	void *arg;
 	/* ---- private ---- */
-	struct registry_req *prev, *next;
-	struct registry_req_list *on;
+	struct http_req base; /* RANGE: bytes base.off..base.off+base.len-1 */
 	struct registry *reg;
 	enum registry_req_kind kind;
-	int state;
 	registry_done_cb cb;
-	CURL *easy;
-	struct curl_slist *hdrs;
-	struct http_resp resp;
 	char www_auth[REGISTRY_HEADER_MAX];
-	char errbuf[CURL_ERROR_SIZE];
-	uint64_t due, last_io;
-	unsigned failures, auth_tries, token_gen;
-	int checked, discard, verdict;
-	size_t discarded, body_max;
+	unsigned auth_tries, token_gen;
+	size_t body_max;
 	uint64_t total; /* RANGE: the blob's size */
-	uint64_t off, skip, count;
-	size_t len, got;
-	uint8_t *buf;
-};
-
-struct registry_req_list {
-	struct registry_req *head, *tail;
+	uint64_t skip;
 };
 
 /* A registry client on loop; o's strings are copied. 0 or SB_EHTTP. */

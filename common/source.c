@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/http_req.h"
 #include "common/source_hub.h"
 
 void source_options_default(struct source_options *opt)
@@ -80,6 +81,14 @@ void source_free(struct source *src)
 	uri_close(&src->uri);
 	free(src->error_detail);
 	free(src);
+}
+
+void source_http_options(struct source *src, struct http_client_options *o)
+{
+	o->retries = src->opt.retries;
+	o->connect_seconds = src->opt.connect_seconds;
+	o->stall_seconds = src->opt.stall_seconds;
+	o->bytes_read = &src->bytes_read;
 }
 
 void source_set_error(struct source *src, const char *fmt, ...)

@@ -89,6 +89,11 @@ void source_options_default(struct source_options *opt);
 void source_set_error(struct source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Used by the HTTP kinds: the client options (retries, timeouts, the
+ * bytes_read counter) that src's options ask for. */
+struct http_client_options;
+void source_http_options(struct source *src, struct http_client_options *o);
+
 /* Used by the kinds: listing helpers. */
 void source_listing_close(struct source_listing *l);
 /* Sort files by path (byte order) and fix hardlink_to indices. */

@@ -1,29 +1,28 @@
 /* The http(s):// single-file source. list() learns size and validators with
  * HEAD (or a one-byte ranged GET when HEAD is refused); read() is one ranged
- * GET per call, all of them running in parallel through one curl multi on
- * the loop. A server that gives no size or no ranges is read as one
- * sequential stream instead. Every response is checked against the listing's
- * validators, so a file that changes mid-transfer fails with SB_ECHANGED
- * rather than mixing two versions. Callbacks run from one timer (`wake`),
- * never from inside libcurl or from the call that started the operation. */
+ * GET per call, all of them running in parallel through one HTTP client
+ * (common/http_req.c) on the loop. A server that gives no size or no ranges
+ * is read as one sequential stream instead. Every response is checked
+ * against the listing's validators, so a file that changes mid-transfer
+ * fails with SB_ECHANGED rather than mixing two versions. Callbacks run from
+ * the client's timer, never from inside libcurl or from the call that
+ * started the operation. */
 #include "common/source.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/http_multi.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/http_req.h"
 #include "common/log.h"
 #include "common/path.h"
 
-#define SEQ_SPILL_MAX	   (8u << 20)  /* stream bytes held ahead of the reader */
-#define SEQ_PROGRESS_RESET (1u << 20)  /* stream progress that forgives failures */
-#define ERROR_BODY_MAX	   (64u << 10) /* error page drained before hanging up */
+#define SEQ_SPILL_MAX	   (8u << 20) /* stream bytes held ahead of the reader */
+#define SEQ_PROGRESS_RESET (1u << 20) /* stream progress that forgives failures */
 #define RANGE_SPEC_MAX	   48
 
 enum req_kind {
@@ -35,52 +34,24 @@ enum req_kind {
 	REQ_SEQ_READ, /* sequential mode: a read waiting for stream bytes */
 };
 
-enum req_state { ST_IDLE, ST_RUNNING, ST_WAITING, ST_DONE };
-
-struct http_req;
-struct req_list {
-	struct http_req *head, *tail;
-};
-
 struct http_source;
 
-struct http_req {
-	struct http_req *prev, *next;
-	struct req_list *on;
+/* base comes first: the client's lists hold &base. */
+struct hs_req {
+	struct http_req base; /* off: RANGE/SEQ_READ file offset; STREAM: attempt start;
+			       count: PROBE/COUNT body bytes, others this attempt's */
 	struct http_source *hs;
 	enum req_kind kind;
-	enum req_state state;
-	CURL *easy;
-	struct curl_slist *hdrs;
-	struct http_resp resp;
-	char errbuf[CURL_ERROR_SIZE];
-	uint64_t due;	   /* ST_WAITING: loop time of the next attempt */
-	uint64_t last_io;  /* ST_RUNNING: loop time bytes last arrived */
-	unsigned failures; /* failed attempts (stream: since real progress) */
-	int checked;	   /* the response was judged at its first body byte */
-	int discard;	   /* an error response: drain it, store nothing */
-	int whole;	   /* a 200 carrying the whole file was accepted */
-	int verdict;	   /* < 0: the write callback refused the response */
-	size_t discarded;
-	int status;   /* ST_DONE: what the callback receives */
-	char *detail; /* one line for source_set_error */
-	uint64_t off; /* RANGE/SEQ_READ: file offset; STREAM: attempt start */
-	size_t len, got;
-	uint8_t *buf;
-	uint64_t skip;	/* STREAM: leading bytes of a 200 seen before */
-	uint64_t count; /* PROBE/COUNT: body bytes; others: bytes this attempt */
+	int whole;     /* a 200 carrying the whole file was accepted */
+	uint64_t skip; /* STREAM: leading bytes of a 200 seen before */
 	source_done_cb cb;
 	void *arg;
 };
 
 struct http_source {
+	struct http_client http; /* first: its close callback frees the source */
 	struct source *src;
-	uv_loop_t *loop;
-	struct http_multi *multi;
-	uv_timer_t wake;
-	int closing;
-	uint64_t stall_ms; /* 0: no stall detection */
-	char *shown_url;   /* without credentials or query: safe in messages */
+	char *shown_url; /* without credentials or query: safe in messages */
 	char *name;
 	/* What the listing learnt. */
 	char *etag; /* as sent, or NULL */
@@ -90,365 +61,143 @@ struct http_source {
 	int ranges; /* 1 ranged GETs work, 0 they do not, -1 not known yet */
 	int counted;
 	int listed;
-	uint64_t rng;
-	struct req_list active; /* running, or waiting to retry */
-	struct req_list done;	/* callbacks still to run */
 	struct {
-		struct http_req *xfer;
-		struct req_list reads;
+		struct hs_req *xfer;
+		struct http_req_list reads;
 		uint64_t pos;	   /* file offset of the next byte off the wire */
 		uint64_t next_off; /* where the next read must start */
 		struct buf spill;  /* bytes off the wire no read has asked for */
 		size_t spill_off;
-		int paused;
 		int error; /* sticky once the stream gave up */
 		char *error_detail;
 	} seq;
 };
 
-static void start_attempt(struct http_req *r);
-
-/* Lists. */
-
-static void list_push(struct req_list *l, struct http_req *r)
+static struct hs_req *to_req(struct http_req *b)
 {
-	r->on = l;
-	r->next = NULL;
-	r->prev = l->tail;
-	if (l->tail)
-		l->tail->next = r;
-	else
-		l->head = r;
-	l->tail = r;
+	return (struct hs_req *)b;
 }
 
-static void list_del(struct http_req *r)
+static struct hs_req *req_new(struct http_source *hs, enum req_kind kind)
 {
-	struct req_list *l = r->on;
-	if (!l)
-		return;
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		l->head = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	else
-		l->tail = r->prev;
-	r->prev = r->next = NULL;
-	r->on = NULL;
-}
-
-static struct http_req *req_new(struct http_source *hs, enum req_kind kind)
-{
-	struct http_req *r = xcalloc(1, sizeof *r);
+	struct hs_req *r = xcalloc(1, sizeof *r);
+	http_req_init(&r->base, &hs->http);
 	r->hs = hs;
 	r->kind = kind;
-	http_resp_reset(&r->resp);
 	return r;
 }
 
-static void req_drop_easy(struct http_req *r)
+static void req_free(struct hs_req *r)
 {
-	if (!r->easy)
-		return;
-	http_multi_remove(r->hs->multi, r->easy);
-	curl_easy_cleanup(r->easy);
-	r->easy = NULL;
-}
-
-static void req_free(struct http_req *r)
-{
-	list_del(r);
-	req_drop_easy(r);
-	curl_slist_free_all(r->hdrs);
-	free(r->detail);
+	http_req_close(&r->base);
 	free(r);
 }
 
-static const char *req_method(const struct http_req *r)
+static void seq_fail(struct http_source *hs, struct hs_req *x);
+
+/* The client's hooks. */
+
+static void describe(const struct http_req *b, struct buf *out)
 {
-	return r->kind == REQ_HEAD ? "HEAD" : "GET";
+	const struct hs_req *r = (const struct hs_req *)b;
+	buf_printf(out, "%s %s: ", r->kind == REQ_HEAD ? "HEAD" : "GET", r->hs->shown_url);
 }
 
-static void set_detail(struct http_req *r, const char *fmt, va_list ap)
+/* A failed stream fails its waiting reads at once. */
+static int finishing(struct http_req *b)
 {
-	struct buf b = BUF_INIT;
-	buf_printf(&b, "%s %s: ", req_method(r), r->hs->shown_url);
-	buf_vprintf(&b, fmt, ap);
-	free(r->detail);
-	r->detail = buf_steal(&b);
+	struct hs_req *r = to_req(b);
+	if (r->kind != REQ_STREAM)
+		return 0;
+	seq_fail(r->hs, r);
+	return 1;
 }
 
-/* Deferred delivery. */
-
-static void on_wake(uv_timer_t *t);
-
-/* Stalls are timed here rather than by CURLOPT_LOW_SPEED_*, whose speed is
- * averaged over several seconds: after a burst, a dead connection would
- * look alive for up to ~5 s longer than stall_seconds. A stream paused by
- * back-pressure is idle on purpose. */
-static int watched(const struct http_source *hs, const struct http_req *r)
+static void deliver(struct http_req *b)
 {
-	return hs->stall_ms && r->state == ST_RUNNING && r->easy &&
-	       !(r->kind == REQ_STREAM && hs->seq.paused);
+	struct hs_req *r = to_req(b);
+	struct source *src = r->hs->src;
+	source_done_cb cb = r->cb;
+	void *arg = r->arg;
+	int status = b->status;
+	if (status < 0 && b->detail)
+		source_set_error(src, "%s", b->detail);
+	req_free(r);
+	cb(src, status, arg);
 }
 
-static void wake_arm(struct http_source *hs)
+static void free_hook(struct http_req *b)
 {
-	if (hs->closing)
-		return;
-	uint64_t now = uv_now(hs->loop), delay = UINT64_MAX;
-	if (hs->done.head) {
-		delay = 0;
-	} else {
-		for (struct http_req *r = hs->active.head; r; r = r->next) {
-			uint64_t at;
-			if (r->state == ST_WAITING)
-				at = r->due;
-			else if (watched(hs, r))
-				at = r->last_io + hs->stall_ms;
-			else
-				continue;
-			uint64_t d = at > now ? at - now : 0;
-			if (d < delay)
-				delay = d;
-		}
-	}
-	if (delay == UINT64_MAX)
-		uv_timer_stop(&hs->wake);
-	else
-		uv_timer_start(&hs->wake, on_wake, delay, 0);
+	req_free(to_req(b));
 }
 
-static void seq_fail(struct http_source *hs, struct http_req *x);
-
-/* The operation ends with status; its callback runs from the loop. */
-static void finish(struct http_req *r, int status)
+static void status_failed(struct http_req *b)
 {
-	struct http_source *hs = r->hs;
-	r->status = status;
-	if (r->kind == REQ_STREAM) {
-		seq_fail(hs, r);
+	struct http_source *hs = to_req(b)->hs;
+	const struct http_resp *p = &b->resp;
+	if (p->status == 416 && p->range_unsatisfied && p->range_total >= 0 && hs->listed &&
+	    (uint64_t)p->range_total != hs->size) {
+		http_req_fail(b, SB_ECHANGED,
+			      "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
+			      hs->size, p->range_total);
 		return;
 	}
-	req_drop_easy(r);
-	list_del(r);
-	r->state = ST_DONE;
-	list_push(&hs->done, r);
-	wake_arm(hs);
-}
-
-static void fail(struct http_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct http_req *r, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	finish(r, code);
-}
-
-/* Refuse a response from inside the write callback; the transfer ends with
- * CURLE_WRITE_ERROR and on_done reports code. */
-static int refuse(struct http_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(struct http_req *r, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	r->verdict = code;
-	return -1;
-}
-
-static void retry_or_fail(struct http_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void on_wake(uv_timer_t *t)
-{
-	struct http_source *hs = t->data;
-	uint64_t now = uv_now(hs->loop);
-	struct http_req *r, *next;
-	for (r = hs->active.head; r; r = next) {
-		next = r->next;
-		if (r->state == ST_WAITING && r->due <= now) {
-			start_attempt(r);
-		} else if (watched(hs, r) && now - r->last_io >= hs->stall_ms) {
-			req_drop_easy(r);
-			retry_or_fail(r, SB_ESTALL, "no data for %u s", hs->src->opt.stall_seconds);
-		}
-	}
-	/* A callback may free the source: hs itself lives until the wake
-	 * timer's close callback, src does not, so stop touching src then. */
-	while ((r = hs->done.head) && !hs->closing) {
-		struct source *src = hs->src;
-		source_done_cb cb = r->cb;
-		void *arg = r->arg;
-		int status = r->status;
-		if (status < 0 && r->detail)
-			source_set_error(src, "%s", r->detail);
-		req_free(r);
-		cb(src, status, arg);
-	}
-	wake_arm(hs);
-}
-
-/* Failure handling shared by every kind. */
-
-static void retry_or_fail(struct http_req *r, int code, const char *fmt, ...)
-{
-	struct http_source *hs = r->hs;
-	struct buf what = BUF_INIT;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(&what, fmt, ap);
-	va_end(ap);
-	int retries = hs->src->opt.retries > 0 ? hs->src->opt.retries : 0;
-	/* A long stream on a flaky link may fail now and then; only failures
-	 * in a row without real progress should use up the retries. */
-	if (r->kind == REQ_STREAM && r->count >= SEQ_PROGRESS_RESET)
-		r->failures = 0;
-	r->failures++;
-	if (r->failures > (unsigned)retries) {
-		fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what), r->failures);
-	} else {
-		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &hs->rng);
-		log_info("%s %s: %s; retry %u of %d in %" PRIu64 " ms", req_method(r),
-			 hs->shown_url, buf_cstr(&what), r->failures, retries, delay);
-		r->state = ST_WAITING;
-		r->due = uv_now(hs->loop) + delay;
-		wake_arm(hs);
-	}
-	buf_close(&what);
-}
-
-static void status_failed(struct http_req *r)
-{
-	const struct http_resp *p = &r->resp;
-	long st = p->status;
-	if (st == 416 && p->range_unsatisfied && p->range_total >= 0 && r->hs->listed &&
-	    (uint64_t)p->range_total != r->hs->size) {
-		fail(r, SB_ECHANGED,
-		     "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
-		     r->hs->size, p->range_total);
-		return;
-	}
-	if (http_status_retryable(st))
-		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st, http_resp_reason(p));
-	else
-		fail(r, http_status_error(st), "HTTP %ld %s", st, http_resp_reason(p));
-}
-
-static void transport_failed(struct http_req *r, CURLcode rc)
-{
-	const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-	int code = rc == CURLE_OPERATION_TIMEDOUT ? SB_ESTALL : SB_EHTTP;
-	if (http_curl_retryable(rc))
-		retry_or_fail(r, code, "%s", why);
-	else
-		fail(r, code, "%s", why);
-}
-
-/* Deal with a failed attempt: a refusal from the write callback, an error
- * status, or a transport error. 1 when the attempt failed. */
-static int attempt_failed(struct http_req *r, CURLcode rc)
-{
-	long st = r->resp.status;
-	if (r->verdict < 0) {
-		finish(r, r->verdict);
-		return 1;
-	}
-	if ((rc == CURLE_OK || rc == CURLE_WRITE_ERROR) && (st < 200 || st >= 300)) {
-		status_failed(r);
-		return 1;
-	}
-	if (rc != CURLE_OK) {
-		transport_failed(r, rc);
-		return 1;
-	}
-	return 0;
-}
-
-static size_t drain(struct http_req *r, size_t n)
-{
-	r->discarded += n;
-	return r->discarded > ERROR_BODY_MAX ? 0 : n;
+	http_req_status_failed(b, http_resp_reason(p), 0);
 }
 
 /* Validators: every response must describe the version that was listed. */
-static int check_validators(struct http_req *r)
+static int check_validators(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
-	const struct http_resp *p = &r->resp;
+	const struct http_resp *p = &r->base.resp;
 	char a[HTTP_ETAG_MAX], b[HTTP_ETAG_MAX];
 	if (hs->etag && p->etag[0]) {
 		http_etag_opaque(hs->etag, a, sizeof a);
 		http_etag_opaque(p->etag, b, sizeof b);
 		if (strcmp(a, b) != 0)
-			return refuse(r, SB_ECHANGED,
-				      "source changed during transfer (ETag %s, now %s)", hs->etag,
-				      p->etag);
+			return http_req_refuse(&r->base, SB_ECHANGED,
+					       "source changed during transfer (ETag %s, now %s)",
+					       hs->etag, p->etag);
 	} else if (!hs->etag && hs->last_modified && p->last_modified[0] &&
 		   strcmp(hs->last_modified, p->last_modified) != 0) {
-		return refuse(r, SB_ECHANGED,
-			      "source changed during transfer (Last-Modified %s, now %s)",
-			      hs->last_modified, p->last_modified);
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "source changed during transfer (Last-Modified %s, now %s)",
+				       hs->last_modified, p->last_modified);
 	}
 	return 0;
 }
 
-static void add_header(struct http_req *r, const char *name, const char *value)
-{
-	char *line = xasprintf("%s: %s", name, value);
-	struct curl_slist *l = curl_slist_append(r->hdrs, line);
-	free(line);
-	if (!l)
-		fatal("out of memory");
-	r->hdrs = l;
-}
-
 /* If-Range turns a change of the file into a 200 instead of bytes of the
  * new version spliced into the old. A weak ETag may not be used there. */
-static void add_if_range(struct http_req *r)
+static void add_if_range(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
 	if (hs->etag && !http_etag_is_weak(hs->etag))
-		add_header(r, "If-Range", hs->etag);
+		http_req_add_header(&r->base, "If-Range: %s", hs->etag);
 	else if (!hs->etag && hs->last_modified)
-		add_header(r, "If-Range", hs->last_modified);
+		http_req_add_header(&r->base, "If-Range: %s", hs->last_modified);
 }
 
 /* list() */
 
-static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct http_req *r = arg;
-	r->last_io = uv_now(r->hs->loop);
-	http_resp_header(&r->resp, data, size * nmemb);
-	return size * nmemb;
-}
-
 static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct http_req *r = arg;
+	struct hs_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->hs->loop);
-	if (!r->checked) {
-		r->checked = 1;
-		long st = r->resp.status;
+	r->base.last_io = uv_now(r->hs->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
+		long st = r->base.resp.status;
 		if (st < 200 || st >= 300) {
-			r->discard = 1;
-		} else if (r->kind == REQ_PROBE && st == 200 && r->resp.content_length >= 0) {
+			r->base.discard = 1;
+		} else if (r->kind == REQ_PROBE && st == 200 && r->base.resp.content_length >= 0) {
 			r->whole = 1; /* the headers told us everything */
 			return 0;
 		}
 	}
-	if (r->discard)
-		return drain(r, n);
-	r->count += n;
+	if (r->base.discard)
+		return http_req_drain(&r->base, n);
+	r->base.count += n;
 	return n;
 }
 
@@ -460,7 +209,7 @@ static void take_validators(struct http_source *hs, const struct http_resp *p)
 	hs->last_modified = p->last_modified[0] ? xstrdup(p->last_modified) : NULL;
 }
 
-static void list_complete(struct http_req *r)
+static void list_complete(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
 	struct source *src = hs->src;
@@ -490,20 +239,20 @@ static void list_complete(struct http_req *r)
 	src->sequential = hs->ranges != 1 || hs->counted;
 	src->max_parallel = src->sequential ? 1 : src->opt.jobs > 0 ? src->opt.jobs : 1;
 	hs->listed = 1;
-	finish(r, 0);
+	http_req_finish(&r->base, 0);
 }
 
-static void list_next(struct http_req *r, enum req_kind kind)
+static void list_next(struct hs_req *r, enum req_kind kind)
 {
 	r->kind = kind;
-	r->failures = 0;
-	start_attempt(r);
+	r->base.failures = 0;
+	http_req_start(&r->base);
 }
 
-static void list_done(struct http_req *r, CURLcode rc)
+static void list_done(struct hs_req *r, CURLcode rc)
 {
 	struct http_source *hs = r->hs;
-	const struct http_resp *p = &r->resp;
+	const struct http_resp *p = &r->base.resp;
 	long st = p->status;
 	if (r->whole && rc == CURLE_WRITE_ERROR)
 		rc = CURLE_OK;
@@ -521,7 +270,7 @@ static void list_done(struct http_req *r, CURLcode rc)
 		list_complete(r);
 		return;
 	}
-	if (attempt_failed(r, rc))
+	if (http_req_attempt_failed(&r->base, rc))
 		return;
 	switch (r->kind) {
 	case REQ_HEAD:
@@ -553,7 +302,7 @@ static void list_done(struct http_req *r, CURLcode rc)
 				hs->size = (uint64_t)p->content_length;
 				hs->size_known = 1;
 			} else if (st == 200) { /* the whole body went by */
-				hs->size = r->count;
+				hs->size = r->base.count;
 				hs->size_known = 1;
 				hs->counted = 1;
 			}
@@ -564,7 +313,7 @@ static void list_done(struct http_req *r, CURLcode rc)
 			list_next(r, REQ_COUNT);
 		return;
 	default:
-		hs->size = r->count;
+		hs->size = r->base.count;
 		hs->size_known = 1;
 		hs->counted = 1;
 		list_complete(r);
@@ -575,86 +324,61 @@ static void list_done(struct http_req *r, CURLcode rc)
 /* Ranged reads. */
 
 /* Judge a response at its first body byte (or at its end when none came). */
-static int range_check(struct http_req *r)
+static int range_check(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
-	const struct http_resp *p = &r->resp;
-	uint64_t first = r->off + r->got, last = r->off + r->len - 1;
+	const struct http_resp *p = &r->base.resp;
 	if (p->status < 200 || p->status >= 300) {
-		r->discard = 1;
+		r->base.discard = 1;
 		return 0;
 	}
 	if (check_validators(r) < 0)
 		return -1;
-	if (p->status == 200) {
-		if (first == 0 && r->len == hs->size &&
-		    (p->content_length < 0 || (uint64_t)p->content_length == hs->size)) {
-			r->whole = 1;
-			return 0;
-		}
-		return refuse(r, SB_EHTTP,
-			      "server ignored the range bytes=%" PRIu64 "-%" PRIu64 " (HTTP 200)",
-			      first, last);
-	}
-	if (p->status != 206)
-		return refuse(r, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
-			      http_resp_reason(p));
-	if (!p->has_range || p->range_unsatisfied)
-		return refuse(r, SB_EPROTO, "HTTP 206 without a Content-Range");
-	if (p->range_total >= 0 && (uint64_t)p->range_total != hs->size)
-		return refuse(r, SB_ECHANGED,
-			      "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
-			      hs->size, p->range_total);
-	if (p->range_first != first || p->range_last > last)
-		return refuse(r, SB_EPROTO,
-			      "asked for bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64,
-			      first, last, p->range_first, p->range_last);
-	return 0;
+	int rc = http_req_check_range(&r->base, hs->size);
+	if (rc == HTTP_RANGE_RESIZED)
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "source changed during transfer (size %" PRIu64
+				       ", now %" PRId64 ")",
+				       hs->size, p->range_total);
+	return rc;
 }
 
 static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct http_req *r = arg;
+	struct hs_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->hs->loop);
-	if (!r->checked) {
-		r->checked = 1;
+	r->base.last_io = uv_now(r->hs->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0)
 			return 0;
 	}
-	if (r->discard)
-		return drain(r, n);
-	if (n > r->len - r->got) {
-		refuse(r, SB_EPROTO, "server sent more than the %zu bytes asked for", r->len);
-		return 0;
-	}
-	memcpy(r->buf + r->got, data, n);
-	r->got += n;
-	r->count += n;
-	r->hs->src->bytes_read += n;
-	return n;
+	if (r->base.discard)
+		return http_req_drain(&r->base, n);
+	return http_req_take(&r->base, data, n);
 }
 
-static void range_done(struct http_req *r, CURLcode rc)
+static void range_done(struct hs_req *r, CURLcode rc)
 {
-	if (attempt_failed(r, rc))
+	if (http_req_attempt_failed(&r->base, rc))
 		return;
-	if (!r->checked) {
-		r->checked = 1;
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0) {
-			finish(r, r->verdict);
+			http_req_finish(&r->base, r->base.verdict);
 			return;
 		}
 	}
-	if (r->got == r->len) {
-		finish(r, 0);
+	if (r->base.got == r->base.len) {
+		http_req_finish(&r->base, 0);
 		return;
 	}
 	/* A clean but short answer: ask for the rest straight away. */
-	if (r->count > 0)
-		start_attempt(r);
+	if (r->base.count > 0)
+		http_req_start(&r->base);
 	else
-		retry_or_fail(r, SB_EHTTP, "response ended %zu bytes short", r->len - r->got);
+		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
+			       r->base.len - r->base.got);
 }
 
 /* Sequential mode: one GET, its bytes handed to the reads in order. */
@@ -666,16 +390,17 @@ static size_t seq_spilled(const struct http_source *hs)
 
 static void seq_give(struct http_source *hs, const uint8_t **data, size_t *n)
 {
-	struct http_req *rd;
-	while (*n && (rd = hs->seq.reads.head)) {
-		size_t k = rd->len - rd->got < *n ? rd->len - rd->got : *n;
-		memcpy(rd->buf + rd->got, *data, k);
-		rd->got += k;
+	struct hs_req *rd;
+	while (*n && hs->seq.reads.head) {
+		rd = to_req(hs->seq.reads.head);
+		size_t k = rd->base.len - rd->base.got < *n ? rd->base.len - rd->base.got : *n;
+		memcpy(rd->base.buf + rd->base.got, *data, k);
+		rd->base.got += k;
 		*data += k;
 		*n -= k;
 		hs->src->bytes_read += k;
-		if (rd->got == rd->len)
-			finish(rd, 0);
+		if (rd->base.got == rd->base.len)
+			http_req_finish(&rd->base, 0);
 	}
 }
 
@@ -704,7 +429,6 @@ static void seq_reset(struct http_source *hs, uint64_t off)
 	hs->seq.spill_off = 0;
 	hs->seq.pos = off;
 	hs->seq.next_off = off;
-	hs->seq.paused = 0;
 	hs->seq.error = 0;
 	free(hs->seq.error_detail);
 	hs->seq.error_detail = NULL;
@@ -712,71 +436,73 @@ static void seq_reset(struct http_source *hs, uint64_t off)
 
 /* The stream gave up: every waiting read fails the same way, and so do
  * later reads until the caller starts over at another offset. */
-static void seq_fail(struct http_source *hs, struct http_req *x)
+static void seq_fail(struct http_source *hs, struct hs_req *x)
 {
 	struct http_req *rd;
 	while ((rd = hs->seq.reads.head)) {
 		free(rd->detail);
-		rd->detail = x->detail ? xstrdup(x->detail) : NULL;
-		finish(rd, x->status);
+		rd->detail = x->base.detail ? xstrdup(x->base.detail) : NULL;
+		http_req_finish(rd, x->base.status);
 	}
-	hs->seq.error = x->status;
+	hs->seq.error = x->base.status;
 	free(hs->seq.error_detail);
-	hs->seq.error_detail = x->detail;
-	x->detail = NULL;
+	hs->seq.error_detail = x->base.detail;
+	x->base.detail = NULL;
 	hs->seq.xfer = NULL;
 	req_free(x);
 }
 
-static int stream_check(struct http_req *r)
+static int stream_check(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
-	const struct http_resp *p = &r->resp;
+	const struct http_resp *p = &r->base.resp;
 	if (p->status < 200 || p->status >= 300) {
-		r->discard = 1;
+		r->base.discard = 1;
 		return 0;
 	}
 	if (check_validators(r) < 0)
 		return -1;
 	if (p->status == 206) {
-		if (!p->has_range || p->range_unsatisfied || p->range_first != r->off)
-			return refuse(r, SB_EPROTO,
-				      "asked for bytes %" PRIu64 "-, got another range", r->off);
+		if (!p->has_range || p->range_unsatisfied || p->range_first != r->base.off)
+			return http_req_refuse(&r->base, SB_EPROTO,
+					       "asked for bytes %" PRIu64 "-, got another range",
+					       r->base.off);
 		if (p->range_total >= 0 && (uint64_t)p->range_total != hs->size)
-			return refuse(r, SB_ECHANGED,
-				      "source changed during transfer (size %" PRIu64
-				      ", now %" PRId64 ")",
-				      hs->size, p->range_total);
+			return http_req_refuse(&r->base, SB_ECHANGED,
+					       "source changed during transfer (size %" PRIu64
+					       ", now %" PRId64 ")",
+					       hs->size, p->range_total);
 		return 0;
 	}
 	if (p->status != 200)
-		return refuse(r, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
-			      http_resp_reason(p));
+		return http_req_refuse(&r->base, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
+				       http_resp_reason(p));
 	if (p->content_length >= 0 && (uint64_t)p->content_length != hs->size)
-		return refuse(r, SB_ECHANGED,
-			      "source changed during transfer (size %" PRIu64 ", now %" PRId64 ")",
-			      hs->size, p->content_length);
-	r->skip = r->off; /* a whole body: earlier attempts saw its start */
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "source changed during transfer (size %" PRIu64
+				       ", now %" PRId64 ")",
+				       hs->size, p->content_length);
+	r->skip = r->base.off; /* a whole body: earlier attempts saw its start */
 	return 0;
 }
 
 static size_t on_stream_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct http_req *r = arg;
+	struct hs_req *r = arg;
 	struct http_source *hs = r->hs;
 	size_t n = size * nmemb, total = n;
-	r->last_io = uv_now(hs->loop);
-	if (!r->checked) {
-		r->checked = 1;
+	r->base.last_io = uv_now(hs->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (stream_check(r) < 0)
 			return 0;
 	}
-	if (r->discard)
-		return drain(r, n);
+	if (r->base.discard)
+		return http_req_drain(&r->base, n);
 	/* Back-pressure: curl keeps this chunk and offers it again after
 	 * curl_easy_pause(CURLPAUSE_CONT). */
 	if (!hs->seq.reads.head && r->skip < n && seq_spilled(hs) >= SEQ_SPILL_MAX) {
-		hs->seq.paused = 1;
+		r->base.paused = 1;
 		return CURL_WRITEFUNC_PAUSE;
 	}
 	size_t k = r->skip < n ? (size_t)r->skip : n;
@@ -784,27 +510,28 @@ static size_t on_stream_body(char *data, size_t size, size_t nmemb, void *arg)
 	n -= k;
 	const uint8_t *p = (const uint8_t *)data + k;
 	if (n > hs->size - hs->seq.pos) {
-		refuse(r, SB_ECHANGED,
-		       "source changed during transfer (more than %" PRIu64 " bytes)", hs->size);
+		http_req_refuse(&r->base, SB_ECHANGED,
+				"source changed during transfer (more than %" PRIu64 " bytes)",
+				hs->size);
 		return 0;
 	}
 	hs->seq.pos += n;
-	r->count += n;
+	r->base.count += n;
 	seq_give(hs, &p, &n);
 	if (n)
 		buf_append(&hs->seq.spill, p, n);
 	return total;
 }
 
-static void stream_done(struct http_req *r, CURLcode rc)
+static void stream_done(struct hs_req *r, CURLcode rc)
 {
 	struct http_source *hs = r->hs;
-	if (attempt_failed(r, rc))
+	if (http_req_attempt_failed(&r->base, rc))
 		return;
-	if (!r->checked) {
-		r->checked = 1;
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (stream_check(r) < 0) {
-			finish(r, r->verdict);
+			http_req_finish(&r->base, r->base.verdict);
 			return;
 		}
 	}
@@ -813,66 +540,62 @@ static void stream_done(struct http_req *r, CURLcode rc)
 		req_free(r);
 		return;
 	}
-	if (r->resp.status == 200 && r->resp.content_length < 0) {
-		fail(r, SB_ECHANGED,
-		     "source changed during transfer (%" PRIu64 " bytes, was %" PRIu64 ")",
-		     hs->seq.pos, hs->size);
+	if (r->base.resp.status == 200 && r->base.resp.content_length < 0) {
+		http_req_fail(&r->base, SB_ECHANGED,
+			      "source changed during transfer (%" PRIu64 " bytes, was %" PRIu64 ")",
+			      hs->seq.pos, hs->size);
 		return;
 	}
-	if (r->count > 0)
-		start_attempt(r);
+	if (r->base.count > 0)
+		http_req_start(&r->base);
 	else
-		retry_or_fail(r, SB_EHTTP, "response ended at byte %" PRIu64 " of %" PRIu64,
-			      hs->seq.pos, hs->size);
+		http_req_retry(&r->base, SB_EHTTP, "response ended at byte %" PRIu64 " of %" PRIu64,
+			       hs->seq.pos, hs->size);
 }
 
-static int read_seq(struct http_source *hs, struct http_req *r)
+static int read_seq(struct http_source *hs, struct hs_req *r)
 {
-	if (r->off != hs->seq.next_off) {
+	if (r->base.off != hs->seq.next_off) {
 		if (hs->seq.reads.head) {
 			source_set_error(hs->src,
 					 "GET %s: reads of a sequential "
 					 "source must come in order (at %" PRIu64 ", not %" PRIu64
 					 ")",
-					 hs->shown_url, hs->seq.next_off, r->off);
+					 hs->shown_url, hs->seq.next_off, r->base.off);
 			req_free(r);
 			return -EINVAL;
 		}
-		seq_reset(hs, r->off);
+		seq_reset(hs, r->base.off);
 	}
-	hs->seq.next_off = r->off + r->len;
+	hs->seq.next_off = r->base.off + r->base.len;
 	if (hs->seq.error) {
-		r->detail = hs->seq.error_detail ? xstrdup(hs->seq.error_detail) : NULL;
-		finish(r, hs->seq.error);
+		r->base.detail = hs->seq.error_detail ? xstrdup(hs->seq.error_detail) : NULL;
+		http_req_finish(&r->base, hs->seq.error);
 		return 0;
 	}
-	list_push(&hs->seq.reads, r);
+	http_req_push(&hs->seq.reads, &r->base);
 	seq_feed(hs);
-	if (r->state == ST_DONE)
+	if (r->base.state == HTTP_REQ_DONE)
 		return 0;
-	struct http_req *x = hs->seq.xfer;
+	struct hs_req *x = hs->seq.xfer;
 	if (!x) {
 		x = req_new(hs, REQ_STREAM);
+		x->base.progress_reset = SEQ_PROGRESS_RESET;
 		hs->seq.xfer = x;
-		list_push(&hs->active, x);
-		start_attempt(x);
-	} else if (hs->seq.paused && x->easy && seq_spilled(hs) < SEQ_SPILL_MAX) {
-		hs->seq.paused = 0;
-		x->last_io = uv_now(hs->loop);
-		curl_easy_pause(x->easy, CURLPAUSE_CONT);
+		http_req_start(&x->base);
+	} else if (x->base.paused && x->base.easy && seq_spilled(hs) < SEQ_SPILL_MAX) {
+		x->base.paused = 0;
+		x->base.last_io = uv_now(hs->http.loop);
+		curl_easy_pause(x->base.easy, CURLPAUSE_CONT);
 	}
 	return 0;
 }
 
 /* Transfers. */
 
-static void on_done(CURL *easy, CURLcode rc, void *arg)
+static void done(struct http_req *b, CURLcode rc)
 {
-	struct http_req *r = arg;
-	curl_easy_cleanup(easy);
-	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
+	struct hs_req *r = to_req(b);
 	switch (r->kind) {
 	case REQ_RANGE:
 		range_done(r, rc);
@@ -886,29 +609,13 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
 	}
 }
 
-static void start_attempt(struct http_req *r)
+static void setup(struct http_req *b, CURL *e)
 {
+	struct hs_req *r = to_req(b);
 	struct http_source *hs = r->hs;
-	struct source *src = hs->src;
 	char range[RANGE_SPEC_MAX];
-	CURL *e = curl_easy_init();
-	if (!e) {
-		fail(r, -ENOMEM, "cannot create a transfer");
-		return;
-	}
-	http_easy_defaults(e, src->opt.connect_seconds, src->opt.stall_seconds);
-	curl_easy_setopt(e, CURLOPT_URL, src->uri.url);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-	r->errbuf[0] = '\0';
-	http_resp_reset(&r->resp);
-	r->checked = r->discard = r->whole = r->verdict = 0;
-	r->discarded = 0;
-	r->count = 0;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
+	curl_easy_setopt(e, CURLOPT_URL, hs->src->uri.url);
+	r->whole = 0;
 	switch (r->kind) {
 	case REQ_HEAD:
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -922,17 +629,15 @@ static void start_attempt(struct http_req *r)
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_list_body);
 		break;
 	case REQ_RANGE:
-		snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, r->off + r->got,
-			 r->off + r->len - 1);
-		curl_easy_setopt(e, CURLOPT_RANGE, range);
+		http_req_set_range(b, e);
 		add_if_range(r);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
 		break;
 	case REQ_STREAM:
-		r->off = hs->seq.pos;
+		b->off = hs->seq.pos;
 		r->skip = 0;
-		if (r->off > 0 && hs->ranges == 1) {
-			snprintf(range, sizeof range, "%" PRIu64 "-", r->off);
+		if (b->off > 0 && hs->ranges == 1) {
+			snprintf(range, sizeof range, "%" PRIu64 "-", b->off);
 			curl_easy_setopt(e, CURLOPT_RANGE, range);
 			add_if_range(r);
 		}
@@ -941,22 +646,17 @@ static void start_attempt(struct http_req *r)
 	case REQ_SEQ_READ:
 		fatal("http source: a sequential read has no transfer");
 	}
-	if (r->hdrs)
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-	r->easy = e;
-	r->state = ST_RUNNING;
-	r->last_io = uv_now(hs->loop);
-	if (r->kind == REQ_STREAM)
-		hs->seq.paused = 0;
-	int rc = http_multi_add(hs->multi, e, on_done, r);
-	if (rc < 0) {
-		curl_easy_cleanup(e);
-		r->easy = NULL;
-		fail(r, rc, "cannot start the transfer");
-		return;
-	}
-	wake_arm(hs); /* the stall deadline */
 }
+
+static const struct http_req_ops req_ops = {
+    .setup = setup,
+    .done = done,
+    .deliver = deliver,
+    .describe = describe,
+    .free = free_hook,
+    .status_failed = status_failed,
+    .finishing = finishing,
+};
 
 /* Names. */
 
@@ -1026,34 +726,17 @@ out:
 	return rc;
 }
 
-static char *url_for_messages(const char *url)
-{
-	CURLU *u = curl_url();
-	char *s = NULL, *out = NULL;
-	if (!u)
-		return NULL;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
-		curl_url_set(u, CURLUPART_USER, NULL, 0);
-		curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
-		curl_url_set(u, CURLUPART_QUERY, NULL, 0);
-		curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
-		if (curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
-			out = xstrdup(s);
-	}
-	curl_free(s);
-	curl_url_cleanup(u);
-	return out;
-}
-
 /* Operations. */
 
 static int http_list(struct source *src, source_done_cb cb, void *arg)
 {
 	struct http_source *hs = src->impl;
 	char *name;
-	for (struct http_req *r = hs->active.head; r; r = r->next)
-		if (r->kind == REQ_HEAD || r->kind == REQ_PROBE || r->kind == REQ_COUNT)
+	for (struct http_req *b = hs->http.active.head; b; b = b->next) {
+		enum req_kind k = to_req(b)->kind;
+		if (k == REQ_HEAD || k == REQ_PROBE || k == REQ_COUNT)
 			return -EBUSY;
+	}
 	int rc = url_file_name(hs, &name);
 	if (rc < 0)
 		return rc;
@@ -1066,11 +749,10 @@ static int http_list(struct source *src, source_done_cb cb, void *arg)
 	hs->size_known = hs->counted = hs->listed = 0;
 	hs->ranges = -1;
 	seq_reset(hs, 0);
-	struct http_req *r = req_new(hs, REQ_HEAD);
+	struct hs_req *r = req_new(hs, REQ_HEAD);
 	r->cb = cb;
 	r->arg = arg;
-	list_push(&hs->active, r);
-	start_attempt(r);
+	http_req_start(&r->base);
 	return 0;
 }
 
@@ -1088,20 +770,19 @@ static int http_read(struct source *src, size_t index, uint64_t off, size_t len,
 				 hs->shown_url, off, len, hs->size);
 		return -EINVAL;
 	}
-	struct http_req *r = req_new(hs, src->sequential ? REQ_SEQ_READ : REQ_RANGE);
-	r->off = off;
-	r->len = len;
-	r->buf = buf;
+	struct hs_req *r = req_new(hs, src->sequential ? REQ_SEQ_READ : REQ_RANGE);
+	r->base.off = off;
+	r->base.len = len;
+	r->base.buf = buf;
 	r->cb = cb;
 	r->arg = arg;
 	if (len == 0) {
-		finish(r, 0);
+		http_req_finish(&r->base, 0);
 		return 0;
 	}
 	if (src->sequential)
 		return read_seq(hs, r);
-	list_push(&hs->active, r);
-	start_attempt(r);
+	http_req_start(&r->base);
 	return 0;
 }
 
@@ -1109,30 +790,21 @@ static void http_cancel(struct source *src)
 {
 	struct http_source *hs = src->impl;
 	struct http_req *r, *next;
-	for (r = hs->done.head; r; r = r->next) {
-		r->status = SB_ECANCELED;
-		free(r->detail);
-		r->detail = NULL;
-	}
-	for (r = hs->active.head; r; r = next) {
+	for (r = hs->http.done.head; r; r = r->next)
+		http_req_cancel(r);
+	for (r = hs->http.active.head; r; r = next) {
 		next = r->next;
-		if (r->kind == REQ_STREAM)
-			continue; /* seq_reset below */
-		free(r->detail);
-		r->detail = NULL;
-		finish(r, SB_ECANCELED);
+		if (to_req(r)->kind != REQ_STREAM) /* seq_reset below */
+			http_req_cancel(r);
 	}
-	while ((r = hs->seq.reads.head)) {
-		free(r->detail);
-		r->detail = NULL;
-		finish(r, SB_ECANCELED);
-	}
+	while ((r = hs->seq.reads.head))
+		http_req_cancel(r);
 	seq_reset(hs, 0);
 }
 
-static void wake_closed(uv_handle_t *h)
+static void source_closed(struct http_client *c)
 {
-	free(h->data);
+	free(c); /* the first member of its http_source */
 }
 
 static void http_free(struct source *src)
@@ -1140,22 +812,16 @@ static void http_free(struct source *src)
 	struct http_source *hs = src->impl;
 	if (!hs)
 		return;
-	hs->closing = 1;
-	while (hs->active.head)
-		req_free(hs->active.head);
 	while (hs->seq.reads.head)
-		req_free(hs->seq.reads.head);
-	while (hs->done.head)
-		req_free(hs->done.head);
-	hs->seq.xfer = NULL;
+		req_free(to_req(hs->seq.reads.head));
+	hs->seq.xfer = NULL; /* on active: freed with the client's requests */
 	buf_close(&hs->seq.spill);
 	free(hs->seq.error_detail);
 	free(hs->shown_url);
 	free(hs->name);
 	free(hs->etag);
 	free(hs->last_modified);
-	http_multi_free(hs->multi);
-	uv_close((uv_handle_t *)&hs->wake, wake_closed);
+	http_client_close(&hs->http, source_closed);
 	src->impl = NULL;
 }
 
@@ -1174,23 +840,20 @@ int source_http_new(struct source *src)
 		return SB_EURI;
 	struct http_source *hs = xcalloc(1, sizeof *hs);
 	hs->src = src;
-	hs->loop = src->loop;
 	hs->ranges = -1;
-	hs->stall_ms = (uint64_t)src->opt.stall_seconds * 1000;
-	hs->shown_url = url_for_messages(src->uri.url);
+	hs->shown_url = http_url_for_messages(src->uri.url);
 	if (!hs->shown_url) {
 		free(hs);
 		return SB_EURI;
 	}
-	int rc = http_multi_new(src->loop, &hs->multi);
+	struct http_client_options o;
+	source_http_options(src, &o);
+	int rc = http_client_init(&hs->http, src->loop, &req_ops, &o);
 	if (rc < 0) {
 		free(hs->shown_url);
 		free(hs);
 		return rc;
 	}
-	uv_timer_init(src->loop, &hs->wake);
-	hs->wake.data = hs;
-	hs->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)hs) | 1;
 	src->ops = &http_ops;
 	src->impl = hs;
 	src->max_parallel = src->opt.jobs > 0 ? src->opt.jobs : 1;

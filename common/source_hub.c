@@ -40,49 +40,41 @@ static int hub_read(struct source *src, size_t index, uint64_t off, size_t len, 
 	}
 	struct hub_req *r = hub_req_new(hi, REQ_RANGE);
 	r->index = index;
-	r->off = off;
-	r->len = len;
-	r->buf = buf;
+	r->base.off = off;
+	r->base.len = len;
+	r->base.buf = buf;
 	r->cb = cb;
 	r->arg = arg;
 	hub_check_asked(hi, index, off, len);
-	hub_req_push(&hi->active, r);
 	if (len == 0) {
 		hub_req_finish(r, 0, NULL);
 		return 0;
 	}
-	hub_req_start(r);
+	http_req_start(&r->base);
 	return 0;
 }
 
 static void hub_cancel(struct source *src)
 {
 	struct hub_impl *hi = impl_of(src);
-	struct hub_req *r, *next;
-	for (r = hi->done.head; r; r = r->next) {
-		if (r->kind == REQ_API)
-			continue;
-		r->status = SB_ECANCELED;
-		free(r->detail);
-		r->detail = NULL;
-	}
-	for (r = hi->active.head; r; r = next) {
+	struct http_req *r, *next;
+	for (r = hi->http.done.head; r; r = r->next)
+		if (hub_req_of(r)->kind != REQ_API)
+			http_req_cancel(r);
+	for (r = hi->http.active.head; r; r = next) {
 		next = r->next;
-		if (r->kind == REQ_API) {
-			hub_req_free(r); /* its listing is canceled below */
-			continue;
-		}
-		free(r->detail);
-		r->detail = NULL;
-		hub_req_finish(r, SB_ECANCELED, NULL);
+		if (hub_req_of(r)->kind == REQ_API)
+			hub_req_free(hub_req_of(r)); /* its listing is canceled below */
+		else
+			http_req_cancel(r);
 	}
 	/* API answers not yet delivered would continue a canceled listing. */
-	for (r = hi->done.head; r; r = next) {
+	for (r = hi->http.done.head; r; r = next) {
 		next = r->next;
-		if (r->kind == REQ_API)
-			hub_req_free(r);
+		if (hub_req_of(r)->kind == REQ_API)
+			hub_req_free(hub_req_of(r));
 	}
-	if (hi->listing && hi->listing->state != ST_DONE)
+	if (hi->listing && hi->listing->base.state != HTTP_REQ_DONE)
 		hub_req_finish(hi->listing, SB_ECANCELED, NULL);
 	hub_check_cancel(hi);
 }
@@ -126,8 +118,8 @@ static int hub_list(struct source *src, source_done_cb cb, void *arg)
 	struct hub_req *r = hub_req_new(hi, REQ_LIST);
 	r->cb = cb;
 	r->arg = arg;
-	r->state = ST_RUNNING;
-	hub_req_push(&hi->active, r);
+	r->base.state = HTTP_REQ_RUNNING;
+	http_req_push(&hi->http.active, &r->base);
 	hi->listing = r;
 	int rc = hi->pub.ops->list(&hi->pub);
 	if (rc < 0) {
@@ -137,32 +129,19 @@ static int hub_list(struct source *src, source_done_cb cb, void *arg)
 	return rc;
 }
 
-static void wake_closed(uv_handle_t *h)
-{
-	struct hub_impl *hi = h->data;
-	hi->wake_open = 0;
-	if (hi->works == 0)
-		free(hi);
-}
-
 static void hub_free(struct source *src)
 {
 	if (!src->impl)
 		return;
 	struct hub_impl *hi = impl_of(src);
-	hi->closing = 1;
+	hi->http.closing = 1;
 	if (hi->pub.ops->free)
 		hi->pub.ops->free(&hi->pub);
-	while (hi->active.head)
-		hub_req_free(hi->active.head);
-	while (hi->done.head)
-		hub_req_free(hi->done.head);
 	files_close(hi);
 	pending_close(hi);
 	free(hi->pub.endpoint);
 	free(hi->pub.auth);
-	http_multi_free(hi->multi);
-	uv_close((uv_handle_t *)&hi->wake, wake_closed);
+	hub_http_close(hi);
 	src->impl = NULL;
 }
 
@@ -179,17 +158,11 @@ int hub_init(struct source *src, const struct hub_ops *ops, const char *endpoint
 	     const char *auth_header, void *kind, struct hub **out)
 {
 	struct hub_impl *hi = xcalloc(1, sizeof *hi);
-	int rc = http_multi_new(src->loop, &hi->multi);
+	int rc = hub_http_init(hi, src);
 	if (rc < 0) {
 		free(hi);
 		return rc;
 	}
-	hi->loop = src->loop;
-	hi->stall_ms = (uint64_t)src->opt.stall_seconds * 1000;
-	hi->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)hi) | 1;
-	uv_timer_init(src->loop, &hi->wake);
-	hi->wake.data = hi;
-	hi->wake_open = 1;
 	struct hub *h = &hi->pub;
 	h->src = src;
 	h->ops = ops;
@@ -290,8 +263,8 @@ void hub_list_fail(struct hub *h, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	free(hi->listing->detail);
-	hi->listing->detail = buf_steal(&b);
+	free(hi->listing->base.detail);
+	hi->listing->base.detail = buf_steal(&b);
 	pending_close(hi);
 	hub_req_finish(hi->listing, code, NULL);
 }

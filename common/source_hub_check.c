@@ -27,8 +27,8 @@ struct hub_check_state {
 	EVP_MD_CTX *ctx;
 	uint64_t hashed; /* bytes [0, hashed) are in ctx */
 	uint64_t asked;	 /* reads asked for cover [0, asked) */
-	struct hub_req_list held;
-	struct hub_req_list batch; /* being hashed on the pool */
+	struct http_req_list held;
+	struct http_req_list batch; /* being hashed on the pool */
 	uv_work_t work;
 	size_t index;
 	struct hub_impl *hi;
@@ -107,13 +107,13 @@ static struct hub_check_state *check_get(struct hub_impl *hi, size_t index)
 	return hi->checks[index];
 }
 
-static void held_insert(struct hub_req_list *l, struct hub_req *r)
+static void held_insert(struct http_req_list *l, struct http_req *r)
 {
-	struct hub_req *at = l->head;
+	struct http_req *at = l->head;
 	while (at && at->off <= r->off)
 		at = at->next;
 	if (!at) {
-		hub_req_push(l, r);
+		http_req_push(l, r);
 		return;
 	}
 	r->on = l;
@@ -129,9 +129,8 @@ static void held_insert(struct hub_req_list *l, struct hub_req *r)
 /* Finish every held read of c with status (and detail when it fails). */
 static void release(struct hub_check_state *c, int status, const char *detail)
 {
-	struct hub_req *r;
-	while ((r = c->held.head))
-		hub_req_finish(r, status, detail);
+	while (c->held.head)
+		hub_req_finish(hub_req_of(c->held.head), status, detail);
 }
 
 /* Give up checking this file; what waits goes on unchecked. */
@@ -148,7 +147,7 @@ static void check_off(struct hub_check_state *c, const char *why)
 static void hash_work(uv_work_t *w)
 {
 	struct hub_check_state *c = w->data;
-	for (struct hub_req *r = c->batch.head; r; r = r->next) {
+	for (struct http_req *r = c->batch.head; r; r = r->next) {
 		uint64_t end = r->off + r->len;
 		if (end <= c->hashed)
 			continue; /* a re-read of bytes already hashed */
@@ -182,7 +181,7 @@ static void hash_done(uv_work_t *w, int status)
 	struct hub_check_state *c = w->data;
 	struct hub_impl *hi = c->hi;
 	hi->works--;
-	if (hi->closing) { /* the source went away: only memory is left */
+	if (hi->http.closing) { /* the source went away: only memory is left */
 		if (hi->works == 0 && !hi->wake_open)
 			free(hi);
 		return;
@@ -191,7 +190,8 @@ static void hash_done(uv_work_t *w, int status)
 	if (c->state == CHECK_ACTIVE && c->hashed == hi->pub.src->listing.files[c->index].size)
 		why = verdict(c);
 	struct hub_req *r;
-	while ((r = c->batch.head)) {
+	while (c->batch.head) {
+		r = hub_req_of(c->batch.head);
 		if (r->canceled)
 			hub_req_finish(r, SB_ECANCELED, NULL);
 		else
@@ -211,11 +211,10 @@ static void pump(struct hub_check_state *c)
 	if (c->batch.head || c->state != CHECK_ACTIVE)
 		return;
 	uint64_t reach = c->hashed;
-	struct hub_req *r;
+	struct http_req *r;
 	while ((r = c->held.head) && r->off <= reach) {
-		hub_req_unlink(r);
-		r->state = ST_HASHING;
-		hub_req_push(&c->batch, r);
+		http_req_unlink(r);
+		http_req_push(&c->batch, r);
 		if (r->off + r->len > reach)
 			reach = r->off + r->len;
 	}
@@ -223,7 +222,7 @@ static void pump(struct hub_check_state *c)
 		return;
 	c->work.data = c;
 	hi->works++;
-	int rc = uv_queue_work(hi->loop, &c->work, hash_work, hash_done);
+	int rc = uv_queue_work(hi->http.loop, &c->work, hash_work, hash_done);
 	if (rc < 0)
 		fatal("uv_queue_work: %s", uv_strerror(rc));
 }
@@ -250,9 +249,9 @@ void hub_check_landed(struct hub_req *r)
 		hub_req_finish(r, SB_ECORRUPT, NULL);
 		return;
 	}
-	hub_req_unlink(r);
-	r->state = ST_HELD;
-	held_insert(&c->held, r);
+	http_req_unlink(&r->base);
+	r->base.state = HTTP_REQ_PARKED;
+	held_insert(&c->held, &r->base);
 	pump(c);
 }
 
@@ -268,8 +267,8 @@ void hub_check_cancel(struct hub_impl *hi)
 		struct hub_check_state *c = hi->checks[i];
 		if (!c)
 			continue;
-		for (struct hub_req *r = c->batch.head; r; r = r->next)
-			r->canceled = 1;
+		for (struct http_req *r = c->batch.head; r; r = r->next)
+			hub_req_of(r)->canceled = 1;
 		release(c, SB_ECANCELED, NULL);
 	}
 }
@@ -289,7 +288,7 @@ void hub_check_close(struct hub_impl *hi)
 		if (!c)
 			continue;
 		while (c->held.head)
-			hub_req_free(c->held.head);
+			hub_req_free(hub_req_of(c->held.head));
 		/* A running job still reads c and the read buffers. Callers
 		 * free a source only once nothing is in flight, so none should
 		 * run; should one, c is left to it rather than freed under it. */

@@ -1,102 +1,43 @@
 /* The transfers of the hub sources: JSON API calls and ranged reads through
- * one curl multi on the loop, retried with backoff (Retry-After honoured),
- * timed for stalls, and checked against the listing (commit, ETag, size)
- * so that a file changing mid-pull fails with SB_ECHANGED. Callbacks run
- * from the wake timer, never from libcurl or from the starting call. */
+ * one HTTP client (common/http_req.c) on the loop, retried with backoff
+ * (Retry-After honoured), timed for stalls, and checked against the listing
+ * (commit, ETag, size) so that a file changing mid-pull fails with
+ * SB_ECHANGED. Callbacks run from the client's timer, never from libcurl or
+ * from the starting call. */
 #include "common/source_hub_impl.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/err.h"
-#include "common/log.h"
 
-#define ERROR_BODY_MAX	(64u << 10) /* error page kept for its message */
-#define RANGE_SPEC_MAX	48
 #define HEADER_LINE_MAX (HUB_URL_MAX + 64)
-
-static void retry_or_fail(struct hub_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Lists. */
-
-void hub_req_push(struct hub_req_list *l, struct hub_req *r)
-{
-	r->on = l;
-	r->next = NULL;
-	r->prev = l->tail;
-	if (l->tail)
-		l->tail->next = r;
-	else
-		l->head = r;
-	l->tail = r;
-}
-
-void hub_req_unlink(struct hub_req *r)
-{
-	struct hub_req_list *l = r->on;
-	if (!l)
-		return;
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		l->head = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	else
-		l->tail = r->prev;
-	r->prev = r->next = NULL;
-	r->on = NULL;
-}
 
 struct hub_req *hub_req_new(struct hub_impl *hi, enum hub_req_kind kind)
 {
 	struct hub_req *r = xcalloc(1, sizeof *r);
+	http_req_init(&r->base, &hi->http);
 	r->hi = hi;
 	r->kind = kind;
-	http_resp_reset(&r->resp);
 	return r;
-}
-
-static void req_drop_easy(struct hub_req *r)
-{
-	if (!r->easy)
-		return;
-	http_multi_remove(r->hi->multi, r->easy);
-	curl_easy_cleanup(r->easy);
-	r->easy = NULL;
 }
 
 void hub_req_free(struct hub_req *r)
 {
-	hub_req_unlink(r);
-	req_drop_easy(r);
-	curl_slist_free_all(r->hdrs);
+	http_req_close(&r->base);
 	buf_close(&r->body);
 	free(r->url);
-	free(r->detail);
 	free(r);
 }
 
 /* The URL without query or credentials: safe in messages. */
 static char *shown_url(const char *url)
 {
-	CURLU *u = curl_url();
-	char *s = NULL, *out = NULL;
-	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
-		curl_url_set(u, CURLUPART_USER, NULL, 0);
-		curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
-		curl_url_set(u, CURLUPART_QUERY, NULL, 0);
-		curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
-		if (curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
-			out = xstrdup(s);
-	}
-	curl_free(s);
-	curl_url_cleanup(u);
+	char *out = http_url_for_messages(url);
 	return out ? out : xstrdup("(malformed URL)");
 }
 
@@ -105,96 +46,39 @@ static const char *req_url(const struct hub_req *r)
 	return r->kind == REQ_API ? r->url : r->hi->files[r->index].url;
 }
 
-static void set_detail(struct hub_req *r, const char *fmt, va_list ap)
-{
-	struct buf b = BUF_INIT;
-	char *u = shown_url(req_url(r));
-	buf_printf(&b, "%s: GET %s: ", r->hi->pub.name, u);
-	buf_vprintf(&b, fmt, ap);
-	free(u);
-	free(r->detail);
-	r->detail = buf_steal(&b);
-}
-
-/* Deferred delivery and timers. */
-
-/* Stalls are timed here: curl's low-speed check averages over seconds. */
-static int watched(const struct hub_impl *hi, const struct hub_req *r)
-{
-	return hi->stall_ms && r->state == ST_RUNNING && r->easy;
-}
-
-static void wake_arm(struct hub_impl *hi)
-{
-	if (hi->closing)
-		return;
-	uint64_t now = uv_now(hi->loop), delay = UINT64_MAX;
-	if (hi->done.head) {
-		delay = 0;
-	} else {
-		for (struct hub_req *r = hi->active.head; r; r = r->next) {
-			uint64_t at;
-			if (r->state == ST_WAITING)
-				at = r->due;
-			else if (watched(hi, r))
-				at = r->last_io + hi->stall_ms;
-			else
-				continue;
-			uint64_t d = at > now ? at - now : 0;
-			if (d < delay)
-				delay = d;
-		}
-	}
-	if (delay == UINT64_MAX)
-		uv_timer_stop(&hi->wake);
-	else
-		uv_timer_start(&hi->wake, hub_on_wake, delay, 0);
-}
-
 void hub_req_finish(struct hub_req *r, int status, const char *detail)
 {
-	struct hub_impl *hi = r->hi;
 	if (status < 0 && detail) {
-		free(r->detail);
-		r->detail = xstrdup(detail);
+		free(r->base.detail);
+		r->base.detail = xstrdup(detail);
 	}
+	http_req_finish(&r->base, status);
+}
+
+/* The client's hooks. */
+
+static void describe(const struct http_req *b, struct buf *out)
+{
+	const struct hub_req *r = (const struct hub_req *)b;
+	char *u = shown_url(req_url(r));
+	buf_printf(out, "%s: GET %s: ", r->hi->pub.name, u);
+	free(u);
+}
+
+/* A failed read: the reads behind it must not wait for its digest. */
+static int finishing(struct http_req *b)
+{
+	struct hub_req *r = hub_req_of(b);
+	int status = b->status;
 	if (r->kind == REQ_RANGE && status < 0 && status != SB_ECANCELED && status != SB_ECORRUPT)
-		hub_check_failed(hi, r->index);
-	r->status = status;
-	req_drop_easy(r);
-	hub_req_unlink(r);
-	r->state = ST_DONE;
-	hub_req_push(&hi->done, r);
-	wake_arm(hi);
-}
-
-static void fail(struct hub_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct hub_req *r, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	hub_req_finish(r, code, NULL);
-}
-
-static int refuse(struct hub_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(struct hub_req *r, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	r->verdict = code;
-	return -1;
+		hub_check_failed(r->hi, r->index);
+	return 0;
 }
 
 static void fill_reply(const struct hub_req *r, struct hub_reply *rep, char *shown)
 {
 	memset(rep, 0, sizeof *rep);
-	rep->status = r->resp.status;
+	rep->status = r->base.resp.status;
 	snprintf(rep->error_code, sizeof rep->error_code, "%s", r->hx.error_code);
 	snprintf(rep->message, sizeof rep->message, "%s", r->hx.error_message);
 	rep->next_url = r->hx.next[0] ? (char *)r->hx.next : NULL;
@@ -220,7 +104,7 @@ static void deliver_api(struct hub_impl *hi, struct hub_req *r)
 	struct hub_reply rep;
 	json_t *doc = NULL;
 	char *shown = shown_url(r->url);
-	int status = r->status;
+	int status = r->base.status;
 	if (status == 0) {
 		json_error_t jerr;
 		doc = json_loadb((const char *)r->body.ptr, r->body.len, JSON_REJECT_DUPLICATES,
@@ -234,8 +118,8 @@ static void deliver_api(struct hub_impl *hi, struct hub_req *r)
 		take_body_message(r);
 	}
 	fill_reply(r, &rep, shown);
-	if (status < 0 && r->detail && !rep.message[0])
-		snprintf(rep.message, sizeof rep.message, "%s", r->detail);
+	if (status < 0 && r->base.detail && !rep.message[0])
+		snprintf(rep.message, sizeof rep.message, "%s", r->base.detail);
 	hub_json_cb cb = r->jcb;
 	void *arg = r->arg;
 	cb(&hi->pub, status, doc, &rep, arg);
@@ -244,114 +128,50 @@ static void deliver_api(struct hub_impl *hi, struct hub_req *r)
 	hub_req_free(r);
 }
 
-void hub_on_wake(uv_timer_t *t)
+static void deliver(struct http_req *b)
 {
-	struct hub_impl *hi = t->data;
-	uint64_t now = uv_now(hi->loop);
-	struct hub_req *r, *next;
-	for (r = hi->active.head; r; r = next) {
-		next = r->next;
-		if (r->state == ST_WAITING && r->due <= now) {
-			hub_req_start(r);
-		} else if (watched(hi, r) && now - r->last_io >= hi->stall_ms) {
-			req_drop_easy(r);
-			retry_or_fail(r, SB_ESTALL, "no data for %u s",
-				      hi->pub.src->opt.stall_seconds);
-		}
-	}
-	/* A callback may free the source; hi lives until the timer's close
-	 * callback (and the last pool job), src does not. */
-	while ((r = hi->done.head) && !hi->closing) {
-		hub_req_unlink(r);
-		if (r->kind == REQ_API) {
-			deliver_api(hi, r);
-			continue;
-		}
-		struct source *src = hi->pub.src;
-		source_done_cb cb = r->cb;
-		void *arg = r->arg;
-		int status = r->status;
-		if (status < 0 && r->detail)
-			source_set_error(src, "%s", r->detail);
-		if (r == hi->listing)
-			hi->listing = NULL;
-		hub_req_free(r);
-		cb(src, status, arg);
-	}
-	wake_arm(hi);
-}
-
-/* Failure handling. */
-
-static void retry_or_fail(struct hub_req *r, int code, const char *fmt, ...)
-{
+	struct hub_req *r = hub_req_of(b);
 	struct hub_impl *hi = r->hi;
-	struct buf what = BUF_INIT;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(&what, fmt, ap);
-	va_end(ap);
-	int retries = hi->pub.src->opt.retries > 0 ? hi->pub.src->opt.retries : 0;
-	r->failures++;
-	if (r->failures > (unsigned)retries) {
-		fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what), r->failures);
-	} else {
-		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &hi->rng);
-		char *u = shown_url(req_url(r));
-		log_info("%s: GET %s: %s; retry %u of %d in %" PRIu64 " ms", hi->pub.name, u,
-			 buf_cstr(&what), r->failures, retries, delay);
-		free(u);
-		r->state = ST_WAITING;
-		r->due = uv_now(hi->loop) + delay;
-		wake_arm(hi);
+	if (r->kind == REQ_API) {
+		deliver_api(hi, r);
+		return;
 	}
-	buf_close(&what);
+	struct source *src = hi->pub.src;
+	source_done_cb cb = r->cb;
+	void *arg = r->arg;
+	int status = b->status;
+	if (status < 0 && b->detail)
+		source_set_error(src, "%s", b->detail);
+	if (r == hi->listing)
+		hi->listing = NULL;
+	hub_req_free(r);
+	cb(src, status, arg);
 }
 
-static void status_failed(struct hub_req *r)
+static void free_hook(struct http_req *b)
 {
-	const struct http_resp *p = &r->resp;
+	hub_req_free(hub_req_of(b));
+}
+
+static void status_failed(struct http_req *b)
+{
+	struct hub_req *r = hub_req_of(b);
+	const struct http_resp *p = &b->resp;
 	long st = p->status;
+	uint64_t size = r->kind == REQ_RANGE ? r->hi->pub.src->listing.files[r->index].size : 0;
 	const char *why = r->hx.error_code[0] ? r->hx.error_code : http_resp_reason(p);
 	if (r->kind == REQ_RANGE && st == 412) {
-		fail(r, SB_ECHANGED, "HTTP 412 %s: the file changed", why);
+		http_req_fail(b, SB_ECHANGED, "HTTP 412 %s: the file changed", why);
 		return;
 	}
 	if (r->kind == REQ_RANGE && st == 416 && p->range_unsatisfied && p->range_total >= 0 &&
-	    (uint64_t)p->range_total != r->hi->pub.src->listing.files[r->index].size) {
-		fail(r, SB_ECHANGED, "size is now %" PRId64 ", the listing said %" PRIu64,
-		     p->range_total, r->hi->pub.src->listing.files[r->index].size);
+	    (uint64_t)p->range_total != size) {
+		http_req_fail(b, SB_ECHANGED, "size is now %" PRId64 ", the listing said %" PRIu64,
+			      p->range_total, size);
 		return;
 	}
 	/* A signed CDN address may expire: asking the hub again gets a new one. */
-	int cdn_expired = r->kind == REQ_RANGE && st == 403 && r->hx.responses > 1;
-	if (http_status_retryable(st) || cdn_expired)
-		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st, why);
-	else
-		fail(r, http_status_error(st), "HTTP %ld %s", st, why);
-}
-
-static int attempt_failed(struct hub_req *r, CURLcode rc)
-{
-	long st = r->resp.status;
-	if (r->verdict < 0) {
-		hub_req_finish(r, r->verdict, NULL);
-		return 1;
-	}
-	if ((rc == CURLE_OK || rc == CURLE_WRITE_ERROR) && (st < 200 || st >= 300)) {
-		status_failed(r);
-		return 1;
-	}
-	if (rc != CURLE_OK) {
-		const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-		int code = rc == CURLE_OPERATION_TIMEDOUT ? SB_ESTALL : SB_EHTTP;
-		if (http_curl_retryable(rc))
-			retry_or_fail(r, code, "%s", why);
-		else
-			fail(r, code, "%s", why);
-		return 1;
-	}
-	return 0;
+	http_req_status_failed(b, why, r->kind == REQ_RANGE && st == 403 && r->hx.responses > 1);
 }
 
 /* Response headers. */
@@ -431,13 +251,9 @@ static void hub_header(struct hub_req *r, const char *line, size_t n)
 		copy_value(x->first_etag, sizeof x->first_etag, v);
 }
 
-static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+static void on_header(struct http_req *b, const char *line, size_t n)
 {
-	struct hub_req *r = arg;
-	r->last_io = uv_now(r->hi->loop);
-	http_resp_header(&r->resp, data, size * nmemb);
-	hub_header(r, data, size * nmemb);
-	return size * nmemb;
+	hub_header(hub_req_of(b), line, n);
 }
 
 /* API calls. */
@@ -446,21 +262,23 @@ static size_t on_api_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct hub_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->hi->loop);
-	if (!r->checked) {
-		r->checked = 1;
-		r->discard = r->resp.status < 200 || r->resp.status >= 300;
-		if (!r->discard && r->resp.content_length > (int64_t)HUB_API_BODY_MAX) {
-			refuse(r, SB_ETOOBIG, "answer of %" PRId64 " bytes (limit %u)",
-			       r->resp.content_length, HUB_API_BODY_MAX);
+	r->base.last_io = uv_now(r->hi->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
+		r->base.discard = r->base.resp.status < 200 || r->base.resp.status >= 300;
+		if (!r->base.discard && r->base.resp.content_length > (int64_t)HUB_API_BODY_MAX) {
+			http_req_refuse(&r->base, SB_ETOOBIG,
+					"answer of %" PRId64 " bytes (limit %u)",
+					r->base.resp.content_length, HUB_API_BODY_MAX);
 			return 0;
 		}
 	}
-	size_t limit = r->discard ? ERROR_BODY_MAX : HUB_API_BODY_MAX;
+	size_t limit = r->base.discard ? HTTP_ERROR_BODY_MAX : HUB_API_BODY_MAX;
 	if (r->body.len + n > limit) {
-		if (r->discard)
+		if (r->base.discard)
 			return 0; /* enough of the error page */
-		refuse(r, SB_ETOOBIG, "answer larger than %u bytes", HUB_API_BODY_MAX);
+		http_req_refuse(&r->base, SB_ETOOBIG, "answer larger than %u bytes",
+				HUB_API_BODY_MAX);
 		return 0;
 	}
 	buf_append(&r->body, data, n);
@@ -469,12 +287,13 @@ static size_t on_api_body(char *data, size_t size, size_t nmemb, void *arg)
 
 static void api_done(struct hub_req *r, CURLcode rc)
 {
-	if (r->discard && rc == CURLE_WRITE_ERROR)
+	if (r->base.discard && rc == CURLE_WRITE_ERROR)
 		rc = CURLE_OK; /* the error page was cut short on purpose */
-	if (attempt_failed(r, rc))
+	if (http_req_attempt_failed(&r->base, rc))
 		return;
 	if (r->hx.next_overflow) {
-		fail(r, SB_ETOOBIG, "a Link header longer than %u bytes", HUB_URL_MAX);
+		http_req_fail(&r->base, SB_ETOOBIG, "a Link header longer than %u bytes",
+			      HUB_URL_MAX);
 		return;
 	}
 	hub_req_finish(r, 0, NULL);
@@ -496,176 +315,145 @@ static int check_version(struct hub_req *r)
 	char got[HTTP_ETAG_MAX];
 	if (r->hx.repo_commit[0] && version && hub_is_hex(version, strlen(version)) &&
 	    strcmp(r->hx.repo_commit, version) != 0)
-		return refuse(r, SB_ECHANGED, "served from commit %s, not %s", r->hx.repo_commit,
-			      version);
+		return http_req_refuse(&r->base, SB_ECHANGED, "served from commit %s, not %s",
+				       r->hx.repo_commit, version);
 	const char *tag = r->hx.linked_etag[0] ? r->hx.linked_etag : r->hx.first_etag;
 	if (x->etag && tag[0]) {
 		http_etag_opaque(tag, got, sizeof got);
 		if (strcmp(got, x->etag) != 0)
-			return refuse(r, SB_ECHANGED, "ETag %s, the listing said %s", got, x->etag);
+			return http_req_refuse(&r->base, SB_ECHANGED,
+					       "ETag %s, the listing said %s", got, x->etag);
 	}
 	return 0;
 }
 
 static int range_check(struct hub_req *r)
 {
-	const struct http_resp *p = &r->resp;
+	const struct http_resp *p = &r->base.resp;
 	uint64_t size = req_file(r)->size;
-	uint64_t first = r->off + r->got, last = r->off + r->len - 1;
 	if (p->status < 200 || p->status >= 300) {
-		r->discard = 1;
+		r->base.discard = 1;
 		return 0;
 	}
 	if (check_version(r) < 0)
 		return -1;
-	if (p->status == 200) {
-		if (first == 0 && r->len == size &&
-		    (p->content_length < 0 || (uint64_t)p->content_length == size))
-			return 0;
-		return refuse(r, SB_EHTTP,
-			      "server ignored the range bytes=%" PRIu64 "-%" PRIu64 " (HTTP 200)",
-			      first, last);
-	}
-	if (p->status != 206)
-		return refuse(r, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
-			      http_resp_reason(p));
-	if (!p->has_range || p->range_unsatisfied)
-		return refuse(r, SB_EPROTO, "HTTP 206 without a Content-Range");
-	if (p->range_total >= 0 && (uint64_t)p->range_total != size)
-		return refuse(r, SB_ECHANGED, "size is now %" PRId64 ", the listing said %" PRIu64,
-			      p->range_total, size);
-	if (p->range_first != first || p->range_last > last)
-		return refuse(r, SB_EPROTO,
-			      "asked for bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64,
-			      first, last, p->range_first, p->range_last);
-	return 0;
+	int rc = http_req_check_range(&r->base, size);
+	if (rc == HTTP_RANGE_RESIZED)
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "size is now %" PRId64 ", the listing said %" PRIu64,
+				       p->range_total, size);
+	return rc;
 }
 
 static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct hub_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->hi->loop);
-	if (!r->checked) {
-		r->checked = 1;
+	r->base.last_io = uv_now(r->hi->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0)
 			return 0;
 	}
-	if (r->discard)
+	if (r->base.discard)
 		return 0; /* the status says enough */
-	if (n > r->len - r->got) {
-		refuse(r, SB_EPROTO, "server sent more than the %zu bytes asked for", r->len);
-		return 0;
-	}
-	memcpy(r->buf + r->got, data, n);
-	r->got += n;
-	r->count += n;
-	r->hi->pub.src->bytes_read += n;
-	return n;
+	return http_req_take(&r->base, data, n);
 }
 
 static void range_done(struct hub_req *r, CURLcode rc)
 {
-	if (r->discard && rc == CURLE_WRITE_ERROR)
+	if (r->base.discard && rc == CURLE_WRITE_ERROR)
 		rc = CURLE_OK;
-	if (attempt_failed(r, rc))
+	if (http_req_attempt_failed(&r->base, rc))
 		return;
-	if (!r->checked) {
-		r->checked = 1;
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0) {
-			hub_req_finish(r, r->verdict, NULL);
+			hub_req_finish(r, r->base.verdict, NULL);
 			return;
 		}
 	}
-	if (r->got == r->len) {
+	if (r->base.got == r->base.len) {
 		hub_check_landed(r);
 		return;
 	}
-	if (r->count > 0)
-		hub_req_start(r); /* a clean but short answer: ask for the rest */
+	if (r->base.count > 0)
+		http_req_start(&r->base); /* a clean but short answer: ask for the rest */
 	else
-		retry_or_fail(r, SB_EHTTP, "response ended %zu bytes short", r->len - r->got);
+		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
+			       r->base.len - r->base.got);
 }
 
 /* Transfers. */
 
-static void on_done(CURL *easy, CURLcode rc, void *arg)
+static void done(struct http_req *b, CURLcode rc)
 {
-	struct hub_req *r = arg;
-	curl_easy_cleanup(easy);
-	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
+	struct hub_req *r = hub_req_of(b);
 	if (r->kind == REQ_API)
 		api_done(r, rc);
 	else
 		range_done(r, rc);
 }
 
-static void add_header(struct hub_req *r, const char *line)
+static void setup(struct http_req *b, CURL *e)
 {
-	struct curl_slist *l = curl_slist_append(r->hdrs, line);
-	if (!l)
-		fatal("out of memory");
-	r->hdrs = l;
-}
-
-void hub_req_start(struct hub_req *r)
-{
+	struct hub_req *r = hub_req_of(b);
 	struct hub_impl *hi = r->hi;
-	struct source *src = hi->pub.src;
-	char range[RANGE_SPEC_MAX];
-	CURL *e = curl_easy_init();
-	if (!e) {
-		fail(r, -ENOMEM, "cannot create a transfer");
-		return;
-	}
-	http_easy_defaults(e, src->opt.connect_seconds, src->opt.stall_seconds);
 	curl_easy_setopt(e, CURLOPT_URL, req_url(r));
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-	r->errbuf[0] = '\0';
-	http_resp_reset(&r->resp);
 	memset(&r->hx, 0, sizeof r->hx);
-	r->checked = r->discard = r->verdict = 0;
-	r->count = 0;
 	buf_reset(&r->body);
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
 	/* libcurl keeps custom Authorization and Cookie headers from other
 	 * hosts a redirect leads to (the CDN never sees the token). */
 	if (hi->pub.auth)
-		add_header(r, hi->pub.auth);
+		http_req_add_header(b, "%s", hi->pub.auth);
 	if (r->kind == REQ_API) {
-		add_header(r, "Accept: application/json");
+		http_req_add_header(b, "Accept: application/json");
 		curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_api_body);
 	} else {
-		snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, r->off + r->got,
-			 r->off + r->len - 1);
-		curl_easy_setopt(e, CURLOPT_RANGE, range);
+		http_req_set_range(b, e);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
 	}
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-	r->easy = e;
-	r->state = ST_RUNNING;
-	r->last_io = uv_now(hi->loop);
-	int rc = http_multi_add(hi->multi, e, on_done, r);
-	if (rc < 0) {
-		curl_easy_cleanup(e);
-		r->easy = NULL;
-		fail(r, rc, "cannot start the transfer");
-		return;
-	}
-	wake_arm(hi);
+}
+
+static const struct http_req_ops req_ops = {
+    .setup = setup,
+    .done = done,
+    .deliver = deliver,
+    .describe = describe,
+    .free = free_hook,
+    .header = on_header,
+    .status_failed = status_failed,
+    .finishing = finishing,
+};
+
+static void client_closed(struct http_client *c)
+{
+	struct hub_impl *hi = (struct hub_impl *)((char *)c - offsetof(struct hub_impl, http));
+	hi->wake_open = 0;
+	if (hi->works == 0)
+		free(hi);
+}
+
+int hub_http_init(struct hub_impl *hi, struct source *src)
+{
+	struct http_client_options o;
+	source_http_options(src, &o);
+	int rc = http_client_init(&hi->http, src->loop, &req_ops, &o);
+	if (rc == 0)
+		hi->wake_open = 1;
+	return rc;
+}
+
+void hub_http_close(struct hub_impl *hi)
+{
+	http_client_close(&hi->http, client_closed);
 }
 
 int hub_get_json(struct hub *h, const char *url, hub_json_cb cb, void *arg)
 {
 	struct hub_impl *hi = h->impl;
-	if (hi->closing)
+	if (hi->http.closing)
 		return SB_ECANCELED;
 	if (strlen(url) >= HUB_URL_MAX)
 		return SB_ETOOBIG;
@@ -673,7 +461,6 @@ int hub_get_json(struct hub *h, const char *url, hub_json_cb cb, void *arg)
 	r->url = xstrdup(url);
 	r->jcb = cb;
 	r->arg = arg;
-	hub_req_push(&hi->active, r);
-	hub_req_start(r);
+	http_req_start(&r->base);
 	return 0;
 }

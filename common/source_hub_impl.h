@@ -4,10 +4,10 @@
  * source_hub.h. Loop thread only, except the digest jobs on the pool.
  *
  * Every request (an API call, a ranged read, the listing itself) is a
- * struct hub_req on one list at a time: active (running, or waiting to
- * retry), a file's held list (its bytes are in but wait for the bytes
- * before them to be hashed), a file's batch (being hashed) or done
- * (callbacks still to run, from the `wake` timer). */
+ * struct hub_req on one list at a time: the HTTP client's active (running,
+ * or waiting to retry), a file's held list (its bytes are in but wait for
+ * the bytes before them to be hashed), a file's batch (being hashed) or the
+ * client's done (callbacks still to run, from its timer). */
 #ifndef SYNCBIT_SOURCE_HUB_IMPL_H
 #define SYNCBIT_SOURCE_HUB_IMPL_H
 
@@ -16,17 +16,12 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/http_multi.h"
+#include "common/http_req.h"
 #include "common/source_hub.h"
 
 #define HUB_DIGEST_MAX 32 /* bytes of the longest digest checked */
 
 enum hub_req_kind { REQ_LIST, REQ_API, REQ_RANGE };
-enum hub_req_state { ST_IDLE, ST_RUNNING, ST_WAITING, ST_HELD, ST_HASHING, ST_DONE };
-
-struct hub_req_list {
-	struct hub_req *head, *tail;
-};
 
 /* Headers that only some hops of a redirect chain carry. */
 struct hub_hdrs {
@@ -40,33 +35,20 @@ struct hub_hdrs {
 	char first_etag[HTTP_ETAG_MAX]; /* ETag of the hub's own (first) answer */
 };
 
+/* base comes first: the lists hold &base. REQ_RANGE reads base.off,
+ * base.len into base.buf. */
 struct hub_req {
-	struct hub_req *prev, *next;
-	struct hub_req_list *on;
+	struct http_req base;
 	struct hub_impl *hi;
 	enum hub_req_kind kind;
-	enum hub_req_state state;
-	CURL *easy;
-	struct curl_slist *hdrs;
-	struct http_resp resp;
 	struct hub_hdrs hx;
-	char errbuf[CURL_ERROR_SIZE];
-	uint64_t due, last_io;
-	unsigned failures;
-	int checked, discard, verdict;
-	int status;
-	char *detail; /* one line for source_set_error */
 	/* REQ_API */
 	char *url;
 	struct buf body;
 	hub_json_cb jcb;
 	/* REQ_RANGE */
 	size_t index;
-	uint64_t off;
-	size_t len, got;
-	uint8_t *buf;
-	uint64_t count; /* bytes of this attempt */
-	int canceled;	/* while hashing: deliver SB_ECANCELED */
+	int canceled; /* while hashing: deliver SB_ECANCELED */
 	/* REQ_LIST and REQ_RANGE */
 	source_done_cb cb;
 	void *arg;
@@ -89,15 +71,9 @@ struct hub_check_state; /* source_hub_check.c */
 
 struct hub_impl {
 	struct hub pub;
-	uv_loop_t *loop;
-	struct http_multi *multi;
-	uv_timer_t wake;
-	int closing;
+	struct http_client http;
 	int works; /* digest jobs on the pool: the memory stays until they end */
 	int wake_open;
-	uint64_t stall_ms;
-	uint64_t rng;
-	struct hub_req_list active, done;
 	struct hub_req *listing; /* the REQ_LIST in progress */
 	int listed;
 	struct hub_file *files;		 /* parallel to src->listing.files */
@@ -108,17 +84,20 @@ struct hub_impl {
 };
 
 /* Requests (source_hub_http.c). */
-void hub_req_push(struct hub_req_list *l, struct hub_req *r);
-void hub_req_unlink(struct hub_req *r);
+static inline struct hub_req *hub_req_of(struct http_req *b)
+{
+	return (struct hub_req *)b;
+}
+/* The hub's HTTP client on src's loop. 0 or SB_EHTTP. */
+int hub_http_init(struct hub_impl *hi, struct source *src);
+/* Free the requests on active and done and close the client; hi goes once
+ * its timer closed and no digest job runs. */
+void hub_http_close(struct hub_impl *hi);
 struct hub_req *hub_req_new(struct hub_impl *hi, enum hub_req_kind kind);
 void hub_req_free(struct hub_req *r);
-/* Send (again) what r asks for. */
-void hub_req_start(struct hub_req *r);
-/* r ends with status; its callback runs from the wake timer. With detail
- * (copied) when it fails. */
+/* r ends with status; its callback runs from the client's timer. With
+ * detail (copied) when it fails. */
 void hub_req_finish(struct hub_req *r, int status, const char *detail);
-/* The wake timer's callback: retries, stalls and callbacks. */
-void hub_on_wake(uv_timer_t *t);
 
 /* Digest checks (source_hub_check.c). */
 size_t hub_check_len(enum hub_check c);

@@ -1,18 +1,18 @@
 /* The s3://bucket/prefix source. list() pages through ListObjectsV2
  * (continuation tokens, 1000 keys a page) and turns the keys under the
  * prefix into confined relative paths; read() is one ranged GET per call,
- * all of them in parallel through one curl multi on the loop, each sent
- * with If-Match on the listed ETag and checked against it, so an object
- * replaced mid-pull fails with SB_ECHANGED instead of mixing versions.
+ * all of them in parallel through one HTTP client (common/http_req.c) on
+ * the loop, each sent with If-Match on the listed ETag and checked against
+ * it, so an object replaced mid-pull fails with SB_ECHANGED instead of
+ * mixing versions.
  * Requests are signed with SigV4 (common/sigv4.c) when credentials are set.
- * Callbacks run from one timer (`wake`), never from inside libcurl or from
+ * Callbacks run from the client's timer, never from inside libcurl or from
  * the call that started the operation. */
 #include "common/source.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -20,22 +20,19 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_multi.h"
+#include "common/http_req.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
 #include "common/s3.h"
 #include "common/sigv4.h"
 
-#define LIST_PAGE_KEYS	     "1000"	 /* the most ListObjectsV2 returns */
-#define LIST_BODY_MAX	     (8u << 20)	 /* one page of 1000 long keys is ~1 MB */
-#define ERROR_BODY_MAX	     (64u << 10) /* error document kept for its Code */
-#define RANGE_SPEC_MAX	     48
+#define LIST_PAGE_KEYS	     "1000"	/* the most ListObjectsV2 returns */
+#define LIST_BODY_MAX	     (8u << 20) /* one page of 1000 long keys is ~1 MB */
 #define QUERY_PARAMS_MAX     5
 #define BUCKET_REGION_HEADER "x-amz-bucket-region:"
 
 enum req_kind { REQ_LIST, REQ_RANGE };
-enum req_state { ST_RUNNING, ST_WAITING, ST_DONE };
 enum list_phase {
 	PHASE_DIR,    /* the keys under "prefix/" */
 	PHASE_SINGLE, /* nothing there: is "prefix" itself an object? */
@@ -43,32 +40,15 @@ enum list_phase {
 
 struct s3_source;
 
+/* base comes first: the client's lists hold &base. */
 struct s3_req {
-	struct s3_req *prev, *next;
-	int on_done_list;
+	struct http_req base;
 	struct s3_source *s3;
 	enum req_kind kind;
-	enum req_state state;
-	CURL *easy;
-	struct curl_slist *hdrs;
-	struct http_resp resp;
-	char errbuf[CURL_ERROR_SIZE];
 	char bucket_region[S3_REGION_MAX]; /* x-amz-bucket-region of the answer */
 	struct buf body;		   /* LIST: the page; any kind: an error document */
-	uint64_t due;			   /* ST_WAITING: loop time of the next attempt */
-	uint64_t last_io;		   /* ST_RUNNING: loop time bytes last arrived */
-	unsigned failures;		   /* failed attempts */
-	int checked;			   /* the response was judged at its first body byte */
-	int verdict;			   /* < 0: the write callback refused the response */
-	int status;			   /* ST_DONE: what the callback receives */
-	char *detail;			   /* one line for source_set_error */
 	char *what;			   /* "s3://bucket/key" before messages; NULL: a listing */
-	/* REQ_RANGE */
-	size_t index;
-	uint64_t off;
-	size_t len, got;
-	uint8_t *buf;
-	uint64_t count; /* bytes this attempt */
+	size_t index;			   /* REQ_RANGE */
 	/* REQ_LIST */
 	enum list_phase phase;
 	char *token; /* continuation token of the page asked for */
@@ -76,18 +56,9 @@ struct s3_req {
 	void *arg;
 };
 
-struct req_list {
-	struct s3_req *head;
-};
-
 struct s3_source {
+	struct http_client http; /* first: its close callback frees the source */
 	struct source *src;
-	uv_loop_t *loop;
-	struct http_multi *multi;
-	uv_timer_t wake;
-	int closing;
-	uint64_t stall_ms;
-	uint64_t rng;
 	struct s3_config cfg;
 	char *config_error; /* reported by list(), where the user sees it */
 	char *shown;	    /* "s3://bucket/prefix" */
@@ -96,200 +67,56 @@ struct s3_source {
 	int listed;
 	struct source_listing building;
 	size_t cap;
-	struct req_list active; /* running, or waiting to retry */
-	struct req_list done;	/* callbacks still to run */
 };
 
-static void start_attempt(struct s3_req *r);
-
-/* Lists (doubly linked, head only). */
-
-static void list_push(struct req_list *l, struct s3_req *r)
+static struct s3_req *to_req(struct http_req *b)
 {
-	r->prev = NULL;
-	r->next = l->head;
-	if (l->head)
-		l->head->prev = r;
-	l->head = r;
-}
-
-static void list_del(struct req_list *l, struct s3_req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else if (l->head == r)
-		l->head = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
-}
-
-static void req_unlink(struct s3_req *r)
-{
-	list_del(r->on_done_list ? &r->s3->done : &r->s3->active, r);
+	return (struct s3_req *)b;
 }
 
 static struct s3_req *req_new(struct s3_source *s3, enum req_kind kind)
 {
 	struct s3_req *r = xcalloc(1, sizeof *r);
+	http_req_init(&r->base, &s3->http);
 	r->s3 = s3;
 	r->kind = kind;
-	http_resp_reset(&r->resp);
 	return r;
-}
-
-static void req_drop_easy(struct s3_req *r)
-{
-	if (!r->easy)
-		return;
-	http_multi_remove(r->s3->multi, r->easy);
-	curl_easy_cleanup(r->easy);
-	r->easy = NULL;
 }
 
 static void req_free(struct s3_req *r)
 {
-	req_unlink(r);
-	req_drop_easy(r);
-	curl_slist_free_all(r->hdrs);
+	http_req_close(&r->base);
 	buf_close(&r->body);
-	free(r->detail);
 	free(r->what);
 	free(r->token);
 	free(r);
 }
 
-/* Deferred delivery and the stall watch. */
+/* The client's hooks. */
 
-static void on_wake(uv_timer_t *t);
-
-static void wake_arm(struct s3_source *s3)
+static void describe(const struct http_req *b, struct buf *out)
 {
-	if (s3->closing)
-		return;
-	uint64_t now = uv_now(s3->loop), delay = UINT64_MAX;
-	if (s3->done.head) {
-		delay = 0;
-	} else {
-		for (struct s3_req *r = s3->active.head; r; r = r->next) {
-			uint64_t at;
-			if (r->state == ST_WAITING)
-				at = r->due;
-			else if (s3->stall_ms && r->easy)
-				at = r->last_io + s3->stall_ms;
-			else
-				continue;
-			uint64_t d = at > now ? at - now : 0;
-			if (d < delay)
-				delay = d;
-		}
-	}
-	if (delay == UINT64_MAX)
-		uv_timer_stop(&s3->wake);
-	else
-		uv_timer_start(&s3->wake, on_wake, delay, 0);
-}
-
-static void finish(struct s3_req *r, int status)
-{
-	struct s3_source *s3 = r->s3;
-	r->status = status;
-	req_drop_easy(r);
-	req_unlink(r);
-	r->state = ST_DONE;
-	r->on_done_list = 1;
-	list_push(&s3->done, r);
-	wake_arm(s3);
-}
-
-static void set_detail(struct s3_req *r, const char *fmt, va_list ap)
-{
-	struct buf b = BUF_INIT;
+	const struct s3_req *r = (const struct s3_req *)b;
 	if (r->what)
-		buf_printf(&b, "%s: ", r->what);
-	buf_vprintf(&b, fmt, ap);
-	free(r->detail);
-	r->detail = buf_steal(&b);
+		buf_printf(out, "%s: ", r->what);
 }
 
-static void fail(struct s3_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct s3_req *r, int code, const char *fmt, ...)
+static void deliver(struct http_req *b)
 {
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	finish(r, code);
+	struct s3_req *r = to_req(b);
+	struct source *src = r->s3->src;
+	source_done_cb cb = r->cb;
+	void *arg = r->arg;
+	int status = b->status;
+	if (status < 0 && b->detail)
+		source_set_error(src, "%s", b->detail);
+	req_free(r);
+	cb(src, status, arg);
 }
 
-/* Refuse a response from inside a write callback; the transfer ends with
- * CURLE_WRITE_ERROR and on_done reports code. */
-static int refuse(struct s3_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(struct s3_req *r, int code, const char *fmt, ...)
+static void free_hook(struct http_req *b)
 {
-	va_list ap;
-	va_start(ap, fmt);
-	set_detail(r, fmt, ap);
-	va_end(ap);
-	r->verdict = code;
-	return -1;
-}
-
-static void retry_or_fail(struct s3_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void retry_or_fail(struct s3_req *r, int code, const char *fmt, ...)
-{
-	struct s3_source *s3 = r->s3;
-	struct buf what = BUF_INIT;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(&what, fmt, ap);
-	va_end(ap);
-	int retries = s3->src->opt.retries > 0 ? s3->src->opt.retries : 0;
-	r->failures++;
-	if (r->failures > (unsigned)retries) {
-		fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what), r->failures);
-	} else {
-		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &s3->rng);
-		log_info("%s: %s; retry %u of %d in %" PRIu64 " ms", r->what ? r->what : s3->shown,
-			 buf_cstr(&what), r->failures, retries, delay);
-		r->state = ST_WAITING;
-		r->due = uv_now(s3->loop) + delay;
-		wake_arm(s3);
-	}
-	buf_close(&what);
-}
-
-static void on_wake(uv_timer_t *t)
-{
-	struct s3_source *s3 = t->data;
-	uint64_t now = uv_now(s3->loop);
-	struct s3_req *r, *next;
-	for (r = s3->active.head; r; r = next) {
-		next = r->next;
-		if (r->state == ST_WAITING && r->due <= now) {
-			start_attempt(r);
-		} else if (r->state == ST_RUNNING && s3->stall_ms && r->easy &&
-			   now - r->last_io >= s3->stall_ms) {
-			req_drop_easy(r);
-			retry_or_fail(r, SB_ESTALL, "no data for %u s", s3->src->opt.stall_seconds);
-		}
-	}
-	/* A callback may free the source: s3 lives until the wake timer's
-	 * close callback, src does not. */
-	while ((r = s3->done.head) && !s3->closing) {
-		struct source *src = s3->src;
-		source_done_cb cb = r->cb;
-		void *arg = r->arg;
-		int status = r->status;
-		if (status < 0 && r->detail)
-			source_set_error(src, "%s", r->detail);
-		req_free(r);
-		cb(src, status, arg);
-	}
-	wake_arm(s3);
+	req_free(to_req(b));
 }
 
 /* Failed responses. */
@@ -300,105 +127,76 @@ static const char *credential_hint(const struct s3_source *s3)
 }
 
 /* Status and S3 error code into an error and a line for the user. */
-static void status_failed(struct s3_req *r)
+static void status_failed(struct http_req *b)
 {
+	struct s3_req *r = to_req(b);
 	struct s3_source *s3 = r->s3;
-	long st = r->resp.status;
+	long st = b->resp.status;
 	struct s3_error e;
 	if (s3_error_parse((const char *)r->body.ptr, r->body.len, &e) < 0)
-		snprintf(e.code, sizeof e.code, "%s", http_resp_reason(&r->resp));
+		snprintf(e.code, sizeof e.code, "%s", http_resp_reason(&b->resp));
 	const char *c = e.code, *msg = e.message[0] ? e.message : "";
 	const char *region = e.region[0] ? e.region : r->bucket_region;
 	if (http_status_retryable(st) || (st == 400 && !strcmp(c, "RequestTimeout"))) {
-		retry_or_fail(r, http_status_error(st), "HTTP %ld %s", st, c);
+		http_req_status_failed(b, c, 1);
 	} else if (!strcmp(c, "SignatureDoesNotMatch")) {
-		fail(r, SB_EAUTH,
-		     "HTTP %ld %s: the secret key does not match the access key %s "
-		     "(check %s)",
-		     st, c, s3->cfg.access_key, s3->cfg.credentials_from);
+		http_req_fail(b, SB_EAUTH,
+			      "HTTP %ld %s: the secret key does not match the access key %s "
+			      "(check %s)",
+			      st, c, s3->cfg.access_key, s3->cfg.credentials_from);
 	} else if (!strcmp(c, "InvalidAccessKeyId")) {
-		fail(r, SB_EAUTH,
-		     "HTTP %ld %s: S3 does not know the access key %s "
-		     "(check %s)",
-		     st, c, s3->cfg.access_key, s3->cfg.credentials_from);
+		http_req_fail(b, SB_EAUTH,
+			      "HTTP %ld %s: S3 does not know the access key %s "
+			      "(check %s)",
+			      st, c, s3->cfg.access_key, s3->cfg.credentials_from);
 	} else if (!strcmp(c, "ExpiredToken") || !strcmp(c, "InvalidToken") ||
 		   !strcmp(c, "RequestTimeTooSkewed")) {
-		fail(r, SB_EAUTH, "HTTP %ld %s: %s", st, c, msg);
+		http_req_fail(b, SB_EAUTH, "HTTP %ld %s: %s", st, c, msg);
 	} else if (st == 404 && !strcmp(c, "NoSuchBucket")) {
-		fail(r, SB_ENOTFOUND, "bucket %s does not exist (HTTP 404 NoSuchBucket)",
-		     s3->src->uri.bucket);
+		http_req_fail(b, SB_ENOTFOUND, "bucket %s does not exist (HTTP 404 NoSuchBucket)",
+			      s3->src->uri.bucket);
 	} else if (r->kind == REQ_RANGE && (st == 412 || st == 416 || st == 404)) {
-		fail(r, SB_ECHANGED, "the object changed after it was listed (HTTP %ld %s)", st, c);
+		http_req_fail(b, SB_ECHANGED,
+			      "the object changed after it was listed (HTTP %ld %s)", st, c);
 	} else if (region[0] && strcmp(region, s3->cfg.region) != 0) {
-		fail(r, SB_EHTTP4XX,
-		     "HTTP %ld %s: the bucket is in region %s, not %s "
-		     "(pass --s3-region %s or set AWS_REGION)",
-		     st, c, region, s3->cfg.region, region);
+		http_req_fail(b, SB_EHTTP4XX,
+			      "HTTP %ld %s: the bucket is in region %s, not %s "
+			      "(pass --s3-region %s or set AWS_REGION)",
+			      st, c, region, s3->cfg.region, region);
 	} else if (st == 403) {
-		fail(r, SB_EDENIED, "HTTP 403 %s%s%s%s", c, msg[0] ? ": " : "", msg,
-		     credential_hint(s3));
+		http_req_fail(b, SB_EDENIED, "HTTP 403 %s%s%s%s", c, msg[0] ? ": " : "", msg,
+			      credential_hint(s3));
 	} else {
-		fail(r, http_status_error(st), "HTTP %ld %s%s%s", st, c, msg[0] ? ": " : "", msg);
+		http_req_fail(b, http_status_error(st), "HTTP %ld %s%s%s", st, c,
+			      msg[0] ? ": " : "", msg);
 	}
-}
-
-static void transport_failed(struct s3_req *r, CURLcode rc)
-{
-	const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-	int code = rc == CURLE_OPERATION_TIMEDOUT ? SB_ESTALL : SB_EHTTP;
-	if (http_curl_retryable(rc))
-		retry_or_fail(r, code, "%s", why);
-	else
-		fail(r, code, "%s", why);
-}
-
-/* 1 when the attempt failed and was dealt with. */
-static int attempt_failed(struct s3_req *r, CURLcode rc)
-{
-	long st = r->resp.status;
-	if (r->verdict < 0) {
-		finish(r, r->verdict);
-		return 1;
-	}
-	if ((rc == CURLE_OK || rc == CURLE_WRITE_ERROR) && (st < 200 || st >= 300)) {
-		status_failed(r);
-		return 1;
-	}
-	if (rc != CURLE_OK) {
-		transport_failed(r, rc);
-		return 1;
-	}
-	return 0;
 }
 
 /* An error document is kept (bounded) for its Code. */
 static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
 {
-	if (r->body.len + n > ERROR_BODY_MAX)
+	if (r->body.len + n > HTTP_ERROR_BODY_MAX)
 		return 0;
 	buf_append(&r->body, data, n);
 	return n;
 }
 
-static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+/* S3 names the bucket's region here, also on the 301 it answers when asked
+ * in the wrong one. */
+static void on_header(struct http_req *b, const char *data, size_t n)
 {
-	struct s3_req *r = arg;
-	size_t n = size * nmemb, k = sizeof BUCKET_REGION_HEADER - 1;
-	r->last_io = uv_now(r->s3->loop);
-	http_resp_header(&r->resp, data, n);
-	/* S3 names the bucket's region here, also on the 301 it answers when
-	 * asked in the wrong one. */
+	struct s3_req *r = to_req(b);
+	size_t k = sizeof BUCKET_REGION_HEADER - 1;
 	if (n > k && !strncasecmp(data, BUCKET_REGION_HEADER, k)) {
-		size_t a = k, b;
+		size_t a = k, e;
 		while (a < n && data[a] == ' ')
 			a++;
-		for (b = a; b < n && data[b] != ' ' && data[b] != '\r' && data[b] != '\n';)
-			b++;
-		snprintf(r->bucket_region, sizeof r->bucket_region, "%.*s", (int)(b - a), data + a);
-		if (b - a >= sizeof r->bucket_region || !s3_valid_region(r->bucket_region))
+		for (e = a; e < n && data[e] != ' ' && data[e] != '\r' && data[e] != '\n';)
+			e++;
+		snprintf(r->bucket_region, sizeof r->bucket_region, "%.*s", (int)(e - a), data + a);
+		if (e - a >= sizeof r->bucket_region || !s3_valid_region(r->bucket_region))
 			r->bucket_region[0] = '\0';
 	}
-	return n;
 }
 
 /* list() */
@@ -412,7 +210,7 @@ static int add_file(struct s3_req *r, const char *path, const struct s3_object *
 {
 	struct source_listing *l = &r->s3->building;
 	if (l->nfiles >= MANIFEST_MAX_FILES) {
-		fail(r, SB_ETOOBIG, "more than %u objects", MANIFEST_MAX_FILES);
+		http_req_fail(&r->base, SB_ETOOBIG, "more than %u objects", MANIFEST_MAX_FILES);
 		return -1;
 	}
 	if (l->nfiles == r->s3->cap) {
@@ -444,16 +242,17 @@ static int take_page(struct s3_req *r, const struct s3_list_page *page)
 			const char *base = strrchr(o->key, '/');
 			base = base ? base + 1 : o->key;
 			if (path_check_relative(base) < 0) {
-				fail(r, SB_ECONFINE, "key \"%s\" cannot be used as a file name",
-				     o->key);
+				http_req_fail(&r->base, SB_ECONFINE,
+					      "key \"%s\" cannot be used as a file name", o->key);
 				return -1;
 			}
 			s3->single_key = xstrdup(o->key);
 			return add_file(r, base, o);
 		}
 		if (strncmp(o->key, s3->dir_prefix, plen) != 0) {
-			fail(r, SB_ECONFINE, "key \"%s\" lies outside the prefix \"%s\"", o->key,
-			     s3->dir_prefix);
+			http_req_fail(&r->base, SB_ECONFINE,
+				      "key \"%s\" lies outside the prefix \"%s\"", o->key,
+				      s3->dir_prefix);
 			return -1;
 		}
 		const char *rel = o->key + plen;
@@ -461,7 +260,8 @@ static int take_page(struct s3_req *r, const struct s3_list_page *page)
 		if (n == 0 || rel[n - 1] == '/')
 			continue; /* a directory marker ("folder/") */
 		if (path_check_relative(rel) < 0) {
-			fail(r, SB_ECONFINE, "key \"%s\" escapes the dataset directory", o->key);
+			http_req_fail(&r->base, SB_ECONFINE,
+				      "key \"%s\" escapes the dataset directory", o->key);
 			return -1;
 		}
 		if (add_file(r, rel, o) < 0)
@@ -481,12 +281,12 @@ static void list_complete(struct s3_req *r)
 	source_listing_sort(&src->listing);
 	for (size_t i = 1; i < src->listing.nfiles; i++)
 		if (!strcmp(src->listing.files[i - 1].path, src->listing.files[i].path)) {
-			fail(r, SB_EPROTO, "key %s%s listed twice", s3->dir_prefix,
-			     src->listing.files[i].path);
+			http_req_fail(&r->base, SB_EPROTO, "key %s%s listed twice", s3->dir_prefix,
+				      src->listing.files[i].path);
 			return;
 		}
 	s3->listed = 1;
-	finish(r, 0);
+	http_req_finish(&r->base, 0);
 }
 
 static void list_done(struct s3_req *r)
@@ -495,13 +295,14 @@ static void list_done(struct s3_req *r)
 	struct s3_list_page page;
 	char err[S3_ERR_MAX];
 	if (s3_list_parse((const char *)r->body.ptr, r->body.len, &page, err) < 0) {
-		fail(r, SB_EPROTO, "malformed ListObjectsV2 answer: %s", err);
+		http_req_fail(&r->base, SB_EPROTO, "malformed ListObjectsV2 answer: %s", err);
 		return;
 	}
 	int rc = take_page(r, &page);
 	int more = page.truncated && !s3->single_key && r->phase == PHASE_DIR;
 	if (rc == 0 && more && r->token && !strcmp(r->token, page.next_token)) {
-		fail(r, SB_EPROTO, "ListObjectsV2 returned the same continuation token twice");
+		http_req_fail(&r->base, SB_EPROTO,
+			      "ListObjectsV2 returned the same continuation token twice");
 		rc = -1;
 	}
 	if (rc < 0) {
@@ -514,18 +315,18 @@ static void list_done(struct s3_req *r)
 		page.next_token = NULL;
 	}
 	s3_list_page_close(&page);
-	r->failures = 0;
+	r->base.failures = 0;
 	if (more) {
-		start_attempt(r);
+		http_req_start(&r->base);
 	} else if (s3->building.nfiles > 0) {
 		list_complete(r);
 	} else if (r->phase == PHASE_DIR && strcmp(s3->dir_prefix, s3->src->uri.prefix) != 0) {
 		r->phase = PHASE_SINGLE;
 		free(r->token);
 		r->token = NULL;
-		start_attempt(r);
+		http_req_start(&r->base);
 	} else {
-		fail(r, SB_ENOTFOUND, "no objects under %s", s3->shown);
+		http_req_fail(&r->base, SB_ENOTFOUND, "no objects under %s", s3->shown);
 	}
 }
 
@@ -533,12 +334,13 @@ static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct s3_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->s3->loop);
-	long st = r->resp.status;
+	r->base.last_io = uv_now(r->s3->http.loop);
+	long st = r->base.resp.status;
 	if (st < 200 || st >= 300)
 		return keep_error_body(r, data, n);
 	if (r->body.len + n > LIST_BODY_MAX) {
-		refuse(r, SB_ETOOBIG, "ListObjectsV2 answer larger than %u bytes", LIST_BODY_MAX);
+		http_req_refuse(&r->base, SB_ETOOBIG, "ListObjectsV2 answer larger than %u bytes",
+				LIST_BODY_MAX);
 		return 0;
 	}
 	buf_append(&r->body, data, n);
@@ -551,106 +353,82 @@ static int range_check(struct s3_req *r)
 {
 	struct s3_source *s3 = r->s3;
 	const struct source_file *f = &s3->src->listing.files[r->index];
-	const struct http_resp *p = &r->resp;
+	const struct http_resp *p = &r->base.resp;
 	const char *want = file_etag(f);
 	char got[HTTP_ETAG_MAX];
-	uint64_t first = r->off + r->got, last = r->off + r->len - 1;
+	uint64_t first = r->base.off + r->base.got;
 	if (p->status < 200 || p->status >= 300)
 		return 0; /* an error document; judged when it is complete */
 	http_etag_opaque(p->etag, got, sizeof got);
 	if (want && p->etag[0] && strcmp(want, got) != 0)
-		return refuse(r, SB_ECHANGED,
-			      "the object changed after it was listed (ETag %s, "
-			      "now %s)",
-			      want, got);
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "the object changed after it was listed (ETag %s, "
+				       "now %s)",
+				       want, got);
 	if (p->status == 200) {
-		if (first == 0 && r->len == f->size && p->content_length == (int64_t)f->size)
+		if (first == 0 && r->base.len == f->size && p->content_length == (int64_t)f->size)
 			return 0; /* the whole object, as asked */
-		return refuse(r, SB_EPROTO, "the server ignored the Range header");
+		return http_req_refuse(&r->base, SB_EPROTO, "the server ignored the Range header");
 	}
 	if (p->status != 206 || !p->has_range || p->range_unsatisfied)
-		return refuse(r, SB_EPROTO, "unexpected HTTP %ld to a ranged GET", p->status);
+		return http_req_refuse(&r->base, SB_EPROTO, "unexpected HTTP %ld to a ranged GET",
+				       p->status);
 	if (p->range_total >= 0 && (uint64_t)p->range_total != f->size)
-		return refuse(r, SB_ECHANGED,
-			      "the object changed after it was listed (size %" PRIu64
-			      ", now %" PRId64 ")",
-			      f->size, p->range_total);
-	if (p->range_first != first || p->range_last > last)
-		return refuse(r, SB_EPROTO,
-			      "asked for bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64,
-			      first, last, p->range_first, p->range_last);
-	return 0;
+		return http_req_refuse(&r->base, SB_ECHANGED,
+				       "the object changed after it was listed (size %" PRIu64
+				       ", now %" PRId64 ")",
+				       f->size, p->range_total);
+	return http_req_check_span(&r->base);
 }
 
 static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct s3_req *r = arg;
 	size_t n = size * nmemb;
-	r->last_io = uv_now(r->s3->loop);
-	if (!r->checked) {
-		r->checked = 1;
+	r->base.last_io = uv_now(r->s3->http.loop);
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0)
 			return 0;
 	}
-	long st = r->resp.status;
+	long st = r->base.resp.status;
 	if (st < 200 || st >= 300)
 		return keep_error_body(r, data, n);
-	if (n > r->len - r->got) {
-		refuse(r, SB_EPROTO, "server sent more than the %zu bytes asked for", r->len);
-		return 0;
-	}
-	memcpy(r->buf + r->got, data, n);
-	r->got += n;
-	r->count += n;
-	r->s3->src->bytes_read += n;
-	return n;
+	return http_req_take(&r->base, data, n);
 }
 
 static void range_done(struct s3_req *r)
 {
-	if (!r->checked) {
-		r->checked = 1;
+	if (!r->base.checked) {
+		r->base.checked = 1;
 		if (range_check(r) < 0) {
-			finish(r, r->verdict);
+			http_req_finish(&r->base, r->base.verdict);
 			return;
 		}
 	}
-	if (r->got == r->len) {
-		finish(r, 0);
+	if (r->base.got == r->base.len) {
+		http_req_finish(&r->base, 0);
 		return;
 	}
 	/* A clean but short answer: ask for the rest straight away. */
-	if (r->count > 0)
-		start_attempt(r);
+	if (r->base.count > 0)
+		http_req_start(&r->base);
 	else
-		retry_or_fail(r, SB_EHTTP, "response ended %zu bytes short", r->len - r->got);
+		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
+			       r->base.len - r->base.got);
 }
 
 /* Transfers. */
 
-static void on_done(CURL *easy, CURLcode rc, void *arg)
+static void done(struct http_req *b, CURLcode rc)
 {
-	struct s3_req *r = arg;
-	curl_easy_cleanup(easy);
-	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
-	if (attempt_failed(r, rc))
+	struct s3_req *r = to_req(b);
+	if (http_req_attempt_failed(b, rc))
 		return;
 	if (r->kind == REQ_LIST)
 		list_done(r);
 	else
 		range_done(r);
-}
-
-static void add_header(struct s3_req *r, const char *name, const char *value)
-{
-	char *line = xasprintf("%s: %s", name, value);
-	struct curl_slist *l = curl_slist_append(r->hdrs, line);
-	free(line);
-	if (!l)
-		fatal("out of memory");
-	r->hdrs = l;
 }
 
 static const char *object_key(struct s3_source *s3, size_t index, struct buf *tmp)
@@ -690,7 +468,7 @@ static void build_request(struct s3_req *r, struct buf *url)
 		s3_target(c, s3->src->uri.bucket, object_key(s3, r->index, &key), "", url, &host,
 			  &path);
 	}
-	add_header(r, "Host", buf_cstr(&host));
+	http_req_add_header(&r->base, "Host: %s", buf_cstr(&host));
 	if (c->access_key) {
 		char date[SIGV4_DATE_LEN + 1];
 		sigv4_date(time(NULL), date);
@@ -717,8 +495,8 @@ static void build_request(struct s3_req *r, struct buf *url)
 		if (sigv4_authorization(&rq, &auth) < 0)
 			fatal("s3: cannot sign a complete request");
 		for (size_t i = 1; i < rq.nheaders; i++)
-			add_header(r, h[i].name, h[i].value);
-		add_header(r, "Authorization", buf_cstr(&auth));
+			http_req_add_header(&r->base, "%s: %s", h[i].name, h[i].value);
+		http_req_add_header(&r->base, "Authorization: %s", buf_cstr(&auth));
 		buf_close(&auth);
 	}
 	buf_close(&host);
@@ -727,71 +505,46 @@ static void build_request(struct s3_req *r, struct buf *url)
 	buf_close(&key);
 }
 
-static void start_attempt(struct s3_req *r)
+static void setup(struct http_req *b, CURL *e)
 {
-	struct s3_source *s3 = r->s3;
-	struct source *src = s3->src;
-	char range[RANGE_SPEC_MAX];
+	struct s3_req *r = to_req(b);
 	struct buf url = BUF_INIT;
-	CURL *e = curl_easy_init();
-	if (!e) {
-		fail(r, -ENOMEM, "cannot create a transfer");
-		return;
-	}
-	http_easy_defaults(e, src->opt.connect_seconds, src->opt.stall_seconds);
 	/* A signed request is valid for its own host only. */
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-	r->errbuf[0] = '\0';
 	r->bucket_region[0] = '\0';
-	http_resp_reset(&r->resp);
-	r->checked = r->verdict = 0;
-	r->count = 0;
 	buf_reset(&r->body);
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
 	build_request(r, &url);
 	curl_easy_setopt(e, CURLOPT_URL, buf_cstr(&url));
 	buf_close(&url);
 	if (r->kind == REQ_LIST) {
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_list_body);
 	} else {
-		const char *etag = file_etag(&src->listing.files[r->index]);
-		snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, r->off + r->got,
-			 r->off + r->len - 1);
-		curl_easy_setopt(e, CURLOPT_RANGE, range);
-		if (etag) {
-			char *quoted = xasprintf("\"%s\"", etag);
-			add_header(r, "If-Match", quoted);
-			free(quoted);
-		}
+		const char *etag = file_etag(&r->s3->src->listing.files[r->index]);
+		http_req_set_range(b, e);
+		if (etag)
+			http_req_add_header(b, "If-Match: \"%s\"", etag);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
 	}
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-	r->easy = e;
-	r->state = ST_RUNNING;
-	r->last_io = uv_now(s3->loop);
-	int rc = http_multi_add(s3->multi, e, on_done, r);
-	if (rc < 0) {
-		curl_easy_cleanup(e);
-		r->easy = NULL;
-		fail(r, rc, "cannot start the transfer");
-		return;
-	}
-	wake_arm(s3); /* the stall deadline */
 }
+
+static const struct http_req_ops req_ops = {
+    .setup = setup,
+    .done = done,
+    .deliver = deliver,
+    .describe = describe,
+    .free = free_hook,
+    .header = on_header,
+    .status_failed = status_failed,
+};
 
 /* Operations. */
 
 static int s3_list(struct source *src, source_done_cb cb, void *arg)
 {
 	struct s3_source *s3 = src->impl;
-	for (struct s3_req *r = s3->active.head; r; r = r->next)
-		if (r->kind == REQ_LIST)
+	for (struct http_req *b = s3->http.active.head; b; b = b->next)
+		if (to_req(b)->kind == REQ_LIST)
 			return -EBUSY;
 	source_listing_close(&s3->building);
 	s3->cap = 0;
@@ -802,13 +555,12 @@ static int s3_list(struct source *src, source_done_cb cb, void *arg)
 	r->cb = cb;
 	r->arg = arg;
 	r->phase = PHASE_DIR;
-	list_push(&s3->active, r);
 	if (s3->config_error) {
-		fail(r, SB_ECONFIG, "%s", s3->config_error);
+		http_req_fail(&r->base, SB_ECONFIG, "%s", s3->config_error);
 		return 0;
 	}
 	r->what = xasprintf("ListObjectsV2 %s://%s%s", s3->cfg.scheme, s3->cfg.host, s3->cfg.base);
-	start_attempt(r);
+	http_req_start(&r->base);
 	return 0;
 }
 
@@ -832,39 +584,33 @@ static int s3_read(struct source *src, size_t index, uint64_t off, size_t len, v
 	r->what = xasprintf("s3://%s/%s", src->uri.bucket, object_key(s3, index, &key));
 	buf_close(&key);
 	r->index = index;
-	r->off = off;
-	r->len = len;
-	r->buf = buf;
+	r->base.off = off;
+	r->base.len = len;
+	r->base.buf = buf;
 	r->cb = cb;
 	r->arg = arg;
-	list_push(&s3->active, r);
 	if (len == 0)
-		finish(r, 0);
+		http_req_finish(&r->base, 0);
 	else
-		start_attempt(r);
+		http_req_start(&r->base);
 	return 0;
 }
 
 static void s3_cancel(struct source *src)
 {
 	struct s3_source *s3 = src->impl;
-	struct s3_req *r, *next;
-	for (r = s3->done.head; r; r = r->next) {
-		r->status = SB_ECANCELED;
-		free(r->detail);
-		r->detail = NULL;
-	}
-	for (r = s3->active.head; r; r = next) {
+	struct http_req *r, *next;
+	for (r = s3->http.done.head; r; r = r->next)
+		http_req_cancel(r);
+	for (r = s3->http.active.head; r; r = next) {
 		next = r->next;
-		free(r->detail);
-		r->detail = NULL;
-		finish(r, SB_ECANCELED);
+		http_req_cancel(r);
 	}
 }
 
-static void wake_closed(uv_handle_t *h)
+static void source_closed(struct http_client *c)
 {
-	free(h->data);
+	free(c); /* the first member of its s3_source */
 }
 
 static void s3_free(struct source *src)
@@ -872,19 +618,13 @@ static void s3_free(struct source *src)
 	struct s3_source *s3 = src->impl;
 	if (!s3)
 		return;
-	s3->closing = 1;
-	while (s3->active.head)
-		req_free(s3->active.head);
-	while (s3->done.head)
-		req_free(s3->done.head);
+	http_client_close(&s3->http, source_closed);
 	source_listing_close(&s3->building);
 	s3_config_close(&s3->cfg);
 	free(s3->config_error);
 	free(s3->shown);
 	free(s3->dir_prefix);
 	free(s3->single_key);
-	http_multi_free(s3->multi);
-	uv_close((uv_handle_t *)&s3->wake, wake_closed);
 	src->impl = NULL;
 }
 
@@ -904,8 +644,6 @@ int source_s3_new(struct source *src)
 		return SB_EURI;
 	struct s3_source *s3 = xcalloc(1, sizeof *s3);
 	s3->src = src;
-	s3->loop = src->loop;
-	s3->stall_ms = (uint64_t)src->opt.stall_seconds * 1000;
 	size_t n = strlen(u->prefix);
 	/* Like `aws s3 sync`, a prefix names a directory: "p" lists "p/". */
 	s3->dir_prefix =
@@ -916,7 +654,9 @@ int source_s3_new(struct source *src)
 			   &s3->config_error) < 0 &&
 	    !s3->config_error)
 		s3->config_error = xstrdup("cannot read the S3 configuration");
-	int rc = http_multi_new(src->loop, &s3->multi);
+	struct http_client_options o;
+	source_http_options(src, &o);
+	int rc = http_client_init(&s3->http, src->loop, &req_ops, &o);
 	if (rc < 0) {
 		s3_config_close(&s3->cfg);
 		free(s3->config_error);
@@ -925,9 +665,6 @@ int source_s3_new(struct source *src)
 		free(s3);
 		return rc;
 	}
-	uv_timer_init(src->loop, &s3->wake);
-	s3->wake.data = s3;
-	s3->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)s3) | 1;
 	src->ops = &s3_ops;
 	src->impl = s3;
 	src->max_parallel = src->opt.jobs > 0 ? src->opt.jobs : 1;
