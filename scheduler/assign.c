@@ -101,3 +101,55 @@ void assign_plan_close(struct assign_plan *p)
 	free(p->ranges);
 	memset(p, 0, sizeof *p);
 }
+
+uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known)
+{
+	uint32_t n = 0;
+	for (size_t r = 0; r < p->nranges; r++)
+		for (uint32_t k = 0; k < p->ranges[r].count; k++)
+			n += !assign_bit(known, p->ranges[r].first + k);
+	return n;
+}
+
+/* The blocks of p, ascending (heap; *n of them). */
+static uint32_t *plan_blocks(const struct assign_plan *p, uint32_t *n)
+{
+	uint32_t *out = xmalloc(((size_t)p->nblocks + 1) * sizeof *out);
+	*n = 0;
+	for (size_t r = 0; r < p->nranges; r++)
+		for (uint32_t k = 0; k < p->ranges[r].count; k++)
+			out[(*n)++] = p->ranges[r].first + k;
+	return out;
+}
+
+uint32_t assign_plan_move(struct assign_plan *from, struct assign_plan *to, const uint8_t *known,
+			  uint32_t count)
+{
+	uint32_t nf, nt, moved = 0;
+	uint32_t *fb = plan_blocks(from, &nf), *tb = plan_blocks(to, &nt);
+	uint8_t *go = xcalloc((size_t)nf + 1, 1);
+	for (uint32_t i = nf; i-- > 0 && moved < count;)
+		if (!assign_bit(known, fb[i])) {
+			go[i] = 1;
+			moved++;
+		}
+	struct assign_plan nfrom = {0}, nto = {0};
+	uint32_t i = 0, j = 0;
+	while (i < nf || j < nt) {
+		if (i < nf && !go[i]) {
+			add_block(&nfrom, fb[i++]);
+		} else if (i < nf && (j >= nt || fb[i] < tb[j])) {
+			add_block(&nto, fb[i++]);
+		} else {
+			add_block(&nto, tb[j++]);
+		}
+	}
+	assign_plan_close(from);
+	assign_plan_close(to);
+	*from = nfrom;
+	*to = nto;
+	free(fb);
+	free(tb);
+	free(go);
+	return moved;
+}

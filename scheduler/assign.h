@@ -49,6 +49,14 @@ uint32_t assign_origin_plan(const uint8_t *known, uint32_t nblocks, size_t n,
 			    struct assign_plan *plans);
 void assign_plan_close(struct assign_plan *p);
 
+/* Blocks of plan p whose bit is clear in known. */
+uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known);
+
+/* Move the count highest blocks of from whose bit is clear in known to to
+ * (both stay ascending). Returns how many moved. */
+uint32_t assign_plan_move(struct assign_plan *from, struct assign_plan *to, const uint8_t *known,
+			  uint32_t count);
+
 /* Bit helpers for the LSB-first bitmaps of the wire protocol. */
 static inline int assign_bit(const uint8_t *bits, uint32_t i)
 {

@@ -770,3 +770,24 @@ void cluster_close(struct cluster *c)
 	state_free(c->state);
 	memset(c, 0, sizeof *c);
 }
+
+uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor)
+{
+	size_t me = cv->nplans, best = cv->nplans;
+	uint32_t most = 0;
+	for (size_t i = 0; i < cv->nplans; i++) {
+		uint32_t left = assign_plan_unknown(&cv->plans[i], cv->v->known);
+		if (!strcmp(cv->plan_nodes[i], node)) {
+			if (left)
+				return 0;
+			me = i;
+		} else if (left > most) {
+			most = left;
+			best = i;
+		}
+	}
+	if (me == cv->nplans || best == cv->nplans || most <= 2)
+		return 0;
+	*donor = cv->plan_nodes[best];
+	return assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
+}

@@ -159,6 +159,12 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
  * The caller sets cv->reason. Members' shares: cluster_plan_of(). */
 uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
 		      size_t ngone);
+/* Origin shares even out as they are read: when node's share of cv has no
+ * unknown block left and another member's has more than two, the upper
+ * half of what that one has left beyond its next two moves to node (the
+ * reads it has in flight stay with it). Returns the blocks moved and names
+ * the member they came from in *donor. */
+uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor);
 /* n's share of cv's plan (NULL when it has none). */
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
 

@@ -205,6 +205,37 @@ static void send_peers_origin(struct sched *s, struct sched_client *cl, struct c
 	free(rstore);
 }
 
+static void send_origin(struct sched_client *cl, struct cluster_version *cv)
+{
+	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
+	Syncbit__BlockRange *rstore;
+	o.version_id.data = cv->v->id.b;
+	o.version_id.len = HASH_LEN;
+	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks);
+	o.reason = cv->reason;
+	send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	free(o.blocks);
+	free(rstore);
+}
+
+/* cl's node read its whole share and took `moved` unknown blocks over from
+ * donor's: both hear their new shares. */
+static void send_share_moved(struct sched *s, struct cluster_version *cv, struct sched_client *cl,
+			     const char *donor, uint32_t moved)
+{
+	snprintf(cv->reason, sizeof cv->reason,
+		 "node %s read its share; %u block%s of node %s's share moved to it",
+		 cl->node->name, moved, moved > 1 ? "s" : "", donor);
+	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
+	send_origin(cl, cv);
+	for (size_t i = 0; i < s->cluster.nnodes; i++) {
+		struct cluster_node *n = s->cluster.nodes[i];
+		struct sched_client *o = strcmp(n->name, donor) ? NULL : client_of(n);
+		if (o && o->conn)
+			send_origin(o, cv);
+	}
+}
+
 /* ---- sync ------------------------------------------------------------------ */
 
 /* 1 when a line of holders ("name addr" lines) names node. */
@@ -542,6 +573,10 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 					  fresh, &completed);
 		if (n)
 			broadcast_hashes(s, cv, fresh, n);
+		const char *donor = NULL;
+		uint32_t moved = n ? cluster_rebalance(cv, cl->node->name, &donor) : 0;
+		if (moved)
+			send_share_moved(s, cv, cl, donor, moved);
 		if (completed) {
 			char hex[HASH_HEX_LEN + 1];
 			hash_to_hex(&cv->v->manifest_id, hex);

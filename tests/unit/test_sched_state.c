@@ -164,6 +164,49 @@ static void test_origin_plan_wide_stripe(void **state)
 	free(known);
 }
 
+/* A member done with its share takes the upper part of a laggard's: the
+ * blocks move, stay ascending, and none is lost or doubled. */
+static void test_plan_move(void **state)
+{
+	uint8_t known[4] = {0};
+	struct assign_plan p[2];
+	assign_origin_plan(known, 20, 2, p); /* p[0]: even blocks, p[1]: odd */
+	assert_int_equal(assign_plan_unknown(&p[0], known), 10);
+	/* Member 1 read its share. */
+	for (uint32_t b = 1; b < 20; b += 2)
+		assign_set_bit(known, b);
+	assert_int_equal(assign_plan_unknown(&p[1], known), 0);
+	/* Member 0 read blocks 0 and 2 so far. */
+	assign_set_bit(known, 0);
+	assign_set_bit(known, 2);
+	assert_int_equal(assign_plan_unknown(&p[0], known), 8);
+	assert_int_equal(assign_plan_move(&p[0], &p[1], known, 3), 3);
+	assert_int_equal(assign_plan_unknown(&p[0], known), 5);
+	assert_int_equal(assign_plan_unknown(&p[1], known), 3);
+	/* The highest unknown ones moved: 14, 16, 18. */
+	assert_int_equal(p[0].nblocks, 7);
+	assert_int_equal(p[0].ranges[p[0].nranges - 1].first, 12);
+	int seen[20] = {0};
+	for (int m = 0; m < 2; m++) {
+		uint32_t prev = 0;
+		for (size_t r = 0; r < p[m].nranges; r++)
+			for (uint32_t k = 0; k < p[m].ranges[r].count; k++) {
+				uint32_t b = p[m].ranges[r].first + k;
+				assert_true(r + k == 0 || b > prev);
+				prev = b;
+				seen[b]++;
+			}
+	}
+	for (int b = 0; b < 20; b++)
+		assert_int_equal(seen[b], 1);
+	/* More than is left: only the unknown ones move. */
+	assert_int_equal(assign_plan_move(&p[0], &p[1], known, 100), 5);
+	assert_int_equal(assign_plan_unknown(&p[0], known), 0);
+	assert_int_equal(p[0].nblocks, 2); /* 0 and 2 stay with the member that read them */
+	assign_plan_close(&p[0]);
+	assign_plan_close(&p[1]);
+}
+
 static void test_version_from_listing(void **state)
 {
 	struct sched_version *v = sample_version("zd");
@@ -477,6 +520,7 @@ int main(void)
 	    cmocka_unit_test(test_selectors),
 	    cmocka_unit_test(test_origin_plan),
 	    cmocka_unit_test(test_origin_plan_wide_stripe),
+	    cmocka_unit_test(test_plan_move),
 	    cmocka_unit_test(test_version_from_listing),
 	    cmocka_unit_test(test_version_refuses_escapes),
 	    cmocka_unit_test(test_carry_over),
