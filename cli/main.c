@@ -1,5 +1,6 @@
 /* syncbit: one binary, many commands. */
 #include <stdarg.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,12 @@ char *cli_abs_path(const char *p)
 
 int main(int argc, char **argv)
 {
+	/* Blocks (4 MiB by default) move through heap buffers all the time:
+	 * keep them out of mmap, whose every fresh mapping is faulted in page
+	 * by page and unmapped (with a TLB flush) when freed, and let freed
+	 * memory stay for the next block instead of going back to the kernel. */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	if (argc < 2) {
 		cmd_help(0, NULL);
 		return EXIT_USAGE;
