@@ -35,6 +35,9 @@ struct serve {
 	uint8_t *buf;
 	uint32_t len;
 	int rc;
+	int by_file; /* plain connection: the payload goes by sendfile */
+	int fd;	     /* with by_file: the open cache file, from file_off */
+	uint64_t file_off;
 	uv_work_t work;
 	struct serve *next;
 };
@@ -90,6 +93,7 @@ struct peers {
 	size_t nbans;
 	uv_timer_t tick;
 	int serve_busy;
+	int files_open; /* cache files held open for sendfile payloads */
 	uint64_t next_req_id;
 	uint64_t last_keepalive_ms;
 	struct peers_stats st;

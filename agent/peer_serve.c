@@ -27,6 +27,12 @@ static void serve_work(uv_work_t *w)
 			continue;
 		}
 		s->len = loc.len;
+		if (s->by_file) { /* the socket reads it: no copy here */
+			s->fd = fd;
+			s->file_off = loc.offset;
+			s->rc = 0;
+			return;
+		}
 		s->buf = xmalloc(loc.len ? loc.len : 1);
 		size_t done = 0;
 		while (done < loc.len) {
@@ -48,6 +54,19 @@ static void serve_work(uv_work_t *w)
 static void block_sent(void *arg, int status)
 {
 	free(arg);
+}
+
+struct file_sent {
+	struct peers *p;
+	int fd;
+};
+
+static void file_sent(void *arg, int status)
+{
+	struct file_sent *fs = arg;
+	close(fs->fd);
+	fs->p->files_open--;
+	free(fs);
 }
 
 static void add_served(struct peers *p, const uint8_t *vid, uint64_t n)
@@ -75,9 +94,25 @@ static void serve_done(uv_work_t *w, int status)
 			m.request_id = s->id;
 			m.block_hash.data = s->h.b;
 			m.block_hash.len = HASH_LEN;
-			if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base, s->buf, s->len,
-				      block_sent, s->buf) == 0) {
-				s->buf = NULL;
+			int sent;
+			if (s->fd >= 0) {
+				struct file_sent *fs = xmalloc(sizeof *fs);
+				fs->p = p;
+				fs->fd = s->fd;
+				sent =
+				    wire_send_file(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base,
+						   s->fd, s->file_off, s->len, file_sent, fs) == 0;
+				if (sent)
+					s->fd = -1; /* file_sent closes it */
+				else
+					free(fs);
+			} else {
+				sent = wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base,
+						 s->buf, s->len, block_sent, s->buf) == 0;
+				if (sent)
+					s->buf = NULL;
+			}
+			if (sent) {
 				p->st.bytes_served += s->len;
 				p->st.blocks_served++;
 				add_served(p, s->vid, s->len);
@@ -91,6 +126,12 @@ static void serve_done(uv_work_t *w, int status)
 		}
 	}
 	free(s->buf);
+	if (s->fd >= 0) { /* not handed over */
+		close(s->fd);
+		p->files_open--;
+	} else if (s->by_file && s->rc != 0) {
+		p->files_open--; /* reserved, never opened */
+	}
 	free(s);
 	int closing = p->closing;
 	peer_release(pe); /* may free p when it is closing */
@@ -116,6 +157,8 @@ void peer_pump_serve(struct peers *p)
 			pe->qlen--;
 			pe->reading++;
 			p->serve_busy++;
+			s->by_file = !conn_encrypted(pe->c) && p->files_open < PEER_SENDFILE_MAX;
+			p->files_open += s->by_file;
 			s->work.data = s;
 			int rc = uv_queue_work(p->loop, &s->work, serve_work, serve_done);
 			if (rc < 0)
@@ -141,6 +184,7 @@ int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &r.base, NULL, 0, NULL, NULL);
 	} else {
 		struct serve *s = xcalloc(1, sizeof *s);
+		s->fd = -1;
 		s->id = m->request_id;
 		s->pe = pe;
 		memcpy(s->h.b, m->block_hash.data, HASH_LEN);

@@ -1,13 +1,17 @@
 #include "common/conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/err.h"
@@ -34,8 +38,21 @@ struct conn_msg {
 	size_t sent; /* bytes of head + payload the socket took */
 	void (*done)(void *arg, int status);
 	void *arg;
+	int fd; /* >= 0: the payload is the file's bytes at file_off */
+	uint64_t file_off;
 	size_t head_len;
 	uint8_t head[]; /* frame header, then body */
+};
+
+/* A file payload handed to the socket by sendfile(2) on the pool. */
+struct sendfile_work {
+	uv_work_t work;
+	struct conn *c;
+	int sock; /* a dup of the socket: the loop may close its own meanwhile */
+	int fd;
+	uint64_t off;
+	size_t len, done;
+	int rc;
 };
 
 /* A handshake frame, written on its own before the queue opens. */
@@ -95,6 +112,7 @@ struct conn {
 	size_t queued;
 	int over_high;
 	int writing;
+	int sf_stop; /* the connection closes: a sendfile in flight gives up (atomic) */
 	size_t w_frame_bytes, w_wire_bytes;
 	uv_buf_t wbufs[WRITE_IOV_MAX];
 	struct buf wbuf;  /* sealed records of the write in flight */
@@ -242,6 +260,7 @@ void conn_close(struct conn *c, int status)
 		return;
 	c->state = ST_CLOSING;
 	c->status = status;
+	__atomic_store_n(&c->sf_stop, 1, __ATOMIC_RELAXED);
 	if (c->gai_pending)
 		uv_cancel((uv_req_t *)&c->gai);
 	if (c->tcp_open) {
@@ -670,6 +689,8 @@ static unsigned batch_plain(struct conn *c)
 	while (c->sq_cur && n < WRITE_IOV_MAX && c->w_frame_bytes < WRITE_BATCH_MAX) {
 		const uint8_t *p;
 		size_t len;
+		if (c->sq_cur->fd >= 0 && c->sq_cur_off >= c->sq_cur->head_len)
+			break; /* a file payload: sendfile, on its own */
 		cursor_seg(c, &p, &len);
 		len = len < WRITE_BATCH_MAX ? len : WRITE_BATCH_MAX;
 		c->wbufs[n++] = uv_buf_init((char *)p, (unsigned)len);
@@ -725,6 +746,86 @@ static int batch_sealed(struct conn *c)
 }
 
 static void on_written(uv_write_t *req, int status);
+static void wrote(struct conn *c);
+
+/* Pool: the whole payload into the socket, waiting for room as needed. */
+static void sendfile_run(uv_work_t *w)
+{
+	struct sendfile_work *sw = w->data;
+	off_t off = (off_t)sw->off;
+	while (sw->done < sw->len && !__atomic_load_n(&sw->c->sf_stop, __ATOMIC_RELAXED)) {
+		ssize_t k = sendfile(sw->sock, sw->fd, &off, sw->len - sw->done);
+		if (k > 0) {
+			sw->done += (size_t)k;
+		} else if (k == 0) {
+			sw->rc = SB_ETRUNCATED; /* the file is shorter than it was */
+			return;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			struct pollfd pfd = {.fd = sw->sock, .events = POLLOUT};
+			if (poll(&pfd, 1, 100) < 0 && errno != EINTR) {
+				sw->rc = -errno;
+				return;
+			}
+		} else if (errno != EINTR) {
+			sw->rc = -errno;
+			return;
+		}
+	}
+	if (sw->done < sw->len && !sw->rc)
+		sw->rc = SB_ECANCELED;
+}
+
+static void sendfile_done(uv_work_t *w, int status)
+{
+	struct sendfile_work *sw = w->data;
+	struct conn *c = sw->c;
+	int rc = status < 0 ? status : sw->rc;
+	close(sw->sock);
+	c->handles--;
+	c->writing = 0;
+	size_t done = sw->done;
+	free(sw);
+	if (c->state == ST_CLOSING) {
+		maybe_finish(c);
+		return;
+	}
+	if (rc < 0) {
+		conn_fail(c, rc, "sendfile to %s: %s", c->peer_addr, sb_strerror(rc));
+		return;
+	}
+	c->w_frame_bytes = c->w_wire_bytes = done;
+	cursor_advance(c, done);
+	wrote(c);
+}
+
+static void start_sendfile(struct conn *c)
+{
+	struct conn_msg *m = c->sq_cur;
+	uv_os_fd_t sock;
+	int rc = uv_fileno((uv_handle_t *)&c->tcp, &sock);
+	int dup_sock = rc < 0 ? -1 : fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	if (dup_sock < 0) {
+		conn_fail(c, rc < 0 ? rc : -errno, "sendfile to %s: no socket", c->peer_addr);
+		return;
+	}
+	struct sendfile_work *sw = xcalloc(1, sizeof *sw);
+	size_t at = c->sq_cur_off - m->head_len;
+	sw->c = c;
+	sw->sock = dup_sock;
+	sw->fd = m->fd;
+	sw->off = m->file_off + at;
+	sw->len = m->payload_len - at;
+	sw->work.data = sw;
+	rc = uv_queue_work(c->loop, &sw->work, sendfile_run, sendfile_done);
+	if (rc < 0) {
+		close(dup_sock);
+		free(sw);
+		conn_fail(c, rc, "sendfile to %s: %s", c->peer_addr, uv_strerror(rc));
+		return;
+	}
+	c->handles++;
+	c->writing = 1;
+}
 
 static void writer_kick(struct conn *c)
 {
@@ -734,6 +835,10 @@ static void writer_kick(struct conn *c)
 		return;
 	if (!c->encrypted) {
 		n = batch_plain(c);
+		if (n == 0) {
+			start_sendfile(c);
+			return;
+		}
 	} else {
 		int rc = batch_sealed(c);
 		if (rc) {
@@ -796,6 +901,12 @@ static void on_written(uv_write_t *req, int status)
 		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
 		return;
 	}
+	wrote(c);
+}
+
+/* The socket took the batch in flight. */
+static void wrote(struct conn *c)
+{
 	c->bytes_out += c->w_wire_bytes;
 	sent(c, c->w_frame_bytes);
 	if (c->state == ST_CLOSING)
@@ -808,14 +919,35 @@ static void on_written(uv_write_t *req, int status)
 	writer_kick(c);
 }
 
+static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_len,
+		   const void *payload, int fd, uint64_t file_off, size_t payload_len,
+		   void (*done)(void *arg, int status), void *arg);
+
 int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, const void *payload,
 	      size_t payload_len, void (*done)(void *arg, int status), void *arg)
+{
+	if (payload_len && !payload)
+		return -EINVAL;
+	return enqueue(c, type, body, body_len, payload, -1, 0, payload_len, done, arg);
+}
+
+int conn_send_file(struct conn *c, uint32_t type, const void *body, size_t body_len, int fd,
+		   uint64_t off, size_t payload_len, void (*done)(void *arg, int status), void *arg)
+{
+	if (fd < 0 || c->encrypted)
+		return -EINVAL;
+	return enqueue(c, type, body, body_len, NULL, fd, off, payload_len, done, arg);
+}
+
+static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_len,
+		   const void *payload, int fd, uint64_t file_off, size_t payload_len,
+		   void (*done)(void *arg, int status), void *arg)
 {
 	if (c->state == ST_CLOSING)
 		return -EPIPE;
 	if (body_len > UINT32_MAX || payload_len > UINT32_MAX)
 		return SB_ETOOBIG;
-	if ((payload_len && !payload) || (body_len && !body))
+	if (body_len && !body)
 		return -EINVAL;
 
 	struct conn_msg *m = xmalloc(sizeof *m + FRAME_HEADER_LEN + body_len);
@@ -824,8 +956,10 @@ int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, 
 	if (body_len)
 		memcpy(m->head + FRAME_HEADER_LEN, body, body_len);
 	m->head_len = FRAME_HEADER_LEN + body_len;
-	m->payload = payload_len ? payload : NULL;
+	m->payload = payload_len && fd < 0 ? payload : NULL;
 	m->payload_len = payload_len;
+	m->fd = payload_len ? fd : -1;
+	m->file_off = file_off;
 	m->sent = 0;
 	m->done = done;
 	m->arg = arg;

@@ -80,6 +80,13 @@ void conn_listener_close(struct conn_listener *l);
 int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, const void *payload,
 	      size_t payload_len, void (*done)(void *arg, int status), void *arg);
 /* Bytes queued and not yet written to the socket. */
+/* As conn_send, with the payload payload_len bytes of file fd from off,
+ * handed to the socket by sendfile(2) on the pool: no copy through this
+ * process. Plain (--no-encrypt) connections only (-EINVAL otherwise); fd
+ * stays the caller's and open until done runs. */
+int conn_send_file(struct conn *c, uint32_t type, const void *body, size_t body_len, int fd,
+		   uint64_t off, size_t payload_len, void (*done)(void *arg, int status),
+		   void *arg);
 size_t conn_queued(const struct conn *c);
 
 /* Close with status (0 = normal). on_close follows, asynchronously. Safe to

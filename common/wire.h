@@ -15,5 +15,8 @@
  * conn_send for its lifetime and done). 0 or a negative error. */
 int wire_send(struct conn *c, uint32_t type, const ProtobufCMessage *msg, const void *payload,
 	      size_t payload_len, void (*done)(void *arg, int status), void *arg);
+/* The same with the payload from a file by sendfile (conn_send_file). */
+int wire_send_file(struct conn *c, uint32_t type, const ProtobufCMessage *msg, int fd, uint64_t off,
+		   size_t payload_len, void (*done)(void *arg, int status), void *arg);
 
 #endif

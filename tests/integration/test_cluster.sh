@@ -27,7 +27,10 @@ TREE_BYTES=$((TREE_BYTES + 1)) # "one" has two links, count it once
 
 start_scheduler --refresh 2 || { bad "scheduler starts"; finish; exit 1; }
 N3_HTTP=127.0.0.1:$(free_port)
-for n in 1 2 4; do start_agent $n || bad "agent n$n starts"; done
+# n1 and n2 run --no-encrypt: between them blocks go by sendfile, in the
+# clear but authenticated; every other link is encrypted.
+for n in 1 2; do start_agent $n --no-encrypt || bad "agent n$n starts"; done
+start_agent 4 || bad "agent n4 starts"
 start_agent 3 --http "$N3_HTTP" || bad "agent n3 starts"
 check "agent /healthz answers" curl -sf "http://$N3_HTTP/healthz"
 
@@ -42,6 +45,8 @@ check "/metrics counts the block bytes from peers" sh -c "curl -sf 'http://$N3_H
 for n in 1 2 3 4; do
 	check "n$n: tree is byte-identical (modes, links)" diff -r --no-dereference "$SRC" "$T/t$n/tree"
 done
+check "n1 and n2 (--no-encrypt) talk in the clear, authenticated" grep -q "peer n2 (.*) connected without encryption" "$T/a1.log"
+check "n1 and n3 are encrypted" sh -c "grep -q 'peer n3 (.*) connected\$' '$T/a1.log'"
 check "hardlinks stay hardlinks" test "$(stat -c %i "$T/t1/tree/one")" = "$(stat -c %i "$T/t1/tree/sub/hardlink-to-one")"
 check "symlinks stay symlinks" test "$(readlink "$T/t2/tree/sub/link-to-one")" = "../one"
 

@@ -593,6 +593,56 @@ static void test_backpressure_encrypted(void **state)
 	backpressure(1);
 }
 
+/* File payloads by sendfile on a plain connection, between ordinary
+ * frames: in order and byte for byte; refused on an encrypted one. */
+static void test_send_file(void **state)
+{
+	char path[] = "/tmp/syncbit-test-conn-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	uint8_t junk[1000];
+	memset(junk, 0xee, sizeof junk);
+	assert_int_equal(write(fd, junk, sizeof junk), sizeof junk);
+	assert_int_equal(write(fd, pattern, PATTERN_LEN), PATTERN_LEN);
+
+	struct env e;
+	struct sent_count n = {0};
+	env_init(&e, 0, 0);
+	ready_pair(&e);
+	const int count = 12;
+	uint64_t want = 0;
+	for (int i = 0; i < count; i++) {
+		uint32_t seq = (uint32_t)i;
+		size_t plen = i % 3 == 0 ? 0 : i % 3 == 1 ? 70000 : BIG;
+		if (i % 2) {
+			send_frame(e.cli.c, seq, 4, plen, &n);
+		} else {
+			uint8_t body[4] = {0, 0, 0, (uint8_t)seq};
+			assert_int_equal(conn_send_file(e.cli.c, T_DATA, body, 4, fd,
+							1000 + seq % 256, plen, on_sent, &n),
+					 0);
+		}
+		want += plen;
+	}
+	run_until(&e, &e.srv.frames, count);
+	run_until(&e, &n.ok, count);
+	assert_int_equal(e.srv.bad, 0);
+	assert_int_equal(e.srv.payload_bytes, want);
+	assert_int_equal(conn_queued(e.cli.c), 0);
+	/* A file payload still queued when the connection closes fails. */
+	uint8_t body[4] = {0, 0, 0, 99};
+	assert_int_equal(conn_send_file(e.cli.c, T_DATA, body, 4, fd, 1000, BIG, on_sent, &n), 0);
+	env_close(&e);
+	assert_int_equal(n.ok + n.failed, count + 1);
+
+	env_init(&e, 1, 1);
+	ready_pair(&e);
+	assert_int_equal(conn_send_file(e.cli.c, T_DATA, body, 4, fd, 0, 10, on_sent, &n), -EINVAL);
+	env_close(&e);
+	close(fd);
+}
+
 static void test_close_with_pending(void **state)
 {
 	struct env e;
@@ -1079,6 +1129,7 @@ int main(void)
 	    cmocka_unit_test(test_wrong_token),
 	    cmocka_unit_test(test_frames_plain),
 	    cmocka_unit_test(test_frames_encrypted),
+	    cmocka_unit_test(test_send_file),
 	    cmocka_unit_test(test_backpressure_plain),
 	    cmocka_unit_test(test_backpressure_encrypted),
 	    cmocka_unit_test(test_close_with_pending),
