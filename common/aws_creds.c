@@ -341,6 +341,66 @@ out:
 	return rc;
 }
 
+/* A renewal of the cached web identity credentials in the background. */
+struct renewal {
+	char *key, *role, *file, *session;
+};
+static int renewing; /* under cache_lock */
+
+static void *renew_run(void *arg)
+{
+	struct renewal *r = arg;
+	struct aws_creds fresh = {0};
+	char *error = NULL;
+	int rc = sts_assume(r->role, r->file, r->session, &fresh, &error);
+	pthread_mutex_lock(&cache_lock);
+	if (rc == 0 && cache_key && !strcmp(cache_key, r->key)) {
+		aws_creds_close(&cache);
+		creds_copy(&cache, &fresh);
+		log_info("aws: credentials from %s renewed, valid until %lld", fresh.origin,
+			 (long long)fresh.expires);
+	} else if (rc < 0) {
+		log_warn("aws: renewing credentials failed (%s); the current ones stay until "
+			 "shortly before they expire",
+			 error ? error : "unknown error");
+	}
+	renewing = 0;
+	pthread_mutex_unlock(&cache_lock);
+	aws_creds_close(&fresh);
+	free(error);
+	free(r->key);
+	free(r->role);
+	free(r->file);
+	free(r->session);
+	free(r);
+	return NULL;
+}
+
+/* Under cache_lock: start renewing in the background unless that runs. */
+static void renew_soon(const char *key, const char *role, const char *file, const char *session)
+{
+	if (renewing)
+		return;
+	struct renewal *r = xcalloc(1, sizeof *r);
+	r->key = xstrdup(key);
+	r->role = xstrdup(role);
+	r->file = xstrdup(file);
+	r->session = xstrdup(session);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	renewing = pthread_create(&t, &attr, renew_run, r) == 0;
+	pthread_attr_destroy(&attr);
+	if (!renewing) { /* the next request tries again */
+		free(r->key);
+		free(r->role);
+		free(r->file);
+		free(r->session);
+		free(r);
+	}
+}
+
 /* Web identity from the environment, else from the profile's role_arn and
  * web_identity_token_file. 0 with *found 0 when neither names one. */
 static int web_identity(struct aws_creds *out, int *found, char **error)
@@ -367,18 +427,20 @@ static int web_identity(struct aws_creds *out, int *found, char **error)
 	*found = 1;
 	char *key = xasprintf("%s\n%s", role, file);
 	time_t now = time(NULL);
+	const char *session = env("AWS_ROLE_SESSION_NAME");
+	char *made = session || psession ? NULL : xasprintf("syncbit-%lld", (long long)now);
+	const char *use = session ? session : psession ? psession : made;
 	pthread_mutex_lock(&cache_lock);
-	if (cache_key && !strcmp(cache_key, key) && now + AWS_CREDS_REFRESH_S < cache.expires) {
+	int cached = cache_key && !strcmp(cache_key, key);
+	if (cached && now + AWS_CREDS_REFRESH_S < cache.expires) {
 		creds_copy(out, &cache);
+	} else if (cached && now + AWS_CREDS_URGENT_S < cache.expires) {
+		/* Still good for a while: callers go on with them, new ones
+		 * are fetched beside (a slow STS holds nobody up). */
+		creds_copy(out, &cache);
+		renew_soon(key, role, file, use);
 	} else {
-		const char *session = env("AWS_ROLE_SESSION_NAME");
-		char *made = session || psession ? NULL : xasprintf("syncbit-%lld", (long long)now);
-		rc = sts_assume(role, file,
-				session	   ? session
-				: psession ? psession
-					   : made,
-				out, error);
-		free(made);
+		rc = sts_assume(role, file, use, out, error);
 		if (rc == 0) {
 			aws_creds_close(&cache);
 			creds_copy(&cache, out);
@@ -391,6 +453,7 @@ static int web_identity(struct aws_creds *out, int *found, char **error)
 	}
 	pthread_mutex_unlock(&cache_lock);
 	free(key);
+	free(made);
 out:
 	free(prole);
 	free(pfile);

@@ -3,9 +3,11 @@
  * AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE exchanged at STS by
  * AssumeRoleWithWebIdentity), then the shared credentials file and the
  * shared config file of the active profile. Thread-safe: web identity
- * credentials are kept process-wide under a lock and fetched again once they
- * come within AWS_CREDS_REFRESH_S of their Expiration; a fetch blocks the
- * caller for one HTTP request (at most AWS_STS_TIMEOUT_S). */
+ * credentials are kept process-wide under a lock; once they come within
+ * AWS_CREDS_REFRESH_S of their Expiration new ones are fetched on a thread
+ * of their own while callers go on with the old. Only the first fetch, or
+ * one with less than AWS_CREDS_URGENT_S left, blocks the caller for one
+ * HTTP request (at most AWS_STS_TIMEOUT_S). */
 #ifndef SYNCBIT_AWS_CREDS_H
 #define SYNCBIT_AWS_CREDS_H
 
@@ -13,6 +15,7 @@
 #include <stdint.h>
 
 #define AWS_CREDS_REFRESH_S 300	       /* renew temporary credentials this early */
+#define AWS_CREDS_URGENT_S  60	       /* ...and wait for them with less than this left */
 #define AWS_STS_TIMEOUT_S   30	       /* one AssumeRoleWithWebIdentity request */
 #define AWS_FILE_MAX	    (1u << 20) /* a shared file or a token file */
 #define AWS_STS_REPLY_MAX   (64u << 10)

@@ -69,7 +69,9 @@ check "late joiner: nothing from the origin" test "$(status_field 5 tree bytes_f
 check "late joiner: byte-identical" diff -r --no-dereference "$SRC" "$T/t5/tree"
 
 # ---- the source changes: a new version flips in, only changed blocks move ----
-printf 'new bytes' | dd of="$SRC/sub/1MiB-plus-1" bs=1 seek=5 conv=notrunc status=none
+cp "$SRC/sub/1MiB-plus-1" "$T/changed.tmp" # changed whole: no listing sees half of it
+printf 'new bytes' | dd of="$T/changed.tmp" bs=1 seek=5 conv=notrunc status=none
+mv "$T/changed.tmp" "$SRC/sub/1MiB-plus-1"
 updated=0
 for _ in $(seq 150); do
 	all=1

@@ -106,8 +106,9 @@ check "metrics: nodes by state" grep -qx 'syncbit_nodes{state="connected"} 0' "$
 check "metrics: origin bytes" grep -q '^syncbit_origin_bytes_total{dataset="dir"} 0$' "$T/metrics"
 check "unknown path is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/nope")" = 404
 
-# --refresh 1: a changed source becomes a new version within seconds.
-head -c 1000 /dev/urandom >"$S/new.bin"
+# --refresh 1: a changed source becomes a new version within seconds. The
+# file appears whole (renamed in), so no listing sees it half written.
+head -c 1000 /dev/urandom >"$T/new.bin.tmp" && mv "$T/new.bin.tmp" "$S/new.bin"
 for _ in $(seq 100); do
 	"$SYNCBIT" dataset ls "${A[@]}" --json >"$T/ls2"
 	[ "$(jget "$T/ls2" 'd["datasets"][0]["version"]')" != "$V1" ] && break
