@@ -1,5 +1,5 @@
 /* The admin commands that talk to the scheduler: dataset add|ls|rm,
- * node ls, and status --scheduler (the cluster view). Each dials the
+ * node ls|rm, and status --scheduler (the cluster view). Each dials the
  * scheduler with the join token on a short-lived loop, sends one Admin
  * message and prints the reply: a table, or with --json the reply's JSON
  * document as the last line. */
@@ -49,6 +49,7 @@ static const char *add_usage =
 static const char *ls_usage = "dataset ls " CONN_FLAGS;
 static const char *rm_usage = "dataset rm NAME " CONN_FLAGS;
 static const char *node_usage = "node ls " CONN_FLAGS;
+static const char *node_rm_usage = "node rm NAME " CONN_FLAGS;
 static const char *status_usage = "status --scheduler HOST:PORT --token-file FILE [NAME] [--json]";
 
 /* ---- one request, one reply -------------------------------------------------- */
@@ -397,6 +398,11 @@ static void print_add(const json_t *d)
 	free(ver);
 }
 
+static void print_node_rm(const json_t *d)
+{
+	printf("node %s removed\n", jstr(d, "name"));
+}
+
 static void print_rm(const json_t *d)
 {
 	size_t n = json_array_size(json_object_get(d, "nodes"));
@@ -545,6 +551,8 @@ static const struct admin_cmd cmd_rm = {
     "dataset rm", admin_keys, NULL, 1, 1, SYNCBIT__ADMIN_OP__ADMIN_DATASET_RM, print_rm};
 static const struct admin_cmd cmd_node_ls = {
     "node ls", admin_keys, NULL, 0, 0, SYNCBIT__ADMIN_OP__ADMIN_NODE_LS, print_nodes};
+static const struct admin_cmd cmd_node_rm = {
+    "node rm", admin_keys, NULL, 1, 1, SYNCBIT__ADMIN_OP__ADMIN_NODE_RM, print_node_rm};
 static const struct admin_cmd cmd_cluster_status = {
     "status", admin_keys, NULL, 0, 1, SYNCBIT__ADMIN_OP__ADMIN_STATUS, print_status};
 
@@ -573,8 +581,10 @@ int cmd_node(int argc, char **argv)
 {
 	if (argc > 0 && !strcmp(argv[0], "ls"))
 		return run_with_usage(cmd_node_ls, node_usage, argc - 1, argv + 1);
-	cli_error("node: expected ls");
-	fprintf(stderr, "usage: syncbit %s\n", node_usage);
+	if (argc > 0 && !strcmp(argv[0], "rm"))
+		return run_with_usage(cmd_node_rm, node_rm_usage, argc - 1, argv + 1);
+	cli_error("node: expected ls or rm");
+	fprintf(stderr, "usage: syncbit %s\n       syncbit %s\n", node_usage, node_rm_usage);
 	return EXIT_USAGE;
 }
 

@@ -1,4 +1,4 @@
-/* The admin protocol: the CLI's `dataset add|ls|rm`, `node ls` and
+/* The admin protocol: the CLI's `dataset add|ls|rm`, `node ls|rm` and
  * `status`. Each request gets one AdminReply: code 0 and a JSON document,
  * or a negative code and a one-line message. */
 #include <stdlib.h>
@@ -179,6 +179,27 @@ static void admin_rm(struct sched *s, struct sched_client *cl, const Syncbit__Ad
 	server_reply(cl, 0, NULL, reply);
 }
 
+/* `node rm`: a node that left for good (decommissioned, renamed) leaves
+ * `node ls` and the state; one still connected would only register again. */
+static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a)
+{
+	const char *name = a->name ? a->name : "";
+	int rc = cluster_node_remove(&s->cluster, name);
+	if (rc == SB_ENOTFOUND) {
+		char *why = xasprintf("no node named '%s'", name);
+		server_reply(cl, rc, why, NULL);
+		free(why);
+	} else if (rc == SB_EDENIED) {
+		char *why = xasprintf("node %s is connected; stop its agent first", name);
+		server_reply(cl, rc, why, NULL);
+		free(why);
+	} else {
+		log_info("node %s removed", name);
+		server_sync(s);
+		server_reply(cl, 0, NULL, json_pack("{s:s, s:b}", "name", name, "removed", 1));
+	}
+}
+
 int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len)
 {
 	Syncbit__Admin *a = syncbit__admin__unpack(NULL, len, body);
@@ -196,6 +217,9 @@ int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, 
 		break;
 	case SYNCBIT__ADMIN_OP__ADMIN_NODE_LS:
 		server_reply(cl, 0, NULL, api_nodes(s));
+		break;
+	case SYNCBIT__ADMIN_OP__ADMIN_NODE_RM:
+		admin_node_rm(s, cl, a);
 		break;
 	case SYNCBIT__ADMIN_OP__ADMIN_STATUS:
 		server_reply(cl, 0, NULL, api_status(s, a->name));

@@ -501,6 +501,28 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 	return d;
 }
 
+int cluster_node_remove(struct cluster *c, const char *name)
+{
+	for (size_t i = 0; i < c->nnodes; i++) {
+		struct cluster_node *n = c->nodes[i];
+		if (strcmp(n->name, name) != 0)
+			continue;
+		if (n->conn)
+			return SB_EDENIED;
+		for (size_t k = 0; k < n->nreports; k++)
+			if (state_del_have(c->state, &n->reports[k].version, name) < 0)
+				log_error("node %s: cannot remove its reports", name);
+		if (state_del_node(c->state, name) < 0)
+			log_error("node %s: cannot remove its record", name);
+		node_free(n);
+		memmove(&c->nodes[i], &c->nodes[i + 1], (c->nnodes - i - 1) * sizeof *c->nodes);
+		c->nnodes--;
+		cluster_gc(c); /* versions only it still reported */
+		return 0;
+	}
+	return SB_ENOTFOUND;
+}
+
 int cluster_dataset_remove(struct cluster *c, const char *name)
 {
 	for (size_t i = 0; i < c->ndatasets; i++) {

@@ -140,6 +140,9 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 					    uint32_t block_size, struct cluster_version *cv);
 /* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
 int cluster_dataset_remove(struct cluster *c, const char *name);
+/* Forget a node that is not connected: its record and its reports.
+ * SB_ENOTFOUND, or SB_EDENIED while it is connected. */
+int cluster_node_remove(struct cluster *c, const char *name);
 
 /* Record hashes nodes read from the origin (saved by the next
  * cluster_flush(), so a stream of one-block messages costs one transaction

@@ -256,6 +256,11 @@ int state_put_dataset(struct state *st, const char *name, const struct hash_id *
 	return rc;
 }
 
+int state_del_node(struct state *st, const char *name)
+{
+	return write_op(st, 1, T_NODES, name, strlen(name), NULL, 0);
+}
+
 int state_del_dataset(struct state *st, const char *name)
 {
 	return write_op(st, 1, T_DATASETS, name, strlen(name), NULL, 0);

@@ -31,6 +31,7 @@ int state_commit(struct state *st);
 /* Records. Each is written in the open transaction, or in one of its own. */
 int state_put_node(struct state *st, const char *name, int64_t last_seen_ms,
 		   const Syncbit__Register *reg);
+int state_del_node(struct state *st, const char *name);
 int state_put_dataset(struct state *st, const char *name, const struct hash_id *version,
 		      const Syncbit__Admin *def);
 int state_del_dataset(struct state *st, const char *name);

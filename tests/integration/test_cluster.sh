@@ -190,5 +190,22 @@ for _ in $(seq 100); do [ ! -e "$T/t1/tree" ] && [ ! -e "$T/t4/tree" ] && { gone
 check "a removed dataset leaves the targets" test $gone = 1
 check "the other datasets stay" cmp "$T/www/model.bin" "$T/t1/model/model.bin"
 
+# ---- a node that leaves for good ----
+ADM=(--scheduler "$SCHED" --token-file "$TOKEN")
+kill -TERM "${AGENT_PID[6]}"; wait "${AGENT_PID[6]}" 2>/dev/null
+left=0
+for _ in $(seq 50); do
+	"$SYNCBIT" node ls "${ADM[@]}" --json | tail -1 >"$T/nodes.json"
+	[ "$(json "[n['connected'] for n in d['nodes'] if n['name'] == 'n6'][0]" <"$T/nodes.json")" = False ] && { left=1; break; }
+	sleep 0.1
+done
+check "n6 shows as gone once its agent stops" test $left = 1
+expect_fail "node rm of a connected node is refused" 1 "node n1 is connected; stop its agent first" \
+	"$SYNCBIT" node rm n1 "${ADM[@]}"
+expect_fail "node rm of an unknown node" 1 "no node named 'nosuch'" "$SYNCBIT" node rm nosuch "${ADM[@]}"
+check "node rm of the node that left" "$SYNCBIT" node rm n6 "${ADM[@]}"
+check "n6 is no longer listed" sh -c "! '$SYNCBIT' node ls --scheduler '$SCHED' --token-file '$TOKEN' --json | tail -1 | grep -q '\"n6\"'"
+check "the others still are" sh -c "'$SYNCBIT' node ls --scheduler '$SCHED' --token-file '$TOKEN' --json | tail -1 | grep -q '\"n1\"'"
+
 stop_cluster
 finish

@@ -404,6 +404,18 @@ static void test_cluster_persists(void **state)
 	assert_int_equal(r->have, 2);
 	assert_int_equal(r->bytes_from_origin, 1000);
 	assert_int_equal(r->bits[0], 0x05);
+	/* node rm: refused while connected; gone for good once removed. */
+	a->conn = (void *)1;
+	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_EDENIED);
+	a->conn = NULL;
+	assert_int_equal(cluster_node_remove(&c, "gpu-a"), 0);
+	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_ENOTFOUND);
+	assert_null(cluster_node_find(&c, "gpu-a"));
+	cluster_close(&c);
+	assert_int_equal(cluster_open(&c, dir), 0);
+	assert_null(cluster_node_find(&c, "gpu-a"));
+	assert_non_null(cluster_node_find(&c, "gpu-b"));
+	assert_non_null(cluster_dataset_find(&c, "models"));
 	cluster_close(&c);
 	testutil_rmtree(dir);
 }
