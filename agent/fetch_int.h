@@ -40,7 +40,7 @@ struct job {
 	/* An origin block from an asynchronous source is read as parts, in
 	 * parallel: the first block of a node's share lands after one block
 	 * time, not after (reads in flight) block times. */
-	uint32_t parts, parts_issued, parts_out, parts_done;
+	uint32_t parts, parts_issued, parts_done; /* in flight: issued - done */
 	int part_rc;
 	uint64_t seq; /* started after every job with a lower one */
 };

@@ -284,14 +284,11 @@ static void origin_part_done(struct source *src, int status, void *arg)
 {
 	struct job *j = arg;
 	struct fetch *f = j->f;
-	j->parts_out--;
 	j->parts_done++;
 	f->reads_busy--;
-	if ((status < 0 || f->dead) && !j->part_rc) {
-		j->part_rc = status < 0 ? status : SB_ECANCELED;
-		j->parts_issued = j->parts; /* nothing more for this block */
-	}
-	if (j->parts_out == 0 && (j->part_rc || j->parts_done == j->parts)) {
+	if ((status < 0 || f->dead) && !j->part_rc)
+		j->part_rc = status < 0 ? status : SB_ECANCELED; /* no more parts asked */
+	if (j->parts_done == j->parts_issued && (j->part_rc || j->parts_done == j->parts)) {
 		if (j->part_rc) {
 			j->rc = j->part_rc;
 			f->pending++; /* fetch_store_done drops it */
@@ -311,7 +308,6 @@ static void issue_part(struct fetch *f, struct job *j)
 	size_t part_len = (j->len + j->parts - 1) / j->parts;
 	size_t off = (size_t)j->parts_issued++ * part_len;
 	size_t len = j->len - off < part_len ? j->len - off : part_len;
-	j->parts_out++;
 	f->reads_busy++;
 	f->pending++;
 	int rc = f->src->ops->read(f->src, f->src_index[ff->index], fetch_block_off(f, j->b) + off,
@@ -326,7 +322,7 @@ static struct job *next_part(struct fetch *f)
 	struct job *best = NULL;
 	for (size_t i = 0; i < f->nslots + 1; i++) {
 		struct job *j = &f->slots[i];
-		if (j->kind == JOB_ORIGIN && j->parts_issued < j->parts &&
+		if (j->kind == JOB_ORIGIN && !j->part_rc && j->parts_issued < j->parts &&
 		    (!best || j->seq < best->seq))
 			best = j;
 	}
@@ -351,7 +347,7 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	j->owned = 0;
 	j->peer = NULL;
 	j->seq = f->next_seq++;
-	j->parts_issued = j->parts_out = j->parts_done = 0;
+	j->parts_issued = j->parts_done = 0;
 	j->part_rc = 0;
 	j->parts = 1;
 	if (!f->src->ops->pread) {

@@ -22,7 +22,7 @@
 #define PEER_PIPELINE_MAX     32
 #define PEER_PIPELINE_SECONDS 0.5
 #define PEER_SERVE_SLOTS      16    /* disk reads for peers at once, all peers */
-#define PEER_SENDFILE_MAX     256   /* cache files open for sendfile at once, all peers */
+#define PEER_SENDFILE_MAX     256   /* cache files queued for sendfile, all peers (then reads) */
 #define PEER_SERVE_QUEUE      256   /* requests queued per peer before "busy" */
 #define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
 #define PEER_ENDGAME_ASKS     2	    /* peers asked at once for one block in the endgame */

@@ -93,7 +93,7 @@ struct peers {
 	size_t nbans;
 	uv_timer_t tick;
 	int serve_busy;
-	int files_open; /* cache files held open for sendfile payloads */
+	int files_open; /* cache files queued for sendfile payloads */
 	uint64_t next_req_id;
 	uint64_t last_keepalive_ms;
 	struct peers_stats st;

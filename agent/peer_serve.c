@@ -99,13 +99,16 @@ static void serve_done(uv_work_t *w, int status)
 				struct file_sent *fs = xmalloc(sizeof *fs);
 				fs->p = p;
 				fs->fd = s->fd;
+				p->files_open++; /* until file_sent */
 				sent =
 				    wire_send_file(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base,
 						   s->fd, s->file_off, s->len, file_sent, fs) == 0;
-				if (sent)
+				if (sent) {
 					s->fd = -1; /* file_sent closes it */
-				else
+				} else {
+					p->files_open--;
 					free(fs);
+				}
 			} else {
 				sent = wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BLOCK, &m.base,
 						 s->buf, s->len, block_sent, s->buf) == 0;
@@ -126,12 +129,8 @@ static void serve_done(uv_work_t *w, int status)
 		}
 	}
 	free(s->buf);
-	if (s->fd >= 0) { /* not handed over */
+	if (s->fd >= 0) /* not handed over */
 		close(s->fd);
-		p->files_open--;
-	} else if (s->by_file && s->rc != 0) {
-		p->files_open--; /* reserved, never opened */
-	}
 	free(s);
 	int closing = p->closing;
 	peer_release(pe); /* may free p when it is closing */
@@ -158,7 +157,6 @@ void peer_pump_serve(struct peers *p)
 			pe->reading++;
 			p->serve_busy++;
 			s->by_file = !conn_encrypted(pe->c) && p->files_open < PEER_SENDFILE_MAX;
-			p->files_open += s->by_file;
 			s->work.data = s;
 			int rc = uv_queue_work(p->loop, &s->work, serve_work, serve_done);
 			if (rc < 0)

@@ -347,6 +347,15 @@ struct renewal {
 };
 static int renewing; /* under cache_lock */
 
+static void renewal_free(struct renewal *r)
+{
+	free(r->key);
+	free(r->role);
+	free(r->file);
+	free(r->session);
+	free(r);
+}
+
 static void *renew_run(void *arg)
 {
 	struct renewal *r = arg;
@@ -368,11 +377,7 @@ static void *renew_run(void *arg)
 	pthread_mutex_unlock(&cache_lock);
 	aws_creds_close(&fresh);
 	free(error);
-	free(r->key);
-	free(r->role);
-	free(r->file);
-	free(r->session);
-	free(r);
+	renewal_free(r);
 	return NULL;
 }
 
@@ -392,13 +397,8 @@ static void renew_soon(const char *key, const char *role, const char *file, cons
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	renewing = pthread_create(&t, &attr, renew_run, r) == 0;
 	pthread_attr_destroy(&attr);
-	if (!renewing) { /* the next request tries again */
-		free(r->key);
-		free(r->role);
-		free(r->file);
-		free(r->session);
-		free(r);
-	}
+	if (!renewing) /* the next request tries again */
+		renewal_free(r);
 }
 
 /* Web identity from the environment, else from the profile's role_arn and

@@ -91,6 +91,15 @@ void source_http_options(struct source *src, struct http_client_options *o)
 	o->bytes_read = &src->bytes_read;
 }
 
+void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg)
+{
+	int status = r->status;
+	if (status < 0 && r->detail)
+		source_set_error(src, "%s", r->detail);
+	r->c->ops->free(r);
+	cb(src, status, arg);
+}
+
 void source_set_error(struct source *src, const char *fmt, ...)
 {
 	struct buf b = BUF_INIT;

@@ -93,6 +93,11 @@ void source_set_error(struct source *src, const char *fmt, ...)
  * bytes_read counter) that src's options ask for. */
 struct http_client_options;
 void source_http_options(struct source *src, struct http_client_options *o);
+/* The deliver hook's common end for a request carrying one of src's
+ * operations: its failure's line becomes src's error detail, the request
+ * is freed (its client's free hook), then cb runs with its status. */
+struct http_req;
+void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg);
 
 /* Used by the kinds: listing helpers. */
 void source_listing_close(struct source_listing *l);

@@ -116,14 +116,7 @@ static int finishing(struct http_req *b)
 static void deliver(struct http_req *b)
 {
 	struct hs_req *r = to_req(b);
-	struct source *src = r->hs->src;
-	source_done_cb cb = r->cb;
-	void *arg = r->arg;
-	int status = b->status;
-	if (status < 0 && b->detail)
-		source_set_error(src, "%s", b->detail);
-	req_free(r);
-	cb(src, status, arg);
+	source_req_deliver(r->hs->src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)

@@ -136,16 +136,9 @@ static void deliver(struct http_req *b)
 		deliver_api(hi, r);
 		return;
 	}
-	struct source *src = hi->pub.src;
-	source_done_cb cb = r->cb;
-	void *arg = r->arg;
-	int status = b->status;
-	if (status < 0 && b->detail)
-		source_set_error(src, "%s", b->detail);
 	if (r == hi->listing)
 		hi->listing = NULL;
-	hub_req_free(r);
-	cb(src, status, arg);
+	source_req_deliver(hi->pub.src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)

@@ -104,14 +104,7 @@ static void describe(const struct http_req *b, struct buf *out)
 static void deliver(struct http_req *b)
 {
 	struct s3_req *r = to_req(b);
-	struct source *src = r->s3->src;
-	source_done_cb cb = r->cb;
-	void *arg = r->arg;
-	int status = b->status;
-	if (status < 0 && b->detail)
-		source_set_error(src, "%s", b->detail);
-	req_free(r);
-	cb(src, status, arg);
+	source_req_deliver(r->s3->src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)

@@ -111,6 +111,15 @@ uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known)
 	return n;
 }
 
+int assign_plan_any_unknown(const struct assign_plan *p, const uint8_t *known)
+{
+	for (size_t r = p->nranges; r-- > 0;)
+		for (uint32_t k = p->ranges[r].count; k-- > 0;)
+			if (!assign_bit(known, p->ranges[r].first + k))
+				return 1;
+	return 0;
+}
+
 /* The blocks of p, ascending (heap; *n of them). */
 static uint32_t *plan_blocks(const struct assign_plan *p, uint32_t *n)
 {

@@ -51,6 +51,10 @@ void assign_plan_close(struct assign_plan *p);
 
 /* Blocks of plan p whose bit is clear in known. */
 uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known);
+/* 1 when plan p has a block whose bit is clear in known. Looks from the
+ * end: a share is read in ascending order, so this answers at once until
+ * the share is all read. */
+int assign_plan_any_unknown(const struct assign_plan *p, const uint8_t *known);
 
 /* Move the count highest blocks of from whose bit is clear in known to to
  * (both stay ascending). Returns how many moved. */

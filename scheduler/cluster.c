@@ -795,20 +795,21 @@ void cluster_close(struct cluster *c)
 
 uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor)
 {
-	size_t me = cv->nplans, best = cv->nplans;
+	/* Runs on every ingest: the node's own share first, cheaply. */
+	size_t me = 0, best = cv->nplans;
+	while (me < cv->nplans && strcmp(cv->plan_nodes[me], node))
+		me++;
+	if (me == cv->nplans || assign_plan_any_unknown(&cv->plans[me], cv->v->known))
+		return 0;
 	uint32_t most = 0;
 	for (size_t i = 0; i < cv->nplans; i++) {
-		uint32_t left = assign_plan_unknown(&cv->plans[i], cv->v->known);
-		if (!strcmp(cv->plan_nodes[i], node)) {
-			if (left)
-				return 0;
-			me = i;
-		} else if (left > most) {
+		uint32_t left = i == me ? 0 : assign_plan_unknown(&cv->plans[i], cv->v->known);
+		if (left > most) {
 			most = left;
 			best = i;
 		}
 	}
-	if (me == cv->nplans || best == cv->nplans || most <= 2)
+	if (best == cv->nplans || most <= 2)
 		return 0;
 	*donor = cv->plan_nodes[best];
 	return assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
