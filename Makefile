@@ -16,8 +16,10 @@ OPT     := -O2 -g
 endif
 BIN     := $(if $(filter 1,$(SAN)),$(BUILD)/bin,bin)
 
-CFLAGS_PKG := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# pkg-config runs when a recipe first needs its answer, not when the Makefile
+# is read: `make demo` on a bare machine installs the libraries (deps) first.
+CFLAGS_PKG = $(eval CFLAGS_PKG := $(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(CFLAGS_PKG)
+LIBS_PKG   = $(eval LIBS_PKG := $(shell pkg-config --libs $(PKGS) 2>/dev/null))$(LIBS_PKG)
 CFLAGS  += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -I. -I$(BUILD)/gen -include common/banned.h $(CFLAGS_PKG) $(SANFLAGS) -MMD -MP
 LDLIBS  += $(LIBS_PKG) -lhttp_parser -lpthread -lm
@@ -31,21 +33,32 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test check unit integration demo demo-pull clean format lint fuzz bench bench-deps
+.PHONY: all deps build-deps test check unit integration demo demo-pull clean format lint fuzz bench bench-deps
 all: $(BIN)/syncbit
 
-# Install the Debian packages the build and tests need, once per machine.
+# Install the Debian packages once per machine: build-deps what `make` and
+# `make demo` need, deps that plus what the tests run.
 deps:
-	@./tests/deps.sh
+	@./tests/deps.sh test
 
-$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
+build-deps:
+	@./tests/deps.sh build
+
+# Every object waits for this check: a machine without the libraries gets
+# one line saying what to run instead of a page of missing headers.
+$(BUILD)/.pkgs-ok:
+	@pkg-config --exists $(PKGS) || { echo "syncbit: build libraries missing ($$(for p in $(PKGS); do pkg-config --exists $$p || printf '%s ' $$p; done)); run 'make build-deps'" >&2; exit 1; }
+	@command -v protoc-c >/dev/null || { echo "syncbit: protoc-c missing; run 'make build-deps'" >&2; exit 1; }
+	@mkdir -p $(dir $@) && touch $@
+
+$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto | $(BUILD)/.pkgs-ok
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen $<
 
 $(BUILD)/gen/proto/%.pb-c.o: $(BUILD)/gen/proto/%.pb-c.c
 	$(CC) -std=gnu11 $(OPT) -I$(BUILD)/gen $(CFLAGS_PKG) -fno-sanitize=all -c -o $@ $<
 
-$(BUILD)/%.o: %.c $(PROTO_H)
+$(BUILD)/%.o: %.c $(PROTO_H) | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -75,11 +88,14 @@ test: deps
 	$(MAKE) check SAN=1
 
 # A scheduler, an origin and four agents on loopback (tests/demo.sh);
-# demo-pull shows a standalone pull on one node.
-demo: deps all
+# demo-pull shows a standalone pull on one node. They need only the build
+# dependencies, and build in a second make that runs after those are in.
+demo: build-deps
+	@$(MAKE) --no-print-directory all
 	@./tests/demo.sh
 
-demo-pull: deps all
+demo-pull: build-deps
+	@$(MAKE) --no-print-directory all
 	@./tests/demo-pull.sh
 
 fuzz: deps
@@ -90,7 +106,8 @@ fuzz: deps
 bench-deps:
 	@./bench/deps.sh
 
-bench: bench-deps all
+bench: bench-deps
+	$(MAKE) all
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-http
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-again
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-dir

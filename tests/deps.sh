@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Syncbit builds and tests with, when missing.
-# Idempotent and quiet when everything is present.
+# Installs the Debian packages Syncbit needs, when missing. Idempotent and
+# quiet when everything is present.
+#   deps.sh build   what `make` and `make demo` need: compiler, libraries,
+#                   protoc-c, python3 (the demo's live view)
+#   deps.sh test    the build set plus the servers and clients the test
+#                   suites run (nginx, registry, skopeo, awscli, s3rver
+#                   from npm, clang for the sanitizer runtime …); the default
 set -euo pipefail
-pkgs=(build-essential pkg-config clang libclang-rt-14-dev
-      libuv1-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler
-      libsodium-dev libcurl4-openssl-dev libxxhash-dev libyaml-dev libjansson-dev
-      libhttp-parser-dev libssl-dev libcmocka-dev
-      nginx-light rsync curl python3 iproute2 util-linux e2fsprogs
-      awscli
-      docker-registry skopeo openssl)
+what=${1:-test}
+build=(build-essential pkg-config
+       libuv1-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler
+       libsodium-dev libcurl4-openssl-dev libxxhash-dev libyaml-dev libjansson-dev
+       libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
+test=(clang libclang-rt-14-dev lmdb-utils
+      nginx-light rsync curl iproute2 util-linux e2fsprogs
+      awscli docker-registry skopeo openssl)
+case "$what" in
+build) pkgs=("${build[@]}") ;;
+test) pkgs=("${build[@]}" "${test[@]}") ;;
+*) echo "usage: deps.sh [build|test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # S3 tests: s3rver comes from npm; Debian's nodejs and npm only when no
 # node toolchain is there already (another one's npm would conflict).
-command -v npm >/dev/null || missing+=(nodejs npm)
+if [ "$what" = test ]; then
+	command -v npm >/dev/null || missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing ${missing[*]}" >&2
 	if [ "$(id -u)" -ne 0 ]; then
@@ -27,4 +40,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$SUDO apt-get update -qq
 	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-"$(dirname "$0")/fixtures/s3rver.sh" install
+if [ "$what" = test ]; then
+	"$(dirname "$0")/fixtures/s3rver.sh" install
+fi
