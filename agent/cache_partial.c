@@ -343,7 +343,7 @@ const struct hash_id *cache_partial_object_id(const struct cache_partial *p)
 int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns, int durable)
 {
 	struct cache *c = p->c;
-	p->mode = mode & 07777;
+	p->mode = mode & MANIFEST_MODE_MASK; /* never set-id or sticky */
 	free(p->hashes);
 	p->hashes = xmalloc(p->nblocks * HASH_LEN + 1);
 	for (uint64_t i = 0; i < p->nblocks; i++) {

@@ -307,7 +307,8 @@ int layout_put_object(int dir_fd, const char *name, const char *obj, const FileE
 	int in = open(obj, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return -errno;
-	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, f->mode & 0777);
+	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			 f->mode & MANIFEST_MODE_MASK);
 	int rc = out < 0 ? -errno : publish_copy_fd(in, out, f->size);
 	if (rc == 0 && fsync(out) < 0)
 		rc = -errno;

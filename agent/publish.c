@@ -103,7 +103,8 @@ static int copy_object(struct publisher *p, const char *obj, int dir_fd, const c
 	int in = open(obj, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return -errno;
-	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, f->mode & 07777);
+	int out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			 f->mode & MANIFEST_MODE_MASK);
 	if (out < 0) {
 		int rc = -errno;
 		close(in);
@@ -114,8 +115,8 @@ static int copy_object(struct publisher *p, const char *obj, int dir_fd, const c
 	    {.tv_nsec = UTIME_OMIT},
 	    {.tv_sec = f->mtime_ns / 1000000000ll, .tv_nsec = f->mtime_ns % 1000000000ll},
 	};
-	if (rc == 0 &&
-	    (fchmod(out, f->mode & 07777) < 0 || futimens(out, ts) < 0 || fsync(out) < 0))
+	if (rc == 0 && (fchmod(out, f->mode & MANIFEST_MODE_MASK) < 0 || futimens(out, ts) < 0 ||
+			fsync(out) < 0))
 		rc = -errno;
 	close(in);
 	close(out);
@@ -168,7 +169,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	if (!f->hardlink_to)
 		for (size_t j = 0; j < i && !shared; j++)
 			shared = p->linked[j] && !memcmp(&p->objects[j], &p->objects[i], HASH_LEN);
-	int link_ok = !shared && (want.st_mode & 07777) == (f->mode & 07777);
+	int link_ok = !shared && (want.st_mode & 07777) == (f->mode & MANIFEST_MODE_MASK);
 	char tmp[64];
 	tmp_name(p, tmp, sizeof tmp);
 	rc = -1;
@@ -230,7 +231,8 @@ static int put_directory(struct publisher *p, const FileEntry *f, int dir_fd, co
 	if (rc < 0)
 		return fail(p, rc, f->path, "cannot replace");
 	/* Owner-writable while filling; the final mode is set at the end. */
-	if (rc == 0 && mkdirat(dir_fd, base, (f->mode & 07777) | 0700) < 0 && errno != EEXIST)
+	if (rc == 0 && mkdirat(dir_fd, base, (f->mode & MANIFEST_MODE_MASK) | 0700) < 0 &&
+	    errno != EEXIST)
 		return fail(p, -errno, f->path, "mkdir");
 	return 0;
 }
@@ -252,7 +254,7 @@ static int finish_directories(struct publisher *p)
 		};
 		int rc = 0;
 		int fd = openat(dfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0 || fsync(fd) < 0 || fchmod(fd, f->mode & 07777) < 0 ||
+		if (fd < 0 || fsync(fd) < 0 || fchmod(fd, f->mode & MANIFEST_MODE_MASK) < 0 ||
 		    futimens(fd, ts) < 0)
 			rc = fail(p, -errno, f->path, "finish directory");
 		if (fd >= 0)

@@ -20,6 +20,11 @@
 #define BLOCK_SIZE_MAX	   (256u << 20)
 #define BLOCK_SIZE_DEFAULT (4u << 20)
 
+/* The permission bits Syncbit keeps from a source, caches and publishes:
+ * never setuid, setgid or sticky. Published files belong to the agent's
+ * user, not to the source's owner, so a set-id bit would become root's. */
+#define MANIFEST_MODE_MASK 0777u
+
 typedef Syncbit__Manifest Manifest;
 typedef Syncbit__FileEntry FileEntry;
 

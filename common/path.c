@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <ftw.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -174,6 +176,61 @@ int path_open_parent(int root_fd, const char *rel, unsigned mode, const char **b
 	if (basename_out)
 		*basename_out = c;
 	return fd;
+}
+
+int path_open_beneath_walk(int root_fd, const char *rel, int flags)
+{
+	char name[PATH_NAME_MAX + 1];
+	const char *p = rel, *c = rel;
+	size_t n = 0;
+	int fd, next;
+
+	if (path_check_relative(rel) < 0)
+		return SB_ECONFINE;
+	if (flags & O_CREAT)
+		return -EINVAL;
+	fd = fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		next_component(&p, &c, &n);
+		memcpy(name, c, n);
+		name[n] = '\0';
+		if (!p) /* the last component */
+			next = openat(fd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+		else
+			next = openat(fd, name, DIR_OPEN_FLAGS);
+		if (next < 0)
+			next = -errno;
+		close(fd);
+		if (next < 0 || !p)
+			return next;
+		fd = next;
+	}
+}
+
+int path_open_beneath(int root_fd, const char *rel, int flags)
+{
+#ifdef SYS_openat2
+	static int no_openat2; /* set once on ENOSYS; any thread may read it */
+	if (!__atomic_load_n(&no_openat2, __ATOMIC_RELAXED)) {
+		struct open_how how = {
+		    .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+		    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+		};
+		if (path_check_relative(rel) < 0)
+			return SB_ECONFINE;
+		if (flags & O_CREAT)
+			return -EINVAL;
+		long fd = syscall(SYS_openat2, root_fd, rel, &how, sizeof how);
+		if (fd >= 0)
+			return (int)fd;
+		if (errno != ENOSYS && errno != EPERM) /* EPERM: a seccomp filter */
+			return -errno;
+		__atomic_store_n(&no_openat2, 1, __ATOMIC_RELAXED);
+	}
+#endif
+	return path_open_beneath_walk(root_fd, rel, flags);
 }
 
 static int mkdir_one(const char *path, unsigned mode)

@@ -35,6 +35,19 @@ char *path_join(const char *dir, const char *rel);
  * into rel; the basename itself is not looked at. */
 int path_open_parent(int root_fd, const char *rel, unsigned mode, const char **basename_out);
 
+/* Open rel below the directory fd root_fd with open(2) flags (O_CREAT is
+ * refused), never leaving it and never following a symlink on any
+ * component, the last included: openat2(2) with RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS where the kernel has it, else path_open_beneath_walk.
+ * Returns an fd (caller closes) or a negative error: SB_ECONFINE when rel
+ * fails path_check_relative, -ELOOP/-ENOTDIR/-EXDEV when a component is a
+ * symlink or not a directory, other -errno. Blocking; thread-safe. */
+int path_open_beneath(int root_fd, const char *rel, int flags);
+
+/* The same, one openat(O_NOFOLLOW) per component (kernels before 5.6);
+ * exported so the fallback is tested on every kernel. */
+int path_open_beneath_walk(int root_fd, const char *rel, int flags);
+
 /* mkdir -p of an absolute or relative path; 0 or -errno. */
 int path_mkdirs(const char *path, unsigned mode);
 

@@ -23,6 +23,7 @@ struct source_file {
 	char *link_target;    /* SRC_SYMLINK */
 	uint32_t hardlink_to; /* 1 + index of an earlier regular file; 0 = none */
 	char *digest;	      /* change token: ETag, sha256, or size/mtime/inode token */
+	uint64_t inode;	      /* local files: the inode listed, checked again on open */
 };
 
 struct source_listing {

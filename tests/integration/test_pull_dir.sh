@@ -87,4 +87,21 @@ check "100 MiB file pulls" "$SYNCBIT" pull "$T/large.bin" --to "$T/ldst" --data 
 check "100 MiB file intact" cmp "$T/large.bin" "$T/ldst/large.bin"
 check "verify DIR succeeds on an intact dataset" "$SYNCBIT" verify "$T/ldst" --data "$DATA"
 
+# Set-id and sticky bits never survive: a set-id file anyone can write into
+# a source would become a root-owned set-id file on every node.
+SU=$T/suid DSU=$T/dsuid
+mkdir -p "$SU/shared"
+printf '#!/bin/sh\n' >"$SU/tool"
+chown nobody:nogroup "$SU/tool" 2>/dev/null || true
+chmod 6755 "$SU/tool"
+chmod 3777 "$SU/shared"
+printf x >"$SU/shared/f"
+check "a tree with set-id files pulls" pull "$SU" --to "$DSU"
+check "published file loses setuid/setgid (6755 -> 755)" test "$(stat -c %a "$DSU/tool")" = 755
+check "published directory loses setgid/sticky (3777 -> 777)" test "$(stat -c %a "$DSU/shared")" = 777
+check "no cache object carries a set-id or sticky bit" \
+	test -z "$(find "$DATA/objects" -type f -perm /7000 -print -quit)"
+check "the copy of a single set-id file loses the bits too" pull "$SU/tool" --to "$T/dsu1"
+check "single file: 755" test "$(stat -c %a "$T/dsu1/tool")" = 755
+
 finish
