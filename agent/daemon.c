@@ -836,6 +836,32 @@ static void restore_sets(struct daemon *d)
 	free(names);
 }
 
+/* What peers dial: --advertise; else the listen address with the port the
+ * kernel chose, its host taken from $POD_IP or $HOST_IP (the Downward API)
+ * when it listens on every address. Left unspecified ("0.0.0.0:PORT"), the
+ * scheduler fills in the address this agent connects from: an unspecified
+ * host is never handed to peers. */
+static char *advertised_addr(const struct daemon_options *o, int port)
+{
+	if (o->advertise)
+		return xstrdup(o->advertise);
+	const char *colon = strrchr(o->listen, ':');
+	int len = colon ? (int)(colon - o->listen) : (int)strlen(o->listen);
+	char *addr = xasprintf("%.*s:%d", len, o->listen, port);
+	if (!conn_addr_unspecified(addr))
+		return addr;
+	const char *env[] = {"POD_IP", "HOST_IP"};
+	for (size_t i = 0; i < 2; i++) {
+		const char *ip = getenv(env[i]);
+		if (ip && *ip) {
+			free(addr);
+			return strchr(ip, ':') ? xasprintf("[%s]:%d", ip, port)
+					       : xasprintf("%s:%d", ip, port);
+		}
+	}
+	return addr;
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -860,14 +886,7 @@ static int setup(struct daemon *d, char **detail)
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
 		return rc;
-	if (d->o->advertise) {
-		d->advertise = xstrdup(d->o->advertise);
-	} else {
-		/* Listening on port 0: advertise the port the kernel chose. */
-		const char *colon = strrchr(d->o->listen, ':');
-		int len = colon ? (int)(colon - d->o->listen) : (int)strlen(d->o->listen);
-		d->advertise = xasprintf("%.*s:%d", len, d->o->listen, peers_port(d->peers));
-	}
+	d->advertise = advertised_addr(d->o, peers_port(d->peers));
 	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
 		return rc;
 	return 0;

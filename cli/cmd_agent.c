@@ -23,7 +23,9 @@ static const struct config_key daemon_keys[] = {
     CLI_COMMON_KEYS,
     {"scheduler", NULL, 0, "scheduler HOST:PORT"},
     {"listen", "0.0.0.0:7401", 0, "HOST:PORT for peers"},
-    {"advertise", NULL, 0, "HOST:PORT peers dial (default: --listen)"},
+    {"advertise", NULL, 0,
+     "HOST:PORT peers dial (default: --listen; on 0.0.0.0, $POD_IP or $HOST_IP, else the address "
+     "the scheduler sees)"},
     {"target", NULL, 0, "datasets appear at TARGET/NAME"},
     {"node", NULL, 0, "node name (default: the host name)"},
     {"labels", "", 0, "k=v[,k=v] matched by dataset selectors"},

@@ -1251,6 +1251,38 @@ const char *conn_peer_addr(const struct conn *c)
 	return c->peer_addr;
 }
 
+/* Splits "host:port" / "[v6]:port" at the port's colon: the host's length
+ * (brackets kept) and where the port starts; NULL when there is no port. */
+static const char *addr_port(const char *addr, size_t *host_len)
+{
+	const char *colon = strrchr(addr, ':');
+	if (!colon || (addr[0] == '[' && colon[-1] != ']'))
+		return NULL;
+	*host_len = (size_t)(colon - addr);
+	return colon + 1;
+}
+
+int conn_addr_unspecified(const char *addr)
+{
+	size_t n = 0;
+	if (!addr || !addr_port(addr, &n))
+		return 1;
+	static const char *const any[] = {"", "0.0.0.0", "::", "[::]", "*"};
+	for (size_t i = 0; i < sizeof any / sizeof any[0]; i++)
+		if (strlen(any[i]) == n && !strncmp(addr, any[i], n))
+			return 1;
+	return 0;
+}
+
+char *conn_addr_resolve(const char *advertised, const char *seen)
+{
+	size_t hn = 0, sn = 0;
+	const char *port = advertised ? addr_port(advertised, &hn) : NULL;
+	if (!port || !conn_addr_unspecified(advertised) || !seen || !addr_port(seen, &sn))
+		return xstrdup(advertised ? advertised : "");
+	return xasprintf("%.*s:%s", (int)sn, seen, port);
+}
+
 int conn_encrypted(const struct conn *c)
 {
 	return c->encrypted;

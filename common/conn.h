@@ -99,6 +99,14 @@ void *conn_data(const struct conn *c);
 const char *conn_peer_node(const struct conn *c);
 /* "host:port" of the remote end. */
 const char *conn_peer_addr(const struct conn *c);
+/* 1 when the host of "host:port" says "any address" (empty, 0.0.0.0, ::,
+ * [::]): nobody can dial it. */
+int conn_addr_unspecified(const char *addr);
+/* The address peers dial for a node that advertised `advertised` from the
+ * connection address `seen` ("host:port", "[v6]:port"): advertised as it is
+ * unless its host is unspecified, then seen's host with advertised's port.
+ * Heap string. */
+char *conn_addr_resolve(const char *advertised, const char *seen);
 /* 1 when traffic is encrypted, 0 when both sides chose --no-encrypt. */
 int conn_encrypted(const struct conn *c);
 /* The record cipher: "aes256gcm", "xchacha20poly1305" or "none". */

@@ -467,7 +467,13 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 			n->conn = NULL;
 			conn_close(old->conn, 0);
 		}
+		/* A node listening on 0.0.0.0 is dialled where it connected from. */
+		char *advertised = r->peer_addr;
+		char *dial = conn_addr_resolve(advertised, conn_peer_addr(cl->conn));
+		r->peer_addr = dial;
 		n = cluster_node_register(&s->cluster, name, r, uv_now(&s->loop));
+		r->peer_addr = advertised;
+		free(dial);
 		n->conn = cl->conn;
 		cl->node = n;
 		log_info("node %s registered from %s (peers dial %s)", name,

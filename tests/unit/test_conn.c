@@ -1121,9 +1121,40 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* An agent listening on every address is dialled where it connected from;
+ * anything else is kept as advertised. */
+static void test_addr_resolve(void **state)
+{
+	static const struct {
+		const char *adv, *seen, *want;
+	} cases[] = {
+	    {"0.0.0.0:7000", "10.1.2.3:51234", "10.1.2.3:7000"},
+	    {":7000", "10.1.2.3:51234", "10.1.2.3:7000"},
+	    {"[::]:7000", "[fd00::5]:40000", "[fd00::5]:7000"},
+	    {"::"
+	     ":7000",
+	     "192.168.0.9:1", "192.168.0.9:7000"},
+	    {"10.0.0.8:7000", "10.1.2.3:51234", "10.0.0.8:7000"},
+	    {"node-a.example:7000", "10.1.2.3:5", "node-a.example:7000"},
+	    {"[fd00::1]:7000", "10.1.2.3:5", "[fd00::1]:7000"},
+	    {"0.0.0.0:7000", "?", "0.0.0.0:7000"}, /* nothing better known */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *got = conn_addr_resolve(cases[i].adv, cases[i].seen);
+		assert_string_equal(got, cases[i].want);
+		free(got);
+	}
+	assert_true(conn_addr_unspecified("0.0.0.0:1"));
+	assert_true(conn_addr_unspecified("[::]:1"));
+	assert_true(conn_addr_unspecified("nohost"));
+	assert_false(conn_addr_unspecified("127.0.0.1:1"));
+	assert_false(conn_addr_unspecified("[::1]:1"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_addr_resolve),
 	    cmocka_unit_test(test_handshake_modes),
 	    cmocka_unit_test(test_ipv6),
 	    cmocka_unit_test(test_wrong_token),
