@@ -10,6 +10,7 @@
 #include "agent/cache.h"
 #include "agent/ctl.h"
 #include "agent/fetch.h"
+#include "agent/kube_agent.h"
 #include "agent/peer.h"
 #include "common/buf.h"
 #include "common/conn.h"
@@ -56,6 +57,9 @@ struct daemon {
 	uint64_t restore_deadline_ms; /* restored datasets not assigned by then go */
 	int stopping;
 	char *advertise;
+	struct kube_agent *kube;
+	json_t *node_labels;	     /* the Kubernetes Node's, or NULL */
+	uint64_t labels_deadline_ms; /* registering waits for them until then */
 };
 
 static const struct conn_callbacks sched_cbs;
@@ -554,30 +558,55 @@ static uint64_t disk_free(const char *dir)
 	return statvfs(dir, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
 }
 
+/* The labels to register with: the Node's, then --labels over them. */
+static Syncbit__Label **register_labels(struct daemon *d, size_t *n, Syncbit__Label **store)
+{
+	size_t cap = d->o->nlabels + json_object_size(d->node_labels) + 1, k = 0;
+	Syncbit__Label *labels = xcalloc(cap, sizeof *labels);
+	Syncbit__Label **lp = xcalloc(cap, sizeof *lp);
+	const char *key;
+	json_t *v;
+	json_object_foreach(d->node_labels, key, v)
+	{
+		int overridden = 0;
+		for (size_t i = 0; i < d->o->nlabels; i++)
+			overridden |= !strcmp(d->o->labels[i].key, key);
+		if (overridden || !json_is_string(v))
+			continue;
+		syncbit__label__init(&labels[k]);
+		labels[k].key = (char *)key;
+		labels[k].value = (char *)json_string_value(v);
+		lp[k] = &labels[k];
+		k++;
+	}
+	for (size_t i = 0; i < d->o->nlabels; i++) {
+		syncbit__label__init(&labels[k]);
+		labels[k].key = d->o->labels[i].key;
+		labels[k].value = d->o->labels[i].value;
+		lp[k] = &labels[k];
+		k++;
+	}
+	*n = k;
+	*store = labels;
+	return lp;
+}
+
 static void sched_ready(struct conn *c, int status)
 {
 	struct daemon *d = conn_data(c);
 	if (status < 0)
 		return;
 	Syncbit__Register m = SYNCBIT__REGISTER__INIT;
-	Syncbit__Label *labels = xcalloc(d->o->nlabels + 1, sizeof *labels);
-	Syncbit__Label **lp = xcalloc(d->o->nlabels + 1, sizeof *lp);
-	for (size_t i = 0; i < d->o->nlabels; i++) {
-		syncbit__label__init(&labels[i]);
-		labels[i].key = d->o->labels[i].key;
-		labels[i].value = d->o->labels[i].value;
-		lp[i] = &labels[i];
-	}
+	Syncbit__Label *labels;
+	m.labels = register_labels(d, &m.n_labels, &labels);
 	m.node = (char *)d->o->node;
 	m.peer_addr = d->advertise;
-	m.labels = lp;
-	m.n_labels = d->o->nlabels;
 	m.disk_free = disk_free(d->o->data);
 	m.cache_size = d->o->cache_size;
 	m.agent_version = SYNCBIT_VERSION;
 	wire_send(c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
 	free(labels);
-	free(lp);
+	free(m.labels);
 }
 
 static void dial_scheduler(uv_timer_t *t);
@@ -604,6 +633,14 @@ static const struct conn_callbacks sched_cbs = {
 static void dial_scheduler(uv_timer_t *t)
 {
 	struct daemon *d = t->data;
+	if (d->labels_deadline_ms && uv_now(&d->loop) < d->labels_deadline_ms) {
+		uv_timer_start(&d->reconnect, dial_scheduler, 200, 0);
+		return; /* registering without the Node's labels could unassign */
+	}
+	if (d->labels_deadline_ms)
+		log_warn("kubernetes: no labels of node %s after %u s; registering with --labels",
+			 d->o->node, DAEMON_LABELS_WAIT_MS / 1000);
+	d->labels_deadline_ms = 0;
 	struct conn_config cfg = {.token = &d->token,
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
@@ -723,13 +760,63 @@ json_t *daemon_status_json(struct daemon *d)
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
 		json_array_append_new(sets, o);
 	}
-	return json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node",
-			 d->o->node, "scheduler", "addr", d->o->scheduler, "connected",
-			 d->sched_ready, "peers", "bytes_served", (json_int_t)ps.bytes_served,
-			 "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
-			 (json_int_t)ps.dropped_bad_data, "bytes_received",
-			 (json_int_t)ps.bytes_received, "bytes_unneeded",
-			 (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	json_t *st = json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node",
+			       d->o->node, "scheduler", "addr", d->o->scheduler, "connected",
+			       d->sched_ready, "peers", "bytes_served", (json_int_t)ps.bytes_served,
+			       "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
+			       (json_int_t)ps.dropped_bad_data, "bytes_received",
+			       (json_int_t)ps.bytes_received, "bytes_unneeded",
+			       (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	if (d->kube)
+		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
+	return st;
+}
+
+static char *labels_path(struct daemon *d)
+{
+	return xasprintf("%s/%s", d->o->data, DAEMON_LABELS_FILE);
+}
+
+void daemon_set_node_labels(struct daemon *d, json_t *labels)
+{
+	json_t *now = labels ? json_deep_copy(labels) : json_object();
+	int first = d->labels_deadline_ms != 0;
+	d->labels_deadline_ms = 0;
+	if (d->node_labels && json_equal(d->node_labels, now)) {
+		json_decref(now);
+		return;
+	}
+	json_decref(d->node_labels);
+	d->node_labels = now;
+	char *path = labels_path(d), *tmp = xasprintf("%s.tmp", path);
+	if (json_dump_file(now, tmp, JSON_COMPACT | JSON_SORT_KEYS) < 0 || rename(tmp, path) < 0)
+		log_warn("%s: cannot record the node's labels", path);
+	free(tmp);
+	free(path);
+	if (first || !d->sched_ready)
+		return; /* the next registration carries them */
+	log_info("node %s: its labels changed; registering again", d->o->node);
+	conn_close(d->sched, 0);
+}
+
+/* With Kubernetes on, the labels last seen let the agent register at once
+ * after a restart; without them it waits for the Node a while. */
+static void load_node_labels(struct daemon *d)
+{
+	char *path = labels_path(d);
+	json_t *l = json_load_file(path, 0, NULL);
+	free(path);
+	if (json_is_object(l)) {
+		d->node_labels = l;
+		return;
+	}
+	json_decref(l);
+	d->labels_deadline_ms = uv_now(&d->loop) + DAEMON_LABELS_WAIT_MS;
+}
+
+const char *daemon_dataset_name(struct daemon *d, size_t i)
+{
+	return i < d->nsets ? d->sets[i]->name : NULL;
 }
 
 int daemon_ready(struct daemon *d, const char *name, const char **why)
@@ -781,6 +868,8 @@ static void stop(struct daemon *d)
 	uv_timer_stop(&d->retry);
 	if (d->sched)
 		conn_close(d->sched, 0);
+	kube_agent_free(d->kube);
+	d->kube = NULL;
 	for (size_t i = 0; i < d->nsets; i++)
 		free_set(d, d->sets[i]);
 	d->nsets = 0;
@@ -862,6 +951,20 @@ static char *advertised_addr(const struct daemon_options *o, int port)
 	return addr;
 }
 
+static int setup_kube(struct daemon *d, char **detail)
+{
+	struct kube_config kc;
+	int rc = kube_config_load(d->o->kubeconfig, &kc, detail);
+	if (rc <= 0)
+		return rc;
+	load_node_labels(d);
+	rc = kube_agent_new(&d->loop, d, &kc, d->o->node, &d->kube);
+	if (rc < 0)
+		*detail = xasprintf("kubernetes: %s", sb_strerror(rc));
+	kube_config_close(&kc);
+	return rc;
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -889,7 +992,7 @@ static int setup(struct daemon *d, char **detail)
 	d->advertise = advertised_addr(d->o, peers_port(d->peers));
 	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
 		return rc;
-	return 0;
+	return setup_kube(d, detail);
 }
 
 int daemon_run(const struct daemon_options *o, char **detail)
@@ -919,6 +1022,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	free(d.sets);
 	free(d.advertise);
+	json_decref(d.node_labels);
 	cache_free(d.cache);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("daemon: event loop still had handles at exit");

@@ -17,7 +17,9 @@
 #define DAEMON_RECONNECT_MAX_MS 10000
 #define DAEMON_RETRY_MS		10000 /* a failed fetch starts again after this */
 #define DAEMON_RESTORE_MS	30000 /* after registering: restored datasets not assigned by then go */
-#define DAEMON_HEARTBEAT_MS	1000 /* until the scheduler says otherwise */
+#define DAEMON_HEARTBEAT_MS	1000  /* until the scheduler says otherwise */
+#define DAEMON_LABELS_WAIT_MS	30000 /* for the Node's labels before registering without */
+#define DAEMON_LABELS_FILE	"node-labels.json" /* the Node's labels last seen, in DATA */
 
 struct daemon_label {
 	char *key, *value;
@@ -31,8 +33,9 @@ struct daemon_options {
 	const char *target;    /* datasets appear at target/NAME */
 	const char *node;
 	const char *token_file;
-	const char *socket; /* unix socket for the CLI */
-	const char *http;   /* host:port for /readyz, /metrics; NULL = none */
+	const char *socket;	/* unix socket for the CLI */
+	const char *http;	/* host:port for /readyz, /metrics; NULL = none */
+	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;
 	int encrypt;
@@ -51,6 +54,12 @@ json_t *daemon_status_json(struct daemon *d);
 /* 1 when dataset name is published here (complete, verified), 0 if not,
  * with *why (static or owned by d) saying what is missing. */
 int daemon_ready(struct daemon *d, const char *name, const char **why);
+/* The labels of this node's Kubernetes Node (a JSON object of strings,
+ * borrowed; NULL: none), under the --labels, which win. The agent
+ * registers with the union, again when it changes. */
+void daemon_set_node_labels(struct daemon *d, json_t *labels);
+/* Name of the i-th dataset of this node, or NULL past the last. */
+const char *daemon_dataset_name(struct daemon *d, size_t i);
 /* Progress of a dataset: 0 and the counts, or SB_ENOTFOUND. */
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error);

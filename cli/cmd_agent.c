@@ -27,11 +27,14 @@ static const struct config_key daemon_keys[] = {
      "HOST:PORT peers dial (default: --listen; on 0.0.0.0, $POD_IP or $HOST_IP, else the address "
      "the scheduler sees)"},
     {"target", NULL, 0, "datasets appear at TARGET/NAME"},
-    {"node", NULL, 0, "node name (default: the host name)"},
+    {"node", NULL, 0, "node name (default: $NODE_NAME, else the host name)"},
     {"labels", "", 0, "k=v[,k=v] matched by dataset selectors"},
     {"token-file", NULL, 0, "the cluster's join token"},
     {"socket", NULL, 0, "unix socket for the CLI (default DATA/agent.sock)"},
     {"http", NULL, 0, "HOST:PORT for /healthz, /readyz and /metrics"},
+    {"kubeconfig", NULL, 0,
+     "FILE: node labels and readiness gates from this API server (also $KUBECONFIG; "
+     "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
     {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear"},
     {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)"},
     {"jobs", "2", 0, "origin reads in flight (few: each node reads a share of the origin)"},
@@ -48,6 +51,17 @@ static const struct config_key agent_keys[] = {
     CLI_COMMON_KEYS,
     {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)"},
     {"json", "false", 1, "print JSON as the last line"},
+    {NULL, NULL, 0, NULL},
+};
+
+#define READY_POLL_MS 500
+
+static const struct config_key ready_keys[] = {
+    CLI_COMMON_KEYS,
+    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)"},
+    {"json", "false", 1, "print JSON as the last line"},
+    {"wait", "false", 1, "block until NAME is ready here (init containers)"},
+    {"timeout", "0", 0, "SECONDS: with --wait, give up after this long (0: never)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -128,7 +142,10 @@ int cmd_daemon(int argc, char **argv)
 	o.advertise = config_get(&cfg, "advertise");
 	o.data = data;
 	o.target = target;
-	o.node = config_get(&cfg, "node") ? config_get(&cfg, "node") : host;
+	o.node = config_get(&cfg, "node")			 ? config_get(&cfg, "node")
+		 : getenv("NODE_NAME") && getenv("NODE_NAME")[0] ? getenv("NODE_NAME")
+								 : host;
+	o.kubeconfig = config_get(&cfg, "kubeconfig");
 	o.token_file = token;
 	o.socket = sock;
 	o.http = config_get(&cfg, "http");
@@ -341,23 +358,84 @@ out:
 	return rc;
 }
 
+/* One "ready" question to the agent, quietly: 1 ready, 0 not (reply set),
+ * negative when the agent cannot be reached. */
+static int ask_ready(const char *sock, const char *name, json_t **reply)
+{
+	struct agent_conn a;
+	int rc = agent_connect(sock, &a);
+	if (rc < 0)
+		return rc;
+	if ((rc = agent_send(&a, json_pack("{s:s, s:s}", "op", "ready", "name", name))) == 0)
+		rc = agent_recv(&a, reply);
+	agent_close(&a);
+	if (rc < 0)
+		return rc;
+	return json_is_true(json_object_get(*reply, "ready"));
+}
+
+/* ready NAME --wait: ask every READY_POLL_MS until ready or the timeout
+ * (0: none); the agent may not be up yet, as in an init container that
+ * starts with its pod. */
+static int wait_ready(const char *sock, const char *name, uint64_t timeout_s, json_t **reply)
+{
+	uint64_t start = uv_hrtime();
+	int rc;
+	char *last = NULL;
+	for (;;) {
+		json_decref(*reply);
+		*reply = NULL;
+		rc = ask_ready(sock, name, reply);
+		if (rc == 1)
+			break;
+		char *why =
+		    rc < 0 ? xasprintf("cannot reach the agent at %s: %s", sock, sb_strerror(rc))
+			   : xstrdup(json_string_value(json_object_get(*reply, "reason"))
+					 ?: "unknown");
+		if (!last || strcmp(last, why))
+			fprintf(stderr, "syncbit: waiting for %s: %s\n", name, why);
+		free(last);
+		last = why;
+		if (timeout_s && uv_hrtime() - start >= timeout_s * 1000000000ull) {
+			cli_error("%s is not ready after %llu s: %s", name,
+				  (unsigned long long)timeout_s, last);
+			break;
+		}
+		usleep(READY_POLL_MS * 1000);
+	}
+	free(last);
+	return rc == 1 ? EXIT_OK : EXIT_FAIL;
+}
+
 int cmd_ready(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
-	int npos = 0, rc, json = 0;
+	int npos = 0, rc, json = 0, wait = 0;
+	uint64_t timeout = 0;
 	json_t *reply = NULL;
 	char *sock = NULL;
-	if ((rc = cli_parse(&cfg, agent_keys, "ready NAME [--socket PATH]", argc, argv, &pos,
-			    &npos)))
+	if ((rc = cli_parse(&cfg, ready_keys,
+			    "ready NAME [--socket PATH] [--wait [--timeout SECONDS]] [--json]",
+			    argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
 	if (npos != 1) {
 		cli_error("ready takes one dataset NAME");
 		goto out;
 	}
-	config_get_bool(&cfg, "json", &json);
+	if (config_get_bool(&cfg, "json", &json) < 0 || config_get_bool(&cfg, "wait", &wait) < 0 ||
+	    config_get_u64(&cfg, "timeout", 0, UINT32_MAX, &timeout) < 0) {
+		cli_error("%s", cfg.error);
+		goto out;
+	}
 	sock = socket_path(&cfg);
+	if (wait) {
+		rc = wait_ready(sock, pos[0], timeout, &reply);
+		if (json && reply)
+			print_json_line(reply);
+		goto out;
+	}
 	if ((rc = agent_call(sock, json_pack("{s:s, s:s}", "op", "ready", "name", pos[0]), &reply)))
 		goto out;
 	int ok = json_is_true(json_object_get(reply, "ready"));
