@@ -13,6 +13,12 @@ static const struct config_key sched_keys[] = {
     {"http", NULL, 0, "HOST:PORT for /healthz, /api/v1/... and /metrics"},
     {"refresh", "300", 0, "seconds between re-listings of every source (0: never)"},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear"},
+    {"kubeconfig", NULL, 0,
+     "FILE: label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
+     "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
+    {"taint-until-ready", "false", 1,
+     "with Kubernetes: taint nodes syncbit.io/syncing:NoSchedule until their datasets are "
+     "ready"},
     {"heartbeat-ms", "1000", 0, "how often agents report; 3 missed reports = gone"},
     {"retries", "2", 0, "retries of a source listing request"},
     {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried"},
@@ -27,7 +33,7 @@ int cmd_scheduler(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
-	int npos = 0, rc, no_encrypt = 0;
+	int npos = 0, rc, no_encrypt = 0, taint = 0;
 	uint64_t refresh, heartbeat, retries, stall;
 	char *data = NULL, *detail = NULL;
 	if ((rc = cli_parse(&cfg, sched_keys, sched_usage, argc, argv, &pos, &npos)))
@@ -42,7 +48,8 @@ int cmd_scheduler(int argc, char **argv)
 	    config_get_u64(&cfg, "heartbeat-ms", 100, 60000, &heartbeat) < 0 ||
 	    config_get_u64(&cfg, "retries", 0, 100, &retries) < 0 ||
 	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0 ||
-	    config_get_bool(&cfg, "no-encrypt", &no_encrypt) < 0) {
+	    config_get_bool(&cfg, "no-encrypt", &no_encrypt) < 0 ||
+	    config_get_bool(&cfg, "taint-until-ready", &taint) < 0) {
 		cli_error("%s", cfg.error);
 		goto out;
 	}
@@ -54,6 +61,8 @@ int cmd_scheduler(int argc, char **argv)
 	    .refresh_s = (unsigned)refresh,
 	    .heartbeat_ms = (unsigned)heartbeat,
 	    .encrypt = !no_encrypt,
+	    .kubeconfig = config_get(&cfg, "kubeconfig"),
+	    .taint_until_ready = taint,
 	};
 	source_options_default(&o.src);
 	if ((rc = cli_source_access(&cfg, &o.src)))

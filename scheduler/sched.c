@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "scheduler/api.h"
+#include "scheduler/kube_sched.h"
 #include "scheduler/listing.h"
 #include "scheduler/server.h"
 
@@ -118,6 +119,8 @@ static void stop(struct sched *s)
 	uv_close((uv_handle_t *)&s->flush, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	kube_sched_free(s->kube);
+	s->kube = NULL;
 	server_stop(s);
 	api_stop(s);
 	listing_cancel_all(s);
@@ -160,6 +163,19 @@ static void start_timers(struct sched *s)
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 }
 
+static int start_kube(struct sched *s, char **detail)
+{
+	struct kube_config kc;
+	int rc = kube_config_load(s->o->kubeconfig, &kc, detail);
+	if (rc <= 0)
+		return rc;
+	rc = kube_sched_new(s, &kc, s->o->taint_until_ready, &s->kube);
+	if (rc < 0)
+		*detail = xasprintf("kubernetes: %s", sb_strerror(rc));
+	kube_config_close(&kc);
+	return rc;
+}
+
 static int start(struct sched *s, char **detail)
 {
 	int rc = open_state(s, detail);
@@ -175,6 +191,8 @@ static int start(struct sched *s, char **detail)
 	if ((rc = server_start(s, detail)) < 0)
 		return rc;
 	if (s->o->http && s->o->http[0] && (rc = api_start(s, detail)) < 0)
+		return rc;
+	if ((rc = start_kube(s, detail)) < 0)
 		return rc;
 	start_timers(s);
 	log_info("scheduler on %s: %zu datasets, %zu nodes known", s->o->listen,

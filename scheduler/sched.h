@@ -25,11 +25,14 @@ struct sched_options {
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
 	int encrypt;
+	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
+	int taint_until_ready;
 	struct source_options src; /* for listing sources */
 };
 
 struct sched_client;
 struct listing;
+struct kube_sched;
 
 struct sched {
 	const struct sched_options *o;
@@ -42,6 +45,7 @@ struct sched {
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;
+	struct kube_sched *kube; /* NULL without Kubernetes */
 	int stopping;
 };
 
