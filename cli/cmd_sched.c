@@ -16,6 +16,9 @@ static const struct config_key sched_keys[] = {
     {"kubeconfig", NULL, 0,
      "FILE: label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
      "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
+    {"token-secret", NULL, 0,
+     "NAME: with Kubernetes, create this Secret (key token) with the join token when "
+     "missing, for the agents to mount"},
     {"taint-until-ready", "false", 1,
      "with Kubernetes: taint nodes syncbit.io/syncing:NoSchedule until their datasets are "
      "ready"},
@@ -63,6 +66,7 @@ int cmd_scheduler(int argc, char **argv)
 	    .encrypt = !no_encrypt,
 	    .kubeconfig = config_get(&cfg, "kubeconfig"),
 	    .taint_until_ready = taint,
+	    .token_secret = config_get(&cfg, "token-secret"),
 	};
 	source_options_default(&o.src);
 	if ((rc = cli_source_access(&cfg, &o.src)))

@@ -1,5 +1,6 @@
 #include "scheduler/kube_sched.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,10 @@ struct kube_sched {
 	uv_timer_t tick;
 	uint64_t patches, patch_errors;
 	char *last_error;
+	char *secret; /* --token-secret: the join token's Secret, or NULL */
+	struct kube_call *secret_call;
+	int secret_done; /* the Secret exists (found or written) */
+	uint64_t secret_retry_ms;
 };
 
 static const char *jstr(json_t *o, const char *key)
@@ -630,10 +635,88 @@ static void watch_error(struct kube_watch *w, long code, const char *detail, voi
 static const struct kube_watch_ops node_ops = {.event = node_event, .error = watch_error};
 static const struct kube_watch_ops cr_ops = {.event = cr_event, .error = watch_error};
 
+/* ---- the join token's Secret ---- */
+
+static void secret_step(struct kube_sched *ks);
+
+/* The token as the Secret's data: base64 of the file's text. */
+static char *token_b64(const struct kube_sched *ks)
+{
+	char hex[2 * SECURE_TOKEN_BYTES + 2];
+	sodium_bin2hex(hex, sizeof hex - 1, ks->s->token.key, SECURE_TOKEN_BYTES);
+	hex[2 * SECURE_TOKEN_BYTES] = '\n';
+	hex[2 * SECURE_TOKEN_BYTES + 1] = '\0';
+	size_t n = sodium_base64_ENCODED_LEN(sizeof hex - 1, sodium_base64_VARIANT_ORIGINAL);
+	char *out = xmalloc(n);
+	sodium_bin2base64(out, n, (const unsigned char *)hex, sizeof hex - 1,
+			  sodium_base64_VARIANT_ORIGINAL);
+	sodium_memzero(hex, sizeof hex);
+	return out;
+}
+
+static void secret_answer(int status, long code, json_t *body, const char *detail, void *arg)
+{
+	struct kube_sched *ks = arg;
+	ks->secret_call = NULL;
+	if (status == 0 && json_object_get(body, "data")) {
+		char *mine = token_b64(ks);
+		const char *theirs = jstr(json_object_get(body, "data"), "token");
+		if (!theirs || strcmp(theirs, mine))
+			log_error("kubernetes: Secret %s holds another join token than this "
+				  "scheduler's; agents using it will be refused (delete the Secret "
+				  "and the scheduler writes it again)",
+				  ks->secret);
+		else
+			log_info("kubernetes: the join token is in Secret %s", ks->secret);
+		free(mine);
+		ks->secret_done = 1;
+	} else if (code == 404) {
+		secret_step(ks); /* not there: write it */
+	} else if (code == 409) {
+		ks->secret_retry_ms = 0; /* made meanwhile: read it next */
+	} else {
+		note_error(ks, "join token Secret", detail ? detail : sb_strerror(status));
+		ks->secret_retry_ms = uv_now(&ks->s->loop) + 6 * KUBE_SCHED_RETRY_MS;
+	}
+}
+
+/* After a 404: create the Secret. */
+static void secret_step(struct kube_sched *ks)
+{
+	const char *ns = kube_namespace(ks->k) ? kube_namespace(ks->k) : "default";
+	char *path = xasprintf("/api/v1/namespaces/%s/secrets", ns);
+	if (!ks->secret_call) {
+		char *b64 = token_b64(ks);
+		json_t *obj = json_pack(
+		    "{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:s, s:{s:s}}", "apiVersion", "v1", "kind",
+		    "Secret", "metadata", "name", ks->secret, "namespace", ns, "labels",
+		    "app.kubernetes.io/name", "syncbit", "type", "Opaque", "data", "token", b64);
+		char *body = json_dumps(obj, JSON_COMPACT);
+		ks->secret_call = kube_call(ks->k, "POST", path, NULL, body, secret_answer, ks);
+		sodium_memzero(body, strlen(body));
+		sodium_memzero(b64, strlen(b64));
+		free(body);
+		free(b64);
+		json_decref(obj);
+	}
+	free(path);
+}
+
+static void secret_tick(struct kube_sched *ks, uint64_t now)
+{
+	if (!ks->secret || ks->secret_done || ks->secret_call || now < ks->secret_retry_ms)
+		return;
+	const char *ns = kube_namespace(ks->k) ? kube_namespace(ks->k) : "default";
+	char *path = xasprintf("/api/v1/namespaces/%s/secrets/%s", ns, ks->secret);
+	ks->secret_call = kube_call(ks->k, "GET", path, NULL, NULL, secret_answer, ks);
+	free(path);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct kube_sched *ks = t->data;
 	uint64_t now = uv_now(&ks->s->loop);
+	secret_tick(ks, now);
 	for (size_t i = 0; i < ks->ncrs; i++) {
 		cr_apply(ks, ks->crs[i], now);
 		cr_write_status(ks, ks->crs[i], now);
@@ -643,11 +726,12 @@ static void on_tick(uv_timer_t *t)
 }
 
 int kube_sched_new(struct sched *s, const struct kube_config *cfg, int taint,
-		   struct kube_sched **out)
+		   const char *token_secret, struct kube_sched **out)
 {
 	struct kube_sched *ks = xcalloc(1, sizeof *ks);
 	ks->s = s;
 	ks->taint = taint;
+	ks->secret = token_secret && *token_secret ? xstrdup(token_secret) : NULL;
 	int rc = kube_new(&s->loop, cfg, &ks->k);
 	if (rc < 0) {
 		free(ks);
@@ -690,6 +774,9 @@ void kube_sched_free(struct kube_sched *ks)
 	kube_free(ks->k);
 	json_decref(ks->managed);
 	free(ks->last_error);
+	if (ks->secret_call)
+		kube_call_cancel(ks->secret_call);
+	free(ks->secret);
 	uv_close((uv_handle_t *)&ks->tick, tick_closed);
 }
 

@@ -26,9 +26,11 @@ struct sched;
 struct kube_sched;
 
 /* Start following nodes and Dataset objects of cfg's API server. taint:
- * --taint-until-ready. */
+ * --taint-until-ready; token_secret: the name of a Secret in the
+ * configuration's namespace to create with the join token when it does
+ * not exist (the agents mount it), or NULL. */
 int kube_sched_new(struct sched *s, const struct kube_config *cfg, int taint,
-		   struct kube_sched **out);
+		   const char *token_secret, struct kube_sched **out);
 /* Stop; memory goes once the loop ran again. NULL is a no-op. */
 void kube_sched_free(struct kube_sched *ks);
 json_t *kube_sched_status_json(const struct kube_sched *ks);

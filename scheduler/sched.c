@@ -169,7 +169,7 @@ static int start_kube(struct sched *s, char **detail)
 	int rc = kube_config_load(s->o->kubeconfig, &kc, detail);
 	if (rc <= 0)
 		return rc;
-	rc = kube_sched_new(s, &kc, s->o->taint_until_ready, &s->kube);
+	rc = kube_sched_new(s, &kc, s->o->taint_until_ready, s->o->token_secret, &s->kube);
 	if (rc < 0)
 		*detail = xasprintf("kubernetes: %s", sb_strerror(rc));
 	kube_config_close(&kc);

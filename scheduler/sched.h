@@ -27,6 +27,7 @@ struct sched_options {
 	int encrypt;
 	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
 	int taint_until_ready;
+	const char *token_secret;  /* Secret to create with the join token, or NULL */
 	struct source_options src; /* for listing sources */
 };
 
