@@ -3,6 +3,7 @@
 # quiet when everything is present.
 #   deps.sh build   what `make` and `make demo` need: compiler, libraries,
 #                   protoc-c, python3 (the demo's live view)
+#   deps.sh image   the build set plus skopeo, for `make image`
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, awscli, s3rver
 #                   from npm, clang for the sanitizer runtime …); the default
@@ -17,8 +18,9 @@ test=(clang libclang-rt-14-dev lmdb-utils
       awscli docker-registry skopeo openssl)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
+image) pkgs=("${build[@]}" skopeo) ;;
 test) pkgs=("${build[@]}" "${test[@]}") ;;
-*) echo "usage: deps.sh [build|test]" >&2; exit 2 ;;
+*) echo "usage: deps.sh [build|image|test]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do
