@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull clean format lint fuzz bench bench-deps
+.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz bench bench-deps
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -97,6 +97,13 @@ demo: build-deps
 demo-pull: build-deps
 	@$(MAKE) --no-print-directory all
 	@./tests/demo-pull.sh
+
+# The container image, built offline from no base image (deploy/image/build.sh):
+# an OCI layout in $(BUILD)/image/oci and a docker-archive $(BUILD)/image/syncbit.tar.
+image:
+	@./tests/deps.sh image
+	@$(MAKE) --no-print-directory all
+	@BIN=$(abspath $(BIN)/syncbit) IMAGE_DIR=$(abspath $(BUILD)/image) ./deploy/image/build.sh
 
 fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile

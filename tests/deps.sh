@@ -3,9 +3,11 @@
 # quiet when everything is present.
 #   deps.sh build   what `make` and `make demo` need: compiler, libraries,
 #                   protoc-c, python3 (the demo's live view)
+#   deps.sh image   the build set plus skopeo, for `make image`
 #   deps.sh test    the build set plus the servers and clients the test
-#                   suites run (nginx, registry, skopeo, awscli, s3rver
-#                   from npm, clang for the sanitizer runtime …); the default
+#                   suites run (nginx, registry, skopeo, containerd and runc,
+#                   awscli, s3rver from npm, clang for the sanitizer
+#                   runtime …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -14,11 +16,12 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl)
+      awscli docker-registry skopeo openssl containerd runc)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
+image) pkgs=("${build[@]}" skopeo) ;;
 test) pkgs=("${build[@]}" "${test[@]}") ;;
-*) echo "usage: deps.sh [build|test]" >&2; exit 2 ;;
+*) echo "usage: deps.sh [build|image|test]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do
