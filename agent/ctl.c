@@ -287,6 +287,8 @@ static void http_metrics(void *arg, const char *path, const char *query, struct 
 		   "# TYPE syncbit_scheduler_connected gauge\nsyncbit_scheduler_connected %d\n",
 		   json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
 	json_decref(st);
+	daemon_listener_metrics(c->d, &r->body);
+	httpd_metrics(c->http, &r->body);
 }
 
 int ctl_new(uv_loop_t *loop, struct daemon *d, const char *path, const char *http, struct ctl **out,

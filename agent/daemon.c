@@ -12,6 +12,7 @@
 #include "agent/fetch.h"
 #include "agent/kube_agent.h"
 #include "agent/peer.h"
+#include "common/admit.h"
 #include "common/buf.h"
 #include "common/conn.h"
 #include "common/err.h"
@@ -837,6 +838,12 @@ int daemon_ready(struct daemon *d, const char *name, const char **why)
 	return 0;
 }
 
+void daemon_listener_metrics(struct daemon *d, struct buf *out)
+{
+	if (d->peers)
+		peers_listener_metrics(d->peers, out);
+}
+
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error)
 {
@@ -1009,6 +1016,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	d.reconnect.data = d.heartbeat.data = d.retry.data = &d;
 	d.sigterm.data = d.sigint.data = &d;
 	signal(SIGPIPE, SIG_IGN);
+	admit_fd_limit_raise(NULL);
 	int rc = setup(&d, detail);
 	if (rc == 0) {
 		uv_signal_start(&d.sigterm, on_signal, SIGTERM);

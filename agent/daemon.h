@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/source.h"
 
 #define DAEMON_RECONNECT_MIN_MS 500
@@ -63,5 +64,7 @@ const char *daemon_dataset_name(struct daemon *d, size_t i);
 /* Progress of a dataset: 0 and the counts, or SB_ENOTFOUND. */
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error);
+/* Prometheus text for the peer port's refused handshakes. */
+void daemon_listener_metrics(struct daemon *d, struct buf *out);
 
 #endif

@@ -35,7 +35,8 @@ static struct conn_config conn_cfg(struct peers *p)
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
 				  .payload_max = BLOCK_SIZE_MAX,
-				  .idle_ms = PEER_IDLE_MS};
+				  .idle_ms = PEER_IDLE_MS,
+				  .name = "peer"};
 	return cfg;
 }
 
@@ -610,6 +611,11 @@ void peers_free(struct peers *p)
 int peers_port(const struct peers *p)
 {
 	return conn_listener_port(p->listener);
+}
+
+void peers_listener_metrics(const struct peers *p, struct buf *out)
+{
+	conn_listener_metrics(p->listener, out);
 }
 
 void peers_add_fetch(struct peers *p, struct fetch *f)

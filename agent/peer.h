@@ -55,6 +55,8 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 /* Close every connection; freed once they are gone. */
 void peers_free(struct peers *p);
 int peers_port(const struct peers *p);
+/* Prometheus text for the peer port's refused handshakes (common/conn.h). */
+void peers_listener_metrics(const struct peers *p, struct buf *out);
 
 /* Versions this node fetches or holds: announced to every peer. */
 void peers_add_fetch(struct peers *p, struct fetch *f);

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -95,6 +96,7 @@ struct conn {
 	char peer_addr[ADDR_MAX];
 	char peer_node[SECURE_NODE_MAX + 1];
 	char error[256];
+	struct admit_slot slot; /* accepted and still in the handshake */
 
 	/* receive: records (encrypted mode) ... */
 	uint8_t *rbuf;
@@ -130,6 +132,8 @@ struct conn_listener {
 	void (*on_accept)(struct conn_listener *l, struct conn *c);
 	int port;
 	int closing;
+	struct admit admit; /* connections in the handshake */
+	int handles;	    /* the socket, and admit once listening */
 };
 
 static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
@@ -254,12 +258,32 @@ static void on_handle_closed(uv_handle_t *h)
 	maybe_finish(c);
 }
 
+/* How a connection that was in the handshake on a listener ended, for the
+ * admission's counters: a client that left is not counted. */
+static enum admit_reason preauth_reason(int status)
+{
+	switch (status) {
+	case 0:
+	case UV_EOF:
+	case -ECONNRESET:
+	case -ECONNABORTED:
+	case -EPIPE:
+	case SB_ECANCELED:
+		return ADMIT_NONE;
+	case -ETIMEDOUT:
+		return ADMIT_TIMEOUT;
+	default:
+		return ADMIT_BAD_HANDSHAKE;
+	}
+}
+
 void conn_close(struct conn *c, int status)
 {
 	if (!c || c->state == ST_CLOSING)
 		return;
 	c->state = ST_CLOSING;
 	c->status = status;
+	admit_leave(&c->slot, preauth_reason(status), c->error);
 	__atomic_store_n(&c->sf_stop, 1, __ATOMIC_RELAXED);
 	if (c->gai_pending)
 		uv_cancel((uv_req_t *)&c->gai);
@@ -285,6 +309,22 @@ static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 	conn_close(c, rc);
 }
 
+/* The handshake's keys and nonce: for an accepted connection only once it
+ * is admitted, so a refused one costs no key generation. */
+static int hs_init(struct conn *c, const struct conn_config *cfg)
+{
+	c->hs = xmalloc(sizeof *c->hs);
+	int rc = secure_handshake_init(c->hs, cfg->token, c->initiator, cfg->node, cfg->encrypt);
+	if (rc) {
+		free(c->hs);
+		c->hs = NULL;
+		return rc;
+	}
+	if (cfg->no_aes_gcm)
+		c->hs->aes_gcm = 0;
+	return 0;
+}
+
 static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
 		    void *data, int initiator, struct conn **out)
 {
@@ -292,19 +332,15 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 		return -EINVAL;
 	uv_once(&sigpipe_once, sigpipe_ignore);
 	struct conn *c = xcalloc(1, sizeof *c);
-	c->hs = xmalloc(sizeof *c->hs);
-	int rc = secure_handshake_init(c->hs, cfg->token, initiator, cfg->node, cfg->encrypt);
+	c->initiator = initiator;
+	int rc = initiator ? hs_init(c, cfg) : 0;
 	if (rc) {
-		free(c->hs);
 		free(c);
 		return rc;
 	}
-	if (cfg->no_aes_gcm)
-		c->hs->aes_gcm = 0;
 	c->loop = loop;
 	c->cb = *cb;
 	c->data = data;
-	c->initiator = initiator;
 	c->state = ST_CONNECTING;
 	c->body_max = cfg->body_max ? cfg->body_max : CONN_BODY_MAX;
 	c->payload_max = cfg->payload_max ? cfg->payload_max : CONN_PAYLOAD_MAX;
@@ -391,6 +427,7 @@ static void raw_write(struct conn *c, uint32_t type, const struct buf *body)
 
 static void handshake_done(struct conn *c)
 {
+	admit_leave(&c->slot, ADMIT_NONE, NULL);
 	snprintf(c->peer_node, sizeof c->peer_node, "%s", c->hs->peer_node);
 	secure_handshake_close(c->hs);
 	free(c->hs);
@@ -1122,21 +1159,39 @@ int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
 
 /* ---- listen ---- */
 
-static void on_connection(uv_stream_t *server, int status)
+/* Admission (common/admit.h): 0 with the handshake deadline set, or a
+ * negative error when the connection must be closed now. */
+static int admit_accepted(struct conn_listener *l, struct conn *c)
 {
-	struct conn_listener *l = server->data;
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+	uv_os_fd_t fd;
+	unsigned deadline;
+
+	int rc = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len);
+	if (rc == 0)
+		rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+	if (rc == 0)
+		rc = admit_enter(&l->admit, &c->slot, (struct sockaddr *)&ss, fd, &deadline);
+	if (rc == 0)
+		c->handshake_ms = deadline;
+	return rc;
+}
+
+static void accept_one(struct conn_listener *l)
+{
 	struct conn *c;
 
-	if (status < 0) {
-		log_warn("accept on port %d: %s", l->port, uv_strerror(status));
-		return;
-	}
 	if (conn_new(l->loop, &l->cfg, &l->cb, l->data, 0, &c) != 0)
 		fatal("listener config no longer valid");
 	tcp_open(c);
-	int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+	int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+	if (rc == 0)
+		rc = admit_accepted(l, c);
+	if (rc == 0 && hs_init(c, &l->cfg) != 0)
+		fatal("listener config no longer valid");
 	if (rc < 0) {
-		log_warn("accept on port %d: %s", l->port, uv_strerror(rc));
+		log_debug("accept on port %d: %s", l->port, sb_strerror(rc));
 		memset(&c->cb, 0, sizeof c->cb); /* never handed out: no callbacks */
 		conn_close(c, rc);
 		return;
@@ -1147,12 +1202,62 @@ static void on_connection(uv_stream_t *server, int status)
 		handshake_start(c);
 }
 
-static void listener_free(uv_handle_t *h)
+static void on_connection(uv_stream_t *server, int status)
 {
-	struct conn_listener *l = h->data;
+	struct conn_listener *l = server->data;
+
+	if (admit_connection(&l->admit, status))
+		accept_one(l);
+}
+
+static void accept_resume(struct admit *a)
+{
+	accept_one(a->cfg.data);
+}
+
+static void evict_preauth(struct admit_slot *s)
+{
+	struct conn *c = (struct conn *)((char *)s - offsetof(struct conn, slot));
+
+	conn_fail(c, -ECONNABORTED, "%s dropped in the handshake to make room", c->peer_addr);
+}
+
+static void listener_release(struct conn_listener *l)
+{
+	if (--l->handles > 0)
+		return;
 	sodium_memzero(&l->token, sizeof l->token);
 	free(l->node);
 	free(l);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	listener_release(h->data);
+}
+
+static void listener_admit_closed(struct admit *a)
+{
+	listener_release(a->cfg.data);
+}
+
+static void listener_admit_init(struct conn_listener *l, const struct conn_config *cfg)
+{
+	unsigned hs_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
+	struct admit_config ac = {
+	    .per_addr_max = cfg->preauth_per_addr ? cfg->preauth_per_addr : CONN_PREAUTH_PER_ADDR,
+	    .total_max = cfg->preauth_max ? cfg->preauth_max : CONN_PREAUTH_MAX,
+	    .deadline_ms = hs_ms,
+	    .busy_deadline_ms =
+		cfg->handshake_busy_ms ? cfg->handshake_busy_ms : CONN_HANDSHAKE_BUSY_MS,
+	    .evict = evict_preauth,
+	    .resume = accept_resume,
+	    .data = l,
+	};
+	char what[ADMIT_WHAT_MAX];
+	snprintf(what, sizeof what, "%s port %d", cfg->name ? cfg->name : "listener", l->port);
+	admit_init(&l->admit, l->loop, what, &ac);
+	l->handles++;
 }
 
 /* The first address host resolves to, for a listener (resolving names
@@ -1202,16 +1307,18 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	l->on_accept = on_accept;
 	uv_tcp_init(loop, &l->tcp);
 	l->tcp.data = l;
+	l->handles = 1;
 	/* libuv sets SO_REUSEADDR on every TCP bind. */
 	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) == 0 &&
 	    (rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0)
 		rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
 	if (rc < 0) {
-		uv_close((uv_handle_t *)&l->tcp, listener_free);
+		uv_close((uv_handle_t *)&l->tcp, listener_closed);
 		return rc;
 	}
 	l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						 : ((struct sockaddr_in *)&ss)->sin_port);
+	listener_admit_init(l, cfg);
 	*out = l;
 	return 0;
 }
@@ -1226,7 +1333,19 @@ void conn_listener_close(struct conn_listener *l)
 	if (!l || l->closing)
 		return;
 	l->closing = 1;
-	uv_close((uv_handle_t *)&l->tcp, listener_free);
+	uv_close((uv_handle_t *)&l->tcp, listener_closed);
+	admit_close(&l->admit, listener_admit_closed);
+}
+
+const struct admit *conn_listener_admit(const struct conn_listener *l)
+{
+	return &l->admit;
+}
+
+void conn_listener_metrics(const struct conn_listener *l, struct buf *out)
+{
+	admit_metrics(&l->admit, out, "syncbit_handshakes",
+		      "Connections closed before they proved the join token, by reason.");
 }
 
 /* ---- accessors ---- */

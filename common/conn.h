@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/admit.h"
+#include "common/buf.h"
 #include "common/secure.h"
 
 #define CONN_BODY_MAX	     (64u << 20) /* largest frame body accepted by default */
@@ -21,6 +23,13 @@
 #define CONN_DIAL_MS	     10000
 #define CONN_USER_TIMEOUT_MS 20000 /* sent data unacknowledged this long: the peer is gone */
 #define CONN_KEEPALIVE_S     10	   /* TCP keepalive probes after this much idle time */
+
+/* Listeners: accepted connections still in the handshake, per source
+ * address and overall; a new one gets the busy deadline once past half a
+ * cap (common/admit.h). */
+#define CONN_PREAUTH_PER_ADDR  16
+#define CONN_PREAUTH_MAX       128
+#define CONN_HANDSHAKE_BUSY_MS 1000
 
 struct conn;
 struct conn_listener;
@@ -35,6 +44,13 @@ struct conn_config {
 	unsigned idle_ms;		  /* close after this long without a byte in; 0 = never */
 	int no_aes_gcm;			  /* 1 = never choose AES-256-GCM (tests, benchmarks) */
 	unsigned dial_ms;		  /* 0 = CONN_DIAL_MS */
+	/* Listeners only (common/admit.h): at a cap the oldest connection in
+	 * the handshake makes room or the new one is closed at accept; one
+	 * accepted with less than the descriptor reserve left is closed too. */
+	const char *name;	    /* what the listener serves, for log lines ("control") */
+	unsigned preauth_per_addr;  /* 0 = CONN_PREAUTH_PER_ADDR */
+	unsigned preauth_max;	    /* 0 = CONN_PREAUTH_MAX */
+	unsigned handshake_busy_ms; /* 0 = CONN_HANDSHAKE_BUSY_MS */
 };
 
 struct conn_callbacks {
@@ -70,8 +86,15 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 		struct conn_listener **out);
 /* The bound port (useful after listening on port 0). */
 int conn_listener_port(const struct conn_listener *l);
-/* Stop accepting and free the listener (asynchronously). */
+/* Stop accepting and free the listener (asynchronously). Connections it
+ * accepted stay open. */
 void conn_listener_close(struct conn_listener *l);
+/* The listener's admission of connections in the handshake: counts of
+ * what was refused and why (common/admit.h). */
+const struct admit *conn_listener_admit(const struct conn_listener *l);
+/* Prometheus text for the listener: syncbit_handshakes_refused_total by
+ * reason and syncbit_handshakes_pending. */
+void conn_listener_metrics(const struct conn_listener *l, struct buf *out);
 
 /* Queue a frame. body is copied; payload (may be NULL) is sent after it and
  * must stay valid until done(arg, status) runs (done may be NULL when

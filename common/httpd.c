@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@ struct httpd {
 	size_t nalive; /* connections not yet freed, closing ones included */
 	int stopping;
 	int listener_closed;
+	struct admit admit; /* connections without a whole request */
+	int admit_closed;
 };
 
 struct hconn {
@@ -37,13 +40,15 @@ struct hconn {
 	size_t nread;
 	int headers_done; /* the request line and headers are in */
 	int responded;
-	int handles; /* open libuv handles; freed when it drops to 0 */
+	int handles;		/* open libuv handles; freed when it drops to 0 */
+	struct admit_slot slot; /* until the request is in */
+	unsigned header_ms;
 	char rbuf[4096];
 };
 
 static void maybe_free_server(struct httpd *h)
 {
-	if (!h->stopping || !h->listener_closed || h->nalive)
+	if (!h->stopping || !h->listener_closed || !h->admit_closed || h->nalive)
 		return;
 	free(h->routes);
 	free(h);
@@ -66,6 +71,7 @@ static void hconn_close(struct hconn *c)
 {
 	if (uv_is_closing((uv_handle_t *)&c->tcp))
 		return;
+	admit_leave(&c->slot, ADMIT_NONE, NULL);
 	*c->prev = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
@@ -117,6 +123,7 @@ static void respond(struct hconn *c, int status, const char *type, const struct 
 	if (c->responded)
 		return;
 	c->responded = 1;
+	admit_leave(&c->slot, ADMIT_NONE, NULL);
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	size_t blen = body ? body->len : 0;
 	buf_printf(&c->out,
@@ -231,10 +238,34 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 static void timer_cb(uv_timer_t *t)
 {
 	struct hconn *c = t->data;
-	if (c->responded)
+	char why[64];
+	if (c->responded) {
 		hconn_close(c);
-	else
-		respond_text(c, 408, "request timeout");
+		return;
+	}
+	snprintf(why, sizeof why, "no whole request within %u ms", c->header_ms);
+	admit_leave(&c->slot, ADMIT_TIMEOUT, why);
+	respond_text(c, 408, "request timeout");
+}
+
+/* Admission (common/admit.h): 0 with the header deadline set, or a
+ * negative error when the connection must be closed now. */
+static int admit_accepted(struct httpd *h, struct hconn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+	uv_os_fd_t fd;
+
+	int rc = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len);
+	if (rc == 0)
+		rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+	if (rc == 0 && h->nconns >= HTTPD_CONN_MAX) {
+		admit_note(&h->admit, ADMIT_OVERALL, NULL, "too many connections are open");
+		rc = -EBUSY;
+	}
+	if (rc == 0)
+		rc = admit_enter(&h->admit, &c->slot, (struct sockaddr *)&ss, fd, &c->header_ms);
+	return rc;
 }
 
 static void accept_one(struct httpd *h)
@@ -246,7 +277,7 @@ static void accept_one(struct httpd *h)
 	c->handles = 1;
 	h->nalive++;
 	if (uv_accept((uv_stream_t *)&h->tcp, (uv_stream_t *)&c->tcp) < 0 ||
-	    h->nconns >= HTTPD_CONN_MAX) {
+	    admit_accepted(h, c) < 0) {
 		uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 		return;
 	}
@@ -261,7 +292,7 @@ static void accept_one(struct httpd *h)
 	h->nconns++;
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
-	uv_timer_start(&c->timer, timer_cb, HTTPD_TIMEOUT_MS, 0);
+	uv_timer_start(&c->timer, timer_cb, c->header_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
 		hconn_close(c);
 }
@@ -269,11 +300,25 @@ static void accept_one(struct httpd *h)
 static void connection_cb(uv_stream_t *server, int status)
 {
 	struct httpd *h = server->data;
-	if (status < 0) {
-		log_warn("http: accept: %s", uv_strerror(status));
-		return;
-	}
-	accept_one(h);
+	if (admit_connection(&h->admit, status))
+		accept_one(h);
+}
+
+static void accept_resume(struct admit *a)
+{
+	accept_one(a->cfg.data);
+}
+
+static void evict(struct admit_slot *s)
+{
+	hconn_close((struct hconn *)((char *)s - offsetof(struct hconn, slot)));
+}
+
+static void admit_closed(struct admit *a)
+{
+	struct httpd *h = a->cfg.data;
+	h->admit_closed = 1;
+	maybe_free_server(h);
 }
 
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out)
@@ -328,6 +373,7 @@ int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *rou
 	if (nroutes)
 		memcpy(h->routes, routes, nroutes * sizeof *routes);
 	h->nroutes = nroutes;
+	h->admit_closed = 1; /* until admit_init */
 	uv_tcp_init(loop, &h->tcp);
 	h->tcp.data = h;
 	if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&sa, 0)) < 0 ||
@@ -336,8 +382,37 @@ int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *rou
 		uv_close((uv_handle_t *)&h->tcp, listener_closed);
 		return rc;
 	}
+	struct admit_config ac = {.probes = 1, .evict = evict, .resume = accept_resume, .data = h};
+	char what[ADMIT_WHAT_MAX];
+	snprintf(what, sizeof what, "http port %d", httpd_port(h));
+	admit_init(&h->admit, loop, what, &ac);
+	h->admit_closed = 0;
+	httpd_set_limits(h, NULL);
 	*out = h;
 	return 0;
+}
+
+void httpd_set_limits(struct httpd *h, const struct httpd_limits *lim)
+{
+	static const struct httpd_limits none;
+	struct admit_config *ac = &h->admit.cfg;
+	if (!lim)
+		lim = &none;
+	ac->per_addr_max = lim->per_addr ? lim->per_addr : HTTPD_PENDING_PER_ADDR;
+	ac->total_max = lim->pending ? lim->pending : HTTPD_PENDING_MAX;
+	ac->deadline_ms = lim->header_ms ? lim->header_ms : HTTPD_HEADER_MS;
+	ac->busy_deadline_ms = lim->header_busy_ms ? lim->header_busy_ms : HTTPD_HEADER_BUSY_MS;
+}
+
+const struct admit *httpd_admit(const struct httpd *h)
+{
+	return &h->admit;
+}
+
+void httpd_metrics(const struct httpd *h, struct buf *out)
+{
+	admit_metrics(&h->admit, out, "syncbit_http_connections",
+		      "HTTP connections closed before a whole request arrived, by reason.");
 }
 
 int httpd_port(const struct httpd *h)
@@ -359,4 +434,5 @@ void httpd_stop(struct httpd *h)
 	while (h->conns)
 		hconn_close(h->conns);
 	uv_close((uv_handle_t *)&h->tcp, listener_closed);
+	admit_close(&h->admit, admit_closed);
 }

@@ -2,18 +2,30 @@
  * HEAD) routes matched by exact path, each answered by a callback that
  * fills a status, a content type and a body. One request per connection
  * (the response carries "Connection: close"); requests are bounded in size
- * and time. Loop thread only; callbacks run on the loop thread. */
+ * and time. Connections still without a whole request are capped per
+ * source address and overall and must send it within a few seconds
+ * (common/admit.h), so idle or slow clients cannot starve probes. Loop
+ * thread only; callbacks run on the loop thread. */
 #ifndef SYNCBIT_HTTPD_H
 #define SYNCBIT_HTTPD_H
 
 #include <stddef.h>
 #include <uv.h>
 
+#include "common/admit.h"
 #include "common/buf.h"
 
 #define HTTPD_REQUEST_MAX (16u << 10) /* request line + headers */
-#define HTTPD_TIMEOUT_MS  10000	      /* whole request-response exchange */
+#define HTTPD_TIMEOUT_MS  10000	      /* writing the response */
 #define HTTPD_CONN_MAX	  256	      /* connections served at once */
+
+/* Connections without a whole request yet, per source address and overall;
+ * the request must be in within HTTPD_HEADER_MS, or HTTPD_HEADER_BUSY_MS
+ * for one accepted past half a cap (common/admit.h). */
+#define HTTPD_PENDING_PER_ADDR 8
+#define HTTPD_PENDING_MAX      64
+#define HTTPD_HEADER_MS	       3000
+#define HTTPD_HEADER_BUSY_MS   1000
 
 struct httpd;
 
@@ -27,6 +39,14 @@ struct httpd_response {
  * '?', "" when none; not decoded). */
 typedef void (*httpd_handler)(void *arg, const char *path, const char *query,
 			      struct httpd_response *resp);
+
+/* Limits on connections without a whole request; 0 = the default. */
+struct httpd_limits {
+	unsigned per_addr;	 /* HTTPD_PENDING_PER_ADDR */
+	unsigned pending;	 /* HTTPD_PENDING_MAX */
+	unsigned header_ms;	 /* HTTPD_HEADER_MS */
+	unsigned header_busy_ms; /* HTTPD_HEADER_BUSY_MS */
+};
 
 struct httpd_route {
 	const char *path; /* exact match, e.g. "/metrics" */
@@ -43,6 +63,13 @@ int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *rou
 		struct httpd **out);
 /* The bound port (useful after listening on port 0). */
 int httpd_port(const struct httpd *h);
+/* Change the limits for connections accepted from now on. */
+void httpd_set_limits(struct httpd *h, const struct httpd_limits *lim);
+/* What was refused and why (common/admit.h). */
+const struct admit *httpd_admit(const struct httpd *h);
+/* Prometheus text: syncbit_http_connections_refused_total by reason and
+ * syncbit_http_connections_pending. */
+void httpd_metrics(const struct httpd *h, struct buf *out);
 /* Stop listening, drop open connections and free the server
  * asynchronously. httpd_stop(NULL) is a no-op. */
 void httpd_stop(struct httpd *h);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/conn.h"
 #include "common/err.h"
 #include "common/httpd.h"
 #include "common/log.h"
@@ -258,6 +259,10 @@ void api_metrics(struct sched *s, struct buf *out)
 	for (size_t i = 0; i < sizeof dataset_metrics / sizeof dataset_metrics[0]; i++)
 		per_dataset(s, out, dataset_metrics[i].name, dataset_metrics[i].type,
 			    dataset_metrics[i].help, (int)i);
+	if (s->listener)
+		conn_listener_metrics(s->listener, out);
+	if (s->http)
+		httpd_metrics(s->http, out);
 }
 
 /* ---- HTTP ------------------------------------------------------------------ */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/admit.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -231,6 +232,7 @@ void sched_close(struct sched *s)
 int sched_run(const struct sched_options *o, char **detail)
 {
 	struct sched *s = xcalloc(1, sizeof *s);
+	admit_fd_limit_raise(NULL);
 	int rc = sched_init(s, o, detail);
 	if (rc == 0) {
 		uv_run(&s->loop, UV_RUN_DEFAULT);

@@ -629,9 +629,11 @@ static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t b
 
 static void on_ready(struct conn *c, int status)
 {
+	/* Refusals are counted and logged, rate-limited, by the listener
+	 * (common/admit.h): one line each would flood the log. */
 	if (status < 0)
-		log_info("connection from %s refused: %s", conn_peer_addr(c),
-			 conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
+		log_debug("connection from %s refused: %s", conn_peer_addr(c),
+			  conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
 	else
 		log_debug("connection from %s (%s) authenticated", conn_peer_addr(c),
 			  conn_peer_node(c));
@@ -683,6 +685,7 @@ int server_start(struct sched *s, char **detail)
 	    .encrypt = s->o->encrypt,
 	    .body_max = SERVER_HEARTBEAT_MAX,
 	    .payload_max = 1,
+	    .name = "control",
 	};
 	int rc = conn_listen(&s->loop, s->o->listen, &cfg, &callbacks, s, on_accept, &s->listener);
 	if (rc < 0)

@@ -4,7 +4,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -12,7 +14,9 @@
 #include "common/err.h"
 #include "common/httpd.h"
 
-#define WAIT_MS 10000
+#define WAIT_MS	   10000
+#define FLOOD	   300 /* idle connections, more than the old cap of 256 */
+#define FLOOD_SRCS 40  /* from 127.0.0.1 .. 127.0.0.40 */
 
 static void hello(void *arg, const char *path, const char *query, struct httpd_response *r)
 {
@@ -226,6 +230,174 @@ static void test_stop_with_open_connection(void **state)
 	f->h = NULL;
 }
 
+/* ---- idle and slow clients ---- */
+
+static void run_for(uv_loop_t *loop, unsigned ms)
+{
+	uv_timer_t t;
+	uv_timer_init(loop, &t);
+	uv_timer_start(&t, give_up, ms, 0);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* A connection from src (any of 127/8 is loopback) that sends nothing;
+ * the connect does not wait for the server. */
+static int idle_socket(int port, const char *src)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in from = {.sin_family = AF_INET};
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	assert_true(fd >= 0);
+	inet_pton(AF_INET, src, &from.sin_addr);
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof from), 0);
+	if (connect(fd, (struct sockaddr *)&to, sizeof to) != 0)
+		assert_int_equal(errno, EINPROGRESS);
+	return fd;
+}
+
+static uint64_t refused(const struct fixture *f, enum admit_reason why)
+{
+	return admit_count(httpd_admit(f->h), why);
+}
+
+static void wait_pending(struct fixture *f, unsigned n)
+{
+	for (int i = 0; i < 500 && admit_pending(httpd_admit(f->h)) != n; i++)
+		run_for(&f->loop, 10);
+	assert_int_equal(admit_pending(httpd_admit(f->h)), n);
+}
+
+/* Hundreds of idle connections from many addresses: the server keeps at
+ * most HTTPD_PENDING_MAX of them and still answers a real request. */
+static void test_idle_flood(void **state)
+{
+	struct fixture *f = *state;
+	int fds[FLOOD];
+	char src[32];
+	for (int i = 0; i < FLOOD; i++) {
+		snprintf(src, sizeof src, "127.0.0.%d", 1 + i % FLOOD_SRCS);
+		fds[i] = idle_socket(f->port, src);
+	}
+	run_for(&f->loop, 2 * ADMIT_EVICT_AGE_MS);
+	assert_true(admit_pending(httpd_admit(f->h)) <= HTTPD_PENDING_MAX);
+	assert_true(refused(f, ADMIT_OVERALL) > 0);
+	char *r = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	free(r);
+	for (int i = 0; i < FLOOD; i++)
+		close(fds[i]);
+}
+
+/* Past the per-address cap a new connection is closed at accept; one that
+ * waited long enough makes room for a real request from that address. */
+static void test_per_address(void **state)
+{
+	struct fixture *f = *state;
+	struct httpd_limits lim = {.per_addr = 2, .header_ms = WAIT_MS};
+	int fds[3];
+	httpd_set_limits(f->h, &lim);
+	fds[0] = idle_socket(f->port, "127.0.0.1");
+	fds[1] = idle_socket(f->port, "127.0.0.1");
+	wait_pending(f, 2);
+	fds[2] = idle_socket(f->port, "127.0.0.1");
+	for (int i = 0; i < 500 && !refused(f, ADMIT_PER_ADDRESS) && !refused(f, ADMIT_EVICTED);
+	     i++)
+		run_for(&f->loop, 10);
+	assert_int_equal(refused(f, ADMIT_PER_ADDRESS) + refused(f, ADMIT_EVICTED), 1);
+	assert_int_equal(admit_pending(httpd_admit(f->h)), 2);
+	run_for(&f->loop, ADMIT_EVICT_AGE_MS + 50);
+	uint64_t evicted = refused(f, ADMIT_EVICTED);
+	char *r = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	free(r);
+	assert_int_equal(refused(f, ADMIT_EVICTED), evicted + 1);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+}
+
+/* A request that trickles in (slowloris) gets 408 at its deadline, and a
+ * shorter one once past half a cap. */
+static void test_header_deadline(void **state)
+{
+	struct fixture *f = *state;
+	struct httpd_limits lim = {.per_addr = 2, .header_ms = 300, .header_busy_ms = 50};
+	const char *partial = "GET /hello HTTP/1.1\r\nX-Slow: 1\r\n";
+	httpd_set_limits(f->h, &lim);
+	uv_update_time(&f->loop);
+	uint64_t t0 = uv_now(&f->loop);
+	char *r = get(&f->loop, f->port, partial);
+	uint64_t took = uv_now(&f->loop) - t0;
+	assert_non_null(strstr(r, "HTTP/1.1 408 "));
+	free(r);
+	assert_true(took >= 250 && took < HTTPD_TIMEOUT_MS);
+	assert_int_equal(refused(f, ADMIT_TIMEOUT), 1);
+	/* One idle connection from the address already: the next is past half
+	 * of a cap of 2 and gets the busy deadline. */
+	lim.header_ms = WAIT_MS;
+	httpd_set_limits(f->h, &lim);
+	int idle = idle_socket(f->port, "127.0.0.1");
+	wait_pending(f, 1);
+	uv_update_time(&f->loop);
+	t0 = uv_now(&f->loop);
+	r = get(&f->loop, f->port, partial);
+	took = uv_now(&f->loop) - t0;
+	assert_non_null(strstr(r, "HTTP/1.1 408 "));
+	free(r);
+	assert_true(took < WAIT_MS / 2);
+	assert_int_equal(refused(f, ADMIT_TIMEOUT), 2);
+	assert_int_equal(admit_pending(httpd_admit(f->h)), 1); /* the idle one stays */
+	close(idle);
+	assert_int_equal(f->calls, 0);
+}
+
+/* Probes may use most of the descriptor reserve that the join-token
+ * listeners keep back: with a few descriptors left, /hello still answers. */
+static void test_probe_fd_reserve(void **state)
+{
+	struct fixture *f = *state;
+	struct rlimit saved, low;
+	char *r = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n"); /* loop set up */
+	free(r);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	close(lowest);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+	low = saved;
+	/* Our accepted socket leaves 6: fewer than the reserve (16), more than
+	 * the probes' quarter of it. */
+	low.rlim_cur = (rlim_t)lowest + 8;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	r = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n");
+	low.rlim_cur = (rlim_t)lowest + 4; /* now 2 left: refused */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	char *r2 = get(&f->loop, f->port, "GET /hello HTTP/1.1\r\n\r\n");
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	assert_string_equal(r2 ? r2 : "", "");
+	assert_int_equal(refused(f, ADMIT_FD_RESERVE), 1);
+	free(r);
+	free(r2);
+}
+
+static void test_metrics(void **state)
+{
+	struct fixture *f = *state;
+	struct buf out = BUF_INIT;
+	httpd_metrics(f->h, &out);
+	const char *m = buf_cstr(&out);
+	assert_non_null(
+	    strstr(m, "# TYPE syncbit_http_connections_refused_total counter\n"
+		      "syncbit_http_connections_refused_total{reason=\"per_address\"} 0\n"));
+	assert_non_null(strstr(m, "# HELP syncbit_http_connections_refused_total "));
+	assert_non_null(
+	    strstr(m, "syncbit_http_connections_refused_total{reason=\"timeout\"} 0\n"));
+	assert_non_null(strstr(m, "# TYPE syncbit_http_connections_pending gauge\n"));
+	buf_close(&out);
+}
+
 static void test_bad_addresses(void **state)
 {
 	uv_loop_t loop;
@@ -263,6 +435,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_oversized_request, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_with_open_connection, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle_flood, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_per_address, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_deadline, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_probe_fd_reserve, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
 	    cmocka_unit_test(test_bad_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

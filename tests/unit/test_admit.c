@@ -1,0 +1,251 @@
+/* Admission bookkeeping without sockets: the pause after EMFILE instead of
+ * a busy loop, eviction when nothing else frees a descriptor, the
+ * rate-limited log lines and the descriptor reserve. */
+#include "tests/unit/testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+#include "common/admit.h"
+#include "common/log.h"
+
+#define GUARD_MS 5000
+
+struct rec {
+	int resumed, evicted;
+	uint64_t resumed_at;
+};
+
+static struct rec rec;
+
+static void on_resume(struct admit *a)
+{
+	rec.resumed++;
+	rec.resumed_at = uv_now(a->loop);
+}
+
+static void on_evict(struct admit_slot *s)
+{
+	rec.evicted++;
+}
+
+static void on_guard(uv_timer_t *t)
+{
+	*(int *)t->data = 1;
+}
+
+/* Run the loop until *v reaches want; the admission's timers do not keep
+ * the loop alive, a guard timer does. */
+static void run_until(uv_loop_t *loop, const int *v, int want)
+{
+	uv_timer_t guard;
+	int expired = 0;
+	uv_timer_init(loop, &guard);
+	guard.data = &expired;
+	uv_timer_start(&guard, on_guard, GUARD_MS, 0);
+	while (*v < want && !expired)
+		uv_run(loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&guard, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	if (*v < want)
+		fail_msg("timed out (have %d, want %d)", *v, want);
+}
+
+static void admit_start(uv_loop_t *loop, struct admit *a)
+{
+	struct admit_config cfg = {.per_addr_max = 4,
+				   .total_max = 8,
+				   .deadline_ms = 1000,
+				   .busy_deadline_ms = 100,
+				   .evict = on_evict,
+				   .resume = on_resume};
+	memset(&rec, 0, sizeof rec);
+	assert_int_equal(uv_loop_init(loop), 0);
+	admit_init(a, loop, "test port 1", &cfg);
+}
+
+static void admit_stop(uv_loop_t *loop, struct admit *a)
+{
+	admit_close(a, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static struct sockaddr_in addr4(const char *ip)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	inet_pton(AF_INET, ip, &sa.sin_addr);
+	return sa;
+}
+
+/* EMFILE: a descriptor is freed (the spare, then the oldest pending
+ * connection), the next accepted connection waits ADMIT_PAUSE_MS, then
+ * accepting goes on. */
+static void test_emfile_pauses(void **state)
+{
+	uv_loop_t loop;
+	struct admit a;
+	struct admit_slot s;
+	struct sockaddr_in sa = addr4("10.0.0.1");
+	unsigned deadline;
+
+	admit_start(&loop, &a);
+	assert_int_equal(admit_enter(&a, &s, (struct sockaddr *)&sa, 3, &deadline), 0);
+	assert_int_equal(deadline, 1000);
+	uint64_t t0 = uv_now(&loop);
+	assert_int_equal(admit_connection(&a, UV_EMFILE), 0); /* the spare goes */
+	assert_int_equal(rec.evicted, 0);
+	assert_int_equal(admit_connection(&a, UV_ENFILE), 0); /* then the oldest */
+	assert_int_equal(rec.evicted, 1);
+	assert_int_equal(admit_pending(&a), 0);
+	assert_int_equal(admit_count(&a, ADMIT_FD_EXHAUSTED), 2);
+	assert_int_equal(admit_count(&a, ADMIT_EVICTED), 1);
+	assert_int_equal(admit_connection(&a, 0), 0); /* held back */
+	assert_int_equal(rec.resumed, 0);
+	run_until(&loop, &rec.resumed, 1);
+	assert_true(rec.resumed_at - t0 >= ADMIT_PAUSE_MS - 5);
+	assert_int_equal(admit_connection(&a, 0), 1); /* accepting again */
+	assert_int_equal(admit_connection(&a, UV_ECONNABORTED), 0);
+	assert_int_equal(rec.resumed, 1);
+	admit_stop(&loop, &a);
+}
+
+/* Caps, the busy deadline and the reserve, by the numbers. */
+static void test_caps(void **state)
+{
+	uv_loop_t loop;
+	struct admit a;
+	struct admit_slot s[10];
+	struct sockaddr_in one = addr4("10.0.0.1"), other = {0};
+	struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
+	unsigned deadline;
+
+	admit_start(&loop, &a);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(admit_enter(&a, &s[i], (struct sockaddr *)&one, 3, &deadline), 0);
+		assert_int_equal(deadline, 1000);
+	}
+	/* An IPv4-mapped IPv6 address is the same source. */
+	inet_pton(AF_INET6, "::ffff:10.0.0.1", &v6.sin6_addr);
+	assert_int_equal(admit_enter(&a, &s[2], (struct sockaddr *)&v6, 3, &deadline), 0);
+	assert_int_equal(deadline, 100); /* three from one address: past half of 4 */
+	assert_string_equal(s[2].addr, "10.0.0.1");
+	assert_int_equal(admit_enter(&a, &s[3], (struct sockaddr *)&one, 3, &deadline), 0);
+	assert_int_equal(admit_enter(&a, &s[4], (struct sockaddr *)&one, 3, &deadline), -EBUSY);
+	assert_int_equal(admit_count(&a, ADMIT_PER_ADDRESS), 1);
+	for (int i = 4; i < 8; i++) {
+		char ip[32];
+		snprintf(ip, sizeof ip, "10.0.1.%d", i);
+		other = addr4(ip);
+		assert_int_equal(admit_enter(&a, &s[i], (struct sockaddr *)&other, 3, &deadline),
+				 0);
+	}
+	other = addr4("10.0.2.1");
+	assert_int_equal(admit_enter(&a, &s[8], (struct sockaddr *)&other, 3, &deadline), -EBUSY);
+	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 1);
+	admit_leave(&s[0], ADMIT_TIMEOUT, "slow");
+	admit_leave(&s[0], ADMIT_TIMEOUT, "slow"); /* no longer pending: nothing */
+	admit_leave(&s[1], ADMIT_NONE, NULL);
+	assert_int_equal(admit_count(&a, ADMIT_TIMEOUT), 1);
+	assert_int_equal(admit_pending(&a), 6);
+	/* A socket numbered near the limit: short of descriptors. */
+	unsigned limit = admit_fd_limit();
+	assert_int_equal(
+	    admit_enter(&a, &s[9], (struct sockaddr *)&other, (int)limit - 2, &deadline), -EMFILE);
+	assert_int_equal(admit_count(&a, ADMIT_FD_RESERVE), 1);
+	assert_int_equal(admit_fd_reserve(256), 32);
+	assert_int_equal(admit_fd_reserve(64), ADMIT_FD_RESERVE_MIN);
+	assert_int_equal(admit_fd_reserve(1u << 20), ADMIT_FD_RESERVE_MAX);
+	admit_stop(&loop, &a);
+}
+
+/* stderr into a temp file between capture_start and capture_end. */
+static int capture_start(FILE **f)
+{
+	fflush(stderr);
+	*f = tmpfile();
+	assert_non_null(*f);
+	int saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(*f), STDERR_FILENO) >= 0);
+	return saved;
+}
+
+static char *capture_end(FILE *f, int saved)
+{
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	long n = ftell(f);
+	char *out = calloc(1, (size_t)n + 1);
+	rewind(f);
+	assert_int_equal(fread(out, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return out;
+}
+
+static int count_lines(const char *s)
+{
+	int n = 0;
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* A burst of refusals is one line at once and one summary, with counts
+ * per reason and the address refused most. */
+static void test_log_rate_limited(void **state)
+{
+	uv_loop_t loop;
+	struct admit a;
+	FILE *f;
+	char ip[32];
+
+	log_setup(LOG_WARN, LOG_FORMAT_TEXT);
+	admit_start(&loop, &a);
+	int saved = capture_start(&f);
+	admit_note(&a, ADMIT_TIMEOUT, "10.0.0.1", "handshake did not finish within 100 ms");
+	for (int i = 0; i < 30; i++) { /* more addresses than the table holds */
+		snprintf(ip, sizeof ip, "10.0.1.%d", i);
+		admit_note(&a, ADMIT_PER_ADDRESS, ip, NULL);
+	}
+	for (int i = 0; i < 40; i++)
+		admit_note(&a, i % 2 ? ADMIT_OVERALL : ADMIT_TIMEOUT, "10.0.0.9", NULL);
+	admit_close(&a, NULL); /* flushes the summary */
+	char *out = capture_end(f, saved);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	if (count_lines(out) != 2 ||
+	    !strstr(out, "test port 1: refused a connection from 10.0.0.1: handshake did not "
+			 "finish within 100 ms; further refusals are summarised every 10 s\n") ||
+	    !strstr(out, "test port 1: 70 more connections refused in ") ||
+	    !strstr(out, "(per_address 30, overall 20, timeout 20); most from 10.0.0.9 (4"))
+		fail_msg("log:\n%s", out);
+	free(out);
+	assert_int_equal(admit_count(&a, ADMIT_TIMEOUT), 21);
+}
+
+static void test_raise_limit(void **state)
+{
+	struct rlimit rl;
+	unsigned limit;
+	int rc = admit_fd_limit_raise(&limit);
+	assert_true(rc == 0 || rc == -EPERM);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_int_equal(limit, admit_fd_limit());
+	if (rc == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max <= ADMIT_FD_LIMIT_MAX)
+		assert_true(rl.rlim_cur == rl.rlim_max);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_emfile_pauses),
+	    cmocka_unit_test(test_caps),
+	    cmocka_unit_test(test_log_rate_limited),
+	    cmocka_unit_test(test_raise_limit),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
