@@ -17,8 +17,8 @@
 #include "common/log.h"
 #include "common/path.h"
 
-/* Bounds that keep a hostile or runaway tree from exhausting memory. */
-#define FILE_SOURCE_MAX_FILES (4u << 20)
+/* Bounds that keep a hostile or runaway tree from exhausting memory (the
+ * number of entries is the source's --max-files). */
 #define FILE_SOURCE_MAX_DEPTH 256
 
 struct inode_key {
@@ -28,8 +28,9 @@ struct inode_key {
 };
 
 struct file_source {
-	char *root; /* the source path as given (a file or a directory) */
-	int single; /* root is a regular file */
+	char *root;	    /* the source path as given (a file or a directory) */
+	int single;	    /* root is a regular file */
+	uint64_t max_files; /* entries the walk may add */
 	uv_work_t work;
 	source_done_cb cb;
 	void *cb_arg;
@@ -73,9 +74,11 @@ static int add_entry(struct file_source *fs, const char *rel, int depth)
 		buf_printf(&fs->err, "%s: %s", abs, strerror(errno));
 		goto out;
 	}
-	if (nfiles(fs) >= FILE_SOURCE_MAX_FILES) {
+	if (nfiles(fs) >= fs->max_files) {
 		rc = SB_ETOOBIG;
-		buf_printf(&fs->err, "%s: more than %u entries", fs->root, FILE_SOURCE_MAX_FILES);
+		buf_printf(&fs->err,
+			   "%s: more entries than the limit of %llu per dataset (--max-files)",
+			   fs->root, (unsigned long long)fs->max_files);
 		goto out;
 	}
 	struct source_file f = {0};
@@ -289,6 +292,7 @@ int source_file_new(struct source *src)
 {
 	struct file_source *fs = xcalloc(1, sizeof *fs);
 	fs->root = xstrdup(src->uri.path);
+	fs->max_files = src->opt.limits.files;
 	src->impl = fs;
 	src->ops = &file_ops;
 	return 0;
