@@ -427,9 +427,14 @@ static void listed(struct source *src, int status, void *arg)
 static void open_source(struct fetch *f)
 {
 	struct source_uri uri;
+	struct source_options so = f->so;
 	int rc = uri_parse(f->m->source, &uri);
+	/* The scheduler held the source to its limits; this listing only has
+	 * to find the manifest's files in it, so it gets what a manifest can
+	 * hold rather than this agent's defaults. */
+	so.limits.files = MANIFEST_MAX_FILES;
 	if (rc == 0) {
-		rc = source_new(f->loop, &uri, &f->so, &f->src);
+		rc = source_new(f->loop, &uri, &so, &f->src);
 		uri_close(&uri);
 	}
 	if (rc < 0) {

@@ -767,7 +767,9 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 		  : o->target ? xasprintf("pull:%s", o->target)
 			      : xasprintf("pull:%s", uri.canonical);
 	uv_loop_init(&p.loop);
-	rc = source_new(&p.loop, &uri, &o->src, &p.src);
+	struct source_options so = o->src;
+	so.block_size = o->block_size; /* the listing's blocks are counted at it */
+	rc = source_new(&p.loop, &uri, &so, &p.src);
 	uri_close(&uri);
 	if (rc < 0) {
 		r->error = xasprintf("%s: %s", o->source, sb_strerror(rc));
@@ -782,7 +784,7 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 		p.slots[i].buf = xmalloc(o->block_size);
 	}
 	progress_init(&p.prog, "pull", 0, o->progress);
-	rc = p.src->ops->list(p.src, listed, &p);
+	rc = source_list(p.src, listed, &p);
 	if (rc < 0)
 		set_error(&p, rc, "%s: %s", o->source, sb_strerror(rc));
 	else

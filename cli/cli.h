@@ -77,6 +77,16 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	{                                                                                      \
 		"registry-user", NULL, 0, "oci://: user:password (default $REGISTRY_AUTH)"     \
 	}
+/* How much one dataset's source may claim (README "Limits"): flags of
+ * pull, sync and scheduler, read by cli_source_limits. */
+#define CLI_SOURCE_LIMIT_KEYS                                                               \
+	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this"}, \
+	    {"max-dataset-size", "64TiB", 0,                                                \
+	     "refuse a source whose files add up to more than this"},                       \
+	{                                                                                   \
+		"max-files", "1048576", 0,                                                  \
+		    "refuse a source that lists more entries than this (at most 4194304)"   \
+	}
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */
 #define CLI_SOURCE_DATASET_KEYS                                                            \
@@ -89,6 +99,9 @@ struct source_options;
 /* Fill o's S3 and registry fields from cfg's CLI_SOURCE_ACCESS_KEYS (the
  * strings stay cfg's). 0, or EXIT_USAGE after printing the error. */
 int cli_source_access(struct config *cfg, struct source_options *o);
+/* Fill o->limits from cfg's CLI_SOURCE_LIMIT_KEYS. 0, or EXIT_USAGE after
+ * printing the error. */
+int cli_source_limits(struct config *cfg, struct source_options *o);
 /* Check --platform and --tag-regex against source (NULL: a list, which
  * takes neither) and set *with to the source carrying them
  * (?platform=&tag-regex=, heap), or NULL when neither is given. 0, or

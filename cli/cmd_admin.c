@@ -36,7 +36,8 @@ static const struct config_key admin_keys[] = {
 static const struct config_key add_keys[] = {
     ADMIN_KEYS,
     {"selector", "", 0, "k=v[,k=v]: the nodes whose labels match get the dataset"},
-    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {"block-size", "4MiB", 0,
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
     CLI_SOURCE_DATASET_KEYS,
     {NULL, NULL, 0, NULL},
 };

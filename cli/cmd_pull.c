@@ -21,13 +21,15 @@ static const struct config_key pull_keys[] = {
     {"json", "false", 1, "print a JSON summary as the last line"},
     {"quiet", "false", 1, "no progress output"},
     {"jobs", "8", 0, "parallel block transfers"},
-    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {"block-size", "4MiB", 0,
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
     {"retries", "5", 0, "retries per request"},
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
     {"socket", NULL, 0, "pull NAME: the local agent's unix socket"},
     {"no-wait", "false", 1, "pull NAME: report the state and return"},
     CLI_SOURCE_ACCESS_KEYS,
+    CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL},
@@ -117,7 +119,8 @@ int cmd_pull(int argc, char **argv)
 	}
 	struct source_options so;
 	source_options_default(&so);
-	if ((rc = cli_source_access(&cfg, &so)) || (rc = cli_source_dataset(&cfg, pos[0], &source)))
+	if ((rc = cli_source_access(&cfg, &so)) || (rc = cli_source_limits(&cfg, &so)) ||
+	    (rc = cli_source_dataset(&cfg, pos[0], &source)))
 		goto out_cfg;
 	if ((rc = cli_layout(&cfg, pos[0], &layout)))
 		goto out_cfg;

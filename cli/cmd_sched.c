@@ -26,6 +26,7 @@ static const struct config_key sched_keys[] = {
     {"retries", "2", 0, "retries of a source listing request"},
     {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried"},
     CLI_SOURCE_ACCESS_KEYS,
+    CLI_SOURCE_LIMIT_KEYS,
     {NULL, NULL, 0, NULL},
 };
 
@@ -69,7 +70,7 @@ int cmd_scheduler(int argc, char **argv)
 	    .token_secret = config_get(&cfg, "token-secret"),
 	};
 	source_options_default(&o.src);
-	if ((rc = cli_source_access(&cfg, &o.src)))
+	if ((rc = cli_source_access(&cfg, &o.src)) || (rc = cli_source_limits(&cfg, &o.src)))
 		goto out;
 	o.src.retries = (int)retries;
 	o.src.stall_seconds = (unsigned)stall;

@@ -37,11 +37,13 @@ static const struct config_key sync_keys[] = {
     {"json", "false", 1, "one JSON object per run line"},
     {"name", NULL, 0, "dataset name in the cache"},
     {"jobs", "8", 0, "parallel block transfers"},
-    {"block-size", "4MiB", 0, "block size (power of two, 4KiB-256MiB)"},
+    {"block-size", "4MiB", 0,
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
     {"retries", "5", 0, "retries per request"},
     {"stall-timeout", "30", 0, "seconds without progress before a retry"},
     CLI_SOURCE_ACCESS_KEYS,
+    CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL},
@@ -302,7 +304,7 @@ static int read_options(struct config *cfg, struct sync_options *so, uint64_t *c
 	so->pull.name = config_get(cfg, "name");
 	so->pull.block_size = (uint32_t)bs;
 	source_options_default(&so->pull.src);
-	if (cli_source_access(cfg, &so->pull.src))
+	if (cli_source_access(cfg, &so->pull.src) || cli_source_limits(cfg, &so->pull.src))
 		return EXIT_USAGE;
 	so->pull.src.jobs = (int)jobs;
 	so->pull.src.retries = (int)retries;

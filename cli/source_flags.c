@@ -1,13 +1,14 @@
 /* The source flags shared by pull, sync, scheduler, daemon and dataset add:
- * how to reach S3 and registries (a process's whole life) and which part of
- * an oci:// source a dataset is (its platform and tag regex, written into
- * the source's identity). */
+ * how to reach S3 and registries (a process's whole life), how much a
+ * source may claim, and which part of an oci:// source a dataset is (its
+ * platform and tag regex, written into the source's identity). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
 
@@ -43,6 +44,19 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 	o->s3_region = config_get(cfg, "s3-region");
 	o->insecure_registries = config_get(cfg, "insecure-registry");
 	o->registry_auth = user;
+	return 0;
+}
+
+int cli_source_limits(struct config *cfg, struct source_options *o)
+{
+	uint64_t file, dataset, files;
+	if (config_get_size(cfg, "max-file-size", 1, UINT64_MAX, &file) < 0 ||
+	    config_get_size(cfg, "max-dataset-size", 1, UINT64_MAX, &dataset) < 0 ||
+	    config_get_u64(cfg, "max-files", 1, MANIFEST_MAX_FILES, &files) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	o->limits = (struct source_limits){file, dataset, files};
 	return 0;
 }
 

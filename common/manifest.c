@@ -147,6 +147,7 @@ static int has_non_directory_parent(const Manifest *m, size_t i)
 
 int manifest_validate(const Manifest *m)
 {
+	uint64_t blocks = 0;
 	if (m->format != MANIFEST_FORMAT)
 		return SB_EPROTO;
 	if (manifest_check_block_size(m->block_size) < 0)
@@ -178,6 +179,9 @@ int manifest_validate(const Manifest *m)
 			uint64_t nb = manifest_nblocks(f->size, m->block_size);
 			if (f->block_hashes.len != nb * HASH_LEN)
 				return SB_EPROTO;
+			/* Consumers size per-block arrays from this sum. */
+			if (!f->hardlink_to && (blocks += nb) > MANIFEST_MAX_BLOCKS)
+				return SB_ETOOBIG;
 			if (f->hardlink_to) {
 				if (f->hardlink_to > i)
 					return SB_EPROTO;
@@ -198,8 +202,8 @@ int manifest_validate(const Manifest *m)
 				return SB_EPROTO;
 			break;
 		case SYNCBIT__FILE_TYPE__FILE_SYMLINK:
-			if (!f->link_target || !f->link_target[0] || f->block_hashes.len ||
-			    f->hardlink_to)
+			if (!f->link_target || !f->link_target[0] || f->size ||
+			    f->block_hashes.len || f->hardlink_to)
 				return SB_EPROTO;
 			if (path_check_symlink(f->path, f->link_target) < 0)
 				return SB_ECONFINE;

@@ -25,6 +25,11 @@
  * user, not to the source's owner, so a set-id bit would become root's. */
 #define MANIFEST_MODE_MASK 0777u
 
+/* Blocks of one manifest (hardlinks not counted): their hashes take half
+ * of MANIFEST_MAX_BYTES, the rest is for paths and the other fields.
+ * 16 TiB at 4 MiB blocks, 64 TiB at 16 MiB. */
+#define MANIFEST_MAX_BLOCKS (4u << 20)
+
 typedef Syncbit__Manifest Manifest;
 typedef Syncbit__FileEntry FileEntry;
 
@@ -38,7 +43,8 @@ int manifest_check_block_size(uint64_t block_size);
 /* Encode m into out (appended) and compute its id. */
 void manifest_encode(const Manifest *m, struct buf *out, struct hash_id *id);
 /* Decode and validate. Returns 0 with *out owned by the caller
- * (manifest_free), SB_ETOOBIG when len or the decoded size passes the limits,
+ * (manifest_free), SB_ETOOBIG when len, the decoded size, the files or the
+ * blocks pass the limits above,
  * SB_EPROTO for malformed bytes, SB_ECONFINE for a path that escapes. */
 int manifest_decode(const uint8_t *data, size_t len, Manifest **out);
 void manifest_free(Manifest *m);

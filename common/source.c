@@ -2,13 +2,18 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/http_req.h"
+#include "common/manifest.h"
+#include "common/progress.h"
 #include "common/source_hub.h"
+
+#define SIZE_TEXT_MAX 32 /* "1023.9 EiB" and room */
 
 void source_options_default(struct source_options *opt)
 {
@@ -18,6 +23,21 @@ void source_options_default(struct source_options *opt)
 	opt->stall_seconds = 30;
 	opt->connect_seconds = 15;
 	opt->block_size = 4u << 20;
+	opt->limits = (struct source_limits){SOURCE_MAX_FILE_BYTES, SOURCE_MAX_DATASET_BYTES,
+					     SOURCE_MAX_FILES};
+}
+
+/* A limit left at 0 is the default; none passes what a manifest holds. */
+static void limits_fill(struct source_limits *l)
+{
+	if (!l->file_bytes)
+		l->file_bytes = SOURCE_MAX_FILE_BYTES;
+	if (!l->dataset_bytes)
+		l->dataset_bytes = SOURCE_MAX_DATASET_BYTES;
+	if (!l->files)
+		l->files = SOURCE_MAX_FILES;
+	else if (l->files > MANIFEST_MAX_FILES)
+		l->files = MANIFEST_MAX_FILES;
 }
 
 static int uri_copy(const struct source_uri *in, struct source_uri *out)
@@ -34,6 +54,7 @@ int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct sourc
 	src->loop = loop;
 	src->opt = *opt;
 	src->max_parallel = opt->jobs > 0 ? opt->jobs : 1;
+	limits_fill(&src->opt.limits);
 	if ((rc = uri_copy(uri, &src->uri)) < 0) {
 		free(src);
 		return rc;
@@ -170,4 +191,160 @@ void source_listing_sort(struct source_listing *l)
 		l->files[i] = items[i].f;
 	free(items);
 	free(new_index);
+}
+
+/* ---- limits ---------------------------------------------------------------- */
+
+/* "shown: what", or "what" when shown is NULL. */
+static char *say(const char *shown, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static char *say(const char *shown, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT;
+	va_list ap;
+	if (shown)
+		buf_printf(&b, "%s: ", shown);
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	return buf_steal(&b);
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
+/* Blocks of the regular files that carry data (hardlinks share theirs). */
+static uint64_t listing_blocks(const struct source_listing *l, uint64_t block_size)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < l->nfiles; i++) {
+		const struct source_file *f = &l->files[i];
+		if (f->type == SRC_REGULAR && !f->hardlink_to)
+			n = add_sat(n, f->size / block_size + (f->size % block_size != 0));
+	}
+	return n;
+}
+
+/* The block size that brings the listing under MANIFEST_MAX_BLOCKS, or 0
+ * when none does. */
+static uint64_t block_size_needed(const struct source_listing *l, uint64_t block_size)
+{
+	for (uint64_t bs = block_size * 2; bs <= BLOCK_SIZE_MAX; bs *= 2)
+		if (listing_blocks(l, bs) <= MANIFEST_MAX_BLOCKS)
+			return bs;
+	return 0;
+}
+
+/* A block size as --block-size takes it ("16MiB"). */
+static const char *fmt_block_size(uint64_t bs, char *out, size_t len)
+{
+	if (bs >= (1u << 20))
+		snprintf(out, len, "%lluMiB", (unsigned long long)(bs >> 20));
+	else
+		snprintf(out, len, "%lluKiB", (unsigned long long)(bs >> 10));
+	return out;
+}
+
+static char *too_many_blocks(const struct source_listing *l, uint64_t block_size, uint64_t blocks,
+			     const char *shown)
+{
+	char bs[SIZE_TEXT_MAX], need[SIZE_TEXT_MAX];
+	uint64_t fit = block_size_needed(l, block_size);
+	fmt_block_size(block_size, bs, sizeof bs);
+	if (!fit)
+		return say(shown,
+			   "%llu blocks of %s, over the limit of %u blocks per dataset at any "
+			   "block size",
+			   (unsigned long long)blocks, bs, MANIFEST_MAX_BLOCKS);
+	fmt_block_size(fit, need, sizeof need);
+	return say(shown,
+		   "%llu blocks of %s, over the limit of %u blocks per dataset (--block-size %s "
+		   "or more fits)",
+		   (unsigned long long)blocks, bs, MANIFEST_MAX_BLOCKS, need);
+}
+
+int source_listing_check(const struct source_listing *l, const struct source_limits *lim,
+			 uint64_t block_size, const char *shown, char **detail)
+{
+	char got[SIZE_TEXT_MAX], max[SIZE_TEXT_MAX];
+	uint64_t max_files = lim ? lim->files : MANIFEST_MAX_FILES;
+	uint64_t total = 0, nregular = 0;
+	*detail = NULL;
+	if (l->nfiles > max_files) {
+		*detail = say(shown, "%zu entries, over the limit of %llu per dataset%s", l->nfiles,
+			      (unsigned long long)max_files, lim ? " (--max-files)" : "");
+		return SB_ETOOBIG;
+	}
+	for (size_t i = 0; i < l->nfiles; i++) {
+		const struct source_file *f = &l->files[i];
+		if (f->type != SRC_REGULAR)
+			continue;
+		if (lim && f->size > lim->file_bytes) {
+			*detail = say(shown,
+				      "%s claims %llu bytes (%s), over the limit of %s per file "
+				      "(--max-file-size)",
+				      f->path, (unsigned long long)f->size,
+				      progress_fmt_bytes(f->size, got, sizeof got),
+				      progress_fmt_bytes(lim->file_bytes, max, sizeof max));
+			return SB_ETOOBIG;
+		}
+		if (!f->hardlink_to) {
+			total = add_sat(total, f->size);
+			nregular++;
+		}
+	}
+	if (lim && total > lim->dataset_bytes) {
+		*detail = say(shown,
+			      "%llu files claim %llu bytes (%s), over the limit of %s per dataset "
+			      "(--max-dataset-size)",
+			      (unsigned long long)nregular, (unsigned long long)total,
+			      progress_fmt_bytes(total, got, sizeof got),
+			      progress_fmt_bytes(lim->dataset_bytes, max, sizeof max));
+		return SB_ETOOBIG;
+	}
+	if (manifest_check_block_size(block_size) < 0) {
+		*detail = say(shown, "block size %llu is not a power of two from %u to %u",
+			      (unsigned long long)block_size, BLOCK_SIZE_MIN, BLOCK_SIZE_MAX);
+		return SB_EPROTO;
+	}
+	uint64_t blocks = listing_blocks(l, block_size);
+	if (blocks > MANIFEST_MAX_BLOCKS) {
+		*detail = too_many_blocks(l, block_size, blocks, shown);
+		return SB_ETOOBIG;
+	}
+	return 0;
+}
+
+static void listed_checked(struct source *src, int status, void *arg)
+{
+	source_done_cb cb = src->list_cb;
+	src->list_cb = NULL;
+	if (status == 0) {
+		/* An http:// URL may carry credentials or a signed query. */
+		char *shown =
+		    src->uri.kind == URI_HTTP ? http_url_for_messages(src->uri.url) : NULL;
+		if (!shown)
+			shown =
+			    xstrdup(src->uri.kind == URI_HTTP ? src->uri.canonical : src->uri.raw);
+		char *detail = NULL;
+		status = source_listing_check(&src->listing, &src->opt.limits, src->opt.block_size,
+					      shown, &detail);
+		if (detail) {
+			free(src->error_detail);
+			src->error_detail = detail;
+		}
+		free(shown);
+	}
+	cb(src, status, arg);
+}
+
+int source_list(struct source *src, source_done_cb cb, void *arg)
+{
+	src->list_cb = cb;
+	int rc = src->ops->list(src, listed_checked, arg);
+	if (rc < 0)
+		src->list_cb = NULL;
+	return rc;
 }

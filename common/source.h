@@ -32,6 +32,20 @@ struct source_listing {
 	char *version; /* a token for the whole listing (commit, ETag); may be NULL */
 };
 
+/* The default bounds of one dataset (README "Limits"): what a listing may
+ * claim before anything proportional to it is allocated. Block counts are
+ * bounded by MANIFEST_MAX_BLOCKS (common/manifest.h), which follows from
+ * the size a manifest may have on the wire and on disk. */
+#define SOURCE_MAX_FILE_BYTES	 (4ull << 40)  /* one regular file: 4 TiB */
+#define SOURCE_MAX_DATASET_BYTES (64ull << 40) /* all regular files: 64 TiB */
+#define SOURCE_MAX_FILES	 (1u << 20)    /* entries of every type */
+
+struct source_limits {
+	uint64_t file_bytes;	/* --max-file-size; 0: SOURCE_MAX_FILE_BYTES */
+	uint64_t dataset_bytes; /* --max-dataset-size (a hardlink counts once); 0: default */
+	uint64_t files;		/* --max-files, at most MANIFEST_MAX_FILES; 0: default */
+};
+
 struct source_options {
 	int jobs;		  /* parallel transfers (default 8) */
 	int retries;		  /* attempts after the first (default 5) */
@@ -44,6 +58,8 @@ struct source_options {
 
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
+
+	struct source_limits limits; /* what list() accepts (source_list) */
 };
 
 struct source;
@@ -78,6 +94,7 @@ struct source {
 	uint64_t bytes_read; /* bytes taken from the source so far */
 	char *error_detail;  /* one line for the user on failure, or NULL */
 	void *impl;
+	source_done_cb list_cb; /* source_list(): the caller's callback */
 };
 
 /* Create a source for uri (copied). SB_ESCHEME for kinds not built in. */
@@ -86,6 +103,17 @@ int source_new(uv_loop_t *loop, const struct source_uri *uri, const struct sourc
 void source_free(struct source *src);
 /* Fill defaults into an options struct. */
 void source_options_default(struct source_options *opt);
+/* ops->list, then the listing checked against opt.limits and the blocks a
+ * manifest holds at opt.block_size: a listing past them fails with
+ * SB_ETOOBIG and error_detail naming the source, the limit and what it
+ * claims (the listing is then not to be used). Returns as ops->list. */
+int source_list(struct source *src, source_done_cb cb, void *arg);
+/* The check source_list makes, on any listing: 0, or SB_ETOOBIG with
+ * *detail (heap, one line, after "shown: " unless shown is NULL); SB_EPROTO
+ * for a block size manifests do not take. lim NULL checks only what a
+ * manifest can hold (MANIFEST_MAX_FILES, MANIFEST_MAX_BLOCKS). Pure. */
+int source_listing_check(const struct source_listing *l, const struct source_limits *lim,
+			 uint64_t block_size, const char *shown, char **detail);
 /* Record a one-line user-facing detail (printf-style) for the last error. */
 void source_set_error(struct source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

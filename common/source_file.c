@@ -18,8 +18,8 @@
 #include "common/manifest.h"
 #include "common/path.h"
 
-/* Bounds that keep a hostile or runaway tree from exhausting memory. */
-#define FILE_SOURCE_MAX_FILES (4u << 20)
+/* Bounds that keep a hostile or runaway tree from exhausting memory (the
+ * number of entries is the source's --max-files). */
 #define FILE_SOURCE_MAX_DEPTH 256
 
 struct inode_key {
@@ -29,8 +29,9 @@ struct inode_key {
 };
 
 struct file_source {
-	char *root; /* the source path as given (a file or a directory) */
-	int single; /* root is a regular file */
+	char *root;	    /* the source path as given (a file or a directory) */
+	int single;	    /* root is a regular file */
+	uint64_t max_files; /* entries the walk may add */
 	uv_work_t work;
 	source_done_cb cb;
 	void *cb_arg;
@@ -120,8 +121,10 @@ static int add_entry(struct file_source *fs, int dir_fd, const char *name, const
 	struct stat st;
 	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return entry_error(fs, rel, errno);
-	if (nfiles(fs) >= FILE_SOURCE_MAX_FILES) {
-		buf_printf(&fs->err, "%s: more than %u entries", fs->root, FILE_SOURCE_MAX_FILES);
+	if (nfiles(fs) >= fs->max_files) {
+		buf_printf(&fs->err,
+			   "%s: more entries than the limit of %llu per dataset (--max-files)",
+			   fs->root, (unsigned long long)fs->max_files);
 		return SB_ETOOBIG;
 	}
 	struct source_file f = {0};
@@ -354,6 +357,7 @@ int source_file_new(struct source *src)
 	struct file_source *fs = xcalloc(1, sizeof *fs);
 	fs->root = xstrdup(src->uri.path);
 	fs->root_fd = -1;
+	fs->max_files = src->opt.limits.files;
 	src->impl = fs;
 	src->ops = &file_ops;
 	return 0;

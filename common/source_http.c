@@ -20,6 +20,7 @@
 #include "common/http_req.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/progress.h"
 
 #define SEQ_SPILL_MAX	   (8u << 20) /* stream bytes held ahead of the reader */
 #define SEQ_PROGRESS_RESET (1u << 20) /* stream progress that forgives failures */
@@ -191,6 +192,15 @@ static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 	if (r->base.discard)
 		return http_req_drain(&r->base, n);
 	r->base.count += n;
+	/* Counting a body without a length: no end is promised. */
+	if (r->base.count > r->hs->src->opt.limits.file_bytes) {
+		char max[32];
+		progress_fmt_bytes(r->hs->src->opt.limits.file_bytes, max, sizeof max);
+		http_req_refuse(&r->base, SB_ETOOBIG,
+				"the body goes on past %s, the limit per file (--max-file-size)",
+				max);
+		return 0;
+	}
 	return n;
 }
 

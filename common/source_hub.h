@@ -24,7 +24,6 @@
 #include "common/source.h"
 
 #define HUB_API_BODY_MAX   (64u << 20) /* one JSON answer */
-#define HUB_FILES_MAX	   (1u << 20)  /* files in one repository */
 #define HUB_PAGES_MAX	   100000      /* pages of one listing */
 #define HUB_TOKEN_MAX	   4096
 #define HUB_ERROR_CODE_MAX 64

@@ -121,8 +121,11 @@ static int add_entry(struct hub *h, json_t *e)
 			      path);
 		return -2;
 	}
-	if (++ms->nfiles > HUB_FILES_MAX) {
-		hub_list_fail(h, SB_ETOOBIG, "%s: more than %u files", h->name, HUB_FILES_MAX);
+	if (++ms->nfiles > h->src->opt.limits.files) {
+		unsigned long long max = h->src->opt.limits.files;
+		hub_list_fail(h, SB_ETOOBIG,
+			      "%s: more files than the limit of %llu per dataset (--max-files)",
+			      h->name, max);
 		return -2;
 	}
 	const char *sha = json_string_value(json_object_get(e, "Sha256"));

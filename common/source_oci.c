@@ -37,6 +37,7 @@
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/manifest.h"
 #include "common/oci.h"
 #include "common/registry.h"
 
@@ -113,6 +114,7 @@ struct oci_source {
 	char *expect; /* digest the manifest being fetched must have, or NULL */
 	struct image *images;
 	size_t nimages;
+	uint64_t named; /* manifests and blobs the images name, before folding */
 	/* The listing's files, in listing order. */
 	struct ofile *files;
 	size_t nfiles;
@@ -334,6 +336,16 @@ static void on_manifest(struct registry_req *r)
 	}
 	if (m.is_index) {
 		choose_platform(os, &m);
+		oci_manifest_close(&m);
+		goto out;
+	}
+	/* Layers shared between tags fold into one file later, and the
+	 * listing's count is checked then (source_list); this bounds what is
+	 * held until then. */
+	os->named += 2 + m.nlayers;
+	if (os->named > MANIFEST_MAX_FILES) {
+		list_finish(os, SB_ETOOBIG, "%s: its images name more than %u blobs", os->shown,
+			    MANIFEST_MAX_FILES);
 		oci_manifest_close(&m);
 		goto out;
 	}
@@ -644,6 +656,7 @@ static void reset_listing(struct oci_source *os)
 	free(os->images);
 	os->images = NULL;
 	os->nimages = 0;
+	os->named = 0;
 	for (size_t i = 0; i < os->nrefs; i++)
 		free(os->refs[i]);
 	free(os->refs);

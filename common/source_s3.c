@@ -22,13 +22,13 @@
 #include "common/err.h"
 #include "common/http_req.h"
 #include "common/log.h"
-#include "common/manifest.h"
 #include "common/path.h"
 #include "common/s3.h"
 #include "common/sigv4.h"
 
 #define LIST_PAGE_KEYS	     "1000"	/* the most ListObjectsV2 returns */
 #define LIST_BODY_MAX	     (8u << 20) /* one page of 1000 long keys is ~1 MB */
+#define LIST_IDLE_PAGES_MAX  100	/* truncated pages in a row without a new file */
 #define QUERY_PARAMS_MAX     5
 #define BUCKET_REGION_HEADER "x-amz-bucket-region:"
 
@@ -51,7 +51,8 @@ struct s3_req {
 	size_t index;			   /* REQ_RANGE */
 	/* REQ_LIST */
 	enum list_phase phase;
-	char *token; /* continuation token of the page asked for */
+	char *token;   /* continuation token of the page asked for */
+	unsigned idle; /* pages in a row that added no file */
 	source_done_cb cb;
 	void *arg;
 };
@@ -202,8 +203,11 @@ static const char *file_etag(const struct source_file *f)
 static int add_file(struct s3_req *r, const char *path, const struct s3_object *o)
 {
 	struct source_listing *l = &r->s3->building;
-	if (l->nfiles >= MANIFEST_MAX_FILES) {
-		http_req_fail(&r->base, SB_ETOOBIG, "more than %u objects", MANIFEST_MAX_FILES);
+	uint64_t max = r->s3->src->opt.limits.files;
+	if (l->nfiles >= max) {
+		http_req_fail(&r->base, SB_ETOOBIG,
+			      "more objects than the limit of %llu per dataset (--max-files)",
+			      (unsigned long long)max);
 		return -1;
 	}
 	if (l->nfiles == r->s3->cap) {
@@ -291,11 +295,21 @@ static void list_done(struct s3_req *r)
 		http_req_fail(&r->base, SB_EPROTO, "malformed ListObjectsV2 answer: %s", err);
 		return;
 	}
+	size_t before = s3->building.nfiles;
 	int rc = take_page(r, &page);
 	int more = page.truncated && !s3->single_key && r->phase == PHASE_DIR;
+	r->idle = s3->building.nfiles > before ? 0 : r->idle + 1;
 	if (rc == 0 && more && r->token && !strcmp(r->token, page.next_token)) {
 		http_req_fail(&r->base, SB_EPROTO,
 			      "ListObjectsV2 returned the same continuation token twice");
+		rc = -1;
+	} else if (rc == 0 && more && r->idle >= LIST_IDLE_PAGES_MAX) {
+		/* S3 may return short pages, even empty ones, but a server
+		 * that never moves on would be listed forever. */
+		http_req_fail(&r->base, SB_EPROTO,
+			      "ListObjectsV2 returned %u truncated pages in a row without an "
+			      "object",
+			      r->idle);
 		rc = -1;
 	}
 	if (rc < 0) {

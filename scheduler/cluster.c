@@ -693,10 +693,16 @@ static int load_version(void *arg, const struct hash_id *id, const uint8_t *data
 {
 	struct cluster *c = arg;
 	struct sched_version *v;
+	/* Never fatal: a version written by another build, or one past the
+	 * limits of this one, would otherwise stop every start. Its dataset
+	 * is listed again at the next refresh. */
 	int rc = version_from_manifest(data, len, &v);
 	if (rc < 0 || memcmp(v->id.b, id->b, HASH_LEN) != 0) {
-		log_error("scheduler state: a stored version does not decode (%s); skipped",
-			  rc < 0 ? sb_strerror(rc) : "id mismatch");
+		char hex[HASH_HEX_LEN + 1];
+		hash_to_hex(id, hex);
+		log_warn("scheduler state: version %.12s (%zu bytes) cannot be loaded (%s); "
+			 "skipped",
+			 hex, len, rc < 0 ? sb_strerror(rc) : "id mismatch");
 		version_free(v);
 		return 0;
 	}
@@ -716,6 +722,12 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 			const Syncbit__Admin *def)
 {
 	struct cluster *c = arg;
+	if (manifest_check_block_size(def->block_size) < 0) {
+		/* Every listing of it would divide by it. */
+		log_warn("scheduler state: dataset %s has block size %u; skipped, add it again",
+			 name, def->block_size);
+		return 0;
+	}
 	struct cluster_version *cv = cluster_version_find(c, version->b, HASH_LEN);
 	struct assign_label *sel = labels_from_wire(def->selector, def->n_selector);
 	if (!cv)

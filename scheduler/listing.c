@@ -96,7 +96,7 @@ int listing_start(struct sched *s, const char *source, uint32_t block_size, list
 	l->arg = arg;
 	uv_timer_init(&s->loop, &l->reap);
 	l->reap.data = l;
-	if ((rc = src->ops->list(src, listed, l)) < 0) {
+	if ((rc = source_list(src, listed, l)) < 0) {
 		*detail = failure(src, source, rc);
 		l->src = NULL;
 		source_free(src);

@@ -145,6 +145,12 @@ int version_from_listing(const struct source_listing *l, const char *canonical, 
 			 struct sched_version **out, char **detail)
 {
 	Manifest m;
+	*out = NULL;
+	*detail = NULL;
+	/* Before the hashes are allocated: they grow with the sizes claimed. */
+	int rc = source_listing_check(l, NULL, block_size, NULL, detail);
+	if (rc < 0)
+		return rc;
 	syncbit__manifest__init(&m);
 	m.format = MANIFEST_FORMAT;
 	m.source = (char *)canonical;
@@ -152,13 +158,11 @@ int version_from_listing(const struct source_listing *l, const char *canonical, 
 	m.source_version = l->version ? l->version : (char *)"";
 	m.n_files = l->nfiles;
 	m.files = xcalloc(l->nfiles + 1, sizeof *m.files);
-	*out = NULL;
-	*detail = NULL;
 	for (size_t i = 0; i < l->nfiles; i++) {
 		m.files[i] = xmalloc(sizeof *m.files[i]);
 		build_entry(&l->files[i], block_size, m.files[i]);
 	}
-	int rc = manifest_validate(&m);
+	rc = manifest_validate(&m);
 	if (rc < 0) {
 		*detail = explain(l);
 		free_built(&m);
@@ -171,7 +175,8 @@ int version_from_listing(const struct source_listing *l, const char *canonical, 
 	rc = version_from_manifest(enc.ptr, enc.len, out);
 	buf_close(&enc);
 	if (rc == SB_ETOOBIG)
-		*detail = xasprintf("more than %u blocks; use a larger block size", UINT32_MAX);
+		*detail =
+		    xasprintf("its manifest would be larger than %u bytes", MANIFEST_MAX_BYTES);
 	else if (rc < 0)
 		*detail =
 		    xasprintf("the listing does not form a valid manifest: %s", sb_strerror(rc));

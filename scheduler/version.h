@@ -38,7 +38,8 @@ struct sched_version {
 /* Build a version from a source listing (files sorted by path, as the
  * sources give them). All hashes are unknown. 0; SB_ECONFINE or SB_EPROTO
  * with *detail (heap, one line) naming the entry that cannot be held;
- * SB_ETOOBIG when the version has more than UINT32_MAX blocks. */
+ * SB_ETOOBIG with *detail when it has more files or blocks than a manifest
+ * holds (checked before anything per block is allocated). */
 int version_from_listing(const struct source_listing *l, const char *canonical, uint32_t block_size,
 			 struct sched_version **out, char **detail);
 /* Decode a stored or received manifest (hashes may be partly known). 0, or

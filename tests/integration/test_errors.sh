@@ -72,4 +72,106 @@ check "gc evicts unpinned objects" test "$(json_field "$T/gc" evicted_objects)" 
 check "gc keeps pinned data" test "$(json_field "$T/gc" used)" -eq "$(json_field "$T/gc" pinned)"
 check "published files survive gc" cmp "$S/a.bin" "$T/c/a.bin"
 
+# Sources that claim more than a dataset may hold (2^62 bytes from an HTTP
+# server or in an S3 listing): refused with one line naming the source, the
+# limit and the claim, before anything is sized from the claim; a core dump
+# would exit 134. The scheduler refuses them the same way, stays up, and
+# restarts (with --refresh) while such a source stays oversized.
+unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_PROFILE AWS_ACCESS_KEY_ID \
+	AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
+export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$T/no-aws-config \
+	AWS_SHARED_CREDENTIALS_FILE=$T/no-aws-credentials
+HUGE=4611686018427387904 # 2^62
+L=$T/limits
+mkdir -p "$L/www" "$L/s3/big/m" "$L/s3/grow/m" "$L/tree"
+echo hi >"$L/www/big.bin"; echo hi >"$L/s3/big/m/a.bin"; echo hi >"$L/s3/grow/m/a.bin"
+head -c 100000 /dev/urandom >"$L/tree/a"; head -c 100000 /dev/urandom >"$L/tree/b"
+
+# fixture NAME ARGS...: start tests/fixtures/NAME, which prints its port; sets FPORT.
+fixture() {
+	local name=$1; shift
+	python3 "$FIXTURES/$name" "$@" >"$L/$name.port" 2>"$L/$name.log" &
+	PIDS+=($!)
+	for _ in $(seq 100); do [ -s "$L/$name.port" ] && break; sleep 0.1; done
+	FPORT=$(head -1 "$L/$name.port")
+}
+fixture faulty_http.py --dir "$L/www"
+HURL=http://127.0.0.1:$FPORT/m/claim=$HUGE/big.bin
+fixture s3_fixture.py --root "$L/s3"
+S3E=http://127.0.0.1:$FPORT
+curl -sf -X POST "$S3E/__fault?bucket=big&size=$HUGE" >/dev/null
+
+expect_fail "http: a server claiming 2^62 bytes is refused in one line" 1 \
+	"big.bin claims $HUGE bytes \(4.0 EiB\), over the limit of 4.0 TiB per file \(--max-file-size\)" \
+	"$SYNCBIT" pull "$HURL" --to "$L/out1" --data "$L/data"
+check "nothing is published" test ! -e "$L/out1"
+expect_fail "s3: a listing claiming 2^62 bytes is refused in one line" 1 \
+	"s3://big/m/: a.bin claims $HUGE bytes \(4.0 EiB\), over the limit of 4.0 TiB per file" \
+	"$SYNCBIT" pull s3://big/m/ --to "$L/out2" --data "$L/data" --s3-endpoint "$S3E"
+check "nothing is published" test ! -e "$L/out2"
+expect_fail "--max-files" 1 "more entries than the limit of 1 per dataset \(--max-files\)" \
+	"$SYNCBIT" pull "$L/tree" --max-files 1 --to "$L/out3" --data "$L/data"
+expect_fail "--max-dataset-size" 1 \
+	"2 files claim 200000 bytes \(195 KiB\), over the limit of 100 KiB per dataset \(--max-dataset-size\)" \
+	"$SYNCBIT" pull "$L/tree" --max-dataset-size 100KiB --to "$L/out3" --data "$L/data"
+expect_fail "--max-file-size" 1 "a claims 100000 bytes \(97.7 KiB\), over the limit of 1.0 KiB per file" \
+	"$SYNCBIT" pull "$L/tree" --max-file-size 1KiB --to "$L/out3" --data "$L/data"
+check "nothing is published" test ! -e "$L/out3"
+check "a tree within the limits given is pulled" "$SYNCBIT" pull "$L/tree" --max-files 2 \
+	--max-dataset-size 200000 --max-file-size 100000 --to "$L/out3" --data "$L/data"
+expect_fail "--max-files above what a manifest holds is a usage error" 2 "max-files" \
+	"$SYNCBIT" pull "$L/tree" --max-files 4194305 --data "$L/data"
+expect_fail "--max-dataset-size 0 is a usage error" 2 "max-dataset-size" \
+	"$SYNCBIT" pull "$L/tree" --max-dataset-size 0 --data "$L/data"
+
+SD=$L/sched SPORT=$(free_port) HPORT=$(free_port)
+A=(--scheduler "127.0.0.1:$SPORT" --token-file "$SD/join-token")
+start_sched() {
+	"$SYNCBIT" scheduler --listen "127.0.0.1:$SPORT" --data "$SD" --http "127.0.0.1:$HPORT" \
+		--refresh 1 --s3-endpoint "$S3E" --log-level info >>"$L/sched.log" 2>&1 &
+	SPID=$!
+	PIDS+=("$SPID")
+	for _ in $(seq 100); do
+		curl -sf "http://127.0.0.1:$HPORT/healthz" >/dev/null && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	return 1
+}
+stop_sched() {
+	kill -TERM "$SPID" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+	wait "$SPID" 2>/dev/null
+}
+# versions: the datasets' names and versions, as the scheduler answers.
+versions() {
+	"$SYNCBIT" dataset ls "${A[@]}" --json | tail -1 | python3 -c \
+		'import json,sys; print(" ".join(d["name"] + "=" + d["version"] for d in json.load(sys.stdin)["datasets"]))' \
+		2>/dev/null
+}
+
+check "the scheduler starts" start_sched
+check "a source within the limits is added" "$SYNCBIT" dataset add grow s3://grow/m/ "${A[@]}"
+GOOD=$(versions)
+# The source then claims 2^62 bytes: every refresh (1 s) refuses it.
+curl -sf -X POST "$S3E/__fault?bucket=grow&size=$HUGE" >/dev/null
+for _ in $(seq 50); do grep -q "dataset grow: refresh: .*claims $HUGE bytes" "$L/sched.log" && break; sleep 0.1; done
+check "a refresh finding 2^62 bytes is a warning" \
+	grep -q "dataset grow: refresh: source s3://grow/m/: a.bin claims $HUGE bytes" "$L/sched.log"
+check "the scheduler is still running" kill -0 "$SPID"
+stop_sched
+check "the scheduler restarts while the source claims 2^62 bytes" start_sched
+sleep 2.5 # past two refreshes
+check "and keeps running through its refreshes" kill -0 "$SPID"
+expect_fail "dataset add of an http server claiming 2^62 bytes is refused" 1 \
+	"source http://127.0.0.1:[0-9]+/m/claim=$HUGE/big.bin: big.bin claims $HUGE bytes .*--max-file-size" \
+	"$SYNCBIT" dataset add huge "$HURL" "${A[@]}"
+expect_fail "dataset add of an s3 listing claiming 2^62 bytes is refused" 1 \
+	"source s3://big/m/: a.bin claims $HUGE bytes" "$SYNCBIT" dataset add huge s3://big/m/ "${A[@]}"
+check "the scheduler is still running" kill -0 "$SPID"
+check "it answers: the first dataset at its last good version, nothing of the others" \
+	test "$(versions)" = "$GOOD"
+stop_sched
+check "no sanitizer reports" bash -c "! grep -Eq 'Sanitizer|runtime error' '$L/sched.log'"
+
 finish

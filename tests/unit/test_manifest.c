@@ -621,6 +621,9 @@ static void test_validate_symlinks(void **state)
 	});
 	REJECT(SB_EPROTO, { b->e[6].block_hashes = b->e[11].block_hashes; });
 	REJECT(SB_EPROTO, b->e[6].hardlink_to = 2);
+	/* a size nothing backs, which a reader might trust */
+	REJECT(SB_EPROTO, b->e[6].size = 1);
+	REJECT(SB_EPROTO, b->e[6].size = UINT64_MAX);
 }
 
 static void test_validate_blocks(void **state)
@@ -661,6 +664,43 @@ static void test_validate_blocks(void **state)
 			mb_add(b, "e", SYNCBIT__FILE_TYPE__FILE_DIRECTORY, 0, 0);
 		});
 	REJECT(SB_EPROTO, b->m.block_size = 2 * BS);
+}
+
+/* Readers size per-block arrays from the block count, so it is bounded
+ * as such, not only through the manifest's length. Validation alone: the
+ * hashes are calloc'd and never written, so they cost no memory. */
+static void test_validate_block_count(void **state)
+{
+	struct mbuild b;
+	uint8_t *h = calloc(MANIFEST_MAX_BLOCKS + 1, HASH_LEN);
+	assert_non_null(h);
+	mb_init(&b, BS);
+	FileEntry *big = mb_add(&b, "a", SYNCBIT__FILE_TYPE__FILE_REGULAR, 0, 0);
+	FileEntry *more = mb_add(&b, "b", SYNCBIT__FILE_TYPE__FILE_REGULAR, 0, 0);
+	big->size = (uint64_t)(MANIFEST_MAX_BLOCKS - 1) * BS;
+	big->block_hashes.data = h;
+	big->block_hashes.len = (size_t)(MANIFEST_MAX_BLOCKS - 1) * HASH_LEN;
+	more->size = BS;
+	more->block_hashes.data = h;
+	more->block_hashes.len = HASH_LEN;
+	assert_int_equal(manifest_validate(&b.m), 0);
+	more->size = BS + 1;
+	more->block_hashes.len = 2 * HASH_LEN;
+	assert_int_equal(manifest_validate(&b.m), SB_ETOOBIG);
+	/* One file alone, and a hardlink, which brings no blocks of its own. */
+	big->size = (uint64_t)MANIFEST_MAX_BLOCKS * BS + 1;
+	big->block_hashes.len = (size_t)(MANIFEST_MAX_BLOCKS + 1) * HASH_LEN;
+	b.m.n_files = 1;
+	assert_int_equal(manifest_validate(&b.m), SB_ETOOBIG);
+	big->size = (uint64_t)MANIFEST_MAX_BLOCKS * BS;
+	big->block_hashes.len = (size_t)MANIFEST_MAX_BLOCKS * HASH_LEN;
+	b.m.n_files = 2;
+	more->size = big->size;
+	more->block_hashes = big->block_hashes;
+	more->hardlink_to = 1;
+	assert_int_equal(manifest_validate(&b.m), 0);
+	mb_close(&b);
+	free(h);
 }
 
 static void test_validate_hardlinks(void **state)
@@ -732,6 +772,7 @@ int main(void)
 	    cmocka_unit_test(test_validate_below_non_directory),
 	    cmocka_unit_test(test_validate_symlinks),
 	    cmocka_unit_test(test_validate_blocks),
+	    cmocka_unit_test(test_validate_block_count),
 	    cmocka_unit_test(test_validate_hardlinks),
 	    cmocka_unit_test(test_validate_fields),
 	};

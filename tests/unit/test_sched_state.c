@@ -274,6 +274,23 @@ static void test_version_refuses_escapes(void **state)
 	source_listing_close(&l);
 }
 
+/* A source claiming more than a manifest holds is refused before a hash
+ * is allocated for it: 2^62 bytes would be 2^40 hashes of 32 bytes. */
+static void test_version_refuses_oversized(void **state)
+{
+	struct source_listing l;
+	struct sched_version *v = NULL;
+	char *detail = NULL;
+	memset(&l, 0, sizeof l);
+	add_file(&l, "big.bin", SRC_REGULAR, 1ull << 62, "etag:x", 0, NULL);
+	assert_int_equal(version_from_listing(&l, "http://h/big.bin", 4u << 20, &v, &detail),
+			 SB_ETOOBIG);
+	assert_null(v);
+	assert_non_null(strstr(detail, "1099511627776 blocks of 4MiB, over the limit of"));
+	free(detail);
+	source_listing_close(&l);
+}
+
 static void test_carry_over(void **state)
 {
 	struct sched_version *prev = sample_version("zd");
@@ -513,6 +530,41 @@ static void test_cluster_version_gc(void **state)
 	testutil_rmtree(dir);
 }
 
+/* Records this build cannot use are skipped at start, never fatal: a
+ * version that does not decode, and a dataset whose block size would make
+ * its next listing divide by zero. */
+static void test_cluster_skips_bad_records(void **state)
+{
+	char *dir = testutil_mkdtemp();
+	struct cluster c;
+	struct hash_id junk_id, none = {{0}};
+	static const uint8_t junk[] = {0x08, 0x01, 0x18, 0x00, 0x2a, 0x7f};
+	assert_int_equal(cluster_open(&c, dir), 0);
+	struct cluster_version *cv = cluster_version_add(&c, sample_version("zd"));
+	struct hash_id id = cv->v->id;
+	cluster_dataset_set(&c, "models", "file:///src", NULL, 0, BS, cv);
+	memset(junk_id.b, 0x42, HASH_LEN);
+	assert_int_equal(state_put_version(c.state, &junk_id, junk, sizeof junk), 0);
+	Syncbit__Admin def;
+	syncbit__admin__init(&def);
+	def.op = SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD;
+	def.name = (char *)"broken";
+	def.source = (char *)"file:///src";
+	def.block_size = 0;
+	assert_int_equal(state_put_dataset(c.state, "broken", &none, &def), 0);
+	cluster_close(&c);
+	assert_int_equal(cluster_open(&c, dir), 0);
+	assert_int_equal(c.ndatasets, 1);
+	assert_null(cluster_dataset_find(&c, "broken"));
+	assert_int_equal(c.nversions, 1);
+	assert_null(cluster_version_find(&c, junk_id.b, HASH_LEN));
+	struct cluster_dataset *d = cluster_dataset_find(&c, "models");
+	assert_non_null(d);
+	assert_memory_equal(d->current->v->id.b, id.b, HASH_LEN);
+	cluster_close(&c);
+	testutil_rmtree(dir);
+}
+
 static void test_state_single_writer(void **state)
 {
 	char *dir = testutil_mkdtemp();
@@ -535,10 +587,12 @@ int main(void)
 	    cmocka_unit_test(test_plan_move),
 	    cmocka_unit_test(test_version_from_listing),
 	    cmocka_unit_test(test_version_refuses_escapes),
+	    cmocka_unit_test(test_version_refuses_oversized),
 	    cmocka_unit_test(test_carry_over),
 	    cmocka_unit_test(test_cluster_persists),
 	    cmocka_unit_test(test_cluster_members_and_plans),
 	    cmocka_unit_test(test_cluster_version_gc),
+	    cmocka_unit_test(test_cluster_skips_bad_records),
 	    cmocka_unit_test(test_state_single_writer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

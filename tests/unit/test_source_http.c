@@ -397,11 +397,13 @@ static char *url_of(int port, const char *path)
 	return u;
 }
 
+/* List as the pull and the scheduler do: through source_list(), which
+ * holds the listing to the source's limits. */
 static int do_list(uv_loop_t *loop, struct source *s)
 {
 	struct wait w = {0};
 	w.in_call = 1;
-	int rc = s->ops->list(s, on_done, &w);
+	int rc = source_list(s, on_done, &w);
 	w.in_call = 0;
 	if (rc < 0)
 		return rc;
@@ -734,6 +736,40 @@ static void test_changed(void **state)
 	src_close(&loop, s);
 }
 
+/* What a server claims about a size is held to the limits before anything
+ * is sized from it: a HEAD, or a 206's Content-Range total, claiming 2^62
+ * bytes, and a body without a length that goes on past the per-file limit
+ * (it would otherwise be counted for as long as it lasts). */
+static void test_claimed_size(void **state)
+{
+	uv_loop_t loop;
+	const char *want = "mib.bin claims 4611686018427387904 bytes (4.0 EiB), over the "
+			   "limit of 4.0 TiB per file (--max-file-size)";
+	struct source *s =
+	    src_open(&loop, faulty_url("claim=4611686018427387904,id=cl1", "mib.bin"), 0, 5);
+	assert_int_equal(do_list(&loop, s), SB_ETOOBIG);
+	assert_non_null(strstr(s->error_detail, want));
+	assert_true(!strncmp(s->error_detail, "http://127.0.0.1:", 17));
+	assert_null(strchr(s->error_detail, '?'));
+	src_close(&loop, s);
+
+	s = src_open(&loop, faulty_url("claim=4611686018427387904,nohead=1,id=cl2", "mib.bin"), 0,
+		     5);
+	assert_int_equal(do_list(&loop, s), SB_ETOOBIG);
+	assert_non_null(strstr(s->error_detail, want));
+	src_close(&loop, s);
+
+	s = src_open(&loop, faulty_url("chunked=1,nohead=1,id=cl3", "mib.bin"), 0, 5);
+	s->opt.limits.file_bytes = 100000;
+	assert_int_equal(do_list(&loop, s), SB_ETOOBIG);
+	assert_non_null(strstr(s->error_detail, "the body goes on past 97.7 KiB, the limit per "
+						"file (--max-file-size)"));
+	json_t *gets = requests("cl3", "GET");
+	assert_int_equal(json_array_size(gets), 1); /* not retried */
+	json_decref(gets);
+	src_close(&loop, s);
+}
+
 static void test_gave_up(void **state)
 {
 	uv_loop_t loop;
@@ -918,6 +954,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_5xx_and_429),
 	    cmocka_unit_test(test_resume),
 	    cmocka_unit_test(test_changed),
+	    cmocka_unit_test(test_claimed_size),
 	    cmocka_unit_test(test_gave_up),
 	    cmocka_unit_test(test_sequential),
 	    cmocka_unit_test(test_validators),

@@ -652,7 +652,9 @@ static int group_setup(void **state)
 	    write_file("bkt/m/sub/deep/x", "x", 1) < 0 || write_file("bkt/m-old/y", "y", 1) < 0 ||
 	    write_file("bkt/one.bin", "one", 3) < 0 || write_file("bad/m/a", "a", 1) < 0 ||
 	    write_file("slow/m/a", "a", 1) < 0 || write_file("moved/m/a", "a", 1) < 0 ||
-	    write_file("moving/m/big.bin", fx.big, BIG_SIZE) < 0 || start_fixture() < 0) {
+	    write_file("moving/m/big.bin", fx.big, BIG_SIZE) < 0 ||
+	    write_file("huge/m/a", "a", 1) < 0 || write_file("huge/m/b", "b", 1) < 0 ||
+	    write_file("idle/m/a", "a", 1) < 0 || start_fixture() < 0) {
 		fprintf(stderr, "test_source_s3: cannot set up the fixture\n");
 		group_teardown(state); /* cmocka skips it when setup fails */
 		return -1;
@@ -712,10 +714,11 @@ static void open_source(struct session *s, const char *uri_s, const char *secret
 	clear_env(); /* read once, when the source is made */
 }
 
+/* As the pull and the scheduler list: held to the source's limits. */
 static int list(struct session *s)
 {
 	struct wait w = {0};
-	assert_int_equal(s->src->ops->list(s->src, on_done, &w), 0);
+	assert_int_equal(source_list(s->src, on_done, &w), 0);
 	run_until(&s->loop, &w, 1);
 	return w.status;
 }
@@ -839,6 +842,39 @@ static void test_source_retry_and_change(void **state)
 	close_source(&s);
 }
 
+/* A listing is bounded before anything is sized from it: sizes claimed in
+ * <Size>, the number of keys, and pages that never end. */
+static void test_source_limits(void **state)
+{
+	struct session s;
+	fault("bucket=huge&size=4611686018427387904");
+	open_source(&s, "s3://huge/m/", SECRET);
+	assert_int_equal(list(&s), SB_ETOOBIG);
+	assert_string_equal(s.src->error_detail,
+			    "s3://huge/m/: a claims 4611686018427387904 bytes (4.0 EiB), over the "
+			    "limit of 4.0 TiB per file (--max-file-size)");
+	close_source(&s);
+	fault("bucket=huge&size=3298534883328"); /* 3 TiB each: 6 TiB together */
+	open_source(&s, "s3://huge/m/", SECRET);
+	s.src->opt.limits.dataset_bytes = 5ull << 40;
+	assert_int_equal(list(&s), SB_ETOOBIG);
+	assert_non_null(strstr(s.src->error_detail, "2 files claim 6597069766656 bytes (6.0 TiB), "
+						    "over the limit of 5.0 TiB per dataset"));
+	close_source(&s);
+	/* Pages of two keys: the third key is one too many. */
+	open_source(&s, "s3://bkt/m/", SECRET);
+	s.src->opt.limits.files = 2;
+	assert_int_equal(list(&s), SB_ETOOBIG);
+	assert_non_null(strstr(s.src->error_detail,
+			       "more objects than the limit of 2 per dataset (--max-files)"));
+	close_source(&s);
+	fault("bucket=idle&list=idle");
+	open_source(&s, "s3://idle/m/", SECRET);
+	assert_int_equal(list(&s), SB_EPROTO);
+	assert_non_null(strstr(s.src->error_detail, "100 truncated pages in a row"));
+	close_source(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -861,6 +897,7 @@ int main(void)
 	    cmocka_unit_test(test_source_auth),
 	    cmocka_unit_test(test_source_malformed_and_confined),
 	    cmocka_unit_test(test_source_retry_and_change),
+	    cmocka_unit_test(test_source_limits),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
