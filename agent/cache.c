@@ -306,7 +306,9 @@ int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 	if (val.mv_size < sizeof *rec)
 		return MDB_CORRUPTED;
 	memcpy(rec, val.mv_data, sizeof *rec);
-	if (val.mv_size != sizeof *rec + rec->nblocks * HASH_LEN)
+	/* Divide, not multiply: a corrupt count must not wrap into a match. */
+	if ((val.mv_size - sizeof *rec) % HASH_LEN ||
+	    rec->nblocks != (val.mv_size - sizeof *rec) / HASH_LEN)
 		return MDB_CORRUPTED;
 	if (hashes)
 		*hashes = (const uint8_t *)val.mv_data + sizeof *rec;
