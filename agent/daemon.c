@@ -35,6 +35,10 @@ struct dset {
 	size_t npeers;
 	uint64_t retry_at_ms;
 	char *error;
+	/* Blocks of cur whose hash the scheduler's last Assign showed unknown
+	 * and no Hashes named since (LSB first): what it lacks as far as this
+	 * node can tell, whoever delivered the blocks here. */
+	uint8_t *unknown;
 	int restored; /* published before this daemon started; not yet re-assigned */
 	struct daemon *d;
 };
@@ -75,14 +79,15 @@ static struct dset *find_set(struct daemon *d, const char *name)
 	return NULL;
 }
 
-static struct fetch *find_version(struct daemon *d, const uint8_t *vid, size_t len)
+/* The dataset whose assigned version is vid. */
+static struct dset *find_version(struct daemon *d, const uint8_t *vid, size_t len)
 {
 	if (len != HASH_LEN)
 		return NULL;
 	for (size_t i = 0; i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (s->cur && !memcmp(fetch_version_id(s->cur), vid, HASH_LEN))
-			return s->cur;
+			return s;
 	}
 	return NULL;
 }
@@ -114,6 +119,7 @@ static void free_set(struct daemon *d, struct dset *s)
 	drop_fetch(d, &s->prev);
 	free_peer_list(s);
 	free(s->assign);
+	free(s->unknown);
 	free(s->error);
 	free(s->name);
 	free(s);
@@ -168,22 +174,26 @@ static void set_origin(struct fetch *f, Syncbit__BlockRange **r, size_t n)
 
 static void send_heartbeat(struct daemon *d);
 
-/* Feed every known (non-zero) block hash of m to f, in block order. */
-static void add_manifest_hashes(struct fetch *f, const Manifest *m)
+/* Feed every known (non-zero) block hash of m to f, in block order. When
+ * unknown is not NULL, set in it (LSB first, fetch_nblocks(f) bits) the
+ * blocks m shows unknown. */
+static void add_manifest_hashes(struct fetch *f, const Manifest *m, uint8_t *unknown)
 {
 	struct buf blocks = BUF_INIT, hashes = BUF_INIT;
 	static const uint8_t zero[HASH_LEN];
-	uint32_t b = 0;
+	uint32_t b = 0, nb = fetch_nblocks(f);
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *e = m->files[i];
 		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || e->hardlink_to)
 			continue;
 		for (size_t k = 0; k < e->block_hashes.len / HASH_LEN; k++, b++) {
 			const uint8_t *h = e->block_hashes.data + k * HASH_LEN;
-			if (!memcmp(h, zero, HASH_LEN))
-				continue;
-			buf_append(&blocks, &b, sizeof b);
-			buf_append(&hashes, h, HASH_LEN);
+			if (memcmp(h, zero, HASH_LEN)) {
+				buf_append(&blocks, &b, sizeof b);
+				buf_append(&hashes, h, HASH_LEN);
+			} else if (unknown && b < nb) {
+				unknown[b / 8] |= (uint8_t)(1u << (b % 8));
+			}
 		}
 	}
 	if (blocks.len)
@@ -191,6 +201,73 @@ static void add_manifest_hashes(struct fetch *f, const Manifest *m)
 				 blocks.len / sizeof b);
 	buf_close(&blocks);
 	buf_close(&hashes);
+}
+
+/* Send the hashes of blocks[0..n) of f, durable here, as Ingested messages
+ * of at most DAEMON_INGESTED_BATCH blocks. */
+static void send_ingested(struct daemon *d, struct fetch *f, const uint32_t *blocks, size_t n)
+{
+	size_t cap = n < DAEMON_INGESTED_BATCH ? n : DAEMON_INGESTED_BATCH;
+	Syncbit__BlockHash *bh = xcalloc(cap + 1, sizeof *bh), **bp = xcalloc(cap + 1, sizeof *bp);
+	Syncbit__Ingested m = SYNCBIT__INGESTED__INIT;
+	m.version_id.data = (uint8_t *)fetch_version_id(f);
+	m.version_id.len = HASH_LEN;
+	m.blocks = bp;
+	for (size_t done = 0; done < n && d->sched_ready; done += m.n_blocks) {
+		m.n_blocks = n - done < cap ? n - done : cap;
+		for (size_t i = 0; i < m.n_blocks; i++) {
+			syncbit__block_hash__init(&bh[i]);
+			bh[i].block = blocks[done + i];
+			bh[i].hash.data = (uint8_t *)fetch_block_hash(f, blocks[done + i])->b;
+			bh[i].hash.len = HASH_LEN;
+			bp[i] = &bh[i];
+		}
+		wire_send(d->sched, SYNCBIT__MSG_TYPE__MSG_INGESTED, &m.base, NULL, 0, NULL, NULL);
+	}
+	free(bh);
+	free(bp);
+}
+
+/* 1 when the scheduler lacks the hash of block b of f, as far as this node
+ * can tell. */
+static int sched_lacks(const struct dset *s, const struct fetch *f, uint32_t b)
+{
+	return f == s->cur && s->unknown && b < fetch_nblocks(f) &&
+	       (s->unknown[b / 8] >> (b % 8)) & 1;
+}
+
+/* Send the scheduler the hashes it lacks of blocks durable here. Reports
+ * made while it was away were dropped, and a scheduler that stopped lost
+ * those it had not saved yet; a block whose hash only this node can tell
+ * would otherwise be waited for forever, by the nodes that do not hold it
+ * and by an origin share that names it here (this node reads nothing it
+ * holds). */
+static void report_held(struct daemon *d, struct dset *s)
+{
+	struct buf blocks = BUF_INIT;
+	uint32_t nb = fetch_nblocks(s->cur);
+	for (uint32_t b = 0; b < nb; b++)
+		if (fetch_block_state(s->cur, b) == FETCH_HAVE && sched_lacks(s, s->cur, b))
+			buf_append(&blocks, &b, sizeof b);
+	size_t n = blocks.len / sizeof(uint32_t);
+	if (n && d->sched_ready) {
+		log_info("dataset %s: the scheduler lacks the hashes of %zu blocks held here; "
+			 "sending them",
+			 s->name, n);
+		send_ingested(d, s->cur, (const uint32_t *)blocks.ptr, n);
+	}
+	buf_close(&blocks);
+}
+
+/* Take the hashes and origin share of an Assign of s->cur's version, and
+ * report what this node holds that the Assign shows unknown. */
+static void take_assign(struct daemon *d, struct dset *s, const Syncbit__Assign *a)
+{
+	free(s->unknown);
+	s->unknown = xcalloc(fetch_nblocks(s->cur) / 8 + 1, 1);
+	add_manifest_hashes(s->cur, a->manifest, s->unknown);
+	set_origin(s->cur, a->origin, a->n_origin);
+	report_held(d, s);
 }
 
 /* ---- fetch hooks ---- */
@@ -201,18 +278,11 @@ static void hook_durable(void *arg, struct fetch *f, uint32_t b, const struct ha
 	struct dset *s = arg;
 	struct daemon *d = s->d;
 	peers_have(d->peers, f, b);
-	if (!from_origin || !d->sched_ready)
-		return;
-	Syncbit__Ingested m = SYNCBIT__INGESTED__INIT;
-	Syncbit__BlockHash bh = SYNCBIT__BLOCK_HASH__INIT, *bhp = &bh;
-	m.version_id.data = (uint8_t *)fetch_version_id(f);
-	m.version_id.len = HASH_LEN;
-	bh.block = b;
-	bh.hash.data = (uint8_t *)h->b;
-	bh.hash.len = HASH_LEN;
-	m.n_blocks = 1;
-	m.blocks = &bhp;
-	wire_send(d->sched, SYNCBIT__MSG_TYPE__MSG_INGESTED, &m.base, NULL, 0, NULL, NULL);
+	/* While the scheduler is away the report is dropped: the Assign that
+	 * follows registration shows the hash unknown, and report_held()
+	 * sends it then. */
+	if (d->sched_ready && (from_origin || sched_lacks(s, f, b)))
+		send_ingested(d, f, &b, 1);
 }
 
 static void hook_wake(void *arg, struct fetch *f)
@@ -291,7 +361,7 @@ static void start_fetch(struct daemon *d, struct dset *s)
 		s->cur = f;
 		s->retry_at_ms = 0;
 		peers_add_fetch(d->peers, f);
-		set_origin(f, a->origin, a->n_origin);
+		take_assign(d, s, a); /* and report blocks resumed from before a restart */
 	}
 	if (s->error)
 		log_error("%s", s->error);
@@ -378,9 +448,9 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	set_peer_list(s, a->peers, a->n_peers);
 	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
 		/* The same version again (a reconnect): hashes sent while this
-		 * node was away are in the manifest, and there is a new plan. */
-		add_manifest_hashes(s->cur, a->manifest);
-		set_origin(s->cur, a->origin, a->n_origin);
+		 * node was away are in the manifest, and there is a new plan;
+		 * the scheduler hears what this node holds that it lacks. */
+		take_assign(d, s, a);
 		update_peers(d);
 		goto out;
 	}
@@ -469,9 +539,9 @@ static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	Syncbit__Hashes *m = syncbit__hashes__unpack(NULL, len, body);
 	if (!m)
 		return SB_EPROTO;
-	struct fetch *f = find_version(d, m->version_id.data, m->version_id.len);
+	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	int rc = 0;
-	if (f) {
+	if (s) {
 		uint32_t *blocks = xcalloc(m->n_blocks + 1, sizeof *blocks);
 		uint8_t *hashes = xcalloc(m->n_blocks + 1, HASH_LEN);
 		size_t n = 0;
@@ -483,8 +553,11 @@ static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 			blocks[n] = m->blocks[i]->block;
 			memcpy(hashes + n++ * HASH_LEN, m->blocks[i]->hash.data, HASH_LEN);
 		}
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			if (sched_lacks(s, s->cur, blocks[i])) /* it has it now */
+				s->unknown[blocks[i] / 8] &= (uint8_t) ~(1u << (blocks[i] % 8));
 		if (rc == 0)
-			fetch_add_hashes(f, blocks, hashes, n);
+			fetch_add_hashes(s->cur, blocks, hashes, n);
 		free(blocks);
 		free(hashes);
 	}
@@ -515,11 +588,11 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	Syncbit__Origin *m = syncbit__origin__unpack(NULL, len, body);
 	if (!m)
 		return SB_EPROTO;
-	struct fetch *f = find_version(d, m->version_id.data, m->version_id.len);
-	if (f) {
+	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
+	if (s) {
 		if (m->reason && m->reason[0])
-			log_info("dataset %s: origin plan: %s", fetch_name(f), m->reason);
-		set_origin(f, m->blocks, m->n_blocks);
+			log_info("dataset %s: origin plan: %s", s->name, m->reason);
+		set_origin(s->cur, m->blocks, m->n_blocks);
 	}
 	syncbit__origin__free_unpacked(m, NULL);
 	return 0;

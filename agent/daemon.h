@@ -19,6 +19,7 @@
 #define DAEMON_RETRY_MS		10000 /* a failed fetch starts again after this */
 #define DAEMON_RESTORE_MS	30000 /* after registering: restored datasets not assigned by then go */
 #define DAEMON_HEARTBEAT_MS	1000  /* until the scheduler says otherwise */
+#define DAEMON_INGESTED_BATCH	4096  /* block hashes per Ingested message */
 #define DAEMON_LABELS_WAIT_MS	30000 /* for the Node's labels before registering without */
 #define DAEMON_LABELS_FILE	"node-labels.json" /* the Node's labels last seen, in DATA */
 

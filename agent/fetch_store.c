@@ -233,7 +233,10 @@ void fetch_store_done(uv_work_t *w, int status)
 		return;
 	}
 	struct ffile *ff = &f->files[f->bfile[b]];
-	if (rc == 0) {
+	if (rc == 0 && f->state[b] >= FETCH_WRITTEN) {
+		/* Another job stored it first. Counted twice, the file would
+		 * seal before its last block is durable, or never. */
+	} else if (rc == 0) {
 		if (!j->expect)
 			memcpy(fetch_hash_ptr(f, b), j->h.b, HASH_LEN);
 		f->state[b] = FETCH_WRITTEN;
@@ -327,6 +330,15 @@ static struct job *next_part(struct fetch *f)
 			best = j;
 	}
 	return best;
+}
+
+/* 1 when an origin read of block b is under way. */
+static int origin_reading(const struct fetch *f, uint32_t b)
+{
+	for (size_t i = 0; i < f->nslots + 1; i++)
+		if (f->slots[i].kind == JOB_ORIGIN && f->slots[i].b == b)
+			return 1;
+	return 0;
 }
 
 static struct job *start_origin_job(struct fetch *f, uint32_t b)
@@ -473,7 +485,7 @@ void fetch_pump(struct fetch *f)
 		if (f->origin_head >= queued || f->slots_busy >= f->nslots + 1)
 			break;
 		uint32_t b = q[f->origin_head];
-		if (f->state[b] == FETCH_ORIGIN && !start_origin_job(f, b))
+		if (f->state[b] == FETCH_ORIGIN && !origin_reading(f, b) && !start_origin_job(f, b))
 			break;
 		f->origin_head++;
 	}
@@ -491,12 +503,20 @@ void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *co
 		for (uint64_t b = first[i]; b < (uint64_t)first[i] + count[i] && b < f->nblocks;
 		     b++)
 			f->planned[b] = 1;
-	/* Drop queued blocks the new plan does not name; keep reads running. */
-	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
-	size_t nq = f->origin_q.len / sizeof(uint32_t);
-	for (size_t i = f->origin_head; i < nq; i++)
+	/* Drop queued blocks the new plan does not name; keep reads running.
+	 * They leave the queue too: one that a later plan names again is
+	 * queued again, and must not be found there twice (two reads of one
+	 * block at once). */
+	uint32_t *q = (uint32_t *)f->origin_q.ptr;
+	size_t nq = f->origin_q.len / sizeof(uint32_t), k = 0;
+	for (size_t i = f->origin_head; i < nq; i++) {
 		if (!f->planned[q[i]] && f->state[q[i]] == FETCH_ORIGIN && old[q[i]])
 			fetch_back_to_need(f, q[i]);
+		else
+			q[k++] = q[i];
+	}
+	f->origin_q.len = k * sizeof(uint32_t);
+	f->origin_head = 0;
 	free(old);
 	for (uint32_t b = 0; b < f->nblocks; b++) {
 		if (!f->planned[b] || (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED))

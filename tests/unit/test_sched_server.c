@@ -253,20 +253,33 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void ingest(struct agent *a, uint32_t block, uint8_t salt)
+/* One Ingested message of blocks[0..n), hash {block + 1, salt, 0...}. */
+static void ingest_blocks(struct agent *a, const uint32_t *blocks, size_t n, uint8_t salt)
 {
 	Syncbit__Ingested m = SYNCBIT__INGESTED__INIT;
-	Syncbit__BlockHash bh = SYNCBIT__BLOCK_HASH__INIT, *bp = &bh;
-	uint8_t h[HASH_LEN] = {(uint8_t)(block + 1), salt};
+	Syncbit__BlockHash bh[8], *bp[8];
+	uint8_t h[8][HASH_LEN] = {{0}};
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		syncbit__block_hash__init(&bh[i]);
+		h[i][0] = (uint8_t)(blocks[i] + 1);
+		h[i][1] = salt;
+		bh[i].block = blocks[i];
+		bh[i].hash.data = h[i];
+		bh[i].hash.len = HASH_LEN;
+		bp[i] = &bh[i];
+	}
 	m.version_id.data = fx.version.b;
 	m.version_id.len = HASH_LEN;
-	m.blocks = &bp;
-	m.n_blocks = 1;
-	bh.block = block;
-	bh.hash.data = h;
-	bh.hash.len = HASH_LEN;
+	m.blocks = bp;
+	m.n_blocks = n;
 	assert_int_equal(
 	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_INGESTED, &m.base, NULL, 0, NULL, NULL), 0);
+}
+
+static void ingest(struct agent *a, uint32_t block, uint8_t salt)
+{
+	ingest_blocks(a, &block, 1, salt);
 }
 
 static void test_assign_plan_hashes_leave(void **state)
@@ -403,25 +416,30 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+/* Stop the scheduler (its agents gone) and start it on the same data. */
+static void restart(void)
+{
+	char *detail = NULL;
+	uv_close((uv_handle_t *)&fx.tick, NULL);
+	sched_stop(&fx.s);
+	uv_run(&fx.s.loop, UV_RUN_DEFAULT);
+	sched_close(&fx.s);
+	assert_int_equal(sched_init(&fx.s, &fx.o, &detail), 0);
+	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
+	uv_timer_init(&fx.s.loop, &fx.tick);
+	uv_timer_start(&fx.tick, tick, 10, 10);
+}
+
 /* After a restart the same version comes back with the hashes learnt. */
 static void test_restart_keeps_versions(void **state)
 {
 	struct agent *a = agent_dial("node-a");
-	char *detail = NULL;
 	agent_register(a, "x");
 	WAIT_FOR(a->n_assign == 1);
 	ingest(a, 0, 1);
 	WAIT_FOR(a->n_hashes == 1);
 	agent_free(a);
-	uv_close((uv_handle_t *)&fx.tick, NULL);
-	sched_stop(&fx.s);
-	uv_run(&fx.s.loop, UV_RUN_DEFAULT);
-	sched_close(&fx.s);
-
-	assert_int_equal(sched_init(&fx.s, &fx.o, &detail), 0);
-	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
-	uv_timer_init(&fx.s.loop, &fx.tick);
-	uv_timer_start(&fx.tick, tick, 10, 10);
+	restart();
 	a = agent_dial("node-a");
 	agent_register(a, "x");
 	WAIT_FOR(a->n_assign == 1);
@@ -430,6 +448,82 @@ static void test_restart_keeps_versions(void **state)
 	uint8_t want[HASH_LEN] = {1, 1};
 	assert_memory_equal(f->block_hashes.data, want, HASH_LEN);
 	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 5);
+	agent_free(a);
+}
+
+/* 1 when block b's hash in the Assign a holds is known (non-zero). */
+static int assigned_known(const struct agent *a, uint32_t b)
+{
+	static const uint8_t zero[HASH_LEN];
+	const Syncbit__Manifest *m = a->assign->manifest;
+	for (size_t i = 0; i < m->n_files; i++) {
+		uint32_t n = (uint32_t)(m->files[i]->block_hashes.len / HASH_LEN);
+		if (b < n)
+			return memcmp(m->files[i]->block_hashes.data + b * HASH_LEN, zero,
+				      HASH_LEN) != 0;
+		b -= n;
+	}
+	return 0;
+}
+
+/* A scheduler killed before it saved a hash it had broadcast learns it again
+ * from the node holding the block, which reports every block the Assign shows
+ * unknown: the hash is taken (once), broadcast, and saved; one it knew is
+ * taken silently and a conflicting one is refused, as before the restart. */
+static void test_restart_takes_reported_hashes(void **state)
+{
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	agent_register(a, "x");
+	agent_register(b, "y");
+	WAIT_FOR(a->n_assign == 1 && b->n_assign == 1);
+	ingest(a, 0, 1);
+	WAIT_FOR(b->n_hashes == 1);
+	cluster_flush(&fx.s.cluster);
+	uv_timer_stop(&fx.s.flush);
+	ingest(a, 1, 1);
+	WAIT_FOR(b->n_hashes == 2);
+	buf_reset(&fx.s.cluster.pending); /* killed before the next LMDB commit */
+	agent_free(a);
+	agent_free(b);
+	restart();
+
+	a = agent_dial("node-a");
+	b = agent_dial("node-b");
+	agent_register(a, "x");
+	agent_register(b, "y");
+	WAIT_FOR(a->n_assign == 1 && b->n_assign == 1);
+	assert_true(assigned_known(a, 0));
+	assert_false(assigned_known(a, 1));
+	/* Every block but 0 is planned again, block 1 included. */
+	uint32_t planned = range_blocks(b->assign->origin, b->assign->n_origin, NULL);
+	WAIT_FOR(a->n_origin >= 1);
+	planned += range_blocks(a->origin->blocks, a->origin->n_blocks, NULL);
+	assert_int_equal(planned, 5);
+
+	uint32_t held[] = {0, 1};
+	ingest_blocks(a, held, 2, 1);
+	WAIT_FOR(b->n_hashes == 1 && a->n_hashes == 1);
+	assert_int_equal(b->hashes->n_blocks, 1); /* block 0 was known: not again */
+	assert_int_equal(b->hashes->blocks[0]->block, 1);
+	assert_int_equal(b->hashes->blocks[0]->hash.data[0], 2);
+	ingest(b, 1, 2); /* another hash for block 1: refused */
+	ingest(b, 2, 1);
+	WAIT_FOR(a->n_hashes == 2);
+	assert_int_equal(a->hashes->n_blocks, 1);
+	assert_int_equal(a->hashes->blocks[0]->block, 2);
+	struct cluster_version *cv = cluster_version_find(&fx.s.cluster, fx.version.b, HASH_LEN);
+	assert_int_equal(cv->v->nknown, 3);
+	WAIT_FOR(fx.s.cluster.pending.len == 0); /* saved within CLUSTER_FLUSH_MS */
+	agent_free(a);
+	agent_free(b);
+
+	restart();
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	for (uint32_t k = 0; k < 3; k++)
+		assert_true(assigned_known(a, k));
+	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 3);
 	agent_free(a);
 }
 
@@ -442,6 +536,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_keeps_versions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart_takes_reported_hashes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
