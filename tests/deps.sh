@@ -5,7 +5,8 @@
 #                   protoc-c, python3 (the demo's live view)
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, awscli, s3rver
-#                   from npm, clang for the sanitizer runtime …); the default
+#                   from npm, kubectl, clang for the sanitizer runtime …);
+#                   the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -26,8 +27,12 @@ for p in "${pkgs[@]}"; do
 done
 # S3 tests: s3rver comes from npm; Debian's nodejs and npm only when no
 # node toolchain is there already (another one's npm would conflict).
+# test_kube_api cross-checks the Kubernetes fixture with kubectl: Debian's
+# kubernetes-client, unless a kubectl is there already (another package's
+# /usr/bin/kubectl would conflict with it).
 if [ "$what" = test ]; then
 	command -v npm >/dev/null || missing+=(nodejs npm)
+	command -v kubectl >/dev/null || missing+=(kubernetes-client)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing ${missing[*]}" >&2

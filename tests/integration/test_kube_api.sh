@@ -178,6 +178,30 @@ TOKEN=$(py 'd["metadata"]["continue"]')
 check "  ... second page from the token" is 200 req "$ADMIN" GET "/api/v1/namespaces?limit=3&continue=$TOKEN"
 check "  ... holds the last namespace" py '[i["metadata"]["name"] for i in d["items"]]==["kube-system"]'
 
+# --- resourceVersion semantics on list, events, deletion
+check "list with resourceVersionMatch=Exact at an older RV shows the old state" is 200 req "$ADMIN" GET \
+	"/api/v1/nodes?resourceVersion=$RV&resourceVersionMatch=Exact"
+check "  ... n1 as it was, without the later label" py 'd["metadata"]["resourceVersion"]=="'"$RV"'" and "put" not in d["items"][0]["metadata"]["labels"]'
+check "list from a future RV: 504 Too large resource version (after ~3 s)" is 504 req "$ADMIN" GET '/api/v1/nodes?resourceVersion=999999'
+check "  ... with the ResourceVersionTooLarge cause" py 'd["reason"]=="Timeout" and d["details"]["causes"][0]["reason"]=="ResourceVersionTooLarge"'
+check "resourceVersionMatch without resourceVersion: 422 on ListOptions" is 422 req "$ADMIN" GET '/api/v1/nodes?resourceVersionMatch=Exact'
+check "create an event in default" is 201 req "$ADMIN" POST /api/v1/namespaces/default/events "${JSON[@]}" \
+	-d '{"metadata":{"name":"p1.1"},"involvedObject":{"kind":"Pod","namespace":"default","name":"p1"},"reason":"Pulled","type":"Normal"}'
+check "events by fieldSelector involvedObject.name" is 200 req "$ADMIN" GET '/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dp1,reason%3DPulled'
+check "  ... one event" py 'len(d["items"])==1'
+check "create in a namespace that does not exist: 404" is 404 req "$ADMIN" POST /api/v1/namespaces/nowhere/events "${JSON[@]}" \
+	-d '{"metadata":{"name":"e"},"involvedObject":{"kind":"Pod","namespace":"nowhere","name":"p1"}}'
+check "  ... namespaces \"nowhere\" not found" py 'd["message"]=="namespaces \"nowhere\" not found"'
+check "a path outside the API: 403 for a plain user" is 403 req tok-b GET /metrics
+check "deleting a scheduled pod is graceful: 200, still there" is 200 req "$ADMIN" DELETE /api/v1/namespaces/default/pods/p2
+check "  ... with deletionTimestamp and a 30 s grace" py 'd["metadata"]["deletionGracePeriodSeconds"]==30 and "deletionTimestamp" in d["metadata"]'
+check "  ... the kubelet's delete with gracePeriodSeconds=0 removes it" is 200 req "$ADMIN" DELETE '/api/v1/namespaces/default/pods/p2?gracePeriodSeconds=0'
+check "  ... gone" is 404 req "$ADMIN" GET /api/v1/namespaces/default/pods/p2
+check "a pod create sets status Pending whatever the body says" is 201 req "$ADMIN" POST /api/v1/namespaces/default/pods "${JSON[@]}" \
+	-d '{"metadata":{"name":"p2","labels":{"app":"serve"}},"spec":{"nodeName":"n2","containers":[{"name":"c","image":"img"}]},"status":{"phase":"Running"}}'
+check "  ... phase Pending" py 'd["status"]["phase"]=="Pending"'
+check "a pod without containers: 422 spec.containers Required" is 422 req "$ADMIN" POST /api/v1/namespaces/default/pods "${JSON[@]}" -d '{"metadata":{"name":"p3"},"spec":{}}'
+
 # --- list + watch
 req tok-b GET /api/v1/namespaces/default/pods >/dev/null
 LRV=$(py 'd["metadata"]["resourceVersion"]')
