@@ -113,6 +113,11 @@ check "condition type must be a qualified name: 422" is 422 req "$ADMIN" PATCH /
 check "a write to the main resource never changes status" is 200 req "$ADMIN" PATCH /api/v1/namespaces/default/pods/p1 "${MERGE[@]}" \
 	-d '{"metadata":{"labels":{"x":"1"}},"status":{"phase":"Failed"}}'
 check "  ... labels changed, phase kept" py 'd["metadata"]["labels"]["x"]=="1" and d["status"]["phase"]=="Running"'
+check "a pods/status write takes metadata too (real core strategy), never spec" is 200 req "$ADMIN" PATCH /api/v1/namespaces/default/pods/p1/status "${MERGE[@]}" \
+	-d '{"metadata":{"labels":{"y":"2"}},"spec":{"nodeName":"n2"}}'
+check "  ... label y set, nodeName kept" py 'd["metadata"]["labels"]["y"]=="2" and d["spec"]["nodeName"]=="n1"'
+check "a label value that is not a string: 400 like the typed decoder" is 400 req "$ADMIN" PATCH /api/v1/namespaces/default/pods/p1 "${MERGE[@]}" \
+	-d '{"metadata":{"labels":{"n":1}}}'
 check "an unknown patch content type: 415" is 415 req "$ADMIN" PATCH /api/v1/namespaces/default/pods/p1 -H 'Content-Type: text/plain' -d '{}'
 
 # --- nodes: taints are atomic (no patch merge key), labels a map
@@ -159,6 +164,8 @@ check "  ... accepted types exclude strategic merge" py 'd["reason"]=="Unsupport
 check "merge patch on Dataset status" is 200 req "$ADMIN" PATCH $DS/d1/status "${MERGE[@]}" \
 	-d '{"spec":{"source":"ignored"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}'
 check "  ... status set, spec untouched, generation unchanged" py 'd["status"]["conditions"][0]["type"]=="Ready" and d["spec"]["source"]=="hf://a/b" and d["metadata"]["generation"]==1'
+check "a Dataset /status write ignores labels" is 200 req "$ADMIN" PATCH $DS/d1/status "${MERGE[@]}" -d '{"metadata":{"labels":{"l":"1"}}}'
+check "  ... no label" py '"labels" not in d["metadata"]'
 check "a spec change bumps generation" is 200 req "$ADMIN" PATCH $DS/d1 "${MERGE[@]}" -d '{"spec":{"source":"hf://a/c"},"status":null}'
 check "  ... generation 2, status kept" py 'd["metadata"]["generation"]==2 and d["status"]["conditions"][0]["status"]=="True"'
 check "PUT of a custom resource without resourceVersion: 422" is 422 req "$ADMIN" PUT $DS/d1 "${JSON[@]}" \
