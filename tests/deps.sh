@@ -6,8 +6,8 @@
 #   deps.sh image   the build set plus skopeo, for `make image`
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, containerd and runc,
-#                   awscli, s3rver from npm, clang for the sanitizer
-#                   runtime …); the default
+#                   awscli, s3rver from npm, kubectl, python3-yaml, clang for
+#                   the sanitizer runtime …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -16,7 +16,7 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl containerd runc)
+      awscli docker-registry skopeo openssl containerd runc python3-yaml)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
 image) pkgs=("${build[@]}" skopeo) ;;
@@ -29,8 +29,12 @@ for p in "${pkgs[@]}"; do
 done
 # S3 tests: s3rver comes from npm; Debian's nodejs and npm only when no
 # node toolchain is there already (another one's npm would conflict).
+# test_kube_api cross-checks the Kubernetes fixture with kubectl: Debian's
+# kubernetes-client, unless a kubectl is there already (another package's
+# /usr/bin/kubectl would conflict with it).
 if [ "$what" = test ]; then
 	command -v npm >/dev/null || missing+=(nodejs npm)
+	command -v kubectl >/dev/null || missing+=(kubernetes-client)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing ${missing[*]}" >&2
