@@ -637,7 +637,17 @@ static void watch_done(CURL *easy, CURLcode rc, void *arg)
 	if (code == 200 && (rc == CURLE_OK || rc == CURLE_OPERATION_TIMEDOUT)) {
 		w->backoff_ms = 0; /* the server ended the watch: resume at once */
 		w->token_retried = 0;
+		w->last_error = 0;
 		watch_next(w, 0);
+		return;
+	}
+	if (code == 200 && !w->too_big) {
+		/* The stream broke (an API server restart, a proxy): resume from
+		 * the last resourceVersion, after a short pause. */
+		log_debug("kubernetes: watch %s: stream ended: %s", w->path,
+			  curl_easy_strerror(rc));
+		w->backoff_ms = 0;
+		watch_next(w, backoff(w));
 		return;
 	}
 	if (code == 401 && !w->token_retried && w->k->cfg.token_file) {
