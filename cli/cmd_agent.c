@@ -393,7 +393,7 @@ static int wait_ready(const char *sock, const char *name, uint64_t timeout_s, js
 			   : xstrdup(json_string_value(json_object_get(*reply, "reason"))
 					 ?: "unknown");
 		if (!last || strcmp(last, why))
-			fprintf(stderr, "syncbit: waiting for %s: %s\n", name, why);
+			fprintf(stderr, "waiting for %s: %s\n", name, why);
 		free(last);
 		last = why;
 		if (timeout_s && uv_hrtime() - start >= timeout_s * 1000000000ull) {

@@ -147,6 +147,10 @@ check "agents register with their Node's labels under --labels" until_true 10 ev
 	"node_labels 1 | grep -q 'gpu=h100' && node_labels 1 | grep -q 'role=gpu' && node_labels 3 | grep -q 'gpu=a10'"
 check "the Node's labels are recorded for the next start" grep -q h100 "$T/a1/node-labels.json"
 
+"$SYNCBIT" ready model --wait --timeout 60 --socket "$T/a2.sock" >"$T/wait.out" 2>"$T/wait.err" &
+WAITER=$!
+expect_fail "ready --wait --timeout gives up with what is missing" 1 'model is not ready after 1 s: not assigned' \
+	"$SYNCBIT" ready model --wait --timeout 1 --socket "$T/a1.sock"
 check "dataset add model (selector gpu=h100, a Node label)" add_dataset model "$SLOW" --selector gpu=h100 --block-size 256KiB
 check "n1's gate turns False while it syncs" until_true 10 gate_is p1 syncbit.io/model 'False Syncing'
 check "n1 is tainted syncbit.io/syncing while it syncs" until_true 10 jpy /api/v1/nodes/n1 \
@@ -161,6 +165,8 @@ for _ in $(seq 150); do
 done
 check "the gate never said True before the data was complete" test $seen_true_early = 0
 check "n1 and n2 get the model" wait_ready 60 model 1 2
+check "ready --wait (an init container) returns 0 once the model is there" wait "$WAITER"
+check "ready --wait said what it waited for" grep -q 'waiting for model' "$T/wait.err"
 check "p1's gate turns True once it is complete" until_true 10 gate_is p1 syncbit.io/model 'True Ready'
 check "the condition has a lastTransitionTime" jpy /api/v1/namespaces/default/pods/p1 \
 	'[c for c in d["status"]["conditions"] if c["type"] == "syncbit.io/model"][0]["lastTransitionTime"].endswith("Z")'
@@ -281,6 +287,11 @@ check "the node labels are gone" until_true 15 eval 'unlabelled n1 && unlabelled
 api PATCH /api/v1/nodes/n2 '{"metadata":{"labels":{"syncbit.io/pool":"a"}}}' application/merge-patch+json >/dev/null
 sleep 2
 check "a label someone else set under syncbit.io/ stays" jpy /api/v1/nodes/n2 "d['metadata']['labels'].get('syncbit.io/pool') == 'a'"
-check "the scheduler's status shows its Kubernetes side" bash -c "grep -q 'kubernetes' '$T/sched.log'"
+# ---- an API server without the CRD: one warning, labels go on
+kill -TERM "$KPID"; wait "$KPID" 2>/dev/null
+start_kube --no-crd || bad "API server fixture starts without the CRD"
+check "dataset add model2 with the CRD gone" add_dataset model2 "$ORIGIN/small.bin" --selector gpu=h100 --block-size 256KiB
+check "without the CRD node labels still follow" until_true 20 jpy /api/v1/nodes/n1 "d['metadata']['labels'].get('syncbit.io/model2') == 'ready'"
+check "without the CRD the scheduler warned once" test "$(grep -c 'Dataset objects unavailable' "$T/sched.log")" -eq 1
 stop_cluster
 finish
