@@ -51,6 +51,10 @@ static const struct cli_cmd commands[] = {
      "FILE [NAME] [--json]",
      cmd_status},
     {"ready", "ready NAME [--socket PATH]", cmd_ready},
+    {"containerd-hosts",
+     "containerd-hosts --dir DIR --mirror URL[,URL] [--insecure-registry HOST[:PORT],...] "
+     "REGISTRY...",
+     cmd_containerd_hosts},
     {"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
     {"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},
     {"version", "version", cmd_version},
