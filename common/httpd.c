@@ -612,6 +612,51 @@ static void admit_closed(struct admit *a)
 	maybe_free_server(h);
 }
 
+/* Digits at *p into *v (no sign, no overflow); 1 when some were read. */
+static int range_number(const char **p, uint64_t *v)
+{
+	const char *s = *p;
+	*v = 0;
+	while (*s >= '0' && *s <= '9') {
+		if (*v > (UINT64_MAX - 9) / 10)
+			return 0;
+		*v = *v * 10 + (uint64_t)(*s++ - '0');
+	}
+	int got = s != *p;
+	*p = s;
+	return got;
+}
+
+int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *len)
+{
+	uint64_t a = 0, b = 0;
+	if (!hdr || strncasecmp(hdr, "bytes=", 6) != 0)
+		return 0;
+	const char *p = hdr + 6;
+	while (*p == ' ')
+		p++;
+	int has_a = range_number(&p, &a);
+	if (*p++ != '-')
+		return 0;
+	int has_b = range_number(&p, &b);
+	while (*p == ' ')
+		p++;
+	if (*p || (!has_a && !has_b) || (has_a && has_b && b < a))
+		return 0; /* several ranges, or malformed: the whole body */
+	if (!has_a) {	  /* the last b bytes */
+		if (b == 0 || size == 0)
+			return -1;
+		*off = b >= size ? 0 : size - b;
+		*len = size - *off;
+		return 1;
+	}
+	if (a >= size)
+		return -1;
+	*off = a;
+	*len = (has_b && b < size - 1 ? b + 1 : size) - a;
+	return 1;
+}
+
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out)
 {
 	const char *colon = strrchr(addr, ':');

@@ -112,6 +112,13 @@ const char *httpd_request_range(const struct httpd_request *req);
  * to go. Loop thread; may run from inside the handler. */
 void httpd_respond(struct httpd_request *req, struct httpd_response *resp);
 
+/* A Range header against a body of size bytes: 1 with *off and *len for
+ * one satisfiable range ("bytes=a-b", "bytes=a-", "bytes=-n"); 0 when the
+ * whole body is to be sent (no header, another unit, several ranges or a
+ * malformed one, which RFC 9110 lets a server ignore); -1 when it cannot
+ * be satisfied (416, "Content-Range: bytes *\/size"). */
+int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *len);
+
 /* Parse "host:port" or "[v6]:port" into a socket address; 0 or SB_EURI. */
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out);
 
