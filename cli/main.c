@@ -33,7 +33,7 @@ static const struct cli_cmd commands[] = {
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
-     "[SOURCE FLAGS]",
+     "[--registry-mirror HOST:PORT] [SOURCE FLAGS]",
      cmd_daemon},
     {"scheduler",
      "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] [--refresh SECONDS] "
