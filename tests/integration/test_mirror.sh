@@ -76,6 +76,7 @@ R2=127.0.0.1:$REG_PORT
 push "oci:$L:app" "docker://$R/team/app:v1"
 push "oci:$L:tool" "docker://$R/team/tool:v1"
 push "oci:$L:other" "docker://$R2/team/other:v1"
+push "oci:$L:tool" "docker://$R/team/app:v2" # a second tag of team/app
 check "skopeo pushed the images" curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$R/v2/team/tool/manifests/v1" -o /dev/null
 
@@ -86,7 +87,8 @@ start_agent 1 --registry-mirror "$M1" --http "$H1" && start_agent 2 --registry-m
 	{ bad "agents start"; finish; exit 1; }
 check "dataset add of an image by tag" add_dataset app "oci://$R/team/app:v1"
 check "dataset add of a second image with the same base" add_dataset tool "oci://$R/team/tool:v1"
-if wait_ready 60 app 1 2 && wait_ready 60 tool 1 2; then
+check "dataset add of every v* tag of team/app" add_dataset apps "oci://$R/team/app" --tag-regex '^v[0-9]+$'
+if wait_ready 60 app 1 2 && wait_ready 60 tool 1 2 && wait_ready 60 apps 1 2; then
 	ok "both images are ready on both agents"
 else
 	bad "both images are ready on both agents" "$(tail -5 "$T/a1.log" "$T/a2.log" | tr '\n' ' ')"
@@ -138,6 +140,9 @@ check "a Range past the end is 416 with bytes */SIZE" \
 check "the shared layer is served under the other image's name too" \
 	curl -sf -o /dev/null "http://$M1/v2/team/tool/blobs/sha256:$BASE$NS"
 check "tags/list names the tag" bash -c "curl -sf 'http://$M1/v2/team/tool/tags/list$NS' | grep -q '\"v1\"'"
+check "a tag regex dataset serves each of its tags: v2 is the tool image" \
+	test "$(curl -sf -o /dev/null -D - "$U1/manifests/v2$NS" | tr -d '\r' | awk '/^Docker-Content-Digest:/ {print $2}')" = "$D_TOOL"
+check "tags/list of team/app has v1 and v2" bash -c "curl -sf '$U1/tags/list$NS' | grep -q '\"v1\",\"v2\"'"
 
 # notfound NAME PATH CODE: 404 with that OCI error code, in < 100 ms.
 notfound() {
@@ -226,6 +231,11 @@ hosts() { # hosts DIR MIRROR_URL[,URL]: hosts.toml for both registries
 }
 check "containerd-hosts for node 1's mirror" hosts "$T/hosts1" "http://$M1"
 check "containerd-hosts for node 2's mirror" hosts "$T/hosts2" "http://$M2"
+check "containerd-hosts again changes nothing" \
+	bash -c "'$SYNCBIT' containerd-hosts --dir '$T/hosts1' --mirror 'http://$M1' '$R' | grep -q unchanged"
+expect_fail "containerd-hosts refuses a malformed registry: one line, exit 2" 2 "not a registry" \
+	"$SYNCBIT" containerd-hosts --dir "$T/hosts1" --mirror "http://$M1" "$R/team"
+check "  and writes nothing for it" test ! -e "$T/hosts1/$R/team"
 # pulled REF HOSTS: ctr pulls and unpacks REF with that hosts dir.
 pulled() {
 	"${CTR[@]}" images pull --hosts-dir "$2" --snapshotter "$SNAP" "$1" >"$T/pull.out" 2>&1 ||
