@@ -11,6 +11,7 @@
 #include "agent/ctl.h"
 #include "agent/fetch.h"
 #include "agent/kube_agent.h"
+#include "agent/mirror.h"
 #include "agent/peer.h"
 #include "common/admit.h"
 #include "common/buf.h"
@@ -40,6 +41,9 @@ struct dset {
 	 * node can tell, whoever delivered the blocks here. */
 	uint8_t *unknown;
 	int restored; /* published before this daemon started; not yet re-assigned */
+	/* The version published at TARGET/NAME, for the registry mirror. */
+	struct hash_id pub_id;
+	char *pub_source; /* NULL: none yet */
 	struct daemon *d;
 };
 
@@ -50,6 +54,7 @@ struct daemon {
 	struct secure_token token;
 	struct peers *peers;
 	struct ctl *ctl;
+	struct mirror *mirror;
 	struct conn *sched;
 	int sched_ready;
 	unsigned backoff_ms;
@@ -121,6 +126,7 @@ static void free_set(struct daemon *d, struct dset *s)
 	free(s->assign);
 	free(s->unknown);
 	free(s->error);
+	free(s->pub_source);
 	free(s->name);
 	free(s);
 }
@@ -315,6 +321,16 @@ static void evict(struct daemon *d)
 			 (unsigned long long)n, (unsigned long long)bytes);
 }
 
+/* Remember which version is now at TARGET/NAME. */
+static void set_published(struct dset *s, const Manifest *m)
+{
+	struct buf enc = BUF_INIT;
+	manifest_encode(m, &enc, &s->pub_id);
+	buf_close(&enc);
+	free(s->pub_source);
+	s->pub_source = xstrdup(m->source ? m->source : "");
+}
+
 static void hook_done(void *arg, struct fetch *f, int status)
 {
 	struct dset *s = arg;
@@ -327,6 +343,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 	} else {
 		drop_fetch(d, &s->prev); /* the new version is in place */
 		s->restored = 0;
+		set_published(s, fetch_manifest(f));
 		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
@@ -915,6 +932,20 @@ void daemon_listener_metrics(struct daemon *d, struct buf *out)
 {
 	if (d->peers)
 		peers_listener_metrics(d->peers, out);
+	mirror_metrics(d->mirror, out);
+}
+
+int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
+{
+	if (i >= d->nsets)
+		return -1;
+	struct dset *s = d->sets[i];
+	if (!s->pub_source || !daemon_ready(d, s->name, NULL))
+		return 0;
+	out->name = s->name;
+	out->source = s->pub_source;
+	out->id = s->pub_id;
+	return 1;
 }
 
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
@@ -957,6 +988,8 @@ static void stop(struct daemon *d)
 	d->peers = NULL;
 	ctl_free(d->ctl);
 	d->ctl = NULL;
+	mirror_free(d->mirror);
+	d->mirror = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->reconnect, NULL);
@@ -990,6 +1023,8 @@ static void restore_sets(struct daemon *d)
 				s->d = d;
 				s->name = xstrdup(names[i]);
 				s->restored = 1;
+				s->pub_id = ds.manifest_id;
+				s->pub_source = xstrdup(ds.source ? ds.source : "");
 				d->sets = xrealloc(d->sets, (d->nsets + 1) * sizeof *d->sets);
 				d->sets[d->nsets++] = s;
 				log_info(
@@ -1072,6 +1107,14 @@ static int setup(struct daemon *d, char **detail)
 	d->advertise = advertised_addr(d->o, peers_port(d->peers));
 	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
 		return rc;
+	if (d->o->registry_mirror) {
+		struct mirror_config mc = {.listen = d->o->registry_mirror,
+					   .target = d->o->target,
+					   .d = d,
+					   .cache = d->cache};
+		if ((rc = mirror_new(&d->loop, &mc, &d->mirror, detail)) < 0)
+			return rc;
+	}
 	return setup_kube(d, detail);
 }
 

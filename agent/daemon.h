@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/hash.h"
 #include "common/source.h"
 
 #define DAEMON_RECONNECT_MIN_MS 500
@@ -35,9 +36,10 @@ struct daemon_options {
 	const char *target;    /* datasets appear at target/NAME */
 	const char *node;
 	const char *token_file;
-	const char *socket;	/* unix socket for the CLI */
-	const char *http;	/* host:port for /readyz, /metrics; NULL = none */
-	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
+	const char *socket;	     /* unix socket for the CLI */
+	const char *http;	     /* host:port for /readyz, /metrics; NULL = none */
+	const char *registry_mirror; /* host:port for the registry mirror; NULL = none */
+	const char *kubeconfig;	     /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;
 	int encrypt;
@@ -65,7 +67,20 @@ const char *daemon_dataset_name(struct daemon *d, size_t i);
 /* Progress of a dataset: 0 and the counts, or SB_ENOTFOUND. */
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error);
-/* Prometheus text for the peer port's refused handshakes. */
+/* Prometheus text for the peer port's refused handshakes (and the
+ * registry mirror's counters). */
 void daemon_listener_metrics(struct daemon *d, struct buf *out);
+
+/* A dataset as it is published on this node. */
+struct daemon_published {
+	const char *name;
+	const char *source; /* the published version's canonical source URI */
+	struct hash_id id;  /* its manifest id (cache_manifest_get) */
+};
+/* The i-th dataset of this node, for agent/mirror.c: 1 with *out filled
+ * (strings borrowed until the loop runs again) when it is published here
+ * (complete and verified; the version in place while a newer one is
+ * fetched), 0 when it is not, -1 past the last. */
+int daemon_published(struct daemon *d, size_t i, struct daemon_published *out);
 
 #endif

@@ -497,6 +497,11 @@ const char *fetch_name(const struct fetch *f)
 	return f->name;
 }
 
+const Manifest *fetch_manifest(const struct fetch *f)
+{
+	return f->m;
+}
+
 const uint8_t *fetch_version_id(const struct fetch *f)
 {
 	return f->vid;

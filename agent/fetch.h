@@ -71,6 +71,8 @@ void fetch_add_hashes(struct fetch *f, const uint32_t *blocks, const uint8_t *ha
 void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *count, size_t n);
 
 const char *fetch_name(const struct fetch *f);
+/* The version's manifest (complete once fetch_complete); the fetch's. */
+const Manifest *fetch_manifest(const struct fetch *f);
 const uint8_t *fetch_version_id(const struct fetch *f); /* HASH_LEN bytes */
 uint32_t fetch_nblocks(const struct fetch *f);
 enum fetch_block_state fetch_block_state(const struct fetch *f, uint32_t b);

@@ -39,6 +39,9 @@ int cmd_scheduler(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+/* containerd-hosts: hosts.toml files for the agent's registry mirror
+ * (cli/cmd_hosts.c). */
+int cmd_containerd_hosts(int argc, char **argv);
 /* sync SRC DST: the rsync + cron sidecar (cli/cmd_sync.c). */
 int cmd_sync(int argc, char **argv);
 /* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */

@@ -32,6 +32,9 @@ static const struct config_key daemon_keys[] = {
     {"token-file", NULL, 0, "the cluster's join token"},
     {"socket", NULL, 0, "unix socket for the CLI (default DATA/agent.sock)"},
     {"http", NULL, 0, "HOST:PORT for /healthz, /readyz and /metrics"},
+    {"registry-mirror", NULL, 0,
+     "HOST:PORT: serve the oci:// datasets published here as a read-only registry mirror "
+     "(docs/IMAGES.md)"},
     {"kubeconfig", NULL, 0,
      "FILE: node labels and readiness gates from this API server (also $KUBECONFIG; "
      "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
@@ -45,7 +48,7 @@ static const struct config_key daemon_keys[] = {
 static const char *daemon_usage =
     "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
     "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
-    "[--s3-endpoint URL] ...";
+    "[--registry-mirror HOST:PORT] [--s3-endpoint URL] ...";
 
 static const struct config_key agent_keys[] = {
     CLI_COMMON_KEYS,
@@ -149,6 +152,9 @@ int cmd_daemon(int argc, char **argv)
 	o.token_file = token;
 	o.socket = sock;
 	o.http = config_get(&cfg, "http");
+	o.registry_mirror = config_get(&cfg, "registry-mirror");
+	if (o.registry_mirror && !o.registry_mirror[0])
+		o.registry_mirror = NULL;
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
 	source_options_default(&o.src);

@@ -33,7 +33,7 @@ static const struct cli_cmd commands[] = {
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
-     "[SOURCE FLAGS]",
+     "[--registry-mirror HOST:PORT] [SOURCE FLAGS]",
      cmd_daemon},
     {"scheduler",
      "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] [--refresh SECONDS] "
@@ -51,6 +51,10 @@ static const struct cli_cmd commands[] = {
      "FILE [NAME] [--json]",
      cmd_status},
     {"ready", "ready NAME [--socket PATH]", cmd_ready},
+    {"containerd-hosts",
+     "containerd-hosts --dir DIR --mirror URL[,URL] [--insecure-registry HOST[:PORT],...] "
+     "REGISTRY...",
+     cmd_containerd_hosts},
     {"verify", "verify DIR|NAME [--data DIR] [--json]", cmd_verify},
     {"gc", "gc [--cache-size SIZE] [--data DIR] [--json]", cmd_gc},
     {"version", "version", cmd_version},

@@ -1,10 +1,15 @@
 #include "common/httpd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -12,12 +17,16 @@
 #define HTTPD_BACKLOG	   128
 #define HTTPD_URL_MAX	   4096
 #define HTTPD_DEFAULT_TYPE "text/plain; charset=utf-8"
+#define HTTPD_FIELD_MAX	   32 /* header names compared against the ones kept */
+#define HTTPD_POLL_MS	   100
 
 struct httpd {
 	uv_loop_t *loop;
 	uv_tcp_t tcp;
 	struct httpd_route *routes;
 	size_t nroutes;
+	struct prefix_route *prefixes;
+	size_t nprefixes;
 	struct hconn *conns; /* open connections */
 	size_t nconns;
 	size_t nalive; /* connections not yet freed, closing ones included */
@@ -27,8 +36,20 @@ struct httpd {
 	int admit_closed;
 };
 
+struct prefix_route {
+	const char *prefix;
+	httpd_async_handler fn;
+	void *arg;
+};
+
+struct httpd_request {
+	int head;
+	char *path, *query;
+};
+
 struct hconn {
 	struct httpd *h;
+	struct httpd_request req;
 	struct hconn *next, **prev;
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -40,10 +61,34 @@ struct hconn {
 	size_t nread;
 	int headers_done; /* the request line and headers are in */
 	int responded;
-	int handles;		/* open libuv handles; freed when it drops to 0 */
+	int handles; /* open libuv handles ... */
+	int refs;    /* ... and an async handler or sendfile job: freed when both are 0 */
+	int async;   /* an asynchronous handler has the request */
 	struct admit_slot slot; /* until the request is in */
 	unsigned header_ms;
+	/* Header fields kept: the one being parsed, Range. */
+	char field[HTTPD_FIELD_MAX + 1];
+	size_t field_len;
+	int in_value, value_is_range;
+	char range[HTTPD_RANGE_MAX + 1];
+	size_t range_len;
+	int range_bad; /* too long: ignored */
+	/* A file body: sent after the head, one chunk per pool job. */
+	int fd;
+	uint64_t file_off, file_left;
+	int sf_stop; /* the connection closes: a job in flight gives up (atomic) */
 	char rbuf[4096];
+};
+
+/* One chunk of a file body, on the pool. */
+struct hsend {
+	uv_work_t work;
+	struct hconn *c;
+	int sock; /* a dup of the socket: the loop may close its own meanwhile */
+	int fd;
+	uint64_t off;
+	size_t len, done;
+	int rc;
 };
 
 static void maybe_free_server(struct httpd *h)
@@ -51,20 +96,35 @@ static void maybe_free_server(struct httpd *h)
 	if (!h->stopping || !h->listener_closed || !h->admit_closed || h->nalive)
 		return;
 	free(h->routes);
+	free(h->prefixes);
 	free(h);
+}
+
+static void conn_free(struct hconn *c)
+{
+	struct httpd *h = c->h;
+	if (c->fd >= 0)
+		close(c->fd);
+	buf_close(&c->url);
+	buf_close(&c->out);
+	free(c->req.path);
+	free(c->req.query);
+	free(c);
+	h->nalive--;
+	maybe_free_server(h);
 }
 
 static void conn_handle_closed(uv_handle_t *handle)
 {
 	struct hconn *c = handle->data;
-	if (--c->handles > 0)
-		return;
-	struct httpd *h = c->h;
-	buf_close(&c->url);
-	buf_close(&c->out);
-	free(c);
-	h->nalive--;
-	maybe_free_server(h);
+	if (--c->handles == 0 && c->refs == 0)
+		conn_free(c);
+}
+
+static void conn_unref(struct hconn *c)
+{
+	if (--c->refs == 0 && c->handles == 0)
+		conn_free(c);
 }
 
 static void hconn_close(struct hconn *c)
@@ -72,6 +132,7 @@ static void hconn_close(struct hconn *c)
 	if (uv_is_closing((uv_handle_t *)&c->tcp))
 		return;
 	admit_leave(&c->slot, ADMIT_NONE, NULL);
+	__atomic_store_n(&c->sf_stop, 1, __ATOMIC_RELAXED);
 	*c->prev = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
@@ -85,6 +146,8 @@ static const char *status_text(int status)
 	switch (status) {
 	case 200:
 		return "OK";
+	case 206:
+		return "Partial Content";
 	case 400:
 		return "Bad Request";
 	case 404:
@@ -93,6 +156,8 @@ static const char *status_text(int status)
 		return "Method Not Allowed";
 	case 408:
 		return "Request Timeout";
+	case 416:
+		return "Range Not Satisfiable";
 	case 431:
 		return "Request Header Fields Too Large";
 	case 503:
@@ -109,30 +174,131 @@ static void shutdown_done(uv_shutdown_t *req, int status)
 	hconn_close(req->data);
 }
 
-static void write_done(uv_write_t *req, int status)
+static void finish(struct hconn *c)
 {
-	struct hconn *c = req->data;
-	if (status < 0 || uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shutdown_done) < 0)
+	if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shutdown_done) < 0)
 		hconn_close(c);
 }
 
-/* Queue the response and close once it is written. */
-static void respond(struct hconn *c, int status, const char *type, const struct buf *body,
-		    int head_only)
+/* Pool: up to HTTPD_SENDFILE_CHUNK bytes into the socket, waiting for room
+ * as needed, giving up after HTTPD_TIMEOUT_MS without progress. */
+static void sendfile_run(uv_work_t *w)
+{
+	struct hsend *sw = w->data;
+	off_t off = (off_t)sw->off;
+	unsigned idle_ms = 0;
+	while (sw->done < sw->len && !__atomic_load_n(&sw->c->sf_stop, __ATOMIC_RELAXED)) {
+		ssize_t k = sendfile(sw->sock, sw->fd, &off, sw->len - sw->done);
+		if (k > 0) {
+			sw->done += (size_t)k;
+			idle_ms = 0;
+		} else if (k == 0) {
+			sw->rc = SB_ETRUNCATED; /* the file is shorter than it was */
+			return;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			struct pollfd pfd = {.fd = sw->sock, .events = POLLOUT};
+			int n = poll(&pfd, 1, HTTPD_POLL_MS);
+			if (n < 0 && errno != EINTR) {
+				sw->rc = -errno;
+				return;
+			}
+			if (n == 0 && (idle_ms += HTTPD_POLL_MS) >= HTTPD_TIMEOUT_MS) {
+				sw->rc = -ETIMEDOUT;
+				return;
+			}
+		} else if (errno != EINTR) {
+			sw->rc = -errno;
+			return;
+		}
+	}
+	if (sw->done < sw->len && !sw->rc)
+		sw->rc = SB_ECANCELED;
+}
+
+static void send_file_chunk(struct hconn *c);
+
+static void sendfile_done(uv_work_t *w, int status)
+{
+	struct hsend *sw = w->data;
+	struct hconn *c = sw->c;
+	int rc = status < 0 ? status : sw->rc;
+	close(sw->sock);
+	c->file_off += sw->done;
+	c->file_left -= sw->done;
+	free(sw);
+	if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+		if (rc < 0)
+			hconn_close(c);
+		else if (c->file_left)
+			send_file_chunk(c);
+		else
+			finish(c);
+	}
+	conn_unref(c);
+}
+
+static void send_file_chunk(struct hconn *c)
+{
+	uv_os_fd_t sock;
+	int rc = uv_fileno((uv_handle_t *)&c->tcp, &sock);
+	int dup_sock = rc < 0 ? -1 : fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	if (dup_sock < 0) {
+		hconn_close(c);
+		return;
+	}
+	struct hsend *sw = xcalloc(1, sizeof *sw);
+	sw->c = c;
+	sw->sock = dup_sock;
+	sw->fd = c->fd;
+	sw->off = c->file_off;
+	sw->len = c->file_left < HTTPD_SENDFILE_CHUNK ? (size_t)c->file_left : HTTPD_SENDFILE_CHUNK;
+	sw->work.data = sw;
+	if (uv_queue_work(c->h->loop, &sw->work, sendfile_run, sendfile_done) < 0) {
+		close(dup_sock);
+		free(sw);
+		hconn_close(c);
+		return;
+	}
+	c->refs++;
+	uv_timer_stop(&c->timer); /* the job gives up on its own after a stall */
+}
+
+static void write_done(uv_write_t *req, int status)
+{
+	struct hconn *c = req->data;
+	if (status < 0)
+		hconn_close(c);
+	else if (c->file_left)
+		send_file_chunk(c);
+	else
+		finish(c);
+}
+
+/* Queue the response and close once it is written; takes resp's file. */
+static void respond(struct hconn *c, struct httpd_response *resp, int head_only)
 {
 	if (c->responded)
 		return;
 	c->responded = 1;
 	admit_leave(&c->slot, ADMIT_NONE, NULL);
 	uv_read_stop((uv_stream_t *)&c->tcp);
-	size_t blen = body ? body->len : 0;
+	uint64_t blen = resp->fd >= 0 ? resp->file_len : resp->body.len;
 	buf_printf(&c->out,
-		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-		   status, status_text(status), type ? type : HTTPD_DEFAULT_TYPE, blen,
-		   status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (blen && !head_only)
-		buf_append(&c->out, body->ptr, blen);
+		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %llu\r\n"
+		   "Cache-Control: no-store\r\nConnection: close\r\n%s",
+		   resp->status, status_text(resp->status),
+		   resp->content_type ? resp->content_type : HTTPD_DEFAULT_TYPE,
+		   (unsigned long long)blen, resp->status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	buf_append(&c->out, resp->headers.ptr, resp->headers.len);
+	buf_append_str(&c->out, "\r\n");
+	if (resp->fd >= 0) {
+		c->fd = resp->fd;
+		resp->fd = -1;
+		c->file_off = resp->file_off;
+		c->file_left = head_only ? 0 : resp->file_len;
+	} else if (blen && !head_only) {
+		buf_append(&c->out, resp->body.ptr, resp->body.len);
+	}
 	uv_buf_t b = uv_buf_init((char *)c->out.ptr, (unsigned)c->out.len);
 	c->write.data = c;
 	c->shutdown.data = c;
@@ -143,15 +309,33 @@ static void respond(struct hconn *c, int status, const char *type, const struct 
 
 static void respond_text(struct hconn *c, int status, const char *text)
 {
-	struct buf b = BUF_INIT;
-	buf_printf(&b, "%s\n", text);
-	respond(c, status, NULL, &b, 0);
-	buf_close(&b);
+	struct httpd_response resp;
+	httpd_response_init(&resp);
+	resp.status = status;
+	buf_printf(&resp.body, "%s\n", text);
+	respond(c, &resp, 0);
+	httpd_response_close(&resp);
+}
+
+static const struct prefix_route *find_prefix(const struct httpd *h, const char *path)
+{
+	for (size_t i = 0; i < h->nprefixes; i++)
+		if (!strncmp(h->prefixes[i].prefix, path, strlen(h->prefixes[i].prefix)))
+			return &h->prefixes[i];
+	return NULL;
+}
+
+void httpd_route_prefix(struct httpd *h, const char *prefix, httpd_async_handler fn, void *arg)
+{
+	h->prefixes = xrealloc(h->prefixes, (h->nprefixes + 1) * sizeof *h->prefixes);
+	h->prefixes[h->nprefixes++] = (struct prefix_route){prefix, fn, arg};
 }
 
 static void route(struct hconn *c)
 {
 	int method = c->parser.method;
+	if (c->req.path || c->responded)
+		return; /* routed already */
 	if (method != HTTP_GET && method != HTTP_HEAD) {
 		respond_text(c, 405, "method not allowed");
 		return;
@@ -163,24 +347,124 @@ static void route(struct hconn *c)
 		respond_text(c, 400, "bad request target");
 		return;
 	}
-	char *path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-	char *query = u.field_set & (1 << UF_QUERY)
-			  ? xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
-			  : xstrdup("");
+	c->req.head = method == HTTP_HEAD;
+	c->req.path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+	c->req.query = u.field_set & (1 << UF_QUERY)
+			   ? xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
+			   : xstrdup("");
 	const struct httpd_route *r = NULL;
 	for (size_t i = 0; i < c->h->nroutes && !r; i++)
-		if (!strcmp(c->h->routes[i].path, path))
+		if (!strcmp(c->h->routes[i].path, c->req.path))
 			r = &c->h->routes[i];
+	const struct prefix_route *pr = r ? NULL : find_prefix(c->h, c->req.path);
+	if (pr) {
+		/* The handler answers when it can; meanwhile the request is in. */
+		admit_leave(&c->slot, ADMIT_NONE, NULL);
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		uv_timer_start(&c->timer, timer_cb, HTTPD_TIMEOUT_MS, 0);
+		c->async = 1;
+		c->refs++;
+		pr->fn(pr->arg, &c->req);
+		return;
+	}
 	if (!r) {
 		respond_text(c, 404, "not found");
-	} else {
-		struct httpd_response resp = {200, NULL, BUF_INIT};
-		r->fn(r->arg, path, query, &resp);
-		respond(c, resp.status, resp.content_type, &resp.body, method == HTTP_HEAD);
-		buf_close(&resp.body);
+		return;
 	}
-	free(path);
-	free(query);
+	struct httpd_response resp;
+	httpd_response_init(&resp);
+	r->fn(r->arg, c->req.path, c->req.query, &resp);
+	respond(c, &resp, c->req.head);
+	httpd_response_close(&resp);
+}
+
+static struct hconn *request_conn(const struct httpd_request *req)
+{
+	return (struct hconn *)((char *)req - offsetof(struct hconn, req));
+}
+
+int httpd_request_head(const struct httpd_request *req)
+{
+	return req->head;
+}
+
+const char *httpd_request_path(const struct httpd_request *req)
+{
+	return req->path;
+}
+
+const char *httpd_request_query(const struct httpd_request *req)
+{
+	return req->query;
+}
+
+const char *httpd_request_range(const struct httpd_request *req)
+{
+	const struct hconn *c = request_conn(req);
+	return c->range_len && !c->range_bad ? c->range : NULL;
+}
+
+void httpd_respond(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct hconn *c = request_conn(req);
+	if (!c->async)
+		fatal("httpd: a request answered twice");
+	c->async = 0;
+	if (!uv_is_closing((uv_handle_t *)&c->tcp))
+		respond(c, resp, req->head); /* no-op when the 503 went first */
+	httpd_response_close(resp);
+	conn_unref(c);
+}
+
+void httpd_response_init(struct httpd_response *resp)
+{
+	memset(resp, 0, sizeof *resp);
+	resp->status = 200;
+	resp->fd = -1;
+}
+
+void httpd_response_close(struct httpd_response *resp)
+{
+	buf_close(&resp->body);
+	buf_close(&resp->headers);
+	if (resp->fd >= 0)
+		close(resp->fd);
+	httpd_response_init(resp);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct hconn *c = p->data;
+	if (c->in_value) {
+		c->in_value = 0;
+		c->field_len = 0;
+	}
+	size_t n = len < HTTPD_FIELD_MAX - c->field_len ? len : HTTPD_FIELD_MAX - c->field_len;
+	memcpy(c->field + c->field_len, at, n);
+	c->field_len += n;
+	c->field[c->field_len] = '\0';
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct hconn *c = p->data;
+	if (!c->in_value) {
+		c->in_value = 1;
+		c->value_is_range = !strcasecmp(c->field, "range");
+		if (c->value_is_range && c->range_len) /* a second Range: ignore both */
+			c->range_bad = 1;
+	}
+	if (!c->value_is_range)
+		return 0;
+	if (len > HTTPD_RANGE_MAX - c->range_len) {
+		c->range_bad = 1;
+		return 0;
+	}
+	memcpy(c->range + c->range_len, at, len);
+	c->range_len += len;
+	c->range[c->range_len] = '\0';
+	return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
@@ -203,6 +487,8 @@ static int on_headers_complete(http_parser *p)
 
 static const http_parser_settings parser_settings = {
     .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
 };
 
@@ -243,6 +529,10 @@ static void timer_cb(uv_timer_t *t)
 		hconn_close(c);
 		return;
 	}
+	if (c->async) { /* the handler is late: the client hears now */
+		respond_text(c, 503, "no answer in time");
+		return;
+	}
 	snprintf(why, sizeof why, "no whole request within %u ms", c->header_ms);
 	admit_leave(&c->slot, ADMIT_TIMEOUT, why);
 	respond_text(c, 408, "request timeout");
@@ -272,6 +562,7 @@ static void accept_one(struct httpd *h)
 {
 	struct hconn *c = xcalloc(1, sizeof *c);
 	c->h = h;
+	c->fd = -1;
 	uv_tcp_init(h->loop, &c->tcp);
 	c->tcp.data = c;
 	c->handles = 1;
@@ -319,6 +610,51 @@ static void admit_closed(struct admit *a)
 	struct httpd *h = a->cfg.data;
 	h->admit_closed = 1;
 	maybe_free_server(h);
+}
+
+/* Digits at *p into *v (no sign, no overflow); 1 when some were read. */
+static int range_number(const char **p, uint64_t *v)
+{
+	const char *s = *p;
+	*v = 0;
+	while (*s >= '0' && *s <= '9') {
+		if (*v > (UINT64_MAX - 9) / 10)
+			return 0;
+		*v = *v * 10 + (uint64_t)(*s++ - '0');
+	}
+	int got = s != *p;
+	*p = s;
+	return got;
+}
+
+int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *len)
+{
+	uint64_t a = 0, b = 0;
+	if (!hdr || strncasecmp(hdr, "bytes=", 6) != 0)
+		return 0;
+	const char *p = hdr + 6;
+	while (*p == ' ')
+		p++;
+	int has_a = range_number(&p, &a);
+	if (*p++ != '-')
+		return 0;
+	int has_b = range_number(&p, &b);
+	while (*p == ' ')
+		p++;
+	if (*p || (!has_a && !has_b) || (has_a && has_b && b < a))
+		return 0; /* several ranges, or malformed: the whole body */
+	if (!has_a) {	  /* the last b bytes */
+		if (b == 0 || size == 0)
+			return -1;
+		*off = b >= size ? 0 : size - b;
+		*len = size - *off;
+		return 1;
+	}
+	if (a >= size)
+		return -1;
+	*off = a;
+	*len = (has_b && b < size - 1 ? b + 1 : size) - a;
+	return 1;
 }
 
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out)

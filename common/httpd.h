@@ -1,6 +1,8 @@
-/* A tiny HTTP/1.1 server for health, API and metrics endpoints: GET (and
- * HEAD) routes matched by exact path, each answered by a callback that
- * fills a status, a content type and a body. One request per connection
+/* A tiny HTTP/1.1 server for health, API, metrics and registry endpoints:
+ * GET (and HEAD) routes matched by exact path or by prefix, each answered
+ * by a callback that fills a status, a content type, extra headers and a
+ * body, at once or later (asynchronous routes); a body may be a range of a
+ * file, sent by sendfile(2) on the pool. One request per connection
  * (the response carries "Connection: close"); requests are bounded in size
  * and time. Connections still without a whole request are capped per
  * source address and overall and must send it within a few seconds
@@ -10,14 +12,17 @@
 #define SYNCBIT_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "common/admit.h"
 #include "common/buf.h"
 
-#define HTTPD_REQUEST_MAX (16u << 10) /* request line + headers */
-#define HTTPD_TIMEOUT_MS  10000	      /* writing the response */
-#define HTTPD_CONN_MAX	  256	      /* connections served at once */
+#define HTTPD_REQUEST_MAX    (16u << 10) /* request line + headers */
+#define HTTPD_TIMEOUT_MS     10000	 /* writing the response */
+#define HTTPD_CONN_MAX	     256	 /* connections served at once */
+#define HTTPD_SENDFILE_CHUNK (8u << 20)	 /* file bytes per pool job; the write timeout restarts */
+#define HTTPD_RANGE_MAX	     256	 /* longest Range header kept */
 
 /* Connections without a whole request yet, per source address and overall;
  * the request must be in within HTTPD_HEADER_MS, or HTTPD_HEADER_BUSY_MS
@@ -33,7 +38,15 @@ struct httpd_response {
 	int status;		  /* default 200 */
 	const char *content_type; /* static string; default "text/plain; charset=utf-8" */
 	struct buf body;	  /* empty on entry */
+	struct buf headers;	  /* more header lines, each "Name: value\r\n"; empty on entry */
+	/* >= 0: the body is file_len bytes of this file from file_off instead
+	 * of body (HEAD sends none); the server closes it. -1 on entry. */
+	int fd;
+	uint64_t file_off, file_len;
 };
+
+/* One request of an asynchronous route, until it is answered. */
+struct httpd_request;
 
 /* Fill resp for a request of path (without the query) and query (after
  * '?', "" when none; not decoded). */
@@ -48,6 +61,9 @@ struct httpd_limits {
 	unsigned header_busy_ms; /* HTTPD_HEADER_BUSY_MS */
 };
 
+/* Answer req later (or now) with httpd_respond, exactly once. */
+typedef void (*httpd_async_handler)(void *arg, struct httpd_request *req);
+
 struct httpd_route {
 	const char *path; /* exact match, e.g. "/metrics" */
 	httpd_handler fn;
@@ -61,6 +77,9 @@ struct httpd_route {
  * bind failure). */
 int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *routes, size_t nroutes,
 		struct httpd **out);
+/* Answer every path that starts with prefix (a static string) through fn,
+ * asynchronously; exact routes are tried first. */
+void httpd_route_prefix(struct httpd *h, const char *prefix, httpd_async_handler fn, void *arg);
 /* The bound port (useful after listening on port 0). */
 int httpd_port(const struct httpd *h);
 /* Change the limits for connections accepted from now on. */
@@ -73,6 +92,32 @@ void httpd_metrics(const struct httpd *h, struct buf *out);
 /* Stop listening, drop open connections and free the server
  * asynchronously. httpd_stop(NULL) is a no-op. */
 void httpd_stop(struct httpd *h);
+
+/* A response as handlers get it: 200, no body, no file. */
+void httpd_response_init(struct httpd_response *resp);
+/* Free what resp holds (buffers, file) and set it up again. */
+void httpd_response_close(struct httpd_response *resp);
+
+/* An asynchronous request: HEAD (1) or GET (0), its path (without the
+ * query), its query ("" when none; not decoded) and its Range header (NULL
+ * when none). Valid until httpd_respond. */
+int httpd_request_head(const struct httpd_request *req);
+const char *httpd_request_path(const struct httpd_request *req);
+const char *httpd_request_query(const struct httpd_request *req);
+const char *httpd_request_range(const struct httpd_request *req);
+/* Answer req, taking what resp holds (resp is set up again). A request
+ * not answered within HTTPD_TIMEOUT_MS gets 503 meanwhile, and a client
+ * may leave before the answer: then the answer is only freed. Every
+ * request must be answered, also after httpd_stop, for the server's memory
+ * to go. Loop thread; may run from inside the handler. */
+void httpd_respond(struct httpd_request *req, struct httpd_response *resp);
+
+/* A Range header against a body of size bytes: 1 with *off and *len for
+ * one satisfiable range ("bytes=a-b", "bytes=a-", "bytes=-n"); 0 when the
+ * whole body is to be sent (no header, another unit, several ranges or a
+ * malformed one, which RFC 9110 lets a server ignore); -1 when it cannot
+ * be satisfied (416, "Content-Range: bytes *\/size"). */
+int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *len);
 
 /* Parse "host:port" or "[v6]:port" into a socket address; 0 or SB_EURI. */
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out);

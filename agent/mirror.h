@@ -1,0 +1,47 @@
+/* The agent's registry mirror (`daemon --registry-mirror HOST:PORT`): the
+ * read side of the OCI distribution API -- GET /v2/, HEAD and GET of
+ * manifests by tag or digest and of blobs (with Range) -- answered from the
+ * oci:// datasets published on this node, so that containerd, pointed here
+ * by hosts.toml (agent/containerd_hosts.h), pulls images without the
+ * registry. The `ns` query parameter containerd adds picks the datasets
+ * whose source registry it names.
+ *
+ * Only the published version of a dataset is served: manifests from memory
+ * after checking them against the version's block hashes and their
+ * digests; blobs by sendfile from TARGET/NAME/blobs/sha256/<hex> when the
+ * file has the size the manifests declare and the mtime the daemon gave it
+ * (a file whose mtime moved is refused and hashed in full once on the pool;
+ * it is served again only if it matches its digest). Anything else is a
+ * 404 with an OCI error body, at once, so containerd asks its next host.
+ * Loop thread only; files are opened and hashed on the pool. */
+#ifndef SYNCBIT_MIRROR_H
+#define SYNCBIT_MIRROR_H
+
+#include <uv.h>
+
+#include "common/buf.h"
+
+struct daemon;
+struct cache;
+struct mirror;
+
+struct mirror_config {
+	const char *listen; /* host:port */
+	const char *target; /* datasets are published at target/NAME */
+	struct daemon *d;   /* daemon_published() says what is there */
+	struct cache *cache;
+};
+
+/* Listen and serve. 0, or a negative error with *detail (heap). */
+int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror **out,
+	       char **detail);
+/* Stop listening; requests still waiting get 503. The memory goes once
+ * the pool jobs in flight are back. NULL is a no-op. */
+void mirror_free(struct mirror *m);
+/* The bound port. */
+int mirror_port(const struct mirror *m);
+/* Prometheus text: syncbit_mirror_requests_total{result=...} and
+ * syncbit_mirror_blob_bytes_total. NULL adds nothing. */
+void mirror_metrics(const struct mirror *m, struct buf *out);
+
+#endif

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Every agent as a registry mirror for containerd (agent/mirror.c): Debian's
+# docker-registry fed by skopeo with two images built here that share a base
+# layer (tests/fixtures/oci_image.py), a scheduler and two agents with
+# --registry-mirror, `dataset add` of both images; the mirror's answers
+# checked with curl (API version, HEAD = GET without a body, digests, media
+# types, Range, 416, 404s with OCI error bodies in < 100 ms, ns matching,
+# refused names and digests). Then the registry is STOPPED and a containerd
+# of the test's own (Debian's containerd; config, root, state and socket
+# under $T, as in test_image.sh) pulls and unpacks the images through each
+# node's mirror with hosts.toml from `syncbit containerd-hosts`; the
+# unpacked files are compared with the layers pushed. An image the mirror
+# does not hold comes from a second, live registry after the mirror's 404.
+# A flipped byte in one node's published layer is never served: that node
+# answers 404 and containerd takes the layer from the other node's mirror.
+. "$(dirname "$0")/lib.sh"
+. "$HERE/cluster.sh"
+
+for tool in docker-registry skopeo containerd ctr runc; do
+	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
+done
+[ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
+L=$T/layout
+SKOPEO=(skopeo --insecure-policy)
+
+# start_registry NAME STORE: a registry on a free loopback port; sets
+# REG_PORT and REG_PID.
+start_registry() {
+	local name=$1 store=$2 cfg="$T/$1.yml"
+	REG_PORT=$(free_port)
+	cat >"$cfg" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $store
+http:
+  addr: 127.0.0.1:$REG_PORT
+CONF
+	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
+	REG_PID=$!
+	PIDS+=($REG_PID)
+	for _ in $(seq 50); do
+		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
+		sleep 0.1
+	done
+	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
+}
+image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
+push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
+# layers TAG: the hex of each layer of TAG's manifest in $L, in order.
+layers() {
+	python3 - "$L" "$1" <<'PY'
+import json, sys
+L, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(f"{L}/index.json"))
+d = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
+m = json.load(open(f"{L}/blobs/sha256/{d['digest'][7:]}"))
+print(" ".join(l["digest"][7:] for l in m["layers"]))
+PY
+}
+
+# Two images sharing a 3 MB base layer, and one the mirror never holds.
+D_APP=$(image app --seed app --size 400000 --base-seed base --base-size 3000000)
+D_TOOL=$(image tool --seed tool --size 200000 --base-seed base --base-size 3000000)
+image other --seed other --size 100000 >/dev/null
+read -r BASE APP_TOP <<<"$(layers app)"
+read -r BASE2 TOOL_TOP <<<"$(layers tool)"
+check "the two images share their base layer" test "$BASE" = "$BASE2"
+
+start_registry reg "$T/store" || { bad "docker-registry starts"; finish; exit 1; }
+R=127.0.0.1:$REG_PORT REG1_PID=$REG_PID
+start_registry reg2 "$T/store2" || { bad "a second docker-registry starts"; finish; exit 1; }
+R2=127.0.0.1:$REG_PORT
+push "oci:$L:app" "docker://$R/team/app:v1"
+push "oci:$L:tool" "docker://$R/team/tool:v1"
+push "oci:$L:other" "docker://$R2/team/other:v1"
+push "oci:$L:tool" "docker://$R/team/app:v2" # a second tag of team/app
+check "skopeo pushed the images" curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$R/v2/team/tool/manifests/v1" -o /dev/null
+
+# ---- a scheduler and two agents, each a mirror ----
+start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+M1=127.0.0.1:$(free_port) M2=127.0.0.1:$(free_port) H1=127.0.0.1:$(free_port) AH2=127.0.0.1:$(free_port)
+start_agent 1 --registry-mirror "$M1" --http "$H1" && start_agent 2 --registry-mirror "$M2" --http "$AH2" ||
+	{ bad "agents start"; finish; exit 1; }
+check "dataset add of an image by tag" add_dataset app "oci://$R/team/app:v1"
+check "dataset add of a second image with the same base" add_dataset tool "oci://$R/team/tool:v1"
+check "dataset add of every v* tag of team/app" add_dataset apps "oci://$R/team/app" --tag-regex '^v[0-9]+$'
+if wait_ready 60 app 1 2 && wait_ready 60 tool 1 2 && wait_ready 60 apps 1 2; then
+	ok "both images are ready on both agents"
+else
+	bad "both images are ready on both agents" "$(tail -5 "$T/a1.log" "$T/a2.log" | tr '\n' ' ')"
+fi
+check "the shared base layer is one file in the cache (the same inode in both datasets)" \
+	test "$(stat -c %i "$T/t1/app/blobs/sha256/$BASE")" = "$(stat -c %i "$T/t1/tool/blobs/sha256/$BASE")"
+
+# ---- the mirror's answers ----
+# hdrs METHOD URL [curl args]: status line and headers, lower-cased names,
+# sorted; a GET's body goes to $T/body, a HEAD's byte count to $T/headbytes.
+hdrs() {
+	local m=$1 u=$2; shift 2
+	if [ "$m" = HEAD ]; then
+		curl -s -I -D "$T/hdr" -o /dev/null -w '%{size_download}' "$@" "$u" >"$T/headbytes"
+	else
+		curl -s -D "$T/hdr" -o "$T/body" "$@" "$u"
+	fi
+	tr -d '\r' <"$T/hdr" | grep -v '^$' | sed 's/^\([A-Za-z-]*\):/\L\1:/' | sort
+}
+hval() { grep "^$1: " "$2" | head -1 | cut -d' ' -f2-; } # hval NAME FILE
+U1="http://$M1/v2/team/app" NS="?ns=$R"
+check "GET /v2/ is 200 with Docker-Distribution-API-Version" \
+	bash -c "curl -si http://$M1/v2/ | tr -d '\r' | grep -qx 'Docker-Distribution-API-Version: registry/2.0'"
+hdrs HEAD "$U1/manifests/v1$NS" >"$T/h.head"
+hdrs GET "$U1/manifests/v1$NS" >"$T/h.get"
+check "HEAD of the tag: 200, its digest, the OCI manifest type" \
+	test "$(head -1 "$T/h.head")" = "HTTP/1.1 200 OK" -a "$(hval docker-content-digest "$T/h.head")" = "$D_APP" \
+	-a "$(hval content-type "$T/h.head")" = application/vnd.oci.image.manifest.v1+json
+check "HEAD answers what GET does, without a body" diff "$T/h.head" "$T/h.get"
+check "the manifest's bytes have that digest and length" \
+	test "sha256:$(sha256sum <"$T/body" | cut -c1-64)" = "$D_APP" -a "$(stat -c %s "$T/body")" = "$(hval content-length "$T/h.get")"
+check "the manifest by digest is the same bytes" bash -c "curl -sf '$U1/manifests/$D_APP$NS' | cmp - '$T/body'"
+check "without ns the repository is found too" curl -sf -o /dev/null "$U1/manifests/v1"
+check "ns=registry-1.docker.io is another registry" test "$(curl -s -o /dev/null -w '%{http_code}' "$U1/manifests/v1?ns=registry-1.docker.io")" = 404
+hdrs GET "http://$M1/v2/team/app/blobs/sha256:$BASE$NS" >"$T/h.blob"
+check "a layer by GET: 200, sent whole, the same bytes as pushed" \
+	bash -c "test \"\$(head -1 '$T/h.blob')\" = 'HTTP/1.1 200 OK' && cmp '$T/body' '$L/blobs/sha256/$BASE'"
+hdrs HEAD "http://$M1/v2/team/app/blobs/sha256:$BASE$NS" >"$T/h.blobhead"
+check "HEAD of the layer matches GET (Content-Length, digest), no body" \
+	bash -c "diff '$T/h.blobhead' '$T/h.blob' && test \"\$(cat '$T/headbytes')\" = 0"
+SIZE=$(stat -c %s "$L/blobs/sha256/$BASE")
+hdrs GET "http://$M1/v2/team/app/blobs/sha256:$BASE$NS" -H 'Range: bytes=1000-1999' >"$T/h.range"
+tail -c +1001 "$L/blobs/sha256/$BASE" | head -c 1000 >"$T/slice"
+check "Range: 206 with Content-Range and exactly those bytes" \
+	test "$(head -1 "$T/h.range")" = "HTTP/1.1 206 Partial Content" \
+	-a "$(hval content-range "$T/h.range")" = "bytes 1000-1999/$SIZE" -a "$(cmp "$T/body" "$T/slice" && echo same)" = same
+check "a Range past the end is 416 with bytes */SIZE" \
+	bash -c "curl -s -D - -o /dev/null -H 'Range: bytes=$SIZE-' 'http://$M1/v2/team/app/blobs/sha256:$BASE' | tr -d '\r' | grep -qx 'Content-Range: bytes \*/$SIZE'"
+check "the shared layer is served under the other image's name too" \
+	curl -sf -o /dev/null "http://$M1/v2/team/tool/blobs/sha256:$BASE$NS"
+check "tags/list names the tag" bash -c "curl -sf 'http://$M1/v2/team/tool/tags/list$NS' | grep -q '\"v1\"'"
+check "a tag regex dataset serves each of its tags: v2 is the tool image" \
+	test "$(curl -sf -o /dev/null -D - "$U1/manifests/v2$NS" | tr -d '\r' | awk '/^Docker-Content-Digest:/ {print $2}')" = "$D_TOOL"
+check "tags/list of team/app has v1 and v2" bash -c "curl -sf '$U1/tags/list$NS' | grep -q '\"v1\",\"v2\"'"
+
+# notfound NAME PATH CODE: 404 with that OCI error code, in < 100 ms.
+notfound() {
+	local out
+	out=$(curl -s --path-as-is -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1$2") || return 1
+	python3 - "$out" "$3" "$T/err" <<'PY'
+import json, sys
+code, secs = sys.argv[1].split()
+body = json.load(open(sys.argv[3]))
+assert code == "404", code
+assert sys.argv[2] == "-" or body["errors"][0]["code"] == sys.argv[2], body
+assert float(secs) < 0.1, secs
+PY
+}
+check "an unknown tag: 404 MANIFEST_UNKNOWN in < 100 ms" notfound tag "/v2/team/app/manifests/nope$NS" MANIFEST_UNKNOWN
+check "an unknown repository: 404 NAME_UNKNOWN in < 100 ms" notfound repo "/v2/team/none/manifests/v1$NS" NAME_UNKNOWN
+check "another registry's ns: 404 NAME_UNKNOWN" notfound ns "/v2/team/app/manifests/v1?ns=quay.io" NAME_UNKNOWN
+check "an unknown blob: 404 BLOB_UNKNOWN" notfound blob "/v2/team/app/blobs/sha256:$(printf '%064d' 0)$NS" BLOB_UNKNOWN
+check "a malformed digest: 404 BLOB_UNKNOWN" notfound digest "/v2/team/app/blobs/sha256:ABC$NS" BLOB_UNKNOWN
+check "a path that climbs: 404" notfound climb "/v2/team/app/blobs/sha256:../../../../etc/passwd" -
+check "an invalid name: 404 NAME_UNKNOWN" notfound name "/v2/Team/../app/manifests/v1" NAME_UNKNOWN
+check "the config blob of a manifest is not a manifest" notfound cfg \
+	"/v2/team/app/manifests/sha256:$BASE$NS" MANIFEST_UNKNOWN
+check "writes are refused (405)" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$M1/v2/team/app/blobs/uploads/")" = 405
+check "/metrics counts the mirror's answers" bash -c "curl -sf http://$H1/metrics | grep -Eq '^syncbit_mirror_requests_total\{result=\"not_found\"\} [1-9]'"
+
+# ---- the registry goes away; containerd pulls through the mirrors ----
+kill -TERM "$REG1_PID"
+wait "$REG1_PID" 2>/dev/null
+check "the registry is stopped" bash -c "! curl -s -o /dev/null http://$R/v2/"
+
+C=$T/containerd
+SOCK=$C/containerd.sock
+mkdir -p "$C"
+cat >"$C/config.toml" <<CONF
+version = 2
+root = "$C/root"
+state = "$C/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
+  "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$C/opt"
+CONF
+CTR=(timeout -k 5 60 ctr --address "$SOCK" --namespace k8s.io)
+# Runs before lib.sh removes $T: containerd, then any mount left under $T.
+containerd_stop() {
+	if [ -n "${CTRD_PID:-}" ]; then
+		kill -TERM "$CTRD_PID" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$CTRD_PID" 2>/dev/null
+	fi
+	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r mnt; do umount -l "$mnt"; done
+	return 0
+}
+CLEANUPS+=(containerd_stop)
+containerd --config "$C/config.toml" >"$C/log" 2>&1 &
+CTRD_PID=$!
+PIDS+=("$CTRD_PID")
+for _ in $(seq 100); do
+	"${CTR[@]}" version >/dev/null 2>&1 && break
+	kill -0 "$CTRD_PID" 2>/dev/null || break
+	sleep 0.1
+done
+if ! check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version; then
+	grep -E 'level=(error|fatal)' "$C/log" | tail -5
+	finish; exit 1
+fi
+SNAP=${SNAPSHOTTER:-overlayfs}
+if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
+	SNAP=native
+fi
+echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
+
+hosts() { # hosts DIR MIRROR_URL[,URL]: hosts.toml for both registries
+	"$SYNCBIT" containerd-hosts --dir "$1" --mirror "$2" "$R" "$R2" >/dev/null
+}
+check "containerd-hosts for node 1's mirror" hosts "$T/hosts1" "http://$M1"
+check "containerd-hosts for node 2's mirror" hosts "$T/hosts2" "http://$M2"
+check "containerd-hosts again changes nothing" \
+	bash -c "'$SYNCBIT' containerd-hosts --dir '$T/hosts1' --mirror 'http://$M1' '$R' | grep -q unchanged"
+expect_fail "containerd-hosts refuses a malformed registry: one line, exit 2" 2 "not a registry" \
+	"$SYNCBIT" containerd-hosts --dir "$T/hosts1" --mirror "http://$M1" "$R/team"
+check "  and writes nothing for it" test ! -e "$T/hosts1/$R/team"
+# pulled REF HOSTS: ctr pulls and unpacks REF with that hosts dir.
+pulled() {
+	"${CTR[@]}" images pull --hosts-dir "$2" --snapshotter "$SNAP" "$1" >"$T/pull.out" 2>&1 ||
+		{ tail -3 "$T/pull.out"; return 1; }
+}
+# same_files REF LAYER...: the image's unpacked root holds what the layers do.
+same_files() {
+	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
+	rm -rf "$x"; mkdir -p "$mnt" "$x"
+	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
+	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
+	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
+	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
+	return $rc
+}
+# forget REF...: images and all content leave containerd, so the next pull
+# fetches every blob again.
+forget() {
+	local d
+	"${CTR[@]}" images rm --sync "$@" >/dev/null 2>&1
+	for d in $("${CTR[@]}" content ls -q 2>/dev/null); do "${CTR[@]}" content rm "$d" >/dev/null 2>&1; done
+	test -z "$("${CTR[@]}" images ls -q)" -a -z "$("${CTR[@]}" content ls -q)"
+}
+served() { curl -sf "http://$1/metrics" | awk '/^syncbit_mirror_blob_bytes_total/ {print $2}'; }
+started=$(date +%s.%N)
+check "ctr pulls and unpacks $R/team/app:v1 through node 1's mirror, the registry down" \
+	pulled "$R/team/app:v1" "$T/hosts1"
+echo "       pulled in $(python3 -c "import time; print(round(time.time() - $started, 2))") s"
+check "  the unpacked files are the layers' (base.bin, data.bin)" same_files "$R/team/app:v1" "$BASE" "$APP_TOP"
+check "  the image has the digest the registry gave it" \
+	bash -c "$(printf '%q ' "${CTR[@]}") images ls | grep -F '$R/team/app:v1' | grep -qF '$D_APP'"
+check "the second image, which shares the base layer" pulled "$R/team/tool:v1" "$T/hosts1"
+check "  its files are its layers'" same_files "$R/team/tool:v1" "$BASE" "$TOOL_TOP"
+check "containerd forgets both images and their content" forget "$R/team/app:v1" "$R/team/tool:v1"
+check "ctr pulls and unpacks through node 2's mirror" pulled "$R/team/app:v1" "$T/hosts2"
+check "  the unpacked files are the layers'" same_files "$R/team/app:v1" "$BASE" "$APP_TOP"
+check "  node 2's mirror sent the layers" test "$(served "$AH2")" -ge "$(stat -c %s "$L/blobs/sha256/$BASE")"
+
+# An image no mirror holds: a quick 404, then the registry in hosts.toml.
+before=$(curl -sf "http://$H1/metrics" | awk -F'[ ]' '/result="not_found"/ {print $2}')
+check "an image the mirror lacks comes from the live registry after its 404" \
+	pulled "$R2/team/other:v1" "$T/hosts1"
+check "  the mirror was asked first and said 404" \
+	test "$(curl -sf "http://$H1/metrics" | awk -F'[ ]' '/result="not_found"/ {print $2}')" -gt "$before"
+
+# A flipped byte in node 2's published base layer (the cache object too:
+# they are one file) is never served; containerd takes it from node 1.
+check "containerd forgets the images again" forget "$R/team/app:v1" "$R2/team/other:v1"
+python3 - "$T/t2/app/blobs/sha256/$BASE" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(123456); b = f.read(1); f.seek(123456); f.write(bytes([b[0] ^ 0xff]))
+PY
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+check "node 2 answers 404 for the corrupted layer" test "$(code "http://$M2/v2/team/app/blobs/sha256:$BASE$NS")" = 404
+check "  and HEAD too" test "$(code -I "http://$M2/v2/team/app/blobs/sha256:$BASE$NS")" = 404
+for _ in $(seq 50); do grep -q "sha256:$BASE.*does not match its digest" "$T/a2.log" && break; sleep 0.1; done
+check "  its full hash found the mismatch (logged)" grep -q "sha256:$BASE.*does not match its digest" "$T/a2.log"
+check "  still 404 once judged" test "$(code "http://$M2/v2/team/app/blobs/sha256:$BASE$NS")" = 404
+check "  its other blobs are still served" test "$(code "http://$M2/v2/team/app/blobs/sha256:$APP_TOP$NS")" = 200
+check "containerd-hosts with node 2's mirror first, then node 1's" hosts "$T/hosts21" "http://$M2,http://$M1"
+check "ctr pulls the image: the corrupted layer from node 1" pulled "$R/team/app:v1" "$T/hosts21"
+check "  the unpacked files are the layers'" same_files "$R/team/app:v1" "$BASE" "$APP_TOP"
+
+# A layer touched but intact: refused until hashed, then served again.
+touch "$T/t1/tool/blobs/sha256/$TOOL_TOP"
+check "a touched layer is refused at first" test "$(code "http://$M1/v2/team/tool/blobs/sha256:$TOOL_TOP")" = 404
+for _ in $(seq 50); do grep -q "sha256:$TOOL_TOP was touched but matches" "$T/a1.log" && break; sleep 0.1; done
+check "  and served again once its hash matches" test "$(code "http://$M1/v2/team/tool/blobs/sha256:$TOOL_TOP")" = 200
+
+containerd_stop
+stop_cluster
+finish
