@@ -130,7 +130,13 @@ start_scheduler --kubeconfig "$(kubeconfig scheduler)" --token-secret syncbit-jo
 check "the scheduler creates the join-token Secret with its token" until_true 10 bash -c \
 	"test \"\$(curl -s --cacert '$KD/ca.crt' -H 'Authorization: Bearer $ADMIN' $API/api/v1/namespaces/syncbit/secrets/syncbit-join-token | python3 -c 'import json,sys,base64; print(base64.b64decode(json.load(sys.stdin)[\"data\"][\"token\"]).decode().strip())')\" = \"\$(cat '$TOKEN')\""
 # agents keep --labels role=gpu,idx=N; the Node adds gpu=...
-for n in 1 2 3; do start_agent $n --kubeconfig "$(kubeconfig agent-n$n)" || bad "agent n$n starts with --kubeconfig"; done
+for n in 1 2; do start_agent $n --kubeconfig "$(kubeconfig agent-n$n)" || bad "agent n$n starts with --kubeconfig"; done
+# n3 runs in-cluster: the service account's files, the API at $KUBERNETES_SERVICE_HOST
+mkdir -p "$KD/sa-n3"
+cp "$KD/ca.crt" "$KD/sa-n3/ca.crt"; cp "$KD/tok-agent-n3" "$KD/sa-n3/token"; echo syncbit >"$KD/sa-n3/namespace"
+KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${API##*:} SYNCBIT_SERVICEACCOUNT_DIR=$KD/sa-n3 \
+	start_agent 3 || bad "agent n3 starts in-cluster"
+check "agent n3 found the API server in-cluster" grep -q 'kubernetes: in-cluster' "$T/a3.log"
 
 pod p1 n1 model   # on n1, gated on the model
 pod p3 n3 model   # on n3, whose labels the selector will not match
