@@ -28,7 +28,8 @@ static const struct cli_cmd commands[] = {
     {"sync",
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
      "[--layout plain|hf-cache|triton] [--json]\n  syncbit sync --list FILE DST [...]  "
-     "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)",
+     "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n  syncbit sync "
+     "oci://REGISTRY/REPO oci://REGISTRY/REPO [--tag-regex ERE] [--platform OS/ARCH] [...]",
      cmd_sync},
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
