@@ -50,7 +50,7 @@ static const FileEntry *find_file(const Manifest *m, const char *path)
 
 static void blob_path(const char *digest, char *out, size_t cap)
 {
-	snprintf(out, cap, BLOBS_DIR "%s", digest + strlen("sha256:"));
+	snprintf(out, cap, BLOBS_DIR "%.64s", digest + strlen("sha256:"));
 }
 
 /* The cache object holding rel, still as stored, into path. */
