@@ -278,7 +278,7 @@ static void on_manifest_head(struct push_manifest *m)
 
 static void next_image(struct run *x)
 {
-	if (x->rc == 0 && stopping(x))
+	if (x->rc == 0 && x->image < x->plan->nimages && stopping(x))
 		run_fail(x, SB_ECANCELED, "%s: stopped before every image was pushed",
 			 x->dest->canonical);
 	if (x->rc < 0 || x->image >= x->plan->nimages) {
