@@ -508,7 +508,11 @@ static void blob_post(struct push_blob *b, int mount)
 static void on_head(struct registry_req *r)
 {
 	struct push_blob *b = r->arg;
-	if (r->status == 0)
+	if (r->status == 0 && r->length >= 0 && (uint64_t)r->length != b->size)
+		blob_fail(b, SB_ECORRUPT,
+			  "%s/%s: the registry holds %s with %" PRId64 " bytes, not %" PRIu64,
+			  b->p->base, b->p->repo, b->digest, r->length, b->size);
+	else if (r->status == 0)
 		blob_finish(b, 0, PUSH_BLOB_PRESENT);
 	else if (r->status == SB_ENOTFOUND)
 		blob_post(b, b->mount_from != NULL);
