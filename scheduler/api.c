@@ -111,12 +111,13 @@ json_t *api_nodes(struct sched *s)
 				json_array_append_new(ds,
 						      json_string(s->cluster.datasets[j]->name));
 		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o}", "name", n->name,
-				 "addr", n->addr, "labels", labels_json(n->labels, n->nlabels),
-				 "disk_free", (json_int_t)n->disk_free, "cache_size",
-				 (json_int_t)n->cache_size, "agent_version", n->agent_version,
-				 "connected", n->conn != NULL, "seconds_since_heartbeat",
-				 seconds_since(s, n), "datasets", ds));
+		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o, s:I}", "name",
+				 n->name, "addr", n->addr, "labels",
+				 labels_json(n->labels, n->nlabels), "disk_free",
+				 (json_int_t)n->disk_free, "cache_size", (json_int_t)n->cache_size,
+				 "agent_version", n->agent_version, "connected", n->conn != NULL,
+				 "seconds_since_heartbeat", seconds_since(s, n), "datasets", ds,
+				 "hashes_refused", (json_int_t)n->hashes_refused));
 	}
 	return json_pack("{s:o}", "nodes", a);
 }

@@ -391,9 +391,21 @@ static void plan_clear(struct cluster_version *cv)
 	cv->nplans = 0;
 }
 
+static void readers_clear(struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cv->nreaders; i++) {
+		free(cv->readers[i].node);
+		free(cv->readers[i].bits);
+	}
+	free(cv->readers);
+	cv->readers = NULL;
+	cv->nreaders = 0;
+}
+
 static void version_entry_free(struct cluster_version *cv)
 {
 	plan_clear(cv);
+	readers_clear(cv);
 	free(cv->ingested_by);
 	free(cv->holders);
 	version_free(cv->v);
@@ -574,16 +586,28 @@ void cluster_gc(struct cluster *c)
 
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
-		      Syncbit__BlockHash **fresh, int *completed)
+		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
+		      uint32_t *example)
 {
 	size_t nfresh = 0;
 	char hex[HASH_HEX_LEN + 1];
 	const struct cluster_node *node = cluster_node_find(c, from);
 	hash_to_hex(&cv->v->id, hex);
+	*refused = 0;
 	if (!cv->ingested_by)
 		cv->ingested_by = xcalloc(cv->v->nblocks + 1, sizeof *cv->ingested_by);
 	for (size_t i = 0; i < n; i++) {
 		const Syncbit__BlockHash *bh = blocks[i];
+		if (bh->hash.len == HASH_LEN && !cluster_may_report(cv, from, bh->block)) {
+			/* Nodes holding a block report its hash when the scheduler
+			 * seemed to lack it; the same hash again is harmless. */
+			const uint8_t *known = version_block_hash(cv->v, bh->block);
+			if (!known || memcmp(known, bh->hash.data, HASH_LEN) != 0) {
+				if ((*refused)++ == 0)
+					*example = bh->block;
+			}
+			continue;
+		}
 		int rc = bh->hash.len == HASH_LEN
 			     ? version_set_hash(cv->v, bh->block, bh->hash.data)
 			     : SB_EPROTO;
@@ -606,15 +630,84 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 	return nfresh;
 }
 
+/* ---- readers --------------------------------------------------------------- */
+
+static struct cluster_reader *reader_find(const struct cluster_version *cv, const char *node)
+{
+	for (size_t i = 0; i < cv->nreaders; i++)
+		if (!strcmp(cv->readers[i].node, node))
+			return &cv->readers[i];
+	return NULL;
+}
+
+static struct cluster_reader *reader_get(struct cluster_version *cv, const char *node)
+{
+	struct cluster_reader *r = reader_find(cv, node);
+	if (r)
+		return r;
+	cv->readers = xrealloc(cv->readers, (cv->nreaders + 1) * sizeof *cv->readers);
+	r = &cv->readers[cv->nreaders++];
+	r->node = xstrdup(node);
+	r->bits = xcalloc(cv->v->nblocks / 8 + 1, 1);
+	r->dirty = 0;
+	return r;
+}
+
+/* Add node's share p to the blocks it may report. */
+static void reader_note(struct cluster_version *cv, const char *node, const struct assign_plan *p)
+{
+	struct cluster_reader *r = p->nblocks ? reader_get(cv, node) : NULL;
+	for (size_t i = 0; r && i < p->nranges; i++) {
+		for (uint32_t k = 0; k < p->ranges[i].count; k++) {
+			uint32_t b = p->ranges[i].first + k;
+			if (b < cv->v->nblocks && !assign_bit(r->bits, b)) {
+				assign_set_bit(r->bits, b);
+				r->dirty = 1;
+			}
+		}
+	}
+}
+
+int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b)
+{
+	const struct cluster_reader *r = reader_find(cv, node);
+	return r && b < cv->v->nblocks && assign_bit(r->bits, b);
+}
+
+static void readers_save(struct cluster *c)
+{
+	for (size_t i = 0; i < c->nversions; i++) {
+		struct cluster_version *cv = c->versions[i];
+		for (size_t k = 0; k < cv->nreaders; k++) {
+			struct cluster_reader *r = &cv->readers[k];
+			if (!r->dirty)
+				continue;
+			state_put_readers(c->state, &cv->v->id, r->node, r->bits,
+					  cv->v->nblocks / 8 + 1);
+			r->dirty = 0;
+		}
+	}
+}
+
+static int readers_dirty(const struct cluster *c)
+{
+	for (size_t i = 0; i < c->nversions; i++)
+		for (size_t k = 0; k < c->versions[i]->nreaders; k++)
+			if (c->versions[i]->readers[k].dirty)
+				return 1;
+	return 0;
+}
+
 void cluster_flush(struct cluster *c)
 {
 	const struct pending_hash *p = (const struct pending_hash *)c->pending.ptr;
 	size_t n = c->pending.len / sizeof *p;
-	if (n == 0)
+	if (n == 0 && !readers_dirty(c))
 		return;
 	state_begin(c->state);
 	for (size_t i = 0; i < n; i++)
 		state_put_hash(c->state, &p[i].version, p[i].block, p[i].hash);
+	readers_save(c);
 	if (state_commit(c->state) < 0)
 		log_error("cannot save %zu block hashes; they are asked for again after a restart",
 			  n);
@@ -670,8 +763,10 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 		cv->plans = xcalloc(n, sizeof *cv->plans);
 		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
 		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			cv->plan_nodes[i] = xstrdup(m[i]->name);
+			reader_note(cv, m[i]->name, &cv->plans[i]);
+		}
 		cv->nplans = n;
 	}
 	free(skip);
@@ -715,6 +810,17 @@ static int load_hash(void *arg, const struct hash_id *id, uint32_t block, const 
 	struct cluster_version *cv = cluster_version_find(arg, id->b, HASH_LEN);
 	if (cv)
 		version_set_hash(cv->v, block, hash);
+	return 0;
+}
+
+static int load_readers(void *arg, const struct hash_id *id, const char *node, const uint8_t *bits,
+			size_t len)
+{
+	struct cluster_version *cv = cluster_version_find(arg, id->b, HASH_LEN);
+	if (!cv || len != cv->v->nblocks / 8 + 1)
+		return 0;
+	struct cluster_reader *r = reader_get(cv, node);
+	memcpy(r->bits, bits, len);
 	return 0;
 }
 
@@ -776,7 +882,8 @@ int cluster_open(struct cluster *c, const char *dir)
 	int rc = state_open(dir, &c->state);
 	if (rc < 0)
 		return rc;
-	struct state_loader l = {c, load_version, load_hash, load_dataset, load_node, load_have};
+	struct state_loader l = {c,	    load_version, load_hash,   load_dataset,
+				 load_node, load_have,	  load_readers};
 	if ((rc = state_load(c->state, &l)) < 0) {
 		cluster_close(c);
 		return rc;
@@ -824,5 +931,8 @@ uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const c
 	if (best == cv->nplans || most <= 2)
 		return 0;
 	*donor = cv->plan_nodes[best];
-	return assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
+	uint32_t moved =
+	    assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
+	reader_note(cv, node, &cv->plans[me]);
+	return moved;
 }

@@ -385,9 +385,20 @@ static void test_cluster_persists(void **state)
 		bhp[i] = &bh[i];
 	}
 	int completed;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed), 2);
+	size_t refused;
+	uint32_t example;
+	/* Hashes come from the node the plan gives the blocks to. */
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 0);
+	assert_int_equal(refused, 2);
+	cluster_plan(&c, cv, NULL, 0);
+	assert_non_null(cluster_plan_of(cv, "gpu-a"));
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 2);
+	assert_int_equal(refused, 0);
 	bh[1].hash.data[5] = 0x55;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed), 1);
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed, &refused, &example), 1);
 	assert_ptr_equal(fresh[0], bhp[2]);
 	assert_false(completed);
 	uint8_t bits[1] = {0x05};
