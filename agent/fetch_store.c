@@ -23,10 +23,11 @@ static void seal_work(uv_work_t *w)
 	struct ffile *ff = w->data;
 	const FileEntry *e = ff->f->m->files[ff->index];
 	/* Blocks were checked one by one against hashes that nodes computed
-	 * from their share of the origin; where the source names the whole
-	 * file's digest (LFS sha256, OCI blob, git blob id), the assembled
-	 * file must match it too. */
-	int rc = hash_check_digest_fd(cache_partial_fd(ff->part), e->size, e->source_digest);
+	 * from their share of the origin, which one lying node could have
+	 * made up; where the source names the whole file's digest (LFS
+	 * sha256, OCI blob, git blob id, S3 full-object SHA-256), the
+	 * assembled file must match it too. */
+	int rc = manifest_check_content_fd(e, cache_partial_fd(ff->part));
 	ff->rc = rc < 0 ? rc : cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
 }
 
@@ -45,12 +46,16 @@ static void seal_done(uv_work_t *w, int status)
 			cache_partial_discard(p); /* fetched again from scratch next time */
 		else
 			cache_partial_close(p);
+		const FileEntry *e = f->m->files[ff->index];
+		char want[7 + HASH_HEX_LEN + 1] = "sha256:";
+		if (e->content_sha256.len == HASH_LEN)
+			hash_to_hex((const struct hash_id *)e->content_sha256.data, want + 7);
 		if (rc == SB_ECORRUPT)
-			fetch_fail(
-			    f, rc,
-			    "%s: %s: the assembled file does not match the source's digest %s",
-			    f->m->source, f->m->files[ff->index]->path,
-			    f->m->files[ff->index]->source_digest);
+			fetch_fail(f, rc,
+				   "%s: %s: the assembled file does not match the source's digest "
+				   "%s; not published, its blocks are dropped",
+				   f->m->source, e->path,
+				   e->content_sha256.len == HASH_LEN ? want : e->source_digest);
 		else if (rc < 0)
 			fetch_fail(f, rc, "%s: cannot store in %s: %s",
 				   f->m->files[ff->index]->path, cache_dir(f->c), sb_strerror(rc));

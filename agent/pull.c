@@ -206,8 +206,10 @@ static void seal_work(uv_work_t *w)
 	struct pfile *pf = w->data;
 	const struct source_file *f = &pf->p->src->listing.files[pf->index];
 	/* The whole file against the source's digest (LFS sha256, OCI blob,
-	 * git blob id), also when it was assembled across a resume. */
-	int rc = hash_check_digest_fd(cache_partial_fd(pf->part), f->size, f->digest);
+	 * git blob id, S3 full-object SHA-256), also when it was assembled
+	 * across a resume. */
+	int rc = hash_check_content_fd(cache_partial_fd(pf->part), f->size, f->digest,
+				       f->has_content_sha256 ? f->content_sha256 : NULL);
 	pf->seal_rc = rc < 0 ? rc : cache_partial_seal(pf->part, f->mode, f->mtime_ns, 0);
 }
 
@@ -219,8 +221,12 @@ static void seal_done(uv_work_t *w, int status)
 	pf->sealing = 0;
 	p->syncs--;
 	if (rc == SB_ECORRUPT) {
+		const struct source_file *f = sfile(p, pf);
+		char want[7 + HASH_HEX_LEN + 1] = "sha256:";
+		if (f->has_content_sha256)
+			hash_to_hex((const struct hash_id *)f->content_sha256, want + 7);
 		set_error(p, rc, "%s: %s does not match the source's digest %s", p->src->uri.raw,
-			  sfile(p, pf)->path, sfile(p, pf)->digest);
+			  f->path, f->has_content_sha256 ? want : f->digest);
 	} else if (rc < 0) {
 		set_error(p, rc, "%s: cannot store in cache: %s", sfile(p, pf)->path,
 			  sb_strerror(rc));
@@ -537,6 +543,10 @@ static int build_manifest(struct pull *p, struct buf *enc, Manifest **out)
 			struct pfile *pf = &p->files[f->hardlink_to ? f->hardlink_to - 1 : i];
 			e->size = f->size;
 			e->hardlink_to = f->hardlink_to;
+			if (f->has_content_sha256) {
+				e->content_sha256.data = (uint8_t *)f->content_sha256;
+				e->content_sha256.len = HASH_LEN;
+			}
 			e->block_hashes.data = pf->hashes;
 			e->block_hashes.len = pf->nblocks * HASH_LEN;
 		}

@@ -14,6 +14,8 @@
 
 enum source_file_type { SRC_REGULAR = 0, SRC_DIRECTORY = 1, SRC_SYMLINK = 2 };
 
+#define SOURCE_SHA256_LEN 32
+
 struct source_file {
 	char *path; /* relative, confined; a single-file source uses its basename */
 	enum source_file_type type;
@@ -24,6 +26,11 @@ struct source_file {
 	uint32_t hardlink_to; /* 1 + index of an earlier regular file; 0 = none */
 	char *digest;	      /* change token: ETag, sha256, or size/mtime/inode token */
 	uint64_t inode;	      /* local files: the inode listed, checked again on open */
+	/* The content's SHA-256 as the source publishes it apart from the
+	 * change token (S3 full-object checksums); digest "sha256:..." says
+	 * it for the hub and OCI kinds already. */
+	uint8_t content_sha256[SOURCE_SHA256_LEN];
+	int has_content_sha256;
 };
 
 struct source_listing {
