@@ -82,13 +82,15 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of
  * pull, sync and scheduler, read by cli_source_limits. */
-#define CLI_SOURCE_LIMIT_KEYS                                                               \
-	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this"}, \
-	    {"max-dataset-size", "64TiB", 0,                                                \
-	     "refuse a source whose files add up to more than this"},                       \
-	{                                                                                   \
-		"max-files", "1048576", 0,                                                  \
-		    "refuse a source that lists more entries than this (at most 4194304)"   \
+#define CLI_SOURCE_LIMIT_KEYS                                                                \
+	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this"},  \
+	    {"max-dataset-size", "64TiB", 0,                                                 \
+	     "refuse a source whose files add up to more than this"},                        \
+	    {"max-files", "1048576", 0,                                                      \
+	     "refuse a source that lists more entries than this (at most 4194304)"},         \
+	{                                                                                    \
+		"max-unsized-seconds", "1800", 0,                                            \
+		    "give up on an HTTP body without a length that goes on longer than this" \
 	}
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */
