@@ -72,6 +72,23 @@ check "gc evicts unpinned objects" test "$(json_field "$T/gc" evicted_objects)" 
 check "gc keeps pinned data" test "$(json_field "$T/gc" used)" -eq "$(json_field "$T/gc" pinned)"
 check "published files survive gc" cmp "$S/a.bin" "$T/c/a.bin"
 
+# verify and gc on the data directory of a running agent: told at once who
+# holds it, instead of waiting silently for as long as the agent runs.
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
+chmod 600 "$T/token"
+"$SYNCBIT" daemon --scheduler 127.0.0.1:1 --listen 127.0.0.1:0 --data "$DATA2" --target "$T/dt" \
+	--node lockholder --token-file "$T/token" --socket "$T/lock.sock" >"$T/lockd.log" 2>&1 &
+LOCKD=$!
+PIDS+=($LOCKD)
+for _ in $(seq 100); do [ -S "$T/lock.sock" ] && break; sleep 0.1; done
+expect_fail "verify on a running agent's data says so at once" 1 \
+	"verify: $DATA2 is in use by a running agent \(pid $LOCKD\); stop it" \
+	timeout 10 "$SYNCBIT" verify "$T/c" --data "$DATA2"
+expect_fail "gc on a running agent's data says so at once" 1 \
+	"gc: $DATA2 is in use by a running agent \(pid $LOCKD\)" timeout 10 "$SYNCBIT" gc --data "$DATA2"
+kill -TERM $LOCKD; wait $LOCKD 2>/dev/null
+check "verify runs once the agent stopped" "$SYNCBIT" verify "$T/c" --data "$DATA2"
+
 # Sources that claim more than a dataset may hold (2^62 bytes from an HTTP
 # server or in an S3 listing): refused with one line naming the source, the
 # limit and the claim, before anything is sized from the claim; a core dump
