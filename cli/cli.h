@@ -15,8 +15,11 @@ struct cli_cmd {
 	int (*run)(int argc, char **argv);
 };
 
-/* Print "syncbit: <msg>" on stderr (one line). */
+/* Print "syncbit: <msg>" on stderr: one line, control characters escaped
+ * (log_escape). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same without the prefix, for progress lines. */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Parse argv into cfg with the common keys applied (log level/format).
  * Returns 0, or EXIT_USAGE after printing the error and usage. */
 int cli_parse(struct config *cfg, const struct config_key *keys, const char *usage, int argc,

@@ -82,20 +82,39 @@ static int cmd_help(int argc, char **argv)
 	return EXIT_OK;
 }
 
-void cli_error(const char *fmt, ...)
+/* One line on stderr: prefix, then the message with control characters
+ * escaped (names from sources and peers may hold any byte). */
+static void print_line(const char *prefix, const char *fmt, va_list ap)
 {
-	struct buf b = BUF_INIT;
-	va_list ap;
-	buf_append_str(&b, "syncbit: ");
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	buf_append_str(&b, "\n");
+	struct buf msg = BUF_INIT, line = BUF_INIT;
+	buf_vprintf(&msg, fmt, ap);
+	buf_append_str(&line, prefix);
+	buf_reserve(&line, 4 * msg.len + 2);
+	line.len += log_escape((char *)line.ptr + line.len, line.cap - line.len,
+			       (const char *)msg.ptr, msg.len);
+	buf_append_str(&line, "\n");
 	fflush(stdout);
-	if (write(2, b.ptr, b.len) < 0) {
+	if (write(2, line.ptr, line.len) < 0) {
 		/* nothing else to tell */
 	}
-	buf_close(&b);
+	buf_close(&msg);
+	buf_close(&line);
+}
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	print_line("syncbit: ", fmt, ap);
+	va_end(ap);
+}
+
+void cli_note(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	print_line("", fmt, ap);
+	va_end(ap);
 }
 
 /* A command's --help: its usage line and every flag it takes. */

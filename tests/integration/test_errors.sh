@@ -89,6 +89,20 @@ expect_fail "gc on a running agent's data says so at once" 1 \
 kill -TERM $LOCKD; wait $LOCKD 2>/dev/null
 check "verify runs once the agent stopped" "$SYNCBIT" verify "$T/c" --data "$DATA2"
 
+# Names with a newline and an ESC (a terminal escape): every error and log
+# line stays one line, the control characters written as \n and \xNN.
+E=$T/esc
+mkdir -p "$E/link" "$E/fifo"
+echo ok >"$E/fifo/plain.txt"
+ln -s /etc/passwd "$E/link/$(printf 'evil\nname\033[31m')"
+mkfifo "$E/fifo/$(printf 'pipe\nx\033[2J')"
+expect_fail "an error naming a file with a newline and an ESC is one escaped line" 1 \
+	'evil\\nname\\x1b\[31m.*escapes' "$SYNCBIT" pull "$E/link" --to "$T/e1" --data "$DATA"
+check "  ... without a raw ESC or a second line" bash -c "! grep -q \$'\\033' '$T/.err' && test \$(wc -l <'$T/.err') -eq 1"
+"$SYNCBIT" pull "$E/fifo" --to "$T/e2" --data "$DATA" >/dev/null 2>"$T/esc.err"
+check "a log line naming such a file is one escaped line" \
+	bash -c "test \$(wc -l <'$T/esc.err') -eq 1 && grep -q 'pipe\\\\nx\\\\x1b\[2J: skipping special file' '$T/esc.err' && ! grep -q \$'\\033' '$T/esc.err'"
+
 # Sources that claim more than a dataset may hold (2^62 bytes from an HTTP
 # server or in an S3 listing): refused with one line naming the source, the
 # limit and the claim, before anything is sized from the claim; a core dump
