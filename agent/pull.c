@@ -333,19 +333,8 @@ static void store_block(struct slot *s)
 	struct cache_block_loc loc;
 	hash_sha256(s->buf, s->len, &s->h);
 	s->existed = cache_block_find(s->p->c, &s->h, &loc) == 1;
-	int fd = cache_partial_fd(s->pf->part);
-	uint64_t off = s->idx * s->p->o->block_size;
-	size_t done = 0;
-	while (done < s->len) {
-		ssize_t n = pwrite(fd, s->buf + done, s->len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			s->rc = n < 0 ? -errno : -EIO;
-			return;
-		}
-		done += (size_t)n;
-	}
+	s->rc = path_pwrite_all(cache_partial_fd(s->pf->part), s->buf, s->len,
+				s->idx * s->p->o->block_size);
 }
 
 static void work_read_store(uv_work_t *w)
@@ -378,6 +367,10 @@ static void block_done(uv_work_t *w, int status)
 			    p, rc,
 			    "%s: %s changed while it was read; pull again for a consistent version",
 			    p->src->uri.raw, f->path);
+		else if (sb_no_space(rc))
+			set_error(p, rc, "no space left on the cache %s%s (storing %s: %s)",
+				  cache_dir(p->c), rc == -EDQUOT ? " within the disk quota" : "",
+				  f->path, sb_strerror(rc));
 		else
 			set_error(p, rc, "%s: block %llu: %s", f->path, (unsigned long long)s->idx,
 				  p->src->error_detail ? p->src->error_detail : sb_strerror(rc));
@@ -622,10 +615,28 @@ out:
 	buf_close(&enc);
 }
 
+/* The disk is full: the partials of files not complete only hold space
+ * that the index needs to record the complete ones (and the next attempt
+ * needs), so they go first. Kept, they made that record fail too, and a
+ * file already sealed into an object was left out of the index: read from
+ * the source again by the next pull instead of reused. Nothing runs. */
+static void free_space(struct pull *p)
+{
+	for (size_t i = 0; i < p->nfiles; i++) {
+		struct pfile *pf = &p->files[i];
+		if (pf->part && !pf->sealed) {
+			cache_partial_discard(pf->part);
+			pf->part = NULL;
+		}
+	}
+}
+
 static void maybe_done(struct pull *p)
 {
 	if (p->finished || !p->listed || p->inflight || p->syncs)
 		return;
+	if (sb_no_space(p->rc))
+		free_space(p);
 	if (p->nready) {
 		flush_ready(p); /* maybe_done runs again when it is through */
 		return;
@@ -815,7 +826,7 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 		 * then they only hold space that the next attempt needs; and
 		 * when the source found a download corrupt, whose blocks must
 		 * not be resumed into a file nobody can check any more. */
-		if (p.rc == -ENOSPC || p.rc == SB_ECORRUPT)
+		if (sb_no_space(p.rc) || p.rc == SB_ECORRUPT)
 			cache_partial_discard(pf->part);
 		else
 			cache_partial_close(pf->part);

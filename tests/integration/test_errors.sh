@@ -40,14 +40,44 @@ if mount -t tmpfs -o size=24m tmpfs "$T/small" 2>/dev/null; then
 	SD=$T/small/data DD=$T/small/dst
 	check "small version fits" "$SYNCBIT" pull "$S" --to "$DD" --data "$SD"
 	head -c $((40 * 1024 * 1024)) /dev/urandom >"$S/a.bin"
-	expect_fail "disk full is one clear line" 1 "No space left" "$SYNCBIT" pull "$S" --to "$DD" --data "$SD"
+	expect_fail "disk full is one clear line" 1 "no space left on the cache $SD \(storing a.bin: No space left" \
+		"$SYNCBIT" pull "$S" --to "$DD" --data "$SD"
 	check "the published file is still the old, complete version" test "$(stat -c %s "$DD/a.bin")" -eq 300000
 	check "no temp files left in the target" test -z "$(find "$DD" -name '.syncbit-tmp*')"
 	head -c 300000 /dev/urandom >"$S/a.bin"
 	check "after freeing the input, the pull succeeds" "$SYNCBIT" pull "$S" --to "$DD" --data "$SD"
 	check "new content published" cmp "$S/a.bin" "$DD/a.bin"
+	# A file finished before the disk filled is indexed (the unfinished
+	# ones make room first), so the next pull reuses it.
+	S2=$T/src2
+	mkdir -p "$S2"
+	head -c $((1024 * 1024)) /dev/urandom >"$S2/done.bin"
+	head -c $((40 * 1024 * 1024)) /dev/urandom >"$S2/zz-big.bin"
+	expect_fail "disk full again" 1 "no space left on the cache" \
+		"$SYNCBIT" pull "$S2" --to "$DD/two" --data "$SD/two"
+	rm "$S2/zz-big.bin"
+	"$SYNCBIT" pull "$S2" --to "$DD/two" --data "$SD/two" --json >"$T/reuse.json"
+	check "a file finished before the disk filled is reused" \
+		test "$(json_field "$T/reuse.json" bytes_reused)" -eq $((1024 * 1024))
 else
 	echo "  skip disk full: mount not permitted here"
+fi
+
+# A full target on another filesystem, written by the read/write copy that
+# stands in where copy_file_range cannot cross filesystems: it says no
+# space, and where, not "Input/output error".
+mkdir -p "$T/tiny"
+if cc -shared -fPIC -o "$T/nocfr.so" "$FIXTURES/no_copy_file_range.c" 2>"$T/cc.err" &&
+	mount -t tmpfs -o size=2500k tmpfs "$T/tiny" 2>/dev/null; then
+	CLEANUPS+=("umount -l '$T/tiny'")
+	head -c $((5 * 1024 * 1024)) /dev/urandom >"$T/big5"
+	mkdir -p "$T/src5" && mv "$T/big5" "$T/src5/big.bin"
+	expect_fail "a full target says so, naming it" 1 "no space left on $T/tiny/out \(copy big.bin: No space left" \
+		env LD_PRELOAD="$T/nocfr.so" "$SYNCBIT" pull "$T/src5" --to "$T/tiny/out" --data "$T/data5"
+	check "  ... not an I/O error" sh -c "! grep -q 'Input/output' '$T/.err'"
+	check "no temp files left in the full target" test -z "$(find "$T/tiny" -name '.syncbit-tmp*')"
+else
+	echo "  skip full target: mount or cc not available here"
 fi
 
 # Corruption: flip a byte in a cache object keeping its mtime (so only a
