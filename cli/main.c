@@ -10,6 +10,7 @@
 #include "common/version.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/uri.h"
 #include "common/path.h"
 
 static int cmd_version(int argc, char **argv)
@@ -82,16 +83,19 @@ static int cmd_help(int argc, char **argv)
 	return EXIT_OK;
 }
 
-/* One line on stderr: prefix, then the message with control characters
- * escaped (names from sources and peers may hold any byte). */
+/* One line on stderr: prefix, then the message with the credentials of
+ * URLs redacted and control characters escaped (names from sources and
+ * peers may hold any byte). */
 static void print_line(const char *prefix, const char *fmt, va_list ap)
 {
 	struct buf msg = BUF_INIT, line = BUF_INIT;
 	buf_vprintf(&msg, fmt, ap);
+	char *red = uri_redact(buf_cstr(&msg));
+	size_t n = strlen(red);
 	buf_append_str(&line, prefix);
-	buf_reserve(&line, 4 * msg.len + 2);
-	line.len += log_escape((char *)line.ptr + line.len, line.cap - line.len,
-			       (const char *)msg.ptr, msg.len);
+	buf_reserve(&line, 4 * n + 2);
+	line.len += log_escape((char *)line.ptr + line.len, line.cap - line.len, red, n);
+	free(red);
 	buf_append_str(&line, "\n");
 	fflush(stdout);
 	if (write(2, line.ptr, line.len) < 0) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/uri.h"
 
 /* A message longer than this is cut and marked; logging must not allocate,
  * since the allocator's failure path (fatal) logs. */
@@ -276,6 +277,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	char msg[LOG_MSG_MAX];
 	char buf[LOG_LINE_MAX];
 	struct line l = {buf, 0, sizeof buf, 0};
+	char red[LOG_MSG_MAX];
 	int saved_errno = errno;
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
 	size_t mlen;
@@ -283,7 +285,11 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	if (n < 0)
 		n = 0;
 	mlen = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+	/* Source URLs may carry presigned credentials: never in a log. */
 	int cut = (size_t)n > mlen;
+	mlen = uri_redact_text(red, sizeof red, msg, mlen);
+	cut |= mlen + 1 >= sizeof red;
+	memcpy(msg, red, mlen + 1);
 
 	if (log_format == LOG_FORMAT_JSON) {
 		line_puts(&l, "{\"ts\":\"");

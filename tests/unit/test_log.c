@@ -134,6 +134,26 @@ static void test_escape_helper(void **state)
 	assert_string_equal(out, "ab\\x1b");
 }
 
+/* Source URLs in messages lose their credentials, in both formats. */
+static void test_urls_redacted(void **state)
+{
+	struct capture c;
+	char *out;
+
+	log_setup(LOG_WARN, LOG_FORMAT_TEXT);
+	capture_start(&c);
+	log_warn("GET https://u:pw@h/m.bin?X-Amz-Signature=c0ffee&x=1: HTTP 403");
+	log_setup(LOG_WARN, LOG_FORMAT_JSON);
+	log_warn("source %s", "https://h/m.bin?sig=c0ffee");
+	out = capture_end(&c);
+	assert_null(strstr(out, "c0ffee"));
+	assert_null(strstr(out, "pw"));
+	assert_non_null(
+	    strstr(out, "GET https://REDACTED@h/m.bin?X-Amz-Signature=REDACTED&x=1: HTTP 403\n"));
+	assert_non_null(strstr(out, "\"msg\":\"source https://h/m.bin?sig=REDACTED\"}"));
+	free(out);
+}
+
 static json_t *parse_line(const char *line)
 {
 	json_error_t err;
@@ -390,6 +410,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_text_lines_exact, teardown),
 	    cmocka_unit_test_teardown(test_text_escapes_controls, teardown),
 	    cmocka_unit_test(test_escape_helper),
+	    cmocka_unit_test_teardown(test_urls_redacted, teardown),
 	    cmocka_unit_test_teardown(test_json_escaping, teardown),
 	    cmocka_unit_test_teardown(test_json_invalid_utf8_replaced, teardown),
 	    cmocka_unit_test_teardown(test_long_message_truncated, teardown),
