@@ -72,8 +72,11 @@ if cc -shared -fPIC -o "$T/nocfr.so" "$FIXTURES/no_copy_file_range.c" 2>"$T/cc.e
 	CLEANUPS+=("umount -l '$T/tiny'")
 	head -c $((5 * 1024 * 1024)) /dev/urandom >"$T/big5"
 	mkdir -p "$T/src5" && mv "$T/big5" "$T/src5/big.bin"
+	PRE=$T/nocfr.so
+	asan=$(ldd "$SYNCBIT" 2>/dev/null | awk '/libasan/ { print $3 }')
+	[ -n "$asan" ] && PRE="$asan:$PRE" # the sanitizer build wants its runtime first
 	expect_fail "a full target says so, naming it" 1 "no space left on $T/tiny/out \(copy big.bin: No space left" \
-		env LD_PRELOAD="$T/nocfr.so" "$SYNCBIT" pull "$T/src5" --to "$T/tiny/out" --data "$T/data5"
+		env LD_PRELOAD="$PRE" "$SYNCBIT" pull "$T/src5" --to "$T/tiny/out" --data "$T/data5"
 	check "  ... not an I/O error" sh -c "! grep -q 'Input/output' '$T/.err'"
 	check "no temp files left in the full target" test -z "$(find "$T/tiny" -name '.syncbit-tmp*')"
 else
