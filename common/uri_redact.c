@@ -27,10 +27,12 @@ static const char *const secret_params[] = {
     "apikey",
     "key",
     "password",
+    "passwd",
     "secret",
     "client_secret",
     "auth",
     "x-auth-token",
+    "webidentitytoken",
 };
 
 struct redact_out {
