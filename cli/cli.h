@@ -15,8 +15,11 @@ struct cli_cmd {
 	int (*run)(int argc, char **argv);
 };
 
-/* Print "syncbit: <msg>" on stderr (one line). */
+/* Print "syncbit: <msg>" on stderr: one line, control characters escaped
+ * (log_escape). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same without the prefix, for progress lines. */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Parse argv into cfg with the common keys applied (log level/format).
  * Returns 0, or EXIT_USAGE after printing the error and usage. */
 int cli_parse(struct config *cfg, const struct config_key *keys, const char *usage, int argc,
@@ -82,13 +85,15 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of
  * pull, sync and scheduler, read by cli_source_limits. */
-#define CLI_SOURCE_LIMIT_KEYS                                                               \
-	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this"}, \
-	    {"max-dataset-size", "64TiB", 0,                                                \
-	     "refuse a source whose files add up to more than this"},                       \
-	{                                                                                   \
-		"max-files", "1048576", 0,                                                  \
-		    "refuse a source that lists more entries than this (at most 4194304)"   \
+#define CLI_SOURCE_LIMIT_KEYS                                                                \
+	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this"},  \
+	    {"max-dataset-size", "64TiB", 0,                                                 \
+	     "refuse a source whose files add up to more than this"},                        \
+	    {"max-files", "1048576", 0,                                                      \
+	     "refuse a source that lists more entries than this (at most 4194304)"},         \
+	{                                                                                    \
+		"max-unsized-seconds", "1800", 0,                                            \
+		    "give up on an HTTP body without a length that goes on longer than this" \
 	}
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */

@@ -1,9 +1,12 @@
 /* syncbit verify and gc: local cache maintenance. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent/cache.h"
 #include "agent/verify.h"
@@ -24,6 +27,55 @@ static const struct config_key gc_keys[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The command line of process pid, arguments joined by spaces, into out. */
+static void cmdline_of(int pid, char *out, size_t cap)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	out[0] = '\0';
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, out, cap - 1);
+	close(fd);
+	if (n <= 0)
+		n = 0;
+	while (n > 0 && out[n - 1] == '\0')
+		n--;
+	out[n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if (out[i] == '\0')
+			out[i] = ' ';
+}
+
+/* The cache for a maintenance command. verify and gc must not wait,
+ * silent, for a daemon that holds the data directory for as long as it
+ * runs: they say who holds it. 0, or EXIT_FAIL after the message. */
+static int open_cache_now(const char *cmd, const char *data, uint64_t size, const char *advice,
+			  struct cache **c)
+{
+	int holder = 0;
+	int err = cache_open_nowait(data, size, c, &holder);
+	if (err == 0)
+		return 0;
+	if (err != -EBUSY) {
+		cli_error("%s: cache %s: %s", cmd, data, sb_strerror(err));
+		return EXIT_FAIL;
+	}
+	char line[256], pid[32] = "";
+	cmdline_of(holder, line, sizeof line);
+	if (holder)
+		snprintf(pid, sizeof pid, " (pid %d)", holder);
+	const char *sub = strchr(line, ' ');
+	if (sub && !strncmp(sub + 1, "daemon", 6) && (sub[7] == ' ' || !sub[7]))
+		cli_error("%s: %s is in use by a running agent%s; %s", cmd, data, pid, advice);
+	else
+		cli_error("%s: %s is in use by another syncbit process%s%s%s; run %s again once "
+			  "it is done",
+			  cmd, data, pid, line[0] ? ": " : "", line, cmd);
+	return EXIT_FAIL;
+}
+
 int cmd_verify(int argc, char **argv)
 {
 	const char *usage = "verify DIR|NAME [--data DIR] [--json]";
@@ -42,11 +94,9 @@ int cmd_verify(int argc, char **argv)
 	}
 	rc = EXIT_FAIL;
 	data = cli_data_dir(&cfg);
-	int err = cache_open(data, 0, &c);
-	if (err < 0) {
-		cli_error("verify: cache %s: %s", data, sb_strerror(err));
+	if (open_cache_now("verify", data, 0, "stop it, then run verify", &c))
 		goto out;
-	}
+	int err;
 	struct stat st;
 	int found = cache_dataset_get(c, pos[0], &d);
 	if (found <= 0 && stat(pos[0], &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -114,9 +164,9 @@ int cmd_gc(int argc, char **argv)
 	}
 	rc = EXIT_FAIL;
 	data = cli_data_dir(&cfg);
-	int err = cache_open(data, size, &c);
-	if (err == 0)
-		err = cache_evict(c, size, &n, &b);
+	if (open_cache_now("gc", data, size, "stop it, or let it evict (daemon --cache-size)", &c))
+		goto out;
+	int err = cache_evict(c, size, &n, &b);
 	if (err < 0) {
 		cli_error("gc: cache %s: %s", data, sb_strerror(err));
 		goto out;

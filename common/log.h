@@ -3,6 +3,8 @@
 #ifndef SYNCBIT_LOG_H
 #define SYNCBIT_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
@@ -18,6 +20,14 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/* Copy s[0..n) into out (cap bytes, NUL-terminated, cut before an escape
+ * that does not fit) with every control character escaped: \n \r \t as
+ * such, ESC, the other C0 codes and DEL as \xNN, so a message stays one
+ * line and a name cannot drive the terminal. Text log lines go through
+ * it; so do the CLI's error lines. Returns the length written; 4n + 1
+ * bytes always suffice. No allocation. */
+size_t log_escape(char *out, size_t cap, const char *s, size_t n);
 
 /* A broken invariant or failed allocation: log and abort(). Never for input. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
