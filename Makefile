@@ -109,7 +109,8 @@ fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile
 
 # Performance benchmarks (bench/README.md); each prints its ratio last.
-# bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps.
+# bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps
+# (which hold containerd, docker-registry and skopeo for image-pull).
 bench-deps:
 	@./bench/deps.sh
 
@@ -121,6 +122,7 @@ bench: bench-deps
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-s3
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/peer-pair
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/cluster
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/image-pull
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
