@@ -152,7 +152,7 @@ static int take_lock(struct cache *c)
 		return 0;
 	if (errno != EWOULDBLOCK)
 		return -errno;
-	log_info("%s: another syncbit process uses this data directory; waiting", c->dir);
+	log_warn("%s: another syncbit process uses this data directory; waiting", c->dir);
 	return flock(c->lock_fd, LOCK_EX) == 0 ? 0 : -errno;
 }
 
