@@ -655,8 +655,11 @@ static void on_close(struct conn *c, int status)
 		struct cluster_node *n = cl->node;
 		n->conn = NULL;
 		cluster_node_flush(&s->cluster, n);
-		log_info("node %s disconnected%s%s", n->name, status ? ": " : "",
-			 status ? (conn_error(c)[0] ? conn_error(c) : sb_strerror(status)) : "");
+		if (status)
+			log_warn("node %s: connection lost: %s", n->name,
+				 conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
+		else
+			log_info("node %s disconnected", n->name);
 		server_sync(s);
 	}
 	server_client_release(cl);

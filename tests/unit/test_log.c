@@ -138,7 +138,8 @@ static void test_limited_lines(void **state)
 	assert_int_equal(count(out, "warn: peer a unreachable\n"), 1);
 	assert_int_equal(count(out, "warn: peer b unreachable\n"), 1);
 	assert_int_equal(
-	    count(out, "warn: peer a unreachable (repeated 5 times since it was last logged)\n"), 1);
+	    count(out, "warn: peer a unreachable (repeated 5 times since it was last logged)\n"),
+	    1);
 	assert_null(strstr(out, "below the level"));
 	free(out);
 }
