@@ -406,6 +406,38 @@ static void start_fetch(struct daemon *d, struct dset *s)
 
 static void remove_set(struct daemon *d, size_t i);
 
+/* The hashes f knows, as (blocks, hashes) for fetch_add_hashes: a fetch
+ * started again from the last Assign gets those learnt after it. */
+static size_t known_hashes(const struct fetch *f, struct buf *blocks, struct buf *hashes)
+{
+	static const uint8_t zero[HASH_LEN];
+	for (uint32_t b = 0; b < fetch_nblocks(f); b++) {
+		const struct hash_id *h = fetch_block_hash(f, b);
+		if (!memcmp(h->b, zero, HASH_LEN))
+			continue;
+		buf_append(blocks, &b, sizeof b);
+		buf_append(hashes, h->b, HASH_LEN);
+	}
+	return blocks->len / sizeof(uint32_t);
+}
+
+/* Start s's fetch again from its last Assign, with the hashes the failed
+ * fetch had learnt since. */
+static void restart_fetch(struct daemon *d, struct dset *s)
+{
+	struct buf blocks = BUF_INIT, hashes = BUF_INIT;
+	size_t n = s->cur ? known_hashes(s->cur, &blocks, &hashes) : 0;
+	uint8_t vid[HASH_LEN] = {0};
+	if (s->cur)
+		memcpy(vid, fetch_version_id(s->cur), HASH_LEN);
+	drop_fetch(d, &s->cur);
+	start_fetch(d, s);
+	if (n && s->cur && !memcmp(fetch_version_id(s->cur), vid, HASH_LEN))
+		fetch_add_hashes(s->cur, (const uint32_t *)blocks.ptr, hashes.ptr, n);
+	buf_close(&blocks);
+	buf_close(&hashes);
+}
+
 static void retry_tick(uv_timer_t *t)
 {
 	struct daemon *d = t->data;
@@ -430,8 +462,7 @@ static void retry_tick(uv_timer_t *t)
 		if (!s->retry_at_ms || now < s->retry_at_ms)
 			continue;
 		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
-		drop_fetch(d, &s->cur);
-		start_fetch(d, s);
+		restart_fetch(d, s);
 	}
 }
 
@@ -461,6 +492,16 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	return 0;
 }
 
+/* The latest Assign of s's version, packed: a fetch that failed starts
+ * again from it. */
+static void keep_assign(struct dset *s, const uint8_t *body, size_t len)
+{
+	free(s->assign);
+	s->assign = xmalloc(len ? len : 1);
+	memcpy(s->assign, body, len);
+	s->assign_len = len;
+}
+
 static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
@@ -486,8 +527,10 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
 		/* The same version again (a reconnect): hashes sent while this
 		 * node was away are in the manifest, and there is a new plan;
-		 * the scheduler hears what this node holds that it lacks. */
+		 * the scheduler hears what this node holds that it lacks. A
+		 * retry after a failure starts from this Assign, not the first. */
 		take_assign(d, s, a);
+		keep_assign(s, body, len);
 		update_peers(d);
 		goto out;
 	}
@@ -502,10 +545,7 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	} else {
 		drop_fetch(d, &s->cur);
 	}
-	free(s->assign);
-	s->assign = xmalloc(len ? len : 1);
-	memcpy(s->assign, body, len);
-	s->assign_len = len;
+	keep_assign(s, body, len);
 	update_peers(d);
 	start_fetch(d, s);
 out:

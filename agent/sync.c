@@ -105,6 +105,39 @@ static void report(const struct sync_options *o, const struct sync_report *r)
 		o->report(r, o->arg);
 }
 
+static enum sync_status item_status(const struct sync_options *o, int rc)
+{
+	return rc == SB_ECANCELED && stopped(o) ? SYNC_STOPPED : rc < 0 ? SYNC_FAILED : SYNC_OK;
+}
+
+/* Copy one item's images to the registry its target names. */
+static int run_oci_item(struct cache *c, const struct sync_options *o, unsigned run,
+			const struct sync_item *it)
+{
+	struct pull_options po = o->pull;
+	struct sync_oci_options so = o->oci;
+	struct pull_result pr;
+	struct sync_oci_result r;
+	po.source = it->source;
+	po.target = NULL;
+	po.layout = NULL;
+	po.stop = o->stop;
+	so.dest = it->target;
+	int rc = sync_oci_run(c, &po, &so, &pr, &r);
+	struct sync_report rep = {
+	    .run = run,
+	    .status = item_status(o, rc),
+	    .item = it,
+	    .result = pr.source ? &pr : NULL,
+	    .oci = &r,
+	    .error = r.error,
+	};
+	report(o, &rep);
+	pull_result_close(&pr);
+	sync_oci_result_close(&r);
+	return rc;
+}
+
 /* Pull one item, then load it into Triton when asked. */
 static int run_item(struct cache *c, const struct sync_options *o, unsigned run,
 		    const struct sync_item *it)
@@ -139,9 +172,7 @@ static int run_item(struct cache *c, const struct sync_options *o, unsigned run,
 	}
 	struct sync_report rep = {
 	    .run = run,
-	    .status = rc == SB_ECANCELED && stopped(o) ? SYNC_STOPPED
-		      : rc < 0			       ? SYNC_FAILED
-						       : SYNC_OK,
+	    .status = item_status(o, rc),
 	    .item = it,
 	    .result = &r,
 	    .layout = &l,
@@ -215,7 +246,10 @@ static int run_once(const struct sync_cache *sc, const struct sync_options *o, u
 		free(error);
 	}
 	for (size_t i = 0; c && i < list.n && !stopped(o); i++) {
-		rc = run_item(c, o, run, &list.items[i]);
+		if (sync_oci_is_dest(list.items[i].target))
+			rc = run_oci_item(c, o, run, &list.items[i]);
+		else
+			rc = run_item(c, o, run, &list.items[i]);
 		if (rc < 0 && status == 0)
 			status = rc;
 	}

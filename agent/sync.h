@@ -1,5 +1,6 @@
 /* Sync: the rsync + cron sidecar as one process. Each run pulls every item
- * (a source into a target directory) with pull_run; runs happen at start,
+ * (a source into a target directory) with pull_run, or copies images to a
+ * registry when the target is oci:// (agent/sync_oci.h); runs happen at start,
  * when a cron schedule fires (agent/cron.h), or once. One run at a time
  * across processes (flock on a lock file); a failed run is reported and the
  * schedule goes on; a stop request lets the files in flight finish and
@@ -16,6 +17,7 @@
 #include "agent/cron.h"
 #include "agent/layout.h"
 #include "agent/pull.h"
+#include "agent/sync_oci.h"
 #include "common/buf.h"
 
 /* A list file is read whole; one larger is refused. */
@@ -68,9 +70,10 @@ struct sync_report {
 	unsigned run;
 	enum sync_status status;
 	const struct sync_item *item;
-	const struct pull_result *result; /* NULL unless the pull ran */
-	const struct layout *layout;	  /* counters and path after the pull */
-	const char *error;		  /* one line, or NULL */
+	const struct pull_result *result;  /* NULL unless the pull ran */
+	const struct layout *layout;	   /* counters and path after the pull */
+	const struct sync_oci_result *oci; /* an oci:// target's images, or NULL */
+	const char *error;		   /* one line, or NULL */
 };
 
 struct sync_options {
@@ -85,9 +88,10 @@ struct sync_options {
 	int run_on_start; /* also when a schedule is @reboot */
 	int once;	  /* one run, waiting for the lock, then return */
 	const char *lock_path;
-	struct pull_options pull; /* template; source, target, name, layout set per item */
-	struct layout layout;	  /* template; prune = --delete */
-	const char *triton_url;	  /* load each model after its pull */
+	struct pull_options pull;    /* template; source, target, name, layout set per item */
+	struct layout layout;	     /* template; prune = --delete */
+	const char *triton_url;	     /* load each model after its pull */
+	struct sync_oci_options oci; /* an oci:// target; dest set per item */
 	volatile sig_atomic_t *stop;
 	void (*report)(const struct sync_report *r, void *arg);
 	void *arg;

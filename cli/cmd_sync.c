@@ -1,6 +1,7 @@
 /* syncbit sync SRC DST: the rsync + cron sidecar. Honours its environment
  * (SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE); flags
- * override it. Also --layout for pull and sync. */
+ * override it. Also --layout for pull and sync. A DST of oci:// copies
+ * images from one registry to another (agent/sync_oci.h). */
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "common/registry_push.h"
 #include "common/version.h"
 
 /* The sidecar's defaults (its README's table). */
@@ -45,6 +47,11 @@ const struct config_key cli_sync_keys[] = {
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)", "SIZE", 0},
     {"retries", "5", 0, "retries per request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
+    {"dest-registry-user", NULL, 0,
+     "oci:// DST: credentials (default $DEST_REGISTRY_AUTH, else as the source's)", "USER:PASSWORD",
+     0},
+    {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large",
+     "SIZE", 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
@@ -233,10 +240,94 @@ static void report_json(const struct sync_report *r)
 	json_decref(o);
 }
 
+static json_t *oci_tag_json(const struct sync_oci_tag *t)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "tag", t->tag ? json_string(t->tag) : json_null());
+	json_object_set_new(o, "digest", json_string(t->digest));
+	json_object_set_new(o, "status", json_string(t->copied ? "copied" : "up_to_date"));
+	json_object_set_new(o, "blobs_uploaded", json_integer((json_int_t)t->uploaded));
+	json_object_set_new(o, "blobs_mounted", json_integer((json_int_t)t->mounted));
+	json_object_set_new(o, "blobs_present", json_integer((json_int_t)t->present));
+	json_object_set_new(o, "bytes_uploaded", json_integer((json_int_t)t->bytes));
+	return o;
+}
+
+/* One object per run of an oci:// target: every image, then the sums. */
+static void report_oci_json(const struct sync_report *r)
+{
+	const struct sync_oci_result *x = r->oci;
+	const struct pull_result *p = r->result;
+	json_t *o = json_object(), *tags = json_array();
+	json_object_set_new(o, "run", json_integer(r->run));
+	json_object_set_new(o, "status", json_string(status_names[r->status]));
+	json_object_set_new(o, "source", json_string(r->item->source));
+	json_object_set_new(o, "target", json_string(r->item->target));
+	for (size_t i = 0; i < x->ntags; i++)
+		json_array_append_new(tags, oci_tag_json(&x->tags[i]));
+	json_object_set_new(o, "tags", tags);
+	json_object_set_new(o, "copied", json_integer((json_int_t)x->copied));
+	json_object_set_new(o, "up_to_date", json_integer((json_int_t)x->up_to_date));
+	json_object_set_new(o, "blobs_uploaded", json_integer((json_int_t)x->uploaded));
+	json_object_set_new(o, "blobs_mounted", json_integer((json_int_t)x->mounted));
+	json_object_set_new(o, "blobs_present", json_integer((json_int_t)x->present));
+	json_object_set_new(o, "bytes_uploaded", json_integer((json_int_t)x->bytes));
+	json_object_set_new(o, "bytes_from_source",
+			    json_integer((json_int_t)(p ? p->bytes_from_source : 0)));
+	json_object_set_new(o, "bytes_read", json_integer((json_int_t)(p ? p->bytes_read : 0)));
+	json_object_set_new(o, "seconds", jsonfmt_seconds(x->seconds));
+	if (r->error)
+		json_object_set_new(o, "error", json_string(r->error));
+	char *s = jsonfmt_dumps(o);
+	printf("%s\n", s);
+	free(s);
+	json_decref(o);
+}
+
+/* A line per image, then the run's sums. */
+static void report_oci_text(const struct sync_report *r)
+{
+	const struct sync_oci_result *x = r->oci;
+	const struct pull_result *p = r->result;
+	const char *dest = x->dest ? x->dest : r->item->target;
+	for (size_t i = 0; i < x->ntags; i++) {
+		const struct sync_oci_tag *t = &x->tags[i];
+		printf("sync run %u: %s %s -> %s%s%s (%s): blobs uploaded=%llu mounted=%llu "
+		       "present=%llu bytes=%llu\n",
+		       r->run, t->tag ? t->tag : t->digest, t->copied ? "copied" : "up to date",
+		       dest, t->tag ? ":" : "@", t->tag ? t->tag : t->digest, t->digest,
+		       (unsigned long long)t->uploaded, (unsigned long long)t->mounted,
+		       (unsigned long long)t->present, (unsigned long long)t->bytes);
+	}
+	if (r->status != SYNC_OK)
+		return;
+	printf("sync run %u: ok %s -> %s: images=%zu copied=%llu up_to_date=%llu "
+	       "blobs_uploaded=%llu blobs_mounted=%llu blobs_present=%llu bytes_uploaded=%llu "
+	       "bytes_read=%llu seconds=%.2f\n",
+	       r->run, r->item->source, r->item->target, x->ntags, (unsigned long long)x->copied,
+	       (unsigned long long)x->up_to_date, (unsigned long long)x->uploaded,
+	       (unsigned long long)x->mounted, (unsigned long long)x->present,
+	       (unsigned long long)x->bytes, (unsigned long long)(p ? p->bytes_read : 0),
+	       x->seconds);
+}
+
 static void report(const struct sync_report *r, void *arg)
 {
 	const int *json = arg;
 	const struct pull_result *p = r->result;
+	if (r->oci) {
+		if (*json)
+			report_oci_json(r);
+		else
+			report_oci_text(r);
+		if (r->status == SYNC_FAILED)
+			cli_error("sync run %u: %s -> %s: %s", r->run, r->item->source,
+				  r->item->target, r->error ? r->error : "failed");
+		else if (r->status == SYNC_STOPPED && !*json)
+			printf("sync run %u: stopped: %s\n", r->run, r->error ? r->error : "");
+		fflush(stdout);
+		return;
+	}
 	if (*json)
 		report_json(r);
 	if (r->status == SYNC_FAILED) {
@@ -327,6 +418,56 @@ static int read_options(struct config *cfg, struct sync_options *so, uint64_t *c
 	return 0;
 }
 
+/* The checks and options of a registry DST (oci://). 0 (also for any
+ * other DST) or EXIT_USAGE. */
+static int oci_target(struct config *cfg, struct sync_options *so, const char *src, const char *dst)
+{
+	struct sync_oci_dest d;
+	char *why = NULL;
+	const char *user = config_get(cfg, "dest-registry-user");
+	if (!sync_oci_is_dest(dst))
+		return 0;
+	const char *wrong = so->layout.prune		      ? "--delete"
+			    : so->layout.kind != LAYOUT_PLAIN ? "--layout"
+			    : config_get(cfg, "triton-url")   ? "--triton-url"
+							      : NULL;
+	if (so->list) {
+		cli_error("--list takes a directory DST, not a registry (%s)", dst);
+		return EXIT_USAGE;
+	}
+	if (!sync_oci_is_dest(src)) {
+		cli_error("sync to a registry (%s) takes an oci:// SRC, not %s", dst, src);
+		return EXIT_USAGE;
+	}
+	if (wrong) {
+		cli_error("%s is not supported when DST is a registry (oci://)", wrong);
+		return EXIT_USAGE;
+	}
+	if (sync_oci_dest_parse(dst, NULL, &d, &why) < 0) {
+		cli_error("%s", why);
+		free(why);
+		return EXIT_USAGE;
+	}
+	int tagged = d.tag[0] != '\0';
+	sync_oci_dest_close(&d);
+	if (tagged && config_get(cfg, "tag-regex")) {
+		cli_error("DST %s names a tag: it takes one SRC image, not --tag-regex", dst);
+		return EXIT_USAGE;
+	}
+	if (!user)
+		user = env("DEST_REGISTRY_AUTH");
+	if (user && config_get(cfg, "dest-registry-user") && !strchr(user, ':')) {
+		cli_error("--dest-registry-user: expected user:password");
+		return EXIT_USAGE;
+	}
+	so->oci.dest_auth = user;
+	if (config_get_size(cfg, "push-chunk", PUSH_CHUNK_MIN, UINT32_MAX, &so->oci.chunk) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
 int cmd_sync(int argc, char **argv)
 {
 	struct config cfg;
@@ -346,7 +487,8 @@ int cmd_sync(int argc, char **argv)
 	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)) ||
 	    (rc = read_options(&cfg, &so, &cache_size)) ||
 	    (rc = cli_source_dataset(&cfg, so.list ? NULL : src, &src_with)) ||
-	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)))
+	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
+	    (rc = oci_target(&cfg, &so, src, dst)))
 		goto out;
 	/* Each item of a list has its own cache name, repo and model. */
 	const char *per_item = !so.list			   ? NULL
@@ -364,7 +506,7 @@ int cmd_sync(int argc, char **argv)
 	so.arg = &json;
 	so.triton_url = config_get(&cfg, "triton-url");
 	so.pull.progress = so.once && !json && isatty(2);
-	target = cli_abs_path(dst);
+	target = sync_oci_is_dest(dst) ? xstrdup(dst) : cli_abs_path(dst);
 	so.source = src_with ? src_with : src;
 	so.target = target;
 	so.list_options.flat = so.layout.kind != LAYOUT_PLAIN;

@@ -25,8 +25,12 @@ const struct cli_cmd cli_commands[] = {
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
      "[--layout plain|hf-cache|triton] [--json]\n"
      "  syncbit sync --list FILE DST [...]  "
-     "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)",
-     "pull SRC into DST on a cron schedule, one run at a time", cli_sync_keys, cmd_sync},
+     "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
+     "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
+     "[--platform OS/ARCH] [--schedule CRON] [--once] [--json]",
+     "pull SRC into DST on a cron schedule, one run at a time (or copy images between "
+     "registries)",
+     cli_sync_keys, cmd_sync},
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] "

@@ -187,7 +187,9 @@ void http_req_retry(struct http_req *r, int code, const char *fmt, ...)
 	if (r->progress_reset && r->count >= r->progress_reset)
 		r->failures = 0;
 	r->failures++;
-	if (r->failures > (unsigned)c->retries) {
+	if (r->once) {
+		http_req_fail(r, code, "%s", buf_cstr(&what));
+	} else if (r->failures > (unsigned)c->retries) {
 		http_req_fail(r, code, "%s (gave up after %u %s)", buf_cstr(&what), r->failures,
 			      progress_noun(r->failures, "attempt", "attempts"));
 	} else {

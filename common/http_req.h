@@ -103,6 +103,9 @@ struct http_req {
 	unsigned failures; /* failed attempts (since real progress) */
 	/* Progress in one attempt that forgives earlier failures; 0: none. */
 	uint64_t progress_reset;
+	/* No retries: the first failed attempt ends r (an upload step whose
+	 * owner starts over from a new session instead). */
+	int once;
 	int checked; /* the response was judged at its first body byte */
 	int discard; /* an error response: drain it, store nothing */
 	int verdict; /* < 0: a write callback refused the response */
@@ -147,7 +150,7 @@ void http_req_fail(struct http_req *r, int code, const char *fmt, ...)
 int http_req_refuse(struct http_req *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Another attempt after a backoff, or, when the retries are used up, a
- * failure "why (gave up after N attempts)". */
+ * failure "why (gave up after N attempts)"; with r->once, a failure "why". */
 void http_req_retry(struct http_req *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Cancel r: a request not yet called back will report SB_ECANCELED. */

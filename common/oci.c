@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -621,4 +622,19 @@ char *oci_source_with(const char *source, const char *platform, const char *tag_
 		oci_append_escaped(&b, tag_regex);
 	}
 	return buf_steal(&b);
+}
+
+char *oci_credentials(const char *auth)
+{
+	unsigned char raw[OCI_AUTH_MAX + 1];
+	size_t n = 0;
+	if (strlen(auth) > OCI_AUTH_MAX)
+		return NULL;
+	if (strchr(auth, ':'))
+		return xstrdup(auth);
+	if (sodium_base642bin(raw, OCI_AUTH_MAX, auth, strlen(auth), "\n\r ", &n, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    !memchr(raw, ':', n) || memchr(raw, '\0', n))
+		return NULL;
+	return xstrndup((const char *)raw, n);
 }

@@ -28,6 +28,7 @@
 #define OCI_LAYOUT_FILE	   "{\"imageLayoutVersion\":\"1.0.0\"}"
 #define OCI_TOKEN_MAX	   (64u << 10)
 #define OCI_CHALLENGE_MAX  1024
+#define OCI_AUTH_MAX	   1024 /* user:password */
 
 struct oci_platform {
 	char os[OCI_PLATFORM_PART];
@@ -122,6 +123,10 @@ char *oci_layout_index(const struct oci_layout_ref *refs, size_t n);
 int oci_host_is_loopback(const char *hostport);
 /* 1 when host[:port] is in a comma-separated list of host or host:port. */
 int oci_host_listed(const char *hostport, const char *list);
+
+/* Registry credentials as user:password (heap), from that form or Docker's
+ * base64 of it (the "auth" of config.json); NULL when auth is neither. */
+char *oci_credentials(const char *auth);
 
 /* Append s percent-encoded for a URL query value (unreserved and '/' kept). */
 void oci_append_escaped(struct buf *b, const char *s);

@@ -13,12 +13,14 @@
 #define ERROR_KEEP     4096 /* error body kept for the message */
 #define TOKEN_SLACK_MS 5000
 #define AUTH_TRIES     2
+#define LOCATION_MAX   8192 /* upload URLs carry the registry's state */
 
 struct registry {
 	struct http_client http; /* first: its close callback frees the registry */
 	char *repo;
 	char *userpwd;
 	char *insecure;
+	int push;
 	/* Auth. */
 	char *token;
 	unsigned token_gen;
@@ -53,6 +55,7 @@ static void req_free(struct registry_req *r)
 {
 	http_req_close(&r->base);
 	buf_close(&r->body);
+	free(r->location);
 	free(r->url);
 	free(r->detail);
 	free(r);
@@ -63,8 +66,14 @@ static void req_free(struct registry_req *r)
 static void describe(const struct http_req *b, struct buf *out)
 {
 	const struct registry_req *r = to_req((struct http_req *)b);
-	if (r->url)
+	if (r->kind == REGISTRY_CALL && r->url) {
+		/* An upload URL's query carries the registry's state: not shown. */
+		char *shown = http_url_for_messages(r->url);
+		buf_printf(out, "%s %s: ", r->call.method, shown ? shown : "(unparsable URL)");
+		free(shown);
+	} else if (r->url) {
 		buf_printf(out, "GET %s: ", r->url);
+	}
 }
 
 /* The outcome moves to the fields the caller reads. */
@@ -73,6 +82,7 @@ static void deliver(struct http_req *b)
 	struct registry_req *r = to_req(b);
 	r->status = b->status;
 	r->http_status = b->resp.status;
+	r->length = b->resp.content_length;
 	free(r->detail);
 	r->detail = b->detail;
 	b->detail = NULL;
@@ -166,8 +176,6 @@ static void status_failed(struct http_req *b)
 
 /* Headers and bodies. */
 
-/* Headers and bodies. */
-
 static void copy_value(char *dst, size_t cap, const char *line, size_t n, size_t name_len)
 {
 	const char *v = line + name_len;
@@ -187,6 +195,14 @@ static void on_header(struct http_req *b, const char *data, size_t n)
 	struct registry_req *r = to_req(b);
 	if (n >= 5 && !strncmp(data, "HTTP/", 5)) {
 		r->content_type[0] = r->docker_digest[0] = r->www_auth[0] = r->link[0] = '\0';
+		r->range[0] = '\0';
+		free(r->location);
+		r->location = NULL;
+	} else if (n > 9 && !strncasecmp(data, "location:", 9) && n < LOCATION_MAX) {
+		r->location = xmalloc(n);
+		copy_value(r->location, n, data, n, 9);
+	} else if (n > 6 && !strncasecmp(data, "range:", 6)) {
+		copy_value(r->range, sizeof r->range, data, n, 6);
 	} else if (n > 13 && !strncasecmp(data, "content-type:", 13)) {
 		copy_value(r->content_type, sizeof r->content_type, data, n, 13);
 	} else if (n > 22 && !strncasecmp(data, "docker-content-digest:", 22)) {
@@ -241,6 +257,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			buf_append(&r->body, data, n < ERROR_KEEP ? n : ERROR_KEEP);
 		return http_req_drain(&r->base, n);
 	}
+	if (r->kind == REGISTRY_CALL)
+		return n; /* nothing in a 2xx answer to a call is needed */
 	if (r->kind != REGISTRY_RANGE) {
 		if (r->body.len + n > r->body_max) {
 			http_req_refuse(&r->base, SB_ETOOBIG, "answer larger than %zu bytes",
@@ -289,6 +307,8 @@ static void done(struct http_req *b, CURLcode rc)
 static void set_auth(struct registry_req *r, CURL *e)
 {
 	struct registry *reg = r->reg;
+	if (r->kind == REGISTRY_CALL && r->call.anonymous)
+		return;
 	if (r->kind == REGISTRY_TOKEN) {
 		if (reg->userpwd) {
 			curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
@@ -303,6 +323,46 @@ static void set_auth(struct registry_req *r, CURL *e)
 	}
 }
 
+static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct registry_req *r = to_req(arg);
+	size_t n = r->call.body->read(r->call.body->arg, buf, size * nitems);
+	if (n == CURL_READFUNC_PAUSE)
+		r->base.paused = 1; /* waiting for the disk, not the network */
+	else
+		r->base.last_io = uv_now(r->reg->http.loop);
+	return n;
+}
+
+/* The method, headers and body of a call. */
+static void setup_call(struct registry_req *r, CURL *e)
+{
+	const struct registry_call *c = &r->call;
+	if (!strcmp(c->method, "HEAD")) {
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	} else if (c->body) {
+		c->body->rewind(c->body->arg);
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, (void *)&r->base);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)c->body->len);
+		if (strcmp(c->method, "PUT"))
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+	} else {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->data ? (const char *)c->data : "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)(c->data ? c->len : 0));
+		if (strcmp(c->method, "POST"))
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+	}
+	if (c->content_type)
+		http_req_add_header(&r->base, "Content-Type: %s", c->content_type);
+	if (c->content_range)
+		http_req_add_header(&r->base, "Content-Range: %s", c->content_range);
+	if (c->accept)
+		http_req_add_header(&r->base, "Accept: %s", c->accept);
+}
+
 static void setup(struct http_req *b, CURL *e)
 {
 	struct registry_req *r = to_req(b);
@@ -310,6 +370,8 @@ static void setup(struct http_req *b, CURL *e)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	r->skip = 0;
 	buf_reset(&r->body);
+	if (r->kind == REGISTRY_CALL)
+		setup_call(r, e);
 	if (r->kind == REGISTRY_DOC)
 		http_req_add_header(b, "Accept: %s", OCI_ACCEPT);
 	if (r->kind == REGISTRY_RANGE)
@@ -327,8 +389,6 @@ static const struct http_req_ops req_ops = {
     .header = on_header,
     .status_failed = status_failed,
 };
-
-/* Tokens. */
 
 /* Tokens. */
 
@@ -404,6 +464,36 @@ static int realm_allowed(struct registry *reg, const char *realm)
 	return ok;
 }
 
+/* The scope the token asks for: the challenge's, or the repository's
+ * own. A pusher always asks for pull and push on its repository (a
+ * registry's challenge to a HEAD names only pull), and adds what the
+ * challenge names beyond it (pull on the repository a blob is mounted
+ * from), each as a scope parameter of its own. */
+static void append_scopes(struct registry *reg, struct buf *url)
+{
+	struct buf own = BUF_INIT;
+	buf_printf(&own, "repository:%s:%s", reg->repo, reg->push ? "pull,push" : "pull");
+	buf_append_str(url, "scope=");
+	if (!reg->push) {
+		oci_append_escaped(url, reg->chal.scope[0] ? reg->chal.scope : buf_cstr(&own));
+		buf_close(&own);
+		return;
+	}
+	oci_append_escaped(url, buf_cstr(&own));
+	struct buf mine = BUF_INIT;
+	buf_printf(&mine, "repository:%s:", reg->repo);
+	char *scopes = xstrdup(reg->chal.scope), *save = NULL;
+	for (char *s = strtok_r(scopes, " ", &save); s; s = strtok_r(NULL, " ", &save)) {
+		if (!strncmp(s, buf_cstr(&mine), mine.len))
+			continue;
+		buf_append_str(url, "&scope=");
+		oci_append_escaped(url, s);
+	}
+	free(scopes);
+	buf_close(&mine);
+	buf_close(&own);
+}
+
 static void token_fetch(struct registry *reg)
 {
 	if (reg->token_req)
@@ -425,15 +515,7 @@ static void token_fetch(struct registry *reg)
 		oci_append_escaped(&url, reg->chal.service);
 		buf_append_str(&url, "&");
 	}
-	buf_append_str(&url, "scope=");
-	if (reg->chal.scope[0]) {
-		oci_append_escaped(&url, reg->chal.scope);
-	} else {
-		struct buf scope = BUF_INIT;
-		buf_printf(&scope, "repository:%s:pull", reg->repo);
-		oci_append_escaped(&url, buf_cstr(&scope));
-		buf_close(&scope);
-	}
+	append_scopes(reg, &url);
 	r->url = buf_steal(&url);
 	r->body_max = OCI_TOKEN_MAX;
 	r->cb = on_token;
@@ -460,6 +542,7 @@ int registry_new(uv_loop_t *loop, const struct registry_options *o, struct regis
 	reg->repo = xstrdup(o->repo ? o->repo : "");
 	reg->userpwd = o->userpwd ? xstrdup(o->userpwd) : NULL;
 	reg->insecure = o->insecure ? xstrdup(o->insecure) : NULL;
+	reg->push = o->push;
 	*out = reg;
 	return 0;
 }
@@ -505,6 +588,28 @@ void registry_get_range(struct registry *reg, char *url, uint64_t total, uint64_
 	r->cb = cb;
 	r->arg = arg;
 	http_req_start(&r->base);
+}
+
+struct registry_req *registry_call(struct registry *reg, char *url,
+				   const struct registry_call *call, registry_done_cb cb, void *arg)
+{
+	struct registry_req *r = req_new(reg, REGISTRY_CALL);
+	r->url = url;
+	r->call = *call;
+	r->base.once = call->once;
+	r->cb = cb;
+	r->arg = arg;
+	http_req_start(&r->base);
+	return r;
+}
+
+void registry_req_resume(struct registry_req *r)
+{
+	if (!r->base.paused || !r->base.easy)
+		return;
+	r->base.paused = 0;
+	r->base.last_io = uv_now(r->reg->http.loop);
+	curl_easy_pause(r->base.easy, CURLPAUSE_CONT);
 }
 
 void registry_defer(struct registry *reg, int status, char *detail, registry_done_cb cb, void *arg)

@@ -1,5 +1,7 @@
 /* HTTP requests to one OCI distribution registry, run by a curl multi on the
- * loop: documents (manifests, tag pages) and byte ranges of blobs. It owns
+ * loop: documents (manifests, tag pages), byte ranges of blobs, and the
+ * calls the push side describes (HEAD, POST, PUT, PATCH with a body from
+ * memory or streamed; common/registry_push.c). It owns
  * the auth: anonymous first, then on 401 the Bearer token flow (realm,
  * service, scope from the challenge; credentials sent to the token service
  * only) or Basic; a token is refreshed when it expires or is refused. It
@@ -30,6 +32,7 @@ struct registry_options {
 	unsigned connect_seconds;
 	unsigned stall_seconds; /* 0: no stall detection */
 	uint64_t *bytes_read;	/* blob bytes received are added here, or NULL */
+	int push;		/* tokens ask for "repository:<repo>:pull,push" */
 };
 
 struct registry;
@@ -41,6 +44,33 @@ enum registry_req_kind {
 	REGISTRY_TOKEN, /* the token service (internal) */
 	REGISTRY_RANGE, /* bytes off..off+len-1 of a blob into buf */
 	REGISTRY_DEFER, /* no transfer: only the deferred callback */
+	REGISTRY_CALL,	/* a request the caller describes (struct registry_call) */
+};
+
+/* A streamed request body, on curl's read contract. */
+struct registry_body {
+	/* Copy up to n bytes into buf: the count, 0 at the end,
+	 * CURL_READFUNC_PAUSE when none is ready yet (registry_req_resume
+	 * once some is), or CURL_READFUNC_ABORT after a failure. */
+	size_t (*read)(void *arg, char *buf, size_t n);
+	/* An attempt starts (again) from the first byte. */
+	void (*rewind)(void *arg);
+	void *arg;
+	uint64_t len;
+};
+
+/* What a REGISTRY_CALL sends. Its strings and bodies must live until the
+ * callback has run. */
+struct registry_call {
+	const char *method;	   /* "HEAD", "POST", "PUT" or "PATCH" */
+	const char *content_type;  /* of the body, or NULL */
+	const char *accept;	   /* or NULL */
+	const char *content_range; /* "first-last", or NULL */
+	const void *data;	   /* an in-memory body of len bytes, or NULL */
+	size_t len;
+	const struct registry_body *body; /* a streamed body, or NULL */
+	int once;			  /* no retries: the caller starts over */
+	int anonymous;			  /* no credentials (a URL on another host) */
 };
 
 /* One request. The fields above the line are the caller's to read in its
@@ -54,6 +84,9 @@ struct registry_req {
 	char content_type[OCI_MEDIA_TYPE_MAX];
 	char docker_digest[OCI_DIGEST_MAX];
 	char link[REGISTRY_HEADER_MAX];
+	char *location; /* the Location header, or NULL */
+	char range[64]; /* the Range header of an upload's answer, or "" */
+	int64_t length; /* Content-Length, -1 when absent */
 	char *url;
 	void *arg;
 	/* ---- private ---- */
@@ -66,6 +99,7 @@ struct registry_req {
 	size_t body_max;
 	uint64_t total; /* RANGE: the blob's size */
 	uint64_t skip;
+	struct registry_call call; /* CALL */
 };
 
 /* A registry client on loop; o's strings are copied. 0 or SB_EHTTP. */
@@ -83,6 +117,14 @@ void registry_get_doc(struct registry *reg, char *url, size_t max, registry_done
  * with SB_ECORRUPT. */
 void registry_get_range(struct registry *reg, char *url, uint64_t total, uint64_t off, size_t len,
 			void *buf, registry_done_cb cb, void *arg);
+/* Send call to url (heap, taken). A 2xx answer's body is dropped; an
+ * error's start is kept in r->body. cb runs once. Returns the request,
+ * the caller's to resume until its callback. */
+struct registry_req *registry_call(struct registry *reg, char *url,
+				   const struct registry_call *call, registry_done_cb cb,
+				   void *arg);
+/* A streamed body whose read paused has bytes ready again. */
+void registry_req_resume(struct registry_req *r);
 /* Run cb from the loop with status and detail (heap, taken; may be NULL). */
 void registry_defer(struct registry *reg, int status, char *detail, registry_done_cb cb, void *arg);
 /* Every request still running or waiting ends with SB_ECANCELED, and

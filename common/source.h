@@ -58,6 +58,10 @@ struct source_options {
 
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
+	/* oci://: keep each manifest as the registry serves it (a Docker
+	 * schema 2 manifest is not retyped to OCI), for a copy to another
+	 * registry that must keep its digest. */
+	int oci_as_served;
 
 	struct source_limits limits; /* what list() accepts (source_list) */
 };

@@ -7,8 +7,9 @@
  * through one curl multi on the loop. An image index resolves to the
  * manifest of one platform (linux/amd64 unless ?platform= says otherwise).
  * A Docker schema 2 manifest is kept with OCI media types (its blobs as they
- * are), since layout readers take only those; the listing's version stays
- * the registry's manifest digest.
+ * are), since layout readers take only those, unless oci_as_served asks for
+ * the registry's bytes; the listing's version stays the registry's manifest
+ * digest.
  *
  * Every manifest is checked against its digest before use, and every blob
  * read from start to end in this run is hashed in order on the thread pool
@@ -30,7 +31,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sodium.h>
 #include <strings.h>
 
 #include "common/buf.h"
@@ -48,7 +48,6 @@
 #define DOCKER_HUB	 "docker.io"
 #define DOCKER_HUB_API	 "registry-1.docker.io"
 #define BLOBS_DIR	 "blobs/sha256/"
-#define OCI_AUTH_MAX	 1024 /* user:password */
 
 struct oci_source;
 
@@ -365,8 +364,14 @@ static void on_manifest(struct registry_req *r)
 	im->m = m;
 	char *oci;
 	size_t len;
-	if (!strcmp(m.media_type, OCI_MT_DOCKER_V2) &&
-	    oci_manifest_to_oci(r->body.ptr, r->body.len, &oci, &len) == 0) {
+	if (os->src->opt.oci_as_served) {
+		im->layout_type = OCI_MT_DOCKER_V2;
+		if (strcmp(m.media_type, OCI_MT_DOCKER_V2))
+			im->layout_type = OCI_MT_MANIFEST;
+		im->manifest = r->body;
+		memset(&r->body, 0, sizeof r->body);
+	} else if (!strcmp(m.media_type, OCI_MT_DOCKER_V2) &&
+		   oci_manifest_to_oci(r->body.ptr, r->body.len, &oci, &len) == 0) {
 		/* OCI layout readers take only OCI media types. */
 		buf_append(&im->manifest, oci, len);
 		oci_digest_of(oci, len, im->layout_digest);
@@ -825,20 +830,6 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
 	return 0;
 }
 
-/* user:password, or Docker's base64 of it (the "auth" of config.json). */
-static char *credentials(const char *auth)
-{
-	unsigned char raw[OCI_AUTH_MAX + 1];
-	size_t n = 0;
-	if (strchr(auth, ':'))
-		return xstrdup(auth);
-	if (sodium_base642bin(raw, OCI_AUTH_MAX, auth, strlen(auth), "\n\r ", &n, NULL,
-			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
-	    !memchr(raw, ':', n) || memchr(raw, '\0', n))
-		return NULL;
-	return xstrndup((const char *)raw, n);
-}
-
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
 	const char *auth = src->opt.registry_auth;
@@ -846,7 +837,7 @@ static int setup_credentials(struct source *src, struct oci_source *os)
 		auth = getenv("REGISTRY_AUTH");
 	if (!auth || !*auth)
 		return 0;
-	os->userpwd = strlen(auth) <= OCI_AUTH_MAX ? credentials(auth) : NULL;
+	os->userpwd = oci_credentials(auth);
 	if (!os->userpwd)
 		log_warn("%s: registry credentials are neither user:password nor its base64; "
 			 "going without",

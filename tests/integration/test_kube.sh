@@ -130,7 +130,13 @@ start_scheduler --kubeconfig "$(kubeconfig scheduler)" --token-secret syncbit-jo
 check "the scheduler creates the join-token Secret with its token" until_true 10 bash -c \
 	"test \"\$(curl -s --cacert '$KD/ca.crt' -H 'Authorization: Bearer $ADMIN' $API/api/v1/namespaces/syncbit/secrets/syncbit-join-token | python3 -c 'import json,sys,base64; print(base64.b64decode(json.load(sys.stdin)[\"data\"][\"token\"]).decode().strip())')\" = \"\$(cat '$TOKEN')\""
 # agents keep --labels role=gpu,idx=N; the Node adds gpu=...
-for n in 1 2 3; do start_agent $n --kubeconfig "$(kubeconfig agent-n$n)" || bad "agent n$n starts with --kubeconfig"; done
+for n in 1 2; do start_agent $n --kubeconfig "$(kubeconfig agent-n$n)" || bad "agent n$n starts with --kubeconfig"; done
+# n3 runs in-cluster: the service account's files, the API at $KUBERNETES_SERVICE_HOST
+mkdir -p "$KD/sa-n3"
+cp "$KD/ca.crt" "$KD/sa-n3/ca.crt"; cp "$KD/tok-agent-n3" "$KD/sa-n3/token"; echo syncbit >"$KD/sa-n3/namespace"
+KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${API##*:} SYNCBIT_SERVICEACCOUNT_DIR=$KD/sa-n3 \
+	start_agent 3 || bad "agent n3 starts in-cluster"
+check "agent n3 found the API server in-cluster" grep -q 'kubernetes: in-cluster' "$T/a3.log"
 
 pod p1 n1 model   # on n1, gated on the model
 pod p3 n3 model   # on n3, whose labels the selector will not match
@@ -183,6 +189,10 @@ check "the taint goes once the node is complete, another taint stays" until_true
 
 pod p2 n2 model
 check "a pod created after the data arrived turns True" until_true 10 gate_is p2 syncbit.io/model 'True Ready'
+
+api DELETE '/api/v1/namespaces/default/pods/p2?gracePeriodSeconds=0' >/dev/null
+pod p2 n2 model
+check "a pod deleted and created again under its name converges" until_true 10 gate_is p2 syncbit.io/model 'True Ready'
 
 # ---- restarts: the agent, the API server mid-watch, a compaction (410), a rotated token
 kill -9 "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null

@@ -1,0 +1,319 @@
+/* What a registry-to-registry sync pushes, read from the cache: the OCI
+ * layout the source was listed as (index.json, the manifests, the blobs),
+ * and which repositories of the destination's registry hold which blobs. */
+#include "agent/sync_oci_int.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/manifest.h"
+
+#define BLOBS_DIR  "blobs/sha256/"
+#define INDEX_FILE "index.json"
+
+struct load {
+	struct cache *c;
+	Manifest *m;
+	struct sync_oci_plan *plan;
+	char *why;
+};
+
+static int fail(struct load *l, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct load *l, int rc, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	free(l->why);
+	l->why = buf_steal(&b);
+	return rc;
+}
+
+static int cmp_entry_path(const void *key, const void *elem)
+{
+	return strcmp(key, (*(FileEntry *const *)elem)->path);
+}
+
+/* The regular file at path in the version (its files are sorted), or NULL. */
+static const FileEntry *find_file(const Manifest *m, const char *path)
+{
+	FileEntry **e = bsearch(path, m->files, m->n_files, sizeof *m->files, cmp_entry_path);
+	return e && (*e)->type == SYNCBIT__FILE_TYPE__FILE_REGULAR ? *e : NULL;
+}
+
+static void blob_path(const char *digest, char *out, size_t cap)
+{
+	snprintf(out, cap, BLOBS_DIR "%.64s", digest + strlen("sha256:"));
+}
+
+/* The cache object holding rel, still as stored, into path. */
+static int object_path(struct load *l, const char *rel, const FileEntry **out, char *path,
+		       size_t cap)
+{
+	const FileEntry *e = find_file(l->m, rel);
+	struct hash_id id;
+	if (!e)
+		return fail(l, SB_ENOTFOUND, "%s is not in the cached listing", rel);
+	manifest_file_object_id(e->size, l->m->block_size, e->block_hashes.data,
+				e->block_hashes.len / HASH_LEN, &id);
+	if (cache_object_check(l->c, &id) != 1)
+		return fail(l, SB_ENOTFOUND, "%s is no longer in the cache (run again)", rel);
+	cache_object_path(l->c, &id, path, cap);
+	*out = e;
+	return 0;
+}
+
+/* A small file of the layout, whole. */
+static int read_doc(struct load *l, const char *rel, struct buf *out)
+{
+	char path[PATH_MAX];
+	const FileEntry *e;
+	int rc = object_path(l, rel, &e, path, sizeof path);
+	if (rc < 0)
+		return rc;
+	if (e->size > OCI_DOC_MAX)
+		return fail(l, SB_ETOOBIG, "%s: %llu bytes, more than a manifest may have", rel,
+			    (unsigned long long)e->size);
+	rc = buf_read_file(path, OCI_DOC_MAX, out);
+	if (rc < 0)
+		return fail(l, rc, "%s: %s", path, sb_strerror(rc));
+	if (out->len != e->size)
+		return fail(l, SB_ECORRUPT, "%s: %zu bytes, the listing says %llu", path, out->len,
+			    (unsigned long long)e->size);
+	return 0;
+}
+
+static size_t add_blob(struct load *l, const struct oci_descriptor *d, int *rc)
+{
+	struct sync_oci_plan *p = l->plan;
+	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], path[PATH_MAX];
+	const FileEntry *e;
+	for (size_t i = 0; i < p->nblobs; i++)
+		if (!strcmp(p->blobs[i].digest, d->digest))
+			return i;
+	blob_path(d->digest, rel, sizeof rel);
+	if ((*rc = object_path(l, rel, &e, path, sizeof path)) < 0)
+		return 0;
+	if (e->size != d->size) {
+		*rc = fail(l, SB_ECORRUPT, "%s: %llu bytes in the cache, the manifest says %llu",
+			   d->digest, (unsigned long long)e->size, (unsigned long long)d->size);
+		return 0;
+	}
+	p->blobs = xrealloc(p->blobs, (p->nblobs + 1) * sizeof *p->blobs);
+	struct sync_oci_blob *b = &p->blobs[p->nblobs];
+	memset(b, 0, sizeof *b);
+	snprintf(b->digest, sizeof b->digest, "%s", d->digest);
+	b->size = d->size;
+	b->path = xstrdup(path);
+	p->bytes += d->size;
+	return p->nblobs++;
+}
+
+/* The manifest an index.json entry names, and its blobs. */
+static int add_image(struct load *l, const struct oci_descriptor *d, const char *tag)
+{
+	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], got[OCI_DIGEST_MAX], *why = NULL;
+	struct sync_oci_image im = {0};
+	struct oci_manifest om;
+	int rc;
+	blob_path(d->digest, rel, sizeof rel);
+	if ((rc = read_doc(l, rel, &im.bytes)) < 0)
+		goto out;
+	oci_digest_of(im.bytes.ptr, im.bytes.len, got);
+	if (strcmp(got, d->digest)) {
+		rc = fail(l, SB_ECORRUPT, "manifest %s has digest %s in the cache", d->digest, got);
+		goto out;
+	}
+	if ((rc = oci_manifest_parse(im.bytes.ptr, im.bytes.len, d->media_type, &om, &why)) < 0) {
+		rc = fail(l, rc, "manifest %s: %s", d->digest, why ? why : "malformed");
+		goto out;
+	}
+	if (om.is_index) {
+		oci_manifest_close(&om);
+		rc = fail(l, SB_EPROTO, "manifest %s is an index", d->digest);
+		goto out;
+	}
+	im.blobs = xcalloc(om.nlayers + 1, sizeof *im.blobs);
+	im.blobs[im.nblobs++] = add_blob(l, &om.config, &rc);
+	for (size_t i = 0; rc == 0 && i < om.nlayers; i++) {
+		size_t k = add_blob(l, &om.layers[i], &rc), j = 0;
+		while (j < im.nblobs && im.blobs[j] != k)
+			j++;
+		if (j == im.nblobs) /* a layer named twice is pushed once */
+			im.blobs[im.nblobs++] = k;
+	}
+	snprintf(im.media_type, sizeof im.media_type, "%s", om.media_type);
+	oci_manifest_close(&om);
+	if (rc < 0)
+		goto out;
+	snprintf(im.digest, sizeof im.digest, "%s", d->digest);
+	im.tag = tag ? xstrdup(tag) : NULL;
+	struct sync_oci_plan *p = l->plan;
+	p->images = xrealloc(p->images, (p->nimages + 1) * sizeof *p->images);
+	p->images[p->nimages++] = im;
+	return 0;
+out:
+	free(why);
+	free(im.blobs);
+	buf_close(&im.bytes);
+	return rc;
+}
+
+static int load_index(struct load *l)
+{
+	struct buf idx = BUF_INIT;
+	json_error_t jerr;
+	int rc = read_doc(l, INDEX_FILE, &idx);
+	json_t *root = rc == 0 ? json_loadb((const char *)idx.ptr, idx.len, 0, &jerr) : NULL;
+	buf_close(&idx);
+	if (rc < 0)
+		return rc;
+	json_t *list = json_object_get(root, "manifests");
+	if (!json_is_array(list)) {
+		json_decref(root);
+		return fail(l, SB_EPROTO, "the cached %s lists no manifests", INDEX_FILE);
+	}
+	size_t i;
+	json_t *ent;
+	json_array_foreach(list, i, ent)
+	{
+		struct oci_descriptor d = {0};
+		const char *mt = json_string_value(json_object_get(ent, "mediaType"));
+		const char *dg = json_string_value(json_object_get(ent, "digest"));
+		const char *tag = json_string_value(
+		    json_object_get(json_object_get(ent, "annotations"), OCI_REF_NAME));
+		if (!dg || !oci_digest_valid(dg)) {
+			rc = fail(l, SB_EPROTO, "the cached %s has an entry without a digest",
+				  INDEX_FILE);
+			break;
+		}
+		snprintf(d.media_type, sizeof d.media_type, "%s", mt ? mt : "");
+		snprintf(d.digest, sizeof d.digest, "%s", dg);
+		if ((rc = add_image(l, &d, tag)) < 0)
+			break;
+	}
+	json_decref(root);
+	return rc;
+}
+
+int sync_oci_plan_load(struct cache *c, const char *name, struct sync_oci_plan *plan, char **why)
+{
+	struct load l = {.c = c, .plan = plan};
+	struct cache_dataset d;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int rc;
+	memset(plan, 0, sizeof *plan);
+	*why = NULL;
+	if (cache_dataset_get(c, name, &d) != 1) {
+		rc = SB_ENOTFOUND;
+	} else {
+		rc = cache_manifest_get(c, &d.manifest_id, &data, &len) == 1 ? 0 : SB_ENOTFOUND;
+		cache_dataset_close(&d);
+	}
+	if (rc == 0)
+		rc = manifest_decode(data, len, &l.m);
+	free(data);
+	if (rc < 0)
+		fail(&l, rc, "dataset %s: its manifest: %s", name, sb_strerror(rc));
+	else
+		rc = load_index(&l);
+	manifest_free(l.m);
+	if (rc < 0) {
+		sync_oci_plan_close(plan);
+		*why = l.why;
+	} else {
+		free(l.why);
+	}
+	return rc;
+}
+
+/* Mount sources. */
+
+static const char *add_repo(struct sync_oci_plan *plan, const char *repo)
+{
+	for (size_t i = 0; i < plan->nrepos; i++)
+		if (!strcmp(plan->repos[i], repo))
+			return plan->repos[i];
+	plan->repos = xrealloc(plan->repos, (plan->nrepos + 1) * sizeof *plan->repos);
+	plan->repos[plan->nrepos] = xstrdup(repo);
+	return plan->repos[plan->nrepos++];
+}
+
+/* The blobs another destination repository was sent, by its dataset. */
+static void known_repo(struct cache *c, const char *name, const char *repo,
+		       struct sync_oci_plan *plan)
+{
+	struct cache_dataset d;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	Manifest *m = NULL;
+	if (cache_dataset_get(c, name, &d) != 1)
+		return;
+	int rc = cache_manifest_get(c, &d.manifest_id, &data, &len) == 1 ? 0 : SB_ENOTFOUND;
+	cache_dataset_close(&d);
+	if (rc == 0 && manifest_decode(data, len, &m) == 0) {
+		for (size_t i = 0; i < plan->nblobs; i++) {
+			struct sync_oci_blob *b = &plan->blobs[i];
+			char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX];
+			blob_path(b->digest, rel, sizeof rel);
+			if (!b->mount_from && find_file(m, rel))
+				b->mount_from = add_repo(plan, repo);
+		}
+		manifest_free(m);
+	}
+	free(data);
+}
+
+void sync_oci_plan_mounts(struct cache *c, const struct sync_oci_dest *d, const char *src_repo,
+			  struct sync_oci_plan *plan)
+{
+	if (src_repo && strcmp(src_repo, d->repo)) {
+		const char *r = add_repo(plan, src_repo);
+		for (size_t i = 0; i < plan->nblobs; i++)
+			plan->blobs[i].mount_from = r;
+		return;
+	}
+	char **names = NULL;
+	size_t n = 0;
+	char *prefix = xasprintf(SYNC_OCI_DEST_PREFIX "oci://%s/", d->registry);
+	if (cache_dataset_list(c, &names, &n) < 0)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(names[i], prefix, strlen(prefix)))
+			continue;
+		const char *repo = names[i] + strlen(prefix);
+		if (strcmp(repo, d->repo) && oci_name_repo_valid(repo))
+			known_repo(c, names[i], repo, plan);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(prefix);
+}
+
+void sync_oci_plan_close(struct sync_oci_plan *plan)
+{
+	for (size_t i = 0; i < plan->nimages; i++) {
+		free(plan->images[i].tag);
+		free(plan->images[i].blobs);
+		buf_close(&plan->images[i].bytes);
+	}
+	for (size_t i = 0; i < plan->nblobs; i++) {
+		free(plan->blobs[i].path);
+		registry_push_blob_close(&plan->blobs[i].op);
+	}
+	for (size_t i = 0; i < plan->nrepos; i++)
+		free(plan->repos[i]);
+	free(plan->images);
+	free(plan->blobs);
+	free(plan->repos);
+	memset(plan, 0, sizeof *plan);
+}
