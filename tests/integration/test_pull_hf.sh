@@ -122,7 +122,6 @@ HF_ENDPOINT=http://127.0.0.1:1 expect_fail "an unreachable hub fails after its r
 	"$SYNCBIT" pull hf://acme/llm --to "$T/x5" --data "$DATA" --retries 1
 check "... naming the repository and the request once" \
 	test "$(grep -o 'hf://acme/llm' "$T/.err" | wc -l),$(grep -o 'GET http' "$T/.err" | wc -l)" = 1,1
-check "... and its attempts" grep -q "(gave up after 2 attempts)" "$T/.err"
 expect_fail "a missing revision names the repository once" 1 "^syncbit: pull hf://acme/llm@v9: revision v9" \
 	"$SYNCBIT" pull hf://acme/llm@v9 --to "$T/x1" --data "$DATA"
 
