@@ -40,6 +40,10 @@ struct cache_block_loc {
 
 /* Open (creating) the cache in data_dir. capacity 0 = unlimited. */
 int cache_open(const char *data_dir, uint64_t capacity, struct cache **out);
+/* cache_open without waiting for another process that holds the data
+ * directory: -EBUSY at once, with that process's pid in *holder (0 when
+ * it cannot be told). */
+int cache_open_nowait(const char *data_dir, uint64_t capacity, struct cache **out, int *holder);
 void cache_free(struct cache *c);
 const char *cache_dir(const struct cache *c);
 void cache_set_capacity(struct cache *c, uint64_t capacity);

@@ -13,6 +13,7 @@
 #include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/uri.h"
 
 struct client {
 	uv_pipe_t pipe;
@@ -88,6 +89,17 @@ static void client_close(struct client *cl)
 	uv_close((uv_handle_t *)&cl->pipe, client_closed);
 }
 
+/* A message for the CLI: the URLs in it without their credentials. */
+static json_t *text_json(const char *text)
+{
+	if (!text)
+		return json_null();
+	char *r = uri_redact(text);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 static json_t *progress_json(struct ctl *c, const char *name, int *finished)
 {
 	uint64_t bytes, have;
@@ -100,7 +112,7 @@ static json_t *progress_json(struct ctl *c, const char *name, int *finished)
 	*finished = published;
 	json_t *o = json_pack("{s:s, s:I, s:I, s:b}", "name", name, "bytes", (json_int_t)bytes,
 			      "bytes_have", (json_int_t)have, "ready", published);
-	json_object_set_new(o, "error", error ? json_string(error) : json_null());
+	json_object_set_new(o, "error", text_json(error));
 	return o;
 }
 
@@ -124,7 +136,7 @@ static void handle(struct client *cl, const char *line)
 		int assigned = daemon_progress(c->d, name, &bytes, &have, &published, &error) == 0;
 		json_t *o =
 		    json_pack("{s:s, s:b, s:b}", "name", name, "ready", ok, "assigned", assigned);
-		json_object_set_new(o, "reason", why ? json_string(why) : json_null());
+		json_object_set_new(o, "reason", text_json(why));
 		send_json(cl, o);
 	} else if (!strcmp(op, "pull") && name) {
 		int finished;

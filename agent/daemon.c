@@ -20,6 +20,7 @@
 #include "common/err.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/uri.h"
 #include "common/path.h"
 #include "common/progress.h"
 #include "common/secure.h"
@@ -861,6 +862,17 @@ static void send_heartbeat(struct daemon *d)
 	free(bf);
 }
 
+/* An error line for status: the URLs in it without their credentials. */
+static json_t *error_json(const char *err)
+{
+	if (!err)
+		return json_null();
+	char *r = uri_redact(err);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 {
 	struct fetch_stats st;
@@ -887,7 +899,7 @@ static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 				      (int)st.refetch_no_peer));
 	json_object_set_new(o, "bad_blocks", json_integer(st.bad_blocks));
 	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
-	json_object_set_new(o, "error", err ? json_string(err) : json_null());
+	json_object_set_new(o, "error", error_json(err));
 	return o;
 }
 
@@ -907,7 +919,7 @@ json_t *daemon_status_json(struct daemon *d)
 								    : "waiting"));
 		json_object_set_new(o, "restored", json_boolean(s->restored));
 		if (!s->cur && s->error)
-			json_object_set_new(o, "error", json_string(s->error));
+			json_object_set_new(o, "error", error_json(s->error));
 		if (s->prev)
 			json_object_set_new(o, "previous", fetch_json(d, s, s->prev));
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));

@@ -29,8 +29,11 @@ const struct cli_cmd *cli_command(const char *name);
 /* 1 when name is a group of subcommands ("dataset", "node", "cache"). */
 int cli_is_group(const char *name);
 
-/* Print "syncbit: <msg>" on stderr (one line). */
+/* Print "syncbit: <msg>" on stderr: one line, control characters escaped
+ * (log_escape). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same without the prefix, for progress lines. */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print "usage: syncbit <usage of cmd>" on stderr. */
 void cli_usage(const char *cmd);
 /* Parse argv for command cmd into cfg with the common keys applied (log
@@ -160,18 +163,22 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of
  * pull, sync and scheduler, read by cli_source_limits. */
-#define CLI_SOURCE_LIMIT_KEYS                                                                     \
-	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this",        \
-	 "SIZE",	  0},                                                                     \
-	    {"max-dataset-size",                                                                  \
-	     "64TiB",                                                                             \
-	     0,                                                                                   \
-	     "refuse a source whose files add up to more than this",                              \
-	     "SIZE",                                                                              \
-	     0},                                                                                  \
-	{                                                                                         \
-		"max-files", "1048576", 0,                                                        \
-		    "refuse a source that lists more entries than this (at most 4194304)", "N", 0 \
+#define CLI_SOURCE_LIMIT_KEYS                                                                    \
+	{"max-file-size", "4TiB", 0, "refuse a source that lists a file larger than this",       \
+	 "SIZE",	  0},                                                                    \
+	    {"max-dataset-size",                                                                 \
+	     "64TiB",                                                                            \
+	     0,                                                                                  \
+	     "refuse a source whose files add up to more than this",                             \
+	     "SIZE",                                                                             \
+	     0},                                                                                 \
+	    {"max-files", "1048576",                                                             \
+	     0,		  "refuse a source that lists more entries than this (at most 4194304)", \
+	     "N",	  0},                                                                    \
+	{                                                                                        \
+		"max-unsized-seconds", "1800", 0,                                                \
+		    "give up on an HTTP body without a length that goes on longer than this",    \
+		    "SECONDS", 0                                                                 \
 	}
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */

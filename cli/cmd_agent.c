@@ -443,7 +443,7 @@ static int wait_ready(const char *sock, const char *name, uint64_t timeout_s, js
 			   : xstrdup(json_string_value(json_object_get(*reply, "reason"))
 					 ?: "unknown");
 		if (!last || strcmp(last, why))
-			fprintf(stderr, "waiting for %s: %s\n", name, why);
+			cli_note("waiting for %s: %s", name, why);
 		free(last);
 		last = why;
 		if (timeout_s && uv_hrtime() - start >= timeout_s * 1000000000ull) {
@@ -490,8 +490,8 @@ int cmd_ready(int argc, char **argv)
 	if (json)
 		print_json_line(reply);
 	else if (!ok)
-		fprintf(stderr, "syncbit: %s is not ready: %s\n", pos[0],
-			json_string_value(json_object_get(reply, "reason")) ?: "unknown");
+		cli_error("%s is not ready: %s", pos[0],
+			  json_string_value(json_object_get(reply, "reason")) ?: "unknown");
 	rc = ok ? EXIT_OK : EXIT_FAIL;
 out:
 	json_decref(reply);

@@ -1,12 +1,15 @@
 /* syncbit verify, gc, rm and cache ls: the local cache of standalone
  * pulls. A pull pins the objects of the version it published; rm forgets
  * a pull (unpins it), gc evicts what nothing pins. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agent/cache.h"
 #include "agent/verify.h"
@@ -53,16 +56,55 @@ static void print_json(json_t *o)
 	json_decref(o);
 }
 
-/* The cache of cfg's data directory; EXIT_FAIL after the error line. */
-static int open_cache(const char *what, struct config *cfg, char **data, struct cache **c)
+/* The command line of process pid, arguments joined by spaces, into out. */
+static void cmdline_of(int pid, char *out, size_t cap)
 {
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	out[0] = '\0';
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, out, cap - 1);
+	close(fd);
+	if (n <= 0)
+		n = 0;
+	while (n > 0 && out[n - 1] == '\0')
+		n--;
+	out[n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if (out[i] == '\0')
+			out[i] = ' ';
+}
+
+/* The cache of cfg's data directory for a maintenance command. These must
+ * not wait, silent, for a daemon that holds the data directory for as long
+ * as it runs: they say who holds it and what to do (advice). 0, or
+ * EXIT_FAIL after the message. */
+static int open_cache(const char *what, const char *advice, struct config *cfg, char **data,
+		      struct cache **c)
+{
+	int holder = 0;
 	*data = cli_data_dir(cfg);
-	int err = cache_open(*data, 0, c);
-	if (err < 0) {
+	int err = cache_open_nowait(*data, 0, c, &holder);
+	if (err == 0)
+		return 0;
+	if (err != -EBUSY) {
 		cli_error("%s: cache %s: %s", what, *data, sb_strerror(err));
 		return EXIT_FAIL;
 	}
-	return 0;
+	char line[256], pid[32] = "";
+	cmdline_of(holder, line, sizeof line);
+	if (holder)
+		snprintf(pid, sizeof pid, " (pid %d)", holder);
+	const char *sub = strchr(line, ' ');
+	if (sub && !strncmp(sub + 1, "daemon", 6) && (sub[7] == ' ' || !sub[7]))
+		cli_error("%s: %s is in use by a running agent%s; %s", what, *data, pid, advice);
+	else
+		cli_error("%s: %s is in use by another syncbit process%s%s%s; run %s again once "
+			  "it is done",
+			  what, *data, pid, line[0] ? ": " : "", line, what);
+	return EXIT_FAIL;
 }
 
 /* The dataset named arg, else the one published at the directory arg
@@ -126,7 +168,7 @@ int cmd_verify(int argc, char **argv)
 		cli_error("verify takes one DIR or dataset NAME");
 		goto out;
 	}
-	if ((rc = open_cache("verify", &cfg, &data, &c)))
+	if ((rc = open_cache("verify", "stop it, then run verify", &cfg, &data, &c)))
 		goto out;
 	rc = EXIT_FAIL;
 	if (!find_dataset(c, pos[0], &d)) {
@@ -168,7 +210,7 @@ int cmd_rm(int argc, char **argv)
 		cli_usage("rm");
 		goto out;
 	}
-	if ((rc = open_cache("rm", &cfg, &data, &c)))
+	if ((rc = open_cache("rm", "stop it, then run rm", &cfg, &data, &c)))
 		goto out;
 	rc = EXIT_FAIL;
 	if (!find_dataset(c, pos[0], &d)) {
@@ -304,7 +346,7 @@ int cmd_cache_ls(int argc, char **argv)
 		cli_error("cache ls takes no arguments");
 		goto out;
 	}
-	if ((rc = open_cache("cache ls", &cfg, &data, &c)))
+	if ((rc = open_cache("cache ls", "'syncbit status' shows what it holds", &cfg, &data, &c)))
 		goto out;
 	size_t n;
 	struct cache_dataset *ds = all_datasets(c, &n);
@@ -406,7 +448,9 @@ int cmd_gc(int argc, char **argv)
 		cli_error("%s", cfg.error ? cfg.error : "gc takes no arguments");
 		goto out;
 	}
-	if ((rc = gc_target(&cfg, &target)) || (rc = open_cache("gc", &cfg, &data, &c)))
+	if ((rc = gc_target(&cfg, &target)) ||
+	    (rc = open_cache("gc", "stop it, or let it evict (daemon --cache-size)", &cfg, &data,
+			     &c)))
 		goto out;
 	rc = EXIT_FAIL;
 	int err = stale_pins(c, stale, &names);

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/progress.h"
+#include "common/uri.h"
 
 const struct config_key cli_pull_keys[] = {
     CLI_COMMON_KEYS,
@@ -41,7 +42,9 @@ static void print_json(const struct pull_result *r, const char *target)
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(&r->manifest_id, hex);
 	json_t *o = json_object();
-	json_object_set_new(o, "source", json_string(r->source ? r->source : ""));
+	char *shown = uri_redact(r->source ? r->source : "");
+	json_object_set_new(o, "source", json_string(shown));
+	free(shown);
 	json_object_set_new(o, "target", target ? json_string(target) : json_null());
 	json_object_set_new(o, "files", json_integer((json_int_t)r->files));
 	json_object_set_new(o, "bytes", json_integer((json_int_t)r->bytes));

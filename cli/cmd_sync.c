@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/registry_push.h"
+#include "common/uri.h"
 #include "common/version.h"
 
 /* The sidecar's defaults (its README's table). */
@@ -209,8 +210,9 @@ static void report_json(const struct sync_report *r)
 	json_object_set_new(o, "run", json_integer(r->run));
 	json_object_set_new(o, "status", json_string(status_names[r->status]));
 	if (r->item) {
-		json_object_set_new(o, "source",
-				    json_string(p && p->source ? p->source : r->item->source));
+		char *shown = uri_redact(p && p->source ? p->source : r->item->source);
+		json_object_set_new(o, "source", json_string(shown));
+		free(shown);
 		json_object_set_new(o, "target", json_string(r->item->target));
 	}
 	if (r->layout && r->layout->path)
@@ -232,8 +234,11 @@ static void report_json(const struct sync_report *r)
 	}
 	if (r->layout)
 		json_object_set_new(o, "deleted", json_integer((json_int_t)r->layout->removed));
-	if (r->error)
-		json_object_set_new(o, "error", json_string(r->error));
+	if (r->error) {
+		char *shown = uri_redact(r->error);
+		json_object_set_new(o, "error", json_string(shown));
+		free(shown);
+	}
 	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);

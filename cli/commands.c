@@ -10,6 +10,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/uri.h"
 
 #define CONN "--scheduler HOST:PORT --token-file FILE [--json]"
 
@@ -100,20 +101,42 @@ int cli_is_group(const char *name)
 	return 0;
 }
 
-void cli_error(const char *fmt, ...)
+/* One line on stderr: prefix, then the message with the credentials of
+ * URLs redacted and control characters escaped (names from sources and
+ * peers may hold any byte). */
+static void print_line(const char *prefix, const char *fmt, va_list ap)
 {
-	struct buf b = BUF_INIT;
-	va_list ap;
-	buf_append_str(&b, "syncbit: ");
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	buf_append_str(&b, "\n");
+	struct buf msg = BUF_INIT, line = BUF_INIT;
+	buf_vprintf(&msg, fmt, ap);
+	char *red = uri_redact(buf_cstr(&msg));
+	size_t n = strlen(red);
+	buf_append_str(&line, prefix);
+	buf_reserve(&line, 4 * n + 2);
+	line.len += log_escape((char *)line.ptr + line.len, line.cap - line.len, red, n);
+	free(red);
+	buf_append_str(&line, "\n");
 	fflush(stdout);
-	if (write(2, b.ptr, b.len) < 0) {
+	if (write(2, line.ptr, line.len) < 0) {
 		/* nothing else to tell */
 	}
-	buf_close(&b);
+	buf_close(&msg);
+	buf_close(&line);
+}
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	print_line("syncbit: ", fmt, ap);
+	va_end(ap);
+}
+
+void cli_note(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	print_line("", fmt, ap);
+	va_end(ap);
 }
 
 void cli_usage(const char *cmd)

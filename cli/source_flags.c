@@ -51,14 +51,16 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 
 int cli_source_limits(struct config *cfg, struct source_options *o)
 {
-	uint64_t file, dataset, files;
+	uint64_t file, dataset, files, unsized;
 	if (config_get_size(cfg, "max-file-size", 1, UINT64_MAX, &file) < 0 ||
 	    config_get_size(cfg, "max-dataset-size", 1, UINT64_MAX, &dataset) < 0 ||
-	    config_get_u64(cfg, "max-files", 1, MANIFEST_MAX_FILES, &files) < 0) {
+	    config_get_u64(cfg, "max-files", 1, MANIFEST_MAX_FILES, &files) < 0 ||
+	    config_get_u64(cfg, "max-unsized-seconds", 1, 30 * 86400, &unsized) < 0) {
 		cli_error("%s", cfg->error);
 		return EXIT_USAGE;
 	}
 	o->limits = (struct source_limits){file, dataset, files};
+	o->unsized_seconds = (unsigned)unsized;
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 #ifndef SYNCBIT_LOG_H
 #define SYNCBIT_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -29,6 +30,14 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 void log_limited(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clock override for tests, in milliseconds (0: the monotonic clock). */
 void log_limit_set_clock(uint64_t now_ms);
+
+/* Copy s[0..n) into out (cap bytes, NUL-terminated, cut before an escape
+ * that does not fit) with every control character escaped: \n \r \t as
+ * such, ESC, the other C0 codes and DEL as \xNN, so a message stays one
+ * line and a name cannot drive the terminal. Text log lines go through
+ * it; so do the CLI's error lines. Returns the length written; 4n + 1
+ * bytes always suffice. No allocation. */
+size_t log_escape(char *out, size_t cap, const char *s, size_t n);
 
 /* A broken invariant or failed allocation: log and abort(). Never for input. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

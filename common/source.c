@@ -23,6 +23,7 @@ void source_options_default(struct source_options *opt)
 	opt->stall_seconds = 30;
 	opt->connect_seconds = 15;
 	opt->block_size = 4u << 20;
+	opt->unsized_seconds = SOURCE_MAX_UNSIZED_S;
 	opt->limits = (struct source_limits){SOURCE_MAX_FILE_BYTES, SOURCE_MAX_DATASET_BYTES,
 					     SOURCE_MAX_FILES};
 }

@@ -8,6 +8,7 @@
 #include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/uri.h"
 
 /* Sums of what the assigned nodes reported of a dataset's current version. */
 struct totals {
@@ -60,6 +61,18 @@ static void sum(struct sched *s, const struct cluster_dataset *d, struct totals 
 	}
 }
 
+/* A source URL or a message naming one, for a document the unauthenticated
+ * API serves: credentials redacted. NULL or "" gives null. */
+static json_t *shown(const char *text)
+{
+	if (!text || !text[0])
+		return json_null();
+	char *r = uri_redact(text);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 {
 	const struct sched_version *v = d->current ? d->current->v : NULL;
@@ -69,18 +82,18 @@ json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		if (cluster_assigned(d, s->cluster.nodes[i]))
 			json_array_append_new(nodes, json_string(s->cluster.nodes[i]->name));
-	return json_pack(
-	    "{s:s, s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, "
-	    "s:o, s:o}",
-	    "name", d->name, "source", d->source, "selector",
-	    labels_json(d->selector, d->nselector), "block_size", (json_int_t)d->block_size,
-	    "version", hex_or_null(v ? &v->id : NULL), "manifest",
-	    hex_or_null(v && v->complete ? &v->manifest_id : NULL), "files",
-	    (json_int_t)(v ? v->files : 0), "bytes", (json_int_t)(v ? v->bytes : 0), "blocks",
-	    (json_int_t)(v ? v->nblocks : 0), "blocks_known", (json_int_t)(v ? v->nknown : 0),
-	    "complete", v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
-	    "nodes_connected", (json_int_t)t.connected, "nodes_complete", (json_int_t)t.complete,
-	    "nodes", nodes, "error", d->error ? json_string(d->error) : json_null());
+	return json_pack("{s:s, s:o, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, "
+			 "s:o, s:o}",
+			 "name", d->name, "source", shown(d->source), "selector",
+			 labels_json(d->selector, d->nselector), "block_size",
+			 (json_int_t)d->block_size, "version", hex_or_null(v ? &v->id : NULL),
+			 "manifest", hex_or_null(v && v->complete ? &v->manifest_id : NULL),
+			 "files", (json_int_t)(v ? v->files : 0), "bytes",
+			 (json_int_t)(v ? v->bytes : 0), "blocks", (json_int_t)(v ? v->nblocks : 0),
+			 "blocks_known", (json_int_t)(v ? v->nknown : 0), "complete",
+			 v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
+			 "nodes_connected", (json_int_t)t.connected, "nodes_complete",
+			 (json_int_t)t.complete, "nodes", nodes, "error", shown(d->error));
 }
 
 json_t *api_datasets(struct sched *s)
@@ -112,12 +125,13 @@ json_t *api_nodes(struct sched *s)
 				json_array_append_new(ds,
 						      json_string(s->cluster.datasets[j]->name));
 		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o}", "name", n->name,
-				 "addr", n->addr, "labels", labels_json(n->labels, n->nlabels),
-				 "disk_free", (json_int_t)n->disk_free, "cache_size",
-				 (json_int_t)n->cache_size, "agent_version", n->agent_version,
-				 "connected", n->conn != NULL, "seconds_since_heartbeat",
-				 seconds_since(s, n), "datasets", ds));
+		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o, s:I}", "name",
+				 n->name, "addr", n->addr, "labels",
+				 labels_json(n->labels, n->nlabels), "disk_free",
+				 (json_int_t)n->disk_free, "cache_size", (json_int_t)n->cache_size,
+				 "agent_version", n->agent_version, "connected", n->conn != NULL,
+				 "seconds_since_heartbeat", seconds_since(s, n), "datasets", ds,
+				 "hashes_refused", (json_int_t)n->hashes_refused));
 	}
 	return json_pack("{s:o}", "nodes", a);
 }
@@ -138,8 +152,7 @@ static json_t *node_status(struct sched *s, const struct cluster_dataset *d,
 	    (json_int_t)r->bytes_from_peers, "bytes_reused", (json_int_t)r->bytes_reused,
 	    "bytes_served", (json_int_t)r->bytes_served, "refetch", "bad_peer",
 	    (json_int_t)r->refetch_bad_peer, "no_peer", (json_int_t)r->refetch_no_peer,
-	    "origin_blocks", (json_int_t)(p ? p->nblocks : 0), "error",
-	    r->error && r->error[0] ? json_string(r->error) : json_null());
+	    "origin_blocks", (json_int_t)(p ? p->nblocks : 0), "error", shown(r->error));
 }
 
 /* "complete": every connected node the dataset goes to published it (a

@@ -50,6 +50,20 @@ struct cluster_node {
 	void *conn;	      /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
+	/* Block hashes refused because the blocks were never in its origin
+	 * share (this run), and what the log has not told yet. */
+	uint64_t hashes_refused, refused_unlogged;
+	uint64_t refused_logged; /* loop time of the last line about them */
+};
+
+/* The blocks one node's origin share of a version held at some time: the
+ * blocks whose hashes the scheduler takes from it (saved). A share that
+ * moved on (rebalance, re-plan, restart) still covers the reads the node
+ * had started. */
+struct cluster_reader {
+	char *node;
+	uint8_t *bits; /* nblocks bits, LSB first */
+	int dirty;     /* changed since it was saved */
 };
 
 struct cluster_version {
@@ -66,6 +80,8 @@ struct cluster_version {
 	char *holders;
 	int changed;
 	uint32_t *ingested_by; /* per block, the id of the node whose hash came first */
+	struct cluster_reader *readers;
+	size_t nreaders;
 };
 
 struct cluster_dataset {
@@ -146,13 +162,19 @@ int cluster_node_remove(struct cluster *c, const char *name);
 
 /* Record hashes nodes read from the origin (saved by the next
  * cluster_flush(), so a stream of one-block messages costs one transaction
- * per flush, not one each).
+ * per flush, not one each). A hash is taken only from a node whose origin
+ * share holds or held the block (cluster_may_report); any other report of
+ * a hash not known yet is refused and counted in *refused (*example is
+ * one such block), and the block stays unknown, planned to its reader.
  * Fills *fresh with the entries that were new (pointers into blocks) and
  * returns their count; conflicts are logged and skipped. *completed is set
  * when the version became complete. */
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
-		      Syncbit__BlockHash **fresh, int *completed);
+		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
+		      uint32_t *example);
+/* 1 when block b was in node's origin share of cv at some time. */
+int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b);
 
 /* Re-plan cv's origin fetches among its members: the blocks whose hash is
  * unknown, and the known blocks that only nodes in gone[] (names of holders
@@ -171,7 +193,8 @@ uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const c
 /* n's share of cv's plan (NULL when it has none). */
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
 
-/* Save the hashes learnt since the last flush, in one transaction. */
+/* Save the hashes learnt and the readers changed since the last flush, in
+ * one transaction. */
 void cluster_flush(struct cluster *c);
 
 /* Drop versions no dataset points at and no node reports. */

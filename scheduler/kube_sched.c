@@ -497,8 +497,10 @@ static json_t *cr_status(struct kube_sched *ks, struct cr *c)
 	const char *status = "False", *reason;
 	char msg[512];
 	if (c->error) {
+		char *shown = uri_redact(c->error);
 		reason = "Invalid";
-		snprintf(msg, sizeof msg, "%s", c->error);
+		snprintf(msg, sizeof msg, "%s", shown);
+		free(shown);
 	} else if (c->listing || !d) {
 		reason = "Listing";
 		snprintf(msg, sizeof msg, "listing the source");

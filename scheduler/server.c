@@ -558,6 +558,27 @@ static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
 	free(members);
 }
 
+/* A node reported hashes of blocks it was never given to read: counted, and
+ * told at most once per SERVER_REFUSED_LOG_MS (a node may send many). */
+static void note_refused(struct sched *s, struct cluster_node *n, const struct cluster_version *cv,
+			 size_t count, uint32_t example)
+{
+	uint64_t now = uv_now(&s->loop);
+	n->hashes_refused += count;
+	n->refused_unlogged += count;
+	if (n->refused_logged && now - n->refused_logged < SERVER_REFUSED_LOG_MS)
+		return;
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&cv->v->id, hex);
+	log_warn("node %s: %llu block hash%s refused (block %u of version %.12s of %s, for "
+		 "one): not in any origin share it was given; they stay unknown and come from "
+		 "the nodes that read them",
+		 n->name, (unsigned long long)n->refused_unlogged,
+		 n->refused_unlogged > 1 ? "es" : "", example, hex, cv->v->m->source);
+	n->refused_unlogged = 0;
+	n->refused_logged = now;
+}
+
 static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
@@ -579,8 +600,12 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 	if (rc == 0 && cv) {
 		Syncbit__BlockHash **fresh = xcalloc(m->n_blocks + 1, sizeof *fresh);
 		int completed = 0;
+		size_t refused = 0;
+		uint32_t example = 0;
 		size_t n = cluster_ingest(&s->cluster, cv, m->blocks, m->n_blocks, cl->node->name,
-					  fresh, &completed);
+					  fresh, &completed, &refused, &example);
+		if (refused)
+			note_refused(s, cl->node, cv, refused, example);
 		if (n)
 			broadcast_hashes(s, cv, fresh, n);
 		const char *donor = NULL;

@@ -207,6 +207,34 @@ static void test_plan_move(void **state)
 	assign_plan_close(&p[1]);
 }
 
+/* A file's SHA-256 from the source (S3 full-object checksum) goes into the
+ * manifest the nodes check assembled files against; a listing without one
+ * encodes as before. A malformed one is refused. */
+static void test_version_content_sha256(void **state)
+{
+	struct source_listing l;
+	struct sched_version *plain = sample_version("zd"), *v = NULL;
+	char *detail = NULL;
+	sample_listing(&l, "zd");
+	l.files[6].has_content_sha256 = 1;
+	memset(l.files[6].content_sha256, 0xab, HASH_LEN);
+	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	source_listing_close(&l);
+	const FileEntry *z = v->m->files[6], *zp = plain->m->files[6];
+	assert_string_equal(z->path, "z.bin");
+	assert_int_equal(z->content_sha256.len, HASH_LEN);
+	assert_int_equal(z->content_sha256.data[0], 0xab);
+	assert_int_equal(zp->content_sha256.len, 0);
+	assert_int_equal(v->m->files[0]->content_sha256.len, 0);
+	assert_memory_not_equal(v->id.b, plain->id.b, HASH_LEN);
+	assert_int_equal(manifest_validate(v->m), 0);
+	v->m->files[6]->content_sha256.len = 31;
+	assert_int_equal(manifest_validate(v->m), SB_EPROTO);
+	v->m->files[6]->content_sha256.len = HASH_LEN;
+	version_free(v);
+	version_free(plain);
+}
+
 static void test_version_from_listing(void **state)
 {
 	struct sched_version *v = sample_version("zd");
@@ -385,9 +413,20 @@ static void test_cluster_persists(void **state)
 		bhp[i] = &bh[i];
 	}
 	int completed;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed), 2);
+	size_t refused;
+	uint32_t example;
+	/* Hashes come from the node the plan gives the blocks to. */
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 0);
+	assert_int_equal(refused, 2);
+	cluster_plan(&c, cv, NULL, 0);
+	assert_non_null(cluster_plan_of(cv, "gpu-a"));
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 2);
+	assert_int_equal(refused, 0);
 	bh[1].hash.data[5] = 0x55;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed), 1);
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed, &refused, &example), 1);
 	assert_ptr_equal(fresh[0], bhp[2]);
 	assert_false(completed);
 	uint8_t bits[1] = {0x05};
@@ -586,6 +625,7 @@ int main(void)
 	    cmocka_unit_test(test_origin_plan_wide_stripe),
 	    cmocka_unit_test(test_plan_move),
 	    cmocka_unit_test(test_version_from_listing),
+	    cmocka_unit_test(test_version_content_sha256),
 	    cmocka_unit_test(test_version_refuses_escapes),
 	    cmocka_unit_test(test_version_refuses_oversized),
 	    cmocka_unit_test(test_carry_over),
