@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz bench bench-deps
+.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz bench bench-deps man FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -57,6 +57,15 @@ $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto | $(BUILD
 
 $(BUILD)/gen/proto/%.pb-c.o: $(BUILD)/gen/proto/%.pb-c.c
 	$(CC) -std=gnu11 $(OPT) -I$(BUILD)/gen $(CFLAGS_PKG) -fno-sanitize=all -c -o $@ $<
+
+# The commit `syncbit version` reports: only common/version.o is built with
+# it, again when it changes; "unknown" outside a git checkout.
+COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/common/version.o: CFLAGS += -DSYNCBIT_COMMIT='"$(COMMIT)"'
+$(BUILD)/common/version.o: $(BUILD)/commit-stamp
+$(BUILD)/commit-stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(COMMIT)' | cmp -s - $@ || echo '$(COMMIT)' >$@
 
 $(BUILD)/%.o: %.c $(PROTO_H) | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
@@ -123,6 +132,13 @@ bench: bench-deps
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/peer-pair
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/cluster
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/image-pull
+
+# The manual page, generated from the same tables as --help.
+man: $(BUILD)/syncbit.1
+$(BUILD)/syncbit.1: $(BIN)/syncbit
+	$(BIN)/syncbit man >$@
+
+FORCE:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

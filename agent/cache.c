@@ -180,7 +180,7 @@ static int take_lock(struct cache *c, int wait, int *holder)
 				*holder = lock_holder(c->lock_fd);
 			return -EBUSY;
 		}
-		log_info("%s: another syncbit process uses this data directory; waiting", c->dir);
+		log_warn("%s: another syncbit process uses this data directory; waiting", c->dir);
 		if (flock(c->lock_fd, LOCK_EX) < 0)
 			return -errno;
 	}

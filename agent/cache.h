@@ -120,6 +120,18 @@ int cache_dataset_find_target(struct cache *c, const char *target, struct cache_
 int cache_dataset_list(struct cache *c, char ***names, size_t *n);
 /* Forget a dataset; its objects are unpinned. */
 int cache_dataset_remove(struct cache *c, const char *name);
+/* Forget a dataset and evict its objects that no other dataset pins
+ * (files published from them stay). SB_ENOTFOUND when unknown. */
+int cache_dataset_purge(struct cache *c, const char *name, uint64_t *objects, uint64_t *bytes);
+/* 1 when d was published into a target that is gone or empty: a pin
+ * nothing uses any more (a pull into the cache only is never stale). */
+int cache_dataset_stale(const struct cache_dataset *d);
+struct cache_dataset_usage {
+	uint64_t objects; /* distinct objects of its version still in the cache */
+	uint64_t bytes;	  /* their size */
+};
+int cache_dataset_usage(struct cache *c, const struct cache_dataset *d,
+			struct cache_dataset_usage *out);
 void cache_dataset_close(struct cache_dataset *d);
 /* Manifest bytes by id: 1 and *data (malloc'd) or 0 if unknown. */
 int cache_manifest_get(struct cache *c, const struct hash_id *id, uint8_t **data, size_t *len);

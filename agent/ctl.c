@@ -10,6 +10,7 @@
 #include "agent/daemon.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
 #include "common/uri.h"
@@ -49,7 +50,7 @@ static void write_done(uv_write_t *r, int status)
 
 static void send_json(struct client *cl, json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = jsonfmt_dumps(o);
 	json_decref(o);
 	if (!s || cl->closing) {
 		free(s);
@@ -129,7 +130,12 @@ static void handle(struct client *cl, const char *line)
 	} else if (!strcmp(op, "ready") && name) {
 		const char *why = NULL;
 		int ok = daemon_ready(c->d, name, &why);
-		json_t *o = json_pack("{s:s, s:b}", "name", name, "ready", ok);
+		uint64_t bytes, have;
+		int published;
+		const char *error;
+		int assigned = daemon_progress(c->d, name, &bytes, &have, &published, &error) == 0;
+		json_t *o =
+		    json_pack("{s:s, s:b, s:b}", "name", name, "ready", ok, "assigned", assigned);
 		json_object_set_new(o, "reason", text_json(why));
 		send_json(cl, o);
 	} else if (!strcmp(op, "pull") && name) {
@@ -229,9 +235,16 @@ static void progress_tick(uv_timer_t *t)
 
 /* ---- HTTP probes ---- */
 
+/* Alive, and not cut off from the scheduler for longer than the grace
+ * period (a wrong join token, an unreachable scheduler). */
 static void http_healthz(void *arg, const char *path, const char *query, struct httpd_response *r)
 {
-	buf_append_str(&r->body, "ok\n");
+	struct ctl *c = arg;
+	if (daemon_health(c->d, &r->body)) {
+		buf_append_str(&r->body, "ok\n");
+		return;
+	}
+	r->status = 503;
 }
 
 static void http_readyz(void *arg, const char *path, const char *query, struct httpd_response *r)

@@ -13,6 +13,7 @@
 #include "agent/kube_agent.h"
 #include "agent/mirror.h"
 #include "agent/peer.h"
+#include "agent/uplink.h"
 #include "common/admit.h"
 #include "common/buf.h"
 #include "common/conn.h"
@@ -21,6 +22,7 @@
 #include "common/log.h"
 #include "common/uri.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "common/secure.h"
 #include "common/version.h"
 #include "common/wire.h"
@@ -58,6 +60,7 @@ struct daemon {
 	struct mirror *mirror;
 	struct conn *sched;
 	int sched_ready;
+	struct uplink link; /* for status, logs and /healthz */
 	unsigned backoff_ms;
 	uv_timer_t reconnect, heartbeat, retry;
 	unsigned heartbeat_ms;
@@ -258,9 +261,9 @@ static void report_held(struct daemon *d, struct dset *s)
 			buf_append(&blocks, &b, sizeof b);
 	size_t n = blocks.len / sizeof(uint32_t);
 	if (n && d->sched_ready) {
-		log_info("dataset %s: the scheduler lacks the hashes of %zu blocks held here; "
+		log_info("dataset %s: the scheduler lacks the hashes of %zu %s held here; "
 			 "sending them",
-			 s->name, n);
+			 s->name, n, progress_noun(n, "block", "blocks"));
 		send_ingested(d, s->cur, (const uint32_t *)blocks.ptr, n);
 	}
 	buf_close(&blocks);
@@ -318,8 +321,9 @@ static void evict(struct daemon *d)
 	if (rc < 0)
 		log_warn("eviction failed: %s", sb_strerror(rc));
 	else if (n)
-		log_info("evicted %llu objects (%llu bytes) to stay under the cache size",
-			 (unsigned long long)n, (unsigned long long)bytes);
+		log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
+			 (unsigned long long)n, progress_noun(n, "object", "objects"),
+			 (unsigned long long)bytes);
 }
 
 /* Remember which version is now at TARGET/NAME. */
@@ -352,6 +356,20 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		send_heartbeat(d);
 }
 
+static void log_fetching(struct dset *s)
+{
+	struct fetch_stats st;
+	char need[32], total[32];
+	fetch_stats(s->cur, &st);
+	if (fetch_published(s->cur))
+		return;
+	log_info("dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
+		 progress_fmt_bytes(st.bytes - st.bytes_have, need, sizeof need),
+		 progress_fmt_bytes(st.bytes, total, sizeof total),
+		 (unsigned long long)st.blocks_have, (unsigned long long)st.blocks,
+		 progress_noun(st.blocks, "block", "blocks"));
+}
+
 /* Start (or start again) the fetch of the assignment kept in s. */
 static void start_fetch(struct daemon *d, struct dset *s)
 {
@@ -369,7 +387,7 @@ static void start_fetch(struct daemon *d, struct dset *s)
 	free(s->error);
 	s->error = NULL;
 	if (rc < 0) {
-		s->error = xasprintf("dataset %s: unusable manifest: %s", s->name, sb_strerror(rc));
+		s->error = xasprintf("unusable manifest: %s", sb_strerror(rc));
 		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
 	} else if (fetch_error(f)) {
 		s->error = xstrdup(fetch_error(f));
@@ -380,9 +398,10 @@ static void start_fetch(struct daemon *d, struct dset *s)
 		s->retry_at_ms = 0;
 		peers_add_fetch(d->peers, f);
 		take_assign(d, s, a); /* and report blocks resumed from before a restart */
+		log_fetching(s);
 	}
 	if (s->error)
-		log_error("%s", s->error);
+		log_limited(LOG_ERROR, "dataset %s: failed: %s", s->name, s->error);
 	syncbit__assign__free_unpacked(a, NULL);
 }
 
@@ -443,7 +462,7 @@ static void retry_tick(uv_timer_t *t)
 		struct dset *s = d->sets[i];
 		if (!s->retry_at_ms || now < s->retry_at_ms)
 			continue;
-		log_info("dataset %s: starting again after: %s", s->name, s->error);
+		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
 		restart_fetch(d, s);
 	}
 }
@@ -465,6 +484,7 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 		d->heartbeat_ms = m->heartbeat_ms;
 	syncbit__registered__free_unpacked(m, NULL);
 	d->sched_ready = 1;
+	uplink_up(&d->link, uv_now(&d->loop));
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
@@ -515,9 +535,10 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		update_peers(d);
 		goto out;
 	}
-	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu files)", s->name,
+	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
 		 a->version_id.data[0], a->version_id.data[1], a->version_id.data[2],
-		 a->version_id.data[3], a->manifest->n_files);
+		 a->version_id.data[3], a->manifest->n_files,
+		 progress_noun(a->manifest->n_files, "file", "files"));
 	if (s->cur && fetch_published(s->cur)) {
 		drop_fetch(d, &s->prev);
 		s->prev = s->cur; /* stays at TARGET/NAME until the new one is complete */
@@ -658,10 +679,11 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 
 static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
+	struct daemon *d = ctx;
 	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
 	if (!m)
 		return SB_EPROTO;
-	log_error("scheduler: %s", m->message ? m->message : "error");
+	uplink_refused(&d->link, m->message);
 	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
@@ -746,9 +768,8 @@ static void dial_scheduler(uv_timer_t *t);
 static void sched_close(struct conn *c, int status)
 {
 	struct daemon *d = conn_data(c);
-	if (d->sched_ready) /* log each outage once */
-		log_warn("scheduler %s: %s; reconnecting", d->o->scheduler,
-			 status ? sb_strerror(status) : "connection closed");
+	if (!d->stopping)
+		uplink_closed(&d->link, uv_now(&d->loop), status, conn_error(c));
 	d->sched = NULL;
 	d->sched_ready = 0;
 	uv_timer_stop(&d->heartbeat);
@@ -780,7 +801,8 @@ static void dial_scheduler(uv_timer_t *t)
 				  .payload_max = 1};
 	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
 	if (rc < 0) {
-		log_error("scheduler %s: %s", d->o->scheduler, sb_strerror(rc));
+		uplink_closed(&d->link, uv_now(&d->loop), rc,
+			      rc == SB_EURI || rc == -EINVAL ? "expected HOST:PORT" : NULL);
 		uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MAX_MS, 0);
 	}
 }
@@ -903,16 +925,30 @@ json_t *daemon_status_json(struct daemon *d)
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
 		json_array_append_new(sets, o);
 	}
-	json_t *st = json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node",
-			       d->o->node, "scheduler", "addr", d->o->scheduler, "connected",
-			       d->sched_ready, "peers", "bytes_served", (json_int_t)ps.bytes_served,
-			       "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
-			       (json_int_t)ps.dropped_bad_data, "bytes_received",
-			       (json_int_t)ps.bytes_received, "bytes_unneeded",
-			       (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	json_t *st =
+	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
+		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "bytes_served",
+		      (json_int_t)ps.bytes_served, "blocks_served", (json_int_t)ps.blocks_served,
+		      "dropped_bad_data", (json_int_t)ps.dropped_bad_data, "bytes_received",
+		      (json_int_t)ps.bytes_received, "bytes_unneeded",
+		      (json_int_t)ps.bytes_unneeded, "datasets", sets);
 	if (d->kube)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
+	struct cache_stats cs;
+	if (cache_stats(d->cache, &cs) == 0)
+		json_object_set_new(st, "cache",
+				    json_pack("{s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
+					      "pinned", (json_int_t)cs.pinned, "objects",
+					      (json_int_t)cs.objects, "capacity",
+					      (json_int_t)cs.capacity));
 	return st;
+}
+
+int daemon_health(struct daemon *d, struct buf *why)
+{
+	if (!d->o->scheduler_grace_ms)
+		return 1; /* --scheduler-grace 0: the scheduler does not count */
+	return uplink_healthy(&d->link, uv_now(&d->loop), d->o->scheduler_grace_ms, why);
 }
 
 static char *labels_path(struct daemon *d)
@@ -1170,12 +1206,28 @@ static int setup(struct daemon *d, char **detail)
 	return setup_kube(d, detail);
 }
 
+/* One line with what an operator checks first. */
+static void log_started(struct daemon *d)
+{
+	const struct daemon_options *o = d->o;
+	struct buf labels = BUF_INIT;
+	for (size_t i = 0; i < o->nlabels; i++)
+		buf_printf(&labels, "%s%s=%s", i ? "," : "", o->labels[i].key, o->labels[i].value);
+	log_info("syncbit %s (%s) daemon: node %s, labels %s, scheduler %s, peers on %s, http "
+		 "%s, socket %s, data %s, target %s",
+		 SYNCBIT_VERSION, syncbit_commit(), o->node, labels.len ? buf_cstr(&labels) : "-",
+		 o->scheduler, d->advertise, o->http ? o->http : "off", o->socket, o->data,
+		 o->target);
+	buf_close(&labels);
+}
+
 int daemon_run(const struct daemon_options *o, char **detail)
 {
 	struct daemon d = {
 	    .o = o, .heartbeat_ms = DAEMON_HEARTBEAT_MS, .backoff_ms = DAEMON_RECONNECT_MIN_MS};
 	*detail = NULL;
 	uv_loop_init(&d.loop);
+	uplink_init(&d.link, o->scheduler, uv_now(&d.loop));
 	uv_timer_init(&d.loop, &d.reconnect);
 	uv_timer_init(&d.loop, &d.heartbeat);
 	uv_timer_init(&d.loop, &d.retry);
@@ -1191,7 +1243,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 		uv_signal_start(&d.sigint, on_signal, SIGINT);
 		uv_timer_start(&d.retry, retry_tick, 1000, 1000);
 		dial_scheduler(&d.reconnect);
-		log_info("node %s: peers on %s, target %s", o->node, d.advertise, o->target);
+		log_started(&d);
 	}
 	if (rc < 0)
 		stop(&d);

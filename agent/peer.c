@@ -158,10 +158,20 @@ static void on_close(struct conn *c, int status)
 {
 	struct peer *pe = conn_data(c);
 	struct peers *p = pe->p;
-	if (pe->ready)
-		log_info("peer %s gone: %s", pe->node, status ? sb_strerror(status) : "closed");
+	const char *why = conn_error(c)[0] ? conn_error(c) : sb_strerror(status);
+	if (pe->ready && !status)
+		log_info("peer %s gone: closed", pe->node);
+	else if (pe->ready)
+		log_limited(LOG_WARN, "peer %s (%s): connection lost: %s", pe->node,
+			    conn_peer_addr(c), why);
+	else if (status == SB_EAUTH)
+		log_limited(LOG_WARN, "peer %s (%s) refused the handshake (wrong join token?)",
+			    pe->node ? pe->node : "?", conn_peer_addr(c));
+	else if (status && pe->node) /* a peer this node dialed */
+		log_limited(LOG_WARN, "peer %s unreachable at %s: %s", pe->node, conn_peer_addr(c),
+			    why);
 	else if (status)
-		log_debug("peer %s: %s", conn_peer_addr(c), sb_strerror(status));
+		log_debug("peer %s: %s", conn_peer_addr(c), why);
 	if (p->closing) { /* the fetches may be gone already */
 		pe->nreqs = 0;
 	} else {

@@ -604,8 +604,9 @@ static void complete(struct pull *p)
 		uint64_t n, b;
 		rc = cache_evict(p->c, cs.capacity, &n, &b);
 		if (rc == 0 && n)
-			log_info("evicted %llu objects (%llu bytes) to stay under the cache size",
-				 (unsigned long long)n, (unsigned long long)b);
+			log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
+				 (unsigned long long)n, progress_noun(n, "object", "objects"),
+				 (unsigned long long)b);
 		else if (rc < 0)
 			log_warn("eviction failed: %s", sb_strerror(rc));
 		rc = 0;

@@ -8,9 +8,11 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "common/err.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
+#include "common/uri.h"
 
 static int s3_path_style(struct config *cfg, int *out)
 {
@@ -89,5 +91,18 @@ int cli_source_dataset(struct config *cfg, const char *source, char **with)
 		return EXIT_USAGE;
 	}
 	*with = oci_source_with(source, platform, tag_regex);
+	return 0;
+}
+
+int cli_check_source(const char *what, const char *source)
+{
+	struct source_uri u;
+	int rc = uri_parse(source, &u);
+	if (rc == SB_EURI) {
+		cli_error("%s: '%s' is not a source: expected %s", what, source, uri_form(source));
+		return EXIT_USAGE;
+	}
+	if (rc == 0)
+		uri_close(&u);
 	return 0;
 }

@@ -1,6 +1,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,6 +334,94 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_emit(level_names[level], fmt, ap);
 	va_end(ap);
+}
+
+/* ---- rate-limited lines ---- */
+
+/* Distinct messages remembered; the oldest is forgotten first. */
+#define LOG_LIMIT_SLOTS 64
+
+struct limit_slot {
+	uint64_t hash; /* FNV-1a of the message; 0: free */
+	uint64_t last_ms;
+	unsigned held;
+};
+
+static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct limit_slot limit_slots[LOG_LIMIT_SLOTS];
+static uint64_t limit_clock_ms;
+
+void log_limit_set_clock(uint64_t now_ms)
+{
+	limit_clock_ms = now_ms;
+}
+
+static uint64_t limit_now_ms(void)
+{
+	struct timespec ts;
+	if (limit_clock_ms)
+		return limit_clock_ms;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h ? h : 1;
+}
+
+/* The number of lines held back since msg last printed, or -1 when it must
+ * be held back now. */
+static long limit_check(const char *msg)
+{
+	uint64_t h = fnv1a(msg), now = limit_now_ms();
+	struct limit_slot *slot = NULL, *oldest = &limit_slots[0];
+	long held = 0;
+	pthread_mutex_lock(&limit_lock);
+	for (int i = 0; i < LOG_LIMIT_SLOTS && !slot; i++) {
+		if (limit_slots[i].hash == h)
+			slot = &limit_slots[i];
+		else if (limit_slots[i].last_ms < oldest->last_ms)
+			oldest = &limit_slots[i];
+	}
+	if (slot && now - slot->last_ms < LOG_LIMIT_MS) {
+		slot->held++;
+		held = -1;
+	} else {
+		if (!slot) {
+			slot = oldest;
+			slot->hash = h;
+			slot->held = 0;
+		}
+		held = slot->held;
+		slot->held = 0;
+		slot->last_ms = now;
+	}
+	pthread_mutex_unlock(&limit_lock);
+	return held;
+}
+
+void log_limited(enum log_level level, const char *fmt, ...)
+{
+	char msg[LOG_MSG_MAX];
+	va_list ap;
+
+	if (level < log_level || level > LOG_ERROR)
+		return;
+	int saved_errno = errno;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	long held = limit_check(msg);
+	if (held > 0)
+		log_msg(level, "%s (repeated %ld time%s since it was last logged)", msg, held,
+			held == 1 ? "" : "s");
+	else if (held == 0)
+		log_msg(level, "%s", msg);
+	errno = saved_errno;
 }
 
 void fatal(const char *fmt, ...)

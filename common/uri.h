@@ -41,6 +41,9 @@ struct source_uri {
  * free. */
 int uri_parse(const char *s, struct source_uri *out);
 void uri_close(struct source_uri *u);
+/* What a source of s's scheme looks like ("s3://BUCKET[/PREFIX]"), for the
+ * message when uri_parse refuses s. Static string. */
+const char *uri_form(const char *s);
 const char *uri_kind_name(enum uri_kind k);
 
 /* Credentials in URLs are printed as this: in the API, logs, status and

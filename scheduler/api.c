@@ -5,6 +5,7 @@
 
 #include "common/conn.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
 #include "common/uri.h"
@@ -106,11 +107,11 @@ json_t *api_datasets(struct sched *s)
 static json_t *seconds_since(struct sched *s, const struct cluster_node *n)
 {
 	if (n->conn)
-		return json_real((double)(uv_now(&s->loop) - n->last_heard) / 1000.0);
+		return jsonfmt_seconds((double)(uv_now(&s->loop) - n->last_heard) / 1000.0);
 	if (n->last_seen_ms <= 0)
 		return json_null();
 	int64_t d = cluster_wall_ms() - n->last_seen_ms;
-	return json_real(d > 0 ? (double)d / 1000.0 : 0.0);
+	return jsonfmt_seconds(d > 0 ? (double)d / 1000.0 : 0.0);
 }
 
 json_t *api_nodes(struct sched *s)
@@ -171,7 +172,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	double copies = bytes ? (double)t->from_origin / (double)bytes : 0.0;
 	return json_pack(
 	    "{s:s, s:o, s:I, s:I, s:I, s:b, s:I, s:I, s:{s:I, s:s}, s:o, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
+	    "s:{s:I, s:I, s:I, s:I, s:I, s:o}}",
 	    "name", d->name, "version", hex_or_null(cv ? &cv->v->id : NULL), "blocks",
 	    (json_int_t)(cv ? cv->v->nblocks : 0), "blocks_known",
 	    (json_int_t)(cv ? cv->v->nknown : 0), "bytes", (json_int_t)bytes, "complete",
@@ -181,7 +182,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	    "totals", "bytes_from_origin", (json_int_t)t->from_origin, "bytes_from_peers",
 	    (json_int_t)t->from_peers, "bytes_reused", (json_int_t)t->reused, "bytes_served",
 	    (json_int_t)t->served, "bytes_delivered", (json_int_t)(t->from_origin + t->from_peers),
-	    "origin_copies", copies);
+	    "origin_copies", jsonfmt_real3(copies));
 }
 
 json_t *api_status(struct sched *s, const char *only)
@@ -282,7 +283,7 @@ void api_metrics(struct sched *s, struct buf *out)
 
 static void send_json(struct httpd_response *r, json_t *doc)
 {
-	char *text = json_dumps(doc, JSON_COMPACT);
+	char *text = jsonfmt_dumps(doc);
 	r->content_type = "application/json";
 	buf_append_str(&r->body, text);
 	buf_append_str(&r->body, "\n");

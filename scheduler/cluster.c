@@ -308,6 +308,19 @@ static int report_fill(struct cluster_report *r, const struct cluster_version *c
 	return major;
 }
 
+/* A node's dataset changed state: published there, or failed there. */
+static void report_log(const struct cluster_node *n, const struct cluster_report *r,
+		       int was_published, const char *was_error)
+{
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&r->version, hex);
+	if (r->published && !was_published)
+		log_info("dataset %s: version %.12s published on node %s", r->dataset, hex,
+			 n->name);
+	if (r->error && r->error[0] && strcmp(r->error, was_error ? was_error : ""))
+		log_warn("dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
+}
+
 static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
 					  size_t *index)
 {
@@ -344,7 +357,11 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 			r->version = cv->v->id;
 			r->dirty = 1;
 		}
+		int was_published = r->published;
+		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
 		int major = report_fill(r, cv, vs[i]);
+		report_log(n, r, was_published, was_error);
+		free(was_error);
 		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
 			report_save(c, n->name, r, now);
 	}

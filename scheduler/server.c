@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/conn.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -84,7 +85,7 @@ static void send_error(struct sched_client *cl, int code, const char *message)
 void server_reply(struct sched_client *cl, int code, const char *message, json_t *json)
 {
 	Syncbit__AdminReply m = SYNCBIT__ADMIN_REPLY__INIT;
-	char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+	char *text = json ? jsonfmt_dumps(json) : NULL;
 	m.code = code;
 	m.message = (char *)(message ? message : code < 0 ? sb_strerror(code) : "");
 	m.json = text ? text : (char *)"";
@@ -305,7 +306,8 @@ static void plan_reason(const struct cluster_version *cv, const char *old, struc
 	if (ngone) {
 		buf_printf(out, "%s ", many ? "nodes" : "node");
 		join_names(out, gone, ngone);
-		buf_printf(out, " left; %s %u blocks reassigned; ", many ? "their" : "its", moved);
+		buf_printf(out, " left; %s %u %s reassigned; ", many ? "their" : "its", moved,
+			   moved == 1 ? "block" : "blocks");
 	}
 	if (orphans)
 		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
@@ -320,10 +322,12 @@ static void plan_reason(const struct cluster_version *cv, const char *old, struc
 	if (n == 0)
 		buf_printf(out, "no node holds it");
 	else if (unknown == 0)
-		buf_printf(out, "all %u block hashes known: blocks come from peers",
-			   cv->v->nblocks);
+		buf_printf(out, "%s %u block %s known: blocks come from peers",
+			   cv->v->nblocks == 1 ? "the" : "all", cv->v->nblocks,
+			   cv->v->nblocks == 1 ? "hash" : "hashes");
 	else
-		buf_printf(out, "%u unknown blocks over %zu node%s", unknown, n, n > 1 ? "s" : "");
+		buf_printf(out, "%u unknown %s over %zu node%s", unknown,
+			   unknown == 1 ? "block" : "blocks", n, n > 1 ? "s" : "");
 	if (cv->stripe > 1)
 		buf_printf(out, " (stripe %u)", cv->stripe);
 }
@@ -676,8 +680,11 @@ static void on_close(struct conn *c, int status)
 		struct cluster_node *n = cl->node;
 		n->conn = NULL;
 		cluster_node_flush(&s->cluster, n);
-		log_info("node %s disconnected%s%s", n->name, status ? ": " : "",
-			 status ? (conn_error(c)[0] ? conn_error(c) : sb_strerror(status)) : "");
+		if (status)
+			log_warn("node %s: connection lost: %s", n->name,
+				 conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
+		else
+			log_info("node %s disconnected", n->name);
 		server_sync(s);
 	}
 	server_client_release(cl);

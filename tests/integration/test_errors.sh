@@ -12,6 +12,19 @@ expect_fail "bad block size is a usage error" 2 "block-size" "$SYNCBIT" pull "$S
 expect_fail "unknown command is a usage error" 2 "unknown command" "$SYNCBIT" frobnicate
 expect_fail "missing source" 1 "No such file" "$SYNCBIT" pull "$T/nope" --to "$T/d" --data "$DATA"
 expect_fail "unsupported scheme" 1 "scheme" "$SYNCBIT" pull "ftp://example/x" --to "$T/d" --data "$DATA"
+expect_fail "a malformed source is a usage error saying what a source looks like" 2 \
+	"pull: 's3://' is not a source: expected s3://BUCKET\[/PREFIX\]" "$SYNCBIT" pull s3:// --to "$T/d" --data "$DATA"
+expect_fail "so is a hub source without its //" 2 "expected hf://\[datasets/\]ORG/NAME" \
+	"$SYNCBIT" pull hf:org/model --to "$T/d" --data "$DATA"
+check "--version is the program's version, in every command" bash -c "'$SYNCBIT' --version | grep -q '^syncbit [0-9.]* (.*)\$' && '$SYNCBIT' pull --version | grep -q '^syncbit [0-9.]* (' && '$SYNCBIT' dataset add --version | grep -q '^syncbit '"
+"$SYNCBIT" version >"$T/version"
+check "version names the commit and the libraries" bash -c "grep -Eq '^syncbit [0-9.]+ \(.+\)\$' '$T/version' && for l in libuv lmdb libcurl openssl libsodium jansson libyaml protobuf-c xxhash; do grep -q \"^\$l [0-9A-Za-z]\" '$T/version' || exit 1; done"
+check "short flags: -q -j -o" bash -c "'$SYNCBIT' pull '$S' -q -j 2 -o '$T/short' --data '$DATA' >'$T/short.out' && cmp '$S/a.bin' '$T/short/a.bin' && test ! -s '$T/short.out'"
+"$SYNCBIT" pull "$S" --to "$T/js" --data "$DATA" --json >"$T/js.out"
+check "JSON seconds are rounded to the millisecond" grep -Eq '"seconds":[0-9]+(\.[0-9]{1,3})?[,}]' "$T/js.out"
+expect_fail "one attempt is 'attempt'" 1 "http://127.0.0.1:1/x: HEAD .*\(gave up after 1 attempt\)$" \
+	"$SYNCBIT" pull http://127.0.0.1:1/x --retries 0 --to "$T/d" --data "$DATA"
+check "one file is 'pulled 1 file'" bash -c "'$SYNCBIT' pull '$S/b.txt' --to '$T/one' --data '$DATA' | grep -q '^pulled 1 file, '"
 printf 'jobs: [1\nto: x\n' >"$T/bad.yaml"
 expect_fail "malformed config names file and line" 2 "bad.yaml:[0-9]+" "$SYNCBIT" pull "$S" --config "$T/bad.yaml" --data "$DATA"
 printf 'blok-size: 1M\n' >"$T/typo.yaml"
@@ -91,7 +104,8 @@ obj=$(find "$DATA2/objects" -type f -size 300000c | head -1)
 touch -r "$obj" "$T/stamp"
 printf 'X' | dd of="$obj" bs=1 seek=70000 conv=notrunc status=none
 touch -r "$T/stamp" "$obj"
-expect_fail "verify detects a corrupt block" 1 "block 1 does not match" "$SYNCBIT" verify "$T/c" --data "$DATA2"
+expect_fail "verify detects a corrupt block" 1 "1 bad file of 2; dropped from the cache" "$SYNCBIT" verify "$T/c" --data "$DATA2"
+check "... and names the bad file once" test "$(cat "$T/.out" "$T/.err" | grep -c "$T/c/a.bin: block 1 does not match")" -eq 1
 "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2" --block-size 64KiB --json >"$T/pc"
 check "the next pull refetches the corrupt file" cmp "$S/a.bin" "$T/c/a.bin"
 check "refetch counted as source bytes" test "$(json_field "$T/pc" bytes_read)" -ge 300000
@@ -100,10 +114,33 @@ expect_fail "verify of an unknown dir" 1 "no dataset" "$SYNCBIT" verify "$T" --d
 
 # gc evicts unpinned objects only.
 check "pulling a new version unpins the old objects" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2"
+"$SYNCBIT" gc --data "$DATA2" --cache-size 0 --json >"$T/gc0"
+check "gc --cache-size 0 is no limit: nothing evicted" test "$(json_field "$T/gc0" evicted_objects)" -eq 0
 "$SYNCBIT" gc --data "$DATA2" --json >"$T/gc"
 check "gc evicts unpinned objects" test "$(json_field "$T/gc" evicted_objects)" -ge 1
 check "gc keeps pinned data" test "$(json_field "$T/gc" used)" -eq "$(json_field "$T/gc" pinned)"
 check "published files survive gc" cmp "$S/a.bin" "$T/c/a.bin"
+
+# Pins of standalone pulls: a deleted target leaves a stale pin that gc
+# reports and gc --stale drops; rm forgets a pull by name or directory.
+R=$T/rmdata S2=$T/rmsrc
+mkdir -p "$S2"; head -c 50000 /dev/urandom >"$S2/other.bin"
+"$SYNCBIT" pull "$S2" --to "$T/r1" --data "$R" -q && "$SYNCBIT" pull "$S" --to "$T/r2" --data "$R" --name keep -q
+rm -rf "$T/r1"
+"$SYNCBIT" gc --data "$R" --json >"$T/gcs"
+check "gc keeps the pin of a deleted target and reports it as stale" \
+	test "$(json_field "$T/gcs" evicted_objects) $(json_field "$T/gcs" stale)" = "0 ['pull:$T/r1']"
+check "cache ls marks it" bash -c "'$SYNCBIT' cache ls --data '$R' | grep -q '^pull:$T/r1 .* stale  file://$S2 -> $T/r1\$'"
+"$SYNCBIT" gc --data "$R" --stale --json >"$T/gcs2"
+check "gc --stale drops it and evicts what it pinned" test "$(json_field "$T/gcs2" evicted_bytes)" -eq 50000
+"$SYNCBIT" cache ls --data "$R" --json >"$T/ls"
+check "cache ls --json: one pull left, all pinned" test "$(tail -1 "$T/ls" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["datasets"]), d["cache"]["evictable"])')" = "1 0"
+check "rm NAME unpins a pull" bash -c "'$SYNCBIT' rm keep --data '$R' | grep -q '^forgot keep '"
+expect_fail "rm of a pull that is not there" 1 "rm: $T/r2: no pull of that name or into that directory" "$SYNCBIT" rm "$T/r2" --data "$R"
+"$SYNCBIT" pull "$S2" --to "$T/r3" --data "$R" -q
+"$SYNCBIT" rm "$T/r3" --purge --data "$R" --json >"$T/rm"
+check "rm DIR --purge evicts its objects" test "$(json_field "$T/rm" evicted_bytes)" -eq 50000
+check "... and leaves the published files" cmp "$S2/other.bin" "$T/r3/other.bin"
 
 # verify and gc on the data directory of a running agent: told at once who
 # holds it, instead of waiting silently for as long as the agent runs.

@@ -105,6 +105,45 @@ static void test_text_lines_exact(void **state)
 	free(out);
 }
 
+static size_t count(const char *s, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* A repeated failure is one line a minute, then says how often it was
+ * held back; another failure is its own line. */
+static void test_limited_lines(void **state)
+{
+	struct capture c;
+	char *out;
+
+	log_setup(LOG_INFO, LOG_FORMAT_TEXT);
+	log_limit_set_clock(1000);
+	capture_start(&c);
+	for (int i = 0; i < 5; i++)
+		log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limited(LOG_WARN, "peer %s unreachable", "b");
+	log_limited(LOG_DEBUG, "below the level %d", 1);
+	log_limit_set_clock(1000 + LOG_LIMIT_MS - 1);
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limit_set_clock(1000 + LOG_LIMIT_MS);
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	out = capture_end(&c);
+	log_limit_set_clock(0);
+	assert_int_equal(count(out, "\n"), 3);
+	assert_int_equal(count(out, "warn: peer a unreachable\n"), 1);
+	assert_int_equal(count(out, "warn: peer b unreachable\n"), 1);
+	assert_int_equal(
+	    count(out, "warn: peer a unreachable (repeated 5 times since it was last logged)\n"),
+	    1);
+	assert_null(strstr(out, "below the level"));
+	free(out);
+}
+
 static void test_text_escapes_controls(void **state)
 {
 	struct capture c;
@@ -408,6 +447,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_text_line_and_level_filter, teardown),
 	    cmocka_unit_test_teardown(test_text_lines_exact, teardown),
+	    cmocka_unit_test_teardown(test_limited_lines, teardown),
 	    cmocka_unit_test_teardown(test_text_escapes_controls, teardown),
 	    cmocka_unit_test(test_escape_helper),
 	    cmocka_unit_test_teardown(test_urls_redacted, teardown),
