@@ -31,7 +31,7 @@ done
 export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
-VERSION=$("$SYNCBIT" version | awk '{print $2}')
+VERSION=$("$SYNCBIT" version | awk 'NR == 1 {print $2}')
 case $(dpkg --print-architecture) in
 amd64) ARCH=amd64 ;; arm64) ARCH=arm64 ;; armhf | armel) ARCH=arm ;; i386) ARCH=386 ;;
 ppc64el) ARCH=ppc64le ;; *) ARCH=$(dpkg --print-architecture) ;;
@@ -259,7 +259,7 @@ ran() {
 crun -- >"$T/help.out" 2>&1
 check "the default command (Entrypoint + Cmd) is syncbit --help" ran $? "$T/help.out" grep -q '^usage: syncbit COMMAND' "$T/help.out"
 crun -- /usr/bin/syncbit version >"$T/version.out" 2>&1
-check "syncbit version in the container: $VERSION" ran $? "$T/version.out" grep -qxF "syncbit $VERSION" "$T/version.out"
+check "syncbit version in the container: $VERSION" ran $? "$T/version.out" grep -q "^syncbit $VERSION " "$T/version.out"
 
 # A tree on a read-only bind mount pulled into a bind-mounted target owned
 # by the image's user: the files it writes show which uid it ran as, and
