@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -53,11 +54,13 @@ struct daemon {
 	uv_loop_t loop;
 	struct cache *cache;
 	struct secure_token token;
+	struct secure_keypair key; /* DATA/DAEMON_KEY_FILE: this node's identity */
 	struct peers *peers;
 	struct ctl *ctl;
 	struct mirror *mirror;
 	struct conn *sched;
 	int sched_ready;
+	char sched_error[256]; /* why the last attempt failed, logged once */
 	unsigned backoff_ms;
 	uv_timer_t reconnect, heartbeat, retry;
 	unsigned heartbeat_ms;
@@ -469,6 +472,7 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
 	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
+	d->sched_error[0] = '\0';
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
 }
@@ -656,12 +660,34 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	return 0;
 }
 
+/* Why the scheduler cannot be reached or refuses: one line until it
+ * changes or the node registers, not one per attempt. */
+static void sched_failed(struct daemon *d, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void sched_failed(struct daemon *d, enum log_level level, const char *fmt, ...)
+{
+	char line[sizeof d->sched_error];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (!strcmp(line, d->sched_error)) {
+		log_debug("%s", line);
+		return;
+	}
+	snprintf(d->sched_error, sizeof d->sched_error, "%s", line);
+	log_msg(level, "%s", line);
+}
+
 static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
+	struct daemon *d = ctx;
 	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
 	if (!m)
 		return SB_EPROTO;
-	log_error("scheduler: %s", m->message ? m->message : "error");
+	sched_failed(d, LOG_ERROR, "scheduler%s: %s", m->code == SB_EDENIED ? " refused" : "",
+		     m->message ? m->message : "error");
 	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
@@ -749,6 +775,9 @@ static void sched_close(struct conn *c, int status)
 	if (d->sched_ready) /* log each outage once */
 		log_warn("scheduler %s: %s; reconnecting", d->o->scheduler,
 			 status ? sb_strerror(status) : "connection closed");
+	else if (status < 0 && !d->stopping)
+		sched_failed(d, LOG_WARN, "scheduler %s: %s; retrying", d->o->scheduler,
+			     conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
 	d->sched = NULL;
 	d->sched_ready = 0;
 	uv_timer_stop(&d->heartbeat);
@@ -774,6 +803,8 @@ static void dial_scheduler(uv_timer_t *t)
 			 d->o->node, DAEMON_LABELS_WAIT_MS / 1000);
 	d->labels_deadline_ms = 0;
 	struct conn_config cfg = {.token = &d->token,
+				  .key = &d->key,
+				  .purpose = HANDSHAKE_CONTROL,
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
 				  .body_max = CONTROL_BODY_MAX,
@@ -1132,6 +1163,26 @@ static int setup_kube(struct daemon *d, char **detail)
 	return rc;
 }
 
+/* This node's identity: DATA/DAEMON_KEY_FILE, made on first start. The
+ * scheduler pins it to the node's name at its first registration. */
+static int load_key(struct daemon *d, char **detail)
+{
+	char *path = path_join(d->o->data, DAEMON_KEY_FILE), *why = NULL;
+	char fp[SECURE_FINGERPRINT_LEN];
+	int created;
+	int rc = secure_keypair_init(path, &d->key, &created, &why);
+	if (rc < 0) {
+		*detail = why ? why : xasprintf("%s: %s", path, sb_strerror(rc));
+		why = NULL;
+	} else {
+		secure_key_fingerprint(d->key.pub, fp);
+		log_info("node %s: %s key %s in %s", d->o->node, created ? "new" : "its", fp, path);
+	}
+	free(why);
+	free(path);
+	return rc;
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -1148,10 +1199,13 @@ static int setup(struct daemon *d, char **detail)
 		*detail = xasprintf("cannot open the cache in %s: %s", d->o->data, sb_strerror(rc));
 		return rc;
 	}
+	if ((rc = load_key(d, detail)) < 0)
+		return rc;
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
 				  .token = &d->token,
+				  .key = &d->key,
 				  .encrypt = d->o->encrypt,
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
@@ -1200,6 +1254,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	free(d.advertise);
 	json_decref(d.node_labels);
 	cache_free(d.cache);
+	secure_keypair_close(&d.key);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("daemon: event loop still had handles at exit");
 	return rc;

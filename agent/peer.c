@@ -31,6 +31,8 @@ static int banned(struct peers *p, const char *node)
 static struct conn_config conn_cfg(struct peers *p)
 {
 	struct conn_config cfg = {.token = &p->token,
+				  .key = &p->key,
+				  .purpose = HANDSHAKE_PEER,
 				  .node = p->node,
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
@@ -161,7 +163,8 @@ static void on_close(struct conn *c, int status)
 	if (pe->ready)
 		log_info("peer %s gone: %s", pe->node, status ? sb_strerror(status) : "closed");
 	else if (status)
-		log_debug("peer %s: %s", conn_peer_addr(c), sb_strerror(status));
+		log_debug("peer %s: %s", conn_peer_addr(c),
+			  conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
 	if (p->closing) { /* the fetches may be gone already */
 		pe->nreqs = 0;
 	} else {
@@ -544,6 +547,7 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 	p->loop = loop;
 	p->node = xstrdup(cfg->node);
 	p->token = *cfg->token;
+	p->key = *cfg->key;
 	p->encrypt = cfg->encrypt;
 	p->cache = cfg->cache;
 	struct conn_config cc = conn_cfg(p);
@@ -551,6 +555,7 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 	if (rc < 0) {
 		*detail =
 		    xasprintf("cannot listen for peers on %s: %s", cfg->listen, sb_strerror(rc));
+		secure_keypair_close(&p->key);
 		free(p->node);
 		free(p);
 		return rc;
@@ -566,6 +571,8 @@ static void maybe_free(struct peers *p)
 {
 	if (p->list || !p->tick_closed)
 		return;
+	secure_keypair_close(&p->key);
+	sodium_memzero(&p->token, sizeof p->token);
 	free(p->node);
 	free(p);
 }

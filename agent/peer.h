@@ -38,6 +38,7 @@ struct peers_config {
 	const char *node;   /* our name */
 	const char *listen; /* host:port to accept peers on */
 	const struct secure_token *token;
+	const struct secure_keypair *key; /* this node's identity; copied */
 	int encrypt;
 	struct cache *cache;
 };

@@ -79,6 +79,7 @@ struct peers {
 	uv_loop_t *loop;
 	char *node;
 	struct secure_token token;
+	struct secure_keypair key;
 	int encrypt;
 	struct cache *cache;
 	struct conn_listener *listener;

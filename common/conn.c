@@ -17,6 +17,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/frame.h"
+#include "common/handshake.h"
 #include "common/log.h"
 #include "proto/wire.pb-c.h"
 
@@ -31,12 +32,15 @@
 
 enum conn_state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSING };
 
-/* One queued frame: header and body copied, payload referenced. */
+/* One queued frame: header and body copied, then (plain sessions) the MAC
+ * computed when the frame's turn comes, then the payload, referenced. */
 struct conn_msg {
 	struct conn_msg *next;
 	const uint8_t *payload;
 	size_t payload_len;
-	size_t sent; /* bytes of head + payload the socket took */
+	size_t sent; /* bytes of head + tag + payload the socket took */
+	uint8_t tag[SECURE_MAC_BYTES];
+	size_t tag_len; /* 0 until computed, and in encrypted sessions */
 	void (*done)(void *arg, int status);
 	void *arg;
 	int fd; /* >= 0: the payload is the file's bytes at file_off */
@@ -61,6 +65,7 @@ struct raw_write {
 	uv_write_t req;
 	struct conn *c;
 	size_t len;
+	int close_with; /* < 0: close with this status once written (a refusal) */
 	uint8_t data[];
 };
 
@@ -86,10 +91,15 @@ struct conn {
 
 	uint32_t body_max, payload_max;
 	unsigned dial_ms, handshake_ms, idle_ms;
-	struct secure_handshake *hs; /* until the handshake ends */
+	struct handshake *hs; /* until the handshake ends */
+	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
 	struct secure_session sess;
 	enum secure_cipher cipher; /* kept after sess is wiped */
 	int encrypted;
+	int mac;     /* a plain session: frames carry MACs */
+	int refused; /* a refusal is on its way out: nothing more is read */
+	enum handshake_purpose purpose;
+	uint8_t peer_key[SECURE_KEY_BYTES];
 
 	uint64_t last_in; /* uv_now() of the last read */
 	uint64_t bytes_in, bytes_out;
@@ -124,8 +134,10 @@ struct conn {
 struct conn_listener {
 	uv_tcp_t tcp;
 	uv_loop_t *loop;
-	struct conn_config cfg; /* node points at our copy */
+	struct conn_config cfg; /* token, key and node point at our copies */
 	struct secure_token token;
+	struct secure_keypair key;
+	struct handshake_replay *replay; /* first messages seen */
 	char *node;
 	struct conn_callbacks cb;
 	void *data;
@@ -139,6 +151,8 @@ struct conn_listener {
 static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used);
+static int mac_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
+		     const uint8_t *tag);
 static void writer_kick(struct conn *c);
 
 /* ---- addresses ---- */
@@ -230,7 +244,7 @@ static void conn_finish(struct conn *c)
 	if (c->ai)
 		uv_freeaddrinfo(c->ai);
 	if (c->hs) {
-		secure_handshake_close(c->hs);
+		handshake_close(c->hs);
 		free(c->hs);
 	}
 	secure_session_close(&c->sess);
@@ -309,20 +323,44 @@ static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 	conn_close(c, rc);
 }
 
-/* The handshake's keys and nonce: for an accepted connection only once it
- * is admitted, so a refused one costs no key generation. */
-static int hs_init(struct conn *c, const struct conn_config *cfg)
+static const char *verify_peer(void *arg, const char *node, const uint8_t *key)
 {
+	struct conn *c = arg;
+	return c->verify ? c->verify(c, node, key) : NULL;
+}
+
+/* The handshake's state: for an accepted connection only once it is
+ * admitted. Nothing costs a DH or a key generation here (a dial without a
+ * static key of its own makes one). */
+static int hs_init(struct conn *c, const struct conn_config *cfg, struct handshake_replay *replay)
+{
+	struct secure_keypair fresh;
+	struct handshake_config hc = {
+	    .token = cfg->token,
+	    .key = cfg->key,
+	    .node = cfg->node,
+	    .encrypt = cfg->encrypt,
+	    .aes_gcm = crypto_aead_aes256gcm_is_available() && !cfg->no_aes_gcm,
+	    .purpose = cfg->purpose,
+	    .purposes = cfg->purposes ? cfg->purposes : HANDSHAKE_PURPOSE_BIT(cfg->purpose),
+	    .replay = replay,
+	    .verify = verify_peer,
+	    .verify_arg = c,
+	};
+	if (!hc.key) {
+		secure_keypair_new(&fresh);
+		hc.key = &fresh;
+	}
 	c->hs = xmalloc(sizeof *c->hs);
-	int rc = secure_handshake_init(c->hs, cfg->token, c->initiator, cfg->node, cfg->encrypt);
+	c->verify = cfg->verify;
+	int rc = handshake_init(c->hs, &hc, c->initiator);
+	if (hc.key == &fresh)
+		secure_keypair_close(&fresh);
 	if (rc) {
 		free(c->hs);
 		c->hs = NULL;
-		return rc;
 	}
-	if (cfg->no_aes_gcm)
-		c->hs->aes_gcm = 0;
-	return 0;
+	return rc;
 }
 
 static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
@@ -333,7 +371,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	uv_once(&sigpipe_once, sigpipe_ignore);
 	struct conn *c = xcalloc(1, sizeof *c);
 	c->initiator = initiator;
-	int rc = initiator ? hs_init(c, cfg) : 0;
+	int rc = initiator ? hs_init(c, cfg, NULL) : 0;
 	if (rc) {
 		free(c);
 		return rc;
@@ -347,7 +385,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	c->dial_ms = cfg->dial_ms ? cfg->dial_ms : CONN_DIAL_MS;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
-	frame_reader_init(&c->fr, SECURE_HELLO_MAX, 0); /* handshake frames until ready */
+	frame_reader_init(&c->fr, HANDSHAKE_HELLO_MAX, 0); /* handshake frames until ready */
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 1;
@@ -399,25 +437,29 @@ static void on_raw_written(uv_write_t *req, int status)
 {
 	struct raw_write *w = req->data;
 	struct conn *c = w->c;
+	int close_with = w->close_with;
 
 	if (status == 0)
 		c->bytes_out += w->len;
-	else
-		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
 	free(w);
+	if (status < 0)
+		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
+	else if (close_with < 0)
+		conn_close(c, close_with);
 }
 
-static void raw_write(struct conn *c, uint32_t type, const struct buf *body)
+/* Bytes of the handshake, ahead of the queue (libuv keeps writes in
+ * order); close_with < 0 closes the connection once they are written. */
+static void raw_send(struct conn *c, const uint8_t *p, size_t n, int close_with)
 {
-	struct frame_header h = {(uint32_t)body->len, type, 0};
-	struct raw_write *w = xmalloc(sizeof *w + FRAME_HEADER_LEN + body->len);
+	struct raw_write *w = xmalloc(sizeof *w + n);
 
-	frame_header_encode(&h, w->data);
-	memcpy(w->data + FRAME_HEADER_LEN, body->ptr, body->len);
+	memcpy(w->data, p, n);
 	w->c = c;
-	w->len = FRAME_HEADER_LEN + body->len;
+	w->len = n;
+	w->close_with = close_with;
 	w->req.data = w;
-	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
 	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written);
 	if (rc < 0) {
 		free(w);
@@ -425,15 +467,72 @@ static void raw_write(struct conn *c, uint32_t type, const struct buf *body)
 	}
 }
 
-static void handshake_done(struct conn *c)
+static void frame_make(uint32_t type, const struct buf *body, struct buf *out)
+{
+	struct frame_header h = {(uint32_t)body->len, type, 0};
+	buf_reserve(out, FRAME_HEADER_LEN + body->len);
+	frame_header_encode(&h, out->ptr + out->len);
+	out->len += FRAME_HEADER_LEN;
+	buf_append(out, body->ptr, body->len);
+}
+
+static void raw_write(struct conn *c, uint32_t type, const struct buf *body, int close_with)
+{
+	struct buf f = BUF_INIT;
+	frame_make(type, body, &f);
+	raw_send(c, f.ptr, f.len, close_with);
+	buf_close(&f);
+}
+
+/* The session's first frame, the responder's confirmation (an empty body)
+ * or refusal (an ErrorMsg), sealed or MACed like any frame after it. */
+static void confirm_send(struct conn *c, const struct buf *body, int close_with)
+{
+	struct buf f = BUF_INIT, w = BUF_INIT;
+	uint8_t tag[SECURE_MAC_BYTES];
+	int rc;
+
+	frame_make(SYNCBIT__MSG_TYPE__MSG_AUTH, body, &f);
+	if (c->encrypted) {
+		buf_reserve(&w, f.len + SECURE_RECORD_OVERHEAD);
+		rc = secure_seal(&c->sess, f.ptr, f.len, w.ptr);
+		w.len = f.len + SECURE_RECORD_OVERHEAD;
+	} else {
+		rc = secure_mac(&c->sess, f.ptr, FRAME_HEADER_LEN, f.ptr + FRAME_HEADER_LEN,
+				body->len, tag);
+		buf_append(&w, f.ptr, f.len);
+		buf_append(&w, tag, sizeof tag);
+	}
+	if (rc)
+		conn_fail(c, rc, "cannot confirm the handshake: %s", sb_strerror(rc));
+	else
+		raw_send(c, w.ptr, w.len, close_with);
+	buf_close(&f);
+	buf_close(&w);
+}
+
+/* From here on frames travel in the session: records, or MACed frames. */
+static void session_start(struct conn *c)
+{
+	c->cipher = c->sess.cipher;
+	c->encrypted = c->cipher != SECURE_PLAIN;
+	c->mac = !c->encrypted;
+	if (c->mac) {
+		c->fr.tag_len = SECURE_MAC_BYTES;
+		c->fr.check = mac_check;
+		c->fr.check_arg = c;
+	}
+}
+
+static void hs_done(struct conn *c)
 {
 	admit_leave(&c->slot, ADMIT_NONE, NULL);
 	snprintf(c->peer_node, sizeof c->peer_node, "%s", c->hs->peer_node);
-	secure_handshake_close(c->hs);
+	memcpy(c->peer_key, c->hs->peer_key, sizeof c->peer_key);
+	c->purpose = c->hs->purpose;
+	handshake_close(c->hs);
 	free(c->hs);
 	c->hs = NULL;
-	c->cipher = c->sess.cipher;
-	c->encrypted = c->cipher != SECURE_PLAIN;
 	c->state = ST_READY;
 	c->fr.body_max = c->body_max;
 	c->fr.payload_max = c->payload_max;
@@ -441,55 +540,133 @@ static void handshake_done(struct conn *c)
 		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
 	else
 		uv_timer_stop(&c->timer);
-	log_debug("conn %s: ready, peer %s, cipher %s", c->peer_addr, c->peer_node,
-		  secure_cipher_name(c->sess.cipher));
+	log_debug("conn %s: ready, peer %s, %s, cipher %s", c->peer_addr, c->peer_node,
+		  handshake_purpose_name(c->purpose), secure_cipher_name(c->sess.cipher));
 	c->ready_reported = 1;
 	if (c->cb.on_ready)
 		c->cb.on_ready(c, 0);
 	writer_kick(c);
 }
 
-/* One frame of the handshake: Hello, Hello, Auth, nothing else. */
-static void handshake_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
+/* The handshake failed with a refusal for the peer: send it, read no more,
+ * close once it is written. */
+static void hs_refuse(struct conn *c, int rc, const struct buf *out, int in_session)
 {
-	struct secure_handshake *hs = c->hs;
-	struct buf out = BUF_INIT;
-	uint32_t want = SYNCBIT__MSG_TYPE__MSG_HELLO;
-	int rc;
+	snprintf(c->error, sizeof c->error, "handshake with %.80s: %.150s", c->peer_addr,
+		 c->hs->error);
+	log_debug("conn %s: %s", c->peer_addr, c->error);
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->refused = 1;
+	if (in_session)
+		confirm_send(c, out, rc);
+	else
+		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, out, rc);
+}
 
-	if (!c->initiator && hs->state == SECURE_HS_WAIT_AUTH)
-		want = SYNCBIT__MSG_TYPE__MSG_AUTH;
-	if (type != want) {
-		conn_fail(c, SB_EPROTO, "%s sent frame type %u during the handshake, expected %u",
-			  c->peer_addr, type, want);
+/* Initiator: the responder's first frame in the session. */
+static void hs_confirmed(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
+{
+	char why[HANDSHAKE_ERROR_MAX];
+
+	if (type != SYNCBIT__MSG_TYPE__MSG_AUTH) {
+		conn_fail(c, SB_EPROTO, "%s sent frame type %u instead of confirming the handshake",
+			  c->peer_addr, type);
 		return;
 	}
-	if (c->initiator)
-		rc = secure_handshake_finish(hs, body, len, &out, &c->sess);
-	else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO)
-		rc = secure_handshake_respond(hs, body, len, &out);
-	else
-		rc = secure_handshake_verify(hs, body, len, &c->sess);
-	if (rc) {
-		conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, hs->error);
-	} else if (c->initiator) {
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_AUTH, &out);
-		if (c->state != ST_CLOSING)
-			handshake_done(c);
-	} else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO) {
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
-	} else {
-		handshake_done(c);
+	if (len == 0) {
+		hs_done(c);
+		return;
 	}
+	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
+	int code = m && (m->code == SB_EDENIED || m->code == SB_EAUTH) ? m->code : SB_EPROTO;
+	size_t n = 0;
+	for (const char *p = m && m->message ? m->message : "?"; *p && n < sizeof why - 1; p++)
+		why[n++] = *p >= 0x20 && *p <= 0x7e ? *p : '?';
+	why[n] = '\0';
+	syncbit__error_msg__free_unpacked(m, NULL);
+	conn_fail(c, code, "handshake with %s: refused: %s", c->peer_addr, why);
+}
+
+/* Responder: message 3 came. Confirm through the session and go, or send
+ * the refusal the same way. */
+static int hs_accept(struct conn *c, const uint8_t *body, size_t len)
+{
+	struct buf out = BUF_INIT;
+	int rc = handshake_accept(c->hs, body, len, &c->sess);
+
+	if (rc != 0 && rc != SB_EDENIED)
+		return rc;
+	session_start(c);
+	if (rc == 0) {
+		confirm_send(c, &out, 0);
+		if (c->state != ST_CLOSING)
+			hs_done(c);
+	} else {
+		Syncbit__ErrorMsg m = SYNCBIT__ERROR_MSG__INIT;
+		m.code = rc;
+		m.message = c->hs->error;
+		buf_reserve(&out, syncbit__error_msg__get_packed_size(&m));
+		out.len = syncbit__error_msg__pack(&m, out.ptr);
+		hs_refuse(c, rc, &out, 1);
+	}
+	buf_close(&out);
+	return 0;
+}
+
+/* One frame of the handshake: Hello, Hello, Hello, then the responder's
+ * confirmation in the session; nothing else. */
+static void hs_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
+{
+	struct handshake *hs = c->hs;
+	struct buf out = BUF_INIT;
+	int rc = 0;
+
+	if (hs->state == HANDSHAKE_CONFIRM) {
+		hs_confirmed(c, type, body, len);
+		return;
+	}
+	if (type != SYNCBIT__MSG_TYPE__MSG_HELLO) {
+		conn_fail(c, SB_EPROTO, "%s sent frame type %u during the handshake, expected %u",
+			  c->peer_addr, type, SYNCBIT__MSG_TYPE__MSG_HELLO);
+		return;
+	}
+	if (c->initiator) {
+		rc = handshake_finish(hs, body, len, &out, &c->sess);
+		if (rc == 0) {
+			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
+			session_start(c);
+		}
+	} else if (hs->state == HANDSHAKE_START) {
+		rc = handshake_respond(hs, body, len, &out);
+		if (rc == 0)
+			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
+		else if (out.len) {
+			hs_refuse(c, rc, &out, 0);
+			rc = 0;
+		}
+	} else {
+		rc = hs_accept(c, body, len);
+	}
+	if (rc)
+		conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, hs->error);
 	buf_close(&out);
 }
 
 /* ---- receive ---- */
 
+/* A plain session's frame, before its payload is read. */
+static int mac_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
+		     const uint8_t *tag)
+{
+	struct conn *c = arg;
+	return secure_mac_check(&c->sess, hdr, FRAME_HEADER_LEN, body, len, tag);
+}
+
 static void frame_deliver(struct conn *c, const struct frame *f)
 {
 	if (c->state == ST_HANDSHAKE) {
-		handshake_frame(c, f->type, f->body, f->body_len);
+		free(f->payload);
+		hs_frame(c, f->type, f->body, f->body_len);
 	} else if (!c->cb.on_frame) {
 		free(f->payload);
 	} else {
@@ -508,18 +685,21 @@ static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used
 	int encrypted = c->encrypted;
 	size_t off = 0;
 
-	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted) {
+	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted && !c->refused) {
 		struct frame f;
 		size_t k;
 		int rc = frame_reader_feed(&c->fr, p + off, n - off, &k, &f);
 		off += k;
-		if (rc < 0) {
-			const struct frame_header *h = &c->fr.h;
+		const struct frame_header *h = &c->fr.h;
+		if (rc == SB_ETOOBIG) {
 			conn_fail(c, rc,
 				  "%s sent a frame (type %u) with a %u-byte body and a %u-byte "
 				  "payload; the limits are %u and %u",
 				  c->peer_addr, h->type, h->body_len, h->payload_len,
 				  c->fr.body_max, c->fr.payload_max);
+		} else if (rc < 0) {
+			conn_fail(c, rc, "frame (type %u) from %s %s", h->type, c->peer_addr,
+				  rc == SB_EAUTH ? "failed authentication" : sb_strerror(rc));
 		} else if (rc == 1) {
 			frame_deliver(c, &f);
 		}
@@ -592,7 +772,7 @@ static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
 
 static void input(struct conn *c, const uint8_t *p, size_t n)
 {
-	while (n > 0 && c->state != ST_CLOSING) {
+	while (n > 0 && c->state != ST_CLOSING && !c->refused) {
 		size_t k;
 		if (c->encrypted)
 			k = record_step(c, p, n);
@@ -634,14 +814,26 @@ static int rx_partial(const struct conn *c)
 
 static void on_eof(struct conn *c, int err)
 {
-	if (c->state == ST_HANDSHAKE && !c->initiator && c->hs->state == SECURE_HS_WAIT_AUTH)
+	enum handshake_state hs = c->state == ST_HANDSHAKE ? c->hs->state : HANDSHAKE_DONE;
+	int gone = err == UV_EOF ? -ECONNRESET : err;
+
+	if (hs == HANDSHAKE_CONFIRM)
 		conn_fail(c, SB_EAUTH,
-			  "%s closed the connection instead of proving the join token "
-			  "(different tokens?)",
+			  "%s closed the connection instead of confirming the handshake "
+			  "(it refused this side)",
+			  c->peer_addr);
+	else if (hs == HANDSHAKE_SENT)
+		conn_fail(c, gone,
+			  "%s closed the connection before answering the handshake (a Syncbit "
+			  "older than protocol v%d, or too busy?)",
+			  c->peer_addr, HANDSHAKE_VERSION);
+	else if (hs == HANDSHAKE_REPLIED)
+		conn_fail(c, gone,
+			  "%s closed the connection instead of finishing the handshake (it "
+			  "refused this side?)",
 			  c->peer_addr);
 	else if (c->state == ST_HANDSHAKE)
-		conn_fail(c, err == UV_EOF ? -ECONNRESET : err,
-			  "%s closed the connection during the handshake", c->peer_addr);
+		conn_fail(c, gone, "%s closed the connection during the handshake", c->peer_addr);
 	else if (err != UV_EOF)
 		conn_fail(c, err, "read from %s: %s", c->peer_addr, uv_strerror(err));
 	else if (rx_partial(c))
@@ -690,22 +882,42 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static size_t msg_total(const struct conn_msg *m)
 {
-	return m->head_len + m->payload_len;
+	return m->head_len + m->tag_len + m->payload_len;
 }
 
-/* The contiguous bytes at the send cursor. */
+/* The contiguous bytes at the send cursor: head, tag, then payload. */
 static void cursor_seg(const struct conn *c, const uint8_t **p, size_t *len)
 {
 	const struct conn_msg *m = c->sq_cur;
-	size_t off = c->sq_cur_off;
+	size_t off = c->sq_cur_off, tag_end = m->head_len + m->tag_len;
 
 	if (off < m->head_len) {
 		*p = m->head + off;
 		*len = m->head_len - off;
+	} else if (off < tag_end) {
+		*p = m->tag + (off - m->head_len);
+		*len = tag_end - off;
 	} else {
-		*p = m->payload + (off - m->head_len);
-		*len = m->payload_len - (off - m->head_len);
+		*p = m->payload + (off - tag_end);
+		*len = m->payload_len - (off - tag_end);
 	}
+}
+
+/* A plain session: the MAC of the frame at the cursor, once its turn has
+ * come (so the counters follow the order on the wire). */
+static int cursor_tag(struct conn *c)
+{
+	struct conn_msg *m = c->sq_cur;
+
+	if (!c->mac || c->sq_cur_off != 0 || m->tag_len)
+		return 0;
+	int rc = secure_mac(&c->sess, m->head, FRAME_HEADER_LEN, m->head + FRAME_HEADER_LEN,
+			    m->head_len - FRAME_HEADER_LEN, m->tag);
+	if (rc == 0) {
+		m->tag_len = SECURE_MAC_BYTES;
+		c->queued += m->tag_len;
+	}
+	return rc;
 }
 
 static void cursor_advance(struct conn *c, size_t k)
@@ -717,16 +929,20 @@ static void cursor_advance(struct conn *c, size_t k)
 	}
 }
 
-/* Plain mode: point the write at the queued bytes themselves. */
-static unsigned batch_plain(struct conn *c)
+/* Plain mode: point the write at the queued bytes themselves. 0 buffers:
+ * a file payload is next; < 0: an error. */
+static int batch_plain(struct conn *c)
 {
-	unsigned n = 0;
+	int n = 0;
 
 	c->w_frame_bytes = 0;
 	while (c->sq_cur && n < WRITE_IOV_MAX && c->w_frame_bytes < WRITE_BATCH_MAX) {
 		const uint8_t *p;
 		size_t len;
-		if (c->sq_cur->fd >= 0 && c->sq_cur_off >= c->sq_cur->head_len)
+		int rc = cursor_tag(c);
+		if (rc)
+			return rc;
+		if (c->sq_cur->fd >= 0 && c->sq_cur_off >= c->sq_cur->head_len + c->sq_cur->tag_len)
 			break; /* a file payload: sendfile, on its own */
 		cursor_seg(c, &p, &len);
 		len = len < WRITE_BATCH_MAX ? len : WRITE_BATCH_MAX;
@@ -846,7 +1062,7 @@ static void start_sendfile(struct conn *c)
 		return;
 	}
 	struct sendfile_work *sw = xcalloc(1, sizeof *sw);
-	size_t at = c->sq_cur_off - m->head_len;
+	size_t at = c->sq_cur_off - m->head_len - m->tag_len;
 	sw->c = c;
 	sw->sock = dup_sock;
 	sw->fd = m->fd;
@@ -866,12 +1082,17 @@ static void start_sendfile(struct conn *c)
 
 static void writer_kick(struct conn *c)
 {
-	unsigned n = 1;
+	int n = 1;
 
 	if (c->writing || c->state != ST_READY || !c->sq_cur)
 		return;
 	if (!c->encrypted) {
 		n = batch_plain(c);
+		if (n < 0) {
+			conn_fail(c, n, "cannot authenticate a frame to %s: %s", c->peer_addr,
+				  sb_strerror(n));
+			return;
+		}
 		if (n == 0) {
 			start_sendfile(c);
 			return;
@@ -885,7 +1106,7 @@ static void writer_kick(struct conn *c)
 		}
 	}
 	c->wreq.data = c;
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->wbufs, n, on_written);
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->wbufs, (unsigned)n, on_written);
 	if (rc < 0) {
 		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
 		return;
@@ -993,6 +1214,7 @@ static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_
 	if (body_len)
 		memcpy(m->head + FRAME_HEADER_LEN, body, body_len);
 	m->head_len = FRAME_HEADER_LEN + body_len;
+	m->tag_len = 0;
 	m->payload = payload_len && fd < 0 ? payload : NULL;
 	m->payload_len = payload_len;
 	m->fd = payload_len ? fd : -1;
@@ -1024,7 +1246,7 @@ size_t conn_queued(const struct conn *c)
 
 /* ---- dial ---- */
 
-static void handshake_start(struct conn *c)
+static void hs_begin(struct conn *c)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof ss;
@@ -1050,8 +1272,10 @@ static void handshake_start(struct conn *c)
 	}
 	if (c->initiator) {
 		struct buf out = BUF_INIT;
-		secure_handshake_hello(c->hs, &out);
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
+		if ((rc = handshake_start(c->hs, &out)) != 0)
+			conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, c->hs->error);
+		else
+			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
 		buf_close(&out);
 	}
 }
@@ -1092,7 +1316,7 @@ static void on_connected(uv_connect_t *req, int status)
 	if (status < 0)
 		dial_failed(c, status);
 	else
-		handshake_start(c);
+		hs_begin(c);
 }
 
 static void dial_next(struct conn *c)
@@ -1188,7 +1412,7 @@ static void accept_one(struct conn_listener *l)
 	int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
 	if (rc == 0)
 		rc = admit_accepted(l, c);
-	if (rc == 0 && hs_init(c, &l->cfg) != 0)
+	if (rc == 0 && hs_init(c, &l->cfg, l->replay) != 0)
 		fatal("listener config no longer valid");
 	if (rc < 0) {
 		log_debug("accept on port %d: %s", l->port, sb_strerror(rc));
@@ -1199,7 +1423,7 @@ static void accept_one(struct conn_listener *l)
 	if (l->on_accept)
 		l->on_accept(l, c);
 	if (c->state != ST_CLOSING)
-		handshake_start(c);
+		hs_begin(c);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1227,6 +1451,8 @@ static void listener_release(struct conn_listener *l)
 	if (--l->handles > 0)
 		return;
 	sodium_memzero(&l->token, sizeof l->token);
+	secure_keypair_close(&l->key);
+	free(l->replay);
 	free(l->node);
 	free(l);
 }
@@ -1290,7 +1516,8 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	struct sockaddr_storage ss;
 	int len = sizeof ss;
 
-	if (!cfg || !cfg->token || !cb || !secure_node_valid(cfg->node ? cfg->node : ""))
+	if (!cfg || !cfg->token || !cb || !secure_node_valid(cfg->node ? cfg->node : "") ||
+	    (!cfg->purposes && !cfg->purpose))
 		return -EINVAL;
 	int rc = listen_addr(loop, addr, &ss);
 	if (rc)
@@ -1300,6 +1527,12 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	l->cfg = *cfg;
 	l->token = *cfg->token;
 	l->cfg.token = &l->token;
+	if (cfg->key)
+		l->key = *cfg->key;
+	else
+		secure_keypair_new(&l->key);
+	l->cfg.key = &l->key;
+	l->replay = xcalloc(1, sizeof *l->replay);
 	l->node = xstrdup(cfg->node ? cfg->node : "");
 	l->cfg.node = l->node;
 	l->cb = *cb;
@@ -1363,6 +1596,16 @@ void *conn_data(const struct conn *c)
 const char *conn_peer_node(const struct conn *c)
 {
 	return c->peer_node;
+}
+
+const uint8_t *conn_peer_key(const struct conn *c)
+{
+	return c->peer_key;
+}
+
+enum handshake_purpose conn_purpose(const struct conn *c)
+{
+	return c->purpose;
 }
 
 const char *conn_peer_addr(const struct conn *c)

@@ -240,11 +240,11 @@ static int decrypt_and_hash(struct noise_symmetric *ss, const uint8_t *in, size_
 
 int noise_handshake_init(struct noise_handshake *hs, enum noise_pattern p, int initiator,
 			 const void *prologue, size_t prologue_len, const uint8_t s[NOISE_DH_LEN],
-			 const uint8_t *psk)
+			 const uint8_t s_pub[NOISE_DH_LEN], const uint8_t *psk)
 {
 	sodium_ready();
 	memset(hs, 0, sizeof *hs);
-	if ((unsigned)p >= sizeof patterns / sizeof patterns[0] || !s ||
+	if ((unsigned)p >= sizeof patterns / sizeof patterns[0] || !s || !s_pub ||
 	    (patterns[p].psk != (psk != NULL)))
 		return -EINVAL;
 	hs->pattern = p;
@@ -252,14 +252,14 @@ int noise_handshake_init(struct noise_handshake *hs, enum noise_pattern p, int i
 	symmetric_init(&hs->ss, patterns[p].name);
 	mix_hash(&hs->ss, prologue, prologue_len);
 	memcpy(hs->s, s, NOISE_DH_LEN);
-	noise_public_key(hs->s, hs->s_pub);
+	memcpy(hs->s_pub, s_pub, NOISE_DH_LEN);
 	hs->has_s = 1;
 	if (psk)
 		memcpy(hs->psk, psk, NOISE_KEY_LEN);
 	return 0;
 }
 
-void noise_handshake_fix_ephemeral(struct noise_handshake *hs, const uint8_t e[NOISE_DH_LEN])
+void noise_handshake_set_ephemeral(struct noise_handshake *hs, const uint8_t e[NOISE_DH_LEN])
 {
 	memcpy(hs->e, e, NOISE_DH_LEN);
 	noise_public_key(hs->e, hs->e_pub);

@@ -56,15 +56,16 @@ const char *noise_protocol_name(enum noise_pattern p);
 void noise_keypair(uint8_t priv[NOISE_DH_LEN], uint8_t pub[NOISE_DH_LEN]);
 void noise_public_key(const uint8_t priv[NOISE_DH_LEN], uint8_t pub[NOISE_DH_LEN]);
 
-/* Initialize(): the protocol name, then MixHash(prologue). s is our static
- * private key (both XX roles need one), psk the pre-shared key (XXpsk3
- * only, else NULL). 0 or -EINVAL. */
+/* Initialize(): the protocol name, then MixHash(prologue). s and s_pub are
+ * our static key pair (both XX roles need one), psk the pre-shared key
+ * (XXpsk3 only, else NULL). 0 or -EINVAL. */
 int noise_handshake_init(struct noise_handshake *hs, enum noise_pattern p, int initiator,
 			 const void *prologue, size_t prologue_len, const uint8_t s[NOISE_DH_LEN],
-			 const uint8_t *psk);
-/* The ephemeral key the next "e" token uses instead of a fresh one: only
- * for replaying test vectors. */
-void noise_handshake_fix_ephemeral(struct noise_handshake *hs, const uint8_t e[NOISE_DH_LEN]);
+			 const uint8_t s_pub[NOISE_DH_LEN], const uint8_t *psk);
+/* The ephemeral key the next "e" token uses instead of a fresh one: for a
+ * caller that needs the public key before the message is written, and for
+ * replaying test vectors. */
+void noise_handshake_set_ephemeral(struct noise_handshake *hs, const uint8_t e[NOISE_DH_LEN]);
 
 /* 1 when the next message is ours to write, 0 when it is the peer's or the
  * handshake is over. */

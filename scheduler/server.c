@@ -449,7 +449,7 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
-	if (cl->node || cl->admin)
+	if (cl->node || conn_purpose(cl->conn) != HANDSHAKE_CONTROL)
 		return SB_EPROTO;
 	Syncbit__Register *r = syncbit__register__unpack(NULL, len, body);
 	if (!r)
@@ -623,7 +623,7 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
-	if (cl->node)
+	if (conn_purpose(cl->conn) != HANDSHAKE_ADMIN)
 		return SB_EPROTO;
 	cl->admin = 1;
 	return admin_handle(cl->s, cl, body, len);
@@ -706,6 +706,9 @@ int server_start(struct sched *s, char **detail)
 {
 	struct conn_config cfg = {
 	    .token = &s->token,
+	    .key = &s->key,
+	    .purposes =
+		HANDSHAKE_PURPOSE_BIT(HANDSHAKE_CONTROL) | HANDSHAKE_PURPOSE_BIT(HANDSHAKE_ADMIN),
 	    .node = "scheduler",
 	    .encrypt = s->o->encrypt,
 	    .body_max = SERVER_HEARTBEAT_MAX,

@@ -53,8 +53,10 @@ static void party(json_t *v, const char *who, struct noise_handshake *hs, enum n
 				 NOISE_KEY_LEN);
 		pskp = psk;
 	}
-	assert_int_equal(noise_handshake_init(hs, p, initiator, prologue, plen, s, pskp), 0);
-	noise_handshake_fix_ephemeral(hs, e);
+	uint8_t pub[NOISE_DH_LEN];
+	noise_public_key(s, pub);
+	assert_int_equal(noise_handshake_init(hs, p, initiator, prologue, plen, s, pub, pskp), 0);
+	noise_handshake_set_ephemeral(hs, e);
 }
 
 static void replay_vector(json_t *v)
@@ -155,17 +157,17 @@ struct pair {
 static void pair_init(struct pair *p, const char *pro_i, const char *pro_r, uint8_t psk_i,
 		      uint8_t psk_r)
 {
-	uint8_t si[NOISE_DH_LEN], sr[NOISE_DH_LEN], pub[NOISE_DH_LEN], ki[NOISE_KEY_LEN],
-	    kr[NOISE_KEY_LEN];
+	uint8_t si[NOISE_DH_LEN], sr[NOISE_DH_LEN], pi[NOISE_DH_LEN], pr[NOISE_DH_LEN],
+	    ki[NOISE_KEY_LEN], kr[NOISE_KEY_LEN];
 	memset(p, 0, sizeof *p);
-	noise_keypair(si, pub);
-	noise_keypair(sr, pub);
+	noise_keypair(si, pi);
+	noise_keypair(sr, pr);
 	memset(ki, psk_i, sizeof ki);
 	memset(kr, psk_r, sizeof kr);
-	assert_int_equal(noise_handshake_init(&p->i, NOISE_XXPSK3, 1, pro_i, strlen(pro_i), si, ki),
-			 0);
-	assert_int_equal(noise_handshake_init(&p->r, NOISE_XXPSK3, 0, pro_r, strlen(pro_r), sr, kr),
-			 0);
+	assert_int_equal(
+	    noise_handshake_init(&p->i, NOISE_XXPSK3, 1, pro_i, strlen(pro_i), si, pi, ki), 0);
+	assert_int_equal(
+	    noise_handshake_init(&p->r, NOISE_XXPSK3, 0, pro_r, strlen(pro_r), sr, pr, kr), 0);
 }
 
 static void pair_close(struct pair *p)
@@ -247,7 +249,7 @@ static void test_low_order_key(void **state)
 	uint8_t s[NOISE_DH_LEN], k[NOISE_KEY_LEN];
 	memset(s, 1, sizeof s);
 	memset(k, 3, sizeof k);
-	assert_int_equal(noise_handshake_init(&fake, NOISE_XXPSK3, 1, "x", 1, s, k), 0);
+	assert_int_equal(noise_handshake_init(&fake, NOISE_XXPSK3, 1, "x", 1, s, s, k), 0);
 	memcpy(fake.e_pub, zero, NOISE_DH_LEN);
 	fake.has_e = 1;
 	struct buf m = BUF_INIT;
@@ -274,8 +276,8 @@ static void test_turns_and_limits(void **state)
 	struct noise_cipher c1, c2;
 	assert_int_equal(noise_handshake_split(&p.i, &c1, &c2), SB_EPROTO);
 	uint8_t s[NOISE_DH_LEN] = {1};
-	assert_int_equal(noise_handshake_init(&p.r, NOISE_XXPSK3, 0, "x", 1, s, NULL), -EINVAL);
-	assert_int_equal(noise_handshake_init(&p.r, NOISE_XX, 0, "x", 1, s, s), -EINVAL);
+	assert_int_equal(noise_handshake_init(&p.r, NOISE_XXPSK3, 0, "x", 1, s, s, NULL), -EINVAL);
+	assert_int_equal(noise_handshake_init(&p.r, NOISE_XX, 0, "x", 1, s, s, s), -EINVAL);
 	pair_close(&p);
 
 	struct noise_cipher c = {.has_key = 1, .n = UINT64_MAX};

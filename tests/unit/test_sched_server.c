@@ -9,6 +9,7 @@
 #include "common/conn.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/noise.h"
 #include "common/wire.h"
 #include "scheduler/api.h"
 #include "scheduler/listing.h"
@@ -29,6 +30,8 @@ struct agent {
 	Syncbit__Hashes *hashes;
 	Syncbit__AdminReply *reply;
 	char unassigned[64];
+	int error_code; /* the last ErrorMsg */
+	char error[256];
 	uv_timer_t beat; /* empty heartbeats unless silent */
 	int silent;
 	struct agent *next; /* in fx.agents until freed */
@@ -101,6 +104,13 @@ static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t l
 		KEEP(reply, admin_reply, type);
 		a->n_reply++;
 		break;
+	case SYNCBIT__MSG_TYPE__MSG_ERROR: {
+		Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
+		a->error_code = m->code;
+		snprintf(a->error, sizeof a->error, "%s", m->message);
+		syncbit__error_msg__free_unpacked(m, NULL);
+		break;
+	}
 	default:
 		break;
 	}
@@ -120,10 +130,29 @@ static const struct conn_callbacks cbs = {
 
 static void beat(uv_timer_t *t);
 
-static struct agent *agent_dial(const char *name)
+/* A node's static key: the same for a name every time it dials, unless
+ * salted (another install of that node). */
+static void node_key(const char *name, uint8_t salt, struct secure_keypair *kp)
+{
+	crypto_generichash(kp->priv, sizeof kp->priv, (const uint8_t *)name, strlen(name), &salt,
+			   1);
+	noise_public_key(kp->priv, kp->pub);
+}
+
+/* Dial as node `name` (the CLI for "cli": an admin connection with a fresh
+ * key); salt picks another key for the name. ready tells whether the
+ * handshake must succeed. */
+static struct agent *agent_dial_key(const char *name, uint8_t salt)
 {
 	struct agent *a = calloc(1, sizeof *a);
-	struct conn_config cfg = {.token = &fx.s.token, .node = name, .encrypt = 0};
+	struct secure_keypair kp;
+	int cli = !strcmp(name, "cli");
+	node_key(name, salt, &kp);
+	struct conn_config cfg = {.token = &fx.s.token,
+				  .key = cli ? NULL : &kp,
+				  .purpose = cli ? HANDSHAKE_ADMIN : HANDSHAKE_CONTROL,
+				  .node = name,
+				  .encrypt = 0};
 	a->name = name;
 	a->next = fx.agents;
 	fx.agents = a;
@@ -134,6 +163,11 @@ static struct agent *agent_dial(const char *name)
 	WAIT_FOR(a->ready || a->closed);
 	assert_true(a->ready);
 	return a;
+}
+
+static struct agent *agent_dial(const char *name)
+{
+	return agent_dial_key(name, 0);
 }
 
 static void beat(uv_timer_t *t)
@@ -417,6 +451,26 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+/* A connection's purpose decides what it may say: nodes register, the CLI
+ * asks; neither can do the other's. */
+static void test_purposes(void **state)
+{
+	struct agent *cli = agent_dial("cli");
+	Syncbit__Register r = SYNCBIT__REGISTER__INIT;
+	wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &r.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->closed);
+	assert_null(cluster_node_find(&fx.s.cluster, "cli"));
+	agent_free(cli);
+
+	struct agent *a = agent_dial("node-a");
+	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_STATUS;
+	wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(a->closed);
+	assert_int_equal(a->n_reply, 0);
+	agent_free(a);
+}
+
 /* Stop the scheduler (its agents gone) and start it on the same data. */
 static void restart(void)
 {
@@ -654,6 +708,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_restart_takes_reported_hashes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ingest_only_from_share, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ingest_from_past_share, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_purposes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
