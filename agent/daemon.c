@@ -35,6 +35,7 @@ struct dset {
 	uint8_t *assign;    /* packed Assign of cur, to start again after a failure */
 	size_t assign_len;
 	char **peer_nodes, **peer_addrs;
+	uint8_t (*peer_keys)[SECURE_KEY_BYTES]; /* zeros: the scheduler sent none */
 	size_t npeers;
 	uint64_t retry_at_ms;
 	char *error;
@@ -118,7 +119,9 @@ static void free_peer_list(struct dset *s)
 	}
 	free(s->peer_nodes);
 	free(s->peer_addrs);
+	free(s->peer_keys);
 	s->peer_nodes = s->peer_addrs = NULL;
+	s->peer_keys = NULL;
 	s->npeers = 0;
 }
 
@@ -138,7 +141,7 @@ static void free_set(struct daemon *d, struct dset *s)
 /* Every peer any assigned version names, once. */
 static void update_peers(struct daemon *d)
 {
-	struct buf nodes = BUF_INIT, addrs = BUF_INIT;
+	struct buf nodes = BUF_INIT, addrs = BUF_INIT, keys = BUF_INIT;
 	size_t n = 0;
 	for (size_t i = 0; i < d->nsets; i++)
 		for (size_t k = 0; k < d->sets[i]->npeers; k++) {
@@ -150,11 +153,14 @@ static void update_peers(struct daemon *d)
 				continue;
 			buf_append(&nodes, &node, sizeof node);
 			buf_append(&addrs, &d->sets[i]->peer_addrs[k], sizeof(char *));
+			buf_append(&keys, d->sets[i]->peer_keys[k], SECURE_KEY_BYTES);
 			n++;
 		}
-	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr, n);
+	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr,
+		  keys.ptr, n);
 	buf_close(&nodes);
 	buf_close(&addrs);
+	buf_close(&keys);
 }
 
 static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
@@ -162,9 +168,12 @@ static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
 	free_peer_list(s);
 	s->peer_nodes = xcalloc(n + 1, sizeof(char *));
 	s->peer_addrs = xcalloc(n + 1, sizeof(char *));
+	s->peer_keys = xcalloc(n + 1, SECURE_KEY_BYTES);
 	for (size_t i = 0; i < n; i++) {
 		if (!peers[i]->node || !peers[i]->addr || !peers[i]->node[0])
 			continue;
+		if (peers[i]->key.len == SECURE_KEY_BYTES)
+			memcpy(s->peer_keys[s->npeers], peers[i]->key.data, SECURE_KEY_BYTES);
 		s->peer_nodes[s->npeers] = xstrdup(peers[i]->node);
 		s->peer_addrs[s->npeers++] = xstrdup(peers[i]->addr);
 	}

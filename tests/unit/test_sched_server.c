@@ -335,6 +335,11 @@ static void test_assign_plan_hashes_leave(void **state)
 	assert_int_equal(b->assign->n_peers, 1);
 	assert_string_equal(b->assign->peers[0]->node, "node-a");
 	assert_string_equal(b->assign->peers[0]->addr, "node-a:7401");
+	/* with the key node-a registered: b checks it in their handshake */
+	struct secure_keypair ka;
+	node_key("node-a", 0, &ka);
+	assert_int_equal(b->assign->peers[0]->key.len, SECURE_KEY_BYTES);
+	assert_memory_equal(b->assign->peers[0]->key.data, ka.pub, SECURE_KEY_BYTES);
 	uint32_t first;
 	assert_int_equal(range_blocks(b->assign->origin, b->assign->n_origin, &first), 3);
 	assert_int_equal(first, 1);
@@ -342,6 +347,9 @@ static void test_assign_plan_hashes_leave(void **state)
 	assert_int_equal(first, 0);
 	assert_non_null(strstr(a->origin->reason, "node-b joined"));
 	assert_string_equal(a->peers->peers[0]->node, "node-b");
+	struct secure_keypair kb;
+	node_key("node-b", 0, &kb);
+	assert_memory_equal(a->peers->peers[0]->key.data, kb.pub, SECURE_KEY_BYTES);
 
 	/* a reports block 0: both learn it; a conflicting hash is dropped. */
 	ingest(a, 0, 1);
@@ -448,6 +456,62 @@ static void test_heartbeat_and_admin(void **state)
 	conn_send(cli->c, SYNCBIT__MSG_TYPE__MSG_INGESTED, "x", 1, NULL, 0, NULL, NULL);
 	WAIT_FOR(cli->closed);
 	agent_free(cli);
+	agent_free(a);
+}
+
+static void restart(void);
+
+static void admin_node_rm(const char *name)
+{
+	struct agent *cli = agent_dial("cli");
+	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_NODE_RM;
+	m.name = (char *)name;
+	wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->n_reply == 1);
+	assert_int_equal(cli->reply->code, 0);
+	agent_free(cli);
+}
+
+/* The first registration of a name pins its key; another key under that
+ * name is refused (with the message the agent logs) until `node rm`. */
+static void test_node_key_pinned(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	agent_free(a);
+	WAIT_FOR(!cluster_node_find(&fx.s.cluster, "node-a")->conn);
+
+	/* another install of node-a: refused, and it is told why */
+	struct agent *b = agent_dial_key("node-a", 1);
+	Syncbit__Register m = SYNCBIT__REGISTER__INIT;
+	m.node = "node-a";
+	wire_send(b->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(b->closed);
+	assert_int_equal(b->n_registered, 0);
+	assert_int_equal(b->error_code, SB_EDENIED);
+	assert_string_equal(b->error, "node name node-a is registered with another key; "
+				      "`syncbit node rm node-a` on the scheduler if this node "
+				      "was reinstalled");
+	agent_free(b);
+
+	/* the first key still works, even after a restart of the scheduler */
+	restart();
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	agent_free(a);
+	WAIT_FOR(!cluster_node_find(&fx.s.cluster, "node-a")->conn);
+
+	/* node rm forgets it: the new install registers and is pinned */
+	admin_node_rm("node-a");
+	b = agent_dial_key("node-a", 1);
+	agent_register(b, "x");
+	agent_free(b);
+	a = agent_dial("node-a");
+	wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(a->closed);
+	assert_int_equal(a->error_code, SB_EDENIED);
 	agent_free(a);
 }
 
@@ -708,6 +772,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_restart_takes_reported_hashes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ingest_only_from_share, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ingest_from_past_share, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_node_key_pinned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_purposes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
