@@ -1,4 +1,5 @@
 #include "common/conn.h"
+#include "common/conn_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,31 +24,10 @@
 
 #define READ_CHUNK	(64u << 10) /* socket reads land here ... */
 #define DIRECT_MIN	(64u << 10) /* ... unless a payload or record still misses this much */
-#define WRITE_IOV_MAX	64	    /* buffers in one uv_write (plain mode) */
 #define WRITE_BATCH_MAX (8u << 20)  /* frame bytes in one uv_write (plain mode) */
 #define SEAL_BATCH_MAX	(1u << 20)  /* plaintext sealed for one uv_write (encrypted mode) */
 #define KEEP_BUF_MAX	(64u << 10) /* larger scratch buffers are released when idle */
 #define LISTEN_BACKLOG	511
-#define ADDR_MAX	300 /* "host:port", host up to 255 bytes */
-
-enum conn_state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSING };
-
-/* One queued frame: header and body copied, then (plain sessions) the MAC
- * computed when the frame's turn comes, then the payload, referenced. */
-struct conn_msg {
-	struct conn_msg *next;
-	const uint8_t *payload;
-	size_t payload_len;
-	size_t sent; /* bytes of head + tag + payload the socket took */
-	uint8_t tag[SECURE_MAC_BYTES];
-	size_t tag_len; /* 0 until computed, and in encrypted sessions */
-	void (*done)(void *arg, int status);
-	void *arg;
-	int fd; /* >= 0: the payload is the file's bytes at file_off */
-	uint64_t file_off;
-	size_t head_len;
-	uint8_t head[]; /* frame header, then body */
-};
 
 /* A file payload handed to the socket by sendfile(2) on the pool. */
 struct sendfile_work {
@@ -58,77 +38,6 @@ struct sendfile_work {
 	uint64_t off;
 	size_t len, done;
 	int rc;
-};
-
-/* A handshake frame, written on its own before the queue opens. */
-struct raw_write {
-	uv_write_t req;
-	struct conn *c;
-	size_t len;
-	int close_with; /* < 0: close with this status once written (a refusal) */
-	uint8_t data[];
-};
-
-struct conn {
-	uv_loop_t *loop;
-	uv_tcp_t tcp;
-	uv_timer_t timer; /* dial, handshake or idle deadline */
-	uv_getaddrinfo_t gai;
-	uv_connect_t connect;
-	uv_write_t wreq;
-	struct conn_callbacks cb;
-	void *data;
-
-	enum conn_state state;
-	int initiator;
-	int status;	    /* the close status */
-	int ready_reported; /* on_ready ran */
-	int tcp_open;	    /* uv_tcp_init done and uv_close not yet called */
-	int handles;	    /* handles whose close callback has not run */
-	int gai_pending;
-	struct addrinfo *ai, *ai_next; /* dial candidates */
-	int dial_err;
-
-	uint32_t body_max, payload_max;
-	unsigned dial_ms, handshake_ms, idle_ms;
-	struct handshake *hs; /* until the handshake ends */
-	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
-	struct secure_session sess;
-	enum secure_cipher cipher; /* kept after sess is wiped */
-	int encrypted;
-	int mac;     /* a plain session: frames carry MACs */
-	int refused; /* a refusal is on its way out: nothing more is read */
-	enum handshake_purpose purpose;
-	uint8_t peer_key[SECURE_KEY_BYTES];
-
-	uint64_t last_in; /* uv_now() of the last read */
-	uint64_t bytes_in, bytes_out;
-	char peer_addr[ADDR_MAX];
-	char peer_node[SECURE_NODE_MAX + 1];
-	char error[256];
-	struct admit_slot slot; /* accepted and still in the handshake */
-
-	/* receive: records (encrypted mode) ... */
-	uint8_t *rbuf;
-	uint8_t rec_hdr[SECURE_RECORD_HEADER];
-	size_t rec_hdr_got;
-	size_t rec_len;		/* ciphertext length of the record being read; 0 = in its header */
-	struct buf rec;		/* its ciphertext so far */
-	struct buf plain;	/* a record's plaintext that could not go straight to a payload */
-	struct frame_reader fr; /* ... and frames */
-
-	/* send */
-	struct conn_msg *sq_head, *sq_tail;
-	struct conn_msg *sq_cur; /* first message not wholly handed to a write */
-	size_t sq_cur_off;
-	size_t queued;
-	int over_high;
-	int writing;
-	int sf_stop; /* the connection closes: a sendfile in flight gives up (atomic) */
-	size_t w_frame_bytes, w_wire_bytes;
-	uv_buf_t wbufs[WRITE_IOV_MAX];
-	struct buf wbuf;  /* sealed records of the write in flight */
-	struct buf stage; /* plaintext of one record gathered from several frames */
 };
 
 struct conn_listener {
@@ -148,12 +57,7 @@ struct conn_listener {
 	int handles;	    /* the socket, and admit once listening */
 };
 
-static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used);
-static int mac_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
-		     const uint8_t *tag);
-static void writer_kick(struct conn *c);
 
 /* ---- addresses ---- */
 
@@ -308,7 +212,7 @@ void conn_close(struct conn *c, int status)
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
+void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -323,46 +227,6 @@ static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 	conn_close(c, rc);
 }
 
-static const char *verify_peer(void *arg, const char *node, const uint8_t *key)
-{
-	struct conn *c = arg;
-	return c->verify ? c->verify(c, node, key) : NULL;
-}
-
-/* The handshake's state: for an accepted connection only once it is
- * admitted. Nothing costs a DH or a key generation here (a dial without a
- * static key of its own makes one). */
-static int hs_init(struct conn *c, const struct conn_config *cfg, struct handshake_replay *replay)
-{
-	struct secure_keypair fresh;
-	struct handshake_config hc = {
-	    .token = cfg->token,
-	    .key = cfg->key,
-	    .node = cfg->node,
-	    .encrypt = cfg->encrypt,
-	    .aes_gcm = crypto_aead_aes256gcm_is_available() && !cfg->no_aes_gcm,
-	    .purpose = cfg->purpose,
-	    .purposes = cfg->purposes ? cfg->purposes : HANDSHAKE_PURPOSE_BIT(cfg->purpose),
-	    .replay = replay,
-	    .verify = verify_peer,
-	    .verify_arg = c,
-	};
-	if (!hc.key) {
-		secure_keypair_new(&fresh);
-		hc.key = &fresh;
-	}
-	c->hs = xmalloc(sizeof *c->hs);
-	c->verify = cfg->verify;
-	int rc = handshake_init(c->hs, &hc, c->initiator);
-	if (hc.key == &fresh)
-		secure_keypair_close(&fresh);
-	if (rc) {
-		free(c->hs);
-		c->hs = NULL;
-	}
-	return rc;
-}
-
 static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
 		    void *data, int initiator, struct conn **out)
 {
@@ -371,7 +235,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	uv_once(&sigpipe_once, sigpipe_ignore);
 	struct conn *c = xcalloc(1, sizeof *c);
 	c->initiator = initiator;
-	int rc = initiator ? hs_init(c, cfg, NULL) : 0;
+	int rc = initiator ? conn_hs_init(c, cfg, NULL) : 0;
 	if (rc) {
 		free(c);
 		return rc;
@@ -403,7 +267,7 @@ static void tcp_open(struct conn *c)
 
 /* ---- timers ---- */
 
-static void on_timer(uv_timer_t *t)
+void conn_on_timer(uv_timer_t *t)
 {
 	struct conn *c = t->data;
 
@@ -423,7 +287,7 @@ static void on_timer(uv_timer_t *t)
 			conn_fail(c, -ETIMEDOUT, "nothing received from %s for %u ms", c->peer_addr,
 				  c->idle_ms);
 		else
-			uv_timer_start(&c->timer, on_timer, c->idle_ms - quiet, 0);
+			uv_timer_start(&c->timer, conn_on_timer, c->idle_ms - quiet, 0);
 		break;
 	}
 	case ST_CLOSING:
@@ -431,242 +295,13 @@ static void on_timer(uv_timer_t *t)
 	}
 }
 
-/* ---- handshake ---- */
-
-static void on_raw_written(uv_write_t *req, int status)
-{
-	struct raw_write *w = req->data;
-	struct conn *c = w->c;
-	int close_with = w->close_with;
-
-	if (status == 0)
-		c->bytes_out += w->len;
-	free(w);
-	if (status < 0)
-		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
-	else if (close_with < 0)
-		conn_close(c, close_with);
-}
-
-/* Bytes of the handshake, ahead of the queue (libuv keeps writes in
- * order); close_with < 0 closes the connection once they are written. */
-static void raw_send(struct conn *c, const uint8_t *p, size_t n, int close_with)
-{
-	struct raw_write *w = xmalloc(sizeof *w + n);
-
-	memcpy(w->data, p, n);
-	w->c = c;
-	w->len = n;
-	w->close_with = close_with;
-	w->req.data = w;
-	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
-	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written);
-	if (rc < 0) {
-		free(w);
-		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
-	}
-}
-
-static void frame_make(uint32_t type, const struct buf *body, struct buf *out)
-{
-	struct frame_header h = {(uint32_t)body->len, type, 0};
-	buf_reserve(out, FRAME_HEADER_LEN + body->len);
-	frame_header_encode(&h, out->ptr + out->len);
-	out->len += FRAME_HEADER_LEN;
-	buf_append(out, body->ptr, body->len);
-}
-
-static void raw_write(struct conn *c, uint32_t type, const struct buf *body, int close_with)
-{
-	struct buf f = BUF_INIT;
-	frame_make(type, body, &f);
-	raw_send(c, f.ptr, f.len, close_with);
-	buf_close(&f);
-}
-
-/* The session's first frame, the responder's confirmation (an empty body)
- * or refusal (an ErrorMsg), sealed or MACed like any frame after it. */
-static void confirm_send(struct conn *c, const struct buf *body, int close_with)
-{
-	struct buf f = BUF_INIT, w = BUF_INIT;
-	uint8_t tag[SECURE_MAC_BYTES];
-	int rc;
-
-	frame_make(SYNCBIT__MSG_TYPE__MSG_AUTH, body, &f);
-	if (c->encrypted) {
-		buf_reserve(&w, f.len + SECURE_RECORD_OVERHEAD);
-		rc = secure_seal(&c->sess, f.ptr, f.len, w.ptr);
-		w.len = f.len + SECURE_RECORD_OVERHEAD;
-	} else {
-		rc = secure_mac(&c->sess, f.ptr, FRAME_HEADER_LEN, f.ptr + FRAME_HEADER_LEN,
-				body->len, tag);
-		buf_append(&w, f.ptr, f.len);
-		buf_append(&w, tag, sizeof tag);
-	}
-	if (rc)
-		conn_fail(c, rc, "cannot confirm the handshake: %s", sb_strerror(rc));
-	else
-		raw_send(c, w.ptr, w.len, close_with);
-	buf_close(&f);
-	buf_close(&w);
-}
-
-/* From here on frames travel in the session: records, or MACed frames. */
-static void session_start(struct conn *c)
-{
-	c->cipher = c->sess.cipher;
-	c->encrypted = c->cipher != SECURE_PLAIN;
-	c->mac = !c->encrypted;
-	if (c->mac) {
-		c->fr.tag_len = SECURE_MAC_BYTES;
-		c->fr.check = mac_check;
-		c->fr.check_arg = c;
-	}
-}
-
-static void hs_done(struct conn *c)
-{
-	admit_leave(&c->slot, ADMIT_NONE, NULL);
-	snprintf(c->peer_node, sizeof c->peer_node, "%s", c->hs->peer_node);
-	memcpy(c->peer_key, c->hs->peer_key, sizeof c->peer_key);
-	c->purpose = c->hs->purpose;
-	handshake_close(c->hs);
-	free(c->hs);
-	c->hs = NULL;
-	c->state = ST_READY;
-	c->fr.body_max = c->body_max;
-	c->fr.payload_max = c->payload_max;
-	if (c->idle_ms)
-		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
-	else
-		uv_timer_stop(&c->timer);
-	log_debug("conn %s: ready, peer %s, %s, cipher %s", c->peer_addr, c->peer_node,
-		  handshake_purpose_name(c->purpose), secure_cipher_name(c->sess.cipher));
-	c->ready_reported = 1;
-	if (c->cb.on_ready)
-		c->cb.on_ready(c, 0);
-	writer_kick(c);
-}
-
-/* The handshake failed with a refusal for the peer: send it, read no more,
- * close once it is written. */
-static void hs_refuse(struct conn *c, int rc, const struct buf *out, int in_session)
-{
-	snprintf(c->error, sizeof c->error, "handshake with %.80s: %.150s", c->peer_addr,
-		 c->hs->error);
-	log_debug("conn %s: %s", c->peer_addr, c->error);
-	uv_read_stop((uv_stream_t *)&c->tcp);
-	c->refused = 1;
-	if (in_session)
-		confirm_send(c, out, rc);
-	else
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, out, rc);
-}
-
-/* Initiator: the responder's first frame in the session. */
-static void hs_confirmed(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
-{
-	char why[HANDSHAKE_ERROR_MAX];
-
-	if (type != SYNCBIT__MSG_TYPE__MSG_AUTH) {
-		conn_fail(c, SB_EPROTO, "%s sent frame type %u instead of confirming the handshake",
-			  c->peer_addr, type);
-		return;
-	}
-	if (len == 0) {
-		hs_done(c);
-		return;
-	}
-	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
-	int code = m && (m->code == SB_EDENIED || m->code == SB_EAUTH) ? m->code : SB_EPROTO;
-	size_t n = 0;
-	for (const char *p = m && m->message ? m->message : "?"; *p && n < sizeof why - 1; p++)
-		why[n++] = *p >= 0x20 && *p <= 0x7e ? *p : '?';
-	why[n] = '\0';
-	syncbit__error_msg__free_unpacked(m, NULL);
-	conn_fail(c, code, "handshake with %s: refused: %s", c->peer_addr, why);
-}
-
-/* Responder: message 3 came. Confirm through the session and go, or send
- * the refusal the same way. */
-static int hs_accept(struct conn *c, const uint8_t *body, size_t len)
-{
-	struct buf out = BUF_INIT;
-	int rc = handshake_accept(c->hs, body, len, &c->sess);
-
-	if (rc != 0 && rc != SB_EDENIED)
-		return rc;
-	session_start(c);
-	if (rc == 0) {
-		confirm_send(c, &out, 0);
-		if (c->state != ST_CLOSING)
-			hs_done(c);
-	} else {
-		Syncbit__ErrorMsg m = SYNCBIT__ERROR_MSG__INIT;
-		m.code = rc;
-		m.message = c->hs->error;
-		buf_reserve(&out, syncbit__error_msg__get_packed_size(&m));
-		out.len = syncbit__error_msg__pack(&m, out.ptr);
-		hs_refuse(c, rc, &out, 1);
-	}
-	buf_close(&out);
-	return 0;
-}
-
-/* One frame of the handshake: Hello, Hello, Hello, then the responder's
- * confirmation in the session; nothing else. */
-static void hs_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
-{
-	struct handshake *hs = c->hs;
-	struct buf out = BUF_INIT;
-	int rc = 0;
-
-	if (hs->state == HANDSHAKE_CONFIRM) {
-		hs_confirmed(c, type, body, len);
-		return;
-	}
-	if (type != SYNCBIT__MSG_TYPE__MSG_HELLO) {
-		conn_fail(c, SB_EPROTO, "%s sent frame type %u during the handshake, expected %u",
-			  c->peer_addr, type, SYNCBIT__MSG_TYPE__MSG_HELLO);
-		return;
-	}
-	if (c->initiator) {
-		rc = handshake_finish(hs, body, len, &out, &c->sess);
-		if (rc == 0) {
-			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
-			session_start(c);
-		}
-	} else if (hs->state == HANDSHAKE_START) {
-		rc = handshake_respond(hs, body, len, &out);
-		if (rc == 0)
-			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
-		else if (out.len) {
-			hs_refuse(c, rc, &out, 0);
-			rc = 0;
-		}
-	} else {
-		rc = hs_accept(c, body, len);
-	}
-	if (rc)
-		conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, hs->error);
-	buf_close(&out);
-}
-
 /* ---- receive ---- */
-
-/* A plain session's frame, before its payload is read. */
-static int mac_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
-		     const uint8_t *tag)
-{
-	struct conn *c = arg;
-	return secure_mac_check(&c->sess, hdr, FRAME_HEADER_LEN, body, len, tag);
-}
 
 static void frame_deliver(struct conn *c, const struct frame *f)
 {
 	if (c->state == ST_HANDSHAKE) {
 		free(f->payload);
-		hs_frame(c, f->type, f->body, f->body_len);
+		conn_hs_frame(c, f->type, f->body, f->body_len);
 	} else if (!c->cb.on_frame) {
 		free(f->payload);
 	} else {
@@ -1080,7 +715,7 @@ static void start_sendfile(struct conn *c)
 	c->writing = 1;
 }
 
-static void writer_kick(struct conn *c)
+void conn_writer_kick(struct conn *c)
 {
 	int n = 1;
 
@@ -1174,7 +809,7 @@ static void wrote(struct conn *c)
 		if (c->cb.on_drain)
 			c->cb.on_drain(c);
 	}
-	writer_kick(c);
+	conn_writer_kick(c);
 }
 
 static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_len,
@@ -1235,7 +870,7 @@ static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_
 	c->queued += msg_total(m);
 	if (c->queued > CONN_HIGH_WATER)
 		c->over_high = 1;
-	writer_kick(c);
+	conn_writer_kick(c);
 	return 0;
 }
 
@@ -1264,20 +899,14 @@ static void hs_begin(struct conn *c)
 	uv_tcp_keepalive(&c->tcp, 1, CONN_KEEPALIVE_S);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
 		addr_name(&ss, c->peer_addr, sizeof c->peer_addr);
-	uv_timer_start(&c->timer, on_timer, c->handshake_ms, 0);
+	uv_timer_start(&c->timer, conn_on_timer, c->handshake_ms, 0);
 	int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	if (rc < 0) {
 		conn_fail(c, rc, "read from %s: %s", c->peer_addr, uv_strerror(rc));
 		return;
 	}
-	if (c->initiator) {
-		struct buf out = BUF_INIT;
-		if ((rc = handshake_start(c->hs, &out)) != 0)
-			conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, c->hs->error);
-		else
-			raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out, 0);
-		buf_close(&out);
-	}
+	if (c->initiator)
+		conn_hs_start(c);
 }
 
 static void dial_next(struct conn *c);
@@ -1366,7 +995,7 @@ int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
 	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", addr);
 	tcp_open(c);
 	c->state = ST_RESOLVING;
-	uv_timer_start(&c->timer, on_timer, c->dial_ms, 0);
+	uv_timer_start(&c->timer, conn_on_timer, c->dial_ms, 0);
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -1412,7 +1041,7 @@ static void accept_one(struct conn_listener *l)
 	int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
 	if (rc == 0)
 		rc = admit_accepted(l, c);
-	if (rc == 0 && hs_init(c, &l->cfg, l->replay) != 0)
+	if (rc == 0 && conn_hs_init(c, &l->cfg, l->replay) != 0)
 		fatal("listener config no longer valid");
 	if (rc < 0) {
 		log_debug("accept on port %d: %s", l->port, sb_strerror(rc));
