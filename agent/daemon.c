@@ -36,6 +36,7 @@ struct dset {
 	uint8_t *assign;    /* packed Assign of cur, to start again after a failure */
 	size_t assign_len;
 	char **peer_nodes, **peer_addrs;
+	uint8_t (*peer_keys)[SECURE_KEY_BYTES]; /* zeros: the scheduler sent none */
 	size_t npeers;
 	uint64_t retry_at_ms;
 	char *error;
@@ -55,6 +56,7 @@ struct daemon {
 	uv_loop_t loop;
 	struct cache *cache;
 	struct secure_token token;
+	struct secure_keypair key; /* DATA/DAEMON_KEY_FILE: this node's identity */
 	struct peers *peers;
 	struct ctl *ctl;
 	struct mirror *mirror;
@@ -118,7 +120,9 @@ static void free_peer_list(struct dset *s)
 	}
 	free(s->peer_nodes);
 	free(s->peer_addrs);
+	free(s->peer_keys);
 	s->peer_nodes = s->peer_addrs = NULL;
+	s->peer_keys = NULL;
 	s->npeers = 0;
 }
 
@@ -138,7 +142,7 @@ static void free_set(struct daemon *d, struct dset *s)
 /* Every peer any assigned version names, once. */
 static void update_peers(struct daemon *d)
 {
-	struct buf nodes = BUF_INIT, addrs = BUF_INIT;
+	struct buf nodes = BUF_INIT, addrs = BUF_INIT, keys = BUF_INIT;
 	size_t n = 0;
 	for (size_t i = 0; i < d->nsets; i++)
 		for (size_t k = 0; k < d->sets[i]->npeers; k++) {
@@ -150,11 +154,14 @@ static void update_peers(struct daemon *d)
 				continue;
 			buf_append(&nodes, &node, sizeof node);
 			buf_append(&addrs, &d->sets[i]->peer_addrs[k], sizeof(char *));
+			buf_append(&keys, d->sets[i]->peer_keys[k], SECURE_KEY_BYTES);
 			n++;
 		}
-	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr, n);
+	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr,
+		  keys.ptr, n);
 	buf_close(&nodes);
 	buf_close(&addrs);
+	buf_close(&keys);
 }
 
 static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
@@ -162,9 +169,12 @@ static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
 	free_peer_list(s);
 	s->peer_nodes = xcalloc(n + 1, sizeof(char *));
 	s->peer_addrs = xcalloc(n + 1, sizeof(char *));
+	s->peer_keys = xcalloc(n + 1, SECURE_KEY_BYTES);
 	for (size_t i = 0; i < n; i++) {
 		if (!peers[i]->node || !peers[i]->addr || !peers[i]->node[0])
 			continue;
+		if (peers[i]->key.len == SECURE_KEY_BYTES)
+			memcpy(s->peer_keys[s->npeers], peers[i]->key.data, SECURE_KEY_BYTES);
 		s->peer_nodes[s->npeers] = xstrdup(peers[i]->node);
 		s->peer_addrs[s->npeers++] = xstrdup(peers[i]->addr);
 	}
@@ -795,6 +805,8 @@ static void dial_scheduler(uv_timer_t *t)
 			 d->o->node, DAEMON_LABELS_WAIT_MS / 1000);
 	d->labels_deadline_ms = 0;
 	struct conn_config cfg = {.token = &d->token,
+				  .key = &d->key,
+				  .purpose = HANDSHAKE_CONTROL,
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
 				  .body_max = CONTROL_BODY_MAX,
@@ -1168,6 +1180,26 @@ static int setup_kube(struct daemon *d, char **detail)
 	return rc;
 }
 
+/* This node's identity: DATA/DAEMON_KEY_FILE, made on first start. The
+ * scheduler pins it to the node's name at its first registration. */
+static int load_key(struct daemon *d, char **detail)
+{
+	char *path = path_join(d->o->data, DAEMON_KEY_FILE), *why = NULL;
+	char fp[SECURE_FINGERPRINT_LEN];
+	int created;
+	int rc = secure_keypair_init(path, &d->key, &created, &why);
+	if (rc < 0) {
+		*detail = why ? why : xasprintf("%s: %s", path, sb_strerror(rc));
+		why = NULL;
+	} else {
+		secure_key_fingerprint(d->key.pub, fp);
+		log_info("node %s: %s key %s in %s", d->o->node, created ? "new" : "its", fp, path);
+	}
+	free(why);
+	free(path);
+	return rc;
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -1184,10 +1216,13 @@ static int setup(struct daemon *d, char **detail)
 		*detail = xasprintf("cannot open the cache in %s: %s", d->o->data, sb_strerror(rc));
 		return rc;
 	}
+	if ((rc = load_key(d, detail)) < 0)
+		return rc;
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
 				  .token = &d->token,
+				  .key = &d->key,
 				  .encrypt = d->o->encrypt,
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
@@ -1252,6 +1287,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	free(d.advertise);
 	json_decref(d.node_labels);
 	cache_free(d.cache);
+	secure_keypair_close(&d.key);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("daemon: event loop still had handles at exit");
 	return rc;

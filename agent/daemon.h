@@ -23,6 +23,7 @@
 #define DAEMON_INGESTED_BATCH	4096  /* block hashes per Ingested message */
 #define DAEMON_LABELS_WAIT_MS	30000 /* for the Node's labels before registering without */
 #define DAEMON_LABELS_FILE	"node-labels.json" /* the Node's labels last seen, in DATA */
+#define DAEMON_KEY_FILE		"node.key"	   /* this node's static key, in DATA */
 
 struct daemon_label {
 	char *key, *value;

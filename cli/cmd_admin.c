@@ -143,6 +143,7 @@ static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Adm
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	struct conn_config cc = {.token = &tok,
+				 .purpose = HANDSHAKE_ADMIN, /* a fresh key: no identity */
 				 .node = "cli",
 				 .encrypt = !enc_off,
 				 .body_max = ADMIN_REPLY_MAX,

@@ -341,8 +341,10 @@ static void admin_rm(struct sched *s, struct sched_client *cl, const Syncbit__Ad
 	server_reply(cl, 0, NULL, reply);
 }
 
-/* `node rm`: a node that left for good (decommissioned, renamed) leaves
- * `node ls` and the state; one still connected would only register again. */
+/* `node rm`: a node that left for good (decommissioned, renamed, or
+ * reinstalled with a new key) leaves `node ls` and the state, and its key
+ * is forgotten: the name registers again with whatever key comes first.
+ * One still connected would only register again. */
 static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a)
 {
 	const char *name = a->name ? a->name : "";
@@ -356,7 +358,7 @@ static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbi
 		server_reply(cl, rc, why, NULL);
 		free(why);
 	} else {
-		log_info("node %s removed", name);
+		log_info("node %s removed; its key is forgotten", name);
 		server_sync(s);
 		server_reply(cl, 0, NULL, json_pack("{s:s, s:b}", "name", name, "removed", 1));
 	}

@@ -124,14 +124,17 @@ json_t *api_nodes(struct sched *s)
 			if (cluster_assigned(s->cluster.datasets[j], n))
 				json_array_append_new(ds,
 						      json_string(s->cluster.datasets[j]->name));
+		char key[2 * SECURE_KEY_BYTES + 1] = "";
+		if (n->has_key)
+			sodium_bin2hex(key, sizeof key, n->key, sizeof n->key);
 		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o, s:I}", "name",
+		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o, s:I, s:s}", "name",
 				 n->name, "addr", n->addr, "labels",
 				 labels_json(n->labels, n->nlabels), "disk_free",
 				 (json_int_t)n->disk_free, "cache_size", (json_int_t)n->cache_size,
 				 "agent_version", n->agent_version, "connected", n->conn != NULL,
 				 "seconds_since_heartbeat", seconds_since(s, n), "datasets", ds,
-				 "hashes_refused", (json_int_t)n->hashes_refused));
+				 "hashes_refused", (json_int_t)n->hashes_refused, "key", key));
 	}
 	return json_pack("{s:o}", "nodes", a);
 }

@@ -175,6 +175,10 @@ static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
 	reg.disk_free = n->disk_free;
 	reg.cache_size = n->cache_size;
 	reg.agent_version = n->agent_version;
+	if (n->has_key) {
+		reg.static_key.data = n->key;
+		reg.static_key.len = sizeof n->key;
+	}
 	if (state_put_node(c->state, n->name, n->last_seen_ms, &reg) < 0)
 		log_error("node %s: cannot save its record", n->name);
 	n->seen_saved = now;
@@ -215,12 +219,26 @@ static void node_update(struct cluster_node *n, const Syncbit__Register *reg)
 	n->cache_size = reg->cache_size;
 }
 
+int cluster_node_key_check(const struct cluster *c, const char *name,
+			   const uint8_t key[SECURE_KEY_BYTES])
+{
+	const struct cluster_node *n = cluster_node_find(c, name);
+	if (!n || !n->has_key || sodium_memcmp(n->key, key, SECURE_KEY_BYTES) == 0)
+		return 0;
+	return SB_EDENIED;
+}
+
 struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
-					   const Syncbit__Register *reg, uint64_t now)
+					   const Syncbit__Register *reg,
+					   const uint8_t key[SECURE_KEY_BYTES], uint64_t now)
 {
 	struct cluster_node *n = cluster_node_find(c, name);
 	if (!n)
 		n = node_new(c, name);
+	if (!n->has_key) {
+		memcpy(n->key, key, SECURE_KEY_BYTES);
+		n->has_key = 1;
+	}
 	node_update(n, reg);
 	n->last_heard = now;
 	n->last_seen_ms = cluster_wall_ms();
@@ -703,6 +721,9 @@ static int load_node(void *arg, const char *name, int64_t last_seen_ms,
 		n = node_new(c, name);
 	node_update(n, reg);
 	n->last_seen_ms = last_seen_ms;
+	n->has_key = reg->static_key.len == SECURE_KEY_BYTES;
+	if (n->has_key)
+		memcpy(n->key, reg->static_key.data, SECURE_KEY_BYTES);
 	return 0;
 }
 

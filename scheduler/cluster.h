@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/secure.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"
@@ -44,10 +45,15 @@ struct cluster_node {
 	struct assign_label *labels;
 	size_t nlabels;
 	uint64_t disk_free, cache_size;
-	int64_t last_seen_ms; /* wall clock of the last message (saved) */
-	uint64_t last_heard;  /* loop time of the last message */
-	uint64_t seen_saved;  /* loop time last_seen_ms was last saved */
-	void *conn;	      /* its control connection; NULL when not connected */
+	/* Its static key, pinned at its first registration (saved): another
+	 * key under this name is refused until `node rm` forgets it. */
+	uint8_t key[SECURE_KEY_BYTES];
+	int has_key;
+	uint64_t key_refused_logged; /* loop time of the last line about another key */
+	int64_t last_seen_ms;	     /* wall clock of the last message (saved) */
+	uint64_t last_heard;	     /* loop time of the last message */
+	uint64_t seen_saved;	     /* loop time last_seen_ms was last saved */
+	void *conn;		     /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
 	/* Block hashes refused because the blocks were never in its origin
@@ -124,9 +130,16 @@ struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char
 struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id,
 					     size_t len);
 
-/* Create or update a node from its registration (saved). */
+/* 0 when node `name` may register with static key `key`: a name not
+ * known, known without a key (state from before keys) or with this one.
+ * SB_EDENIED when it is registered with another key. */
+int cluster_node_key_check(const struct cluster *c, const char *name,
+			   const uint8_t key[SECURE_KEY_BYTES]);
+/* Create or update a node from its registration, pinning key when it has
+ * none yet (saved). Check the key first. */
 struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
-					   const Syncbit__Register *reg, uint64_t now);
+					   const Syncbit__Register *reg,
+					   const uint8_t key[SECURE_KEY_BYTES], uint64_t now);
 /* Any message from a connected node: liveness and the saved last-seen time. */
 void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now);
 /* Replace the node's reports with a heartbeat's (reports of unknown
@@ -156,8 +169,9 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 					    uint32_t block_size, struct cluster_version *cv);
 /* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
 int cluster_dataset_remove(struct cluster *c, const char *name);
-/* Forget a node that is not connected: its record and its reports.
- * SB_ENOTFOUND, or SB_EDENIED while it is connected. */
+/* Forget a node that is not connected: its record, its reports and its
+ * key (the name may register again with another). SB_ENOTFOUND, or
+ * SB_EDENIED while it is connected. */
 int cluster_node_remove(struct cluster *c, const char *name);
 
 /* Record hashes nodes read from the origin (saved by the next

@@ -139,6 +139,7 @@ static int open_state(struct sched *s, char **detail)
 {
 	const struct sched_options *o = s->o;
 	char *token = path_join(o->data, "join-token");
+	char *key = path_join(o->data, SCHED_KEY_FILE);
 	char *dir = path_join(o->data, "sched");
 	char *why = NULL;
 	int rc = path_mkdirs(o->data, 0700);
@@ -146,12 +147,15 @@ static int open_state(struct sched *s, char **detail)
 		*detail = xasprintf("--data %s: %s", o->data, sb_strerror(rc));
 	else if ((rc = secure_token_init(token, &s->token, &why)) < 0)
 		*detail = xasprintf("%s: %s", token, why ? why : sb_strerror(rc));
+	else if ((rc = secure_keypair_init(key, &s->key, NULL, &why)) < 0)
+		*detail = xasprintf("%s: %s", key, why ? why : sb_strerror(rc));
 	else if ((rc = cluster_open(&s->cluster, dir)) < 0)
 		*detail = xasprintf("%s: %s", dir,
 				    rc == -EBUSY ? "another scheduler uses this data directory"
 						 : sb_strerror(rc));
 	free(why);
 	free(token);
+	free(key);
 	free(dir);
 	return rc;
 }
@@ -199,12 +203,14 @@ static int start(struct sched *s, char **detail)
 	if ((rc = start_kube(s, detail)) < 0)
 		return rc;
 	start_timers(s);
-	log_info("syncbit %s (%s) scheduler: listening on %s, http %s, data %s; %zu %s, %zu %s "
-		 "known",
+	char fp[SECURE_FINGERPRINT_LEN];
+	secure_key_fingerprint(s->key.pub, fp);
+	log_info("syncbit %s (%s) scheduler: listening on %s, http %s, data %s, key %s; %zu %s, "
+		 "%zu %s known",
 		 SYNCBIT_VERSION, syncbit_commit(), s->o->listen,
-		 s->o->http && s->o->http[0] ? s->o->http : "off", s->o->data, s->cluster.ndatasets,
-		 progress_noun(s->cluster.ndatasets, "dataset", "datasets"), s->cluster.nnodes,
-		 progress_noun(s->cluster.nnodes, "node", "nodes"));
+		 s->o->http && s->o->http[0] ? s->o->http : "off", s->o->data, fp,
+		 s->cluster.ndatasets, progress_noun(s->cluster.ndatasets, "dataset", "datasets"),
+		 s->cluster.nnodes, progress_noun(s->cluster.nnodes, "node", "nodes"));
 	return 0;
 }
 
@@ -234,6 +240,7 @@ void sched_close(struct sched *s)
 		log_warn("scheduler: event loop still had handles at exit");
 	cluster_close(&s->cluster);
 	sodium_memzero(&s->token, sizeof s->token);
+	secure_keypair_close(&s->key);
 }
 
 int sched_run(const struct sched_options *o, char **detail)

@@ -124,6 +124,10 @@ static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
 		syncbit__peer_info__init(&v[*count]);
 		v[*count].node = m[i]->name;
 		v[*count].addr = m[i]->addr;
+		if (m[i]->has_key) {
+			v[*count].key.data = m[i]->key;
+			v[*count].key.len = sizeof m[i]->key;
+		}
 		p[*count] = &v[*count];
 		(*count)++;
 	}
@@ -449,17 +453,46 @@ static int check_register(struct sched_client *cl, const Syncbit__Register *r, c
 	return SB_EPROTO;
 }
 
+/* A name registered with another static key: refused, with one warn line
+ * per node at most every SERVER_KEY_LOG_MS (an agent retries). */
+static int check_key(struct sched_client *cl, const char *name)
+{
+	struct sched *s = cl->s;
+	const uint8_t *key = conn_peer_key(cl->conn);
+	if (cluster_node_key_check(&s->cluster, name, key) == 0)
+		return 0;
+	struct cluster_node *n = cluster_node_find(&s->cluster, name);
+	uint64_t now = uv_now(&s->loop);
+	if (!n->key_refused_logged || now - n->key_refused_logged >= SERVER_KEY_LOG_MS) {
+		char want[SECURE_FINGERPRINT_LEN], got[SECURE_FINGERPRINT_LEN];
+		secure_key_fingerprint(n->key, want);
+		secure_key_fingerprint(key, got);
+		log_warn("node %s: registration from %s refused: its key %s is not the one "
+			 "registered (%s); `syncbit node rm %s` if the node was reinstalled",
+			 name, conn_peer_addr(cl->conn), got, want, name);
+		n->key_refused_logged = now;
+	}
+	char *why = xasprintf("node name %s is registered with another key; `syncbit node rm "
+			      "%s` on the scheduler if this node was reinstalled",
+			      name, name);
+	send_error(cl, SB_EDENIED, why);
+	free(why);
+	return SB_EDENIED;
+}
+
 static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
-	if (cl->node || cl->admin)
+	if (cl->node || conn_purpose(cl->conn) != HANDSHAKE_CONTROL)
 		return SB_EPROTO;
 	Syncbit__Register *r = syncbit__register__unpack(NULL, len, body);
 	if (!r)
 		return SB_EPROTO;
 	const char *name = conn_peer_node(cl->conn);
 	int rc = check_register(cl, r, name);
+	if (rc == 0)
+		rc = check_key(cl, name);
 	if (rc == 0) {
 		struct cluster_node *n = cluster_node_find(&s->cluster, name);
 		if (n && n->conn) {
@@ -475,7 +508,8 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		char *advertised = r->peer_addr;
 		char *dial = conn_addr_resolve(advertised, conn_peer_addr(cl->conn));
 		r->peer_addr = dial;
-		n = cluster_node_register(&s->cluster, name, r, uv_now(&s->loop));
+		n = cluster_node_register(&s->cluster, name, r, conn_peer_key(cl->conn),
+					  uv_now(&s->loop));
 		r->peer_addr = advertised;
 		free(dial);
 		n->conn = cl->conn;
@@ -627,7 +661,7 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
-	if (cl->node)
+	if (conn_purpose(cl->conn) != HANDSHAKE_ADMIN)
 		return SB_EPROTO;
 	cl->admin = 1;
 	return admin_handle(cl->s, cl, body, len);
@@ -713,6 +747,9 @@ int server_start(struct sched *s, char **detail)
 {
 	struct conn_config cfg = {
 	    .token = &s->token,
+	    .key = &s->key,
+	    .purposes =
+		HANDSHAKE_PURPOSE_BIT(HANDSHAKE_CONTROL) | HANDSHAKE_PURPOSE_BIT(HANDSHAKE_ADMIN),
 	    .node = "scheduler",
 	    .encrypt = s->o->encrypt,
 	    .body_max = SERVER_HEARTBEAT_MAX,

@@ -19,6 +19,7 @@
 #define SERVER_ADMIN_MAX      (64u << 10)
 #define SERVER_ASSIGN_MAX     (256u << 20) /* an Assign carries a whole manifest */
 #define SERVER_REFUSED_LOG_MS 10000	   /* one line at most this often per node */
+#define SERVER_KEY_LOG_MS     60000	   /* ... about a registration with another key */
 
 struct sched_client;
 

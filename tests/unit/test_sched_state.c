@@ -389,6 +389,9 @@ static void report(struct cluster *c, struct cluster_node *n, const struct sched
 	cluster_node_report(c, n, &vsp, bits ? 1 : 0, now);
 }
 
+static const uint8_t key_a[SECURE_KEY_BYTES] = {0xa1, 0xa2}, key_b[SECURE_KEY_BYTES] = {0xb1},
+		     key_x[SECURE_KEY_BYTES] = {0xee};
+
 static void test_cluster_persists(void **state)
 {
 	char *dir = testutil_mkdtemp();
@@ -399,8 +402,10 @@ static void test_cluster_persists(void **state)
 	struct cluster_version *cv = cluster_version_add(&c, sample_version("zd"));
 	struct hash_id id = cv->v->id;
 	cluster_dataset_set(&c, "models", "file:///src", sel, 1, BS, cv);
-	struct cluster_node *a = cluster_node_register(&c, "gpu-a", make_register("gpu-a", "a"), 1);
-	struct cluster_node *b = cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), 1);
+	struct cluster_node *a =
+	    cluster_node_register(&c, "gpu-a", make_register("gpu-a", "a"), key_a, 1);
+	struct cluster_node *b =
+	    cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), key_b, 1);
 	a->conn = b->conn = (void *)1;
 	/* Hashes, one conflicting. */
 	Syncbit__BlockHash bh[3], *bhp[3], *fresh[3];
@@ -460,17 +465,30 @@ static void test_cluster_persists(void **state)
 	assert_int_equal(r->have, 2);
 	assert_int_equal(r->bytes_from_origin, 1000);
 	assert_int_equal(r->bits[0], 0x05);
-	/* node rm: refused while connected; gone for good once removed. */
+	/* Each name's key was saved with it: another key is refused. */
+	assert_true(a->has_key);
+	assert_memory_equal(a->key, key_a, SECURE_KEY_BYTES);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_a), 0);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_b), SB_EDENIED);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-b", key_a), SB_EDENIED);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-new", key_x), 0);
+	/* A registration with the pinned key keeps it. */
+	cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), key_b, 2);
+	assert_memory_equal(cluster_node_find(&c, "gpu-b")->key, key_b, SECURE_KEY_BYTES);
+	/* node rm: refused while connected; gone for good once removed, and
+	 * with it the key: the name takes a new one. */
 	a->conn = (void *)1;
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_EDENIED);
 	a->conn = NULL;
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), 0);
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_ENOTFOUND);
 	assert_null(cluster_node_find(&c, "gpu-a"));
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_b), 0);
 	cluster_close(&c);
 	assert_int_equal(cluster_open(&c, dir), 0);
 	assert_null(cluster_node_find(&c, "gpu-a"));
 	assert_non_null(cluster_node_find(&c, "gpu-b"));
+	assert_int_equal(cluster_node_key_check(&c, "gpu-b", key_a), SB_EDENIED);
 	assert_non_null(cluster_dataset_find(&c, "models"));
 	cluster_close(&c);
 	testutil_rmtree(dir);
@@ -486,7 +504,7 @@ static void test_cluster_members_and_plans(void **state)
 	const char *names[] = {"n3", "n1", "n2"};
 	struct cluster_node *n[3];
 	for (int i = 0; i < 3; i++) {
-		n[i] = cluster_node_register(&c, names[i], make_register(names[i], "a"), 1);
+		n[i] = cluster_node_register(&c, names[i], make_register(names[i], "a"), key_x, 1);
 		n[i]->conn = (void *)1;
 	}
 	size_t nm;
@@ -538,7 +556,7 @@ static void test_cluster_version_gc(void **state)
 	assert_int_equal(cluster_open(&c, dir), 0);
 	struct cluster_version *v1 = cluster_version_add(&c, sample_version("zd"));
 	cluster_dataset_set(&c, "models", "file:///src", NULL, 0, BS, v1);
-	struct cluster_node *a = cluster_node_register(&c, "a", make_register("a", "x"), 1);
+	struct cluster_node *a = cluster_node_register(&c, "a", make_register("a", "x"), key_x, 1);
 	uint8_t bits[1] = {0xff};
 	report(&c, a, v1->v, bits, 1, 1);
 	struct hash_id id1 = v1->v->id;
