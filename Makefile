@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps
+.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -57,6 +57,15 @@ $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto | $(BUILD
 
 $(BUILD)/gen/proto/%.pb-c.o: $(BUILD)/gen/proto/%.pb-c.c
 	$(CC) -std=gnu11 $(OPT) -I$(BUILD)/gen $(CFLAGS_PKG) -fno-sanitize=all -c -o $@ $<
+
+# The commit `syncbit version` reports: only common/version.o is built with
+# it, again when it changes; "unknown" outside a git checkout.
+COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/common/version.o: CFLAGS += -DSYNCBIT_COMMIT='"$(COMMIT)"'
+$(BUILD)/common/version.o: $(BUILD)/commit-stamp
+$(BUILD)/commit-stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(COMMIT)' | cmp -s - $@ || echo '$(COMMIT)' >$@
 
 $(BUILD)/%.o: %.c $(PROTO_H) | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
@@ -115,7 +124,8 @@ fuzz-smoke: deps
 	$(MAKE) -f tests/fuzz/Makefile smoke
 
 # Performance benchmarks (bench/README.md); each prints its ratio last.
-# bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps.
+# bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps
+# (which hold containerd, docker-registry and skopeo for image-pull).
 bench-deps:
 	@./bench/deps.sh
 
@@ -127,6 +137,14 @@ bench: bench-deps
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/pull-s3
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/peer-pair
 	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/cluster
+	SYNCBIT=$(abspath $(BIN)/syncbit) ./bench/image-pull
+
+# The manual page, generated from the same tables as --help.
+man: $(BUILD)/syncbit.1
+$(BUILD)/syncbit.1: $(BIN)/syncbit
+	$(BIN)/syncbit man >$@
+
+FORCE:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -141,19 +141,51 @@ static int open_dbs(struct cache *c)
 	return cache_mdb_err(mdb_txn_commit(txn));
 }
 
-static int take_lock(struct cache *c)
+/* The holder's pid, as it wrote it in the lock file; 0 when unknown. */
+static int lock_holder(int fd)
+{
+	char b[24];
+	ssize_t n = pread(fd, b, sizeof b - 1, 0);
+	if (n <= 0)
+		return 0;
+	b[n] = '\0';
+	char *end;
+	unsigned long long pid = strtoull(b, &end, 10);
+	return end != b && (*end == '\n' || *end == '\0') && pid > 0 && pid < INT32_MAX ? (int)pid
+											: 0;
+}
+
+/* Tell whoever finds the directory locked which process holds it. */
+static void lock_note_pid(int fd)
+{
+	char b[24];
+	int n = snprintf(b, sizeof b, "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, b, (size_t)n, 0) != n)
+		log_debug("cannot note this process in the data directory's lock: %s",
+			  strerror(errno));
+}
+
+static int take_lock(struct cache *c, int wait, int *holder)
 {
 	char *p = path_join(c->dir, "lock");
 	c->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	free(p);
 	if (c->lock_fd < 0)
 		return -errno;
-	if (flock(c->lock_fd, LOCK_EX | LOCK_NB) == 0)
-		return 0;
-	if (errno != EWOULDBLOCK)
-		return -errno;
-	log_info("%s: another syncbit process uses this data directory; waiting", c->dir);
-	return flock(c->lock_fd, LOCK_EX) == 0 ? 0 : -errno;
+	if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		if (!wait) {
+			if (holder)
+				*holder = lock_holder(c->lock_fd);
+			return -EBUSY;
+		}
+		log_warn("%s: another syncbit process uses this data directory; waiting", c->dir);
+		if (flock(c->lock_fd, LOCK_EX) < 0)
+			return -errno;
+	}
+	lock_note_pid(c->lock_fd);
+	return 0;
 }
 
 /* objects/00..ff exist from the start, so storing an object never walks
@@ -174,7 +206,8 @@ static int make_fanout(const char *objs)
 	return path_fsync_dir(objs);
 }
 
-int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
+static int open_cache(const char *data_dir, uint64_t capacity, int wait, int *holder,
+		      struct cache **out)
 {
 	struct cache *c = xcalloc(1, sizeof *c);
 	int rc;
@@ -188,7 +221,7 @@ int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
 	if ((rc = path_mkdirs(idx, 0700)) < 0 || (rc = path_mkdirs(objs, 0755)) < 0 ||
 	    (rc = path_mkdirs(part, 0700)) < 0)
 		goto fail;
-	if ((rc = take_lock(c)) < 0)
+	if ((rc = take_lock(c, wait, holder)) < 0)
 		goto fail;
 	if ((rc = make_fanout(objs)) < 0)
 		goto fail;
@@ -216,6 +249,17 @@ fail:
 	free(part);
 	cache_free(c);
 	return rc;
+}
+
+int cache_open(const char *data_dir, uint64_t capacity, struct cache **out)
+{
+	return open_cache(data_dir, capacity, 1, NULL, out);
+}
+
+int cache_open_nowait(const char *data_dir, uint64_t capacity, struct cache **out, int *holder)
+{
+	*holder = 0;
+	return open_cache(data_dir, capacity, 0, holder, out);
 }
 
 void cache_free(struct cache *c)

@@ -40,6 +40,10 @@ struct cache_block_loc {
 
 /* Open (creating) the cache in data_dir. capacity 0 = unlimited. */
 int cache_open(const char *data_dir, uint64_t capacity, struct cache **out);
+/* cache_open without waiting for another process that holds the data
+ * directory: -EBUSY at once, with that process's pid in *holder (0 when
+ * it cannot be told). */
+int cache_open_nowait(const char *data_dir, uint64_t capacity, struct cache **out, int *holder);
 void cache_free(struct cache *c);
 const char *cache_dir(const struct cache *c);
 void cache_set_capacity(struct cache *c, uint64_t capacity);
@@ -116,6 +120,18 @@ int cache_dataset_find_target(struct cache *c, const char *target, struct cache_
 int cache_dataset_list(struct cache *c, char ***names, size_t *n);
 /* Forget a dataset; its objects are unpinned. */
 int cache_dataset_remove(struct cache *c, const char *name);
+/* Forget a dataset and evict its objects that no other dataset pins
+ * (files published from them stay). SB_ENOTFOUND when unknown. */
+int cache_dataset_purge(struct cache *c, const char *name, uint64_t *objects, uint64_t *bytes);
+/* 1 when d was published into a target that is gone or empty: a pin
+ * nothing uses any more (a pull into the cache only is never stale). */
+int cache_dataset_stale(const struct cache_dataset *d);
+struct cache_dataset_usage {
+	uint64_t objects; /* distinct objects of its version still in the cache */
+	uint64_t bytes;	  /* their size */
+};
+int cache_dataset_usage(struct cache *c, const struct cache_dataset *d,
+			struct cache_dataset_usage *out);
 void cache_dataset_close(struct cache_dataset *d);
 /* Manifest bytes by id: 1 and *data (malloc'd) or 0 if unknown. */
 int cache_manifest_get(struct cache *c, const struct hash_id *id, uint8_t **data, size_t *len);

@@ -1,5 +1,6 @@
 /* Datasets and their manifests; pins keep a current version's objects
  * from eviction. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -354,4 +355,113 @@ int cache_dataset_list(struct cache *c, char ***names, size_t *n)
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return rc == MDB_NOTFOUND ? 0 : cache_mdb_err(rc);
+}
+
+/* ---- forgetting a dataset and what it holds ---- */
+
+struct purge_arg {
+	const char *name;
+	uint64_t objects, bytes;
+	struct buf victims; /* ids whose files to unlink after commit */
+};
+
+/* The sorted object ids of dataset name's manifest (none when it has no
+ * manifest). SB_ENOTFOUND when there is no such dataset. */
+static int dataset_objects(MDB_txn *txn, struct cache *c, const char *name, struct hash_id **ids,
+			   size_t *n)
+{
+	MDB_val key = {strlen(name), (void *)name}, val, mv;
+	*ids = NULL;
+	*n = 0;
+	int rc = mdb_get(txn, c->datasets, &key, &val);
+	if (rc)
+		return rc == MDB_NOTFOUND ? SB_ENOTFOUND : rc;
+	if (val.mv_size < HASH_LEN)
+		return 0;
+	MDB_val mk = {HASH_LEN, val.mv_data};
+	if (mdb_get(txn, c->manifests, &mk, &mv) == 0)
+		return manifest_objects(mv.mv_data, mv.mv_size, ids, n);
+	return 0;
+}
+
+static int txn_dataset_purge(struct cache *c, MDB_txn *txn, void *arg)
+{
+	struct purge_arg *a = arg;
+	struct hash_id *ids;
+	size_t n;
+	a->objects = a->bytes = 0;
+	buf_reset(&a->victims);
+	int rc = dataset_objects(txn, c, a->name, &ids, &n);
+	if (rc == 0)
+		rc = txn_dataset_remove(c, txn, (void *)a->name);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct object_rec rec;
+		uint64_t freed = 0;
+		if (cache_object_rec(txn, c, &ids[i], &rec, NULL) != 0 || rec.pins)
+			continue; /* gone already, or another dataset's too */
+		if ((rc = cache_object_unindex(txn, c, &ids[i], &freed)) != 0)
+			break;
+		a->objects++;
+		a->bytes += freed;
+		buf_append(&a->victims, ids[i].b, HASH_LEN);
+	}
+	free(ids);
+	return rc;
+}
+
+int cache_dataset_purge(struct cache *c, const char *name, uint64_t *objects, uint64_t *bytes)
+{
+	struct purge_arg a = {.name = name};
+	buf_init(&a.victims);
+	int rc = cache_write_txn(c, txn_dataset_purge, &a);
+	for (size_t off = 0; rc == 0 && off < a.victims.len; off += HASH_LEN) {
+		struct hash_id id;
+		char path[4096];
+		memcpy(id.b, a.victims.ptr + off, HASH_LEN);
+		cache_object_path(c, &id, path, sizeof path);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("%s: %s", path, strerror(errno));
+	}
+	buf_close(&a.victims);
+	*objects = rc == 0 ? a.objects : 0;
+	*bytes = rc == 0 ? a.bytes : 0;
+	return rc;
+}
+
+int cache_dataset_stale(const struct cache_dataset *d)
+{
+	if (!d->target || !d->target[0])
+		return 0; /* pulled into the cache only: the pin is all there is */
+	DIR *dir = opendir(d->target);
+	if (!dir)
+		return errno == ENOENT || errno == ENOTDIR;
+	struct dirent *e;
+	int empty = 1;
+	while (empty && (e = readdir(dir)))
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(dir);
+	return empty;
+}
+
+int cache_dataset_usage(struct cache *c, const struct cache_dataset *d,
+			struct cache_dataset_usage *out)
+{
+	MDB_txn *txn;
+	struct hash_id *ids;
+	size_t n;
+	memset(out, 0, sizeof *out);
+	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return cache_mdb_err(rc);
+	rc = dataset_objects(txn, c, d->name, &ids, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct object_rec rec;
+		if (cache_object_rec(txn, c, &ids[i], &rec, NULL) != 0)
+			continue;
+		out->objects++;
+		out->bytes += rec.size;
+	}
+	free(ids);
+	mdb_txn_abort(txn);
+	return rc > 0 ? cache_mdb_err(rc) : rc;
 }

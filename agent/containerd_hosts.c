@@ -95,21 +95,6 @@ static int same_content(int dirfd, const struct buf *content)
 	return same;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n) {
-		ssize_t k = write(fd, c, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return k < 0 ? -errno : -EIO;
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* Temp file, fsync, rename over hosts.toml, fsync the directory. */
 static int replace_file(int dirfd, const struct buf *content, const char **what)
 {
@@ -119,7 +104,7 @@ static int replace_file(int dirfd, const struct buf *content, const char **what)
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	int rc = write_all(fd, content->ptr, content->len);
+	int rc = path_pwrite_all(fd, content->ptr, content->len, 0);
 	if (rc == 0 && fchmod(fd, 0644) < 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fd) < 0)

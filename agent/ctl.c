@@ -10,8 +10,10 @@
 #include "agent/daemon.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/uri.h"
 
 struct client {
 	uv_pipe_t pipe;
@@ -48,7 +50,7 @@ static void write_done(uv_write_t *r, int status)
 
 static void send_json(struct client *cl, json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = jsonfmt_dumps(o);
 	json_decref(o);
 	if (!s || cl->closing) {
 		free(s);
@@ -87,6 +89,17 @@ static void client_close(struct client *cl)
 	uv_close((uv_handle_t *)&cl->pipe, client_closed);
 }
 
+/* A message for the CLI: the URLs in it without their credentials. */
+static json_t *text_json(const char *text)
+{
+	if (!text)
+		return json_null();
+	char *r = uri_redact(text);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 static json_t *progress_json(struct ctl *c, const char *name, int *finished)
 {
 	uint64_t bytes, have;
@@ -99,7 +112,7 @@ static json_t *progress_json(struct ctl *c, const char *name, int *finished)
 	*finished = published;
 	json_t *o = json_pack("{s:s, s:I, s:I, s:b}", "name", name, "bytes", (json_int_t)bytes,
 			      "bytes_have", (json_int_t)have, "ready", published);
-	json_object_set_new(o, "error", error ? json_string(error) : json_null());
+	json_object_set_new(o, "error", text_json(error));
 	return o;
 }
 
@@ -133,8 +146,13 @@ static void handle(struct client *cl, const char *line)
 	case CTL_OP_READY: {
 		const char *why = NULL;
 		int ok = daemon_ready(c->d, name, &why);
-		json_t *o = json_pack("{s:s, s:b}", "name", name, "ready", ok);
-		json_object_set_new(o, "reason", why ? json_string(why) : json_null());
+		uint64_t bytes, have;
+		int published;
+		const char *error;
+		int assigned = daemon_progress(c->d, name, &bytes, &have, &published, &error) == 0;
+		json_t *o =
+		    json_pack("{s:s, s:b, s:b}", "name", name, "ready", ok, "assigned", assigned);
+		json_object_set_new(o, "reason", text_json(why));
 		send_json(cl, o);
 		break;
 	}
@@ -238,9 +256,16 @@ static void progress_tick(uv_timer_t *t)
 
 /* ---- HTTP probes ---- */
 
+/* Alive, and not cut off from the scheduler for longer than the grace
+ * period (a wrong join token, an unreachable scheduler). */
 static void http_healthz(void *arg, const char *path, const char *query, struct httpd_response *r)
 {
-	buf_append_str(&r->body, "ok\n");
+	struct ctl *c = arg;
+	if (daemon_health(c->d, &r->body)) {
+		buf_append_str(&r->body, "ok\n");
+		return;
+	}
+	r->status = 503;
 }
 
 static void http_readyz(void *arg, const char *path, const char *query, struct httpd_response *r)

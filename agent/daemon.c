@@ -13,13 +13,16 @@
 #include "agent/kube_agent.h"
 #include "agent/mirror.h"
 #include "agent/peer.h"
+#include "agent/uplink.h"
 #include "common/admit.h"
 #include "common/buf.h"
 #include "common/conn.h"
 #include "common/err.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/uri.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "common/secure.h"
 #include "common/version.h"
 #include "common/wire.h"
@@ -33,6 +36,7 @@ struct dset {
 	uint8_t *assign;    /* packed Assign of cur, to start again after a failure */
 	size_t assign_len;
 	char **peer_nodes, **peer_addrs;
+	uint8_t (*peer_keys)[SECURE_KEY_BYTES]; /* zeros: the scheduler sent none */
 	size_t npeers;
 	uint64_t retry_at_ms;
 	char *error;
@@ -52,11 +56,13 @@ struct daemon {
 	uv_loop_t loop;
 	struct cache *cache;
 	struct secure_token token;
+	struct secure_keypair key; /* DATA/DAEMON_KEY_FILE: this node's identity */
 	struct peers *peers;
 	struct ctl *ctl;
 	struct mirror *mirror;
 	struct conn *sched;
 	int sched_ready;
+	struct uplink link; /* for status, logs and /healthz */
 	unsigned backoff_ms;
 	uv_timer_t reconnect, heartbeat, retry;
 	unsigned heartbeat_ms;
@@ -114,7 +120,9 @@ static void free_peer_list(struct dset *s)
 	}
 	free(s->peer_nodes);
 	free(s->peer_addrs);
+	free(s->peer_keys);
 	s->peer_nodes = s->peer_addrs = NULL;
+	s->peer_keys = NULL;
 	s->npeers = 0;
 }
 
@@ -134,7 +142,7 @@ static void free_set(struct daemon *d, struct dset *s)
 /* Every peer any assigned version names, once. */
 static void update_peers(struct daemon *d)
 {
-	struct buf nodes = BUF_INIT, addrs = BUF_INIT;
+	struct buf nodes = BUF_INIT, addrs = BUF_INIT, keys = BUF_INIT;
 	size_t n = 0;
 	for (size_t i = 0; i < d->nsets; i++)
 		for (size_t k = 0; k < d->sets[i]->npeers; k++) {
@@ -146,11 +154,14 @@ static void update_peers(struct daemon *d)
 				continue;
 			buf_append(&nodes, &node, sizeof node);
 			buf_append(&addrs, &d->sets[i]->peer_addrs[k], sizeof(char *));
+			buf_append(&keys, d->sets[i]->peer_keys[k], SECURE_KEY_BYTES);
 			n++;
 		}
-	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr, n);
+	peers_set(d->peers, (const char *const *)nodes.ptr, (const char *const *)addrs.ptr,
+		  keys.ptr, n);
 	buf_close(&nodes);
 	buf_close(&addrs);
+	buf_close(&keys);
 }
 
 static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
@@ -158,9 +169,12 @@ static void set_peer_list(struct dset *s, Syncbit__PeerInfo **peers, size_t n)
 	free_peer_list(s);
 	s->peer_nodes = xcalloc(n + 1, sizeof(char *));
 	s->peer_addrs = xcalloc(n + 1, sizeof(char *));
+	s->peer_keys = xcalloc(n + 1, SECURE_KEY_BYTES);
 	for (size_t i = 0; i < n; i++) {
 		if (!peers[i]->node || !peers[i]->addr || !peers[i]->node[0])
 			continue;
+		if (peers[i]->key.len == SECURE_KEY_BYTES)
+			memcpy(s->peer_keys[s->npeers], peers[i]->key.data, SECURE_KEY_BYTES);
 		s->peer_nodes[s->npeers] = xstrdup(peers[i]->node);
 		s->peer_addrs[s->npeers++] = xstrdup(peers[i]->addr);
 	}
@@ -257,9 +271,9 @@ static void report_held(struct daemon *d, struct dset *s)
 			buf_append(&blocks, &b, sizeof b);
 	size_t n = blocks.len / sizeof(uint32_t);
 	if (n && d->sched_ready) {
-		log_info("dataset %s: the scheduler lacks the hashes of %zu blocks held here; "
+		log_info("dataset %s: the scheduler lacks the hashes of %zu %s held here; "
 			 "sending them",
-			 s->name, n);
+			 s->name, n, progress_noun(n, "block", "blocks"));
 		send_ingested(d, s->cur, (const uint32_t *)blocks.ptr, n);
 	}
 	buf_close(&blocks);
@@ -317,8 +331,9 @@ static void evict(struct daemon *d)
 	if (rc < 0)
 		log_warn("eviction failed: %s", sb_strerror(rc));
 	else if (n)
-		log_info("evicted %llu objects (%llu bytes) to stay under the cache size",
-			 (unsigned long long)n, (unsigned long long)bytes);
+		log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
+			 (unsigned long long)n, progress_noun(n, "object", "objects"),
+			 (unsigned long long)bytes);
 }
 
 /* Remember which version is now at TARGET/NAME. */
@@ -351,6 +366,20 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		send_heartbeat(d);
 }
 
+static void log_fetching(struct dset *s)
+{
+	struct fetch_stats st;
+	char need[32], total[32];
+	fetch_stats(s->cur, &st);
+	if (fetch_published(s->cur))
+		return;
+	log_info("dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
+		 progress_fmt_bytes(st.bytes - st.bytes_have, need, sizeof need),
+		 progress_fmt_bytes(st.bytes, total, sizeof total),
+		 (unsigned long long)st.blocks_have, (unsigned long long)st.blocks,
+		 progress_noun(st.blocks, "block", "blocks"));
+}
+
 /* Start (or start again) the fetch of the assignment kept in s. */
 static void start_fetch(struct daemon *d, struct dset *s)
 {
@@ -368,7 +397,7 @@ static void start_fetch(struct daemon *d, struct dset *s)
 	free(s->error);
 	s->error = NULL;
 	if (rc < 0) {
-		s->error = xasprintf("dataset %s: unusable manifest: %s", s->name, sb_strerror(rc));
+		s->error = xasprintf("unusable manifest: %s", sb_strerror(rc));
 		s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
 	} else if (fetch_error(f)) {
 		s->error = xstrdup(fetch_error(f));
@@ -379,13 +408,46 @@ static void start_fetch(struct daemon *d, struct dset *s)
 		s->retry_at_ms = 0;
 		peers_add_fetch(d->peers, f);
 		take_assign(d, s, a); /* and report blocks resumed from before a restart */
+		log_fetching(s);
 	}
 	if (s->error)
-		log_error("%s", s->error);
+		log_limited(LOG_ERROR, "dataset %s: failed: %s", s->name, s->error);
 	syncbit__assign__free_unpacked(a, NULL);
 }
 
 static void remove_set(struct daemon *d, size_t i);
+
+/* The hashes f knows, as (blocks, hashes) for fetch_add_hashes: a fetch
+ * started again from the last Assign gets those learnt after it. */
+static size_t known_hashes(const struct fetch *f, struct buf *blocks, struct buf *hashes)
+{
+	static const uint8_t zero[HASH_LEN];
+	for (uint32_t b = 0; b < fetch_nblocks(f); b++) {
+		const struct hash_id *h = fetch_block_hash(f, b);
+		if (!memcmp(h->b, zero, HASH_LEN))
+			continue;
+		buf_append(blocks, &b, sizeof b);
+		buf_append(hashes, h->b, HASH_LEN);
+	}
+	return blocks->len / sizeof(uint32_t);
+}
+
+/* Start s's fetch again from its last Assign, with the hashes the failed
+ * fetch had learnt since. */
+static void restart_fetch(struct daemon *d, struct dset *s)
+{
+	struct buf blocks = BUF_INIT, hashes = BUF_INIT;
+	size_t n = s->cur ? known_hashes(s->cur, &blocks, &hashes) : 0;
+	uint8_t vid[HASH_LEN] = {0};
+	if (s->cur)
+		memcpy(vid, fetch_version_id(s->cur), HASH_LEN);
+	drop_fetch(d, &s->cur);
+	start_fetch(d, s);
+	if (n && s->cur && !memcmp(fetch_version_id(s->cur), vid, HASH_LEN))
+		fetch_add_hashes(s->cur, (const uint32_t *)blocks.ptr, hashes.ptr, n);
+	buf_close(&blocks);
+	buf_close(&hashes);
+}
 
 static void retry_tick(uv_timer_t *t)
 {
@@ -410,9 +472,8 @@ static void retry_tick(uv_timer_t *t)
 		struct dset *s = d->sets[i];
 		if (!s->retry_at_ms || now < s->retry_at_ms)
 			continue;
-		log_info("dataset %s: starting again after: %s", s->name, s->error);
-		drop_fetch(d, &s->cur);
-		start_fetch(d, s);
+		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
+		restart_fetch(d, s);
 	}
 }
 
@@ -433,12 +494,23 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 		d->heartbeat_ms = m->heartbeat_ms;
 	syncbit__registered__free_unpacked(m, NULL);
 	d->sched_ready = 1;
+	uplink_up(&d->link, uv_now(&d->loop));
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
 	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
+}
+
+/* The latest Assign of s's version, packed: a fetch that failed starts
+ * again from it. */
+static void keep_assign(struct dset *s, const uint8_t *body, size_t len)
+{
+	free(s->assign);
+	s->assign = xmalloc(len ? len : 1);
+	memcpy(s->assign, body, len);
+	s->assign_len = len;
 }
 
 static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
@@ -466,14 +538,17 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
 		/* The same version again (a reconnect): hashes sent while this
 		 * node was away are in the manifest, and there is a new plan;
-		 * the scheduler hears what this node holds that it lacks. */
+		 * the scheduler hears what this node holds that it lacks. A
+		 * retry after a failure starts from this Assign, not the first. */
 		take_assign(d, s, a);
+		keep_assign(s, body, len);
 		update_peers(d);
 		goto out;
 	}
-	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu files)", s->name,
+	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
 		 a->version_id.data[0], a->version_id.data[1], a->version_id.data[2],
-		 a->version_id.data[3], a->manifest->n_files);
+		 a->version_id.data[3], a->manifest->n_files,
+		 progress_noun(a->manifest->n_files, "file", "files"));
 	if (s->cur && fetch_published(s->cur)) {
 		drop_fetch(d, &s->prev);
 		s->prev = s->cur; /* stays at TARGET/NAME until the new one is complete */
@@ -481,10 +556,7 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	} else {
 		drop_fetch(d, &s->cur);
 	}
-	free(s->assign);
-	s->assign = xmalloc(len ? len : 1);
-	memcpy(s->assign, body, len);
-	s->assign_len = len;
+	keep_assign(s, body, len);
 	update_peers(d);
 	start_fetch(d, s);
 out:
@@ -617,10 +689,11 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 
 static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
+	struct daemon *d = ctx;
 	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
 	if (!m)
 		return SB_EPROTO;
-	log_error("scheduler: %s", m->message ? m->message : "error");
+	uplink_refused(&d->link, m->message);
 	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
@@ -705,9 +778,8 @@ static void dial_scheduler(uv_timer_t *t);
 static void sched_close(struct conn *c, int status)
 {
 	struct daemon *d = conn_data(c);
-	if (d->sched_ready) /* log each outage once */
-		log_warn("scheduler %s: %s; reconnecting", d->o->scheduler,
-			 status ? sb_strerror(status) : "connection closed");
+	if (!d->stopping)
+		uplink_closed(&d->link, uv_now(&d->loop), status, conn_error(c));
 	d->sched = NULL;
 	d->sched_ready = 0;
 	uv_timer_stop(&d->heartbeat);
@@ -733,13 +805,16 @@ static void dial_scheduler(uv_timer_t *t)
 			 d->o->node, DAEMON_LABELS_WAIT_MS / 1000);
 	d->labels_deadline_ms = 0;
 	struct conn_config cfg = {.token = &d->token,
+				  .key = &d->key,
+				  .purpose = HANDSHAKE_CONTROL,
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
 				  .body_max = CONTROL_BODY_MAX,
 				  .payload_max = 1};
 	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
 	if (rc < 0) {
-		log_error("scheduler %s: %s", d->o->scheduler, sb_strerror(rc));
+		uplink_closed(&d->link, uv_now(&d->loop), rc,
+			      rc == SB_EURI || rc == -EINVAL ? "expected HOST:PORT" : NULL);
 		uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MAX_MS, 0);
 	}
 }
@@ -799,6 +874,17 @@ static void send_heartbeat(struct daemon *d)
 	free(bf);
 }
 
+/* An error line for status: the URLs in it without their credentials. */
+static json_t *error_json(const char *err)
+{
+	if (!err)
+		return json_null();
+	char *r = uri_redact(err);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 {
 	struct fetch_stats st;
@@ -825,7 +911,7 @@ static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 				      (int)st.refetch_no_peer));
 	json_object_set_new(o, "bad_blocks", json_integer(st.bad_blocks));
 	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
-	json_object_set_new(o, "error", err ? json_string(err) : json_null());
+	json_object_set_new(o, "error", error_json(err));
 	return o;
 }
 
@@ -845,22 +931,36 @@ json_t *daemon_status_json(struct daemon *d)
 								    : "waiting"));
 		json_object_set_new(o, "restored", json_boolean(s->restored));
 		if (!s->cur && s->error)
-			json_object_set_new(o, "error", json_string(s->error));
+			json_object_set_new(o, "error", error_json(s->error));
 		if (s->prev)
 			json_object_set_new(o, "previous", fetch_json(d, s, s->prev));
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
 		json_array_append_new(sets, o);
 	}
-	json_t *st = json_pack("{s:s, s:{s:s, s:b}, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node",
-			       d->o->node, "scheduler", "addr", d->o->scheduler, "connected",
-			       d->sched_ready, "peers", "bytes_served", (json_int_t)ps.bytes_served,
-			       "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
-			       (json_int_t)ps.dropped_bad_data, "bytes_received",
-			       (json_int_t)ps.bytes_received, "bytes_unneeded",
-			       (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	json_t *st =
+	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
+		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "bytes_served",
+		      (json_int_t)ps.bytes_served, "blocks_served", (json_int_t)ps.blocks_served,
+		      "dropped_bad_data", (json_int_t)ps.dropped_bad_data, "bytes_received",
+		      (json_int_t)ps.bytes_received, "bytes_unneeded",
+		      (json_int_t)ps.bytes_unneeded, "datasets", sets);
 	if (d->kube)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
+	struct cache_stats cs;
+	if (cache_stats(d->cache, &cs) == 0)
+		json_object_set_new(st, "cache",
+				    json_pack("{s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
+					      "pinned", (json_int_t)cs.pinned, "objects",
+					      (json_int_t)cs.objects, "capacity",
+					      (json_int_t)cs.capacity));
 	return st;
+}
+
+int daemon_health(struct daemon *d, struct buf *why)
+{
+	if (!d->o->scheduler_grace_ms)
+		return 1; /* --scheduler-grace 0: the scheduler does not count */
+	return uplink_healthy(&d->link, uv_now(&d->loop), d->o->scheduler_grace_ms, why);
 }
 
 static char *labels_path(struct daemon *d)
@@ -1080,6 +1180,26 @@ static int setup_kube(struct daemon *d, char **detail)
 	return rc;
 }
 
+/* This node's identity: DATA/DAEMON_KEY_FILE, made on first start. The
+ * scheduler pins it to the node's name at its first registration. */
+static int load_key(struct daemon *d, char **detail)
+{
+	char *path = path_join(d->o->data, DAEMON_KEY_FILE), *why = NULL;
+	char fp[SECURE_FINGERPRINT_LEN];
+	int created;
+	int rc = secure_keypair_init(path, &d->key, &created, &why);
+	if (rc < 0) {
+		*detail = why ? why : xasprintf("%s: %s", path, sb_strerror(rc));
+		why = NULL;
+	} else {
+		secure_key_fingerprint(d->key.pub, fp);
+		log_info("node %s: %s key %s in %s", d->o->node, created ? "new" : "its", fp, path);
+	}
+	free(why);
+	free(path);
+	return rc;
+}
+
 static int setup(struct daemon *d, char **detail)
 {
 	char *det = NULL;
@@ -1096,10 +1216,13 @@ static int setup(struct daemon *d, char **detail)
 		*detail = xasprintf("cannot open the cache in %s: %s", d->o->data, sb_strerror(rc));
 		return rc;
 	}
+	if ((rc = load_key(d, detail)) < 0)
+		return rc;
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
 				  .token = &d->token,
+				  .key = &d->key,
 				  .encrypt = d->o->encrypt,
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
@@ -1118,12 +1241,28 @@ static int setup(struct daemon *d, char **detail)
 	return setup_kube(d, detail);
 }
 
+/* One line with what an operator checks first. */
+static void log_started(struct daemon *d)
+{
+	const struct daemon_options *o = d->o;
+	struct buf labels = BUF_INIT;
+	for (size_t i = 0; i < o->nlabels; i++)
+		buf_printf(&labels, "%s%s=%s", i ? "," : "", o->labels[i].key, o->labels[i].value);
+	log_info("syncbit %s (%s) daemon: node %s, labels %s, scheduler %s, peers on %s, http "
+		 "%s, socket %s, data %s, target %s",
+		 SYNCBIT_VERSION, syncbit_commit(), o->node, labels.len ? buf_cstr(&labels) : "-",
+		 o->scheduler, d->advertise, o->http ? o->http : "off", o->socket, o->data,
+		 o->target);
+	buf_close(&labels);
+}
+
 int daemon_run(const struct daemon_options *o, char **detail)
 {
 	struct daemon d = {
 	    .o = o, .heartbeat_ms = DAEMON_HEARTBEAT_MS, .backoff_ms = DAEMON_RECONNECT_MIN_MS};
 	*detail = NULL;
 	uv_loop_init(&d.loop);
+	uplink_init(&d.link, o->scheduler, uv_now(&d.loop));
 	uv_timer_init(&d.loop, &d.reconnect);
 	uv_timer_init(&d.loop, &d.heartbeat);
 	uv_timer_init(&d.loop, &d.retry);
@@ -1139,7 +1278,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 		uv_signal_start(&d.sigint, on_signal, SIGINT);
 		uv_timer_start(&d.retry, retry_tick, 1000, 1000);
 		dial_scheduler(&d.reconnect);
-		log_info("node %s: peers on %s, target %s", o->node, d.advertise, o->target);
+		log_started(&d);
 	}
 	if (rc < 0)
 		stop(&d);
@@ -1148,6 +1287,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	free(d.advertise);
 	json_decref(d.node_labels);
 	cache_free(d.cache);
+	secure_keypair_close(&d.key);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("daemon: event loop still had handles at exit");
 	return rc;

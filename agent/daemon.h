@@ -23,6 +23,7 @@
 #define DAEMON_INGESTED_BATCH	4096  /* block hashes per Ingested message */
 #define DAEMON_LABELS_WAIT_MS	30000 /* for the Node's labels before registering without */
 #define DAEMON_LABELS_FILE	"node-labels.json" /* the Node's labels last seen, in DATA */
+#define DAEMON_KEY_FILE		"node.key"	   /* this node's static key, in DATA */
 
 struct daemon_label {
 	char *key, *value;
@@ -43,7 +44,8 @@ struct daemon_options {
 	struct daemon_label *labels;
 	size_t nlabels;
 	int encrypt;
-	uint64_t cache_size; /* 0 = unlimited */
+	uint64_t cache_size;	     /* 0 = unlimited */
+	uint64_t scheduler_grace_ms; /* /healthz fails after the scheduler is away this long */
 	struct source_options src;
 };
 
@@ -55,6 +57,9 @@ int daemon_run(const struct daemon_options *o, char **detail);
 
 /* For agent/ctl.c (loop thread). */
 json_t *daemon_status_json(struct daemon *d);
+/* 1 when the agent is healthy; 0 with a line in why when it has not been
+ * registered with its scheduler for longer than the grace period. */
+int daemon_health(struct daemon *d, struct buf *why);
 /* 1 when dataset name is published here (complete, verified), 0 if not,
  * with *why (static or owned by d) saying what is missing. */
 int daemon_ready(struct daemon *d, const char *name, const char **why);

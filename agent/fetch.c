@@ -28,7 +28,7 @@ void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
 	f->rc = rc;
 	free(f->error);
 	f->error = buf_steal(&b);
-	log_error("dataset %s: %s", f->name, f->error);
+	log_limited(LOG_ERROR, "dataset %s: failed: %s", f->name, f->error);
 	if (f->src && f->src->ops->cancel)
 		f->src->ops->cancel(f->src);
 	if (f->hooks.done)
@@ -184,8 +184,8 @@ static void tick(uv_timer_t *t)
 		}
 	}
 	if (queued) {
-		log_info("dataset %s: no peer holds %d blocks; reading them from the origin",
-			 f->name, queued);
+		log_info("dataset %s: no peer holds %d %s; reading %s from the origin", f->name,
+			 queued, queued == 1 ? "block" : "blocks", queued == 1 ? "it" : "them");
 		fetch_pump(f);
 	}
 }

@@ -10,6 +10,7 @@
 #include "agent/fetch_int.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/path.h"
 #include "common/uri.h"
 
 #define ORIGIN_JOBS_DEFAULT 8 /* origin reads in flight when the source gives no hint */
@@ -23,10 +24,11 @@ static void seal_work(uv_work_t *w)
 	struct ffile *ff = w->data;
 	const FileEntry *e = ff->f->m->files[ff->index];
 	/* Blocks were checked one by one against hashes that nodes computed
-	 * from their share of the origin; where the source names the whole
-	 * file's digest (LFS sha256, OCI blob, git blob id), the assembled
-	 * file must match it too. */
-	int rc = hash_check_digest_fd(cache_partial_fd(ff->part), e->size, e->source_digest);
+	 * from their share of the origin, which one lying node could have
+	 * made up; where the source names the whole file's digest (LFS
+	 * sha256, OCI blob, git blob id, S3 full-object SHA-256), the
+	 * assembled file must match it too. */
+	int rc = manifest_check_content_fd(e, cache_partial_fd(ff->part));
 	ff->rc = rc < 0 ? rc : cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
 }
 
@@ -45,12 +47,20 @@ static void seal_done(uv_work_t *w, int status)
 			cache_partial_discard(p); /* fetched again from scratch next time */
 		else
 			cache_partial_close(p);
+		const FileEntry *e = f->m->files[ff->index];
+		char want[7 + HASH_HEX_LEN + 1] = "sha256:";
+		if (e->content_sha256.len == HASH_LEN)
+			hash_to_hex((const struct hash_id *)e->content_sha256.data, want + 7);
 		if (rc == SB_ECORRUPT)
-			fetch_fail(
-			    f, rc,
-			    "%s: %s: the assembled file does not match the source's digest %s",
-			    f->m->source, f->m->files[ff->index]->path,
-			    f->m->files[ff->index]->source_digest);
+			fetch_fail(f, rc,
+				   "%s: %s: the assembled file does not match the source's digest "
+				   "%s; not published, its blocks are dropped",
+				   f->m->source, e->path,
+				   e->content_sha256.len == HASH_LEN ? want : e->source_digest);
+		else if (sb_no_space(rc))
+			fetch_fail(f, rc, "no space left on the cache %s%s (storing %s: %s)",
+				   cache_dir(f->c), rc == -EDQUOT ? " within the disk quota" : "",
+				   e->path, sb_strerror(rc));
 		else if (rc < 0)
 			fetch_fail(f, rc, "%s: cannot store in %s: %s",
 				   f->m->files[ff->index]->path, cache_dir(f->c), sb_strerror(rc));
@@ -135,20 +145,6 @@ void fetch_check_file(struct ffile *ff)
 
 /* ---- verifying and writing blocks (pool) ---- */
 
-static int write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	size_t done = 0;
-	while (done < len) {
-		ssize_t n = pwrite(fd, p + done, len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 static int read_local(struct job *j)
 {
 	struct cache_block_loc loc;
@@ -195,7 +191,8 @@ static void store_work(uv_work_t *w)
 		j->rc = SB_ECORRUPT;
 		return;
 	}
-	j->rc = write_all(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
+	j->rc =
+	    path_pwrite_all(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
 }
 
 static void job_release(struct job *j)
@@ -265,7 +262,11 @@ void fetch_store_done(uv_work_t *w, int status)
 			   f->m->source, b, f->m->files[ff->index]->path);
 	} else if (rc != SB_ECANCELED) {
 		fetch_back_to_need(f, b);
-		if (j->kind == JOB_ORIGIN)
+		if (sb_no_space(rc))
+			fetch_fail(f, rc, "no space left on the cache %s%s (storing %s: %s)",
+				   cache_dir(f->c), rc == -EDQUOT ? " within the disk quota" : "",
+				   f->m->files[ff->index]->path, sb_strerror(rc));
+		else if (j->kind == JOB_ORIGIN)
 			fetch_fail(f, rc, "%s: %s: %s", f->m->source, f->m->files[ff->index]->path,
 				   f->src->error_detail ? f->src->error_detail : sb_strerror(rc));
 		else

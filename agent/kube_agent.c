@@ -368,8 +368,8 @@ static void node_event(struct kube_watch *w, enum kube_event ev, json_t *obj, vo
 	} else if (ev == KUBE_ADDED || ev == KUBE_MODIFIED) {
 		json_t *labels = json_object_get(json_object_get(obj, "metadata"), "labels");
 		if (!ka->node_synced)
-			log_info("kubernetes: node %s: %zu labels", ka->node,
-				 json_object_size(labels));
+			log_info("kubernetes: node %s: %zu %s", ka->node, json_object_size(labels),
+				 json_object_size(labels) == 1 ? "label" : "labels");
 		ka->node_seen = ka->node_synced = 1;
 		daemon_set_node_labels(ka->d, json_is_object(labels) ? labels : NULL);
 	} else if (ev == KUBE_SYNCED && !ka->node_seen) {

@@ -264,8 +264,9 @@ int layout_put_file(int dir_fd, const char *name, const char *data)
 	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	ssize_t w = write(fd, data, len);
-	int rc = w < 0 ? -errno : (size_t)w != len ? -EIO : fsync(fd) < 0 ? -errno : 0;
+	int rc = path_pwrite_all(fd, data, len, 0);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
 	close(fd);
 	rc = commit_tmp(dir_fd, tmp, name, rc);
 	return rc < 0 ? rc : 1;

@@ -209,7 +209,7 @@ int layout_triton_check(const struct layout *l, char **error)
 	else if (path_check_relative(l->model) < 0 || strchr(l->model, '/') || l->model[0] == '.')
 		*error = xasprintf("--model: '%s' is not a directory name", l->model);
 	else if (l->version && !version_ok(l->version))
-		*error = xasprintf("--version: '%s' is not a version number (1, 2, ...; "
+		*error = xasprintf("--model-version: '%s' is not a version number (1, 2, ...; "
 				   "Triton ignores names starting with 0)",
 				   l->version);
 	return *error ? SB_ECONFIG : 0;

@@ -14,6 +14,7 @@
 #include "common/hash.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/path.h"
 #include "common/uri.h"
 
@@ -295,8 +296,11 @@ static void load_done(uv_work_t *w, int status)
 		j->rc = status;
 	cat->state = j->rc == 0 ? MIRROR_CAT_READY : MIRROR_CAT_FAILED;
 	if (j->rc == 0) {
-		log_info("mirror: dataset %s serves %s/%s: %zu tags, %zu manifests, %zu blobs",
-			 cat->name, cat->registry, cat->repo, cat->ntags, cat->ndocs, cat->nblobs);
+		log_info("mirror: dataset %s serves %s/%s: %zu %s, %zu %s, %zu %s", cat->name,
+			 cat->registry, cat->repo, cat->ntags,
+			 progress_noun(cat->ntags, "tag", "tags"), cat->ndocs,
+			 progress_noun(cat->ndocs, "manifest", "manifests"), cat->nblobs,
+			 progress_noun(cat->nblobs, "blob", "blobs"));
 	} else {
 		cat->failed_at_ms = uv_now(m->loop);
 		log_warn("mirror: dataset %s is not served: %s", cat->name,

@@ -28,9 +28,14 @@ static int banned(struct peers *p, const char *node)
 	return 0;
 }
 
+static const char *verify(struct conn *c, const char *node, const uint8_t *key);
+
 static struct conn_config conn_cfg(struct peers *p)
 {
 	struct conn_config cfg = {.token = &p->token,
+				  .key = &p->key,
+				  .purpose = HANDSHAKE_PEER,
+				  .verify = verify,
 				  .node = p->node,
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
@@ -46,6 +51,43 @@ static int bit(const uint8_t *bits, uint32_t b)
 }
 
 /* ---- connections ---- */
+
+static struct known *known_find(struct peers *p, const char *node)
+{
+	for (size_t i = 0; i < p->nknown; i++)
+		if (!strcmp(p->known[i].node, node))
+			return &p->known[i];
+	return NULL;
+}
+
+/* Who may be on the other end of a peer link, in either direction: a node
+ * the scheduler named, with the key it registered for that name (so no
+ * node can pose as another), not shunned; and the node dialled. */
+static const char *verify(struct conn *c, const char *node, const uint8_t *key)
+{
+	static const uint8_t none[SECURE_KEY_BYTES];
+	struct peer *pe = conn_data(c);
+	struct peers *p = pe->p;
+	struct known *k = known_find(p, node);
+	if (pe->node && strcmp(pe->node, node))
+		return "it is not the node dialled";
+	if (banned(p, node))
+		return "it is shunned for sending bad data";
+	if (!k || !sodium_memcmp(k->key, none, sizeof none))
+		return "not among the peers the scheduler named (yet)";
+	if (sodium_memcmp(k->key, key, SECURE_KEY_BYTES) == 0)
+		return NULL;
+	uint64_t now = uv_now(p->loop);
+	if (!p->refused_logged_ms || now - p->refused_logged_ms >= PEER_REFUSED_LOG_MS) {
+		char fp[SECURE_FINGERPRINT_LEN];
+		secure_key_fingerprint(key, fp);
+		log_warn("peer %s (%s) refused: its key %s is not the one the scheduler registered "
+			 "for that node",
+			 node, conn_peer_addr(c), fp);
+		p->refused_logged_ms = now;
+	}
+	return "its key is not the one the scheduler registered for that node";
+}
 
 static struct peer *peer_new(struct peers *p)
 {
@@ -136,10 +178,6 @@ static void on_ready(struct conn *c, int status)
 	if (status < 0)
 		return;
 	const char *node = conn_peer_node(c);
-	if (banned(p, node)) {
-		conn_close(c, SB_EDENIED);
-		return;
-	}
 	/* One connection per peer: a newer one (a restarted peer) wins. */
 	for (struct peer *o = p->list; o; o = o->next)
 		if (o != pe && o->ready && !o->closed && o->node && !strcmp(o->node, node))
@@ -158,10 +196,20 @@ static void on_close(struct conn *c, int status)
 {
 	struct peer *pe = conn_data(c);
 	struct peers *p = pe->p;
-	if (pe->ready)
-		log_info("peer %s gone: %s", pe->node, status ? sb_strerror(status) : "closed");
+	const char *why = conn_error(c)[0] ? conn_error(c) : sb_strerror(status);
+	if (pe->ready && !status)
+		log_info("peer %s gone: closed", pe->node);
+	else if (pe->ready)
+		log_limited(LOG_WARN, "peer %s (%s): connection lost: %s", pe->node,
+			    conn_peer_addr(c), why);
+	else if (status == SB_EAUTH)
+		log_limited(LOG_WARN, "peer %s (%s) refused the handshake (wrong join token?)",
+			    pe->node ? pe->node : "?", conn_peer_addr(c));
+	else if (status && pe->node) /* a peer this node dialed */
+		log_limited(LOG_WARN, "peer %s unreachable at %s: %s", pe->node, conn_peer_addr(c),
+			    why);
 	else if (status)
-		log_debug("peer %s: %s", conn_peer_addr(c), sb_strerror(status));
+		log_debug("peer %s: %s", conn_peer_addr(c), why);
 	if (p->closing) { /* the fetches may be gone already */
 		pe->nreqs = 0;
 	} else {
@@ -544,6 +592,7 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 	p->loop = loop;
 	p->node = xstrdup(cfg->node);
 	p->token = *cfg->token;
+	p->key = *cfg->key;
 	p->encrypt = cfg->encrypt;
 	p->cache = cfg->cache;
 	struct conn_config cc = conn_cfg(p);
@@ -551,6 +600,7 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 	if (rc < 0) {
 		*detail =
 		    xasprintf("cannot listen for peers on %s: %s", cfg->listen, sb_strerror(rc));
+		secure_keypair_close(&p->key);
 		free(p->node);
 		free(p);
 		return rc;
@@ -566,6 +616,8 @@ static void maybe_free(struct peers *p)
 {
 	if (p->list || !p->tick_closed)
 		return;
+	secure_keypair_close(&p->key);
+	sodium_memzero(&p->token, sizeof p->token);
 	free(p->node);
 	free(p);
 }
@@ -678,7 +730,8 @@ void peers_drop(struct peers *p, const char *node, const char *why)
 	conn_close(pe->c, SB_ECORRUPT);
 }
 
-void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs, size_t n)
+void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs,
+	       const uint8_t *keys, size_t n)
 {
 	struct known *old = p->known;
 	size_t nold = p->nknown;
@@ -690,6 +743,7 @@ void peers_set(struct peers *p, const char *const *nodes, const char *const *add
 		struct known *k = &p->known[p->nknown++];
 		k->node = xstrdup(nodes[i]);
 		k->addr = xstrdup(addrs[i]);
+		memcpy(k->key, keys + i * SECURE_KEY_BYTES, SECURE_KEY_BYTES);
 		for (size_t j = 0; j < nold; j++)
 			if (!strcmp(old[j].node, k->node) && !strcmp(old[j].addr, k->addr))
 				k->next_dial_ms = old[j].next_dial_ms;

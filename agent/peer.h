@@ -31,6 +31,7 @@
 #define PEER_KEEPALIVE_MS     5000  /* an empty Have this often */
 #define PEER_IDLE_MS	      20000 /* nothing heard this long: the peer is gone */
 #define PEER_BAN_MS	      60000 /* a peer that sent bad data is shunned this long */
+#define PEER_REFUSED_LOG_MS   10000 /* a line about a peer with the wrong key this often */
 
 struct peers;
 
@@ -38,6 +39,7 @@ struct peers_config {
 	const char *node;   /* our name */
 	const char *listen; /* host:port to accept peers on */
 	const struct secure_token *token;
+	const struct secure_keypair *key; /* this node's identity; copied */
 	int encrypt;
 	struct cache *cache;
 };
@@ -67,10 +69,13 @@ void peers_have(struct peers *p, struct fetch *f, uint32_t b);
 void peers_wake(struct peers *p);
 /* node sent data that failed verification: drop the connection. */
 void peers_drop(struct peers *p, const char *node, const char *why);
-/* The peers the scheduler names (all versions together). Connections to
+/* The peers the scheduler names (all versions together), with the static
+ * keys it registered for them (n * SECURE_KEY_BYTES; zeros: none): a peer
+ * connects, or answers, only as a named node with its key. Connections to
  * nodes no longer named are kept while they are useful; this node dials
  * the named ones whose name sorts after its own, the others dial it. */
-void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs, size_t n);
+void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs,
+	       const uint8_t *keys, size_t n);
 void peers_stats(const struct peers *p, struct peers_stats *out);
 /* Bytes this node served of version vid. */
 uint64_t peers_served(const struct peers *p, const uint8_t *vid);

@@ -62,6 +62,7 @@ struct peer {
 
 struct known {
 	char *node, *addr;
+	uint8_t key[SECURE_KEY_BYTES]; /* as the scheduler registered it; zeros: none */
 	uint64_t next_dial_ms;
 };
 
@@ -79,6 +80,7 @@ struct peers {
 	uv_loop_t *loop;
 	char *node;
 	struct secure_token token;
+	struct secure_keypair key;
 	int encrypt;
 	struct cache *cache;
 	struct conn_listener *listener;
@@ -96,6 +98,7 @@ struct peers {
 	int files_open; /* cache files queued for sendfile payloads */
 	uint64_t next_req_id;
 	uint64_t last_keepalive_ms;
+	uint64_t refused_logged_ms; /* the last line about a peer with the wrong key */
 	struct peers_stats st;
 	int closing, tick_closed;
 };

@@ -50,11 +50,8 @@ int publish_copy_fd(int src_fd, int dst_fd, uint64_t size)
 					rc = r < 0 ? -errno : SB_ETRUNCATED;
 					break;
 				}
-				ssize_t w = pwrite(dst_fd, b, (size_t)r, (off_t)done);
-				if (w != r) {
-					rc = w < 0 ? -errno : -EIO;
+				if ((rc = path_pwrite_all(dst_fd, b, (size_t)r, done)) < 0)
 					break;
-				}
 				done += (uint64_t)r;
 			}
 			free(b);
@@ -71,7 +68,11 @@ int publish_copy_fd(int src_fd, int dst_fd, uint64_t size)
 
 static int fail(struct publisher *p, int rc, const char *rel, const char *what)
 {
-	if (p->detail && !*p->detail)
+	if (p->detail && !*p->detail && sb_no_space(rc))
+		*p->detail = xasprintf("no space left on %s%s (%s %s: %s)", p->target,
+				       rc == -EDQUOT ? " within the disk quota" : "", what, rel,
+				       sb_strerror(rc));
+	else if (p->detail && !*p->detail)
 		*p->detail = xasprintf("%s/%s: %s: %s", p->target, rel, what, sb_strerror(rc));
 	return rc;
 }

@@ -206,8 +206,10 @@ static void seal_work(uv_work_t *w)
 	struct pfile *pf = w->data;
 	const struct source_file *f = &pf->p->src->listing.files[pf->index];
 	/* The whole file against the source's digest (LFS sha256, OCI blob,
-	 * git blob id), also when it was assembled across a resume. */
-	int rc = hash_check_digest_fd(cache_partial_fd(pf->part), f->size, f->digest);
+	 * git blob id, S3 full-object SHA-256), also when it was assembled
+	 * across a resume. */
+	int rc = hash_check_content_fd(cache_partial_fd(pf->part), f->size, f->digest,
+				       f->has_content_sha256 ? f->content_sha256 : NULL);
 	pf->seal_rc = rc < 0 ? rc : cache_partial_seal(pf->part, f->mode, f->mtime_ns, 0);
 }
 
@@ -219,8 +221,12 @@ static void seal_done(uv_work_t *w, int status)
 	pf->sealing = 0;
 	p->syncs--;
 	if (rc == SB_ECORRUPT) {
+		const struct source_file *f = sfile(p, pf);
+		char want[7 + HASH_HEX_LEN + 1] = "sha256:";
+		if (f->has_content_sha256)
+			hash_to_hex((const struct hash_id *)f->content_sha256, want + 7);
 		set_error(p, rc, "%s: %s does not match the source's digest %s", p->src->uri.raw,
-			  sfile(p, pf)->path, sfile(p, pf)->digest);
+			  f->path, f->has_content_sha256 ? want : f->digest);
 	} else if (rc < 0) {
 		set_error(p, rc, "%s: cannot store in cache: %s", sfile(p, pf)->path,
 			  sb_strerror(rc));
@@ -327,19 +333,8 @@ static void store_block(struct slot *s)
 	struct cache_block_loc loc;
 	hash_sha256(s->buf, s->len, &s->h);
 	s->existed = cache_block_find(s->p->c, &s->h, &loc) == 1;
-	int fd = cache_partial_fd(s->pf->part);
-	uint64_t off = s->idx * s->p->o->block_size;
-	size_t done = 0;
-	while (done < s->len) {
-		ssize_t n = pwrite(fd, s->buf + done, s->len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			s->rc = n < 0 ? -errno : -EIO;
-			return;
-		}
-		done += (size_t)n;
-	}
+	s->rc = path_pwrite_all(cache_partial_fd(s->pf->part), s->buf, s->len,
+				s->idx * s->p->o->block_size);
 }
 
 static void work_read_store(uv_work_t *w)
@@ -372,6 +367,10 @@ static void block_done(uv_work_t *w, int status)
 			    p, rc,
 			    "%s: %s changed while it was read; pull again for a consistent version",
 			    p->src->uri.raw, f->path);
+		else if (sb_no_space(rc))
+			set_error(p, rc, "no space left on the cache %s%s (storing %s: %s)",
+				  cache_dir(p->c), rc == -EDQUOT ? " within the disk quota" : "",
+				  f->path, sb_strerror(rc));
 		else
 			set_error(p, rc, "%s: block %llu: %s", f->path, (unsigned long long)s->idx,
 				  p->src->error_detail ? p->src->error_detail : sb_strerror(rc));
@@ -537,6 +536,10 @@ static int build_manifest(struct pull *p, struct buf *enc, Manifest **out)
 			struct pfile *pf = &p->files[f->hardlink_to ? f->hardlink_to - 1 : i];
 			e->size = f->size;
 			e->hardlink_to = f->hardlink_to;
+			if (f->has_content_sha256) {
+				e->content_sha256.data = (uint8_t *)f->content_sha256;
+				e->content_sha256.len = HASH_LEN;
+			}
 			e->block_hashes.data = pf->hashes;
 			e->block_hashes.len = pf->nblocks * HASH_LEN;
 		}
@@ -601,8 +604,9 @@ static void complete(struct pull *p)
 		uint64_t n, b;
 		rc = cache_evict(p->c, cs.capacity, &n, &b);
 		if (rc == 0 && n)
-			log_info("evicted %llu objects (%llu bytes) to stay under the cache size",
-				 (unsigned long long)n, (unsigned long long)b);
+			log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
+				 (unsigned long long)n, progress_noun(n, "object", "objects"),
+				 (unsigned long long)b);
 		else if (rc < 0)
 			log_warn("eviction failed: %s", sb_strerror(rc));
 		rc = 0;
@@ -612,10 +616,28 @@ out:
 	buf_close(&enc);
 }
 
+/* The disk is full: the partials of files not complete only hold space
+ * that the index needs to record the complete ones (and the next attempt
+ * needs), so they go first. Kept, they made that record fail too, and a
+ * file already sealed into an object was left out of the index: read from
+ * the source again by the next pull instead of reused. Nothing runs. */
+static void free_space(struct pull *p)
+{
+	for (size_t i = 0; i < p->nfiles; i++) {
+		struct pfile *pf = &p->files[i];
+		if (pf->part && !pf->sealed) {
+			cache_partial_discard(pf->part);
+			pf->part = NULL;
+		}
+	}
+}
+
 static void maybe_done(struct pull *p)
 {
 	if (p->finished || !p->listed || p->inflight || p->syncs)
 		return;
+	if (sb_no_space(p->rc))
+		free_space(p);
 	if (p->nready) {
 		flush_ready(p); /* maybe_done runs again when it is through */
 		return;
@@ -805,7 +827,7 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 		 * then they only hold space that the next attempt needs; and
 		 * when the source found a download corrupt, whose blocks must
 		 * not be resumed into a file nobody can check any more. */
-		if (p.rc == -ENOSPC || p.rc == SB_ECORRUPT)
+		if (sb_no_space(p.rc) || p.rc == SB_ECORRUPT)
 			cache_partial_discard(pf->part);
 		else
 			cache_partial_close(pf->part);

@@ -62,11 +62,23 @@ static void problem(struct verify_result *r, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	log_error("%s", buf_cstr(&b));
-	if (!r->first_problem)
-		r->first_problem = buf_steal(&b);
-	else
-		buf_close(&b);
+	log_debug("verify: %s", buf_cstr(&b));
+	r->problems = xrealloc(r->problems, (r->nproblems + 1) * sizeof *r->problems);
+	r->problems[r->nproblems++] = buf_steal(&b);
+}
+
+/* The published copy of f at path: its first bad block or error, one
+ * problem line when it is bad. 1 when bad. */
+static int check_published(struct verify_result *r, const char *path, const FileEntry *f,
+			   uint32_t block_size, uint8_t *buf)
+{
+	int err;
+	int64_t bad = first_bad_block(path, f, block_size, buf, &err);
+	if (err)
+		problem(r, "%s: %s", path, sb_strerror(err));
+	else if (bad >= 0)
+		problem(r, "%s: block %lld does not match its hash", path, (long long)bad);
+	return err || bad >= 0;
 }
 
 int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify_result *r)
@@ -99,13 +111,7 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify
 		int have_obj = stat(obj, &ost) == 0;
 		if (d->target[0]) {
 			char *path = path_join(d->target, f->path);
-			int64_t bad = first_bad_block(path, f, m->block_size, buf, &err);
-			if (err)
-				problem(r, "%s: %s", path, sb_strerror(err));
-			else if (bad >= 0)
-				problem(r, "%s: block %lld does not match its hash", path,
-					(long long)bad);
-			bad_here = err || bad >= 0;
+			bad_here = check_published(r, path, f, m->block_size, buf);
 			/* A hardlinked object shares the damage; a copy may not. */
 			if (bad_here && have_obj && stat(path, &tst) == 0 &&
 			    tst.st_ino == ost.st_ino && tst.st_dev == ost.st_dev)
@@ -115,9 +121,11 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify
 		if (have_obj) {
 			int64_t bad = first_bad_block(obj, f, m->block_size, buf, &err);
 			if (err || bad >= 0) {
-				problem(r, "cache object for %s: %s", f->path,
-					err ? sb_strerror(err)
-					    : "content does not match its hashes");
+				/* one line per file: the published copy's, if it was bad */
+				if (!bad_here)
+					problem(r, "cache object for %s: %s", f->path,
+						err ? sb_strerror(err)
+						    : "content does not match its hashes");
 				cache_object_remove(c, &id);
 				bad_here = 1;
 			}
@@ -131,6 +139,8 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify
 
 void verify_result_close(struct verify_result *r)
 {
-	free(r->first_problem);
+	for (size_t i = 0; i < r->nproblems; i++)
+		free(r->problems[i]);
+	free(r->problems);
 	memset(r, 0, sizeof *r);
 }

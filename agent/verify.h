@@ -12,11 +12,13 @@ struct verify_result {
 	uint64_t files;
 	uint64_t bytes;
 	uint64_t bad_files;
-	char *first_problem; /* one line, or NULL when all is well */
+	char **problems; /* one line per bad file (heap strings) */
+	size_t nproblems;
 };
 
 /* Verify dataset d. Returns 0 when every file matches, SB_ECORRUPT when some
- * do not (details in r), other negative codes when verification could not
+ * do not (one line per bad file in r->problems, logged at debug only: the
+ * caller reports them), other negative codes when verification could not
  * run. */
 int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify_result *r);
 void verify_result_close(struct verify_result *r);

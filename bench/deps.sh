@@ -7,6 +7,8 @@
 #   opentracker  cluster: the BitTorrent tracker
 #   mktorrent    cluster: makes the .torrent
 #   openssl      random test data (AES-CTR keystream)
+# image-pull's containerd, docker-registry and skopeo are in the test set of
+# tests/deps.sh, which this runs first.
 set -euo pipefail
 "$(dirname "$0")/../tests/deps.sh"
 pkgs=(iperf3 aria2 opentracker mktorrent openssl)

@@ -1,4 +1,4 @@
-/* The admin commands that talk to the scheduler: dataset add|ls|rm,
+/* The admin commands that talk to the scheduler: dataset add|update|ls|rm,
  * node ls|rm, and status --scheduler (the cluster view). Each dials the
  * scheduler with the join token on a short-lived loop, sends one Admin
  * message and prints the reply: a table, or with --json the reply's JSON
@@ -12,6 +12,7 @@
 #include "common/buf.h"
 #include "common/conn.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/progress.h"
@@ -19,39 +20,38 @@
 
 #define ADMIN_REPLY_MAX (64u << 20)
 
-#define ADMIN_KEYS                                                                 \
-	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's HOST:PORT"},      \
-	    {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)"}, \
-	    {"json", "false", 1, "print the JSON reply as the last line"},         \
-	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer"},   \
-	{                                                                          \
-		"no-encrypt", "false", 1, "authenticate but send in the clear"     \
+#define ADMIN_KEYS                                                                             \
+	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address", "HOST:PORT", 0},    \
+	    {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)", "FILE", 0},  \
+	    {"json", "false", 1, "print the JSON reply as the last line", NULL, 0},            \
+	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer", "SECONDS", 0}, \
+	{                                                                                      \
+		"no-encrypt", "false", 1, "authenticate but send in the clear", NULL, 0        \
 	}
 
-static const struct config_key admin_keys[] = {
+const struct config_key cli_admin_keys[] = {
     ADMIN_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
-static const struct config_key add_keys[] = {
+const struct config_key cli_dataset_add_keys[] = {
     ADMIN_KEYS,
-    {"selector", "", 0, "k=v[,k=v]: the nodes whose labels match get the dataset"},
+    {"selector", "", 0, "the nodes whose labels match get the dataset (empty: every node)",
+     "k=v[,k=v]", 0},
     {"block-size", "4MiB", 0,
-     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)", "SIZE", 0},
+    {"replace", "false", 1, "redefine a dataset of that NAME (without: refused)", NULL, 0},
     CLI_SOURCE_DATASET_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
-#define CONN_FLAGS "--scheduler HOST:PORT --token-file FILE [--json]"
-
-static const char *add_usage =
-    "dataset add NAME SOURCE [--selector k=v[,k=v]] "
-    "[--block-size SIZE] [--platform OS/ARCH] [--tag-regex ERE] " CONN_FLAGS;
-static const char *ls_usage = "dataset ls " CONN_FLAGS;
-static const char *rm_usage = "dataset rm NAME " CONN_FLAGS;
-static const char *node_usage = "node ls " CONN_FLAGS;
-static const char *node_rm_usage = "node rm NAME " CONN_FLAGS;
-static const char *status_usage = "status --scheduler HOST:PORT --token-file FILE [NAME] [--json]";
+const struct config_key cli_dataset_update_keys[] = {
+    ADMIN_KEYS,
+    {"source", NULL, 0, "a new source", "SOURCE", 0},
+    {"selector", NULL, 0, "a new selector (\"\": every node)", "k=v[,k=v]", 0},
+    {"block-size", NULL, 0, "a new block size (power of two, 4KiB-256MiB)", "SIZE", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
+};
 
 /* ---- one request, one reply -------------------------------------------------- */
 
@@ -143,6 +143,7 @@ static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Adm
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	struct conn_config cc = {.token = &tok,
+				 .purpose = HANDSHAKE_ADMIN, /* a fresh key: no identity */
 				 .node = "cli",
 				 .encrypt = !enc_off,
 				 .body_max = ADMIN_REPLY_MAX,
@@ -391,12 +392,42 @@ static void print_add(const json_t *d)
 	char size[32];
 	char *ver = short_id(d, "version");
 	size_t n = json_array_size(json_object_get(d, "nodes"));
-	printf("dataset %s: version %s%s, %llu files, %s; assigned to %zu node%s\n",
-	       jstr(d, "name"), ver,
+	uint64_t files = jnum(d, "files");
+	printf("dataset %s: version %s%s, %llu %s, %s; assigned to %zu %s\n", jstr(d, "name"), ver,
 	       json_is_true(json_object_get(d, "changed")) ? "" : " (unchanged)",
-	       (unsigned long long)jnum(d, "files"),
-	       progress_fmt_bytes(jnum(d, "bytes"), size, sizeof size), n, n == 1 ? "" : "s");
+	       (unsigned long long)files, progress_noun(files, "file", "files"),
+	       progress_fmt_bytes(jnum(d, "bytes"), size, sizeof size), n,
+	       progress_noun(n, "node", "nodes"));
 	free(ver);
+}
+
+/* A changed value: a string as it is, a block size in bytes as a size. */
+static char *change_text(const json_t *v)
+{
+	char size[32];
+	return json_is_string(v) ? xstrdup(json_string_value(v))
+				 : xstrdup(progress_fmt_bytes((uint64_t)json_integer_value(v), size,
+							      sizeof size));
+}
+
+static void print_update(const json_t *d)
+{
+	size_t i;
+	json_t *c;
+	json_array_foreach(json_object_get(d, "changes"), i, c)
+	{
+		char *old = change_text(json_object_get(c, "old"));
+		char *now = change_text(json_object_get(c, "new"));
+		printf("dataset %s: %s %s -> %s\n", jstr(d, "name"),
+		       !strcmp(jstr(c, "field"), "block_size") ? "block size" : jstr(c, "field"),
+		       old, now);
+		free(old);
+		free(now);
+	}
+	if (!json_array_size(json_object_get(d, "changes")))
+		printf("dataset %s: unchanged\n", jstr(d, "name"));
+	else
+		print_add(d);
 }
 
 static void print_node_rm(const json_t *d)
@@ -407,15 +438,14 @@ static void print_node_rm(const json_t *d)
 static void print_rm(const json_t *d)
 {
 	size_t n = json_array_size(json_object_get(d, "nodes"));
-	printf("dataset %s removed; %zu node%s drop it\n", jstr(d, "name"), n, n == 1 ? "" : "s");
+	printf("dataset %s removed; %zu %s\n", jstr(d, "name"), n,
+	       n == 1 ? "node drops it" : "nodes drop it");
 }
 
 /* ---- commands ---------------------------------------------------------------- */
 
 struct admin_cmd {
-	const char *what;
-	const struct config_key *keys;
-	const char *usage;
+	const char *name; /* in the command table, also for messages */
 	int min_pos, max_pos;
 	Syncbit__AdminOp op;
 	void (*print)(const json_t *doc);
@@ -454,22 +484,18 @@ static int parse_selector(const char *s, Syncbit__Admin *a)
 	return 0;
 }
 
-/* Fill the request from the flags and arguments; 0 or EXIT_USAGE. */
-static int build_request(const struct admin_cmd *cmd, struct config *cfg, char **pos, int npos,
-			 Syncbit__Admin *a, char **abs_source)
+/* A relative path means the caller's directory, as for pull. */
+static const char *request_source(const char *src, char **abs_source)
 {
-	a->op = cmd->op;
-	if (npos > 0)
-		a->name = pos[0];
-	if (cmd->op != SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD)
-		return 0;
+	size_t head = strcspn(src, "/");
+	if (src[0] && src[0] != '/' && !memchr(src, ':', head))
+		return *abs_source = cli_abs_path(src);
+	return src;
+}
+
+static int request_block_size(struct config *cfg, uint32_t *out)
+{
 	uint64_t bs;
-	/* A relative path means the caller's directory, as for pull. */
-	size_t head = strcspn(pos[1], "/");
-	if (pos[1][0] && pos[1][0] != '/' && !memchr(pos[1], ':', head))
-		a->source = *abs_source = cli_abs_path(pos[1]);
-	else
-		a->source = pos[1];
 	if (config_get_size(cfg, "block-size", BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, &bs) < 0) {
 		cli_error("%s", cfg->error);
 		return EXIT_USAGE;
@@ -478,10 +504,54 @@ static int build_request(const struct admin_cmd *cmd, struct config *cfg, char *
 		cli_error("--block-size: must be a power of two from 4KiB to 256MiB");
 		return EXIT_USAGE;
 	}
-	a->block_size = (uint32_t)bs;
+	*out = (uint32_t)bs;
+	return 0;
+}
+
+/* dataset update: only what is given. */
+static int build_update(struct config *cfg, Syncbit__Admin *a, char **abs_source)
+{
+	const char *src = config_get(cfg, "source"), *sel = config_get(cfg, "selector");
+	int rc;
+	if (src && !src[0]) {
+		cli_error("dataset update: --source needs a SOURCE");
+		return EXIT_USAGE;
+	}
+	if (src && (rc = cli_check_source("dataset update", src)))
+		return rc;
+	if (src)
+		a->source = (char *)request_source(src, abs_source);
+	if (config_get(cfg, "block-size") && (rc = request_block_size(cfg, &a->block_size)))
+		return rc;
+	a->set_selector = sel != NULL;
+	return parse_selector(sel, a);
+}
+
+/* Fill the request from the flags and arguments; 0 or EXIT_USAGE. */
+static int build_request(const struct admin_cmd *cmd, struct config *cfg, char **pos, int npos,
+			 Syncbit__Admin *a, char **abs_source)
+{
+	int rc;
+	a->op = cmd->op;
+	if (npos > 0)
+		a->name = pos[0];
+	if (cmd->op == SYNCBIT__ADMIN_OP__ADMIN_DATASET_UPDATE)
+		return build_update(cfg, a, abs_source);
+	if (cmd->op != SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD)
+		return 0;
+	int replace = 0;
+	if ((rc = cli_check_source("dataset add", pos[1])))
+		return rc;
+	a->source = (char *)request_source(pos[1], abs_source);
+	if ((rc = request_block_size(cfg, &a->block_size)))
+		return rc;
+	if (config_get_bool(cfg, "replace", &replace) < 0) {
+		cli_error("%s", cfg->error);
+		return EXIT_USAGE;
+	}
+	a->replace = replace;
 	char *with;
-	int rc = cli_source_dataset(cfg, a->source, &with);
-	if (rc)
+	if ((rc = cli_source_dataset(cfg, a->source, &with)))
 		return rc;
 	if (with) {
 		free(*abs_source);
@@ -490,11 +560,24 @@ static int build_request(const struct admin_cmd *cmd, struct config *cfg, char *
 	return parse_selector(config_get(cfg, "selector"), a);
 }
 
-static int usage_error(const char *usage, const char *fmt, const char *arg)
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
 {
 	cli_error(fmt, arg);
-	fprintf(stderr, "usage: syncbit %s\n", usage);
+	cli_usage(cmd);
 	return EXIT_USAGE;
+}
+
+static int check_args(const struct admin_cmd *cmd, struct config *cfg, int npos, int *json)
+{
+	if (npos < cmd->min_pos || npos > cmd->max_pos)
+		return usage_error(cmd->name, "%s: wrong number of arguments", cmd->name);
+	if (!config_get(cfg, "scheduler") || !config_get(cfg, "scheduler")[0])
+		return usage_error(cmd->name, "%s: --scheduler HOST:PORT is required", cmd->name);
+	if (!config_get(cfg, "token-file") || !config_get(cfg, "token-file")[0])
+		return usage_error(cmd->name, "%s: --token-file FILE is required", cmd->name);
+	if (config_get_bool(cfg, "json", json) < 0)
+		return usage_error(cmd->name, "%s", cfg->error);
+	return 0;
 }
 
 static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
@@ -503,32 +586,22 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	char **pos = NULL;
 	int npos = 0, rc, json = 0;
 	Syncbit__Admin a = SYNCBIT__ADMIN__INIT;
-	struct call k = {.what = cmd->what};
+	struct call k = {.what = cmd->name};
 	json_t *doc = NULL;
 	char *abs_source = NULL;
-	if ((rc = cli_parse(&cfg, cmd->keys, cmd->usage, argc, argv, &pos, &npos)))
-		goto out;
-	if (npos < cmd->min_pos || npos > cmd->max_pos)
-		rc = usage_error(cmd->usage, "%s: wrong number of arguments", cmd->what);
-	else if (!config_get(&cfg, "scheduler") || !config_get(&cfg, "scheduler")[0])
-		rc = usage_error(cmd->usage, "%s: --scheduler HOST:PORT is required", cmd->what);
-	else if (!config_get(&cfg, "token-file") || !config_get(&cfg, "token-file")[0])
-		rc = usage_error(cmd->usage, "%s: --token-file FILE is required", cmd->what);
-	else if (config_get_bool(&cfg, "json", &json) < 0)
-		rc = usage_error(cmd->usage, "%s", cfg.error);
-	else
-		rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source);
-	if (rc)
+	if ((rc = cli_parse(&cfg, cmd->name, argc, argv, &pos, &npos)) ||
+	    (rc = check_args(cmd, &cfg, npos, &json)) ||
+	    (rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source)))
 		goto out;
 	k.addr = config_get(&cfg, "scheduler");
 	if ((rc = call_scheduler(&k, &cfg, &a)))
 		goto out;
 	doc = json_loads(k.reply->json ? k.reply->json : "", 0, NULL);
 	if (!doc) {
-		cli_error("%s: scheduler %s: malformed reply", cmd->what, k.addr);
+		cli_error("%s: scheduler %s: malformed reply", cmd->name, k.addr);
 		rc = EXIT_FAIL;
 	} else if (json) {
-		char *s = json_dumps(doc, JSON_COMPACT);
+		char *s = jsonfmt_dumps(doc);
 		printf("%s\n", s);
 		free(s);
 	} else {
@@ -544,55 +617,54 @@ out:
 	return rc;
 }
 
-static const struct admin_cmd cmd_add = {
-    "dataset add", add_keys, NULL, 2, 2, SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD, print_add};
-static const struct admin_cmd cmd_ls = {
-    "dataset ls", admin_keys, NULL, 0, 0, SYNCBIT__ADMIN_OP__ADMIN_DATASET_LS, print_datasets};
-static const struct admin_cmd cmd_rm = {
-    "dataset rm", admin_keys, NULL, 1, 1, SYNCBIT__ADMIN_OP__ADMIN_DATASET_RM, print_rm};
-static const struct admin_cmd cmd_node_ls = {
-    "node ls", admin_keys, NULL, 0, 0, SYNCBIT__ADMIN_OP__ADMIN_NODE_LS, print_nodes};
-static const struct admin_cmd cmd_node_rm = {
-    "node rm", admin_keys, NULL, 1, 1, SYNCBIT__ADMIN_OP__ADMIN_NODE_RM, print_node_rm};
-static const struct admin_cmd cmd_cluster_status = {
-    "status", admin_keys, NULL, 0, 1, SYNCBIT__ADMIN_OP__ADMIN_STATUS, print_status};
+#define ADMIN_OP(x) SYNCBIT__ADMIN_OP__ADMIN_##x
 
-static int run_with_usage(struct admin_cmd cmd, const char *usage, int argc, char **argv)
+int cmd_dataset_add(int argc, char **argv)
 {
-	cmd.usage = usage;
-	return admin_run(&cmd, argc, argv);
+	static const struct admin_cmd c = {"dataset add", 2, 2, ADMIN_OP(DATASET_ADD), print_add};
+	return admin_run(&c, argc, argv);
 }
 
-int cmd_dataset(int argc, char **argv)
+int cmd_dataset_update(int argc, char **argv)
 {
-	const char *sub = argc > 0 ? argv[0] : "";
-	if (!strcmp(sub, "add"))
-		return run_with_usage(cmd_add, add_usage, argc - 1, argv + 1);
-	if (!strcmp(sub, "ls"))
-		return run_with_usage(cmd_ls, ls_usage, argc - 1, argv + 1);
-	if (!strcmp(sub, "rm"))
-		return run_with_usage(cmd_rm, rm_usage, argc - 1, argv + 1);
-	cli_error("dataset: expected add, ls or rm");
-	fprintf(stderr, "usage: syncbit %s\n       syncbit %s\n       syncbit %s\n", add_usage,
-		ls_usage, rm_usage);
-	return EXIT_USAGE;
+	static const struct admin_cmd c = {"dataset update", 1, 1, ADMIN_OP(DATASET_UPDATE),
+					   print_update};
+	return admin_run(&c, argc, argv);
 }
 
-int cmd_node(int argc, char **argv)
+int cmd_dataset_ls(int argc, char **argv)
 {
-	if (argc > 0 && !strcmp(argv[0], "ls"))
-		return run_with_usage(cmd_node_ls, node_usage, argc - 1, argv + 1);
-	if (argc > 0 && !strcmp(argv[0], "rm"))
-		return run_with_usage(cmd_node_rm, node_rm_usage, argc - 1, argv + 1);
-	cli_error("node: expected ls or rm");
-	fprintf(stderr, "usage: syncbit %s\n       syncbit %s\n", node_usage, node_rm_usage);
-	return EXIT_USAGE;
+	static const struct admin_cmd c = {"dataset ls", 0, 0, ADMIN_OP(DATASET_LS),
+					   print_datasets};
+	return admin_run(&c, argc, argv);
 }
 
+int cmd_dataset_rm(int argc, char **argv)
+{
+	static const struct admin_cmd c = {"dataset rm", 1, 1, ADMIN_OP(DATASET_RM), print_rm};
+	return admin_run(&c, argc, argv);
+}
+
+int cmd_node_ls(int argc, char **argv)
+{
+	static const struct admin_cmd c = {"node ls", 0, 0, ADMIN_OP(NODE_LS), print_nodes};
+	return admin_run(&c, argc, argv);
+}
+
+int cmd_node_rm(int argc, char **argv)
+{
+	static const struct admin_cmd c = {"node rm", 1, 1, ADMIN_OP(NODE_RM), print_node_rm};
+	return admin_run(&c, argc, argv);
+}
+
+/* status with --scheduler on the command line asks the scheduler; without,
+ * the local agent (a SYNCBIT_SCHEDULER in a daemon's environment must not
+ * send status elsewhere). */
 int cmd_status(int argc, char **argv)
 {
+	static const struct admin_cmd c = {"status", 0, 1, ADMIN_OP(STATUS), print_status};
 	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++)
 		if (!strcmp(argv[i], "--scheduler") || !strncmp(argv[i], "--scheduler=", 12))
-			return run_with_usage(cmd_cluster_status, status_usage, argc, argv);
+			return admin_run(&c, argc, argv);
 	return cmd_agent_status(argc, argv);
 }

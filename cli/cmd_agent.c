@@ -14,58 +14,71 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/progress.h"
 
 #define AGENT_REPLY_MAX (16u << 20)
 
-static const struct config_key daemon_keys[] = {
-    CLI_COMMON_KEYS,
-    {"scheduler", NULL, 0, "scheduler HOST:PORT"},
-    {"listen", "0.0.0.0:7401", 0, "HOST:PORT for peers"},
+#define DAEMON_GRACE_DEFAULT "120"
+
+const struct config_key cli_daemon_keys[] = {
+    CLI_SERVICE_COMMON_KEYS,
+    {"scheduler", NULL, 0, "the scheduler's address", "HOST:PORT", 0},
+    {"listen", "0.0.0.0:7401", 0, "address for peers", "HOST:PORT", 0},
     {"advertise", NULL, 0,
-     "HOST:PORT peers dial (default: --listen; on 0.0.0.0, $POD_IP or $HOST_IP, else the address "
-     "the scheduler sees)"},
-    {"target", NULL, 0, "datasets appear at TARGET/NAME"},
-    {"node", NULL, 0, "node name (default: $NODE_NAME, else the host name)"},
-    {"labels", "", 0, "k=v[,k=v] matched by dataset selectors"},
-    {"token-file", NULL, 0, "the cluster's join token"},
-    {"socket", NULL, 0, "unix socket for the CLI (default DATA/agent.sock)"},
-    {"http", NULL, 0, "HOST:PORT for /healthz, /readyz and /metrics"},
+     "the address peers dial (default: --listen; on 0.0.0.0, $POD_IP or $HOST_IP, else the "
+     "address the scheduler sees)",
+     "HOST:PORT", 0},
+    {"target", NULL, 0, "datasets appear at TARGET/NAME", "DIR", 0},
+    {"node", NULL, 0, "node name (default: $NODE_NAME, else the host name)", "NAME", 0},
+    {"labels", "", 0, "labels matched by dataset selectors", "k=v[,k=v]", 0},
+    {"token-file", NULL, 0, "the cluster's join token", "FILE", 0},
+    {"socket", NULL, 0, "unix socket for the CLI (default DATA/agent.sock)", "PATH", 0},
+    {"http", NULL, 0, "address for /healthz, /readyz and /metrics", "HOST:PORT", 0},
+    {"scheduler-grace", DAEMON_GRACE_DEFAULT, 0,
+     "/healthz fails once the scheduler has been unreachable or refusing this long (0: "
+     "never)",
+     "SECONDS", 0},
     {"registry-mirror", NULL, 0,
-     "HOST:PORT: serve the oci:// datasets published here as a read-only registry mirror "
-     "(docs/IMAGES.md)"},
+     "serve the oci:// datasets published here as a read-only registry mirror "
+     "(docs/IMAGES.md)",
+     "HOST:PORT", 0},
     {"kubeconfig", NULL, 0,
-     "FILE: node labels and readiness gates from this API server (also $KUBECONFIG; "
-     "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
-    {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear"},
-    {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)"},
-    {"jobs", "2", 0, "origin reads in flight (few: each node reads a share of the origin)"},
+     "node labels and readiness gates from this API server (also $KUBECONFIG; "
+     "in-cluster when $KUBERNETES_SERVICE_HOST is set)",
+     "FILE", 0},
+    {"no-encrypt", "false", 1, "authenticate peers but send blocks in the clear", NULL, 0},
+    {"cache-size", "0", 0, "evict unpinned blocks above this size (0: no limit)", "SIZE", 0},
+    {"jobs", "2", 0, "origin reads in flight (few: each node reads a share of the origin)", "N",
+     'j'},
     CLI_SOURCE_ACCESS_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
-static const char *daemon_usage =
-    "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
-    "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] [--no-encrypt] "
-    "[--registry-mirror HOST:PORT] [--s3-endpoint URL] ...";
-
-static const struct config_key agent_keys[] = {
+/* status takes the flags of both its forms: the local agent's, and
+ * --scheduler's (cli/cmd_admin.c). */
+const struct config_key cli_status_keys[] = {
     CLI_COMMON_KEYS,
-    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)"},
-    {"json", "false", 1, "print JSON as the last line"},
-    {NULL, NULL, 0, NULL},
+    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)", "PATH", 0},
+    {"json", "false", 1, "print JSON as the last line", NULL, 0},
+    {"scheduler", NULL, 0, "ask the scheduler for the cluster's status instead", "HOST:PORT", 0},
+    {"token-file", NULL, 0, "with --scheduler: the cluster's join token (DATA/join-token)", "FILE",
+     0},
+    {"timeout", "120", 0, "with --scheduler: seconds to wait for its answer", "SECONDS", 0},
+    {"no-encrypt", "false", 1, "with --scheduler: authenticate but send in the clear", NULL, 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
 #define READY_POLL_MS 500
 
-static const struct config_key ready_keys[] = {
+const struct config_key cli_ready_keys[] = {
     CLI_COMMON_KEYS,
-    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)"},
-    {"json", "false", 1, "print JSON as the last line"},
-    {"wait", "false", 1, "block until NAME is ready here (init containers)"},
-    {"timeout", "0", 0, "SECONDS: with --wait, give up after this long (0: never)"},
-    {NULL, NULL, 0, NULL},
+    {"socket", NULL, 0, "the local agent's unix socket (default DATA/agent.sock)", "PATH", 0},
+    {"json", "false", 1, "print JSON as the last line", NULL, 0},
+    {"wait", "false", 1, "block until NAME is ready here (init containers)", NULL, 0},
+    {"timeout", "0", 0, "with --wait, give up after this long (0: never)", "SECONDS", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
 static char *socket_path(const struct config *cfg)
@@ -106,12 +119,12 @@ int cmd_daemon(int argc, char **argv)
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, noenc = 0;
-	uint64_t cache_size = 0, jobs = 2;
+	uint64_t cache_size = 0, jobs = 2, grace = 0;
 	struct daemon_options o = {0};
 	char *data = NULL, *target = NULL, *sock = NULL, *token = NULL, *detail = NULL;
 	char host[256];
 
-	if ((rc = cli_parse(&cfg, daemon_keys, daemon_usage, argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "daemon", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
 	if (npos) {
@@ -120,7 +133,8 @@ int cmd_daemon(int argc, char **argv)
 	}
 	if (config_get_bool(&cfg, "no-encrypt", &noenc) < 0 ||
 	    config_get_size(&cfg, "cache-size", 0, UINT64_MAX, &cache_size) < 0 ||
-	    config_get_u64(&cfg, "jobs", 1, 64, &jobs) < 0) {
+	    config_get_u64(&cfg, "jobs", 1, 64, &jobs) < 0 ||
+	    config_get_u64(&cfg, "scheduler-grace", 0, 30 * 86400, &grace) < 0) {
 		cli_error("%s", cfg.error);
 		goto out;
 	}
@@ -128,7 +142,7 @@ int cmd_daemon(int argc, char **argv)
 	for (size_t i = 0; i < sizeof required / sizeof *required; i++)
 		if (!config_get(&cfg, required[i]) || !config_get(&cfg, required[i])[0]) {
 			cli_error("daemon needs --%s", required[i]);
-			fprintf(stderr, "usage: syncbit %s\n", daemon_usage);
+			cli_usage("daemon");
 			goto out;
 		}
 	if (parse_labels(config_get(&cfg, "labels"), &o.labels, &o.nlabels))
@@ -157,6 +171,7 @@ int cmd_daemon(int argc, char **argv)
 		o.registry_mirror = NULL;
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
+	o.scheduler_grace_ms = grace * 1000;
 	source_options_default(&o.src);
 	if ((rc = cli_source_access(&cfg, &o.src)))
 		goto out;
@@ -216,7 +231,7 @@ static int agent_connect(const char *path, struct agent_conn *a)
 
 static int agent_send(struct agent_conn *a, json_t *req)
 {
-	char *s = json_dumps(req, JSON_COMPACT);
+	char *s = jsonfmt_dumps(req);
 	json_decref(req);
 	char *line = xasprintf("%s\n", s);
 	free(s);
@@ -289,19 +304,43 @@ static int agent_call(const char *path, json_t *req, json_t **reply)
 
 static void print_json_line(json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);
+}
+
+/* The node, its link to the scheduler (and why it is down), its cache. */
+static void print_header(json_t *st)
+{
+	json_t *sched = json_object_get(st, "scheduler"), *cache = json_object_get(st, "cache");
+	const char *err = json_string_value(json_object_get(sched, "error"));
+	double down = json_number_value(json_object_get(sched, "seconds_disconnected"));
+	char d[32];
+	printf("node %s, scheduler %s ", json_string_value(json_object_get(st, "node")),
+	       json_string_value(json_object_get(sched, "addr")));
+	if (json_is_true(json_object_get(sched, "connected")))
+		printf("(connected)\n");
+	else
+		printf("(not connected for %s: %s)\n",
+		       progress_fmt_duration((uint64_t)down, d, sizeof d),
+		       err ? err : "not registered yet");
+	if (cache) {
+		char u[32], p[32];
+		printf(
+		    "cache %s, %s pinned\n",
+		    progress_fmt_bytes((uint64_t)json_integer_value(json_object_get(cache, "used")),
+				       u, sizeof u),
+		    progress_fmt_bytes(
+			(uint64_t)json_integer_value(json_object_get(cache, "pinned")), p,
+			sizeof p));
+	}
 }
 
 static void print_status(json_t *st)
 {
 	size_t i;
 	json_t *s;
-	json_t *sched = json_object_get(st, "scheduler");
-	printf("node %s, scheduler %s (%s)\n", json_string_value(json_object_get(st, "node")),
-	       json_string_value(json_object_get(sched, "addr")),
-	       json_is_true(json_object_get(sched, "connected")) ? "connected" : "not connected");
+	print_header(st);
 	printf("%-24s %-10s %7s %10s %10s %10s %10s\n", "DATASET", "STATE", "DONE", "SIZE",
 	       "ORIGIN", "PEERS", "REUSED");
 	json_array_foreach(json_object_get(st, "datasets"), i, s)
@@ -327,10 +366,10 @@ static void print_status(json_t *st)
 		json_int_t bad = json_integer_value(json_object_get(rf, "bad_peer"));
 		json_int_t lonely = json_integer_value(json_object_get(rf, "no_peer"));
 		if (bad || lonely)
-			printf(
-			    "  back to the origin: %lld blocks a peer sent corrupt, %lld blocks no "
-			    "peer held\n",
-			    (long long)bad, (long long)lonely);
+			printf("  back to the origin: %lld %s a peer sent corrupt, %lld %s no peer "
+			       "held\n",
+			       (long long)bad, bad == 1 ? "block" : "blocks", (long long)lonely,
+			       lonely == 1 ? "block" : "blocks");
 		const char *err = json_string_value(json_object_get(s, "error"));
 		if (err)
 			printf("  error: %s\n", err);
@@ -344,9 +383,14 @@ int cmd_agent_status(int argc, char **argv)
 	int npos = 0, rc, json = 0;
 	json_t *reply = NULL;
 	char *sock = NULL;
-	if ((rc = cli_parse(&cfg, agent_keys, "status [--socket PATH] [--json]", argc, argv, &pos,
-			    &npos)))
+	if ((rc = cli_parse(&cfg, "status", argc, argv, &pos, &npos)))
 		goto out;
+	if (npos) {
+		cli_error("status NAME goes with --scheduler HOST:PORT (the cluster's view)");
+		cli_usage("status");
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	config_get_bool(&cfg, "json", &json);
 	sock = socket_path(&cfg);
 	if ((rc = agent_call(sock, json_pack("{s:s}", "op", "status"), &reply)))
@@ -399,7 +443,7 @@ static int wait_ready(const char *sock, const char *name, uint64_t timeout_s, js
 			   : xstrdup(json_string_value(json_object_get(*reply, "reason"))
 					 ?: "unknown");
 		if (!last || strcmp(last, why))
-			fprintf(stderr, "waiting for %s: %s\n", name, why);
+			cli_note("waiting for %s: %s", name, why);
 		free(last);
 		last = why;
 		if (timeout_s && uv_hrtime() - start >= timeout_s * 1000000000ull) {
@@ -421,9 +465,7 @@ int cmd_ready(int argc, char **argv)
 	uint64_t timeout = 0;
 	json_t *reply = NULL;
 	char *sock = NULL;
-	if ((rc = cli_parse(&cfg, ready_keys,
-			    "ready NAME [--socket PATH] [--wait [--timeout SECONDS]] [--json]",
-			    argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "ready", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
 	if (npos != 1) {
@@ -448,8 +490,8 @@ int cmd_ready(int argc, char **argv)
 	if (json)
 		print_json_line(reply);
 	else if (!ok)
-		fprintf(stderr, "syncbit: %s is not ready: %s\n", pos[0],
-			json_string_value(json_object_get(reply, "reason")) ?: "unknown");
+		cli_error("%s is not ready: %s", pos[0],
+			  json_string_value(json_object_get(reply, "reason")) ?: "unknown");
 	rc = ok ? EXIT_OK : EXIT_FAIL;
 out:
 	json_decref(reply);
@@ -457,6 +499,34 @@ out:
 	free(pos);
 	config_close(&cfg);
 	return rc;
+}
+
+/* The outcome of pull NAME from the agent's last answer o: an error line
+ * when it failed, or is not assigned here at all; with --no-wait, a line
+ * saying how far it is. */
+static int pull_agent_result(const char *name, const char *sock, json_t *o, int json, int wait)
+{
+	int ready = json_is_true(json_object_get(o, "ready"));
+	const char *err = json_string_value(json_object_get(o, "error"));
+	const char *reason = json_string_value(json_object_get(o, "reason"));
+	const json_t *assigned = json_object_get(o, "assigned");
+	if (ready) {
+		if (!wait && !json)
+			printf("%s: ready\n", name);
+		return EXIT_OK;
+	}
+	if (json_is_false(assigned) || (!assigned && reason && strstr(reason, "not assigned"))) {
+		cli_error("pull %s: not assigned to this node (agent at %s); see 'syncbit status'",
+			  name, sock);
+		return EXIT_FAIL;
+	}
+	if (wait || (!reason && err)) {
+		cli_error("pull %s: %s", name, err ? err : reason ? reason : "not ready");
+		return EXIT_FAIL;
+	}
+	if (!json)
+		printf("%s: not ready yet: %s\n", name, reason ? reason : "unknown");
+	return EXIT_OK;
 }
 
 /* pull NAME: ask the agent and wait until the dataset is published here. */
@@ -495,17 +565,11 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	if (rc < 0) {
 		cli_error("pull %s: agent at %s: %s", name, sock, sb_strerror(rc));
 	} else {
-		int ready = json_is_true(json_object_get(o, "ready"));
-		const char *err = json_string_value(json_object_get(o, "error"));
-		if (!ready && !json_string_value(json_object_get(o, "reason")) && err)
-			cli_error("pull %s: %s", name, err);
-		else if (!ready && wait)
-			cli_error("pull %s: %s", name, err ? err : "not ready");
+		result = pull_agent_result(name, sock, o, json, wait);
 		json_object_set_new(o, "seconds",
-				    json_real((double)(progress_now_ns() - start) / 1e9));
+				    jsonfmt_seconds((double)(progress_now_ns() - start) / 1e9));
 		if (json)
 			print_json_line(o);
-		result = ready || !wait ? EXIT_OK : EXIT_FAIL;
 	}
 	json_decref(o);
 	free(sock);

@@ -9,20 +9,17 @@
 #include "common/buf.h"
 #include "common/err.h"
 
-static const struct config_key hosts_keys[] = {
+const struct config_key cli_hosts_keys[] = {
     CLI_COMMON_KEYS,
-    {"dir", NULL, 0, "containerd's config_path, e.g. /etc/containerd/certs.d"},
-    {"mirror", NULL, 0,
-     "URL[,URL]: the agent's mirror, e.g. http://10.0.0.5:5001 (tried in order)"},
+    {"dir", NULL, 0, "containerd's config_path, e.g. /etc/containerd/certs.d", "DIR", 0},
+    {"mirror", NULL, 0, "the agent's mirror, e.g. http://10.0.0.5:5001 (tried in order)",
+     "URL[,URL]", 0},
     {"insecure-registry", NULL, 0,
-     "registries whose server is plain HTTP (host[:port],...; loopback ones always are)"},
-    {"skip-verify", "false", 1, "https:// mirrors: do not verify their certificate"},
-    {NULL, NULL, 0, NULL},
+     "registries whose server is plain HTTP (loopback ones always are)",
+     "HOST[:PORT][,HOST[:PORT]]...", 0},
+    {"skip-verify", "false", 1, "https:// mirrors: do not verify their certificate", NULL, 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
-
-static const char *hosts_usage =
-    "containerd-hosts --dir DIR --mirror URL[,URL] [--insecure-registry HOST[:PORT],...] "
-    "[--skip-verify] REGISTRY...";
 
 /* Split --mirror's comma-separated URLs (copies in *store). */
 static int split_mirrors(const char *s, char **store, const char **urls, size_t *n)
@@ -56,13 +53,13 @@ int cmd_containerd_hosts(int argc, char **argv)
 	int npos = 0, rc, skip = 0;
 	struct containerd_hosts h = {.mirrors = urls};
 
-	if ((rc = cli_parse(&cfg, hosts_keys, hosts_usage, argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "containerd-hosts", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
 	const char *dir = config_get(&cfg, "dir"), *mirror = config_get(&cfg, "mirror");
 	if (!dir || !dir[0] || !mirror || !mirror[0] || npos == 0) {
 		cli_error("containerd-hosts needs --dir, --mirror and at least one REGISTRY");
-		fprintf(stderr, "usage: syncbit %s\n", hosts_usage);
+		cli_usage("containerd-hosts");
 		goto out;
 	}
 	if (config_get_bool(&cfg, "skip-verify", &skip) < 0) {

@@ -10,40 +10,41 @@
 #include "agent/pull.h"
 #include "cli/cli.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/progress.h"
+#include "common/uri.h"
 
-static const struct config_key pull_keys[] = {
+const struct config_key cli_pull_keys[] = {
     CLI_COMMON_KEYS,
-    {"to", NULL, 0, "directory to publish into"},
-    {"name", NULL, 0, "dataset name in the cache"},
-    {"json", "false", 1, "print a JSON summary as the last line"},
-    {"quiet", "false", 1, "no progress output"},
-    {"jobs", "8", 0, "parallel block transfers"},
+    {"to", NULL, 0, "directory to publish into", "DIR", 'o'},
+    {"name", NULL, 0, "dataset name in the cache", "NAME", 0},
+    {"json", "false", 1, "print a JSON summary as the last line", NULL, 0},
+    {"quiet", "false", 1, "no progress output", NULL, 'q'},
+    {"jobs", "8", 0, "parallel block transfers", "N", 'j'},
     {"block-size", "4MiB", 0,
-     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
-    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
-    {"retries", "5", 0, "retries per request"},
-    {"stall-timeout", "30", 0, "seconds without progress before a retry"},
-    {"socket", NULL, 0, "pull NAME: the local agent's unix socket"},
-    {"no-wait", "false", 1, "pull NAME: report the state and return"},
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)", "SIZE", 0},
+    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)", "SIZE", 0},
+    {"retries", "5", 0, "retries per request", "N", 0},
+    {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
+    {"socket", NULL, 0, "pull NAME: the local agent's unix socket", "PATH", 0},
+    {"no-wait", "false", 1, "pull NAME: report the state and return", NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
-
-static const char *pull_usage = "pull SOURCE [--to DIR] [--data DIR] [--json] [--jobs N] "
-				"[--block-size SIZE] [--cache-size SIZE]";
 
 static void print_json(const struct pull_result *r, const char *target)
 {
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(&r->manifest_id, hex);
 	json_t *o = json_object();
-	json_object_set_new(o, "source", json_string(r->source ? r->source : ""));
+	char *shown = uri_redact(r->source ? r->source : "");
+	json_object_set_new(o, "source", json_string(shown));
+	free(shown);
 	json_object_set_new(o, "target", target ? json_string(target) : json_null());
 	json_object_set_new(o, "files", json_integer((json_int_t)r->files));
 	json_object_set_new(o, "bytes", json_integer((json_int_t)r->bytes));
@@ -51,9 +52,9 @@ static void print_json(const struct pull_result *r, const char *target)
 	json_object_set_new(o, "bytes_from_peers", json_integer((json_int_t)r->bytes_from_peers));
 	json_object_set_new(o, "bytes_reused", json_integer((json_int_t)r->bytes_reused));
 	json_object_set_new(o, "bytes_read", json_integer((json_int_t)r->bytes_read));
-	json_object_set_new(o, "seconds", json_real(r->seconds));
+	json_object_set_new(o, "seconds", jsonfmt_seconds(r->seconds));
 	json_object_set_new(o, "manifest", json_string(hex));
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);
 	json_decref(o);
@@ -62,11 +63,24 @@ static void print_json(const struct pull_result *r, const char *target)
 static void print_human(const struct pull_result *r, const char *target)
 {
 	char b[32], x[32], z[32];
-	printf("pulled %llu files, %s (%s from source, %s reused) %s%s in %.2fs\n",
-	       (unsigned long long)r->files, progress_fmt_bytes(r->bytes, b, sizeof b),
+	printf("pulled %llu %s, %s (%s from source, %s reused) %s%s in %.2fs\n",
+	       (unsigned long long)r->files, progress_noun(r->files, "file", "files"),
+	       progress_fmt_bytes(r->bytes, b, sizeof b),
 	       progress_fmt_bytes(r->bytes_from_source, x, sizeof x),
 	       progress_fmt_bytes(r->bytes_reused, z, sizeof z),
 	       target ? "into " : "into the cache", target ? target : "", r->seconds);
+}
+
+/* The error of a pull, naming the source once: most errors start with it
+ * already ("SOURCE: why"). */
+static void pull_error(const char *arg, const char *source, const char *error)
+{
+	size_t a = strlen(arg), s = strlen(source);
+	if ((!strncmp(error, arg, a) && error[a] == ':') ||
+	    (!strncmp(error, source, s) && error[s] == ':'))
+		cli_error("pull %s", error);
+	else
+		cli_error("pull %s: %s", arg, error);
 }
 
 /* A dataset NAME rather than a SOURCE: no scheme, no '/', and not a file
@@ -89,12 +103,12 @@ int cmd_pull(int argc, char **argv)
 	struct layout layout = {0};
 	char *layout_name = NULL;
 
-	if ((rc = cli_parse(&cfg, pull_keys, pull_usage, argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "pull", argc, argv, &pos, &npos)))
 		goto out_cfg;
 	rc = EXIT_USAGE;
 	if (npos != 1) {
 		cli_error("pull takes one SOURCE");
-		fprintf(stderr, "usage: syncbit %s\n", pull_usage);
+		cli_usage("pull");
 		goto out_cfg;
 	}
 	if (config_get_bool(&cfg, "json", &json) < 0 ||
@@ -119,8 +133,8 @@ int cmd_pull(int argc, char **argv)
 	}
 	struct source_options so;
 	source_options_default(&so);
-	if ((rc = cli_source_access(&cfg, &so)) || (rc = cli_source_limits(&cfg, &so)) ||
-	    (rc = cli_source_dataset(&cfg, pos[0], &source)))
+	if ((rc = cli_check_source("pull", pos[0])) || (rc = cli_source_access(&cfg, &so)) ||
+	    (rc = cli_source_limits(&cfg, &so)) || (rc = cli_source_dataset(&cfg, pos[0], &source)))
 		goto out_cfg;
 	if ((rc = cli_layout(&cfg, pos[0], &layout)))
 		goto out_cfg;
@@ -160,7 +174,7 @@ int cmd_pull(int argc, char **argv)
 	if (err == 0 && layout.kind == LAYOUT_TRITON && config_get(&cfg, "triton-url"))
 		err = layout_triton_load(config_get(&cfg, "triton-url"), layout.model, &r.error);
 	if (err < 0) {
-		cli_error("pull %s: %s", pos[0], r.error ? r.error : sb_strerror(err));
+		pull_error(pos[0], o.source, r.error ? r.error : sb_strerror(err));
 	} else {
 		if (json)
 			print_json(&r, target);

@@ -7,31 +7,32 @@
 #include "common/log.h"
 #include "scheduler/sched.h"
 
-static const struct config_key sched_keys[] = {
-    CLI_COMMON_KEYS,
-    {"listen", "0.0.0.0:7400", 0, "HOST:PORT for agents and admin commands"},
-    {"http", NULL, 0, "HOST:PORT for /healthz, /api/v1/... and /metrics"},
-    {"refresh", "300", 0, "seconds between re-listings of every source (0: never)"},
-    {"no-encrypt", "false", 1, "authenticate connections but send in the clear"},
+const struct config_key cli_scheduler_keys[] = {
+    CLI_SERVICE_COMMON_KEYS,
+    {"listen", "0.0.0.0:7400", 0, "address for agents and admin commands", "HOST:PORT", 0},
+    {"http", NULL, 0, "address for /healthz, /api/v1/... and /metrics", "HOST:PORT", 0},
+    {"refresh", "300", 0, "seconds between re-listings of every source (0: never)", "SECONDS", 0},
+    {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},
     {"kubeconfig", NULL, 0,
-     "FILE: label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
-     "in-cluster when $KUBERNETES_SERVICE_HOST is set)"},
+     "label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
+     "in-cluster when $KUBERNETES_SERVICE_HOST is set)",
+     "FILE", 0},
     {"token-secret", NULL, 0,
-     "NAME: with Kubernetes, create this Secret (key token) with the join token when "
-     "missing, for the agents to mount"},
+     "with Kubernetes, create this Secret (key token) with the join token when "
+     "missing, for the agents to mount",
+     "NAME", 0},
     {"taint-until-ready", "false", 1,
      "with Kubernetes: taint nodes syncbit.io/syncing:NoSchedule until their datasets are "
-     "ready"},
-    {"heartbeat-ms", "1000", 0, "how often agents report; 3 missed reports = gone"},
-    {"retries", "2", 0, "retries of a source listing request"},
-    {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried"},
+     "ready",
+     NULL, 0},
+    {"heartbeat-ms", "1000", 0, "how often agents report; 3 missed reports = gone", "MS", 0},
+    {"retries", "2", 0, "retries of a source listing request", "N", 0},
+    {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried",
+     "SECONDS", 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
-
-static const char *sched_usage = "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] "
-				 "[--refresh SECONDS] [--no-encrypt] [--s3-endpoint URL] ...";
 
 int cmd_scheduler(int argc, char **argv)
 {
@@ -40,12 +41,12 @@ int cmd_scheduler(int argc, char **argv)
 	int npos = 0, rc, no_encrypt = 0, taint = 0;
 	uint64_t refresh, heartbeat, retries, stall;
 	char *data = NULL, *detail = NULL;
-	if ((rc = cli_parse(&cfg, sched_keys, sched_usage, argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "scheduler", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
 	if (npos != 0) {
 		cli_error("scheduler takes no arguments");
-		fprintf(stderr, "usage: syncbit %s\n", sched_usage);
+		cli_usage("scheduler");
 		goto out;
 	}
 	if (config_get_u64(&cfg, "refresh", 0, 30 * 86400, &refresh) < 0 ||

@@ -17,9 +17,12 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/registry_push.h"
+#include "common/uri.h"
+#include "common/version.h"
 
 /* The sidecar's defaults (its README's table). */
 #define SIDECAR_SRC	 "/scratch/models/"
@@ -27,38 +30,35 @@
 #define SIDECAR_SCHEDULE "0 * * * *"
 #define CRONTAB_MAX	 (1u << 20)
 
-static const struct config_key sync_keys[] = {
-    CLI_COMMON_KEYS,
-    {"schedule", NULL, 0, "cron schedule (default $CRON_SCHEDULE, else \"0 * * * *\")"},
-    {"run-on-start", NULL, 1, "run once at start too (default $RUN_ON_START)"},
-    {"once", "false", 1, "run once, wait for a running sync first, exit with its status"},
-    {"delete", "false", 1, "remove files in DST that the source no longer has"},
-    {"list", NULL, 0, "FILE: sync every item of a list file under DST"},
-    {"list-platform", "huggingface", 0, "list: platform of bare ORG/NAME lines"},
-    {"list-datasets", "false", 1, "list: bare ORG/NAME lines are datasets"},
-    {"json", "false", 1, "one JSON object per run line"},
-    {"name", NULL, 0, "dataset name in the cache"},
-    {"jobs", "8", 0, "parallel block transfers"},
+const struct config_key cli_sync_keys[] = {
+    CLI_SERVICE_COMMON_KEYS,
+    {"schedule", NULL, 0, "cron schedule (default $CRON_SCHEDULE, else \"0 * * * *\")", "CRON", 0},
+    {"run-on-start", NULL, 1, "run once at start too (default $RUN_ON_START)", NULL, 0},
+    {"once", "false", 1, "run once, wait for a running sync first, exit with its status", NULL, 0},
+    {"delete", "false", 1, "remove files in DST that the source no longer has", NULL, 0},
+    {"list", NULL, 0, "sync every item of a list file under DST", "FILE", 0},
+    {"list-platform", "huggingface", 0, "list: platform of bare ORG/NAME lines",
+     "huggingface|modelscope", 0},
+    {"list-datasets", "false", 1, "list: bare ORG/NAME lines are datasets", NULL, 0},
+    {"json", "false", 1, "one JSON object per run line", NULL, 0},
+    {"name", NULL, 0, "dataset name in the cache", "NAME", 0},
+    {"jobs", "8", 0, "parallel block transfers", "N", 'j'},
     {"block-size", "4MiB", 0,
-     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)"},
-    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)"},
-    {"retries", "5", 0, "retries per request"},
-    {"stall-timeout", "30", 0, "seconds without progress before a retry"},
+     "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)", "SIZE", 0},
+    {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)", "SIZE", 0},
+    {"retries", "5", 0, "retries per request", "N", 0},
+    {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
     {"dest-registry-user", NULL, 0,
-     "oci:// DST: user:password (default $DEST_REGISTRY_AUTH, else as the source's)"},
-    {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large"},
+     "oci:// DST: credentials (default $DEST_REGISTRY_AUTH, else as the source's)", "USER:PASSWORD",
+     0},
+    {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large",
+     "SIZE", 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
     CLI_LAYOUT_KEYS,
-    {NULL, NULL, 0, NULL},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
-
-static const char *sync_usage =
-    "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
-    "[--layout plain|hf-cache|triton] [--json]\n  syncbit sync --list FILE DST [...]\n  "
-    "syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
-    "[--platform OS/ARCH] [--schedule CRON] [--once] [--json]";
 
 static volatile sig_atomic_t stop_flag;
 
@@ -95,7 +95,7 @@ int cli_layout(struct config *cfg, const char *source, struct layout *l)
 	}
 	l->repo = repo;
 	l->model = config_get(cfg, "model");
-	l->version = config_get(cfg, "version");
+	l->version = config_get(cfg, "model-version");
 	if (config_get(cfg, "triton-url") && l->kind != LAYOUT_TRITON) {
 		cli_error("--triton-url goes with --layout triton");
 		return EXIT_USAGE;
@@ -168,6 +168,21 @@ static int resolve_schedule(struct config *cfg, struct cron **out, size_t *n)
 	return one_schedule(flag ? flag : SIDECAR_SCHEDULE, "--schedule", out, n);
 }
 
+/* The schedule resolve_schedule takes, for the startup line. Heap string. */
+static char *schedule_text(struct config *cfg)
+{
+	const char *flag = config_get(cfg, "schedule");
+	if (flag && config_origin_of(cfg, "schedule") >= CONFIG_ENV)
+		return xasprintf("'%s'", flag);
+	if (env("CRONTAB_FILE"))
+		return xasprintf("CRONTAB_FILE %s", env("CRONTAB_FILE"));
+	if (env("CRONTAB"))
+		return xstrdup("CRONTAB");
+	if (env("CRON_SCHEDULE"))
+		return xasprintf("'%s'", env("CRON_SCHEDULE"));
+	return xasprintf("'%s'", flag ? flag : SIDECAR_SCHEDULE);
+}
+
 /* --run-on-start, else RUN_ON_START ("1" or "true", as the sidecar). */
 static int resolve_run_on_start(struct config *cfg, int *out)
 {
@@ -195,8 +210,9 @@ static void report_json(const struct sync_report *r)
 	json_object_set_new(o, "run", json_integer(r->run));
 	json_object_set_new(o, "status", json_string(status_names[r->status]));
 	if (r->item) {
-		json_object_set_new(o, "source",
-				    json_string(p && p->source ? p->source : r->item->source));
+		char *shown = uri_redact(p && p->source ? p->source : r->item->source);
+		json_object_set_new(o, "source", json_string(shown));
+		free(shown);
 		json_object_set_new(o, "target", json_string(r->item->target));
 	}
 	if (r->layout && r->layout->path)
@@ -212,15 +228,18 @@ static void report_json(const struct sync_report *r)
 				    json_integer((json_int_t)p->bytes_from_peers));
 		json_object_set_new(o, "bytes_reused", json_integer((json_int_t)p->bytes_reused));
 		json_object_set_new(o, "bytes_read", json_integer((json_int_t)p->bytes_read));
-		json_object_set_new(o, "seconds", json_real(p->seconds));
+		json_object_set_new(o, "seconds", jsonfmt_seconds(p->seconds));
 		if (r->status == SYNC_OK)
 			json_object_set_new(o, "manifest", json_string(hex));
 	}
 	if (r->layout)
 		json_object_set_new(o, "deleted", json_integer((json_int_t)r->layout->removed));
-	if (r->error)
-		json_object_set_new(o, "error", json_string(r->error));
-	char *s = json_dumps(o, JSON_COMPACT);
+	if (r->error) {
+		char *shown = uri_redact(r->error);
+		json_object_set_new(o, "error", json_string(shown));
+		free(shown);
+	}
+	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);
 	json_decref(o);
@@ -261,10 +280,10 @@ static void report_oci_json(const struct sync_report *r)
 	json_object_set_new(o, "bytes_from_source",
 			    json_integer((json_int_t)(p ? p->bytes_from_source : 0)));
 	json_object_set_new(o, "bytes_read", json_integer((json_int_t)(p ? p->bytes_read : 0)));
-	json_object_set_new(o, "seconds", json_real(x->seconds));
+	json_object_set_new(o, "seconds", jsonfmt_seconds(x->seconds));
 	if (r->error)
 		json_object_set_new(o, "error", json_string(r->error));
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);
 	json_decref(o);
@@ -360,7 +379,7 @@ static int resolve_paths(int npos, char **pos, const char *list, const char **sr
 	}
 	cli_error(list ? "sync --list FILE takes one DST"
 		       : "sync takes SRC and DST (or $SRC, $DST)");
-	fprintf(stderr, "usage: syncbit %s\n", sync_usage);
+	cli_usage("sync");
 	return EXIT_USAGE;
 }
 
@@ -460,15 +479,16 @@ int cmd_sync(int argc, char **argv)
 	struct sync_options so = {.stop = &stop_flag, .report = report};
 	struct cron *schedules = NULL;
 	char **pos = NULL;
-	char *data = NULL, *target = NULL, *lock = NULL, *src_with = NULL;
+	char *data = NULL, *target = NULL, *lock = NULL, *src_with = NULL, *schedule = NULL;
 	const char *src = NULL, *dst = NULL;
 	uint64_t cache_size = 0;
 	int npos = 0, json = 0, rc;
 
-	if ((rc = cli_parse(&cfg, sync_keys, sync_usage, argc, argv, &pos, &npos)))
+	if ((rc = cli_parse(&cfg, "sync", argc, argv, &pos, &npos)))
 		goto out;
 	so.list = config_get(&cfg, "list");
 	if ((rc = resolve_paths(npos, pos, so.list, &src, &dst)) ||
+	    (src && (rc = cli_check_source("sync", src))) ||
 	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)) ||
 	    (rc = read_options(&cfg, &so, &cache_size)) ||
 	    (rc = cli_source_dataset(&cfg, so.list ? NULL : src, &src_with)) ||
@@ -514,9 +534,14 @@ int cmd_sync(int argc, char **argv)
 	lock = sync_lock_path(data, target);
 	so.lock_path = lock;
 	catch_signals();
+	schedule = schedule_text(&cfg);
+	log_info("syncbit %s (%s) sync: %s%s -> %s, %s%s, data %s", SYNCBIT_VERSION,
+		 syncbit_commit(), so.list ? "the items of " : "", so.list ? so.list : so.source,
+		 target, so.once ? "once" : "schedule ", so.once ? "" : schedule, data);
 	int err = sync_run(data, cache_size, &so);
 	rc = err < 0 && err != SB_ECANCELED ? EXIT_FAIL : EXIT_OK;
 out:
+	free(schedule);
 	free(schedules);
 	free(src_with);
 	free(lock);

@@ -8,9 +8,11 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "common/err.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
+#include "common/uri.h"
 
 static int s3_path_style(struct config *cfg, int *out)
 {
@@ -49,14 +51,16 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 
 int cli_source_limits(struct config *cfg, struct source_options *o)
 {
-	uint64_t file, dataset, files;
+	uint64_t file, dataset, files, unsized;
 	if (config_get_size(cfg, "max-file-size", 1, UINT64_MAX, &file) < 0 ||
 	    config_get_size(cfg, "max-dataset-size", 1, UINT64_MAX, &dataset) < 0 ||
-	    config_get_u64(cfg, "max-files", 1, MANIFEST_MAX_FILES, &files) < 0) {
+	    config_get_u64(cfg, "max-files", 1, MANIFEST_MAX_FILES, &files) < 0 ||
+	    config_get_u64(cfg, "max-unsized-seconds", 1, 30 * 86400, &unsized) < 0) {
 		cli_error("%s", cfg->error);
 		return EXIT_USAGE;
 	}
 	o->limits = (struct source_limits){file, dataset, files};
+	o->unsized_seconds = (unsigned)unsized;
 	return 0;
 }
 
@@ -87,5 +91,18 @@ int cli_source_dataset(struct config *cfg, const char *source, char **with)
 		return EXIT_USAGE;
 	}
 	*with = oci_source_with(source, platform, tag_regex);
+	return 0;
+}
+
+int cli_check_source(const char *what, const char *source)
+{
+	struct source_uri u;
+	int rc = uri_parse(source, &u);
+	if (rc == SB_EURI) {
+		cli_error("%s: '%s' is not a source: expected %s", what, source, uri_form(source));
+		return EXIT_USAGE;
+	}
+	if (rc == 0)
+		uri_close(&u);
 	return 0;
 }

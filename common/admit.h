@@ -18,7 +18,7 @@
 #include "common/buf.h"
 
 #define ADMIT_EVICT_AGE_MS   250	/* a pending connection this old may make room */
-#define ADMIT_LOG_MS	     10000	/* one warn line per listener at most this often */
+#define ADMIT_LOG_MS	     60000	/* one warn line per listener at most this often */
 #define ADMIT_PAUSE_MS	     200	/* accepting pauses this long after EMFILE/ENFILE */
 #define ADMIT_FD_RESERVE_MIN 16		/* descriptors kept back: an eighth of the limit, */
 #define ADMIT_FD_RESERVE_MAX 256	/* ... within these bounds; HTTP probes keep a quarter */

@@ -681,6 +681,48 @@ out:
 	return rc;
 }
 
+static struct config_entry *config_find_short(const struct config *cfg, char c)
+{
+	for (int i = 0; i < cfg->n; i++)
+		if (c && cfg->entries[i].key->short_name == c)
+			return &cfg->entries[i];
+	return NULL;
+}
+
+/* Splits one "-x..." argument into flags: booleans may share the dash
+ * (-qv); a flag with a value takes the rest of the argument (-j4) or the
+ * next one (-j 4). *i advances when the value is the next argument. */
+static int parse_short(struct config *cfg, int argc, char **argv, int *i, struct flag *out,
+		       int *nout)
+{
+	const char *arg = argv[*i];
+	for (const char *p = arg + 1; *p; p++) {
+		struct config_entry *e = config_find_short(cfg, *p);
+		if (!e) {
+			if (p == arg + 1)
+				config_error(cfg, "unknown option '-%c'", *p);
+			else
+				config_error(cfg, "unknown option '-%c' in '%s'", *p, arg);
+			return SB_ECONFIG;
+		}
+		out[*nout].entry = e;
+		if (e->key->is_bool) {
+			out[(*nout)++].value = "true";
+			continue;
+		}
+		if (p[1]) {
+			out[(*nout)++].value = p + 1;
+		} else if (*i + 1 < argc) {
+			out[(*nout)++].value = argv[++*i];
+		} else {
+			config_error(cfg, "-%c (--%s): missing value", *p, e->key->name);
+			return SB_ECONFIG;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 /* The config file named by flag, else env, else the default; a default file
  * that does not exist is not an error. */
 static int load_config_file(struct config *cfg, const char *flag_path)
@@ -713,7 +755,10 @@ static int load_config_file(struct config *cfg, const char *flag_path)
 
 int config_parse_args(struct config *cfg, int argc, char **argv, char ***positional, int *npos)
 {
-	struct flag *flags = xcalloc((size_t)argc, sizeof *flags);
+	size_t cap = (size_t)argc + 1;
+	for (int i = 0; i < argc; i++)
+		cap += strlen(argv[i]); /* "-qv" is two flags */
+	struct flag *flags = xcalloc(cap, sizeof *flags);
 	char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
 	const char *config_path = NULL;
 	int nflags = 0, np = 0, rc = SB_ECONFIG, only_pos = 0;
@@ -726,8 +771,12 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char ***positio
 		} else if (strcmp(arg, "--") == 0) {
 			only_pos = 1;
 		} else if (arg[1] != '-') {
-			config_error(cfg, "unknown option '%s'", arg);
-			goto fail;
+			int first = nflags;
+			if (parse_short(cfg, argc, argv, &i, flags, &nflags) < 0)
+				goto fail;
+			for (int k = first; k < nflags; k++)
+				if (strcmp(flags[k].entry->key->name, CONFIG_FILE_KEY) == 0)
+					config_path = flags[k].value;
 		} else {
 			if (parse_flag(cfg, argc, argv, &i, &flags[nflags]) < 0)
 				goto fail;

@@ -19,6 +19,8 @@ struct config_key {
 	const char *defval; /* default value or NULL */
 	int is_bool;	    /* flag takes no argument; value "true"/"false" */
 	const char *help;
+	const char *metavar; /* what the value is, for help ("DIR", "N"); NULL: booleans */
+	char short_name;     /* a one-letter alias (-j for --jobs), or 0 */
 };
 
 struct config_entry {
@@ -72,8 +74,9 @@ int config_get_size(struct config *cfg, const char *name, uint64_t min, uint64_t
 int config_parse_size(const char *s, uint64_t *out);
 
 /* Parse argv for the keys of cfg: --name VALUE, --name=VALUE, boolean
- * --name / --no-name / --name=false; "--" ends the options and "-" is a
- * positional. Every element is parsed: argv[0] is an argument, not a program
+ * --name / --no-name / --name=false, and a key's short alias: -j VALUE,
+ * -jVALUE, -q, or booleans together (-qv); "--" ends the options and "-" is
+ * a positional. Every element is parsed: argv[0] is an argument, not a program
  * name. Non-option arguments are collected into positional (heap array of
  * pointers into argv, NULL-terminated, *npos entries; the caller frees the
  * array); with positional NULL they are an error. When the table has a key

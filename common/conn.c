@@ -1,4 +1,5 @@
 #include "common/conn.h"
+#include "common/conn_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,33 +18,16 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/frame.h"
+#include "common/handshake.h"
 #include "common/log.h"
 #include "proto/wire.pb-c.h"
 
 #define READ_CHUNK	(64u << 10) /* socket reads land here ... */
 #define DIRECT_MIN	(64u << 10) /* ... unless a payload or record still misses this much */
-#define WRITE_IOV_MAX	64	    /* buffers in one uv_write (plain mode) */
 #define WRITE_BATCH_MAX (8u << 20)  /* frame bytes in one uv_write (plain mode) */
 #define SEAL_BATCH_MAX	(1u << 20)  /* plaintext sealed for one uv_write (encrypted mode) */
 #define KEEP_BUF_MAX	(64u << 10) /* larger scratch buffers are released when idle */
 #define LISTEN_BACKLOG	511
-#define ADDR_MAX	300 /* "host:port", host up to 255 bytes */
-
-enum conn_state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSING };
-
-/* One queued frame: header and body copied, payload referenced. */
-struct conn_msg {
-	struct conn_msg *next;
-	const uint8_t *payload;
-	size_t payload_len;
-	size_t sent; /* bytes of head + payload the socket took */
-	void (*done)(void *arg, int status);
-	void *arg;
-	int fd; /* >= 0: the payload is the file's bytes at file_off */
-	uint64_t file_off;
-	size_t head_len;
-	uint8_t head[]; /* frame header, then body */
-};
 
 /* A file payload handed to the socket by sendfile(2) on the pool. */
 struct sendfile_work {
@@ -56,76 +40,13 @@ struct sendfile_work {
 	int rc;
 };
 
-/* A handshake frame, written on its own before the queue opens. */
-struct raw_write {
-	uv_write_t req;
-	struct conn *c;
-	size_t len;
-	uint8_t data[];
-};
-
-struct conn {
-	uv_loop_t *loop;
-	uv_tcp_t tcp;
-	uv_timer_t timer; /* dial, handshake or idle deadline */
-	uv_getaddrinfo_t gai;
-	uv_connect_t connect;
-	uv_write_t wreq;
-	struct conn_callbacks cb;
-	void *data;
-
-	enum conn_state state;
-	int initiator;
-	int status;	    /* the close status */
-	int ready_reported; /* on_ready ran */
-	int tcp_open;	    /* uv_tcp_init done and uv_close not yet called */
-	int handles;	    /* handles whose close callback has not run */
-	int gai_pending;
-	struct addrinfo *ai, *ai_next; /* dial candidates */
-	int dial_err;
-
-	uint32_t body_max, payload_max;
-	unsigned dial_ms, handshake_ms, idle_ms;
-	struct secure_handshake *hs; /* until the handshake ends */
-	struct secure_session sess;
-	enum secure_cipher cipher; /* kept after sess is wiped */
-	int encrypted;
-
-	uint64_t last_in; /* uv_now() of the last read */
-	uint64_t bytes_in, bytes_out;
-	char peer_addr[ADDR_MAX];
-	char peer_node[SECURE_NODE_MAX + 1];
-	char error[256];
-	struct admit_slot slot; /* accepted and still in the handshake */
-
-	/* receive: records (encrypted mode) ... */
-	uint8_t *rbuf;
-	uint8_t rec_hdr[SECURE_RECORD_HEADER];
-	size_t rec_hdr_got;
-	size_t rec_len;		/* ciphertext length of the record being read; 0 = in its header */
-	struct buf rec;		/* its ciphertext so far */
-	struct buf plain;	/* a record's plaintext that could not go straight to a payload */
-	struct frame_reader fr; /* ... and frames */
-
-	/* send */
-	struct conn_msg *sq_head, *sq_tail;
-	struct conn_msg *sq_cur; /* first message not wholly handed to a write */
-	size_t sq_cur_off;
-	size_t queued;
-	int over_high;
-	int writing;
-	int sf_stop; /* the connection closes: a sendfile in flight gives up (atomic) */
-	size_t w_frame_bytes, w_wire_bytes;
-	uv_buf_t wbufs[WRITE_IOV_MAX];
-	struct buf wbuf;  /* sealed records of the write in flight */
-	struct buf stage; /* plaintext of one record gathered from several frames */
-};
-
 struct conn_listener {
 	uv_tcp_t tcp;
 	uv_loop_t *loop;
-	struct conn_config cfg; /* node points at our copy */
+	struct conn_config cfg; /* token, key and node point at our copies */
 	struct secure_token token;
+	struct secure_keypair key;
+	struct handshake_replay *replay; /* first messages seen */
 	char *node;
 	struct conn_callbacks cb;
 	void *data;
@@ -136,10 +57,7 @@ struct conn_listener {
 	int handles;	    /* the socket, and admit once listening */
 };
 
-static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used);
-static void writer_kick(struct conn *c);
 
 /* ---- addresses ---- */
 
@@ -230,7 +148,7 @@ static void conn_finish(struct conn *c)
 	if (c->ai)
 		uv_freeaddrinfo(c->ai);
 	if (c->hs) {
-		secure_handshake_close(c->hs);
+		handshake_close(c->hs);
 		free(c->hs);
 	}
 	secure_session_close(&c->sess);
@@ -294,7 +212,7 @@ void conn_close(struct conn *c, int status)
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
+void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -309,22 +227,6 @@ static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 	conn_close(c, rc);
 }
 
-/* The handshake's keys and nonce: for an accepted connection only once it
- * is admitted, so a refused one costs no key generation. */
-static int hs_init(struct conn *c, const struct conn_config *cfg)
-{
-	c->hs = xmalloc(sizeof *c->hs);
-	int rc = secure_handshake_init(c->hs, cfg->token, c->initiator, cfg->node, cfg->encrypt);
-	if (rc) {
-		free(c->hs);
-		c->hs = NULL;
-		return rc;
-	}
-	if (cfg->no_aes_gcm)
-		c->hs->aes_gcm = 0;
-	return 0;
-}
-
 static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
 		    void *data, int initiator, struct conn **out)
 {
@@ -333,7 +235,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	uv_once(&sigpipe_once, sigpipe_ignore);
 	struct conn *c = xcalloc(1, sizeof *c);
 	c->initiator = initiator;
-	int rc = initiator ? hs_init(c, cfg) : 0;
+	int rc = initiator ? conn_hs_init(c, cfg, NULL) : 0;
 	if (rc) {
 		free(c);
 		return rc;
@@ -347,7 +249,7 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	c->dial_ms = cfg->dial_ms ? cfg->dial_ms : CONN_DIAL_MS;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
-	frame_reader_init(&c->fr, SECURE_HELLO_MAX, 0); /* handshake frames until ready */
+	frame_reader_init(&c->fr, HANDSHAKE_HELLO_MAX, 0); /* handshake frames until ready */
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 1;
@@ -365,7 +267,7 @@ static void tcp_open(struct conn *c)
 
 /* ---- timers ---- */
 
-static void on_timer(uv_timer_t *t)
+void conn_on_timer(uv_timer_t *t)
 {
 	struct conn *c = t->data;
 
@@ -385,7 +287,7 @@ static void on_timer(uv_timer_t *t)
 			conn_fail(c, -ETIMEDOUT, "nothing received from %s for %u ms", c->peer_addr,
 				  c->idle_ms);
 		else
-			uv_timer_start(&c->timer, on_timer, c->idle_ms - quiet, 0);
+			uv_timer_start(&c->timer, conn_on_timer, c->idle_ms - quiet, 0);
 		break;
 	}
 	case ST_CLOSING:
@@ -393,103 +295,13 @@ static void on_timer(uv_timer_t *t)
 	}
 }
 
-/* ---- handshake ---- */
-
-static void on_raw_written(uv_write_t *req, int status)
-{
-	struct raw_write *w = req->data;
-	struct conn *c = w->c;
-
-	if (status == 0)
-		c->bytes_out += w->len;
-	else
-		conn_fail(c, status, "write to %s: %s", c->peer_addr, uv_strerror(status));
-	free(w);
-}
-
-static void raw_write(struct conn *c, uint32_t type, const struct buf *body)
-{
-	struct frame_header h = {(uint32_t)body->len, type, 0};
-	struct raw_write *w = xmalloc(sizeof *w + FRAME_HEADER_LEN + body->len);
-
-	frame_header_encode(&h, w->data);
-	memcpy(w->data + FRAME_HEADER_LEN, body->ptr, body->len);
-	w->c = c;
-	w->len = FRAME_HEADER_LEN + body->len;
-	w->req.data = w;
-	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written);
-	if (rc < 0) {
-		free(w);
-		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
-	}
-}
-
-static void handshake_done(struct conn *c)
-{
-	admit_leave(&c->slot, ADMIT_NONE, NULL);
-	snprintf(c->peer_node, sizeof c->peer_node, "%s", c->hs->peer_node);
-	secure_handshake_close(c->hs);
-	free(c->hs);
-	c->hs = NULL;
-	c->cipher = c->sess.cipher;
-	c->encrypted = c->cipher != SECURE_PLAIN;
-	c->state = ST_READY;
-	c->fr.body_max = c->body_max;
-	c->fr.payload_max = c->payload_max;
-	if (c->idle_ms)
-		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
-	else
-		uv_timer_stop(&c->timer);
-	log_debug("conn %s: ready, peer %s, cipher %s", c->peer_addr, c->peer_node,
-		  secure_cipher_name(c->sess.cipher));
-	c->ready_reported = 1;
-	if (c->cb.on_ready)
-		c->cb.on_ready(c, 0);
-	writer_kick(c);
-}
-
-/* One frame of the handshake: Hello, Hello, Auth, nothing else. */
-static void handshake_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len)
-{
-	struct secure_handshake *hs = c->hs;
-	struct buf out = BUF_INIT;
-	uint32_t want = SYNCBIT__MSG_TYPE__MSG_HELLO;
-	int rc;
-
-	if (!c->initiator && hs->state == SECURE_HS_WAIT_AUTH)
-		want = SYNCBIT__MSG_TYPE__MSG_AUTH;
-	if (type != want) {
-		conn_fail(c, SB_EPROTO, "%s sent frame type %u during the handshake, expected %u",
-			  c->peer_addr, type, want);
-		return;
-	}
-	if (c->initiator)
-		rc = secure_handshake_finish(hs, body, len, &out, &c->sess);
-	else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO)
-		rc = secure_handshake_respond(hs, body, len, &out);
-	else
-		rc = secure_handshake_verify(hs, body, len, &c->sess);
-	if (rc) {
-		conn_fail(c, rc, "handshake with %s: %s", c->peer_addr, hs->error);
-	} else if (c->initiator) {
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_AUTH, &out);
-		if (c->state != ST_CLOSING)
-			handshake_done(c);
-	} else if (want == SYNCBIT__MSG_TYPE__MSG_HELLO) {
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
-	} else {
-		handshake_done(c);
-	}
-	buf_close(&out);
-}
-
 /* ---- receive ---- */
 
 static void frame_deliver(struct conn *c, const struct frame *f)
 {
 	if (c->state == ST_HANDSHAKE) {
-		handshake_frame(c, f->type, f->body, f->body_len);
+		free(f->payload);
+		conn_hs_frame(c, f->type, f->body, f->body_len);
 	} else if (!c->cb.on_frame) {
 		free(f->payload);
 	} else {
@@ -508,18 +320,21 @@ static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used
 	int encrypted = c->encrypted;
 	size_t off = 0;
 
-	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted) {
+	while (off < n && c->state != ST_CLOSING && c->encrypted == encrypted && !c->refused) {
 		struct frame f;
 		size_t k;
 		int rc = frame_reader_feed(&c->fr, p + off, n - off, &k, &f);
 		off += k;
-		if (rc < 0) {
-			const struct frame_header *h = &c->fr.h;
+		const struct frame_header *h = &c->fr.h;
+		if (rc == SB_ETOOBIG) {
 			conn_fail(c, rc,
 				  "%s sent a frame (type %u) with a %u-byte body and a %u-byte "
 				  "payload; the limits are %u and %u",
 				  c->peer_addr, h->type, h->body_len, h->payload_len,
 				  c->fr.body_max, c->fr.payload_max);
+		} else if (rc < 0) {
+			conn_fail(c, rc, "frame (type %u) from %s %s", h->type, c->peer_addr,
+				  rc == SB_EAUTH ? "failed authentication" : sb_strerror(rc));
 		} else if (rc == 1) {
 			frame_deliver(c, &f);
 		}
@@ -592,7 +407,7 @@ static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
 
 static void input(struct conn *c, const uint8_t *p, size_t n)
 {
-	while (n > 0 && c->state != ST_CLOSING) {
+	while (n > 0 && c->state != ST_CLOSING && !c->refused) {
 		size_t k;
 		if (c->encrypted)
 			k = record_step(c, p, n);
@@ -634,14 +449,26 @@ static int rx_partial(const struct conn *c)
 
 static void on_eof(struct conn *c, int err)
 {
-	if (c->state == ST_HANDSHAKE && !c->initiator && c->hs->state == SECURE_HS_WAIT_AUTH)
+	enum handshake_state hs = c->state == ST_HANDSHAKE ? c->hs->state : HANDSHAKE_DONE;
+	int gone = err == UV_EOF ? -ECONNRESET : err;
+
+	if (hs == HANDSHAKE_CONFIRM)
 		conn_fail(c, SB_EAUTH,
-			  "%s closed the connection instead of proving the join token "
-			  "(different tokens?)",
+			  "%s closed the connection instead of confirming the handshake "
+			  "(it refused this side)",
+			  c->peer_addr);
+	else if (hs == HANDSHAKE_SENT)
+		conn_fail(c, gone,
+			  "%s closed the connection before answering the handshake (a Syncbit "
+			  "older than protocol v%d, or too busy?)",
+			  c->peer_addr, HANDSHAKE_VERSION);
+	else if (hs == HANDSHAKE_REPLIED)
+		conn_fail(c, gone,
+			  "%s closed the connection instead of finishing the handshake (it "
+			  "refused this side?)",
 			  c->peer_addr);
 	else if (c->state == ST_HANDSHAKE)
-		conn_fail(c, err == UV_EOF ? -ECONNRESET : err,
-			  "%s closed the connection during the handshake", c->peer_addr);
+		conn_fail(c, gone, "%s closed the connection during the handshake", c->peer_addr);
 	else if (err != UV_EOF)
 		conn_fail(c, err, "read from %s: %s", c->peer_addr, uv_strerror(err));
 	else if (rx_partial(c))
@@ -690,22 +517,42 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static size_t msg_total(const struct conn_msg *m)
 {
-	return m->head_len + m->payload_len;
+	return m->head_len + m->tag_len + m->payload_len;
 }
 
-/* The contiguous bytes at the send cursor. */
+/* The contiguous bytes at the send cursor: head, tag, then payload. */
 static void cursor_seg(const struct conn *c, const uint8_t **p, size_t *len)
 {
 	const struct conn_msg *m = c->sq_cur;
-	size_t off = c->sq_cur_off;
+	size_t off = c->sq_cur_off, tag_end = m->head_len + m->tag_len;
 
 	if (off < m->head_len) {
 		*p = m->head + off;
 		*len = m->head_len - off;
+	} else if (off < tag_end) {
+		*p = m->tag + (off - m->head_len);
+		*len = tag_end - off;
 	} else {
-		*p = m->payload + (off - m->head_len);
-		*len = m->payload_len - (off - m->head_len);
+		*p = m->payload + (off - tag_end);
+		*len = m->payload_len - (off - tag_end);
 	}
+}
+
+/* A plain session: the MAC of the frame at the cursor, once its turn has
+ * come (so the counters follow the order on the wire). */
+static int cursor_tag(struct conn *c)
+{
+	struct conn_msg *m = c->sq_cur;
+
+	if (!c->mac || c->sq_cur_off != 0 || m->tag_len)
+		return 0;
+	int rc = secure_mac(&c->sess, m->head, FRAME_HEADER_LEN, m->head + FRAME_HEADER_LEN,
+			    m->head_len - FRAME_HEADER_LEN, m->tag);
+	if (rc == 0) {
+		m->tag_len = SECURE_MAC_BYTES;
+		c->queued += m->tag_len;
+	}
+	return rc;
 }
 
 static void cursor_advance(struct conn *c, size_t k)
@@ -717,16 +564,20 @@ static void cursor_advance(struct conn *c, size_t k)
 	}
 }
 
-/* Plain mode: point the write at the queued bytes themselves. */
-static unsigned batch_plain(struct conn *c)
+/* Plain mode: point the write at the queued bytes themselves. 0 buffers:
+ * a file payload is next; < 0: an error. */
+static int batch_plain(struct conn *c)
 {
-	unsigned n = 0;
+	int n = 0;
 
 	c->w_frame_bytes = 0;
 	while (c->sq_cur && n < WRITE_IOV_MAX && c->w_frame_bytes < WRITE_BATCH_MAX) {
 		const uint8_t *p;
 		size_t len;
-		if (c->sq_cur->fd >= 0 && c->sq_cur_off >= c->sq_cur->head_len)
+		int rc = cursor_tag(c);
+		if (rc)
+			return rc;
+		if (c->sq_cur->fd >= 0 && c->sq_cur_off >= c->sq_cur->head_len + c->sq_cur->tag_len)
 			break; /* a file payload: sendfile, on its own */
 		cursor_seg(c, &p, &len);
 		len = len < WRITE_BATCH_MAX ? len : WRITE_BATCH_MAX;
@@ -846,7 +697,7 @@ static void start_sendfile(struct conn *c)
 		return;
 	}
 	struct sendfile_work *sw = xcalloc(1, sizeof *sw);
-	size_t at = c->sq_cur_off - m->head_len;
+	size_t at = c->sq_cur_off - m->head_len - m->tag_len;
 	sw->c = c;
 	sw->sock = dup_sock;
 	sw->fd = m->fd;
@@ -864,14 +715,19 @@ static void start_sendfile(struct conn *c)
 	c->writing = 1;
 }
 
-static void writer_kick(struct conn *c)
+void conn_writer_kick(struct conn *c)
 {
-	unsigned n = 1;
+	int n = 1;
 
 	if (c->writing || c->state != ST_READY || !c->sq_cur)
 		return;
 	if (!c->encrypted) {
 		n = batch_plain(c);
+		if (n < 0) {
+			conn_fail(c, n, "cannot authenticate a frame to %s: %s", c->peer_addr,
+				  sb_strerror(n));
+			return;
+		}
 		if (n == 0) {
 			start_sendfile(c);
 			return;
@@ -885,7 +741,7 @@ static void writer_kick(struct conn *c)
 		}
 	}
 	c->wreq.data = c;
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->wbufs, n, on_written);
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->wbufs, (unsigned)n, on_written);
 	if (rc < 0) {
 		conn_fail(c, rc, "write to %s: %s", c->peer_addr, uv_strerror(rc));
 		return;
@@ -953,7 +809,7 @@ static void wrote(struct conn *c)
 		if (c->cb.on_drain)
 			c->cb.on_drain(c);
 	}
-	writer_kick(c);
+	conn_writer_kick(c);
 }
 
 static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_len,
@@ -993,6 +849,7 @@ static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_
 	if (body_len)
 		memcpy(m->head + FRAME_HEADER_LEN, body, body_len);
 	m->head_len = FRAME_HEADER_LEN + body_len;
+	m->tag_len = 0;
 	m->payload = payload_len && fd < 0 ? payload : NULL;
 	m->payload_len = payload_len;
 	m->fd = payload_len ? fd : -1;
@@ -1013,7 +870,7 @@ static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_
 	c->queued += msg_total(m);
 	if (c->queued > CONN_HIGH_WATER)
 		c->over_high = 1;
-	writer_kick(c);
+	conn_writer_kick(c);
 	return 0;
 }
 
@@ -1024,7 +881,7 @@ size_t conn_queued(const struct conn *c)
 
 /* ---- dial ---- */
 
-static void handshake_start(struct conn *c)
+static void hs_begin(struct conn *c)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof ss;
@@ -1042,18 +899,14 @@ static void handshake_start(struct conn *c)
 	uv_tcp_keepalive(&c->tcp, 1, CONN_KEEPALIVE_S);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
 		addr_name(&ss, c->peer_addr, sizeof c->peer_addr);
-	uv_timer_start(&c->timer, on_timer, c->handshake_ms, 0);
+	uv_timer_start(&c->timer, conn_on_timer, c->handshake_ms, 0);
 	int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	if (rc < 0) {
 		conn_fail(c, rc, "read from %s: %s", c->peer_addr, uv_strerror(rc));
 		return;
 	}
-	if (c->initiator) {
-		struct buf out = BUF_INIT;
-		secure_handshake_hello(c->hs, &out);
-		raw_write(c, SYNCBIT__MSG_TYPE__MSG_HELLO, &out);
-		buf_close(&out);
-	}
+	if (c->initiator)
+		conn_hs_start(c);
 }
 
 static void dial_next(struct conn *c);
@@ -1092,7 +945,7 @@ static void on_connected(uv_connect_t *req, int status)
 	if (status < 0)
 		dial_failed(c, status);
 	else
-		handshake_start(c);
+		hs_begin(c);
 }
 
 static void dial_next(struct conn *c)
@@ -1142,7 +995,7 @@ int conn_dial(uv_loop_t *loop, const char *addr, const struct conn_config *cfg,
 	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", addr);
 	tcp_open(c);
 	c->state = ST_RESOLVING;
-	uv_timer_start(&c->timer, on_timer, c->dial_ms, 0);
+	uv_timer_start(&c->timer, conn_on_timer, c->dial_ms, 0);
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -1188,7 +1041,7 @@ static void accept_one(struct conn_listener *l)
 	int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
 	if (rc == 0)
 		rc = admit_accepted(l, c);
-	if (rc == 0 && hs_init(c, &l->cfg) != 0)
+	if (rc == 0 && conn_hs_init(c, &l->cfg, l->replay) != 0)
 		fatal("listener config no longer valid");
 	if (rc < 0) {
 		log_debug("accept on port %d: %s", l->port, sb_strerror(rc));
@@ -1199,7 +1052,7 @@ static void accept_one(struct conn_listener *l)
 	if (l->on_accept)
 		l->on_accept(l, c);
 	if (c->state != ST_CLOSING)
-		handshake_start(c);
+		hs_begin(c);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1227,6 +1080,8 @@ static void listener_release(struct conn_listener *l)
 	if (--l->handles > 0)
 		return;
 	sodium_memzero(&l->token, sizeof l->token);
+	secure_keypair_close(&l->key);
+	free(l->replay);
 	free(l->node);
 	free(l);
 }
@@ -1290,7 +1145,8 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	struct sockaddr_storage ss;
 	int len = sizeof ss;
 
-	if (!cfg || !cfg->token || !cb || !secure_node_valid(cfg->node ? cfg->node : ""))
+	if (!cfg || !cfg->token || !cb || !secure_node_valid(cfg->node ? cfg->node : "") ||
+	    (!cfg->purposes && !cfg->purpose))
 		return -EINVAL;
 	int rc = listen_addr(loop, addr, &ss);
 	if (rc)
@@ -1300,6 +1156,12 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	l->cfg = *cfg;
 	l->token = *cfg->token;
 	l->cfg.token = &l->token;
+	if (cfg->key)
+		l->key = *cfg->key;
+	else
+		secure_keypair_new(&l->key);
+	l->cfg.key = &l->key;
+	l->replay = xcalloc(1, sizeof *l->replay);
 	l->node = xstrdup(cfg->node ? cfg->node : "");
 	l->cfg.node = l->node;
 	l->cb = *cb;
@@ -1363,6 +1225,16 @@ void *conn_data(const struct conn *c)
 const char *conn_peer_node(const struct conn *c)
 {
 	return c->peer_node;
+}
+
+const uint8_t *conn_peer_key(const struct conn *c)
+{
+	return c->peer_key;
+}
+
+enum handshake_purpose conn_purpose(const struct conn *c)
+{
+	return c->purpose;
 }
 
 const char *conn_peer_addr(const struct conn *c)

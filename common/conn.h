@@ -1,8 +1,9 @@
 /* Connections of the peer, control and admin protocols: a libuv TCP stream
- * that first runs the join-token handshake (common/secure.h), then carries
- * frames (common/frame.h), sealed with an AEAD unless both ends chose
- * --no-encrypt. The application sees whole frames: a type, the packed body
- * and, for block frames, the raw payload. Loop thread only; every callback
+ * that first runs the handshake (common/handshake.h: Noise XXpsk3 keyed by
+ * the join token, each side's static key its identity), then carries frames
+ * (common/frame.h), sealed with an AEAD unless both ends chose --no-encrypt,
+ * when each frame carries a MAC instead. The application sees whole frames:
+ * a type, the packed body and, for block frames, the raw payload. Loop thread only; every callback
  * runs on the loop thread, never from inside the call that caused it. The
  * first connection sets SIGPIPE to SIG_IGN unless the program handles it. */
 #ifndef SYNCBIT_CONN_H
@@ -14,6 +15,7 @@
 
 #include "common/admit.h"
 #include "common/buf.h"
+#include "common/handshake.h"
 #include "common/secure.h"
 
 #define CONN_BODY_MAX	     (64u << 20) /* largest frame body accepted by default */
@@ -36,14 +38,26 @@ struct conn_listener;
 
 struct conn_config {
 	const struct secure_token *token; /* join token; copied */
-	const char *node;		  /* our node name, sent in the hello */
-	int encrypt;			  /* 1 = want encryption */
-	uint32_t body_max;		  /* 0 = CONN_BODY_MAX */
-	uint32_t payload_max;		  /* 0 = CONN_PAYLOAD_MAX */
-	unsigned handshake_ms;		  /* 0 = CONN_HANDSHAKE_MS */
-	unsigned idle_ms;		  /* close after this long without a byte in; 0 = never */
-	int no_aes_gcm;			  /* 1 = never choose AES-256-GCM (tests, benchmarks) */
-	unsigned dial_ms;		  /* 0 = CONN_DIAL_MS */
+	/* Our static key (copied); NULL: a fresh one, per connection for a
+	 * dial, per listener for a listener (no identity beyond the token). */
+	const struct secure_keypair *key;
+	const char *node; /* our node name, sent in the handshake */
+	/* What the connection is for: a dial's purpose; a listener takes the
+	 * purposes in the mask, or only `purpose` when the mask is 0. */
+	enum handshake_purpose purpose;
+	unsigned purposes; /* HANDSHAKE_PURPOSE_BIT()s */
+	/* Who may be on the other end (common/handshake.h), called with the
+	 * connection once the peer's node name and static key are known: NULL
+	 * to go on, or why not (the handshake fails with SB_EDENIED). NULL:
+	 * anyone holding the token. */
+	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
+	int encrypt;	       /* 1 = want encryption */
+	uint32_t body_max;     /* 0 = CONN_BODY_MAX */
+	uint32_t payload_max;  /* 0 = CONN_PAYLOAD_MAX */
+	unsigned handshake_ms; /* 0 = CONN_HANDSHAKE_MS */
+	unsigned idle_ms;      /* close after this long without a byte in; 0 = never */
+	int no_aes_gcm;	       /* 1 = never choose AES-256-GCM (tests, benchmarks) */
+	unsigned dial_ms;      /* 0 = CONN_DIAL_MS */
 	/* Listeners only (common/admit.h): at a cap the oldest connection in
 	 * the handshake makes room or the new one is closed at accept; one
 	 * accepted with less than the descriptor reserve left is closed too. */
@@ -118,8 +132,12 @@ void conn_close(struct conn *c, int status);
 
 void conn_set_data(struct conn *c, void *data);
 void *conn_data(const struct conn *c);
-/* The peer's node name from its hello ("" before on_ready). */
+/* The peer's node name from the handshake ("" before on_ready). */
 const char *conn_peer_node(const struct conn *c);
+/* The peer's static key, SECURE_KEY_BYTES (zeros before on_ready). */
+const uint8_t *conn_peer_key(const struct conn *c);
+/* What the connection is for (a listener's: what the initiator asked). */
+enum handshake_purpose conn_purpose(const struct conn *c);
 /* "host:port" of the remote end. */
 const char *conn_peer_addr(const struct conn *c);
 /* 1 when the host of "host:port" says "any address" (empty, 0.0.0.0, ::,
@@ -130,7 +148,8 @@ int conn_addr_unspecified(const char *addr);
  * unless its host is unspecified, then seen's host with advertised's port.
  * Heap string. */
 char *conn_addr_resolve(const char *advertised, const char *seen);
-/* 1 when traffic is encrypted, 0 when both sides chose --no-encrypt. */
+/* 1 when traffic is encrypted, 0 when both sides chose --no-encrypt (frames
+ * are then MACed, block payloads neither). */
 int conn_encrypted(const struct conn *c);
 /* The record cipher: "aes256gcm", "xchacha20poly1305" or "none". */
 const char *conn_cipher(const struct conn *c);

@@ -4,6 +4,8 @@
 #ifndef SYNCBIT_ERR_H
 #define SYNCBIT_ERR_H
 
+#include <errno.h>
+
 #define SB_ERRNO_MAP(X)                                  \
 	X(PROTO, "protocol error")                       \
 	X(TOOBIG, "length exceeds limit")                \
@@ -31,6 +33,12 @@ enum sb_err {
 #undef SB_ERR_ENUM_
 	    SB_ERR_END_
 };
+
+/* 1 when err says the disk (or the user's quota on it) is full. */
+static inline int sb_no_space(int err)
+{
+	return err == -ENOSPC || err == -EDQUOT;
+}
 
 /* Message for a negative error code (SB_E* or -errno). Never NULL. */
 const char *sb_strerror(int err);

@@ -8,7 +8,7 @@
 /* A body buffer larger than this is released once its frame is done. */
 #define READER_KEEP_MAX (64u << 10)
 
-enum reader_stage { READ_HEADER, READ_BODY, READ_PAYLOAD, READ_DONE, READ_FAILED };
+enum reader_stage { READ_HEADER, READ_BODY, READ_TAG, READ_PAYLOAD, READ_DONE, READ_FAILED };
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -59,6 +59,8 @@ void frame_reader_close(struct frame_reader *r)
 static int reader_done(struct frame_reader *r, const uint8_t *body, struct frame *f)
 {
 	f->type = r->h.type;
+	f->hdr = r->hdr;
+	f->tag = r->tag_len ? r->tag : NULL;
 	f->body = body;
 	f->body_len = r->h.body_len;
 	f->payload = r->payload;
@@ -69,9 +71,15 @@ static int reader_done(struct frame_reader *r, const uint8_t *body, struct frame
 	return 1;
 }
 
-/* The body is complete (at body): deliver, or go on to the payload. */
+/* The body is complete (at body): read the tag, deliver, or go on to the
+ * payload. */
 static int reader_body_done(struct frame_reader *r, const uint8_t *body, struct frame *f)
 {
+	if (r->tag_len && r->stage != READ_TAG) {
+		r->tag_got = 0;
+		r->stage = READ_TAG;
+		return 0;
+	}
 	if (r->h.payload_len == 0)
 		return reader_done(r, body, f);
 	r->payload = xmalloc(r->h.payload_len);
@@ -97,7 +105,7 @@ static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, in
 		r->hdr_got = 0;
 		if (frame_header_decode(r->hdr, r->body_max, r->payload_max, &r->h) != 0) {
 			r->stage = READ_FAILED;
-			*rc = SB_ETOOBIG;
+			*rc = r->error = SB_ETOOBIG;
 		} else if (r->h.body_len) {
 			r->stage = READ_BODY;
 		} else {
@@ -106,7 +114,7 @@ static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, in
 		return k;
 	case READ_BODY:
 		k = r->h.body_len - r->body.len;
-		if (r->body.len == 0 && n >= k) { /* the whole body is here */
+		if (r->body.len == 0 && n >= k && !r->tag_len) { /* the whole body is here */
 			*rc = reader_body_done(r, p, f);
 			if (*rc == 0)
 				buf_append(&r->body, p, k); /* kept until the payload is read */
@@ -118,6 +126,21 @@ static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, in
 		buf_append(&r->body, p, k);
 		if (r->body.len == r->h.body_len)
 			*rc = reader_body_done(r, r->body.ptr, f);
+		return k;
+	case READ_TAG:
+		k = r->tag_len - r->tag_got;
+		k = k < n ? k : n;
+		memcpy(r->tag + r->tag_got, p, k);
+		r->tag_got += k;
+		if (r->tag_got < r->tag_len)
+			return k;
+		*rc = r->check(r->check_arg, r->hdr, r->body.ptr, r->h.body_len, r->tag);
+		if (*rc < 0) {
+			r->stage = READ_FAILED;
+			r->error = *rc;
+		} else {
+			*rc = reader_body_done(r, r->body.ptr, f);
+		}
 		return k;
 	default: /* READ_PAYLOAD */
 		k = r->h.payload_len - r->payload_got;
@@ -138,7 +161,7 @@ int frame_reader_feed(struct frame_reader *r, const uint8_t *p, size_t n, size_t
 
 	*used = 0;
 	if (r->stage == READ_FAILED)
-		return SB_ETOOBIG;
+		return r->error;
 	if (r->stage == READ_DONE) { /* the last frame's body is no longer needed */
 		r->body.len = 0;
 		if (r->body.cap > READER_KEEP_MAX)
@@ -171,7 +194,8 @@ int frame_reader_payload_filled(struct frame_reader *r, size_t n, struct frame *
 
 int frame_reader_partial(const struct frame_reader *r)
 {
-	return r->hdr_got || r->stage == READ_BODY || r->stage == READ_PAYLOAD;
+	return r->hdr_got || r->stage == READ_BODY || r->stage == READ_TAG ||
+	       r->stage == READ_PAYLOAD;
 }
 
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,

@@ -12,6 +12,7 @@
 #include "common/buf.h"
 
 #define FRAME_HEADER_LEN 12
+#define FRAME_TAG_MAX	 16 /* a MAC between body and payload (common/secure.h) */
 
 struct frame_header {
 	uint32_t body_len;
@@ -30,12 +31,21 @@ int frame_header_decode(const uint8_t *in, uint32_t body_max, uint32_t payload_m
 
 /* Incremental reader of a frame stream: bytes go in as they arrive, whole
  * frames come out. Each header's lengths are checked against the limits
- * before its body or payload is allocated. */
+ * before its body or payload is allocated. With tag_len set, every frame
+ * has that many bytes of tag after its body, and check (which must be set
+ * then) sees header, body and tag before the payload is allocated: a
+ * negative return fails the reader with it. */
 struct frame_reader {
 	uint32_t body_max, payload_max; /* may change between frames */
-	int stage;
+	size_t tag_len;			/* 0 or up to FRAME_TAG_MAX; may change between frames */
+	int (*check)(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
+		     const uint8_t *tag);
+	void *check_arg;
+	int stage, error;
 	uint8_t hdr[FRAME_HEADER_LEN];
 	size_t hdr_got;
+	uint8_t tag[FRAME_TAG_MAX];
+	size_t tag_got;
 	struct frame_header h; /* the frame being read (or refused) */
 	struct buf body;
 	uint8_t *payload;
@@ -47,6 +57,8 @@ struct frame_reader {
  * to the caller. */
 struct frame {
 	uint32_t type;
+	const uint8_t *hdr; /* the header as received */
+	const uint8_t *tag; /* the reader's tag_len bytes of tag, or NULL */
 	const uint8_t *body;
 	size_t body_len;
 	uint8_t *payload;
@@ -60,7 +72,8 @@ void frame_reader_close(struct frame_reader *r);
 /* Read from p[0..n) up to the end of at most one frame; *used says how
  * many bytes were taken. 1 when a frame completed (in *f), 0 when all n
  * bytes were taken without completing one, SB_ETOOBIG when a header is over
- * the limits (r->h holds it; the reader is then unusable). */
+ * the limits, or check's error (r->h holds the header; the reader is then
+ * unusable). */
 int frame_reader_feed(struct frame_reader *r, const uint8_t *p, size_t n, size_t *used,
 		      struct frame *f);
 

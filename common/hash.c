@@ -163,3 +163,12 @@ int hash_check_digest_fd(int fd, uint64_t size, const char *digest)
 	free(buf);
 	return rc;
 }
+
+int hash_check_content_fd(int fd, uint64_t size, const char *digest, const uint8_t *sha256)
+{
+	if (!sha256)
+		return hash_check_digest_fd(fd, size, digest);
+	char want[7 + HASH_HEX_LEN + 1] = "sha256:";
+	hash_to_hex((const struct hash_id *)sha256, want + 7);
+	return hash_check_digest_fd(fd, size, want);
+}

@@ -39,5 +39,9 @@ uint64_t hash_xxh64(const void *data, size_t len);
  * matches, SB_ECORRUPT when not, 1 when the digest is of another kind and
  * says nothing about the bytes, -errno on a read error. Blocking (pool). */
 int hash_check_digest_fd(int fd, uint64_t size, const char *digest);
+/* The same check against whatever the source says of a whole file: sha256
+ * (HASH_LEN bytes: the content's SHA-256, e.g. an S3 full-object checksum)
+ * when not NULL, else digest. Returns as hash_check_digest_fd. */
+int hash_check_content_fd(int fd, uint64_t size, const char *digest, const uint8_t *sha256);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/progress.h"
 
 #define RANGE_SPEC_MAX 48
 
@@ -189,8 +190,8 @@ void http_req_retry(struct http_req *r, int code, const char *fmt, ...)
 	if (r->once) {
 		http_req_fail(r, code, "%s", buf_cstr(&what));
 	} else if (r->failures > (unsigned)c->retries) {
-		http_req_fail(r, code, "%s (gave up after %u attempts)", buf_cstr(&what),
-			      r->failures);
+		http_req_fail(r, code, "%s (gave up after %u %s)", buf_cstr(&what), r->failures,
+			      progress_noun(r->failures, "attempt", "attempts"));
 	} else {
 		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &c->rng);
 		struct buf about = BUF_INIT;

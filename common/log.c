@@ -1,6 +1,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/uri.h"
 
 /* A message longer than this is cut and marked; logging must not allocate,
  * since the allocator's failure path (fatal) logs. */
@@ -190,23 +192,57 @@ static void put_json_escaped(struct line *l, const char *msg, size_t n)
 	}
 }
 
+/* The escape of byte c in a text line, or NULL when c stands for itself:
+ * line breaks and tabs as \n \r \t, ESC, the other C0 codes and DEL as
+ * \xNN. tmp holds the latter (at least 5 bytes). */
+static const char *text_escape(unsigned char c, char *tmp)
+{
+	switch (c) {
+	case '\n':
+		return "\\n";
+	case '\r':
+		return "\\r";
+	case '\t':
+		return "\\t";
+	default:
+		if (c >= 0x20 && c != 0x7f)
+			return NULL;
+		snprintf(tmp, 5, "\\x%02x", c);
+		return tmp;
+	}
+}
+
+size_t log_escape(char *out, size_t cap, const char *s, size_t n)
+{
+	size_t len = 0;
+	char tmp[8];
+	if (cap == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *e = text_escape((unsigned char)s[i], tmp);
+		size_t k = e ? strlen(e) : 1;
+		if (len + k >= cap)
+			break;
+		memcpy(out + len, e ? e : s + i, k);
+		len += k;
+	}
+	out[len] = '\0';
+	return len;
+}
+
 /* Text lines keep one record per line and keep terminal escapes from
  * untrusted names (paths, URLs) out of the operator's terminal. */
 static void put_text_escaped(struct line *l, const char *msg, size_t n)
 {
-	char esc[8];
+	char tmp[8];
 
 	for (size_t i = 0; i < n && !l->full; i++) {
-		unsigned char c = (unsigned char)msg[i];
+		const char *e = text_escape((unsigned char)msg[i], tmp);
 
-		if (c == '\n') {
-			line_puts(l, "\\n");
-		} else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-			snprintf(esc, sizeof esc, "\\x%02x", c);
-			line_puts(l, esc);
-		} else {
-			line_put(l, (const char *)&c, 1);
-		}
+		if (e)
+			line_puts(l, e);
+		else
+			line_put(l, msg + i, 1);
 	}
 }
 
@@ -242,6 +278,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	char msg[LOG_MSG_MAX];
 	char buf[LOG_LINE_MAX];
 	struct line l = {buf, 0, sizeof buf, 0};
+	char red[LOG_MSG_MAX];
 	int saved_errno = errno;
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
 	size_t mlen;
@@ -249,6 +286,11 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	if (n < 0)
 		n = 0;
 	mlen = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+	/* Source URLs may carry presigned credentials: never in a log. */
+	int cut = (size_t)n > mlen;
+	mlen = uri_redact_text(red, sizeof red, msg, mlen);
+	cut |= mlen + 1 >= sizeof red;
+	memcpy(msg, red, mlen + 1);
 
 	if (log_format == LOG_FORMAT_JSON) {
 		line_puts(&l, "{\"ts\":\"");
@@ -257,7 +299,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 		line_puts(&l, level);
 		line_puts(&l, "\",\"msg\":\"");
 		put_json_escaped(&l, msg, mlen);
-		if ((size_t)n > mlen)
+		if (cut)
 			line_puts(&l, LOG_TRUNC_MARK);
 		/* A cut line must still parse: close the object regardless. */
 		l.full = 0;
@@ -275,7 +317,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 		line_puts(&l, level);
 		line_puts(&l, ": ");
 		put_text_escaped(&l, msg, mlen);
-		if ((size_t)n > mlen)
+		if (cut)
 			line_puts(&l, LOG_TRUNC_MARK);
 	}
 	l.p[l.len++] = '\n';
@@ -292,6 +334,94 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_emit(level_names[level], fmt, ap);
 	va_end(ap);
+}
+
+/* ---- rate-limited lines ---- */
+
+/* Distinct messages remembered; the oldest is forgotten first. */
+#define LOG_LIMIT_SLOTS 64
+
+struct limit_slot {
+	uint64_t hash; /* FNV-1a of the message; 0: free */
+	uint64_t last_ms;
+	unsigned held;
+};
+
+static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct limit_slot limit_slots[LOG_LIMIT_SLOTS];
+static uint64_t limit_clock_ms;
+
+void log_limit_set_clock(uint64_t now_ms)
+{
+	limit_clock_ms = now_ms;
+}
+
+static uint64_t limit_now_ms(void)
+{
+	struct timespec ts;
+	if (limit_clock_ms)
+		return limit_clock_ms;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h ? h : 1;
+}
+
+/* The number of lines held back since msg last printed, or -1 when it must
+ * be held back now. */
+static long limit_check(const char *msg)
+{
+	uint64_t h = fnv1a(msg), now = limit_now_ms();
+	struct limit_slot *slot = NULL, *oldest = &limit_slots[0];
+	long held = 0;
+	pthread_mutex_lock(&limit_lock);
+	for (int i = 0; i < LOG_LIMIT_SLOTS && !slot; i++) {
+		if (limit_slots[i].hash == h)
+			slot = &limit_slots[i];
+		else if (limit_slots[i].last_ms < oldest->last_ms)
+			oldest = &limit_slots[i];
+	}
+	if (slot && now - slot->last_ms < LOG_LIMIT_MS) {
+		slot->held++;
+		held = -1;
+	} else {
+		if (!slot) {
+			slot = oldest;
+			slot->hash = h;
+			slot->held = 0;
+		}
+		held = slot->held;
+		slot->held = 0;
+		slot->last_ms = now;
+	}
+	pthread_mutex_unlock(&limit_lock);
+	return held;
+}
+
+void log_limited(enum log_level level, const char *fmt, ...)
+{
+	char msg[LOG_MSG_MAX];
+	va_list ap;
+
+	if (level < log_level || level > LOG_ERROR)
+		return;
+	int saved_errno = errno;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	long held = limit_check(msg);
+	if (held > 0)
+		log_msg(level, "%s (repeated %ld time%s since it was last logged)", msg, held,
+			held == 1 ? "" : "s");
+	else if (held == 0)
+		log_msg(level, "%s", msg);
+	errno = saved_errno;
 }
 
 void fatal(const char *fmt, ...)

@@ -177,6 +177,8 @@ int manifest_validate(const Manifest *m)
 		switch (f->type) {
 		case SYNCBIT__FILE_TYPE__FILE_REGULAR: {
 			uint64_t nb = manifest_nblocks(f->size, m->block_size);
+			if (f->content_sha256.len != 0 && f->content_sha256.len != HASH_LEN)
+				return SB_EPROTO;
 			if (f->block_hashes.len != nb * HASH_LEN)
 				return SB_EPROTO;
 			/* Consumers size per-block arrays from this sum. */
@@ -198,12 +200,13 @@ int manifest_validate(const Manifest *m)
 			break;
 		}
 		case SYNCBIT__FILE_TYPE__FILE_DIRECTORY:
-			if (f->size || f->block_hashes.len || f->hardlink_to)
+			if (f->size || f->block_hashes.len || f->hardlink_to ||
+			    f->content_sha256.len)
 				return SB_EPROTO;
 			break;
 		case SYNCBIT__FILE_TYPE__FILE_SYMLINK:
 			if (!f->link_target || !f->link_target[0] || f->size ||
-			    f->block_hashes.len || f->hardlink_to)
+			    f->block_hashes.len || f->hardlink_to || f->content_sha256.len)
 				return SB_EPROTO;
 			if (path_check_symlink(f->path, f->link_target) < 0)
 				return SB_ECONFINE;
@@ -231,4 +234,11 @@ void manifest_file_object_id(uint64_t size, uint32_t block_size, const uint8_t *
 	if (nhashes)
 		sha256_update(&c, hashes, nhashes * HASH_LEN);
 	sha256_final(&c, out);
+}
+
+int manifest_check_content_fd(const FileEntry *f, int fd)
+{
+	return hash_check_content_fd(fd, f->size, f->source_digest,
+				     f->content_sha256.len == HASH_LEN ? f->content_sha256.data
+								       : NULL);
 }

@@ -51,6 +51,12 @@ void manifest_free(Manifest *m);
 /* Validate an in-memory manifest (as decode does). */
 int manifest_validate(const Manifest *m);
 
+/* Check the bytes of regular file f, read from fd, against what its source
+ * says of the whole content: content_sha256, else a "sha256:" or "git:"
+ * source_digest. 0 when they match, SB_ECORRUPT when not, 1 when the
+ * source said nothing to check, -errno on a read error. Blocking (pool). */
+int manifest_check_content_fd(const FileEntry *f, int fd);
+
 /* The content id of a regular file: SHA-256 over size, block size and its
  * block hashes. Equal content cut the same way gives the same id. */
 void manifest_file_object_id(uint64_t size, uint32_t block_size, const uint8_t *hashes,

@@ -55,6 +55,11 @@ const char *progress_fmt_bytes(uint64_t n, char *out, int len)
 	return out;
 }
 
+const char *progress_noun(uint64_t n, const char *one, const char *many)
+{
+	return n == 1 ? one : many;
+}
+
 const char *progress_fmt_duration(uint64_t s, char *out, int len)
 {
 	if (s < 60)

@@ -36,6 +36,9 @@ void progress_close_at(struct progress *p, uint64_t now_ns);
 /* Human-readable size into out ("1.5 GiB"); returns out. Values from 100
  * of a unit up print without a decimal ("410 MiB"). */
 const char *progress_fmt_bytes(uint64_t n, char *out, int len);
+/* The noun for a count of n: one when n is 1, many otherwise ("1 file",
+ * "2 files"). */
+const char *progress_noun(uint64_t n, const char *one, const char *many);
 /* Duration in seconds into out ("7s", "4m05s", "2h03m"); returns out. */
 const char *progress_fmt_duration(uint64_t seconds, char *out, int len);
 /* Monotonic clock in nanoseconds. */

@@ -599,6 +599,10 @@ static int contents_field(struct xml *x, struct list_state *st, const char *name
 	} else if (!strcmp(name, "ETag")) {
 		free(o->etag);
 		o->etag = strip_etag(text, len);
+	} else if (!strcmp(name, "ChecksumAlgorithm")) {
+		o->sha256 |= len == 6 && !strcmp(text, "SHA256");
+	} else if (!strcmp(name, "ChecksumType")) {
+		o->composite = !strcmp(text, "COMPOSITE");
 	} else if (!strcmp(name, "LastModified")) {
 		if (s3_parse_time(text, &o->mtime_ns) < 0)
 			return xml_fail(x, "<LastModified> \"%.40s\" is not an ISO 8601 time",

@@ -63,6 +63,8 @@ struct s3_object {
 	uint64_t size;
 	int64_t mtime_ns; /* from LastModified */
 	char *etag;	  /* quotes stripped; NULL when absent */
+	int sha256;	  /* <ChecksumAlgorithm>SHA256: HeadObject can tell it */
+	int composite;	  /* <ChecksumType>COMPOSITE: of the parts, not the whole */
 };
 
 struct s3_list_page {

@@ -1,9 +1,9 @@
-/* The cluster's secret and what it protects: the join token, the mutual
- * handshake that proves both ends know it (crypto_kx ephemeral keys, MACs
- * keyed by the token over the transcript), and the AEAD that seals records
- * afterwards (AES-256-GCM where both CPUs have it, else
- * XChaCha20-Poly1305). Pure functions on buffers, no I/O beyond the token
- * file; common/conn.c drives them. Thread-compatible. */
+/* The cluster's secrets and the sessions they protect: the join token, the
+ * static key files that identify nodes and the scheduler, and what follows
+ * the handshake (common/handshake.h): AEAD records (AES-256-GCM where both
+ * CPUs have it, else XChaCha20-Poly1305) or, with --no-encrypt on both
+ * sides, frames in the clear with a MAC each. Pure functions on buffers, no
+ * I/O beyond the key files. Thread-compatible. */
 #ifndef SYNCBIT_SECURE_H
 #define SYNCBIT_SECURE_H
 
@@ -30,53 +30,54 @@ int secure_token_load(const char *path, struct secure_token *tok, char **detail)
  * 0 or a negative error with *detail as above. */
 int secure_token_init(const char *path, struct secure_token *tok, char **detail);
 
-/* ---- handshake ----
- * Three frames, in the clear: the initiator's Hello (A), the responder's
- * Hello (B, carrying mac_r), the initiator's Auth (mac_i). With
- *   K = BLAKE2b keyed by the token over "syncbit-auth-v1"
- *   T = BLAKE2b(len(A) || A || len(B0) || B0), A as sent, B0 = B's fields
- *       re-encoded without the mac
- *   mac_r = BLAKE2b_K("syncbit resp" || T), mac_i = BLAKE2b_K("syncbit init" || T)
- * both ends prove the token over both fresh ephemeral keys and nonces, so a
- * replayed or reflected message fails. Session keys are the crypto_kx keys
- * of the ephemeral pair, each mixed with K and T, so both the DH secret and
- * the token are needed to read the traffic. Encryption is on when either
- * side asks for it; the cipher is AES-256-GCM when both sides have it, else
- * XChaCha20-Poly1305. T covers both choices, so neither can be downgraded.
- * Without encryption (both sides --no-encrypt) the handshake still proves
- * the token, but the frames after it are neither hidden nor authenticated:
- * that mode is for trusted fabrics only. Block payloads are checked against
- * their hashes either way; control messages are not. */
+/* ---- static keys ----
+ * A node's identity is an X25519 key pair it makes on first start
+ * (DATA/node.key; the scheduler's is DATA/scheduler.key): the file holds the
+ * private key as 64 hex digits, mode 0600, created like the token file. The
+ * private key is never logged; secure_key_fingerprint() names the public
+ * one. */
 
-#define SECURE_VERSION	   1
-#define SECURE_HELLO_MAX   1024 /* largest Hello or Auth body accepted */
-#define SECURE_NODE_MAX	   255	/* node names: printable ASCII, at most this long */
-#define SECURE_PK_BYTES	   crypto_kx_PUBLICKEYBYTES
-#define SECURE_NONCE_BYTES 32
-#define SECURE_MAC_BYTES   32
-#define SECURE_KEY_BYTES   32
+#define SECURE_KEY_BYTES	 32
+#define SECURE_NODE_MAX		 255 /* node names: printable ASCII, at most this long */
+#define SECURE_FINGERPRINT_BYTES 8
+#define SECURE_FINGERPRINT_LEN	 (2 * SECURE_FINGERPRINT_BYTES + 1)
+
+struct secure_keypair {
+	uint8_t priv[SECURE_KEY_BYTES];
+	uint8_t pub[SECURE_KEY_BYTES];
+};
+
+/* Load the key file at path, or create it with a fresh key when it does
+ * not exist. *created (may be NULL) says which. Refuses a file readable by
+ * group or others. 0 or a negative error with *detail (heap, one line). */
+int secure_keypair_init(const char *path, struct secure_keypair *kp, int *created, char **detail);
+/* A fresh key pair that lives in memory only (the CLI's, tests'). */
+void secure_keypair_new(struct secure_keypair *kp);
+/* Wipe the private key. */
+void secure_keypair_close(struct secure_keypair *kp);
+/* The first SECURE_FINGERPRINT_BYTES of a public key in hex, for logs. */
+void secure_key_fingerprint(const uint8_t pub[SECURE_KEY_BYTES], char out[SECURE_FINGERPRINT_LEN]);
+
+/* 1 when node is a valid node name (printable ASCII, at most
+ * SECURE_NODE_MAX bytes; empty is allowed), else 0. */
+int secure_node_valid(const char *node);
+
+/* ---- sessions ---- */
 
 enum secure_cipher {
-	SECURE_PLAIN,		 /* both sides chose --no-encrypt: authenticated, not sealed */
-	SECURE_AES256GCM,	 /* crypto_aead_aes256gcm */
+	SECURE_PLAIN,		 /* both sides chose --no-encrypt: MACed frames, not sealed */
+	SECURE_AES256GCM,	 /* AES-256-GCM (OpenSSL) */
 	SECURE_XCHACHA20POLY1305 /* crypto_aead_xchacha20poly1305_ietf */
 };
 
-enum secure_hs_state {
-	SECURE_HS_START,     /* initiator before its Hello; responder waiting for one */
-	SECURE_HS_HELLO,     /* initiator: Hello sent, waiting for the responder's */
-	SECURE_HS_WAIT_AUTH, /* responder: Hello sent, waiting for Auth */
-	SECURE_HS_DONE,
-	SECURE_HS_FAILED
-};
-
-/* Keys and counters of an established session. The record counter of each
- * direction is the AEAD nonce; every SECURE_REKEY_RECORDS records the key
- * of that direction is replaced by a hash of itself, so no key seals more
- * than SECURE_REKEY_RECORDS * SECURE_RECORD_MAX bytes. */
+/* Keys and counters of an established session, one per direction. The
+ * record (or frame) counter of each direction is the AEAD nonce (or goes
+ * into the MAC); every SECURE_REKEY_RECORDS records the key of an
+ * encrypting direction is replaced by a hash of itself, so no key seals
+ * more than SECURE_REKEY_RECORDS * SECURE_RECORD_MAX bytes. */
 struct secure_dir {
 	uint8_t key[SECURE_KEY_BYTES];
-	uint64_t seq; /* records sealed or opened so far */
+	uint64_t seq; /* records or frames sealed, opened or MACed so far */
 	void *aes;    /* OpenSSL EVP_CIPHER_CTX with the key set (AES-256-GCM only) */
 };
 
@@ -85,56 +86,10 @@ struct secure_session {
 	struct secure_dir rx, tx;
 };
 
-struct secure_handshake {
-	int initiator;
-	enum secure_hs_state state;
-	int encrypt; /* ours; may be changed before the first message */
-	int aes_gcm; /* ours: this CPU has AES-256-GCM; may be cleared to refuse it */
-	char node[SECURE_NODE_MAX + 1];
-	uint8_t auth_key[SECURE_KEY_BYTES]; /* K */
-	uint8_t pk[SECURE_PK_BYTES], sk[crypto_kx_SECRETKEYBYTES];
-	uint8_t nonce[SECURE_NONCE_BYTES];
-	uint8_t first[SECURE_HELLO_MAX]; /* A: the initiator's Hello as sent */
-	size_t first_len;
-	uint8_t transcript[SECURE_KEY_BYTES]; /* T, once both hellos are known */
-	uint8_t peer_pk[SECURE_PK_BYTES];
-	char peer_node[SECURE_NODE_MAX + 1];
-	int peer_encrypt, peer_aes_gcm;
-	char error[160]; /* why the last step failed, one line */
-};
-
-/* Prepare one side of a handshake: fresh ephemeral keys and nonce. node may
- * be NULL (""). 0, or -EINVAL for a node name that is too long or not
- * printable. */
-int secure_handshake_init(struct secure_handshake *hs, const struct secure_token *tok,
-			  int initiator, const char *node, int encrypt);
-
-/* Initiator: append its Hello body (A) to out. 0 or SB_EPROTO (wrong state). */
-int secure_handshake_hello(struct secure_handshake *hs, struct buf *out);
-
-/* Responder: read the initiator's Hello from in and append the responder's
- * Hello (with its mac) to out. 0; SB_ETOOBIG, SB_EPROTO for a malformed or
- * unsupported Hello (hs->error says which). */
-int secure_handshake_respond(struct secure_handshake *hs, const uint8_t *in, size_t len,
-			     struct buf *out);
-
-/* Initiator: read the responder's Hello, verify its mac, append the Auth
- * body to out and set up *s. 0; SB_EAUTH when the mac is wrong (the peer
- * does not hold our token); SB_ETOOBIG, SB_EPROTO as above. */
-int secure_handshake_finish(struct secure_handshake *hs, const uint8_t *in, size_t len,
-			    struct buf *out, struct secure_session *s);
-
-/* Responder: verify the initiator's Auth and set up *s. 0, SB_EAUTH,
- * SB_ETOOBIG or SB_EPROTO. */
-int secure_handshake_verify(struct secure_handshake *hs, const uint8_t *in, size_t len,
-			    struct secure_session *s);
-
-/* Wipe the handshake's secrets. Safe to call twice. */
-void secure_handshake_close(struct secure_handshake *hs);
-
-/* 1 when node is a valid node name (printable ASCII, at most
- * SECURE_NODE_MAX bytes; empty is allowed), else 0. */
-int secure_node_valid(const char *node);
+/* Set up s from the handshake's two keys (common/handshake.h: Split()):
+ * AEAD keys, or for SECURE_PLAIN the frame MAC keys derived from them. */
+void secure_session_init(struct secure_session *s, enum secure_cipher c,
+			 const uint8_t tx[SECURE_KEY_BYTES], const uint8_t rx[SECURE_KEY_BYTES]);
 
 /* Name of a cipher: "aes256gcm", "xchacha20poly1305", "none". */
 const char *secure_cipher_name(enum secure_cipher c);
@@ -168,6 +123,25 @@ int secure_record_len(const uint8_t hdr[SECURE_RECORD_HEADER], size_t *ct_len);
  * when the counter is exhausted. */
 int secure_open(struct secure_session *s, const uint8_t hdr[SECURE_RECORD_HEADER],
 		const uint8_t *ct, size_t ct_len, uint8_t *out);
+
+/* ---- frame MACs (SECURE_PLAIN sessions) ----
+ * With --no-encrypt every frame's header and body travel in the clear
+ * followed by a tag: BLAKE2b-128 keyed by the direction's MAC key over the
+ * frame counter (64-bit little-endian), the header and the body. A block
+ * payload after it is not covered (it goes by sendfile; the receiver checks
+ * it against the block's hash); its length, in the header, is. */
+
+#define SECURE_MAC_BYTES 16
+
+/* The tag of the next frame sent: hdr (hdr_len bytes) then body. 0, or
+ * SB_EPROTO when the counter is exhausted. */
+int secure_mac(struct secure_session *s, const uint8_t *hdr, size_t hdr_len, const uint8_t *body,
+	       size_t len, uint8_t tag[SECURE_MAC_BYTES]);
+/* Check the next frame received. 0; SB_EAUTH when the tag does not verify
+ * (altered, replayed, reordered or dropped frames); SB_EPROTO when the
+ * counter is exhausted. */
+int secure_mac_check(struct secure_session *s, const uint8_t *hdr, size_t hdr_len,
+		     const uint8_t *body, size_t len, const uint8_t tag[SECURE_MAC_BYTES]);
 
 /* Wipe the session keys. */
 void secure_session_close(struct secure_session *s);

@@ -23,6 +23,7 @@ void source_options_default(struct source_options *opt)
 	opt->stall_seconds = 30;
 	opt->connect_seconds = 15;
 	opt->block_size = 4u << 20;
+	opt->unsized_seconds = SOURCE_MAX_UNSIZED_S;
 	opt->limits = (struct source_limits){SOURCE_MAX_FILE_BYTES, SOURCE_MAX_DATASET_BYTES,
 					     SOURCE_MAX_FILES};
 }
@@ -301,12 +302,13 @@ int source_listing_check(const struct source_listing *l, const struct source_lim
 		}
 	}
 	if (lim && total > lim->dataset_bytes) {
-		*detail = say(shown,
-			      "%llu files claim %llu bytes (%s), over the limit of %s per dataset "
-			      "(--max-dataset-size)",
-			      (unsigned long long)nregular, (unsigned long long)total,
-			      progress_fmt_bytes(total, got, sizeof got),
-			      progress_fmt_bytes(lim->dataset_bytes, max, sizeof max));
+		*detail =
+		    say(shown,
+			"%llu %s %llu bytes (%s), over the limit of %s per dataset "
+			"(--max-dataset-size)",
+			(unsigned long long)nregular, nregular == 1 ? "file claims" : "files claim",
+			(unsigned long long)total, progress_fmt_bytes(total, got, sizeof got),
+			progress_fmt_bytes(lim->dataset_bytes, max, sizeof max));
 		return SB_ETOOBIG;
 	}
 	if (manifest_check_block_size(block_size) < 0) {

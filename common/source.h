@@ -14,6 +14,8 @@
 
 enum source_file_type { SRC_REGULAR = 0, SRC_DIRECTORY = 1, SRC_SYMLINK = 2 };
 
+#define SOURCE_SHA256_LEN 32
+
 struct source_file {
 	char *path; /* relative, confined; a single-file source uses its basename */
 	enum source_file_type type;
@@ -24,6 +26,11 @@ struct source_file {
 	uint32_t hardlink_to; /* 1 + index of an earlier regular file; 0 = none */
 	char *digest;	      /* change token: ETag, sha256, or size/mtime/inode token */
 	uint64_t inode;	      /* local files: the inode listed, checked again on open */
+	/* The content's SHA-256 as the source publishes it apart from the
+	 * change token (S3 full-object checksums); digest "sha256:..." says
+	 * it for the hub and OCI kinds already. */
+	uint8_t content_sha256[SOURCE_SHA256_LEN];
+	int has_content_sha256;
 };
 
 struct source_listing {
@@ -39,6 +46,7 @@ struct source_listing {
 #define SOURCE_MAX_FILE_BYTES	 (4ull << 40)  /* one regular file: 4 TiB */
 #define SOURCE_MAX_DATASET_BYTES (64ull << 40) /* all regular files: 64 TiB */
 #define SOURCE_MAX_FILES	 (1u << 20)    /* entries of every type */
+#define SOURCE_MAX_UNSIZED_S	 1800	       /* reading a body without a length */
 
 struct source_limits {
 	uint64_t file_bytes;	/* --max-file-size; 0: SOURCE_MAX_FILE_BYTES */
@@ -51,6 +59,10 @@ struct source_options {
 	int retries;		  /* attempts after the first (default 5) */
 	unsigned stall_seconds;	  /* no byte for this long = a stall (default 30) */
 	unsigned connect_seconds; /* connect timeout (default 15) */
+	/* --max-unsized-seconds: an HTTP body without a length that is still
+	 * coming after this long is refused (default SOURCE_MAX_UNSIZED_S); a
+	 * trickle never counts as a stall */
+	unsigned unsized_seconds;
 	uint64_t block_size;
 	const char *s3_endpoint; /* s3://: endpoint URL, or NULL for the environment */
 	const char *s3_region;	 /* s3://: region, or NULL */

@@ -61,6 +61,7 @@ struct http_source {
 	int size_known;
 	int ranges; /* 1 ranged GETs work, 0 they do not, -1 not known yet */
 	int counted;
+	uint64_t count_start; /* loop time a body without a length began, 0: none yet */
 	int listed;
 	struct {
 		struct hs_req *xfer;
@@ -192,7 +193,21 @@ static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 	if (r->base.discard)
 		return http_req_drain(&r->base, n);
 	r->base.count += n;
-	/* Counting a body without a length: no end is promised. */
+	/* Counting a body without a length: no end is promised, and one that
+	 * trickles in never stalls. */
+	struct http_source *hs = r->hs;
+	uint64_t now = uv_now(hs->http.loop), secs = hs->src->opt.unsized_seconds
+							 ? hs->src->opt.unsized_seconds
+							 : SOURCE_MAX_UNSIZED_S;
+	if (!hs->count_start)
+		hs->count_start = now;
+	if (now - hs->count_start > secs * 1000) {
+		http_req_refuse(&r->base, SB_ETOOBIG,
+				"the body has no length and has not ended after %llu s "
+				"(--max-unsized-seconds); %llu bytes so far",
+				(unsigned long long)secs, (unsigned long long)r->base.count);
+		return 0;
+	}
 	if (r->base.count > r->hs->src->opt.limits.file_bytes) {
 		char max[32];
 		progress_fmt_bytes(r->hs->src->opt.limits.file_bytes, max, sizeof max);
@@ -750,6 +765,7 @@ static int http_list(struct source *src, source_done_cb cb, void *arg)
 	hs->etag = hs->last_modified = NULL;
 	hs->size = 0;
 	hs->size_known = hs->counted = hs->listed = 0;
+	hs->count_start = 0;
 	hs->ranges = -1;
 	seq_reset(hs, 0);
 	struct hs_req *r = req_new(hs, REQ_HEAD);

@@ -99,6 +99,19 @@ static void take_body_message(struct hub_req *r)
 	json_decref(doc);
 }
 
+/* A transport failure's detail without the "NAME: GET URL: " that
+ * describe() put in front: the reply's consumer names the request itself. */
+static const char *own_detail(const struct hub_req *r)
+{
+	struct buf pre = BUF_INIT;
+	describe(&r->base, &pre);
+	const char *d = r->base.detail;
+	if (!strncmp(d, buf_cstr(&pre), pre.len))
+		d += pre.len;
+	buf_close(&pre);
+	return d;
+}
+
 static void deliver_api(struct hub_impl *hi, struct hub_req *r)
 {
 	struct hub_reply rep;
@@ -119,7 +132,7 @@ static void deliver_api(struct hub_impl *hi, struct hub_req *r)
 	}
 	fill_reply(r, &rep, shown);
 	if (status < 0 && r->base.detail && !rep.message[0])
-		snprintf(rep.message, sizeof rep.message, "%s", r->base.detail);
+		snprintf(rep.message, sizeof rep.message, "%s", own_detail(r));
 	hub_json_cb cb = r->jcb;
 	void *arg = r->arg;
 	cb(&hi->pub, status, doc, &rep, arg);

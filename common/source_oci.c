@@ -37,6 +37,7 @@
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/registry.h"
@@ -188,7 +189,11 @@ static void tags_done(struct oci_source *os, size_t total)
 		return;
 	}
 	qsort(os->refs, n, sizeof *os->refs, cmp_str);
-	log_info("%s: %zu of %zu tags match /%s/", os->shown, n, total, os->src->uri.tag_regex);
+	log_info("%s: %zu of %zu %s /%s/", os->shown, n, total,
+		 total == 1 ? "tag matches"
+		 : n == 1   ? "tags matches"
+			    : "tags match",
+		 os->src->uri.tag_regex);
 	next_ref(os);
 }
 

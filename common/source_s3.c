@@ -1,6 +1,8 @@
 /* The s3://bucket/prefix source. list() pages through ListObjectsV2
  * (continuation tokens, 1000 keys a page) and turns the keys under the
- * prefix into confined relative paths; read() is one ranged GET per call,
+ * prefix into confined relative paths, then asks HeadObject for the
+ * SHA-256 of every object listed with a full-object SHA-256 checksum (so
+ * the assembled file can be checked whole); read() is one ranged GET per call,
  * all of them in parallel through one HTTP client (common/http_req.c) on
  * the loop, each sent with If-Match on the listed ETag and checked against
  * it, so an object replaced mid-pull fails with SB_ECHANGED instead of
@@ -13,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,8 +34,11 @@
 #define LIST_IDLE_PAGES_MAX  100	/* truncated pages in a row without a new file */
 #define QUERY_PARAMS_MAX     5
 #define BUCKET_REGION_HEADER "x-amz-bucket-region:"
+#define CHECKSUM_HEADER	     "x-amz-checksum-sha256:"
+#define CHECKSUM_TYPE_HEADER "x-amz-checksum-type:"
+#define CHECKSUM_TEXT_MAX    96 /* base64 of 32 bytes, or a composite "...-N" */
 
-enum req_kind { REQ_LIST, REQ_RANGE };
+enum req_kind { REQ_LIST, REQ_RANGE, REQ_SUM };
 enum list_phase {
 	PHASE_DIR,    /* the keys under "prefix/" */
 	PHASE_SINGLE, /* nothing there: is "prefix" itself an object? */
@@ -48,7 +54,9 @@ struct s3_req {
 	char bucket_region[S3_REGION_MAX]; /* x-amz-bucket-region of the answer */
 	struct buf body;		   /* LIST: the page; any kind: an error document */
 	char *what;			   /* "s3://bucket/key" before messages; NULL: a listing */
-	size_t index;			   /* REQ_RANGE */
+	size_t index;			   /* REQ_RANGE, REQ_SUM */
+	/* REQ_SUM: the x-amz-checksum-sha256 and -type answered */
+	char sum[CHECKSUM_TEXT_MAX], sum_type[CHECKSUM_TEXT_MAX];
 	/* REQ_LIST */
 	enum list_phase phase;
 	char *token;   /* continuation token of the page asked for */
@@ -68,6 +76,14 @@ struct s3_source {
 	int listed;
 	struct source_listing building;
 	size_t cap;
+	/* HeadObject of the objects listed with a SHA-256 checksum, before the
+	 * listing ends: their paths, how far they went, and the listing's
+	 * request, which ends with the first failure when they are done. */
+	char **sum_paths;
+	size_t nsum, sum_next, sum_busy;
+	struct s3_req *sum_list;
+	int sum_rc;
+	char *sum_detail;
 };
 
 static struct s3_req *to_req(struct http_req *b)
@@ -102,10 +118,16 @@ static void describe(const struct http_req *b, struct buf *out)
 		buf_printf(out, "%s: ", r->what);
 }
 
+static void sum_delivered(struct s3_req *r);
+static const char *object_key(struct s3_source *s3, size_t index, struct buf *tmp);
+
 static void deliver(struct http_req *b)
 {
 	struct s3_req *r = to_req(b);
-	source_req_deliver(r->s3->src, b, r->cb, r->arg);
+	if (r->kind == REQ_SUM)
+		sum_delivered(r);
+	else
+		source_req_deliver(r->s3->src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)
@@ -149,7 +171,7 @@ static void status_failed(struct http_req *b)
 	} else if (st == 404 && !strcmp(c, "NoSuchBucket")) {
 		http_req_fail(b, SB_ENOTFOUND, "bucket %s does not exist (HTTP 404 NoSuchBucket)",
 			      s3->src->uri.bucket);
-	} else if (r->kind == REQ_RANGE && (st == 412 || st == 416 || st == 404)) {
+	} else if (r->kind != REQ_LIST && (st == 412 || st == 416 || st == 404)) {
 		http_req_fail(b, SB_ECHANGED,
 			      "the object changed after it was listed (HTTP %ld %s)", st, c);
 	} else if (region[0] && strcmp(region, s3->cfg.region) != 0) {
@@ -177,10 +199,28 @@ static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
 
 /* S3 names the bucket's region here, also on the 301 it answers when asked
  * in the wrong one. */
+/* The value of header line data[0..n) when it is name (with its colon),
+ * into out[CHECKSUM_TEXT_MAX]. */
+static void header_value(const char *data, size_t n, const char *name, char *out)
+{
+	size_t k = strlen(name), a, e;
+	if (n <= k || strncasecmp(data, name, k) != 0)
+		return;
+	for (a = k; a < n && data[a] == ' ';)
+		a++;
+	for (e = a; e < n && data[e] != ' ' && data[e] != '\r' && data[e] != '\n';)
+		e++;
+	snprintf(out, CHECKSUM_TEXT_MAX, "%.*s", (int)(e - a), data + a);
+}
+
 static void on_header(struct http_req *b, const char *data, size_t n)
 {
 	struct s3_req *r = to_req(b);
 	size_t k = sizeof BUCKET_REGION_HEADER - 1;
+	if (r->kind == REQ_SUM) {
+		header_value(data, n, CHECKSUM_HEADER, r->sum);
+		header_value(data, n, CHECKSUM_TYPE_HEADER, r->sum_type);
+	}
 	if (n > k && !strncasecmp(data, BUCKET_REGION_HEADER, k)) {
 		size_t a = k, e;
 		while (a < n && data[a] == ' ')
@@ -223,6 +263,15 @@ static int add_file(struct s3_req *r, const char *path, const struct s3_object *
 	f->mtime_ns = o->mtime_ns;
 	f->digest = o->etag ? xasprintf("etag:%s", o->etag)
 			    : xasprintf("s3:%" PRId64 ":%" PRIu64, o->mtime_ns, o->size);
+	if (o->sha256 && o->composite) {
+		log_debug("%s: %s has a composite SHA-256 checksum (of its parts): the whole "
+			  "file cannot be checked against it",
+			  r->s3->shown, path);
+	} else if (o->sha256) {
+		struct s3_source *s3 = r->s3;
+		s3->sum_paths = xrealloc(s3->sum_paths, (s3->nsum + 1) * sizeof *s3->sum_paths);
+		s3->sum_paths[s3->nsum++] = xstrdup(path);
+	}
 	return 0;
 }
 
@@ -267,6 +316,108 @@ static int take_page(struct s3_req *r, const struct s3_list_page *page)
 	return 0;
 }
 
+/* HeadObject with the checksum mode on. */
+
+static void sums_clear(struct s3_source *s3)
+{
+	for (size_t i = 0; i < s3->nsum; i++)
+		free(s3->sum_paths[i]);
+	free(s3->sum_paths);
+	free(s3->sum_detail);
+	s3->sum_paths = NULL;
+	s3->sum_detail = NULL;
+	s3->nsum = s3->sum_next = s3->sum_busy = 0;
+	s3->sum_rc = 0;
+}
+
+static int path_cmp(const void *key, const void *file)
+{
+	return strcmp(key, ((const struct source_file *)file)->path);
+}
+
+/* Keep max_parallel HeadObject requests going; end the listing once all
+ * are back. */
+static void sum_pump(struct s3_source *s3)
+{
+	struct source_listing *l = &s3->src->listing;
+	while (s3->sum_rc == 0 && s3->sum_next < s3->nsum &&
+	       s3->sum_busy < (size_t)s3->src->max_parallel) {
+		const char *path = s3->sum_paths[s3->sum_next++];
+		const struct source_file *f =
+		    bsearch(path, l->files, l->nfiles, sizeof *l->files, path_cmp);
+		if (!f)
+			continue;
+		struct s3_req *h = req_new(s3, REQ_SUM);
+		struct buf key = BUF_INIT;
+		h->index = (size_t)(f - l->files);
+		h->what = xasprintf("HeadObject s3://%s/%s", s3->src->uri.bucket,
+				    object_key(s3, h->index, &key));
+		buf_close(&key);
+		s3->sum_busy++;
+		http_req_start(&h->base);
+	}
+	if (s3->sum_busy || !s3->sum_list)
+		return;
+	struct s3_req *r = s3->sum_list;
+	s3->sum_list = NULL;
+	if (s3->sum_rc < 0) {
+		free(r->what); /* the HeadObject's line says what failed */
+		r->what = NULL;
+		http_req_fail(&r->base, s3->sum_rc, "%s", s3->sum_detail ? s3->sum_detail : "");
+	} else {
+		s3->listed = 1;
+		http_req_finish(&r->base, 0);
+	}
+	sums_clear(s3);
+}
+
+/* A HeadObject answer: the object as listed, and its SHA-256 unless the
+ * checksum is of its parts. */
+static void sum_done(struct s3_req *r)
+{
+	struct s3_source *s3 = r->s3;
+	struct source_file *f = &s3->src->listing.files[r->index];
+	const char *want = file_etag(f);
+	char got[HTTP_ETAG_MAX];
+	size_t n = 0;
+	http_etag_opaque(r->base.resp.etag, got, sizeof got);
+	if (want && r->base.resp.etag[0] && strcmp(want, got) != 0) {
+		http_req_fail(&r->base, SB_ECHANGED,
+			      "the object changed after it was listed (ETag %s, now %s)", want,
+			      got);
+		return;
+	}
+	if (!strcmp(r->sum_type, "COMPOSITE") || strchr(r->sum, '-')) {
+		log_debug("%s: %s has a composite SHA-256 checksum (of its parts): the whole "
+			  "file cannot be checked against it",
+			  s3->shown, f->path);
+	} else if (!r->sum[0]) {
+		log_debug("%s: %s: HeadObject names no SHA-256 checksum", s3->shown, f->path);
+	} else if (sodium_base642bin(f->content_sha256, sizeof f->content_sha256, r->sum,
+				     strlen(r->sum), NULL, &n, NULL,
+				     sodium_base64_VARIANT_ORIGINAL) != 0 ||
+		   n != sizeof f->content_sha256) {
+		http_req_fail(&r->base, SB_EPROTO,
+			      "x-amz-checksum-sha256 \"%.60s\" is not a SHA-256", r->sum);
+		return;
+	} else {
+		f->has_content_sha256 = 1;
+	}
+	http_req_finish(&r->base, 0);
+}
+
+static void sum_delivered(struct s3_req *r)
+{
+	struct s3_source *s3 = r->s3;
+	if (r->base.status < 0 && s3->sum_rc == 0) {
+		s3->sum_rc = r->base.status;
+		s3->sum_detail = r->base.detail ? xstrdup(r->base.detail) : NULL;
+	}
+	req_free(r);
+	s3->sum_busy--;
+	sum_pump(s3);
+}
+
 static void list_complete(struct s3_req *r)
 {
 	struct s3_source *s3 = r->s3;
@@ -282,6 +433,11 @@ static void list_complete(struct s3_req *r)
 				      src->listing.files[i].path);
 			return;
 		}
+	if (s3->nsum) {
+		s3->sum_list = r;
+		sum_pump(s3);
+		return;
+	}
 	s3->listed = 1;
 	http_req_finish(&r->base, 0);
 }
@@ -434,6 +590,8 @@ static void done(struct http_req *b, CURLcode rc)
 		return;
 	if (r->kind == REQ_LIST)
 		list_done(r);
+	else if (r->kind == REQ_SUM)
+		sum_done(r);
 	else
 		range_done(r);
 }
@@ -479,18 +637,22 @@ static void build_request(struct s3_req *r, struct buf *url)
 	if (c->access_key) {
 		char date[SIGV4_DATE_LEN + 1];
 		sigv4_date(time(NULL), date);
-		struct sigv4_header h[4] = {
+		struct sigv4_header h[5] = {
 		    {"host", buf_cstr(&host)},
 		    {"x-amz-content-sha256", SIGV4_EMPTY_SHA256},
 		    {"x-amz-date", date},
-		    {"x-amz-security-token", c->session_token},
 		};
+		size_t nh = 3;
+		if (c->session_token)
+			h[nh++] = (struct sigv4_header){"x-amz-security-token", c->session_token};
+		if (r->kind == REQ_SUM)
+			h[nh++] = (struct sigv4_header){"x-amz-checksum-mode", "ENABLED"};
 		struct sigv4_request rq = {
-		    .method = "GET",
+		    .method = r->kind == REQ_SUM ? "HEAD" : "GET",
 		    .path = buf_cstr(&path),
 		    .query = buf_cstr(&query),
 		    .headers = h,
-		    .nheaders = c->session_token ? 4 : 3,
+		    .nheaders = nh,
 		    .payload_hash = SIGV4_EMPTY_SHA256,
 		    .amz_date = date,
 		    .region = c->region,
@@ -505,6 +667,8 @@ static void build_request(struct s3_req *r, struct buf *url)
 			http_req_add_header(&r->base, "%s: %s", h[i].name, h[i].value);
 		http_req_add_header(&r->base, "Authorization: %s", buf_cstr(&auth));
 		buf_close(&auth);
+	} else if (r->kind == REQ_SUM) {
+		http_req_add_header(&r->base, "x-amz-checksum-mode: ENABLED");
 	}
 	buf_close(&host);
 	buf_close(&path);
@@ -526,6 +690,9 @@ static void setup(struct http_req *b, CURL *e)
 	buf_close(&url);
 	if (r->kind == REQ_LIST) {
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_list_body);
+	} else if (r->kind == REQ_SUM) {
+		r->sum[0] = r->sum_type[0] = '\0';
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	} else {
 		const char *etag = file_etag(&r->s3->src->listing.files[r->index]);
 		http_req_set_range(b, e);
@@ -550,6 +717,8 @@ static const struct http_req_ops req_ops = {
 static int s3_list(struct source *src, source_done_cb cb, void *arg)
 {
 	struct s3_source *s3 = src->impl;
+	if (s3->sum_list)
+		return -EBUSY;
 	for (struct http_req *b = s3->http.active.head; b; b = b->next)
 		if (to_req(b)->kind == REQ_LIST)
 			return -EBUSY;
@@ -558,6 +727,7 @@ static int s3_list(struct source *src, source_done_cb cb, void *arg)
 	free(s3->single_key);
 	s3->single_key = NULL;
 	s3->listed = 0;
+	sums_clear(s3);
 	struct s3_req *r = req_new(s3, REQ_LIST);
 	r->cb = cb;
 	r->arg = arg;
@@ -625,6 +795,9 @@ static void s3_free(struct source *src)
 	struct s3_source *s3 = src->impl;
 	if (!s3)
 		return;
+	if (s3->sum_list)
+		req_free(s3->sum_list);
+	sums_clear(s3);
 	http_client_close(&s3->http, source_closed);
 	source_listing_close(&s3->building);
 	s3_config_close(&s3->cfg);

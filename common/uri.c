@@ -29,6 +29,7 @@ struct scheme {
 	const char *name;
 	enum uri_kind kind;
 	int (*parse)(const char *scheme, const char *rest, struct source_uri *out);
+	const char *form; /* what a well-formed one looks like, for errors */
 };
 
 static int parse_file_uri(const char *scheme, const char *rest, struct source_uri *out);
@@ -38,10 +39,14 @@ static int parse_hub(const char *scheme, const char *rest, struct source_uri *ou
 static int parse_oci(const char *scheme, const char *rest, struct source_uri *out);
 
 static const struct scheme schemes[] = {
-    {"file", URI_FILE, parse_file_uri}, {"http", URI_HTTP, parse_http},
-    {"https", URI_HTTP, parse_http},	{"s3", URI_S3, parse_s3},
-    {"hf", URI_HF, parse_hub},		{"ms", URI_MS, parse_hub},
-    {"oci", URI_OCI, parse_oci},
+    {"file", URI_FILE, parse_file_uri, "file:///ABSOLUTE/PATH"},
+    {"http", URI_HTTP, parse_http, "http://HOST[:PORT]/PATH"},
+    {"https", URI_HTTP, parse_http, "https://HOST[:PORT]/PATH"},
+    {"s3", URI_S3, parse_s3, "s3://BUCKET[/PREFIX]"},
+    {"hf", URI_HF, parse_hub, "hf://[datasets/]ORG/NAME[@REVISION]"},
+    {"ms", URI_MS, parse_hub, "ms://[datasets/]ORG/NAME[@REVISION]"},
+    {"oci", URI_OCI, parse_oci,
+     "oci://REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST][?platform=OS/ARCH&tag-regex=ERE]"},
 };
 
 const char *uri_kind_name(enum uri_kind k)
@@ -694,6 +699,15 @@ static const struct scheme *find_scheme(const char *s, size_t n)
 		if (strlen(schemes[i].name) == n && strncasecmp(s, schemes[i].name, n) == 0)
 			return &schemes[i];
 	return NULL;
+}
+
+const char *uri_form(const char *s)
+{
+	size_t n = scheme_len(s);
+	const struct scheme *sc = n ? find_scheme(s, n) : NULL;
+	return sc ? sc->form
+		  : "a path, or SCHEME://... with a scheme of file, http, https, s3, "
+		    "hf, ms, oci";
 }
 
 int uri_parse(const char *s, struct source_uri *out)

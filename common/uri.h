@@ -5,6 +5,8 @@
 #ifndef SYNCBIT_URI_H
 #define SYNCBIT_URI_H
 
+#include <stddef.h>
+
 enum uri_kind { URI_FILE, URI_HTTP, URI_S3, URI_HF, URI_MS, URI_OCI };
 
 struct source_uri {
@@ -39,6 +41,22 @@ struct source_uri {
  * free. */
 int uri_parse(const char *s, struct source_uri *out);
 void uri_close(struct source_uri *u);
+/* What a source of s's scheme looks like ("s3://BUCKET[/PREFIX]"), for the
+ * message when uri_parse refuses s. Static string. */
+const char *uri_form(const char *s);
 const char *uri_kind_name(enum uri_kind k);
+
+/* Credentials in URLs are printed as this: in the API, logs, status and
+ * error messages. */
+#define URI_REDACTED "REDACTED"
+/* text (a source URL, or a message naming URLs) with the credentials of
+ * every URL in it replaced by URI_REDACTED: userinfo, and the values of
+ * query and fragment parameters that carry signatures, keys or tokens
+ * (X-Amz-Signature, X-Amz-Credential, Signature, sig, token, access_token
+ * ...). Everything else is kept. Heap string. */
+char *uri_redact(const char *text);
+/* The same into out (cap bytes, NUL-terminated, cut when full) without
+ * allocating, for log lines. Returns the length written. */
+size_t uri_redact_text(char *out, size_t cap, const char *text, size_t n);
 
 #endif

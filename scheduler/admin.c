@@ -1,6 +1,7 @@
-/* The admin protocol: the CLI's `dataset add|ls|rm`, `node ls|rm` and
- * `status`. Each request gets one AdminReply: code 0 and a JSON document,
+/* The admin protocol: the CLI's `dataset add|update|ls|rm`, `node ls|rm`
+ * and `status`. Each request gets one AdminReply: code 0 and a JSON document,
  * or a negative code and a one-line message. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,18 +9,20 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "common/progress.h"
 #include "common/uri.h"
 #include "scheduler/api.h"
 #include "scheduler/listing.h"
 #include "scheduler/server.h"
 
-/* A dataset add waiting for its source listing. */
+/* A dataset add or update waiting for its source listing. */
 struct pending_add {
 	struct sched_client *cl;
 	char *name;
 	struct assign_label *sel;
 	size_t nsel;
 	uint32_t block_size;
+	json_t *changes; /* update: what changes, for the reply; or NULL */
 };
 
 static void pending_free(struct pending_add *p)
@@ -30,8 +33,26 @@ static void pending_free(struct pending_add *p)
 	}
 	free(p->sel);
 	free(p->name);
+	json_decref(p->changes);
 	server_client_release(p->cl);
 	free(p);
+}
+
+static struct pending_add *pending_new(struct sched_client *cl, const char *name,
+				       Syncbit__Label *const *sel, size_t nsel, uint32_t bs)
+{
+	struct pending_add *p = xcalloc(1, sizeof *p);
+	p->cl = cl;
+	server_client_hold(cl);
+	p->name = xstrdup(name);
+	p->block_size = bs;
+	p->nsel = nsel;
+	p->sel = xcalloc(nsel + 1, sizeof *p->sel);
+	for (size_t i = 0; i < nsel; i++) {
+		p->sel[i].key = xstrdup(sel[i]->key);
+		p->sel[i].value = xstrdup(sel[i]->value ? sel[i]->value : "");
+	}
+	return p;
 }
 
 static int same_selector(const struct cluster_dataset *d, const struct assign_label *sel,
@@ -41,11 +62,24 @@ static int same_selector(const struct cluster_dataset *d, const struct assign_la
 	       assign_selector_match(d->selector, nsel, sel, nsel);
 }
 
-/* The reply to an add: the dataset document and whether it changed. */
-static json_t *add_reply(struct sched *s, const struct cluster_dataset *d, int changed)
+/* "k=v,k=v", or "(every node)" for an empty selector. Heap string. */
+static char *selector_text(const struct assign_label *sel, size_t n)
+{
+	struct buf b = BUF_INIT;
+	for (size_t i = 0; i < n; i++)
+		buf_printf(&b, "%s%s=%s", i ? "," : "", sel[i].key, sel[i].value);
+	return n ? buf_steal(&b) : xstrdup("(every node)");
+}
+
+/* The reply to an add or update: the dataset document, whether it changed
+ * and, for an update, what did. */
+static json_t *add_reply(struct sched *s, const struct cluster_dataset *d, int changed,
+			 json_t *changes)
 {
 	json_t *o = api_dataset(s, d);
 	json_object_set_new(o, "changed", json_boolean(changed));
+	if (changes)
+		json_object_set(o, "changes", changes);
 	return o;
 }
 
@@ -55,20 +89,46 @@ static void add_listed(struct sched *s, int status, const char *detail, struct s
 	struct pending_add *p = arg;
 	if (status < 0) {
 		if (status != SB_ECANCELED || !s->stopping)
-			log_info("dataset add %s: %s", p->name, detail);
+			log_warn("dataset %s: %s", p->name, detail);
 		server_reply(p->cl, status, detail, NULL);
 		pending_free(p);
 		return;
 	}
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, p->name);
-	int changed = !d || !d->current || memcmp(d->current->v->id.b, v->id.b, HASH_LEN) != 0;
+	int changed = !d || !d->current || memcmp(d->current->v->id.b, v->id.b, HASH_LEN) != 0 ||
+		      strcmp(d->source, v->m->source) || d->block_size != p->block_size ||
+		      !same_selector(d, p->sel, p->nsel);
 	d = sched_apply_version(s, p->name, v->m->source, p->sel, p->nsel, p->block_size, v);
-	log_info("dataset %s: %s %s (%llu files, %llu bytes)", d->name,
+	log_info("dataset %s: %s %s (%llu %s, %llu bytes)", d->name,
 		 changed ? "now at" : "unchanged at", d->source,
 		 (unsigned long long)d->current->v->files,
+		 progress_noun(d->current->v->files, "file", "files"),
 		 (unsigned long long)d->current->v->bytes);
-	server_reply(p->cl, 0, NULL, add_reply(s, d, changed));
+	server_reply(p->cl, 0, NULL, add_reply(s, d, changed, p->changes));
 	pending_free(p);
+}
+
+static int check_selector(Syncbit__Label *const *sel, size_t n, char **why)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (assign_check_label(sel[i]->key, sel[i]->value) < 0) {
+			*why = xasprintf("selector %s=%s: keys take A-Z a-z 0-9 . _ / - and values "
+					 "no ',' or '='",
+					 sel[i]->key ? sel[i]->key : "",
+					 sel[i]->value ? sel[i]->value : "");
+			return SB_EPROTO;
+		}
+	}
+	return 0;
+}
+
+static int check_block_size(uint32_t bs, char **why)
+{
+	if (manifest_check_block_size(bs) < 0) {
+		*why = xasprintf("block size %u: must be a power of two from 4KiB to 256MiB", bs);
+		return SB_EPROTO;
+	}
+	return 0;
 }
 
 /* Checks of a request's fields; a one-line message in *why when refused. */
@@ -80,21 +140,12 @@ static int check_add(const Syncbit__Admin *a, uint32_t *block_size, char **why)
 				 a->name ? a->name : "");
 		return SB_EPROTO;
 	}
-	for (size_t i = 0; i < a->n_selector; i++) {
-		if (assign_check_label(a->selector[i]->key, a->selector[i]->value) < 0) {
-			*why = xasprintf("selector %s=%s: keys take A-Z a-z 0-9 . _ / - and values "
-					 "no ',' or '='",
-					 a->selector[i]->key ? a->selector[i]->key : "",
-					 a->selector[i]->value ? a->selector[i]->value : "");
-			return SB_EPROTO;
-		}
-	}
+	int rc = check_selector(a->selector, a->n_selector, why);
+	if (rc < 0)
+		return rc;
 	*block_size = a->block_size ? a->block_size : BLOCK_SIZE_DEFAULT;
-	if (manifest_check_block_size(*block_size) < 0) {
-		*why = xasprintf("block size %u: must be a power of two from 4KiB to 256MiB",
-				 *block_size);
-		return SB_EPROTO;
-	}
+	if ((rc = check_block_size(*block_size, why)) < 0)
+		return rc;
 	if (!a->source || !a->source[0]) {
 		*why = xstrdup("a SOURCE is required");
 		return SB_EPROTO;
@@ -102,28 +153,82 @@ static int check_add(const Syncbit__Admin *a, uint32_t *block_size, char **why)
 	return 0;
 }
 
-/* The same source and block size as now: no listing, at most a new
- * selector. 1 when handled. */
-static int add_unchanged(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a,
-			 struct assign_label *sel, uint32_t bs)
+/* The canonical form of source, or source itself when it does not parse
+ * (the listing says why). Heap string. */
+static char *canonical(const char *source)
+{
+	struct source_uri uri;
+	if (uri_parse(source, &uri) < 0)
+		return xstrdup(source);
+	char *c = xstrdup(uri.canonical);
+	uri_close(&uri);
+	return c;
+}
+
+/* 1 when source names d's source (compared in canonical form). */
+static int same_source(const struct cluster_dataset *d, const char *source)
+{
+	char *c = canonical(source);
+	int same = !strcmp(c, d->source);
+	free(c);
+	return same;
+}
+
+/* A new selector for d, same source and block size: no listing. */
+static void set_selector(struct sched *s, struct sched_client *cl, struct cluster_dataset *d,
+			 const struct pending_add *p)
+{
+	d = cluster_dataset_set(&s->cluster, d->name, d->source, p->sel, p->nsel, d->block_size,
+				d->current);
+	char *text = selector_text(d->selector, d->nselector);
+	log_info("dataset %s: selector now %s", d->name, text);
+	free(text);
+	server_sync(s);
+	server_reply(cl, 0, NULL, add_reply(s, d, 1, p->changes));
+}
+
+/* An add of a name already defined: the same definition is no change;
+ * another one is refused without replace. 1 when answered. */
+static int add_existing(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a,
+			struct pending_add *p)
 {
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, a->name);
-	struct source_uri uri;
-	if (!d || !d->current || d->block_size != bs || uri_parse(a->source, &uri) < 0)
+	if (!d)
 		return 0;
-	int same = !strcmp(uri.canonical, d->source);
-	uri_close(&uri);
-	if (!same)
-		return 0;
-	int changed = !same_selector(d, sel, a->n_selector);
-	if (changed) {
-		d = cluster_dataset_set(&s->cluster, d->name, d->source, sel, a->n_selector, bs,
-					d->current);
-		log_info("dataset %s: selector changed", d->name);
-		server_sync(s);
+	int src = same_source(d, a->source), bs = d->block_size == p->block_size;
+	int sel = same_selector(d, p->sel, p->nsel);
+	if (src && bs && sel && d->current) {
+		server_reply(cl, 0, NULL, add_reply(s, d, 0, NULL));
+		return 1;
 	}
-	server_reply(cl, 0, NULL, add_reply(s, d, changed));
-	return 1;
+	if (!a->replace) {
+		char *text = selector_text(d->selector, d->nselector), size[32];
+		char *why = xasprintf(
+		    "dataset %s exists with source %s and selector %s (block size "
+		    "%s); give --replace to redefine it, or use 'dataset update'",
+		    d->name, d->source, text, progress_fmt_bytes(d->block_size, size, sizeof size));
+		server_reply(cl, -EEXIST, why, NULL);
+		free(why);
+		free(text);
+		return 1;
+	}
+	if (src && bs && d->current) {
+		set_selector(s, cl, d, p);
+		return 1;
+	}
+	return 0;
+}
+
+static void start_listing(struct sched *s, struct sched_client *cl, const char *source,
+			  struct pending_add *p)
+{
+	char *why = NULL;
+	int rc = listing_start(s, source, p->block_size, add_listed, p, NULL, &why);
+	if (rc < 0) {
+		server_reply(cl, rc, why, NULL);
+		free(why);
+		pending_free(p);
+	}
 }
 
 static void admin_add(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a)
@@ -136,26 +241,83 @@ static void admin_add(struct sched *s, struct sched_client *cl, const Syncbit__A
 		free(why);
 		return;
 	}
-	struct pending_add *p = xcalloc(1, sizeof *p);
-	p->cl = cl;
-	server_client_hold(cl);
-	p->name = xstrdup(a->name);
-	p->block_size = bs;
-	p->nsel = a->n_selector;
-	p->sel = xcalloc(a->n_selector + 1, sizeof *p->sel);
-	for (size_t i = 0; i < a->n_selector; i++) {
-		p->sel[i].key = xstrdup(a->selector[i]->key);
-		p->sel[i].value = xstrdup(a->selector[i]->value ? a->selector[i]->value : "");
-	}
-	if (add_unchanged(s, cl, a, p->sel, bs)) {
+	struct pending_add *p = pending_new(cl, a->name, a->selector, a->n_selector, bs);
+	if (add_existing(s, cl, a, p)) {
 		pending_free(p);
 		return;
 	}
-	rc = listing_start(s, a->source, bs, add_listed, p, NULL, &why);
+	start_listing(s, cl, a->source, p);
+}
+
+static void add_change(json_t *changes, const char *field, json_t *old, json_t *now)
+{
+	json_array_append_new(changes,
+			      json_pack("{s:s, s:o, s:o}", "field", field, "old", old, "new", now));
+}
+
+/* What an update changes of d, as [{field, old, new}]. */
+static json_t *update_changes(const struct cluster_dataset *d, const Syncbit__Admin *a,
+			      const struct pending_add *p)
+{
+	json_t *changes = json_array();
+	if (a->source && a->source[0] && !same_source(d, a->source)) {
+		char *c = canonical(a->source);
+		add_change(changes, "source", json_string(d->source), json_string(c));
+		free(c);
+	}
+	if (!same_selector(d, p->sel, p->nsel)) {
+		char *old = selector_text(d->selector, d->nselector);
+		char *now = selector_text(p->sel, p->nsel);
+		add_change(changes, "selector", json_string(old), json_string(now));
+		free(old);
+		free(now);
+	}
+	if (d->block_size != p->block_size)
+		add_change(changes, "block_size", json_integer(d->block_size),
+			   json_integer(p->block_size));
+	return changes;
+}
+
+/* `dataset update`: the fields given change, the others stay. */
+static void admin_update(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a)
+{
+	struct cluster_dataset *d = a->name ? cluster_dataset_find(&s->cluster, a->name) : NULL;
+	char *why = NULL;
+	uint32_t bs = d && a->block_size ? a->block_size : d ? d->block_size : 0;
+	int rc = 0;
+	if (!d) {
+		why = xasprintf("no dataset named '%s'", a->name ? a->name : "");
+		rc = SB_ENOTFOUND;
+	} else if ((rc = check_block_size(bs, &why)) == 0 && a->set_selector) {
+		rc = check_selector(a->selector, a->n_selector, &why);
+	}
 	if (rc < 0) {
 		server_reply(cl, rc, why, NULL);
 		free(why);
+		return;
+	}
+	struct pending_add *p = a->set_selector
+				    ? pending_new(cl, d->name, a->selector, a->n_selector, bs)
+				    : pending_new(cl, d->name, NULL, 0, bs);
+	if (!a->set_selector) {
+		for (size_t i = 0; i < d->nselector; i++) {
+			p->sel = xrealloc(p->sel, (i + 2) * sizeof *p->sel);
+			p->sel[i].key = xstrdup(d->selector[i].key);
+			p->sel[i].value = xstrdup(d->selector[i].value);
+			p->nsel = i + 1;
+		}
+	}
+	p->changes = update_changes(d, a, p);
+	const char *source = a->source && a->source[0] ? a->source : d->source;
+	if (json_array_size(p->changes) == 0 && d->current) {
+		server_reply(cl, 0, NULL, add_reply(s, d, 0, p->changes));
 		pending_free(p);
+	} else if (same_source(d, source) && bs == d->block_size && d->current) {
+		set_selector(s, cl, d, p);
+		pending_free(p);
+	} else {
+		log_info("dataset %s: listing %s for an update", d->name, source);
+		start_listing(s, cl, source, p);
 	}
 }
 
@@ -179,8 +341,10 @@ static void admin_rm(struct sched *s, struct sched_client *cl, const Syncbit__Ad
 	server_reply(cl, 0, NULL, reply);
 }
 
-/* `node rm`: a node that left for good (decommissioned, renamed) leaves
- * `node ls` and the state; one still connected would only register again. */
+/* `node rm`: a node that left for good (decommissioned, renamed, or
+ * reinstalled with a new key) leaves `node ls` and the state, and its key
+ * is forgotten: the name registers again with whatever key comes first.
+ * One still connected would only register again. */
 static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbit__Admin *a)
 {
 	const char *name = a->name ? a->name : "";
@@ -194,7 +358,7 @@ static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbi
 		server_reply(cl, rc, why, NULL);
 		free(why);
 	} else {
-		log_info("node %s removed", name);
+		log_info("node %s removed; its key is forgotten", name);
 		server_sync(s);
 		server_reply(cl, 0, NULL, json_pack("{s:s, s:b}", "name", name, "removed", 1));
 	}
@@ -208,6 +372,9 @@ int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, 
 	switch (a->op) {
 	case SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD:
 		admin_add(s, cl, a);
+		break;
+	case SYNCBIT__ADMIN_OP__ADMIN_DATASET_UPDATE:
+		admin_update(s, cl, a);
 		break;
 	case SYNCBIT__ADMIN_OP__ADMIN_DATASET_RM:
 		admin_rm(s, cl, a);

@@ -5,8 +5,10 @@
 
 #include "common/conn.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/uri.h"
 
 /* Sums of what the assigned nodes reported of a dataset's current version. */
 struct totals {
@@ -59,6 +61,18 @@ static void sum(struct sched *s, const struct cluster_dataset *d, struct totals 
 	}
 }
 
+/* A source URL or a message naming one, for a document the unauthenticated
+ * API serves: credentials redacted. NULL or "" gives null. */
+static json_t *shown(const char *text)
+{
+	if (!text || !text[0])
+		return json_null();
+	char *r = uri_redact(text);
+	json_t *j = json_string(r);
+	free(r);
+	return j;
+}
+
 json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 {
 	const struct sched_version *v = d->current ? d->current->v : NULL;
@@ -68,18 +82,18 @@ json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		if (cluster_assigned(d, s->cluster.nodes[i]))
 			json_array_append_new(nodes, json_string(s->cluster.nodes[i]->name));
-	return json_pack(
-	    "{s:s, s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, "
-	    "s:o, s:o}",
-	    "name", d->name, "source", d->source, "selector",
-	    labels_json(d->selector, d->nselector), "block_size", (json_int_t)d->block_size,
-	    "version", hex_or_null(v ? &v->id : NULL), "manifest",
-	    hex_or_null(v && v->complete ? &v->manifest_id : NULL), "files",
-	    (json_int_t)(v ? v->files : 0), "bytes", (json_int_t)(v ? v->bytes : 0), "blocks",
-	    (json_int_t)(v ? v->nblocks : 0), "blocks_known", (json_int_t)(v ? v->nknown : 0),
-	    "complete", v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
-	    "nodes_connected", (json_int_t)t.connected, "nodes_complete", (json_int_t)t.complete,
-	    "nodes", nodes, "error", d->error ? json_string(d->error) : json_null());
+	return json_pack("{s:s, s:o, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, "
+			 "s:o, s:o}",
+			 "name", d->name, "source", shown(d->source), "selector",
+			 labels_json(d->selector, d->nselector), "block_size",
+			 (json_int_t)d->block_size, "version", hex_or_null(v ? &v->id : NULL),
+			 "manifest", hex_or_null(v && v->complete ? &v->manifest_id : NULL),
+			 "files", (json_int_t)(v ? v->files : 0), "bytes",
+			 (json_int_t)(v ? v->bytes : 0), "blocks", (json_int_t)(v ? v->nblocks : 0),
+			 "blocks_known", (json_int_t)(v ? v->nknown : 0), "complete",
+			 v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
+			 "nodes_connected", (json_int_t)t.connected, "nodes_complete",
+			 (json_int_t)t.complete, "nodes", nodes, "error", shown(d->error));
 }
 
 json_t *api_datasets(struct sched *s)
@@ -93,11 +107,11 @@ json_t *api_datasets(struct sched *s)
 static json_t *seconds_since(struct sched *s, const struct cluster_node *n)
 {
 	if (n->conn)
-		return json_real((double)(uv_now(&s->loop) - n->last_heard) / 1000.0);
+		return jsonfmt_seconds((double)(uv_now(&s->loop) - n->last_heard) / 1000.0);
 	if (n->last_seen_ms <= 0)
 		return json_null();
 	int64_t d = cluster_wall_ms() - n->last_seen_ms;
-	return json_real(d > 0 ? (double)d / 1000.0 : 0.0);
+	return jsonfmt_seconds(d > 0 ? (double)d / 1000.0 : 0.0);
 }
 
 json_t *api_nodes(struct sched *s)
@@ -110,13 +124,17 @@ json_t *api_nodes(struct sched *s)
 			if (cluster_assigned(s->cluster.datasets[j], n))
 				json_array_append_new(ds,
 						      json_string(s->cluster.datasets[j]->name));
+		char key[2 * SECURE_KEY_BYTES + 1] = "";
+		if (n->has_key)
+			sodium_bin2hex(key, sizeof key, n->key, sizeof n->key);
 		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o}", "name", n->name,
-				 "addr", n->addr, "labels", labels_json(n->labels, n->nlabels),
-				 "disk_free", (json_int_t)n->disk_free, "cache_size",
-				 (json_int_t)n->cache_size, "agent_version", n->agent_version,
-				 "connected", n->conn != NULL, "seconds_since_heartbeat",
-				 seconds_since(s, n), "datasets", ds));
+		    a, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s, s:b, s:o, s:o, s:I, s:s}", "name",
+				 n->name, "addr", n->addr, "labels",
+				 labels_json(n->labels, n->nlabels), "disk_free",
+				 (json_int_t)n->disk_free, "cache_size", (json_int_t)n->cache_size,
+				 "agent_version", n->agent_version, "connected", n->conn != NULL,
+				 "seconds_since_heartbeat", seconds_since(s, n), "datasets", ds,
+				 "hashes_refused", (json_int_t)n->hashes_refused, "key", key));
 	}
 	return json_pack("{s:o}", "nodes", a);
 }
@@ -137,8 +155,7 @@ static json_t *node_status(struct sched *s, const struct cluster_dataset *d,
 	    (json_int_t)r->bytes_from_peers, "bytes_reused", (json_int_t)r->bytes_reused,
 	    "bytes_served", (json_int_t)r->bytes_served, "refetch", "bad_peer",
 	    (json_int_t)r->refetch_bad_peer, "no_peer", (json_int_t)r->refetch_no_peer,
-	    "origin_blocks", (json_int_t)(p ? p->nblocks : 0), "error",
-	    r->error && r->error[0] ? json_string(r->error) : json_null());
+	    "origin_blocks", (json_int_t)(p ? p->nblocks : 0), "error", shown(r->error));
 }
 
 /* "complete": every connected node the dataset goes to published it (a
@@ -158,7 +175,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	double copies = bytes ? (double)t->from_origin / (double)bytes : 0.0;
 	return json_pack(
 	    "{s:s, s:o, s:I, s:I, s:I, s:b, s:I, s:I, s:{s:I, s:s}, s:o, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:f}}",
+	    "s:{s:I, s:I, s:I, s:I, s:I, s:o}}",
 	    "name", d->name, "version", hex_or_null(cv ? &cv->v->id : NULL), "blocks",
 	    (json_int_t)(cv ? cv->v->nblocks : 0), "blocks_known",
 	    (json_int_t)(cv ? cv->v->nknown : 0), "bytes", (json_int_t)bytes, "complete",
@@ -168,7 +185,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	    "totals", "bytes_from_origin", (json_int_t)t->from_origin, "bytes_from_peers",
 	    (json_int_t)t->from_peers, "bytes_reused", (json_int_t)t->reused, "bytes_served",
 	    (json_int_t)t->served, "bytes_delivered", (json_int_t)(t->from_origin + t->from_peers),
-	    "origin_copies", copies);
+	    "origin_copies", jsonfmt_real3(copies));
 }
 
 json_t *api_status(struct sched *s, const char *only)
@@ -269,7 +286,7 @@ void api_metrics(struct sched *s, struct buf *out)
 
 static void send_json(struct httpd_response *r, json_t *doc)
 {
-	char *text = json_dumps(doc, JSON_COMPACT);
+	char *text = jsonfmt_dumps(doc);
 	r->content_type = "application/json";
 	buf_append_str(&r->body, text);
 	buf_append_str(&r->body, "\n");

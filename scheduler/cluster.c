@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "scheduler/cluster_int.h"
 
 struct pending_hash {
 	struct hash_id version;
@@ -174,6 +175,10 @@ static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
 	reg.disk_free = n->disk_free;
 	reg.cache_size = n->cache_size;
 	reg.agent_version = n->agent_version;
+	if (n->has_key) {
+		reg.static_key.data = n->key;
+		reg.static_key.len = sizeof n->key;
+	}
 	if (state_put_node(c->state, n->name, n->last_seen_ms, &reg) < 0)
 		log_error("node %s: cannot save its record", n->name);
 	n->seen_saved = now;
@@ -214,12 +219,26 @@ static void node_update(struct cluster_node *n, const Syncbit__Register *reg)
 	n->cache_size = reg->cache_size;
 }
 
+int cluster_node_key_check(const struct cluster *c, const char *name,
+			   const uint8_t key[SECURE_KEY_BYTES])
+{
+	const struct cluster_node *n = cluster_node_find(c, name);
+	if (!n || !n->has_key || sodium_memcmp(n->key, key, SECURE_KEY_BYTES) == 0)
+		return 0;
+	return SB_EDENIED;
+}
+
 struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
-					   const Syncbit__Register *reg, uint64_t now)
+					   const Syncbit__Register *reg,
+					   const uint8_t key[SECURE_KEY_BYTES], uint64_t now)
 {
 	struct cluster_node *n = cluster_node_find(c, name);
 	if (!n)
 		n = node_new(c, name);
+	if (!n->has_key) {
+		memcpy(n->key, key, SECURE_KEY_BYTES);
+		n->has_key = 1;
+	}
 	node_update(n, reg);
 	n->last_heard = now;
 	n->last_seen_ms = cluster_wall_ms();
@@ -307,6 +326,19 @@ static int report_fill(struct cluster_report *r, const struct cluster_version *c
 	return major;
 }
 
+/* A node's dataset changed state: published there, or failed there. */
+static void report_log(const struct cluster_node *n, const struct cluster_report *r,
+		       int was_published, const char *was_error)
+{
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&r->version, hex);
+	if (r->published && !was_published)
+		log_info("dataset %s: version %.12s published on node %s", r->dataset, hex,
+			 n->name);
+	if (r->error && r->error[0] && strcmp(r->error, was_error ? was_error : ""))
+		log_warn("dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
+}
+
 static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
 					  size_t *index)
 {
@@ -343,7 +375,11 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 			r->version = cv->v->id;
 			r->dirty = 1;
 		}
+		int was_published = r->published;
+		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
 		int major = report_fill(r, cv, vs[i]);
+		report_log(n, r, was_published, was_error);
+		free(was_error);
 		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
 			report_save(c, n->name, r, now);
 	}
@@ -378,22 +414,10 @@ void cluster_node_flush(struct cluster *c, struct cluster_node *n)
 
 /* ---- versions and datasets ------------------------------------------------- */
 
-static void plan_clear(struct cluster_version *cv)
-{
-	for (size_t i = 0; i < cv->nplans; i++) {
-		free(cv->plan_nodes[i]);
-		assign_plan_close(&cv->plans[i]);
-	}
-	free(cv->plan_nodes);
-	free(cv->plans);
-	cv->plan_nodes = NULL;
-	cv->plans = NULL;
-	cv->nplans = 0;
-}
-
 static void version_entry_free(struct cluster_version *cv)
 {
-	plan_clear(cv);
+	cluster_plan_clear(cv);
+	cluster_readers_clear(cv);
 	free(cv->ingested_by);
 	free(cv->holders);
 	version_free(cv->v);
@@ -574,16 +598,28 @@ void cluster_gc(struct cluster *c)
 
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
-		      Syncbit__BlockHash **fresh, int *completed)
+		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
+		      uint32_t *example)
 {
 	size_t nfresh = 0;
 	char hex[HASH_HEX_LEN + 1];
 	const struct cluster_node *node = cluster_node_find(c, from);
 	hash_to_hex(&cv->v->id, hex);
+	*refused = 0;
 	if (!cv->ingested_by)
 		cv->ingested_by = xcalloc(cv->v->nblocks + 1, sizeof *cv->ingested_by);
 	for (size_t i = 0; i < n; i++) {
 		const Syncbit__BlockHash *bh = blocks[i];
+		if (bh->hash.len == HASH_LEN && !cluster_may_report(cv, from, bh->block)) {
+			/* Nodes holding a block report its hash when the scheduler
+			 * seemed to lack it; the same hash again is harmless. */
+			const uint8_t *known = version_block_hash(cv->v, bh->block);
+			if (!known || memcmp(known, bh->hash.data, HASH_LEN) != 0) {
+				if ((*refused)++ == 0)
+					*example = bh->block;
+			}
+			continue;
+		}
 		int rc = bh->hash.len == HASH_LEN
 			     ? version_set_hash(cv->v, bh->block, bh->hash.data)
 			     : SB_EPROTO;
@@ -610,81 +646,16 @@ void cluster_flush(struct cluster *c)
 {
 	const struct pending_hash *p = (const struct pending_hash *)c->pending.ptr;
 	size_t n = c->pending.len / sizeof *p;
-	if (n == 0)
+	if (n == 0 && !cluster_readers_dirty(c))
 		return;
 	state_begin(c->state);
 	for (size_t i = 0; i < n; i++)
 		state_put_hash(c->state, &p[i].version, p[i].block, p[i].hash);
+	cluster_readers_save(c);
 	if (state_commit(c->state) < 0)
 		log_error("cannot save %zu block hashes; they are asked for again after a restart",
 			  n);
 	buf_reset(&c->pending);
-}
-
-/* Clear in skip the known blocks that nodes in gone[] reported holding and
- * no member reports: nobody could serve them. Returns their count. */
-static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *cv,
-			       struct cluster_node **m, size_t n, char *const *gone, size_t ngone,
-			       uint8_t *skip)
-{
-	uint32_t nb = cv->v->nblocks, count = 0;
-	size_t bytes = nb / 8 + 1;
-	uint8_t *held = xcalloc(bytes, 1);
-	for (size_t i = 0; i < n; i++) {
-		const struct cluster_report *r = cluster_node_report_of(m[i], &cv->v->id);
-		for (size_t k = 0; r && r->nbits == nb && k < (nb + 7) / 8; k++)
-			held[k] |= r->bits[k];
-	}
-	for (size_t g = 0; g < ngone; g++) {
-		const struct cluster_node *node = cluster_node_find(c, gone[g]);
-		const struct cluster_report *r =
-		    node ? cluster_node_report_of(node, &cv->v->id) : NULL;
-		if (r && r->nbits != nb)
-			r = NULL;
-		if (!node || (!r && !cv->ingested_by))
-			continue;
-		for (uint32_t b = 0; b < nb; b++) {
-			int had = (r && assign_bit(r->bits, b)) ||
-				  (cv->ingested_by && cv->ingested_by[b] == node->id);
-			if (had && assign_bit(skip, b) && !assign_bit(held, b)) {
-				skip[b / 8] &= (uint8_t) ~(1u << (b % 8));
-				count++;
-			}
-		}
-	}
-	free(held);
-	return count;
-}
-
-uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
-		      size_t ngone)
-{
-	size_t n;
-	struct cluster_node **m = cluster_members(c, cv, &n);
-	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
-	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
-	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
-	plan_clear(cv);
-	cv->stripe = 1;
-	if (n && (cv->v->nknown < cv->v->nblocks || orphans)) {
-		cv->plans = xcalloc(n, sizeof *cv->plans);
-		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
-		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
-		for (size_t i = 0; i < n; i++)
-			cv->plan_nodes[i] = xstrdup(m[i]->name);
-		cv->nplans = n;
-	}
-	free(skip);
-	free(m);
-	return orphans;
-}
-
-const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node)
-{
-	for (size_t i = 0; i < cv->nplans; i++)
-		if (!strcmp(cv->plan_nodes[i], node))
-			return &cv->plans[i];
-	return NULL;
 }
 
 /* ---- loading --------------------------------------------------------------- */
@@ -750,6 +721,9 @@ static int load_node(void *arg, const char *name, int64_t last_seen_ms,
 		n = node_new(c, name);
 	node_update(n, reg);
 	n->last_seen_ms = last_seen_ms;
+	n->has_key = reg->static_key.len == SECURE_KEY_BYTES;
+	if (n->has_key)
+		memcpy(n->key, reg->static_key.data, SECURE_KEY_BYTES);
 	return 0;
 }
 
@@ -776,7 +750,8 @@ int cluster_open(struct cluster *c, const char *dir)
 	int rc = state_open(dir, &c->state);
 	if (rc < 0)
 		return rc;
-	struct state_loader l = {c, load_version, load_hash, load_dataset, load_node, load_have};
+	struct state_loader l = {c,	    load_version, load_hash,	       load_dataset,
+				 load_node, load_have,	  cluster_readers_load};
 	if ((rc = state_load(c->state, &l)) < 0) {
 		cluster_close(c);
 		return rc;
@@ -803,26 +778,4 @@ void cluster_close(struct cluster *c)
 	free(c->versions);
 	state_free(c->state);
 	memset(c, 0, sizeof *c);
-}
-
-uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor)
-{
-	/* Runs on every ingest: the node's own share first, cheaply. */
-	size_t me = 0, best = cv->nplans;
-	while (me < cv->nplans && strcmp(cv->plan_nodes[me], node))
-		me++;
-	if (me == cv->nplans || assign_plan_any_unknown(&cv->plans[me], cv->v->known))
-		return 0;
-	uint32_t most = 0;
-	for (size_t i = 0; i < cv->nplans; i++) {
-		uint32_t left = i == me ? 0 : assign_plan_unknown(&cv->plans[i], cv->v->known);
-		if (left > most) {
-			most = left;
-			best = i;
-		}
-	}
-	if (best == cv->nplans || most <= 2)
-		return 0;
-	*donor = cv->plan_nodes[best];
-	return assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
 }

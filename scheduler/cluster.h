@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/secure.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"
@@ -44,12 +45,31 @@ struct cluster_node {
 	struct assign_label *labels;
 	size_t nlabels;
 	uint64_t disk_free, cache_size;
-	int64_t last_seen_ms; /* wall clock of the last message (saved) */
-	uint64_t last_heard;  /* loop time of the last message */
-	uint64_t seen_saved;  /* loop time last_seen_ms was last saved */
-	void *conn;	      /* its control connection; NULL when not connected */
+	/* Its static key, pinned at its first registration (saved): another
+	 * key under this name is refused until `node rm` forgets it. */
+	uint8_t key[SECURE_KEY_BYTES];
+	int has_key;
+	uint64_t key_refused_logged; /* loop time of the last line about another key */
+	int64_t last_seen_ms;	     /* wall clock of the last message (saved) */
+	uint64_t last_heard;	     /* loop time of the last message */
+	uint64_t seen_saved;	     /* loop time last_seen_ms was last saved */
+	void *conn;		     /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
+	/* Block hashes refused because the blocks were never in its origin
+	 * share (this run), and what the log has not told yet. */
+	uint64_t hashes_refused, refused_unlogged;
+	uint64_t refused_logged; /* loop time of the last line about them */
+};
+
+/* The blocks one node's origin share of a version held at some time: the
+ * blocks whose hashes the scheduler takes from it (saved). A share that
+ * moved on (rebalance, re-plan, restart) still covers the reads the node
+ * had started. */
+struct cluster_reader {
+	char *node;
+	uint8_t *bits; /* nblocks bits, LSB first */
+	int dirty;     /* changed since it was saved */
 };
 
 struct cluster_version {
@@ -66,6 +86,8 @@ struct cluster_version {
 	char *holders;
 	int changed;
 	uint32_t *ingested_by; /* per block, the id of the node whose hash came first */
+	struct cluster_reader *readers;
+	size_t nreaders;
 };
 
 struct cluster_dataset {
@@ -108,9 +130,16 @@ struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char
 struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id,
 					     size_t len);
 
-/* Create or update a node from its registration (saved). */
+/* 0 when node `name` may register with static key `key`: a name not
+ * known, known without a key (state from before keys) or with this one.
+ * SB_EDENIED when it is registered with another key. */
+int cluster_node_key_check(const struct cluster *c, const char *name,
+			   const uint8_t key[SECURE_KEY_BYTES]);
+/* Create or update a node from its registration, pinning key when it has
+ * none yet (saved). Check the key first. */
 struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
-					   const Syncbit__Register *reg, uint64_t now);
+					   const Syncbit__Register *reg,
+					   const uint8_t key[SECURE_KEY_BYTES], uint64_t now);
 /* Any message from a connected node: liveness and the saved last-seen time. */
 void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now);
 /* Replace the node's reports with a heartbeat's (reports of unknown
@@ -140,19 +169,26 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 					    uint32_t block_size, struct cluster_version *cv);
 /* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
 int cluster_dataset_remove(struct cluster *c, const char *name);
-/* Forget a node that is not connected: its record and its reports.
- * SB_ENOTFOUND, or SB_EDENIED while it is connected. */
+/* Forget a node that is not connected: its record, its reports and its
+ * key (the name may register again with another). SB_ENOTFOUND, or
+ * SB_EDENIED while it is connected. */
 int cluster_node_remove(struct cluster *c, const char *name);
 
 /* Record hashes nodes read from the origin (saved by the next
  * cluster_flush(), so a stream of one-block messages costs one transaction
- * per flush, not one each).
+ * per flush, not one each). A hash is taken only from a node whose origin
+ * share holds or held the block (cluster_may_report); any other report of
+ * a hash not known yet is refused and counted in *refused (*example is
+ * one such block), and the block stays unknown, planned to its reader.
  * Fills *fresh with the entries that were new (pointers into blocks) and
  * returns their count; conflicts are logged and skipped. *completed is set
  * when the version became complete. */
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
-		      Syncbit__BlockHash **fresh, int *completed);
+		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
+		      uint32_t *example);
+/* 1 when block b was in node's origin share of cv at some time. */
+int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b);
 
 /* Re-plan cv's origin fetches among its members: the blocks whose hash is
  * unknown, and the known blocks that only nodes in gone[] (names of holders
@@ -171,7 +207,8 @@ uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const c
 /* n's share of cv's plan (NULL when it has none). */
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node);
 
-/* Save the hashes learnt since the last flush, in one transaction. */
+/* Save the hashes learnt and the readers changed since the last flush, in
+ * one transaction. */
 void cluster_flush(struct cluster *c);
 
 /* Drop versions no dataset points at and no node reports. */

@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/manifest.h"
 #include "common/uri.h"
 #include "scheduler/listing.h"
@@ -404,8 +405,9 @@ static void cr_listed(struct sched *s, int status, const char *detail, struct sc
 		set_managed(l->ks, l->name, 1);
 		c->applied = l->generation;
 		cr_set_error(c, NULL);
-		log_info("dataset %s (Dataset object): at %s (%llu files, %llu bytes)", d->name,
+		log_info("dataset %s (Dataset object): at %s (%llu %s, %llu bytes)", d->name,
 			 d->source, (unsigned long long)d->current->v->files,
+			 progress_noun(d->current->v->files, "file", "files"),
 			 (unsigned long long)d->current->v->bytes);
 	} else if (status == 0) {
 		version_free(v);
@@ -495,8 +497,10 @@ static json_t *cr_status(struct kube_sched *ks, struct cr *c)
 	const char *status = "False", *reason;
 	char msg[512];
 	if (c->error) {
+		char *shown = uri_redact(c->error);
 		reason = "Invalid";
-		snprintf(msg, sizeof msg, "%s", c->error);
+		snprintf(msg, sizeof msg, "%s", shown);
+		free(shown);
 	} else if (c->listing || !d) {
 		reason = "Listing";
 		snprintf(msg, sizeof msg, "listing the source");
@@ -505,12 +509,13 @@ static json_t *cr_status(struct kube_sched *ks, struct cr *c)
 		snprintf(msg, sizeof msg, "no node's labels match the selector");
 	} else if (ready < assigned) {
 		reason = "Syncing";
-		snprintf(msg, sizeof msg, "%lld of %lld nodes ready", (long long)ready,
-			 (long long)assigned);
+		snprintf(msg, sizeof msg, "%lld of %lld %s ready", (long long)ready,
+			 (long long)assigned, assigned == 1 ? "node" : "nodes");
 	} else {
 		status = "True";
 		reason = "Ready";
-		snprintf(msg, sizeof msg, "complete on all %lld nodes", (long long)assigned);
+		snprintf(msg, sizeof msg, "complete on %s %lld %s", assigned == 1 ? "its" : "all",
+			 (long long)assigned, assigned == 1 ? "node" : "nodes");
 	}
 	return json_pack("{s:I, s:I, s:I, s:[{s:s, s:s, s:s, s:s}]}", "nodesAssigned", assigned,
 			 "nodesReady", ready, "observedGeneration", c->applied, "conditions",

@@ -11,6 +11,8 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/progress.h"
+#include "common/version.h"
 #include "scheduler/api.h"
 #include "scheduler/kube_sched.h"
 #include "scheduler/listing.h"
@@ -37,8 +39,9 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 		uint32_t carried = cur ? version_carry_over(v, cur->v) : 0;
 		char hex[HASH_HEX_LEN + 1];
 		hash_to_hex(&v->id, hex);
-		log_info("dataset %s: version %.12s, %u blocks, %u hashes carried over", name, hex,
-			 v->nblocks, carried);
+		log_info("dataset %s: version %.12s, %u %s, %u %s carried over", name, hex,
+			 v->nblocks, progress_noun(v->nblocks, "block", "blocks"), carried,
+			 progress_noun(carried, "hash", "hashes"));
 		cv = cluster_version_add(&s->cluster, v);
 	}
 	d = cluster_dataset_set(&s->cluster, name, src, sel, nsel, block_size, cv);
@@ -57,7 +60,7 @@ static void refresh_listed(struct sched *s, int status, const char *detail, stru
 	if (!d || d->generation != r->generation || s->stopping) {
 		version_free(v);
 	} else if (status < 0) {
-		log_warn("dataset %s: refresh: %s", d->name, detail);
+		log_limited(LOG_WARN, "dataset %s: refresh: %s", d->name, detail);
 		free(d->error);
 		d->error = xstrdup(detail);
 	} else {
@@ -88,7 +91,7 @@ static void refresh_all(uv_timer_t *t)
 		r->generation = d->generation;
 		if (listing_start(s, d->source, d->block_size, refresh_listed, r, NULL, &detail) <
 		    0) {
-			log_warn("dataset %s: refresh: %s", d->name, detail);
+			log_limited(LOG_WARN, "dataset %s: refresh: %s", d->name, detail);
 			free(detail);
 			free(r->name);
 			free(r);
@@ -136,6 +139,7 @@ static int open_state(struct sched *s, char **detail)
 {
 	const struct sched_options *o = s->o;
 	char *token = path_join(o->data, "join-token");
+	char *key = path_join(o->data, SCHED_KEY_FILE);
 	char *dir = path_join(o->data, "sched");
 	char *why = NULL;
 	int rc = path_mkdirs(o->data, 0700);
@@ -143,12 +147,15 @@ static int open_state(struct sched *s, char **detail)
 		*detail = xasprintf("--data %s: %s", o->data, sb_strerror(rc));
 	else if ((rc = secure_token_init(token, &s->token, &why)) < 0)
 		*detail = xasprintf("%s: %s", token, why ? why : sb_strerror(rc));
+	else if ((rc = secure_keypair_init(key, &s->key, NULL, &why)) < 0)
+		*detail = xasprintf("%s: %s", key, why ? why : sb_strerror(rc));
 	else if ((rc = cluster_open(&s->cluster, dir)) < 0)
 		*detail = xasprintf("%s: %s", dir,
 				    rc == -EBUSY ? "another scheduler uses this data directory"
 						 : sb_strerror(rc));
 	free(why);
 	free(token);
+	free(key);
 	free(dir);
 	return rc;
 }
@@ -196,8 +203,14 @@ static int start(struct sched *s, char **detail)
 	if ((rc = start_kube(s, detail)) < 0)
 		return rc;
 	start_timers(s);
-	log_info("scheduler on %s: %zu datasets, %zu nodes known", s->o->listen,
-		 s->cluster.ndatasets, s->cluster.nnodes);
+	char fp[SECURE_FINGERPRINT_LEN];
+	secure_key_fingerprint(s->key.pub, fp);
+	log_info("syncbit %s (%s) scheduler: listening on %s, http %s, data %s, key %s; %zu %s, "
+		 "%zu %s known",
+		 SYNCBIT_VERSION, syncbit_commit(), s->o->listen,
+		 s->o->http && s->o->http[0] ? s->o->http : "off", s->o->data, fp,
+		 s->cluster.ndatasets, progress_noun(s->cluster.ndatasets, "dataset", "datasets"),
+		 s->cluster.nnodes, progress_noun(s->cluster.nnodes, "node", "nodes"));
 	return 0;
 }
 
@@ -227,6 +240,7 @@ void sched_close(struct sched *s)
 		log_warn("scheduler: event loop still had handles at exit");
 	cluster_close(&s->cluster);
 	sodium_memzero(&s->token, sizeof s->token);
+	secure_keypair_close(&s->key);
 }
 
 int sched_run(const struct sched_options *o, char **detail)

@@ -14,9 +14,10 @@
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
-#define SCHED_SILENT_BEATS   3	   /* a node silent this many heartbeats is gone */
-#define SCHED_REFRESH_S	     300   /* default --refresh */
-#define SCHED_CLIENT_IDLE_MS 30000 /* a connection that neither registers nor asks */
+#define SCHED_SILENT_BEATS   3		     /* a node silent this many heartbeats is gone */
+#define SCHED_REFRESH_S	     300	     /* default --refresh */
+#define SCHED_CLIENT_IDLE_MS 30000	     /* a connection that neither registers nor asks */
+#define SCHED_KEY_FILE	     "scheduler.key" /* its static key, in --data */
 
 struct sched_options {
 	const char *listen; /* host:port for agents and the CLI */
@@ -40,6 +41,7 @@ struct sched {
 	uv_loop_t loop;
 	struct cluster cluster;
 	struct secure_token token;
+	struct secure_keypair key; /* its static key, DATA/SCHED_KEY_FILE */
 	struct conn_listener *listener;
 	struct httpd *http;
 	uv_timer_t liveness, refresh, flush;

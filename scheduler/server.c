@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/conn.h"
 #include "common/err.h"
+#include "common/jsonfmt.h"
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -84,7 +85,7 @@ static void send_error(struct sched_client *cl, int code, const char *message)
 void server_reply(struct sched_client *cl, int code, const char *message, json_t *json)
 {
 	Syncbit__AdminReply m = SYNCBIT__ADMIN_REPLY__INIT;
-	char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+	char *text = json ? jsonfmt_dumps(json) : NULL;
 	m.code = code;
 	m.message = (char *)(message ? message : code < 0 ? sb_strerror(code) : "");
 	m.json = text ? text : (char *)"";
@@ -123,6 +124,10 @@ static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
 		syncbit__peer_info__init(&v[*count]);
 		v[*count].node = m[i]->name;
 		v[*count].addr = m[i]->addr;
+		if (m[i]->has_key) {
+			v[*count].key.data = m[i]->key;
+			v[*count].key.len = sizeof m[i]->key;
+		}
 		p[*count] = &v[*count];
 		(*count)++;
 	}
@@ -305,7 +310,8 @@ static void plan_reason(const struct cluster_version *cv, const char *old, struc
 	if (ngone) {
 		buf_printf(out, "%s ", many ? "nodes" : "node");
 		join_names(out, gone, ngone);
-		buf_printf(out, " left; %s %u blocks reassigned; ", many ? "their" : "its", moved);
+		buf_printf(out, " left; %s %u %s reassigned; ", many ? "their" : "its", moved,
+			   moved == 1 ? "block" : "blocks");
 	}
 	if (orphans)
 		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
@@ -320,10 +326,12 @@ static void plan_reason(const struct cluster_version *cv, const char *old, struc
 	if (n == 0)
 		buf_printf(out, "no node holds it");
 	else if (unknown == 0)
-		buf_printf(out, "all %u block hashes known: blocks come from peers",
-			   cv->v->nblocks);
+		buf_printf(out, "%s %u block %s known: blocks come from peers",
+			   cv->v->nblocks == 1 ? "the" : "all", cv->v->nblocks,
+			   cv->v->nblocks == 1 ? "hash" : "hashes");
 	else
-		buf_printf(out, "%u unknown blocks over %zu node%s", unknown, n, n > 1 ? "s" : "");
+		buf_printf(out, "%u unknown %s over %zu node%s", unknown,
+			   unknown == 1 ? "block" : "blocks", n, n > 1 ? "s" : "");
 	if (cv->stripe > 1)
 		buf_printf(out, " (stripe %u)", cv->stripe);
 }
@@ -445,17 +453,46 @@ static int check_register(struct sched_client *cl, const Syncbit__Register *r, c
 	return SB_EPROTO;
 }
 
+/* A name registered with another static key: refused, with one warn line
+ * per node at most every SERVER_KEY_LOG_MS (an agent retries). */
+static int check_key(struct sched_client *cl, const char *name)
+{
+	struct sched *s = cl->s;
+	const uint8_t *key = conn_peer_key(cl->conn);
+	if (cluster_node_key_check(&s->cluster, name, key) == 0)
+		return 0;
+	struct cluster_node *n = cluster_node_find(&s->cluster, name);
+	uint64_t now = uv_now(&s->loop);
+	if (!n->key_refused_logged || now - n->key_refused_logged >= SERVER_KEY_LOG_MS) {
+		char want[SECURE_FINGERPRINT_LEN], got[SECURE_FINGERPRINT_LEN];
+		secure_key_fingerprint(n->key, want);
+		secure_key_fingerprint(key, got);
+		log_warn("node %s: registration from %s refused: its key %s is not the one "
+			 "registered (%s); `syncbit node rm %s` if the node was reinstalled",
+			 name, conn_peer_addr(cl->conn), got, want, name);
+		n->key_refused_logged = now;
+	}
+	char *why = xasprintf("node name %s is registered with another key; `syncbit node rm "
+			      "%s` on the scheduler if this node was reinstalled",
+			      name, name);
+	send_error(cl, SB_EDENIED, why);
+	free(why);
+	return SB_EDENIED;
+}
+
 static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
-	if (cl->node || cl->admin)
+	if (cl->node || conn_purpose(cl->conn) != HANDSHAKE_CONTROL)
 		return SB_EPROTO;
 	Syncbit__Register *r = syncbit__register__unpack(NULL, len, body);
 	if (!r)
 		return SB_EPROTO;
 	const char *name = conn_peer_node(cl->conn);
 	int rc = check_register(cl, r, name);
+	if (rc == 0)
+		rc = check_key(cl, name);
 	if (rc == 0) {
 		struct cluster_node *n = cluster_node_find(&s->cluster, name);
 		if (n && n->conn) {
@@ -471,7 +508,8 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		char *advertised = r->peer_addr;
 		char *dial = conn_addr_resolve(advertised, conn_peer_addr(cl->conn));
 		r->peer_addr = dial;
-		n = cluster_node_register(&s->cluster, name, r, uv_now(&s->loop));
+		n = cluster_node_register(&s->cluster, name, r, conn_peer_key(cl->conn),
+					  uv_now(&s->loop));
 		r->peer_addr = advertised;
 		free(dial);
 		n->conn = cl->conn;
@@ -568,6 +606,27 @@ static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
 	free(copies);
 }
 
+/* A node reported hashes of blocks it was never given to read: counted, and
+ * told at most once per SERVER_REFUSED_LOG_MS (a node may send many). */
+static void note_refused(struct sched *s, struct cluster_node *n, const struct cluster_version *cv,
+			 size_t count, uint32_t example)
+{
+	uint64_t now = uv_now(&s->loop);
+	n->hashes_refused += count;
+	n->refused_unlogged += count;
+	if (n->refused_logged && now - n->refused_logged < SERVER_REFUSED_LOG_MS)
+		return;
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&cv->v->id, hex);
+	log_warn("node %s: %llu block hash%s refused (block %u of version %.12s of %s, for "
+		 "one): not in any origin share it was given; they stay unknown and come from "
+		 "the nodes that read them",
+		 n->name, (unsigned long long)n->refused_unlogged,
+		 n->refused_unlogged > 1 ? "es" : "", example, hex, cv->v->m->source);
+	n->refused_unlogged = 0;
+	n->refused_logged = now;
+}
+
 static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
@@ -589,8 +648,12 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 	if (rc == 0 && cv) {
 		Syncbit__BlockHash **fresh = xcalloc(m->n_blocks + 1, sizeof *fresh);
 		int completed = 0;
+		size_t refused = 0;
+		uint32_t example = 0;
 		size_t n = cluster_ingest(&s->cluster, cv, m->blocks, m->n_blocks, cl->node->name,
-					  fresh, &completed);
+					  fresh, &completed, &refused, &example);
+		if (refused)
+			note_refused(s, cl->node, cv, refused, example);
 		if (n)
 			broadcast_hashes(s, cv, fresh, n);
 		const char *donor = NULL;
@@ -612,7 +675,7 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
-	if (cl->node)
+	if (conn_purpose(cl->conn) != HANDSHAKE_ADMIN)
 		return SB_EPROTO;
 	cl->admin = 1;
 	return admin_handle(cl->s, cl, body, len);
@@ -665,8 +728,11 @@ static void on_close(struct conn *c, int status)
 		struct cluster_node *n = cl->node;
 		n->conn = NULL;
 		cluster_node_flush(&s->cluster, n);
-		log_info("node %s disconnected%s%s", n->name, status ? ": " : "",
-			 status ? (conn_error(c)[0] ? conn_error(c) : sb_strerror(status)) : "");
+		if (status)
+			log_warn("node %s: connection lost: %s", n->name,
+				 conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
+		else
+			log_info("node %s disconnected", n->name);
 		server_sync(s);
 	}
 	server_client_release(cl);
@@ -695,6 +761,9 @@ int server_start(struct sched *s, char **detail)
 {
 	struct conn_config cfg = {
 	    .token = &s->token,
+	    .key = &s->key,
+	    .purposes =
+		HANDSHAKE_PURPOSE_BIT(HANDSHAKE_CONTROL) | HANDSHAKE_PURPOSE_BIT(HANDSHAKE_ADMIN),
 	    .node = "scheduler",
 	    .encrypt = s->o->encrypt,
 	    .body_max = SERVER_HEARTBEAT_MAX,

@@ -13,11 +13,13 @@
 
 #include "scheduler/sched.h"
 
-#define SERVER_REGISTER_MAX  (64u << 10)
-#define SERVER_HEARTBEAT_MAX (16u << 20)
-#define SERVER_INGESTED_MAX  (16u << 20)
-#define SERVER_ADMIN_MAX     (64u << 10)
-#define SERVER_ASSIGN_MAX    (256u << 20) /* an Assign carries a whole manifest */
+#define SERVER_REGISTER_MAX   (64u << 10)
+#define SERVER_HEARTBEAT_MAX  (16u << 20)
+#define SERVER_INGESTED_MAX   (16u << 20)
+#define SERVER_ADMIN_MAX      (64u << 10)
+#define SERVER_ASSIGN_MAX     (256u << 20) /* an Assign carries a whole manifest */
+#define SERVER_REFUSED_LOG_MS 10000	   /* one line at most this often per node */
+#define SERVER_KEY_LOG_MS     60000	   /* ... about a registration with another key */
 
 struct sched_client;
 

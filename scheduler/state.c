@@ -16,10 +16,10 @@
 #define STATE_FORMAT 1
 #define NAME_MAX_LEN 1024 /* longest node or dataset name kept as a key */
 
-enum table { T_NODES, T_DATASETS, T_VERSIONS, T_HASHES, T_HAVE, T_META, T_COUNT };
+enum table { T_NODES, T_DATASETS, T_VERSIONS, T_HASHES, T_HAVE, T_META, T_READERS, T_COUNT };
 
-static const char *const table_names[T_COUNT] = {"nodes",  "datasets", "versions",
-						 "hashes", "have",     "meta"};
+static const char *const table_names[T_COUNT] = {"nodes", "datasets", "versions", "hashes",
+						 "have",  "meta",     "readers"};
 
 struct state {
 	char *dir;
@@ -279,6 +279,8 @@ int state_del_version(struct state *st, const struct hash_id *id)
 		rc = del_prefix(st, T_HASHES, id->b, HASH_LEN);
 	if (rc == 0)
 		rc = del_prefix(st, T_HAVE, id->b, HASH_LEN);
+	if (rc == 0)
+		rc = del_prefix(st, T_READERS, id->b, HASH_LEN);
 	return rc;
 }
 
@@ -306,6 +308,16 @@ int state_del_have(struct state *st, const struct hash_id *id, const char *node)
 	struct buf k = BUF_INIT;
 	have_key(&k, id, node);
 	int rc = write_op(st, 1, T_HAVE, k.ptr, k.len, NULL, 0);
+	buf_close(&k);
+	return rc;
+}
+
+int state_put_readers(struct state *st, const struct hash_id *id, const char *node,
+		      const uint8_t *bits, size_t len)
+{
+	struct buf k = BUF_INIT;
+	have_key(&k, id, node);
+	int rc = write_op(st, 0, T_READERS, k.ptr, k.len, bits, len);
 	buf_close(&k);
 	return rc;
 }
@@ -349,6 +361,9 @@ static int load_record(const struct state_loader *l, enum table t, const MDB_val
 		if (r)
 			rc = l->node ? l->node(l->arg, name, (int64_t)seen, r) : 0;
 		syncbit__register__free_unpacked(r, NULL);
+	} else if (t == T_READERS && (name = key_string(k, HASH_LEN))) {
+		memcpy(id.b, kd, HASH_LEN);
+		rc = l->readers ? l->readers(l->arg, &id, name, vd, v->mv_size) : 0;
 	} else if (t == T_HAVE && (name = key_string(k, HASH_LEN))) {
 		memcpy(id.b, kd, HASH_LEN);
 		Syncbit__VersionState *vs = syncbit__version_state__unpack(NULL, v->mv_size, vd);
@@ -391,7 +406,8 @@ static int load_table(struct state *st, enum table t, const struct state_loader 
 
 int state_load(struct state *st, const struct state_loader *l)
 {
-	static const enum table order[] = {T_VERSIONS, T_HASHES, T_DATASETS, T_NODES, T_HAVE};
+	static const enum table order[] = {T_VERSIONS, T_HASHES, T_DATASETS,
+					   T_NODES,    T_HAVE,	 T_READERS};
 	for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
 		int rc = load_table(st, order[i], l);
 		if (rc < 0)

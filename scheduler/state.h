@@ -38,15 +38,18 @@ int state_del_dataset(struct state *st, const char *name);
 /* The manifest of a version as first stored (hashes known then). */
 int state_put_version(struct state *st, const struct hash_id *id, const uint8_t *manifest,
 		      size_t len);
-/* Forget a version with its hashes and every node's report of it. */
+/* Forget a version with its hashes, readers and every node's report of it. */
 int state_del_version(struct state *st, const struct hash_id *id);
 int state_put_hash(struct state *st, const struct hash_id *id, uint32_t block, const uint8_t *hash);
 int state_put_have(struct state *st, const struct hash_id *id, const char *node,
 		   const Syncbit__VersionState *vs);
 int state_del_have(struct state *st, const struct hash_id *id, const char *node);
+/* The blocks node's origin share of a version ever held (a bitmap). */
+int state_put_readers(struct state *st, const struct hash_id *id, const char *node,
+		      const uint8_t *bits, size_t len);
 
 /* Reading everything back at start, in this order: versions, hashes,
- * datasets, nodes, reports. Messages passed to the callbacks are freed
+ * datasets, nodes, reports, readers. Messages passed to the callbacks are freed
  * after the call returns. A callback returning < 0 stops the load with
  * that error; undecodable records are logged and skipped. */
 struct state_loader {
@@ -59,6 +62,8 @@ struct state_loader {
 		    const Syncbit__Register *reg);
 	int (*have)(void *arg, const struct hash_id *id, const char *node,
 		    const Syncbit__VersionState *vs);
+	int (*readers)(void *arg, const struct hash_id *id, const char *node, const uint8_t *bits,
+		       size_t len);
 };
 int state_load(struct state *st, const struct state_loader *l);
 

@@ -120,6 +120,10 @@ static void build_entry(const struct source_file *f, uint32_t block_size, FileEn
 		uint64_t nb = manifest_nblocks(f->size, block_size);
 		e->size = f->size;
 		e->hardlink_to = f->hardlink_to;
+		if (f->has_content_sha256) {
+			e->content_sha256.data = (uint8_t *)f->content_sha256;
+			e->content_sha256.len = HASH_LEN;
+		}
 		if (nb) {
 			e->block_hashes.len = nb * HASH_LEN;
 			e->block_hashes.data = xcalloc(nb, HASH_LEN);

@@ -4,8 +4,8 @@
  * blocks from the origin. Unknown hashes are 32 zero bytes, so the manifest
  * is always well-formed. Blocks are numbered across the regular files that
  * are not hardlinks, in manifest order. Not thread-safe: one owner. */
-#ifndef SYNCBIT_VERSION_H
-#define SYNCBIT_VERSION_H
+#ifndef SYNCBIT_SCHED_VERSION_H
+#define SYNCBIT_SCHED_VERSION_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -37,7 +37,7 @@ for tool in ldd tar gzip sha256sum python3 skopeo strip dpkg; do
 done
 [ -f "$CA_BUNDLE" ] || die "$CA_BUNDLE is missing; install ca-certificates"
 
-VERSION=$("$BIN" version | awk '{print $2}')
+VERSION=$("$BIN" version | awk 'NR == 1 {print $2}')
 [ -n "$VERSION" ] || die "$BIN version printed no version"
 TAG=${TAG:-$VERSION}
 

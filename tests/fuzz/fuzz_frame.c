@@ -1,10 +1,11 @@
 /* libFuzzer target for what every connection reads from the network: the
  * frame reader (fed in chunks the input chooses, payloads sometimes filled
- * straight into its room), the handshake messages (a Hello to a responder,
- * a Hello to an initiator, an Auth) and sealed records. Whatever the bytes:
- * no crash, leak or out-of-bounds access, no length over its limit
- * accepted, no forged mac or record accepted. The first input byte picks
- * the reader, the rest is what it reads.
+ * straight into its room, frames with or without a MAC), the handshake
+ * messages (a Hello to a responder, then as its message 3; a Hello to an
+ * initiator) and sealed records. Whatever the bytes: no crash, leak or
+ * out-of-bounds access, no length over its limit accepted, no forged MAC,
+ * handshake message or record accepted. The first input byte picks the
+ * reader, the rest is what it reads.
  *
  * Built with -DFUZZ_SEED_MAIN instead, this file is a small program that
  * writes a seed corpus into the directory argv[1]. */
@@ -16,6 +17,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/frame.h"
+#include "common/handshake.h"
 #include "common/secure.h"
 
 enum { MODE_FRAMES, MODE_RESPONDER, MODE_INITIATOR, MODE_RECORDS, MODES };
@@ -29,6 +31,64 @@ static void check(int ok, const char *what)
 }
 
 static const struct secure_token fuzz_token = {{1, 2, 3, 4, 5, 6, 7, 8, 9}};
+/* Fixed keys, so seeds stay valid across runs. */
+static const struct secure_keypair *fuzz_key(int which)
+{
+	static struct secure_keypair k[2];
+	static int ready;
+	if (!ready) {
+		for (int i = 0; i < 2; i++) {
+			memset(k[i].priv, 0x31 + i, sizeof k[i].priv);
+			noise_public_key(k[i].priv, k[i].pub);
+		}
+		ready = 1;
+	}
+	return &k[which];
+}
+
+static void fuzz_config(struct handshake_config *c, int initiator)
+{
+	memset(c, 0, sizeof *c);
+	c->token = &fuzz_token;
+	c->key = fuzz_key(initiator);
+	c->node = initiator ? "initiator" : "responder";
+	c->encrypt = 1;
+	c->aes_gcm = 1;
+	c->purpose = HANDSHAKE_PEER;
+	c->purposes = HANDSHAKE_PURPOSE_BIT(HANDSHAKE_PEER);
+}
+
+static struct secure_session pair_i, pair_r, plain_i, plain_r;
+
+/* Session pairs as a handshake leaves them, made once per process. */
+static void sessions(void)
+{
+	static int ready;
+	uint8_t k1[SECURE_KEY_BYTES], k2[SECURE_KEY_BYTES];
+
+	if (ready)
+		return;
+	memset(k1, 0x51, sizeof k1);
+	memset(k2, 0x52, sizeof k2);
+	secure_session_init(&pair_i, SECURE_XCHACHA20POLY1305, k1, k2);
+	secure_session_init(&pair_r, SECURE_XCHACHA20POLY1305, k2, k1);
+	secure_session_init(&plain_i, SECURE_PLAIN, k1, k2);
+	secure_session_init(&plain_r, SECURE_PLAIN, k2, k1);
+	ready = 1;
+}
+
+/* The reader's check in MAC mode: the receiving plain session's. */
+static unsigned macs_ok;
+
+static int mac_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
+		     const uint8_t *tag)
+{
+	struct secure_session *s = arg;
+	int rc = secure_mac_check(s, hdr, FRAME_HEADER_LEN, body, len, tag);
+	check(rc == 0 || rc == SB_EAUTH, "MAC check error");
+	macs_ok += rc == 0;
+	return rc;
+}
 
 /* Read every byte, so the sanitizer sees any that is out of bounds. */
 static unsigned touch(const uint8_t *p, size_t n)
@@ -49,16 +109,27 @@ static void check_frame(const struct frame_reader *r, const struct frame *f)
 	free(f->payload);
 }
 
-/* Header: body limit / 16, payload limit / 64, chunk size (odd: fill
- * payloads through the reader's room); then the stream. */
+/* Header: body limit / 16, payload limit / 64 (odd: frames carry a MAC,
+ * none of which may verify), chunk size (odd: fill payloads through the
+ * reader's room); then the stream. */
 static void fuzz_frames(const uint8_t *d, size_t n)
 {
 	struct frame_reader r;
 	struct frame f;
+	struct secure_session rx;
+	unsigned delivered = 0;
 
 	if (n < 3)
 		return;
+	macs_ok = 0;
 	frame_reader_init(&r, d[0] * 16u, d[1] * 64u);
+	if (d[1] & 1) {
+		sessions();
+		rx = plain_r;
+		r.tag_len = SECURE_MAC_BYTES;
+		r.check = mac_check;
+		r.check_arg = &rx;
+	}
 	size_t chunk = d[2] ? d[2] : n;
 	int direct = d[2] & 1;
 	d += 3;
@@ -69,8 +140,11 @@ static void fuzz_frames(const uint8_t *d, size_t n)
 		if (direct && want) {
 			k = k < want ? k : want;
 			memcpy(room, d, k);
-			if (frame_reader_payload_filled(&r, k, &f))
+			if (frame_reader_payload_filled(&r, k, &f)) {
 				check_frame(&r, &f);
+				check(!r.tag_len || ++delivered <= macs_ok,
+				      "frame without its MAC");
+			}
 			d += k;
 			n -= k;
 			continue;
@@ -80,91 +154,73 @@ static void fuzz_frames(const uint8_t *d, size_t n)
 		d += used;
 		n -= used;
 		if (rc < 0) {
-			check(rc == SB_ETOOBIG, "unexpected error");
-			check(r.h.body_len > r.body_max || r.h.payload_len > r.payload_max,
+			check(rc == SB_ETOOBIG || (r.tag_len && rc == SB_EAUTH),
+			      "unexpected error");
+			check(rc == SB_EAUTH || r.h.body_len > r.body_max ||
+				  r.h.payload_len > r.payload_max,
 			      "refused within the limits");
 			break;
 		}
-		if (rc == 1)
+		if (rc == 1) {
 			check_frame(&r, &f);
-		else
+			check(!r.tag_len || ++delivered <= macs_ok, "frame without its MAC");
+		} else
 			check(used == k, "stopped early without a frame");
 	}
 	frame_reader_close(&r);
 }
 
-static void check_error(int rc, const struct secure_handshake *hs)
+static void check_error(int rc, const struct handshake *hs)
 {
-	check(rc == SB_EPROTO || rc == SB_ETOOBIG || rc == SB_EAUTH, "unexpected error");
-	check(hs->state == SECURE_HS_FAILED && hs->error[0], "failure not recorded");
+	check(rc == SB_EPROTO || rc == SB_ETOOBIG || rc == SB_EAUTH || rc == SB_EDENIED,
+	      "unexpected error");
+	check(hs->state == HANDSHAKE_FAILED && hs->error[0], "failure not recorded");
 }
 
-/* A Hello to a responder; then the same bytes as its Auth. */
+/* A Hello to a responder; then the same bytes as its message 3. */
 static void fuzz_responder(const uint8_t *d, size_t n)
 {
-	struct secure_handshake hs;
+	struct handshake hs;
+	struct handshake_config cfg;
 	struct secure_session s;
 	struct buf out = BUF_INIT;
 
-	check(secure_handshake_init(&hs, &fuzz_token, 0, "responder", 1) == 0, "init");
-	int rc = secure_handshake_respond(&hs, d, n, &out);
+	fuzz_config(&cfg, 0);
+	check(handshake_init(&hs, &cfg, 0) == 0, "init");
+	int rc = handshake_respond(&hs, d, n, &out);
 	if (rc) {
 		check_error(rc, &hs);
-		check(out.len == 0, "output after an error");
+		check(out.len <= HANDSHAKE_HELLO_MAX, "refusal length");
+		check(out.len == 0 || hs.noise.has_e == 0, "DH before the token was proven");
 	} else {
-		check(out.len > 0 && out.len <= SECURE_HELLO_MAX, "reply length");
-		check(hs.state == SECURE_HS_WAIT_AUTH, "state after the reply");
-		check(secure_node_valid(hs.peer_node), "peer node accepted");
-		rc = secure_handshake_verify(&hs, d, n, &s);
-		check(rc != 0, "forged auth accepted");
+		check(out.len > 0 && out.len <= HANDSHAKE_HELLO_MAX, "reply length");
+		check(hs.state == HANDSHAKE_REPLIED, "state after the reply");
+		rc = handshake_accept(&hs, d, n, &s);
+		check(rc != 0 && rc != SB_EDENIED, "forged message 3 accepted");
 		check_error(rc, &hs);
 	}
-	secure_handshake_close(&hs);
+	handshake_close(&hs);
 	buf_close(&out);
 }
 
 /* A responder's Hello to an initiator. */
 static void fuzz_initiator(const uint8_t *d, size_t n)
 {
-	struct secure_handshake hs;
+	struct handshake hs;
+	struct handshake_config cfg;
 	struct secure_session s;
 	struct buf hello = BUF_INIT, out = BUF_INIT;
 
-	check(secure_handshake_init(&hs, &fuzz_token, 1, "initiator", 0) == 0, "init");
-	check(secure_handshake_hello(&hs, &hello) == 0, "hello");
-	int rc = secure_handshake_finish(&hs, d, n, &out, &s);
+	fuzz_config(&cfg, 1);
+	check(handshake_init(&hs, &cfg, 1) == 0, "init");
+	check(handshake_start(&hs, &hello) == 0, "hello");
+	int rc = handshake_finish(&hs, d, n, &out, &s);
 	check(rc != 0, "forged responder accepted");
 	check_error(rc, &hs);
-	check(out.len == 0, "auth sent after an error");
-	secure_handshake_close(&hs);
+	check(out.len == 0, "message 3 sent after an error");
+	handshake_close(&hs);
 	buf_close(&hello);
 	buf_close(&out);
-}
-
-static struct secure_session pair_i, pair_r;
-
-/* A session pair from a real handshake, made once per process. */
-static void sessions(void)
-{
-	static int ready;
-	struct secure_handshake i, r;
-	struct buf a = BUF_INIT, b = BUF_INIT, auth = BUF_INIT;
-
-	if (ready)
-		return;
-	check(secure_handshake_init(&i, &fuzz_token, 1, "i", 1) == 0 &&
-		  secure_handshake_init(&r, &fuzz_token, 0, "r", 1) == 0 &&
-		  secure_handshake_hello(&i, &a) == 0 &&
-		  secure_handshake_respond(&r, a.ptr, a.len, &b) == 0 &&
-		  secure_handshake_finish(&i, b.ptr, b.len, &auth, &pair_i) == 0 &&
-		  secure_handshake_verify(&r, auth.ptr, auth.len, &pair_r) == 0,
-	      "handshake");
-	secure_handshake_close(&i);
-	secure_handshake_close(&r);
-	buf_close(&a);
-	buf_close(&b);
-	buf_close(&auth);
-	ready = 1;
 }
 
 /* The input as records from the network (none may open), then as a
@@ -266,7 +322,8 @@ static void frame_add(struct buf *b, uint32_t type, size_t body_len, size_t plen
 int main(int argc, char **argv)
 {
 	struct buf b = BUF_INIT;
-	struct secure_handshake i, r;
+	struct handshake i, r;
+	struct handshake_config ci, cr;
 	int rc = 0;
 
 	if (argc != 2) {
@@ -285,15 +342,32 @@ int main(int argc, char **argv)
 		frame_add(&b, 11, 0, 10);
 		rc |= seed_write(argv[1], chunk ? "frames-chunked" : "frames", MODE_FRAMES, &b);
 	}
+	/* frames with MACs, one of them genuine */
+	b.len = 0;
+	const uint8_t mac_limits[3] = {64, 65, 0};
+	buf_append(&b, mac_limits, 3);
+	sessions();
+	struct secure_session tx = plain_i;
+	size_t at = b.len;
+	frame_add(&b, 21, 30, 0);
+	uint8_t tag[SECURE_MAC_BYTES];
+	secure_mac(&tx, b.ptr + at, FRAME_HEADER_LEN, b.ptr + at + FRAME_HEADER_LEN, 30, tag);
+	buf_append(&b, tag, sizeof tag);
+	frame_add(&b, 13, 20, 100);
+	rc |= seed_write(argv[1], "frames-mac", MODE_FRAMES, &b);
 
 	b.len = 0;
-	secure_handshake_init(&i, &fuzz_token, 1, "seed-initiator", 1);
-	secure_handshake_hello(&i, &b);
+	fuzz_config(&ci, 1);
+	fuzz_config(&cr, 0);
+	handshake_init(&i, &ci, 1);
+	handshake_start(&i, &b);
 	rc |= seed_write(argv[1], "hello", MODE_RESPONDER, &b);
-	secure_handshake_init(&r, &fuzz_token, 0, "seed-responder", 0);
+	handshake_init(&r, &cr, 0);
 	struct buf reply = BUF_INIT;
-	secure_handshake_respond(&r, b.ptr, b.len, &reply);
+	handshake_respond(&r, b.ptr, b.len, &reply);
 	rc |= seed_write(argv[1], "reply", MODE_INITIATOR, &reply);
+	handshake_close(&i);
+	handshake_close(&r);
 	buf_close(&reply);
 
 	b.len = 0;

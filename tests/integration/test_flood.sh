@@ -51,7 +51,7 @@ check "the scheduler runs with $FD_LIMIT descriptors" grep -Eq "^Max open files 
 check "agent n1 runs with $FD_LIMIT descriptors" grep -Eq "^Max open files +$FD_LIMIT " "/proc/${AGENT_PID[1]}/limits"
 check "dataset add" add_dataset small "$SRC" --block-size 1MiB
 check "n1 gets the dataset" wait_ready 60 small 1
-N1_PEER=$(sed -n 's/.*node n1: peers on 127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$T/a1.log" | tail -1)
+N1_PEER=$(sed -n 's/.* daemon: node n1, .* peers on 127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$T/a1.log" | tail -1)
 check "n1's peer port is known" test -n "$N1_PEER"
 
 # ---- the flood: idle connections, never a byte sent ----

@@ -31,7 +31,7 @@ done
 export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
-VERSION=$("$SYNCBIT" version | awk '{print $2}')
+VERSION=$("$SYNCBIT" version | awk 'NR == 1 {print $2}')
 case $(dpkg --print-architecture) in
 amd64) ARCH=amd64 ;; arm64) ARCH=arm64 ;; armhf | armel) ARCH=arm ;; i386) ARCH=386 ;;
 ppc64el) ARCH=ppc64le ;; *) ARCH=$(dpkg --print-architecture) ;;
@@ -197,7 +197,26 @@ containerd_stop() {
 n=0
 CLEANUPS+=(containerd_stop)
 
-containerd --config "$C/config.toml" >"$C/log" 2>&1 &
+# runc needs the cgroup hierarchy a booted system mounts. Where none is
+# mounted (a bare chroot), containerd and its shims run in a mount namespace
+# of their own in which the kernel's controllers are mounted as systemd
+# would: cgroup v1 controllers under a tmpfs, or cgroup2 alone.
+if grep -qE ' - cgroup2? ' /proc/self/mountinfo; then
+	containerd --config "$C/config.toml" >"$C/log" 2>&1 &
+else
+	echo "       no cgroup hierarchy mounted: containerd gets one in its own mount namespace"
+	unshare -m --propagation private bash -c '
+		if awk "NR > 1 && \$2 != 0 { v1 = 1 } END { exit !v1 }" /proc/cgroups; then
+			mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup || exit 1
+			for c in $(awk "NR > 1 && \$2 != 0 && \$4 == 1 { print \$1 }" /proc/cgroups); do
+				mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+			done
+			mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+		else
+			mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
+		fi
+		exec containerd --config "$1"' _ "$C/config.toml" >"$C/log" 2>&1 &
+fi
 CTRD_PID=$!
 PIDS+=("$CTRD_PID")
 for _ in $(seq 100); do
@@ -240,7 +259,7 @@ ran() {
 crun -- >"$T/help.out" 2>&1
 check "the default command (Entrypoint + Cmd) is syncbit --help" ran $? "$T/help.out" grep -q '^usage: syncbit COMMAND' "$T/help.out"
 crun -- /usr/bin/syncbit version >"$T/version.out" 2>&1
-check "syncbit version in the container: $VERSION" ran $? "$T/version.out" grep -qxF "syncbit $VERSION" "$T/version.out"
+check "syncbit version in the container: $VERSION" ran $? "$T/version.out" grep -q "^syncbit $VERSION " "$T/version.out"
 
 # A tree on a read-only bind mount pulled into a bind-mounted target owned
 # by the image's user: the files it writes show which uid it ran as, and

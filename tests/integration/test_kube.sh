@@ -190,6 +190,10 @@ check "the taint goes once the node is complete, another taint stays" until_true
 pod p2 n2 model
 check "a pod created after the data arrived turns True" until_true 10 gate_is p2 syncbit.io/model 'True Ready'
 
+api DELETE '/api/v1/namespaces/default/pods/p2?gracePeriodSeconds=0' >/dev/null
+pod p2 n2 model
+check "a pod deleted and created again under its name converges" until_true 10 gate_is p2 syncbit.io/model 'True Ready'
+
 # ---- restarts: the agent, the API server mid-watch, a compaction (410), a rotated token
 kill -9 "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
 start_agent 1 --kubeconfig "$KD/agent-n1.kubeconfig" || bad "agent n1 starts again"

@@ -28,7 +28,7 @@ PIDS+=($!)
 wait_for 10 test -s "$T/triton.port"
 TRITON=http://127.0.0.1:$(cat "$T/triton.port")
 
-pull "$M" --to "$REPO" --layout triton --model resnet --version 2 --triton-url "$TRITON" --json >"$T/p1" 2>"$T/p1.err"
+pull "$M" --to "$REPO" --layout triton --model resnet --model-version 2 --triton-url "$TRITON" --json >"$T/p1" 2>"$T/p1.err"
 check "triton: pull and load exit 0" test $? -eq 0
 check "config.pbtxt from the source in NAME/" cmp "$M/config.pbtxt" "$REPO/resnet/config.pbtxt"
 check "model files in NAME/VERSION/" cmp "$M/model.onnx" "$REPO/resnet/2/model.onnx"
@@ -42,7 +42,7 @@ check "the repository index lists it READY" \
 
 # A new version of the source replaces the version directory whole.
 rm "$M/labels/classes.txt"; echo v2 >"$M/extra.txt"
-pull "$M" --to "$REPO" --layout triton --model resnet --version 2 >/dev/null 2>&1
+pull "$M" --to "$REPO" --layout triton --model resnet --model-version 2 >/dev/null 2>&1
 check "a file the source dropped leaves the version" test ! -e "$REPO/resnet/2/labels/classes.txt" -a -f "$REPO/resnet/2/extra.txt"
 check "no staging directory left in the model" test -z "$(find "$REPO/resnet" -name '.syncbit-*')"
 
@@ -66,7 +66,7 @@ expect_fail "unreachable server: exit 1" 1 "POST http://127.0.0.1:9/v2/repositor
 
 # sync takes the same layout and loads after each run.
 SR=$T/sync-repo; mkdir -p "$SR"
-"$SYNCBIT" sync "$M" "$REPO" --once --layout triton --model resnet --version 3 --triton-url "$TRITON" --data "$DATA" >"$T/s1" 2>&1
+"$SYNCBIT" sync "$M" "$REPO" --once --layout triton --model resnet --model-version 3 --triton-url "$TRITON" --data "$DATA" >"$T/s1" 2>&1
 check "sync --layout triton: run ok and loaded" \
 	test $? -eq 0 -a -f "$REPO/resnet/3/model.onnx" -a "$(curl -sf "$TRITON/__loads" | grep -o '"resnet", "status": 200' | wc -l)" -eq 2
 
@@ -74,8 +74,8 @@ expect_fail "--triton-url needs --layout triton" 2 "syncbit: --triton-url goes w
 	"$SYNCBIT" pull "$M" --to "$T/x" --triton-url "$TRITON" --data "$DATA"
 expect_fail "--layout triton needs --model" 2 "needs --model" \
 	"$SYNCBIT" pull "$M" --to "$T/x" --layout triton --data "$DATA"
-expect_fail "--version must be a Triton version" 2 "syncbit: --version: '01'" \
-	"$SYNCBIT" pull "$M" --to "$T/x" --layout triton --model m --version 01 --data "$DATA"
+expect_fail "--model-version must be a Triton version" 2 "syncbit: --model-version: '01'" \
+	"$SYNCBIT" pull "$M" --to "$T/x" --layout triton --model m --model-version 01 --data "$DATA"
 expect_fail "unknown --layout" 2 "syncbit: --layout: 'flat'" "$SYNCBIT" pull "$M" --to "$T/x" --layout flat --data "$DATA"
 expect_fail "a layout needs --to" 2 "needs --to DIR" "$SYNCBIT" pull "$M" --layout triton --model m --data "$DATA"
 expect_fail "hf-cache of a local source needs --repo" 2 "name the repo with --repo" \

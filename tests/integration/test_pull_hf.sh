@@ -120,6 +120,10 @@ expect_fail "without a token the Hub's 401 for a missing repository is explained
 check "nothing published for a missing repository" test ! -e "$T/x4"
 HF_ENDPOINT=http://127.0.0.1:1 expect_fail "an unreachable hub fails after its retries" 1 "127.0.0.1:1" \
 	"$SYNCBIT" pull hf://acme/llm --to "$T/x5" --data "$DATA" --retries 1
+check "... naming the repository and the request once" \
+	test "$(grep -o 'hf://acme/llm' "$T/.err" | wc -l),$(grep -o 'GET http' "$T/.err" | wc -l)" = 1,1
+expect_fail "a missing revision names the repository once" 1 "^syncbit: pull hf://acme/llm@v9: revision v9" \
+	"$SYNCBIT" pull hf://acme/llm@v9 --to "$T/x1" --data "$DATA"
 
 # In a cluster: the scheduler lists the repository, two agents fetch it from
 # the hub between them and swap blocks; the LFS bytes leave the hub less

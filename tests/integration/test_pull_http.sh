@@ -54,6 +54,21 @@ check "429 with Retry-After is honoured" pull "$F/m/id=th,r429=1,ra=1/small.bin"
 check "the ETag changing mid-pull fails clearly" bash -c "! $(printf %q "$SYNCBIT") pull '$F/m/id=ec,etag_change=1/model.bin' --to '$T/f5' --data '$DATA' --block-size 1MiB 2>'$T/ec.err' && grep -q 'changed' '$T/ec.err'"
 check "nothing published after a mid-pull change" test ! -e "$T/f5/model.bin"
 
+# A body that never ends, without a length or ranges: pull gives up, at
+# full speed past --max-file-size, as a trickle (which never stalls) after
+# --max-unsized-seconds; one line, nothing published.
+t0=$SECONDS
+expect_fail "an endless body stops at --max-file-size" 1 \
+	"body goes on past 64.0 MiB, the limit per file \(--max-file-size\)" \
+	timeout 60 "$SYNCBIT" pull "$F/m/id=endless1,endless=1/small.bin" --to "$T/f6" --data "$DATA" \
+	--max-file-size 64MiB
+expect_fail "an endless trickle stops after --max-unsized-seconds" 1 \
+	"the body has no length and has not ended after 3 s \(--max-unsized-seconds\)" \
+	timeout 60 "$SYNCBIT" pull "$F/m/id=endless2,endless=1,rate=20000/small.bin" --to "$T/f6" \
+	--data "$DATA" --max-unsized-seconds 3 --stall-timeout 2
+check "both within seconds ($((SECONDS - t0)) s)" test $((SECONDS - t0)) -lt 30
+check "nothing published from an endless body" test ! -e "$T/f6/small.bin"
+
 # kill -9 in the middle of a slow pull, then resume: verified blocks are
 # reused, and the target never shows a partial file.
 head -c $((24 * 1024 * 1024)) /dev/urandom >"$W/slow.bin"

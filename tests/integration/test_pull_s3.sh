@@ -222,9 +222,9 @@ check "both processes fetched keys again before they expired" renewed
 
 # The strict fixture.
 FX=$T/fx
-for b in strict badxml notxml throttle flaky stalled escape moving; do mkdir -p "$FX/$b/p/sub"; done
+for b in strict badxml notxml throttle flaky stalled escape moving sumok sumbad sumpart; do mkdir -p "$FX/$b/p/sub"; done
 cp -r "$S/." "$FX/strict/p/"
-for b in badxml notxml throttle flaky stalled escape; do head -c 300000 /dev/urandom >"$FX/$b/p/sub/a.bin"; done
+for b in badxml notxml throttle flaky stalled escape sumok sumbad sumpart; do head -c 300000 /dev/urandom >"$FX/$b/p/sub/a.bin"; done
 head -c $((6 * 1024 * 1024)) /dev/urandom >"$FX/moving/p/big.bin"
 python3 "$FIXTURES/s3_fixture.py" --root "$FX" --access-key AKFIXTURE --secret-key SKFIXTURE \
 	--page 2 >"$T/fport" 2>"$T/ferr" &
@@ -269,6 +269,22 @@ expect_fail "an object replaced mid-pull fails clearly" 1 "changed while it was 
 	fpull s3://moving/p/ --to "$T/f5" --block-size 1MiB --jobs 1
 check "nothing published after a mid-pull change" test ! -e "$T/f5/big.bin"
 check "If-Match carried the listed ETag" bash -c "curl -s '$F/__stats?bucket=moving' | grep -q '\"status\": 412'"
+
+# Full-object SHA-256 checksums: HeadObject tells them, and the assembled
+# file is checked against them; a composite one (of parts) is not.
+heads() { curl -s "$F/__stats?bucket=$1" | python3 -c "import json,sys; print(sum(r['method'] == 'HEAD' for r in json.load(sys.stdin)['requests']))"; }
+fault "bucket=sumok&checksum=full"
+check "an object with a full-object SHA-256 checksum" fpull s3://sumok/p/ --to "$T/s1" --block-size 64KiB
+check "its content matches" cmp "$FX/sumok/p/sub/a.bin" "$T/s1/sub/a.bin"
+check "its checksum was asked with HeadObject (signed, checksum mode on)" test "$(heads sumok)" -eq 1
+fault "bucket=sumbad&checksum=wrong"
+expect_fail "an object whose bytes differ from its SHA-256 checksum is not published" 1 \
+	"sub/a.bin does not match the source's digest sha256:" \
+	fpull s3://sumbad/p/ --to "$T/s2" --block-size 64KiB
+check "nothing published after the mismatch" test ! -e "$T/s2/sub/a.bin"
+fault "bucket=sumpart&checksum=composite"
+check "a composite checksum is skipped (no HeadObject, no check)" fpull s3://sumpart/p/ --to "$T/s3" --block-size 64KiB
+check "no HeadObject for a composite checksum" test "$(heads sumpart)" -eq 0
 
 # The schedulers and agents stop on SIGTERM, and none logged a sanitizer
 # report (under the ASan/UBSan build).

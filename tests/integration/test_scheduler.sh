@@ -51,10 +51,25 @@ V1=$(jget "$T/add1" 'd["version"]')
 "$SYNCBIT" dataset add dir "$S" "${A[@]}" --json >"$T/add2"
 check "adding it again changes nothing" test "$(jget "$T/add2" 'd["changed"]')" = false
 check "same version again" test "$(jget "$T/add2" 'd["version"]')" = "$V1"
-check "a selector change needs no new version" bash -c "'$SYNCBIT' dataset add dir '$S' ${A[*]} --selector gpu=h100,zone=a --json >'$T/add3' && grep -q '\"selector\":{\"gpu\":\"h100\",\"zone\":\"a\"}' '$T/add3'"
+expect_fail "adding the name again with another selector is refused, naming what it has" 1 \
+	"dataset dir exists with source file://$S and selector \(every node\).*--replace" \
+	"$SYNCBIT" dataset add dir "$S" "${A[@]}" --selector gpu=h100,zone=a
+check "a selector change by update needs no new version" bash -c "'$SYNCBIT' dataset update dir ${A[*]} --selector gpu=h100,zone=a --json >'$T/add3' && grep -q '\"selector\":{\"gpu\":\"h100\",\"zone\":\"a\"}' '$T/add3' && grep -q '\"version\":\"$V1\"' '$T/add3'"
+check "update prints what changes" bash -c "'$SYNCBIT' dataset update dir ${A[*]} --selector gpu=h100 | grep -qx 'dataset dir: selector gpu=h100,zone=a -> gpu=h100'"
+check "update of the same selector is no change" bash -c "'$SYNCBIT' dataset update dir ${A[*]} --selector gpu=h100 | grep -qx 'dataset dir: unchanged'"
+check "the selector given by update is kept" bash -c "'$SYNCBIT' dataset update dir ${A[*]} --selector gpu=h100,zone=a >/dev/null && '$SYNCBIT' dataset ls ${A[*]} --json | tail -1 | grep -q '\"selector\":{\"gpu\":\"h100\",\"zone\":\"a\"}'"
+expect_fail "update of an unknown dataset" 1 "no dataset named 'nosuch'" "$SYNCBIT" dataset update nosuch --selector a=b "${A[@]}"
+mkdir -p "$T/src2"; echo other >"$T/src2/x"
+"$SYNCBIT" dataset add rep "$S" "${A[@]}" >/dev/null
+expect_fail "add of an existing name with another source is refused" 1 "dataset rep exists with source file://$S" \
+	"$SYNCBIT" dataset add rep "$T/src2" "${A[@]}"
+check "--replace redefines it" bash -c "'$SYNCBIT' dataset add rep '$T/src2' --replace ${A[*]} --json | tail -1 | grep -q '\"source\":\"file://$T/src2\",'"
+check "update --source lists the new source and says so" bash -c "'$SYNCBIT' dataset update rep --source '$S' ${A[*]} | grep -qx 'dataset rep: source file://$T/src2 -> file://$S'"
+check "update --block-size" bash -c "'$SYNCBIT' dataset update rep --block-size 64KiB ${A[*]} --json | tail -1 | grep -q '\"block_size\":65536,'"
+"$SYNCBIT" dataset rm rep "${A[@]}" >/dev/null
 "$SYNCBIT" dataset add web "http://127.0.0.1:$NGINX_PORT/model.bin" --block-size 64KiB "${A[@]}" --json >"$T/web"
 check "dataset add of an http source" test "$(jget "$T/web" 'd["blocks"]')" -eq 4
-check "human output of dataset add" bash -c "'$SYNCBIT' dataset add web 'http://127.0.0.1:$NGINX_PORT/model.bin' --block-size 64KiB ${A[*]} | grep -q 'dataset web: version [0-9a-f]\{12\} (unchanged), 1 files'"
+check "human output of dataset add (one file)" bash -c "'$SYNCBIT' dataset add web 'http://127.0.0.1:$NGINX_PORT/model.bin' --block-size 64KiB ${A[*]} | grep -q 'dataset web: version [0-9a-f]\{12\} (unchanged), 1 file, 195 KiB; assigned to 0 nodes'"
 
 check "a relative SOURCE is the caller's directory" bash -c "cd '$T' && '$SYNCBIT' dataset add rel src ${A[*]} --json | tail -1 | grep -q '\"source\":\"file://$T/src\"' && '$SYNCBIT' dataset rm rel ${A[*]}"
 expect_fail "http 404 is one line naming the URL" 1 "source http://127.0.0.1:$NGINX_PORT/nope: HTTP 404" \
@@ -72,11 +87,18 @@ expect_fail "dataset add --tag-regex with a :tag is a usage error" 2 "without a 
 expect_fail "scheduler: a malformed --registry-user is a usage error" 2 "registry-user: expected user:password" \
 	"$SYNCBIT" scheduler --listen 127.0.0.1:0 --data "$T/sched2" --registry-user alice
 for c in scheduler daemon pull sync; do
-	check "$c --help lists the source flags" bash -c "'$SYNCBIT' $c --help | grep -q -- '--s3-endpoint VALUE' && '$SYNCBIT' $c --help | grep -q -- '--registry-user VALUE'"
+	check "$c --help lists the source flags" bash -c "'$SYNCBIT' $c --help | grep -q -- '--s3-endpoint URL' && '$SYNCBIT' $c --help | grep -q -- '--registry-user USER:PASSWORD'"
 done
-check "dataset add --help lists --platform and --tag-regex" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '--platform VALUE' && '$SYNCBIT' dataset add --help | grep -q -- '--tag-regex VALUE'"
+check "dataset add --help lists --platform and --tag-regex" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '^ *--platform OS/ARCH\[/VARIANT\]$' && '$SYNCBIT' dataset add --help | grep -q -- '^ *--tag-regex ERE '"
+check "dataset add --help lists --replace" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '--replace '"
+check "dataset --help lists the subcommands, exit 0" bash -c "'$SYNCBIT' dataset --help >'$T/dh' && grep -q '^  update ' '$T/dh' && grep -q '^  rm ' '$T/dh'"
+check "node --help lists the subcommands, exit 0" bash -c "'$SYNCBIT' node --help >'$T/nh' && grep -q '^  ls ' '$T/nh' && grep -q '^  rm ' '$T/nh'"
+check "help lists node rm" bash -c "'$SYNCBIT' help | grep -q 'syncbit node rm NAME'"
+check "status --help lists --scheduler" bash -c "'$SYNCBIT' status --help | grep -q -- '--scheduler HOST:PORT'"
 expect_fail "--scheduler is required" 2 "scheduler HOST:PORT is required" "$SYNCBIT" dataset ls --token-file "$SD/join-token"
-expect_fail "unknown dataset subcommand" 2 "expected add, ls or rm" "$SYNCBIT" dataset frob
+expect_fail "unknown dataset subcommand" 2 "dataset: unknown subcommand 'frob'" "$SYNCBIT" dataset frob
+expect_fail "a malformed source is a usage error with the reason" 2 "'s3://' is not a source: expected s3://BUCKET" \
+	"$SYNCBIT" dataset add x s3:// "${A[@]}"
 
 python3 -c "print('ab' * 32)" >"$T/wrong-token"; chmod 600 "$T/wrong-token"
 expect_fail "a wrong token is refused" 1 "authentication failed" \

@@ -117,10 +117,12 @@ check "CRONTAB with @reboot runs at start" wait_for 20 grep -q "^sync run 1: ok"
 check "SIGTERM: exit 0" stop_ok "$pid"
 
 rm -rf "$R"
-SRC=$S DST=$R RUN_ON_START=0 CRON_SCHEDULE="0 0 1 1 *" "$SYNCBIT" sync --data "$DATA" >"$T/nr.out" 2>&1 &
+SRC=$S DST=$R RUN_ON_START=0 CRON_SCHEDULE="0 0 1 1 *" "$SYNCBIT" sync --data "$DATA" >"$T/nr.out" 2>"$T/nr.err" &
 pid=$!; PIDS+=($pid)
 sleep 1
 check "RUN_ON_START=0 waits for the schedule" test ! -e "$R" -a ! -s "$T/nr.out"
+check "sync logs one startup line at info by default" \
+	grep -q "info: syncbit [0-9.]* (.*) sync: $S -> $R, schedule '0 0 1 1 \*', data $DATA\$" "$T/nr.err"
 check "SIGINT: exit 0" bash -c "kill -INT $pid; for _ in \$(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.05; done; exit 1"
 wait "$pid" 2>/dev/null
 
@@ -237,7 +239,7 @@ echo "$T/nonexistent-item" >>"$T/models.ini"
 sync_ --list "$T/models.ini" "$LD" --once >"$T/l2.out" 2>"$T/l2.err"
 check "a failing item fails the run, the others still sync" \
 	test $? -eq 1 -a "$(grep -c '^sync run 1: ok' "$T/l2.out")" -eq 2
-check "...with one line for it" test "$(grep -c 'nonexistent-item' "$T/l2.err")" -eq 1
+check "...with one error line for it" test "$(grep -c '^syncbit: .*nonexistent-item' "$T/l2.err")" -eq 1
 printf 'acme/ok\nthis is not an item\n' >"$T/bad.ini"
 expect_fail "malformed list: exit 2 naming the line" 2 "bad.ini: line 2" \
 	"$SYNCBIT" sync --list "$T/bad.ini" "$LD" --data "$DATA"

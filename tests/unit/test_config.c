@@ -6,14 +6,14 @@
 #include "common/err.h"
 
 static const struct config_key keys[] = {
-    {"config", NULL, 0, "YAML file"},
-    {"block-size", "4MiB", 0, "block size"},
-    {"jobs", "8", 0, "parallel transfers"},
-    {"resume", "true", 1, "resume partial transfers"},
-    {"delete", NULL, 1, "delete extra files"},
-    {"labels", NULL, 0, "k=v list"},
-    {"token", NULL, 0, "secret"},
-    {NULL, NULL, 0, NULL},
+    {"config", NULL, 0, "YAML file", "FILE", 'c'},
+    {"block-size", "4MiB", 0, "block size", "SIZE", 0},
+    {"jobs", "8", 0, "parallel transfers", "N", 'j'},
+    {"resume", "true", 1, "resume partial transfers", NULL, 'r'},
+    {"delete", NULL, 1, "delete extra files", NULL, 'd'},
+    {"labels", NULL, 0, "k=v list", "k=v[,k=v]", 0},
+    {"token", NULL, 0, "secret", "TOKEN", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
 static const char *const env_vars[] = {
@@ -205,9 +205,9 @@ static void test_default_config_file_optional(void **state)
 {
 	struct fixture *f = *state;
 	static const struct config_key dkeys[] = {
-	    {"config", "/nonexistent/default.yaml", 0, ""},
-	    {"jobs", "8", 0, ""},
-	    {NULL, NULL, 0, NULL},
+	    {"config", "/nonexistent/default.yaml", 0, "", "FILE", 0},
+	    {"jobs", "8", 0, "", "N", 0},
+	    {NULL, NULL, 0, NULL, NULL, 0},
 	};
 	struct config cfg;
 	char *argv[] = {"--jobs", "2", NULL};
@@ -226,8 +226,8 @@ static void test_default_config_file_optional(void **state)
 static void test_no_config_key_means_plain_flag_error(void **state)
 {
 	static const struct config_key nkeys[] = {
-	    {"jobs", "8", 0, ""},
-	    {NULL, NULL, 0, NULL},
+	    {"jobs", "8", 0, "", "N", 0},
+	    {NULL, NULL, 0, NULL, NULL, 0},
 	};
 	struct config cfg;
 	char *argv[] = {"--config", "x.yaml", NULL};
@@ -438,7 +438,7 @@ static void test_flag_errors(void **state)
 	char *a1[] = {"SRC", "--jobs", NULL};
 	char *a2[] = {"--blok-size", "4M", NULL};
 	char *a3[] = {"--zzzzzz", NULL};
-	char *a4[] = {"-j", "4", NULL};
+	char *a4[] = {"-z", "4", NULL};
 	char *a5[] = {"--=x", NULL};
 
 	assert_int_equal(parse(f, a1), SB_ECONFIG);
@@ -451,9 +451,45 @@ static void test_flag_errors(void **state)
 	assert_int_equal(parse(f, a3), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "unknown option '--zzzzzz'");
 	assert_int_equal(parse(f, a4), SB_ECONFIG);
-	assert_string_equal(f->cfg.error, "unknown option '-j'");
+	assert_string_equal(f->cfg.error, "unknown option '-z'");
 	assert_int_equal(parse(f, a5), SB_ECONFIG);
 	assert_string_equal(f->cfg.error, "unknown option '--'");
+}
+
+/* Short aliases from the key table: -j N, -jN, booleans alone or
+ * together, -c for the config file; the same precedence as long flags. */
+static void test_short_flags(void **state)
+{
+	struct fixture *f = *state;
+	const char *path = write_file(f, "c.yaml", "jobs: 3\ntoken: fromfile\n");
+	char *a1[] = {"-j", "4", "SRC", "-d", NULL};
+	char *a2[] = {"-j7", "--no-resume", NULL};
+	char *a3[] = {"-dr", "X", NULL};
+	char *a4[] = {"-c", (char *)path, "-j", "5", NULL};
+	char *a5[] = {"-dj", "9", NULL};
+	char *a6[] = {"-dz", NULL};
+	char *a7[] = {"-j", NULL};
+
+	assert_int_equal(parse(f, a1), 0);
+	assert_string_equal(config_get(&f->cfg, "jobs"), "4");
+	assert_string_equal(config_get(&f->cfg, "delete"), "true");
+	assert_int_equal(f->npos, 1);
+	assert_string_equal(f->pos[0], "SRC");
+	assert_int_equal(parse(f, a2), 0);
+	assert_string_equal(config_get(&f->cfg, "jobs"), "7");
+	assert_int_equal(parse(f, a3), 0);
+	assert_string_equal(config_get(&f->cfg, "delete"), "true");
+	assert_string_equal(config_get(&f->cfg, "resume"), "true");
+	assert_int_equal(f->npos, 1);
+	assert_int_equal(parse(f, a4), 0);
+	assert_string_equal(config_get(&f->cfg, "jobs"), "5");
+	assert_string_equal(config_get(&f->cfg, "token"), "fromfile");
+	assert_int_equal(parse(f, a5), 0);
+	assert_string_equal(config_get(&f->cfg, "jobs"), "9");
+	assert_int_equal(parse(f, a6), SB_ECONFIG);
+	assert_string_equal(f->cfg.error, "unknown option '-z' in '-dz'");
+	assert_int_equal(parse(f, a7), SB_ECONFIG);
+	assert_string_equal(f->cfg.error, "-j (--jobs): missing value");
 }
 
 static void test_positional_not_wanted(void **state)
@@ -657,6 +693,7 @@ int main(void)
 	    T(test_bool_flag_errors),
 	    T(test_bool_values_from_env),
 	    T(test_flag_errors),
+	    T(test_short_flags),
 	    T(test_positional_not_wanted),
 	    T(test_get_u64),
 	    T(test_get_u64_env_hint_and_unset),

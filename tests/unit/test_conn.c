@@ -11,6 +11,7 @@
 #include "common/conn.h"
 #include "common/err.h"
 #include "common/frame.h"
+#include "common/handshake.h"
 #include "proto/wire.pb-c.h"
 
 #define GUARD_MS     5000
@@ -25,6 +26,8 @@ static uint8_t *pattern; /* frame k carries bytes from pattern + k % 256 */
 struct side {
 	struct conn *c;
 	int ready_calls, ready_status;
+	uint8_t peer_key[SECURE_KEY_BYTES];
+	int purpose;
 	int close_calls, close_status;
 	char error[256];
 	char cipher[32], close_cipher[32];
@@ -42,6 +45,7 @@ struct env {
 	uv_timer_t guard;
 	int timed_out;
 	struct secure_token tok;
+	struct secure_keypair skey, ckey;
 	struct conn_config scfg, ccfg;
 	struct conn_listener *l;
 	int port;
@@ -60,6 +64,8 @@ static void on_ready(struct conn *c, int status)
 	if (status == 0) {
 		s->encrypted = conn_encrypted(c);
 		snprintf(s->cipher, sizeof s->cipher, "%s", conn_cipher(c));
+		memcpy(s->peer_key, conn_peer_key(c), SECURE_KEY_BYTES);
+		s->purpose = conn_purpose(c);
 	}
 }
 
@@ -135,6 +141,11 @@ static void env_init(struct env *e, int enc_srv, int enc_cli)
 	uv_timer_start(&e->guard, on_guard, GUARD_MS, 0);
 	memset(e->tok.key, 0x5a, sizeof e->tok.key);
 	e->scfg.token = e->ccfg.token = &e->tok;
+	secure_keypair_new(&e->skey);
+	secure_keypair_new(&e->ckey);
+	e->scfg.key = &e->skey;
+	e->ccfg.key = &e->ckey;
+	e->scfg.purpose = e->ccfg.purpose = HANDSHAKE_PEER;
 	e->scfg.node = "server";
 	e->ccfg.node = "client";
 	e->scfg.encrypt = enc_srv;
@@ -456,6 +467,9 @@ static void check_pair(int enc_srv, int enc_cli, int no_aes, const char *want_ci
 	}
 	assert_string_equal(conn_peer_node(e.cli.c), "server");
 	assert_string_equal(conn_peer_node(e.srv.c), "client");
+	assert_memory_equal(e.cli.peer_key, e.skey.pub, SECURE_KEY_BYTES);
+	assert_memory_equal(e.srv.peer_key, e.ckey.pub, SECURE_KEY_BYTES);
+	assert_int_equal(e.srv.purpose, HANDSHAKE_PEER);
 	assert_string_equal(conn_peer_addr(e.cli.c), e.addr);
 	assert_non_null(strstr(conn_peer_addr(e.srv.c), "127.0.0.1:"));
 
@@ -760,6 +774,108 @@ static void test_tampered_record(void **state)
 	env_close(&e);
 }
 
+/* --no-encrypt: a frame's header, body or tag altered on the way is
+ * refused; a payload is not covered (blocks are checked against their
+ * hashes by the application), but its length is. */
+static void test_tampered_plain(void **state)
+{
+	for (int what = 0; what < 4; what++) {
+		struct env e;
+		struct relay r;
+		struct sent_count n = {0};
+		const size_t body = 40, tag = SECURE_MAC_BYTES;
+		/* body, type in the header, tag, payload */
+		const size_t at[] = {FRAME_HEADER_LEN + 3, 7, FRAME_HEADER_LEN + body + 5,
+				     FRAME_HEADER_LEN + body + tag + 7};
+
+		env_init(&e, 0, 0);
+		dial_via_relay(&e, &r);
+		run_until(&e, &e.srv.ready_calls, 1);
+		run_until(&e, &e.cli.ready_calls, 1);
+		assert_string_equal(e.srv.cipher, "none");
+		r.tamper_at = r.forwarded + at[what];
+		send_frame(e.cli.c, 0, body, 100, &n);
+		send_frame(e.cli.c, 1, body, 0, &n);
+		if (what < 3) {
+			run_until(&e, &e.srv.close_calls, 1);
+			assert_int_equal(e.srv.close_status, SB_EAUTH);
+			assert_int_equal(e.srv.frames, 0);
+			assert_non_null(strstr(e.srv.error, "failed authentication"));
+		} else {
+			run_until(&e, &e.srv.frames, 2);
+			assert_int_equal(e.srv.bad, 1); /* the payload, as altered */
+			assert_int_equal(e.srv.close_calls, 0);
+		}
+		relay_stop(&r);
+		run_until(&e, &e.cli.close_calls, 1);
+		buf_close(&r.captured);
+		env_close(&e);
+	}
+}
+
+static const char *refuse_all(struct conn *c, const char *node, const uint8_t *key)
+{
+	return "its key is not the one registered";
+}
+
+/* Who is on the other end: a refusal on either side fails the handshake
+ * with SB_EDENIED, and the initiator hears the responder's reason. */
+static void test_identity_refused(void **state)
+{
+	for (int side = 0; side < 2; side++) {
+		for (int enc = 0; enc < 2; enc++) {
+			struct env e;
+			struct sent_count n = {0};
+			env_init(&e, enc, enc);
+			if (side)
+				e.scfg.verify = refuse_all;
+			else
+				e.ccfg.verify = refuse_all;
+			env_listen(&e, "127.0.0.1:0");
+			env_dial(&e, e.addr);
+			send_frame(e.cli.c, 0, 8, 0, &n);
+			run_until(&e, &e.cli.close_calls, 1);
+			run_until(&e, &e.srv.close_calls, 1);
+			assert_int_equal(e.cli.close_status, SB_EDENIED);
+			assert_non_null(strstr(e.cli.error, "its key is not the one registered"));
+			if (side) {
+				assert_non_null(strstr(e.cli.error, "refused: "));
+				assert_int_equal(e.srv.close_status, SB_EDENIED);
+			} else {
+				assert_int_equal(e.srv.close_status, -ECONNRESET);
+			}
+			assert_int_equal(e.srv.frames + e.cli.frames, 0);
+			assert_int_equal(n.failed, 1);
+			env_close(&e);
+		}
+	}
+}
+
+/* A connection for one purpose to a port that takes another. */
+static void test_wrong_purpose(void **state)
+{
+	struct env e;
+	env_init(&e, 1, 1);
+	e.ccfg.purpose = HANDSHAKE_CONTROL;
+	env_listen(&e, "127.0.0.1:0");
+	env_dial(&e, e.addr);
+	run_until(&e, &e.cli.close_calls, 1);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.cli.close_status, SB_EPROTO);
+	assert_non_null(strstr(e.cli.error, "this port does not take control connections"));
+	assert_int_equal(e.srv.close_status, SB_EPROTO);
+	env_close(&e);
+
+	/* a listener for two purposes tells the application which it is */
+	env_init(&e, 1, 1);
+	e.ccfg.purpose = HANDSHAKE_ADMIN;
+	e.scfg.purposes =
+	    HANDSHAKE_PURPOSE_BIT(HANDSHAKE_CONTROL) | HANDSHAKE_PURPOSE_BIT(HANDSHAKE_ADMIN);
+	ready_pair(&e);
+	assert_int_equal(e.srv.purpose, HANDSHAKE_ADMIN);
+	env_close(&e);
+}
+
 static void test_replay(void **state)
 {
 	struct env e;
@@ -777,7 +893,7 @@ static void test_replay(void **state)
 	relay_stop(&r);
 	assert_int_equal(e.srv.bad, 0);
 
-	/* the same bytes again, to a fresh responder */
+	/* the same bytes again: the listener saw that first message before */
 	memset(&e.srv, 0, sizeof e.srv);
 	memset(&rc, 0, sizeof rc);
 	rc.data = r.captured.ptr;
@@ -786,8 +902,24 @@ static void test_replay(void **state)
 	run_until(&e, &e.srv.close_calls, 1);
 	assert_int_equal(e.srv.close_status, SB_EAUTH);
 	assert_int_equal(e.srv.ready_status, SB_EAUTH);
+	assert_non_null(strstr(e.srv.error, "seen before"));
 	assert_int_equal(e.srv.frames, 0);
 	raw_client_close(&rc);
+
+	/* to a fresh listener: it answers, and the old last message fails */
+	struct raw_client rc2;
+	conn_listener_close(e.l);
+	env_listen(&e, "127.0.0.1:0");
+	memset(&e.srv, 0, sizeof e.srv);
+	memset(&rc2, 0, sizeof rc2);
+	rc2.data = r.captured.ptr;
+	rc2.len = r.captured.len;
+	raw_client_start(&e, &rc2, e.port);
+	run_until(&e, &e.srv.close_calls, 1);
+	assert_int_equal(e.srv.close_status, SB_EAUTH);
+	assert_non_null(strstr(e.srv.error, "does not decrypt"));
+	assert_int_equal(e.srv.frames, 0);
+	raw_client_close(&rc2);
 	buf_close(&r.captured);
 	env_close(&e);
 }
@@ -851,22 +983,37 @@ static size_t frame(uint8_t *out, uint32_t type, const void *body, uint32_t len,
 	return FRAME_HEADER_LEN + len;
 }
 
+/* A Hello of version 1 (as an older Syncbit sends it) or of another
+ * version, with nothing a v2 side can use. */
 static size_t hello(uint8_t *out, uint32_t version)
 {
-	Syncbit__Hello h;
-	uint8_t pk[32], nonce[32], body[256];
-
-	memset(pk, 9, sizeof pk);
-	memset(nonce, 8, sizeof nonce);
-	syncbit__hello__init(&h);
-	h.version = version;
-	h.ephemeral_pk.data = pk;
-	h.ephemeral_pk.len = sizeof pk;
-	h.nonce.data = nonce;
-	h.nonce.len = sizeof nonce;
-	h.node = (char *)"raw";
-	size_t n = syncbit__hello__pack(&h, body);
+	uint8_t body[64];
+	size_t n = 0;
+	body[n++] = 0x08; /* field 1: version */
+	body[n++] = (uint8_t)version;
+	body[n++] = 0x12; /* field 2 (v1's ephemeral key): 32 bytes */
+	body[n++] = 32;
+	memset(body + n, 9, 32);
+	n += 32;
 	return frame(out, SYNCBIT__MSG_TYPE__MSG_HELLO, body, (uint32_t)n, 0);
+}
+
+/* A genuine first message for a peer connection, under token byte tok. */
+static size_t hello_v2(uint8_t *out, uint8_t tok)
+{
+	struct secure_token t;
+	struct secure_keypair k;
+	struct handshake hs;
+	struct buf b = BUF_INIT;
+	memset(t.key, tok, sizeof t.key);
+	secure_keypair_new(&k);
+	struct handshake_config hc = {.token = &t, .key = &k, .purpose = HANDSHAKE_PEER};
+	assert_int_equal(handshake_init(&hs, &hc, 1), 0);
+	assert_int_equal(handshake_start(&hs, &b), 0);
+	size_t n = frame(out, SYNCBIT__MSG_TYPE__MSG_HELLO, b.ptr, (uint32_t)b.len, 0);
+	handshake_close(&hs);
+	buf_close(&b);
+	return n;
 }
 
 static void test_hostile_handshakes(void **state)
@@ -890,19 +1037,27 @@ static void test_hostile_handshakes(void **state)
 	/* an application frame first */
 	n = frame(buf, T_DATA, junk, 10, 0);
 	refused(buf, n, 0, SB_EPROTO, "during the handshake");
-	/* a version from the future */
-	n = hello(buf, 2);
-	refused(buf, n, 0, SB_EPROTO, "protocol version 2 not supported");
+	/* an older Syncbit, and one from the future */
+	n = hello(buf, 1);
+	refused(buf, n, 0, SB_EPROTO, "peer speaks protocol v1; this side speaks v2");
+	n = hello(buf, 3);
+	refused(buf, n, 0, SB_EPROTO, "peer speaks protocol v3");
+	/* a version 2 hello whose Noise message is junk */
+	n = frame(buf, SYNCBIT__MSG_TYPE__MSG_HELLO, "\x08\x02\x40\x02\x4a\x05junk!", 11, 0);
+	refused(buf, n, 0, SB_EPROTO, "malformed first message");
+	/* a real first message under another join token */
+	n = hello_v2(buf, 0x11);
+	refused(buf, n, 0, SB_EAUTH, "join token");
 	/* a hello cut short, then the end of the stream */
-	n = hello(buf, 1);
+	n = hello_v2(buf, 0x5a);
 	refused(buf, n - 5, 1, -ECONNRESET, "during the handshake");
-	/* a valid hello, then an application frame instead of Auth */
-	n = hello(buf, 1);
+	/* a valid first message, then an application frame */
+	n = hello_v2(buf, 0x5a);
 	n += frame(buf + n, T_DATA, junk, 10, 0);
-	refused(buf, n, 0, SB_EPROTO, "expected 2");
-	/* a valid hello, then silence and the end of the stream */
-	n = hello(buf, 1);
-	refused(buf, n, 1, SB_EAUTH, "join token");
+	refused(buf, n, 0, SB_EPROTO, "expected 1");
+	/* a valid first message, then silence and the end of the stream */
+	n = hello_v2(buf, 0x5a);
+	refused(buf, n, 1, -ECONNRESET, "instead of finishing the handshake");
 	/* nothing at all */
 	refused(buf, 0, 1, -ECONNRESET, NULL);
 }
@@ -969,7 +1124,7 @@ static void test_initiator_refuses(void **state)
 
 		env_init(&e, 1, 1);
 		e.ccfg.handshake_ms = 2000;
-		if (what == 1) { /* a hello without a mac */
+		if (what == 1) { /* an older Syncbit's hello */
 			m.answer = buf;
 			m.answer_len = hello(buf, 1);
 		} else { /* an oversized frame */
@@ -1405,6 +1560,9 @@ int main(void)
 	    cmocka_unit_test(test_frame_refused_by_app),
 	    cmocka_unit_test(test_oversized),
 	    cmocka_unit_test(test_tampered_record),
+	    cmocka_unit_test(test_tampered_plain),
+	    cmocka_unit_test(test_identity_refused),
+	    cmocka_unit_test(test_wrong_purpose),
 	    cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_peer_gone),
 	    cmocka_unit_test(test_hostile_handshakes),

@@ -2,7 +2,8 @@
  * wholly from the origin and published; the same version assembled on a
  * second node from bytes handed in as a peer would, with a corrupt block
  * refused; a restart that resumes from durable blocks; origin shares that
- * drop blocks and name them again. */
+ * drop blocks and name them again; blocks that match poisoned hashes but
+ * not the source's whole-file digest. */
 #include "tests/unit/testutil.h"
 
 #include <sys/stat.h>
@@ -331,12 +332,137 @@ static void test_share_named_again(void **state)
 	testutil_rmtree(tmp);
 }
 
+static uint8_t *read_whole(const char *dir, const char *name, size_t size)
+{
+	char *p = path_join(dir, name);
+	uint8_t *b = malloc(size + 1);
+	read_exact(p, 0, b, size);
+	free(p);
+	return b;
+}
+
+static size_t count_files(const char *dir)
+{
+	char cmd[4200];
+	snprintf(cmd, sizeof cmd, "test -z \"$(find '%s' -type f)\"", dir);
+	return system(cmd) == 0 ? 0 : 1;
+}
+
+/* One lying node reads its share of a file wrong and reports the hashes of
+ * what it read; the scheduler takes them (it was that block's reader) and
+ * a peer gets, from that node, bytes that match them. The source publishes
+ * the file's SHA-256, as the Hub (lfs sha256: source_digest) or S3 (a
+ * full-object checksum: content_sha256, beside an ETag) do: the assembled
+ * file is checked against it, not published, and not kept. */
+static void poisoned_file(int s3_style)
+{
+	char *tmp = testutil_mkdtemp();
+	char *src = path_join(tmp, "src"), *ca = path_join(tmp, "ca"), *ta = path_join(tmp, "ta");
+	char *objs = path_join(ca, "objects");
+	const size_t size = 3 * BS + 7;
+	mkdir(src, 0755);
+	write_file(src, "model.bin", size, 5);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	Manifest *listed = listing_manifest(&loop, src);
+	/* The manifest as the scheduler holds it: the source's digest, and the
+	 * liar's block hashes (a copy: the decoded one's strings are its own). */
+	FileEntry e = *listed->files[0], *ep = &e;
+	Manifest mm = *listed;
+	uint8_t *bytes = read_whole(src, "model.bin", size), hashes[4 * HASH_LEN];
+	struct hash_id whole;
+	char hex[HASH_HEX_LEN + 1], *digest;
+	mm.files = &ep;
+	hash_sha256(bytes, size, &whole);
+	hash_to_hex(&whole, hex);
+	if (s3_style) {
+		digest = xstrdup("etag:d41d8cd98f00b204e9800998ecf8427e");
+		e.content_sha256.data = whole.b;
+		e.content_sha256.len = HASH_LEN;
+	} else {
+		digest = xasprintf("sha256:%s", hex);
+	}
+	e.source_digest = digest;
+	bytes[BS + 1] ^= 0x5a; /* block 1, as the liar read it */
+	assert_int_equal(e.block_hashes.len, sizeof hashes);
+	e.block_hashes.data = hashes;
+	for (size_t k = 0; k < 4; k++) {
+		size_t off = k * BS, len = size - off < BS ? size - off : BS;
+		hash_sha256(bytes + off, len, (struct hash_id *)(hashes + k * HASH_LEN));
+	}
+	struct buf enc = BUF_INIT;
+	struct hash_id mid;
+	Manifest *m;
+	manifest_encode(&mm, &enc, &mid);
+	assert_int_equal(manifest_decode(enc.ptr, enc.len, &m), 0);
+	buf_close(&enc);
+	manifest_free(listed);
+	free(digest);
+
+	uint8_t vid[HASH_LEN] = {5};
+	struct source_options so;
+	source_options_default(&so);
+	struct cache *c;
+	struct fetch *f;
+	struct ctx cx = {.loop = &loop};
+	struct fetch_hooks h = hooks;
+	h.arg = &cx;
+	assert_int_equal(cache_open(ca, 0, &c), 0);
+	assert_int_equal(fetch_new(&loop, c, "ds", ta, vid, m, &so, &h, &f), 0);
+	assert_int_equal(fetch_nblocks(f), 4);
+	for (uint32_t b = 0; b < 4; b++) {
+		uint32_t len = fetch_block_len(f, b);
+		uint8_t *p = malloc(len);
+		memcpy(p, bytes + (size_t)b * BS, len);
+		fetch_block_received(f, b, p, len, "liar");
+	}
+	if (!cx.done)
+		uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(cx.done, 1);
+	assert_int_equal(cx.status, SB_ECORRUPT);
+	assert_int_equal(cx.bad, 0); /* every block matched its (poisoned) hash */
+	char want[128];
+	snprintf(want, sizeof want, "does not match the source's digest sha256:%s", hex);
+	assert_non_null(strstr(fetch_error(f), want));
+	assert_false(fetch_published(f));
+	char *pub = path_join(ta, "ds");
+	struct stat st;
+	assert_int_equal(stat(pub, &st), -1);
+	free(pub);
+	fetch_free(f);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(count_files(objs), 0); /* no object of it */
+	struct cache_block_loc loc;
+	assert_int_equal(cache_block_find(c, (const struct hash_id *)(hashes + HASH_LEN), &loc), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	cache_free(c);
+	manifest_free(m);
+	free(bytes);
+	free(src);
+	free(ca);
+	free(ta);
+	free(objs);
+	testutil_rmtree(tmp);
+}
+
+static void test_poisoned_blocks_lfs_digest(void **state)
+{
+	poisoned_file(0);
+}
+
+static void test_poisoned_blocks_s3_checksum(void **state)
+{
+	poisoned_file(1);
+}
+
 int main(void)
 {
 	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_origin_then_peer),
 	    cmocka_unit_test(test_share_named_again),
+	    cmocka_unit_test(test_poisoned_blocks_lfs_digest),
+	    cmocka_unit_test(test_poisoned_blocks_s3_checksum),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

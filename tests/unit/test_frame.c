@@ -214,6 +214,94 @@ static void test_reader(void **state)
 	buf_close(&s.b);
 }
 
+/* Frames with a tag after the body: the tag is the type repeated; the
+ * check refuses another and counts what it saw. */
+static int tag_checks;
+
+static int tag_check(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
+		     const uint8_t *tag)
+{
+	struct frame_header h;
+	tag_checks++;
+	frame_header_decode(hdr, UINT32_MAX, UINT32_MAX, &h);
+	assert_int_equal(h.body_len, len);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(body[i], (uint8_t)(h.type + i));
+	for (size_t i = 0; i < FRAME_TAG_MAX; i++)
+		if (tag[i] != (uint8_t)h.type)
+			return SB_EAUTH;
+	return 0;
+}
+
+static void tagged_add(struct buf *b, uint32_t type, size_t body_len, size_t plen, int bad)
+{
+	struct frame_header h = {(uint32_t)body_len, type, (uint32_t)plen};
+	uint8_t hdr[FRAME_HEADER_LEN], tag[FRAME_TAG_MAX];
+	frame_header_encode(&h, hdr);
+	buf_append(b, hdr, sizeof hdr);
+	for (size_t i = 0; i < body_len; i++) {
+		uint8_t v = (uint8_t)(type + i);
+		buf_append(b, &v, 1);
+	}
+	memset(tag, (int)type, sizeof tag);
+	tag[3] ^= (uint8_t)bad;
+	buf_append(b, tag, sizeof tag);
+	for (size_t i = 0; i < plen; i++) {
+		uint8_t v = (uint8_t)(type + body_len + i);
+		buf_append(b, &v, 1);
+	}
+}
+
+static void test_reader_tags(void **state)
+{
+	const size_t chunks[] = {1, 7, 13, 29, 4096};
+	for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+		for (int bad = 0; bad < 2; bad++) {
+			struct buf b = BUF_INIT;
+			struct frame_reader r;
+			int frames = 0, rc = 0;
+			tagged_add(&b, 1, 0, 0, 0);
+			tagged_add(&b, 2, 10, 0, 0);
+			tagged_add(&b, 3, 0, 300, 0);
+			tagged_add(&b, 4, 20, 50000, bad);
+			tagged_add(&b, 5, 5, 5, 0);
+			frame_reader_init(&r, 1000, 100000);
+			r.tag_len = FRAME_TAG_MAX;
+			r.check = tag_check;
+			tag_checks = 0;
+			for (size_t off = 0; off < b.len && rc >= 0;) {
+				size_t n = b.len - off < chunks[c] ? b.len - off : chunks[c], used;
+				struct frame f;
+				rc = frame_reader_feed(&r, b.ptr + off, n, &used, &f);
+				off += used;
+				if (rc == 1) {
+					check_frame(&f);
+					assert_non_null(f.tag);
+					free(f.payload);
+					frames++;
+				}
+			}
+			if (bad) {
+				/* refused at its tag, before its payload was allocated */
+				assert_int_equal(rc, SB_EAUTH);
+				assert_int_equal(frames, 3);
+				uint8_t *room;
+				assert_int_equal(frame_reader_payload_room(&r, &room), 0);
+				size_t used;
+				struct frame f;
+				assert_int_equal(frame_reader_feed(&r, b.ptr, 1, &used, &f),
+						 SB_EAUTH);
+			} else {
+				assert_int_equal(frames, 5);
+				assert_int_equal(tag_checks, 5);
+				assert_false(frame_reader_partial(&r));
+			}
+			frame_reader_close(&r);
+			buf_close(&b);
+		}
+	}
+}
+
 static void test_reader_limits(void **state)
 {
 	uint32_t last = 0;
@@ -264,7 +352,7 @@ int main(void)
 	    cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_big_endian),
 	    cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_dispatch),
 	    cmocka_unit_test(test_dispatch_refused), cmocka_unit_test(test_reader),
-	    cmocka_unit_test(test_reader_limits),
+	    cmocka_unit_test(test_reader_limits),    cmocka_unit_test(test_reader_tags),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -351,7 +351,7 @@ static void test_triton(void **state)
 	bad.model = "m";
 	bad.version = "01";
 	assert_int_equal(layout_check(&bad, f->src, &error), SB_ECONFIG);
-	assert_non_null(strstr(error, "--version"));
+	assert_non_null(strstr(error, "--model-version"));
 	free(error);
 	bad.version = "12";
 	assert_int_equal(layout_check(&bad, f->src, &error), 0);

@@ -105,6 +105,45 @@ static void test_text_lines_exact(void **state)
 	free(out);
 }
 
+static size_t count(const char *s, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* A repeated failure is one line a minute, then says how often it was
+ * held back; another failure is its own line. */
+static void test_limited_lines(void **state)
+{
+	struct capture c;
+	char *out;
+
+	log_setup(LOG_INFO, LOG_FORMAT_TEXT);
+	log_limit_set_clock(1000);
+	capture_start(&c);
+	for (int i = 0; i < 5; i++)
+		log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limited(LOG_WARN, "peer %s unreachable", "b");
+	log_limited(LOG_DEBUG, "below the level %d", 1);
+	log_limit_set_clock(1000 + LOG_LIMIT_MS - 1);
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limit_set_clock(1000 + LOG_LIMIT_MS);
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	log_limited(LOG_WARN, "peer %s unreachable", "a");
+	out = capture_end(&c);
+	log_limit_set_clock(0);
+	assert_int_equal(count(out, "\n"), 3);
+	assert_int_equal(count(out, "warn: peer a unreachable\n"), 1);
+	assert_int_equal(count(out, "warn: peer b unreachable\n"), 1);
+	assert_int_equal(
+	    count(out, "warn: peer a unreachable (repeated 5 times since it was last logged)\n"),
+	    1);
+	assert_null(strstr(out, "below the level"));
+	free(out);
+}
+
 static void test_text_escapes_controls(void **state)
 {
 	struct capture c;
@@ -112,9 +151,45 @@ static void test_text_escapes_controls(void **state)
 
 	log_setup(LOG_WARN, LOG_FORMAT_TEXT);
 	capture_start(&c);
-	log_warn("a\nb\x1b[2Jc\td\x7f");
+	log_warn("a\nb\x1b[2Jc\td\x7f\re\x01");
 	out = capture_end(&c);
-	assert_string_equal(out + 24, " syncbit: warn: a\\nb\\x1b[2Jc\td\\x7f\n");
+	assert_string_equal(out + 24, " syncbit: warn: a\\nb\\x1b[2Jc\\td\\x7f\\re\\x01\n");
+	free(out);
+}
+
+/* The helper the CLI's error lines use: the same escapes, cut before an
+ * escape that does not fit, UTF-8 kept. */
+static void test_escape_helper(void **state)
+{
+	char out[64];
+	const char in[] = "x\ny\r\tz\x1b[31m\x7f\xc3\xa9";
+	assert_int_equal(log_escape(out, sizeof out, in, sizeof in - 1), 23);
+	assert_string_equal(out, "x\\ny\\r\\tz\\x1b[31m\\x7f\xc3\xa9");
+	assert_int_equal(log_escape(out, 4, "ab\n", 3), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(log_escape(out, 6, "ab\x1b", 3), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(log_escape(out, 7, "ab\x1b", 3), 6);
+	assert_string_equal(out, "ab\\x1b");
+}
+
+/* Source URLs in messages lose their credentials, in both formats. */
+static void test_urls_redacted(void **state)
+{
+	struct capture c;
+	char *out;
+
+	log_setup(LOG_WARN, LOG_FORMAT_TEXT);
+	capture_start(&c);
+	log_warn("GET https://u:pw@h/m.bin?X-Amz-Signature=c0ffee&x=1: HTTP 403");
+	log_setup(LOG_WARN, LOG_FORMAT_JSON);
+	log_warn("source %s", "https://h/m.bin?sig=c0ffee");
+	out = capture_end(&c);
+	assert_null(strstr(out, "c0ffee"));
+	assert_null(strstr(out, "pw"));
+	assert_non_null(
+	    strstr(out, "GET https://REDACTED@h/m.bin?X-Amz-Signature=REDACTED&x=1: HTTP 403\n"));
+	assert_non_null(strstr(out, "\"msg\":\"source https://h/m.bin?sig=REDACTED\"}"));
 	free(out);
 }
 
@@ -372,7 +447,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_text_line_and_level_filter, teardown),
 	    cmocka_unit_test_teardown(test_text_lines_exact, teardown),
+	    cmocka_unit_test_teardown(test_limited_lines, teardown),
 	    cmocka_unit_test_teardown(test_text_escapes_controls, teardown),
+	    cmocka_unit_test(test_escape_helper),
+	    cmocka_unit_test_teardown(test_urls_redacted, teardown),
 	    cmocka_unit_test_teardown(test_json_escaping, teardown),
 	    cmocka_unit_test_teardown(test_json_invalid_utf8_replaced, teardown),
 	    cmocka_unit_test_teardown(test_long_message_truncated, teardown),

@@ -73,6 +73,13 @@ static void test_fmt_duration(void **state)
 	}
 }
 
+static void test_noun(void **state)
+{
+	assert_string_equal(progress_noun(0, "file", "files"), "files");
+	assert_string_equal(progress_noun(1, "file", "files"), "file");
+	assert_string_equal(progress_noun(2, "node drops", "nodes drop"), "nodes drop");
+}
+
 static void test_now_monotonic(void **state)
 {
 	uint64_t a = progress_now_ns(), b = progress_now_ns();
@@ -363,6 +370,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fmt_bytes),
 	    cmocka_unit_test(test_fmt_duration),
+	    cmocka_unit_test(test_noun),
 	    cmocka_unit_test(test_now_monotonic),
 	    cmocka_unit_test(test_plain_lines_every_5s),
 	    cmocka_unit_test(test_plain_unknown_total),

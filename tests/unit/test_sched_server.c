@@ -9,7 +9,9 @@
 #include "common/conn.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/noise.h"
 #include "common/wire.h"
+#include "scheduler/api.h"
 #include "scheduler/listing.h"
 #include "scheduler/sched.h"
 #include "scheduler/server.h"
@@ -28,6 +30,8 @@ struct agent {
 	Syncbit__Hashes *hashes;
 	Syncbit__AdminReply *reply;
 	char unassigned[64];
+	int error_code; /* the last ErrorMsg */
+	char error[256];
 	uv_timer_t beat; /* empty heartbeats unless silent */
 	int silent;
 	struct agent *next; /* in fx.agents until freed */
@@ -100,6 +104,13 @@ static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t l
 		KEEP(reply, admin_reply, type);
 		a->n_reply++;
 		break;
+	case SYNCBIT__MSG_TYPE__MSG_ERROR: {
+		Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
+		a->error_code = m->code;
+		snprintf(a->error, sizeof a->error, "%s", m->message);
+		syncbit__error_msg__free_unpacked(m, NULL);
+		break;
+	}
 	default:
 		break;
 	}
@@ -119,10 +130,29 @@ static const struct conn_callbacks cbs = {
 
 static void beat(uv_timer_t *t);
 
-static struct agent *agent_dial(const char *name)
+/* A node's static key: the same for a name every time it dials, unless
+ * salted (another install of that node). */
+static void node_key(const char *name, uint8_t salt, struct secure_keypair *kp)
+{
+	crypto_generichash(kp->priv, sizeof kp->priv, (const uint8_t *)name, strlen(name), &salt,
+			   1);
+	noise_public_key(kp->priv, kp->pub);
+}
+
+/* Dial as node `name` (the CLI for "cli": an admin connection with a fresh
+ * key); salt picks another key for the name. ready tells whether the
+ * handshake must succeed. */
+static struct agent *agent_dial_key(const char *name, uint8_t salt)
 {
 	struct agent *a = calloc(1, sizeof *a);
-	struct conn_config cfg = {.token = &fx.s.token, .node = name, .encrypt = 0};
+	struct secure_keypair kp;
+	int cli = !strcmp(name, "cli");
+	node_key(name, salt, &kp);
+	struct conn_config cfg = {.token = &fx.s.token,
+				  .key = cli ? NULL : &kp,
+				  .purpose = cli ? HANDSHAKE_ADMIN : HANDSHAKE_CONTROL,
+				  .node = name,
+				  .encrypt = 0};
 	a->name = name;
 	a->next = fx.agents;
 	fx.agents = a;
@@ -133,6 +163,11 @@ static struct agent *agent_dial(const char *name)
 	WAIT_FOR(a->ready || a->closed);
 	assert_true(a->ready);
 	return a;
+}
+
+static struct agent *agent_dial(const char *name)
+{
+	return agent_dial_key(name, 0);
 }
 
 static void beat(uv_timer_t *t)
@@ -300,6 +335,11 @@ static void test_assign_plan_hashes_leave(void **state)
 	assert_int_equal(b->assign->n_peers, 1);
 	assert_string_equal(b->assign->peers[0]->node, "node-a");
 	assert_string_equal(b->assign->peers[0]->addr, "node-a:7401");
+	/* with the key node-a registered: b checks it in their handshake */
+	struct secure_keypair ka;
+	node_key("node-a", 0, &ka);
+	assert_int_equal(b->assign->peers[0]->key.len, SECURE_KEY_BYTES);
+	assert_memory_equal(b->assign->peers[0]->key.data, ka.pub, SECURE_KEY_BYTES);
 	uint32_t first;
 	assert_int_equal(range_blocks(b->assign->origin, b->assign->n_origin, &first), 3);
 	assert_int_equal(first, 1);
@@ -307,6 +347,9 @@ static void test_assign_plan_hashes_leave(void **state)
 	assert_int_equal(first, 0);
 	assert_non_null(strstr(a->origin->reason, "node-b joined"));
 	assert_string_equal(a->peers->peers[0]->node, "node-b");
+	struct secure_keypair kb;
+	node_key("node-b", 0, &kb);
+	assert_memory_equal(a->peers->peers[0]->key.data, kb.pub, SECURE_KEY_BYTES);
 
 	/* a reports block 0: both learn it; a conflicting hash is dropped. */
 	ingest(a, 0, 1);
@@ -448,6 +491,82 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+static void restart(void);
+
+static void admin_node_rm(const char *name)
+{
+	struct agent *cli = agent_dial("cli");
+	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_NODE_RM;
+	m.name = (char *)name;
+	wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->n_reply == 1);
+	assert_int_equal(cli->reply->code, 0);
+	agent_free(cli);
+}
+
+/* The first registration of a name pins its key; another key under that
+ * name is refused (with the message the agent logs) until `node rm`. */
+static void test_node_key_pinned(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	agent_free(a);
+	WAIT_FOR(!cluster_node_find(&fx.s.cluster, "node-a")->conn);
+
+	/* another install of node-a: refused, and it is told why */
+	struct agent *b = agent_dial_key("node-a", 1);
+	Syncbit__Register m = SYNCBIT__REGISTER__INIT;
+	m.node = "node-a";
+	wire_send(b->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(b->closed);
+	assert_int_equal(b->n_registered, 0);
+	assert_int_equal(b->error_code, SB_EDENIED);
+	assert_string_equal(b->error, "node name node-a is registered with another key; "
+				      "`syncbit node rm node-a` on the scheduler if this node "
+				      "was reinstalled");
+	agent_free(b);
+
+	/* the first key still works, even after a restart of the scheduler */
+	restart();
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	agent_free(a);
+	WAIT_FOR(!cluster_node_find(&fx.s.cluster, "node-a")->conn);
+
+	/* node rm forgets it: the new install registers and is pinned */
+	admin_node_rm("node-a");
+	b = agent_dial_key("node-a", 1);
+	agent_register(b, "x");
+	agent_free(b);
+	a = agent_dial("node-a");
+	wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(a->closed);
+	assert_int_equal(a->error_code, SB_EDENIED);
+	agent_free(a);
+}
+
+/* A connection's purpose decides what it may say: nodes register, the CLI
+ * asks; neither can do the other's. */
+static void test_purposes(void **state)
+{
+	struct agent *cli = agent_dial("cli");
+	Syncbit__Register r = SYNCBIT__REGISTER__INIT;
+	wire_send(cli->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &r.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(cli->closed);
+	assert_null(cluster_node_find(&fx.s.cluster, "cli"));
+	agent_free(cli);
+
+	struct agent *a = agent_dial("node-a");
+	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
+	m.op = SYNCBIT__ADMIN_OP__ADMIN_STATUS;
+	wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_ADMIN, &m.base, NULL, 0, NULL, NULL);
+	WAIT_FOR(a->closed);
+	assert_int_equal(a->n_reply, 0);
+	agent_free(a);
+}
+
 /* Stop the scheduler (its agents gone) and start it on the same data. */
 static void restart(void)
 {
@@ -539,10 +658,10 @@ static void test_restart_takes_reported_hashes(void **state)
 	assert_int_equal(b->hashes->blocks[0]->block, 1);
 	assert_int_equal(b->hashes->blocks[0]->hash.data[0], 2);
 	ingest(b, 1, 2); /* another hash for block 1: refused */
-	ingest(b, 2, 1);
+	ingest(b, 3, 1);
 	WAIT_FOR(a->n_hashes == 2);
 	assert_int_equal(a->hashes->n_blocks, 1);
-	assert_int_equal(a->hashes->blocks[0]->block, 2);
+	assert_int_equal(a->hashes->blocks[0]->block, 3);
 	struct cluster_version *cv = cluster_version_find(&fx.s.cluster, fx.version.b, HASH_LEN);
 	assert_int_equal(cv->v->nknown, 3);
 	WAIT_FOR(fx.s.cluster.pending.len == 0); /* saved within CLUSTER_FLUSH_MS */
@@ -553,10 +672,124 @@ static void test_restart_takes_reported_hashes(void **state)
 	a = agent_dial("node-a");
 	agent_register(a, "x");
 	WAIT_FOR(a->n_assign == 1);
-	for (uint32_t k = 0; k < 3; k++)
-		assert_true(assigned_known(a, k));
+	assert_true(assigned_known(a, 0) && assigned_known(a, 1) && assigned_known(a, 3));
 	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 3);
 	agent_free(a);
+}
+
+/* 1 when block b is in the ranges r[0..n). */
+static int in_ranges(Syncbit__BlockRange **r, size_t n, uint32_t b)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b >= r[i]->first && b - r[i]->first < r[i]->count)
+			return 1;
+	return 0;
+}
+
+static const struct cluster_node *node_named(const char *name)
+{
+	return cluster_node_find(&fx.s.cluster, name);
+}
+
+/* A hash is taken only from a node whose origin share holds the block: one
+ * for a block planned to another node is refused and counted, the block
+ * stays unknown and planned to its reader, whose hash is then taken. The
+ * hash a node reports of a block it holds that is known already is not a
+ * refusal. */
+static void test_ingest_only_from_share(void **state)
+{
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1 && a->n_origin == 1);
+	assert_true(in_ranges(a->origin->blocks, a->origin->n_blocks, 2));
+	assert_false(in_ranges(b->assign->origin, b->assign->n_origin, 2));
+
+	ingest(b, 2, 9); /* a's block, a made-up hash */
+	ingest(b, 1, 1); /* its own */
+	WAIT_FOR(a->n_hashes == 1);
+	assert_int_equal(a->hashes->n_blocks, 1);
+	assert_int_equal(a->hashes->blocks[0]->block, 1);
+	struct cluster_version *cv = cluster_version_find(&fx.s.cluster, fx.version.b, HASH_LEN);
+	assert_int_equal(cv->v->nknown, 1);
+	assert_false(assign_bit(cv->v->known, 2));
+	assert_int_equal(node_named("node-b")->hashes_refused, 1);
+	assert_int_equal(node_named("node-a")->hashes_refused, 0);
+	/* Still a's to read, as the scheduler plans it. */
+	const struct assign_plan *pa = cluster_plan_of(cv, "node-a");
+	int planned = 0;
+	for (size_t i = 0; pa && i < pa->nranges; i++)
+		planned |=
+		    2 >= pa->ranges[i].first && 2 - pa->ranges[i].first < pa->ranges[i].count;
+	assert_true(planned);
+
+	ingest(a, 2, 1); /* its reader */
+	WAIT_FOR(b->n_hashes == 2);
+	assert_int_equal(b->hashes->blocks[0]->block, 2);
+	assert_int_equal(b->hashes->blocks[0]->hash.data[1], 1);
+	ingest(b, 2, 1); /* held now, reported again: the same hash, no refusal */
+	ingest(b, 3, 1);
+	WAIT_FOR(a->n_hashes == 3);
+	assert_int_equal(node_named("node-b")->hashes_refused, 1);
+
+	/* The API shows the count. */
+	json_t *doc = api_nodes(&fx.s);
+	json_t *nb = json_array_get(json_object_get(doc, "nodes"), 1);
+	assert_string_equal(json_string_value(json_object_get(nb, "name")), "node-b");
+	assert_int_equal(json_integer_value(json_object_get(nb, "hashes_refused")), 1);
+	json_decref(doc);
+	agent_free(a);
+	agent_free(b);
+}
+
+/* A block that moved to another share may still come from the node that
+ * had it (its read was under way), and so after a restart of the
+ * scheduler, whose new plan gives the node other blocks: the shares a node
+ * had are saved. A node that never had the block is refused. */
+static void test_ingest_from_past_share(void **state)
+{
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1 && a->n_origin == 1);
+	/* a reads its share; b has 3 unknown blocks left: block 5 moves to a. */
+	uint32_t mine[] = {0, 2, 4};
+	ingest_blocks(a, mine, 3, 1);
+	WAIT_FOR(a->n_origin == 2 && b->n_origin == 1);
+	assert_true(in_ranges(a->origin->blocks, a->origin->n_blocks, 5));
+	assert_false(in_ranges(b->origin->blocks, b->origin->n_blocks, 5));
+	ingest(b, 5, 1); /* b's read of it was under way */
+	WAIT_FOR(a->n_hashes == 2);
+	assert_int_equal(a->hashes->blocks[0]->block, 5);
+	WAIT_FOR(fx.s.cluster.pending.len == 0);
+	agent_free(a);
+	agent_free(b);
+
+	/* After a restart b registers first and reads both unknown blocks
+	 * (1 and 3); a, which had block 3 in its first share, reports it. */
+	restart();
+	b = agent_dial("node-b");
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1);
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	struct agent *c = agent_dial("node-c");
+	agent_register(c, "z");
+	WAIT_FOR(a->n_assign == 1 && c->n_assign == 1);
+	assert_false(in_ranges(a->assign->origin, a->assign->n_origin, 3));
+	ingest(c, 1, 1); /* never c's */
+	ingest(a, 3, 1);
+	WAIT_FOR(b->n_hashes == 1);
+	assert_int_equal(b->hashes->n_blocks, 1);
+	assert_int_equal(b->hashes->blocks[0]->block, 3);
+	assert_int_equal(node_named("node-c")->hashes_refused, 1);
+	struct cluster_version *cv = cluster_version_find(&fx.s.cluster, fx.version.b, HASH_LEN);
+	assert_false(assign_bit(cv->v->known, 1));
+	agent_free(a);
+	agent_free(b);
+	agent_free(c);
 }
 
 int main(void)
@@ -570,6 +803,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_keeps_versions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_takes_reported_hashes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ingest_only_from_share, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ingest_from_past_share, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_node_key_pinned, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_purposes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,6 +207,34 @@ static void test_plan_move(void **state)
 	assign_plan_close(&p[1]);
 }
 
+/* A file's SHA-256 from the source (S3 full-object checksum) goes into the
+ * manifest the nodes check assembled files against; a listing without one
+ * encodes as before. A malformed one is refused. */
+static void test_version_content_sha256(void **state)
+{
+	struct source_listing l;
+	struct sched_version *plain = sample_version("zd"), *v = NULL;
+	char *detail = NULL;
+	sample_listing(&l, "zd");
+	l.files[6].has_content_sha256 = 1;
+	memset(l.files[6].content_sha256, 0xab, HASH_LEN);
+	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	source_listing_close(&l);
+	const FileEntry *z = v->m->files[6], *zp = plain->m->files[6];
+	assert_string_equal(z->path, "z.bin");
+	assert_int_equal(z->content_sha256.len, HASH_LEN);
+	assert_int_equal(z->content_sha256.data[0], 0xab);
+	assert_int_equal(zp->content_sha256.len, 0);
+	assert_int_equal(v->m->files[0]->content_sha256.len, 0);
+	assert_memory_not_equal(v->id.b, plain->id.b, HASH_LEN);
+	assert_int_equal(manifest_validate(v->m), 0);
+	v->m->files[6]->content_sha256.len = 31;
+	assert_int_equal(manifest_validate(v->m), SB_EPROTO);
+	v->m->files[6]->content_sha256.len = HASH_LEN;
+	version_free(v);
+	version_free(plain);
+}
+
 static void test_version_from_listing(void **state)
 {
 	struct sched_version *v = sample_version("zd");
@@ -361,6 +389,9 @@ static void report(struct cluster *c, struct cluster_node *n, const struct sched
 	cluster_node_report(c, n, &vsp, bits ? 1 : 0, now);
 }
 
+static const uint8_t key_a[SECURE_KEY_BYTES] = {0xa1, 0xa2}, key_b[SECURE_KEY_BYTES] = {0xb1},
+		     key_x[SECURE_KEY_BYTES] = {0xee};
+
 static void test_cluster_persists(void **state)
 {
 	char *dir = testutil_mkdtemp();
@@ -371,8 +402,10 @@ static void test_cluster_persists(void **state)
 	struct cluster_version *cv = cluster_version_add(&c, sample_version("zd"));
 	struct hash_id id = cv->v->id;
 	cluster_dataset_set(&c, "models", "file:///src", sel, 1, BS, cv);
-	struct cluster_node *a = cluster_node_register(&c, "gpu-a", make_register("gpu-a", "a"), 1);
-	struct cluster_node *b = cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), 1);
+	struct cluster_node *a =
+	    cluster_node_register(&c, "gpu-a", make_register("gpu-a", "a"), key_a, 1);
+	struct cluster_node *b =
+	    cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), key_b, 1);
 	a->conn = b->conn = (void *)1;
 	/* Hashes, one conflicting. */
 	Syncbit__BlockHash bh[3], *bhp[3], *fresh[3];
@@ -385,9 +418,20 @@ static void test_cluster_persists(void **state)
 		bhp[i] = &bh[i];
 	}
 	int completed;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed), 2);
+	size_t refused;
+	uint32_t example;
+	/* Hashes come from the node the plan gives the blocks to. */
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 0);
+	assert_int_equal(refused, 2);
+	cluster_plan(&c, cv, NULL, 0);
+	assert_non_null(cluster_plan_of(cv, "gpu-a"));
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 2, "gpu-a", fresh, &completed, &refused, &example), 2);
+	assert_int_equal(refused, 0);
 	bh[1].hash.data[5] = 0x55;
-	assert_int_equal(cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed), 1);
+	assert_int_equal(
+	    cluster_ingest(&c, cv, bhp, 3, "gpu-a", fresh, &completed, &refused, &example), 1);
 	assert_ptr_equal(fresh[0], bhp[2]);
 	assert_false(completed);
 	uint8_t bits[1] = {0x05};
@@ -421,17 +465,30 @@ static void test_cluster_persists(void **state)
 	assert_int_equal(r->have, 2);
 	assert_int_equal(r->bytes_from_origin, 1000);
 	assert_int_equal(r->bits[0], 0x05);
-	/* node rm: refused while connected; gone for good once removed. */
+	/* Each name's key was saved with it: another key is refused. */
+	assert_true(a->has_key);
+	assert_memory_equal(a->key, key_a, SECURE_KEY_BYTES);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_a), 0);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_b), SB_EDENIED);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-b", key_a), SB_EDENIED);
+	assert_int_equal(cluster_node_key_check(&c, "gpu-new", key_x), 0);
+	/* A registration with the pinned key keeps it. */
+	cluster_node_register(&c, "gpu-b", make_register("gpu-b", "b"), key_b, 2);
+	assert_memory_equal(cluster_node_find(&c, "gpu-b")->key, key_b, SECURE_KEY_BYTES);
+	/* node rm: refused while connected; gone for good once removed, and
+	 * with it the key: the name takes a new one. */
 	a->conn = (void *)1;
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_EDENIED);
 	a->conn = NULL;
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), 0);
 	assert_int_equal(cluster_node_remove(&c, "gpu-a"), SB_ENOTFOUND);
 	assert_null(cluster_node_find(&c, "gpu-a"));
+	assert_int_equal(cluster_node_key_check(&c, "gpu-a", key_b), 0);
 	cluster_close(&c);
 	assert_int_equal(cluster_open(&c, dir), 0);
 	assert_null(cluster_node_find(&c, "gpu-a"));
 	assert_non_null(cluster_node_find(&c, "gpu-b"));
+	assert_int_equal(cluster_node_key_check(&c, "gpu-b", key_a), SB_EDENIED);
 	assert_non_null(cluster_dataset_find(&c, "models"));
 	cluster_close(&c);
 	testutil_rmtree(dir);
@@ -447,7 +504,7 @@ static void test_cluster_members_and_plans(void **state)
 	const char *names[] = {"n3", "n1", "n2"};
 	struct cluster_node *n[3];
 	for (int i = 0; i < 3; i++) {
-		n[i] = cluster_node_register(&c, names[i], make_register(names[i], "a"), 1);
+		n[i] = cluster_node_register(&c, names[i], make_register(names[i], "a"), key_x, 1);
 		n[i]->conn = (void *)1;
 	}
 	size_t nm;
@@ -499,7 +556,7 @@ static void test_cluster_version_gc(void **state)
 	assert_int_equal(cluster_open(&c, dir), 0);
 	struct cluster_version *v1 = cluster_version_add(&c, sample_version("zd"));
 	cluster_dataset_set(&c, "models", "file:///src", NULL, 0, BS, v1);
-	struct cluster_node *a = cluster_node_register(&c, "a", make_register("a", "x"), 1);
+	struct cluster_node *a = cluster_node_register(&c, "a", make_register("a", "x"), key_x, 1);
 	uint8_t bits[1] = {0xff};
 	report(&c, a, v1->v, bits, 1, 1);
 	struct hash_id id1 = v1->v->id;
@@ -586,6 +643,7 @@ int main(void)
 	    cmocka_unit_test(test_origin_plan_wide_stripe),
 	    cmocka_unit_test(test_plan_move),
 	    cmocka_unit_test(test_version_from_listing),
+	    cmocka_unit_test(test_version_content_sha256),
 	    cmocka_unit_test(test_version_refuses_escapes),
 	    cmocka_unit_test(test_version_refuses_oversized),
 	    cmocka_unit_test(test_carry_over),

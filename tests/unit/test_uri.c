@@ -510,6 +510,52 @@ static void test_close_twice(void **state)
 	assert_null(u.canonical);
 }
 
+/* ---- redaction ---- */
+
+static void expect_redacted(const char *in, const char *want)
+{
+	char *got = uri_redact(in);
+	if (strcmp(got, want) != 0)
+		fail_msg("redact '%s':\n got '%s'\nwant '%s'", in, got, want);
+	free(got);
+}
+
+static void test_redact(void **state)
+{
+	/* A presigned S3 URL: signature, credential and session token go;
+	 * the rest stays. */
+	expect_redacted("https://b.s3.amazonaws.com/k/model.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+			"&X-Amz-Credential=AKIAEXAMPLE%2F20250101%2Fus-east-1%2Fs3%2Faws4_request"
+			"&X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+			"&X-Amz-Security-Token=FwoGZX&X-Amz-Signature=deadbeef",
+			"https://b.s3.amazonaws.com/k/model.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+			"&X-Amz-Credential=REDACTED&X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600"
+			"&X-Amz-SignedHeaders=host&X-Amz-Security-Token=REDACTED"
+			"&X-Amz-Signature=REDACTED");
+	/* Other signed URLs and tokens, any case; userinfo; a fragment. */
+	expect_redacted("http://u:pw@h:8080/a?sig=abc&sv=2020&se=x", "http://REDACTED@h:8080/a?sig="
+								     "REDACTED&sv=2020&se=x");
+	expect_redacted("https://h/f?Signature=x&Expires=9&Key-Pair-Id=K",
+			"https://h/f?Signature=REDACTED&Expires=9&Key-Pair-Id=K");
+	expect_redacted("https://h/f#access_token=t&state=s",
+			"https://h/f#access_token=REDACTED&state=s");
+	expect_redacted("https://h/f?TOKEN=t&token", "https://h/f?TOKEN=REDACTED&token");
+	/* Inside messages: several URLs, prose around them kept. */
+	expect_redacted("pull https://h/x?sig=1: GET https://h/x?sig=1 (HTTP 403).",
+			"pull https://h/x?sig=REDACTED: GET https://h/x?sig=REDACTED (HTTP 403).");
+	expect_redacted("\"s3://b/p/\" and 'oci://r/x@sha256:ab' stay",
+			"\"s3://b/p/\" and 'oci://r/x@sha256:ab' stay");
+	expect_redacted("hf://org/repo@main, no secret", "hf://org/repo@main, no secret");
+	expect_redacted("no url: here://", "no url: here://");
+	expect_redacted("", "");
+	/* Into a buffer: cut when full, never past it; a secret never shows. */
+	char out[24];
+	size_t n = uri_redact_text(out, sizeof out, "x https://h/?sig=secretsecret&a=b", 33);
+	assert_int_equal(n, sizeof out - 1);
+	assert_string_equal(out, "x https://h/?sig=REDACT");
+	assert_null(strstr(out, "secret"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -520,6 +566,7 @@ int main(void)
 	    cmocka_unit_test(test_s3_bad),	  cmocka_unit_test(test_hub_good),
 	    cmocka_unit_test(test_hub_bad),	  cmocka_unit_test(test_oci_good),
 	    cmocka_unit_test(test_oci_bad),	  cmocka_unit_test(test_close_twice),
+	    cmocka_unit_test(test_redact),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

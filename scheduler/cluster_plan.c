@@ -1,0 +1,209 @@
+/* Origin plans of the cluster model (scheduler/cluster.h): each version's
+ * shares of the blocks to read from the origin, how they even out as they
+ * are read, and the readers, the blocks each node's shares ever held, which
+ * are the blocks whose hashes the scheduler takes from that node. Loop
+ * thread only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "scheduler/cluster.h"
+#include "scheduler/cluster_int.h"
+
+/* ---- readers --------------------------------------------------------------- */
+
+void cluster_readers_clear(struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cv->nreaders; i++) {
+		free(cv->readers[i].node);
+		free(cv->readers[i].bits);
+	}
+	free(cv->readers);
+	cv->readers = NULL;
+	cv->nreaders = 0;
+}
+
+static struct cluster_reader *reader_find(const struct cluster_version *cv, const char *node)
+{
+	for (size_t i = 0; i < cv->nreaders; i++)
+		if (!strcmp(cv->readers[i].node, node))
+			return &cv->readers[i];
+	return NULL;
+}
+
+static struct cluster_reader *reader_get(struct cluster_version *cv, const char *node)
+{
+	struct cluster_reader *r = reader_find(cv, node);
+	if (r)
+		return r;
+	cv->readers = xrealloc(cv->readers, (cv->nreaders + 1) * sizeof *cv->readers);
+	r = &cv->readers[cv->nreaders++];
+	r->node = xstrdup(node);
+	r->bits = xcalloc(cv->v->nblocks / 8 + 1, 1);
+	r->dirty = 0;
+	return r;
+}
+
+/* Add node's share p to the blocks it may report. */
+static void reader_note(struct cluster_version *cv, const char *node, const struct assign_plan *p)
+{
+	struct cluster_reader *r = p->nblocks ? reader_get(cv, node) : NULL;
+	for (size_t i = 0; r && i < p->nranges; i++) {
+		for (uint32_t k = 0; k < p->ranges[i].count; k++) {
+			uint32_t b = p->ranges[i].first + k;
+			if (b < cv->v->nblocks && !assign_bit(r->bits, b)) {
+				assign_set_bit(r->bits, b);
+				r->dirty = 1;
+			}
+		}
+	}
+}
+
+int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b)
+{
+	const struct cluster_reader *r = reader_find(cv, node);
+	return r && b < cv->v->nblocks && assign_bit(r->bits, b);
+}
+
+void cluster_readers_save(struct cluster *c)
+{
+	for (size_t i = 0; i < c->nversions; i++) {
+		struct cluster_version *cv = c->versions[i];
+		for (size_t k = 0; k < cv->nreaders; k++) {
+			struct cluster_reader *r = &cv->readers[k];
+			if (!r->dirty)
+				continue;
+			state_put_readers(c->state, &cv->v->id, r->node, r->bits,
+					  cv->v->nblocks / 8 + 1);
+			r->dirty = 0;
+		}
+	}
+}
+
+int cluster_readers_dirty(const struct cluster *c)
+{
+	for (size_t i = 0; i < c->nversions; i++)
+		for (size_t k = 0; k < c->versions[i]->nreaders; k++)
+			if (c->versions[i]->readers[k].dirty)
+				return 1;
+	return 0;
+}
+
+int cluster_readers_load(void *arg, const struct hash_id *id, const char *node, const uint8_t *bits,
+			 size_t len)
+{
+	struct cluster_version *cv = cluster_version_find(arg, id->b, HASH_LEN);
+	if (!cv || len != cv->v->nblocks / 8 + 1)
+		return 0;
+	struct cluster_reader *r = reader_get(cv, node);
+	memcpy(r->bits, bits, len);
+	return 0;
+}
+
+/* ---- plans ----------------------------------------------------------------- */
+
+void cluster_plan_clear(struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cv->nplans; i++) {
+		free(cv->plan_nodes[i]);
+		assign_plan_close(&cv->plans[i]);
+	}
+	free(cv->plan_nodes);
+	free(cv->plans);
+	cv->plan_nodes = NULL;
+	cv->plans = NULL;
+	cv->nplans = 0;
+}
+
+/* Clear in skip the known blocks that nodes in gone[] reported holding and
+ * no member reports: nobody could serve them. Returns their count. */
+static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *cv,
+			       struct cluster_node **m, size_t n, char *const *gone, size_t ngone,
+			       uint8_t *skip)
+{
+	uint32_t nb = cv->v->nblocks, count = 0;
+	size_t bytes = nb / 8 + 1;
+	uint8_t *held = xcalloc(bytes, 1);
+	for (size_t i = 0; i < n; i++) {
+		const struct cluster_report *r = cluster_node_report_of(m[i], &cv->v->id);
+		for (size_t k = 0; r && r->nbits == nb && k < (nb + 7) / 8; k++)
+			held[k] |= r->bits[k];
+	}
+	for (size_t g = 0; g < ngone; g++) {
+		const struct cluster_node *node = cluster_node_find(c, gone[g]);
+		const struct cluster_report *r =
+		    node ? cluster_node_report_of(node, &cv->v->id) : NULL;
+		if (r && r->nbits != nb)
+			r = NULL;
+		if (!node || (!r && !cv->ingested_by))
+			continue;
+		for (uint32_t b = 0; b < nb; b++) {
+			int had = (r && assign_bit(r->bits, b)) ||
+				  (cv->ingested_by && cv->ingested_by[b] == node->id);
+			if (had && assign_bit(skip, b) && !assign_bit(held, b)) {
+				skip[b / 8] &= (uint8_t) ~(1u << (b % 8));
+				count++;
+			}
+		}
+	}
+	free(held);
+	return count;
+}
+
+uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
+		      size_t ngone)
+{
+	size_t n;
+	struct cluster_node **m = cluster_members(c, cv, &n);
+	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
+	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
+	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
+	cluster_plan_clear(cv);
+	cv->stripe = 1;
+	if (n && (cv->v->nknown < cv->v->nblocks || orphans)) {
+		cv->plans = xcalloc(n, sizeof *cv->plans);
+		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
+		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
+		for (size_t i = 0; i < n; i++) {
+			cv->plan_nodes[i] = xstrdup(m[i]->name);
+			reader_note(cv, m[i]->name, &cv->plans[i]);
+		}
+		cv->nplans = n;
+	}
+	free(skip);
+	free(m);
+	return orphans;
+}
+
+const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node)
+{
+	for (size_t i = 0; i < cv->nplans; i++)
+		if (!strcmp(cv->plan_nodes[i], node))
+			return &cv->plans[i];
+	return NULL;
+}
+
+uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor)
+{
+	/* Runs on every ingest: the node's own share first, cheaply. */
+	size_t me = 0, best = cv->nplans;
+	while (me < cv->nplans && strcmp(cv->plan_nodes[me], node))
+		me++;
+	if (me == cv->nplans || assign_plan_any_unknown(&cv->plans[me], cv->v->known))
+		return 0;
+	uint32_t most = 0;
+	for (size_t i = 0; i < cv->nplans; i++) {
+		uint32_t left = i == me ? 0 : assign_plan_unknown(&cv->plans[i], cv->v->known);
+		if (left > most) {
+			most = left;
+			best = i;
+		}
+	}
+	if (best == cv->nplans || most <= 2)
+		return 0;
+	*donor = cv->plan_nodes[best];
+	uint32_t moved =
+	    assign_plan_move(&cv->plans[best], &cv->plans[me], cv->v->known, (most - 2 + 1) / 2);
+	reader_note(cv, node, &cv->plans[me]);
+	return moved;
+}
