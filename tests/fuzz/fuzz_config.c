@@ -15,10 +15,14 @@
 #include "common/err.h"
 
 static const struct config_key keys[] = {
-    {"config", NULL, 0, "the file"},	     {"data", "/var/lib/syncbit", 0, "a path"},
-    {"cache-size", "100GiB", 0, "a size"},   {"jobs", "8", 0, "a number"},
-    {"no-encrypt", "false", 1, "a boolean"}, {"labels", NULL, 0, "a list"},
-    {"log-level", "warn", 0, "a word"},	     {NULL, NULL, 0, NULL},
+    {"config", NULL, 0, "the file", "FILE", 'c'},
+    {"data", "/var/lib/syncbit", 0, "a path", "DIR", 0},
+    {"cache-size", "100GiB", 0, "a size", "SIZE", 0},
+    {"jobs", "8", 0, "a number", "N", 'j'},
+    {"no-encrypt", "false", 1, "a boolean", NULL, 0},
+    {"labels", NULL, 0, "a list", "K=V,...", 0},
+    {"log-level", "warn", 0, "a word", "LEVEL", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
 static char *dir, path[4096];

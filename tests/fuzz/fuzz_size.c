@@ -14,8 +14,8 @@
 #include "common/err.h"
 
 static const struct config_key keys[] = {
-    {"cache-size", NULL, 0, "a size"},
-    {NULL, NULL, 0, NULL},
+    {"cache-size", NULL, 0, "a size", "SIZE", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
 };
 
 static uint64_t u64_at(const uint8_t *p)
