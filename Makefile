@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz bench bench-deps man FORCE
+.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -114,8 +114,14 @@ image:
 	@$(MAKE) --no-print-directory all
 	@BIN=$(abspath $(BIN)/syncbit) IMAGE_DIR=$(abspath $(BUILD)/image) ./deploy/image/build.sh
 
+# libFuzzer targets for every decoder of outside bytes (docs/FUZZING.md):
+# `make fuzz` builds them into build-fuzz/, `make fuzz-smoke` runs each for
+# FUZZ_SMOKE_SECONDS (default 25) on a temp copy of its seeds, two at a time.
 fuzz: deps
 	$(MAKE) -f tests/fuzz/Makefile
+
+fuzz-smoke: deps
+	$(MAKE) -f tests/fuzz/Makefile smoke
 
 # Performance benchmarks (bench/README.md); each prints its ratio last.
 # bench/deps.sh adds iperf3, aria2, opentracker and mktorrent to the test deps

@@ -116,18 +116,34 @@ static json_t *progress_json(struct ctl *c, const char *name, int *finished)
 	return o;
 }
 
+enum ctl_op ctl_request_parse(const char *line, char **name)
+{
+	json_error_t err;
+	json_t *req = json_loads(line, 0, &err);
+	const char *op = json_string_value(json_object_get(req, "op"));
+	const char *n = json_string_value(json_object_get(req, "name"));
+	enum ctl_op r = !op			    ? CTL_OP_MALFORMED
+			: !strcmp(op, "status")	    ? CTL_OP_STATUS
+			: !strcmp(op, "ready") && n ? CTL_OP_READY
+			: !strcmp(op, "pull") && n  ? CTL_OP_PULL
+						    : CTL_OP_UNKNOWN;
+	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n) : NULL;
+	json_decref(req);
+	return r;
+}
+
 static void handle(struct client *cl, const char *line)
 {
 	struct ctl *c = cl->ctl;
-	json_error_t err;
-	json_t *req = json_loads(line, 0, &err);
-	const char *op = req ? json_string_value(json_object_get(req, "op")) : NULL;
-	const char *name = req ? json_string_value(json_object_get(req, "name")) : NULL;
-	if (!op) {
+	char *name;
+	switch (ctl_request_parse(line, &name)) {
+	case CTL_OP_MALFORMED:
 		send_json(cl, json_pack("{s:s}", "error", "malformed request"));
-	} else if (!strcmp(op, "status")) {
+		break;
+	case CTL_OP_STATUS:
 		send_json(cl, daemon_status_json(c->d));
-	} else if (!strcmp(op, "ready") && name) {
+		break;
+	case CTL_OP_READY: {
 		const char *why = NULL;
 		int ok = daemon_ready(c->d, name, &why);
 		uint64_t bytes, have;
@@ -138,7 +154,9 @@ static void handle(struct client *cl, const char *line)
 		    json_pack("{s:s, s:b, s:b}", "name", name, "ready", ok, "assigned", assigned);
 		json_object_set_new(o, "reason", text_json(why));
 		send_json(cl, o);
-	} else if (!strcmp(op, "pull") && name) {
+		break;
+	}
+	case CTL_OP_PULL: {
 		int finished;
 		json_t *o = progress_json(c, name, &finished);
 		if (finished) {
@@ -148,10 +166,13 @@ static void handle(struct client *cl, const char *line)
 			free(cl->waiting);
 			cl->waiting = xstrdup(name); /* answered by ctl_notify */
 		}
-	} else {
-		send_json(cl, json_pack("{s:s}", "error", "unknown request"));
+		break;
 	}
-	json_decref(req);
+	case CTL_OP_UNKNOWN:
+		send_json(cl, json_pack("{s:s}", "error", "unknown request"));
+		break;
+	}
+	free(name);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)

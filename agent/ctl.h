@@ -23,4 +23,16 @@ void ctl_free(struct ctl *c);
 /* Dataset name changed state: answer clients waiting on it. */
 void ctl_notify(struct ctl *c, const char *name);
 
+/* What one request line (its '\n' dropped) asks: {"op": "status"},
+ * {"op": "ready" | "pull", "name": NAME}. *name (heap) is set for READY
+ * and PULL, else NULL. Pure; the socket answers by it. */
+enum ctl_op {
+	CTL_OP_MALFORMED, /* not a JSON object with a string "op" */
+	CTL_OP_STATUS,
+	CTL_OP_READY,
+	CTL_OP_PULL,
+	CTL_OP_UNKNOWN, /* another op, or one without its name */
+};
+enum ctl_op ctl_request_parse(const char *line, char **name);
+
 #endif

@@ -67,5 +67,9 @@ char *layout_hf_folder(const char *repo, int dataset);
  * 0 on HTTP 200; otherwise SB_EHTTP4XX/SB_EHTTP5XX/SB_EHTTP with *detail
  * saying the status and the server's error message. */
 int layout_triton_load(const char *url, const char *model, char **detail);
+/* What Triton's answer of status and body to that POST says: 0 for 200,
+ * else the code above with *detail (heap, one line) "HTTP <status>: " and
+ * the body's {"error": …}, the body itself or "(no body)". */
+int layout_triton_reply(long status, const void *body, size_t len, char **detail);
 
 #endif

@@ -137,6 +137,23 @@ static size_t collect_body(char *data, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+int layout_triton_reply(long status, const void *body, size_t len, char **detail)
+{
+	*detail = NULL;
+	if (status == 200)
+		return 0;
+	json_t *j = json_loadb(body, len, 0, NULL);
+	const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
+	char *text = len ? xstrndup(body, len) : NULL;
+	*detail = xasprintf("HTTP %ld: %s", status, msg ? msg : text ? text : "(no body)");
+	json_decref(j);
+	free(text);
+	for (char *s = *detail; *s; s++) /* the server's words stay on one line */
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+	return status >= 500 ? SB_EHTTP5XX : status >= 400 ? SB_EHTTP4XX : SB_EHTTP;
+}
+
 int layout_triton_load(const char *url, const char *model, char **detail)
 {
 	struct buf body = BUF_INIT;
@@ -171,14 +188,10 @@ int layout_triton_load(const char *url, const char *model, char **detail)
 		*detail = xasprintf("POST %s: %s", full, curl_easy_strerror(cc));
 		rc = SB_EHTTP;
 	} else if (status != 200) {
-		json_t *j = json_loadb((const char *)body.ptr, body.len, 0, NULL);
-		const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
-		*detail = xasprintf("POST %s: HTTP %ld: %s", full, status,
-				    msg	       ? msg
-				    : body.len ? buf_cstr(&body)
-					       : "(no body)");
-		json_decref(j);
-		rc = status >= 500 ? SB_EHTTP5XX : status >= 400 ? SB_EHTTP4XX : SB_EHTTP;
+		char *why;
+		rc = layout_triton_reply(status, body.ptr, body.len, &why);
+		*detail = xasprintf("POST %s: %s", full, why);
+		free(why);
 	}
 	for (char *s = *detail; s && *s; s++)
 		if (*s == '\n' || *s == '\r')

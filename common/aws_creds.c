@@ -184,6 +184,15 @@ void aws_creds_close(struct aws_creds *c)
 	memset(c, 0, sizeof *c);
 }
 
+/* 1 when s holds a byte below 0x20 or DEL. */
+static int has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
 int aws_sts_parse(const char *xml, size_t len, struct aws_creds *out, char **error)
 {
 	static const char *const paths[] = {
@@ -210,9 +219,17 @@ int aws_sts_parse(const char *xml, size_t len, struct aws_creds *out, char **err
 		if (!v[i] || !v[i][0]) {
 			*error = xasprintf("AssumeRoleWithWebIdentity answer without %s", names[i]);
 			rc = SB_EPROTO;
+		} else if (has_control(v[i])) {
+			/* An entity such as &#10; decodes to one: the keys and the
+			 * token go into request header lines, and the expiry into
+			 * a message. */
+			*error = xasprintf("AssumeRoleWithWebIdentity answer: %s holds a control "
+					   "character",
+					   names[i]);
+			rc = SB_EPROTO;
 		}
 	if (rc == 0 && s3_parse_time(v[3], &ns) < 0) {
-		*error = xasprintf("AssumeRoleWithWebIdentity answer: Expiration '%s' is not an "
+		*error = xasprintf("AssumeRoleWithWebIdentity answer: Expiration '%.64s' is not an "
 				   "ISO 8601 UTC time",
 				   v[3]);
 		rc = SB_EPROTO;

@@ -299,9 +299,15 @@ static int parse_u64(const char *s, const char **end, uint64_t *out)
 	return 0;
 }
 
+/* A value for messages and request headers: a control byte inside the
+ * line (a lone CR, a tab in an ETag) becomes '?', so that neither splits a
+ * line or a header it is copied into. */
 static void copy_str(char *dst, size_t cap, const char *v)
 {
 	snprintf(dst, cap, "%s", v);
+	for (char *c = dst; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 }
 
 static void parse_content_range(struct http_resp *r, const char *v)

@@ -47,6 +47,22 @@ struct httpd_request {
 	char *path, *query;
 };
 
+/* What the bytes of a request came to so far: the request line and the
+ * header fields kept (Range). */
+struct hreq {
+	http_parser parser;
+	struct buf url;
+	size_t nread;
+	int headers_done; /* the request line and headers are in */
+	/* Header fields kept: the one being parsed, Range. */
+	char field[HTTPD_FIELD_MAX + 1];
+	size_t field_len;
+	int in_value, value_is_range;
+	char range[HTTPD_RANGE_MAX + 1];
+	size_t range_len;
+	int range_bad; /* too long: ignored */
+};
+
 struct hconn {
 	struct httpd *h;
 	struct httpd_request req;
@@ -55,24 +71,14 @@ struct hconn {
 	uv_timer_t timer;
 	uv_write_t write;
 	uv_shutdown_t shutdown;
-	http_parser parser;
-	struct buf url;
+	struct hreq q;
 	struct buf out;
-	size_t nread;
-	int headers_done; /* the request line and headers are in */
 	int responded;
 	int handles; /* open libuv handles ... */
 	int refs;    /* ... and an async handler or sendfile job: freed when both are 0 */
 	int async;   /* an asynchronous handler has the request */
 	struct admit_slot slot; /* until the request is in */
 	unsigned header_ms;
-	/* Header fields kept: the one being parsed, Range. */
-	char field[HTTPD_FIELD_MAX + 1];
-	size_t field_len;
-	int in_value, value_is_range;
-	char range[HTTPD_RANGE_MAX + 1];
-	size_t range_len;
-	int range_bad; /* too long: ignored */
 	/* A file body: sent after the head, one chunk per pool job. */
 	int fd;
 	uint64_t file_off, file_left;
@@ -105,7 +111,7 @@ static void conn_free(struct hconn *c)
 	struct httpd *h = c->h;
 	if (c->fd >= 0)
 		close(c->fd);
-	buf_close(&c->url);
+	buf_close(&c->q.url);
 	buf_close(&c->out);
 	free(c->req.path);
 	free(c->req.query);
@@ -331,27 +337,18 @@ void httpd_route_prefix(struct httpd *h, const char *prefix, httpd_async_handler
 	h->prefixes[h->nprefixes++] = (struct prefix_route){prefix, fn, arg};
 }
 
+static int hreq_target(struct hreq *q, struct httpd_request *req, const char **why);
+
 static void route(struct hconn *c)
 {
-	int method = c->parser.method;
+	const char *why;
 	if (c->req.path || c->responded)
 		return; /* routed already */
-	if (method != HTTP_GET && method != HTTP_HEAD) {
-		respond_text(c, 405, "method not allowed");
+	int status = hreq_target(&c->q, &c->req, &why);
+	if (status) {
+		respond_text(c, status, why);
 		return;
 	}
-	struct http_parser_url u;
-	http_parser_url_init(&u);
-	const char *url = buf_cstr(&c->url);
-	if (http_parser_parse_url(url, c->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
-		respond_text(c, 400, "bad request target");
-		return;
-	}
-	c->req.head = method == HTTP_HEAD;
-	c->req.path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-	c->req.query = u.field_set & (1 << UF_QUERY)
-			   ? xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
-			   : xstrdup("");
 	const struct httpd_route *r = NULL;
 	for (size_t i = 0; i < c->h->nroutes && !r; i++)
 		if (!strcmp(c->h->routes[i].path, c->req.path))
@@ -401,7 +398,7 @@ const char *httpd_request_query(const struct httpd_request *req)
 const char *httpd_request_range(const struct httpd_request *req)
 {
 	const struct hconn *c = request_conn(req);
-	return c->range_len && !c->range_bad ? c->range : NULL;
+	return c->q.range_len && !c->q.range_bad ? c->q.range : NULL;
 }
 
 void httpd_respond(struct httpd_request *req, struct httpd_response *resp)
@@ -432,54 +429,56 @@ void httpd_response_close(struct httpd_response *resp)
 	httpd_response_init(resp);
 }
 
+/* Reading a request. */
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
-	struct hconn *c = p->data;
-	if (c->in_value) {
-		c->in_value = 0;
-		c->field_len = 0;
+	struct hreq *q = p->data;
+	if (q->in_value) {
+		q->in_value = 0;
+		q->field_len = 0;
 	}
-	size_t n = len < HTTPD_FIELD_MAX - c->field_len ? len : HTTPD_FIELD_MAX - c->field_len;
-	memcpy(c->field + c->field_len, at, n);
-	c->field_len += n;
-	c->field[c->field_len] = '\0';
+	size_t n = len < HTTPD_FIELD_MAX - q->field_len ? len : HTTPD_FIELD_MAX - q->field_len;
+	memcpy(q->field + q->field_len, at, n);
+	q->field_len += n;
+	q->field[q->field_len] = '\0';
 	return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
-	struct hconn *c = p->data;
-	if (!c->in_value) {
-		c->in_value = 1;
-		c->value_is_range = !strcasecmp(c->field, "range");
-		if (c->value_is_range && c->range_len) /* a second Range: ignore both */
-			c->range_bad = 1;
+	struct hreq *q = p->data;
+	if (!q->in_value) {
+		q->in_value = 1;
+		q->value_is_range = !strcasecmp(q->field, "range");
+		if (q->value_is_range && q->range_len) /* a second Range: ignore both */
+			q->range_bad = 1;
 	}
-	if (!c->value_is_range)
+	if (!q->value_is_range)
 		return 0;
-	if (len > HTTPD_RANGE_MAX - c->range_len) {
-		c->range_bad = 1;
+	if (len > HTTPD_RANGE_MAX - q->range_len) {
+		q->range_bad = 1;
 		return 0;
 	}
-	memcpy(c->range + c->range_len, at, len);
-	c->range_len += len;
-	c->range[c->range_len] = '\0';
+	memcpy(q->range + q->range_len, at, len);
+	q->range_len += len;
+	q->range[q->range_len] = '\0';
 	return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
-	struct hconn *c = p->data;
-	if (c->url.len + len > HTTPD_URL_MAX)
+	struct hreq *q = p->data;
+	if (q->url.len + len > HTTPD_URL_MAX)
 		return -1;
-	buf_append(&c->url, at, len);
+	buf_append(&q->url, at, len);
 	return 0;
 }
 
 static int on_headers_complete(http_parser *p)
 {
-	struct hconn *c = p->data;
-	c->headers_done = 1;
+	struct hreq *q = p->data;
+	q->headers_done = 1;
 	/* The body, if any, is not wanted: stop here and answer. */
 	http_parser_pause(p, 1);
 	return 0;
@@ -491,6 +490,95 @@ static const http_parser_settings parser_settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
 };
+
+static void hreq_init(struct hreq *q)
+{
+	memset(q, 0, sizeof *q);
+	http_parser_init(&q->parser, HTTP_REQUEST);
+	q->parser.data = q;
+}
+
+/* n more bytes of the request: 1 when its head is in, 0 when more is
+ * needed, or the status to refuse it with (400, 431) and *why. */
+static int hreq_feed(struct hreq *q, const char *p, size_t n, const char **why)
+{
+	q->nread += n;
+	http_parser_execute(&q->parser, &parser_settings, p, n);
+	enum http_errno e = HTTP_PARSER_ERRNO(&q->parser);
+	if (q->headers_done)
+		return 1;
+	if (e == HPE_HEADER_OVERFLOW || e == HPE_CB_url || q->nread > HTTPD_REQUEST_MAX) {
+		*why = "request too large";
+		return 431;
+	}
+	if (e != HPE_OK) {
+		*why = http_errno_description(e);
+		return 400;
+	}
+	return 0;
+}
+
+/* The method and target of a request whose head is in, into req (path and
+ * query on the heap): 0, or the status to refuse it with (405, 400) and
+ * *why. */
+static int hreq_target(struct hreq *q, struct httpd_request *req, const char **why)
+{
+	int method = q->parser.method;
+	if (method != HTTP_GET && method != HTTP_HEAD) {
+		*why = "method not allowed";
+		return 405;
+	}
+	struct http_parser_url u;
+	http_parser_url_init(&u);
+	const char *url = buf_cstr(&q->url);
+	if (http_parser_parse_url(url, q->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+		*why = "bad request target";
+		return 400;
+	}
+	req->head = method == HTTP_HEAD;
+	req->path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+	req->query = u.field_set & (1 << UF_QUERY)
+			 ? xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
+			 : xstrdup("");
+	return 0;
+}
+
+int httpd_parse_request(const void *data, size_t len, size_t chunk, struct httpd_parsed *out)
+{
+	struct hreq q;
+	struct httpd_request req = {0};
+	const char *why;
+	int status = -1;
+	memset(out, 0, sizeof *out);
+	hreq_init(&q);
+	if (chunk == 0)
+		chunk = len ? len : 1;
+	for (size_t off = 0; off < len && status == -1;) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		int r = hreq_feed(&q, (const char *)data + off, n, &why);
+		off += n;
+		if (r == 1)
+			status = hreq_target(&q, &req, &why);
+		else if (r > 1)
+			status = r;
+	}
+	if (status == 0) {
+		out->head = req.head;
+		out->path = req.path;
+		out->query = req.query;
+		out->range = q.range_len && !q.range_bad ? xstrdup(q.range) : NULL;
+	}
+	buf_close(&q.url);
+	return status;
+}
+
+void httpd_parsed_close(struct httpd_parsed *p)
+{
+	free(p->path);
+	free(p->query);
+	free(p->range);
+	memset(p, 0, sizeof *p);
+}
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *b)
 {
@@ -509,16 +597,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		hconn_close(c);
 		return;
 	}
-	c->nread += (size_t)n;
-	http_parser_execute(&c->parser, &parser_settings, b->base, (size_t)n);
-	enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-	if (c->headers_done) {
+	const char *why;
+	int r = hreq_feed(&c->q, b->base, (size_t)n, &why);
+	if (r == 1)
 		route(c);
-	} else if (e == HPE_HEADER_OVERFLOW || e == HPE_CB_url || c->nread > HTTPD_REQUEST_MAX) {
-		respond_text(c, 431, "request too large");
-	} else if (e != HPE_OK) {
-		respond_text(c, 400, http_errno_description(e));
-	}
+	else if (r > 1)
+		respond_text(c, r, why);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -581,8 +665,7 @@ static void accept_one(struct httpd *h)
 		h->conns->prev = &c->next;
 	h->conns = c;
 	h->nconns++;
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
+	hreq_init(&c->q);
 	uv_timer_start(&c->timer, timer_cb, c->header_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
 		hconn_close(c);

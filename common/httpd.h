@@ -119,6 +119,19 @@ void httpd_respond(struct httpd_request *req, struct httpd_response *resp);
  * be satisfied (416, "Content-Range: bytes *\/size"). */
 int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *len);
 
+/* What the server makes of the bytes of a request, read chunk bytes at a
+ * time as from a connection (0: all at once): 0 with out filled as a route
+ * would see the request (strings on the heap, Range NULL when absent or
+ * ignored), the status it would refuse the request with before routing
+ * (400, 405, 431), or -1 when the bytes end before the head of the request
+ * does. For tests; free out with httpd_parsed_close. */
+struct httpd_parsed {
+	int head; /* HEAD (1) or GET (0) */
+	char *path, *query, *range;
+};
+int httpd_parse_request(const void *data, size_t len, size_t chunk, struct httpd_parsed *out);
+void httpd_parsed_close(struct httpd_parsed *p);
+
 /* Parse "host:port" or "[v6]:port" into a socket address; 0 or SB_EURI. */
 int httpd_parse_addr(const char *addr, struct sockaddr_storage *out);
 

@@ -12,20 +12,32 @@
 #include "common/err.h"
 
 #define KUBE_YAML_DEPTH 32
+/* JSON values aliases may add to a document's own. libyaml keeps an alias
+ * as a second reference to its anchor's node, which the conversion copies:
+ * a few hundred bytes of nested aliases would otherwise expand to billions
+ * of values. */
+#define KUBE_YAML_ALIAS_VALUES_MAX 65536
 
 /* ---- YAML to JSON ---- */
 
-static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *n, int depth)
+struct yaml_walk {
+	yaml_document_t *doc;
+	size_t left; /* values still allowed */
+};
+
+static json_t *node_to_json(struct yaml_walk *w, yaml_node_t *n, int depth)
 {
-	if (!n || depth > KUBE_YAML_DEPTH)
+	yaml_document_t *doc = w->doc;
+	if (!n || depth > KUBE_YAML_DEPTH || w->left == 0)
 		return NULL;
+	w->left--;
 	if (n->type == YAML_SCALAR_NODE)
 		return json_stringn((const char *)n->data.scalar.value, n->data.scalar.length);
 	if (n->type == YAML_SEQUENCE_NODE) {
 		json_t *a = json_array();
 		for (yaml_node_item_t *i = n->data.sequence.items.start;
 		     i < n->data.sequence.items.top; i++) {
-			json_t *v = node_to_json(doc, yaml_document_get_node(doc, *i), depth + 1);
+			json_t *v = node_to_json(w, yaml_document_get_node(doc, *i), depth + 1);
 			if (!v) {
 				json_decref(a);
 				return NULL;
@@ -40,7 +52,7 @@ static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *n, int depth)
 	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
 	     p++) {
 		yaml_node_t *k = yaml_document_get_node(doc, p->key);
-		json_t *v = node_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+		json_t *v = node_to_json(w, yaml_document_get_node(doc, p->value), depth + 1);
 		if (!k || k->type != YAML_SCALAR_NODE || !v) {
 			json_decref(v);
 			json_decref(o);
@@ -71,8 +83,13 @@ json_t *kube_yaml_to_json(const char *text, size_t len, char **detail)
 		return NULL;
 	}
 	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	out = root ? node_to_json(&doc, root, 0) : json_object();
-	if (!out)
+	size_t nodes = (size_t)(doc.nodes.top - doc.nodes.start);
+	struct yaml_walk w = {&doc, nodes + KUBE_YAML_ALIAS_VALUES_MAX};
+	out = root ? node_to_json(&w, root, 0) : json_object();
+	if (!out && w.left == 0)
+		*detail = xasprintf("aliases are expanded to more than %u values",
+				    KUBE_YAML_ALIAS_VALUES_MAX);
+	else if (!out)
 		*detail = xstrdup("nested too deeply, or a key that is not a string");
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);

@@ -199,6 +199,7 @@ static void on_header(struct http_req *b, const char *data, size_t n)
 		free(r->location);
 		r->location = NULL;
 	} else if (n > 9 && !strncasecmp(data, "location:", 9) && n < LOCATION_MAX) {
+		free(r->location); /* a second Location in one answer: the last counts */
 		r->location = xmalloc(n);
 		copy_value(r->location, n, data, n, 9);
 	} else if (n > 6 && !strncasecmp(data, "range:", 6)) {

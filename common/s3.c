@@ -236,6 +236,9 @@ static int xml_fail(struct xml *x, const char *fmt, ...)
 	if (n > 0 && n < S3_ERR_MAX)
 		vsnprintf(x->err + n, S3_ERR_MAX - (size_t)n, fmt, ap);
 	va_end(ap);
+	for (char *c = x->err; *c; c++) /* quoted bytes of the document stay on one line */
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return SB_EPROTO;
 }
 

@@ -131,6 +131,11 @@ void source_set_error(struct source *src, const char *fmt, ...)
 	va_end(ap);
 	free(src->error_detail);
 	src->error_detail = buf_steal(&b);
+	/* It quotes what servers said (an error page's message, a path they
+	 * listed): their line breaks must not break the user's one line. */
+	for (char *c = src->error_detail; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 }
 
 void source_listing_close(struct source_listing *l)

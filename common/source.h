@@ -130,7 +130,8 @@ int source_list(struct source *src, source_done_cb cb, void *arg);
  * manifest can hold (MANIFEST_MAX_FILES, MANIFEST_MAX_BLOCKS). Pure. */
 int source_listing_check(const struct source_listing *l, const struct source_limits *lim,
 			 uint64_t block_size, const char *shown, char **detail);
-/* Record a one-line user-facing detail (printf-style) for the last error. */
+/* Record a one-line user-facing detail (printf-style) for the last error;
+ * control bytes, line breaks among them, become '?'. */
 void source_set_error(struct source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

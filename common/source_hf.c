@@ -39,7 +39,8 @@ static const char *revision(const struct hub *h)
 	return h->src->uri.revision ? h->src->uri.revision : HF_REVISION_DEFAULT;
 }
 
-/* "2024-04-03T10:44:29.000Z" in nanoseconds; 0 when it is not that. */
+/* "2024-04-03T10:44:29.000Z" in nanoseconds; 0 when it is not that, or
+ * lies past what nanoseconds since 1970 can hold. */
 static int64_t parse_iso8601(const char *s)
 {
 	struct tm tm = {0};
@@ -57,7 +58,7 @@ static int64_t parse_iso8601(const char *s)
 	if (*p != 'Z' && strcmp(p, "+00:00") != 0)
 		return 0;
 	time_t t = timegm(&tm);
-	if (t == (time_t)-1 || t < 0)
+	if (t == (time_t)-1 || t < 0 || t >= INT64_MAX / 1000000000) /* past 2262 */
 		return 0;
 	return (int64_t)t * 1000000000 + frac_ns;
 }

@@ -221,7 +221,8 @@ void hub_list_done(struct hub *h, const char *version)
 	struct source *src = h->src;
 	if (!hi->listing)
 		return;
-	qsort(hi->pend, hi->npend, sizeof *hi->pend, cmp_pending);
+	if (hi->npend) /* an empty repository has no array to sort */
+		qsort(hi->pend, hi->npend, sizeof *hi->pend, cmp_pending);
 	for (size_t i = 0; i < hi->npend; i++) {
 		const struct hub_pending_file *p = &hi->pend[i];
 		if (i > 0 && strcmp(hi->pend[i - 1].f.path, p->f.path) == 0) {

@@ -114,6 +114,16 @@ const char *hub_getenv(const char *const *names);
 /* A token read from a small file (trailing whitespace dropped), or NULL. */
 char *hub_read_token_file(const char *path);
 
+/* For tests without a network: API calls of the hub source src answered
+ * by fn instead, which fills head with the header block of the answer to
+ * url as libcurl delivers it (status line first, each line ending in
+ * CRLF; several blocks after redirects) and body with its body. The answer
+ * goes through the header, body and JSON handling of one from the network,
+ * without retries; ranged reads are not affected. 0, or -EINVAL when src
+ * is not a hub source. */
+typedef void (*hub_answer_fn)(void *arg, const char *url, struct buf *head, struct buf *body);
+int hub_answer_from(struct source *src, hub_answer_fn fn, void *arg);
+
 /* Kind constructors. */
 int source_hf_new(struct source *src);
 int source_ms_new(struct source *src);

@@ -81,6 +81,8 @@ struct hub_impl {
 	size_t nfiles;
 	struct hub_pending_file *pend; /* the listing being built */
 	size_t npend, cappend;
+	hub_answer_fn answer; /* tests: API calls answered from memory */
+	void *answer_arg;
 };
 
 /* Requests (source_hub_http.c). */

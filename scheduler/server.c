@@ -569,15 +569,27 @@ static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, 
 	return 0;
 }
 
+/* The entries go out as copies of their two fields, not as the node sent
+ * them: protobuf-c keeps unknown fields and packs them again, some in a
+ * form it then refuses to unpack (field 0 spelled in two bytes), and every
+ * member would drop its connection over one node's message. */
 static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
 			     Syncbit__BlockHash **fresh, size_t n)
 {
 	Syncbit__Hashes m = SYNCBIT__HASHES__INIT;
+	Syncbit__BlockHash *copies = xcalloc(n + 1, sizeof *copies);
+	Syncbit__BlockHash **ptrs = xcalloc(n + 1, sizeof *ptrs);
+	for (size_t i = 0; i < n; i++) {
+		syncbit__block_hash__init(&copies[i]);
+		copies[i].block = fresh[i]->block;
+		copies[i].hash = fresh[i]->hash;
+		ptrs[i] = &copies[i];
+	}
 	size_t nm;
 	struct cluster_node **members = cluster_members(&s->cluster, cv, &nm);
 	m.version_id.data = cv->v->id.b;
 	m.version_id.len = HASH_LEN;
-	m.blocks = fresh;
+	m.blocks = ptrs;
 	m.n_blocks = n;
 	size_t blen = syncbit__hashes__get_packed_size(&m);
 	uint8_t *body = xmalloc(blen);
@@ -590,6 +602,8 @@ static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
 	}
 	free(body);
 	free(members);
+	free(ptrs);
+	free(copies);
 }
 
 /* A node reported hashes of blocks it was never given to read: counted, and

@@ -306,6 +306,12 @@ static void test_sts_parse(void **state)
 	    {"2014-10-24T23:00:23Z", "tomorrow", "Expiration 'tomorrow'"},
 	    {"</Credentials>", "</Credential>", "malformed AssumeRoleWithWebIdentity answer"},
 	    {"<SessionToken>", "<!DOCTYPE x><SessionToken>", "malformed"},
+	    /* Found by tests/fuzz/fuzz_sts: a decoded line break would go into
+	     * a request header line, or split the message. */
+	    {"ASgeIAIOSFODNN7EXAMPLE", "ASge&#13;&#10;X-Evil: 1", "AccessKeyId holds a control"},
+	    {"+IEXAMPLE", "&#9;", "SessionToken holds a control"},
+	    {"2014-10-24T23:00:23Z", "2014&#10;", "Expiration holds a control"},
+	    {"<SessionToken>", "<SessionToken>&bad\n;", "unknown entity &bad?;"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		struct buf b = BUF_INIT;
@@ -317,6 +323,7 @@ static void test_sts_parse(void **state)
 		assert_int_equal(aws_sts_parse((const char *)b.ptr, b.len, &c, &error), SB_EPROTO);
 		assert_null(c.access_key);
 		assert_non_null(strstr(error, bad[i].why));
+		assert_null(strpbrk(error, "\r\n"));
 		free(error);
 		buf_close(&b);
 	}

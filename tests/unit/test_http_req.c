@@ -50,6 +50,24 @@ static void test_retry_after(void **state)
 	assert_int_equal(r.retry_after, -1);
 }
 
+/* Found by tests/fuzz/fuzz_http_resp: what a header line holds inside it
+ * goes into messages and, for an ETag, into If-Match. */
+static void test_header_control_bytes(void **state)
+{
+	(void)state;
+	struct http_resp r;
+	http_resp_reset(&r);
+	const char *lines[] = {"HTTP/1.1 503 Slow\rDown\r\n", "ETag: \"a\tb\"\r\n",
+			       "Last-Modified: Wed,\x7f"
+			       "21 Oct 2015\r\n"};
+	for (size_t i = 0; i < 3; i++)
+		http_resp_header(&r, lines[i], strlen(lines[i]));
+	assert_int_equal(r.status, 503);
+	assert_string_equal(r.reason, "Slow?Down");
+	assert_string_equal(r.etag, "\"a?b\"");
+	assert_string_equal(r.last_modified, "Wed,?21 Oct 2015");
+}
+
 static void test_backoff(void **state)
 {
 	(void)state;
@@ -370,11 +388,11 @@ static void test_range_checks(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_retry_after),		  cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_status_mapping),	  cmocka_unit_test(test_url_for_messages),
-	    cmocka_unit_test(test_retry_until_given_up),  cmocka_unit_test(test_progress_forgives),
-	    cmocka_unit_test(test_no_retries_and_cancel), cmocka_unit_test(test_status_failed),
-	    cmocka_unit_test(test_range_checks),
+	    cmocka_unit_test(test_retry_after),	      cmocka_unit_test(test_header_control_bytes),
+	    cmocka_unit_test(test_backoff),	      cmocka_unit_test(test_status_mapping),
+	    cmocka_unit_test(test_url_for_messages),  cmocka_unit_test(test_retry_until_given_up),
+	    cmocka_unit_test(test_progress_forgives), cmocka_unit_test(test_no_retries_and_cancel),
+	    cmocka_unit_test(test_status_failed),     cmocka_unit_test(test_range_checks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

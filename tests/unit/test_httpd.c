@@ -426,6 +426,35 @@ static void test_bad_addresses(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The bytes of a request as the server reads them, without a socket: one
+ * byte a read, or all at once, come to the same. */
+static void test_parse_request(void **state)
+{
+	const char *get = "GET /v2/a/blobs/x?ns=docker.io HTTP/1.1\r\nHost: h\r\n"
+			  "Range: bytes=0-9\r\n\r\n";
+	struct httpd_parsed p;
+	for (size_t chunk = 0; chunk < 3; chunk++) {
+		assert_int_equal(httpd_parse_request(get, strlen(get), chunk, &p), 0);
+		assert_int_equal(p.head, 0);
+		assert_string_equal(p.path, "/v2/a/blobs/x");
+		assert_string_equal(p.query, "ns=docker.io");
+		assert_string_equal(p.range, "bytes=0-9");
+		httpd_parsed_close(&p);
+	}
+	const char *head = "HEAD /healthz HTTP/1.1\r\nRange: a\r\nRange: b\r\n\r\n";
+	assert_int_equal(httpd_parse_request(head, strlen(head), 0, &p), 0);
+	assert_int_equal(p.head, 1);
+	assert_string_equal(p.query, "");
+	assert_null(p.range); /* two ranges: both ignored */
+	httpd_parsed_close(&p);
+	const char *post = "POST / HTTP/1.1\r\n\r\n", *bad = "GET x HTTP/1.1\r\n\r\n";
+	assert_int_equal(httpd_parse_request(post, strlen(post), 0, &p), 405);
+	assert_int_equal(httpd_parse_request(bad, strlen(bad), 0, &p), 400);
+	assert_int_equal(httpd_parse_request("GET / HTTP/1.1\r\n", 16, 0, &p), -1);
+	assert_int_equal(httpd_parse_request("\x01", 1, 0, &p), 400);
+	assert_null(p.path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -441,6 +470,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_probe_fd_reserve, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
 	    cmocka_unit_test(test_bad_addresses),
+	    cmocka_unit_test(test_parse_request),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -122,6 +122,22 @@ static void test_kubeconfig_refused(void **state)
 		"  context: {cluster: c, user: u}\ncurrent-context: x\n",
 		"always verified");
 	refused("current-context: nope\n", "nope");
+	/* Met while writing tests/fuzz/fuzz_kube_config: nine levels of ten aliases
+	 * each would expand to 10^9 values. */
+	struct buf bomb = BUF_INIT;
+	buf_append_str(&bomb, "a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+	for (int i = 1; i < 10; i++) {
+		buf_printf(&bomb, "l%d: &l%d [", i, i);
+		for (int k = 0; k < 10; k++) {
+			if (i == 1)
+				buf_printf(&bomb, "%s*a", k ? "," : "");
+			else
+				buf_printf(&bomb, "%s*l%d", k ? "," : "", i - 1);
+		}
+		buf_append_str(&bomb, "]\n");
+	}
+	refused(buf_cstr(&bomb), "aliases are expanded");
+	buf_close(&bomb);
 	refused("clusters: [\n", "line");
 	refused("clusters:\n- name: c\n  cluster:\n    server: https://1.2.3.4\n"
 		"users:\n- name: u\n  user: {}\ncontexts:\n- name: x\n"
@@ -200,12 +216,28 @@ static void test_query_escape(void **state)
 	assert_int_equal(t[19], 'Z');
 }
 
+/* An anchor used again is a copy of its value; only a runaway expansion
+ * is refused (test_kubeconfig_refused). */
+static void test_yaml_aliases(void **state)
+{
+	const char *text = "user: &u {token: t}\nusers: [*u, *u]\n";
+	char *detail = NULL;
+	json_t *j = kube_yaml_to_json(text, strlen(text), &detail);
+	assert_non_null(j);
+	assert_null(detail);
+	json_t *users = json_object_get(j, "users");
+	assert_int_equal(json_array_size(users), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(users, 1), "token")),
+			    "t");
+	json_decref(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kubeconfig),	 cmocka_unit_test(test_kubeconfig_refused),
 	    cmocka_unit_test(test_in_cluster),	 cmocka_unit_test(test_dataset_key),
-	    cmocka_unit_test(test_query_escape),
+	    cmocka_unit_test(test_query_escape), cmocka_unit_test(test_yaml_aliases),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -374,6 +374,38 @@ static void test_assign_plan_hashes_leave(void **state)
 	agent_free(a);
 }
 
+/* Found by tests/fuzz/fuzz_wire: protobuf-c takes a field number 0 spelled
+ * in two bytes (0x80 0x00) as an unknown field, keeps it, and packs it
+ * again in one byte, which it then refuses to unpack. A node's Ingested
+ * carrying one must not reach the other nodes in the Hashes broadcast:
+ * each would drop its connection. */
+static void test_hashes_without_what_a_node_added(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	struct buf b = BUF_INIT, bh = BUF_INIT;
+	uint8_t hash[HASH_LEN] = {7};
+	buf_append(&bh, "\x08\x02\x12\x20", 4); /* block 2, hash */
+	buf_append(&bh, hash, HASH_LEN);
+	buf_append(&bh, "\x80\x00\x00", 3); /* field 0, varint 0 */
+	buf_append(&b, "\x0a\x20", 2);
+	buf_append(&b, fx.version.b, HASH_LEN);
+	uint8_t hdr[2] = {0x12, (uint8_t)bh.len};
+	buf_append(&b, hdr, 2);
+	buf_append(&b, bh.ptr, bh.len);
+	conn_send(a->c, SYNCBIT__MSG_TYPE__MSG_INGESTED, b.ptr, b.len, NULL, 0, NULL, NULL);
+	WAIT_FOR(a->n_hashes == 1 || a->closed);
+	assert_false(a->closed);
+	assert_int_equal(a->hashes->n_blocks, 1);
+	assert_int_equal(a->hashes->blocks[0]->block, 2);
+	assert_memory_equal(a->hashes->blocks[0]->hash.data, hash, HASH_LEN);
+	assert_int_equal(a->hashes->blocks[0]->base.n_unknown_fields, 0);
+	buf_close(&bh);
+	buf_close(&b);
+	agent_free(a);
+}
+
 static void test_selector_and_unassign(void **state)
 {
 	struct assign_label sel[] = {{"zone", "x"}};
@@ -765,6 +797,7 @@ int main(void)
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),

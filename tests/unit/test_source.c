@@ -198,12 +198,23 @@ static void test_source_list(void **state)
 	testutil_rmtree(dir);
 }
 
+/* Found by tests/fuzz/fuzz_hub: a hub's error page {"error": "a\nb"}
+ * went into the one-line detail as it was. */
+static void test_error_one_line(void **state)
+{
+	struct source src;
+	memset(&src, 0, sizeof src);
+	source_set_error(&src, "hf://a/b: GET x: HTTP 500: %s", "In\nvalid\r\x1b[31m");
+	assert_string_equal(src.error_detail, "hf://a/b: GET x: HTTP 500: In?valid??[31m");
+	free(src.error_detail);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_file_size),	cmocka_unit_test(test_dataset_size),
 	    cmocka_unit_test(test_entries),	cmocka_unit_test(test_blocks),
-	    cmocka_unit_test(test_source_list),
+	    cmocka_unit_test(test_source_list), cmocka_unit_test(test_error_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
