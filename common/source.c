@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "common/http_req.h"
 #include "common/manifest.h"
 #include "common/progress.h"
@@ -129,13 +130,13 @@ void source_set_error(struct source *src, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	free(src->error_detail);
-	src->error_detail = buf_steal(&b);
 	/* It quotes what servers said (an error page's message, a path they
-	 * listed): their line breaks must not break the user's one line. */
-	for (char *c = src->error_detail; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			*c = '?';
+	 * listed): their line breaks must not break the user's one line, and
+	 * are escaped as every log and error line escapes them. */
+	free(src->error_detail);
+	src->error_detail = xmalloc(4 * b.len + 1);
+	log_escape(src->error_detail, 4 * b.len + 1, b.len ? (const char *)b.ptr : "", b.len);
+	buf_close(&b);
 }
 
 void source_listing_close(struct source_listing *l)

@@ -205,7 +205,7 @@ static void test_error_one_line(void **state)
 	struct source src;
 	memset(&src, 0, sizeof src);
 	source_set_error(&src, "hf://a/b: GET x: HTTP 500: %s", "In\nvalid\r\x1b[31m");
-	assert_string_equal(src.error_detail, "hf://a/b: GET x: HTTP 500: In?valid??[31m");
+	assert_string_equal(src.error_detail, "hf://a/b: GET x: HTTP 500: In\\nvalid\\r\\x1b[31m");
 	free(src.error_detail);
 }
 
