@@ -36,18 +36,6 @@ static int fail(struct load *l, int rc, const char *fmt, ...)
 	return rc;
 }
 
-static int cmp_entry_path(const void *key, const void *elem)
-{
-	return strcmp(key, (*(FileEntry *const *)elem)->path);
-}
-
-/* The manifest's regular file at path (the files are sorted), or NULL. */
-static const FileEntry *find_file(const Manifest *m, const char *path)
-{
-	FileEntry **e = bsearch(path, m->files, m->n_files, sizeof *m->files, cmp_entry_path);
-	return e && (*e)->type == SYNCBIT__FILE_TYPE__FILE_REGULAR ? *e : NULL;
-}
-
 /* 1 when data (the whole file) has the block hashes e records. */
 static int blocks_match(const Manifest *m, const FileEntry *e, const uint8_t *data)
 {
@@ -68,7 +56,7 @@ static int blocks_match(const Manifest *m, const FileEntry *e, const uint8_t *da
  * version's manifest: the same size and block hashes. */
 static int read_verified(struct load *l, const char *rel, struct buf *out)
 {
-	const FileEntry *e = find_file(l->m, rel);
+	const FileEntry *e = manifest_find_regular(l->m, rel);
 	if (!e)
 		return fail(l, SB_ENOTFOUND, "%s is not in the published version", rel);
 	if (e->size > OCI_DOC_MAX)
@@ -100,7 +88,7 @@ static int add_blob(struct load *l, const struct oci_descriptor *d)
 	if (!oci_name_digest_valid(d->digest))
 		return 0;
 	snprintf(rel, sizeof rel, MIRROR_BLOBS_DIR "%s", d->digest + strlen("sha256:"));
-	const FileEntry *e = find_file(l->m, rel);
+	const FileEntry *e = manifest_find_regular(l->m, rel);
 	if (!e || e->size != d->size)
 		return 0; /* not held, or not what the manifest names: never served */
 	if (cat->nblobs >= MIRROR_BLOBS_MAX)
@@ -139,7 +127,7 @@ static int add_doc(struct load *l, const struct oci_descriptor *d, int depth)
 	if (!oci_name_digest_valid(d->digest) || mirror_cat_doc(cat, d->digest))
 		return 0;
 	snprintf(rel, sizeof rel, MIRROR_BLOBS_DIR "%s", d->digest + strlen("sha256:"));
-	if (depth > 0 && !find_file(l->m, rel))
+	if (depth > 0 && !manifest_find_regular(l->m, rel))
 		return 0; /* an index's other platforms are not held */
 	struct buf bytes = BUF_INIT;
 	int rc = read_verified(l, rel, &bytes);

@@ -36,18 +36,6 @@ static int fail(struct load *l, int rc, const char *fmt, ...)
 	return rc;
 }
 
-static int cmp_entry_path(const void *key, const void *elem)
-{
-	return strcmp(key, (*(FileEntry *const *)elem)->path);
-}
-
-/* The regular file at path in the version (its files are sorted), or NULL. */
-static const FileEntry *find_file(const Manifest *m, const char *path)
-{
-	FileEntry **e = bsearch(path, m->files, m->n_files, sizeof *m->files, cmp_entry_path);
-	return e && (*e)->type == SYNCBIT__FILE_TYPE__FILE_REGULAR ? *e : NULL;
-}
-
 static void blob_path(const char *digest, char *out, size_t cap)
 {
 	snprintf(out, cap, BLOBS_DIR "%.64s", digest + strlen("sha256:"));
@@ -57,7 +45,7 @@ static void blob_path(const char *digest, char *out, size_t cap)
 static int object_path(struct load *l, const char *rel, const FileEntry **out, char *path,
 		       size_t cap)
 {
-	const FileEntry *e = find_file(l->m, rel);
+	const FileEntry *e = manifest_find_regular(l->m, rel);
 	struct hash_id id;
 	if (!e)
 		return fail(l, SB_ENOTFOUND, "%s is not in the cached listing", rel);
@@ -264,7 +252,7 @@ static void known_repo(struct cache *c, const char *name, const char *repo,
 			struct sync_oci_blob *b = &plan->blobs[i];
 			char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX];
 			blob_path(b->digest, rel, sizeof rel);
-			if (!b->mount_from && find_file(m, rel))
+			if (!b->mount_from && manifest_find_regular(m, rel))
 				b->mount_from = add_repo(plan, repo);
 		}
 		manifest_free(m);

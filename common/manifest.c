@@ -15,6 +15,17 @@
 
 /* Not (size + block_size - 1) / block_size: near 2^64 that sum wraps, and a
  * manifest could then claim an enormous file with no block hashes. */
+static int cmp_entry_path(const void *key, const void *elem)
+{
+	return strcmp(key, (*(FileEntry *const *)elem)->path);
+}
+
+const FileEntry *manifest_find_regular(const Manifest *m, const char *path)
+{
+	FileEntry **e = bsearch(path, m->files, m->n_files, sizeof *m->files, cmp_entry_path);
+	return e && (*e)->type == SYNCBIT__FILE_TYPE__FILE_REGULAR ? *e : NULL;
+}
+
 uint64_t manifest_nblocks(uint64_t size, uint32_t block_size)
 {
 	return size / block_size + (size % block_size != 0);

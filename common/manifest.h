@@ -35,6 +35,8 @@ typedef Syncbit__FileEntry FileEntry;
 
 /* Number of blocks of a file of `size` bytes. */
 uint64_t manifest_nblocks(uint64_t size, uint32_t block_size);
+/* The regular file at path in m (its files are sorted by path), or NULL. */
+const FileEntry *manifest_find_regular(const Manifest *m, const char *path);
 /* Length of block idx of a file of `size` bytes. */
 uint32_t manifest_block_len(uint64_t size, uint32_t block_size, uint64_t idx);
 /* 0 if block_size is a power of two within [BLOCK_SIZE_MIN, BLOCK_SIZE_MAX]. */
