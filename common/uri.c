@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/oci_name.h"
 #include "common/path.h"
 
 #define S3_BUCKET_MIN 3
@@ -16,11 +17,9 @@
 #define HF_NAME_MAX   96
 #define REV_MAX	      255
 /* Distribution spec: clients limit "registry/name" to 255 characters. */
-#define OCI_NAME_MAX   255
-#define OCI_TAG_MAX    128
-#define OCI_SHA256_HEX 64
-#define HOST_MAX       253
-#define PORT_MAX       65535
+#define OCI_NAME_MAX 255
+#define HOST_MAX     253
+#define PORT_MAX     65535
 
 #define OCI_PLATFORM_MAX 96  /* os/arch/variant in ?platform= */
 #define OCI_REGEX_MAX	 256 /* ?tag-regex= */
@@ -464,87 +463,6 @@ static int parse_hub(const char *scheme, const char *rest, struct source_uri *ou
 
 /* ---- oci ---- */
 
-/* A path component: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* */
-static int valid_oci_component(const char *s, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		size_t run = 0;
-
-		while (i < n && is_lower_alnum(s[i]))
-			i++, run++;
-		if (run == 0)
-			return 0;
-		if (i == n)
-			return 1;
-		if (s[i] == '.') {
-			i++;
-		} else if (s[i] == '_') {
-			i++;
-			if (i < n && s[i] == '_')
-				i++;
-		} else if (s[i] == '-') {
-			while (i < n && s[i] == '-')
-				i++;
-		} else {
-			return 0;
-		}
-		if (i == n)
-			return 0;
-	}
-	return 0;
-}
-
-static int valid_oci_repo(const char *s, size_t n)
-{
-	const char *end = s + n;
-
-	while (s < end) {
-		const char *slash = memchr(s, '/', (size_t)(end - s));
-		const char *stop = slash ? slash : end;
-
-		if (!valid_oci_component(s, (size_t)(stop - s)))
-			return 0;
-		if (!slash)
-			return 1;
-		s = slash + 1;
-	}
-	return 0; /* empty, or a trailing '/' */
-}
-
-static int valid_oci_tag(const char *t)
-{
-	size_t n = strlen(t);
-
-	if (n == 0 || n > OCI_TAG_MAX)
-		return 0;
-	if (!isalnum((unsigned char)t[0]) && t[0] != '_')
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		unsigned char c = (unsigned char)t[i];
-
-		if (!isalnum(c) && c != '_' && c != '.' && c != '-')
-			return 0;
-	}
-	return 1;
-}
-
-static int valid_oci_digest(const char *d)
-{
-	static const char algo[] = "sha256:";
-
-	if (strncmp(d, algo, sizeof algo - 1) != 0)
-		return 0;
-	d += sizeof algo - 1;
-	if (strlen(d) != OCI_SHA256_HEX)
-		return 0;
-	for (; *d; d++)
-		if (!isdigit((unsigned char)*d) && !(*d >= 'a' && *d <= 'f'))
-			return 0;
-	return 1;
-}
-
 /* os/arch[/variant]: lower-case names, as in an image index. */
 static int valid_oci_platform(const char *p)
 {
@@ -627,13 +545,13 @@ static int parse_oci_ref(const char *rest, struct source_uri *out)
 	name_len = at ? (size_t)(at - name) : strlen(name);
 	colon = memchr(name, ':', name_len);
 	if (at) {
-		if (!valid_oci_digest(at + 1))
+		if (!oci_name_digest_valid(at + 1))
 			return SB_EURI;
 		out->digest = xstrdup(at + 1);
 	}
 	if (colon) {
 		out->revision = xstrndup(colon + 1, name_len - (size_t)(colon - name) - 1);
-		if (!valid_oci_tag(out->revision))
+		if (!oci_name_tag_valid(out->revision))
 			return SB_EURI;
 		name_len = (size_t)(colon - name);
 	} else if (!at && !out->tag_regex) {
@@ -642,9 +560,9 @@ static int parse_oci_ref(const char *rest, struct source_uri *out)
 	}
 	if ((colon || at) && out->tag_regex)
 		return SB_EURI;
-	if (!valid_oci_repo(name, name_len) || strlen(out->registry) + 1 + name_len > OCI_NAME_MAX)
+	out->repo = xstrndup(name, name_len); /* freed by uri_close on failure */
+	if (!oci_name_repo_valid(out->repo) || strlen(out->registry) + 1 + name_len > OCI_NAME_MAX)
 		return SB_EURI;
-	out->repo = xstrndup(name, name_len);
 	return 0;
 }
 
