@@ -10,7 +10,12 @@
 const struct config_key cli_scheduler_keys[] = {
     CLI_SERVICE_COMMON_KEYS,
     {"listen", "0.0.0.0:7400", 0, "address for agents and admin commands", "HOST:PORT", 0},
-    {"http", NULL, 0, "address for /healthz, /api/v1/... and /metrics", "HOST:PORT", 0},
+    {"http", NULL, 0, "address for /healthz, /api/v1/..., /metrics and the page on /",
+     "HOST:PORT", 0},
+    {"http-token-file", NULL, 0,
+     "/api/v1/... (and so the page) need \"Authorization: Bearer TOKEN\" with the token in "
+     "FILE (mode 0600)",
+     "FILE", 0},
     {"refresh", "300", 0, "seconds between re-listings of every source (0: never)", "SECONDS", 0},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},
     {"kubeconfig", NULL, 0,
@@ -63,6 +68,7 @@ int cmd_scheduler(int argc, char **argv)
 	    .listen = config_get(&cfg, "listen"),
 	    .data = data,
 	    .http = config_get(&cfg, "http"),
+	    .http_token_file = config_get(&cfg, "http-token-file"),
 	    .refresh_s = (unsigned)refresh,
 	    .heartbeat_ms = (unsigned)heartbeat,
 	    .encrypt = !no_encrypt,

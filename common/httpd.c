@@ -48,19 +48,22 @@ struct httpd_request {
 };
 
 /* What the bytes of a request came to so far: the request line and the
- * header fields kept (Range). */
+ * header fields kept (Range, Authorization). */
 struct hreq {
 	http_parser parser;
 	struct buf url;
 	size_t nread;
 	int headers_done; /* the request line and headers are in */
-	/* Header fields kept: the one being parsed, Range. */
+	/* Header fields kept: the one being parsed, Range, Authorization. */
 	char field[HTTPD_FIELD_MAX + 1];
 	size_t field_len;
-	int in_value, value_is_range;
+	int in_value, value_is_range, value_is_auth;
 	char range[HTTPD_RANGE_MAX + 1];
 	size_t range_len;
 	int range_bad; /* too long: ignored */
+	char auth[HTTPD_AUTH_MAX + 1];
+	size_t auth_len;
+	int auth_bad; /* too long or repeated: none */
 };
 
 struct hconn {
@@ -156,6 +159,8 @@ static const char *status_text(int status)
 		return "Partial Content";
 	case 400:
 		return "Bad Request";
+	case 401:
+		return "Unauthorized";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -401,6 +406,12 @@ const char *httpd_request_range(const struct httpd_request *req)
 	return c->q.range_len && !c->q.range_bad ? c->q.range : NULL;
 }
 
+const char *httpd_request_authorization(const struct httpd_request *req)
+{
+	const struct hconn *c = request_conn(req);
+	return c->q.auth_len && !c->q.auth_bad ? c->q.auth : NULL;
+}
+
 void httpd_respond(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct hconn *c = request_conn(req);
@@ -453,6 +464,19 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 		q->value_is_range = !strcasecmp(q->field, "range");
 		if (q->value_is_range && q->range_len) /* a second Range: ignore both */
 			q->range_bad = 1;
+		q->value_is_auth = !strcasecmp(q->field, "authorization");
+		if (q->value_is_auth && q->auth_len) /* a second one: none */
+			q->auth_bad = 1;
+	}
+	if (q->value_is_auth) {
+		if (len > HTTPD_AUTH_MAX - q->auth_len) {
+			q->auth_bad = 1;
+			return 0;
+		}
+		memcpy(q->auth + q->auth_len, at, len);
+		q->auth_len += len;
+		q->auth[q->auth_len] = '\0';
+		return 0;
 	}
 	if (!q->value_is_range)
 		return 0;
@@ -567,6 +591,7 @@ int httpd_parse_request(const void *data, size_t len, size_t chunk, struct httpd
 		out->path = req.path;
 		out->query = req.query;
 		out->range = q.range_len && !q.range_bad ? xstrdup(q.range) : NULL;
+		out->authorization = q.auth_len && !q.auth_bad ? xstrdup(q.auth) : NULL;
 	}
 	buf_close(&q.url);
 	return status;
@@ -577,6 +602,7 @@ void httpd_parsed_close(struct httpd_parsed *p)
 	free(p->path);
 	free(p->query);
 	free(p->range);
+	free(p->authorization);
 	memset(p, 0, sizeof *p);
 }
 

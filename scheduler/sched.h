@@ -23,6 +23,7 @@ struct sched_options {
 	const char *listen; /* host:port for agents and the CLI */
 	const char *data;   /* DATA: join-token and sched/ */
 	const char *http;   /* host:port for the HTTP API, or NULL */
+	const char *http_token_file; /* the API's bearer token, or NULL: none needed */
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
 	int encrypt;
@@ -44,6 +45,7 @@ struct sched {
 	struct secure_keypair key; /* its static key, DATA/SCHED_KEY_FILE */
 	struct conn_listener *listener;
 	struct httpd *http;
+	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
