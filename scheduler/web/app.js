@@ -205,7 +205,9 @@ function drawGrid(status, nodes) {
     rows.push(tr);
   }
   tbody.replaceChildren(...rows);
-  $("grid-empty").hidden = datasets.length > 0 && nodes.length > 0;
+  const any = datasets.length > 0 && nodes.length > 0;
+  $("grid").hidden = !any;
+  $("grid-empty").hidden = any;
 }
 
 function td(text, cls) { return el("td", { class: cls || "", text: text }); }
@@ -221,7 +223,7 @@ function drawDatasets(status, datasets) {
       : d.complete ? SYMBOL.fetching + " distributing" : SYMBOL.waiting + " listing";
     return el("tr", { "data-dataset": d.name },
       el("th", { scope: "row", text: d.name }),
-      td(stateText, "wrap s-" + state),
+      td(stateText, (d.error ? "wrap " : "") + "s-" + state),
       td(d.source || "–", "wrap mono"),
       td(labels(d.selector) || "every node"),
       el("td", { class: "mono", title: d.version || "", text: short(d.version) }),
