@@ -217,10 +217,11 @@ function drawDatasets(status, datasets) {
   const rows = datasets.map((d) => {
     const st = byName.get(d.name) || { totals: {}, plan: {}, nodes: [] };
     const ready = st.nodes.filter((n) => n.published).length;
-    const state = d.error ? "error" : st.complete ? "ready" : d.complete ? "fetching" : "waiting";
+    // d.complete: every block hash known (the nodes hash their shares).
+    const state = d.error ? "error" : st.complete ? "ready" : d.version ? "fetching" : "waiting";
     const stateText = d.error ? SYMBOL.error + " " + d.error
       : st.complete ? SYMBOL.ready + " complete"
-      : d.complete ? SYMBOL.fetching + " distributing" : SYMBOL.waiting + " listing";
+      : d.version ? SYMBOL.fetching + " distributing" : SYMBOL.waiting + " listing";
     return el("tr", { "data-dataset": d.name },
       el("th", { scope: "row", text: d.name }),
       td(stateText, (d.error ? "wrap " : "") + "s-" + state),
