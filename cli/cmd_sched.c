@@ -10,11 +10,11 @@
 const struct config_key cli_scheduler_keys[] = {
     CLI_SERVICE_COMMON_KEYS,
     {"listen", "0.0.0.0:7400", 0, "address for agents and admin commands", "HOST:PORT", 0},
-    {"http", NULL, 0, "address for /healthz, /api/v1/..., /metrics and the page on /",
-     "HOST:PORT", 0},
+    {"http", NULL, 0, "address for /healthz, /api/v1/..., /metrics and the page on /", "HOST:PORT",
+     0},
     {"http-token-file", NULL, 0,
-     "/api/v1/... (and so the page) need \"Authorization: Bearer TOKEN\" with the token in "
-     "FILE (mode 0600)",
+     "require \"Authorization: Bearer TOKEN\" on /api/v1/... (the page asks for it); TOKEN is "
+     "the line in FILE (mode 0600)",
      "FILE", 0},
     {"refresh", "300", 0, "seconds between re-listings of every source (0: never)", "SECONDS", 0},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},

@@ -334,9 +334,8 @@ static void get_metrics(void *arg, const char *path, const char *query, struct h
 int api_start(struct sched *s, char **detail)
 {
 	const struct httpd_route routes[] = {
-	    {"/healthz", get_healthz, s}, {"/metrics", get_metrics, s},
-	    {"/", web_get, NULL},	  {"/app.js", web_get, NULL},
-	    {"/app.css", web_get, NULL},
+	    {"/healthz", get_healthz, s}, {"/metrics", get_metrics, s}, {"/", web_get, NULL},
+	    {"/app.js", web_get, NULL},	  {"/app.css", web_get, NULL},
 	};
 	const char *tf = s->o->http_token_file;
 	int rc = tf && tf[0] ? web_token_load(tf, &s->http_token, detail) : 0;

@@ -23,7 +23,8 @@ struct sched_options {
 	const char *listen; /* host:port for agents and the CLI */
 	const char *data;   /* DATA: join-token and sched/ */
 	const char *http;   /* host:port for the HTTP API, or NULL */
-	const char *http_token_file; /* the API's bearer token, or NULL: none needed */
+	/* The file of the token /api/ requires, or NULL: none. */
+	const char *http_token_file;
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
 	int encrypt;

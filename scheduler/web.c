@@ -33,12 +33,12 @@ static const struct {
 
 /* The page loads its own script and style and asks only its own API; no
  * inline code, no other origin, no frames. */
-#define WEB_HEADERS                                                                               \
-	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "     \
-	"connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "        \
-	"frame-ancestors 'none'\r\n"                                                              \
-	"X-Content-Type-Options: nosniff\r\n"                                                     \
-	"X-Frame-Options: DENY\r\n"                                                               \
+#define WEB_HEADERS                                                                          \
+	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "    \
+	"frame-ancestors 'none'\r\n"                                                         \
+	"X-Content-Type-Options: nosniff\r\n"                                                \
+	"X-Frame-Options: DENY\r\n"                                                          \
 	"Referrer-Policy: no-referrer\r\n"
 
 void web_get(void *arg, const char *path, const char *query, struct httpd_response *r)

@@ -448,7 +448,8 @@ static void test_parse_request(void **state)
 	assert_string_equal(p.query, "");
 	assert_null(p.range); /* two ranges: both ignored */
 	httpd_parsed_close(&p);
-	const char *two = "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n";
+	const char *two =
+	    "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n";
 	assert_int_equal(httpd_parse_request(two, strlen(two), 1, &p), 0);
 	assert_null(p.authorization); /* two: neither is taken */
 	httpd_parsed_close(&p);
