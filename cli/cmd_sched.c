@@ -13,8 +13,8 @@ const struct config_key cli_scheduler_keys[] = {
     {"http", NULL, 0, "address for /healthz, /api/v1/... and /metrics", "HOST:PORT", 0},
     {"refresh", "300", 0, "seconds between re-listings of every source (0: never)", "SECONDS", 0},
     {"pull-linger", "600", 0,
-     "a dataset made for pulls through agents goes once every node that pulled it has it and "
-     "none pulled it for this long",
+     "a dataset made for pulls through agents goes once every node that pulled it has had it "
+     "this long with no new pull",
      "SECONDS", 0},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},
     {"kubeconfig", NULL, 0,

@@ -148,10 +148,11 @@ void pull_expire(struct sched *s)
 		struct cluster_dataset *d = c->datasets[i];
 		if (!d->pulled)
 			continue;
-		if (!d->pulled_at_ms) /* loaded at start: the linger starts now */
+		/* The linger runs from the last pull or the last node done,
+		 * whichever came later (and from the start for loaded ones). */
+		if (!d->pulled_at_ms || (d->current && !everyone_has(c, d)))
 			d->pulled_at_ms = now;
-		if (now - d->pulled_at_ms < s->o->pull_linger_ms ||
-		    (d->current && !everyone_has(c, d)))
+		if (now - d->pulled_at_ms < s->o->pull_linger_ms)
 			continue;
 		log_info("dataset %s: every node that pulled %s has it; removing it", d->name,
 			 d->source);

@@ -6,7 +6,8 @@
  * origin plan stripes its blocks over those nodes and they swap them as
  * peers, so each byte leaves the origin about once however many nodes pull
  * it. Such a dataset is removed once every connected node it goes to has
- * it and none asked for it for --pull-linger. Loop thread only. */
+ * had it for --pull-linger and none asked for it meanwhile. Loop thread
+ * only. */
 #ifndef SYNCBIT_SCHED_PULL_H
 #define SYNCBIT_SCHED_PULL_H
 
@@ -24,8 +25,8 @@ void pull_dataset_name(const char *canonical, uint32_t block_size, char *out, si
 /* Handle one PullRequest from cl's registered node. A negative return
  * closes the connection (malformed message); refusals are PullReplies. */
 int pull_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);
-/* Remove the pulled datasets that every connected node they go to has
- * published and that no node pulled for --pull-linger (the liveness timer). */
+/* Remove the pulled datasets that every connected node they go to has had
+ * for --pull-linger, with no pull of them meanwhile (the liveness timer). */
 void pull_expire(struct sched *s);
 
 #endif
