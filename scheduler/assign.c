@@ -78,11 +78,6 @@ static void add_block(struct assign_plan *p, uint32_t b)
 	p->nblocks++;
 }
 
-void assign_plan_add(struct assign_plan *p, uint32_t b)
-{
-	add_block(p, b);
-}
-
 uint32_t assign_origin_plan(const uint8_t *known, uint32_t nblocks, size_t n,
 			    struct assign_plan *plans)
 {

@@ -48,8 +48,6 @@ int assign_check_label(const char *key, const char *value);
 uint32_t assign_origin_plan(const uint8_t *known, uint32_t nblocks, size_t n,
 			    struct assign_plan *plans);
 void assign_plan_close(struct assign_plan *p);
-/* Append block b to p; b must be above every block p holds. */
-void assign_plan_add(struct assign_plan *p, uint32_t b);
 
 /* Blocks of plan p whose bit is clear in known. */
 uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known);

@@ -21,7 +21,6 @@
 #define CLUSTER_SEEN_SAVE_MS   30000
 #define CLUSTER_REASON_MAX     256
 #define CLUSTER_FLUSH_MS       100 /* learnt hashes reach LMDB within this long */
-#define CLUSTER_PLAN_IN_FLIGHT 2   /* blocks of its share a reader keeps at a re-plan */
 
 /* What a node last reported of one version. */
 struct cluster_report {
@@ -207,8 +206,7 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b);
 
 /* Re-plan cv's origin fetches among its members: the blocks whose hash is
- * unknown (each member keeping the first CLUSTER_PLAN_IN_FLIGHT unknown
- * blocks of its previous share, which it reads already), and the known blocks that only nodes in gone[] (names of holders
+ * unknown, and the known blocks that only nodes in gone[] (names of holders
  * that left) held as far as the scheduler knows (reported, or read from the
  * origin), which every member would otherwise read from the origin on its
  * own. Returns the number of those orphaned blocks.

@@ -150,31 +150,6 @@ static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *
 	return count;
 }
 
-/* The first CLUSTER_PLAN_IN_FLIGHT unknown blocks of each member's share in
- * the plan being replaced, taken out of skip's unknown blocks: a share is
- * read in ascending order, so the member is reading them already, and a
- * node joining would read them a second time. One plan per member. */
-static struct assign_plan *keep_in_flight(const struct cluster_version *cv,
-					  struct cluster_node **m, size_t n, uint8_t *skip)
-{
-	struct assign_plan *keep = xcalloc(n + 1, sizeof *keep);
-	for (size_t i = 0; i < n; i++) {
-		const struct assign_plan *old = cluster_plan_of(cv, m[i]->name);
-		uint32_t kept = 0;
-		for (size_t r = 0; old && r < old->nranges; r++)
-			for (uint32_t k = 0; k < old->ranges[r].count; k++) {
-				uint32_t b = old->ranges[r].first + k;
-				if (kept == CLUSTER_PLAN_IN_FLIGHT || b >= cv->v->nblocks ||
-				    assign_bit(skip, b))
-					continue;
-				assign_set_bit(skip, b);
-				assign_plan_add(&keep[i], b);
-				kept++;
-			}
-	}
-	return keep;
-}
-
 uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
 		      size_t ngone)
 {
@@ -183,8 +158,6 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
 	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
 	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
-	struct assign_plan *keep = keep_in_flight(cv, m, n, skip);
-	uint8_t *none = xcalloc(cv->v->nblocks / 8 + 1, 1);
 	cluster_plan_clear(cv);
 	cv->stripe = 1;
 	if (n && (cv->v->nknown < cv->v->nblocks || orphans)) {
@@ -192,16 +165,11 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
 		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
 		for (size_t i = 0; i < n; i++) {
-			assign_plan_move(&keep[i], &cv->plans[i], none, UINT32_MAX);
 			cv->plan_nodes[i] = xstrdup(m[i]->name);
 			reader_note(cv, m[i]->name, &cv->plans[i]);
 		}
 		cv->nplans = n;
 	}
-	for (size_t i = 0; i < n; i++)
-		assign_plan_close(&keep[i]);
-	free(keep);
-	free(none);
 	free(skip);
 	free(m);
 	return orphans;

@@ -38,6 +38,11 @@ wait $p1
 rc1=$?
 check "n1: pull through the agent exits 0" test "$rc1" = 0
 check "n2: pull through the agent exits 0" test "$rc2" = 0
+# stderr is not a TTY here: a plain progress line every 5 s, --json or not
+check "progress through the agent: plain lines on stderr with --json" \
+	grep -Eq '^pull: [0-9.]+ [KMG]?i?B / 64\.0 MiB \([0-9]+%\)' "$T/p2.err"
+check "no carriage-return bar off a TTY" sh -c "! grep -q \"\$(printf '\\r')\" '$T/p2.err'"
+
 for n in 1 2; do
 	check "n$n: the file is byte-identical" cmp "$T/www/model.bin" "$T/o$n/model.bin"
 	check "n$n: the JSON line adds up (source + peers + reused = bytes)" python3 -c "
@@ -79,7 +84,9 @@ check "human output without --json" sh -c "'$SYNCBIT' pull http://127.0.0.1:$NGI
 
 # ---- --standalone: in this process, not through the agent ----
 before=$(egress)
-check "--standalone pulls in-process" sh -c "'$SYNCBIT' pull '$URL' --to '$T/o3' --socket '$T/a1.sock' --standalone --data '$T/sa' --json >'$T/p3.out'"
+check "--standalone pulls in-process" sh -c "'$SYNCBIT' pull '$URL' --to '$T/o3' --socket '$T/a1.sock' --standalone --data '$T/sa' --json >'$T/p3.out' 2>'$T/p3.err'"
+check "--standalone: plain progress lines count files and bytes" \
+	grep -Eq '^pull: 0/1 file, [0-9.]+ [KMG]?i?B / 64\.0 MiB \([0-9]+%\)' "$T/p3.err"
 check "--standalone: byte-identical" cmp "$T/www/model.bin" "$T/o3/model.bin"
 check "--standalone: read the whole file itself" test "$(json_field "$T/p3.out" bytes_from_source)" = "$S"
 check "--standalone: nothing from peers" test "$(json_field "$T/p3.out" bytes_from_peers)" = 0
