@@ -27,6 +27,7 @@ struct sched_options {
 	const char *http_token_file;
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
+	uint64_t pull_linger_ms; /* pulled datasets stay this long after the last pull */
 	int encrypt;
 	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
 	int taint_until_ready;
@@ -75,5 +76,10 @@ void sched_close(struct sched *s);
 struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct sched_version *v);
+/* The same without telling the nodes: the caller changes more, then calls
+ * server_sync(). */
+struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
+					  const struct assign_label *sel, size_t nsel,
+					  uint32_t block_size, struct sched_version *v);
 
 #endif

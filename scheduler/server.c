@@ -11,6 +11,7 @@
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/wire.h"
+#include "scheduler/pull.h"
 
 /* What a node was assigned on this connection. */
 struct sent {
@@ -72,6 +73,16 @@ static void send_msg(struct sched_client *cl, uint32_t type, const ProtobufCMess
 	int rc = wire_send(cl->conn, type, m, NULL, 0, NULL, NULL);
 	if (rc < 0)
 		log_debug("%s: cannot send message %u: %s", peer_name(cl), type, sb_strerror(rc));
+}
+
+void server_send(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m)
+{
+	send_msg(cl, type, m);
+}
+
+struct cluster_node *server_client_node(const struct sched_client *cl)
+{
+	return cl->node;
 }
 
 static void send_error(struct sched_client *cl, int code, const char *message)
@@ -170,6 +181,7 @@ static void send_assign(struct sched *s, struct sched_client *cl, struct cluster
 	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers);
 	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin);
 	m.reason = cv->reason;
+	m.pulled = d->pulled;
 	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
 		log_error("dataset %s: its manifest is too large to send", d->name);
 	else
@@ -681,11 +693,18 @@ static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 	return admin_handle(cl->s, cl, body, len);
 }
 
+static int h_pull(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct sched_client *cl = ctx;
+	return cl->node ? pull_handle(cl->s, cl, body, len) : SB_EPROTO;
+}
+
 static const struct frame_handler dispatch[] = {
     {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, h_register},
     {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, h_heartbeat},
     {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, h_ingested},
     {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, h_admin},
+    {SYNCBIT__MSG_TYPE__MSG_PULL, SERVER_ADMIN_MAX, h_pull},
 };
 
 /* ---- connections ----------------------------------------------------------- */
