@@ -416,18 +416,21 @@ static void block_done(struct watch *w, struct job *j)
 	hash_to_hex(&j->id, hex);
 	if (j->rc == SB_ENOTFOUND)
 		return; /* no longer held here */
-	if (j->rc == 0) {
-		log_info("a peer reported block %.16s bad; the copy here matches its hash", hex);
-		return;
-	}
 	/* objects/ab/<id>: an object; anything else is a partial */
 	struct hash_id id;
 	const char *base = strrchr(j->path, '/');
-	if (!base || hash_from_hex(base + 1, &id) < 0 || !strstr(j->path, "/objects/")) {
+	int object = base && hash_from_hex(base + 1, &id) == 0 && strstr(j->path, "/objects/");
+	struct wobj *o = object ? find_obj(w, &id) : NULL;
+	if (j->rc == 0) {
+		log_info("a peer reported block %.16s bad; the copy here matches its hash", hex);
+		if (o) /* a peer that says so again is not heard for a while */
+			o->reported_ms = uv_now(w->loop);
+		return;
+	}
+	if (!object) {
 		log_warn("block %.16s in %s does not match its hash", hex, j->path);
 		return;
 	}
-	struct wobj *o = find_obj(w, &id);
 	if (o && !o->bad) {
 		char what[96];
 		uint32_t bs = o->set->m->block_size;
@@ -751,8 +754,8 @@ void watch_block_reported(struct watch *w, const struct hash_id *h)
 {
 	if (w->nreports >= WATCH_REPORTS)
 		return;
-	/* A node with the token could report without end: one look per
-	 * object per WATCH_REPORT_MS. */
+	/* A node with the token could report without end: once a report
+	 * about an object proved wrong, the next WATCH_REPORT_MS go unheard. */
 	struct cache_block_loc loc;
 	struct hash_id id;
 	const char *base;
@@ -762,8 +765,6 @@ void watch_block_reported(struct watch *w, const struct hash_id *h)
 		uint64_t now = uv_now(w->loop);
 		if (o && (o->bad || (o->reported_ms && now - o->reported_ms < WATCH_REPORT_MS)))
 			return;
-		if (o)
-			o->reported_ms = now;
 	}
 	w->nreports++;
 	struct qent q = {JOB_BLOCK, *h};

@@ -19,7 +19,7 @@
 #include "common/hash.h"
 
 #define WATCH_SCAN_MS	20000 /* every object's metadata checked this often */
-#define WATCH_REPORT_MS 60000 /* a peer's report re-hashes one object at most this often */
+#define WATCH_REPORT_MS 60000 /* after a wrong report about an object, others go unheard */
 
 struct watch;
 
