@@ -230,8 +230,7 @@ uint64_t peers_served(const struct peers *p, const uint8_t *vid)
 
 /* ---- reports of bad blocks ---- */
 
-void peers_on_bad_block(struct peers *p, void (*fn)(void *arg, const struct hash_id *h),
-			void *arg)
+void peers_on_bad_block(struct peers *p, void (*fn)(void *arg, const struct hash_id *h), void *arg)
 {
 	p->on_bad_block = fn;
 	p->bad_block_arg = arg;

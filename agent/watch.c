@@ -104,10 +104,10 @@ struct watch {
 	struct buf queue; /* struct qent, FIFO */
 	size_t qhead, nreports;
 	int busy, scanning, scan_again;
-	int overflow;  /* events may have been missed since the last scan */
-	int nospace;   /* said once: no inotify watches left */
-	int pending;   /* pool jobs */
-	int handles;   /* open libuv handles */
+	int overflow; /* events may have been missed since the last scan */
+	int nospace;  /* said once: no inotify watches left */
+	int pending;  /* pool jobs */
+	int handles;  /* open libuv handles */
 	int closing;
 };
 
@@ -368,8 +368,8 @@ static void damage(struct watch *w, struct wobj *o, const char *what)
 				 "it again",
 				 s->name, file, what);
 			if (!s->damage)
-				s->damage = xasprintf("%s changed on disk (%s); repairing", file,
-						      what);
+				s->damage =
+				    xasprintf("%s changed on disk (%s); repairing", file, what);
 			free(file);
 			if (w->hooks.damaged)
 				w->hooks.damaged(w->hooks.arg, s->name);
@@ -405,8 +405,7 @@ static void object_done(struct watch *w, struct job *j)
 		snprintf(what, sizeof what, "block %llu does not match its hash",
 			 (unsigned long long)j->bad_block);
 	else
-		snprintf(what, sizeof what, "cannot read its cache object: %s",
-			 sb_strerror(j->rc));
+		snprintf(what, sizeof what, "cannot read its cache object: %s", sb_strerror(j->rc));
 	damage(w, o, what);
 }
 
@@ -438,8 +437,8 @@ static void block_done(struct watch *w, struct job *j)
 			 (unsigned long long)(bs ? j->offset / bs : 0));
 		damage(w, o, what);
 	} else if (!o) { /* not published here: only out of the index */
-		log_warn("cache object %s: block %.16s does not match its hash; dropped",
-			 base + 1, hex);
+		log_warn("cache object %s: block %.16s does not match its hash; dropped", base + 1,
+			 hex);
 		cache_object_remove(w->c, &id);
 	}
 }
@@ -650,8 +649,7 @@ static void handle_closed(uv_handle_t *h)
 
 /* ---- the interface ---- */
 
-int watch_new(uv_loop_t *loop, struct cache *c, const struct watch_hooks *hooks,
-	      struct watch **out)
+int watch_new(uv_loop_t *loop, struct cache *c, const struct watch_hooks *hooks, struct watch **out)
 {
 	struct watch *w = xcalloc(1, sizeof *w);
 	w->loop = loop;
@@ -660,8 +658,8 @@ int watch_new(uv_loop_t *loop, struct cache *c, const struct watch_hooks *hooks,
 	buf_init(&w->queue);
 	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->ifd < 0) {
-		log_warn("inotify: %s; cache objects are checked every %d s only",
-			 strerror(errno), WATCH_SCAN_MS / 1000);
+		log_warn("inotify: %s; cache objects are checked every %d s only", strerror(errno),
+			 WATCH_SCAN_MS / 1000);
 	} else {
 		uv_poll_init(loop, &w->poll, w->ifd);
 		w->poll.data = w;

@@ -11,12 +11,12 @@
 /* Unpack body as type under its budget with the low-level interface:
  * returns whether it unpacked, with the budget's peak and the bytes still
  * live after the message (if any) was freed again. */
-static int unpack_measured(uint32_t type, const uint8_t *body, size_t len,
-			   struct pbuf_budget *b)
+static int unpack_measured(uint32_t type, const uint8_t *body, size_t len, struct pbuf_budget *b)
 {
 	ProtobufCAllocator a;
 	pbuf_budget_init(b, pbuf_budget_limit(type, len), &a);
-	ProtobufCMessage *m = protobuf_c_message_unpack(pbuf_budget_descriptor(type), &a, len, body);
+	ProtobufCMessage *m =
+	    protobuf_c_message_unpack(pbuf_budget_descriptor(type), &a, len, body);
 	if (m)
 		protobuf_c_message_free_unpacked(m, &a);
 	assert_int_equal(b->live, 0); /* nothing left behind, either way */

@@ -11,10 +11,10 @@
 #include "common/hash.h"
 #include "common/manifest.h"
 
-#define BS	   4096u
-#define SIZE	   (3 * BS + 100)
-#define MTIME_NS   1600000000123456789ll
-#define WAIT_MS	   20000 /* generous: the machine may be loaded */
+#define BS	 4096u
+#define SIZE	 (3 * BS + 100)
+#define MTIME_NS 1600000000123456789ll
+#define WAIT_MS	 20000 /* generous: the machine may be loaded */
 
 struct fixture {
 	char *dir;
@@ -52,8 +52,8 @@ static void publish(struct fixture *f)
 	assert_int_equal(cache_partial_open(f->c, &key, SIZE, BS, &p), 0);
 	for (uint64_t i = 0; i < nb; i++) {
 		uint32_t len = manifest_block_len(SIZE, BS, i);
-		assert_int_equal(pwrite(cache_partial_fd(p), f->data + i * BS, len, (off_t)(i * BS)),
-				 len);
+		assert_int_equal(
+		    pwrite(cache_partial_fd(p), f->data + i * BS, len, (off_t)(i * BS)), len);
 		idx[i] = i;
 		hashes[i] = block_hash(f->data, i);
 	}
@@ -78,8 +78,8 @@ static void publish(struct fixture *f)
 	struct buf b = BUF_INIT;
 	struct hash_id mid;
 	manifest_encode(&m, &b, &mid);
-	assert_int_equal(cache_dataset_set(f->c, "ds", "file:///srv/ds", "/srv/ds", &mid, b.ptr, b.len),
-			 0);
+	assert_int_equal(
+	    cache_dataset_set(f->c, "ds", "file:///srv/ds", "/srv/ds", &mid, b.ptr, b.len), 0);
 	buf_close(&b);
 }
 
@@ -228,7 +228,7 @@ static void test_hidden_change_reported(void **state)
 	assert_true(run_until(f, &f->damaged));
 	assert_int_equal(f->damaged, 1);
 	assert_non_null(strstr(watch_damage(f->w, "ds"), "block 2 does not match its hash, as a "
-							  "peer said"));
+							 "peer said"));
 	assert_int_equal(held(f, 0), 0);
 }
 
