@@ -119,10 +119,8 @@ int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 int cache_object_put_header(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 			    const struct object_rec *rec);
 int cache_object_unindex(MDB_txn *txn, struct cache *c, const struct hash_id *id, uint64_t *freed);
-/* Read-only checks (any thread): indexed at all; indexed and its file
- * looking as stored. */
+/* Read-only check (any thread): indexed at all. */
 int cache_object_indexed(struct cache *c, const struct hash_id *id);
-int cache_object_intact(struct cache *c, const struct hash_id *id);
 int cache_lfru_del(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 		   const struct hash_id *id);
 int cache_lfru_put(MDB_txn *txn, struct cache *c, const struct object_rec *rec,

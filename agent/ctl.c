@@ -352,7 +352,9 @@ static void http_readyz(void *arg, const char *path, const char *query, struct h
 		int ready = json_is_true(json_object_get(s, "ready"));
 		if (want && strcmp(want, name))
 			continue;
-		buf_printf(&r->body, "%s %s\n", name, ready ? "ready" : "not ready");
+		const char *damage = json_string_value(json_object_get(s, "damage"));
+		buf_printf(&r->body, "%s %s%s%s\n", name, ready ? "ready" : "not ready",
+			   damage ? ": " : "", damage ? damage : "");
 		ok &= ready;
 	}
 	if (want && !r->body.len) {

@@ -15,6 +15,7 @@
 #include "agent/mirror.h"
 #include "agent/peer.h"
 #include "agent/uplink.h"
+#include "agent/watch.h"
 #include "common/admit.h"
 #include "common/buf.h"
 #include "common/conn.h"
@@ -63,6 +64,7 @@ struct daemon {
 	struct ctl *ctl;
 	struct adhoc *adhoc; /* pulls through this agent */
 	struct mirror *mirror;
+	struct watch *watch; /* published files changed on disk */
 	struct conn *sched;
 	int sched_ready;
 	struct uplink link; /* for status, logs and /healthz */
@@ -319,7 +321,7 @@ static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t
 	struct dset *s = arg;
 	char why[64];
 	snprintf(why, sizeof why, "block %u failed verification", b);
-	peers_drop(s->d->peers, peer, why);
+	peers_drop(s->d->peers, peer, why, f, b);
 }
 
 /* Unpinned objects go, least valuable first, once the cache is over its
@@ -362,6 +364,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		drop_fetch(d, &s->prev); /* the new version is in place */
 		s->restored = 0;
 		set_published(s, fetch_manifest(f));
+		watch_dataset(d->watch, s->name);
 		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
@@ -480,6 +483,23 @@ static void retry_tick(uv_timer_t *t)
 		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
 		restart_fetch(d, s);
 	}
+}
+
+/* A published file changed on disk (agent/watch.c): fetch what went and
+ * publish afresh. A dataset restored from before a restart waits for its
+ * Assign to do so. */
+static void hook_damaged(void *arg, const char *name)
+{
+	struct daemon *d = arg;
+	struct dset *s = find_set(d, name);
+	if (s && s->assign)
+		restart_fetch(d, s);
+	ctl_notify(d->ctl, name);
+}
+
+static void hook_bad_block(void *arg, const struct hash_id *h)
+{
+	watch_block_reported(arg, h);
 }
 
 /* ---- control protocol ---- */
@@ -605,6 +625,7 @@ static void remove_set(struct daemon *d, size_t i)
 		u->work.data = u;
 		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
 	}
+	watch_forget(d->watch, s->name);
 	d->sets[i] = d->sets[--d->nsets];
 	free_set(d, s);
 	evict(d);
@@ -959,6 +980,7 @@ json_t *daemon_status_json(struct daemon *d)
 		if (s->prev)
 			json_object_set_new(o, "previous", fetch_json(d, s, s->prev));
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
+		watch_status(d->watch, s->name, o);
 		json_array_append_new(sets, o);
 	}
 	json_t *st =
@@ -1040,6 +1062,8 @@ int daemon_ready(struct daemon *d, const char *name, const char **why)
 	const char *w = NULL;
 	if (!s)
 		w = "not assigned to this node";
+	else if ((w = watch_damage(d->watch, name)))
+		; /* a published file changed on disk: repairing */
 	else if ((s->cur && fetch_published(s->cur)) || (s->prev && fetch_published(s->prev)) ||
 		 s->restored)
 		return 1;
@@ -1134,6 +1158,8 @@ static void stop(struct daemon *d)
 	d->adhoc = NULL;
 	mirror_free(d->mirror);
 	d->mirror = NULL;
+	watch_free(d->watch);
+	d->watch = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->reconnect, NULL);
@@ -1175,6 +1201,7 @@ static void restore_sets(struct daemon *d)
 				    "dataset %s: published before the restart; ready until the "
 				    "scheduler says otherwise",
 				    s->name);
+				watch_dataset(d->watch, s->name);
 			}
 			cache_dataset_close(&ds);
 		}
@@ -1263,6 +1290,8 @@ static int setup(struct daemon *d, char **detail)
 	if ((rc = load_key(d, detail)) < 0)
 		return rc;
 	d->adhoc = adhoc_new(&d->loop, d, d->cache);
+	struct watch_hooks wh = {.arg = d, .damaged = hook_damaged};
+	watch_new(&d->loop, d->cache, &wh, &d->watch);
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
@@ -1272,6 +1301,7 @@ static int setup(struct daemon *d, char **detail)
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
 		return rc;
+	peers_on_bad_block(d->peers, hook_bad_block, d->watch);
 	d->advertise = advertised_addr(d->o, peers_port(d->peers));
 	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
 		return rc;

@@ -533,6 +533,7 @@ static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
     {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
     {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, 256, peer_h_bad_block},
 };
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -717,7 +718,7 @@ void peers_have(struct peers *p, struct fetch *f, uint32_t b)
 			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_HAVE, &m.base, NULL, 0, NULL, NULL);
 }
 
-void peers_drop(struct peers *p, const char *node, const char *why)
+void peers_drop(struct peers *p, const char *node, const char *why, struct fetch *f, uint32_t b)
 {
 	struct peer *pe = peer_by_node(p, node);
 	if (!pe)
@@ -727,7 +728,8 @@ void peers_drop(struct peers *p, const char *node, const char *why)
 	p->bans[p->nbans].node = xstrdup(node);
 	p->bans[p->nbans++].until_ms = uv_now(p->loop) + PEER_BAN_MS;
 	p->st.dropped_bad_data++;
-	conn_close(pe->c, SB_ECORRUPT);
+	if (!f || !peer_send_bad_block(pe, f, b))
+		conn_close(pe->c, SB_ECORRUPT);
 }
 
 void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs,

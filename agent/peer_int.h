@@ -101,6 +101,8 @@ struct peers {
 	uint64_t refused_logged_ms; /* the last line about a peer with the wrong key */
 	struct peers_stats st;
 	int closing, tick_closed;
+	void (*on_bad_block)(void *arg, const struct hash_id *h);
+	void *bad_block_arg;
 };
 
 /* Free a closed peer once no serve work refers to it (may free the set). */
@@ -110,5 +112,9 @@ void peer_pump_serve(struct peers *p);
 /* Frame handlers of the serving side. */
 int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
 int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
+int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
+/* Tell pe that block b of f failed verification here, then close: 1 when
+ * the report is on its way (the connection closes once it is written). */
+int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b);
 
 #endif

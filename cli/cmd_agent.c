@@ -375,6 +375,9 @@ static void print_status(json_t *st)
 		const char *err = json_string_value(json_object_get(s, "error"));
 		if (err)
 			printf("  error: %s\n", err);
+		const char *damage = json_string_value(json_object_get(s, "damage"));
+		if (damage)
+			printf("  damaged: %s\n", damage);
 	}
 }
 
