@@ -87,6 +87,10 @@ const ProtobufCMessageDescriptor *pbuf_budget_descriptor(uint32_t type)
 		return &syncbit__admin_reply__descriptor;
 	case SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK:
 		return &syncbit__bad_block__descriptor;
+	case SYNCBIT__MSG_TYPE__MSG_PULL:
+		return &syncbit__pull_request__descriptor;
+	case SYNCBIT__MSG_TYPE__MSG_PULL_REPLY:
+		return &syncbit__pull_reply__descriptor;
 	case SYNCBIT__MSG_TYPE__MSG_ERROR:
 		return &syncbit__error_msg__descriptor;
 	default:
