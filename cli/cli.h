@@ -95,10 +95,19 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
     cli_status_keys[], cli_ready_keys[], cli_hosts_keys[], cli_verify_keys[], cli_gc_keys[],
     cli_rm_keys[], cli_cache_ls_keys[];
 
+/* 1 when some command has a flag named key: a config file may hold it. */
+int cli_key_known(const char *key);
+
+/* The node-wide config file every command reads when it exists (README
+ * "Configuration"). */
+#define CLI_CONFIG_DEFAULT "/etc/syncbit/config.yaml"
+
 /* Keys every command accepts; the long-running ones (daemon, scheduler,
  * sync) log at info by default, the others at warn. */
 #define CLI_COMMON_KEYS_AT(level)                                                           \
-	{"config", NULL, 0, "YAML file with the same keys as the flags", "FILE", 0},        \
+	{"config", CLI_CONFIG_DEFAULT, 0,                                                   \
+	 "YAML file of flag: value (read when it exists; keys of other commands skipped)",  \
+	 "FILE", 0},                                                                        \
 	    {"log-level", level, 0, "what to log", "debug|info|warn|error", 0},             \
 	    {"log-format", "text", 0, "log lines as text or JSON", "text|json", 0},         \
 	    {"verbose", "false", 1, "log one level more than the default (info, or debug)", \

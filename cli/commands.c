@@ -179,6 +179,15 @@ static int setup_logging(struct config *cfg)
 	return 0;
 }
 
+int cli_key_known(const char *key)
+{
+	for (const struct cli_cmd *c = cli_commands; c->name; c++)
+		for (const struct config_key *k = c->keys; k && k->name; k++)
+			if (!strcmp(k->name, key))
+				return 1;
+	return 0;
+}
+
 int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char ***pos, int *npos)
 {
 	static const struct config_key none[] = {{NULL, NULL, 0, NULL, NULL, 0}};
@@ -194,9 +203,11 @@ int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char *
 		exit(EXIT_OK);
 	}
 	config_init(cfg, c->keys ? c->keys : none);
+	cfg->known = cli_key_known; /* one node-wide file serves every command */
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {
 		cli_error("%s", cfg->error ? cfg->error : "bad arguments");
-		cli_usage(cmd);
+		if (!cfg->file_error) /* the file is wrong, not the command line */
+			cli_usage(cmd);
 		return EXIT_USAGE;
 	}
 	return c->keys ? setup_logging(cfg) : 0;

@@ -68,7 +68,7 @@ void cli_print_flags(FILE *f, const struct cli_cmd *cmd)
 			fprintf(f, "  %-*s %s", FLAG_COLUMN, flag, k->help);
 		else
 			fprintf(f, "  %s\n  %-*s %s", flag, FLAG_COLUMN, "", k->help);
-		if (k->defval && k->defval[0] && !k->is_bool)
+		if (k->defval && k->defval[0] && k->kind == CONFIG_VALUE)
 			fprintf(f, " [%s]", k->defval);
 		fprintf(f, "\n");
 	}
@@ -110,7 +110,7 @@ static void man_flag(struct buf *b, const struct config_key *k)
 	}
 	buf_append_str(b, "\n");
 	roff(b, k->help);
-	if (k->defval && k->defval[0] && !k->is_bool) {
+	if (k->defval && k->defval[0] && k->kind == CONFIG_VALUE) {
 		buf_append_str(b, " (default ");
 		roff(b, k->defval);
 		buf_append_str(b, ")");
