@@ -197,6 +197,24 @@ int cli_key_known(const char *key);
 	{                                                                                        \
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}
+/* Which files of a source to take: flags of pull and sync, read by
+ * cli_source_filter (common/filter.h has the rules). */
+#define CLI_SOURCE_FILTER_KEYS                                                                 \
+	{"include", NULL, CONFIG_LIST,                                                         \
+	 "take the paths matching this glob (repeatable; first matching rule wins, as rsync)", \
+	 "PATTERN", 0},                                                                        \
+	{                                                                                      \
+		"exclude", NULL, CONFIG_LIST,                                                  \
+		    "leave out the paths matching this glob (repeatable; --delete keeps them)",   \
+		    "PATTERN", 0                                                               \
+	}
+struct filter;
+/* Build f from cfg's --include and --exclude in the order they were given
+ * (from the environment or a config file: in the file's order, includes
+ * before excludes from the environment); source NULL is a list. 0, or
+ * EXIT_USAGE after printing the error (an oci:// source takes none). */
+int cli_source_filter(struct config *cfg, const char *source, struct filter *f);
+
 struct source_options;
 /* Fill o's S3 and registry fields from cfg's CLI_SOURCE_ACCESS_KEYS (the
  * strings stay cfg's). 0, or EXIT_USAGE after printing the error. */

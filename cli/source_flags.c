@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
@@ -104,5 +105,34 @@ int cli_check_source(const char *what, const char *source)
 	}
 	if (rc == 0)
 		uri_close(&u);
+	return 0;
+}
+
+int cli_source_filter(struct config *cfg, const char *source, struct filter *f)
+{
+	size_t ni = 0, ne = 0, i = 0, e = 0;
+	const unsigned *ri = NULL, *re = NULL;
+	char *const *inc = config_get_list(cfg, "include", &ni, &ri);
+	char *const *exc = config_get_list(cfg, "exclude", &ne, &re);
+	memset(f, 0, sizeof *f);
+	if (!ni && !ne)
+		return 0;
+	if (source && !strncasecmp(source, "oci://", 6)) {
+		cli_error("--include/--exclude do not apply to oci:// sources: --tag-regex picks "
+			  "the tags");
+		return EXIT_USAGE;
+	}
+	/* One ordered list of rules out of two: by the rank each item got
+	 * when it was given. */
+	while (i < ni || e < ne) {
+		int take_inc = e == ne || (i < ni && ri[i] < re[e]);
+		char *error = NULL;
+		if (filter_add(f, take_inc, take_inc ? inc[i++] : exc[e++], &error) < 0) {
+			cli_error("%s", error);
+			free(error);
+			filter_close(f);
+			return EXIT_USAGE;
+		}
+	}
 	return 0;
 }

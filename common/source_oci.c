@@ -35,6 +35,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/progress.h"
@@ -849,6 +850,11 @@ int source_oci_new(struct source *src)
 {
 	if (!src->uri.registry || !src->uri.repo)
 		return SB_EURI;
+	if (src->opt.filter && src->opt.filter->n) {
+		source_set_error(src, "--include/--exclude do not apply to oci:// sources (an image "
+				      "layout's files are not a tree to filter): use --tag-regex");
+		return SB_ECONFIG;
+	}
 	struct oci_source *os = xcalloc(1, sizeof *os);
 	os->src = src;
 	os->loop = src->loop;
