@@ -166,8 +166,21 @@ int cli_key_known(const char *key);
 	     "oci://: hosts allowed over plain HTTP",                                         \
 	     "HOST[:PORT][,HOST[:PORT]]...",                                                  \
 	     0},                                                                              \
+	    {"registry-user-file",                                                            \
+	     NULL,                                                                            \
+	     0,                                                                               \
+	     "oci://: a file holding user:password (default $REGISTRY_AUTH, else auth files)", \
+	     "FILE",                                                                          \
+	     0},                                                                              \
+	    {"authfile",                                                                      \
+	     NULL,                                                                            \
+	     0,                                                                               \
+	     "oci://: containers-auth.json read first (default $REGISTRY_AUTH_FILE)",         \
+	     "FILE",                                                                          \
+	     0},                                                                              \
 	{                                                                                     \
-		"registry-user", NULL, 0, "oci://: credentials (default $REGISTRY_AUTH)",     \
+		"registry-user", NULL, 0,                                                     \
+		    "oci://: credentials (deprecated: ps shows them; use --registry-user-file)", \
 		    "USER:PASSWORD", 0                                                        \
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of

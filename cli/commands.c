@@ -188,6 +188,26 @@ int cli_key_known(const char *key)
 	return 0;
 }
 
+/* Overwrite the values of the credential flags in argv, so that ps and
+ * /proc/PID/cmdline stop showing them once they are parsed (cfg holds
+ * copies). */
+static void scrub_secrets(int argc, char **argv)
+{
+	static const char *const secret[] = {"--registry-user", "--dest-registry-user"};
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		for (size_t k = 0; k < sizeof secret / sizeof *secret; k++) {
+			size_t n = strlen(secret[k]);
+			char *v = NULL;
+			if (!strncmp(argv[i], secret[k], n) && argv[i][n] == '=')
+				v = argv[i] + n + 1;
+			else if (!strcmp(argv[i], secret[k]) && i + 1 < argc)
+				v = argv[i + 1];
+			if (v)
+				memset(v, 'x', strlen(v));
+		}
+	}
+}
+
 int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char ***pos, int *npos)
 {
 	static const struct config_key none[] = {{NULL, NULL, 0, NULL, NULL, 0}};
@@ -210,6 +230,7 @@ int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char *
 			cli_usage(cmd);
 		return EXIT_USAGE;
 	}
+	scrub_secrets(argc, argv);
 	return c->keys ? setup_logging(cfg) : 0;
 }
 

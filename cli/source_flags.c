@@ -8,12 +8,17 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/filter.h"
+#include "common/log.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
 #include "common/uri.h"
+
+/* A credentials file is one short line. */
+#define REGISTRY_USER_FILE_MAX 4096
 
 static int s3_path_style(struct config *cfg, int *out)
 {
@@ -29,8 +34,50 @@ static int s3_path_style(struct config *cfg, int *out)
 	return 0;
 }
 
+/* --registry-user-file: its first line becomes --registry-user's value
+ * (kept by cfg). 0 or EXIT_USAGE. */
+static int registry_user_file(struct config *cfg)
+{
+	const char *path = config_get(cfg, "registry-user-file");
+	struct buf b = BUF_INIT;
+	if (!path)
+		return 0;
+	if (config_get(cfg, "registry-user")) {
+		cli_error("--registry-user-file and --registry-user: give one");
+		return EXIT_USAGE;
+	}
+	int rc = buf_read_file(path, REGISTRY_USER_FILE_MAX, &b);
+	if (rc < 0) {
+		cli_error("--registry-user-file %s: %s", path, sb_strerror(rc));
+		buf_close(&b);
+		return EXIT_USAGE;
+	}
+	const char *text = buf_cstr(&b);
+	char *line = xstrndup(text, strcspn(text, "\r\n"));
+	if (!strchr(line, ':')) {
+		cli_error("--registry-user-file %s: expected user:password on its first line",
+			  path);
+		rc = EXIT_USAGE;
+	} else {
+		config_set(cfg, "registry-user", line, CONFIG_FLAG);
+		rc = 0;
+	}
+	explicit_bzero(line, strlen(line));
+	free(line);
+	explicit_bzero(b.ptr, b.len);
+	buf_close(&b);
+	return rc;
+}
+
 int cli_source_access(struct config *cfg, struct source_options *o)
 {
+	if (config_get(cfg, "registry-user") &&
+	    config_origin_of(cfg, "registry-user") == CONFIG_FLAG)
+		log_warn("--registry-user is deprecated: other users see it in ps; give "
+			 "--registry-user-file FILE, $REGISTRY_AUTH or an auth file "
+			 "(REGISTRY_AUTH_FILE, ~/.docker/config.json)");
+	if (registry_user_file(cfg))
+		return EXIT_USAGE;
 	const char *user = config_get(cfg, "registry-user");
 	const char *endpoint = config_get(cfg, "s3-endpoint");
 	if (s3_path_style(cfg, &o->s3_path_style))
@@ -47,6 +94,7 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 	o->s3_region = config_get(cfg, "s3-region");
 	o->insecure_registries = config_get(cfg, "insecure-registry");
 	o->registry_auth = user;
+	o->registry_authfile = config_get(cfg, "authfile");
 	return 0;
 }
 

@@ -72,6 +72,9 @@ struct source_options {
 
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
+	/* oci://: --authfile, read before the other auth files when
+	 * registry_auth and $REGISTRY_AUTH give none (common/registry_auth.h) */
+	const char *registry_authfile;
 	/* oci://: keep each manifest as the registry serves it (a Docker
 	 * schema 2 manifest is not retyped to OCI), for a copy to another
 	 * registry that must keep its digest. */

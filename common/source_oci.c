@@ -41,7 +41,9 @@
 #include "common/progress.h"
 #include "common/manifest.h"
 #include "common/oci.h"
+#include "common/oci_name.h"
 #include "common/registry.h"
+#include "common/registry_auth.h"
 
 #define DEFAULT_PLATFORM "linux/amd64"
 #define TAGS_PAGE	 1000
@@ -831,13 +833,26 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
 	return 0;
 }
 
+/* --registry-user (or its file), else $REGISTRY_AUTH, else the auth
+ * files skopeo reads (common/registry_auth.h). */
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
 	const char *auth = src->opt.registry_auth;
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
-	if (!auth || !*auth)
-		return 0;
+	if (!auth || !*auth) {
+		char reg[OCI_NAME_HOST_MAX + 1], *from = NULL;
+		if (oci_name_registry(src->uri.registry, reg, sizeof reg) < 0)
+			snprintf(reg, sizeof reg, "%s", src->uri.registry);
+		int rc = registry_auth_lookup(reg, os->repo, src->opt.registry_authfile,
+					      &os->userpwd, &from);
+		if (rc < 0)
+			source_set_error(src, "%s: registry credentials: %s", os->shown, from);
+		else if (rc == 1)
+			log_debug("%s: credentials from %s", os->shown, from);
+		free(from);
+		return rc < 0 ? rc : 0;
+	}
 	os->userpwd = oci_credentials(auth);
 	if (!os->userpwd)
 		log_warn("%s: registry credentials are neither user:password nor its base64; "
