@@ -107,6 +107,9 @@ struct oci_source {
 	regex_t re;
 	int has_re;
 	char *userpwd;
+	/* Why the source cannot be listed (a malformed auth file, filters),
+	 * said by list(), or NULL. */
+	char *setup_error;
 	int reads; /* read() calls not yet called back */
 	/* list() */
 	int listing;
@@ -684,6 +687,10 @@ static int oci_list(struct source *src, source_done_cb cb, void *arg)
 	struct oci_source *os = src->impl;
 	if (os->listing || os->reads)
 		return -EBUSY;
+	if (os->setup_error) {
+		source_set_error(src, "%s", os->setup_error);
+		return SB_ECONFIG;
+	}
 	reset_listing(os);
 	os->listing = 1;
 	os->list_cb = cb;
@@ -768,6 +775,7 @@ static void release(struct oci_source *os)
 	free(os->repo);
 	free(os->shown);
 	free(os->userpwd);
+	free(os->setup_error);
 	free(os);
 }
 
@@ -847,11 +855,11 @@ static int setup_credentials(struct source *src, struct oci_source *os)
 		int rc = registry_auth_lookup(reg, os->repo, src->opt.registry_authfile,
 					      &os->userpwd, &from);
 		if (rc < 0)
-			source_set_error(src, "%s: registry credentials: %s", os->shown, from);
+			os->setup_error = xasprintf("%s: registry credentials: %s", os->shown, from);
 		else if (rc == 1)
 			log_debug("%s: credentials from %s", os->shown, from);
 		free(from);
-		return rc < 0 ? rc : 0;
+		return 0;
 	}
 	os->userpwd = oci_credentials(auth);
 	if (!os->userpwd)
@@ -865,11 +873,6 @@ int source_oci_new(struct source *src)
 {
 	if (!src->uri.registry || !src->uri.repo)
 		return SB_EURI;
-	if (src->opt.filter && src->opt.filter->n) {
-		source_set_error(src, "--include/--exclude do not apply to oci:// sources (an image "
-				      "layout's files are not a tree to filter): use --tag-regex");
-		return SB_ECONFIG;
-	}
 	struct oci_source *os = xcalloc(1, sizeof *os);
 	os->src = src;
 	os->loop = src->loop;
@@ -879,6 +882,10 @@ int source_oci_new(struct source *src)
 	int rc = setup_names(src, os, insecure);
 	if (rc == 0)
 		rc = setup_credentials(src, os);
+	if (rc == 0 && !os->setup_error && src->opt.filter && src->opt.filter->n)
+		os->setup_error = xasprintf("%s: --include/--exclude do not apply to oci:// "
+					    "sources: --tag-regex picks the tags",
+					    os->shown);
 	if (rc == 0) {
 		struct registry_options ro = {
 		    .repo = os->repo,
