@@ -50,8 +50,9 @@ const struct config_key cli_sync_keys[] = {
     {"retries", "5", 0, "retries per request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
     {"dest-registry-user", NULL, 0,
-     "oci:// DST: credentials (default $DEST_REGISTRY_AUTH, else as the source's)", "USER:PASSWORD",
-     0},
+     "oci:// DST: credentials (deprecated: ps shows them; default $DEST_REGISTRY_AUTH, else "
+     "auth files, else the source's)",
+     "USER:PASSWORD", 0},
     {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large",
      "SIZE", 0},
     CLI_SOURCE_ACCESS_KEYS,
@@ -472,6 +473,10 @@ static int oci_target(struct config *cfg, struct sync_options *so, const char *s
 		cli_error("DST %s names a tag: it takes one SRC image, not --tag-regex", dst);
 		return EXIT_USAGE;
 	}
+	if (user && config_origin_of(cfg, "dest-registry-user") == CONFIG_FLAG)
+		log_warn("--dest-registry-user is deprecated: other users see it in ps; give "
+			 "$DEST_REGISTRY_AUTH or an auth file (REGISTRY_AUTH_FILE, "
+			 "~/.docker/config.json)");
 	if (!user)
 		user = env("DEST_REGISTRY_AUTH");
 	if (user && config_get(cfg, "dest-registry-user") && !strchr(user, ':')) {

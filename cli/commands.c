@@ -17,14 +17,14 @@
 const struct cli_cmd cli_commands[] = {
     {"pull",
      "pull SOURCE [-o|--to DIR] [--data DIR] [--json] [-j|--jobs N] [--block-size SIZE] "
-     "[--cache-size SIZE] [-q]\n"
+     "[--cache-size SIZE] [--include PATTERN] [--exclude PATTERN] [-q]\n"
      "  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
      "copy a source into DIR through the local cache, or wait for dataset NAME from the "
      "local agent",
      cli_pull_keys, cmd_pull},
     {"sync",
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
-     "[--layout plain|hf-cache|triton] [--json]\n"
+     "[--include PATTERN] [--exclude PATTERN] [--layout plain|hf-cache|triton] [--json]\n"
      "  syncbit sync --list FILE DST [...]  "
      "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
      "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
