@@ -7,6 +7,9 @@
 # mount namespace, so nothing else on the machine sees it) and is silently
 # absent otherwise.
 . "$(dirname "$0")/lib.sh"
+# Under SAN=1 a report goes to a file, checked at the end.
+export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 unset SYNCBIT_CONFIG
 
 SPORT=$(free_port)
@@ -75,5 +78,7 @@ if unshare -m true 2>/dev/null; then
 else
 	bad "unshare -m works (needed to test the default path without touching /etc)"
 fi
+
+check "no sanitizer report" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
 
 finish

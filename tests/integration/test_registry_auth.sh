@@ -130,5 +130,6 @@ check "the copy is there (skopeo with the same auth file)" "${SKOPEO[@]}" inspec
 	--authfile "$T/auth.json" "docker://$R/mirror/app:v1"
 expect_fail "sync oci:// oci:// without credentials fails clearly" 1 "asks for credentials" \
 	"$SYNCBIT" sync "oci://$R/team/app:v1" "oci://$R/mirror2/app" --once --data "$T/data3" --log-level warn
+check "no sanitizer report" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
 
 finish

@@ -8,6 +8,9 @@
 # command part is named in one warning; a CRON_SCHEDULE carrying one is
 # refused saying so.
 . "$(dirname "$0")/lib.sh"
+# Under SAN=1 a report goes to a file, checked at the end.
+export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 set -f # the patterns below are for syncbit and rsync, not for this shell
 unset SRC DST CRON_SCHEDULE RUN_ON_START CRONTAB CRONTAB_FILE SYNCBIT_INCLUDE SYNCBIT_EXCLUDE
 
@@ -107,5 +110,7 @@ check "a crontab line without a command warns nothing" bash -c "! grep -q 'not r
 expect_fail "CRON_SCHEDULE with a command part is refused saying what follows the schedule" 2 \
 	"CRON_SCHEDULE '\*/5 \* \* \* \* rsync -a /a /b': 'rsync -a /a /b' follows the schedule.*not its command" \
 	env CRON_SCHEDULE='*/5 * * * * rsync -a /a /b' "$SYNCBIT" sync "$S/" "$T/cs" --data "$DATA" --log-level warn
+
+check "no sanitizer report" bash -c "! ls '$T'/san.* 2>/dev/null | grep -q ."
 
 finish
