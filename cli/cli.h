@@ -109,10 +109,19 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
     cli_status_keys[], cli_ready_keys[], cli_hosts_keys[], cli_verify_keys[], cli_gc_keys[],
     cli_rm_keys[], cli_cache_ls_keys[];
 
+/* 1 when some command has a flag named key: a config file may hold it. */
+int cli_key_known(const char *key);
+
+/* The node-wide config file every command reads when it exists (README
+ * "Configuration"). */
+#define CLI_CONFIG_DEFAULT "/etc/syncbit/config.yaml"
+
 /* Keys every command accepts; the long-running ones (daemon, scheduler,
  * sync) log at info by default, the others at warn. */
 #define CLI_COMMON_KEYS_AT(level)                                                           \
-	{"config", NULL, 0, "YAML file with the same keys as the flags", "FILE", 0},        \
+	{"config", CLI_CONFIG_DEFAULT, 0,                                                   \
+	 "YAML file of flag: value (read when it exists; keys of other commands skipped)",  \
+	 "FILE", 0},                                                                        \
 	    {"log-level", level, 0, "what to log", "debug|info|warn|error", 0},             \
 	    {"log-format", "text", 0, "log lines as text or JSON", "text|json", 0},         \
 	    {"verbose", "false", 1, "log one level more than the default (info, or debug)", \
@@ -171,8 +180,21 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
 	     "oci://: hosts allowed over plain HTTP",                                         \
 	     "HOST[:PORT][,HOST[:PORT]]...",                                                  \
 	     0},                                                                              \
+	    {"registry-user-file",                                                            \
+	     NULL,                                                                            \
+	     0,                                                                               \
+	     "oci://: a file holding user:password (default $REGISTRY_AUTH, else auth files)", \
+	     "FILE",                                                                          \
+	     0},                                                                              \
+	    {"authfile",                                                                      \
+	     NULL,                                                                            \
+	     0,                                                                               \
+	     "oci://: containers-auth.json read first (default $REGISTRY_AUTH_FILE)",         \
+	     "FILE",                                                                          \
+	     0},                                                                              \
 	{                                                                                     \
-		"registry-user", NULL, 0, "oci://: credentials (default $REGISTRY_AUTH)",     \
+		"registry-user", NULL, 0,                                                     \
+		    "oci://: credentials (deprecated: ps shows them; use --registry-user-file)", \
 		    "USER:PASSWORD", 0                                                        \
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of
@@ -202,6 +224,24 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
 	{                                                                                        \
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}
+/* Which files of a source to take: flags of pull and sync, read by
+ * cli_source_filter (common/filter.h has the rules). */
+#define CLI_SOURCE_FILTER_KEYS                                                                 \
+	{"include", NULL, CONFIG_LIST,                                                         \
+	 "take the paths matching this glob (repeatable; first matching rule wins, as rsync)", \
+	 "PATTERN", 0},                                                                        \
+	{                                                                                      \
+		"exclude", NULL, CONFIG_LIST,                                                  \
+		    "leave out the paths matching this glob (repeatable; --delete keeps them)",   \
+		    "PATTERN", 0                                                               \
+	}
+struct filter;
+/* Build f from cfg's --include and --exclude in the order they were given
+ * (from the environment or a config file: in the file's order, includes
+ * before excludes from the environment); source NULL is a list. 0, or
+ * EXIT_USAGE after printing the error (an oci:// source takes none). */
+int cli_source_filter(struct config *cfg, const char *source, struct filter *f);
+
 struct source_options;
 /* Fill o's S3 and registry fields from cfg's CLI_SOURCE_ACCESS_KEYS (the
  * strings stay cfg's). 0, or EXIT_USAGE after printing the error. */

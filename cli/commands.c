@@ -17,14 +17,15 @@
 const struct cli_cmd cli_commands[] = {
     {"pull",
      "pull SOURCE [-o|--to DIR] [--data DIR] [--json] [-j|--jobs N] [--block-size SIZE] "
-     "[--cache-size SIZE] [-q] [--socket PATH] [--standalone]\n"
+     "[--cache-size SIZE] [--include PATTERN] [--exclude PATTERN] [-q] [--socket PATH] "
+     "[--standalone]\n"
      "  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
      "copy a source into DIR (through the local agent when one runs, else through the "
      "local cache), or wait for dataset NAME from the local agent",
      cli_pull_keys, cmd_pull},
     {"sync",
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
-     "[--layout plain|hf-cache|triton] [--json]\n"
+     "[--include PATTERN] [--exclude PATTERN] [--layout plain|hf-cache|triton] [--json]\n"
      "  syncbit sync --list FILE DST [...]  "
      "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
      "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
@@ -179,6 +180,35 @@ static int setup_logging(struct config *cfg)
 	return 0;
 }
 
+int cli_key_known(const char *key)
+{
+	for (const struct cli_cmd *c = cli_commands; c->name; c++)
+		for (const struct config_key *k = c->keys; k && k->name; k++)
+			if (!strcmp(k->name, key))
+				return 1;
+	return 0;
+}
+
+/* Overwrite the values of the credential flags in argv, so that ps and
+ * /proc/PID/cmdline stop showing them once they are parsed (cfg holds
+ * copies). */
+static void scrub_secrets(int argc, char **argv)
+{
+	static const char *const secret[] = {"--registry-user", "--dest-registry-user"};
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		for (size_t k = 0; k < sizeof secret / sizeof *secret; k++) {
+			size_t n = strlen(secret[k]);
+			char *v = NULL;
+			if (!strncmp(argv[i], secret[k], n) && argv[i][n] == '=')
+				v = argv[i] + n + 1;
+			else if (!strcmp(argv[i], secret[k]) && i + 1 < argc)
+				v = argv[i + 1];
+			if (v)
+				memset(v, 'x', strlen(v));
+		}
+	}
+}
+
 int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char ***pos, int *npos)
 {
 	static const struct config_key none[] = {{NULL, NULL, 0, NULL, NULL, 0}};
@@ -194,11 +224,14 @@ int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char *
 		exit(EXIT_OK);
 	}
 	config_init(cfg, c->keys ? c->keys : none);
+	cfg->known = cli_key_known; /* one node-wide file serves every command */
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {
 		cli_error("%s", cfg->error ? cfg->error : "bad arguments");
-		cli_usage(cmd);
+		if (!cfg->file_error) /* the file is wrong, not the command line */
+			cli_usage(cmd);
 		return EXIT_USAGE;
 	}
+	scrub_secrets(argc, argv);
 	return c->keys ? setup_logging(cfg) : 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/log.h"
 #include "common/http_req.h"
 #include "common/manifest.h"
@@ -200,6 +201,42 @@ void source_listing_sort(struct source_listing *l)
 	free(new_index);
 }
 
+size_t source_listing_filter(struct source_listing *l, const struct filter *f)
+{
+	size_t n = l->nfiles, j = 0;
+	if (!f || !f->n || !n)
+		return 0;
+	size_t *map = xcalloc(n, sizeof *map), *heir = xcalloc(n, sizeof *heir);
+	for (size_t i = 0; i < n; i++)
+		heir[i] = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		struct source_file *x = &l->files[i];
+		if (filter_excludes(f, x->path, x->type == SRC_DIRECTORY)) {
+			free(x->path);
+			free(x->link_target);
+			free(x->digest);
+			map[i] = SIZE_MAX;
+			continue;
+		}
+		/* A group's root comes before its members. */
+		size_t root = x->hardlink_to ? x->hardlink_to - 1 : i;
+		if (root == i || map[root] != SIZE_MAX) {
+			x->hardlink_to = root == i ? 0 : (uint32_t)(map[root] + 1);
+		} else if (heir[root] == SIZE_MAX) {
+			heir[root] = j;
+			x->hardlink_to = 0;
+		} else {
+			x->hardlink_to = (uint32_t)(heir[root] + 1);
+		}
+		map[i] = j;
+		l->files[j++] = *x;
+	}
+	free(map);
+	free(heir);
+	l->nfiles = j;
+	return n - j;
+}
+
 /* ---- limits ---------------------------------------------------------------- */
 
 /* "shown: what", or "what" when shown is NULL. */
@@ -330,6 +367,11 @@ static void listed_checked(struct source *src, int status, void *arg)
 	source_done_cb cb = src->list_cb;
 	src->list_cb = NULL;
 	if (status == 0) {
+		size_t dropped = source_listing_filter(&src->listing, src->opt.filter);
+		if (dropped)
+			log_debug("%s: --include/--exclude left out %zu of %zu entries",
+				  src->uri.kind == URI_HTTP ? src->uri.canonical : src->uri.raw, dropped,
+				  dropped + src->listing.nfiles);
 		/* An http:// URL may carry credentials or a signed query. */
 		char *shown =
 		    src->uri.kind == URI_HTTP ? http_url_for_messages(src->uri.url) : NULL;

@@ -12,6 +12,8 @@
 
 #include "common/uri.h"
 
+struct filter;
+
 enum source_file_type { SRC_REGULAR = 0, SRC_DIRECTORY = 1, SRC_SYMLINK = 2 };
 
 #define SOURCE_SHA256_LEN 32
@@ -70,12 +72,19 @@ struct source_options {
 
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
+	/* oci://: --authfile, read before the other auth files when
+	 * registry_auth and $REGISTRY_AUTH give none (common/registry_auth.h) */
+	const char *registry_authfile;
 	/* oci://: keep each manifest as the registry serves it (a Docker
 	 * schema 2 manifest is not retyped to OCI), for a copy to another
 	 * registry that must keep its digest. */
 	int oci_as_served;
 
 	struct source_limits limits; /* what list() accepts (source_list) */
+	/* --include/--exclude: source_list drops the entries it excludes
+	 * before the limits are checked (common/filter.h); NULL keeps all.
+	 * Not for oci:// (an image layout's files are not the user's tree). */
+	const struct filter *filter;
 };
 
 struct source;
@@ -149,6 +158,9 @@ void source_req_deliver(struct source *src, struct http_req *r, source_done_cb c
 void source_listing_close(struct source_listing *l);
 /* Sort files by path (byte order) and fix hardlink_to indices. */
 void source_listing_sort(struct source_listing *l);
+/* Drop the entries f excludes (keeping the order; a hardlink whose first
+ * member went points at the first one left). Returns how many went. */
+size_t source_listing_filter(struct source_listing *l, const struct filter *f);
 
 /* Kind constructors (source_<kind>.c). */
 int source_file_new(struct source *src);
