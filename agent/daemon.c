@@ -938,9 +938,10 @@ json_t *daemon_status_json(struct daemon *d)
 		json_array_append_new(sets, o);
 	}
 	json_t *st =
-	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
-		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "bytes_served",
-		      (json_int_t)ps.bytes_served, "blocks_served", (json_int_t)ps.blocks_served,
+	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
+		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "connected",
+		      (json_int_t)ps.connected_now, "bytes_served", (json_int_t)ps.bytes_served,
+		      "blocks_served", (json_int_t)ps.blocks_served,
 		      "dropped_bad_data", (json_int_t)ps.dropped_bad_data, "bytes_received",
 		      (json_int_t)ps.bytes_received, "bytes_unneeded",
 		      (json_int_t)ps.bytes_unneeded, "datasets", sets);
@@ -948,11 +949,13 @@ json_t *daemon_status_json(struct daemon *d)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
 	struct cache_stats cs;
 	if (cache_stats(d->cache, &cs) == 0)
-		json_object_set_new(st, "cache",
-				    json_pack("{s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
-					      "pinned", (json_int_t)cs.pinned, "objects",
-					      (json_int_t)cs.objects, "capacity",
-					      (json_int_t)cs.capacity));
+		json_object_set_new(
+		    st, "cache",
+		    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
+			      "pinned", (json_int_t)cs.pinned, "objects", (json_int_t)cs.objects,
+			      "capacity", (json_int_t)cs.capacity, "evicted",
+			      (json_int_t)cs.evicted, "disk_free",
+			      (json_int_t)disk_free(d->o->data)));
 	return st;
 }
 

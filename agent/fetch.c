@@ -295,6 +295,7 @@ static int open_file(struct fetch *f, struct ffile *ff)
 				f->st.bytes_have += fetch_block_len(f, b);
 			}
 			f->st.bytes_reused += e->size;
+			fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, e->size);
 			ff->have = ff->nblocks;
 			ff->done = 1;
 			return 0;
@@ -328,6 +329,7 @@ static int open_file(struct fetch *f, struct ffile *ff)
 		f->st.blocks_have++;
 		f->st.bytes_have += fetch_block_len(f, b);
 		f->st.bytes_reused += fetch_block_len(f, b);
+		fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, fetch_block_len(f, b));
 	}
 	return 0;
 }

@@ -485,6 +485,8 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	enum fetch_block_state bs = fetch_block_state(f, b);
 	if (bs != FETCH_NEED && bs != FETCH_PEER)
 		pe->p->st.bytes_unneeded += plen; /* another peer's copy came first */
+	fetch_metrics_latency(FETCH_FROM_PEER,
+			      (double)(uv_now(pe->p->loop) - pe->reqs[i].sent_ms) / 1000.0);
 	drop_req(pe, (size_t)i, 0);
 	pe->window_bytes += plen;
 	pe->block_len = (uint32_t)plen > pe->block_len ? (uint32_t)plen : pe->block_len;
@@ -759,4 +761,7 @@ void peers_set(struct peers *p, const char *const *nodes, const char *const *add
 void peers_stats(const struct peers *p, struct peers_stats *out)
 {
 	*out = p->st;
+	out->connected_now = 0;
+	for (const struct peer *pe = p->list; pe; pe = pe->next)
+		out->connected_now += pe->ready && !pe->closed;
 }

@@ -350,6 +350,28 @@ static struct cluster_report *report_find(struct cluster_node *n, const struct h
 	return NULL;
 }
 
+/* A node's count since its last report: it only grows, unless the node
+ * restarted the version's fetch, and then all of it is new. */
+static uint64_t grown(uint64_t before, uint64_t now)
+{
+	return now >= before ? now - before : now;
+}
+
+/* Add what a report says moved since the node's previous one (before:
+ * its origin, peer, reused and served bytes) to its dataset's running
+ * totals. */
+static void report_count(struct cluster *c, const uint64_t before[4],
+			 const struct cluster_report *r)
+{
+	struct cluster_dataset *d = r->dataset ? cluster_dataset_find(c, r->dataset) : NULL;
+	if (!d)
+		return;
+	d->total_from_origin += grown(before[0], r->bytes_from_origin);
+	d->total_from_peers += grown(before[1], r->bytes_from_peers);
+	d->total_reused += grown(before[2], r->bytes_reused);
+	d->total_served += grown(before[3], r->bytes_served);
+}
+
 void cluster_node_report(struct cluster *c, struct cluster_node *n,
 			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
 {
@@ -377,7 +399,10 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 		}
 		int was_published = r->published;
 		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
+		const uint64_t before[] = {r->bytes_from_origin, r->bytes_from_peers,
+					   r->bytes_reused, r->bytes_served};
 		int major = report_fill(r, cv, vs[i]);
+		report_count(c, before, r);
 		report_log(n, r, was_published, was_error);
 		free(was_error);
 		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))

@@ -100,6 +100,9 @@ struct cluster_dataset {
 	uint64_t generation; /* bumped by every change of definition */
 	int listing;	     /* a refresh listing is in flight */
 	char *error;	     /* why the last refresh failed, or NULL */
+	/* What the nodes reported moving, summed over every version since the
+	 * scheduler started: counters that a new version does not reset. */
+	uint64_t total_from_origin, total_from_peers, total_reused, total_served;
 };
 
 struct cluster {
