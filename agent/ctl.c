@@ -324,10 +324,11 @@ static void dataset_metrics(json_t *sets, struct buf *out)
 		json_array_foreach(sets, i, s)
 		{
 			json_t *v = json_object_get(s, families[k].key);
-			metrics_sample(out, families[k].name,
-				       METRICS_LABELS("dataset",
-						      json_string_value(json_object_get(s, "name"))),
-				       json_is_boolean(v) ? json_is_true(v) : num(s, families[k].key));
+			metrics_sample(
+			    out, families[k].name,
+			    METRICS_LABELS("dataset",
+					   json_string_value(json_object_get(s, "name"))),
+			    json_is_boolean(v) ? json_is_true(v) : num(s, families[k].key));
 		}
 	}
 }
@@ -390,9 +391,10 @@ static void http_metrics(void *arg, const char *path, const char *query, struct 
 	dataset_metrics(json_object_get(st, "datasets"), &r->body);
 	fetch_metrics_write(&r->body);
 	peer_metrics(json_object_get(st, "peers"), &r->body);
-	metrics_single(&r->body, "syncbit_scheduler_connected", METRICS_GAUGE,
-		       "1 while this node is registered with its scheduler.",
-		       json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
+	metrics_single(
+	    &r->body, "syncbit_scheduler_connected", METRICS_GAUGE,
+	    "1 while this node is registered with its scheduler.",
+	    json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
 	cache_metrics(json_object_get(st, "cache"), &r->body);
 	json_decref(st);
 	source_metrics(&r->body);

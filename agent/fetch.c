@@ -28,7 +28,8 @@ void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
 	f->rc = rc;
 	free(f->error);
 	f->error = buf_steal(&b);
-	log_limited(LOG_ERROR, "dataset %s: failed: %s", f->name, f->error);
+	log_limited_with(LOG_ERROR, LOG_KV({"dataset", f->name}, {"error", f->error}),
+			 "dataset %s: failed: %s", f->name, f->error);
 	if (f->src && f->src->ops->cancel)
 		f->src->ops->cancel(f->src);
 	if (f->hooks.done)
@@ -184,7 +185,8 @@ static void tick(uv_timer_t *t)
 		}
 	}
 	if (queued) {
-		log_info("dataset %s: no peer holds %d %s; reading %s from the origin", f->name,
+		log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+			 "dataset %s: no peer holds %d %s; reading %s from the origin", f->name,
 			 queued, queued == 1 ? "block" : "blocks", queued == 1 ? "it" : "them");
 		fetch_pump(f);
 	}
@@ -217,7 +219,8 @@ static void publish_done(uv_work_t *w, int status)
 			fetch_fail(f, rc, "%s", pj->detail ? pj->detail : sb_strerror(rc));
 		} else {
 			f->published = 1;
-			log_info("dataset %s: published %s/%s", f->name, f->target_root, f->name);
+			log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+				 "dataset %s: published %s/%s", f->name, f->target_root, f->name);
 			if (f->hooks.done)
 				f->hooks.done(f->hooks.arg, f, 0);
 		}

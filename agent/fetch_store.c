@@ -257,7 +257,8 @@ void fetch_store_done(uv_work_t *w, int status)
 		fetch_check_file(ff);
 	} else if (j->kind == JOB_PEER && rc == SB_ECORRUPT) {
 		f->st.bad_blocks++;
-		log_warn("dataset %s: block %u from %s does not match its hash; asking elsewhere",
+		log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", j->peer}),
+			 "dataset %s: block %u from %s does not match its hash; asking elsewhere",
 			 f->name, b, j->peer);
 		fetch_back_to_need(f, b);
 		f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */

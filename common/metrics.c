@@ -72,8 +72,7 @@ static void put_real(struct buf *out, double v)
 		buf_printf(out, "%.12g", v);
 }
 
-void metrics_sample_real(struct buf *out, const char *name, const char *const *labels,
-			 double value)
+void metrics_sample_real(struct buf *out, const char *name, const char *const *labels, double value)
 {
 	put_name(out, name, labels, NULL, NULL);
 	buf_append_str(out, " ");

@@ -18,24 +18,22 @@ enum metrics_type { METRICS_COUNTER, METRICS_GAUGE, METRICS_HISTOGRAM };
 #define METRICS_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* "# HELP name help" (help escaped) and "# TYPE name type". */
-void metrics_family(struct buf *out, const char *name, enum metrics_type type,
-		    const char *help);
+void metrics_family(struct buf *out, const char *name, enum metrics_type type, const char *help);
 /* "name{k="v",...} value"; label values escaped (\\, \", \n). */
-void metrics_sample(struct buf *out, const char *name, const char *const *labels,
-		    uint64_t value);
+void metrics_sample(struct buf *out, const char *name, const char *const *labels, uint64_t value);
 void metrics_sample_real(struct buf *out, const char *name, const char *const *labels,
 			 double value);
 /* A family of one sample without labels. */
-void metrics_single(struct buf *out, const char *name, enum metrics_type type,
-		    const char *help, uint64_t value);
+void metrics_single(struct buf *out, const char *name, enum metrics_type type, const char *help,
+		    uint64_t value);
 /* syncbit_build_info{version,commit} 1, with its family lines. */
 void metrics_build_info(struct buf *out);
 
 #define METRICS_BUCKETS_MAX 20
 
 struct metrics_histogram {
-	const double *bounds; /* upper bounds, ascending, +Inf not among them */
-	size_t nbounds;	      /* at most METRICS_BUCKETS_MAX */
+	const double *bounds;			  /* upper bounds, ascending, +Inf not among them */
+	size_t nbounds;				  /* at most METRICS_BUCKETS_MAX */
 	uint64_t counts[METRICS_BUCKETS_MAX + 1]; /* per bucket; the last: above every bound */
 	uint64_t count;
 	double sum;

@@ -134,8 +134,9 @@ void source_metrics(struct buf *out)
 		metrics_sample(out, "syncbit_source_request_errors_total",
 			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),
 			       __atomic_load_n(&kind_counters[k].errors, __ATOMIC_RELAXED));
-	metrics_family(out, "syncbit_source_request_retries_total", METRICS_COUNTER,
-		       "Request attempts to sources made again after a failure, by kind of source.");
+	metrics_family(
+	    out, "syncbit_source_request_retries_total", METRICS_COUNTER,
+	    "Request attempts to sources made again after a failure, by kind of source.");
 	for (int k = 0; k < SOURCE_KINDS; k++)
 		metrics_sample(out, "syncbit_source_request_retries_total",
 			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),

@@ -267,8 +267,8 @@ static const struct {
      DV_SIZE},
     {"syncbit_dataset_nodes_assigned", "Nodes the dataset's selector matches.", METRICS_GAUGE,
      DV_NODES_ASSIGNED},
-    {"syncbit_dataset_nodes_complete", "Nodes that published the current version.",
-     METRICS_GAUGE, DV_NODES_COMPLETE},
+    {"syncbit_dataset_nodes_complete", "Nodes that published the current version.", METRICS_GAUGE,
+     DV_NODES_COMPLETE},
     {"syncbit_cluster_origin_bytes_total",
      "Bytes the nodes read from the dataset's source, every version, as they reported it since "
      "the scheduler started.",

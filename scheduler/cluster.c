@@ -180,7 +180,8 @@ static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
 		reg.static_key.len = sizeof n->key;
 	}
 	if (state_put_node(c->state, n->name, n->last_seen_ms, &reg) < 0)
-		log_error("node %s: cannot save its record", n->name);
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its record",
+			 n->name);
 	n->seen_saved = now;
 	free(reg.labels);
 	free(store);
@@ -279,7 +280,8 @@ static void report_save(struct cluster *c, const char *node, struct cluster_repo
 	vs.origin_refetch_no_peer = r->refetch_no_peer;
 	vs.error = r->error;
 	if (state_put_have(c->state, &r->version, node, &vs) < 0)
-		log_error("node %s: cannot save its report", node);
+		log_with(LOG_ERROR, LOG_KV({"node", node}), "node %s: cannot save its report",
+			 node);
 	r->saved_ms = now;
 	r->dirty = 0;
 }
@@ -333,10 +335,13 @@ static void report_log(const struct cluster_node *n, const struct cluster_report
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(&r->version, hex);
 	if (r->published && !was_published)
-		log_info("dataset %s: version %.12s published on node %s", r->dataset, hex,
+		log_with(LOG_INFO, LOG_KV({"dataset", r->dataset}, {"node", n->name}),
+			 "dataset %s: version %.12s published on node %s", r->dataset, hex,
 			 n->name);
 	if (r->error && r->error[0] && strcmp(r->error, was_error ? was_error : ""))
-		log_warn("dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
+		log_with(LOG_WARN,
+			 LOG_KV({"dataset", r->dataset}, {"node", n->name}, {"error", r->error}),
+			 "dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
 }
 
 static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
@@ -416,7 +421,8 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 		dropped = 1;
 	}
 	if (state_commit(c->state) < 0)
-		log_error("node %s: cannot save its reports", n->name);
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its reports",
+			 n->name);
 	free(moved);
 	free(n->reports);
 	n->reports = next;
@@ -434,7 +440,8 @@ void cluster_node_flush(struct cluster *c, struct cluster_node *n)
 			report_save(c, n->name, &n->reports[i], now);
 	node_save(c, n, now);
 	if (state_commit(c->state) < 0)
-		log_error("node %s: cannot save its state", n->name);
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its state",
+			 n->name);
 }
 
 /* ---- versions and datasets ------------------------------------------------- */
@@ -469,7 +476,8 @@ struct cluster_version *cluster_version_add(struct cluster *c, struct sched_vers
 	struct buf enc = BUF_INIT;
 	version_encode(v, &enc);
 	if (state_put_version(c->state, &v->id, enc.ptr, enc.len) < 0)
-		log_error("cannot save a version of %s", v->m->source);
+		log_with(LOG_ERROR, LOG_KV({"source", v->m->source}), "cannot save a version of %s",
+			 v->m->source);
 	buf_close(&enc);
 	return version_insert(c, v);
 }
@@ -487,7 +495,8 @@ static void dataset_save(struct cluster *c, const struct cluster_dataset *d)
 	def.n_selector = d->nselector;
 	def.block_size = d->block_size;
 	if (state_put_dataset(c->state, d->name, d->current ? &d->current->v->id : &none, &def) < 0)
-		log_error("dataset %s: cannot save its record", d->name);
+		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
+			 "dataset %s: cannot save its record", d->name);
 	free(def.selector);
 	free(store);
 }
@@ -560,9 +569,11 @@ int cluster_node_remove(struct cluster *c, const char *name)
 			return SB_EDENIED;
 		for (size_t k = 0; k < n->nreports; k++)
 			if (state_del_have(c->state, &n->reports[k].version, name) < 0)
-				log_error("node %s: cannot remove its reports", name);
+				log_with(LOG_ERROR, LOG_KV({"node", name}),
+					 "node %s: cannot remove its reports", name);
 		if (state_del_node(c->state, name) < 0)
-			log_error("node %s: cannot remove its record", name);
+			log_with(LOG_ERROR, LOG_KV({"node", name}),
+				 "node %s: cannot remove its record", name);
 		node_free(n);
 		memmove(&c->nodes[i], &c->nodes[i + 1], (c->nnodes - i - 1) * sizeof *c->nodes);
 		c->nnodes--;
@@ -581,7 +592,8 @@ int cluster_dataset_remove(struct cluster *c, const char *name)
 		if (d->current)
 			d->current->refs--;
 		if (state_del_dataset(c->state, name) < 0)
-			log_error("dataset %s: cannot remove its record", name);
+			log_with(LOG_ERROR, LOG_KV({"dataset", name}),
+				 "dataset %s: cannot remove its record", name);
 		dataset_free(d);
 		memmove(&c->datasets[i], &c->datasets[i + 1],
 			(c->ndatasets - i - 1) * sizeof *c->datasets);
@@ -612,7 +624,8 @@ void cluster_gc(struct cluster *c)
 		}
 		char hex[HASH_HEX_LEN + 1];
 		hash_to_hex(&cv->v->id, hex);
-		log_info("version %.12s of %s is no longer held; forgetting it", hex,
+		log_with(LOG_INFO, LOG_KV({"source", cv->v->m->source}),
+			 "version %.12s of %s is no longer held; forgetting it", hex,
 			 cv->v->m->source);
 		if (state_del_version(c->state, &cv->v->id) < 0)
 			log_error("version %.12s: cannot remove its record", hex);
@@ -655,11 +668,13 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 			fresh[nfresh++] = blocks[i];
 			cv->ingested_by[bh->block] = node ? node->id : 0;
 		} else if (rc == SB_ECORRUPT) {
-			log_error("version %.12s block %u: node %s reports a hash that differs "
-				  "from the one known; ignored",
-				  hex, bh->block, from);
+			log_with(LOG_ERROR, LOG_KV({"node", from}),
+				 "version %.12s block %u: node %s reports a hash that differs "
+				 "from the one known; ignored",
+				 hex, bh->block, from);
 		} else if (rc < 0) {
-			log_warn("version %.12s: node %s reports block %u, which it does not have",
+			log_with(LOG_WARN, LOG_KV({"node", from}),
+				 "version %.12s: node %s reports block %u, which it does not have",
 				 hex, from, bh->block);
 		}
 	}
@@ -720,16 +735,18 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 	struct cluster *c = arg;
 	if (manifest_check_block_size(def->block_size) < 0) {
 		/* Every listing of it would divide by it. */
-		log_warn("scheduler state: dataset %s has block size %u; skipped, add it again",
+		log_with(LOG_WARN, LOG_KV({"dataset", name}),
+			 "scheduler state: dataset %s has block size %u; skipped, add it again",
 			 name, def->block_size);
 		return 0;
 	}
 	struct cluster_version *cv = cluster_version_find(c, version->b, HASH_LEN);
 	struct assign_label *sel = labels_from_wire(def->selector, def->n_selector);
 	if (!cv)
-		log_error("dataset %s: its version is missing; it is listed again at the next "
-			  "refresh",
-			  name);
+		log_with(LOG_ERROR, LOG_KV({"dataset", name}),
+			 "dataset %s: its version is missing; it is listed again at the next "
+			 "refresh",
+			 name);
 	struct cluster_dataset *d = dataset_new(c, name);
 	dataset_define(d, def->source ? def->source : "", sel, def->n_selector, def->block_size,
 		       cv);
