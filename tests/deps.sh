@@ -7,7 +7,8 @@
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, containerd and runc,
 #                   awscli, s3rver from npm, kubectl, python3-yaml, clang for
-#                   the sanitizer runtime …); the default
+#                   the sanitizer runtime, prometheus for promtool …); the
+#                   default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -16,7 +17,8 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl containerd runc python3-yaml)
+      awscli docker-registry skopeo openssl containerd runc python3-yaml
+      prometheus)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
 image) pkgs=("${build[@]}" skopeo) ;;
