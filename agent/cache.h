@@ -22,6 +22,7 @@ struct cache_stats {
 	uint64_t pinned; /* of which pinned by a dataset's current version */
 	uint64_t objects;
 	uint64_t capacity; /* 0 = unlimited */
+	uint64_t evicted;  /* bytes evicted since the cache was opened */
 };
 
 struct cache_dataset {

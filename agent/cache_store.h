@@ -21,6 +21,7 @@ struct cache {
 	MDB_env *env;
 	MDB_dbi blocks, objects, lfru, partials, pblocks, manifests, datasets, meta;
 	uint64_t capacity;
+	uint64_t evicted; /* bytes cache_evict removed since cache_open */
 	double clock;
 	int lock_fd;
 	struct cache_partial *open_partials; /* not swept as orphans */

@@ -276,7 +276,8 @@ static void report_held(struct daemon *d, struct dset *s)
 			buf_append(&blocks, &b, sizeof b);
 	size_t n = blocks.len / sizeof(uint32_t);
 	if (n && d->sched_ready) {
-		log_info("dataset %s: the scheduler lacks the hashes of %zu %s held here; "
+		log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+			 "dataset %s: the scheduler lacks the hashes of %zu %s held here; "
 			 "sending them",
 			 s->name, n, progress_noun(n, "block", "blocks"));
 		send_ingested(d, s->cur, (const uint32_t *)blocks.ptr, n);
@@ -334,7 +335,8 @@ static void evict(struct daemon *d)
 		return;
 	int rc = cache_evict(d->cache, cs.capacity, &n, &bytes);
 	if (rc < 0)
-		log_warn("eviction failed: %s", sb_strerror(rc));
+		log_with(LOG_WARN, LOG_KV({"error", sb_strerror(rc)}), "eviction failed: %s",
+			 sb_strerror(rc));
 	else if (n)
 		log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
 			 (unsigned long long)n, progress_noun(n, "object", "objects"),
@@ -380,7 +382,8 @@ static void log_fetching(struct dset *s)
 	fetch_stats(s->cur, &st);
 	if (fetch_published(s->cur))
 		return;
-	log_info("dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
+	log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+		 "dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
 		 progress_fmt_bytes(st.bytes - st.bytes_have, need, sizeof need),
 		 progress_fmt_bytes(st.bytes, total, sizeof total),
 		 (unsigned long long)st.blocks_have, (unsigned long long)st.blocks,
@@ -419,7 +422,8 @@ static void start_fetch(struct daemon *d, struct dset *s)
 		log_fetching(s);
 	}
 	if (s->error)
-		log_limited(LOG_ERROR, "dataset %s: failed: %s", s->name, s->error);
+		log_limited_with(LOG_ERROR, LOG_KV({"dataset", s->name}, {"error", s->error}),
+				 "dataset %s: failed: %s", s->name, s->error);
 	syncbit__assign__free_unpacked(a, NULL);
 }
 
@@ -471,7 +475,8 @@ static void retry_tick(uv_timer_t *t)
 				i++;
 				continue;
 			}
-			log_info("dataset %s: not assigned since the restart; removing %s/%s",
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: not assigned since the restart; removing %s/%s",
 				 s->name, d->o->target, s->name);
 			remove_set(d, i);
 		}
@@ -480,7 +485,8 @@ static void retry_tick(uv_timer_t *t)
 		struct dset *s = d->sets[i];
 		if (!s->retry_at_ms || now < s->retry_at_ms)
 			continue;
-		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
+		log_limited_with(LOG_INFO, LOG_KV({"dataset", s->name}, {"error", s->error}),
+				 "dataset %s: starting again after: %s", s->name, s->error);
 		restart_fetch(d, s);
 	}
 }
@@ -523,7 +529,8 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
-	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
+	log_with(LOG_INFO, LOG_KV({"scheduler", d->o->scheduler}),
+		 "registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
 }
@@ -571,7 +578,8 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		update_peers(d);
 		goto out;
 	}
-	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
+	log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+		 "dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
 		 a->version_id.data[0], a->version_id.data[1], a->version_id.data[2],
 		 a->version_id.data[3], a->manifest->n_files,
 		 progress_noun(a->manifest->n_files, "file", "files"));
@@ -618,7 +626,8 @@ static void remove_set(struct daemon *d, size_t i)
 	struct dset *s = d->sets[i];
 	int rc = cache_dataset_remove(d->cache, s->name);
 	if (rc < 0)
-		log_warn("dataset %s: %s", s->name, sb_strerror(rc));
+		log_with(LOG_WARN, LOG_KV({"dataset", s->name}, {"error", sb_strerror(rc)}),
+			 "dataset %s: %s", s->name, sb_strerror(rc));
 	if (!s->pulled) { /* a pulled dataset was published by its pulls only */
 		struct unpublish *u = xcalloc(1, sizeof *u);
 		u->path = path_join(d->o->target, s->name);
@@ -643,9 +652,11 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		if (strcmp(s->name, m->dataset))
 			continue;
 		if (s->pulled)
-			log_info("dataset %s: no longer assigned here; unpinning it", s->name);
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: no longer assigned here; unpinning it", s->name);
 		else
-			log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: no longer assigned here; removing %s/%s", s->name,
 				 d->o->target, s->name);
 		remove_set(d, i);
 		ctl_notify(d->ctl, m->dataset);
@@ -714,7 +725,8 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	if (s) {
 		if (m->reason && m->reason[0])
-			log_info("dataset %s: origin plan: %s", s->name, m->reason);
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: origin plan: %s", s->name, m->reason);
 		set_origin(s->cur, m->blocks, m->n_blocks);
 	}
 	syncbit__origin__free_unpacked(m, NULL);
@@ -983,22 +995,24 @@ json_t *daemon_status_json(struct daemon *d)
 		watch_status(d->watch, s->name, o);
 		json_array_append_new(sets, o);
 	}
-	json_t *st =
-	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
-		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "bytes_served",
-		      (json_int_t)ps.bytes_served, "blocks_served", (json_int_t)ps.blocks_served,
-		      "dropped_bad_data", (json_int_t)ps.dropped_bad_data, "bytes_received",
-		      (json_int_t)ps.bytes_received, "bytes_unneeded",
-		      (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	json_t *st = json_pack(
+	    "{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node, "scheduler",
+	    uplink_json(&d->link, uv_now(&d->loop)), "peers", "connected",
+	    (json_int_t)ps.connected_now, "bytes_served", (json_int_t)ps.bytes_served,
+	    "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
+	    (json_int_t)ps.dropped_bad_data, "bytes_received", (json_int_t)ps.bytes_received,
+	    "bytes_unneeded", (json_int_t)ps.bytes_unneeded, "datasets", sets);
 	if (d->kube)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
 	struct cache_stats cs;
 	if (cache_stats(d->cache, &cs) == 0)
 		json_object_set_new(st, "cache",
-				    json_pack("{s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
-					      "pinned", (json_int_t)cs.pinned, "objects",
-					      (json_int_t)cs.objects, "capacity",
-					      (json_int_t)cs.capacity));
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "used",
+					      (json_int_t)cs.used, "pinned", (json_int_t)cs.pinned,
+					      "objects", (json_int_t)cs.objects, "capacity",
+					      (json_int_t)cs.capacity, "evicted",
+					      (json_int_t)cs.evicted, "disk_free",
+					      (json_int_t)disk_free(d->o->data)));
 	return st;
 }
 
@@ -1336,6 +1350,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	struct daemon d = {
 	    .o = o, .heartbeat_ms = DAEMON_HEARTBEAT_MS, .backoff_ms = DAEMON_RECONNECT_MIN_MS};
 	*detail = NULL;
+	log_set_field("node", o->node); /* every JSON line says which agent */
 	uv_loop_init(&d.loop);
 	uplink_init(&d.link, o->scheduler, uv_now(&d.loop));
 	uv_timer_init(&d.loop, &d.reconnect);

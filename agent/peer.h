@@ -46,7 +46,8 @@ struct peers_config {
 
 struct peers_stats {
 	uint64_t bytes_served, blocks_served;
-	uint64_t connected;
+	uint64_t connected;	/* connections made, ever */
+	uint64_t connected_now; /* peers connected at the moment */
 	uint64_t dropped_bad_data;
 	uint64_t bytes_received; /* block payloads from peers */
 	uint64_t bytes_unneeded; /* of those: canceled meanwhile or already here */

@@ -109,6 +109,13 @@ static void print_line(const char *prefix, const char *fmt, va_list ap)
 {
 	struct buf msg = BUF_INIT, line = BUF_INIT;
 	buf_vprintf(&msg, fmt, ap);
+	if (log_get_format() == LOG_FORMAT_JSON) {
+		/* One JSON line like the log's; it redacts and escapes. */
+		fflush(stdout);
+		log_print(prefix[0] ? LOG_ERROR : LOG_INFO, "cli", NULL, "%s", buf_cstr(&msg));
+		buf_close(&msg);
+		return;
+	}
 	char *red = uri_redact(buf_cstr(&msg));
 	size_t n = strlen(red);
 	buf_append_str(&line, prefix);
@@ -143,6 +150,10 @@ void cli_note(const char *fmt, ...)
 void cli_usage(const char *cmd)
 {
 	const struct cli_cmd *c = cli_command(cmd);
+	if (log_get_format() == LOG_FORMAT_JSON) {
+		log_print(LOG_ERROR, "cli", NULL, "usage: syncbit %s", c ? c->usage : cmd);
+		return;
+	}
 	fprintf(stderr, "usage: syncbit %s\n", c ? c->usage : cmd);
 }
 
@@ -156,6 +167,22 @@ static int wants_info(int argc, char **argv)
 			return 'V';
 	}
 	return 0;
+}
+
+/* --log-format json given, so that an error in the other arguments is a
+ * JSON line too (the config is not read yet). */
+static void early_log_format(int argc, char **argv)
+{
+	const char *f = getenv("SYNCBIT_LOG_FORMAT");
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--log-format") && i + 1 < argc)
+			f = argv[i + 1];
+		else if (!strncmp(argv[i], "--log-format=", 13))
+			f = argv[i] + 13;
+	}
+	enum log_format fmt;
+	if (f && log_parse_format(f, &fmt) == 0)
+		log_setup(log_get_level(), fmt);
 }
 
 /* --log-level, else one level above the default with --verbose. */
@@ -223,6 +250,8 @@ int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char *
 		cli_print_version(stdout, 0);
 		exit(EXIT_OK);
 	}
+	log_set_component(cmd);
+	early_log_format(argc, argv);
 	config_init(cfg, c->keys ? c->keys : none);
 	cfg->known = cli_key_known; /* one node-wide file serves every command */
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {

@@ -535,6 +535,7 @@ int registry_new(uv_loop_t *loop, const struct registry_options *o, struct regis
 	    .connect_seconds = o->connect_seconds,
 	    .stall_seconds = o->stall_seconds,
 	    .bytes_read = o->bytes_read,
+	    .counters = o->counters,
 	};
 	int rc = http_client_init(&reg->http, loop, &req_ops, &co);
 	if (rc < 0) {

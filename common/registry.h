@@ -32,6 +32,7 @@ struct registry_options {
 	unsigned connect_seconds;
 	unsigned stall_seconds; /* 0: no stall detection */
 	uint64_t *bytes_read;	/* blob bytes received are added here, or NULL */
+	struct http_counters *counters; /* failed requests and retries, or NULL */
 	int push;		/* tokens ask for "repository:<repo>:pull,push" */
 };
 

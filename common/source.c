@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/http_req.h"
 #include "common/manifest.h"
+#include "common/metrics.h"
 #include "common/progress.h"
 #include "common/source_hub.h"
 
@@ -113,6 +114,34 @@ void source_http_options(struct source *src, struct http_client_options *o)
 	o->connect_seconds = src->opt.connect_seconds;
 	o->stall_seconds = src->opt.stall_seconds;
 	o->bytes_read = &src->bytes_read;
+	o->counters = source_counters(src->uri.kind);
+}
+
+#define SOURCE_KINDS (URI_OCI + 1)
+
+static struct http_counters kind_counters[SOURCE_KINDS];
+
+struct http_counters *source_counters(enum uri_kind kind)
+{
+	return &kind_counters[(unsigned)kind < SOURCE_KINDS ? kind : URI_FILE];
+}
+
+void source_metrics(struct buf *out)
+{
+	metrics_family(out, "syncbit_source_request_errors_total", METRICS_COUNTER,
+		       "Requests to sources (origins) that failed for good, after their retries, "
+		       "by kind of source.");
+	for (int k = 0; k < SOURCE_KINDS; k++)
+		metrics_sample(out, "syncbit_source_request_errors_total",
+			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),
+			       __atomic_load_n(&kind_counters[k].errors, __ATOMIC_RELAXED));
+	metrics_family(
+	    out, "syncbit_source_request_retries_total", METRICS_COUNTER,
+	    "Request attempts to sources made again after a failure, by kind of source.");
+	for (int k = 0; k < SOURCE_KINDS; k++)
+		metrics_sample(out, "syncbit_source_request_retries_total",
+			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),
+			       __atomic_load_n(&kind_counters[k].retries, __ATOMIC_RELAXED));
 }
 
 void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg)
@@ -366,6 +395,9 @@ static void listed_checked(struct source *src, int status, void *arg)
 {
 	source_done_cb cb = src->list_cb;
 	src->list_cb = NULL;
+	/* The HTTP kinds count their failed requests themselves. */
+	if (status < 0 && status != SB_ECANCELED && src->uri.kind == URI_FILE)
+		__atomic_add_fetch(&source_counters(URI_FILE)->errors, 1, __ATOMIC_RELAXED);
 	if (status == 0) {
 		size_t dropped = source_listing_filter(&src->listing, src->opt.filter);
 		if (dropped)

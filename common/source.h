@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/uri.h"
 
 struct filter;
@@ -145,7 +146,8 @@ void source_set_error(struct source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Used by the HTTP kinds: the client options (retries, timeouts, the
- * bytes_read counter) that src's options ask for. */
+ * bytes_read counter, the kind's request counters) that src's options ask
+ * for. */
 struct http_client_options;
 void source_http_options(struct source *src, struct http_client_options *o);
 /* The deliver hook's common end for a request carrying one of src's
@@ -153,6 +155,15 @@ void source_http_options(struct source *src, struct http_client_options *o);
  * is freed (its client's free hook), then cb runs with its status. */
 struct http_req;
 void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg);
+
+/* The process-wide request counters of a kind of source (failed requests,
+ * retried attempts), for /metrics; never NULL. Bumped atomically. */
+struct http_counters;
+struct http_counters *source_counters(enum uri_kind kind);
+/* Prometheus families syncbit_source_request_errors_total and
+ * syncbit_source_request_retries_total, labelled by kind only (never a
+ * URL). */
+void source_metrics(struct buf *out);
 
 /* Used by the kinds: listing helpers. */
 void source_listing_close(struct source_listing *l);

@@ -895,6 +895,7 @@ int source_oci_new(struct source *src)
 		    .connect_seconds = src->opt.connect_seconds,
 		    .stall_seconds = src->opt.stall_seconds,
 		    .bytes_read = &src->bytes_read,
+		    .counters = source_counters(URI_OCI),
 		};
 		rc = registry_new(src->loop, &ro, &os->reg);
 	}

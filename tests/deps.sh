@@ -8,7 +8,7 @@
 #                   suites run (nginx, registry, skopeo, containerd and runc,
 #                   awscli, s3rver from npm, kubectl, python3-yaml, chromium
 #                   for the scheduler page's test, clang for the sanitizer
-#                   runtime …); the default
+#                   runtime, prometheus for promtool …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -17,7 +17,8 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl containerd runc python3-yaml chromium)
+      awscli docker-registry skopeo openssl containerd runc python3-yaml chromium
+      prometheus)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
 image) pkgs=("${build[@]}" skopeo) ;;

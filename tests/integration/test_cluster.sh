@@ -41,7 +41,7 @@ check "/readyz said 503 before the tree was there" test "$readyz_before" = 503
 check "/readyz?name=tree says 200 once it is" curl -sf "http://$N3_HTTP/readyz?name=tree"
 check "/readyz of a dataset not assigned is 503" test "$(curl -s -o /dev/null -w '%{http_code}' "http://$N3_HTTP/readyz?name=nosuch")" = 503
 check "/metrics exports the dataset" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -q '^syncbit_dataset_ready{dataset=\"tree\"} 1'"
-check "/metrics counts the block bytes from peers" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -qE '^syncbit_peers_bytes_received [1-9]'"
+check "/metrics counts the block bytes from peers" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -qE '^syncbit_peer_received_bytes_total [1-9]'"
 for n in 1 2 3 4; do
 	check "n$n: tree is byte-identical (modes, links)" diff -r --no-dereference "$SRC" "$T/t$n/tree"
 done
