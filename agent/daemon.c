@@ -27,7 +27,14 @@
 #include "common/version.h"
 #include "common/wire.h"
 
-#define CONTROL_BODY_MAX (256u << 20) /* an Assign carries a whole manifest */
+/* Body limits of the scheduler's messages (the control table below). */
+#define CONTROL_BODY_MAX       (256u << 20) /* an Assign carries a whole manifest */
+#define CONTROL_REGISTERED_MAX 1024
+#define CONTROL_UNASSIGN_MAX   1024
+#define CONTROL_HASHES_MAX     (64u << 20) /* a version's block hashes */
+#define CONTROL_PEERS_MAX      (16u << 20)
+#define CONTROL_ORIGIN_MAX     (64u << 20) /* an origin plan */
+#define CONTROL_ERROR_MAX      4096
 
 struct dset {
 	char *name;
@@ -699,13 +706,13 @@ static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 }
 
 static const struct frame_handler control_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, CONTROL_REGISTERED_MAX, h_registered},
     {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
-    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, h_unassign},
-    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, h_hashes},
-    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, h_peers},
-    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, h_origin},
-    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, CONTROL_UNASSIGN_MAX, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, CONTROL_HASHES_MAX, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, CONTROL_PEERS_MAX, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, CONTROL_ORIGIN_MAX, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, CONTROL_ERROR_MAX, h_error},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
