@@ -528,11 +528,11 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 
 static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, peer_h_request},
-    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, peer_h_cancel},
 };
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,

@@ -10,6 +10,13 @@
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500
 #define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
+/* Body limits of the other peer messages (the dispatch table in peer.c);
+ * a Block's data is its payload, not its body. */
+#define PEER_HAVE_MAX	 (1u << 20)
+#define PEER_REQUEST_MAX 256
+#define PEER_BLOCK_MAX	 256
+#define PEER_REJECT_MAX	 512
+#define PEER_CANCEL_MAX	 64
 
 struct peer;
 
