@@ -19,7 +19,7 @@ static const struct conn_callbacks peer_cbs;
 static void fill(struct peer *pe);
 
 /* A peer that sent bad data is shunned for PEER_BAN_MS. */
-static int banned(struct peers *p, const char *node)
+int peer_banned(struct peers *p, const char *node)
 {
 	uint64_t now = uv_now(p->loop);
 	for (size_t i = 0; i < p->nbans; i++)
@@ -71,7 +71,7 @@ static const char *verify(struct conn *c, const char *node, const uint8_t *key)
 	struct known *k = known_find(p, node);
 	if (pe->node && strcmp(pe->node, node))
 		return "it is not the node dialled";
-	if (banned(p, node))
+	if (peer_banned(p, node))
 		return "it is shunned for sending bad data";
 	if (!k || !sodium_memcmp(k->key, none, sizeof none))
 		return "not among the peers the scheduler named (yet)";
@@ -310,7 +310,7 @@ static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uin
  * known and in flight somewhere) a block whose requests are overdue is
  * asked here too: a stalled peer does not hold up the end, and blocks on
  * their way anyway are not fetched twice. */
-static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
+int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
 	for (size_t i = 0; i < pe->nvers; i++) {
@@ -364,7 +364,7 @@ static void fill(struct peer *pe)
 	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
 	if (depth > PEER_PIPELINE_MAX)
 		depth = PEER_PIPELINE_MAX;
-	while (pe->nreqs < depth && pick(pe, &f, &b)) {
+	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 		r->id = ++pe->p->next_req_id;

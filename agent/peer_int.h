@@ -110,6 +110,12 @@ struct peers {
 	int closing, tick_closed;
 };
 
+/* The next block to ask pe for: rarest first among the needed blocks it
+ * has, then in the endgame one whose requests elsewhere are overdue. 1 with
+ * *f and *b set, or 0. */
+int peer_pick(struct peer *pe, struct fetch **f, uint32_t *b);
+/* 1 while node is shunned for having sent bad data (peers_drop). */
+int peer_banned(struct peers *p, const char *node);
 /* Free a closed peer once no serve work refers to it (may free the set). */
 void peer_release(struct peer *pe);
 /* Start disk reads for queued requests while serve slots are free. */
