@@ -161,15 +161,21 @@ tidy_check() {
 	read -r -a flags <<<"${LINT_CFLAGS:--std=gnu11 -D_GNU_SOURCE -I.}"
 	tidy_files >"$out/tidy.files"
 	while read -r f; do
-		local lang=(-x c)
-		[[ "$f" == *.h ]] && lang=(-x c-header)
+		local unit=$f
+		# A header is read through a file that includes it alone (the
+		# header filter of .clang-tidy reports what is found in it).
+		if [[ "$f" == *.h ]]; then
+			unit=$out/header.c
+			printf '#include "%s"\n' "$f" >"$unit"
+		fi
 		# clang-tidy prints each finding with the code under it; the
 		# finding lines are what lint reports.
-		if ! clang-tidy --quiet --warnings-as-errors='*' "$f" -- "${lang[@]}" "${flags[@]}" \
+		if ! clang-tidy --quiet --config-file=.clang-tidy --warnings-as-errors='*' "$unit" -- \
+			"${flags[@]}" \
 			>"$out/tidy" 2>&1; then
 			if grep -qE '^[^ ].*:[0-9]+:[0-9]+: (warning|error):' "$out/tidy"; then
 				grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error):' "$out/tidy" |
-					sed -E -e "s|^$PWD/||" -e 's/,-warnings-as-errors\]$/]/' \
+					sed -E -e "s|^$PWD/||" -e "s|^\./||" -e 's/,-warnings-as-errors\]$/]/' \
 					    -e 's/^(.*:[0-9]+):[0-9]+: (warning|error): (.*) \[([^]]*)\]$/\1: \3 [tidy \4]/'
 			else
 				tail -5 "$out/tidy"; echo "$f: clang-tidy failed [tidy]"

@@ -195,23 +195,24 @@ violation cppcheck-finding \
 	sh -c 'printf "\nint use(void)\n{\n\tint x;\n\treturn x;\n}\n" >>common/note.c &&
 	       git commit -qam uninit && git branch -qf main'
 violation clang-tidy-on-changed-file \
-	'^common/note\.c:[0-9]+: .*atoi.* \[tidy cert-err34-c\]$' \
-	sh -c 'sed -i "1a #include <stdlib.h>" common/note.c &&
-	       printf "\nint number(const char *s)\n{\n\treturn atoi(s);\n}\n" >>common/note.c'
+	'^common/note\.c:[0-9]+: macro argument should be enclosed in parentheses \[tidy bugprone-macro-parentheses\]$' \
+	sh -c 'printf "\n#define TWICE(x) (x * 2)\n" >>common/note.c'
+violation clang-tidy-on-changed-header \
+	'^agent/peer\.h:[0-9]+: macro argument should be enclosed in parentheses \[tidy bugprone-macro-parentheses\]$' \
+	sh -c 'printf "\n#define TWICE(x) (x * 2)\n" >>agent/peer.h'
 
 # clang-tidy reads what changed since main: a finding already on main is
 # not reported on the work branch until LINT_TIDY=all asks for every file.
 d=$T/old-finding
 clean_tree "$d"
 git -C "$d" checkout -q main
-sed -i '1a #include <stdlib.h>' "$d/common/note.c"
-printf '\nint number(const char *s)\n{\n\treturn atoi(s);\n}\n' >>"$d/common/note.c"
-git -C "$d" commit -qam atoi
+printf '\n#define TWICE(x) (x * 2)\n' >>"$d/common/note.c"
+git -C "$d" commit -qam macro
 git -C "$d" checkout -qb later
 lint "$d"
 check "a finding in a file unchanged since main is not clang-tidy's" test "$RC" -eq 0
 LINT_TIDY=all lint "$d"
-check "LINT_TIDY=all reads it" grep -q 'cert-err34-c' "$T/lint.out"
+check "LINT_TIDY=all reads it" grep -q 'bugprone-macro-parentheses' "$T/lint.out"
 
 # Every violation is listed, not only the first.
 d=$T/many
