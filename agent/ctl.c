@@ -40,7 +40,7 @@ struct ctl {
 	struct client *clients;
 	int nclients;
 	uv_timer_t progress;
-	int handles; /* open handles: server, timer */
+	int handles; /* open handles: server, timer, clients; freed at 0 */
 };
 
 struct write_req {
@@ -73,6 +73,16 @@ static void send_json(struct client *cl, json_t *o)
 	}
 }
 
+/* One handle of c closed: free c after the last (ctl_free may have closed
+ * the server and timer before a client's close callback ran). */
+static void ctl_release(struct ctl *c)
+{
+	if (--c->handles == 0) {
+		free(c->path);
+		free(c);
+	}
+}
+
 static void client_closed(uv_handle_t *h)
 {
 	struct client *cl = h->data;
@@ -88,6 +98,7 @@ static void client_closed(uv_handle_t *h)
 	buf_close(&cl->in);
 	free(cl->waiting);
 	free(cl);
+	ctl_release(c);
 }
 
 static void client_close(struct client *cl)
@@ -281,6 +292,7 @@ static void on_connection(uv_stream_t *server, int status)
 	cl->ctl = c;
 	uv_pipe_init(c->loop, &cl->pipe, 0);
 	cl->pipe.data = cl;
+	c->handles++;
 	cl->next = c->clients;
 	c->clients = cl;
 	c->nclients++;
@@ -517,11 +529,7 @@ int ctl_new(uv_loop_t *loop, struct daemon *d, const char *path, const char *htt
 
 static void handle_closed(uv_handle_t *h)
 {
-	struct ctl *c = h->data;
-	if (--c->handles == 0) {
-		free(c->path);
-		free(c);
-	}
+	ctl_release(h->data);
 }
 
 void ctl_free(struct ctl *c)

@@ -29,7 +29,15 @@
 #include "common/version.h"
 #include "common/wire.h"
 
-#define CONTROL_BODY_MAX (256u << 20) /* an Assign carries a whole manifest */
+/* Body limits of the scheduler's messages (the control table below). */
+#define CONTROL_BODY_MAX       (256u << 20) /* an Assign carries a whole manifest */
+#define CONTROL_REGISTERED_MAX 1024
+#define CONTROL_UNASSIGN_MAX   1024
+#define CONTROL_HASHES_MAX     (64u << 20) /* a version's block hashes */
+#define CONTROL_PEERS_MAX      (16u << 20)
+#define CONTROL_ORIGIN_MAX     (64u << 20) /* an origin plan */
+#define CONTROL_ERROR_MAX      4096
+#define CONTROL_PULL_REPLY_MAX 8192
 
 struct dset {
 	char *name;
@@ -403,8 +411,7 @@ static void start_fetch(struct daemon *d, struct dset *s)
 				    .done = hook_done};
 	struct fetch *f = NULL;
 	int rc = fetch_new(&d->loop, d->cache, s->name, s->pulled ? NULL : d->o->target,
-			   a->version_id.data,
-			   a->manifest, &d->o->src, &hooks, &f);
+			   a->version_id.data, a->manifest, &d->o->src, &hooks, &f);
 	free(s->error);
 	s->error = NULL;
 	if (rc < 0) {
@@ -751,14 +758,14 @@ static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 }
 
 static const struct frame_handler control_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, CONTROL_REGISTERED_MAX, h_registered},
     {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
-    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, h_unassign},
-    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, h_hashes},
-    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, h_peers},
-    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, h_origin},
-    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, h_error},
-    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, 8192, h_pull_reply},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, CONTROL_UNASSIGN_MAX, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, CONTROL_HASHES_MAX, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, CONTROL_PEERS_MAX, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, CONTROL_ORIGIN_MAX, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, CONTROL_ERROR_MAX, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, CONTROL_PULL_REPLY_MAX, h_pull_reply},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,

@@ -19,7 +19,7 @@ static const struct conn_callbacks peer_cbs;
 static void fill(struct peer *pe);
 
 /* A peer that sent bad data is shunned for PEER_BAN_MS. */
-static int banned(struct peers *p, const char *node)
+int peer_banned(struct peers *p, const char *node)
 {
 	uint64_t now = uv_now(p->loop);
 	for (size_t i = 0; i < p->nbans; i++)
@@ -71,7 +71,7 @@ static const char *verify(struct conn *c, const char *node, const uint8_t *key)
 	struct known *k = known_find(p, node);
 	if (pe->node && strcmp(pe->node, node))
 		return "it is not the node dialled";
-	if (banned(p, node))
+	if (peer_banned(p, node))
 		return "it is shunned for sending bad data";
 	if (!k || !sodium_memcmp(k->key, none, sizeof none))
 		return "not among the peers the scheduler named (yet)";
@@ -315,7 +315,7 @@ static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uin
  * known and in flight somewhere) a block whose requests are overdue is
  * asked here too: a stalled peer does not hold up the end, and blocks on
  * their way anyway are not fetched twice. */
-static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
+int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
 	for (size_t i = 0; i < pe->nvers; i++) {
@@ -369,7 +369,7 @@ static void fill(struct peer *pe)
 	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
 	if (depth > PEER_PIPELINE_MAX)
 		depth = PEER_PIPELINE_MAX;
-	while (pe->nreqs < depth && pick(pe, &f, &b)) {
+	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 		r->id = ++pe->p->next_req_id;
@@ -537,12 +537,12 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 
 static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, peer_h_request},
-    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
-    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, 256, peer_h_bad_block},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, peer_h_bad_block},
 };
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,

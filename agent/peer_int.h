@@ -10,6 +10,14 @@
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500
 #define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
+/* Body limits of the other peer messages (the dispatch table in peer.c);
+ * a Block's data is its payload, not its body. */
+#define PEER_HAVE_MAX	   (1u << 20)
+#define PEER_REQUEST_MAX   256
+#define PEER_BLOCK_MAX	   256
+#define PEER_REJECT_MAX	   512
+#define PEER_CANCEL_MAX	   64
+#define PEER_BAD_BLOCK_MAX 256
 
 struct peer;
 
@@ -105,6 +113,12 @@ struct peers {
 	void *bad_block_arg;
 };
 
+/* The next block to ask pe for: rarest first among the needed blocks it
+ * has, then in the endgame one whose requests elsewhere are overdue. 1 with
+ * *f and *b set, or 0. */
+int peer_pick(struct peer *pe, struct fetch **f, uint32_t *b);
+/* 1 while node is shunned for having sent bad data (peers_drop). */
+int peer_banned(struct peers *p, const char *node);
 /* Free a closed peer once no serve work refers to it (may free the set). */
 void peer_release(struct peer *pe);
 /* Start disk reads for queued requests while serve slots are free. */
