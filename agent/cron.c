@@ -206,9 +206,10 @@ int cron_parse(const char *expr, struct cron *out, char **error)
 		return rc;
 	rest += strspn(rest, " \t\r\n");
 	if (*rest) {
-		*error = xasprintf("'%s' follows the schedule: this takes the 5 schedule fields (or "
-				   "one macro) of a crontab line, not its command",
-				   rest);
+		*error =
+		    xasprintf("'%s' follows the schedule: this takes the 5 schedule fields (or "
+			      "one macro) of a crontab line, not its command",
+			      rest);
 		return SB_ECONFIG;
 	}
 	return 0;

@@ -25,7 +25,7 @@ struct client {
 	uv_pipe_t pipe;
 	struct ctl *ctl;
 	struct buf in;
-	char *waiting; /* dataset name a pull waits for */
+	char *waiting;		 /* dataset name a pull waits for */
 	struct adhoc_pull *pull; /* a pull through the agent (agent/adhoc.h) */
 	int closing;
 	struct client *next;
@@ -143,12 +143,12 @@ enum ctl_op ctl_request_parse(const char *line, char **name)
 	const char *op = json_string_value(json_object_get(req, "op"));
 	const char *n = json_string_value(json_object_get(req, "name"));
 	const char *src = json_string_value(json_object_get(req, "source"));
-	enum ctl_op r = !op				      ? CTL_OP_MALFORMED
-			: !strcmp(op, "status")		      ? CTL_OP_STATUS
-			: !strcmp(op, "ready") && n	      ? CTL_OP_READY
-			: !strcmp(op, "pull") && n	      ? CTL_OP_PULL
+	enum ctl_op r = !op				       ? CTL_OP_MALFORMED
+			: !strcmp(op, "status")		       ? CTL_OP_STATUS
+			: !strcmp(op, "ready") && n	       ? CTL_OP_READY
+			: !strcmp(op, "pull") && n	       ? CTL_OP_PULL
 			: !strcmp(op, "pull") && src && src[0] ? CTL_OP_PULL_SOURCE
-							      : CTL_OP_UNKNOWN;
+							       : CTL_OP_UNKNOWN;
 	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n)
 		: r == CTL_OP_PULL_SOURCE	      ? xstrdup(src)
 						      : NULL;

@@ -326,8 +326,8 @@ static int dest_credentials(struct run *x, const struct sync_oci_options *o, cha
 		int rc = registry_auth_lookup(x->dest->registry, x->dest->repo,
 					      po->src.registry_authfile, userpwd, &from);
 		if (rc < 0) {
-			x->r->error = xasprintf("%s: registry credentials: %s",
-						x->dest->canonical, from);
+			x->r->error =
+			    xasprintf("%s: registry credentials: %s", x->dest->canonical, from);
 			free(from);
 			return rc;
 		}

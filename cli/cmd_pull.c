@@ -33,8 +33,7 @@ const struct config_key cli_pull_keys[] = {
      "the local agent's unix socket (default DATA/agent.sock): pull NAME waits for it, pull "
      "SOURCE goes through it when it answers",
      "PATH", 0},
-    {"standalone", "false", 1,
-     "pull SOURCE in this process, not through the local agent", NULL, 0},
+    {"standalone", "false", 1, "pull SOURCE in this process, not through the local agent", NULL, 0},
     {"no-wait", "false", 1, "pull NAME: report the state and return", NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
@@ -194,7 +193,8 @@ int cmd_pull(int argc, char **argv)
 	struct source_options so;
 	source_options_default(&so);
 	if ((rc = cli_check_source("pull", pos[0])) || (rc = cli_source_access(&cfg, &so)) ||
-	    (rc = cli_source_limits(&cfg, &so)) || (rc = cli_source_dataset(&cfg, pos[0], &source)) ||
+	    (rc = cli_source_limits(&cfg, &so)) ||
+	    (rc = cli_source_dataset(&cfg, pos[0], &source)) ||
 	    (rc = cli_source_filter(&cfg, pos[0], &filter)))
 		goto out_cfg;
 	so.filter = &filter;
@@ -213,7 +213,8 @@ int cmd_pull(int argc, char **argv)
 	/* The agent lists whole sources: a filtered pull, like another layout,
 	 * runs here. */
 	if (!standalone && filter.n)
-		log_info("pull: --include/--exclude given: pulling standalone, not through the agent");
+		log_info(
+		    "pull: --include/--exclude given: pulling standalone, not through the agent");
 	if (!standalone && layout.kind == LAYOUT_PLAIN && !filter.n) {
 		rc = pull_through_agent(&cfg, pos[0], source ? source : pos[0], target,
 					(uint32_t)bs, json, quiet);

@@ -48,7 +48,7 @@ struct config_entry {
 struct config {
 	struct config_entry *entries;
 	int n;
-	char *error; /* last error message, one line, owned */
+	char *error;	/* last error message, one line, owned */
 	int file_error; /* the error is the config file's (no usage line needed) */
 	unsigned rank;	/* list items taken so far */
 	/* Keys a config file may hold that other commands read: such a key is
@@ -103,13 +103,12 @@ int config_parse_size(const char *s, uint64_t *out);
  * --name / --no-name / --name=false, and a key's short alias: -j VALUE,
  * -jVALUE, -q, or booleans together (-qv); "--" ends the options and "-" is
  * a positional. Every element is parsed: argv[0] is an argument, not a program
- * name. A CONFIG_LIST flag may repeat, each adding an item. Non-option arguments are collected into positional (heap array of
- * pointers into argv, NULL-terminated, *npos entries; the caller frees the
- * array); with positional NULL they are an error. When the table has a key
- * "config", the file it names (flag, else SYNCBIT_CONFIG, else its default,
- * which may be missing or unreadable: then it is skipped) is loaded first, then env, then the flags, whatever
- * the argument order. Returns 0, or SB_ECONFIG (usage error, bad or missing
- * config file included) with cfg->error set. */
+ * name. A CONFIG_LIST flag may repeat, each adding an item. Non-option arguments are collected into
+ * positional (heap array of pointers into argv, NULL-terminated, *npos entries; the caller frees
+ * the array); with positional NULL they are an error. When the table has a key "config", the file
+ * it names (flag, else SYNCBIT_CONFIG, else its default, which may be missing or unreadable: then
+ * it is skipped) is loaded first, then env, then the flags, whatever the argument order. Returns 0,
+ * or SB_ECONFIG (usage error, bad or missing config file included) with cfg->error set. */
 int config_parse_args(struct config *cfg, int argc, char **argv, char ***positional, int *npos);
 
 #endif

@@ -73,10 +73,10 @@ struct http_counters {
 };
 
 struct http_client_options {
-	int retries;		  /* attempts after the first */
-	unsigned connect_seconds; /* connect timeout */
-	unsigned stall_seconds;	  /* no byte for this long = a stall; 0: not watched */
-	uint64_t *bytes_read;	  /* http_req_take adds here, or NULL */
+	int retries;			/* attempts after the first */
+	unsigned connect_seconds;	/* connect timeout */
+	unsigned stall_seconds;		/* no byte for this long = a stall; 0: not watched */
+	uint64_t *bytes_read;		/* http_req_take adds here, or NULL */
 	struct http_counters *counters; /* or NULL */
 };
 

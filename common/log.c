@@ -18,7 +18,7 @@
 /* Worst case a byte becomes "\u00XX" (6 bytes) in JSON; fields come with
  * their keys and quotes. */
 #define LOG_LINE_MAX	   ((LOG_MSG_MAX + LOG_FIELDS_MAX * (LOG_FIELD_MAX + 40)) * 6 + 512)
-#define LOG_TRUNC_MARK "..."
+#define LOG_TRUNC_MARK	   "..."
 #define LOG_NAME_MAX	   64 /* component, module and process field keys */
 #define LOG_PROCESS_FIELDS 2
 
@@ -347,7 +347,7 @@ static int key_reserved(const char *key)
 /* The call site's fields, then the process's that it did not set. */
 static void put_json_fields(struct line *l, const struct log_field *kv)
 {
-	const char *seen[LOG_FIELDS_MAX];
+	const char *seen[LOG_FIELDS_MAX] = {0};
 	size_t nseen = 0;
 	for (size_t i = 0; kv && kv[i].key && nseen < LOG_FIELDS_MAX; i++) {
 		int dup = key_reserved(kv[i].key) || !kv[i].value;

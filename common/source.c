@@ -402,8 +402,8 @@ static void listed_checked(struct source *src, int status, void *arg)
 		size_t dropped = source_listing_filter(&src->listing, src->opt.filter);
 		if (dropped)
 			log_debug("%s: --include/--exclude left out %zu of %zu entries",
-				  src->uri.kind == URI_HTTP ? src->uri.canonical : src->uri.raw, dropped,
-				  dropped + src->listing.nfiles);
+				  src->uri.kind == URI_HTTP ? src->uri.canonical : src->uri.raw,
+				  dropped, dropped + src->listing.nfiles);
 		/* An http:// URL may carry credentials or a signed query. */
 		char *shown =
 		    src->uri.kind == URI_HTTP ? http_url_for_messages(src->uri.url) : NULL;

@@ -855,7 +855,8 @@ static int setup_credentials(struct source *src, struct oci_source *os)
 		int rc = registry_auth_lookup(reg, os->repo, src->opt.registry_authfile,
 					      &os->userpwd, &from);
 		if (rc < 0)
-			os->setup_error = xasprintf("%s: registry credentials: %s", os->shown, from);
+			os->setup_error =
+			    xasprintf("%s: registry credentials: %s", os->shown, from);
 		else if (rc == 1)
 			log_debug("%s: credentials from %s", os->shown, from);
 		free(from);

@@ -89,9 +89,10 @@ static void expect_invalid(const char *expr, const char *needle)
 static void test_crontab_commands(void **state)
 {
 	size_t n = 9;
-	char *c = cron_crontab_commands("SHELL=/bin/sh\n# c\n*/5 * * * * rsync -a --exclude x /a /b\r\n"
-					"@daily other\n0 1 * * *\n",
-					&n);
+	char *c =
+	    cron_crontab_commands("SHELL=/bin/sh\n# c\n*/5 * * * * rsync -a --exclude x /a /b\r\n"
+				  "@daily other\n0 1 * * *\n",
+				  &n);
 	assert_int_equal(n, 2);
 	assert_string_equal(c, "line 3: rsync -a --exclude x /a /b");
 	free(c);
@@ -219,9 +220,10 @@ static void test_invalid(void **state)
 	expect_invalid("", "expected 5 fields");
 	expect_invalid("* * * *", "got 4");
 	expect_invalid("* * * * * *", "'*' follows the schedule");
-	expect_invalid("*/5 * * * * rsync -a /a /b", "'rsync -a /a /b' follows the schedule: this "
-						    "takes the 5 schedule fields (or one macro) of a "
-						    "crontab line, not its command");
+	expect_invalid("*/5 * * * * rsync -a /a /b",
+		       "'rsync -a /a /b' follows the schedule: this "
+		       "takes the 5 schedule fields (or one macro) of a "
+		       "crontab line, not its command");
 	expect_invalid("60 * * * *", "minute field '60': 60 is outside 0-59");
 	expect_invalid("* 24 * * *", "hour field");
 	expect_invalid("* * 0 * *", "day-of-month field '0'");

@@ -24,7 +24,8 @@ static void test_glob(void **state)
 	assert_false(filter_glob("\\*", "a"));
 	assert_true(filter_glob("*", ""));
 	/* Many stars over a long name end quickly (the aborts). */
-	assert_false(filter_glob("*a*a*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	assert_false(
+	    filter_glob("*a*a*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
 }
 
 static struct filter rules(const char *spec[])
@@ -56,7 +57,7 @@ static void test_rules(void **state)
 	const char *c[] = {"- /a*", "- deep/", "- x/y", NULL};
 	f = rules(c);
 	assert_true(filter_excludes(&f, "ab", 0));
-	assert_false(filter_excludes(&f, "d/ab", 0)); /* anchored */
+	assert_false(filter_excludes(&f, "d/ab", 0));	 /* anchored */
 	assert_true(filter_excludes(&f, "s/deep/e", 0)); /* a parent directory */
 	assert_false(filter_excludes(&f, "s/deep", 0));	 /* a file named deep */
 	assert_true(filter_excludes(&f, "q/x/y", 0));	 /* unanchored, at a '/' */
@@ -167,10 +168,8 @@ static void test_auth_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_glob),
-	    cmocka_unit_test(test_rules),
-	    cmocka_unit_test(test_bad_rules),
-	    cmocka_unit_test(test_listing_hardlinks),
+	    cmocka_unit_test(test_glob),      cmocka_unit_test(test_rules),
+	    cmocka_unit_test(test_bad_rules), cmocka_unit_test(test_listing_hardlinks),
 	    cmocka_unit_test(test_auth_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

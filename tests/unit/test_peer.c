@@ -270,7 +270,7 @@ static void test_bad_data_shuns_the_peer(void **state)
 	x->b.node = (char *)"good";
 	x->a.c = NULL; /* nothing to close here */
 	assert_false(peer_banned(&x->p, "evil"));
-	peers_drop(&x->p, "evil", "sent a block that does not match its hash");
+	peers_drop(&x->p, "evil", "sent a block that does not match its hash", NULL, 0);
 	assert_true(peer_banned(&x->p, "evil"));
 	assert_false(peer_banned(&x->p, "good"));
 	struct peers_stats st;
