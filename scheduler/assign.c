@@ -131,6 +131,18 @@ static uint32_t *plan_blocks(const struct assign_plan *p, uint32_t *n)
 	return out;
 }
 
+void assign_plan_add(struct assign_plan *p, const uint32_t *blocks, uint32_t n)
+{
+	uint32_t np, i = 0, j = 0;
+	uint32_t *pb = plan_blocks(p, &np);
+	struct assign_plan out = {0};
+	while (i < np || j < n)
+		add_block(&out, (i < np && (j >= n || pb[i] < blocks[j])) ? pb[i++] : blocks[j++]);
+	assign_plan_close(p);
+	*p = out;
+	free(pb);
+}
+
 uint32_t assign_plan_move(struct assign_plan *from, struct assign_plan *to, const uint8_t *known,
 			  uint32_t count)
 {

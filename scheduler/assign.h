@@ -12,6 +12,11 @@
  * the stripe. */
 #define ASSIGN_RANGES_MAX 4096
 #define ASSIGN_LABEL_MAX  128 /* bytes of a label key or value */
+/* When a plan is made again (a node joined or left), each node that keeps
+ * a share keeps the first this many unread blocks of it: the reads it has
+ * in flight (the agent's default origin concurrency), which another node
+ * would otherwise read a second time. */
+#define ASSIGN_KEEP_HEAD 8
 
 struct assign_label {
 	char *key;
@@ -48,6 +53,9 @@ int assign_check_label(const char *key, const char *value);
 uint32_t assign_origin_plan(const uint8_t *known, uint32_t nblocks, size_t n,
 			    struct assign_plan *plans);
 void assign_plan_close(struct assign_plan *p);
+
+/* Merge the ascending blocks[0..n) (none of them in p) into p. */
+void assign_plan_add(struct assign_plan *p, const uint32_t *blocks, uint32_t n);
 
 /* Blocks of plan p whose bit is clear in known. */
 uint32_t assign_plan_unknown(const struct assign_plan *p, const uint8_t *known);

@@ -615,6 +615,7 @@ static int load_have(void *arg, const struct hash_id *id, const char *node,
 int cluster_open(struct cluster *c, const char *dir)
 {
 	memset(c, 0, sizeof *c);
+	c->keep_head = ASSIGN_KEEP_HEAD;
 	int rc = state_open(dir, &c->state);
 	if (rc < 0)
 		return rc;

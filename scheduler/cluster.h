@@ -121,6 +121,9 @@ struct cluster {
 	size_t nversions;
 	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */
 	uint32_t next_node_id;
+	/* Unread blocks a node keeps of its share when the plan is made again
+	 * (ASSIGN_KEEP_HEAD; at most that). */
+	uint32_t keep_head;
 };
 
 /* Open the state in dir and load it. Nodes start disconnected. */

@@ -150,6 +150,24 @@ static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *
 	return count;
 }
 
+/* The first keep (at most ASSIGN_KEEP_HEAD) blocks of share p that skip does not mark
+ * (unread, not known): the reads its node may have in flight. They go to
+ * out[0..*n), ascending, and are marked in skip so that a new plan's
+ * stripes leave them to that node. */
+static void keep_head(const struct assign_plan *p, uint32_t keep, uint8_t *skip, uint32_t *out,
+		      uint32_t *n)
+{
+	*n = 0;
+	for (size_t r = 0; p && r < p->nranges && *n < keep; r++)
+		for (uint32_t k = 0; k < p->ranges[r].count && *n < keep; k++) {
+			uint32_t b = p->ranges[r].first + k;
+			if (!assign_bit(skip, b)) {
+				assign_set_bit(skip, b);
+				out[(*n)++] = b;
+			}
+		}
+}
+
 uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
 		      size_t ngone)
 {
@@ -158,6 +176,12 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
 	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
 	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
+	uint32_t *head = xcalloc(n * ASSIGN_KEEP_HEAD + 1, sizeof *head);
+	uint32_t *nhead = xcalloc(n + 1, sizeof *nhead);
+	for (size_t i = 0; i < n; i++)
+		keep_head(cluster_plan_of(cv, m[i]->name),
+			  c->keep_head < ASSIGN_KEEP_HEAD ? c->keep_head : ASSIGN_KEEP_HEAD, skip,
+			  &head[i * ASSIGN_KEEP_HEAD], &nhead[i]);
 	cluster_plan_clear(cv);
 	cv->stripe = 1;
 	if (n && (cv->v->nknown < cv->v->nblocks || orphans)) {
@@ -165,11 +189,14 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 		cv->plan_nodes = xcalloc(n, sizeof *cv->plan_nodes);
 		cv->stripe = assign_origin_plan(skip, cv->v->nblocks, n, cv->plans);
 		for (size_t i = 0; i < n; i++) {
+			assign_plan_add(&cv->plans[i], &head[i * ASSIGN_KEEP_HEAD], nhead[i]);
 			cv->plan_nodes[i] = xstrdup(m[i]->name);
 			reader_note(cv, m[i]->name, &cv->plans[i]);
 		}
 		cv->nplans = n;
 	}
+	free(head);
+	free(nhead);
 	free(skip);
 	free(m);
 	return orphans;

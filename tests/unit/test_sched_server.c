@@ -257,6 +257,9 @@ static int setup(void **state)
 	if (sched_init(&fx.s, &fx.o, &detail) < 0)
 		return -1;
 	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
+	/* The tests below count on stripes of one block: a node keeps only the
+	 * read it has under way when the plan is made again. */
+	fx.s.cluster.keep_head = 1;
 	uv_timer_init(&fx.s.loop, &fx.tick);
 	uv_timer_start(&fx.tick, tick, 10, 10);
 	/* 6 blocks: a.bin 0-2, b.bin 3, c.bin 4-5 */
@@ -577,6 +580,9 @@ static void restart(void)
 	sched_close(&fx.s);
 	assert_int_equal(sched_init(&fx.s, &fx.o, &detail), 0);
 	snprintf(fx.addr, sizeof fx.addr, "127.0.0.1:%d", conn_listener_port(fx.s.listener));
+	/* The tests below count on stripes of one block: a node keeps only the
+	 * read it has under way when the plan is made again. */
+	fx.s.cluster.keep_head = 1;
 	uv_timer_init(&fx.s.loop, &fx.tick);
 	uv_timer_start(&fx.tick, tick, 10, 10);
 }
@@ -691,6 +697,36 @@ static const struct cluster_node *node_named(const char *name)
 	return cluster_node_find(&fx.s.cluster, name);
 }
 
+/* A node that joins does not take the blocks the first node is reading:
+ * each share keeps its first ASSIGN_KEEP_HEAD unread blocks through a new
+ * plan. With 6 blocks, all of them are a's reads in flight, so b gets no
+ * share and takes every block from a. When a leaves, b reads them all. */
+static void test_join_keeps_reads_in_flight(void **state)
+{
+	fx.s.cluster.keep_head = ASSIGN_KEEP_HEAD;
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	assert_int_equal(range_blocks(a->assign->origin, a->assign->n_origin, NULL), 6);
+	struct agent *b = agent_dial("node-b");
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1 && a->n_peers == 1);
+	assert_int_equal(range_blocks(b->assign->origin, b->assign->n_origin, NULL), 0);
+	struct cluster_version *cv = cluster_version_find(&fx.s.cluster, fx.version.b, HASH_LEN);
+	const struct assign_plan *pa = cluster_plan_of(cv, "node-a");
+	assert_non_null(pa);
+	assert_int_equal(pa->nblocks, 6);
+	ingest(a, 0, 1);
+	WAIT_FOR(b->n_hashes == 1);
+	int before = b->n_origin;
+	conn_close(a->c, 0);
+	WAIT_FOR(b->n_origin > before);
+	/* all 6: block 0 too, which only a held */
+	assert_int_equal(range_blocks(b->origin->blocks, b->origin->n_blocks, NULL), 6);
+	agent_free(a);
+	agent_free(b);
+}
+
 /* A hash is taken only from a node whose origin share holds the block: one
  * for a block planned to another node is refused and counted, the block
  * stays unknown and planned to its reader, whose hash is then taken. The
@@ -797,6 +833,7 @@ int main(void)
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),

@@ -207,6 +207,27 @@ static void test_plan_move(void **state)
 	assign_plan_close(&p[1]);
 }
 
+/* assign_plan_add merges blocks into a share in order, joining ranges. */
+static void test_plan_add(void **state)
+{
+	uint8_t known[3] = {0};
+	struct assign_plan p[2];
+	assign_origin_plan(known, 20, 2, p); /* p[1]: 1, 3, ..., 19 */
+	uint32_t add[] = {0, 2, 4, 18};
+	assign_plan_add(&p[1], add, 4);
+	assert_int_equal(p[1].nblocks, 14);
+	/* 0-5 one range, then 7, 9, ..., 15, then 17-19 */
+	assert_int_equal(p[1].ranges[0].first, 0);
+	assert_int_equal(p[1].ranges[0].count, 6);
+	assert_int_equal(p[1].ranges[p[1].nranges - 1].first, 17);
+	assert_int_equal(p[1].ranges[p[1].nranges - 1].count, 3);
+	assert_int_equal(p[1].nranges, 7);
+	assign_plan_add(&p[1], NULL, 0);
+	assert_int_equal(p[1].nblocks, 14);
+	assign_plan_close(&p[0]);
+	assign_plan_close(&p[1]);
+}
+
 /* A file's SHA-256 from the source (S3 full-object checksum) goes into the
  * manifest the nodes check assembled files against; a listing without one
  * encodes as before. A malformed one is refused. */
@@ -642,6 +663,7 @@ int main(void)
 	    cmocka_unit_test(test_origin_plan),
 	    cmocka_unit_test(test_origin_plan_wide_stripe),
 	    cmocka_unit_test(test_plan_move),
+	    cmocka_unit_test(test_plan_add),
 	    cmocka_unit_test(test_version_from_listing),
 	    cmocka_unit_test(test_version_content_sha256),
 	    cmocka_unit_test(test_version_refuses_escapes),
