@@ -699,13 +699,13 @@ static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 }
 
 static const struct frame_handler control_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, h_registered},
-    {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
-    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, h_unassign},
-    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, h_hashes},
-    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, h_peers},
-    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, h_origin},
-    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, 0, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, 0, h_assign},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, 0, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, 0, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, 0, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, 0, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, 0, h_error},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -810,7 +810,9 @@ static void dial_scheduler(uv_timer_t *t)
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
 				  .body_max = CONTROL_BODY_MAX,
-				  .payload_max = 1};
+				  .payload_max = 1,
+				  .table = control_table,
+				  .table_len = sizeof control_table / sizeof *control_table};
 	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
 	if (rc < 0) {
 		uplink_closed(&d->link, uv_now(&d->loop), rc,

@@ -29,9 +29,18 @@ static int banned(struct peers *p, const char *node)
 }
 
 static const char *verify(struct conn *c, const char *node, const uint8_t *key);
+static const struct frame_handler *peer_limits(size_t *n);
+
+/* Until this node fetches a version, no Block may carry a real payload. */
+static uint32_t payload_cap(const struct peers *p)
+{
+	return p->block_cap ? p->block_cap : 1;
+}
 
 static struct conn_config conn_cfg(struct peers *p)
 {
+	size_t nrows;
+	const struct frame_handler *rows = peer_limits(&nrows);
 	struct conn_config cfg = {.token = &p->token,
 				  .key = &p->key,
 				  .purpose = HANDSHAKE_PEER,
@@ -39,7 +48,9 @@ static struct conn_config conn_cfg(struct peers *p)
 				  .node = p->node,
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
-				  .payload_max = BLOCK_SIZE_MAX,
+				  .payload_max = payload_cap(p),
+				  .table = rows,
+				  .table_len = nrows,
 				  .idle_ms = PEER_IDLE_MS,
 				  .name = "peer"};
 	return cfg;
@@ -238,6 +249,7 @@ static void on_accept(struct conn_listener *l, struct conn *c)
 	struct peer *pe = peer_new(p);
 	pe->c = c;
 	conn_set_data(c, pe);
+	conn_set_payload_max(c, payload_cap(p)); /* the listener's dates from its start */
 }
 
 static void dial(struct peers *p, struct known *k)
@@ -526,23 +538,28 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 	return 0;
 }
 
+/* Only a Block carries a payload: one block, at most BLOCK_SIZE_MAX (and
+ * the connection's cap, peer_payload_cap). The connection applies these
+ * limits at each frame's header. */
 static const struct frame_handler peer_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, peer_h_request},
-    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, 0, h_bitfield},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, HAVE_BODY_MAX, 0, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, REQUEST_BODY_MAX, 0, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, BLOCK_BODY_MAX, BLOCK_SIZE_MAX, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, REJECT_BODY_MAX, 0, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, CANCEL_BODY_MAX, 0, peer_h_cancel},
 };
+
+static const struct frame_handler *peer_limits(size_t *n)
+{
+	*n = sizeof peer_table / sizeof *peer_table;
+	return peer_table;
+}
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
 		    uint8_t *payload, size_t plen)
 {
 	struct peer *pe = conn_data(c);
-	if (type != SYNCBIT__MSG_TYPE__MSG_BLOCK && payload) {
-		free(payload);
-		return SB_EPROTO;
-	}
 	return frame_dispatch(peer_table, sizeof peer_table / sizeof *peer_table, pe, type, body,
 			      len, payload, plen);
 }
@@ -674,7 +691,15 @@ void peers_add_fetch(struct peers *p, struct fetch *f)
 {
 	p->fetches = xrealloc(p->fetches, (p->nfetches + 1) * sizeof *p->fetches);
 	p->fetches[p->nfetches++] = f;
+	/* The cap only grows: a block asked for before a version went must
+	 * not close the connection it arrives on. */
+	uint32_t bs = fetch_manifest(f)->block_size;
+	int grow = bs > p->block_cap;
+	if (grow)
+		p->block_cap = bs;
 	for (struct peer *pe = p->list; pe; pe = pe->next) {
+		if (grow && pe->c && !pe->closed)
+			conn_set_payload_max(pe->c, bs);
 		struct pver *v = find_pver(pe, fetch_version_id(f));
 		if (v) {
 			v->f = f;

@@ -10,6 +10,12 @@
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500
 #define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
+/* The largest body of each other message (packed protobuf). */
+#define HAVE_BODY_MAX	 (1u << 20)
+#define REQUEST_BODY_MAX 256
+#define BLOCK_BODY_MAX	 256
+#define REJECT_BODY_MAX	 512
+#define CANCEL_BODY_MAX	 64
 
 struct peer;
 
@@ -95,7 +101,8 @@ struct peers {
 	size_t nbans;
 	uv_timer_t tick;
 	int serve_busy;
-	int files_open; /* cache files queued for sendfile payloads */
+	int files_open;	    /* cache files queued for sendfile payloads */
+	uint32_t block_cap; /* largest block of a version fetched so far: a Block's payload cap */
 	uint64_t next_req_id;
 	uint64_t last_keepalive_ms;
 	uint64_t refused_logged_ms; /* the last line about a peer with the wrong key */

@@ -246,6 +246,8 @@ static int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct
 	c->state = ST_CONNECTING;
 	c->body_max = cfg->body_max ? cfg->body_max : CONN_BODY_MAX;
 	c->payload_max = cfg->payload_max ? cfg->payload_max : CONN_PAYLOAD_MAX;
+	c->table = cfg->table;
+	c->table_len = cfg->table ? cfg->table_len : 0;
 	c->dial_ms = cfg->dial_ms ? cfg->dial_ms : CONN_DIAL_MS;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
@@ -326,12 +328,17 @@ static void frames_feed(struct conn *c, const uint8_t *p, size_t n, size_t *used
 		int rc = frame_reader_feed(&c->fr, p + off, n - off, &k, &f);
 		off += k;
 		const struct frame_header *h = &c->fr.h;
+		uint32_t body_max, payload_max;
 		if (rc == SB_ETOOBIG) {
+			frame_reader_limits(&c->fr, h->type, &body_max, &payload_max);
 			conn_fail(c, rc,
 				  "%s sent a frame (type %u) with a %u-byte body and a %u-byte "
 				  "payload; the limits are %u and %u",
-				  c->peer_addr, h->type, h->body_len, h->payload_len,
-				  c->fr.body_max, c->fr.payload_max);
+				  c->peer_addr, h->type, h->body_len, h->payload_len, body_max,
+				  payload_max);
+		} else if (rc == SB_EPROTO && c->state == ST_READY && c->fr.table) {
+			conn_fail(c, rc, "%s sent a frame of type %u, which this protocol lacks",
+				  c->peer_addr, h->type);
 		} else if (rc < 0) {
 			conn_fail(c, rc, "frame (type %u) from %s %s", h->type, c->peer_addr,
 				  rc == SB_EAUTH ? "failed authentication" : sb_strerror(rc));
@@ -877,6 +884,13 @@ static int enqueue(struct conn *c, uint32_t type, const void *body, size_t body_
 size_t conn_queued(const struct conn *c)
 {
 	return c->queued;
+}
+
+void conn_set_payload_max(struct conn *c, uint32_t payload_max)
+{
+	c->payload_max = payload_max;
+	if (c->state == ST_READY)
+		c->fr.payload_max = payload_max;
 }
 
 /* ---- dial ---- */

@@ -59,6 +59,8 @@ struct conn {
 	int dial_err;
 
 	uint32_t body_max, payload_max;
+	const struct frame_handler *table; /* per-type limits once ready */
+	size_t table_len;
 	unsigned dial_ms, handshake_ms, idle_ms;
 	struct handshake *hs; /* until the handshake ends */
 	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);

@@ -682,10 +682,10 @@ static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 }
 
 static const struct frame_handler dispatch[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, h_register},
-    {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, h_heartbeat},
-    {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, h_ingested},
-    {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, h_admin},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, 0, h_register},
+    {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, 0, h_heartbeat},
+    {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, 0, h_ingested},
+    {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, 0, h_admin},
 };
 
 /* ---- connections ----------------------------------------------------------- */
@@ -768,6 +768,8 @@ int server_start(struct sched *s, char **detail)
 	    .encrypt = s->o->encrypt,
 	    .body_max = SERVER_HEARTBEAT_MAX,
 	    .payload_max = 1,
+	    .table = dispatch,
+	    .table_len = sizeof dispatch / sizeof dispatch[0],
 	    .name = "control",
 	};
 	int rc = conn_listen(&s->loop, s->o->listen, &cfg, &callbacks, s, on_accept, &s->listener);
