@@ -133,9 +133,10 @@ void peer_release(struct peer *pe)
 		maybe_free(p);
 }
 
-static int send_bitfield(struct peer *pe, struct fetch *f)
+static int send_bitfield(struct peer *pe, struct fetch *f, int ask)
 {
 	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
+	m.reply = ask;
 	m.version_id.data = (uint8_t *)fetch_version_id(f);
 	m.version_id.len = HASH_LEN;
 	m.nblocks = fetch_nblocks(f);
@@ -200,7 +201,7 @@ static void on_ready(struct conn *c, int status)
 	log_info("peer %s (%s) connected%s", node, conn_peer_addr(c),
 		 conn_encrypted(c) ? "" : " without encryption");
 	for (size_t i = 0; i < p->nfetches; i++)
-		send_bitfield(pe, p->fetches[i]);
+		send_bitfield(pe, p->fetches[i], 0);
 }
 
 static void on_close(struct conn *c, int status)
@@ -419,6 +420,14 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 		rc = SB_EPROTO;
 		goto out;
 	}
+	/* Only versions this node fetches or holds are kept, and only with
+	 * their true size: what a peer can make this node hold is bounded by
+	 * this node's own versions, not by what the peer invents. */
+	struct fetch *f = find_fetch(pe->p, m->version_id.data);
+	if (!f || fetch_nblocks(f) != m->nblocks) {
+		pe->p->st.bitfields_ignored++;
+		goto out;
+	}
 	struct pver *v = find_pver(pe, m->version_id.data);
 	if (v) {
 		apply_avail(v, -1);
@@ -431,8 +440,10 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 	v->nblocks = m->nblocks;
 	v->bits = xcalloc(m->bits.len + 1, 1);
 	memcpy(v->bits, m->bits.data, m->bits.len);
-	v->f = find_fetch(pe->p, v->vid);
+	v->f = f;
 	apply_avail(v, 1);
+	if (m->reply)
+		rc = send_bitfield(pe, f, 0);
 	fill(pe);
 out:
 	syncbit__bitfield__free_unpacked(m, NULL);
@@ -706,7 +717,7 @@ void peers_add_fetch(struct peers *p, struct fetch *f)
 			apply_avail(v, 1);
 		}
 		if (pe->ready && !pe->closed)
-			send_bitfield(pe, f);
+			send_bitfield(pe, f, 1);
 	}
 	peers_wake(p);
 }
@@ -724,9 +735,13 @@ void peers_remove_fetch(struct peers *p, struct fetch *f)
 				drop_req(pe, i, 1);
 			else
 				i++;
-		for (size_t i = 0; i < pe->nvers; i++)
-			if (pe->vers[i].f == f)
-				pe->vers[i].f = NULL;
+		for (size_t i = 0; i < pe->nvers;)
+			if (pe->vers[i].f == f) {
+				free(pe->vers[i].bits);
+				pe->vers[i] = pe->vers[--pe->nvers];
+			} else {
+				i++;
+			}
 	}
 }
 

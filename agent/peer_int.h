@@ -23,7 +23,7 @@ struct pver {
 	uint8_t vid[HASH_LEN];
 	uint32_t nblocks;
 	uint8_t *bits;
-	struct fetch *f; /* NULL while this node does not fetch or hold it */
+	struct fetch *f; /* the version as this node fetches or holds it */
 };
 
 struct req {
