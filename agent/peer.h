@@ -48,8 +48,8 @@ struct peers_stats {
 	uint64_t bytes_served, blocks_served;
 	uint64_t connected;
 	uint64_t dropped_bad_data;
-	uint64_t bytes_received; /* block payloads from peers */
-	uint64_t bytes_unneeded; /* of those: canceled meanwhile or already here */
+	uint64_t bytes_received;    /* block payloads from peers */
+	uint64_t bytes_unneeded;    /* of those: canceled meanwhile or already here */
 	uint64_t bitfields_ignored; /* of versions this node neither fetches nor holds */
 };
 

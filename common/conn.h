@@ -52,9 +52,9 @@ struct conn_config {
 	 * to go on, or why not (the handshake fails with SB_EDENIED). NULL:
 	 * anyone holding the token. */
 	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
-	int encrypt;	       /* 1 = want encryption */
-	uint32_t body_max;     /* 0 = CONN_BODY_MAX */
-	uint32_t payload_max;  /* 0 = CONN_PAYLOAD_MAX */
+	int encrypt;	      /* 1 = want encryption */
+	uint32_t body_max;    /* 0 = CONN_BODY_MAX */
+	uint32_t payload_max; /* 0 = CONN_PAYLOAD_MAX */
 	/* The protocol's dispatch table (common/frame.h; kept, not copied):
 	 * once ready, a frame of a type not in it, or over its row's limits,
 	 * closes the connection at its header, before anything of it is

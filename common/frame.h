@@ -40,7 +40,7 @@ struct frame_handler;
  * then) sees header, body and tag before the payload is allocated: a
  * negative return fails the reader with it. */
 struct frame_reader {
-	uint32_t body_max, payload_max; /* may change between frames */
+	uint32_t body_max, payload_max;	   /* may change between frames */
 	const struct frame_handler *table; /* NULL, or per-type limits (table_len rows) */
 	size_t table_len;
 	size_t tag_len; /* 0 or up to FRAME_TAG_MAX; may change between frames */

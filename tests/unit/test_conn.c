@@ -783,8 +783,9 @@ static void test_table_limits(void **state)
 			assert_int_equal(e.srv.close_status, what < 2 ? SB_ETOOBIG : SB_EPROTO);
 			assert_int_equal(e.srv.frames, 1);
 			assert_int_equal(e.srv.bad, 0);
-			assert_non_null(strstr(e.srv.error, what < 2 ? "limits are 64 and 1000"
-								     : "which this protocol lacks"));
+			assert_non_null(strstr(e.srv.error, what < 2
+								? "limits are 64 and 1000"
+								: "which this protocol lacks"));
 			/* refused at the header: the 4 MiB payload was not read */
 			assert_true(e.srv.bytes_in < (1u << 20));
 			run_until(&e, &e.cli.close_calls, 1);

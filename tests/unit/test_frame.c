@@ -382,12 +382,12 @@ static void test_reader_table_limits(void **state)
 		uint32_t type, body_len, plen;
 		int rc;
 	} refused[] = {
-	    {10, 17, 0, SB_ETOOBIG},	      /* body over the row */
-	    {10, 16, 101, SB_ETOOBIG},	      /* payload over the row */
-	    {10, 0, 256u << 20, SB_ETOOBIG},  /* a 256 MiB payload */
-	    {11, 0, 1, SB_ETOOBIG},	      /* a payload on a type that has none */
-	    {12, 0, 0, SB_EPROTO},	      /* not in the table */
-	    {12, UINT32_MAX, 0, SB_EPROTO},   /* ...whatever its lengths */
+	    {10, 17, 0, SB_ETOOBIG},	     /* body over the row */
+	    {10, 16, 101, SB_ETOOBIG},	     /* payload over the row */
+	    {10, 0, 256u << 20, SB_ETOOBIG}, /* a 256 MiB payload */
+	    {11, 0, 1, SB_ETOOBIG},	     /* a payload on a type that has none */
+	    {12, 0, 0, SB_EPROTO},	     /* not in the table */
+	    {12, UINT32_MAX, 0, SB_EPROTO},  /* ...whatever its lengths */
 	    {0, 0, UINT32_MAX, SB_EPROTO},
 	};
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
@@ -453,10 +453,10 @@ static void test_reader_table_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_big_endian),
-	    cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_dispatch),
-	    cmocka_unit_test(test_dispatch_refused), cmocka_unit_test(test_reader),
-	    cmocka_unit_test(test_reader_limits),    cmocka_unit_test(test_reader_tags),
+	    cmocka_unit_test(test_header_roundtrip),	cmocka_unit_test(test_header_big_endian),
+	    cmocka_unit_test(test_header_limits),	cmocka_unit_test(test_dispatch),
+	    cmocka_unit_test(test_dispatch_refused),	cmocka_unit_test(test_reader),
+	    cmocka_unit_test(test_reader_limits),	cmocka_unit_test(test_reader_tags),
 	    cmocka_unit_test(test_reader_table_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -180,11 +180,8 @@ static void test_versions_bounded(void **state)
 	struct client cl = {.loop = &loop};
 	char addr[64];
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", peers_port(p));
-	struct conn_config cc = {.token = &tok,
-				 .key = &ckey,
-				 .node = "node-a",
-				 .purpose = HANDSHAKE_PEER,
-				 .encrypt = 1};
+	struct conn_config cc = {
+	    .token = &tok, .key = &ckey, .node = "node-a", .purpose = HANDSHAKE_PEER, .encrypt = 1};
 	assert_int_equal(conn_dial(&loop, addr, &cc, &cl_cbs, &cl, &cl.c), 0);
 	while (!cl.ready)
 		uv_run(&loop, UV_RUN_ONCE);

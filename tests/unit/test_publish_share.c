@@ -132,8 +132,8 @@ static void test_publish_many_files(void **state)
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *e = m->files[i];
 		int k;
-		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || sscanf(e->path, "f%d", &k) != 1 ||
-		    k >= NSHARED)
+		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR ||
+		    sscanf(e->path, "f%d", &k) != 1 || k >= NSHARED)
 			continue;
 		struct hash_id id;
 		char obj[4096];
