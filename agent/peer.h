@@ -61,7 +61,9 @@ int peers_port(const struct peers *p);
 /* Prometheus text for the peer port's refused handshakes (common/conn.h). */
 void peers_listener_metrics(const struct peers *p, struct buf *out);
 
-/* Versions this node fetches or holds: announced to every peer. */
+/* Versions this node fetches or holds: announced to every peer (adding
+ * one asks each peer for its bitfield of it). Peers' bitfields are kept
+ * only for these versions; a Bitfield of any other is ignored. */
 void peers_add_fetch(struct peers *p, struct fetch *f);
 void peers_remove_fetch(struct peers *p, struct fetch *f);
 /* Block b of f became durable here: tell the peers. */
