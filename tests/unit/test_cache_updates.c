@@ -177,6 +177,7 @@ static void test_restamp_then_apply(void **state)
 	struct hash_id gone;
 	memset(gone.b, 0x5a, HASH_LEN);
 	struct cache_stamp unknown = {.id = gone, .mtime_ns = NEW_MTIME};
+	cache_updates_close(&u);
 	u.stamps = malloc(2 * sizeof *u.stamps);
 	u.stamps[0] = forged;
 	u.stamps[1] = unknown;
