@@ -67,6 +67,15 @@ $(BUILD)/commit-stamp: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(COMMIT)' | cmp -s - $@ || echo '$(COMMIT)' >$@
 
+# The scheduler's page (scheduler/web/) is built in as byte lists that
+# scheduler/web.c includes: od and sed, no other tool.
+WEB_FILES := $(wildcard scheduler/web/*)
+WEB_INC   := $(patsubst %,$(BUILD)/gen/%.inc,$(WEB_FILES))
+$(BUILD)/gen/scheduler/web/%.inc: scheduler/web/%
+	@mkdir -p $(dir $@)
+	od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g' >$@.tmp && mv $@.tmp $@
+$(BUILD)/scheduler/web.o: $(WEB_INC)
+
 $(BUILD)/%.o: %.c $(PROTO_H) | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -2,11 +2,14 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/adhoc.h"
 #include "agent/daemon.h"
 #include "common/buf.h"
 #include "common/err.h"
@@ -20,6 +23,7 @@ struct client {
 	struct ctl *ctl;
 	struct buf in;
 	char *waiting; /* dataset name a pull waits for */
+	struct adhoc_pull *pull; /* a pull through the agent (agent/adhoc.h) */
 	int closing;
 	struct client *next;
 };
@@ -76,6 +80,8 @@ static void client_closed(uv_handle_t *h)
 			break;
 		}
 	c->nclients--;
+	if (cl->pull)
+		adhoc_cancel(cl->pull);
 	buf_close(&cl->in);
 	free(cl->waiting);
 	free(cl);
@@ -122,14 +128,72 @@ enum ctl_op ctl_request_parse(const char *line, char **name)
 	json_t *req = json_loads(line, 0, &err);
 	const char *op = json_string_value(json_object_get(req, "op"));
 	const char *n = json_string_value(json_object_get(req, "name"));
-	enum ctl_op r = !op			    ? CTL_OP_MALFORMED
-			: !strcmp(op, "status")	    ? CTL_OP_STATUS
-			: !strcmp(op, "ready") && n ? CTL_OP_READY
-			: !strcmp(op, "pull") && n  ? CTL_OP_PULL
-						    : CTL_OP_UNKNOWN;
-	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n) : NULL;
+	const char *src = json_string_value(json_object_get(req, "source"));
+	enum ctl_op r = !op				      ? CTL_OP_MALFORMED
+			: !strcmp(op, "status")		      ? CTL_OP_STATUS
+			: !strcmp(op, "ready") && n	      ? CTL_OP_READY
+			: !strcmp(op, "pull") && n	      ? CTL_OP_PULL
+			: !strcmp(op, "pull") && src && src[0] ? CTL_OP_PULL_SOURCE
+							      : CTL_OP_UNKNOWN;
+	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n)
+		: r == CTL_OP_PULL_SOURCE	      ? xstrdup(src)
+						      : NULL;
 	json_decref(req);
 	return r;
+}
+
+int ctl_pull_parse(const char *line, char **target, uint32_t *block_size)
+{
+	json_t *req = json_loads(line, 0, NULL);
+	json_t *t = json_object_get(req, "target"), *bs = json_object_get(req, "block_size");
+	const char *dir = json_string_value(t);
+	int rc = 0;
+	*target = NULL;
+	*block_size = 0;
+	if (t && !json_is_null(t) && (!dir || dir[0] != '/' || strlen(dir) >= PATH_MAX))
+		rc = SB_EPROTO;
+	else if (bs && (!json_is_integer(bs) || json_integer_value(bs) < 0 ||
+			json_integer_value(bs) > UINT32_MAX))
+		rc = SB_EPROTO;
+	if (rc == 0) {
+		*target = dir ? xstrdup(dir) : NULL;
+		*block_size = bs ? (uint32_t)json_integer_value(bs) : 0;
+	}
+	json_decref(req);
+	return rc;
+}
+
+static void pull_message(void *arg, struct adhoc_pull *p, json_t *msg, int final)
+{
+	struct client *cl = arg;
+	if (final)
+		cl->pull = NULL;
+	send_json(cl, msg);
+}
+
+/* A pull through the agent, for the user the socket's peer runs as. */
+static void start_pull(struct client *cl, const char *line, const char *source)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	uv_os_fd_t fd;
+	struct adhoc_request rq = {.source = source};
+	char *target = NULL;
+	if (cl->pull) {
+		send_json(cl, json_pack("{s:s}", "error", "one pull at a time per connection"));
+	} else if (ctl_pull_parse(line, &target, &rq.block_size) < 0) {
+		send_json(cl, json_pack("{s:s}", "error",
+					"malformed pull: target must be an absolute path"));
+	} else if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) < 0 ||
+		   getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		send_json(cl, json_pack("{s:s}", "error", "cannot tell who is asking"));
+	} else {
+		rq.target = target;
+		rq.uid = cred.uid;
+		rq.gid = cred.gid;
+		cl->pull = adhoc_start(daemon_adhoc(cl->ctl->d), &rq, pull_message, cl);
+	}
+	free(target);
 }
 
 static void handle(struct client *cl, const char *line)
@@ -168,6 +232,9 @@ static void handle(struct client *cl, const char *line)
 		}
 		break;
 	}
+	case CTL_OP_PULL_SOURCE:
+		start_pull(cl, line, name);
+		break;
 	case CTL_OP_UNKNOWN:
 		send_json(cl, json_pack("{s:s}", "error", "unknown request"));
 		break;
@@ -245,6 +312,8 @@ static void progress_tick(uv_timer_t *t)
 {
 	struct ctl *c = t->data;
 	for (struct client *cl = c->clients; cl; cl = cl->next) {
+		if (cl->pull)
+			send_json(cl, adhoc_progress_json(cl->pull));
 		if (!cl->waiting)
 			continue;
 		int finished;
@@ -392,8 +461,12 @@ void ctl_free(struct ctl *c)
 {
 	if (!c)
 		return;
-	for (struct client *cl = c->clients; cl; cl = cl->next)
+	for (struct client *cl = c->clients; cl; cl = cl->next) {
+		if (cl->pull)
+			adhoc_cancel(cl->pull);
+		cl->pull = NULL;
 		client_close(cl);
+	}
 	httpd_stop(c->http);
 	unlink(c->path);
 	uv_close((uv_handle_t *)&c->server, handle_closed);

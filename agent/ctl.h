@@ -5,6 +5,7 @@
 #ifndef SYNCBIT_CTL_H
 #define SYNCBIT_CTL_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #define CTL_LINE_MAX	(64u << 10) /* longest request line */
@@ -24,15 +25,22 @@ void ctl_free(struct ctl *c);
 void ctl_notify(struct ctl *c, const char *name);
 
 /* What one request line (its '\n' dropped) asks: {"op": "status"},
- * {"op": "ready" | "pull", "name": NAME}. *name (heap) is set for READY
- * and PULL, else NULL. Pure; the socket answers by it. */
+ * {"op": "ready" | "pull", "name": NAME}, or {"op": "pull", "source":
+ * SOURCE, "target": DIR|null, "block_size": N} (a pull through the agent,
+ * agent/adhoc.h). *name (heap) is set to NAME for READY and PULL, to
+ * SOURCE for PULL_SOURCE, else NULL. Pure; the socket answers by it. */
 enum ctl_op {
 	CTL_OP_MALFORMED, /* not a JSON object with a string "op" */
 	CTL_OP_STATUS,
 	CTL_OP_READY,
 	CTL_OP_PULL,
+	CTL_OP_PULL_SOURCE,
 	CTL_OP_UNKNOWN, /* another op, or one without its name */
 };
 enum ctl_op ctl_request_parse(const char *line, char **name);
+/* The target and block size of a PULL_SOURCE line: 0, or SB_EPROTO when
+ * the target is not null or an absolute path under PATH_MAX, or the block
+ * size is not a number. *target (heap) is NULL for none. Pure. */
+int ctl_pull_parse(const char *line, char **target, uint32_t *block_size);
 
 #endif

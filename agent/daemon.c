@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "agent/adhoc.h"
 #include "agent/cache.h"
 #include "agent/ctl.h"
 #include "agent/fetch.h"
@@ -45,6 +46,7 @@ struct dset {
 	 * node can tell, whoever delivered the blocks here. */
 	uint8_t *unknown;
 	int restored; /* published before this daemon started; not yet re-assigned */
+	int pulled;   /* made for pulls through agents: kept in the cache only */
 	/* The version published at TARGET/NAME, for the registry mirror. */
 	struct hash_id pub_id;
 	char *pub_source; /* NULL: none yet */
@@ -59,6 +61,7 @@ struct daemon {
 	struct secure_keypair key; /* DATA/DAEMON_KEY_FILE: this node's identity */
 	struct peers *peers;
 	struct ctl *ctl;
+	struct adhoc *adhoc; /* pulls through this agent */
 	struct mirror *mirror;
 	struct conn *sched;
 	int sched_ready;
@@ -362,6 +365,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
+	adhoc_notify(d->adhoc, s->name);
 	if (d->sched_ready)
 		send_heartbeat(d);
 }
@@ -392,7 +396,8 @@ static void start_fetch(struct daemon *d, struct dset *s)
 				    .bad_peer = hook_bad_peer,
 				    .done = hook_done};
 	struct fetch *f = NULL;
-	int rc = fetch_new(&d->loop, d->cache, s->name, d->o->target, a->version_id.data,
+	int rc = fetch_new(&d->loop, d->cache, s->name, s->pulled ? NULL : d->o->target,
+			   a->version_id.data,
 			   a->manifest, &d->o->src, &hooks, &f);
 	free(s->error);
 	s->error = NULL;
@@ -535,6 +540,7 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		d->sets[d->nsets++] = s;
 	}
 	set_peer_list(s, a->peers, a->n_peers);
+	s->pulled = a->pulled;
 	if (s->cur && !memcmp(fetch_version_id(s->cur), a->version_id.data, HASH_LEN)) {
 		/* The same version again (a reconnect): hashes sent while this
 		 * node was away are in the manifest, and there is a new plan;
@@ -559,6 +565,7 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	keep_assign(s, body, len);
 	update_peers(d);
 	start_fetch(d, s);
+	adhoc_notify(d->adhoc, s->name);
 out:
 	syncbit__assign__free_unpacked(a, NULL);
 	return rc;
@@ -592,10 +599,12 @@ static void remove_set(struct daemon *d, size_t i)
 	int rc = cache_dataset_remove(d->cache, s->name);
 	if (rc < 0)
 		log_warn("dataset %s: %s", s->name, sb_strerror(rc));
-	struct unpublish *u = xcalloc(1, sizeof *u);
-	u->path = path_join(d->o->target, s->name);
-	u->work.data = u;
-	uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
+	if (!s->pulled) { /* a pulled dataset was published by its pulls only */
+		struct unpublish *u = xcalloc(1, sizeof *u);
+		u->path = path_join(d->o->target, s->name);
+		u->work.data = u;
+		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
+	}
 	d->sets[i] = d->sets[--d->nsets];
 	free_set(d, s);
 	evict(d);
@@ -612,10 +621,14 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		struct dset *s = d->sets[i];
 		if (strcmp(s->name, m->dataset))
 			continue;
-		log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
-			 d->o->target, s->name);
+		if (s->pulled)
+			log_info("dataset %s: no longer assigned here; unpinning it", s->name);
+		else
+			log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
+				 d->o->target, s->name);
 		remove_set(d, i);
 		ctl_notify(d->ctl, m->dataset);
+		adhoc_notify(d->adhoc, m->dataset);
 		break;
 	}
 	syncbit__unassign__free_unpacked(m, NULL);
@@ -698,6 +711,12 @@ static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 	return 0;
 }
 
+static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct daemon *d = ctx;
+	return adhoc_reply(d->adhoc, body, len);
+}
+
 static const struct frame_handler control_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, 0, h_registered},
     {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, 0, h_assign},
@@ -706,6 +725,7 @@ static const struct frame_handler control_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, 0, h_peers},
     {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, 0, h_origin},
     {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, 0, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, 8192, 0, h_pull_reply},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -783,6 +803,7 @@ static void sched_close(struct conn *c, int status)
 	d->sched = NULL;
 	d->sched_ready = 0;
 	uv_timer_stop(&d->heartbeat);
+	adhoc_sched_lost(d->adhoc);
 	if (d->stopping)
 		return;
 	uv_timer_start(&d->reconnect, dial_scheduler, d->backoff_ms, 0);
@@ -932,6 +953,9 @@ json_t *daemon_status_json(struct daemon *d)
 							: s->error  ? "error"
 								    : "waiting"));
 		json_object_set_new(o, "restored", json_boolean(s->restored));
+		json_object_set_new(o, "pulled", json_boolean(s->pulled));
+		if (s->pulled)
+			json_object_set_new(o, "target", json_null());
 		if (!s->cur && s->error)
 			json_object_set_new(o, "error", error_json(s->error));
 		if (s->prev)
@@ -1050,6 +1074,24 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
 	return 1;
 }
 
+int daemon_send_control(struct daemon *d, uint32_t type, const ProtobufCMessage *m)
+{
+	if (!d->sched_ready)
+		return -ENOTCONN;
+	return wire_send(d->sched, type, m, NULL, 0, NULL, NULL);
+}
+
+struct adhoc *daemon_adhoc(struct daemon *d)
+{
+	return d->adhoc;
+}
+
+const struct fetch *daemon_fetch(struct daemon *d, const char *name)
+{
+	struct dset *s = find_set(d, name);
+	return s ? s->cur : NULL;
+}
+
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error)
 {
@@ -1088,8 +1130,10 @@ static void stop(struct daemon *d)
 	d->nsets = 0;
 	peers_free(d->peers);
 	d->peers = NULL;
-	ctl_free(d->ctl);
+	ctl_free(d->ctl); /* cancels its clients' pulls */
 	d->ctl = NULL;
+	adhoc_free(d->adhoc);
+	d->adhoc = NULL;
 	mirror_free(d->mirror);
 	d->mirror = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -1220,6 +1264,7 @@ static int setup(struct daemon *d, char **detail)
 	}
 	if ((rc = load_key(d, detail)) < 0)
 		return rc;
+	d->adhoc = adhoc_new(&d->loop, d, d->cache);
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,

@@ -8,6 +8,7 @@
 #define SYNCBIT_DAEMON_H
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,15 @@ const char *daemon_dataset_name(struct daemon *d, size_t i);
 /* Progress of a dataset: 0 and the counts, or SB_ENOTFOUND. */
 int daemon_progress(struct daemon *d, const char *name, uint64_t *bytes, uint64_t *have,
 		    int *published, const char **error);
+/* Send a control message to the scheduler: 0, or -ENOTCONN while the
+ * agent is not registered with it (agent/adhoc.c). */
+int daemon_send_control(struct daemon *d, uint32_t type, const ProtobufCMessage *m);
+/* The fetch of dataset name's assigned version, or NULL (borrowed until
+ * the loop runs again). */
+struct fetch;
+const struct fetch *daemon_fetch(struct daemon *d, const char *name);
+/* The pulls through this agent (agent/adhoc.h), for agent/ctl.c. */
+struct adhoc *daemon_adhoc(struct daemon *d);
 /* Prometheus text for the peer port's refused handshakes (and the
  * registry mirror's counters). */
 void daemon_listener_metrics(struct daemon *d, struct buf *out);

@@ -204,7 +204,10 @@ static void publish_work(uv_work_t *w)
 {
 	struct publish_job *pj = w->data;
 	struct fetch *f = pj->f;
-	pj->rc = publish_version(f->c, f->m, f->target_root, f->name, &pj->updates, &pj->detail);
+	/* A pulled dataset stays in the cache: each pull publishes it. */
+	if (f->target_root)
+		pj->rc = publish_version(f->c, f->m, f->target_root, f->name, &pj->updates,
+					 &pj->detail);
 }
 
 static void publish_done(uv_work_t *w, int status)
@@ -225,7 +228,11 @@ static void publish_done(uv_work_t *w, int status)
 			fetch_fail(f, rc, "%s", pj->detail ? pj->detail : sb_strerror(rc));
 		} else {
 			f->published = 1;
-			log_info("dataset %s: published %s/%s", f->name, f->target_root, f->name);
+			if (f->target_root)
+				log_info("dataset %s: published %s/%s", f->name, f->target_root,
+					 f->name);
+			else
+				log_info("dataset %s: complete in the cache", f->name);
 			if (f->hooks.done)
 				f->hooks.done(f->hooks.arg, f, 0);
 		}
@@ -254,7 +261,7 @@ static void complete(struct fetch *f)
 		return;
 	}
 	manifest_encode(f->m, &enc, &id);
-	char *target = path_join(f->target_root, f->name);
+	char *target = f->target_root ? path_join(f->target_root, f->name) : xstrdup("");
 	rc = cache_dataset_set(f->c, f->name, f->m->source, target, &id, enc.ptr, enc.len);
 	free(target);
 	buf_close(&enc);
@@ -409,7 +416,7 @@ int fetch_new(uv_loop_t *loop, struct cache *c, const char *name, const char *ta
 	f->loop = loop;
 	f->c = c;
 	f->name = xstrdup(name);
-	f->target_root = xstrdup(target_root);
+	f->target_root = target_root ? xstrdup(target_root) : NULL;
 	memcpy(f->vid, version_id, HASH_LEN);
 	f->m = copy;
 	f->so = *so;

@@ -52,12 +52,14 @@ struct fetch_hooks {
 	void (*wake)(void *arg, struct fetch *f);
 	/* A peer sent bytes that do not match the block's hash. */
 	void (*bad_peer)(void *arg, struct fetch *f, const char *peer, uint32_t b);
-	/* Published at TARGET/NAME (status 0) or failed (fetch_error()). */
+	/* Published at TARGET/NAME, or recorded in the cache without a target
+	 * root (status 0), or failed (fetch_error()). */
 	void (*done)(void *arg, struct fetch *f, int status);
 };
 
 /* Start fetching manifest m (copied; unknown hashes are zero) of version
- * version_id as dataset name, published under target_root/name. */
+ * version_id as dataset name, published under target_root/name (NULL: kept
+ * in the cache only, fetch_published() once it is recorded there). */
 int fetch_new(uv_loop_t *loop, struct cache *c, const char *name, const char *target_root,
 	      const uint8_t *version_id, const Manifest *m, const struct source_options *so,
 	      const struct fetch_hooks *hooks, struct fetch **out);

@@ -175,6 +175,8 @@ static void flush_done(uv_work_t *w, int status)
 	free(parts);
 	for (size_t i = 0; i < p->nflushing; i++)
 		p->flushing[i]->done = rc == 0;
+	if (rc == 0)
+		progress_files_done(&p->prog, p->nflushing);
 	if (rc < 0)
 		set_error(p, rc, "cannot store files in %s: %s", cache_dir(p->c), sb_strerror(rc));
 	p->nflushing = 0;
@@ -705,7 +707,7 @@ static void listed(struct source *src, int status, void *arg)
 		return;
 	}
 	struct source_listing *l = &src->listing;
-	uint64_t to_fetch = 0;
+	uint64_t to_fetch = 0, files_to_fetch = 0;
 	p->nfiles = l->nfiles;
 	p->files = xcalloc(l->nfiles + 1, sizeof *p->files);
 	p->ready = xcalloc(l->nfiles + 1, sizeof *p->ready);
@@ -746,8 +748,10 @@ static void listed(struct source *src, int status, void *arg)
 			}
 		}
 		to_fetch += f->size;
+		files_to_fetch++;
 	}
 	progress_set_total(&p->prog, to_fetch);
+	progress_set_files(&p->prog, files_to_fetch);
 	pump(p);
 	maybe_done(p);
 }

@@ -3,6 +3,8 @@
 #ifndef SYNCBIT_CLI_H
 #define SYNCBIT_CLI_H
 
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "common/config.h"
@@ -88,6 +90,18 @@ int cmd_completion(int argc, char **argv);
 int cmd_man(int argc, char **argv);
 /* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */
 int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait);
+/* pull SOURCE through the local agent (cli/cmd_agent.c). */
+struct cli_agent_pull {
+	const char *source;
+	const char *target; /* absolute, or NULL: into the agent's cache only */
+	uint32_t block_size;
+	int progress; /* progress on stderr */
+};
+#define CLI_NO_AGENT (-1) /* no agent answers (or one too old): pull standalone */
+/* EXIT_OK with *result (the pull's JSON summary, the caller's), EXIT_FAIL
+ * with *error (heap, one line), or CLI_NO_AGENT (said at info level). */
+int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull *rq,
+			  json_t **result, char **error);
 
 /* The flag tables (in the files of their commands). */
 extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys[],

@@ -2,6 +2,7 @@
  * socket: status, ready NAME, pull NAME. */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "common/err.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
+#include "common/path.h"
 #include "common/progress.h"
 
 #define AGENT_REPLY_MAX (16u << 20)
@@ -574,4 +576,77 @@ int cli_pull_agent(const struct config *cfg, const char *name, int json, int wai
 	json_decref(o);
 	free(sock);
 	return result;
+}
+
+/* pull SOURCE through the local agent (agent/adhoc.h): the agent, its
+ * peers and the scheduler's origin plan serve it, and it publishes into
+ * target, which is made here first as the user who asks (the agent
+ * publishes only into a directory that user owns). */
+int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull *rq,
+			  json_t **result, char **error)
+{
+	char *sock = socket_path(cfg), *dir = NULL;
+	struct agent_conn a;
+	struct progress prog;
+	int rc = agent_connect(sock, &a), answered = 0;
+	*result = NULL;
+	*error = NULL;
+	if (rc < 0) {
+		log_info("no agent answers at %s (%s): pulling standalone", sock, sb_strerror(rc));
+		free(sock);
+		return CLI_NO_AGENT;
+	}
+	if (rq->target) {
+		if ((rc = path_mkdirs(rq->target, 0755)) < 0 || !(dir = realpath(rq->target, NULL))) {
+			*error = xasprintf("%s: %s", rq->target,
+					   sb_strerror(rc < 0 ? rc : -errno));
+			agent_close(&a);
+			free(sock);
+			return EXIT_FAIL;
+		}
+	}
+	json_t *req = json_pack("{s:s, s:s, s:I}", "op", "pull", "source", rq->source,
+				"block_size", (json_int_t)rq->block_size);
+	json_object_set_new(req, "target", dir ? json_string(dir) : json_null());
+	progress_init(&prog, "pull", 0, rq->progress);
+	uint64_t shown = 0;
+	json_t *o = NULL;
+	rc = agent_send(&a, req);
+	while (rc == 0 && (rc = agent_recv(&a, &o)) == 0) {
+		answered = 1;
+		if (!json_is_true(json_object_get(o, "progress")))
+			break;
+		uint64_t have = (uint64_t)json_integer_value(json_object_get(o, "bytes_have"));
+		progress_set_total(&prog, (uint64_t)json_integer_value(json_object_get(o, "bytes")));
+		if (have > shown) {
+			progress_add(&prog, have - shown);
+			shown = have;
+		}
+		json_decref(o);
+		o = NULL;
+	}
+	progress_close(&prog);
+	agent_close(&a);
+	const char *err = json_string_value(json_object_get(o, "error"));
+	int status = EXIT_FAIL;
+	if (rc < 0) {
+		*error = xasprintf("the agent at %s: %s", sock, sb_strerror(rc));
+	} else if (err && !strcmp(err, "unknown request")) {
+		log_info("the agent at %s cannot pull sources (an older version): pulling "
+			 "standalone",
+			 sock);
+		status = CLI_NO_AGENT;
+	} else if (err) {
+		*error = xstrdup(err);
+	} else if (json_is_object(json_object_get(o, "result"))) {
+		*result = json_incref(json_object_get(o, "result"));
+		status = EXIT_OK;
+	} else {
+		*error = xasprintf("the agent at %s answered %s", sock,
+				   answered ? "something else" : "nothing");
+	}
+	json_decref(o);
+	free(dir);
+	free(sock);
+	return status;
 }

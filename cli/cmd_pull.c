@@ -28,7 +28,12 @@ const struct config_key cli_pull_keys[] = {
     {"cache-size", "0", 0, "evict unpinned objects above this size (0: no limit)", "SIZE", 0},
     {"retries", "5", 0, "retries per request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
-    {"socket", NULL, 0, "pull NAME: the local agent's unix socket", "PATH", 0},
+    {"socket", NULL, 0,
+     "the local agent's unix socket (default DATA/agent.sock): pull NAME waits for it, pull "
+     "SOURCE goes through it when it answers",
+     "PATH", 0},
+    {"standalone", "false", 1,
+     "pull SOURCE in this process, not through the local agent", NULL, 0},
     {"no-wait", "false", 1, "pull NAME: report the state and return", NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
@@ -62,13 +67,39 @@ static void print_json(const struct pull_result *r, const char *target)
 
 static void print_human(const struct pull_result *r, const char *target)
 {
-	char b[32], x[32], z[32];
-	printf("pulled %llu %s, %s (%s from source, %s reused) %s%s in %.2fs\n",
+	char b[32], x[32], y[32], z[32], peers[64] = "";
+	if (r->bytes_from_peers)
+		snprintf(peers, sizeof peers, ", %s from peers",
+			 progress_fmt_bytes(r->bytes_from_peers, y, sizeof y));
+	printf("pulled %llu %s, %s (%s from source%s, %s reused) %s%s in %.2fs\n",
 	       (unsigned long long)r->files, progress_noun(r->files, "file", "files"),
 	       progress_fmt_bytes(r->bytes, b, sizeof b),
-	       progress_fmt_bytes(r->bytes_from_source, x, sizeof x),
+	       progress_fmt_bytes(r->bytes_from_source, x, sizeof x), peers,
 	       progress_fmt_bytes(r->bytes_reused, z, sizeof z),
 	       target ? "into " : "into the cache", target ? target : "", r->seconds);
+}
+
+static uint64_t json_u64(const json_t *o, const char *key)
+{
+	json_int_t v = json_integer_value(json_object_get(o, key));
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+/* The summary the agent sent, as a standalone pull's result. */
+static void result_from_json(const json_t *o, struct pull_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->source = xstrdup(json_string_value(json_object_get(o, "source")) ?: "");
+	r->files = json_u64(o, "files");
+	r->bytes = json_u64(o, "bytes");
+	r->bytes_from_source = json_u64(o, "bytes_from_source");
+	r->bytes_from_peers = json_u64(o, "bytes_from_peers");
+	r->bytes_reused = json_u64(o, "bytes_reused");
+	r->bytes_read = json_u64(o, "bytes_read");
+	r->seconds = json_number_value(json_object_get(o, "seconds"));
+	const char *hex = json_string_value(json_object_get(o, "manifest"));
+	if (hex)
+		hash_from_hex(hex, &r->manifest_id);
 }
 
 /* The error of a pull, naming the source once: most errors start with it
@@ -81,6 +112,32 @@ static void pull_error(const char *arg, const char *source, const char *error)
 		cli_error("pull %s", error);
 	else
 		cli_error("pull %s: %s", arg, error);
+}
+
+/* pull SOURCE through the local agent when one answers: an exit status, or
+ * CLI_NO_AGENT. */
+static int pull_through_agent(const struct config *cfg, const char *arg, const char *source,
+			      const char *target, uint32_t bs, int json, int quiet)
+{
+	struct cli_agent_pull ap = {
+	    .source = source, .target = target, .block_size = bs, .progress = !quiet};
+	json_t *res = NULL;
+	char *why = NULL;
+	int rc = cli_pull_source_agent(cfg, &ap, &res, &why);
+	if (rc == EXIT_OK) {
+		struct pull_result r;
+		result_from_json(res, &r);
+		if (json)
+			print_json(&r, target);
+		else if (!quiet)
+			print_human(&r, target);
+		pull_result_close(&r);
+	} else if (rc != CLI_NO_AGENT) {
+		pull_error(arg, source, why);
+	}
+	json_decref(res);
+	free(why);
+	return rc;
 }
 
 /* A dataset NAME rather than a SOURCE: no scheme, no '/', and not a file
@@ -146,6 +203,14 @@ int cmd_pull(int argc, char **argv)
 	data = cli_data_dir(&cfg);
 	if (config_get(&cfg, "to"))
 		target = cli_abs_path(config_get(&cfg, "to"));
+	int standalone = 0;
+	config_get_bool(&cfg, "standalone", &standalone);
+	if (!standalone && layout.kind == LAYOUT_PLAIN) {
+		rc = pull_through_agent(&cfg, pos[0], source ? source : pos[0], target,
+					(uint32_t)bs, json, quiet);
+		if (rc != CLI_NO_AGENT)
+			goto out;
+	}
 	rc = EXIT_FAIL;
 	int err = cache_open(data, cache_size, &c);
 	if (err < 0) {
@@ -157,7 +222,7 @@ int cmd_pull(int argc, char **argv)
 	    .target = target,
 	    .name = config_get(&cfg, "name"),
 	    .block_size = (uint32_t)bs,
-	    .progress = !json && !quiet,
+	    .progress = !quiet, /* plain lines on stderr when it is not a TTY, --json too */
 	};
 	o.src = so;
 	o.src.jobs = (int)jobs;

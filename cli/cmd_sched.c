@@ -10,8 +10,17 @@
 const struct config_key cli_scheduler_keys[] = {
     CLI_SERVICE_COMMON_KEYS,
     {"listen", "0.0.0.0:7400", 0, "address for agents and admin commands", "HOST:PORT", 0},
-    {"http", NULL, 0, "address for /healthz, /api/v1/... and /metrics", "HOST:PORT", 0},
+    {"http", NULL, 0, "address for /healthz, /api/v1/..., /metrics and the page on /", "HOST:PORT",
+     0},
+    {"http-token-file", NULL, 0,
+     "require \"Authorization: Bearer TOKEN\" on /api/v1/... (the page asks for it); TOKEN is "
+     "the line in FILE (mode 0600)",
+     "FILE", 0},
     {"refresh", "300", 0, "seconds between re-listings of every source (0: never)", "SECONDS", 0},
+    {"pull-linger", "600", 0,
+     "a dataset made for pulls through agents goes once every node that pulled it has had it "
+     "this long with no new pull",
+     "SECONDS", 0},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},
     {"kubeconfig", NULL, 0,
      "label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
@@ -39,7 +48,7 @@ int cmd_scheduler(int argc, char **argv)
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, no_encrypt = 0, taint = 0;
-	uint64_t refresh, heartbeat, retries, stall;
+	uint64_t refresh, heartbeat, retries, stall, linger;
 	char *data = NULL, *detail = NULL;
 	if ((rc = cli_parse(&cfg, "scheduler", argc, argv, &pos, &npos)))
 		goto out;
@@ -51,6 +60,7 @@ int cmd_scheduler(int argc, char **argv)
 	}
 	if (config_get_u64(&cfg, "refresh", 0, 30 * 86400, &refresh) < 0 ||
 	    config_get_u64(&cfg, "heartbeat-ms", 100, 60000, &heartbeat) < 0 ||
+	    config_get_u64(&cfg, "pull-linger", 0, 30 * 86400, &linger) < 0 ||
 	    config_get_u64(&cfg, "retries", 0, 100, &retries) < 0 ||
 	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0 ||
 	    config_get_bool(&cfg, "no-encrypt", &no_encrypt) < 0 ||
@@ -63,7 +73,9 @@ int cmd_scheduler(int argc, char **argv)
 	    .listen = config_get(&cfg, "listen"),
 	    .data = data,
 	    .http = config_get(&cfg, "http"),
+	    .http_token_file = config_get(&cfg, "http-token-file"),
 	    .refresh_s = (unsigned)refresh,
+	    .pull_linger_ms = linger * 1000,
 	    .heartbeat_ms = (unsigned)heartbeat,
 	    .encrypt = !no_encrypt,
 	    .kubeconfig = config_get(&cfg, "kubeconfig"),

@@ -510,7 +510,9 @@ int cmd_sync(int argc, char **argv)
 	so.schedules = schedules;
 	so.arg = &json;
 	so.triton_url = config_get(&cfg, "triton-url");
-	so.pull.progress = so.once && !json && isatty(2);
+	/* A bar for one run on a terminal; plain lines every few seconds on
+	 * anything else (a sidecar's log), --json or not. */
+	so.pull.progress = isatty(2) ? so.once && !json : 1;
 	target = sync_oci_is_dest(dst) ? xstrdup(dst) : cli_abs_path(dst);
 	so.source = src_with ? src_with : src;
 	so.target = target;

@@ -17,10 +17,10 @@
 const struct cli_cmd cli_commands[] = {
     {"pull",
      "pull SOURCE [-o|--to DIR] [--data DIR] [--json] [-j|--jobs N] [--block-size SIZE] "
-     "[--cache-size SIZE] [-q]\n"
+     "[--cache-size SIZE] [-q] [--socket PATH] [--standalone]\n"
      "  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
-     "copy a source into DIR through the local cache, or wait for dataset NAME from the "
-     "local agent",
+     "copy a source into DIR (through the local agent when one runs, else through the "
+     "local cache), or wait for dataset NAME from the local agent",
      cli_pull_keys, cmd_pull},
     {"sync",
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "

@@ -132,6 +132,8 @@ static const char *status_text(int status)
 		return "Partial Content";
 	case 400:
 		return "Bad Request";
+	case 401:
+		return "Unauthorized";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -373,6 +375,12 @@ const char *httpd_request_range(const struct httpd_request *req)
 {
 	const struct hconn *c = request_conn(req);
 	return c->q.range_len && !c->q.range_bad ? c->q.range : NULL;
+}
+
+const char *httpd_request_authorization(const struct httpd_request *req)
+{
+	const struct hconn *c = request_conn(req);
+	return c->q.auth_len && !c->q.auth_bad ? c->q.auth : NULL;
 }
 
 void httpd_respond(struct httpd_request *req, struct httpd_response *resp)

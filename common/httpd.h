@@ -23,6 +23,7 @@
 #define HTTPD_CONN_MAX	     256	 /* connections served at once */
 #define HTTPD_SENDFILE_CHUNK (8u << 20)	 /* file bytes per pool job; the write timeout restarts */
 #define HTTPD_RANGE_MAX	     256	 /* longest Range header kept */
+#define HTTPD_AUTH_MAX	     512	 /* longest Authorization header kept */
 
 /* Connections without a whole request yet, per source address and overall;
  * the request must be in within HTTPD_HEADER_MS, or HTTPD_HEADER_BUSY_MS
@@ -105,6 +106,9 @@ int httpd_request_head(const struct httpd_request *req);
 const char *httpd_request_path(const struct httpd_request *req);
 const char *httpd_request_query(const struct httpd_request *req);
 const char *httpd_request_range(const struct httpd_request *req);
+/* Its Authorization header, NULL when none, repeated or longer than
+ * HTTPD_AUTH_MAX. */
+const char *httpd_request_authorization(const struct httpd_request *req);
 /* Answer req, taking what resp holds (resp is set up again). A request
  * not answered within HTTPD_TIMEOUT_MS gets 503 meanwhile, and a client
  * may leave before the answer: then the answer is only freed. Every
@@ -121,13 +125,13 @@ int httpd_parse_range(const char *hdr, uint64_t size, uint64_t *off, uint64_t *l
 
 /* What the server makes of the bytes of a request, read chunk bytes at a
  * time as from a connection (0: all at once): 0 with out filled as a route
- * would see the request (strings on the heap, Range NULL when absent or
- * ignored), the status it would refuse the request with before routing
+ * would see the request (strings on the heap, Range and Authorization
+ * NULL when absent or ignored), the status it would refuse the request with before routing
  * (400, 405, 431), or -1 when the bytes end before the head of the request
  * does. For tests; free out with httpd_parsed_close. */
 struct httpd_parsed {
 	int head; /* HEAD (1) or GET (0) */
-	char *path, *query, *range;
+	char *path, *query, *range, *authorization;
 };
 int httpd_parse_request(const void *data, size_t len, size_t chunk, struct httpd_parsed *out);
 void httpd_parsed_close(struct httpd_parsed *p);

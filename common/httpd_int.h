@@ -19,19 +19,22 @@ struct httpd_request {
 };
 
 /* What the bytes of a request came to so far: the request line and the
- * header fields kept (Range). */
+ * header fields kept (Range, Authorization). */
 struct hreq {
 	http_parser parser;
 	struct buf url;
 	size_t nread;
 	int headers_done; /* the request line and headers are in */
-	/* Header fields kept: the one being parsed, Range. */
+	/* Header fields kept: the one being parsed, Range, Authorization. */
 	char field[HTTPD_FIELD_MAX + 1];
 	size_t field_len;
-	int in_value, value_is_range;
+	int in_value, value_is_range, value_is_auth;
 	char range[HTTPD_RANGE_MAX + 1];
 	size_t range_len;
 	int range_bad; /* too long: ignored */
+	char auth[HTTPD_AUTH_MAX + 1];
+	size_t auth_len;
+	int auth_bad; /* too long or repeated: none */
 };
 
 void httpd_hreq_init(struct hreq *q);

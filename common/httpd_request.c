@@ -29,6 +29,19 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 		q->value_is_range = !strcasecmp(q->field, "range");
 		if (q->value_is_range && q->range_len) /* a second Range: ignore both */
 			q->range_bad = 1;
+		q->value_is_auth = !strcasecmp(q->field, "authorization");
+		if (q->value_is_auth && q->auth_len) /* a second one: none */
+			q->auth_bad = 1;
+	}
+	if (q->value_is_auth) {
+		if (len > HTTPD_AUTH_MAX - q->auth_len) {
+			q->auth_bad = 1;
+			return 0;
+		}
+		memcpy(q->auth + q->auth_len, at, len);
+		q->auth_len += len;
+		q->auth[q->auth_len] = '\0';
+		return 0;
 	}
 	if (!q->value_is_range)
 		return 0;
@@ -143,6 +156,7 @@ int httpd_parse_request(const void *data, size_t len, size_t chunk, struct httpd
 		out->path = req.path;
 		out->query = req.query;
 		out->range = q.range_len && !q.range_bad ? xstrdup(q.range) : NULL;
+		out->authorization = q.auth_len && !q.auth_bad ? xstrdup(q.auth) : NULL;
 	}
 	buf_close(&q.url);
 	return status;
@@ -153,6 +167,7 @@ void httpd_parsed_close(struct httpd_parsed *p)
 	free(p->path);
 	free(p->query);
 	free(p->range);
+	free(p->authorization);
 	memset(p, 0, sizeof *p);
 }
 

@@ -15,7 +15,7 @@
 /* A bar appears only for operations that last long enough to be watched. */
 #define PROGRESS_TTY_DELAY_NS	  NS_PER_SEC
 #define PROGRESS_TTY_INTERVAL_NS  (NS_PER_SEC / 10)
-#define PROGRESS_LINE_INTERVAL_NS (5 * NS_PER_SEC)
+#define PROGRESS_LINE_INTERVAL_NS (PROGRESS_LINE_SECONDS * NS_PER_SEC)
 /* Rate samples closer than this are too noisy to use. */
 #define PROGRESS_SAMPLE_NS (NS_PER_SEC / 4)
 /* Time constant of the rate average: long enough to hide bursts, short
@@ -90,6 +90,16 @@ void progress_set_total(struct progress *p, uint64_t total)
 	p->total = total;
 }
 
+void progress_set_files(struct progress *p, uint64_t total)
+{
+	p->files_total = total;
+}
+
+void progress_files_done(struct progress *p, uint64_t n)
+{
+	p->files += n;
+}
+
 static void progress_sample(struct progress *p, uint64_t now)
 {
 	double dt, inst, alpha;
@@ -117,6 +127,10 @@ static void progress_stats(const struct progress *p, int with_percent, struct bu
 {
 	char s1[32], s2[32];
 
+	if (p->files_total && with_percent)
+		buf_printf(b, "%llu/%llu %s, ", (unsigned long long)p->files,
+			   (unsigned long long)p->files_total,
+			   progress_noun(p->files_total, "file", "files"));
 	buf_append_str(b, progress_fmt_bytes(p->done, s1, sizeof s1));
 	if (p->total) {
 		progress_fmt_bytes(p->total, s2, sizeof s2);

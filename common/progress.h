@@ -6,10 +6,13 @@
 
 #include <stdint.h>
 
+#define PROGRESS_LINE_SECONDS 5
+
 struct progress {
 	char *label;
 	uint64_t total; /* 0 if unknown */
 	uint64_t done;
+	uint64_t files, files_total; /* files done of files_total; 0: not counted */
 	uint64_t start_ns;
 	uint64_t last_draw_ns;
 	uint64_t rate_ns;   /* time of the last rate sample */
@@ -24,7 +27,11 @@ struct progress {
 /* enabled = 0 silences it entirely (e.g. --json or --quiet). */
 void progress_init(struct progress *p, const char *label, uint64_t total, int enabled);
 void progress_set_total(struct progress *p, uint64_t total);
-/* Add n bytes done; redraws at most 10 times a second (TTY) or every 5 s. */
+/* Count files too: lines then start "3/10 files, ". */
+void progress_set_files(struct progress *p, uint64_t total);
+void progress_files_done(struct progress *p, uint64_t n);
+/* Add n bytes done; redraws at most 10 times a second (TTY), or prints a
+ * plain line every PROGRESS_LINE_SECONDS (not a TTY: logs, CI, sidecars). */
 void progress_add(struct progress *p, uint64_t n);
 /* Final line and release. The final line is printed only when a bar or a
  * periodic line was shown before, so short operations stay silent. */

@@ -9,6 +9,8 @@
 #include "common/httpd.h"
 #include "common/log.h"
 #include "common/uri.h"
+#include "common/version.h"
+#include "scheduler/web.h"
 
 /* Sums of what the assigned nodes reported of a dataset's current version. */
 struct totals {
@@ -203,10 +205,10 @@ json_t *api_status(struct sched *s, const char *only)
 	}
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		connected += s->cluster.nodes[i]->conn != NULL;
-	return json_pack("{s:o, s:{s:I, s:I}, s:I, s:I}", "datasets", a, "nodes", "total",
+	return json_pack("{s:o, s:{s:I, s:I}, s:I, s:I, s:s}", "datasets", a, "nodes", "total",
 			 (json_int_t)s->cluster.nnodes, "connected", (json_int_t)connected,
 			 "origin_bytes", (json_int_t)origin, "bytes_delivered",
-			 (json_int_t)delivered);
+			 (json_int_t)delivered, "scheduler_version", SYNCBIT_VERSION);
 }
 
 /* ---- metrics --------------------------------------------------------------- */
@@ -288,6 +290,7 @@ static void send_json(struct httpd_response *r, json_t *doc)
 {
 	char *text = jsonfmt_dumps(doc);
 	r->content_type = "application/json";
+	buf_append_str(&r->headers, "X-Content-Type-Options: nosniff\r\n");
 	buf_append_str(&r->body, text);
 	buf_append_str(&r->body, "\n");
 	free(text);
@@ -299,19 +302,27 @@ static void get_healthz(void *arg, const char *path, const char *query, struct h
 	buf_append_str(&r->body, "ok\n");
 }
 
-static void get_datasets(void *arg, const char *path, const char *query, struct httpd_response *r)
+/* /api/v1/...: with --http-token-file, only for "Authorization: Bearer
+ * TOKEN" (the page on / asks for it). Answered at once. */
+static void get_api(void *arg, struct httpd_request *req)
 {
-	send_json(r, api_datasets(arg));
-}
-
-static void get_nodes(void *arg, const char *path, const char *query, struct httpd_response *r)
-{
-	send_json(r, api_nodes(arg));
-}
-
-static void get_status(void *arg, const char *path, const char *query, struct httpd_response *r)
-{
-	send_json(r, api_status(arg, NULL));
+	struct sched *s = arg;
+	const char *path = httpd_request_path(req);
+	struct httpd_response r;
+	httpd_response_init(&r);
+	if (s->http_token && !web_authorized(s->http_token, httpd_request_authorization(req))) {
+		web_unauthorized(&r);
+	} else if (!strcmp(path, "/api/v1/datasets")) {
+		send_json(&r, api_datasets(s));
+	} else if (!strcmp(path, "/api/v1/nodes")) {
+		send_json(&r, api_nodes(s));
+	} else if (!strcmp(path, "/api/v1/status")) {
+		send_json(&r, api_status(s, NULL));
+	} else {
+		r.status = 404;
+		buf_append_str(&r.body, "not found\n");
+	}
+	httpd_respond(req, &r);
 }
 
 static void get_metrics(void *arg, const char *path, const char *query, struct httpd_response *r)
@@ -323,20 +334,29 @@ static void get_metrics(void *arg, const char *path, const char *query, struct h
 int api_start(struct sched *s, char **detail)
 {
 	const struct httpd_route routes[] = {
-	    {"/healthz", get_healthz, s},    {"/api/v1/datasets", get_datasets, s},
-	    {"/api/v1/nodes", get_nodes, s}, {"/api/v1/status", get_status, s},
-	    {"/metrics", get_metrics, s},
+	    {"/healthz", get_healthz, s}, {"/metrics", get_metrics, s}, {"/", web_get, NULL},
+	    {"/app.js", web_get, NULL},	  {"/app.css", web_get, NULL},
 	};
-	int rc =
-	    httpd_start(&s->loop, s->o->http, routes, sizeof routes / sizeof routes[0], &s->http);
+	const char *tf = s->o->http_token_file;
+	int rc = tf && tf[0] ? web_token_load(tf, &s->http_token, detail) : 0;
 	if (rc < 0)
+		return rc;
+	rc = httpd_start(&s->loop, s->o->http, routes, sizeof routes / sizeof routes[0], &s->http);
+	if (rc < 0) {
 		*detail = xasprintf("--http %s: %s", s->o->http,
 				    rc == SB_EURI ? "expected HOST:PORT" : sb_strerror(rc));
-	return rc;
+		return rc;
+	}
+	httpd_route_prefix(s->http, "/api/", get_api, s);
+	return 0;
 }
 
 void api_stop(struct sched *s)
 {
 	httpd_stop(s->http);
 	s->http = NULL;
+	if (s->http_token)
+		sodium_memzero(s->http_token, strlen(s->http_token));
+	free(s->http_token);
+	s->http_token = NULL;
 }

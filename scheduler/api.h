@@ -1,8 +1,9 @@
 /* What the scheduler shows: JSON documents of datasets, nodes and transfer
  * status (the admin protocol's replies and the HTTP API carry the same
  * documents), Prometheus metrics, and the HTTP routes (--http): /healthz,
- * /api/v1/datasets, /api/v1/nodes, /api/v1/status, /metrics. Loop thread
- * only. */
+ * /api/v1/datasets, /api/v1/nodes, /api/v1/status (behind a bearer token
+ * with --http-token-file), /metrics, and the page on / (scheduler/web.h).
+ * Loop thread only. */
 #ifndef SYNCBIT_API_H
 #define SYNCBIT_API_H
 
@@ -25,7 +26,8 @@ json_t *api_status(struct sched *s, const char *only);
 /* Prometheus text exposition, appended to out. */
 void api_metrics(struct sched *s, struct buf *out);
 
-/* Serve the routes on o->http. 0, or a negative error with *detail. */
+/* Serve the routes on o->http (reading o->http_token_file first, when
+ * given). 0, or a negative error with *detail. */
 int api_start(struct sched *s, char **detail);
 void api_stop(struct sched *s);
 

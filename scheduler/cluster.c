@@ -118,6 +118,8 @@ const struct cluster_report *cluster_node_report_of(const struct cluster_node *n
 
 int cluster_assigned(const struct cluster_dataset *d, const struct cluster_node *n)
 {
+	if (d->pulled)
+		return cluster_pulled_by(d, n->name);
 	return assign_selector_match(d->selector, d->nselector, n->labels, n->nlabels);
 }
 
@@ -449,7 +451,7 @@ struct cluster_version *cluster_version_add(struct cluster *c, struct sched_vers
 	return version_insert(c, v);
 }
 
-static void dataset_save(struct cluster *c, const struct cluster_dataset *d)
+void cluster_dataset_save(struct cluster *c, const struct cluster_dataset *d)
 {
 	Syncbit__Admin def;
 	Syncbit__Label *store;
@@ -461,6 +463,9 @@ static void dataset_save(struct cluster *c, const struct cluster_dataset *d)
 	def.selector = labels_to_wire(d->selector, d->nselector, &store);
 	def.n_selector = d->nselector;
 	def.block_size = d->block_size;
+	def.pulled = d->pulled;
+	def.pulled_by = d->pulled_by;
+	def.n_pulled_by = d->npulled_by;
 	if (state_put_dataset(c->state, d->name, d->current ? &d->current->v->id : &none, &def) < 0)
 		log_error("dataset %s: cannot save its record", d->name);
 	free(def.selector);
@@ -473,6 +478,7 @@ static void dataset_free(struct cluster_dataset *d)
 	free(d->name);
 	free(d->source);
 	labels_free(d->selector, d->nselector);
+	cluster_pulled_clear(d);
 	free(d);
 }
 
@@ -520,7 +526,7 @@ struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name,
 	if (!d)
 		d = dataset_new(c, name);
 	dataset_define(d, source, sel, nsel, block_size, cv);
-	dataset_save(c, d);
+	cluster_dataset_save(c, d);
 	cluster_gc(c);
 	return d;
 }
@@ -709,6 +715,10 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 	dataset_define(d, def->source ? def->source : "", sel, def->n_selector, def->block_size,
 		       cv);
 	labels_free(sel, def->n_selector);
+	d->pulled = def->pulled;
+	for (size_t i = 0; d->pulled && i < def->n_pulled_by; i++)
+		if (cluster_check_name(def->pulled_by[i]) == 0)
+			cluster_pulled_add(d, def->pulled_by[i]);
 	return 0;
 }
 

@@ -100,6 +100,12 @@ struct cluster_dataset {
 	uint64_t generation; /* bumped by every change of definition */
 	int listing;	     /* a refresh listing is in flight */
 	char *error;	     /* why the last refresh failed, or NULL */
+	/* Made for pulls through agents (scheduler/pull.c): it goes to the
+	 * nodes in pulled_by, whatever the selector (saved). */
+	int pulled;
+	char **pulled_by;
+	size_t npulled_by;
+	uint64_t pulled_at_ms; /* loop time of the last pull of it (not saved) */
 };
 
 struct cluster {
@@ -152,7 +158,8 @@ void cluster_node_flush(struct cluster *c, struct cluster_node *n);
 const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,
 						    const struct hash_id *version);
 
-/* 1 when dataset d goes to node n (its selector matches n's labels). */
+/* 1 when dataset d goes to node n: its selector matches n's labels, or,
+ * for a pulled dataset, n asked for it. */
 int cluster_assigned(const struct cluster_dataset *d, const struct cluster_node *n);
 /* The connected nodes holding version cv through any dataset, sorted by
  * name. Heap array (free it), *n set. */
@@ -167,6 +174,14 @@ struct cluster_version *cluster_version_add(struct cluster *c, struct sched_vers
 struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct cluster_version *cv);
+/* Make d a pulled dataset that goes to node too (saved; scheduler/
+ * cluster_pull.c). A dataset defined by `dataset add` is never changed. */
+void cluster_dataset_pulled_by(struct cluster *c, struct cluster_dataset *d, const char *node);
+/* 1 when node is among the nodes that pulled d. */
+int cluster_pulled_by(const struct cluster_dataset *d, const char *node);
+/* A pulled dataset becomes an ordinary one (a `dataset add --replace` of its
+ * name): its nodes come from its selector again (saved). */
+void cluster_dataset_unpull(struct cluster *c, struct cluster_dataset *d);
 /* Forget a dataset (saved). Returns 0 or SB_ENOTFOUND. */
 int cluster_dataset_remove(struct cluster *c, const char *name);
 /* Forget a node that is not connected: its record, its reports and its

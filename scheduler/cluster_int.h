@@ -1,10 +1,18 @@
 /* Internal to the cluster model: scheduler/cluster.c (nodes, datasets,
- * versions, state) and scheduler/cluster_plan.c (origin plans and the
- * readers that hashes are taken from). Loop thread only. */
+ * versions, state), scheduler/cluster_plan.c (origin plans and the
+ * readers that hashes are taken from) and scheduler/cluster_pull.c (the
+ * nodes of pulled datasets). Loop thread only. */
 #ifndef SYNCBIT_CLUSTER_INT_H
 #define SYNCBIT_CLUSTER_INT_H
 
 #include "scheduler/cluster.h"
+
+/* Save d's definition (scheduler/cluster_pull.c changes pulled ones). */
+void cluster_dataset_save(struct cluster *c, const struct cluster_dataset *d);
+/* Add node to d's pulled_by (not saved). */
+void cluster_pulled_add(struct cluster_dataset *d, const char *node);
+/* Forget d's pulled_by, not saved (d is being freed). */
+void cluster_pulled_clear(struct cluster_dataset *d);
 
 /* Forget cv's plan / its readers (the version is going away, or replanned). */
 void cluster_plan_clear(struct cluster_version *cv);

@@ -16,6 +16,7 @@
 #include "scheduler/api.h"
 #include "scheduler/kube_sched.h"
 #include "scheduler/listing.h"
+#include "scheduler/pull.h"
 #include "scheduler/server.h"
 
 /* A refresh listing of one dataset; dropped when the dataset changed
@@ -25,9 +26,9 @@ struct refresh {
 	uint64_t generation;
 };
 
-struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
-					    const struct assign_label *sel, size_t nsel,
-					    uint32_t block_size, struct sched_version *v)
+struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
+					  const struct assign_label *sel, size_t nsel,
+					  uint32_t block_size, struct sched_version *v)
 {
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
 	struct cluster_version *cur = d ? d->current : NULL, *cv;
@@ -46,6 +47,14 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 	}
 	d = cluster_dataset_set(&s->cluster, name, src, sel, nsel, block_size, cv);
 	free(src);
+	return d;
+}
+
+struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct sched_version *v)
+{
+	struct cluster_dataset *d = sched_set_version(s, name, source, sel, nsel, block_size, v);
 	server_sync(s);
 	return d;
 }
@@ -104,6 +113,7 @@ static void refresh_all(uv_timer_t *t)
 static void liveness(uv_timer_t *t)
 {
 	server_check_liveness(t->data);
+	pull_expire(t->data);
 }
 
 static void flush(uv_timer_t *t)

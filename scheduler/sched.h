@@ -23,8 +23,11 @@ struct sched_options {
 	const char *listen; /* host:port for agents and the CLI */
 	const char *data;   /* DATA: join-token and sched/ */
 	const char *http;   /* host:port for the HTTP API, or NULL */
+	/* The file of the token /api/ requires, or NULL: none. */
+	const char *http_token_file;
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
+	uint64_t pull_linger_ms; /* pulled datasets stay this long after the last pull */
 	int encrypt;
 	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
 	int taint_until_ready;
@@ -44,6 +47,7 @@ struct sched {
 	struct secure_keypair key; /* its static key, DATA/SCHED_KEY_FILE */
 	struct conn_listener *listener;
 	struct httpd *http;
+	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
@@ -72,5 +76,10 @@ void sched_close(struct sched *s);
 struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, const char *source,
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct sched_version *v);
+/* The same without telling the nodes: the caller changes more, then calls
+ * server_sync(). */
+struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
+					  const struct assign_label *sel, size_t nsel,
+					  uint32_t block_size, struct sched_version *v);
 
 #endif

@@ -12,6 +12,7 @@
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/wire.h"
+#include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
 
@@ -50,6 +51,16 @@ void server_send_msg(struct sched_client *cl, uint32_t type, const ProtobufCMess
 	int rc = wire_send(cl->conn, type, m, NULL, 0, NULL, NULL);
 	if (rc < 0)
 		log_debug("%s: cannot send message %u: %s", peer_name(cl), type, sb_strerror(rc));
+}
+
+void server_send(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m)
+{
+	server_send_msg(cl, type, m);
+}
+
+struct cluster_node *server_client_node(const struct sched_client *cl)
+{
+	return cl->node;
 }
 
 static void send_error(struct sched_client *cl, int code, const char *message)
@@ -319,11 +330,18 @@ static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 	return admin_handle(cl->s, cl, body, len);
 }
 
+static int h_pull(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+{
+	struct sched_client *cl = ctx;
+	return cl->node ? pull_handle(cl->s, cl, body, len) : SB_EPROTO;
+}
+
 static const struct frame_handler dispatch[] = {
     {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, 0, h_register},
     {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, 0, h_heartbeat},
     {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, 0, h_ingested},
     {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, 0, h_admin},
+    {SYNCBIT__MSG_TYPE__MSG_PULL, SERVER_ADMIN_MAX, 0, h_pull},
 };
 
 /* ---- connections ----------------------------------------------------------- */

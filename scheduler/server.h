@@ -47,6 +47,11 @@ void server_client_release(struct sched_client *cl);
  * gone. */
 void server_reply(struct sched_client *cl, int code, const char *message, json_t *json);
 
+/* The node a control connection registered as, or NULL. */
+struct cluster_node *server_client_node(const struct sched_client *cl);
+/* Send a message on cl's connection (nothing once it is closed). */
+void server_send(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m);
+
 /* scheduler/admin.c: handle one Admin message. A negative return closes
  * the connection (malformed message). */
 int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);

@@ -89,6 +89,7 @@ static void send_assign(struct sched *s, struct sched_client *cl, struct cluster
 	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers);
 	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin);
 	m.reason = cv->reason;
+	m.pulled = d->pulled;
 	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
 		log_error("dataset %s: its manifest is too large to send", d->name);
 	else

@@ -6,8 +6,9 @@
 #   deps.sh image   the build set plus skopeo, for `make image`
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, containerd and runc,
-#                   awscli, s3rver from npm, kubectl, python3-yaml, clang for
-#                   the sanitizer runtime …); the default
+#                   awscli, s3rver from npm, kubectl, python3-yaml, chromium
+#                   for the scheduler page's test, clang for the sanitizer
+#                   runtime …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -16,7 +17,7 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl containerd runc python3-yaml)
+      awscli docker-registry skopeo openssl containerd runc python3-yaml chromium)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
 image) pkgs=("${build[@]}" skopeo) ;;

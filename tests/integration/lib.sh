@@ -63,6 +63,7 @@ free_port() {
 }
 
 # Start nginx serving $1 on a free loopback port; sets NGINX_PORT.
+# NGINX_RATE (e.g. 4m) limits each connection to that many bytes a second.
 start_nginx() {
 	local root=$1 d="$T/nginx"
 	mkdir -p "$d/logs" "$d/tmp"
@@ -78,7 +79,7 @@ http {
 	client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
 	uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
 	sendfile on; tcp_nopush on;
-	server { listen 127.0.0.1:$NGINX_PORT; root $root; }
+	server { listen 127.0.0.1:$NGINX_PORT; root $root; ${NGINX_RATE:+limit_rate $NGINX_RATE;} }
 }
 CONF
 	nginx -c "$d/nginx.conf" -p "$d" -g 'daemon off;' &

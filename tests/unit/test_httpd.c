@@ -431,7 +431,7 @@ static void test_bad_addresses(void **state)
 static void test_parse_request(void **state)
 {
 	const char *get = "GET /v2/a/blobs/x?ns=docker.io HTTP/1.1\r\nHost: h\r\n"
-			  "Range: bytes=0-9\r\n\r\n";
+			  "Range: bytes=0-9\r\nAuthorization: Bearer abc\r\n\r\n";
 	struct httpd_parsed p;
 	for (size_t chunk = 0; chunk < 3; chunk++) {
 		assert_int_equal(httpd_parse_request(get, strlen(get), chunk, &p), 0);
@@ -439,6 +439,7 @@ static void test_parse_request(void **state)
 		assert_string_equal(p.path, "/v2/a/blobs/x");
 		assert_string_equal(p.query, "ns=docker.io");
 		assert_string_equal(p.range, "bytes=0-9");
+		assert_string_equal(p.authorization, "Bearer abc");
 		httpd_parsed_close(&p);
 	}
 	const char *head = "HEAD /healthz HTTP/1.1\r\nRange: a\r\nRange: b\r\n\r\n";
@@ -446,6 +447,17 @@ static void test_parse_request(void **state)
 	assert_int_equal(p.head, 1);
 	assert_string_equal(p.query, "");
 	assert_null(p.range); /* two ranges: both ignored */
+	httpd_parsed_close(&p);
+	const char *two =
+	    "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n";
+	assert_int_equal(httpd_parse_request(two, strlen(two), 1, &p), 0);
+	assert_null(p.authorization); /* two: neither is taken */
+	httpd_parsed_close(&p);
+	char big[HTTPD_AUTH_MAX + 64];
+	snprintf(big, sizeof big, "GET / HTTP/1.1\r\nAuthorization: Bearer %0*d\r\n\r\n",
+		 HTTPD_AUTH_MAX, 0);
+	assert_int_equal(httpd_parse_request(big, strlen(big), 0, &p), 0);
+	assert_null(p.authorization); /* too long: none */
 	httpd_parsed_close(&p);
 	const char *post = "POST / HTTP/1.1\r\n\r\n", *bad = "GET x HTTP/1.1\r\n\r\n";
 	assert_int_equal(httpd_parse_request(post, strlen(post), 0, &p), 405);
