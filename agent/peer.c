@@ -549,9 +549,8 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 	return 0;
 }
 
-/* Only a Block carries a payload: one block, at most BLOCK_SIZE_MAX (and
- * the connection's cap, peer_payload_cap). The connection applies these
- * limits at each frame's header. */
+/* Limits the connection applies at each header: only a Block carries a
+ * payload, one block (also under the connection's cap, payload_cap). */
 static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, 0, h_bitfield},
     {SYNCBIT__MSG_TYPE__MSG_HAVE, HAVE_BODY_MAX, 0, h_have},
@@ -702,8 +701,7 @@ void peers_add_fetch(struct peers *p, struct fetch *f)
 {
 	p->fetches = xrealloc(p->fetches, (p->nfetches + 1) * sizeof *p->fetches);
 	p->fetches[p->nfetches++] = f;
-	/* The cap only grows: a block asked for before a version went must
-	 * not close the connection it arrives on. */
+	/* The cap only grows: a block asked for earlier must still be taken. */
 	uint32_t bs = fetch_manifest(f)->block_size;
 	int grow = bs > p->block_cap;
 	if (grow)
