@@ -62,6 +62,8 @@ struct adhoc_pull {
 	uv_work_t work;
 	int rc;	      /* the pool job's outcome */
 	char *detail; /* and its one line */
+	/* The publish's index updates, for the loop thread to apply. */
+	struct cache_updates updates;
 };
 
 struct adhoc *adhoc_new(uv_loop_t *loop, struct daemon *d, struct cache *c)
@@ -87,6 +89,7 @@ static void pull_free(struct adhoc_pull *p)
 	free(p->target);
 	free(p->dataset);
 	free(p->detail);
+	cache_updates_close(&p->updates);
 	free(p);
 }
 
@@ -322,7 +325,7 @@ static void publish_work(uv_work_t *w)
 	}
 	/* Into the directory opened and checked before, by its descriptor. */
 	snprintf(root, sizeof root, "/proc/self/fd/%d", p->dir_fd);
-	p->rc = publish_tree(p->c, m, root, &st, &detail);
+	p->rc = publish_tree(p->c, m, root, &st, &p->updates, &detail);
 	if (p->rc < 0) {
 		const char *tail =
 		    detail && !strncmp(detail, root, strlen(root)) ? detail + strlen(root) : NULL;
@@ -339,6 +342,13 @@ static void publish_done(uv_work_t *w, int status)
 {
 	struct adhoc_pull *p = w->data;
 	p->busy = 0;
+	/* Only the loop thread writes the cache index (agent/cache.h); once
+	 * the daemon dropped the pull its cache may be gone. */
+	int urc = p->a ? cache_updates_apply(p->c, &p->updates) : 0;
+	if (urc < 0)
+		log_warn("dataset %s: cannot record the published objects in the cache index: %s",
+			 p->dataset, sb_strerror(urc));
+	cache_updates_close(&p->updates);
 	if (!p->cb) {
 		pull_free(p);
 		return;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -21,8 +22,6 @@
 
 #define CACHE_MAP_SIZE (64ull << 30)
 #define CACHE_MAX_DBS  8
-/* LFRU decay: a reference loses half its weight per hour. */
-#define LFRU_LAMBDA (1.0 / 3600.0)
 
 int cache_mdb_err(int rc)
 {
@@ -69,6 +68,11 @@ static uint64_t sortable_double(double d)
 
 int cache_write_txn(struct cache *c, txn_fn fn, void *arg)
 {
+	/* Two writers would serialise on LMDB's lock, and a pool thread
+	 * waiting for it stalls the pool; the rule is one thread. */
+	if (!pthread_equal(pthread_self(), c->writer))
+		fatal("cache %s: index write from a thread other than the one that opened it",
+		      c->dir);
 	for (int attempt = 0; attempt < 4; attempt++) {
 		MDB_txn *txn;
 		int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
@@ -214,6 +218,7 @@ static int open_cache(const char *data_dir, uint64_t capacity, int wait, int *ho
 	c->dir = xstrdup(data_dir);
 	c->capacity = capacity;
 	c->lock_fd = -1;
+	c->writer = pthread_self();
 	*out = NULL;
 	char *idx = path_join(data_dir, "index");
 	char *objs = path_join(data_dir, "objects");
@@ -509,75 +514,6 @@ int cache_object_check(struct cache *c, const struct hash_id *id)
 	log_warn("cache object %s changed or vanished on disk; it will be fetched again", hex);
 	rc = cache_object_remove(c, id);
 	return rc < 0 ? rc : 0;
-}
-
-struct mtime_arg {
-	const struct hash_id *id;
-	struct stat st;
-};
-
-static int txn_set_mtime(struct cache *c, MDB_txn *txn, void *arg)
-{
-	struct mtime_arg *a = arg;
-	struct object_rec rec;
-	int rc = cache_object_rec(txn, c, a->id, &rec, NULL);
-	if (rc)
-		return rc;
-	rec.mtime_ns = a->st.st_mtim.tv_sec * 1000000000ll + a->st.st_mtim.tv_nsec;
-	rec.ino = a->st.st_ino;
-	return cache_object_put_header(txn, c, a->id, &rec);
-}
-
-int cache_object_set_mtime(struct cache *c, const struct hash_id *id, int64_t mtime_ns)
-{
-	char path[4096];
-	struct mtime_arg a = {.id = id};
-	struct timespec ts[2] = {
-	    {.tv_nsec = UTIME_OMIT},
-	    {.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
-	};
-	cache_object_path(c, id, path, sizeof path);
-	if (utimensat(AT_FDCWD, path, ts, 0) < 0 || stat(path, &a.st) < 0)
-		return -errno;
-	return cache_write_txn(c, txn_set_mtime, &a);
-}
-
-struct touch_arg {
-	const struct hash_id *ids;
-	size_t n;
-	double now;
-};
-
-static int txn_touch(struct cache *c, MDB_txn *txn, void *arg)
-{
-	struct touch_arg *a = arg;
-	for (size_t i = 0; i < a->n; i++) {
-		struct object_rec rec;
-		int rc = cache_object_rec(txn, c, &a->ids[i], &rec, NULL);
-		if (rc == MDB_NOTFOUND)
-			continue;
-		if (rc)
-			return rc;
-		if (rec.pins == 0 && (rc = cache_lfru_del(txn, c, &rec, &a->ids[i])))
-			return rc;
-		double dt = a->now - rec.t_last;
-		if (dt < 0)
-			dt = 0;
-		rec.crf = 1.0 + exp2(-LFRU_LAMBDA * dt) * rec.crf;
-		rec.t_last = a->now;
-		rec.tier = TIER_MAIN;
-		if ((rc = cache_object_put_header(txn, c, &a->ids[i], &rec)))
-			return rc;
-		if (rec.pins == 0 && (rc = cache_lfru_put(txn, c, &rec, &a->ids[i])))
-			return rc;
-	}
-	return 0;
-}
-
-int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n)
-{
-	struct touch_arg a = {ids, n, cache_now(c)};
-	return cache_write_txn(c, txn_touch, &a);
 }
 
 int cache_object_indexed(struct cache *c, const struct hash_id *id)

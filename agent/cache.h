@@ -3,9 +3,11 @@
  * object (1x disk); files being assembled live in DATA/partial/<key>. An LMDB
  * index (DATA/index) maps block hash -> locations, object -> size, pins and
  * LFRU state, and holds manifests and datasets. Identical files are stored
- * once; identical blocks are fetched once. Writes happen on one thread (the
- * caller's loop thread); the lookup functions marked thread-safe may run on
- * pool threads. */
+ * once; identical blocks are fetched once. The index is written only on the
+ * thread that opened the cache (the loop thread; a write from any other
+ * thread aborts); the lookup functions marked thread-safe may run on pool
+ * threads, and blocking work there gathers its index updates in a struct
+ * cache_updates that the loop thread applies. */
 #ifndef SYNCBIT_CACHE_H
 #define SYNCBIT_CACHE_H
 
@@ -70,6 +72,31 @@ int cache_object_remove(struct cache *c, const struct hash_id *id);
 int cache_object_set_mtime(struct cache *c, const struct hash_id *id, int64_t mtime_ns);
 /* Record an access for LFRU (publishing, serving). */
 int cache_object_touch(struct cache *c, const struct hash_id *ids, size_t n);
+
+/* Index updates gathered by blocking work on a pool thread (publishing),
+ * applied by the loop thread with cache_updates_apply. Zero-initialise. */
+struct cache_stamp {
+	struct hash_id id;
+	int64_t mtime_ns;
+	uint64_t ino;
+};
+struct cache_updates {
+	struct cache_stamp *stamps; /* objects given a new mtime on disk */
+	size_t nstamps, stamps_cap;
+	struct hash_id *touched; /* objects accessed (LFRU) */
+	size_t ntouched, touched_cap;
+};
+/* Thread-safe (no index access): give the object's file a new mtime and
+ * note it in u; the index learns it when u is applied. */
+int cache_object_restamp(struct cache *c, const struct hash_id *id, int64_t mtime_ns,
+			 struct cache_updates *u);
+/* Note accesses of n objects in u. */
+void cache_updates_touch(struct cache_updates *u, const struct hash_id *ids, size_t n);
+/* Loop thread: apply u in one transaction and empty it. A stamp for an
+ * object no longer indexed, or indexed with another file (evicted and
+ * stored again meanwhile), is skipped. */
+int cache_updates_apply(struct cache *c, struct cache_updates *u);
+void cache_updates_close(struct cache_updates *u);
 
 /* Partials: a file being assembled, resumable after a crash. key names the
  * source state (source, path, change token, block size). */

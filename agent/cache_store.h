@@ -6,6 +6,7 @@
 #define SYNCBIT_CACHE_STORE_H
 
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -15,6 +16,8 @@
 #define LOC_PARTIAL    1
 #define TIER_PROBATION 0
 #define TIER_MAIN      1
+/* LFRU decay: a reference loses half its weight per hour. */
+#define LFRU_LAMBDA (1.0 / 3600.0)
 
 struct cache {
 	char *dir;
@@ -24,6 +27,7 @@ struct cache {
 	uint64_t evicted; /* bytes cache_evict removed since cache_open */
 	double clock;
 	int lock_fd;
+	pthread_t writer; /* the thread that opened it: the only one that writes the index */
 	struct cache_partial *open_partials; /* not swept as orphans */
 };
 

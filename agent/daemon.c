@@ -758,14 +758,14 @@ static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 }
 
 static const struct frame_handler control_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, CONTROL_REGISTERED_MAX, h_registered},
-    {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
-    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, CONTROL_UNASSIGN_MAX, h_unassign},
-    {SYNCBIT__MSG_TYPE__MSG_HASHES, CONTROL_HASHES_MAX, h_hashes},
-    {SYNCBIT__MSG_TYPE__MSG_PEERS, CONTROL_PEERS_MAX, h_peers},
-    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, CONTROL_ORIGIN_MAX, h_origin},
-    {SYNCBIT__MSG_TYPE__MSG_ERROR, CONTROL_ERROR_MAX, h_error},
-    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, CONTROL_PULL_REPLY_MAX, h_pull_reply},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, CONTROL_REGISTERED_MAX, 0, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, 0, h_assign},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, CONTROL_UNASSIGN_MAX, 0, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, CONTROL_HASHES_MAX, 0, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, CONTROL_PEERS_MAX, 0, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, CONTROL_ORIGIN_MAX, 0, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, CONTROL_ERROR_MAX, 0, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, CONTROL_PULL_REPLY_MAX, 0, h_pull_reply},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -871,7 +871,9 @@ static void dial_scheduler(uv_timer_t *t)
 				  .node = d->o->node,
 				  .encrypt = d->o->encrypt,
 				  .body_max = CONTROL_BODY_MAX,
-				  .payload_max = 1};
+				  .payload_max = 1,
+				  .table = control_table,
+				  .table_len = sizeof control_table / sizeof *control_table};
 	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
 	if (rc < 0) {
 		uplink_closed(&d->link, uv_now(&d->loop), rc,

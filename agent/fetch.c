@@ -199,6 +199,7 @@ struct publish_job {
 	uv_work_t work;
 	int rc;
 	char *detail;
+	struct cache_updates updates; /* for the loop thread to apply */
 };
 
 static void publish_work(uv_work_t *w)
@@ -207,7 +208,8 @@ static void publish_work(uv_work_t *w)
 	struct fetch *f = pj->f;
 	/* A pulled dataset stays in the cache: each pull publishes it. */
 	if (f->target_root)
-		pj->rc = publish_version(f->c, f->m, f->target_root, f->name, &pj->detail);
+		pj->rc = publish_version(f->c, f->m, f->target_root, f->name, &pj->updates,
+					 &pj->detail);
 }
 
 static void publish_done(uv_work_t *w, int status)
@@ -215,6 +217,13 @@ static void publish_done(uv_work_t *w, int status)
 	struct publish_job *pj = w->data;
 	struct fetch *f = pj->f;
 	int rc = status < 0 ? status : pj->rc;
+	/* Also after a failure: mtimes already given on disk must be known,
+	 * or the next check would take those objects for changed ones. */
+	int urc = cache_updates_apply(f->c, &pj->updates);
+	if (urc < 0)
+		log_warn("dataset %s: cannot record the published objects in the cache index: %s",
+			 f->name, sb_strerror(urc));
+	cache_updates_close(&pj->updates);
 	f->publishing = 0;
 	if (!f->dead) {
 		if (rc < 0) {

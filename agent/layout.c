@@ -14,6 +14,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/filter.h"
+#include "common/log.h"
 #include "common/path.h"
 
 #define TMP_PREFIX ".syncbit-tmp."
@@ -342,8 +343,8 @@ int layout_open_dir(int dir_fd, const char *name, int create)
 	return fd < 0 ? -errno : fd;
 }
 
-int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-		   char **detail)
+static int publish_in(struct cache *c, const Manifest *m, struct layout *l, const char *target,
+		      struct cache_updates *updates, char **detail)
 {
 	int rc;
 	l->linked = l->copied = l->unchanged = l->removed = 0;
@@ -353,14 +354,14 @@ int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const c
 		*detail = NULL;
 	switch (l->kind) {
 	case LAYOUT_HF_CACHE:
-		return layout_hf_publish(c, m, l, target, detail);
+		return layout_hf_publish(c, m, l, target, updates, detail);
 	case LAYOUT_TRITON:
-		return layout_triton_publish(c, m, l, target, detail);
+		return layout_triton_publish(c, m, l, target, updates, detail);
 	default:
 		break;
 	}
 	struct publish_stats st;
-	rc = publish_tree(c, m, target, &st, detail);
+	rc = publish_tree(c, m, target, &st, updates, detail);
 	if (rc < 0)
 		return rc;
 	l->linked = st.linked;
@@ -369,5 +370,20 @@ int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const c
 	l->path = xstrdup(target);
 	if (l->prune)
 		rc = layout_prune(m, target, l->filter, &l->removed, detail);
+	return rc;
+}
+
+int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
+		   struct cache_updates *updates, char **detail)
+{
+	if (updates)
+		return publish_in(c, m, l, target, updates, detail);
+	struct cache_updates now = {0};
+	int rc = publish_in(c, m, l, target, &now, detail);
+	int urc = cache_updates_apply(c, &now);
+	if (urc < 0)
+		log_warn("%s: cannot record the published objects in the cache index: %s", target,
+			 sb_strerror(urc));
+	cache_updates_close(&now);
 	return rc;
 }

@@ -53,10 +53,11 @@ int layout_check(const struct layout *l, const char *source, char **error);
 char *layout_dataset_name(const struct layout *l, const char *source, const char *target);
 
 /* Publish m into target in l's layout, filling l's counters and l->path
- * (the caller frees it with layout_close). On failure *detail (heap, one
- * line) says where. */
+ * (the caller frees it with layout_close). Index updates go to *updates as
+ * for publish_tree (NULL: applied before returning, on the loop thread
+ * only). On failure *detail (heap, one line) says where. */
 int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-		   char **detail);
+		   struct cache_updates *updates, char **detail);
 void layout_close(struct layout *l);
 
 /* Remove every entry under target that m does not name (a directory m

@@ -135,7 +135,7 @@ static void hf_commit(const Manifest *m, const char *revision, char *out)
 }
 
 static int hf_blobs(struct cache *c, const Manifest *m, int blobs_fd, struct layout *l,
-		    char **detail)
+		    struct cache_updates *updates, char **detail)
 {
 	struct hash_id *ids = xcalloc(m->n_files + 1, sizeof *ids);
 	size_t nids = 0;
@@ -163,8 +163,8 @@ static int hf_blobs(struct cache *c, const Manifest *m, int blobs_fd, struct lay
 		else
 			l->copied++, rc = 0;
 	}
-	if (rc == 0 && cache_object_touch(c, ids, nids) < 0)
-		log_warn("cannot record access for LFRU");
+	if (rc == 0)
+		cache_updates_touch(updates, ids, nids);
 	free(ids);
 	return rc;
 }
@@ -382,7 +382,7 @@ static int hf_prune(int repo_fd, const char *repo_dir, const char *commit, uint6
 }
 
 int layout_hf_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-		      char **detail)
+		      struct cache_updates *updates, char **detail)
 {
 	struct hf_repo r;
 	char commit[HF_COMMIT_HEX + 1];
@@ -404,7 +404,7 @@ int layout_hf_publish(struct cache *c, const Manifest *m, struct layout *l, cons
 		rc = layout_fail(detail, rc, repo_dir, "cannot create");
 		goto out;
 	}
-	if ((rc = hf_blobs(c, m, blobs, l, detail)) < 0)
+	if ((rc = hf_blobs(c, m, blobs, l, updates, detail)) < 0)
 		goto out;
 	if (fsync(blobs) < 0) {
 		rc = layout_fail(detail, -errno, repo_dir, "fsync blobs");

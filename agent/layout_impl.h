@@ -40,9 +40,9 @@ void layout_object_id(const Manifest *m, size_t i, struct hash_id *id);
 int layout_hf_check(const struct layout *l, const char *source, char **error);
 char *layout_hf_dataset_name(const struct layout *l, const char *source, const char *target);
 int layout_hf_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-		      char **detail);
+		      struct cache_updates *updates, char **detail);
 int layout_triton_check(const struct layout *l, char **error);
 int layout_triton_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-			  char **detail);
+			  struct cache_updates *updates, char **detail);
 
 #endif

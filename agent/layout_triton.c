@@ -53,7 +53,7 @@ static void triton_remap(const Manifest *m, size_t skip, FileEntry *copies, size
 /* NAME/config.pbtxt: the source's, else (when none is there) a minimal one
  * naming the model; Triton completes the rest for backends that can. */
 static int triton_config(struct cache *c, const Manifest *m, size_t cfg, const struct layout *l,
-			 const char *model_dir, char **detail)
+			 const char *model_dir, struct cache_updates *updates, char **detail)
 {
 	if (cfg != SIZE_MAX) {
 		FileEntry e = *m->files[cfg];
@@ -67,7 +67,7 @@ static int triton_config(struct cache *c, const Manifest *m, size_t cfg, const s
 		cm.n_files = 1;
 		cm.files = &pe;
 		struct publish_stats st;
-		return publish_tree(c, &cm, model_dir, &st, detail);
+		return publish_tree(c, &cm, model_dir, &st, updates, detail);
 	}
 	int fd = layout_open_dir(AT_FDCWD, model_dir, 0);
 	if (fd < 0)
@@ -85,7 +85,7 @@ static int triton_config(struct cache *c, const Manifest *m, size_t cfg, const s
 }
 
 int layout_triton_publish(struct cache *c, const Manifest *m, struct layout *l, const char *target,
-			  char **detail)
+			  struct cache_updates *updates, char **detail)
 {
 	const char *version = l->version ? l->version : LAYOUT_TRITON_VERSION;
 	if (!l->model || !l->model[0] || strchr(l->model, '/') ||
@@ -116,8 +116,8 @@ int layout_triton_publish(struct cache *c, const Manifest *m, struct layout *l, 
 	int rc = path_mkdirs(model_dir, 0755);
 	if (rc < 0)
 		rc = layout_fail(detail, rc, model_dir, "cannot create");
-	else if ((rc = publish_version(c, &vm, model_dir, version, detail)) == 0)
-		rc = triton_config(c, m, cfg, l, model_dir, detail);
+	else if ((rc = publish_version(c, &vm, model_dir, version, updates, detail)) == 0)
+		rc = triton_config(c, m, cfg, l, model_dir, updates, detail);
 	if (rc == 0) {
 		l->linked = n + (cfg != SIZE_MAX);
 		l->path = xasprintf("%s/%s", model_dir, version);

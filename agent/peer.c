@@ -29,9 +29,18 @@ int peer_banned(struct peers *p, const char *node)
 }
 
 static const char *verify(struct conn *c, const char *node, const uint8_t *key);
+static const struct frame_handler *peer_limits(size_t *n);
+
+/* Until this node fetches a version, no Block may carry a real payload. */
+static uint32_t payload_cap(const struct peers *p)
+{
+	return p->block_cap ? p->block_cap : 1;
+}
 
 static struct conn_config conn_cfg(struct peers *p)
 {
+	size_t nrows;
+	const struct frame_handler *rows = peer_limits(&nrows);
 	struct conn_config cfg = {.token = &p->token,
 				  .key = &p->key,
 				  .purpose = HANDSHAKE_PEER,
@@ -39,7 +48,9 @@ static struct conn_config conn_cfg(struct peers *p)
 				  .node = p->node,
 				  .encrypt = p->encrypt,
 				  .body_max = CTL_BODY_MAX,
-				  .payload_max = BLOCK_SIZE_MAX,
+				  .payload_max = payload_cap(p),
+				  .table = rows,
+				  .table_len = nrows,
 				  .idle_ms = PEER_IDLE_MS,
 				  .name = "peer"};
 	return cfg;
@@ -123,9 +134,10 @@ void peer_release(struct peer *pe)
 		maybe_free(p);
 }
 
-static int send_bitfield(struct peer *pe, struct fetch *f)
+static int send_bitfield(struct peer *pe, struct fetch *f, int ask)
 {
 	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
+	m.reply = ask;
 	m.version_id.data = (uint8_t *)fetch_version_id(f);
 	m.version_id.len = HASH_LEN;
 	m.nblocks = fetch_nblocks(f);
@@ -190,7 +202,7 @@ static void on_ready(struct conn *c, int status)
 	log_with(LOG_INFO, LOG_KV({"peer", node}), "peer %s (%s) connected%s", node,
 		 conn_peer_addr(c), conn_encrypted(c) ? "" : " without encryption");
 	for (size_t i = 0; i < p->nfetches; i++)
-		send_bitfield(pe, p->fetches[i]);
+		send_bitfield(pe, p->fetches[i], 0);
 }
 
 static void on_close(struct conn *c, int status)
@@ -242,6 +254,7 @@ static void on_accept(struct conn_listener *l, struct conn *c)
 	struct peer *pe = peer_new(p);
 	pe->c = c;
 	conn_set_data(c, pe);
+	conn_set_payload_max(c, payload_cap(p)); /* the listener's dates from its start */
 }
 
 static void dial(struct peers *p, struct known *k)
@@ -413,6 +426,14 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 		rc = SB_EPROTO;
 		goto out;
 	}
+	/* Only versions this node fetches or holds are kept, and only with
+	 * their true size: what a peer can make this node hold is bounded by
+	 * this node's own versions, not by what the peer invents. */
+	struct fetch *f = find_fetch(pe->p, m->version_id.data);
+	if (!f || fetch_nblocks(f) != m->nblocks) {
+		pe->p->st.bitfields_ignored++;
+		goto out;
+	}
 	struct pver *v = find_pver(pe, m->version_id.data);
 	if (v) {
 		apply_avail(v, -1);
@@ -425,8 +446,10 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 	v->nblocks = m->nblocks;
 	v->bits = xcalloc(m->bits.len + 1, 1);
 	memcpy(v->bits, m->bits.data, m->bits.len);
-	v->f = find_fetch(pe->p, v->vid);
+	v->f = f;
 	apply_avail(v, 1);
+	if (m->reply)
+		rc = send_bitfield(pe, f, 0);
 	fill(pe);
 out:
 	syncbit__bitfield__free_unpacked(m, NULL);
@@ -535,24 +558,28 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 	return 0;
 }
 
+/* Limits the connection applies at each header: only a Block carries a
+ * payload, one block (also under the connection's cap, payload_cap). */
 static const struct frame_handler peer_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, peer_h_request},
-    {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, peer_h_cancel},
-    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, peer_h_bad_block},
+    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, 0, h_bitfield},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, 0, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, 0, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, BLOCK_SIZE_MAX, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, 0, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, 0, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, 0, peer_h_bad_block},
 };
+
+static const struct frame_handler *peer_limits(size_t *n)
+{
+	*n = sizeof peer_table / sizeof *peer_table;
+	return peer_table;
+}
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
 		    uint8_t *payload, size_t plen)
 {
 	struct peer *pe = conn_data(c);
-	if (type != SYNCBIT__MSG_TYPE__MSG_BLOCK && payload) {
-		free(payload);
-		return SB_EPROTO;
-	}
 	return frame_dispatch(peer_table, sizeof peer_table / sizeof *peer_table, pe, type, body,
 			      len, payload, plen);
 }
@@ -685,14 +712,21 @@ void peers_add_fetch(struct peers *p, struct fetch *f)
 {
 	p->fetches = xrealloc(p->fetches, (p->nfetches + 1) * sizeof *p->fetches);
 	p->fetches[p->nfetches++] = f;
+	/* The cap only grows: a block asked for earlier must still be taken. */
+	uint32_t bs = fetch_manifest(f)->block_size;
+	int grow = bs > p->block_cap;
+	if (grow)
+		p->block_cap = bs;
 	for (struct peer *pe = p->list; pe; pe = pe->next) {
+		if (grow && pe->c && !pe->closed)
+			conn_set_payload_max(pe->c, bs);
 		struct pver *v = find_pver(pe, fetch_version_id(f));
 		if (v) {
 			v->f = f;
 			apply_avail(v, 1);
 		}
 		if (pe->ready && !pe->closed)
-			send_bitfield(pe, f);
+			send_bitfield(pe, f, 1);
 	}
 	peers_wake(p);
 }
@@ -710,9 +744,13 @@ void peers_remove_fetch(struct peers *p, struct fetch *f)
 				drop_req(pe, i, 1);
 			else
 				i++;
-		for (size_t i = 0; i < pe->nvers; i++)
-			if (pe->vers[i].f == f)
-				pe->vers[i].f = NULL;
+		for (size_t i = 0; i < pe->nvers;)
+			if (pe->vers[i].f == f) {
+				free(pe->vers[i].bits);
+				pe->vers[i] = pe->vers[--pe->nvers];
+			} else {
+				i++;
+			}
 	}
 }
 

@@ -49,8 +49,9 @@ struct peers_stats {
 	uint64_t connected;	/* connections made, ever */
 	uint64_t connected_now; /* peers connected at the moment */
 	uint64_t dropped_bad_data;
-	uint64_t bytes_received; /* block payloads from peers */
-	uint64_t bytes_unneeded; /* of those: canceled meanwhile or already here */
+	uint64_t bytes_received;    /* block payloads from peers */
+	uint64_t bytes_unneeded;    /* of those: canceled meanwhile or already here */
+	uint64_t bitfields_ignored; /* of versions this node neither fetches nor holds */
 };
 
 /* Listen and get ready. 0 or a negative error (*detail: one line). */
@@ -61,7 +62,9 @@ int peers_port(const struct peers *p);
 /* Prometheus text for the peer port's refused handshakes (common/conn.h). */
 void peers_listener_metrics(const struct peers *p, struct buf *out);
 
-/* Versions this node fetches or holds: announced to every peer. */
+/* Versions this node fetches or holds: announced to every peer (adding
+ * one asks each peer for its bitfield of it). Peers' bitfields are kept
+ * only for these versions; a Bitfield of any other is ignored. */
 void peers_add_fetch(struct peers *p, struct fetch *f);
 void peers_remove_fetch(struct peers *p, struct fetch *f);
 /* Block b of f became durable here: tell the peers. */

@@ -25,7 +25,7 @@ struct pver {
 	uint8_t vid[HASH_LEN];
 	uint32_t nblocks;
 	uint8_t *bits;
-	struct fetch *f; /* NULL while this node does not fetch or hold it */
+	struct fetch *f; /* the version as this node fetches or holds it */
 };
 
 struct req {
@@ -103,7 +103,8 @@ struct peers {
 	size_t nbans;
 	uv_timer_t tick;
 	int serve_busy;
-	int files_open; /* cache files queued for sendfile payloads */
+	int files_open;	    /* cache files queued for sendfile payloads */
+	uint32_t block_cap; /* largest block of a version fetched so far: a Block's payload cap */
 	uint64_t next_req_id;
 	uint64_t last_keepalive_ms;
 	uint64_t refused_logged_ms; /* the last line about a peer with the wrong key */

@@ -23,7 +23,9 @@ struct publisher {
 	int root_fd;
 	unsigned counter;
 	struct hash_id *objects; /* per entry; zero for non-regular */
-	uint8_t *linked;	 /* per entry: object hardlinked at this entry */
+	size_t *group;		 /* per entry: the first entry with the same object */
+	uint8_t *linked;	 /* per group: its object is hardlinked at some entry */
+	struct cache_updates *updates;
 	struct publish_stats *st;
 	char **detail;
 };
@@ -147,7 +149,8 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	}
 	if (!f->hardlink_to &&
 	    want.st_mtim.tv_sec * 1000000000ll + want.st_mtim.tv_nsec != f->mtime_ns) {
-		if ((rc = cache_object_set_mtime(p->c, &p->objects[i], f->mtime_ns)) < 0) {
+		if ((rc = cache_object_restamp(p->c, &p->objects[i], f->mtime_ns, p->updates)) <
+		    0) {
 			rc = fail(p, rc, f->path, "set mtime");
 			goto out;
 		}
@@ -156,7 +159,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	    have.st_ino == want.st_ino) {
 		p->st->unchanged++;
 		if (!f->hardlink_to)
-			p->linked[i] = 1;
+			p->linked[p->group[i]] = 1;
 		rc = 0;
 		goto out;
 	}
@@ -166,10 +169,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	}
 	/* Link unless that would merge two files the source keeps apart
 	 * (same content, not hardlinked) or give the file another mode. */
-	int shared = 0;
-	if (!f->hardlink_to)
-		for (size_t j = 0; j < i && !shared; j++)
-			shared = p->linked[j] && !memcmp(&p->objects[j], &p->objects[i], HASH_LEN);
+	int shared = !f->hardlink_to && p->linked[p->group[i]];
 	int link_ok = !shared && (want.st_mode & 07777) == (f->mode & MANIFEST_MODE_MASK);
 	char tmp[64];
 	tmp_name(p, tmp, sizeof tmp);
@@ -177,7 +177,7 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	if (link_ok && linkat(AT_FDCWD, from, dir_fd, tmp, 0) == 0) {
 		p->st->linked++;
 		if (!f->hardlink_to)
-			p->linked[i] = 1;
+			p->linked[p->group[i]] = 1;
 		rc = 0;
 	} else {
 		if (link_ok && errno != EXDEV && errno != EMLINK && errno != EPERM) {
@@ -267,69 +267,112 @@ static int finish_directories(struct publisher *p)
 	return fsync(p->root_fd) < 0 ? fail(p, -errno, ".", "fsync") : 0;
 }
 
-int publish_tree(struct cache *c, const Manifest *m, const char *target, struct publish_stats *st,
-		 char **detail)
+static int by_object(const void *a, const void *b, void *arg)
 {
-	struct publisher p = {.c = c, .m = m, .target = target, .st = st, .detail = detail};
-	int rc = path_mkdirs(target, 0755);
-	memset(st, 0, sizeof *st);
-	if (detail)
-		*detail = NULL;
+	const struct hash_id *ids = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int d = memcmp(&ids[i], &ids[j], HASH_LEN);
+	return d ? d : (i > j) - (i < j);
+}
+
+void publish_share_groups(const struct hash_id *ids, size_t n, size_t *group)
+{
+	size_t *order = xcalloc(n + 1, sizeof *order);
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof *order, by_object, (void *)ids);
+	for (size_t k = 0; k < n; k++)
+		group[order[k]] = k > 0 && !memcmp(&ids[order[k]], &ids[order[k - 1]], HASH_LEN)
+				      ? group[order[k - 1]]
+				      : order[k];
+	free(order);
+}
+
+/* Publish p->m into p->target, noting index updates in p->updates. */
+static int publish_into(struct publisher *p)
+{
+	const Manifest *m = p->m;
+	int rc = path_mkdirs(p->target, 0755);
+	memset(p->st, 0, sizeof *p->st);
+	if (p->detail)
+		*p->detail = NULL;
 	if (rc < 0)
-		return fail(&p, rc, ".", "create target");
-	p.root_fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (p.root_fd < 0)
-		return fail(&p, -errno, ".", "open target");
-	p.objects = xcalloc(m->n_files + 1, sizeof *p.objects);
-	p.linked = xcalloc(m->n_files + 1, 1);
+		return fail(p, rc, ".", "create target");
+	p->root_fd = open(p->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (p->root_fd < 0)
+		return fail(p, -errno, ".", "open target");
+	p->objects = xcalloc(m->n_files + 1, sizeof *p->objects);
+	p->group = xcalloc(m->n_files + 1, sizeof *p->group);
+	p->linked = xcalloc(m->n_files + 1, 1);
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *f = m->files[i];
 		if (f->type == SYNCBIT__FILE_TYPE__FILE_REGULAR)
 			manifest_file_object_id(f->size, m->block_size, f->block_hashes.data,
-						f->block_hashes.len / HASH_LEN, &p.objects[i]);
+						f->block_hashes.len / HASH_LEN, &p->objects[i]);
 	}
+	publish_share_groups(p->objects, m->n_files, p->group);
 	for (size_t i = 0; i < m->n_files && rc == 0; i++) {
 		const FileEntry *f = m->files[i];
 		const char *base;
-		int dfd = path_open_parent(p.root_fd, f->path, 0755, &base);
+		int dfd = path_open_parent(p->root_fd, f->path, 0755, &base);
 		if (dfd < 0) {
-			rc = fail(&p, dfd, f->path, "open parent directory");
+			rc = fail(p, dfd, f->path, "open parent directory");
 			break;
 		}
 		switch (f->type) {
 		case SYNCBIT__FILE_TYPE__FILE_REGULAR:
-			rc = put_regular(&p, i, dfd, base);
+			rc = put_regular(p, i, dfd, base);
 			break;
 		case SYNCBIT__FILE_TYPE__FILE_SYMLINK:
-			rc = put_symlink(&p, f, dfd, base);
+			rc = put_symlink(p, f, dfd, base);
 			break;
 		case SYNCBIT__FILE_TYPE__FILE_DIRECTORY:
-			rc = put_directory(&p, f, dfd, base);
+			rc = put_directory(p, f, dfd, base);
 			break;
 		default:
-			rc = fail(&p, SB_EPROTO, f->path, "unknown type");
+			rc = fail(p, SB_EPROTO, f->path, "unknown type");
 		}
 		close(dfd);
 	}
 	if (rc == 0)
-		rc = finish_directories(&p);
+		rc = finish_directories(p);
 	if (rc == 0) {
 		size_t n = 0;
 		for (size_t i = 0; i < m->n_files; i++)
 			if (m->files[i]->type == SYNCBIT__FILE_TYPE__FILE_REGULAR)
-				p.objects[n++] = p.objects[i];
-		int trc = cache_object_touch(c, p.objects, n);
-		if (trc < 0)
-			log_warn("cannot record access for LFRU: %s", sb_strerror(trc));
+				p->objects[n++] = p->objects[i];
+		cache_updates_touch(p->updates, p->objects, n);
 	}
-	free(p.objects);
-	free(p.linked);
-	close(p.root_fd);
+	free(p->objects);
+	free(p->group);
+	free(p->linked);
+	close(p->root_fd);
+	return rc;
+}
+
+int publish_tree(struct cache *c, const Manifest *m, const char *target, struct publish_stats *st,
+		 struct cache_updates *updates, char **detail)
+{
+	struct cache_updates now = {0};
+	struct publisher p = {.c = c,
+			      .m = m,
+			      .target = target,
+			      .st = st,
+			      .updates = updates ? updates : &now,
+			      .detail = detail};
+	int rc = publish_into(&p);
+	if (!updates) {
+		int urc = cache_updates_apply(c, &now);
+		if (urc < 0)
+			log_warn("%s: cannot record the published objects in the cache index: %s",
+				 target, sb_strerror(urc));
+		cache_updates_close(&now);
+	}
 	return rc;
 }
 
 int publish_version(struct cache *c, const Manifest *m, const char *root, const char *name,
-		    char **detail)
+		    struct cache_updates *updates, char **detail)
 {
 	struct publish_stats st;
 	struct stat sb;
@@ -345,7 +388,7 @@ int publish_version(struct cache *c, const Manifest *m, const char *root, const 
 	}
 	/* A staging tree left by a crash is stale: start it afresh. */
 	if ((rc = path_remove_tree(staging)) < 0 ||
-	    (rc = publish_tree(c, m, staging, &st, detail)) < 0 ||
+	    (rc = publish_tree(c, m, staging, &st, updates, detail)) < 0 ||
 	    (rc = path_fsync_dir(staging)) < 0) {
 		if (detail && !*detail)
 			*detail = xasprintf("%s: cannot stage the new version: %s", staging,

@@ -585,12 +585,12 @@ static void complete(struct pull *p)
 		struct publish_stats st;
 		char *detail = NULL;
 		if (p->o->layout) {
-			rc = layout_publish(p->c, m, p->o->layout, p->o->target, &detail);
+			rc = layout_publish(p->c, m, p->o->layout, p->o->target, NULL, &detail);
 			st.linked = p->o->layout->linked;
 			st.copied = p->o->layout->copied;
 			st.unchanged = p->o->layout->unchanged;
 		} else {
-			rc = publish_tree(p->c, m, p->o->target, &st, &detail);
+			rc = publish_tree(p->c, m, p->o->target, &st, NULL, &detail);
 		}
 		if (rc < 0) {
 			set_error(p, rc, "%s", detail ? detail : sb_strerror(rc));

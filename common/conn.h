@@ -15,6 +15,7 @@
 
 #include "common/admit.h"
 #include "common/buf.h"
+#include "common/frame.h"
 #include "common/handshake.h"
 #include "common/secure.h"
 
@@ -51,9 +52,15 @@ struct conn_config {
 	 * to go on, or why not (the handshake fails with SB_EDENIED). NULL:
 	 * anyone holding the token. */
 	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
-	int encrypt;	       /* 1 = want encryption */
-	uint32_t body_max;     /* 0 = CONN_BODY_MAX */
-	uint32_t payload_max;  /* 0 = CONN_PAYLOAD_MAX */
+	int encrypt;	      /* 1 = want encryption */
+	uint32_t body_max;    /* 0 = CONN_BODY_MAX */
+	uint32_t payload_max; /* 0 = CONN_PAYLOAD_MAX */
+	/* The protocol's dispatch table (common/frame.h; kept, not copied):
+	 * once ready, a frame of a type not in it, or over its row's limits,
+	 * closes the connection at its header, before anything of it is
+	 * allocated. NULL: body_max and payload_max only. */
+	const struct frame_handler *table;
+	size_t table_len;
 	unsigned handshake_ms; /* 0 = CONN_HANDSHAKE_MS */
 	unsigned idle_ms;      /* close after this long without a byte in; 0 = never */
 	int no_aes_gcm;	       /* 1 = never choose AES-256-GCM (tests, benchmarks) */
@@ -125,6 +132,9 @@ int conn_send_file(struct conn *c, uint32_t type, const void *body, size_t body_
 		   uint64_t off, size_t payload_len, void (*done)(void *arg, int status),
 		   void *arg);
 size_t conn_queued(const struct conn *c);
+/* The largest payload accepted from the next frame header on (the dispatch
+ * table's rows still apply). */
+void conn_set_payload_max(struct conn *c, uint32_t payload_max);
 
 /* Close with status (0 = normal). on_close follows, asynchronously. Safe to
  * call more than once and from inside callbacks. */

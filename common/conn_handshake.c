@@ -167,6 +167,8 @@ static void hs_done(struct conn *c)
 	c->state = ST_READY;
 	c->fr.body_max = c->body_max;
 	c->fr.payload_max = c->payload_max;
+	c->fr.table = c->table;
+	c->fr.table_len = c->table_len;
 	if (c->idle_ms)
 		uv_timer_start(&c->timer, conn_on_timer, c->idle_ms, 0);
 	else

@@ -1,7 +1,9 @@
-/* Internal to the connection layer: common/conn.c (sockets, frames,
- * records, the write queue, dialing and listening) and
- * common/conn_handshake.c (driving the handshake, and a session's first
- * frame). Loop thread only. */
+/* Internal to the connection layer: common/conn.c (a connection's life:
+ * creating, closing, deadlines, addresses, accessors), conn_read.c (socket
+ * reads, records, frames), conn_write.c (the send queue, batches,
+ * sendfile), conn_dial.c (resolving and connecting), conn_listen.c
+ * (accepting and admission) and conn_handshake.c (driving the handshake,
+ * and a session's first frame). Loop thread only. */
 #ifndef SYNCBIT_CONN_INT_H
 #define SYNCBIT_CONN_INT_H
 
@@ -59,6 +61,8 @@ struct conn {
 	int dial_err;
 
 	uint32_t body_max, payload_max;
+	const struct frame_handler *table; /* per-type limits once ready */
+	size_t table_len;
 	unsigned dial_ms, handshake_ms, idle_ms;
 	struct handshake *hs; /* until the handshake ends */
 	const char *(*verify)(struct conn *c, const char *node, const uint8_t *key);
@@ -102,12 +106,38 @@ struct conn {
 
 /* conn.c */
 
+/* A connection with cfg's limits and deadlines, its timer initialised (an
+ * initiator's handshake state too). 0, or -EINVAL / conn_hs_init's error. */
+int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_callbacks *cb,
+	     void *data, int initiator, struct conn **out);
+/* Initialise c's TCP handle (counted in c->handles). */
+void conn_tcp_open(struct conn *c);
+/* The socket is connected: socket options, reads, the handshake deadline,
+ * and the initiator's first message. */
+void conn_begin(struct conn *c);
 /* Close c with rc, keeping the first error line for conn_error(). */
 void conn_fail(struct conn *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Free c once every handle is closed and no resolution is pending. */
+void conn_maybe_finish(struct conn *c);
 /* The dial, handshake or idle deadline. */
 void conn_on_timer(uv_timer_t *t);
+/* "host:port" or "[v6]:port" into host and port; host may be empty. 0 or
+ * -EINVAL. */
+int conn_addr_split(const char *addr, char *host, size_t hcap, char *port, size_t pcap);
+/* "ip:port" / "[ip6]:port" of a socket address. */
+void conn_addr_name(const struct sockaddr_storage *ss, char *out, size_t cap);
+
+/* conn_read.c */
+
+/* Start reading the socket into records and frames. 0 or a libuv error. */
+int conn_read_start(struct conn *c);
+
+/* conn_write.c */
+
 /* Hand queued frames to the socket once ready. */
 void conn_writer_kick(struct conn *c);
+/* Drop every queued frame, telling each sender status. */
+void conn_queue_fail(struct conn *c, int status);
 
 /* conn_handshake.c */
 

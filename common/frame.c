@@ -89,6 +89,44 @@ static int reader_body_done(struct frame_reader *r, const uint8_t *body, struct 
 	return 0;
 }
 
+static const struct frame_handler *row_of(const struct frame_handler *t, size_t n, uint32_t type)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].type == type)
+			return &t[i];
+	return NULL;
+}
+
+int frame_reader_limits(const struct frame_reader *r, uint32_t type, uint32_t *body_max,
+			uint32_t *payload_max)
+{
+	*body_max = r->body_max;
+	*payload_max = r->payload_max;
+	if (!r->table)
+		return 0;
+	const struct frame_handler *row = row_of(r->table, r->table_len, type);
+	if (!row)
+		return SB_EPROTO;
+	if (row->body_max < *body_max)
+		*body_max = row->body_max;
+	if (row->payload_max < *payload_max)
+		*payload_max = row->payload_max;
+	return 0;
+}
+
+/* The header is in: decode it and check it against the limits of its
+ * type, before anything of the frame is allocated. */
+static int reader_header(struct frame_reader *r)
+{
+	uint32_t body_max, payload_max;
+	struct frame_header *h = &r->h;
+	frame_header_decode(r->hdr, UINT32_MAX, UINT32_MAX, h);
+	int rc = frame_reader_limits(r, h->type, &body_max, &payload_max);
+	if (rc < 0)
+		return rc;
+	return h->body_len > body_max || h->payload_len > payload_max ? SB_ETOOBIG : 0;
+}
+
 /* One stage of the frame: takes bytes from p[0..n), returns how many. */
 static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, int *rc,
 			  struct frame *f)
@@ -104,9 +142,9 @@ static size_t reader_step(struct frame_reader *r, const uint8_t *p, size_t n, in
 		if (r->hdr_got < FRAME_HEADER_LEN)
 			return k;
 		r->hdr_got = 0;
-		if (frame_header_decode(r->hdr, r->body_max, r->payload_max, &r->h) != 0) {
+		if ((*rc = reader_header(r)) < 0) {
 			r->stage = READ_FAILED;
-			*rc = r->error = SB_ETOOBIG;
+			r->error = *rc;
 		} else if (r->h.body_len) {
 			r->stage = READ_BODY;
 		} else {
@@ -202,15 +240,11 @@ int frame_reader_partial(const struct frame_reader *r)
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,
 		   const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (t[i].type != type)
-			continue;
-		if (len > t[i].body_max || pbuf_budget_check(type, body, len) < 0) {
-			free(payload);
-			return SB_ETOOBIG;
-		}
-		return t[i].fn(ctx, body, len, payload, plen);
+	const struct frame_handler *row = row_of(t, n, type);
+	if (!row || len > row->body_max || plen > row->payload_max ||
+	    pbuf_budget_check(type, body, len) < 0) {
+		free(payload);
+		return row ? SB_ETOOBIG : SB_EPROTO;
 	}
-	free(payload);
-	return SB_EPROTO;
+	return row->fn(ctx, body, len, payload, plen);
 }

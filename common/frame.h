@@ -29,15 +29,21 @@ void frame_header_encode(const struct frame_header *h, uint8_t *out);
 int frame_header_decode(const uint8_t *in, uint32_t body_max, uint32_t payload_max,
 			struct frame_header *out);
 
+struct frame_handler;
+
 /* Incremental reader of a frame stream: bytes go in as they arrive, whole
  * frames come out. Each header's lengths are checked against the limits
- * before its body or payload is allocated. With tag_len set, every frame
+ * before its body or payload is allocated: the reader's body_max and
+ * payload_max and, with a table set, the row of the frame's type (a type
+ * not in the table is refused with SB_EPROTO). With tag_len set, every frame
  * has that many bytes of tag after its body, and check (which must be set
  * then) sees header, body and tag before the payload is allocated: a
  * negative return fails the reader with it. */
 struct frame_reader {
-	uint32_t body_max, payload_max; /* may change between frames */
-	size_t tag_len;			/* 0 or up to FRAME_TAG_MAX; may change between frames */
+	uint32_t body_max, payload_max;	   /* may change between frames */
+	const struct frame_handler *table; /* NULL, or per-type limits (table_len rows) */
+	size_t table_len;
+	size_t tag_len; /* 0 or up to FRAME_TAG_MAX; may change between frames */
 	int (*check)(void *arg, const uint8_t *hdr, const uint8_t *body, size_t len,
 		     const uint8_t *tag);
 	void *check_arg;
@@ -69,11 +75,17 @@ void frame_reader_init(struct frame_reader *r, uint32_t body_max, uint32_t paylo
 /* Free what the reader holds (a partial body or payload). */
 void frame_reader_close(struct frame_reader *r);
 
+/* The limits a frame of type meets in r: the reader's, tightened by the
+ * type's row when r has a table. 0, or SB_EPROTO for a type not in it. */
+int frame_reader_limits(const struct frame_reader *r, uint32_t type, uint32_t *body_max,
+			uint32_t *payload_max);
+
 /* Read from p[0..n) up to the end of at most one frame; *used says how
  * many bytes were taken. 1 when a frame completed (in *f), 0 when all n
  * bytes were taken without completing one, SB_ETOOBIG when a header is over
- * the limits, or check's error (r->h holds the header; the reader is then
- * unusable). */
+ * the limits, SB_EPROTO when its type is not in the reader's table, or
+ * check's error (r->h holds the header; the reader is then unusable; of the
+ * frame only the header was stored). */
 int frame_reader_feed(struct frame_reader *r, const uint8_t *p, size_t n, size_t *used,
 		      struct frame *f);
 
@@ -86,20 +98,25 @@ int frame_reader_payload_filled(struct frame_reader *r, size_t n, struct frame *
 /* 1 when a frame has begun and not ended. */
 int frame_reader_partial(const struct frame_reader *r);
 
-/* One row of a protocol's dispatch table. fn owns payload (malloc'd, NULL
+/* One row of a protocol's dispatch table: a type, the largest body and
+ * payload it may carry (payload_max 0: none), and its handler. A reader
+ * given the table (frame_reader.table, conn_config.table) refuses a frame
+ * over its row's limits at the header. fn owns payload (malloc'd, NULL
  * when payload_len is 0) and returns 0 or a negative error that closes the
  * connection. */
 struct frame_handler {
 	uint32_t type;
 	uint32_t body_max;
+	uint32_t payload_max;
 	int (*fn)(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t payload_len);
 };
 
 /* Find type in table t[0..n) and call its handler. SB_EPROTO for a type not
- * in the table, SB_ETOOBIG for a body over the row's body_max or one whose
- * unpacking would allocate more than its budget (common/pbuf_budget.h:
- * the handler's own unpack of an accepted body stays within it); on those
- * errors payload is freed here, otherwise it belongs to the handler.
+ * in the table, SB_ETOOBIG for a body or payload over the row's limits or
+ * a body whose unpacking would allocate more than its budget
+ * (common/pbuf_budget.h: the handler's own unpack of an accepted body
+ * stays within it); on those errors payload is freed here, otherwise it
+ * belongs to the handler.
  * Returns what the handler returned. */
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,
 		   const uint8_t *body, size_t len, uint8_t *payload, size_t plen);

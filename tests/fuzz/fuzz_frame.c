@@ -99,9 +99,19 @@ static unsigned touch(const uint8_t *p, size_t n)
 	return sum;
 }
 
+/* Per-type limits, as a protocol's dispatch table gives them. */
+static const struct frame_handler fuzz_table[] = {
+    {1, 0, 0, NULL},
+    {2, 64, 0, NULL},
+    {3, 16, 4096, NULL},
+    {4, 1u << 20, 1u << 20, NULL},
+};
+
 static void check_frame(const struct frame_reader *r, const struct frame *f)
 {
-	check(f->body_len <= r->body_max && f->payload_len <= r->payload_max, "limit passed");
+	uint32_t body_max, payload_max;
+	check(frame_reader_limits(r, f->type, &body_max, &payload_max) == 0, "type passed");
+	check(f->body_len <= body_max && f->payload_len <= payload_max, "limit passed");
 	check((f->payload == NULL) == (f->payload_len == 0), "payload pointer");
 	check(f->body_len == 0 || f->body != NULL, "body pointer");
 	touch(f->body, f->body_len);
@@ -109,9 +119,10 @@ static void check_frame(const struct frame_reader *r, const struct frame *f)
 	free(f->payload);
 }
 
-/* Header: body limit / 16, payload limit / 64 (odd: frames carry a MAC,
- * none of which may verify), chunk size (odd: fill payloads through the
- * reader's room); then the stream. */
+/* Header: body limit / 16 (odd: the per-type limits of fuzz_table apply
+ * too), payload limit / 64 (odd: frames carry a MAC, none of which may
+ * verify), chunk size (odd: fill payloads through the reader's room); then
+ * the stream. */
 static void fuzz_frames(const uint8_t *d, size_t n)
 {
 	struct frame_reader r;
@@ -123,6 +134,10 @@ static void fuzz_frames(const uint8_t *d, size_t n)
 		return;
 	macs_ok = 0;
 	frame_reader_init(&r, d[0] * 16u, d[1] * 64u);
+	if (d[0] & 1) {
+		r.table = fuzz_table;
+		r.table_len = sizeof fuzz_table / sizeof fuzz_table[0];
+	}
 	if (d[1] & 1) {
 		sessions();
 		rx = plain_r;
@@ -154,11 +169,18 @@ static void fuzz_frames(const uint8_t *d, size_t n)
 		d += used;
 		n -= used;
 		if (rc < 0) {
-			check(rc == SB_ETOOBIG || (r.tag_len && rc == SB_EAUTH),
+			uint32_t body_max, payload_max;
+			int known = frame_reader_limits(&r, r.h.type, &body_max, &payload_max);
+			check(rc == SB_ETOOBIG || (r.tag_len && rc == SB_EAUTH) ||
+				  (r.table && rc == SB_EPROTO),
 			      "unexpected error");
-			check(rc == SB_EAUTH || r.h.body_len > r.body_max ||
-				  r.h.payload_len > r.payload_max,
+			check(rc == SB_EAUTH || (rc == SB_EPROTO && known == SB_EPROTO) ||
+				  (rc == SB_ETOOBIG &&
+				   (r.h.body_len > body_max || r.h.payload_len > payload_max)),
 			      "refused within the limits");
+			/* nothing of a frame refused at its header was allocated */
+			check(rc == SB_EAUTH || (!r.payload && !frame_reader_partial(&r)),
+			      "allocated before refusing");
 			break;
 		}
 		if (rc == 1) {

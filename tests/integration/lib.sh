@@ -1,6 +1,6 @@
 # Shared by the integration tests: a temp dir removed on exit, child
-# processes killed on exit, and check/expect helpers that count results.
-# Each test script sources this, runs its checks and calls finish.
+# processes killed on exit, and check/expect/skip helpers that count
+# results. Each test script sources this, runs its checks and calls finish.
 set -u
 SYNCBIT=${SYNCBIT_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/bin/syncbit}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -8,6 +8,7 @@ FIXTURES=$(cd "$HERE/../fixtures" && pwd)
 T=$(mktemp -d /tmp/syncbit-it.XXXXXX)
 PASS=0
 FAIL=0
+SKIP=0
 PIDS=()
 CLEANUPS=()
 
@@ -27,6 +28,10 @@ trap 'exit 130' INT TERM
 
 ok() { PASS=$((PASS + 1)); echo "  ok   $1"; }
 bad() { FAIL=$((FAIL + 1)); echo "  FAIL $1"; [ -n "${2:-}" ] && echo "       $2"; return 1; }
+# skip "description" "reason": checks that cannot run on this machine. Never
+# silent: the runner counts it and fails the run unless
+# SYNCBIT_EXPECTED_SKIPS lists "test_name: description" (tests/expected-skips.sh).
+skip() { SKIP=$((SKIP + 1)); echo "  SKIP $1"; echo "       because $2"; }
 
 # check "description" command...: passes when the command exits 0; returns
 # non-zero on failure so a caller can print what explains it.
@@ -87,6 +92,6 @@ CONF
 }
 
 finish() {
-	echo "$(basename "$0" .sh): $PASS passed, $FAIL failed"
+	echo "$(basename "$0" .sh): $PASS passed, $FAIL failed, $SKIP skipped"
 	[ "$FAIL" -eq 0 ]
 }

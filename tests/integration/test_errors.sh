@@ -40,7 +40,7 @@ if mount -t tmpfs -o ro,size=1m tmpfs "$T/ro" 2>/dev/null; then
 	CLEANUPS+=("umount -l '$T/ro'")
 	expect_fail "read-only target" 1 "Read-only file system" "$SYNCBIT" pull "$S" --to "$T/ro/out" --data "$DATA"
 else
-	echo "  skip read-only target: mount not permitted here"
+	skip "read-only target" "mount not permitted here"
 fi
 mkdir -p "$T/notdir"; : >"$T/notdir/file"
 expect_fail "target under a regular file" 1 "Not a directory" "$SYNCBIT" pull "$S" --to "$T/notdir/file/sub" --data "$DATA"
@@ -73,7 +73,7 @@ if mount -t tmpfs -o size=24m tmpfs "$T/small" 2>/dev/null; then
 	check "a file finished before the disk filled is reused" \
 		test "$(json_field "$T/reuse.json" bytes_reused)" -eq $((1024 * 1024))
 else
-	echo "  skip disk full: mount not permitted here"
+	skip "disk full" "mount not permitted here"
 fi
 
 # A full target on another filesystem, written by the read/write copy that
@@ -93,7 +93,7 @@ if cc -shared -fPIC -o "$T/nocfr.so" "$FIXTURES/no_copy_file_range.c" 2>"$T/cc.e
 	check "  ... not an I/O error" sh -c "! grep -q 'Input/output' '$T/.err'"
 	check "no temp files left in the full target" test -z "$(find "$T/tiny" -name '.syncbit-tmp*')"
 else
-	echo "  skip full target: mount or cc not available here"
+	skip "full target" "mount or cc not available here: $(head -1 "$T/cc.err")"
 fi
 
 # Corruption: flip a byte in a cache object keeping its mtime (so only a

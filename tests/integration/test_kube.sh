@@ -279,6 +279,8 @@ check "its status: 1 of 1 nodes ready, condition Ready True" until_true 15 jpy /
 if command -v kubectl >/dev/null; then
 	check "kubectl wait --for=condition=Ready dataset/small" \
 		kubectl --kubeconfig "$KD/admin.kubeconfig" wait --for=condition=Ready dataset/small --timeout=20s
+else
+	skip "kubectl wait --for=condition=Ready dataset/small" "no kubectl installed (tests/deps.sh installs kubernetes-client)"
 fi
 check "dataset ls shows it" bash -c "'$SYNCBIT' dataset ls --scheduler $SCHED --token-file $TOKEN | grep -q small"
 api DELETE /apis/syncbit.io/v1alpha1/datasets/small >/dev/null

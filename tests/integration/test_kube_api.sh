@@ -259,7 +259,7 @@ if command -v kubectl >/dev/null; then
 	wait $BG
 	check "kubectl wait times out on a condition that never comes" bash -c "! timeout 20 kubectl wait --for=condition=Never dataset/d1 --timeout=2s"
 else
-	echo "  skip kubectl checks: no kubectl installed"
+	skip "kubectl checks" "no kubectl installed (tests/deps.sh installs kubernetes-client)"
 fi
 
 # --- restart with --state

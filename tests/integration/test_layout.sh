@@ -168,7 +168,7 @@ check "...and main still resolves" resolves "$HC" model acme/llm main model.safe
 # The Hub's own JS client (npm @huggingface/hub, REFERENCES.md) on the cache
 # written above: asked for the commit it must find every file in place and
 # download nothing; filling a fresh cache itself it must make the same tree.
-# Runs where node and the npm registry are at hand; skipped otherwise.
+# Runs where node and the npm registry are at hand; a counted skip otherwise.
 NPM_DIR=${SYNCBIT_NPM_CACHE:-$HOME/.cache/syncbit-tests}/hf-hub-2.17.5
 if command -v node >/dev/null && { [ -e "$NPM_DIR/.installed" ] ||
 	(mkdir -p "$NPM_DIR" && cd "$NPM_DIR" &&
@@ -189,7 +189,7 @@ JS
 	check "...and fills a fresh cache with the same tree (blob names, links, refs)" \
 		diff <(tree "$T/js-cache/models--acme--llm") <(tree "$R")
 else
-	echo "  skip @huggingface/hub checks (no node or npm registry)"
+	skip "@huggingface/hub checks" "no node, or npm install of @huggingface/hub@2.17.5 failed"
 fi
 
 # A list of hub repos into one hub cache.

@@ -181,7 +181,7 @@ JS
 	jsnap acme/llm "$T/hf-cache" "$COMMIT" >"$T/js2.log" 2>&1
 	check "the JS client finds nothing to download in Syncbit's cache" bash -c "! grep -q '/resolve/' '$T/js2.log' && grep -q '/tree/' '$T/js2.log'"
 else
-	echo "  skip the Hub's JS client (npm @huggingface/hub not installable here)"
+	skip "the Hub's JS client" "npm @huggingface/hub not installable here"
 fi
 
 finish

@@ -751,6 +751,49 @@ static void test_oversized(void **state)
 	}
 }
 
+/* The protocol's dispatch table limits each type at its header: a payload
+ * over the row's (far under the connection's own limits), or a type the
+ * table lacks, closes the connection before the frame is read. */
+static const struct frame_handler data_row[] = {{T_DATA, 64, 1000, NULL}};
+
+static void test_table_limits(void **state)
+{
+	for (int enc = 0; enc < 2; enc++) {
+		for (int what = 0; what < 3; what++) {
+			struct env e;
+			struct sent_count n = {0};
+
+			env_init(&e, enc, enc);
+			e.scfg.table = data_row;
+			e.scfg.table_len = 1;
+			ready_pair(&e);
+			send_frame(e.cli.c, 0, 60, 1000, &n); /* within the row */
+			if (what == 0) {
+				send_frame(e.cli.c, 1, 4, BIG, &n);
+			} else if (what == 1) {
+				static uint8_t body[65];
+				assert_int_equal(conn_send(e.cli.c, T_DATA, body, sizeof body, NULL,
+							   0, NULL, NULL),
+						 0);
+			} else {
+				assert_int_equal(
+				    conn_send(e.cli.c, T_DATA + 1, "x", 1, NULL, 0, NULL, NULL), 0);
+			}
+			run_until(&e, &e.srv.close_calls, 1);
+			assert_int_equal(e.srv.close_status, what < 2 ? SB_ETOOBIG : SB_EPROTO);
+			assert_int_equal(e.srv.frames, 1);
+			assert_int_equal(e.srv.bad, 0);
+			assert_non_null(strstr(e.srv.error, what < 2
+								? "limits are 64 and 1000"
+								: "which this protocol lacks"));
+			/* refused at the header: the 4 MiB payload was not read */
+			assert_true(e.srv.bytes_in < (1u << 20));
+			run_until(&e, &e.cli.close_calls, 1);
+			env_close(&e);
+		}
+	}
+}
+
 static void test_tampered_record(void **state)
 {
 	struct env e;
@@ -1559,6 +1602,7 @@ int main(void)
 	    cmocka_unit_test(test_close_with_pending),
 	    cmocka_unit_test(test_frame_refused_by_app),
 	    cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_table_limits),
 	    cmocka_unit_test(test_tampered_record),
 	    cmocka_unit_test(test_tampered_plain),
 	    cmocka_unit_test(test_identity_refused),

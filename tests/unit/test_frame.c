@@ -77,8 +77,8 @@ static int handle_b(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 }
 
 static const struct frame_handler table[] = {
-    {10, 16, handle_a},
-    {11, 0, handle_b},
+    {10, 16, 100, handle_a},
+    {11, 0, 0, handle_b},
 };
 
 static void test_dispatch(void **state)
@@ -108,6 +108,9 @@ static void test_dispatch_refused(void **state)
 	assert_int_equal(frame_dispatch(table, 2, &s, 0, body, 0, NULL, 0), SB_EPROTO);
 	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 17, malloc(10), 10), SB_ETOOBIG);
 	assert_int_equal(frame_dispatch(table, 2, &s, 11, body, 1, NULL, 0), SB_ETOOBIG);
+	/* a payload over the row's limit, or on a type that carries none */
+	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 16, malloc(101), 101), SB_ETOOBIG);
+	assert_int_equal(frame_dispatch(table, 2, &s, 11, body, 0, malloc(1), 1), SB_ETOOBIG);
 	assert_int_equal(frame_dispatch(table, 0, &s, 10, body, 1, malloc(1), 1), SB_EPROTO);
 	assert_int_equal(s.calls, 0);
 }
@@ -346,13 +349,115 @@ static void test_reader_limits(void **state)
 	frame_reader_close(&r);
 }
 
+/* Nothing of a refused frame is allocated: only its header was stored. */
+static void assert_nothing_held(const struct frame_reader *r)
+{
+	assert_null(r->body.ptr);
+	assert_int_equal(r->body.cap, 0);
+	assert_null(r->payload);
+	assert_false(frame_reader_partial(r));
+}
+
+static int feed_header(struct frame_reader *r, uint32_t type, uint32_t body_len, uint32_t plen)
+{
+	struct frame_header h = {body_len, type, plen};
+	uint8_t hdr[FRAME_HEADER_LEN];
+	struct frame f;
+	size_t used;
+	frame_header_encode(&h, hdr);
+	int rc = frame_reader_feed(r, hdr, sizeof hdr, &used, &f);
+	assert_int_equal(used, sizeof hdr);
+	return rc;
+}
+
+/* With the dispatch table, each type's row limits its frames at the
+ * header: a body or payload over them, or a type not in the table, fails
+ * the reader before anything is allocated, even where the reader's own
+ * limits (here as large as they go) would let it through. */
+static void test_reader_table_limits(void **state)
+{
+	struct frame_reader r;
+	uint32_t bmax, pmax;
+	struct {
+		uint32_t type, body_len, plen;
+		int rc;
+	} refused[] = {
+	    {10, 17, 0, SB_ETOOBIG},	     /* body over the row */
+	    {10, 16, 101, SB_ETOOBIG},	     /* payload over the row */
+	    {10, 0, 256u << 20, SB_ETOOBIG}, /* a 256 MiB payload */
+	    {11, 0, 1, SB_ETOOBIG},	     /* a payload on a type that has none */
+	    {12, 0, 0, SB_EPROTO},	     /* not in the table */
+	    {12, UINT32_MAX, 0, SB_EPROTO},  /* ...whatever its lengths */
+	    {0, 0, UINT32_MAX, SB_EPROTO},
+	};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		frame_reader_init(&r, UINT32_MAX, UINT32_MAX);
+		r.table = table;
+		r.table_len = 2;
+		assert_int_equal(
+		    feed_header(&r, refused[i].type, refused[i].body_len, refused[i].plen),
+		    refused[i].rc);
+		assert_int_equal(r.h.type, refused[i].type);
+		assert_nothing_held(&r);
+		/* and for good */
+		uint8_t more[FRAME_HEADER_LEN] = {0};
+		struct frame f;
+		size_t used;
+		assert_int_equal(frame_reader_feed(&r, more, sizeof more, &used, &f),
+				 refused[i].rc);
+		assert_int_equal(used, 0);
+		frame_reader_close(&r);
+	}
+
+	/* the row tightens the reader's limits, never loosens them */
+	frame_reader_init(&r, 8, 50);
+	r.table = table;
+	r.table_len = 2;
+	assert_int_equal(frame_reader_limits(&r, 10, &bmax, &pmax), 0);
+	assert_int_equal(bmax, 8);
+	assert_int_equal(pmax, 50);
+	assert_int_equal(frame_reader_limits(&r, 11, &bmax, &pmax), 0);
+	assert_int_equal(pmax, 0);
+	assert_int_equal(frame_reader_limits(&r, 12, &bmax, &pmax), SB_EPROTO);
+	assert_int_equal(feed_header(&r, 10, 9, 0), SB_ETOOBIG);
+	assert_nothing_held(&r);
+	frame_reader_close(&r);
+
+	/* frames within their row pass */
+	struct stream s = {BUF_INIT, 0};
+	stream_add(&s, 10, 16, 100);
+	stream_add(&s, 11, 0, 0);
+	stream_add(&s, 10, 3, 0);
+	frame_reader_init(&r, UINT32_MAX, UINT32_MAX);
+	r.table = table;
+	r.table_len = 2;
+	size_t off = 0;
+	int frames = 0;
+	while (off < s.b.len) {
+		struct frame f;
+		size_t used;
+		int rc = frame_reader_feed(&r, s.b.ptr + off, s.b.len - off, &used, &f);
+		assert_true(rc >= 0);
+		off += used;
+		if (rc == 1) {
+			check_frame(&f);
+			free(f.payload);
+			frames++;
+		}
+	}
+	assert_int_equal(frames, 3);
+	frame_reader_close(&r);
+	buf_close(&s.b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_big_endian),
-	    cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_dispatch),
-	    cmocka_unit_test(test_dispatch_refused), cmocka_unit_test(test_reader),
-	    cmocka_unit_test(test_reader_limits),    cmocka_unit_test(test_reader_tags),
+	    cmocka_unit_test(test_header_roundtrip),	cmocka_unit_test(test_header_big_endian),
+	    cmocka_unit_test(test_header_limits),	cmocka_unit_test(test_dispatch),
+	    cmocka_unit_test(test_dispatch_refused),	cmocka_unit_test(test_reader),
+	    cmocka_unit_test(test_reader_limits),	cmocka_unit_test(test_reader_tags),
+	    cmocka_unit_test(test_reader_table_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

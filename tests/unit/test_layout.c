@@ -155,7 +155,7 @@ static void as_hub_listing(struct fx *f, const char *source, const char *commit)
 static void publish_ok(struct fx *f, struct layout *l)
 {
 	char *detail = NULL;
-	if (layout_publish(f->c, f->m, l, f->dst, &detail) != 0)
+	if (layout_publish(f->c, f->m, l, f->dst, NULL, &detail) != 0)
 		fail_msg("publish: %s", detail ? detail : "?");
 	assert_null(detail);
 }

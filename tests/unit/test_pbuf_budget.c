@@ -220,8 +220,8 @@ static int handler(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 static void test_dispatch(void **state)
 {
 	static const struct frame_handler table[] = {
-	    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, handler},
-	    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, handler},
+	    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, 0, handler},
+	    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, 0, handler},
 	};
 	struct buf body = BUF_INIT;
 	repeat(&body, "\x12\x00", 2, 200000);

@@ -159,7 +159,7 @@ static void test_tree_links_objects(void **state)
 	struct fx *f = *state;
 	struct publish_stats st;
 	char *detail = NULL, obj[4096];
-	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, &detail), 0);
+	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, NULL, &detail), 0);
 	assert_null(detail);
 	object_of(f, f->m, "big", obj, sizeof obj);
 	struct stat o;
@@ -177,7 +177,7 @@ static void test_tree_keeps_apart_what_the_source_does(void **state)
 	struct fx *f = *state;
 	struct publish_stats st;
 	char *detail = NULL;
-	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, &detail), 0);
+	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, NULL, &detail), 0);
 	/* same content, two files in the source: not merged into one inode */
 	assert_int_not_equal(inode(f->out, "big"), inode(f->out, "copy"));
 	assert_int_equal(st.copied, 1);
@@ -191,10 +191,10 @@ static void test_tree_again_changes_nothing(void **state)
 	struct fx *f = *state;
 	struct publish_stats st;
 	char *detail = NULL;
-	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, &detail), 0);
+	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, NULL, &detail), 0);
 	ino_t big = inode(f->out, "big");
 	write_file(f->out, "mine", 10, 4); /* not the source's: left alone */
-	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, &detail), 0);
+	assert_int_equal(publish_tree(f->c, f->m, f->out, &st, NULL, &detail), 0);
 	assert_int_equal(st.linked, 0);
 	assert_int_equal(st.unchanged, 4); /* every hardlinked file */
 	assert_int_equal(inode(f->out, "big"), big);
@@ -215,7 +215,7 @@ static void test_version_flips_whole(void **state)
 {
 	struct fx *f = *state;
 	char *detail = NULL;
-	assert_int_equal(publish_version(f->c, f->m, f->out, "ds", &detail), 0);
+	assert_int_equal(publish_version(f->c, f->m, f->out, "ds", NULL, &detail), 0);
 	char *ds = path_join(f->out, "ds");
 	assert_string_equal(names(ds), "big copy dir small small.link");
 	/* The next version changes small, drops dir/sub and big, adds new. */
@@ -228,7 +228,7 @@ static void test_version_flips_whole(void **state)
 	unlink(p);
 	free(p);
 	Manifest *m2 = pull_manifest(f);
-	assert_int_equal(publish_version(f->c, m2, f->out, "ds", &detail), 0);
+	assert_int_equal(publish_version(f->c, m2, f->out, "ds", NULL, &detail), 0);
 	assert_null(detail);
 	assert_string_equal(names(ds), "copy dir new small small.link");
 	assert_string_equal(names(f->out), "ds"); /* no staging tree, no old tree */
@@ -244,7 +244,7 @@ static void test_version_all_or_nothing(void **state)
 	char *detail = NULL, obj[4096];
 	object_of(f, f->m, "small", obj, sizeof obj);
 	assert_int_equal(unlink(obj), 0); /* the last file cannot be placed */
-	int rc = publish_version(f->c, f->m, f->out, "ds", &detail);
+	int rc = publish_version(f->c, f->m, f->out, "ds", NULL, &detail);
 	assert_true(rc < 0);
 	assert_non_null(detail);
 	assert_non_null(strstr(detail, "small"));
@@ -256,7 +256,7 @@ static void test_failed_version_keeps_previous(void **state)
 {
 	struct fx *f = *state;
 	char *detail = NULL, obj[4096];
-	assert_int_equal(publish_version(f->c, f->m, f->out, "ds", &detail), 0);
+	assert_int_equal(publish_version(f->c, f->m, f->out, "ds", NULL, &detail), 0);
 	char *ds = path_join(f->out, "ds");
 	ino_t big = inode(ds, "big");
 	write_file(f->src, "small", 300, 7);
@@ -264,7 +264,7 @@ static void test_failed_version_keeps_previous(void **state)
 	Manifest *m2 = pull_manifest(f);
 	object_of(f, m2, "small", obj, sizeof obj);
 	assert_int_equal(unlink(obj), 0);
-	assert_true(publish_version(f->c, m2, f->out, "ds", &detail) < 0);
+	assert_true(publish_version(f->c, m2, f->out, "ds", NULL, &detail) < 0);
 	assert_non_null(detail);
 	free(detail);
 	/* the first version, all of it, as it was */

@@ -1,0 +1,357 @@
+/* What each node is told (assignments, unassignments, peers, origin
+ * plans) and keeping it in line with the cluster model (server_sync). */
+#include "scheduler/server.h"
+#include "scheduler/server_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/wire.h"
+
+static uint64_t sync_round;
+
+/* ---- what to tell the nodes ------------------------------------------------ */
+
+struct sent *server_sent_find(struct sched_client *cl, const char *dataset)
+{
+	for (size_t i = 0; i < cl->nsent; i++)
+		if (!strcmp(cl->sent[i].dataset, dataset))
+			return &cl->sent[i];
+	return NULL;
+}
+
+static void sent_drop(struct sched_client *cl, struct sent *e)
+{
+	free(e->dataset);
+	*e = cl->sent[--cl->nsent];
+}
+
+/* PeerInfo for the members other than self; free the two arrays. */
+static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
+				     const struct cluster_node *self, Syncbit__PeerInfo **store,
+				     size_t *count)
+{
+	Syncbit__PeerInfo *v = xcalloc(n + 1, sizeof *v);
+	Syncbit__PeerInfo **p = xcalloc(n + 1, sizeof *p);
+	*count = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m[i] == self)
+			continue;
+		syncbit__peer_info__init(&v[*count]);
+		v[*count].node = m[i]->name;
+		v[*count].addr = m[i]->addr;
+		if (m[i]->has_key) {
+			v[*count].key.data = m[i]->key;
+			v[*count].key.len = sizeof m[i]->key;
+		}
+		p[*count] = &v[*count];
+		(*count)++;
+	}
+	*store = v;
+	return p;
+}
+
+/* BlockRange list of a node's share of the plan; free the two arrays. */
+static Syncbit__BlockRange **origin_list(const struct cluster_version *cv,
+					 const struct cluster_node *n, Syncbit__BlockRange **store,
+					 size_t *count)
+{
+	const struct assign_plan *p = cluster_plan_of(cv, n->name);
+	size_t k = p ? p->nranges : 0;
+	Syncbit__BlockRange *v = xcalloc(k + 1, sizeof *v);
+	Syncbit__BlockRange **ptrs = xcalloc(k + 1, sizeof *ptrs);
+	for (size_t i = 0; i < k; i++) {
+		syncbit__block_range__init(&v[i]);
+		v[i].first = p->ranges[i].first;
+		v[i].count = p->ranges[i].count;
+		ptrs[i] = &v[i];
+	}
+	*store = v;
+	*count = k;
+	return ptrs;
+}
+
+static void send_assign(struct sched *s, struct sched_client *cl, struct cluster_dataset *d)
+{
+	struct cluster_version *cv = d->current;
+	Syncbit__Assign m = SYNCBIT__ASSIGN__INIT;
+	Syncbit__PeerInfo *pstore;
+	Syncbit__BlockRange *rstore;
+	size_t nm;
+	struct cluster_node **members = cluster_members(&s->cluster, cv, &nm);
+	m.dataset = d->name;
+	m.version_id.data = cv->v->id.b;
+	m.version_id.len = HASH_LEN;
+	m.manifest = cv->v->m;
+	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers);
+	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin);
+	m.reason = cv->reason;
+	m.pulled = d->pulled;
+	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
+		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
+			 "dataset %s: its manifest is too large to send", d->name);
+	else
+		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ASSIGN, &m.base);
+	free(m.peers);
+	free(pstore);
+	free(m.origin);
+	free(rstore);
+	free(members);
+}
+
+void server_send_unassign(struct sched_client *cl, const char *dataset)
+{
+	Syncbit__Unassign m = SYNCBIT__UNASSIGN__INIT;
+	m.dataset = (char *)dataset;
+	log_with(LOG_INFO, LOG_KV({"node", cl->node->name}, {"dataset", dataset}),
+		 "node %s: dataset %s is no longer assigned to it", cl->node->name, dataset);
+	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_UNASSIGN, &m.base);
+}
+
+static void send_peers_origin(struct sched *s, struct sched_client *cl, struct cluster_version *cv,
+			      struct cluster_node **members, size_t nm)
+{
+	Syncbit__Peers p = SYNCBIT__PEERS__INIT;
+	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
+	Syncbit__PeerInfo *pstore;
+	Syncbit__BlockRange *rstore;
+	p.version_id.data = cv->v->id.b;
+	p.version_id.len = HASH_LEN;
+	p.peers = peer_list(members, nm, cl->node, &pstore, &p.n_peers);
+	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
+	o.version_id = p.version_id;
+	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks);
+	o.reason = cv->reason;
+	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	free(p.peers);
+	free(pstore);
+	free(o.blocks);
+	free(rstore);
+}
+
+static void send_origin(struct sched_client *cl, struct cluster_version *cv)
+{
+	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
+	Syncbit__BlockRange *rstore;
+	o.version_id.data = cv->v->id.b;
+	o.version_id.len = HASH_LEN;
+	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks);
+	o.reason = cv->reason;
+	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	free(o.blocks);
+	free(rstore);
+}
+
+/* cl's node read its whole share and took `moved` unknown blocks over from
+ * donor's: both hear their new shares. */
+void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct sched_client *cl,
+			     const char *donor, uint32_t moved)
+{
+	snprintf(cv->reason, sizeof cv->reason,
+		 "node %s read its share; %u block%s of node %s's share moved to it",
+		 cl->node->name, moved, moved > 1 ? "s" : "", donor);
+	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
+	send_origin(cl, cv);
+	for (size_t i = 0; i < s->cluster.nnodes; i++) {
+		struct cluster_node *n = s->cluster.nodes[i];
+		struct sched_client *o = strcmp(n->name, donor) ? NULL : server_client_of(n);
+		if (o && o->conn)
+			send_origin(o, cv);
+	}
+}
+
+/* ---- sync ------------------------------------------------------------------ */
+
+/* 1 when a line of holders ("name addr" lines) names node. */
+static int holder_in(const char *holders, const char *node)
+{
+	size_t n = strlen(node);
+	for (const char *p = holders; p && *p;) {
+		if (!strncmp(p, node, n) && p[n] == ' ')
+			return 1;
+		p = strchr(p, '\n');
+		p = p ? p + 1 : NULL;
+	}
+	return 0;
+}
+
+/* Holders in old ("name addr" lines) that are not among the members now.
+ * Heap array of heap names. */
+static char **departed(const char *old, struct cluster_node **m, size_t n, size_t *count)
+{
+	char **out = NULL;
+	*count = 0;
+	for (const char *p = old; p && *p;) {
+		const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
+		if (!sp || !nl)
+			break;
+		char *name = xstrndup(p, (size_t)(sp - p));
+		int still = 0;
+		for (size_t j = 0; j < n && !still; j++)
+			still = !strcmp(m[j]->name, name);
+		if (still) {
+			free(name);
+		} else {
+			out = xrealloc(out, (*count + 1) * sizeof *out);
+			out[(*count)++] = name;
+		}
+		p = nl + 1;
+	}
+	return out;
+}
+
+/* Unknown blocks the departed nodes' old shares held. */
+static uint32_t moved_blocks(const struct cluster_version *cv, char **gone, size_t ngone)
+{
+	uint32_t moved = 0;
+	for (size_t g = 0; g < ngone; g++) {
+		const struct assign_plan *p = cluster_plan_of(cv, gone[g]);
+		for (size_t r = 0; p && r < p->nranges; r++)
+			for (uint32_t b = 0; b < p->ranges[r].count; b++)
+				moved += !assign_bit(cv->v->known, p->ranges[r].first + b);
+	}
+	return moved;
+}
+
+static void join_names(struct buf *out, char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf_printf(out, "%s%s", i ? ", " : "", names[i]);
+}
+
+/* "node a left; its 12 blocks reassigned; 3 blocks only it held come from
+ * the origin again; node b joined; 40 unknown blocks over 3 nodes". */
+static void plan_reason(const struct cluster_version *cv, const char *old, struct cluster_node **m,
+			size_t n, char **gone, size_t ngone, uint32_t moved, uint32_t orphans,
+			struct buf *out)
+{
+	int many = ngone > 1;
+	if (ngone) {
+		buf_printf(out, "%s ", many ? "nodes" : "node");
+		join_names(out, gone, ngone);
+		buf_printf(out, " left; %s %u %s reassigned; ", many ? "their" : "its", moved,
+			   moved == 1 ? "block" : "blocks");
+	}
+	if (orphans)
+		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
+			   orphans > 1 ? "s" : "", many ? "they" : "it", orphans > 1 ? "" : "s");
+	size_t njoined = 0;
+	for (size_t j = 0; old && j < n; j++)
+		if (!holder_in(old, m[j]->name))
+			buf_printf(out, "%s%s", njoined++ ? ", " : "node ", m[j]->name);
+	if (njoined)
+		buf_printf(out, " joined; ");
+	uint32_t unknown = cv->v->nblocks - cv->v->nknown;
+	if (n == 0)
+		buf_printf(out, "no node holds it");
+	else if (unknown == 0)
+		buf_printf(out, "%s %u block %s known: blocks come from peers",
+			   cv->v->nblocks == 1 ? "the" : "all", cv->v->nblocks,
+			   cv->v->nblocks == 1 ? "hash" : "hashes");
+	else
+		buf_printf(out, "%u unknown %s over %zu node%s", unknown,
+			   unknown == 1 ? "block" : "blocks", n, n > 1 ? "s" : "");
+	if (cv->stripe > 1)
+		buf_printf(out, " (stripe %u)", cv->stripe);
+}
+
+/* Re-plan cv when its holders changed since they were last told. */
+static void replan_if_changed(struct sched *s, struct cluster_version *cv)
+{
+	size_t n, ngone;
+	struct cluster_node **m = cluster_members(&s->cluster, cv, &n);
+	struct buf sig = BUF_INIT, reason = BUF_INIT;
+	for (size_t i = 0; i < n; i++)
+		buf_printf(&sig, "%s %s\n", m[i]->name, m[i]->addr);
+	const char *now = sig.len ? buf_cstr(&sig) : "";
+	if (!cv->holders || strcmp(cv->holders, now) != 0) {
+		char **gone = departed(cv->holders, m, n, &ngone);
+		uint32_t moved = moved_blocks(cv, gone, ngone);
+		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
+		plan_reason(cv, cv->holders, m, n, gone, ngone, moved, orphans, &reason);
+		snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
+		log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
+		free(cv->holders);
+		cv->holders = xstrdup(now);
+		cv->changed = 1;
+		for (size_t i = 0; i < ngone; i++)
+			free(gone[i]);
+		free(gone);
+	}
+	buf_close(&sig);
+	buf_close(&reason);
+	free(m);
+}
+
+/* ASSIGN what is new to the node, UNASSIGN what left it. */
+static void reconcile(struct sched *s, struct sched_client *cl)
+{
+	struct cluster *c = &s->cluster;
+	for (size_t i = 0; i < c->ndatasets; i++) {
+		struct cluster_dataset *d = c->datasets[i];
+		struct sent *e = server_sent_find(cl, d->name);
+		int want = d->current && cluster_assigned(d, cl->node);
+		if (want && (!e || memcmp(e->version.b, d->current->v->id.b, HASH_LEN))) {
+			send_assign(s, cl, d);
+			if (!e) {
+				cl->sent = xrealloc(cl->sent, (cl->nsent + 1) * sizeof *cl->sent);
+				e = &cl->sent[cl->nsent++];
+				e->dataset = xstrdup(d->name);
+			}
+			e->version = d->current->v->id;
+			e->round = sync_round;
+		} else if (!want && e) {
+			server_send_unassign(cl, d->name);
+			sent_drop(cl, e);
+		}
+	}
+	for (size_t i = 0; i < cl->nsent;) {
+		if (cluster_dataset_find(c, cl->sent[i].dataset)) {
+			i++;
+			continue;
+		}
+		server_send_unassign(cl, cl->sent[i].dataset);
+		sent_drop(cl, &cl->sent[i]);
+	}
+}
+
+/* 1 when the node got an ASSIGN of cv in this round. */
+static int assigned_now(struct sched_client *cl, const struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cl->nsent; i++)
+		if (cl->sent[i].round == sync_round &&
+		    !memcmp(cl->sent[i].version.b, cv->v->id.b, HASH_LEN))
+			return 1;
+	return 0;
+}
+
+void server_sync(struct sched *s)
+{
+	struct cluster *c = &s->cluster;
+	if (s->stopping)
+		return;
+	sync_round++;
+	for (size_t i = 0; i < c->nversions; i++)
+		if (c->versions[i]->refs > 0)
+			replan_if_changed(s, c->versions[i]);
+	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
+		if (cl->node && cl->conn)
+			reconcile(s, cl);
+	for (size_t i = 0; i < c->nversions; i++) {
+		struct cluster_version *cv = c->versions[i];
+		if (!cv->changed)
+			continue;
+		cv->changed = 0;
+		size_t n;
+		struct cluster_node **m = cluster_members(c, cv, &n);
+		for (size_t j = 0; j < n; j++) {
+			struct sched_client *cl = server_client_of(m[j]);
+			if (cl && !assigned_now(cl, cv))
+				send_peers_origin(s, cl, cv, m, n);
+		}
+		free(m);
+	}
+}
