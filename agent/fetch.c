@@ -208,8 +208,8 @@ static void publish_work(uv_work_t *w)
 	struct fetch *f = pj->f;
 	/* A pulled dataset stays in the cache: each pull publishes it. */
 	if (f->target_root)
-		pj->rc = publish_version(f->c, f->m, f->target_root, f->name, &pj->updates,
-					 &pj->detail);
+		pj->rc =
+		    publish_version(f->c, f->m, f->target_root, f->name, &pj->updates, &pj->detail);
 }
 
 static void publish_done(uv_work_t *w, int status)

@@ -561,13 +561,13 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 /* Limits the connection applies at each header: only a Block carries a
  * payload, one block (also under the connection's cap, payload_cap). */
 static const struct frame_handler peer_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, 0, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, 0, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, 0, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, FRAME_NO_PAYLOAD, h_bitfield},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, FRAME_NO_PAYLOAD, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, FRAME_NO_PAYLOAD, peer_h_request},
     {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, BLOCK_SIZE_MAX, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, 0, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, 0, peer_h_cancel},
-    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, 0, peer_h_bad_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, FRAME_NO_PAYLOAD, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, FRAME_NO_PAYLOAD, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, FRAME_NO_PAYLOAD, peer_h_bad_block},
 };
 
 static const struct frame_handler *peer_limits(size_t *n)

@@ -104,6 +104,9 @@ int frame_reader_partial(const struct frame_reader *r);
  * over its row's limits at the header. fn owns payload (malloc'd, NULL
  * when payload_len is 0) and returns 0 or a negative error that closes the
  * connection. */
+/* payload_max of a message that carries no payload. */
+#define FRAME_NO_PAYLOAD 0
+
 struct frame_handler {
 	uint32_t type;
 	uint32_t body_max;

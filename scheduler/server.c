@@ -343,11 +343,11 @@ static int h_pull(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_
 }
 
 static const struct frame_handler dispatch[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, 0, h_register},
-    {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, 0, h_heartbeat},
-    {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, 0, h_ingested},
-    {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, 0, h_admin},
-    {SYNCBIT__MSG_TYPE__MSG_PULL, SERVER_ADMIN_MAX, 0, h_pull},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTER, SERVER_REGISTER_MAX, FRAME_NO_PAYLOAD, h_register},
+    {SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, SERVER_HEARTBEAT_MAX, FRAME_NO_PAYLOAD, h_heartbeat},
+    {SYNCBIT__MSG_TYPE__MSG_INGESTED, SERVER_INGESTED_MAX, FRAME_NO_PAYLOAD, h_ingested},
+    {SYNCBIT__MSG_TYPE__MSG_ADMIN, SERVER_ADMIN_MAX, FRAME_NO_PAYLOAD, h_admin},
+    {SYNCBIT__MSG_TYPE__MSG_PULL, SERVER_ADMIN_MAX, FRAME_NO_PAYLOAD, h_pull},
 };
 
 /* ---- connections ----------------------------------------------------------- */

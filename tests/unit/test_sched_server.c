@@ -833,7 +833,7 @@ int main(void)
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
