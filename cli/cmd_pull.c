@@ -32,7 +32,8 @@ const struct config_key cli_pull_keys[] = {
      "the local agent's unix socket (default DATA/agent.sock): pull NAME waits for it, pull "
      "SOURCE goes through it when it answers",
      "PATH", 0},
-    {"standalone", "false", 1, "pull SOURCE in this process, not through the local agent", NULL, 0},
+    {"standalone", "false", 1,
+     "pull SOURCE in this process, not through the local agent", NULL, 0},
     {"no-wait", "false", 1, "pull NAME: report the state and return", NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
