@@ -414,7 +414,9 @@ static void wait_progress(struct wait *w, const json_t *d)
 	{
 		ready += json_is_true(json_object_get(n, "published"));
 	}
-	if (ready != w->ready && ready < need) /* once ready, the result says it */
+	/* On a terminal, above the bar (elsewhere the waiting lines say it);
+	 * once ready, the result says it. */
+	if (ready != w->ready && ready < need && w->prog.tty)
 		progress_note(&w->prog, "dataset %s: ready on %llu of %llu %s", w->name,
 			      (unsigned long long)ready, (unsigned long long)need,
 			      progress_noun(need, "node", "nodes"));

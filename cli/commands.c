@@ -53,9 +53,8 @@ const struct cli_cmd cli_commands[] = {
     {"dataset wait",
      "dataset wait NAME [--nodes N|--all] [--timeout DURATION] --scheduler HOST:PORT "
      "--token-file FILE [--json]",
-     "wait until NAME's current version is ready on its nodes (exit 1 on timeout, naming "
-     "the nodes not ready and why)",
-     cli_dataset_wait_keys, cmd_dataset_wait},
+     "wait until NAME's current version is ready on its nodes", cli_dataset_wait_keys,
+     cmd_dataset_wait},
     {"dataset ls", "dataset ls " CONN, "list the datasets", cli_admin_keys, cmd_dataset_ls},
     {"dataset rm", "dataset rm NAME " CONN, "remove a dataset from every node", cli_admin_keys,
      cmd_dataset_rm},
