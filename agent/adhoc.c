@@ -183,9 +183,9 @@ static void open_work(uv_work_t *w)
 		p->rc = -errno;
 		return;
 	}
-	int fd = p->target[1] ? path_open_beneath(root, p->target + 1,
-						  O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-			      : dup(root);
+	int fd = p->target[1]
+		     ? path_open_beneath(root, p->target + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+		     : dup(root);
 	close(root);
 	struct stat st;
 	if (fd < 0) {
@@ -268,8 +268,8 @@ static void give_directories(const Manifest *m, int dir_fd, uid_t uid, gid_t gid
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *e = m->files[i];
 		char *dir = xstrdup(e->path);
-		char *slash = e->type == SYNCBIT__FILE_TYPE__FILE_DIRECTORY ? NULL
-									    : strrchr(dir, '/');
+		char *slash =
+		    e->type == SYNCBIT__FILE_TYPE__FILE_DIRECTORY ? NULL : strrchr(dir, '/');
 		if (slash)
 			*slash = '\0';
 		if ((e->type != SYNCBIT__FILE_TYPE__FILE_DIRECTORY && !slash) ||
@@ -316,17 +316,16 @@ static void publish_work(uv_work_t *w)
 		p->rc = SB_ENOTFOUND;
 	free(enc);
 	if (p->rc < 0) {
-		p->detail = xasprintf("dataset %s: its manifest: %s", p->dataset,
-				      sb_strerror(p->rc));
+		p->detail =
+		    xasprintf("dataset %s: its manifest: %s", p->dataset, sb_strerror(p->rc));
 		return;
 	}
 	/* Into the directory opened and checked before, by its descriptor. */
 	snprintf(root, sizeof root, "/proc/self/fd/%d", p->dir_fd);
 	p->rc = publish_tree(p->c, m, root, &st, &detail);
 	if (p->rc < 0) {
-		const char *tail = detail && !strncmp(detail, root, strlen(root))
-				       ? detail + strlen(root)
-				       : NULL;
+		const char *tail =
+		    detail && !strncmp(detail, root, strlen(root)) ? detail + strlen(root) : NULL;
 		p->detail = tail ? xasprintf("%s%s", p->target, tail)
 				 : xstrdup(detail ? detail : sb_strerror(p->rc));
 	} else if (p->uid != 0) {
@@ -395,8 +394,8 @@ static void check(struct adhoc_pull *p)
 	const char *error = NULL;
 	int assigned = daemon_progress(p->a->d, p->dataset, &bytes, &have, &published, &error) == 0;
 	if (!assigned) {
-		char *why = xasprintf("dataset %s is not assigned to this node (any more)",
-				      p->dataset);
+		char *why =
+		    xasprintf("dataset %s is not assigned to this node (any more)", p->dataset);
 		fail(p, SB_ENOTFOUND, why);
 		free(why);
 		return;

@@ -627,6 +627,7 @@ int cache_stats(struct cache *c, struct cache_stats *out)
 	if (!rc && !(rc = mdb_stat(txn, c->objects, &st)))
 		out->objects = st.ms_entries;
 	out->capacity = c->capacity;
+	out->evicted = c->evicted;
 	mdb_txn_abort(txn);
 	return cache_mdb_err(rc);
 }
@@ -755,6 +756,7 @@ int cache_evict(struct cache *c, uint64_t target, uint64_t *evicted_objects,
 				log_warn("%s: %s", path, strerror(errno));
 		}
 		sweep_orphans(c);
+		c->evicted += a.bytes;
 	}
 	buf_close(&a.victims);
 	if (evicted_objects)

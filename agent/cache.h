@@ -22,6 +22,7 @@ struct cache_stats {
 	uint64_t pinned; /* of which pinned by a dataset's current version */
 	uint64_t objects;
 	uint64_t capacity; /* 0 = unlimited */
+	uint64_t evicted;  /* bytes evicted since the cache was opened */
 };
 
 struct cache_dataset {
@@ -59,6 +60,9 @@ void cache_object_path(const struct cache *c, const struct hash_id *id, char *ou
  * mtime, inode), 0 if absent. A changed file is dropped from the index
  * (and 0 returned): something wrote into it, so it must be fetched again. */
 int cache_object_check(struct cache *c, const struct hash_id *id);
+/* Read-only, thread-safe: 1 if the object is indexed and its file still
+ * looks as stored (size, mtime, inode), else 0. Changes nothing. */
+int cache_object_intact(struct cache *c, const struct hash_id *id);
 /* Drop an object from the index and unlink its file (used on corruption). */
 int cache_object_remove(struct cache *c, const struct hash_id *id);
 /* Give an object a new mtime (a source re-published equal content with

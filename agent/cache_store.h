@@ -21,6 +21,7 @@ struct cache {
 	MDB_env *env;
 	MDB_dbi blocks, objects, lfru, partials, pblocks, manifests, datasets, meta;
 	uint64_t capacity;
+	uint64_t evicted; /* bytes cache_evict removed since cache_open */
 	double clock;
 	int lock_fd;
 	struct cache_partial *open_partials; /* not swept as orphans */
@@ -119,10 +120,8 @@ int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 int cache_object_put_header(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 			    const struct object_rec *rec);
 int cache_object_unindex(MDB_txn *txn, struct cache *c, const struct hash_id *id, uint64_t *freed);
-/* Read-only checks (any thread): indexed at all; indexed and its file
- * looking as stored. */
+/* Read-only check (any thread): indexed at all. */
 int cache_object_indexed(struct cache *c, const struct hash_id *id);
-int cache_object_intact(struct cache *c, const struct hash_id *id);
 int cache_lfru_del(MDB_txn *txn, struct cache *c, const struct object_rec *rec,
 		   const struct hash_id *id);
 int cache_lfru_put(MDB_txn *txn, struct cache *c, const struct object_rec *rec,

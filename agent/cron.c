@@ -207,7 +207,9 @@ int cron_parse(const char *expr, struct cron *out, char **error)
 	rest += strspn(rest, " \t\r\n");
 	if (*rest) {
 		*error =
-		    xasprintf("unexpected '%s' after the schedule (5 fields or one macro)", rest);
+		    xasprintf("'%s' follows the schedule: this takes the 5 schedule fields (or "
+			      "one macro) of a crontab line, not its command",
+			      rest);
 		return SB_ECONFIG;
 	}
 	return 0;
@@ -363,4 +365,30 @@ int cron_parse_crontab(const char *text, struct cron **out, size_t *n, char **er
 		return SB_ECONFIG;
 	}
 	return 0;
+}
+
+char *cron_crontab_commands(const char *text, size_t *n)
+{
+	struct buf b = BUF_INIT;
+	size_t line_no = 0;
+	*n = 0;
+	for (const char *line = text; line && *line;) {
+		const char *nl = strchr(line, '\n');
+		char *l = nl ? xstrndup(line, (size_t)(nl - line)) : xstrdup(line);
+		line = nl ? nl + 1 : NULL;
+		line_no++;
+		const char *s = skip_space(l), *rest;
+		struct cron c;
+		char *why = NULL;
+		if (*s && *s != '#' && *s != '\r' && !is_assignment(s) &&
+		    parse_schedule(s, &c, &rest, &why) == 0) {
+			rest = skip_space(rest);
+			size_t len = strcspn(rest, "\r");
+			if (len && (*n)++ == 0)
+				buf_printf(&b, "line %zu: %.*s", line_no, (int)len, rest);
+		}
+		free(why);
+		free(l);
+	}
+	return *n ? buf_steal(&b) : (buf_close(&b), NULL);
 }

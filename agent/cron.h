@@ -45,4 +45,9 @@ int cron_next_of(const struct cron *c, size_t n, time_t after, time_t *next);
  * crontab without any job). */
 int cron_parse_crontab(const char *text, struct cron **out, size_t *n, char **error);
 
+/* The commands of a crontab's job lines, which cron_parse_crontab does not
+ * take: *n lines have one, and the result (heap; NULL when none has) is
+ * the first as "line N: COMMAND". */
+char *cron_crontab_commands(const char *text, size_t *n);
+
 #endif

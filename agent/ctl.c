@@ -11,18 +11,21 @@
 
 #include "agent/adhoc.h"
 #include "agent/daemon.h"
+#include "agent/fetch.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/source.h"
 #include "common/uri.h"
 
 struct client {
 	uv_pipe_t pipe;
 	struct ctl *ctl;
 	struct buf in;
-	char *waiting; /* dataset name a pull waits for */
+	char *waiting;		 /* dataset name a pull waits for */
 	struct adhoc_pull *pull; /* a pull through the agent (agent/adhoc.h) */
 	int closing;
 	struct client *next;
@@ -37,7 +40,7 @@ struct ctl {
 	struct client *clients;
 	int nclients;
 	uv_timer_t progress;
-	int handles; /* open handles: server, timer */
+	int handles; /* open handles: server, timer, clients; freed at 0 */
 };
 
 struct write_req {
@@ -70,6 +73,16 @@ static void send_json(struct client *cl, json_t *o)
 	}
 }
 
+/* One handle of c closed: free c after the last (ctl_free may have closed
+ * the server and timer before a client's close callback ran). */
+static void ctl_release(struct ctl *c)
+{
+	if (--c->handles == 0) {
+		free(c->path);
+		free(c);
+	}
+}
+
 static void client_closed(uv_handle_t *h)
 {
 	struct client *cl = h->data;
@@ -85,6 +98,7 @@ static void client_closed(uv_handle_t *h)
 	buf_close(&cl->in);
 	free(cl->waiting);
 	free(cl);
+	ctl_release(c);
 }
 
 static void client_close(struct client *cl)
@@ -129,12 +143,12 @@ enum ctl_op ctl_request_parse(const char *line, char **name)
 	const char *op = json_string_value(json_object_get(req, "op"));
 	const char *n = json_string_value(json_object_get(req, "name"));
 	const char *src = json_string_value(json_object_get(req, "source"));
-	enum ctl_op r = !op				      ? CTL_OP_MALFORMED
-			: !strcmp(op, "status")		      ? CTL_OP_STATUS
-			: !strcmp(op, "ready") && n	      ? CTL_OP_READY
-			: !strcmp(op, "pull") && n	      ? CTL_OP_PULL
+	enum ctl_op r = !op				       ? CTL_OP_MALFORMED
+			: !strcmp(op, "status")		       ? CTL_OP_STATUS
+			: !strcmp(op, "ready") && n	       ? CTL_OP_READY
+			: !strcmp(op, "pull") && n	       ? CTL_OP_PULL
 			: !strcmp(op, "pull") && src && src[0] ? CTL_OP_PULL_SOURCE
-							      : CTL_OP_UNKNOWN;
+							       : CTL_OP_UNKNOWN;
 	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n)
 		: r == CTL_OP_PULL_SOURCE	      ? xstrdup(src)
 						      : NULL;
@@ -278,6 +292,7 @@ static void on_connection(uv_stream_t *server, int status)
 	cl->ctl = c;
 	uv_pipe_init(c->loop, &cl->pipe, 0);
 	cl->pipe.data = cl;
+	c->handles++;
 	cl->next = c->clients;
 	c->clients = cl;
 	c->nclients++;
@@ -352,7 +367,9 @@ static void http_readyz(void *arg, const char *path, const char *query, struct h
 		int ready = json_is_true(json_object_get(s, "ready"));
 		if (want && strcmp(want, name))
 			continue;
-		buf_printf(&r->body, "%s %s\n", name, ready ? "ready" : "not ready");
+		const char *damage = json_string_value(json_object_get(s, "damage"));
+		buf_printf(&r->body, "%s %s%s%s\n", name, ready ? "ready" : "not ready",
+			   damage ? ": " : "", damage ? damage : "");
 		ok &= ready;
 	}
 	if (want && !r->body.len) {
@@ -363,45 +380,107 @@ static void http_readyz(void *arg, const char *path, const char *query, struct h
 	json_decref(st);
 }
 
+/* A number of the status document, 0 when absent. */
+static uint64_t num(json_t *o, const char *key)
+{
+	json_int_t v = json_integer_value(json_object_get(o, key));
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+/* Families with one sample per dataset, from its status object. */
+static void dataset_metrics(json_t *sets, struct buf *out)
+{
+	static const struct {
+		const char *name, *key, *help;
+	} families[] = {
+	    {"syncbit_dataset_size_bytes", "bytes",
+	     "Bytes of the dataset version this node holds or fetches."},
+	    {"syncbit_dataset_have_bytes", "bytes_have",
+	     "Bytes of that version durable on this node."},
+	    {"syncbit_dataset_ready", "ready",
+	     "1 when the dataset is complete, verified and published on this node."},
+	};
+	size_t i;
+	json_t *s;
+	for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {
+		metrics_family(out, families[k].name, METRICS_GAUGE, families[k].help);
+		json_array_foreach(sets, i, s)
+		{
+			json_t *v = json_object_get(s, families[k].key);
+			metrics_sample(
+			    out, families[k].name,
+			    METRICS_LABELS("dataset",
+					   json_string_value(json_object_get(s, "name"))),
+			    json_is_boolean(v) ? json_is_true(v) : num(s, families[k].key));
+		}
+	}
+}
+
+static void peer_metrics(json_t *peers, struct buf *out)
+{
+	static const struct {
+		const char *name, *key, *help;
+	} counters[] = {
+	    {"syncbit_peer_served_bytes_total", "bytes_served", "Block bytes sent to peers."},
+	    {"syncbit_peer_served_blocks_total", "blocks_served", "Blocks sent to peers."},
+	    {"syncbit_peer_received_bytes_total", "bytes_received",
+	     "Block bytes received from peers, needed or not."},
+	    {"syncbit_peer_unneeded_bytes_total", "bytes_unneeded",
+	     "Of those, bytes that came after the block was canceled or already here."},
+	    {"syncbit_peer_drops_total", "dropped_bad_data",
+	     "Peers dropped for sending blocks that failed verification."},
+	};
+	metrics_single(out, "syncbit_peers_connected", METRICS_GAUGE,
+		       "Peers this node has a connection with.", num(peers, "connected"));
+	for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++)
+		metrics_single(out, counters[k].name, METRICS_COUNTER, counters[k].help,
+			       num(peers, counters[k].key));
+}
+
+static void cache_metrics(json_t *cache, struct buf *out)
+{
+	static const struct {
+		const char *name, *key, *help;
+		enum metrics_type type;
+	} families[] = {
+	    {"syncbit_cache_used_bytes", "used", "Bytes of the objects in the cache.",
+	     METRICS_GAUGE},
+	    {"syncbit_cache_pinned_bytes", "pinned",
+	     "Of those, bytes a dataset's current version pins (never evicted).", METRICS_GAUGE},
+	    {"syncbit_cache_capacity_bytes", "capacity",
+	     "The cache size limit (--cache-size); 0: no limit.", METRICS_GAUGE},
+	    {"syncbit_cache_objects", "objects", "Objects (whole files) in the cache.",
+	     METRICS_GAUGE},
+	    {"syncbit_cache_evicted_bytes_total", "evicted",
+	     "Bytes evicted to stay under the cache size since the agent started.",
+	     METRICS_COUNTER},
+	    {"syncbit_disk_free_bytes", "disk_free",
+	     "Bytes free for this node's use on the file system of the data directory.",
+	     METRICS_GAUGE},
+	};
+	if (!cache)
+		return; /* the index could not be read: no numbers rather than zeros */
+	for (size_t k = 0; k < sizeof families / sizeof families[0]; k++)
+		metrics_single(out, families[k].name, families[k].type, families[k].help,
+			       num(cache, families[k].key));
+}
+
 static void http_metrics(void *arg, const char *path, const char *query, struct httpd_response *r)
 {
 	struct ctl *c = arg;
 	json_t *st = daemon_status_json(c->d);
-	json_t *sets = json_object_get(st, "datasets");
-	size_t i;
-	json_t *s;
-	static const char *const counters[] = {
-	    "bytes",	    "bytes_have",  "bytes_from_origin", "bytes_from_peers",
-	    "bytes_reused", "bytes_served"};
-	r->content_type = "text/plain; version=0.0.4";
-	for (size_t k = 0; k < sizeof counters / sizeof *counters; k++) {
-		buf_printf(&r->body, "# TYPE syncbit_dataset_%s gauge\n", counters[k]);
-		json_array_foreach(sets, i, s)
-		{
-			buf_printf(&r->body, "syncbit_dataset_%s{dataset=\"%s\"} %lld\n",
-				   counters[k], json_string_value(json_object_get(s, "name")),
-				   (long long)json_integer_value(json_object_get(s, counters[k])));
-		}
-	}
-	buf_printf(&r->body, "# TYPE syncbit_dataset_ready gauge\n");
-	json_array_foreach(sets, i, s)
-	{
-		buf_printf(&r->body, "syncbit_dataset_ready{dataset=\"%s\"} %d\n",
-			   json_string_value(json_object_get(s, "name")),
-			   json_is_true(json_object_get(s, "ready")));
-	}
-	static const char *const peer_counters[] = {"bytes_served", "blocks_served",
-						    "dropped_bad_data", "bytes_received",
-						    "bytes_unneeded"};
-	json_t *peers = json_object_get(st, "peers");
-	for (size_t k = 0; k < sizeof peer_counters / sizeof *peer_counters; k++)
-		buf_printf(&r->body, "# TYPE syncbit_peers_%s counter\nsyncbit_peers_%s %lld\n",
-			   peer_counters[k], peer_counters[k],
-			   (long long)json_integer_value(json_object_get(peers, peer_counters[k])));
-	buf_printf(&r->body,
-		   "# TYPE syncbit_scheduler_connected gauge\nsyncbit_scheduler_connected %d\n",
-		   json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
+	r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	metrics_build_info(&r->body);
+	dataset_metrics(json_object_get(st, "datasets"), &r->body);
+	fetch_metrics_write(&r->body);
+	peer_metrics(json_object_get(st, "peers"), &r->body);
+	metrics_single(
+	    &r->body, "syncbit_scheduler_connected", METRICS_GAUGE,
+	    "1 while this node is registered with its scheduler.",
+	    json_is_true(json_object_get(json_object_get(st, "scheduler"), "connected")));
+	cache_metrics(json_object_get(st, "cache"), &r->body);
 	json_decref(st);
+	source_metrics(&r->body);
 	daemon_listener_metrics(c->d, &r->body);
 	httpd_metrics(c->http, &r->body);
 }
@@ -450,11 +529,7 @@ int ctl_new(uv_loop_t *loop, struct daemon *d, const char *path, const char *htt
 
 static void handle_closed(uv_handle_t *h)
 {
-	struct ctl *c = h->data;
-	if (--c->handles == 0) {
-		free(c->path);
-		free(c);
-	}
+	ctl_release(h->data);
 }
 
 void ctl_free(struct ctl *c)

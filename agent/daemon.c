@@ -15,6 +15,7 @@
 #include "agent/mirror.h"
 #include "agent/peer.h"
 #include "agent/uplink.h"
+#include "agent/watch.h"
 #include "common/admit.h"
 #include "common/buf.h"
 #include "common/conn.h"
@@ -28,7 +29,15 @@
 #include "common/version.h"
 #include "common/wire.h"
 
-#define CONTROL_BODY_MAX (256u << 20) /* an Assign carries a whole manifest */
+/* Body limits of the scheduler's messages (the control table below). */
+#define CONTROL_BODY_MAX       (256u << 20) /* an Assign carries a whole manifest */
+#define CONTROL_REGISTERED_MAX 1024
+#define CONTROL_UNASSIGN_MAX   1024
+#define CONTROL_HASHES_MAX     (64u << 20) /* a version's block hashes */
+#define CONTROL_PEERS_MAX      (16u << 20)
+#define CONTROL_ORIGIN_MAX     (64u << 20) /* an origin plan */
+#define CONTROL_ERROR_MAX      4096
+#define CONTROL_PULL_REPLY_MAX 8192
 
 struct dset {
 	char *name;
@@ -63,6 +72,7 @@ struct daemon {
 	struct ctl *ctl;
 	struct adhoc *adhoc; /* pulls through this agent */
 	struct mirror *mirror;
+	struct watch *watch; /* published files changed on disk */
 	struct conn *sched;
 	int sched_ready;
 	struct uplink link; /* for status, logs and /healthz */
@@ -274,7 +284,8 @@ static void report_held(struct daemon *d, struct dset *s)
 			buf_append(&blocks, &b, sizeof b);
 	size_t n = blocks.len / sizeof(uint32_t);
 	if (n && d->sched_ready) {
-		log_info("dataset %s: the scheduler lacks the hashes of %zu %s held here; "
+		log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+			 "dataset %s: the scheduler lacks the hashes of %zu %s held here; "
 			 "sending them",
 			 s->name, n, progress_noun(n, "block", "blocks"));
 		send_ingested(d, s->cur, (const uint32_t *)blocks.ptr, n);
@@ -319,7 +330,7 @@ static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t
 	struct dset *s = arg;
 	char why[64];
 	snprintf(why, sizeof why, "block %u failed verification", b);
-	peers_drop(s->d->peers, peer, why);
+	peers_drop(s->d->peers, peer, why, f, b);
 }
 
 /* Unpinned objects go, least valuable first, once the cache is over its
@@ -332,7 +343,8 @@ static void evict(struct daemon *d)
 		return;
 	int rc = cache_evict(d->cache, cs.capacity, &n, &bytes);
 	if (rc < 0)
-		log_warn("eviction failed: %s", sb_strerror(rc));
+		log_with(LOG_WARN, LOG_KV({"error", sb_strerror(rc)}), "eviction failed: %s",
+			 sb_strerror(rc));
 	else if (n)
 		log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
 			 (unsigned long long)n, progress_noun(n, "object", "objects"),
@@ -362,6 +374,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 		drop_fetch(d, &s->prev); /* the new version is in place */
 		s->restored = 0;
 		set_published(s, fetch_manifest(f));
+		watch_dataset(d->watch, s->name);
 		evict(d);
 	}
 	ctl_notify(d->ctl, s->name);
@@ -377,7 +390,8 @@ static void log_fetching(struct dset *s)
 	fetch_stats(s->cur, &st);
 	if (fetch_published(s->cur))
 		return;
-	log_info("dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
+	log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+		 "dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
 		 progress_fmt_bytes(st.bytes - st.bytes_have, need, sizeof need),
 		 progress_fmt_bytes(st.bytes, total, sizeof total),
 		 (unsigned long long)st.blocks_have, (unsigned long long)st.blocks,
@@ -397,8 +411,7 @@ static void start_fetch(struct daemon *d, struct dset *s)
 				    .done = hook_done};
 	struct fetch *f = NULL;
 	int rc = fetch_new(&d->loop, d->cache, s->name, s->pulled ? NULL : d->o->target,
-			   a->version_id.data,
-			   a->manifest, &d->o->src, &hooks, &f);
+			   a->version_id.data, a->manifest, &d->o->src, &hooks, &f);
 	free(s->error);
 	s->error = NULL;
 	if (rc < 0) {
@@ -416,7 +429,8 @@ static void start_fetch(struct daemon *d, struct dset *s)
 		log_fetching(s);
 	}
 	if (s->error)
-		log_limited(LOG_ERROR, "dataset %s: failed: %s", s->name, s->error);
+		log_limited_with(LOG_ERROR, LOG_KV({"dataset", s->name}, {"error", s->error}),
+				 "dataset %s: failed: %s", s->name, s->error);
 	syncbit__assign__free_unpacked(a, NULL);
 }
 
@@ -468,7 +482,8 @@ static void retry_tick(uv_timer_t *t)
 				i++;
 				continue;
 			}
-			log_info("dataset %s: not assigned since the restart; removing %s/%s",
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: not assigned since the restart; removing %s/%s",
 				 s->name, d->o->target, s->name);
 			remove_set(d, i);
 		}
@@ -477,9 +492,27 @@ static void retry_tick(uv_timer_t *t)
 		struct dset *s = d->sets[i];
 		if (!s->retry_at_ms || now < s->retry_at_ms)
 			continue;
-		log_limited(LOG_INFO, "dataset %s: starting again after: %s", s->name, s->error);
+		log_limited_with(LOG_INFO, LOG_KV({"dataset", s->name}, {"error", s->error}),
+				 "dataset %s: starting again after: %s", s->name, s->error);
 		restart_fetch(d, s);
 	}
+}
+
+/* A published file changed on disk (agent/watch.c): fetch what went and
+ * publish afresh. A dataset restored from before a restart waits for its
+ * Assign to do so. */
+static void hook_damaged(void *arg, const char *name)
+{
+	struct daemon *d = arg;
+	struct dset *s = find_set(d, name);
+	if (s && s->assign)
+		restart_fetch(d, s);
+	ctl_notify(d->ctl, name);
+}
+
+static void hook_bad_block(void *arg, const struct hash_id *h)
+{
+	watch_block_reported(arg, h);
 }
 
 /* ---- control protocol ---- */
@@ -503,7 +536,8 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
-	log_info("registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
+	log_with(LOG_INFO, LOG_KV({"scheduler", d->o->scheduler}),
+		 "registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
 }
@@ -551,7 +585,8 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		update_peers(d);
 		goto out;
 	}
-	log_info("dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
+	log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+		 "dataset %s: assigned version %02x%02x%02x%02x (%zu %s)", s->name,
 		 a->version_id.data[0], a->version_id.data[1], a->version_id.data[2],
 		 a->version_id.data[3], a->manifest->n_files,
 		 progress_noun(a->manifest->n_files, "file", "files"));
@@ -598,13 +633,15 @@ static void remove_set(struct daemon *d, size_t i)
 	struct dset *s = d->sets[i];
 	int rc = cache_dataset_remove(d->cache, s->name);
 	if (rc < 0)
-		log_warn("dataset %s: %s", s->name, sb_strerror(rc));
+		log_with(LOG_WARN, LOG_KV({"dataset", s->name}, {"error", sb_strerror(rc)}),
+			 "dataset %s: %s", s->name, sb_strerror(rc));
 	if (!s->pulled) { /* a pulled dataset was published by its pulls only */
 		struct unpublish *u = xcalloc(1, sizeof *u);
 		u->path = path_join(d->o->target, s->name);
 		u->work.data = u;
 		uv_queue_work(&d->loop, &u->work, unpublish_work, unpublish_done);
 	}
+	watch_forget(d->watch, s->name);
 	d->sets[i] = d->sets[--d->nsets];
 	free_set(d, s);
 	evict(d);
@@ -622,9 +659,11 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		if (strcmp(s->name, m->dataset))
 			continue;
 		if (s->pulled)
-			log_info("dataset %s: no longer assigned here; unpinning it", s->name);
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: no longer assigned here; unpinning it", s->name);
 		else
-			log_info("dataset %s: no longer assigned here; removing %s/%s", s->name,
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: no longer assigned here; removing %s/%s", s->name,
 				 d->o->target, s->name);
 		remove_set(d, i);
 		ctl_notify(d->ctl, m->dataset);
@@ -693,7 +732,8 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	if (s) {
 		if (m->reason && m->reason[0])
-			log_info("dataset %s: origin plan: %s", s->name, m->reason);
+			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
+				 "dataset %s: origin plan: %s", s->name, m->reason);
 		set_origin(s->cur, m->blocks, m->n_blocks);
 	}
 	syncbit__origin__free_unpacked(m, NULL);
@@ -718,14 +758,14 @@ static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 }
 
 static const struct frame_handler control_table[] = {
-    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, 1024, h_registered},
+    {SYNCBIT__MSG_TYPE__MSG_REGISTERED, CONTROL_REGISTERED_MAX, h_registered},
     {SYNCBIT__MSG_TYPE__MSG_ASSIGN, CONTROL_BODY_MAX, h_assign},
-    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, 1024, h_unassign},
-    {SYNCBIT__MSG_TYPE__MSG_HASHES, 64u << 20, h_hashes},
-    {SYNCBIT__MSG_TYPE__MSG_PEERS, 16u << 20, h_peers},
-    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, 64u << 20, h_origin},
-    {SYNCBIT__MSG_TYPE__MSG_ERROR, 4096, h_error},
-    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, 8192, h_pull_reply},
+    {SYNCBIT__MSG_TYPE__MSG_UNASSIGN, CONTROL_UNASSIGN_MAX, h_unassign},
+    {SYNCBIT__MSG_TYPE__MSG_HASHES, CONTROL_HASHES_MAX, h_hashes},
+    {SYNCBIT__MSG_TYPE__MSG_PEERS, CONTROL_PEERS_MAX, h_peers},
+    {SYNCBIT__MSG_TYPE__MSG_ORIGIN, CONTROL_ORIGIN_MAX, h_origin},
+    {SYNCBIT__MSG_TYPE__MSG_ERROR, CONTROL_ERROR_MAX, h_error},
+    {SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, CONTROL_PULL_REPLY_MAX, h_pull_reply},
 };
 
 static int sched_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -959,24 +999,27 @@ json_t *daemon_status_json(struct daemon *d)
 		if (s->prev)
 			json_object_set_new(o, "previous", fetch_json(d, s, s->prev));
 		json_object_set_new(o, "ready", json_boolean(daemon_ready(d, s->name, NULL)));
+		watch_status(d->watch, s->name, o);
 		json_array_append_new(sets, o);
 	}
-	json_t *st =
-	    json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
-		      "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "bytes_served",
-		      (json_int_t)ps.bytes_served, "blocks_served", (json_int_t)ps.blocks_served,
-		      "dropped_bad_data", (json_int_t)ps.dropped_bad_data, "bytes_received",
-		      (json_int_t)ps.bytes_received, "bytes_unneeded",
-		      (json_int_t)ps.bytes_unneeded, "datasets", sets);
+	json_t *st = json_pack(
+	    "{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node, "scheduler",
+	    uplink_json(&d->link, uv_now(&d->loop)), "peers", "connected",
+	    (json_int_t)ps.connected_now, "bytes_served", (json_int_t)ps.bytes_served,
+	    "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
+	    (json_int_t)ps.dropped_bad_data, "bytes_received", (json_int_t)ps.bytes_received,
+	    "bytes_unneeded", (json_int_t)ps.bytes_unneeded, "datasets", sets);
 	if (d->kube)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
 	struct cache_stats cs;
 	if (cache_stats(d->cache, &cs) == 0)
 		json_object_set_new(st, "cache",
-				    json_pack("{s:I, s:I, s:I, s:I}", "used", (json_int_t)cs.used,
-					      "pinned", (json_int_t)cs.pinned, "objects",
-					      (json_int_t)cs.objects, "capacity",
-					      (json_int_t)cs.capacity));
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "used",
+					      (json_int_t)cs.used, "pinned", (json_int_t)cs.pinned,
+					      "objects", (json_int_t)cs.objects, "capacity",
+					      (json_int_t)cs.capacity, "evicted",
+					      (json_int_t)cs.evicted, "disk_free",
+					      (json_int_t)disk_free(d->o->data)));
 	return st;
 }
 
@@ -1040,6 +1083,8 @@ int daemon_ready(struct daemon *d, const char *name, const char **why)
 	const char *w = NULL;
 	if (!s)
 		w = "not assigned to this node";
+	else if ((w = watch_damage(d->watch, name)))
+		; /* a published file changed on disk: repairing */
 	else if ((s->cur && fetch_published(s->cur)) || (s->prev && fetch_published(s->prev)) ||
 		 s->restored)
 		return 1;
@@ -1134,6 +1179,8 @@ static void stop(struct daemon *d)
 	d->adhoc = NULL;
 	mirror_free(d->mirror);
 	d->mirror = NULL;
+	watch_free(d->watch);
+	d->watch = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->reconnect, NULL);
@@ -1175,6 +1222,7 @@ static void restore_sets(struct daemon *d)
 				    "dataset %s: published before the restart; ready until the "
 				    "scheduler says otherwise",
 				    s->name);
+				watch_dataset(d->watch, s->name);
 			}
 			cache_dataset_close(&ds);
 		}
@@ -1263,6 +1311,8 @@ static int setup(struct daemon *d, char **detail)
 	if ((rc = load_key(d, detail)) < 0)
 		return rc;
 	d->adhoc = adhoc_new(&d->loop, d, d->cache);
+	struct watch_hooks wh = {.arg = d, .damaged = hook_damaged};
+	watch_new(&d->loop, d->cache, &wh, &d->watch);
 	restore_sets(d);
 	struct peers_config pc = {.node = d->o->node,
 				  .listen = d->o->listen,
@@ -1272,6 +1322,7 @@ static int setup(struct daemon *d, char **detail)
 				  .cache = d->cache};
 	if ((rc = peers_new(&d->loop, &pc, &d->peers, detail)) < 0)
 		return rc;
+	peers_on_bad_block(d->peers, hook_bad_block, d->watch);
 	d->advertise = advertised_addr(d->o, peers_port(d->peers));
 	if ((rc = ctl_new(&d->loop, d, d->o->socket, d->o->http, &d->ctl, detail)) < 0)
 		return rc;
@@ -1306,6 +1357,7 @@ int daemon_run(const struct daemon_options *o, char **detail)
 	struct daemon d = {
 	    .o = o, .heartbeat_ms = DAEMON_HEARTBEAT_MS, .backoff_ms = DAEMON_RECONNECT_MIN_MS};
 	*detail = NULL;
+	log_set_field("node", o->node); /* every JSON line says which agent */
 	uv_loop_init(&d.loop);
 	uplink_init(&d.link, o->scheduler, uv_now(&d.loop));
 	uv_timer_init(&d.loop, &d.reconnect);

@@ -28,7 +28,8 @@ void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
 	f->rc = rc;
 	free(f->error);
 	f->error = buf_steal(&b);
-	log_limited(LOG_ERROR, "dataset %s: failed: %s", f->name, f->error);
+	log_limited_with(LOG_ERROR, LOG_KV({"dataset", f->name}, {"error", f->error}),
+			 "dataset %s: failed: %s", f->name, f->error);
 	if (f->src && f->src->ops->cancel)
 		f->src->ops->cancel(f->src);
 	if (f->hooks.done)
@@ -184,7 +185,8 @@ static void tick(uv_timer_t *t)
 		}
 	}
 	if (queued) {
-		log_info("dataset %s: no peer holds %d %s; reading %s from the origin", f->name,
+		log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+			 "dataset %s: no peer holds %d %s; reading %s from the origin", f->name,
 			 queued, queued == 1 ? "block" : "blocks", queued == 1 ? "it" : "them");
 		fetch_pump(f);
 	}
@@ -220,10 +222,12 @@ static void publish_done(uv_work_t *w, int status)
 		} else {
 			f->published = 1;
 			if (f->target_root)
-				log_info("dataset %s: published %s/%s", f->name, f->target_root,
+				log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+					 "dataset %s: published %s/%s", f->name, f->target_root,
 					 f->name);
 			else
-				log_info("dataset %s: complete in the cache", f->name);
+				log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+					 "dataset %s: complete in the cache", f->name);
 			if (f->hooks.done)
 				f->hooks.done(f->hooks.arg, f, 0);
 		}
@@ -301,6 +305,7 @@ static int open_file(struct fetch *f, struct ffile *ff)
 				f->st.bytes_have += fetch_block_len(f, b);
 			}
 			f->st.bytes_reused += e->size;
+			fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, e->size);
 			ff->have = ff->nblocks;
 			ff->done = 1;
 			return 0;
@@ -334,6 +339,7 @@ static int open_file(struct fetch *f, struct ffile *ff)
 		f->st.blocks_have++;
 		f->st.bytes_have += fetch_block_len(f, b);
 		f->st.bytes_reused += fetch_block_len(f, b);
+		fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, fetch_block_len(f, b));
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "agent/cache.h"
+#include "common/buf.h"
 #include "common/hash.h"
 #include "common/manifest.h"
 #include "common/source.h"
@@ -102,5 +103,24 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 			  const char *peer);
 /* Blocks still missing that are not being stored (for endgame). */
 uint32_t fetch_missing(const struct fetch *f);
+
+/* ---- what /metrics shows (agent/fetch_metrics.c); loop thread only ---- */
+
+enum fetch_from { FETCH_FROM_ORIGIN, FETCH_FROM_PEER, FETCH_FROM_CACHE };
+
+/* Block fetch latency buckets, in seconds: a 4 MiB block from a peer on a
+ * fast link takes milliseconds, from a slow origin many seconds. */
+#define FETCH_LATENCY_BUCKETS 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+
+/* n bytes of dataset's blocks came from where (counted for the life of the
+ * process, across versions). */
+void fetch_metrics_bytes(const char *dataset, enum fetch_from from, uint64_t n);
+/* A block asked from the origin or a peer arrived after seconds. */
+void fetch_metrics_latency(enum fetch_from from, double seconds);
+/* The families syncbit_dataset_{origin,peer,reused}_bytes_total and the
+ * histogram syncbit_block_fetch_duration_seconds. */
+void fetch_metrics_write(struct buf *out);
+/* Forget every count (for tests). */
+void fetch_metrics_reset(void);
 
 #endif

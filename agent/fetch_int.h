@@ -43,6 +43,9 @@ struct job {
 	uint32_t parts, parts_issued, parts_done; /* in flight: issued - done */
 	int part_rc;
 	uint64_t seq; /* started after every job with a lower one */
+	/* JOB_ORIGIN: uv_hrtime() when asked, and when the bytes were all
+	 * read (0: not yet), for the block fetch latency. */
+	uint64_t asked_ns, arrived_ns;
 };
 
 struct fetch {

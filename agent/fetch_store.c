@@ -182,6 +182,7 @@ static void store_work(uv_work_t *w)
 					   fetch_block_off(f, j->b), j->len, j->buf);
 		if (j->rc < 0)
 			return;
+		j->arrived_ns = uv_hrtime();
 	} else if (j->kind == JOB_LOCAL) {
 		if ((j->rc = read_local(j)) < 0)
 			return;
@@ -244,11 +245,20 @@ void fetch_store_done(uv_work_t *w, int status)
 			f->st.bytes_from_peers += j->len;
 		else
 			f->st.bytes_reused += j->len;
+		fetch_metrics_bytes(f->name,
+				    j->kind == JOB_ORIGIN ? FETCH_FROM_ORIGIN
+				    : j->kind == JOB_PEER ? FETCH_FROM_PEER
+							  : FETCH_FROM_CACHE,
+				    j->len);
+		if (j->kind == JOB_ORIGIN && j->arrived_ns)
+			fetch_metrics_latency(FETCH_FROM_ORIGIN,
+					      (double)(j->arrived_ns - j->asked_ns) / 1e9);
 		buf_append(&ff->pend, &b, sizeof b);
 		fetch_check_file(ff);
 	} else if (j->kind == JOB_PEER && rc == SB_ECORRUPT) {
 		f->st.bad_blocks++;
-		log_warn("dataset %s: block %u from %s does not match its hash; asking elsewhere",
+		log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", j->peer}),
+			 "dataset %s: block %u from %s does not match its hash; asking elsewhere",
 			 f->name, b, j->peer);
 		fetch_back_to_need(f, b);
 		f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
@@ -298,6 +308,7 @@ static void origin_part_done(struct source *src, int status, void *arg)
 			f->pending++; /* fetch_store_done drops it */
 			fetch_store_done(&j->work, 0);
 		} else {
+			j->arrived_ns = uv_hrtime();
 			fetch_queue_work(f, &j->work, store_work, fetch_store_done);
 		}
 	} else {
@@ -363,6 +374,8 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	j->parts_issued = j->parts_done = 0;
 	j->part_rc = 0;
 	j->parts = 1;
+	j->asked_ns = uv_hrtime();
+	j->arrived_ns = 0;
 	if (!f->src->ops->pread) {
 		size_t most = j->len / ORIGIN_PART_MIN;
 		j->parts = (uint32_t)(most < 1 ? 1 : most < f->nslots ? most : f->nslots);

@@ -13,6 +13,7 @@
 #include "agent/publish.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/path.h"
 
 #define TMP_PREFIX ".syncbit-tmp."
@@ -128,6 +129,7 @@ struct pruner {
 	uint64_t removed;
 	char **detail;
 	const char *target;
+	const struct filter *keep;
 };
 
 static const FileEntry *pruner_find(const struct pruner *p, const char *rel)
@@ -176,6 +178,8 @@ static int prune_dir(struct pruner *p, int dir_fd, struct buf *rel)
 		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		int is_dir = S_ISDIR(st.st_mode);
+		if (!f && filter_excludes(p->keep, buf_cstr(rel), is_dir))
+			continue; /* filtered out: not the sync's to delete */
 		if (!f && !(is_dir && pruner_implies_dir(p, buf_cstr(rel)))) {
 			rc = layout_remove_at(dirfd(d), e->d_name, &p->removed);
 			if (rc < 0)
@@ -194,9 +198,10 @@ static int prune_dir(struct pruner *p, int dir_fd, struct buf *rel)
 	return rc;
 }
 
-int layout_prune(const Manifest *m, const char *target, uint64_t *removed, char **detail)
+int layout_prune(const Manifest *m, const char *target, const struct filter *keep,
+		 uint64_t *removed, char **detail)
 {
-	struct pruner p = {.n = m->n_files, .detail = detail, .target = target};
+	struct pruner p = {.n = m->n_files, .detail = detail, .target = target, .keep = keep};
 	*removed = 0;
 	if (!strcmp(target, "/"))
 		return layout_fail(detail, -EPERM, target, "refusing to prune");
@@ -363,6 +368,6 @@ int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const c
 	l->unchanged = st.unchanged;
 	l->path = xstrdup(target);
 	if (l->prune)
-		rc = layout_prune(m, target, &l->removed, detail);
+		rc = layout_prune(m, target, l->filter, &l->removed, detail);
 	return rc;
 }

@@ -13,6 +13,8 @@
 #include "agent/cache.h"
 #include "common/manifest.h"
 
+struct filter;
+
 enum layout_kind { LAYOUT_PLAIN, LAYOUT_HF_CACHE, LAYOUT_TRITON };
 
 struct layout {
@@ -27,6 +29,9 @@ struct layout {
 	const char *model;   /* triton: model name (one path component) */
 	const char *version; /* triton: version directory, digits not starting with 0 */
 	int prune;	     /* remove what the version no longer has (see layout_prune) */
+	/* --include/--exclude: what it excludes is kept by prune, as rsync's
+	 * --delete keeps excluded files (NULL: nothing is kept) */
+	const struct filter *filter;
 
 	/* Filled by layout_publish. */
 	uint64_t linked, copied, unchanged, removed;
@@ -55,9 +60,11 @@ int layout_publish(struct cache *c, const Manifest *m, struct layout *l, const c
 void layout_close(struct layout *l);
 
 /* Remove every entry under target that m does not name (a directory m
- * does not name goes whole). Symlinks are removed, never followed; nothing
- * outside target is touched. *removed counts entries removed. */
-int layout_prune(const Manifest *m, const char *target, uint64_t *removed, char **detail);
+ * does not name goes whole), except what keep excludes (it and everything
+ * under it stay; keep may be NULL). Symlinks are removed, never followed;
+ * nothing outside target is touched. *removed counts entries removed. */
+int layout_prune(const Manifest *m, const char *target, const struct filter *keep,
+		 uint64_t *removed, char **detail);
 
 /* The hf-cache folder name of a repo: "models--org--name" or
  * "datasets--org--name". Heap string. */

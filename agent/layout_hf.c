@@ -236,7 +236,7 @@ static int hf_snapshot(const Manifest *m, int repo_fd, const char *repo_dir, con
 		close(fd);
 		if (rc == 0) {
 			char *path = xasprintf("%s/snapshots/%s", repo_dir, commit);
-			rc = layout_prune(m, path, &removed, detail);
+			rc = layout_prune(m, path, NULL, &removed, detail);
 			free(path);
 		}
 	} else {

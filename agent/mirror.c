@@ -14,6 +14,7 @@
 #include "common/hash.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/progress.h"
 #include "common/path.h"
 #include "common/uri.h"
@@ -693,14 +694,11 @@ void mirror_metrics(const struct mirror *m, struct buf *out)
 	};
 	if (!m)
 		return;
-	buf_append_str(out, "# HELP syncbit_mirror_requests_total Registry mirror requests by "
-			    "result.\n# TYPE syncbit_mirror_requests_total counter\n");
+	metrics_family(out, "syncbit_mirror_requests_total", METRICS_COUNTER,
+		       "Registry mirror requests by result.");
 	for (int r = 0; r < MIRROR_RESULTS; r++)
-		buf_printf(out, "syncbit_mirror_requests_total{result=\"%s\"} %" PRIu64 "\n",
-			   labels[r], m->count[r]);
-	buf_printf(out,
-		   "# HELP syncbit_mirror_blob_bytes_total Blob bytes the registry mirror sent.\n"
-		   "# TYPE syncbit_mirror_blob_bytes_total counter\n"
-		   "syncbit_mirror_blob_bytes_total %" PRIu64 "\n",
-		   m->blob_bytes);
+		metrics_sample(out, "syncbit_mirror_requests_total",
+			       METRICS_LABELS("result", labels[r]), m->count[r]);
+	metrics_single(out, "syncbit_mirror_blob_bytes_total", METRICS_COUNTER,
+		       "Blob bytes the registry mirror sent.", m->blob_bytes);
 }

@@ -293,14 +293,14 @@ const struct mirror_doc *mirror_cat_doc(const struct mirror_cat *cat, const char
 				return &cat->docs[i];
 		return NULL;
 	}
-	struct mirror_doc key;
+	struct mirror_doc key = {0};
 	snprintf(key.digest, sizeof key.digest, "%s", digest);
 	return bsearch(&key, cat->docs, cat->ndocs, sizeof key, cmp_doc);
 }
 
 struct mirror_blob *mirror_cat_blob(struct mirror_cat *cat, const char *digest)
 {
-	struct mirror_blob key;
+	struct mirror_blob key = {0};
 	snprintf(key.digest, sizeof key.digest, "%s", digest);
 	return bsearch(&key, cat->blobs, cat->nblobs, sizeof key, cmp_blob);
 }

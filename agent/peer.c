@@ -19,7 +19,7 @@ static const struct conn_callbacks peer_cbs;
 static void fill(struct peer *pe);
 
 /* A peer that sent bad data is shunned for PEER_BAN_MS. */
-static int banned(struct peers *p, const char *node)
+int peer_banned(struct peers *p, const char *node)
 {
 	uint64_t now = uv_now(p->loop);
 	for (size_t i = 0; i < p->nbans; i++)
@@ -71,7 +71,7 @@ static const char *verify(struct conn *c, const char *node, const uint8_t *key)
 	struct known *k = known_find(p, node);
 	if (pe->node && strcmp(pe->node, node))
 		return "it is not the node dialled";
-	if (banned(p, node))
+	if (peer_banned(p, node))
 		return "it is shunned for sending bad data";
 	if (!k || !sodium_memcmp(k->key, none, sizeof none))
 		return "not among the peers the scheduler named (yet)";
@@ -81,7 +81,8 @@ static const char *verify(struct conn *c, const char *node, const uint8_t *key)
 	if (!p->refused_logged_ms || now - p->refused_logged_ms >= PEER_REFUSED_LOG_MS) {
 		char fp[SECURE_FINGERPRINT_LEN];
 		secure_key_fingerprint(key, fp);
-		log_warn("peer %s (%s) refused: its key %s is not the one the scheduler registered "
+		log_with(LOG_WARN, LOG_KV({"peer", node}),
+			 "peer %s (%s) refused: its key %s is not the one the scheduler registered "
 			 "for that node",
 			 node, conn_peer_addr(c), fp);
 		p->refused_logged_ms = now;
@@ -186,8 +187,8 @@ static void on_ready(struct conn *c, int status)
 	pe->node = xstrdup(node);
 	pe->ready = 1;
 	p->st.connected++;
-	log_info("peer %s (%s) connected%s", node, conn_peer_addr(c),
-		 conn_encrypted(c) ? "" : " without encryption");
+	log_with(LOG_INFO, LOG_KV({"peer", node}), "peer %s (%s) connected%s", node,
+		 conn_peer_addr(c), conn_encrypted(c) ? "" : " without encryption");
 	for (size_t i = 0; i < p->nfetches; i++)
 		send_bitfield(pe, p->fetches[i]);
 }
@@ -198,18 +199,21 @@ static void on_close(struct conn *c, int status)
 	struct peers *p = pe->p;
 	const char *why = conn_error(c)[0] ? conn_error(c) : sb_strerror(status);
 	if (pe->ready && !status)
-		log_info("peer %s gone: closed", pe->node);
+		log_with(LOG_INFO, LOG_KV({"peer", pe->node}), "peer %s gone: closed", pe->node);
 	else if (pe->ready)
-		log_limited(LOG_WARN, "peer %s (%s): connection lost: %s", pe->node,
-			    conn_peer_addr(c), why);
+		log_limited_with(LOG_WARN, LOG_KV({"peer", pe->node}, {"error", why}),
+				 "peer %s (%s): connection lost: %s", pe->node, conn_peer_addr(c),
+				 why);
 	else if (status == SB_EAUTH)
-		log_limited(LOG_WARN, "peer %s (%s) refused the handshake (wrong join token?)",
-			    pe->node ? pe->node : "?", conn_peer_addr(c));
+		log_limited_with(LOG_WARN, LOG_KV({"peer", pe->node}, {"addr", conn_peer_addr(c)}),
+				 "peer %s (%s) refused the handshake (wrong join token?)",
+				 pe->node ? pe->node : "?", conn_peer_addr(c));
 	else if (status && pe->node) /* a peer this node dialed */
-		log_limited(LOG_WARN, "peer %s unreachable at %s: %s", pe->node, conn_peer_addr(c),
-			    why);
+		log_limited_with(LOG_WARN, LOG_KV({"peer", pe->node}, {"error", why}),
+				 "peer %s unreachable at %s: %s", pe->node, conn_peer_addr(c), why);
 	else if (status)
-		log_debug("peer %s: %s", conn_peer_addr(c), why);
+		log_with(LOG_DEBUG, LOG_KV({"addr", conn_peer_addr(c)}, {"error", why}),
+			 "peer %s: %s", conn_peer_addr(c), why);
 	if (p->closing) { /* the fetches may be gone already */
 		pe->nreqs = 0;
 	} else {
@@ -247,7 +251,8 @@ static void dial(struct peers *p, struct known *k)
 	pe->node = xstrdup(k->node);
 	int rc = conn_dial(p->loop, k->addr, &cfg, &peer_cbs, pe, &pe->c);
 	if (rc < 0) {
-		log_warn("peer %s: cannot dial %s: %s", k->node, k->addr, sb_strerror(rc));
+		log_with(LOG_WARN, LOG_KV({"peer", k->node}, {"error", sb_strerror(rc)}),
+			 "peer %s: cannot dial %s: %s", k->node, k->addr, sb_strerror(rc));
 		pe->closed = 1;
 		peer_release(pe);
 	}
@@ -310,7 +315,7 @@ static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uin
  * known and in flight somewhere) a block whose requests are overdue is
  * asked here too: a stalled peer does not hold up the end, and blocks on
  * their way anyway are not fetched twice. */
-static int pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
+int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
 	for (size_t i = 0; i < pe->nvers; i++) {
@@ -364,7 +369,7 @@ static void fill(struct peer *pe)
 	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
 	if (depth > PEER_PIPELINE_MAX)
 		depth = PEER_PIPELINE_MAX;
-	while (pe->nreqs < depth && pick(pe, &f, &b)) {
+	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 		r->id = ++pe->p->next_req_id;
@@ -382,8 +387,9 @@ static void fill(struct peer *pe)
 			return;
 		pe->nreqs++;
 		fetch_block_asked(f, b);
-		log_debug("peer %s: asked block %u of %s (%zu in flight)", pe->node, b,
-			  fetch_name(f), pe->nreqs);
+		log_with(LOG_DEBUG, LOG_KV({"peer", pe->node}, {"dataset", fetch_name(f)}),
+			 "peer %s: asked block %u of %s (%zu in flight)", pe->node, b,
+			 fetch_name(f), pe->nreqs);
 	}
 }
 
@@ -475,8 +481,9 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	pe->p->st.bytes_received += plen;
 	if (i < 0) { /* canceled meanwhile */
 		pe->p->st.bytes_unneeded += plen;
-		log_debug("peer %s: block for canceled request %llu dropped", pe->node,
-			  (unsigned long long)m_id);
+		log_with(LOG_DEBUG, LOG_KV({"peer", pe->node}),
+			 "peer %s: block for canceled request %llu dropped", pe->node,
+			 (unsigned long long)m_id);
 		free(payload);
 		return 0;
 	}
@@ -485,6 +492,8 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	enum fetch_block_state bs = fetch_block_state(f, b);
 	if (bs != FETCH_NEED && bs != FETCH_PEER)
 		pe->p->st.bytes_unneeded += plen; /* another peer's copy came first */
+	fetch_metrics_latency(FETCH_FROM_PEER,
+			      (double)(uv_now(pe->p->loop) - pe->reqs[i].sent_ms) / 1000.0);
 	drop_req(pe, (size_t)i, 0);
 	pe->window_bytes += plen;
 	pe->block_len = (uint32_t)plen > pe->block_len ? (uint32_t)plen : pe->block_len;
@@ -528,11 +537,12 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 
 static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_BITFIELD, CTL_BODY_MAX, h_bitfield},
-    {SYNCBIT__MSG_TYPE__MSG_HAVE, 1u << 20, h_have},
-    {SYNCBIT__MSG_TYPE__MSG_REQUEST, 256, peer_h_request},
-    {SYNCBIT__MSG_TYPE__MSG_BLOCK, 256, h_block},
-    {SYNCBIT__MSG_TYPE__MSG_REJECT, 512, h_reject},
-    {SYNCBIT__MSG_TYPE__MSG_CANCEL, 64, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_HAVE, PEER_HAVE_MAX, h_have},
+    {SYNCBIT__MSG_TYPE__MSG_REQUEST, PEER_REQUEST_MAX, peer_h_request},
+    {SYNCBIT__MSG_TYPE__MSG_BLOCK, PEER_BLOCK_MAX, h_block},
+    {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, h_reject},
+    {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, peer_h_cancel},
+    {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, peer_h_bad_block},
 };
 
 static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
@@ -566,7 +576,8 @@ static void tick(uv_timer_t *t)
 				i++;
 				continue;
 			}
-			log_warn("peer %s: block %u unanswered for %d s; asking elsewhere",
+			log_with(LOG_WARN, LOG_KV({"peer", pe->node}),
+				 "peer %s: block %u unanswered for %d s; asking elsewhere",
 				 pe->node, pe->reqs[i].b, PEER_REQUEST_MS / 1000);
 			drop_req(pe, i, 1);
 		}
@@ -717,17 +728,19 @@ void peers_have(struct peers *p, struct fetch *f, uint32_t b)
 			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_HAVE, &m.base, NULL, 0, NULL, NULL);
 }
 
-void peers_drop(struct peers *p, const char *node, const char *why)
+void peers_drop(struct peers *p, const char *node, const char *why, struct fetch *f, uint32_t b)
 {
 	struct peer *pe = peer_by_node(p, node);
 	if (!pe)
 		return;
-	log_warn("peer %s: dropped: %s; shunned for %d s", node, why, PEER_BAN_MS / 1000);
+	log_with(LOG_WARN, LOG_KV({"peer", node}, {"error", why}),
+		 "peer %s: dropped: %s; shunned for %d s", node, why, PEER_BAN_MS / 1000);
 	p->bans = xrealloc(p->bans, (p->nbans + 1) * sizeof *p->bans);
 	p->bans[p->nbans].node = xstrdup(node);
 	p->bans[p->nbans++].until_ms = uv_now(p->loop) + PEER_BAN_MS;
 	p->st.dropped_bad_data++;
-	conn_close(pe->c, SB_ECORRUPT);
+	if (!f || !peer_send_bad_block(pe, f, b))
+		conn_close(pe->c, SB_ECORRUPT);
 }
 
 void peers_set(struct peers *p, const char *const *nodes, const char *const *addrs,
@@ -759,4 +772,7 @@ void peers_set(struct peers *p, const char *const *nodes, const char *const *add
 void peers_stats(const struct peers *p, struct peers_stats *out)
 {
 	*out = p->st;
+	out->connected_now = 0;
+	for (const struct peer *pe = p->list; pe; pe = pe->next)
+		out->connected_now += pe->ready && !pe->closed;
 }

@@ -46,7 +46,8 @@ struct peers_config {
 
 struct peers_stats {
 	uint64_t bytes_served, blocks_served;
-	uint64_t connected;
+	uint64_t connected;	/* connections made, ever */
+	uint64_t connected_now; /* peers connected at the moment */
 	uint64_t dropped_bad_data;
 	uint64_t bytes_received; /* block payloads from peers */
 	uint64_t bytes_unneeded; /* of those: canceled meanwhile or already here */
@@ -67,8 +68,12 @@ void peers_remove_fetch(struct peers *p, struct fetch *f);
 void peers_have(struct peers *p, struct fetch *f, uint32_t b);
 /* Blocks became wanted: hand out requests. */
 void peers_wake(struct peers *p);
-/* node sent data that failed verification: drop the connection. */
-void peers_drop(struct peers *p, const char *node, const char *why);
+/* node sent data that failed verification: drop the connection. With f,
+ * it is first told which block (block b of f) so it checks its copy. */
+void peers_drop(struct peers *p, const char *node, const char *why, struct fetch *f, uint32_t b);
+/* A peer says a block it had from this node did not match its hash h:
+ * fn(arg, h) runs (agent/watch.c checks the copy here). */
+void peers_on_bad_block(struct peers *p, void (*fn)(void *arg, const struct hash_id *h), void *arg);
 /* The peers the scheduler names (all versions together), with the static
  * keys it registered for them (n * SECURE_KEY_BYTES; zeros: none): a peer
  * connects, or answers, only as a named node with its key. Connections to

@@ -10,6 +10,14 @@
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500
 #define CTL_BODY_MAX	    (BITFIELD_BLOCKS_MAX / 8 + 1024)
+/* Body limits of the other peer messages (the dispatch table in peer.c);
+ * a Block's data is its payload, not its body. */
+#define PEER_HAVE_MAX	   (1u << 20)
+#define PEER_REQUEST_MAX   256
+#define PEER_BLOCK_MAX	   256
+#define PEER_REJECT_MAX	   512
+#define PEER_CANCEL_MAX	   64
+#define PEER_BAD_BLOCK_MAX 256
 
 struct peer;
 
@@ -101,8 +109,16 @@ struct peers {
 	uint64_t refused_logged_ms; /* the last line about a peer with the wrong key */
 	struct peers_stats st;
 	int closing, tick_closed;
+	void (*on_bad_block)(void *arg, const struct hash_id *h);
+	void *bad_block_arg;
 };
 
+/* The next block to ask pe for: rarest first among the needed blocks it
+ * has, then in the endgame one whose requests elsewhere are overdue. 1 with
+ * *f and *b set, or 0. */
+int peer_pick(struct peer *pe, struct fetch **f, uint32_t *b);
+/* 1 while node is shunned for having sent bad data (peers_drop). */
+int peer_banned(struct peers *p, const char *node);
 /* Free a closed peer once no serve work refers to it (may free the set). */
 void peer_release(struct peer *pe);
 /* Start disk reads for queued requests while serve slots are free. */
@@ -110,5 +126,9 @@ void peer_pump_serve(struct peers *p);
 /* Frame handlers of the serving side. */
 int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
 int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
+int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
+/* Tell pe that block b of f failed verification here, then close: 1 when
+ * the report is on its way (the connection closes once it is written). */
+int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b);
 
 #endif

@@ -227,3 +227,49 @@ uint64_t peers_served(const struct peers *p, const uint8_t *vid)
 			return p->served[i].bytes;
 	return 0;
 }
+
+/* ---- reports of bad blocks ---- */
+
+void peers_on_bad_block(struct peers *p, void (*fn)(void *arg, const struct hash_id *h), void *arg)
+{
+	p->on_bad_block = fn;
+	p->bad_block_arg = arg;
+}
+
+static void report_sent(void *arg, int status)
+{
+	conn_close(arg, SB_ECORRUPT);
+}
+
+int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b)
+{
+	Syncbit__BadBlock m = SYNCBIT__BAD_BLOCK__INIT;
+	m.version_id.data = (uint8_t *)fetch_version_id(f);
+	m.version_id.len = HASH_LEN;
+	m.block = b;
+	m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
+	m.block_hash.len = HASH_LEN;
+	return pe->ready && !pe->closed &&
+	       wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, &m.base, NULL, 0, report_sent,
+			 pe->c) == 0;
+}
+
+int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+{
+	struct peer *pe = ctx;
+	Syncbit__BadBlock *m = syncbit__bad_block__unpack(NULL, len, body);
+	if (!m)
+		return SB_EPROTO;
+	int rc = m->block_hash.len == HASH_LEN ? 0 : SB_EPROTO;
+	if (rc == 0) {
+		log_limited(LOG_WARN,
+			    "peer %s: block %u it had from here did not match its hash; checking "
+			    "the copy here",
+			    pe->node, m->block);
+		if (pe->p->on_bad_block)
+			pe->p->on_bad_block(pe->p->bad_block_arg,
+					    (const struct hash_id *)m->block_hash.data);
+	}
+	syncbit__bad_block__free_unpacked(m, NULL);
+	return rc;
+}

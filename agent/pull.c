@@ -823,7 +823,9 @@ int pull_run(struct cache *c, const struct pull_options *o, struct pull_result *
 	}
 	progress_init(&p.prog, "pull", 0, o->progress);
 	rc = source_list(p.src, listed, &p);
-	if (rc < 0)
+	if (rc < 0 && p.src->error_detail)
+		set_error(&p, rc, "%s", p.src->error_detail);
+	else if (rc < 0)
 		set_error(&p, rc, "%s: %s", o->source, sb_strerror(rc));
 	else
 		uv_run(&p.loop, UV_RUN_DEFAULT);

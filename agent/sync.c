@@ -159,7 +159,8 @@ static int run_item(struct cache *c, const struct sync_options *o, unsigned run,
 	po.stop = o->stop;
 	int rc = layout_check(&l, it->source, &error);
 	if (rc == 0) {
-		log_info("sync run %u: fetching %s into %s", run, it->source, it->target);
+		log_with(LOG_INFO, LOG_KV({"source", it->source}),
+			 "sync run %u: fetching %s into %s", run, it->source, it->target);
 		if (!po.name)
 			po.name = name = layout_dataset_name(&l, it->source, it->target);
 		rc = pull_run(c, &po, &r);

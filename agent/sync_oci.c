@@ -8,6 +8,7 @@
 
 #include "agent/sync_oci_int.h"
 #include "common/err.h"
+#include "common/registry_auth.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/registry.h"
@@ -311,27 +312,50 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* user:password for the destination: its own, else the source's. */
-static char *dest_credentials(const struct pull_options *po, const struct sync_oci_options *o)
+/* user:password for the destination: its own (--dest-registry-user,
+ * $DEST_REGISTRY_AUTH), else an auth file's entry for it
+ * (common/registry_auth.h), else the source's. 0 with *userpwd (heap, or
+ * NULL: anonymous), or SB_ECONFIG with x->r->error set. */
+static int dest_credentials(struct run *x, const struct sync_oci_options *o, char **userpwd)
 {
+	const struct pull_options *po = x->po;
 	const char *auth = o->dest_auth;
-	if (!auth || !*auth)
+	char *from = NULL;
+	*userpwd = NULL;
+	if (!auth || !*auth) {
+		int rc = registry_auth_lookup(x->dest->registry, x->dest->repo,
+					      po->src.registry_authfile, userpwd, &from);
+		if (rc < 0) {
+			x->r->error =
+			    xasprintf("%s: registry credentials: %s", x->dest->canonical, from);
+			free(from);
+			return rc;
+		}
+		if (rc == 1) {
+			log_debug("%s: credentials from %s", x->dest->canonical, from);
+			free(from);
+			return 0;
+		}
 		auth = po->src.registry_auth;
+	}
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
 	if (!auth || !*auth)
-		return NULL;
-	char *userpwd = oci_credentials(auth);
-	if (!userpwd)
+		return 0;
+	*userpwd = oci_credentials(auth);
+	if (!*userpwd)
 		log_warn("registry credentials are neither user:password nor its base64; "
 			 "pushing without");
-	return userpwd;
+	return 0;
 }
 
 static int push_all(struct run *x, const struct sync_oci_options *o, const char *insecure)
 {
 	const struct pull_options *po = x->po;
-	char *userpwd = dest_credentials(po, o);
+	char *userpwd = NULL;
+	int crc = dest_credentials(x, o, &userpwd);
+	if (crc < 0)
+		return crc;
 	struct registry_options ro = {
 	    .repo = x->dest->repo,
 	    .userpwd = userpwd,

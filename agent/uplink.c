@@ -47,19 +47,22 @@ void uplink_closed(struct uplink *u, uint64_t now_ms, int status, const char *de
 	if (!explained)
 		describe(u, status, detail);
 	if (status == SB_EAUTH)
-		log_limited(LOG_ERROR, "scheduler %s refused the handshake (wrong join token?)",
-			    u->addr);
+		log_limited_with(LOG_ERROR, LOG_KV({"scheduler", u->addr}),
+				 "scheduler %s refused the handshake (wrong join token?)", u->addr);
 	else if (was_up)
-		log_warn("scheduler %s: connection lost: %s; reconnecting", u->addr, u->error);
+		log_with(LOG_WARN, LOG_KV({"scheduler", u->addr}, {"error", u->error}),
+			 "scheduler %s: connection lost: %s; reconnecting", u->addr, u->error);
 	else if (!explained)
-		log_limited(LOG_WARN, "scheduler %s unreachable: %s; retrying", u->addr, u->error);
+		log_limited_with(LOG_WARN, LOG_KV({"scheduler", u->addr}, {"error", u->error}),
+				 "scheduler %s unreachable: %s; retrying", u->addr, u->error);
 }
 
 void uplink_refused(struct uplink *u, const char *message)
 {
 	snprintf(u->error, sizeof u->error, "refused: %s", message && *message ? message : "error");
 	u->explained = 1;
-	log_limited(LOG_ERROR, "scheduler %s %s", u->addr, u->error);
+	log_limited_with(LOG_ERROR, LOG_KV({"scheduler", u->addr}, {"error", u->error}),
+			 "scheduler %s %s", u->addr, u->error);
 }
 
 int uplink_healthy(const struct uplink *u, uint64_t now_ms, uint64_t grace_ms, struct buf *why)

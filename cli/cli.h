@@ -132,16 +132,29 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
     cli_status_keys[], cli_dataset_wait_keys[], cli_ready_keys[], cli_hosts_keys[],
     cli_verify_keys[], cli_gc_keys[], cli_rm_keys[], cli_cache_ls_keys[];
 
+/* 1 when some command has a flag named key: a config file may hold it. */
+int cli_key_known(const char *key);
+
+/* The node-wide config file every command reads when it exists (README
+ * "Configuration"). */
+#define CLI_CONFIG_DEFAULT "/etc/syncbit/config.yaml"
+
 /* Keys every command accepts; the long-running ones (daemon, scheduler,
  * sync) log at info by default, the others at warn. */
-#define CLI_COMMON_KEYS_AT(level)                                                           \
-	{"config", NULL, 0, "YAML file with the same keys as the flags", "FILE", 0},        \
-	    {"log-level", level, 0, "what to log", "debug|info|warn|error", 0},             \
-	    {"log-format", "text", 0, "log lines as text or JSON", "text|json", 0},         \
-	    {"verbose", "false", 1, "log one level more than the default (info, or debug)", \
-	     NULL,	'v'},                                                               \
-	{                                                                                   \
-		"data", NULL, 0, "data directory (cache and index)", "DIR", 0               \
+#define CLI_COMMON_KEYS_AT(level)                                                             \
+	{                                                                                     \
+	    "config",                                                                         \
+	    CLI_CONFIG_DEFAULT,                                                               \
+	    0,                                                                                \
+	    "YAML file of flag: value (read when it exists; keys of other commands skipped)", \
+	    "FILE",                                                                           \
+	    0},                                                                               \
+	    {"log-level", level, 0, "what to log", "debug|info|warn|error", 0},               \
+	    {"log-format", "text", 0, "log lines as text or JSON", "text|json", 0},           \
+	    {"verbose", "false", 1, "log one level more than the default (info, or debug)",   \
+	     NULL,	'v'},                                                                 \
+	{                                                                                     \
+		"data", NULL, 0, "data directory (cache and index)", "DIR", 0                 \
 	}
 #define CLI_COMMON_KEYS		CLI_COMMON_KEYS_AT("warn")
 #define CLI_SERVICE_COMMON_KEYS CLI_COMMON_KEYS_AT("info")
@@ -168,35 +181,45 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
 	}
 /* How to reach S3 and registries: flags of every command that reads a source
  * (pull, sync, scheduler, daemon), read by cli_source_access. */
-#define CLI_SOURCE_ACCESS_KEYS                                                                \
-	{"s3-endpoint",                                                                       \
-	 NULL,                                                                                \
-	 0,                                                                                   \
-	 "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS config)", \
-	 "URL",                                                                               \
-	 0},                                                                                  \
-	    {"s3-region",                                                                     \
-	     NULL,                                                                            \
-	     0,                                                                               \
-	     "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, AWS config, "          \
-	     "us-east-1)",                                                                    \
-	     "REGION",                                                                        \
-	     0},                                                                              \
-	    {"s3-path-style",                                                                 \
-	     NULL,                                                                            \
-	     1,                                                                               \
-	     "s3://: bucket in the URL path (default with an endpoint)",                      \
-	     NULL,                                                                            \
-	     0},                                                                              \
-	    {"insecure-registry",                                                             \
-	     NULL,                                                                            \
-	     0,                                                                               \
-	     "oci://: hosts allowed over plain HTTP",                                         \
-	     "HOST[:PORT][,HOST[:PORT]]...",                                                  \
-	     0},                                                                              \
-	{                                                                                     \
-		"registry-user", NULL, 0, "oci://: credentials (default $REGISTRY_AUTH)",     \
-		    "USER:PASSWORD", 0                                                        \
+#define CLI_SOURCE_ACCESS_KEYS                                                                    \
+	{"s3-endpoint",                                                                           \
+	 NULL,                                                                                    \
+	 0,                                                                                       \
+	 "s3://: endpoint URL (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS config)",     \
+	 "URL",                                                                                   \
+	 0},                                                                                      \
+	    {"s3-region",                                                                         \
+	     NULL,                                                                                \
+	     0,                                                                                   \
+	     "s3://: region (default $AWS_REGION, $AWS_DEFAULT_REGION, AWS config, "              \
+	     "us-east-1)",                                                                        \
+	     "REGION",                                                                            \
+	     0},                                                                                  \
+	    {"s3-path-style",                                                                     \
+	     NULL,                                                                                \
+	     1,                                                                                   \
+	     "s3://: bucket in the URL path (default with an endpoint)",                          \
+	     NULL,                                                                                \
+	     0},                                                                                  \
+	    {"insecure-registry",                                                                 \
+	     NULL,                                                                                \
+	     0,                                                                                   \
+	     "oci://: hosts allowed over plain HTTP",                                             \
+	     "HOST[:PORT][,HOST[:PORT]]...",                                                      \
+	     0},                                                                                  \
+	    {"registry-user-file",                                                                \
+	     NULL,                                                                                \
+	     0,                                                                                   \
+	     "oci://: a file holding user:password (default $REGISTRY_AUTH, else auth files)",    \
+	     "FILE",                                                                              \
+	     0},                                                                                  \
+	    {"authfile", NULL,                                                                    \
+	     0,		 "oci://: containers-auth.json read first (default $REGISTRY_AUTH_FILE)", \
+	     "FILE",	 0},                                                                      \
+	{                                                                                         \
+		"registry-user", NULL, 0,                                                         \
+		    "oci://: credentials (deprecated: ps shows them; use --registry-user-file)",  \
+		    "USER:PASSWORD", 0                                                            \
 	}
 /* How much one dataset's source may claim (README "Limits"): flags of
  * pull, sync and scheduler, read by cli_source_limits. */
@@ -225,6 +248,27 @@ extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys
 	{                                                                                        \
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}
+/* Which files of a source to take: flags of pull and sync, read by
+ * cli_source_filter (common/filter.h has the rules). */
+#define CLI_SOURCE_FILTER_KEYS                                                                  \
+	{"include",                                                                             \
+	 NULL,                                                                                  \
+	 CONFIG_LIST,                                                                           \
+	 "take the paths matching this glob (repeatable; first matching rule wins, as rsync)",  \
+	 "PATTERN",                                                                             \
+	 0},                                                                                    \
+	{                                                                                       \
+		"exclude", NULL, CONFIG_LIST,                                                   \
+		    "leave out the paths matching this glob (repeatable; --delete keeps them)", \
+		    "PATTERN", 0                                                                \
+	}
+struct filter;
+/* Build f from cfg's --include and --exclude in the order they were given
+ * (from the environment or a config file: in the file's order, includes
+ * before excludes from the environment); source NULL is a list. 0, or
+ * EXIT_USAGE after printing the error (an oci:// source takes none). */
+int cli_source_filter(struct config *cfg, const char *source, struct filter *f);
+
 struct source_options;
 /* Fill o's S3 and registry fields from cfg's CLI_SOURCE_ACCESS_KEYS (the
  * strings stay cfg's). 0, or EXIT_USAGE after printing the error. */

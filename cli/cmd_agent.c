@@ -380,6 +380,9 @@ void cli_print_agent_status(const json_t *st)
 		const char *err = json_string_value(json_object_get(s, "error"));
 		if (err)
 			printf("  error: %s\n", err);
+		const char *damage = json_string_value(json_object_get(s, "damage"));
+		if (damage)
+			printf("  damaged: %s\n", damage);
 	}
 }
 
@@ -624,16 +627,16 @@ int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull 
 		return CLI_NO_AGENT;
 	}
 	if (rq->target) {
-		if ((rc = path_mkdirs(rq->target, 0755)) < 0 || !(dir = realpath(rq->target, NULL))) {
-			*error = xasprintf("%s: %s", rq->target,
-					   sb_strerror(rc < 0 ? rc : -errno));
+		if ((rc = path_mkdirs(rq->target, 0755)) < 0 ||
+		    !(dir = realpath(rq->target, NULL))) {
+			*error = xasprintf("%s: %s", rq->target, sb_strerror(rc < 0 ? rc : -errno));
 			agent_close(&a);
 			free(sock);
 			return EXIT_FAIL;
 		}
 	}
-	json_t *req = json_pack("{s:s, s:s, s:I}", "op", "pull", "source", rq->source,
-				"block_size", (json_int_t)rq->block_size);
+	json_t *req = json_pack("{s:s, s:s, s:I}", "op", "pull", "source", rq->source, "block_size",
+				(json_int_t)rq->block_size);
 	json_object_set_new(req, "target", dir ? json_string(dir) : json_null());
 	progress_init(&prog, "pull", 0, rq->progress);
 	uint64_t shown = 0;
@@ -644,7 +647,8 @@ int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull 
 		if (!json_is_true(json_object_get(o, "progress")))
 			break;
 		uint64_t have = (uint64_t)json_integer_value(json_object_get(o, "bytes_have"));
-		progress_set_total(&prog, (uint64_t)json_integer_value(json_object_get(o, "bytes")));
+		progress_set_total(&prog,
+				   (uint64_t)json_integer_value(json_object_get(o, "bytes")));
 		if (have > shown) {
 			progress_add(&prog, have - shown);
 			shown = have;

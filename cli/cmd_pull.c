@@ -10,6 +10,7 @@
 #include "agent/pull.h"
 #include "cli/cli.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
@@ -32,12 +33,12 @@ const struct config_key cli_pull_keys[] = {
      "the local agent's unix socket (default DATA/agent.sock): pull NAME waits for it, pull "
      "SOURCE goes through it when it answers",
      "PATH", 0},
-    {"standalone", "false", 1,
-     "pull SOURCE in this process, not through the local agent", NULL, 0},
+    {"standalone", "false", 1, "pull SOURCE in this process, not through the local agent", NULL, 0},
     {"no-wait", "false", 1, "pull NAME: report the state and return", NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
+    CLI_SOURCE_FILTER_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL, NULL, 0},
 };
@@ -158,6 +159,7 @@ int cmd_pull(int argc, char **argv)
 	char *data = NULL, *target = NULL, *source = NULL;
 	struct cache *c = NULL;
 	struct layout layout = {0};
+	struct filter filter = {0};
 	char *layout_name = NULL;
 
 	if ((rc = cli_parse(&cfg, "pull", argc, argv, &pos, &npos)))
@@ -191,8 +193,11 @@ int cmd_pull(int argc, char **argv)
 	struct source_options so;
 	source_options_default(&so);
 	if ((rc = cli_check_source("pull", pos[0])) || (rc = cli_source_access(&cfg, &so)) ||
-	    (rc = cli_source_limits(&cfg, &so)) || (rc = cli_source_dataset(&cfg, pos[0], &source)))
+	    (rc = cli_source_limits(&cfg, &so)) ||
+	    (rc = cli_source_dataset(&cfg, pos[0], &source)) ||
+	    (rc = cli_source_filter(&cfg, pos[0], &filter)))
 		goto out_cfg;
+	so.filter = &filter;
 	if ((rc = cli_layout(&cfg, pos[0], &layout)))
 		goto out_cfg;
 	rc = EXIT_USAGE;
@@ -205,7 +210,12 @@ int cmd_pull(int argc, char **argv)
 		target = cli_abs_path(config_get(&cfg, "to"));
 	int standalone = 0;
 	config_get_bool(&cfg, "standalone", &standalone);
-	if (!standalone && layout.kind == LAYOUT_PLAIN) {
+	/* The agent lists whole sources: a filtered pull, like another layout,
+	 * runs here. */
+	if (!standalone && filter.n)
+		log_info(
+		    "pull: --include/--exclude given: pulling standalone, not through the agent");
+	if (!standalone && layout.kind == LAYOUT_PLAIN && !filter.n) {
 		rc = pull_through_agent(&cfg, pos[0], source ? source : pos[0], target,
 					(uint32_t)bs, json, quiet);
 		if (rc != CLI_NO_AGENT)
@@ -256,6 +266,7 @@ out:
 	free(layout_name);
 	layout_close(&layout);
 out_cfg:
+	filter_close(&filter);
 	free(source);
 	free(pos);
 	config_close(&cfg);

@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
@@ -49,13 +50,15 @@ const struct config_key cli_sync_keys[] = {
     {"retries", "5", 0, "retries per request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a retry", "SECONDS", 0},
     {"dest-registry-user", NULL, 0,
-     "oci:// DST: credentials (default $DEST_REGISTRY_AUTH, else as the source's)", "USER:PASSWORD",
-     0},
+     "oci:// DST: credentials (deprecated: ps shows them; default $DEST_REGISTRY_AUTH, else "
+     "auth files, else the source's)",
+     "USER:PASSWORD", 0},
     {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large",
      "SIZE", 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
+    CLI_SOURCE_FILTER_KEYS,
     CLI_LAYOUT_KEYS,
     {NULL, NULL, 0, NULL, NULL, 0},
 };
@@ -126,14 +129,25 @@ static int one_schedule(const char *expr, const char *what, struct cron **out, s
 	return EXIT_USAGE;
 }
 
+/* A crontab's schedules; its commands are not run (sync is the job), and
+ * one warning says so, naming what is left out. */
 static int crontab_schedules(const char *text, const char *what, struct cron **out, size_t *n)
 {
 	char *error = NULL;
-	if (cron_parse_crontab(text, out, n, &error) == 0)
-		return 0;
-	cli_error("%s: %s", what, error);
-	free(error);
-	return EXIT_USAGE;
+	size_t ncmd = 0;
+	if (cron_parse_crontab(text, out, n, &error) < 0) {
+		cli_error("%s: %s", what, error);
+		free(error);
+		return EXIT_USAGE;
+	}
+	char *cmd = cron_crontab_commands(text, &ncmd);
+	if (cmd)
+		log_warn("%s: only the schedules are used, the commands are not run (%s%s): sync "
+			 "copies SRC into DST itself; give rsync's --include/--exclude/--delete to "
+			 "syncbit sync",
+			 what, cmd, ncmd > 1 ? ", and the other lines' commands" : "");
+	free(cmd);
+	return 0;
 }
 
 /* --schedule (flag or SYNCBIT_SCHEDULE), else the sidecar's CRONTAB_FILE,
@@ -459,6 +473,10 @@ static int oci_target(struct config *cfg, struct sync_options *so, const char *s
 		cli_error("DST %s names a tag: it takes one SRC image, not --tag-regex", dst);
 		return EXIT_USAGE;
 	}
+	if (user && config_origin_of(cfg, "dest-registry-user") == CONFIG_FLAG)
+		log_warn("--dest-registry-user is deprecated: other users see it in ps; give "
+			 "$DEST_REGISTRY_AUTH or an auth file (REGISTRY_AUTH_FILE, "
+			 "~/.docker/config.json)");
 	if (!user)
 		user = env("DEST_REGISTRY_AUTH");
 	if (user && config_get(cfg, "dest-registry-user") && !strchr(user, ':')) {
@@ -478,6 +496,7 @@ int cmd_sync(int argc, char **argv)
 	struct config cfg;
 	struct sync_options so = {.stop = &stop_flag, .report = report};
 	struct cron *schedules = NULL;
+	struct filter filter = {0};
 	char **pos = NULL;
 	char *data = NULL, *target = NULL, *lock = NULL, *src_with = NULL, *schedule = NULL;
 	const char *src = NULL, *dst = NULL;
@@ -492,6 +511,7 @@ int cmd_sync(int argc, char **argv)
 	    (rc = cli_layout(&cfg, so.list ? NULL : src, &so.layout)) ||
 	    (rc = read_options(&cfg, &so, &cache_size)) ||
 	    (rc = cli_source_dataset(&cfg, so.list ? NULL : src, &src_with)) ||
+	    (rc = cli_source_filter(&cfg, so.list ? NULL : src, &filter)) ||
 	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
 	    (rc = oci_target(&cfg, &so, src, dst)))
 		goto out;
@@ -518,6 +538,8 @@ int cmd_sync(int argc, char **argv)
 	so.source = src_with ? src_with : src;
 	so.target = target;
 	so.list_options.flat = so.layout.kind != LAYOUT_PLAIN;
+	so.pull.src.filter = &filter;
+	so.layout.filter = &filter;
 	if (so.list) {
 		struct sync_list probe;
 		char *error = NULL;
@@ -544,6 +566,7 @@ int cmd_sync(int argc, char **argv)
 	int err = sync_run(data, cache_size, &so);
 	rc = err < 0 && err != SB_ECANCELED ? EXIT_FAIL : EXIT_OK;
 out:
+	filter_close(&filter);
 	free(schedule);
 	free(schedules);
 	free(src_with);

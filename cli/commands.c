@@ -17,14 +17,15 @@
 const struct cli_cmd cli_commands[] = {
     {"pull",
      "pull SOURCE [-o|--to DIR] [--data DIR] [--json] [-j|--jobs N] [--block-size SIZE] "
-     "[--cache-size SIZE] [-q] [--socket PATH] [--standalone]\n"
+     "[--cache-size SIZE] [--include PATTERN] [--exclude PATTERN] [-q] [--socket PATH] "
+     "[--standalone]\n"
      "  syncbit pull NAME [--socket PATH] [--no-wait] [--json]",
      "copy a source into DIR (through the local agent when one runs, else through the "
      "local cache), or wait for dataset NAME from the local agent",
      cli_pull_keys, cmd_pull},
     {"sync",
      "sync SRC DST [--schedule CRON] [--run-on-start] [--once] [--delete] [--data DIR] "
-     "[--layout plain|hf-cache|triton] [--json]\n"
+     "[--include PATTERN] [--exclude PATTERN] [--layout plain|hf-cache|triton] [--json]\n"
      "  syncbit sync --list FILE DST [...]  "
      "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
      "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
@@ -114,6 +115,13 @@ static void print_line(const char *prefix, const char *fmt, va_list ap)
 {
 	struct buf msg = BUF_INIT, line = BUF_INIT;
 	buf_vprintf(&msg, fmt, ap);
+	if (log_get_format() == LOG_FORMAT_JSON) {
+		/* One JSON line like the log's; it redacts and escapes. */
+		fflush(stdout);
+		log_print(prefix[0] ? LOG_ERROR : LOG_INFO, "cli", NULL, "%s", buf_cstr(&msg));
+		buf_close(&msg);
+		return;
+	}
 	char *red = uri_redact(buf_cstr(&msg));
 	size_t n = strlen(red);
 	buf_append_str(&line, prefix);
@@ -148,6 +156,10 @@ void cli_note(const char *fmt, ...)
 void cli_usage(const char *cmd)
 {
 	const struct cli_cmd *c = cli_command(cmd);
+	if (log_get_format() == LOG_FORMAT_JSON) {
+		log_print(LOG_ERROR, "cli", NULL, "usage: syncbit %s", c ? c->usage : cmd);
+		return;
+	}
 	fprintf(stderr, "usage: syncbit %s\n", c ? c->usage : cmd);
 }
 
@@ -161,6 +173,22 @@ static int wants_info(int argc, char **argv)
 			return 'V';
 	}
 	return 0;
+}
+
+/* --log-format json given, so that an error in the other arguments is a
+ * JSON line too (the config is not read yet). */
+static void early_log_format(int argc, char **argv)
+{
+	const char *f = getenv("SYNCBIT_LOG_FORMAT");
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--log-format") && i + 1 < argc)
+			f = argv[i + 1];
+		else if (!strncmp(argv[i], "--log-format=", 13))
+			f = argv[i] + 13;
+	}
+	enum log_format fmt;
+	if (f && log_parse_format(f, &fmt) == 0)
+		log_setup(log_get_level(), fmt);
 }
 
 /* --log-level, else one level above the default with --verbose. */
@@ -185,6 +213,35 @@ static int setup_logging(struct config *cfg)
 	return 0;
 }
 
+int cli_key_known(const char *key)
+{
+	for (const struct cli_cmd *c = cli_commands; c->name; c++)
+		for (const struct config_key *k = c->keys; k && k->name; k++)
+			if (!strcmp(k->name, key))
+				return 1;
+	return 0;
+}
+
+/* Overwrite the values of the credential flags in argv, so that ps and
+ * /proc/PID/cmdline stop showing them once they are parsed (cfg holds
+ * copies). */
+static void scrub_secrets(int argc, char **argv)
+{
+	static const char *const secret[] = {"--registry-user", "--dest-registry-user"};
+	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		for (size_t k = 0; k < sizeof secret / sizeof *secret; k++) {
+			size_t n = strlen(secret[k]);
+			char *v = NULL;
+			if (!strncmp(argv[i], secret[k], n) && argv[i][n] == '=')
+				v = argv[i] + n + 1;
+			else if (!strcmp(argv[i], secret[k]) && i + 1 < argc)
+				v = argv[i + 1];
+			if (v)
+				memset(v, 'x', strlen(v));
+		}
+	}
+}
+
 int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char ***pos, int *npos)
 {
 	static const struct config_key none[] = {{NULL, NULL, 0, NULL, NULL, 0}};
@@ -199,12 +256,17 @@ int cli_parse(struct config *cfg, const char *cmd, int argc, char **argv, char *
 		cli_print_version(stdout, 0);
 		exit(EXIT_OK);
 	}
+	log_set_component(cmd);
+	early_log_format(argc, argv);
 	config_init(cfg, c->keys ? c->keys : none);
+	cfg->known = cli_key_known; /* one node-wide file serves every command */
 	if (config_parse_args(cfg, argc, argv, pos, npos) < 0) {
 		cli_error("%s", cfg->error ? cfg->error : "bad arguments");
-		cli_usage(cmd);
+		if (!cfg->file_error) /* the file is wrong, not the command line */
+			cli_usage(cmd);
 		return EXIT_USAGE;
 	}
+	scrub_secrets(argc, argv);
 	return c->keys ? setup_logging(cfg) : 0;
 }
 

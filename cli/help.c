@@ -17,15 +17,21 @@ static const char *const source_help =
     "        oci://registry/repo:tag|@digest\n"
     "SOURCE FLAGS (pull, sync, scheduler, daemon; the same on every node):\n"
     "  --s3-endpoint URL --s3-region REGION --[no-]s3-path-style\n"
-    "  --insecure-registry HOST[:PORT],... --registry-user USER:PASSWORD\n"
+    "  --insecure-registry HOST[:PORT],... --registry-user-file FILE --authfile FILE\n"
+    "Registry credentials: --registry-user-file, REGISTRY_AUTH, else the auth files\n"
+    "  skopeo reads (REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json,\n"
+    "  ~/.config/containers/auth.json, ~/.docker/config.json)\n"
     "oci:// dataset flags (pull, sync, dataset add): --platform OS/ARCH --tag-regex ERE\n"
+    "File filters (pull, sync): --include PATTERN --exclude PATTERN, rsync's rules\n"
     "S3 credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity\n"
     "  (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), else ~/.aws/credentials and\n"
     "  ~/.aws/config (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE)\n";
 
 static const char *const flags_help =
     "'syncbit COMMAND --help' lists a command's flags. Flags may also come from\n"
-    "--config FILE (YAML) and SYNCBIT_<FLAG> variables. --cache-size 0 means no limit.\n"
+    "SYNCBIT_<FLAG> variables and a YAML file: /etc/syncbit/config.yaml when it exists,\n"
+    "or --config FILE / SYNCBIT_CONFIG (keys of other commands are skipped).\n"
+    "--cache-size 0 means no limit.\n"
     "Exit status: 0 success, 1 failure, 2 usage error.\n";
 
 void cli_print_help(FILE *f)
@@ -68,7 +74,7 @@ void cli_print_flags(FILE *f, const struct cli_cmd *cmd)
 			fprintf(f, "  %-*s %s", FLAG_COLUMN, flag, k->help);
 		else
 			fprintf(f, "  %s\n  %-*s %s", flag, FLAG_COLUMN, "", k->help);
-		if (k->defval && k->defval[0] && !k->is_bool)
+		if (k->defval && k->defval[0] && k->kind == CONFIG_VALUE)
 			fprintf(f, " [%s]", k->defval);
 		fprintf(f, "\n");
 	}
@@ -110,7 +116,7 @@ static void man_flag(struct buf *b, const struct config_key *k)
 	}
 	buf_append_str(b, "\n");
 	roff(b, k->help);
-	if (k->defval && k->defval[0] && !k->is_bool) {
+	if (k->defval && k->defval[0] && k->kind == CONFIG_VALUE) {
 		buf_append_str(b, " (default ");
 		roff(b, k->defval);
 		buf_append_str(b, ")");

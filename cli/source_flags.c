@@ -8,11 +8,17 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
+#include "common/log.h"
 #include "common/manifest.h"
 #include "common/oci.h"
 #include "common/source.h"
 #include "common/uri.h"
+
+/* A credentials file is one short line. */
+#define REGISTRY_USER_FILE_MAX 4096
 
 static int s3_path_style(struct config *cfg, int *out)
 {
@@ -28,8 +34,50 @@ static int s3_path_style(struct config *cfg, int *out)
 	return 0;
 }
 
+/* --registry-user-file: its first line becomes --registry-user's value
+ * (kept by cfg). 0 or EXIT_USAGE. */
+static int registry_user_file(struct config *cfg)
+{
+	const char *path = config_get(cfg, "registry-user-file");
+	struct buf b = BUF_INIT;
+	if (!path)
+		return 0;
+	if (config_get(cfg, "registry-user")) {
+		cli_error("--registry-user-file and --registry-user: give one");
+		return EXIT_USAGE;
+	}
+	int rc = buf_read_file(path, REGISTRY_USER_FILE_MAX, &b);
+	if (rc < 0) {
+		cli_error("--registry-user-file %s: %s", path, sb_strerror(rc));
+		buf_close(&b);
+		return EXIT_USAGE;
+	}
+	const char *text = buf_cstr(&b);
+	char *line = xstrndup(text, strcspn(text, "\r\n"));
+	if (!strchr(line, ':')) {
+		cli_error("--registry-user-file %s: expected user:password on its first line",
+			  path);
+		rc = EXIT_USAGE;
+	} else {
+		config_set(cfg, "registry-user", line, CONFIG_FLAG);
+		rc = 0;
+	}
+	explicit_bzero(line, strlen(line));
+	free(line);
+	explicit_bzero(b.ptr, b.len);
+	buf_close(&b);
+	return rc;
+}
+
 int cli_source_access(struct config *cfg, struct source_options *o)
 {
+	if (config_get(cfg, "registry-user") &&
+	    config_origin_of(cfg, "registry-user") == CONFIG_FLAG)
+		log_warn("--registry-user is deprecated: other users see it in ps; give "
+			 "--registry-user-file FILE, $REGISTRY_AUTH or an auth file "
+			 "(REGISTRY_AUTH_FILE, ~/.docker/config.json)");
+	if (registry_user_file(cfg))
+		return EXIT_USAGE;
 	const char *user = config_get(cfg, "registry-user");
 	const char *endpoint = config_get(cfg, "s3-endpoint");
 	if (s3_path_style(cfg, &o->s3_path_style))
@@ -46,6 +94,7 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 	o->s3_region = config_get(cfg, "s3-region");
 	o->insecure_registries = config_get(cfg, "insecure-registry");
 	o->registry_auth = user;
+	o->registry_authfile = config_get(cfg, "authfile");
 	return 0;
 }
 
@@ -104,5 +153,34 @@ int cli_check_source(const char *what, const char *source)
 	}
 	if (rc == 0)
 		uri_close(&u);
+	return 0;
+}
+
+int cli_source_filter(struct config *cfg, const char *source, struct filter *f)
+{
+	size_t ni = 0, ne = 0, i = 0, e = 0;
+	const unsigned *ri = NULL, *re = NULL;
+	char *const *inc = config_get_list(cfg, "include", &ni, &ri);
+	char *const *exc = config_get_list(cfg, "exclude", &ne, &re);
+	memset(f, 0, sizeof *f);
+	if (!ni && !ne)
+		return 0;
+	if (source && !strncasecmp(source, "oci://", 6)) {
+		cli_error("--include/--exclude do not apply to oci:// sources: --tag-regex picks "
+			  "the tags");
+		return EXIT_USAGE;
+	}
+	/* One ordered list of rules out of two: by the rank each item got
+	 * when it was given. */
+	while (i < ni || e < ne) {
+		int take_inc = e == ne || (i < ni && ri[i] < re[e]);
+		char *error = NULL;
+		if (filter_add(f, take_inc, take_inc ? inc[i++] : exc[e++], &error) < 0) {
+			cli_error("%s", error);
+			free(error);
+			filter_close(f);
+			return EXIT_USAGE;
+		}
+	}
 	return 0;
 }

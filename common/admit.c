@@ -9,6 +9,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 static const char *const reason_labels[] = {
 #define ADMIT_LABEL_(name, label, text) label,
@@ -391,13 +392,15 @@ const char *admit_reason_label(enum admit_reason why)
 
 void admit_metrics(const struct admit *a, struct buf *out, const char *prefix, const char *help)
 {
-	buf_printf(out, "# HELP %s_refused_total %s\n# TYPE %s_refused_total counter\n", prefix,
-		   help, prefix);
+	struct buf name = BUF_INIT;
+	buf_printf(&name, "%s_refused_total", prefix);
+	metrics_family(out, buf_cstr(&name), METRICS_COUNTER, help);
 	for (int i = 0; i < ADMIT_REASONS; i++)
-		buf_printf(out, "%s_refused_total{reason=\"%s\"} %llu\n", prefix, reason_labels[i],
-			   (unsigned long long)a->count[i]);
-	buf_printf(out,
-		   "# HELP %s_pending Connections accepted that have not proven anything yet.\n"
-		   "# TYPE %s_pending gauge\n%s_pending %u\n",
-		   prefix, prefix, prefix, a->pending);
+		metrics_sample(out, buf_cstr(&name), METRICS_LABELS("reason", reason_labels[i]),
+			       a->count[i]);
+	buf_reset(&name);
+	buf_printf(&name, "%s_pending", prefix);
+	metrics_single(out, buf_cstr(&name), METRICS_GAUGE,
+		       "Connections accepted that have not proven anything yet.", a->pending);
+	buf_close(&name);
 }

@@ -12,21 +12,14 @@
 #include <yaml.h>
 
 #include "common/buf.h"
+#include "common/config_int.h"
 #include "common/err.h"
 #include "common/log.h"
 
-#define CONFIG_ENV_PREFIX "SYNCBIT_"
-#define CONFIG_FILE_KEY	  "config"
-/* Suggest a known flag for a misspelt one within this edit distance. */
-#define CONFIG_SUGGEST_DIST 2
-#define CONFIG_NAME_MAX	    64
 /* Digits after the decimal point a size may carry ("1.5GiB"). */
 #define CONFIG_SIZE_FRAC_MAX 9
 
-static void config_error(struct config *cfg, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void config_error(struct config *cfg, const char *fmt, ...)
+void config_error(struct config *cfg, const char *fmt, ...)
 {
 	struct buf b = BUF_INIT;
 	va_list ap;
@@ -38,7 +31,7 @@ static void config_error(struct config *cfg, const char *fmt, ...)
 	cfg->error = buf_steal(&b);
 }
 
-static struct config_entry *config_find(const struct config *cfg, const char *name)
+struct config_entry *config_find(const struct config *cfg, const char *name)
 {
 	for (int i = 0; i < cfg->n; i++)
 		if (strcmp(cfg->entries[i].key->name, name) == 0)
@@ -55,6 +48,9 @@ void config_init(struct config *cfg, const struct config_key *keys)
 	cfg->entries = xcalloc((size_t)n, sizeof *cfg->entries);
 	cfg->n = n;
 	cfg->error = NULL;
+	cfg->file_error = 0;
+	cfg->rank = 0;
+	cfg->known = NULL;
 	for (int i = 0; i < n; i++) {
 		cfg->entries[i].key = &keys[i];
 		cfg->entries[i].value = keys[i].defval ? xstrdup(keys[i].defval) : NULL;
@@ -62,10 +58,23 @@ void config_init(struct config *cfg, const struct config_key *keys)
 	}
 }
 
+static void list_clear(struct config_entry *e)
+{
+	for (size_t i = 0; i < e->nitems; i++)
+		free(e->items[i]);
+	free(e->items);
+	free(e->ranks);
+	e->items = NULL;
+	e->ranks = NULL;
+	e->nitems = 0;
+}
+
 void config_close(struct config *cfg)
 {
-	for (int i = 0; i < cfg->n; i++)
+	for (int i = 0; i < cfg->n; i++) {
 		free(cfg->entries[i].value);
+		list_clear(&cfg->entries[i]);
+	}
 	free(cfg->entries);
 	free(cfg->error);
 	cfg->entries = NULL;
@@ -73,11 +82,39 @@ void config_close(struct config *cfg)
 	cfg->error = NULL;
 }
 
-static void entry_set(struct config_entry *e, const char *value, enum config_origin origin)
+/* One more item of a list; the value shows them one a line. */
+static void list_add(struct config *cfg, struct config_entry *e, const char *value,
+		     enum config_origin origin)
+{
+	if (origin > e->origin || !value)
+		list_clear(e);
+	e->origin = origin;
+	free(e->value);
+	e->value = NULL;
+	if (value) {
+		e->items = xrealloc(e->items, (e->nitems + 1) * sizeof *e->items);
+		e->ranks = xrealloc(e->ranks, (e->nitems + 1) * sizeof *e->ranks);
+		e->items[e->nitems] = xstrdup(value);
+		e->ranks[e->nitems++] = cfg->rank++;
+	}
+	if (e->nitems) {
+		struct buf b = BUF_INIT;
+		for (size_t i = 0; i < e->nitems; i++)
+			buf_printf(&b, "%s%s", i ? "\n" : "", e->items[i]);
+		e->value = buf_steal(&b);
+	}
+}
+
+void config_entry_set(struct config *cfg, struct config_entry *e, const char *value,
+		      enum config_origin origin)
 {
 	/* A later source of the same rank wins: the last of repeated flags. */
 	if (origin < e->origin)
 		return;
+	if (e->key->kind == CONFIG_LIST) {
+		list_add(cfg, e, value, origin);
+		return;
+	}
 	free(e->value);
 	e->value = value ? xstrdup(value) : NULL;
 	e->origin = origin;
@@ -91,7 +128,7 @@ int config_set(struct config *cfg, const char *name, const char *value, enum con
 		config_error(cfg, "unknown option '--%s'", name);
 		return SB_ECONFIG;
 	}
-	entry_set(e, value, origin);
+	config_entry_set(cfg, e, value, origin);
 	return 0;
 }
 
@@ -100,6 +137,17 @@ const char *config_get(const struct config *cfg, const char *name)
 	const struct config_entry *e = config_find(cfg, name);
 
 	return e ? e->value : NULL;
+}
+
+char *const *config_get_list(const struct config *cfg, const char *name, size_t *n,
+			     const unsigned **ranks)
+{
+	const struct config_entry *e = config_find(cfg, name);
+
+	*n = e ? e->nitems : 0;
+	if (ranks)
+		*ranks = e ? e->ranks : NULL;
+	return e && e->nitems ? e->items : NULL;
 }
 
 enum config_origin config_origin_of(const struct config *cfg, const char *name)
@@ -131,8 +179,22 @@ int config_load_env(struct config *cfg)
 		env_name(cfg->entries[i].key->name, name, sizeof name);
 		v = getenv(name);
 		/* VAR= in a pod spec or compose file means "not set". */
-		if (v && *v)
-			entry_set(&cfg->entries[i], v, CONFIG_ENV);
+		if (!v || !*v)
+			continue;
+		if (cfg->entries[i].key->kind != CONFIG_LIST) {
+			config_entry_set(cfg, &cfg->entries[i], v, CONFIG_ENV);
+			continue;
+		}
+		/* A list: one item a line (a pod spec's "value: |"). */
+		for (const char *p = v; *p;) {
+			size_t len = strcspn(p, "\n");
+			if (len) {
+				char *item = xstrndup(p, len);
+				config_entry_set(cfg, &cfg->entries[i], item, CONFIG_ENV);
+				free(item);
+			}
+			p += len + (p[len] == '\n');
+		}
 	}
 	return 0;
 }
@@ -350,228 +412,9 @@ int config_get_size(struct config *cfg, const char *name, uint64_t min, uint64_t
 	return 0;
 }
 
-/* ---- YAML file ---- */
-
-struct yaml_load {
-	struct config *cfg;
-	const char *path;
-	yaml_parser_t parser;
-	yaml_event_t ev;
-	int have_ev;
-	char *seen; /* one flag per entry: duplicate keys are likely mistakes */
-};
-
-static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int yaml_fail(struct yaml_load *y, const yaml_mark_t *mark, const char *fmt, ...)
-{
-	struct buf b = BUF_INIT;
-	va_list ap;
-
-	buf_printf(&b, "%s:%zu: ", y->path, mark->line + 1);
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	free(y->cfg->error);
-	y->cfg->error = buf_steal(&b);
-	return SB_ECONFIG;
-}
-
-static int yaml_next(struct yaml_load *y)
-{
-	if (y->have_ev)
-		yaml_event_delete(&y->ev);
-	y->have_ev = 0;
-	if (!yaml_parser_parse(&y->parser, &y->ev)) {
-		const char *what = y->parser.problem ? y->parser.problem : "malformed YAML";
-		const yaml_mark_t *at = &y->parser.problem_mark;
-		const yaml_mark_t *from = &y->parser.context_mark;
-
-		if (!y->parser.context)
-			return yaml_fail(y, at, "%s", what);
-		/* An unclosed '[' or quote is found only at the end of the
-		 * file; where it was opened is what the user needs. */
-		if (from->line != at->line)
-			return yaml_fail(y, at, "%s %s started on line %zu", what,
-					 y->parser.context, from->line + 1);
-		return yaml_fail(y, at, "%s %s", what, y->parser.context);
-	}
-	y->have_ev = 1;
-	return 0;
-}
-
-static const char *yaml_scalar(const yaml_event_t *ev)
-{
-	return (const char *)ev->data.scalar.value;
-}
-
-/* "key:" with nothing after it, "~" or "null" leave the key alone. */
-static int yaml_is_null(const yaml_event_t *ev)
-{
-	const char *v = yaml_scalar(ev);
-
-	if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return 0;
-	return *v == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-	       strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-/* Reads a sequence of scalars after SEQUENCE_START into a comma list. */
-static int yaml_read_list(struct yaml_load *y, const char *key, char **out)
-{
-	struct buf b = BUF_INIT;
-	int rc;
-
-	while ((rc = yaml_next(y)) == 0) {
-		if (y->ev.type == YAML_SEQUENCE_END_EVENT) {
-			*out = buf_steal(&b);
-			return 0;
-		}
-		if (y->ev.type != YAML_SCALAR_EVENT) {
-			rc = yaml_fail(y, &y->ev.start_mark,
-				       "key '%s': list items must be plain values", key);
-			break;
-		}
-		if (b.len)
-			buf_append_str(&b, ",");
-		buf_append_str(&b, yaml_scalar(&y->ev));
-	}
-	buf_close(&b);
-	return rc;
-}
-
-static int yaml_read_pair(struct yaml_load *y)
-{
-	struct config_entry *e;
-	yaml_mark_t key_mark = y->ev.start_mark;
-	char *key, *value = NULL;
-	int rc;
-
-	if (y->ev.type != YAML_SCALAR_EVENT)
-		return yaml_fail(y, &key_mark, "expected a key");
-	key = xstrdup(yaml_scalar(&y->ev));
-	e = config_find(y->cfg, key);
-	if (!e) {
-		rc = yaml_fail(y, &key_mark, "unknown key '%s'", key);
-		goto out;
-	}
-	if (strcmp(key, CONFIG_FILE_KEY) == 0) {
-		rc = yaml_fail(y, &key_mark, "key '%s' cannot be set in a config file", key);
-		goto out;
-	}
-	if (y->seen[e - y->cfg->entries]) {
-		rc = yaml_fail(y, &key_mark, "duplicate key '%s'", key);
-		goto out;
-	}
-	y->seen[e - y->cfg->entries] = 1;
-	if ((rc = yaml_next(y)) < 0)
-		goto out;
-	switch (y->ev.type) {
-	case YAML_SCALAR_EVENT:
-		if (!yaml_is_null(&y->ev))
-			value = xstrdup(yaml_scalar(&y->ev));
-		break;
-	case YAML_SEQUENCE_START_EVENT:
-		if ((rc = yaml_read_list(y, key, &value)) < 0)
-			goto out;
-		break;
-	case YAML_ALIAS_EVENT:
-		rc = yaml_fail(y, &y->ev.start_mark, "key '%s': aliases are not supported", key);
-		goto out;
-	default:
-		rc = yaml_fail(y, &y->ev.start_mark, "key '%s': expected a value or a list", key);
-		goto out;
-	}
-	if (value)
-		entry_set(e, value, CONFIG_FILE);
-	rc = 0;
-out:
-	free(value);
-	free(key);
-	return rc;
-}
-
-static int yaml_read_document(struct yaml_load *y)
-{
-	int rc;
-
-	if ((rc = yaml_next(y)) < 0)
-		return rc;
-	if (y->ev.type == YAML_SCALAR_EVENT && yaml_is_null(&y->ev))
-		return yaml_next(y); /* an empty document: comments only */
-	if (y->ev.type != YAML_MAPPING_START_EVENT)
-		return yaml_fail(y, &y->ev.start_mark, "expected a mapping of key: value");
-	for (;;) {
-		if ((rc = yaml_next(y)) < 0)
-			return rc;
-		if (y->ev.type == YAML_MAPPING_END_EVENT)
-			break;
-		if ((rc = yaml_read_pair(y)) < 0)
-			return rc;
-	}
-	return yaml_next(y);
-}
-
-static int yaml_read_stream(struct yaml_load *y)
-{
-	int rc;
-
-	if ((rc = yaml_next(y)) < 0)
-		return rc;
-	if (y->ev.type != YAML_STREAM_START_EVENT)
-		return yaml_fail(y, &y->ev.start_mark, "malformed YAML");
-	if ((rc = yaml_next(y)) < 0)
-		return rc;
-	if (y->ev.type == YAML_STREAM_END_EVENT)
-		return 0; /* an empty file */
-	if (y->ev.type != YAML_DOCUMENT_START_EVENT)
-		return yaml_fail(y, &y->ev.start_mark, "malformed YAML");
-	if ((rc = yaml_read_document(y)) < 0)
-		return rc;
-	if (y->ev.type != YAML_DOCUMENT_END_EVENT)
-		return yaml_fail(y, &y->ev.start_mark, "malformed YAML");
-	if ((rc = yaml_next(y)) < 0)
-		return rc;
-	if (y->ev.type != YAML_STREAM_END_EVENT)
-		return yaml_fail(y, &y->ev.start_mark, "only one YAML document is allowed");
-	return 0;
-}
-
-int config_load_file(struct config *cfg, const char *path)
-{
-	struct yaml_load y = {.cfg = cfg, .path = path};
-	struct stat st;
-	FILE *f;
-	int rc;
-
-	f = fopen(path, "re");
-	if (!f) {
-		rc = -errno;
-		config_error(cfg, "%s: %s", path, sb_strerror(rc));
-		return rc;
-	}
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		fclose(f);
-		config_error(cfg, "%s: %s", path, sb_strerror(-EISDIR));
-		return -EISDIR;
-	}
-	if (!yaml_parser_initialize(&y.parser))
-		fatal("out of memory initializing the YAML parser");
-	yaml_parser_set_input_file(&y.parser, f);
-	y.seen = xcalloc((size_t)cfg->n, 1);
-	rc = yaml_read_stream(&y);
-	if (y.have_ev)
-		yaml_event_delete(&y.ev);
-	yaml_parser_delete(&y.parser);
-	free(y.seen);
-	fclose(f);
-	return rc;
-}
-
 /* ---- command line ---- */
 
-static size_t edit_distance(const char *a, const char *b)
+size_t config_edit_distance(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);
 	size_t row[CONFIG_NAME_MAX + 1];
@@ -606,7 +449,7 @@ static void unknown_option(struct config *cfg, const char *arg, size_t len)
 	size_t best_dist = CONFIG_SUGGEST_DIST + 1;
 
 	for (int i = 0; i < cfg->n; i++) {
-		size_t d = edit_distance(name + 2, cfg->entries[i].key->name);
+		size_t d = config_edit_distance(name + 2, cfg->entries[i].key->name);
 
 		if (d < best_dist) {
 			best_dist = d;
@@ -646,7 +489,7 @@ static int parse_flag(struct config *cfg, int argc, char **argv, int *i, struct 
 	}
 	out->entry = e;
 	if (negated) {
-		if (!e->key->is_bool)
+		if (e->key->kind != CONFIG_BOOL)
 			config_error(cfg,
 				     "unknown option '--%s' ('--%s' is not "
 				     "a yes/no option)",
@@ -658,7 +501,7 @@ static int parse_flag(struct config *cfg, int argc, char **argv, int *i, struct 
 		out->value = "false";
 		goto out;
 	}
-	if (e->key->is_bool) {
+	if (e->key->kind == CONFIG_BOOL) {
 		if (eq && parse_bool(eq + 1, &b) < 0) {
 			config_error(cfg, "--%s: expected true or false, got '%s'", name, eq + 1);
 			goto out;
@@ -706,7 +549,7 @@ static int parse_short(struct config *cfg, int argc, char **argv, int *i, struct
 			return SB_ECONFIG;
 		}
 		out[*nout].entry = e;
-		if (e->key->is_bool) {
+		if (e->key->kind == CONFIG_BOOL) {
 			out[(*nout)++].value = "true";
 			continue;
 		}
@@ -745,11 +588,14 @@ static int load_config_file(struct config *cfg, const char *flag_path)
 	if (!path || !*path)
 		return 0;
 	rc = config_load_file(cfg, path);
-	if (rc == -ENOENT && is_default) {
+	/* The node-wide default is there for whoever may read it. */
+	if (is_default && (rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES)) {
 		free(cfg->error);
 		cfg->error = NULL;
 		return 0;
 	}
+	if (rc < 0)
+		cfg->file_error = 1;
 	return rc < 0 ? SB_ECONFIG : 0;
 }
 
@@ -793,7 +639,7 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char ***positio
 		goto fail;
 	config_load_env(cfg);
 	for (int i = 0; i < nflags; i++)
-		entry_set(flags[i].entry, flags[i].value, CONFIG_FLAG);
+		config_entry_set(cfg, flags[i].entry, flags[i].value, CONFIG_FLAG);
 	rc = 0;
 	if (positional) {
 		*positional = pos;

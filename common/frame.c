@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/pbuf_budget.h"
 
 /* A body buffer larger than this is released once its frame is done. */
 #define READER_KEEP_MAX (64u << 10)
@@ -204,7 +205,7 @@ int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t 
 	for (size_t i = 0; i < n; i++) {
 		if (t[i].type != type)
 			continue;
-		if (len > t[i].body_max) {
+		if (len > t[i].body_max || pbuf_budget_check(type, body, len) < 0) {
 			free(payload);
 			return SB_ETOOBIG;
 		}

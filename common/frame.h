@@ -96,7 +96,9 @@ struct frame_handler {
 };
 
 /* Find type in table t[0..n) and call its handler. SB_EPROTO for a type not
- * in the table, SB_ETOOBIG for a body over the row's body_max; on those
+ * in the table, SB_ETOOBIG for a body over the row's body_max or one whose
+ * unpacking would allocate more than its budget (common/pbuf_budget.h:
+ * the handler's own unpack of an accepted body stays within it); on those
  * errors payload is freed here, otherwise it belongs to the handler.
  * Returns what the handler returned. */
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,

@@ -146,6 +146,8 @@ void http_req_finish(struct http_req *r, int status)
 {
 	struct http_client *c = r->c;
 	r->status = status;
+	if (status < 0 && status != SB_ECANCELED && c->counters)
+		__atomic_add_fetch(&c->counters->errors, 1, __ATOMIC_RELAXED);
 	if (c->ops->finishing && c->ops->finishing(r))
 		return;
 	http_req_drop_easy(r);
@@ -195,6 +197,8 @@ void http_req_retry(struct http_req *r, int code, const char *fmt, ...)
 	} else {
 		uint64_t delay = http_backoff_ms(r->failures, r->resp.retry_after, &c->rng);
 		struct buf about = BUF_INIT;
+		if (c->counters)
+			__atomic_add_fetch(&c->counters->retries, 1, __ATOMIC_RELAXED);
 		c->ops->describe(r, &about);
 		log_info("%s%s; retry %u of %d in %" PRIu64 " ms", buf_cstr(&about),
 			 buf_cstr(&what), r->failures, c->retries, delay);
@@ -437,6 +441,7 @@ int http_client_init(struct http_client *c, uv_loop_t *loop, const struct http_r
 	c->stall_seconds = o->stall_seconds;
 	c->stall_ms = (uint64_t)o->stall_seconds * 1000;
 	c->bytes_read = o->bytes_read;
+	c->counters = o->counters;
 	c->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)c) | 1;
 	uv_timer_init(loop, &c->wake);
 	c->wake.data = c;

@@ -65,11 +65,19 @@ struct http_req_ops {
 	int (*finishing)(struct http_req *r);
 };
 
+/* What a client's requests came to, for /metrics: requests that ended in
+ * failure, and attempts made again. Several clients may share one; bumped
+ * atomically. */
+struct http_counters {
+	uint64_t errors, retries;
+};
+
 struct http_client_options {
-	int retries;		  /* attempts after the first */
-	unsigned connect_seconds; /* connect timeout */
-	unsigned stall_seconds;	  /* no byte for this long = a stall; 0: not watched */
-	uint64_t *bytes_read;	  /* http_req_take adds here, or NULL */
+	int retries;			/* attempts after the first */
+	unsigned connect_seconds;	/* connect timeout */
+	unsigned stall_seconds;		/* no byte for this long = a stall; 0: not watched */
+	uint64_t *bytes_read;		/* http_req_take adds here, or NULL */
+	struct http_counters *counters; /* or NULL */
 };
 
 struct http_client {
@@ -82,6 +90,7 @@ struct http_client {
 	unsigned connect_seconds, stall_seconds;
 	uint64_t stall_ms;
 	uint64_t *bytes_read;
+	struct http_counters *counters;
 	uint64_t rng;
 	struct http_req_list active; /* running, or waiting to retry */
 	struct http_req_list done;   /* callbacks still to run */

@@ -15,13 +15,21 @@
 /* A message longer than this is cut and marked; logging must not allocate,
  * since the allocator's failure path (fatal) logs. */
 #define LOG_MSG_MAX 4096
-/* Worst case a message byte becomes "\u00XX" (6 bytes) in JSON. */
-#define LOG_LINE_MAX   (LOG_MSG_MAX * 6 + 256)
-#define LOG_TRUNC_MARK "..."
+/* Worst case a byte becomes "\u00XX" (6 bytes) in JSON; fields come with
+ * their keys and quotes. */
+#define LOG_LINE_MAX	   ((LOG_MSG_MAX + LOG_FIELDS_MAX * (LOG_FIELD_MAX + 40)) * 6 + 512)
+#define LOG_TRUNC_MARK	   "..."
+#define LOG_NAME_MAX	   64 /* component, module and process field keys */
+#define LOG_PROCESS_FIELDS 2
 
 /* Written once by log_setup before other threads start, then only read. */
 static enum log_level log_level = LOG_WARN;
 static enum log_format log_format = LOG_FORMAT_TEXT;
+static char log_component[LOG_NAME_MAX] = "syncbit";
+static struct {
+	char key[LOG_NAME_MAX];
+	char value[LOG_FIELD_MAX];
+} process_fields[LOG_PROCESS_FIELDS];
 
 static const char *const level_names[] = {
     [LOG_DEBUG] = "debug",
@@ -46,6 +54,37 @@ void log_setup(enum log_level level, enum log_format format)
 enum log_level log_get_level(void)
 {
 	return log_level;
+}
+
+enum log_format log_get_format(void)
+{
+	return log_format;
+}
+
+void log_set_component(const char *component)
+{
+	snprintf(log_component, sizeof log_component, "%s", component ? component : "syncbit");
+}
+
+void log_set_field(const char *key, const char *value)
+{
+	int free_slot = -1;
+	for (int i = 0; i < LOG_PROCESS_FIELDS; i++) {
+		if (process_fields[i].key[0] && !strcmp(process_fields[i].key, key)) {
+			free_slot = i;
+			break;
+		}
+		if (!process_fields[i].key[0] && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot < 0)
+		fatal("log: more than %d process fields", LOG_PROCESS_FIELDS);
+	if (!value) {
+		process_fields[free_slot].key[0] = '\0';
+		return;
+	}
+	snprintf(process_fields[free_slot].key, LOG_NAME_MAX, "%s", key);
+	snprintf(process_fields[free_slot].value, LOG_FIELD_MAX, "%s", value);
 }
 
 int log_parse_level(const char *s, enum log_level *out)
@@ -273,10 +312,94 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
-static void log_emit(const char *level, const char *fmt, va_list ap)
+/* "agent/peer.c" -> "peer" into out. */
+static void module_of(const char *file, char *out, size_t cap)
+{
+	const char *base = strrchr(file, '/');
+	base = base ? base + 1 : file;
+	size_t n = strcspn(base, ".");
+	snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), base);
+}
+
+/* ,"key":"value" with the value redacted (a field may name a source URL)
+ * and cut at LOG_FIELD_MAX. Reserved and repeated keys are left out. */
+static void put_json_field(struct line *l, const char *key, const char *value)
+{
+	char red[LOG_FIELD_MAX];
+	size_t n = strlen(value);
+	n = uri_redact_text(red, sizeof red, value, n < LOG_FIELD_MAX ? n : LOG_FIELD_MAX - 1);
+	line_puts(l, ",\"");
+	put_json_escaped(l, key, strlen(key));
+	line_puts(l, "\":\"");
+	put_json_escaped(l, red, n);
+	line_puts(l, "\"");
+}
+
+static int key_reserved(const char *key)
+{
+	static const char *const reserved[] = {"ts", "level", "component", "module", "msg"};
+	for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+		if (!strcmp(key, reserved[i]))
+			return 1;
+	return 0;
+}
+
+/* The call site's fields, then the process's that it did not set. */
+static void put_json_fields(struct line *l, const struct log_field *kv)
+{
+	const char *seen[LOG_FIELDS_MAX] = {0};
+	size_t nseen = 0;
+	for (size_t i = 0; kv && kv[i].key && nseen < LOG_FIELDS_MAX; i++) {
+		int dup = key_reserved(kv[i].key) || !kv[i].value;
+		for (size_t k = 0; k < nseen && !dup; k++)
+			dup = !strcmp(seen[k], kv[i].key);
+		if (dup)
+			continue;
+		put_json_field(l, kv[i].key, kv[i].value);
+		seen[nseen++] = kv[i].key;
+	}
+	for (int i = 0; i < LOG_PROCESS_FIELDS && nseen < LOG_FIELDS_MAX; i++) {
+		int dup = !process_fields[i].key[0];
+		for (size_t k = 0; k < nseen && !dup; k++)
+			dup = !strcmp(seen[k], process_fields[i].key);
+		if (dup)
+			continue;
+		put_json_field(l, process_fields[i].key, process_fields[i].value);
+		seen[nseen++] = process_fields[i].key;
+	}
+}
+
+/* One JSON object: ts, level, component, module, the fields, and msg
+ * last, so that only the message can be cut. */
+static void put_json_line(struct line *l, const char *level, const char *module,
+			  const struct log_field *kv, const char *msg, size_t mlen, int cut)
+{
+	line_puts(l, "{\"ts\":\"");
+	put_timestamp(l);
+	line_puts(l, "\",\"level\":\"");
+	line_puts(l, level);
+	line_puts(l, "\",\"component\":\"");
+	put_json_escaped(l, log_component, strlen(log_component));
+	line_puts(l, "\",\"module\":\"");
+	put_json_escaped(l, module, strlen(module));
+	line_puts(l, "\"");
+	put_json_fields(l, kv);
+	line_puts(l, ",\"msg\":\"");
+	put_json_escaped(l, msg, mlen);
+	if (cut)
+		line_puts(l, LOG_TRUNC_MARK);
+	/* A cut line must still parse: close the object regardless. */
+	l->full = 0;
+	l->len = l->len + 3 <= l->cap ? l->len : l->cap - 3;
+	memcpy(l->p + l->len, "\"}", 2);
+	l->len += 2;
+}
+
+static void log_emit(const char *level, const char *module, const struct log_field *kv,
+		     const char *fmt, va_list ap)
 {
 	char msg[LOG_MSG_MAX];
-	char buf[LOG_LINE_MAX];
+	static _Thread_local char buf[LOG_LINE_MAX];
 	struct line l = {buf, 0, sizeof buf, 0};
 	char red[LOG_MSG_MAX];
 	int saved_errno = errno;
@@ -293,19 +416,7 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	memcpy(msg, red, mlen + 1);
 
 	if (log_format == LOG_FORMAT_JSON) {
-		line_puts(&l, "{\"ts\":\"");
-		put_timestamp(&l);
-		line_puts(&l, "\",\"level\":\"");
-		line_puts(&l, level);
-		line_puts(&l, "\",\"msg\":\"");
-		put_json_escaped(&l, msg, mlen);
-		if (cut)
-			line_puts(&l, LOG_TRUNC_MARK);
-		/* A cut line must still parse: close the object regardless. */
-		l.full = 0;
-		l.len = l.len + 3 <= l.cap ? l.len : l.cap - 3;
-		memcpy(l.p + l.len, "\"}", 2);
-		l.len += 2;
+		put_json_line(&l, level, module, kv, msg, mlen, cut);
 	} else {
 		/* An interactive user reading warnings wants them short; a log
 		 * file or a debugging session wants to know when. */
@@ -325,14 +436,29 @@ static void log_emit(const char *level, const char *fmt, va_list ap)
 	errno = saved_errno;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+void log_at(enum log_level level, const char *file, const struct log_field *kv, const char *fmt,
+	    ...)
 {
+	char module[LOG_NAME_MAX];
 	va_list ap;
 
 	if (level < log_level || level > LOG_ERROR)
 		return;
+	module_of(file, module, sizeof module);
 	va_start(ap, fmt);
-	log_emit(level_names[level], fmt, ap);
+	log_emit(level_names[level], module, kv, fmt, ap);
+	va_end(ap);
+}
+
+void log_print(enum log_level level, const char *module, const struct log_field *kv,
+	       const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level > LOG_ERROR)
+		return;
+	va_start(ap, fmt);
+	log_emit(level_names[level], module, kv, fmt, ap);
 	va_end(ap);
 }
 
@@ -404,7 +530,8 @@ static long limit_check(const char *msg)
 	return held;
 }
 
-void log_limited(enum log_level level, const char *fmt, ...)
+void log_limited_at(enum log_level level, const char *file, const struct log_field *kv,
+		    const char *fmt, ...)
 {
 	char msg[LOG_MSG_MAX];
 	va_list ap;
@@ -417,10 +544,10 @@ void log_limited(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 	long held = limit_check(msg);
 	if (held > 0)
-		log_msg(level, "%s (repeated %ld time%s since it was last logged)", msg, held,
-			held == 1 ? "" : "s");
+		log_at(level, file, kv, "%s (repeated %ld time%s since it was last logged)", msg,
+		       held, held == 1 ? "" : "s");
 	else if (held == 0)
-		log_msg(level, "%s", msg);
+		log_at(level, file, kv, "%s", msg);
 	errno = saved_errno;
 }
 
@@ -429,7 +556,7 @@ void fatal(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("fatal", fmt, ap);
+	log_emit("fatal", "fatal", NULL, fmt, ap);
 	va_end(ap);
 	abort();
 }

@@ -83,7 +83,8 @@ void progress_init(struct progress *p, const char *label, uint64_t total, int en
 	p->start_ns = progress_now_ns();
 	p->rate_ns = p->start_ns;
 	p->fd = STDERR_FILENO;
-	p->tty = isatty(p->fd);
+	/* With --log-format json every stderr line is a JSON object: no bar. */
+	p->tty = isatty(p->fd) && log_get_format() != LOG_FORMAT_JSON;
 	p->enabled = enabled;
 }
 
@@ -211,6 +212,17 @@ static void progress_draw_bar(struct progress *p)
 	buf_close(&stats);
 }
 
+/* A finished line (ending in "\n") out: as it is, or as a JSON log line. */
+static void progress_write(struct progress *p, struct buf *b)
+{
+	if (log_get_format() == LOG_FORMAT_JSON && p->fd == STDERR_FILENO) {
+		log_print(LOG_INFO, "progress", NULL, "%.*s", (int)(b->len - 1),
+			  (const char *)b->ptr);
+		return;
+	}
+	write_all(p->fd, (const char *)b->ptr, b->len);
+}
+
 static void progress_print_line(struct progress *p)
 {
 	struct buf b = BUF_INIT;
@@ -218,7 +230,7 @@ static void progress_print_line(struct progress *p)
 	buf_printf(&b, "%s: ", p->label);
 	progress_stats(p, 1, &b);
 	buf_append_str(&b, "\n");
-	write_all(p->fd, (const char *)b.ptr, b.len);
+	progress_write(p, &b);
 	buf_close(&b);
 }
 
@@ -299,7 +311,7 @@ void progress_close_at(struct progress *p, uint64_t now)
 			buf_printf(&b, ", %s/s", s2);
 		}
 		buf_append_str(&b, p->drawn ? "\033[K\n" : "\n");
-		write_all(p->fd, (const char *)b.ptr, b.len);
+		progress_write(p, &b);
 		buf_close(&b);
 	}
 	p->drawn = 0;

@@ -131,7 +131,7 @@ static void auth_needed(struct registry_req *r)
 		http_req_fail(
 		    &r->base, SB_EDENIED, "HTTP 401 Unauthorized with %s; check the credentials%s",
 		    reg->token ? "a fresh token" : "the credentials given",
-		    reg->userpwd ? "" : " (REGISTRY_AUTH=user:password or --registry-user)");
+		    reg->userpwd ? "" : " (--registry-user-file, REGISTRY_AUTH or an auth file)");
 		return;
 	}
 	r->auth_tries++;
@@ -139,8 +139,9 @@ static void auth_needed(struct registry_req *r)
 		if (!reg->userpwd) {
 			http_req_fail(
 			    &r->base, SB_EAUTH,
-			    "the registry asks for credentials: set REGISTRY_AUTH=user:password "
-			    "or --registry-user");
+			    "the registry asks for credentials: give --registry-user-file FILE, "
+			    "REGISTRY_AUTH=user:password or an auth file (REGISTRY_AUTH_FILE, "
+			    "~/.docker/config.json)");
 			return;
 		}
 		reg->basic = 1;
@@ -534,6 +535,7 @@ int registry_new(uv_loop_t *loop, const struct registry_options *o, struct regis
 	    .connect_seconds = o->connect_seconds,
 	    .stall_seconds = o->stall_seconds,
 	    .bytes_read = o->bytes_read,
+	    .counters = o->counters,
 	};
 	int rc = http_client_init(&reg->http, loop, &req_ops, &co);
 	if (rc < 0) {

@@ -30,9 +30,10 @@ struct registry_options {
 	const char *insecure; /* hosts a token realm may use plain HTTP on */
 	int retries;	      /* attempts after the first */
 	unsigned connect_seconds;
-	unsigned stall_seconds; /* 0: no stall detection */
-	uint64_t *bytes_read;	/* blob bytes received are added here, or NULL */
-	int push;		/* tokens ask for "repository:<repo>:pull,push" */
+	unsigned stall_seconds;		/* 0: no stall detection */
+	uint64_t *bytes_read;		/* blob bytes received are added here, or NULL */
+	struct http_counters *counters; /* failed requests and retries, or NULL */
+	int push;			/* tokens ask for "repository:<repo>:pull,push" */
 };
 
 struct registry;

@@ -8,9 +8,11 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/log.h"
 #include "common/http_req.h"
 #include "common/manifest.h"
+#include "common/metrics.h"
 #include "common/progress.h"
 #include "common/source_hub.h"
 
@@ -112,6 +114,34 @@ void source_http_options(struct source *src, struct http_client_options *o)
 	o->connect_seconds = src->opt.connect_seconds;
 	o->stall_seconds = src->opt.stall_seconds;
 	o->bytes_read = &src->bytes_read;
+	o->counters = source_counters(src->uri.kind);
+}
+
+#define SOURCE_KINDS (URI_OCI + 1)
+
+static struct http_counters kind_counters[SOURCE_KINDS];
+
+struct http_counters *source_counters(enum uri_kind kind)
+{
+	return &kind_counters[(unsigned)kind < SOURCE_KINDS ? kind : URI_FILE];
+}
+
+void source_metrics(struct buf *out)
+{
+	metrics_family(out, "syncbit_source_request_errors_total", METRICS_COUNTER,
+		       "Requests to sources (origins) that failed for good, after their retries, "
+		       "by kind of source.");
+	for (int k = 0; k < SOURCE_KINDS; k++)
+		metrics_sample(out, "syncbit_source_request_errors_total",
+			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),
+			       __atomic_load_n(&kind_counters[k].errors, __ATOMIC_RELAXED));
+	metrics_family(
+	    out, "syncbit_source_request_retries_total", METRICS_COUNTER,
+	    "Request attempts to sources made again after a failure, by kind of source.");
+	for (int k = 0; k < SOURCE_KINDS; k++)
+		metrics_sample(out, "syncbit_source_request_retries_total",
+			       METRICS_LABELS("kind", uri_kind_name((enum uri_kind)k)),
+			       __atomic_load_n(&kind_counters[k].retries, __ATOMIC_RELAXED));
 }
 
 void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg)
@@ -198,6 +228,42 @@ void source_listing_sort(struct source_listing *l)
 		l->files[i] = items[i].f;
 	free(items);
 	free(new_index);
+}
+
+size_t source_listing_filter(struct source_listing *l, const struct filter *f)
+{
+	size_t n = l->nfiles, j = 0;
+	if (!f || !f->n || !n)
+		return 0;
+	size_t *map = xcalloc(n, sizeof *map), *heir = xcalloc(n, sizeof *heir);
+	for (size_t i = 0; i < n; i++)
+		heir[i] = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		struct source_file *x = &l->files[i];
+		if (filter_excludes(f, x->path, x->type == SRC_DIRECTORY)) {
+			free(x->path);
+			free(x->link_target);
+			free(x->digest);
+			map[i] = SIZE_MAX;
+			continue;
+		}
+		/* A group's root comes before its members. */
+		size_t root = x->hardlink_to ? x->hardlink_to - 1 : i;
+		if (root == i || map[root] != SIZE_MAX) {
+			x->hardlink_to = root == i ? 0 : (uint32_t)(map[root] + 1);
+		} else if (heir[root] == SIZE_MAX) {
+			heir[root] = j;
+			x->hardlink_to = 0;
+		} else {
+			x->hardlink_to = (uint32_t)(heir[root] + 1);
+		}
+		map[i] = j;
+		l->files[j++] = *x;
+	}
+	free(map);
+	free(heir);
+	l->nfiles = j;
+	return n - j;
 }
 
 /* ---- limits ---------------------------------------------------------------- */
@@ -329,7 +395,15 @@ static void listed_checked(struct source *src, int status, void *arg)
 {
 	source_done_cb cb = src->list_cb;
 	src->list_cb = NULL;
+	/* The HTTP kinds count their failed requests themselves. */
+	if (status < 0 && status != SB_ECANCELED && src->uri.kind == URI_FILE)
+		__atomic_add_fetch(&source_counters(URI_FILE)->errors, 1, __ATOMIC_RELAXED);
 	if (status == 0) {
+		size_t dropped = source_listing_filter(&src->listing, src->opt.filter);
+		if (dropped)
+			log_debug("%s: --include/--exclude left out %zu of %zu entries",
+				  src->uri.kind == URI_HTTP ? src->uri.canonical : src->uri.raw,
+				  dropped, dropped + src->listing.nfiles);
 		/* An http:// URL may carry credentials or a signed query. */
 		char *shown =
 		    src->uri.kind == URI_HTTP ? http_url_for_messages(src->uri.url) : NULL;

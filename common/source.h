@@ -10,7 +10,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/uri.h"
+
+struct filter;
 
 enum source_file_type { SRC_REGULAR = 0, SRC_DIRECTORY = 1, SRC_SYMLINK = 2 };
 
@@ -70,12 +73,19 @@ struct source_options {
 
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
+	/* oci://: --authfile, read before the other auth files when
+	 * registry_auth and $REGISTRY_AUTH give none (common/registry_auth.h) */
+	const char *registry_authfile;
 	/* oci://: keep each manifest as the registry serves it (a Docker
 	 * schema 2 manifest is not retyped to OCI), for a copy to another
 	 * registry that must keep its digest. */
 	int oci_as_served;
 
 	struct source_limits limits; /* what list() accepts (source_list) */
+	/* --include/--exclude: source_list drops the entries it excludes
+	 * before the limits are checked (common/filter.h); NULL keeps all.
+	 * Not for oci:// (an image layout's files are not the user's tree). */
+	const struct filter *filter;
 };
 
 struct source;
@@ -136,7 +146,8 @@ void source_set_error(struct source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Used by the HTTP kinds: the client options (retries, timeouts, the
- * bytes_read counter) that src's options ask for. */
+ * bytes_read counter, the kind's request counters) that src's options ask
+ * for. */
 struct http_client_options;
 void source_http_options(struct source *src, struct http_client_options *o);
 /* The deliver hook's common end for a request carrying one of src's
@@ -145,10 +156,22 @@ void source_http_options(struct source *src, struct http_client_options *o);
 struct http_req;
 void source_req_deliver(struct source *src, struct http_req *r, source_done_cb cb, void *arg);
 
+/* The process-wide request counters of a kind of source (failed requests,
+ * retried attempts), for /metrics; never NULL. Bumped atomically. */
+struct http_counters;
+struct http_counters *source_counters(enum uri_kind kind);
+/* Prometheus families syncbit_source_request_errors_total and
+ * syncbit_source_request_retries_total, labelled by kind only (never a
+ * URL). */
+void source_metrics(struct buf *out);
+
 /* Used by the kinds: listing helpers. */
 void source_listing_close(struct source_listing *l);
 /* Sort files by path (byte order) and fix hardlink_to indices. */
 void source_listing_sort(struct source_listing *l);
+/* Drop the entries f excludes (keeping the order; a hardlink whose first
+ * member went points at the first one left). Returns how many went. */
+size_t source_listing_filter(struct source_listing *l, const struct filter *f);
 
 /* Kind constructors (source_<kind>.c). */
 int source_file_new(struct source *src);

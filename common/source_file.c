@@ -14,6 +14,7 @@
 #include "common/source.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/http_req.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
@@ -301,8 +302,10 @@ static int file_pread(struct source *src, size_t index, uint64_t off, size_t len
 	if (index >= src->listing.nfiles)
 		return SB_EPROTO;
 	int fd = open_listed(fs, &src->listing.files[index]);
-	if (fd < 0)
+	if (fd < 0) {
+		__atomic_add_fetch(&source_counters(URI_FILE)->errors, 1, __ATOMIC_RELAXED);
 		return fd;
+	}
 	size_t done = 0;
 	int rc = 0;
 	while (done < len) {
@@ -322,6 +325,8 @@ static int file_pread(struct source *src, size_t index, uint64_t off, size_t len
 	close(fd);
 	if (rc == 0)
 		__atomic_add_fetch(&src->bytes_read, len, __ATOMIC_RELAXED);
+	else
+		__atomic_add_fetch(&source_counters(URI_FILE)->errors, 1, __ATOMIC_RELAXED);
 	return rc;
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/log.h"
 
 static struct hub_impl *impl_of(struct source *src)
@@ -215,12 +216,34 @@ static int cmp_pending(const void *a, const void *b)
 		      ((const struct hub_pending_file *)b)->f.path);
 }
 
+/* Drop what --include/--exclude leave out here, where each file's URL
+ * still travels with it (source_list would find nothing more to drop). */
+static void pending_filter(struct hub_impl *hi, const struct filter *f)
+{
+	size_t j = 0;
+	if (!f || !f->n)
+		return;
+	for (size_t i = 0; i < hi->npend; i++) {
+		struct hub_pending_file *p = &hi->pend[i];
+		if (filter_excludes(f, p->f.path, 0)) {
+			free(p->f.path);
+			free(p->f.digest);
+			free(p->x.url);
+			free(p->x.etag);
+			continue;
+		}
+		hi->pend[j++] = *p;
+	}
+	hi->npend = j;
+}
+
 void hub_list_done(struct hub *h, const char *version)
 {
 	struct hub_impl *hi = h->impl;
 	struct source *src = h->src;
 	if (!hi->listing)
 		return;
+	pending_filter(hi, src->opt.filter);
 	if (hi->npend) /* an empty repository has no array to sort */
 		qsort(hi->pend, hi->npend, sizeof *hi->pend, cmp_pending);
 	for (size_t i = 0; i < hi->npend; i++) {

@@ -35,12 +35,15 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/filter.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/manifest.h"
 #include "common/oci.h"
+#include "common/oci_name.h"
 #include "common/registry.h"
+#include "common/registry_auth.h"
 
 #define DEFAULT_PLATFORM "linux/amd64"
 #define TAGS_PAGE	 1000
@@ -104,6 +107,9 @@ struct oci_source {
 	regex_t re;
 	int has_re;
 	char *userpwd;
+	/* Why the source cannot be listed (a malformed auth file, filters),
+	 * said by list(), or NULL. */
+	char *setup_error;
 	int reads; /* read() calls not yet called back */
 	/* list() */
 	int listing;
@@ -681,6 +687,10 @@ static int oci_list(struct source *src, source_done_cb cb, void *arg)
 	struct oci_source *os = src->impl;
 	if (os->listing || os->reads)
 		return -EBUSY;
+	if (os->setup_error) {
+		source_set_error(src, "%s", os->setup_error);
+		return SB_ECONFIG;
+	}
 	reset_listing(os);
 	os->listing = 1;
 	os->list_cb = cb;
@@ -765,6 +775,7 @@ static void release(struct oci_source *os)
 	free(os->repo);
 	free(os->shown);
 	free(os->userpwd);
+	free(os->setup_error);
 	free(os);
 }
 
@@ -830,13 +841,27 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
 	return 0;
 }
 
+/* --registry-user (or its file), else $REGISTRY_AUTH, else the auth
+ * files skopeo reads (common/registry_auth.h). */
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
 	const char *auth = src->opt.registry_auth;
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
-	if (!auth || !*auth)
+	if (!auth || !*auth) {
+		char reg[OCI_NAME_HOST_MAX + 1], *from = NULL;
+		if (oci_name_registry(src->uri.registry, reg, sizeof reg) < 0)
+			snprintf(reg, sizeof reg, "%s", src->uri.registry);
+		int rc = registry_auth_lookup(reg, os->repo, src->opt.registry_authfile,
+					      &os->userpwd, &from);
+		if (rc < 0)
+			os->setup_error =
+			    xasprintf("%s: registry credentials: %s", os->shown, from);
+		else if (rc == 1)
+			log_debug("%s: credentials from %s", os->shown, from);
+		free(from);
 		return 0;
+	}
 	os->userpwd = oci_credentials(auth);
 	if (!os->userpwd)
 		log_warn("%s: registry credentials are neither user:password nor its base64; "
@@ -858,6 +883,10 @@ int source_oci_new(struct source *src)
 	int rc = setup_names(src, os, insecure);
 	if (rc == 0)
 		rc = setup_credentials(src, os);
+	if (rc == 0 && !os->setup_error && src->opt.filter && src->opt.filter->n)
+		os->setup_error = xasprintf("%s: --include/--exclude do not apply to oci:// "
+					    "sources: --tag-regex picks the tags",
+					    os->shown);
 	if (rc == 0) {
 		struct registry_options ro = {
 		    .repo = os->repo,
@@ -867,6 +896,7 @@ int source_oci_new(struct source *src)
 		    .connect_seconds = src->opt.connect_seconds,
 		    .stall_seconds = src->opt.stall_seconds,
 		    .bytes_read = &src->bytes_read,
+		    .counters = source_counters(URI_OCI),
 		};
 		rc = registry_new(src->loop, &ro, &os->reg);
 	}

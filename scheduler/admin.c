@@ -89,7 +89,8 @@ static void add_listed(struct sched *s, int status, const char *detail, struct s
 	struct pending_add *p = arg;
 	if (status < 0) {
 		if (status != SB_ECANCELED || !s->stopping)
-			log_warn("dataset %s: %s", p->name, detail);
+			log_with(LOG_WARN, LOG_KV({"dataset", p->name}, {"error", detail}),
+				 "dataset %s: %s", p->name, detail);
 		server_reply(p->cl, status, detail, NULL);
 		pending_free(p);
 		return;
@@ -99,7 +100,8 @@ static void add_listed(struct sched *s, int status, const char *detail, struct s
 		      strcmp(d->source, v->m->source) || d->block_size != p->block_size ||
 		      !same_selector(d, p->sel, p->nsel);
 	d = sched_apply_version(s, p->name, v->m->source, p->sel, p->nsel, p->block_size, v);
-	log_info("dataset %s: %s %s (%llu %s, %llu bytes)", d->name,
+	log_with(LOG_INFO, LOG_KV({"dataset", d->name}, {"source", d->source}),
+		 "dataset %s: %s %s (%llu %s, %llu bytes)", d->name,
 		 changed ? "now at" : "unchanged at", d->source,
 		 (unsigned long long)d->current->v->files,
 		 progress_noun(d->current->v->files, "file", "files"),
@@ -181,7 +183,8 @@ static void set_selector(struct sched *s, struct sched_client *cl, struct cluste
 	d = cluster_dataset_set(&s->cluster, d->name, d->source, p->sel, p->nsel, d->block_size,
 				d->current);
 	char *text = selector_text(d->selector, d->nselector);
-	log_info("dataset %s: selector now %s", d->name, text);
+	log_with(LOG_INFO, LOG_KV({"dataset", d->name}), "dataset %s: selector now %s", d->name,
+		 text);
 	free(text);
 	server_sync(s);
 	server_reply(cl, 0, NULL, add_reply(s, d, 1, p->changes));
@@ -321,7 +324,8 @@ static void admin_update(struct sched *s, struct sched_client *cl, const Syncbit
 		set_selector(s, cl, d, p);
 		pending_free(p);
 	} else {
-		log_info("dataset %s: listing %s for an update", d->name, source);
+		log_with(LOG_INFO, LOG_KV({"dataset", d->name}, {"source", source}),
+			 "dataset %s: listing %s for an update", d->name, source);
 		start_listing(s, cl, source, p);
 	}
 }
@@ -340,7 +344,7 @@ static void admin_rm(struct sched *s, struct sched_client *cl, const Syncbit__Ad
 		if (cluster_assigned(d, s->cluster.nodes[i]))
 			json_array_append_new(nodes, json_string(s->cluster.nodes[i]->name));
 	json_t *reply = json_pack("{s:s, s:b, s:o}", "name", d->name, "removed", 1, "nodes", nodes);
-	log_info("dataset %s removed", d->name);
+	log_with(LOG_INFO, LOG_KV({"dataset", d->name}), "dataset %s removed", d->name);
 	cluster_dataset_remove(&s->cluster, a->name);
 	server_sync(s);
 	server_reply(cl, 0, NULL, reply);
@@ -363,7 +367,8 @@ static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbi
 		server_reply(cl, rc, why, NULL);
 		free(why);
 	} else {
-		log_info("node %s removed; its key is forgotten", name);
+		log_with(LOG_INFO, LOG_KV({"node", name}), "node %s removed; its key is forgotten",
+			 name);
 		server_sync(s);
 		server_reply(cl, 0, NULL, json_pack("{s:s, s:b}", "name", name, "removed", 1));
 	}

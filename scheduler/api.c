@@ -8,6 +8,8 @@
 #include "common/jsonfmt.h"
 #include "common/httpd.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/source.h"
 #include "common/uri.h"
 #include "common/version.h"
 #include "scheduler/web.h"
@@ -213,55 +215,78 @@ json_t *api_status(struct sched *s, const char *only)
 
 /* ---- metrics --------------------------------------------------------------- */
 
-static void label_value(struct buf *out, const char *v)
-{
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			buf_printf(out, "\\%c", *v);
-		else if (*v == '\n')
-			buf_append_str(out, "\\n");
-		else
-			buf_append(out, v, 1);
-	}
-}
+enum dataset_value {
+	DV_BLOCKS,
+	DV_BLOCKS_KNOWN,
+	DV_SIZE,
+	DV_NODES_ASSIGNED,
+	DV_NODES_COMPLETE,
+	DV_FROM_ORIGIN,
+	DV_FROM_PEERS,
+	DV_REUSED,
+	DV_SERVED,
+};
 
-static void family(struct buf *out, const char *name, const char *type, const char *help)
+static uint64_t dataset_value(struct sched *s, const struct cluster_dataset *d,
+			      enum dataset_value which)
 {
-	buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void per_dataset(struct sched *s, struct buf *out, const char *name, const char *type,
-			const char *help, int field)
-{
-	family(out, name, type, help);
-	for (size_t i = 0; i < s->cluster.ndatasets; i++) {
-		const struct cluster_dataset *d = s->cluster.datasets[i];
-		const struct sched_version *v = d->current ? d->current->v : NULL;
-		struct totals t;
+	const struct sched_version *v = d->current ? d->current->v : NULL;
+	struct totals t;
+	switch (which) {
+	case DV_BLOCKS:
+		return v ? v->nblocks : 0;
+	case DV_BLOCKS_KNOWN:
+		return v ? v->nknown : 0;
+	case DV_SIZE:
+		return v ? v->bytes : 0;
+	case DV_NODES_ASSIGNED:
+	case DV_NODES_COMPLETE:
 		sum(s, d, &t);
-		uint64_t values[] = {v ? v->nblocks : 0, v ? v->nknown : 0, v ? v->bytes : 0,
-				     t.assigned,	 t.complete,	    t.from_origin,
-				     t.from_peers,	 t.reused};
-		buf_printf(out, "%s{dataset=\"", name);
-		label_value(out, d->name);
-		buf_printf(out, "\"} %llu\n", (unsigned long long)values[field]);
+		return which == DV_NODES_ASSIGNED ? t.assigned : t.complete;
+	case DV_FROM_ORIGIN:
+		return d->total_from_origin;
+	case DV_FROM_PEERS:
+		return d->total_from_peers;
+	case DV_REUSED:
+		return d->total_reused;
+	case DV_SERVED:
+		return d->total_served;
 	}
+	return 0;
 }
 
-/* Per-dataset families, in the order of the values in per_dataset(). */
+/* Per-dataset families, one sample per dataset. */
 static const struct {
-	const char *name, *type, *help;
+	const char *name, *help;
+	enum metrics_type type;
+	enum dataset_value value;
 } dataset_metrics[] = {
-    {"syncbit_dataset_blocks_total", "gauge", "Blocks in the dataset's current version."},
-    {"syncbit_dataset_blocks_known", "gauge", "Blocks of the current version whose hash is known."},
-    {"syncbit_dataset_bytes", "gauge", "Bytes of the dataset's current version."},
-    {"syncbit_dataset_nodes_assigned", "gauge", "Nodes the dataset's selector matches."},
-    {"syncbit_dataset_nodes_complete", "gauge", "Nodes that published the current version."},
-    {"syncbit_origin_bytes_total", "counter",
-     "Bytes nodes read from the origin for the current version."},
-    {"syncbit_peer_bytes_total", "counter",
-     "Bytes nodes received from peers for the current version."},
-    {"syncbit_reused_bytes_total", "counter", "Bytes nodes already held for the current version."},
+    {"syncbit_dataset_blocks", "Blocks in the dataset's current version.", METRICS_GAUGE,
+     DV_BLOCKS},
+    {"syncbit_dataset_blocks_known", "Blocks of the current version whose hash is known.",
+     METRICS_GAUGE, DV_BLOCKS_KNOWN},
+    {"syncbit_dataset_size_bytes", "Bytes of the dataset's current version.", METRICS_GAUGE,
+     DV_SIZE},
+    {"syncbit_dataset_nodes_assigned", "Nodes the dataset's selector matches.", METRICS_GAUGE,
+     DV_NODES_ASSIGNED},
+    {"syncbit_dataset_nodes_complete", "Nodes that published the current version.", METRICS_GAUGE,
+     DV_NODES_COMPLETE},
+    {"syncbit_cluster_origin_bytes_total",
+     "Bytes the nodes read from the dataset's source, every version, as they reported it since "
+     "the scheduler started.",
+     METRICS_COUNTER, DV_FROM_ORIGIN},
+    {"syncbit_cluster_peer_bytes_total",
+     "Bytes the nodes received from one another for the dataset, every version, since the "
+     "scheduler started.",
+     METRICS_COUNTER, DV_FROM_PEERS},
+    {"syncbit_cluster_reused_bytes_total",
+     "Bytes the nodes found in their caches for the dataset instead of fetching them, since "
+     "the scheduler started.",
+     METRICS_COUNTER, DV_REUSED},
+    {"syncbit_cluster_served_bytes_total",
+     "Bytes the nodes sent to peers for the dataset, every version, since the scheduler "
+     "started.",
+     METRICS_COUNTER, DV_SERVED},
 };
 
 void api_metrics(struct sched *s, struct buf *out)
@@ -269,15 +294,25 @@ void api_metrics(struct sched *s, struct buf *out)
 	uint64_t connected = 0;
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		connected += s->cluster.nodes[i]->conn != NULL;
-	family(out, "syncbit_nodes", "gauge", "Nodes known to the scheduler, by state.");
-	buf_printf(out, "syncbit_nodes{state=\"connected\"} %llu\n", (unsigned long long)connected);
-	buf_printf(out, "syncbit_nodes{state=\"disconnected\"} %llu\n",
-		   (unsigned long long)(s->cluster.nnodes - connected));
-	family(out, "syncbit_datasets", "gauge", "Datasets defined.");
-	buf_printf(out, "syncbit_datasets %zu\n", s->cluster.ndatasets);
-	for (size_t i = 0; i < sizeof dataset_metrics / sizeof dataset_metrics[0]; i++)
-		per_dataset(s, out, dataset_metrics[i].name, dataset_metrics[i].type,
-			    dataset_metrics[i].help, (int)i);
+	metrics_build_info(out);
+	metrics_family(out, "syncbit_nodes", METRICS_GAUGE,
+		       "Nodes known to the scheduler, by state.");
+	metrics_sample(out, "syncbit_nodes", METRICS_LABELS("state", "connected"), connected);
+	metrics_sample(out, "syncbit_nodes", METRICS_LABELS("state", "disconnected"),
+		       s->cluster.nnodes - connected);
+	metrics_single(out, "syncbit_datasets", METRICS_GAUGE, "Datasets defined.",
+		       s->cluster.ndatasets);
+	for (size_t k = 0; k < sizeof dataset_metrics / sizeof dataset_metrics[0]; k++) {
+		metrics_family(out, dataset_metrics[k].name, dataset_metrics[k].type,
+			       dataset_metrics[k].help);
+		for (size_t i = 0; i < s->cluster.ndatasets; i++) {
+			const struct cluster_dataset *d = s->cluster.datasets[i];
+			metrics_sample(out, dataset_metrics[k].name,
+				       METRICS_LABELS("dataset", d->name),
+				       dataset_value(s, d, dataset_metrics[k].value));
+		}
+	}
+	source_metrics(out);
 	if (s->listener)
 		conn_listener_metrics(s->listener, out);
 	if (s->http)

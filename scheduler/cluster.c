@@ -145,14 +145,6 @@ struct cluster_node **cluster_members(const struct cluster *c, const struct clus
 
 /* ---- nodes ----------------------------------------------------------------- */
 
-static void report_close(struct cluster_report *r)
-{
-	free(r->dataset);
-	free(r->bits);
-	free(r->error);
-	memset(r, 0, sizeof *r);
-}
-
 static void node_free(struct cluster_node *n)
 {
 	free(n->name);
@@ -160,7 +152,7 @@ static void node_free(struct cluster_node *n)
 	free(n->agent_version);
 	labels_free(n->labels, n->nlabels);
 	for (size_t i = 0; i < n->nreports; i++)
-		report_close(&n->reports[i]);
+		cluster_report_close(&n->reports[i]);
 	free(n->reports);
 	free(n);
 }
@@ -182,7 +174,8 @@ static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
 		reg.static_key.len = sizeof n->key;
 	}
 	if (state_put_node(c->state, n->name, n->last_seen_ms, &reg) < 0)
-		log_error("node %s: cannot save its record", n->name);
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its record",
+			 n->name);
 	n->seen_saved = now;
 	free(reg.labels);
 	free(store);
@@ -256,162 +249,17 @@ void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now)
 		node_save(c, n, now);
 }
 
-/* ---- reports --------------------------------------------------------------- */
-
-static void report_save(struct cluster *c, const char *node, struct cluster_report *r, uint64_t now)
-{
-	Syncbit__VersionState vs;
-	Syncbit__Bitfield bf;
-	syncbit__version_state__init(&vs);
-	syncbit__bitfield__init(&bf);
-	bf.version_id.data = r->version.b;
-	bf.version_id.len = HASH_LEN;
-	bf.nblocks = r->nbits;
-	bf.bits.data = r->bits;
-	bf.bits.len = (r->nbits + 7) / 8;
-	vs.dataset = r->dataset;
-	vs.version_id = bf.version_id;
-	vs.have = &bf;
-	vs.published = r->published;
-	vs.bytes_from_origin = r->bytes_from_origin;
-	vs.bytes_from_peers = r->bytes_from_peers;
-	vs.bytes_reused = r->bytes_reused;
-	vs.bytes_served = r->bytes_served;
-	vs.origin_refetch_bad_peer = r->refetch_bad_peer;
-	vs.origin_refetch_no_peer = r->refetch_no_peer;
-	vs.error = r->error;
-	if (state_put_have(c->state, &r->version, node, &vs) < 0)
-		log_error("node %s: cannot save its report", node);
-	r->saved_ms = now;
-	r->dirty = 0;
-}
-
-/* Fill r from vs, bounded by the version's block count. Returns 1 when a
- * change worth saving at once happened (published, error). */
-static int report_fill(struct cluster_report *r, const struct cluster_version *cv,
-		       const Syncbit__VersionState *vs)
-{
-	int major = r->published != (int)vs->published ||
-		    strcmp(r->error ? r->error : "", vs->error ? vs->error : "") != 0;
-	uint32_t nbits = 0;
-	const Syncbit__Bitfield *bf = vs->have;
-	if (bf && bf->nblocks == cv->v->nblocks && bf->bits.len >= (bf->nblocks + 7) / 8)
-		nbits = bf->nblocks;
-	size_t nbytes = (nbits + 7) / 8;
-	if (nbits != r->nbits || (nbytes && memcmp(r->bits, bf->bits.data, nbytes) != 0)) {
-		free(r->bits);
-		r->bits = xcalloc(nbytes + 1, 1);
-		if (nbytes)
-			memcpy(r->bits, bf->bits.data, nbytes);
-		r->nbits = nbits;
-		r->have = 0;
-		for (uint32_t b = 0; b < nbits; b++)
-			r->have += (uint32_t)assign_bit(r->bits, b);
-		r->dirty = 1;
-	}
-	if (r->bytes_from_origin != vs->bytes_from_origin ||
-	    r->bytes_from_peers != vs->bytes_from_peers || r->bytes_reused != vs->bytes_reused ||
-	    r->bytes_served != vs->bytes_served)
-		r->dirty = 1;
-	free(r->dataset);
-	free(r->error);
-	r->dataset = xstrdup(vs->dataset ? vs->dataset : "");
-	r->error = xstrdup(vs->error ? vs->error : "");
-	r->published = vs->published;
-	r->bytes_from_origin = vs->bytes_from_origin;
-	r->bytes_from_peers = vs->bytes_from_peers;
-	r->bytes_reused = vs->bytes_reused;
-	r->bytes_served = vs->bytes_served;
-	r->refetch_bad_peer = vs->origin_refetch_bad_peer;
-	r->refetch_no_peer = vs->origin_refetch_no_peer;
-	r->dirty |= major;
-	return major;
-}
-
-/* A node's dataset changed state: published there, or failed there. */
-static void report_log(const struct cluster_node *n, const struct cluster_report *r,
-		       int was_published, const char *was_error)
-{
-	char hex[HASH_HEX_LEN + 1];
-	hash_to_hex(&r->version, hex);
-	if (r->published && !was_published)
-		log_info("dataset %s: version %.12s published on node %s", r->dataset, hex,
-			 n->name);
-	if (r->error && r->error[0] && strcmp(r->error, was_error ? was_error : ""))
-		log_warn("dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
-}
-
-static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
-					  size_t *index)
-{
-	for (size_t i = 0; i < n->nreports; i++)
-		if (!memcmp(n->reports[i].version.b, id->b, HASH_LEN)) {
-			*index = i;
-			return &n->reports[i];
-		}
-	return NULL;
-}
-
-void cluster_node_report(struct cluster *c, struct cluster_node *n,
-			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
-{
-	struct cluster_report *next = xcalloc(nvs + 1, sizeof *next);
-	uint8_t *moved = xcalloc(n->nreports + 1, 1);
-	size_t nnext = 0, at;
-	int dropped = 0;
-	state_begin(c->state);
-	for (size_t i = 0; i < nvs; i++) {
-		struct cluster_version *cv =
-		    cluster_version_find(c, vs[i]->version_id.data, vs[i]->version_id.len);
-		int dup = 0;
-		for (size_t j = 0; cv && j < nnext && !dup; j++)
-			dup = !memcmp(next[j].version.b, cv->v->id.b, HASH_LEN);
-		if (!cv || dup)
-			continue;
-		struct cluster_report *old = report_find(n, &cv->v->id, &at);
-		struct cluster_report *r = &next[nnext++];
-		if (old) {
-			*r = *old;
-			moved[at] = 1;
-		} else {
-			r->version = cv->v->id;
-			r->dirty = 1;
-		}
-		int was_published = r->published;
-		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
-		int major = report_fill(r, cv, vs[i]);
-		report_log(n, r, was_published, was_error);
-		free(was_error);
-		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
-			report_save(c, n->name, r, now);
-	}
-	for (size_t i = 0; i < n->nreports; i++) {
-		if (moved[i])
-			continue;
-		state_del_have(c->state, &n->reports[i].version, n->name);
-		report_close(&n->reports[i]);
-		dropped = 1;
-	}
-	if (state_commit(c->state) < 0)
-		log_error("node %s: cannot save its reports", n->name);
-	free(moved);
-	free(n->reports);
-	n->reports = next;
-	n->nreports = nnext;
-	if (dropped)
-		cluster_gc(c);
-}
-
 void cluster_node_flush(struct cluster *c, struct cluster_node *n)
 {
 	uint64_t now = n->last_heard;
 	state_begin(c->state);
 	for (size_t i = 0; i < n->nreports; i++)
 		if (n->reports[i].dirty)
-			report_save(c, n->name, &n->reports[i], now);
+			cluster_report_save(c, n->name, &n->reports[i], now);
 	node_save(c, n, now);
 	if (state_commit(c->state) < 0)
-		log_error("node %s: cannot save its state", n->name);
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its state",
+			 n->name);
 }
 
 /* ---- versions and datasets ------------------------------------------------- */
@@ -446,7 +294,8 @@ struct cluster_version *cluster_version_add(struct cluster *c, struct sched_vers
 	struct buf enc = BUF_INIT;
 	version_encode(v, &enc);
 	if (state_put_version(c->state, &v->id, enc.ptr, enc.len) < 0)
-		log_error("cannot save a version of %s", v->m->source);
+		log_with(LOG_ERROR, LOG_KV({"source", v->m->source}), "cannot save a version of %s",
+			 v->m->source);
 	buf_close(&enc);
 	return version_insert(c, v);
 }
@@ -467,7 +316,8 @@ void cluster_dataset_save(struct cluster *c, const struct cluster_dataset *d)
 	def.pulled_by = d->pulled_by;
 	def.n_pulled_by = d->npulled_by;
 	if (state_put_dataset(c->state, d->name, d->current ? &d->current->v->id : &none, &def) < 0)
-		log_error("dataset %s: cannot save its record", d->name);
+		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
+			 "dataset %s: cannot save its record", d->name);
 	free(def.selector);
 	free(store);
 }
@@ -541,9 +391,11 @@ int cluster_node_remove(struct cluster *c, const char *name)
 			return SB_EDENIED;
 		for (size_t k = 0; k < n->nreports; k++)
 			if (state_del_have(c->state, &n->reports[k].version, name) < 0)
-				log_error("node %s: cannot remove its reports", name);
+				log_with(LOG_ERROR, LOG_KV({"node", name}),
+					 "node %s: cannot remove its reports", name);
 		if (state_del_node(c->state, name) < 0)
-			log_error("node %s: cannot remove its record", name);
+			log_with(LOG_ERROR, LOG_KV({"node", name}),
+				 "node %s: cannot remove its record", name);
 		node_free(n);
 		memmove(&c->nodes[i], &c->nodes[i + 1], (c->nnodes - i - 1) * sizeof *c->nodes);
 		c->nnodes--;
@@ -562,7 +414,8 @@ int cluster_dataset_remove(struct cluster *c, const char *name)
 		if (d->current)
 			d->current->refs--;
 		if (state_del_dataset(c->state, name) < 0)
-			log_error("dataset %s: cannot remove its record", name);
+			log_with(LOG_ERROR, LOG_KV({"dataset", name}),
+				 "dataset %s: cannot remove its record", name);
 		dataset_free(d);
 		memmove(&c->datasets[i], &c->datasets[i + 1],
 			(c->ndatasets - i - 1) * sizeof *c->datasets);
@@ -593,7 +446,8 @@ void cluster_gc(struct cluster *c)
 		}
 		char hex[HASH_HEX_LEN + 1];
 		hash_to_hex(&cv->v->id, hex);
-		log_info("version %.12s of %s is no longer held; forgetting it", hex,
+		log_with(LOG_INFO, LOG_KV({"source", cv->v->m->source}),
+			 "version %.12s of %s is no longer held; forgetting it", hex,
 			 cv->v->m->source);
 		if (state_del_version(c->state, &cv->v->id) < 0)
 			log_error("version %.12s: cannot remove its record", hex);
@@ -636,11 +490,13 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 			fresh[nfresh++] = blocks[i];
 			cv->ingested_by[bh->block] = node ? node->id : 0;
 		} else if (rc == SB_ECORRUPT) {
-			log_error("version %.12s block %u: node %s reports a hash that differs "
-				  "from the one known; ignored",
-				  hex, bh->block, from);
+			log_with(LOG_ERROR, LOG_KV({"node", from}),
+				 "version %.12s block %u: node %s reports a hash that differs "
+				 "from the one known; ignored",
+				 hex, bh->block, from);
 		} else if (rc < 0) {
-			log_warn("version %.12s: node %s reports block %u, which it does not have",
+			log_with(LOG_WARN, LOG_KV({"node", from}),
+				 "version %.12s: node %s reports block %u, which it does not have",
 				 hex, from, bh->block);
 		}
 	}
@@ -701,16 +557,18 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 	struct cluster *c = arg;
 	if (manifest_check_block_size(def->block_size) < 0) {
 		/* Every listing of it would divide by it. */
-		log_warn("scheduler state: dataset %s has block size %u; skipped, add it again",
+		log_with(LOG_WARN, LOG_KV({"dataset", name}),
+			 "scheduler state: dataset %s has block size %u; skipped, add it again",
 			 name, def->block_size);
 		return 0;
 	}
 	struct cluster_version *cv = cluster_version_find(c, version->b, HASH_LEN);
 	struct assign_label *sel = labels_from_wire(def->selector, def->n_selector);
 	if (!cv)
-		log_error("dataset %s: its version is missing; it is listed again at the next "
-			  "refresh",
-			  name);
+		log_with(LOG_ERROR, LOG_KV({"dataset", name}),
+			 "dataset %s: its version is missing; it is listed again at the next "
+			 "refresh",
+			 name);
 	struct cluster_dataset *d = dataset_new(c, name);
 	dataset_define(d, def->source ? def->source : "", sel, def->n_selector, def->block_size,
 		       cv);
@@ -749,7 +607,7 @@ static int load_have(void *arg, const struct hash_id *id, const char *node,
 	struct cluster_report *r = &n->reports[n->nreports++];
 	memset(r, 0, sizeof *r);
 	r->version = *id;
-	report_fill(r, cv, vs);
+	cluster_report_fill(r, cv, vs);
 	r->dirty = 0;
 	return 0;
 }

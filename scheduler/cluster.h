@@ -106,6 +106,9 @@ struct cluster_dataset {
 	char **pulled_by;
 	size_t npulled_by;
 	uint64_t pulled_at_ms; /* loop time of the last pull of it (not saved) */
+	/* What the nodes reported moving, summed over every version since the
+	 * scheduler started: counters that a new version does not reset. */
+	uint64_t total_from_origin, total_from_peers, total_reused, total_served;
 };
 
 struct cluster {

@@ -1,7 +1,8 @@
 /* Internal to the cluster model: scheduler/cluster.c (nodes, datasets,
- * versions, state), scheduler/cluster_plan.c (origin plans and the
- * readers that hashes are taken from) and scheduler/cluster_pull.c (the
- * nodes of pulled datasets). Loop thread only. */
+ * versions, state), scheduler/cluster_report.c (what nodes report),
+ * scheduler/cluster_plan.c (origin plans and the readers that hashes are
+ * taken from) and scheduler/cluster_pull.c (the nodes of pulled datasets).
+ * Loop thread only. */
 #ifndef SYNCBIT_CLUSTER_INT_H
 #define SYNCBIT_CLUSTER_INT_H
 
@@ -24,5 +25,15 @@ int cluster_readers_dirty(const struct cluster *c);
 /* The state loader's callback for reader records (arg: the cluster). */
 int cluster_readers_load(void *arg, const struct hash_id *id, const char *node, const uint8_t *bits,
 			 size_t len);
+
+/* Release what a report holds and zero it. */
+void cluster_report_close(struct cluster_report *r);
+/* Write r of node in the open state transaction; r is clean after. */
+void cluster_report_save(struct cluster *c, const char *node, struct cluster_report *r,
+			 uint64_t now);
+/* Fill r from vs, bounded by the version's block count. Returns 1 when a
+ * change worth saving at once happened (published, error). */
+int cluster_report_fill(struct cluster_report *r, const struct cluster_version *cv,
+			const Syncbit__VersionState *vs);
 
 #endif

@@ -69,9 +69,10 @@ static void pull_listed(struct sched *s, int status, const char *detail, struct 
 	pull_dataset_name(v->m->source, p->block_size, name, sizeof name);
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
 	if (d && !d->pulled) {
-		char *why = xasprintf("dataset %s, which `dataset add` defined, has the name a pull "
-				      "of %s takes; `syncbit pull %s` waits for it",
-				      name, v->m->source, name);
+		char *why =
+		    xasprintf("dataset %s, which `dataset add` defined, has the name a pull "
+			      "of %s takes; `syncbit pull %s` waits for it",
+			      name, v->m->source, name);
 		reply(p->cl, p->id, -EEXIST, why, NULL);
 		free(why);
 		version_free(v);

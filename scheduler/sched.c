@@ -40,7 +40,8 @@ struct cluster_dataset *sched_set_version(struct sched *s, const char *name, con
 		uint32_t carried = cur ? version_carry_over(v, cur->v) : 0;
 		char hex[HASH_HEX_LEN + 1];
 		hash_to_hex(&v->id, hex);
-		log_info("dataset %s: version %.12s, %u %s, %u %s carried over", name, hex,
+		log_with(LOG_INFO, LOG_KV({"dataset", name}),
+			 "dataset %s: version %.12s, %u %s, %u %s carried over", name, hex,
 			 v->nblocks, progress_noun(v->nblocks, "block", "blocks"), carried,
 			 progress_noun(carried, "hash", "hashes"));
 		cv = cluster_version_add(&s->cluster, v);
@@ -69,7 +70,8 @@ static void refresh_listed(struct sched *s, int status, const char *detail, stru
 	if (!d || d->generation != r->generation || s->stopping) {
 		version_free(v);
 	} else if (status < 0) {
-		log_limited(LOG_WARN, "dataset %s: refresh: %s", d->name, detail);
+		log_limited_with(LOG_WARN, LOG_KV({"dataset", d->name}, {"error", detail}),
+				 "dataset %s: refresh: %s", d->name, detail);
 		free(d->error);
 		d->error = xstrdup(detail);
 	} else {
@@ -78,7 +80,8 @@ static void refresh_listed(struct sched *s, int status, const char *detail, stru
 		if (d->current && !memcmp(d->current->v->id.b, v->id.b, HASH_LEN)) {
 			version_free(v);
 		} else {
-			log_info("dataset %s: the source changed", d->name);
+			log_with(LOG_INFO, LOG_KV({"dataset", d->name}),
+				 "dataset %s: the source changed", d->name);
 			sched_apply_version(s, d->name, d->source, d->selector, d->nselector,
 					    d->block_size, v);
 		}
@@ -100,7 +103,8 @@ static void refresh_all(uv_timer_t *t)
 		r->generation = d->generation;
 		if (listing_start(s, d->source, d->block_size, refresh_listed, r, NULL, &detail) <
 		    0) {
-			log_limited(LOG_WARN, "dataset %s: refresh: %s", d->name, detail);
+			log_limited_with(LOG_WARN, LOG_KV({"dataset", d->name}, {"error", detail}),
+					 "dataset %s: refresh: %s", d->name, detail);
 			free(detail);
 			free(r->name);
 			free(r);

@@ -183,7 +183,8 @@ static void send_assign(struct sched *s, struct sched_client *cl, struct cluster
 	m.reason = cv->reason;
 	m.pulled = d->pulled;
 	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
-		log_error("dataset %s: its manifest is too large to send", d->name);
+		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
+			 "dataset %s: its manifest is too large to send", d->name);
 	else
 		send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ASSIGN, &m.base);
 	free(m.peers);
@@ -197,7 +198,8 @@ static void send_unassign(struct sched_client *cl, const char *dataset)
 {
 	Syncbit__Unassign m = SYNCBIT__UNASSIGN__INIT;
 	m.dataset = (char *)dataset;
-	log_info("node %s: dataset %s is no longer assigned to it", cl->node->name, dataset);
+	log_with(LOG_INFO, LOG_KV({"node", cl->node->name}, {"dataset", dataset}),
+		 "node %s: dataset %s is no longer assigned to it", cl->node->name, dataset);
 	send_msg(cl, SYNCBIT__MSG_TYPE__MSG_UNASSIGN, &m.base);
 }
 
@@ -460,7 +462,8 @@ static int check_register(struct sched_client *cl, const Syncbit__Register *r, c
 			why = "a label is malformed";
 	if (!why)
 		return 0;
-	log_warn("registration from %s refused: %s", conn_peer_addr(cl->conn), why);
+	log_with(LOG_WARN, LOG_KV({"addr", conn_peer_addr(cl->conn)}, {"error", why}),
+		 "registration from %s refused: %s", conn_peer_addr(cl->conn), why);
 	send_error(cl, SB_EPROTO, why);
 	return SB_EPROTO;
 }
@@ -479,7 +482,8 @@ static int check_key(struct sched_client *cl, const char *name)
 		char want[SECURE_FINGERPRINT_LEN], got[SECURE_FINGERPRINT_LEN];
 		secure_key_fingerprint(n->key, want);
 		secure_key_fingerprint(key, got);
-		log_warn("node %s: registration from %s refused: its key %s is not the one "
+		log_with(LOG_WARN, LOG_KV({"node", name}, {"addr", conn_peer_addr(cl->conn)}),
+			 "node %s: registration from %s refused: its key %s is not the one "
 			 "registered (%s); `syncbit node rm %s` if the node was reinstalled",
 			 name, conn_peer_addr(cl->conn), got, want, name);
 		n->key_refused_logged = now;
@@ -508,7 +512,8 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 	if (rc == 0) {
 		struct cluster_node *n = cluster_node_find(&s->cluster, name);
 		if (n && n->conn) {
-			log_warn(
+			log_with(
+			    LOG_WARN, LOG_KV({"node", name}),
 			    "node %s registered again from %s; closing its previous connection",
 			    name, conn_peer_addr(cl->conn));
 			struct sched_client *old = client_of(n);
@@ -526,7 +531,8 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		free(dial);
 		n->conn = cl->conn;
 		cl->node = n;
-		log_info("node %s registered from %s (peers dial %s)", name,
+		log_with(LOG_INFO, LOG_KV({"node", name}, {"addr", conn_peer_addr(cl->conn)}),
+			 "node %s registered from %s (peers dial %s)", name,
 			 conn_peer_addr(cl->conn), n->addr);
 		Syncbit__Registered m = SYNCBIT__REGISTERED__INIT;
 		m.node = n->name;
@@ -630,7 +636,8 @@ static void note_refused(struct sched *s, struct cluster_node *n, const struct c
 		return;
 	char hex[HASH_HEX_LEN + 1];
 	hash_to_hex(&cv->v->id, hex);
-	log_warn("node %s: %llu block hash%s refused (block %u of version %.12s of %s, for "
+	log_with(LOG_WARN, LOG_KV({"node", n->name}),
+		 "node %s: %llu block hash%s refused (block %u of version %.12s of %s, for "
 		 "one): not in any origin share it was given; they stay unknown and come from "
 		 "the nodes that read them",
 		 n->name, (unsigned long long)n->refused_unlogged,
@@ -656,7 +663,8 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 	    cluster_version_find(&s->cluster, m->version_id.data, m->version_id.len);
 	cluster_node_heard(&s->cluster, cl->node, uv_now(&s->loop));
 	if (rc == 0 && !cv)
-		log_info("node %s: hashes for a version no longer held; ignored", cl->node->name);
+		log_with(LOG_INFO, LOG_KV({"node", cl->node->name}),
+			 "node %s: hashes for a version no longer held; ignored", cl->node->name);
 	if (rc == 0 && cv) {
 		Syncbit__BlockHash **fresh = xcalloc(m->n_blocks + 1, sizeof *fresh);
 		int completed = 0;
@@ -748,10 +756,15 @@ static void on_close(struct conn *c, int status)
 		n->conn = NULL;
 		cluster_node_flush(&s->cluster, n);
 		if (status)
-			log_warn("node %s: connection lost: %s", n->name,
+			log_with(LOG_WARN,
+				 LOG_KV({"node", n->name},
+					{"error",
+					 conn_error(c)[0] ? conn_error(c) : sb_strerror(status)}),
+				 "node %s: connection lost: %s", n->name,
 				 conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
 		else
-			log_info("node %s disconnected", n->name);
+			log_with(LOG_INFO, LOG_KV({"node", n->name}), "node %s disconnected",
+				 n->name);
 		server_sync(s);
 	}
 	server_client_release(cl);
@@ -815,7 +828,8 @@ void server_check_liveness(struct sched *s)
 		if (!cl->conn)
 			continue;
 		if (cl->node && now - cl->node->last_heard > silent) {
-			log_warn("node %s: no heartbeat for %llu ms; taking it as gone",
+			log_with(LOG_WARN, LOG_KV({"node", cl->node->name}),
+				 "node %s: no heartbeat for %llu ms; taking it as gone",
 				 cl->node->name, (unsigned long long)(now - cl->node->last_heard));
 			conn_close(cl->conn, -ETIMEDOUT);
 		} else if (!cl->node && cl->refs == 1 &&

@@ -4,11 +4,13 @@
 #   deps.sh build   what `make` and `make demo` need: compiler, libraries,
 #                   protoc-c, python3 (the demo's live view)
 #   deps.sh image   the build set plus skopeo, for `make image`
+#   deps.sh lint    the build set plus clang-format, cppcheck and clang-tidy,
+#                   for `make lint`
 #   deps.sh test    the build set plus the servers and clients the test
 #                   suites run (nginx, registry, skopeo, containerd and runc,
 #                   awscli, s3rver from npm, kubectl, python3-yaml, chromium
 #                   for the scheduler page's test, clang for the sanitizer
-#                   runtime …); the default
+#                   runtime, prometheus for promtool …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -17,12 +19,15 @@ build=(build-essential pkg-config
        libhttp-parser-dev libssl-dev libcmocka-dev python3 ca-certificates)
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
-      awscli docker-registry skopeo openssl containerd runc python3-yaml chromium)
+      awscli docker-registry skopeo openssl containerd runc python3-yaml chromium
+      prometheus)
+lint=(clang-format clang-tidy cppcheck git)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
 image) pkgs=("${build[@]}" skopeo) ;;
+lint) pkgs=("${build[@]}" "${lint[@]}") ;;
 test) pkgs=("${build[@]}" "${test[@]}") ;;
-*) echo "usage: deps.sh [build|image|test]" >&2; exit 2 ;;
+*) echo "usage: deps.sh [build|image|lint|test]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

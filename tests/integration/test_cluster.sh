@@ -41,7 +41,7 @@ check "/readyz said 503 before the tree was there" test "$readyz_before" = 503
 check "/readyz?name=tree says 200 once it is" curl -sf "http://$N3_HTTP/readyz?name=tree"
 check "/readyz of a dataset not assigned is 503" test "$(curl -s -o /dev/null -w '%{http_code}' "http://$N3_HTTP/readyz?name=nosuch")" = 503
 check "/metrics exports the dataset" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -q '^syncbit_dataset_ready{dataset=\"tree\"} 1'"
-check "/metrics counts the block bytes from peers" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -qE '^syncbit_peers_bytes_received [1-9]'"
+check "/metrics counts the block bytes from peers" sh -c "curl -sf 'http://$N3_HTTP/metrics' | grep -qE '^syncbit_peer_received_bytes_total [1-9]'"
 for n in 1 2 3 4; do
 	check "n$n: tree is byte-identical (modes, links)" diff -r --no-dereference "$SRC" "$T/t$n/tree"
 done
@@ -133,8 +133,17 @@ mkdir -p "$T/solo"
 head -c $((4 << 20)) /dev/urandom >"$T/solo/data.bin"
 check "dataset add for n1 only" add_dataset solo "$T/solo" --selector idx=1 --block-size 1MiB
 check "n1 holds solo" wait_ready 30 solo 1
-# Published files share their inode with the cache: this corrupts what n1 serves.
+# Published files share their inode with the cache: this corrupts what n1
+# serves. n1 notices a write by itself (test_corrupt.sh); one made while it
+# is stopped, with the file's time put back, looks as its index has it, so
+# n1 serves the bad block until a peer reports it.
+kill -TERM "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
+touch -r "$T/t1/solo/data.bin" "$T/solo.time"
 printf 'garbage!' | dd of="$T/t1/solo/data.bin" bs=1 seek=100 conv=notrunc status=none
+touch -r "$T/solo.time" "$T/t1/solo/data.bin"
+start_agent 1 --no-encrypt || bad "agent n1 restarts"
+assigned_again() { for _ in $(seq 300); do [ "$(status_field 1 solo restored)" = false ] && return 0; sleep 0.1; done; return 1; }
+check "n1 is assigned solo again and keeps its (bad) copy" assigned_again
 mkdir -p "$T/a6" "$T/t6"
 "$SYNCBIT" daemon --scheduler "$SCHED" --listen 127.0.0.1:0 --data "$T/a6" --target "$T/t6" \
 	--node n6 --labels idx=1 --token-file "$TOKEN" --socket "$T/a6.sock" --log-level debug \
@@ -148,6 +157,10 @@ check "n6: solo is the origin's bytes" cmp "$T/solo/data.bin" "$T/t6/solo/data.b
 check "n6 counted the bad block and went back to the origin" \
 	test "$(json "[d for d in d['datasets'] if d['name']=='solo'][0]['origin_refetch']['bad_peer']" <"$T/st6.json")" -ge 1
 check "n6 dropped the corrupt peer" grep -q 'peer n1: dropped' "$T/a6.log"
+reported() { for _ in $(seq 300); do grep -q 'solo/data.bin changed on disk: block 0 does not match its hash, as a peer said' "$T/a1.log" && return 0; sleep 0.1; done; return 1; }
+check "n1 checks its copy on n6's report and finds it bad" reported
+check "n1 repairs solo" wait_ready 60 solo 1
+check "n1: solo is the origin's bytes again" cmp "$T/solo/data.bin" "$T/t1/solo/data.bin"
 
 # ---- scheduler restart: state persists, nothing is fetched again ----
 moved() { local n t=0; for n in 1 3 4; do t=$((t + $(status_field $n tree bytes_from_peers) + $(status_field $n tree bytes_from_origin))); done; echo $t; }

@@ -123,9 +123,9 @@ check "GET /api/v1/datasets is the same document" test "$(jget "$T/api" 'd["data
 check "GET /api/v1/nodes" bash -c "curl -sf '$HTTP/api/v1/nodes' | grep -q '\"nodes\":\[\]'"
 check "GET /api/v1/status" bash -c "curl -sf '$HTTP/api/v1/status' | grep -q '\"origin_bytes\":0'"
 curl -sf "$HTTP/metrics" >"$T/metrics"
-check "metrics: blocks per dataset" grep -qx 'syncbit_dataset_blocks_total{dataset="web"} 4' "$T/metrics"
+check "metrics: blocks per dataset" grep -qx 'syncbit_dataset_blocks{dataset="web"} 4' "$T/metrics"
 check "metrics: nodes by state" grep -qx 'syncbit_nodes{state="connected"} 0' "$T/metrics"
-check "metrics: origin bytes" grep -q '^syncbit_origin_bytes_total{dataset="dir"} 0$' "$T/metrics"
+check "metrics: origin bytes" grep -q '^syncbit_cluster_origin_bytes_total{dataset="dir"} 0$' "$T/metrics"
 check "unknown path is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/nope")" = 404
 
 # --refresh 1: a changed source becomes a new version within seconds. The

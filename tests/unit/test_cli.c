@@ -25,9 +25,9 @@ static void test_tables_are_truthful(void **state)
 		assert_non_null(c->summary);
 		assert_non_null(c->run);
 		for (const struct config_key *k = c->keys; k && k->name; k++) {
-			if (k->is_bool && k->metavar)
+			if (k->kind == CONFIG_BOOL && k->metavar)
 				fail_msg("%s --%s: a yes/no flag with a metavar", c->name, k->name);
-			if (!k->is_bool && (!k->metavar || !strcmp(k->metavar, "VALUE")))
+			if (k->kind != CONFIG_BOOL && (!k->metavar || !strcmp(k->metavar, "VALUE")))
 				fail_msg("%s --%s: no metavar", c->name, k->name);
 			if (!strcmp(k->name, "version") || !strcmp(k->name, "help"))
 				fail_msg("%s --%s shadows the program's flag", c->name, k->name);

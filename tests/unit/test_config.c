@@ -262,8 +262,77 @@ static void test_yaml_unknown_key(void **state)
 	char want[600];
 
 	assert_int_equal(config_load_file(&f->cfg, file), SB_ECONFIG);
-	snprintf(want, sizeof want, "%s:3: unknown key 'blok-size'", file);
+	snprintf(want, sizeof want, "%s:3: unknown key 'blok-size' (did you mean 'block-size'?)",
+		 file);
 	assert_string_equal(f->cfg.error, want);
+	assert_true(f->cfg.file_error);
+}
+
+/* Keys other commands read are skipped, values of any shape; others fail. */
+static int other_command_key(const char *key)
+{
+	return !strcmp(key, "listen") || !strcmp(key, "labels-of-daemon");
+}
+
+static void test_yaml_keys_of_other_commands(void **state)
+{
+	struct fixture *f = *state;
+	char *file = write_file(f, "o.yaml",
+				"listen: 0.0.0.0:7401\njobs: 3\nlabels-of-daemon: [a=b, c=d]\n");
+	f->cfg.known = other_command_key;
+	assert_int_equal(config_load_file(&f->cfg, file), 0);
+	assert_string_equal(config_get(&f->cfg, "jobs"), "3");
+	file = write_file(f, "o2.yaml", "listen: x\nlisten-typo: y\n");
+	assert_int_equal(config_load_file(&f->cfg, file), SB_ECONFIG);
+	assert_non_null(strstr(f->cfg.error, "o2.yaml:2: unknown key 'listen-typo'"));
+}
+
+static const struct config_key list_keys[] = {
+    {"include", NULL, CONFIG_LIST, "take", "PATTERN", 0},
+    {"exclude", NULL, CONFIG_LIST, "leave", "PATTERN", 0},
+    {"config", NULL, 0, "YAML file", "FILE", 0},
+    {NULL, NULL, 0, NULL, NULL, 0},
+};
+
+/* List keys repeat; their ranks interleave two lists as given; a higher
+ * origin replaces a lower one's items. */
+static void test_list_keys(void **state)
+{
+	struct fixture *f = *state;
+	struct config cfg;
+	char *argv[] = {"--include", "a", "--exclude=b", "--include", "c", NULL};
+	char **pos = NULL;
+	int npos = 0;
+	size_t n = 0;
+	const unsigned *ri, *re;
+	setenv("SYNCBIT_EXCLUDE", "x\ny", 1);
+	config_init(&cfg, list_keys);
+	assert_int_equal(config_parse_args(&cfg, 5, argv, &pos, &npos), 0);
+	char *const *inc = config_get_list(&cfg, "include", &n, &ri);
+	assert_int_equal(n, 2);
+	assert_string_equal(inc[0], "a");
+	assert_string_equal(inc[1], "c");
+	char *const *exc = config_get_list(&cfg, "exclude", &n, &re);
+	assert_int_equal(n, 1); /* the flag replaced the environment's two */
+	assert_string_equal(exc[0], "b");
+	assert_true(ri[0] < re[0] && re[0] < ri[1]);
+	assert_string_equal(config_get(&cfg, "include"), "a\nc");
+	free(pos);
+	config_close(&cfg);
+
+	config_init(&cfg, list_keys);
+	char *file = write_file(f, "l.yaml", "include: ['*/', '*.json']\n");
+	char *argv2[] = {"--config", file, NULL};
+	assert_int_equal(config_parse_args(&cfg, 2, argv2, &pos, &npos), 0);
+	inc = config_get_list(&cfg, "include", &n, NULL);
+	assert_int_equal(n, 2);
+	assert_string_equal(inc[1], "*.json");
+	exc = config_get_list(&cfg, "exclude", &n, NULL);
+	assert_int_equal(n, 2); /* from the environment, one a line */
+	assert_string_equal(exc[1], "y");
+	unsetenv("SYNCBIT_EXCLUDE");
+	free(pos);
+	config_close(&cfg);
 }
 
 static void test_yaml_malformed_line(void **state)
@@ -683,6 +752,8 @@ int main(void)
 	    T(test_default_config_file_optional),
 	    T(test_no_config_key_means_plain_flag_error),
 	    T(test_yaml_unknown_key),
+	    T(test_yaml_keys_of_other_commands),
+	    T(test_list_keys),
 	    T(test_yaml_malformed_line),
 	    T(test_yaml_structure_errors),
 	    T(test_yaml_values),

@@ -86,6 +86,20 @@ static void expect_invalid(const char *expr, const char *needle)
 	free(err);
 }
 
+static void test_crontab_commands(void **state)
+{
+	size_t n = 9;
+	char *c =
+	    cron_crontab_commands("SHELL=/bin/sh\n# c\n*/5 * * * * rsync -a --exclude x /a /b\r\n"
+				  "@daily other\n0 1 * * *\n",
+				  &n);
+	assert_int_equal(n, 2);
+	assert_string_equal(c, "line 3: rsync -a --exclude x /a /b");
+	free(c);
+	assert_null(cron_crontab_commands("@hourly\n# x\n", &n));
+	assert_int_equal(n, 0);
+}
+
 static void test_every_minute(void **state)
 {
 	use_tz("UTC");
@@ -205,7 +219,11 @@ static void test_invalid(void **state)
 {
 	expect_invalid("", "expected 5 fields");
 	expect_invalid("* * * *", "got 4");
-	expect_invalid("* * * * * *", "unexpected '*'");
+	expect_invalid("* * * * * *", "'*' follows the schedule");
+	expect_invalid("*/5 * * * * rsync -a /a /b",
+		       "'rsync -a /a /b' follows the schedule: this "
+		       "takes the 5 schedule fields (or one macro) of a "
+		       "crontab line, not its command");
 	expect_invalid("60 * * * *", "minute field '60': 60 is outside 0-59");
 	expect_invalid("* 24 * * *", "hour field");
 	expect_invalid("* * 0 * *", "day-of-month field '0'");
@@ -228,7 +246,7 @@ static void test_invalid(void **state)
 	expect_invalid("*5 * * * *", "unexpected characters");
 	expect_invalid("99999999999 * * * *", "outside 0-59");
 	expect_invalid("@every5m", "unknown macro '@every5m'");
-	expect_invalid("@daily extra", "unexpected 'extra'");
+	expect_invalid("@daily extra", "'extra' follows the schedule");
 	expect_invalid("mon * * * *", "minute field 'mon'");
 }
 
@@ -353,6 +371,7 @@ static void test_crontab(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_crontab_commands),
 	    cmocka_unit_test(test_every_minute),
 	    cmocka_unit_test(test_month_and_year_ends),
 	    cmocka_unit_test(test_dom_dow_or),

@@ -1,7 +1,7 @@
 /* The fetch engine on real caches and a real local source: a version read
  * wholly from the origin and published; the same version assembled on a
- * second node from bytes handed in as a peer would, with a corrupt block
- * refused; a restart that resumes from durable blocks; origin shares that
+ * second node from bytes handed in as a peer would; a corrupt block
+ * refused; a restart that reuses what the cache holds; origin shares that
  * drop blocks and name them again; blocks that match poisoned hashes but
  * not the source's whole-file digest. */
 #include "tests/unit/testutil.h"
@@ -134,140 +134,250 @@ static void assert_same_file(const char *a, const char *b)
 	assert_int_equal(system(cmd), 0);
 }
 
-static void test_origin_then_peer(void **state)
-{
-	char *tmp = testutil_mkdtemp();
-	char *src = path_join(tmp, "src"), *ca = path_join(tmp, "ca"), *cb = path_join(tmp, "cb");
-	char *ta = path_join(tmp, "ta"), *tb = path_join(tmp, "tb");
-	mkdir(src, 0755);
-	write_file(src, "big", 3 * BS + 17, 1);
-	write_file(src, "copy", 3 * BS + 17, 1); /* same bytes: dedup */
-	write_file(src, "empty", 0, 2);
-	write_file(src, "exact", 2 * BS, 3);
+/* Four files as a source: "copy" has the bytes of "big", "empty" none,
+ * "exact" a whole number of blocks. */
+struct env {
+	char *tmp, *src;
 	uv_loop_t loop;
-	uv_loop_init(&loop);
-	Manifest *m = listing_manifest(&loop, src);
-	uint8_t vid[HASH_LEN] = {7};
+	Manifest *m; /* the listing's: every hash unknown until full_manifest */
+	uint8_t vid[HASH_LEN];
 	struct source_options so;
-	source_options_default(&so);
+};
 
-	/* Node A reads everything from the origin. */
-	struct cache *a;
-	struct fetch *fa;
-	struct ctx cx = {.loop = &loop};
-	struct fetch_hooks h = hooks;
-	h.arg = &cx;
-	assert_int_equal(cache_open(ca, 0, &a), 0);
-	assert_int_equal(fetch_new(&loop, a, "ds", ta, vid, m, &so, &h, &fa), 0);
-	uint32_t nb = fetch_nblocks(fa);
-	assert_int_equal(nb, 4 + 4 + 2);
-	uint32_t first = 0, count = nb;
-	fetch_set_origin(fa, &first, &count, 1);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(cx.done, 1);
-	assert_int_equal(cx.status, 0);
-	assert_true(fetch_published(fa));
-	assert_int_equal(cx.durable, (int)nb);
-	assert_int_equal(cx.from_origin, (int)nb);
-	const char *names[] = {"big", "copy", "empty", "exact"};
+struct node {
+	char *dir, *target;
+	struct cache *c;
+	struct fetch *f;
+	struct ctx cx;
+	struct fetch_hooks h;
+};
+
+static const char *const names[] = {"big", "copy", "empty", "exact"};
+#define NB_ALL (4 + 4 + 2)
+
+static void env_init(struct env *e)
+{
+	memset(e, 0, sizeof *e);
+	e->tmp = testutil_mkdtemp();
+	e->src = path_join(e->tmp, "src");
+	mkdir(e->src, 0755);
+	write_file(e->src, "big", 3 * BS + 17, 1);
+	write_file(e->src, "copy", 3 * BS + 17, 1); /* same bytes: dedup */
+	write_file(e->src, "empty", 0, 2);
+	write_file(e->src, "exact", 2 * BS, 3);
+	uv_loop_init(&e->loop);
+	e->m = listing_manifest(&e->loop, e->src);
+	e->vid[0] = 7;
+	source_options_default(&e->so);
+}
+
+static void node_start(struct env *e, struct node *n, const char *name, struct cache *shared)
+{
+	memset(n, 0, sizeof *n);
+	char *dir = xasprintf("c%s", name), *target = xasprintf("t%s", name);
+	n->dir = path_join(e->tmp, dir);
+	n->target = path_join(e->tmp, target);
+	free(dir);
+	free(target);
+	n->cx.loop = &e->loop;
+	n->h = hooks;
+	n->h.arg = &n->cx;
+	if (shared)
+		n->c = shared;
+	else
+		assert_int_equal(cache_open(n->dir, 0, &n->c), 0);
+	assert_int_equal(
+	    fetch_new(&e->loop, n->c, "ds", n->target, e->vid, e->m, &e->so, &n->h, &n->f), 0);
+}
+
+/* Free what the node holds besides its fetch (stop_all stops that). */
+static void node_close(struct node *n, int own_cache)
+{
+	if (own_cache)
+		cache_free(n->c);
+	free(n->dir);
+	free(n->target);
+}
+
+/* Stop the nodes' fetches and let their work end: a fetch's timer keeps
+ * the loop running until the last one is freed. */
+static void stop_all(struct env *e, struct node *a, struct node *b)
+{
+	fetch_free(a->f);
+	if (b)
+		fetch_free(b->f);
+	uv_run(&e->loop, UV_RUN_DEFAULT);
+}
+
+static void env_close(struct env *e)
+{
+	uv_run(&e->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&e->loop), 0);
+	manifest_free(e->m);
+	free(e->src);
+	testutil_rmtree(e->tmp);
+}
+
+static void assert_published_like_source(struct env *e, struct node *n)
+{
 	for (int i = 0; i < 4; i++) {
-		char *x = path_join(src, names[i]), *y = xasprintf("%s/ds/%s", ta, names[i]);
+		char *x = path_join(e->src, names[i]),
+		     *y = xasprintf("%s/ds/%s", n->target, names[i]);
 		assert_same_file(x, y);
 		free(x);
 		free(y);
 	}
-	struct fetch_stats st;
-	fetch_stats(fa, &st);
-	assert_int_equal(st.bytes_from_origin + st.bytes_reused, st.bytes);
+}
 
-	/* Node B knows every hash and takes the bytes from "peers". */
-	for (uint32_t b = 0; b < nb; b++) {
-		uint32_t bl = b;
-		fetch_add_hashes(fa, &bl, fetch_block_hash(fa, b)->b, 1); /* no-op: known */
-	}
-	Manifest *full = m; /* fill the hashes A learned into B's manifest */
+/* Node a reads the whole version from the origin. */
+static void origin_fetch(struct env *e, struct node *a)
+{
+	node_start(e, a, "a", NULL);
+	uint32_t first = 0, count = fetch_nblocks(a->f);
+	fetch_set_origin(a->f, &first, &count, 1);
+	uv_run(&e->loop, UV_RUN_DEFAULT);
+}
+
+/* The manifest as the scheduler has it once a has read everything: every
+ * block's hash filled in (e->m, in place). */
+static void full_manifest(struct env *e, struct node *a)
+{
 	uint32_t k = 0;
-	for (size_t i = 0; i < full->n_files; i++)
-		for (size_t j = 0; j < full->files[i]->block_hashes.len / HASH_LEN; j++, k++)
-			memcpy(full->files[i]->block_hashes.data + j * HASH_LEN,
-			       fetch_block_hash(fa, k)->b, HASH_LEN);
-	struct cache *bc;
-	struct fetch *fb;
-	struct ctx cy = {.loop = &loop};
-	h.arg = &cy;
-	assert_int_equal(cache_open(cb, 0, &bc), 0);
-	assert_int_equal(fetch_new(&loop, bc, "ds", tb, vid, full, &so, &h, &fb), 0);
-	uint32_t bad_block = 0;
-	for (uint32_t b = 0; b < nb; b++) {
-		if (fetch_block_state(fb, b) != FETCH_NEED)
+	for (size_t i = 0; i < e->m->n_files; i++)
+		for (size_t j = 0; j < e->m->files[i]->block_hashes.len / HASH_LEN; j++, k++)
+			memcpy(e->m->files[i]->block_hashes.data + j * HASH_LEN,
+			       fetch_block_hash(a->f, k)->b, HASH_LEN);
+}
+
+/* Block b's bytes as a peer would send them (malloc'd). */
+static uint8_t *block_bytes(struct env *e, struct fetch *f, uint32_t b)
+{
+	uint32_t len = fetch_block_len(f, b);
+	uint8_t *p = malloc(len + 1);
+	char *path = path_join(e->src, b < 4 ? "big" : b < 8 ? "copy" : "exact");
+	read_exact(path, (uint64_t)(b < 4 ? b : b < 8 ? b - 4 : b - 8) * BS, p, len);
+	free(path);
+	return p;
+}
+
+/* Hand node n every block it needs, as peers would; the first one from
+ * "evil" with a byte flipped when corrupt_first. The corrupt block's
+ * number plus one, or 0. */
+static uint32_t feed_peer_blocks(struct env *e, struct node *n, int corrupt_first)
+{
+	uint32_t bad = 0;
+	for (uint32_t b = 0; b < fetch_nblocks(n->f); b++) {
+		if (fetch_block_state(n->f, b) != FETCH_NEED)
 			continue; /* copied locally ("copy" duplicates "big") */
-		uint32_t len = fetch_block_len(fb, b);
-		uint8_t *p = malloc(len);
-		char *path = path_join(src, b < 4 ? "big" : b < 8 ? "copy" : "exact");
-		uint32_t idx = b < 4 ? b : b < 8 ? b - 4 : b - 8;
-		read_exact(path, (uint64_t)idx * BS, p, len);
-		free(path);
-		if (!bad_block) {
-			bad_block = b + 1;
+		uint8_t *p = block_bytes(e, n->f, b);
+		if (corrupt_first && !bad) {
+			bad = b + 1;
 			p[0] ^= 0xff;
-			fetch_block_received(fb, b, p, len, "evil");
+			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "evil");
 		} else {
-			fetch_block_received(fb, b, p, len, "good");
+			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "good");
 		}
 	}
-	/* Run until the corrupt block is refused, then send it right. */
-	while (!cy.bad)
-		uv_run(&loop, UV_RUN_ONCE);
-	assert_int_equal(fetch_block_state(fb, bad_block - 1), FETCH_NEED);
-	{
-		uint32_t b = bad_block - 1, len = fetch_block_len(fb, b);
-		uint8_t *p = malloc(len);
-		char *path = path_join(src, b < 4 ? "big" : b < 8 ? "copy" : "exact");
-		read_exact(path, (uint64_t)(b < 4 ? b : b < 8 ? b - 4 : b - 8) * BS, p, len);
-		free(path);
-		fetch_block_received(fb, b, p, len, "good");
-	}
-	if (!cy.done)
-		uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(cy.status, 0);
-	assert_true(fetch_published(fb));
-	fetch_stats(fb, &st);
+	return bad;
+}
+
+static void test_origin_fetch_publishes(void **state)
+{
+	struct env e;
+	struct node a;
+	env_init(&e);
+	origin_fetch(&e, &a);
+	assert_int_equal(fetch_nblocks(a.f), NB_ALL);
+	assert_int_equal(a.cx.done, 1);
+	assert_int_equal(a.cx.status, 0);
+	assert_true(fetch_published(a.f));
+	assert_int_equal(a.cx.durable, NB_ALL);
+	assert_int_equal(a.cx.from_origin, NB_ALL);
+	assert_published_like_source(&e, &a);
+	struct fetch_stats st;
+	fetch_stats(a.f, &st);
+	assert_int_equal(st.bytes_from_origin + st.bytes_reused, st.bytes);
+	stop_all(&e, &a, NULL);
+	node_close(&a, 1);
+	env_close(&e);
+}
+
+static void test_peer_blocks_assemble_version(void **state)
+{
+	struct env e;
+	struct node a, b;
+	env_init(&e);
+	origin_fetch(&e, &a);
+	full_manifest(&e, &a);
+	node_start(&e, &b, "b", NULL);
+	feed_peer_blocks(&e, &b, 0);
+	if (!b.cx.done)
+		uv_run(&e.loop, UV_RUN_DEFAULT);
+	assert_int_equal(b.cx.status, 0);
+	assert_true(fetch_published(b.f));
+	struct fetch_stats st;
+	fetch_stats(b.f, &st);
 	assert_int_equal(st.bytes_from_origin, 0);
-	assert_int_equal(st.bad_blocks, 1);
+	assert_int_equal(st.bad_blocks, 0);
 	assert_int_equal(st.bytes_from_peers + st.bytes_reused, st.bytes);
-	for (int i = 0; i < 4; i++) {
-		char *x = path_join(src, names[i]), *y = xasprintf("%s/ds/%s", tb, names[i]);
-		assert_same_file(x, y);
-		free(x);
-		free(y);
-	}
+	assert_published_like_source(&e, &b);
+	stop_all(&e, &a, &b);
+	node_close(&b, 1);
+	node_close(&a, 1);
+	env_close(&e);
+}
 
-	/* A node that restarts with the version already in its cache fetches
-	 * nothing: every file is reused. */
-	struct fetch *fc;
-	struct ctx cz = {.loop = &loop};
-	h.arg = &cz;
-	assert_int_equal(fetch_new(&loop, bc, "ds", tb, vid, full, &so, &h, &fc), 0);
-	if (!cz.done)
-		uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(cz.status, 0);
-	fetch_stats(fc, &st);
+static void test_corrupt_peer_block_refused(void **state)
+{
+	struct env e;
+	struct node a, b;
+	env_init(&e);
+	origin_fetch(&e, &a);
+	full_manifest(&e, &a);
+	node_start(&e, &b, "b", NULL);
+	uint32_t bad = feed_peer_blocks(&e, &b, 1);
+	assert_true(bad > 0);
+	while (!b.cx.bad) /* on_bad checks the peer is "evil" */
+		uv_run(&e.loop, UV_RUN_ONCE);
+	assert_int_equal(fetch_block_state(b.f, bad - 1), FETCH_NEED); /* wanted again */
+	uint8_t *p = block_bytes(&e, b.f, bad - 1);
+	fetch_block_received(b.f, bad - 1, p, fetch_block_len(b.f, bad - 1), "good");
+	if (!b.cx.done)
+		uv_run(&e.loop, UV_RUN_DEFAULT);
+	assert_int_equal(b.cx.status, 0);
+	assert_int_equal(b.cx.bad, 1);
+	struct fetch_stats st;
+	fetch_stats(b.f, &st);
+	assert_int_equal(st.bad_blocks, 1);
+	assert_published_like_source(&e, &b);
+	stop_all(&e, &a, &b);
+	node_close(&b, 1);
+	node_close(&a, 1);
+	env_close(&e);
+}
+
+/* A node that restarts with the version already in its cache fetches
+ * nothing: every file is reused. */
+static void test_restart_reuses_cache(void **state)
+{
+	struct env e;
+	struct node a, again;
+	env_init(&e);
+	origin_fetch(&e, &a);
+	assert_int_equal(a.cx.status, 0);
+	full_manifest(&e, &a);
+	node_start(&e, &again, "a", a.c);
+	if (!again.cx.done)
+		uv_run(&e.loop, UV_RUN_DEFAULT);
+	assert_int_equal(again.cx.status, 0);
+	struct fetch_stats st;
+	fetch_stats(again.f, &st);
 	assert_int_equal(st.bytes_reused, st.bytes);
-
-	fetch_free(fa);
-	fetch_free(fb);
-	fetch_free(fc);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(uv_loop_close(&loop), 0);
-	cache_free(a);
-	cache_free(bc);
-	manifest_free(m);
-	free(src);
-	free(ca);
-	free(cb);
-	free(ta);
-	free(tb);
-	testutil_rmtree(tmp);
+	assert_int_equal(st.bytes_from_origin + st.bytes_from_peers, 0);
+	stop_all(&e, &a, &again);
+	node_close(&again, 0);
+	node_close(&a, 1);
+	env_close(&e);
 }
 
 static void stop_loop(uv_timer_t *t)
@@ -459,7 +569,10 @@ int main(void)
 {
 	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_origin_then_peer),
+	    cmocka_unit_test(test_origin_fetch_publishes),
+	    cmocka_unit_test(test_peer_blocks_assemble_version),
+	    cmocka_unit_test(test_corrupt_peer_block_refused),
+	    cmocka_unit_test(test_restart_reuses_cache),
 	    cmocka_unit_test(test_share_named_again),
 	    cmocka_unit_test(test_poisoned_blocks_lfs_digest),
 	    cmocka_unit_test(test_poisoned_blocks_s3_checksum),

@@ -389,7 +389,7 @@ static void test_prune_plain(void **state)
 	char *why = NULL;
 	uint64_t gone;
 	write_file(f->dst, "tok/stale2.md", "x", 1);
-	assert_int_equal(layout_prune(&fm, f->dst, &gone, &why), 0);
+	assert_int_equal(layout_prune(&fm, f->dst, NULL, &gone, &why), 0);
 	assert_int_equal(gone, 1);
 	assert_string_equal(read_all(at(f->dst, "tok/readme.md")), "read me\n");
 	/* a pruned target that is a symlink is not entered */
@@ -397,11 +397,11 @@ static void test_prune_plain(void **state)
 	char *detail = NULL;
 	char *ln = path_join(f->root, "dst-link");
 	assert_int_equal(symlink(outside, ln), 0);
-	assert_true(layout_prune(f->m, ln, &removed, &detail) < 0);
+	assert_true(layout_prune(f->m, ln, NULL, &removed, &detail) < 0);
 	free(detail);
 	assert_string_equal(read_all(at(outside, "keep.txt")), "keep");
 	detail = NULL;
-	assert_true(layout_prune(f->m, "/", &removed, &detail) < 0);
+	assert_true(layout_prune(f->m, "/", NULL, &removed, &detail) < 0);
 	free(detail);
 	free(ln);
 	free(outside);

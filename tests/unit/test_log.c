@@ -61,6 +61,8 @@ static int is_timestamp(const char *s)
 static int teardown(void **state)
 {
 	log_setup(LOG_WARN, LOG_FORMAT_TEXT);
+	log_set_component(NULL);
+	log_set_field("node", NULL);
 	return 0;
 }
 
@@ -222,7 +224,9 @@ static void test_json_escaping(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "msg")),
 			    "q\"b\\n\nt\tc\x01r\rd\x7f-\xc3\xa9\xe2\x82\xac");
 	assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
-	assert_int_equal(json_object_size(j), 3);
+	assert_string_equal(json_string_value(json_object_get(j, "component")), "syncbit");
+	assert_string_equal(json_string_value(json_object_get(j, "module")), "test_log");
+	assert_int_equal(json_object_size(j), 5);
 	json_decref(j);
 	free(out);
 }
@@ -399,6 +403,92 @@ static void test_fatal_logs_and_aborts(void **state)
 	unlink(path);
 }
 
+/* Fields: the call site's, then the process's it did not set; values
+ * redacted and escaped; reserved or repeated keys and NULL values left
+ * out; the message last. Text lines show none of them. */
+static void test_json_fields(void **state)
+{
+	struct capture c;
+	char *out, *second;
+	json_t *j;
+
+	log_setup(LOG_INFO, LOG_FORMAT_JSON);
+	log_set_component("daemon");
+	log_set_field("node", "n1");
+	capture_start(&c);
+	log_with(LOG_WARN,
+		 LOG_KV({"dataset", "d\"1\n"}, {"peer", NULL}, {"msg", "x"}, {"dataset", "again"},
+			{"source", "https://u:pw@h/f?X-Amz-Signature=c0ffee"}),
+		 "dataset %s: two\nlines", "d1");
+	log_with(LOG_INFO, LOG_KV({"node", "n2"}), "about node n2");
+	out = capture_end(&c);
+	second = strchr(out, '\n');
+	assert_non_null(second);
+	*second++ = '\0';
+	assert_null(strstr(out, "c0ffee"));
+	assert_null(strstr(out, "pw@"));
+	j = parse_line(out);
+	assert_string_equal(json_string_value(json_object_get(j, "component")), "daemon");
+	assert_string_equal(json_string_value(json_object_get(j, "module")), "test_log");
+	assert_string_equal(json_string_value(json_object_get(j, "dataset")), "d\"1\n");
+	assert_string_equal(json_string_value(json_object_get(j, "node")), "n1");
+	assert_string_equal(json_string_value(json_object_get(j, "source")),
+			    "https://REDACTED@h/f?X-Amz-Signature=REDACTED");
+	assert_string_equal(json_string_value(json_object_get(j, "msg")), "dataset d1: two\nlines");
+	assert_null(json_object_get(j, "peer"));
+	/* ts level component module dataset source node msg */
+	assert_int_equal(json_object_size(j), 8);
+	assert_non_null(strstr(out, "\"msg\":\"dataset d1: two\\nlines\"}"));
+	json_decref(j);
+	j = parse_line(second);
+	assert_string_equal(json_string_value(json_object_get(j, "node")), "n2");
+	assert_int_equal(json_object_size(j), 6);
+	json_decref(j);
+	free(out);
+
+	log_setup(LOG_INFO, LOG_FORMAT_TEXT);
+	capture_start(&c);
+	log_with(LOG_WARN, LOG_KV({"dataset", "d1"}), "dataset %s: lost", "d1");
+	out = capture_end(&c);
+	assert_non_null(strstr(out, "syncbit: warn: dataset d1: lost\n"));
+	assert_null(strstr(out, "{"));
+	free(out);
+}
+
+/* log_print: the level filter does not apply; rate-limited lines keep
+ * their fields. */
+static void test_json_print_and_limited(void **state)
+{
+	struct capture c;
+	char *out, *line, *save = NULL;
+	int n = 0;
+
+	log_setup(LOG_ERROR, LOG_FORMAT_JSON);
+	log_set_component("pull");
+	log_limit_set_clock(1);
+	capture_start(&c);
+	log_print(LOG_INFO, "progress", NULL, "pull: 1.0 MiB / 2.0 MiB (50%%)");
+	log_setup(LOG_WARN, LOG_FORMAT_JSON);
+	log_limited_with(LOG_WARN, LOG_KV({"peer", "n9"}), "peer %s: lost", "n9");
+	log_limited_with(LOG_WARN, LOG_KV({"peer", "n9"}), "peer %s: lost", "n9");
+	out = capture_end(&c);
+	log_limit_set_clock(0);
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+		json_t *j = parse_line(line);
+		assert_string_equal(json_string_value(json_object_get(j, "component")), "pull");
+		if (n == 0) {
+			assert_string_equal(json_string_value(json_object_get(j, "module")),
+					    "progress");
+			assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+		} else {
+			assert_string_equal(json_string_value(json_object_get(j, "peer")), "n9");
+		}
+		json_decref(j);
+	}
+	assert_int_equal(n, 2); /* the repeat is held back */
+	free(out);
+}
+
 #define THREADS		 8
 #define LINES_PER_THREAD 500
 
@@ -452,6 +542,8 @@ int main(void)
 	    cmocka_unit_test(test_escape_helper),
 	    cmocka_unit_test_teardown(test_urls_redacted, teardown),
 	    cmocka_unit_test_teardown(test_json_escaping, teardown),
+	    cmocka_unit_test_teardown(test_json_fields, teardown),
+	    cmocka_unit_test_teardown(test_json_print_and_limited, teardown),
 	    cmocka_unit_test_teardown(test_json_invalid_utf8_replaced, teardown),
 	    cmocka_unit_test_teardown(test_long_message_truncated, teardown),
 	    cmocka_unit_test_teardown(test_errno_preserved, teardown),

@@ -210,12 +210,9 @@ static void test_open_beneath_walk(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_modes_lose_set_id_bits),
-	    cmocka_unit_test(test_swapped_dir),
-	    cmocka_unit_test(test_swapped_file_link),
-	    cmocka_unit_test(test_swapped_inode),
-	    cmocka_unit_test(test_open_beneath),
-	    cmocka_unit_test(test_open_beneath_walk),
+	    cmocka_unit_test(test_modes_lose_set_id_bits), cmocka_unit_test(test_swapped_dir),
+	    cmocka_unit_test(test_swapped_file_link),	   cmocka_unit_test(test_swapped_inode),
+	    cmocka_unit_test(test_open_beneath),	   cmocka_unit_test(test_open_beneath_walk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,194 @@
+/* What the nodes report of each version they hold (blocks, bytes moved,
+ * published, errors): kept per node, saved to the state, logged when a
+ * node publishes or fails, and summed into each dataset's running byte
+ * totals for /metrics. Loop thread only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "scheduler/cluster_int.h"
+
+void cluster_report_close(struct cluster_report *r)
+{
+	free(r->dataset);
+	free(r->bits);
+	free(r->error);
+	memset(r, 0, sizeof *r);
+}
+
+void cluster_report_save(struct cluster *c, const char *node, struct cluster_report *r,
+			 uint64_t now)
+{
+	Syncbit__VersionState vs;
+	Syncbit__Bitfield bf;
+	syncbit__version_state__init(&vs);
+	syncbit__bitfield__init(&bf);
+	bf.version_id.data = r->version.b;
+	bf.version_id.len = HASH_LEN;
+	bf.nblocks = r->nbits;
+	bf.bits.data = r->bits;
+	bf.bits.len = (r->nbits + 7) / 8;
+	vs.dataset = r->dataset;
+	vs.version_id = bf.version_id;
+	vs.have = &bf;
+	vs.published = r->published;
+	vs.bytes_from_origin = r->bytes_from_origin;
+	vs.bytes_from_peers = r->bytes_from_peers;
+	vs.bytes_reused = r->bytes_reused;
+	vs.bytes_served = r->bytes_served;
+	vs.origin_refetch_bad_peer = r->refetch_bad_peer;
+	vs.origin_refetch_no_peer = r->refetch_no_peer;
+	vs.error = r->error;
+	if (state_put_have(c->state, &r->version, node, &vs) < 0)
+		log_with(LOG_ERROR, LOG_KV({"node", node}), "node %s: cannot save its report",
+			 node);
+	r->saved_ms = now;
+	r->dirty = 0;
+}
+
+/* Fill r from vs, bounded by the version's block count. Returns 1 when a
+ * change worth saving at once happened (published, error). */
+int cluster_report_fill(struct cluster_report *r, const struct cluster_version *cv,
+			const Syncbit__VersionState *vs)
+{
+	int major = r->published != (int)vs->published ||
+		    strcmp(r->error ? r->error : "", vs->error ? vs->error : "") != 0;
+	uint32_t nbits = 0;
+	const Syncbit__Bitfield *bf = vs->have;
+	if (bf && bf->nblocks == cv->v->nblocks && bf->bits.len >= (bf->nblocks + 7) / 8)
+		nbits = bf->nblocks;
+	size_t nbytes = (nbits + 7) / 8;
+	if (nbits != r->nbits || (nbytes && memcmp(r->bits, bf->bits.data, nbytes) != 0)) {
+		free(r->bits);
+		r->bits = xcalloc(nbytes + 1, 1);
+		if (nbytes)
+			memcpy(r->bits, bf->bits.data, nbytes);
+		r->nbits = nbits;
+		r->have = 0;
+		for (uint32_t b = 0; b < nbits; b++)
+			r->have += (uint32_t)assign_bit(r->bits, b);
+		r->dirty = 1;
+	}
+	if (r->bytes_from_origin != vs->bytes_from_origin ||
+	    r->bytes_from_peers != vs->bytes_from_peers || r->bytes_reused != vs->bytes_reused ||
+	    r->bytes_served != vs->bytes_served)
+		r->dirty = 1;
+	free(r->dataset);
+	free(r->error);
+	r->dataset = xstrdup(vs->dataset ? vs->dataset : "");
+	r->error = xstrdup(vs->error ? vs->error : "");
+	r->published = vs->published;
+	r->bytes_from_origin = vs->bytes_from_origin;
+	r->bytes_from_peers = vs->bytes_from_peers;
+	r->bytes_reused = vs->bytes_reused;
+	r->bytes_served = vs->bytes_served;
+	r->refetch_bad_peer = vs->origin_refetch_bad_peer;
+	r->refetch_no_peer = vs->origin_refetch_no_peer;
+	r->dirty |= major;
+	return major;
+}
+
+/* A node's dataset changed state: published there, or failed there. */
+static void report_log(const struct cluster_node *n, const struct cluster_report *r,
+		       int was_published, const char *was_error)
+{
+	char hex[HASH_HEX_LEN + 1];
+	hash_to_hex(&r->version, hex);
+	if (r->published && !was_published)
+		log_with(LOG_INFO, LOG_KV({"dataset", r->dataset}, {"node", n->name}),
+			 "dataset %s: version %.12s published on node %s", r->dataset, hex,
+			 n->name);
+	if (r->error && r->error[0] && strcmp(r->error, was_error ? was_error : ""))
+		log_with(LOG_WARN,
+			 LOG_KV({"dataset", r->dataset}, {"node", n->name}, {"error", r->error}),
+			 "dataset %s: node %s reports: %s", r->dataset, n->name, r->error);
+}
+
+static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
+					  size_t *index)
+{
+	for (size_t i = 0; i < n->nreports; i++)
+		if (!memcmp(n->reports[i].version.b, id->b, HASH_LEN)) {
+			*index = i;
+			return &n->reports[i];
+		}
+	return NULL;
+}
+
+/* A node's count since its last report: it only grows, unless the node
+ * restarted the version's fetch, and then all of it is new. */
+static uint64_t grown(uint64_t before, uint64_t now)
+{
+	return now >= before ? now - before : now;
+}
+
+/* Add what a report says moved since the node's previous one (before:
+ * its origin, peer, reused and served bytes) to its dataset's running
+ * totals. */
+static void report_count(struct cluster *c, const uint64_t before[4],
+			 const struct cluster_report *r)
+{
+	struct cluster_dataset *d = r->dataset ? cluster_dataset_find(c, r->dataset) : NULL;
+	if (!d)
+		return;
+	d->total_from_origin += grown(before[0], r->bytes_from_origin);
+	d->total_from_peers += grown(before[1], r->bytes_from_peers);
+	d->total_reused += grown(before[2], r->bytes_reused);
+	d->total_served += grown(before[3], r->bytes_served);
+}
+
+void cluster_node_report(struct cluster *c, struct cluster_node *n,
+			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
+{
+	struct cluster_report *next = xcalloc(nvs + 1, sizeof *next);
+	uint8_t *moved = xcalloc(n->nreports + 1, 1);
+	size_t nnext = 0, at;
+	int dropped = 0;
+	state_begin(c->state);
+	for (size_t i = 0; i < nvs; i++) {
+		struct cluster_version *cv =
+		    cluster_version_find(c, vs[i]->version_id.data, vs[i]->version_id.len);
+		int dup = 0;
+		for (size_t j = 0; cv && j < nnext && !dup; j++)
+			dup = !memcmp(next[j].version.b, cv->v->id.b, HASH_LEN);
+		if (!cv || dup)
+			continue;
+		struct cluster_report *old = report_find(n, &cv->v->id, &at);
+		struct cluster_report *r = &next[nnext++];
+		if (old) {
+			*r = *old;
+			moved[at] = 1;
+		} else {
+			r->version = cv->v->id;
+			r->dirty = 1;
+		}
+		int was_published = r->published;
+		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
+		const uint64_t before[] = {r->bytes_from_origin, r->bytes_from_peers,
+					   r->bytes_reused, r->bytes_served};
+		int major = cluster_report_fill(r, cv, vs[i]);
+		report_count(c, before, r);
+		report_log(n, r, was_published, was_error);
+		free(was_error);
+		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
+			cluster_report_save(c, n->name, r, now);
+	}
+	for (size_t i = 0; i < n->nreports; i++) {
+		if (moved[i])
+			continue;
+		state_del_have(c->state, &n->reports[i].version, n->name);
+		cluster_report_close(&n->reports[i]);
+		dropped = 1;
+	}
+	if (state_commit(c->state) < 0)
+		log_with(LOG_ERROR, LOG_KV({"node", n->name}), "node %s: cannot save its reports",
+			 n->name);
+	free(moved);
+	free(n->reports);
+	n->reports = next;
+	n->nreports = nnext;
+	if (dropped)
+		cluster_gc(c);
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# A published file is a hardlink of its cache object: a consumer writing
+# into it changes what its node holds and serves. A real scheduler, a local
+# tree as the origin and three real agents: after a distribution, files are
+# changed in place, appended to, truncated, and changed while an agent is
+# stopped. Each time the node notices by itself (no peer asks it for the
+# block), stops serving the file, says it is not ready and which file is
+# why, fetches it again and publishes a correct copy; no peer ever receives
+# the bad bytes.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster.sh"
+
+# The bound the node has to notice a change by itself.
+BOUND=60
+SRC=$T/src
+mkdir -p "$SRC/sub"
+head -c $((4 << 20)) /dev/urandom >"$SRC/data.bin"
+head -c 300000 /dev/urandom >"$SRC/sub/small.bin"
+
+start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+HTTP1=127.0.0.1:$(free_port)
+start_agent 1 --http "$HTTP1" || bad "agent n1 starts"
+start_agent 2 || bad "agent n2 starts"
+check "dataset add of a local tree" add_dataset m "$SRC" --block-size 1MiB
+check "n1 and n2 hold m" wait_ready 60 m 1 2
+
+# same N FILE: agent N's published FILE is the origin's
+same() { cmp "$SRC/$2" "$T/t$1/m/$2"; }
+# not_ready_for N SECONDS PATTERN: agent N turns m not ready, and its reason
+# matches PATTERN, within SECONDS.
+not_ready_for() {
+	local deadline=$((SECONDS + $2))
+	while [ $SECONDS -lt $deadline ]; do
+		if ! "$SYNCBIT" ready m --socket "$T/a$1.sock" 2>"$T/.why" >/dev/null; then
+			grep -Eq "$3" "$T/.why" && return 0
+		fi
+		sleep 0.1
+	done
+	echo "still ready, or not for that: $(cat "$T/.why")"
+	return 1
+}
+# bad_bytes N: blocks agent N received from a peer that failed their check
+bad_bytes() {
+	"$SYNCBIT" status --socket "$T/a$1.sock" --json | tail -1 |
+		python3 -c "import json,sys; print(json.load(sys.stdin)['peers']['dropped_bad_data'])"
+}
+
+# ---- (a) one byte changed in place, no peer to repair from at once ----
+# n2 stops so that n1 cannot repair from it within a moment (the origin is
+# read after FETCH_NO_PEER_MS): the not-ready window is long enough to see.
+kill -TERM "${AGENT_PID[2]}"; wait "${AGENT_PID[2]}" 2>/dev/null
+printf 'X' | dd of="$T/t1/m/data.bin" bs=1 seek=$((2 << 20)) conv=notrunc status=none
+check "(a) n1 is not ready within ${BOUND}s, naming the changed file" \
+	not_ready_for 1 $BOUND "t1/m/data.bin changed on disk \(block 2 does not match its hash\)"
+check "(a) /readyz says not ready and why" sh -c \
+	"curl -s -o '$T/readyz' -w '%{http_code}' 'http://$HTTP1/readyz' | grep -qx 503 &&
+	 grep -q 'm not ready: .*data.bin changed on disk' '$T/readyz'"
+check "(a) status says repairing" test "$(status_field 1 m state)" = repairing
+check "(a) a warning names the file and the dataset" \
+	grep -q "dataset m: .*/t1/m/data.bin changed on disk: block 2 does not match its hash; no longer served" "$T/a1.log"
+# A node joining now asks n1 for blocks: n1 no longer serves the bad one.
+start_agent 3 || bad "agent n3 starts"
+check "(a) n1 repairs: ready again" wait_ready 90 m 1
+check "(a) n1's file is the origin's again" same 1 data.bin
+check "(a) the newcomer n3 gets m" wait_ready 90 m 3
+check "(a) n3's copy is the origin's" same 3 data.bin
+check "(a) n3 never received a bad block" test "$(bad_bytes 3)" = 0
+check "(a) n3 never went back to the origin for a bad peer" \
+	test "$(status_field 3 m origin_refetch | tr -d "{}' " | sed 's/.*bad_peer:\([0-9]*\).*/\1/')" = 0
+
+# ---- (b) appended to, truncated ----
+start_agent 2 || bad "agent n2 restarts"
+check "n2 ready again" wait_ready 60 m 2
+printf 'more' >>"$T/t2/m/sub/small.bin"
+check "(b) n2 notices the append" sh -c "for i in \$(seq $((BOUND * 10))); do
+	grep -q 'sub/small.bin changed on disk: 300004 bytes, not 300000' '$T/a2.log' && exit 0; sleep 0.1; done; exit 1"
+truncate -s $((1 << 20)) "$T/t3/m/data.bin"
+check "(b) n3 notices the truncation" sh -c "for i in \$(seq $((BOUND * 10))); do
+	grep -q 'data.bin changed on disk: 1048576 bytes, not 4194304' '$T/a3.log' && exit 0; sleep 0.1; done; exit 1"
+check "(b) both repair" wait_ready 90 m 2 3
+check "(b) n2's file is the origin's" same 2 sub/small.bin
+check "(b) n3's file is the origin's" same 3 data.bin
+for n in 1 2 3; do
+	check "(b) n$n never received a bad block" test "$(bad_bytes $n)" = 0
+done
+
+# ---- (c) changed while the agent is stopped ----
+kill -TERM "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
+printf 'Y' | dd of="$T/t1/m/sub/small.bin" bs=1 seek=1000 conv=notrunc status=none
+start_agent 1 --http "$HTTP1" || bad "agent n1 restarts"
+check "(c) n1 finds the change at start" sh -c "for i in \$(seq $((BOUND * 10))); do
+	grep -q 'sub/small.bin changed on disk' '$T/a1.log' && exit 0; sleep 0.1; done; exit 1"
+check "(c) n1 repairs it" wait_ready 90 m 1
+check "(c) n1's file is the origin's" same 1 sub/small.bin
+check "(c) and the rest of m" diff -r "$SRC" "$T/t1/m"
+for n in 2 3; do
+	check "(c) n$n never received a bad block" test "$(bad_bytes $n)" = 0
+done
+
+stop_cluster
+finish
