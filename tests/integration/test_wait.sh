@@ -5,7 +5,8 @@
 # terminal; it gives up after --timeout naming a stopped node, fails at once
 # on a dataset that does not exist or a wrong token; status --watch (agent
 # and --scheduler, text and --json) prints a block only when something
-# changed and exits 0 on SIGINT and SIGTERM.
+# changed and exits 0 on SIGINT and SIGTERM. Also: /api/v1/datasets marks
+# a dataset made by a pull through an agent (pulled, pulled_by).
 . "$(dirname "$0")/lib.sh"
 . "$HERE/cluster.sh"
 
@@ -118,6 +119,18 @@ kill -TERM "$WJ"
 check "status --watch --json stops on SIGTERM" stops_within 10 "$WJ"
 check "... with exit 0" test "${RC:-x}" = 0
 check "... and no watcher wrote an error" sh -c "! grep -q . '$T/watch-agent.err' '$T/watch-sched.err' '$T/watch-json.err'"
+
+# ---- a dataset made by a pull through an agent, as the API shows it ----
+mkdir -p "$T/psrc"; echo pulled >"$T/psrc/p"
+check "pull SOURCE through n1's agent" "$SYNCBIT" pull "$T/psrc" --to "$T/pulled" --socket "$T/a1.sock" -q
+curl -sf "http://$SCHED_HTTP/api/v1/datasets" >"$T/datasets.json"
+check "/api/v1/datasets: a pulled dataset says so, and which nodes pulled it" python3 -c '
+import json, sys
+ds = {d["name"]: d for d in json.load(open(sys.argv[1]))["datasets"]}
+p = [d for n, d in ds.items() if n.startswith("pull-")]
+assert len(p) == 1 and p[0]["pulled"] is True and p[0]["pulled_by"] == ["n1"], p
+assert ds["model"]["pulled"] is False and ds["model"]["pulled_by"] == [], ds["model"]
+' "$T/datasets.json"
 
 # ---- a node that is stopped: the timeout names it ----
 kill -TERM "${AGENT_PID[2]}"
