@@ -78,11 +78,12 @@ static void nap(uint64_t ms)
 
 /* ---- status --watch ---------------------------------------------------------- */
 
-/* Counters of elapsed time change on every look; they alone are no change. */
+/* Counters of elapsed time change on every look, and the disk's free
+ * space with whatever else writes to it: they alone are no change. */
 static void drop_clocks(json_t *j)
 {
 	static const char *const clocks[] = {"seconds_connected", "seconds_disconnected",
-					     "seconds_since_heartbeat"};
+					     "seconds_since_heartbeat", "disk_free"};
 	size_t i;
 	const char *k;
 	json_t *v;
@@ -477,9 +478,11 @@ static int wait_options(struct config *cfg, int npos, struct wait *w, uint64_t *
 	return 0;
 }
 
-/* One look: 1 ready, 0 not (w->why says why), or EXIT_FAIL-worthy
- * failure (-1, said). *last keeps the dataset's last status. */
-static int wait_look(struct config *cfg, struct wait *w, uint64_t call_ms, json_t **last)
+/* One look: 1 ready, 0 not (w->why says why), or -1 on a failure that
+ * waiting cannot mend (*fail says it). *last keeps the dataset's last
+ * status. */
+static int wait_look(struct config *cfg, struct wait *w, uint64_t call_ms, json_t **last,
+		     char **fail)
 {
 	json_t *doc = NULL;
 	char *error = NULL;
@@ -487,7 +490,7 @@ static int wait_look(struct config *cfg, struct wait *w, uint64_t call_ms, json_
 	int err = cli_admin_status(cfg, w->name, call_ms, &doc, &error, &permanent);
 	const json_t *d = doc ? find_dataset(doc, w->name) : NULL;
 	if (err < 0 && permanent) {
-		cli_error("dataset wait %s: %s", w->name, error);
+		*fail = xasprintf("dataset wait %s: %s", w->name, error);
 		ready = -1;
 	} else if (err < 0 && err == -ETIMEDOUT && call_ms < WAIT_CALL_MS && w->why.len) {
 		/* Cut short by the deadline: the last answer still says why. */
@@ -497,8 +500,8 @@ static int wait_look(struct config *cfg, struct wait *w, uint64_t call_ms, json_
 		buf_append_str(&w->why, error);
 		buf_append_str(&w->state, error);
 	} else if (!d) {
-		cli_error("dataset wait %s: no such dataset%s", w->name,
-			  *last ? " (it was removed)" : "");
+		*fail = xasprintf("dataset wait %s: no such dataset%s", w->name,
+				  *last ? " (it was removed)" : "");
 		ready = -1;
 	} else {
 		ready = wait_judge(w, d);
@@ -516,13 +519,13 @@ static int wait_loop(struct config *cfg, struct wait *w, uint64_t timeout_s, int
 {
 	uint64_t deadline = progress_now_ns() + timeout_s * 1000000000ull;
 	json_t *last = NULL;
-	char *state_seen = NULL;
+	char *state_seen = NULL, *fail = NULL;
 	int rc = EXIT_FAIL;
 	for (;;) {
 		uint64_t now = progress_now_ns(), call_ms = WAIT_CALL_MS;
 		if (timeout_s && now < deadline && (deadline - now) / 1000000ull < call_ms)
 			call_ms = (deadline - now) / 1000000ull + 1;
-		int ready = wait_look(cfg, w, call_ms, &last);
+		int ready = wait_look(cfg, w, call_ms, &last, &fail);
 		if (ready) {
 			rc = ready > 0 ? EXIT_OK : EXIT_FAIL;
 			break;
@@ -535,21 +538,25 @@ static int wait_loop(struct config *cfg, struct wait *w, uint64_t timeout_s, int
 				      buf_cstr(&w->why));
 		}
 		if (cli_stop_requested()) {
-			cli_error("dataset wait %s: interrupted: %s", w->name, buf_cstr(&w->why));
+			fail = xasprintf("dataset wait %s: interrupted: %s", w->name,
+					 buf_cstr(&w->why));
 			break;
 		}
 		now = progress_now_ns();
 		if (timeout_s && now >= deadline) {
 			char dur[32];
-			cli_error("dataset wait %s: not ready after %s: %s", w->name,
-				  progress_fmt_duration(timeout_s, dur, sizeof dur),
-				  buf_cstr(&w->why));
+			fail = xasprintf("dataset wait %s: not ready after %s: %s", w->name,
+					 progress_fmt_duration(timeout_s, dur, sizeof dur),
+					 buf_cstr(&w->why));
 			break;
 		}
 		uint64_t left = timeout_s ? (deadline - now) / 1000000ull : WAIT_POLL_MS;
 		nap(left < WAIT_POLL_MS ? left : WAIT_POLL_MS);
 	}
-	progress_close(&w->prog);
+	progress_close(&w->prog); /* the bar ends its line before anything else */
+	if (fail)
+		cli_error("%s", fail);
+	free(fail);
 	if (rc == EXIT_OK && !json) {
 		char *ver = xstrndup(jstr(last, "version"), 12);
 		printf("dataset %s: version %s ready on %llu %s\n", w->name, ver,
