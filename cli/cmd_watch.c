@@ -405,11 +405,11 @@ static void wait_progress(struct wait *w, const json_t *d)
 	if (!ver)
 		return;
 	if (!w->version || strcmp(w->version, ver)) {
-		/* A new version starts over. */
+		/* A new version starts over, from what its nodes already have:
+		 * that is no rate. */
 		free(w->version);
 		w->version = xstrdup(ver);
-		w->shown = 0;
-		w->prog.done = 0;
+		w->shown = w->prog.done = w->prog.rate_done = bytes_have(d, need);
 	}
 	json_array_foreach(json_object_get(d, "nodes"), i, n)
 	{
