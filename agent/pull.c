@@ -157,6 +157,15 @@ static void flush_work(uv_work_t *w)
 static void pump(struct pull *p);
 static void maybe_done(struct pull *p);
 
+/* --verbose: the file's path and size, above the bar on a terminal. */
+static void file_line(struct pull *p, struct pfile *pf)
+{
+	char size[32];
+	const struct source_file *f = sfile(p, pf);
+	progress_note(&p->prog, "  %s  %s", f->path,
+		      progress_fmt_bytes(f->size, size, sizeof size));
+}
+
 static void flush_done(uv_work_t *w, int status)
 {
 	struct pull *p = w->data;
@@ -173,8 +182,11 @@ static void flush_done(uv_work_t *w, int status)
 			cache_partial_close(parts[i]);
 	}
 	free(parts);
-	for (size_t i = 0; i < p->nflushing; i++)
+	for (size_t i = 0; i < p->nflushing; i++) {
 		p->flushing[i]->done = rc == 0;
+		if (rc == 0 && p->o->verbose && p->o->progress)
+			file_line(p, p->flushing[i]);
+	}
 	if (rc == 0)
 		progress_files_done(&p->prog, p->nflushing);
 	if (rc < 0)

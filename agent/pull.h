@@ -21,6 +21,7 @@ struct pull_options {
 	const char *name;   /* dataset name; NULL derives one */
 	uint32_t block_size;
 	int progress; /* draw progress on stderr */
+	int verbose;  /* with progress: a line on stderr for each file stored */
 	struct source_options src;
 	/* How the target is laid out (agent/layout.h; its counters and path
 	 * are filled); NULL publishes the tree as is. */

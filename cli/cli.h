@@ -88,6 +88,29 @@ int cmd_version(int argc, char **argv);
 int cmd_help(int argc, char **argv);
 int cmd_completion(int argc, char **argv);
 int cmd_man(int argc, char **argv);
+/* dataset wait NAME: until its current version is ready on the nodes
+ * (cli/cmd_watch.c). */
+int cmd_dataset_wait(int argc, char **argv);
+/* status --watch: CLI_NO_WATCH without --watch, else an exit status once
+ * a signal stops it (cluster: the scheduler's view of dataset name, or of
+ * all with NULL; else the local agent's). */
+#define CLI_NO_WATCH (-1)
+int cli_status_watch(struct config *cfg, const char *name, int json, int cluster);
+/* 1 once SIGINT or SIGTERM arrived after cli_catch_stop(). */
+int cli_stop_requested(void);
+void cli_catch_stop(void);
+/* One status question to the scheduler (cli/cmd_admin.c): 0 with *doc,
+ * or a negative code with *error (heap, one line) and *permanent set when
+ * asking again cannot help (token, address, authentication, refusal). */
+int cli_admin_status(struct config *cfg, const char *name, uint64_t timeout_ms, json_t **doc,
+		     char **error, int *permanent);
+/* status --scheduler's text from its JSON document. */
+void cli_print_cluster_status(const json_t *doc);
+/* One status question to the local agent (cli/cmd_agent.c): 0 with *doc,
+ * or a negative code with *error (heap, one line). */
+int cli_agent_status(const struct config *cfg, json_t **doc, char **error);
+/* status's text from the agent's JSON document. */
+void cli_print_agent_status(const json_t *st);
 /* pull NAME through the local agent (cli/cmd_agent.c); an exit status. */
 int cli_pull_agent(const struct config *cfg, const char *name, int json, int wait);
 /* pull SOURCE through the local agent (cli/cmd_agent.c). */
@@ -106,8 +129,8 @@ int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull 
 /* The flag tables (in the files of their commands). */
 extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys[],
     cli_scheduler_keys[], cli_dataset_add_keys[], cli_dataset_update_keys[], cli_admin_keys[],
-    cli_status_keys[], cli_ready_keys[], cli_hosts_keys[], cli_verify_keys[], cli_gc_keys[],
-    cli_rm_keys[], cli_cache_ls_keys[];
+    cli_status_keys[], cli_dataset_wait_keys[], cli_ready_keys[], cli_hosts_keys[],
+    cli_verify_keys[], cli_gc_keys[], cli_rm_keys[], cli_cache_ls_keys[];
 
 /* 1 when some command has a flag named key: a config file may hold it. */
 int cli_key_known(const char *key);

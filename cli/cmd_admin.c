@@ -19,6 +19,8 @@
 #include "common/wire.h"
 
 #define ADMIN_REPLY_MAX (64u << 20)
+/* How often a call looks for a stop asked by a signal. */
+#define CALL_STOP_CHECK_MS 100
 
 #define ADMIN_KEYS                                                                             \
 	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address", "HOST:PORT", 0},    \
@@ -60,8 +62,10 @@ struct call {
 	const char *addr;
 	struct buf body;
 	uv_timer_t timer;
-	int status;  /* connection failure, or 0 */
-	char *error; /* its one-line explanation */
+	uv_timer_t stop; /* looks for a stop asked by a signal */
+	int status;	 /* connection failure, or 0 */
+	int dial_failed; /* the address did not parse */
+	char *error;	 /* its one-line explanation */
 	Syncbit__AdminReply *reply;
 };
 
@@ -110,11 +114,65 @@ static void call_closed(struct conn *c, int status)
 		k->status = status ? status : SB_EPROTO;
 	}
 	uv_close((uv_handle_t *)&k->timer, NULL);
+	uv_close((uv_handle_t *)&k->stop, NULL);
 }
 
 static void call_timeout(uv_timer_t *t)
 {
 	conn_close(t->data, -ETIMEDOUT);
+}
+
+/* A stop asked for by a signal (status --watch, dataset wait) ends the
+ * call without waiting for its timeout. */
+static void call_check_stop(uv_timer_t *t)
+{
+	if (cli_stop_requested())
+		conn_close(t->data, SB_ECANCELED);
+}
+
+/* Send a with the token and wait up to timeout_ms for the reply: 0 with
+ * k->reply, or a negative code with k->error saying why. */
+static int call_exchange(struct call *k, const struct secure_token *tok, int encrypt,
+			 uint64_t timeout_ms, const Syncbit__Admin *a)
+{
+	size_t n = syncbit__admin__get_packed_size(a);
+	buf_reserve(&k->body, n);
+	k->body.len = syncbit__admin__pack(a, k->body.ptr);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct conn_config cc = {.token = tok,
+				 .purpose = HANDSHAKE_ADMIN, /* a fresh key: no identity */
+				 .node = "cli",
+				 .encrypt = encrypt,
+				 .body_max = ADMIN_REPLY_MAX,
+				 .payload_max = 1};
+	static const struct conn_callbacks cbs = {
+	    .on_ready = call_ready, .on_frame = call_frame, .on_close = call_closed};
+	struct conn *c;
+	int rc = conn_dial(&loop, k->addr, &cc, &cbs, k, &c);
+	if (rc == 0) {
+		uv_timer_init(&loop, &k->timer);
+		k->timer.data = c;
+		uv_timer_start(&k->timer, call_timeout, timeout_ms, 0);
+		uv_timer_init(&loop, &k->stop);
+		k->stop.data = c;
+		uv_timer_start(&k->stop, call_check_stop, CALL_STOP_CHECK_MS, CALL_STOP_CHECK_MS);
+		uv_run(&loop, UV_RUN_DEFAULT);
+	} else {
+		k->status = rc;
+		k->dial_failed = 1;
+		k->error = xstrdup("expected HOST:PORT");
+	}
+	uv_loop_close(&loop);
+	if (k->status < 0 || !k->reply)
+		return k->status < 0 ? k->status : SB_EPROTO;
+	return 0;
+}
+
+/* Why a call failed, as said after "scheduler ADDR: ". */
+static const char *call_why(const struct call *k)
+{
+	return k->status == SB_EAUTH ? "authentication failed (wrong join token?)" : k->error;
 }
 
 /* Send a and wait for the reply. 0 with k->reply, or EXIT_FAIL after the
@@ -137,36 +195,10 @@ static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Adm
 		free(detail);
 		return EXIT_FAIL;
 	}
-	size_t n = syncbit__admin__get_packed_size(a);
-	buf_reserve(&k->body, n);
-	k->body.len = syncbit__admin__pack(a, k->body.ptr);
-	uv_loop_t loop;
-	uv_loop_init(&loop);
-	struct conn_config cc = {.token = &tok,
-				 .purpose = HANDSHAKE_ADMIN, /* a fresh key: no identity */
-				 .node = "cli",
-				 .encrypt = !enc_off,
-				 .body_max = ADMIN_REPLY_MAX,
-				 .payload_max = 1};
-	static const struct conn_callbacks cbs = {
-	    .on_ready = call_ready, .on_frame = call_frame, .on_close = call_closed};
-	struct conn *c;
-	rc = conn_dial(&loop, k->addr, &cc, &cbs, k, &c);
-	if (rc == 0) {
-		uv_timer_init(&loop, &k->timer);
-		k->timer.data = c;
-		uv_timer_start(&k->timer, call_timeout, timeout * 1000, 0);
-		uv_run(&loop, UV_RUN_DEFAULT);
-	} else {
-		k->status = rc;
-		k->error = xstrdup("expected HOST:PORT");
-	}
-	uv_loop_close(&loop);
+	rc = call_exchange(k, &tok, !enc_off, timeout * 1000, a);
 	sodium_memzero(&tok, sizeof tok);
-	if (k->status < 0 || !k->reply) {
-		cli_error("%s: scheduler %s: %s", k->what, k->addr,
-			  k->status == SB_EAUTH ? "authentication failed (wrong join token?)"
-						: k->error);
+	if (rc < 0) {
+		cli_error("%s: scheduler %s: %s", k->what, k->addr, call_why(k));
 		return EXIT_FAIL;
 	}
 	if (k->reply->code < 0) {
@@ -183,6 +215,45 @@ static void call_close(struct call *k)
 	buf_close(&k->body);
 	free(k->error);
 	syncbit__admin_reply__free_unpacked(k->reply, NULL);
+}
+
+int cli_admin_status(struct config *cfg, const char *name, uint64_t timeout_ms, json_t **doc,
+		     char **error, int *permanent)
+{
+	struct call k = {.what = "status", .addr = config_get(cfg, "scheduler")};
+	Syncbit__Admin a = SYNCBIT__ADMIN__INIT;
+	struct secure_token tok;
+	const char *tf = config_get(cfg, "token-file");
+	char *detail = NULL;
+	int enc_off = 0;
+	*doc = NULL;
+	*error = NULL;
+	*permanent = 1;
+	config_get_bool(cfg, "no-encrypt", &enc_off);
+	int rc = secure_token_load(tf, &tok, &detail);
+	if (rc < 0) {
+		*error = detail ? detail : xasprintf("token file %s: %s", tf, sb_strerror(rc));
+		return rc;
+	}
+	a.op = SYNCBIT__ADMIN_OP__ADMIN_STATUS;
+	a.name = (char *)name;
+	rc = call_exchange(&k, &tok, !enc_off, timeout_ms, &a);
+	sodium_memzero(&tok, sizeof tok);
+	if (rc < 0) {
+		/* A refused handshake or an address that does not parse stays so;
+		 * a scheduler down or restarting may answer the next time. */
+		*permanent = rc == SB_EAUTH || k.dial_failed;
+		*error = xasprintf("scheduler %s: %s", k.addr, call_why(&k));
+	} else if (k.reply->code < 0) {
+		rc = k.reply->code;
+		*error = xstrdup(k.reply->message && k.reply->message[0] ? k.reply->message
+									 : sb_strerror(rc));
+	} else if (!(*doc = json_loads(k.reply->json ? k.reply->json : "", 0, NULL))) {
+		rc = SB_EPROTO;
+		*error = xasprintf("scheduler %s: malformed reply", k.addr);
+	}
+	call_close(&k);
+	return rc;
 }
 
 /* ---- output ------------------------------------------------------------------ */
@@ -373,7 +444,7 @@ static void print_dataset_status(const json_t *d)
 	buf_close(&t.cells);
 }
 
-static void print_status(const json_t *doc)
+void cli_print_cluster_status(const json_t *doc)
 {
 	size_t i;
 	json_t *d;
@@ -593,6 +664,9 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	    (rc = check_args(cmd, &cfg, npos, &json)) ||
 	    (rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source)))
 		goto out;
+	if (cmd->op == SYNCBIT__ADMIN_OP__ADMIN_STATUS &&
+	    (rc = cli_status_watch(&cfg, a.name, json, 1)) != CLI_NO_WATCH)
+		goto out;
 	k.addr = config_get(&cfg, "scheduler");
 	if ((rc = call_scheduler(&k, &cfg, &a)))
 		goto out;
@@ -662,7 +736,8 @@ int cmd_node_rm(int argc, char **argv)
  * send status elsewhere). */
 int cmd_status(int argc, char **argv)
 {
-	static const struct admin_cmd c = {"status", 0, 1, ADMIN_OP(STATUS), print_status};
+	static const struct admin_cmd c = {"status", 0, 1, ADMIN_OP(STATUS),
+					   cli_print_cluster_status};
 	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++)
 		if (!strcmp(argv[i], "--scheduler") || !strncmp(argv[i], "--scheduler=", 12))
 			return admin_run(&c, argc, argv);

@@ -69,6 +69,11 @@ const struct config_key cli_status_keys[] = {
      0},
     {"timeout", "120", 0, "with --scheduler: seconds to wait for its answer", "SECONDS", 0},
     {"no-encrypt", "false", 1, "with --scheduler: authenticate but send in the clear", NULL, 0},
+    {"watch", "false", 1,
+     "keep watching: redraw on a terminal, else print the status again when it changes; "
+     "stops on Ctrl-C (SIGINT) or SIGTERM",
+     NULL, 'w'},
+    {"interval", "2", 0, "with --watch: seconds between looks", "SECONDS", 0},
     {NULL, NULL, 0, NULL, NULL, 0},
 };
 
@@ -312,7 +317,7 @@ static void print_json_line(json_t *o)
 }
 
 /* The node, its link to the scheduler (and why it is down), its cache. */
-static void print_header(json_t *st)
+static void print_header(const json_t *st)
 {
 	json_t *sched = json_object_get(st, "scheduler"), *cache = json_object_get(st, "cache");
 	const char *err = json_string_value(json_object_get(sched, "error"));
@@ -338,7 +343,7 @@ static void print_header(json_t *st)
 	}
 }
 
-static void print_status(json_t *st)
+void cli_print_agent_status(const json_t *st)
 {
 	size_t i;
 	json_t *s;
@@ -381,6 +386,26 @@ static void print_status(json_t *st)
 	}
 }
 
+int cli_agent_status(const struct config *cfg, json_t **doc, char **error)
+{
+	char *sock = socket_path(cfg);
+	struct agent_conn a;
+	*doc = NULL;
+	*error = NULL;
+	int rc = agent_connect(sock, &a);
+	if (rc < 0) {
+		*error = xasprintf("cannot reach the agent at %s: %s (is syncbit daemon running?)",
+				   sock, sb_strerror(rc));
+	} else {
+		if ((rc = agent_send(&a, json_pack("{s:s}", "op", "status"))) < 0 ||
+		    (rc = agent_recv(&a, doc)) < 0)
+			*error = xasprintf("agent at %s: %s", sock, sb_strerror(rc));
+		agent_close(&a);
+	}
+	free(sock);
+	return rc;
+}
+
 int cmd_agent_status(int argc, char **argv)
 {
 	struct config cfg;
@@ -397,13 +422,15 @@ int cmd_agent_status(int argc, char **argv)
 		goto out;
 	}
 	config_get_bool(&cfg, "json", &json);
+	if ((rc = cli_status_watch(&cfg, NULL, json, 0)) != CLI_NO_WATCH)
+		goto out;
 	sock = socket_path(&cfg);
 	if ((rc = agent_call(sock, json_pack("{s:s}", "op", "status"), &reply)))
 		goto out;
 	if (json)
 		print_json_line(reply);
 	else
-		print_status(reply);
+		cli_print_agent_status(reply);
 	rc = EXIT_OK;
 out:
 	json_decref(reply);

@@ -234,6 +234,7 @@ int cmd_pull(int argc, char **argv)
 	    .block_size = (uint32_t)bs,
 	    .progress = !quiet, /* plain lines on stderr when it is not a TTY, --json too */
 	};
+	config_get_bool(&cfg, "verbose", &o.verbose);
 	o.src = so;
 	o.src.jobs = (int)jobs;
 	o.src.retries = (int)retries;

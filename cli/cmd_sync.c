@@ -533,6 +533,7 @@ int cmd_sync(int argc, char **argv)
 	/* A bar for one run on a terminal; plain lines every few seconds on
 	 * anything else (a sidecar's log), --json or not. */
 	so.pull.progress = isatty(2) ? so.once && !json : 1;
+	config_get_bool(&cfg, "verbose", &so.pull.verbose);
 	target = sync_oci_is_dest(dst) ? xstrdup(dst) : cli_abs_path(dst);
 	so.source = src_with ? src_with : src;
 	so.target = target;

@@ -51,6 +51,11 @@ const struct cli_cmd cli_commands[] = {
     {"dataset update",
      "dataset update NAME [--source SOURCE] [--selector k=v[,k=v]] [--block-size SIZE] " CONN,
      "change what is given of a dataset's definition", cli_dataset_update_keys, cmd_dataset_update},
+    {"dataset wait",
+     "dataset wait NAME [--nodes N|--all] [--timeout DURATION] --scheduler HOST:PORT "
+     "--token-file FILE [--json]",
+     "wait until NAME's current version is ready on its nodes", cli_dataset_wait_keys,
+     cmd_dataset_wait},
     {"dataset ls", "dataset ls " CONN, "list the datasets", cli_admin_keys, cmd_dataset_ls},
     {"dataset rm", "dataset rm NAME " CONN, "remove a dataset from every node", cli_admin_keys,
      cmd_dataset_rm},
@@ -58,8 +63,9 @@ const struct cli_cmd cli_commands[] = {
     {"node rm", "node rm NAME " CONN, "forget a node that left for good", cli_admin_keys,
      cmd_node_rm},
     {"status",
-     "status [--socket PATH] [--json]\n"
-     "  syncbit status --scheduler HOST:PORT --token-file FILE [NAME] [--json]",
+     "status [--socket PATH] [-w|--watch [--interval SECONDS]] [--json]\n"
+     "  syncbit status --scheduler HOST:PORT --token-file FILE [NAME] [-w|--watch "
+     "[--interval SECONDS]] [--json]",
      "this node's agent and datasets, or with --scheduler the cluster's", cli_status_keys,
      cmd_status},
     {"ready", "ready NAME [--socket PATH] [--wait [--timeout SECONDS]] [--json]",

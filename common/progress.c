@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,33 @@ static void progress_print_line(struct progress *p)
 	buf_append_str(&b, "\n");
 	progress_write(p, &b);
 	buf_close(&b);
+}
+
+void progress_set_label(struct progress *p, const char *label)
+{
+	free(p->label);
+	p->label = xstrdup(label ? label : "");
+}
+
+void progress_note(struct progress *p, const char *fmt, ...)
+{
+	struct buf msg = BUF_INIT, b = BUF_INIT;
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (p->drawn)
+		buf_append_str(&b, "\r\033[K");
+	/* Names from sources and peers may hold any byte. */
+	buf_reserve(&b, 4 * msg.len + 2);
+	b.len += log_escape((char *)b.ptr + b.len, b.cap - b.len, (const char *)msg.ptr, msg.len);
+	buf_close(&msg);
+	buf_append_str(&b, "\n");
+	write_all(p->fd, (const char *)b.ptr, b.len);
+	buf_close(&b);
+	if (p->drawn)
+		progress_draw_bar(p);
 }
 
 void progress_add_at(struct progress *p, uint64_t n, uint64_t now)

@@ -33,6 +33,12 @@ void progress_files_done(struct progress *p, uint64_t n);
 /* Add n bytes done; redraws at most 10 times a second (TTY), or prints a
  * plain line every PROGRESS_LINE_SECONDS (not a TTY: logs, CI, sidecars). */
 void progress_add(struct progress *p, uint64_t n);
+/* Change the label the next lines and redraws show. */
+void progress_set_label(struct progress *p, const char *label);
+/* One line on stderr that stays (a file done, a node ready): on a TTY it
+ * goes above the bar, which is drawn again below it. Printed even when
+ * the progress is silenced: the caller decides. */
+void progress_note(struct progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Final line and release. The final line is printed only when a bar or a
  * periodic line was shown before, so short operations stay silent. */
 void progress_close(struct progress *p);

@@ -77,7 +77,7 @@ static json_t *shown(const char *text)
 	return j;
 }
 
-json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
+static json_t *dataset_json(struct sched *s, const struct cluster_dataset *d)
 {
 	const struct sched_version *v = d->current ? d->current->v : NULL;
 	struct totals t;
@@ -98,6 +98,18 @@ json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 			 v && v->complete, "nodes_assigned", (json_int_t)t.assigned,
 			 "nodes_connected", (json_int_t)t.connected, "nodes_complete",
 			 (json_int_t)t.complete, "nodes", nodes, "error", shown(d->error));
+}
+
+json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
+{
+	json_t *o = dataset_json(s, d), *by = json_array();
+	/* Made by pulls through agents (`syncbit pull SOURCE`): it goes to the
+	 * nodes that pulled it, whatever its selector. */
+	for (size_t i = 0; i < d->npulled_by; i++)
+		json_array_append_new(by, json_string(d->pulled_by[i]));
+	json_object_set_new(o, "pulled", json_boolean(d->pulled));
+	json_object_set_new(o, "pulled_by", by);
+	return o;
 }
 
 json_t *api_datasets(struct sched *s)
@@ -201,7 +213,9 @@ json_t *api_status(struct sched *s, const char *only)
 		struct totals t;
 		if (only && only[0] && strcmp(only, d->name) != 0)
 			continue;
-		json_array_append_new(a, dataset_status(s, d, &t));
+		json_t *ds = dataset_status(s, d, &t);
+		json_object_set_new(ds, "error", shown(d->error)); /* listing the source */
+		json_array_append_new(a, ds);
 		origin += t.from_origin;
 		delivered += t.from_origin + t.from_peers;
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a Syncbit cluster on loopback. A scheduler, an origin (a local
 # directory, as an NFS export would be) and four agents distribute a
-# generated 512 MiB model-like dataset; live progress per node, then a
+# generated 512 MiB model-like dataset; `dataset wait` shows the progress, then a
 # summary of time, bytes read from the origin and bytes delivered.
 set -euo pipefail
 BIN=${SYNCBIT_BIN:-$(cd "$(dirname "$0")/.." && pwd)/bin/syncbit}
@@ -51,38 +51,17 @@ echo "\$ syncbit dataset add llama-demo $SRC --selector pool=a100"
 	--token-file "$D/scheduler/join-token"
 start=$(date +%s.%N)
 
-# Live progress until every node reports the dataset ready.
-summary() {
-	for n in $(seq "$NODES"); do
-		"$BIN" status --socket "$D/node$n.sock" --json 2>/dev/null | tail -1 || echo '{}'
-	done | "$PY" -c '
-import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-tot = {"bytes": 0, "have": 0, "origin": 0, "peers": 0, "ready": 0}
-cells = []
-for i, st in enumerate(rows, 1):
-    d = next((d for d in st.get("datasets", []) if d["name"] == "llama-demo"), {})
-    b, h = d.get("bytes", 0), d.get("bytes_have", 0)
-    tot["bytes"] += b; tot["have"] += h
-    tot["origin"] += d.get("bytes_from_origin", 0); tot["peers"] += d.get("bytes_from_peers", 0)
-    tot["ready"] += bool(d.get("ready"))
-    cells.append("gpu-%d %3d%%" % (i, 100 * h // b if b else 0))
-mib = lambda x: x / 1048576
-print(tot["ready"], tot["bytes"], tot["origin"], tot["peers"])
-print("  ".join(cells) + "   origin %6.1f MiB  peers %7.1f MiB" % (mib(tot["origin"]), mib(tot["peers"])))
-'
-}
-tty=0; [ -t 1 ] && tty=1
-while :; do
-	{ read -r ready bytes origin peers; read -r line; } < <(summary) # one status per node
-	el=$("$PY" -c "import time; print('%5.1fs' % (time.time() - $start))")
-	if [ $tty = 1 ]; then printf '\r%s %s' "$el" "$line"; else echo "$el $line"; fi
-	[ "$ready" -ge "$NODES" ] && break
-	"$PY" -c "import time, sys; sys.exit(time.time() - $start > 600)" || { echo; echo "demo: not done after 600 s" >&2; exit 1; }
-	sleep 0.5
-done
-[ $tty = 1 ] && echo
+# Progress until every node has the dataset: the scheduler's view of the
+# whole cluster, as an operator would wait for it.
+A=(--scheduler "$SCHED" --token-file "$D/scheduler/join-token")
+echo "\$ syncbit dataset wait llama-demo --timeout 10m"
+"$BIN" dataset wait llama-demo --timeout 10m "${A[@]}" || { echo "demo: not done after 10 minutes" >&2; exit 1; }
 secs=$("$PY" -c "import time; print('%.2f' % (time.time() - $start))")
+read -r bytes origin peers < <("$BIN" status llama-demo --json "${A[@]}" | tail -1 | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)["datasets"][0]
+t = d["totals"]
+print(d["bytes"] * d["nodes_complete"], t["bytes_from_origin"], t["bytes_from_peers"])')
 echo
 for n in $(seq "$NODES"); do
 	diff -r "$SRC" "$D/node$n/models/llama-demo" >/dev/null || { echo "demo: gpu-$n differs from the origin" >&2; exit 1; }
@@ -96,5 +75,5 @@ print("== done in %.2fs: %d nodes hold llama-demo (%.0f MiB each), byte-identica
 print("   delivered %.0f MiB in all; read from the origin %.0f MiB (%.2fx the dataset), %.0f MiB between peers" % (mib(delivered), mib(origin), origin / size if size else 0, mib(peers)))
 print("   without peers the origin would have sent %.0f MiB (%dx)" % (mib(delivered), n))
 PY
-echo "\$ syncbit status --socket $D/node1.sock"
-"$BIN" status --socket "$D/node1.sock"
+echo "\$ syncbit status --scheduler $SCHED --token-file … llama-demo"
+"$BIN" status llama-demo "${A[@]}"

@@ -226,7 +226,8 @@ function drawDatasets(status, datasets) {
       el("th", { scope: "row", text: d.name }),
       td(stateText, (d.error ? "wrap " : "") + "s-" + state),
       td(d.source || "–", "wrap mono"),
-      td(labels(d.selector) || "every node"),
+      d.pulled ? td("pulled by " + ((d.pulled_by || []).join(", ") || "–"), "wrap")
+               : td(labels(d.selector) || "every node"),
       el("td", { class: "mono", title: d.version || "", text: short(d.version) }),
       el("td", { class: "mono", title: d.manifest || "", text: short(d.manifest) }),
       td(String(d.files), "num"), td(bytes(d.bytes), "num"),
