@@ -79,40 +79,10 @@ static Manifest *listing_manifest(uv_loop_t *loop, const char *dir)
 	assert_int_equal(src->ops->list(src, listed_cb, &st), 0);
 	uv_run(loop, UV_RUN_DEFAULT);
 	assert_int_equal(st, 0);
-	Manifest m = SYNCBIT__MANIFEST__INIT;
-	m.format = MANIFEST_FORMAT;
-	m.source = uri.canonical;
-	m.block_size = BS;
-	m.source_version = "";
-	m.n_files = src->listing.nfiles;
-	m.files = calloc(m.n_files + 1, sizeof *m.files);
-	for (size_t i = 0; i < m.n_files; i++) {
-		const struct source_file *sf = &src->listing.files[i];
-		FileEntry *e = calloc(1, sizeof *e);
-		syncbit__file_entry__init(e);
-		e->path = sf->path;
-		e->type = (Syncbit__FileType)sf->type;
-		e->mode = sf->mode;
-		e->mtime_ns = sf->mtime_ns;
-		e->source_digest = sf->digest ? sf->digest : (char *)"";
-		if (sf->type == SRC_REGULAR) {
-			e->size = sf->size;
-			e->block_hashes.len = manifest_nblocks(sf->size, BS) * HASH_LEN;
-			e->block_hashes.data = calloc(e->block_hashes.len + 1, 1);
-		}
-		m.files[i] = e;
-	}
-	struct buf enc = BUF_INIT;
-	struct hash_id id;
 	Manifest *out;
-	manifest_encode(&m, &enc, &id);
-	assert_int_equal(manifest_decode(enc.ptr, enc.len, &out), 0);
-	buf_close(&enc);
-	for (size_t i = 0; i < m.n_files; i++) {
-		free(m.files[i]->block_hashes.data);
-		free(m.files[i]);
-	}
-	free(m.files);
+	char *detail = NULL;
+	assert_int_equal(manifest_from_listing(&src->listing, uri.canonical, BS, &out, &detail), 0);
+	assert_null(detail);
 	source_free(src);
 	uri_close(&uri);
 	return out;
