@@ -296,10 +296,11 @@ void fetch_quiet(struct fetch *f)
 		return;
 	}
 	if (f->rc == 0 && !f->complete && fetch_stopping(f))
-		fetch_fail(f, SB_ECANCELED,
-			   "%s: stopped before every file was fetched; the target keeps its previous "
-			   "version",
-			   fetch_shown(f));
+		fetch_fail(
+		    f, SB_ECANCELED,
+		    "%s: stopped before every file was fetched; the target keeps its previous "
+		    "version",
+		    fetch_shown(f));
 	if (f->dead || f->idle_told || (f->rc == 0 && !f->published))
 		return;
 	f->idle_told = 1;

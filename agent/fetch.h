@@ -96,9 +96,9 @@ struct fetch_options {
 	 * must outlive the fetch); NULL: opened and listed on the first
 	 * origin read. Its listing must describe the manifest's files. */
 	struct source *src;
-	const char *shown;  /* how errors name the source; NULL: the manifest's */
-	int origin_jobs;    /* origin reads in flight; 0: the source's hint */
-	int whole_blocks;   /* one read per origin block, never split in parts */
+	const char *shown; /* how errors name the source; NULL: the manifest's */
+	int origin_jobs;   /* origin reads in flight; 0: the source's hint */
+	int whole_blocks;  /* one read per origin block, never split in parts */
 	enum fetch_sync sync;
 	struct progress *progress; /* bytes stored are added to it; may be NULL */
 	int quiet;		   /* failures go to the hooks only, not to the log */

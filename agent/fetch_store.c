@@ -14,17 +14,17 @@
 #include "common/progress.h"
 #include "common/uri.h"
 
-#define ORIGIN_JOBS_DEFAULT 8 /* origin reads in flight when the source gives no hint */
-#define ORIGIN_JOBS_MAX	    64	/* ...and at most, from a hint */
-#define ORIGIN_JOBS_ASKED   256 /* ...and at most, when asked for */
+#define ORIGIN_JOBS_DEFAULT 8		 /* origin reads in flight when the source gives no hint */
+#define ORIGIN_JOBS_MAX	    64		 /* ...and at most, from a hint */
+#define ORIGIN_JOBS_ASKED   256		 /* ...and at most, when asked for */
 #define ORIGIN_PART_MIN	    (256u << 10) /* smallest part of a block read in parallel */
 /* FETCH_SYNC_BATCHED: written blocks per fdatasync and index commit, which
  * bounds the work a crash can lose while keeping syncs rare on fast
  * transfers; at least this often on slow ones; sealed files per syncfs and
  * index commit. */
-#define SYNC_BATCH	  16
-#define SYNC_INTERVAL_MS  1000
-#define FINISH_BATCH	  64
+#define SYNC_BATCH	 16
+#define SYNC_INTERVAL_MS 1000
+#define FINISH_BATCH	 64
 
 /* ---- making blocks durable ---- */
 
@@ -87,7 +87,8 @@ static void flush_done(uv_work_t *w, int status)
 		for (size_t i = 0; i < n && rc == 0; i++) {
 			struct ffile *ff = f->flushing[i];
 			for (uint32_t b = ff->first; b < ff->first + ff->nblocks; b++)
-				fetch_mark_have(f, ff, b, (const struct hash_id *)fetch_hash_ptr(f, b));
+				fetch_mark_have(f, ff, b,
+						(const struct hash_id *)fetch_hash_ptr(f, b));
 			ff->done = 1;
 		}
 		if (rc < 0)
@@ -386,11 +387,14 @@ void fetch_store_done(uv_work_t *w, int status)
 	} else if (j->kind == JOB_LOCAL) {
 		fetch_back_to_need(f, b); /* the cached copy went away or is damaged */
 	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT && j->held == -1) {
-		fetch_fail(f, SB_ECHANGED, "%s: block %u of %s differs from the version being fetched",
+		fetch_fail(f, SB_ECHANGED,
+			   "%s: block %u of %s differs from the version being fetched",
 			   fetch_shown(f), b, f->m->files[ff->index]->path);
 	} else if (j->kind == JOB_ORIGIN && rc == SB_ECHANGED) {
-		fetch_fail(f, rc, "%s: %s changed while it was read; fetch it again for a consistent "
-			   "version", fetch_shown(f), f->m->files[ff->index]->path);
+		fetch_fail(f, rc,
+			   "%s: %s changed while it was read; fetch it again for a consistent "
+			   "version",
+			   fetch_shown(f), f->m->files[ff->index]->path);
 	} else if (rc != SB_ECANCELED) {
 		fetch_back_to_need(f, b);
 		if (sb_no_space(rc))
@@ -398,7 +402,8 @@ void fetch_store_done(uv_work_t *w, int status)
 				   cache_dir(f->c), rc == -EDQUOT ? " within the disk quota" : "",
 				   f->m->files[ff->index]->path, sb_strerror(rc));
 		else if (j->kind == JOB_ORIGIN)
-			fetch_fail(f, rc, "%s: %s: %s", fetch_shown(f), f->m->files[ff->index]->path,
+			fetch_fail(f, rc, "%s: %s: %s", fetch_shown(f),
+				   f->m->files[ff->index]->path,
 				   f->src->error_detail ? f->src->error_detail : sb_strerror(rc));
 		else
 			fetch_fail(f, rc, "%s: cannot store block %u: %s",
@@ -555,9 +560,9 @@ void fetch_source_ready(struct fetch *f)
 		f->nslots = 1;
 	else if (f->o.origin_jobs > 0)
 		f->nslots = (size_t)(f->o.origin_jobs < ORIGIN_JOBS_ASKED ? f->o.origin_jobs
-									: ORIGIN_JOBS_ASKED);
+									  : ORIGIN_JOBS_ASKED);
 	else
-		f->nslots = (size_t)(src->max_parallel <= 0		 ? ORIGIN_JOBS_DEFAULT
+		f->nslots = (size_t)(src->max_parallel <= 0		   ? ORIGIN_JOBS_DEFAULT
 				     : src->max_parallel < ORIGIN_JOBS_MAX ? src->max_parallel
 									   : ORIGIN_JOBS_MAX);
 	f->slots = xcalloc(f->nslots + 1, sizeof *f->slots);

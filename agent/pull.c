@@ -82,8 +82,8 @@ static int hook_complete(void *arg, struct fetch *f, const Manifest *m, const st
 				   id, enc.ptr, enc.len);
 	buf_close(&enc);
 	if (rc < 0) {
-		*detail = xasprintf("%s: cannot record dataset: %s", cache_dir(p->c),
-				    sb_strerror(rc));
+		*detail =
+		    xasprintf("%s: cannot record dataset: %s", cache_dir(p->c), sb_strerror(rc));
 		return rc;
 	}
 	if (p->o->target) {
@@ -206,8 +206,8 @@ static void listed(struct source *src, int status, void *arg)
 	}
 	Manifest *m;
 	char *detail = NULL;
-	int rc = manifest_from_listing(&src->listing, src->uri.canonical, p->o->block_size, &m,
-				       &detail);
+	int rc =
+	    manifest_from_listing(&src->listing, src->uri.canonical, p->o->block_size, &m, &detail);
 	if (rc < 0) {
 		set_error(p, rc, "%s: %s", src->uri.raw, detail);
 		free(detail);

@@ -383,7 +383,8 @@ uint64_t manifest_carry_over(Manifest *m, const Manifest *prev)
 		FileEntry *e = m->files[i];
 		if (e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && e->hardlink_to &&
 		    e->block_hashes.len)
-			memcpy(e->block_hashes.data, m->files[e->hardlink_to - 1]->block_hashes.data,
+			memcpy(e->block_hashes.data,
+			       m->files[e->hardlink_to - 1]->block_hashes.data,
 			       e->block_hashes.len);
 	}
 	return taken;

@@ -115,8 +115,8 @@ int version_from_listing(const struct source_listing *l, const char *canonical, 
 	Manifest *m;
 	rc = manifest_from_listing(l, canonical, block_size, &m, detail);
 	if (rc == 0 && (rc = adopt(m, out)) < 0)
-		*detail = xasprintf("the listing does not form a valid manifest: %s",
-				    sb_strerror(rc));
+		*detail =
+		    xasprintf("the listing does not form a valid manifest: %s", sb_strerror(rc));
 	return rc;
 }
 

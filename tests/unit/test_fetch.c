@@ -550,7 +550,7 @@ static void test_batched_stop(void **state)
 	assert_int_equal(cx.status, SB_ECANCELED);
 	assert_int_equal(cx.completed, 0);
 	assert_int_equal(st.bytes_from_origin, 3 * BS + 1); /* a only, whole */
-	assert_int_equal(st.blocks_have, 4);		     /* and indexed */
+	assert_int_equal(st.blocks_have, 4);		    /* and indexed */
 
 	struct bctx cy = {0};
 	batched_run(&loop, c, src, &cy, &st);
