@@ -1,10 +1,12 @@
-/* Fetching one dataset version on a daemon. Its blocks come from the cache
- * (identical blocks of other files and versions), from peers (agent/peer.c
- * asks and hands the bytes here) or from the origin for the blocks the
- * scheduler's plan gives this node. Every block is hashed on the pool and
- * checked against the manifest before it is written, made durable and
- * indexed before it is announced, and the complete version is published at
- * TARGET/NAME in one rename. Loop thread only. */
+/* The fetch engine: one dataset version into the cache. Its blocks come
+ * from the cache (identical blocks of other files and versions), from peers
+ * (agent/peer.c asks and hands the bytes here) or from the origin for the
+ * blocks its plan names: on a daemon the share the scheduler gives this
+ * node, for a standalone pull (agent/pull.c) the whole source. Every block
+ * is hashed on the pool and checked against the manifest when its hash is
+ * known, written, made durable and indexed before it is announced, and the
+ * complete version is published: at TARGET/NAME in one rename, or by the
+ * caller's complete hook. Loop thread only. */
 #ifndef SYNCBIT_FETCH_H
 #define SYNCBIT_FETCH_H
 
