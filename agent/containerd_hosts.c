@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 #include "common/path.h"
 
 #define DOCKER_HUB_SERVER "registry-1.docker.io"

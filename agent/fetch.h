@@ -15,7 +15,7 @@
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/manifest.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 /* A block known by hash and missing here waits this long for a peer to
  * offer it before this node reads it from the origin itself. */

@@ -13,7 +13,7 @@
 #include "agent/publish.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/path.h"
 
 #define TMP_PREFIX ".syncbit-tmp."

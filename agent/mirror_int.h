@@ -10,8 +10,8 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 #define MIRROR_DOCS_MAX	   (64u << 20) /* manifest bytes kept in memory per catalog */
 #define MIRROR_TAGS_MAX	   100000

@@ -8,11 +8,11 @@
 
 #include "agent/sync_oci_int.h"
 #include "common/err.h"
-#include "common/registry_auth.h"
+#include "common/source/oci_auth.h"
 #include "common/log.h"
 #include "common/progress.h"
-#include "common/registry.h"
-#include "common/registry_push.h"
+#include "common/source/oci_client.h"
+#include "common/source/oci_push.h"
 #include "common/uri.h"
 
 #define DOCKER_HUB_API "registry-1.docker.io"

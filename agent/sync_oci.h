@@ -16,8 +16,8 @@
 
 #include "agent/cache.h"
 #include "agent/pull.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 #define SYNC_OCI_PUSH_JOBS   4		 /* blobs pushed at once, at most */
 #define SYNC_OCI_DEST_PREFIX "oci-dest:" /* datasets recording what a destination holds */

@@ -10,11 +10,11 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/log.h"
 #include "common/manifest.h"
-#include "common/oci.h"
-#include "common/source.h"
+#include "common/source/oci_doc.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 /* A credentials file is one short line. */

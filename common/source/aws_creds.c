@@ -1,4 +1,4 @@
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -13,7 +13,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/s3.h"
+#include "common/source/s3_api.h"
 
 static const char *env(const char *name)
 {

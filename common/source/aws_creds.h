@@ -8,8 +8,8 @@
  * of their own while callers go on with the old. Only the first fetch, or
  * one with less than AWS_CREDS_URGENT_S left, blocks the caller for one
  * HTTP request (at most AWS_STS_TIMEOUT_S). */
-#ifndef SYNCBIT_AWS_CREDS_H
-#define SYNCBIT_AWS_CREDS_H
+#ifndef SYNCBIT_SOURCE_AWS_CREDS_H
+#define SYNCBIT_SOURCE_AWS_CREDS_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"

@@ -1,4 +1,4 @@
-#include "common/filter.h"
+#include "common/source/filter.h"
 
 #include <stdlib.h>
 #include <string.h>

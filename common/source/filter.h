@@ -12,8 +12,8 @@
  *   a trailing '/' matches directories only; a trailing '/\***' matches the
  *   directory and everything under it.
  * Pure; a built filter is read-only and thread-safe. */
-#ifndef SYNCBIT_FILTER_H
-#define SYNCBIT_FILTER_H
+#ifndef SYNCBIT_SOURCE_FILTER_H
+#define SYNCBIT_SOURCE_FILTER_H
 
 #include <stddef.h>
 

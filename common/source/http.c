@@ -7,7 +7,7 @@
  * fails with SB_ECHANGED rather than mixing two versions. Callbacks run from
  * the client's timer, never from inside libcurl or from the call that
  * started the operation. */
-#include "common/source.h"
+#include "common/source/source.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -17,7 +17,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"

@@ -1,4 +1,4 @@
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 
 #include <errno.h>
 #include <inttypes.h>

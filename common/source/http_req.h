@@ -6,8 +6,8 @@
  * between owners (URL, headers, signing, auth, body checks, delivery) comes
  * through struct http_req_ops. Loop thread only. Callbacks never run from
  * inside the call that started the request. */
-#ifndef SYNCBIT_HTTP_REQ_H
-#define SYNCBIT_HTTP_REQ_H
+#ifndef SYNCBIT_SOURCE_HTTP_REQ_H
+#define SYNCBIT_SOURCE_HTTP_REQ_H
 
 #include <curl/curl.h>
 #include <stddef.h>

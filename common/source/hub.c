@@ -2,7 +2,7 @@
  * the listing the kinds build, and small helpers for the kinds. The
  * transfers are in source_hub_http.c, the digest check in
  * source_hub_check.c. */
-#include "common/source_hub_impl.h"
+#include "common/source/hub_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/log.h"
 
 static struct hub_impl *impl_of(struct source *src)

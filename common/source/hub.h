@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 #define HUB_API_BODY_MAX   (64u << 20) /* one JSON answer */
 #define HUB_PAGES_MAX	   100000      /* pages of one listing */

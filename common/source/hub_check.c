@@ -5,7 +5,7 @@
  * file's held list, sorted by offset, so the digest sees the file in order
  * without a copy; one job per file hashes the run of held reads that
  * continues the hashed prefix, then their callbacks run. */
-#include "common/source_hub_impl.h"
+#include "common/source/hub_int.h"
 
 #include <inttypes.h>
 #include <openssl/evp.h>

@@ -4,7 +4,7 @@
  * (commit, ETag, size) so that a file changing mid-pull fails with
  * SB_ECHANGED. Callbacks run from the client's timer, never from libcurl or
  * from the starting call. */
-#include "common/source_hub_impl.h"
+#include "common/source/hub_int.h"
 
 #include <errno.h>
 #include <inttypes.h>

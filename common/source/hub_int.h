@@ -8,16 +8,16 @@
  * or waiting to retry), a file's held list (its bytes are in but wait for
  * the bytes before them to be hashed), a file's batch (being hashed) or the
  * client's done (callbacks still to run, from its timer). */
-#ifndef SYNCBIT_SOURCE_HUB_IMPL_H
-#define SYNCBIT_SOURCE_HUB_IMPL_H
+#ifndef SYNCBIT_SOURCE_HUB_INT_H
+#define SYNCBIT_SOURCE_HUB_INT_H
 
 #include <curl/curl.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/http_req.h"
-#include "common/source_hub.h"
+#include "common/source/http_req.h"
+#include "common/source/hub.h"
 
 #define HUB_DIGEST_MAX 32 /* bytes of the longest digest checked */
 

@@ -12,7 +12,7 @@
  * Listing: version = the revision; a file's digest is "sha256:<64 hex>"
  * from the API's Sha256 (checked against the bytes, as the SDK does), else
  * "ms-rev:<Revision>" when the API gives the file's revision. */
-#include "common/source_hub.h"
+#include "common/source/hub.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

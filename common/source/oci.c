@@ -23,7 +23,7 @@
  * named by --insecure-registry, are spoken to over plain HTTP; any other
  * over HTTPS. Callbacks run from the registry's timer or a pool job's
  * completion, never from the call that started the operation. */
-#include "common/source.h"
+#include "common/source/source.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -35,15 +35,15 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/manifest.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
-#include "common/registry.h"
-#include "common/registry_auth.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
+#include "common/source/oci_client.h"
+#include "common/source/oci_auth.h"
 
 #define DEFAULT_PLATFORM "linux/amd64"
 #define TAGS_PAGE	 1000

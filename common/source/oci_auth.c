@@ -1,4 +1,4 @@
-#include "common/registry_auth.h"
+#include "common/source/oci_auth.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -9,8 +9,8 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 #define DOCKER_HUB "docker.io"
 

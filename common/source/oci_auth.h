@@ -13,8 +13,8 @@
  * index.docker.io and registry-1.docker.io are docker.io. Credential
  * helpers (credHelpers, credsStore) and identity tokens are not run or
  * used. Blocking file reads; thread-safe. Credentials are never logged. */
-#ifndef SYNCBIT_REGISTRY_AUTH_H
-#define SYNCBIT_REGISTRY_AUTH_H
+#ifndef SYNCBIT_SOURCE_OCI_AUTH_H
+#define SYNCBIT_SOURCE_OCI_AUTH_H
 
 #include <stddef.h>
 

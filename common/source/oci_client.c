@@ -1,4 +1,4 @@
-#include "common/registry.h"
+#include "common/source/oci_client.h"
 
 #include <errno.h>
 #include <inttypes.h>

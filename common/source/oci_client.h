@@ -10,8 +10,8 @@
  * nor Basic credentials to another host). Loop thread only. Callbacks run
  * from the registry's timer, never from inside the call that started the
  * request. Requests run through common/http_req.c. */
-#ifndef SYNCBIT_REGISTRY_H
-#define SYNCBIT_REGISTRY_H
+#ifndef SYNCBIT_SOURCE_OCI_CLIENT_H
+#define SYNCBIT_SOURCE_OCI_CLIENT_H
 
 #include <curl/curl.h>
 #include <stddef.h>
@@ -19,8 +19,8 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/http_req.h"
-#include "common/oci.h"
+#include "common/source/http_req.h"
+#include "common/source/oci_doc.h"
 
 #define REGISTRY_HEADER_MAX 2048
 

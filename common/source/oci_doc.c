@@ -1,4 +1,4 @@
-#include "common/oci.h"
+#include "common/source/oci_doc.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -3,8 +3,8 @@
  * challenge, token answers, tag lists and their Link pagination, and the
  * files of an OCI image layout (oci-layout, index.json). Pure functions on
  * bytes from the wire, every length bounded; thread-safe. */
-#ifndef SYNCBIT_OCI_H
-#define SYNCBIT_OCI_H
+#ifndef SYNCBIT_SOURCE_OCI_DOC_H
+#define SYNCBIT_SOURCE_OCI_DOC_H
 
 #include <stddef.h>
 #include <stdint.h>

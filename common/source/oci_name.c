@@ -1,4 +1,4 @@
-#include "common/oci_name.h"
+#include "common/source/oci_name.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

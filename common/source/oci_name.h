@@ -5,8 +5,8 @@
  * under library/), the `ns` query parameter containerd adds when it asks a
  * mirror, and the request paths of the read API. Pure functions on bounded
  * strings; thread-safe. */
-#ifndef SYNCBIT_OCI_NAME_H
-#define SYNCBIT_OCI_NAME_H
+#ifndef SYNCBIT_SOURCE_OCI_NAME_H
+#define SYNCBIT_SOURCE_OCI_NAME_H
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-#include "common/registry_push.h"
+#include "common/source/oci_push.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,15 +8,15 @@
  * common/registry.c's, on a registry created with push set. Loop thread
  * only; callbacks run from the loop, never from the call that started the
  * operation. */
-#ifndef SYNCBIT_REGISTRY_PUSH_H
-#define SYNCBIT_REGISTRY_PUSH_H
+#ifndef SYNCBIT_SOURCE_OCI_PUSH_H
+#define SYNCBIT_SOURCE_OCI_PUSH_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/oci.h"
-#include "common/registry.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_client.h"
 
 #define PUSH_CHUNK_DEFAULT (32ull << 20) /* larger blobs go in PATCH chunks */
 #define PUSH_CHUNK_MIN	   (4u << 10)

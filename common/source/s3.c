@@ -10,7 +10,7 @@
  * Requests are signed with SigV4 (common/sigv4.c) when credentials are set.
  * Callbacks run from the client's timer, never from inside libcurl or from
  * the call that started the operation. */
-#include "common/source.h"
+#include "common/source/source.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -23,11 +23,11 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "common/s3.h"
-#include "common/sigv4.h"
+#include "common/source/s3_api.h"
+#include "common/source/sigv4.h"
 
 #define LIST_PAGE_KEYS	     "1000"	/* the most ListObjectsV2 returns */
 #define LIST_BODY_MAX	     (8u << 20) /* one page of 1000 long keys is ~1 MB */

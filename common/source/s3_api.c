@@ -1,4 +1,4 @@
-#include "common/s3.h"
+#include "common/source/s3_api.h"
 
 #include <curl/curl.h>
 #include <ctype.h>
@@ -9,9 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/err.h"
-#include "common/sigv4.h"
+#include "common/source/sigv4.h"
 
 /* ---- configuration ---- */
 

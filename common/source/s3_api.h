@@ -4,8 +4,8 @@
  * read by a small bounded scanner that refuses DTDs and anything it cannot
  * account for. Pure functions, thread-safe, except s3_config_init, which
  * reads the environment. */
-#ifndef SYNCBIT_S3_H
-#define SYNCBIT_S3_H
+#ifndef SYNCBIT_SOURCE_S3_API_H
+#define SYNCBIT_SOURCE_S3_API_H
 
 #include <stddef.h>
 #include <stdint.h>

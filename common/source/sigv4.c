@@ -1,4 +1,4 @@
-#include "common/sigv4.h"
+#include "common/source/sigv4.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>

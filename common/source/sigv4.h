@@ -4,8 +4,8 @@
  * signs every request here rather than through CURLOPT_AWS_SIGV4, whose
  * libcurl 7.88 form neither sorts the query nor adds x-amz-content-sha256.
  * Pure functions; thread-safe. */
-#ifndef SYNCBIT_SIGV4_H
-#define SYNCBIT_SIGV4_H
+#ifndef SYNCBIT_SOURCE_SIGV4_H
+#define SYNCBIT_SOURCE_SIGV4_H
 
 #include <stddef.h>
 #include <time.h>

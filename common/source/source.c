@@ -1,4 +1,4 @@
-#include "common/source.h"
+#include "common/source/source.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -8,13 +8,13 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/log.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 #include "common/manifest.h"
 #include "common/metrics.h"
 #include "common/progress.h"
-#include "common/source_hub.h"
+#include "common/source/hub.h"
 
 #define SIZE_TEXT_MAX 32 /* "1023.9 EiB" and room */
 

@@ -9,7 +9,7 @@
 
 #include <ctype.h>
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/err.h"
 
 static const char *const profiles[] = {"default", "dev", "team a", "sso"};

@@ -23,9 +23,9 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "common/registry_push.h"
-#include "common/source.h"
-#include "common/source_hub.h"
+#include "common/source/oci_push.h"
+#include "common/source/source.h"
+#include "common/source/hub.h"
 #include "common/uri.h"
 
 #define SEP	  "\n=====\n"

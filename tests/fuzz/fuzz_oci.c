@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/oci.h"
+#include "common/source/oci_doc.h"
 
 enum { DEC_MANIFEST, DEC_TO_OCI, DEC_CHALLENGE, DEC_TOKEN, DEC_TAGS, DEC_LINK, DEC_ERROR, DEC_N };
 

@@ -12,8 +12,8 @@
 #include "tests/fuzz/fuzz_util.h"
 
 #include "common/err.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 enum { DEC_PLATFORM, DEC_NAMES, DEC_REGISTRY, DEC_HOSTS, DEC_CREDENTIALS, DEC_N };
 

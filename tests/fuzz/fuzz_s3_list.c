@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/s3.h"
+#include "common/source/s3_api.h"
 
 static void check(int ok, const char *what)
 {

@@ -6,7 +6,7 @@
  * one-line reason and nothing to free. */
 #include "tests/fuzz/fuzz_util.h"
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/err.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -4,9 +4,9 @@
 #include "tests/unit/testutil.h"
 
 #include "common/err.h"
-#include "common/filter.h"
-#include "common/registry_auth.h"
-#include "common/source.h"
+#include "common/source/filter.h"
+#include "common/source/oci_auth.h"
+#include "common/source/source.h"
 
 static void test_glob(void **state)
 {

@@ -11,7 +11,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 
 /* ---- decisions ---- */
 

@@ -10,7 +10,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/httpd.h"
-#include "common/oci_name.h"
+#include "common/source/oci_name.h"
 
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

@@ -7,7 +7,7 @@
 
 #include "agent/sync_oci.h"
 #include "common/err.h"
-#include "common/registry_push.h"
+#include "common/source/oci_push.h"
 
 static void expect_resolved(const char *base, const char *location, const char *want)
 {

@@ -9,7 +9,7 @@
 #include "common/err.h"
 #include "common/manifest.h"
 #include "common/path.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 #define TIB  (1ull << 40)

@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
-#include "common/oci.h"
+#include "common/source/oci_doc.h"
 #include "common/uri.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"

@@ -23,9 +23,9 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/path.h"
-#include "common/s3.h"
-#include "common/sigv4.h"
-#include "common/source.h"
+#include "common/source/s3_api.h"
+#include "common/source/sigv4.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 #define FIXTURE	  "tests/fixtures/s3_fixture.py"
