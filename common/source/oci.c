@@ -99,7 +99,7 @@ struct image {
 struct oci_source {
 	struct source *src;
 	uv_loop_t *loop;
-	struct registry *reg;
+	struct oci_client *reg;
 	char *base;  /* scheme://host[:port] */
 	char *repo;  /* as the registry names it (library/ added on Docker Hub) */
 	char *shown; /* registry/repo for messages */
@@ -128,12 +128,12 @@ struct oci_source {
 
 /* list(): tags, manifests, then the layout. */
 
-static void fetch_doc(struct oci_source *os, char *url, registry_done_cb cb)
+static void fetch_doc(struct oci_source *os, char *url, oci_client_done_cb cb)
 {
-	registry_get_doc(os->reg, url, OCI_DOC_MAX, cb, os);
+	oci_client_get_doc(os->reg, url, OCI_DOC_MAX, cb, os);
 }
 
-static void list_done(struct registry_req *r)
+static void list_done(struct oci_client_req *r)
 {
 	struct oci_source *os = r->arg;
 	struct source *src = os->src;
@@ -142,7 +142,7 @@ static void list_done(struct registry_req *r)
 	int status = r->status;
 	if (status < 0)
 		source_set_error(src, "%s", r->detail ? r->detail : sb_strerror(status));
-	registry_req_free(r);
+	oci_client_req_free(r);
 	cb(src, status, arg);
 }
 
@@ -160,11 +160,11 @@ static void list_finish(struct oci_source *os, int status, const char *fmt, ...)
 		detail = buf_steal(&b);
 	}
 	os->listing = 0;
-	registry_defer(os->reg, status, detail, list_done, os);
+	oci_client_defer(os->reg, status, detail, list_done, os);
 }
 
 /* A request of list() failed: list() fails with its detail. */
-static void list_fail_req(struct registry_req *r, const char *what)
+static void list_fail_req(struct oci_client_req *r, const char *what)
 {
 	struct oci_source *os = r->arg;
 	list_finish(os, r->status, "%s: %s: %s", os->shown, what,
@@ -203,26 +203,26 @@ static void tags_done(struct oci_source *os, size_t total)
 	next_ref(os);
 }
 
-static void on_tags(struct registry_req *r)
+static void on_tags(struct oci_client_req *r)
 {
 	struct oci_source *os = r->arg;
 	if (!os->listing) {
-		registry_req_free(r);
+		oci_client_req_free(r);
 		return;
 	}
 	if (r->status < 0) {
 		list_fail_req(r, "cannot list tags");
-		registry_req_free(r);
+		oci_client_req_free(r);
 		return;
 	}
 	int rc = oci_tags_parse(r->body.ptr, r->body.len, &os->refs, &os->nrefs, TAGS_MAX);
 	if (rc < 0) {
 		list_finish(os, rc, "%s: malformed tag list from %s", os->shown, r->url);
-		registry_req_free(r);
+		oci_client_req_free(r);
 		return;
 	}
 	char *next = r->link[0] ? oci_link_next(r->link) : NULL;
-	registry_req_free(r);
+	oci_client_req_free(r);
 	if (!next) {
 		tags_done(os, os->nrefs);
 		return;
@@ -240,7 +240,7 @@ static void on_tags(struct registry_req *r)
 	fetch_doc(os, url, on_tags);
 }
 
-static void on_manifest(struct registry_req *r);
+static void on_manifest(struct oci_client_req *r);
 
 static void fetch_manifest(struct oci_source *os, const char *ref, const char *expect)
 {
@@ -268,7 +268,7 @@ static const char *ref_tag(struct oci_source *os)
 	return os->src->uri.revision; /* repo:tag@digest keeps its tag */
 }
 
-static int manifest_verified(struct registry_req *r, char *digest)
+static int manifest_verified(struct oci_client_req *r, char *digest)
 {
 	struct oci_source *os = r->arg;
 	oci_digest_of(r->body.ptr, r->body.len, digest);
@@ -319,7 +319,7 @@ static void choose_platform(struct oci_source *os, struct oci_manifest *idx)
 		    os->shown, want, have[0] ? have : "none");
 }
 
-static void on_manifest(struct registry_req *r)
+static void on_manifest(struct oci_client_req *r)
 {
 	struct oci_source *os = r->arg;
 	char digest[OCI_DIGEST_MAX], *why = NULL;
@@ -389,7 +389,7 @@ static void on_manifest(struct registry_req *r)
 	os->next_ref++;
 	next_ref(os);
 out:
-	registry_req_free(r);
+	oci_client_req_free(r);
 }
 
 /* The layout. */
@@ -543,19 +543,19 @@ static void read_deliver(struct oci_read *rd)
 	cb(src, status, arg);
 }
 
-static void read_deferred(struct registry_req *r)
+static void read_deferred(struct oci_client_req *r)
 {
 	struct oci_read *rd = r->arg;
 	if (r->status < 0 && !rd->status)
 		rd->status = r->status;
-	registry_req_free(r);
+	oci_client_req_free(r);
 	read_deliver(rd);
 }
 
 /* Deliver rd from the loop: never from inside read() or cancel(). */
 static void read_defer(struct oci_read *rd)
 {
-	registry_defer(rd->os->reg, 0, NULL, read_deferred, rd);
+	oci_client_defer(rd->os->reg, 0, NULL, read_deferred, rd);
 }
 
 static void hash_work(uv_work_t *w)
@@ -633,14 +633,14 @@ static void pump_hash(struct ofile *f)
 
 /* A range arrived. Bytes to check wait for those before them, so the read
  * that ends a blob is the one that learns its digest. */
-static void blob_fetched(struct registry_req *r)
+static void blob_fetched(struct oci_client_req *r)
 {
 	struct oci_read *rd = r->arg;
 	struct ofile *f = &rd->os->files[rd->file];
 	rd->status = r->status;
 	rd->detail = r->detail;
 	r->detail = NULL;
-	registry_req_free(r);
+	oci_client_req_free(r);
 	if (rd->status < 0 || !rd->verify || f->unverified || rd->canceled) {
 		if (rd->verify && !f->unverified)
 			unverify(f, rd->status < 0 ? "a read failed" : "canceled");
@@ -745,8 +745,8 @@ static int oci_read(struct source *src, size_t index, uint64_t off, size_t len, 
 			unverify(f, "its reads skip bytes");
 		}
 	}
-	registry_get_range(os->reg, xasprintf("%s/v2/%s/blobs/%s", os->base, os->repo, f->digest),
-			   f->size, off, len, buf, blob_fetched, rd);
+	oci_client_get_range(os->reg, xasprintf("%s/v2/%s/blobs/%s", os->base, os->repo, f->digest),
+			     f->size, off, len, buf, blob_fetched, rd);
 	return 0;
 }
 
@@ -755,7 +755,7 @@ static void oci_cancel(struct source *src)
 	struct oci_source *os = src->impl;
 	/* Reads in flight and list()'s request end with SB_ECANCELED through
 	 * their callbacks; reads held for hashing are delivered canceled. */
-	registry_cancel(os->reg);
+	oci_client_cancel(os->reg);
 	for (size_t i = 0; i < os->nfiles; i++) {
 		struct ofile *f = &os->files[i];
 		for (struct oci_read *rd = f->held; rd; rd = rd->next)
@@ -784,7 +784,7 @@ static void oci_free(struct source *src)
 	struct oci_source *os = src->impl;
 	if (!os)
 		return;
-	registry_free(os->reg);
+	oci_client_free(os->reg);
 	for (size_t i = 0; i < os->nfiles; i++)
 		while (os->files[i].held) {
 			struct oci_read *rd = os->files[i].held;
@@ -852,8 +852,8 @@ static int setup_credentials(struct source *src, struct oci_source *os)
 		char reg[OCI_NAME_HOST_MAX + 1], *from = NULL;
 		if (oci_name_registry(src->uri.registry, reg, sizeof reg) < 0)
 			snprintf(reg, sizeof reg, "%s", src->uri.registry);
-		int rc = registry_auth_lookup(reg, os->repo, src->opt.registry_authfile,
-					      &os->userpwd, &from);
+		int rc =
+		    oci_auth_lookup(reg, os->repo, src->opt.registry_authfile, &os->userpwd, &from);
 		if (rc < 0)
 			os->setup_error =
 			    xasprintf("%s: registry credentials: %s", os->shown, from);
@@ -888,7 +888,7 @@ int source_oci_new(struct source *src)
 					    "sources: --tag-regex picks the tags",
 					    os->shown);
 	if (rc == 0) {
-		struct registry_options ro = {
+		struct oci_client_options ro = {
 		    .repo = os->repo,
 		    .userpwd = os->userpwd,
 		    .insecure = insecure,
@@ -898,7 +898,7 @@ int source_oci_new(struct source *src)
 		    .bytes_read = &src->bytes_read,
 		    .counters = source_counters(URI_OCI),
 		};
-		rc = registry_new(src->loop, &ro, &os->reg);
+		rc = oci_client_new(src->loop, &ro, &os->reg);
 	}
 	if (rc < 0) {
 		release(os);

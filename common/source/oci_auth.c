@@ -58,8 +58,8 @@ static int not_auth_file(char **why, const char *what)
 	return SB_ECONFIG;
 }
 
-int registry_auth_find(const char *json, size_t len, const char *registry, const char *repo,
-		       char **userpwd, char **why)
+int oci_auth_find(const char *json, size_t len, const char *registry, const char *repo,
+		  char **userpwd, char **why)
 {
 	json_error_t jerr;
 	*userpwd = NULL;
@@ -148,8 +148,8 @@ static void auth_paths(const char *override, char *paths[4])
 		paths[3] = xasprintf("%s/.dockercfg", home);
 }
 
-int registry_auth_lookup(const char *registry, const char *repo, const char *override,
-			 char **userpwd, char **from)
+int oci_auth_lookup(const char *registry, const char *repo, const char *override, char **userpwd,
+		    char **from)
 {
 	char *paths[4];
 	int rc = 0;
@@ -161,7 +161,7 @@ int registry_auth_lookup(const char *registry, const char *repo, const char *ove
 		char *why = NULL;
 		if (!paths[i])
 			continue;
-		int r = buf_read_file(paths[i], REGISTRY_AUTH_FILE_MAX, &b);
+		int r = buf_read_file(paths[i], OCI_AUTH_FILE_MAX, &b);
 		/* Only --authfile must exist; a missing $REGISTRY_AUTH_FILE is
 		 * empty, as skopeo takes it. */
 		if (r == -ENOENT && !(i == 0 && override && *override)) {
@@ -172,8 +172,8 @@ int registry_auth_lookup(const char *registry, const char *repo, const char *ove
 			*from = xasprintf("%s: %s", paths[i], sb_strerror(r));
 			rc = SB_ECONFIG;
 		} else {
-			rc = registry_auth_find(b.len ? (const char *)b.ptr : "", b.len, registry,
-						repo, userpwd, &why);
+			rc = oci_auth_find(b.len ? (const char *)b.ptr : "", b.len, registry, repo,
+					   userpwd, &why);
 			if (rc == 1)
 				*from = xstrdup(paths[i]);
 			else if (rc < 0)

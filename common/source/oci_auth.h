@@ -19,19 +19,19 @@
 #include <stddef.h>
 
 /* A larger auth file is refused (real ones are a few KiB). */
-#define REGISTRY_AUTH_FILE_MAX (4u << 20)
+#define OCI_AUTH_FILE_MAX (4u << 20)
 
 /* "user:password" for repo (as the registry names it, "library/x" on Docker
  * Hub) at registry (host[:port]), from the files above; override replaces
  * file 1 when non-NULL. 1 with *userpwd (heap) and *from (heap: the file's
  * path), 0 when no file has an entry, or SB_ECONFIG with *from saying which
  * file is malformed and why (one line). */
-int registry_auth_lookup(const char *registry, const char *repo, const char *override,
-			 char **userpwd, char **from);
+int oci_auth_lookup(const char *registry, const char *repo, const char *override, char **userpwd,
+		    char **from);
 
 /* The same in one file's text. 1 with *userpwd, 0 without an entry, or
  * SB_ECONFIG with *why (heap) for JSON that is not an auth file. */
-int registry_auth_find(const char *json, size_t len, const char *registry, const char *repo,
-		       char **userpwd, char **why);
+int oci_auth_find(const char *json, size_t len, const char *registry, const char *repo,
+		  char **userpwd, char **why);
 
 #endif

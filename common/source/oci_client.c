@@ -15,7 +15,7 @@
 #define AUTH_TRIES     2
 #define LOCATION_MAX   8192 /* upload URLs carry the registry's state */
 
-struct registry {
+struct oci_client {
 	struct http_client http; /* first: its close callback frees the registry */
 	char *repo;
 	char *userpwd;
@@ -27,31 +27,31 @@ struct registry {
 	uint64_t token_until;
 	struct oci_challenge chal;
 	int have_chal, basic;
-	struct registry_req *token_req;
+	struct oci_client_req *token_req;
 	struct http_req_list auth_wait;
 };
 
-static void token_fetch(struct registry *reg);
+static void token_fetch(struct oci_client *reg);
 
 /* Requests. */
 
-static struct registry_req *to_req(struct http_req *b)
+static struct oci_client_req *to_req(struct http_req *b)
 {
-	return (struct registry_req *)((char *)b - offsetof(struct registry_req, base));
+	return (struct oci_client_req *)((char *)b - offsetof(struct oci_client_req, base));
 }
 
-static struct registry_req *req_new(struct registry *reg, enum registry_req_kind kind)
+static struct oci_client_req *req_new(struct oci_client *reg, enum oci_client_req_kind kind)
 {
-	struct registry_req *r = xcalloc(1, sizeof *r);
+	struct oci_client_req *r = xcalloc(1, sizeof *r);
 	http_req_init(&r->base, &reg->http);
 	r->reg = reg;
 	r->kind = kind;
-	if (kind == REGISTRY_RANGE)
+	if (kind == OCI_CLIENT_RANGE)
 		r->base.progress_reset = 1; /* progress forgives earlier failures */
 	return r;
 }
 
-static void req_free(struct registry_req *r)
+static void req_free(struct oci_client_req *r)
 {
 	http_req_close(&r->base);
 	buf_close(&r->body);
@@ -65,8 +65,8 @@ static void req_free(struct registry_req *r)
 
 static void describe(const struct http_req *b, struct buf *out)
 {
-	const struct registry_req *r = to_req((struct http_req *)b);
-	if (r->kind == REGISTRY_CALL && r->url) {
+	const struct oci_client_req *r = to_req((struct http_req *)b);
+	if (r->kind == OCI_CLIENT_CALL && r->url) {
 		/* An upload URL's query carries the registry's state: not shown. */
 		char *shown = http_url_for_messages(r->url);
 		buf_printf(out, "%s %s: ", r->call.method, shown ? shown : "(unparsable URL)");
@@ -79,7 +79,7 @@ static void describe(const struct http_req *b, struct buf *out)
 /* The outcome moves to the fields the caller reads. */
 static void deliver(struct http_req *b)
 {
-	struct registry_req *r = to_req(b);
+	struct oci_client_req *r = to_req(b);
 	r->status = b->status;
 	r->http_status = b->resp.status;
 	r->length = b->resp.content_length;
@@ -94,9 +94,9 @@ static void free_hook(struct http_req *b)
 	req_free(to_req(b));
 }
 
-static void park_for_token(struct registry_req *r)
+static void park_for_token(struct oci_client_req *r)
 {
-	struct registry *reg = r->reg;
+	struct oci_client *reg = r->reg;
 	http_req_drop_easy(&r->base);
 	http_req_unlink(&r->base);
 	r->base.state = HTTP_REQ_PARKED;
@@ -107,10 +107,10 @@ static void park_for_token(struct registry_req *r)
 /* An expired token is renewed before a request goes out with it. */
 static int hold(struct http_req *b)
 {
-	struct registry_req *r = to_req(b);
-	struct registry *reg = r->reg;
-	if (r->kind != REGISTRY_TOKEN && reg->token && uv_now(reg->http.loop) >= reg->token_until &&
-	    reg->have_chal) {
+	struct oci_client_req *r = to_req(b);
+	struct oci_client *reg = r->reg;
+	if (r->kind != OCI_CLIENT_TOKEN && reg->token &&
+	    uv_now(reg->http.loop) >= reg->token_until && reg->have_chal) {
 		free(reg->token);
 		reg->token = NULL;
 		park_for_token(r);
@@ -119,9 +119,9 @@ static int hold(struct http_req *b)
 	return 0;
 }
 
-static void auth_needed(struct registry_req *r)
+static void auth_needed(struct oci_client_req *r)
 {
-	struct registry *reg = r->reg;
+	struct oci_client *reg = r->reg;
 	struct oci_challenge c;
 	if (!r->www_auth[0] || oci_challenge_parse(r->www_auth, &c) < 0) {
 		http_req_fail(&r->base, SB_EDENIED, "HTTP 401 without a Bearer or Basic challenge");
@@ -162,10 +162,10 @@ static void auth_needed(struct registry_req *r)
 
 static void status_failed(struct http_req *b)
 {
-	struct registry_req *r = to_req(b);
+	struct oci_client_req *r = to_req(b);
 	long st = b->resp.status;
 	char reg[256];
-	if (st == 401 && r->kind != REGISTRY_TOKEN) {
+	if (st == 401 && r->kind != OCI_CLIENT_TOKEN) {
 		auth_needed(r);
 		return;
 	}
@@ -193,7 +193,7 @@ static void copy_value(char *dst, size_t cap, const char *line, size_t n, size_t
 
 static void on_header(struct http_req *b, const char *data, size_t n)
 {
-	struct registry_req *r = to_req(b);
+	struct oci_client_req *r = to_req(b);
 	if (n >= 5 && !strncmp(data, "HTTP/", 5)) {
 		r->content_type[0] = r->docker_digest[0] = r->www_auth[0] = r->link[0] = '\0';
 		r->range[0] = '\0';
@@ -216,7 +216,7 @@ static void on_header(struct http_req *b, const char *data, size_t n)
 	}
 }
 
-static int blob_check(struct registry_req *r)
+static int blob_check(struct oci_client_req *r)
 {
 	const struct http_resp *p = &r->base.resp;
 	uint64_t first = r->base.off + r->base.got;
@@ -243,7 +243,7 @@ static int blob_check(struct registry_req *r)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct registry_req *r = to_req(arg); /* the client passes &r->base */
+	struct oci_client_req *r = to_req(arg); /* the client passes &r->base */
 	size_t n = size * nmemb;
 	r->base.last_io = uv_now(r->reg->http.loop);
 	if (!r->base.checked) {
@@ -251,7 +251,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		long st = r->base.resp.status;
 		if (st < 200 || st >= 300)
 			r->base.discard = 1;
-		else if (r->kind == REGISTRY_RANGE && blob_check(r) < 0)
+		else if (r->kind == OCI_CLIENT_RANGE && blob_check(r) < 0)
 			return 0;
 	}
 	if (r->base.discard) {
@@ -259,9 +259,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			buf_append(&r->body, data, n < ERROR_KEEP ? n : ERROR_KEEP);
 		return http_req_drain(&r->base, n);
 	}
-	if (r->kind == REGISTRY_CALL)
+	if (r->kind == OCI_CLIENT_CALL)
 		return n; /* nothing in a 2xx answer to a call is needed */
-	if (r->kind != REGISTRY_RANGE) {
+	if (r->kind != OCI_CLIENT_RANGE) {
 		if (r->body.len + n > r->body_max) {
 			http_req_refuse(&r->base, SB_ETOOBIG, "answer larger than %zu bytes",
 					r->body_max);
@@ -289,13 +289,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 static void done(struct http_req *b, CURLcode rc)
 {
-	struct registry_req *r = to_req(b);
-	if (r->kind == REGISTRY_RANGE && rc == CURLE_WRITE_ERROR && b->verdict == 0 &&
+	struct oci_client_req *r = to_req(b);
+	if (r->kind == OCI_CLIENT_RANGE && rc == CURLE_WRITE_ERROR && b->verdict == 0 &&
 	    b->got == b->len)
 		rc = CURLE_OK; /* we hung up on the rest of a whole body */
 	if (http_req_attempt_failed(b, rc))
 		return;
-	if (r->kind != REGISTRY_RANGE || b->got == b->len)
+	if (r->kind != OCI_CLIENT_RANGE || b->got == b->len)
 		http_req_finish(b, 0);
 	else if (b->count > 0)
 		http_req_start(b); /* a clean but short answer: ask for the rest */
@@ -306,12 +306,12 @@ static void done(struct http_req *b, CURLcode rc)
 /* The credentials an attempt carries. curl drops a custom Authorization
  * header and its own Basic auth when a redirect leaves the host, so blob
  * storage never sees either. */
-static void set_auth(struct registry_req *r, CURL *e)
+static void set_auth(struct oci_client_req *r, CURL *e)
 {
-	struct registry *reg = r->reg;
-	if (r->kind == REGISTRY_CALL && r->call.anonymous)
+	struct oci_client *reg = r->reg;
+	if (r->kind == OCI_CLIENT_CALL && r->call.anonymous)
 		return;
-	if (r->kind == REGISTRY_TOKEN) {
+	if (r->kind == OCI_CLIENT_TOKEN) {
 		if (reg->userpwd) {
 			curl_easy_setopt(e, CURLOPT_USERPWD, reg->userpwd);
 			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
@@ -327,7 +327,7 @@ static void set_auth(struct registry_req *r, CURL *e)
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
 {
-	struct registry_req *r = to_req(arg);
+	struct oci_client_req *r = to_req(arg);
 	size_t n = r->call.body->read(r->call.body->arg, buf, size * nitems);
 	if (n == CURL_READFUNC_PAUSE)
 		r->base.paused = 1; /* waiting for the disk, not the network */
@@ -337,9 +337,9 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
 }
 
 /* The method, headers and body of a call. */
-static void setup_call(struct registry_req *r, CURL *e)
+static void setup_call(struct oci_client_req *r, CURL *e)
 {
-	const struct registry_call *c = &r->call;
+	const struct oci_client_call *c = &r->call;
 	if (!strcmp(c->method, "HEAD")) {
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	} else if (c->body) {
@@ -367,16 +367,16 @@ static void setup_call(struct registry_req *r, CURL *e)
 
 static void setup(struct http_req *b, CURL *e)
 {
-	struct registry_req *r = to_req(b);
+	struct oci_client_req *r = to_req(b);
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	r->skip = 0;
 	buf_reset(&r->body);
-	if (r->kind == REGISTRY_CALL)
+	if (r->kind == OCI_CLIENT_CALL)
 		setup_call(r, e);
-	if (r->kind == REGISTRY_DOC)
+	if (r->kind == OCI_CLIENT_DOC)
 		http_req_add_header(b, "Accept: %s", OCI_ACCEPT);
-	if (r->kind == REGISTRY_RANGE)
+	if (r->kind == OCI_CLIENT_RANGE)
 		http_req_set_range(b, e);
 	set_auth(r, e);
 }
@@ -394,9 +394,9 @@ static const struct http_req_ops req_ops = {
 
 /* Tokens. */
 
-static void on_token(struct registry_req *r)
+static void on_token(struct oci_client_req *r)
 {
-	struct registry *reg = r->reg;
+	struct oci_client *reg = r->reg;
 	struct http_req *w;
 	char *token = NULL;
 	long expires = 0;
@@ -439,7 +439,7 @@ static void on_token(struct registry_req *r)
 
 /* A realm over plain HTTP would carry the credentials in clear: only as
  * far as the registry itself may be spoken to that way. */
-static int realm_allowed(struct registry *reg, const char *realm)
+static int realm_allowed(struct oci_client *reg, const char *realm)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL, *port = NULL;
@@ -471,7 +471,7 @@ static int realm_allowed(struct registry *reg, const char *realm)
  * registry's challenge to a HEAD names only pull), and adds what the
  * challenge names beyond it (pull on the repository a blob is mounted
  * from), each as a scope parameter of its own. */
-static void append_scopes(struct registry *reg, struct buf *url)
+static void append_scopes(struct oci_client *reg, struct buf *url)
 {
 	struct buf own = BUF_INIT;
 	buf_printf(&own, "repository:%s:%s", reg->repo, reg->push ? "pull,push" : "pull");
@@ -496,7 +496,7 @@ static void append_scopes(struct registry *reg, struct buf *url)
 	buf_close(&own);
 }
 
-static void token_fetch(struct registry *reg)
+static void token_fetch(struct oci_client *reg)
 {
 	if (reg->token_req)
 		return;
@@ -510,7 +510,7 @@ static void token_fetch(struct registry *reg)
 		return;
 	}
 	struct buf url = BUF_INIT;
-	struct registry_req *r = req_new(reg, REGISTRY_TOKEN);
+	struct oci_client_req *r = req_new(reg, OCI_CLIENT_TOKEN);
 	buf_printf(&url, "%s%c", reg->chal.realm, strchr(reg->chal.realm, '?') ? '&' : '?');
 	if (reg->chal.service[0]) {
 		buf_append_str(&url, "service=");
@@ -527,9 +527,9 @@ static void token_fetch(struct registry *reg)
 
 /* The interface. */
 
-int registry_new(uv_loop_t *loop, const struct registry_options *o, struct registry **out)
+int oci_client_new(uv_loop_t *loop, const struct oci_client_options *o, struct oci_client **out)
 {
-	struct registry *reg = xcalloc(1, sizeof *reg);
+	struct oci_client *reg = xcalloc(1, sizeof *reg);
 	struct http_client_options co = {
 	    .retries = o->retries,
 	    .connect_seconds = o->connect_seconds,
@@ -550,12 +550,12 @@ int registry_new(uv_loop_t *loop, const struct registry_options *o, struct regis
 	return 0;
 }
 
-static void registry_closed(struct http_client *c)
+static void oci_client_closed(struct http_client *c)
 {
 	free(c); /* the first member of its registry */
 }
 
-void registry_free(struct registry *reg)
+void oci_client_free(struct oci_client *reg)
 {
 	if (!reg || reg->http.closing)
 		return;
@@ -566,12 +566,13 @@ void registry_free(struct registry *reg)
 	free(reg->userpwd);
 	free(reg->insecure);
 	free(reg->token);
-	http_client_close(&reg->http, registry_closed);
+	http_client_close(&reg->http, oci_client_closed);
 }
 
-void registry_get_doc(struct registry *reg, char *url, size_t max, registry_done_cb cb, void *arg)
+void oci_client_get_doc(struct oci_client *reg, char *url, size_t max, oci_client_done_cb cb,
+			void *arg)
 {
-	struct registry_req *r = req_new(reg, REGISTRY_DOC);
+	struct oci_client_req *r = req_new(reg, OCI_CLIENT_DOC);
 	r->url = url;
 	r->body_max = max;
 	r->cb = cb;
@@ -579,10 +580,10 @@ void registry_get_doc(struct registry *reg, char *url, size_t max, registry_done
 	http_req_start(&r->base);
 }
 
-void registry_get_range(struct registry *reg, char *url, uint64_t total, uint64_t off, size_t len,
-			void *buf, registry_done_cb cb, void *arg)
+void oci_client_get_range(struct oci_client *reg, char *url, uint64_t total, uint64_t off,
+			  size_t len, void *buf, oci_client_done_cb cb, void *arg)
 {
-	struct registry_req *r = req_new(reg, REGISTRY_RANGE);
+	struct oci_client_req *r = req_new(reg, OCI_CLIENT_RANGE);
 	r->url = url;
 	r->total = total;
 	r->base.off = off;
@@ -593,10 +594,11 @@ void registry_get_range(struct registry *reg, char *url, uint64_t total, uint64_
 	http_req_start(&r->base);
 }
 
-struct registry_req *registry_call(struct registry *reg, char *url,
-				   const struct registry_call *call, registry_done_cb cb, void *arg)
+struct oci_client_req *oci_client_call(struct oci_client *reg, char *url,
+				       const struct oci_client_call *call, oci_client_done_cb cb,
+				       void *arg)
 {
-	struct registry_req *r = req_new(reg, REGISTRY_CALL);
+	struct oci_client_req *r = req_new(reg, OCI_CLIENT_CALL);
 	r->url = url;
 	r->call = *call;
 	r->base.once = call->once;
@@ -606,7 +608,7 @@ struct registry_req *registry_call(struct registry *reg, char *url,
 	return r;
 }
 
-void registry_req_resume(struct registry_req *r)
+void oci_client_req_resume(struct oci_client_req *r)
 {
 	if (!r->base.paused || !r->base.easy)
 		return;
@@ -615,20 +617,21 @@ void registry_req_resume(struct registry_req *r)
 	curl_easy_pause(r->base.easy, CURLPAUSE_CONT);
 }
 
-void registry_defer(struct registry *reg, int status, char *detail, registry_done_cb cb, void *arg)
+void oci_client_defer(struct oci_client *reg, int status, char *detail, oci_client_done_cb cb,
+		      void *arg)
 {
-	struct registry_req *r = req_new(reg, REGISTRY_DEFER);
+	struct oci_client_req *r = req_new(reg, OCI_CLIENT_DEFER);
 	r->base.detail = detail;
 	r->cb = cb;
 	r->arg = arg;
 	http_req_finish(&r->base, status);
 }
 
-void registry_cancel(struct registry *reg)
+void oci_client_cancel(struct oci_client *reg)
 {
 	struct http_req *r, *next;
 	for (r = reg->http.done.head; r; r = r->next)
-		if (to_req(r)->kind != REGISTRY_TOKEN)
+		if (to_req(r)->kind != OCI_CLIENT_TOKEN)
 			http_req_cancel(r);
 	for (r = reg->auth_wait.head; r; r = next) {
 		next = r->next;
@@ -640,12 +643,12 @@ void registry_cancel(struct registry *reg)
 	}
 }
 
-int registry_busy(const struct registry *reg)
+int oci_client_busy(const struct oci_client *reg)
 {
 	return reg->http.active.head || reg->auth_wait.head || reg->http.done.head;
 }
 
-void registry_req_free(struct registry_req *r)
+void oci_client_req_free(struct oci_client_req *r)
 {
 	if (r)
 		req_free(r);

@@ -22,9 +22,9 @@
 #include "common/source/http_req.h"
 #include "common/source/oci_doc.h"
 
-#define REGISTRY_HEADER_MAX 2048
+#define OCI_CLIENT_HEADER_MAX 2048
 
-struct registry_options {
+struct oci_client_options {
 	const char *repo;     /* for the default scope "repository:<repo>:pull" */
 	const char *userpwd;  /* "user:password", or NULL */
 	const char *insecure; /* hosts a token realm may use plain HTTP on */
@@ -36,22 +36,22 @@ struct registry_options {
 	int push;			/* tokens ask for "repository:<repo>:pull,push" */
 };
 
-struct registry;
-struct registry_req;
-typedef void (*registry_done_cb)(struct registry_req *r);
+struct oci_client;
+struct oci_client_req;
+typedef void (*oci_client_done_cb)(struct oci_client_req *r);
 
-enum registry_req_kind {
-	REGISTRY_DOC,	/* a GET whose body is kept in body */
-	REGISTRY_TOKEN, /* the token service (internal) */
-	REGISTRY_RANGE, /* bytes off..off+len-1 of a blob into buf */
-	REGISTRY_DEFER, /* no transfer: only the deferred callback */
-	REGISTRY_CALL,	/* a request the caller describes (struct registry_call) */
+enum oci_client_req_kind {
+	OCI_CLIENT_DOC,	  /* a GET whose body is kept in body */
+	OCI_CLIENT_TOKEN, /* the token service (internal) */
+	OCI_CLIENT_RANGE, /* bytes off..off+len-1 of a blob into buf */
+	OCI_CLIENT_DEFER, /* no transfer: only the deferred callback */
+	OCI_CLIENT_CALL,  /* a request the caller describes (struct oci_client_call) */
 };
 
 /* A streamed request body, on curl's read contract. */
-struct registry_body {
+struct oci_client_body {
 	/* Copy up to n bytes into buf: the count, 0 at the end,
-	 * CURL_READFUNC_PAUSE when none is ready yet (registry_req_resume
+	 * CURL_READFUNC_PAUSE when none is ready yet (oci_client_req_resume
 	 * once some is), or CURL_READFUNC_ABORT after a failure. */
 	size_t (*read)(void *arg, char *buf, size_t n);
 	/* An attempt starts (again) from the first byte. */
@@ -60,31 +60,31 @@ struct registry_body {
 	uint64_t len;
 };
 
-/* What a REGISTRY_CALL sends. Its strings and bodies must live until the
+/* What a OCI_CLIENT_CALL sends. Its strings and bodies must live until the
  * callback has run. */
-struct registry_call {
+struct oci_client_call {
 	const char *method;	   /* "HEAD", "POST", "PUT" or "PATCH" */
 	const char *content_type;  /* of the body, or NULL */
 	const char *accept;	   /* or NULL */
 	const char *content_range; /* "first-last", or NULL */
 	const void *data;	   /* an in-memory body of len bytes, or NULL */
 	size_t len;
-	const struct registry_body *body; /* a streamed body, or NULL */
-	int once;			  /* no retries: the caller starts over */
-	int anonymous;			  /* no credentials (a URL on another host) */
+	const struct oci_client_body *body; /* a streamed body, or NULL */
+	int once;			    /* no retries: the caller starts over */
+	int anonymous;			    /* no credentials (a URL on another host) */
 };
 
 /* One request. The fields above the line are the caller's to read in its
  * callback; after the callback the request is the caller's, to free with
- * registry_req_free. */
-struct registry_req {
+ * oci_client_req_free. */
+struct oci_client_req {
 	int status;   /* 0 or a negative error */
 	char *detail; /* "GET URL: why" on failure, or NULL */
 	long http_status;
 	struct buf body; /* DOC: the body; others: an error body's start */
 	char content_type[OCI_MEDIA_TYPE_MAX];
 	char docker_digest[OCI_DIGEST_MAX];
-	char link[REGISTRY_HEADER_MAX];
+	char link[OCI_CLIENT_HEADER_MAX];
 	char *location; /* the Location header, or NULL */
 	char range[64]; /* the Range header of an upload's answer, or "" */
 	int64_t length; /* Content-Length, -1 when absent */
@@ -92,47 +92,49 @@ struct registry_req {
 	void *arg;
 	/* ---- private ---- */
 	struct http_req base; /* RANGE: bytes base.off..base.off+base.len-1 */
-	struct registry *reg;
-	enum registry_req_kind kind;
-	registry_done_cb cb;
-	char www_auth[REGISTRY_HEADER_MAX];
+	struct oci_client *reg;
+	enum oci_client_req_kind kind;
+	oci_client_done_cb cb;
+	char www_auth[OCI_CLIENT_HEADER_MAX];
 	unsigned auth_tries, token_gen;
 	size_t body_max;
 	uint64_t total; /* RANGE: the blob's size */
 	uint64_t skip;
-	struct registry_call call; /* CALL */
+	struct oci_client_call call; /* CALL */
 };
 
 /* A registry client on loop; o's strings are copied. 0 or SB_EHTTP. */
-int registry_new(uv_loop_t *loop, const struct registry_options *o, struct registry **out);
+int oci_client_new(uv_loop_t *loop, const struct oci_client_options *o, struct oci_client **out);
 /* Drop every request without calling back, then close; the memory goes in
  * a close callback, so the loop must run once more. Safe from a callback.
  * NULL is a no-op. */
-void registry_free(struct registry *reg);
+void oci_client_free(struct oci_client *reg);
 
 /* GET url (heap, taken) with Accept for manifests; the body (at most max
  * bytes, else SB_ETOOBIG) lands in r->body. cb runs once. */
-void registry_get_doc(struct registry *reg, char *url, size_t max, registry_done_cb cb, void *arg);
+void oci_client_get_doc(struct oci_client *reg, char *url, size_t max, oci_client_done_cb cb,
+			void *arg);
 /* GET bytes off..off+len-1 of the blob at url (heap, taken), total bytes
  * long, into buf, which must live until cb. A blob of another size fails
  * with SB_ECORRUPT. */
-void registry_get_range(struct registry *reg, char *url, uint64_t total, uint64_t off, size_t len,
-			void *buf, registry_done_cb cb, void *arg);
+void oci_client_get_range(struct oci_client *reg, char *url, uint64_t total, uint64_t off,
+			  size_t len, void *buf, oci_client_done_cb cb, void *arg);
 /* Send call to url (heap, taken). A 2xx answer's body is dropped; an
  * error's start is kept in r->body. cb runs once. Returns the request,
  * the caller's to resume until its callback. */
-struct registry_req *registry_call(struct registry *reg, char *url,
-				   const struct registry_call *call, registry_done_cb cb,
-				   void *arg);
+struct oci_client_req *oci_client_call(struct oci_client *reg, char *url,
+				       const struct oci_client_call *call, oci_client_done_cb cb,
+				       void *arg);
 /* A streamed body whose read paused has bytes ready again. */
-void registry_req_resume(struct registry_req *r);
+void oci_client_req_resume(struct oci_client_req *r);
 /* Run cb from the loop with status and detail (heap, taken; may be NULL). */
-void registry_defer(struct registry *reg, int status, char *detail, registry_done_cb cb, void *arg);
+void oci_client_defer(struct oci_client *reg, int status, char *detail, oci_client_done_cb cb,
+		      void *arg);
 /* Every request still running or waiting ends with SB_ECANCELED, and
  * callbacks not yet run report SB_ECANCELED. */
-void registry_cancel(struct registry *reg);
+void oci_client_cancel(struct oci_client *reg);
 /* 1 while any request is running, waiting or not yet called back. */
-int registry_busy(const struct registry *reg);
-void registry_req_free(struct registry_req *r);
+int oci_client_busy(const struct oci_client *reg);
+void oci_client_req_free(struct oci_client_req *r);
 
 #endif

@@ -12,9 +12,9 @@
 #include "common/err.h"
 #include "common/log.h"
 
-struct registry_push {
+struct oci_push {
 	uv_loop_t *loop;
-	struct registry *reg;
+	struct oci_client *reg;
 	char *base, *repo;
 	uint64_t chunk;
 	int restarts;
@@ -25,7 +25,7 @@ struct registry_push {
 
 /* Pure helpers. */
 
-char *registry_push_resolve(const char *base, const char *location)
+char *oci_push_resolve(const char *base, const char *location)
 {
 	CURLU *u = curl_url();
 	char *s = NULL, *scheme = NULL, *out = NULL;
@@ -62,7 +62,7 @@ static char *origin_of(const char *url)
 	return out;
 }
 
-int registry_push_same_origin(const char *a, const char *b)
+int oci_push_same_origin(const char *a, const char *b)
 {
 	char *x = origin_of(a), *y = origin_of(b);
 	int same = x && y && !strcasecmp(x, y);
@@ -71,7 +71,7 @@ int registry_push_same_origin(const char *a, const char *b)
 	return same;
 }
 
-char *registry_push_with_digest(const char *url, const char *digest)
+char *oci_push_with_digest(const char *url, const char *digest)
 {
 	const char *q = strchr(url, '?');
 	char sep = !q ? '?' : q[1] && url[strlen(url) - 1] != '&' ? '&' : '\0';
@@ -80,7 +80,7 @@ char *registry_push_with_digest(const char *url, const char *digest)
 	return xasprintf("%sdigest=%s", url, digest);
 }
 
-int registry_push_range_last(const char *range, uint64_t *last)
+int oci_push_range_last(const char *range, uint64_t *last)
 {
 	const char *p = range;
 	char *end;
@@ -99,7 +99,7 @@ int registry_push_range_last(const char *range, uint64_t *last)
 	return 0;
 }
 
-void registry_push_content_range(char *out, size_t cap, uint64_t off, uint64_t len)
+void oci_push_content_range(char *out, size_t cap, uint64_t off, uint64_t len)
 {
 	snprintf(out, cap, "%" PRIu64 "-%" PRIu64, off, off + len - 1);
 }
@@ -128,11 +128,11 @@ struct push_reader {
 	uint64_t next;	     /* the next byte of the span to read */
 	uint64_t given;	     /* bytes handed to curl */
 	struct chunk *cur, *ready;
-	size_t pos;		  /* in cur */
-	int reading;		  /* a read of this generation is in flight */
-	int waiting;		  /* curl paused for want of bytes */
-	int error;		  /* a failed read, or SB_ECHANGED for a short file */
-	struct registry_req *req; /* the request the body belongs to */
+	size_t pos;		    /* in cur */
+	int reading;		    /* a read of this generation is in flight */
+	int waiting;		    /* curl paused for want of bytes */
+	int error;		    /* a failed read, or SB_ECHANGED for a short file */
+	struct oci_client_req *req; /* the request the body belongs to */
 	struct push_blob *b;
 	uv_fs_t close_req;
 };
@@ -189,7 +189,7 @@ static void chunk_read(uv_fs_t *fs)
 	}
 	if (rd->waiting && rd->req) {
 		rd->waiting = 0;
-		registry_req_resume(rd->req);
+		oci_client_req_resume(rd->req);
 	}
 	reader_fill(rd);
 }
@@ -257,7 +257,7 @@ static size_t reader_read(void *arg, char *buf, size_t n)
 		rd->cur = NULL;
 		reader_fill(rd);
 	}
-	struct registry_push *p = rd->b->p;
+	struct oci_push *p = rd->b->p;
 	rd->b->sent += k;
 	if (p->sent)
 		p->sent(p->sent_arg, k);
@@ -294,7 +294,7 @@ static void blob_fail(struct push_blob *b, int status, const char *fmt, ...)
 }
 
 /* A request of b failed: b fails with its line. */
-static void blob_fail_req(struct push_blob *b, struct registry_req *r)
+static void blob_fail_req(struct push_blob *b, struct oci_client_req *r)
 {
 	blob_fail(b, r->status, "%s", r->detail ? r->detail : sb_strerror(r->status));
 }
@@ -306,7 +306,7 @@ static char *blob_url(struct push_blob *b, const char *tail)
 
 /* A failed upload step worth a new session: the registry lost or refused
  * the session's state (404, 416), or the network or server failed. */
-static int worth_restart(const struct registry_req *r)
+static int worth_restart(const struct oci_client_req *r)
 {
 	long st = r->http_status;
 	if (r->status == SB_ECANCELED || r->status == SB_EAUTH || r->status == SB_EDENIED)
@@ -314,7 +314,7 @@ static int worth_restart(const struct registry_req *r)
 	return st == 0 || st == 404 || st == 408 || st == 416 || st == 429 || st >= 500;
 }
 
-static void upload_failed(struct push_blob *b, struct registry_req *r)
+static void upload_failed(struct push_blob *b, struct oci_client_req *r)
 {
 	const char *file_error =
 	    b->reader && b->reader->error ? sb_strerror(b->reader->error) : NULL;
@@ -335,27 +335,27 @@ static void upload_failed(struct push_blob *b, struct registry_req *r)
 static void upload_next(struct push_blob *b);
 
 static void blob_call(struct push_blob *b, const char *method, char *url, const char *range,
-		      registry_done_cb cb)
+		      oci_client_done_cb cb)
 {
-	struct registry_call c = {
+	struct oci_client_call c = {
 	    .method = method,
 	    .content_type = PUSH_BLOB_TYPE,
 	    .content_range = range,
 	    .body = b->span ? &b->body : NULL,
 	    .once = 1,
-	    .anonymous = !registry_push_same_origin(b->p->base, url),
+	    .anonymous = !oci_push_same_origin(b->p->base, url),
 	};
 	b->body.len = b->span;
 	if (b->reader) {
 		b->reader->start = b->off;
 		b->reader->len = b->span;
 	}
-	struct registry_req *r = registry_call(b->p->reg, url, &c, cb, b);
+	struct oci_client_req *r = oci_client_call(b->p->reg, url, &c, cb, b);
 	if (b->reader)
 		b->reader->req = r;
 }
 
-static void on_put(struct registry_req *r)
+static void on_put(struct oci_client_req *r)
 {
 	struct push_blob *b = r->arg;
 	if (b->reader)
@@ -371,12 +371,12 @@ static void on_put(struct registry_req *r)
 	} else {
 		blob_finish(b, 0, PUSH_BLOB_UPLOADED);
 	}
-	registry_req_free(r);
+	oci_client_req_free(r);
 }
 
 /* The Range a PATCH answer carries must end where the chunk did; the next
  * chunk goes to its Location. */
-static void on_patch(struct registry_req *r)
+static void on_patch(struct oci_client_req *r)
 {
 	struct push_blob *b = r->arg;
 	uint64_t last;
@@ -384,30 +384,30 @@ static void on_patch(struct registry_req *r)
 		b->reader->req = NULL;
 	if (r->status < 0) {
 		upload_failed(b, r);
-		registry_req_free(r);
+		oci_client_req_free(r);
 		return;
 	}
 	if (r->range[0] &&
-	    (registry_push_range_last(r->range, &last) < 0 || last != b->off + b->span - 1)) {
+	    (oci_push_range_last(r->range, &last) < 0 || last != b->off + b->span - 1)) {
 		blob_fail(b, SB_EPROTO,
 			  "PATCH of blob %s: the registry holds bytes %s, not 0-%" PRIu64,
 			  b->digest, r->range, b->off + b->span - 1);
-		registry_req_free(r);
+		oci_client_req_free(r);
 		return;
 	}
 	if (r->location) {
-		char *next = registry_push_resolve(b->session, r->location);
+		char *next = oci_push_resolve(b->session, r->location);
 		if (!next) {
 			blob_fail(b, SB_EPROTO, "PATCH of blob %s: unusable Location %s", b->digest,
 				  r->location);
-			registry_req_free(r);
+			oci_client_req_free(r);
 			return;
 		}
 		free(b->session);
 		b->session = next;
 	}
 	b->off += b->span;
-	registry_req_free(r);
+	oci_client_req_free(r);
 	upload_next(b);
 }
 
@@ -421,15 +421,15 @@ static void upload_next(struct push_blob *b)
 	if (b->size <= b->p->chunk) {
 		b->off = 0;
 		b->span = b->size;
-		blob_call(b, "PUT", registry_push_with_digest(b->session, b->digest), NULL, on_put);
+		blob_call(b, "PUT", oci_push_with_digest(b->session, b->digest), NULL, on_put);
 	} else if (b->off < b->size) {
 		uint64_t left = b->size - b->off;
 		b->span = left < b->p->chunk ? left : b->p->chunk;
-		registry_push_content_range(b->range, sizeof b->range, b->off, b->span);
+		oci_push_content_range(b->range, sizeof b->range, b->off, b->span);
 		blob_call(b, "PATCH", xstrdup(b->session), b->range, on_patch);
 	} else {
 		b->span = 0;
-		blob_call(b, "PUT", registry_push_with_digest(b->session, b->digest), NULL, on_put);
+		blob_call(b, "PUT", oci_push_with_digest(b->session, b->digest), NULL, on_put);
 	}
 }
 
@@ -449,7 +449,7 @@ static void on_open(uv_fs_t *fs)
 	rd->fd = (uv_file)fd;
 	rd->b = b;
 	b->reader = rd;
-	b->body = (struct registry_body){.read = reader_read, .rewind = reader_rewind, .arg = rd};
+	b->body = (struct oci_client_body){.read = reader_read, .rewind = reader_rewind, .arg = rd};
 	upload_next(b);
 }
 
@@ -470,7 +470,7 @@ static void upload_start(struct push_blob *b)
 	}
 }
 
-static void on_post(struct registry_req *r)
+static void on_post(struct oci_client_req *r)
 {
 	struct push_blob *b = r->arg;
 	int mount = strstr(r->url, "?mount=") != NULL;
@@ -481,7 +481,7 @@ static void on_post(struct registry_req *r)
 	} else if (r->http_status != 202 || !r->location) {
 		blob_fail(b, SB_EPROTO, "POST %s/v2/%s/blobs/uploads/: HTTP %ld%s", b->p->base,
 			  b->p->repo, r->http_status, r->location ? "" : " without a Location");
-	} else if (!(b->session = registry_push_resolve(r->url, r->location))) {
+	} else if (!(b->session = oci_push_resolve(r->url, r->location))) {
 		blob_fail(b, SB_EPROTO, "POST %s/v2/%s/blobs/uploads/: unusable Location %s",
 			  b->p->base, b->p->repo, r->location);
 	} else {
@@ -490,22 +490,22 @@ static void on_post(struct registry_req *r)
 				 b->p->repo, b->digest, b->mount_from);
 		upload_start(b);
 	}
-	registry_req_free(r);
+	oci_client_req_free(r);
 }
 
 static void blob_post(struct push_blob *b, int mount)
 {
-	struct registry_call c = {.method = "POST"};
+	struct oci_client_call c = {.method = "POST"};
 	char *url = mount ? xasprintf("%s/v2/%s/blobs/uploads/?mount=%s&from=%s", b->p->base,
 				      b->p->repo, b->digest, b->mount_from)
 			  : blob_url(b, "uploads/");
 	free(b->session);
 	b->session = NULL;
 	b->span = 0;
-	registry_call(b->p->reg, url, &c, on_post, b);
+	oci_client_call(b->p->reg, url, &c, on_post, b);
 }
 
-static void on_head(struct registry_req *r)
+static void on_head(struct oci_client_req *r)
 {
 	struct push_blob *b = r->arg;
 	if (r->status == 0 && r->length >= 0 && (uint64_t)r->length != b->size)
@@ -518,21 +518,21 @@ static void on_head(struct registry_req *r)
 		blob_post(b, b->mount_from != NULL);
 	else
 		blob_fail_req(b, r);
-	registry_req_free(r);
+	oci_client_req_free(r);
 }
 
-void registry_push_blob(struct registry_push *p, struct push_blob *b, push_blob_cb cb)
+void oci_push_blob(struct oci_push *p, struct push_blob *b, push_blob_cb cb)
 {
-	struct registry_call c = {.method = "HEAD"};
+	struct oci_client_call c = {.method = "HEAD"};
 	b->p = p;
 	b->cb = cb;
 	b->status = 0;
 	b->sent = 0;
 	b->restarts = 0;
-	registry_call(p->reg, blob_url(b, b->digest), &c, on_head, b);
+	oci_client_call(p->reg, blob_url(b, b->digest), &c, on_head, b);
 }
 
-void registry_push_blob_close(struct push_blob *b)
+void oci_push_blob_close(struct push_blob *b)
 {
 	free(b->detail);
 	b->detail = NULL;
@@ -540,16 +540,16 @@ void registry_push_blob_close(struct push_blob *b)
 
 /* Manifests. */
 
-static void manifest_done(struct push_manifest *m, struct registry_req *r, int status)
+static void manifest_done(struct push_manifest *m, struct oci_client_req *r, int status)
 {
 	m->status = status;
 	if (status < 0 && !m->detail)
 		m->detail = xstrdup(r && r->detail ? r->detail : sb_strerror(status));
-	registry_req_free(r);
+	oci_client_req_free(r);
 	m->cb(m);
 }
 
-static void on_manifest_head(struct registry_req *r)
+static void on_manifest_head(struct oci_client_req *r)
 {
 	struct push_manifest *m = r->arg;
 	m->remote[0] = '\0';
@@ -562,25 +562,24 @@ static void on_manifest_head(struct registry_req *r)
 	manifest_done(m, r, r->status);
 }
 
-static char *manifest_url(struct registry_push *p, const char *ref)
+static char *manifest_url(struct oci_push *p, const char *ref)
 {
 	return xasprintf("%s/v2/%s/manifests/%s", p->base, p->repo, ref);
 }
 
-void registry_push_manifest_head(struct registry_push *p, struct push_manifest *m,
-				 push_manifest_cb cb)
+void oci_push_manifest_head(struct oci_push *p, struct push_manifest *m, push_manifest_cb cb)
 {
-	struct registry_call c = {.method = "HEAD", .accept = OCI_ACCEPT};
+	struct oci_client_call c = {.method = "HEAD", .accept = OCI_ACCEPT};
 	m->p = p;
 	m->cb = cb;
 	oci_digest_of(m->data, m->len, m->digest);
-	registry_call(p->reg, manifest_url(p, m->ref), &c, on_manifest_head, m);
+	oci_client_call(p->reg, manifest_url(p, m->ref), &c, on_manifest_head, m);
 }
 
-static void on_manifest_put(struct registry_req *r)
+static void on_manifest_put(struct oci_client_req *r)
 {
 	struct push_manifest *m = r->arg;
-	struct registry_push *p = m->p;
+	struct oci_push *p = m->p;
 	if (r->status < 0) {
 		manifest_done(m, r, r->status);
 	} else if (r->http_status != 201 && r->http_status != 200) {
@@ -596,10 +595,9 @@ static void on_manifest_put(struct registry_req *r)
 	}
 }
 
-void registry_push_manifest_put(struct registry_push *p, struct push_manifest *m,
-				push_manifest_cb cb)
+void oci_push_manifest_put(struct oci_push *p, struct push_manifest *m, push_manifest_cb cb)
 {
-	struct registry_call c = {
+	struct oci_client_call c = {
 	    .method = "PUT",
 	    .content_type = m->media_type,
 	    .data = m->data,
@@ -608,10 +606,10 @@ void registry_push_manifest_put(struct registry_push *p, struct push_manifest *m
 	m->p = p;
 	m->cb = cb;
 	oci_digest_of(m->data, m->len, m->digest);
-	registry_call(p->reg, manifest_url(p, m->ref), &c, on_manifest_put, m);
+	oci_client_call(p->reg, manifest_url(p, m->ref), &c, on_manifest_put, m);
 }
 
-void registry_push_manifest_close(struct push_manifest *m)
+void oci_push_manifest_close(struct push_manifest *m)
 {
 	free(m->detail);
 	m->detail = NULL;
@@ -619,10 +617,10 @@ void registry_push_manifest_close(struct push_manifest *m)
 
 /* The pusher. */
 
-struct registry_push *registry_push_new(uv_loop_t *loop, struct registry *reg,
-					const struct registry_push_options *o)
+struct oci_push *oci_push_new(uv_loop_t *loop, struct oci_client *reg,
+			      const struct oci_push_options *o)
 {
-	struct registry_push *p = xcalloc(1, sizeof *p);
+	struct oci_push *p = xcalloc(1, sizeof *p);
 	p->loop = loop;
 	p->reg = reg;
 	p->base = xstrdup(o->base);
@@ -634,7 +632,7 @@ struct registry_push *registry_push_new(uv_loop_t *loop, struct registry *reg,
 	return p;
 }
 
-void registry_push_free(struct registry_push *p)
+void oci_push_free(struct oci_push *p)
 {
 	if (!p)
 		return;
@@ -643,8 +641,8 @@ void registry_push_free(struct registry_push *p)
 	free(p);
 }
 
-void registry_push_cancel(struct registry_push *p)
+void oci_push_cancel(struct oci_push *p)
 {
 	p->canceled = 1;
-	registry_cancel(p->reg);
+	oci_client_cancel(p->reg);
 }

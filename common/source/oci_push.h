@@ -24,7 +24,7 @@
 #define PUSH_BLOB_TYPE	   "application/octet-stream"
 #define PUSH_RANGE_MAX	   48
 
-struct registry_push_options {
+struct oci_push_options {
 	const char *base; /* scheme://host[:port] of the registry */
 	const char *repo; /* as the registry names it */
 	uint64_t chunk;	  /* blobs larger than this go in PATCH chunks this large */
@@ -34,16 +34,16 @@ struct registry_push_options {
 	void *sent_arg;
 };
 
-struct registry_push;
+struct oci_push;
 
 /* A pusher to o->repo on reg (the caller's: created with push set, freed
  * after this). o's strings are copied. */
-struct registry_push *registry_push_new(uv_loop_t *loop, struct registry *reg,
-					const struct registry_push_options *o);
+struct oci_push *oci_push_new(uv_loop_t *loop, struct oci_client *reg,
+			      const struct oci_push_options *o);
 /* Only once no operation is in flight. NULL is a no-op. */
-void registry_push_free(struct registry_push *p);
+void oci_push_free(struct oci_push *p);
 /* Every operation in flight ends with SB_ECANCELED. */
-void registry_push_cancel(struct registry_push *p);
+void oci_push_cancel(struct oci_push *p);
 
 enum push_blob_how { PUSH_BLOB_PRESENT, PUSH_BLOB_MOUNTED, PUSH_BLOB_UPLOADED };
 
@@ -61,26 +61,26 @@ struct push_blob {
 	void *arg;
 	/* The outcome. */
 	int status;   /* 0 or a negative error */
-	char *detail; /* one line on failure (heap, freed by registry_push_blob_close) */
+	char *detail; /* one line on failure (heap, freed by oci_push_blob_close) */
 	enum push_blob_how how;
 	uint64_t sent; /* body bytes sent, restarts included */
 	/* ---- private ---- */
-	struct registry_push *p;
+	struct oci_push *p;
 	push_blob_cb cb;
 	char *session; /* the upload URL the next request goes to */
 	uint64_t off;  /* bytes the session holds */
 	uint64_t span; /* bytes the request in flight sends */
 	int restarts;
 	struct push_reader *reader;
-	struct registry_body body;
+	struct oci_client_body body;
 	char range[PUSH_RANGE_MAX];
 };
 
 /* HEAD the blob; when missing, mount it from b->mount_from, else (or when
  * the registry answers the mount with an upload session) upload it. */
-void registry_push_blob(struct registry_push *p, struct push_blob *b, push_blob_cb cb);
+void oci_push_blob(struct oci_push *p, struct push_blob *b, push_blob_cb cb);
 /* Release what the outcome holds (not b). */
-void registry_push_blob_close(struct push_blob *b);
+void oci_push_blob_close(struct push_blob *b);
 
 struct push_manifest;
 typedef void (*push_manifest_cb)(struct push_manifest *m);
@@ -98,32 +98,30 @@ struct push_manifest {
 	char digest[OCI_DIGEST_MAX]; /* of data */
 	char remote[OCI_DIGEST_MAX]; /* HEAD: the digest ref has there, "" if none */
 	/* ---- private ---- */
-	struct registry_push *p;
+	struct oci_push *p;
 	push_manifest_cb cb;
 };
 
 /* HEAD ref: m->remote, or "" when the registry has no such manifest. */
-void registry_push_manifest_head(struct registry_push *p, struct push_manifest *m,
-				 push_manifest_cb cb);
+void oci_push_manifest_head(struct oci_push *p, struct push_manifest *m, push_manifest_cb cb);
 /* PUT the bytes under ref with their media type; SB_ECORRUPT when the
  * registry answers with another Docker-Content-Digest. */
-void registry_push_manifest_put(struct registry_push *p, struct push_manifest *m,
-				push_manifest_cb cb);
-void registry_push_manifest_close(struct push_manifest *m);
+void oci_push_manifest_put(struct oci_push *p, struct push_manifest *m, push_manifest_cb cb);
+void oci_push_manifest_close(struct push_manifest *m);
 
 /* Pure helpers, exposed for tests. */
 
 /* location (absolute, or a path) resolved against base (heap), or NULL
  * when it does not parse or is not http(s). */
-char *registry_push_resolve(const char *base, const char *location);
+char *oci_push_resolve(const char *base, const char *location);
 /* 1 when URLs a and b have the same scheme, host and port. */
-int registry_push_same_origin(const char *a, const char *b);
+int oci_push_same_origin(const char *a, const char *b);
 /* url with "digest=D" added to its query (heap). */
-char *registry_push_with_digest(const char *url, const char *digest);
+char *oci_push_with_digest(const char *url, const char *digest);
 /* The last byte of an upload's Range answer ("0-1023", "bytes=0-1023"):
  * 0 with *last set, -1 when malformed. */
-int registry_push_range_last(const char *range, uint64_t *last);
+int oci_push_range_last(const char *range, uint64_t *last);
 /* "first-last" of a PATCH chunk into out (len > 0). */
-void registry_push_content_range(char *out, size_t cap, uint64_t off, uint64_t len);
+void oci_push_content_range(char *out, size_t cap, uint64_t off, uint64_t len);
 
 #endif

@@ -69,7 +69,7 @@ static void answer(void *arg, const char *url, struct buf *head, struct buf *bod
 	struct feed *f = arg;
 	/* Compared by registry_push's own reading of URLs: scheme, host in
 	 * any case, and port. */
-	fuzz_check(registry_push_same_origin(url, f->origin), "a call left the hub's host");
+	fuzz_check(oci_push_same_origin(url, f->origin), "a call left the hub's host");
 	if (f->n == 0 || ++f->calls > CALLS_MAX) {
 		buf_append_str(head, "HTTP/1.1 404 Not Found\r\n\r\n");
 		buf_append_str(body, "{\"error\":\"Entry not found\"}");

@@ -18,24 +18,24 @@
 
 static void session(const char *base, const char *location)
 {
-	char *s = registry_push_resolve(base, location);
+	char *s = oci_push_resolve(base, location);
 	if (!s)
 		return;
 	fuzz_check(!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8), "not http(s)");
-	char *again = registry_push_resolve(s, s);
+	char *again = oci_push_resolve(s, s);
 	fuzz_check(again && !strcmp(again, s), "a session URL does not resolve to itself");
-	fuzz_check(registry_push_same_origin(s, s), "a URL is not of its own origin");
-	fuzz_check(registry_push_same_origin(base, s) == registry_push_same_origin(s, base),
+	fuzz_check(oci_push_same_origin(s, s), "a URL is not of its own origin");
+	fuzz_check(oci_push_same_origin(base, s) == oci_push_same_origin(s, base),
 		   "same origin is not symmetric");
-	char *put = registry_push_with_digest(s, DIGEST);
+	char *put = oci_push_with_digest(s, DIGEST);
 	fuzz_check(strstr(put, "digest=" DIGEST) != NULL, "digest not added");
-	char *put2 = registry_push_resolve(s, put);
+	char *put2 = oci_push_resolve(s, put);
 	fuzz_check(put2 != NULL, "the closing PUT's URL does not parse");
-	fuzz_check(registry_push_same_origin(s, put2), "the digest moved the upload elsewhere");
+	fuzz_check(oci_push_same_origin(s, put2), "the digest moved the upload elsewhere");
 	free(put2);
 	free(put);
 	/* A PATCH answer's Location, relative to the session. */
-	char *next = registry_push_resolve(s, location);
+	char *next = oci_push_resolve(s, location);
 	free(next);
 	free(again);
 	free(s);
@@ -44,7 +44,7 @@ static void session(const char *base, const char *location)
 static void range(const char *r)
 {
 	uint64_t last = 0;
-	if (registry_push_range_last(r, &last) < 0)
+	if (oci_push_range_last(r, &last) < 0)
 		return;
 	const char *p = !strncasecmp(r, "bytes=", 6) ? r + 6 : r;
 	char want[48];
@@ -52,7 +52,7 @@ static void range(const char *r)
 	fuzz_check(p[0] == '0', "a range not from 0 accepted");
 	if (last < UINT64_MAX) { /* what the chunk that ends there was sent as */
 		char out[48];
-		registry_push_content_range(out, sizeof out, 0, last + 1);
+		oci_push_content_range(out, sizeof out, 0, last + 1);
 		fuzz_check(!strcmp(out, want), "content range does not match");
 	}
 }

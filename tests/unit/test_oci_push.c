@@ -11,7 +11,7 @@
 
 static void expect_resolved(const char *base, const char *location, const char *want)
 {
-	char *got = registry_push_resolve(base, location);
+	char *got = oci_push_resolve(base, location);
 	if (!want) {
 		if (got)
 			fail_msg("%s + %s: resolved to %s", base, location, got);
@@ -46,28 +46,28 @@ static void test_location(void **state)
 static void test_origin(void **state)
 {
 	(void)state;
-	assert_true(registry_push_same_origin("http://127.0.0.1:5000/v2/",
-					      "http://127.0.0.1:5000/v2/a/blobs/uploads/u?x=1"));
-	assert_true(registry_push_same_origin("https://R.io/v2/", "https://r.io:443/x"));
+	assert_true(oci_push_same_origin("http://127.0.0.1:5000/v2/",
+					 "http://127.0.0.1:5000/v2/a/blobs/uploads/u?x=1"));
+	assert_true(oci_push_same_origin("https://R.io/v2/", "https://r.io:443/x"));
 	/* Credentials go to neither another host, port nor scheme. */
-	assert_false(registry_push_same_origin("https://r.io/v2/", "https://s3.r.io/x"));
-	assert_false(registry_push_same_origin("http://r:5000/", "http://r:5001/"));
-	assert_false(registry_push_same_origin("https://r.io/", "http://r.io/"));
-	assert_false(registry_push_same_origin("https://r.io/", "not a url"));
+	assert_false(oci_push_same_origin("https://r.io/v2/", "https://s3.r.io/x"));
+	assert_false(oci_push_same_origin("http://r:5000/", "http://r:5001/"));
+	assert_false(oci_push_same_origin("https://r.io/", "http://r.io/"));
+	assert_false(oci_push_same_origin("https://r.io/", "not a url"));
 }
 
 static void test_digest_query(void **state)
 {
 	(void)state;
 	const char *d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-	char *u = registry_push_with_digest("http://r/v2/a/blobs/uploads/u", d);
+	char *u = oci_push_with_digest("http://r/v2/a/blobs/uploads/u", d);
 	assert_string_equal(u, "http://r/v2/a/blobs/uploads/u?digest=sha256:"
 			       "0000000000000000000000000000000000000000000000000000000000000000");
 	free(u);
-	u = registry_push_with_digest("http://r/v2/a/blobs/uploads/u?_state=s", d);
+	u = oci_push_with_digest("http://r/v2/a/blobs/uploads/u?_state=s", d);
 	assert_non_null(strstr(u, "?_state=s&digest=sha256:"));
 	free(u);
-	u = registry_push_with_digest("http://r/u?", d);
+	u = oci_push_with_digest("http://r/u?", d);
 	assert_non_null(strstr(u, "/u?digest=sha256:"));
 	free(u);
 }
@@ -78,20 +78,20 @@ static void test_ranges(void **state)
 	char cr[PUSH_RANGE_MAX];
 	uint64_t last = 0;
 	/* Content-Range of a chunk: first-last, inclusive, no unit. */
-	registry_push_content_range(cr, sizeof cr, 0, 262144);
+	oci_push_content_range(cr, sizeof cr, 0, 262144);
 	assert_string_equal(cr, "0-262143");
-	registry_push_content_range(cr, sizeof cr, 262144, 1);
+	oci_push_content_range(cr, sizeof cr, 262144, 1);
 	assert_string_equal(cr, "262144-262144");
-	registry_push_content_range(cr, sizeof cr, 1ull << 40, 1ull << 30);
+	oci_push_content_range(cr, sizeof cr, 1ull << 40, 1ull << 30);
 	assert_string_equal(cr, "1099511627776-1100585369599");
 	/* The Range of the answer: what the session holds. */
-	assert_int_equal(registry_push_range_last("0-262143", &last), 0);
+	assert_int_equal(oci_push_range_last("0-262143", &last), 0);
 	assert_int_equal(last, 262143);
-	assert_int_equal(registry_push_range_last("bytes=0-99", &last), 0);
+	assert_int_equal(oci_push_range_last("bytes=0-99", &last), 0);
 	assert_int_equal(last, 99);
 	const char *bad[] = {"", "-5", "0-", "5-9", "0-9x", "x", "0--1", "0-18446744073709551616"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		if (registry_push_range_last(bad[i], &last) == 0)
+		if (oci_push_range_last(bad[i], &last) == 0)
 			fail_msg("accepted Range: %s", bad[i]);
 }
 
