@@ -314,7 +314,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 /* user:password for the destination: its own (--dest-registry-user,
  * $DEST_REGISTRY_AUTH), else an auth file's entry for it
- * (common/registry_auth.h), else the source's. 0 with *userpwd (heap, or
+ * (common/source/oci_auth.h), else the source's. 0 with *userpwd (heap, or
  * NULL: anonymous), or SB_ECONFIG with x->r->error set. */
 static int dest_credentials(struct run *x, const struct sync_oci_options *o, char **userpwd)
 {

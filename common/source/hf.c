@@ -9,7 +9,7 @@
  *
  * Listing: version = the commit (40 hex); a file's digest is
  * "sha256:<64 hex>" for LFS files and "git:<40 hex>" (the git blob id)
- * otherwise; both are checked against the bytes (source_hub.h). */
+ * otherwise; both are checked against the bytes (hub.h). */
 #include "common/source/hub.h"
 
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /* The http(s):// single-file source. list() learns size and validators with
  * HEAD (or a one-byte ranged GET when HEAD is refused); read() is one ranged
  * GET per call, all of them running in parallel through one HTTP client
- * (common/http_req.c) on the loop. A server that gives no size or no ranges
+ * (common/source/http_req.c) on the loop. A server that gives no size or no ranges
  * is read as one sequential stream instead. Every response is checked
  * against the listing's validators, so a file that changes mid-transfer
  * fails with SB_ECHANGED rather than mixing two versions. Callbacks run from

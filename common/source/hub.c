@@ -1,7 +1,7 @@
 /* The hub sources' side of struct source_ops (list, read, cancel, free),
  * the listing the kinds build, and small helpers for the kinds. The
- * transfers are in source_hub_http.c, the digest check in
- * source_hub_check.c. */
+ * transfers are in hub_http.c, the digest check in
+ * hub_check.c. */
 #include "common/source/hub_int.h"
 
 #include <ctype.h>

@@ -1,4 +1,4 @@
-/* What the model-hub sources (hf:// in source_hf.c, ms:// in source_ms.c)
+/* What the model-hub sources (hf:// in hf.c, ms:// in ms.c)
  * share: JSON API calls and ranged file reads through one curl multi on the
  * loop, with retries and backoff (Retry-After honoured), stall and change
  * detection, and the whole-file digest check. A hub kind only says which
@@ -69,7 +69,7 @@ struct hub {
 	int has_token;	  /* a token was configured */
 	const char *name; /* the source as the user wrote it, for messages */
 	void *kind;	  /* the kind's state */
-	void *impl;	  /* transfers, reads and digests (source_hub.c) */
+	void *impl;	  /* transfers, reads and digests (hub.c) */
 };
 
 /* Install a hub source on src: ops, endpoint (copied, trailing '/'

@@ -1,4 +1,4 @@
-/* The whole-file digest check of the hub sources (see source_hub.h): the
+/* The whole-file digest check of the hub sources (see hub.h): the
  * SHA-256 of the content, or git's blob id (SHA-1 of "blob <size>\0" and the
  * content), computed on the libuv pool as a file's bytes arrive in order.
  * A read whose bytes land before the bytes ahead of them waits on the

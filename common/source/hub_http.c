@@ -1,5 +1,5 @@
 /* The transfers of the hub sources: JSON API calls and ranged reads through
- * one HTTP client (common/http_req.c) on the loop, retried with backoff
+ * one HTTP client (common/source/http_req.c) on the loop, retried with backoff
  * (Retry-After honoured), timed for stalls, and checked against the listing
  * (commit, ETag, size) so that a file changing mid-pull fails with
  * SB_ECHANGED. Callbacks run from the client's timer, never from libcurl or

@@ -1,7 +1,7 @@
-/* Inside the hub sources: what source_hub.c (the source operations and the
- * listing), source_hub_http.c (the transfers) and source_hub_check.c (the
+/* Inside the hub sources: what hub.c (the source operations and the
+ * listing), hub_http.c (the transfers) and hub_check.c (the
  * whole-file digest check) share. Not for the kinds, which use
- * source_hub.h. Loop thread only, except the digest jobs on the pool.
+ * hub.h. Loop thread only, except the digest jobs on the pool.
  *
  * Every request (an API call, a ranged read, the listing itself) is a
  * struct hub_req on one list at a time: the HTTP client's active (running,
@@ -67,7 +67,7 @@ struct hub_pending_file {
 	struct hub_file x;
 };
 
-struct hub_check_state; /* source_hub_check.c */
+struct hub_check_state; /* hub_check.c */
 
 struct hub_impl {
 	struct hub pub;
@@ -85,7 +85,7 @@ struct hub_impl {
 	void *answer_arg;
 };
 
-/* Requests (source_hub_http.c). */
+/* Requests (hub_http.c). */
 static inline struct hub_req *hub_req_of(struct http_req *b)
 {
 	return (struct hub_req *)b;
@@ -101,7 +101,7 @@ void hub_req_free(struct hub_req *r);
  * detail (copied) when it fails. */
 void hub_req_finish(struct hub_req *r, int status, const char *detail);
 
-/* Digest checks (source_hub_check.c). */
+/* Digest checks (hub_check.c). */
 size_t hub_check_len(enum hub_check c);
 const char *hub_check_name(enum hub_check c);
 /* 1 when an empty file has the digest x lists. */

@@ -18,7 +18,7 @@
  * SB_ECORRUPT. A blob read with gaps (a resumed pull, or an agent that gets
  * the other blocks from peers) cannot be hashed here and is not checked.
  *
- * Requests, auth and retries are common/registry.c's; credentials come from
+ * Requests, auth and retries are common/source/oci_client.c's; credentials come from
  * --registry-user or REGISTRY_AUTH. Registries on a loopback address, or
  * named by --insecure-registry, are spoken to over plain HTTP; any other
  * over HTTPS. Callbacks run from the registry's timer or a pool job's
@@ -842,7 +842,7 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
 }
 
 /* --registry-user (or its file), else $REGISTRY_AUTH, else the auth
- * files skopeo reads (common/registry_auth.h). */
+ * files skopeo reads (common/source/oci_auth.h). */
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
 	const char *auth = src->opt.registry_auth;

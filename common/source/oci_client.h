@@ -1,7 +1,7 @@
 /* HTTP requests to one OCI distribution registry, run by a curl multi on the
  * loop: documents (manifests, tag pages), byte ranges of blobs, and the
  * calls the push side describes (HEAD, POST, PUT, PATCH with a body from
- * memory or streamed; common/registry_push.c). It owns
+ * memory or streamed; common/source/oci_push.c). It owns
  * the auth: anonymous first, then on 401 the Bearer token flow (realm,
  * service, scope from the challenge; credentials sent to the token service
  * only) or Basic; a token is refreshed when it expires or is refused. It
@@ -9,7 +9,7 @@
  * stalls with backoff, and follows redirects (curl sends neither the token
  * nor Basic credentials to another host). Loop thread only. Callbacks run
  * from the registry's timer, never from inside the call that started the
- * request. Requests run through common/http_req.c. */
+ * request. Requests run through common/source/http_req.c. */
 #ifndef SYNCBIT_SOURCE_OCI_CLIENT_H
 #define SYNCBIT_SOURCE_OCI_CLIENT_H
 

@@ -5,7 +5,7 @@
  * whose bodies stream from a file through the thread pool, and manifests
  * (HEAD for the digest a tag has, PUT checked against the
  * Docker-Content-Digest of the answer). Requests, auth and retries are
- * common/registry.c's, on a registry created with push set. Loop thread
+ * common/source/oci_client.c's, on a registry created with push set. Loop thread
  * only; callbacks run from the loop, never from the call that started the
  * operation. */
 #ifndef SYNCBIT_SOURCE_OCI_PUSH_H

@@ -3,11 +3,11 @@
  * prefix into confined relative paths, then asks HeadObject for the
  * SHA-256 of every object listed with a full-object SHA-256 checksum (so
  * the assembled file can be checked whole); read() is one ranged GET per call,
- * all of them in parallel through one HTTP client (common/http_req.c) on
+ * all of them in parallel through one HTTP client (common/source/http_req.c) on
  * the loop, each sent with If-Match on the listed ETag and checked against
  * it, so an object replaced mid-pull fails with SB_ECHANGED instead of
  * mixing versions.
- * Requests are signed with SigV4 (common/sigv4.c) when credentials are set.
+ * Requests are signed with SigV4 (common/source/sigv4.c) when credentials are set.
  * Callbacks run from the client's timer, never from inside libcurl or from
  * the call that started the operation. */
 #include "common/source/source.h"

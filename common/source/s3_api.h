@@ -38,7 +38,7 @@ struct s3_config {
  * AWS_ENDPOINT_URL, else https://s3.REGION.amazonaws.com; region = flag,
  * else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; path-style =
  * flag, else 1 for a custom endpoint or a dotted bucket name on https, else
- * virtual-hosted; credentials by common/aws_creds.h's chain (environment,
+ * virtual-hosted; credentials by common/source/aws_creds.h's chain (environment,
  * web identity, shared files), anonymous when none is found. Region and
  * endpoint fall back to the active profile's region and endpoint_url in
  * the AWS config file before the defaults. 0, or a negative error

@@ -1,5 +1,5 @@
 /* Sources: list a dataset's files and read byte ranges of them. One file per
- * kind (source_file.c, source_http.c, ...) behind struct source_ops, as a
+ * kind (file.c, http.c, ...) behind struct source_ops, as a
  * protocol handler table. Loop thread only, except ops->pread which the pull
  * engine calls from the libuv thread pool. Callbacks run on the loop thread
  * and never from inside the call that started the operation. */
@@ -74,7 +74,7 @@ struct source_options {
 	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
 	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
 	/* oci://: --authfile, read before the other auth files when
-	 * registry_auth and $REGISTRY_AUTH give none (common/registry_auth.h) */
+	 * registry_auth and $REGISTRY_AUTH give none (common/source/oci_auth.h) */
 	const char *registry_authfile;
 	/* oci://: keep each manifest as the registry serves it (a Docker
 	 * schema 2 manifest is not retyped to OCI), for a copy to another
@@ -83,7 +83,7 @@ struct source_options {
 
 	struct source_limits limits; /* what list() accepts (source_list) */
 	/* --include/--exclude: source_list drops the entries it excludes
-	 * before the limits are checked (common/filter.h); NULL keeps all.
+	 * before the limits are checked (common/source/filter.h); NULL keeps all.
 	 * Not for oci:// (an image layout's files are not the user's tree). */
 	const struct filter *filter;
 };

@@ -1,7 +1,7 @@
 /* libFuzzer target for what the model hubs answer while a repository is
  * listed: Hugging Face's revision and tree pages (paginated by the Link
  * header) and ModelScope's file lists and dataset tree pages, each read by
- * the real source (common/source_hf.c, source_ms.c, source_hub*.c) through
+ * the real source (common/source/hf.c, ms.c, hub*.c) through
  * source_list on a libuv loop, with the API calls answered from the input
  * by hub_answer_from instead of the network. The first input byte picks
  * the repository (hf model, hf dataset, ms model, ms dataset), a token and

@@ -1,4 +1,4 @@
-/* libFuzzer target for what a registry answers, read by common/oci.c: the
+/* libFuzzer target for what a registry answers, read by common/source/oci_doc.c: the
  * first byte picks the decoder (manifest or index, the Docker-to-OCI
  * rewrite, WWW-Authenticate, a token answer, a tag page, a Link header, an
  * error body), the rest is its input. Whatever the bytes: no crash, leak or

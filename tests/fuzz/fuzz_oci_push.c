@@ -1,5 +1,5 @@
 /* libFuzzer target for what a registry answers to blob uploads, read by
- * common/registry_push.c: the Location of an upload session (resolved
+ * common/source/oci_push.c: the Location of an upload session (resolved
  * against the URL it answered, after POST and after each PATCH), the
  * digest query added to it for the closing PUT, and the Range a PATCH
  * answer carries. The input is three lines: the upload URL the client

@@ -1,6 +1,6 @@
-/* Include/exclude rules (common/filter.c): the glob, rsync's anchoring,
+/* Include/exclude rules (common/source/filter.c): the glob, rsync's anchoring,
  * directory and parent rules, listings with hardlinks, and registry
- * credentials from auth files (common/registry_auth.c). */
+ * credentials from auth files (common/source/oci_auth.c). */
 #include "tests/unit/testutil.h"
 
 #include "common/err.h"

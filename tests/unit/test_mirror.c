@@ -1,6 +1,6 @@
 /* The registry mirror's pure parts: repository names, tags and digests
  * against the distribution spec's grammar, registry folding and the ns
- * parameter (common/oci_name.c), request paths, Range headers
+ * parameter (common/source/oci_name.c), request paths, Range headers
  * (common/httpd.c), and containerd's hosts.toml (agent/containerd_hosts.c). */
 #include "testutil.h"
 

@@ -1,4 +1,4 @@
-/* common/registry_push.c's decisions on what a registry answers to an
+/* common/source/oci_push.c's decisions on what a registry answers to an
  * upload (where the next request goes, what the Range of a PATCH answer
  * says, whether credentials may follow a Location), and the destinations
  * agent/sync_oci.c accepts. No network: the requests themselves run in

@@ -1,4 +1,4 @@
-/* What every source shares (common/source.c): the limits a listing is held
+/* What every source shares (common/source/source.c): the limits a listing is held
  * to before anything proportional to its claims is allocated, on listings
  * built in memory and through source_list() on a local tree. */
 #include "tests/unit/testutil.h"
