@@ -13,7 +13,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/source/s3_api.h"
+#include "common/source/xml.h"
 
 static const char *env(const char *name)
 {
@@ -207,10 +207,10 @@ int aws_sts_parse(const char *xml, size_t len, struct aws_creds *out, char **err
 	};
 	static const char *const names[] = {"AccessKeyId", "SecretAccessKey", "SessionToken",
 					    "Expiration"};
-	char *v[4], err[S3_ERR_MAX];
+	char *v[4], err[XML_ERR_MAX];
 	int64_t ns = 0;
 	memset(out, 0, sizeof *out);
-	if (s3_xml_pick(xml, len, paths, 4, v, err) < 0) {
+	if (xml_pick(xml, len, paths, 4, v, err) < 0) {
 		*error = xasprintf("malformed AssumeRoleWithWebIdentity answer: %s", err);
 		return SB_EPROTO;
 	}
@@ -228,7 +228,7 @@ int aws_sts_parse(const char *xml, size_t len, struct aws_creds *out, char **err
 					   names[i]);
 			rc = SB_EPROTO;
 		}
-	if (rc == 0 && s3_parse_time(v[3], &ns) < 0) {
+	if (rc == 0 && xml_parse_time(v[3], &ns) < 0) {
 		*error = xasprintf("AssumeRoleWithWebIdentity answer: Expiration '%.64s' is not an "
 				   "ISO 8601 UTC time",
 				   v[3]);
@@ -271,7 +271,7 @@ static char *sts_endpoint(void)
 	if (!region && aws_config_get("region", &from_config, &ignored) == 0 && from_config)
 		region = from_config;
 	free(ignored);
-	char *url = region && s3_valid_region(region)
+	char *url = region && aws_region_valid(region)
 			? xasprintf("https://sts.%s.amazonaws.com%s", region,
 				    !strncmp(region, "cn-", 3) ? ".cn" : "")
 			: xstrdup("https://sts.amazonaws.com");
@@ -329,8 +329,8 @@ static int sts_assume(const char *role, const char *token_file, const char *sess
 	} else if (status != 200) {
 		static const char *const paths[] = {"ErrorResponse/Error/Code",
 						    "ErrorResponse/Error/Message"};
-		char *v[2] = {NULL, NULL}, err[S3_ERR_MAX];
-		s3_xml_pick((const char *)reply.ptr, reply.len, paths, 2, v, err);
+		char *v[2] = {NULL, NULL}, err[XML_ERR_MAX];
+		xml_pick((const char *)reply.ptr, reply.len, paths, 2, v, err);
 		*error = xasprintf("STS %s: AssumeRoleWithWebIdentity for %s: HTTP %ld%s%s%s%s",
 				   url, role, status, v[0] ? " " : "", v[0] ? v[0] : "",
 				   v[1] ? ": " : "", v[1] ? v[1] : "");
@@ -557,4 +557,15 @@ int aws_creds_get(struct aws_creds *out, char **error)
 		return SB_ECONFIG;
 	}
 	return 0;
+}
+
+int aws_region_valid(const char *r)
+{
+	size_t n = strlen(r);
+	if (n == 0 || n >= AWS_REGION_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!(r[i] >= 'a' && r[i] <= 'z') && !(r[i] >= '0' && r[i] <= '9') && r[i] != '-')
+			return 0;
+	return 1;
 }

@@ -20,6 +20,7 @@
 #define AWS_FILE_MAX	    (1u << 20) /* a shared file or a token file */
 #define AWS_STS_REPLY_MAX   (64u << 10)
 #define AWS_STS_VERSION	    "2011-06-15"
+#define AWS_REGION_MAX	    64
 
 struct aws_creds {
 	char *access_key; /* NULL: none found, requests go anonymous */
@@ -55,5 +56,8 @@ void aws_creds_close(struct aws_creds *c);
  * SessionToken and Expiration under Credentials). 0, or SB_EPROTO with
  * *error (one line, heap). */
 int aws_sts_parse(const char *xml, size_t len, struct aws_creds *out, char **error);
+
+/* 1 when r can be a region name (a-z, 0-9, '-'; below AWS_REGION_MAX). */
+int aws_region_valid(const char *r);
 
 #endif

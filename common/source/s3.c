@@ -51,10 +51,10 @@ struct s3_req {
 	struct http_req base;
 	struct s3_source *s3;
 	enum req_kind kind;
-	char bucket_region[S3_REGION_MAX]; /* x-amz-bucket-region of the answer */
-	struct buf body;		   /* LIST: the page; any kind: an error document */
-	char *what;			   /* "s3://bucket/key" before messages; NULL: a listing */
-	size_t index;			   /* REQ_RANGE, REQ_SUM */
+	char bucket_region[AWS_REGION_MAX]; /* x-amz-bucket-region of the answer */
+	struct buf body;		    /* LIST: the page; any kind: an error document */
+	char *what;			    /* "s3://bucket/key" before messages; NULL: a listing */
+	size_t index;			    /* REQ_RANGE, REQ_SUM */
 	/* REQ_SUM: the x-amz-checksum-sha256 and -type answered */
 	char sum[CHECKSUM_TEXT_MAX], sum_type[CHECKSUM_TEXT_MAX];
 	/* REQ_LIST */
@@ -228,7 +228,7 @@ static void on_header(struct http_req *b, const char *data, size_t n)
 		for (e = a; e < n && data[e] != ' ' && data[e] != '\r' && data[e] != '\n';)
 			e++;
 		snprintf(r->bucket_region, sizeof r->bucket_region, "%.*s", (int)(e - a), data + a);
-		if (e - a >= sizeof r->bucket_region || !s3_valid_region(r->bucket_region))
+		if (e - a >= sizeof r->bucket_region || !aws_region_valid(r->bucket_region))
 			r->bucket_region[0] = '\0';
 	}
 }

@@ -1,8 +1,7 @@
 /* The S3 protocol as the s3:// source speaks it: where a bucket is reached
  * (endpoint, region, addressing style, credentials), the URL of a request,
- * and the XML S3 answers with (ListObjectsV2 pages and Error documents),
- * read by a small bounded scanner that refuses DTDs and anything it cannot
- * account for. Pure functions, thread-safe, except s3_config_init, which
+ * and the XML S3 answers with (ListObjectsV2 pages and Error documents,
+ * read by common/source/xml.c). Pure functions, thread-safe, except s3_config_init, which
  * reads the environment. */
 #ifndef SYNCBIT_SOURCE_S3_API_H
 #define SYNCBIT_SOURCE_S3_API_H
@@ -11,13 +10,11 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/source/aws_creds.h"
+#include "common/source/xml.h"
 
 #define S3_DEFAULT_REGION "us-east-1"
-#define S3_XML_DEPTH_MAX  16   /* nesting of elements */
-#define S3_XML_NAME_MAX	  64   /* bytes of an element name */
-#define S3_XML_TEXT_MAX	  8192 /* decoded text of one element */
-#define S3_REGION_MAX	  64
-#define S3_ERR_MAX	  160 /* one-line reason of a parse error */
+#define S3_ERR_MAX	  XML_ERR_MAX /* one-line reason of a parse error */
 
 struct s3_config {
 	char *scheme; /* "http" or "https" */
@@ -83,25 +80,11 @@ void s3_list_page_close(struct s3_list_page *p);
 struct s3_error {
 	char code[64]; /* "NoSuchBucket", "SignatureDoesNotMatch", ... */
 	char message[256];
-	char region[S3_REGION_MAX]; /* Region, when S3 names the right one */
+	char region[AWS_REGION_MAX]; /* Region, when S3 names the right one */
 };
 
 /* Read an S3 Error document. 0 when body is one and has a Code, else
  * SB_EPROTO with out zeroed. */
 int s3_error_parse(const char *xml, size_t len, struct s3_error *out);
-
-/* The text of the first element at each of paths ("Root/Child/Leaf", from
- * the root) of an XML document, read by the same bounded scanner: out[i]
- * (heap) or NULL when absent. 0, or SB_EPROTO with the reason in
- * err[S3_ERR_MAX] and every out[i] NULL. */
-int s3_xml_pick(const char *xml, size_t len, const char *const *paths, size_t n, char **out,
-		char *err);
-
-/* 1 when r can be a region name (a-z, 0-9, '-'; below S3_REGION_MAX). */
-int s3_valid_region(const char *r);
-
-/* "2009-10-12T17:50:30.000Z" as nanoseconds since the epoch; 0 or
- * SB_EPROTO. */
-int s3_parse_time(const char *s, int64_t *out);
 
 #endif

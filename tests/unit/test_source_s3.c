@@ -357,18 +357,18 @@ static void test_xml_malformed(void **state)
 	/* Depth and text are bounded. */
 	struct buf deep = BUF_INIT;
 	buf_append_str(&deep, "<ListBucketResult>");
-	for (int i = 0; i < S3_XML_DEPTH_MAX; i++)
+	for (int i = 0; i < XML_DEPTH_MAX; i++)
 		buf_append_str(&deep, "<a>");
 	expect_malformed(buf_cstr(&deep), deep.len, "nested deeper");
 	buf_reset(&deep);
 	buf_append_str(&deep, "<ListBucketResult><Contents><Key>");
-	for (int i = 0; i <= S3_XML_TEXT_MAX; i++)
+	for (int i = 0; i <= XML_TEXT_MAX; i++)
 		buf_append_str(&deep, "&amp;");
 	buf_append_str(&deep, "</Key></Contents></ListBucketResult>");
 	expect_malformed(buf_cstr(&deep), deep.len, "text longer");
 	buf_reset(&deep);
 	buf_append_str(&deep, "<ListBucketResult><");
-	for (int i = 0; i <= S3_XML_NAME_MAX; i++)
+	for (int i = 0; i <= XML_NAME_MAX; i++)
 		buf_append_str(&deep, "n");
 	buf_append_str(&deep, "/></ListBucketResult>");
 	expect_malformed(buf_cstr(&deep), deep.len, "name longer");
@@ -397,18 +397,18 @@ static void test_xml_error_document(void **state)
 static void test_parse_time(void **state)
 {
 	int64_t t;
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30.000Z", &t), 0);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.000Z", &t), 0);
 	assert_int_equal(t, 1255369830000000000LL);
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30.123456789Z", &t), 0);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.123456789Z", &t), 0);
 	assert_int_equal(t, 1255369830123456789LL);
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30Z", &t), 0);
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("2009-13-12T17:50:30Z", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30+01:00", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("2009-10-12 17:50:30Z", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("2009-10-12T17:50:30.Z", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("9999-12-31T23:59:59Z", &t), SB_EPROTO);
-	assert_int_equal(s3_parse_time("2262-01-01T00:00:00Z", &t), 0);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30Z", &t), 0);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-13-12T17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30+01:00", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12 17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("9999-12-31T23:59:59Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2262-01-01T00:00:00Z", &t), 0);
 }
 
 /* ---- configuration and addressing ---- */
