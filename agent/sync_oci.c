@@ -323,8 +323,8 @@ static int dest_credentials(struct run *x, const struct sync_oci_options *o, cha
 	char *from = NULL;
 	*userpwd = NULL;
 	if (!auth || !*auth) {
-		int rc = oci_auth_lookup(x->dest->registry, x->dest->repo,
-					 po->src.registry_authfile, userpwd, &from);
+		int rc = oci_auth_lookup(x->dest->registry, x->dest->repo, po->src.oci.authfile,
+					 userpwd, &from);
 		if (rc < 0) {
 			x->r->error =
 			    xasprintf("%s: registry credentials: %s", x->dest->canonical, from);
@@ -336,7 +336,7 @@ static int dest_credentials(struct run *x, const struct sync_oci_options *o, cha
 			free(from);
 			return 0;
 		}
-		auth = po->src.registry_auth;
+		auth = po->src.oci.auth;
 	}
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
@@ -466,7 +466,7 @@ int sync_oci_run(struct cache *c, const struct pull_options *po, const struct sy
 	struct sync_oci_dest dest;
 	struct sync_oci_plan plan = {0};
 	struct run x = {.po = po, .dest = &dest, .plan = &plan, .r = r};
-	const char *insecure = po->src.insecure_registries;
+	const char *insecure = po->src.oci.insecure_registries;
 	char *why = NULL;
 	memset(r, 0, sizeof *r);
 	memset(pr, 0, sizeof *pr);
@@ -484,7 +484,7 @@ int sync_oci_run(struct cache *c, const struct pull_options *po, const struct sy
 	p.target = NULL;
 	p.layout = NULL;
 	p.name = po->name ? po->name : name;
-	p.src.oci_as_served = 1;
+	p.src.oci.as_served = 1;
 	rc = pull_run(c, &p, pr);
 	if (rc < 0)
 		r->error = xstrdup(pr->error ? pr->error : sb_strerror(rc));

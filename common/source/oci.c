@@ -7,7 +7,7 @@
  * through one curl multi on the loop. An image index resolves to the
  * manifest of one platform (linux/amd64 unless ?platform= says otherwise).
  * A Docker schema 2 manifest is kept with OCI media types (its blobs as they
- * are), since layout readers take only those, unless oci_as_served asks for
+ * are), since layout readers take only those, unless oci.as_served asks for
  * the registry's bytes; the listing's version stays the registry's manifest
  * digest.
  *
@@ -370,7 +370,7 @@ static void on_manifest(struct oci_client_req *r)
 	im->m = m;
 	char *oci;
 	size_t len;
-	if (os->src->opt.oci_as_served) {
+	if (os->src->opt.oci.as_served) {
 		im->layout_type = OCI_MT_DOCKER_V2;
 		if (strcmp(m.media_type, OCI_MT_DOCKER_V2))
 			im->layout_type = OCI_MT_MANIFEST;
@@ -845,15 +845,14 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
  * files skopeo reads (common/source/oci_auth.h). */
 static int setup_credentials(struct source *src, struct oci_source *os)
 {
-	const char *auth = src->opt.registry_auth;
+	const char *auth = src->opt.oci.auth;
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
 	if (!auth || !*auth) {
 		char reg[OCI_NAME_HOST_MAX + 1], *from = NULL;
 		if (oci_name_registry(src->uri.registry, reg, sizeof reg) < 0)
 			snprintf(reg, sizeof reg, "%s", src->uri.registry);
-		int rc =
-		    oci_auth_lookup(reg, os->repo, src->opt.registry_authfile, &os->userpwd, &from);
+		int rc = oci_auth_lookup(reg, os->repo, src->opt.oci.authfile, &os->userpwd, &from);
 		if (rc < 0)
 			os->setup_error =
 			    xasprintf("%s: registry credentials: %s", os->shown, from);
@@ -877,7 +876,7 @@ int source_oci_new(struct source *src)
 	struct oci_source *os = xcalloc(1, sizeof *os);
 	os->src = src;
 	os->loop = src->loop;
-	const char *insecure = src->opt.insecure_registries;
+	const char *insecure = src->opt.oci.insecure_registries;
 	if (!insecure || !*insecure)
 		insecure = getenv("SYNCBIT_INSECURE_REGISTRY");
 	int rc = setup_names(src, os, insecure);

@@ -829,8 +829,8 @@ int source_s3_new(struct source *src)
 	s3->dir_prefix =
 	    n && u->prefix[n - 1] != '/' ? xasprintf("%s/", u->prefix) : xstrdup(u->prefix);
 	s3->shown = xasprintf("s3://%s/%s", u->bucket, s3->dir_prefix);
-	int style = src->opt.s3_path_style == 1 ? 1 : src->opt.s3_path_style == 2 ? 0 : -1;
-	if (s3_config_init(&s3->cfg, u->bucket, src->opt.s3_endpoint, src->opt.s3_region, style,
+	int style = src->opt.s3.path_style == 1 ? 1 : src->opt.s3.path_style == 2 ? 0 : -1;
+	if (s3_config_init(&s3->cfg, u->bucket, src->opt.s3.endpoint, src->opt.s3.region, style,
 			   &s3->config_error) < 0 &&
 	    !s3->config_error)
 		s3->config_error = xstrdup("cannot read the S3 configuration");

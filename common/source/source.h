@@ -57,6 +57,26 @@ struct source_limits {
 	uint64_t files;		/* --max-files, at most MANIFEST_MAX_FILES; 0: default */
 };
 
+/* What only s3:// reads. */
+struct source_s3_options {
+	const char *endpoint; /* endpoint URL, or NULL for the environment */
+	const char *region;   /* or NULL */
+	int path_style;	      /* 0 automatic, 1 path-style, 2 virtual-hosted */
+};
+
+/* What only oci:// reads. */
+struct source_oci_options {
+	const char *insecure_registries; /* hosts also allowed over plain HTTP */
+	const char *auth;		 /* "user:password", or NULL for $REGISTRY_AUTH */
+	/* --authfile, read before the other auth files when auth and
+	 * $REGISTRY_AUTH give none (common/source/oci_auth.h) */
+	const char *authfile;
+	/* keep each manifest as the registry serves it (a Docker schema 2
+	 * manifest is not retyped to OCI), for a copy to another registry
+	 * that must keep its digest. */
+	int as_served;
+};
+
 struct source_options {
 	int jobs;		  /* parallel transfers (default 8) */
 	int retries;		  /* attempts after the first (default 5) */
@@ -67,19 +87,8 @@ struct source_options {
 	 * trickle never counts as a stall */
 	unsigned unsized_seconds;
 	uint64_t block_size;
-	const char *s3_endpoint; /* s3://: endpoint URL, or NULL for the environment */
-	const char *s3_region;	 /* s3://: region, or NULL */
-	int s3_path_style;	 /* s3://: 0 automatic, 1 path-style, 2 virtual-hosted */
-
-	const char *insecure_registries; /* oci://: hosts also allowed over plain HTTP */
-	const char *registry_auth;	 /* oci://: "user:password", or NULL for $REGISTRY_AUTH */
-	/* oci://: --authfile, read before the other auth files when
-	 * registry_auth and $REGISTRY_AUTH give none (common/source/oci_auth.h) */
-	const char *registry_authfile;
-	/* oci://: keep each manifest as the registry serves it (a Docker
-	 * schema 2 manifest is not retyped to OCI), for a copy to another
-	 * registry that must keep its digest. */
-	int oci_as_served;
+	struct source_s3_options s3;   /* s3:// only */
+	struct source_oci_options oci; /* oci:// only */
 
 	struct source_limits limits; /* what list() accepts (source_list) */
 	/* --include/--exclude: source_list drops the entries it excludes

@@ -704,7 +704,7 @@ static void open_source(struct session *s, const char *uri_s, const char *secret
 	setenv("AWS_ACCESS_KEY_ID", AKID, 1);
 	setenv("AWS_SECRET_ACCESS_KEY", secret, 1);
 	source_options_default(&o);
-	o.s3_endpoint = fx.endpoint;
+	o.s3.endpoint = fx.endpoint;
 	o.retries = 2;
 	o.stall_seconds = 2;
 	uv_loop_init(&s->loop);
