@@ -55,7 +55,7 @@ void hash_to_hex(const struct hash_id *h, char *out)
 	out[HASH_HEX_LEN] = '\0';
 }
 
-static int hexval(char c)
+int hash_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -71,7 +71,7 @@ int hash_from_hex(const char *hex, struct hash_id *out)
 	if (strlen(hex) != HASH_HEX_LEN)
 		return SB_EPROTO;
 	for (int i = 0; i < HASH_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hash_hexval(hex[2 * i]), lo = hash_hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return SB_EPROTO;
 		out->b[i] = (uint8_t)(hi << 4 | lo);

@@ -17,6 +17,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/hash.h"
 #include "common/source/http_req.h"
 #include "common/log.h"
 #include "common/path.h"
@@ -678,17 +679,6 @@ static const struct http_req_ops req_ops = {
 
 /* Names. */
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decode; NULL when the result would hold a NUL byte. */
 static char *pct_decode(const char *s)
 {
@@ -696,7 +686,8 @@ static char *pct_decode(const char *s)
 	char *out = xmalloc(n + 1);
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && (hi = hash_hexval(s[i + 1])) >= 0 &&
+		    (lo = hash_hexval(s[i + 2])) >= 0) {
 			out[j++] = (char)(hi * 16 + lo);
 			i += 2;
 		} else {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/hash.h"
 #include "common/source/filter.h"
 #include "common/log.h"
 
@@ -348,15 +349,10 @@ int hub_is_hex(const char *s, size_t n)
 	return 1;
 }
 
-static int hexval(int c)
-{
-	return c <= '9' ? c - '0' : c - 'a' + 10;
-}
-
 void hub_hex_decode(const char *s, size_t n, uint8_t *out)
 {
 	for (size_t i = 0; i < n / 2; i++)
-		out[i] = (uint8_t)(hexval(s[2 * i]) * 16 + hexval(s[2 * i + 1]));
+		out[i] = (uint8_t)(hash_hexval(s[2 * i]) * 16 + hash_hexval(s[2 * i + 1]));
 }
 
 static char *origin_of(const char *url)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/hash.h"
 
 #define SHA256_PREFIX "sha256:"
 #define SHA256_HEX    64
@@ -218,14 +219,6 @@ int oci_name_parse_path(const char *path, struct oci_name_path *out)
 	return out->route == OCI_ROUTE_TAGS ? 0 : parse_ref(last + 1, out);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int oci_name_query_ns(const char *query, char *out, size_t cap)
 {
 	for (const char *p = query; *p;) {
@@ -236,8 +229,8 @@ int oci_name_query_ns(const char *query, char *out, size_t cap)
 			for (size_t i = 3; i < n; i++) {
 				int c = (unsigned char)p[i];
 				if (c == '%') {
-					int hi = i + 2 < n ? hexval(p[i + 1]) : -1;
-					int lo = hi >= 0 ? hexval(p[i + 2]) : -1;
+					int hi = i + 2 < n ? hash_hexval(p[i + 1]) : -1;
+					int lo = hi >= 0 ? hash_hexval(p[i + 2]) : -1;
 					if (lo < 0)
 						return SB_EURI;
 					c = hi * 16 + lo;

@@ -9,6 +9,7 @@
 
 #include "common/source/aws_creds.h"
 #include "common/err.h"
+#include "common/hash.h"
 #include "common/source/sigv4.h"
 
 /* ---- configuration ---- */
@@ -311,19 +312,14 @@ static int list_cb(struct xml *x, enum xml_event ev, const char *text, size_t le
 	return 0;
 }
 
-static int hexval(int c)
-{
-	return isdigit(c) ? c - '0' : isxdigit(c) ? tolower(c) - 'a' + 10 : -1;
-}
-
 /* EncodingType=url: percent-decoded, '+' is a space (as S3 writes it). */
 static int url_decode(char *s)
 {
 	char *o = s;
 	for (char *p = s; *p; p++) {
 		if (*p == '%') {
-			int hi = hexval((unsigned char)p[1]),
-			    lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+			int hi = hash_hexval((unsigned char)p[1]),
+			    lo = hi < 0 ? -1 : hash_hexval((unsigned char)p[2]);
 			if (lo < 0 || (hi == 0 && lo == 0))
 				return SB_EPROTO;
 			*o++ = (char)(hi * 16 + lo);
