@@ -9,6 +9,7 @@
 #include "agent/publish.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
@@ -335,8 +336,8 @@ static void store_block(struct slot *s)
 	struct cache_block_loc loc;
 	hash_sha256(s->buf, s->len, &s->h);
 	s->existed = cache_block_find(s->p->c, &s->h, &loc) == 1;
-	s->rc = path_pwrite_all(cache_partial_fd(s->pf->part), s->buf, s->len,
-				s->idx * s->p->o->block_size);
+	s->rc = io_pwrite_full(cache_partial_fd(s->pf->part), s->buf, s->len,
+			       s->idx * s->p->o->block_size);
 }
 
 static void work_read_store(uv_work_t *w)

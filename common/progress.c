@@ -1,3 +1,4 @@
+#include "common/io.h"
 #include "common/progress.h"
 
 #include <errno.h>
@@ -151,21 +152,6 @@ static void progress_stats(const struct progress *p, int with_percent, struct bu
 	}
 }
 
-static void write_all(int fd, const char *s, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, s, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-}
-
 static int term_cols(int fd)
 {
 	struct winsize ws;
@@ -205,7 +191,7 @@ static void progress_draw_bar(struct progress *p)
 	if (b.len > (size_t)cols + 1)
 		b.len = (size_t)cols + 1;
 	buf_append_str(&b, "\033[K");
-	write_all(p->fd, (const char *)b.ptr, b.len);
+	(void)io_write_full(p->fd, b.ptr, b.len);
 	p->drawn = 1;
 	buf_close(&b);
 	buf_close(&stats);
@@ -219,7 +205,7 @@ static void progress_write(struct progress *p, struct buf *b)
 			  (const char *)b->ptr);
 		return;
 	}
-	write_all(p->fd, (const char *)b->ptr, b->len);
+	(void)io_write_full(p->fd, b->ptr, b->len);
 }
 
 static void progress_print_line(struct progress *p)

@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/source/http_req.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
@@ -306,22 +307,9 @@ static int file_pread(struct source *src, size_t index, uint64_t off, size_t len
 		__atomic_add_fetch(&source_counters(URI_FILE)->errors, 1, __ATOMIC_RELAXED);
 		return fd;
 	}
-	size_t done = 0;
-	int rc = 0;
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if (n == 0) {
-			rc = SB_ECHANGED; /* the file shrank under us */
-			break;
-		}
-		done += (size_t)n;
-	}
+	int rc = io_pread_full(fd, buf, len, off);
+	if (rc == SB_ETRUNCATED)
+		rc = SB_ECHANGED; /* the file shrank under us */
 	close(fd);
 	if (rc == 0)
 		__atomic_add_fetch(&src->bytes_read, len, __ATOMIC_RELAXED);
