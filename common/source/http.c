@@ -343,8 +343,9 @@ static void list_done(struct hs_req *r, CURLcode rc)
 /* Ranged reads. */
 
 /* Judge a response at its first body byte (or at its end when none came). */
-static int range_check(struct hs_req *r)
+static int range_check(struct http_req *b)
 {
+	struct hs_req *r = to_req(b);
 	struct http_source *hs = r->hs;
 	const struct http_resp *p = &r->base.resp;
 	if (p->status < 200 || p->status >= 300) {
@@ -362,31 +363,13 @@ static int range_check(struct hs_req *r)
 	return rc;
 }
 
-static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct hs_req *r = arg;
-	size_t n = size * nmemb;
-	r->base.last_io = uv_now(r->hs->http.loop);
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0)
-			return 0;
-	}
-	if (r->base.discard)
-		return http_req_drain(&r->base, n);
-	return http_req_take(&r->base, data, n);
-}
-
 static void range_done(struct hs_req *r, CURLcode rc)
 {
 	if (http_req_attempt_failed(&r->base, rc))
 		return;
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0) {
-			http_req_finish(&r->base, r->base.verdict);
-			return;
-		}
+	if (http_req_range_judge(&r->base) < 0) {
+		http_req_finish(&r->base, r->base.verdict);
+		return;
 	}
 	if (r->base.got == r->base.len) {
 		http_req_finish(&r->base, 0);
@@ -650,7 +633,7 @@ static void setup(struct http_req *b, CURL *e)
 	case REQ_RANGE:
 		http_req_set_range(b, e);
 		add_if_range(r);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_req_range_body);
 		break;
 	case REQ_STREAM:
 		b->off = hs->seq.pos;
@@ -675,6 +658,7 @@ static const struct http_req_ops req_ops = {
     .free = free_hook,
     .status_failed = status_failed,
     .finishing = finishing,
+    .range_check = range_check,
 };
 
 /* Names. */

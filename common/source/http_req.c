@@ -372,6 +372,27 @@ size_t http_req_take(struct http_req *r, const char *data, size_t n)
 	return n;
 }
 
+int http_req_range_judge(struct http_req *r)
+{
+	if (r->checked)
+		return 0;
+	r->checked = 1;
+	return r->c->ops->range_check(r);
+}
+
+size_t http_req_range_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb;
+	r->last_io = uv_now(r->c->loop);
+	if (http_req_range_judge(r) < 0)
+		return 0;
+	if (r->discard)
+		return r->c->ops->error_body ? r->c->ops->error_body(r, data, n)
+					     : http_req_drain(r, n);
+	return http_req_take(r, data, n);
+}
+
 int http_req_check_span(struct http_req *r)
 {
 	const struct http_resp *p = &r->resp;

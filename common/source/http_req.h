@@ -63,6 +63,14 @@ struct http_req_ops {
 	/* Optional: r ends with r->status. 1 when the owner disposed of r
 	 * itself; 0 puts it on done. */
 	int (*finishing)(struct http_req *r);
+	/* For ranged reads through http_req_range_body: judge the answer once
+	 * per attempt (http_req_range_judge), at its first body byte or at its
+	 * end when none came. 0 takes its bytes, having set r->discard for an
+	 * error status; -1 after http_req_refuse. */
+	int (*range_check)(struct http_req *r);
+	/* Optional: the body bytes of a discarded answer to a ranged read;
+	 * returns what curl's write function returns. Default: http_req_drain. */
+	size_t (*error_body)(struct http_req *r, const char *data, size_t n);
 };
 
 /* What a client's requests came to, for /metrics: requests that ended in
@@ -185,6 +193,12 @@ void http_req_set_range(struct http_req *r, CURL *easy);
 size_t http_req_drain(struct http_req *r, size_t n);
 /* Range body bytes into r->buf; 0 after refusing more than was asked. */
 size_t http_req_take(struct http_req *r, const char *data, size_t n);
+/* ops->range_check, once per attempt: its verdict, or 0 when it ran before. */
+int http_req_range_judge(struct http_req *r);
+/* The write function of a ranged read (its data is r): judges the answer at
+ * its first byte, then takes the bytes into r->buf, or hands an error
+ * answer's to ops->error_body. */
+size_t http_req_range_body(char *data, size_t size, size_t nmemb, void *arg);
 /* Judge a 2xx answer to r's ranged GET of a file of size bytes: 0 fine,
  * -1 refused, HTTP_RANGE_RESIZED when Content-Range gives another total
  * (the caller words it). A 200 is fine only when it is the whole file. */

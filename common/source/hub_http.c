@@ -333,8 +333,9 @@ static int check_version(struct hub_req *r)
 	return 0;
 }
 
-static int range_check(struct hub_req *r)
+static int range_check(struct http_req *b)
 {
+	struct hub_req *r = hub_req_of(b);
 	const struct http_resp *p = &r->base.resp;
 	uint64_t size = req_file(r)->size;
 	if (p->status < 200 || p->status >= 300) {
@@ -351,19 +352,10 @@ static int range_check(struct hub_req *r)
 	return rc;
 }
 
-static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
+/* An error answer to a ranged read: the status says enough. */
+static size_t range_error_body(struct http_req *b, const char *data, size_t n)
 {
-	struct hub_req *r = arg;
-	size_t n = size * nmemb;
-	r->base.last_io = uv_now(r->hi->http.loop);
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0)
-			return 0;
-	}
-	if (r->base.discard)
-		return 0; /* the status says enough */
-	return http_req_take(&r->base, data, n);
+	return 0;
 }
 
 static void range_done(struct hub_req *r, CURLcode rc)
@@ -372,12 +364,9 @@ static void range_done(struct hub_req *r, CURLcode rc)
 		rc = CURLE_OK;
 	if (http_req_attempt_failed(&r->base, rc))
 		return;
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0) {
-			hub_req_finish(r, r->base.verdict, NULL);
-			return;
-		}
+	if (http_req_range_judge(&r->base) < 0) {
+		hub_req_finish(r, r->base.verdict, NULL);
+		return;
 	}
 	if (r->base.got == r->base.len) {
 		hub_check_landed(r);
@@ -418,7 +407,7 @@ static void setup(struct http_req *b, CURL *e)
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_api_body);
 	} else {
 		http_req_set_range(b, e);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_req_range_body);
 	}
 }
 
@@ -431,6 +420,8 @@ static const struct http_req_ops req_ops = {
     .header = on_header,
     .status_failed = status_failed,
     .finishing = finishing,
+    .range_check = range_check,
+    .error_body = range_error_body,
 };
 
 static void client_closed(struct http_client *c)

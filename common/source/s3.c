@@ -512,16 +512,19 @@ static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
 
 /* read() */
 
-static int range_check(struct s3_req *r)
+static int range_check(struct http_req *b)
 {
+	struct s3_req *r = to_req(b);
 	struct s3_source *s3 = r->s3;
 	const struct source_file *f = &s3->src->listing.files[r->index];
 	const struct http_resp *p = &r->base.resp;
 	const char *want = file_etag(f);
 	char got[HTTP_ETAG_MAX];
 	uint64_t first = r->base.off + r->base.got;
-	if (p->status < 200 || p->status >= 300)
-		return 0; /* an error document; judged when it is complete */
+	if (p->status < 200 || p->status >= 300) {
+		r->base.discard = 1; /* an error document; judged when it is complete */
+		return 0;
+	}
 	http_etag_opaque(p->etag, got, sizeof got);
 	if (want && p->etag[0] && strcmp(want, got) != 0)
 		return http_req_refuse(&r->base, SB_ECHANGED,
@@ -544,30 +547,16 @@ static int range_check(struct s3_req *r)
 	return http_req_check_span(&r->base);
 }
 
-static size_t on_range_body(char *data, size_t size, size_t nmemb, void *arg)
+static size_t range_error_body(struct http_req *b, const char *data, size_t n)
 {
-	struct s3_req *r = arg;
-	size_t n = size * nmemb;
-	r->base.last_io = uv_now(r->s3->http.loop);
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0)
-			return 0;
-	}
-	long st = r->base.resp.status;
-	if (st < 200 || st >= 300)
-		return keep_error_body(r, data, n);
-	return http_req_take(&r->base, data, n);
+	return keep_error_body(to_req(b), data, n);
 }
 
 static void range_done(struct s3_req *r)
 {
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (range_check(r) < 0) {
-			http_req_finish(&r->base, r->base.verdict);
-			return;
-		}
+	if (http_req_range_judge(&r->base) < 0) {
+		http_req_finish(&r->base, r->base.verdict);
+		return;
 	}
 	if (r->base.got == r->base.len) {
 		http_req_finish(&r->base, 0);
@@ -698,7 +687,7 @@ static void setup(struct http_req *b, CURL *e)
 		http_req_set_range(b, e);
 		if (etag)
 			http_req_add_header(b, "If-Match: \"%s\"", etag);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_range_body);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_req_range_body);
 	}
 }
 
@@ -710,6 +699,8 @@ static const struct http_req_ops req_ops = {
     .free = free_hook,
     .header = on_header,
     .status_failed = status_failed,
+    .range_check = range_check,
+    .error_body = range_error_body,
 };
 
 /* Operations. */
