@@ -182,11 +182,6 @@ static void status_failed(struct http_req *b)
 
 /* Response headers. */
 
-static void copy_value(char *dst, size_t cap, const char *v)
-{
-	snprintf(dst, cap, "%s", v);
-}
-
 /* Link: <url>; rel="next", <url>; rel="last" */
 static void parse_link(struct hub_hdrs *x, const char *v)
 {
@@ -215,46 +210,36 @@ static void parse_link(struct hub_hdrs *x, const char *v)
 
 static void hub_header(struct hub_req *r, const char *line, size_t n)
 {
-	char tmp[HEADER_LINE_MAX];
+	char v[HEADER_LINE_MAX];
 	struct hub_hdrs *x = &r->hx;
-	while (n && (line[n - 1] == '\r' || line[n - 1] == '\n'))
-		n--;
-	if (n >= sizeof tmp && !strncasecmp(line, "link:", 5))
-		x->next_overflow = 1;
-	if (n == 0 || n >= sizeof tmp)
-		return;
-	memcpy(tmp, line, n);
-	tmp[n] = '\0';
-	if (strncmp(tmp, "HTTP/", 5) == 0) {
-		const char *sp = strchr(tmp, ' ');
-		if (sp && sp[1] != '1')
+	struct http_header h;
+	if (n >= 5 && !memcmp(line, "HTTP/", 5)) {
+		const char *sp = memchr(line, ' ', n);
+		if (sp && sp + 1 < line + n && sp[1] != '1')
 			x->responses++;
 		/* Only the final answer's error and pagination count. */
 		x->error_code[0] = x->error_message[0] = x->next[0] = '\0';
 		x->next_overflow = 0;
 		return;
 	}
-	char *colon = strchr(tmp, ':');
-	if (!colon)
+	if (!http_header_split(line, n, &h))
 		return;
-	*colon = '\0';
-	char *v = colon + 1;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	for (char *e = v + strlen(v); e > v && (e[-1] == ' ' || e[-1] == '\t');)
-		*--e = '\0';
-	if (!strcasecmp(tmp, "x-error-code"))
-		copy_value(x->error_code, sizeof x->error_code, v);
-	else if (!strcasecmp(tmp, "x-error-message"))
-		copy_value(x->error_message, sizeof x->error_message, v);
-	else if (!strcasecmp(tmp, "link"))
-		parse_link(x, v);
-	else if (!strcasecmp(tmp, "x-repo-commit"))
-		copy_value(x->repo_commit, sizeof x->repo_commit, v);
-	else if (!strcasecmp(tmp, "x-linked-etag"))
-		copy_value(x->linked_etag, sizeof x->linked_etag, v);
-	else if (!strcasecmp(tmp, "etag") && x->responses == 1)
-		copy_value(x->first_etag, sizeof x->first_etag, v);
+	if (http_header_is(&h, "x-error-code")) {
+		http_header_value(&h, x->error_code, sizeof x->error_code);
+	} else if (http_header_is(&h, "x-error-message")) {
+		http_header_value(&h, x->error_message, sizeof x->error_message);
+	} else if (http_header_is(&h, "link")) {
+		if (http_header_value(&h, v, sizeof v))
+			parse_link(x, v);
+		else
+			x->next_overflow = 1;
+	} else if (http_header_is(&h, "x-repo-commit")) {
+		http_header_value(&h, x->repo_commit, sizeof x->repo_commit);
+	} else if (http_header_is(&h, "x-linked-etag")) {
+		http_header_value(&h, x->linked_etag, sizeof x->linked_etag);
+	} else if (http_header_is(&h, "etag") && x->responses == 1) {
+		http_header_value(&h, x->first_etag, sizeof x->first_etag);
+	}
 }
 
 static void on_header(struct http_req *b, const char *line, size_t n)

@@ -177,42 +177,31 @@ static void status_failed(struct http_req *b)
 
 /* Headers and bodies. */
 
-static void copy_value(char *dst, size_t cap, const char *line, size_t n, size_t name_len)
-{
-	const char *v = line + name_len;
-	size_t k = n - name_len;
-	while (k && (*v == ' ' || *v == '\t'))
-		v++, k--;
-	while (k && (v[k - 1] == '\r' || v[k - 1] == '\n' || v[k - 1] == ' '))
-		k--;
-	if (k >= cap)
-		k = cap - 1;
-	memcpy(dst, v, k);
-	dst[k] = '\0';
-}
-
 static void on_header(struct http_req *b, const char *data, size_t n)
 {
 	struct oci_client_req *r = to_req(b);
+	struct http_header h;
 	if (n >= 5 && !strncmp(data, "HTTP/", 5)) {
 		r->content_type[0] = r->docker_digest[0] = r->www_auth[0] = r->link[0] = '\0';
 		r->range[0] = '\0';
 		free(r->location);
 		r->location = NULL;
-	} else if (n > 9 && !strncasecmp(data, "location:", 9) && n < LOCATION_MAX) {
+	} else if (!http_header_split(data, n, &h)) {
+		return;
+	} else if (http_header_is(&h, "location") && h.value_len < LOCATION_MAX) {
 		free(r->location); /* a second Location in one answer: the last counts */
-		r->location = xmalloc(n);
-		copy_value(r->location, n, data, n, 9);
-	} else if (n > 6 && !strncasecmp(data, "range:", 6)) {
-		copy_value(r->range, sizeof r->range, data, n, 6);
-	} else if (n > 13 && !strncasecmp(data, "content-type:", 13)) {
-		copy_value(r->content_type, sizeof r->content_type, data, n, 13);
-	} else if (n > 22 && !strncasecmp(data, "docker-content-digest:", 22)) {
-		copy_value(r->docker_digest, sizeof r->docker_digest, data, n, 22);
-	} else if (n > 17 && !strncasecmp(data, "www-authenticate:", 17)) {
-		copy_value(r->www_auth, sizeof r->www_auth, data, n, 17);
-	} else if (n > 5 && !strncasecmp(data, "link:", 5)) {
-		copy_value(r->link, sizeof r->link, data, n, 5);
+		r->location = xmalloc(h.value_len + 1);
+		http_header_value(&h, r->location, h.value_len + 1);
+	} else if (http_header_is(&h, "range")) {
+		http_header_value(&h, r->range, sizeof r->range);
+	} else if (http_header_is(&h, "content-type")) {
+		http_header_value(&h, r->content_type, sizeof r->content_type);
+	} else if (http_header_is(&h, "docker-content-digest")) {
+		http_header_value(&h, r->docker_digest, sizeof r->docker_digest);
+	} else if (http_header_is(&h, "www-authenticate")) {
+		http_header_value(&h, r->www_auth, sizeof r->www_auth);
+	} else if (http_header_is(&h, "link")) {
+		http_header_value(&h, r->link, sizeof r->link);
 	}
 }
 

@@ -33,9 +33,9 @@
 #define LIST_BODY_MAX	     (8u << 20) /* one page of 1000 long keys is ~1 MB */
 #define LIST_IDLE_PAGES_MAX  100	/* truncated pages in a row without a new file */
 #define QUERY_PARAMS_MAX     5
-#define BUCKET_REGION_HEADER "x-amz-bucket-region:"
-#define CHECKSUM_HEADER	     "x-amz-checksum-sha256:"
-#define CHECKSUM_TYPE_HEADER "x-amz-checksum-type:"
+#define BUCKET_REGION_HEADER "x-amz-bucket-region"
+#define CHECKSUM_HEADER	     "x-amz-checksum-sha256"
+#define CHECKSUM_TYPE_HEADER "x-amz-checksum-type"
 #define CHECKSUM_TEXT_MAX    96 /* base64 of 32 bytes, or a composite "...-N" */
 
 enum req_kind { REQ_LIST, REQ_RANGE, REQ_SUM };
@@ -197,38 +197,21 @@ static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
 	return n;
 }
 
-/* S3 names the bucket's region here, also on the 301 it answers when asked
- * in the wrong one. */
-/* The value of header line data[0..n) when it is name (with its colon),
- * into out[CHECKSUM_TEXT_MAX]. */
-static void header_value(const char *data, size_t n, const char *name, char *out)
-{
-	size_t k = strlen(name), a, e;
-	if (n <= k || strncasecmp(data, name, k) != 0)
-		return;
-	for (a = k; a < n && data[a] == ' ';)
-		a++;
-	for (e = a; e < n && data[e] != ' ' && data[e] != '\r' && data[e] != '\n';)
-		e++;
-	snprintf(out, CHECKSUM_TEXT_MAX, "%.*s", (int)(e - a), data + a);
-}
-
+/* S3 names the bucket's region in x-amz-bucket-region, also on the 301 it
+ * answers when asked in the wrong one. */
 static void on_header(struct http_req *b, const char *data, size_t n)
 {
 	struct s3_req *r = to_req(b);
-	size_t k = sizeof BUCKET_REGION_HEADER - 1;
-	if (r->kind == REQ_SUM) {
-		header_value(data, n, CHECKSUM_HEADER, r->sum);
-		header_value(data, n, CHECKSUM_TYPE_HEADER, r->sum_type);
-	}
-	if (n > k && !strncasecmp(data, BUCKET_REGION_HEADER, k)) {
-		size_t a = k, e;
-		while (a < n && data[a] == ' ')
-			a++;
-		for (e = a; e < n && data[e] != ' ' && data[e] != '\r' && data[e] != '\n';)
-			e++;
-		snprintf(r->bucket_region, sizeof r->bucket_region, "%.*s", (int)(e - a), data + a);
-		if (e - a >= sizeof r->bucket_region || !aws_region_valid(r->bucket_region))
+	struct http_header h;
+	if (!http_header_split(data, n, &h))
+		return;
+	if (r->kind == REQ_SUM && http_header_is(&h, CHECKSUM_HEADER)) {
+		http_header_value(&h, r->sum, sizeof r->sum);
+	} else if (r->kind == REQ_SUM && http_header_is(&h, CHECKSUM_TYPE_HEADER)) {
+		http_header_value(&h, r->sum_type, sizeof r->sum_type);
+	} else if (http_header_is(&h, BUCKET_REGION_HEADER)) {
+		if (!http_header_value(&h, r->bucket_region, sizeof r->bucket_region) ||
+		    !aws_region_valid(r->bucket_region))
 			r->bucket_region[0] = '\0';
 	}
 }
