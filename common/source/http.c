@@ -2,12 +2,12 @@
  * HEAD (or a one-byte ranged GET when HEAD is refused); read() is one ranged
  * GET per call, all of them running in parallel through one HTTP client
  * (common/source/http_req.c) on the loop. A server that gives no size or no ranges
- * is read as one sequential stream instead. Every response is checked
+ * is read as one sequential stream instead (http_stream.c). Every response is checked
  * against the listing's validators, so a file that changes mid-transfer
  * fails with SB_ECHANGED rather than mixing two versions. Callbacks run from
  * the client's timer, never from inside libcurl or from the call that
  * started the operation. */
-#include "common/source/source.h"
+#include "common/source/http_int.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -23,65 +23,7 @@
 #include "common/path.h"
 #include "common/progress.h"
 
-#define SEQ_SPILL_MAX	   (8u << 20) /* stream bytes held ahead of the reader */
-#define SEQ_PROGRESS_RESET (1u << 20) /* stream progress that forgives failures */
-#define RANGE_SPEC_MAX	   48
-
-enum req_kind {
-	REQ_HEAD,     /* list: HEAD */
-	REQ_PROBE,    /* list: GET bytes=0-0, when HEAD is refused or unclear */
-	REQ_COUNT,    /* list: GET of the whole body to learn its length */
-	REQ_RANGE,    /* read: GET bytes=a-b into the caller's buffer */
-	REQ_STREAM,   /* sequential mode: the one GET feeding REQ_SEQ_READs */
-	REQ_SEQ_READ, /* sequential mode: a read waiting for stream bytes */
-};
-
-struct http_source;
-
-/* base comes first: the client's lists hold &base. */
-struct hs_req {
-	struct http_req base; /* off: RANGE/SEQ_READ file offset; STREAM: attempt start;
-			       count: PROBE/COUNT body bytes, others this attempt's */
-	struct http_source *hs;
-	enum req_kind kind;
-	int whole;     /* a 200 carrying the whole file was accepted */
-	uint64_t skip; /* STREAM: leading bytes of a 200 seen before */
-	source_done_cb cb;
-	void *arg;
-};
-
-struct http_source {
-	struct http_client http; /* first: its close callback frees the source */
-	struct source *src;
-	char *shown_url; /* without credentials or query: safe in messages */
-	char *name;
-	/* What the listing learnt. */
-	char *etag; /* as sent, or NULL */
-	char *last_modified;
-	uint64_t size;
-	int size_known;
-	int ranges; /* 1 ranged GETs work, 0 they do not, -1 not known yet */
-	int counted;
-	uint64_t count_start; /* loop time a body without a length began, 0: none yet */
-	int listed;
-	struct {
-		struct hs_req *xfer;
-		struct http_req_list reads;
-		uint64_t pos;	   /* file offset of the next byte off the wire */
-		uint64_t next_off; /* where the next read must start */
-		struct buf spill;  /* bytes off the wire no read has asked for */
-		size_t spill_off;
-		int error; /* sticky once the stream gave up */
-		char *error_detail;
-	} seq;
-};
-
-static struct hs_req *to_req(struct http_req *b)
-{
-	return (struct hs_req *)b;
-}
-
-static struct hs_req *req_new(struct http_source *hs, enum req_kind kind)
+struct hs_req *source_http_req_new(struct http_source *hs, enum req_kind kind)
 {
 	struct hs_req *r = xcalloc(1, sizeof *r);
 	http_req_init(&r->base, &hs->http);
@@ -90,13 +32,11 @@ static struct hs_req *req_new(struct http_source *hs, enum req_kind kind)
 	return r;
 }
 
-static void req_free(struct hs_req *r)
+void source_http_req_free(struct hs_req *r)
 {
 	http_req_close(&r->base);
 	free(r);
 }
-
-static void seq_fail(struct http_source *hs, struct hs_req *x);
 
 /* The client's hooks. */
 
@@ -109,27 +49,27 @@ static void describe(const struct http_req *b, struct buf *out)
 /* A failed stream fails its waiting reads at once. */
 static int finishing(struct http_req *b)
 {
-	struct hs_req *r = to_req(b);
+	struct hs_req *r = hs_req_of(b);
 	if (r->kind != REQ_STREAM)
 		return 0;
-	seq_fail(r->hs, r);
+	source_http_seq_fail(r->hs, r);
 	return 1;
 }
 
 static void deliver(struct http_req *b)
 {
-	struct hs_req *r = to_req(b);
+	struct hs_req *r = hs_req_of(b);
 	source_req_deliver(r->hs->src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)
 {
-	req_free(to_req(b));
+	source_http_req_free(hs_req_of(b));
 }
 
 static void status_failed(struct http_req *b)
 {
-	struct http_source *hs = to_req(b)->hs;
+	struct http_source *hs = hs_req_of(b)->hs;
 	const struct http_resp *p = &b->resp;
 	if (p->status == 416 && p->range_unsatisfied && p->range_total >= 0 && hs->listed &&
 	    (uint64_t)p->range_total != hs->size) {
@@ -142,7 +82,7 @@ static void status_failed(struct http_req *b)
 }
 
 /* Validators: every response must describe the version that was listed. */
-static int check_validators(struct hs_req *r)
+int source_http_check_validators(struct hs_req *r)
 {
 	struct http_source *hs = r->hs;
 	const struct http_resp *p = &r->base.resp;
@@ -345,14 +285,14 @@ static void list_done(struct hs_req *r, CURLcode rc)
 /* Judge a response at its first body byte (or at its end when none came). */
 static int range_check(struct http_req *b)
 {
-	struct hs_req *r = to_req(b);
+	struct hs_req *r = hs_req_of(b);
 	struct http_source *hs = r->hs;
 	const struct http_resp *p = &r->base.resp;
 	if (p->status < 200 || p->status >= 300) {
 		r->base.discard = 1;
 		return 0;
 	}
-	if (check_validators(r) < 0)
+	if (source_http_check_validators(r) < 0)
 		return -1;
 	int rc = http_req_check_range(&r->base, hs->size);
 	if (rc == HTTP_RANGE_RESIZED)
@@ -383,227 +323,17 @@ static void range_done(struct hs_req *r, CURLcode rc)
 			       r->base.len - r->base.got);
 }
 
-/* Sequential mode: one GET, its bytes handed to the reads in order. */
-
-static size_t seq_spilled(const struct http_source *hs)
-{
-	return hs->seq.spill.len - hs->seq.spill_off;
-}
-
-static void seq_give(struct http_source *hs, const uint8_t **data, size_t *n)
-{
-	struct hs_req *rd;
-	while (*n && hs->seq.reads.head) {
-		rd = to_req(hs->seq.reads.head);
-		size_t k = rd->base.len - rd->base.got < *n ? rd->base.len - rd->base.got : *n;
-		memcpy(rd->base.buf + rd->base.got, *data, k);
-		rd->base.got += k;
-		*data += k;
-		*n -= k;
-		hs->src->bytes_read += k;
-		if (rd->base.got == rd->base.len)
-			http_req_finish(&rd->base, 0);
-	}
-}
-
-static void seq_feed(struct http_source *hs)
-{
-	const uint8_t *p = hs->seq.spill.ptr + hs->seq.spill_off;
-	size_t n = seq_spilled(hs);
-	seq_give(hs, &p, &n);
-	hs->seq.spill_off = hs->seq.spill.len - n;
-	if (n == 0) {
-		buf_reset(&hs->seq.spill);
-		hs->seq.spill_off = 0;
-	} else if (hs->seq.spill_off > 0) {
-		memmove(hs->seq.spill.ptr, p, n);
-		hs->seq.spill.len = n;
-		hs->seq.spill_off = 0;
-	}
-}
-
-static void seq_reset(struct http_source *hs, uint64_t off)
-{
-	if (hs->seq.xfer)
-		req_free(hs->seq.xfer);
-	hs->seq.xfer = NULL;
-	buf_reset(&hs->seq.spill);
-	hs->seq.spill_off = 0;
-	hs->seq.pos = off;
-	hs->seq.next_off = off;
-	hs->seq.error = 0;
-	free(hs->seq.error_detail);
-	hs->seq.error_detail = NULL;
-}
-
-/* The stream gave up: every waiting read fails the same way, and so do
- * later reads until the caller starts over at another offset. */
-static void seq_fail(struct http_source *hs, struct hs_req *x)
-{
-	struct http_req *rd;
-	while ((rd = hs->seq.reads.head)) {
-		free(rd->detail);
-		rd->detail = x->base.detail ? xstrdup(x->base.detail) : NULL;
-		http_req_finish(rd, x->base.status);
-	}
-	hs->seq.error = x->base.status;
-	free(hs->seq.error_detail);
-	hs->seq.error_detail = x->base.detail;
-	x->base.detail = NULL;
-	hs->seq.xfer = NULL;
-	req_free(x);
-}
-
-static int stream_check(struct hs_req *r)
-{
-	struct http_source *hs = r->hs;
-	const struct http_resp *p = &r->base.resp;
-	if (p->status < 200 || p->status >= 300) {
-		r->base.discard = 1;
-		return 0;
-	}
-	if (check_validators(r) < 0)
-		return -1;
-	if (p->status == 206) {
-		if (!p->has_range || p->range_unsatisfied || p->range_first != r->base.off)
-			return http_req_refuse(&r->base, SB_EPROTO,
-					       "asked for bytes %" PRIu64 "-, got another range",
-					       r->base.off);
-		if (p->range_total >= 0 && (uint64_t)p->range_total != hs->size)
-			return http_req_refuse(&r->base, SB_ECHANGED,
-					       "source changed during transfer (size %" PRIu64
-					       ", now %" PRId64 ")",
-					       hs->size, p->range_total);
-		return 0;
-	}
-	if (p->status != 200)
-		return http_req_refuse(&r->base, SB_EHTTP, "unexpected HTTP %ld %s", p->status,
-				       http_resp_reason(p));
-	if (p->content_length >= 0 && (uint64_t)p->content_length != hs->size)
-		return http_req_refuse(&r->base, SB_ECHANGED,
-				       "source changed during transfer (size %" PRIu64
-				       ", now %" PRId64 ")",
-				       hs->size, p->content_length);
-	r->skip = r->base.off; /* a whole body: earlier attempts saw its start */
-	return 0;
-}
-
-static size_t on_stream_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct hs_req *r = arg;
-	struct http_source *hs = r->hs;
-	size_t n = size * nmemb, total = n;
-	r->base.last_io = uv_now(hs->http.loop);
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (stream_check(r) < 0)
-			return 0;
-	}
-	if (r->base.discard)
-		return http_req_drain(&r->base, n);
-	/* Back-pressure: curl keeps this chunk and offers it again after
-	 * curl_easy_pause(CURLPAUSE_CONT). */
-	if (!hs->seq.reads.head && r->skip < n && seq_spilled(hs) >= SEQ_SPILL_MAX) {
-		r->base.paused = 1;
-		return CURL_WRITEFUNC_PAUSE;
-	}
-	size_t k = r->skip < n ? (size_t)r->skip : n;
-	r->skip -= k;
-	n -= k;
-	const uint8_t *p = (const uint8_t *)data + k;
-	if (n > hs->size - hs->seq.pos) {
-		http_req_refuse(&r->base, SB_ECHANGED,
-				"source changed during transfer (more than %" PRIu64 " bytes)",
-				hs->size);
-		return 0;
-	}
-	hs->seq.pos += n;
-	r->base.count += n;
-	seq_give(hs, &p, &n);
-	if (n)
-		buf_append(&hs->seq.spill, p, n);
-	return total;
-}
-
-static void stream_done(struct hs_req *r, CURLcode rc)
-{
-	struct http_source *hs = r->hs;
-	if (http_req_attempt_failed(&r->base, rc))
-		return;
-	if (!r->base.checked) {
-		r->base.checked = 1;
-		if (stream_check(r) < 0) {
-			http_req_finish(&r->base, r->base.verdict);
-			return;
-		}
-	}
-	if (hs->seq.pos == hs->size) {
-		hs->seq.xfer = NULL;
-		req_free(r);
-		return;
-	}
-	if (r->base.resp.status == 200 && r->base.resp.content_length < 0) {
-		http_req_fail(&r->base, SB_ECHANGED,
-			      "source changed during transfer (%" PRIu64 " bytes, was %" PRIu64 ")",
-			      hs->seq.pos, hs->size);
-		return;
-	}
-	if (r->base.count > 0)
-		http_req_start(&r->base);
-	else
-		http_req_retry(&r->base, SB_EHTTP, "response ended at byte %" PRIu64 " of %" PRIu64,
-			       hs->seq.pos, hs->size);
-}
-
-static int read_seq(struct http_source *hs, struct hs_req *r)
-{
-	if (r->base.off != hs->seq.next_off) {
-		if (hs->seq.reads.head) {
-			source_set_error(hs->src,
-					 "GET %s: reads of a sequential "
-					 "source must come in order (at %" PRIu64 ", not %" PRIu64
-					 ")",
-					 hs->shown_url, hs->seq.next_off, r->base.off);
-			req_free(r);
-			return -EINVAL;
-		}
-		seq_reset(hs, r->base.off);
-	}
-	hs->seq.next_off = r->base.off + r->base.len;
-	if (hs->seq.error) {
-		r->base.detail = hs->seq.error_detail ? xstrdup(hs->seq.error_detail) : NULL;
-		http_req_finish(&r->base, hs->seq.error);
-		return 0;
-	}
-	http_req_push(&hs->seq.reads, &r->base);
-	seq_feed(hs);
-	if (r->base.state == HTTP_REQ_DONE)
-		return 0;
-	struct hs_req *x = hs->seq.xfer;
-	if (!x) {
-		x = req_new(hs, REQ_STREAM);
-		x->base.progress_reset = SEQ_PROGRESS_RESET;
-		hs->seq.xfer = x;
-		http_req_start(&x->base);
-	} else if (x->base.paused && x->base.easy && seq_spilled(hs) < SEQ_SPILL_MAX) {
-		x->base.paused = 0;
-		x->base.last_io = uv_now(hs->http.loop);
-		curl_easy_pause(x->base.easy, CURLPAUSE_CONT);
-	}
-	return 0;
-}
-
 /* Transfers. */
 
 static void done(struct http_req *b, CURLcode rc)
 {
-	struct hs_req *r = to_req(b);
+	struct hs_req *r = hs_req_of(b);
 	switch (r->kind) {
 	case REQ_RANGE:
 		range_done(r, rc);
 		break;
 	case REQ_STREAM:
-		stream_done(r, rc);
+		source_http_stream_done(r, rc);
 		break;
 	default:
 		list_done(r, rc);
@@ -613,7 +343,7 @@ static void done(struct http_req *b, CURLcode rc)
 
 static void setup(struct http_req *b, CURL *e)
 {
-	struct hs_req *r = to_req(b);
+	struct hs_req *r = hs_req_of(b);
 	struct http_source *hs = r->hs;
 	char range[RANGE_SPEC_MAX];
 	curl_easy_setopt(e, CURLOPT_URL, hs->src->uri.url);
@@ -643,7 +373,7 @@ static void setup(struct http_req *b, CURL *e)
 			curl_easy_setopt(e, CURLOPT_RANGE, range);
 			add_if_range(r);
 		}
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_stream_body);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, source_http_stream_body);
 		break;
 	case REQ_SEQ_READ:
 		fatal("http source: a sequential read has no transfer");
@@ -726,7 +456,7 @@ static int http_list(struct source *src, source_done_cb cb, void *arg)
 	struct http_source *hs = src->impl;
 	char *name;
 	for (struct http_req *b = hs->http.active.head; b; b = b->next) {
-		enum req_kind k = to_req(b)->kind;
+		enum req_kind k = hs_req_of(b)->kind;
 		if (k == REQ_HEAD || k == REQ_PROBE || k == REQ_COUNT)
 			return -EBUSY;
 	}
@@ -742,8 +472,8 @@ static int http_list(struct source *src, source_done_cb cb, void *arg)
 	hs->size_known = hs->counted = hs->listed = 0;
 	hs->count_start = 0;
 	hs->ranges = -1;
-	seq_reset(hs, 0);
-	struct hs_req *r = req_new(hs, REQ_HEAD);
+	source_http_seq_reset(hs, 0);
+	struct hs_req *r = source_http_req_new(hs, REQ_HEAD);
 	r->cb = cb;
 	r->arg = arg;
 	http_req_start(&r->base);
@@ -764,7 +494,7 @@ static int http_read(struct source *src, size_t index, uint64_t off, size_t len,
 				 hs->shown_url, off, len, hs->size);
 		return -EINVAL;
 	}
-	struct hs_req *r = req_new(hs, src->sequential ? REQ_SEQ_READ : REQ_RANGE);
+	struct hs_req *r = source_http_req_new(hs, src->sequential ? REQ_SEQ_READ : REQ_RANGE);
 	r->base.off = off;
 	r->base.len = len;
 	r->base.buf = buf;
@@ -775,7 +505,7 @@ static int http_read(struct source *src, size_t index, uint64_t off, size_t len,
 		return 0;
 	}
 	if (src->sequential)
-		return read_seq(hs, r);
+		return source_http_read_seq(hs, r);
 	http_req_start(&r->base);
 	return 0;
 }
@@ -788,12 +518,12 @@ static void http_cancel(struct source *src)
 		http_req_cancel(r);
 	for (r = hs->http.active.head; r; r = next) {
 		next = r->next;
-		if (to_req(r)->kind != REQ_STREAM) /* seq_reset below */
+		if (hs_req_of(r)->kind != REQ_STREAM) /* seq_reset below */
 			http_req_cancel(r);
 	}
 	while ((r = hs->seq.reads.head))
 		http_req_cancel(r);
-	seq_reset(hs, 0);
+	source_http_seq_reset(hs, 0);
 }
 
 static void source_closed(struct http_client *c)
@@ -807,7 +537,7 @@ static void http_free(struct source *src)
 	if (!hs)
 		return;
 	while (hs->seq.reads.head)
-		req_free(to_req(hs->seq.reads.head));
+		source_http_req_free(hs_req_of(hs->seq.reads.head));
 	hs->seq.xfer = NULL; /* on active: freed with the client's requests */
 	buf_close(&hs->seq.spill);
 	free(hs->seq.error_detail);
