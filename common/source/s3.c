@@ -9,8 +9,8 @@
  * mixing versions.
  * Requests are signed with SigV4 (common/source/sigv4.c) when credentials are set.
  * Callbacks run from the client's timer, never from inside libcurl or from
- * the call that started the operation. */
-#include "common/source/source.h"
+ * the call that started the operation. list() is in s3_list.c. */
+#include "common/source/s3_int.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -29,69 +29,7 @@
 #include "common/source/s3_api.h"
 #include "common/source/sigv4.h"
 
-#define LIST_PAGE_KEYS	     "1000"	/* the most ListObjectsV2 returns */
-#define LIST_BODY_MAX	     (8u << 20) /* one page of 1000 long keys is ~1 MB */
-#define LIST_IDLE_PAGES_MAX  100	/* truncated pages in a row without a new file */
-#define QUERY_PARAMS_MAX     5
-#define BUCKET_REGION_HEADER "x-amz-bucket-region"
-#define CHECKSUM_HEADER	     "x-amz-checksum-sha256"
-#define CHECKSUM_TYPE_HEADER "x-amz-checksum-type"
-#define CHECKSUM_TEXT_MAX    96 /* base64 of 32 bytes, or a composite "...-N" */
-
-enum req_kind { REQ_LIST, REQ_RANGE, REQ_SUM };
-enum list_phase {
-	PHASE_DIR,    /* the keys under "prefix/" */
-	PHASE_SINGLE, /* nothing there: is "prefix" itself an object? */
-};
-
-struct s3_source;
-
-/* base comes first: the client's lists hold &base. */
-struct s3_req {
-	struct http_req base;
-	struct s3_source *s3;
-	enum req_kind kind;
-	char bucket_region[AWS_REGION_MAX]; /* x-amz-bucket-region of the answer */
-	struct buf body;		    /* LIST: the page; any kind: an error document */
-	char *what;			    /* "s3://bucket/key" before messages; NULL: a listing */
-	size_t index;			    /* REQ_RANGE, REQ_SUM */
-	/* REQ_SUM: the x-amz-checksum-sha256 and -type answered */
-	char sum[CHECKSUM_TEXT_MAX], sum_type[CHECKSUM_TEXT_MAX];
-	/* REQ_LIST */
-	enum list_phase phase;
-	char *token;   /* continuation token of the page asked for */
-	unsigned idle; /* pages in a row that added no file */
-	source_done_cb cb;
-	void *arg;
-};
-
-struct s3_source {
-	struct http_client http; /* first: its close callback frees the source */
-	struct source *src;
-	struct s3_config cfg;
-	char *config_error; /* reported by list(), where the user sees it */
-	char *shown;	    /* "s3://bucket/prefix" */
-	char *dir_prefix;   /* keys of a directory source start with this */
-	char *single_key;   /* set when the source is one object */
-	int listed;
-	struct source_listing building;
-	size_t cap;
-	/* HeadObject of the objects listed with a SHA-256 checksum, before the
-	 * listing ends: their paths, how far they went, and the listing's
-	 * request, which ends with the first failure when they are done. */
-	char **sum_paths;
-	size_t nsum, sum_next, sum_busy;
-	struct s3_req *sum_list;
-	int sum_rc;
-	char *sum_detail;
-};
-
-static struct s3_req *to_req(struct http_req *b)
-{
-	return (struct s3_req *)b;
-}
-
-static struct s3_req *req_new(struct s3_source *s3, enum req_kind kind)
+struct s3_req *source_s3_req_new(struct s3_source *s3, enum req_kind kind)
 {
 	struct s3_req *r = xcalloc(1, sizeof *r);
 	http_req_init(&r->base, &s3->http);
@@ -100,7 +38,7 @@ static struct s3_req *req_new(struct s3_source *s3, enum req_kind kind)
 	return r;
 }
 
-static void req_free(struct s3_req *r)
+void source_s3_req_free(struct s3_req *r)
 {
 	http_req_close(&r->base);
 	buf_close(&r->body);
@@ -118,21 +56,18 @@ static void describe(const struct http_req *b, struct buf *out)
 		buf_printf(out, "%s: ", r->what);
 }
 
-static void sum_delivered(struct s3_req *r);
-static const char *object_key(struct s3_source *s3, size_t index, struct buf *tmp);
-
 static void deliver(struct http_req *b)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	if (r->kind == REQ_SUM)
-		sum_delivered(r);
+		source_s3_sum_delivered(r);
 	else
 		source_req_deliver(r->s3->src, b, r->cb, r->arg);
 }
 
 static void free_hook(struct http_req *b)
 {
-	req_free(to_req(b));
+	source_s3_req_free(s3_req_of(b));
 }
 
 /* Failed responses. */
@@ -145,7 +80,7 @@ static const char *credential_hint(const struct s3_source *s3)
 /* Status and S3 error code into an error and a line for the user. */
 static void status_failed(struct http_req *b)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	struct s3_source *s3 = r->s3;
 	long st = b->resp.status;
 	struct s3_error e;
@@ -189,7 +124,7 @@ static void status_failed(struct http_req *b)
 }
 
 /* An error document is kept (bounded) for its Code. */
-static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
+size_t source_s3_keep_error_body(struct s3_req *r, const char *data, size_t n)
 {
 	if (r->body.len + n > HTTP_ERROR_BODY_MAX)
 		return 0;
@@ -201,7 +136,7 @@ static size_t keep_error_body(struct s3_req *r, const char *data, size_t n)
  * answers when asked in the wrong one. */
 static void on_header(struct http_req *b, const char *data, size_t n)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	struct http_header h;
 	if (!http_header_split(data, n, &h))
 		return;
@@ -216,292 +151,15 @@ static void on_header(struct http_req *b, const char *data, size_t n)
 	}
 }
 
-/* list() */
-
-static const char *file_etag(const struct source_file *f)
-{
-	return f->digest && !strncmp(f->digest, "etag:", 5) ? f->digest + 5 : NULL;
-}
-
-static int add_file(struct s3_req *r, const char *path, const struct s3_object *o)
-{
-	struct source_listing *l = &r->s3->building;
-	uint64_t max = r->s3->src->opt.limits.files;
-	if (l->nfiles >= max) {
-		http_req_fail(&r->base, SB_ETOOBIG,
-			      "more objects than the limit of %llu per dataset (--max-files)",
-			      (unsigned long long)max);
-		return -1;
-	}
-	if (l->nfiles == r->s3->cap) {
-		r->s3->cap = r->s3->cap ? r->s3->cap * 2 : 256;
-		l->files = xrealloc(l->files, r->s3->cap * sizeof *l->files);
-	}
-	struct source_file *f = &l->files[l->nfiles++];
-	memset(f, 0, sizeof *f);
-	f->path = xstrdup(path);
-	f->type = SRC_REGULAR;
-	f->size = o->size;
-	f->mode = 0644;
-	f->mtime_ns = o->mtime_ns;
-	f->digest = o->etag ? xasprintf("etag:%s", o->etag)
-			    : xasprintf("s3:%" PRId64 ":%" PRIu64, o->mtime_ns, o->size);
-	if (o->sha256 && o->composite) {
-		log_debug("%s: %s has a composite SHA-256 checksum (of its parts): the whole "
-			  "file cannot be checked against it",
-			  r->s3->shown, path);
-	} else if (o->sha256) {
-		struct s3_source *s3 = r->s3;
-		s3->sum_paths = xrealloc(s3->sum_paths, (s3->nsum + 1) * sizeof *s3->sum_paths);
-		s3->sum_paths[s3->nsum++] = xstrdup(path);
-	}
-	return 0;
-}
-
-/* Keys of one page into the listing. 0, or -1 after failing r. */
-static int take_page(struct s3_req *r, const struct s3_list_page *page)
-{
-	struct s3_source *s3 = r->s3;
-	size_t plen = strlen(s3->dir_prefix);
-	for (size_t i = 0; i < page->n; i++) {
-		const struct s3_object *o = &page->objects[i];
-		if (r->phase == PHASE_SINGLE) {
-			if (strcmp(o->key, s3->src->uri.prefix) != 0)
-				continue;
-			const char *base = strrchr(o->key, '/');
-			base = base ? base + 1 : o->key;
-			if (path_check_relative(base) < 0) {
-				http_req_fail(&r->base, SB_ECONFINE,
-					      "key \"%s\" cannot be used as a file name", o->key);
-				return -1;
-			}
-			s3->single_key = xstrdup(o->key);
-			return add_file(r, base, o);
-		}
-		if (strncmp(o->key, s3->dir_prefix, plen) != 0) {
-			http_req_fail(&r->base, SB_ECONFINE,
-				      "key \"%s\" lies outside the prefix \"%s\"", o->key,
-				      s3->dir_prefix);
-			return -1;
-		}
-		const char *rel = o->key + plen;
-		size_t n = strlen(rel);
-		if (n == 0 || rel[n - 1] == '/')
-			continue; /* a directory marker ("folder/") */
-		if (path_check_relative(rel) < 0) {
-			http_req_fail(&r->base, SB_ECONFINE,
-				      "key \"%s\" escapes the dataset directory", o->key);
-			return -1;
-		}
-		if (add_file(r, rel, o) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* HeadObject with the checksum mode on. */
-
-static void sums_clear(struct s3_source *s3)
-{
-	for (size_t i = 0; i < s3->nsum; i++)
-		free(s3->sum_paths[i]);
-	free(s3->sum_paths);
-	free(s3->sum_detail);
-	s3->sum_paths = NULL;
-	s3->sum_detail = NULL;
-	s3->nsum = s3->sum_next = s3->sum_busy = 0;
-	s3->sum_rc = 0;
-}
-
-static int path_cmp(const void *key, const void *file)
-{
-	return strcmp(key, ((const struct source_file *)file)->path);
-}
-
-/* Keep max_parallel HeadObject requests going; end the listing once all
- * are back. */
-static void sum_pump(struct s3_source *s3)
-{
-	struct source_listing *l = &s3->src->listing;
-	while (s3->sum_rc == 0 && s3->sum_next < s3->nsum &&
-	       s3->sum_busy < (size_t)s3->src->max_parallel) {
-		const char *path = s3->sum_paths[s3->sum_next++];
-		const struct source_file *f =
-		    bsearch(path, l->files, l->nfiles, sizeof *l->files, path_cmp);
-		if (!f)
-			continue;
-		struct s3_req *h = req_new(s3, REQ_SUM);
-		struct buf key = BUF_INIT;
-		h->index = (size_t)(f - l->files);
-		h->what = xasprintf("HeadObject s3://%s/%s", s3->src->uri.bucket,
-				    object_key(s3, h->index, &key));
-		buf_close(&key);
-		s3->sum_busy++;
-		http_req_start(&h->base);
-	}
-	if (s3->sum_busy || !s3->sum_list)
-		return;
-	struct s3_req *r = s3->sum_list;
-	s3->sum_list = NULL;
-	if (s3->sum_rc < 0) {
-		free(r->what); /* the HeadObject's line says what failed */
-		r->what = NULL;
-		http_req_fail(&r->base, s3->sum_rc, "%s", s3->sum_detail ? s3->sum_detail : "");
-	} else {
-		s3->listed = 1;
-		http_req_finish(&r->base, 0);
-	}
-	sums_clear(s3);
-}
-
-/* A HeadObject answer: the object as listed, and its SHA-256 unless the
- * checksum is of its parts. */
-static void sum_done(struct s3_req *r)
-{
-	struct s3_source *s3 = r->s3;
-	struct source_file *f = &s3->src->listing.files[r->index];
-	const char *want = file_etag(f);
-	char got[HTTP_ETAG_MAX];
-	size_t n = 0;
-	http_etag_opaque(r->base.resp.etag, got, sizeof got);
-	if (want && r->base.resp.etag[0] && strcmp(want, got) != 0) {
-		http_req_fail(&r->base, SB_ECHANGED,
-			      "the object changed after it was listed (ETag %s, now %s)", want,
-			      got);
-		return;
-	}
-	if (!strcmp(r->sum_type, "COMPOSITE") || strchr(r->sum, '-')) {
-		log_debug("%s: %s has a composite SHA-256 checksum (of its parts): the whole "
-			  "file cannot be checked against it",
-			  s3->shown, f->path);
-	} else if (!r->sum[0]) {
-		log_debug("%s: %s: HeadObject names no SHA-256 checksum", s3->shown, f->path);
-	} else if (sodium_base642bin(f->content_sha256, sizeof f->content_sha256, r->sum,
-				     strlen(r->sum), NULL, &n, NULL,
-				     sodium_base64_VARIANT_ORIGINAL) != 0 ||
-		   n != sizeof f->content_sha256) {
-		http_req_fail(&r->base, SB_EPROTO,
-			      "x-amz-checksum-sha256 \"%.60s\" is not a SHA-256", r->sum);
-		return;
-	} else {
-		f->has_content_sha256 = 1;
-	}
-	http_req_finish(&r->base, 0);
-}
-
-static void sum_delivered(struct s3_req *r)
-{
-	struct s3_source *s3 = r->s3;
-	if (r->base.status < 0 && s3->sum_rc == 0) {
-		s3->sum_rc = r->base.status;
-		s3->sum_detail = r->base.detail ? xstrdup(r->base.detail) : NULL;
-	}
-	req_free(r);
-	s3->sum_busy--;
-	sum_pump(s3);
-}
-
-static void list_complete(struct s3_req *r)
-{
-	struct s3_source *s3 = r->s3;
-	struct source *src = s3->src;
-	source_listing_close(&src->listing);
-	src->listing = s3->building;
-	memset(&s3->building, 0, sizeof s3->building);
-	s3->cap = 0;
-	source_listing_sort(&src->listing);
-	for (size_t i = 1; i < src->listing.nfiles; i++)
-		if (!strcmp(src->listing.files[i - 1].path, src->listing.files[i].path)) {
-			http_req_fail(&r->base, SB_EPROTO, "key %s%s listed twice", s3->dir_prefix,
-				      src->listing.files[i].path);
-			return;
-		}
-	if (s3->nsum) {
-		s3->sum_list = r;
-		sum_pump(s3);
-		return;
-	}
-	s3->listed = 1;
-	http_req_finish(&r->base, 0);
-}
-
-static void list_done(struct s3_req *r)
-{
-	struct s3_source *s3 = r->s3;
-	struct s3_list_page page;
-	char err[S3_ERR_MAX];
-	if (s3_list_parse((const char *)r->body.ptr, r->body.len, &page, err) < 0) {
-		http_req_fail(&r->base, SB_EPROTO, "malformed ListObjectsV2 answer: %s", err);
-		return;
-	}
-	size_t before = s3->building.nfiles;
-	int rc = take_page(r, &page);
-	int more = page.truncated && !s3->single_key && r->phase == PHASE_DIR;
-	r->idle = s3->building.nfiles > before ? 0 : r->idle + 1;
-	if (rc == 0 && more && r->token && !strcmp(r->token, page.next_token)) {
-		http_req_fail(&r->base, SB_EPROTO,
-			      "ListObjectsV2 returned the same continuation token twice");
-		rc = -1;
-	} else if (rc == 0 && more && r->idle >= LIST_IDLE_PAGES_MAX) {
-		/* S3 may return short pages, even empty ones, but a server
-		 * that never moves on would be listed forever. */
-		http_req_fail(&r->base, SB_EPROTO,
-			      "ListObjectsV2 returned %u truncated pages in a row without an "
-			      "object",
-			      r->idle);
-		rc = -1;
-	}
-	if (rc < 0) {
-		s3_list_page_close(&page);
-		return;
-	}
-	if (more) {
-		free(r->token);
-		r->token = page.next_token;
-		page.next_token = NULL;
-	}
-	s3_list_page_close(&page);
-	r->base.failures = 0;
-	if (more) {
-		http_req_start(&r->base);
-	} else if (s3->building.nfiles > 0) {
-		list_complete(r);
-	} else if (r->phase == PHASE_DIR && strcmp(s3->dir_prefix, s3->src->uri.prefix) != 0) {
-		r->phase = PHASE_SINGLE;
-		free(r->token);
-		r->token = NULL;
-		http_req_start(&r->base);
-	} else {
-		http_req_fail(&r->base, SB_ENOTFOUND, "no objects under %s", s3->shown);
-	}
-}
-
-static size_t on_list_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct s3_req *r = arg;
-	size_t n = size * nmemb;
-	r->base.last_io = uv_now(r->s3->http.loop);
-	long st = r->base.resp.status;
-	if (st < 200 || st >= 300)
-		return keep_error_body(r, data, n);
-	if (r->body.len + n > LIST_BODY_MAX) {
-		http_req_refuse(&r->base, SB_ETOOBIG, "ListObjectsV2 answer larger than %u bytes",
-				LIST_BODY_MAX);
-		return 0;
-	}
-	buf_append(&r->body, data, n);
-	return n;
-}
-
 /* read() */
 
 static int range_check(struct http_req *b)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	struct s3_source *s3 = r->s3;
 	const struct source_file *f = &s3->src->listing.files[r->index];
 	const struct http_resp *p = &r->base.resp;
-	const char *want = file_etag(f);
+	const char *want = source_s3_file_etag(f);
 	char got[HTTP_ETAG_MAX];
 	uint64_t first = r->base.off + r->base.got;
 	if (p->status < 200 || p->status >= 300) {
@@ -532,7 +190,7 @@ static int range_check(struct http_req *b)
 
 static size_t range_error_body(struct http_req *b, const char *data, size_t n)
 {
-	return keep_error_body(to_req(b), data, n);
+	return source_s3_keep_error_body(s3_req_of(b), data, n);
 }
 
 static void range_done(struct s3_req *r)
@@ -557,18 +215,18 @@ static void range_done(struct s3_req *r)
 
 static void done(struct http_req *b, CURLcode rc)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	if (http_req_attempt_failed(b, rc))
 		return;
 	if (r->kind == REQ_LIST)
-		list_done(r);
+		source_s3_list_done(r);
 	else if (r->kind == REQ_SUM)
-		sum_done(r);
+		source_s3_sum_done(r);
 	else
 		range_done(r);
 }
 
-static const char *object_key(struct s3_source *s3, size_t index, struct buf *tmp)
+const char *source_s3_object_key(struct s3_source *s3, size_t index, struct buf *tmp)
 {
 	if (s3->single_key)
 		return s3->single_key;
@@ -602,8 +260,8 @@ static void build_request(struct s3_req *r, struct buf *url)
 		sigv4_query(&query, q, n);
 		s3_target(c, s3->src->uri.bucket, NULL, buf_cstr(&query), url, &host, &path);
 	} else {
-		s3_target(c, s3->src->uri.bucket, object_key(s3, r->index, &key), "", url, &host,
-			  &path);
+		s3_target(c, s3->src->uri.bucket, source_s3_object_key(s3, r->index, &key), "", url,
+			  &host, &path);
 	}
 	http_req_add_header(&r->base, "Host: %s", buf_cstr(&host));
 	if (c->access_key) {
@@ -650,7 +308,7 @@ static void build_request(struct s3_req *r, struct buf *url)
 
 static void setup(struct http_req *b, CURL *e)
 {
-	struct s3_req *r = to_req(b);
+	struct s3_req *r = s3_req_of(b);
 	struct buf url = BUF_INIT;
 	/* A signed request is valid for its own host only. */
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -661,12 +319,12 @@ static void setup(struct http_req *b, CURL *e)
 	curl_easy_setopt(e, CURLOPT_URL, buf_cstr(&url));
 	buf_close(&url);
 	if (r->kind == REQ_LIST) {
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_list_body);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, source_s3_list_body);
 	} else if (r->kind == REQ_SUM) {
 		r->sum[0] = r->sum_type[0] = '\0';
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	} else {
-		const char *etag = file_etag(&r->s3->src->listing.files[r->index]);
+		const char *etag = source_s3_file_etag(&r->s3->src->listing.files[r->index]);
 		http_req_set_range(b, e);
 		if (etag)
 			http_req_add_header(b, "If-Match: \"%s\"", etag);
@@ -688,33 +346,6 @@ static const struct http_req_ops req_ops = {
 
 /* Operations. */
 
-static int s3_list(struct source *src, source_done_cb cb, void *arg)
-{
-	struct s3_source *s3 = src->impl;
-	if (s3->sum_list)
-		return -EBUSY;
-	for (struct http_req *b = s3->http.active.head; b; b = b->next)
-		if (to_req(b)->kind == REQ_LIST)
-			return -EBUSY;
-	source_listing_close(&s3->building);
-	s3->cap = 0;
-	free(s3->single_key);
-	s3->single_key = NULL;
-	s3->listed = 0;
-	sums_clear(s3);
-	struct s3_req *r = req_new(s3, REQ_LIST);
-	r->cb = cb;
-	r->arg = arg;
-	r->phase = PHASE_DIR;
-	if (s3->config_error) {
-		http_req_fail(&r->base, SB_ECONFIG, "%s", s3->config_error);
-		return 0;
-	}
-	r->what = xasprintf("ListObjectsV2 %s://%s%s", s3->cfg.scheme, s3->cfg.host, s3->cfg.base);
-	http_req_start(&r->base);
-	return 0;
-}
-
 static int s3_read(struct source *src, size_t index, uint64_t off, size_t len, void *buf,
 		   source_done_cb cb, void *arg)
 {
@@ -730,9 +361,9 @@ static int s3_read(struct source *src, size_t index, uint64_t off, size_t len, v
 				 s3->shown, off, len, f->path, f->size);
 		return -EINVAL;
 	}
-	struct s3_req *r = req_new(s3, REQ_RANGE);
+	struct s3_req *r = source_s3_req_new(s3, REQ_RANGE);
 	struct buf key = BUF_INIT;
-	r->what = xasprintf("s3://%s/%s", src->uri.bucket, object_key(s3, index, &key));
+	r->what = xasprintf("s3://%s/%s", src->uri.bucket, source_s3_object_key(s3, index, &key));
 	buf_close(&key);
 	r->index = index;
 	r->base.off = off;
@@ -770,8 +401,8 @@ static void s3_free(struct source *src)
 	if (!s3)
 		return;
 	if (s3->sum_list)
-		req_free(s3->sum_list);
-	sums_clear(s3);
+		source_s3_req_free(s3->sum_list);
+	source_s3_sums_clear(s3);
 	http_client_close(&s3->http, source_closed);
 	source_listing_close(&s3->building);
 	s3_config_close(&s3->cfg);
@@ -784,7 +415,7 @@ static void s3_free(struct source *src)
 
 static const struct source_ops s3_ops = {
     .name = "s3",
-    .list = s3_list,
+    .list = source_s3_list,
     .read = s3_read,
     .pread = NULL,
     .cancel = s3_cancel,
