@@ -67,7 +67,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void answer(void *arg, const char *url, struct buf *head, struct buf *body)
 {
 	struct feed *f = arg;
-	/* Compared by registry_push's own reading of URLs: scheme, host in
+	/* Compared by oci_push's own reading of URLs: scheme, host in
 	 * any case, and port. */
 	fuzz_check(oci_push_same_origin(url, f->origin), "a call left the hub's host");
 	if (f->n == 0 || ++f->calls > CALLS_MAX) {
