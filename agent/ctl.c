@@ -15,7 +15,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/source/source.h"

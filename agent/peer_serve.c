@@ -12,7 +12,7 @@
 #include "common/err.h"
 #include "common/io.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 /* ---- serving ---- */
 

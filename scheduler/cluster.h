@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"

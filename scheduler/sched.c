@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/secure.h"
+#include "common/net/secure.h"
 #include "common/source/source.h"
 #include "scheduler/cluster.h"
 

@@ -6,12 +6,12 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 #include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
@@ -369,7 +369,7 @@ static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t b
 static void on_ready(struct conn *c, int status)
 {
 	/* Refusals are counted and logged, rate-limited, by the listener
-	 * (common/admit.h): one line each would flood the log. */
+	 * (common/net/admit.h): one line each would flood the log. */
 	if (status < 0)
 		log_debug("connection from %s refused: %s", conn_peer_addr(c),
 			  conn_error(c)[0] ? conn_error(c) : sb_strerror(status));

@@ -2,7 +2,7 @@
  * heartbeat, ingested; assignments, hashes, peers and origin plans back)
  * and of the admin protocol (the CLI's dataset and node commands,
  * scheduler/admin.c). Every connection is authenticated with the join
- * token (common/conn.h); frames are dispatched through one table with a
+ * token (common/net/conn.h); frames are dispatched through one table with a
  * body limit per type. Loop thread only. */
 #ifndef SYNCBIT_SERVER_H
 #define SYNCBIT_SERVER_H

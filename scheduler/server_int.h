@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "scheduler/server.h"
 
 /* What a node was assigned on this connection. */

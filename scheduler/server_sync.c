@@ -9,7 +9,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 static uint64_t sync_round;
 

@@ -1,4 +1,4 @@
-#include "common/admit.h"
+#include "common/net/admit.h"
 
 #include <errno.h>
 #include <fcntl.h>

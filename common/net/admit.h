@@ -1,6 +1,6 @@
 /* Admission of connections that have proven nothing yet: those accepted by
- * the join-token listeners (common/conn.c) until their handshake ends, and
- * the HTTP server's (common/httpd.c) until their request is in. Caps per
+ * the join-token listeners (common/net/conn.c) until their handshake ends, and
+ * the HTTP server's (common/net/httpd.c) until their request is in. Caps per
  * source address and overall (at a cap, the oldest pending connection makes
  * room if it waited ADMIT_EVICT_AGE_MS, else the new one is closed at
  * accept), a short deadline once past half a cap, a reserve of file
@@ -8,8 +8,8 @@
  * pause instead of a busy loop when accept(2) runs out of descriptors,
  * counters per reason and at most one warn line per ADMIT_LOG_MS.
  * Loop thread only (one spare descriptor per process, taken on the loop). */
-#ifndef SYNCBIT_ADMIT_H
-#define SYNCBIT_ADMIT_H
+#ifndef SYNCBIT_NET_ADMIT_H
+#define SYNCBIT_NET_ADMIT_H
 
 #include <stdint.h>
 #include <sys/socket.h>

@@ -1,5 +1,5 @@
-#include "common/conn.h"
-#include "common/conn_int.h"
+#include "common/net/conn.h"
+#include "common/net/conn_int.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,8 +11,8 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
-#include "common/handshake.h"
+#include "common/net/frame.h"
+#include "common/net/handshake.h"
 #include "common/log.h"
 
 /* ---- addresses ---- */

@@ -1,23 +1,23 @@
 /* Connections of the peer, control and admin protocols: a libuv TCP stream
- * that first runs the handshake (common/handshake.h: Noise XXpsk3 keyed by
+ * that first runs the handshake (common/net/handshake.h: Noise XXpsk3 keyed by
  * the join token, each side's static key its identity), then carries frames
- * (common/frame.h), sealed with an AEAD unless both ends chose --no-encrypt,
+ * (common/net/frame.h), sealed with an AEAD unless both ends chose --no-encrypt,
  * when each frame carries a MAC instead. The application sees whole frames:
  * a type, the packed body and, for block frames, the raw payload. Loop thread only; every callback
  * runs on the loop thread, never from inside the call that caused it. The
  * first connection sets SIGPIPE to SIG_IGN unless the program handles it. */
-#ifndef SYNCBIT_CONN_H
-#define SYNCBIT_CONN_H
+#ifndef SYNCBIT_NET_CONN_H
+#define SYNCBIT_NET_CONN_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/buf.h"
-#include "common/frame.h"
-#include "common/handshake.h"
-#include "common/secure.h"
+#include "common/net/frame.h"
+#include "common/net/handshake.h"
+#include "common/net/secure.h"
 
 #define CONN_BODY_MAX	     (64u << 20) /* largest frame body accepted by default */
 #define CONN_PAYLOAD_MAX     (64u << 20) /* largest raw payload accepted by default */
@@ -29,7 +29,7 @@
 
 /* Listeners: accepted connections still in the handshake, per source
  * address and overall; a new one gets the busy deadline once past half a
- * cap (common/admit.h). */
+ * cap (common/net/admit.h). */
 #define CONN_PREAUTH_PER_ADDR  16
 #define CONN_PREAUTH_MAX       128
 #define CONN_HANDSHAKE_BUSY_MS 1000
@@ -47,7 +47,7 @@ struct conn_config {
 	 * purposes in the mask, or only `purpose` when the mask is 0. */
 	enum handshake_purpose purpose;
 	unsigned purposes; /* HANDSHAKE_PURPOSE_BIT()s */
-	/* Who may be on the other end (common/handshake.h), called with the
+	/* Who may be on the other end (common/net/handshake.h), called with the
 	 * connection once the peer's node name and static key are known: NULL
 	 * to go on, or why not (the handshake fails with SB_EDENIED). NULL:
 	 * anyone holding the token. */
@@ -55,7 +55,7 @@ struct conn_config {
 	int encrypt;	      /* 1 = want encryption */
 	uint32_t body_max;    /* 0 = CONN_BODY_MAX */
 	uint32_t payload_max; /* 0 = CONN_PAYLOAD_MAX */
-	/* The protocol's dispatch table (common/frame.h; kept, not copied):
+	/* The protocol's dispatch table (common/net/frame.h; kept, not copied):
 	 * once ready, a frame of a type not in it, or over its row's limits,
 	 * closes the connection at its header, before anything of it is
 	 * allocated. NULL: body_max and payload_max only. */
@@ -65,7 +65,7 @@ struct conn_config {
 	unsigned idle_ms;      /* close after this long without a byte in; 0 = never */
 	int no_aes_gcm;	       /* 1 = never choose AES-256-GCM (tests, benchmarks) */
 	unsigned dial_ms;      /* 0 = CONN_DIAL_MS */
-	/* Listeners only (common/admit.h): at a cap the oldest connection in
+	/* Listeners only (common/net/admit.h): at a cap the oldest connection in
 	 * the handshake makes room or the new one is closed at accept; one
 	 * accepted with less than the descriptor reserve left is closed too. */
 	const char *name;	    /* what the listener serves, for log lines ("control") */
@@ -111,7 +111,7 @@ int conn_listener_port(const struct conn_listener *l);
  * accepted stay open. */
 void conn_listener_close(struct conn_listener *l);
 /* The listener's admission of connections in the handshake: counts of
- * what was refused and why (common/admit.h). */
+ * what was refused and why (common/net/admit.h). */
 const struct admit *conn_listener_admit(const struct conn_listener *l);
 /* Prometheus text for the listener: syncbit_handshakes_refused_total by
  * reason and syncbit_handshakes_pending. */

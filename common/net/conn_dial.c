@@ -1,6 +1,6 @@
 /* Dialing: resolve host:port, then try each address in turn. */
-#include "common/conn.h"
-#include "common/conn_int.h"
+#include "common/net/conn.h"
+#include "common/net/conn_int.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -1,4 +1,4 @@
-#include "common/conn_int.h"
+#include "common/net/conn_int.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,11 @@
-/* Internal to the connection layer: common/conn.c (a connection's life:
+/* Internal to the connection layer: common/net/conn.c (a connection's life:
  * creating, closing, deadlines, addresses, accessors), conn_read.c (socket
  * reads, records, frames), conn_write.c (the send queue, batches,
  * sendfile), conn_dial.c (resolving and connecting), conn_listen.c
  * (accepting and admission) and conn_handshake.c (driving the handshake,
  * and a session's first frame). Loop thread only. */
-#ifndef SYNCBIT_CONN_INT_H
-#define SYNCBIT_CONN_INT_H
+#ifndef SYNCBIT_NET_CONN_INT_H
+#define SYNCBIT_NET_CONN_INT_H
 
 #include <netdb.h>
 #include <stddef.h>
@@ -13,10 +13,10 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
-#include "common/frame.h"
-#include "common/handshake.h"
-#include "common/secure.h"
+#include "common/net/conn.h"
+#include "common/net/frame.h"
+#include "common/net/handshake.h"
+#include "common/net/secure.h"
 
 #define WRITE_IOV_MAX 64  /* buffers in one uv_write (plain mode) */
 #define ADDR_MAX      300 /* "host:port", host up to 255 bytes */

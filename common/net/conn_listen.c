@@ -1,7 +1,7 @@
 /* Listening: accept connections and admit them into the handshake
- * (common/admit.h). */
-#include "common/conn.h"
-#include "common/conn_int.h"
+ * (common/net/admit.h). */
+#include "common/net/conn.h"
+#include "common/net/conn_int.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -30,7 +30,7 @@ struct conn_listener {
 	int handles;	    /* the socket, and admit once listening */
 };
 
-/* Admission (common/admit.h): 0 with the handshake deadline set, or a
+/* Admission (common/net/admit.h): 0 with the handshake deadline set, or a
  * negative error when the connection must be closed now. */
 static int admit_accepted(struct conn_listener *l, struct conn *c)
 {

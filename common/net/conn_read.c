@@ -1,6 +1,6 @@
 /* Receiving: socket reads, records (encrypted sessions) and frames. */
-#include "common/conn.h"
-#include "common/conn_int.h"
+#include "common/net/conn.h"
+#include "common/net/conn_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
 
 #define READ_CHUNK   (64u << 10) /* socket reads land here ... */

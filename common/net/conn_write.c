@@ -1,8 +1,8 @@
 /* Sending: the queue of frames, batches handed to the socket (sealed into
  * records in encrypted sessions, MACed in plain ones) and file payloads by
  * sendfile(2). */
-#include "common/conn.h"
-#include "common/conn_int.h"
+#include "common/net/conn.h"
+#include "common/net/conn_int.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -13,7 +13,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
 
 #define WRITE_BATCH_MAX (8u << 20)  /* frame bytes in one uv_write (plain mode) */

@@ -1,10 +1,10 @@
-#include "common/frame.h"
+#include "common/net/frame.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
-#include "common/pbuf_budget.h"
+#include "common/net/pbuf_budget.h"
 
 /* A body buffer larger than this is released once its frame is done. */
 #define READER_KEEP_MAX (64u << 10)

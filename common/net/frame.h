@@ -3,8 +3,8 @@
  * protobuf body of that type (proto/wire.proto), then payload-length raw
  * bytes (block data). Lengths are checked against the caller's limits before
  * anything is allocated. Pure functions; thread-safe. */
-#ifndef SYNCBIT_FRAME_H
-#define SYNCBIT_FRAME_H
+#ifndef SYNCBIT_NET_FRAME_H
+#define SYNCBIT_NET_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -12,7 +12,7 @@
 #include "common/buf.h"
 
 #define FRAME_HEADER_LEN 12
-#define FRAME_TAG_MAX	 16 /* a MAC between body and payload (common/secure.h) */
+#define FRAME_TAG_MAX	 16 /* a MAC between body and payload (common/net/secure.h) */
 
 struct frame_header {
 	uint32_t body_len;
@@ -117,7 +117,7 @@ struct frame_handler {
 /* Find type in table t[0..n) and call its handler. SB_EPROTO for a type not
  * in the table, SB_ETOOBIG for a body or payload over the row's limits or
  * a body whose unpacking would allocate more than its budget
- * (common/pbuf_budget.h: the handler's own unpack of an accepted body
+ * (common/net/pbuf_budget.h: the handler's own unpack of an accepted body
  * stays within it); on those errors payload is freed here, otherwise it
  * belongs to the handler.
  * Returns what the handler returned. */

@@ -1,4 +1,4 @@
-#include "common/handshake.h"
+#include "common/net/handshake.h"
 
 #include <errno.h>
 #include <sodium.h>

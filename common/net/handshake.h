@@ -1,4 +1,4 @@
-/* Syncbit's handshake: Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b (common/noise.h)
+/* Syncbit's handshake: Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b (common/net/noise.h)
  * in Hello frames (proto/wire.proto). The psk is derived from the join
  * token; the prologue names the protocol version and what the connection
  * is for (its purpose), so a message cannot be replayed across purposes;
@@ -7,18 +7,18 @@
  * caller's verify function. Message 1 carries a tag keyed by the token
  * over the prologue and the ephemeral key: a responder checks it, and that
  * the message is not one it saw before, before any DH, so a client without
- * the token costs it hashing only. Pure functions on buffers; common/conn.c
+ * the token costs it hashing only. Pure functions on buffers; common/net/conn.c
  * drives them, and sends the confirmation that ends the handshake.
  * Thread-compatible. */
-#ifndef SYNCBIT_HANDSHAKE_H
-#define SYNCBIT_HANDSHAKE_H
+#ifndef SYNCBIT_NET_HANDSHAKE_H
+#define SYNCBIT_NET_HANDSHAKE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "common/noise.h"
-#include "common/secure.h"
+#include "common/net/noise.h"
+#include "common/net/secure.h"
 
 #define HANDSHAKE_VERSION    2
 #define HANDSHAKE_HELLO_MAX  1024 /* largest Hello body accepted */

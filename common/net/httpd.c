@@ -1,5 +1,5 @@
-#include "common/httpd.h"
-#include "common/httpd_int.h"
+#include "common/net/httpd.h"
+#include "common/net/httpd_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -453,7 +453,7 @@ static void timer_cb(uv_timer_t *t)
 	respond_text(c, 408, "request timeout");
 }
 
-/* Admission (common/admit.h): 0 with the header deadline set, or a
+/* Admission (common/net/admit.h): 0 with the header deadline set, or a
  * negative error when the connection must be closed now. */
 static int admit_accepted(struct httpd *h, struct hconn *c)
 {

@@ -6,16 +6,16 @@
  * (the response carries "Connection: close"); requests are bounded in size
  * and time. Connections still without a whole request are capped per
  * source address and overall and must send it within a few seconds
- * (common/admit.h), so idle or slow clients cannot starve probes. Loop
+ * (common/net/admit.h), so idle or slow clients cannot starve probes. Loop
  * thread only; callbacks run on the loop thread. */
-#ifndef SYNCBIT_HTTPD_H
-#define SYNCBIT_HTTPD_H
+#ifndef SYNCBIT_NET_HTTPD_H
+#define SYNCBIT_NET_HTTPD_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/buf.h"
 
 #define HTTPD_REQUEST_MAX    (16u << 10) /* request line + headers */
@@ -27,7 +27,7 @@
 
 /* Connections without a whole request yet, per source address and overall;
  * the request must be in within HTTPD_HEADER_MS, or HTTPD_HEADER_BUSY_MS
- * for one accepted past half a cap (common/admit.h). */
+ * for one accepted past half a cap (common/net/admit.h). */
 #define HTTPD_PENDING_PER_ADDR 8
 #define HTTPD_PENDING_MAX      64
 #define HTTPD_HEADER_MS	       3000
@@ -85,7 +85,7 @@ void httpd_route_prefix(struct httpd *h, const char *prefix, httpd_async_handler
 int httpd_port(const struct httpd *h);
 /* Change the limits for connections accepted from now on. */
 void httpd_set_limits(struct httpd *h, const struct httpd_limits *lim);
-/* What was refused and why (common/admit.h). */
+/* What was refused and why (common/net/admit.h). */
 const struct admit *httpd_admit(const struct httpd *h);
 /* Prometheus text: syncbit_http_connections_refused_total by reason and
  * syncbit_http_connections_pending. */

@@ -1,14 +1,14 @@
-/* Internal to the HTTP server: common/httpd.c (connections, routing,
- * responses, file bodies, admission) and common/httpd_request.c (reading a
+/* Internal to the HTTP server: common/net/httpd.c (connections, routing,
+ * responses, file bodies, admission) and common/net/httpd_request.c (reading a
  * request). Loop thread only. */
-#ifndef SYNCBIT_HTTPD_INT_H
-#define SYNCBIT_HTTPD_INT_H
+#ifndef SYNCBIT_NET_HTTPD_INT_H
+#define SYNCBIT_NET_HTTPD_INT_H
 
 #include <http_parser.h>
 #include <stddef.h>
 
 #include "common/buf.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 
 #define HTTPD_URL_MAX	4096
 #define HTTPD_FIELD_MAX 32 /* header names compared against the ones kept */

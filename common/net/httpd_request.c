@@ -1,7 +1,7 @@
 /* Reading a request: its line and header fields through http-parser,
  * its target, and Range headers. */
-#include "common/httpd.h"
-#include "common/httpd_int.h"
+#include "common/net/httpd.h"
+#include "common/net/httpd_int.h"
 
 #include <stdlib.h>
 #include <string.h>

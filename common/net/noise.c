@@ -1,4 +1,4 @@
-#include "common/noise.h"
+#include "common/net/noise.h"
 
 #include <errno.h>
 #include <sodium.h>

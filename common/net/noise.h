@@ -4,8 +4,8 @@
  * HandshakeState follow the specification's sections 5.1 to 5.3 and 9;
  * tests/unit/test_noise.c replays the published test vectors through them.
  * Pure functions on buffers; thread-compatible. */
-#ifndef SYNCBIT_NOISE_H
-#define SYNCBIT_NOISE_H
+#ifndef SYNCBIT_NET_NOISE_H
+#define SYNCBIT_NET_NOISE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-#include "common/pbuf_budget.h"
+#include "common/net/pbuf_budget.h"
 
 #include <stdlib.h>
 

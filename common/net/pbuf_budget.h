@@ -3,10 +3,10 @@
  * repeated field, a scan record per field occurrence. A small body can ask
  * for far more memory than it is long (an empty submessage is 2 bytes on
  * the wire and a struct of ~50 bytes in memory), so every frame that
- * common/frame.c dispatches is first unpacked here under a budget derived
+ * common/net/frame.c dispatches is first unpacked here under a budget derived
  * from its length and its type. Pure functions; thread-safe. */
-#ifndef SYNCBIT_PBUF_BUDGET_H
-#define SYNCBIT_PBUF_BUDGET_H
+#ifndef SYNCBIT_NET_PBUF_BUDGET_H
+#define SYNCBIT_NET_PBUF_BUDGET_H
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>

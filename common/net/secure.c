@@ -1,5 +1,5 @@
 #include "common/io.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
-#include "common/noise.h"
+#include "common/net/noise.h"
 
 #define SECRET_BYTES   32 /* a token or a private key */
 #define SECRET_HEX_LEN (2 * SECRET_BYTES)

@@ -1,11 +1,11 @@
 /* The cluster's secrets and the sessions they protect: the join token, the
  * static key files that identify nodes and the scheduler, and what follows
- * the handshake (common/handshake.h): AEAD records (AES-256-GCM where both
+ * the handshake (common/net/handshake.h): AEAD records (AES-256-GCM where both
  * CPUs have it, else XChaCha20-Poly1305) or, with --no-encrypt on both
  * sides, frames in the clear with a MAC each. Pure functions on buffers, no
  * I/O beyond the key files. Thread-compatible. */
-#ifndef SYNCBIT_SECURE_H
-#define SYNCBIT_SECURE_H
+#ifndef SYNCBIT_NET_SECURE_H
+#define SYNCBIT_NET_SECURE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -86,7 +86,7 @@ struct secure_session {
 	struct secure_dir rx, tx;
 };
 
-/* Set up s from the handshake's two keys (common/handshake.h: Split()):
+/* Set up s from the handshake's two keys (common/net/handshake.h: Split()):
  * AEAD keys, or for SECURE_PLAIN the frame MAC keys derived from them. */
 void secure_session_init(struct secure_session *s, enum secure_cipher c,
 			 const uint8_t tx[SECURE_KEY_BYTES], const uint8_t rx[SECURE_KEY_BYTES]);

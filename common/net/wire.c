@@ -1,4 +1,4 @@
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 #include <stdlib.h>
 

@@ -1,14 +1,14 @@
 /* Sending protobuf messages over a connection: pack into a frame body and
- * queue it (common/conn.h), and unpack a body with protobuf-c's bounded
+ * queue it (common/net/conn.h), and unpack a body with protobuf-c's bounded
  * decoder. Loop thread only. */
-#ifndef SYNCBIT_WIRE_H
-#define SYNCBIT_WIRE_H
+#ifndef SYNCBIT_NET_WIRE_H
+#define SYNCBIT_NET_WIRE_H
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "proto/wire.pb-c.h"
 
 /* Pack msg and send it as a frame of type, with an optional payload (see

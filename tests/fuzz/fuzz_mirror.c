@@ -11,7 +11,7 @@
 #include "tests/fuzz/fuzz_util.h"
 
 #include "common/err.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/source/oci_doc.h"
 #include "common/source/oci_name.h"
 
