@@ -135,6 +135,8 @@ static void stop(struct sched *s)
 	uv_close((uv_handle_t *)&s->liveness, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
 	uv_close((uv_handle_t *)&s->flush, NULL);
+	uv_close((uv_handle_t *)&s->sync, NULL);
+	uv_close((uv_handle_t *)&s->hashes, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	kube_sched_free(s->kube);
@@ -176,7 +178,9 @@ static int open_state(struct sched *s, char **detail)
 
 static void start_timers(struct sched *s)
 {
-	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms, s->o->heartbeat_ms);
+	/* Checked four times a heartbeat: a silent node is gone within a
+	 * quarter heartbeat of SCHED_SILENT_BEATS. */
+	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms / 4, s->o->heartbeat_ms / 4);
 	uv_timer_start(&s->flush, flush, CLUSTER_FLUSH_MS, CLUSTER_FLUSH_MS);
 	if (s->o->refresh_s)
 		uv_timer_start(&s->refresh, refresh_all, (uint64_t)s->o->refresh_s * 1000,
@@ -204,9 +208,11 @@ static int start(struct sched *s, char **detail)
 	uv_timer_init(&s->loop, &s->liveness);
 	uv_timer_init(&s->loop, &s->refresh);
 	uv_timer_init(&s->loop, &s->flush);
+	uv_timer_init(&s->loop, &s->sync);
+	uv_timer_init(&s->loop, &s->hashes);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
-	s->liveness.data = s->refresh.data = s->flush.data = s;
+	s->liveness.data = s->refresh.data = s->flush.data = s->sync.data = s->hashes.data = s;
 	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;

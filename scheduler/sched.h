@@ -14,7 +14,7 @@
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
-#define SCHED_SILENT_BEATS   3		     /* a node silent this many heartbeats is gone */
+#define SCHED_SILENT_BEATS   2		     /* a node silent this many heartbeats is gone */
 #define SCHED_REFRESH_S	     300	     /* default --refresh */
 #define SCHED_CLIENT_IDLE_MS 30000	     /* a connection that neither registers nor asks */
 #define SCHED_KEY_FILE	     "scheduler.key" /* its static key, in --data */
@@ -49,6 +49,10 @@ struct sched {
 	struct httpd *http;
 	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
+	/* Joins and leaves bring the nodes in line once per burst (sync), and
+	 * learnt hashes go out once per SERVER_HASHES_MS (hashes). */
+	uv_timer_t sync, hashes;
+	uint64_t sync_cost_ms; /* how long the last server_sync() took */
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;
