@@ -52,11 +52,18 @@ SCHED_PID=
 GEN_PID=
 PERF_PID=
 cleanup() {
-	[ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
-	[ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null && wait "$GEN_PID" 2>/dev/null
-	[ -n "$SCHED_PID" ] && kill "$SCHED_PID" 2>/dev/null && wait "$SCHED_PID" 2>/dev/null
+	local p
+	[ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null
+	for p in $GEN_PID $SCHED_PID; do kill "$p" 2>/dev/null || true; done
+	for _ in $(seq 50); do
+		p=
+		for q in $PERF_PID $GEN_PID $SCHED_PID; do kill -0 "$q" 2>/dev/null && p=1; done
+		[ -z "$p" ] && break
+		sleep 0.1
+	done
+	for q in $PERF_PID $GEN_PID $SCHED_PID; do kill -9 "$q" 2>/dev/null || true; done
 	GEN_PID= SCHED_PID= PERF_PID=
-	true
+	return 0
 }
 trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM

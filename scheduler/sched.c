@@ -1,6 +1,7 @@
 #include "scheduler/sched.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -122,8 +123,14 @@ static void liveness(uv_timer_t *t)
 
 static void flush(uv_timer_t *t)
 {
+	static unsigned rounds;
 	struct sched *s = t->data;
 	cluster_flush(&s->cluster);
+	/* Assigns to many nodes at once (a join burst, a new dataset) queue
+	 * a manifest per node; once sent, give the freed heap back to the
+	 * system instead of keeping the burst's peak for good. */
+	if (++rounds % SCHED_TRIM_FLUSHES == 0)
+		malloc_trim(0);
 }
 
 static void stop(struct sched *s)
