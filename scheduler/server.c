@@ -269,12 +269,19 @@ static void broadcast_hashes(struct sched *s, struct cluster_version *cv)
 	buf_reset(&cv->fresh);
 }
 
+/* The batch of every version; while batches go out, the next one waits
+ * SERVER_HASHES_MS again. */
 static void send_hashes(uv_timer_t *t)
 {
 	struct sched *s = t->data;
+	int sent = 0;
 	for (size_t i = 0; i < s->cluster.nversions; i++)
-		if (s->cluster.versions[i]->fresh.len)
+		if (s->cluster.versions[i]->fresh.len) {
 			broadcast_hashes(s, s->cluster.versions[i]);
+			sent = 1;
+		}
+	if (sent && !s->stopping)
+		uv_timer_start(&s->hashes, send_hashes, SERVER_HASHES_MS, 0);
 }
 
 /* Hashes of cv learnt now go out with the next batch. */
@@ -286,8 +293,12 @@ static void queue_hashes(struct sched *s, struct cluster_version *cv, Syncbit__B
 		memcpy(f.hash, fresh[i]->hash.data, HASH_LEN);
 		buf_append(&cv->fresh, &f, sizeof f);
 	}
-	if (n && !s->stopping && !uv_is_active((uv_handle_t *)&s->hashes))
+	/* The first hashes after a quiet spell go at once; those that follow
+	 * within SERVER_HASHES_MS wait for one batch. */
+	if (n && !s->stopping && !uv_is_active((uv_handle_t *)&s->hashes)) {
+		broadcast_hashes(s, cv);
 		uv_timer_start(&s->hashes, send_hashes, SERVER_HASHES_MS, 0);
+	}
 }
 
 /* A node reported hashes of blocks it was never given to read: counted, and

@@ -39,8 +39,9 @@ void server_check_liveness(struct sched *s);
  * left them, and PEERS / ORIGIN when the holders of their versions
  * changed. Call after any change of datasets or nodes. */
 void server_sync(struct sched *s);
-/* The same a little later (SERVER_SYNC_MIN_MS, or twice what the last
- * sync took): a burst of joins and leaves costs one sync, not one each. */
+/* The same at once while a sync takes under a millisecond, else a little
+ * later (SERVER_SYNC_MIN_MS, or twice what the last sync took): a burst of
+ * joins and leaves costs one sync, not one each. */
 void server_sync_soon(struct sched *s);
 
 /* For the admin protocol (scheduler/admin.c). */

@@ -454,6 +454,10 @@ void server_sync_soon(struct sched *s)
 {
 	if (s->stopping || uv_is_active((uv_handle_t *)&s->sync))
 		return;
+	if (s->sync_cost_ms == 0) {
+		server_sync(s); /* a sync is cheap: at once, as before */
+		return;
+	}
 	uint64_t delay = 2 * s->sync_cost_ms;
 	delay = delay < SERVER_SYNC_MIN_MS ? SERVER_SYNC_MIN_MS : delay;
 	delay = delay > SERVER_SYNC_MAX_MS ? SERVER_SYNC_MAX_MS : delay;
