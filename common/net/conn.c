@@ -192,6 +192,8 @@ int conn_new(uv_loop_t *loop, const struct conn_config *cfg, const struct conn_c
 	c->dial_ms = cfg->dial_ms ? cfg->dial_ms : CONN_DIAL_MS;
 	c->handshake_ms = cfg->handshake_ms ? cfg->handshake_ms : CONN_HANDSHAKE_MS;
 	c->idle_ms = cfg->idle_ms;
+	if (cfg->bind_ip)
+		snprintf(c->bind_ip, sizeof c->bind_ip, "%s", cfg->bind_ip);
 	frame_reader_init(&c->fr, HANDSHAKE_HELLO_MAX, 0); /* handshake frames until ready */
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;

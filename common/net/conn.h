@@ -65,6 +65,10 @@ struct conn_config {
 	unsigned idle_ms;      /* close after this long without a byte in; 0 = never */
 	int no_aes_gcm;	       /* 1 = never choose AES-256-GCM (tests, benchmarks) */
 	unsigned dial_ms;      /* 0 = CONN_DIAL_MS */
+	/* Dials only: the local IP address to bind before connecting (NULL:
+	 * the kernel's choice), e.g. one of several loopback addresses when
+	 * one address runs out of ports. */
+	const char *bind_ip;
 	/* Listeners only (common/net/admit.h): at a cap the oldest connection in
 	 * the handshake makes room or the new one is closed at accept; one
 	 * accepted with less than the descriptor reserve left is closed too. */

@@ -54,7 +54,17 @@ static void dial_next(struct conn *c)
 
 	c->ai_next = ai->ai_next;
 	c->connect.data = c;
-	int rc = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connected);
+	int rc = 0;
+	if (c->bind_ip[0]) {
+		struct sockaddr_storage local;
+		rc = uv_ip4_addr(c->bind_ip, 0, (struct sockaddr_in *)&local);
+		if (rc < 0)
+			rc = uv_ip6_addr(c->bind_ip, 0, (struct sockaddr_in6 *)&local);
+		if (rc == 0)
+			rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&local, 0);
+	}
+	if (rc == 0)
+		rc = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connected);
 	if (rc < 0)
 		dial_failed(c, rc);
 }

@@ -77,6 +77,7 @@ struct conn {
 	uint64_t last_in; /* uv_now() of the last read */
 	uint64_t bytes_in, bytes_out;
 	char peer_addr[ADDR_MAX];
+	char bind_ip[64]; /* a dial's local address, "" = any */
 	char peer_node[SECURE_NODE_MAX + 1];
 	char error[256];
 	struct admit_slot slot; /* accepted and still in the handshake */
