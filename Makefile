@@ -107,7 +107,7 @@ unit: $(UNIT_BIN)
 integration: $(BIN)/syncbit
 	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-integration.sh
 
-check: unit integration
+check: $(BUILD)/bench/sched-scale unit integration
 
 # The whole suite, then again under ASan+UBSan.
 test: deps

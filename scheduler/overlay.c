@@ -53,7 +53,7 @@ void overlay_build(struct overlay *o, struct cluster_node *const *m, size_t n)
 	memset(o, 0, sizeof *o);
 	o->n = n;
 	o->key = overlay_key(m, n);
-	if (n <= OVERLAY_FULL_MAX)
+	if (n <= OVERLAY_FULL_MAX + 1)
 		return; /* everyone knows everyone */
 	struct ring_pos *pos = xcalloc(n, sizeof *pos);
 	for (size_t i = 0; i < n; i++) {
