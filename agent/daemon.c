@@ -243,7 +243,7 @@ static int setup(struct daemon *d, char **detail)
 					   .target = d->o->target,
 					   .d = d,
 					   .cache = d->cache,
-					   .wait_ms = d->o->registry_mirror_wait_ms};
+					   .wait_ms = d->o->mirror_wait_ms};
 		if ((rc = mirror_new(&d->loop, &mc, &d->mirror, detail)) < 0)
 			return rc;
 	}

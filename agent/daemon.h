@@ -41,7 +41,7 @@ struct daemon_options {
 	const char *socket;	     /* unix socket for the CLI */
 	const char *http;	     /* host:port for /readyz, /metrics; NULL = none */
 	const char *registry_mirror; /* host:port for the registry mirror; NULL = none */
-	uint64_t registry_mirror_wait_ms; /* for files of images being fetched; 0 = 404 at once */
+	uint64_t mirror_wait_ms;     /* for files of images being fetched; 0 = 404 at once */
 	const char *kubeconfig;	     /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;

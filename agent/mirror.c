@@ -52,15 +52,15 @@ void mirror_not_found(struct mreq *mr)
 	switch (mr->p.route) {
 	case OCI_ROUTE_MANIFEST:
 		mirror_answer_error(mr, 404, "MANIFEST_UNKNOWN", "manifest unknown to this mirror",
-			     MIRROR_NOT_FOUND);
+				    MIRROR_NOT_FOUND);
 		break;
 	case OCI_ROUTE_BLOB:
 		mirror_answer_error(mr, 404, "BLOB_UNKNOWN", "blob unknown to this mirror",
-			     MIRROR_NOT_FOUND);
+				    MIRROR_NOT_FOUND);
 		break;
 	default:
-		mirror_answer_error(mr, 404, "NAME_UNKNOWN", "repository name not known to this mirror",
-			     MIRROR_NOT_FOUND);
+		mirror_answer_error(mr, 404, "NAME_UNKNOWN",
+				    "repository name not known to this mirror", MIRROR_NOT_FOUND);
 	}
 }
 
@@ -449,8 +449,8 @@ static void open_done(uv_work_t *w, int status)
 			mirror_not_found(mr);
 	} else if (!blob_trusted(j->m, j->cat, b, &j->st)) {
 		close(j->fd);
-		mirror_answer_error(mr, 404, "BLOB_UNKNOWN", "the blob's file failed its checks here",
-			     MIRROR_REFUSED);
+		mirror_answer_error(mr, 404, "BLOB_UNKNOWN",
+				    "the blob's file failed its checks here", MIRROR_REFUSED);
 	} else {
 		mirror_answer_file(mr, b, j->fd);
 	}
@@ -466,7 +466,8 @@ static void open_blob(struct mreq *mr, struct mirror_cat *cat, const struct mirr
 	snprintf(j->digest, sizeof j->digest, "%s", b->digest);
 	if (mirror_queue_job(mr->m, j, open_work, open_done) < 0) {
 		free(j);
-		mirror_answer_error(mr, 503, "UNAVAILABLE", "no room for the request", MIRROR_UNAVAILABLE);
+		mirror_answer_error(mr, 503, "UNAVAILABLE", "no room for the request",
+				    MIRROR_UNAVAILABLE);
 	}
 }
 

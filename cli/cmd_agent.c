@@ -181,7 +181,7 @@ int cmd_daemon(int argc, char **argv)
 	o.registry_mirror = config_get(&cfg, "registry-mirror");
 	if (o.registry_mirror && !o.registry_mirror[0])
 		o.registry_mirror = NULL;
-	o.registry_mirror_wait_ms = mirror_wait * 1000;
+	o.mirror_wait_ms = mirror_wait * 1000;
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
 	o.scheduler_grace_ms = grace * 1000;
