@@ -81,6 +81,7 @@ struct early_job {
 	char hint[OCI_MEDIA_TYPE_MAX];
 	struct buf bytes;
 	char media_type[OCI_MEDIA_TYPE_MAX];
+	struct oci_manifest om; /* a document's, parsed */
 };
 
 /* ---- versions being fetched ---- */
@@ -234,13 +235,11 @@ static void doc_work(uv_work_t *w)
 	j->job.rc = read_doc(j->job.m->cache, j, j->job.digest);
 	if (j->job.rc < 0 || j->is_index)
 		return;
-	struct oci_manifest om;
 	char *why = NULL;
-	j->job.rc = oci_manifest_parse(j->bytes.ptr, j->bytes.len, j->hint, &om, &why);
+	j->job.rc = oci_manifest_parse(j->bytes.ptr, j->bytes.len, j->hint, &j->om, &why);
 	free(why);
 	if (j->job.rc == 0)
-		snprintf(j->media_type, sizeof j->media_type, "%s", om.media_type);
-	oci_manifest_close(&om);
+		snprintf(j->media_type, sizeof j->media_type, "%s", j->om.media_type);
 	if (j->job.rc < 0)
 		j->job.rc = SB_EPROTO; /* a config or layer, not a manifest */
 }
@@ -316,6 +315,16 @@ static void doc_done(uv_work_t *w, int status)
 		d->state = DOC_UNREAD; /* gone meanwhile (evicted, damaged): later */
 		d->retry_at_ms = uv_now(m->loop) + MIRROR_EARLY_RETRY_MS;
 	}
+	/* What an image manifest names as its config and layers is no
+	 * manifest: asked for as one, a 404 at once. */
+	for (size_t i = 0; rc == 0 && !j->is_index && !j->om.is_index && i <= j->om.nlayers; i++) {
+		const struct oci_descriptor *c = i ? &j->om.layers[i - 1] : &j->om.config;
+		struct early_doc *cd =
+		    oci_name_digest_valid(c->digest) ? add_doc(s, c->digest, NULL) : NULL;
+		if (cd && cd->state == DOC_UNREAD)
+			cd->state = DOC_BAD;
+	}
+	oci_manifest_close(&j->om);
 	buf_close(&j->bytes);
 	free(j->hashes);
 	set_unref(s);
