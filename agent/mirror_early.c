@@ -486,6 +486,8 @@ static enum look look_digest(struct mreq *mr, struct early_set *s, const char *d
 		struct hash_id id;
 		if (!file_ready(s, index, &id))
 			return LOOK_WAIT;
+		log_debug("mirror: dataset %s: %s from its cache object while it is fetched",
+			  s->name, digest);
 		open_blob(mr, digest, &id, fe->size);
 		return LOOK_DONE;
 	}
