@@ -242,7 +242,8 @@ static int setup(struct daemon *d, char **detail)
 		struct mirror_config mc = {.listen = d->o->registry_mirror,
 					   .target = d->o->target,
 					   .d = d,
-					   .cache = d->cache};
+					   .cache = d->cache,
+					   .wait_ms = d->o->mirror_wait_ms};
 		if ((rc = mirror_new(&d->loop, &mc, &d->mirror, detail)) < 0)
 			return rc;
 	}

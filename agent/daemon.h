@@ -41,6 +41,7 @@ struct daemon_options {
 	const char *socket;	     /* unix socket for the CLI */
 	const char *http;	     /* host:port for /readyz, /metrics; NULL = none */
 	const char *registry_mirror; /* host:port for the registry mirror; NULL = none */
+	uint64_t mirror_wait_ms;     /* for files of images being fetched; 0 = 404 at once */
 	const char *kubeconfig;	     /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;
@@ -97,5 +98,10 @@ struct daemon_published {
  * (complete and verified; the version in place while a newer one is
  * fetched), 0 when it is not, -1 past the last. */
 int daemon_published(struct daemon *d, size_t i, struct daemon_published *out);
+/* The i-th dataset of this node, for agent/mirror_early.c: 1 with *name
+ * and *f (borrowed until the loop runs again) while its assigned version
+ * is being fetched into TARGET/NAME and is not in place yet (also while a
+ * damaged version is fetched again), 0 when not, -1 past the last. */
+int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct fetch **f);
 
 #endif

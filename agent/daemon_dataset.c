@@ -11,6 +11,7 @@
 #include "agent/adhoc.h"
 #include "agent/cache.h"
 #include "agent/ctl.h"
+#include "agent/mirror.h"
 #include "agent/peer.h"
 #include "agent/watch.h"
 #include "common/buf.h"
@@ -257,6 +258,13 @@ static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t
 	peers_drop(s->d->peers, peer, why, f, b);
 }
 
+/* A file became a cache object: the registry mirror may serve it now. */
+static void hook_file_done(void *arg, struct fetch *f, size_t index)
+{
+	struct dset *s = arg;
+	mirror_dataset_changed(s->d->mirror, s->name);
+}
+
 /* Unpinned objects go, least valuable first, once the cache is over its
  * size: datasets no longer assigned and older versions. */
 static void evict(struct daemon *d)
@@ -303,6 +311,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 	}
 	ctl_notify(d->ctl, s->name);
 	adhoc_notify(d->adhoc, s->name);
+	mirror_dataset_changed(d->mirror, s->name);
 	if (d->sched_ready)
 		send_heartbeat(d);
 }
@@ -332,7 +341,8 @@ void start_fetch(struct daemon *d, struct dset *s)
 				    .durable = hook_durable,
 				    .wake = hook_wake,
 				    .bad_peer = hook_bad_peer,
-				    .done = hook_done};
+				    .done = hook_done,
+				    .file_done = hook_file_done};
 	struct fetch *f = NULL;
 	int rc = fetch_new(&d->loop, d->cache, s->name, s->pulled ? NULL : d->o->target,
 			   a->version_id.data, a->manifest, &d->o->src, &hooks, &f);

@@ -154,6 +154,18 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
 	return 1;
 }
 
+int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct fetch **f)
+{
+	if (i >= d->nsets)
+		return -1;
+	struct dset *s = d->sets[i];
+	if (!s->cur || s->pulled || fetch_published(s->cur))
+		return 0;
+	*name = s->name;
+	*f = s->cur;
+	return 1;
+}
+
 struct adhoc *daemon_adhoc(struct daemon *d)
 {
 	return d->adhoc;

@@ -147,6 +147,21 @@ size_t fetch_files_missing(const struct fetch *f)
 	return n;
 }
 
+int fetch_file_done(const struct fetch *f, size_t index)
+{
+	size_t lo = 0, hi = f->nfiles; /* files[] follows the manifest's order */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (f->files[mid].index == index)
+			return f->files[mid].done;
+		if (f->files[mid].index < index)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
 /* Once a second: blocks that no connected peer holds for a while are read
  * from the origin here (their holders left, or never came). */
 static void tick(uv_timer_t *t)

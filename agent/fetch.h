@@ -24,6 +24,9 @@
 /* A block known by hash and missing here waits this long for a peer to
  * offer it before this node reads it from the origin itself. */
 #define FETCH_NO_PEER_MS 8000
+/* Files of at most this many bytes in this node's origin share are read
+ * before the others. */
+#define FETCH_SMALL_FIRST (64u << 10)
 
 enum fetch_block_state {
 	FETCH_UNKNOWN = 0, /* hash not known yet, another node reads it from the origin */
@@ -169,6 +172,10 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 uint32_t fetch_missing(const struct fetch *f);
 /* Files of the version not yet durable as objects here. */
 size_t fetch_files_missing(const struct fetch *f);
+/* 1 when regular file m->files[index] of the fetch's manifest is durable
+ * here as a cache object (every block verified, sealed and indexed; its
+ * block hashes in the manifest all known), else 0. */
+int fetch_file_done(const struct fetch *f, size_t index);
 
 /* ---- what /metrics shows (agent/fetch_metrics.c); loop thread only ---- */
 

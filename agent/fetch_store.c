@@ -682,12 +682,21 @@ void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *co
 	f->origin_q.len = k * sizeof(uint32_t);
 	f->origin_head = 0;
 	free(old);
-	for (uint32_t b = 0; b < f->nblocks; b++) {
-		if (!f->planned[b] || (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED))
-			continue;
-		f->state[b] = FETCH_ORIGIN;
-		buf_append(&f->origin_q, &b, sizeof b);
-	}
+	/* Small files first: the documents that name the rest (an image's
+	 * index.json and manifests, a model's config) are what a consumer
+	 * asks for first, and the registry mirror serves each file as soon as
+	 * it is complete here. */
+	for (int pass = 0; pass < 2; pass++)
+		for (uint32_t b = 0; b < f->nblocks; b++) {
+			if (!f->planned[b] ||
+			    (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED))
+				continue;
+			const FileEntry *e = f->m->files[f->files[f->bfile[b]].index];
+			if ((e->size <= FETCH_SMALL_FIRST) != (pass == 0))
+				continue;
+			f->state[b] = FETCH_ORIGIN;
+			buf_append(&f->origin_q, &b, sizeof b);
+		}
 	fetch_pump(f);
 	fetch_quiet(f);
 }

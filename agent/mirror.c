@@ -19,61 +19,6 @@
 #include "common/path.h"
 #include "common/uri.h"
 
-#define MIRROR_RESULT_MAP(X)                                              \
-	X(MANIFEST, "manifest", "manifests served")                       \
-	X(BLOB, "blob", "blobs served")                                   \
-	X(NOT_FOUND, "not_found", "404s: not held here")                  \
-	X(REFUSED, "refused", "404s: a blob file that failed its checks") \
-	X(UNAVAILABLE, "unavailable", "503s: stopping")
-
-enum mirror_result {
-#define MIRROR_ENUM_(name, label, help) MIRROR_##name,
-	MIRROR_RESULT_MAP(MIRROR_ENUM_)
-#undef MIRROR_ENUM_
-	    MIRROR_RESULTS
-};
-
-struct mreq;
-
-struct mirror {
-	uv_loop_t *loop;
-	struct daemon *d;
-	struct cache *cache;
-	char *target;
-	struct httpd *http;
-	struct mirror_cat *cats; /* published versions, by dataset name */
-	struct mreq *waiting;	 /* requests waiting for a catalog to load */
-	int jobs;		 /* pool jobs in flight */
-	int stopping;
-	uint64_t count[MIRROR_RESULTS];
-	uint64_t blob_bytes;
-};
-
-/* A request, parsed. */
-struct mreq {
-	struct mreq *next;
-	struct mirror *m;
-	struct httpd_request *req;
-	struct oci_name_path p;
-	char ns[OCI_NAME_HOST_MAX + 1];
-	int has_ns;
-};
-
-/* A pool job: a catalog load, a blob opened, or a blob hashed. */
-struct mjob {
-	uv_work_t work;
-	struct mirror *m;
-	struct mirror_cat *cat;
-	struct mreq *mr; /* open */
-	char digest[OCI_DIGEST_MAX];
-	uint8_t *manifest; /* load */
-	size_t manifest_len;
-	struct mirror_stat st;
-	int fd, rc;
-};
-
-static void mirror_release(struct mirror *m);
-
 /* ---- answers ---- */
 
 static void answer(struct mreq *mr, struct httpd_response *resp, enum mirror_result r)
@@ -85,7 +30,7 @@ static void answer(struct mreq *mr, struct httpd_response *resp, enum mirror_res
 }
 
 /* 404 (or status) with an OCI error body, counted as r. */
-static void answer_error(struct mreq *mr, int status, const char *code, const char *message,
+void mirror_answer_error(struct mreq *mr, int status, const char *code, const char *message,
 			 enum mirror_result r)
 {
 	struct httpd_response resp;
@@ -102,26 +47,26 @@ static void answer_error(struct mreq *mr, int status, const char *code, const ch
 	answer(mr, &resp, r);
 }
 
-static void not_found(struct mreq *mr)
+void mirror_not_found(struct mreq *mr)
 {
 	switch (mr->p.route) {
 	case OCI_ROUTE_MANIFEST:
-		answer_error(mr, 404, "MANIFEST_UNKNOWN", "manifest unknown to this mirror",
-			     MIRROR_NOT_FOUND);
+		mirror_answer_error(mr, 404, "MANIFEST_UNKNOWN", "manifest unknown to this mirror",
+				    MIRROR_NOT_FOUND);
 		break;
 	case OCI_ROUTE_BLOB:
-		answer_error(mr, 404, "BLOB_UNKNOWN", "blob unknown to this mirror",
-			     MIRROR_NOT_FOUND);
+		mirror_answer_error(mr, 404, "BLOB_UNKNOWN", "blob unknown to this mirror",
+				    MIRROR_NOT_FOUND);
 		break;
 	default:
-		answer_error(mr, 404, "NAME_UNKNOWN", "repository name not known to this mirror",
-			     MIRROR_NOT_FOUND);
+		mirror_answer_error(mr, 404, "NAME_UNKNOWN",
+				    "repository name not known to this mirror", MIRROR_NOT_FOUND);
 	}
 }
 
-static void stopping(struct mreq *mr)
+void mirror_stopping(struct mreq *mr)
 {
-	answer_error(mr, 503, "UNAVAILABLE", "the mirror is stopping", MIRROR_UNAVAILABLE);
+	mirror_answer_error(mr, 503, "UNAVAILABLE", "the mirror is stopping", MIRROR_UNAVAILABLE);
 }
 
 /* Range over a body of size bytes into resp (status, Content-Range);
@@ -156,7 +101,7 @@ static void blob_headers(struct httpd_response *resp, const char *digest)
 }
 
 /* A manifest from memory: as a manifest, or through the blobs API. */
-static void answer_doc(struct mreq *mr, const struct mirror_doc *doc)
+void mirror_answer_doc(struct mreq *mr, const struct mirror_doc *doc)
 {
 	struct httpd_response resp;
 	uint64_t off = 0, len = doc->bytes.len;
@@ -174,7 +119,7 @@ static void answer_doc(struct mreq *mr, const struct mirror_doc *doc)
 }
 
 /* A blob file, checked: its bytes go by sendfile. */
-static void answer_file(struct mreq *mr, const struct mirror_blob *b, int fd)
+void mirror_answer_file(struct mreq *mr, const struct mirror_blob *b, int fd)
 {
 	struct httpd_response resp;
 	uint64_t off, len;
@@ -237,8 +182,6 @@ static void unlist(struct mirror *m, struct mirror_cat *cat)
 	cat_unref(cat);
 }
 
-static void dispatch(struct mreq *mr);
-
 /* Requests that waited for a catalog try again. */
 static void wake(struct mirror *m)
 {
@@ -248,14 +191,14 @@ static void wake(struct mirror *m)
 		struct mreq *next = w->next;
 		w->next = NULL;
 		if (m->stopping)
-			stopping(w);
+			mirror_stopping(w);
 		else
-			dispatch(w);
+			mirror_dispatch(w);
 		w = next;
 	}
 }
 
-static void job_done(struct mjob *j)
+void mirror_job_done(struct mjob *j)
 {
 	struct mirror *m = j->m;
 	if (j->cat)
@@ -266,7 +209,7 @@ static void job_done(struct mjob *j)
 	mirror_release(m);
 }
 
-static int queue_job(struct mirror *m, struct mjob *j, uv_work_cb work, uv_after_work_cb after)
+int mirror_queue_job(struct mirror *m, struct mjob *j, uv_work_cb work, uv_after_work_cb after)
 {
 	j->m = m;
 	j->work.data = j;
@@ -311,7 +254,7 @@ static void load_done(uv_work_t *w, int status)
 	m->jobs++; /* wake() may answer the last request of a stopping mirror */
 	wake(m);
 	m->jobs--;
-	job_done(j);
+	mirror_job_done(j);
 }
 
 /* Start loading the catalog of a version. */
@@ -322,7 +265,7 @@ static void start_load(struct mirror *m, struct mirror_cat *cat)
 	j->fd = -1;
 	int rc = cache_manifest_get(m->cache, &cat->id, &j->manifest, &j->manifest_len);
 	if (rc == 1)
-		rc = queue_job(m, j, load_work, load_done);
+		rc = mirror_queue_job(m, j, load_work, load_done);
 	else if (rc == 0)
 		rc = SB_ENOTFOUND;
 	if (rc < 0) {
@@ -446,7 +389,7 @@ static void hash_done(uv_work_t *w, int status)
 			    "never served (the next version, or `syncbit verify`, repairs it)",
 			    j->cat->name, j->digest, j->cat->dir);
 	}
-	job_done(j);
+	mirror_job_done(j);
 }
 
 /* The file of b moved since the daemon published it: hash it once. */
@@ -468,7 +411,7 @@ static void suspect(struct mirror *m, struct mirror_cat *cat, struct mirror_blob
 	j->cat = cat;
 	j->fd = -1;
 	snprintf(j->digest, sizeof j->digest, "%s", b->digest);
-	if (queue_job(m, j, hash_work, hash_done) == 0)
+	if (mirror_queue_job(m, j, hash_work, hash_done) == 0)
 		b->hashing = 1;
 	else
 		free(j);
@@ -501,17 +444,17 @@ static void open_done(uv_work_t *w, int status)
 		if (j->fd >= 0)
 			close(j->fd);
 		if (j->m->stopping)
-			stopping(mr);
+			mirror_stopping(mr);
 		else
-			not_found(mr);
+			mirror_not_found(mr);
 	} else if (!blob_trusted(j->m, j->cat, b, &j->st)) {
 		close(j->fd);
-		answer_error(mr, 404, "BLOB_UNKNOWN", "the blob's file failed its checks here",
-			     MIRROR_REFUSED);
+		mirror_answer_error(mr, 404, "BLOB_UNKNOWN",
+				    "the blob's file failed its checks here", MIRROR_REFUSED);
 	} else {
-		answer_file(mr, b, j->fd);
+		mirror_answer_file(mr, b, j->fd);
 	}
-	job_done(j);
+	mirror_job_done(j);
 }
 
 static void open_blob(struct mreq *mr, struct mirror_cat *cat, const struct mirror_blob *b)
@@ -521,9 +464,10 @@ static void open_blob(struct mreq *mr, struct mirror_cat *cat, const struct mirr
 	j->mr = mr;
 	j->fd = -1;
 	snprintf(j->digest, sizeof j->digest, "%s", b->digest);
-	if (queue_job(mr->m, j, open_work, open_done) < 0) {
+	if (mirror_queue_job(mr->m, j, open_work, open_done) < 0) {
 		free(j);
-		answer_error(mr, 503, "UNAVAILABLE", "no room for the request", MIRROR_UNAVAILABLE);
+		mirror_answer_error(mr, 503, "UNAVAILABLE", "no room for the request",
+				    MIRROR_UNAVAILABLE);
 	}
 }
 
@@ -558,7 +502,7 @@ static void resolve(struct mreq *mr, struct mirror_cat **cands, size_t n)
 		for (size_t i = 0; i < n && !t; i++)
 			t = mirror_cat_tag(cands[i], mr->p.ref);
 		if (!t) {
-			not_found(mr);
+			mirror_early_request(mr, 1);
 			return;
 		}
 		digest = t->digest;
@@ -566,7 +510,7 @@ static void resolve(struct mreq *mr, struct mirror_cat **cands, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const struct mirror_doc *doc = mirror_cat_doc(cands[i], digest);
 		if (doc) {
-			answer_doc(mr, doc);
+			mirror_answer_doc(mr, doc);
 			return;
 		}
 	}
@@ -577,12 +521,12 @@ static void resolve(struct mreq *mr, struct mirror_cat **cands, size_t n)
 			return;
 		}
 	}
-	not_found(mr);
+	mirror_early_request(mr, 1);
 }
 
 #define MIRROR_CANDIDATES_MAX 64
 
-static void dispatch(struct mreq *mr)
+void mirror_dispatch(struct mreq *mr)
 {
 	struct mirror_cat *cands[MIRROR_CANDIDATES_MAX];
 	int loading;
@@ -593,12 +537,10 @@ static void dispatch(struct mreq *mr)
 		mr->m->waiting = mr;
 		return;
 	}
-	if (n == 0) {
-		answer_error(mr, 404, "NAME_UNKNOWN", "repository name not known to this mirror",
-			     MIRROR_NOT_FOUND);
-		return;
-	}
-	resolve(mr, cands, n);
+	if (n == 0)
+		mirror_early_request(mr, 0); /* or NAME_UNKNOWN */
+	else
+		resolve(mr, cands, n);
 }
 
 static void on_request(void *arg, struct httpd_request *req)
@@ -608,7 +550,7 @@ static void on_request(void *arg, struct httpd_request *req)
 	mr->m = m;
 	mr->req = req;
 	if (m->stopping) {
-		stopping(mr);
+		mirror_stopping(mr);
 		return;
 	}
 	int rc = oci_name_parse_path(httpd_request_path(req), &mr->p);
@@ -627,9 +569,9 @@ static void on_request(void *arg, struct httpd_request *req)
 	if (rc == SB_ENOTFOUND || (rc < 0 && !oci_name_repo_valid(mr->p.name)))
 		mr->p.route = OCI_ROUTE_TAGS; /* another API, or no such name: NAME_UNKNOWN */
 	if (rc < 0)
-		not_found(mr);
+		mirror_not_found(mr);
 	else
-		dispatch(mr);
+		mirror_dispatch(mr);
 }
 
 /* ---- life cycle ---- */
@@ -641,6 +583,7 @@ int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror *
 	m->d = cfg->d;
 	m->cache = cfg->cache;
 	m->target = xstrdup(cfg->target);
+	m->wait_ms = cfg->wait_ms;
 	*out = NULL;
 	int rc = httpd_start(loop, cfg->listen, NULL, 0, &m->http);
 	if (rc < 0) {
@@ -650,6 +593,7 @@ int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror *
 		free(m);
 		return rc;
 	}
+	m->early = mirror_early_new(m);
 	httpd_route_prefix(m->http, "/v2/", on_request, m);
 	log_info("registry mirror on %s (port %d)", cfg->listen, httpd_port(m->http));
 	*out = m;
@@ -661,8 +605,7 @@ int mirror_port(const struct mirror *m)
 	return httpd_port(m->http);
 }
 
-/* Free a stopping mirror once no job is left. */
-static void mirror_release(struct mirror *m)
+void mirror_release(struct mirror *m)
 {
 	if (!m->stopping || m->jobs > 0)
 		return;
@@ -679,6 +622,7 @@ void mirror_free(struct mirror *m)
 	m->http = NULL;
 	m->jobs++;
 	wake(m);
+	mirror_early_stop(m->early);
 	while (m->cats)
 		unlist(m, m->cats);
 	m->jobs--;
@@ -701,4 +645,11 @@ void mirror_metrics(const struct mirror *m, struct buf *out)
 			       METRICS_LABELS("result", labels[r]), m->count[r]);
 	metrics_single(out, "syncbit_mirror_blob_bytes_total", METRICS_COUNTER,
 		       "Blob bytes the registry mirror sent.", m->blob_bytes);
+	mirror_early_metrics(m->early, out);
+}
+
+void mirror_dataset_changed(struct mirror *m, const char *name)
+{
+	if (m && !m->stopping)
+		mirror_early_changed(m->early, name);
 }

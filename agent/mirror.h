@@ -6,13 +6,16 @@
  * registry. The `ns` query parameter containerd adds picks the datasets
  * whose source registry it names.
  *
- * Only the published version of a dataset is served: manifests from memory
+ * The published version of a dataset is served: manifests from memory
  * after checking them against the version's block hashes and their
  * digests; blobs by sendfile from TARGET/NAME/blobs/sha256/<hex> when the
  * file has the size the manifests declare and the mtime the daemon gave it
  * (a file whose mtime moved is refused and hashed in full once on the pool;
- * it is served again only if it matches its digest). Anything else is a
- * 404 with an OCI error body, at once, so containerd asks its next host.
+ * it is served again only if it matches its digest). While a dataset is
+ * being fetched, its manifests and blobs are served as soon as their files
+ * are verified cache objects (agent/mirror_early.c), and a request for one
+ * still to come waits for it, up to wait_ms. Anything else is a 404 with
+ * an OCI error body, at once, so containerd asks its next host.
  * Loop thread only; files are opened and hashed on the pool. */
 #ifndef SYNCBIT_MIRROR_H
 #define SYNCBIT_MIRROR_H
@@ -30,6 +33,9 @@ struct mirror_config {
 	const char *target; /* datasets are published at target/NAME */
 	struct daemon *d;   /* daemon_published() says what is there */
 	struct cache *cache;
+	/* A manifest or blob of a dataset being fetched here that is not a
+	 * verified cache object yet is waited for this long (0: a 404 at once). */
+	uint64_t wait_ms;
 };
 
 /* Listen and serve. 0, or a negative error with *detail (heap). */
@@ -40,8 +46,12 @@ int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror *
 void mirror_free(struct mirror *m);
 /* The bound port. */
 int mirror_port(const struct mirror *m);
-/* Prometheus text: syncbit_mirror_requests_total{result=...} and
- * syncbit_mirror_blob_bytes_total. NULL adds nothing. */
+/* Prometheus text: syncbit_mirror_requests_total{result=...},
+ * syncbit_mirror_blob_bytes_total, syncbit_mirror_early_total{kind=...},
+ * syncbit_mirror_waits_total and syncbit_mirror_wait_expired_total. NULL adds nothing. */
 void mirror_metrics(const struct mirror *m, struct buf *out);
+/* Files of dataset name became cache objects, or its fetch ended:
+ * requests waiting for them look again. NULL is a no-op. */
+void mirror_dataset_changed(struct mirror *m, const char *name);
 
 #endif

@@ -1,34 +1,34 @@
-/* Inside the registry mirror (agent/mirror.c): the catalog of one
- * published version of an oci:// dataset (agent/mirror_catalog.c), built
- * on the pool from the dataset's manifest in the cache and the OCI layout
- * at TARGET/NAME, and the checks of a blob file before it is served. */
+/* Inside the registry mirror (agent/mirror.c): its state and requests, the
+ * catalog of one published version of an oci:// dataset
+ * (agent/mirror_catalog.c), built on the pool from the dataset's manifest
+ * in the cache and the OCI layout at TARGET/NAME, the checks of a blob file
+ * before it is served, and what is served of datasets still being fetched
+ * (agent/mirror_early.c). Loop thread only, except the pool functions
+ * named so. */
 #ifndef SYNCBIT_MIRROR_INT_H
 #define SYNCBIT_MIRROR_INT_H
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <uv.h>
 
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/source/oci_doc.h"
 #include "common/source/oci_name.h"
 
-#define MIRROR_DOCS_MAX	   (64u << 20) /* manifest bytes kept in memory per catalog */
-#define MIRROR_TAGS_MAX	   100000
-#define MIRROR_BLOBS_MAX   (1u << 20)
-#define MIRROR_RETRY_MS	   5000 /* a catalog that failed to load is tried again */
-#define MIRROR_BLOBS_DIR   "blobs/sha256/"
-#define MIRROR_INDEX_FILE  "index.json"
-#define MIRROR_API_VERSION "Docker-Distribution-API-Version: registry/2.0\r\n"
-#define MIRROR_BLOB_TYPE   "application/octet-stream"
-#define MIRROR_ERROR_TYPE  "application/json"
-
-/* A manifest or index held, its verified bytes in memory. */
-struct mirror_doc {
-	char digest[OCI_DIGEST_MAX];
-	char media_type[OCI_MEDIA_TYPE_MAX];
-	struct buf bytes;
-};
+#define MIRROR_DOCS_MAX		 (64u << 20) /* manifest bytes kept in memory per catalog */
+#define MIRROR_TAGS_MAX		 100000
+#define MIRROR_BLOBS_MAX	 (1u << 20)
+#define MIRROR_RETRY_MS		 5000 /* a catalog that failed to load is tried again */
+#define MIRROR_BLOBS_DIR	 "blobs/sha256/"
+#define MIRROR_INDEX_FILE	 "index.json"
+#define MIRROR_API_VERSION	 "Docker-Distribution-API-Version: registry/2.0\r\n"
+#define MIRROR_BLOB_TYPE	 "application/octet-stream"
+#define MIRROR_ERROR_TYPE	 "application/json"
+#define MIRROR_EARLY_WAITERS_MAX 128  /* requests parked for files being fetched */
+#define MIRROR_EARLY_TICK_MS	 1000 /* parked requests are looked at again this often */
+#define MIRROR_EARLY_RETRY_MS	 1000 /* a document that could not be read is tried again */
 
 /* A file's state as stat(2) saw it. */
 struct mirror_stat {
@@ -36,6 +36,70 @@ struct mirror_stat {
 	ino_t ino;
 	uint64_t size;
 	int64_t mtime_ns, ctime_ns;
+};
+
+#define MIRROR_RESULT_MAP(X)                                              \
+	X(MANIFEST, "manifest", "manifests served")                       \
+	X(BLOB, "blob", "blobs served")                                   \
+	X(NOT_FOUND, "not_found", "404s: not held here")                  \
+	X(REFUSED, "refused", "404s: a blob file that failed its checks") \
+	X(UNAVAILABLE, "unavailable", "503s: stopping")
+
+enum mirror_result {
+#define MIRROR_ENUM_(name, label, help) MIRROR_##name,
+	MIRROR_RESULT_MAP(MIRROR_ENUM_)
+#undef MIRROR_ENUM_
+	    MIRROR_RESULTS
+};
+
+struct mreq;
+struct mirror_early;
+
+struct mirror {
+	uv_loop_t *loop;
+	struct daemon *d;
+	struct cache *cache;
+	char *target;
+	struct httpd *http;
+	struct mirror_cat *cats;    /* published versions, by dataset name */
+	struct mreq *waiting;	    /* requests waiting for a catalog to load */
+	struct mirror_early *early; /* datasets being fetched */
+	uint64_t wait_ms;	    /* how long a request waits for a file being fetched */
+	int jobs;		    /* pool jobs in flight */
+	int stopping;
+	uint64_t count[MIRROR_RESULTS];
+	uint64_t blob_bytes;
+};
+
+/* A request, parsed. */
+struct mreq {
+	struct mreq *next;
+	struct mirror *m;
+	struct httpd_request *req;
+	struct oci_name_path p;
+	char ns[OCI_NAME_HOST_MAX + 1];
+	int has_ns;
+	uint64_t deadline_ms; /* parked for a file being fetched until then; 0: not yet */
+};
+
+/* A pool job: a catalog load, a blob opened, or a blob hashed. */
+struct mjob {
+	uv_work_t work;
+	struct mirror *m;
+	struct mirror_cat *cat;
+	struct mreq *mr; /* open */
+	char digest[OCI_DIGEST_MAX];
+	uint8_t *manifest; /* load */
+	size_t manifest_len;
+	struct mirror_stat st;
+	int fd, rc;
+};
+
+/* A manifest or index held, its verified bytes in memory. */
+struct mirror_doc {
+	char digest[OCI_DIGEST_MAX];
+	char media_type[OCI_MEDIA_TYPE_MAX];
+	struct buf bytes;
 };
 
 /* A config or layer held: where and how the verified version left it. */
@@ -96,5 +160,46 @@ struct mirror_blob *mirror_cat_blob(struct mirror_cat *cat, const char *digest);
 /* Pool: open blob b of cat read-only below cat->dir (no symlink followed)
  * and stat it. The fd (caller closes), or a negative error. */
 int mirror_blob_open(const struct mirror_cat *cat, const char *digest, struct mirror_stat *st);
+
+/* ---- agent/mirror.c, for agent/mirror_early.c ---- */
+
+/* Route a request: the published versions first, then (mirror_early_request)
+ * the datasets being fetched. Answers or parks mr. */
+void mirror_dispatch(struct mreq *mr);
+/* Answers; each frees mr. */
+void mirror_answer_error(struct mreq *mr, int status, const char *code, const char *message,
+			 enum mirror_result r);
+void mirror_not_found(struct mreq *mr); /* 404 with the route's OCI error code */
+void mirror_stopping(struct mreq *mr);	/* 503 */
+/* A manifest from memory: as a manifest, or through the blobs API. */
+void mirror_answer_doc(struct mreq *mr, const struct mirror_doc *doc);
+/* A blob file, checked (its digest and size in b): fd goes by sendfile. */
+void mirror_answer_file(struct mreq *mr, const struct mirror_blob *b, int fd);
+/* Pool jobs counted so that a stopping mirror waits for them; job_done
+ * frees j (and drops its catalog reference). */
+int mirror_queue_job(struct mirror *m, struct mjob *j, uv_work_cb work, uv_after_work_cb after);
+void mirror_job_done(struct mjob *j);
+/* Free a stopping mirror once no job is left (m->jobs). */
+void mirror_release(struct mirror *m);
+
+/* ---- agent/mirror_early.c ---- */
+
+/* Follow the daemon's datasets being fetched (daemon_fetching). */
+struct mirror_early *mirror_early_new(struct mirror *m);
+/* Parked requests get 503; memory goes once the timer is closed (counted
+ * in m->jobs). NULL is a no-op. */
+void mirror_early_stop(struct mirror_early *e);
+/* A request the published versions did not answer: a manifest or blob of a
+ * dataset being fetched here, served once its file is a verified cache
+ * object; parked until then (at most m->wait_ms) while the file is still
+ * to come; otherwise a 404 at once (NAME_UNKNOWN when no dataset, being
+ * fetched or published, has the repository: name_known 0). */
+void mirror_early_request(struct mreq *mr, int name_known);
+/* Files of dataset name became cache objects, or its fetch ended: parked
+ * requests look again. */
+void mirror_early_changed(struct mirror_early *e, const char *name);
+/* syncbit_mirror_early_total{kind=...}, syncbit_mirror_waits_total and
+ * syncbit_mirror_wait_expired_total. */
+void mirror_early_metrics(const struct mirror_early *e, struct buf *out);
 
 #endif

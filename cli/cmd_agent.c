@@ -47,6 +47,10 @@ const struct config_key cli_daemon_keys[] = {
      "serve the oci:// datasets published here as a read-only registry mirror "
      "(docs/IMAGES.md)",
      "HOST:PORT", 0},
+    {"registry-mirror-wait", "30", 0,
+     "a manifest or blob of an image still being fetched here is waited for this long, "
+     "then 404 (0: 404 at once)",
+     "SECONDS", 0},
     {"kubeconfig", NULL, 0,
      "node labels and readiness gates from this API server (also $KUBECONFIG; "
      "in-cluster when $KUBERNETES_SERVICE_HOST is set)",
@@ -127,7 +131,7 @@ int cmd_daemon(int argc, char **argv)
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, noenc = 0;
-	uint64_t cache_size = 0, jobs = 2, grace = 0;
+	uint64_t cache_size = 0, jobs = 2, grace = 0, mirror_wait = 0;
 	struct daemon_options o = {0};
 	char *data = NULL, *target = NULL, *sock = NULL, *token = NULL, *detail = NULL;
 	char host[256];
@@ -142,7 +146,8 @@ int cmd_daemon(int argc, char **argv)
 	if (config_get_bool(&cfg, "no-encrypt", &noenc) < 0 ||
 	    config_get_size(&cfg, "cache-size", 0, UINT64_MAX, &cache_size) < 0 ||
 	    config_get_u64(&cfg, "jobs", 1, 64, &jobs) < 0 ||
-	    config_get_u64(&cfg, "scheduler-grace", 0, 30 * 86400, &grace) < 0) {
+	    config_get_u64(&cfg, "scheduler-grace", 0, 30 * 86400, &grace) < 0 ||
+	    config_get_u64(&cfg, "registry-mirror-wait", 0, 3600, &mirror_wait) < 0) {
 		cli_error("%s", cfg.error);
 		goto out;
 	}
@@ -177,6 +182,7 @@ int cmd_daemon(int argc, char **argv)
 	o.registry_mirror = config_get(&cfg, "registry-mirror");
 	if (o.registry_mirror && !o.registry_mirror[0])
 		o.registry_mirror = NULL;
+	o.mirror_wait_ms = mirror_wait * 1000;
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
 	o.scheduler_grace_ms = grace * 1000;

@@ -36,7 +36,8 @@ const struct cli_cmd cli_commands[] = {
     {"daemon",
      "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] "
-     "[--scheduler-grace SECONDS] [--no-encrypt] [--registry-mirror HOST:PORT] [SOURCE FLAGS]",
+     "[--scheduler-grace SECONDS] [--no-encrypt] [--registry-mirror HOST:PORT] "
+     "[--registry-mirror-wait SECONDS] [SOURCE FLAGS]",
      "the agent of a node: fetches its datasets from peers and the origin", cli_daemon_keys,
      cmd_daemon},
     {"scheduler",

@@ -395,6 +395,13 @@ void httpd_respond(struct httpd_request *req, struct httpd_response *resp)
 	conn_unref(c);
 }
 
+void httpd_request_extend(struct httpd_request *req, uint64_t ms)
+{
+	struct hconn *c = request_conn(req);
+	if (c->async && !c->responded && !uv_is_closing((uv_handle_t *)&c->tcp))
+		uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
 void httpd_response_init(struct httpd_response *resp)
 {
 	memset(resp, 0, sizeof *resp);

@@ -116,6 +116,10 @@ const char *httpd_request_authorization(const struct httpd_request *req);
  * to go. Loop thread; may run from inside the handler. */
 void httpd_respond(struct httpd_request *req, struct httpd_response *resp);
 
+/* An asynchronous request that has a reason to be late (it waits for
+ * data being fetched): its 503 comes ms from now instead. */
+void httpd_request_extend(struct httpd_request *req, uint64_t ms);
+
 /* A Range header against a body of size bytes: 1 with *off and *len for
  * one satisfiable range ("bytes=a-b", "bytes=a-", "bytes=-n"); 0 when the
  * whole body is to be sent (no header, another unit, several ranges or a

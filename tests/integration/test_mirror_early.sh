@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# The registry mirror serves an image while its dataset is still being
+# fetched (agent/mirror_early.c). Debian's docker-registry fed by skopeo,
+# behind tests/fixtures/oci_proxy.py, a slow link to it: blob bodies leave at
+# --rate bytes/s, and the blobs of one repository are held until released.
+# Every request to the registry goes through the proxy, whose log (method,
+# path, Range, User-Agent) counts what the origin sent.
+#
+# Node 1 (--registry-mirror-wait 3) with an image whose blobs are held: its
+# tag and manifest are served before the dataset is published; a layer still
+# to come waits about 3 s and is then a 404; unknown tags, blobs and
+# repositories are 404s at once. Node 2 (--registry-mirror-wait 120) with a
+# multi-layer image on the slow link: Debian's containerd (its own root,
+# state and socket under $T, as in test_mirror.sh) pulls it through node 2's
+# mirror right after `dataset add`, while the dataset is still fetching; the
+# pull succeeds, containerd never asks the registry (no request with its
+# User-Agent reaches the proxy), every blob's bytes left the registry once,
+# and each layer containerd holds has its digest.
+. "$(dirname "$0")/lib.sh"
+. "$HERE/cluster.sh"
+
+for tool in docker-registry skopeo containerd ctr; do
+	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
+done
+[ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
+L=$T/layout
+SKOPEO=(skopeo --insecure-policy)
+RATE=500000 # bytes/s out of the registry: the big image takes about 15 s
+
+image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
+push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
+# blobs TAG: the config's hex, then each layer's, of TAG's manifest in $L.
+blobs() {
+	python3 - "$L" "$1" <<'PY'
+import json, sys
+L, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(f"{L}/index.json"))
+d = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
+m = json.load(open(f"{L}/blobs/sha256/{d['digest'][7:]}"))
+print(" ".join([m["config"]["digest"][7:]] + [l["digest"][7:] for l in m["layers"]]))
+PY
+}
+
+# Five layers of about 1.5 MB (incompressible), and a small image to hold.
+D_BIG=$(image big --seed big --size 1500000 --layers 4 --base-seed base --base-size 1500000)
+D_HELD=$(image held --seed held --size 300000)
+read -r -a BIG <<<"$(blobs big)"
+read -r -a HELD <<<"$(blobs held)"
+check "the big image has a config and five layers" test "${#BIG[@]}" = 6
+
+REG_PORT=$(free_port)
+cat >"$T/reg.yml" <<CONF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $T/store
+http:
+  addr: 127.0.0.1:$REG_PORT
+CONF
+docker-registry serve "$T/reg.yml" >"$T/reg.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && break; sleep 0.1; done
+push "oci:$L:big" "docker://127.0.0.1:$REG_PORT/team/big:v1"
+push "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
+check "skopeo pushed both images" curl -sf -o /dev/null \
+	-H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$REG_PORT/v2/team/big/manifests/v1"
+coproc PROXY { exec python3 "$FIXTURES/oci_proxy.py" --upstream "http://127.0.0.1:$REG_PORT" \
+	--rate "$RATE" --hold-repo team/held 2>"$T/proxy.err"; }
+PIDS+=($PROXY_PID)
+read -r PPORT <&"${PROXY[0]}"
+R=127.0.0.1:$PPORT NS="?ns=127.0.0.1:$PPORT"
+check "the slow proxy answers" curl -sf -o /dev/null "http://$R/v2/"
+
+start_scheduler || { bad "scheduler starts"; finish; exit 1; }
+M1=127.0.0.1:$(free_port) M2=127.0.0.1:$(free_port) H1=127.0.0.1:$(free_port) H2=127.0.0.1:$(free_port)
+start_agent 1 --registry-mirror "$M1" --http "$H1" --registry-mirror-wait 3 &&
+	start_agent 2 --registry-mirror "$M2" --http "$H2" --registry-mirror-wait 120 ||
+	{ bad "agents start"; finish; exit 1; }
+metric() { curl -sf "http://$1/metrics" | awk -v k="$2" '$1 == k {print $2}'; }
+
+# ---- node 1: the image's blobs are held at the registry ----
+check "dataset add of the held image, on node 1" add_dataset held "oci://$R/team/held:v1" --selector idx=1
+code=000
+for _ in $(seq 60); do
+	code=$(curl -s -o "$T/m.held" -D "$T/h.held" -w '%{http_code}' "http://$M1/v2/team/held/manifests/v1$NS")
+	[ "$code" = 200 ] && break
+	sleep 0.5
+done
+check "the tag is served while the image's blobs are still held at the registry" test "$code" = 200
+check "  with the manifest's digest, and bytes that have it" bash -c \
+	"tr -d '\r' <'$T/h.held' | grep -qix 'Docker-Content-Digest: $D_HELD' && test sha256:\$(sha256sum <'$T/m.held' | cut -c1-64) = '$D_HELD'"
+check "  the dataset is not published on node 1 yet" bash -c "! '$SYNCBIT' ready held --socket '$T/a1.sock' >/dev/null 2>&1"
+check "the manifest by digest too" bash -c "curl -sf 'http://$M1/v2/team/held/manifests/$D_HELD$NS' | cmp - '$T/m.held'"
+out=$(curl -s -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1/v2/team/held/blobs/sha256:${HELD[1]}$NS")
+check "a layer still to come waits (about 3 s), then 404 BLOB_UNKNOWN" python3 - "$out" "$T/err" <<'PY'
+import json, sys
+code, secs = sys.argv[1].split()
+assert code == "404", code
+assert json.load(open(sys.argv[2]))["errors"][0]["code"] == "BLOB_UNKNOWN"
+assert 2.5 <= float(secs) < 30, secs
+PY
+check "  counted as a wait that expired" test "$(metric "$H1" syncbit_mirror_wait_expired_total)" -ge 1
+# quick CODE PATH: 404 with that OCI error code in < 0.25 s.
+quick() {
+	local out
+	out=$(curl -s -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1$2") || return 1
+	python3 - "$out" "$1" "$T/err" <<'PY'
+import json, sys
+code, secs = sys.argv[1].split()
+assert code == "404", code
+assert json.load(open(sys.argv[3]))["errors"][0]["code"] == sys.argv[2]
+assert float(secs) < 0.25, secs
+PY
+}
+check "a tag the dataset lacks: 404 at once" quick MANIFEST_UNKNOWN "/v2/team/held/manifests/nope$NS"
+check "a blob the dataset lacks: 404 at once" quick BLOB_UNKNOWN "/v2/team/held/blobs/sha256:$(printf '%064d' 0)$NS"
+check "another repository: 404 at once" quick NAME_UNKNOWN "/v2/team/none/manifests/v1$NS"
+check "the config blob is not a manifest" quick MANIFEST_UNKNOWN "/v2/team/held/manifests/sha256:${HELD[0]}$NS"
+curl -sf -o /dev/null "http://$R/__release"
+check "once released, the held image is ready on node 1" wait_ready 60 held 1
+check "  and its layer is served" bash -c \
+	"curl -sf 'http://$M1/v2/team/held/blobs/sha256:${HELD[1]}$NS' | cmp - '$L/blobs/sha256/${HELD[1]}'"
+
+# ---- node 2: containerd pulls the big image while it is fetched ----
+C=$T/containerd
+SOCK=$C/containerd.sock
+mkdir -p "$C"
+cat >"$C/config.toml" <<CONF
+version = 2
+root = "$C/root"
+state = "$C/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
+  "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$C/opt"
+CONF
+CTR=(timeout -k 5 180 ctr --address "$SOCK" --namespace k8s.io)
+containerd_stop() {
+	if [ -n "${CTRD_PID:-}" ]; then
+		kill -TERM "$CTRD_PID" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$CTRD_PID" 2>/dev/null
+	fi
+	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r mnt; do umount -l "$mnt"; done
+	return 0
+}
+CLEANUPS+=(containerd_stop)
+containerd --config "$C/config.toml" >"$C/log" 2>&1 &
+CTRD_PID=$!
+PIDS+=("$CTRD_PID")
+for _ in $(seq 100); do
+	"${CTR[@]}" version >/dev/null 2>&1 && break
+	kill -0 "$CTRD_PID" 2>/dev/null || break
+	sleep 0.1
+done
+check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version ||
+	{ finish; exit 1; }
+SNAP=${SNAPSHOTTER:-overlayfs}
+if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
+	SNAP=native
+fi
+check "containerd-hosts for node 2's mirror, the slow registry as the server" \
+	"$SYNCBIT" containerd-hosts --dir "$T/hosts" --mirror "http://$M2" "$R"
+
+check "dataset add of the big image, on node 2" add_dataset big "oci://$R/team/big:v1" --selector idx=2
+started=$(date +%s.%N)
+check "ctr pulls and unpacks the image through node 2's mirror while it is fetched" \
+	"${CTR[@]}" images pull --hosts-dir "$T/hosts" --snapshotter "$SNAP" "$R/team/big:v1"
+echo "       pulled in $(python3 -c "import time; print(round(time.time() - $started, 2))") s"
+"$SYNCBIT" ready big --socket "$T/a2.sock" >/dev/null 2>&1 && early=ready || early=fetching
+echo "       the dataset on node 2 when the pull ended: $early"
+check "  node 2's mirror served blobs of the dataset before it was published" \
+	test "$(curl -sf "http://$H2/metrics" | awk '$1 == "syncbit_mirror_early_total{kind=\"blob\"}" {print $2}')" -ge 1
+check "  and requests waited for blobs still being fetched" test "$(metric "$H2" syncbit_mirror_waits_total)" -ge 1
+check "  none waited in vain" test "$(metric "$H2" syncbit_mirror_wait_expired_total)" = 0
+check "  the image has the registry's digest" \
+	bash -c "$(printf '%q ' "${CTR[@]}") images ls | grep -F '$R/team/big:v1' | grep -qF '$D_BIG'"
+for h in "${BIG[@]}"; do
+	"${CTR[@]}" content get "sha256:$h" | sha256sum | cut -c1-64
+done >"$T/got"
+printf '%s\n' "${BIG[@]}" >"$T/want"
+check "  every blob containerd holds has its digest" diff "$T/want" "$T/got"
+# same_files REF LAYER...: the image's unpacked root holds what the layers do.
+same_files() {
+	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
+	rm -rf "$x"; mkdir -p "$mnt" "$x"
+	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
+	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
+	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
+	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
+	return $rc
+}
+check "  the unpacked files are the layers'" same_files "$R/team/big:v1" "${BIG[@]:1}"
+check "the big image is then ready on node 2" wait_ready 120 big 2
+
+# What left the registry, from the proxy's log.
+curl -s "http://$R/__log" >"$T/log.json"
+check "containerd never asked the registry (no request with its User-Agent)" python3 - "$T/log.json" <<'PY'
+import json, sys
+bad = [r for r in json.load(open(sys.argv[1])) if "containerd" in r["agent"].lower()]
+assert not bad, bad[:3]
+PY
+check "every blob of the big image left the registry exactly once (Range bytes summed)" \
+	python3 - "$T/log.json" "$L" "${BIG[@]}" <<'PY'
+import json, os, sys
+log, layout, blobs = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3:]
+sent = {h: 0 for h in blobs}
+for r in log:
+    if r["method"] != "GET" or "/v2/team/big/blobs/sha256:" not in r["path"] or r["status"] >= 300:
+        continue
+    h = r["path"].split("sha256:")[1].split("?")[0]
+    size = os.path.getsize(f"{layout}/blobs/sha256/{h}")
+    if r["range"]:
+        a, b = r["range"][6:].split("-")
+        sent[h] += min(int(b), size - 1) - int(a) + 1
+    else:
+        sent[h] += size
+for h in blobs:
+    size = os.path.getsize(f"{layout}/blobs/sha256/{h}")
+    assert sent[h] == size, (h, sent[h], size)
+PY
+
+containerd_stop
+stop_cluster
+finish
