@@ -26,7 +26,7 @@
 #include "agent/daemon.h"
 #include "agent/fetch.h"
 #include "common/err.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/metrics.h"
