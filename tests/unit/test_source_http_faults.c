@@ -241,9 +241,12 @@ int main(void)
 	if (getenv("SB_TEST_DEBUG"))
 		log_setup(LOG_DEBUG, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_retry_5xx_and_429), cmocka_unit_test(test_resume),
-	    cmocka_unit_test(test_changed),	      cmocka_unit_test(test_claimed_size),
-	    cmocka_unit_test(test_gave_up),	      cmocka_unit_test(test_sequential),
+	    cmocka_unit_test(test_retry_5xx_and_429),
+	    cmocka_unit_test(test_changed),
+	    cmocka_unit_test(test_resume),
+	    cmocka_unit_test(test_claimed_size),
+	    cmocka_unit_test(test_gave_up),
+	    cmocka_unit_test(test_sequential),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
