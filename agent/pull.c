@@ -616,14 +616,13 @@ static void complete(struct pull *p)
 	struct cache_stats cs;
 	if (cache_stats(p->c, &cs) == 0 && cs.capacity && cs.used > cs.capacity) {
 		uint64_t n, b;
-		rc = cache_evict(p->c, cs.capacity, &n, &b);
-		if (rc == 0 && n)
+		int erc = cache_evict(p->c, cs.capacity, &n, &b); /* a failure only warns */
+		if (erc == 0 && n)
 			log_info("evicted %llu %s (%llu bytes) to stay under the cache size",
 				 (unsigned long long)n, progress_noun(n, "object", "objects"),
 				 (unsigned long long)b);
-		else if (rc < 0)
-			log_warn("eviction failed: %s", sb_strerror(rc));
-		rc = 0;
+		else if (erc < 0)
+			log_warn("eviction failed: %s", sb_strerror(erc));
 	}
 out:
 	free_built_manifest(m);

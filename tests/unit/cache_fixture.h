@@ -34,8 +34,11 @@ static inline int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
 	f->dir = testutil_mkdtemp();
-	if (!f->dir || cache_open(f->dir, 0, &f->c) != 0)
+	if (!f->dir || cache_open(f->dir, 0, &f->c) != 0) {
+		testutil_rmtree(f->dir);
+		free(f);
 		return -1;
+	}
 	*state = f;
 	return 0;
 }
