@@ -28,12 +28,12 @@ LDFLAGS += $(SANFLAGS)
 PROTO_SRC := $(wildcard proto/*.proto)
 PROTO_C   := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO_SRC))
 PROTO_H   := $(PROTO_C:.c=.h)
-LIB_SRC   := $(wildcard common/*.c agent/*.c scheduler/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
+LIB_SRC   := $(wildcard common/*.c common/net/*.c common/source/*.c agent/*.c scheduler/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man FORCE
+.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -92,13 +92,22 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libsyncbit.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsyncbit.a $(LDLIBS) -lcmocka
 
+# The scheduler's load generator (bench/sched-scale.sh): simulated agents
+# on the real connection, handshake and wire code.
+SCALE_SRC := $(wildcard bench/sched-scale/*.c)
+$(BUILD)/bench/sched-scale: $(SCALE_SRC) bench/sched-scale/sim.h $(BUILD)/libsyncbit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SCALE_SRC) $(BUILD)/libsyncbit.a $(LDLIBS)
+
+sched-scale: $(BIN)/syncbit $(BUILD)/bench/sched-scale
+
 unit: $(UNIT_BIN)
 	@./tests/run-unit.sh $(UNIT_BIN)
 
 integration: $(BIN)/syncbit
 	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-integration.sh
 
-check: unit integration
+check: $(BUILD)/bench/sched-scale unit integration
 
 # The whole suite, then again under ASan+UBSan.
 test: deps

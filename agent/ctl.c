@@ -15,10 +15,10 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 struct client {

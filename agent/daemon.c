@@ -16,13 +16,13 @@
 #include "agent/mirror.h"
 #include "agent/peer.h"
 #include "agent/watch.h"
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 #include "common/version.h"
 
 static char *labels_path(struct daemon *d)

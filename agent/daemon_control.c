@@ -12,14 +12,14 @@
 #include "agent/cache.h"
 #include "agent/ctl.h"
 #include "agent/peer.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
 #include "common/version.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 /* Body limits of the scheduler's messages (the control table below). */
 #define CONTROL_BODY_MAX       (256u << 20) /* an Assign carries a whole manifest */

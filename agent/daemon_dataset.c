@@ -18,8 +18,8 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
-#include "common/secure.h"
-#include "common/wire.h"
+#include "common/net/secure.h"
+#include "common/net/wire.h"
 
 struct dset *find_set(struct daemon *d, const char *name)
 {

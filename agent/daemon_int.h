@@ -11,8 +11,8 @@
 #include "agent/daemon.h"
 #include "agent/fetch.h"
 #include "agent/uplink.h"
-#include "common/secure.h"
-#include "common/wire.h"
+#include "common/net/secure.h"
+#include "common/net/wire.h"
 
 struct dset {
 	char *name;

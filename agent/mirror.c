@@ -12,7 +12,7 @@
 #include "agent/mirror_int.h"
 #include "common/err.h"
 #include "common/hash.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/progress.h"

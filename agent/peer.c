@@ -7,11 +7,11 @@
 #include <unistd.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 static void maybe_free(struct peers *p);
 

@@ -13,7 +13,7 @@
 
 #include "agent/cache.h"
 #include "agent/fetch.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 
 /* Requests in flight per peer: PEER_PIPELINE_MIN plus enough to keep
  * PEER_PIPELINE_SECONDS of the peer's measured rate in flight, which covers
@@ -59,7 +59,7 @@ int peers_new(uv_loop_t *loop, const struct peers_config *cfg, struct peers **ou
 /* Close every connection; freed once they are gone. */
 void peers_free(struct peers *p);
 int peers_port(const struct peers *p);
-/* Prometheus text for the peer port's refused handshakes (common/conn.h). */
+/* Prometheus text for the peer port's refused handshakes (common/net/conn.h). */
 void peers_listener_metrics(const struct peers *p, struct buf *out);
 
 /* Versions this node fetches or holds: announced to every peer (adding

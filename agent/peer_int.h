@@ -5,7 +5,7 @@
 #define SYNCBIT_PEER_INT_H
 
 #include "agent/peer.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500

@@ -10,13 +10,13 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/progress.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 #define ADMIN_REPLY_MAX (64u << 20)
 /* How often a call looks for a stop asked by a signal. */

@@ -3,13 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 #include "common/version.h"
 #include "scheduler/web.h"

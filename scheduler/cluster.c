@@ -83,9 +83,17 @@ static Syncbit__Label **labels_to_wire(const struct assign_label *l, size_t n,
 
 struct cluster_node *cluster_node_find(const struct cluster *c, const char *name)
 {
-	for (size_t i = 0; i < c->nnodes; i++)
-		if (!strcmp(c->nodes[i]->name, name))
-			return c->nodes[i];
+	size_t lo = 0, hi = c->nnodes; /* nodes are sorted by name (node_new) */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(c->nodes[mid]->name, name);
+		if (cmp == 0)
+			return c->nodes[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 
@@ -127,19 +135,26 @@ struct cluster_node **cluster_members(const struct cluster *c, const struct clus
 				      size_t *n)
 {
 	struct cluster_node **out = xcalloc(c->nnodes + 1, sizeof *out);
+	/* The datasets of cv first (usually one): nodes x datasets, not
+	 * nodes x every dataset. */
+	struct cluster_dataset **ds = xcalloc(c->ndatasets + 1, sizeof *ds);
+	size_t nds = 0;
+	for (size_t j = 0; j < c->ndatasets; j++)
+		if (c->datasets[j]->current == cv)
+			ds[nds++] = c->datasets[j];
 	*n = 0;
-	for (size_t i = 0; i < c->nnodes; i++) {
+	for (size_t i = 0; nds && i < c->nnodes; i++) {
 		struct cluster_node *node = c->nodes[i];
 		if (!node->conn)
 			continue;
-		for (size_t j = 0; j < c->ndatasets; j++) {
-			if (c->datasets[j]->current == cv &&
-			    cluster_assigned(c->datasets[j], node)) {
+		for (size_t j = 0; j < nds; j++) {
+			if (cluster_assigned(ds[j], node)) {
 				out[(*n)++] = node;
 				break;
 			}
 		}
 	}
+	free(ds);
 	return out;
 }
 
@@ -270,6 +285,7 @@ static void version_entry_free(struct cluster_version *cv)
 	cluster_readers_clear(cv);
 	free(cv->ingested_by);
 	free(cv->holders);
+	buf_close(&cv->fresh);
 	version_free(cv->v);
 	free(cv);
 }

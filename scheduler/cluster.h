@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"
@@ -88,6 +88,9 @@ struct cluster_version {
 	uint32_t *ingested_by; /* per block, the id of the node whose hash came first */
 	struct cluster_reader *readers;
 	size_t nreaders;
+	/* Hashes learnt and not yet sent to the holders (owned by the protocol
+	 * side, scheduler/server.c: one Hashes per SERVER_HASHES_MS). */
+	struct buf fresh;
 };
 
 struct cluster_dataset {

@@ -1,12 +1,13 @@
 #include "scheduler/sched.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -122,8 +123,14 @@ static void liveness(uv_timer_t *t)
 
 static void flush(uv_timer_t *t)
 {
+	static unsigned rounds;
 	struct sched *s = t->data;
 	cluster_flush(&s->cluster);
+	/* Assigns to many nodes at once (a join burst, a new dataset) queue
+	 * a manifest per node; once sent, give the freed heap back to the
+	 * system instead of keeping the burst's peak for good. */
+	if (++rounds % SCHED_TRIM_FLUSHES == 0)
+		malloc_trim(0);
 }
 
 static void stop(struct sched *s)
@@ -135,6 +142,8 @@ static void stop(struct sched *s)
 	uv_close((uv_handle_t *)&s->liveness, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
 	uv_close((uv_handle_t *)&s->flush, NULL);
+	uv_close((uv_handle_t *)&s->sync, NULL);
+	uv_close((uv_handle_t *)&s->hashes, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	kube_sched_free(s->kube);
@@ -176,7 +185,9 @@ static int open_state(struct sched *s, char **detail)
 
 static void start_timers(struct sched *s)
 {
-	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms, s->o->heartbeat_ms);
+	/* Checked four times a heartbeat: a silent node is gone within a
+	 * quarter heartbeat of SCHED_SILENT_BEATS. */
+	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms / 4, s->o->heartbeat_ms / 4);
 	uv_timer_start(&s->flush, flush, CLUSTER_FLUSH_MS, CLUSTER_FLUSH_MS);
 	if (s->o->refresh_s)
 		uv_timer_start(&s->refresh, refresh_all, (uint64_t)s->o->refresh_s * 1000,
@@ -204,9 +215,11 @@ static int start(struct sched *s, char **detail)
 	uv_timer_init(&s->loop, &s->liveness);
 	uv_timer_init(&s->loop, &s->refresh);
 	uv_timer_init(&s->loop, &s->flush);
+	uv_timer_init(&s->loop, &s->sync);
+	uv_timer_init(&s->loop, &s->hashes);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
-	s->liveness.data = s->refresh.data = s->flush.data = s;
+	s->liveness.data = s->refresh.data = s->flush.data = s->sync.data = s->hashes.data = s;
 	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;

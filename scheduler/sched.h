@@ -9,14 +9,15 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/secure.h"
-#include "common/source.h"
+#include "common/net/secure.h"
+#include "common/source/source.h"
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
 #define SCHED_SILENT_BEATS   3		     /* a node silent this many heartbeats is gone */
 #define SCHED_REFRESH_S	     300	     /* default --refresh */
 #define SCHED_CLIENT_IDLE_MS 30000	     /* a connection that neither registers nor asks */
+#define SCHED_TRIM_FLUSHES   50 /* freed heap goes back to the system every 50 flushes (5 s) */
 #define SCHED_KEY_FILE	     "scheduler.key" /* its static key, in --data */
 
 struct sched_options {
@@ -49,6 +50,10 @@ struct sched {
 	struct httpd *http;
 	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
+	/* Joins and leaves bring the nodes in line once per burst (sync), and
+	 * learnt hashes go out once per SERVER_HASHES_MS (hashes). */
+	uv_timer_t sync, hashes;
+	uint64_t sync_cost_ms; /* how long the last server_sync() took */
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;

@@ -6,12 +6,12 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/jsonfmt.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 #include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
@@ -173,7 +173,7 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		m.node = n->name;
 		m.heartbeat_ms = s->o->heartbeat_ms;
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
-		server_sync(s);
+		server_sync_soon(s);
 	}
 	syncbit__register__free_unpacked(r, NULL);
 	return rc;
@@ -222,20 +222,29 @@ static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, 
 	return 0;
 }
 
-/* The entries go out as copies of their two fields, not as the node sent
- * them: protobuf-c keeps unknown fields and packs them again, some in a
- * form it then refuses to unpack (field 0 spelled in two bytes), and every
- * member would drop its connection over one node's message. */
-static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
-			     Syncbit__BlockHash **fresh, size_t n)
+/* A hash learnt and not yet sent (cluster_version.fresh). */
+struct fresh_hash {
+	uint32_t block;
+	uint8_t hash[HASH_LEN];
+};
+
+/* The hashes cv learnt since the last broadcast, to every holder in one
+ * message. The entries go out as copies of their two fields, not as the
+ * node sent them: protobuf-c keeps unknown fields and packs them again,
+ * some in a form it then refuses to unpack (field 0 spelled in two bytes),
+ * and every member would drop its connection over one node's message. */
+static void broadcast_hashes(struct sched *s, struct cluster_version *cv)
 {
+	const struct fresh_hash *f = (const struct fresh_hash *)cv->fresh.ptr;
+	size_t n = cv->fresh.len / sizeof *f;
 	Syncbit__Hashes m = SYNCBIT__HASHES__INIT;
 	Syncbit__BlockHash *copies = xcalloc(n + 1, sizeof *copies);
 	Syncbit__BlockHash **ptrs = xcalloc(n + 1, sizeof *ptrs);
 	for (size_t i = 0; i < n; i++) {
 		syncbit__block_hash__init(&copies[i]);
-		copies[i].block = fresh[i]->block;
-		copies[i].hash = fresh[i]->hash;
+		copies[i].block = f[i].block;
+		copies[i].hash.data = (uint8_t *)f[i].hash;
+		copies[i].hash.len = HASH_LEN;
 		ptrs[i] = &copies[i];
 	}
 	size_t nm;
@@ -257,6 +266,39 @@ static void broadcast_hashes(struct sched *s, struct cluster_version *cv,
 	free(members);
 	free(ptrs);
 	free(copies);
+	buf_reset(&cv->fresh);
+}
+
+/* The batch of every version; while batches go out, the next one waits
+ * SERVER_HASHES_MS again. */
+static void send_hashes(uv_timer_t *t)
+{
+	struct sched *s = t->data;
+	int sent = 0;
+	for (size_t i = 0; i < s->cluster.nversions; i++)
+		if (s->cluster.versions[i]->fresh.len) {
+			broadcast_hashes(s, s->cluster.versions[i]);
+			sent = 1;
+		}
+	if (sent && !s->stopping)
+		uv_timer_start(&s->hashes, send_hashes, SERVER_HASHES_MS, 0);
+}
+
+/* Hashes of cv learnt now go out with the next batch. */
+static void queue_hashes(struct sched *s, struct cluster_version *cv, Syncbit__BlockHash **fresh,
+			 size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct fresh_hash f = {fresh[i]->block, {0}};
+		memcpy(f.hash, fresh[i]->hash.data, HASH_LEN);
+		buf_append(&cv->fresh, &f, sizeof f);
+	}
+	/* The first hashes after a quiet spell go at once; those that follow
+	 * within SERVER_HASHES_MS wait for one batch. */
+	if (n && !s->stopping && !uv_is_active((uv_handle_t *)&s->hashes)) {
+		broadcast_hashes(s, cv);
+		uv_timer_start(&s->hashes, send_hashes, SERVER_HASHES_MS, 0);
+	}
 }
 
 /* A node reported hashes of blocks it was never given to read: counted, and
@@ -309,8 +351,7 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 					  fresh, &completed, &refused, &example);
 		if (refused)
 			note_refused(s, cl->node, cv, refused, example);
-		if (n)
-			broadcast_hashes(s, cv, fresh, n);
+		queue_hashes(s, cv, fresh, n);
 		const char *donor = NULL;
 		uint32_t moved = n ? cluster_rebalance(cv, cl->node->name, &donor) : 0;
 		if (moved)
@@ -369,7 +410,7 @@ static int on_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t b
 static void on_ready(struct conn *c, int status)
 {
 	/* Refusals are counted and logged, rate-limited, by the listener
-	 * (common/admit.h): one line each would flood the log. */
+	 * (common/net/admit.h): one line each would flood the log. */
 	if (status < 0)
 		log_debug("connection from %s refused: %s", conn_peer_addr(c),
 			  conn_error(c)[0] ? conn_error(c) : sb_strerror(status));
@@ -400,7 +441,7 @@ static void on_close(struct conn *c, int status)
 		else
 			log_with(LOG_INFO, LOG_KV({"node", n->name}), "node %s disconnected",
 				 n->name);
-		server_sync(s);
+		server_sync_soon(s);
 	}
 	server_client_release(cl);
 }
@@ -452,6 +493,7 @@ void server_stop(struct sched *s)
 	if (s->listener)
 		conn_listener_close(s->listener);
 	s->listener = NULL;
+	server_sync_close(s);
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
 		if (cl->conn)
 			conn_close(cl->conn, 0);

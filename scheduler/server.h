@@ -2,7 +2,7 @@
  * heartbeat, ingested; assignments, hashes, peers and origin plans back)
  * and of the admin protocol (the CLI's dataset and node commands,
  * scheduler/admin.c). Every connection is authenticated with the join
- * token (common/conn.h); frames are dispatched through one table with a
+ * token (common/net/conn.h); frames are dispatched through one table with a
  * body limit per type. Loop thread only. */
 #ifndef SYNCBIT_SERVER_H
 #define SYNCBIT_SERVER_H
@@ -19,6 +19,9 @@
 #define SERVER_ADMIN_MAX      (64u << 10)
 #define SERVER_ASSIGN_MAX     (256u << 20) /* an Assign carries a whole manifest */
 #define SERVER_REFUSED_LOG_MS 10000	   /* one line at most this often per node */
+#define SERVER_HASHES_MS      100	   /* learnt hashes are sent out at most this late */
+#define SERVER_SYNC_MIN_MS    20	   /* a join or leave is acted on at most this late ... */
+#define SERVER_SYNC_MAX_MS    1000	   /* ... or twice the last sync's time, up to this */
 #define SERVER_KEY_LOG_MS     60000	   /* ... about a registration with another key */
 
 struct sched_client;
@@ -36,6 +39,10 @@ void server_check_liveness(struct sched *s);
  * left them, and PEERS / ORIGIN when the holders of their versions
  * changed. Call after any change of datasets or nodes. */
 void server_sync(struct sched *s);
+/* The same at once while a sync takes under a millisecond, else a little
+ * later (SERVER_SYNC_MIN_MS, or twice what the last sync took): a burst of
+ * joins and leaves costs one sync, not one each. */
+void server_sync_soon(struct sched *s);
 
 /* For the admin protocol (scheduler/admin.c). */
 /* Keep a client's memory past its connection (for replies that come

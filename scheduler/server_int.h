@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "scheduler/server.h"
 
 /* What a node was assigned on this connection. */
@@ -17,6 +17,9 @@ struct sent {
 	char *dataset;
 	struct hash_id version;
 	uint64_t round; /* the sync round that sent it */
+	/* What the node was last told of the version's peers and its origin
+	 * share (hashes of the lists): unchanged lists are not sent again. */
+	uint64_t peers_sig, origin_sig;
 };
 
 struct sched_client {
@@ -42,6 +45,8 @@ void server_send_msg(struct sched_client *cl, uint32_t type, const ProtobufCMess
 
 /* server_sync.c */
 
+/* Forget what server_sync keeps between rounds (at stop). */
+void server_sync_close(struct sched *s);
 /* What cl was assigned of dataset on this connection, or NULL. */
 struct sent *server_sent_find(struct sched_client *cl, const char *dataset);
 void server_send_unassign(struct sched_client *cl, const char *dataset);

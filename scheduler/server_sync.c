@@ -9,9 +9,65 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
+#include "scheduler/overlay.h"
+
+#include <xxhash.h>
 
 static uint64_t sync_round;
+/* The peer graph of the last member list asked for (every version held by
+ * the same nodes shares it). */
+static struct overlay graph;
+/* The members of cv in this sync round (a round changes none). */
+static struct {
+	const struct cluster_version *cv;
+	uint64_t round;
+	struct cluster_node **m;
+	size_t n;
+	uint64_t key;
+} members_cache;
+
+
+void server_sync_close(struct sched *s)
+{
+	overlay_close(&graph);
+	free(members_cache.m);
+	memset(&members_cache, 0, sizeof members_cache);
+}
+
+static const struct overlay *graph_of(struct cluster_node *const *m, size_t n)
+{
+	uint64_t key;
+	if (members_cache.m == m && members_cache.round == sync_round && members_cache.key) {
+		key = members_cache.key;
+	} else {
+		key = overlay_key(m, n);
+		if (members_cache.m == m)
+			members_cache.key = key;
+	}
+	if (graph.key != key || graph.n != n || (!graph.n && n)) {
+		overlay_close(&graph);
+		overlay_build(&graph, m, n);
+	}
+	return &graph;
+}
+
+/* Index of self among the members (sorted by name), or n. */
+static size_t member_index(struct cluster_node *const *m, size_t n, const struct cluster_node *self)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(m[mid]->name, self->name);
+		if (c == 0)
+			return m[mid] == self ? mid : n;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return n;
+}
 
 /* ---- what to tell the nodes ------------------------------------------------ */
 
@@ -29,27 +85,45 @@ static void sent_drop(struct sched_client *cl, struct sent *e)
 	*e = cl->sent[--cl->nsent];
 }
 
-/* PeerInfo for the members other than self; free the two arrays. */
+static void peer_info(Syncbit__PeerInfo *v, const struct cluster_node *n)
+{
+	syncbit__peer_info__init(v);
+	v->node = n->name;
+	v->addr = n->addr;
+	if (n->has_key) {
+		v->key.data = (uint8_t *)n->key;
+		v->key.len = sizeof n->key;
+	}
+}
+
+/* PeerInfo for the members self is told of (scheduler/overlay.h: every
+ * other member, or its peers in the graph when there are many); *sig is a
+ * hash of their names and addresses. Free the two arrays. */
 static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
 				     const struct cluster_node *self, Syncbit__PeerInfo **store,
-				     size_t *count)
+				     size_t *count, uint64_t *sig)
 {
-	Syncbit__PeerInfo *v = xcalloc(n + 1, sizeof *v);
-	Syncbit__PeerInfo **p = xcalloc(n + 1, sizeof *p);
+	const struct overlay *g = graph_of(m, n);
+	size_t me = member_index(m, n, self);
+	const uint32_t *adj = NULL;
+	size_t k = me < n ? overlay_peers(g, me, &adj) : n;
+	Syncbit__PeerInfo *v = xcalloc(k + 1, sizeof *v);
+	Syncbit__PeerInfo **p = xcalloc(k + 1, sizeof *p);
+	XXH64_state_t *st = XXH64_createState();
+	XXH64_reset(st, 0);
 	*count = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (m[i] == self)
+	for (size_t i = 0; i < (adj ? k : n); i++) {
+		const struct cluster_node *o = adj ? m[adj[i]] : m[i];
+		if (o == self)
 			continue;
-		syncbit__peer_info__init(&v[*count]);
-		v[*count].node = m[i]->name;
-		v[*count].addr = m[i]->addr;
-		if (m[i]->has_key) {
-			v[*count].key.data = m[i]->key;
-			v[*count].key.len = sizeof m[i]->key;
-		}
+		peer_info(&v[*count], o);
+		XXH64_update(st, o->name, strlen(o->name) + 1);
+		XXH64_update(st, o->addr, strlen(o->addr) + 1);
 		p[*count] = &v[*count];
 		(*count)++;
 	}
+	*sig = XXH64_digest(st);
+	XXH64_freeState(st);
 	*store = v;
 	return p;
 }
@@ -57,10 +131,11 @@ static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
 /* BlockRange list of a node's share of the plan; free the two arrays. */
 static Syncbit__BlockRange **origin_list(const struct cluster_version *cv,
 					 const struct cluster_node *n, Syncbit__BlockRange **store,
-					 size_t *count)
+					 size_t *count, uint64_t *sig)
 {
 	const struct assign_plan *p = cluster_plan_of(cv, n->name);
 	size_t k = p ? p->nranges : 0;
+	*sig = k ? XXH64(p->ranges, k * sizeof *p->ranges, 1) : 0;
 	Syncbit__BlockRange *v = xcalloc(k + 1, sizeof *v);
 	Syncbit__BlockRange **ptrs = xcalloc(k + 1, sizeof *ptrs);
 	for (size_t i = 0; i < k; i++) {
@@ -74,20 +149,45 @@ static Syncbit__BlockRange **origin_list(const struct cluster_version *cv,
 	return ptrs;
 }
 
-static void send_assign(struct sched *s, struct sched_client *cl, struct cluster_dataset *d)
+static struct cluster_node **members_of(struct sched *s, const struct cluster_version *cv,
+					size_t *n)
+{
+	if (members_cache.cv != cv || members_cache.round != sync_round) {
+		free(members_cache.m);
+		members_cache.m = cluster_members(&s->cluster, cv, &members_cache.n);
+		members_cache.cv = cv;
+		members_cache.round = sync_round;
+		members_cache.key = 0;
+	}
+	*n = members_cache.n;
+	return members_cache.m;
+}
+
+/* What cl was assigned of version cv, or NULL. */
+static struct sent *sent_of_version(struct sched_client *cl, const struct cluster_version *cv)
+{
+	for (size_t i = 0; i < cl->nsent; i++)
+		if (!memcmp(cl->sent[i].version.b, cv->v->id.b, HASH_LEN))
+			return &cl->sent[i];
+	return NULL;
+}
+
+/* ASSIGN d to cl; *peers_sig and *origin_sig say what it was told. */
+static void send_assign(struct sched *s, struct sched_client *cl, struct cluster_dataset *d,
+			uint64_t *peers_sig, uint64_t *origin_sig)
 {
 	struct cluster_version *cv = d->current;
 	Syncbit__Assign m = SYNCBIT__ASSIGN__INIT;
 	Syncbit__PeerInfo *pstore;
 	Syncbit__BlockRange *rstore;
 	size_t nm;
-	struct cluster_node **members = cluster_members(&s->cluster, cv, &nm);
+	struct cluster_node **members = members_of(s, cv, &nm);
 	m.dataset = d->name;
 	m.version_id.data = cv->v->id.b;
 	m.version_id.len = HASH_LEN;
 	m.manifest = cv->v->m;
-	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers);
-	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin);
+	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers, peers_sig);
+	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin, origin_sig);
 	m.reason = cv->reason;
 	m.pulled = d->pulled;
 	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
@@ -99,7 +199,6 @@ static void send_assign(struct sched *s, struct sched_client *cl, struct cluster
 	free(pstore);
 	free(m.origin);
 	free(rstore);
-	free(members);
 }
 
 void server_send_unassign(struct sched_client *cl, const char *dataset)
@@ -111,6 +210,8 @@ void server_send_unassign(struct sched_client *cl, const char *dataset)
 	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_UNASSIGN, &m.base);
 }
 
+/* PEERS and ORIGIN of cv to cl, each only when it differs from what cl
+ * was last told. */
 static void send_peers_origin(struct sched *s, struct sched_client *cl, struct cluster_version *cv,
 			      struct cluster_node **members, size_t nm)
 {
@@ -118,14 +219,22 @@ static void send_peers_origin(struct sched *s, struct sched_client *cl, struct c
 	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
 	Syncbit__PeerInfo *pstore;
 	Syncbit__BlockRange *rstore;
+	struct sent *e = sent_of_version(cl, cv);
+	uint64_t psig, osig;
 	p.version_id.data = cv->v->id.b;
 	p.version_id.len = HASH_LEN;
-	p.peers = peer_list(members, nm, cl->node, &pstore, &p.n_peers);
-	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
+	p.peers = peer_list(members, nm, cl->node, &pstore, &p.n_peers, &psig);
+	if (!e || e->peers_sig != psig)
+		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
 	o.version_id = p.version_id;
-	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks);
+	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
 	o.reason = cv->reason;
-	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	if (!e || e->origin_sig != osig)
+		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	if (e) {
+		e->peers_sig = psig;
+		e->origin_sig = osig;
+	}
 	free(p.peers);
 	free(pstore);
 	free(o.blocks);
@@ -136,11 +245,15 @@ static void send_origin(struct sched_client *cl, struct cluster_version *cv)
 {
 	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
 	Syncbit__BlockRange *rstore;
+	struct sent *e = sent_of_version(cl, cv);
+	uint64_t osig;
 	o.version_id.data = cv->v->id.b;
 	o.version_id.len = HASH_LEN;
-	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks);
+	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
 	o.reason = cv->reason;
 	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+	if (e)
+		e->origin_sig = osig;
 	free(o.blocks);
 	free(rstore);
 }
@@ -155,12 +268,10 @@ void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct
 		 cl->node->name, moved, moved > 1 ? "s" : "", donor);
 	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
 	send_origin(cl, cv);
-	for (size_t i = 0; i < s->cluster.nnodes; i++) {
-		struct cluster_node *n = s->cluster.nodes[i];
-		struct sched_client *o = strcmp(n->name, donor) ? NULL : server_client_of(n);
-		if (o && o->conn)
-			send_origin(o, cv);
-	}
+	struct cluster_node *n = cluster_node_find(&s->cluster, donor);
+	struct sched_client *o = n ? server_client_of(n) : NULL;
+	if (o && o->conn)
+		send_origin(o, cv);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
@@ -292,10 +403,14 @@ static void reconcile(struct sched *s, struct sched_client *cl)
 	struct cluster *c = &s->cluster;
 	for (size_t i = 0; i < c->ndatasets; i++) {
 		struct cluster_dataset *d = c->datasets[i];
-		struct sent *e = server_sent_find(cl, d->name);
+		/* Entries are made in the order of the datasets: look there first. */
+		struct sent *e = i < cl->nsent && !strcmp(cl->sent[i].dataset, d->name)
+				     ? &cl->sent[i]
+				     : server_sent_find(cl, d->name);
 		int want = d->current && cluster_assigned(d, cl->node);
 		if (want && (!e || memcmp(e->version.b, d->current->v->id.b, HASH_LEN))) {
-			send_assign(s, cl, d);
+			uint64_t psig, osig;
+			send_assign(s, cl, d, &psig, &osig);
 			if (!e) {
 				cl->sent = xrealloc(cl->sent, (cl->nsent + 1) * sizeof *cl->sent);
 				e = &cl->sent[cl->nsent++];
@@ -303,6 +418,8 @@ static void reconcile(struct sched *s, struct sched_client *cl)
 			}
 			e->version = d->current->v->id;
 			e->round = sync_round;
+			e->peers_sig = psig;
+			e->origin_sig = osig;
 		} else if (!want && e) {
 			server_send_unassign(cl, d->name);
 			sent_drop(cl, e);
@@ -328,11 +445,32 @@ static int assigned_now(struct sched_client *cl, const struct cluster_version *c
 	return 0;
 }
 
+static void sync_due(uv_timer_t *t)
+{
+	server_sync(t->data);
+}
+
+void server_sync_soon(struct sched *s)
+{
+	if (s->stopping || uv_is_active((uv_handle_t *)&s->sync))
+		return;
+	if (s->sync_cost_ms == 0) {
+		server_sync(s); /* a sync is cheap: at once, as before */
+		return;
+	}
+	uint64_t delay = 2 * s->sync_cost_ms;
+	delay = delay < SERVER_SYNC_MIN_MS ? SERVER_SYNC_MIN_MS : delay;
+	delay = delay > SERVER_SYNC_MAX_MS ? SERVER_SYNC_MAX_MS : delay;
+	uv_timer_start(&s->sync, sync_due, delay, 0);
+}
+
 void server_sync(struct sched *s)
 {
 	struct cluster *c = &s->cluster;
 	if (s->stopping)
 		return;
+	uint64_t began = uv_hrtime();
+	uv_timer_stop(&s->sync); /* this one covers what it waited for */
 	sync_round++;
 	for (size_t i = 0; i < c->nversions; i++)
 		if (c->versions[i]->refs > 0)
@@ -354,4 +492,5 @@ void server_sync(struct sched *s)
 		}
 		free(m);
 	}
+	s->sync_cost_ms = (uv_hrtime() - began) / 1000000;
 }

@@ -5,7 +5,7 @@
 #ifndef SYNCBIT_WEB_H
 #define SYNCBIT_WEB_H
 
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 
 #define WEB_TOKEN_MIN 16  /* characters of an API token */
 #define WEB_TOKEN_MAX 256 /* below HTTPD_AUTH_MAX, with "Bearer " */

@@ -16,9 +16,9 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
-#include "common/handshake.h"
-#include "common/secure.h"
+#include "common/net/frame.h"
+#include "common/net/handshake.h"
+#include "common/net/secure.h"
 
 enum { MODE_FRAMES, MODE_RESPONDER, MODE_INITIATOR, MODE_RECORDS, MODES };
 

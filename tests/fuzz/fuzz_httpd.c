@@ -1,4 +1,4 @@
-/* libFuzzer target for the requests the small HTTP server (common/httpd.c)
+/* libFuzzer target for the requests the small HTTP server (common/net/httpd.c)
  * reads on its health, metrics, API and registry mirror ports, through
  * httpd_parse_request: the first input byte is the size of the reads the
  * bytes arrive in (0: all at once), the rest what a client sends. Whatever
@@ -9,7 +9,7 @@
  * or waits for more. */
 #include "tests/fuzz/fuzz_util.h"
 
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 
 static int parse(const uint8_t *d, size_t n, size_t chunk, struct httpd_parsed *p)
 {

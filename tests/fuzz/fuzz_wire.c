@@ -20,7 +20,7 @@
 #include "tests/fuzz/fuzz_util.h"
 
 #include "agent/peer_int.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/manifest.h"

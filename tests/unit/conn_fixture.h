@@ -11,10 +11,10 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
-#include "common/frame.h"
-#include "common/handshake.h"
+#include "common/net/frame.h"
+#include "common/net/handshake.h"
 #include "proto/wire.pb-c.h"
 
 #define GUARD_MS     5000

@@ -10,11 +10,11 @@
 #include <jansson.h>
 
 #include "common/buf.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/noise.h"
-#include "common/wire.h"
+#include "common/net/noise.h"
+#include "common/net/wire.h"
 #include "scheduler/api.h"
 #include "scheduler/listing.h"
 #include "scheduler/sched.h"

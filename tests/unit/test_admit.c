@@ -9,7 +9,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
-#include "common/admit.h"
+#include "common/net/admit.h"
 #include "common/log.h"
 
 #define GUARD_MS 5000

@@ -2,7 +2,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 
 static void test_header_roundtrip(void **state)
 {

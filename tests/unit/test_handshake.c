@@ -5,7 +5,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/handshake.h"
+#include "common/net/handshake.h"
 #include "proto/wire.pb-c.h"
 
 #define ALL_PURPOSES                                                                        \

@@ -12,7 +12,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/httpd.h"
+#include "common/net/httpd.h"
 
 #define WAIT_MS	   10000
 #define FLOOD	   300 /* idle connections, more than the old cap of 256 */

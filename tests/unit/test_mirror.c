@@ -1,7 +1,7 @@
 /* The registry mirror's pure parts: repository names, tags and digests
  * against the distribution spec's grammar, registry folding and the ns
- * parameter (common/oci_name.c), request paths, Range headers
- * (common/httpd.c), and containerd's hosts.toml (agent/containerd_hosts.c). */
+ * parameter (common/source/oci_name.c), request paths, Range headers
+ * (common/net/httpd.c), and containerd's hosts.toml (agent/containerd_hosts.c). */
 #include "testutil.h"
 
 #include <sys/stat.h>
@@ -9,8 +9,8 @@
 #include "agent/containerd_hosts.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/httpd.h"
-#include "common/oci_name.h"
+#include "common/net/httpd.h"
+#include "common/source/oci_name.h"
 
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

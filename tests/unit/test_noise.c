@@ -8,7 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/noise.h"
+#include "common/net/noise.h"
 
 #define VECTORS "tests/unit/vectors/noise.json"
 

@@ -2,10 +2,10 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/frame.h"
+#include "common/net/frame.h"
 #include "common/hash.h"
 #include "common/manifest.h"
-#include "common/pbuf_budget.h"
+#include "common/net/pbuf_budget.h"
 #include "proto/wire.pb-c.h"
 
 /* Unpack body as type under its budget with the low-level interface:

@@ -2,7 +2,7 @@
  * node fetches or holds, with their true block count. A peer announcing
  * many versions of the largest size gets nothing kept; one that asks
  * (Bitfield.reply) gets this node's bitfield back. The peer here is a real
- * connection (common/conn.h) speaking the wire protocol to a real peers
+ * connection (common/net/conn.h) speaking the wire protocol to a real peers
  * set on loopback. */
 #include "tests/unit/testutil.h"
 
@@ -12,10 +12,10 @@
 #include "agent/fetch.h"
 #include "agent/peer.h"
 #include "agent/peer_int.h"
-#include "common/conn.h"
+#include "common/net/conn.h"
 #include "common/manifest.h"
 #include "common/path.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 #define BS	 (64u << 10)
 #define NBLOCKS	 5

@@ -5,7 +5,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/secure.h"
+#include "common/net/secure.h"
 
 #define HEX64 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 

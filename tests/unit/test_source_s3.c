@@ -1,8 +1,8 @@
-/* The s3:// source against tests/fixtures/s3_fixture.py, which checks
- * every signature strictly: listing and reading, single objects and empty
- * prefixes, credentials, malformed pages and confinement, retries and
- * changes, limits. The fixture runs as a child in its own process group
- * and dies with this process. */
+/* The s3:// source: the bounded XML scanner on good and malformed
+ * ListObjectsV2 pages (SigV4 has tests/unit/test_sigv4.c), endpoint and addressing rules, and the
+ * source itself against tests/fixtures/s3_fixture.py, which checks every signature strictly. The
+ * fixture runs as a child in its own process group and dies with this
+ * process. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -21,17 +21,323 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/path.h"
-#include "common/s3.h"
-#include "common/sigv4.h"
-#include "common/source.h"
+#include "common/source/s3_api.h"
+#include "common/source/source.h"
 #include "common/uri.h"
-#include "s3_env.h"
 
 #define FIXTURE "tests/fixtures/s3_fixture.py"
 #define WAIT_MS 20000
-/* The key of AWS's SigV4 test suite, which the fixture is started with. */
-#define AKID   "AKIDEXAMPLE"
-#define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+#define AKID	"AKIDEXAMPLE"
+#define SECRET	"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+/* ---- XML ---- */
+
+#define PAGE_HEAD                                      \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" \
+	"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\n"
+#define PAGE_TAIL "</ListBucketResult>\n"
+
+static void test_xml_page(void **state)
+{
+	const char *doc = PAGE_HEAD
+	    "  <Name>b</Name><Prefix>p/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys>\n"
+	    "  <IsTruncated>true</IsTruncated>\n"
+	    "  <!-- a comment --><?pi here?>\n"
+	    "  <Contents><Key>p/a &amp; b.bin</Key>"
+	    "<LastModified>2009-10-12T17:50:30.250Z</LastModified>"
+	    "<ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag><Size>434234</Size>"
+	    "<StorageClass>STANDARD</StorageClass><Owner><ID>x</ID></Owner></Contents>\n"
+	    "  <Contents><Key>p/&#x41;&#66;/c\xc3\xa9</Key><Size>0</Size>"
+	    "<ETag>\"d41d8cd98f00b204e9800998ecf8427e-2\"</ETag>"
+	    "<LastModified>1970-01-01T00:00:01Z</LastModified></Contents>\n"
+	    "  <Contents><Key><![CDATA[p/<raw>]]></Key><Size>18446744073</Size><ETag/></Contents>\n"
+	    "  <CommonPrefixes><Prefix>p/x/</Prefix></CommonPrefixes>\n"
+	    "  <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="
+	    "</NextContinuationToken>\n" PAGE_TAIL;
+	struct s3_list_page p;
+	char err[S3_ERR_MAX];
+	assert_int_equal(s3_list_parse(doc, strlen(doc), &p, err), 0);
+	assert_int_equal(p.n, 3);
+	assert_true(p.truncated);
+	assert_string_equal(p.next_token, "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=");
+	assert_string_equal(p.objects[0].key, "p/a & b.bin");
+	assert_int_equal(p.objects[0].size, 434234);
+	assert_string_equal(p.objects[0].etag, "fba9dede5f27731c9771645a39863328");
+	assert_int_equal(p.objects[0].mtime_ns, 1255369830250000000LL);
+	assert_string_equal(p.objects[1].key, "p/AB/c\xc3\xa9");
+	assert_string_equal(p.objects[1].etag, "d41d8cd98f00b204e9800998ecf8427e-2");
+	assert_int_equal(p.objects[1].mtime_ns, 1000000000LL);
+	assert_string_equal(p.objects[2].key, "p/<raw>");
+	assert_int_equal(p.objects[2].size, 18446744073ULL);
+	assert_null(p.objects[2].etag);
+	assert_false(p.url_encoded);
+	s3_list_page_close(&p);
+}
+
+static void test_xml_url_encoding(void **state)
+{
+	const char *doc =
+	    PAGE_HEAD "<IsTruncated>false</IsTruncated>"
+		      "<Contents><Key>p/a+b%2Bc%20d%E2%82%AC</Key><Size>1</Size></Contents>"
+		      "<EncodingType>url</EncodingType>" PAGE_TAIL;
+	struct s3_list_page p;
+	char err[S3_ERR_MAX];
+	assert_int_equal(s3_list_parse(doc, strlen(doc), &p, err), 0);
+	assert_true(p.url_encoded);
+	assert_false(p.truncated);
+	assert_string_equal(p.objects[0].key, "p/a b+c d\xe2\x82\xac");
+	s3_list_page_close(&p);
+	const char *nul = PAGE_HEAD "<Contents><Key>p/a%00</Key><Size>1</Size></Contents>"
+				    "<EncodingType>url</EncodingType>" PAGE_TAIL;
+	assert_int_equal(s3_list_parse(nul, strlen(nul), &p, err), SB_EPROTO);
+	const char *other = PAGE_HEAD "<EncodingType>base64</EncodingType>" PAGE_TAIL;
+	assert_int_equal(s3_list_parse(other, strlen(other), &p, err), SB_EPROTO);
+	assert_non_null(strstr(err, "EncodingType"));
+}
+
+static void expect_malformed(const char *doc, size_t len, const char *why)
+{
+	struct s3_list_page p;
+	char err[S3_ERR_MAX];
+	int rc = s3_list_parse(doc, len, &p, err);
+	if (rc != SB_EPROTO || !strstr(err, why))
+		fail_msg("%s: rc %d, err \"%s\", wanted \"%s\"", doc, rc, err, why);
+	assert_int_equal(p.n, 0);
+	assert_null(p.objects);
+	assert_null(strchr(err, '\n'));
+}
+
+static void test_xml_malformed(void **state)
+{
+	const char *cut = PAGE_HEAD "<IsTruncated>false</IsTruncated><Contents><Key>p/a</Key><Si";
+	expect_malformed(cut, strlen(cut), "unterminated tag");
+	const char *open = PAGE_HEAD "<Contents><Key>p/a</Key><Size>1</Size></Contents>";
+	expect_malformed(open, strlen(open), "ends inside <ListBucketResult>");
+	expect_malformed("", 0, "no root element");
+	expect_malformed("<a>", 3, "<ListBucketResult> was expected");
+	expect_malformed("<html><body>proxy</body></html>", 31, "<ListBucketResult> was expected");
+	const char *mismatch = PAGE_HEAD "<Contents><Key>p/a</Size></Contents>" PAGE_TAIL;
+	expect_malformed(mismatch, strlen(mismatch), "</Size> does not close <Key>");
+	const char *dtd = "<!DOCTYPE x [<!ENTITY a \"aaaa\">]>" PAGE_HEAD PAGE_TAIL;
+	expect_malformed(dtd, strlen(dtd), "DTDs");
+	const char *outside = "junk" PAGE_HEAD PAGE_TAIL;
+	expect_malformed(outside, strlen(outside), "outside the root");
+	const char *two = PAGE_HEAD PAGE_TAIL PAGE_HEAD PAGE_TAIL;
+	expect_malformed(two, strlen(two), "second root");
+	const char *ent = PAGE_HEAD "<Contents><Key>&nbsp;</Key></Contents>" PAGE_TAIL;
+	expect_malformed(ent, strlen(ent), "unknown entity");
+	const char *amp = PAGE_HEAD "<Contents><Key>a & b</Key></Contents>" PAGE_TAIL;
+	expect_malformed(amp, strlen(amp), "'&'");
+	const char *ref = PAGE_HEAD "<Contents><Key>&#0;</Key></Contents>" PAGE_TAIL;
+	expect_malformed(ref, strlen(ref), "U+0000");
+	const char *big = PAGE_HEAD "<Contents><Key>&#x110000;</Key></Contents>" PAGE_TAIL;
+	expect_malformed(big, strlen(big), "out of range");
+	const char *nosize = PAGE_HEAD "<Contents><Key>p/a</Key></Contents>" PAGE_TAIL;
+	expect_malformed(nosize, strlen(nosize), "without <Key> and <Size>");
+	const char *badsize =
+	    PAGE_HEAD "<Contents><Key>p/a</Key><Size>-1</Size></Contents>" PAGE_TAIL;
+	expect_malformed(badsize, strlen(badsize), "<Size>");
+	const char *huge = PAGE_HEAD "<Contents><Key>p/a</Key><Size>99999999999999999999</Size>"
+				     "</Contents>" PAGE_TAIL;
+	expect_malformed(huge, strlen(huge), "<Size>");
+	const char *twokeys =
+	    PAGE_HEAD "<Contents><Key>a</Key><Key>b</Key><Size>1</Size></Contents>" PAGE_TAIL;
+	expect_malformed(twokeys, strlen(twokeys), "two <Key>");
+	const char *trunc = PAGE_HEAD "<IsTruncated>yes</IsTruncated>" PAGE_TAIL;
+	expect_malformed(trunc, strlen(trunc), "neither true nor false");
+	const char *notoken = PAGE_HEAD "<IsTruncated>true</IsTruncated>" PAGE_TAIL;
+	expect_malformed(notoken, strlen(notoken), "without <NextContinuationToken>");
+	const char *when =
+	    PAGE_HEAD "<Contents><Key>a</Key><Size>1</Size>"
+		      "<LastModified>yesterday\nnoon</LastModified></Contents>" PAGE_TAIL;
+	expect_malformed(when, strlen(when), "ISO 8601");
+	const char *attr = PAGE_HEAD "<Contents a=b><Key>a</Key></Contents>" PAGE_TAIL;
+	expect_malformed(attr, strlen(attr), "not quoted");
+	const char nul[] = PAGE_HEAD "<Contents><Key>a\0b</Key><Size>1</Size></Contents>" PAGE_TAIL;
+	expect_malformed(nul, sizeof nul - 1, "NUL");
+	const char *comment = PAGE_HEAD "<!-- never closed " PAGE_TAIL;
+	expect_malformed(comment, strlen(comment), "unterminated comment");
+	/* Depth and text are bounded. */
+	struct buf deep = BUF_INIT;
+	buf_append_str(&deep, "<ListBucketResult>");
+	for (int i = 0; i < XML_DEPTH_MAX; i++)
+		buf_append_str(&deep, "<a>");
+	expect_malformed(buf_cstr(&deep), deep.len, "nested deeper");
+	buf_reset(&deep);
+	buf_append_str(&deep, "<ListBucketResult><Contents><Key>");
+	for (int i = 0; i <= XML_TEXT_MAX; i++)
+		buf_append_str(&deep, "&amp;");
+	buf_append_str(&deep, "</Key></Contents></ListBucketResult>");
+	expect_malformed(buf_cstr(&deep), deep.len, "text longer");
+	buf_reset(&deep);
+	buf_append_str(&deep, "<ListBucketResult><");
+	for (int i = 0; i <= XML_NAME_MAX; i++)
+		buf_append_str(&deep, "n");
+	buf_append_str(&deep, "/></ListBucketResult>");
+	expect_malformed(buf_cstr(&deep), deep.len, "name longer");
+	buf_close(&deep);
+}
+
+static void test_xml_error_document(void **state)
+{
+	const char *doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>"
+			  "<Code>AuthorizationHeaderMalformed</Code><Message>the region "
+			  "'us-east-1' is wrong;\nexpecting 'eu-west-1'</Message>"
+			  "<Region>eu-west-1</Region><RequestId>x</RequestId></Error>";
+	struct s3_error e;
+	assert_int_equal(s3_error_parse(doc, strlen(doc), &e), 0);
+	assert_string_equal(e.code, "AuthorizationHeaderMalformed");
+	assert_string_equal(e.message, "the region 'us-east-1' is wrong; expecting 'eu-west-1'");
+	assert_string_equal(e.region, "eu-west-1");
+	assert_int_equal(s3_error_parse("<Error></Error>", 15, &e), SB_EPROTO);
+	assert_int_equal(s3_error_parse("<html/>", 7, &e), SB_EPROTO);
+	assert_int_equal(s3_error_parse("", 0, &e), SB_EPROTO);
+	const char *bad = "<Error><Code>X</Code><Region>../evil</Region></Error>";
+	assert_int_equal(s3_error_parse(bad, strlen(bad), &e), 0);
+	assert_string_equal(e.region, "");
+}
+
+static void test_parse_time(void **state)
+{
+	int64_t t;
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.000Z", &t), 0);
+	assert_int_equal(t, 1255369830000000000LL);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.123456789Z", &t), 0);
+	assert_int_equal(t, 1255369830123456789LL);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30Z", &t), 0);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-13-12T17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30+01:00", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12 17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("9999-12-31T23:59:59Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2262-01-01T00:00:00Z", &t), 0);
+}
+
+/* ---- configuration and addressing ---- */
+
+static void clear_env(void)
+{
+	static const char *const vars[] = {
+	    "AWS_ENDPOINT_URL",	 "AWS_ENDPOINT_URL_S3",	  "AWS_REGION",	       "AWS_DEFAULT_REGION",
+	    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+	};
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+		unsetenv(vars[i]);
+}
+
+static void target(const struct s3_config *c, const char *bucket, const char *key,
+		   const char *query, const char *want_url, const char *want_host,
+		   const char *want_path)
+{
+	struct buf url = BUF_INIT, host = BUF_INIT, path = BUF_INIT;
+	s3_target(c, bucket, key, query, &url, &host, &path);
+	assert_string_equal(buf_cstr(&url), want_url);
+	assert_string_equal(buf_cstr(&host), want_host);
+	assert_string_equal(buf_cstr(&path), want_path);
+	buf_close(&url);
+	buf_close(&host);
+	buf_close(&path);
+}
+
+static void test_config_aws(void **state)
+{
+	struct s3_config c;
+	char *detail;
+	clear_env();
+	assert_int_equal(s3_config_init(&c, "bkt", NULL, NULL, -1, &detail), 0);
+	assert_string_equal(c.region, "us-east-1");
+	assert_false(c.path_style);
+	assert_null(c.access_key);
+	target(&c, "bkt", "m/a b+c.bin", "",
+	       "https://bkt.s3.us-east-1.amazonaws.com/m/a%20b%2Bc.bin",
+	       "bkt.s3.us-east-1.amazonaws.com", "/m/a%20b%2Bc.bin");
+	target(&c, "bkt", NULL, "list-type=2&prefix=m%2F",
+	       "https://bkt.s3.us-east-1.amazonaws.com/?list-type=2&prefix=m%2F",
+	       "bkt.s3.us-east-1.amazonaws.com", "/");
+	s3_config_close(&c);
+	/* Region from the environment; a dotted bucket goes path-style on
+	 * https; the China partition has its own domain. */
+	setenv("AWS_DEFAULT_REGION", "eu-west-1", 1);
+	assert_int_equal(s3_config_init(&c, "my.bucket", NULL, NULL, -1, &detail), 0);
+	assert_true(c.path_style);
+	target(&c, "my.bucket", "k", "", "https://s3.eu-west-1.amazonaws.com/my.bucket/k",
+	       "s3.eu-west-1.amazonaws.com", "/my.bucket/k");
+	s3_config_close(&c);
+	setenv("AWS_REGION", "cn-north-1", 1);
+	assert_int_equal(s3_config_init(&c, "b", NULL, NULL, -1, &detail), 0);
+	assert_string_equal(c.host, "s3.cn-north-1.amazonaws.com.cn");
+	s3_config_close(&c);
+	/* Flags win over the environment. */
+	assert_int_equal(s3_config_init(&c, "b", NULL, "ap-south-1", 1, &detail), 0);
+	assert_string_equal(c.region, "ap-south-1");
+	assert_true(c.path_style);
+	s3_config_close(&c);
+	assert_int_equal(s3_config_init(&c, "b", NULL, "Bad_Region", -1, &detail), SB_ECONFIG);
+	assert_non_null(strstr(detail, "Bad_Region"));
+	free(detail);
+	clear_env();
+}
+
+static void test_config_endpoint(void **state)
+{
+	struct s3_config c;
+	char *detail;
+	clear_env();
+	setenv("AWS_ENDPOINT_URL", "http://other:1", 1);
+	setenv("AWS_ENDPOINT_URL_S3", "HTTP://MinIO.local:9000/", 1);
+	assert_int_equal(s3_config_init(&c, "bkt", NULL, NULL, -1, &detail), 0);
+	assert_true(c.custom);
+	assert_true(c.path_style);
+	target(&c, "bkt", "a/b", "", "http://minio.local:9000/bkt/a/b", "minio.local:9000",
+	       "/bkt/a/b");
+	target(&c, "bkt", NULL, "x=1", "http://minio.local:9000/bkt?x=1", "minio.local:9000",
+	       "/bkt");
+	s3_config_close(&c);
+	/* The flag wins; a default port is left out; a base path is kept;
+	 * virtual-hosted on request. */
+	assert_int_equal(s3_config_init(&c, "bkt", "https://gw.example:443/s3/", NULL, 0, &detail),
+			 0);
+	assert_false(c.path_style);
+	target(&c, "bkt", "k", "", "https://bkt.gw.example/s3/k", "bkt.gw.example", "/s3/k");
+	s3_config_close(&c);
+	assert_int_equal(s3_config_init(&c, "bkt", "http://[::1]:4568", NULL, -1, &detail), 0);
+	target(&c, "bkt", "k", "", "http://[::1]:4568/bkt/k", "[::1]:4568", "/bkt/k");
+	s3_config_close(&c);
+	static const char *const bad[] = {"ftp://h/", "not a url", "http://u:p@h/", "http://h/?q=1",
+					  "http://h/#f"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(s3_config_init(&c, "bkt", bad[i], NULL, -1, &detail), SB_ECONFIG);
+		assert_non_null(detail);
+		free(detail);
+	}
+	clear_env();
+}
+
+static void test_config_credentials(void **state)
+{
+	struct s3_config c;
+	char *detail;
+	clear_env();
+	setenv("AWS_ACCESS_KEY_ID", "AK", 1);
+	assert_int_equal(s3_config_init(&c, "bkt", NULL, NULL, -1, &detail), SB_ECONFIG);
+	assert_non_null(strstr(detail, "AWS_SECRET_ACCESS_KEY is not"));
+	free(detail);
+	setenv("AWS_SECRET_ACCESS_KEY", "SK", 1);
+	setenv("AWS_SESSION_TOKEN", "TOK", 1);
+	assert_int_equal(s3_config_init(&c, "bkt", NULL, NULL, -1, &detail), 0);
+	assert_string_equal(c.access_key, "AK");
+	assert_string_equal(c.secret_key, "SK");
+	assert_string_equal(c.session_token, "TOK");
+	s3_config_close(&c);
+	/* Empty variables count as unset. */
+	setenv("AWS_ACCESS_KEY_ID", "", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "", 1);
+	assert_int_equal(s3_config_init(&c, "bkt", NULL, NULL, -1, &detail), 0);
+	assert_null(c.access_key);
+	s3_config_close(&c);
+	clear_env();
+}
 
 /* ---- the source against the fixture ---- */
 
@@ -201,7 +507,7 @@ static void open_source(struct session *s, const char *uri_s, const char *secret
 	setenv("AWS_ACCESS_KEY_ID", AKID, 1);
 	setenv("AWS_SECRET_ACCESS_KEY", secret, 1);
 	source_options_default(&o);
-	o.s3_endpoint = fx.endpoint;
+	o.s3.endpoint = fx.endpoint;
 	o.retries = 2;
 	o.stall_seconds = 2;
 	uv_loop_init(&s->loop);
@@ -375,6 +681,14 @@ static void test_source_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_xml_page),
+	    cmocka_unit_test(test_xml_url_encoding),
+	    cmocka_unit_test(test_xml_malformed),
+	    cmocka_unit_test(test_xml_error_document),
+	    cmocka_unit_test(test_parse_time),
+	    cmocka_unit_test(test_config_aws),
+	    cmocka_unit_test(test_config_endpoint),
+	    cmocka_unit_test(test_config_credentials),
 	    cmocka_unit_test(test_source_list_and_read),
 	    cmocka_unit_test(test_source_single_and_empty),
 	    cmocka_unit_test(test_source_auth),
