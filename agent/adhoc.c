@@ -313,10 +313,10 @@ static void publish_work(uv_work_t *w)
 	struct publish_stats st;
 	char root[64], *detail = NULL;
 	p->rc = cache_manifest_get(p->c, &p->manifest_id, &enc, &len);
-	if (p->rc == 1)
-		p->rc = manifest_decode(enc, len, &m);
-	else if (p->rc == 0)
+	if (p->rc == 0)
 		p->rc = SB_ENOTFOUND;
+	else if (p->rc > 0)
+		p->rc = manifest_decode(enc, len, &m);
 	free(enc);
 	if (p->rc < 0) {
 		p->detail =

@@ -219,6 +219,7 @@ static int open_cache(const char *data_dir, uint64_t capacity, int wait, int *ho
 	c->capacity = capacity;
 	c->lock_fd = -1;
 	c->writer = pthread_self();
+	pthread_mutex_init(&c->seal_lock, NULL);
 	*out = NULL;
 	char *idx = path_join(data_dir, "index");
 	char *objs = path_join(data_dir, "objects");
@@ -281,6 +282,7 @@ void cache_free(struct cache *c)
 		flock(c->lock_fd, LOCK_UN);
 		close(c->lock_fd);
 	}
+	pthread_mutex_destroy(&c->seal_lock);
 	free(c->dir);
 	free(c);
 }
@@ -615,9 +617,18 @@ static int txn_evict(struct cache *c, MDB_txn *txn, void *arg)
 	return rc;
 }
 
+static int claimed(struct cache *c, const struct hash_id *id)
+{
+	pthread_mutex_lock(&c->seal_lock);
+	int rc = cache_claim_find(c, id) != NULL;
+	pthread_mutex_unlock(&c->seal_lock);
+	return rc;
+}
+
 /* Remove object and partial files that the index does not know: left by a
  * crash between a seal and its index commit. Runs under the data
- * directory lock, so no other process is mid-write. An object name with a
+ * directory lock, so no other process is mid-write. A claimed name is
+ * being sealed in this process; an object name with a
  * second link belongs to a partial being sealed (the partial's own name
  * goes once the index names the object), or is also published: kept. */
 static void sweep_orphans(struct cache *c)
@@ -634,7 +645,7 @@ static void sweep_orphans(struct cache *c)
 		while (d && (f = readdir(d))) {
 			struct hash_id id;
 			struct stat st;
-			if (hash_from_hex(f->d_name, &id) < 0 ||
+			if (hash_from_hex(f->d_name, &id) < 0 || claimed(c, &id) ||
 			    cache_object_indexed(c, &id) != 0 ||
 			    fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 			    st.st_nlink > 1)

@@ -2,6 +2,7 @@
  * sealed into objects when complete. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -283,6 +284,11 @@ static int finish_one(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 	int rc = txn_drop_partial(c, txn, p);
 	if (rc || p->exists)
 		return rc;
+	struct object_rec old;
+	int replacing = cache_object_rec(txn, c, &p->object, &old, NULL) == 0;
+	/* Another partial sharing the claim indexed this very file first. */
+	if (replacing && p->claim && old.ino == p->claim->ino)
+		return 0;
 	struct object_rec rec = {
 	    .size = p->size,
 	    .block_size = p->block_size,
@@ -294,8 +300,6 @@ static int finish_one(struct cache *c, MDB_txn *txn, struct cache_partial *p)
 	    .mtime_ns = p->st.st_mtim.tv_sec * 1000000000ll + p->st.st_mtim.tv_nsec,
 	    .ino = p->st.st_ino,
 	};
-	struct object_rec old;
-	int replacing = cache_object_rec(txn, c, &p->object, &old, NULL) == 0;
 	if (replacing) {
 		rec.pins = old.pins;
 		if (old.pins == 0 && (rc = cache_lfru_del(txn, c, &old, &p->object)))
@@ -354,6 +358,119 @@ const struct hash_id *cache_partial_object_id(const struct cache_partial *p)
 	return p->sealed ? &p->object : NULL;
 }
 
+struct cache_claim *cache_claim_find(const struct cache *c, const struct hash_id *id)
+{
+	struct cache_claim *k = c->claims;
+	while (k && memcmp(k->id.b, id->b, HASH_LEN) != 0)
+		k = k->next;
+	return k;
+}
+
+/* Give the sealed file the object's name (seal_lock held, no claim on it).
+ * A second name, not a rename: the partial stays readable under the path
+ * the index gives for its blocks (peers are served from it) until
+ * cache_partials_finish repoints the index and unlinks it. A name already
+ * there that no live seal gave is a stray from a seal that never reached
+ * the index, or a file that changed under its record: it is replaced in
+ * one rename, so the name never points at nothing or at a partial file. */
+static int name_object(struct cache_partial *p, const char *obj)
+{
+	if (link(p->path, obj) == 0)
+		return 0;
+	int rc = -errno;
+	if (rc == -ENOENT) {
+		char *dir = xstrdup(obj);
+		*strrchr(dir, '/') = '\0';
+		rc = path_mkdirs(dir, 0755);
+		free(dir);
+		if (rc == 0 && link(p->path, obj) < 0)
+			rc = -errno;
+	}
+	if (rc != -EEXIST)
+		return rc;
+	char tmp[4200];
+	snprintf(tmp, sizeof tmp, "%s.new", obj);
+	if (unlink(tmp) < 0 && errno != ENOENT) /* a crash's leftover */
+		return -errno;
+	if (link(p->path, tmp) < 0)
+		return -errno;
+	if (rename(tmp, obj) < 0) {
+		rc = -errno;
+		unlink(tmp);
+		return rc;
+	}
+	return 0;
+}
+
+/* Under seal_lock: share the file of a live claim on the object, find the
+ * object indexed and intact, or name it and claim the name. Equal files
+ * sealed on several pool threads at once thus name the object once. */
+static int claim_object(struct cache_partial *p, const char *obj, int *shared)
+{
+	struct cache *c = p->c;
+	int rc = 0;
+	*shared = 0;
+	pthread_mutex_lock(&c->seal_lock);
+	struct cache_claim *k = cache_claim_find(c, &p->object);
+	if (k) {
+		/* The claim keeps its name in place (nothing replaces a
+		 * claimed name), so this is the file it names. */
+		if (stat(obj, &p->st) < 0) {
+			rc = -errno;
+		} else if ((uint64_t)p->st.st_ino != k->ino) {
+			rc = SB_EPROTO;
+		} else {
+			k->refs++;
+			p->claim = k;
+			p->mode = p->st.st_mode & MANIFEST_MODE_MASK; /* the file's */
+			*shared = 1;
+		}
+	} else if (cache_object_intact(c, &p->object)) {
+		/* Checked under the lock: a claim goes only after the index
+		 * commit that makes its object intact. */
+		p->exists = 1;
+	} else if ((rc = name_object(p, obj)) == 0) {
+		k = xcalloc(1, sizeof *k);
+		k->id = p->object;
+		k->ino = (uint64_t)p->st.st_ino;
+		k->refs = 1;
+		k->next = c->claims;
+		c->claims = k;
+		p->claim = k;
+	}
+	pthread_mutex_unlock(&c->seal_lock);
+	return rc;
+}
+
+static void release_claim(struct cache_partial *p)
+{
+	struct cache *c = p->c;
+	if (!p->claim)
+		return;
+	pthread_mutex_lock(&c->seal_lock);
+	if (--p->claim->refs == 0) {
+		struct cache_claim **k = &c->claims;
+		while (*k != p->claim)
+			k = &(*k)->next;
+		*k = p->claim->next;
+		free(p->claim);
+	}
+	pthread_mutex_unlock(&c->seal_lock);
+	p->claim = NULL;
+}
+
+/* A shared file was made durable by the seal that named it only if that
+ * one was durable: sync it here too. */
+static int sync_shared(const char *obj)
+{
+	int fd = open(obj, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
 int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns, int durable)
 {
 	struct cache *c = p->c;
@@ -366,39 +483,34 @@ int cache_partial_seal(struct cache_partial *p, uint32_t mode, int64_t mtime_ns,
 		memcpy(p->hashes + i * HASH_LEN, p->have[i].b, HASH_LEN);
 	}
 	manifest_file_object_id(p->size, p->block_size, p->hashes, p->nblocks, &p->object);
+	release_claim(p);
 	p->exists = cache_object_intact(c, &p->object);
-	if (!p->exists) {
-		char obj[4096];
-		struct timespec ts[2] = {
-		    {.tv_nsec = UTIME_OMIT},
-		    {.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
-		};
-		cache_object_path(c, &p->object, obj, sizeof obj);
-		if (fchmod(p->fd, p->mode) < 0 || futimens(p->fd, ts) < 0 ||
-		    (durable && fsync(p->fd) < 0) || fstat(p->fd, &p->st) < 0)
-			return -errno;
+	if (p->exists) {
+		p->sealed = 1;
+		return 0;
+	}
+	char obj[4096];
+	struct timespec ts[2] = {
+	    {.tv_nsec = UTIME_OMIT},
+	    {.tv_sec = mtime_ns / 1000000000ll, .tv_nsec = mtime_ns % 1000000000ll},
+	};
+	cache_object_path(c, &p->object, obj, sizeof obj);
+	if (fchmod(p->fd, p->mode) < 0 || futimens(p->fd, ts) < 0 ||
+	    (durable && fsync(p->fd) < 0) || fstat(p->fd, &p->st) < 0)
+		return -errno;
+	int shared;
+	int rc = claim_object(p, obj, &shared);
+	if (rc == 0 && durable && !p->exists) {
 		char *dir = xstrdup(obj);
 		*strrchr(dir, '/') = '\0';
-		/* A second name, not a rename: the partial stays readable
-		 * under the path the index gives for its blocks (peers are
-		 * served from it) until cache_partials_finish repoints the
-		 * index and unlinks it. A name already there is a stray from
-		 * a seal that never reached the index: replace it. */
-		int rc = 0;
-		if (link(p->path, obj) < 0) {
-			rc = -errno;
-			if (rc == -ENOENT && (rc = path_mkdirs(dir, 0755)) == 0 &&
-			    link(p->path, obj) < 0)
-				rc = -errno;
-			if (rc == -EEXIST && (unlink(obj) == 0 || errno == ENOENT))
-				rc = link(p->path, obj) < 0 ? -errno : 0;
-		}
-		if (rc == 0 && durable)
+		if (shared)
+			rc = sync_shared(obj);
+		if (rc == 0)
 			rc = path_fsync_dir(dir);
 		free(dir);
-		if (rc < 0)
-			return rc;
 	}
+	if (rc < 0)
+		return rc;
 	p->sealed = 1;
 	return 0;
 }
@@ -455,6 +567,7 @@ void cache_partial_close(struct cache_partial *p)
 		if (p->next_open)
 			p->next_open->prev_open = p->prev_open;
 	}
+	release_claim(p);
 	free(p->have);
 	free(p->hashes);
 	free(p);

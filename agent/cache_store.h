@@ -19,6 +19,17 @@
 /* LFRU decay: a reference loses half its weight per hour. */
 #define LFRU_LAMBDA (1.0 / 3600.0)
 
+/* An object name that a seal gave and the index does not know yet. Seals
+ * of equal content on other pool threads share its file instead of naming
+ * the object again; it lives while any partial holding it is open, which
+ * is past the index commit that makes the object findable. */
+struct cache_claim {
+	struct hash_id id;
+	uint64_t ino; /* the file the name was given */
+	int refs;     /* partials holding it */
+	struct cache_claim *next;
+};
+
 struct cache {
 	char *dir;
 	MDB_env *env;
@@ -29,6 +40,8 @@ struct cache {
 	int lock_fd;
 	pthread_t writer; /* the thread that opened it: the only one that writes the index */
 	struct cache_partial *open_partials; /* not swept as orphans */
+	pthread_mutex_t seal_lock;	     /* guards claims and naming objects */
+	struct cache_claim *claims;
 };
 
 struct cache_partial {
@@ -42,6 +55,7 @@ struct cache_partial {
 	int indexed; /* the index has a record of this partial */
 	struct cache_partial *next_open, **prev_open;
 	int sealed, exists;
+	struct cache_claim *claim; /* the unindexed object name it gave or shares */
 	uint32_t mode;
 	struct hash_id object;
 	uint8_t *hashes;
@@ -118,6 +132,8 @@ int cache_write_txn(struct cache *c, txn_fn fn, void *arg);
 int cache_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *k, uint64_t *v);
 int cache_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *k, uint64_t v);
 void cache_partial_path(const struct cache *c, const struct hash_id *key, char *out, size_t len);
+/* The live claim on object name id, or NULL (caller holds seal_lock). */
+struct cache_claim *cache_claim_find(const struct cache *c, const struct hash_id *id);
 /* Object records: the fixed header, and *hashes pointing into the txn. */
 int cache_object_rec(MDB_txn *txn, struct cache *c, const struct hash_id *id,
 		     struct object_rec *rec, const uint8_t **hashes);

@@ -744,13 +744,13 @@ void peers_remove_fetch(struct peers *p, struct fetch *f)
 				drop_req(pe, i, 1);
 			else
 				i++;
-		for (size_t i = 0; i < pe->nvers;)
-			if (pe->vers[i].f == f) {
+		size_t kept = 0;
+		for (size_t i = 0; i < pe->nvers; i++)
+			if (pe->vers[i].f == f)
 				free(pe->vers[i].bits);
-				pe->vers[i] = pe->vers[--pe->nvers];
-			} else {
-				i++;
-			}
+			else
+				pe->vers[kept++] = pe->vers[i];
+		pe->nvers = kept;
 	}
 }
 

@@ -174,7 +174,6 @@ static int put_regular(struct publisher *p, size_t i, int dir_fd, const char *ba
 	int link_ok = !shared && (want.st_mode & 07777) == (f->mode & MANIFEST_MODE_MASK);
 	char tmp[64];
 	tmp_name(p, tmp, sizeof tmp);
-	rc = -1;
 	if (link_ok && linkat(AT_FDCWD, from, dir_fd, tmp, 0) == 0) {
 		p->st->linked++;
 		if (!f->hardlink_to)

@@ -83,7 +83,7 @@ static void shutdown_now(struct http_multi *m)
 {
 	while (m->xfers) {
 		struct http_xfer *x = m->xfers;
-		xfer_unlink(m, x);
+		m->xfers = x->next; /* all go: no links to mend */
 		curl_multi_remove_handle(m->multi, x->easy);
 		curl_easy_setopt(x->easy, CURLOPT_PRIVATE, NULL);
 		free(x);

@@ -785,8 +785,10 @@ void kube_free(struct kube *k)
 	if (!k)
 		return;
 	k->freeing = 1;
-	while (k->calls)
-		call_release(k->calls);
+	for (struct kube_call *c = k->calls, *next; c; c = next) {
+		next = c->next;
+		call_release(c);
+	}
 	while (k->watches)
 		kube_watch_stop(k->watches);
 	if (k->open_handles == 0)

@@ -776,11 +776,11 @@ void kube_sched_free(struct kube_sched *ks)
 		cr_free(ks->crs[--ks->ncrs]);
 	free(ks->nodes);
 	free(ks->crs);
+	/* Before the client: kube_free releases every call it still has. */
+	kube_call_cancel(ks->secret_call);
 	kube_free(ks->k);
 	json_decref(ks->managed);
 	free(ks->last_error);
-	if (ks->secret_call)
-		kube_call_cancel(ks->secret_call);
 	free(ks->secret);
 	uv_close((uv_handle_t *)&ks->tick, tick_closed);
 }

@@ -536,8 +536,11 @@ static void http_free(struct source *src)
 	struct http_source *hs = src->impl;
 	if (!hs)
 		return;
-	while (hs->seq.reads.head)
-		source_http_req_free(hs_req_of(hs->seq.reads.head));
+	struct http_req *r, *next;
+	for (r = hs->seq.reads.head; r; r = next) {
+		next = r->next;
+		source_http_req_free(hs_req_of(r));
+	}
 	hs->seq.xfer = NULL; /* on active: freed with the client's requests */
 	buf_close(&hs->seq.spill);
 	free(hs->seq.error_detail);

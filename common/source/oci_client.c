@@ -548,8 +548,11 @@ void oci_client_free(struct oci_client *reg)
 {
 	if (!reg || reg->http.closing)
 		return;
-	while (reg->auth_wait.head)
-		req_free(to_req(reg->auth_wait.head));
+	struct http_req *w, *next;
+	for (w = reg->auth_wait.head; w; w = next) {
+		next = w->next;
+		req_free(to_req(w));
+	}
 	reg->token_req = NULL;
 	free(reg->repo);
 	free(reg->userpwd);

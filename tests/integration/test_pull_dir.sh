@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # syncbit pull of a local directory tree: layout, modes, links, edge sizes,
-# reuse on a second pull, block-level change detection, confinement.
+# reuse on a second pull, block-level change detection, confinement, and
+# a tree of many equal files sealed at once.
 . "$(dirname "$0")/lib.sh"
 
 S=$T/src D=$T/dst DATA=$T/data
@@ -86,6 +87,34 @@ head -c $((100 * 1024 * 1024 + 7)) /dev/urandom >"$T/large.bin"
 check "100 MiB file pulls" "$SYNCBIT" pull "$T/large.bin" --to "$T/ldst" --data "$DATA" --json
 check "100 MiB file intact" cmp "$T/large.bin" "$T/ldst/large.bin"
 check "verify DIR succeeds on an intact dataset" "$SYNCBIT" verify "$T/ldst" --data "$DATA"
+
+# Many files of few contents: the pool seals equal files at the same
+# moment, and each pull (fresh cache) must store every content once and
+# publish it as one link, the other equal files as separate copies.
+M=$T/many
+mkdir -p "$M"
+for k in 0 1 2; do head -c $((1024 * 1024)) /dev/urandom >"$T/content$k"; done
+for i in $(seq 1 600); do cp "$T/content$((i % 3))" "$M/f$i.bin"; done
+sharing() {
+	local out=$1 data=$2 objs
+	objs=$(find "$data/objects" -type f -printf '%i\n')
+	[ "$(printf '%s\n' "$objs" | grep -c .)" -eq 3 ] || { echo "objects: $objs"; return 1; }
+	for i in $objs; do
+		[ "$(find "$out" -inum "$i" | wc -l)" -eq 1 ] || { echo "object inode $i not linked once"; return 1; }
+	done
+	[ "$(stat -c %h "$out"/* | sort | uniq -c | tr -s ' ')" = "$(printf ' 597 1\n 3 2')" ] ||
+		{ echo "link counts: $(stat -c %h "$out"/* | sort | uniq -c)"; return 1; }
+	[ -z "$(ls -A "$data/partial")" ] || { echo "partials left: $(ls "$data/partial")"; return 1; }
+}
+for r in 1 2 3; do
+	check "600 files of 3 contents pull (run $r, fresh cache)" \
+		"$SYNCBIT" pull "$M" --to "$T/mdst$r" --data "$T/mdata$r"
+	check "600 files of 3 contents arrive intact (run $r)" diff -r "$M" "$T/mdst$r"
+	check "3 objects, each published as one link, the rest copies (run $r)" \
+		sharing "$T/mdst$r" "$T/mdata$r"
+	rm -rf "$T/mdst$r" "$T/mdata$r"
+done
+rm -rf "$M"
 
 # Set-id and sticky bits never survive: a set-id file anyone can write into
 # a source would become a root-owned set-id file on every node.

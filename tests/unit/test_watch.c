@@ -87,8 +87,11 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
 	f->dir = testutil_mkdtemp();
-	if (!f->dir || cache_open(f->dir, 0, &f->c) != 0)
+	if (!f->dir || cache_open(f->dir, 0, &f->c) != 0) {
+		testutil_rmtree(f->dir);
+		free(f);
 		return -1;
+	}
 	for (size_t i = 0; i < SIZE; i++)
 		f->data[i] = (uint8_t)(i * 7 + i / 300);
 	uv_loop_init(&f->loop);
