@@ -14,7 +14,10 @@ struct ring_pos {
 static int cmp_pos(const void *a, const void *b)
 {
 	const struct ring_pos *x = a, *y = b;
-	return x->h < y->h ? -1 : x->h > y->h ? 1 : x->member < y->member ? -1 : x->member > y->member;
+	return x->h < y->h	       ? -1
+	       : x->h > y->h	       ? 1
+	       : x->member < y->member ? -1
+				       : x->member > y->member;
 }
 
 static int cmp_edge(const void *a, const void *b)

@@ -14,10 +14,10 @@
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
-#define SCHED_SILENT_BEATS   3		     /* a node silent this many heartbeats is gone */
-#define SCHED_REFRESH_S	     300	     /* default --refresh */
-#define SCHED_CLIENT_IDLE_MS 30000	     /* a connection that neither registers nor asks */
-#define SCHED_TRIM_FLUSHES   50 /* freed heap goes back to the system every 50 flushes (5 s) */
+#define SCHED_SILENT_BEATS   3	   /* a node silent this many heartbeats is gone */
+#define SCHED_REFRESH_S	     300   /* default --refresh */
+#define SCHED_CLIENT_IDLE_MS 30000 /* a connection that neither registers nor asks */
+#define SCHED_TRIM_FLUSHES   50	   /* freed heap goes back to the system every 50 flushes (5 s) */
 #define SCHED_KEY_FILE	     "scheduler.key" /* its static key, in --data */
 
 struct sched_options {

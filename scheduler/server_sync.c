@@ -27,7 +27,6 @@ static struct {
 	uint64_t key;
 } members_cache;
 
-
 void server_sync_close(struct sched *s)
 {
 	overlay_close(&graph);

@@ -204,7 +204,8 @@ static void cmd_freeze(uint32_t k, const char *dataset)
 			g->frozen_hb_ms = n->last_hb_ms;
 		for (uint32_t j = 0; j < v->nplan; j++) {
 			uint32_t b = v->plan[j];
-			if (!(v->have[b / 8] >> (b % 8) & 1) && !(g->orphan[b / 8] >> (b % 8) & 1)) {
+			if (!(v->have[b / 8] >> (b % 8) & 1) &&
+			    !(g->orphan[b / 8] >> (b % 8) & 1)) {
 				g->orphan[b / 8] |= (uint8_t)(1u << (b % 8));
 				g->norphan++;
 			}
@@ -238,9 +239,8 @@ static void cmd_status(void)
 	}
 	say("status registered=%u dialing=%u frozen=%u node_versions=%zu versions=%zu msgs_in=%llu "
 	    "msgs_out=%llu heartbeat_bytes=%llu",
-	    sim->registered, sim->dialing, frozen, nv, sim->nvers,
-	    (unsigned long long)sim->msgs_in, (unsigned long long)sim->msgs_out,
-	    (unsigned long long)sim->bytes_hb);
+	    sim->registered, sim->dialing, frozen, nv, sim->nvers, (unsigned long long)sim->msgs_in,
+	    (unsigned long long)sim->msgs_out, (unsigned long long)sim->bytes_hb);
 }
 
 static void leave_some(uint32_t k)
@@ -335,40 +335,73 @@ static void churn(uv_timer_t *t)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: sched-scale --scheduler HOST:PORT --token-file FILE --nodes N\n"
-		"         [--bind-addrs K] [--dial-window W] [--origin-rate BLOCKS/S]\n"
-		"         [--peer-rate BLOCKS/S] [--churn-per-min C] [--groups G] [--no-encrypt]\n");
+	fprintf(
+	    stderr,
+	    "usage: sched-scale --scheduler HOST:PORT --token-file FILE --nodes N\n"
+	    "         [--bind-addrs K] [--dial-window W] [--origin-rate BLOCKS/S]\n"
+	    "         [--peer-rate BLOCKS/S] [--churn-per-min C] [--groups G] [--no-encrypt]\n");
 	exit(2);
 }
 
 static void parse(int argc, char **argv, struct sim_options *o)
 {
-	static const struct option opts[] = {
-	    {"scheduler", 1, 0, 's'},	{"token-file", 1, 0, 't'}, {"nodes", 1, 0, 'n'},
-	    {"bind-addrs", 1, 0, 'b'},	{"dial-window", 1, 0, 'w'}, {"origin-rate", 1, 0, 'o'},
-	    {"peer-rate", 1, 0, 'p'},	{"churn-per-min", 1, 0, 'c'}, {"groups", 1, 0, 'g'},
-	    {"no-encrypt", 0, 0, 'x'}, {0, 0, 0, 0}};
-	*o = (struct sim_options){.nodes = 1000, .bind_addrs = 8, .dial_window = 64,
-				  .origin_rate = 8, .peer_rate = 100, .groups = 4, .encrypt = 1};
+	static const struct option opts[] = {{"scheduler", 1, 0, 's'},
+					     {"token-file", 1, 0, 't'},
+					     {"nodes", 1, 0, 'n'},
+					     {"bind-addrs", 1, 0, 'b'},
+					     {"dial-window", 1, 0, 'w'},
+					     {"origin-rate", 1, 0, 'o'},
+					     {"peer-rate", 1, 0, 'p'},
+					     {"churn-per-min", 1, 0, 'c'},
+					     {"groups", 1, 0, 'g'},
+					     {"no-encrypt", 0, 0, 'x'},
+					     {0, 0, 0, 0}};
+	*o = (struct sim_options){.nodes = 1000,
+				  .bind_addrs = 8,
+				  .dial_window = 64,
+				  .origin_rate = 8,
+				  .peer_rate = 100,
+				  .groups = 4,
+				  .encrypt = 1};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 's': o->scheduler = optarg; break;
-		case 't': o->token_file = optarg; break;
-		case 'n': o->nodes = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'b': o->bind_addrs = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'w': o->dial_window = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'o': o->origin_rate = strtod(optarg, NULL); break;
-		case 'p': o->peer_rate = strtod(optarg, NULL); break;
-		case 'c': o->churn_per_min = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'g': o->groups = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'x': o->encrypt = 0; break;
-		default: usage();
+		case 's':
+			o->scheduler = optarg;
+			break;
+		case 't':
+			o->token_file = optarg;
+			break;
+		case 'n':
+			o->nodes = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'b':
+			o->bind_addrs = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'w':
+			o->dial_window = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'o':
+			o->origin_rate = strtod(optarg, NULL);
+			break;
+		case 'p':
+			o->peer_rate = strtod(optarg, NULL);
+			break;
+		case 'c':
+			o->churn_per_min = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'g':
+			o->groups = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'x':
+			o->encrypt = 0;
+			break;
+		default:
+			usage();
 		}
 	}
-	if (!o->scheduler || !o->token_file || !o->nodes || o->nodes > 200000 ||
-	    !o->bind_addrs || o->bind_addrs > 250 || !o->dial_window)
+	if (!o->scheduler || !o->token_file || !o->nodes || o->nodes > 200000 || !o->bind_addrs ||
+	    o->bind_addrs > 250 || !o->dial_window)
 		usage();
 }
 
@@ -386,7 +419,8 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)s.o.nodes + 64)
-		fprintf(stderr, "sched-scale: %llu file descriptors for %u nodes; raise ulimit -n\n",
+		fprintf(stderr,
+			"sched-scale: %llu file descriptors for %u nodes; raise ulimit -n\n",
 			(unsigned long long)rl.rlim_cur, s.o.nodes);
 	if (secure_token_load(s.o.token_file, &s.token, &why) < 0) {
 		fprintf(stderr, "sched-scale: %s: %s\n", s.o.token_file, why ? why : "unreadable");

@@ -14,10 +14,10 @@
 #include "common/net/wire.h"
 #include "proto/wire.pb-c.h"
 
-#define BIT(p, b)     ((p)[(b) / 8] >> ((b) % 8) & 1)
-#define SETBIT(p, b)  ((p)[(b) / 8] |= (uint8_t)(1u << ((b) % 8)))
-#define REDIAL_MS     1000
-#define BODY_MAX      (256u << 20)
+#define BIT(p, b)	((p)[(b) / 8] >> ((b) % 8) & 1)
+#define SETBIT(p, b)	((p)[(b) / 8] |= (uint8_t)(1u << ((b) % 8)))
+#define REDIAL_MS	1000
+#define BODY_MAX	(256u << 20)
 #define GVER_BLOCKS_MAX (1u << 24)
 
 static void fake_hash(const struct gver *g, uint32_t b, uint8_t out[32])
@@ -231,8 +231,7 @@ static uint32_t manifest_blocks(const Syncbit__Manifest *m)
 	uint64_t total = 0;
 	for (size_t i = 0; m && i < m->n_files; i++) {
 		const Syncbit__FileEntry *e = m->files[i];
-		if (e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && !e->hardlink_to &&
-		    m->block_size)
+		if (e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && !e->hardlink_to && m->block_size)
 			total += manifest_nblocks(e->size, m->block_size);
 	}
 	return total > GVER_BLOCKS_MAX ? 0 : (uint32_t)total;

@@ -27,7 +27,7 @@ struct gver {
 	/* Frozen nodes' unread share blocks, not yet in a live node's plan. */
 	uint8_t *orphan;
 	uint32_t norphan;
-	int64_t frozen_ms; /* wall time of the freeze, 0 = none pending */
+	int64_t frozen_ms;    /* wall time of the freeze, 0 = none pending */
 	int64_t frozen_hb_ms; /* the frozen nodes' latest heartbeat, wall time */
 	uint32_t nfrozen;
 	int held; /* nodes read nothing of it from the origin until released */
@@ -64,11 +64,11 @@ struct sim_options {
 	const char *scheduler;
 	const char *token_file;
 	uint32_t nodes;
-	uint32_t first; /* index of the first node (names sim-NNNNN) */
-	uint32_t bind_addrs; /* local addresses 127.0.0.2 .. 127.0.0.(1+bind_addrs) */
-	uint32_t dial_window; /* dials not yet registered at once */
-	double origin_rate;   /* blocks per second a node reads from the origin */
-	double peer_rate;     /* blocks per second a node gets from peers */
+	uint32_t first;		/* index of the first node (names sim-NNNNN) */
+	uint32_t bind_addrs;	/* local addresses 127.0.0.2 .. 127.0.0.(1+bind_addrs) */
+	uint32_t dial_window;	/* dials not yet registered at once */
+	double origin_rate;	/* blocks per second a node reads from the origin */
+	double peer_rate;	/* blocks per second a node gets from peers */
 	uint32_t churn_per_min; /* nodes that leave and join again per minute */
 	uint32_t groups;	/* nodes are labelled group=g0 .. g(groups-1) */
 	int encrypt;

@@ -100,9 +100,9 @@ static void check_overlay(size_t n)
 		sum += k;
 		for (size_t x = 0; x < k; x++) {
 			assert_true(p[x] < n);
-			assert_true(p[x] != i);			  /* never itself */
+			assert_true(p[x] != i);			/* never itself */
 			assert_true(x == 0 || p[x] > p[x - 1]); /* ascending, no repeats */
-			assert_true(knows(&o, n, p[x], i));	  /* both ways */
+			assert_true(knows(&o, n, p[x], i));	/* both ways */
 		}
 	}
 	size_t ecc = eccentricity(&o, n);
