@@ -102,6 +102,9 @@ void cache_updates_close(struct cache_updates *u);
  * source state (source, path, change token, block size). */
 int cache_partial_open(struct cache *c, const struct hash_id *key, uint64_t size,
 		       uint32_t block_size, struct cache_partial **out);
+/* 1 when the index holds a record of the partial key (so opening it
+ * resumes durable blocks), 0 if not, negative on error. Thread-safe. */
+int cache_partial_indexed(struct cache *c, const struct hash_id *key);
 /* The partial's fd for pwrite of blocks (thread-safe to write). */
 int cache_partial_fd(const struct cache_partial *p);
 uint64_t cache_partial_nblocks(const struct cache_partial *p);

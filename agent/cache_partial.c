@@ -162,6 +162,20 @@ fail:
 	return rc;
 }
 
+int cache_partial_indexed(struct cache *c, const struct hash_id *key)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return cache_mdb_err(rc);
+	MDB_val k = {HASH_LEN, (void *)key->b}, v;
+	rc = mdb_get(txn, c->partials, &k, &v);
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc ? cache_mdb_err(rc) : 1;
+}
+
 int cache_partial_fd(const struct cache_partial *p)
 {
 	return p->fd;

@@ -28,34 +28,13 @@ void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
 	f->rc = rc;
 	free(f->error);
 	f->error = buf_steal(&b);
-	log_limited_with(LOG_ERROR, LOG_KV({"dataset", f->name}, {"error", f->error}),
-			 "dataset %s: failed: %s", f->name, f->error);
+	if (!f->o.quiet)
+		log_limited_with(LOG_ERROR, LOG_KV({"dataset", f->name}, {"error", f->error}),
+				 "dataset %s: failed: %s", f->name, f->error);
 	if (f->src && f->src->ops->cancel)
 		f->src->ops->cancel(f->src);
 	if (f->hooks.done)
 		f->hooks.done(f->hooks.arg, f, rc);
-}
-
-uint8_t *fetch_hash_ptr(const struct fetch *f, uint32_t b)
-{
-	const struct ffile *ff = &f->files[f->bfile[b]];
-	return f->m->files[ff->index]->block_hashes.data + (size_t)(b - ff->first) * HASH_LEN;
-}
-
-int fetch_known(const struct fetch *f, uint32_t b)
-{
-	return !hash_is_zero((const struct hash_id *)fetch_hash_ptr(f, b));
-}
-
-uint64_t fetch_block_off(const struct fetch *f, uint32_t b)
-{
-	return (uint64_t)(b - f->files[f->bfile[b]].first) * f->m->block_size;
-}
-
-uint32_t fetch_block_len(const struct fetch *f, uint32_t b)
-{
-	const struct ffile *ff = &f->files[f->bfile[b]];
-	return manifest_block_len(f->m->files[ff->index]->size, f->m->block_size, b - ff->first);
 }
 
 void fetch_unpend(struct fetch *f)
@@ -63,6 +42,8 @@ void fetch_unpend(struct fetch *f)
 	f->pending--;
 	if (f->dead)
 		fetch_release(f);
+	else if (!f->pending)
+		fetch_quiet(f);
 }
 
 void fetch_queue_work(struct fetch *f, uv_work_t *w, uv_work_cb fn, uv_after_work_cb after)
@@ -106,7 +87,7 @@ void fetch_add_hashes(struct fetch *f, const uint32_t *blocks, const uint8_t *ha
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
 			  const char *peer)
 {
-	if (f->dead || f->rc < 0 || b >= f->nblocks || len != fetch_block_len(f, b) ||
+	if (f->dead || f->rc < 0 || b >= f->nblocks || len != fetch_len(f, b) ||
 	    (f->state[b] != FETCH_NEED && f->state[b] != FETCH_PEER) || !fetch_known(f, b)) {
 		free(payload);
 		return;
@@ -155,6 +136,14 @@ uint32_t fetch_missing(const struct fetch *f)
 	uint32_t n = 0;
 	for (uint32_t b = 0; b < f->nblocks; b++)
 		n += f->state[b] <= FETCH_ORIGIN;
+	return n;
+}
+
+size_t fetch_files_missing(const struct fetch *f)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < f->nfiles; i++)
+		n += !f->files[i].done;
 	return n;
 }
 
@@ -265,6 +254,22 @@ static void complete(struct fetch *f)
 		return;
 	}
 	manifest_encode(f->m, &enc, &id);
+	if (!f->target_root && f->hooks.complete) { /* the caller records and publishes */
+		buf_close(&enc);
+		char *detail = NULL;
+		rc = f->hooks.complete(f->hooks.arg, f, f->m, &id, &detail);
+		if (rc < 0) {
+			fetch_fail(f, rc, "%s", detail ? detail : sb_strerror(rc));
+		} else {
+			f->published = 1;
+			if (f->hooks.done)
+				f->hooks.done(f->hooks.arg, f, 0);
+		}
+		free(detail);
+		return;
+	}
+	/* No target and no complete hook: recorded in the cache only (a
+	 * dataset pulled through the agent, published by its pulls). */
 	char *target = f->target_root ? path_join(f->target_root, f->name) : xstrdup("");
 	rc = cache_dataset_set(f->c, f->name, f->m->source, target, &id, enc.ptr, enc.len);
 	free(target);
@@ -292,7 +297,86 @@ void fetch_maybe_finish(struct fetch *f)
 	complete(f);
 }
 
+/* After a failure for lack of space, the partials of unfinished files only
+ * hold space that the index needs to record the finished ones (and the
+ * next attempt needs); after a corrupt download, their blocks must not be
+ * resumed into a file nobody can check any more. Both go. */
+static void drop_unfinished(struct fetch *f)
+{
+	f->dropped = 1;
+	for (size_t i = 0; i < f->nfiles; i++) {
+		struct ffile *ff = &f->files[i];
+		if (ff->part && !ff->sealed && !ff->done) {
+			cache_partial_discard(ff->part);
+			ff->part = NULL;
+		}
+	}
+}
+
+void fetch_quiet(struct fetch *f)
+{
+	if (f->dead || f->pending)
+		return;
+	if (f->rc < 0 && !f->dropped && (sb_no_space(f->rc) || f->rc == SB_ECORRUPT))
+		drop_unfinished(f);
+	if (f->nready) { /* sealed files are committed, also after a failure */
+		fetch_flush_ready(f);
+		return;
+	}
+	if (f->rc == 0 && !f->complete && fetch_stopping(f))
+		fetch_fail(
+		    f, SB_ECANCELED,
+		    "%s: stopped before every file was fetched; the target keeps its previous "
+		    "version",
+		    fetch_shown(f));
+	if (f->dead || f->idle_told || (f->rc == 0 && !f->published))
+		return;
+	f->idle_told = 1;
+	if (f->hooks.idle)
+		f->hooks.idle(f->hooks.arg, f);
+}
+
 /* ---- setting up ---- */
+
+/* Blocks of ff already durable in its partial (an interrupted fetch or
+ * pull of the same source state): reused. */
+static void resume_blocks(struct fetch *f, struct ffile *ff)
+{
+	for (uint32_t i = 0; i < ff->nblocks; i++) {
+		struct hash_id h;
+		uint32_t b = ff->first + i;
+		if (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED)
+			continue;
+		if (!cache_partial_have(ff->part, i, &h))
+			continue;
+		if (fetch_known(f, b) && memcmp(h.b, fetch_hash_ptr(f, b), HASH_LEN) != 0)
+			continue; /* an older cut of the file: fetch it again */
+		if (!fetch_known(f, b)) {
+			memcpy(fetch_hash_ptr(f, b), h.b, HASH_LEN);
+			f->from_origin[b] = 1; /* the scheduler may not have heard of it */
+		}
+		f->state[b] = FETCH_HAVE;
+		f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+		ff->have++;
+		ff->written++;
+		f->st.blocks_have++;
+		f->st.bytes_have += fetch_len(f, b);
+		f->st.bytes_reused += fetch_len(f, b);
+		fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, fetch_len(f, b));
+	}
+}
+
+int fetch_open_part(struct fetch *f, struct ffile *ff)
+{
+	if (ff->part)
+		return 0;
+	const FileEntry *e = f->m->files[ff->index];
+	int rc = cache_partial_open(f->c, &ff->key, e->size, f->m->block_size, &ff->part);
+	if (rc < 0)
+		fetch_fail(f, rc, "%s: cannot open partial file in %s: %s", e->path,
+			   cache_dir(f->c), sb_strerror(rc));
+	return rc;
+}
 
 static int open_file(struct fetch *f, struct ffile *ff)
 {
@@ -311,45 +395,30 @@ static int open_file(struct fetch *f, struct ffile *ff)
 				f->state[b] = FETCH_HAVE;
 				f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
 				f->st.blocks_have++;
-				f->st.bytes_have += fetch_block_len(f, b);
+				f->st.bytes_have += fetch_len(f, b);
 			}
 			f->st.bytes_reused += e->size;
 			fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, e->size);
-			ff->have = ff->nblocks;
+			ff->have = ff->written = ff->nblocks;
 			ff->done = 1;
 			return 0;
 		}
 	}
-	/* The partial is keyed like a standalone pull's, so either resumes
-	 * the other's blocks. */
+	/* The partial is keyed by the exact source state, so a restart, a
+	 * daemon or a standalone pull resumes only into bytes of the same
+	 * version. */
 	struct buf k = BUF_INIT;
-	struct hash_id key;
 	buf_printf(&k, "%s%c%s%c%s%c%llu%c%u", f->m->source, 0, e->path, 0, e->source_digest, 0,
 		   (unsigned long long)e->size, 0, f->m->block_size);
-	hash_sha256(k.ptr, k.len, &key);
+	hash_sha256(k.ptr, k.len, &ff->key);
 	buf_close(&k);
-	int rc = cache_partial_open(f->c, &key, e->size, f->m->block_size, &ff->part);
+	int rc = cache_partial_indexed(f->c, &ff->key);
+	if (rc <= 0)
+		return rc; /* nothing to resume: opened when its first block lands */
+	rc = cache_partial_open(f->c, &ff->key, e->size, f->m->block_size, &ff->part);
 	if (rc < 0)
 		return rc;
-	for (uint32_t i = 0; i < ff->nblocks; i++) {
-		struct hash_id h;
-		uint32_t b = ff->first + i;
-		if (!cache_partial_have(ff->part, i, &h))
-			continue;
-		if (fetch_known(f, b) && memcmp(h.b, fetch_hash_ptr(f, b), HASH_LEN) != 0)
-			continue; /* an older cut of the file: fetch it again */
-		if (!fetch_known(f, b)) {
-			memcpy(fetch_hash_ptr(f, b), h.b, HASH_LEN);
-			f->from_origin[b] = 1; /* the scheduler may not have heard of it */
-		}
-		f->state[b] = FETCH_HAVE;
-		f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
-		ff->have++;
-		f->st.blocks_have++;
-		f->st.bytes_have += fetch_block_len(f, b);
-		f->st.bytes_reused += fetch_block_len(f, b);
-		fetch_metrics_bytes(f->name, FETCH_FROM_CACHE, fetch_block_len(f, b));
-	}
+	resume_blocks(f, ff);
 	return 0;
 }
 
@@ -394,6 +463,8 @@ static int setup_blocks(struct fetch *f)
 		fi++;
 	}
 	f->st.blocks = nb;
+	f->ready = xcalloc(f->nfiles + 1, sizeof *f->ready);
+	f->flushing = xcalloc(f->nfiles + 1, sizeof *f->flushing);
 	for (uint32_t b = 0; b < f->nblocks; b++)
 		f->state[b] = fetch_known(f, b) ? FETCH_NEED : FETCH_UNKNOWN;
 	return 0;
@@ -415,17 +486,31 @@ int fetch_new(uv_loop_t *loop, struct cache *c, const char *name, const char *ta
 	      const uint8_t *version_id, const Manifest *m, const struct source_options *so,
 	      const struct fetch_hooks *hooks, struct fetch **out)
 {
+	struct fetch_options o = {
+	    .name = name, .target_root = target_root, .version_id = version_id, .so = so};
+	return fetch_open(loop, c, m, &o, hooks, out);
+}
+
+int fetch_open(uv_loop_t *loop, struct cache *c, const Manifest *m, const struct fetch_options *o,
+	       const struct fetch_hooks *hooks, struct fetch **out)
+{
 	Manifest *copy = copy_manifest(m);
 	if (!copy)
 		return SB_EPROTO;
 	struct fetch *f = xcalloc(1, sizeof *f);
 	f->loop = loop;
 	f->c = c;
-	f->name = xstrdup(name);
-	f->target_root = target_root ? xstrdup(target_root) : NULL;
-	memcpy(f->vid, version_id, HASH_LEN);
+	f->o = *o;
+	f->name = xstrdup(o->name);
+	f->target_root = o->target_root ? xstrdup(o->target_root) : NULL;
+	f->o.name = f->name;
+	f->o.target_root = f->target_root;
+	f->o.shown = o->shown ? xstrdup(o->shown) : NULL;
+	if (o->version_id)
+		memcpy(f->vid, o->version_id, HASH_LEN);
 	f->m = copy;
-	f->so = *so;
+	f->so = *o->so;
+	f->o.so = &f->so;
 	f->hooks = *hooks;
 	int rc = setup_blocks(f);
 	if (rc < 0) {
@@ -449,11 +534,18 @@ int fetch_new(uv_loop_t *loop, struct cache *c, const char *name, const char *ta
 	*out = f;
 	if (rc < 0)
 		return 0; /* reported through fetch_error(); the caller retries */
+	if (o->src) {
+		f->src = o->src;
+		f->src_borrowed = 1;
+		fetch_source_ready(f);
+	}
 	for (uint32_t b = 0; b < f->nblocks; b++)
 		try_local(f, b);
 	for (size_t i = 0; i < f->nfiles; i++)
 		fetch_check_file(&f->files[i]);
 	fetch_maybe_finish(f);
+	if (!f->pending)
+		fetch_quiet(f);
 	return 0;
 }
 
@@ -463,10 +555,9 @@ void fetch_release(struct fetch *f)
 {
 	if (f->pending || !f->timer_closed)
 		return;
-	if (f->src) {
+	if (f->src && !f->src_borrowed)
 		source_free(f->src);
-		f->src = NULL;
-	}
+	f->src = NULL;
 	for (size_t i = 0; i < f->nfiles; i++) {
 		struct ffile *ff = &f->files[i];
 		if (ff->part)
@@ -476,6 +567,9 @@ void fetch_release(struct fetch *f)
 	}
 	for (size_t i = 0; f->slots && i < f->nslots + 1; i++)
 		free(f->slots[i].buf);
+	free(f->ready);
+	free(f->flushing);
+	free((char *)f->o.shown);
 	free(f->slots);
 	free(f->src_index);
 	free(f->files);
@@ -543,6 +637,11 @@ const struct hash_id *fetch_block_hash(const struct fetch *f, uint32_t b)
 	return (const struct hash_id *)fetch_hash_ptr(f, b);
 }
 
+uint32_t fetch_block_len(const struct fetch *f, uint32_t b)
+{
+	return fetch_len(f, b);
+}
+
 const uint8_t *fetch_bits(const struct fetch *f)
 {
 	return f->bits;
@@ -561,6 +660,11 @@ int fetch_published(const struct fetch *f)
 const char *fetch_error(const struct fetch *f)
 {
 	return f->error;
+}
+
+int fetch_status(const struct fetch *f)
+{
+	return f->rc;
 }
 
 void fetch_stats(const struct fetch *f, struct fetch_stats *out)

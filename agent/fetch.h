@@ -1,13 +1,16 @@
-/* Fetching one dataset version on a daemon. Its blocks come from the cache
- * (identical blocks of other files and versions), from peers (agent/peer.c
- * asks and hands the bytes here) or from the origin for the blocks the
- * scheduler's plan gives this node. Every block is hashed on the pool and
- * checked against the manifest before it is written, made durable and
- * indexed before it is announced, and the complete version is published at
- * TARGET/NAME in one rename. Loop thread only. */
+/* The fetch engine: one dataset version into the cache. Its blocks come
+ * from the cache (identical blocks of other files and versions), from peers
+ * (agent/peer.c asks and hands the bytes here) or from the origin for the
+ * blocks its plan names: on a daemon the share the scheduler gives this
+ * node, for a standalone pull (agent/pull.c) the whole source. Every block
+ * is hashed on the pool and checked against the manifest when its hash is
+ * known, written, made durable and indexed before it is announced, and the
+ * complete version is published: at TARGET/NAME in one rename, or by the
+ * caller's complete hook. Loop thread only. */
 #ifndef SYNCBIT_FETCH_H
 #define SYNCBIT_FETCH_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -15,6 +18,7 @@
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/manifest.h"
+#include "common/progress.h"
 #include "common/source.h"
 
 /* A block known by hash and missing here waits this long for a peer to
@@ -36,6 +40,9 @@ struct fetch_stats {
 	uint64_t blocks, blocks_have;
 	uint64_t bytes, bytes_have;
 	uint64_t bytes_from_origin, bytes_from_peers, bytes_reused;
+	/* Of bytes_from_origin: blocks whose hash was unknown, read to learn
+	 * it, that the cache already held (another file, dataset or version). */
+	uint64_t bytes_origin_held;
 	uint32_t refetch_bad_peer, refetch_no_peer;
 	uint32_t bad_blocks; /* blocks from peers that failed verification */
 };
@@ -56,11 +63,66 @@ struct fetch_hooks {
 	/* Published at TARGET/NAME, or recorded in the cache without a target
 	 * root (status 0), or failed (fetch_error()). */
 	void (*done)(void *arg, struct fetch *f, int status);
+	/* Without a target root: every block is durable and m (hardlinks
+	 * filled, valid, its id id) is complete; record and publish it. 0, or
+	 * a negative error with *detail (malloc'd) that fails the fetch. */
+	int (*complete)(void *arg, struct fetch *f, const Manifest *m, const struct hash_id *id,
+			char **detail);
+	/* File m->files[index] was fetched and is durable as an object (not
+	 * called for files held already when the fetch began). May be NULL. */
+	void (*file_done)(void *arg, struct fetch *f, size_t index);
+	/* The fetch is over (done ran) and nothing runs any more: every block
+	 * written is durable and indexed, or dropped with its partial. */
+	void (*idle)(void *arg, struct fetch *f);
 };
 
-/* Start fetching manifest m (copied; unknown hashes are zero) of version
- * version_id as dataset name, published under target_root/name (NULL: kept
- * in the cache only, fetch_published() once it is recorded there). */
+/* When written blocks are made durable. Either way a block is indexed (and
+ * announced) only once an fsync covers it, and a file becomes an object
+ * only once its data and its directory entry are durable. */
+enum fetch_sync {
+	/* A file's written blocks are synced as soon as no sync runs for it,
+	 * and each complete file is sealed with its own fsyncs and index
+	 * commit: blocks reach peers with the least delay (the daemon). */
+	FETCH_SYNC_EAGER = 0,
+	/* A file's blocks are synced 16 at a time, at least every second, and
+	 * whenever none of its blocks is in flight; the last ones are covered
+	 * by the file's seal; sealed files are made durable together by one
+	 * syncfs and indexed in one transaction, 64 at a time: few syncs and
+	 * commits for a tree of small files (a standalone pull). */
+	FETCH_SYNC_BATCHED,
+};
+
+struct fetch_options {
+	const char *name; /* the dataset's name */
+	/* Publish at target_root/name in one rename; NULL: hooks.complete
+	 * records and publishes the complete version. */
+	const char *target_root;
+	const uint8_t *version_id; /* HASH_LEN bytes; NULL: zero */
+	const struct source_options *so;
+	/* The source, already listed, to read the origin from (borrowed: it
+	 * must outlive the fetch); NULL: opened and listed on the first
+	 * origin read. Its listing must describe the manifest's files. */
+	struct source *src;
+	const char *shown; /* how errors name the source; NULL: the manifest's */
+	int origin_jobs;   /* origin reads in flight; 0: the source's hint */
+	int whole_blocks;  /* one read per origin block, never split in parts */
+	enum fetch_sync sync;
+	struct progress *progress; /* bytes stored are added to it; may be NULL */
+	int quiet;		   /* failures go to the hooks only, not to the log */
+	/* Set (by a signal handler) to stop at the next consistent point: the
+	 * files whose blocks are being read are finished and stored, no other
+	 * is started, and the fetch fails with SB_ECANCELED, publishing
+	 * nothing. */
+	volatile sig_atomic_t *stop;
+};
+
+/* Start fetching manifest m (copied; unknown hashes are zero) as o says.
+ * Nothing is read from the origin before fetch_set_origin. */
+int fetch_open(uv_loop_t *loop, struct cache *c, const Manifest *m, const struct fetch_options *o,
+	       const struct fetch_hooks *hooks, struct fetch **out);
+/* fetch_open of version version_id as dataset name, published under
+ * target_root/name (NULL: recorded in the cache only, fetch_published()
+ * once it is), synced eagerly (the daemon's fetch). */
 int fetch_new(uv_loop_t *loop, struct cache *c, const char *name, const char *target_root,
 	      const uint8_t *version_id, const Manifest *m, const struct source_options *so,
 	      const struct fetch_hooks *hooks, struct fetch **out);
@@ -86,6 +148,8 @@ const uint8_t *fetch_bits(const struct fetch *f);
 int fetch_complete(const struct fetch *f);  /* every block durable */
 int fetch_published(const struct fetch *f); /* at TARGET/NAME */
 const char *fetch_error(const struct fetch *f);
+/* 0 while it runs and once published, else the failure (negative). */
+int fetch_status(const struct fetch *f);
 void fetch_stats(const struct fetch *f, struct fetch_stats *out);
 
 /* Peer bookkeeping: how many connected peers hold block b changed by delta
@@ -103,6 +167,8 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 			  const char *peer);
 /* Blocks still missing that are not being stored (for endgame). */
 uint32_t fetch_missing(const struct fetch *f);
+/* Files of the version not yet durable as objects here. */
+size_t fetch_files_missing(const struct fetch *f);
 
 /* ---- what /metrics shows (agent/fetch_metrics.c); loop thread only ---- */
 

@@ -14,11 +14,20 @@ struct ffile {
 	size_t index;	/* into m->files */
 	uint32_t first; /* first block in the version */
 	uint32_t nblocks;
-	uint32_t have; /* blocks durable */
+	uint32_t have;	    /* blocks durable */
+	uint32_t written;   /* blocks written (durable or not) */
+	uint32_t inflight;  /* blocks being read or stored */
+	struct hash_id key; /* its partial's: the source state it holds */
+	/* Opened when the first block is stored, or at the start when the
+	 * index holds blocks of it (a resume): one descriptor per file that
+	 * is being assembled, not per file of the version. */
 	struct cache_partial *part;
 	struct buf pend;    /* uint32 blocks written, awaiting sync */
 	struct buf syncing; /* being synced */
+	uint64_t last_sync_ms;
+	int started; /* an origin read of it began (a stop finishes it) */
 	int sync_busy, sealing, done;
+	int sealed; /* FETCH_SYNC_BATCHED: awaiting the group commit */
 	int rc;
 	uv_work_t work;
 	struct fetch *f;
@@ -34,6 +43,7 @@ struct job {
 	int expect;	  /* the block's hash is known and must match */
 	struct hash_id h; /* computed */
 	int rc;
+	int held; /* hash unknown, and the cache already held the block */
 	char *peer;
 	uv_work_t work;
 	size_t slot; /* origin slot, for JOB_ORIGIN */
@@ -55,6 +65,7 @@ struct fetch {
 	uint8_t vid[HASH_LEN];
 	Manifest *m;
 	struct source_options so;
+	struct fetch_options o; /* strings owned: name, target_root, shown */
 	struct fetch_hooks hooks;
 
 	struct ffile *files;
@@ -73,6 +84,7 @@ struct fetch {
 	size_t origin_head;
 
 	struct source *src;
+	int src_borrowed;  /* o.src: not freed here */
 	int src_state;	   /* 0 none, 1 listing, 2 ready */
 	size_t *src_index; /* manifest file index -> listing index */
 	struct job *slots; /* origin blocks being read: nslots + 1 */
@@ -81,12 +93,21 @@ struct fetch {
 	size_t reads_busy; /* origin reads (parts) in flight */
 	uint64_t next_seq;
 
+	/* FETCH_SYNC_BATCHED: sealed files awaiting the group commit, and
+	 * those being committed. */
+	struct ffile **ready, **flushing;
+	size_t nready, nflushing;
+	int flush_busy, flush_rc;
+	uv_work_t flush_work;
+
 	uv_timer_t timer;
 	int pending; /* pool works and source reads in flight */
 	int dead, timer_closed;
 	int rc;
 	char *error;
 	int complete, publishing, published;
+	int dropped;   /* unfinished partials dropped after the failure */
+	int idle_told; /* hooks.idle ran */
 	struct fetch_stats st;
 };
 
@@ -94,19 +115,63 @@ struct fetch {
  * tell the hooks. */
 void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Where block b's hash lives (inside the manifest copy); zero = unknown. */
-uint8_t *fetch_hash_ptr(const struct fetch *f, uint32_t b);
-int fetch_known(const struct fetch *f, uint32_t b);
-/* Offset of block b within its file. */
-uint64_t fetch_block_off(const struct fetch *f, uint32_t b);
+
+/* A block's geometry: where its hash lives (inside the manifest copy; zero
+ * = unknown), its offset within its file and its length. */
+static inline uint8_t *fetch_hash_ptr(const struct fetch *f, uint32_t b)
+{
+	const struct ffile *ff = &f->files[f->bfile[b]];
+	return f->m->files[ff->index]->block_hashes.data + (size_t)(b - ff->first) * HASH_LEN;
+}
+
+static inline int fetch_known(const struct fetch *f, uint32_t b)
+{
+	return !hash_is_zero((const struct hash_id *)fetch_hash_ptr(f, b));
+}
+
+static inline uint64_t fetch_block_off(const struct fetch *f, uint32_t b)
+{
+	return (uint64_t)(b - f->files[f->bfile[b]].first) * f->m->block_size;
+}
+
+/* fetch_block_len (fetch.h) without the call. */
+static inline uint32_t fetch_len(const struct fetch *f, uint32_t b)
+{
+	const struct ffile *ff = &f->files[f->bfile[b]];
+	return manifest_block_len(f->m->files[ff->index]->size, f->m->block_size, b - ff->first);
+}
+
+/* The source as errors name it. */
+static inline const char *fetch_shown(const struct fetch *f)
+{
+	return f->o.shown ? f->o.shown : f->m->source;
+}
+
+static inline int fetch_stopping(const struct fetch *f)
+{
+	return f->o.stop && *f->o.stop;
+}
+
+/* Open ff's partial if it is not open yet: 0, or the failure (reported). */
+int fetch_open_part(struct fetch *f, struct ffile *ff);
+/* Block b of ff is durable and indexed with hash h. */
+void fetch_mark_have(struct fetch *f, struct ffile *ff, uint32_t b, const struct hash_id *h);
+/* Nothing runs: commit sealed files, end a stopped fetch, tell hooks.idle. */
+void fetch_quiet(struct fetch *f);
 /* Pool work accounting: a fetch is freed once stopped and nothing runs. */
 void fetch_queue_work(struct fetch *f, uv_work_t *w, uv_work_cb fn, uv_after_work_cb after);
 void fetch_unpend(struct fetch *f);
 void fetch_release(struct fetch *f);
+/* The source is listed: match its listing to the manifest, size the
+ * origin slots and start reading. */
+void fetch_source_ready(struct fetch *f);
 /* Start origin reads while slots are free. */
 void fetch_pump(struct fetch *f);
-/* Sync what a file has written, or seal it once every block is durable. */
+/* Sync what a file has written, or seal it once every block is durable
+ * (FETCH_SYNC_EAGER) or written (FETCH_SYNC_BATCHED). */
 void fetch_check_file(struct ffile *ff);
+/* FETCH_SYNC_BATCHED: make the sealed files durable and index them. */
+void fetch_flush_ready(struct fetch *f);
 /* Every file done: record the manifest and publish. */
 void fetch_maybe_finish(struct fetch *f);
 /* Block b goes back to waiting for a peer (or for its hash). */

@@ -11,11 +11,20 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "common/uri.h"
 
-#define ORIGIN_JOBS_DEFAULT 8 /* origin reads in flight when the source gives no hint */
-#define ORIGIN_JOBS_MAX	    64
+#define ORIGIN_JOBS_DEFAULT 8		 /* origin reads in flight when the source gives no hint */
+#define ORIGIN_JOBS_MAX	    64		 /* ...and at most, from a hint */
+#define ORIGIN_JOBS_ASKED   256		 /* ...and at most, when asked for */
 #define ORIGIN_PART_MIN	    (256u << 10) /* smallest part of a block read in parallel */
+/* FETCH_SYNC_BATCHED: written blocks per fdatasync and index commit, which
+ * bounds the work a crash can lose while keeping syncs rare on fast
+ * transfers; at least this often on slow ones; sealed files per syncfs and
+ * index commit. */
+#define SYNC_BATCH	 16
+#define SYNC_INTERVAL_MS 1000
+#define FINISH_BATCH	 64
 
 /* ---- making blocks durable ---- */
 
@@ -29,7 +38,84 @@ static void seal_work(uv_work_t *w)
 	 * sha256, OCI blob, git blob id, S3 full-object SHA-256), the
 	 * assembled file must match it too. */
 	int rc = manifest_check_content_fd(e, cache_partial_fd(ff->part));
-	ff->rc = rc < 0 ? rc : cache_partial_seal(ff->part, e->mode, e->mtime_ns, 1);
+	ff->rc = rc < 0 ? rc
+			: cache_partial_seal(ff->part, e->mode, e->mtime_ns,
+					     ff->f->o.sync == FETCH_SYNC_EAGER);
+}
+
+void fetch_mark_have(struct fetch *f, struct ffile *ff, uint32_t b, const struct hash_id *h)
+{
+	if (f->state[b] == FETCH_HAVE)
+		return;
+	f->state[b] = FETCH_HAVE;
+	f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+	ff->have++;
+	f->st.blocks_have++;
+	f->st.bytes_have += fetch_len(f, b);
+	/* After a failure blocks are only kept for the next attempt, which
+	 * finds them in the partial. */
+	if (f->hooks.durable && f->rc == 0)
+		f->hooks.durable(f->hooks.arg, f, b, h, f->from_origin[b]);
+}
+
+static void flush_work(uv_work_t *w)
+{
+	struct fetch *f = w->data;
+	f->flush_rc = cache_sync_objects(f->c);
+}
+
+static void flush_done(uv_work_t *w, int status)
+{
+	struct fetch *f = w->data;
+	int rc = status < 0 ? status : f->flush_rc;
+	size_t n = f->nflushing;
+	struct cache_partial **parts = xcalloc(n + 1, sizeof *parts);
+	for (size_t i = 0; i < n; i++) {
+		parts[i] = f->flushing[i]->part;
+		f->flushing[i]->part = NULL;
+	}
+	if (rc == 0 && !f->dead) {
+		rc = cache_partials_finish(parts, n);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			cache_partial_close(parts[i]);
+	}
+	free(parts);
+	f->nflushing = 0;
+	f->flush_busy = 0;
+	if (!f->dead) {
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			struct ffile *ff = f->flushing[i];
+			for (uint32_t b = ff->first; b < ff->first + ff->nblocks; b++)
+				fetch_mark_have(f, ff, b,
+						(const struct hash_id *)fetch_hash_ptr(f, b));
+			ff->done = 1;
+			if (f->hooks.file_done)
+				f->hooks.file_done(f->hooks.arg, f, ff->index);
+		}
+		if (rc < 0)
+			fetch_fail(f, rc, "cannot store files in %s: %s", cache_dir(f->c),
+				   sb_strerror(rc));
+		fetch_maybe_finish(f);
+	}
+	fetch_unpend(f);
+}
+
+/* Sealed files become durable with one filesystem sync, then are indexed
+ * in one transaction: per-file fsyncs and commits would dominate a tree of
+ * small files. */
+void fetch_flush_ready(struct fetch *f)
+{
+	if (!f->nready || f->flush_busy || f->dead)
+		return;
+	struct ffile **t = f->flushing;
+	f->flushing = f->ready;
+	f->nflushing = f->nready;
+	f->ready = t;
+	f->nready = 0;
+	f->flush_busy = 1;
+	f->flush_work.data = f;
+	fetch_queue_work(f, &f->flush_work, flush_work, flush_done);
 }
 
 static void seal_done(uv_work_t *w, int status)
@@ -40,12 +126,13 @@ static void seal_done(uv_work_t *w, int status)
 	ff->sealing = 0;
 	if (!f->dead) {
 		struct cache_partial *p = ff->part;
-		ff->part = NULL;
-		if (rc == 0)
+		int batched = f->o.sync == FETCH_SYNC_BATCHED;
+		ff->part = rc == 0 && batched ? p : NULL;
+		if (rc == 0 && !batched)
 			rc = cache_partials_finish(&p, 1);
 		else if (rc == SB_ECORRUPT)
 			cache_partial_discard(p); /* fetched again from scratch next time */
-		else
+		else if (rc < 0)
 			cache_partial_close(p);
 		const FileEntry *e = f->m->files[ff->index];
 		char want[7 + HASH_HEX_LEN + 1] = "sha256:";
@@ -53,9 +140,9 @@ static void seal_done(uv_work_t *w, int status)
 			hash_to_hex((const struct hash_id *)e->content_sha256.data, want + 7);
 		if (rc == SB_ECORRUPT)
 			fetch_fail(f, rc,
-				   "%s: %s: the assembled file does not match the source's digest "
-				   "%s; not published, its blocks are dropped",
-				   f->m->source, e->path,
+				   "%s: %s does not match the source's digest %s; not published, "
+				   "its blocks are dropped",
+				   fetch_shown(f), e->path,
 				   e->content_sha256.len == HASH_LEN ? want : e->source_digest);
 		else if (sb_no_space(rc))
 			fetch_fail(f, rc, "no space left on the cache %s%s (storing %s: %s)",
@@ -64,8 +151,16 @@ static void seal_done(uv_work_t *w, int status)
 		else if (rc < 0)
 			fetch_fail(f, rc, "%s: cannot store in %s: %s",
 				   f->m->files[ff->index]->path, cache_dir(f->c), sb_strerror(rc));
-		else
+		else if (!batched) {
 			ff->done = 1;
+			if (f->hooks.file_done)
+				f->hooks.file_done(f->hooks.arg, f, ff->index);
+		} else {
+			ff->sealed = 1;
+			f->ready[f->nready++] = ff;
+			if (f->nready >= FINISH_BATCH)
+				fetch_flush_ready(f);
+		}
 		fetch_maybe_finish(f);
 	}
 	fetch_unpend(f);
@@ -98,19 +193,13 @@ static void sync_done(uv_work_t *w, int status)
 	if (rc == 0)
 		rc = cache_partial_commit(ff->part, idx, hs, n);
 	if (rc < 0) {
+		/* An fsync error cannot be retried into success: the blocks
+		 * stay unindexed and the next attempt fetches them again. */
 		fetch_fail(f, rc, "%s: cannot make blocks durable: %s",
 			   f->m->files[ff->index]->path, sb_strerror(rc));
 	} else {
-		for (size_t i = 0; i < n; i++) {
-			uint32_t b = bl[i];
-			f->state[b] = FETCH_HAVE;
-			f->bits[b / 8] |= (uint8_t)(1u << (b % 8));
-			ff->have++;
-			f->st.blocks_have++;
-			f->st.bytes_have += fetch_block_len(f, b);
-			if (f->hooks.durable)
-				f->hooks.durable(f->hooks.arg, f, b, &hs[i], f->from_origin[b]);
-		}
+		for (size_t i = 0; i < n; i++)
+			fetch_mark_have(f, ff, bl[i], &hs[i]);
 	}
 	free(idx);
 	free(hs);
@@ -119,28 +208,57 @@ static void sync_done(uv_work_t *w, int status)
 	fetch_unpend(f);
 }
 
-/* Sync whatever was written as soon as no sync runs for the file: blocks
- * reach peers with the least delay, and syncs batch under load. */
+static void start_sync(struct fetch *f, struct ffile *ff)
+{
+	struct buf t = ff->syncing;
+	ff->syncing = ff->pend;
+	ff->pend = t;
+	buf_reset(&ff->pend);
+	ff->sync_busy = 1;
+	ff->last_sync_ms = uv_now(f->loop);
+	ff->work.data = ff;
+	fetch_queue_work(f, &ff->work, sync_work, sync_done);
+}
+
+static void start_seal(struct fetch *f, struct ffile *ff)
+{
+	if (fetch_open_part(f, ff) < 0) /* an empty file, or all blocks copied */
+		return;
+	/* FETCH_SYNC_BATCHED: the blocks not synced yet are recorded in the
+	 * partial; the seal's fsync (or the group's syncfs) covers them. */
+	const uint32_t *bl = (const uint32_t *)ff->pend.ptr;
+	for (size_t i = 0; i < ff->pend.len / sizeof(uint32_t); i++)
+		cache_partial_set_have(ff->part, bl[i] - ff->first,
+				       (const struct hash_id *)fetch_hash_ptr(f, bl[i]));
+	buf_reset(&ff->pend);
+	ff->sealing = 1;
+	ff->work.data = ff;
+	fetch_queue_work(f, &ff->work, seal_work, seal_done);
+}
+
+/* FETCH_SYNC_EAGER: sync whatever was written as soon as no sync runs for
+ * the file (blocks reach peers with the least delay, and syncs batch under
+ * load); seal once every block is durable. FETCH_SYNC_BATCHED: seal once
+ * every block is written; sync in batches before. After a failure, what
+ * was written is still made durable for the next attempt. */
 void fetch_check_file(struct ffile *ff)
 {
 	struct fetch *f = ff->f;
-	if (f->dead || f->rc < 0 || ff->done || ff->sealing || ff->sync_busy)
+	if (f->dead || ff->done || ff->sealing || ff->sealed || ff->sync_busy)
 		return;
-	if (ff->pend.len) {
-		struct buf t = ff->syncing;
-		ff->syncing = ff->pend;
-		ff->pend = t;
-		buf_reset(&ff->pend);
-		ff->sync_busy = 1;
-		ff->work.data = ff;
-		fetch_queue_work(f, &ff->work, sync_work, sync_done);
+	if (f->o.sync == FETCH_SYNC_BATCHED) {
+		size_t n = ff->pend.len / sizeof(uint32_t);
+		if (f->rc == 0 && ff->written == ff->nblocks)
+			start_seal(f, ff);
+		else if (n && (f->rc < 0 || n >= SYNC_BATCH || !ff->inflight ||
+			       uv_now(f->loop) - ff->last_sync_ms >= SYNC_INTERVAL_MS))
+			start_sync(f, ff);
 		return;
 	}
-	if (ff->have == ff->nblocks && ff->part) {
-		ff->sealing = 1;
-		ff->work.data = ff;
-		fetch_queue_work(f, &ff->work, seal_work, seal_done);
-	}
+	if (ff->pend.len)
+		start_sync(f, ff);
+	else if (f->rc == 0 && ff->have == ff->nblocks)
+		start_seal(f, ff);
 }
 
 /* ---- verifying and writing blocks (pool) ---- */
@@ -190,7 +308,12 @@ static void store_work(uv_work_t *w)
 	hash_sha256(j->buf, j->len, &j->h);
 	if (j->expect && memcmp(j->h.b, fetch_hash_ptr(f, j->b), HASH_LEN) != 0) {
 		j->rc = SB_ECORRUPT;
+		j->held = -1; /* not the source's own finding */
 		return;
+	}
+	if (!j->expect) {
+		struct cache_block_loc loc;
+		j->held = cache_block_find(f->c, &j->h, &loc) == 1;
 	}
 	j->rc =
 	    path_pwrite_all(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
@@ -215,8 +338,13 @@ static void job_release(struct job *j)
 
 void fetch_back_to_need(struct fetch *f, uint32_t b)
 {
-	f->state[b] = fetch_known(f, b) ? FETCH_NEED : FETCH_UNKNOWN;
 	f->lonely_ms[b] = 0;
+	if (f->planned[b] && f->rc == 0 && !f->dead) { /* this node's share: read it */
+		f->state[b] = FETCH_ORIGIN;
+		buf_append(&f->origin_q, &b, sizeof b);
+		return;
+	}
+	f->state[b] = fetch_known(f, b) ? FETCH_NEED : FETCH_UNKNOWN;
 }
 
 void fetch_store_done(uv_work_t *w, int status)
@@ -231,6 +359,7 @@ void fetch_store_done(uv_work_t *w, int status)
 		return;
 	}
 	struct ffile *ff = &f->files[f->bfile[b]];
+	ff->inflight--;
 	if (rc == 0 && f->state[b] >= FETCH_WRITTEN) {
 		/* Another job stored it first. Counted twice, the file would
 		 * seal before its last block is durable, or never. */
@@ -238,7 +367,12 @@ void fetch_store_done(uv_work_t *w, int status)
 		if (!j->expect)
 			memcpy(fetch_hash_ptr(f, b), j->h.b, HASH_LEN);
 		f->state[b] = FETCH_WRITTEN;
+		ff->written++;
 		f->from_origin[b] = j->kind == JOB_ORIGIN;
+		if (f->o.progress)
+			progress_add(f->o.progress, j->len);
+		if (j->kind == JOB_ORIGIN && j->held == 1)
+			f->st.bytes_origin_held += j->len;
 		if (j->kind == JOB_ORIGIN)
 			f->st.bytes_from_origin += j->len;
 		else if (j->kind == JOB_PEER)
@@ -266,10 +400,15 @@ void fetch_store_done(uv_work_t *w, int status)
 			f->hooks.bad_peer(f->hooks.arg, f, j->peer, b);
 	} else if (j->kind == JOB_LOCAL) {
 		fetch_back_to_need(f, b); /* the cached copy went away or is damaged */
-	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT) {
+	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT && j->held == -1) {
 		fetch_fail(f, SB_ECHANGED,
-			   "%s: block %u of %s differs from the version being distributed",
-			   f->m->source, b, f->m->files[ff->index]->path);
+			   "%s: block %u of %s differs from the version being fetched",
+			   fetch_shown(f), b, f->m->files[ff->index]->path);
+	} else if (j->kind == JOB_ORIGIN && rc == SB_ECHANGED) {
+		fetch_fail(f, rc,
+			   "%s: %s changed while it was read; fetch it again for a consistent "
+			   "version",
+			   fetch_shown(f), f->m->files[ff->index]->path);
 	} else if (rc != SB_ECANCELED) {
 		fetch_back_to_need(f, b);
 		if (sb_no_space(rc))
@@ -277,7 +416,8 @@ void fetch_store_done(uv_work_t *w, int status)
 				   cache_dir(f->c), rc == -EDQUOT ? " within the disk quota" : "",
 				   f->m->files[ff->index]->path, sb_strerror(rc));
 		else if (j->kind == JOB_ORIGIN)
-			fetch_fail(f, rc, "%s: %s: %s", f->m->source, f->m->files[ff->index]->path,
+			fetch_fail(f, rc, "%s: %s: %s", fetch_shown(f),
+				   f->m->files[ff->index]->path,
 				   f->src->error_detail ? f->src->error_detail : sb_strerror(rc));
 		else
 			fetch_fail(f, rc, "%s: cannot store block %u: %s",
@@ -365,9 +505,10 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 		return NULL;
 	j->kind = JOB_ORIGIN;
 	j->b = b;
-	j->len = fetch_block_len(f, b);
+	j->len = fetch_len(f, b);
 	j->expect = fetch_known(f, b);
 	j->rc = 0;
+	j->held = 0;
 	j->owned = 0;
 	j->peer = NULL;
 	j->seq = f->next_seq++;
@@ -376,7 +517,7 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	j->parts = 1;
 	j->asked_ns = uv_hrtime();
 	j->arrived_ns = 0;
-	if (!f->src->ops->pread) {
+	if (!f->src->ops->pread && !f->o.whole_blocks) {
 		size_t most = j->len / ORIGIN_PART_MIN;
 		j->parts = (uint32_t)(most < 1 ? 1 : most < f->nslots ? most : f->nslots);
 	}
@@ -385,6 +526,8 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	j->work.data = j;
 	f->slots_busy++;
 	f->state[b] = FETCH_ORIGIN;
+	f->files[f->bfile[b]].started = 1;
+	f->files[f->bfile[b]].inflight++;
 	if (f->src->ops->pread) { /* one blocking read on the pool */
 		j->parts_issued = 1;
 		f->reads_busy++;
@@ -424,6 +567,30 @@ static int match_listing(struct fetch *f)
 	return 0;
 }
 
+void fetch_source_ready(struct fetch *f)
+{
+	const struct source *src = f->src;
+	if (match_listing(f) < 0)
+		return;
+	f->src_state = 2;
+	if (src->sequential)
+		f->nslots = 1;
+	else if (f->o.origin_jobs > 0)
+		f->nslots = (size_t)(f->o.origin_jobs < ORIGIN_JOBS_ASKED ? f->o.origin_jobs
+									  : ORIGIN_JOBS_ASKED);
+	else
+		f->nslots = (size_t)(src->max_parallel <= 0		   ? ORIGIN_JOBS_DEFAULT
+				     : src->max_parallel < ORIGIN_JOBS_MAX ? src->max_parallel
+									   : ORIGIN_JOBS_MAX);
+	f->slots = xcalloc(f->nslots + 1, sizeof *f->slots);
+	for (size_t i = 0; i < f->nslots + 1; i++) {
+		f->slots[i].f = f;
+		f->slots[i].kind = -1;
+		f->slots[i].slot = i;
+	}
+	fetch_pump(f);
+}
+
 static void listed(struct source *src, int status, void *arg)
 {
 	struct fetch *f = arg;
@@ -431,21 +598,8 @@ static void listed(struct source *src, int status, void *arg)
 		if (status < 0)
 			fetch_fail(f, status, "%s",
 				   src->error_detail ? src->error_detail : sb_strerror(status));
-		else if (match_listing(f) == 0) {
-			f->src_state = 2;
-			f->nslots = (size_t)(src->sequential	     ? 1
-					     : src->max_parallel > 0 ? src->max_parallel
-								     : ORIGIN_JOBS_DEFAULT);
-			if (f->nslots > ORIGIN_JOBS_MAX)
-				f->nslots = ORIGIN_JOBS_MAX;
-			f->slots = xcalloc(f->nslots + 1, sizeof *f->slots);
-			for (size_t i = 0; i < f->nslots + 1; i++) {
-				f->slots[i].f = f;
-				f->slots[i].kind = -1;
-				f->slots[i].slot = i;
-			}
-			fetch_pump(f);
-		}
+		else
+			fetch_source_ready(f);
 	}
 	fetch_unpend(f);
 }
@@ -499,8 +653,13 @@ void fetch_pump(struct fetch *f)
 		if (f->origin_head >= queued || f->slots_busy >= f->nslots + 1)
 			break;
 		uint32_t b = q[f->origin_head];
-		if (f->state[b] == FETCH_ORIGIN && !origin_reading(f, b) && !start_origin_job(f, b))
-			break;
+		if (f->state[b] == FETCH_ORIGIN && !origin_reading(f, b)) {
+			struct ffile *ff = &f->files[f->bfile[b]];
+			if (fetch_stopping(f) && !ff->started)
+				break; /* stopping: no new file */
+			if (fetch_open_part(f, ff) < 0 || !start_origin_job(f, b))
+				break;
+		}
 		f->origin_head++;
 	}
 	if (f->origin_head >= queued) {
@@ -539,16 +698,23 @@ void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *co
 		buf_append(&f->origin_q, &b, sizeof b);
 	}
 	fetch_pump(f);
+	fetch_quiet(f);
 }
 
 void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
 		       const char *peer)
 {
+	struct ffile *ff = &f->files[f->bfile[b]];
+	if (fetch_open_part(f, ff) < 0) {
+		free(buf);
+		return;
+	}
+	ff->inflight++;
 	struct job *j = xcalloc(1, sizeof *j);
 	j->f = f;
 	j->kind = kind;
 	j->b = b;
-	j->len = fetch_block_len(f, b);
+	j->len = fetch_len(f, b);
 	j->buf = buf ? buf : xmalloc(j->len ? j->len : 1);
 	j->owned = 1;
 	j->expect = 1;

@@ -1,9 +1,10 @@
 /* Pull: bring one source's current version into the cache and publish it.
- * Lists the source, reuses every file whose change token matches the last
- * version and every block already durable (a crash resumes), fetches the
- * rest in parallel into partial objects (hashing and writing on the libuv
- * pool), then records the manifest and publishes. Runs its own loop; call
- * from one thread. */
+ * Lists the source and runs the fetch engine (agent/fetch.h) on it with the
+ * whole source as the origin plan: every file whose change token matches
+ * the last version and every block already durable (a crash resumes) is
+ * reused, the rest is fetched in parallel into partial objects (hashing and
+ * writing on the libuv pool); then the manifest is recorded and published.
+ * Runs its own loop; call from one thread. */
 #ifndef SYNCBIT_PULL_H
 #define SYNCBIT_PULL_H
 

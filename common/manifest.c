@@ -6,6 +6,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/source.h"
 
 /* Decoded structures may use this many bytes per encoded byte (plus a fixed
  * floor): protobuf-c allocates per field, and an empty repeated message costs
@@ -252,4 +253,139 @@ int manifest_check_content_fd(const FileEntry *f, int fd)
 	return hash_check_content_fd(fd, f->size, f->source_digest,
 				     f->content_sha256.len == HASH_LEN ? f->content_sha256.data
 								       : NULL);
+}
+
+static void free_built(Manifest *m)
+{
+	for (size_t i = 0; i < m->n_files; i++) {
+		free(m->files[i]->block_hashes.data);
+		free(m->files[i]);
+	}
+	free(m->files);
+}
+
+static void build_entry(const struct source_file *f, uint32_t block_size, FileEntry *e)
+{
+	syncbit__file_entry__init(e);
+	e->path = f->path;
+	e->type = (Syncbit__FileType)f->type;
+	e->mode = f->mode;
+	e->mtime_ns = f->mtime_ns;
+	e->source_digest = f->digest ? f->digest : (char *)"";
+	if (f->type == SRC_SYMLINK)
+		e->link_target = f->link_target;
+	if (f->type == SRC_REGULAR) {
+		uint64_t nb = manifest_nblocks(f->size, block_size);
+		e->size = f->size;
+		e->hardlink_to = f->hardlink_to;
+		if (f->has_content_sha256) {
+			e->content_sha256.data = (uint8_t *)f->content_sha256;
+			e->content_sha256.len = HASH_LEN;
+		}
+		if (nb) {
+			e->block_hashes.len = nb * HASH_LEN;
+			e->block_hashes.data = xcalloc(nb, HASH_LEN);
+		}
+	}
+}
+
+/* A one-line reason for the first entry the manifest cannot hold. */
+static char *explain(const struct source_listing *l)
+{
+	for (size_t i = 0; i < l->nfiles; i++) {
+		const struct source_file *f = &l->files[i];
+		if (path_check_relative(f->path) < 0)
+			return xasprintf("entry '%s' escapes the dataset directory", f->path);
+		if (f->type == SRC_SYMLINK && path_check_symlink(f->path, f->link_target) < 0)
+			return xasprintf("symlink %s -> %s escapes the dataset directory", f->path,
+					 f->link_target ? f->link_target : "");
+	}
+	return xstrdup("the listing does not form a valid manifest");
+}
+
+int manifest_from_listing(const struct source_listing *l, const char *canonical,
+			  uint32_t block_size, Manifest **out, char **detail)
+{
+	Manifest m;
+	*out = NULL;
+	*detail = NULL;
+	syncbit__manifest__init(&m);
+	m.format = MANIFEST_FORMAT;
+	m.source = (char *)canonical;
+	m.block_size = block_size;
+	m.source_version = l->version ? l->version : (char *)"";
+	m.n_files = l->nfiles;
+	m.files = xcalloc(l->nfiles + 1, sizeof *m.files);
+	for (size_t i = 0; i < l->nfiles; i++) {
+		m.files[i] = xmalloc(sizeof *m.files[i]);
+		build_entry(&l->files[i], block_size, m.files[i]);
+	}
+	int rc = manifest_validate(&m);
+	if (rc < 0) {
+		*detail = explain(l);
+		free_built(&m);
+		return rc;
+	}
+	/* Encode and decode: the manifest then owns one allocation tree,
+	 * independent of the listing. */
+	struct buf enc = BUF_INIT;
+	manifest_encode(&m, &enc, NULL);
+	free_built(&m);
+	rc = manifest_decode(enc.ptr, enc.len, out);
+	buf_close(&enc);
+	if (rc == SB_ETOOBIG)
+		*detail =
+		    xasprintf("its manifest would be larger than %u bytes", MANIFEST_MAX_BYTES);
+	else if (rc < 0)
+		*detail =
+		    xasprintf("the listing does not form a valid manifest: %s", sb_strerror(rc));
+	return rc;
+}
+
+static int same_content(const FileEntry *a, const FileEntry *b)
+{
+	return a->type == SYNCBIT__FILE_TYPE__FILE_REGULAR &&
+	       b->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && a->size == b->size &&
+	       a->source_digest && b->source_digest && a->source_digest[0] &&
+	       !strcmp(a->source_digest, b->source_digest);
+}
+
+uint64_t manifest_carry_over(Manifest *m, const Manifest *prev)
+{
+	uint64_t taken = 0;
+	if (!prev || prev->block_size != m->block_size)
+		return 0;
+	size_t j = 0;
+	for (size_t i = 0; i < m->n_files; i++) {
+		FileEntry *e = m->files[i];
+		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || e->hardlink_to ||
+		    !e->block_hashes.len)
+			continue;
+		while (j < prev->n_files && strcmp(prev->files[j]->path, e->path) < 0)
+			j++;
+		if (j >= prev->n_files)
+			break;
+		const FileEntry *pe = prev->files[j];
+		if (strcmp(pe->path, e->path) != 0 || !same_content(e, pe) ||
+		    pe->block_hashes.len != e->block_hashes.len)
+			continue;
+		for (size_t k = 0; k < e->block_hashes.len; k += HASH_LEN) {
+			uint8_t *h = e->block_hashes.data + k;
+			const uint8_t *ph = pe->block_hashes.data + k;
+			if (hash_is_zero((const struct hash_id *)h) &&
+			    !hash_is_zero((const struct hash_id *)ph)) {
+				memcpy(h, ph, HASH_LEN);
+				taken++;
+			}
+		}
+	}
+	for (size_t i = 0; taken && i < m->n_files; i++) { /* hardlinks repeat their target */
+		FileEntry *e = m->files[i];
+		if (e->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && e->hardlink_to &&
+		    e->block_hashes.len)
+			memcpy(e->block_hashes.data,
+			       m->files[e->hardlink_to - 1]->block_hashes.data,
+			       e->block_hashes.len);
+	}
+	return taken;
 }

@@ -59,6 +59,28 @@ int manifest_validate(const Manifest *m);
  * source said nothing to check, -errno on a read error. Blocking (pool). */
 int manifest_check_content_fd(const FileEntry *f, int fd);
 
+struct source_listing;
+
+/* The manifest of a listing with every block hash unknown (zero): what a
+ * version is before any block was read. The entries follow the listing
+ * (sorted by path); a hardlink gets its target's zero hashes. Returns 0 with
+ * *out owned by the caller (manifest_free), or a negative error with
+ * *detail (malloc'd) saying in one line why the listing cannot form one:
+ * SB_ECONFINE for an entry that escapes the dataset, SB_ETOOBIG for a
+ * manifest over MANIFEST_MAX_BYTES. Call source_listing_check first: the
+ * hashes allocated grow with the sizes the listing claims. */
+int manifest_from_listing(const struct source_listing *l, const char *canonical,
+			  uint32_t block_size, Manifest **out, char **detail);
+
+/* "Same content, reuse it": the hashes of m's files unchanged since prev.
+ * A regular file of m is unchanged when prev has a regular file at the same
+ * path with the same size and the same non-empty change token
+ * (source_digest), and both are cut at the same block size. Each block hash
+ * m does not know yet (zero) takes prev's when prev knows it; hardlinks
+ * repeat their target's hashes, so m stays valid.
+ * Returns the number of hashes taken. */
+uint64_t manifest_carry_over(Manifest *m, const Manifest *prev);
+
 /* The content id of a regular file: SHA-256 over size, block size and its
  * block hashes. Equal content cut the same way gives the same id. */
 void manifest_file_object_id(uint64_t size, uint32_t block_size, const uint8_t *hashes,

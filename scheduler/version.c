@@ -6,7 +6,6 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/path.h"
 #include "scheduler/assign.h"
 
 static const uint8_t zero_hash[HASH_LEN];
@@ -46,13 +45,12 @@ static int index_version(struct sched_version *v)
 	return 0;
 }
 
-int version_from_manifest(const uint8_t *data, size_t len, struct sched_version **out)
+/* A version of manifest m (taken over), or NULL on an error. */
+static int adopt(Manifest *m, struct sched_version **out)
 {
 	struct sched_version *v = xcalloc(1, sizeof *v);
-	int rc = manifest_decode(data, len, &v->m);
-	*out = NULL;
-	if (rc == 0)
-		rc = index_version(v);
+	v->m = m;
+	int rc = index_version(v);
 	if (rc < 0) {
 		version_free(v);
 		return rc;
@@ -61,6 +59,14 @@ int version_from_manifest(const uint8_t *data, size_t len, struct sched_version 
 	version_settle(v);
 	*out = v;
 	return 0;
+}
+
+int version_from_manifest(const uint8_t *data, size_t len, struct sched_version **out)
+{
+	Manifest *m;
+	*out = NULL;
+	int rc = manifest_decode(data, len, &m);
+	return rc < 0 ? rc : adopt(m, out);
 }
 
 void version_free(struct sched_version *v)
@@ -97,91 +103,18 @@ void version_encode(const struct sched_version *v, struct buf *out)
 	manifest_encode(v->m, out, NULL);
 }
 
-static void free_built(Manifest *m)
-{
-	for (size_t i = 0; i < m->n_files; i++) {
-		free(m->files[i]->block_hashes.data);
-		free(m->files[i]);
-	}
-	free(m->files);
-}
-
-static void build_entry(const struct source_file *f, uint32_t block_size, FileEntry *e)
-{
-	syncbit__file_entry__init(e);
-	e->path = f->path;
-	e->type = (Syncbit__FileType)f->type;
-	e->mode = f->mode;
-	e->mtime_ns = f->mtime_ns;
-	e->source_digest = f->digest ? f->digest : (char *)"";
-	if (f->type == SRC_SYMLINK)
-		e->link_target = f->link_target;
-	if (f->type == SRC_REGULAR) {
-		uint64_t nb = manifest_nblocks(f->size, block_size);
-		e->size = f->size;
-		e->hardlink_to = f->hardlink_to;
-		if (f->has_content_sha256) {
-			e->content_sha256.data = (uint8_t *)f->content_sha256;
-			e->content_sha256.len = HASH_LEN;
-		}
-		if (nb) {
-			e->block_hashes.len = nb * HASH_LEN;
-			e->block_hashes.data = xcalloc(nb, HASH_LEN);
-		}
-	}
-}
-
-/* A one-line reason for the first entry the manifest cannot hold. */
-static char *explain(const struct source_listing *l)
-{
-	for (size_t i = 0; i < l->nfiles; i++) {
-		const struct source_file *f = &l->files[i];
-		if (path_check_relative(f->path) < 0)
-			return xasprintf("entry '%s' escapes the dataset directory", f->path);
-		if (f->type == SRC_SYMLINK && path_check_symlink(f->path, f->link_target) < 0)
-			return xasprintf("symlink %s -> %s escapes the dataset directory", f->path,
-					 f->link_target ? f->link_target : "");
-	}
-	return xstrdup("the listing does not form a valid manifest");
-}
-
 int version_from_listing(const struct source_listing *l, const char *canonical, uint32_t block_size,
 			 struct sched_version **out, char **detail)
 {
-	Manifest m;
 	*out = NULL;
 	*detail = NULL;
 	/* Before the hashes are allocated: they grow with the sizes claimed. */
 	int rc = source_listing_check(l, NULL, block_size, NULL, detail);
 	if (rc < 0)
 		return rc;
-	syncbit__manifest__init(&m);
-	m.format = MANIFEST_FORMAT;
-	m.source = (char *)canonical;
-	m.block_size = block_size;
-	m.source_version = l->version ? l->version : (char *)"";
-	m.n_files = l->nfiles;
-	m.files = xcalloc(l->nfiles + 1, sizeof *m.files);
-	for (size_t i = 0; i < l->nfiles; i++) {
-		m.files[i] = xmalloc(sizeof *m.files[i]);
-		build_entry(&l->files[i], block_size, m.files[i]);
-	}
-	rc = manifest_validate(&m);
-	if (rc < 0) {
-		*detail = explain(l);
-		free_built(&m);
-		return rc;
-	}
-	/* Encode and decode: the version then owns one allocation tree. */
-	struct buf enc = BUF_INIT;
-	manifest_encode(&m, &enc, NULL);
-	free_built(&m);
-	rc = version_from_manifest(enc.ptr, enc.len, out);
-	buf_close(&enc);
-	if (rc == SB_ETOOBIG)
-		*detail =
-		    xasprintf("its manifest would be larger than %u bytes", MANIFEST_MAX_BYTES);
-	else if (rc < 0)
+	Manifest *m;
+	rc = manifest_from_listing(l, canonical, block_size, &m, detail);
+	if (rc == 0 && (rc = adopt(m, out)) < 0)
 		*detail =
 		    xasprintf("the listing does not form a valid manifest: %s", sb_strerror(rc));
 	return rc;
@@ -252,37 +185,19 @@ int version_settle(struct sched_version *v)
 	return 1;
 }
 
-static int same_content(const FileEntry *a, const FileEntry *b)
-{
-	return a->type == SYNCBIT__FILE_TYPE__FILE_REGULAR &&
-	       b->type == SYNCBIT__FILE_TYPE__FILE_REGULAR && a->size == b->size &&
-	       a->source_digest && b->source_digest && a->source_digest[0] &&
-	       !strcmp(a->source_digest, b->source_digest);
-}
-
 uint32_t version_carry_over(struct sched_version *v, const struct sched_version *prev)
 {
-	uint32_t taken = 0;
-	if (!prev || prev->m->block_size != v->m->block_size)
+	if (!prev || !manifest_carry_over(v->m, prev->m))
 		return 0;
-	const Manifest *pm = prev->m;
-	size_t j = 0;
-	for (size_t k = 0; k < v->nindex; k++) {
-		const struct version_file *vf = &v->index[k];
-		const FileEntry *e = v->m->files[vf->file];
-		while (j < pm->n_files && strcmp(pm->files[j]->path, e->path) < 0)
-			j++;
-		if (j >= pm->n_files)
-			break;
-		const FileEntry *pe = pm->files[j];
-		if (strcmp(pe->path, e->path) != 0 || !same_content(e, pe))
+	/* The known bitmap follows the hashes taken. */
+	uint32_t taken = 0;
+	for (uint32_t b = 0; b < v->nblocks; b++) {
+		if (assign_bit(v->known, b) ||
+		    !memcmp(version_block_hash(v, b), zero_hash, HASH_LEN))
 			continue;
-		for (uint32_t i = 0; i < vf->nblocks; i++) {
-			const uint8_t *h = pe->block_hashes.data + (size_t)i * HASH_LEN;
-			if (memcmp(h, zero_hash, HASH_LEN) != 0 &&
-			    version_set_hash(v, vf->first + i, h) == 1)
-				taken++;
-		}
+		assign_set_bit(v->known, b);
+		v->nknown++;
+		taken++;
 	}
 	version_settle(v);
 	return taken;

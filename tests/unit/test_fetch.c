@@ -3,7 +3,8 @@
  * second node from bytes handed in as a peer would; a corrupt block
  * refused; a restart that reuses what the cache holds; origin shares that
  * drop blocks and name them again; blocks that match poisoned hashes but
- * not the source's whole-file digest. */
+ * not the source's whole-file digest; a standalone pull's batched fetch
+ * stopped midway. */
 #include "tests/unit/testutil.h"
 
 #include <sys/stat.h>
@@ -79,40 +80,10 @@ static Manifest *listing_manifest(uv_loop_t *loop, const char *dir)
 	assert_int_equal(src->ops->list(src, listed_cb, &st), 0);
 	uv_run(loop, UV_RUN_DEFAULT);
 	assert_int_equal(st, 0);
-	Manifest m = SYNCBIT__MANIFEST__INIT;
-	m.format = MANIFEST_FORMAT;
-	m.source = uri.canonical;
-	m.block_size = BS;
-	m.source_version = "";
-	m.n_files = src->listing.nfiles;
-	m.files = calloc(m.n_files + 1, sizeof *m.files);
-	for (size_t i = 0; i < m.n_files; i++) {
-		const struct source_file *sf = &src->listing.files[i];
-		FileEntry *e = calloc(1, sizeof *e);
-		syncbit__file_entry__init(e);
-		e->path = sf->path;
-		e->type = (Syncbit__FileType)sf->type;
-		e->mode = sf->mode;
-		e->mtime_ns = sf->mtime_ns;
-		e->source_digest = sf->digest ? sf->digest : (char *)"";
-		if (sf->type == SRC_REGULAR) {
-			e->size = sf->size;
-			e->block_hashes.len = manifest_nblocks(sf->size, BS) * HASH_LEN;
-			e->block_hashes.data = calloc(e->block_hashes.len + 1, 1);
-		}
-		m.files[i] = e;
-	}
-	struct buf enc = BUF_INIT;
-	struct hash_id id;
 	Manifest *out;
-	manifest_encode(&m, &enc, &id);
-	assert_int_equal(manifest_decode(enc.ptr, enc.len, &out), 0);
-	buf_close(&enc);
-	for (size_t i = 0; i < m.n_files; i++) {
-		free(m.files[i]->block_hashes.data);
-		free(m.files[i]);
-	}
-	free(m.files);
+	char *detail = NULL;
+	assert_int_equal(manifest_from_listing(&src->listing, uri.canonical, BS, &out, &detail), 0);
+	assert_null(detail);
 	source_free(src);
 	uri_close(&uri);
 	return out;
@@ -565,6 +536,147 @@ static void test_poisoned_blocks_s3_checksum(void **state)
 	poisoned_file(1);
 }
 
+/* The standalone pull's use of the engine: a source listed by the caller,
+ * the whole source as the origin plan, one read in flight, syncs batched
+ * (FETCH_SYNC_BATCHED), the caller publishing. A stop once the first file
+ * has a durable block finishes that file, starts no other, fails with
+ * SB_ECANCELED and leaves the finished file indexed: the next fetch of a
+ * manifest without hashes finds every one of its blocks in the cache. */
+struct bctx {
+	volatile sig_atomic_t stop;
+	int arm; /* stop once the first block is stored */
+	int durable, done, status, completed, idle;
+	uv_loop_t *loop;
+};
+
+static void b_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
+		      int from_origin)
+{
+	struct bctx *c = arg;
+	c->durable++;
+}
+
+static void b_done(void *arg, struct fetch *f, int status)
+{
+	struct bctx *c = arg;
+	c->done++;
+	c->status = status;
+}
+
+static int b_complete(void *arg, struct fetch *f, const Manifest *m, const struct hash_id *id,
+		      char **detail)
+{
+	struct bctx *c = arg;
+	c->completed++;
+	assert_int_equal(manifest_validate(m), 0);
+	return 0;
+}
+
+static void b_idle(void *arg, struct fetch *f)
+{
+	struct bctx *c = arg;
+	c->idle++;
+	uv_stop(c->loop);
+}
+
+static struct source *listed_source(uv_loop_t *loop, const char *dir)
+{
+	struct source_uri uri;
+	struct source_options so;
+	struct source *src;
+	int st = 1;
+	source_options_default(&so);
+	assert_int_equal(uri_parse(dir, &uri), 0);
+	assert_int_equal(source_new(loop, &uri, &so, &src), 0);
+	uri_close(&uri);
+	assert_int_equal(src->ops->list(src, listed_cb, &st), 0);
+	uv_run(loop, UV_RUN_DEFAULT);
+	assert_int_equal(st, 0);
+	return src;
+}
+
+static void batched_run(uv_loop_t *loop, struct cache *c, const char *dir, struct bctx *cx,
+			struct fetch_stats *st)
+{
+	struct source *src = listed_source(loop, dir);
+	Manifest *m;
+	char *detail = NULL;
+	assert_int_equal(manifest_from_listing(&src->listing, src->uri.canonical, BS, &m, &detail),
+			 0);
+	struct source_options so;
+	source_options_default(&so);
+	struct fetch_hooks h = {.arg = cx,
+				.durable = b_durable,
+				.done = b_done,
+				.complete = b_complete,
+				.idle = b_idle};
+	struct fetch_options o = {.name = "ds",
+				  .so = &so,
+				  .src = src,
+				  .origin_jobs = 1,
+				  .whole_blocks = 1,
+				  .sync = FETCH_SYNC_BATCHED,
+				  .quiet = 1,
+				  .stop = &cx->stop};
+	struct fetch *f;
+	cx->loop = loop;
+	assert_int_equal(fetch_open(loop, c, m, &o, &h, &f), 0);
+	uint32_t first = 0, count = fetch_nblocks(f);
+	fetch_set_origin(f, &first, &count, 1);
+	/* One read in flight, the next started as one is stored: when the
+	 * first block is stored, the read under way is the first file's. */
+	while (!cx->idle && cx->arm) {
+		uv_run(loop, UV_RUN_ONCE);
+		fetch_stats(f, st);
+		if (st->bytes_from_origin)
+			cx->stop = 1; /* as a signal handler would */
+	}
+	if (!cx->idle)
+		uv_run(loop, UV_RUN_DEFAULT);
+	fetch_stats(f, st);
+	fetch_free(f);
+	source_free(src);
+	uv_run(loop, UV_RUN_DEFAULT);
+	manifest_free(m);
+}
+
+static void test_batched_stop(void **state)
+{
+	char *tmp = testutil_mkdtemp();
+	char *src = path_join(tmp, "src"), *ca = path_join(tmp, "ca");
+	mkdir(src, 0755);
+	write_file(src, "a", 3 * BS + 1, 5);
+	write_file(src, "b", 2 * BS, 6);
+	write_file(src, "c", BS, 7);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct cache *c;
+	assert_int_equal(cache_open(ca, 0, &c), 0);
+	struct bctx cx = {.arm = 1};
+	struct fetch_stats st;
+	batched_run(&loop, c, src, &cx, &st);
+	assert_int_equal(cx.idle, 1);
+	assert_int_equal(cx.done, 1);
+	assert_int_equal(cx.status, SB_ECANCELED);
+	assert_int_equal(cx.completed, 0);
+	assert_int_equal(st.bytes_from_origin, 3 * BS + 1); /* a only, whole */
+	assert_int_equal(st.blocks_have, 4);		    /* and indexed */
+
+	struct bctx cy = {0};
+	batched_run(&loop, c, src, &cy, &st);
+	assert_int_equal(cy.idle, 1);
+	assert_int_equal(cy.completed, 1);
+	assert_int_equal(cy.status, 0);
+	assert_int_equal(st.bytes_from_origin, 3 * BS + 1 + 2 * BS + BS);
+	assert_int_equal(st.bytes_origin_held, 3 * BS + 1); /* a's blocks, found in the cache */
+	assert_int_equal(st.blocks_have, 7);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	cache_free(c);
+	free(src);
+	free(ca);
+	testutil_rmtree(tmp);
+}
+
 int main(void)
 {
 	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
@@ -576,6 +688,7 @@ int main(void)
 	    cmocka_unit_test(test_share_named_again),
 	    cmocka_unit_test(test_poisoned_blocks_lfs_digest),
 	    cmocka_unit_test(test_poisoned_blocks_s3_checksum),
+	    cmocka_unit_test(test_batched_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -752,6 +752,47 @@ static void test_validate_fields(void **state)
 	REJECT(SB_EPROTO, b->e[8].hardlink_to = 1);
 }
 
+/* "Same content, reuse it": a file keeps its hashes across versions only
+ * with the same path, size, non-empty change token and block size; hashes
+ * it knows already stay; hardlinks follow their target. */
+static void test_carry_over(void **state)
+{
+	struct mbuild prev, next;
+	mb_sample(&prev);
+	mb_sample(&next);
+	/* The next version knows nothing yet; its hardlink has its own copy
+	 * of the hashes, as in a decoded manifest. */
+	for (size_t i = 0; i < next.m.n_files; i++)
+		if (next.e[i].block_hashes.len && !next.e[i].hardlink_to)
+			memset(next.e[i].block_hashes.data, 0, next.e[i].block_hashes.len);
+	next.hashes[4] = calloc(1, next.e[1].block_hashes.len);
+	next.e[4].block_hashes.data = next.hashes[4];
+	next.e[11].source_digest = (char *)"etag-2"; /* c changed */
+	next.e[3].source_digest = (char *)"";	     /* a/exact: no token */
+	prev.e[3].source_digest = (char *)"";
+	uint8_t *one = next.e[9].block_hashes.data; /* b/one: known already, kept */
+	memset(one, 0xab, HASH_LEN);
+	assert_int_equal(manifest_carry_over(&next.m, &prev.m), 301); /* a/big.bin */
+	assert_memory_equal(next.e[1].block_hashes.data, prev.e[1].block_hashes.data,
+			    prev.e[1].block_hashes.len);
+	assert_memory_equal(next.e[4].block_hashes.data, prev.e[1].block_hashes.data,
+			    prev.e[1].block_hashes.len);
+	assert_true(hash_is_zero((const struct hash_id *)next.e[11].block_hashes.data));
+	assert_true(hash_is_zero((const struct hash_id *)next.e[3].block_hashes.data));
+	assert_int_equal(one[0], 0xab);
+	assert_int_equal(manifest_validate(&next.m), 0);
+	/* Cut at another block size, nothing carries over. */
+	struct mbuild other;
+	mb_init(&other, 2 * BS);
+	mb_add(&other, "a/big.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR, 300 * BS + 17, 0);
+	memset(other.e[0].block_hashes.data, 0, other.e[0].block_hashes.len);
+	assert_int_equal(manifest_carry_over(&other.m, &prev.m), 0);
+	assert_int_equal(manifest_carry_over(&other.m, NULL), 0);
+	mb_close(&other);
+	mb_close(&prev);
+	mb_close(&next);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -773,6 +814,7 @@ int main(void)
 	    cmocka_unit_test(test_validate_symlinks),
 	    cmocka_unit_test(test_validate_blocks),
 	    cmocka_unit_test(test_validate_block_count),
+	    cmocka_unit_test(test_carry_over),
 	    cmocka_unit_test(test_validate_hardlinks),
 	    cmocka_unit_test(test_validate_fields),
 	};
