@@ -441,10 +441,9 @@ static void hash_done(uv_work_t *w, int status)
 				 "served again",
 				 j->cat->name, j->digest);
 		else if (status == 0 && j->rc == SB_ECORRUPT)
-			log_error(
-			    "mirror: dataset %s: blob %s in %s does not match its digest: "
-			    "never served (the next version, or `syncbit verify`, repairs it)",
-			    j->cat->name, j->digest, j->cat->dir);
+			log_error("mirror: dataset %s: blob %s in %s does not match its digest: "
+				  "not served until the agent puts it back",
+				  j->cat->name, j->digest, j->cat->dir);
 	}
 	job_done(j);
 }
@@ -504,6 +503,11 @@ static void open_done(uv_work_t *w, int status)
 			stopping(mr);
 		else
 			not_found(mr);
+	} else if (daemon_file_damaged(j->m->d, j->cat->name, &b->object)) {
+		close(j->fd); /* whatever its time says: being repaired */
+		answer_error(mr, 404, "BLOB_UNKNOWN",
+			     "the blob's file changed on disk here and is being repaired",
+			     MIRROR_REFUSED);
 	} else if (!blob_trusted(j->m, j->cat, b, &j->st)) {
 		close(j->fd);
 		answer_error(mr, 404, "BLOB_UNKNOWN", "the blob's file failed its checks here",

@@ -12,7 +12,9 @@
 # unpacked files are compared with the layers pushed. An image the mirror
 # does not hold comes from a second, live registry after the mirror's 404.
 # A flipped byte in one node's published layer is never served: that node
-# answers 404 and containerd takes the layer from the other node's mirror.
+# answers 404, keeps serving the image's other blobs, and repairs the layer
+# from the other node (the registry still down); containerd then pulls the
+# image through both mirrors.
 . "$(dirname "$0")/lib.sh"
 . "$HERE/cluster.sh"
 
@@ -282,8 +284,13 @@ check "  the mirror was asked first and said 404" \
 	test "$(curl -sf "http://$H1/metrics" | awk -F'[ ]' '/result="not_found"/ {print $2}')" -gt "$before"
 
 # A flipped byte in node 2's published base layer (the cache object too:
-# they are one file) is never served; containerd takes it from node 1.
+# they are one file) is never served; node 2 repairs it from node 1, the
+# registry down. From a peer the repair takes well under a second, so node
+# 1 is paused (SIGSTOP) while node 2's 404s are looked at.
 check "containerd forgets the images again" forget "$R/team/app:v1" "$R2/team/other:v1"
+resume1() { kill -CONT "${AGENT_PID[1]}"; }
+CLEANUPS+=(resume1)
+kill -STOP "${AGENT_PID[1]}"
 python3 - "$T/t2/app/blobs/sha256/$BASE" <<'PY'
 import sys
 with open(sys.argv[1], "r+b") as f:
@@ -305,9 +312,15 @@ blob_ok() { # URL DIGEST: 200 and the body hashes to DIGEST
 }
 for _ in $(seq 200); do blob_ok "http://$M2/v2/team/app/blobs/sha256:$APP_TOP$NS" "$APP_TOP" && break; sleep 0.1; done
 check "  its other blobs are still served" blob_ok "http://$M2/v2/team/app/blobs/sha256:$APP_TOP$NS" "$APP_TOP"
+check "  node 2 says it is repairing" test "$(status_field 2 app state)" = repairing
+resume1
 for _ in $(seq 300); do blob_ok "http://$M2/v2/team/app/blobs/sha256:$BASE$NS" "$BASE" && break; sleep 0.1; done
 check "  the layer is repaired and served again, its bytes the digest's" \
 	blob_ok "http://$M2/v2/team/app/blobs/sha256:$BASE$NS" "$BASE"
+check "  from node 1: the repair read nothing from the origin" \
+	test "$(status_field 2 app bytes_from_origin)" = 0 -a "$(status_field 2 app bytes_from_peers)" -ge "$SIZE"
+check "  only the changed file was put back" grep -q "dataset app: repaired .*: 1 file put back" "$T/a2.log"
+check "  node 2 is ready again" wait_ready 30 app 2
 check "containerd-hosts with node 2's mirror first, then node 1's" hosts "$T/hosts21" "http://$M2,http://$M1"
 check "ctr pulls the image through them" pulled "$R/team/app:v1" "$T/hosts21"
 check "  the unpacked files are the layers'" same_files "$R/team/app:v1" "$BASE" "$APP_TOP"
