@@ -623,6 +623,8 @@ static void listed(struct source *src, int status, void *arg)
 	fetch_unpend(f);
 }
 
+static void origin_unqueue(struct fetch *f);
+
 static void open_source(struct fetch *f)
 {
 	struct source_uri uri;
@@ -665,17 +667,9 @@ void fetch_origin_fail(struct fetch *f, int rc, const char *fmt, ...)
 		buf_close(&line);
 		return;
 	}
-	/* What was queued for the origin waits for a peer again; reads under
-	 * way end by themselves. A source not listed yet is listed again. */
-	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
+	/* A source not listed yet is listed again. */
 	uint32_t n = 0;
-	for (size_t i = f->origin_head; i < f->origin_q.len / sizeof(uint32_t); i++)
-		if (f->state[q[i]] == FETCH_ORIGIN && (!f->slots || !origin_reading(f, q[i]))) {
-			f->state[q[i]] = fetch_known(f, q[i]) ? FETCH_NEED : FETCH_UNKNOWN;
-			f->lonely_ms[q[i]] = 0;
-		}
-	buf_reset(&f->origin_q);
-	f->origin_head = 0;
+	origin_unqueue(f);
 	if (f->src_state != 2 && !f->src_borrowed)
 		f->src_state = 0;
 	for (uint32_t b = 0; b < f->nblocks; b++)
@@ -693,10 +687,26 @@ void fetch_origin_fail(struct fetch *f, int rc, const char *fmt, ...)
 	buf_close(&line);
 }
 
+/* What is queued for the origin waits for a peer again (a repair whose
+ * origin failed lately); reads under way end by themselves. */
+static void origin_unqueue(struct fetch *f)
+{
+	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
+	for (size_t i = f->origin_head; i < f->origin_q.len / sizeof(uint32_t); i++)
+		if (f->state[q[i]] == FETCH_ORIGIN && (!f->slots || !origin_reading(f, q[i]))) {
+			f->state[q[i]] = fetch_known(f, q[i]) ? FETCH_NEED : FETCH_UNKNOWN;
+			f->lonely_ms[q[i]] = 0;
+		}
+	buf_reset(&f->origin_q);
+	f->origin_head = 0;
+}
+
 void fetch_pump(struct fetch *f)
 {
 	if (f->dead || f->rc < 0)
 		return;
+	if (uv_now(f->loop) < f->origin_after_ms)
+		origin_unqueue(f); /* not before its backoff: peers only meanwhile */
 	size_t queued = f->origin_q.len / sizeof(uint32_t);
 	if (f->origin_head >= queued && !f->slots_busy)
 		return;
