@@ -410,8 +410,8 @@ void fetch_store_done(uv_work_t *w, int status)
 	} else if (j->kind == JOB_ORIGIN && f->o.repair && rc != SB_ECANCELED && !sb_no_space(rc)) {
 		fetch_back_to_need(f, b);
 		why = rc == SB_ECORRUPT || rc == SB_ECHANGED ? "differs from the version in place"
-		      : f->src->error_detail			 ? f->src->error_detail
-								 : sb_strerror(rc);
+		      : f->src->error_detail		     ? f->src->error_detail
+							     : sb_strerror(rc);
 	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT && j->held == -1) {
 		fetch_fail(f, SB_ECHANGED,
 			   "%s: block %u of %s differs from the version being fetched",
@@ -572,10 +572,11 @@ static int match_listing(struct fetch *f)
 		}
 		const struct source_file *s = &l->files[j];
 		if (s->size != e->size || strcmp(s->digest ? s->digest : "", e->source_digest)) {
-			fetch_origin_fail(f, SB_ECHANGED,
-				   "%s: %s changed since the scheduler listed it; waiting for the "
-				   "next version",
-				   f->m->source, e->path);
+			fetch_origin_fail(
+			    f, SB_ECHANGED,
+			    "%s: %s changed since the scheduler listed it; waiting for the "
+			    "next version",
+			    f->m->source, e->path);
 			return SB_ECHANGED;
 		}
 		f->src_index[i] = j;
@@ -678,10 +679,10 @@ void fetch_origin_fail(struct fetch *f, int rc, const char *fmt, ...)
 	f->origin_backoff_ms = ms < FETCH_ORIGIN_RETRY_MAX_MS ? ms : FETCH_ORIGIN_RETRY_MAX_MS;
 	f->origin_after_ms = uv_now(f->loop) + f->origin_backoff_ms;
 	free(f->waiting);
-	f->waiting = xasprintf("the origin cannot be read (%s): %u %s wait for a peer, the "
-			       "origin is tried again in %u s",
-			       buf_cstr(&line), n, n == 1 ? "block" : "blocks",
-			       f->origin_backoff_ms / 1000);
+	f->waiting =
+	    xasprintf("the origin cannot be read (%s): %u %s wait for a peer, the "
+		      "origin is tried again in %u s",
+		      buf_cstr(&line), n, n == 1 ? "block" : "blocks", f->origin_backoff_ms / 1000);
 	log_limited_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"error", buf_cstr(&line)}),
 			 "dataset %s: repairing: %s", f->name, f->waiting);
 	buf_close(&line);
