@@ -8,8 +8,9 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
+#include "common/io.h"
 #include "common/path.h"
 
 #define DOCKER_HUB_SERVER "registry-1.docker.io"
@@ -104,7 +105,7 @@ static int replace_file(int dirfd, const struct buf *content, const char **what)
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	int rc = path_pwrite_all(fd, content->ptr, content->len, 0);
+	int rc = io_pwrite_full(fd, content->ptr, content->len, 0);
 	if (rc == 0 && fchmod(fd, 0644) < 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fd) < 0)

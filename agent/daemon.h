@@ -14,7 +14,7 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 #define DAEMON_RECONNECT_MIN_MS 500
 #define DAEMON_RECONNECT_MAX_MS 10000

@@ -19,7 +19,7 @@
 #include "common/hash.h"
 #include "common/manifest.h"
 #include "common/progress.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 /* A block known by hash and missing here waits this long for a peer to
  * offer it before this node reads it from the origin itself. */

@@ -10,6 +10,7 @@
 
 #include "agent/fetch_int.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
@@ -276,19 +277,9 @@ static int read_local(struct job *j)
 	int fd = open(loc.path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	size_t done = 0;
-	while (done < j->len) {
-		ssize_t n = pread(fd, j->buf + done, j->len - done, (off_t)(loc.offset + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : SB_ETRUNCATED;
-			break;
-		}
-		done += (size_t)n;
-	}
+	rc = io_pread_full(fd, j->buf, j->len, loc.offset);
 	close(fd);
-	return done == j->len ? 0 : rc;
+	return rc;
 }
 
 static void store_work(uv_work_t *w)
@@ -317,7 +308,7 @@ static void store_work(uv_work_t *w)
 		j->held = cache_block_find(f->c, &j->h, &loc) == 1;
 	}
 	j->rc =
-	    path_pwrite_all(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
+	    io_pwrite_full(cache_partial_fd(ff->part), j->buf, j->len, fetch_block_off(f, j->b));
 }
 
 static void job_release(struct job *j)

@@ -13,8 +13,9 @@
 #include "agent/publish.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/io.h"
 #include "common/log.h"
+#include "common/source/filter.h"
 #include "common/path.h"
 
 #define TMP_PREFIX ".syncbit-tmp."
@@ -270,7 +271,7 @@ int layout_put_file(int dir_fd, const char *name, const char *data)
 	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	int rc = path_pwrite_all(fd, data, len, 0);
+	int rc = io_pwrite_full(fd, data, len, 0);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	close(fd);

@@ -10,8 +10,8 @@
 
 #include "common/buf.h"
 #include "common/hash.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 #define MIRROR_DOCS_MAX	   (64u << 20) /* manifest bytes kept in memory per catalog */
 #define MIRROR_TAGS_MAX	   100000
@@ -64,7 +64,7 @@ struct mirror_cat {
 	char *name;			      /* the dataset */
 	struct hash_id id;		      /* its manifest id */
 	char *dir;			      /* TARGET/NAME */
-	char registry[OCI_NAME_HOST_MAX + 1]; /* folded (common/oci_name.h) */
+	char registry[OCI_NAME_HOST_MAX + 1]; /* folded (common/source/oci_name.h) */
 	char repo[OCI_NAME_REPO_MAX + 1];
 	enum mirror_cat_state state;
 	uint64_t failed_at_ms;

@@ -10,6 +10,7 @@
 #include "agent/peer_int.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/wire.h"
 
@@ -34,18 +35,8 @@ static void serve_work(uv_work_t *w)
 			return;
 		}
 		s->buf = xmalloc(loc.len ? loc.len : 1);
-		size_t done = 0;
-		while (done < loc.len) {
-			ssize_t n =
-			    pread(fd, s->buf + done, loc.len - done, (off_t)(loc.offset + done));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			done += (size_t)n;
-		}
+		s->rc = io_pread_full(fd, s->buf, loc.len, loc.offset) == 0 ? 0 : SB_ETRUNCATED;
 		close(fd);
-		s->rc = done == loc.len ? 0 : SB_ETRUNCATED;
 		return;
 	}
 	s->rc = rc < 0 ? rc : SB_ENOTFOUND;

@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/path.h"
 
@@ -52,7 +53,7 @@ int publish_copy_fd(int src_fd, int dst_fd, uint64_t size)
 					rc = r < 0 ? -errno : SB_ETRUNCATED;
 					break;
 				}
-				if ((rc = path_pwrite_all(dst_fd, b, (size_t)r, done)) < 0)
+				if ((rc = io_pwrite_full(dst_fd, b, (size_t)r, done)) < 0)
 					break;
 				done += (uint64_t)r;
 			}

@@ -14,6 +14,7 @@
 #include "agent/publish.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/progress.h"

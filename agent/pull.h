@@ -13,7 +13,7 @@
 
 #include "agent/cache.h"
 #include "agent/layout.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/hash.h"
 
 struct pull_options {

@@ -8,11 +8,11 @@
 
 #include "agent/sync_oci_int.h"
 #include "common/err.h"
-#include "common/registry_auth.h"
+#include "common/source/oci_auth.h"
 #include "common/log.h"
 #include "common/progress.h"
-#include "common/registry.h"
-#include "common/registry_push.h"
+#include "common/source/oci_client.h"
+#include "common/source/oci_push.h"
 #include "common/uri.h"
 
 #define DOCKER_HUB_API "registry-1.docker.io"
@@ -97,8 +97,8 @@ struct run {
 	struct sync_oci_dest *dest;
 	struct sync_oci_plan *plan;
 	struct sync_oci_result *r;
-	struct registry *reg;
-	struct registry_push *push;
+	struct oci_client *reg;
+	struct oci_push *push;
 	struct progress prog;
 	size_t image; /* the image being pushed */
 	size_t next;  /* its next blob to start */
@@ -126,7 +126,7 @@ static void run_fail(struct run *x, int rc, const char *fmt, ...)
 	x->rc = rc;
 	x->r->error = buf_steal(&b);
 	if (x->inflight)
-		registry_push_cancel(x->push); /* the others end soon, canceled */
+		oci_push_cancel(x->push); /* the others end soon, canceled */
 }
 
 /* Nothing in flight: release the registry, so the loop runs dry. */
@@ -136,8 +136,8 @@ static void run_end(struct run *x)
 		return;
 	x->ended = 1;
 	progress_close(&x->prog);
-	registry_push_free(x->push);
-	registry_free(x->reg);
+	oci_push_free(x->push);
+	oci_client_free(x->reg);
 	x->push = NULL;
 	x->reg = NULL;
 }
@@ -178,14 +178,14 @@ static void on_manifest_put(struct push_manifest *m)
 		run_end(x);
 		return;
 	}
-	registry_push_manifest_close(m);
+	oci_push_manifest_close(m);
 	image_done(x, 1);
 }
 
 static void put_manifest(struct run *x)
 {
-	registry_push_manifest_close(&x->mop);
-	registry_push_manifest_put(x->push, &x->mop, on_manifest_put);
+	oci_push_manifest_close(&x->mop);
+	oci_push_manifest_put(x->push, &x->mop, on_manifest_put);
 }
 
 static void on_blob(struct push_blob *op);
@@ -215,7 +215,7 @@ static void pump(struct run *x)
 		b->op.mount_from = b->mount_from;
 		b->op.arg = x;
 		x->inflight++;
-		registry_push_blob(x->push, &b->op, on_blob);
+		oci_push_blob(x->push, &b->op, on_blob);
 	}
 	if (x->inflight)
 		return;
@@ -289,7 +289,7 @@ static void next_image(struct run *x)
 	const struct sync_oci_image *im = &x->plan->images[x->image];
 	x->cur.tag = im->tag ? xstrdup(im->tag) : NULL;
 	snprintf(x->cur.digest, sizeof x->cur.digest, "%s", im->digest);
-	registry_push_manifest_close(&x->mop);
+	oci_push_manifest_close(&x->mop);
 	x->mop = (struct push_manifest){
 	    .ref = ref_of(im),
 	    .media_type = im->media_type,
@@ -297,7 +297,7 @@ static void next_image(struct run *x)
 	    .len = im->bytes.len,
 	    .arg = x,
 	};
-	registry_push_manifest_head(x->push, &x->mop, on_manifest_head);
+	oci_push_manifest_head(x->push, &x->mop, on_manifest_head);
 }
 
 static void on_sent(void *arg, uint64_t n)
@@ -314,7 +314,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 /* user:password for the destination: its own (--dest-registry-user,
  * $DEST_REGISTRY_AUTH), else an auth file's entry for it
- * (common/registry_auth.h), else the source's. 0 with *userpwd (heap, or
+ * (common/source/oci_auth.h), else the source's. 0 with *userpwd (heap, or
  * NULL: anonymous), or SB_ECONFIG with x->r->error set. */
 static int dest_credentials(struct run *x, const struct sync_oci_options *o, char **userpwd)
 {
@@ -323,8 +323,8 @@ static int dest_credentials(struct run *x, const struct sync_oci_options *o, cha
 	char *from = NULL;
 	*userpwd = NULL;
 	if (!auth || !*auth) {
-		int rc = registry_auth_lookup(x->dest->registry, x->dest->repo,
-					      po->src.registry_authfile, userpwd, &from);
+		int rc = oci_auth_lookup(x->dest->registry, x->dest->repo, po->src.oci.authfile,
+					 userpwd, &from);
 		if (rc < 0) {
 			x->r->error =
 			    xasprintf("%s: registry credentials: %s", x->dest->canonical, from);
@@ -336,7 +336,7 @@ static int dest_credentials(struct run *x, const struct sync_oci_options *o, cha
 			free(from);
 			return 0;
 		}
-		auth = po->src.registry_auth;
+		auth = po->src.oci.auth;
 	}
 	if (!auth || !*auth)
 		auth = getenv("REGISTRY_AUTH");
@@ -356,7 +356,7 @@ static int push_all(struct run *x, const struct sync_oci_options *o, const char 
 	int crc = dest_credentials(x, o, &userpwd);
 	if (crc < 0)
 		return crc;
-	struct registry_options ro = {
+	struct oci_client_options ro = {
 	    .repo = x->dest->repo,
 	    .userpwd = userpwd,
 	    .insecure = insecure,
@@ -366,14 +366,14 @@ static int push_all(struct run *x, const struct sync_oci_options *o, const char 
 	    .push = 1,
 	};
 	uv_loop_init(&x->loop);
-	int rc = registry_new(&x->loop, &ro, &x->reg);
+	int rc = oci_client_new(&x->loop, &ro, &x->reg);
 	free(userpwd);
 	if (rc < 0) {
 		uv_loop_close(&x->loop);
 		x->r->error = xasprintf("%s: %s", x->dest->canonical, sb_strerror(rc));
 		return rc;
 	}
-	struct registry_push_options pushopt = {
+	struct oci_push_options pushopt = {
 	    .base = x->dest->base,
 	    .repo = x->dest->repo,
 	    .chunk = o->chunk,
@@ -381,7 +381,7 @@ static int push_all(struct run *x, const struct sync_oci_options *o, const char 
 	    .sent = on_sent,
 	    .sent_arg = x,
 	};
-	x->push = registry_push_new(&x->loop, x->reg, &pushopt);
+	x->push = oci_push_new(&x->loop, x->reg, &pushopt);
 	x->jobs = po->src.jobs < 1		      ? 1
 		  : po->src.jobs > SYNC_OCI_PUSH_JOBS ? SYNC_OCI_PUSH_JOBS
 						      : po->src.jobs;
@@ -397,7 +397,7 @@ static int push_all(struct run *x, const struct sync_oci_options *o, const char 
 	if (uv_loop_close(&x->loop) != 0)
 		log_warn("sync: event loop still had handles at exit");
 	free(x->cur.tag);
-	registry_push_manifest_close(&x->mop);
+	oci_push_manifest_close(&x->mop);
 	return x->rc;
 }
 
@@ -466,7 +466,7 @@ int sync_oci_run(struct cache *c, const struct pull_options *po, const struct sy
 	struct sync_oci_dest dest;
 	struct sync_oci_plan plan = {0};
 	struct run x = {.po = po, .dest = &dest, .plan = &plan, .r = r};
-	const char *insecure = po->src.insecure_registries;
+	const char *insecure = po->src.oci.insecure_registries;
 	char *why = NULL;
 	memset(r, 0, sizeof *r);
 	memset(pr, 0, sizeof *pr);
@@ -484,7 +484,7 @@ int sync_oci_run(struct cache *c, const struct pull_options *po, const struct sy
 	p.target = NULL;
 	p.layout = NULL;
 	p.name = po->name ? po->name : name;
-	p.src.oci_as_served = 1;
+	p.src.oci.as_served = 1;
 	rc = pull_run(c, &p, pr);
 	if (rc < 0)
 		r->error = xstrdup(pr->error ? pr->error : sb_strerror(rc));

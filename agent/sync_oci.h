@@ -2,7 +2,7 @@
  * source's images (a tag, or every tag matching ?tag-regex=, each resolved
  * to one platform) are pulled into the cache as a pull without a target
  * does, manifests kept as the registry serves them; then each image goes
- * to the destination repository with common/registry_push.c: the blobs it
+ * to the destination repository with common/source/oci_push.c: the blobs it
  * lacks (mounted from another repository of that registry the cache knows
  * holds them, else uploaded from the cache's files), then the image
  * manifest, byte for byte, under its tag. A tag that already points at the
@@ -16,8 +16,8 @@
 
 #include "agent/cache.h"
 #include "agent/pull.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 #define SYNC_OCI_PUSH_JOBS   4		 /* blobs pushed at once, at most */
 #define SYNC_OCI_DEST_PREFIX "oci-dest:" /* datasets recording what a destination holds */
@@ -25,7 +25,7 @@
 
 /* A destination: oci://registry/repo[:tag]. */
 struct sync_oci_dest {
-	char registry[OCI_NAME_HOST_MAX + 1]; /* folded (common/oci_name.h) */
+	char registry[OCI_NAME_HOST_MAX + 1]; /* folded (common/source/oci_name.h) */
 	char repo[OCI_NAME_REPO_MAX + 1];     /* as the registry names it */
 	char tag[OCI_NAME_TAG_MAX + 1];	      /* "": each image keeps its tag */
 	char *base;			      /* scheme://host[:port] of its API */

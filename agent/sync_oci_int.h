@@ -8,7 +8,7 @@
 
 #include "agent/sync_oci.h"
 #include "common/buf.h"
-#include "common/registry_push.h"
+#include "common/source/oci_push.h"
 
 enum sync_oci_blob_state { BLOB_WAITING, BLOB_RUNNING, BLOB_DONE };
 

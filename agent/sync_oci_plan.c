@@ -296,7 +296,7 @@ void sync_oci_plan_close(struct sync_oci_plan *plan)
 	}
 	for (size_t i = 0; i < plan->nblobs; i++) {
 		free(plan->blobs[i].path);
-		registry_push_blob_close(&plan->blobs[i].op);
+		oci_push_blob_close(&plan->blobs[i].op);
 	}
 	for (size_t i = 0; i < plan->nrepos; i++)
 		free(plan->repos[i]);

@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
@@ -34,18 +35,11 @@ static int64_t first_bad_block(const char *path, const FileEntry *f, uint32_t bl
 	int64_t bad = -1;
 	for (uint64_t i = 0; i < nb && bad < 0; i++) {
 		uint32_t len = manifest_block_len(f->size, block_size, i);
-		size_t got = 0;
-		while (got < len) {
-			ssize_t n = pread(fd, buf + got, len - got, (off_t)(i * block_size + got));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-		}
 		struct hash_id h;
-		hash_sha256(buf, got, &h);
-		if (got != len || memcmp(h.b, f->block_hashes.data + i * HASH_LEN, HASH_LEN))
+		int rc = io_pread_full(fd, buf, len, i * block_size);
+		if (rc == 0)
+			hash_sha256(buf, len, &h);
+		if (rc != 0 || memcmp(h.b, f->block_hashes.data + i * HASH_LEN, HASH_LEN))
 			bad = (int64_t)i;
 	}
 	close(fd);

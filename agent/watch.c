@@ -24,6 +24,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/path.h"
@@ -262,15 +263,13 @@ static void hash_object(struct job *j)
 		sha256_init(&ctx);
 		while (got < len && j->rc == 0) {
 			size_t want = len - got < WATCH_READ_CHUNK ? len - got : WATCH_READ_CHUNK;
-			ssize_t r = pread(fd, buf, want, (off_t)(off + got));
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0)
-				j->rc = -errno;
-			else if (r == 0)
+			int rc = io_pread_full(fd, buf, want, off + got);
+			if (rc == SB_ETRUNCATED)
 				j->rc = 1; /* shrank meanwhile */
+			else if (rc < 0)
+				j->rc = rc;
 			else
-				sha256_update(&ctx, buf, (size_t)r), got += (uint32_t)r;
+				sha256_update(&ctx, buf, want), got += (uint32_t)want;
 		}
 		sha256_final(&ctx, &h);
 		sha256_close(&ctx);

@@ -249,7 +249,7 @@ int cli_key_known(const char *key);
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}
 /* Which files of a source to take: flags of pull and sync, read by
- * cli_source_filter (common/filter.h has the rules). */
+ * cli_source_filter (common/source/filter.h has the rules). */
 #define CLI_SOURCE_FILTER_KEYS                                                                  \
 	{"include",                                                                             \
 	 NULL,                                                                                  \

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/io.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/path.h"
@@ -242,19 +243,9 @@ static int agent_send(struct agent_conn *a, json_t *req)
 	json_decref(req);
 	char *line = xasprintf("%s\n", s);
 	free(s);
-	size_t len = strlen(line), done = 0;
-	while (done < len) {
-		ssize_t n = write(a->fd, line + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			free(line);
-			return -errno;
-		}
-		done += (size_t)n;
-	}
+	int rc = io_write_full(a->fd, line, strlen(line));
 	free(line);
-	return 0;
+	return rc;
 }
 
 /* Next JSON line from the agent (*out owned by the caller). */

@@ -10,7 +10,7 @@
 #include "agent/pull.h"
 #include "cli/cli.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"

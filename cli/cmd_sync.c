@@ -17,11 +17,11 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/jsonfmt.h"
 #include "common/log.h"
 #include "common/manifest.h"
-#include "common/registry_push.h"
+#include "common/source/oci_push.h"
 #include "common/uri.h"
 #include "common/version.h"
 

@@ -10,11 +10,11 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/filter.h"
+#include "common/source/filter.h"
 #include "common/log.h"
 #include "common/manifest.h"
-#include "common/oci.h"
-#include "common/source.h"
+#include "common/source/oci_doc.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 /* A credentials file is one short line. */
@@ -80,7 +80,7 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 		return EXIT_USAGE;
 	const char *user = config_get(cfg, "registry-user");
 	const char *endpoint = config_get(cfg, "s3-endpoint");
-	if (s3_path_style(cfg, &o->s3_path_style))
+	if (s3_path_style(cfg, &o->s3.path_style))
 		return EXIT_USAGE;
 	if (endpoint && strncmp(endpoint, "http://", 7) && strncmp(endpoint, "https://", 8)) {
 		cli_error("--s3-endpoint %s: expected an http:// or https:// URL", endpoint);
@@ -90,11 +90,11 @@ int cli_source_access(struct config *cfg, struct source_options *o)
 		cli_error("--registry-user: expected user:password");
 		return EXIT_USAGE;
 	}
-	o->s3_endpoint = endpoint && endpoint[0] ? endpoint : NULL;
-	o->s3_region = config_get(cfg, "s3-region");
-	o->insecure_registries = config_get(cfg, "insecure-registry");
-	o->registry_auth = user;
-	o->registry_authfile = config_get(cfg, "authfile");
+	o->s3.endpoint = endpoint && endpoint[0] ? endpoint : NULL;
+	o->s3.region = config_get(cfg, "s3-region");
+	o->oci.insecure_registries = config_get(cfg, "insecure-registry");
+	o->oci.auth = user;
+	o->oci.authfile = config_get(cfg, "authfile");
 	return 0;
 }
 

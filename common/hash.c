@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "common/err.h"
+#include "common/io.h"
 #include "common/log.h"
 
 void hash_sha256(const void *data, size_t len, struct hash_id *out)
@@ -55,7 +56,7 @@ void hash_to_hex(const struct hash_id *h, char *out)
 	out[HASH_HEX_LEN] = '\0';
 }
 
-static int hexval(char c)
+int hash_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -71,7 +72,7 @@ int hash_from_hex(const char *hex, struct hash_id *out)
 	if (strlen(hex) != HASH_HEX_LEN)
 		return SB_EPROTO;
 	for (int i = 0; i < HASH_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hash_hexval(hex[2 * i]), lo = hash_hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return SB_EPROTO;
 		out->b[i] = (uint8_t)(hi << 4 | lo);
@@ -144,15 +145,10 @@ int hash_check_digest_fd(int fd, uint64_t size, const char *digest)
 	uint64_t off = 0;
 	while (off < size && rc == 0) {
 		size_t want_n = size - off < DIGEST_CHUNK ? (size_t)(size - off) : DIGEST_CHUNK;
-		ssize_t r = pread(fd, buf, want_n, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			rc = r < 0 ? -errno : SB_ETRUNCATED;
-		else if (EVP_DigestUpdate(m, buf, (size_t)r) != 1)
+		rc = io_pread_full(fd, buf, want_n, off);
+		if (rc == 0 && EVP_DigestUpdate(m, buf, want_n) != 1)
 			rc = SB_ECORRUPT;
-		else
-			off += (uint64_t)r;
+		off += want_n;
 	}
 	unsigned outlen = 0;
 	if (rc == 0 && (EVP_DigestFinal_ex(m, got, &outlen) != 1 || outlen != n))

@@ -28,6 +28,8 @@ void sha256_close(struct sha256_ctx *c);
 
 /* Lower-case hex; out must hold HASH_HEX_LEN + 1 bytes. */
 void hash_to_hex(const struct hash_id *h, char *out);
+/* The value of one hex digit (either case), or -1 when c is none. */
+int hash_hexval(int c);
 /* 0, or SB_EPROTO if hex is not 64 hex digits. */
 int hash_from_hex(const char *hex, struct hash_id *out);
 int hash_is_zero(const struct hash_id *h);

@@ -304,7 +304,9 @@ static int parse_u64(const char *s, const char **end, uint64_t *out)
  * line or a header it is copied into. */
 static void copy_str(char *dst, size_t cap, const char *v)
 {
-	snprintf(dst, cap, "%s", v);
+	size_t n = strnlen(v, cap - 1); /* cut at cap - 1 bytes */
+	memcpy(dst, v, n);
+	dst[n] = '\0';
 	for (char *c = dst; *c; c++)
 		if ((unsigned char)*c < 0x20 || *c == 0x7f)
 			*c = '?';
@@ -356,47 +358,72 @@ static void parse_status_line(struct http_resp *r, const char *line)
 	copy_str(r->reason, sizeof r->reason, p);
 }
 
+int http_header_split(const char *line, size_t n, struct http_header *h)
+{
+	while (n && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+		n--;
+	const char *colon = n ? memchr(line, ':', n) : NULL;
+	if (!colon || (n >= 5 && !memcmp(line, "HTTP/", 5)))
+		return 0;
+	const char *v = colon + 1, *e = line + n;
+	while (v < e && (*v == ' ' || *v == '\t'))
+		v++;
+	while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	h->name = line;
+	h->name_len = (size_t)(colon - line);
+	h->value = v;
+	h->value_len = (size_t)(e - v);
+	return 1;
+}
+
+int http_header_is(const struct http_header *h, const char *name)
+{
+	return strlen(name) == h->name_len && !strncasecmp(h->name, name, h->name_len);
+}
+
+int http_header_value(const struct http_header *h, char *out, size_t cap)
+{
+	size_t k = h->value_len < cap ? h->value_len : cap - 1;
+	memcpy(out, h->value, k);
+	out[k] = '\0';
+	return k == h->value_len;
+}
+
 void http_resp_header(struct http_resp *r, const char *line, size_t n)
 {
-	char tmp[HTTP_ETAG_MAX + 64];
+	char v[HTTP_ETAG_MAX + 64];
+	struct http_header h;
 	while (n && (line[n - 1] == '\r' || line[n - 1] == '\n'))
 		n--;
 	if (n == 0) {
 		r->complete = 1;
 		return;
 	}
-	if (n >= sizeof tmp)
-		return; /* nothing we read is this long */
-	memcpy(tmp, line, n);
-	tmp[n] = '\0';
-	if (strncmp(tmp, "HTTP/", 5) == 0) {
-		parse_status_line(r, tmp);
+	if (n >= 5 && !memcmp(line, "HTTP/", 5)) {
+		if (n < sizeof v) {
+			memcpy(v, line, n);
+			v[n] = '\0';
+			parse_status_line(r, v);
+		}
 		return;
 	}
-	char *colon = strchr(tmp, ':');
-	if (!colon)
-		return;
-	*colon = '\0';
-	char *v = colon + 1;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	for (char *e = v + strlen(v); e > v && (e[-1] == ' ' || e[-1] == '\t');)
-		*--e = '\0';
-	const char *name = tmp;
+	if (!http_header_split(line, n, &h) || !http_header_value(&h, v, sizeof v))
+		return; /* nothing we read is this long */
 	uint64_t u;
 	const char *end;
-	if (!strcasecmp(name, "content-length")) {
+	if (http_header_is(&h, "content-length")) {
 		if (parse_u64(v, &end, &u) == 0 && !*end)
 			r->content_length = (int64_t)u;
-	} else if (!strcasecmp(name, "content-range")) {
+	} else if (http_header_is(&h, "content-range")) {
 		parse_content_range(r, v);
-	} else if (!strcasecmp(name, "accept-ranges")) {
+	} else if (http_header_is(&h, "accept-ranges")) {
 		r->accept_ranges = strcasestr(v, "bytes") ? 1 : 0;
-	} else if (!strcasecmp(name, "etag")) {
+	} else if (http_header_is(&h, "etag")) {
 		copy_str(r->etag, sizeof r->etag, v);
-	} else if (!strcasecmp(name, "last-modified")) {
+	} else if (http_header_is(&h, "last-modified")) {
 		copy_str(r->last_modified, sizeof r->last_modified, v);
-	} else if (!strcasecmp(name, "retry-after")) {
+	} else if (http_header_is(&h, "retry-after")) {
 		if (parse_u64(v, &end, &u) == 0 && !*end) {
 			r->retry_after =
 			    u > HTTP_RETRY_AFTER_MAX_S ? HTTP_RETRY_AFTER_MAX_S : (long)u;

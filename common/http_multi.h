@@ -56,6 +56,23 @@ struct http_resp {
 	int complete;	  /* the blank line ending the block arrived */
 };
 
+/* One header field line as CURLOPT_HEADERFUNCTION delivers it
+ * ("Name: value\r\n"): pointers into the line, the value without the
+ * blanks around it or the line end; neither is terminated. */
+struct http_header {
+	const char *name, *value;
+	size_t name_len, value_len;
+};
+
+/* Split line[0..n) into h. 1 for a header field; 0 for a status line, the
+ * blank line that ends a header block, or a line without a colon. */
+int http_header_split(const char *line, size_t n, struct http_header *h);
+/* 1 when h is the field name (any case). */
+int http_header_is(const struct http_header *h, const char *name);
+/* h's value into out[cap] (terminated, cut at cap - 1 bytes); 1 when it
+ * fit whole, 0 when it was cut. */
+int http_header_value(const struct http_header *h, char *out, size_t cap);
+
 void http_resp_reset(struct http_resp *r);
 /* Feed one header line as CURLOPT_HEADERFUNCTION delivers it (with CRLF). */
 void http_resp_header(struct http_resp *r, const char *line, size_t n);

@@ -1,3 +1,4 @@
+#include "common/io.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -298,20 +299,6 @@ static void put_timestamp(struct line *l)
 	line_puts(l, out);
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
 /* "agent/peer.c" -> "peer" into out. */
 static void module_of(const char *file, char *out, size_t cap)
 {
@@ -432,7 +419,7 @@ static void log_emit(const char *level, const char *module, const struct log_fie
 			line_puts(&l, LOG_TRUNC_MARK);
 	}
 	l.p[l.len++] = '\n';
-	write_all(STDERR_FILENO, l.p, l.len);
+	(void)io_write_full(STDERR_FILENO, l.p, l.len);
 	errno = saved_errno;
 }
 

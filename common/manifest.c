@@ -6,7 +6,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 /* Decoded structures may use this many bytes per encoded byte (plus a fixed
  * floor): protobuf-c allocates per field, and an empty repeated message costs

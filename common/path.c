@@ -300,21 +300,3 @@ int path_remove_tree(const char *path)
 	int rc = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return rc < 0 ? -errno : rc;
 }
-
-int path_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-	const char *c = p;
-	while (n > 0) {
-		ssize_t k = pwrite(fd, c, n, (off_t)off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return -ENOSPC;
-		c += k;
-		n -= (size_t)k;
-		off += (uint64_t)k;
-	}
-	return 0;
-}

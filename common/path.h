@@ -59,9 +59,4 @@ int path_remove_tree(const char *path);
 /* fsync a directory by path; 0 or -errno. */
 int path_fsync_dir(const char *path);
 
-/* pwrite all n bytes of p at off: 0 or -errno. A full disk first shows as
- * a short write; a write that then makes no progress is -ENOSPC, never a
- * vague EIO. Blocking. */
-int path_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
-
 #endif

@@ -1,3 +1,4 @@
+#include "common/io.h"
 #include "common/progress.h"
 
 #include <errno.h>
@@ -152,21 +153,6 @@ static void progress_stats(const struct progress *p, int with_percent, struct bu
 	}
 }
 
-static void write_all(int fd, const char *s, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, s, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-}
-
 static int term_cols(int fd)
 {
 	struct winsize ws;
@@ -206,7 +192,7 @@ static void progress_draw_bar(struct progress *p)
 	if (b.len > (size_t)cols + 1)
 		b.len = (size_t)cols + 1;
 	buf_append_str(&b, "\033[K");
-	write_all(p->fd, (const char *)b.ptr, b.len);
+	(void)io_write_full(p->fd, b.ptr, b.len);
 	p->drawn = 1;
 	buf_close(&b);
 	buf_close(&stats);
@@ -220,7 +206,7 @@ static void progress_write(struct progress *p, struct buf *b)
 			  (const char *)b->ptr);
 		return;
 	}
-	write_all(p->fd, (const char *)b->ptr, b->len);
+	(void)io_write_full(p->fd, b->ptr, b->len);
 }
 
 static void progress_print_line(struct progress *p)
@@ -255,7 +241,7 @@ void progress_note(struct progress *p, const char *fmt, ...)
 	b.len += log_escape((char *)b.ptr + b.len, b.cap - b.len, (const char *)msg.ptr, msg.len);
 	buf_close(&msg);
 	buf_append_str(&b, "\n");
-	write_all(p->fd, (const char *)b.ptr, b.len);
+	(void)io_write_full(p->fd, b.ptr, b.len);
 	buf_close(&b);
 	if (p->drawn)
 		progress_draw_bar(p);

@@ -1,3 +1,4 @@
+#include "common/io.h"
 #include "common/secure.h"
 
 #include <errno.h>
@@ -114,20 +115,6 @@ static int secret_load(const char *what, const char *path, uint8_t out[SECRET_BY
 	return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int fsync_parent(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -164,7 +151,7 @@ static int secret_create(const char *what, const char *path, uint8_t out[SECRET_
 	if (fd < 0) {
 		rc = -errno;
 	} else {
-		if (fchmod(fd, 0600) != 0 || (rc = write_all(fd, text, sizeof text)) != 0 ||
+		if (fchmod(fd, 0600) != 0 || (rc = io_write_full(fd, text, sizeof text)) != 0 ||
 		    fsync(fd) != 0)
 			rc = rc ? rc : -errno;
 		if (close(fd) != 0 && rc == 0)

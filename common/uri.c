@@ -8,7 +8,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/oci_name.h"
+#include "common/source/oci_name.h"
 #include "common/path.h"
 
 #define S3_BUCKET_MIN 3

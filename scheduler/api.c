@@ -9,7 +9,7 @@
 #include "common/httpd.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 #include "common/version.h"
 #include "scheduler/web.h"

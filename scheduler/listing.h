@@ -1,5 +1,5 @@
 /* Listing a dataset's source on the scheduler: the source is listed once
- * here (common/source.h) and the listing becomes a version
+ * here (common/source/source.h) and the listing becomes a version
  * (scheduler/version.h) that the agents are sent. Several listings may run
  * at once. Loop thread only. */
 #ifndef SYNCBIT_LISTING_H

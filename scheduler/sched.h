@@ -10,7 +10,7 @@
 #include <uv.h>
 
 #include "common/secure.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000

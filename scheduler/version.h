@@ -12,7 +12,7 @@
 
 #include "common/hash.h"
 #include "common/manifest.h"
-#include "common/source.h"
+#include "common/source/source.h"
 
 struct version_file {
 	size_t file;	  /* index in the manifest */

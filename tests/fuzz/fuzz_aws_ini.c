@@ -1,5 +1,5 @@
 /* libFuzzer target for the AWS shared credentials and config files, read
- * by aws_ini_get (common/aws_creds.c). The first input byte picks the kind
+ * by aws_ini_get (common/source/aws_creds.c). The first input byte picks the kind
  * of file, the profile and the key looked up; the rest is the file. Whatever
  * the bytes: no crash, leak or out-of-bounds access; a value found is one
  * line, non-empty and trimmed; a refusal is SB_ECONFIG with "line N: why"
@@ -9,7 +9,7 @@
 
 #include <ctype.h>
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/err.h"
 
 static const char *const profiles[] = {"default", "dev", "team a", "sso"};

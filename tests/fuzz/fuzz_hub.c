@@ -1,7 +1,7 @@
 /* libFuzzer target for what the model hubs answer while a repository is
  * listed: Hugging Face's revision and tree pages (paginated by the Link
  * header) and ModelScope's file lists and dataset tree pages, each read by
- * the real source (common/source_hf.c, source_ms.c, source_hub*.c) through
+ * the real source (common/source/hf.c, ms.c, hub*.c) through
  * source_list on a libuv loop, with the API calls answered from the input
  * by hub_answer_from instead of the network. The first input byte picks
  * the repository (hf model, hf dataset, ms model, ms dataset), a token and
@@ -23,9 +23,9 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "common/registry_push.h"
-#include "common/source.h"
-#include "common/source_hub.h"
+#include "common/source/oci_push.h"
+#include "common/source/source.h"
+#include "common/source/hub.h"
 #include "common/uri.h"
 
 #define SEP	  "\n=====\n"
@@ -67,9 +67,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void answer(void *arg, const char *url, struct buf *head, struct buf *body)
 {
 	struct feed *f = arg;
-	/* Compared by registry_push's own reading of URLs: scheme, host in
+	/* Compared by oci_push's own reading of URLs: scheme, host in
 	 * any case, and port. */
-	fuzz_check(registry_push_same_origin(url, f->origin), "a call left the hub's host");
+	fuzz_check(oci_push_same_origin(url, f->origin), "a call left the hub's host");
 	if (f->n == 0 || ++f->calls > CALLS_MAX) {
 		buf_append_str(head, "HTTP/1.1 404 Not Found\r\n\r\n");
 		buf_append_str(body, "{\"error\":\"Entry not found\"}");

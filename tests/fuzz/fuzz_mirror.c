@@ -12,8 +12,8 @@
 
 #include "common/err.h"
 #include "common/httpd.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 static void route(const char *path, const char *query)
 {

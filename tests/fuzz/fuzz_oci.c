@@ -1,4 +1,4 @@
-/* libFuzzer target for what a registry answers, read by common/oci.c: the
+/* libFuzzer target for what a registry answers, read by common/source/oci_doc.c: the
  * first byte picks the decoder (manifest or index, the Docker-to-OCI
  * rewrite, WWW-Authenticate, a token answer, a tag page, a Link header, an
  * error body), the rest is its input. Whatever the bytes: no crash, leak or
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/oci.h"
+#include "common/source/oci_doc.h"
 
 enum { DEC_MANIFEST, DEC_TO_OCI, DEC_CHALLENGE, DEC_TOKEN, DEC_TAGS, DEC_LINK, DEC_ERROR, DEC_N };
 

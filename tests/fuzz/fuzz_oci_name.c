@@ -1,9 +1,9 @@
 /* libFuzzer target for the small OCI strings read from outside: platform
  * strings ("os/arch[/variant]", from ?platform= and index entries),
- * repository names, tags and digests (common/oci_name.c, as a registry
+ * repository names, tags and digests (common/source/oci_name.c, as a registry
  * mirror and the sync of images meet them), registry hosts as containerd
  * names them, the host lists of --insecure-registries and registry
- * credentials ("user:password" or Docker's base64 of it, common/oci.c). The
+ * credentials ("user:password" or Docker's base64 of it, common/source/oci_doc.c). The
  * first input byte picks the decoder; the rest is its input. Whatever the
  * bytes: no crash, leak or out-of-bounds access, and what is accepted is
  * stable: a platform or host written out parses again to itself, a name
@@ -12,8 +12,8 @@
 #include "tests/fuzz/fuzz_util.h"
 
 #include "common/err.h"
-#include "common/oci.h"
-#include "common/oci_name.h"
+#include "common/source/oci_doc.h"
+#include "common/source/oci_name.h"
 
 enum { DEC_PLATFORM, DEC_NAMES, DEC_REGISTRY, DEC_HOSTS, DEC_CREDENTIALS, DEC_N };
 

@@ -1,5 +1,6 @@
 /* libFuzzer target for what an S3 endpoint answers: ListObjectsV2 pages and
- * Error documents, read by the bounded XML scanner of common/s3.c. Whatever
+ * Error documents, read by common/source/s3_api.c with the bounded
+ * XML scanner of common/source/xml.c. Whatever
  * the bytes: no crash, leak or out-of-bounds access; a page either parses
  * into keys that are non-empty C strings without NUL, with a one-line
  * reason left empty, or fails with SB_EPROTO, a one-line reason and an
@@ -13,7 +14,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "common/s3.h"
+#include "common/source/s3_api.h"
 
 static void check(int ok, const char *what)
 {

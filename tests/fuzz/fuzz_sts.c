@@ -1,12 +1,12 @@
 /* libFuzzer target for what STS answers to AssumeRoleWithWebIdentity, read
- * by aws_sts_parse (common/aws_creds.c) with the bounded XML scanner of
- * common/s3.c. Whatever the bytes: no crash, leak or out-of-bounds access;
+ * by aws_sts_parse (common/source/aws_creds.c) with the bounded XML scanner of
+ * common/source/xml.c. Whatever the bytes: no crash, leak or out-of-bounds access;
  * credentials are either all there, non-empty and free of control bytes
  * (they go into request header lines), with an expiry, or refused with a
  * one-line reason and nothing to free. */
 #include "tests/fuzz/fuzz_util.h"
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/err.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

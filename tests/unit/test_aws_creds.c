@@ -7,10 +7,10 @@
 
 #include <errno.h>
 
-#include "common/aws_creds.h"
+#include "common/source/aws_creds.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/s3.h"
+#include "common/source/s3_api.h"
 
 static const char *const aws_vars[] = {
     "AWS_ACCESS_KEY_ID",

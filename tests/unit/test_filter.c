@@ -1,12 +1,12 @@
-/* Include/exclude rules (common/filter.c): the glob, rsync's anchoring,
+/* Include/exclude rules (common/source/filter.c): the glob, rsync's anchoring,
  * directory and parent rules, listings with hardlinks, and registry
- * credentials from auth files (common/registry_auth.c). */
+ * credentials from auth files (common/source/oci_auth.c). */
 #include "tests/unit/testutil.h"
 
 #include "common/err.h"
-#include "common/filter.h"
-#include "common/registry_auth.h"
-#include "common/source.h"
+#include "common/source/filter.h"
+#include "common/source/oci_auth.h"
+#include "common/source/source.h"
 
 static void test_glob(void **state)
 {
@@ -122,7 +122,7 @@ static void test_listing_hardlinks(void **state)
 static void auth_ok(const char *json, const char *reg, const char *repo, const char *want)
 {
 	char *u = NULL, *why = NULL;
-	int rc = registry_auth_find(json, strlen(json), reg, repo, &u, &why);
+	int rc = oci_auth_find(json, strlen(json), reg, repo, &u, &why);
 	if (want) {
 		assert_int_equal(rc, 1);
 		assert_string_equal(u, want);
@@ -156,11 +156,11 @@ static void test_auth_file(void **state)
 	auth_ok("{\"credsStore\":\"desktop\"}", "reg:1", "a", NULL);
 
 	char *u = NULL, *why = NULL;
-	assert_int_equal(registry_auth_find("{\"auths\": [", 11, "r", "a", &u, &why), SB_ECONFIG);
+	assert_int_equal(oci_auth_find("{\"auths\": [", 11, "r", "a", &u, &why), SB_ECONFIG);
 	assert_non_null(strstr(why, "malformed JSON"));
 	free(why);
 	const char *bad = "{\"auths\":{\"r\":{\"auth\":\"!!!\"}}}";
-	assert_int_equal(registry_auth_find(bad, strlen(bad), "r", "a", &u, &why), SB_ECONFIG);
+	assert_int_equal(oci_auth_find(bad, strlen(bad), "r", "a", &u, &why), SB_ECONFIG);
 	assert_null(u);
 	free(why);
 }

@@ -1,4 +1,4 @@
-/* common/http_req.c and the decisions it takes from common/http_multi.c:
+/* common/source/http_req.c and the decisions it takes from common/http_multi.c:
  * backoff and Retry-After, which statuses and transport errors are retried,
  * status to error mapping, retries until they are used up (and progress
  * forgiving failures), the checks of a ranged answer, and callbacks that
@@ -11,7 +11,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "common/http_req.h"
+#include "common/source/http_req.h"
 
 /* ---- decisions ---- */
 

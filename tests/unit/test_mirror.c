@@ -1,6 +1,6 @@
 /* The registry mirror's pure parts: repository names, tags and digests
  * against the distribution spec's grammar, registry folding and the ns
- * parameter (common/oci_name.c), request paths, Range headers
+ * parameter (common/source/oci_name.c), request paths, Range headers
  * (common/httpd.c), and containerd's hosts.toml (agent/containerd_hosts.c). */
 #include "testutil.h"
 
@@ -10,7 +10,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/httpd.h"
-#include "common/oci_name.h"
+#include "common/source/oci_name.h"
 
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

@@ -1,4 +1,4 @@
-/* What every source shares (common/source.c): the limits a listing is held
+/* What every source shares (common/source/source.c): the limits a listing is held
  * to before anything proportional to its claims is allocated, on listings
  * built in memory and through source_list() on a local tree. */
 #include "tests/unit/testutil.h"
@@ -9,7 +9,7 @@
 #include "common/err.h"
 #include "common/manifest.h"
 #include "common/path.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 #define TIB  (1ull << 40)

@@ -10,7 +10,7 @@
 
 #include "common/err.h"
 #include "common/path.h"
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/uri.h"
 
 static void put(const char *dir, const char *rel, const char *text, mode_t mode)

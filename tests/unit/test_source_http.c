@@ -19,7 +19,7 @@
 #include <time.h>
 #include <uv.h>
 
-#include "common/source.h"
+#include "common/source/source.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"

@@ -22,8 +22,8 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/hash.h"
-#include "common/source.h"
-#include "common/source_hub.h"
+#include "common/source/source.h"
+#include "common/source/hub.h"
 #include "common/uri.h"
 
 #define MIB	(1024u * 1024u)

@@ -1,4 +1,4 @@
-/* The oci:// source's documents (common/oci.c) and its URI options: manifests
+/* The oci:// source's documents (common/source/oci_doc.c) and its URI options: manifests
  * and indexes of both media-type families, platform choice, auth challenges,
  * token answers, tag pages and Link pagination, the generated index.json,
  * the plain-HTTP host rules, and ?platform= / ?tag-regex=. */
@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
-#include "common/oci.h"
+#include "common/source/oci_doc.h"
 #include "common/uri.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
