@@ -4,8 +4,7 @@
  * refused; a restart that reuses what the cache holds; origin shares that
  * drop blocks and name them again; blocks that match poisoned hashes but
  * not the source's whole-file digest; a standalone pull's batched fetch
- * stopped midway; repairs that go on without the origin and still check
- * the whole-file digest. */
+ * stopped midway. */
 #include "tests/unit/testutil.h"
 
 #include <sys/stat.h>
@@ -678,142 +677,6 @@ static void test_batched_stop(void **state)
 	testutil_rmtree(tmp);
 }
 
-/* ---- repairs (fetch_options.repair) ---- */
-
-/* The version a published, as its cache records it after "exact" changed
- * on disk: that file's object left the index, and its published file was
- * written to. The origin is moved away; *away names where. */
-static Manifest *damage_exact(struct env *e, struct node *a, const uint8_t *digest, char **away,
-			      ino_t *big_ino)
-{
-	struct buf enc = BUF_INIT;
-	Manifest *m;
-	struct hash_id id;
-	struct stat st;
-	ProtobufCBinaryData had = e->m->files[3]->content_sha256;
-	if (digest) /* the whole-file SHA-256 the source named, recorded with it */
-		e->m->files[3]->content_sha256 = (ProtobufCBinaryData){HASH_LEN, (uint8_t *)digest};
-	manifest_encode(e->m, &enc, NULL);
-	e->m->files[3]->content_sha256 = had;
-	assert_int_equal(manifest_decode(enc.ptr, enc.len, &m), 0);
-	buf_close(&enc);
-	const FileEntry *x = m->files[3];
-	assert_string_equal(x->path, "exact");
-	manifest_file_object_id(x->size, BS, x->block_hashes.data, x->block_hashes.len / HASH_LEN,
-				&id);
-	assert_int_equal(cache_object_remove(a->c, &id), 0);
-	char *p = xasprintf("%s/ds/exact", a->target), *q = xasprintf("%s/ds/big", a->target);
-	FILE *fp = fopen(p, "r+b");
-	assert_non_null(fp);
-	fputc('!', fp);
-	fclose(fp);
-	assert_int_equal(stat(q, &st), 0);
-	*big_ino = st.st_ino;
-	free(p);
-	free(q);
-	*away = xasprintf("%s.away", e->src);
-	assert_int_equal(rename(e->src, *away), 0);
-	return m;
-}
-
-/* Open the repair of m on a's cache and ask the origin for every block
- * at once, as a plan would: the origin fails, and the repair waits. */
-static void repair_waiting(struct env *e, struct node *a, const Manifest *m)
-{
-	struct fetch_options o = {.name = "ds",
-				  .target_root = a->target,
-				  .version_id = e->vid,
-				  .so = &e->so,
-				  .repair = 1};
-	a->cx.done = 0;
-	assert_int_equal(fetch_open(&e->loop, a->c, m, &o, &a->h, &a->f), 0);
-	assert_int_equal(fetch_block_state(a->f, 0), FETCH_HAVE); /* intact: in place */
-	assert_int_equal(fetch_block_state(a->f, 8), FETCH_NEED);
-	uint32_t first = 0, count = fetch_nblocks(a->f);
-	fetch_set_origin(a->f, &first, &count, 1);
-	for (int i = 0; i < 1000 && !fetch_waiting(a->f); i++)
-		uv_run(&e->loop, UV_RUN_ONCE);
-	assert_non_null(fetch_waiting(a->f));
-	assert_non_null(strstr(fetch_waiting(a->f), "the origin cannot be read"));
-	assert_non_null(strstr(fetch_waiting(a->f), "2 blocks wait for a peer"));
-	assert_int_equal(fetch_status(a->f), 0);
-	assert_int_equal(a->cx.done, 0);
-	assert_int_equal(fetch_block_state(a->f, 8), FETCH_NEED); /* for a peer */
-	assert_int_equal(fetch_block_state(a->f, 9), FETCH_NEED);
-}
-
-static void test_repair_without_origin(void **state)
-{
-	struct env e;
-	struct node a;
-	char *away;
-	ino_t big_ino;
-	struct stat st;
-	env_init(&e);
-	origin_fetch(&e, &a);
-	full_manifest(&e, &a);
-	stop_all(&e, &a, NULL);
-	Manifest *m = damage_exact(&e, &a, NULL, &away, &big_ino);
-	repair_waiting(&e, &a, m);
-	assert_int_equal(rename(away, e.src), 0); /* block_bytes reads it there */
-	feed_peer_blocks(&e, &a, 0);
-	if (!a.cx.done)
-		uv_run(&e.loop, UV_RUN_DEFAULT);
-	assert_int_equal(a.cx.status, 0);
-	assert_true(fetch_published(a.f));
-	struct fetch_stats fs;
-	fetch_stats(a.f, &fs);
-	assert_int_equal(fs.bytes_from_origin, 0);
-	assert_int_equal(fs.bytes_from_peers, 2 * BS);
-	assert_published_like_source(&e, &a);
-	char *big = xasprintf("%s/ds/big", a.target);
-	assert_int_equal(stat(big, &st), 0);
-	assert_int_equal(st.st_ino, big_ino); /* left in place, not published again */
-	free(big);
-	stop_all(&e, &a, NULL);
-	manifest_free(m);
-	free(away);
-	node_close(&a, 1);
-	env_close(&e);
-}
-
-/* A repair checks the assembled file against the whole-file digest the
- * manifest records, with no source to ask: blocks that match their hashes
- * but not that digest are not put back. */
-static void test_repair_checks_digest(void **state)
-{
-	struct env e;
-	struct node a;
-	char *away;
-	ino_t big_ino;
-	env_init(&e);
-	origin_fetch(&e, &a);
-	full_manifest(&e, &a);
-	stop_all(&e, &a, NULL);
-	uint8_t wrong[HASH_LEN];
-	memset(wrong, 0x11, sizeof wrong);
-	Manifest *m = damage_exact(&e, &a, wrong, &away, &big_ino);
-	repair_waiting(&e, &a, m);
-	assert_int_equal(rename(away, e.src), 0);
-	feed_peer_blocks(&e, &a, 0);
-	if (!a.cx.done)
-		uv_run(&e.loop, UV_RUN_DEFAULT);
-	assert_int_equal(a.cx.status, SB_ECORRUPT);
-	assert_non_null(strstr(fetch_error(a.f), "does not match the source's digest"));
-	assert_false(fetch_published(a.f));
-	char *src = path_join(e.src, "exact"), *dst = xasprintf("%s/ds/exact", a.target);
-	char cmd[2048];
-	snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", src, dst);
-	assert_int_not_equal(system(cmd), 0); /* still the changed file: nothing put back */
-	free(src);
-	free(dst);
-	stop_all(&e, &a, NULL);
-	manifest_free(m);
-	free(away);
-	node_close(&a, 1);
-	env_close(&e);
-}
-
 int main(void)
 {
 	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
@@ -826,8 +689,6 @@ int main(void)
 	    cmocka_unit_test(test_poisoned_blocks_lfs_digest),
 	    cmocka_unit_test(test_poisoned_blocks_s3_checksum),
 	    cmocka_unit_test(test_batched_stop),
-	    cmocka_unit_test(test_repair_without_origin),
-	    cmocka_unit_test(test_repair_checks_digest),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
