@@ -137,7 +137,7 @@ waiting_says() { # the status line of a repair waiting for the origin
 check "(e) status says the repair waits for a peer and retries the origin" waiting_says
 check "(e) the dataset is repairing, not failed" \
 	test "$(status_field 2 m state)" = repairing -a "$(status_field 2 m error)" = None
-check "(e) and status --scheduler-less text shows it" \
+check "(e) the status text shows it too" \
 	sh -c "'$SYNCBIT' status --socket '$T/a2.sock' | grep -q 'waiting: the origin cannot be read'"
 mv "$SRC.away" "$SRC"
 check "(e) the origin back, n2 repairs it" wait_ready 90 m 2
