@@ -501,10 +501,9 @@ void hook_damaged(void *arg, const char *name)
 {
 	struct daemon *d = arg;
 	struct dset *s = find_set(d, name);
-	if (s && s->cur && s->pub_source && (fetch_published(s->cur) || s->repairing) &&
-	    start_repair(d, s) == 0)
-		; /* the intact files stay in place and served meanwhile */
-	else if (s && s->assign)
+	/* The intact files stay in place and served during a repair. */
+	int repair = s && s->cur && s->pub_source && (fetch_published(s->cur) || s->repairing);
+	if (!(repair && start_repair(d, s) == 0) && s && s->assign)
 		restart_fetch(d, s);
 	ctl_notify(d->ctl, name);
 	if (d->sched_ready)
