@@ -96,12 +96,16 @@ struct daemon_published {
 /* The i-th dataset of this node, for agent/mirror.c: 1 with *out filled
  * (strings borrowed until the loop runs again) when it is published here
  * (complete and verified; the version in place while a newer one is
- * fetched), 0 when it is not, -1 past the last. */
+ * fetched, or while files of it that changed on disk are repaired), 0 when
+ * it is not, -1 past the last. */
 int daemon_published(struct daemon *d, size_t i, struct daemon_published *out);
 /* The i-th dataset of this node, for agent/mirror_early.c: 1 with *name
  * and *f (borrowed until the loop runs again) while its assigned version
  * is being fetched into TARGET/NAME and is not in place yet (also while a
  * damaged version is fetched again), 0 when not, -1 past the last. */
 int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct fetch **f);
+/* 1 when dataset name's file of cache object id changed on disk and is not
+ * put back yet (never serve it), else 0. */
+int daemon_file_damaged(struct daemon *d, const char *name, const struct hash_id *id);
 
 #endif

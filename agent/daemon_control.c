@@ -111,6 +111,7 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	} else {
 		drop_fetch(d, &s->cur);
 	}
+	s->repairing = 0; /* the new version replaces the one in place */
 	keep_assign(s, body, len);
 	update_peers(d);
 	start_fetch(d, s);

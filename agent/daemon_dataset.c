@@ -305,6 +305,7 @@ static void hook_done(void *arg, struct fetch *f, int status)
 	} else {
 		drop_fetch(d, &s->prev); /* the new version is in place */
 		s->restored = 0;
+		s->repairing = 0;
 		set_published(s, fetch_manifest(f));
 		watch_dataset(d->watch, s->name);
 		evict(d);
@@ -324,7 +325,8 @@ static void log_fetching(struct dset *s)
 	if (fetch_published(s->cur))
 		return;
 	log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
-		 "dataset %s: fetching %s of %s (%llu of %llu %s held here)", s->name,
+		 "dataset %s: %s %s of %s (%llu of %llu %s held here)", s->name,
+		 s->repairing ? "repairing: fetching" : "fetching",
 		 progress_fmt_bytes(st.bytes - st.bytes_have, need, sizeof need),
 		 progress_fmt_bytes(st.bytes, total, sizeof total),
 		 (unsigned long long)st.blocks_have, (unsigned long long)st.blocks,
@@ -383,10 +385,81 @@ static size_t known_hashes(const struct fetch *f, struct buf *blocks, struct buf
 	return blocks->len / sizeof(uint32_t);
 }
 
+/* The version in place at TARGET/NAME as the cache recorded it (every
+ * block hash known), or NULL. */
+static Manifest *published_manifest(struct daemon *d, struct dset *s)
+{
+	struct cache_dataset ds;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	Manifest *m = NULL;
+	if (cache_dataset_get(d->cache, s->name, &ds) != 1)
+		return NULL;
+	if (memcmp(&ds.manifest_id, &s->pub_id, sizeof s->pub_id) ||
+	    cache_manifest_get(d->cache, &ds.manifest_id, &data, &len) != 1 ||
+	    manifest_decode(data, len, &m) < 0)
+		m = NULL;
+	free(data);
+	cache_dataset_close(&ds);
+	return m;
+}
+
+/* Files of s's version in place changed on disk (their objects left the
+ * index): fetch only those again, for the same version, from the manifest
+ * the cache holds, and put them back into the tree one by one. Blocks come
+ * from peers (a Bitfield asks theirs); the origin only for blocks no peer
+ * holds, and a source that cannot be read meanwhile leaves them waiting
+ * for one (fetch_options.repair). The scheduler's old origin share is not
+ * taken up: it named blocks this node read once, not what it lacks. */
+static int start_repair(struct daemon *d, struct dset *s)
+{
+	uint8_t vid[HASH_LEN];
+	Manifest *m = published_manifest(d, s);
+	if (!m)
+		return SB_ENOTFOUND;
+	memcpy(vid, fetch_version_id(s->cur), HASH_LEN);
+	struct fetch_hooks hooks = {.arg = s,
+				    .durable = hook_durable,
+				    .wake = hook_wake,
+				    .bad_peer = hook_bad_peer,
+				    .done = hook_done};
+	struct fetch_options o = {.name = s->name,
+				  .target_root = s->pulled ? NULL : d->o->target,
+				  .version_id = vid,
+				  .so = &d->o->src,
+				  .repair = 1};
+	struct fetch *f = NULL;
+	drop_fetch(d, &s->cur);
+	s->repairing = 1;
+	int rc = fetch_open(&d->loop, d->cache, m, &o, &hooks, &f);
+	manifest_free(m);
+	free(s->error);
+	s->error = NULL;
+	if (rc == 0 && fetch_error(f)) {
+		s->error = xstrdup(fetch_error(f));
+		s->cur = f; /* its version is tried again */
+	} else if (rc < 0) {
+		s->error = xasprintf("cannot repair: %s", sb_strerror(rc));
+	} else {
+		s->cur = f;
+		s->retry_at_ms = 0;
+		peers_add_fetch(d->peers, f);
+		log_fetching(s);
+		return 0;
+	}
+	s->retry_at_ms = uv_now(&d->loop) + DAEMON_RETRY_MS;
+	log_limited_with(LOG_ERROR, LOG_KV({"dataset", s->name}, {"error", s->error}),
+			 "dataset %s: failed: %s", s->name, s->error);
+	return 0;
+}
+
 /* Start s's fetch again from its last Assign, with the hashes the failed
- * fetch had learnt since. */
+ * fetch had learnt since; a repair starts again as a repair. */
 static void restart_fetch(struct daemon *d, struct dset *s)
 {
+	if (s->repairing && s->cur && start_repair(d, s) == 0)
+		return;
+	s->repairing = 0;
 	struct buf blocks = BUF_INIT, hashes = BUF_INIT;
 	size_t n = s->cur ? known_hashes(s->cur, &blocks, &hashes) : 0;
 	uint8_t vid[HASH_LEN] = {0};
@@ -430,16 +503,21 @@ void retry_tick(uv_timer_t *t)
 	}
 }
 
-/* A published file changed on disk (agent/watch.c): fetch what went and
- * publish afresh. A dataset restored from before a restart waits for its
- * Assign to do so. */
+/* A published file changed on disk (agent/watch.c): the version in place
+ * is repaired; a newer version being fetched starts again (it may count on
+ * the object that went) and replaces it. A dataset restored from before a
+ * restart waits for its Assign to do so. */
 void hook_damaged(void *arg, const char *name)
 {
 	struct daemon *d = arg;
 	struct dset *s = find_set(d, name);
-	if (s && s->assign)
+	/* The intact files stay in place and served during a repair. */
+	int repair = s && s->cur && s->pub_source && (fetch_published(s->cur) || s->repairing);
+	if (!(repair && start_repair(d, s) == 0) && s && s->assign)
 		restart_fetch(d, s);
 	ctl_notify(d->ctl, name);
+	if (d->sched_ready)
+		send_heartbeat(d); /* the scheduler sees what this node lost */
 }
 
 void hook_bad_block(void *arg, const struct hash_id *h)

@@ -29,8 +29,9 @@ struct dset {
 	 * and no Hashes named since (LSB first): what it lacks as far as this
 	 * node can tell, whoever delivered the blocks here. */
 	uint8_t *unknown;
-	int restored; /* published before this daemon started; not yet re-assigned */
-	int pulled;   /* made for pulls through agents: kept in the cache only */
+	int restored;  /* published before this daemon started; not yet re-assigned */
+	int pulled;    /* made for pulls through agents: kept in the cache only */
+	int repairing; /* cur puts back what changed on disk of the version in place */
 	/* The version published at TARGET/NAME, for the registry mirror. */
 	struct hash_id pub_id;
 	char *pub_source; /* NULL: none yet */

@@ -52,6 +52,7 @@ static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 	json_object_set_new(o, "bad_blocks", json_integer(st.bad_blocks));
 	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
 	json_object_set_new(o, "error", error_json(err));
+	json_object_set_new(o, "waiting", error_json(fetch_waiting(f)));
 	return o;
 }
 
@@ -146,7 +147,9 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
 	if (i >= d->nsets)
 		return -1;
 	struct dset *s = d->sets[i];
-	if (!s->pub_source || !daemon_ready(d, s->name, NULL))
+	/* Repairing: the intact files are in place all along, and the changed
+	 * ones are refused (daemon_file_damaged) until they are put back. */
+	if (!s->pub_source || (!daemon_ready(d, s->name, NULL) && !watch_damage(d->watch, s->name)))
 		return 0;
 	out->name = s->name;
 	out->source = s->pub_source;
@@ -164,6 +167,11 @@ int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct 
 	*name = s->name;
 	*f = s->cur;
 	return 1;
+}
+
+int daemon_file_damaged(struct daemon *d, const char *name, const struct hash_id *id)
+{
+	return watch_file_damaged(d->watch, name, id);
 }
 
 struct adhoc *daemon_adhoc(struct daemon *d)

@@ -170,18 +170,20 @@ static void tick(uv_timer_t *t)
 	if (f->rc < 0 || f->complete)
 		return;
 	uint64_t now = uv_now(f->loop);
-	int queued = 0;
+	int queued = 0, origin_ok = now >= f->origin_after_ms; /* a repair's backoff */
 	for (uint32_t b = 0; b < f->nblocks; b++) {
 		if (f->state[b] != FETCH_NEED || f->avail[b])
 			continue;
 		if (f->tainted[b]) {
+			if (!origin_ok)
+				continue;
 			f->state[b] = FETCH_ORIGIN;
 			f->st.refetch_bad_peer++;
 			buf_append(&f->origin_q, &b, sizeof b);
 			queued++;
 		} else if (!f->lonely_ms[b]) {
 			f->lonely_ms[b] = now;
-		} else if (now - f->lonely_ms[b] >= FETCH_NO_PEER_MS) {
+		} else if (origin_ok && now - f->lonely_ms[b] >= FETCH_NO_PEER_MS) {
 			f->state[b] = FETCH_ORIGIN;
 			f->st.refetch_no_peer++;
 			buf_append(&f->origin_q, &b, sizeof b);
@@ -204,16 +206,24 @@ struct publish_job {
 	int rc;
 	char *detail;
 	struct cache_updates updates; /* for the loop thread to apply */
+	struct publish_stats st;      /* a repair's */
 };
 
 static void publish_work(uv_work_t *w)
 {
 	struct publish_job *pj = w->data;
 	struct fetch *f = pj->f;
-	/* A pulled dataset stays in the cache: each pull publishes it. */
-	if (f->target_root)
+	char *dir;
+	/* A pulled dataset stays in the cache: each pull publishes it. A
+	 * repair leaves the intact files of the tree in place. */
+	if (f->target_root && f->o.repair) {
+		dir = path_join(f->target_root, f->name);
+		pj->rc = publish_tree(f->c, f->m, dir, &pj->st, &pj->updates, &pj->detail);
+		free(dir);
+	} else if (f->target_root) {
 		pj->rc =
 		    publish_version(f->c, f->m, f->target_root, f->name, &pj->updates, &pj->detail);
+	}
 }
 
 static void publish_done(uv_work_t *w, int status)
@@ -234,7 +244,15 @@ static void publish_done(uv_work_t *w, int status)
 			fetch_fail(f, rc, "%s", pj->detail ? pj->detail : sb_strerror(rc));
 		} else {
 			f->published = 1;
-			if (f->target_root)
+			if (f->target_root && f->o.repair)
+				log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
+					 "dataset %s: repaired %s/%s: %llu %s put back, %llu in "
+					 "place",
+					 f->name, f->target_root, f->name,
+					 (unsigned long long)(pj->st.linked + pj->st.copied),
+					 pj->st.linked + pj->st.copied == 1 ? "file" : "files",
+					 (unsigned long long)pj->st.unchanged);
+			else if (f->target_root)
 				log_with(LOG_INFO, LOG_KV({"dataset", f->name}),
 					 "dataset %s: published %s/%s", f->name, f->target_root,
 					 f->name);
@@ -602,6 +620,7 @@ void fetch_release(struct fetch *f)
 	free(f->name);
 	free(f->target_root);
 	free(f->error);
+	free(f->waiting);
 	free(f);
 }
 
@@ -680,6 +699,11 @@ const char *fetch_error(const struct fetch *f)
 int fetch_status(const struct fetch *f)
 {
 	return f->rc;
+}
+
+const char *fetch_waiting(const struct fetch *f)
+{
+	return f->waiting;
 }
 
 void fetch_stats(const struct fetch *f, struct fetch_stats *out)

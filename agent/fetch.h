@@ -27,6 +27,10 @@
 /* Files of at most this many bytes in this node's origin share are read
  * before the others. */
 #define FETCH_SMALL_FIRST (64u << 10)
+/* A repair whose origin cannot be read tries it again after this, twice
+ * as long after each failure, at most _MAX (fetch_options.repair). */
+#define FETCH_ORIGIN_RETRY_MS	  10000
+#define FETCH_ORIGIN_RETRY_MAX_MS 300000
 
 enum fetch_block_state {
 	FETCH_UNKNOWN = 0, /* hash not known yet, another node reads it from the origin */
@@ -117,6 +121,14 @@ struct fetch_options {
 	 * is started, and the fetch fails with SB_ECANCELED, publishing
 	 * nothing. */
 	volatile sig_atomic_t *stop;
+	/* A repair of the version in place at target_root/name, whose
+	 * manifest has every block hash: files are put back into that tree
+	 * one by one (those in place stay, each other appears by one rename)
+	 * instead of flipping the whole version; and a source that cannot
+	 * be listed or read does not fail the fetch: the blocks it was to
+	 * give wait for a peer again and the origin is tried again after a
+	 * backoff (FETCH_ORIGIN_RETRY_MS), fetch_waiting() saying why. */
+	int repair;
 };
 
 /* Start fetching manifest m (copied; unknown hashes are zero) as o says.
@@ -153,6 +165,9 @@ int fetch_published(const struct fetch *f); /* at TARGET/NAME */
 const char *fetch_error(const struct fetch *f);
 /* 0 while it runs and once published, else the failure (negative). */
 int fetch_status(const struct fetch *f);
+/* A repair whose origin failed: why its blocks wait for a peer (one line,
+ * owned by f), or NULL. */
+const char *fetch_waiting(const struct fetch *f);
 void fetch_stats(const struct fetch *f, struct fetch_stats *out);
 
 /* Peer bookkeeping: how many connected peers hold block b changed by delta

@@ -108,12 +108,22 @@ struct fetch {
 	int complete, publishing, published;
 	int dropped;   /* unfinished partials dropped after the failure */
 	int idle_told; /* hooks.idle ran */
+	/* o.repair: the origin failed; not read again before origin_after_ms */
+	uint64_t origin_after_ms;
+	unsigned origin_backoff_ms;
+	char *waiting; /* fetch_waiting() */
 	struct fetch_stats st;
 };
 
 /* Record the first failure (one line, printf-style), stop the source and
  * tell the hooks. */
 void fetch_fail(struct fetch *f, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* An origin that cannot be opened, listed or read: fetch_fail, or for a
+ * repair the blocks queued for it wait for a peer again, and it is tried
+ * again after the backoff (printf-style line for fetch_waiting). */
+void fetch_origin_fail(struct fetch *f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* A block's geometry: where its hash lives (inside the manifest copy; zero

@@ -3,6 +3,7 @@
  * sealed into cache objects, and the origin read for this node's share. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -350,7 +351,13 @@ void fetch_store_done(uv_work_t *w, int status)
 		return;
 	}
 	struct ffile *ff = &f->files[f->bfile[b]];
+	const char *why = NULL; /* a repair's origin failed: told once the slot is free */
 	ff->inflight--;
+	if (rc == 0 && j->kind == JOB_ORIGIN && f->waiting) {
+		free(f->waiting); /* the origin answers again */
+		f->waiting = NULL;
+		f->origin_backoff_ms = 0;
+	}
 	if (rc == 0 && f->state[b] >= FETCH_WRITTEN) {
 		/* Another job stored it first. Counted twice, the file would
 		 * seal before its last block is durable, or never. */
@@ -391,6 +398,11 @@ void fetch_store_done(uv_work_t *w, int status)
 			f->hooks.bad_peer(f->hooks.arg, f, j->peer, b);
 	} else if (j->kind == JOB_LOCAL) {
 		fetch_back_to_need(f, b); /* the cached copy went away or is damaged */
+	} else if (j->kind == JOB_ORIGIN && f->o.repair && rc != SB_ECANCELED && !sb_no_space(rc)) {
+		fetch_back_to_need(f, b);
+		why = rc == SB_ECORRUPT || rc == SB_ECHANGED ? "differs from the version in place"
+		      : f->src->error_detail		     ? f->src->error_detail
+							     : sb_strerror(rc);
 	} else if (j->kind == JOB_ORIGIN && rc == SB_ECORRUPT && j->held == -1) {
 		fetch_fail(f, SB_ECHANGED,
 			   "%s: block %u of %s differs from the version being fetched",
@@ -415,6 +427,9 @@ void fetch_store_done(uv_work_t *w, int status)
 				   f->m->files[ff->index]->path, b, sb_strerror(rc));
 	}
 	job_release(j);
+	if (why)
+		fetch_origin_fail(f, rc, "%s: %s: %s", fetch_shown(f), f->m->files[ff->index]->path,
+				  why);
 	if (f->hooks.wake && rc < 0)
 		f->hooks.wake(f->hooks.arg, f);
 	fetch_pump(f);
@@ -532,6 +547,7 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 static int match_listing(struct fetch *f)
 {
 	const struct source_listing *l = &f->src->listing;
+	free(f->src_index); /* a repair lists again after a failure */
 	f->src_index = xcalloc(f->m->n_files + 1, sizeof *f->src_index);
 	size_t j = 0;
 	for (size_t i = 0; i < f->m->n_files; i++) {
@@ -541,16 +557,17 @@ static int match_listing(struct fetch *f)
 		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR)
 			continue;
 		if (j >= l->nfiles || strcmp(l->files[j].path, e->path) != 0) {
-			fetch_fail(f, SB_ECHANGED, "%s: %s is gone from the source", f->m->source,
-				   e->path);
+			fetch_origin_fail(f, SB_ECHANGED, "%s: %s is gone from the source",
+					  f->m->source, e->path);
 			return SB_ECHANGED;
 		}
 		const struct source_file *s = &l->files[j];
 		if (s->size != e->size || strcmp(s->digest ? s->digest : "", e->source_digest)) {
-			fetch_fail(f, SB_ECHANGED,
-				   "%s: %s changed since the scheduler listed it; waiting for the "
-				   "next version",
-				   f->m->source, e->path);
+			fetch_origin_fail(
+			    f, SB_ECHANGED,
+			    "%s: %s changed since the scheduler listed it; waiting for the "
+			    "next version",
+			    f->m->source, e->path);
 			return SB_ECHANGED;
 		}
 		f->src_index[i] = j;
@@ -564,6 +581,8 @@ void fetch_source_ready(struct fetch *f)
 	if (match_listing(f) < 0)
 		return;
 	f->src_state = 2;
+	if (f->slots)
+		return; /* sized when a listing first matched */
 	if (src->sequential)
 		f->nslots = 1;
 	else if (f->o.origin_jobs > 0)
@@ -587,13 +606,16 @@ static void listed(struct source *src, int status, void *arg)
 	struct fetch *f = arg;
 	if (!f->dead) {
 		if (status < 0)
-			fetch_fail(f, status, "%s",
-				   src->error_detail ? src->error_detail : sb_strerror(status));
+			fetch_origin_fail(f, status, "%s",
+					  src->error_detail ? src->error_detail
+							    : sb_strerror(status));
 		else
 			fetch_source_ready(f);
 	}
 	fetch_unpend(f);
 }
+
+static void origin_unqueue(struct fetch *f);
 
 static void open_source(struct fetch *f)
 {
@@ -604,12 +626,16 @@ static void open_source(struct fetch *f)
 	 * to find the manifest's files in it, so it gets what a manifest can
 	 * hold rather than this agent's defaults. */
 	so.limits.files = MANIFEST_MAX_FILES;
+	if (f->src) { /* a repair's, whose listing failed: its callback ran */
+		source_free(f->src);
+		f->src = NULL;
+	}
 	if (rc == 0) {
 		rc = source_new(f->loop, &uri, &so, &f->src);
 		uri_close(&uri);
 	}
 	if (rc < 0) {
-		fetch_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
+		fetch_origin_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
 		return;
 	}
 	f->src_state = 1;
@@ -617,14 +643,62 @@ static void open_source(struct fetch *f)
 	rc = f->src->ops->list(f->src, listed, f);
 	if (rc < 0) {
 		f->pending--;
-		fetch_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
+		fetch_origin_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
 	}
+}
+
+void fetch_origin_fail(struct fetch *f, int rc, const char *fmt, ...)
+{
+	struct buf line = BUF_INIT;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&line, fmt, ap);
+	va_end(ap);
+	if (!f->o.repair) {
+		fetch_fail(f, rc, "%s", buf_cstr(&line));
+		buf_close(&line);
+		return;
+	}
+	/* A source not listed yet is listed again. */
+	uint32_t n = 0;
+	origin_unqueue(f);
+	if (f->src_state != 2 && !f->src_borrowed)
+		f->src_state = 0;
+	for (uint32_t b = 0; b < f->nblocks; b++)
+		n += f->state[b] <= FETCH_PEER;
+	unsigned ms = f->origin_backoff_ms ? f->origin_backoff_ms * 2 : FETCH_ORIGIN_RETRY_MS;
+	f->origin_backoff_ms = ms < FETCH_ORIGIN_RETRY_MAX_MS ? ms : FETCH_ORIGIN_RETRY_MAX_MS;
+	f->origin_after_ms = uv_now(f->loop) + f->origin_backoff_ms;
+	free(f->waiting);
+	f->waiting =
+	    xasprintf("the origin cannot be read (%s): %u %s wait for a peer, the "
+		      "origin is tried again in %u s",
+		      buf_cstr(&line), n, n == 1 ? "block" : "blocks", f->origin_backoff_ms / 1000);
+	log_limited_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"error", buf_cstr(&line)}),
+			 "dataset %s: repairing: %s", f->name, f->waiting);
+	buf_close(&line);
+}
+
+/* What is queued for the origin waits for a peer again (a repair whose
+ * origin failed lately); reads under way end by themselves. */
+static void origin_unqueue(struct fetch *f)
+{
+	const uint32_t *q = (const uint32_t *)f->origin_q.ptr;
+	for (size_t i = f->origin_head; i < f->origin_q.len / sizeof(uint32_t); i++)
+		if (f->state[q[i]] == FETCH_ORIGIN && (!f->slots || !origin_reading(f, q[i]))) {
+			f->state[q[i]] = fetch_known(f, q[i]) ? FETCH_NEED : FETCH_UNKNOWN;
+			f->lonely_ms[q[i]] = 0;
+		}
+	buf_reset(&f->origin_q);
+	f->origin_head = 0;
 }
 
 void fetch_pump(struct fetch *f)
 {
 	if (f->dead || f->rc < 0)
 		return;
+	if (uv_now(f->loop) < f->origin_after_ms)
+		origin_unqueue(f); /* not before its backoff: peers only meanwhile */
 	size_t queued = f->origin_q.len / sizeof(uint32_t);
 	if (f->origin_head >= queued && !f->slots_busy)
 		return;

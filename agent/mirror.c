@@ -384,10 +384,9 @@ static void hash_done(uv_work_t *w, int status)
 				 "served again",
 				 j->cat->name, j->digest);
 		else if (status == 0 && j->rc == SB_ECORRUPT)
-			log_error(
-			    "mirror: dataset %s: blob %s in %s does not match its digest: "
-			    "never served (the next version, or `syncbit verify`, repairs it)",
-			    j->cat->name, j->digest, j->cat->dir);
+			log_error("mirror: dataset %s: blob %s in %s does not match its digest: "
+				  "not served until the agent puts it back",
+				  j->cat->name, j->digest, j->cat->dir);
 	}
 	mirror_job_done(j);
 }
@@ -447,6 +446,11 @@ static void open_done(uv_work_t *w, int status)
 			mirror_stopping(mr);
 		else
 			mirror_not_found(mr);
+	} else if (daemon_file_damaged(j->m->d, j->cat->name, &b->object)) {
+		close(j->fd); /* whatever its time says: being repaired */
+		mirror_answer_error(mr, 404, "BLOB_UNKNOWN",
+				    "the blob's file changed on disk here and is being repaired",
+				    MIRROR_REFUSED);
 	} else if (!blob_trusted(j->m, j->cat, b, &j->st)) {
 		close(j->fd);
 		mirror_answer_error(mr, 404, "BLOB_UNKNOWN",

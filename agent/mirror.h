@@ -11,9 +11,10 @@
  * digests; blobs by sendfile from TARGET/NAME/blobs/sha256/<hex> when the
  * file has the size the manifests declare and the mtime the daemon gave it
  * (a file whose mtime moved is refused and hashed in full once on the pool;
- * it is served again only if it matches its digest). While a dataset is
- * being fetched, its manifests and blobs are served as soon as their files
- * are verified cache objects (agent/mirror_early.c), and a request for one
+ * it is served again only if it matches its digest; a file the agent found
+ * changed is refused until it is put back). While a dataset is being
+ * fetched, its manifests and blobs are served as soon as their files are
+ * verified cache objects (agent/mirror_early.c), and a request for one
  * still to come waits for it, up to wait_ms. Anything else is a 404 with
  * an OCI error body, at once, so containerd asks its next host.
  * Loop thread only; files are opened and hashed on the pool. */

@@ -99,6 +99,8 @@ static int add_blob(struct load *l, const struct oci_descriptor *d)
 	snprintf(b->digest, sizeof b->digest, "%s", d->digest);
 	b->size = e->size;
 	b->mtime_ns = e->mtime_ns;
+	manifest_file_object_id(e->size, l->m->block_size, e->block_hashes.data,
+				e->block_hashes.len / HASH_LEN, &b->object);
 	return 0;
 }
 

@@ -105,8 +105,9 @@ struct mirror_doc {
 /* A config or layer held: where and how the verified version left it. */
 struct mirror_blob {
 	char digest[OCI_DIGEST_MAX];
-	uint64_t size;	  /* the size the manifests declare, and the file's */
-	int64_t mtime_ns; /* the published file's, as the daemon set it */
+	uint64_t size;	       /* the size the manifests declare, and the file's */
+	int64_t mtime_ns;      /* the published file's, as the daemon set it */
+	struct hash_id object; /* its cache object (daemon_file_damaged) */
 	/* A file whose mtime moved is hashed in full once per state: */
 	int hashing;
 	int judged; /* 1: ok below is the verdict for state */

@@ -39,6 +39,8 @@ struct wset {
 	Manifest *m;	     /* its published version */
 	struct hash_id *ids; /* per file: its object (zero: not a regular file of its own) */
 	char *damage;
+	struct hash_id *bad; /* objects of its files found changed since it was published */
+	size_t nbad;
 };
 
 struct wobj {
@@ -138,6 +140,7 @@ static void free_set(struct wset *s)
 	manifest_free(s->m);
 	free(s->ids);
 	free(s->damage);
+	free(s->bad);
 	free(s);
 }
 
@@ -366,6 +369,8 @@ static void damage(struct watch *w, struct wobj *o, const char *what)
 			log_warn("dataset %s: %s changed on disk: %s; no longer served, fetching "
 				 "it again",
 				 s->name, file, what);
+			s->bad = xrealloc(s->bad, (s->nbad + 1) * sizeof *s->bad);
+			s->bad[s->nbad++] = o->id;
 			if (!s->damage)
 				s->damage =
 				    xasprintf("%s changed on disk (%s); repairing", file, what);
@@ -773,6 +778,15 @@ const char *watch_damage(const struct watch *w, const char *name)
 {
 	const struct wset *s = w ? find_set(w, name) : NULL;
 	return s ? s->damage : NULL;
+}
+
+int watch_file_damaged(const struct watch *w, const char *name, const struct hash_id *id)
+{
+	const struct wset *s = w ? find_set(w, name) : NULL;
+	for (size_t i = 0; s && i < s->nbad; i++)
+		if (!memcmp(s->bad[i].b, id->b, HASH_LEN))
+			return 1;
+	return 0;
 }
 
 void watch_status(const struct watch *w, const char *name, json_t *o)

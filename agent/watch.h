@@ -47,6 +47,9 @@ void watch_block_reported(struct watch *w, const struct hash_id *h);
 /* Why dataset name is damaged (one line naming the file, owned by w), or
  * NULL when nothing was found wrong with it. */
 const char *watch_damage(const struct watch *w, const char *name);
+/* 1 when dataset name's file of object id was found changed and the
+ * dataset is not published again since (it must not be served). */
+int watch_file_damaged(const struct watch *w, const char *name, const struct hash_id *id);
 /* Add to dataset name's status object o "damage": watch_damage()'s line or
  * null, and while damaged "state": "repairing". */
 void watch_status(const struct watch *w, const char *name, json_t *o);

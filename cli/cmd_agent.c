@@ -380,6 +380,9 @@ void cli_print_agent_status(const json_t *st)
 		const char *damage = json_string_value(json_object_get(s, "damage"));
 		if (damage)
 			printf("  damaged: %s\n", damage);
+		const char *waiting = json_string_value(json_object_get(s, "waiting"));
+		if (waiting)
+			printf("  waiting: %s\n", waiting);
 	}
 }
 

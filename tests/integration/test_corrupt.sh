@@ -6,7 +6,8 @@
 # stopped. Each time the node notices by itself (no peer asks it for the
 # block), stops serving the file, says it is not ready and which file is
 # why, fetches it again and publishes a correct copy; no peer ever receives
-# the bad bytes.
+# the bad bytes. With the origin gone, a peer's copy repairs it; with no
+# copy anywhere, the repair waits and says why until the origin is back.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -96,6 +97,52 @@ check "(c) and the rest of m" diff -r "$SRC" "$T/t1/m"
 for n in 2 3; do
 	check "(c) n$n never received a bad block" test "$(bad_bytes $n)" = 0
 done
+
+# ---- (d) the origin cannot be read, a peer holds the block ----
+# The repair takes only the changed file's blocks (its object left the
+# index whole), from the peers; the origin is never needed, so its absence
+# fails nothing.
+mv "$SRC" "$SRC.away"
+failed_before=$(grep -c "dataset m: failed" "$T/a2.log")
+printf 'Z' | dd of="$T/t2/m/data.bin" bs=1 seek=$((3 << 20)) conv=notrunc status=none
+check "(d) n2 notices the change" sh -c "for i in \$(seq $((BOUND * 10))); do
+	grep -q 't2/m/data.bin changed on disk: block 3' '$T/a2.log' && exit 0; sleep 0.1; done; exit 1"
+check "(d) n2 repairs it from its peers, the origin gone" wait_ready 60 m 2
+check "(d) n2's file is the origin's" cmp "$SRC.away/data.bin" "$T/t2/m/data.bin"
+from_peers_only() { # N BYTES: agent N's fetch of m read nothing from the origin, BYTES from peers
+	local o p
+	o=$(status_field "$1" m bytes_from_origin) p=$(status_field "$1" m bytes_from_peers)
+	echo "from the origin $o, from peers $p"
+	test "$o" = 0 -a "$p" = "$2"
+}
+check "(d) the repair read nothing from the origin, the changed file from peers" \
+	from_peers_only 2 $((4 << 20))
+check "(d) only that file was put back" grep -q "dataset m: repaired .*: 1 file put back, 1 in place" "$T/a2.log"
+check "(d) nothing failed on n2" test "$(grep -c "dataset m: failed" "$T/a2.log")" = "$failed_before"
+
+# ---- (e) nobody holds the block, the origin cannot be read ----
+# The repair waits, says why in status, and tries the origin again with a
+# backoff; the origin back, the file is repaired.
+kill -TERM "${AGENT_PID[1]}" "${AGENT_PID[3]}"
+wait "${AGENT_PID[1]}" "${AGENT_PID[3]}" 2>/dev/null
+printf 'W' | dd of="$T/t2/m/sub/small.bin" bs=1 seek=2000 conv=notrunc status=none
+waiting_says() { # the status line of a repair waiting for the origin
+	local deadline=$((SECONDS + 60))
+	while [ $SECONDS -lt $deadline ]; do
+		status_field 2 m waiting | grep -q "the origin cannot be read .* 1 block wait for a peer, the origin is tried again in [0-9]* s" && return 0
+		sleep 0.5
+	done
+	status_field 2 m waiting; return 1
+}
+check "(e) status says the repair waits for a peer and retries the origin" waiting_says
+check "(e) the dataset is repairing, not failed" \
+	test "$(status_field 2 m state)" = repairing -a "$(status_field 2 m error)" = None
+check "(e) the status text shows it too" \
+	sh -c "'$SYNCBIT' status --socket '$T/a2.sock' | grep -q 'waiting: the origin cannot be read'"
+mv "$SRC.away" "$SRC"
+check "(e) the origin back, n2 repairs it" wait_ready 90 m 2
+check "(e) n2's file is the origin's" same 2 sub/small.bin
+check "(e) the other files stayed in place" diff -r "$SRC" "$T/t2/m"
 
 stop_cluster
 finish
