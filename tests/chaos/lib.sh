@@ -26,6 +26,39 @@ SEED=$((SEED % 2147483647))
 RANDOM=$SEED
 echo "  seed $SEED (replay: CHAOS_SEED=$SEED make chaos ONLY=$SCENARIO)"
 
+# Known failures: checks that fail because of a Syncbit bug not fixed yet,
+# listed in tests/chaos/known-failures as "SCENARIO: DESCRIPTION # the
+# bug". Such a check still runs and its failure is printed as "KNOWN FAIL"
+# with the bug, every time; it is counted apart (KNOWN) instead of failing
+# the run. A listed check that passes says so. Remove the line once the bug
+# is fixed: then its failure fails the run again.
+KNOWN=0
+declare -A KNOWN_WHY=()
+while IFS= read -r line; do
+	case "$line" in '#'* | '') continue ;; esac
+	d=${line%%#*}
+	d=${d%"${d##*[![:space:]]}"}
+	why=${line#*#}
+	[ "$why" = "$line" ] && why=
+	KNOWN_WHY[$d]=${why# }
+done <"$CHAOS/known-failures"
+bad() {
+	if [ -n "${KNOWN_WHY["$SCENARIO: $1"]+x}" ]; then
+		KNOWN=$((KNOWN + 1))
+		echo "  KNOWN FAIL $1"
+		echo "       known bug: ${KNOWN_WHY["$SCENARIO: $1"]}"
+		[ -n "${2:-}" ] && echo "       $2"
+		return 1
+	fi
+	FAIL=$((FAIL + 1)); echo "  FAIL $1"; [ -n "${2:-}" ] && echo "       $2"; return 1
+}
+ok() {
+	PASS=$((PASS + 1)); echo "  ok   $1"
+	[ -n "${KNOWN_WHY["$SCENARIO: $1"]+x}" ] &&
+		echo "       (listed in tests/chaos/known-failures, passed this time)"
+	return 0
+}
+
 # rnd LO HI: R = a number in [LO, HI], from the seed.
 rnd() { R=$(($1 + RANDOM % ($2 - $1 + 1))); }
 # pick WORD...: R = one of the words, from the seed.
@@ -130,5 +163,6 @@ http_origin() {
 # chaos_finish: the summary of what was injected, then the result line.
 chaos_finish() {
 	echo "  $INJECTED injections, seed $SEED"
+	[ "$KNOWN" -gt 0 ] && echo "$SCENARIO: $KNOWN known failures"
 	finish
 }
