@@ -41,6 +41,11 @@ for n in "${AGENTS[@]}"; do start_agent "$n" || bad "agent n$n starts"; done
 inject "n2's target is a tmpfs of $TARGET_KIB KiB ($TARGET_PCT % of the dataset)"
 start_watcher "$T/d.json" "$T/t1/d" "$T/t2/d" "$T/t3/d"
 
+# received N: bytes agent N received from peers so far.
+received() {
+	"$SYNCBIT" status --socket "$T/a$1.sock" --json | tail -1 |
+		python3 -c "import json,sys; print(json.load(sys.stdin)['peers']['bytes_received'])"
+}
 rnd 10 60
 FILL_PCT=$R
 check "dataset add of a rate-limited 24 MiB HTTP file" \
@@ -52,11 +57,6 @@ full_at=$SECONDS
 dd if=/dev/zero of="$DATA_FS/filler" bs=64k status=none 2>/dev/null
 inject "n1's data directory fills up (a filler file takes the rest of its 48 MiB) at $have bytes held, $((have * 100 / SIZE)) %"
 
-# received N: bytes agent N received from peers so far.
-received() {
-	"$SYNCBIT" status --socket "$T/a$1.sock" --json | tail -1 |
-		python3 -c "import json,sys; print(json.load(sys.stdin)['peers']['bytes_received'])"
-}
 # error_says N PATTERN: within 60 s agent N's dataset is in error, and its
 # error matches PATTERN.
 error_says() {

@@ -8,11 +8,13 @@
   trees.py check EXPECT DIR          exit 0 when DIR holds exactly the files of
                                      EXPECT with their bytes; else one line per
                                      difference on stdout, exit 1
-  trees.py watch EXPECT OUT DIR...   until SIGTERM, look at every DIR again and
+  trees.py watch EXPECT[,EXPECT] OUT DIR...
+                                     until SIGTERM, look at every DIR again and
                                      again: each DIR is absent, or every file in
                                      it (Syncbit's own .syncbit-tmp.* names
-                                     aside) is a file of EXPECT with its final
-                                     size and sha256. Each violation is a line
+                                     aside) is a file of an EXPECT (one per
+                                     version of the source) with its final size
+                                     and sha256. Each violation is a line
                                      "VIOLATION t+SECONDS DIR/REL: what" in OUT
                                      at once; on SIGTERM a last line
                                      "rounds R files F hashed H".
@@ -109,7 +111,7 @@ def check(exp, d):
     return 1 if bad else 0
 
 
-def watch(exp, out_path, dirs):
+def watch(exps, out_path, dirs):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     t0 = time.monotonic()
@@ -138,13 +140,13 @@ def watch(exp, out_path, dirs):
                     continue
                 files += 1
                 p = os.path.join(d, rel)
-                want = exp.get(rel)
-                if want is None:
+                wants = [e[rel] for e in exps if rel in e]
+                if not wants:
                     violation(d, rel, "not a file of the source")
                     continue
-                if want[0] == "link":
+                if wants[0][0] == "link":
                     try:
-                        if os.readlink(p) != want[1]:
+                        if os.readlink(p) not in [w[1] for w in wants]:
                             violation(d, rel, "link with another target")
                     except FileNotFoundError:
                         pass
@@ -163,13 +165,14 @@ def watch(exp, out_path, dirs):
                     key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                     if seen.get((d, rel)) == key:
                         continue
-                    if st.st_size != want[0]:
-                        violation(d, rel, f"size: {st.st_size} bytes, the final size is {want[0]}")
+                    if st.st_size not in [w[0] for w in wants]:
+                        violation(d, rel, f"size: {st.st_size} bytes, the final size is "
+                                  + " or ".join(str(w[0]) for w in wants))
                         continue
                     got = sha256_fd(fd)
                     hashed += 1
-                    if got != want[1]:
-                        violation(d, rel, f"hash: sha256 {got[:16]}… is not the source's {want[1][:16]}…")
+                    if [st.st_size, got] not in wants:
+                        violation(d, rel, f"hash: sha256 {got[:16]}… is not the source's")
                         continue
                     seen[(d, rel)] = key
                 finally:
@@ -189,7 +192,7 @@ def main():
     if len(a) == 3 and a[0] == "check":
         return check(json.load(open(a[1])), a[2])
     if len(a) >= 4 and a[0] == "watch":
-        watch(json.load(open(a[1])), a[2], a[3:])
+        watch([json.load(open(e)) for e in a[1].split(",")], a[2], a[3:])
         return 0
     print(__doc__, file=sys.stderr)
     return 2
