@@ -89,7 +89,7 @@ check "the kills landed before the dataset was everywhere ($MID of $KILLS, at le
 
 t0=$SECONDS
 check "every node has model within ${BOUND}s of the last restart" wait_ready $BOUND model "${AGENTS[@]}" ||
-	for n in "${AGENTS[@]}"; do echo "       n$n holds $(status_field "$n" model bytes_have) of $SIZE bytes"; done
+	for n in "${AGENTS[@]}"; do echo "       n$n holds $(status_field "$n" model bytes_have 2>/dev/null) of $SIZE bytes"; done
 check "every node has tree" wait_ready 30 tree "${AGENTS[@]}"
 note "ready $((SECONDS - t0)) s after the last restart"
 stop_watcher

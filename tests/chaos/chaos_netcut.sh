@@ -133,7 +133,7 @@ done
 check "every cut fell while the dataset moved ($MID of $CUTS)" test "$MID" = "$CUTS"
 
 check "every agent has m within ${BOUND}s of the last cut" wait_ready $BOUND m "${AGENTS[@]}" ||
-	for n in "${AGENTS[@]}"; do echo "       n$n holds $(status_field "$n" m bytes_have) of $S bytes"; done
+	for n in "${AGENTS[@]}"; do echo "       n$n holds $(status_field "$n" m bytes_have 2>/dev/null) of $S bytes"; done
 stop_watcher
 same_trees "$T/m.json" m "${AGENTS[@]}"
 netns_stop_all
