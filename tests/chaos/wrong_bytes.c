@@ -77,4 +77,4 @@ ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 }
 
 ssize_t sendfile64(int out_fd, int in_fd, off_t *offset, size_t count)
-	__attribute__((alias("sendfile")));
+    __attribute__((alias("sendfile")));
