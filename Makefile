@@ -1,5 +1,5 @@
-# Syncbit build. `make` builds bin/syncbit; `make test` runs unit and
-# integration tests, then the unit and integration suites again under
+# Syncbit build. `make` builds bin/syncbit; `make test` runs the unit,
+# integration and chaos tests, then all three suites again under
 # AddressSanitizer + UndefinedBehaviorSanitizer.
 
 CC      ?= cc
@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
+.PHONY: all deps build-deps test check unit integration chaos demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -107,7 +107,12 @@ unit: $(UNIT_BIN)
 integration: $(BIN)/syncbit
 	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-integration.sh
 
-check: $(BUILD)/bench/sched-scale unit integration
+# Faults injected at random points of real distributions (docs/CHAOS.md);
+# CHAOS_SEED replays a run, ONLY=NAME runs one scenario.
+chaos: $(BIN)/syncbit
+	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-chaos.sh
+
+check: $(BUILD)/bench/sched-scale unit integration chaos
 
 # The whole suite, then again under ASan+UBSan.
 test: deps

@@ -333,8 +333,9 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 	uint64_t now = uv_now(pe->p->loop);
 	for (size_t i = 0; i < pe->nvers; i++) {
 		struct pver *v = &pe->vers[i];
-		struct fetch *f = v->f;
-		if (!f || fetch_complete(f) || v->nblocks != fetch_nblocks(f) || !v->nblocks)
+		struct fetch *f = v->f; /* one that failed (disk full) asks nothing */
+		if (!f || fetch_complete(f) || fetch_error(f) || v->nblocks != fetch_nblocks(f) ||
+		    !v->nblocks)
 			continue;
 		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best = UINT32_MAX;
 		uint32_t best_avail = UINT32_MAX, waiting = 0, n_endgame = 0;

@@ -122,6 +122,8 @@ static int cmp_obj(const void *a, const void *b)
 static struct wobj *find_obj(const struct watch *w, const struct hash_id *id)
 {
 	struct wobj key = {.id = *id};
+	if (!w->nobjs) /* objs is NULL then: no bsearch (a peer's report may come first) */
+		return NULL;
 	return bsearch(&key, w->objs, w->nobjs, sizeof *w->objs, cmp_obj);
 }
 
