@@ -159,9 +159,13 @@ struct cluster_node *cluster_node_register(struct cluster *c, const char *name,
 void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now);
 /* Replace the node's reports with a heartbeat's (reports of unknown
  * versions are dropped); save what changed. Versions that lost their last
- * reference are forgotten. */
-void cluster_node_report(struct cluster *c, struct cluster_node *n,
-			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now);
+ * reference are forgotten. 1 when a version's report turned failing (an
+ * error) or stopped failing: its origin plan is to be made again. */
+int cluster_node_report(struct cluster *c, struct cluster_node *n,
+			Syncbit__VersionState *const *vs, size_t nvs, uint64_t now);
+/* 1 when node n's report of cv carries an error (its cache cannot store,
+ * its disk is full): it reads no origin share until it reports without. */
+int cluster_node_failing(const struct cluster_node *n, const struct cluster_version *cv);
 /* Save every unsaved report and the last-seen time of n (at disconnect). */
 void cluster_node_flush(struct cluster *c, struct cluster_node *n);
 const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,

@@ -168,14 +168,29 @@ static void keep_head(const struct assign_plan *p, uint32_t keep, uint8_t *skip,
 		}
 }
 
+int cluster_node_failing(const struct cluster_node *n, const struct cluster_version *cv)
+{
+	const struct cluster_report *r = cluster_node_report_of(n, &cv->v->id);
+	return r && r->error && r->error[0];
+}
+
 uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
 		      size_t ngone)
 {
-	size_t n;
+	size_t n, k = 0;
 	struct cluster_node **m = cluster_members(c, cv, &n);
 	uint8_t *skip = xmalloc(cv->v->nblocks / 8 + 1);
 	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
+	/* what failing nodes hold still counts: they serve it to peers */
 	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
+	/* A failing node (its cache cannot store) gets no share: otherwise
+	 * the blocks left with it would wait for its disk, and every other
+	 * node with them. If every member fails, they keep their shares. */
+	for (size_t i = 0; i < n; i++)
+		if (!cluster_node_failing(m[i], cv))
+			m[k++] = m[i];
+	if (k)
+		n = k;
 	uint32_t *head = xcalloc(n * ASSIGN_KEEP_HEAD + 1, sizeof *head);
 	uint32_t *nhead = xcalloc(n + 1, sizeof *nhead);
 	for (size_t i = 0; i < n; i++)

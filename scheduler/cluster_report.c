@@ -139,13 +139,13 @@ static void report_count(struct cluster *c, const uint64_t before[4],
 	d->total_served += grown(before[3], r->bytes_served);
 }
 
-void cluster_node_report(struct cluster *c, struct cluster_node *n,
-			 Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
+int cluster_node_report(struct cluster *c, struct cluster_node *n,
+			Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
 {
 	struct cluster_report *next = xcalloc(nvs + 1, sizeof *next);
 	uint8_t *moved = xcalloc(n->nreports + 1, 1);
 	size_t nnext = 0, at;
-	int dropped = 0;
+	int dropped = 0, flipped = 0;
 	state_begin(c->state);
 	for (size_t i = 0; i < nvs; i++) {
 		struct cluster_version *cv =
@@ -171,6 +171,8 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 		int major = cluster_report_fill(r, cv, vs[i]);
 		report_count(c, before, r);
 		report_log(n, r, was_published, was_error);
+		if ((was_error && was_error[0]) != (r->error && r->error[0]))
+			flipped = 1; /* failing now, or no longer */
 		free(was_error);
 		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
 			cluster_report_save(c, n->name, r, now);
@@ -191,4 +193,5 @@ void cluster_node_report(struct cluster *c, struct cluster_node *n,
 	n->nreports = nnext;
 	if (dropped)
 		cluster_gc(c);
+	return flipped;
 }

@@ -216,7 +216,8 @@ static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, 
 	uint64_t now = uv_now(&s->loop);
 	cl->node->disk_free = hb->disk_free;
 	cluster_node_heard(&s->cluster, cl->node, now);
-	cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now);
+	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
+		server_sync_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
 	syncbit__heartbeat__free_unpacked(hb, NULL);
 	return 0;

@@ -375,7 +375,8 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	struct cluster_node **m = cluster_members(&s->cluster, cv, &n);
 	struct buf sig = BUF_INIT, reason = BUF_INIT;
 	for (size_t i = 0; i < n; i++)
-		buf_printf(&sig, "%s %s\n", m[i]->name, m[i]->addr);
+		buf_printf(&sig, "%s %s%s\n", m[i]->name, m[i]->addr,
+			   cluster_node_failing(m[i], cv) ? " failing" : "");
 	const char *now = sig.len ? buf_cstr(&sig) : "";
 	if (!cv->holders || strcmp(cv->holders, now) != 0) {
 		char **gone = departed(cv->holders, m, n, &ngone);

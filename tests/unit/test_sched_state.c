@@ -407,7 +407,7 @@ static void report(struct cluster *c, struct cluster_node *n, const struct sched
 	vs.have = &bf;
 	vs.published = published;
 	vs.bytes_from_origin = 1000;
-	cluster_node_report(c, n, &vsp, bits ? 1 : 0, now);
+	(void)cluster_node_report(c, n, &vsp, bits ? 1 : 0, now);
 }
 
 static const uint8_t key_a[SECURE_KEY_BYTES] = {0xa1, 0xa2}, key_b[SECURE_KEY_BYTES] = {0xb1},
