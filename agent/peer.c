@@ -16,7 +16,6 @@
 static void maybe_free(struct peers *p);
 
 static const struct conn_callbacks peer_cbs;
-static void fill(struct peer *pe);
 
 /* A peer that sent bad data is shunned for PEER_BAN_MS. */
 int peer_banned(struct peers *p, const char *node)
@@ -54,11 +53,6 @@ static struct conn_config conn_cfg(struct peers *p)
 				  .idle_ms = PEER_IDLE_MS,
 				  .name = "peer"};
 	return cfg;
-}
-
-static int bit(const uint8_t *bits, uint32_t b)
-{
-	return bits[b / 8] >> (b % 8) & 1;
 }
 
 /* ---- connections ---- */
@@ -168,7 +162,7 @@ static void apply_avail(struct pver *v, int sign)
 	if (!v->f || fetch_nblocks(v->f) != v->nblocks)
 		return;
 	for (uint32_t b = 0; b < v->nblocks; b++)
-		if (bit(v->bits, b))
+		if (peer_bit(v->bits, b))
 			fetch_avail_add(v->f, b, sign);
 }
 
@@ -292,127 +286,6 @@ static void dial_missing(struct peers *p)
 	}
 }
 
-/* ---- requesting ---- */
-
-static int requested_here(const struct peer *pe, const struct fetch *f, uint32_t b)
-{
-	for (size_t i = 0; i < pe->nreqs; i++)
-		if (pe->reqs[i].f == f && pe->reqs[i].b == b)
-			return 1;
-	return 0;
-}
-
-/* 1 when every request for block b of f now in flight is overdue: older
- * than twice what its peer needs, at the rate it delivers, for everything
- * asked of it, and at least PEER_ENDGAME_AFTER_MS. A block on its way at a
- * peer's normal pace is not asked twice. */
-static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uint64_t now)
-{
-	int found = 0;
-	for (const struct peer *o = p->list; o; o = o->next)
-		for (size_t i = 0; i < o->nreqs; i++) {
-			if (o->reqs[i].f != f || o->reqs[i].b != b)
-				continue;
-			double rate = o->rate > 65536.0 ? o->rate : 65536.0;
-			double need_ms =
-			    2000.0 * (double)fetch_block_len(f, b) * (double)o->nreqs / rate;
-			if ((double)(now - o->reqs[i].sent_ms) < PEER_ENDGAME_AFTER_MS + need_ms)
-				return 0;
-			found = 1;
-		}
-	return found;
-}
-
-/* Rarest first among the blocks this peer has, from a random start so
- * nodes spread over different blocks. In the endgame (every missing block
- * known and in flight somewhere) a block whose requests are overdue is
- * asked here too: a stalled peer does not hold up the end, and blocks on
- * their way anyway are not fetched twice. */
-int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
-{
-	uint64_t now = uv_now(pe->p->loop);
-	for (size_t i = 0; i < pe->nvers; i++) {
-		struct pver *v = &pe->vers[i];
-		struct fetch *f = v->f; /* one that failed (disk full) asks nothing */
-		if (!f || fetch_complete(f) || fetch_error(f) || v->nblocks != fetch_nblocks(f) ||
-		    !v->nblocks)
-			continue;
-		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best = UINT32_MAX;
-		uint32_t best_avail = UINT32_MAX, waiting = 0, n_endgame = 0;
-		uint32_t endgame[PEER_PIPELINE_MAX];
-		for (uint32_t k = 0; k < n; k++) {
-			uint32_t b = (start + k) % n;
-			enum fetch_block_state s = fetch_block_state(f, b);
-			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN || s == FETCH_NEED)
-				waiting++;
-			if (!bit(v->bits, b))
-				continue;
-			if (s == FETCH_NEED && fetch_avail(f, b) < best_avail) {
-				best = b;
-				best_avail = fetch_avail(f, b);
-			} else if (s == FETCH_PEER && n_endgame < PEER_PIPELINE_MAX &&
-				   fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
-				   !requested_here(pe, f, b)) {
-				endgame[n_endgame++] = b;
-			}
-		}
-		if (best != UINT32_MAX) {
-			*fo = f;
-			*bo = best;
-			return 1;
-		}
-		for (uint32_t k = 0; !waiting && k < n_endgame; k++) {
-			if (overdue(pe->p, f, endgame[k], now)) {
-				*fo = f;
-				*bo = endgame[k];
-				return 1;
-			}
-		}
-	}
-	return 0;
-}
-
-static void fill(struct peer *pe)
-{
-	struct fetch *f;
-	uint32_t b;
-	if (!pe->ready || pe->closed)
-		return;
-	double extra =
-	    pe->rate * PEER_PIPELINE_SECONDS / (pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
-	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
-	if (depth > PEER_PIPELINE_MAX)
-		depth = PEER_PIPELINE_MAX;
-	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
-		struct req *r = &pe->reqs[pe->nreqs];
-		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
-		r->id = ++pe->p->next_req_id;
-		r->f = f;
-		r->b = b;
-		r->sent_ms = uv_now(pe->p->loop);
-		m.request_id = r->id;
-		m.version_id.data = (uint8_t *)fetch_version_id(f);
-		m.version_id.len = HASH_LEN;
-		m.block = b;
-		m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
-		m.block_hash.len = HASH_LEN;
-		if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL) <
-		    0)
-			return;
-		pe->nreqs++;
-		fetch_block_asked(f, b);
-		log_with(LOG_DEBUG, LOG_KV({"peer", pe->node}, {"dataset", fetch_name(f)}),
-			 "peer %s: asked block %u of %s (%zu in flight)", pe->node, b,
-			 fetch_name(f), pe->nreqs);
-	}
-}
-
-void peers_wake(struct peers *p)
-{
-	for (struct peer *pe = p->list; pe; pe = pe->next)
-		fill(pe);
-}
-
 /* ---- messages ---- */
 
 static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
@@ -451,7 +324,7 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 	apply_avail(v, 1);
 	if (m->reply)
 		rc = send_bitfield(pe, f, 0);
-	fill(pe);
+	peer_fill(pe);
 out:
 	syncbit__bitfield__free_unpacked(m, NULL);
 	return rc;
@@ -471,7 +344,7 @@ static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, 
 			rc = SB_EPROTO;
 			break;
 		}
-		if (bit(v->bits, b))
+		if (peer_bit(v->bits, b))
 			continue;
 		v->bits[b / 8] |= (uint8_t)(1u << (b % 8));
 		if (v->f && fetch_nblocks(v->f) == v->nblocks)
@@ -479,7 +352,7 @@ static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, 
 	}
 	syncbit__have__free_unpacked(m, NULL);
 	if (rc == 0 && v)
-		fill(pe);
+		peer_fill(pe);
 	return rc;
 }
 
@@ -527,10 +400,10 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 		for (size_t k = 0; k < o->nreqs; k++)
 			if (o->reqs[k].f == f && o->reqs[k].b == b) {
 				drop_req(o, k, 1);
-				fill(o); /* its pipeline just shrank */
+				peer_fill(o); /* its pipeline just shrank */
 				break;
 			}
-	fill(pe);
+	peer_fill(pe);
 	return 0;
 }
 
@@ -550,7 +423,7 @@ static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload
 	drop_req(pe, (size_t)i, 0);
 	if (missing) { /* it no longer has the block (evicted) */
 		struct pver *v = find_pver(pe, fetch_version_id(f));
-		if (v && b < v->nblocks && bit(v->bits, b)) {
+		if (v && b < v->nblocks && peer_bit(v->bits, b)) {
 			v->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
 			fetch_avail_add(f, b, -1);
 		}

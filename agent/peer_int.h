@@ -118,6 +118,14 @@ struct peers {
  * has, then in the endgame one whose requests elsewhere are overdue. 1 with
  * *f and *b set, or 0. */
 int peer_pick(struct peer *pe, struct fetch **f, uint32_t *b);
+/* Ask pe for blocks until its pipeline is as deep as its rate needs
+ * (agent/peer_request.c). */
+void peer_fill(struct peer *pe);
+
+static inline int peer_bit(const uint8_t *bits, uint32_t b)
+{
+	return bits[b / 8] >> (b % 8) & 1;
+}
 /* 1 while node is shunned for having sent bad data (peers_drop). */
 int peer_banned(struct peers *p, const char *node);
 /* Free a closed peer once no serve work refers to it (may free the set). */
