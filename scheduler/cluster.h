@@ -161,8 +161,8 @@ void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now)
  * versions are dropped); save what changed. Versions that lost their last
  * reference are forgotten. 1 when a version's report turned failing (an
  * error) or stopped failing: its origin plan is to be made again. */
-int cluster_node_report(struct cluster *c, struct cluster_node *n,
-			Syncbit__VersionState *const *vs, size_t nvs, uint64_t now);
+int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__VersionState *const *vs,
+			size_t nvs, uint64_t now);
 /* 1 when node n's report of cv carries an error (its cache cannot store,
  * its disk is full): it reads no origin share until it reports without. */
 int cluster_node_failing(const struct cluster_node *n, const struct cluster_version *cv);

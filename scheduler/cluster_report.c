@@ -139,8 +139,8 @@ static void report_count(struct cluster *c, const uint64_t before[4],
 	d->total_served += grown(before[3], r->bytes_served);
 }
 
-int cluster_node_report(struct cluster *c, struct cluster_node *n,
-			Syncbit__VersionState *const *vs, size_t nvs, uint64_t now)
+int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__VersionState *const *vs,
+			size_t nvs, uint64_t now)
 {
 	struct cluster_report *next = xcalloc(nvs + 1, sizeof *next);
 	uint8_t *moved = xcalloc(n->nreports + 1, 1);
