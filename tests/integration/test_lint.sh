@@ -42,7 +42,7 @@ const char *note(void)
 EOF
 	cat >"$d/agent/peer.c" <<'EOF'
 #include "agent/peer.h"
-#include "common/net/frame.h"
+#include "common/frame.h"
 
 #define HAVE_MAX (1u << 20)
 
@@ -62,7 +62,7 @@ const struct frame_handler *peer_handlers(void)
 	return peer_table;
 }
 EOF
-	printf '#include "common/net/frame.h"\n\nconst struct frame_handler *peer_handlers(void);\n' \
+	printf '#include "common/frame.h"\n\nconst struct frame_handler *peer_handlers(void);\n' \
 		>"$d/agent/peer.h"
 	cat >"$d/scheduler/server.c" <<'EOF'
 #include "scheduler/server.h"
@@ -91,7 +91,7 @@ EOF
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "common/net/frame.h"
+#include "common/frame.h"
 
 static int h(void *ctx, const uint8_t *body, size_t len)
 {
