@@ -131,6 +131,8 @@ struct cluster {
 
 /* Open the state in dir and load it. Nodes start disconnected. */
 int cluster_open(struct cluster *c, const char *dir);
+/* The same over a state already open (taken, freed by cluster_close). */
+int cluster_open_state(struct cluster *c, struct state *st);
 void cluster_close(struct cluster *c);
 
 /* Wall-clock milliseconds, for last_seen_ms. */
