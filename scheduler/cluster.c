@@ -654,6 +654,7 @@ int cluster_open_state(struct cluster *c, struct state *st)
 	for (size_t i = 0; i < c->nversions; i++)
 		version_settle(c->versions[i]->v);
 	cluster_gc(c);
+	cluster_plans_restore(c);
 	return 0;
 }
 

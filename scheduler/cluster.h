@@ -213,6 +213,10 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
 		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
 		      uint32_t *example);
+/* After a load: each version still being read gets back the shares its
+ * readers held (what each node may be reading from the origin now), so
+ * the next plan leaves their reads in flight to them. */
+void cluster_plans_restore(struct cluster *c);
 /* 1 when block b was in node's origin share of cv at some time. */
 int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b);
 

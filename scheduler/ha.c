@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "scheduler/sched.h"
+#include "scheduler/server.h"
 
 #define HA_FILE_MAX 4096 /* the identity files are a line each */
 
@@ -290,6 +291,10 @@ static void deposed(struct ha *h, const char *why)
 
 static void leader_tick(struct ha *h, uint64_t now)
 {
+	if (h->s->plan_hold_until && now >= h->s->plan_hold_until) {
+		h->s->plan_hold_until = 0;
+		server_sync(h->s); /* the plans held since the takeover */
+	}
 	if (h->fence.lost) {
 		deposed(h, "a write was fenced off");
 		return;

@@ -256,6 +256,9 @@ int sched_elected(struct sched *s)
 	int rc = cluster_open_state(&s->cluster, st);
 	if (rc < 0)
 		return rc;
+	/* Agents come back within a few reconnect attempts and re-report in
+	 * their first heartbeats. */
+	s->plan_hold_until = uv_now(&s->loop) + 3 * (uint64_t)s->o->heartbeat_ms + 3000;
 	log_info("leading with the state from etcd: %zu %s, %zu %s known", s->cluster.ndatasets,
 		 progress_noun(s->cluster.ndatasets, "dataset", "datasets"), s->cluster.nnodes,
 		 progress_noun(s->cluster.nnodes, "node", "nodes"));

@@ -66,6 +66,11 @@ struct sched {
 	struct listing *listings;
 	struct kube_sched *kube; /* NULL without Kubernetes */
 	struct ha *ha;		 /* NULL without etcd */
+	/* After taking the lead: the origin plans restored from the state
+	 * stand until the nodes have come back and re-reported what they
+	 * hold (a new plan before would send blocks they hold to the origin
+	 * again); then one re-plan. */
+	uint64_t plan_hold_until; /* loop time, or 0 */
 	int stopping;
 	int deposed; /* stopped because another scheduler leads */
 };

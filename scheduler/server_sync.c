@@ -377,7 +377,8 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	for (size_t i = 0; i < n; i++)
 		buf_printf(&sig, "%s %s\n", m[i]->name, m[i]->addr);
 	const char *now = sig.len ? buf_cstr(&sig) : "";
-	if (!cv->holders || strcmp(cv->holders, now) != 0) {
+	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
+	if (!hold && (!cv->holders || strcmp(cv->holders, now) != 0)) {
 		char **gone = departed(cv->holders, m, n, &ngone);
 		uint32_t moved = moved_blocks(cv, gone, ngone);
 		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
