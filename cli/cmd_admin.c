@@ -23,7 +23,7 @@
 #define CALL_STOP_CHECK_MS 100
 
 #define ADMIN_KEYS                                                                             \
-	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address", "HOST:PORT", 0},    \
+	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the leader is followed)", "HOST:PORT[,...]", 0},    \
 	    {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)", "FILE", 0},  \
 	    {"json", "false", 1, "print the JSON reply as the last line", NULL, 0},            \
 	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer", "SECONDS", 0}, \

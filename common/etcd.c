@@ -205,9 +205,10 @@ int etcd_open(const struct etcd_config *cfg, struct etcd **out, char **detail)
 			continue;
 		if (e->nep == ETCD_ENDPOINTS_MAX || strchr(t, ' ') ||
 		    (strncmp(t, "http://", 7) && strncmp(t, "https://", 8))) {
-			*detail = xasprintf("--etcd: expected http[s]://HOST:PORT[,...] (at most %d), "
-					    "not %s",
-					    ETCD_ENDPOINTS_MAX, t);
+			*detail =
+			    xasprintf("--etcd: expected http[s]://HOST:PORT[,...] (at most %d), "
+				      "not %s",
+				      ETCD_ENDPOINTS_MAX, t);
 			break;
 		}
 		e->ep[e->nep++] = xstrdup(t);

@@ -15,14 +15,14 @@
 
 #include "common/buf.h"
 
-#define ETCD_TIMEOUT_MS	    2000 /* one request, connection included */
-#define ETCD_CONNECT_MS	    700
-#define ETCD_BACKOFF_MS	    500	       /* after every endpoint failed, calls fail at once this long */
-#define ETCD_RESPONSE_MAX   (64u << 20) /* a larger answer is refused */
-#define ETCD_ENDPOINTS_MAX  16
+#define ETCD_TIMEOUT_MS	   2000 /* one request, connection included */
+#define ETCD_CONNECT_MS	   700
+#define ETCD_BACKOFF_MS	   500 /* after every endpoint failed, calls fail at once this long */
+#define ETCD_RESPONSE_MAX  (64u << 20) /* a larger answer is refused */
+#define ETCD_ENDPOINTS_MAX 16
 
 struct etcd_config {
-	const char *endpoints; /* "http://h:2379,https://h2:2379" */
+	const char *endpoints;		 /* "http://h:2379,https://h2:2379" */
 	const char *cacert, *cert, *key; /* PEM files, or NULL */
 	const char *user;		 /* NULL: no authentication */
 	const char *password;

@@ -39,22 +39,22 @@ static int get_key(struct ha *h, const char *key, struct buf *val, int64_t *crea
 static int create_key(struct ha *h, const char *key, const void *val, size_t len, int64_t lease,
 		      struct buf *have, int64_t *rev)
 {
-	json_t *put = json_pack("{s:o, s:o}", "key", etcd_b64(key, strlen(key)), "value",
-				etcd_b64(val, len));
+	json_t *put =
+	    json_pack("{s:o, s:o}", "key", etcd_b64(key, strlen(key)), "value", etcd_b64(val, len));
 	if (lease)
 		json_object_set_new(put, "lease", json_integer(lease));
-	json_t *req = json_pack(
-	    "{s:[{s:o, s:s, s:s, s:i}], s:[{s:o}], s:[{s:{s:o}}]}", "compare", "key",
-	    etcd_b64(key, strlen(key)), "target", "CREATE", "result", "EQUAL", "create_revision", 0,
-	    "success", "request_put", put, "failure", "request_range", "key",
-	    etcd_b64(key, strlen(key)));
+	json_t *req = json_pack("{s:[{s:o, s:s, s:s, s:i}], s:[{s:o}], s:[{s:{s:o}}]}", "compare",
+				"key", etcd_b64(key, strlen(key)), "target", "CREATE", "result",
+				"EQUAL", "create_revision", 0, "success", "request_put", put,
+				"failure", "request_range", "key", etcd_b64(key, strlen(key)));
 	json_t *resp;
 	int rc = etcd_call(h->e, "/v3/kv/txn", req, &resp);
 	if (rc < 0)
 		return rc;
 	if (json_is_true(json_object_get(resp, "succeeded"))) {
 		if (rev)
-			*rev = etcd_int(json_object_get(json_object_get(resp, "header"), "revision"));
+			*rev =
+			    etcd_int(json_object_get(json_object_get(resp, "header"), "revision"));
 		json_decref(resp);
 		return 1;
 	}

@@ -21,9 +21,9 @@
 #include "common/etcd.h"
 #include "scheduler/state.h"
 
-#define HA_LEASE_S   5	 /* default --etcd-lease */
-#define HA_POLL_MS   250 /* a standby reads the leader key this often */
-#define HA_DEPOSED   75	 /* the exit status of a leader that found another one */
+#define HA_LEASE_S 5   /* default --etcd-lease */
+#define HA_POLL_MS 250 /* a standby reads the leader key this often */
+#define HA_DEPOSED 75  /* the exit status of a leader that found another one */
 
 struct sched;
 

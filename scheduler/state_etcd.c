@@ -46,9 +46,10 @@ static int send_txn(struct etcd_state *st, json_t *ops)
 		json_decref(ops);
 		return SB_EDENIED;
 	}
-	json_t *cmp = json_pack("[{s:o, s:s, s:s, s:I}]", "key",
-				etcd_b64(st->fence->key, strlen(st->fence->key)), "target", "CREATE",
-				"result", "EQUAL", "create_revision", (json_int_t)st->fence->create_rev);
+	json_t *cmp =
+	    json_pack("[{s:o, s:s, s:s, s:I}]", "key",
+		      etcd_b64(st->fence->key, strlen(st->fence->key)), "target", "CREATE",
+		      "result", "EQUAL", "create_revision", (json_int_t)st->fence->create_rev);
 	json_t *req = json_pack("{s:o, s:o}", "compare", cmp, "success", ops), *resp;
 	int rc = etcd_call(st->e, "/v3/kv/txn", req, &resp);
 	if (rc < 0) {
@@ -120,18 +121,18 @@ static int es_commit(struct state *s)
 	return rc;
 }
 
-static int es_write(struct state *s, int del, enum table t, const void *k, size_t kl,
-		    const void *v, size_t vl)
+static int es_write(struct state *s, int del, enum table t, const void *k, size_t kl, const void *v,
+		    size_t vl)
 {
 	struct etcd_state *st = (struct etcd_state *)s;
 	if (!stored(t))
 		return 0;
 	struct buf key = BUF_INIT;
 	table_key(st, t, k, kl, &key);
-	json_t *op = del ? json_pack("{s:{s:o}}", "request_delete_range", "key",
-				     etcd_b64(key.ptr, key.len))
-			 : json_pack("{s:{s:o, s:o}}", "request_put", "key",
-				     etcd_b64(key.ptr, key.len), "value", etcd_b64(v, vl));
+	json_t *op =
+	    del ? json_pack("{s:{s:o}}", "request_delete_range", "key", etcd_b64(key.ptr, key.len))
+		: json_pack("{s:{s:o, s:o}}", "request_put", "key", etcd_b64(key.ptr, key.len),
+			    "value", etcd_b64(v, vl));
 	size_t bytes = (key.len + vl) * 4 / 3 + 64;
 	buf_close(&key);
 	return add_op(st, op, bytes);

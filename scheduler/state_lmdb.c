@@ -199,8 +199,8 @@ static void ops_free(struct state *st)
 	lm_free((struct lmdb_state *)st);
 }
 
-static const struct state_ops lmdb_ops = {ops_begin, ops_commit, ops_write,
-					  ops_del_prefix, ops_scan, ops_free};
+static const struct state_ops lmdb_ops = {ops_begin,	  ops_commit, ops_write,
+					  ops_del_prefix, ops_scan,   ops_free};
 
 static int take_lock(struct lmdb_state *st)
 {
