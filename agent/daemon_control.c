@@ -50,8 +50,9 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
 	if (!d->restore_deadline_ms)
 		d->restore_deadline_ms = uv_now(&d->loop) + DAEMON_RESTORE_MS;
-	log_with(LOG_INFO, LOG_KV({"scheduler", d->o->scheduler}),
-		 "registered with the scheduler at %s as %s", d->o->scheduler, d->o->node);
+	d->sched_misses = 0;
+	log_with(LOG_INFO, LOG_KV({"scheduler", d->sched_addr}),
+		 "registered with the scheduler at %s as %s", d->sched_addr, d->o->node);
 	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
 	return 0;
 }
@@ -306,6 +307,28 @@ static void sched_ready(struct conn *c, int status)
 	free(m.labels);
 }
 
+/* How many addresses --scheduler lists. */
+static unsigned sched_count(const char *list)
+{
+	unsigned n = 1;
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	return n;
+}
+
+/* The at-th address of the list into d->sched_addr. */
+static void sched_pick(struct daemon *d)
+{
+	const char *p = d->o->scheduler;
+	for (unsigned i = 0; i < d->sched_at && strchr(p, ','); i++)
+		p = strchr(p, ',') + 1;
+	size_t n = strcspn(p, ",");
+	if (n >= sizeof d->sched_addr)
+		n = sizeof d->sched_addr - 1;
+	memcpy(d->sched_addr, p, n);
+	d->sched_addr[n] = 0;
+}
+
 static void sched_close(struct conn *c, int status)
 {
 	struct daemon *d = conn_data(c);
@@ -317,6 +340,17 @@ static void sched_close(struct conn *c, int status)
 	adhoc_sched_lost(d->adhoc);
 	if (d->stopping)
 		return;
+	/* Schedulers of one cluster (--scheduler A,B,C): a standby refuses
+	 * and a leader that is gone does not answer; the next one is dialled
+	 * at once, and the backoff grows once every one of them failed. */
+	unsigned n = sched_count(d->o->scheduler);
+	if (n > 1) {
+		d->sched_at = (d->sched_at + 1) % n;
+		if (++d->sched_misses % n) {
+			uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MIN_MS / 5, 0);
+			return;
+		}
+	}
 	uv_timer_start(&d->reconnect, dial_scheduler, d->backoff_ms, 0);
 	d->backoff_ms = d->backoff_ms * 2 > DAEMON_RECONNECT_MAX_MS ? DAEMON_RECONNECT_MAX_MS
 								    : d->backoff_ms * 2;
@@ -345,10 +379,13 @@ void dial_scheduler(uv_timer_t *t)
 				  .payload_max = 1,
 				  .table = control_table,
 				  .table_len = sizeof control_table / sizeof *control_table};
-	int rc = conn_dial(&d->loop, d->o->scheduler, &cfg, &sched_cbs, d, &d->sched);
+	sched_pick(d);
+	d->link.addr = d->sched_addr;
+	int rc = conn_dial(&d->loop, d->sched_addr, &cfg, &sched_cbs, d, &d->sched);
 	if (rc < 0) {
 		uplink_closed(&d->link, uv_now(&d->loop), rc,
 			      rc == SB_EURI || rc == -EINVAL ? "expected HOST:PORT" : NULL);
+		d->sched_at = (d->sched_at + 1) % sched_count(d->o->scheduler);
 		uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MAX_MS, 0);
 	}
 }

@@ -51,6 +51,10 @@ struct daemon {
 	struct watch *watch; /* published files changed on disk */
 	struct conn *sched;
 	int sched_ready;
+	/* --scheduler A,B,C: the one dialled (sched_addr) is the sched_at-th;
+	 * a refusal or a lost connection moves on to the next. */
+	char sched_addr[256];
+	unsigned sched_at, sched_misses;
 	struct uplink link; /* for status, logs and /healthz */
 	unsigned backoff_ms;
 	uv_timer_t reconnect, heartbeat, retry;

@@ -23,7 +23,7 @@
 #define CALL_STOP_CHECK_MS 100
 
 #define ADMIN_KEYS                                                                             \
-	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address", "HOST:PORT", 0},    \
+	CLI_COMMON_KEYS, {"scheduler", NULL, 0, "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the leader is followed)", "HOST:PORT[,...]", 0},    \
 	    {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)", "FILE", 0},  \
 	    {"json", "false", 1, "print the JSON reply as the last line", NULL, 0},            \
 	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer", "SECONDS", 0}, \
@@ -59,7 +59,8 @@ const struct config_key cli_dataset_update_keys[] = {
 
 struct call {
 	const char *what; /* "dataset add", for messages */
-	const char *addr;
+	const char *addr; /* --scheduler: one HOST:PORT or several A,B,C */
+	char *list;	  /* the copy addr points into once one of several is asked */
 	struct buf body;
 	uv_timer_t timer;
 	uv_timer_t stop; /* looks for a stop asked by a signal */
@@ -169,6 +170,58 @@ static int call_exchange(struct call *k, const struct secure_token *tok, int enc
 	return 0;
 }
 
+static int is_standby(const Syncbit__AdminReply *r)
+{
+	if (r->code == SB_ESTANDBY)
+		return 1;
+	json_t *j = r->json && r->json[0] ? json_loads(r->json, 0, NULL) : NULL;
+	int st = j && json_is_string(json_object_get(j, "role")) &&
+		 !strcmp(json_string_value(json_object_get(j, "role")), "standby");
+	json_decref(j);
+	return st;
+}
+
+static void call_reset(struct call *k)
+{
+	buf_reset(&k->body);
+	free(k->error);
+	k->error = NULL;
+	syncbit__admin_reply__free_unpacked(k->reply, NULL);
+	k->reply = NULL;
+	k->status = k->dial_failed = 0;
+}
+
+/* call_exchange() with the schedulers of --scheduler A,B,C in turn until
+ * one that leads answers: a standby's answer is kept only when no leader
+ * answers. k->addr names the one whose answer (or failure) is kept. */
+static int call_any(struct call *k, const struct secure_token *tok, int encrypt,
+		    uint64_t timeout_ms, const Syncbit__Admin *a)
+{
+	if (!strchr(k->addr, ','))
+		return call_exchange(k, tok, encrypt, timeout_ms, a);
+	k->list = xstrdup(k->addr);
+	size_t n = 0;
+	char *addrs[32], *save = NULL;
+	for (char *t = strtok_r(k->list, ",", &save); t && n < 32; t = strtok_r(NULL, ",", &save))
+		addrs[n++] = t;
+	int rc = SB_EPROTO, kept = -1;
+	for (size_t i = 0; i < n; i++) {
+		call_reset(k);
+		k->addr = addrs[i];
+		rc = call_exchange(k, tok, encrypt, timeout_ms, a);
+		if (rc == SB_EAUTH || (rc == 0 && !is_standby(k->reply)))
+			return rc;
+		if (rc == 0 && kept < 0 && k->reply->code == 0)
+			kept = (int)i; /* a standby's status, if no leader answers */
+	}
+	if (kept >= 0 && kept != (int)n - 1) {
+		call_reset(k);
+		k->addr = addrs[kept];
+		rc = call_exchange(k, tok, encrypt, timeout_ms, a);
+	}
+	return rc;
+}
+
 /* Why a call failed, as said after "scheduler ADDR: ". */
 static const char *call_why(const struct call *k)
 {
@@ -195,7 +248,7 @@ static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Adm
 		free(detail);
 		return EXIT_FAIL;
 	}
-	rc = call_exchange(k, &tok, !enc_off, timeout * 1000, a);
+	rc = call_any(k, &tok, !enc_off, timeout * 1000, a);
 	sodium_memzero(&tok, sizeof tok);
 	if (rc < 0) {
 		cli_error("%s: scheduler %s: %s", k->what, k->addr, call_why(k));
@@ -212,6 +265,7 @@ static int call_scheduler(struct call *k, struct config *cfg, const Syncbit__Adm
 
 static void call_close(struct call *k)
 {
+	free(k->list);
 	buf_close(&k->body);
 	free(k->error);
 	syncbit__admin_reply__free_unpacked(k->reply, NULL);
@@ -237,7 +291,7 @@ int cli_admin_status(struct config *cfg, const char *name, uint64_t timeout_ms, 
 	}
 	a.op = SYNCBIT__ADMIN_OP__ADMIN_STATUS;
 	a.name = (char *)name;
-	rc = call_exchange(&k, &tok, !enc_off, timeout_ms, &a);
+	rc = call_any(&k, &tok, !enc_off, timeout_ms, &a);
 	sodium_memzero(&tok, sizeof tok);
 	if (rc < 0) {
 		/* A refused handshake or an address that does not parse stays so;

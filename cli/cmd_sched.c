@@ -1,6 +1,8 @@
 /* syncbit scheduler: run the cluster scheduler until SIGINT or SIGTERM. */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "common/err.h"
@@ -38,18 +40,52 @@ const struct config_key cli_scheduler_keys[] = {
     {"retries", "2", 0, "retries of a source listing request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried",
      "SECONDS", 0},
+    {"etcd", NULL, 0,
+     "keep the state in etcd (v3 API) and elect one leader among the schedulers sharing it; "
+     "the others stand by",
+     "URL[,URL...]", 0},
+    {"etcd-cluster", "default", 0, "the cluster's keys in etcd: /syncbit/NAME/...", "NAME", 0},
+    {"etcd-lease", "5", 0, "the leader's lease: a standby leads this long after it is gone",
+     "SECONDS", 0},
+    {"etcd-cacert", NULL, 0, "verify etcd's TLS certificate with this CA", "FILE", 0},
+    {"etcd-cert", NULL, 0, "TLS client certificate for etcd (with --etcd-key)", "FILE", 0},
+    {"etcd-key", NULL, 0, "TLS client key for etcd", "FILE", 0},
+    {"etcd-user", NULL, 0, "authenticate to etcd as this user (with --etcd-password-file)", "NAME",
+     0},
+    {"etcd-password-file", NULL, 0, "the etcd user's password: the first line of FILE", "FILE", 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     {NULL, NULL, 0, NULL, NULL, 0},
 };
+
+/* The first line of --etcd-password-file into *out (heap). */
+static int etcd_password(struct config *cfg, char **out)
+{
+	const char *f = config_get(cfg, "etcd-password-file");
+	struct buf b = BUF_INIT;
+	*out = NULL;
+	if (!f)
+		return 0;
+	int rc = buf_read_file(f, 4096, &b);
+	if (rc < 0) {
+		cli_error("scheduler: --etcd-password-file %s: %s", f, sb_strerror(rc));
+		buf_close(&b);
+		return EXIT_USAGE;
+	}
+	const char *p = buf_cstr(&b);
+	*out = xstrndup(p, strcspn(p, "\r\n"));
+	sodium_memzero(b.ptr, b.len);
+	buf_close(&b);
+	return 0;
+}
 
 int cmd_scheduler(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, no_encrypt = 0, taint = 0;
-	uint64_t refresh, heartbeat, retries, stall, linger;
-	char *data = NULL, *detail = NULL;
+	uint64_t refresh, heartbeat, retries, stall, linger, lease;
+	char *data = NULL, *detail = NULL, *password = NULL;
 	if ((rc = cli_parse(&cfg, "scheduler", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
@@ -63,11 +99,15 @@ int cmd_scheduler(int argc, char **argv)
 	    config_get_u64(&cfg, "pull-linger", 0, 30 * 86400, &linger) < 0 ||
 	    config_get_u64(&cfg, "retries", 0, 100, &retries) < 0 ||
 	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0 ||
+	    config_get_u64(&cfg, "etcd-lease", 2, 600, &lease) < 0 ||
 	    config_get_bool(&cfg, "no-encrypt", &no_encrypt) < 0 ||
 	    config_get_bool(&cfg, "taint-until-ready", &taint) < 0) {
 		cli_error("%s", cfg.error);
 		goto out;
 	}
+	if ((rc = etcd_password(&cfg, &password)))
+		goto out;
+	rc = EXIT_USAGE;
 	data = cli_data_dir(&cfg);
 	struct sched_options o = {
 	    .listen = config_get(&cfg, "listen"),
@@ -81,6 +121,14 @@ int cmd_scheduler(int argc, char **argv)
 	    .kubeconfig = config_get(&cfg, "kubeconfig"),
 	    .taint_until_ready = taint,
 	    .token_secret = config_get(&cfg, "token-secret"),
+	    .etcd = config_get(&cfg, "etcd"),
+	    .etcd_cacert = config_get(&cfg, "etcd-cacert"),
+	    .etcd_cert = config_get(&cfg, "etcd-cert"),
+	    .etcd_key = config_get(&cfg, "etcd-key"),
+	    .etcd_user = config_get(&cfg, "etcd-user"),
+	    .etcd_password = password,
+	    .etcd_cluster = config_get(&cfg, "etcd-cluster"),
+	    .etcd_lease_s = (unsigned)lease,
 	};
 	source_options_default(&o.src);
 	if ((rc = cli_source_access(&cfg, &o.src)) || (rc = cli_source_limits(&cfg, &o.src)))
@@ -94,6 +142,10 @@ int cmd_scheduler(int argc, char **argv)
 		rc = EXIT_OK;
 	}
 out:
+	if (password) {
+		sodium_memzero(password, strlen(password));
+		free(password);
+	}
 	free(detail);
 	free(data);
 	free(pos);

@@ -34,7 +34,7 @@ const struct cli_cmd cli_commands[] = {
      "registries)",
      cli_sync_keys, cmd_sync},
     {"daemon",
-     "daemon --scheduler HOST:PORT --listen HOST:PORT --data DIR --target DIR --node NAME "
+     "daemon --scheduler HOST:PORT[,...] --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] "
      "[--scheduler-grace SECONDS] [--no-encrypt] [--registry-mirror HOST:PORT] "
      "[--registry-mirror-wait SECONDS] [SOURCE FLAGS]",
@@ -42,7 +42,8 @@ const struct cli_cmd cli_commands[] = {
      cmd_daemon},
     {"scheduler",
      "scheduler --listen HOST:PORT --data DIR [--http HOST:PORT] [--refresh SECONDS] "
-     "[--no-encrypt] [SOURCE FLAGS]",
+     "[--no-encrypt] [--etcd URL[,URL...] [--etcd-lease SECONDS] [ETCD TLS/AUTH FLAGS]] "
+     "[SOURCE FLAGS]",
      "the cluster's scheduler: nodes, datasets, assignments", cli_scheduler_keys, cmd_scheduler},
     {"dataset add",
      "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH] "

@@ -24,7 +24,8 @@
 	X(CHANGED, "source changed during transfer")     \
 	X(CACHE, "cache index error")                    \
 	X(CANCELED, "operation canceled")                \
-	X(AUTH, "authentication failed")
+	X(AUTH, "authentication failed")                 \
+	X(STANDBY, "not the leader")
 
 enum sb_err {
 	SB_ERR_BASE_ = -10000,

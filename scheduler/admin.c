@@ -12,6 +12,7 @@
 #include "common/progress.h"
 #include "common/uri.h"
 #include "scheduler/api.h"
+#include "scheduler/ha.h"
 #include "scheduler/listing.h"
 #include "scheduler/server.h"
 
@@ -379,6 +380,20 @@ int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, 
 	Syncbit__Admin *a = syncbit__admin__unpack(NULL, len, body);
 	if (!a)
 		return SB_EPROTO;
+	/* With etcd: a standby answers status only (the rest to the leader),
+	 * a leader cut off from etcd refuses changes. */
+	char *why = NULL;
+	int rc = a->op == SYNCBIT__ADMIN_OP__ADMIN_STATUS ? 0 : ha_check_change(s->ha, &why);
+	if (rc == SB_EDENIED && (a->op == SYNCBIT__ADMIN_OP__ADMIN_DATASET_LS ||
+				 a->op == SYNCBIT__ADMIN_OP__ADMIN_NODE_LS))
+		rc = 0;
+	if (rc < 0) {
+		server_reply(cl, rc, why, NULL);
+		free(why);
+		syncbit__admin__free_unpacked(a, NULL);
+		return 0;
+	}
+	free(why);
 	switch (a->op) {
 	case SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD:
 		admin_add(s, cl, a);

@@ -12,6 +12,7 @@
 #include "common/source/source.h"
 #include "common/uri.h"
 #include "common/version.h"
+#include "scheduler/ha.h"
 #include "scheduler/web.h"
 
 /* Sums of what the assigned nodes reported of a dataset's current version. */
@@ -221,10 +222,14 @@ json_t *api_status(struct sched *s, const char *only)
 	}
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		connected += s->cluster.nodes[i]->conn != NULL;
-	return json_pack("{s:o, s:{s:I, s:I}, s:I, s:I, s:s}", "datasets", a, "nodes", "total",
-			 (json_int_t)s->cluster.nnodes, "connected", (json_int_t)connected,
-			 "origin_bytes", (json_int_t)origin, "bytes_delivered",
-			 (json_int_t)delivered, "scheduler_version", SYNCBIT_VERSION);
+	const char *leader = !s->ha ? s->o->listen : s->ha->leader_addr;
+	return json_pack("{s:o, s:{s:I, s:I}, s:I, s:I, s:s, s:s, s:o, s:b}", "datasets", a,
+			 "nodes", "total", (json_int_t)s->cluster.nnodes, "connected",
+			 (json_int_t)connected, "origin_bytes", (json_int_t)origin,
+			 "bytes_delivered", (json_int_t)delivered, "scheduler_version",
+			 SYNCBIT_VERSION, "role", ha_role(s->ha), "leader",
+			 leader ? json_string(leader) : json_null(), "etcd_unreachable",
+			 s->ha && s->ha->unreachable);
 }
 
 /* ---- metrics --------------------------------------------------------------- */

@@ -630,11 +630,21 @@ static int load_have(void *arg, const struct hash_id *id, const char *node,
 
 int cluster_open(struct cluster *c, const char *dir)
 {
+	struct state *st;
+	int rc = state_open(dir, &st);
+	if (rc < 0) {
+		memset(c, 0, sizeof *c);
+		return rc;
+	}
+	return cluster_open_state(c, st);
+}
+
+int cluster_open_state(struct cluster *c, struct state *st)
+{
 	memset(c, 0, sizeof *c);
 	c->keep_head = ASSIGN_KEEP_HEAD;
-	int rc = state_open(dir, &c->state);
-	if (rc < 0)
-		return rc;
+	c->state = st;
+	int rc;
 	struct state_loader l = {c,	    load_version, load_hash,	       load_dataset,
 				 load_node, load_have,	  cluster_readers_load};
 	if ((rc = state_load(c->state, &l)) < 0) {
@@ -644,6 +654,7 @@ int cluster_open(struct cluster *c, const char *dir)
 	for (size_t i = 0; i < c->nversions; i++)
 		version_settle(c->versions[i]->v);
 	cluster_gc(c);
+	cluster_plans_restore(c);
 	return 0;
 }
 

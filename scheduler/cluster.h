@@ -131,6 +131,8 @@ struct cluster {
 
 /* Open the state in dir and load it. Nodes start disconnected. */
 int cluster_open(struct cluster *c, const char *dir);
+/* The same over a state already open (taken, freed by cluster_close). */
+int cluster_open_state(struct cluster *c, struct state *st);
 void cluster_close(struct cluster *c);
 
 /* Wall-clock milliseconds, for last_seen_ms. */
@@ -215,6 +217,10 @@ size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
 		      Syncbit__BlockHash *const *blocks, size_t n, const char *from,
 		      Syncbit__BlockHash **fresh, int *completed, size_t *refused,
 		      uint32_t *example);
+/* After a load: each version still being read gets back the shares its
+ * readers held (what each node may be reading from the origin now), so
+ * the next plan leaves their reads in flight to them. */
+void cluster_plans_restore(struct cluster *c);
 /* 1 when block b was in node's origin share of cv at some time. */
 int cluster_may_report(const struct cluster_version *cv, const char *node, uint32_t b);
 

@@ -102,6 +102,29 @@ int cluster_readers_load(void *arg, const struct hash_id *id, const char *node, 
 
 /* ---- plans ----------------------------------------------------------------- */
 
+void cluster_plans_restore(struct cluster *c)
+{
+	for (size_t i = 0; i < c->nversions; i++) {
+		struct cluster_version *cv = c->versions[i];
+		uint32_t nb = cv->v->nblocks;
+		if (cv->nplans || !cv->nreaders || cv->v->nknown >= nb)
+			continue;
+		cv->plans = xcalloc(cv->nreaders, sizeof *cv->plans);
+		cv->plan_nodes = xcalloc(cv->nreaders, sizeof *cv->plan_nodes);
+		uint32_t *blocks = xcalloc(nb + 1, sizeof *blocks);
+		for (size_t k = 0; k < cv->nreaders; k++) {
+			uint32_t n = 0;
+			for (uint32_t b = 0; b < nb; b++)
+				if (assign_bit(cv->readers[k].bits, b) && !assign_bit(cv->v->known, b))
+					blocks[n++] = b;
+			assign_plan_add(&cv->plans[k], blocks, n);
+			cv->plan_nodes[k] = xstrdup(cv->readers[k].node);
+		}
+		cv->nplans = cv->nreaders;
+		free(blocks);
+	}
+}
+
 void cluster_plan_clear(struct cluster_version *cv)
 {
 	for (size_t i = 0; i < cv->nplans; i++) {

@@ -15,6 +15,7 @@
 #include "common/progress.h"
 #include "common/version.h"
 #include "scheduler/api.h"
+#include "scheduler/ha.h"
 #include "scheduler/kube_sched.h"
 #include "scheduler/listing.h"
 #include "scheduler/pull.h"
@@ -139,6 +140,9 @@ static void stop(struct sched *s)
 		return;
 	s->stopping = 1;
 	log_info("scheduler stopping");
+	if (s->ha && s->ha->leader)
+		cluster_flush(&s->cluster); /* while the writes still hold */
+	ha_stop(s->ha);
 	uv_close((uv_handle_t *)&s->liveness, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
 	uv_close((uv_handle_t *)&s->flush, NULL);
@@ -168,11 +172,13 @@ static int open_state(struct sched *s, char **detail)
 	int rc = path_mkdirs(o->data, 0700);
 	if (rc < 0)
 		*detail = xasprintf("--data %s: %s", o->data, sb_strerror(rc));
+	else if (o->etcd && (rc = ha_open(s, &s->ha, detail)) < 0)
+		; /* *detail says why */
 	else if ((rc = secure_token_init(token, &s->token, &why)) < 0)
 		*detail = xasprintf("%s: %s", token, why ? why : sb_strerror(rc));
 	else if ((rc = secure_keypair_init(key, &s->key, NULL, &why)) < 0)
 		*detail = xasprintf("%s: %s", key, why ? why : sb_strerror(rc));
-	else if ((rc = cluster_open(&s->cluster, dir)) < 0)
+	else if (!s->ha && (rc = cluster_open(&s->cluster, dir)) < 0)
 		*detail = xasprintf("%s: %s", dir,
 				    rc == -EBUSY ? "another scheduler uses this data directory"
 						 : sb_strerror(rc));
@@ -230,6 +236,8 @@ static int start(struct sched *s, char **detail)
 	if ((rc = start_kube(s, detail)) < 0)
 		return rc;
 	start_timers(s);
+	if (s->ha)
+		ha_start(s->ha);
 	char fp[SECURE_FINGERPRINT_LEN];
 	secure_key_fingerprint(s->key.pub, fp);
 	log_info("syncbit %s (%s) scheduler: listening on %s, http %s, data %s, key %s; %zu %s, "
@@ -239,6 +247,28 @@ static int start(struct sched *s, char **detail)
 		 s->cluster.ndatasets, progress_noun(s->cluster.ndatasets, "dataset", "datasets"),
 		 s->cluster.nnodes, progress_noun(s->cluster.nnodes, "node", "nodes"));
 	return 0;
+}
+
+int sched_elected(struct sched *s)
+{
+	struct state *st;
+	state_open_etcd(s->ha->e, s->ha->state_prefix, &s->ha->fence, &st);
+	int rc = cluster_open_state(&s->cluster, st);
+	if (rc < 0)
+		return rc;
+	/* Agents come back within a few reconnect attempts and re-report in
+	 * their first heartbeats. */
+	s->plan_hold_until = uv_now(&s->loop) + 3 * (uint64_t)s->o->heartbeat_ms + 3000;
+	log_info("leading with the state from etcd: %zu %s, %zu %s known", s->cluster.ndatasets,
+		 progress_noun(s->cluster.ndatasets, "dataset", "datasets"), s->cluster.nnodes,
+		 progress_noun(s->cluster.nnodes, "node", "nodes"));
+	return 0;
+}
+
+void sched_deposed(struct sched *s)
+{
+	s->deposed = 1;
+	stop(s);
 }
 
 int sched_init(struct sched *s, const struct sched_options *o, char **detail)
@@ -266,6 +296,8 @@ void sched_close(struct sched *s)
 	if (uv_loop_close(&s->loop) != 0)
 		log_warn("scheduler: event loop still had handles at exit");
 	cluster_close(&s->cluster);
+	ha_free(s->ha);
+	s->ha = NULL;
 	sodium_memzero(&s->token, sizeof s->token);
 	secure_keypair_close(&s->key);
 }
@@ -277,6 +309,11 @@ int sched_run(const struct sched_options *o, char **detail)
 	int rc = sched_init(s, o, detail);
 	if (rc == 0) {
 		uv_run(&s->loop, UV_RUN_DEFAULT);
+		if (s->deposed) {
+			rc = SB_EDENIED;
+			*detail = xstrdup("another scheduler leads now; started again, this one "
+					  "stands by");
+		}
 		sched_close(s);
 	}
 	free(s);

@@ -34,11 +34,18 @@ struct sched_options {
 	int taint_until_ready;
 	const char *token_secret;  /* Secret to create with the join token, or NULL */
 	struct source_options src; /* for listing sources */
+	/* With etcd (scheduler/ha.h): endpoints, or NULL for LMDB in DATA. */
+	const char *etcd;
+	const char *etcd_cacert, *etcd_cert, *etcd_key; /* PEM files, or NULL */
+	const char *etcd_user, *etcd_password;		/* or NULL */
+	const char *etcd_cluster;			/* keys under /syncbit/NAME/ */
+	unsigned etcd_lease_s;				/* the leader's lease TTL */
 };
 
 struct sched_client;
 struct listing;
 struct kube_sched;
+struct ha;
 
 struct sched {
 	const struct sched_options *o;
@@ -58,7 +65,14 @@ struct sched {
 	struct sched_client *clients;
 	struct listing *listings;
 	struct kube_sched *kube; /* NULL without Kubernetes */
+	struct ha *ha;		 /* NULL without etcd */
+	/* After taking the lead: the origin plans restored from the state
+	 * stand until the nodes have come back and re-reported what they
+	 * hold (a new plan before would send blocks they hold to the origin
+	 * again); then one re-plan. */
+	uint64_t plan_hold_until; /* loop time, or 0 */
 	int stopping;
+	int deposed; /* stopped because another scheduler leads */
 };
 
 /* Run until SIGINT or SIGTERM. 0 after a clean stop; a negative error with
@@ -72,6 +86,12 @@ int sched_run(const struct sched_options *o, char **detail);
 int sched_init(struct sched *s, const struct sched_options *o, char **detail);
 void sched_stop(struct sched *s);
 void sched_close(struct sched *s);
+
+/* With etcd: this scheduler was elected; load the state from etcd. 0 or
+ * a negative error (it then gives the lead up). */
+int sched_elected(struct sched *s);
+/* With etcd: another scheduler leads; stop (sched_run then fails). */
+void sched_deposed(struct sched *s);
 
 /* Point dataset name at version v (owned from now on; hashes of the
  * current version carry over), creating or redefining the dataset, then

@@ -12,6 +12,7 @@
 #include "common/net/frame.h"
 #include "common/log.h"
 #include "common/net/wire.h"
+#include "scheduler/ha.h"
 #include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
@@ -141,7 +142,15 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 	if (!r)
 		return SB_EPROTO;
 	const char *name = conn_peer_node(cl->conn);
-	int rc = check_register(cl, r, name);
+	char *standby = NULL;
+	int rc = s->ha && !s->ha->leader ? ha_check_change(s->ha, &standby) : 0;
+	if (rc < 0) { /* the agent tries the next scheduler of its list */
+		send_error(cl, rc, standby);
+		free(standby);
+		syncbit__register__free_unpacked(r, NULL);
+		return rc;
+	}
+	rc = check_register(cl, r, name);
 	if (rc == 0)
 		rc = check_key(cl, name);
 	if (rc == 0) {

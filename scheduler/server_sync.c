@@ -378,7 +378,8 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 		buf_printf(&sig, "%s %s%s\n", m[i]->name, m[i]->addr,
 			   cluster_node_failing(m[i], cv) ? " failing" : "");
 	const char *now = sig.len ? buf_cstr(&sig) : "";
-	if (!cv->holders || strcmp(cv->holders, now) != 0) {
+	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
+	if (!hold && (!cv->holders || strcmp(cv->holders, now) != 0)) {
 		char **gone = departed(cv->holders, m, n, &ngone);
 		uint32_t moved = moved_blocks(cv, gone, ngone);
 		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);

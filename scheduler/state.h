@@ -16,10 +16,27 @@
 #define STATE_MAP_SIZE (1ull << 30) /* initial map; grows by doubling */
 
 struct state;
+struct etcd;
 
 /* Open (creating) the environment in dir, mode 0700. 0 or a negative
  * error (SB_ECACHE for an unreadable index). */
 int state_open(const char *dir, struct state **out);
+
+/* Writes to etcd are fenced: each is a transaction that holds only while
+ * the leader key (key) still has the creation revision of this
+ * scheduler's election (create_rev); otherwise it fails with SB_EDENIED
+ * and lost is set. */
+struct state_fence {
+	char *key;
+	int64_t create_rev; /* 0: not the leader; every write fails */
+	int lost;
+};
+
+/* The same records in etcd under prefix (".../state/"), except the
+ * nodes' reports of versions, which agents send again. e and fence are
+ * borrowed and outlive st. */
+int state_open_etcd(struct etcd *e, const char *prefix, struct state_fence *fence,
+		    struct state **out);
 void state_free(struct state *st);
 
 /* Group the following puts and deletes into one transaction. Nesting is

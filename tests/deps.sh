@@ -11,7 +11,8 @@
 #                   awscli, s3rver from npm, kubectl, python3-yaml, chromium
 #                   for the scheduler page's test, clang for the sanitizer
 #                   runtime, prometheus for promtool, faketime for the
-#                   chaos suite's clock jumps …); the default
+#                   chaos suite's clock jumps, etcd-server for the
+#                   schedulers' high availability …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -21,7 +22,7 @@ build=(build-essential pkg-config
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
       awscli docker-registry skopeo openssl containerd runc python3-yaml chromium
-      prometheus faketime)
+      prometheus faketime etcd-server)
 lint=(clang-format clang-tidy cppcheck git)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
