@@ -263,11 +263,6 @@ static void admin_add(struct sched *s, struct sched_client *cl, const Syncbit__A
 		free(why);
 		return;
 	}
-	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, a->name);
-	if (d && d->pulled && a->replace) {
-		/* Its nodes come from the selector from now on. */
-		cluster_dataset_unpull(&s->cluster, d);
-	}
 	struct pending_add *p = pending_new(cl, a->name, a->selector, a->n_selector, bs);
 	if ((rc = ds_filter_from_wire(a->filter, a->n_filter, &p->filter, &why)) < 0 ||
 	    (rc = check_filter(a->source, &p->filter, &why)) < 0) {
@@ -275,6 +270,11 @@ static void admin_add(struct sched *s, struct sched_client *cl, const Syncbit__A
 		free(why);
 		pending_free(p);
 		return;
+	}
+	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, a->name);
+	if (d && d->pulled && a->replace) {
+		/* Its nodes come from the selector from now on. */
+		cluster_dataset_unpull(&s->cluster, d);
 	}
 	if (add_existing(s, cl, a, p)) {
 		pending_free(p);
