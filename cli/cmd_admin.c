@@ -34,12 +34,16 @@
 
 /* --include/--exclude of a dataset: kept with its definition. */
 #define DATASET_FILTER_KEYS                                                                    \
-	{"include", NULL, CONFIG_LIST,                                                         \
+	{"include",                                                                            \
+	 NULL,                                                                                 \
+	 CONFIG_LIST,                                                                          \
 	 "take the paths matching this glob (repeatable; first matching rule wins, as rsync)", \
-	 "PATTERN", 0},                                                                        \
+	 "PATTERN",                                                                            \
+	 0},                                                                                   \
 	{                                                                                      \
-		"exclude", NULL, CONFIG_LIST, "leave out the paths matching this glob "        \
-					      "(repeatable)",                                  \
+		"exclude", NULL, CONFIG_LIST,                                                  \
+		    "leave out the paths matching this glob "                                  \
+		    "(repeatable)",                                                            \
 		    "PATTERN", 0                                                               \
 	}
 
@@ -332,7 +336,7 @@ static char *short_id(const json_t *o, const char *key)
 static void print_datasets(const json_t *doc)
 {
 	struct table t = {9, BUF_INIT};
-	const char *head[] = {"NAME",  "VERSION", "FILES",    "SIZE",  "KNOWN",
+	const char *head[] = {"NAME",  "VERSION",  "FILES",  "SIZE",  "KNOWN",
 			      "NODES", "SELECTOR", "SOURCE", "FILTER"};
 	size_t i;
 	json_t *d;

@@ -18,8 +18,7 @@ int cli_dataset_filter(struct config *cfg, const char *source, Syncbit__Admin *a
 	return 0;
 }
 
-int cli_dataset_update_filter(struct config *cfg, Syncbit__Admin *a,
-			      struct cli_dataset_filter *rf)
+int cli_dataset_update_filter(struct config *cfg, Syncbit__Admin *a, struct cli_dataset_filter *rf)
 {
 	int none = 0;
 	size_t ni = 0, ne = 0;

@@ -22,8 +22,7 @@ int cli_dataset_filter(struct config *cfg, const char *source, Syncbit__Admin *a
 		       struct cli_dataset_filter *rf);
 /* dataset update: new rules from --include/--exclude, or none with
  * --no-filters (a->set_filter then); neither leaves them as they are. */
-int cli_dataset_update_filter(struct config *cfg, Syncbit__Admin *a,
-			      struct cli_dataset_filter *rf);
+int cli_dataset_update_filter(struct config *cfg, Syncbit__Admin *a, struct cli_dataset_filter *rf);
 void cli_dataset_filter_close(Syncbit__Admin *a, struct cli_dataset_filter *rf);
 
 /* A dataset document's "filter" as "- *.tmp, + keep/dir" (rsync's short

@@ -7,8 +7,7 @@
 #include "common/err.h"
 #include "common/log.h"
 
-int ds_filter_from_wire(Syncbit__FilterRule *const *rules, size_t n, struct filter *f,
-			char **why)
+int ds_filter_from_wire(Syncbit__FilterRule *const *rules, size_t n, struct filter *f, char **why)
 {
 	memset(f, 0, sizeof *f);
 	if (n > FILTER_RULES_MAX) {

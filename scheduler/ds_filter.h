@@ -14,8 +14,7 @@
 /* Build f (empty on entry) from the wire's rules. 0, or SB_EPROTO with
  * *why (heap, one line) for a malformed or overlong pattern or too many
  * rules; then f is left empty. */
-int ds_filter_from_wire(Syncbit__FilterRule *const *rules, size_t n, struct filter *f,
-			char **why);
+int ds_filter_from_wire(Syncbit__FilterRule *const *rules, size_t n, struct filter *f, char **why);
 /* The rules as wire messages: an array of n pointers into *store (one
  * allocation each; free both, the strings stay f's). NULL when f is empty. */
 Syncbit__FilterRule **ds_filter_to_wire(const struct filter *f, Syncbit__FilterRule **store);
