@@ -17,6 +17,7 @@
 #include "common/manifest.h"
 #include "common/progress.h"
 #include "common/net/wire.h"
+#include "cli/dataset_filter.h"
 
 #define ADMIN_REPLY_MAX (64u << 20)
 /* How often a call looks for a stop asked by a signal. */
@@ -29,6 +30,21 @@
 	    {"timeout", "120", 0, "seconds to wait for the scheduler's answer", "SECONDS", 0}, \
 	{                                                                                      \
 		"no-encrypt", "false", 1, "authenticate but send in the clear", NULL, 0        \
+	}
+
+/* --include/--exclude of a dataset: kept with its definition. */
+#define DATASET_FILTER_KEYS                                                                    \
+	{"include",                                                                            \
+	 NULL,                                                                                 \
+	 CONFIG_LIST,                                                                          \
+	 "take the paths matching this glob (repeatable; first matching rule wins, as rsync)", \
+	 "PATTERN",                                                                            \
+	 0},                                                                                   \
+	{                                                                                      \
+		"exclude", NULL, CONFIG_LIST,                                                  \
+		    "leave out the paths matching this glob "                                  \
+		    "(repeatable)",                                                            \
+		    "PATTERN", 0                                                               \
 	}
 
 const struct config_key cli_admin_keys[] = {
@@ -44,6 +60,7 @@ const struct config_key cli_dataset_add_keys[] = {
      "block size (power of two, 4KiB-256MiB; at most 4194304 blocks per dataset)", "SIZE", 0},
     {"replace", "false", 1, "redefine a dataset of that NAME (without: refused)", NULL, 0},
     CLI_SOURCE_DATASET_KEYS,
+    DATASET_FILTER_KEYS,
     {NULL, NULL, 0, NULL, NULL, 0},
 };
 
@@ -52,6 +69,8 @@ const struct config_key cli_dataset_update_keys[] = {
     {"source", NULL, 0, "a new source", "SOURCE", 0},
     {"selector", NULL, 0, "a new selector (\"\": every node)", "k=v[,k=v]", 0},
     {"block-size", NULL, 0, "a new block size (power of two, 4KiB-256MiB)", "SIZE", 0},
+    DATASET_FILTER_KEYS,
+    {"no-filters", "false", 1, "drop the dataset's --include/--exclude rules", NULL, 0},
     {NULL, NULL, 0, NULL, NULL, 0},
 };
 
@@ -370,18 +389,19 @@ static char *short_id(const json_t *o, const char *key)
 
 static void print_datasets(const json_t *doc)
 {
-	struct table t = {8, BUF_INIT};
-	const char *head[] = {"NAME",  "VERSION", "FILES",    "SIZE",
-			      "KNOWN", "NODES",	  "SELECTOR", "SOURCE"};
+	struct table t = {9, BUF_INIT};
+	const char *head[] = {"NAME",  "VERSION",  "FILES",  "SIZE",  "KNOWN",
+			      "NODES", "SELECTOR", "SOURCE", "FILTER"};
 	size_t i;
 	json_t *d;
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 9; i++)
 		table_add(&t, head[i]);
 	json_array_foreach(json_object_get(doc, "datasets"), i, d)
 	{
 		char num[32], size[32], known[32], nodes[48];
 		char *ver = short_id(d, "version"),
-		     *sel = labels_text(json_object_get(d, "selector"));
+		     *sel = labels_text(json_object_get(d, "selector")),
+		     *flt = cli_filter_text(json_object_get(d, "filter"));
 		uint64_t blocks = jnum(d, "blocks");
 		snprintf(num, sizeof num, "%llu", (unsigned long long)jnum(d, "files"));
 		snprintf(
@@ -397,11 +417,13 @@ static void print_datasets(const json_t *doc)
 				       known,
 				       nodes,
 				       sel,
-				       jstr(d, "source")};
-		for (size_t c = 0; c < 8; c++)
+				       jstr(d, "source"),
+				       flt};
+		for (size_t c = 0; c < 9; c++)
 			table_add(&t, cells[c]);
 		free(ver);
 		free(sel);
+		free(flt);
 	}
 	table_print(&t);
 }
@@ -634,7 +656,8 @@ static int request_block_size(struct config *cfg, uint32_t *out)
 }
 
 /* dataset update: only what is given. */
-static int build_update(struct config *cfg, Syncbit__Admin *a, char **abs_source)
+static int build_update(struct config *cfg, Syncbit__Admin *a, char **abs_source,
+			struct cli_dataset_filter *rf)
 {
 	const char *src = config_get(cfg, "source"), *sel = config_get(cfg, "selector");
 	int rc;
@@ -648,20 +671,22 @@ static int build_update(struct config *cfg, Syncbit__Admin *a, char **abs_source
 		a->source = (char *)request_source(src, abs_source);
 	if (config_get(cfg, "block-size") && (rc = request_block_size(cfg, &a->block_size)))
 		return rc;
+	if ((rc = cli_dataset_update_filter(cfg, a, rf)))
+		return rc;
 	a->set_selector = sel != NULL;
 	return parse_selector(sel, a);
 }
 
 /* Fill the request from the flags and arguments; 0 or EXIT_USAGE. */
 static int build_request(const struct admin_cmd *cmd, struct config *cfg, char **pos, int npos,
-			 Syncbit__Admin *a, char **abs_source)
+			 Syncbit__Admin *a, char **abs_source, struct cli_dataset_filter *rf)
 {
 	int rc;
 	a->op = cmd->op;
 	if (npos > 0)
 		a->name = pos[0];
 	if (cmd->op == SYNCBIT__ADMIN_OP__ADMIN_DATASET_UPDATE)
-		return build_update(cfg, a, abs_source);
+		return build_update(cfg, a, abs_source, rf);
 	if (cmd->op != SYNCBIT__ADMIN_OP__ADMIN_DATASET_ADD)
 		return 0;
 	int replace = 0;
@@ -682,6 +707,8 @@ static int build_request(const struct admin_cmd *cmd, struct config *cfg, char *
 		free(*abs_source);
 		a->source = *abs_source = with;
 	}
+	if ((rc = cli_dataset_filter(cfg, a->source, a, rf)))
+		return rc;
 	return parse_selector(config_get(cfg, "selector"), a);
 }
 
@@ -714,9 +741,10 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	struct call k = {.what = cmd->name};
 	json_t *doc = NULL;
 	char *abs_source = NULL;
+	struct cli_dataset_filter rf = {{0}, NULL};
 	if ((rc = cli_parse(&cfg, cmd->name, argc, argv, &pos, &npos)) ||
 	    (rc = check_args(cmd, &cfg, npos, &json)) ||
-	    (rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source)))
+	    (rc = build_request(cmd, &cfg, pos, npos, &a, &abs_source, &rf)))
 		goto out;
 	if (cmd->op == SYNCBIT__ADMIN_OP__ADMIN_STATUS &&
 	    (rc = cli_status_watch(&cfg, a.name, json, 1)) != CLI_NO_WATCH)
@@ -727,6 +755,12 @@ static int admin_run(const struct admin_cmd *cmd, int argc, char **argv)
 	doc = json_loads(k.reply->json ? k.reply->json : "", 0, NULL);
 	if (!doc) {
 		cli_error("%s: scheduler %s: malformed reply", cmd->name, k.addr);
+		rc = EXIT_FAIL;
+	} else if ((a.n_filter || a.set_filter) && !json_object_get(doc, "filter")) {
+		/* A scheduler from before the rules skips them. */
+		cli_error("%s: scheduler %s does not know --include/--exclude; update it (dataset "
+			  "%s is defined without them)",
+			  cmd->name, k.addr, a.name);
 		rc = EXIT_FAIL;
 	} else if (json) {
 		char *s = jsonfmt_dumps(doc);
@@ -739,6 +773,7 @@ out:
 	json_decref(doc);
 	call_close(&k);
 	free_selector(&a);
+	cli_dataset_filter_close(&a, &rf);
 	free(abs_source);
 	free(pos);
 	config_close(&cfg);

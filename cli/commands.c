@@ -47,11 +47,12 @@ const struct cli_cmd cli_commands[] = {
      "the cluster's scheduler: nodes, datasets, assignments", cli_scheduler_keys, cmd_scheduler},
     {"dataset add",
      "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH] "
-     "[--tag-regex ERE] [--replace] " CONN,
+     "[--tag-regex ERE] [--include PATTERN] [--exclude PATTERN] [--replace] " CONN,
      "define a dataset; an existing NAME is changed only with --replace", cli_dataset_add_keys,
      cmd_dataset_add},
     {"dataset update",
-     "dataset update NAME [--source SOURCE] [--selector k=v[,k=v]] [--block-size SIZE] " CONN,
+     "dataset update NAME [--source SOURCE] [--selector k=v[,k=v]] [--block-size SIZE] "
+     "[--include PATTERN] [--exclude PATTERN] [--no-filters] " CONN,
      "change what is given of a dataset's definition", cli_dataset_update_keys, cmd_dataset_update},
     {"dataset wait",
      "dataset wait NAME [--nodes N|--all] [--timeout DURATION] --scheduler HOST:PORT "

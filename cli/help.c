@@ -22,7 +22,8 @@ static const char *const source_help =
     "  skopeo reads (REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json,\n"
     "  ~/.config/containers/auth.json, ~/.docker/config.json)\n"
     "oci:// dataset flags (pull, sync, dataset add): --platform OS/ARCH --tag-regex ERE\n"
-    "File filters (pull, sync): --include PATTERN --exclude PATTERN, rsync's rules\n"
+    "File filters (pull, sync, dataset add|update): --include PATTERN --exclude PATTERN,\n"
+    "  rsync's rules\n"
     "S3 credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity\n"
     "  (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), else ~/.aws/credentials and\n"
     "  ~/.aws/config (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE)\n";

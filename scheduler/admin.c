@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/buf.h"
 #include "common/err.h"
@@ -12,6 +13,7 @@
 #include "common/progress.h"
 #include "common/uri.h"
 #include "scheduler/api.h"
+#include "scheduler/ds_filter.h"
 #include "scheduler/ha.h"
 #include "scheduler/listing.h"
 #include "scheduler/server.h"
@@ -23,7 +25,8 @@ struct pending_add {
 	struct assign_label *sel;
 	size_t nsel;
 	uint32_t block_size;
-	json_t *changes; /* update: what changes, for the reply; or NULL */
+	struct filter filter; /* the rules it is to have */
+	json_t *changes;      /* update: what changes, for the reply; or NULL */
 };
 
 static void pending_free(struct pending_add *p)
@@ -33,6 +36,7 @@ static void pending_free(struct pending_add *p)
 		free(p->sel[i].value);
 	}
 	free(p->sel);
+	filter_close(&p->filter);
 	free(p->name);
 	json_decref(p->changes);
 	server_client_release(p->cl);
@@ -99,8 +103,9 @@ static void add_listed(struct sched *s, int status, const char *detail, struct s
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, p->name);
 	int changed = !d || !d->current || memcmp(d->current->v->id.b, v->id.b, HASH_LEN) != 0 ||
 		      strcmp(d->source, v->m->source) || d->block_size != p->block_size ||
-		      !same_selector(d, p->sel, p->nsel);
-	d = sched_apply_version(s, p->name, v->m->source, p->sel, p->nsel, p->block_size, v);
+		      !same_selector(d, p->sel, p->nsel) || !ds_filter_same(&d->filter, &p->filter);
+	d = sched_apply_filtered(s, p->name, v->m->source, p->sel, p->nsel, p->block_size,
+				 &p->filter, v);
 	log_with(LOG_INFO, LOG_KV({"dataset", d->name}, {"source", d->source}),
 		 "dataset %s: %s %s (%llu %s, %llu bytes)", d->name,
 		 changed ? "now at" : "unchanged at", d->source,
@@ -129,6 +134,17 @@ static int check_block_size(uint32_t bs, char **why)
 {
 	if (manifest_check_block_size(bs) < 0) {
 		*why = xasprintf("block size %u: must be a power of two from 4KiB to 256MiB", bs);
+		return SB_EPROTO;
+	}
+	return 0;
+}
+
+/* Rules for source: an oci:// source refuses them (as pull does). */
+static int check_filter(const char *source, const struct filter *f, char **why)
+{
+	if (f->n && source && !strncasecmp(source, "oci://", 6)) {
+		*why = xstrdup("--include/--exclude do not apply to oci:// sources: --tag-regex "
+			       "picks the tags");
 		return SB_EPROTO;
 	}
 	return 0;
@@ -200,23 +216,26 @@ static int add_existing(struct sched *s, struct sched_client *cl, const Syncbit_
 	if (!d)
 		return 0;
 	int src = same_source(d, a->source), bs = d->block_size == p->block_size;
-	int sel = same_selector(d, p->sel, p->nsel);
-	if (src && bs && sel && d->current) {
+	int sel = same_selector(d, p->sel, p->nsel), flt = ds_filter_same(&d->filter, &p->filter);
+	if (src && bs && sel && flt && d->current) {
 		server_reply(cl, 0, NULL, add_reply(s, d, 0, NULL));
 		return 1;
 	}
 	if (!a->replace) {
 		char *text = selector_text(d->selector, d->nselector), size[32];
+		char *rules = ds_filter_text(&d->filter);
 		char *why = xasprintf(
 		    "dataset %s exists with source %s and selector %s (block size "
-		    "%s); give --replace to redefine it, or use 'dataset update'",
-		    d->name, d->source, text, progress_fmt_bytes(d->block_size, size, sizeof size));
+		    "%s, filter %s); give --replace to redefine it, or use 'dataset update'",
+		    d->name, d->source, text, progress_fmt_bytes(d->block_size, size, sizeof size),
+		    rules);
 		server_reply(cl, -EEXIST, why, NULL);
 		free(why);
 		free(text);
+		free(rules);
 		return 1;
 	}
-	if (src && bs && d->current) {
+	if (src && bs && flt && d->current) {
 		set_selector(s, cl, d, p);
 		return 1;
 	}
@@ -227,7 +246,7 @@ static void start_listing(struct sched *s, struct sched_client *cl, const char *
 			  struct pending_add *p)
 {
 	char *why = NULL;
-	int rc = listing_start(s, source, p->block_size, add_listed, p, NULL, &why);
+	int rc = listing_start(s, source, p->block_size, &p->filter, add_listed, p, NULL, &why);
 	if (rc < 0) {
 		server_reply(cl, rc, why, NULL);
 		free(why);
@@ -245,12 +264,19 @@ static void admin_add(struct sched *s, struct sched_client *cl, const Syncbit__A
 		free(why);
 		return;
 	}
+	struct pending_add *p = pending_new(cl, a->name, a->selector, a->n_selector, bs);
+	if ((rc = ds_filter_from_wire(a->filter, a->n_filter, &p->filter, &why)) < 0 ||
+	    (rc = check_filter(a->source, &p->filter, &why)) < 0) {
+		server_reply(cl, rc, why, NULL);
+		free(why);
+		pending_free(p);
+		return;
+	}
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, a->name);
 	if (d && d->pulled && a->replace) {
 		/* Its nodes come from the selector from now on. */
 		cluster_dataset_unpull(&s->cluster, d);
 	}
-	struct pending_add *p = pending_new(cl, a->name, a->selector, a->n_selector, bs);
 	if (add_existing(s, cl, a, p)) {
 		pending_free(p);
 		return;
@@ -284,6 +310,12 @@ static json_t *update_changes(const struct cluster_dataset *d, const Syncbit__Ad
 	if (d->block_size != p->block_size)
 		add_change(changes, "block_size", json_integer(d->block_size),
 			   json_integer(p->block_size));
+	if (!ds_filter_same(&d->filter, &p->filter)) {
+		char *old = ds_filter_text(&d->filter), *now = ds_filter_text(&p->filter);
+		add_change(changes, "filter", json_string(old), json_string(now));
+		free(old);
+		free(now);
+	}
 	return changes;
 }
 
@@ -300,9 +332,18 @@ static void admin_update(struct sched *s, struct sched_client *cl, const Syncbit
 	} else if ((rc = check_block_size(bs, &why)) == 0 && a->set_selector) {
 		rc = check_selector(a->selector, a->n_selector, &why);
 	}
+	struct filter filter = {0};
+	const char *source = d && a->source && a->source[0] ? a->source : d ? d->source : NULL;
+	if (rc == 0 && a->set_filter)
+		rc = ds_filter_from_wire(a->filter, a->n_filter, &filter, &why);
+	else if (rc == 0)
+		ds_filter_copy(&filter, &d->filter);
+	if (rc == 0)
+		rc = check_filter(source, &filter, &why);
 	if (rc < 0) {
 		server_reply(cl, rc, why, NULL);
 		free(why);
+		filter_close(&filter);
 		return;
 	}
 	struct pending_add *p = a->set_selector
@@ -316,12 +357,13 @@ static void admin_update(struct sched *s, struct sched_client *cl, const Syncbit
 			p->nsel = i + 1;
 		}
 	}
+	p->filter = filter;
 	p->changes = update_changes(d, a, p);
-	const char *source = a->source && a->source[0] ? a->source : d->source;
 	if (json_array_size(p->changes) == 0 && d->current) {
 		server_reply(cl, 0, NULL, add_reply(s, d, 0, p->changes));
 		pending_free(p);
-	} else if (same_source(d, source) && bs == d->block_size && d->current) {
+	} else if (same_source(d, source) && bs == d->block_size &&
+		   ds_filter_same(&d->filter, &p->filter) && d->current) {
 		set_selector(s, cl, d, p);
 		pending_free(p);
 	} else {

@@ -14,6 +14,7 @@
 #include "common/version.h"
 #include "scheduler/ha.h"
 #include "scheduler/web.h"
+#include "scheduler/ds_filter.h"
 
 /* Sums of what the assigned nodes reported of a dataset's current version. */
 struct totals {
@@ -108,6 +109,7 @@ json_t *api_dataset(struct sched *s, const struct cluster_dataset *d)
 	 * nodes that pulled it, whatever its selector. */
 	for (size_t i = 0; i < d->npulled_by; i++)
 		json_array_append_new(by, json_string(d->pulled_by[i]));
+	json_object_set_new(o, "filter", ds_filter_json(&d->filter));
 	json_object_set_new(o, "pulled", json_boolean(d->pulled));
 	json_object_set_new(o, "pulled_by", by);
 	return o;

@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "scheduler/cluster_int.h"
+#include "scheduler/ds_filter.h"
 
 struct pending_hash {
 	struct hash_id version;
@@ -331,11 +332,16 @@ void cluster_dataset_save(struct cluster *c, const struct cluster_dataset *d)
 	def.pulled = d->pulled;
 	def.pulled_by = d->pulled_by;
 	def.n_pulled_by = d->npulled_by;
+	Syncbit__FilterRule *rules;
+	def.filter = ds_filter_to_wire(&d->filter, &rules);
+	def.n_filter = d->filter.n;
 	if (state_put_dataset(c->state, d->name, d->current ? &d->current->v->id : &none, &def) < 0)
 		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
 			 "dataset %s: cannot save its record", d->name);
 	free(def.selector);
 	free(store);
+	free(def.filter);
+	free(rules);
 }
 
 static void dataset_free(struct cluster_dataset *d)
@@ -344,6 +350,7 @@ static void dataset_free(struct cluster_dataset *d)
 	free(d->name);
 	free(d->source);
 	labels_free(d->selector, d->nselector);
+	filter_close(&d->filter);
 	cluster_pulled_clear(d);
 	free(d);
 }
@@ -384,17 +391,28 @@ static void dataset_define(struct cluster_dataset *d, const char *source,
 	d->generation++;
 }
 
-struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
-					    const struct assign_label *sel, size_t nsel,
-					    uint32_t block_size, struct cluster_version *cv)
+struct cluster_dataset *cluster_dataset_define(struct cluster *c, const char *name,
+					       const char *source, const struct assign_label *sel,
+					       size_t nsel, uint32_t block_size,
+					       const struct filter *filter,
+					       struct cluster_version *cv)
 {
 	struct cluster_dataset *d = cluster_dataset_find(c, name);
 	if (!d)
 		d = dataset_new(c, name);
 	dataset_define(d, source, sel, nsel, block_size, cv);
+	if (filter && filter != &d->filter)
+		ds_filter_copy(&d->filter, filter);
 	cluster_dataset_save(c, d);
 	cluster_gc(c);
 	return d;
+}
+
+struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
+					    const struct assign_label *sel, size_t nsel,
+					    uint32_t block_size, struct cluster_version *cv)
+{
+	return cluster_dataset_define(c, name, source, sel, nsel, block_size, NULL, cv);
 }
 
 int cluster_node_remove(struct cluster *c, const char *name)
@@ -578,6 +596,15 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 			 name, def->block_size);
 		return 0;
 	}
+	struct filter filter;
+	char *why = NULL;
+	if (ds_filter_from_wire(def->filter, def->n_filter, &filter, &why) < 0) {
+		/* Unfiltered, it would hand out what its rules leave out. */
+		log_with(LOG_WARN, LOG_KV({"dataset", name}),
+			 "scheduler state: dataset %s: %s; skipped, add it again", name, why);
+		free(why);
+		return 0;
+	}
 	struct cluster_version *cv = cluster_version_find(c, version->b, HASH_LEN);
 	struct assign_label *sel = labels_from_wire(def->selector, def->n_selector);
 	if (!cv)
@@ -589,6 +616,7 @@ static int load_dataset(void *arg, const char *name, const struct hash_id *versi
 	dataset_define(d, def->source ? def->source : "", sel, def->n_selector, def->block_size,
 		       cv);
 	labels_free(sel, def->n_selector);
+	d->filter = filter;
 	d->pulled = def->pulled;
 	for (size_t i = 0; d->pulled && i < def->n_pulled_by; i++)
 		if (cluster_check_name(def->pulled_by[i]) == 0)

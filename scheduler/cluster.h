@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/net/secure.h"
+#include "common/source/filter.h"
 #include "proto/wire.pb-c.h"
 #include "scheduler/assign.h"
 #include "scheduler/state.h"
@@ -99,6 +100,7 @@ struct cluster_dataset {
 	struct assign_label *selector;
 	size_t nselector;
 	uint32_t block_size;
+	struct filter filter; /* which paths of the source it takes (saved) */
 	struct cluster_version *current;
 	uint64_t generation; /* bumped by every change of definition */
 	int listing;	     /* a refresh listing is in flight */
@@ -185,10 +187,18 @@ struct cluster_node **cluster_members(const struct cluster *c, const struct clus
  * same id exists, v is freed and the existing one is returned. */
 struct cluster_version *cluster_version_add(struct cluster *c, struct sched_version *v);
 /* Create or redefine a dataset and point it at cv (saved). The previous
- * version stays while nodes report it. */
+ * version stays while nodes report it. Its filter stays as it is (none for
+ * a new dataset). */
 struct cluster_dataset *cluster_dataset_set(struct cluster *c, const char *name, const char *source,
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct cluster_version *cv);
+/* cluster_dataset_set with the filter too: a copy of filter, or when it is
+ * NULL the dataset's own is kept. */
+struct cluster_dataset *cluster_dataset_define(struct cluster *c, const char *name,
+					       const char *source, const struct assign_label *sel,
+					       size_t nsel, uint32_t block_size,
+					       const struct filter *filter,
+					       struct cluster_version *cv);
 /* Make d a pulled dataset that goes to node too (saved; scheduler/
  * cluster_pull.c). A dataset defined by `dataset add` is never changed. */
 void cluster_dataset_pulled_by(struct cluster *c, struct cluster_dataset *d, const char *node);

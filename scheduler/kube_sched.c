@@ -400,8 +400,11 @@ static void cr_listed(struct sched *s, int status, const char *detail, struct sc
 	if (c)
 		c->listing = 0;
 	if (status == 0 && c) {
-		struct cluster_dataset *d =
-		    sched_apply_version(s, l->name, v->m->source, l->sel, l->nsel, l->bs, v);
+		/* A Dataset object has no include/exclude rules: a name it takes
+		 * over loses those of a `dataset add`. */
+		static const struct filter none;
+		struct cluster_dataset *d = sched_apply_filtered(s, l->name, v->m->source, l->sel,
+								 l->nsel, l->bs, &none, v);
 		set_managed(l->ks, l->name, 1);
 		c->applied = l->generation;
 		cr_set_error(c, NULL);
@@ -471,7 +474,7 @@ static void cr_apply(struct kube_sched *ks, struct cr *c, uint64_t now)
 	}
 	struct cr_listing *l = xcalloc(1, sizeof *l);
 	*l = (struct cr_listing){ks, xstrdup(c->name), sel, nsel, bs, gen};
-	int rc = listing_start(ks->s, source, bs, cr_listed, l, NULL, &why);
+	int rc = listing_start(ks->s, source, bs, NULL, cr_listed, l, NULL, &why);
 	if (rc < 0) {
 		cr_set_error(c, why);
 		c->applied = gen;

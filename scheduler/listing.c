@@ -7,12 +7,14 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/uri.h"
+#include "scheduler/ds_filter.h"
 
 struct listing {
 	struct sched *s;
 	struct listing *next, **prev; /* in s->listings while in flight */
 	struct source *src;
 	uint32_t block_size;
+	struct filter filter; /* the source's options point at it */
 	listing_done_cb cb;
 	void *arg;
 	uv_timer_t reap; /* frees the source outside its own callback */
@@ -27,6 +29,7 @@ static void reap(uv_timer_t *t)
 {
 	struct listing *l = t->data;
 	source_free(l->src);
+	filter_close(&l->filter);
 	uv_close((uv_handle_t *)&l->reap, reap_closed);
 }
 
@@ -67,8 +70,9 @@ static void listed(struct source *src, int status, void *arg)
 	uv_timer_start(&l->reap, reap, 0, 0);
 }
 
-int listing_start(struct sched *s, const char *source, uint32_t block_size, listing_done_cb cb,
-		  void *arg, char **canonical, char **detail)
+int listing_start(struct sched *s, const char *source, uint32_t block_size,
+		  const struct filter *filter, listing_done_cb cb, void *arg, char **canonical,
+		  char **detail)
 {
 	struct source_uri uri;
 	struct source *src;
@@ -82,13 +86,17 @@ int listing_start(struct sched *s, const char *source, uint32_t block_size, list
 		return rc;
 	}
 	so.block_size = block_size;
+	struct listing *l = xcalloc(1, sizeof *l);
+	ds_filter_copy(&l->filter, filter);
+	so.filter = l->filter.n ? &l->filter : NULL;
 	rc = source_new(&s->loop, &uri, &so, &src);
 	if (rc < 0) {
 		*detail = xasprintf("source %s: %s", source, sb_strerror(rc));
+		filter_close(&l->filter);
+		free(l);
 		uri_close(&uri);
 		return rc;
 	}
-	struct listing *l = xcalloc(1, sizeof *l);
 	l->s = s;
 	l->src = src;
 	l->block_size = block_size;
@@ -100,6 +108,7 @@ int listing_start(struct sched *s, const char *source, uint32_t block_size, list
 		*detail = failure(src, source, rc);
 		l->src = NULL;
 		source_free(src);
+		filter_close(&l->filter);
 		uv_close((uv_handle_t *)&l->reap, reap_closed);
 		uri_close(&uri);
 		return rc;

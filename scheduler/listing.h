@@ -16,12 +16,15 @@
 typedef void (*listing_done_cb)(struct sched *s, int status, const char *detail,
 				struct sched_version *v, void *arg);
 
-/* List source (a SOURCE argument) and build a version cut into block_size
+/* List source (a SOURCE argument), keep the paths filter takes (a copy is
+ * kept; NULL or empty: every path) and build a version cut into block_size
  * blocks. 0 with cb to follow, or a negative error with *detail (heap, one
  * line) and no callback: a malformed URI or a scheme not built in. When
  * canonical is not NULL it receives the source's canonical form (heap). */
-int listing_start(struct sched *s, const char *source, uint32_t block_size, listing_done_cb cb,
-		  void *arg, char **canonical, char **detail);
+struct filter;
+int listing_start(struct sched *s, const char *source, uint32_t block_size,
+		  const struct filter *filter, listing_done_cb cb, void *arg, char **canonical,
+		  char **detail);
 
 /* Cancel every listing in flight (at shutdown); their callbacks run with
  * SB_ECANCELED. */

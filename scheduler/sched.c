@@ -28,9 +28,10 @@ struct refresh {
 	uint64_t generation;
 };
 
-struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
-					  const struct assign_label *sel, size_t nsel,
-					  uint32_t block_size, struct sched_version *v)
+static struct cluster_dataset *set_version(struct sched *s, const char *name, const char *source,
+					   const struct assign_label *sel, size_t nsel,
+					   uint32_t block_size, const struct filter *filter,
+					   struct sched_version *v)
 {
 	struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
 	struct cluster_version *cur = d ? d->current : NULL, *cv;
@@ -48,8 +49,25 @@ struct cluster_dataset *sched_set_version(struct sched *s, const char *name, con
 			 progress_noun(carried, "hash", "hashes"));
 		cv = cluster_version_add(&s->cluster, v);
 	}
-	d = cluster_dataset_set(&s->cluster, name, src, sel, nsel, block_size, cv);
+	d = cluster_dataset_define(&s->cluster, name, src, sel, nsel, block_size, filter, cv);
 	free(src);
+	return d;
+}
+
+struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
+					  const struct assign_label *sel, size_t nsel,
+					  uint32_t block_size, struct sched_version *v)
+{
+	return set_version(s, name, source, sel, nsel, block_size, NULL, v);
+}
+
+struct cluster_dataset *sched_apply_filtered(struct sched *s, const char *name, const char *source,
+					     const struct assign_label *sel, size_t nsel,
+					     uint32_t block_size, const struct filter *filter,
+					     struct sched_version *v)
+{
+	struct cluster_dataset *d = set_version(s, name, source, sel, nsel, block_size, filter, v);
+	server_sync(s);
 	return d;
 }
 
@@ -57,9 +75,7 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct sched_version *v)
 {
-	struct cluster_dataset *d = sched_set_version(s, name, source, sel, nsel, block_size, v);
-	server_sync(s);
-	return d;
+	return sched_apply_filtered(s, name, source, sel, nsel, block_size, NULL, v);
 }
 
 static void refresh_listed(struct sched *s, int status, const char *detail, struct sched_version *v,
@@ -103,8 +119,8 @@ static void refresh_all(uv_timer_t *t)
 		char *detail = NULL;
 		r->name = xstrdup(d->name);
 		r->generation = d->generation;
-		if (listing_start(s, d->source, d->block_size, refresh_listed, r, NULL, &detail) <
-		    0) {
+		if (listing_start(s, d->source, d->block_size, &d->filter, refresh_listed, r, NULL,
+				  &detail) < 0) {
 			log_limited_with(LOG_WARN, LOG_KV({"dataset", d->name}, {"error", detail}),
 					 "dataset %s: refresh: %s", d->name, detail);
 			free(detail);

@@ -106,5 +106,12 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
 					  const struct assign_label *sel, size_t nsel,
 					  uint32_t block_size, struct sched_version *v);
+/* sched_apply_version that sets the dataset's include/exclude rules too
+ * (a copy of filter; NULL keeps them). */
+struct filter;
+struct cluster_dataset *sched_apply_filtered(struct sched *s, const char *name, const char *source,
+					     const struct assign_label *sel, size_t nsel,
+					     uint32_t block_size, const struct filter *filter,
+					     struct sched_version *v);
 
 #endif
