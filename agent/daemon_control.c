@@ -347,7 +347,8 @@ static void sched_close(struct conn *c, int status)
 	if (n > 1) {
 		d->sched_at = (d->sched_at + 1) % n;
 		if (++d->sched_misses % n) {
-			uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MIN_MS / 5, 0);
+			uv_timer_start(&d->reconnect, dial_scheduler, DAEMON_RECONNECT_MIN_MS / 5,
+				       0);
 			return;
 		}
 	}

@@ -27,7 +27,10 @@
 
 const struct config_key cli_daemon_keys[] = {
     CLI_SERVICE_COMMON_KEYS,
-    {"scheduler", NULL, 0, "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the leader is followed)", "HOST:PORT[,...]", 0},
+    {"scheduler", NULL, 0,
+     "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the "
+     "leader is followed)",
+     "HOST:PORT[,...]", 0},
     {"listen", "0.0.0.0:7401", 0, "address for peers", "HOST:PORT", 0},
     {"advertise", NULL, 0,
      "the address peers dial (default: --listen; on 0.0.0.0, $POD_IP or $HOST_IP, else the "

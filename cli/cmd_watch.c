@@ -28,7 +28,10 @@
 
 const struct config_key cli_dataset_wait_keys[] = {
     CLI_COMMON_KEYS,
-    {"scheduler", NULL, 0, "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the leader is followed)", "HOST:PORT[,...]", 0},
+    {"scheduler", NULL, 0,
+     "the scheduler's address; with several schedulers on etcd, all of them, comma-separated (the "
+     "leader is followed)",
+     "HOST:PORT[,...]", 0},
     {"token-file", NULL, 0, "the cluster's join token (DATA/join-token)", "FILE", 0},
     {"json", "false", 1, "print the dataset's status as JSON as the last line", NULL, 0},
     {"no-encrypt", "false", 1, "authenticate but send in the clear", NULL, 0},

@@ -115,7 +115,8 @@ void cluster_plans_restore(struct cluster *c)
 		for (size_t k = 0; k < cv->nreaders; k++) {
 			uint32_t n = 0;
 			for (uint32_t b = 0; b < nb; b++)
-				if (assign_bit(cv->readers[k].bits, b) && !assign_bit(cv->v->known, b))
+				if (assign_bit(cv->readers[k].bits, b) &&
+				    !assign_bit(cv->v->known, b))
 					blocks[n++] = b;
 			assign_plan_add(&cv->plans[k], blocks, n);
 			cv->plan_nodes[k] = xstrdup(cv->readers[k].node);
