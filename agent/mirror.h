@@ -15,7 +15,8 @@
  * changed is refused until it is put back). While a dataset is being
  * fetched, its manifests and blobs are served as soon as their files are
  * verified cache objects (agent/mirror_early.c), and a request for one
- * still to come waits for it, up to wait_ms. Anything else is a 404 with
+ * still to come waits for it until its dataset makes no progress for
+ * wait_ms. Anything else is a 404 with
  * an OCI error body, at once, so containerd asks its next host.
  * Loop thread only; files are opened and hashed on the pool. */
 #ifndef SYNCBIT_MIRROR_H

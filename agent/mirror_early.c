@@ -58,6 +58,9 @@ struct early_set {
 	struct early_doc *docs;
 	size_t ndocs;
 	size_t doc_bytes;
+	/* Bytes the fetch holds, and when that last grew: a request waits
+	 * while the dataset it waits on makes progress. */
+	uint64_t held, progress_ms;
 };
 
 struct mirror_early {
@@ -513,7 +516,21 @@ static enum look look_tag(struct mreq *mr, struct early_set *s, const char **dig
 
 static void tick(uv_timer_t *t);
 
-/* mr waits for a file still being fetched, until its deadline. */
+/* When a dataset of mr's repository being fetched here last grew (0:
+ * none is). */
+static uint64_t repo_progress_ms(const struct mirror_early *e, const struct mreq *mr)
+{
+	uint64_t last = 0;
+	for (const struct early_set *s = e->sets; s; s = s->next)
+		if (s->f && !strcmp(s->repo, mr->p.name) &&
+		    (!mr->has_ns || !strcmp(s->registry, mr->ns)) && s->progress_ms > last)
+			last = s->progress_ms;
+	return last;
+}
+
+/* mr waits for a file still being fetched, until wait_ms pass with no
+ * progress of the datasets it may come from (a large image takes longer
+ * than that to spread; a 404 would send containerd to the registry). */
 static void park(struct mreq *mr)
 {
 	struct mirror *m = mr->m;
@@ -529,12 +546,15 @@ static void park(struct mreq *mr)
 		httpd_request_extend(mr->req, m->wait_ms + MIRROR_EARLY_TICK_MS + HTTPD_TIMEOUT_MS);
 		log_debug("mirror: %s waits for the dataset being fetched",
 			  httpd_request_path(mr->req));
-	} else if (now >= mr->deadline_ms) {
+	} else if (now >= mr->deadline_ms && now - repo_progress_ms(e, mr) >= m->wait_ms) {
 		e->waits_expired++;
-		log_info("mirror: %s: not fetched here within %llu s; 404",
+		log_info("mirror: %s: the datasets being fetched made no progress for %llu s; 404",
 			 httpd_request_path(mr->req), (unsigned long long)(m->wait_ms / 1000));
 		mirror_not_found(mr);
 		return;
+	} else if (now >= mr->deadline_ms) { /* still coming */
+		mr->deadline_ms = repo_progress_ms(e, mr) + m->wait_ms;
+		httpd_request_extend(mr->req, m->wait_ms + MIRROR_EARLY_TICK_MS + HTTPD_TIMEOUT_MS);
 	}
 	mr->next = e->waiting;
 	e->waiting = mr;
@@ -607,9 +627,26 @@ static void wake(struct mirror_early *e)
 	}
 }
 
+/* Note when each dataset being fetched last grew. */
+static void note_progress(struct mirror_early *e)
+{
+	for (struct early_set *s = e->sets; s; s = s->next) {
+		struct fetch_stats st;
+		if (!s->f)
+			continue;
+		fetch_stats(s->f, &st);
+		if (st.bytes_have != s->held || !s->progress_ms) {
+			s->held = st.bytes_have;
+			s->progress_ms = uv_now(e->m->loop);
+		}
+	}
+}
+
 static void tick(uv_timer_t *t)
 {
 	struct mirror_early *e = t->data;
+	refresh(e); /* the fetches of now, before their progress is read */
+	note_progress(e);
 	wake(e);
 	if (!e->waiting)
 		uv_timer_stop(&e->timer);

@@ -51,8 +51,8 @@ const struct config_key cli_daemon_keys[] = {
      "(docs/IMAGES.md)",
      "HOST:PORT", 0},
     {"registry-mirror-wait", "30", 0,
-     "a manifest or blob of an image still being fetched here is waited for this long, "
-     "then 404 (0: 404 at once)",
+     "a manifest or blob of an image still being fetched here is waited for until its "
+     "dataset makes no progress for this long, then 404 (0: 404 at once)",
      "SECONDS", 0},
     {"kubeconfig", NULL, 0,
      "node labels and readiness gates from this API server (also $KUBECONFIG; "
