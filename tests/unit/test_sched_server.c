@@ -125,6 +125,14 @@ static void test_silent_node_is_dropped(void **state)
 	agent_free(a);
 }
 
+/* 1 when the scheduler has node-a's report of the version with have blocks. */
+static int heard(uint32_t have)
+{
+	const struct cluster_node *n = cluster_node_find(&fx.s.cluster, "node-a");
+	const struct cluster_report *r = n ? cluster_node_report_of(n, &fx.version) : NULL;
+	return r && r->have == have;
+}
+
 static void test_heartbeat_and_admin(void **state)
 {
 	struct agent *a = agent_dial("node-a");
@@ -146,6 +154,9 @@ static void test_heartbeat_and_admin(void **state)
 	hb.n_versions = 1;
 	assert_int_equal(
 	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL), 0);
+	/* The CLI's request comes on another connection: it may be read
+	 * first. Wait until the scheduler has the heartbeat. */
+	WAIT_FOR(heard(3));
 
 	struct agent *cli = agent_dial("cli");
 	Syncbit__Admin m = SYNCBIT__ADMIN__INIT;
