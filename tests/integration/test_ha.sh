@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# syncbit-test: alone
 # Schedulers in high availability on a real 3-member etcd cluster (Debian's
 # etcd-server) on loopback: one identity for all, one leader, agents and the
 # CLI following it through --scheduler A,B,C; the leader killed with -9 in
@@ -112,7 +113,11 @@ done
 t1=$(date +%s.%N)
 took=$(python3 -c "print(round($t1 - $t0, 2))")
 echo "  leader killed with -9; scheduler ${new:-none} leads after ${took} s (lease $LEASE s)"
-check "a standby leads within the lease + 1 s" python3 -c "assert '$new' and $took <= $LEASE + 1"
+# Under ASan+UBSan the standby's path to leading runs a few times slower:
+# one more second there.
+SLACK=1
+case "$SYNCBIT" in *build-san*) SLACK=2 ;; esac
+check "a standby leads within the lease + $SLACK s" python3 -c "assert '$new' and $took <= $LEASE + $SLACK"
 other=$((new == 2 ? 3 : 2))
 sleep 1
 check "the other standby follows the new leader" test "$(role $other | cut -d' ' -f1)" = standby
