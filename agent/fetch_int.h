@@ -189,6 +189,9 @@ void fetch_back_to_need(struct fetch *f, uint32_t b);
 /* Verify and write block b from buf (NULL: copy it from the cache). */
 void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
 		       const char *peer);
+/* A block verified and written on the pool (fetch_store.c), then its
+ * result on the loop. */
+void fetch_store_work(uv_work_t *w);
 void fetch_store_done(uv_work_t *w, int status);
 
 #endif

@@ -12,7 +12,8 @@
 #                   for the scheduler page's test, clang for the sanitizer
 #                   runtime, prometheus for promtool, faketime for the
 #                   chaos suite's clock jumps, etcd-server for the
-#                   schedulers' high availability …); the default
+#                   schedulers' high availability, the lint tools for
+#                   test_lint …); the default
 set -euo pipefail
 what=${1:-test}
 build=(build-essential pkg-config
@@ -22,7 +23,7 @@ build=(build-essential pkg-config
 test=(clang libclang-rt-14-dev lmdb-utils
       nginx-light rsync curl iproute2 util-linux e2fsprogs
       awscli docker-registry skopeo openssl containerd runc python3-yaml chromium
-      prometheus faketime etcd-server)
+      prometheus faketime etcd-server clang-format clang-tidy cppcheck)
 lint=(clang-format clang-tidy cppcheck git)
 case "$what" in
 build) pkgs=("${build[@]}") ;;
