@@ -38,6 +38,8 @@ int cache_object_restamp(struct cache *c, const struct hash_id *id, int64_t mtim
 
 void cache_updates_touch(struct cache_updates *u, const struct hash_id *ids, size_t n)
 {
+	if (n == 0) /* an empty version: nothing to touch (and no array yet) */
+		return;
 	if (u->ntouched + n > u->touched_cap) {
 		u->touched_cap =
 		    u->ntouched + n > 2 * u->touched_cap ? u->ntouched + n : 2 * u->touched_cap;
