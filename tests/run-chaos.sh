@@ -9,7 +9,7 @@
 # otherwise one is drawn and printed first. CHAOS_JOBS scenarios (default
 # 2) run at once; ONLY=SUBSTRING runs the scenarios whose name holds it.
 set -u
-. "$(dirname "$0")/expected-skips.sh"
+. "$(dirname "$0")/runner-lib.sh"
 cd "$(dirname "$0")/chaos"
 jobs=${CHAOS_JOBS:-2}
 case "$jobs" in '' | *[!0-9]* | 0) echo "CHAOS_JOBS: not a positive number: $jobs" >&2; exit 2 ;; esac
@@ -38,57 +38,8 @@ for t in "${tests[@]}"; do
 	selected+=("$t")
 done
 
-run_one() {
-	local t=$1 start=$SECONDS rc
-	timeout -k 10 420 bash "$t" >"$out_dir/$t.out" 2>&1
-	rc=$?
-	echo "$((SECONDS - start))" >"$out_dir/$t.sec"
-	echo "$rc" >"$out_dir/$t.rc" # written last: the scenario is done
-}
-
-passed=0; failed=0; skipped=0; known=0; status=0
-declare -A reported=()
-report() {
-	local t=$1 out rc line p f s d k
-	out=$(cat "$out_dir/$t.out")
-	rc=$(cat "$out_dir/$t.rc")
-	echo "== $t ($(cat "$out_dir/$t.sec") s)"
-	printf '%s\n' "$out"
-	line=$(printf '%s\n' "$out" | grep -E '^[a-z0-9_]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' | tail -1)
-	p=$(sed -n 's/.*: \([0-9]*\) passed.*/\1/p' <<<"$line")
-	f=$(sed -n 's/.* \([0-9]*\) failed,.*/\1/p' <<<"$line")
-	s=$(sed -n 's/.* \([0-9]*\) skipped$/\1/p' <<<"$line")
-	k=$(printf '%s\n' "$out" | sed -n 's/^[a-z0-9_]*: \([0-9]*\) known failures$/\1/p' | tail -1)
-	passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
-	known=$((known + ${k:-0}))
-	while IFS= read -r d; do
-		[ -n "$d" ] || continue
-		skip_expected "${t%.sh}" "$d" && continue
-		status=1
-		echo "   unexpected skip: ${t%.sh}: $d"
-	done < <(printf '%s\n' "$out" | sed -n 's/^  SKIP \(.*\)$/\1/p')
-	if [ "$rc" -ne 0 ]; then
-		status=1
-		[ -z "$line" ] && { failed=$((failed + 1)); echo "   $t exited $rc without a result line"; }
-	fi
-	reported[$t]=1
-}
-report_done() {
-	local t
-	for t in "${selected[@]}"; do
-		[ -z "${reported[$t]:-}" ] && [ -f "$out_dir/$t.rc" ] && report "$t"
-	done
-}
-
-for t in "${selected[@]}"; do
-	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
-		wait -n
-		report_done
-	done
-	run_one "$t" &
-done
-wait
-report_done
+limit=420
+run_parallel "$jobs"
 [ "$known" -gt 0 ] && echo "chaos: $known known failures (tests/chaos/known-failures), seed $CHAOS_SEED"
 echo "chaos: $passed passed, $failed failed, $skipped skipped"
 exit $status
