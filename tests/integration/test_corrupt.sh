@@ -47,9 +47,11 @@ bad_bytes() {
 }
 
 # ---- (a) one byte changed in place, no peer to repair from at once ----
-# n2 stops so that n1 cannot repair from it within a moment (the origin is
-# read after FETCH_NO_PEER_MS): the not-ready window is long enough to see.
+# n2 stops and the origin is away while the state is looked at, so that
+# n1 cannot repair at once (on a fast machine a repair from a readable
+# origin ends before status is asked); the origin back, the repair retries.
 kill -TERM "${AGENT_PID[2]}"; wait "${AGENT_PID[2]}" 2>/dev/null
+mv "$SRC" "$SRC.away"
 printf 'X' | dd of="$T/t1/m/data.bin" bs=1 seek=$((2 << 20)) conv=notrunc status=none
 check "(a) n1 is not ready within ${BOUND}s, naming the changed file" \
 	not_ready_for 1 $BOUND "t1/m/data.bin changed on disk \(block 2 does not match its hash\)"
@@ -57,6 +59,7 @@ check "(a) /readyz says not ready and why" sh -c \
 	"curl -s -o '$T/readyz' -w '%{http_code}' 'http://$HTTP1/readyz' | grep -qx 503 &&
 	 grep -q 'm not ready: .*data.bin changed on disk' '$T/readyz'"
 check "(a) status says repairing" test "$(status_field 1 m state)" = repairing
+mv "$SRC.away" "$SRC"
 check "(a) a warning names the file and the dataset" \
 	grep -q "dataset m: .*/t1/m/data.bin changed on disk: block 2 does not match its hash; no longer served" "$T/a1.log"
 # A node joining now asks n1 for blocks: n1 no longer serves the bad one.
