@@ -1,5 +1,5 @@
 #include "agent/cache.h"
-#include "agent/cache_store.h"
+#include "agent/cache_int.h"
 
 #include <dirent.h>
 #include <errno.h>

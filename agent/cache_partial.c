@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/cache_store.h"
+#include "agent/cache_int.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"

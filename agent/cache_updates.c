@@ -1,7 +1,7 @@
 /* Index updates that blocking work gathers on a pool thread and the loop
  * thread applies: new object mtimes and LFRU accesses. */
 #include "agent/cache.h"
-#include "agent/cache_store.h"
+#include "agent/cache_int.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* Internal to the fetch engine (agent/fetch.c: setup, peers' blocks,
- * completion; agent/fetch_store.c: verifying, writing and making blocks
+ * completion; agent/fetch_write.c: verifying, writing and making blocks
  * durable, and reading the origin). Loop thread only, except the pool work
  * functions named so. */
 #ifndef SYNCBIT_FETCH_INT_H
@@ -189,9 +189,9 @@ void fetch_back_to_need(struct fetch *f, uint32_t b);
 /* Verify and write block b from buf (NULL: copy it from the cache). */
 void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
 		       const char *peer);
-/* A block verified and written on the pool (fetch_store.c), then its
+/* A block verified and written on the pool (fetch_write.c), then its
  * result on the loop. */
-void fetch_store_work(uv_work_t *w);
-void fetch_store_done(uv_work_t *w, int status);
+void fetch_write_work(uv_work_t *w);
+void fetch_write_done(uv_work_t *w, int status);
 
 #endif

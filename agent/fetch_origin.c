@@ -32,11 +32,11 @@ static void origin_part_done(struct source *src, int status, void *arg)
 	if (j->parts_done == j->parts_issued && (j->part_rc || j->parts_done == j->parts)) {
 		if (j->part_rc) {
 			j->rc = j->part_rc;
-			f->pending++; /* fetch_store_done drops it */
-			fetch_store_done(&j->work, 0);
+			f->pending++; /* fetch_write_done drops it */
+			fetch_write_done(&j->work, 0);
 		} else {
 			j->arrived_ns = uv_hrtime();
-			fetch_queue_work(f, &j->work, fetch_store_work, fetch_store_done);
+			fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);
 		}
 	} else {
 		fetch_pump(f); /* a read slot is free */
@@ -118,7 +118,7 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	if (f->src->ops->pread) { /* one blocking read on the pool */
 		j->parts_issued = 1;
 		f->reads_busy++;
-		fetch_queue_work(f, &j->work, fetch_store_work, fetch_store_done);
+		fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);
 	}
 	return j;
 }

@@ -203,7 +203,7 @@ static void set_selector(struct sched *s, struct sched_client *cl, struct cluste
 	log_with(LOG_INFO, LOG_KV({"dataset", d->name}), "dataset %s: selector now %s", d->name,
 		 text);
 	free(text);
-	server_sync(s);
+	server_reconcile(s);
 	server_reply(cl, 0, NULL, add_reply(s, d, 1, p->changes));
 }
 
@@ -389,7 +389,7 @@ static void admin_rm(struct sched *s, struct sched_client *cl, const Syncbit__Ad
 	json_t *reply = json_pack("{s:s, s:b, s:o}", "name", d->name, "removed", 1, "nodes", nodes);
 	log_with(LOG_INFO, LOG_KV({"dataset", d->name}), "dataset %s removed", d->name);
 	cluster_dataset_remove(&s->cluster, a->name);
-	server_sync(s);
+	server_reconcile(s);
 	server_reply(cl, 0, NULL, reply);
 }
 
@@ -412,7 +412,7 @@ static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbi
 	} else {
 		log_with(LOG_INFO, LOG_KV({"node", name}), "node %s removed; its key is forgotten",
 			 name);
-		server_sync(s);
+		server_reconcile(s);
 		server_reply(cl, 0, NULL, json_pack("{s:s, s:b}", "name", name, "removed", 1));
 	}
 }

@@ -440,7 +440,7 @@ static int cr_apply_unchanged(struct kube_sched *ks, struct cr *c, const char *s
 	    !assign_selector_match(d->selector, nsel, sel, nsel)) {
 		cluster_dataset_set(&ks->s->cluster, d->name, d->source, sel, nsel, bs, d->current);
 		log_info("dataset %s (Dataset object): selector changed", d->name);
-		server_sync(ks->s);
+		server_reconcile(ks->s);
 	}
 	set_managed(ks, c->name, 1);
 	return 1;
@@ -577,7 +577,7 @@ static void cr_removed(struct kube_sched *ks, const char *name)
 	if (cluster_dataset_find(&ks->s->cluster, name)) {
 		log_info("dataset %s removed (its Dataset object was deleted)", name);
 		cluster_dataset_remove(&ks->s->cluster, name);
-		server_sync(ks->s);
+		server_reconcile(ks->s);
 	}
 	set_managed(ks, name, 0);
 }

@@ -86,7 +86,7 @@ static void pull_listed(struct sched *s, int status, const char *detail, struct 
 	if (fresh)
 		log_info("dataset %s: node %s pulls %s through it (%zu %s)", d->name, p->node,
 			 d->source, d->npulled_by, d->npulled_by == 1 ? "node" : "nodes");
-	server_sync(s); /* the Assign goes out before the reply */
+	server_reconcile(s); /* the Assign goes out before the reply */
 	reply(p->cl, p->id, 0, NULL, d);
 	pending_free(p);
 }
@@ -161,5 +161,5 @@ void pull_expire(struct sched *s)
 		removed = 1;
 	}
 	if (removed)
-		server_sync(s);
+		server_reconcile(s);
 }

@@ -67,7 +67,7 @@ struct cluster_dataset *sched_apply_filtered(struct sched *s, const char *name, 
 					     struct sched_version *v)
 {
 	struct cluster_dataset *d = set_version(s, name, source, sel, nsel, block_size, filter, v);
-	server_sync(s);
+	server_reconcile(s);
 	return d;
 }
 
@@ -162,7 +162,7 @@ static void stop(struct sched *s)
 	uv_close((uv_handle_t *)&s->liveness, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
 	uv_close((uv_handle_t *)&s->flush, NULL);
-	uv_close((uv_handle_t *)&s->sync, NULL);
+	uv_close((uv_handle_t *)&s->reconcile, NULL);
 	uv_close((uv_handle_t *)&s->hashes, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -237,11 +237,11 @@ static int start(struct sched *s, char **detail)
 	uv_timer_init(&s->loop, &s->liveness);
 	uv_timer_init(&s->loop, &s->refresh);
 	uv_timer_init(&s->loop, &s->flush);
-	uv_timer_init(&s->loop, &s->sync);
+	uv_timer_init(&s->loop, &s->reconcile);
 	uv_timer_init(&s->loop, &s->hashes);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
-	s->liveness.data = s->refresh.data = s->flush.data = s->sync.data = s->hashes.data = s;
+	s->liveness.data = s->refresh.data = s->flush.data = s->reconcile.data = s->hashes.data = s;
 	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;

@@ -57,10 +57,10 @@ struct sched {
 	struct httpd *http;
 	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
-	/* Joins and leaves bring the nodes in line once per burst (sync), and
+	/* Joins and leaves bring the nodes in line once per burst (reconcile), and
 	 * learnt hashes go out once per SERVER_HASHES_MS (hashes). */
-	uv_timer_t sync, hashes;
-	uint64_t sync_cost_ms; /* how long the last server_sync() took */
+	uv_timer_t reconcile, hashes;
+	uint64_t reconcile_cost_ms; /* how long the last server_reconcile() took */
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;
@@ -102,7 +102,7 @@ struct cluster_dataset *sched_apply_version(struct sched *s, const char *name, c
 					    const struct assign_label *sel, size_t nsel,
 					    uint32_t block_size, struct sched_version *v);
 /* The same without telling the nodes: the caller changes more, then calls
- * server_sync(). */
+ * server_reconcile(). */
 struct cluster_dataset *sched_set_version(struct sched *s, const char *name, const char *source,
 					  const struct assign_label *sel, size_t nsel,
 					  uint32_t block_size, struct sched_version *v);

@@ -182,7 +182,7 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		m.node = n->name;
 		m.heartbeat_ms = s->o->heartbeat_ms;
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
-		server_sync_soon(s);
+		server_reconcile_soon(s);
 	}
 	syncbit__register__free_unpacked(r, NULL);
 	return rc;
@@ -226,7 +226,7 @@ static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, 
 	cl->node->disk_free = hb->disk_free;
 	cluster_node_heard(&s->cluster, cl->node, now);
 	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
-		server_sync_soon(s); /* a failing node's share goes to the others */
+		server_reconcile_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
 	syncbit__heartbeat__free_unpacked(hb, NULL);
 	return 0;
@@ -451,7 +451,7 @@ static void on_close(struct conn *c, int status)
 		else
 			log_with(LOG_INFO, LOG_KV({"node", n->name}), "node %s disconnected",
 				 n->name);
-		server_sync_soon(s);
+		server_reconcile_soon(s);
 	}
 	server_client_release(cl);
 }
@@ -503,7 +503,7 @@ void server_stop(struct sched *s)
 	if (s->listener)
 		conn_listener_close(s->listener);
 	s->listener = NULL;
-	server_sync_close(s);
+	server_reconcile_close(s);
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
 		if (cl->conn)
 			conn_close(cl->conn, 0);

@@ -13,16 +13,16 @@
 
 #include "scheduler/sched.h"
 
-#define SERVER_REGISTER_MAX   (64u << 10)
-#define SERVER_HEARTBEAT_MAX  (16u << 20)
-#define SERVER_INGESTED_MAX   (16u << 20)
-#define SERVER_ADMIN_MAX      (64u << 10)
-#define SERVER_ASSIGN_MAX     (256u << 20) /* an Assign carries a whole manifest */
-#define SERVER_REFUSED_LOG_MS 10000	   /* one line at most this often per node */
-#define SERVER_HASHES_MS      100	   /* learnt hashes are sent out at most this late */
-#define SERVER_SYNC_MIN_MS    20	   /* a join or leave is acted on at most this late ... */
-#define SERVER_SYNC_MAX_MS    1000	   /* ... or twice the last sync's time, up to this */
-#define SERVER_KEY_LOG_MS     60000	   /* ... about a registration with another key */
+#define SERVER_REGISTER_MAX	(64u << 10)
+#define SERVER_HEARTBEAT_MAX	(16u << 20)
+#define SERVER_INGESTED_MAX	(16u << 20)
+#define SERVER_ADMIN_MAX	(64u << 10)
+#define SERVER_ASSIGN_MAX	(256u << 20) /* an Assign carries a whole manifest */
+#define SERVER_REFUSED_LOG_MS	10000	     /* one line at most this often per node */
+#define SERVER_HASHES_MS	100	     /* learnt hashes are sent out at most this late */
+#define SERVER_RECONCILE_MIN_MS 20	     /* a join or leave is acted on at most this late ... */
+#define SERVER_RECONCILE_MAX_MS 1000  /* ... or twice the last reconcile's time, up to this */
+#define SERVER_KEY_LOG_MS	60000 /* ... about a registration with another key */
 
 struct sched_client;
 
@@ -38,11 +38,11 @@ void server_check_liveness(struct sched *s);
  * that are new to them or have a new version, UNASSIGN for datasets that
  * left them, and PEERS / ORIGIN when the holders of their versions
  * changed. Call after any change of datasets or nodes. */
-void server_sync(struct sched *s);
-/* The same at once while a sync takes under a millisecond, else a little
- * later (SERVER_SYNC_MIN_MS, or twice what the last sync took): a burst of
- * joins and leaves costs one sync, not one each. */
-void server_sync_soon(struct sched *s);
+void server_reconcile(struct sched *s);
+/* The same at once while a reconcile takes under a millisecond, else a little
+ * later (SERVER_RECONCILE_MIN_MS, or twice what the last reconcile took): a burst of
+ * joins and leaves costs one reconcile, not one each. */
+void server_reconcile_soon(struct sched *s);
 
 /* For the admin protocol (scheduler/admin.c). */
 /* Keep a client's memory past its connection (for replies that come

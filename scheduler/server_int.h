@@ -1,5 +1,5 @@
 /* Internal to the scheduler's server: server.c (clients, the control
- * protocol's handlers, connections) and server_sync.c (what each node is
+ * protocol's handlers, connections) and server_reconcile.c (what each node is
  * told: assignments, peers, origin plans, and bringing every node in line
  * with the cluster model). Loop thread only. */
 #ifndef SYNCBIT_SERVER_INT_H
@@ -16,7 +16,7 @@
 struct sent {
 	char *dataset;
 	struct hash_id version;
-	uint64_t round; /* the sync round that sent it */
+	uint64_t round; /* the reconcile round that sent it */
 	/* What the node was last told of the version's peers and its origin
 	 * share (hashes of the lists): unchanged lists are not sent again. */
 	uint64_t peers_sig, origin_sig;
@@ -43,10 +43,10 @@ struct sched_client *server_client_of(const struct cluster_node *n);
 /* Send m to cl (nothing once its connection is gone). */
 void server_send_msg(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m);
 
-/* server_sync.c */
+/* server_reconcile.c */
 
-/* Forget what server_sync keeps between rounds (at stop). */
-void server_sync_close(struct sched *s);
+/* Forget what server_reconcile keeps between rounds (at stop). */
+void server_reconcile_close(struct sched *s);
 /* What cl was assigned of dataset on this connection, or NULL. */
 struct sent *server_sent_find(struct sched_client *cl, const char *dataset);
 void server_send_unassign(struct sched_client *cl, const char *dataset);

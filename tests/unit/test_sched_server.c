@@ -106,7 +106,7 @@ static void test_selector_and_unassign(void **state)
 	assert_int_equal(b->n_assign, 0);
 	/* Removed: a is told to drop it. */
 	assert_int_equal(cluster_dataset_remove(&fx.s.cluster, "models"), 0);
-	server_sync(&fx.s);
+	server_reconcile(&fx.s);
 	WAIT_FOR(a->n_unassign == 1);
 	assert_string_equal(a->unassigned, "models");
 	agent_free(a);

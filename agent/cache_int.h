@@ -2,8 +2,8 @@
  * block locations, eviction), cache_partial.c (files being assembled) and
  * cache_dataset.c (datasets, manifests, pins). Same threading rule as
  * cache.h: index writes on one thread. Not for use outside agent/cache*.c. */
-#ifndef SYNCBIT_CACHE_STORE_H
-#define SYNCBIT_CACHE_STORE_H
+#ifndef SYNCBIT_CACHE_INT_H
+#define SYNCBIT_CACHE_INT_H
 
 #include <lmdb.h>
 #include <pthread.h>

@@ -286,7 +286,7 @@ static int read_local(struct job *j)
 	return rc;
 }
 
-void fetch_store_work(uv_work_t *w)
+void fetch_write_work(uv_work_t *w)
 {
 	struct job *j = w->data;
 	struct fetch *f = j->f;
@@ -343,7 +343,7 @@ void fetch_back_to_need(struct fetch *f, uint32_t b)
 	f->state[b] = fetch_known(f, b) ? FETCH_NEED : FETCH_UNKNOWN;
 }
 
-void fetch_store_done(uv_work_t *w, int status)
+void fetch_write_done(uv_work_t *w, int status)
 {
 	struct job *j = w->data;
 	struct fetch *f = j->f;
@@ -458,5 +458,5 @@ void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t 
 	j->peer = peer ? xstrdup(peer) : NULL;
 	j->work.data = j;
 	f->state[b] = kind == JOB_LOCAL ? FETCH_LOCAL : FETCH_STORING;
-	fetch_queue_work(f, &j->work, fetch_store_work, fetch_store_done);
+	fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);
 }

@@ -1,5 +1,5 @@
 /* What each node is told (assignments, unassignments, peers, origin
- * plans) and keeping it in line with the cluster model (server_sync). */
+ * plans) and keeping it in line with the cluster model (server_reconcile). */
 #include "scheduler/server.h"
 #include "scheduler/server_int.h"
 
@@ -18,7 +18,7 @@ static uint64_t sync_round;
 /* The peer graph of the last member list asked for (every version held by
  * the same nodes shares it). */
 static struct overlay graph;
-/* The members of cv in this sync round (a round changes none). */
+/* The members of cv in this reconcile round (a round changes none). */
 static struct {
 	const struct cluster_version *cv;
 	uint64_t round;
@@ -27,7 +27,7 @@ static struct {
 	uint64_t key;
 } members_cache;
 
-void server_sync_close(struct sched *s)
+void server_reconcile_close(struct sched *s)
 {
 	overlay_close(&graph);
 	free(members_cache.m);
@@ -273,7 +273,7 @@ void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct
 		send_origin(o, cv);
 }
 
-/* ---- sync ------------------------------------------------------------------ */
+/* ---- reconcile -------------------------------------------------------------- */
 
 /* 1 when a line of holders ("name addr" lines) names node. */
 static int holder_in(const char *holders, const char *node)
@@ -446,32 +446,32 @@ static int assigned_now(struct sched_client *cl, const struct cluster_version *c
 	return 0;
 }
 
-static void sync_due(uv_timer_t *t)
+static void reconcile_due(uv_timer_t *t)
 {
-	server_sync(t->data);
+	server_reconcile(t->data);
 }
 
-void server_sync_soon(struct sched *s)
+void server_reconcile_soon(struct sched *s)
 {
-	if (s->stopping || uv_is_active((uv_handle_t *)&s->sync))
+	if (s->stopping || uv_is_active((uv_handle_t *)&s->reconcile))
 		return;
-	if (s->sync_cost_ms == 0) {
-		server_sync(s); /* a sync is cheap: at once, as before */
+	if (s->reconcile_cost_ms == 0) {
+		server_reconcile(s); /* a reconcile is cheap: at once, as before */
 		return;
 	}
-	uint64_t delay = 2 * s->sync_cost_ms;
-	delay = delay < SERVER_SYNC_MIN_MS ? SERVER_SYNC_MIN_MS : delay;
-	delay = delay > SERVER_SYNC_MAX_MS ? SERVER_SYNC_MAX_MS : delay;
-	uv_timer_start(&s->sync, sync_due, delay, 0);
+	uint64_t delay = 2 * s->reconcile_cost_ms;
+	delay = delay < SERVER_RECONCILE_MIN_MS ? SERVER_RECONCILE_MIN_MS : delay;
+	delay = delay > SERVER_RECONCILE_MAX_MS ? SERVER_RECONCILE_MAX_MS : delay;
+	uv_timer_start(&s->reconcile, reconcile_due, delay, 0);
 }
 
-void server_sync(struct sched *s)
+void server_reconcile(struct sched *s)
 {
 	struct cluster *c = &s->cluster;
 	if (s->stopping)
 		return;
 	uint64_t began = uv_hrtime();
-	uv_timer_stop(&s->sync); /* this one covers what it waited for */
+	uv_timer_stop(&s->reconcile); /* this one covers what it waited for */
 	sync_round++;
 	for (size_t i = 0; i < c->nversions; i++)
 		if (c->versions[i]->refs > 0)
@@ -493,5 +493,5 @@ void server_sync(struct sched *s)
 		}
 		free(m);
 	}
-	s->sync_cost_ms = (uv_hrtime() - began) / 1000000;
+	s->reconcile_cost_ms = (uv_hrtime() - began) / 1000000;
 }
