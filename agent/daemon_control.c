@@ -36,15 +36,13 @@ static void heartbeat_tick(uv_timer_t *t)
 	send_heartbeat(t->data);
 }
 
-static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Registered *m = syncbit__registered__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Registered *m = (Syncbit__Registered *)msg;
 	if (m->heartbeat_ms >= 100 && m->heartbeat_ms <= 60000)
 		d->heartbeat_ms = m->heartbeat_ms;
-	syncbit__registered__free_unpacked(m, NULL);
 	d->sched_ready = 1;
 	uplink_up(&d->link, uv_now(&d->loop));
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
@@ -67,12 +65,11 @@ static void keep_assign(struct dset *s, const uint8_t *body, size_t len)
 	s->assign_len = len;
 }
 
-static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_assign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Assign *a = syncbit__assign__unpack(NULL, len, body);
-	if (!a)
-		return SB_EPROTO;
+	Syncbit__Assign *a = (Syncbit__Assign *)msg;
 	int rc = 0;
 	if (!a->dataset || !a->manifest || a->version_id.len != HASH_LEN ||
 	    path_check_relative(a->dataset) < 0 || strchr(a->dataset, '/') ||
@@ -118,16 +115,14 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	start_fetch(d, s);
 	adhoc_notify(d->adhoc, s->name);
 out:
-	syncbit__assign__free_unpacked(a, NULL);
 	return rc;
 }
 
-static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Unassign *m = (Syncbit__Unassign *)msg;
 	for (size_t i = 0; m->dataset && i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (strcmp(s->name, m->dataset))
@@ -144,16 +139,14 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		adhoc_notify(d->adhoc, m->dataset);
 		break;
 	}
-	syncbit__unassign__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_hashes(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Hashes *m = syncbit__hashes__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Hashes *m = (Syncbit__Hashes *)msg;
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	int rc = 0;
 	if (s) {
@@ -176,16 +169,14 @@ static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		free(blocks);
 		free(hashes);
 	}
-	syncbit__hashes__free_unpacked(m, NULL);
 	return rc;
 }
 
-static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_peers(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Peers *m = syncbit__peers__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Peers *m = (Syncbit__Peers *)msg;
 	for (size_t i = 0; i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (s->cur && m->version_id.len == HASH_LEN &&
@@ -193,16 +184,14 @@ static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 			set_peer_list(s, m->peers, m->n_peers);
 	}
 	update_peers(d);
-	syncbit__peers__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_origin(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Origin *m = syncbit__origin__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Origin *m = (Syncbit__Origin *)msg;
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	if (s) {
 		if (m->reason && m->reason[0])
@@ -210,25 +199,23 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 				 "dataset %s: origin plan: %s", s->name, m->reason);
 		set_origin(s->cur, m->blocks, m->n_blocks);
 	}
-	syncbit__origin__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_error(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__ErrorMsg *m = (Syncbit__ErrorMsg *)msg;
 	uplink_refused(&d->link, m->message);
-	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_pull_reply(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	return adhoc_reply(d->adhoc, body, len);
+	return adhoc_reply(d->adhoc, (const Syncbit__PullReply *)msg);
 }
 
 static const struct frame_handler control_table[] = {

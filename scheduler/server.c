@@ -132,22 +132,20 @@ static int check_key(struct sched_client *cl, const char *name)
 	return SB_EDENIED;
 }
 
-static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (cl->node || conn_purpose(cl->conn) != HANDSHAKE_CONTROL)
 		return SB_EPROTO;
-	Syncbit__Register *r = syncbit__register__unpack(NULL, len, body);
-	if (!r)
-		return SB_EPROTO;
+	Syncbit__Register *r = (Syncbit__Register *)msg;
 	const char *name = conn_peer_node(cl->conn);
 	char *standby = NULL;
 	int rc = s->ha && !s->ha->leader ? ha_check_change(s->ha, &standby) : 0;
 	if (rc < 0) { /* the agent tries the next scheduler of its list */
 		send_error(cl, rc, standby);
 		free(standby);
-		syncbit__register__free_unpacked(r, NULL);
 		return rc;
 	}
 	rc = check_register(cl, r, name);
@@ -184,7 +182,6 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
 		server_reconcile_soon(s);
 	}
-	syncbit__register__free_unpacked(r, NULL);
 	return rc;
 }
 
@@ -213,22 +210,20 @@ static void drop_strays(struct sched *s, struct sched_client *cl, const Syncbit_
 	}
 }
 
-static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_heartbeat(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		       uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (!cl->node)
 		return SB_EPROTO;
-	Syncbit__Heartbeat *hb = syncbit__heartbeat__unpack(NULL, len, body);
-	if (!hb)
-		return SB_EPROTO;
+	Syncbit__Heartbeat *hb = (Syncbit__Heartbeat *)msg;
 	uint64_t now = uv_now(&s->loop);
 	cl->node->disk_free = hb->disk_free;
 	cluster_node_heard(&s->cluster, cl->node, now);
 	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
 		server_reconcile_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
-	syncbit__heartbeat__free_unpacked(hb, NULL);
 	return 0;
 }
 
@@ -333,15 +328,14 @@ static void note_refused(struct sched *s, struct cluster_node *n, const struct c
 	n->refused_logged = now;
 }
 
-static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_ingested(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (!cl->node)
 		return SB_EPROTO;
-	Syncbit__Ingested *m = syncbit__ingested__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Ingested *m = (Syncbit__Ingested *)msg;
 	int rc = 0;
 	for (size_t i = 0; i < m->n_blocks && rc == 0; i++)
 		if (m->blocks[i]->hash.len != HASH_LEN)
@@ -374,23 +368,24 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		}
 		free(fresh);
 	}
-	syncbit__ingested__free_unpacked(m, NULL);
 	return rc;
 }
 
-static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_admin(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct sched_client *cl = ctx;
 	if (conn_purpose(cl->conn) != HANDSHAKE_ADMIN)
 		return SB_EPROTO;
 	cl->admin = 1;
-	return admin_handle(cl->s, cl, body, len);
+	return admin_handle(cl->s, cl, (Syncbit__Admin *)msg);
 }
 
-static int h_pull(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_pull(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		  size_t plen)
 {
 	struct sched_client *cl = ctx;
-	return cl->node ? pull_handle(cl->s, cl, body, len) : SB_EPROTO;
+	return cl->node ? pull_handle(cl->s, cl, (const Syncbit__PullRequest *)msg) : SB_EPROTO;
 }
 
 static const struct frame_handler dispatch[] = {

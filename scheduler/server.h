@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/wire.pb-c.h"
 #include "scheduler/sched.h"
 
 #define SERVER_REGISTER_MAX	(64u << 10)
@@ -59,8 +60,9 @@ struct cluster_node *server_client_node(const struct sched_client *cl);
 /* Send a message on cl's connection (nothing once it is closed). */
 void server_send(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m);
 
-/* scheduler/admin.c: handle one Admin message. A negative return closes
+/* scheduler/admin.c: handle one Admin message (unpacked by the dispatcher
+ * under its budget). A negative return closes
  * the connection (malformed message). */
-int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);
+int admin_handle(struct sched *s, struct sched_client *cl, Syncbit__Admin *a);
 
 #endif
