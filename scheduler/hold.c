@@ -38,7 +38,8 @@ void hold_start(struct sched *s)
 			newest = c->nodes[i]->last_seen_ms;
 	/* A node connected at the stop saved its last-seen time at most
 	 * CLUSTER_SEEN_SAVE_MS and a heartbeat before it. */
-	int64_t since = newest - CLUSTER_SEEN_SAVE_MS - (int64_t)wire_silence_ms(s->o->heartbeat_ms);
+	int64_t since =
+	    newest - CLUSTER_SEEN_SAVE_MS - (int64_t)wire_silence_ms(s->o->heartbeat_ms);
 	for (size_t i = 0; i < c->nversions; i++) {
 		const struct cluster_version *cv = c->versions[i];
 		if (!cv->nplans || cv->refs <= 0)
@@ -48,7 +49,8 @@ void hold_start(struct sched *s)
 			const struct cluster_node *n = cluster_node_find(c, cv->plan_nodes[k]);
 			if (!n || n->last_seen_ms < since || held(s, n->name))
 				continue;
-			s->hold_nodes = xrealloc(s->hold_nodes, (s->nhold + 1) * sizeof *s->hold_nodes);
+			s->hold_nodes =
+			    xrealloc(s->hold_nodes, (s->nhold + 1) * sizeof *s->hold_nodes);
 			s->hold_nodes[s->nhold++] = xstrdup(n->name);
 		}
 	}

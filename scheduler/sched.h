@@ -14,8 +14,6 @@
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
-/* A node is gone once silent for wire_silence_ms(heartbeat): 2 heartbeats
- * and a slack (common/net/wire.h). */
 #define SCHED_REFRESH_S	     300   /* default --refresh */
 #define SCHED_CLIENT_IDLE_MS 30000 /* a connection that neither registers nor asks */
 #define SCHED_TRIM_FLUSHES   50	   /* freed heap goes back to the system every 50 flushes (5 s) */

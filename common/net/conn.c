@@ -278,7 +278,6 @@ void conn_set_user_timeout(struct conn *c, unsigned ms)
 		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 }
 
-
 void conn_set_data(struct conn *c, void *data)
 {
 	c->data = data;
