@@ -31,9 +31,29 @@
 #define CONTROL_ERROR_MAX      4096
 #define CONTROL_PULL_REPLY_MAX 8192
 
+/* Heartbeats go out on their own timer, due every heartbeat_ms from the
+ * registration whatever else the loop does (the heartbeats a change sends
+ * at once move nothing). A tick the loop ran late brings the next one
+ * closer, so one busy spell never stretches two gaps: the scheduler takes
+ * a node as gone after two intervals and a slack (common/net/wire.h). A
+ * heartbeat is built from counters in memory, with no I/O but a statvfs. */
 static void heartbeat_tick(uv_timer_t *t)
 {
-	send_heartbeat(t->data);
+	struct daemon *d = t->data;
+	uint64_t now = uv_now(&d->loop), late = now - d->heartbeat_due;
+	if (now > d->heartbeat_due && late > d->heartbeat_ms / 2 &&
+	    (!d->late_logged_ms || now - d->late_logged_ms >= LOG_LIMIT_MS)) {
+		log_with(LOG_WARN, LOG_KV({"scheduler", d->sched_addr}),
+			 "heartbeat %llu ms late: this agent's event loop was busy (the scheduler "
+			 "takes a node as gone after %llu ms without one)",
+			 (unsigned long long)late,
+			 (unsigned long long)wire_silence_ms(d->heartbeat_ms));
+		d->late_logged_ms = now;
+	}
+	send_heartbeat(d);
+	while (d->heartbeat_due <= now)
+		d->heartbeat_due += d->heartbeat_ms;
+	uv_timer_start(&d->heartbeat, heartbeat_tick, d->heartbeat_due - now, 0);
 }
 
 static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
@@ -51,7 +71,12 @@ static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, s
 	d->sched_misses = 0;
 	log_with(LOG_INFO, LOG_KV({"scheduler", d->sched_addr}),
 		 "registered with the scheduler at %s as %s", d->sched_addr, d->o->node);
-	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
+	/* The scheduler's rule for silence, on this side too: a scheduler
+	 * that acknowledges nothing for as long is gone (a cut link, its
+	 * machine down), and the next one of --scheduler is dialled. */
+	conn_set_user_timeout(d->sched, (unsigned)wire_silence_ms(d->heartbeat_ms));
+	d->heartbeat_due = uv_now(&d->loop);
+	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, 0);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/net/wire.h"
 #include "scheduler/ha.h"
+#include "scheduler/hold.h"
 #include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
@@ -173,6 +174,9 @@ static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 		free(dial);
 		n->conn = cl->conn;
 		cl->node = n;
+		/* What it does not acknowledge for as long as it may stay silent
+		 * fails the connection too (a cut link, a machine gone). */
+		conn_set_user_timeout(cl->conn, (unsigned)wire_silence_ms(s->o->heartbeat_ms));
 		log_with(LOG_INFO, LOG_KV({"node", name}, {"addr", conn_peer_addr(cl->conn)}),
 			 "node %s registered from %s (peers dial %s)", name,
 			 conn_peer_addr(cl->conn), n->addr);
@@ -224,6 +228,11 @@ static int h_heartbeat(void *ctx, ProtobufCMessage *msg, const uint8_t *body, si
 	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
 		server_reconcile_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
+	if (!cl->reported) {
+		cl->reported = 1;
+		if (s->nhold)
+			hold_reported(s, cl->node->name);
+	}
 	return 0;
 }
 
@@ -504,21 +513,38 @@ void server_stop(struct sched *s)
 			conn_close(cl->conn, 0);
 }
 
-void server_check_liveness(struct sched *s)
+uint64_t server_check_liveness(struct sched *s)
 {
 	uint64_t now = uv_now(&s->loop);
-	uint64_t silent = (uint64_t)s->o->heartbeat_ms * SCHED_SILENT_BEATS;
+	uint64_t silent = wire_silence_ms(s->o->heartbeat_ms);
+	uint64_t next = s->o->heartbeat_ms / 4;
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next) {
 		if (!cl->conn)
 			continue;
-		if (cl->node && now - cl->node->last_heard > silent) {
-			log_with(LOG_WARN, LOG_KV({"node", cl->node->name}),
-				 "node %s: no heartbeat for %llu ms; taking it as gone",
-				 cl->node->name, (unsigned long long)(now - cl->node->last_heard));
-			conn_close(cl->conn, -ETIMEDOUT);
-		} else if (!cl->node && cl->refs == 1 &&
-			   now - cl->accepted > SCHED_CLIENT_IDLE_MS) {
-			conn_close(cl->conn, -ETIMEDOUT);
+		uint64_t due;
+		if (cl->node) {
+			uint64_t quiet = now - cl->node->last_heard;
+			if (quiet > silent) {
+				log_with(LOG_WARN, LOG_KV({"node", cl->node->name}),
+					 "node %s: no heartbeat for %llu ms (the limit is %llu: %u "
+					 "heartbeats and a slack); taking it as gone",
+					 cl->node->name, (unsigned long long)quiet,
+					 (unsigned long long)silent, WIRE_SILENT_BEATS);
+				conn_close(cl->conn, -ETIMEDOUT);
+				continue;
+			}
+			due = silent + 1 - quiet;
+		} else if (cl->refs == 1) {
+			if (now - cl->accepted > SCHED_CLIENT_IDLE_MS) {
+				conn_close(cl->conn, -ETIMEDOUT);
+				continue;
+			}
+			due = SCHED_CLIENT_IDLE_MS + 1 - (now - cl->accepted);
+		} else {
+			continue;
 		}
+		if (due < next)
+			next = due;
 	}
+	return next;
 }

@@ -31,9 +31,11 @@ struct sched_client;
 int server_start(struct sched *s, char **detail);
 /* Stop listening and close every connection. */
 void server_stop(struct sched *s);
-/* Drop nodes silent for SCHED_SILENT_BEATS heartbeats and connections
- * that never said what they are. */
-void server_check_liveness(struct sched *s);
+/* Drop nodes silent for longer than wire_silence_ms(heartbeat) (2
+ * heartbeats and a slack) and connections that never said what they are.
+ * Returns the milliseconds until the next one may be due (at most a
+ * quarter heartbeat). */
+uint64_t server_check_liveness(struct sched *s);
 /* Bring every connected node in line with the cluster model: versions
  * whose holders changed are re-planned, nodes get ASSIGN for datasets
  * that are new to them or have a new version, UNASSIGN for datasets that
