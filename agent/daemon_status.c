@@ -149,7 +149,8 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
 	struct dset *s = d->sets[i];
 	/* Repairing: the intact files are in place all along, and the changed
 	 * ones are refused (daemon_file_damaged) until they are put back. */
-	if (!s->pub_source || (!daemon_ready(d, s->name, NULL) && !watch_damage(d->watch, s->name)))
+	if (!s->pub_source || s->pulled ||
+	    (!daemon_ready(d, s->name, NULL) && !watch_damage(d->watch, s->name)))
 		return 0;
 	out->name = s->name;
 	out->source = s->pub_source;
@@ -162,7 +163,7 @@ int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct 
 	if (i >= d->nsets)
 		return -1;
 	struct dset *s = d->sets[i];
-	if (!s->cur || s->pulled || fetch_published(s->cur))
+	if (!s->cur || (!s->pulled && fetch_published(s->cur)))
 		return 0;
 	*name = s->name;
 	*f = s->cur;

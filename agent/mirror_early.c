@@ -5,6 +5,9 @@
  * published at TARGET/NAME. A request for a file still to come is parked
  * until the file is done, the fetch ends, or m->wait_ms pass; containerd
  * then gets the blob from this node instead of asking the registry again.
+ * Datasets pulled through the agent (kept in the cache only, never at
+ * TARGET/NAME) are served the same way once complete, and a manifest no
+ * dataset holds may be pulled on demand (agent/mirror_pull.c).
  *
  * Documents (index.json, image manifests) are read once from their cache
  * objects on the pool, checked against their block hashes and digests and
@@ -573,6 +576,8 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		if (!strcmp(s->repo, mr->p.name) && (!mr->has_ns || !strcmp(s->registry, mr->ns)) &&
 		    fetch_status(s->f) == 0)
 			cands[n++] = s;
+	if (n == 0 && mirror_pull_request(mr))
+		return;
 	if (n == 0 && !name_known) {
 		mirror_answer_error(mr, 404, "NAME_UNKNOWN",
 				    "repository name not known to this mirror", MIRROR_NOT_FOUND);
@@ -592,7 +597,7 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		if (r != LOOK_DONE) {
 			if (wait)
 				park(mr);
-			else
+			else if (!mirror_pull_request(mr))
 				mirror_not_found(mr);
 			return;
 		}
@@ -606,7 +611,7 @@ void mirror_early_request(struct mreq *mr, int name_known)
 	}
 	if (wait)
 		park(mr);
-	else
+	else if (!mirror_pull_request(mr))
 		mirror_not_found(mr);
 }
 
