@@ -53,6 +53,10 @@ static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
 	json_object_set_new(o, "error", error_json(err));
 	json_object_set_new(o, "waiting", error_json(fetch_waiting(f)));
+	const char *src = fetch_manifest(f)->source;
+	char *shown = src ? uri_redact(src) : NULL;
+	json_object_set_new(o, "source", shown ? json_string(shown) : json_null());
+	free(shown);
 	return o;
 }
 

@@ -433,6 +433,9 @@ void cli_print_agent_status(const json_t *st)
 			       "held\n",
 			       (long long)bad, bad == 1 ? "block" : "blocks", (long long)lonely,
 			       lonely == 1 ? "block" : "blocks");
+		const char *src = json_string_value(json_object_get(s, "source"));
+		if (json_is_true(json_object_get(s, "pulled")) && src)
+			printf("  pulled through this agent: %s\n", src);
 		const char *err = json_string_value(json_object_get(s, "error"));
 		if (err)
 			printf("  error: %s\n", err);
