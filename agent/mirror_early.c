@@ -517,6 +517,15 @@ static enum look look_tag(struct mreq *mr, struct early_set *s, const char **dig
 	return LOOK_NONE;
 }
 
+/* 1 when s was pulled for digest (its source names it): a pull of it again
+ * would bring nothing s lacks. */
+static int pulled_for(const struct early_set *s, const char *digest)
+{
+	const char *src = fetch_manifest(s->f)->source;
+	const char *at = src ? strstr(src, digest) : NULL;
+	return at && at > src && at[-1] == '@';
+}
+
 static void tick(uv_timer_t *t);
 
 /* When a dataset of mr's repository being fetched here last grew (0:
@@ -603,14 +612,21 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		}
 		wait = 0;
 	}
+	int pulled_without = 0;
 	for (size_t i = 0; i < n; i++) {
 		enum look r = look_digest(mr, cands[i], digest);
 		if (r == LOOK_DONE)
 			return;
 		wait |= r == LOOK_WAIT;
+		pulled_without |= r == LOOK_NONE && mr->p.by_digest && pulled_for(cands[i], digest);
 	}
 	if (wait)
 		park(mr);
+	else if (pulled_without)
+		mirror_answer_error(mr, 404, "MANIFEST_UNKNOWN",
+				    "the image pulled for this digest does not hold it (the digest "
+				    "of an index or of a Docker manifest)",
+				    MIRROR_NOT_FOUND);
 	else if (!mirror_pull_request(mr))
 		mirror_not_found(mr);
 }

@@ -239,7 +239,7 @@ static void start(struct mirror_pull *mp, struct mreq *mr, char *source)
 	mp->pulls = e;
 	mp->npulls++;
 	mp->started++;
-	log_info("mirror: %s:%s is held by no dataset here; pulling %s through the cluster",
+	log_info("mirror: %s/%s is held by no dataset here; pulling %s through the cluster",
 		 mr->ns, mr->p.name, source);
 	struct adhoc_request rq = {.source = source};
 	e->ap = adhoc_start(daemon_adhoc(mp->m->d), &rq, on_pull, e);

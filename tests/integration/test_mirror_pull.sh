@@ -80,7 +80,7 @@ PY
 D_APP=$(image app --seed app --size 1000000 --layers 2 --base-seed base --base-size 1500000)
 D_TOOL=$(image tool --seed tool --size 200000)
 D_DIG=$(image dig --seed dig --size 150000)
-image multi --seed multi --size 50000 --arch amd64,arm64 >/dev/null
+D_MULTI=$(image multi --seed multi --size 50000 --arch amd64,arm64)
 image ghost --seed ghost --size 120000 >/dev/null
 read -r -a APP <<<"$(blobs app)"
 read -r -a GHOST <<<"$(blobs ghost)"
@@ -303,6 +303,13 @@ wait "${cons[@]}"
 check "three requests at once for another image: each 200 with its digest" bash -c \
 	"for i in 1 2 3; do tr -d '\r' <'$T/con'\$i | grep -qx 'Docker-Content-Digest: $D_TOOL' || exit 1; done"
 check "  one pull for them" test "$(started "$H1")" = $((before + 1))
+tool_ds=$("$SYNCBIT" status --socket "$T/a1.sock" --json 2>/dev/null | tail -1 | python3 -c "
+import json, sys
+print([d['name'] for d in json.load(sys.stdin)['datasets'] if '/team/tool:v1' in (d.get('source') or '')][0])")
+check "  syncbit dataset rm of its pull-* dataset on the scheduler" \
+	"$SYNCBIT" dataset rm "$tool_ds" --scheduler "$SCHED" --token-file "$TOKEN"
+for _ in $(seq 100); do grep -q "dataset $tool_ds: no longer assigned here; unpinning it" "$T/a1.log" && break; sleep 0.1; done
+check "  n1 unpins it" grep -q "dataset $tool_ds: no longer assigned here; unpinning it" "$T/a1.log"
 check "an image by digest (no tag): pulled as oci://…@DIGEST and served" bash -c \
 	"curl -sf 'http://$M1/v2/team/dig/manifests/$D_DIG$NS' | sha256sum | grep -q '^${D_DIG#sha256:} ' &&
 	 grep -q 'pulling oci://$R/team/dig@$D_DIG?platform=linux/amd64' '$T/a1.log'"
@@ -311,6 +318,20 @@ check "an image by digest (no tag): pulled as oci://…@DIGEST and served" bash 
 tagdigest() { curl -sf -I "http://$1/v2/team/multi/manifests/v1$NS" | tr -d '\r' | awk '/^Docker-Content-Digest:/ {print $2}'; }
 check "an image index: n1 serves its own platform's manifest (linux/amd64)" test "$(tagdigest "$M1")" = "$MULTI_AMD"
 check "  n4 the one --registry-mirror-platform names (linux/arm64)" test "$(tagdigest "$M4")" = "$MULTI_ARM"
+out=$(curl -s -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1/v2/team/multi/manifests/$D_MULTI$NS")
+check "the index's own digest: pulled, then a 404 that says the pull does not hold it" \
+	python3 - "$out" "$T/err" <<'PY'
+import json, sys
+code, secs = sys.argv[1].split()
+assert code == "404", code
+e = json.load(open(sys.argv[2]))["errors"][0]
+assert e["code"] == "MANIFEST_UNKNOWN" and "does not hold it" in e["message"], e
+assert float(secs) < 20, secs
+PY
+check "  asked again: a 404 at once, no second pull" bash -c \
+	"n=\$(grep -c 'pulling oci://$R/team/multi@$D_MULTI' '$T/a1.log') &&
+	 curl -s -o /dev/null -w '%{http_code}' 'http://$M1/v2/team/multi/manifests/$D_MULTI$NS' | grep -qx 404 &&
+	 test \"\$(grep -c 'pulling oci://$R/team/multi@$D_MULTI' '$T/a1.log')\" = \"\$n\" -a \"\$n\" = 1"
 
 # ---- an image the registry does not have: fast, and containerd goes on ----
 cat >"$T/ghost.toml" <<CONF
