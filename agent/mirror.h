@@ -54,6 +54,10 @@ struct mirror_config {
 /* 0, or SB_EURI with *detail (heap) when list (comma-separated registry
  * host[:port], as cfg->pull_from) names something else. */
 int mirror_pull_check_from(const char *list, char **detail);
+/* 1 when on-demand pulls may read registry ns (folded, as the request's
+ * ns parameter is): every registry when list is NULL or empty, else one it
+ * names (folded alike; a host without a port stands for all its ports). */
+int mirror_pull_allows(const char *list, const char *ns);
 /* Listen and serve. 0, or a negative error with *detail (heap). */
 int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror **out,
 	       char **detail);

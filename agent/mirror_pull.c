@@ -49,8 +49,7 @@ struct pull_entry {
 
 struct mirror_pull {
 	struct mirror *m;
-	char **allowed; /* folded registries; none: every one */
-	size_t nallowed;
+	char *from; /* the registries allowed (mirror_pull_allows) */
 	char platform[MIRROR_PULL_PLATFORM_MAX];
 	uint64_t wait_ms;
 	struct pull_entry *pulls;
@@ -113,22 +112,22 @@ static void host_of(const char *hostport, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)n, hostport);
 }
 
-/* 1 when on-demand pulls may read registry ns (folded): every registry, or
- * one listed (a host without a port stands for all its ports). */
-static int allowed(const struct mirror_pull *mp, const char *ns)
+int mirror_pull_allows(const char *list, const char *ns)
 {
 	char host[OCI_NAME_HOST_MAX + 1];
-	if (!mp->nallowed)
-		return 1;
+	int any = 1, ok = 0;
 	host_of(ns, host, sizeof host);
-	for (size_t i = 0; i < mp->nallowed; i++) {
-		char own[OCI_NAME_HOST_MAX + 1];
-		host_of(mp->allowed[i], own, sizeof own);
-		if (!strcmp(mp->allowed[i], ns) ||
-		    (!strcmp(own, mp->allowed[i]) && !strcmp(own, host)))
-			return 1;
+	char *copy = xstrdup(list ? list : ""), *save = NULL;
+	for (char *t = strtok_r(copy, ", ", &save); t && !ok; t = strtok_r(NULL, ", ", &save)) {
+		char folded[OCI_NAME_HOST_MAX + 1], own[OCI_NAME_HOST_MAX + 1];
+		any = 0;
+		if (oci_name_registry(t, folded, sizeof folded) < 0)
+			continue;
+		host_of(folded, own, sizeof own);
+		ok = !strcmp(folded, ns) || (!strcmp(own, folded) && !strcmp(own, host));
 	}
-	return 0;
+	free(copy);
+	return any || ok;
 }
 
 /* ---- pulls ---- */
@@ -304,7 +303,7 @@ static void expire(struct mirror_pull *mp, struct mreq *mr, struct pull_entry *e
 int mirror_pull_request(struct mreq *mr)
 {
 	struct mirror_pull *mp = mr->m->pull;
-	if (!mp || !mr->has_ns || mr->p.route != OCI_ROUTE_MANIFEST || !allowed(mp, mr->ns))
+	if (!mp || !mr->has_ns || mr->p.route != OCI_ROUTE_MANIFEST || !mirror_pull_allows(mp->from, mr->ns))
 		return 0;
 	uint64_t now = uv_now(mr->m->loop);
 	char *source = source_of(mp, mr);
@@ -397,21 +396,13 @@ int mirror_pull_new(struct mirror *m, const struct mirror_config *cfg, struct mi
 		snprintf(mp->platform, sizeof mp->platform, "%s", cfg->pull_platform);
 	else
 		node_platform(mp->platform, sizeof mp->platform);
-	char *copy = xstrdup(cfg->pull_from ? cfg->pull_from : ""), *save = NULL;
-	for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-		char folded[OCI_NAME_HOST_MAX + 1];
-		if (oci_name_registry(t, folded, sizeof folded) < 0)
-			continue; /* checked above */
-		mp->allowed = xrealloc(mp->allowed, (mp->nallowed + 1) * sizeof *mp->allowed);
-		mp->allowed[mp->nallowed++] = xstrdup(folded);
-	}
-	free(copy);
+	mp->from = xstrdup(cfg->pull_from ? cfg->pull_from : "");
 	uv_timer_init(m->loop, &mp->timer);
 	mp->timer.data = mp;
 	log_info("registry mirror: images no dataset holds are pulled through the cluster "
-		 "(platform %s, from %s%s, waiting %llu s for a manifest)",
-		 mp->platform, mp->nallowed ? "" : "any registry",
-		 mp->nallowed ? cfg->pull_from : "", (unsigned long long)(mp->wait_ms / 1000));
+		 "(platform %s, from %s, waiting %llu s for a manifest)",
+		 mp->platform, mp->from[0] ? mp->from : "any registry",
+		 (unsigned long long)(mp->wait_ms / 1000));
 	*out = mp;
 	return 0;
 }
@@ -420,9 +411,7 @@ static void timer_closed(uv_handle_t *h)
 {
 	struct mirror_pull *mp = h->data;
 	struct mirror *m = mp->m;
-	for (size_t i = 0; i < mp->nallowed; i++)
-		free(mp->allowed[i]);
-	free(mp->allowed);
+	free(mp->from);
 	free(mp);
 	m->pull = NULL;
 	m->jobs--;

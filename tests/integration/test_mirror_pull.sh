@@ -5,8 +5,9 @@
 # tests/fixtures/oci_proxy.py, whose log (method, path, Range, User-Agent,
 # status) counts what left the registry; a second docker-registry holds an
 # image the first lacks. A scheduler and four agents with mirrors: n1 and
-# n2 pull on demand, n3 does not, n4 does only from the proxy and a registry
-# that never answers, for linux/arm64, waiting 8 s.
+# n2 pull on demand (n2 from 127.0.0.1, any port), n3 does not, n4 does only
+# from the proxy and a registry that never answers, for linux/arm64,
+# waiting 8 s.
 #
 # Debian's containerd (its own root, state and socket under $T, as in
 # test_mirror.sh) pulls an image that no dataset holds through n1's mirror:
@@ -17,8 +18,9 @@
 # another ns, or a registry not allowed are 404s at once; an image the
 # registry does not have fails fast and containerd gets it from its next
 # host; a registry that never answers keeps a request only for
-# --registry-mirror-pull-wait; once --pull-linger drops the dataset, the
-# next request pulls it again.
+# --registry-mirror-pull-wait; an index's own digest is a 404 once its pull
+# shows it lacks it; `dataset rm` of a pull-* dataset unpins it; once
+# --pull-linger drops the dataset, the next request pulls it again.
 . "$(dirname "$0")/lib.sh"
 . "$HERE/cluster.sh"
 
@@ -123,7 +125,8 @@ start_scheduler --pull-linger 15 || { bad "scheduler starts"; finish; exit 1; }
 M1=127.0.0.1:$(free_port) M2=127.0.0.1:$(free_port) M3=127.0.0.1:$(free_port) M4=127.0.0.1:$(free_port)
 H1=127.0.0.1:$(free_port) H2=127.0.0.1:$(free_port) H3=127.0.0.1:$(free_port) H4=127.0.0.1:$(free_port)
 start_agent 1 --registry-mirror "$M1" --http "$H1" --registry-mirror-pull --registry-mirror-pull-wait 60 &&
-	start_agent 2 --registry-mirror "$M2" --http "$H2" --registry-mirror-pull &&
+	start_agent 2 --registry-mirror "$M2" --http "$H2" --registry-mirror-pull \
+		--registry-mirror-pull-from 127.0.0.1 &&
 	start_agent 3 --registry-mirror "$M3" --http "$H3" &&
 	start_agent 4 --registry-mirror "$M4" --http "$H4" --registry-mirror-pull \
 		--registry-mirror-pull-from "$R,$SILENT_REG" --registry-mirror-pull-wait 8 \
