@@ -38,15 +38,15 @@ struct daemon_options {
 	const char *target;    /* datasets appear at target/NAME */
 	const char *node;
 	const char *token_file;
-	const char *socket;	     /* unix socket for the CLI */
-	const char *http;	     /* host:port for /readyz, /metrics; NULL = none */
-	const char *registry_mirror; /* host:port for the registry mirror; NULL = none */
-	uint64_t mirror_wait_ms;     /* for files of images being fetched; 0 = 404 at once */
-	int mirror_pull;	     /* pull images no dataset holds through the cluster */
-	const char *mirror_pull_from;	  /* registries it may pull from; NULL = any */
-	const char *mirror_platform;	  /* for those pulls; NULL = this node's */
-	uint64_t mirror_pull_wait_ms;	  /* for their manifest, then 404 */
-	const char *kubeconfig;	     /* NULL: $KUBECONFIG, else in-cluster, else none */
+	const char *socket;	      /* unix socket for the CLI */
+	const char *http;	      /* host:port for /readyz, /metrics; NULL = none */
+	const char *registry_mirror;  /* host:port for the registry mirror; NULL = none */
+	uint64_t mirror_wait_ms;      /* for files of images being fetched; 0 = 404 at once */
+	int mirror_pull;	      /* pull images no dataset holds through the cluster */
+	const char *mirror_pull_from; /* registries it may pull from; NULL = any */
+	const char *mirror_platform;  /* for those pulls; NULL = this node's */
+	uint64_t mirror_pull_wait_ms; /* for their manifest, then 404 */
+	const char *kubeconfig;	      /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;
 	int encrypt;

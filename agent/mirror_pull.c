@@ -68,11 +68,16 @@ static void node_platform(char *out, size_t cap)
 	static const struct {
 		const char *machine, *platform;
 	} map[] = {
-	    {"x86_64", "linux/amd64"},	 {"aarch64", "linux/arm64"},
-	    {"arm64", "linux/arm64"},	 {"armv7l", "linux/arm/v7"},
-	    {"armv6l", "linux/arm/v6"},	 {"i686", "linux/386"},
-	    {"i386", "linux/386"},	 {"ppc64le", "linux/ppc64le"},
-	    {"s390x", "linux/s390x"},	 {"riscv64", "linux/riscv64"},
+	    {"x86_64", "linux/amd64"},
+	    {"aarch64", "linux/arm64"},
+	    {"arm64", "linux/arm64"},
+	    {"armv7l", "linux/arm/v7"},
+	    {"armv6l", "linux/arm/v6"},
+	    {"i686", "linux/386"},
+	    {"i386", "linux/386"},
+	    {"ppc64le", "linux/ppc64le"},
+	    {"s390x", "linux/s390x"},
+	    {"riscv64", "linux/riscv64"},
 	    {"loongarch64", "linux/loong64"},
 	};
 	struct utsname u;
@@ -238,8 +243,8 @@ static void start(struct mirror_pull *mp, struct mreq *mr, char *source)
 	mp->pulls = e;
 	mp->npulls++;
 	mp->started++;
-	log_info("mirror: %s/%s is held by no dataset here; pulling %s through the cluster",
-		 mr->ns, mr->p.name, source);
+	log_info("mirror: %s/%s is held by no dataset here; pulling %s through the cluster", mr->ns,
+		 mr->p.name, source);
 	struct adhoc_request rq = {.source = source};
 	e->ap = adhoc_start(daemon_adhoc(mp->m->d), &rq, on_pull, e);
 }
@@ -303,7 +308,8 @@ static void expire(struct mirror_pull *mp, struct mreq *mr, struct pull_entry *e
 int mirror_pull_request(struct mreq *mr)
 {
 	struct mirror_pull *mp = mr->m->pull;
-	if (!mp || !mr->has_ns || mr->p.route != OCI_ROUTE_MANIFEST || !mirror_pull_allows(mp->from, mr->ns))
+	if (!mp || !mr->has_ns || mr->p.route != OCI_ROUTE_MANIFEST ||
+	    !mirror_pull_allows(mp->from, mr->ns))
 		return 0;
 	uint64_t now = uv_now(mr->m->loop);
 	char *source = source_of(mp, mr);

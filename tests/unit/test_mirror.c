@@ -327,10 +327,10 @@ static void test_hosts_write(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_repo_names),	 cmocka_unit_test(test_tags_and_digests),
-	    cmocka_unit_test(test_registries),	 cmocka_unit_test(test_ns),
-	    cmocka_unit_test(test_paths),	 cmocka_unit_test(test_ranges),
-	    cmocka_unit_test(test_pull_from),	 cmocka_unit_test(test_hosts_render),
+	    cmocka_unit_test(test_repo_names),	cmocka_unit_test(test_tags_and_digests),
+	    cmocka_unit_test(test_registries),	cmocka_unit_test(test_ns),
+	    cmocka_unit_test(test_paths),	cmocka_unit_test(test_ranges),
+	    cmocka_unit_test(test_pull_from),	cmocka_unit_test(test_hosts_render),
 	    cmocka_unit_test(test_hosts_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
