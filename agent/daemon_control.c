@@ -11,6 +11,7 @@
 #include "agent/adhoc.h"
 #include "agent/cache.h"
 #include "agent/ctl.h"
+#include "agent/mirror.h"
 #include "agent/peer.h"
 #include "common/net/conn.h"
 #include "common/err.h"
@@ -139,6 +140,7 @@ static int h_assign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_
 	update_peers(d);
 	start_fetch(d, s);
 	adhoc_notify(d->adhoc, s->name);
+	mirror_dataset_changed(d->mirror, s->name);
 out:
 	return rc;
 }
