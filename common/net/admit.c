@@ -248,8 +248,9 @@ static void evict(struct admit *a, struct admit_slot *victim, int silent)
 {
 	char detail[96];
 
-	snprintf(detail, sizeof detail, "%s after %llu ms, dropped to make room for a newer connection",
-		 silent ? "silent" : "pending", (unsigned long long)(uv_now(a->loop) - victim->since));
+	snprintf(
+	    detail, sizeof detail, "%s after %llu ms, dropped to make room for a newer connection",
+	    silent ? "silent" : "pending", (unsigned long long)(uv_now(a->loop) - victim->since));
 	slot_unlink(victim);
 	admit_note(a, ADMIT_EVICTED, victim->addr, detail);
 	a->cfg.evict(victim);

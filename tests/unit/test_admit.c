@@ -137,7 +137,8 @@ static void test_caps(void **state)
 	assert_true(nul >= 0);
 	admit_start(&loop, &a);
 	for (int i = 0; i < 2; i++) {
-		assert_int_equal(admit_enter(&a, &s[i], (struct sockaddr *)&one, nul, &deadline), 0);
+		assert_int_equal(admit_enter(&a, &s[i], (struct sockaddr *)&one, nul, &deadline),
+				 0);
 		assert_int_equal(deadline, 1000);
 	}
 	/* An IPv4-mapped IPv6 address is the same source. */
@@ -346,10 +347,8 @@ static void test_raise_limit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_emfile_pauses),
-	    cmocka_unit_test(test_caps),
-	    cmocka_unit_test(test_silent_make_room),
-	    cmocka_unit_test(test_log_rate_limited),
+	    cmocka_unit_test(test_emfile_pauses),    cmocka_unit_test(test_caps),
+	    cmocka_unit_test(test_silent_make_room), cmocka_unit_test(test_log_rate_limited),
 	    cmocka_unit_test(test_raise_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
