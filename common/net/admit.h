@@ -118,8 +118,8 @@ int admit_connection(struct admit *a, int status);
  * and logged). May evict an older pending connection first (see above). */
 int admit_enter(struct admit *a, struct admit_slot *s, const struct sockaddr *sa, int fd,
 		unsigned *deadline_ms);
-/* Bytes were read from s's socket: its peer is not silent (any time; a
- * no-op effect once s left the pending set). */
+/* Bytes were read from s's socket: its peer is not silent. Harmless when s
+ * is not pending. */
 void admit_heard(struct admit_slot *s);
 /* s leaves the pending set: proven (why ADMIT_NONE), or refused for why,
  * with detail (may be NULL) for the log. No-op when s is not pending. */
