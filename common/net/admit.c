@@ -220,27 +220,34 @@ static int slot_silent(const struct admit_slot *s)
 	return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
 }
 
-/* The pending connection that makes room for a new one, from key's address
- * (NULL: any): the oldest silent one; else, when aged, the oldest once it
- * waited ADMIT_EVICT_AGE_MS (an honest handshake is long done by then).
- * NULL when none may go. */
-static struct admit_slot *victim(struct admit *a, const uint8_t *key, int aged, int *silent)
+static int slot_aged(const struct admit *a, const struct admit_slot *s)
 {
-	struct admit_slot *oldest = NULL;
+	return uv_now(a->loop) - s->since >= ADMIT_EVICT_AGE_MS;
+}
 
-	for (struct admit_slot *p = a->oldest; p; p = p->next) {
-		if (key && memcmp(p->key, key, sizeof p->key))
-			continue;
-		if (slot_silent(p)) {
-			*silent = 1;
+/* The pending connection that makes room for a new one, from key's address
+ * (NULL: any): the oldest silent one that waited ADMIT_EVICT_AGE_MS; else the
+ * newest silent one (of a burst, the one before the new one; a client
+ * accepted earlier keeps its time to speak); else, unless silent_only, the
+ * oldest once it waited that long (an honest handshake is long done by
+ * then). NULL when none may go. The pending set is in arrival order. */
+static struct admit_slot *victim(struct admit *a, const uint8_t *key, int silent_only, int *silent)
+{
+	struct admit_slot *p;
+
+	*silent = 1;
+	for (p = a->oldest; p && slot_aged(a, p); p = p->next)
+		if ((!key || !memcmp(p->key, key, sizeof p->key)) && slot_silent(p))
 			return p;
-		}
-		if (!oldest)
-			oldest = p;
-	}
+	for (p = a->newest; p; p = p->prev)
+		if ((!key || !memcmp(p->key, key, sizeof p->key)) && slot_silent(p))
+			return p;
 	*silent = 0;
-	if (aged && oldest && uv_now(a->loop) - oldest->since >= ADMIT_EVICT_AGE_MS)
-		return oldest;
+	if (silent_only)
+		return NULL;
+	for (p = a->oldest; p && slot_aged(a, p); p = p->next)
+		if (!key || !memcmp(p->key, key, sizeof p->key))
+			return p;
 	return NULL;
 }
 
@@ -256,15 +263,16 @@ static void evict(struct admit *a, struct admit_slot *victim, int silent)
 	a->cfg.evict(victim);
 }
 
-/* At a cap (why) for a connection from addr, key's address only (NULL:
- * any): 1 when a pending connection made room, else 0 (counted). */
-static int make_room(struct admit *a, const uint8_t *key, enum admit_reason why, const char *addr)
+/* At a cap (why) for s, a new connection, from s's address only or any
+ * (same): 1 when a pending connection made room, else 0 (counted). Short of
+ * descriptors only a silent one makes room. */
+static int make_room(struct admit *a, const struct admit_slot *s, int same, enum admit_reason why)
 {
 	int silent;
-	struct admit_slot *v = victim(a, key, why != ADMIT_FD_RESERVE, &silent);
+	struct admit_slot *v = victim(a, same ? s->key : NULL, why == ADMIT_FD_RESERVE, &silent);
 
 	if (!v) {
-		admit_note(a, why, addr, NULL);
+		admit_note(a, why, s->addr, NULL);
 		return 0;
 	}
 	evict(a, v, silent);
@@ -307,16 +315,16 @@ int admit_enter(struct admit *a, struct admit_slot *s, const struct sockaddr *sa
 	 * gives its descriptor to the new one (no more are open after). */
 	unsigned limit = admit_fd_limit(), floor = fd_floor(a, limit);
 	unsigned left = (unsigned)fd + 1 >= limit ? 0 : limit - (unsigned)fd - 1;
-	if (left < floor && !make_room(a, NULL, ADMIT_FD_RESERVE, s->addr))
+	if (left < floor && !make_room(a, s, 0, ADMIT_FD_RESERVE))
 		return -EMFILE;
 	for (struct admit_slot *p = a->oldest; p; p = p->next)
 		same += !memcmp(p->key, s->key, sizeof s->key);
 	if (same >= a->cfg.per_addr_max) {
-		if (!make_room(a, s->key, ADMIT_PER_ADDRESS, s->addr))
+		if (!make_room(a, s, 1, ADMIT_PER_ADDRESS))
 			return -EBUSY;
 		same--;
 	}
-	if (a->pending >= a->cfg.total_max && !make_room(a, NULL, ADMIT_OVERALL, s->addr))
+	if (a->pending >= a->cfg.total_max && !make_room(a, s, 0, ADMIT_OVERALL))
 		return -EBUSY;
 	slot_link(a, s);
 	int busy = a->pending > a->cfg.total_max / 2 || same + 1 > a->cfg.per_addr_max / 2 ||

@@ -7,13 +7,16 @@
  * descriptors, counters per reason and at most one warn line per
  * ADMIT_LOG_MS.
  *
- * At a cap, or short of descriptors, a new connection takes the place of the
- * oldest pending one whose peer has sent nothing at all (nothing read, nothing
+ * At a cap, or short of descriptors, a new connection takes the place of a
+ * pending one whose peer has sent nothing at all (nothing read, nothing
  * waiting in its socket): honest clients speak at once, so such a connection
- * is an idle flood's, and a probe or an agent is never refused because idle
- * connections from its own address or from everywhere hold the slots. With no
- * silent one at a cap, the oldest pending connection makes room if it waited
- * ADMIT_EVICT_AGE_MS, else the new one is closed at accept; short of
+ * is most likely an idle flood's, and a probe or an agent is not refused
+ * because idle connections from its own address or from everywhere hold the
+ * slots. The one to go is the oldest silent one that waited
+ * ADMIT_EVICT_AGE_MS, else the newest silent one (in a burst, the one that
+ * came just before; a client accepted earlier keeps its time to speak).
+ * With none silent, at a cap, the oldest pending connection makes room if it
+ * waited ADMIT_EVICT_AGE_MS, else the new one is closed at accept; short of
  * descriptors, the new one is closed.
  * Loop thread only (one spare descriptor per process, taken on the loop). */
 #ifndef SYNCBIT_NET_ADMIT_H

@@ -191,80 +191,155 @@ static void expect_evicted(const struct admit_slot *s, int n)
 	assert_ptr_equal(rec.last_evicted, s);
 }
 
-/* At a cap, or short of descriptors, the oldest pending connection whose
- * peer has sent nothing (nothing read, nothing waiting; a peer gone without
- * a byte too) makes room at once, however young. One whose peer spoke makes
- * room only once it waited ADMIT_EVICT_AGE_MS; till then the new connection
- * is refused at a cap, and short of descriptors it is refused in any case. */
-static void test_silent_make_room(void **state)
+/* The soft descriptor limit just above fd: a connection on fd is short of
+ * descriptors. 0 restores the limit saved at the first call. */
+static void fd_limit_at(int fd)
 {
-	uv_loop_t loop;
-	struct admit a;
-	struct admit_slot s[13];
-	int sv[13][2];
-	const char *A = "10.0.0.1";
-	int big = (int)admit_fd_limit() - 2; /* short of descriptors */
+	static struct rlimit saved;
+	static int have;
+	struct rlimit rl;
 
-	for (int i = 0; i < 13; i++)
+	if (!have) {
+		assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+		have = 1;
+	}
+	rl = saved;
+	if (fd)
+		rl.rlim_cur = (rlim_t)fd + 2;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+#define PAIRS 14
+
+/* Socket pairs stand for connections: [0] the server's end, [1] the
+ * peer's. A byte written at the peer's end is a client that spoke. */
+static void pairs_open(int sv[PAIRS][2])
+{
+	for (int i = 0; i < PAIRS; i++)
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
-	admit_start(&loop, &a); /* 4 per address, 8 in all */
-	for (int i = 0; i < 4; i++)
-		assert_int_equal(enter(&a, &s[i], A, sv[i][0]), 0);
-	assert_int_equal(write(sv[0][1], "G", 1), 1); /* s0 spoke, not read yet */
-	admit_heard(&s[2]);			      /* s2 spoke, read */
-	close(sv[3][1]);			      /* s3 went without a byte */
-	sv[3][1] = -1;
-	/* Per address: s1 is the oldest silent one (s0 is older but spoke). */
-	assert_int_equal(enter(&a, &s[4], A, sv[4][0]), 0);
-	expect_evicted(&s[1], 1);
-	assert_int_equal(enter(&a, &s[5], A, sv[5][0]), 0);
-	expect_evicted(&s[3], 2);
-	assert_int_equal(admit_pending(&a), 4);
-	/* All four from A spoke and none waited long enough: refused. */
-	assert_int_equal(write(sv[4][1], "G", 1), 1);
-	admit_heard(&s[5]);
-	assert_int_equal(enter(&a, &s[6], A, sv[6][0]), -EBUSY);
-	assert_int_equal(admit_count(&a, ADMIT_PER_ADDRESS), 1);
-	assert_int_equal(rec.evicted, 2);
-	/* Overall: four silent ones from other addresses fill the cap; the
-	 * next takes the place of the oldest of them. */
-	assert_int_equal(enter(&a, &s[6], "10.0.1.1", sv[6][0]), 0);
-	assert_int_equal(enter(&a, &s[7], "10.0.1.2", sv[7][0]), 0);
-	assert_int_equal(enter(&a, &s[8], "10.0.1.3", sv[8][0]), 0);
-	assert_int_equal(enter(&a, &s[9], "10.0.1.4", sv[9][0]), 0);
-	assert_int_equal(admit_pending(&a), 8);
-	assert_int_equal(enter(&a, &s[10], "10.0.1.5", sv[10][0]), 0);
-	expect_evicted(&s[6], 3);
-	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 0);
-	/* Short of descriptors: a silent one gives its own. */
-	assert_int_equal(enter(&a, &s[11], "10.0.1.6", big), 0);
-	expect_evicted(&s[7], 4);
-	assert_int_equal(admit_count(&a, ADMIT_FD_RESERVE), 0);
-	assert_int_equal(admit_pending(&a), 8);
-	/* Nobody silent any more: refused short of descriptors and at the cap. */
-	admit_heard(&s[8]);
-	assert_int_equal(write(sv[9][1], "G", 1), 1);
-	admit_heard(&s[10]);
-	assert_int_equal(enter(&a, &s[12], "10.0.1.7", big), -EMFILE);
-	assert_int_equal(admit_count(&a, ADMIT_FD_RESERVE), 1);
-	assert_int_equal(enter(&a, &s[12], "10.0.1.7", sv[12][0]), -EBUSY);
-	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 1);
-	assert_int_equal(rec.evicted, 4);
-	/* Once the oldest (s0) waited long enough it makes room, spoken or
-	 * not; short of descriptors age does not count. */
-	struct timespec nap = {0, (ADMIT_EVICT_AGE_MS + 20) * 1000000L};
-	nanosleep(&nap, NULL);
-	uv_update_time(&loop);
-	assert_int_equal(enter(&a, &s[12], "10.0.1.7", big), -EMFILE);
-	assert_int_equal(enter(&a, &s[12], "10.0.1.7", sv[12][0]), 0);
-	expect_evicted(&s[0], 5);
-	assert_int_equal(admit_count(&a, ADMIT_EVICTED), 5);
-	admit_stop(&loop, &a);
-	for (int i = 0; i < 13; i++) {
+}
+
+static void pairs_close(int sv[PAIRS][2])
+{
+	for (int i = 0; i < PAIRS; i++) {
 		close(sv[i][0]);
 		if (sv[i][1] >= 0)
 			close(sv[i][1]);
 	}
+}
+
+static void speak(int sv[PAIRS][2], int i)
+{
+	assert_int_equal(write(sv[i][1], "G", 1), 1);
+}
+
+/* Which pending connection makes room for a new one while all are young: the
+ * newest silent one (a silent peer sent nothing, nothing waits in its
+ * socket; admit_heard: bytes were read), never one that spoke; with none
+ * silent the new one is refused, at a cap and short of descriptors. */
+static void test_silent_make_room(void **state)
+{
+	uv_loop_t loop;
+	struct admit a;
+	struct admit_slot s[PAIRS];
+	int sv[PAIRS][2];
+	const char *A = "10.0.0.1";
+
+	pairs_open(sv);
+	admit_start(&loop, &a); /* 4 per address, 8 in all */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(enter(&a, &s[i], A, sv[i][0]), 0);
+	speak(sv, 0);	    /* spoke, not read yet */
+	admit_heard(&s[2]); /* spoke, read */
+	close(sv[3][1]);    /* gone without a byte: silent too */
+	sv[3][1] = -1;
+	/* Per address: the newest silent one goes, also when it is the one
+	 * admitted just before (a burst); s1, silent since before, stays. */
+	assert_int_equal(enter(&a, &s[4], A, sv[4][0]), 0);
+	expect_evicted(&s[3], 1);
+	assert_int_equal(enter(&a, &s[5], A, sv[5][0]), 0);
+	expect_evicted(&s[4], 2);
+	speak(sv, 5);
+	assert_int_equal(enter(&a, &s[6], A, sv[6][0]), 0);
+	expect_evicted(&s[1], 3);
+	/* All four from A spoke (s0, s2, s5, s6) and none waited: refused. */
+	speak(sv, 6);
+	assert_int_equal(enter(&a, &s[7], A, sv[7][0]), -EBUSY);
+	assert_int_equal(admit_count(&a, ADMIT_PER_ADDRESS), 1);
+	/* Overall: four silent ones from other addresses fill the cap. */
+	for (int i = 7; i < 11; i++) {
+		char ip[32];
+		snprintf(ip, sizeof ip, "10.0.1.%d", i);
+		assert_int_equal(enter(&a, &s[i], ip, sv[i][0]), 0);
+	}
+	assert_int_equal(admit_pending(&a), 8);
+	assert_int_equal(enter(&a, &s[11], "10.0.2.1", sv[11][0]), 0);
+	expect_evicted(&s[10], 4);
+	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 0);
+	/* Short of descriptors: a silent one gives its own. */
+	fd_limit_at(sv[12][0]);
+	assert_int_equal(enter(&a, &s[12], "10.0.2.2", sv[12][0]), 0);
+	fd_limit_at(0);
+	expect_evicted(&s[11], 5);
+	assert_int_equal(admit_pending(&a), 8);
+	/* None silent: refused short of descriptors and at the cap. */
+	admit_heard(&s[7]);
+	admit_heard(&s[8]);
+	speak(sv, 9);
+	admit_heard(&s[12]);
+	fd_limit_at(sv[13][0]);
+	assert_int_equal(enter(&a, &s[13], "10.0.2.3", sv[13][0]), -EMFILE);
+	fd_limit_at(0);
+	assert_int_equal(admit_count(&a, ADMIT_FD_RESERVE), 1);
+	assert_int_equal(enter(&a, &s[13], "10.0.2.3", sv[13][0]), -EBUSY);
+	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 1);
+	assert_int_equal(admit_count(&a, ADMIT_EVICTED), 5);
+	admit_stop(&loop, &a);
+	pairs_close(sv);
+}
+
+/* Once pending connections waited ADMIT_EVICT_AGE_MS: the oldest silent one
+ * of those goes first (before the newest silent one), then the oldest,
+ * spoken or not; short of descriptors, only a silent one. */
+static void test_aged_make_room(void **state)
+{
+	uv_loop_t loop;
+	struct admit a;
+	struct admit_slot s[PAIRS];
+	int sv[PAIRS][2];
+	char ip[32];
+
+	pairs_open(sv);
+	admit_start(&loop, &a); /* 8 in all */
+	speak(sv, 0);
+	assert_int_equal(enter(&a, &s[0], "10.0.0.1", sv[0][0]), 0); /* spoke */
+	assert_int_equal(enter(&a, &s[1], "10.0.0.2", sv[1][0]), 0); /* silent */
+	struct timespec nap = {0, (ADMIT_EVICT_AGE_MS + 20) * 1000000L};
+	nanosleep(&nap, NULL);
+	uv_update_time(&loop);
+	for (int i = 2; i < 8; i++) { /* young and silent */
+		snprintf(ip, sizeof ip, "10.0.1.%d", i);
+		assert_int_equal(enter(&a, &s[i], ip, sv[i][0]), 0);
+	}
+	assert_int_equal(enter(&a, &s[8], "10.0.2.1", sv[8][0]), 0);
+	expect_evicted(&s[1], 1);
+	assert_int_equal(enter(&a, &s[9], "10.0.2.2", sv[9][0]), 0);
+	expect_evicted(&s[8], 2);
+	/* None silent: short of descriptors the new one is refused, at the
+	 * cap the oldest (s0, spoke) makes room. */
+	for (int i = 2; i < 8; i++)
+		admit_heard(&s[i]);
+	speak(sv, 9);
+	fd_limit_at(sv[10][0]);
+	assert_int_equal(enter(&a, &s[10], "10.0.2.3", sv[10][0]), -EMFILE);
+	fd_limit_at(0);
+	assert_int_equal(enter(&a, &s[10], "10.0.2.3", sv[10][0]), 0);
+	expect_evicted(&s[0], 3);
+	assert_int_equal(admit_count(&a, ADMIT_EVICTED), 3);
+	assert_int_equal(admit_count(&a, ADMIT_FD_RESERVE), 1);
+	assert_int_equal(admit_count(&a, ADMIT_OVERALL), 0);
+	admit_stop(&loop, &a);
+	pairs_close(sv);
 }
 
 /* stderr into a temp file between capture_start and capture_end. */
@@ -348,8 +423,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_emfile_pauses),    cmocka_unit_test(test_caps),
-	    cmocka_unit_test(test_silent_make_room), cmocka_unit_test(test_log_rate_limited),
-	    cmocka_unit_test(test_raise_limit),
+	    cmocka_unit_test(test_silent_make_room), cmocka_unit_test(test_aged_make_room),
+	    cmocka_unit_test(test_log_rate_limited), cmocka_unit_test(test_raise_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
