@@ -16,6 +16,7 @@
 # from the other node (the registry still down); containerd then pulls the
 # image through both mirrors.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr runc; do
@@ -25,30 +26,6 @@ done
 L=$T/layout
 SKOPEO=(skopeo --insecure-policy)
 
-# start_registry NAME STORE: a registry on a free loopback port; sets
-# REG_PORT and REG_PID.
-start_registry() {
-	local name=$1 store=$2 cfg="$T/$1.yml"
-	REG_PORT=$(free_port)
-	cat >"$cfg" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $store
-http:
-  addr: 127.0.0.1:$REG_PORT
-CONF
-	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
-	REG_PID=$!
-	PIDS+=($REG_PID)
-	for _ in $(seq 50); do
-		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-		sleep 0.1
-	done
-	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
-}
 image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
 push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 # layers TAG: the hex of each layer of TAG's manifest in $L, in order.

@@ -17,6 +17,7 @@
 # User-Agent reaches the proxy), every blob's bytes left the registry once,
 # and each layer containerd holds has its digest.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr; do
@@ -48,20 +49,7 @@ read -r -a BIG <<<"$(blobs big)"
 read -r -a HELD <<<"$(blobs held)"
 check "the big image has a config and five layers" test "${#BIG[@]}" = 6
 
-REG_PORT=$(free_port)
-cat >"$T/reg.yml" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $T/store
-http:
-  addr: 127.0.0.1:$REG_PORT
-CONF
-docker-registry serve "$T/reg.yml" >"$T/reg.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && break; sleep 0.1; done
+start_registry reg "$T/store" || { bad "docker-registry starts"; finish; exit 1; }
 push "oci:$L:big" "docker://127.0.0.1:$REG_PORT/team/big:v1"
 push "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
 check "skopeo pushed both images" curl -sf -o /dev/null \

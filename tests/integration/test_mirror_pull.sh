@@ -22,6 +22,7 @@
 # shows it lacks it; `dataset rm` of a pull-* dataset unpins it; once
 # --pull-linger drops the dataset, the next request pulls it again.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr; do
@@ -31,28 +32,6 @@ done
 L=$T/layout
 SKOPEO=(skopeo --insecure-policy)
 
-# start_registry NAME STORE: a registry on a free loopback port; sets REG_PORT.
-start_registry() {
-	local name=$1 store=$2 cfg="$T/$1.yml"
-	REG_PORT=$(free_port)
-	cat >"$cfg" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $store
-http:
-  addr: 127.0.0.1:$REG_PORT
-CONF
-	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 50); do
-		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-		sleep 0.1
-	done
-	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
-}
 image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
 push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 # blobs TAG: the config's hex, then each layer's, of TAG's manifest in $L.
