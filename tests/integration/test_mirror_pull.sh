@@ -23,6 +23,7 @@
 # --pull-linger drops the dataset, the next request pulls it again.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/registry.sh"
+. "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr; do
@@ -143,53 +144,8 @@ check "  no pull was started on n1 or n4" test "$(started "$H1")" = 0 -a "$(star
 check "n3 has no pull counters" bash -c "! curl -sf 'http://$H3/metrics' | grep -q syncbit_mirror_pulls_total"
 
 # ---- containerd ----
-C=$T/containerd
-SOCK=$C/containerd.sock
-mkdir -p "$C"
-cat >"$C/config.toml" <<CONF
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$C/opt"
-CONF
-CTR=(timeout -k 5 180 ctr --address "$SOCK" --namespace k8s.io)
-containerd_stop() {
-	if [ -n "${CTRD_PID:-}" ]; then
-		kill -TERM "$CTRD_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$CTRD_PID" 2>/dev/null
-	fi
-	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r mnt; do umount -l "$mnt"; done
-	return 0
-}
-CLEANUPS+=(containerd_stop)
-containerd --config "$C/config.toml" >"$C/log" 2>&1 &
-CTRD_PID=$!
-PIDS+=("$CTRD_PID")
-for _ in $(seq 100); do
-	"${CTR[@]}" version >/dev/null 2>&1 && break
-	kill -0 "$CTRD_PID" 2>/dev/null || break
-	sleep 0.1
-done
-check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version ||
-	{ finish; exit 1; }
-SNAP=${SNAPSHOTTER:-overlayfs}
-if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
-	SNAP=native
-fi
+check "containerd starts with its root, state and socket under \$T" \
+	containerd_start "$T/containerd" k8s.io 180 || { finish; exit 1; }
 echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
 check "containerd-hosts for n1's and n2's mirrors" bash -c \
 	"'$SYNCBIT' containerd-hosts --dir '$T/hosts1' --mirror 'http://$M1' '$R' >/dev/null &&
@@ -374,6 +330,6 @@ check "  then the image is pulled again when asked for" bash -c \
 	"curl -sf -I 'http://$M1/v2/team/app/manifests/v1$NS' | tr -d '\r' | grep -qx 'Docker-Content-Digest: $D_APP'"
 check "  by a new pull" test "$(started "$H1")" = $((before + 1))
 
-containerd_stop
+containerd_stop_simple
 stop_cluster
 finish
