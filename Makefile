@@ -1,6 +1,6 @@
 # Syncbit build. `make` builds bin/syncbit; `make test` runs the unit,
 # integration and chaos tests, then all three suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the fuzz smoke.
 
 CC      ?= cc
 PKGS    := libuv lmdb libprotobuf-c libsodium libcurl libxxhash yaml-0.1 jansson libcrypto
@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test check unit integration chaos demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
+.PHONY: all deps build-deps test test-build check unit integration chaos demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -114,10 +114,20 @@ chaos: $(BIN)/syncbit
 
 check: $(BUILD)/bench/sched-scale unit integration chaos
 
-# The whole suite, then again under ASan+UBSan.
+# What check runs, built beforehand on every core (the suites themselves
+# run their scripts a few at a time).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+test-build: $(BIN)/syncbit $(UNIT_BIN) $(BUILD)/bench/sched-scale
+
+# The whole suite, then again under ASan+UBSan, then every libFuzzer target
+# for TEST_FUZZ_SECONDS on its seeds (docs/FUZZING.md).
+TEST_FUZZ_SECONDS ?= 10
 test: deps
+	$(MAKE) -j$(NPROC) test-build
 	$(MAKE) check
+	$(MAKE) -j$(NPROC) test-build SAN=1
 	$(MAKE) check SAN=1
+	$(MAKE) -j$(NPROC) fuzz-smoke FUZZ_SMOKE_SECONDS=$(TEST_FUZZ_SECONDS)
 
 # A scheduler, an origin and four agents on loopback (tests/demo.sh);
 # demo-pull shows a standalone pull on one node. They need only the build

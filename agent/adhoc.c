@@ -428,11 +428,8 @@ static void check(struct adhoc_pull *p)
 
 /* ---- from the daemon ---- */
 
-int adhoc_reply(struct adhoc *a, const uint8_t *body, size_t len)
+int adhoc_reply(struct adhoc *a, const Syncbit__PullReply *m)
 {
-	Syncbit__PullReply *m = syncbit__pull_reply__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
 	struct adhoc_pull *p = a->pulls;
 	while (p && (p->id != m->id || p->state != ADHOC_ASKING))
 		p = p->next;
@@ -446,7 +443,6 @@ int adhoc_reply(struct adhoc *a, const uint8_t *body, size_t len)
 		log_info("pull %s: as dataset %s", p->source, p->dataset);
 		check(p);
 	}
-	syncbit__pull_reply__free_unpacked(m, NULL);
 	return 0;
 }
 

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "agent/cache.h"
+#include "proto/wire.pb-c.h"
 
 struct daemon;
 struct adhoc;
@@ -53,10 +54,10 @@ void adhoc_cancel(struct adhoc_pull *p);
 /* {"progress": true, "state", "bytes", "bytes_have"} for the client. */
 json_t *adhoc_progress_json(const struct adhoc_pull *p);
 
-/* From the daemon: a PullReply (0, or SB_EPROTO when malformed); a dataset
+/* From the daemon: a PullReply (unpacked by the dispatcher; 0); a dataset
  * changed state (assigned, complete, failed, removed); the scheduler's
  * connection is gone. */
-int adhoc_reply(struct adhoc *a, const uint8_t *body, size_t len);
+int adhoc_reply(struct adhoc *a, const Syncbit__PullReply *m);
 void adhoc_notify(struct adhoc *a, const char *dataset);
 void adhoc_sched_lost(struct adhoc *a);
 

@@ -41,8 +41,8 @@ int cron_next_of(const struct cron *c, size_t n, time_t after, time_t *next);
 /* Parse a crontab (no user field): blank lines, '#' comments and
  * NAME=value lines are skipped; every other line is a job whose schedule
  * is taken (its command is not looked at). *out is a heap array of *n
- * schedules. 0, or SB_ECONFIG with *error = "line N: why" (also for a
- * crontab without any job). */
+ * schedules. 0, or SB_ECONFIG with *error = "line N: why", or "no job
+ * line (...)" for a crontab without any job. */
 int cron_parse_crontab(const char *text, struct cron **out, size_t *n, char **error);
 
 /* The commands of a crontab's job lines, which cron_parse_crontab does not

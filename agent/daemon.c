@@ -87,10 +87,10 @@ static void stop(struct daemon *d)
 	d->peers = NULL;
 	ctl_free(d->ctl); /* cancels its clients' pulls */
 	d->ctl = NULL;
+	mirror_free(d->mirror); /* cancels its on-demand pulls */
+	d->mirror = NULL;
 	adhoc_free(d->adhoc);
 	d->adhoc = NULL;
-	mirror_free(d->mirror);
-	d->mirror = NULL;
 	watch_free(d->watch);
 	d->watch = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -243,7 +243,11 @@ static int setup(struct daemon *d, char **detail)
 					   .target = d->o->target,
 					   .d = d,
 					   .cache = d->cache,
-					   .wait_ms = d->o->mirror_wait_ms};
+					   .wait_ms = d->o->mirror_wait_ms,
+					   .pull = d->o->mirror_pull,
+					   .pull_from = d->o->mirror_pull_from,
+					   .pull_platform = d->o->mirror_platform,
+					   .pull_wait_ms = d->o->mirror_pull_wait_ms};
 		if ((rc = mirror_new(&d->loop, &mc, &d->mirror, detail)) < 0)
 			return rc;
 	}

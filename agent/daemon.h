@@ -38,11 +38,15 @@ struct daemon_options {
 	const char *target;    /* datasets appear at target/NAME */
 	const char *node;
 	const char *token_file;
-	const char *socket;	     /* unix socket for the CLI */
-	const char *http;	     /* host:port for /readyz, /metrics; NULL = none */
-	const char *registry_mirror; /* host:port for the registry mirror; NULL = none */
-	uint64_t mirror_wait_ms;     /* for files of images being fetched; 0 = 404 at once */
-	const char *kubeconfig;	     /* NULL: $KUBECONFIG, else in-cluster, else none */
+	const char *socket;	      /* unix socket for the CLI */
+	const char *http;	      /* host:port for /readyz, /metrics; NULL = none */
+	const char *registry_mirror;  /* host:port for the registry mirror; NULL = none */
+	uint64_t mirror_wait_ms;      /* for files of images being fetched; 0 = 404 at once */
+	int mirror_pull;	      /* pull images no dataset holds through the cluster */
+	const char *mirror_pull_from; /* registries it may pull from; NULL = any */
+	const char *mirror_platform;  /* for those pulls; NULL = this node's */
+	uint64_t mirror_pull_wait_ms; /* for their manifest, then 404 */
+	const char *kubeconfig;	      /* NULL: $KUBECONFIG, else in-cluster, else none */
 	struct daemon_label *labels;
 	size_t nlabels;
 	int encrypt;
@@ -95,14 +99,17 @@ struct daemon_published {
 };
 /* The i-th dataset of this node, for agent/mirror.c: 1 with *out filled
  * (strings borrowed until the loop runs again) when it is published here
- * (complete and verified; the version in place while a newer one is
- * fetched, or while files of it that changed on disk are repaired), 0 when
- * it is not, -1 past the last. */
+ * at TARGET/NAME (complete and verified; the version in place while a
+ * newer one is fetched, or while files of it that changed on disk are
+ * repaired), 0 when it is not (a pulled dataset never is), -1 past the
+ * last. */
 int daemon_published(struct daemon *d, size_t i, struct daemon_published *out);
 /* The i-th dataset of this node, for agent/mirror_early.c: 1 with *name
  * and *f (borrowed until the loop runs again) while its assigned version
  * is being fetched into TARGET/NAME and is not in place yet (also while a
- * damaged version is fetched again), 0 when not, -1 past the last. */
+ * damaged version is fetched again), or, for a dataset pulled through the
+ * agent (kept in the cache only), while it is assigned; 0 when not, -1
+ * past the last. */
 int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct fetch **f);
 /* 1 when dataset name's file of cache object id changed on disk and is not
  * put back yet (never serve it), else 0. */

@@ -11,6 +11,7 @@
 #include "agent/adhoc.h"
 #include "agent/cache.h"
 #include "agent/ctl.h"
+#include "agent/mirror.h"
 #include "agent/peer.h"
 #include "common/net/conn.h"
 #include "common/err.h"
@@ -31,20 +32,38 @@
 #define CONTROL_ERROR_MAX      4096
 #define CONTROL_PULL_REPLY_MAX 8192
 
+/* Heartbeats go out on their own timer, due every heartbeat_ms from the
+ * registration whatever else the loop does (the heartbeats a change sends
+ * at once move nothing). A tick the loop ran late brings the next one
+ * closer, so one busy spell never stretches two gaps: the scheduler takes
+ * a node as gone after two intervals and a slack (common/net/wire.h). A
+ * heartbeat is built from counters in memory, with no I/O but a statvfs. */
 static void heartbeat_tick(uv_timer_t *t)
 {
-	send_heartbeat(t->data);
+	struct daemon *d = t->data;
+	uint64_t now = uv_now(&d->loop), late = now - d->heartbeat_due;
+	if (now > d->heartbeat_due && late > d->heartbeat_ms / 2 &&
+	    (!d->late_logged_ms || now - d->late_logged_ms >= LOG_LIMIT_MS)) {
+		log_with(LOG_WARN, LOG_KV({"scheduler", d->sched_addr}),
+			 "heartbeat %llu ms late: this agent's event loop was busy (the scheduler "
+			 "takes a node as gone after %llu ms without one)",
+			 (unsigned long long)late,
+			 (unsigned long long)wire_silence_ms(d->heartbeat_ms));
+		d->late_logged_ms = now;
+	}
+	send_heartbeat(d);
+	while (d->heartbeat_due <= now)
+		d->heartbeat_due += d->heartbeat_ms;
+	uv_timer_start(&d->heartbeat, heartbeat_tick, d->heartbeat_due - now, 0);
 }
 
-static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Registered *m = syncbit__registered__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Registered *m = (Syncbit__Registered *)msg;
 	if (m->heartbeat_ms >= 100 && m->heartbeat_ms <= 60000)
 		d->heartbeat_ms = m->heartbeat_ms;
-	syncbit__registered__free_unpacked(m, NULL);
 	d->sched_ready = 1;
 	uplink_up(&d->link, uv_now(&d->loop));
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
@@ -53,7 +72,12 @@ static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl,
 	d->sched_misses = 0;
 	log_with(LOG_INFO, LOG_KV({"scheduler", d->sched_addr}),
 		 "registered with the scheduler at %s as %s", d->sched_addr, d->o->node);
-	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, d->heartbeat_ms);
+	/* The scheduler's rule for silence, on this side too: a scheduler
+	 * that acknowledges nothing for as long is gone (a cut link, its
+	 * machine down), and the next one of --scheduler is dialled. */
+	conn_set_user_timeout(d->sched, (unsigned)wire_silence_ms(d->heartbeat_ms));
+	d->heartbeat_due = uv_now(&d->loop);
+	uv_timer_start(&d->heartbeat, heartbeat_tick, 0, 0);
 	return 0;
 }
 
@@ -67,12 +91,11 @@ static void keep_assign(struct dset *s, const uint8_t *body, size_t len)
 	s->assign_len = len;
 }
 
-static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_assign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Assign *a = syncbit__assign__unpack(NULL, len, body);
-	if (!a)
-		return SB_EPROTO;
+	Syncbit__Assign *a = (Syncbit__Assign *)msg;
 	int rc = 0;
 	if (!a->dataset || !a->manifest || a->version_id.len != HASH_LEN ||
 	    path_check_relative(a->dataset) < 0 || strchr(a->dataset, '/') ||
@@ -117,17 +140,16 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 	update_peers(d);
 	start_fetch(d, s);
 	adhoc_notify(d->adhoc, s->name);
+	mirror_dataset_changed(d->mirror, s->name);
 out:
-	syncbit__assign__free_unpacked(a, NULL);
 	return rc;
 }
 
-static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Unassign *m = (Syncbit__Unassign *)msg;
 	for (size_t i = 0; m->dataset && i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (strcmp(s->name, m->dataset))
@@ -144,16 +166,14 @@ static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		adhoc_notify(d->adhoc, m->dataset);
 		break;
 	}
-	syncbit__unassign__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_hashes(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Hashes *m = syncbit__hashes__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Hashes *m = (Syncbit__Hashes *)msg;
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	int rc = 0;
 	if (s) {
@@ -176,16 +196,14 @@ static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		free(blocks);
 		free(hashes);
 	}
-	syncbit__hashes__free_unpacked(m, NULL);
 	return rc;
 }
 
-static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_peers(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Peers *m = syncbit__peers__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Peers *m = (Syncbit__Peers *)msg;
 	for (size_t i = 0; i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
 		if (s->cur && m->version_id.len == HASH_LEN &&
@@ -193,16 +211,14 @@ static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size
 			set_peer_list(s, m->peers, m->n_peers);
 	}
 	update_peers(d);
-	syncbit__peers__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_origin(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__Origin *m = syncbit__origin__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Origin *m = (Syncbit__Origin *)msg;
 	struct dset *s = find_version(d, m->version_id.data, m->version_id.len);
 	if (s) {
 		if (m->reason && m->reason[0])
@@ -210,25 +226,23 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 				 "dataset %s: origin plan: %s", s->name, m->reason);
 		set_origin(s->cur, m->blocks, m->n_blocks);
 	}
-	syncbit__origin__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_error(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct daemon *d = ctx;
-	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__ErrorMsg *m = (Syncbit__ErrorMsg *)msg;
 	uplink_refused(&d->link, m->message);
-	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_pull_reply(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	struct daemon *d = ctx;
-	return adhoc_reply(d->adhoc, body, len);
+	return adhoc_reply(d->adhoc, (const Syncbit__PullReply *)msg);
 }
 
 static const struct frame_handler control_table[] = {

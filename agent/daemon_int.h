@@ -59,6 +59,8 @@ struct daemon {
 	unsigned backoff_ms;
 	uv_timer_t reconnect, heartbeat, retry;
 	unsigned heartbeat_ms;
+	uint64_t heartbeat_due;	 /* loop time the next heartbeat is due */
+	uint64_t late_logged_ms; /* loop time of the last line about a late one */
 	uint64_t seq;
 	struct dset **sets;
 	size_t nsets;

@@ -53,6 +53,10 @@ static json_t *fetch_json(struct daemon *d, struct dset *s, struct fetch *f)
 	const char *err = f == s->cur && s->error ? s->error : fetch_error(f);
 	json_object_set_new(o, "error", error_json(err));
 	json_object_set_new(o, "waiting", error_json(fetch_waiting(f)));
+	const char *src = fetch_manifest(f)->source;
+	char *shown = src ? uri_redact(src) : NULL;
+	json_object_set_new(o, "source", shown ? json_string(shown) : json_null());
+	free(shown);
 	return o;
 }
 
@@ -149,7 +153,8 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out)
 	struct dset *s = d->sets[i];
 	/* Repairing: the intact files are in place all along, and the changed
 	 * ones are refused (daemon_file_damaged) until they are put back. */
-	if (!s->pub_source || (!daemon_ready(d, s->name, NULL) && !watch_damage(d->watch, s->name)))
+	if (!s->pub_source || s->pulled ||
+	    (!daemon_ready(d, s->name, NULL) && !watch_damage(d->watch, s->name)))
 		return 0;
 	out->name = s->name;
 	out->source = s->pub_source;
@@ -162,7 +167,7 @@ int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct 
 	if (i >= d->nsets)
 		return -1;
 	struct dset *s = d->sets[i];
-	if (!s->cur || s->pulled || fetch_published(s->cur))
+	if (!s->cur || (!s->pulled && fetch_published(s->cur)))
 		return 0;
 	*name = s->name;
 	*f = s->cur;

@@ -598,6 +598,13 @@ int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror *
 		return rc;
 	}
 	m->early = mirror_early_new(m);
+	if ((rc = mirror_pull_new(m, cfg, &m->pull, detail)) < 0) {
+		char *why = *detail;
+		*detail = xasprintf("registry mirror: on-demand pulls: %s", why);
+		free(why);
+		mirror_free(m);
+		return rc;
+	}
 	httpd_route_prefix(m->http, "/v2/", on_request, m);
 	log_info("registry mirror on %s (port %d)", cfg->listen, httpd_port(m->http));
 	*out = m;
@@ -627,6 +634,7 @@ void mirror_free(struct mirror *m)
 	m->jobs++;
 	wake(m);
 	mirror_early_stop(m->early);
+	mirror_pull_stop(m->pull);
 	while (m->cats)
 		unlist(m, m->cats);
 	m->jobs--;
@@ -650,10 +658,13 @@ void mirror_metrics(const struct mirror *m, struct buf *out)
 	metrics_single(out, "syncbit_mirror_blob_bytes_total", METRICS_COUNTER,
 		       "Blob bytes the registry mirror sent.", m->blob_bytes);
 	mirror_early_metrics(m->early, out);
+	mirror_pull_metrics(m->pull, out);
 }
 
 void mirror_dataset_changed(struct mirror *m, const char *name)
 {
-	if (m && !m->stopping)
+	if (m && !m->stopping) {
 		mirror_early_changed(m->early, name);
+		mirror_pull_changed(m->pull);
+	}
 }

@@ -16,8 +16,10 @@
  * fetched, its manifests and blobs are served as soon as their files are
  * verified cache objects (agent/mirror_early.c), and a request for one
  * still to come waits for it until its dataset makes no progress for
- * wait_ms. Anything else is a 404 with
- * an OCI error body, at once, so containerd asks its next host.
+ * wait_ms. With pull on, a manifest of an image no dataset here holds is
+ * fetched through the cluster as an on-demand pull (agent/mirror_pull.c)
+ * and served as it arrives. Anything else is a 404 with an OCI error body,
+ * at once, so containerd asks its next host.
  * Loop thread only; files are opened and hashed on the pool. */
 #ifndef SYNCBIT_MIRROR_H
 #define SYNCBIT_MIRROR_H
@@ -38,8 +40,24 @@ struct mirror_config {
 	/* A manifest or blob of a dataset being fetched here that is not a
 	 * verified cache object yet is waited for this long (0: a 404 at once). */
 	uint64_t wait_ms;
+	/* A manifest of an image no dataset here holds is pulled through the
+	 * cluster on demand (agent/mirror_pull.c) when pull is 1: from the
+	 * registries in pull_from (comma-separated host[:port]; NULL or "":
+	 * any), for pull_platform (os/arch[/variant]; NULL: this node's),
+	 * waiting at most pull_wait_ms for the manifest. */
+	int pull;
+	const char *pull_from;
+	const char *pull_platform;
+	uint64_t pull_wait_ms;
 };
 
+/* 0, or SB_EURI with *detail (heap) when list (comma-separated registry
+ * host[:port], as cfg->pull_from) names something else. */
+int mirror_pull_check_from(const char *list, char **detail);
+/* 1 when on-demand pulls may read registry ns (folded, as the request's
+ * ns parameter is): every registry when list is NULL or empty, else one it
+ * names (folded alike; a host without a port stands for all its ports). */
+int mirror_pull_allows(const char *list, const char *ns);
 /* Listen and serve. 0, or a negative error with *detail (heap). */
 int mirror_new(uv_loop_t *loop, const struct mirror_config *cfg, struct mirror **out,
 	       char **detail);
@@ -50,7 +68,9 @@ void mirror_free(struct mirror *m);
 int mirror_port(const struct mirror *m);
 /* Prometheus text: syncbit_mirror_requests_total{result=...},
  * syncbit_mirror_blob_bytes_total, syncbit_mirror_early_total{kind=...},
- * syncbit_mirror_waits_total and syncbit_mirror_wait_expired_total. NULL adds nothing. */
+ * syncbit_mirror_waits_total and syncbit_mirror_wait_expired_total, and
+ * with pulls syncbit_mirror_pulls_total{result=...} and
+ * syncbit_mirror_pull_wait_expired_total. NULL adds nothing. */
 void mirror_metrics(const struct mirror *m, struct buf *out);
 /* Files of dataset name became cache objects, or its fetch ended:
  * requests waiting for them look again. NULL is a no-op. */

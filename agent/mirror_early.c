@@ -5,6 +5,9 @@
  * published at TARGET/NAME. A request for a file still to come is parked
  * until the file is done, the fetch ends, or m->wait_ms pass; containerd
  * then gets the blob from this node instead of asking the registry again.
+ * Datasets pulled through the agent (kept in the cache only, never at
+ * TARGET/NAME) are served the same way once complete, and a manifest no
+ * dataset holds may be pulled on demand (agent/mirror_pull.c).
  *
  * Documents (index.json, image manifests) are read once from their cache
  * objects on the pool, checked against their block hashes and digests and
@@ -514,6 +517,15 @@ static enum look look_tag(struct mreq *mr, struct early_set *s, const char **dig
 	return LOOK_NONE;
 }
 
+/* 1 when s was pulled for digest (its source names it): a pull of it again
+ * would bring nothing s lacks. */
+static int pulled_for(const struct early_set *s, const char *digest)
+{
+	const char *src = fetch_manifest(s->f)->source;
+	const char *at = src ? strstr(src, digest) : NULL;
+	return at && at > src && at[-1] == '@';
+}
+
 static void tick(uv_timer_t *t);
 
 /* When a dataset of mr's repository being fetched here last grew (0:
@@ -573,6 +585,8 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		if (!strcmp(s->repo, mr->p.name) && (!mr->has_ns || !strcmp(s->registry, mr->ns)) &&
 		    fetch_status(s->f) == 0)
 			cands[n++] = s;
+	if (n == 0 && mirror_pull_request(mr))
+		return;
 	if (n == 0 && !name_known) {
 		mirror_answer_error(mr, 404, "NAME_UNKNOWN",
 				    "repository name not known to this mirror", MIRROR_NOT_FOUND);
@@ -592,21 +606,28 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		if (r != LOOK_DONE) {
 			if (wait)
 				park(mr);
-			else
+			else if (!mirror_pull_request(mr))
 				mirror_not_found(mr);
 			return;
 		}
 		wait = 0;
 	}
+	int pulled_without = 0;
 	for (size_t i = 0; i < n; i++) {
 		enum look r = look_digest(mr, cands[i], digest);
 		if (r == LOOK_DONE)
 			return;
 		wait |= r == LOOK_WAIT;
+		pulled_without |= r == LOOK_NONE && mr->p.by_digest && pulled_for(cands[i], digest);
 	}
 	if (wait)
 		park(mr);
-	else
+	else if (pulled_without)
+		mirror_answer_error(mr, 404, "MANIFEST_UNKNOWN",
+				    "the image pulled for this digest does not hold it (the digest "
+				    "of an index or of a Docker manifest)",
+				    MIRROR_NOT_FOUND);
+	else if (!mirror_pull_request(mr))
 		mirror_not_found(mr);
 }
 

@@ -3,8 +3,8 @@
  * (agent/mirror_catalog.c), built on the pool from the dataset's manifest
  * in the cache and the OCI layout at TARGET/NAME, the checks of a blob file
  * before it is served, and what is served of datasets still being fetched
- * (agent/mirror_early.c). Loop thread only, except the pool functions
- * named so. */
+ * (agent/mirror_early.c) or pulled on demand (agent/mirror_pull.c). Loop
+ * thread only, except the pool functions named so. */
 #ifndef SYNCBIT_MIRROR_INT_H
 #define SYNCBIT_MIRROR_INT_H
 
@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "agent/mirror.h"
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/source/oci_doc.h"
@@ -54,6 +55,7 @@ enum mirror_result {
 
 struct mreq;
 struct mirror_early;
+struct mirror_pull;
 
 struct mirror {
 	uv_loop_t *loop;
@@ -64,6 +66,7 @@ struct mirror {
 	struct mirror_cat *cats;    /* published versions, by dataset name */
 	struct mreq *waiting;	    /* requests waiting for a catalog to load */
 	struct mirror_early *early; /* datasets being fetched */
+	struct mirror_pull *pull;   /* on-demand pulls; NULL: off */
 	uint64_t wait_ms;	    /* how long a request waits for a file being fetched */
 	int jobs;		    /* pool jobs in flight */
 	int stopping;
@@ -79,7 +82,8 @@ struct mreq {
 	struct oci_name_path p;
 	char ns[OCI_NAME_HOST_MAX + 1];
 	int has_ns;
-	uint64_t deadline_ms; /* parked for a file being fetched until then; 0: not yet */
+	uint64_t deadline_ms;	   /* parked for a file being fetched until then; 0: not yet */
+	uint64_t pull_deadline_ms; /* waits for an on-demand pull until then; 0: not yet */
 };
 
 /* A pool job: a catalog load, a blob opened, or a blob hashed. */
@@ -202,5 +206,28 @@ void mirror_early_changed(struct mirror_early *e, const char *name);
 /* syncbit_mirror_early_total{kind=...}, syncbit_mirror_waits_total and
  * syncbit_mirror_wait_expired_total. */
 void mirror_early_metrics(const struct mirror_early *e, struct buf *out);
+
+/* ---- agent/mirror_pull.c ---- */
+
+/* On-demand pulls as cfg asks (*out NULL when cfg->pull is 0). 0, or a
+ * negative error with *detail (heap) for a malformed registry list or
+ * platform. */
+int mirror_pull_new(struct mirror *m, const struct mirror_config *cfg, struct mirror_pull **out,
+		    char **detail);
+/* Parked requests get 503 and the pulls are let go (their datasets stay
+ * assigned); memory goes once the timer is closed (counted in m->jobs).
+ * NULL is a no-op. */
+void mirror_pull_stop(struct mirror_pull *mp);
+/* A manifest request no dataset here could answer: 1 when it was taken
+ * (parked for a pull of its image, started or joined, or answered 404 with
+ * why), 0 when on-demand pulls do not apply (off, no ns, a registry not
+ * allowed, not a manifest) and the caller answers. */
+int mirror_pull_request(struct mreq *mr);
+/* Something changed (a dataset, a pull): parked requests look again soon.
+ * NULL is a no-op. */
+void mirror_pull_changed(struct mirror_pull *mp);
+/* syncbit_mirror_pulls_total{result=...} and
+ * syncbit_mirror_pull_wait_expired_total. NULL adds nothing. */
+void mirror_pull_metrics(const struct mirror_pull *mp, struct buf *out);
 
 #endif

@@ -288,12 +288,11 @@ static void dial_missing(struct peers *p)
 
 /* ---- messages ---- */
 
-static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int h_bitfield(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__Bitfield *m = syncbit__bitfield__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Bitfield *m = (Syncbit__Bitfield *)msg;
 	int rc = 0;
 	if (m->version_id.len != HASH_LEN || m->nblocks > BITFIELD_BLOCKS_MAX ||
 	    m->bits.len != (m->nblocks + 7) / 8) {
@@ -326,16 +325,14 @@ static int h_bitfield(void *ctx, const uint8_t *body, size_t len, uint8_t *paylo
 		rc = send_bitfield(pe, f, 0);
 	peer_fill(pe);
 out:
-	syncbit__bitfield__free_unpacked(m, NULL);
 	return rc;
 }
 
-static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int h_have(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		  uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__Have *m = syncbit__have__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Have *m = (Syncbit__Have *)msg;
 	struct pver *v = m->version_id.len == HASH_LEN ? find_pver(pe, m->version_id.data) : NULL;
 	int rc = 0;
 	for (size_t i = 0; v && i < m->n_blocks; i++) {
@@ -350,7 +347,6 @@ static int h_have(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, 
 		if (v->f && fetch_nblocks(v->f) == v->nblocks)
 			fetch_avail_add(v->f, b, 1);
 	}
-	syncbit__have__free_unpacked(m, NULL);
 	if (rc == 0 && v)
 		peer_fill(pe);
 	return rc;
@@ -364,17 +360,13 @@ static int find_req(struct peer *pe, uint64_t id)
 	return -1;
 }
 
-static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int h_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		   uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__BlockHeader *m = syncbit__block_header__unpack(NULL, len, body);
-	if (!m) {
-		free(payload);
-		return SB_EPROTO;
-	}
+	const Syncbit__BlockHeader *m = (const Syncbit__BlockHeader *)msg;
 	int i = find_req(pe, m->request_id);
 	uint64_t m_id = m->request_id;
-	syncbit__block_header__free_unpacked(m, NULL);
 	pe->p->st.bytes_received += plen;
 	if (i < 0) { /* canceled meanwhile */
 		pe->p->st.bytes_unneeded += plen;
@@ -407,15 +399,13 @@ static int h_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 	return 0;
 }
 
-static int h_reject(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int h_reject(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__Reject *m = syncbit__reject__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Reject *m = (Syncbit__Reject *)msg;
 	int i = find_req(pe, m->request_id);
 	int missing = m->reason && !strcmp(m->reason, "missing");
-	syncbit__reject__free_unpacked(m, NULL);
 	if (i < 0)
 		return 0;
 	struct fetch *f = pe->reqs[i].f;

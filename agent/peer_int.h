@@ -133,9 +133,12 @@ void peer_release(struct peer *pe);
 /* Start disk reads for queued requests while serve slots are free. */
 void peer_pump_serve(struct peers *p);
 /* Frame handlers of the serving side. */
-int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
-int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
-int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen);
+int peer_h_request(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		   uint8_t *payload, size_t plen);
+int peer_h_cancel(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		  uint8_t *payload, size_t plen);
+int peer_h_bad_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		     uint8_t *payload, size_t plen);
 /* Tell pe that block b of f failed verification here, then close: 1 when
  * the report is on its way (the connection closes once it is written). */
 int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b);

@@ -157,12 +157,11 @@ void peer_pump_serve(struct peers *p)
 	}
 }
 
-int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+int peer_h_request(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		   uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__Request *m = syncbit__request__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Request *m = (Syncbit__Request *)msg;
 	int rc = 0;
 	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
 		rc = SB_EPROTO;
@@ -186,16 +185,14 @@ int peer_h_request(void *ctx, const uint8_t *body, size_t len, uint8_t *payload,
 		pe->qlen++;
 		peer_pump_serve(pe->p);
 	}
-	syncbit__request__free_unpacked(m, NULL);
 	return rc;
 }
 
-int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+int peer_h_cancel(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		  uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__Cancel *m = syncbit__cancel__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Cancel *m = (Syncbit__Cancel *)msg;
 	for (struct serve **sp = &pe->q_head, *prev = NULL; *sp; prev = *sp, sp = &(*sp)->next) {
 		if ((*sp)->id != m->request_id)
 			continue;
@@ -207,7 +204,6 @@ int peer_h_cancel(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, 
 		free(s);
 		break;
 	}
-	syncbit__cancel__free_unpacked(m, NULL);
 	return 0;
 }
 
@@ -245,12 +241,11 @@ int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b)
 			 pe->c) == 0;
 }
 
-int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+int peer_h_bad_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		     uint8_t *payload, size_t plen)
 {
 	struct peer *pe = ctx;
-	Syncbit__BadBlock *m = syncbit__bad_block__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__BadBlock *m = (Syncbit__BadBlock *)msg;
 	int rc = m->block_hash.len == HASH_LEN ? 0 : SB_EPROTO;
 	if (rc == 0) {
 		log_limited(LOG_WARN,
@@ -261,6 +256,5 @@ int peer_h_bad_block(void *ctx, const uint8_t *body, size_t len, uint8_t *payloa
 			pe->p->on_bad_block(pe->p->bad_block_arg,
 					    (const struct hash_id *)m->block_hash.data);
 	}
-	syncbit__bad_block__free_unpacked(m, NULL);
 	return rc;
 }

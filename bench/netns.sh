@@ -308,6 +308,38 @@ netns_teardown() {
 	return 0
 }
 
+# netns_nginx NAME ROOT DIR [WORKERS]: nginx inside host NAME serving ROOT
+# on the host's address, port 80, with its config, pid and error log in DIR
+# (the caller waits for it with netns_wait_tcp; its pid is NETNS_LAST_PID).
+# ROOT's parents must be readable by nobody, whom the workers run as.
+netns_nginx() {
+	local host=$1 root=$2 d=$3
+	mkdir -p "$d/tmp"
+	cat >"$d/nginx.conf" <<-EOF
+		worker_processes ${4:-1};
+		pid $d/nginx.pid;
+		error_log $d/error.log warn;
+		events { worker_connections 1024; }
+		http {
+		    access_log off;
+		    sendfile on;
+		    tcp_nopush on;
+		    keepalive_timeout 65;
+		    default_type application/octet-stream;
+		    client_body_temp_path $d/tmp/body;
+		    proxy_temp_path $d/tmp/proxy;
+		    fastcgi_temp_path $d/tmp/fastcgi;
+		    uwsgi_temp_path $d/tmp/uwsgi;
+		    scgi_temp_path $d/tmp/scgi;
+		    server {
+		        listen $(netns_ip "$host"):80;
+		        root $root;
+		    }
+		}
+	EOF
+	netns_spawn "$host" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+}
+
 # netns_wait_tcp NAME HOST:PORT [SECONDS]: wait until HOST:PORT accepts TCP
 # connections from inside host NAME (default 10 s).
 netns_wait_tcp() {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "agent/daemon.h"
+#include "agent/mirror.h"
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/err.h"
@@ -20,6 +21,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
+#include "common/source/oci_doc.h"
 
 #define AGENT_REPLY_MAX (16u << 20)
 
@@ -54,6 +56,22 @@ const struct config_key cli_daemon_keys[] = {
      "a manifest or blob of an image still being fetched here is waited for until its "
      "dataset makes no progress for this long, then 404 (0: 404 at once)",
      "SECONDS", 0},
+    {"registry-mirror-pull", "false", 1,
+     "a manifest of an image no dataset here holds is pulled through the cluster on demand "
+     "(oci://NS/NAME:TAG, NS from containerd's ?ns=), instead of a 404",
+     NULL, 0},
+    {"registry-mirror-pull-from", NULL, 0,
+     "with --registry-mirror-pull: only from these registries (a host without a port: any "
+     "of its ports; default: every registry containerd asks for)",
+     "REGISTRY[,...]", 0},
+    {"registry-mirror-pull-wait", "30", 0,
+     "with --registry-mirror-pull: how long a request waits for the pulled manifest, then "
+     "404 (the pull goes on)",
+     "SECONDS", 0},
+    {"registry-mirror-platform", NULL, 0,
+     "with --registry-mirror-pull: the platform pulled from an image index (default: this "
+     "node's, e.g. linux/amd64)",
+     "OS/ARCH[/VARIANT]", 0},
     {"kubeconfig", NULL, 0,
      "node labels and readiness gates from this API server (also $KUBECONFIG; "
      "in-cluster when $KUBERNETES_SERVICE_HOST is set)",
@@ -129,12 +147,45 @@ static int parse_labels(const char *s, struct daemon_label **out, size_t *n)
 	return 0;
 }
 
+/* --registry-mirror-pull and the flags that go with it into o; 0 or
+ * EXIT_USAGE after saying why. */
+static int check_mirror_pull(const struct config *cfg, struct daemon_options *o, int on)
+{
+	const char *from = config_get(cfg, "registry-mirror-pull-from");
+	const char *platform = config_get(cfg, "registry-mirror-platform");
+	char *why = NULL;
+	struct oci_platform p;
+	if (!on && ((from && from[0]) || (platform && platform[0]))) {
+		cli_error("--registry-mirror-pull-from and --registry-mirror-platform go with "
+			  "--registry-mirror-pull");
+		return EXIT_USAGE;
+	}
+	if (on && !o->registry_mirror) {
+		cli_error("--registry-mirror-pull needs --registry-mirror HOST:PORT");
+		return EXIT_USAGE;
+	}
+	if (from && mirror_pull_check_from(from, &why) < 0) {
+		cli_error("--registry-mirror-pull-from: %s", why);
+		free(why);
+		return EXIT_USAGE;
+	}
+	if (platform && platform[0] && oci_platform_parse(platform, &p) < 0) {
+		cli_error("--registry-mirror-platform: \"%s\" is not os/arch[/variant]", platform);
+		return EXIT_USAGE;
+	}
+	o->mirror_pull = on;
+	o->mirror_pull_from = from && from[0] ? from : NULL;
+	o->mirror_platform = platform && platform[0] ? platform : NULL;
+	return 0;
+}
+
 int cmd_daemon(int argc, char **argv)
 {
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, noenc = 0;
-	uint64_t cache_size = 0, jobs = 2, grace = 0, mirror_wait = 0;
+	uint64_t cache_size = 0, jobs = 2, grace = 0, mirror_wait = 0, pull_wait = 0;
+	int mirror_pull = 0;
 	struct daemon_options o = {0};
 	char *data = NULL, *target = NULL, *sock = NULL, *token = NULL, *detail = NULL;
 	char host[256];
@@ -150,7 +201,9 @@ int cmd_daemon(int argc, char **argv)
 	    config_get_size(&cfg, "cache-size", 0, UINT64_MAX, &cache_size) < 0 ||
 	    config_get_u64(&cfg, "jobs", 1, 64, &jobs) < 0 ||
 	    config_get_u64(&cfg, "scheduler-grace", 0, 30 * 86400, &grace) < 0 ||
-	    config_get_u64(&cfg, "registry-mirror-wait", 0, 3600, &mirror_wait) < 0) {
+	    config_get_u64(&cfg, "registry-mirror-wait", 0, 3600, &mirror_wait) < 0 ||
+	    config_get_bool(&cfg, "registry-mirror-pull", &mirror_pull) < 0 ||
+	    config_get_u64(&cfg, "registry-mirror-pull-wait", 1, 3600, &pull_wait) < 0) {
 		cli_error("%s", cfg.error);
 		goto out;
 	}
@@ -185,6 +238,9 @@ int cmd_daemon(int argc, char **argv)
 	if (o.registry_mirror && !o.registry_mirror[0])
 		o.registry_mirror = NULL;
 	o.mirror_wait_ms = mirror_wait * 1000;
+	if (check_mirror_pull(&cfg, &o, mirror_pull))
+		goto out;
+	o.mirror_pull_wait_ms = pull_wait * 1000;
 	o.encrypt = !noenc;
 	o.cache_size = cache_size;
 	o.scheduler_grace_ms = grace * 1000;
@@ -376,6 +432,9 @@ void cli_print_agent_status(const json_t *st)
 			       "held\n",
 			       (long long)bad, bad == 1 ? "block" : "blocks", (long long)lonely,
 			       lonely == 1 ? "block" : "blocks");
+		const char *src = json_string_value(json_object_get(s, "source"));
+		if (json_is_true(json_object_get(s, "pulled")) && src)
+			printf("  pulled through this agent: %s\n", src);
 		const char *err = json_string_value(json_object_get(s, "error"));
 		if (err)
 			printf("  error: %s\n", err);

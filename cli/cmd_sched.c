@@ -36,7 +36,8 @@ const struct config_key cli_scheduler_keys[] = {
      "with Kubernetes: taint nodes syncbit.io/syncing:NoSchedule until their datasets are "
      "ready",
      NULL, 0},
-    {"heartbeat-ms", "1000", 0, "how often agents report; 3 missed reports = gone", "MS", 0},
+    {"heartbeat-ms", "1000", 0, "how often agents report; silent for 2 reports and a slack = gone",
+     "MS", 0},
     {"retries", "2", 0, "retries of a source listing request", "N", 0},
     {"stall-timeout", "30", 0, "seconds without progress before a listing request is retried",
      "SECONDS", 0},

@@ -37,7 +37,9 @@ const struct cli_cmd cli_commands[] = {
      "daemon --scheduler HOST:PORT[,...] --listen HOST:PORT --data DIR --target DIR --node NAME "
      "--labels k=v[,k=v] --token-file FILE [--socket PATH] [--http HOST:PORT] "
      "[--scheduler-grace SECONDS] [--no-encrypt] [--registry-mirror HOST:PORT] "
-     "[--registry-mirror-wait SECONDS] [SOURCE FLAGS]",
+     "[--registry-mirror-wait SECONDS] [--registry-mirror-pull [--registry-mirror-pull-from "
+     "REGISTRY[,...]] [--registry-mirror-pull-wait SECONDS] [--registry-mirror-platform "
+     "OS/ARCH]] [SOURCE FLAGS]",
      "the agent of a node: fetches its datasets from peers and the origin", cli_daemon_keys,
      cmd_daemon},
     {"scheduler",

@@ -417,11 +417,8 @@ static void admin_node_rm(struct sched *s, struct sched_client *cl, const Syncbi
 	}
 }
 
-int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len)
+int admin_handle(struct sched *s, struct sched_client *cl, Syncbit__Admin *a)
 {
-	Syncbit__Admin *a = syncbit__admin__unpack(NULL, len, body);
-	if (!a)
-		return SB_EPROTO;
 	/* With etcd: a standby answers status only (the rest to the leader),
 	 * a leader cut off from etcd refuses changes. */
 	char *why = NULL;
@@ -432,7 +429,6 @@ int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, 
 	if (rc < 0) {
 		server_reply(cl, rc, why, NULL);
 		free(why);
-		syncbit__admin__free_unpacked(a, NULL);
 		return 0;
 	}
 	free(why);
@@ -462,6 +458,5 @@ int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, 
 		server_reply(cl, SB_EPROTO, "unknown admin operation", NULL);
 		break;
 	}
-	syncbit__admin__free_unpacked(a, NULL);
 	return 0;
 }

@@ -291,10 +291,6 @@ static void deposed(struct ha *h, const char *why)
 
 static void leader_tick(struct ha *h, uint64_t now)
 {
-	if (h->s->plan_hold_until && now >= h->s->plan_hold_until) {
-		h->s->plan_hold_until = 0;
-		server_reconcile(h->s); /* the plans held since the takeover */
-	}
 	if (h->fence.lost) {
 		deposed(h, "a write was fenced off");
 		return;

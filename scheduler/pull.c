@@ -91,11 +91,8 @@ static void pull_listed(struct sched *s, int status, const char *detail, struct 
 	pending_free(p);
 }
 
-int pull_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len)
+int pull_handle(struct sched *s, struct sched_client *cl, const Syncbit__PullRequest *m)
 {
-	Syncbit__PullRequest *m = syncbit__pull_request__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
 	uint32_t bs = m->block_size ? m->block_size : BLOCK_SIZE_DEFAULT;
 	char *why = NULL;
 	int rc = 0;
@@ -122,7 +119,6 @@ int pull_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, s
 			pending_free(p);
 	}
 	free(why);
-	syncbit__pull_request__free_unpacked(m, NULL);
 	return 0;
 }
 

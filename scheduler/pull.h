@@ -24,7 +24,7 @@
 void pull_dataset_name(const char *canonical, uint32_t block_size, char *out, size_t len);
 /* Handle one PullRequest from cl's registered node. A negative return
  * closes the connection (malformed message); refusals are PullReplies. */
-int pull_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);
+int pull_handle(struct sched *s, struct sched_client *cl, const Syncbit__PullRequest *m);
 /* Remove the pulled datasets that every connected node they go to has had
  * for --pull-linger, with no pull of them meanwhile (the liveness timer). */
 void pull_expire(struct sched *s);

@@ -16,6 +16,7 @@
 #include "common/version.h"
 #include "scheduler/api.h"
 #include "scheduler/ha.h"
+#include "scheduler/hold.h"
 #include "scheduler/kube_sched.h"
 #include "scheduler/listing.h"
 #include "scheduler/pull.h"
@@ -132,10 +133,34 @@ static void refresh_all(uv_timer_t *t)
 	}
 }
 
+static void liveness(uv_timer_t *t);
+
+/* After the poll of the iteration the liveness timer fired in: what the
+ * nodes sent while the loop was busy (a long reconcile, this process not
+ * scheduled) has been read, so a busy scheduler does not take its nodes
+ * for silent. The timer is set again for the next node that may fall
+ * silent, or a quarter heartbeat. */
+static void liveness_judge(uv_check_t *h)
+{
+	struct sched *s = h->data;
+	uv_check_stop(&s->liveness_check);
+	uv_idle_stop(&s->liveness_poll);
+	uint64_t next = server_check_liveness(s);
+	pull_expire(s);
+	hold_tick(s);
+	if (!s->stopping)
+		uv_timer_start(&s->liveness, liveness, next ? next : 1, 0);
+}
+
+static void liveness_idle(uv_idle_t *h)
+{
+}
+
 static void liveness(uv_timer_t *t)
 {
-	server_check_liveness(t->data);
-	pull_expire(t->data);
+	struct sched *s = t->data;
+	uv_idle_start(&s->liveness_poll, liveness_idle); /* poll without waiting */
+	uv_check_start(&s->liveness_check, liveness_judge);
 }
 
 static void flush(uv_timer_t *t)
@@ -160,6 +185,8 @@ static void stop(struct sched *s)
 		cluster_flush(&s->cluster); /* while the writes still hold */
 	ha_stop(s->ha);
 	uv_close((uv_handle_t *)&s->liveness, NULL);
+	uv_close((uv_handle_t *)&s->liveness_poll, NULL);
+	uv_close((uv_handle_t *)&s->liveness_check, NULL);
 	uv_close((uv_handle_t *)&s->refresh, NULL);
 	uv_close((uv_handle_t *)&s->flush, NULL);
 	uv_close((uv_handle_t *)&s->reconcile, NULL);
@@ -207,9 +234,9 @@ static int open_state(struct sched *s, char **detail)
 
 static void start_timers(struct sched *s)
 {
-	/* Checked four times a heartbeat: a silent node is gone within a
-	 * quarter heartbeat of SCHED_SILENT_BEATS. */
-	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms / 4, s->o->heartbeat_ms / 4);
+	/* Set again after every check for the next node that may fall silent
+	 * (scheduler/server.c), at least four times a heartbeat. */
+	uv_timer_start(&s->liveness, liveness, s->o->heartbeat_ms / 4, 0);
 	uv_timer_start(&s->flush, flush, CLUSTER_FLUSH_MS, CLUSTER_FLUSH_MS);
 	if (s->o->refresh_s)
 		uv_timer_start(&s->refresh, refresh_all, (uint64_t)s->o->refresh_s * 1000,
@@ -235,16 +262,21 @@ static int start(struct sched *s, char **detail)
 {
 	int rc = open_state(s, detail);
 	uv_timer_init(&s->loop, &s->liveness);
+	uv_idle_init(&s->loop, &s->liveness_poll);
+	uv_check_init(&s->loop, &s->liveness_check);
 	uv_timer_init(&s->loop, &s->refresh);
 	uv_timer_init(&s->loop, &s->flush);
 	uv_timer_init(&s->loop, &s->reconcile);
 	uv_timer_init(&s->loop, &s->hashes);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
+	s->liveness_poll.data = s->liveness_check.data = s;
 	s->liveness.data = s->refresh.data = s->flush.data = s->reconcile.data = s->hashes.data = s;
 	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;
+	if (!s->ha)
+		hold_start(s);
 	if ((rc = server_start(s, detail)) < 0)
 		return rc;
 	if (s->o->http && s->o->http[0] && (rc = api_start(s, detail)) < 0)
@@ -274,7 +306,7 @@ int sched_elected(struct sched *s)
 		return rc;
 	/* Agents come back within a few reconnect attempts and re-report in
 	 * their first heartbeats. */
-	s->plan_hold_until = uv_now(&s->loop) + 3 * (uint64_t)s->o->heartbeat_ms + 3000;
+	hold_start(s);
 	log_info("leading with the state from etcd: %zu %s, %zu %s known", s->cluster.ndatasets,
 		 progress_noun(s->cluster.ndatasets, "dataset", "datasets"), s->cluster.nnodes,
 		 progress_noun(s->cluster.nnodes, "node", "nodes"));
@@ -311,6 +343,7 @@ void sched_close(struct sched *s)
 {
 	if (uv_loop_close(&s->loop) != 0)
 		log_warn("scheduler: event loop still had handles at exit");
+	hold_clear(s);
 	cluster_close(&s->cluster);
 	ha_free(s->ha);
 	s->ha = NULL;

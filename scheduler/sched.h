@@ -14,7 +14,6 @@
 #include "scheduler/cluster.h"
 
 #define SCHED_HEARTBEAT_MS   1000
-#define SCHED_SILENT_BEATS   3	   /* a node silent this many heartbeats is gone */
 #define SCHED_REFRESH_S	     300   /* default --refresh */
 #define SCHED_CLIENT_IDLE_MS 30000 /* a connection that neither registers nor asks */
 #define SCHED_TRIM_FLUSHES   50	   /* freed heap goes back to the system every 50 flushes (5 s) */
@@ -57,6 +56,11 @@ struct sched {
 	struct httpd *http;
 	char *http_token; /* what /api/ requires, or NULL */
 	uv_timer_t liveness, refresh, flush;
+	/* The liveness timer's judgement waits for the poll of its loop
+	 * iteration (check), which the idle handle makes a poll without
+	 * waiting: heartbeats that arrived while the loop was busy count. */
+	uv_idle_t liveness_poll;
+	uv_check_t liveness_check;
 	/* Joins and leaves bring the nodes in line once per burst (reconcile), and
 	 * learnt hashes go out once per SERVER_HASHES_MS (hashes). */
 	uv_timer_t reconcile, hashes;
@@ -66,11 +70,15 @@ struct sched {
 	struct listing *listings;
 	struct kube_sched *kube; /* NULL without Kubernetes */
 	struct ha *ha;		 /* NULL without etcd */
-	/* After taking the lead: the origin plans restored from the state
-	 * stand until the nodes have come back and re-reported what they
-	 * hold (a new plan before would send blocks they hold to the origin
-	 * again); then one re-plan. */
+	/* After a start or taking the lead (scheduler/hold.c): the origin
+	 * plans restored from the state stand until the nodes that had shares
+	 * in them have come back and re-reported what they hold (a new plan
+	 * before would send blocks they hold to the origin again), or until
+	 * plan_hold_until; then one re-plan. */
 	uint64_t plan_hold_until; /* loop time, or 0 */
+	uint64_t plan_hold_since; /* loop time the hold began */
+	char **hold_nodes;	  /* the nodes not back yet */
+	size_t nhold, nhold_total;
 	int stopping;
 	int deposed; /* stopped because another scheduler leads */
 };

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/net/wire.h"
 #include "scheduler/ha.h"
+#include "scheduler/hold.h"
 #include "scheduler/pull.h"
 
 /* ---- clients --------------------------------------------------------------- */
@@ -132,22 +133,20 @@ static int check_key(struct sched_client *cl, const char *name)
 	return SB_EDENIED;
 }
 
-static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (cl->node || conn_purpose(cl->conn) != HANDSHAKE_CONTROL)
 		return SB_EPROTO;
-	Syncbit__Register *r = syncbit__register__unpack(NULL, len, body);
-	if (!r)
-		return SB_EPROTO;
+	Syncbit__Register *r = (Syncbit__Register *)msg;
 	const char *name = conn_peer_node(cl->conn);
 	char *standby = NULL;
 	int rc = s->ha && !s->ha->leader ? ha_check_change(s->ha, &standby) : 0;
 	if (rc < 0) { /* the agent tries the next scheduler of its list */
 		send_error(cl, rc, standby);
 		free(standby);
-		syncbit__register__free_unpacked(r, NULL);
 		return rc;
 	}
 	rc = check_register(cl, r, name);
@@ -175,6 +174,9 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		free(dial);
 		n->conn = cl->conn;
 		cl->node = n;
+		/* What it does not acknowledge for as long as it may stay silent
+		 * fails the connection too (a cut link, a machine gone). */
+		conn_set_user_timeout(cl->conn, (unsigned)wire_silence_ms(s->o->heartbeat_ms));
 		log_with(LOG_INFO, LOG_KV({"node", name}, {"addr", conn_peer_addr(cl->conn)}),
 			 "node %s registered from %s (peers dial %s)", name,
 			 conn_peer_addr(cl->conn), n->addr);
@@ -184,7 +186,6 @@ static int h_register(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
 		server_reconcile_soon(s);
 	}
-	syncbit__register__free_unpacked(r, NULL);
 	return rc;
 }
 
@@ -213,22 +214,25 @@ static void drop_strays(struct sched *s, struct sched_client *cl, const Syncbit_
 	}
 }
 
-static int h_heartbeat(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_heartbeat(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		       uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (!cl->node)
 		return SB_EPROTO;
-	Syncbit__Heartbeat *hb = syncbit__heartbeat__unpack(NULL, len, body);
-	if (!hb)
-		return SB_EPROTO;
+	Syncbit__Heartbeat *hb = (Syncbit__Heartbeat *)msg;
 	uint64_t now = uv_now(&s->loop);
 	cl->node->disk_free = hb->disk_free;
 	cluster_node_heard(&s->cluster, cl->node, now);
 	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
 		server_reconcile_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
-	syncbit__heartbeat__free_unpacked(hb, NULL);
+	if (!cl->reported) {
+		cl->reported = 1;
+		if (s->nhold)
+			hold_reported(s, cl->node->name);
+	}
 	return 0;
 }
 
@@ -333,15 +337,14 @@ static void note_refused(struct sched *s, struct cluster_node *n, const struct c
 	n->refused_logged = now;
 }
 
-static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_ingested(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct sched_client *cl = ctx;
 	struct sched *s = cl->s;
 	if (!cl->node)
 		return SB_EPROTO;
-	Syncbit__Ingested *m = syncbit__ingested__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Ingested *m = (Syncbit__Ingested *)msg;
 	int rc = 0;
 	for (size_t i = 0; i < m->n_blocks && rc == 0; i++)
 		if (m->blocks[i]->hash.len != HASH_LEN)
@@ -374,23 +377,24 @@ static int h_ingested(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, s
 		}
 		free(fresh);
 	}
-	syncbit__ingested__free_unpacked(m, NULL);
 	return rc;
 }
 
-static int h_admin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_admin(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct sched_client *cl = ctx;
 	if (conn_purpose(cl->conn) != HANDSHAKE_ADMIN)
 		return SB_EPROTO;
 	cl->admin = 1;
-	return admin_handle(cl->s, cl, body, len);
+	return admin_handle(cl->s, cl, (Syncbit__Admin *)msg);
 }
 
-static int h_pull(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_pull(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		  size_t plen)
 {
 	struct sched_client *cl = ctx;
-	return cl->node ? pull_handle(cl->s, cl, body, len) : SB_EPROTO;
+	return cl->node ? pull_handle(cl->s, cl, (const Syncbit__PullRequest *)msg) : SB_EPROTO;
 }
 
 static const struct frame_handler dispatch[] = {
@@ -509,21 +513,38 @@ void server_stop(struct sched *s)
 			conn_close(cl->conn, 0);
 }
 
-void server_check_liveness(struct sched *s)
+uint64_t server_check_liveness(struct sched *s)
 {
 	uint64_t now = uv_now(&s->loop);
-	uint64_t silent = (uint64_t)s->o->heartbeat_ms * SCHED_SILENT_BEATS;
+	uint64_t silent = wire_silence_ms(s->o->heartbeat_ms);
+	uint64_t next = s->o->heartbeat_ms / 4;
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next) {
 		if (!cl->conn)
 			continue;
-		if (cl->node && now - cl->node->last_heard > silent) {
-			log_with(LOG_WARN, LOG_KV({"node", cl->node->name}),
-				 "node %s: no heartbeat for %llu ms; taking it as gone",
-				 cl->node->name, (unsigned long long)(now - cl->node->last_heard));
-			conn_close(cl->conn, -ETIMEDOUT);
-		} else if (!cl->node && cl->refs == 1 &&
-			   now - cl->accepted > SCHED_CLIENT_IDLE_MS) {
-			conn_close(cl->conn, -ETIMEDOUT);
+		uint64_t due;
+		if (cl->node) {
+			uint64_t quiet = now - cl->node->last_heard;
+			if (quiet > silent) {
+				log_with(LOG_WARN, LOG_KV({"node", cl->node->name}),
+					 "node %s: no heartbeat for %llu ms (the limit is %llu: %u "
+					 "heartbeats and a slack); taking it as gone",
+					 cl->node->name, (unsigned long long)quiet,
+					 (unsigned long long)silent, WIRE_SILENT_BEATS);
+				conn_close(cl->conn, -ETIMEDOUT);
+				continue;
+			}
+			due = silent + 1 - quiet;
+		} else if (cl->refs == 1) {
+			if (now - cl->accepted > SCHED_CLIENT_IDLE_MS) {
+				conn_close(cl->conn, -ETIMEDOUT);
+				continue;
+			}
+			due = SCHED_CLIENT_IDLE_MS + 1 - (now - cl->accepted);
+		} else {
+			continue;
 		}
+		if (due < next)
+			next = due;
 	}
+	return next;
 }

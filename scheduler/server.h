@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/wire.pb-c.h"
 #include "scheduler/sched.h"
 
 #define SERVER_REGISTER_MAX	(64u << 10)
@@ -30,9 +31,11 @@ struct sched_client;
 int server_start(struct sched *s, char **detail);
 /* Stop listening and close every connection. */
 void server_stop(struct sched *s);
-/* Drop nodes silent for SCHED_SILENT_BEATS heartbeats and connections
- * that never said what they are. */
-void server_check_liveness(struct sched *s);
+/* Drop nodes silent for longer than wire_silence_ms(heartbeat) (2
+ * heartbeats and a slack) and connections that never said what they are.
+ * Returns the milliseconds until the next one may be due (at most a
+ * quarter heartbeat). */
+uint64_t server_check_liveness(struct sched *s);
 /* Bring every connected node in line with the cluster model: versions
  * whose holders changed are re-planned, nodes get ASSIGN for datasets
  * that are new to them or have a new version, UNASSIGN for datasets that
@@ -59,8 +62,9 @@ struct cluster_node *server_client_node(const struct sched_client *cl);
 /* Send a message on cl's connection (nothing once it is closed). */
 void server_send(struct sched_client *cl, uint32_t type, const ProtobufCMessage *m);
 
-/* scheduler/admin.c: handle one Admin message. A negative return closes
+/* scheduler/admin.c: handle one Admin message (unpacked by the dispatcher
+ * under its budget). A negative return closes
  * the connection (malformed message). */
-int admin_handle(struct sched *s, struct sched_client *cl, const uint8_t *body, size_t len);
+int admin_handle(struct sched *s, struct sched_client *cl, Syncbit__Admin *a);
 
 #endif

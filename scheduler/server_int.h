@@ -29,6 +29,7 @@ struct sched_client {
 	int refs; /* the connection's, plus holds */
 	struct cluster_node *node;
 	int admin;
+	int reported; /* a heartbeat came on this connection */
 	uint64_t accepted;
 	struct sent *sent;
 	size_t nsent;

@@ -20,7 +20,7 @@ trap 'rm -rf "$out_dir"' EXIT
 trap 'kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
 
 # The long ones first, so that they do not end the run alone.
-long=(test_mirror test_image test_kube_api test_cluster test_netns test_pull_s3 test_web
+long=(test_mirror test_mirror_pull test_image test_kube_api test_cluster test_netns test_pull_s3 test_web
       test_pull_oci test_corrupt test_wait test_pull_agent)
 tests=()
 for t in "${long[@]}"; do

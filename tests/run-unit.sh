@@ -2,12 +2,30 @@
 # Runs each unit-test executable (cmocka) and sums the results into one
 # closing line "N passed, N failed, N skipped". A skipped test fails the
 # run unless SYNCBIT_EXPECTED_SKIPS names it (tests/expected-skips.sh).
+#
+# Most of a unit run is waiting (servers, timers, fsync), so UNIT_JOBS
+# executables (default 4) run at once, each into its own output file; the
+# outputs are then read in the order given.
 set -u
 . "$(dirname "$0")/expected-skips.sh"
+jobs=${UNIT_JOBS:-4}
+case "$jobs" in '' | *[!0-9]* | 0) echo "UNIT_JOBS: not a positive number: $jobs" >&2; exit 2 ;; esac
+out_dir=$(mktemp -d /tmp/syncbit-unit.XXXXXX)
+trap 'rm -rf "$out_dir"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
+i=0
+for t in "$@"; do
+	while [ "$(jobs -pr | wc -l)" -ge "$jobs" ]; do wait -n; done
+	("$t" >"$out_dir/$i.out" 2>&1; echo $? >"$out_dir/$i.rc") &
+	i=$((i + 1))
+done
+wait
 passed=0; failed=0; skipped=0; broken=()
+i=0
 for t in "$@"; do
 	name=$(basename "$t")
-	out=$("$t" 2>&1); rc=$?
+	out=$(cat "$out_dir/$i.out"); rc=$(cat "$out_dir/$i.rc" 2>/dev/null || echo 1)
+	i=$((i + 1))
 	printf '%s\n' "$out" | grep -E '^\[  (PASSED|FAILED|SKIPPED)  ?\]|^\[  ERROR   \]' || true
 	p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
 	f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)

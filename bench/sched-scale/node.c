@@ -211,14 +211,12 @@ static void wake(struct snode *n)
 
 /* ---- what the scheduler says ----------------------------------------------- */
 
-static int h_registered(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__Registered *m = syncbit__registered__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Registered *m = (Syncbit__Registered *)msg;
 	n->heartbeat_ms = m->heartbeat_ms >= 100 ? m->heartbeat_ms : 1000;
-	syncbit__registered__free_unpacked(m, NULL);
 	n->registered = 1;
 	/* Spread the heartbeats over the period, as independent agents are. */
 	uv_timer_start(&n->hb, heartbeat, (uint64_t)rand() % n->heartbeat_ms, n->heartbeat_ms);
@@ -254,17 +252,14 @@ static void learn_manifest(struct gver *g, const Syncbit__Manifest *m)
 	}
 }
 
-static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_assign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__Assign *m = syncbit__assign__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Assign *m = (Syncbit__Assign *)msg;
 	uint32_t nb = manifest_blocks(m->manifest);
-	if (m->version_id.len != 32 || !m->dataset || nb == 0) {
-		syncbit__assign__free_unpacked(m, NULL);
+	if (m->version_id.len != 32 || !m->dataset || nb == 0)
 		return SB_EPROTO;
-	}
 	struct gver *g = sim_gver(m->version_id.data, nb, m->dataset);
 	if (g->nknown < g->nblocks)
 		learn_manifest(g, m->manifest);
@@ -282,32 +277,28 @@ static int h_assign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		v->have = xcalloc(g->nblocks / 8 + 1, 1);
 	}
 	set_plan(v, m->origin, m->n_origin);
-	syncbit__assign__free_unpacked(m, NULL);
 	sim_on_assign(n, v);
 	sim_on_plan(n, v);
 	wake(n);
 	return 0;
 }
 
-static int h_unassign(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Unassign *m = (Syncbit__Unassign *)msg;
 	struct nver *v = m->dataset ? ver_of_dataset(n, m->dataset) : NULL;
 	if (v)
 		ver_drop(n, v);
-	syncbit__unassign__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_hashes(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__Hashes *m = syncbit__hashes__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Hashes *m = (Syncbit__Hashes *)msg;
 	struct gver *g = m->version_id.len == 32 ? sim_gver(m->version_id.data, 0, NULL) : NULL;
 	for (size_t i = 0; g && i < m->n_blocks; i++) {
 		uint32_t b = m->blocks[i]->block;
@@ -316,26 +307,21 @@ static int h_hashes(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 			g->nknown++;
 		}
 	}
-	syncbit__hashes__free_unpacked(m, NULL);
 	wake(n);
 	return 0;
 }
 
-static int h_peers(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_peers(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
-	Syncbit__Peers *m = syncbit__peers__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
-	syncbit__peers__free_unpacked(m, NULL);
-	return 0;
+	return 0; /* a simulated node exchanges no blocks */
 }
 
-static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_origin(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		    size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__Origin *m = syncbit__origin__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__Origin *m = (Syncbit__Origin *)msg;
 	struct gver *g = m->version_id.len == 32 ? sim_gver(m->version_id.data, 0, NULL) : NULL;
 	struct nver *v = g ? node_ver(n, g) : NULL;
 	if (v) {
@@ -343,23 +329,21 @@ static int h_origin(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, siz
 		sim_on_plan(n, v);
 		wake(n);
 	}
-	syncbit__origin__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_error(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_error(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len, uint8_t *pl,
+		   size_t plen)
 {
 	struct snode *n = ctx;
-	Syncbit__ErrorMsg *m = syncbit__error_msg__unpack(NULL, len, body);
-	if (!m)
-		return SB_EPROTO;
+	Syncbit__ErrorMsg *m = (Syncbit__ErrorMsg *)msg;
 	fprintf(stderr, "sched-scale: %s: scheduler says: %s\n", n->name,
 		m->message ? m->message : "?");
-	syncbit__error_msg__free_unpacked(m, NULL);
 	return 0;
 }
 
-static int h_pull_reply(void *ctx, const uint8_t *body, size_t len, uint8_t *pl, size_t plen)
+static int h_pull_reply(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+			uint8_t *pl, size_t plen)
 {
 	return 0;
 }

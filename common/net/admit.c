@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -205,23 +206,74 @@ static void slot_link(struct admit *a, struct admit_slot *s)
 	a->pending++;
 }
 
-static void evict(struct admit *a, struct admit_slot *victim)
+/* Nothing ever came from s's peer: nothing read, nothing waiting in the
+ * socket (a peer that closed without a byte counts too). */
+static int slot_silent(const struct admit_slot *s)
 {
+	char c;
+
+	if (s->heard)
+		return 0;
+	ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+static int slot_aged(const struct admit *a, const struct admit_slot *s)
+{
+	return uv_now(a->loop) - s->since >= ADMIT_EVICT_AGE_MS;
+}
+
+/* The pending connection that makes room for a new one, from key's address
+ * (NULL: any): the oldest silent one that waited ADMIT_EVICT_AGE_MS; else the
+ * newest silent one (of a burst, the one before the new one; a client
+ * accepted earlier keeps its time to speak); else, unless silent_only, the
+ * oldest once it waited that long (an honest handshake is long done by
+ * then). NULL when none may go. The pending set is in arrival order. */
+static struct admit_slot *victim(struct admit *a, const uint8_t *key, int silent_only, int *silent)
+{
+	struct admit_slot *p;
+
+	*silent = 1;
+	for (p = a->oldest; p && slot_aged(a, p); p = p->next)
+		if ((!key || !memcmp(p->key, key, sizeof p->key)) && slot_silent(p))
+			return p;
+	for (p = a->newest; p; p = p->prev)
+		if ((!key || !memcmp(p->key, key, sizeof p->key)) && slot_silent(p))
+			return p;
+	*silent = 0;
+	if (silent_only)
+		return NULL;
+	for (p = a->oldest; p && slot_aged(a, p); p = p->next)
+		if (!key || !memcmp(p->key, key, sizeof p->key))
+			return p;
+	return NULL;
+}
+
+static void evict(struct admit *a, struct admit_slot *victim, int silent)
+{
+	char detail[96];
+
+	snprintf(
+	    detail, sizeof detail, "%s after %llu ms, dropped to make room for a newer connection",
+	    silent ? "silent" : "pending", (unsigned long long)(uv_now(a->loop) - victim->since));
 	slot_unlink(a, victim);
-	admit_note(a, ADMIT_EVICTED, victim->addr, NULL);
+	admit_note(a, ADMIT_EVICTED, victim->addr, detail);
 	a->cfg.evict(victim);
 }
 
-/* At a cap: the victim makes room if it waited long enough (an honest
- * handshake is long done by then); otherwise the newcomer is refused. */
-static int make_room(struct admit *a, struct admit_slot *victim, enum admit_reason cap,
-		     const char *addr)
+/* At a cap (why) for s, a new connection, from s's address only or any
+ * (same): 1 when a pending connection made room, else 0 (counted). Short of
+ * descriptors only a silent one makes room. */
+static int make_room(struct admit *a, const struct admit_slot *s, int same, enum admit_reason why)
 {
-	if (!victim || uv_now(a->loop) - victim->since < ADMIT_EVICT_AGE_MS) {
-		admit_note(a, cap, addr, NULL);
+	int silent;
+	struct admit_slot *v = victim(a, same ? s->key : NULL, why == ADMIT_FD_RESERVE, &silent);
+
+	if (!v) {
+		admit_note(a, why, s->addr, NULL);
 		return 0;
 	}
-	evict(a, victim);
+	evict(a, v, silent);
 	return 1;
 }
 
@@ -251,32 +303,26 @@ static void slot_address(struct admit_slot *s, const struct sockaddr *sa)
 int admit_enter(struct admit *a, struct admit_slot *s, const struct sockaddr *sa, int fd,
 		unsigned *deadline_ms)
 {
-	struct admit_slot *same_oldest = NULL;
 	unsigned same = 0;
 
 	memset(s, 0, sizeof *s);
+	s->fd = fd;
 	slot_address(s, sa);
 	/* The kernel hands out the lowest free descriptor: every one below
-	 * fd is open, so at most this many are left. */
+	 * fd is open, so at most this many are left. A silent connection
+	 * gives its descriptor to the new one (no more are open after). */
 	unsigned limit = admit_fd_limit(), floor = fd_floor(a, limit);
 	unsigned left = (unsigned)fd + 1 >= limit ? 0 : limit - (unsigned)fd - 1;
-	if (left < floor) {
-		admit_note(a, ADMIT_FD_RESERVE, s->addr, NULL);
+	if (left < floor && !make_room(a, s, 0, ADMIT_FD_RESERVE))
 		return -EMFILE;
-	}
-	for (struct admit_slot *p = a->oldest; p; p = p->next) {
-		if (memcmp(p->key, s->key, sizeof s->key))
-			continue;
-		if (!same_oldest)
-			same_oldest = p;
-		same++;
-	}
+	for (struct admit_slot *p = a->oldest; p; p = p->next)
+		same += !memcmp(p->key, s->key, sizeof s->key);
 	if (same >= a->cfg.per_addr_max) {
-		if (!make_room(a, same_oldest, ADMIT_PER_ADDRESS, s->addr))
+		if (!make_room(a, s, 1, ADMIT_PER_ADDRESS))
 			return -EBUSY;
 		same--;
 	}
-	if (a->pending >= a->cfg.total_max && !make_room(a, a->oldest, ADMIT_OVERALL, s->addr))
+	if (a->pending >= a->cfg.total_max && !make_room(a, s, 0, ADMIT_OVERALL))
 		return -EBUSY;
 	slot_link(a, s);
 	int busy = a->pending > a->cfg.total_max / 2 || same + 1 > a->cfg.per_addr_max / 2 ||
@@ -285,6 +331,11 @@ int admit_enter(struct admit *a, struct admit_slot *s, const struct sockaddr *sa
 			   ? a->cfg.busy_deadline_ms
 			   : a->cfg.deadline_ms;
 	return 0;
+}
+
+void admit_heard(struct admit_slot *s)
+{
+	s->heard = 1;
 }
 
 void admit_leave(struct admit_slot *s, enum admit_reason why, const char *detail)
@@ -318,7 +369,9 @@ int admit_connection(struct admit *a, int status)
 			close(spare_fd);
 			spare_fd = -1;
 		} else if (a->oldest) {
-			evict(a, a->oldest);
+			int silent;
+			struct admit_slot *v = victim(a, NULL, 0, &silent);
+			evict(a, v ? v : a->oldest, silent);
 		}
 		a->pause_next = 1;
 		return 0;

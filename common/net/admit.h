@@ -1,12 +1,23 @@
 /* Admission of connections that have proven nothing yet: those accepted by
  * the join-token listeners (common/net/conn.c) until their handshake ends, and
  * the HTTP server's (common/net/httpd.c) until their request is in. Caps per
- * source address and overall (at a cap, the oldest pending connection makes
- * room if it waited ADMIT_EVICT_AGE_MS, else the new one is closed at
- * accept), a short deadline once past half a cap, a reserve of file
- * descriptors such connections leave to authenticated peers and probes, a
- * pause instead of a busy loop when accept(2) runs out of descriptors,
- * counters per reason and at most one warn line per ADMIT_LOG_MS.
+ * source address and overall, a short deadline once past half a cap, a
+ * reserve of file descriptors such connections leave to authenticated peers
+ * and probes, a pause instead of a busy loop when accept(2) runs out of
+ * descriptors, counters per reason and at most one warn line per
+ * ADMIT_LOG_MS.
+ *
+ * At a cap, or short of descriptors, a new connection takes the place of a
+ * pending one whose peer has sent nothing at all (nothing read, nothing
+ * waiting in its socket): honest clients speak at once, so such a connection
+ * is most likely an idle flood's, and a probe or an agent is not refused
+ * because idle connections from its own address or from everywhere hold the
+ * slots. The one to go is the oldest silent one that waited
+ * ADMIT_EVICT_AGE_MS, else the newest silent one (in a burst, the one that
+ * came just before; a client accepted earlier keeps its time to speak).
+ * With none silent, at a cap, the oldest pending connection makes room if it
+ * waited ADMIT_EVICT_AGE_MS, else the new one is closed at accept; short of
+ * descriptors, the new one is closed.
  * Loop thread only (one spare descriptor per process, taken on the loop). */
 #ifndef SYNCBIT_NET_ADMIT_H
 #define SYNCBIT_NET_ADMIT_H
@@ -52,6 +63,8 @@ struct admit_slot {
 	struct admit *a; /* NULL once the connection left the pending set */
 	struct admit_slot *prev, *next;
 	uint64_t since;
+	int fd;		 /* its socket, asked whether the peer sent anything */
+	int heard;	 /* bytes were read from it (admit_heard) */
 	uint8_t key[17]; /* family, then the address (IPv4-mapped IPv6 as IPv4) */
 	char addr[ADMIT_ADDR_MAX];
 };
@@ -105,9 +118,12 @@ int admit_connection(struct admit *a, int status);
 /* An accepted connection from sa on socket fd: 0 when admitted (s is
  * pending; *deadline_ms is its deadline), or a negative error when it must
  * be closed now (-EBUSY at a cap, -EMFILE short of descriptors; counted
- * and logged). May evict an older pending connection first. */
+ * and logged). May evict an older pending connection first (see above). */
 int admit_enter(struct admit *a, struct admit_slot *s, const struct sockaddr *sa, int fd,
 		unsigned *deadline_ms);
+/* Bytes were read from s's socket: its peer is not silent. Harmless when s
+ * is not pending. */
+void admit_heard(struct admit_slot *s);
 /* s leaves the pending set: proven (why ADMIT_NONE), or refused for why,
  * with detail (may be NULL) for the log. No-op when s is not pending. */
 void admit_leave(struct admit_slot *s, enum admit_reason why, const char *detail);

@@ -271,6 +271,13 @@ void conn_begin(struct conn *c)
 
 /* ---- accessors ---- */
 
+void conn_set_user_timeout(struct conn *c, unsigned ms)
+{
+	uv_os_fd_t fd;
+	if (c->state != ST_CLOSING && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+}
+
 void conn_set_data(struct conn *c, void *data)
 {
 	c->data = data;

@@ -143,6 +143,10 @@ void conn_set_payload_max(struct conn *c, uint32_t payload_max);
 /* Close with status (0 = normal). on_close follows, asynchronously. Safe to
  * call more than once and from inside callbacks. */
 void conn_close(struct conn *c, int status);
+/* The connection fails once data it sent stays unacknowledged for ms
+ * (TCP_USER_TIMEOUT; CONN_USER_TIMEOUT_MS until then): a protocol with a
+ * liveness rule of its own gives the same span here. */
+void conn_set_user_timeout(struct conn *c, unsigned ms);
 
 void conn_set_data(struct conn *c, void *data);
 void *conn_data(const struct conn *c);

@@ -221,6 +221,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 	c->bytes_in += (uint64_t)n;
 	c->last_in = uv_now(c->loop);
+	admit_heard(&c->slot);
 	if (b->base == (char *)c->rbuf) {
 		input(c, (const uint8_t *)b->base, (size_t)n);
 	} else if (c->encrypted) { /* straight into the record */

@@ -241,10 +241,20 @@ int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t 
 		   const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
 {
 	const struct frame_handler *row = row_of(t, n, type);
-	if (!row || len > row->body_max || plen > row->payload_max ||
-	    pbuf_budget_check(type, body, len) < 0) {
+	if (!row || len > row->body_max || plen > row->payload_max) {
 		free(payload);
 		return row ? SB_ETOOBIG : SB_EPROTO;
 	}
-	return row->fn(ctx, body, len, payload, plen);
+	struct pbuf_budget b;
+	ProtobufCAllocator a;
+	ProtobufCMessage *m = NULL;
+	int rc = pbuf_budget_unpack(type, body, len, &b, &a, &m);
+	if (rc < 0) {
+		free(payload);
+		return rc;
+	}
+	rc = row->fn(ctx, m, body, len, payload, plen);
+	if (m)
+		protobuf_c_message_free_unpacked(m, &a);
+	return rc;
 }

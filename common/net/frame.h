@@ -6,6 +6,7 @@
 #ifndef SYNCBIT_NET_FRAME_H
 #define SYNCBIT_NET_FRAME_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -101,9 +102,11 @@ int frame_reader_partial(const struct frame_reader *r);
 /* One row of a protocol's dispatch table: a type, the largest body and
  * payload it may carry (payload_max 0: none), and its handler. A reader
  * given the table (frame_reader.table, conn_config.table) refuses a frame
- * over its row's limits at the header. fn owns payload (malloc'd, NULL
- * when payload_len is 0) and returns 0 or a negative error that closes the
- * connection. */
+ * over its row's limits at the header. fn gets the body unpacked once, as
+ * its type's message (msg; NULL for a type without one), and the packed
+ * body; msg is freed after fn returns, so fn keeps copies of what it needs.
+ * fn owns payload (malloc'd, NULL when payload_len is 0) and returns 0 or a
+ * negative error that closes the connection. */
 /* payload_max of a message that carries no payload. */
 #define FRAME_NO_PAYLOAD 0
 
@@ -111,15 +114,17 @@ struct frame_handler {
 	uint32_t type;
 	uint32_t body_max;
 	uint32_t payload_max;
-	int (*fn)(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t payload_len);
+	int (*fn)(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		  uint8_t *payload, size_t payload_len);
 };
 
-/* Find type in table t[0..n) and call its handler. SB_EPROTO for a type not
- * in the table, SB_ETOOBIG for a body or payload over the row's limits or
- * a body whose unpacking would allocate more than its budget
- * (common/net/pbuf_budget.h: the handler's own unpack of an accepted body
- * stays within it); on those errors payload is freed here, otherwise it
- * belongs to the handler.
+/* Find type in table t[0..n), unpack the body as its message under the
+ * type's allocation budget (common/net/pbuf_budget.h) and call the row's
+ * handler with it. SB_EPROTO for a type not in the table or a body that is
+ * not a valid message of its type, SB_ETOOBIG for a body or payload over
+ * the row's limits or a body whose unpacking would allocate more than its
+ * budget; on those errors the handler is not called and payload is freed
+ * here, otherwise it belongs to the handler.
  * Returns what the handler returned. */
 int frame_dispatch(const struct frame_handler *t, size_t n, void *ctx, uint32_t type,
 		   const uint8_t *body, size_t len, uint8_t *payload, size_t plen);

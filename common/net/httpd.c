@@ -436,6 +436,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	const char *why;
+	admit_heard(&c->slot);
 	int r = httpd_hreq_feed(&c->q, b->base, (size_t)n, &why);
 	if (r == 1)
 		route(c);

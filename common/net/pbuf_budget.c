@@ -118,16 +118,27 @@ size_t pbuf_budget_limit(uint32_t type, size_t len)
 	return len * factor + PBUF_BUDGET_FLOOR;
 }
 
-int pbuf_budget_check(uint32_t type, const uint8_t *body, size_t len)
+int pbuf_budget_unpack(uint32_t type, const uint8_t *body, size_t len, struct pbuf_budget *b,
+		       ProtobufCAllocator *a, ProtobufCMessage **out)
 {
 	const ProtobufCMessageDescriptor *d = pbuf_budget_descriptor(type);
+	*out = NULL;
+	pbuf_budget_init(b, pbuf_budget_limit(type, len), a);
 	if (!d)
 		return 0;
+	*out = protobuf_c_message_unpack(d, a, len, body);
+	if (*out)
+		return 0;
+	return b->refused ? SB_ETOOBIG : SB_EPROTO;
+}
+
+int pbuf_budget_check(uint32_t type, const uint8_t *body, size_t len)
+{
 	struct pbuf_budget b;
 	ProtobufCAllocator a;
-	pbuf_budget_init(&b, pbuf_budget_limit(type, len), &a);
-	ProtobufCMessage *m = protobuf_c_message_unpack(d, &a, len, body);
+	ProtobufCMessage *m;
+	int rc = pbuf_budget_unpack(type, body, len, &b, &a, &m);
 	if (m)
 		protobuf_c_message_free_unpacked(m, &a);
-	return !m && b.refused ? SB_ETOOBIG : 0;
+	return rc == SB_ETOOBIG ? rc : 0;
 }

@@ -43,8 +43,16 @@ const ProtobufCMessageDescriptor *pbuf_budget_descriptor(uint32_t type);
 /* The budget of a body of len bytes of message type `type`. */
 size_t pbuf_budget_limit(uint32_t type, size_t len);
 
-/* Unpack body (len bytes) as message type `type` under its budget and
- * release it again: 0 when it fits or is not a valid message of that type
+/* Unpack body (len bytes) as message type `type` under its budget, with
+ * allocator *a counting into *b (both set up here): 0 and the message in
+ * *out, to be freed with protobuf_c_message_free_unpacked(*out, a);
+ * SB_ETOOBIG when unpacking needs more memory than the budget, SB_EPROTO
+ * when body is not a valid message of that type (nothing stays allocated
+ * then). A type without a message: 0 and *out NULL. */
+int pbuf_budget_unpack(uint32_t type, const uint8_t *body, size_t len, struct pbuf_budget *b,
+		       ProtobufCAllocator *a, ProtobufCMessage **out);
+
+/* The same, releasing the message at once: 0 when it fits or is not a valid message of that type
  * (the handler then refuses it as it always did), SB_ETOOBIG when
  * unpacking it needs more memory than its budget. Nothing stays
  * allocated either way. A type without a message passes. */

@@ -305,22 +305,8 @@ static int range_check(struct http_req *b)
 
 static void range_done(struct hs_req *r, CURLcode rc)
 {
-	if (http_req_attempt_failed(&r->base, rc))
-		return;
-	if (http_req_range_judge(&r->base) < 0) {
-		http_req_finish(&r->base, r->base.verdict);
-		return;
-	}
-	if (r->base.got == r->base.len) {
-		http_req_finish(&r->base, 0);
-		return;
-	}
-	/* A clean but short answer: ask for the rest straight away. */
-	if (r->base.count > 0)
-		http_req_start(&r->base);
-	else
-		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
-			       r->base.len - r->base.got);
+	if (!http_req_attempt_failed(&r->base, rc))
+		http_req_range_end(&r->base);
 }
 
 /* Transfers. */

@@ -380,6 +380,24 @@ int http_req_range_judge(struct http_req *r)
 	return r->c->ops->range_check(r);
 }
 
+void http_req_ask_rest(struct http_req *r)
+{
+	if (r->count > 0)
+		http_req_start(r);
+	else
+		http_req_retry(r, SB_EHTTP, "response ended %zu bytes short", r->len - r->got);
+}
+
+void http_req_range_end(struct http_req *r)
+{
+	if (http_req_range_judge(r) < 0)
+		http_req_finish(r, r->verdict);
+	else if (r->got == r->len)
+		http_req_finish(r, 0);
+	else
+		http_req_ask_rest(r);
+}
+
 size_t http_req_range_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct http_req *r = arg;

@@ -195,6 +195,12 @@ size_t http_req_drain(struct http_req *r, size_t n);
 size_t http_req_take(struct http_req *r, const char *data, size_t n);
 /* ops->range_check, once per attempt: its verdict, or 0 when it ran before. */
 int http_req_range_judge(struct http_req *r);
+/* A ranged read's attempt ended cleanly short of what it asked: ask for
+ * the rest at once, or retry when the attempts are used up. */
+void http_req_ask_rest(struct http_req *r);
+/* A ranged read's attempt ended without a transport error: finish r with
+ * the judge's verdict, or 0 when all came, else http_req_ask_rest. */
+void http_req_range_end(struct http_req *r);
 /* The write function of a ranged read (its data is r): judges the answer at
  * its first byte, then takes the bytes into r->buf, or hands an error
  * answer's to ops->error_body. */

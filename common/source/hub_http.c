@@ -357,11 +357,7 @@ static void range_done(struct hub_req *r, CURLcode rc)
 		hub_check_landed(r);
 		return;
 	}
-	if (r->base.count > 0)
-		http_req_start(&r->base); /* a clean but short answer: ask for the rest */
-	else
-		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
-			       r->base.len - r->base.got);
+	http_req_ask_rest(&r->base);
 }
 
 /* Transfers. */

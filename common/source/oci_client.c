@@ -286,10 +286,8 @@ static void done(struct http_req *b, CURLcode rc)
 		return;
 	if (r->kind != OCI_CLIENT_RANGE || b->got == b->len)
 		http_req_finish(b, 0);
-	else if (b->count > 0)
-		http_req_start(b); /* a clean but short answer: ask for the rest */
 	else
-		http_req_retry(b, SB_EHTTP, "response ended %zu bytes short", b->len - b->got);
+		http_req_ask_rest(b);
 }
 
 /* The credentials an attempt carries. curl drops a custom Authorization

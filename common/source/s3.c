@@ -193,24 +193,6 @@ static size_t range_error_body(struct http_req *b, const char *data, size_t n)
 	return source_s3_keep_error_body(s3_req_of(b), data, n);
 }
 
-static void range_done(struct s3_req *r)
-{
-	if (http_req_range_judge(&r->base) < 0) {
-		http_req_finish(&r->base, r->base.verdict);
-		return;
-	}
-	if (r->base.got == r->base.len) {
-		http_req_finish(&r->base, 0);
-		return;
-	}
-	/* A clean but short answer: ask for the rest straight away. */
-	if (r->base.count > 0)
-		http_req_start(&r->base);
-	else
-		http_req_retry(&r->base, SB_EHTTP, "response ended %zu bytes short",
-			       r->base.len - r->base.got);
-}
-
 /* Transfers. */
 
 static void done(struct http_req *b, CURLcode rc)
@@ -223,7 +205,7 @@ static void done(struct http_req *b, CURLcode rc)
 	else if (r->kind == REQ_SUM)
 		source_s3_sum_done(r);
 	else
-		range_done(r);
+		http_req_range_end(&r->base);
 }
 
 const char *source_s3_object_key(struct s3_source *s3, size_t index, struct buf *tmp)

@@ -38,24 +38,11 @@ check "testbed: 5 hosts in namespaces, links shaped to $RATE" up
 [ "$FAIL" -eq 0 ] || { finish; exit 1; }
 
 W=$T/www
-mkdir -p "$W" "$T/nginx/tmp"
+mkdir -p "$W"
 chmod 755 "$T"
 head -c $S /dev/urandom >"$W/m.bin"
 expect_tree "$T/m.json" "$W" m.bin
-cat >"$T/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
-events { worker_connections 256; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/tmp; proxy_temp_path $T/nginx/tmp;
-	fastcgi_temp_path $T/nginx/tmp; uwsgi_temp_path $T/nginx/tmp; scgi_temp_path $T/nginx/tmp;
-	sendfile on;
-	server { listen $(netns_ip origin):80; root $W; }
-}
-CONF
-netns_spawn origin nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf" -g 'daemon off;'
+netns_nginx origin "$W" "$T/nginx"
 check "origin serves HTTP inside its namespace" netns_wait_tcp n1 "$(netns_ip origin):80" 10
 
 SCHED=$(netns_ip sched):7400

@@ -5,7 +5,8 @@
  * Peers, Origin, ErrorMsg) and the admin protocol (Admin, AdminReply). The
  * first input byte picks the message type, the rest is the frame body.
  *
- * Each body is unpacked as its handler does, then given to the project's
+ * Each body is unpacked as frame_dispatch does for the handlers (under its
+ * type's allocation budget, common/net/pbuf_budget.h), then given to the project's
  * own checks that the handlers apply before acting: dataset and node names
  * (cluster_check_name, path_check_relative), labels and selectors
  * (assign_check_label), block sizes (manifest_check_block_size), sources
@@ -24,6 +25,7 @@
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/manifest.h"
+#include "common/net/pbuf_budget.h"
 #include "common/path.h"
 #include "common/uri.h"
 #include "proto/wire.pb-c.h"
@@ -167,8 +169,8 @@ static const struct {
  * it. It packs them again as they came, some in a form it then refuses
  * (field 0 spelled in two bytes): the project never forwards them
  * (scheduler/server.c copies what it broadcasts), so the round trip below
- * holds for the known fields only. */
-static void strip_unknown(ProtobufCMessage *m)
+ * holds for the known fields only. al: the allocator m was unpacked with. */
+static void strip_unknown(ProtobufCMessage *m, ProtobufCAllocator *al)
 {
 	const ProtobufCMessageDescriptor *d = m->descriptor;
 	for (unsigned i = 0; i < d->n_fields; i++) {
@@ -180,14 +182,14 @@ static void strip_unknown(ProtobufCMessage *m)
 			size_t n = *(size_t *)((char *)m + f->quantifier_offset);
 			ProtobufCMessage **v = *(ProtobufCMessage ***)at;
 			for (size_t k = 0; k < n; k++)
-				strip_unknown(v[k]);
+				strip_unknown(v[k], al);
 		} else if (*(ProtobufCMessage **)at) {
-			strip_unknown(*(ProtobufCMessage **)at);
+			strip_unknown(*(ProtobufCMessage **)at, al);
 		}
 	}
 	for (unsigned k = 0; k < m->n_unknown_fields; k++)
-		free(m->unknown_fields[k].data);
-	free(m->unknown_fields);
+		al->free(al->allocator_data, m->unknown_fields[k].data);
+	al->free(al->allocator_data, m->unknown_fields);
 	m->unknown_fields = NULL;
 	m->n_unknown_fields = 0;
 }
@@ -214,15 +216,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	size_t k = data[0] % NMESSAGES;
 	const ProtobufCMessageDescriptor *d = messages[k].desc;
-	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, size - 1, data + 1);
-	if (!m)
+	fuzz_check(pbuf_budget_descriptor(messages[k].type) == d,
+		   "a type unpacks as another message");
+	struct pbuf_budget b;
+	ProtobufCAllocator a;
+	ProtobufCMessage *m;
+	if (pbuf_budget_unpack(messages[k].type, data + 1, size - 1, &b, &a, &m) < 0)
 		return 0;
+	fuzz_check(b.peak <= b.limit, "an unpack went over its budget");
 	fuzz_check(protobuf_c_message_check(m), "an unpacked message fails its own check");
 	if (messages[k].check)
 		messages[k].check(m);
-	strip_unknown(m);
+	strip_unknown(m, &a);
 	round_trip(d, m);
-	protobuf_c_message_free_unpacked(m, NULL);
+	protobuf_c_message_free_unpacked(m, &a);
+	fuzz_check(b.live == 0, "an unpacked message did not free all it allocated");
 	return 0;
 }
 

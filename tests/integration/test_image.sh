@@ -20,6 +20,7 @@
 # is fresh), what runs in the container runs under the sanitizers too, and
 # the assembly is shown not to depend on one fixed list of libraries.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/containerd.sh"
 
 ROOT=$(cd "$HERE/../.." && pwd)
 NS=syncbit-test
@@ -135,27 +136,7 @@ C=$T/containerd
 SOCK=$C/containerd.sock
 CG=$(basename "$T") # cgroup parent of our containers, removed at the end
 mkdir -p "$C/runc" "$C/fifo"
-cat >"$C/config.toml" <<CONF
-version = 2
-root = "$C/root"
-state = "$C/state"
-# No CRI (Kubernetes' API, CNI) and no snapshotters for other filesystems:
-# ctr needs none of them.
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$C/opt"
-CONF
+containerd_config "$C"
 CTR=(timeout -k 5 30 ctr --address "$SOCK" --namespace "$NS")
 
 # Stop what we started, even after a failure halfway or a containerd that
@@ -219,22 +200,11 @@ else
 fi
 CTRD_PID=$!
 PIDS+=("$CTRD_PID")
-for _ in $(seq 100); do
-	"${CTR[@]}" version >/dev/null 2>&1 && break
-	kill -0 "$CTRD_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if ! check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version; then
+if ! check "containerd starts with its root, state and socket under \$T" containerd_wait; then
 	grep -E 'level=(error|fatal)' "$C/log" | tail -5
 	finish; exit 1
 fi
-# The overlayfs snapshotter needs a filesystem overlayfs can sit on ($T on
-# overlayfs itself, in a container, cannot); say so and use the native one.
-SNAP=${SNAPSHOTTER:-overlayfs}
-if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
-	echo "       overlayfs snapshotter unavailable, using native: $(grep -m1 -E 'overlayfs.*(skip|fail)' "$C/log" | cut -c1-240)"
-	SNAP=native
-fi
+containerd_snapshotter
 echo "       snapshotter $SNAP"
 REF=docker.io/library/syncbit:$VERSION
 check "ctr images import of the docker-archive" "${CTR[@]}" images import --snapshotter "$SNAP" "$T/image/syncbit.tar"

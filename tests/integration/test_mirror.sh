@@ -16,6 +16,8 @@
 # from the other node (the registry still down); containerd then pulls the
 # image through both mirrors.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
+. "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr runc; do
@@ -25,30 +27,6 @@ done
 L=$T/layout
 SKOPEO=(skopeo --insecure-policy)
 
-# start_registry NAME STORE: a registry on a free loopback port; sets
-# REG_PORT and REG_PID.
-start_registry() {
-	local name=$1 store=$2 cfg="$T/$1.yml"
-	REG_PORT=$(free_port)
-	cat >"$cfg" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $store
-http:
-  addr: 127.0.0.1:$REG_PORT
-CONF
-	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
-	REG_PID=$!
-	PIDS+=($REG_PID)
-	for _ in $(seq 50); do
-		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-		sleep 0.1
-	done
-	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
-}
 image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
 push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 # layers TAG: the hex of each layer of TAG's manifest in $L, in order.
@@ -176,56 +154,8 @@ kill -TERM "$REG1_PID"
 wait "$REG1_PID" 2>/dev/null
 check "the registry is stopped" bash -c "! curl -s -o /dev/null http://$R/v2/"
 
-C=$T/containerd
-SOCK=$C/containerd.sock
-mkdir -p "$C"
-cat >"$C/config.toml" <<CONF
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$C/opt"
-CONF
-CTR=(timeout -k 5 60 ctr --address "$SOCK" --namespace k8s.io)
-# Runs before lib.sh removes $T: containerd, then any mount left under $T.
-containerd_stop() {
-	if [ -n "${CTRD_PID:-}" ]; then
-		kill -TERM "$CTRD_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$CTRD_PID" 2>/dev/null
-	fi
-	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r mnt; do umount -l "$mnt"; done
-	return 0
-}
-CLEANUPS+=(containerd_stop)
-containerd --config "$C/config.toml" >"$C/log" 2>&1 &
-CTRD_PID=$!
-PIDS+=("$CTRD_PID")
-for _ in $(seq 100); do
-	"${CTR[@]}" version >/dev/null 2>&1 && break
-	kill -0 "$CTRD_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if ! check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version; then
-	grep -E 'level=(error|fatal)' "$C/log" | tail -5
-	finish; exit 1
-fi
-SNAP=${SNAPSHOTTER:-overlayfs}
-if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
-	SNAP=native
-fi
+check "containerd starts with its root, state and socket under \$T" \
+	containerd_start "$T/containerd" k8s.io 60 || { finish; exit 1; }
 echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
 
 hosts() { # hosts DIR MIRROR_URL[,URL]: hosts.toml for both registries
@@ -334,6 +264,6 @@ check "a touched layer is served again once its hash matches" \
 check "  its content was judged unchanged (logged)" \
 	grep -q -e "sha256:$TOOL_TOP was touched but matches" -e "its time changed, its content did not" "$T/a1.log"
 
-containerd_stop
+containerd_stop_simple
 stop_cluster
 finish

@@ -17,6 +17,8 @@
 # User-Agent reaches the proxy), every blob's bytes left the registry once,
 # and each layer containerd holds has its digest.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
+. "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo containerd ctr; do
@@ -48,20 +50,7 @@ read -r -a BIG <<<"$(blobs big)"
 read -r -a HELD <<<"$(blobs held)"
 check "the big image has a config and five layers" test "${#BIG[@]}" = 6
 
-REG_PORT=$(free_port)
-cat >"$T/reg.yml" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $T/store
-http:
-  addr: 127.0.0.1:$REG_PORT
-CONF
-docker-registry serve "$T/reg.yml" >"$T/reg.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && break; sleep 0.1; done
+start_registry reg "$T/store" || { bad "docker-registry starts"; finish; exit 1; }
 push "oci:$L:big" "docker://127.0.0.1:$REG_PORT/team/big:v1"
 push "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
 check "skopeo pushed both images" curl -sf -o /dev/null \
@@ -124,53 +113,8 @@ check "  and its layer is served" bash -c \
 	"curl -sf 'http://$M1/v2/team/held/blobs/sha256:${HELD[1]}$NS' | cmp - '$L/blobs/sha256/${HELD[1]}'"
 
 # ---- node 2: containerd pulls the big image while it is fetched ----
-C=$T/containerd
-SOCK=$C/containerd.sock
-mkdir -p "$C"
-cat >"$C/config.toml" <<CONF
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$C/opt"
-CONF
-CTR=(timeout -k 5 180 ctr --address "$SOCK" --namespace k8s.io)
-containerd_stop() {
-	if [ -n "${CTRD_PID:-}" ]; then
-		kill -TERM "$CTRD_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$CTRD_PID" 2>/dev/null
-	fi
-	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r mnt; do umount -l "$mnt"; done
-	return 0
-}
-CLEANUPS+=(containerd_stop)
-containerd --config "$C/config.toml" >"$C/log" 2>&1 &
-CTRD_PID=$!
-PIDS+=("$CTRD_PID")
-for _ in $(seq 100); do
-	"${CTR[@]}" version >/dev/null 2>&1 && break
-	kill -0 "$CTRD_PID" 2>/dev/null || break
-	sleep 0.1
-done
-check "containerd starts with its root, state and socket under \$T" "${CTR[@]}" version ||
-	{ finish; exit 1; }
-SNAP=${SNAPSHOTTER:-overlayfs}
-if [ "$SNAP" = overlayfs ] && ! "${CTR[@]}" plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +overlayfs .* ok'; then
-	SNAP=native
-fi
+check "containerd starts with its root, state and socket under \$T" \
+	containerd_start "$T/containerd" k8s.io 180 || { finish; exit 1; }
 check "containerd-hosts for node 2's mirror, the slow registry as the server" \
 	"$SYNCBIT" containerd-hosts --dir "$T/hosts" --mirror "http://$M2" "$R"
 
@@ -232,6 +176,6 @@ for h in blobs:
     assert sent[h] == size, (h, sent[h], size)
 PY
 
-containerd_stop
+containerd_stop_simple
 stop_cluster
 finish

@@ -36,24 +36,11 @@ check "tbf shapes the host side of a link" \
 
 # Origin: nginx on 10.77.0.1:80 serving two pseudo-random files.
 W=$T/www
-mkdir -p "$W" "$T/nginx/tmp"
+mkdir -p "$W"
 chmod 755 "$T"
 head -c $S /dev/urandom >"$W/one.bin"
 head -c $S /dev/urandom >"$W/two.bin"
-cat >"$T/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
-events { worker_connections 256; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/tmp; proxy_temp_path $T/nginx/tmp;
-	fastcgi_temp_path $T/nginx/tmp; uwsgi_temp_path $T/nginx/tmp; scgi_temp_path $T/nginx/tmp;
-	sendfile on;
-	server { listen $(netns_ip origin):80; root $W; }
-}
-CONF
-netns_spawn origin nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf" -g 'daemon off;'
+netns_nginx origin "$W" "$T/nginx"
 check "origin serves HTTP inside its namespace" netns_wait_tcp a1 "$(netns_ip origin):80" 10
 
 SCHED=$(netns_ip sched):7400

@@ -10,6 +10,7 @@
 # image and a tag regex as datasets. Every result must pass
 # `skopeo inspect oci:DIR:TAG`.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
 . "$HERE/cluster.sh"
 
 for tool in docker-registry skopeo openssl; do
@@ -20,33 +21,6 @@ L=$T/layout STORE=$T/store DATA=$T/data
 export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 SKOPEO=(skopeo --insecure-policy)
-
-# start_registry NAME [YAML auth block]: a registry on a free loopback port
-# over $STORE; sets REG_PORT.
-start_registry() {
-	local name=$1 auth=${2:-} cfg="$T/$1.yml"
-	REG_PORT=$(free_port)
-	cat >"$cfg" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $STORE
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$REG_PORT
-$auth
-CONF
-	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 50); do
-		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-		sleep 0.1
-	done
-	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
-}
 
 # start_fixture VAR OUTFILE command...: a fixture that prints its port
 # first; sets VAR to that port.
@@ -86,7 +60,7 @@ image cann-8.0 --seed c80 >/dev/null
 image cann-8.1-a3 --seed c81 >/dev/null
 image other --seed other >/dev/null
 image bad --size 2500000 --seed bad >/dev/null
-start_registry plain || { bad "docker-registry starts"; finish; exit 1; }
+start_registry plain "$STORE" || { bad "docker-registry starts"; finish; exit 1; }
 R=127.0.0.1:$REG_PORT PLAIN_PORT=$REG_PORT
 for t in v1 cann-8.0 cann-8.1-a3 other; do push "oci:$L:$t" "docker://$R/test/app:$t"; done
 push --all "oci:$L:multi" "docker://$R/test/app:multi"
@@ -174,7 +148,7 @@ expect_fail "--insecure-registry allows plain HTTP" 1 "http://registry.invalid:5
 start_fixture TP "$T/token.port" python3 "$FIXTURES/oci_token.py" --dir "$T/token" --user alice:s3cret \
 	--expires 1 ||
 	{ bad "token service starts"; finish; exit 1; }
-start_registry token "auth:
+start_registry token "$STORE" "auth:
   token:
     realm: http://127.0.0.1:$TP/token
     service: syncbit-test

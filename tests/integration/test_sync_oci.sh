@@ -11,6 +11,7 @@
 # cross-repository mount; a destination with token auth; and the usage
 # errors. Requests are counted from the registries' access logs.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/registry.sh"
 
 for tool in docker-registry skopeo openssl; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
@@ -20,31 +21,6 @@ export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 unset REGISTRY_AUTH DEST_REGISTRY_AUTH SRC DST CRON_SCHEDULE RUN_ON_START CRONTAB CRONTAB_FILE
 SKOPEO=(skopeo --insecure-policy)
-
-# start_registry NAME [YAML auth block]: a registry with its own storage
-# on a free loopback port; sets REG_PORT. Its access log is $T/NAME.log.
-start_registry() {
-	local name=$1 auth=${2:-} cfg="$T/$1.yml"
-	REG_PORT=$(free_port)
-	cat >"$cfg" <<CONF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $T/store-$name
-http:
-  addr: 127.0.0.1:$REG_PORT
-$auth
-CONF
-	docker-registry serve "$cfg" >"$T/$name.log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 50); do
-		curl -s -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
-		sleep 0.1
-	done
-	echo "registry $name did not start" >&2; cat "$T/$name.log" >&2; return 1
-}
 
 image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
 push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
@@ -67,9 +43,9 @@ image v2 --size 20000 --seed v2 --base-seed base --base-size 60000 >/dev/null
 image v3 --size 30000 --seed v3 --base-seed base --base-size 60000 >/dev/null
 image multi --arch amd64,arm64 --seed multi >/dev/null
 image x-other --seed other >/dev/null
-start_registry a || { bad "registry a starts"; finish; exit 1; }
+start_registry a "$T/store-a" || { bad "registry a starts"; finish; exit 1; }
 A=127.0.0.1:$REG_PORT
-start_registry b || { bad "registry b starts"; finish; exit 1; }
+start_registry b "$T/store-b" || { bad "registry b starts"; finish; exit 1; }
 B=127.0.0.1:$REG_PORT
 for t in v1 v2 x-other; do push "oci:$L:$t" "docker://$A/src:$t"; done
 push --all "oci:$L:multi" "docker://$A/src:multi"
@@ -174,7 +150,7 @@ check "the renamed tag keeps the digest" test "$(digest "$B/renamed:stable")" = 
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$T/token.port" ] && break; sleep 0.1; done
 TP=$(head -1 "$T/token.port")
-start_registry c "auth:
+start_registry c "$T/store-c" "auth:
   token:
     realm: http://127.0.0.1:$TP/token
     service: syncbit-test

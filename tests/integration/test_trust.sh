@@ -18,13 +18,16 @@ mkdir -p "$M"
 head -c $((4 << 20)) /dev/urandom >"$M/model.safetensors"
 SHA=$(sha256sum "$M/model.safetensors" | cut -d' ' -f1)
 
-start_hub() { # start_hub NAME: sets PORT_<NAME>
+# start_hub NAME: a hub fixture; its port is the first word of $T/NAME.ports.
+# Not called in a subshell, so that its pid reaches PIDS and is stopped.
+start_hub() {
 	python3 "$FIXTURES/hub_server.py" --root "$R" >"$T/$1.ports" 2>"$T/$1.err" &
 	PIDS+=($!)
 	for _ in $(seq 50); do [ -s "$T/$1.ports" ] && break; sleep 0.1; done
-	cut -d' ' -f1 "$T/$1.ports"
 }
-GOOD=$(start_hub good) BAD=$(start_hub bad)
+start_hub good
+start_hub bad
+GOOD=$(cut -d' ' -f1 "$T/good.ports") BAD=$(cut -d' ' -f1 "$T/bad.ports")
 [ -n "$GOOD" ] && [ -n "$BAD" ] || { bad "hub fixtures start" "$(cat "$T"/*.err)"; finish; exit 1; }
 curl -sf "http://127.0.0.1:$BAD/__control?repo=models/acme/llm&corrupt=model.safetensors" >/dev/null
 export HF_HOME=$T/hf-home

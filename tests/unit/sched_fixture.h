@@ -28,6 +28,7 @@ struct agent {
 	struct conn *c;
 	int ready, closed, close_status;
 	int n_registered, n_assign, n_unassign, n_peers, n_origin, n_hashes, n_reply;
+	int origin_newer; /* the last share told came in an Origin, not an Assign */
 	Syncbit__Assign *assign;
 	Syncbit__Origin *origin;
 	Syncbit__Peers *peers;
@@ -38,6 +39,7 @@ struct agent {
 	char error[256];
 	uv_timer_t beat; /* empty heartbeats unless silent */
 	int silent;
+	uint64_t last_beat; /* loop time of the last heartbeat sent */
 	struct agent *next; /* in fx.agents until freed */
 };
 
@@ -58,6 +60,18 @@ static struct {
 			uv_run(&fx.s.loop, UV_RUN_ONCE);           \
 		assert_true(cond);                                 \
 	} while (0)
+
+/* WAIT_FOR with a deadline of its own. */
+#define WAIT_FOR_MS(cond, ms)                                     \
+	do {                                                      \
+		uint64_t deadline_ = uv_now(&fx.s.loop) + (ms);   \
+		while (!(cond) && uv_now(&fx.s.loop) < deadline_) \
+			uv_run(&fx.s.loop, UV_RUN_ONCE);          \
+		assert_true(cond);                                \
+	} while (0)
+
+/* Run the loop for ms (a 10 ms tick keeps it turning). */
+static inline void run_for(uint64_t ms);
 
 static inline void on_ready(struct conn *c, int status)
 {
@@ -84,6 +98,7 @@ static inline int on_frame(struct conn *c, uint32_t type, const uint8_t *body, s
 	case SYNCBIT__MSG_TYPE__MSG_ASSIGN:
 		KEEP(assign, assign, type);
 		a->n_assign++;
+		a->origin_newer = 0;
 		break;
 	case SYNCBIT__MSG_TYPE__MSG_UNASSIGN: {
 		Syncbit__Unassign *m = syncbit__unassign__unpack(NULL, len, body);
@@ -99,6 +114,7 @@ static inline int on_frame(struct conn *c, uint32_t type, const uint8_t *body, s
 	case SYNCBIT__MSG_TYPE__MSG_ORIGIN:
 		KEEP(origin, origin, type);
 		a->n_origin++;
+		a->origin_newer = 1;
 		break;
 	case SYNCBIT__MSG_TYPE__MSG_HASHES:
 		KEEP(hashes, hashes, type);
@@ -178,8 +194,10 @@ static inline void beat(uv_timer_t *t)
 {
 	struct agent *a = t->data;
 	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
-	if (a->c && !a->silent && a->n_registered)
+	if (a->c && !a->silent && a->n_registered) {
 		wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL);
+		a->last_beat = uv_now(&fx.s.loop);
+	}
 }
 
 static inline void agent_register(struct agent *a, const char *zone)
@@ -234,6 +252,15 @@ static inline uint32_t range_blocks(Syncbit__BlockRange **r, size_t n, uint32_t 
 	return total;
 }
 
+/* The blocks of a's origin share as it was last told (its Assign, or an
+ * Origin after it). */
+static inline uint32_t told_blocks(const struct agent *a)
+{
+	if (a->origin_newer)
+		return range_blocks(a->origin->blocks, a->origin->n_blocks, NULL);
+	return a->assign ? range_blocks(a->assign->origin, a->assign->n_origin, NULL) : 0;
+}
+
 static inline void add_file(struct source_listing *l, const char *path, uint64_t size)
 {
 	l->files = xrealloc(l->files, (l->nfiles + 1) * sizeof *l->files);
@@ -247,6 +274,13 @@ static inline void add_file(struct source_listing *l, const char *path, uint64_t
 
 static inline void tick(uv_timer_t *t)
 {
+}
+
+static inline void run_for(uint64_t ms)
+{
+	uint64_t end = uv_now(&fx.s.loop) + ms;
+	while (uv_now(&fx.s.loop) < end)
+		uv_run(&fx.s.loop, UV_RUN_ONCE);
 }
 
 static inline int setup(void **state)

@@ -53,21 +53,25 @@ static void test_header_limits(void **state)
 struct seen {
 	int calls;
 	uint32_t which;
+	const ProtobufCMessage *msg;
 	size_t len, plen;
 };
 
-static int handle_a(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int handle_a(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
 {
 	struct seen *s = ctx;
 	s->calls++;
 	s->which = 'a';
+	s->msg = msg;
 	s->len = len;
 	s->plen = plen;
 	free(payload);
 	return 0;
 }
 
-static int handle_b(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int handle_b(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
 {
 	struct seen *s = ctx;
 	s->calls++;
@@ -81,20 +85,28 @@ static const struct frame_handler table[] = {
     {11, 0, 0, handle_b},
 };
 
+/* The same handlers on types that carry no protobuf message (the
+ * dispatcher hands them msg NULL): what is checked here is the table. */
+static const struct frame_handler untyped[] = {
+    {1000, 16, 100, handle_a},
+    {1001, 0, 0, handle_b},
+};
+
 static void test_dispatch(void **state)
 {
 	struct seen s = {0};
 	const uint8_t body[32] = {0};
 
-	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 16, malloc(100), 100), 0);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1000, body, 16, malloc(100), 100), 0);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.which, 'a');
 	assert_int_equal(s.len, 16);
 	assert_int_equal(s.plen, 100);
-	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 0, NULL, 0), 0);
+	assert_null(s.msg);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1000, body, 0, NULL, 0), 0);
 	assert_int_equal(s.calls, 2);
 	/* the handler's own error comes back */
-	assert_int_equal(frame_dispatch(table, 2, &s, 11, body, 0, NULL, 0), SB_ECORRUPT);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1001, body, 0, NULL, 0), SB_ECORRUPT);
 	assert_int_equal(s.which, 'b');
 }
 
@@ -104,14 +116,16 @@ static void test_dispatch_refused(void **state)
 	const uint8_t body[32] = {0};
 
 	/* the payload is freed on refusal (the sanitizer build checks the leak) */
-	assert_int_equal(frame_dispatch(table, 2, &s, 12, body, 0, malloc(10), 10), SB_EPROTO);
-	assert_int_equal(frame_dispatch(table, 2, &s, 0, body, 0, NULL, 0), SB_EPROTO);
-	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 17, malloc(10), 10), SB_ETOOBIG);
-	assert_int_equal(frame_dispatch(table, 2, &s, 11, body, 1, NULL, 0), SB_ETOOBIG);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1002, body, 0, malloc(10), 10), SB_EPROTO);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 0, body, 0, NULL, 0), SB_EPROTO);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1000, body, 17, malloc(10), 10),
+			 SB_ETOOBIG);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1001, body, 1, NULL, 0), SB_ETOOBIG);
 	/* a payload over the row's limit, or on a type that carries none */
-	assert_int_equal(frame_dispatch(table, 2, &s, 10, body, 16, malloc(101), 101), SB_ETOOBIG);
-	assert_int_equal(frame_dispatch(table, 2, &s, 11, body, 0, malloc(1), 1), SB_ETOOBIG);
-	assert_int_equal(frame_dispatch(table, 0, &s, 10, body, 1, malloc(1), 1), SB_EPROTO);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1000, body, 16, malloc(101), 101),
+			 SB_ETOOBIG);
+	assert_int_equal(frame_dispatch(untyped, 2, &s, 1001, body, 0, malloc(1), 1), SB_ETOOBIG);
+	assert_int_equal(frame_dispatch(untyped, 0, &s, 1000, body, 1, malloc(1), 1), SB_EPROTO);
 	assert_int_equal(s.calls, 0);
 }
 

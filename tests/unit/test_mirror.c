@@ -1,12 +1,14 @@
 /* The registry mirror's pure parts: repository names, tags and digests
  * against the distribution spec's grammar, registry folding and the ns
  * parameter (common/source/oci_name.c), request paths, Range headers
- * (common/net/httpd.c), and containerd's hosts.toml (agent/containerd_hosts.c). */
+ * (common/net/httpd.c), containerd's hosts.toml (agent/containerd_hosts.c), and
+ * the registries on-demand pulls may read (agent/mirror_pull.c). */
 #include "testutil.h"
 
 #include <sys/stat.h>
 
 #include "agent/containerd_hosts.h"
+#include "agent/mirror.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/net/httpd.h"
@@ -185,6 +187,41 @@ static char *read_text(const char *path)
 	return buf_steal(&b);
 }
 
+static void test_pull_from(void **state)
+{
+	char *why = NULL;
+	/* No list, or an empty one: every registry. */
+	assert_int_equal(mirror_pull_allows(NULL, "quay.io"), 1);
+	assert_int_equal(mirror_pull_allows("", "127.0.0.1:5000"), 1);
+	/* host:port is that port only; a host alone, all of its ports. */
+	assert_int_equal(mirror_pull_allows("reg.example:5000", "reg.example:5000"), 1);
+	assert_int_equal(mirror_pull_allows("reg.example:5000", "reg.example:5001"), 0);
+	assert_int_equal(mirror_pull_allows("reg.example:5000", "reg.example"), 0);
+	assert_int_equal(mirror_pull_allows("reg.example", "reg.example:5001"), 1);
+	assert_int_equal(mirror_pull_allows("reg.example", "reg.example"), 1);
+	assert_int_equal(mirror_pull_allows("reg.example", "other.example"), 0);
+	assert_int_equal(mirror_pull_allows("reg.example", "reg.example.evil"), 0);
+	/* Folded as ns is: case, and Docker Hub's aliases. */
+	assert_int_equal(mirror_pull_allows("Quay.IO", "quay.io"), 1);
+	assert_int_equal(mirror_pull_allows("registry-1.docker.io", "docker.io"), 1);
+	assert_int_equal(mirror_pull_allows("index.docker.io", "docker.io"), 1);
+	/* Several, comma- or space-separated; IPv6 in brackets. */
+	assert_int_equal(mirror_pull_allows("quay.io, ghcr.io,127.0.0.1", "ghcr.io"), 1);
+	assert_int_equal(mirror_pull_allows("quay.io, ghcr.io,127.0.0.1", "127.0.0.1:41000"), 1);
+	assert_int_equal(mirror_pull_allows("quay.io, ghcr.io", "docker.io"), 0);
+	assert_int_equal(mirror_pull_allows("[::1]", "[::1]:5000"), 1);
+	assert_int_equal(mirror_pull_allows("[::1]:5000", "[::1]:5001"), 0);
+	/* What the flag refuses. */
+	assert_int_equal(mirror_pull_check_from("quay.io,127.0.0.1:5000,[::1]", &why), 0);
+	assert_null(why);
+	assert_int_equal(mirror_pull_check_from("quay.io,reg/x", &why), SB_EURI);
+	assert_non_null(strstr(why, "reg/x"));
+	free(why);
+	why = NULL;
+	assert_int_equal(mirror_pull_check_from("host:99999", &why), SB_EURI);
+	free(why);
+}
+
 static void test_hosts_render(void **state)
 {
 	const char *mirrors[] = {"http://10.0.0.5:5001", "https://m.example/"};
@@ -290,10 +327,11 @@ static void test_hosts_write(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_repo_names),	 cmocka_unit_test(test_tags_and_digests),
-	    cmocka_unit_test(test_registries),	 cmocka_unit_test(test_ns),
-	    cmocka_unit_test(test_paths),	 cmocka_unit_test(test_ranges),
-	    cmocka_unit_test(test_hosts_render), cmocka_unit_test(test_hosts_write),
+	    cmocka_unit_test(test_repo_names),	cmocka_unit_test(test_tags_and_digests),
+	    cmocka_unit_test(test_registries),	cmocka_unit_test(test_ns),
+	    cmocka_unit_test(test_paths),	cmocka_unit_test(test_ranges),
+	    cmocka_unit_test(test_pull_from),	cmocka_unit_test(test_hosts_render),
+	    cmocka_unit_test(test_hosts_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -212,15 +212,22 @@ static void test_crafted_refused(void **state)
 }
 
 static int handled;
+static size_t handled_blocks;
 
-static int handler(void *ctx, const uint8_t *body, size_t len, uint8_t *payload, size_t plen)
+static int handler(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		   uint8_t *payload, size_t plen)
 {
 	handled++;
+	/* the body arrives unpacked as its type's message */
+	assert_non_null(msg);
+	assert_ptr_equal(msg->descriptor, &syncbit__hashes__descriptor);
+	handled_blocks = ((Syncbit__Hashes *)msg)->n_blocks;
 	free(payload);
 	return 0;
 }
 
-/* The dispatcher refuses an over-budget body before its handler runs. */
+/* The dispatcher refuses an over-budget or malformed body before its
+ * handler runs, and hands an accepted one over unpacked. */
 static void test_dispatch(void **state)
 {
 	static const struct frame_handler table[] = {
@@ -238,6 +245,13 @@ static void test_dispatch(void **state)
 	assert_int_equal(frame_dispatch(table, 2, NULL, SYNCBIT__MSG_TYPE__MSG_HASHES, body.ptr,
 					body.len, NULL, 0),
 			 0);
+	assert_int_equal(handled, 1);
+	assert_int_equal(handled_blocks, 1000);
+	/* a body that is not a Hashes (a field longer than the body) never
+	 * reaches the handler */
+	assert_int_equal(frame_dispatch(table, 2, NULL, SYNCBIT__MSG_TYPE__MSG_HASHES,
+					(const uint8_t *)"\x12\x05\x00", 3, NULL, 0),
+			 SB_EPROTO);
 	assert_int_equal(handled, 1);
 	buf_close(&body);
 }

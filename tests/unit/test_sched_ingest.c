@@ -74,12 +74,17 @@ static void test_ingest_from_past_share(void **state)
 	agent_free(a);
 	agent_free(b);
 
-	/* After a restart b registers first and reads both unknown blocks
-	 * (1 and 3); a, which had block 3 in its first share, reports it. */
+	/* After a restart b registers first; a is not back when the plans
+	 * restored stop being held (their bound, brought forward here), so b
+	 * reads both unknown blocks (1 and 3); a, which had block 3 in its
+	 * first share, reports it. */
 	restart();
 	b = agent_dial("node-b");
 	agent_register(b, "y");
 	WAIT_FOR(b->n_assign == 1);
+	assert_int_not_equal(fx.s.plan_hold_until, 0);
+	fx.s.plan_hold_until = uv_now(&fx.s.loop);
+	WAIT_FOR(fx.s.plan_hold_until == 0 && told_blocks(b) == 2);
 	a = agent_dial("node-a");
 	agent_register(a, "x");
 	struct agent *c = agent_dial("node-c");

@@ -3,6 +3,8 @@
  * and versions and reported hashes survive a restart. */
 #include "sched_fixture.h"
 
+#include "scheduler/hold.h"
+
 static void admin_node_rm(const char *name)
 {
 	struct agent *cli = agent_dial("cli");
@@ -140,11 +142,10 @@ static void test_restart_takes_reported_hashes(void **state)
 	WAIT_FOR(a->n_assign == 1 && b->n_assign == 1);
 	assert_true(assigned_known(a, 0));
 	assert_false(assigned_known(a, 1));
-	/* Every block but 0 is planned again, block 1 included. */
-	uint32_t planned = range_blocks(b->assign->origin, b->assign->n_origin, NULL);
-	WAIT_FOR(a->n_origin >= 1);
-	planned += range_blocks(a->origin->blocks, a->origin->n_blocks, NULL);
-	assert_int_equal(planned, 5);
+	/* Both nodes of the plan are back and reported: every block but 0 is
+	 * planned again, block 1 included. */
+	WAIT_FOR(fx.s.plan_hold_until == 0);
+	WAIT_FOR(told_blocks(a) + told_blocks(b) == 5);
 
 	uint32_t held[] = {0, 1};
 	ingest_blocks(a, held, 2, 1);
@@ -172,12 +173,63 @@ static void test_restart_takes_reported_hashes(void **state)
 	agent_free(a);
 }
 
+/* The origin plans restored at a start stand while the nodes that read
+ * them come back (a node back early keeps the share it had), and are made
+ * again as soon as the last of them has reported, long before the bound;
+ * a node that does not come back holds them until the bound. */
+static void test_restart_holds_plans(void **state)
+{
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	uint64_t bound = HOLD_BEATS * (uint64_t)fx.o.heartbeat_ms + HOLD_EXTRA_MS;
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	agent_register(b, "y");
+	WAIT_FOR(b->n_assign == 1 && a->n_origin == 1);
+	assert_int_equal(told_blocks(a) + told_blocks(b), 6);
+	agent_free(a);
+	agent_free(b);
+
+	restart();
+	uint64_t t0 = uv_now(&fx.s.loop);
+	assert_int_not_equal(fx.s.plan_hold_until, 0);
+	assert_int_equal(fx.s.nhold, 2);
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	/* a's shares ever held (every block: it was alone first) stand, and
+	 * several heartbeats of a change nothing while b is away */
+	assert_int_equal(told_blocks(a), 6);
+	run_for(300);
+	assert_int_not_equal(fx.s.plan_hold_until, 0);
+	assert_int_equal(a->n_origin, 0);
+	b = agent_dial("node-b");
+	agent_register(b, "y");
+	WAIT_FOR(fx.s.plan_hold_until == 0);
+	assert_true(uv_now(&fx.s.loop) - t0 < bound);
+	WAIT_FOR(told_blocks(a) + told_blocks(b) == 6 && a->n_origin >= 1);
+	agent_free(a);
+	agent_free(b);
+
+	/* b does not come back: a's share stands until the bound, then a
+	 * reads every block */
+	restart();
+	t0 = uv_now(&fx.s.loop);
+	a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	WAIT_FOR_MS(fx.s.plan_hold_until == 0, bound + WAIT_MS);
+	assert_true(uv_now(&fx.s.loop) - t0 >= bound);
+	WAIT_FOR(told_blocks(a) == 6);
+	agent_free(a);
+}
+
 int main(void)
 {
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_restart_keeps_versions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_takes_reported_hashes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart_holds_plans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_node_key_pinned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_purposes, setup, teardown),
 	};

@@ -113,16 +113,28 @@ static void test_selector_and_unassign(void **state)
 	agent_free(b);
 }
 
+/* A node silent for 2 heartbeats and the slack (200 ms heartbeats: 650
+ * ms) is gone, not before; one whose heartbeats come late, up to almost two
+ * intervals apart, stays. */
 static void test_silent_node_is_dropped(void **state)
 {
-	struct agent *a = agent_dial("node-a");
-	a->silent = 1;
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	uint64_t silence = wire_silence_ms(fx.o.heartbeat_ms);
+	assert_int_equal(silence, 2 * 200 + 250);
 	agent_register(a, "x");
-	WAIT_FOR(a->n_assign == 1);
-	/* No heartbeats: gone after 3 x 200 ms. */
-	WAIT_FOR(a->closed);
+	agent_register(b, "x");
+	uv_timer_start(&b->beat, beat, 350, 350); /* 1.75 intervals apart */
+	WAIT_FOR(a->n_assign == 1 && b->n_assign == 1 && a->last_beat);
+	a->silent = 1;
+	uint64_t quiet_from = a->last_beat;
+	WAIT_FOR_MS(a->closed, silence + WAIT_MS);
+	assert_true(uv_now(&fx.s.loop) - quiet_from >= silence);
 	assert_null(cluster_node_find(&fx.s.cluster, "node-a")->conn);
+	run_for(1500);
+	assert_false(b->closed);
+	assert_non_null(cluster_node_find(&fx.s.cluster, "node-b")->conn);
 	agent_free(a);
+	agent_free(b);
 }
 
 /* 1 when the scheduler has node-a's report of the version with have blocks. */
