@@ -161,14 +161,13 @@ int ctl_pull_parse(const char *line, char **target, uint32_t *block_size)
 	json_t *req = json_loads(line, 0, NULL);
 	json_t *t = json_object_get(req, "target"), *bs = json_object_get(req, "block_size");
 	const char *dir = json_string_value(t);
-	int rc = 0;
+	int bad_target =
+	    t && !json_is_null(t) && (!dir || dir[0] != '/' || strlen(dir) >= PATH_MAX);
+	int bad_size = bs && (!json_is_integer(bs) || json_integer_value(bs) < 0 ||
+			      json_integer_value(bs) > UINT32_MAX);
+	int rc = bad_target || bad_size ? SB_EPROTO : 0;
 	*target = NULL;
 	*block_size = 0;
-	if (t && !json_is_null(t) && (!dir || dir[0] != '/' || strlen(dir) >= PATH_MAX))
-		rc = SB_EPROTO;
-	else if (bs && (!json_is_integer(bs) || json_integer_value(bs) < 0 ||
-			json_integer_value(bs) > UINT32_MAX))
-		rc = SB_EPROTO;
 	if (rc == 0) {
 		*target = dir ? xstrdup(dir) : NULL;
 		*block_size = bs ? (uint32_t)json_integer_value(bs) : 0;

@@ -215,7 +215,7 @@ static void open_source(struct fetch *f)
 		rc = source_new(f->loop, &uri, &so, &f->src);
 		uri_close(&uri);
 	}
-	if (rc < 0) {
+	if (rc != 0) {
 		fetch_origin_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));
 		return;
 	}

@@ -288,6 +288,14 @@ static int set_has(const struct name_set *s, const char *name)
 	return s->n && bsearch(&name, s->v, s->n, sizeof *s->v, layout_cmp_str) != NULL;
 }
 
+/* Sorted for set_has. An empty set has no array to sort (qsort's base
+ * must not be NULL, even for no elements). */
+static void set_sort(struct name_set *s)
+{
+	if (s->n)
+		qsort(s->v, s->n, sizeof *s->v, layout_cmp_str);
+}
+
 static void set_close(struct name_set *s)
 {
 	for (size_t i = 0; i < s->n; i++)
@@ -367,13 +375,13 @@ static int hf_prune(int repo_fd, const char *repo_dir, const char *commit, uint6
 		collect(refs, 1, &keep);
 		close(refs);
 	}
-	qsort(keep.v, keep.n, sizeof *keep.v, layout_cmp_str);
+	set_sort(&keep);
 	int rc = prune_names(repo_fd, "snapshots", &keep, removed);
 	int snaps = rc < 0 ? -1 : layout_open_dir(repo_fd, "snapshots", 0);
 	if (snaps >= 0) {
 		collect(snaps, 0, &used);
 		close(snaps);
-		qsort(used.v, used.n, sizeof *used.v, layout_cmp_str);
+		set_sort(&used);
 		rc = prune_names(repo_fd, "blobs", &used, removed);
 	}
 	set_close(&keep);

@@ -41,30 +41,35 @@ static void blob_path(const char *digest, char *out, size_t cap)
 	snprintf(out, cap, BLOBS_DIR "%.64s", digest + strlen("sha256:"));
 }
 
-/* The cache object holding rel, still as stored, into path. */
-static int object_path(struct load *l, const char *rel, const FileEntry **out, char *path,
-		       size_t cap)
+/* The listing's entry for rel, its cache object (still as stored) into
+ * path, *rc 0; NULL, with *rc the error, when the cache does not hold it. */
+static const FileEntry *object_path(struct load *l, const char *rel, char *path, size_t cap,
+				    int *rc)
 {
 	const FileEntry *e = manifest_find_regular(l->m, rel);
 	struct hash_id id;
-	if (!e)
-		return fail(l, SB_ENOTFOUND, "%s is not in the cached listing", rel);
+	if (!e) {
+		*rc = fail(l, SB_ENOTFOUND, "%s is not in the cached listing", rel);
+		return NULL;
+	}
 	manifest_file_object_id(e->size, l->m->block_size, e->block_hashes.data,
 				e->block_hashes.len / HASH_LEN, &id);
-	if (cache_object_check(l->c, &id) != 1)
-		return fail(l, SB_ENOTFOUND, "%s is no longer in the cache (run again)", rel);
+	if (cache_object_check(l->c, &id) != 1) {
+		*rc = fail(l, SB_ENOTFOUND, "%s is no longer in the cache (run again)", rel);
+		return NULL;
+	}
 	cache_object_path(l->c, &id, path, cap);
-	*out = e;
-	return 0;
+	*rc = 0;
+	return e;
 }
 
 /* A small file of the layout, whole. */
 static int read_doc(struct load *l, const char *rel, struct buf *out)
 {
 	char path[PATH_MAX];
-	const FileEntry *e;
-	int rc = object_path(l, rel, &e, path, sizeof path);
-	if (rc < 0)
+	int rc;
+	const FileEntry *e = object_path(l, rel, path, sizeof path, &rc);
+	if (!e)
 		return rc;
 	if (e->size > OCI_DOC_MAX)
 		return fail(l, SB_ETOOBIG, "%s: %llu bytes, more than a manifest may have", rel,
@@ -82,12 +87,12 @@ static size_t add_blob(struct load *l, const struct oci_descriptor *d, int *rc)
 {
 	struct sync_oci_plan *p = l->plan;
 	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], path[PATH_MAX];
-	const FileEntry *e;
 	for (size_t i = 0; i < p->nblobs; i++)
 		if (!strcmp(p->blobs[i].digest, d->digest))
 			return i;
 	blob_path(d->digest, rel, sizeof rel);
-	if ((*rc = object_path(l, rel, &e, path, sizeof path)) < 0)
+	const FileEntry *e = object_path(l, rel, path, sizeof path, rc);
+	if (!e)
 		return 0;
 	if (e->size != d->size) {
 		*rc = fail(l, SB_ECORRUPT, "%s: %llu bytes in the cache, the manifest says %llu",

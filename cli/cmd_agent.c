@@ -228,9 +228,8 @@ int cmd_daemon(int argc, char **argv)
 	o.advertise = config_get(&cfg, "advertise");
 	o.data = data;
 	o.target = target;
-	o.node = config_get(&cfg, "node")			 ? config_get(&cfg, "node")
-		 : getenv("NODE_NAME") && getenv("NODE_NAME")[0] ? getenv("NODE_NAME")
-								 : host;
+	const char *node = config_get(&cfg, "node"), *env_node = getenv("NODE_NAME");
+	o.node = node ? node : env_node && env_node[0] ? env_node : host;
 	o.kubeconfig = config_get(&cfg, "kubeconfig");
 	o.token_file = token;
 	o.socket = sock;

@@ -108,7 +108,6 @@ int cmd_scheduler(int argc, char **argv)
 	}
 	if ((rc = etcd_password(&cfg, &password)))
 		goto out;
-	rc = EXIT_USAGE;
 	data = cli_data_dir(&cfg);
 	struct sched_options o = {
 	    .listen = config_get(&cfg, "listen"),

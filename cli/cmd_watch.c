@@ -248,24 +248,30 @@ static int parse_duration(const char *s, uint64_t *out)
 			return SB_ECONFIG;
 		errno = 0;
 		unsigned long long n = strtoull(s, &end, 10);
-		uint64_t unit = 1;
+		uint64_t unit; /* seconds */
 		switch (*end) {
 		case 'd':
-			unit *= 24; /* fall through */
+			unit = 86400;
+			break;
 		case 'h':
-			unit *= 60; /* fall through */
+			unit = 3600;
+			break;
 		case 'm':
-			unit *= 60; /* fall through */
+			unit = 60;
+			break;
 		case 's':
-			end++;
+			unit = 1;
 			break;
 		case '\0':
-			if (s != end && total)
+			if (total)
 				return SB_ECONFIG; /* "1h30": 30 what? */
+			unit = 1;
 			break;
 		default:
 			return SB_ECONFIG;
 		}
+		if (*end)
+			end++;
 		if (errno || n > UINT32_MAX || total + n * unit > UINT32_MAX)
 			return SB_ECONFIG;
 		total += n * unit;

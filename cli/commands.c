@@ -236,13 +236,14 @@ static void scrub_secrets(int argc, char **argv)
 	for (int i = 0; i < argc && strcmp(argv[i], "--"); i++) {
 		for (size_t k = 0; k < sizeof secret / sizeof *secret; k++) {
 			size_t n = strlen(secret[k]);
-			char *v = NULL;
+			char *v;
 			if (!strncmp(argv[i], secret[k], n) && argv[i][n] == '=')
 				v = argv[i] + n + 1;
 			else if (!strcmp(argv[i], secret[k]) && i + 1 < argc)
 				v = argv[i + 1];
-			if (v)
-				memset(v, 'x', strlen(v));
+			else
+				continue;
+			memset(v, 'x', strlen(v));
 		}
 	}
 }

@@ -39,8 +39,8 @@ uint64_t progress_now_ns(void)
 const char *progress_fmt_bytes(uint64_t n, char *out, int len)
 {
 	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-	double v = (double)n;
-	int u = -1;
+	double v = (double)n / 1024;
+	int u = 0;
 
 	if (n < 1024) {
 		snprintf(out, (size_t)len, "%llu B", (unsigned long long)n);

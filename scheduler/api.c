@@ -190,7 +190,7 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	for (size_t i = 0; i < s->cluster.nnodes; i++)
 		if (cluster_assigned(d, s->cluster.nodes[i]))
 			json_array_append_new(nodes, node_status(s, d, s->cluster.nodes[i]));
-	uint64_t bytes = cv ? cv->v->bytes : 0;
+	uint64_t bytes = cv ? cv->v->bytes : 0, delivered = t->from_origin + t->from_peers;
 	double copies = bytes ? (double)t->from_origin / (double)bytes : 0.0;
 	return json_pack(
 	    "{s:s, s:o, s:I, s:I, s:I, s:b, s:I, s:I, s:{s:I, s:s}, s:o, "
@@ -203,8 +203,8 @@ static json_t *dataset_status(struct sched *s, const struct cluster_dataset *d, 
 	    (json_int_t)(cv ? cv->stripe : 1), "reason", cv ? cv->reason : "", "nodes", nodes,
 	    "totals", "bytes_from_origin", (json_int_t)t->from_origin, "bytes_from_peers",
 	    (json_int_t)t->from_peers, "bytes_reused", (json_int_t)t->reused, "bytes_served",
-	    (json_int_t)t->served, "bytes_delivered", (json_int_t)(t->from_origin + t->from_peers),
-	    "origin_copies", jsonfmt_real3(copies));
+	    (json_int_t)t->served, "bytes_delivered", (json_int_t)delivered, "origin_copies",
+	    jsonfmt_real3(copies));
 }
 
 json_t *api_status(struct sched *s, const char *only)

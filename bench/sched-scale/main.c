@@ -251,23 +251,36 @@ static void leave_some(uint32_t k)
 	}
 }
 
+/* A command's count: decimal digits only, below 2^32 (sscanf's %u would
+ * take "-1" for 4294967295). */
+static int count_of(const char *s, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || errno || v > UINT32_MAX)
+		return 0;
+	*out = (unsigned)v;
+	return 1;
+}
+
 static void command(char *s)
 {
-	char name[256];
+	char name[256], num[24];
 	unsigned a;
 	if (!strcmp(s, "status")) {
 		cmd_status();
-	} else if (sscanf(s, "wait-registered %u", &a) == 1) {
+	} else if (sscanf(s, "wait-registered %23s", num) == 1 && count_of(num, &a)) {
 		want_registered = a;
 		check_registered();
-	} else if (sscanf(s, "wait-assign %255s %u", name, &a) == 2) {
+	} else if (sscanf(s, "wait-assign %255s %23s", name, num) == 2 && count_of(num, &a)) {
 		struct watch *w = watch_of(name);
 		w->want_assigned = a;
 		if (w->assigned >= a) {
 			say("assigned %s %u %lld", name, w->assigned, (long long)w->assigned_ms);
 			w->want_assigned = 0;
 		}
-	} else if (sscanf(s, "wait-complete %255s %u", name, &a) == 2) {
+	} else if (sscanf(s, "wait-complete %255s %23s", name, num) == 2 && count_of(num, &a)) {
 		struct watch *w = watch_of(name);
 		w->want_complete = a;
 		if (w->complete >= a) {
@@ -279,7 +292,7 @@ static void command(char *s)
 			held[nheld++] = xstrdup(name);
 	} else if (sscanf(s, "release %255s", name) == 1) {
 		cmd_release(name);
-	} else if (sscanf(s, "freeze %u %255s", &a, name) == 2) {
+	} else if (sscanf(s, "freeze %23s %255s", num, name) == 2 && count_of(num, &a)) {
 		cmd_freeze(a, name);
 	} else if (!strcmp(s, "thaw")) {
 		for (uint32_t i = 0; i < sim->o.nodes; i++)
@@ -287,7 +300,7 @@ static void command(char *s)
 				sim->nodes[i].frozen = 0;
 				node_dial(&sim->nodes[i]);
 			}
-	} else if (sscanf(s, "leave %u", &a) == 1) {
+	} else if (sscanf(s, "leave %23s", num) == 1 && count_of(num, &a)) {
 		leave_some(a);
 	} else if (!strcmp(s, "quit")) {
 		exit(0);

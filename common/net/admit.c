@@ -177,10 +177,8 @@ void admit_note(struct admit *a, enum admit_reason why, const char *addr, const 
 
 /* ---- the pending set ---- */
 
-static void slot_unlink(struct admit_slot *s)
+static void slot_unlink(struct admit *a, struct admit_slot *s)
 {
-	struct admit *a = s->a;
-
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -258,7 +256,7 @@ static void evict(struct admit *a, struct admit_slot *victim, int silent)
 	snprintf(
 	    detail, sizeof detail, "%s after %llu ms, dropped to make room for a newer connection",
 	    silent ? "silent" : "pending", (unsigned long long)(uv_now(a->loop) - victim->since));
-	slot_unlink(victim);
+	slot_unlink(a, victim);
 	admit_note(a, ADMIT_EVICTED, victim->addr, detail);
 	a->cfg.evict(victim);
 }
@@ -346,7 +344,7 @@ void admit_leave(struct admit_slot *s, enum admit_reason why, const char *detail
 
 	if (!a)
 		return;
-	slot_unlink(s);
+	slot_unlink(a, s);
 	if (why != ADMIT_NONE)
 		admit_note(a, why, s->addr, detail);
 }
@@ -420,7 +418,7 @@ static void timer_closed(uv_handle_t *h)
 void admit_close(struct admit *a, void (*closed)(struct admit *a))
 {
 	while (a->oldest)
-		slot_unlink(a->oldest);
+		slot_unlink(a, a->oldest);
 	window_flush(a);
 	a->closed = closed;
 	a->handles = 2;

@@ -288,6 +288,8 @@ static void sent(struct conn *c, size_t k)
 	c->queued -= k;
 	while (k > 0) {
 		struct conn_msg *m = c->sq_head;
+		if (!m) /* a batch is made of queued bytes only */
+			fatal("%s: the socket took %zu bytes more than queued", c->peer_addr, k);
 		size_t left = msg_total(m) - m->sent;
 		size_t take = left < k ? left : k;
 		m->sent += take;

@@ -148,23 +148,28 @@ static int refuse(struct handshake *hs, int rc, struct buf *out, const char *fmt
 	return rc;
 }
 
-static int hello_parse(struct handshake *hs, const uint8_t *in, size_t len, Syncbit__Hello **out)
+/* The peer's Hello (the caller frees it), *rc 0; NULL, with *rc the error
+ * (hs failed), when it is too long, malformed or of another version. */
+static Syncbit__Hello *hello_parse(struct handshake *hs, const uint8_t *in, size_t len, int *rc)
 {
-	*out = NULL;
-	if (len > HANDSHAKE_HELLO_MAX)
-		return hs_fail(hs, SB_ETOOBIG, "hello of %zu bytes exceeds %d", len,
-			       HANDSHAKE_HELLO_MAX);
-	Syncbit__Hello *h = syncbit__hello__unpack(NULL, len, in);
-	if (!h)
-		return hs_fail(hs, SB_EPROTO, "malformed hello");
-	if (h->version != HANDSHAKE_VERSION) {
-		int rc = hs_fail(hs, SB_EPROTO, "peer speaks protocol v%u; this side speaks v%d",
-				 h->version, HANDSHAKE_VERSION);
-		syncbit__hello__free_unpacked(h, NULL);
-		return rc;
+	if (len > HANDSHAKE_HELLO_MAX) {
+		*rc = hs_fail(hs, SB_ETOOBIG, "hello of %zu bytes exceeds %d", len,
+			      HANDSHAKE_HELLO_MAX);
+		return NULL;
 	}
-	*out = h;
-	return 0;
+	Syncbit__Hello *h = syncbit__hello__unpack(NULL, len, in);
+	if (!h) {
+		*rc = hs_fail(hs, SB_EPROTO, "malformed hello");
+		return NULL;
+	}
+	if (h->version != HANDSHAKE_VERSION) {
+		*rc = hs_fail(hs, SB_EPROTO, "peer speaks protocol v%u; this side speaks v%d",
+			      h->version, HANDSHAKE_VERSION);
+		syncbit__hello__free_unpacked(h, NULL);
+		return NULL;
+	}
+	*rc = 0;
+	return h;
 }
 
 /* The refusal a responder sent, quoted printable and short. */
@@ -314,7 +319,8 @@ int handshake_respond(struct handshake *hs, const uint8_t *in, size_t len, struc
 
 	if (hs->initiator || hs->state != HANDSHAKE_START)
 		return hs_fail(hs, SB_EPROTO, "hello out of order");
-	int rc = hello_parse(hs, in, len, &h);
+	int rc;
+	h = hello_parse(hs, in, len, &rc);
 	if (rc == SB_EPROTO && strstr(hs->error, "peer speaks")) {
 		/* Ours says what the peer speaks; the refusal what we do. */
 		char ours[HANDSHAKE_ERROR_MAX];
@@ -323,7 +329,7 @@ int handshake_respond(struct handshake *hs, const uint8_t *in, size_t len, struc
 		snprintf(hs->error, sizeof hs->error, "%s", ours);
 		return rc;
 	}
-	if (rc)
+	if (!h)
 		return rc;
 	if (!purpose_valid(h->purpose) || !(hs->purposes & HANDSHAKE_PURPOSE_BIT(h->purpose))) {
 		rc = refuse(hs, SB_EPROTO, out, "this port does not take %s connections",
@@ -371,8 +377,9 @@ int handshake_finish(struct handshake *hs, const uint8_t *in, size_t len, struct
 
 	if (!hs->initiator || hs->state != HANDSHAKE_SENT)
 		return hs_fail(hs, SB_EPROTO, "hello out of order");
-	int rc = hello_parse(hs, in, len, &h);
-	if (rc)
+	int rc;
+	h = hello_parse(hs, in, len, &rc);
+	if (!h)
 		return rc;
 	if (h->refused[0]) {
 		rc = refused_by_peer(hs, h);
@@ -408,8 +415,9 @@ int handshake_accept(struct handshake *hs, const uint8_t *in, size_t len, struct
 
 	if (hs->initiator || hs->state != HANDSHAKE_REPLIED)
 		return hs_fail(hs, SB_EPROTO, "hello out of order");
-	int rc = hello_parse(hs, in, len, &h);
-	if (rc)
+	int rc;
+	h = hello_parse(hs, in, len, &rc);
+	if (!h)
 		return rc;
 	rc = noise_handshake_read(&hs->noise, h->noise.data, h->noise.len, &pay);
 	syncbit__hello__free_unpacked(h, NULL);

@@ -94,10 +94,7 @@ int aws_ini_get(const char *text, int config_file, const char *profile, const ch
 		}
 	}
 	free(copy);
-	if (rc < 0) {
-		free(*out);
-		*out = NULL;
-	} else if (*out && !**out) {
+	if (rc < 0 || (*out && !**out)) { /* an empty value is no value */
 		free(*out);
 		*out = NULL;
 	}

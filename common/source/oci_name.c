@@ -153,8 +153,10 @@ int oci_name_registry(const char *host, char *out, size_t cap)
 	size_t n = strnlen(host, OCI_NAME_HOST_MAX + 1);
 	if (n == 0 || n > OCI_NAME_HOST_MAX || cap <= OCI_NAME_HOST_MAX || !host_valid(host))
 		return SB_EURI;
-	for (size_t i = 0; i <= n; i++)
+	size_t i = 0;
+	for (; host[i]; i++)
 		out[i] = (char)tolower((unsigned char)host[i]);
+	out[i] = '\0';
 	if (!strcmp(out, "index.docker.io") || !strcmp(out, "registry-1.docker.io"))
 		snprintf(out, cap, "%s", OCI_NAME_DOCKER);
 	return 0;

@@ -292,14 +292,29 @@ int xml_scan(const char *doc, size_t len, xml_cb cb, void *arg, char *err)
 
 /* ---- times ---- */
 
+/* The decimal number of the n digits at s (checked digits). */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+	while (n--)
+		v = v * 10 + (*s++ - '0');
+	return v;
+}
+
 int xml_parse_time(const char *s, int64_t *out)
 {
-	struct tm tm = {0};
-	int n = 0;
-	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
-	    n != 19)
-		return SB_EPROTO;
+	/* Every field is its full width of digits: no sign, no space. */
+	static const char form[] = "dddd-dd-ddTdd:dd:dd";
+	const size_t n = sizeof form - 1;
+	for (size_t i = 0; i < n; i++)
+		if (form[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != form[i])
+			return SB_EPROTO;
+	struct tm tm = {.tm_year = digits(s, 4),
+			.tm_mon = digits(s + 5, 2),
+			.tm_mday = digits(s + 8, 2),
+			.tm_hour = digits(s + 11, 2),
+			.tm_min = digits(s + 14, 2),
+			.tm_sec = digits(s + 17, 2)};
 	if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
 	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_year < 1970)
 		return SB_EPROTO;

@@ -49,6 +49,9 @@ static void range(const char *r)
 	const char *p = !strncasecmp(r, "bytes=", 6) ? r + 6 : r;
 	char want[48];
 	snprintf(want, sizeof want, "0-%" PRIu64, last);
+	/* p is r + 6 only when r starts with "bytes=": the analyzer does not
+	 * see that through strncasecmp and reads past an empty r. */
+	/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
 	fuzz_check(p[0] == '0', "a range not from 0 accepted");
 	if (last < UINT64_MAX) { /* what the chunk that ends there was sent as */
 		char out[48];

@@ -15,12 +15,11 @@ static void use_tz(const char *tz)
 /* "YYYY-MM-DD HH:MM" in the current TZ. */
 static time_t at(const char *s)
 {
-	struct tm t = {.tm_isdst = -1};
-	if (sscanf(s, "%d-%d-%d %d:%d", &t.tm_year, &t.tm_mon, &t.tm_mday, &t.tm_hour, &t.tm_min) !=
-	    5)
+	struct tm t = {0};
+	const char *end = strptime(s, "%Y-%m-%d %H:%M", &t);
+	if (!end || *end)
 		fail_msg("bad time '%s'", s);
-	t.tm_year -= 1900;
-	t.tm_mon -= 1;
+	t.tm_isdst = -1;
 	return mktime(&t);
 }
 

@@ -203,10 +203,8 @@ static void test_socket_line_at_limit_is_read(void **state)
 	struct server *s = *state;
 	/* A line just under the limit, split over many writes, is one request. */
 	size_t n = CTL_LINE_MAX - 1;
-	char *big = malloc(n + 1);
-	memset(big, ' ', n);
-	memcpy(big, "{\"op\": \"nope\"}", 14);
-	big[n] = '\n';
+	char *big = malloc(n + 2);
+	snprintf(big, n + 2, "%-*s\n", (int)n, "{\"op\": \"nope\"}"); /* spaces up to n */
 	send_all(s->fd, big, n + 1);
 	free(big);
 	char *l = read_line(s->fd);

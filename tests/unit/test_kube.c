@@ -81,8 +81,8 @@ static void test_kubeconfig(void **state)
 	kube_config_close(&c);
 
 	/* $KUBECONFIG (its first file), and inline client certificates */
-	char *text = strdup(kubeconfig);
-	memcpy(strstr(text, "current-context: b"), "current-context: a", 18);
+	char *text = strdup(kubeconfig), *ctx = strstr(text, "current-context: b");
+	ctx[strlen("current-context: ")] = 'a';
 	put("kc2", text);
 	free(text);
 	char env[2100];

@@ -309,6 +309,30 @@ static void test_hf_cache_prune(void **state)
 	layout_close(&l);
 }
 
+/* A version with no files, published with --delete: its snapshot links no
+ * blob, so every blob goes (and an empty set of names is never sorted). */
+static void test_hf_cache_prune_empty(void **state)
+{
+	struct fx *f = *state;
+	struct layout l = {.kind = LAYOUT_HF_CACHE};
+	const char *repo = at(f->dst, "models--acme--llm");
+	as_hub_listing(f, "hf://acme/llm", COMMIT);
+	publish_ok(f, &l);
+	layout_close(&l);
+	as_hub_listing(f, "hf://acme/llm", OTHER);
+	size_t n = f->m->n_files;
+	f->m->n_files = 0;
+	l.prune = 1;
+	publish_ok(f, &l);
+	f->m->n_files = n;
+	assert_int_equal(access(at(repo, "snapshots/" COMMIT), F_OK), -1);
+	assert_int_equal(access(at(repo, "snapshots/" OTHER), F_OK), 0);
+	assert_int_equal(access(at(repo, "blobs/" SHA_W), F_OK), -1);
+	assert_int_equal(access(at(repo, "blobs/" GIT_C), F_OK), -1);
+	assert_string_equal(read_all(at(repo, "refs/main")), OTHER);
+	layout_close(&l);
+}
+
 static void test_triton(void **state)
 {
 	struct fx *f = *state;
@@ -453,6 +477,7 @@ int main(void)
 	    T(test_hf_cache_revisions),
 	    T(test_hf_cache_local_source),
 	    T(test_hf_cache_prune),
+	    T(test_hf_cache_prune_empty),
 	    T(test_triton),
 	    T(test_prune_plain),
 	    cmocka_unit_test(test_names),

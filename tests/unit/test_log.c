@@ -492,13 +492,14 @@ static void test_json_print_and_limited(void **state)
 #define THREADS		 8
 #define LINES_PER_THREAD 500
 
+#define PADDING "padding-padding-padding-padding-padding-padding"
+
 static void *log_many(void *arg)
 {
 	long id = (long)arg;
 
 	for (int i = 0; i < LINES_PER_THREAD; i++)
-		log_warn("thread %ld line %d %s", id, i,
-			 "padding-padding-padding-padding-padding-padding");
+		log_warn("thread %ld line %d %s", id, i, PADDING);
 	return NULL;
 }
 
@@ -519,12 +520,12 @@ static void test_threads_do_not_interleave(void **state)
 	out = capture_end(&c);
 	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		json_t *j = parse_line(line);
-		long id;
-		int n;
+		const char *msg = json_string_value(json_object_get(j, "msg"));
+		int end = 0;
 
-		assert_int_equal(sscanf(json_string_value(json_object_get(j, "msg")),
-					"thread %ld line %d", &id, &n),
-				 2);
+		assert_non_null(msg);
+		sscanf(msg, "thread %*u line %*u " PADDING "%n", &end); /* the whole message */
+		assert_int_equal(end, strlen(msg));
 		json_decref(j);
 		count++;
 	}

@@ -245,6 +245,8 @@ static void test_carry_over(void **state)
 	for (size_t i = 0; i < next.m.n_files; i++)
 		if (next.e[i].block_hashes.len && !next.e[i].hardlink_to)
 			memset(next.e[i].block_hashes.data, 0, next.e[i].block_hashes.len);
+	/* e[1], a/big.bin, has 301 hashes (the analyzer loses count in mb_sample) */
+	/* NOLINTNEXTLINE(clang-analyzer-optin.portability.UnixAPI) */
 	next.hashes[4] = calloc(1, next.e[1].block_hashes.len);
 	next.e[4].block_hashes.data = next.hashes[4];
 	/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): hashes[4] was NULL (empty hardlink) */

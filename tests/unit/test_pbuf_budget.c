@@ -62,7 +62,11 @@ static void test_limits(void **state)
 /* Hashes of n blocks as the scheduler sends them. */
 static void honest_hashes(size_t n, struct buf *out)
 {
-	Syncbit__BlockHash *bh = calloc(n, sizeof *bh), **bp = calloc(n, sizeof *bp);
+	Syncbit__BlockHash *bh = NULL, **bp = NULL; /* none for no blocks, as when decoded */
+	if (n) {
+		bh = calloc(n, sizeof *bh);
+		bp = calloc(n, sizeof *bp);
+	}
 	uint8_t vid[HASH_LEN] = {1}, hash[HASH_LEN] = {2};
 	Syncbit__Hashes m = SYNCBIT__HASHES__INIT;
 	m.version_id.data = vid;

@@ -131,9 +131,10 @@ static void test_publish_many_files(void **state)
 	int linked[NCONTENTS] = {0};
 	for (size_t i = 0; i < m->n_files; i++) {
 		const FileEntry *e = m->files[i];
-		int k;
-		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR ||
-		    sscanf(e->path, "f%d", &k) != 1 || k >= NSHARED)
+		if (e->type != SYNCBIT__FILE_TYPE__FILE_REGULAR || e->path[0] != 'f')
+			continue;
+		int k = (int)strtol(e->path + 1, NULL, 10); /* "f%04d" */
+		if (k >= NSHARED)
 			continue;
 		struct hash_id id;
 		char obj[4096];

@@ -304,7 +304,7 @@ static void test_uri_options(void **state)
 
 	static const char *const bad[] = {
 	    "oci://r.io/a:v1?tag-regex=x",	      /* a tag and a regex */
-	    "oci://r.io/a@" D1 "?tag-regex=x",	      /* a digest and a regex */
+	    ("oci://r.io/a@" D1 "?tag-regex=x"),      /* a digest and a regex */
 	    "oci://r.io/a?platform=linux",	      /* no arch */
 	    "oci://r.io/a?platform=Linux/amd64",      /* not lower-case */
 	    "oci://r.io/a?platform=a/b&platform=a/b", /* twice */

@@ -212,6 +212,13 @@ static void test_parse_time(void **state)
 	assert_int_equal(xml_parse_time("2009-10-12T17:50:30.Z", &t), SB_EPROTO);
 	assert_int_equal(xml_parse_time("9999-12-31T23:59:59Z", &t), SB_EPROTO);
 	assert_int_equal(xml_parse_time("2262-01-01T00:00:00Z", &t), 0);
+	/* every field is all digits: no sign or space in one */
+	assert_int_equal(xml_parse_time("2009-+1-12T17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009- 1-12T17:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T17:50:+3Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-12T-1:50:30Z", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("2009-10-1", &t), SB_EPROTO);
+	assert_int_equal(xml_parse_time("", &t), SB_EPROTO);
 }
 
 /* ---- configuration and addressing ---- */
