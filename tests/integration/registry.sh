@@ -32,3 +32,11 @@ CONF
 	cat "$T/$name.log" >&2
 	return 1
 }
+
+# The test's OCI layout is $L (tests/fixtures/oci_image.py builds images in it).
+SKOPEO=(skopeo --insecure-policy)
+image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
+push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
+# blobs TAG / layers TAG: the hex of TAG's config and layers / of its layers.
+blobs() { python3 "$FIXTURES/oci_layout.py" blobs "$L" "$1"; }
+layers() { python3 "$FIXTURES/oci_layout.py" layers "$L" "$1"; }

@@ -25,21 +25,7 @@ for tool in docker-registry skopeo containerd ctr runc; do
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
 L=$T/layout
-SKOPEO=(skopeo --insecure-policy)
 
-image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
-push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
-# layers TAG: the hex of each layer of TAG's manifest in $L, in order.
-layers() {
-	python3 - "$L" "$1" <<'PY'
-import json, sys
-L, tag = sys.argv[1], sys.argv[2]
-idx = json.load(open(f"{L}/index.json"))
-d = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
-m = json.load(open(f"{L}/blobs/sha256/{d['digest'][7:]}"))
-print(" ".join(l["digest"][7:] for l in m["layers"]))
-PY
-}
 
 # Two images sharing a 3 MB base layer, and one the mirror never holds.
 D_APP=$(image app --seed app --size 400000 --base-seed base --base-size 3000000)

@@ -31,21 +31,8 @@ for tool in docker-registry skopeo containerd ctr; do
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
 L=$T/layout
-SKOPEO=(skopeo --insecure-policy)
 
-image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
-push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 # blobs TAG: the config's hex, then each layer's, of TAG's manifest in $L.
-blobs() {
-	python3 - "$L" "$1" <<'PY'
-import json, sys
-L, tag = sys.argv[1], sys.argv[2]
-idx = json.load(open(f"{L}/index.json"))
-d = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
-m = json.load(open(f"{L}/blobs/sha256/{d['digest'][7:]}"))
-print(" ".join([m["config"]["digest"][7:]] + [l["digest"][7:] for l in m["layers"]]))
-PY
-}
 # platform_digest TAG ARCH: the digest of ARCH's manifest in TAG's index.
 platform_digest() {
 	python3 - "$L" "$1" "$2" <<'PY'
@@ -207,25 +194,7 @@ check "ctr pulls and unpacks it through n2's mirror" pulled "$R/team/app:v1" "$T
 check "  the unpacked files are the layers'" same_files "$R/team/app:v1" "${APP[@]:1}"
 check "  containerd never asked the registry itself" test "$(containerd_asked)" = 0
 check "every blob of the image left the registry once for both nodes (Range bytes summed)" \
-	python3 - "$T/log.json" "$L" "${APP[@]}" <<'PY'
-import json, os, sys
-log, layout, blobs = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3:]
-sent = {h: 0 for h in blobs}
-for r in log:
-    if r["method"] != "GET" or "/v2/team/app/blobs/sha256:" not in r["path"] or r["status"] >= 300:
-        continue
-    h = r["path"].split("sha256:")[1].split("?")[0]
-    size = os.path.getsize(f"{layout}/blobs/sha256/{h}")
-    if r["range"]:
-        a, b = r["range"][6:].split("-")
-        sent[h] += min(int(b), size - 1) - int(a) + 1
-    else:
-        sent[h] += size
-for h in blobs:
-    size = os.path.getsize(f"{layout}/blobs/sha256/{h}")
-    assert sent[h] == size, (h, sent[h], size)
-print(sum(sent.values()), "bytes of blobs left the registry")
-PY
+	python3 "$FIXTURES/oci_layout.py" sent-once "$T/log.json" "$L" team/app "${APP[@]}"
 check "  n2 started one pull" test "$(started "$H2")" = 1
 check "  its blocks came from n1 (a peer)" \
 	grep -Eq "mirror: pulled oci://$R/team/app:v1.* [1-9][0-9]* from peers\)" "$T/a2.log"

@@ -20,7 +20,6 @@ L=$T/layout STORE=$T/store DATA=$T/data
 # Under SAN=1 a report goes to a file, so one in a failing pull still shows.
 export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-SKOPEO=(skopeo --insecure-policy)
 
 # start_fixture VAR OUTFILE command...: a fixture that prints its port
 # first; sets VAR to that port.
@@ -35,8 +34,6 @@ start_fixture() {
 	cat "$out.err" >&2; return 1
 }
 
-image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
-push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 pull() { "$SYNCBIT" pull "$@" --data "$DATA" --json; }
 inspect() { "${SKOPEO[@]}" inspect "oci:$1" 2>&1; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }

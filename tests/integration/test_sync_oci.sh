@@ -20,10 +20,7 @@ L=$T/layout DATA=$T/data
 export ASAN_OPTIONS="log_path=$T/san${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="log_path=$T/san${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 unset REGISTRY_AUTH DEST_REGISTRY_AUTH SRC DST CRON_SCHEDULE RUN_ON_START CRONTAB CRONTAB_FILE
-SKOPEO=(skopeo --insecure-policy)
 
-image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
-push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
 digest() { "${SKOPEO[@]}" inspect --tls-verify=false "docker://$1" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['Digest'])"; }
 sync_() { "$SYNCBIT" sync "$@" --once --data "$DATA" --push-chunk 128KiB --json; }
 field() { json_field "$1" "$2"; }
