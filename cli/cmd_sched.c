@@ -108,6 +108,16 @@ int cmd_scheduler(int argc, char **argv)
 	}
 	if ((rc = etcd_password(&cfg, &password)))
 		goto out;
+	if (!config_get(&cfg, "etcd-cert") != !config_get(&cfg, "etcd-key")) {
+		cli_error("scheduler: --etcd-cert and --etcd-key go together");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (config_get(&cfg, "etcd-user") && !password) {
+		cli_error("scheduler: --etcd-user needs --etcd-password-file");
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	data = cli_data_dir(&cfg);
 	struct sched_options o = {
 	    .listen = config_get(&cfg, "listen"),

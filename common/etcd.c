@@ -233,8 +233,7 @@ int etcd_open(const struct etcd_config *cfg, struct etcd **out, char **detail)
 	if (e->user) {
 		int rc = authenticate(e);
 		if (rc < 0) {
-			*detail = xasprintf("etcd authentication as %s: %s", e->user,
-					    rc == SB_EHTTP ? "etcd unreachable" : e->error);
+			*detail = xasprintf("etcd authentication as %s: %s", e->user, e->error);
 			etcd_free(e);
 			return rc;
 		}
