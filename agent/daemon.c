@@ -85,6 +85,7 @@ static void stop(struct daemon *d)
 	d->nsets = 0;
 	peers_free(d->peers);
 	d->peers = NULL;
+	daemon_hb_sent_clear(d);
 	ctl_free(d->ctl); /* cancels its clients' pulls */
 	d->ctl = NULL;
 	mirror_free(d->mirror); /* cancels its on-demand pulls */

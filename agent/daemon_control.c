@@ -64,6 +64,8 @@ static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, s
 	Syncbit__Registered *m = (Syncbit__Registered *)msg;
 	if (m->heartbeat_ms >= 100 && m->heartbeat_ms <= 60000)
 		d->heartbeat_ms = m->heartbeat_ms;
+	d->hb_deltas = m->heartbeat_deltas;
+	daemon_hb_sent_clear(d); /* this scheduler has seen no map yet */
 	d->sched_ready = 1;
 	uplink_up(&d->link, uv_now(&d->loop));
 	d->backoff_ms = DAEMON_RECONNECT_MIN_MS;
@@ -405,6 +407,57 @@ void dial_scheduler(uv_timer_t *t)
 	}
 }
 
+void daemon_hb_sent_clear(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nhb_sent; i++)
+		free(d->hb_sent[i].bits);
+	free(d->hb_sent);
+	d->hb_sent = NULL;
+	d->nhb_sent = 0;
+}
+
+/* 1 when every one of n bits is set. */
+static int all_set(const uint8_t *bits, uint32_t n)
+{
+	for (uint32_t i = 0; i < n / 8; i++)
+		if (bits[i] != 0xff)
+			return 0;
+	for (uint32_t b = n / 8 * 8; b < n; b++)
+		if (!(bits[b / 8] & (1u << (b % 8))))
+			return 0;
+	return 1;
+}
+
+/* 1 when this connection's last full map of version vid was these bits
+ * and fewer than DAEMON_HB_FULL_EVERY heartbeats left it out since; else
+ * the map is recorded as sent in full now (0). */
+static int hb_same(struct daemon *d, const uint8_t *vid, const uint8_t *bits, uint32_t n)
+{
+	size_t len = (n + 7) / 8;
+	struct hb_sent *e = NULL;
+	for (size_t i = 0; i < d->nhb_sent && !e; i++)
+		if (!memcmp(d->hb_sent[i].vid, vid, HASH_LEN))
+			e = &d->hb_sent[i];
+	if (!e) {
+		d->hb_sent = xrealloc(d->hb_sent, (d->nhb_sent + 1) * sizeof *d->hb_sent);
+		e = &d->hb_sent[d->nhb_sent++];
+		memset(e, 0, sizeof *e);
+		memcpy(e->vid, vid, HASH_LEN);
+	}
+	e->seen = 1;
+	if (e->bits && e->nblocks == n && !memcmp(e->bits, bits, len) &&
+	    e->skipped + 1 < DAEMON_HB_FULL_EVERY) {
+		e->skipped++;
+		return 1;
+	}
+	free(e->bits);
+	e->bits = xmalloc(len + 1);
+	memcpy(e->bits, bits, len);
+	e->nblocks = n;
+	e->skipped = 0;
+	return 0;
+}
+
 static void version_state(struct daemon *d, struct dset *s, struct fetch *f,
 			  Syncbit__VersionState *v, Syncbit__Bitfield *bf)
 {
@@ -420,6 +473,13 @@ static void version_state(struct daemon *d, struct dset *s, struct fetch *f,
 	bf->bits.data = (uint8_t *)fetch_bits(f);
 	bf->bits.len = (bf->nblocks + 7) / 8;
 	v->have = bf;
+	if (d->hb_deltas && bf->nblocks && all_set(bf->bits.data, bf->nblocks)) {
+		v->have = NULL;
+		v->have_all = 1;
+	} else if (d->hb_deltas && hb_same(d, v->version_id.data, bf->bits.data, bf->nblocks)) {
+		v->have = NULL;
+		v->have_same = 1;
+	}
 	v->published = fetch_published(f);
 	v->bytes_from_origin = st.bytes_from_origin;
 	v->bytes_from_peers = st.bytes_from_peers;
@@ -447,6 +507,17 @@ void send_heartbeat(struct daemon *d)
 				n++;
 			}
 	}
+	/* Maps of versions no longer reported are forgotten. */
+	size_t keep = 0;
+	for (size_t i = 0; i < d->nhb_sent; i++) {
+		if (d->hb_sent[i].seen) {
+			d->hb_sent[i].seen = 0;
+			d->hb_sent[keep++] = d->hb_sent[i];
+		} else {
+			free(d->hb_sent[i].bits);
+		}
+	}
+	d->nhb_sent = keep;
 	Syncbit__Heartbeat m = SYNCBIT__HEARTBEAT__INIT;
 	m.seq = ++d->seq;
 	m.disk_free = disk_free(d->o->data);

@@ -38,6 +38,17 @@ struct dset {
 	struct daemon *d;
 };
 
+/* A block map sent in full to the scheduler (send_heartbeat). */
+struct hb_sent {
+	uint8_t vid[HASH_LEN];
+	uint8_t *bits;
+	uint32_t nblocks;
+	unsigned skipped; /* heartbeats since it was last sent in full */
+	int seen;	  /* in the heartbeat being built */
+};
+/* A full map is sent again after this many heartbeats that left it out. */
+#define DAEMON_HB_FULL_EVERY 30
+
 struct daemon {
 	const struct daemon_options *o;
 	uv_loop_t loop;
@@ -62,6 +73,11 @@ struct daemon {
 	uint64_t heartbeat_due;	 /* loop time the next heartbeat is due */
 	uint64_t late_logged_ms; /* loop time of the last line about a late one */
 	uint64_t seq;
+	/* Heartbeat deltas (Registered.heartbeat_deltas): the block maps sent
+	 * in full on this connection, by version; cleared at each Registered. */
+	int hb_deltas;
+	struct hb_sent *hb_sent;
+	size_t nhb_sent;
 	struct dset **sets;
 	size_t nsets;
 	uv_signal_t sigterm, sigint;
@@ -102,6 +118,8 @@ void hook_bad_block(void *arg, const struct hash_id *h);
 /* ---- the scheduler (agent/daemon_control.c) ---- */
 
 void send_heartbeat(struct daemon *d);
+/* Forget the block maps sent in full (a new connection, or the end). */
+void daemon_hb_sent_clear(struct daemon *d);
 void dial_scheduler(uv_timer_t *t);
 uint64_t disk_free(const char *dir);
 

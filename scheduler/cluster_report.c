@@ -48,6 +48,42 @@ void cluster_report_save(struct cluster *c, const char *node, struct cluster_rep
 	r->dirty = 0;
 }
 
+/* r's block map from vs for a version of n blocks: a full map, every
+ * block (have_all), or the map r already holds from this node's last full
+ * one (have_same; a node that says so of a map r lacks counts as holding
+ * nothing until its next full map, which it sends now and then). */
+static void report_bits(struct cluster_report *r, uint32_t n, const Syncbit__VersionState *vs)
+{
+	if (vs->have_same && r->nbits == n)
+		return;
+	if (vs->have_all) {
+		if (r->nbits == n && r->have == n)
+			return;
+		free(r->bits);
+		r->bits = xcalloc(n / 8 + 1, 1);
+		memset(r->bits, 0xff, n / 8);
+		for (uint32_t b = n / 8 * 8; b < n; b++)
+			r->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+		r->nbits = r->have = n;
+		r->dirty = 1;
+		return;
+	}
+	const Syncbit__Bitfield *bf = vs->have;
+	uint32_t nbits = bf && bf->nblocks == n && bf->bits.len >= (n + 7) / 8 ? n : 0;
+	size_t nbytes = (nbits + 7) / 8;
+	if (nbits == r->nbits && (!nbytes || !memcmp(r->bits, bf->bits.data, nbytes)))
+		return;
+	free(r->bits);
+	r->bits = xcalloc(nbytes + 1, 1);
+	if (nbytes)
+		memcpy(r->bits, bf->bits.data, nbytes);
+	r->nbits = nbits;
+	r->have = 0;
+	for (uint32_t b = 0; b < nbits; b++)
+		r->have += (uint32_t)assign_bit(r->bits, b);
+	r->dirty = 1;
+}
+
 /* Fill r from vs, bounded by the version's block count. Returns 1 when a
  * change worth saving at once happened (published, error). */
 int cluster_report_fill(struct cluster_report *r, const struct cluster_version *cv,
@@ -55,22 +91,7 @@ int cluster_report_fill(struct cluster_report *r, const struct cluster_version *
 {
 	int major = r->published != (int)vs->published ||
 		    strcmp(r->error ? r->error : "", vs->error ? vs->error : "") != 0;
-	uint32_t nbits = 0;
-	const Syncbit__Bitfield *bf = vs->have;
-	if (bf && bf->nblocks == cv->v->nblocks && bf->bits.len >= (bf->nblocks + 7) / 8)
-		nbits = bf->nblocks;
-	size_t nbytes = (nbits + 7) / 8;
-	if (nbits != r->nbits || (nbytes && memcmp(r->bits, bf->bits.data, nbytes) != 0)) {
-		free(r->bits);
-		r->bits = xcalloc(nbytes + 1, 1);
-		if (nbytes)
-			memcpy(r->bits, bf->bits.data, nbytes);
-		r->nbits = nbits;
-		r->have = 0;
-		for (uint32_t b = 0; b < nbits; b++)
-			r->have += (uint32_t)assign_bit(r->bits, b);
-		r->dirty = 1;
-	}
+	report_bits(r, cv->v->nblocks, vs);
 	if (r->bytes_from_origin != vs->bytes_from_origin ||
 	    r->bytes_from_peers != vs->bytes_from_peers || r->bytes_reused != vs->bytes_reused ||
 	    r->bytes_served != vs->bytes_served)

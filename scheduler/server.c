@@ -183,6 +183,7 @@ static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 		Syncbit__Registered m = SYNCBIT__REGISTERED__INIT;
 		m.node = n->name;
 		m.heartbeat_ms = s->o->heartbeat_ms;
+		m.heartbeat_deltas = 1;
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
 		server_reconcile_soon(s);
 	}

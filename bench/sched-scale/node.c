@@ -101,6 +101,17 @@ static void heartbeat(uv_timer_t *t)
 		vs[i].dataset = v->dataset;
 		vs[i].version_id = bf[i].version_id;
 		vs[i].have = &bf[i];
+		if (n->deltas && v->nhave == v->g->nblocks) {
+			vs[i].have = NULL;
+			vs[i].have_all = 1;
+		} else if (n->deltas && v->sent_nhave == v->nhave && v->skipped + 1 < 30) {
+			vs[i].have = NULL; /* bits only ever get set: same count, same map */
+			vs[i].have_same = 1;
+			v->skipped++;
+		} else {
+			v->sent_nhave = v->nhave;
+			v->skipped = 0;
+		}
 		vs[i].published = v->nhave == v->g->nblocks;
 		vs[i].bytes_from_origin = v->from_origin << 12;
 		vs[i].bytes_from_peers = v->from_peers << 12;
@@ -218,6 +229,9 @@ static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, s
 	Syncbit__Registered *m = (Syncbit__Registered *)msg;
 	n->heartbeat_ms = m->heartbeat_ms >= 100 ? m->heartbeat_ms : 1000;
 	n->registered = 1;
+	n->deltas = m->heartbeat_deltas && !getenv("SIM_FULL_MAPS");
+	for (size_t i = 0; i < n->nvers; i++)
+		n->vers[i].sent_nhave = -1; /* a new connection: full maps first */
 	/* Spread the heartbeats over the period, as independent agents are. */
 	uv_timer_start(&n->hb, heartbeat, (uint64_t)rand() % n->heartbeat_ms, n->heartbeat_ms);
 	sim_on_registered(n);
@@ -272,6 +286,7 @@ static int h_assign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_
 		n->vers = xrealloc(n->vers, (n->nvers + 1) * sizeof *n->vers);
 		v = &n->vers[n->nvers++];
 		memset(v, 0, sizeof *v);
+		v->sent_nhave = -1;
 		v->g = g;
 		v->dataset = xstrdup(m->dataset);
 		v->have = xcalloc(g->nblocks / 8 + 1, 1);

@@ -43,6 +43,10 @@ struct nver {
 	uint32_t nplan;
 	uint64_t from_origin, from_peers;
 	double origin_credit, peer_credit;
+	/* Heartbeat deltas, as the agent: nhave when last sent in full (-1:
+	 * never on this connection), and heartbeats since. */
+	int64_t sent_nhave;
+	unsigned skipped;
 };
 
 struct snode {
@@ -52,6 +56,7 @@ struct snode {
 	struct secure_keypair key;
 	struct conn *conn;
 	int registered, frozen, leaving;
+	int deltas; /* the scheduler takes heartbeat deltas */
 	uint64_t seq;
 	uint32_t heartbeat_ms;
 	uv_timer_t hb, tick, redial;

@@ -28,7 +28,8 @@ struct agent {
 	struct conn *c;
 	int ready, closed, close_status;
 	int n_registered, n_assign, n_unassign, n_peers, n_origin, n_hashes, n_reply;
-	int origin_newer; /* the last share told came in an Origin, not an Assign */
+	int heartbeat_deltas; /* the last Registered offered them */
+	int origin_newer;     /* the last share told came in an Origin, not an Assign */
 	Syncbit__Assign *assign;
 	Syncbit__Origin *origin;
 	Syncbit__Peers *peers;
@@ -92,9 +93,14 @@ static inline int on_frame(struct conn *c, uint32_t type, const uint8_t *body, s
 	struct agent *a = conn_data(c);
 	free(payload);
 	switch (type) {
-	case SYNCBIT__MSG_TYPE__MSG_REGISTERED:
+	case SYNCBIT__MSG_TYPE__MSG_REGISTERED: {
+		Syncbit__Registered *r = syncbit__registered__unpack(NULL, len, body);
+		assert_non_null(r);
+		a->heartbeat_deltas = r->heartbeat_deltas;
+		syncbit__registered__free_unpacked(r, NULL);
 		a->n_registered++;
 		break;
+	}
 	case SYNCBIT__MSG_TYPE__MSG_ASSIGN:
 		KEEP(assign, assign, type);
 		a->n_assign++;

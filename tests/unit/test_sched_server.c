@@ -200,6 +200,59 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+/* Send node-a's state of the version: a full map of bits (6 blocks), or
+ * have_same / have_all without one. */
+static void send_state(struct agent *a, uint8_t bits, int same, int all)
+{
+	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
+	Syncbit__VersionState vs = SYNCBIT__VERSION_STATE__INIT, *vp = &vs;
+	Syncbit__Bitfield bf = SYNCBIT__BITFIELD__INIT;
+	bf.nblocks = 6;
+	bf.bits.data = &bits;
+	bf.bits.len = 1;
+	vs.dataset = "models";
+	vs.version_id.data = fx.version.b;
+	vs.version_id.len = HASH_LEN;
+	vs.have = same || all ? NULL : &bf;
+	vs.have_same = same;
+	vs.have_all = all;
+	hb.versions = &vp;
+	hb.n_versions = 1;
+	assert_int_equal(
+	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL), 0);
+}
+
+/* Heartbeat deltas: the scheduler offers them; a map left out as the same
+ * keeps the last full one, have_all sets every block, a new full map
+ * replaces it; have_same before any full map counts as nothing held. */
+static void test_heartbeat_deltas(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	assert_int_equal(a->heartbeat_deltas, 1);
+	send_state(a, 0, 1, 0); /* the same as a map never sent */
+	send_state(a, 0x01, 0, 0);
+	WAIT_FOR(heard(1));
+	send_state(a, 0x07, 0, 0);
+	WAIT_FOR(heard(3));
+	send_state(a, 0, 1, 0);
+	send_state(a, 0x0f, 0, 0);
+	WAIT_FOR(heard(4));
+	for (int i = 0; i < 3; i++)
+		send_state(a, 0, 1, 0);
+	send_state(a, 0, 0, 1);
+	WAIT_FOR(heard(6));
+	const struct cluster_report *r =
+	    cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	assert_int_equal(r->nbits, 6);
+	assert_int_equal(r->bits[0] & 0x3f, 0x3f);
+	send_state(a, 0, 1, 0); /* still all */
+	send_state(a, 0x01, 0, 0);
+	WAIT_FOR(heard(1));
+	agent_free(a);
+}
+
 static void test_join_keeps_reads_in_flight(void **state)
 {
 	fx.s.cluster.keep_head = ASSIGN_KEEP_HEAD;
@@ -242,6 +295,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_heartbeat_deltas, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
