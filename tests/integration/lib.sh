@@ -58,6 +58,16 @@ json_field() {
 	tail -1 "$1" | python3 -c "import json,sys; v=json.load(sys.stdin)['$2']; print(v if not isinstance(v,bool) else str(v).lower())"
 }
 
+# flip_byte FILE OFFSET: the byte at OFFSET of FILE inverted, in place (a
+# fixed byte written there would leave the file as it was once in 256 runs).
+flip_byte() {
+	python3 - "$1" "$2" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xff]))
+PY
+}
+
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -52,7 +52,7 @@ bad_bytes() {
 # origin ends before status is asked); the origin back, the repair retries.
 kill -TERM "${AGENT_PID[2]}"; wait "${AGENT_PID[2]}" 2>/dev/null
 mv "$SRC" "$SRC.away"
-printf 'X' | dd of="$T/t1/m/data.bin" bs=1 seek=$((2 << 20)) conv=notrunc status=none
+flip_byte "$T/t1/m/data.bin" $((2 << 20))
 check "(a) n1 is not ready within ${BOUND}s, naming the changed file" \
 	not_ready_for 1 $BOUND "t1/m/data.bin changed on disk \(block 2 does not match its hash\)"
 check "(a) /readyz says not ready and why" sh -c \
@@ -90,7 +90,7 @@ done
 
 # ---- (c) changed while the agent is stopped ----
 kill -TERM "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
-printf 'Y' | dd of="$T/t1/m/sub/small.bin" bs=1 seek=1000 conv=notrunc status=none
+flip_byte "$T/t1/m/sub/small.bin" 1000
 start_agent 1 --http "$HTTP1" || bad "agent n1 restarts"
 check "(c) n1 finds the change at start" sh -c "for i in \$(seq $((BOUND * 10))); do
 	grep -q 'sub/small.bin changed on disk' '$T/a1.log' && exit 0; sleep 0.1; done; exit 1"
@@ -107,7 +107,7 @@ done
 # fails nothing.
 mv "$SRC" "$SRC.away"
 failed_before=$(grep -c "dataset m: failed" "$T/a2.log")
-printf 'Z' | dd of="$T/t2/m/data.bin" bs=1 seek=$((3 << 20)) conv=notrunc status=none
+flip_byte "$T/t2/m/data.bin" $((3 << 20))
 check "(d) n2 notices the change" sh -c "for i in \$(seq $((BOUND * 10))); do
 	grep -q 't2/m/data.bin changed on disk: block 3' '$T/a2.log' && exit 0; sleep 0.1; done; exit 1"
 check "(d) n2 repairs it from its peers, the origin gone" wait_ready 60 m 2
@@ -128,7 +128,7 @@ check "(d) nothing failed on n2" test "$(grep -c "dataset m: failed" "$T/a2.log"
 # backoff; the origin back, the file is repaired.
 kill -TERM "${AGENT_PID[1]}" "${AGENT_PID[3]}"
 wait "${AGENT_PID[1]}" "${AGENT_PID[3]}" 2>/dev/null
-printf 'W' | dd of="$T/t2/m/sub/small.bin" bs=1 seek=2000 conv=notrunc status=none
+flip_byte "$T/t2/m/sub/small.bin" 2000
 waiting_says() { # the status line of a repair waiting for the origin
 	local deadline=$((SECONDS + 60))
 	while [ $SECONDS -lt $deadline ]; do

@@ -102,7 +102,7 @@ DATA2=$T/data2
 check "pull for corruption test" "$SYNCBIT" pull "$S" --to "$T/c" --data "$DATA2" --block-size 64KiB
 obj=$(find "$DATA2/objects" -type f -size 300000c | head -1)
 touch -r "$obj" "$T/stamp"
-printf 'X' | dd of="$obj" bs=1 seek=70000 conv=notrunc status=none
+flip_byte "$obj" 70000
 touch -r "$T/stamp" "$obj"
 expect_fail "verify detects a corrupt block" 1 "1 bad file of 2; dropped from the cache" "$SYNCBIT" verify "$T/c" --data "$DATA2"
 check "... and names the bad file once" test "$(cat "$T/.out" "$T/.err" | grep -c "$T/c/a.bin: block 1 does not match")" -eq 1

@@ -207,11 +207,7 @@ check "containerd forgets the images again" forget "$R/team/app:v1" "$R2/team/ot
 resume1() { kill -CONT "${AGENT_PID[1]}"; }
 CLEANUPS+=(resume1)
 kill -STOP "${AGENT_PID[1]}"
-python3 - "$T/t2/app/blobs/sha256/$BASE" <<'PY'
-import sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(123456); b = f.read(1); f.seek(123456); f.write(bytes([b[0] ^ 0xff]))
-PY
+flip_byte "$T/t2/app/blobs/sha256/$BASE" 123456
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 check "node 2 answers 404 for the corrupted layer" test "$(code "http://$M2/v2/team/app/blobs/sha256:$BASE$NS")" = 404
 check "  and HEAD too" test "$(code -I "http://$M2/v2/team/app/blobs/sha256:$BASE$NS")" = 404

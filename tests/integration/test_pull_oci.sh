@@ -124,11 +124,7 @@ expect_fail "--tag-regex with a tag is a usage error" 2 "without a :tag" \
 
 # A blob corrupted in the registry's storage: its digest gives it away.
 BAD=$(first_layer bad)
-python3 - "$STORE/docker/registry/v2/blobs/sha256/${BAD:0:2}/$BAD/data" <<'PY'
-import sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(1234567); b = f.read(1); f.seek(1234567); f.write(bytes([b[0] ^ 0xff]))
-PY
+flip_byte "$STORE/docker/registry/v2/blobs/sha256/${BAD:0:2}/$BAD/data" 1234567
 expect_fail "a corrupted blob fails the pull" 1 "sha256:$BAD arrived with digest" \
 	"$SYNCBIT" pull "oci://$R/test/bad:v1" --to "$T/d10" --data "$DATA" --block-size 1MiB
 check "nothing published after a corrupted blob" test ! -e "$T/d10/index.json"
