@@ -110,11 +110,11 @@ printf 's3cret pw\n' >"$T/pw"
 printf 'wrong\n' >"$T/wrong-pw"
 printf 'other-pw\n' >"$T/other-pw"
 SA=127.0.0.1:$(free_port) SAH=127.0.0.1:$(free_port)
-sched_a() { # sched_a DIR FLAG...: a scheduler on etcd A, in the foreground
+sched_a() { # sched_a DIR FLAG...: exec a scheduler on etcd A (in a subshell or bash -c)
 	local d=$1
 	shift
 	mkdir -p "$d"
-	"$SYNCBIT" scheduler --listen "$SA" --http "$SAH" --data "$d" \
+	exec "$SYNCBIT" scheduler --listen "$SA" --http "$SAH" --data "$d" \
 		--etcd "https://127.0.0.1:$PA" --etcd-lease 3 "$@"
 }
 expect_fail "a wrong password: one line, the scheduler does not start" 1 "etcd authentication as syncbit" \
@@ -131,7 +131,7 @@ expect_fail "a user whose role does not cover /syncbit/: one line" 1 "etcd" \
 check "  it says permission denied" grep -qi "permission denied" "$T/.err"
 check "nothing was written to etcd by the refused schedulers" test "$(keys_under /syncbit/)" = 0
 
-sched_a "$T/sa" --etcd-cacert "$C/ca.pem" --etcd-user syncbit --etcd-password-file "$T/pw" \
+(sched_a "$T/sa" --etcd-cacert "$C/ca.pem" --etcd-user syncbit --etcd-password-file "$T/pw") \
 	>"$T/sa.log" 2>&1 &
 PIDS+=($!)
 SA_PID=$!
@@ -149,7 +149,9 @@ check "dataset add is kept" "$SYNCBIT" dataset add m "file://$T/src" --scheduler
 	--token-file "$T/sa/join-token"
 check "  in etcd, under /syncbit/" test "$(keys_under /syncbit/)" -gt 0
 check "  and nothing outside it" test "$(keys_under /other/)" = 0
-check "the password is not on the command line or in the log" \
+check "the scheduler is the process started (its command line)" \
+	grep -q "scheduler" "/proc/$SA_PID/cmdline"
+check "the password is not on its command line or in its log" \
 	bash -c "! grep -q 's3cret' /proc/$SA_PID/cmdline '$T/sa.log'"
 kill -TERM "$SA_PID"
 check "the scheduler on etcd A stops on SIGTERM" wait_exit "$SA_PID" 15
@@ -163,7 +165,7 @@ sched_b() {
 	local d=$1
 	shift
 	mkdir -p "$d"
-	"$SYNCBIT" scheduler --listen "$SB" --http "$SBH" --data "$d" \
+	exec "$SYNCBIT" scheduler --listen "$SB" --http "$SBH" --data "$d" \
 		--etcd "https://127.0.0.1:$PB" --etcd-lease 3 --etcd-cacert "$C/ca.pem" "$@"
 }
 expect_fail "no client certificate where etcd requires one: one line" 1 "etcd" \
@@ -172,7 +174,7 @@ expect_fail "no client certificate where etcd requires one: one line" 1 "etcd" \
 expect_fail "--etcd-cert without --etcd-key: a usage error" 2 "etcd-cert and --etcd-key go together" \
 	"$SYNCBIT" scheduler --listen "$SB" --data "$T/bad5" --etcd "https://127.0.0.1:$PB" \
 	--etcd-cacert "$C/ca.pem" --etcd-cert "$C/client.pem"
-sched_b "$T/sb" --etcd-cert "$C/client.pem" --etcd-key "$C/client.key" >"$T/sb.log" 2>&1 &
+(sched_b "$T/sb" --etcd-cert "$C/client.pem" --etcd-key "$C/client.key") >"$T/sb.log" 2>&1 &
 PIDS+=($!)
 SB_PID=$!
 check "with a client certificate the scheduler leads" leads "$SBH"
