@@ -10,10 +10,21 @@
 passed=0; failed=0; skipped=0; known=0; status=0
 declare -A reported=()
 
+# timeout(1) runs the script in a process group of its own (timeout's pid):
+# whatever the script started and left running when it ended is stopped
+# here, and named in its output.
 run_one() {
-	local t=$1 start=$SECONDS rc
-	timeout -k 10 "$limit" bash "$t" >"$out_dir/$t.out" 2>&1
+	local t=$1 start=$SECONDS rc pid left
+	timeout -k 10 "$limit" bash "$t" >"$out_dir/$t.out" 2>&1 &
+	pid=$!
+	wait "$pid"
 	rc=$?
+	left=$(pgrep -g "$pid" -a 2>/dev/null)
+	if [ -n "$left" ]; then
+		kill -KILL -- "-$pid" 2>/dev/null
+		printf '   left running after the script ended (killed):\n%s\n' \
+			"$(printf '%s\n' "$left" | cut -c1-200 | sed 's/^/     /')" >>"$out_dir/$t.out"
+	fi
 	echo "$((SECONDS - start))" >"$out_dir/$t.sec"
 	echo "$rc" >"$out_dir/$t.rc" # written last: the script is done
 }
