@@ -19,7 +19,8 @@ run_one() {
 	pid=$!
 	wait "$pid"
 	rc=$?
-	left=$(pgrep -g "$pid" -a 2>/dev/null)
+	# (zombies are not counted: they are exits not yet reaped)
+	left=$(ps -eo pid=,pgid=,stat=,args= | awk -v g="$pid" '$2 == g && $3 !~ /^Z/ { $2 = $3 = ""; print }')
 	if [ -n "$left" ]; then
 		kill -KILL -- "-$pid" 2>/dev/null
 		printf '   left running after the script ended (killed):\n%s\n' \
