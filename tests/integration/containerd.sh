@@ -83,3 +83,21 @@ containerd_start() {
 	fi
 	containerd_snapshotter
 }
+
+# pulled REF HOSTS: ctr pulls and unpacks REF with that hosts dir.
+pulled() {
+	"${CTR[@]}" images pull --hosts-dir "$2" --snapshotter "$SNAP" "$1" >"$T/pull.out" 2>&1 ||
+		{ tail -3 "$T/pull.out"; return 1; }
+}
+
+# same_files REF LAYER...: the image's unpacked root holds what the layers
+# do (the layers' tarballs in the test's OCI layout $L).
+same_files() {
+	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
+	rm -rf "$x"; mkdir -p "$mnt" "$x"
+	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
+	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
+	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
+	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
+	return $rc
+}

@@ -123,16 +123,6 @@ for h in "${BIG[@]}"; do
 done >"$T/got"
 printf '%s\n' "${BIG[@]}" >"$T/want"
 check "  every blob containerd holds has its digest" diff "$T/want" "$T/got"
-# same_files REF LAYER...: the image's unpacked root holds what the layers do.
-same_files() {
-	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
-	rm -rf "$x"; mkdir -p "$mnt" "$x"
-	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
-	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
-	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
-	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
-	return $rc
-}
 check "  the unpacked files are the layers'" same_files "$R/team/big:v1" "${BIG[@]:1}"
 check "the big image is then ready on node 2" wait_ready 120 big 2
 

@@ -137,20 +137,6 @@ echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
 check "containerd-hosts for n1's and n2's mirrors" bash -c \
 	"'$SYNCBIT' containerd-hosts --dir '$T/hosts1' --mirror 'http://$M1' '$R' >/dev/null &&
 	 '$SYNCBIT' containerd-hosts --dir '$T/hosts2' --mirror 'http://$M2' '$R' >/dev/null"
-pulled() { # pulled REF HOSTS: ctr pulls and unpacks REF with that hosts dir
-	"${CTR[@]}" images pull --hosts-dir "$2" --snapshotter "$SNAP" "$1" >"$T/pull.out" 2>&1 ||
-		{ tail -3 "$T/pull.out"; return 1; }
-}
-# same_files REF LAYER...: the image's unpacked root holds what the layers do.
-same_files() {
-	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
-	rm -rf "$x"; mkdir -p "$mnt" "$x"
-	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
-	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
-	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
-	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
-	return $rc
-}
 forget() { # forget REF...: the images and all content leave containerd
 	local d
 	"${CTR[@]}" images rm --sync "$@" >/dev/null 2>&1
