@@ -256,8 +256,8 @@ static int indexes_whole(struct load *l)
 		}
 		for (size_t k = 0; rc == 0 && k < om.nmanifests; k++) {
 			size_t j = 0;
-			while (j < im->nchildren && strcmp(im->children[j].digest,
-							   om.manifests[k].digest))
+			while (j < im->nchildren &&
+			       strcmp(im->children[j].digest, om.manifests[k].digest))
 				j++;
 			if (j == im->nchildren)
 				rc = fail(l, SB_ENOTFOUND,

@@ -21,9 +21,9 @@
 #define HOST_MAX     253
 #define PORT_MAX     65535
 
-#define OCI_PLATFORM_MAX 96  /* os/arch/variant in ?platform= */
+#define OCI_PLATFORM_MAX       96   /* os/arch/variant in ?platform= */
 #define OCI_PLATFORMS_TEXT_MAX 1024 /* ?platform=P,P,... */
-#define OCI_REGEX_MAX	 256 /* ?tag-regex= */
+#define OCI_REGEX_MAX	       256  /* ?tag-regex= */
 
 struct scheme {
 	const char *name;

@@ -129,9 +129,9 @@ struct oci_layout_ref {
 	const char *media_type;
 	const char *digest;
 	uint64_t size;
-	const char *tag;		   /* org.opencontainers.image.ref.name, or NULL */
+	const char *tag;		     /* org.opencontainers.image.ref.name, or NULL */
 	const struct oci_platform *platform; /* the index entry's, or NULL */
-	const char *registry_digest;	   /* OCI_REGISTRY_DIGEST, or NULL */
+	const char *registry_digest;	     /* OCI_REGISTRY_DIGEST, or NULL */
 };
 /* The index.json of an OCI image layout naming refs (heap, NUL-ended). */
 char *oci_layout_index(const struct oci_layout_ref *refs, size_t n);

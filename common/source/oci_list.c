@@ -331,8 +331,8 @@ static void on_manifest(struct oci_client_req *r)
 	if (!os->listing)
 		goto out;
 	if (r->status < 0) {
-		const char *ref = os->npending ? os->pending[os->next_pending].digest
-					       : os->refs[os->next_ref];
+		const char *ref =
+		    os->npending ? os->pending[os->next_pending].digest : os->refs[os->next_ref];
 		if (r->status == SB_ENOTFOUND)
 			list_finish(os, r->status, "%s: %s %s not found: %s", os->shown,
 				    oci_digest_valid(ref) ? "manifest" : "tag", ref,
@@ -449,10 +449,13 @@ static void build_listing(struct oci_source *os)
 	size_t n = 0;
 	for (size_t i = 0; i < os->nimages; i++) {
 		struct image *im = &os->images[i];
-		refs[i] = (struct oci_layout_ref){
-		    im->layout_type, im->layout_digest, im->manifest.len, im->tag,
-		    im->has_platform ? &im->platform : NULL,
-		    strcmp(im->top, im->layout_digest) ? im->top : NULL};
+		refs[i] =
+		    (struct oci_layout_ref){im->layout_type,
+					    im->layout_digest,
+					    im->manifest.len,
+					    im->tag,
+					    im->has_platform ? &im->platform : NULL,
+					    strcmp(im->top, im->layout_digest) ? im->top : NULL};
 		add_mem(&files, &n, NULL, im->manifest.ptr, im->manifest.len);
 		if (im->original.len)
 			add_mem(&files, &n, NULL, im->original.ptr, im->original.len);

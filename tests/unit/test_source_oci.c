@@ -268,21 +268,20 @@ static void test_platform_lists(void **state)
 	assert_int_equal(oci_platforms_parse("linux/amd64", &ps), 0);
 	assert_false(ps.all);
 	assert_int_equal(ps.n, 1);
-	assert_int_equal(oci_platforms_parse("linux/amd64,linux/arm64/v8,linux/x86_64/v2", &ps),
-			 0);
+	assert_int_equal(oci_platforms_parse("linux/amd64,linux/arm64/v8,linux/x86_64/v2", &ps), 0);
 	assert_int_equal(ps.n, 3);
 	assert_string_equal(ps.p[1].arch, "arm64");
 	assert_string_equal(ps.p[1].variant, "v8");
 	assert_string_equal(ps.p[2].arch, "amd64"); /* the alias, normalized */
 	static const char *const bad[] = {
-	    "",			       /* nothing */
-	    ",",		       /* empty items */
-	    "linux/amd64,",	       /* a trailing comma */
-	    ",linux/amd64",	       /* a leading one */
-	    "linux/amd64,linux/amd64", /* twice */
+	    "",				/* nothing */
+	    ",",			/* empty items */
+	    "linux/amd64,",		/* a trailing comma */
+	    ",linux/amd64",		/* a leading one */
+	    "linux/amd64,linux/amd64",	/* twice */
 	    "linux/amd64,linux/x86_64", /* twice, by its alias */
-	    "all,linux/amd64",	       /* all is alone */
-	    "linux",		       /* no arch */
+	    "all,linux/amd64",		/* all is alone */
+	    "linux",			/* no arch */
 	    "linux/amd64 ,linux/arm64", /* a space */
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -367,18 +366,18 @@ static void test_uri_options(void **state)
 	uri_close(&u);
 
 	static const char *const bad[] = {
-	    "oci://r.io/a:v1?tag-regex=x",	      /* a tag and a regex */
-	    ("oci://r.io/a@" D1 "?tag-regex=x"),      /* a digest and a regex */
-	    "oci://r.io/a?platform=linux",	      /* no arch */
-	    "oci://r.io/a?platform=Linux/amd64",      /* not lower-case */
-	    "oci://r.io/a?platform=a/b&platform=a/b", /* twice */
-	    "oci://r.io/a?colour=red",		      /* unknown key */
-	    "oci://r.io/a?tag-regex=",		      /* empty */
-	    "oci://r.io/a?tag-regex=%0a",	      /* control byte */
-	    "oci://r.io/a?platform",		      /* no value */
-	    "oci://r.io/a?platform=linux/amd64,",     /* an empty item */
+	    "oci://r.io/a:v1?tag-regex=x",	       /* a tag and a regex */
+	    ("oci://r.io/a@" D1 "?tag-regex=x"),       /* a digest and a regex */
+	    "oci://r.io/a?platform=linux",	       /* no arch */
+	    "oci://r.io/a?platform=Linux/amd64",       /* not lower-case */
+	    "oci://r.io/a?platform=a/b&platform=a/b",  /* twice */
+	    "oci://r.io/a?colour=red",		       /* unknown key */
+	    "oci://r.io/a?tag-regex=",		       /* empty */
+	    "oci://r.io/a?tag-regex=%0a",	       /* control byte */
+	    "oci://r.io/a?platform",		       /* no value */
+	    "oci://r.io/a?platform=linux/amd64,",      /* an empty item */
 	    "oci://r.io/a?platform=linux/amd64,arm64", /* an item with no os */
-	    "oci://r.io/a?platform=ALL",	      /* not lower-case */
+	    "oci://r.io/a?platform=ALL",	       /* not lower-case */
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		if (uri_parse(bad[i], &u) != SB_EURI)
