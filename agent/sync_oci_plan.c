@@ -117,6 +117,7 @@ static int read_manifest(struct load *l, const char *digest, const char *media_t
 	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], got[OCI_DIGEST_MAX], *why = NULL;
 	int rc;
 	memset(doc, 0, sizeof *doc);
+	memset(om, 0, sizeof *om);
 	snprintf(doc->digest, sizeof doc->digest, "%s", digest);
 	blob_path(digest, rel, sizeof rel);
 	if ((rc = read_doc(l, rel, &doc->bytes)) < 0)
