@@ -249,8 +249,12 @@ int cli_key_known(const char *key);
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */
 #define CLI_SOURCE_DATASET_KEYS                                                                  \
-	{"platform",	      NULL, 0, "oci://: the platform taken from an image index",         \
-	 "OS/ARCH[/VARIANT]", 0},                                                                \
+	{"platform",                                                                             \
+	 NULL,                                                                                   \
+	 CONFIG_LIST,                                                                            \
+	 "oci://: the platform taken from an image index (again for several; all: every one)",   \
+	 "OS/ARCH[/VARIANT]|all",                                                                \
+	 0},                                                                                     \
 	{                                                                                        \
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}

@@ -29,7 +29,7 @@ const struct cli_cmd cli_commands[] = {
      "  syncbit sync --list FILE DST [...]  "
      "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
      "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
-     "[--platform OS/ARCH] [--schedule CRON] [--once] [--json]",
+     "[--platform OS/ARCH|all]... [--all] [--schedule CRON] [--once] [--json]",
      "pull SRC into DST on a cron schedule, one run at a time (or copy images between "
      "registries)",
      cli_sync_keys, cmd_sync},
@@ -48,7 +48,7 @@ const struct cli_cmd cli_commands[] = {
      "[SOURCE FLAGS]",
      "the cluster's scheduler: nodes, datasets, assignments", cli_scheduler_keys, cmd_scheduler},
     {"dataset add",
-     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH] "
+     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH]... "
      "[--tag-regex ERE] [--include PATTERN] [--exclude PATTERN] [--replace] " CONN,
      "define a dataset; an existing NAME is changed only with --replace", cli_dataset_add_keys,
      cmd_dataset_add},
