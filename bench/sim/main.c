@@ -10,7 +10,7 @@
 
 static const char usage[] =
     "usage: sim [--testbed] [--nodes N] [--size BYTES] [--block BYTES] [--link LO[:HI]]\n"
-    "           [--origin RATE] [--rack N] [--oversub X] [--late N] [--late-until F]\n"
+    "           [--origin RATE] [--efficiency F] [--rack N] [--oversub X] [--late N] [--late-until F]\n"
     "           [--die N] [--die-window F:F] [--latency-ms MS] [--cpu BYTES/S]\n"
     "           [--heartbeat-s S] [--seed N] [--timeline] [--selftest]\n"
     "  sizes take K, M, G, T (powers of 1024); rates take k, M, G (bits/s, powers of 1000)\n"
@@ -81,7 +81,8 @@ static void testbed(struct sim_config *c)
 
 static int bad(const char *flag, const char *v)
 {
-	fprintf(stderr, "sim: bad value for %s: '%s'\n%s", flag, v ? v : "", usage);
+	fprintf(stderr, "sim: bad value for %s: '%s' (sim --help lists the flags)\n", flag,
+		v ? v : "");
 	return 2;
 }
 
@@ -122,6 +123,8 @@ int main(int argc, char **argv)
 			c.block = (uint32_t)x;
 		else if (!strcmp(f, "--link") && parse_pair(v, 1, &x, &y) == 0 && x > 0 && y >= x)
 			c.link_lo = x, c.link_hi = y;
+		else if (!strcmp(f, "--efficiency") && parse_num(v, 1, &x) == 0 && x > 0 && x <= 1)
+			c.efficiency = x;
 		else if (!strcmp(f, "--origin") && parse_num(v, 1, &x) == 0 && x > 0)
 			c.origin = x;
 		else if (!strcmp(f, "--rack") && parse_num(v, 1, &x) == 0)
@@ -168,6 +171,9 @@ int main(int argc, char **argv)
 	printf("S/B %.3f s (B: the slowest link); first node %.3f s (%.3f x S/B), last %.3f s; "
 	       "origin done %.3f x S/B\n",
 	       r.floor_s, r.first_s, r.first_s / r.floor_s, r.last_s, r.origin_done_s / r.floor_s);
+	printf("each node, from its join to done, over S / its own link: mean %.3f, worst %.3f "
+	       "(node %u), worst of those there from the start outside rack 0 %.3f\n",
+	       r.own_mean, r.own_max, r.own_max_node, r.own_max_plain);
 	printf("payload: origin %.4f x S, peers %.3f x S (duplicates %.4f x S); %llu plans, "
 	       "%llu orphaned blocks, %llu blocks moved by rebalance, %llu events\n",
 	       (double)r.origin_bytes / S, (double)r.peer_bytes / S, (double)r.dup_bytes / S,

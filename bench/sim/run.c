@@ -424,11 +424,22 @@ static void result(const struct sim *s, struct sim_result *r)
 			continue;
 		}
 		r->finished++;
+		double own = (n->done_at - n->join_at) / ((double)s->cfg.size * 8.0 / n->link);
+		r->own_mean += own;
+		if (own > r->own_max) {
+			r->own_max = own;
+			r->own_max_node = i;
+		}
+		if (n->join_at <= 0 && (s->rack_in == UINT32_MAX || n->rack != 0) &&
+		    own > r->own_max_plain)
+			r->own_max_plain = own;
 		if (r->first_s < 0 || n->done_at < r->first_s)
 			r->first_s = n->done_at;
 		if (n->done_at > r->last_s)
 			r->last_s = n->done_at;
 	}
+	if (r->finished)
+		r->own_mean /= r->finished;
 	r->nodes = s->nnodes;
 	r->died = s->died;
 	r->origin_done_s = s->origin_done;

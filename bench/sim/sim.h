@@ -194,6 +194,11 @@ struct sim_result {
 	uint64_t dup_bytes;	 /* ... of blocks the receiver had already */
 	uint32_t nodes, alive, finished, died, late;
 	int complete;		 /* every surviving node holds every block */
+	/* each node's time from its join to done over S / its own link:
+	 * the worst, the worst of the nodes that joined at the start
+	 * outside rack 0, and the mean */
+	double own_max, own_max_plain, own_mean;
+	uint32_t own_max_node;
 	uint64_t events, replans, orphans, moved, refused;
 	uint64_t digest; /* of every node's done time: equal runs, equal digests */
 };
