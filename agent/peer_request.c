@@ -76,9 +76,9 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 		pick_begin(&p);
 		for (uint32_t k = 0; k < n; k++) {
 			uint32_t b = (start + k) % n;
-			if (pick_consider(&p, b, kind_of(fetch_block_state(f, b)), peer_bit(v->bits, b),
-					  fetch_avail(f, b), fetch_block_asks(f, b), requested_here,
-					  &x))
+			if (pick_consider(&p, b, kind_of(fetch_block_state(f, b)),
+					  peer_bit(v->bits, b), fetch_avail(f, b),
+					  fetch_block_asks(f, b), requested_here, &x))
 				break;
 		}
 		if (pick_end(&p, overdue, &x, bo)) {

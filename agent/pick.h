@@ -17,8 +17,8 @@
 #define PEER_PIPELINE_MIN     2
 #define PEER_PIPELINE_MAX     32
 #define PEER_PIPELINE_SECONDS 0.5
-#define PEER_ENDGAME_ASKS     2	   /* peers asked at once for one block in the endgame */
-#define PEER_ENDGAME_AFTER_MS 1000 /* ...once its requests are overdue by this */
+#define PEER_ENDGAME_ASKS     2	      /* peers asked at once for one block in the endgame */
+#define PEER_ENDGAME_AFTER_MS 1000    /* ...once its requests are overdue by this */
 #define PICK_RATE_FLOOR	      65536.0 /* bytes/s assumed of a peer not measured yet */
 
 /* A block as the scan sees it. */

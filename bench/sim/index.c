@@ -103,7 +103,8 @@ uint32_t index_rarest(const struct sim_node *n, size_t words, const uint64_t *ha
 		if (b == UINT32_MAX)			    /* then from block 0 */
 			b = scan(l, has, 0, w0, ~0ull);
 		if (b == UINT32_MAX && (l->bits[w0] & has[w0] & ~high))
-			b = (uint32_t)(w0 * 64 + (size_t)__builtin_ctzll(l->bits[w0] & has[w0] & ~high));
+			b = (uint32_t)(w0 * 64 +
+				       (size_t)__builtin_ctzll(l->bits[w0] & has[w0] & ~high));
 		if (b != UINT32_MAX) {
 			*avail = a;
 			return b;

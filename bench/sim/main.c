@@ -10,7 +10,8 @@
 
 static const char usage[] =
     "usage: sim [--testbed] [--nodes N] [--size BYTES] [--block BYTES] [--link LO[:HI]]\n"
-    "           [--origin RATE] [--efficiency F] [--rack N] [--oversub X] [--late N] [--late-until F]\n"
+    "           [--origin RATE] [--efficiency F] [--rack N] [--oversub X] [--late N] [--late-until "
+    "F]\n"
     "           [--die N] [--die-window F:F] [--latency-ms MS] [--cpu BYTES/S]\n"
     "           [--heartbeat-s S] [--seed N] [--timeline] [--selftest]\n"
     "  sizes take K, M, G, T (powers of 1024); rates take k, M, G (bits/s, powers of 1000)\n"
@@ -104,7 +105,8 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(f, "--selftest")) {
 			int ok = swarm_selftest(c.seed);
-			printf("selftest: index and agent/pick.c scan %s\n", ok ? "agree" : "DIFFER");
+			printf("selftest: index and agent/pick.c scan %s\n",
+			       ok ? "agree" : "DIFFER");
 			return ok ? 0 : 1;
 		}
 		if (!strcmp(f, "-h") || !strcmp(f, "--help")) {

@@ -116,7 +116,8 @@ int swarm_init(struct sim *s)
 	if (plan_open(s) < 0)
 		return -1;
 	uint8_t *taken = xcalloc(s->nnodes, 1);
-	uint32_t *late = xcalloc(c->late + 1, sizeof *late), *die = xcalloc(c->die + 1, sizeof *die);
+	uint32_t *late = xcalloc(c->late + 1, sizeof *late),
+		 *die = xcalloc(c->die + 1, sizeof *die);
 	pick_nodes(s, taken, c->late, late);
 	pick_nodes(s, taken, c->die, die);
 	for (uint32_t i = 0; i < c->late; i++) {
@@ -334,7 +335,8 @@ static void sample(struct sim *s, FILE *out, double period)
 		lo = h < lo ? h : lo;
 	}
 	double origin = (moved - s->sample_origin) / period / s->links[s->origin_up].cap;
-	fprintf(out, "%7.3f  %6.1f s  origin %3.0f %%  done %5u/%-5u  have min %5.1f %% mean %5.1f %%\n",
+	fprintf(out,
+		"%7.3f  %6.1f s  origin %3.0f %%  done %5u/%-5u  have min %5.1f %% mean %5.1f %%\n",
 		s->now / s->floor_s, s->now, 100.0 * origin, done, alive, 100.0 * lo,
 		alive ? 100.0 * have / alive : 0.0);
 	s->sample_origin = moved;
@@ -342,10 +344,10 @@ static void sample(struct sim *s, FILE *out, double period)
 
 static void handle(struct sim *s, const struct sim_event *ev, FILE *out, double period)
 {
-	struct sim_node *n = ev->kind == EV_JOIN || ev->kind == EV_DIE || ev->kind == EV_BEAT ||
-				     ev->kind == EV_TICK
-				 ? &s->nodes[ev->a]
-				 : NULL;
+	struct sim_node *n =
+	    ev->kind == EV_JOIN || ev->kind == EV_DIE || ev->kind == EV_BEAT || ev->kind == EV_TICK
+		? &s->nodes[ev->a]
+		: NULL;
 	switch ((enum sim_event_kind)ev->kind) {
 	case EV_FLOW:
 		if (s->conns[ev->a].active && s->conns[ev->a].gen == ev->b)
@@ -474,7 +476,8 @@ int sim_run(const struct sim_config *cfg, struct sim_result *r, FILE *out)
 	}
 	if (rc == 0) {
 		if (out && cfg->timeline)
-			sample(s, out, s->now - (double)(uint64_t)(s->now / period) * period + 1e-9);
+			sample(s, out,
+			       s->now - (double)(uint64_t)(s->now / period) * period + 1e-9);
 		result(s, r);
 	}
 	swarm_free(s);

@@ -66,7 +66,8 @@ int swarm_selftest(uint64_t seed)
 				set_state(&s, &n, b, (enum blk_state)(sim_rand(&s) % 5));
 		}
 		for (int t = 0; t < 20 && ok; t++) {
-			uint32_t start = (uint32_t)(sim_rand(&s) % nb), avail = 0, want = UINT32_MAX;
+			uint32_t start = (uint32_t)(sim_rand(&s) % nb), avail = 0,
+				 want = UINT32_MAX;
 			struct pick p;
 			pick_begin(&p);
 			for (uint32_t k = 0; k < nb; k++) {

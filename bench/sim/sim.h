@@ -14,34 +14,34 @@
 #include "scheduler/cluster.h"
 #include "scheduler/overlay.h"
 
-#define SIM_QUEUE_MAX 32 /* requests queued on one connection: PEER_PIPELINE_MAX */
-#define SIM_MAX_LINKS 4	 /* links a transfer crosses: up, the rack uplink, down, the CPUs */
-#define SIM_TICK_S    0.5 /* the agent's rate measurement period (peer.c TICK_MS) */
-#define SIM_HASHES_S  0.1 /* learnt hashes go out at most this late (SERVER_HASHES_MS) */
-#define SIM_FLUSH_S   0.1 /* ... and are saved (CLUSTER_FLUSH_MS) */
+#define SIM_QUEUE_MAX 32   /* requests queued on one connection: PEER_PIPELINE_MAX */
+#define SIM_MAX_LINKS 4	   /* links a transfer crosses: up, the rack uplink, down, the CPUs */
+#define SIM_TICK_S    0.5  /* the agent's rate measurement period (peer.c TICK_MS) */
+#define SIM_HASHES_S  0.1  /* learnt hashes go out at most this late (SERVER_HASHES_MS) */
+#define SIM_FLUSH_S   0.1  /* ... and are saved (CLUSTER_FLUSH_MS) */
 #define SIM_PLAN_S    0.02 /* a join or leave is acted on this late (SERVER_RECONCILE_MIN_MS) */
 
 /* ---- configuration --------------------------------------------------------- */
 
 struct sim_config {
 	uint32_t nodes;
-	uint64_t size;	     /* bytes of the one file */
-	uint32_t block;	     /* block size */
-	double link_lo;	     /* node links, bits/s, drawn from link_lo..link_hi */
-	double link_hi;	     /* (a few fixed steps between them) */
-	double origin;	     /* the origin's uplink, bits/s */
-	double efficiency;   /* payload share of a link's rate (headers) */
-	uint32_t rack_size;  /* nodes per rack; 0: no racks */
-	double oversub;	     /* rack 0's uplink: its nodes' links summed / oversub (0: none) */
-	uint32_t late;	     /* nodes that join late */
-	double late_until;   /* ... at uniform times in (0, late_until x S/B) */
-	uint32_t die;	     /* nodes that die */
+	uint64_t size;	    /* bytes of the one file */
+	uint32_t block;	    /* block size */
+	double link_lo;	    /* node links, bits/s, drawn from link_lo..link_hi */
+	double link_hi;	    /* (a few fixed steps between them) */
+	double origin;	    /* the origin's uplink, bits/s */
+	double efficiency;  /* payload share of a link's rate (headers) */
+	uint32_t rack_size; /* nodes per rack; 0: no racks */
+	double oversub;	    /* rack 0's uplink: its nodes' links summed / oversub (0: none) */
+	uint32_t late;	    /* nodes that join late */
+	double late_until;  /* ... at uniform times in (0, late_until x S/B) */
+	uint32_t die;	    /* nodes that die */
 	double die_from, die_until; /* ... at uniform times in that range x S/B */
-	double cpu;	     /* payload bytes/s all hosts' CPUs move together (0: no limit) */
-	double heartbeat_s;  /* the agents' heartbeat period */
-	double latency_s;    /* one way, between any two hosts */
+	double cpu;	    /* payload bytes/s all hosts' CPUs move together (0: no limit) */
+	double heartbeat_s; /* the agents' heartbeat period */
+	double latency_s;   /* one way, between any two hosts */
 	uint64_t seed;
-	int timeline;	     /* rows of the timeline */
+	int timeline; /* rows of the timeline */
 	int verbose;
 };
 
@@ -76,7 +76,7 @@ void heap_push(struct sim_heap *h, double t, uint32_t kind, uint32_t a, uint32_t
 int heap_pop(struct sim_heap *h, struct sim_event *out);
 
 struct sim_link {
-	double cap;	/* payload bytes/s */
+	double cap;	 /* payload bytes/s */
 	uint32_t *flows; /* connection ids with a transfer on this link */
 	uint32_t nflows, capflows;
 };
@@ -137,8 +137,8 @@ struct sim_node {
 
 struct sim {
 	struct sim_config cfg;
-	uint32_t nb;	/* blocks */
-	size_t words;	/* bitmap words per block set */
+	uint32_t nb;  /* blocks */
+	size_t words; /* bitmap words per block set */
 	double now;
 	struct sim_heap heap;
 	struct sim_link *links;
@@ -173,7 +173,7 @@ struct sim {
 	uint32_t finished, alive, died; /* finished: alive and done */
 	double origin_done;
 	double sample_origin; /* origin payload sent at the last sample */
-	double floor_s; /* S / B */
+	double floor_s;	      /* S / B */
 };
 
 /* net.c */
@@ -186,14 +186,14 @@ double net_left(const struct sim *s, const struct sim_conn *c);
 
 /* What a run measured (sim_run). */
 struct sim_result {
-	double floor_s;		 /* S / B, B the slowest node link's payload rate */
-	double first_s, last_s;	 /* first and last surviving node done */
-	double origin_done_s;	 /* the origin's last byte */
-	uint64_t origin_bytes;	 /* payload the origin sent */
-	uint64_t peer_bytes;	 /* payload between nodes */
-	uint64_t dup_bytes;	 /* ... of blocks the receiver had already */
+	double floor_s;		/* S / B, B the slowest node link's payload rate */
+	double first_s, last_s; /* first and last surviving node done */
+	double origin_done_s;	/* the origin's last byte */
+	uint64_t origin_bytes;	/* payload the origin sent */
+	uint64_t peer_bytes;	/* payload between nodes */
+	uint64_t dup_bytes;	/* ... of blocks the receiver had already */
 	uint32_t nodes, alive, finished, died, late;
-	int complete;		 /* every surviving node holds every block */
+	int complete; /* every surviving node holds every block */
 	/* each node's time from its join to done over S / its own link:
 	 * the worst, the worst of the nodes that joined at the start
 	 * outside rack 0, and the mean */

@@ -170,7 +170,8 @@ static int choose(struct sim *s, struct sim_node *n, const struct sim_conn *c, u
 			uint32_t q = (uint32_t)asked[i];
 			if (i && asked[i] == asked[i - 1])
 				continue;
-			pick_consider(&p, q, PICK_ASKED, 1, n->avail[q], n->asks[q], asked_here, &x);
+			pick_consider(&p, q, PICK_ASKED, 1, n->avail[q], n->asks[q], asked_here,
+				      &x);
 		}
 		free(asked);
 	}
