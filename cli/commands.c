@@ -77,8 +77,10 @@ const struct cli_cmd cli_commands[] = {
      "exit 0 when dataset NAME is complete and verified on this node", cli_ready_keys, cmd_ready},
     {"verify", "verify DIR|NAME [--data DIR] [--json]",
      "re-hash a pulled dataset against its manifest", cli_verify_keys, cmd_verify},
-    {"rm", "rm NAME|DIR [--purge] [--data DIR] [--json]",
-     "forget a standalone pull: unpin its objects (--purge: evict them too)", cli_rm_keys, cmd_rm},
+    {"rm", "rm NAME|DIR [--purge] [--socket PATH] [--data DIR] [--json]",
+     "forget a pull (through the running agent, or in the data directory): unpin its objects "
+     "(--purge: evict them too)",
+     cli_rm_keys, cmd_rm},
     {"cache ls", "cache ls [--data DIR] [--json]",
      "the pulls a data directory holds, their pins, and what gc would free", cli_cache_ls_keys,
      cmd_cache_ls},
