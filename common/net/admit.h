@@ -48,8 +48,8 @@
 #define ADMIT_DEFER_ACCEPT_S 5
 /* SYN and accept queue of a listener (the kernel caps it at
  * net.core.somaxconn): a deferred connection waits in the SYN queue, and
- * past this many waiting the kernel answers with SYN cookies, which skip the
- * deferral. Above the flood an admission's caps are sized for. */
+ * past this many waiting the kernel's SYN cookies take over. Room for a
+ * mass join (thousands of agents after a scheduler restart) beside a flood. */
 #define ADMIT_BACKLOG 1024
 
 /* Why a connection was refused or dropped: enum, metric label, log text. */
