@@ -1,6 +1,6 @@
-/* Requests to peers: which block to ask a peer for (rarest first, the
- * endgame), and keeping each peer's pipeline as deep as its rate needs.
- * Loop thread only. */
+/* Requests to peers: which block to ask a peer for (the fetch's order,
+ * agent/fetch_order.c; the endgame), and keeping each peer's pipeline as
+ * deep as its rate needs. Loop thread only. */
 #include "agent/peer_int.h"
 
 #include <stdlib.h>
@@ -37,11 +37,12 @@ static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uin
 	return found;
 }
 
-/* Rarest first among the blocks this peer has, from a random start so
- * nodes spread over different blocks. In the endgame (every missing block
- * known and in flight somewhere) a block whose requests are overdue is
- * asked here too: a stalled peer does not hold up the end, and blocks on
- * their way anyway are not fetched twice. */
+/* The next block to ask this peer for, by the fetch's policy among the
+ * needed blocks it has (agent/fetch_order.c), from a random start so that
+ * nodes spread over different blocks where the policy leaves a choice. In
+ * the endgame (every missing block known and in flight somewhere) a block
+ * whose requests are overdue is asked here too: a stalled peer does not
+ * hold up the end, and blocks on their way anyway are not fetched twice. */
 int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
@@ -51,29 +52,24 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 		if (!f || fetch_complete(f) || fetch_error(f) || v->nblocks != fetch_nblocks(f) ||
 		    !v->nblocks)
 			continue;
-		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best = UINT32_MAX;
-		uint32_t best_avail = UINT32_MAX, waiting = 0, n_endgame = 0;
+		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best;
+		if (fetch_order_pick(f, v->bits, start, &best)) {
+			*fo = f;
+			*bo = best;
+			return 1;
+		}
+		uint32_t waiting = 0, n_endgame = 0;
 		uint32_t endgame[PEER_PIPELINE_MAX];
-		for (uint32_t k = 0; k < n; k++) {
+		for (uint32_t k = 0; k < n && !waiting; k++) {
 			uint32_t b = (start + k) % n;
 			enum fetch_block_state s = fetch_block_state(f, b);
 			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN || s == FETCH_NEED)
 				waiting++;
-			if (!peer_bit(v->bits, b))
-				continue;
-			if (s == FETCH_NEED && fetch_avail(f, b) < best_avail) {
-				best = b;
-				best_avail = fetch_avail(f, b);
-			} else if (s == FETCH_PEER && n_endgame < PEER_PIPELINE_MAX &&
-				   fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
-				   !requested_here(pe, f, b)) {
+			else if (s == FETCH_PEER && peer_bit(v->bits, b) &&
+				 n_endgame < PEER_PIPELINE_MAX &&
+				 fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
+				 !requested_here(pe, f, b))
 				endgame[n_endgame++] = b;
-			}
-		}
-		if (best != UINT32_MAX) {
-			*fo = f;
-			*bo = best;
-			return 1;
 		}
 		for (uint32_t k = 0; !waiting && k < n_endgame; k++) {
 			if (overdue(pe->p, f, endgame[k], now)) {
