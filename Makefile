@@ -33,7 +33,7 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps build-deps test test-build check unit integration chaos demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps man sched-scale FORCE
+.PHONY: all deps build-deps test test-build check unit integration chaos demo demo-pull image clean format lint fuzz fuzz-smoke bench bench-deps bench-sim man sched-scale FORCE
 all: $(BIN)/syncbit
 
 # Install the Debian packages once per machine: build-deps what `make` and
@@ -100,6 +100,19 @@ $(BUILD)/bench/sched-scale: $(SCALE_SRC) bench/sched-scale/sim.h $(BUILD)/libsyn
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SCALE_SRC) $(BUILD)/libsyncbit.a $(LDLIBS)
 
 sched-scale: $(BIN)/syncbit $(BUILD)/bench/sched-scale
+
+# The distribution model (bench/sim/README.md): the agent's block choice
+# (agent/pick.c) and the scheduler's plans, linked from libsyncbit.a.
+SIM_SRC := $(filter-out bench/sim/main.c,$(wildcard bench/sim/*.c))
+SIM_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(SIM_SRC))
+$(BUILD)/bench/sim/sim: $(BUILD)/bench/sim/main.o $(SIM_OBJ) $(BUILD)/libsyncbit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/test_sim: tests/unit/test_sim.c tests/unit/testutil.h $(SIM_OBJ) $(BUILD)/libsyncbit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(SIM_OBJ) $(BUILD)/libsyncbit.a $(LDLIBS) -lcmocka
+
+bench-sim: $(BUILD)/bench/sim/sim
 
 unit: $(UNIT_BIN)
 	@./tests/run-unit.sh $(UNIT_BIN)

@@ -26,9 +26,11 @@ enum adhoc_state {
 	ADHOC_ASKING,	  /* the scheduler lists the source */
 	ADHOC_FETCHING,	  /* the dataset is fetched into the cache */
 	ADHOC_PUBLISHING, /* and published into the target on the pool */
+	ADHOC_DROPPING,	  /* an rm: the scheduler takes this node off the dataset */
 };
 
-static const char *const state_names[] = {"opening", "listing", "fetching", "publishing"};
+static const char *const state_names[] = {"opening", "listing", "fetching", "publishing",
+					  "dropping"};
 
 struct adhoc {
 	uv_loop_t *loop;
@@ -64,6 +66,7 @@ struct adhoc_pull {
 	char *detail; /* and its one line */
 	/* The publish's index updates, for the loop thread to apply. */
 	struct cache_updates updates;
+	int purge; /* an rm's --purge */
 };
 
 struct adhoc *adhoc_new(uv_loop_t *loop, struct daemon *d, struct cache *c)
@@ -127,7 +130,10 @@ static void finish(struct adhoc_pull *p, json_t *msg)
 static void fail(struct adhoc_pull *p, int code, const char *why)
 {
 	char *shown = uri_redact(why ? why : sb_strerror(code));
-	log_limited(LOG_WARN, "pull %s: %s", p->source, shown);
+	if (p->state == ADHOC_DROPPING)
+		log_limited(LOG_WARN, "rm %s: %s", p->dataset, shown);
+	else
+		log_limited(LOG_WARN, "pull %s: %s", p->source, shown);
 	finish(p, json_pack("{s:s, s:i}", "error", shown, "code", code));
 	free(shown);
 }
@@ -135,6 +141,8 @@ static void fail(struct adhoc_pull *p, int code, const char *why)
 json_t *adhoc_progress_json(const struct adhoc_pull *p)
 {
 	struct fetch_stats st = {0};
+	if (p->state == ADHOC_DROPPING)
+		return NULL;
 	if (p->a && p->dataset && p->state == ADHOC_FETCHING) {
 		const struct fetch *f = daemon_fetch(p->a->d, p->dataset);
 		if (f)
@@ -426,14 +434,129 @@ static void check(struct adhoc_pull *p)
 		complete(p, f);
 }
 
+/* ---- rm ---- */
+
+static json_t *rm_result(const char *name, const char *source, const char *target, uint64_t objects,
+			 uint64_t bytes)
+{
+	char *shown = uri_redact(source ? source : "");
+	json_t *r = json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", name, "source", shown, "target",
+			      target ? target : "", "evicted_objects", (json_int_t)objects,
+			      "evicted_bytes", (json_int_t)bytes);
+	free(shown);
+	return json_pack("{s:o}", "result", r);
+}
+
+static json_t *rm_error(int code, char *why)
+{
+	json_t *o = json_pack("{s:s, s:i}", "error", why, "code", code);
+	free(why);
+	return o;
+}
+
+/* The scheduler's answer to a drop: the dataset leaves this node. */
+static void dropped(struct adhoc_pull *p, const Syncbit__PullReply *m)
+{
+	if (m->code < 0) {
+		fail(p, m->code, m->message && m->message[0] ? m->message : NULL);
+		return;
+	}
+	uint64_t n = 0, bytes = 0;
+	int rc = 0;
+	/* Purged before the set goes, which unpins by removing the same
+	 * record: the purge needs it to know the dataset's objects. */
+	if (p->purge && (rc = cache_dataset_purge(p->c, p->dataset, &n, &bytes)) < 0 &&
+	    rc != SB_ENOTFOUND) {
+		char *why = xasprintf("%s: cache: %s", p->dataset, sb_strerror(rc));
+		fail(p, rc, why);
+		free(why);
+		daemon_unassign(p->a->d, p->dataset);
+		return;
+	}
+	daemon_unassign(p->a->d, p->dataset);
+	log_info("dataset %s: unpinned on request (syncbit rm)%s", p->dataset,
+		 p->purge ? " and purged" : "");
+	finish(p, rm_result(p->dataset, p->source, NULL, n, bytes));
+}
+
+struct adhoc_pull *adhoc_rm(struct adhoc *a, const char *name, const char *path, int purge,
+			    adhoc_cb cb, void *arg, json_t **now)
+{
+	struct cache_dataset ds = {0};
+	*now = NULL;
+	int found = cache_dataset_get(a->c, name, &ds);
+	if (found <= 0 && path)
+		found = cache_dataset_find_target(a->c, path, &ds);
+	/* A pulled dataset being fetched has no record until complete. */
+	const char *dname = found > 0 ? ds.name : name;
+	int kind = daemon_pulled(a->d, dname);
+	if (kind == 1) {
+		struct adhoc_pull *p = xcalloc(1, sizeof *p);
+		p->a = a;
+		p->id = ++a->next_id;
+		p->state = ADHOC_DROPPING;
+		p->dataset = xstrdup(dname);
+		p->source = xstrdup(found > 0 && ds.source ? ds.source : "");
+		p->dir_fd = -1;
+		p->c = a->c;
+		p->purge = purge;
+		p->cb = cb;
+		p->arg = arg;
+		p->next = a->pulls;
+		a->pulls = p;
+		cache_dataset_close(&ds);
+		Syncbit__PullRequest m = SYNCBIT__PULL_REQUEST__INIT;
+		m.id = p->id;
+		m.drop = p->dataset;
+		if (daemon_send_control(a->d, SYNCBIT__MSG_TYPE__MSG_PULL, &m.base) < 0) {
+			pull_free(p);
+			*now = rm_error(
+			    -ENOTCONN, xasprintf("%s: the agent is not connected to its scheduler, "
+						 "which takes this node off the dataset; try again "
+						 "once it is (syncbit status)",
+						 dname));
+			return NULL;
+		}
+		return p;
+	}
+	if (kind == 0) {
+		*now =
+		    rm_error(SB_EDENIED,
+			     xasprintf("dataset %s is assigned to this node by its selector, not "
+				       "pulled here: `syncbit dataset rm %s` removes it from the "
+				       "cluster",
+				       dname, dname));
+	} else if (found < 0) {
+		*now = rm_error(found, xasprintf("rm %s: cache: %s", name, sb_strerror(found)));
+	} else if (found == 0) {
+		*now = rm_error(SB_ENOTFOUND,
+				xasprintf("rm: %s: no pull of that name or into that directory "
+					  "here (see 'syncbit cache ls')",
+					  name));
+	} else {
+		uint64_t n = 0, bytes = 0;
+		int rc = purge ? cache_dataset_purge(a->c, ds.name, &n, &bytes)
+			       : cache_dataset_remove(a->c, ds.name);
+		if (rc < 0)
+			*now =
+			    rm_error(rc, xasprintf("rm %s: cache: %s", ds.name, sb_strerror(rc)));
+		else
+			*now = rm_result(ds.name, ds.source, ds.target, n, bytes);
+	}
+	cache_dataset_close(&ds);
+	return NULL;
+}
+
 /* ---- from the daemon ---- */
 
 int adhoc_reply(struct adhoc *a, const Syncbit__PullReply *m)
 {
 	struct adhoc_pull *p = a->pulls;
-	while (p && (p->id != m->id || p->state != ADHOC_ASKING))
+	while (p && (p->id != m->id || (p->state != ADHOC_ASKING && p->state != ADHOC_DROPPING)))
 		p = p->next;
-	if (p && m->code < 0) {
+	if (p && p->state == ADHOC_DROPPING) {
+		dropped(p, m);
+	} else if (p && m->code < 0) {
 		fail(p, m->code, m->message && m->message[0] ? m->message : NULL);
 	} else if (p && (!m->dataset || !m->dataset[0])) {
 		fail(p, SB_EPROTO, "the scheduler named no dataset");
@@ -463,7 +586,7 @@ void adhoc_sched_lost(struct adhoc *a)
 		return;
 	for (struct adhoc_pull *p = a->pulls, *next; p; p = next) {
 		next = p->next;
-		if (p->state == ADHOC_ASKING)
+		if (p->state == ADHOC_ASKING || p->state == ADHOC_DROPPING)
 			fail(p, -ECONNRESET,
 			     "the agent lost its scheduler before it answered; try again");
 	}

@@ -49,9 +49,23 @@ void adhoc_free(struct adhoc *a);
  * call). Returns the pull; cancel it when the client goes away. */
 struct adhoc_pull *adhoc_start(struct adhoc *a, const struct adhoc_request *rq, adhoc_cb cb,
 			       void *arg);
+/* `syncbit rm NAME|DIR [--purge]` while the agent runs (it holds the
+ * cache): forget a pull on this node. name is a dataset name, path (or
+ * NULL) the absolute path of the argument, which may be the directory a
+ * standalone pull published into. A dataset pulled through agents leaves
+ * this node through the scheduler (PullRequest.drop): the pending request
+ * is returned and its one message goes to cb. Anything else is answered at
+ * once in *now and NULL is returned: a standalone pull's record dropped
+ * here, or an error (a dataset assigned by its selector is refused: that
+ * is `dataset rm`). purge: also evict the objects nothing else pins. The
+ * answer is {"result": {"name", "source", "target", "evicted_objects",
+ * "evicted_bytes"}} or {"error": …}. */
+struct adhoc_pull *adhoc_rm(struct adhoc *a, const char *name, const char *path, int purge,
+			    adhoc_cb cb, void *arg, json_t **now);
 /* The client went away: no more callbacks; the dataset stays assigned. */
 void adhoc_cancel(struct adhoc_pull *p);
-/* {"progress": true, "state", "bytes", "bytes_have"} for the client. */
+/* {"progress": true, "state", "bytes", "bytes_have"} for the client, or
+ * NULL for an rm, which has no progress. */
 json_t *adhoc_progress_json(const struct adhoc_pull *p);
 
 /* From the daemon: a PullReply (unpacked by the dispatcher; 0); a dataset

@@ -148,10 +148,11 @@ enum ctl_op ctl_request_parse(const char *line, char **name)
 			: !strcmp(op, "ready") && n	       ? CTL_OP_READY
 			: !strcmp(op, "pull") && n	       ? CTL_OP_PULL
 			: !strcmp(op, "pull") && src && src[0] ? CTL_OP_PULL_SOURCE
+			: !strcmp(op, "rm") && n && n[0]       ? CTL_OP_RM
 							       : CTL_OP_UNKNOWN;
-	*name = r == CTL_OP_READY || r == CTL_OP_PULL ? xstrdup(n)
-		: r == CTL_OP_PULL_SOURCE	      ? xstrdup(src)
-						      : NULL;
+	*name = r == CTL_OP_READY || r == CTL_OP_PULL || r == CTL_OP_RM ? xstrdup(n)
+		: r == CTL_OP_PULL_SOURCE				? xstrdup(src)
+									: NULL;
 	json_decref(req);
 	return r;
 }
@@ -209,6 +210,29 @@ static void start_pull(struct client *cl, const char *line, const char *source)
 	free(target);
 }
 
+/* syncbit rm while the agent holds the cache (agent/adhoc.h). */
+static void start_rm(struct client *cl, const char *line, const char *name)
+{
+	json_t *req = json_loads(line, 0, NULL), *now = NULL;
+	json_t *jp = json_object_get(req, "path"), *jpurge = json_object_get(req, "purge");
+	const char *path = json_string_value(jp);
+	if (cl->pull) {
+		send_json(cl, json_pack("{s:s}", "error", "one request at a time per connection"));
+	} else if ((jp && !json_is_null(jp) &&
+		    (!path || path[0] != '/' || strlen(path) >= PATH_MAX)) ||
+		   (jpurge && !json_is_boolean(jpurge))) {
+		send_json(cl, json_pack("{s:s}", "error",
+					"malformed rm: path must be an absolute path, purge a "
+					"boolean"));
+	} else {
+		cl->pull = adhoc_rm(daemon_adhoc(cl->ctl->d), name, path, json_is_true(jpurge),
+				    pull_message, cl, &now);
+		if (now)
+			send_json(cl, now);
+	}
+	json_decref(req);
+}
+
 static void handle(struct client *cl, const char *line)
 {
 	struct ctl *c = cl->ctl;
@@ -247,6 +271,9 @@ static void handle(struct client *cl, const char *line)
 	}
 	case CTL_OP_PULL_SOURCE:
 		start_pull(cl, line, name);
+		break;
+	case CTL_OP_RM:
+		start_rm(cl, line, name);
 		break;
 	case CTL_OP_UNKNOWN:
 		send_json(cl, json_pack("{s:s}", "error", "unknown request"));
@@ -326,8 +353,9 @@ static void progress_tick(uv_timer_t *t)
 {
 	struct ctl *c = t->data;
 	for (struct client *cl = c->clients; cl; cl = cl->next) {
-		if (cl->pull)
-			send_json(cl, adhoc_progress_json(cl->pull));
+		json_t *pj = cl->pull ? adhoc_progress_json(cl->pull) : NULL;
+		if (pj)
+			send_json(cl, pj);
 		if (!cl->waiting)
 			continue;
 		int finished;

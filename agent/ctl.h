@@ -25,16 +25,17 @@ void ctl_free(struct ctl *c);
 void ctl_notify(struct ctl *c, const char *name);
 
 /* What one request line (its '\n' dropped) asks: {"op": "status"},
- * {"op": "ready" | "pull", "name": NAME}, or {"op": "pull", "source":
+ * {"op": "ready" | "pull" | "rm", "name": NAME}, or {"op": "pull", "source":
  * SOURCE, "target": DIR|null, "block_size": N} (a pull through the agent,
  * agent/adhoc.h). *name (heap) is set to NAME for READY and PULL, to
- * SOURCE for PULL_SOURCE, else NULL. Pure; the socket answers by it. */
+ * SOURCE for PULL_SOURCE, to NAME for RM, else NULL. Pure; the socket answers by it. */
 enum ctl_op {
 	CTL_OP_MALFORMED, /* not a JSON object with a string "op" */
 	CTL_OP_STATUS,
 	CTL_OP_READY,
 	CTL_OP_PULL,
 	CTL_OP_PULL_SOURCE,
+	CTL_OP_RM,	/* {"op": "rm", "name": NAME|DIR, "path": ABS|null, "purge": bool} */
 	CTL_OP_UNKNOWN, /* another op, or one without its name */
 };
 enum ctl_op ctl_request_parse(const char *line, char **name);

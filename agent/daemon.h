@@ -87,6 +87,15 @@ struct fetch;
 const struct fetch *daemon_fetch(struct daemon *d, const char *name);
 /* The pulls through this agent (agent/adhoc.h), for agent/ctl.c. */
 struct adhoc *daemon_adhoc(struct daemon *d);
+/* The agent's cache (loop thread), for agent/adhoc.c. */
+struct cache *daemon_cache(struct daemon *d);
+/* How dataset name is held here: 1 pulled through agents (a `pull-…`
+ * dataset, the nodes that pulled it hold it), 0 assigned by its selector,
+ * SB_ENOTFOUND not held. */
+int daemon_pulled(struct daemon *d, const char *name);
+/* Drop dataset name as an Unassign does (no-op when not held): unpin it,
+ * stop its fetch, answer whoever waits on it. */
+void daemon_unassign(struct daemon *d, const char *name);
 /* Prometheus text for the peer port's refused handshakes (and the
  * registry mirror's counters). */
 void daemon_listener_metrics(struct daemon *d, struct buf *out);

@@ -147,14 +147,11 @@ out:
 	return rc;
 }
 
-static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
-		      uint8_t *pl, size_t plen)
+void daemon_unassign(struct daemon *d, const char *name)
 {
-	struct daemon *d = ctx;
-	Syncbit__Unassign *m = (Syncbit__Unassign *)msg;
-	for (size_t i = 0; m->dataset && i < d->nsets; i++) {
+	for (size_t i = 0; i < d->nsets; i++) {
 		struct dset *s = d->sets[i];
-		if (strcmp(s->name, m->dataset))
+		if (strcmp(s->name, name))
 			continue;
 		if (s->pulled)
 			log_with(LOG_INFO, LOG_KV({"dataset", s->name}),
@@ -164,10 +161,18 @@ static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 				 "dataset %s: no longer assigned here; removing %s/%s", s->name,
 				 d->o->target, s->name);
 		remove_set(d, i);
-		ctl_notify(d->ctl, m->dataset);
-		adhoc_notify(d->adhoc, m->dataset);
+		ctl_notify(d->ctl, name);
+		adhoc_notify(d->adhoc, name);
 		break;
 	}
+}
+
+static int h_unassign(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		      uint8_t *pl, size_t plen)
+{
+	Syncbit__Unassign *m = (Syncbit__Unassign *)msg;
+	if (m->dataset)
+		daemon_unassign(ctx, m->dataset);
 	return 0;
 }
 

@@ -551,7 +551,7 @@ void remove_set(struct daemon *d, size_t i)
 {
 	struct dset *s = d->sets[i];
 	int rc = cache_dataset_remove(d->cache, s->name);
-	if (rc < 0)
+	if (rc < 0 && rc != SB_ENOTFOUND) /* gone already: `syncbit rm --purge` */
 		log_with(LOG_WARN, LOG_KV({"dataset", s->name}, {"error", sb_strerror(rc)}),
 			 "dataset %s: %s", s->name, sb_strerror(rc));
 	if (!s->pulled) { /* a pulled dataset was published by its pulls only */

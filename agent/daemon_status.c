@@ -197,6 +197,17 @@ struct adhoc *daemon_adhoc(struct daemon *d)
 	return d->adhoc;
 }
 
+struct cache *daemon_cache(struct daemon *d)
+{
+	return d->cache;
+}
+
+int daemon_pulled(struct daemon *d, const char *name)
+{
+	struct dset *s = find_set(d, name);
+	return !s ? SB_ENOTFOUND : s->pulled ? 1 : 0;
+}
+
 const struct fetch *daemon_fetch(struct daemon *d, const char *name)
 {
 	struct dset *s = find_set(d, name);

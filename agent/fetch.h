@@ -217,6 +217,9 @@ int fetch_file_wanted(const struct fetch *f, size_t index);
  * has (LSB first) for next, by the fetch's policy; ties go to the first
  * found from block start on. 1 with *out, or 0 when the peer has none. */
 int fetch_order_pick(const struct fetch *f, const uint8_t *has, uint32_t start, uint32_t *out);
+/* 1 when fetch_order_pick may choose otherwise than plain rarest first
+ * (agent/pick.h): FETCH_ORDER_FILES, or a file a consumer waited for. */
+int fetch_order_matters(const struct fetch *f);
 /* uv_now() when bytes of the version last reached this node (a part of an
  * origin block, a block from a peer or a copy from the cache), 0: none. */
 uint64_t fetch_arrived_ms(const struct fetch *f);

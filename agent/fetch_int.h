@@ -122,7 +122,7 @@ struct fetch {
 	uint64_t *fkey;
 	uint32_t *frank;
 	uint8_t *fwant;
-	uint32_t nranked;
+	uint32_t nranked, nwanted;
 };
 
 /* Record the first failure (one line, printf-style), stop the source and

@@ -21,7 +21,9 @@
  * and a consumer can take each as it completes; FETCH_ORDER_RAREST asks
  * for the wanted files' blocks first and otherwise for the rarest block
  * of the whole version, which spreads blocks fastest when only the whole
- * version matters. Loop thread only. */
+ * version matters. Where the order is plain rarest first
+ * (fetch_order_matters 0), and for the endgame, peer_request.c decides by
+ * agent/pick.h, as bench/sim does. Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +72,11 @@ void fetch_order_free(struct fetch *f)
 enum fetch_order fetch_order(const struct fetch *f)
 {
 	return f->order;
+}
+
+int fetch_order_matters(const struct fetch *f)
+{
+	return f->order == FETCH_ORDER_FILES || f->nwanted > 0;
 }
 
 static int cmp_key(const void *a, const void *b)
@@ -150,6 +157,7 @@ void fetch_want_file(struct fetch *f, size_t index)
 	if (fi == f->nfiles || f->fwant[fi] || f->files[fi].done)
 		return;
 	f->fwant[fi] = 1;
+	f->nwanted++;
 	key_file(f, fi);
 	fetch_order_queue(f);
 	if (f->hooks.wake) /* peers may have its blocks to offer first */

@@ -177,6 +177,28 @@ static int add_tag(struct load *l, const char *tag, const char *digest)
 	return 0;
 }
 
+/* The registry's document an entry was taken from (OCI_REGISTRY_DIGEST:
+ * an image index, a Docker manifest retyped), when the version holds it:
+ * it answers for the entry's tag, so d names it after. */
+static int add_registry_doc(struct load *l, json_t *ent, struct oci_descriptor *d)
+{
+	const char *top = json_string_value(
+	    json_object_get(json_object_get(ent, "annotations"), OCI_REGISTRY_DIGEST));
+	char rel[sizeof MIRROR_BLOBS_DIR + OCI_DIGEST_MAX];
+	if (!top || !oci_name_digest_valid(top) || !mirror_cat_doc(l->cat, d->digest))
+		return 0;
+	snprintf(rel, sizeof rel, MIRROR_BLOBS_DIR "%s", top + strlen("sha256:"));
+	const FileEntry *e = manifest_find_regular(l->m, rel);
+	if (!e)
+		return 0; /* not kept: the entry answers for its tag, as before */
+	struct oci_descriptor r = {.size = e->size};
+	snprintf(r.digest, sizeof r.digest, "%s", top);
+	int rc = add_doc(l, &r, 0);
+	if (rc == 0)
+		*d = r;
+	return rc;
+}
+
 /* index.json: every entry's document, and its tag. */
 static int load_index(struct load *l)
 {
@@ -205,7 +227,7 @@ static int load_index(struct load *l)
 		snprintf(d.media_type, sizeof d.media_type, "%s", mt ? mt : "");
 		snprintf(d.digest, sizeof d.digest, "%s", dg);
 		d.size = (uint64_t)json_integer_value(size);
-		if ((rc = add_doc(l, &d, 0)) < 0)
+		if ((rc = add_doc(l, &d, 0)) < 0 || (rc = add_registry_doc(l, ent, &d)) < 0)
 			break;
 		const char *tag = json_string_value(
 		    json_object_get(json_object_get(ent, "annotations"), OCI_REF_NAME));

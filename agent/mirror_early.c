@@ -288,9 +288,15 @@ static int take_index(struct early_set *s, const struct buf *bytes)
 		const char *dg = json_string_value(json_object_get(ent, "digest"));
 		const char *tag = json_string_value(
 		    json_object_get(json_object_get(ent, "annotations"), OCI_REF_NAME));
+		const char *top = json_string_value(
+		    json_object_get(json_object_get(ent, "annotations"), OCI_REGISTRY_DIGEST));
 		if (!dg || !oci_name_digest_valid(dg))
 			continue;
 		add_doc(s, dg, mt);
+		/* The registry's document the entry came from answers for the
+		 * tag (the listing keeps its file whenever it names it). */
+		if (top && oci_name_digest_valid(top))
+			add_doc(s, dg = top, NULL);
 		if (tag && oci_name_tag_valid(tag))
 			add_tag(s, tag, dg);
 	}
@@ -667,8 +673,7 @@ void mirror_early_request(struct mreq *mr, int name_known)
 		park(mr);
 	else if (pulled_without)
 		mirror_answer_error(mr, 404, "MANIFEST_UNKNOWN",
-				    "the image pulled for this digest does not hold it (the digest "
-				    "of an index or of a Docker manifest)",
+				    "the image pulled for this digest does not hold it",
 				    MIRROR_NOT_FOUND);
 	else if (!mirror_pull_request(mr))
 		mirror_not_found(mr);

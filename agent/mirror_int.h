@@ -156,8 +156,9 @@ struct mirror_cat {
  * cache's encoding of the published version) and the layout in cat->dir.
  * Every document read is checked against the manifest's block hashes and
  * its digest; a blob is listed only when the manifest holds its file at
- * the size the image manifests declare. 0, or a negative error with
- * cat->error set. */
+ * the size the image manifests declare. A tag answers with the registry's
+ * document its entry names (OCI_REGISTRY_DIGEST) when the version holds
+ * it. 0, or a negative error with cat->error set. */
 int mirror_cat_load(struct mirror_cat *cat, const uint8_t *manifest, size_t len);
 /* Free what a catalog holds (not cat itself). */
 void mirror_cat_close(struct mirror_cat *cat);

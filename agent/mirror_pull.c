@@ -320,9 +320,8 @@ int mirror_pull_request(struct mreq *mr)
 	if (e && e->state == PULL_FAILED) {
 		refuse(mr, xasprintf("the on-demand pull of %s failed: %s", source, e->error));
 	} else if (e && e->state == PULL_DONE) {
-		refuse(mr, xasprintf("%s was pulled as dataset %s, which does not hold it (the "
-				     "digest of an index or of a Docker manifest?)",
-				     source, e->dataset));
+		refuse(mr, xasprintf("%s was pulled as dataset %s, which does not hold it", source,
+				     e->dataset));
 	} else if (mr->pull_deadline_ms && now >= mr->pull_deadline_ms) {
 		expire(mp, mr, e, source);
 	} else if (!mr->pull_deadline_ms && ((e && e->late) || repo_late(mp, mr))) {

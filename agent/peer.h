@@ -13,25 +13,19 @@
 
 #include "agent/cache.h"
 #include "agent/fetch.h"
+#include "agent/pick.h"
 #include "common/net/secure.h"
 
-/* Requests in flight per peer: PEER_PIPELINE_MIN plus enough to keep
- * PEER_PIPELINE_SECONDS of the peer's measured rate in flight, which covers
- * bandwidth x delay for round trips up to that long; at most _MAX. */
-#define PEER_PIPELINE_MIN     2
-#define PEER_PIPELINE_MAX     32
-#define PEER_PIPELINE_SECONDS 0.5
-#define PEER_SERVE_SLOTS      16    /* disk reads for peers at once, all peers */
-#define PEER_SENDFILE_MAX     256   /* cache files queued for sendfile, all peers (then reads) */
-#define PEER_SERVE_QUEUE      256   /* requests queued per peer before "busy" */
-#define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
-#define PEER_ENDGAME_ASKS     2	    /* peers asked at once for one block in the endgame */
-#define PEER_ENDGAME_AFTER_MS 1000  /* ...once its requests are overdue by this */
-#define PEER_REDIAL_MS	      2000
-#define PEER_KEEPALIVE_MS     5000  /* an empty Have this often */
-#define PEER_IDLE_MS	      20000 /* nothing heard this long: the peer is gone */
-#define PEER_BAN_MS	      60000 /* a peer that sent bad data is shunned this long */
-#define PEER_REFUSED_LOG_MS   10000 /* a line about a peer with the wrong key this often */
+/* PEER_PIPELINE_*, PEER_ENDGAME_*: agent/pick.h */
+#define PEER_SERVE_SLOTS    16	  /* disk reads for peers at once, all peers */
+#define PEER_SENDFILE_MAX   256	  /* cache files queued for sendfile, all peers (then reads) */
+#define PEER_SERVE_QUEUE    256	  /* requests queued per peer before "busy" */
+#define PEER_REQUEST_MS	    30000 /* a request unanswered this long goes elsewhere */
+#define PEER_REDIAL_MS	    2000
+#define PEER_KEEPALIVE_MS   5000  /* an empty Have this often */
+#define PEER_IDLE_MS	    20000 /* nothing heard this long: the peer is gone */
+#define PEER_BAN_MS	    60000 /* a peer that sent bad data is shunned this long */
+#define PEER_REFUSED_LOG_MS 10000 /* a line about a peer with the wrong key this often */
 
 struct peers;
 

@@ -1,6 +1,8 @@
 /* Requests to peers: which block to ask a peer for (the fetch's order,
- * agent/fetch_order.c; the endgame), and keeping each peer's pipeline as
- * deep as its rate needs. Loop thread only. */
+ * agent/fetch_order.c, where it differs from rarest first; otherwise, and
+ * for the endgame, the rules of agent/pick.h), and keeping each peer's
+ * pipeline as deep as its rate needs.
+ * Loop thread only. */
 #include "agent/peer_int.h"
 
 #include <stdlib.h>
@@ -8,41 +10,61 @@
 #include "common/log.h"
 #include "common/net/wire.h"
 
-static int requested_here(const struct peer *pe, const struct fetch *f, uint32_t b)
+/* What pick_consider and pick_end ask about a block of one fetch. */
+struct pick_ctx {
+	const struct peer *pe;
+	const struct fetch *f;
+	uint64_t now;
+};
+
+static int requested_here(const void *arg, uint32_t b)
 {
-	for (size_t i = 0; i < pe->nreqs; i++)
-		if (pe->reqs[i].f == f && pe->reqs[i].b == b)
+	const struct pick_ctx *x = arg;
+	for (size_t i = 0; i < x->pe->nreqs; i++)
+		if (x->pe->reqs[i].f == x->f && x->pe->reqs[i].b == b)
 			return 1;
 	return 0;
 }
 
-/* 1 when every request for block b of f now in flight is overdue: older
- * than twice what its peer needs, at the rate it delivers, for everything
- * asked of it, and at least PEER_ENDGAME_AFTER_MS. A block on its way at a
- * peer's normal pace is not asked twice. */
-static int overdue(const struct peers *p, const struct fetch *f, uint32_t b, uint64_t now)
+/* 1 when every request for block b now in flight is overdue
+ * (pick_request_overdue): a block on its way at a peer's normal pace is
+ * not asked twice. */
+static int overdue(const void *arg, uint32_t b)
 {
+	const struct pick_ctx *x = arg;
 	int found = 0;
-	for (const struct peer *o = p->list; o; o = o->next)
+	for (const struct peer *o = x->pe->p->list; o; o = o->next)
 		for (size_t i = 0; i < o->nreqs; i++) {
-			if (o->reqs[i].f != f || o->reqs[i].b != b)
+			if (o->reqs[i].f != x->f || o->reqs[i].b != b)
 				continue;
-			double rate = o->rate > 65536.0 ? o->rate : 65536.0;
-			double need_ms =
-			    2000.0 * (double)fetch_block_len(f, b) * (double)o->nreqs / rate;
-			if ((double)(now - o->reqs[i].sent_ms) < PEER_ENDGAME_AFTER_MS + need_ms)
+			if (!pick_request_overdue(x->now, o->reqs[i].sent_ms,
+						  fetch_block_len(x->f, b), o->nreqs, o->rate))
 				return 0;
 			found = 1;
 		}
 	return found;
 }
 
-/* The next block to ask this peer for, by the fetch's policy among the
- * needed blocks it has (agent/fetch_order.c), from a random start so that
- * nodes spread over different blocks where the policy leaves a choice. In
- * the endgame (every missing block known and in flight somewhere) a block
- * whose requests are overdue is asked here too: a stalled peer does not
- * hold up the end, and blocks on their way anyway are not fetched twice. */
+static enum pick_kind kind_of(enum fetch_block_state s)
+{
+	switch (s) {
+	case FETCH_UNKNOWN:
+	case FETCH_ORIGIN:
+		return PICK_WAITING;
+	case FETCH_NEED:
+		return PICK_NEED;
+	case FETCH_PEER:
+		return PICK_ASKED;
+	default:
+		return PICK_HELD;
+	}
+}
+
+/* Per version this peer shares, from a random start so nodes spread over
+ * different blocks: when the fetch's order is more than rarest first
+ * (oci://, or files a consumer waits for: fetch_order_matters), the needed
+ * block it has that the order puts first (fetch_order_pick); otherwise,
+ * and for the endgame once it has none, the scan of agent/pick.h. */
 int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
@@ -52,31 +74,24 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 		if (!f || fetch_complete(f) || fetch_error(f) || v->nblocks != fetch_nblocks(f) ||
 		    !v->nblocks)
 			continue;
-		uint32_t n = v->nblocks, start = (uint32_t)random() % n, best;
-		if (fetch_order_pick(f, v->bits, start, &best)) {
+		struct pick_ctx x = {pe, f, now};
+		struct pick p;
+		uint32_t n = v->nblocks, start = (uint32_t)random() % n;
+		if (fetch_order_matters(f) && fetch_order_pick(f, v->bits, start, bo)) {
 			*fo = f;
-			*bo = best;
 			return 1;
 		}
-		uint32_t waiting = 0, n_endgame = 0;
-		uint32_t endgame[PEER_PIPELINE_MAX];
-		for (uint32_t k = 0; k < n && !waiting; k++) {
+		pick_begin(&p);
+		for (uint32_t k = 0; k < n; k++) {
 			uint32_t b = (start + k) % n;
-			enum fetch_block_state s = fetch_block_state(f, b);
-			if (s == FETCH_UNKNOWN || s == FETCH_ORIGIN || s == FETCH_NEED)
-				waiting++;
-			else if (s == FETCH_PEER && peer_bit(v->bits, b) &&
-				 n_endgame < PEER_PIPELINE_MAX &&
-				 fetch_block_asks(f, b) < PEER_ENDGAME_ASKS &&
-				 !requested_here(pe, f, b))
-				endgame[n_endgame++] = b;
+			if (pick_consider(&p, b, kind_of(fetch_block_state(f, b)),
+					  peer_bit(v->bits, b), fetch_avail(f, b),
+					  fetch_block_asks(f, b), requested_here, &x))
+				break;
 		}
-		for (uint32_t k = 0; !waiting && k < n_endgame; k++) {
-			if (overdue(pe->p, f, endgame[k], now)) {
-				*fo = f;
-				*bo = endgame[k];
-				return 1;
-			}
+		if (pick_end(&p, overdue, &x, bo)) {
+			*fo = f;
+			return 1;
 		}
 	}
 	return 0;
@@ -88,11 +103,7 @@ void peer_fill(struct peer *pe)
 	uint32_t b;
 	if (!pe->ready || pe->closed)
 		return;
-	double extra =
-	    pe->rate * PEER_PIPELINE_SECONDS / (pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
-	size_t depth = PEER_PIPELINE_MIN + (size_t)(extra + 0.999);
-	if (depth > PEER_PIPELINE_MAX)
-		depth = PEER_PIPELINE_MAX;
+	size_t depth = pick_depth(pe->rate, pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
 	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;

@@ -102,6 +102,7 @@ struct run {
 	struct progress prog;
 	size_t image; /* the image being pushed */
 	size_t next;  /* its next blob to start */
+	size_t child; /* its next manifest to put by digest (an index's) */
 	struct sync_oci_tag cur;
 	struct push_manifest mop;
 	int inflight, jobs, rc, ended;
@@ -182,9 +183,45 @@ static void on_manifest_put(struct push_manifest *m)
 	image_done(x, 1);
 }
 
+static void put_manifest(struct run *x);
+
+/* A manifest of the index went in: the next, or the index. */
+static void on_child_put(struct push_manifest *m)
+{
+	struct run *x = m->arg;
+	if (m->status < 0) {
+		run_fail(x, m->status, "%s@%s: %s", x->dest->canonical, m->ref, m->detail);
+		run_end(x);
+		return;
+	}
+	put_manifest(x);
+}
+
+/* The image's manifests by digest first (an index's), then its own
+ * under its reference. */
 static void put_manifest(struct run *x)
 {
+	const struct sync_oci_image *im = &x->plan->images[x->image];
 	oci_push_manifest_close(&x->mop);
+	if (x->child < im->nchildren) {
+		const struct sync_oci_doc *c = &im->children[x->child++];
+		x->mop = (struct push_manifest){
+		    .ref = c->digest,
+		    .media_type = c->media_type,
+		    .data = c->bytes.ptr,
+		    .len = c->bytes.len,
+		    .arg = x,
+		};
+		oci_push_manifest_put(x->push, &x->mop, on_child_put);
+		return;
+	}
+	x->mop = (struct push_manifest){
+	    .ref = ref_of(im),
+	    .media_type = im->media_type,
+	    .data = im->bytes.ptr,
+	    .len = im->bytes.len,
+	    .arg = x,
+	};
 	oci_push_manifest_put(x->push, &x->mop, on_manifest_put);
 }
 
@@ -274,6 +311,7 @@ static void on_manifest_head(struct push_manifest *m)
 		return;
 	}
 	x->next = 0;
+	x->child = 0;
 	pump(x);
 }
 
@@ -435,12 +473,12 @@ static void remember(struct cache *c, const char *pulled, const struct sync_oci_
 	cache_dataset_close(&ds);
 }
 
-static int load_plan(struct cache *c, const struct pull_options *po, const char *pulled,
+static int load_plan(struct cache *c, const struct pull_options *po, const char *pulled, int all,
 		     struct run *x)
 {
 	char *why = NULL;
 	char src_repo[OCI_NAME_REPO_MAX + 1];
-	int rc = sync_oci_plan_load(c, pulled, x->plan, &why);
+	int rc = sync_oci_plan_load(c, pulled, all, x->plan, &why);
 	if (rc < 0) {
 		x->r->error = xasprintf("%s: the cached images: %s", po->source, why);
 		free(why);
@@ -488,7 +526,8 @@ int sync_oci_run(struct cache *c, const struct pull_options *po, const struct sy
 	rc = pull_run(c, &p, pr);
 	if (rc < 0)
 		r->error = xstrdup(pr->error ? pr->error : sb_strerror(rc));
-	else if ((rc = load_plan(c, po, p.name, &x)) == 0 && (rc = push_all(&x, o, insecure)) == 0)
+	else if ((rc = load_plan(c, po, p.name, o->all, &x)) == 0 &&
+		 (rc = push_all(&x, o, insecure)) == 0)
 		remember(c, p.name, &dest);
 	sync_oci_plan_close(&plan);
 	sync_oci_dest_close(&dest);

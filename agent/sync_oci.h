@@ -5,7 +5,9 @@
  * to the destination repository with common/source/oci_push.c: the blobs it
  * lacks (mounted from another repository of that registry the cache knows
  * holds them, else uploaded from the cache's files), then the image
- * manifest, byte for byte, under its tag. A tag that already points at the
+ * manifest, byte for byte, under its tag; with `all`, an image index goes
+ * whole: the blobs of every platform, each platform's manifest by digest,
+ * then the index under its tag. A tag that already points at the
  * same manifest there costs one HEAD. Blocking: runs its own loop; call
  * from one thread. */
 #ifndef SYNCBIT_SYNC_OCI_H
@@ -44,6 +46,10 @@ struct sync_oci_options {
 	const char *dest;      /* oci://registry/repo[:tag] */
 	const char *dest_auth; /* user:password for it, or NULL: the source's credentials */
 	uint64_t chunk;	       /* blobs larger go in PATCH chunks this large; 0: default */
+	/* A tag whose source is an image index goes whole: every manifest
+	 * it lists (by digest), then the index under the tag, each byte for
+	 * byte. The source must be listed with ?platform=all. */
+	int all;
 };
 
 /* What one image came to. */

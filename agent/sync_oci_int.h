@@ -21,13 +21,24 @@ struct sync_oci_blob {
 	struct push_blob op;
 };
 
+/* A manifest as the source registry served it. */
+struct sync_oci_doc {
+	char digest[OCI_DIGEST_MAX];
+	char media_type[OCI_MEDIA_TYPE_MAX];
+	struct buf bytes;
+};
+
 struct sync_oci_image {
 	char *tag; /* or NULL: a source named by digest */
 	char digest[OCI_DIGEST_MAX];
 	char media_type[OCI_MEDIA_TYPE_MAX];
-	struct buf bytes; /* the manifest as the source registry served it */
+	struct buf bytes; /* the manifest (or index) as the source registry served it */
 	size_t *blobs;	  /* indices into the plan's blobs: config, then layers */
 	size_t nblobs;
+	/* An index (--all): every manifest it lists, put by digest before it
+	 * in this order; blobs are theirs. */
+	struct sync_oci_doc *children;
+	size_t nchildren;
 };
 
 struct sync_oci_plan {
@@ -42,9 +53,12 @@ struct sync_oci_plan {
 
 /* The images of cache dataset `name` (an OCI layout the source listed):
  * index.json's entries, their manifests checked against their digests,
- * and every config and layer held in the cache at the size named. 0, or a
+ * and every config and layer held in the cache at the size named. With
+ * all, the entries taken from one image index (OCI_REGISTRY_DIGEST) are
+ * one image: the index, whose every manifest must be held. 0, or a
  * negative error with *why (heap). */
-int sync_oci_plan_load(struct cache *c, const char *name, struct sync_oci_plan *plan, char **why);
+int sync_oci_plan_load(struct cache *c, const char *name, int all, struct sync_oci_plan *plan,
+		       char **why);
 /* Mount sources: the source repository when it is on the destination's
  * registry (src_repo, or NULL), else repositories of that registry that a
  * sync pushed to earlier (SYNC_OCI_DEST_PREFIX datasets) holding the blob. */

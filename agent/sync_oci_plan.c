@@ -109,57 +109,169 @@ static size_t add_blob(struct load *l, const struct oci_descriptor *d, int *rc)
 	return p->nblobs++;
 }
 
+/* A document of the layout, whole, checked against its digest and parsed
+ * (media_type: the hint index.json gives, or ""). Free om and doc->bytes. */
+static int read_manifest(struct load *l, const char *digest, const char *media_type,
+			 struct sync_oci_doc *doc, struct oci_manifest *om)
+{
+	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], got[OCI_DIGEST_MAX], *why = NULL;
+	int rc;
+	memset(doc, 0, sizeof *doc);
+	memset(om, 0, sizeof *om);
+	snprintf(doc->digest, sizeof doc->digest, "%s", digest);
+	blob_path(digest, rel, sizeof rel);
+	if ((rc = read_doc(l, rel, &doc->bytes)) < 0)
+		goto fail;
+	oci_digest_of(doc->bytes.ptr, doc->bytes.len, got);
+	if (strcmp(got, digest)) {
+		rc = fail(l, SB_ECORRUPT, "manifest %s has digest %s in the cache", digest, got);
+		goto fail;
+	}
+	if ((rc = oci_manifest_parse(doc->bytes.ptr, doc->bytes.len, media_type, om, &why)) < 0) {
+		rc = fail(l, rc, "manifest %s: %s", digest, why ? why : "malformed");
+		free(why);
+		goto fail;
+	}
+	snprintf(doc->media_type, sizeof doc->media_type, "%s", om->media_type);
+	return 0;
+fail:
+	buf_close(&doc->bytes);
+	return rc;
+}
+
+/* The config and layers of image manifest om into im's blobs (once). */
+static int add_blobs(struct load *l, struct sync_oci_image *im, const struct oci_manifest *om)
+{
+	int rc = 0;
+	im->blobs = xrealloc(im->blobs, (im->nblobs + om->nlayers + 1) * sizeof *im->blobs);
+	for (size_t i = 0; rc == 0 && i <= om->nlayers; i++) {
+		size_t k = add_blob(l, i ? &om->layers[i - 1] : &om->config, &rc), j = 0;
+		while (j < im->nblobs && im->blobs[j] != k)
+			j++;
+		if (rc == 0 && j == im->nblobs) /* a blob named twice is pushed once */
+			im->blobs[im->nblobs++] = k;
+	}
+	return rc;
+}
+
+static void image_close(struct sync_oci_image *im)
+{
+	free(im->tag);
+	free(im->blobs);
+	buf_close(&im->bytes);
+	for (size_t i = 0; i < im->nchildren; i++)
+		buf_close(&im->children[i].bytes);
+	free(im->children);
+	memset(im, 0, sizeof *im);
+}
+
 /* The manifest an index.json entry names, and its blobs. */
 static int add_image(struct load *l, const struct oci_descriptor *d, const char *tag)
 {
-	char rel[sizeof BLOBS_DIR + OCI_DIGEST_MAX], got[OCI_DIGEST_MAX], *why = NULL;
 	struct sync_oci_image im = {0};
+	struct sync_oci_doc doc;
 	struct oci_manifest om;
-	int rc;
-	blob_path(d->digest, rel, sizeof rel);
-	if ((rc = read_doc(l, rel, &im.bytes)) < 0)
-		goto out;
-	oci_digest_of(im.bytes.ptr, im.bytes.len, got);
-	if (strcmp(got, d->digest)) {
-		rc = fail(l, SB_ECORRUPT, "manifest %s has digest %s in the cache", d->digest, got);
-		goto out;
-	}
-	if ((rc = oci_manifest_parse(im.bytes.ptr, im.bytes.len, d->media_type, &om, &why)) < 0) {
-		rc = fail(l, rc, "manifest %s: %s", d->digest, why ? why : "malformed");
-		goto out;
-	}
-	if (om.is_index) {
-		oci_manifest_close(&om);
-		rc = fail(l, SB_EPROTO, "manifest %s is an index", d->digest);
-		goto out;
-	}
-	im.blobs = xcalloc(om.nlayers + 1, sizeof *im.blobs);
-	im.blobs[im.nblobs++] = add_blob(l, &om.config, &rc);
-	for (size_t i = 0; rc == 0 && i < om.nlayers; i++) {
-		size_t k = add_blob(l, &om.layers[i], &rc), j = 0;
-		while (j < im.nblobs && im.blobs[j] != k)
-			j++;
-		if (j == im.nblobs) /* a layer named twice is pushed once */
-			im.blobs[im.nblobs++] = k;
-	}
-	snprintf(im.media_type, sizeof im.media_type, "%s", om.media_type);
-	oci_manifest_close(&om);
+	int rc = read_manifest(l, d->digest, d->media_type, &doc, &om);
 	if (rc < 0)
-		goto out;
-	snprintf(im.digest, sizeof im.digest, "%s", d->digest);
+		return rc;
+	im.bytes = doc.bytes;
+	snprintf(im.digest, sizeof im.digest, "%s", doc.digest);
+	snprintf(im.media_type, sizeof im.media_type, "%s", doc.media_type);
 	im.tag = tag ? xstrdup(tag) : NULL;
+	if (om.is_index)
+		rc = fail(l, SB_EPROTO, "manifest %s is an index", d->digest);
+	else
+		rc = add_blobs(l, &im, &om);
+	oci_manifest_close(&om);
+	if (rc < 0) {
+		image_close(&im);
+		return rc;
+	}
 	struct sync_oci_plan *p = l->plan;
 	p->images = xrealloc(p->images, (p->nimages + 1) * sizeof *p->images);
 	p->images[p->nimages++] = im;
 	return 0;
-out:
-	free(why);
-	free(im.blobs);
-	buf_close(&im.bytes);
+}
+
+/* --all: the entry d was taken from index `top`: the index is the image
+ * (one per tag), the entry's manifest one of its children. */
+static int add_child(struct load *l, const struct oci_descriptor *d, const char *tag,
+		     const char *top)
+{
+	struct sync_oci_plan *p = l->plan;
+	struct sync_oci_image *im = NULL;
+	struct sync_oci_doc doc;
+	struct oci_manifest om;
+	int rc;
+	for (size_t i = 0; i < p->nimages && !im; i++)
+		if (!strcmp(p->images[i].digest, top) && p->images[i].nchildren &&
+		    !strcmp(p->images[i].tag ? p->images[i].tag : "", tag ? tag : ""))
+			im = &p->images[i];
+	if (!im) {
+		if ((rc = read_manifest(l, top, "", &doc, &om)) < 0)
+			return rc;
+		int is_index = om.is_index;
+		oci_manifest_close(&om);
+		if (!is_index) {
+			buf_close(&doc.bytes);
+			return add_image(l, d, tag); /* a retyped manifest: not ours */
+		}
+		p->images = xrealloc(p->images, (p->nimages + 1) * sizeof *p->images);
+		im = &p->images[p->nimages++];
+		memset(im, 0, sizeof *im);
+		im->tag = tag ? xstrdup(tag) : NULL;
+		snprintf(im->digest, sizeof im->digest, "%s", doc.digest);
+		snprintf(im->media_type, sizeof im->media_type, "%s", doc.media_type);
+		im->bytes = doc.bytes;
+	}
+	if ((rc = read_manifest(l, d->digest, d->media_type, &doc, &om)) < 0)
+		return rc;
+	if (om.is_index) {
+		oci_manifest_close(&om);
+		buf_close(&doc.bytes);
+		return fail(l, SB_EPROTO, "manifest %s is an index", d->digest);
+	}
+	rc = add_blobs(l, im, &om);
+	oci_manifest_close(&om);
+	im->children = xrealloc(im->children, (im->nchildren + 1) * sizeof *im->children);
+	im->children[im->nchildren++] = doc;
 	return rc;
 }
 
-static int load_index(struct load *l)
+/* --all: every manifest an index lists is held, or the destination would
+ * refuse the index. */
+static int indexes_whole(struct load *l)
+{
+	struct sync_oci_plan *p = l->plan;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < p->nimages; i++) {
+		struct sync_oci_image *im = &p->images[i];
+		struct oci_manifest om;
+		char *why = NULL;
+		if (!im->nchildren)
+			continue;
+		if (oci_manifest_parse(im->bytes.ptr, im->bytes.len, im->media_type, &om, &why) <
+		    0) {
+			free(why);
+			return fail(l, SB_EPROTO, "index %s does not parse", im->digest);
+		}
+		for (size_t k = 0; rc == 0 && k < om.nmanifests; k++) {
+			size_t j = 0;
+			while (j < im->nchildren &&
+			       strcmp(im->children[j].digest, om.manifests[k].digest))
+				j++;
+			if (j == im->nchildren)
+				rc = fail(l, SB_ENOTFOUND,
+					  "index %s lists %s, which the cached images lack (listed "
+					  "for some platforms only?)",
+					  im->digest, om.manifests[k].digest);
+		}
+		oci_manifest_close(&om);
+	}
+	return rc;
+}
+
+static int load_index(struct load *l, int all)
 {
 	struct buf idx = BUF_INIT;
 	json_error_t jerr;
@@ -178,10 +290,11 @@ static int load_index(struct load *l)
 	json_array_foreach(list, i, ent)
 	{
 		struct oci_descriptor d = {0};
+		json_t *ann = json_object_get(ent, "annotations");
 		const char *mt = json_string_value(json_object_get(ent, "mediaType"));
 		const char *dg = json_string_value(json_object_get(ent, "digest"));
-		const char *tag = json_string_value(
-		    json_object_get(json_object_get(ent, "annotations"), OCI_REF_NAME));
+		const char *tag = json_string_value(json_object_get(ann, OCI_REF_NAME));
+		const char *top = json_string_value(json_object_get(ann, OCI_REGISTRY_DIGEST));
 		if (!dg || !oci_digest_valid(dg)) {
 			rc = fail(l, SB_EPROTO, "the cached %s has an entry without a digest",
 				  INDEX_FILE);
@@ -189,14 +302,19 @@ static int load_index(struct load *l)
 		}
 		snprintf(d.media_type, sizeof d.media_type, "%s", mt ? mt : "");
 		snprintf(d.digest, sizeof d.digest, "%s", dg);
-		if ((rc = add_image(l, &d, tag)) < 0)
+		if (all && top && oci_digest_valid(top))
+			rc = add_child(l, &d, tag, top);
+		else
+			rc = add_image(l, &d, tag);
+		if (rc < 0)
 			break;
 	}
 	json_decref(root);
-	return rc;
+	return rc == 0 && all ? indexes_whole(l) : rc;
 }
 
-int sync_oci_plan_load(struct cache *c, const char *name, struct sync_oci_plan *plan, char **why)
+int sync_oci_plan_load(struct cache *c, const char *name, int all, struct sync_oci_plan *plan,
+		       char **why)
 {
 	struct load l = {.c = c, .plan = plan};
 	struct cache_dataset d;
@@ -217,7 +335,7 @@ int sync_oci_plan_load(struct cache *c, const char *name, struct sync_oci_plan *
 	if (rc < 0)
 		fail(&l, rc, "dataset %s: its manifest: %s", name, sb_strerror(rc));
 	else
-		rc = load_index(&l);
+		rc = load_index(&l, all);
 	manifest_free(l.m);
 	if (rc < 0) {
 		sync_oci_plan_close(plan);
@@ -294,11 +412,8 @@ void sync_oci_plan_mounts(struct cache *c, const struct sync_oci_dest *d, const 
 
 void sync_oci_plan_close(struct sync_oci_plan *plan)
 {
-	for (size_t i = 0; i < plan->nimages; i++) {
-		free(plan->images[i].tag);
-		free(plan->images[i].blobs);
-		buf_close(&plan->images[i].bytes);
-	}
+	for (size_t i = 0; i < plan->nimages; i++)
+		image_close(&plan->images[i]);
 	for (size_t i = 0; i < plan->nblobs; i++) {
 		free(plan->blobs[i].path);
 		oci_push_blob_close(&plan->blobs[i].op);

@@ -126,6 +126,12 @@ struct cli_agent_pull {
 int cli_pull_source_agent(const struct config *cfg, const struct cli_agent_pull *rq,
 			  json_t **result, char **error);
 
+/* One request line to the local agent, one reply (cli/cmd_agent.c): 0
+ * with *reply (the caller's), CLI_NO_AGENT when no agent answers at its
+ * socket (said at info level), EXIT_FAIL after printing why. req is
+ * consumed. */
+int cli_agent_request(const struct config *cfg, json_t *req, json_t **reply);
+
 /* The flag tables (in the files of their commands). */
 extern const struct config_key cli_pull_keys[], cli_sync_keys[], cli_daemon_keys[],
     cli_scheduler_keys[], cli_dataset_add_keys[], cli_dataset_update_keys[], cli_admin_keys[],
@@ -243,8 +249,12 @@ int cli_key_known(const char *key);
 /* Which part of an oci:// source a dataset is: flags of pull, sync and
  * dataset add, read by cli_source_dataset. */
 #define CLI_SOURCE_DATASET_KEYS                                                                  \
-	{"platform",	      NULL, 0, "oci://: the platform taken from an image index",         \
-	 "OS/ARCH[/VARIANT]", 0},                                                                \
+	{"platform",                                                                             \
+	 NULL,                                                                                   \
+	 CONFIG_LIST,                                                                            \
+	 "oci://: the platform taken from an image index (again for several; all: every one)",   \
+	 "OS/ARCH[/VARIANT]|all",                                                                \
+	 0},                                                                                     \
 	{                                                                                        \
 		"tag-regex", NULL, 0, "oci://: every tag matching this, as one layout", "ERE", 0 \
 	}

@@ -365,6 +365,27 @@ static int agent_call(const char *path, json_t *req, json_t **reply)
 	return 0;
 }
 
+int cli_agent_request(const struct config *cfg, json_t *req, json_t **reply)
+{
+	char *sock = socket_path(cfg);
+	struct agent_conn a;
+	int rc = agent_connect(sock, &a);
+	*reply = NULL;
+	if (rc < 0) {
+		log_info("no agent answers at %s (%s)", sock, sb_strerror(rc));
+		json_decref(req);
+		free(sock);
+		return CLI_NO_AGENT;
+	}
+	if ((rc = agent_send(&a, req)) < 0 || (rc = agent_recv(&a, reply)) < 0) {
+		cli_error("agent at %s: %s", sock, sb_strerror(rc));
+		rc = EXIT_FAIL;
+	}
+	agent_close(&a);
+	free(sock);
+	return rc;
+}
+
 static void print_json_line(json_t *o)
 {
 	char *s = jsonfmt_dumps(o);

@@ -37,6 +37,10 @@ const struct config_key cli_gc_keys[] = {
 
 const struct config_key cli_rm_keys[] = {
     CLI_COMMON_KEYS,
+    {"socket", NULL, 0,
+     "the local agent's unix socket (default DATA/agent.sock): while an agent runs, rm goes "
+     "through it",
+     "PATH", 0},
     {"purge", "false", 1, "also evict the objects it pinned that nothing else pins", NULL, 0},
     {"json", "false", 1, "print a JSON summary as the last line", NULL, 0},
     {NULL, NULL, 0, NULL, NULL, 0},
@@ -192,6 +196,63 @@ out:
 
 /* ---- rm ---------------------------------------------------------------------- */
 
+static void print_rm(const char *name, const char *source, const char *target, int purge,
+		     uint64_t n, uint64_t bytes, int json)
+{
+	if (json) {
+		print_json(json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", name, "source", source,
+				     "target", target, "evicted_objects", (json_int_t)n,
+				     "evicted_bytes", (json_int_t)bytes));
+		return;
+	}
+	char b[32];
+	printf("forgot %s%s%s%s%s%s; its objects are unpinned", name, source[0] ? " (" : "", source,
+	       target[0] ? " -> " : "", target, source[0] ? ")" : "");
+	if (purge)
+		printf(", %llu %s evicted (%s)", (unsigned long long)n,
+		       progress_noun(n, "object", "objects"),
+		       progress_fmt_bytes(bytes, b, sizeof b));
+	printf("%s\n", target[0] ? "; the files in its target stay" : "");
+}
+
+static const char *str_of(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "";
+}
+
+/* rm through the running agent, which holds the cache: an exit status, or
+ * CLI_NO_AGENT when none answers (or one too old to know rm). */
+static int rm_through_agent(const struct config *cfg, const char *arg, int purge, int json)
+{
+	char *abs = cli_abs_path(arg);
+	json_t *req = json_pack("{s:s, s:s, s:s, s:b}", "op", "rm", "name", arg, "path", abs,
+				"purge", purge),
+	       *reply = NULL;
+	free(abs);
+	int rc = cli_agent_request(cfg, req, &reply);
+	if (rc != 0)
+		return rc;
+	const char *err = json_string_value(json_object_get(reply, "error"));
+	json_t *r = json_object_get(reply, "result");
+	if (err && !strcmp(err, "unknown request")) {
+		rc = CLI_NO_AGENT; /* an older agent: say it holds the cache */
+	} else if (err) {
+		cli_error("%s", err);
+		rc = EXIT_FAIL;
+	} else if (!json_is_object(r)) {
+		cli_error("rm %s: the agent answered something else", arg);
+		rc = EXIT_FAIL;
+	} else {
+		print_rm(str_of(r, "name"), str_of(r, "source"), str_of(r, "target"), purge,
+			 (uint64_t)json_integer_value(json_object_get(r, "evicted_objects")),
+			 (uint64_t)json_integer_value(json_object_get(r, "evicted_bytes")), json);
+		rc = EXIT_OK;
+	}
+	json_decref(reply);
+	return rc;
+}
+
 int cmd_rm(int argc, char **argv)
 {
 	struct config cfg;
@@ -204,12 +265,14 @@ int cmd_rm(int argc, char **argv)
 	if ((rc = cli_parse(&cfg, "rm", argc, argv, &pos, &npos)))
 		goto out;
 	rc = EXIT_USAGE;
-	if (npos != 1 || config_get_bool(&cfg, "json", &json) < 0 ||
+	if (npos != 1 || !pos[0][0] || config_get_bool(&cfg, "json", &json) < 0 ||
 	    config_get_bool(&cfg, "purge", &purge) < 0) {
 		cli_error("rm takes one dataset NAME or the DIR it was pulled into");
 		cli_usage("rm");
 		goto out;
 	}
+	if ((rc = rm_through_agent(&cfg, pos[0], purge, json)) != CLI_NO_AGENT)
+		goto out;
 	if ((rc = open_cache("rm", "stop it, then run rm", &cfg, &data, &c)))
 		goto out;
 	rc = EXIT_FAIL;
@@ -225,20 +288,7 @@ int cmd_rm(int argc, char **argv)
 		cli_error("rm %s: cache %s: %s", d.name, data, sb_strerror(err));
 		goto out;
 	}
-	if (json) {
-		print_json(json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", d.name, "source", d.source,
-				     "target", d.target, "evicted_objects", (json_int_t)n,
-				     "evicted_bytes", (json_int_t)bytes));
-	} else {
-		char b[32];
-		printf("forgot %s (%s%s%s); its objects are unpinned", d.name, d.source,
-		       d.target[0] ? " -> " : "", d.target);
-		if (purge)
-			printf(", %llu %s evicted (%s)", (unsigned long long)n,
-			       progress_noun(n, "object", "objects"),
-			       progress_fmt_bytes(bytes, b, sizeof b));
-		printf("%s\n", d.target[0] ? "; the files in its target stay" : "");
-	}
+	print_rm(d.name, d.source ? d.source : "", d.target ? d.target : "", purge, n, bytes, json);
 	rc = EXIT_OK;
 out:
 	cache_dataset_close(&d);

@@ -60,6 +60,7 @@ static void print_json(const struct pull_result *r, const char *target)
 	json_object_set_new(o, "bytes_read", json_integer((json_int_t)r->bytes_read));
 	json_object_set_new(o, "seconds", jsonfmt_seconds(r->seconds));
 	json_object_set_new(o, "manifest", json_string(hex));
+	json_object_set_new(o, "dataset", json_string(r->name ? r->name : ""));
 	char *s = jsonfmt_dumps(o);
 	printf("%s\n", s);
 	free(s);
@@ -91,6 +92,7 @@ static void result_from_json(const json_t *o, struct pull_result *r)
 {
 	memset(r, 0, sizeof *r);
 	r->source = xstrdup(json_string_value(json_object_get(o, "source")) ?: "");
+	r->name = xstrdup(json_string_value(json_object_get(o, "dataset")) ?: "");
 	r->files = json_u64(o, "files");
 	r->bytes = json_u64(o, "bytes");
 	r->bytes_from_source = json_u64(o, "bytes_from_source");

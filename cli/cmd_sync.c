@@ -55,6 +55,10 @@ const struct config_key cli_sync_keys[] = {
      "USER:PASSWORD", 0},
     {"push-chunk", "32MiB", 0, "oci:// DST: blobs larger are uploaded in PATCH chunks this large",
      "SIZE", 0},
+    {"all", "false", 1,
+     "oci:// DST: copy a multi-arch image whole: every platform's manifest, then the index "
+     "(byte for byte)",
+     NULL, 0},
     CLI_SOURCE_ACCESS_KEYS,
     CLI_SOURCE_LIMIT_KEYS,
     CLI_SOURCE_DATASET_KEYS,
@@ -437,13 +441,47 @@ static int read_options(struct config *cfg, struct sync_options *so, uint64_t *c
 	return 0;
 }
 
+/* --all: the source listed with every platform of its indexes. 0 or
+ * EXIT_USAGE. */
+static int oci_all(struct config *cfg, struct sync_options *so, const char *src, char **with)
+{
+	struct source_uri u;
+	int all = 0;
+	config_get_bool(cfg, "all", &all);
+	if (!all)
+		return 0;
+	if (config_get(cfg, "platform")) {
+		cli_error("--all copies every platform: it does not go with --platform");
+		return EXIT_USAGE;
+	}
+	if (uri_parse(src, &u) == 0) {
+		int has = u.platform != NULL;
+		uri_close(&u);
+		if (has) {
+			cli_error("--all copies every platform: %s names some", src);
+			return EXIT_USAGE;
+		}
+	}
+	so->oci.all = 1;
+	free(*with);
+	*with = oci_source_with(src, "all", config_get(cfg, "tag-regex"));
+	return 0;
+}
+
 /* The checks and options of a registry DST (oci://). 0 (also for any
  * other DST) or EXIT_USAGE. */
-static int oci_target(struct config *cfg, struct sync_options *so, const char *src, const char *dst)
+static int oci_target(struct config *cfg, struct sync_options *so, const char *src, const char *dst,
+		      char **with)
 {
 	struct sync_oci_dest d;
 	char *why = NULL;
 	const char *user = config_get(cfg, "dest-registry-user");
+	int all = 0;
+	config_get_bool(cfg, "all", &all);
+	if (!sync_oci_is_dest(dst) && all) {
+		cli_error("--all takes a registry DST (oci://), not %s", dst);
+		return EXIT_USAGE;
+	}
 	if (!sync_oci_is_dest(dst))
 		return 0;
 	const char *wrong = so->layout.prune		      ? "--delete"
@@ -488,7 +526,7 @@ static int oci_target(struct config *cfg, struct sync_options *so, const char *s
 		cli_error("%s", cfg->error);
 		return EXIT_USAGE;
 	}
-	return 0;
+	return oci_all(cfg, so, src, with);
 }
 
 int cmd_sync(int argc, char **argv)
@@ -513,7 +551,7 @@ int cmd_sync(int argc, char **argv)
 	    (rc = cli_source_dataset(&cfg, so.list ? NULL : src, &src_with)) ||
 	    (rc = cli_source_filter(&cfg, so.list ? NULL : src, &filter)) ||
 	    (rc = resolve_schedule(&cfg, &schedules, &so.nschedules)) ||
-	    (rc = oci_target(&cfg, &so, src, dst)))
+	    (rc = oci_target(&cfg, &so, src, dst, &src_with)))
 		goto out;
 	/* Each item of a list has its own cache name, repo and model. */
 	const char *per_item = !so.list			   ? NULL

@@ -29,7 +29,7 @@ const struct cli_cmd cli_commands[] = {
      "  syncbit sync --list FILE DST [...]  "
      "(env SRC, DST, CRON_SCHEDULE, RUN_ON_START, CRONTAB, CRONTAB_FILE)\n"
      "  syncbit sync oci://REGISTRY/REPO oci://REGISTRY/REPO[:TAG] [--tag-regex ERE] "
-     "[--platform OS/ARCH] [--schedule CRON] [--once] [--json]",
+     "[--platform OS/ARCH|all]... [--all] [--schedule CRON] [--once] [--json]",
      "pull SRC into DST on a cron schedule, one run at a time (or copy images between "
      "registries)",
      cli_sync_keys, cmd_sync},
@@ -48,7 +48,7 @@ const struct cli_cmd cli_commands[] = {
      "[SOURCE FLAGS]",
      "the cluster's scheduler: nodes, datasets, assignments", cli_scheduler_keys, cmd_scheduler},
     {"dataset add",
-     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH] "
+     "dataset add NAME SOURCE [--selector k=v[,k=v]] [--block-size SIZE] [--platform OS/ARCH]... "
      "[--tag-regex ERE] [--include PATTERN] [--exclude PATTERN] [--replace] " CONN,
      "define a dataset; an existing NAME is changed only with --replace", cli_dataset_add_keys,
      cmd_dataset_add},
@@ -77,8 +77,10 @@ const struct cli_cmd cli_commands[] = {
      "exit 0 when dataset NAME is complete and verified on this node", cli_ready_keys, cmd_ready},
     {"verify", "verify DIR|NAME [--data DIR] [--json]",
      "re-hash a pulled dataset against its manifest", cli_verify_keys, cmd_verify},
-    {"rm", "rm NAME|DIR [--purge] [--data DIR] [--json]",
-     "forget a standalone pull: unpin its objects (--purge: evict them too)", cli_rm_keys, cmd_rm},
+    {"rm", "rm NAME|DIR [--purge] [--socket PATH] [--data DIR] [--json]",
+     "forget a pull (through the running agent, or in the data directory): unpin its objects "
+     "(--purge: evict them too)",
+     cli_rm_keys, cmd_rm},
     {"cache ls", "cache ls [--data DIR] [--json]",
      "the pulls a data directory holds, their pins, and what gc would free", cli_cache_ls_keys,
      cmd_cache_ls},

@@ -115,11 +115,12 @@ int cli_source_limits(struct config *cfg, struct source_options *o)
 
 int cli_source_dataset(struct config *cfg, const char *source, char **with)
 {
-	const char *platform = config_get(cfg, "platform");
+	size_t nplat = 0;
+	char *const *plats = config_get_list(cfg, "platform", &nplat, NULL);
 	const char *tag_regex = config_get(cfg, "tag-regex");
-	struct oci_platform pf;
+	struct oci_platforms pf;
 	*with = NULL;
-	if (!platform && !tag_regex)
+	if (!nplat && !tag_regex)
 		return 0;
 	if (!source) {
 		cli_error("--platform and --tag-regex do not go with --list: give them in an "
@@ -130,16 +131,27 @@ int cli_source_dataset(struct config *cfg, const char *source, char **with)
 		cli_error("--platform and --tag-regex apply to oci:// sources only");
 		return EXIT_USAGE;
 	}
-	if (platform && oci_platform_parse(platform, &pf) < 0) {
-		cli_error("--platform %s: expected os/arch[/variant], e.g. linux/arm64", platform);
+	/* --platform again (or with commas) names several. */
+	struct buf joined = BUF_INIT;
+	for (size_t i = 0; i < nplat; i++)
+		buf_printf(&joined, "%s%s", i ? "," : "", plats[i]);
+	char *platform = nplat ? buf_steal(&joined) : NULL;
+	buf_close(&joined);
+	if (platform && oci_platforms_parse(platform, &pf) < 0) {
+		cli_error("--platform %s: expected os/arch[/variant] (e.g. linux/arm64), given at "
+			  "most %d times, none twice, or all",
+			  platform, OCI_PLATFORMS_MAX);
+		free(platform);
 		return EXIT_USAGE;
 	}
 	const char *repo = strchr(source + strlen("oci://"), '/');
 	if (tag_regex && repo && strpbrk(repo, ":@")) {
 		cli_error("--tag-regex takes oci://registry/repo without a :tag or @digest");
+		free(platform);
 		return EXIT_USAGE;
 	}
 	*with = oci_source_with(source, platform, tag_regex);
+	free(platform);
 	return 0;
 }
 

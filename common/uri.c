@@ -21,8 +21,9 @@
 #define HOST_MAX     253
 #define PORT_MAX     65535
 
-#define OCI_PLATFORM_MAX 96  /* os/arch/variant in ?platform= */
-#define OCI_REGEX_MAX	 256 /* ?tag-regex= */
+#define OCI_PLATFORM_MAX       96   /* os/arch/variant in ?platform= */
+#define OCI_PLATFORMS_TEXT_MAX 1024 /* ?platform=P,P,... */
+#define OCI_REGEX_MAX	       256  /* ?tag-regex= */
 
 struct scheme {
 	const char *name;
@@ -45,7 +46,7 @@ static const struct scheme schemes[] = {
     {"hf", URI_HF, parse_hub, "hf://[datasets/]ORG/NAME[@REVISION]"},
     {"ms", URI_MS, parse_hub, "ms://[datasets/]ORG/NAME[@REVISION]"},
     {"oci", URI_OCI, parse_oci,
-     "oci://REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST][?platform=OS/ARCH&tag-regex=ERE]"},
+     "oci://REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST][?platform=OS/ARCH[,...]|all&tag-regex=ERE]"},
 };
 
 const char *uri_kind_name(enum uri_kind k)
@@ -464,20 +465,37 @@ static int parse_hub(const char *scheme, const char *rest, struct source_uri *ou
 /* ---- oci ---- */
 
 /* os/arch[/variant]: lower-case names, as in an image index. */
-static int valid_oci_platform(const char *p)
+static int valid_oci_platform_one(const char *p, size_t n)
 {
 	int slashes = 0;
-	size_t n = strlen(p);
 
-	if (n == 0 || n > OCI_PLATFORM_MAX || p[0] == '/' || p[n - 1] == '/' || strstr(p, "//"))
+	if (n == 0 || n > OCI_PLATFORM_MAX || p[0] == '/' || p[n - 1] == '/' ||
+	    memmem(p, n, "//", 2))
 		return 0;
-	for (; *p; p++) {
-		if (*p == '/')
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '/')
 			slashes++;
-		else if (!is_lower_alnum(*p) && *p != '_' && *p != '.' && *p != '-')
+		else if (!is_lower_alnum(p[i]) && p[i] != '_' && p[i] != '.' && p[i] != '-')
 			return 0;
 	}
 	return slashes == 1 || slashes == 2;
+}
+
+/* "all", or platforms separated by commas. */
+static int valid_oci_platform(const char *p)
+{
+	if (!strcmp(p, "all"))
+		return 1;
+	if (strlen(p) > OCI_PLATFORMS_TEXT_MAX)
+		return 0;
+	for (;;) {
+		size_t n = strcspn(p, ",");
+		if (!valid_oci_platform_one(p, n))
+			return 0;
+		if (!p[n])
+			return 1;
+		p += n + 1;
+	}
 }
 
 static void append_query_value(struct buf *b, const char *v)

@@ -202,6 +202,8 @@ struct cluster_dataset *cluster_dataset_define(struct cluster *c, const char *na
 /* Make d a pulled dataset that goes to node too (saved; scheduler/
  * cluster_pull.c). A dataset defined by `dataset add` is never changed. */
 void cluster_dataset_pulled_by(struct cluster *c, struct cluster_dataset *d, const char *node);
+/* node no longer pulls d (saved); the number of nodes that still do. */
+size_t cluster_dataset_unpulled_by(struct cluster *c, struct cluster_dataset *d, const char *node);
 /* 1 when node is among the nodes that pulled d. */
 int cluster_pulled_by(const struct cluster_dataset *d, const char *node);
 /* A pulled dataset becomes an ordinary one (a `dataset add --replace` of its

@@ -31,6 +31,20 @@ void cluster_dataset_pulled_by(struct cluster *c, struct cluster_dataset *d, con
 	cluster_dataset_save(c, d);
 }
 
+size_t cluster_dataset_unpulled_by(struct cluster *c, struct cluster_dataset *d, const char *node)
+{
+	for (size_t i = 0; i < d->npulled_by; i++)
+		if (!strcmp(d->pulled_by[i], node)) {
+			free(d->pulled_by[i]);
+			memmove(&d->pulled_by[i], &d->pulled_by[i + 1],
+				(d->npulled_by - i - 1) * sizeof *d->pulled_by);
+			d->npulled_by--;
+			cluster_dataset_save(c, d);
+			break;
+		}
+	return d->npulled_by;
+}
+
 void cluster_pulled_clear(struct cluster_dataset *d)
 {
 	for (size_t i = 0; i < d->npulled_by; i++)

@@ -10,6 +10,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "scheduler/ha.h"
 #include "scheduler/listing.h"
 
 /* A pull waiting for its listing. */
@@ -91,8 +92,53 @@ static void pull_listed(struct sched *s, int status, const char *detail, struct 
 	pending_free(p);
 }
 
+/* The node of cl no longer pulls the dataset m->drop: it leaves the nodes
+ * the dataset goes to, and the dataset goes once none is left. */
+static void drop_pull(struct sched *s, struct sched_client *cl, const Syncbit__PullRequest *m)
+{
+	const char *node = server_client_node(cl)->name;
+	char *why = NULL;
+	int rc = ha_check_change(s->ha, &why);
+	struct cluster_dataset *d = rc < 0 ? NULL : cluster_dataset_find(&s->cluster, m->drop);
+	if (rc < 0) {
+		reply(cl, m->id, rc, why, NULL);
+	} else if (!d || !d->pulled || !cluster_pulled_by(d, node)) {
+		why = d && !d->pulled
+			  ? xasprintf("dataset %s comes to node %s by its selector, not "
+				      "by a pull; `syncbit dataset rm %s` removes it",
+				      m->drop, node, m->drop)
+			  : xasprintf("node %s pulls no dataset %s", node, m->drop);
+		reply(cl, m->id, SB_ENOTFOUND, why, NULL);
+	} else {
+		Syncbit__PullReply r = SYNCBIT__PULL_REPLY__INIT;
+		r.id = m->id;
+		r.message = "";
+		r.dataset = m->drop;
+		if (d->npulled_by <= 1) {
+			log_info("dataset %s: node %s dropped its pull of %s; no node pulls it, "
+				 "removing it",
+				 d->name, node, d->source);
+			cluster_dataset_remove(&s->cluster, m->drop);
+		} else {
+			cluster_dataset_unpulled_by(&s->cluster, d, node);
+			log_info("dataset %s: node %s dropped its pull of %s (%zu %s left)",
+				 d->name, node, d->source, d->npulled_by,
+				 d->npulled_by == 1 ? "node" : "nodes");
+		}
+		/* The reply before the Unassign: the agent purges the dataset's
+		 * objects (rm --purge) while its record still names them. */
+		server_send(cl, SYNCBIT__MSG_TYPE__MSG_PULL_REPLY, &r.base);
+		server_reconcile(s);
+	}
+	free(why);
+}
+
 int pull_handle(struct sched *s, struct sched_client *cl, const Syncbit__PullRequest *m)
 {
+	if (m->drop && m->drop[0]) {
+		drop_pull(s, cl, m);
+		return 0;
+	}
 	uint32_t bs = m->block_size ? m->block_size : BLOCK_SIZE_DEFAULT;
 	char *why = NULL;
 	int rc = 0;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -388,6 +389,26 @@ int admit_connection(struct admit *a, int status)
 		return 0;
 	}
 	return 1;
+}
+
+static int defer_accept = 1;
+
+void admit_set_defer_accept(int on)
+{
+	defer_accept = on != 0;
+}
+
+int admit_listen(uv_tcp_t *tcp, uv_connection_cb cb)
+{
+	uv_os_fd_t fd;
+	int secs = defer_accept ? ADMIT_DEFER_ACCEPT_S : 0;
+
+	/* libuv made the socket at bind; the option may precede listen(2). */
+	if (uv_fileno((uv_handle_t *)tcp, &fd) == 0 &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) < 0)
+		log_warn("listener: TCP_DEFER_ACCEPT: %s; idle connections are accepted at once",
+			 sb_strerror(-errno));
+	return uv_listen((uv_stream_t *)tcp, ADMIT_BACKLOG, cb);
 }
 
 /* ---- life cycle and numbers ---- */

@@ -18,6 +18,11 @@
  * With none silent, at a cap, the oldest pending connection makes room if it
  * waited ADMIT_EVICT_AGE_MS, else the new one is closed at accept; short of
  * descriptors, the new one is closed.
+ * Listening sockets are made here too (admit_listen): the kernel holds a
+ * connection back until its first bytes arrive (TCP_DEFER_ACCEPT; every
+ * Syncbit client speaks first), so an honest client is never pending and
+ * silent at once, and an idle one reaches the pending set only after
+ * ADMIT_DEFER_ACCEPT_S.
  * Loop thread only (one spare descriptor per process, taken on the loop). */
 #ifndef SYNCBIT_NET_ADMIT_H
 #define SYNCBIT_NET_ADMIT_H
@@ -37,6 +42,15 @@
 #define ADMIT_TOP_MAX	     8		/* source addresses tracked per log line */
 #define ADMIT_ADDR_MAX	     48		/* an IPv6 address in text */
 #define ADMIT_WHAT_MAX	     64
+/* The kernel hands over a connection that sent nothing after this long
+ * (rounded up to its SYN-ACK retransmissions: 1 s, 3 s, 7 s ... after the
+ * connect; 5 s is handed over at about 7 s). */
+#define ADMIT_DEFER_ACCEPT_S 5
+/* SYN and accept queue of a listener (the kernel caps it at
+ * net.core.somaxconn): a deferred connection waits in the SYN queue, and
+ * past this many waiting the kernel's SYN cookies take over. Room for a
+ * mass join (thousands of agents after a scheduler restart) beside a flood. */
+#define ADMIT_BACKLOG 1024
 
 /* Why a connection was refused or dropped: enum, metric label, log text. */
 #define ADMIT_REASON_MAP(X)                                                                 \
@@ -137,6 +151,15 @@ const char *admit_reason_label(enum admit_reason why);
 /* Prometheus text: PREFIX_refused_total{reason="..."} for every reason,
  * with help, and the gauge PREFIX_pending. */
 void admit_metrics(const struct admit *a, struct buf *out, const char *prefix, const char *help);
+
+/* Listen on tcp (bound already) with ADMIT_BACKLOG, deferring each
+ * connection until its first bytes (TCP_DEFER_ACCEPT, ADMIT_DEFER_ACCEPT_S)
+ * unless admit_set_defer_accept(0). 0 or a negative error from uv_listen; a
+ * kernel without TCP_DEFER_ACCEPT is logged and the listener works without. */
+int admit_listen(uv_tcp_t *tcp, uv_connection_cb cb);
+/* Process-wide, before listeners start: 0 accepts connections at once
+ * (for tests that need silent connections accepted without the wait). */
+void admit_set_defer_accept(int on);
 
 /* Process-wide. The soft RLIMIT_NOFILE now, and the descriptors kept free
  * for authenticated peers and probes at that limit. */

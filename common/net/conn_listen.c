@@ -11,8 +11,6 @@
 #include "common/err.h"
 #include "common/log.h"
 
-#define LISTEN_BACKLOG 511
-
 struct conn_listener {
 	uv_tcp_t tcp;
 	uv_loop_t *loop;
@@ -190,7 +188,7 @@ int conn_listen(uv_loop_t *loop, const char *addr, const struct conn_config *cfg
 	l->handles = 1;
 	/* libuv sets SO_REUSEADDR on every TCP bind. */
 	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) == 0 &&
-	    (rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0)
+	    (rc = admit_listen(&l->tcp, on_connection)) == 0)
 		rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
 	if (rc < 0) {
 		uv_close((uv_handle_t *)&l->tcp, listener_closed);

@@ -13,7 +13,6 @@
 #include "common/err.h"
 #include "common/log.h"
 
-#define HTTPD_BACKLOG	   128
 #define HTTPD_DEFAULT_TYPE "text/plain; charset=utf-8"
 #define HTTPD_POLL_MS	   100
 
@@ -590,7 +589,7 @@ int httpd_start(uv_loop_t *loop, const char *addr, const struct httpd_route *rou
 	uv_tcp_init(loop, &h->tcp);
 	h->tcp.data = h;
 	if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&sa, 0)) < 0 ||
-	    (rc = uv_listen((uv_stream_t *)&h->tcp, HTTPD_BACKLOG, connection_cb)) < 0) {
+	    (rc = admit_listen(&h->tcp, connection_cb)) < 0) {
 		h->stopping = 1;
 		uv_close((uv_handle_t *)&h->tcp, listener_closed);
 		return rc;

@@ -5,11 +5,16 @@
  * manifest, config and layer. The small generated files are served from
  * memory; config and layer blobs are read with ranged GETs, in parallel,
  * through one curl multi on the loop. An image index resolves to the
- * manifest of one platform (linux/amd64 unless ?platform= says otherwise).
- * A Docker schema 2 manifest is kept with OCI media types (its blobs as they
- * are), since layout readers take only those, unless oci.as_served asks for
- * the registry's bytes; the listing's version stays the registry's manifest
- * digest.
+ * manifests of the platforms ?platform= names (linux/amd64 unless it says
+ * otherwise; "all" for every one), each an index.json entry with its
+ * platform. A Docker schema 2 manifest is kept with OCI media types (its
+ * blobs as they are), since layout readers take only those, unless
+ * oci.as_served asks for the registry's bytes. The registry's own
+ * documents stay in the layout byte for byte under their digests: the
+ * index a tag or digest named, and a Docker manifest retyped; an entry
+ * taken from one names it (OCI_REGISTRY_DIGEST), so the registry mirror
+ * answers with the registry's digests. The listing's version is the
+ * digest of the registry's document when there is one.
  *
  * Every manifest is checked against its digest before use, and every blob
  * read from start to end in this run is hashed in order on the thread pool
@@ -287,9 +292,11 @@ static int setup_names(struct source *src, struct oci_source *os, const char *in
 		os->repo = xstrdup(u->repo);
 	os->shown = xasprintf("%s/%s", u->registry, u->repo);
 	const char *pf = u->platform ? u->platform : DEFAULT_PLATFORM;
-	if (oci_platform_parse(pf, &os->want) < 0) {
-		source_set_error(src, "%s: platform \"%s\" is not os/arch[/variant]", os->shown,
-				 pf);
+	if (oci_platforms_parse(pf, &os->want) < 0) {
+		source_set_error(src,
+				 "%s: platform \"%s\" is not all or os/arch[/variant][,...] "
+				 "(at most %d, none twice)",
+				 os->shown, pf, OCI_PLATFORMS_MAX);
 		return SB_EURI;
 	}
 	if (u->tag_regex) {

@@ -325,6 +325,33 @@ void oci_platform_format(const struct oci_platform *p, char *out, size_t cap)
 	snprintf(out, cap, "%s/%s%s%s", p->os, p->arch, p->variant[0] ? "/" : "", p->variant);
 }
 
+int oci_platforms_parse(const char *s, struct oci_platforms *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!strcmp(s, "all")) {
+		out->all = 1;
+		return 0;
+	}
+	for (const char *c = s;;) {
+		size_t n = strcspn(c, ",");
+		char one[3 * OCI_PLATFORM_PART];
+		struct oci_platform p;
+		if (n == 0 || n >= sizeof one || out->n == OCI_PLATFORMS_MAX)
+			return SB_EURI;
+		memcpy(one, c, n);
+		one[n] = '\0';
+		if (oci_platform_parse(one, &p) < 0)
+			return SB_EURI;
+		for (size_t i = 0; i < out->n; i++)
+			if (!memcmp(&out->p[i], &p, sizeof p))
+				return SB_EURI;
+		out->p[out->n++] = p;
+		if (!c[n])
+			return 0;
+		c += n + 1;
+	}
+}
+
 int oci_index_choose(const struct oci_manifest *idx, const struct oci_platform *want)
 {
 	int first = -1;
@@ -526,9 +553,20 @@ char *oci_layout_index(const struct oci_layout_ref *refs, size_t n)
 		json_object_set_new(d, "mediaType", json_string(refs[i].media_type));
 		json_object_set_new(d, "digest", json_string(refs[i].digest));
 		json_object_set_new(d, "size", json_integer((json_int_t)refs[i].size));
-		if (refs[i].tag) {
+		if (refs[i].platform) {
+			const struct oci_platform *p = refs[i].platform;
+			json_t *pj = json_pack("{s:s,s:s}", "architecture", p->arch, "os", p->os);
+			if (p->variant[0])
+				json_object_set_new(pj, "variant", json_string(p->variant));
+			json_object_set_new(d, "platform", pj);
+		}
+		if (refs[i].tag || refs[i].registry_digest) {
 			json_t *a = json_object();
-			json_object_set_new(a, OCI_REF_NAME, json_string(refs[i].tag));
+			if (refs[i].registry_digest)
+				json_object_set_new(a, OCI_REGISTRY_DIGEST,
+						    json_string(refs[i].registry_digest));
+			if (refs[i].tag)
+				json_object_set_new(a, OCI_REF_NAME, json_string(refs[i].tag));
 			json_object_set_new(d, "annotations", a);
 		}
 		json_array_append_new(arr, d);

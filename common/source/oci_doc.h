@@ -29,6 +29,11 @@
 #define OCI_TOKEN_MAX	   (64u << 10)
 #define OCI_CHALLENGE_MAX  1024
 #define OCI_AUTH_MAX	   1024 /* user:password */
+#define OCI_PLATFORMS_MAX  16	/* platforms one source may name */
+/* index.json annotation of an entry taken from a document the registry
+ * serves under another digest (an image index, a Docker schema 2 manifest
+ * retyped): that document's digest, its bytes kept in blobs/sha256/. */
+#define OCI_REGISTRY_DIGEST "io.syncbit.registry.digest"
 
 struct oci_platform {
 	char os[OCI_PLATFORM_PART];
@@ -73,6 +78,17 @@ int oci_manifest_to_oci(const void *body, size_t len, char **out, size_t *outlen
 int oci_platform_parse(const char *s, struct oci_platform *p);
 /* "os/arch[/variant]" into out (cap >= 3 * OCI_PLATFORM_PART). */
 void oci_platform_format(const struct oci_platform *p, char *out, size_t cap);
+/* The platforms a source takes from an image index: "all", or
+ * "os/arch[/variant]" items separated by commas (at most
+ * OCI_PLATFORMS_MAX, none twice). */
+struct oci_platforms {
+	int all;
+	size_t n;
+	struct oci_platform p[OCI_PLATFORMS_MAX];
+};
+/* Parse s into out. 0 or SB_EURI. */
+int oci_platforms_parse(const char *s, struct oci_platforms *out);
+
 /* The index entry for want, or -1. os and arch must match; a variant asked
  * for must match, one not asked for matches any (the first listed wins,
  * arm64's "v8" preferred). Entries for os "unknown" (attestations) never
@@ -113,7 +129,9 @@ struct oci_layout_ref {
 	const char *media_type;
 	const char *digest;
 	uint64_t size;
-	const char *tag; /* org.opencontainers.image.ref.name, or NULL */
+	const char *tag;		     /* org.opencontainers.image.ref.name, or NULL */
+	const struct oci_platform *platform; /* the index entry's, or NULL */
+	const char *registry_digest;	     /* OCI_REGISTRY_DIGEST, or NULL */
 };
 /* The index.json of an OCI image layout naming refs (heap, NUL-ended). */
 char *oci_layout_index(const struct oci_layout_ref *refs, size_t n);

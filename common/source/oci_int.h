@@ -63,7 +63,13 @@ struct image {
 	char layout_digest[OCI_DIGEST_MAX];
 	const char *layout_type;
 	struct buf manifest;
+	struct buf original; /* the registry's bytes of a retyped manifest */
 	struct oci_manifest m;
+	int has_platform; /* taken from an index: its entry's platform */
+	struct oci_platform platform;
+	/* The registry's document for the reference: the index it was
+	 * taken from, or the manifest itself (digest). */
+	char top[OCI_DIGEST_MAX];
 };
 
 struct oci_source {
@@ -73,7 +79,7 @@ struct oci_source {
 	char *base;  /* scheme://host[:port] */
 	char *repo;  /* as the registry names it (library/ added on Docker Hub) */
 	char *shown; /* registry/repo for messages */
-	struct oci_platform want;
+	struct oci_platforms want;
 	regex_t re;
 	int has_re;
 	char *userpwd;
@@ -88,6 +94,13 @@ struct oci_source {
 	char **refs;
 	size_t nrefs, next_ref;
 	char *expect; /* digest the manifest being fetched must have, or NULL */
+	/* The reference being fetched: the index it named (its digest), and
+	 * the entries chosen from it still to fetch. */
+	char top[OCI_DIGEST_MAX];
+	struct oci_descriptor *pending;
+	size_t npending, next_pending;
+	struct buf *indexes; /* the registry's image indexes, as served */
+	size_t nindexes;
 	struct image *images;
 	size_t nimages;
 	uint64_t named; /* manifests and blobs the images name, before folding */

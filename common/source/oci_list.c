@@ -1,7 +1,8 @@
 /* list() of the oci:// source (oci.c says what it presents): the tags
  * matching ?tag-regex= (paged), each reference's manifest checked against
- * its digest, an index resolved to one platform's manifest, then the
- * layout: oci-layout, index.json and blobs/sha256/ in listing order. */
+ * its digest, an index resolved to the manifests of the platforms asked
+ * for (each checked against the index's digest for it), then the layout:
+ * oci-layout, index.json and blobs/sha256/ in listing order. */
 #include "common/source/oci_int.h"
 
 #include <errno.h>
@@ -143,6 +144,10 @@ static void fetch_manifest(struct oci_source *os, const char *ref, const char *e
 
 static void next_ref(struct oci_source *os)
 {
+	free(os->pending);
+	os->pending = NULL;
+	os->npending = os->next_pending = 0;
+	os->top[0] = '\0';
 	if (os->next_ref >= os->nrefs) {
 		build_listing(os);
 		return;
@@ -175,40 +180,147 @@ static int manifest_verified(struct oci_client_req *r, char *digest)
 	return 1;
 }
 
-static void choose_platform(struct oci_source *os, struct oci_manifest *idx)
+static int is_index_type(const char *mt)
 {
-	char want[3 * OCI_PLATFORM_PART], have[256] = "";
-	int i = oci_index_choose(idx, &os->want);
-	if (i >= 0) {
-		if (!strcmp(idx->manifests[i].media_type, OCI_MT_INDEX) ||
-		    !strcmp(idx->manifests[i].media_type, OCI_MT_DOCKER_LIST)) {
-			list_finish(os, SB_EPROTO, "%s: an index inside an index is not supported",
-				    os->shown);
+	return !strcmp(mt, OCI_MT_INDEX) || !strcmp(mt, OCI_MT_DOCKER_LIST);
+}
+
+/* Entry i of idx goes on the list to fetch (once). */
+static void take_entry(struct oci_source *os, const struct oci_manifest *idx, size_t i)
+{
+	for (size_t k = 0; k < os->npending; k++)
+		if (!strcmp(os->pending[k].digest, idx->manifests[i].digest))
 			return;
-		}
-		fetch_manifest(os, idx->manifests[i].digest, idx->manifests[i].digest);
-		return;
-	}
-	oci_platform_format(&os->want, want, sizeof want);
-	for (size_t k = 0; k < idx->nmanifests && strlen(have) < sizeof have - 40; k++) {
+	os->pending[os->npending++] = idx->manifests[i];
+}
+
+/* The index's platforms, comma-separated, into have. */
+static void index_platforms(const struct oci_manifest *idx, char *have, size_t cap)
+{
+	have[0] = '\0';
+	for (size_t k = 0; k < idx->nmanifests && strlen(have) + 40 < cap; k++) {
 		char p[3 * OCI_PLATFORM_PART];
 		if (!idx->manifests[k].has_platform)
 			continue;
 		oci_platform_format(&idx->manifests[k].platform, p, sizeof p);
-		snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s",
-			 have[0] ? ", " : "", p);
+		snprintf(have + strlen(have), cap - strlen(have), "%s%s", have[0] ? ", " : "", p);
 	}
+}
+
+/* The entries of idx the source takes into os->pending: 1, or 0 when the
+ * listing went on or ended (a platform missing). */
+static int choose_platforms(struct oci_source *os, const struct oci_manifest *idx)
+{
+	char want[3 * OCI_PLATFORM_PART], have[256];
+	const char *missing = NULL;
+	os->pending = xcalloc(idx->nmanifests + 1, sizeof *os->pending);
+	os->npending = os->next_pending = 0;
+	for (size_t i = 0; os->want.all && i < idx->nmanifests; i++)
+		take_entry(os, idx, i);
+	for (size_t k = 0; !os->want.all && k < os->want.n && !missing; k++) {
+		int i = oci_index_choose(idx, &os->want.p[k]);
+		if (i < 0) {
+			oci_platform_format(&os->want.p[k], want, sizeof want);
+			missing = want;
+		} else {
+			take_entry(os, idx, (size_t)i);
+		}
+	}
+	for (size_t k = 0; k < os->npending && !missing; k++)
+		if (is_index_type(os->pending[k].media_type)) {
+			list_finish(os, SB_EPROTO, "%s: an index inside an index is not supported",
+				    os->shown);
+			return 0;
+		}
+	if (!missing && os->npending > 0)
+		return 1;
+	index_platforms(idx, have, sizeof have);
+	if (!missing)
+		missing = "any";
 	if (os->has_re) {
 		log_warn("%s:%s has no %s image (it has %s); tag skipped", os->shown,
-			 os->refs[os->next_ref], want, have[0] ? have : "none");
+			 os->refs[os->next_ref], missing, have[0] ? have : "none");
 		os->next_ref++;
 		next_ref(os);
-		return;
+		return 0;
 	}
 	list_finish(os, SB_ENOTFOUND,
 		    "%s: no %s image in the index (it has %s); choose one "
 		    "with --platform",
-		    os->shown, want, have[0] ? have : "none");
+		    os->shown, missing, have[0] ? have : "none");
+	return 0;
+}
+
+/* The index a reference named: kept as served, its chosen entries next. */
+static void take_index(struct oci_source *os, struct oci_client_req *r, const char *digest,
+		       const struct oci_manifest *idx)
+{
+	if (os->npending > 0) {
+		list_finish(os, SB_EPROTO, "%s: an index inside an index is not supported",
+			    os->shown);
+		return;
+	}
+	if (!choose_platforms(os, idx))
+		return;
+	os->named += 1 + os->npending;
+	if (os->named > MANIFEST_MAX_FILES) {
+		list_finish(os, SB_ETOOBIG, "%s: its images name more than %u blobs", os->shown,
+			    MANIFEST_MAX_FILES);
+		return;
+	}
+	snprintf(os->top, sizeof os->top, "%s", digest);
+	os->indexes = xrealloc(os->indexes, (os->nindexes + 1) * sizeof *os->indexes);
+	os->indexes[os->nindexes++] = r->body;
+	memset(&r->body, 0, sizeof r->body);
+	fetch_manifest(os, os->pending[0].digest, os->pending[0].digest);
+}
+
+/* An image manifest: the reference's, or an entry of its index. */
+static void take_image(struct oci_source *os, struct oci_client_req *r, const char *digest,
+		       struct oci_manifest *m)
+{
+	os->images = xrealloc(os->images, (os->nimages + 1) * sizeof *os->images);
+	struct image *im = &os->images[os->nimages++];
+	memset(im, 0, sizeof *im);
+	const char *tag = ref_tag(os);
+	im->tag = tag ? xstrdup(tag) : NULL;
+	snprintf(im->digest, sizeof im->digest, "%s", digest);
+	snprintf(im->layout_digest, sizeof im->layout_digest, "%s", digest);
+	snprintf(im->top, sizeof im->top, "%s", os->top[0] ? os->top : digest);
+	if (os->npending > 0) {
+		im->has_platform = os->pending[os->next_pending].has_platform;
+		im->platform = os->pending[os->next_pending].platform;
+	}
+	im->layout_type = OCI_MT_MANIFEST;
+	im->m = *m;
+	char *oci;
+	size_t len;
+	if (os->src->opt.oci.as_served) {
+		im->layout_type = OCI_MT_DOCKER_V2;
+		if (strcmp(m->media_type, OCI_MT_DOCKER_V2))
+			im->layout_type = OCI_MT_MANIFEST;
+		im->manifest = r->body;
+		memset(&r->body, 0, sizeof r->body);
+	} else if (!strcmp(m->media_type, OCI_MT_DOCKER_V2) &&
+		   oci_manifest_to_oci(r->body.ptr, r->body.len, &oci, &len) == 0) {
+		/* OCI layout readers take only OCI media types; the registry's
+		 * bytes stay beside, for the digest it serves them under. */
+		buf_append(&im->manifest, oci, len);
+		oci_digest_of(oci, len, im->layout_digest);
+		free(oci);
+		im->original = r->body;
+		memset(&r->body, 0, sizeof r->body);
+	} else {
+		im->manifest = r->body;
+		memset(&r->body, 0, sizeof r->body);
+	}
+	if (os->npending > 0 && ++os->next_pending < os->npending) {
+		const char *d = os->pending[os->next_pending].digest;
+		fetch_manifest(os, d, d);
+		return;
+	}
+	os->next_ref++;
+	next_ref(os);
 }
 
 static void on_manifest(struct oci_client_req *r)
@@ -219,7 +331,8 @@ static void on_manifest(struct oci_client_req *r)
 	if (!os->listing)
 		goto out;
 	if (r->status < 0) {
-		const char *ref = os->refs[os->next_ref];
+		const char *ref =
+		    os->npending ? os->pending[os->next_pending].digest : os->refs[os->next_ref];
 		if (r->status == SB_ENOTFOUND)
 			list_finish(os, r->status, "%s: %s %s not found: %s", os->shown,
 				    oci_digest_valid(ref) ? "manifest" : "tag", ref,
@@ -237,7 +350,7 @@ static void on_manifest(struct oci_client_req *r)
 		goto out;
 	}
 	if (m.is_index) {
-		choose_platform(os, &m);
+		take_index(os, r, digest, &m);
 		oci_manifest_close(&m);
 		goto out;
 	}
@@ -251,35 +364,7 @@ static void on_manifest(struct oci_client_req *r)
 		oci_manifest_close(&m);
 		goto out;
 	}
-	os->images = xrealloc(os->images, (os->nimages + 1) * sizeof *os->images);
-	struct image *im = &os->images[os->nimages++];
-	memset(im, 0, sizeof *im);
-	const char *tag = ref_tag(os);
-	im->tag = tag ? xstrdup(tag) : NULL;
-	snprintf(im->digest, sizeof im->digest, "%s", digest);
-	snprintf(im->layout_digest, sizeof im->layout_digest, "%s", digest);
-	im->layout_type = OCI_MT_MANIFEST;
-	im->m = m;
-	char *oci;
-	size_t len;
-	if (os->src->opt.oci.as_served) {
-		im->layout_type = OCI_MT_DOCKER_V2;
-		if (strcmp(m.media_type, OCI_MT_DOCKER_V2))
-			im->layout_type = OCI_MT_MANIFEST;
-		im->manifest = r->body;
-		memset(&r->body, 0, sizeof r->body);
-	} else if (!strcmp(m.media_type, OCI_MT_DOCKER_V2) &&
-		   oci_manifest_to_oci(r->body.ptr, r->body.len, &oci, &len) == 0) {
-		/* OCI layout readers take only OCI media types. */
-		buf_append(&im->manifest, oci, len);
-		oci_digest_of(oci, len, im->layout_digest);
-		free(oci);
-	} else {
-		im->manifest = r->body;
-		memset(&r->body, 0, sizeof r->body);
-	}
-	os->next_ref++;
-	next_ref(os);
+	take_image(os, r, digest, &m);
 out:
 	oci_client_req_free(r);
 }
@@ -364,13 +449,22 @@ static void build_listing(struct oci_source *os)
 	size_t n = 0;
 	for (size_t i = 0; i < os->nimages; i++) {
 		struct image *im = &os->images[i];
-		refs[i] = (struct oci_layout_ref){im->layout_type, im->layout_digest,
-						  im->manifest.len, im->tag};
+		refs[i] =
+		    (struct oci_layout_ref){im->layout_type,
+					    im->layout_digest,
+					    im->manifest.len,
+					    im->tag,
+					    im->has_platform ? &im->platform : NULL,
+					    strcmp(im->top, im->layout_digest) ? im->top : NULL};
 		add_mem(&files, &n, NULL, im->manifest.ptr, im->manifest.len);
+		if (im->original.len)
+			add_mem(&files, &n, NULL, im->original.ptr, im->original.len);
 		add_blob(&files, &n, &im->m.config);
 		for (size_t j = 0; j < im->m.nlayers; j++)
 			add_blob(&files, &n, &im->m.layers[j]);
 	}
+	for (size_t i = 0; i < os->nindexes; i++)
+		add_mem(&files, &n, NULL, os->indexes[i].ptr, os->indexes[i].len);
 	char *index = oci_layout_index(refs, os->nimages);
 	free(refs);
 	add_mem(&files, &n, "index.json", index, strlen(index));
@@ -403,10 +497,14 @@ static void build_listing(struct oci_source *os)
 		l->files[i].mode = 0644;
 		l->files[i].digest = xstrdup(files[i].digest);
 	}
-	/* One image: its manifest digest, as a registry client would name it;
-	 * several: the digest of the index.json that lists them. */
-	if (os->nimages == 1) {
-		l->version = xstrdup(os->images[0].digest);
+	/* One document of the registry's (an image manifest, or the index
+	 * its images came from): its digest, as a registry client would name
+	 * it; several: the digest of the index.json that lists them. */
+	size_t same = 0;
+	while (same < os->nimages && !strcmp(os->images[same].top, os->images[0].top))
+		same++;
+	if (os->nimages > 0 && same == os->nimages) {
+		l->version = xstrdup(os->images[0].top);
 	} else {
 		char d[OCI_DIGEST_MAX];
 		oci_digest_of(index, strlen(index), d);
@@ -428,8 +526,18 @@ void source_oci_listing_reset(struct oci_source *os)
 	for (size_t i = 0; i < os->nimages; i++) {
 		free(os->images[i].tag);
 		buf_close(&os->images[i].manifest);
+		buf_close(&os->images[i].original);
 		oci_manifest_close(&os->images[i].m);
 	}
+	for (size_t i = 0; i < os->nindexes; i++)
+		buf_close(&os->indexes[i]);
+	free(os->indexes);
+	os->indexes = NULL;
+	os->nindexes = 0;
+	free(os->pending);
+	os->pending = NULL;
+	os->npending = os->next_pending = 0;
+	os->top[0] = '\0';
 	free(os->images);
 	os->images = NULL;
 	os->nimages = 0;

@@ -84,19 +84,24 @@ containerd_start() {
 	containerd_snapshotter
 }
 
-# pulled REF HOSTS: ctr pulls and unpacks REF with that hosts dir.
+# pulled REF HOSTS [ARG...]: ctr pulls and unpacks REF with that hosts dir
+# (ARGs to ctr images pull, e.g. --platform linux/arm64).
 pulled() {
-	"${CTR[@]}" images pull --hosts-dir "$2" --snapshotter "$SNAP" "$1" >"$T/pull.out" 2>&1 ||
+	local ref=$1 hosts=$2
+	shift 2
+	"${CTR[@]}" images pull --hosts-dir "$hosts" --snapshotter "$SNAP" "$@" "$ref" >"$T/pull.out" 2>&1 ||
 		{ tail -3 "$T/pull.out"; return 1; }
 }
 
 # same_files REF LAYER...: the image's unpacked root holds what the layers
-# do (the layers' tarballs in the test's OCI layout $L).
+# do (the layers' tarballs in the test's OCI layout $L); the image of
+# platform $MOUNT_PLATFORM when it is set.
 same_files() {
 	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
 	rm -rf "$x"; mkdir -p "$mnt" "$x"
 	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
-	"${CTR[@]}" images mount --snapshotter "$SNAP" "$ref" "$mnt" >/dev/null || return 1
+	"${CTR[@]}" images mount --snapshotter "$SNAP" ${MOUNT_PLATFORM:+--platform "$MOUNT_PLATFORM"} \
+		"$ref" "$mnt" >/dev/null || return 1
 	for f in $(cd "$x" && ls); do cmp "$x/$f" "$mnt/$f" || rc=1; done
 	"${CTR[@]}" images unmount --rm "$mnt" >/dev/null
 	return $rc

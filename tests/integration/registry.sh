@@ -37,6 +37,7 @@ CONF
 SKOPEO=(skopeo --insecure-policy)
 image() { python3 "$FIXTURES/oci_image.py" "$L" "$@"; }
 push() { "${SKOPEO[@]}" copy -q --dest-tls-verify=false "$@" >>"$T/skopeo.log" 2>&1; }
-# blobs TAG / layers TAG: the hex of TAG's config and layers / of its layers.
-blobs() { python3 "$FIXTURES/oci_layout.py" blobs "$L" "$1"; }
-layers() { python3 "$FIXTURES/oci_layout.py" layers "$L" "$1"; }
+# blobs TAG [ARCH] / layers TAG [ARCH]: the hex of TAG's config and layers / of
+# its layers (ARCH: of that architecture's manifest when TAG is an index).
+blobs() { python3 "$FIXTURES/oci_layout.py" blobs "$L" "$@"; }
+layers() { python3 "$FIXTURES/oci_layout.py" layers "$L" "$@"; }

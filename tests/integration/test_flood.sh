@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Connection exhaustion: a scheduler and an agent limited to 256 file
-# descriptors each, with ~600 idle TCP connections held against the
+# descriptors each, with ~600 stalled TCP connections (one byte sent, then
+# nothing: idle ones never reach the servers, which defer connections until
+# their first bytes) held against the
 # scheduler's control port, the agent's peer port and both HTTP ports. While
 # they are held, the agent's /healthz answers, admin commands work, and a new
 # agent registers and gets a dataset from the flooded one (it dials the
@@ -54,8 +56,23 @@ check "n1 gets the dataset" wait_ready 60 small 1
 N1_PEER=$(sed -n 's/.* daemon: node n1, .* peers on 127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$T/a1.log" | tail -1)
 check "n1's peer port is known" test -n "$N1_PEER"
 
-# ---- the flood: idle connections, never a byte sent ----
-timeout -k 5 150 python3 "$FIXTURES/flood.py" --count "$FLOOD_PER_PORT" --same "$FLOOD_SAME" --sources "$FLOOD_SOURCES" \
+# ---- idle connections, never a byte sent: the kernel holds them back ----
+timeout -k 5 30 python3 "$FIXTURES/flood.py" --count "$FLOOD_PER_PORT" --same "$FLOOD_SAME" --sources "$FLOOD_SOURCES" \
+	--ports "$N1_PEER,${N1_HTTP##*:}" --hold 3 >"$T/idle.out" 2>&1 &
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+for _ in $(seq 100); do grep -q '^opened' "$T/idle.out" && break; sleep 0.1; done
+check "an idle flood opened $((FLOOD_PER_PORT * 2)) connections" grep -qx "opened $((FLOOD_PER_PORT * 2))" "$T/idle.out"
+sleep 1
+curl -sf -m 5 "http://$N1_HTTP/metrics" >"$T/idle.metrics"
+check "under it nothing is pending at n1's peer port" test "$(metric_sum "$T/idle.metrics" syncbit_handshakes_pending)" = 0
+check "nor refused" test "$(metric_sum "$T/idle.metrics" syncbit_handshakes_refused_total)" = 0
+check "nor refused at its HTTP port" test "$(metric_sum "$T/idle.metrics" syncbit_http_connections_refused_total)" = 0
+kill -TERM "$IDLE_PID" 2>/dev/null
+wait "$IDLE_PID" 2>/dev/null
+
+# ---- the flood: stalled connections, one byte sent and nothing more ----
+timeout -k 5 150 python3 "$FIXTURES/flood.py" --stall --count "$FLOOD_PER_PORT" --same "$FLOOD_SAME" --sources "$FLOOD_SOURCES" \
 	--ports "$SCHED_PORT,$N1_PEER,$SCHED_HTTP_PORT,${N1_HTTP##*:}" --hold 120 >"$T/flood.out" 2>&1 &
 FLOOD_PID=$!
 PIDS+=("$FLOOD_PID")

@@ -15,6 +15,13 @@
 # answers 404, keeps serving the image's other blobs, and repairs the layer
 # from the other node (the registry still down); containerd then pulls the
 # image through both mirrors.
+#
+# Multi-arch and Docker images answer with the registry's own documents: an
+# OCI image index seeded for linux/amd64, a Docker manifest list seeded for
+# two platforms, and a Docker schema 2 image are served byte for byte under
+# the registry's digests and media types (tag and digest), a platform not
+# seeded is a 404 at once, and containerd pulls each by the registry's
+# digest (image@sha256:…) through the mirror with the registry stopped.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/registry.sh"
 . "$(dirname "$0")/containerd.sh"
@@ -31,7 +38,9 @@ L=$T/layout
 D_APP=$(image app --seed app --size 400000 --base-seed base --base-size 3000000)
 D_TOOL=$(image tool --seed tool --size 200000 --base-seed base --base-size 3000000)
 image other --seed other --size 100000 >/dev/null
+image multi --seed multi --size 150000 --arch amd64,arm64 >/dev/null
 read -r BASE APP_TOP <<<"$(layers app)"
+MULTI_AMD=$(layers multi amd64) MULTI_ARM=$(layers multi arm64)
 read -r BASE2 TOOL_TOP <<<"$(layers tool)"
 check "the two images share their base layer" test "$BASE" = "$BASE2"
 
@@ -43,8 +52,25 @@ push "oci:$L:app" "docker://$R/team/app:v1"
 push "oci:$L:tool" "docker://$R/team/tool:v1"
 push "oci:$L:other" "docker://$R2/team/other:v1"
 push "oci:$L:tool" "docker://$R/team/app:v2" # a second tag of team/app
+push --all "oci:$L:multi" "docker://$R/team/multi:v1"                  # an OCI image index
+push --all --format v2s2 "oci:$L:multi" "docker://$R/team/dlist:v1"    # a Docker manifest list
+push --format v2s2 "oci:$L:app" "docker://$R/team/docker:v1"           # a Docker schema 2 manifest
 check "skopeo pushed the images" curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$R/v2/team/tool/manifests/v1" -o /dev/null
+# raw REPO REF: the registry's bytes for a manifest into $T/raw.REPO, its
+# digest printed. kind REPO: its media type.
+ACCEPT='application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json'
+raw() {
+	curl -sf -H "Accept: $ACCEPT" -o "$T/raw.${1//\//_}" "http://$R/v2/$1/manifests/$2" &&
+		echo "sha256:$(sha256sum <"$T/raw.${1//\//_}" | cut -c1-64)"
+}
+D_MULTI=$(raw team/multi v1) D_DLIST=$(raw team/dlist v1) D_DOCKER=$(raw team/docker v1)
+# platform RAWFILE ARCH: the digest of ARCH's manifest in an index's bytes.
+platform() { python3 -c "import json,sys; print([m['digest'] for m in json.load(open(sys.argv[1]))['manifests'] if m['platform']['architecture'] == sys.argv[2]][0])" "$1" "$2"; }
+MULTI_AMD_D=$(platform "$T/raw.team_multi" amd64) MULTI_ARM_D=$(platform "$T/raw.team_multi" arm64)
+DLIST_AMD_D=$(platform "$T/raw.team_dlist" amd64) DLIST_ARM_D=$(platform "$T/raw.team_dlist" arm64)
+check "the registry holds an OCI index, a Docker list and a Docker manifest" \
+	grep -q 'manifest.list.v2' "$T/raw.team_dlist" -a -n "$D_MULTI" -a -n "$D_DOCKER"
 
 # ---- a scheduler and two agents, each a mirror ----
 start_scheduler || { bad "scheduler starts"; finish; exit 1; }
@@ -54,7 +80,12 @@ start_agent 1 --registry-mirror "$M1" --http "$H1" && start_agent 2 --registry-m
 check "dataset add of an image by tag" add_dataset app "oci://$R/team/app:v1"
 check "dataset add of a second image with the same base" add_dataset tool "oci://$R/team/tool:v1"
 check "dataset add of every v* tag of team/app" add_dataset apps "oci://$R/team/app" --tag-regex '^v[0-9]+$'
-if wait_ready 60 app 1 2 && wait_ready 60 tool 1 2 && wait_ready 60 apps 1 2; then
+check "dataset add of an OCI index (linux/amd64, the default)" add_dataset multi "oci://$R/team/multi:v1"
+check "dataset add of a Docker list, --platform twice" add_dataset dlist "oci://$R/team/dlist:v1" \
+	--platform linux/amd64 --platform linux/arm64
+check "dataset add of a Docker schema 2 image" add_dataset docker "oci://$R/team/docker:v1"
+if wait_ready 60 app 1 2 && wait_ready 60 tool 1 2 && wait_ready 60 apps 1 2 &&
+	wait_ready 60 multi 1 2 && wait_ready 60 dlist 1 2 && wait_ready 60 docker 1 2; then
 	ok "both images are ready on both agents"
 else
 	bad "both images are ready on both agents" "$(tail -5 "$T/a1.log" "$T/a2.log" | tr '\n' ' ')"
@@ -132,6 +163,41 @@ check "a path that climbs: 404" notfound climb "/v2/team/app/blobs/sha256:../../
 check "an invalid name: 404 NAME_UNKNOWN" notfound name "/v2/Team/../app/manifests/v1" NAME_UNKNOWN
 check "the config blob of a manifest is not a manifest" notfound cfg \
 	"/v2/team/app/manifests/sha256:$BASE$NS" MANIFEST_UNKNOWN
+
+# ---- the registry's own documents: indexes, Docker manifests ----
+# same_doc REPO REF DIGEST TYPE: the mirror's GET of the manifest is the
+# registry's bytes, with its digest and media type; HEAD says the same.
+same_doc() {
+	hdrs GET "http://$M1/v2/$1/manifests/$2$NS" >"$T/h.doc" &&
+		cmp -s "$T/body" "$T/raw.${1//\//_}" &&
+		test "$(head -1 "$T/h.doc")" = "HTTP/1.1 200 OK" -a "$(hval docker-content-digest "$T/h.doc")" = "$3" \
+			-a "$(hval content-type "$T/h.doc")" = "$4" &&
+		hdrs HEAD "http://$M1/v2/$1/manifests/$2$NS" | diff - "$T/h.doc"
+}
+check "an OCI index by tag: the registry's bytes, digest and type" \
+	same_doc team/multi v1 "$D_MULTI" application/vnd.oci.image.index.v1+json
+check "  by its digest too" same_doc team/multi "$D_MULTI" "$D_MULTI" application/vnd.oci.image.index.v1+json
+check "  the seeded platform's manifest by digest" curl -sf -o /dev/null "http://$M1/v2/team/multi/manifests/$MULTI_AMD_D$NS"
+check "  a platform not seeded: 404 MANIFEST_UNKNOWN in < 100 ms" notfound arm \
+	"/v2/team/multi/manifests/$MULTI_ARM_D$NS" MANIFEST_UNKNOWN
+check "a Docker manifest list by tag and digest: its bytes, digest and type" bash -c \
+	"$(declare -f same_doc hdrs hval); T='$T' M1='$M1' NS='$NS'
+	 same_doc team/dlist v1 '$D_DLIST' application/vnd.docker.distribution.manifest.list.v2+json &&
+	 same_doc team/dlist '$D_DLIST' '$D_DLIST' application/vnd.docker.distribution.manifest.list.v2+json"
+check "  skopeo inspect --raw through the mirror: the registry's list, byte for byte" bash -c \
+	"$(printf '%q ' "${SKOPEO[@]}") inspect --raw --tls-verify=false 'docker://$M1/team/dlist:v1' | cmp - '$T/raw.team_dlist'"
+check "  both seeded platforms' Docker manifests, byte for byte" bash -c \
+	"for d in $DLIST_AMD_D $DLIST_ARM_D; do
+	   curl -sfI 'http://$M1/v2/team/dlist/manifests/'\$d'$NS' | tr -d '\r' | grep -qx 'Content-Type: application/vnd.docker.distribution.manifest.v2+json' || exit 1
+	   test \"sha256:\$(curl -sf 'http://$M1/v2/team/dlist/manifests/'\$d'$NS' | sha256sum | cut -c1-64)\" = \$d || exit 1
+	 done"
+check "a Docker schema 2 manifest by tag and digest: its bytes, digest and type" bash -c \
+	"$(declare -f same_doc hdrs hval); T='$T' M1='$M1' NS='$NS'
+	 same_doc team/docker v1 '$D_DOCKER' application/vnd.docker.distribution.manifest.v2+json &&
+	 same_doc team/docker '$D_DOCKER' '$D_DOCKER' application/vnd.docker.distribution.manifest.v2+json"
+check "  the layout names its manifest in OCI form (for layout readers), the registry's bytes beside" \
+	bash -c "grep -q 'oci.image.manifest.v1' '$T/t1/docker/index.json' && grep -q '$D_DOCKER' '$T/t1/docker/index.json' &&
+	 cmp '$T/t1/docker/blobs/sha256/${D_DOCKER#sha256:}' '$T/raw.team_docker'"
 check "writes are refused (405)" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$M1/v2/team/app/blobs/uploads/")" = 405
 check "/metrics counts the mirror's answers" bash -c "curl -sf http://$H1/metrics | grep -Eq '^syncbit_mirror_requests_total\{result=\"not_found\"\} [1-9]'"
 
@@ -176,6 +242,26 @@ check "containerd forgets both images and their content" forget "$R/team/app:v1"
 check "ctr pulls and unpacks through node 2's mirror" pulled "$R/team/app:v1" "$T/hosts2"
 check "  the unpacked files are the layers'" same_files "$R/team/app:v1" "$BASE" "$APP_TOP"
 check "  node 2's mirror sent the layers" test "$(served "$AH2")" -ge "$(stat -c %s "$L/blobs/sha256/$BASE")"
+
+# By the registry's digest: an index, a Docker list, a Docker manifest.
+check "ctr pulls $R/team/multi@<index digest> through node 1's mirror, the registry down" \
+	pulled "$R/team/multi@$D_MULTI" "$T/hosts1"
+check "  the unpacked files are the amd64 image's layer" same_files "$R/team/multi@$D_MULTI" $MULTI_AMD
+check "ctr pulls $R/team/dlist@<Docker list digest> through node 2's mirror" \
+	pulled "$R/team/dlist@$D_DLIST" "$T/hosts2"
+check "  the unpacked files are the amd64 image's layer" same_files "$R/team/dlist@$D_DLIST" $MULTI_AMD
+same_files_arm64() { MOUNT_PLATFORM=linux/arm64 same_files "$@"; }
+check "ctr pulls $R/team/dlist:v1 --platform linux/arm64 (not this host's) through node 1's mirror" \
+	pulled "$R/team/dlist:v1" "$T/hosts1" --platform linux/arm64
+check "  the unpacked files are the arm64 image's layer" same_files_arm64 "$R/team/dlist:v1" $MULTI_ARM
+check "ctr pulls $R/team/docker@<Docker manifest digest> through node 1's mirror" \
+	pulled "$R/team/docker@$D_DOCKER" "$T/hosts1"
+check "  the unpacked files are the layers'" same_files "$R/team/docker@$D_DOCKER" "$BASE" "$APP_TOP"
+check "ctr pulls $R/team/multi:v1 by tag (the index, then its platform)" pulled "$R/team/multi:v1" "$T/hosts2"
+check "  ctr lists it under the index's digest" \
+	bash -c "$(printf '%q ' "${CTR[@]}") images ls | grep -F '$R/team/multi:v1' | grep -qF '$D_MULTI'"
+check "containerd forgets these images" forget "$R/team/app:v1" "$R/team/multi@$D_MULTI" "$R/team/dlist@$D_DLIST" \
+	"$R/team/dlist:v1" "$R/team/docker@$D_DOCKER" "$R/team/multi:v1"
 
 # An image no mirror holds: a quick 404, then the registry in hosts.toml.
 before=$(curl -sf "http://$H1/metrics" | awk -F'[ ]' '/result="not_found"/ {print $2}')

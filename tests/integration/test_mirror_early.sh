@@ -6,8 +6,10 @@
 # Every request to the registry goes through the proxy, whose log (method,
 # path, Range, User-Agent) counts what the origin sent.
 #
-# Node 1 (--registry-mirror-wait 3) with an image whose blobs are held: its
-# tag and manifest are served before the dataset is published; a layer still
+# Node 1 (--registry-mirror-wait 3) with a two-platform image (an OCI image
+# index) whose blobs are held: its tag (the registry's index), the index and
+# its linux/amd64 manifest by digest are served before the dataset is
+# published, the arm64 manifest it does not hold is a 404; a layer still
 # to come waits about 3 s and is then a 404; unknown tags, blobs and
 # repositories are 404s at once. Node 2 (--registry-mirror-wait 120) with a
 # multi-layer image on the slow link: Debian's containerd (its own root,
@@ -37,19 +39,23 @@ RATE=500000 # bytes/s out of the registry: the big image takes about 15 s
 
 # blobs TAG: the config's hex, then each layer's, of TAG's manifest in $L.
 
-# Five layers of about 1.5 MB (incompressible), and a small image to hold.
+# Five layers of about 1.5 MB (incompressible), and a small two-platform
+# image to hold.
 D_BIG=$(image big --seed big --size 1500000 --layers 4 --base-seed base --base-size 1500000)
-D_HELD=$(image held --seed held --size 300000)
+D_HELD=$(image held --seed held --size 300000 --arch amd64,arm64)
 image order --seed order --size 1500000 --layers 8 >/dev/null
 read -r -a BIG <<<"$(blobs big)"
-read -r -a HELD <<<"$(blobs held)"
+read -r -a HELD <<<"$(blobs held amd64)"
 read -r -a ORD <<<"$(blobs order)"
+# held_manifest ARCH: the digest of ARCH's manifest in held's index.
+held_manifest() { python3 -c "import json,sys; print([m['digest'] for m in json.load(open(sys.argv[1]))['manifests'] if m['platform']['architecture'] == sys.argv[2]][0])" "$L/blobs/sha256/${D_HELD#sha256:}" "$1"; }
+HELD_AMD=$(held_manifest amd64) HELD_ARM=$(held_manifest arm64)
 check "the big image has a config and five layers" test "${#BIG[@]}" = 6
 check "the ordered image has a config and eight layers" test "${#ORD[@]}" = 9
 
 start_registry reg "$T/store" || { bad "docker-registry starts"; finish; exit 1; }
 push "oci:$L:big" "docker://127.0.0.1:$REG_PORT/team/big:v1"
-push "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
+push --all "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
 push "oci:$L:order" "docker://127.0.0.1:$REG_PORT/team/order:v1"
 check "skopeo pushed both images" curl -sf -o /dev/null \
 	-H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$REG_PORT/v2/team/big/manifests/v1"
@@ -78,10 +84,13 @@ for _ in $(seq 60); do
 	sleep 0.5
 done
 check "the tag is served while the image's blobs are still held at the registry" test "$code" = 200
-check "  with the manifest's digest, and bytes that have it" bash -c \
-	"tr -d '\r' <'$T/h.held' | grep -qix 'Docker-Content-Digest: $D_HELD' && test sha256:\$(sha256sum <'$T/m.held' | cut -c1-64) = '$D_HELD'"
+check "  with the registry's index: its digest and type, and bytes that have it" bash -c \
+	"tr -d '\r' <'$T/h.held' | grep -qix 'Docker-Content-Digest: $D_HELD' && test sha256:\$(sha256sum <'$T/m.held' | cut -c1-64) = '$D_HELD' &&
+	 tr -d '\r' <'$T/h.held' | grep -qix 'Content-Type: application/vnd.oci.image.index.v1+json'"
 check "  the dataset is not published on node 1 yet" bash -c "! '$SYNCBIT' ready held --socket '$T/a1.sock' >/dev/null 2>&1"
-check "the manifest by digest too" bash -c "curl -sf 'http://$M1/v2/team/held/manifests/$D_HELD$NS' | cmp - '$T/m.held'"
+check "the index by digest too" bash -c "curl -sf 'http://$M1/v2/team/held/manifests/$D_HELD$NS' | cmp - '$T/m.held'"
+check "  and its linux/amd64 manifest, the layout's bytes" bash -c \
+	"curl -sf 'http://$M1/v2/team/held/manifests/$HELD_AMD$NS' | cmp - '$L/blobs/sha256/${HELD_AMD#sha256:}'"
 out=$(curl -s -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1/v2/team/held/blobs/sha256:${HELD[1]}$NS")
 check "a layer still to come waits (about 3 s), then 404 BLOB_UNKNOWN" python3 - "$out" "$T/err" <<'PY'
 import json, sys
@@ -107,6 +116,7 @@ check "a tag the dataset lacks: 404 at once" quick MANIFEST_UNKNOWN "/v2/team/he
 check "a blob the dataset lacks: 404 at once" quick BLOB_UNKNOWN "/v2/team/held/blobs/sha256:$(printf '%064d' 0)$NS"
 check "another repository: 404 at once" quick NAME_UNKNOWN "/v2/team/none/manifests/v1$NS"
 check "the config blob is not a manifest" quick MANIFEST_UNKNOWN "/v2/team/held/manifests/sha256:${HELD[0]}$NS"
+check "the arm64 manifest the dataset does not hold: 404 at once" quick MANIFEST_UNKNOWN "/v2/team/held/manifests/$HELD_ARM$NS"
 curl -sf -o /dev/null "http://$R/__release"
 check "once released, the held image is ready on node 1" wait_ready 60 held 1
 check "  and its layer is served" bash -c \

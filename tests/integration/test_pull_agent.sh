@@ -5,8 +5,10 @@
 # the origin sends it about once (counted in nginx's access log), peers
 # carry the rest. --standalone still pulls in-process, no agent falls back
 # to standalone, source errors keep their exit code, the agent publishes
-# for a user only into a directory that user owns, and the scheduler drops
-# the pulled dataset once both nodes have it (--pull-linger).
+# for a user only into a directory that user owns, `syncbit rm` while the
+# agents run takes a node off a pulled dataset through its agent (the last
+# one's rm removes it; --purge evicts), and the scheduler drops the pulled
+# dataset once both nodes have it (--pull-linger).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster.sh"
 
@@ -64,6 +66,46 @@ before=$(egress)
 check "a second pull through the agent" sh -c "'$SYNCBIT' pull '$URL' --to '$T/o1b' --socket '$T/a1.sock' --json >'$T/p1b.out'"
 check "it reads nothing from the origin's body again" test "$(egress)" = "$before"
 check "it reports the bytes reused" test "$(json_field "$T/p1b.out" bytes_reused)" = "$S"
+
+# ---- syncbit rm while the agents run: through the agent, which holds the cache ----
+head -c $((1 << 20)) /dev/urandom >"$T/www/rm.bin"
+RM_URL=http://127.0.0.1:$NGINX_PORT/rm.bin
+"$SYNCBIT" pull "$RM_URL" --socket "$T/a1.sock" --json >"$T/rm1.out" 2>/dev/null &
+r1=$!
+"$SYNCBIT" pull "$RM_URL" --socket "$T/a2.sock" --json >"$T/rm2.out" 2>/dev/null
+wait $r1
+RM_DS=$(json_field "$T/rm1.out" dataset)
+check "both nodes pulled rm.bin into their caches as one dataset" \
+	sh -c "test -n '$RM_DS' && test '$RM_DS' = '$(json_field "$T/rm2.out" dataset)'"
+held() { "$SYNCBIT" status --socket "$T/a$1.sock" --json 2>/dev/null | tail -1 | grep -q "\"$RM_DS\""; }
+not() { ! "$@"; }
+listed() { "$SYNCBIT" dataset ls --scheduler "$SCHED" --token-file "$TOKEN" --json 2>/dev/null | tail -1 | grep -q "\"$RM_DS\""; }
+check "n1: rm of the pulled dataset while its agent runs exits 0" \
+	sh -c "'$SYNCBIT' rm '$RM_DS' --socket '$T/a1.sock' --data '$T/a1' --json >'$T/rm1b.out'"
+check "n1: the answer names the dataset" test "$(json_field "$T/rm1b.out" name)" = "$RM_DS"
+check "n1: and its source" test "$(json_field "$T/rm1b.out" source)" = "$RM_URL"
+check "n1: the agent no longer holds it" not held 1
+check "n1: the agent logged the unpin" grep -q "dataset $RM_DS: unpinned on request" "$T/a1.log"
+check "n2 still holds it" held 2
+check "the scheduler keeps it for n2, which still pulls it" listed
+check "n2: rm --purge by name exits 0" \
+	sh -c "'$SYNCBIT' rm '$RM_DS' --purge --socket '$T/a2.sock' --data '$T/a2' --json >'$T/rm2b.out'"
+check "n2: its object was evicted (1 MiB)" test "$(json_field "$T/rm2b.out" evicted_bytes)" = $((1 << 20))
+check "n2: the agent no longer holds it" not held 2
+check "the scheduler removed it: no node pulls it any more" not listed
+check "the human answer says what was forgotten" sh -c "'$SYNCBIT' pull '$RM_URL' --socket '$T/a1.sock' >/dev/null 2>&1 &&
+	'$SYNCBIT' rm '$RM_DS' --socket '$T/a1.sock' | grep -q '^forgot $RM_DS ($RM_URL); its objects are unpinned$'"
+expect_fail "rm of a name nothing holds: exit 1, one line" 1 "no pull of that name" \
+	"$SYNCBIT" rm nothing-here --socket "$T/a1.sock"
+add_dataset fixed "$T/www" --selector idx=1 >/dev/null 2>&1
+wait_ready 60 fixed 1 || bad "dataset fixed ready on n1"
+expect_fail "rm of a dataset assigned by its selector is refused (that is dataset rm)" 1 \
+	"assigned to this node by its selector.*syncbit dataset rm fixed" \
+	"$SYNCBIT" rm fixed --socket "$T/a1.sock"
+check "and it stays" "$SYNCBIT" ready fixed --socket "$T/a1.sock"
+"$SYNCBIT" dataset rm fixed --scheduler "$SCHED" --token-file "$TOKEN" >/dev/null 2>&1
+expect_fail "no agent and the data dir free: rm opens the cache itself" 1 "no pull of that name.*cache $T/sc" \
+	"$SYNCBIT" rm nothing-here --socket "$T/none.sock" --data "$T/sc"
 
 # ---- the scheduler drops the pulled dataset once both have it ----
 gone=0

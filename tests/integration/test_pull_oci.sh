@@ -91,6 +91,24 @@ expect_fail "a platform the index lacks is one clear line" 1 "no linux/s390x ima
 	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux/s390x
 expect_fail "a malformed --platform is a usage error" 2 "os/arch" \
 	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux
+expect_fail "a platform named twice is a usage error" 2 "none twice" \
+	"$SYNCBIT" pull "oci://$R/test/app:multi" --to "$T/d5" --data "$DATA" --platform linux/arm64 --platform linux/arm64
+# entries DIR: each index.json entry's tag, architecture and registry digest.
+entries() { python3 -c "
+import json, sys
+for m in json.load(open(sys.argv[1] + '/index.json'))['manifests']:
+    a = m.get('annotations', {})
+    print(a.get('org.opencontainers.image.ref.name'), m.get('platform', {}).get('architecture'), a.get('io.syncbit.registry.digest'))" "$1"; }
+D_INDEX=sha256:$(curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$R/v2/test/app/manifests/multi" | sha256sum | cut -c1-64)
+check "pull --platform linux/amd64 --platform linux/arm64" pull "oci://$R/test/app:multi" --to "$T/d11" \
+	--platform linux/amd64 --platform linux/arm64
+check "  index.json has both platforms under the tag, each naming the registry's index" \
+	test "$(entries "$T/d11" | tr '\n' ' ')" = "multi amd64 $D_INDEX multi arm64 $D_INDEX "
+check "  the index is kept byte for byte" bash -c \
+	"curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' 'http://$R/v2/test/app/manifests/multi' | cmp - '$T/d11/blobs/sha256/${D_INDEX#sha256:}'"
+check "  skopeo inspect oci:DIR:multi" inspect "$T/d11:multi"
+check "pull --platform all" pull "oci://$R/test/app:multi" --to "$T/d12" --platform all
+check "  the same layout as naming both" cmp "$T/d11/index.json" "$T/d12/index.json"
 
 # sync takes the same oci:// flags as pull.
 check "sync --once --platform linux/arm64" "$SYNCBIT" sync "oci://$R/test/app:multi" "$T/s4" --once \
@@ -101,7 +119,11 @@ check "sync's layout names the matching tag" test "$(refs "$T/s8")" = cann-8.0
 
 # Docker schema 2.
 check "pull a Docker schema 2 image" pull "oci://$R/test/app:docker" --to "$T/d6"
-check "its manifest is retyped to OCI, its layers kept" bash -c "grep -q oci.image.manifest.v1 '$T/d6/index.json' && ! grep -q vnd.docker '$T/d6/blobs/sha256/'* && cmp '$L/blobs/sha256/$LAYER' '$T/d6/blobs/sha256/$LAYER'"
+D_DOCKER=$(curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$R/v2/test/app/manifests/docker" | sha256sum | cut -c1-64)
+check "its manifest is retyped to OCI, its layers kept" bash -c "grep -q oci.image.manifest.v1 '$T/d6/index.json' && cmp '$L/blobs/sha256/$LAYER' '$T/d6/blobs/sha256/$LAYER'"
+check "  the registry's Docker manifest is kept beside, byte for byte, named in index.json" bash -c \
+	"curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' 'http://$R/v2/test/app/manifests/docker' | cmp - '$T/d6/blobs/sha256/$D_DOCKER' &&
+	 grep -q '\"io.syncbit.registry.digest\":\"sha256:$D_DOCKER\"' '$T/d6/index.json'"
 check "skopeo inspect of the Docker schema 2 layout" inspect "$T/d6:docker"
 
 # Missing things.

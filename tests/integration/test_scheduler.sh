@@ -89,7 +89,7 @@ expect_fail "scheduler: a malformed --registry-user is a usage error" 2 "registr
 for c in scheduler daemon pull sync; do
 	check "$c --help lists the source flags" bash -c "'$SYNCBIT' $c --help | grep -q -- '--s3-endpoint URL' && '$SYNCBIT' $c --help | grep -q -- '--registry-user USER:PASSWORD'"
 done
-check "dataset add --help lists --platform and --tag-regex" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '^ *--platform OS/ARCH\[/VARIANT\]$' && '$SYNCBIT' dataset add --help | grep -q -- '^ *--tag-regex ERE '"
+check "dataset add --help lists --platform and --tag-regex" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '^ *--platform OS/ARCH\[/VARIANT\]|all$' && '$SYNCBIT' dataset add --help | grep -q -- '^ *--tag-regex ERE '"
 check "dataset add --help lists --replace" bash -c "'$SYNCBIT' dataset add --help | grep -q -- '--replace '"
 check "dataset --help lists the subcommands, exit 0" bash -c "'$SYNCBIT' dataset --help >'$T/dh' && grep -q '^  update ' '$T/dh' && grep -q '^  rm ' '$T/dh'"
 check "node --help lists the subcommands, exit 0" bash -c "'$SYNCBIT' node --help >'$T/nh' && grep -q '^  ls ' '$T/nh' && grep -q '^  rm ' '$T/nh'"

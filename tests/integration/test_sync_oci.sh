@@ -9,7 +9,12 @@
 # reads no blob from the source; that a new tag uploads only its own blobs;
 # that a second repository of the destination gets the blobs by
 # cross-repository mount; a destination with token auth; and the usage
-# errors. Requests are counted from the registries' access logs.
+# errors. With --all an OCI index and a Docker manifest list go whole:
+# `skopeo inspect --raw` of each at the destination, and of each platform's
+# manifest, is the source's, the index went in after its manifests, a
+# second run is up to date, and `skopeo copy --all` from the destination
+# gives the layers built here. Requests are counted from the registries'
+# access logs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/registry.sh"
 
@@ -47,6 +52,7 @@ B=127.0.0.1:$REG_PORT
 for t in v1 v2 x-other; do push "oci:$L:$t" "docker://$A/src:$t"; done
 push --all "oci:$L:multi" "docker://$A/src:multi"
 push --format v2s2 "oci:$L:v1" "docker://$A/src:docker"
+push --all --format v2s2 "oci:$L:multi" "docker://$A/src:dlist" # a Docker manifest list
 check "skopeo pushed the source images" grep -q x-other <(curl -s "http://$A/v2/src/tags/list")
 AMD64=$(python3 - "$L" <<'PY'
 import json, sys
@@ -141,6 +147,48 @@ check "team/dst2 has the source's digests" same_digests team/dst2 v1 v2
 "$SYNCBIT" sync "oci://$A/src:v2" "oci://$B/renamed:stable" --once --data "$DATA" >"$T/r5" 2>&1
 check "a DST tag renames one image (same registry: mounted from dst), text lines" grep -q "stable copied -> oci://$B/renamed:stable" "$T/r5"
 check "the renamed tag keeps the digest" test "$(digest "$B/renamed:stable")" = "$(digest "$A/src:v2")"
+
+# ---- --all: multi-arch images whole ------------------------------------------
+rawof() { "${SKOPEO[@]}" inspect --raw --tls-verify=false "docker://$1"; }
+# same_raw REF...: skopeo inspect --raw of B/whole REF is A/src REF's.
+same_raw() {
+	local r
+	for r in "$@"; do
+		cmp -s <(rawof "$B/whole$r") <(rawof "$A/src$r") || { echo "$r differs"; return 1; }
+	done
+}
+children() { rawof "$A/src:$1" | python3 -c "import json,sys; print(' '.join(m['digest'] for m in json.load(sys.stdin)['manifests']))"; }
+mark b
+sync_ "oci://$A/src" "oci://$B/whole" --tag-regex '^(multi|dlist)$' --all >"$T/r7" 2>"$T/r7.err"
+check "sync --all: exit 0, both indexes copied" test $? -eq 0 -a "$(field "$T/r7" copied)" -eq 2
+check "  each tag reports the index's digest" test "$(tagfield "$T/r7" multi digest)" = "$(digest "$A/src:multi")"
+check "  skopeo inspect --raw of the OCI index and the Docker list equals the source's" same_raw :multi :dlist
+read -r -a KIDS <<<"$(children multi) $(children dlist)"
+check "  and of each platform's manifest, by digest" same_raw "${KIDS[@]/#/@}"
+check "  every platform's manifests went in by digest, then the index under its tag" python3 - "$T/b.log" "$(cat "$T/b.mark")" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):]
+puts = [m.group(1) for m in (re.search(r'"PUT /v2/whole/manifests/(\S+) HTTP/1.1" 201', l) for l in lines) if m]
+for tag in ("multi", "dlist"):
+    assert puts.count(tag) == 1, (tag, puts)
+at = {p: i for i, p in enumerate(puts)}
+digests = [p for p in puts if p.startswith("sha256:")]
+assert len(digests) == 4, puts
+assert all(at[d] < max(at["multi"], at["dlist"]) for d in digests), puts
+assert at["multi"] > min(at[d] for d in digests), puts
+PY
+check "  skopeo copy --all from the destination: every platform's layers are the ones built here" bash -c \
+	"rm -rf '$T/all' && $(printf '%q ' "${SKOPEO[@]}") copy -q --all --src-tls-verify=false 'docker://$B/whole:multi' 'oci:$T/all:multi' &&
+	 for a in amd64 arm64; do for h in \$(python3 '$FIXTURES/oci_layout.py' layers '$T/all' multi \$a); do
+	   cmp '$T/all/blobs/sha256/'\$h '$L/blobs/sha256/'\$h || exit 1; done; done"
+mark b
+sync_ "oci://$A/src" "oci://$B/whole" --tag-regex '^(multi|dlist)$' --all >"$T/r8" 2>"$T/r8.err"
+check "a second sync --all: both up to date, no PUT, PATCH or POST" \
+	test "$(field "$T/r8" up_to_date)" -eq 2 -a "$(count b 'PUT|PATCH|POST')" -eq 0
+expect_fail "--all with --platform is a usage error" 2 "does not go with --platform" \
+	"$SYNCBIT" sync "oci://$A/src:multi" "oci://$B/whole" --all --platform linux/amd64 --once --data "$DATA"
+expect_fail "--all with a directory DST is a usage error" 2 "takes a registry DST" \
+	"$SYNCBIT" sync "oci://$A/src:multi" "$T/dir" --all --once --data "$DATA"
 
 # ---- a destination with token auth ------------------------------------------
 "$FIXTURES/oci_token.py" --dir "$T/token" --user alice:s3cret --grant pull,push >"$T/token.port" 2>"$T/token.err" &

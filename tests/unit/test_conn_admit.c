@@ -229,9 +229,43 @@ static void test_preauth_outcomes(void **state)
 	gate_close(&g, r, 2);
 }
 
+/* The listener's socket defers connections that sent nothing: a silent
+ * client is not accepted within a second, one that speaks is at once, and
+ * a connection that sent its first bytes is admitted as before. */
+static void test_defer_accept(void **state)
+{
+	struct gate g = {0};
+	struct raw_client r[2];
+	static const uint8_t hello[] = "x";
+
+	admit_set_defer_accept(1);
+	env_init(&g.e, 1, 1);
+	g.e.scfg.handshake_ms = 5000;
+	gate_listen(&g, 4, 8);
+	memset(r, 0, sizeof r);
+	raw_client_start_from(&g.e, &r[0], g.e.port, "127.0.0.1");
+	run_until(&g.e, &r[0].connected, 1);
+	gate_sleep(&g, 1000);
+	assert_int_equal(gate_seen(&g), 0);
+	assert_int_equal(admit_pending(conn_listener_admit(g.e.l)), 0);
+	r[1].data = hello;
+	r[1].len = 1;
+	raw_client_start_from(&g.e, &r[1], g.e.port, "127.0.0.1");
+	gate_run_until_seen(&g, 1);
+	assert_int_equal(g.accepted, 1);
+	assert_int_equal(gate_count(&g, ADMIT_EVICTED), 0);
+	gate_close(&g, r, 2);
+	admit_set_defer_accept(0);
+}
+
 int main(void)
 {
+	/* The other cases are about connections that reach the listener
+	 * silent (a client that went quiet after its first bytes, or one
+	 * the kernel hands over once the deferral ends): accept them at once. */
+	admit_set_defer_accept(0);
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defer_accept),
 	    cmocka_unit_test(test_preauth_per_address),
 	    cmocka_unit_test(test_preauth_overall),
 	    cmocka_unit_test(test_preauth_fd_reserve),

@@ -215,6 +215,9 @@ static void test_dial_errors(void **state)
 
 int main(void)
 {
+	/* Silent connections are the subject here: accepted at once, not
+	 * deferred until their first bytes (common/net/admit.h). */
+	admit_set_defer_accept(0);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_initiator_refuses),
 	    cmocka_unit_test(test_timeouts),

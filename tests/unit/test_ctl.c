@@ -28,6 +28,12 @@ static void test_parse_commands(void **state)
 			 CTL_OP_PULL);
 	assert_string_equal(name, "ds");
 	free(name);
+	assert_int_equal(ctl_request_parse("{\"op\": \"rm\", \"name\": \"pull-1\", \"path\": "
+					   "\"/x/pull-1\", \"purge\": true}",
+					   &name),
+			 CTL_OP_RM);
+	assert_string_equal(name, "pull-1");
+	free(name);
 }
 
 static void test_parse_malformed(void **state)
@@ -52,9 +58,12 @@ static void test_parse_malformed(void **state)
 static void test_parse_unknown(void **state)
 {
 	static const char *const lines[] = {
-	    "{\"op\": \"frobnicate\"}", "{\"op\": \"STATUS\"}",
+	    "{\"op\": \"frobnicate\"}",
+	    "{\"op\": \"STATUS\"}",
 	    "{\"op\": \"ready\"}",	       /* without its name */
 	    "{\"op\": \"pull\", \"name\": 7}", /* name not a string */
+	    "{\"op\": \"rm\"}",
+	    "{\"op\": \"rm\", \"name\": \"\"}", /* rm of nothing */
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
 		char *name = (char *)"unset";

@@ -173,6 +173,7 @@ static void test_policy_by_source(void **state)
 {
 	struct fx *x = *state;
 	assert_int_equal(fetch_order(x->f), FETCH_ORDER_FILES);
+	assert_true(fetch_order_matters(x->f));
 	const Manifest *m = fetch_manifest(x->f);
 	assert_int_equal(fetch_order_of(m, FETCH_ORDER_AUTO), FETCH_ORDER_FILES);
 	assert_int_equal(fetch_order_of(m, FETCH_ORDER_RAREST), FETCH_ORDER_RAREST);
@@ -301,6 +302,7 @@ static void test_rarest_across_the_version(void **state)
 {
 	struct fx *x = *state;
 	assert_int_equal(fetch_order(x->f), FETCH_ORDER_RAREST);
+	assert_false(fetch_order_matters(x->f)); /* agent/pick.h decides */
 	has(x, 0, NB - 1);
 	avail(x, 3);
 	fetch_avail_add(x->f, 10, -2); /* the small file is no reason */
@@ -317,6 +319,7 @@ static void test_rarest_wanted_first(void **state)
 	avail(x, 3);
 	fetch_avail_add(x->f, 10, -2);
 	fetch_want_file(x->f, 1);
+	assert_true(fetch_order_matters(x->f));
 	fetch_avail_add(x->f, 3, -1);
 	assert_int_equal(next(x), 3); /* the rarest of the wanted file */
 	ask_all(x, 1, 4);

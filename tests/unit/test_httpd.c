@@ -473,6 +473,9 @@ static void test_parse_request(void **state)
 
 int main(void)
 {
+	/* Silent connections are the subject here: accepted at once, not
+	 * deferred until their first bytes (common/net/admit.h). */
+	admit_set_defer_accept(0);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_get_route, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_head_has_no_body, setup, teardown),

@@ -217,17 +217,20 @@ static void test_tags_and_links(void **state)
 
 static void test_layout_index(void **state)
 {
-	struct oci_layout_ref refs[2] = {
-	    {OCI_MT_MANIFEST, D1, 100, "cann-8.0"},
-	    {OCI_MT_DOCKER_V2, D2, 200, NULL},
+	struct oci_platform arm;
+	assert_int_equal(oci_platform_parse("linux/arm64/v8", &arm), 0);
+	struct oci_layout_ref refs[3] = {
+	    {OCI_MT_MANIFEST, D1, 100, "cann-8.0", NULL, NULL},
+	    {OCI_MT_DOCKER_V2, D2, 200, NULL, NULL, NULL},
+	    {OCI_MT_MANIFEST, D3, 300, "multi", &arm, D1},
 	};
-	char *s = oci_layout_index(refs, 2);
+	char *s = oci_layout_index(refs, 3);
 	json_error_t err;
 	json_t *root = json_loads(s, 0, &err);
 	assert_non_null(root);
 	assert_int_equal(json_integer_value(json_object_get(root, "schemaVersion")), 2);
 	json_t *ms = json_object_get(root, "manifests");
-	assert_int_equal(json_array_size(ms), 2);
+	assert_int_equal(json_array_size(ms), 3);
 	json_t *m0 = json_array_get(ms, 0);
 	assert_string_equal(json_string_value(json_object_get(m0, "digest")), D1);
 	assert_int_equal(json_integer_value(json_object_get(m0, "size")), 100);
@@ -235,13 +238,67 @@ static void test_layout_index(void **state)
 	    json_string_value(json_object_get(json_object_get(m0, "annotations"), OCI_REF_NAME)),
 	    "cann-8.0");
 	assert_null(json_object_get(json_array_get(ms, 1), "annotations"));
+	assert_null(json_object_get(m0, "platform"));
+	/* An entry taken from an index: its platform, and the index's digest. */
+	json_t *m2 = json_array_get(ms, 2), *a2 = json_object_get(m2, "annotations");
+	assert_string_equal(json_string_value(json_object_get(a2, OCI_REGISTRY_DIGEST)), D1);
+	assert_string_equal(json_string_value(json_object_get(a2, OCI_REF_NAME)), "multi");
+	json_t *p2 = json_object_get(m2, "platform");
+	assert_string_equal(json_string_value(json_object_get(p2, "os")), "linux");
+	assert_string_equal(json_string_value(json_object_get(p2, "architecture")), "arm64");
+	assert_string_equal(json_string_value(json_object_get(p2, "variant")), "v8");
+	assert_null(json_object_get(json_object_get(m0, "annotations"), OCI_REGISTRY_DIGEST));
 	json_decref(root);
 	/* The generated index.json is itself a valid index. */
 	struct oci_manifest m;
 	assert_int_equal(parse(s, NULL, &m), 0);
 	assert_true(m.is_index);
+	assert_true(m.manifests[2].has_platform);
+	assert_string_equal(m.manifests[2].platform.variant, "v8");
 	oci_manifest_close(&m);
 	free(s);
+}
+
+static void test_platform_lists(void **state)
+{
+	struct oci_platforms ps;
+	assert_int_equal(oci_platforms_parse("all", &ps), 0);
+	assert_true(ps.all);
+	assert_int_equal(ps.n, 0);
+	assert_int_equal(oci_platforms_parse("linux/amd64", &ps), 0);
+	assert_false(ps.all);
+	assert_int_equal(ps.n, 1);
+	assert_int_equal(oci_platforms_parse("linux/amd64,linux/arm64/v8,linux/x86_64/v2", &ps), 0);
+	assert_int_equal(ps.n, 3);
+	assert_string_equal(ps.p[1].arch, "arm64");
+	assert_string_equal(ps.p[1].variant, "v8");
+	assert_string_equal(ps.p[2].arch, "amd64"); /* the alias, normalized */
+	static const char *const bad[] = {
+	    "",				/* nothing */
+	    ",",			/* empty items */
+	    "linux/amd64,",		/* a trailing comma */
+	    ",linux/amd64",		/* a leading one */
+	    "linux/amd64,linux/amd64",	/* twice */
+	    "linux/amd64,linux/x86_64", /* twice, by its alias */
+	    "all,linux/amd64",		/* all is alone */
+	    "linux",			/* no arch */
+	    "linux/amd64 ,linux/arm64", /* a space */
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (oci_platforms_parse(bad[i], &ps) != SB_EURI)
+			fail_msg("accepted: \"%s\"", bad[i]);
+	/* At most OCI_PLATFORMS_MAX. */
+	struct buf b = BUF_INIT;
+	for (int i = 0; i <= OCI_PLATFORMS_MAX; i++)
+		buf_printf(&b, "%slinux/a%d", i ? "," : "", i);
+	assert_int_equal(oci_platforms_parse((const char *)b.ptr, &ps), SB_EURI);
+	b.len = 0;
+	for (int i = 0; i < OCI_PLATFORMS_MAX; i++)
+		buf_printf(&b, "%slinux/a%d", i ? "," : "", i);
+	buf_append(&b, "", 1);
+	assert_int_equal(oci_platforms_parse((const char *)b.ptr, &ps), 0);
+	assert_int_equal(ps.n, OCI_PLATFORMS_MAX);
+	buf_close(&b);
 }
 
 static void test_error_summary(void **state)
@@ -297,21 +354,30 @@ static void test_uri_options(void **state)
 	assert_string_equal(u.canonical, "oci://r.io/a:v1?platform=linux/arm64");
 	assert_string_equal(u.revision, "v1");
 	uri_close(&u);
+	assert_int_equal(uri_parse("oci://r.io/a:v1?platform=linux/arm64,linux/amd64", &u), 0);
+	assert_string_equal(u.platform, "linux/arm64,linux/amd64");
+	uri_close(&u);
+	assert_int_equal(uri_parse("oci://r.io/a:v1?platform=all", &u), 0);
+	assert_string_equal(u.canonical, "oci://r.io/a:v1?platform=all");
+	uri_close(&u);
 	assert_int_equal(uri_parse("oci://r.io/a", &u), 0);
 	assert_string_equal(u.canonical, "oci://r.io/a:latest");
 	assert_null(u.platform);
 	uri_close(&u);
 
 	static const char *const bad[] = {
-	    "oci://r.io/a:v1?tag-regex=x",	      /* a tag and a regex */
-	    ("oci://r.io/a@" D1 "?tag-regex=x"),      /* a digest and a regex */
-	    "oci://r.io/a?platform=linux",	      /* no arch */
-	    "oci://r.io/a?platform=Linux/amd64",      /* not lower-case */
-	    "oci://r.io/a?platform=a/b&platform=a/b", /* twice */
-	    "oci://r.io/a?colour=red",		      /* unknown key */
-	    "oci://r.io/a?tag-regex=",		      /* empty */
-	    "oci://r.io/a?tag-regex=%0a",	      /* control byte */
-	    "oci://r.io/a?platform",		      /* no value */
+	    "oci://r.io/a:v1?tag-regex=x",	       /* a tag and a regex */
+	    ("oci://r.io/a@" D1 "?tag-regex=x"),       /* a digest and a regex */
+	    "oci://r.io/a?platform=linux",	       /* no arch */
+	    "oci://r.io/a?platform=Linux/amd64",       /* not lower-case */
+	    "oci://r.io/a?platform=a/b&platform=a/b",  /* twice */
+	    "oci://r.io/a?colour=red",		       /* unknown key */
+	    "oci://r.io/a?tag-regex=",		       /* empty */
+	    "oci://r.io/a?tag-regex=%0a",	       /* control byte */
+	    "oci://r.io/a?platform",		       /* no value */
+	    "oci://r.io/a?platform=linux/amd64,",      /* an empty item */
+	    "oci://r.io/a?platform=linux/amd64,arm64", /* an item with no os */
+	    "oci://r.io/a?platform=ALL",	       /* not lower-case */
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		if (uri_parse(bad[i], &u) != SB_EURI)
@@ -330,6 +396,7 @@ int main(void)
 	    cmocka_unit_test(test_token),
 	    cmocka_unit_test(test_tags_and_links),
 	    cmocka_unit_test(test_layout_index),
+	    cmocka_unit_test(test_platform_lists),
 	    cmocka_unit_test(test_error_summary),
 	    cmocka_unit_test(test_hosts),
 	    cmocka_unit_test(test_uri_options),
