@@ -1,9 +1,10 @@
 /* The peer side of a daemon: connections to the other agents, the
- * bitfields and haves they announce, the requests this node makes (rarest
- * first from a random start, several in flight per peer, endgame for the
- * last blocks) and the blocks it serves (a bounded number of disk reads at
- * once, shared round-robin between peers; nothing is read for a peer whose
- * socket is backed up). Loop thread only. */
+ * bitfields and haves they announce, the requests this node makes (in the
+ * fetch's order, agent/fetch_order.c, from a random start; several in
+ * flight per peer, endgame for the last blocks) and the blocks it serves
+ * (a bounded number of disk reads at once, shared round-robin between
+ * peers; nothing is read for a peer whose socket is backed up). Loop
+ * thread only. */
 #ifndef SYNCBIT_PEER_H
 #define SYNCBIT_PEER_H
 
