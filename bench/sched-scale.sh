@@ -20,7 +20,8 @@
 # (10000), STEADY_S (60), FREEZE (10), CHURN_PER_MIN (0), ORIGIN_RATE (8 blocks/s
 # per node), PEER_RATE (200 blocks/s per node), BIND_ADDRS (8), JOIN_TIMEOUT_S
 # (900), ENCRYPT (1), PERF (empty; a directory: `perf record -g` of the scheduler
-# in steady state, saved there per N), KEEP (keep the temp dir).
+# in steady state and from the freeze to the re-plan, saved there per N as
+# sched-N.data and dead-N.data), KEEP (keep the temp dir).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -184,6 +185,10 @@ run_one() {
 	admin dataset add probe-dead "$T/src/d$((DATASETS + 1))" --block-size "$BLOCK_SIZE" >/dev/null
 	gen "wait-assign probe-dead $n"
 	expect "assigned probe-dead" 300
+	if [ -n "$PERF" ]; then
+		perf record -F 199 -g -p "$SCHED_PID" -o "$PERF/dead-$n.data" >/dev/null 2>&1 &
+		PERF_PID=$!
+	fi
 	gen "freeze $FREEZE probe-dead"
 	expect frozen 30
 	local frozen=$REPLY_LINE
@@ -192,6 +197,11 @@ run_one() {
 	if expect "replanned probe-dead" $(( HEARTBEAT_MS * 6 / 1000 + 30 )); then
 		read -r _ _ _ dead_ms dead_hb_ms <<<"$REPLY_LINE"
 		dead="$dead_ms ms ($dead_hb_ms ms after their last heartbeat; heartbeat $HEARTBEAT_MS ms)"
+	fi
+	if [ -n "$PERF_PID" ]; then
+		kill -INT "$PERF_PID" 2>/dev/null
+		wait "$PERF_PID" 2>/dev/null || true
+		PERF_PID=
 	fi
 
 	echo "N=$n datasets=${DATASETS}x$BLOCKS register=$((reg_ms / 1000)).$(( (reg_ms % 1000) / 100 )) s" \
