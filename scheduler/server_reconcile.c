@@ -519,14 +519,15 @@ void server_reconcile(struct sched *s)
 		if (!cv->changed)
 			continue;
 		cv->changed = 0;
+		/* The round's member list: its overlay key is computed once,
+		 * not once per member (n names hashed n times). */
 		size_t n;
-		struct cluster_node **m = cluster_members(c, cv, &n);
+		struct cluster_node **m = members_of(s, cv, &n);
 		for (size_t j = 0; j < n; j++) {
 			struct sched_client *cl = server_client_of(m[j]);
 			if (cl && !assigned_now(cl, cv))
 				send_peers_origin(s, cl, cv, m, n);
 		}
-		free(m);
 	}
 	s->reconcile_cost_ms = (uv_hrtime() - began) / 1000000;
 }
