@@ -112,6 +112,16 @@ expect() {
 }
 
 admin() { "$SYNCBIT" "$@" --scheduler "127.0.0.1:$PORT" --token-file "$D/join-token"; }
+# An admin change, tried up to 3 times; each failure is printed with the time it took.
+admin_retry() {
+	local i t0
+	for i in 1 2 3; do
+		t0=$(now_ms)
+		admin "$@" 2>"$T/admin.err" && return 0
+		echo "sched-scale: try $i of '$1 $2 $3' failed after $(( $(now_ms) - t0 )) ms: $(tail -1 "$T/admin.err")" >&2
+	done
+	return 1
+}
 
 run_one() {
 	local n=$1
@@ -175,14 +185,14 @@ run_one() {
 
 	# A new dataset for every node: until the last Assign.
 	t1=$(now_ms)
-	admin dataset add probe-assign "$T/src/d$DATASETS" --block-size "$BLOCK_SIZE" >/dev/null
+	admin_retry dataset add probe-assign "$T/src/d$DATASETS" --block-size "$BLOCK_SIZE" >/dev/null
 	gen "wait-assign probe-assign $n"
 	expect "assigned probe-assign" 300
 	local assign_ms=$(( ${REPLY_LINE##* } - t1 ))
 
 	# A dead node: FREEZE nodes with unread origin blocks go silent.
 	gen "hold probe-dead"
-	admin dataset add probe-dead "$T/src/d$((DATASETS + 1))" --block-size "$BLOCK_SIZE" >/dev/null
+	admin_retry dataset add probe-dead "$T/src/d$((DATASETS + 1))" --block-size "$BLOCK_SIZE" >/dev/null
 	gen "wait-assign probe-dead $n"
 	expect "assigned probe-dead" 300
 	if [ -n "$PERF" ]; then
