@@ -91,6 +91,7 @@ struct fetch {
 	size_t nslots;	   /* origin reads in flight at most */
 	size_t slots_busy; /* origin blocks being read or stored */
 	size_t reads_busy; /* origin reads (parts) in flight */
+	uint64_t peer_storing; /* bytes of peer blocks handed to the pool, not yet stored */
 	uint64_t next_seq;
 
 	/* FETCH_SYNC_BATCHED: sealed files awaiting the group commit, and
