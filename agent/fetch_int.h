@@ -91,8 +91,10 @@ struct fetch {
 	size_t nslots;	   /* origin reads in flight at most */
 	size_t slots_busy; /* origin blocks being read or stored */
 	size_t reads_busy; /* origin reads (parts) in flight */
-	uint64_t peer_storing; /* bytes of peer blocks handed to the pool, not yet stored */
 	uint64_t next_seq;
+
+	/* Bytes of peer blocks handed to the pool and not yet stored. */
+	uint64_t peer_storing;
 
 	/* FETCH_SYNC_BATCHED: sealed files awaiting the group commit, and
 	 * those being committed. */

@@ -11,8 +11,11 @@
 #include "common/net/frame.h"
 #include "common/log.h"
 
-#define READ_CHUNK   (64u << 10) /* socket reads land here ... */
-#define DIRECT_MIN   (64u << 10) /* ... unless a payload or record still misses this much */
+/* Socket reads land in a READ_CHUNK buffer, unless a payload still misses
+ * DIRECT_MIN bytes or more, or a record is that large: then they go
+ * straight into it. */
+#define READ_CHUNK   (64u << 10)
+#define DIRECT_MIN   (64u << 10)
 #define KEEP_BUF_MAX (64u << 10) /* larger scratch buffers are released when idle */
 
 static void frame_deliver(struct conn *c, const struct frame *f)
@@ -170,8 +173,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 		b->len = SECURE_RECORD_HEADER - c->rec_hdr_got;
 		return;
 	}
-	if (c->state == ST_READY && c->encrypted && c->rec_len &&
-	    c->rec_len - c->rec.len >= DIRECT_MIN) {
+	/* A large record is read straight into its buffer to its very end, so
+	 * the next read starts at the next record's header. */
+	if (c->state == ST_READY && c->encrypted && c->rec_len >= DIRECT_MIN &&
+	    c->rec.len < c->rec_len) {
 		b->base = (char *)c->rec.ptr + c->rec.len;
 		b->len = c->rec_len - c->rec.len;
 		return;
