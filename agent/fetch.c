@@ -132,6 +132,11 @@ uint32_t fetch_block_asks(const struct fetch *f, uint32_t b)
 	return f->asks[b];
 }
 
+uint64_t fetch_peer_storing(const struct fetch *f)
+{
+	return f->peer_storing;
+}
+
 uint32_t fetch_missing(const struct fetch *f)
 {
 	uint32_t n = 0;

@@ -198,6 +198,10 @@ uint32_t fetch_block_asks(const struct fetch *f, uint32_t b);
  * already held or being stored are dropped. */
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
 			  const char *peer);
+/* Bytes of blocks from peers that are waiting to be verified and written,
+ * or being so: what peers hold back new requests on (peer_fill). When one
+ * is done the fetch's wake hook runs. */
+uint64_t fetch_peer_storing(const struct fetch *f);
 /* Blocks still missing that are not being stored (for endgame). */
 uint32_t fetch_missing(const struct fetch *f);
 /* ---- the order blocks are fetched in (agent/fetch_order.c) ---- */

@@ -93,6 +93,9 @@ struct fetch {
 	size_t reads_busy; /* origin reads (parts) in flight */
 	uint64_t next_seq;
 
+	/* Bytes of peer blocks handed to the pool and not yet stored. */
+	uint64_t peer_storing;
+
 	/* FETCH_SYNC_BATCHED: sealed files awaiting the group commit, and
 	 * those being committed. */
 	struct ffile **ready, **flushing;

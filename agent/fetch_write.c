@@ -349,6 +349,9 @@ void fetch_write_done(uv_work_t *w, int status)
 	struct fetch *f = j->f;
 	int rc = status < 0 ? status : j->rc;
 	uint32_t b = j->b;
+	int peer_job = j->kind == JOB_PEER;
+	if (peer_job)
+		f->peer_storing -= j->len;
 	if (f->dead) {
 		job_release(j);
 		fetch_unpend(f);
@@ -433,7 +436,7 @@ void fetch_write_done(uv_work_t *w, int status)
 	if (why)
 		fetch_origin_fail(f, rc, "%s: %s: %s", fetch_shown(f), f->m->files[ff->index]->path,
 				  why);
-	if (f->hooks.wake && rc < 0)
+	if (f->hooks.wake && (rc < 0 || peer_job)) /* peers may ask for more now */
 		f->hooks.wake(f->hooks.arg, f);
 	fetch_pump(f);
 	fetch_unpend(f);
@@ -457,6 +460,8 @@ void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t 
 	j->owned = 1;
 	j->expect = 1;
 	j->peer = peer ? xstrdup(peer) : NULL;
+	if (kind == JOB_PEER)
+		f->peer_storing += j->len;
 	j->work.data = j;
 	f->state[b] = kind == JOB_LOCAL ? FETCH_LOCAL : FETCH_STORING;
 	fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);

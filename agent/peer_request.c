@@ -103,6 +103,11 @@ void peer_fill(struct peer *pe)
 	uint32_t b;
 	if (!pe->ready || pe->closed)
 		return;
+	uint64_t storing = 0;
+	for (size_t i = 0; i < pe->p->nfetches; i++)
+		storing += fetch_peer_storing(pe->p->fetches[i]);
+	if (storing >= PEER_STORING_MAX)
+		return; /* fetch_write_done wakes the peers */
 	size_t depth = pick_depth(pe->rate, pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
 	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
 		struct req *r = &pe->reqs[pe->nreqs];

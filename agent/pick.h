@@ -19,6 +19,10 @@
 #define PEER_PIPELINE_MIN     2
 #define PEER_PIPELINE_MAX     32
 #define PEER_PIPELINE_SECONDS 0.5
+/* No new requests while this many bytes from peers wait to be verified and
+ * written (all fetches): when the pool or the disk is slower than the
+ * links, received blocks would otherwise pile up in memory. */
+#define PEER_STORING_MAX      (64u << 20)
 #define PEER_ENDGAME_ASKS     2	      /* peers asked at once for one block in the endgame */
 #define PEER_ENDGAME_AFTER_MS 1000    /* ...once its requests are overdue by this */
 #define PICK_RATE_FLOOR	      65536.0 /* bytes/s assumed of a peer not measured yet */

@@ -11,8 +11,11 @@
 #include "common/net/frame.h"
 #include "common/log.h"
 
-#define READ_CHUNK   (64u << 10) /* socket reads land here ... */
-#define DIRECT_MIN   (64u << 10) /* ... unless a payload or record still misses this much */
+/* Socket reads land in a READ_CHUNK buffer, unless a payload still misses
+ * DIRECT_MIN bytes or more, or a record is that large: then they go
+ * straight into it. */
+#define READ_CHUNK   (64u << 10)
+#define DIRECT_MIN   (64u << 10)
 #define KEEP_BUF_MAX (64u << 10) /* larger scratch buffers are released when idle */
 
 static void frame_deliver(struct conn *c, const struct frame *f)
@@ -95,6 +98,16 @@ static void record_open(struct conn *c, const uint8_t *ct)
 		frame_deliver(c, &f);
 }
 
+/* A record's header is in: its length, checked. 0, or the connection
+ * failed. */
+static int record_header(struct conn *c)
+{
+	int rc = secure_record_len(c->rec_hdr, &c->rec_len);
+	if (rc)
+		conn_fail(c, rc, "%s sent a record of %zu bytes", c->peer_addr, c->rec_len);
+	return rc;
+}
+
 static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
 {
 	size_t k;
@@ -106,11 +119,8 @@ static size_t record_step(struct conn *c, const uint8_t *p, size_t n)
 		c->rec_hdr_got += k;
 		if (c->rec_hdr_got < SECURE_RECORD_HEADER)
 			return k;
-		int rc = secure_record_len(c->rec_hdr, &c->rec_len);
-		if (rc) {
-			conn_fail(c, rc, "%s sent a record of %zu bytes", c->peer_addr, c->rec_len);
+		if (record_header(c))
 			return n;
-		}
 		if (n - k >= c->rec_len) { /* the whole record is here: no copy */
 			size_t len = c->rec_len;
 			record_open(c, p + k);
@@ -153,8 +163,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 		b->len = n;
 		return;
 	}
-	if (c->state == ST_READY && c->encrypted && c->rec_len &&
-	    c->rec_len - c->rec.len >= DIRECT_MIN) {
+	/* Inside a payload the next record is most likely the payload's own:
+	 * its header alone first, so that all of its ciphertext can then go
+	 * straight into the record buffer (a read into rbuf would take the
+	 * first part of it along, to be copied). */
+	if (c->state == ST_READY && c->encrypted && c->rec_len == 0 &&
+	    frame_reader_payload_room(&c->fr, &room) >= DIRECT_MIN) {
+		b->base = (char *)c->rec_hdr + c->rec_hdr_got;
+		b->len = SECURE_RECORD_HEADER - c->rec_hdr_got;
+		return;
+	}
+	/* A large record is read straight into its buffer to its very end, so
+	 * the next read starts at the next record's header. */
+	if (c->state == ST_READY && c->encrypted && c->rec_len >= DIRECT_MIN &&
+	    c->rec.len < c->rec_len) {
 		b->base = (char *)c->rec.ptr + c->rec.len;
 		b->len = c->rec_len - c->rec.len;
 		return;
@@ -224,6 +246,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	admit_heard(&c->slot);
 	if (b->base == (char *)c->rbuf) {
 		input(c, (const uint8_t *)b->base, (size_t)n);
+	} else if (c->encrypted && c->rec_len == 0) { /* a record's header, alone */
+		c->rec_hdr_got += (size_t)n;
+		if (c->rec_hdr_got == SECURE_RECORD_HEADER && record_header(c) == 0)
+			buf_reserve(&c->rec, c->rec_len);
 	} else if (c->encrypted) { /* straight into the record */
 		c->rec.len += (size_t)n;
 		if (c->rec.len == c->rec_len)

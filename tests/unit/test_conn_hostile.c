@@ -103,6 +103,42 @@ static void test_tampered_record(void **state)
 	env_close(&e);
 }
 
+/* Inside a payload a record's header is read alone and its ciphertext
+ * straight into the record buffer: there too a length over the limit is
+ * refused at the header, before the record is read, and altered ciphertext
+ * fails authentication. The second record of a 4 MiB payload is altered
+ * (the frame's header and body go first in a record of their own). */
+static void test_tampered_payload_record(void **state)
+{
+	const size_t head_rec = SECURE_RECORD_OVERHEAD + FRAME_HEADER_LEN + 4;
+	const size_t full_rec = SECURE_RECORD_OVERHEAD + SECURE_RECORD_MAX;
+	for (int what = 0; what < 2; what++) {
+		struct env e;
+		struct relay r;
+		struct sent_count n = {0};
+
+		env_init(&e, 1, 1);
+		dial_via_relay(&e, &r);
+		run_until(&e, &e.srv.ready_calls, 1);
+		assert_int_equal(e.srv.ready_status, 0);
+		size_t second = r.forwarded + head_rec + full_rec;
+		/* the length's top byte (0x00 -> 0x10), or a byte of ciphertext */
+		r.tamper_at = what == 0 ? second : second + SECURE_RECORD_HEADER + 1000;
+		send_frame(e.cli.c, 0, 4, BIG, &n);
+		run_until(&e, &e.srv.close_calls, 1);
+		assert_int_equal(e.srv.close_status, what == 0 ? SB_ETOOBIG : SB_EAUTH);
+		assert_int_equal(e.srv.frames, 0);
+		assert_non_null(strstr(e.srv.error, what == 0 ? "sent a record of 268697616 bytes"
+							      : "failed authentication"));
+		if (what == 0) /* refused at the header, not after reading the record */
+			assert_true(e.srv.bytes_in < second + 2 * SECURE_RECORD_HEADER + 4096);
+		relay_stop(&r);
+		run_until(&e, &e.cli.close_calls, 1);
+		buf_close(&r.captured);
+		env_close(&e);
+	}
+}
+
 /* --no-encrypt: a frame's header, body or tag altered on the way is
  * refused; a payload is not covered (blocks are checked against their
  * hashes by the application), but its length is. */
@@ -352,15 +388,11 @@ static void test_hostile_handshakes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_oversized),
-	    cmocka_unit_test(test_table_limits),
-	    cmocka_unit_test(test_tampered_record),
-	    cmocka_unit_test(test_tampered_plain),
-	    cmocka_unit_test(test_identity_refused),
-	    cmocka_unit_test(test_wrong_purpose),
-	    cmocka_unit_test(test_replay),
-	    cmocka_unit_test(test_peer_gone),
-	    cmocka_unit_test(test_hostile_handshakes),
+	    cmocka_unit_test(test_oversized),	    cmocka_unit_test(test_table_limits),
+	    cmocka_unit_test(test_tampered_record), cmocka_unit_test(test_tampered_payload_record),
+	    cmocka_unit_test(test_tampered_plain),  cmocka_unit_test(test_identity_refused),
+	    cmocka_unit_test(test_wrong_purpose),   cmocka_unit_test(test_replay),
+	    cmocka_unit_test(test_peer_gone),	    cmocka_unit_test(test_hostile_handshakes),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,7 +4,7 @@
  * refused; a restart that reuses what the cache holds; origin shares that
  * drop blocks and name them again; blocks that match poisoned hashes but
  * not the source's whole-file digest; a standalone pull's batched fetch
- * stopped midway. */
+ * stopped midway; peer blocks counted while they wait to be stored. */
 #include "tests/unit/testutil.h"
 
 #include <sys/stat.h>
@@ -21,6 +21,7 @@
 
 struct ctx {
 	int durable, from_origin, bad, done, status;
+	int wakes; /* the wake hook ran */
 	uv_loop_t *loop;
 };
 
@@ -47,8 +48,14 @@ static void on_done(void *arg, struct fetch *f, int status)
 	uv_stop(c->loop);
 }
 
+static void on_wake(void *arg, struct fetch *f)
+{
+	struct ctx *c = arg;
+	c->wakes++;
+}
+
 static const struct fetch_hooks hooks = {
-    .durable = on_durable, .bad_peer = on_bad, .done = on_done};
+    .durable = on_durable, .wake = on_wake, .bad_peer = on_bad, .done = on_done};
 
 static void write_file(const char *dir, const char *name, size_t size, unsigned seed)
 {
@@ -292,6 +299,39 @@ static void test_peer_blocks_assemble_version(void **state)
 	assert_int_equal(st.bad_blocks, 0);
 	assert_int_equal(st.bytes_from_peers + st.bytes_reused, st.bytes);
 	assert_published_like_source(&e, &b);
+	stop_all(&e, &a, &b);
+	node_close(&b, 1);
+	node_close(&a, 1);
+	env_close(&e);
+}
+
+/* Blocks handed in from peers count as waiting to be stored (what peers
+ * hold back new requests on) until each is verified and written, or
+ * refused; each one done wakes the peers. */
+static void test_peer_blocks_storing_counted(void **state)
+{
+	struct env e;
+	struct node a, b;
+	env_init(&e);
+	origin_fetch(&e, &a);
+	full_manifest(&e, &a);
+	node_start(&e, &b, "b", NULL);
+	assert_int_equal(fetch_peer_storing(b.f), 0); /* local copies are not counted */
+	uint64_t fed = 0;
+	int nfed = 0;
+	for (uint32_t i = 0; i < fetch_nblocks(b.f); i++)
+		if (fetch_block_state(b.f, i) == FETCH_NEED) {
+			fed += fetch_block_len(b.f, i);
+			nfed++;
+		}
+	assert_true(nfed > 1);
+	int wakes = b.cx.wakes;
+	assert_true(feed_peer_blocks(&e, &b, 1) > 0); /* the first one corrupt */
+	assert_int_equal(fetch_peer_storing(b.f), fed);
+	while (fetch_peer_storing(b.f) > 0)
+		uv_run(&e.loop, UV_RUN_ONCE);
+	assert_true(b.cx.wakes - wakes >= nfed); /* the refused block too */
+	assert_int_equal(b.cx.bad, 1);
 	stop_all(&e, &a, &b);
 	node_close(&b, 1);
 	node_close(&a, 1);
@@ -684,6 +724,7 @@ int main(void)
 	    cmocka_unit_test(test_origin_fetch_publishes),
 	    cmocka_unit_test(test_peer_blocks_assemble_version),
 	    cmocka_unit_test(test_corrupt_peer_block_refused),
+	    cmocka_unit_test(test_peer_blocks_storing_counted),
 	    cmocka_unit_test(test_restart_reuses_cache),
 	    cmocka_unit_test(test_share_named_again),
 	    cmocka_unit_test(test_poisoned_blocks_lfs_digest),
