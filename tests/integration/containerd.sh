@@ -127,21 +127,22 @@ containerd_stop_simple() {
 
 # containerd_launch: start containerd on $C/config.toml in the background,
 # its log $C/log; sets CTRD_PID. A test that must start it otherwise (in a
-# mount namespace of its own) gives containerd_up its own function.
+# mount namespace of its own) gives containerd_up a function of its own.
 containerd_launch() {
 	containerd_run --config "$C/config.toml" >"$C/log" 2>&1 &
 	CTRD_PID=$!
 	PIDS+=("$CTRD_PID")
 }
 
-# containerd_up [LAUNCH]: start containerd with LAUNCH (containerd_launch)
-# on DIR $C's config, wait until it answers and choose SNAP. containerd 2.x
-# is then stopped and started again with the unpack platforms for SNAP in
-# its config (containerd_config: which snapshotter works is only known once
-# it ran). Returns 1, with containerd's last errors shown, when it does not
-# answer.
+# containerd_up LAUNCH: start containerd with the function LAUNCH (e.g.
+# containerd_launch) on $C/config.toml, wait until it answers and choose
+# SNAP. containerd 2.x is then stopped and started again with the unpack
+# platforms for SNAP in its config (containerd_config; which snapshotter
+# works is only known once it ran), the first start's log kept as
+# $C/log.probe. Returns 1, with containerd's last errors shown, when it
+# does not answer.
 containerd_up() {
-	local launch=${1:-containerd_launch}
+	local launch=$1
 	"$launch"
 	if ! containerd_wait; then
 		grep -E 'level=(error|fatal)' "$C/log" | tail -5
@@ -151,6 +152,7 @@ containerd_up() {
 	[ "$(containerd_major)" -ge 2 ] || return 0
 	kill -TERM "$CTRD_PID"
 	for _ in $(seq 100); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$CTRD_PID" 2>/dev/null
 	mv "$C/log" "$C/log.probe"
 	containerd_config "$C" "$SNAP"
 	"$launch"
@@ -170,7 +172,7 @@ containerd_start() {
 	CTR=(timeout -k 5 "$3" "$CTR_BIN" --address "$SOCK" --namespace "$2")
 	containerd_config "$C"
 	CLEANUPS+=(containerd_stop_simple)
-	containerd_up
+	containerd_up containerd_launch
 }
 
 # ctr_major: the major version of $CTR_BIN (1 or 2), from `ctr --version`
