@@ -120,6 +120,12 @@ int daemon_published(struct daemon *d, size_t i, struct daemon_published *out);
  * agent (kept in the cache only), while it is assigned; 0 when not, -1
  * past the last. */
 int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct fetch **f);
+/* A consumer's word on the order of the files of dataset name's version vid
+ * being fetched here (files: indices into its manifest's files): the order
+ * it reads them in (fetch_order_files), or, with wanted, files it waits
+ * for now (fetch_want_file). 0, or -1 when that version is not fetched. */
+int daemon_fetch_order(struct daemon *d, const char *name, const uint8_t *vid, const size_t *files,
+		       size_t n, int wanted);
 /* 1 when dataset name's file of cache object id changed on disk and is not
  * put back yet (never serve it), else 0. */
 int daemon_file_damaged(struct daemon *d, const char *name, const struct hash_id *id);

@@ -174,6 +174,19 @@ int daemon_fetching(struct daemon *d, size_t i, const char **name, const struct 
 	return 1;
 }
 
+int daemon_fetch_order(struct daemon *d, const char *name, const uint8_t *vid, const size_t *files,
+		       size_t n, int wanted)
+{
+	struct dset *s = find_set(d, name);
+	if (!s || !s->cur || memcmp(fetch_version_id(s->cur), vid, HASH_LEN))
+		return -1;
+	if (!wanted)
+		fetch_order_files(s->cur, files, n);
+	for (size_t i = 0; wanted && i < n; i++)
+		fetch_want_file(s->cur, files[i]);
+	return 0;
+}
+
 int daemon_file_damaged(struct daemon *d, const char *name, const struct hash_id *id)
 {
 	return watch_file_damaged(d->watch, name, id);

@@ -92,6 +92,7 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 		free(payload);
 		return;
 	}
+	f->arrived_ms = uv_now(f->loop);
 	fetch_start_store(f, JOB_PEER, b, payload, peer);
 }
 
@@ -147,19 +148,30 @@ size_t fetch_files_missing(const struct fetch *f)
 	return n;
 }
 
-int fetch_file_done(const struct fetch *f, size_t index)
+size_t fetch_file_slot(const struct fetch *f, size_t index)
 {
 	size_t lo = 0, hi = f->nfiles; /* files[] follows the manifest's order */
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (f->files[mid].index == index)
-			return f->files[mid].done;
+			return mid;
 		if (f->files[mid].index < index)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return 0;
+	return f->nfiles;
+}
+
+int fetch_file_done(const struct fetch *f, size_t index)
+{
+	size_t fi = fetch_file_slot(f, index);
+	return fi < f->nfiles && f->files[fi].done;
+}
+
+uint64_t fetch_arrived_ms(const struct fetch *f)
+{
+	return f->arrived_ms;
 }
 
 /* Once a second: blocks that no connected peer holds for a while are read
@@ -496,6 +508,7 @@ static int setup_blocks(struct fetch *f)
 		fi++;
 	}
 	f->st.blocks = nb;
+	fetch_order_setup(f);
 	f->ready = xcalloc(f->nfiles + 1, sizeof *f->ready);
 	f->flushing = xcalloc(f->nfiles + 1, sizeof *f->flushing);
 	for (uint32_t b = 0; b < f->nblocks; b++)
@@ -615,6 +628,7 @@ void fetch_release(struct fetch *f)
 	free(f->avail);
 	free(f->asks);
 	free(f->lonely_ms);
+	fetch_order_free(f);
 	buf_close(&f->origin_q);
 	manifest_free(f->m);
 	free(f->name);

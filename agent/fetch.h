@@ -83,6 +83,20 @@ struct fetch_hooks {
 	void (*idle)(void *arg, struct fetch *f);
 };
 
+/* Which block a peer is asked for next (agent/fetch_order.c decides it, for
+ * peers and for this node's origin share alike). */
+enum fetch_order {
+	FETCH_ORDER_AUTO = 0, /* by the source: FILES for oci://, RAREST otherwise */
+	/* Rarest first from a random start across the whole version (the
+	 * files a consumer waits for first): blocks spread fastest when
+	 * only the whole version matters. */
+	FETCH_ORDER_RAREST,
+	/* Files complete one after another (documents, then the consumer's
+	 * order, then the manifest's; waited-for files first): the earliest
+	 * such file among the blocks a peer has, rarest first within it. */
+	FETCH_ORDER_FILES,
+};
+
 /* When written blocks are made durable. Either way a block is indexed (and
  * announced) only once an fsync covers it, and a file becomes an object
  * only once its data and its directory entry are durable. */
@@ -129,6 +143,7 @@ struct fetch_options {
 	 * give wait for a peer again and the origin is tried again after a
 	 * backoff (FETCH_ORIGIN_RETRY_MS), fetch_waiting() saying why. */
 	int repair;
+	enum fetch_order order; /* which block is asked for next */
 };
 
 /* Start fetching manifest m (copied; unknown hashes are zero) as o says.
@@ -185,6 +200,30 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 			  const char *peer);
 /* Blocks still missing that are not being stored (for endgame). */
 uint32_t fetch_missing(const struct fetch *f);
+/* ---- the order blocks are fetched in (agent/fetch_order.c) ---- */
+
+/* The policy o (FETCH_ORDER_AUTO: by m's source) comes to for manifest m. */
+enum fetch_order fetch_order_of(const Manifest *m, enum fetch_order o);
+enum fetch_order fetch_order(const struct fetch *f);
+/* A consumer reads files (indices into the manifest's files) in this
+ * order: they are fetched in it, after the small files and before the
+ * files never named. A file named before keeps its place. */
+void fetch_order_files(struct fetch *f, const size_t *files, size_t n);
+/* A consumer waits for m->files[index] now: its blocks go first on this
+ * node, from its origin share and from peers, whatever the policy. */
+void fetch_want_file(struct fetch *f, size_t index);
+int fetch_file_wanted(const struct fetch *f, size_t index);
+/* The needed block (FETCH_NEED) to ask a peer holding the blocks of bitfield
+ * has (LSB first) for next, by the fetch's policy; ties go to the first
+ * found from block start on. 1 with *out, or 0 when the peer has none. */
+int fetch_order_pick(const struct fetch *f, const uint8_t *has, uint32_t start, uint32_t *out);
+/* 1 when fetch_order_pick may choose otherwise than plain rarest first
+ * (agent/pick.h): FETCH_ORDER_FILES, or a file a consumer waited for. */
+int fetch_order_matters(const struct fetch *f);
+/* uv_now() when bytes of the version last reached this node (a part of an
+ * origin block, a block from a peer or a copy from the cache), 0: none. */
+uint64_t fetch_arrived_ms(const struct fetch *f);
+
 /* Files of the version not yet durable as objects here. */
 size_t fetch_files_missing(const struct fetch *f);
 /* 1 when regular file m->files[index] of the fetch's manifest is durable

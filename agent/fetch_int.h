@@ -113,6 +113,16 @@ struct fetch {
 	unsigned origin_backoff_ms;
 	char *waiting; /* fetch_waiting() */
 	struct fetch_stats st;
+	uint64_t arrived_ms; /* fetch_arrived_ms() */
+
+	/* The order blocks are asked for in (agent/fetch_order.c), per file
+	 * of files[]: its key (lower first), its place in the consumer's
+	 * order (1 + rank; 0: not named), whether a consumer waits for it. */
+	enum fetch_order order;
+	uint64_t *fkey;
+	uint32_t *frank;
+	uint8_t *fwant;
+	uint32_t nranked, nwanted;
 };
 
 /* Record the first failure (one line, printf-style), stop the source and
@@ -161,6 +171,15 @@ static inline int fetch_stopping(const struct fetch *f)
 {
 	return f->o.stop && *f->o.stop;
 }
+
+/* agent/fetch_order.c: the keys of the files (after setup_blocks), and
+ * their memory; the origin queue from origin_head on reordered by key,
+ * then block, each block once. */
+void fetch_order_setup(struct fetch *f);
+void fetch_order_free(struct fetch *f);
+void fetch_order_queue(struct fetch *f);
+/* The entry of files[] for manifest file index, or nfiles. */
+size_t fetch_file_slot(const struct fetch *f, size_t index);
 
 /* Open ff's partial if it is not open yet: 0, or the failure (reported). */
 int fetch_open_part(struct fetch *f, struct ffile *ff);

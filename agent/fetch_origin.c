@@ -27,6 +27,8 @@ static void origin_part_done(struct source *src, int status, void *arg)
 	struct fetch *f = j->f;
 	j->parts_done++;
 	f->reads_busy--;
+	if (status >= 0)
+		f->arrived_ms = uv_now(f->loop);
 	if ((status < 0 || f->dead) && !j->part_rc)
 		j->part_rc = status < 0 ? status : SB_ECANCELED; /* no more parts asked */
 	if (j->parts_done == j->parts_issued && (j->part_rc || j->parts_done == j->parts)) {
@@ -337,21 +339,15 @@ void fetch_set_origin(struct fetch *f, const uint32_t *first, const uint32_t *co
 	f->origin_q.len = k * sizeof(uint32_t);
 	f->origin_head = 0;
 	free(old);
-	/* Small files first: the documents that name the rest (an image's
-	 * index.json and manifests, a model's config) are what a consumer
-	 * asks for first, and the registry mirror serves each file as soon as
-	 * it is complete here. */
-	for (int pass = 0; pass < 2; pass++)
-		for (uint32_t b = 0; b < f->nblocks; b++) {
-			if (!f->planned[b] ||
-			    (f->state[b] != FETCH_UNKNOWN && f->state[b] != FETCH_NEED))
-				continue;
-			const FileEntry *e = f->m->files[f->files[f->bfile[b]].index];
-			if ((e->size <= FETCH_SMALL_FIRST) != (pass == 0))
-				continue;
+	for (uint32_t b = 0; b < f->nblocks; b++)
+		if (f->planned[b] && (f->state[b] == FETCH_UNKNOWN || f->state[b] == FETCH_NEED)) {
 			f->state[b] = FETCH_ORIGIN;
 			buf_append(&f->origin_q, &b, sizeof b);
 		}
+	/* Read in the fetch's order (agent/fetch_order.c): small files first
+	 * (the documents that name the rest, which the registry mirror serves
+	 * as soon as each is complete here), file after file. */
+	fetch_order_queue(f);
 	fetch_pump(f);
 	fetch_quiet(f);
 }

@@ -369,6 +369,7 @@ void fetch_write_done(uv_work_t *w, int status)
 		if (!j->expect)
 			memcpy(fetch_hash_ptr(f, b), j->h.b, HASH_LEN);
 		f->state[b] = FETCH_WRITTEN;
+		f->arrived_ms = uv_now(f->loop);
 		ff->written++;
 		f->from_origin[b] = j->kind == JOB_ORIGIN;
 		if (f->o.progress)

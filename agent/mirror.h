@@ -15,11 +15,12 @@
  * changed is refused until it is put back). While a dataset is being
  * fetched, its manifests and blobs are served as soon as their files are
  * verified cache objects (agent/mirror_early.c), and a request for one
- * still to come waits for it until its dataset makes no progress for
- * wait_ms. With pull on, a manifest of an image no dataset here holds is
- * fetched through the cluster as an on-demand pull (agent/mirror_pull.c)
- * and served as it arrives. Anything else is a 404 with an OCI error body,
- * at once, so containerd asks its next host.
+ * still to come waits for it until no bytes of its dataset arrived for
+ * wait_ms (an hour at most), its file fetched first on this node. With
+ * pull on, a manifest of an image no dataset here holds is fetched
+ * through the cluster as an on-demand pull (agent/mirror_pull.c) and
+ * served as it arrives. Anything else is a 404 with an OCI error body, at
+ * once, so containerd asks its next host.
  * Loop thread only; files are opened and hashed on the pool. */
 #ifndef SYNCBIT_MIRROR_H
 #define SYNCBIT_MIRROR_H
@@ -38,7 +39,9 @@ struct mirror_config {
 	struct daemon *d;   /* daemon_published() says what is there */
 	struct cache *cache;
 	/* A manifest or blob of a dataset being fetched here that is not a
-	 * verified cache object yet is waited for this long (0: a 404 at once). */
+	 * verified cache object yet is waited for until no bytes of its
+	 * dataset arrived for this long (0: a 404 at once), and at most
+	 * MIRROR_EARLY_WAIT_MAX_MS. */
 	uint64_t wait_ms;
 	/* A manifest of an image no dataset here holds is pulled through the
 	 * cluster on demand (agent/mirror_pull.c) when pull is 1: from the

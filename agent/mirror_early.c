@@ -3,8 +3,12 @@
  * block verified against the version's hashes, the whole file against its
  * digest when it was sealed, durable and indexed), before the version is
  * published at TARGET/NAME. A request for a file still to come is parked
- * until the file is done, the fetch ends, or m->wait_ms pass; containerd
+ * until the file is done, the fetch ends, or no bytes of the dataset
+ * arrived for m->wait_ms (MIRROR_EARLY_WAIT_MAX_MS at most); containerd
  * then gets the blob from this node instead of asking the registry again.
+ * The fetch is told what containerd reads first (agent/fetch_order.c): a
+ * blob waited for goes to the front on this node, and the blobs of an
+ * image manifest read here are fetched in that manifest's order.
  * Datasets pulled through the agent (kept in the cache only, never at
  * TARGET/NAME) are served the same way once complete, and a manifest no
  * dataset holds may be pulled on demand (agent/mirror_pull.c).
@@ -61,9 +65,10 @@ struct early_set {
 	struct early_doc *docs;
 	size_t ndocs;
 	size_t doc_bytes;
-	/* Bytes the fetch holds, and when that last grew: a request waits
-	 * while the dataset it waits on makes progress. */
-	uint64_t held, progress_ms;
+	/* When bytes of the version last reached this node (or when the set
+	 * was made): a request waits while the dataset it waits on makes
+	 * progress. */
+	uint64_t progress_ms;
 };
 
 struct mirror_early {
@@ -300,6 +305,27 @@ static int take_index(struct early_set *s, const struct buf *bytes)
 }
 
 static void wake(struct mirror_early *e);
+static void refresh(struct mirror_early *e);
+
+/* The fetch is told the order containerd reads image manifest om's blobs
+ * in: its config, then its layers as the manifest lists them (the order
+ * they are unpacked in), so that they complete here one after another. */
+static void order_blobs(struct mirror *m, struct early_set *s, const struct oci_manifest *om)
+{
+	size_t *files = xcalloc(om->nlayers + 1, sizeof *files), n = 0;
+	for (size_t i = 0; i <= om->nlayers; i++) {
+		const struct oci_descriptor *c = i ? &om->layers[i - 1] : &om->config;
+		char path[sizeof MIRROR_BLOBS_DIR + OCI_DIGEST_MAX];
+		if (!oci_name_digest_valid(c->digest))
+			continue;
+		snprintf(path, sizeof path, MIRROR_BLOBS_DIR "%s", c->digest + strlen("sha256:"));
+		if (find_file(s, path, &files[n]))
+			n++;
+	}
+	if (n)
+		daemon_fetch_order(m->d, s->name, s->vid, files, n, 0);
+	free(files);
+}
 
 static void doc_done(uv_work_t *w, int status)
 {
@@ -326,6 +352,11 @@ static void doc_done(uv_work_t *w, int status)
 	} else if (d) {
 		d->state = DOC_UNREAD; /* gone meanwhile (evicted, damaged): later */
 		d->retry_at_ms = uv_now(m->loop) + MIRROR_EARLY_RETRY_MS;
+	}
+	if (rc == 0 && !j->is_index && !j->om.is_index && !m->stopping) {
+		refresh(m->early); /* s->f is the fetch of now, or NULL */
+		if (s->f)
+			order_blobs(m, s, &j->om);
 	}
 	/* What an image manifest names as its config and layers is no
 	 * manifest: asked for as one, a 404 at once. */
@@ -496,8 +527,11 @@ static enum look look_digest(struct mreq *mr, struct early_set *s, const char *d
 		return LOOK_NONE;
 	if (mr->p.route == OCI_ROUTE_BLOB) {
 		struct hash_id id;
-		if (!file_ready(s, index, &id))
+		if (!file_ready(s, index, &id)) {
+			/* containerd waits for it: it goes first here */
+			daemon_fetch_order(mr->m->d, s->name, s->vid, &index, 1, 1);
 			return LOOK_WAIT;
+		}
 		log_debug("mirror: dataset %s: %s from its cache object while it is fetched",
 			  s->name, digest);
 		open_blob(mr, digest, &id, fe->size);
@@ -548,7 +582,8 @@ static uint64_t repo_progress_ms(const struct mirror_early *e, const struct mreq
 
 /* mr waits for a file still being fetched, until wait_ms pass with no
  * progress of the datasets it may come from (a large image takes longer
- * than that to spread; a 404 would send containerd to the registry). */
+ * than that to spread; a 404 would send containerd to the registry), and
+ * at most MIRROR_EARLY_WAIT_MAX_MS in all. */
 static void park(struct mreq *mr)
 {
 	struct mirror *m = mr->m;
@@ -559,11 +594,19 @@ static void park(struct mreq *mr)
 			mirror_not_found(mr);
 			return;
 		}
+		mr->parked_ms = now;
 		mr->deadline_ms = now + m->wait_ms;
 		e->waits++;
 		httpd_request_extend(mr->req, m->wait_ms + MIRROR_EARLY_TICK_MS + HTTPD_TIMEOUT_MS);
 		log_debug("mirror: %s waits for the dataset being fetched",
 			  httpd_request_path(mr->req));
+	} else if (now - mr->parked_ms >= MIRROR_EARLY_WAIT_MAX_MS) {
+		e->waits_expired++;
+		log_info("mirror: %s: waited %u s, the most a request waits for a file being "
+			 "fetched; 404",
+			 httpd_request_path(mr->req), MIRROR_EARLY_WAIT_MAX_MS / 1000);
+		mirror_not_found(mr);
+		return;
 	} else if (now >= mr->deadline_ms && now - repo_progress_ms(e, mr) >= m->wait_ms) {
 		e->waits_expired++;
 		log_info("mirror: %s: the datasets being fetched made no progress for %llu s; 404",
@@ -653,18 +696,18 @@ static void wake(struct mirror_early *e)
 	}
 }
 
-/* Note when each dataset being fetched last grew. */
+/* Note when bytes of each dataset being fetched last arrived. */
 static void note_progress(struct mirror_early *e)
 {
+	uint64_t now = uv_now(e->m->loop);
 	for (struct early_set *s = e->sets; s; s = s->next) {
-		struct fetch_stats st;
 		if (!s->f)
 			continue;
-		fetch_stats(s->f, &st);
-		if (st.bytes_have != s->held || !s->progress_ms) {
-			s->held = st.bytes_have;
-			s->progress_ms = uv_now(e->m->loop);
-		}
+		uint64_t arrived = fetch_arrived_ms(s->f);
+		if (!s->progress_ms)
+			s->progress_ms = now;
+		if (arrived > s->progress_ms)
+			s->progress_ms = arrived;
 	}
 }
 

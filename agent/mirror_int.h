@@ -30,6 +30,10 @@
 #define MIRROR_EARLY_WAITERS_MAX 128  /* requests parked for files being fetched */
 #define MIRROR_EARLY_TICK_MS	 1000 /* parked requests are looked at again this often */
 #define MIRROR_EARLY_RETRY_MS	 1000 /* a document that could not be read is tried again */
+/* However long its dataset keeps making progress, a request waits for a
+ * file being fetched at most this long, then 404 (the --help of
+ * --registry-mirror-wait and docs/IMAGES.md say so). */
+#define MIRROR_EARLY_WAIT_MAX_MS (3600u * 1000u)
 
 /* A file's state as stat(2) saw it. */
 struct mirror_stat {
@@ -83,6 +87,7 @@ struct mreq {
 	char ns[OCI_NAME_HOST_MAX + 1];
 	int has_ns;
 	uint64_t deadline_ms;	   /* parked for a file being fetched until then; 0: not yet */
+	uint64_t parked_ms;	   /* when it was first parked for one */
 	uint64_t pull_deadline_ms; /* waits for an on-demand pull until then; 0: not yet */
 };
 

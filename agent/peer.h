@@ -1,9 +1,10 @@
 /* The peer side of a daemon: connections to the other agents, the
- * bitfields and haves they announce, the requests this node makes (rarest
- * first from a random start, several in flight per peer, endgame for the
- * last blocks) and the blocks it serves (a bounded number of disk reads at
- * once, shared round-robin between peers; nothing is read for a peer whose
- * socket is backed up). Loop thread only. */
+ * bitfields and haves they announce, the requests this node makes (in the
+ * fetch's order, agent/fetch_order.c, from a random start; several in
+ * flight per peer, endgame for the last blocks) and the blocks it serves
+ * (a bounded number of disk reads at once, shared round-robin between
+ * peers; nothing is read for a peer whose socket is backed up). Loop
+ * thread only. */
 #ifndef SYNCBIT_PEER_H
 #define SYNCBIT_PEER_H
 
@@ -17,15 +18,15 @@
 #include "common/net/secure.h"
 
 /* PEER_PIPELINE_*, PEER_ENDGAME_*: agent/pick.h */
-#define PEER_SERVE_SLOTS      16    /* disk reads for peers at once, all peers */
-#define PEER_SENDFILE_MAX     256   /* cache files queued for sendfile, all peers (then reads) */
-#define PEER_SERVE_QUEUE      256   /* requests queued per peer before "busy" */
-#define PEER_REQUEST_MS	      30000 /* a request unanswered this long goes elsewhere */
-#define PEER_REDIAL_MS	      2000
-#define PEER_KEEPALIVE_MS     5000  /* an empty Have this often */
-#define PEER_IDLE_MS	      20000 /* nothing heard this long: the peer is gone */
-#define PEER_BAN_MS	      60000 /* a peer that sent bad data is shunned this long */
-#define PEER_REFUSED_LOG_MS   10000 /* a line about a peer with the wrong key this often */
+#define PEER_SERVE_SLOTS    16	  /* disk reads for peers at once, all peers */
+#define PEER_SENDFILE_MAX   256	  /* cache files queued for sendfile, all peers (then reads) */
+#define PEER_SERVE_QUEUE    256	  /* requests queued per peer before "busy" */
+#define PEER_REQUEST_MS	    30000 /* a request unanswered this long goes elsewhere */
+#define PEER_REDIAL_MS	    2000
+#define PEER_KEEPALIVE_MS   5000  /* an empty Have this often */
+#define PEER_IDLE_MS	    20000 /* nothing heard this long: the peer is gone */
+#define PEER_BAN_MS	    60000 /* a peer that sent bad data is shunned this long */
+#define PEER_REFUSED_LOG_MS 10000 /* a line about a peer with the wrong key this often */
 
 struct peers;
 

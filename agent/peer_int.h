@@ -114,8 +114,9 @@ struct peers {
 	void *bad_block_arg;
 };
 
-/* The next block to ask pe for: rarest first among the needed blocks it
- * has, then in the endgame one whose requests elsewhere are overdue. 1 with
+/* The next block to ask pe for: the first among the needed blocks it has
+ * in the fetch's order (agent/fetch_order.c), then in the endgame one
+ * whose requests elsewhere are overdue. 1 with
  * *f and *b set, or 0. */
 int peer_pick(struct peer *pe, struct fetch **f, uint32_t *b);
 /* Ask pe for blocks until its pipeline is as deep as its rate needs

@@ -1,6 +1,7 @@
-/* Requests to peers: which block to ask a peer for (rarest first, the
- * endgame: the rules of agent/pick.h), and keeping each peer's pipeline as
- * deep as its rate needs.
+/* Requests to peers: which block to ask a peer for (the fetch's order,
+ * agent/fetch_order.c, where it differs from rarest first; otherwise, and
+ * for the endgame, the rules of agent/pick.h), and keeping each peer's
+ * pipeline as deep as its rate needs.
  * Loop thread only. */
 #include "agent/peer_int.h"
 
@@ -59,8 +60,11 @@ static enum pick_kind kind_of(enum fetch_block_state s)
 	}
 }
 
-/* The scan of agent/pick.h over every block of each version this peer
- * shares, from a random start so nodes spread over different blocks. */
+/* Per version this peer shares, from a random start so nodes spread over
+ * different blocks: when the fetch's order is more than rarest first
+ * (oci://, or files a consumer waits for: fetch_order_matters), the needed
+ * block it has that the order puts first (fetch_order_pick); otherwise,
+ * and for the endgame once it has none, the scan of agent/pick.h. */
 int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 {
 	uint64_t now = uv_now(pe->p->loop);
@@ -73,6 +77,10 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 		struct pick_ctx x = {pe, f, now};
 		struct pick p;
 		uint32_t n = v->nblocks, start = (uint32_t)random() % n;
+		if (fetch_order_matters(f) && fetch_order_pick(f, v->bits, start, bo)) {
+			*fo = f;
+			return 1;
+		}
 		pick_begin(&p);
 		for (uint32_t k = 0; k < n; k++) {
 			uint32_t b = (start + k) % n;

@@ -4,7 +4,9 @@
  * endgame a block in flight elsewhere whose requests are all overdue; and
  * how many requests a peer's pipeline holds. The agent's requests
  * (agent/peer_request.c) and the distribution model (bench/sim) decide
- * through these same functions. Pure; thread-safe. */
+ * through these same functions, except where a fetch orders its blocks
+ * otherwise (oci:// layers, files a consumer waits for: agent/fetch_order.c).
+ * Pure; thread-safe. */
 #ifndef SYNCBIT_PICK_H
 #define SYNCBIT_PICK_H
 

@@ -53,8 +53,9 @@ const struct config_key cli_daemon_keys[] = {
      "(docs/IMAGES.md)",
      "HOST:PORT", 0},
     {"registry-mirror-wait", "30", 0,
-     "a manifest or blob of an image still being fetched here is waited for until its "
-     "dataset makes no progress for this long, then 404 (0: 404 at once)",
+     "a manifest or blob of an image still being fetched here is waited for while bytes of "
+     "its dataset keep arriving, until none arrived for this long, then 404 (0: 404 at once; "
+     "an hour at most in all); the blob waited for is fetched first",
      "SECONDS", 0},
     {"registry-mirror-pull", "false", 1,
      "a manifest of an image no dataset here holds is pulled through the cluster on demand "

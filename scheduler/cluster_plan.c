@@ -23,21 +23,44 @@ void cluster_readers_clear(struct cluster_version *cv)
 	cv->nreaders = 0;
 }
 
+/* Readers are kept sorted by node name: the index of node's, or where it
+ * would go (*found 0). Thousands of nodes look theirs up per report. */
+static size_t reader_index(const struct cluster_version *cv, const char *node, int *found)
+{
+	size_t lo = 0, hi = cv->nreaders;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(cv->readers[mid].node, node);
+		if (cmp == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = 0;
+	return lo;
+}
+
 static struct cluster_reader *reader_find(const struct cluster_version *cv, const char *node)
 {
-	for (size_t i = 0; i < cv->nreaders; i++)
-		if (!strcmp(cv->readers[i].node, node))
-			return &cv->readers[i];
-	return NULL;
+	int found;
+	size_t i = reader_index(cv, node, &found);
+	return found ? &cv->readers[i] : NULL;
 }
 
 static struct cluster_reader *reader_get(struct cluster_version *cv, const char *node)
 {
-	struct cluster_reader *r = reader_find(cv, node);
-	if (r)
-		return r;
+	int found;
+	size_t i = reader_index(cv, node, &found);
+	if (found)
+		return &cv->readers[i];
 	cv->readers = xrealloc(cv->readers, (cv->nreaders + 1) * sizeof *cv->readers);
-	r = &cv->readers[cv->nreaders++];
+	memmove(&cv->readers[i + 1], &cv->readers[i], (cv->nreaders - i) * sizeof *cv->readers);
+	cv->nreaders++;
+	struct cluster_reader *r = &cv->readers[i];
 	r->node = xstrdup(node);
 	r->bits = xcalloc(cv->v->nblocks / 8 + 1, 1);
 	r->dirty = 0;
@@ -241,20 +264,35 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 	return orphans;
 }
 
+/* The index of node's share, or nplans. Shares are made in the order of
+ * cluster_members (the cluster's nodes, sorted by name) or of the readers
+ * (sorted too), so plan_nodes is sorted. */
+static size_t plan_index(const struct cluster_version *cv, const char *node)
+{
+	size_t lo = 0, hi = cv->nplans;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(cv->plan_nodes[mid], node);
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return cv->nplans;
+}
+
 const struct assign_plan *cluster_plan_of(const struct cluster_version *cv, const char *node)
 {
-	for (size_t i = 0; i < cv->nplans; i++)
-		if (!strcmp(cv->plan_nodes[i], node))
-			return &cv->plans[i];
-	return NULL;
+	size_t i = plan_index(cv, node);
+	return i < cv->nplans ? &cv->plans[i] : NULL;
 }
 
 uint32_t cluster_rebalance(struct cluster_version *cv, const char *node, const char **donor)
 {
 	/* Runs on every ingest: the node's own share first, cheaply. */
-	size_t me = 0, best = cv->nplans;
-	while (me < cv->nplans && strcmp(cv->plan_nodes[me], node))
-		me++;
+	size_t me = plan_index(cv, node), best = cv->nplans;
 	if (me == cv->nplans || assign_plan_any_unknown(&cv->plans[me], cv->v->known))
 		return 0;
 	uint32_t most = 0;

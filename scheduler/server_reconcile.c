@@ -276,39 +276,68 @@ void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct
 /* ---- reconcile -------------------------------------------------------------- */
 
 /* 1 when a line of holders ("name addr" lines) names node. */
-static int holder_in(const char *holders, const char *node)
+static int name_cmp(const void *a, const void *b)
 {
-	size_t n = strlen(node);
-	for (const char *p = holders; p && *p;) {
-		if (!strncmp(p, node, n) && p[n] == ' ')
-			return 1;
-		p = strchr(p, '\n');
-		p = p ? p + 1 : NULL;
-	}
-	return 0;
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Holders in old ("name addr" lines) that are not among the members now.
- * Heap array of heap names. */
-static char **departed(const char *old, struct cluster_node **m, size_t n, size_t *count)
+/* The names of old ("name addr" lines), sorted: a heap array of heap names. */
+static char **holder_names(const char *old, size_t *count)
 {
 	char **out = NULL;
+	size_t cap = 0;
 	*count = 0;
 	for (const char *p = old; p && *p;) {
 		const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
 		if (!sp || !nl)
 			break;
-		char *name = xstrndup(p, (size_t)(sp - p));
-		int still = 0;
-		for (size_t j = 0; j < n && !still; j++)
-			still = !strcmp(m[j]->name, name);
-		if (still) {
-			free(name);
-		} else {
-			out = xrealloc(out, (*count + 1) * sizeof *out);
-			out[(*count)++] = name;
+		if (*count == cap) {
+			cap = cap ? 2 * cap : 64;
+			out = xrealloc(out, cap * sizeof *out);
 		}
+		out[(*count)++] = xstrndup(p, (size_t)(sp - p));
 		p = nl + 1;
+	}
+	if (*count > 1)
+		qsort(out, *count, sizeof *out, name_cmp);
+	return out;
+}
+
+static int holder_in(char *const *names, size_t n, const char *node)
+{
+	return n && bsearch(&node, names, n, sizeof *names, name_cmp) != NULL;
+}
+
+/* 1 when node is among the members m (sorted by name: cluster_members). */
+static int member_in(struct cluster_node **m, size_t n, const char *node)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(m[mid]->name, node);
+		if (cmp == 0)
+			return 1;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Of the old holders' names, those not among the members now: a heap array
+ * of heap names. Thousands of holders: lookups by bisection, not a scan per
+ * name. */
+static char **departed(char *const *names, size_t nnames, struct cluster_node **m, size_t n,
+		       size_t *count)
+{
+	char **out = NULL;
+	*count = 0;
+	for (size_t i = 0; i < nnames; i++) {
+		if (member_in(m, n, names[i]))
+			continue;
+		out = xrealloc(out, (*count + 1) * sizeof *out);
+		out[(*count)++] = xstrdup(names[i]);
 	}
 	return out;
 }
@@ -334,9 +363,9 @@ static void join_names(struct buf *out, char **names, size_t n)
 
 /* "node a left; its 12 blocks reassigned; 3 blocks only it held come from
  * the origin again; node b joined; 40 unknown blocks over 3 nodes". */
-static void plan_reason(const struct cluster_version *cv, const char *old, struct cluster_node **m,
-			size_t n, char **gone, size_t ngone, uint32_t moved, uint32_t orphans,
-			struct buf *out)
+static void plan_reason(const struct cluster_version *cv, const char *old, char *const *names,
+			size_t nnames, struct cluster_node **m, size_t n, char **gone, size_t ngone,
+			uint32_t moved, uint32_t orphans, struct buf *out)
 {
 	int many = ngone > 1;
 	if (ngone) {
@@ -350,7 +379,7 @@ static void plan_reason(const struct cluster_version *cv, const char *old, struc
 			   orphans > 1 ? "s" : "", many ? "they" : "it", orphans > 1 ? "" : "s");
 	size_t njoined = 0;
 	for (size_t j = 0; old && j < n; j++)
-		if (!holder_in(old, m[j]->name))
+		if (!holder_in(names, nnames, m[j]->name))
 			buf_printf(out, "%s%s", njoined++ ? ", " : "node ", m[j]->name);
 	if (njoined)
 		buf_printf(out, " joined; ");
@@ -380,10 +409,16 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	const char *now = sig.len ? buf_cstr(&sig) : "";
 	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
 	if (!hold && (!cv->holders || strcmp(cv->holders, now) != 0)) {
-		char **gone = departed(cv->holders, m, n, &ngone);
+		size_t nnames;
+		char **names = holder_names(cv->holders, &nnames);
+		char **gone = departed(names, nnames, m, n, &ngone);
 		uint32_t moved = moved_blocks(cv, gone, ngone);
 		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
-		plan_reason(cv, cv->holders, m, n, gone, ngone, moved, orphans, &reason);
+		plan_reason(cv, cv->holders, names, nnames, m, n, gone, ngone, moved, orphans,
+			    &reason);
+		for (size_t i = 0; i < nnames; i++)
+			free(names[i]);
+		free(names);
 		snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
 		log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
 		free(cv->holders);

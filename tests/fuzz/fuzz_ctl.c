@@ -2,7 +2,8 @@
  * client writes is cut into lines at '\n' as the socket's reader does, and
  * each line goes through ctl_request_parse, which the socket answers by.
  * Whatever the bytes: no crash, leak or out-of-bounds access; a request
- * for a dataset comes with its name, any other with none, and a line that
+ * for a dataset (ready, pull, rm) comes with its name, a pull of a source
+ * with the source, any other with none, and a line that
  * is not a JSON object with a string "op" is malformed. */
 #include "tests/fuzz/fuzz_util.h"
 
@@ -24,6 +25,18 @@ static void line(const char *s)
 		fuzz_check(!strcmp(want, op == CTL_OP_READY ? "ready" : "pull"), "wrong op");
 		free(name);
 		break;
+	case CTL_OP_RM:
+		fuzz_check(name && n && n[0] && !strcmp(name, n) && !strcmp(want, "rm"),
+			   "rm without its name");
+		free(name);
+		break;
+	case CTL_OP_PULL_SOURCE: {
+		const char *src = json_string_value(json_object_get(j, "source"));
+		fuzz_check(name && src && src[0] && !strcmp(name, src) && !strcmp(want, "pull"),
+			   "pull of a source without the source");
+		free(name);
+		break;
+	}
 	case CTL_OP_STATUS:
 		fuzz_check(name == NULL && want && !strcmp(want, "status"), "status");
 		break;

@@ -18,6 +18,13 @@
 # pull succeeds, containerd never asks the registry (no request with its
 # User-Agent reaches the proxy), every blob's bytes left the registry once,
 # and each layer containerd holds has its digest.
+# Node 3 (--registry-mirror-wait 4) with an image of eight 1.5 MB layers on the
+# slow link (about 24 s), in 64 KiB blocks: the top layer, which the image's
+# manifest lists last, is asked for first and is served while most of the
+# image is still to come (the blob waited for is fetched first); then the
+# other blobs, asked for at once, are served in the manifest's order, the
+# last many seconds after the request, far beyond --registry-mirror-wait,
+# since bytes of the dataset keep arriving: no 404.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/registry.sh"
 . "$(dirname "$0")/containerd.sh"
@@ -36,16 +43,20 @@ RATE=500000 # bytes/s out of the registry: the big image takes about 15 s
 # image to hold.
 D_BIG=$(image big --seed big --size 1500000 --layers 4 --base-seed base --base-size 1500000)
 D_HELD=$(image held --seed held --size 300000 --arch amd64,arm64)
+image order --seed order --size 1500000 --layers 8 >/dev/null
 read -r -a BIG <<<"$(blobs big)"
 read -r -a HELD <<<"$(blobs held amd64)"
+read -r -a ORD <<<"$(blobs order)"
 # held_manifest ARCH: the digest of ARCH's manifest in held's index.
 held_manifest() { python3 -c "import json,sys; print([m['digest'] for m in json.load(open(sys.argv[1]))['manifests'] if m['platform']['architecture'] == sys.argv[2]][0])" "$L/blobs/sha256/${D_HELD#sha256:}" "$1"; }
 HELD_AMD=$(held_manifest amd64) HELD_ARM=$(held_manifest arm64)
 check "the big image has a config and five layers" test "${#BIG[@]}" = 6
+check "the ordered image has a config and eight layers" test "${#ORD[@]}" = 9
 
 start_registry reg "$T/store" || { bad "docker-registry starts"; finish; exit 1; }
 push "oci:$L:big" "docker://127.0.0.1:$REG_PORT/team/big:v1"
 push --all "oci:$L:held" "docker://127.0.0.1:$REG_PORT/team/held:v1"
+push "oci:$L:order" "docker://127.0.0.1:$REG_PORT/team/order:v1"
 check "skopeo pushed both images" curl -sf -o /dev/null \
 	-H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$REG_PORT/v2/team/big/manifests/v1"
 coproc PROXY { exec python3 "$FIXTURES/oci_proxy.py" --upstream "http://127.0.0.1:$REG_PORT" \
@@ -57,8 +68,10 @@ check "the slow proxy answers" curl -sf -o /dev/null "http://$R/v2/"
 
 start_scheduler || { bad "scheduler starts"; finish; exit 1; }
 M1=127.0.0.1:$(free_port) M2=127.0.0.1:$(free_port) H1=127.0.0.1:$(free_port) H2=127.0.0.1:$(free_port)
+M3=127.0.0.1:$(free_port) H3=127.0.0.1:$(free_port)
 start_agent 1 --registry-mirror "$M1" --http "$H1" --registry-mirror-wait 3 &&
-	start_agent 2 --registry-mirror "$M2" --http "$H2" --registry-mirror-wait 120 ||
+	start_agent 2 --registry-mirror "$M2" --http "$H2" --registry-mirror-wait 120 &&
+	start_agent 3 --registry-mirror "$M3" --http "$H3" --registry-mirror-wait 4 ||
 	{ bad "agents start"; finish; exit 1; }
 metric() { curl -sf "http://$1/metrics" | awk -v k="$2" '$1 == k {print $2}'; }
 
@@ -136,6 +149,57 @@ printf '%s\n' "${BIG[@]}" >"$T/want"
 check "  every blob containerd holds has its digest" diff "$T/want" "$T/got"
 check "  the unpacked files are the layers'" same_files "$R/team/big:v1" "${BIG[@]:1}"
 check "the big image is then ready on node 2" wait_ready 120 big 2
+
+# ---- node 3: the blob containerd waits for comes first ----
+check "dataset add of the ordered image, in 64 KiB blocks, on node 3" \
+	add_dataset order "oci://$R/team/order:v1" --selector idx=3 --block-size 64KiB
+code=000
+for _ in $(seq 60); do
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$M3/v2/team/order/manifests/v1$NS")
+	[ "$code" = 200 ] && break
+	sleep 0.5
+done
+check "node 3 serves the ordered image's manifest while it is fetched" test "$code" = 200
+TOP=${ORD[8]} # the top layer: the manifest's last
+check "the top layer, asked for first, is served" bash -c \
+	"curl -sf 'http://$M3/v2/team/order/blobs/sha256:$TOP$NS' | sha256sum | grep -q '^$TOP '"
+have=$(status_field 3 order bytes_have) total=$(status_field 3 order bytes)
+echo "       node 3 held $have of $total bytes when the top layer was served"
+check "  while less than half of the image was on node 3 (the blob waited for went first)" \
+	test "$have" -lt $((total / 2))
+check "  and the dataset was still being fetched" \
+	bash -c "! '$SYNCBIT' ready order --socket '$T/a3.sock' >/dev/null 2>&1"
+# The config and the other layers at once, as containerd asks: each waits,
+# and is served in the manifest's order; the seconds each took.
+CURLS=()
+for i in $(seq 0 7); do
+	curl -s -o "$T/ord.$i" -w '%{http_code} %{time_total}\n' \
+		"http://$M3/v2/team/order/blobs/sha256:${ORD[$i]}$NS" >"$T/ord.$i.out" &
+	CURLS+=($!)
+done
+for p in "${CURLS[@]}"; do wait "$p"; done
+check "every other blob is served, with its digest" bash -c '
+	t=$1; shift
+	for i in $(seq 0 7); do
+		read -r code _ <"$t/ord.$i.out" && [ "$code" = 200 ] || exit 1
+		sha256sum <"$t/ord.$i" | grep -q "^$1 " || exit 1
+		shift
+	done' _ "$T" "${ORD[@]:0:8}"
+check "  the last after waiting well beyond --registry-mirror-wait 4 (bytes kept arriving)" \
+	python3 - "$T" <<'PY'
+import sys
+secs = [float(open(f"{sys.argv[1]}/ord.{i}.out").read().split()[1]) for i in range(8)]
+print("       served after", " ".join(f"{s:.1f}" for s in secs), "s")
+assert max(secs) > 6, secs
+PY
+check "  the first layer before the last one, as the manifest lists them" python3 - "$T" <<'PY'
+import sys
+secs = [float(open(f"{sys.argv[1]}/ord.{i}.out").read().split()[1]) for i in range(8)]
+assert secs[1] < secs[7], secs
+PY
+check "  none waited in vain on node 3" test "$(metric "$H3" syncbit_mirror_wait_expired_total)" = 0
+check "  and requests waited" test "$(metric "$H3" syncbit_mirror_waits_total)" -ge 8
+check "the ordered image is then ready on node 3" wait_ready 120 order 3
 
 # What left the registry, from the proxy's log.
 curl -s "http://$R/__log" >"$T/log.json"

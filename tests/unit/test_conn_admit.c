@@ -72,6 +72,11 @@ static void on_nap(uv_timer_t *t)
 	*(int *)t->data = 1;
 }
 
+static void on_nap_closed(uv_handle_t *h)
+{
+	*(int *)h->data = 1;
+}
+
 static void gate_sleep(struct gate *g, unsigned ms)
 {
 	uv_timer_t t;
@@ -80,7 +85,10 @@ static void gate_sleep(struct gate *g, unsigned ms)
 	t.data = &done;
 	uv_timer_start(&t, on_nap, ms, 0);
 	run_until(&g->e, &done, 1);
-	uv_close((uv_handle_t *)&t, NULL);
+	/* t lives on this stack: closed before the function returns. */
+	done = 0;
+	uv_close((uv_handle_t *)&t, on_nap_closed);
+	run_until(&g->e, &done, 1);
 }
 
 static void gate_close(struct gate *g, struct raw_client *r, size_t n)
@@ -254,6 +262,8 @@ static void test_defer_accept(void **state)
 	gate_run_until_seen(&g, 1);
 	assert_int_equal(g.accepted, 1);
 	assert_int_equal(gate_count(&g, ADMIT_EVICTED), 0);
+	/* Its connect callback may not have run yet: it must before the close. */
+	run_until(&g.e, &r[1].connected, 1);
 	gate_close(&g, r, 2);
 	admit_set_defer_accept(0);
 }
