@@ -199,12 +199,18 @@ pulled() {
 
 # same_files REF LAYER...: the image's unpacked root holds what the layers
 # do (the layers' tarballs in the test's OCI layout $L); the image of
-# platform $MOUNT_PLATFORM when it is set. The view is removed from $SNAP
-# itself: `unmount --rm` without --snapshotter removes it from the default
-# one, and a native view left behind under the same key (the mount point)
-# is mounted again for the next image (seen with containerd 2.1).
+# platform $MOUNT_PLATFORM when it is set. Each call mounts at a path of its
+# own, the key of its view snapshot: a view left behind is never mounted
+# again for another image, as one under a reused key would be. One is left
+# with ctr 1.6, whose `images mount` takes the view from overlayfs whatever
+# --snapshotter says (fixed in 1.7) while `images unmount --rm` removes it
+# from the snapshotter named (here $SNAP, where 1.7 and 2.x made it); its
+# lease is gone with the unmount, so containerd's collector takes it.
+SAME_FILES_N=0
 same_files() {
-	local ref=$1 mnt=$T/mnt x=$T/expect rc=0 f l; shift
+	local ref=$1 mnt x=$T/expect rc=0 f l; shift
+	SAME_FILES_N=$((SAME_FILES_N + 1))
+	mnt=$T/mnt.$SAME_FILES_N
 	rm -rf "$x"; mkdir -p "$mnt" "$x"
 	for l in "$@"; do tar -xzf "$L/blobs/sha256/$l" -C "$x"; done
 	"${CTR[@]}" images mount --snapshotter "$SNAP" ${MOUNT_PLATFORM:+--platform "$MOUNT_PLATFORM"} \
