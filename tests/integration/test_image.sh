@@ -7,7 +7,7 @@
 # root, state and socket under $T) and run: its default command, `version`,
 # a pull of a read-only bind-mounted tree into a bind-mounted target as uid
 # 65532, and an HTTP pull by host name over the host network.
-# Only the shims' sockets go elsewhere: containerd 1.6 puts them in
+# Only the shims' sockets go elsewhere: containerd (1.6 to 2.x) puts them in
 # /run/containerd/s/ whatever its config says, named by a hash of our
 # socket's path, so they never meet a system containerd's; a shim exits and
 # removes its own, and the cleanup removes those of shims it had to kill.
@@ -25,7 +25,7 @@
 ROOT=$(cd "$HERE/../.." && pwd)
 NS=syncbit-test
 UID_=65532
-for tool in containerd ctr runc skopeo unshare nginx; do
+for tool in "$CONTAINERD_BIN" "$CTR_BIN" runc skopeo unshare nginx; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd and runc need it)"; finish; exit 1; }
@@ -137,7 +137,7 @@ SOCK=$C/containerd.sock
 CG=$(basename "$T") # cgroup parent of our containers, removed at the end
 mkdir -p "$C/runc" "$C/fifo"
 containerd_config "$C"
-CTR=(timeout -k 5 30 ctr --address "$SOCK" --namespace "$NS")
+CTR=(timeout -k 5 30 "$CTR_BIN" --address "$SOCK" --namespace "$NS")
 
 # Stop what we started, even after a failure halfway or a containerd that
 # died: tasks, containerd, containers runc still knows, shims (found by our
@@ -182,30 +182,28 @@ CLEANUPS+=(containerd_stop)
 # mounted (a bare chroot), containerd and its shims run in a mount namespace
 # of their own in which the kernel's controllers are mounted as systemd
 # would: cgroup v1 controllers under a tmpfs, or cgroup2 alone.
-if grep -qE ' - cgroup2? ' /proc/self/mountinfo; then
-	containerd --config "$C/config.toml" >"$C/log" 2>&1 &
-else
-	echo "       no cgroup hierarchy mounted: containerd gets one in its own mount namespace"
-	unshare -m --propagation private bash -c '
-		if awk "NR > 1 && \$2 != 0 { v1 = 1 } END { exit !v1 }" /proc/cgroups; then
-			mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup || exit 1
-			for c in $(awk "NR > 1 && \$2 != 0 && \$4 == 1 { print \$1 }" /proc/cgroups); do
-				mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-			done
-			mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
-		else
-			mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
-		fi
-		exec containerd --config "$1"' _ "$C/config.toml" >"$C/log" 2>&1 &
-fi
-CTRD_PID=$!
-PIDS+=("$CTRD_PID")
-if ! check "containerd starts with its root, state and socket under \$T" containerd_wait; then
-	grep -E 'level=(error|fatal)' "$C/log" | tail -5
-	finish; exit 1
-fi
-containerd_snapshotter
-echo "       snapshotter $SNAP"
+launch() {
+	if grep -qE ' - cgroup2? ' /proc/self/mountinfo; then
+		containerd_run --config "$C/config.toml" >"$C/log" 2>&1 &
+	else
+		echo "       no cgroup hierarchy mounted: containerd gets one in its own mount namespace"
+		PATH=$(containerd_path) unshare -m --propagation private bash -c '
+			if awk "NR > 1 && \$2 != 0 { v1 = 1 } END { exit !v1 }" /proc/cgroups; then
+				mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup || exit 1
+				for c in $(awk "NR > 1 && \$2 != 0 && \$4 == 1 { print \$1 }" /proc/cgroups); do
+					mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+				done
+				mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+			else
+				mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
+			fi
+			exec "$2" --config "$1"' _ "$C/config.toml" "$CONTAINERD_BIN" >"$C/log" 2>&1 &
+	fi
+	CTRD_PID=$!
+	PIDS+=("$CTRD_PID")
+}
+check "containerd starts with its root, state and socket under \$T" containerd_up launch || { finish; exit 1; }
+echo "       $(containerd_version), snapshotter $SNAP"
 REF=docker.io/library/syncbit:$VERSION
 check "ctr images import of the docker-archive" "${CTR[@]}" images import --snapshotter "$SNAP" "$T/image/syncbit.tar"
 check "  it is $REF" bash -c "$(printf '%q ' "${CTR[@]}") images ls -q | grep -qxF '$REF'"

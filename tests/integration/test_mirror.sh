@@ -27,7 +27,7 @@
 . "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
-for tool in docker-registry skopeo containerd ctr runc; do
+for tool in docker-registry skopeo "$CONTAINERD_BIN" "$CTR_BIN" runc; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
@@ -208,7 +208,7 @@ check "the registry is stopped" bash -c "! curl -s -o /dev/null http://$R/v2/"
 
 check "containerd starts with its root, state and socket under \$T" \
 	containerd_start "$T/containerd" k8s.io 60 || { finish; exit 1; }
-echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
+echo "       $(containerd_version), snapshotter $SNAP"
 
 hosts() { # hosts DIR MIRROR_URL[,URL]: hosts.toml for both registries
 	"$SYNCBIT" containerd-hosts --dir "$1" --mirror "$2" "$R" "$R2" >/dev/null

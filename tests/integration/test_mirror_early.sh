@@ -30,7 +30,7 @@
 . "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
-for tool in docker-registry skopeo containerd ctr; do
+for tool in docker-registry skopeo "$CONTAINERD_BIN" "$CTR_BIN"; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
@@ -125,6 +125,7 @@ check "  and its layer is served" bash -c \
 # ---- node 2: containerd pulls the big image while it is fetched ----
 check "containerd starts with its root, state and socket under \$T" \
 	containerd_start "$T/containerd" k8s.io 180 || { finish; exit 1; }
+echo "       $(containerd_version), snapshotter $SNAP"
 check "containerd-hosts for node 2's mirror, the slow registry as the server" \
 	"$SYNCBIT" containerd-hosts --dir "$T/hosts" --mirror "http://$M2" "$R"
 

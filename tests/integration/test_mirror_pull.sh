@@ -26,7 +26,7 @@
 . "$(dirname "$0")/containerd.sh"
 . "$HERE/cluster.sh"
 
-for tool in docker-registry skopeo containerd ctr; do
+for tool in docker-registry skopeo "$CONTAINERD_BIN" "$CTR_BIN"; do
 	command -v "$tool" >/dev/null || { bad "$tool is installed (tests/deps.sh)"; finish; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { bad "runs as root (containerd needs it)"; finish; exit 1; }
@@ -133,7 +133,7 @@ check "n3 has no pull counters" bash -c "! curl -sf 'http://$H3/metrics' | grep 
 # ---- containerd ----
 check "containerd starts with its root, state and socket under \$T" \
 	containerd_start "$T/containerd" k8s.io 180 || { finish; exit 1; }
-echo "       $(containerd --version | awk '{print $1, $3}'), snapshotter $SNAP"
+echo "       $(containerd_version), snapshotter $SNAP"
 check "containerd-hosts for n1's and n2's mirrors" bash -c \
 	"'$SYNCBIT' containerd-hosts --dir '$T/hosts1' --mirror 'http://$M1' '$R' >/dev/null &&
 	 '$SYNCBIT' containerd-hosts --dir '$T/hosts2' --mirror 'http://$M2' '$R' >/dev/null"
