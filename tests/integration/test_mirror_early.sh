@@ -100,7 +100,10 @@ assert json.load(open(sys.argv[2]))["errors"][0]["code"] == "BLOB_UNKNOWN"
 assert 2.5 <= float(secs) < 30, secs
 PY
 check "  counted as a wait that expired" test "$(metric "$H1" syncbit_mirror_wait_expired_total)" -ge 1
-# quick CODE PATH: 404 with that OCI error code in < 0.25 s.
+# quick CODE PATH: 404 with that OCI error code in < 0.5 s: answered at once,
+# not parked (a parked request takes the 3 s wait). The bound is for a loaded
+# test machine (three integration tests and their containerds on two cores:
+# 0.28 s seen once, where the other such checks stayed under 0.25 s).
 quick() {
 	local out
 	out=$(curl -s -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1$2") || return 1
@@ -109,7 +112,7 @@ import json, sys
 code, secs = sys.argv[1].split()
 assert code == "404", code
 assert json.load(open(sys.argv[3]))["errors"][0]["code"] == sys.argv[2]
-assert float(secs) < 0.25, secs
+assert float(secs) < 0.5, secs
 PY
 }
 check "a tag the dataset lacks: 404 at once" quick MANIFEST_UNKNOWN "/v2/team/held/manifests/nope$NS"
