@@ -51,21 +51,29 @@ static const struct overlay *graph_of(struct cluster_node *const *m, size_t n)
 	return &graph;
 }
 
-/* Index of self among the members (sorted by name), or n. */
-static size_t member_index(struct cluster_node *const *m, size_t n, const struct cluster_node *self)
+/* Index of the member named name (members are sorted by name:
+ * cluster_members), or n. */
+static size_t member_find(struct cluster_node *const *m, size_t n, const char *name)
 {
 	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(m[mid]->name, self->name);
+		int c = strcmp(m[mid]->name, name);
 		if (c == 0)
-			return m[mid] == self ? mid : n;
+			return mid;
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return n;
+}
+
+/* Index of self among the members, or n. */
+static size_t member_index(struct cluster_node *const *m, size_t n, const struct cluster_node *self)
+{
+	size_t i = member_find(m, n, self->name);
+	return i < n && m[i] == self ? i : n;
 }
 
 /* ---- what to tell the nodes ------------------------------------------------ */
@@ -308,23 +316,6 @@ static int holder_in(char *const *names, size_t n, const char *node)
 	return n && bsearch(&node, names, n, sizeof *names, name_cmp) != NULL;
 }
 
-/* 1 when node is among the members m (sorted by name: cluster_members). */
-static int member_in(struct cluster_node **m, size_t n, const char *node)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int cmp = strcmp(m[mid]->name, node);
-		if (cmp == 0)
-			return 1;
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return 0;
-}
-
 /* Of the old holders' names, those not among the members now: a heap array
  * of heap names. Thousands of holders: lookups by bisection, not a scan per
  * name. */
@@ -334,7 +325,7 @@ static char **departed(char *const *names, size_t nnames, struct cluster_node **
 	char **out = NULL;
 	*count = 0;
 	for (size_t i = 0; i < nnames; i++) {
-		if (member_in(m, n, names[i]))
+		if (member_find(m, n, names[i]) < n)
 			continue;
 		out = xrealloc(out, (*count + 1) * sizeof *out);
 		out[(*count)++] = xstrdup(names[i]);
