@@ -117,8 +117,9 @@ bench-sim: $(BUILD)/bench/sim/sim
 unit: $(UNIT_BIN)
 	@./tests/run-unit.sh $(UNIT_BIN)
 
-integration: $(BIN)/syncbit
-	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) ./tests/run-integration.sh
+integration: $(BIN)/syncbit $(BUILD)/bench/sched-scale
+	@SYNCBIT_BIN=$(abspath $(BIN)/syncbit) SCALE_GEN=$(abspath $(BUILD)/bench/sched-scale) \
+		./tests/run-integration.sh
 
 # Faults injected at random points of real distributions (docs/CHAOS.md);
 # CHAOS_SEED replays a run, ONLY=NAME runs one scenario.

@@ -23,6 +23,10 @@ const struct config_key cli_scheduler_keys[] = {
      "a dataset made for pulls through agents goes once every node that pulled it has had it "
      "this long with no new pull",
      "SECONDS", 0},
+    {"assign-queue", "128M", 0,
+     "bytes of assignments (each carries its dataset's manifest) queued for nodes at once; "
+     "more wait until sockets take what is queued",
+     "BYTES", 0},
     {"no-encrypt", "false", 1, "authenticate connections but send in the clear", NULL, 0},
     {"kubeconfig", NULL, 0,
      "label nodes, read Dataset objects from this API server (also $KUBECONFIG; "
@@ -85,7 +89,7 @@ int cmd_scheduler(int argc, char **argv)
 	struct config cfg;
 	char **pos = NULL;
 	int npos = 0, rc, no_encrypt = 0, taint = 0;
-	uint64_t refresh, heartbeat, retries, stall, linger, lease;
+	uint64_t refresh, heartbeat, retries, stall, linger, lease, assign_queue;
 	char *data = NULL, *detail = NULL, *password = NULL;
 	if ((rc = cli_parse(&cfg, "scheduler", argc, argv, &pos, &npos)))
 		goto out;
@@ -101,6 +105,7 @@ int cmd_scheduler(int argc, char **argv)
 	    config_get_u64(&cfg, "retries", 0, 100, &retries) < 0 ||
 	    config_get_u64(&cfg, "stall-timeout", 1, 3600, &stall) < 0 ||
 	    config_get_u64(&cfg, "etcd-lease", 2, 600, &lease) < 0 ||
+	    config_get_size(&cfg, "assign-queue", 1u << 20, 1ull << 40, &assign_queue) < 0 ||
 	    config_get_bool(&cfg, "no-encrypt", &no_encrypt) < 0 ||
 	    config_get_bool(&cfg, "taint-until-ready", &taint) < 0) {
 		cli_error("%s", cfg.error);
@@ -126,6 +131,7 @@ int cmd_scheduler(int argc, char **argv)
 	    .http_token_file = config_get(&cfg, "http-token-file"),
 	    .refresh_s = (unsigned)refresh,
 	    .pull_linger_ms = linger * 1000,
+	    .assign_queue_max = assign_queue,
 	    .heartbeat_ms = (unsigned)heartbeat,
 	    .encrypt = !no_encrypt,
 	    .kubeconfig = config_get(&cfg, "kubeconfig"),

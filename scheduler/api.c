@@ -323,6 +323,25 @@ void api_metrics(struct sched *s, struct buf *out)
 		       s->cluster.nnodes - connected);
 	metrics_single(out, "syncbit_datasets", METRICS_GAUGE, "Datasets defined.",
 		       s->cluster.ndatasets);
+	metrics_single(out, "syncbit_assign_queued_bytes", METRICS_GAUGE,
+		       "Bytes of assignments queued for nodes whose connections take them "
+		       "(bounded by --assign-queue).",
+		       s->assign_queued);
+	metrics_single(out, "syncbit_assign_queued_peak_bytes", METRICS_GAUGE,
+		       "The most syncbit_assign_queued_bytes has been since the start.",
+		       s->assign_queued_peak);
+	metrics_single(out, "syncbit_assign_waiting_nodes", METRICS_GAUGE,
+		       "Nodes owed assignments that wait for room in the queue.", s->pace_nwaiting);
+	metrics_single(out, "syncbit_assign_waits_total", METRICS_COUNTER,
+		       "Times a node owed assignments had to wait for room in the queue.",
+		       s->assign_waits);
+	metrics_single(out, "syncbit_assign_stalled_nodes", METRICS_GAUGE,
+		       "Nodes whose queued assignments have not moved for 0.5 s (not counted in "
+		       "the queue's bound; each keeps at most its share and one message).",
+		       s->assign_stalled);
+	metrics_single(out, "syncbit_assign_stalled_bytes", METRICS_GAUGE,
+		       "Bytes of assignments queued for stalled nodes (at most --assign-queue).",
+		       s->assign_stalled_bytes);
 	for (size_t k = 0; k < sizeof dataset_metrics / sizeof dataset_metrics[0]; k++) {
 		metrics_family(out, dataset_metrics[k].name, dataset_metrics[k].type,
 			       dataset_metrics[k].help);

@@ -287,6 +287,7 @@ static void version_entry_free(struct cluster_version *cv)
 	free(cv->ingested_by);
 	free(cv->holders);
 	buf_close(&cv->fresh);
+	free(cv->members);
 	version_free(cv->v);
 	free(cv);
 }

@@ -92,6 +92,12 @@ struct cluster_version {
 	/* Hashes learnt and not yet sent to the holders (owned by the protocol
 	 * side, scheduler/server.c: one Hashes per SERVER_HASHES_MS). */
 	struct buf fresh;
+	/* The members of one reconcile round and the key of their peer graph
+	 * (owned by the protocol side, scheduler/server_reconcile.c: worked out
+	 * once a round, not once per node told). */
+	struct cluster_node **members;
+	size_t nmembers;
+	uint64_t members_round, members_key;
 };
 
 struct cluster_dataset {

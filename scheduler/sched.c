@@ -191,6 +191,7 @@ static void stop(struct sched *s)
 	uv_close((uv_handle_t *)&s->flush, NULL);
 	uv_close((uv_handle_t *)&s->reconcile, NULL);
 	uv_close((uv_handle_t *)&s->hashes, NULL);
+	uv_close((uv_handle_t *)&s->pace, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	kube_sched_free(s->kube);
@@ -268,10 +269,13 @@ static int start(struct sched *s, char **detail)
 	uv_timer_init(&s->loop, &s->flush);
 	uv_timer_init(&s->loop, &s->reconcile);
 	uv_timer_init(&s->loop, &s->hashes);
+	uv_timer_init(&s->loop, &s->pace);
+	s->pace_tail = &s->pace_head;
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
 	s->liveness_poll.data = s->liveness_check.data = s;
-	s->liveness.data = s->refresh.data = s->flush.data = s->reconcile.data = s->hashes.data = s;
+	s->liveness.data = s->refresh.data = s->flush.data = s->reconcile.data = s->hashes.data =
+	    s->pace.data = s;
 	s->sigint.data = s->sigterm.data = s;
 	if (rc < 0)
 		return rc;

@@ -28,6 +28,9 @@ struct sched_options {
 	unsigned refresh_s; /* re-list sources this often; 0 = never */
 	unsigned heartbeat_ms;
 	uint64_t pull_linger_ms; /* pulled datasets stay this long after the last pull */
+	/* Bytes of Assigns (manifests) queued for nodes at once; 0 = the
+	 * default (scheduler/server_pace.c). */
+	uint64_t assign_queue_max;
 	int encrypt;
 	const char *kubeconfig; /* NULL: $KUBECONFIG, else in-cluster, else none */
 	int taint_until_ready;
@@ -65,6 +68,16 @@ struct sched {
 	 * learnt hashes go out once per SERVER_HASHES_MS (hashes). */
 	uv_timer_t reconcile, hashes;
 	uint64_t reconcile_cost_ms; /* how long the last server_reconcile() took */
+	/* Assign pacing (scheduler/server_pace.c): bytes queued on connections
+	 * that move (and the most seen), nodes whose queue stopped moving and
+	 * their bytes, times a node waited, and
+	 * the nodes owed Assigns, first in first out; the timer that serves
+	 * them, its last run and its last look for stalled nodes. */
+	uint64_t assign_queued, assign_queued_peak, assign_waits, assign_stalled_bytes;
+	size_t assign_stalled, pace_nwaiting;
+	struct sched_client *pace_head, **pace_tail;
+	uv_timer_t pace;
+	uint64_t pace_ran, pace_scanned;
 	uv_signal_t sigint, sigterm;
 	struct sched_client *clients;
 	struct listing *listings;

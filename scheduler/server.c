@@ -509,6 +509,7 @@ void server_stop(struct sched *s)
 		conn_listener_close(s->listener);
 	s->listener = NULL;
 	server_reconcile_close(s);
+	server_pace_stop(s);
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
 		if (cl->conn)
 			conn_close(cl->conn, 0);

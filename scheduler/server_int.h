@@ -35,6 +35,15 @@ struct sched_client {
 	size_t nsent;
 	char **told; /* datasets it reported that it was told to drop */
 	size_t ntold;
+	/* Assign pacing (scheduler/server_pace.c): bytes of Assigns handed to
+	 * the connection and not yet taken by its socket; loop time the last
+	 * of them was taken; 1 when they have not moved for
+	 * SERVER_ASSIGN_STALL_MS (off the budget). */
+	size_t assign_queued;
+	uint64_t assign_moved;
+	int assign_stalled;
+	int pace_waiting; /* in the queue of nodes owed Assigns (holds a ref) */
+	struct sched_client *pace_next;
 };
 
 /* server.c */
@@ -46,6 +55,13 @@ void server_send_msg(struct sched_client *cl, uint32_t type, const ProtobufCMess
 
 /* server_reconcile.c */
 
+/* ASSIGN what is new to cl's node (as far as pacing leaves room; the node
+ * is queued for the rest), UNASSIGN what left it. */
+void server_reconcile_node(struct sched *s, struct sched_client *cl);
+/* Before server_reconcile_node() outside server_reconcile(): member lists
+ * are worked out afresh. */
+void server_reconcile_open_pass(struct sched *s);
+
 /* Forget what server_reconcile keeps between rounds (at stop). */
 void server_reconcile_close(struct sched *s);
 /* What cl was assigned of dataset on this connection, or NULL. */
@@ -55,5 +71,25 @@ void server_send_unassign(struct sched_client *cl, const char *dataset);
  * donor's: both hear their new shares. */
 void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct sched_client *cl,
 			     const char *donor, uint32_t moved);
+
+/* server_pace.c: Assigns paced by what the connections drain. */
+
+#define SERVER_ASSIGN_QUEUE_DEFAULT \
+	(128u << 20)			  /* all nodes' Assign bytes queued (--assign-queue) */
+#define SERVER_ASSIGN_FANOUT   64	  /* one node's share: the budget over this ... */
+#define SERVER_ASSIGN_NODE_MAX (1u << 20) /* ... or this, the smaller */
+#define SERVER_ASSIGN_STALL_MS 500	  /* not moving this long: off the budget */
+#define SERVER_PACE_MS	       20	  /* the queue of waiting nodes runs at most this often */
+
+/* 1 when cl may be sent another Assign now. */
+int server_pace_room(const struct sched *s, const struct sched_client *cl);
+/* Send Assign m (packed size bytes) to cl, counted until its socket took it. */
+int server_pace_send(struct sched *s, struct sched_client *cl, uint32_t type,
+		     const ProtobufCMessage *m, size_t bytes);
+/* cl is owed Assigns that found no room: server_reconcile_node() runs for
+ * it again when there is. */
+void server_pace_wait(struct sched *s, struct sched_client *cl);
+/* Empty the queue (the scheduler stops). */
+void server_pace_stop(struct sched *s);
 
 #endif

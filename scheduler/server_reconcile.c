@@ -14,36 +14,30 @@
 
 #include <xxhash.h>
 
-static uint64_t sync_round;
+static uint64_t sync_round = 1;
 /* The peer graph of the last member list asked for (every version held by
  * the same nodes shares it). */
 static struct overlay graph;
-/* The members of cv in this reconcile round (a round changes none). */
-static struct {
-	const struct cluster_version *cv;
-	uint64_t round;
-	struct cluster_node **m;
-	size_t n;
-	uint64_t key;
-} members_cache;
 
 void server_reconcile_close(struct sched *s)
 {
 	overlay_close(&graph);
-	free(members_cache.m);
-	memset(&members_cache, 0, sizeof members_cache);
+	for (size_t i = 0; i < s->cluster.nversions; i++) {
+		struct cluster_version *cv = s->cluster.versions[i];
+		free(cv->members);
+		cv->members = NULL;
+		cv->members_round = 0;
+	}
 }
 
-static const struct overlay *graph_of(struct cluster_node *const *m, size_t n)
+/* The peer graph of cv's members m (members_of). */
+static const struct overlay *graph_of(struct cluster_version *cv, struct cluster_node *const *m,
+				      size_t n)
 {
-	uint64_t key;
-	if (members_cache.m == m && members_cache.round == sync_round && members_cache.key) {
-		key = members_cache.key;
-	} else {
-		key = overlay_key(m, n);
-		if (members_cache.m == m)
-			members_cache.key = key;
-	}
+	/* The key hashes every member's name: once per version and round. */
+	if (!cv->members_key)
+		cv->members_key = overlay_key(m, n);
+	uint64_t key = cv->members_key;
 	if (graph.key != key || graph.n != n || (!graph.n && n)) {
 		overlay_close(&graph);
 		overlay_build(&graph, m, n);
@@ -106,11 +100,11 @@ static void peer_info(Syncbit__PeerInfo *v, const struct cluster_node *n)
 /* PeerInfo for the members self is told of (scheduler/overlay.h: every
  * other member, or its peers in the graph when there are many); *sig is a
  * hash of their names and addresses. Free the two arrays. */
-static Syncbit__PeerInfo **peer_list(struct cluster_node **m, size_t n,
+static Syncbit__PeerInfo **peer_list(struct cluster_version *cv, struct cluster_node **m, size_t n,
 				     const struct cluster_node *self, Syncbit__PeerInfo **store,
 				     size_t *count, uint64_t *sig)
 {
-	const struct overlay *g = graph_of(m, n);
+	const struct overlay *g = graph_of(cv, m, n);
 	size_t me = member_index(m, n, self);
 	const uint32_t *adj = NULL;
 	size_t k = me < n ? overlay_peers(g, me, &adj) : n;
@@ -156,18 +150,17 @@ static Syncbit__BlockRange **origin_list(const struct cluster_version *cv,
 	return ptrs;
 }
 
-static struct cluster_node **members_of(struct sched *s, const struct cluster_version *cv,
-					size_t *n)
+/* The members of cv (cluster_members), worked out once a round. */
+static struct cluster_node **members_of(struct sched *s, struct cluster_version *cv, size_t *n)
 {
-	if (members_cache.cv != cv || members_cache.round != sync_round) {
-		free(members_cache.m);
-		members_cache.m = cluster_members(&s->cluster, cv, &members_cache.n);
-		members_cache.cv = cv;
-		members_cache.round = sync_round;
-		members_cache.key = 0;
+	if (cv->members_round != sync_round || !cv->members) {
+		free(cv->members);
+		cv->members = cluster_members(&s->cluster, cv, &cv->nmembers);
+		cv->members_round = sync_round;
+		cv->members_key = 0;
 	}
-	*n = members_cache.n;
-	return members_cache.m;
+	*n = cv->nmembers;
+	return cv->members;
 }
 
 /* What cl was assigned of version cv, or NULL. */
@@ -193,15 +186,16 @@ static void send_assign(struct sched *s, struct sched_client *cl, struct cluster
 	m.version_id.data = cv->v->id.b;
 	m.version_id.len = HASH_LEN;
 	m.manifest = cv->v->m;
-	m.peers = peer_list(members, nm, cl->node, &pstore, &m.n_peers, peers_sig);
+	m.peers = peer_list(cv, members, nm, cl->node, &pstore, &m.n_peers, peers_sig);
 	m.origin = origin_list(cv, cl->node, &rstore, &m.n_origin, origin_sig);
 	m.reason = cv->reason;
 	m.pulled = d->pulled;
-	if (syncbit__assign__get_packed_size(&m) > SERVER_ASSIGN_MAX)
+	size_t size = syncbit__assign__get_packed_size(&m);
+	if (size > SERVER_ASSIGN_MAX)
 		log_with(LOG_ERROR, LOG_KV({"dataset", d->name}),
 			 "dataset %s: its manifest is too large to send", d->name);
 	else
-		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ASSIGN, &m.base);
+		server_pace_send(s, cl, SYNCBIT__MSG_TYPE__MSG_ASSIGN, &m.base, size);
 	free(m.peers);
 	free(pstore);
 	free(m.origin);
@@ -228,20 +222,20 @@ static void send_peers_origin(struct sched *s, struct sched_client *cl, struct c
 	Syncbit__BlockRange *rstore;
 	struct sent *e = sent_of_version(cl, cv);
 	uint64_t psig, osig;
+	if (!e)
+		return; /* its Assign waits for room and will carry both */
 	p.version_id.data = cv->v->id.b;
 	p.version_id.len = HASH_LEN;
-	p.peers = peer_list(members, nm, cl->node, &pstore, &p.n_peers, &psig);
-	if (!e || e->peers_sig != psig)
+	p.peers = peer_list(cv, members, nm, cl->node, &pstore, &p.n_peers, &psig);
+	if (e->peers_sig != psig)
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
 	o.version_id = p.version_id;
 	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
 	o.reason = cv->reason;
-	if (!e || e->origin_sig != osig)
+	if (e->origin_sig != osig)
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
-	if (e) {
-		e->peers_sig = psig;
-		e->origin_sig = osig;
-	}
+	e->peers_sig = psig;
+	e->origin_sig = osig;
 	free(p.peers);
 	free(pstore);
 	free(o.blocks);
@@ -254,13 +248,14 @@ static void send_origin(struct sched_client *cl, struct cluster_version *cv)
 	Syncbit__BlockRange *rstore;
 	struct sent *e = sent_of_version(cl, cv);
 	uint64_t osig;
+	if (!e)
+		return; /* its Assign waits for room and will carry it */
 	o.version_id.data = cv->v->id.b;
 	o.version_id.len = HASH_LEN;
 	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
 	o.reason = cv->reason;
 	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
-	if (e)
-		e->origin_sig = osig;
+	e->origin_sig = osig;
 	free(o.blocks);
 	free(rstore);
 }
@@ -424,8 +419,15 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	free(m);
 }
 
-/* ASSIGN what is new to the node, UNASSIGN what left it. */
-static void reconcile(struct sched *s, struct sched_client *cl)
+void server_reconcile_open_pass(struct sched *s)
+{
+	(void)s;
+	sync_round++; /* the member lists of the last round may be stale */
+}
+
+/* ASSIGN what is new to the node, UNASSIGN what left it. Assigns wait
+ * for room (scheduler/server_pace.c): the node is queued for the rest. */
+void server_reconcile_node(struct sched *s, struct sched_client *cl)
 {
 	struct cluster *c = &s->cluster;
 	for (size_t i = 0; i < c->ndatasets; i++) {
@@ -436,6 +438,10 @@ static void reconcile(struct sched *s, struct sched_client *cl)
 				     : server_sent_find(cl, d->name);
 		int want = d->current && cluster_assigned(d, cl->node);
 		if (want && (!e || memcmp(e->version.b, d->current->v->id.b, HASH_LEN))) {
+			if (!server_pace_room(s, cl)) {
+				server_pace_wait(s, cl);
+				continue;
+			}
 			uint64_t psig, osig;
 			send_assign(s, cl, d, &psig, &osig);
 			if (!e) {
@@ -504,7 +510,7 @@ void server_reconcile(struct sched *s)
 			replan_if_changed(s, c->versions[i]);
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
 		if (cl->node && cl->conn)
-			reconcile(s, cl);
+			server_reconcile_node(s, cl);
 	for (size_t i = 0; i < c->nversions; i++) {
 		struct cluster_version *cv = c->versions[i];
 		if (!cv->changed)

@@ -15,6 +15,9 @@
  *                              replanned NAME K MS_SINCE_FREEZE MS_SINCE_LAST_HEARTBEAT
  *                              (every unread block of theirs is in a live node's share)
  *   thaw                       frozen nodes dial again
+ *   deaf K                     K registered nodes stop reading their sockets and
+ *                              go on sending: deaf K
+ *   hear                       they read again: hearing K
  *   leave K                    K nodes close their connection and join 2 s later
  *   quit
  */
@@ -300,6 +303,16 @@ static void command(char *s)
 				sim->nodes[i].frozen = 0;
 				node_dial(&sim->nodes[i]);
 			}
+	} else if (sscanf(s, "deaf %23s", num) == 1 && count_of(num, &a)) {
+		uint32_t done = 0;
+		for (uint32_t i = 0; i < sim->o.nodes && done < a; i++)
+			done += (uint32_t)node_deafen(&sim->nodes[i], 1);
+		say("deaf %u", done);
+	} else if (!strcmp(s, "hear")) {
+		uint32_t done = 0;
+		for (uint32_t i = 0; i < sim->o.nodes; i++)
+			done += (uint32_t)node_deafen(&sim->nodes[i], 0);
+		say("hearing %u", done);
 	} else if (sscanf(s, "leave %23s", num) == 1 && count_of(num, &a)) {
 		leave_some(a);
 	} else if (!strcmp(s, "quit")) {

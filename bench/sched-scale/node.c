@@ -422,6 +422,7 @@ static void on_close(struct conn *c, int status)
 	if (n->conn != c)
 		return;
 	n->conn = NULL;
+	n->deaf = 0; /* a new connection reads */
 	if (!n->registered)
 		sim->dialing--;
 	else
@@ -474,4 +475,14 @@ void node_freeze(struct snode *n)
 	n->frozen = 1;
 	uv_timer_stop(&n->hb);
 	uv_timer_stop(&n->tick);
+}
+
+int node_deafen(struct snode *n, int deaf)
+{
+	if (!n->conn || !n->registered || n->frozen || n->deaf == deaf)
+		return 0;
+	if (conn_read_pause(n->conn, deaf) < 0)
+		return 0;
+	n->deaf = deaf;
+	return 1;
 }

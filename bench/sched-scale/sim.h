@@ -56,6 +56,7 @@ struct snode {
 	struct secure_keypair key;
 	struct conn *conn;
 	int registered, frozen, leaving;
+	int deaf;   /* reads nothing from its socket; sends as before */
 	int deltas; /* the scheduler takes heartbeat deltas */
 	uint64_t seq;
 	uint32_t heartbeat_ms;
@@ -103,6 +104,9 @@ void node_dial(struct snode *n);
 void node_leave(struct snode *n, uint32_t delay_ms);
 /* Stop everything it sends and ignore what it receives, without closing. */
 void node_freeze(struct snode *n);
+/* Stop reading its socket while still sending heartbeats (deaf 1), or
+ * read again (0). 1 when that changed it. */
+int node_deafen(struct snode *n, int deaf);
 /* Its version of dataset-version g, or NULL. */
 struct nver *node_ver(struct snode *n, const struct gver *g);
 /* Blocks of its origin share it has not read. */

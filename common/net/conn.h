@@ -127,7 +127,6 @@ void conn_listener_metrics(const struct conn_listener *l, struct buf *out);
  * (then done is not called). */
 int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, const void *payload,
 	      size_t payload_len, void (*done)(void *arg, int status), void *arg);
-/* Bytes queued and not yet written to the socket. */
 /* As conn_send, with the payload payload_len bytes of file fd from off,
  * handed to the socket by sendfile(2) on the pool: no copy through this
  * process. Plain (--no-encrypt) connections only (-EINVAL otherwise); fd
@@ -135,7 +134,12 @@ int conn_send(struct conn *c, uint32_t type, const void *body, size_t body_len, 
 int conn_send_file(struct conn *c, uint32_t type, const void *body, size_t body_len, int fd,
 		   uint64_t off, size_t payload_len, void (*done)(void *arg, int status),
 		   void *arg);
+/* Bytes queued and not yet written to the socket. */
 size_t conn_queued(const struct conn *c);
+/* Stop reading from the socket (pause 1: the peer's sends back up into
+ * the kernel's buffers and then its own queue) or read again (0). Ready
+ * connections only: 0, or -EINVAL. */
+int conn_read_pause(struct conn *c, int pause);
 /* The largest payload accepted from the next frame header on (the dispatch
  * table's rows still apply). */
 void conn_set_payload_max(struct conn *c, uint32_t payload_max);

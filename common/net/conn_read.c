@@ -278,3 +278,12 @@ int conn_read_start(struct conn *c)
 {
 	return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
+
+int conn_read_pause(struct conn *c, int pause)
+{
+	if (c->state != ST_READY)
+		return -EINVAL;
+	if (pause)
+		return uv_read_stop((uv_stream_t *)&c->tcp);
+	return conn_read_start(c);
+}
