@@ -21,7 +21,11 @@
 # per node), PEER_RATE (200 blocks/s per node), BIND_ADDRS (8), JOIN_TIMEOUT_S
 # (900), ENCRYPT (1), PERF (empty; a directory: `perf record -g` of the scheduler
 # in steady state and from the freeze to the re-plan, saved there per N as
-# sched-N.data and dead-N.data), KEEP (keep the temp dir).
+# sched-N.data and dead-N.data), TRACE (empty; a directory: once a second from the
+# scheduler's start, "ms rss_kib assign_queued assign_stalled_bytes waiting_nodes"
+# into trace-N there), KEEP (keep the temp dir).
+# The line also gives the peak of the scheduler's queue of assignments
+# (syncbit_assign_queued_peak_bytes, bounded by --assign-queue).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +47,7 @@ BIND_ADDRS=${BIND_ADDRS:-8}
 JOIN_TIMEOUT_S=${JOIN_TIMEOUT_S:-900}
 ENCRYPT=${ENCRYPT:-1}
 PERF=${PERF:-}
+TRACE=${TRACE:-}
 
 for f in "$SYNCBIT" "$GEN"; do
 	[ -x "$f" ] || { echo "sched-scale: $f missing; run 'make sched-scale'" >&2; exit 1; }
@@ -52,10 +57,11 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/sched-scale.XXXXXX")
 SCHED_PID=
 GEN_PID=
 PERF_PID=
+TRACE_PID=
 cleanup() {
 	local p
 	[ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null
-	for p in $GEN_PID $SCHED_PID; do kill "$p" 2>/dev/null || true; done
+	for p in $TRACE_PID $GEN_PID $SCHED_PID; do kill "$p" 2>/dev/null || true; done
 	for _ in $(seq 50); do
 		p=
 		for q in $PERF_PID $GEN_PID $SCHED_PID; do kill -0 "$q" 2>/dev/null && p=1; done
@@ -63,7 +69,7 @@ cleanup() {
 		sleep 0.1
 	done
 	for q in $PERF_PID $GEN_PID $SCHED_PID; do kill -9 "$q" 2>/dev/null || true; done
-	GEN_PID= SCHED_PID= PERF_PID=
+	GEN_PID= SCHED_PID= PERF_PID= TRACE_PID=
 	return 0
 }
 trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
@@ -112,6 +118,7 @@ expect() {
 }
 
 admin() { "$SYNCBIT" "$@" --scheduler "127.0.0.1:$PORT" --token-file "$D/join-token"; }
+metric() { curl -sf "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 # An admin change, tried up to 3 times; each failure is printed with the time it took.
 admin_retry() {
 	local i t0
@@ -127,11 +134,28 @@ run_one() {
 	local n=$1
 	D="$T/sched-$n"
 	PORT=$(free_port)
+	HPORT=$(free_port)
 	local enc=()
 	[ "$ENCRYPT" = 1 ] || enc=(--no-encrypt)
-	"$SYNCBIT" scheduler --listen "127.0.0.1:$PORT" --data "$D" --heartbeat-ms "$HEARTBEAT_MS" \
-		--refresh 0 --log-level warn "${enc[@]}" 2>"$T/sched-$n.log" &
+	"$SYNCBIT" scheduler --listen "127.0.0.1:$PORT" --http "127.0.0.1:$HPORT" --data "$D" \
+		--heartbeat-ms "$HEARTBEAT_MS" --refresh 0 --log-level warn "${enc[@]}" \
+		2>"$T/sched-$n.log" &
 	SCHED_PID=$!
+	if [ -n "$TRACE" ]; then
+		mkdir -p "$TRACE"
+		local ts0
+		ts0=$(now_ms)
+		( while kill -0 "$SCHED_PID" 2>/dev/null; do
+			m=$(curl -sf "http://127.0.0.1:$HPORT/metrics" | awk '
+				$1 == "syncbit_assign_queued_bytes" {q = $2}
+				$1 == "syncbit_assign_stalled_bytes" {s = $2}
+				$1 == "syncbit_assign_waiting_nodes" {w = $2}
+				END {print q + 0, s + 0, w + 0}')
+			echo "$(( $(now_ms) - ts0 )) $(awk '$1 == "VmRSS:" {print $2}' "/proc/$SCHED_PID/status" 2>/dev/null) $m"
+			sleep 1
+		done >"$TRACE/trace-$n" ) &
+		TRACE_PID=$!
+	fi
 	for _ in $(seq 100); do [ -s "$D/join-token" ] && break; sleep 0.1; done
 	for _ in $(seq 100); do admin status >/dev/null 2>&1 && break; sleep 0.2; done
 	for i in $(seq 0 $((DATASETS - 1))); do
@@ -214,8 +238,11 @@ run_one() {
 		PERF_PID=
 	fi
 
+	local qpeak
+	qpeak=$(metric syncbit_assign_queued_peak_bytes | awk '{printf "%.0f", $1 / 1048576}')
 	echo "N=$n datasets=${DATASETS}x$BLOCKS register=$((reg_ms / 1000)).$(( (reg_ms % 1000) / 100 )) s" \
-		"join=$join_s s (scheduler $join_cpu cpu-s) cpu=$cpu s/s rss=$rss MiB (peak $hwm MiB)" \
+		"join=$join_s s (scheduler $join_cpu cpu-s) cpu=$cpu s/s rss=$rss MiB (peak $hwm MiB;" \
+		"assign queue peak ${qpeak:-?} MiB)" \
 		"assign=$assign_ms ms dead=$dead"
 	echo "   generator: $gstat; $frozen"
 	gen quit
