@@ -145,7 +145,7 @@ run_one() {
 		mkdir -p "$TRACE"
 		local ts0
 		ts0=$(now_ms)
-		( while kill -0 "$SCHED_PID" 2>/dev/null; do
+		( set +e; while kill -0 "$SCHED_PID" 2>/dev/null; do
 			m=$(curl -sf "http://127.0.0.1:$HPORT/metrics" | awk '
 				$1 == "syncbit_assign_queued_bytes" {q = $2}
 				$1 == "syncbit_assign_stalled_bytes" {s = $2}
