@@ -40,7 +40,8 @@ in_ns() { ip netns exec "$NS" "$@"; }
 SCHED=127.0.0.1:7400
 SCHED_HTTP=127.0.0.1:7401
 TOKEN=$T/sched/join-token
-in_ns "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --http "$SCHED_HTTP" \
+# ip execs the scheduler: $! is its pid.
+ip netns exec "$NS" "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --http "$SCHED_HTTP" \
 	--heartbeat-ms 8000 --refresh 0 --assign-queue 2M >>"$T/sched.log" 2>&1 &
 SCHED_PID=$!
 PIDS+=($SCHED_PID)
