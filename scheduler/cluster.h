@@ -27,16 +27,22 @@
 struct cluster_report {
 	struct hash_id version;
 	char *dataset;
-	uint8_t *bits; /* durable blocks, LSB first; nbits bits */
+	/* Durable blocks, LSB first, nbits bits; NULL when there are none to
+	 * tell (nbits 0) or every one is held (have == nbits): read them with
+	 * cluster_report_has(). */
+	uint8_t *bits;
 	uint32_t nbits;
 	uint32_t have; /* set bits */
 	int published;
 	uint64_t bytes_from_origin, bytes_from_peers, bytes_reused, bytes_served;
 	uint32_t refetch_bad_peer, refetch_no_peer;
-	char *error;
+	char *error;	   /* NULL: none */
 	uint64_t saved_ms; /* loop time of the last save */
 	int dirty;	   /* changed since the last save */
 };
+
+/* 1 when r says block b is held. */
+int cluster_report_has(const struct cluster_report *r, uint32_t b);
 
 struct cluster_node {
 	char *name;

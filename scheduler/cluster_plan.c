@@ -174,7 +174,7 @@ static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *
 	for (size_t i = 0; i < n; i++) {
 		const struct cluster_report *r = cluster_node_report_of(m[i], &cv->v->id);
 		for (size_t k = 0; r && r->nbits == nb && k < (nb + 7) / 8; k++)
-			held[k] |= r->bits[k];
+			held[k] |= r->bits ? r->bits[k] : 0xff; /* no map: every block */
 	}
 	for (size_t g = 0; g < ngone; g++) {
 		const struct cluster_node *node = cluster_node_find(c, gone[g]);
@@ -185,7 +185,7 @@ static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *
 		if (!node || (!r && !cv->ingested_by))
 			continue;
 		for (uint32_t b = 0; b < nb; b++) {
-			int had = (r && assign_bit(r->bits, b)) ||
+			int had = (r && cluster_report_has(r, b)) ||
 				  (cv->ingested_by && cv->ingested_by[b] == node->id);
 			if (had && assign_bit(skip, b) && !assign_bit(held, b)) {
 				skip[b / 8] &= (uint8_t) ~(1u << (b % 8));

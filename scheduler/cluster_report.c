@@ -18,6 +18,13 @@ void cluster_report_close(struct cluster_report *r)
 	memset(r, 0, sizeof *r);
 }
 
+int cluster_report_has(const struct cluster_report *r, uint32_t b)
+{
+	if (b >= r->nbits)
+		return 0;
+	return r->bits ? assign_bit(r->bits, b) : r->have == r->nbits;
+}
+
 void cluster_report_save(struct cluster *c, const char *node, struct cluster_report *r,
 			 uint64_t now)
 {
@@ -29,10 +36,11 @@ void cluster_report_save(struct cluster *c, const char *node, struct cluster_rep
 	bf.version_id.len = HASH_LEN;
 	bf.nblocks = r->nbits;
 	bf.bits.data = r->bits;
-	bf.bits.len = (r->nbits + 7) / 8;
+	bf.bits.len = r->bits ? (r->nbits + 7) / 8 : 0;
 	vs.dataset = r->dataset;
 	vs.version_id = bf.version_id;
 	vs.have = &bf;
+	vs.have_all = r->nbits && !r->bits; /* every block: no map (as a heartbeat) */
 	vs.published = r->published;
 	vs.bytes_from_origin = r->bytes_from_origin;
 	vs.bytes_from_peers = r->bytes_from_peers;
@@ -51,19 +59,18 @@ void cluster_report_save(struct cluster *c, const char *node, struct cluster_rep
 /* r's block map from vs for a version of n blocks: a full map, every
  * block (have_all), or the map r already holds from this node's last full
  * one (have_same; a node that says so of a map r lacks counts as holding
- * nothing until its next full map, which it sends now and then). */
+ * nothing until its next full map, which it sends now and then). A map of
+ * every block is not kept (bits NULL): at steady state, with every node
+ * complete, the scheduler holds no maps at all. */
 static void report_bits(struct cluster_report *r, uint32_t n, const Syncbit__VersionState *vs)
 {
 	if (vs->have_same && r->nbits == n)
 		return;
 	if (vs->have_all) {
-		if (r->nbits == n && r->have == n)
+		if (r->nbits == n && r->have == n && !r->bits)
 			return;
 		free(r->bits);
-		r->bits = xcalloc(n / 8 + 1, 1);
-		memset(r->bits, 0xff, n / 8);
-		for (uint32_t b = n / 8 * 8; b < n; b++)
-			r->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+		r->bits = NULL;
 		r->nbits = r->have = n;
 		r->dirty = 1;
 		return;
@@ -71,17 +78,31 @@ static void report_bits(struct cluster_report *r, uint32_t n, const Syncbit__Ver
 	const Syncbit__Bitfield *bf = vs->have;
 	uint32_t nbits = bf && bf->nblocks == n && bf->bits.len >= (n + 7) / 8 ? n : 0;
 	size_t nbytes = (nbits + 7) / 8;
-	if (nbits == r->nbits && (!nbytes || !memcmp(r->bits, bf->bits.data, nbytes)))
+	uint32_t have = 0;
+	for (uint32_t b = 0; b < nbits; b++)
+		have += (uint32_t)assign_bit(bf->bits.data, b);
+	int all = nbits && have == nbits;
+	if (nbits == r->nbits && have == r->have &&
+	    (all ? !r->bits : r->bits && (!nbytes || !memcmp(r->bits, bf->bits.data, nbytes))))
 		return;
 	free(r->bits);
-	r->bits = xcalloc(nbytes + 1, 1);
-	if (nbytes)
+	r->bits = NULL;
+	if (!all && nbytes) {
+		r->bits = xcalloc(nbytes + 1, 1);
 		memcpy(r->bits, bf->bits.data, nbytes);
+		/* no bit past the last block */
+		if (nbits % 8)
+			r->bits[nbytes - 1] &= (uint8_t)((1u << (nbits % 8)) - 1);
+	}
 	r->nbits = nbits;
-	r->have = 0;
-	for (uint32_t b = 0; b < nbits; b++)
-		r->have += (uint32_t)assign_bit(r->bits, b);
+	r->have = have;
 	r->dirty = 1;
+}
+
+/* s, or NULL when it is empty. */
+static char *dup_or_null(const char *s)
+{
+	return s && s[0] ? xstrdup(s) : NULL;
 }
 
 /* Fill r from vs, bounded by the version's block count. Returns 1 when a
@@ -96,10 +117,15 @@ int cluster_report_fill(struct cluster_report *r, const struct cluster_version *
 	    r->bytes_from_peers != vs->bytes_from_peers || r->bytes_reused != vs->bytes_reused ||
 	    r->bytes_served != vs->bytes_served)
 		r->dirty = 1;
-	free(r->dataset);
-	free(r->error);
-	r->dataset = xstrdup(vs->dataset ? vs->dataset : "");
-	r->error = xstrdup(vs->error ? vs->error : "");
+	/* The same strings heartbeat after heartbeat: kept, not copied again. */
+	if (!r->dataset || strcmp(r->dataset, vs->dataset ? vs->dataset : "") != 0) {
+		free(r->dataset);
+		r->dataset = xstrdup(vs->dataset ? vs->dataset : "");
+	}
+	if (strcmp(r->error ? r->error : "", vs->error ? vs->error : "") != 0) {
+		free(r->error);
+		r->error = dup_or_null(vs->error);
+	}
 	r->published = vs->published;
 	r->bytes_from_origin = vs->bytes_from_origin;
 	r->bytes_from_peers = vs->bytes_from_peers;

@@ -16,12 +16,7 @@
  * straight into it. */
 #define READ_CHUNK   (64u << 10)
 #define DIRECT_MIN   (64u << 10)
-#define KEEP_BUF_MAX (64u << 10) /* larger scratch buffers are released when idle */
-/* A read this small (a heartbeat, a control message) leaves the read buffer
- * free: thousands of mostly quiet connections (a scheduler's agents) then
- * hold no READ_CHUNK each; a connection moving blocks fills its reads and
- * keeps it. */
-#define READ_SMALL (4u << 10)
+#define KEEP_BUF_MAX (16u << 10) /* larger scratch buffers are released when idle */
 
 static void frame_deliver(struct conn *c, const struct frame *f)
 {
@@ -252,8 +247,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	if (b->base == (char *)c->rbuf) {
 		input(c, (const uint8_t *)b->base, (size_t)n);
 		/* input() consumed the bytes (partial frames and records are
-		 * copied aside), so the buffer holds nothing still needed. */
-		if ((size_t)n < READ_SMALL && c->state != ST_CLOSING) {
+		 * copied aside), so the buffer holds nothing still needed. A
+		 * read that did not fill it found the socket drained: the
+		 * buffer goes, and thousands of mostly quiet connections (a
+		 * scheduler's agents) hold no READ_CHUNK each; a connection
+		 * moving blocks fills its reads and keeps it. */
+		if ((size_t)n < READ_CHUNK && c->state != ST_CLOSING) {
 			free(c->rbuf);
 			c->rbuf = NULL;
 		}

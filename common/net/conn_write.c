@@ -18,7 +18,7 @@
 
 #define WRITE_BATCH_MAX (8u << 20)  /* frame bytes in one uv_write (plain mode) */
 #define SEAL_BATCH_MAX	(1u << 20)  /* plaintext sealed for one uv_write (encrypted mode) */
-#define KEEP_BUF_MAX	(64u << 10) /* larger scratch buffers are released when idle */
+#define KEEP_BUF_MAX	(16u << 10) /* larger scratch buffers are released when idle */
 
 /* A file payload handed to the socket by sendfile(2) on the pool. */
 struct sendfile_work {

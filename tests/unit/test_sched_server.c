@@ -246,10 +246,29 @@ static void test_heartbeat_deltas(void **state)
 	const struct cluster_report *r =
 	    cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
 	assert_int_equal(r->nbits, 6);
-	assert_int_equal(r->bits[0] & 0x3f, 0x3f);
+	assert_int_equal(r->have, 6);
+	assert_null(r->bits); /* every block: no map kept */
+	for (uint32_t b = 0; b < 6; b++)
+		assert_true(cluster_report_has(r, b));
+	assert_false(cluster_report_has(r, 6));
 	send_state(a, 0, 1, 0); /* still all */
 	send_state(a, 0x01, 0, 0);
 	WAIT_FOR(heard(1));
+	r = cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	assert_non_null(r->bits);
+	assert_true(cluster_report_has(r, 0));
+	assert_false(cluster_report_has(r, 1));
+	send_state(a, 0x3f, 0, 0); /* a full map of every block: not kept either */
+	WAIT_FOR(heard(6));
+	r = cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	assert_null(r->bits);
+	assert_true(cluster_report_has(r, 5));
+	send_state(a, 0xff, 0, 0); /* bits past the last block do not count */
+	send_state(a, 0x3e, 0, 0);
+	WAIT_FOR(heard(5));
+	r = cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	assert_false(cluster_report_has(r, 0));
+	assert_true(cluster_report_has(r, 5));
 	agent_free(a);
 }
 
