@@ -211,11 +211,14 @@ static int h_peers(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 {
 	struct daemon *d = ctx;
 	Syncbit__Peers *m = (Syncbit__Peers *)msg;
-	for (size_t i = 0; i < d->nsets; i++) {
-		struct dset *s = d->sets[i];
-		if (s->cur && m->version_id.len == HASH_LEN &&
-		    !memcmp(fetch_version_id(s->cur), m->version_id.data, HASH_LEN))
-			set_peer_list(s, m->peers, m->n_peers);
+	/* The list is the version's, and that of every version in also. */
+	for (size_t k = 0; k <= m->n_also; k++) {
+		const ProtobufCBinaryData *id = k ? &m->also[k - 1] : &m->version_id;
+		for (size_t i = 0; id->len == HASH_LEN && i < d->nsets; i++) {
+			struct dset *s = d->sets[i];
+			if (s->cur && !memcmp(fetch_version_id(s->cur), id->data, HASH_LEN))
+				set_peer_list(s, m->peers, m->n_peers);
+		}
 	}
 	update_peers(d);
 	return 0;
@@ -323,6 +326,7 @@ static void sched_ready(struct conn *c, int status)
 	m.disk_free = disk_free(d->o->data);
 	m.cache_size = d->o->cache_size;
 	m.agent_version = SYNCBIT_VERSION;
+	m.peers_shared = 1;
 	wire_send(c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL);
 	free(labels);
 	free(m.labels);

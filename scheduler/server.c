@@ -33,6 +33,7 @@ void server_client_release(struct sched_client *cl)
 		free(cl->told[i]);
 	free(cl->sent);
 	free(cl->told);
+	free(cl->peers_due);
 	free(cl);
 }
 
@@ -174,6 +175,7 @@ static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 		free(dial);
 		n->conn = cl->conn;
 		cl->node = n;
+		cl->peers_shared = r->peers_shared;
 		/* What it does not acknowledge for as long as it may stay silent
 		 * fails the connection too (a cut link, a machine gone). */
 		conn_set_user_timeout(cl->conn, (unsigned)wire_silence_ms(s->o->heartbeat_ms));

@@ -44,6 +44,17 @@ struct sched_client {
 	int assign_stalled;
 	int pace_waiting; /* in the queue of nodes owed Assigns (holds a ref) */
 	struct sched_client *pace_next;
+	/* The agent takes one Peers for every version with the same list
+	 * (Register.peers_shared); the versions whose new list waits for the
+	 * end of the round, with the list's hash. */
+	int peers_shared;
+	struct peers_due *peers_due;
+	size_t npeers_due;
+};
+
+struct peers_due {
+	struct cluster_version *cv;
+	uint64_t sig;
 };
 
 /* server.c */

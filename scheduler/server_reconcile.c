@@ -227,8 +227,15 @@ static void send_peers_origin(struct sched *s, struct sched_client *cl, struct c
 	p.version_id.data = cv->v->id.b;
 	p.version_id.len = HASH_LEN;
 	p.peers = peer_list(cv, members, nm, cl->node, &pstore, &p.n_peers, &psig);
-	if (e->peers_sig != psig)
+	if (e->peers_sig != psig && cl->peers_shared) {
+		/* One Peers at the end of the round for every version with
+		 * this list (send_peers_due). */
+		cl->peers_due =
+		    xrealloc(cl->peers_due, (cl->npeers_due + 1) * sizeof *cl->peers_due);
+		cl->peers_due[cl->npeers_due++] = (struct peers_due){cv, psig};
+	} else if (e->peers_sig != psig) {
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
+	}
 	o.version_id = p.version_id;
 	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
 	o.reason = cv->reason;
@@ -274,6 +281,44 @@ void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct
 	struct sched_client *o = n ? server_client_of(n) : NULL;
 	if (o && o->conn)
 		send_origin(o, cv);
+}
+
+/* The Peers cl's versions wait for: one message per distinct list, the
+ * other versions with that list in its `also`. */
+static void send_peers_due(struct sched *s, struct sched_client *cl)
+{
+	struct peers_due *due = cl->peers_due;
+	size_t n = cl->npeers_due;
+	ProtobufCBinaryData *also = xcalloc(n + 1, sizeof *also);
+	for (size_t i = 0; i < n; i++) {
+		if (!due[i].cv)
+			continue;
+		Syncbit__Peers p = SYNCBIT__PEERS__INIT;
+		Syncbit__PeerInfo *pstore;
+		struct cluster_version *cv = due[i].cv;
+		size_t nm, nalso = 0;
+		uint64_t sig;
+		struct cluster_node **members = members_of(s, cv, &nm);
+		p.version_id.data = cv->v->id.b;
+		p.version_id.len = HASH_LEN;
+		p.peers = peer_list(cv, members, nm, cl->node, &pstore, &p.n_peers, &sig);
+		for (size_t j = i + 1; j < n; j++) {
+			if (!due[j].cv || due[j].sig != due[i].sig)
+				continue;
+			also[nalso].data = due[j].cv->v->id.b;
+			also[nalso++].len = HASH_LEN;
+			due[j].cv = NULL;
+		}
+		p.also = also;
+		p.n_also = nalso;
+		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
+		free(p.peers);
+		free(pstore);
+	}
+	free(also);
+	free(cl->peers_due);
+	cl->peers_due = NULL;
+	cl->npeers_due = 0;
 }
 
 /* ---- reconcile -------------------------------------------------------------- */
@@ -526,5 +571,8 @@ void server_reconcile(struct sched *s)
 				send_peers_origin(s, cl, cv, m, n);
 		}
 	}
+	for (struct sched_client *cl = s->clients; cl; cl = cl->next)
+		if (cl->npeers_due && cl->conn)
+			send_peers_due(s, cl);
 	s->reconcile_cost_ms = (uv_hrtime() - began) / 1000000;
 }

@@ -408,6 +408,8 @@ static void on_ready(struct conn *c, int status)
 	r.n_labels = 2;
 	r.disk_free = 1ull << 40;
 	r.agent_version = (char *)"sched-scale";
+	/* As the agent; SIM_PEERS_PER_VERSION measures an older one. */
+	r.peers_shared = !getenv("SIM_PEERS_PER_VERSION");
 	node_send(n, SYNCBIT__MSG_TYPE__MSG_REGISTER, &r.base);
 }
 

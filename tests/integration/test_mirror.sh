@@ -4,13 +4,14 @@
 # layer (tests/fixtures/oci_image.py), a scheduler and two agents with
 # --registry-mirror, `dataset add` of both images; the mirror's answers
 # checked with curl (API version, HEAD = GET without a body, digests, media
-# types, Range, 416, 404s with OCI error bodies in < 100 ms, ns matching,
-# refused names and digests). Then the registry is STOPPED and a containerd
-# of the test's own (Debian's containerd; config, root, state and socket
-# under $T, as in test_image.sh) pulls and unpacks the images through each
-# node's mirror with hosts.toml from `syncbit containerd-hosts`; the
-# unpacked files are compared with the layers pushed. An image the mirror
-# does not hold comes from a second, live registry after the mirror's 404.
+# types, Range, 416, 404s with OCI error bodies at once (< 0.5 s: not parked
+# for the wait), ns matching, refused names and digests). Then the registry is
+# STOPPED and a containerd of the test's own (Debian's containerd; config,
+# root, state and socket under $T, as in test_image.sh) pulls and unpacks the
+# images through each node's mirror with hosts.toml from `syncbit
+# containerd-hosts`; the unpacked files are compared with the layers pushed.
+# An image the mirror does not hold comes from a second, live registry after
+# the mirror's 404.
 # A flipped byte in one node's published layer is never served: that node
 # answers 404, keeps serving the image's other blobs, and repairs the layer
 # from the other node (the registry still down); containerd then pulls the
@@ -141,7 +142,9 @@ check "a tag regex dataset serves each of its tags: v2 is the tool image" \
 	test "$(curl -sf -o /dev/null -D - "$U1/manifests/v2$NS" | tr -d '\r' | awk '/^Docker-Content-Digest:/ {print $2}')" = "$D_TOOL"
 check "tags/list of team/app has v1 and v2" bash -c "curl -sf '$U1/tags/list$NS' | grep -q '\"v1\",\"v2\"'"
 
-# notfound NAME PATH CODE: 404 with that OCI error code, in < 100 ms.
+# notfound NAME PATH CODE: 404 with that OCI error code, at once: under 0.5 s,
+# where a request parked for the mirror's wait takes seconds (0.19 s seen on a
+# loaded full run).
 notfound() {
 	local out
 	out=$(curl -s --path-as-is -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1$2") || return 1
@@ -151,11 +154,11 @@ code, secs = sys.argv[1].split()
 body = json.load(open(sys.argv[3]))
 assert code == "404", code
 assert sys.argv[2] == "-" or body["errors"][0]["code"] == sys.argv[2], body
-assert float(secs) < 0.1, secs
+assert float(secs) < 0.5, secs
 PY
 }
-check "an unknown tag: 404 MANIFEST_UNKNOWN in < 100 ms" notfound tag "/v2/team/app/manifests/nope$NS" MANIFEST_UNKNOWN
-check "an unknown repository: 404 NAME_UNKNOWN in < 100 ms" notfound repo "/v2/team/none/manifests/v1$NS" NAME_UNKNOWN
+check "an unknown tag: 404 MANIFEST_UNKNOWN at once" notfound tag "/v2/team/app/manifests/nope$NS" MANIFEST_UNKNOWN
+check "an unknown repository: 404 NAME_UNKNOWN at once" notfound repo "/v2/team/none/manifests/v1$NS" NAME_UNKNOWN
 check "another registry's ns: 404 NAME_UNKNOWN" notfound ns "/v2/team/app/manifests/v1?ns=quay.io" NAME_UNKNOWN
 check "an unknown blob: 404 BLOB_UNKNOWN" notfound blob "/v2/team/app/blobs/sha256:$(printf '%064d' 0)$NS" BLOB_UNKNOWN
 check "a malformed digest: 404 BLOB_UNKNOWN" notfound digest "/v2/team/app/blobs/sha256:ABC$NS" BLOB_UNKNOWN
@@ -178,7 +181,7 @@ check "an OCI index by tag: the registry's bytes, digest and type" \
 	same_doc team/multi v1 "$D_MULTI" application/vnd.oci.image.index.v1+json
 check "  by its digest too" same_doc team/multi "$D_MULTI" "$D_MULTI" application/vnd.oci.image.index.v1+json
 check "  the seeded platform's manifest by digest" curl -sf -o /dev/null "http://$M1/v2/team/multi/manifests/$MULTI_AMD_D$NS"
-check "  a platform not seeded: 404 MANIFEST_UNKNOWN in < 100 ms" notfound arm \
+check "  a platform not seeded: 404 MANIFEST_UNKNOWN at once" notfound arm \
 	"/v2/team/multi/manifests/$MULTI_ARM_D$NS" MANIFEST_UNKNOWN
 check "a Docker manifest list by tag and digest: its bytes, digest and type" bash -c \
 	"$(declare -f same_doc hdrs hval); T='$T' M1='$M1' NS='$NS'

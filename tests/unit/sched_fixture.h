@@ -29,6 +29,7 @@ struct agent {
 	int ready, closed, close_status;
 	int n_registered, n_assign, n_unassign, n_peers, n_origin, n_hashes, n_reply;
 	int heartbeat_deltas; /* the last Registered offered them */
+	int peers_shared;     /* registers with Register.peers_shared */
 	int origin_newer;     /* the last share told came in an Origin, not an Assign */
 	Syncbit__Assign *assign;
 	Syncbit__Origin *origin;
@@ -218,6 +219,7 @@ static inline void agent_register(struct agent *a, const char *zone)
 	m.peer_addr = addr;
 	m.labels = &lp;
 	m.n_labels = 1;
+	m.peers_shared = a->peers_shared;
 	assert_int_equal(
 	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_REGISTER, &m.base, NULL, 0, NULL, NULL), 0);
 	WAIT_FOR(a->n_registered == 1);

@@ -272,6 +272,50 @@ static void test_heartbeat_deltas(void **state)
 	agent_free(a);
 }
 
+/* An agent that takes Peers.also gets one Peers for every version whose
+ * list is the same; an older one gets a Peers per version. */
+static void test_peers_shared(void **state)
+{
+	struct source_listing l = {0};
+	struct sched_version *v;
+	char *detail = NULL;
+	add_file(&l, "tool.bin", 2 * BS);
+	assert_int_equal(version_from_listing(&l, "file:///y", BS, &v, &detail), 0);
+	source_listing_close(&l);
+	struct hash_id tools = v->id;
+	sched_apply_version(&fx.s, "tools", "file:///y", NULL, 0, BS, v);
+
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b"),
+		     *c = agent_dial("node-c");
+	a->peers_shared = 1;
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 2);
+	agent_register(b, "x");
+	WAIT_FOR(b->n_assign == 2 && a->n_peers >= 1);
+	run_for(300);
+	assert_int_equal(a->n_peers, 1); /* one list for both versions */
+	assert_int_equal(a->peers->n_also, 1);
+	const uint8_t *ids[2] = {a->peers->version_id.data, a->peers->also[0].data};
+	assert_true(
+	    (!memcmp(ids[0], fx.version.b, HASH_LEN) && !memcmp(ids[1], tools.b, HASH_LEN)) ||
+	    (!memcmp(ids[0], tools.b, HASH_LEN) && !memcmp(ids[1], fx.version.b, HASH_LEN)));
+	assert_int_equal(a->peers->n_peers, 1);
+	assert_string_equal(a->peers->peers[0]->node, "node-b");
+
+	agent_register(c, "x"); /* an older agent: b is one too */
+	WAIT_FOR(c->n_assign == 2 && a->n_peers == 2 && b->n_peers == 2);
+	run_for(300);
+	assert_int_equal(a->n_peers, 2);
+	assert_int_equal(a->peers->n_also, 1);
+	assert_int_equal(a->peers->n_peers, 2);
+	assert_int_equal(b->n_peers, 2); /* one per version */
+	assert_int_equal(b->peers->n_also, 0);
+	assert_int_equal(b->peers->n_peers, 2);
+	agent_free(c);
+	agent_free(b);
+	agent_free(a);
+}
+
 static void test_join_keeps_reads_in_flight(void **state)
 {
 	fx.s.cluster.keep_head = ASSIGN_KEEP_HEAD;
@@ -309,6 +353,7 @@ int main(void)
 	log_setup(LOG_ERROR + 1, LOG_FORMAT_TEXT);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_peers_shared, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
