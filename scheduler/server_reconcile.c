@@ -288,7 +288,7 @@ void server_send_share_moved(struct sched *s, struct cluster_version *cv, struct
 static void send_peers_due(struct sched *s, struct sched_client *cl)
 {
 	struct peers_due *due = cl->peers_due;
-	size_t n = cl->npeers_due;
+	size_t n = cl->node ? cl->npeers_due : 0; /* none: it registered again elsewhere */
 	ProtobufCBinaryData *also = xcalloc(n + 1, sizeof *also);
 	for (size_t i = 0; i < n; i++) {
 		if (!due[i].cv)
