@@ -116,13 +116,20 @@ struct cluster_version *cluster_version_find(const struct cluster *c, const uint
 	return NULL;
 }
 
+int cluster_report_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct cluster_report *)a)->version.b,
+		      ((const struct cluster_report *)b)->version.b, HASH_LEN);
+}
+
 const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,
 						    const struct hash_id *version)
 {
-	for (size_t i = 0; i < n->nreports; i++)
-		if (!memcmp(n->reports[i].version.b, version->b, HASH_LEN))
-			return &n->reports[i];
-	return NULL;
+	struct cluster_report key;
+	key.version = *version;
+	return n->nreports
+		   ? bsearch(&key, n->reports, n->nreports, sizeof *n->reports, cluster_report_cmp)
+		   : NULL;
 }
 
 int cluster_assigned(const struct cluster_dataset *d, const struct cluster_node *n)
@@ -646,8 +653,11 @@ static int load_have(void *arg, const struct hash_id *id, const char *node,
 	struct cluster *c = arg;
 	struct cluster_node *n = cluster_node_find(c, node);
 	struct cluster_version *cv = cluster_version_find(c, id->b, HASH_LEN);
-	if (!n || !cv || cluster_node_report_of(n, id))
+	if (!n || !cv)
 		return 0;
+	for (size_t i = 0; i < n->nreports; i++) /* sorted after the load */
+		if (!memcmp(n->reports[i].version.b, id->b, HASH_LEN))
+			return 0;
 	n->reports = xrealloc(n->reports, (n->nreports + 1) * sizeof *n->reports);
 	struct cluster_report *r = &n->reports[n->nreports++];
 	memset(r, 0, sizeof *r);
@@ -680,6 +690,10 @@ int cluster_open_state(struct cluster *c, struct state *st)
 		cluster_close(c);
 		return rc;
 	}
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (c->nodes[i]->nreports > 1)
+			qsort(c->nodes[i]->reports, c->nodes[i]->nreports,
+			      sizeof *c->nodes[i]->reports, cluster_report_cmp);
 	for (size_t i = 0; i < c->nversions; i++)
 		version_settle(c->versions[i]->v);
 	cluster_gc(c);

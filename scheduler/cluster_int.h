@@ -28,6 +28,9 @@ int cluster_readers_load(void *arg, const struct hash_id *id, const char *node, 
 
 /* Release what a report holds and zero it. */
 void cluster_report_close(struct cluster_report *r);
+/* Order of a node's reports: by version id (cluster_node.reports is kept
+ * sorted so that a lookup is a bisection, not a scan of every version). */
+int cluster_report_cmp(const void *a, const void *b);
 /* Write r of node in the open state transaction; r is clean after. */
 void cluster_report_save(struct cluster *c, const char *node, struct cluster_report *r,
 			 uint64_t now);

@@ -156,12 +156,10 @@ static void report_log(const struct cluster_node *n, const struct cluster_report
 static struct cluster_report *report_find(struct cluster_node *n, const struct hash_id *id,
 					  size_t *index)
 {
-	for (size_t i = 0; i < n->nreports; i++)
-		if (!memcmp(n->reports[i].version.b, id->b, HASH_LEN)) {
-			*index = i;
-			return &n->reports[i];
-		}
-	return NULL;
+	struct cluster_report *r = (struct cluster_report *)cluster_node_report_of(n, id);
+	if (r)
+		*index = (size_t)(r - n->reports);
+	return r;
 }
 
 /* A node's count since its last report: it only grows, unless the node
@@ -197,12 +195,15 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 	for (size_t i = 0; i < nvs; i++) {
 		struct cluster_version *cv =
 		    cluster_version_find(c, vs[i]->version_id.data, vs[i]->version_id.len);
-		int dup = 0;
-		for (size_t j = 0; cv && j < nnext && !dup; j++)
-			dup = !memcmp(next[j].version.b, cv->v->id.b, HASH_LEN);
-		if (!cv || dup)
+		if (!cv)
 			continue;
+		/* A version twice in one heartbeat: the first counts. */
 		struct cluster_report *old = report_find(n, &cv->v->id, &at);
+		int dup = old && moved[at];
+		for (size_t j = 0; !old && j < nnext && !dup; j++)
+			dup = !memcmp(next[j].version.b, cv->v->id.b, HASH_LEN);
+		if (dup)
+			continue;
 		struct cluster_report *r = &next[nnext++];
 		if (old) {
 			*r = *old;
@@ -236,6 +237,8 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 			 n->name);
 	free(moved);
 	free(n->reports);
+	if (nnext > 1)
+		qsort(next, nnext, sizeof *next, cluster_report_cmp);
 	n->reports = next;
 	n->nreports = nnext;
 	if (dropped)

@@ -413,6 +413,83 @@ static void report(struct cluster *c, struct cluster_node *n, const struct sched
 static const uint8_t key_a[SECURE_KEY_BYTES] = {0xa1, 0xa2}, key_b[SECURE_KEY_BYTES] = {0xb1},
 		     key_x[SECURE_KEY_BYTES] = {0xee};
 
+/* A node reporting many versions: each is found (a node's reports are kept
+ * sorted by version and looked up by bisection), a version twice in one
+ * heartbeat counts once, and after a reopen (reports loaded in the state's
+ * order) each is found again; a map of every block is kept as none and
+ * saved as such. */
+static void test_reports_of_many_versions(void **state)
+{
+	char *dir = testutil_mkdtemp();
+	struct cluster c;
+	enum { NV = 7 };
+	struct hash_id ids[NV];
+	const struct sched_version *vs[NV];
+	char digest[16];
+	assert_int_equal(cluster_open(&c, dir), 0);
+	for (int i = 0; i < NV; i++) {
+		snprintf(digest, sizeof digest, "z%d", i);
+		struct cluster_version *cv = cluster_version_add(&c, sample_version(digest));
+		char name[16];
+		snprintf(name, sizeof name, "set%d", i);
+		cluster_dataset_set(&c, name, "file:///src", NULL, 0, BS, cv);
+		ids[i] = cv->v->id;
+		vs[i] = cv->v;
+	}
+	struct cluster_node *a =
+	    cluster_node_register(&c, "gpu-a", make_register("gpu-a", "a"), key_a, 1);
+	Syncbit__Bitfield bf[NV + 1];
+	Syncbit__VersionState st[NV + 1], *stp[NV + 1];
+	uint8_t all[8], some[8] = {0x01};
+	memset(all, 0xff, sizeof all);
+	for (int k = 0; k <= NV; k++) {
+		int i = k < NV ? (k * 3) % NV : 2; /* out of order, then 2 again */
+		syncbit__bitfield__init(&bf[k]);
+		syncbit__version_state__init(&st[k]);
+		bf[k].nblocks = vs[i]->nblocks;
+		bf[k].bits.data = i % 2 ? some : all;
+		bf[k].bits.len = (vs[i]->nblocks + 7) / 8;
+		st[k].dataset = "x";
+		st[k].version_id.data = (uint8_t *)ids[i].b;
+		st[k].version_id.len = HASH_LEN;
+		st[k].have = &bf[k];
+		st[k].bytes_from_origin = 100u + (unsigned)k;
+		stp[k] = &st[k];
+	}
+	(void)cluster_node_report(&c, a, stp, NV + 1, 1);
+	assert_int_equal(a->nreports, NV);
+	for (int i = 0; i < NV; i++) {
+		const struct cluster_report *r = cluster_node_report_of(a, &ids[i]);
+		assert_non_null(r);
+		assert_memory_equal(r->version.b, ids[i].b, HASH_LEN);
+		if (i % 2) {
+			assert_non_null(r->bits);
+			assert_int_equal(r->have, 1);
+		} else {
+			assert_null(r->bits); /* every block */
+			assert_int_equal(r->have, vs[i]->nblocks);
+		}
+		if (i == 2) /* the first of its two entries */
+			assert_int_equal(r->bytes_from_origin, 100 + 3);
+	}
+	cluster_node_flush(&c, a);
+	cluster_close(&c);
+
+	assert_int_equal(cluster_open(&c, dir), 0);
+	a = cluster_node_find(&c, "gpu-a");
+	assert_non_null(a);
+	assert_int_equal(a->nreports, NV);
+	for (int i = 0; i < NV; i++) {
+		const struct cluster_report *r = cluster_node_report_of(a, &ids[i]);
+		assert_non_null(r);
+		assert_int_equal(r->have, i % 2 ? 1 : r->nbits);
+		assert_true(cluster_report_has(r, 0));
+		assert_int_equal(cluster_report_has(r, 1), i % 2 ? 0 : r->nbits > 1);
+	}
+	cluster_close(&c);
+	testutil_rmtree(dir);
+}
+
 static void test_cluster_persists(void **state)
 {
 	char *dir = testutil_mkdtemp();
@@ -670,6 +747,7 @@ int main(void)
 	    cmocka_unit_test(test_version_refuses_oversized),
 	    cmocka_unit_test(test_carry_over),
 	    cmocka_unit_test(test_cluster_persists),
+	    cmocka_unit_test(test_reports_of_many_versions),
 	    cmocka_unit_test(test_cluster_members_and_plans),
 	    cmocka_unit_test(test_cluster_version_gc),
 	    cmocka_unit_test(test_cluster_skips_bad_records),
