@@ -125,8 +125,7 @@ int cluster_report_cmp(const void *a, const void *b)
 const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,
 						    const struct hash_id *version)
 {
-	struct cluster_report key;
-	key.version = *version;
+	struct cluster_report key = {.version = *version};
 	return n->nreports
 		   ? bsearch(&key, n->reports, n->nreports, sizeof *n->reports, cluster_report_cmp)
 		   : NULL;
