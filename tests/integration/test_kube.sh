@@ -136,7 +136,7 @@ mkdir -p "$KD/sa-n3"
 cp "$KD/ca.crt" "$KD/sa-n3/ca.crt"; cp "$KD/tok-agent-n3" "$KD/sa-n3/token"; echo syncbit >"$KD/sa-n3/namespace"
 KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${API##*:} SYNCBIT_SERVICEACCOUNT_DIR=$KD/sa-n3 \
 	start_agent 3 || bad "agent n3 starts in-cluster"
-check "agent n3 found the API server in-cluster" grep -q 'kubernetes: in-cluster' "$T/a3.log"
+check "agent n3 found the API server in-cluster" until_true 10 grep -q 'kubernetes: in-cluster' "$T/a3.log"
 
 pod p1 n1 model   # on n1, gated on the model
 pod p3 n3 model   # on n3, whose labels the selector will not match
