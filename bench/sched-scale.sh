@@ -118,7 +118,17 @@ expect() {
 }
 
 admin() { "$SYNCBIT" "$@" --scheduler "127.0.0.1:$PORT" --token-file "$D/join-token"; }
-metric() { curl -sf "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# A metric's value, or empty: a scheduler too busy to answer in time (its HTTP
+# server gives up on a request not read within 3 s) does not end the run.
+metric() {
+	local i
+	for i in 1 2 3; do
+		curl -sf --max-time 30 "http://127.0.0.1:$HPORT/metrics" 2>/dev/null |
+			awk -v m="$1" '$1 == m {print $2; f = 1} END {exit !f}' && return 0
+		sleep 1
+	done
+	return 0
+}
 # An admin change, tried up to 3 times; each failure is printed with the time it took.
 admin_retry() {
 	local i t0
@@ -185,6 +195,8 @@ run_one() {
 	local join_s join_cpu
 	join_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)/1000}')
 	join_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v c="$clk" 'BEGIN{printf "%.1f", (b-a)/c}')
+	echo "sched-scale: N=$n joined in $join_s s (scheduler $join_cpu cpu-s, rss" \
+		"$(rss_mib "$SCHED_PID" VmRSS) MiB, peak $(rss_mib "$SCHED_PID" VmHWM) MiB)" >&2
 
 	# Steady state: heartbeats only.
 	sleep $(( HEARTBEAT_MS / 1000 + 1 ))
