@@ -12,9 +12,10 @@
 #   the 30 others get all of them; after 0.5 s the 10 are taken as stalled
 #   and wait apart (each with at most its share of the bound, 1/64, and a
 #   message queued; all of them within a second bound), stay connected, and
-#   get the rest once they read again. (Heartbeats of 8 s: a control connection's
-#   TCP_USER_TIMEOUT is 2 heartbeats and a slack, and Linux >= 5.11 drops a
-#   connection whose window stays shut that long; the checks fit before.)
+#   get the rest once they read again. (Heartbeats of 20 s: a control
+#   connection's TCP_USER_TIMEOUT is 2 heartbeats and a slack, and Linux >=
+#   5.11 drops a connection whose window stays shut that long; the checks
+#   fit well before, even on a loaded machine.)
 # - stalled and waiting nodes that disconnect leave nothing behind: the
 #   queue empties and the scheduler goes on serving.
 . "$(dirname "$0")/lib.sh"
@@ -42,7 +43,7 @@ SCHED_HTTP=127.0.0.1:7401
 TOKEN=$T/sched/join-token
 # ip execs the scheduler: $! is its pid.
 ip netns exec "$NS" "$SYNCBIT" scheduler --listen "$SCHED" --data "$T/sched" --http "$SCHED_HTTP" \
-	--heartbeat-ms 8000 --refresh 0 --assign-queue 2M >>"$T/sched.log" 2>&1 &
+	--heartbeat-ms 20000 --refresh 0 --assign-queue 2M >>"$T/sched.log" 2>&1 &
 SCHED_PID=$!
 PIDS+=($SCHED_PID)
 started() { [ -s "$TOKEN" ] && in_ns curl -sf -o /dev/null "http://$SCHED_HTTP/healthz"; }
