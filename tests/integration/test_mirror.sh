@@ -4,7 +4,7 @@
 # layer (tests/fixtures/oci_image.py), a scheduler and two agents with
 # --registry-mirror, `dataset add` of both images; the mirror's answers
 # checked with curl (API version, HEAD = GET without a body, digests, media
-# types, Range, 416, 404s with OCI error bodies at once (< 0.5 s: not parked
+# types, Range, 416, 404s with OCI error bodies at once (< 2 s: not parked
 # for the wait), ns matching, refused names and digests). Then the registry is
 # STOPPED and a containerd of the test's own (Debian's containerd; config,
 # root, state and socket under $T, as in test_image.sh) pulls and unpacks the
@@ -142,9 +142,9 @@ check "a tag regex dataset serves each of its tags: v2 is the tool image" \
 	test "$(curl -sf -o /dev/null -D - "$U1/manifests/v2$NS" | tr -d '\r' | awk '/^Docker-Content-Digest:/ {print $2}')" = "$D_TOOL"
 check "tags/list of team/app has v1 and v2" bash -c "curl -sf '$U1/tags/list$NS' | grep -q '\"v1\",\"v2\"'"
 
-# notfound NAME PATH CODE: 404 with that OCI error code, at once: under 0.5 s,
+# notfound NAME PATH CODE: 404 with that OCI error code, at once: under 2 s,
 # where a request parked for the mirror's wait takes seconds (0.19 s seen on a
-# loaded full run).
+# loaded full run, 0.51 s on another).
 notfound() {
 	local out
 	out=$(curl -s --path-as-is -o "$T/err" -w '%{http_code} %{time_total}' "http://$M1$2") || return 1
@@ -154,7 +154,7 @@ code, secs = sys.argv[1].split()
 body = json.load(open(sys.argv[3]))
 assert code == "404", code
 assert sys.argv[2] == "-" or body["errors"][0]["code"] == sys.argv[2], body
-assert float(secs) < 0.5, secs
+assert float(secs) < 2, secs
 PY
 }
 check "an unknown tag: 404 MANIFEST_UNKNOWN at once" notfound tag "/v2/team/app/manifests/nope$NS" MANIFEST_UNKNOWN
