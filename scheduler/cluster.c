@@ -10,6 +10,8 @@
 #include "scheduler/cluster_int.h"
 #include "scheduler/ds_filter.h"
 
+#include <xxhash.h>
+
 struct pending_hash {
 	struct hash_id version;
 	uint32_t block;
@@ -203,6 +205,12 @@ static void node_save(struct cluster *c, struct cluster_node *n, uint64_t now)
 	free(store);
 }
 
+void cluster_node_hash(struct cluster_node *n)
+{
+	n->name_hash = XXH64(n->name, strlen(n->name), 0);
+	n->ident = XXH64(n->addr, strlen(n->addr), n->name_hash);
+}
+
 /* Insert keeping nodes sorted by name (members come out sorted). */
 static struct cluster_node *node_new(struct cluster *c, const char *name)
 {
@@ -212,6 +220,7 @@ static struct cluster_node *node_new(struct cluster *c, const char *name)
 	n->addr = xstrdup("");
 	n->agent_version = xstrdup("");
 	n->labels = xcalloc(1, sizeof *n->labels);
+	cluster_node_hash(n);
 	c->nodes = xrealloc(c->nodes, (c->nnodes + 1) * sizeof *c->nodes);
 	size_t i = c->nnodes;
 	while (i > 0 && strcmp(c->nodes[i - 1]->name, name) > 0) {
@@ -234,6 +243,7 @@ static void node_update(struct cluster_node *n, const Syncbit__Register *reg)
 	n->nlabels = reg->n_labels;
 	n->disk_free = reg->disk_free;
 	n->cache_size = reg->cache_size;
+	cluster_node_hash(n);
 }
 
 int cluster_node_key_check(const struct cluster *c, const char *name,

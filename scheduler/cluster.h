@@ -48,6 +48,9 @@ struct cluster_node {
 	char *name;
 	uint32_t id; /* small number for this run, 1 and up (not saved) */
 	char *addr;  /* where peers dial it */
+	/* XXH64 of the name (its place on the peer ring, scheduler/overlay.h)
+	 * and of name and address (what a peer list names): cluster_node_hash. */
+	uint64_t name_hash, ident;
 	char *agent_version;
 	struct assign_label *labels;
 	size_t nlabels;
@@ -91,6 +94,7 @@ struct cluster_version {
 	/* The holders last told (names and addresses, one per line; owned by
 	 * the protocol side), and whether they changed since. */
 	char *holders;
+	uint64_t holders_sig; /* a hash of them, and of which fail */
 	int changed;
 	uint32_t *ingested_by; /* per block, the id of the node whose hash came first */
 	struct cluster_reader *readers;
@@ -157,6 +161,8 @@ int64_t cluster_wall_ms(void);
 int cluster_check_name(const char *name);
 
 struct cluster_node *cluster_node_find(const struct cluster *c, const char *name);
+/* Set n's name_hash and ident from its name and address. */
+void cluster_node_hash(struct cluster_node *n);
 struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name);
 struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id,
 					     size_t len);

@@ -42,12 +42,9 @@ static size_t successor(const struct ring_pos *pos, size_t n, uint64_t h)
 
 uint64_t overlay_key(struct cluster_node *const *m, size_t n)
 {
-	XXH64_state_t *st = XXH64_createState();
-	XXH64_reset(st, n);
+	uint64_t k = n;
 	for (size_t i = 0; i < n; i++)
-		XXH64_update(st, m[i]->name, strlen(m[i]->name) + 1);
-	uint64_t k = XXH64_digest(st);
-	XXH64_freeState(st);
+		k = XXH64(&m[i]->ident, sizeof m[i]->ident, k);
 	return k;
 }
 
@@ -60,7 +57,7 @@ void overlay_build(struct overlay *o, struct cluster_node *const *m, size_t n)
 		return; /* everyone knows everyone */
 	struct ring_pos *pos = xcalloc(n, sizeof *pos);
 	for (size_t i = 0; i < n; i++) {
-		pos[i].h = XXH64(m[i]->name, strlen(m[i]->name), 0);
+		pos[i].h = m[i]->name_hash;
 		pos[i].member = (uint32_t)i;
 	}
 	qsort(pos, n, sizeof *pos, cmp_pos);

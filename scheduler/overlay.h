@@ -24,7 +24,8 @@ struct overlay {
 	uint32_t *adj;	 /* member indices, ascending per member */
 };
 
-/* A hash of the members' names, in order (to reuse a built overlay). */
+/* A hash of the members' names and addresses, in order (to reuse a built
+ * overlay and what is worked out from it). */
 uint64_t overlay_key(struct cluster_node *const *m, size_t n);
 void overlay_build(struct overlay *o, struct cluster_node *const *m, size_t n);
 /* The peers of member self: *out = their indices, count returned; *out

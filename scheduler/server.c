@@ -32,6 +32,7 @@ void server_client_release(struct sched_client *cl)
 	for (size_t i = 0; i < cl->ntold; i++)
 		free(cl->told[i]);
 	free(cl->sent);
+	free(cl->sent_ix);
 	free(cl->told);
 	free(cl->peers_due);
 	free(cl);

@@ -15,8 +15,10 @@
 /* What a node was assigned on this connection. */
 struct sent {
 	char *dataset;
+	uint64_t name_hash; /* XXH64 of dataset */
 	struct hash_id version;
 	uint64_t round; /* the reconcile round that sent it */
+	uint64_t seen;	/* the last server_reconcile_node() pass that found its dataset */
 	/* What the node was last told of the version's peers and its origin
 	 * share (hashes of the lists): unchanged lists are not sent again. */
 	uint64_t peers_sig, origin_sig;
@@ -33,6 +35,12 @@ struct sched_client {
 	uint64_t accepted;
 	struct sent *sent;
 	size_t nsent;
+	/* sent found by dataset and by version (server_reconcile.c): two
+	 * open-addressing tables of sent_ixcap slots, index + 1 or 0; stale
+	 * after an entry went or changed version. */
+	uint32_t *sent_ix;
+	size_t sent_ixcap;
+	int sent_ix_stale;
 	char **told; /* datasets it reported that it was told to drop */
 	size_t ntold;
 	/* Assign pacing (scheduler/server_pace.c): bytes of Assigns handed to

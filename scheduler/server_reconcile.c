@@ -15,13 +15,27 @@
 #include <xxhash.h>
 
 static uint64_t sync_round = 1;
-/* The peer graph of the last member list asked for (every version held by
- * the same nodes shares it). */
-static struct overlay graph;
+static uint64_t node_pass; /* server_reconcile_node() calls */
+
+/* Peer graphs of recent member lists (every version held by the same nodes
+ * shares one), with the hash of each member's peer list once asked for: a
+ * join changes a hundred versions' members alike, and each list is hashed
+ * once, not once per version. */
+#define GRAPHS 4
+static struct graph {
+	struct overlay o;
+	uint64_t *sig; /* per member; 0 until worked out; NULL: slot unused */
+	uint64_t used;
+} graphs[GRAPHS];
+static uint64_t graph_clock;
 
 void server_reconcile_close(struct sched *s)
 {
-	overlay_close(&graph);
+	for (size_t i = 0; i < GRAPHS; i++) {
+		overlay_close(&graphs[i].o);
+		free(graphs[i].sig);
+		graphs[i].sig = NULL;
+	}
 	for (size_t i = 0; i < s->cluster.nversions; i++) {
 		struct cluster_version *cv = s->cluster.versions[i];
 		free(cv->members);
@@ -31,18 +45,27 @@ void server_reconcile_close(struct sched *s)
 }
 
 /* The peer graph of cv's members m (members_of). */
-static const struct overlay *graph_of(struct cluster_version *cv, struct cluster_node *const *m,
-				      size_t n)
+static struct graph *graph_of(struct cluster_version *cv, struct cluster_node *const *m, size_t n)
 {
-	/* The key hashes every member's name: once per version and round. */
+	/* The key hashes every member: once per version and round. */
 	if (!cv->members_key)
 		cv->members_key = overlay_key(m, n);
-	uint64_t key = cv->members_key;
-	if (graph.key != key || graph.n != n || (!graph.n && n)) {
-		overlay_close(&graph);
-		overlay_build(&graph, m, n);
+	struct graph *g = NULL, *oldest = &graphs[0];
+	for (size_t i = 0; i < GRAPHS && !g; i++) {
+		if (graphs[i].sig && graphs[i].o.key == cv->members_key && graphs[i].o.n == n)
+			g = &graphs[i];
+		else if (graphs[i].used < oldest->used)
+			oldest = &graphs[i];
 	}
-	return &graph;
+	if (!g) {
+		g = oldest;
+		overlay_close(&g->o);
+		free(g->sig);
+		overlay_build(&g->o, m, n);
+		g->sig = xcalloc(n + 1, sizeof *g->sig);
+	}
+	g->used = ++graph_clock;
+	return g;
 }
 
 /* Index of the member named name (members are sorted by name:
@@ -72,18 +95,96 @@ static size_t member_index(struct cluster_node *const *m, size_t n, const struct
 
 /* ---- what to tell the nodes ------------------------------------------------ */
 
+static uint64_t version_key(const struct hash_id *v)
+{
+	uint64_t k;
+	memcpy(&k, v->b, sizeof k);
+	return k;
+}
+
+static void sent_ix_put(struct sched_client *cl, size_t i)
+{
+	size_t mask = cl->sent_ixcap - 1;
+	uint32_t *by_name = cl->sent_ix, *by_version = cl->sent_ix + cl->sent_ixcap;
+	size_t h = cl->sent[i].name_hash & mask;
+	while (by_name[h])
+		h = (h + 1) & mask;
+	by_name[h] = (uint32_t)i + 1;
+	h = version_key(&cl->sent[i].version) & mask;
+	while (by_version[h])
+		h = (h + 1) & mask;
+	by_version[h] = (uint32_t)i + 1;
+}
+
+/* cl's index, rebuilt when stale. */
+static void sent_ix_fresh(struct sched_client *cl)
+{
+	if (cl->sent_ix && !cl->sent_ix_stale)
+		return;
+	size_t cap = 16;
+	while (cap < 2 * cl->nsent + 2)
+		cap *= 2;
+	free(cl->sent_ix);
+	cl->sent_ix = xcalloc(2 * cap, sizeof *cl->sent_ix);
+	cl->sent_ixcap = cap;
+	for (size_t i = 0; i < cl->nsent; i++)
+		sent_ix_put(cl, i);
+	cl->sent_ix_stale = 0;
+}
+
 struct sent *server_sent_find(struct sched_client *cl, const char *dataset)
 {
-	for (size_t i = 0; i < cl->nsent; i++)
-		if (!strcmp(cl->sent[i].dataset, dataset))
-			return &cl->sent[i];
+	if (!cl->nsent)
+		return NULL;
+	sent_ix_fresh(cl);
+	uint64_t h = XXH64(dataset, strlen(dataset), 0);
+	size_t mask = cl->sent_ixcap - 1;
+	for (size_t j = h & mask; cl->sent_ix[j]; j = (j + 1) & mask) {
+		struct sent *e = &cl->sent[cl->sent_ix[j] - 1];
+		if (e->name_hash == h && !strcmp(e->dataset, dataset))
+			return e;
+	}
 	return NULL;
+}
+
+/* What cl was assigned of version cv, or NULL. */
+static struct sent *sent_of_version(struct sched_client *cl, const struct cluster_version *cv)
+{
+	if (!cl->nsent)
+		return NULL;
+	sent_ix_fresh(cl);
+	size_t mask = cl->sent_ixcap - 1;
+	const uint32_t *by_version = cl->sent_ix + cl->sent_ixcap;
+	for (size_t j = version_key(&cv->v->id) & mask; by_version[j]; j = (j + 1) & mask) {
+		struct sent *e = &cl->sent[by_version[j] - 1];
+		if (!memcmp(e->version.b, cv->v->id.b, HASH_LEN))
+			return e;
+	}
+	return NULL;
+}
+
+/* A new entry: dataset was assigned version. */
+static struct sent *sent_add(struct sched_client *cl, const char *dataset,
+			     const struct hash_id *version)
+{
+	cl->sent = xrealloc(cl->sent, (cl->nsent + 1) * sizeof *cl->sent);
+	struct sent *e = &cl->sent[cl->nsent++];
+	memset(e, 0, sizeof *e);
+	e->dataset = xstrdup(dataset);
+	e->name_hash = XXH64(dataset, strlen(dataset), 0);
+	e->version = *version;
+	if (cl->sent_ix && !cl->sent_ix_stale && 2 * cl->nsent + 2 <= cl->sent_ixcap)
+		sent_ix_put(cl, cl->nsent - 1);
+	else
+		cl->sent_ix_stale = 1;
+	return e;
 }
 
 static void sent_drop(struct sched_client *cl, struct sent *e)
 {
 	free(e->dataset);
 	*e = cl->sent[--cl->nsent];
+	cl->sent_ix_stale = 1;
 }
 
 static void peer_info(Syncbit__PeerInfo *v, const struct cluster_node *n)
@@ -97,36 +198,58 @@ static void peer_info(Syncbit__PeerInfo *v, const struct cluster_node *n)
 	}
 }
 
+/* The hash of the names and addresses of the members of g that member me
+ * is told of (me == n: not a member, told of all). */
+static uint64_t peer_sig(struct graph *g, struct cluster_node *const *m, size_t n, size_t me)
+{
+	if (me < n && g->sig[me])
+		return g->sig[me];
+	const uint32_t *adj = NULL;
+	size_t k = me < n ? overlay_peers(&g->o, me, &adj) : n;
+	uint64_t h = 0;
+	for (size_t i = 0; i < (adj ? k : n); i++) {
+		size_t o = adj ? adj[i] : i;
+		if (o != me)
+			h = XXH64(&m[o]->ident, sizeof m[o]->ident, h);
+	}
+	h = h ? h : 1;
+	if (me < n)
+		g->sig[me] = h;
+	return h;
+}
+
 /* PeerInfo for the members self is told of (scheduler/overlay.h: every
  * other member, or its peers in the graph when there are many); *sig is a
- * hash of their names and addresses. Free the two arrays. */
+ * hash of their names and addresses (peer_sig). Free the two arrays. */
 static Syncbit__PeerInfo **peer_list(struct cluster_version *cv, struct cluster_node **m, size_t n,
 				     const struct cluster_node *self, Syncbit__PeerInfo **store,
 				     size_t *count, uint64_t *sig)
 {
-	const struct overlay *g = graph_of(cv, m, n);
+	struct graph *g = graph_of(cv, m, n);
 	size_t me = member_index(m, n, self);
 	const uint32_t *adj = NULL;
-	size_t k = me < n ? overlay_peers(g, me, &adj) : n;
+	size_t k = me < n ? overlay_peers(&g->o, me, &adj) : n;
 	Syncbit__PeerInfo *v = xcalloc(k + 1, sizeof *v);
 	Syncbit__PeerInfo **p = xcalloc(k + 1, sizeof *p);
-	XXH64_state_t *st = XXH64_createState();
-	XXH64_reset(st, 0);
 	*count = 0;
 	for (size_t i = 0; i < (adj ? k : n); i++) {
 		const struct cluster_node *o = adj ? m[adj[i]] : m[i];
 		if (o == self)
 			continue;
 		peer_info(&v[*count], o);
-		XXH64_update(st, o->name, strlen(o->name) + 1);
-		XXH64_update(st, o->addr, strlen(o->addr) + 1);
 		p[*count] = &v[*count];
 		(*count)++;
 	}
-	*sig = XXH64_digest(st);
-	XXH64_freeState(st);
+	*sig = peer_sig(g, m, n, me);
 	*store = v;
 	return p;
+}
+
+/* The hash of node n's share of cv's origin plan (0: none). */
+static uint64_t origin_sig(const struct cluster_version *cv, const struct cluster_node *n)
+{
+	const struct assign_plan *p = cluster_plan_of(cv, n->name);
+	return p && p->nranges ? XXH64(p->ranges, p->nranges * sizeof *p->ranges, 1) : 0;
 }
 
 /* BlockRange list of a node's share of the plan; free the two arrays. */
@@ -136,7 +259,7 @@ static Syncbit__BlockRange **origin_list(const struct cluster_version *cv,
 {
 	const struct assign_plan *p = cluster_plan_of(cv, n->name);
 	size_t k = p ? p->nranges : 0;
-	*sig = k ? XXH64(p->ranges, k * sizeof *p->ranges, 1) : 0;
+	*sig = origin_sig(cv, n);
 	Syncbit__BlockRange *v = xcalloc(k + 1, sizeof *v);
 	Syncbit__BlockRange **ptrs = xcalloc(k + 1, sizeof *ptrs);
 	for (size_t i = 0; i < k; i++) {
@@ -161,15 +284,6 @@ static struct cluster_node **members_of(struct sched *s, struct cluster_version 
 	}
 	*n = cv->nmembers;
 	return cv->members;
-}
-
-/* What cl was assigned of version cv, or NULL. */
-static struct sent *sent_of_version(struct sched_client *cl, const struct cluster_version *cv)
-{
-	for (size_t i = 0; i < cl->nsent; i++)
-		if (!memcmp(cl->sent[i].version.b, cv->v->id.b, HASH_LEN))
-			return &cl->sent[i];
-	return NULL;
 }
 
 /* ASSIGN d to cl; *peers_sig and *origin_sig say what it was told. */
@@ -211,22 +325,14 @@ void server_send_unassign(struct sched_client *cl, const char *dataset)
 	server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_UNASSIGN, &m.base);
 }
 
-/* PEERS and ORIGIN of cv to cl, each only when it differs from what cl
- * was last told. */
-static void send_peers_origin(struct sched *s, struct sched_client *cl, struct cluster_version *cv,
-			      struct cluster_node **members, size_t nm)
+/* PEERS and ORIGIN of cv to cl (e: what it was assigned of cv; its node
+ * is member me), each only when it differs from what cl was last told. */
+static void send_peers_origin(struct sched *s, struct sched_client *cl, struct sent *e,
+			      struct cluster_version *cv, struct cluster_node **members, size_t nm,
+			      size_t me)
 {
-	Syncbit__Peers p = SYNCBIT__PEERS__INIT;
-	Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
-	Syncbit__PeerInfo *pstore;
-	Syncbit__BlockRange *rstore;
-	struct sent *e = sent_of_version(cl, cv);
-	uint64_t psig, osig;
-	if (!e)
-		return; /* its Assign waits for room and will carry both */
-	p.version_id.data = cv->v->id.b;
-	p.version_id.len = HASH_LEN;
-	p.peers = peer_list(cv, members, nm, cl->node, &pstore, &p.n_peers, &psig);
+	uint64_t psig = peer_sig(graph_of(cv, members, nm), members, nm, me);
+	uint64_t osig = origin_sig(cv, cl->node);
 	if (e->peers_sig != psig && cl->peers_shared) {
 		/* One Peers at the end of the round for every version with
 		 * this list (send_peers_due). */
@@ -234,19 +340,28 @@ static void send_peers_origin(struct sched *s, struct sched_client *cl, struct c
 		    xrealloc(cl->peers_due, (cl->npeers_due + 1) * sizeof *cl->peers_due);
 		cl->peers_due[cl->npeers_due++] = (struct peers_due){cv, psig};
 	} else if (e->peers_sig != psig) {
+		Syncbit__Peers p = SYNCBIT__PEERS__INIT;
+		Syncbit__PeerInfo *pstore;
+		p.version_id.data = cv->v->id.b;
+		p.version_id.len = HASH_LEN;
+		p.peers = peer_list(cv, members, nm, cl->node, &pstore, &p.n_peers, &psig);
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_PEERS, &p.base);
+		free(p.peers);
+		free(pstore);
 	}
-	o.version_id = p.version_id;
-	o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
-	o.reason = cv->reason;
-	if (e->origin_sig != osig)
+	if (e->origin_sig != osig) {
+		Syncbit__Origin o = SYNCBIT__ORIGIN__INIT;
+		Syncbit__BlockRange *rstore;
+		o.version_id.data = cv->v->id.b;
+		o.version_id.len = HASH_LEN;
+		o.blocks = origin_list(cv, cl->node, &rstore, &o.n_blocks, &osig);
+		o.reason = cv->reason;
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_ORIGIN, &o.base);
+		free(o.blocks);
+		free(rstore);
+	}
 	e->peers_sig = psig;
 	e->origin_sig = osig;
-	free(p.peers);
-	free(pstore);
-	free(o.blocks);
-	free(rstore);
 }
 
 static void send_origin(struct sched_client *cl, struct cluster_version *cv)
@@ -432,36 +547,45 @@ static void plan_reason(const struct cluster_version *cv, const char *old, char 
 static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 {
 	size_t n, ngone;
-	struct cluster_node **m = cluster_members(&s->cluster, cv, &n);
-	struct buf sig = BUF_INIT, reason = BUF_INIT;
-	for (size_t i = 0; i < n; i++)
-		buf_printf(&sig, "%s %s%s\n", m[i]->name, m[i]->addr,
-			   cluster_node_failing(m[i], cv) ? " failing" : "");
-	const char *now = sig.len ? buf_cstr(&sig) : "";
-	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
-	if (!hold && (!cv->holders || strcmp(cv->holders, now) != 0)) {
-		size_t nnames;
-		char **names = holder_names(cv->holders, &nnames);
-		char **gone = departed(names, nnames, m, n, &ngone);
-		uint32_t moved = moved_blocks(cv, gone, ngone);
-		uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
-		plan_reason(cv, cv->holders, names, nnames, m, n, gone, ngone, moved, orphans,
-			    &reason);
-		for (size_t i = 0; i < nnames; i++)
-			free(names[i]);
-		free(names);
-		snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
-		log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
-		free(cv->holders);
-		cv->holders = xstrdup(now);
-		cv->changed = 1;
-		for (size_t i = 0; i < ngone; i++)
-			free(gone[i]);
-		free(gone);
+	struct cluster_node **m = members_of(s, cv, &n);
+	/* Every round and version: a hash first, the text only on a change. */
+	uint64_t sig = n;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t x[2] = {m[i]->ident, (uint64_t)cluster_node_failing(m[i], cv)};
+		sig = XXH64(x, sizeof x, sig);
 	}
-	buf_close(&sig);
+	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
+	if (hold || (cv->holders && cv->holders_sig == sig))
+		return;
+	struct buf now = BUF_INIT, reason = BUF_INIT;
+	for (size_t i = 0; i < n; i++)
+		buf_printf(&now, "%s %s%s\n", m[i]->name, m[i]->addr,
+			   cluster_node_failing(m[i], cv) ? " failing" : "");
+	if (cv->holders && !strcmp(cv->holders, now.len ? buf_cstr(&now) : "")) {
+		cv->holders_sig = sig; /* the same holders (a hash met again) */
+		buf_close(&now);
+		return;
+	}
+	size_t nnames;
+	char **names = holder_names(cv->holders, &nnames);
+	char **gone = departed(names, nnames, m, n, &ngone);
+	uint32_t moved = moved_blocks(cv, gone, ngone);
+	uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
+	plan_reason(cv, cv->holders, names, nnames, m, n, gone, ngone, moved, orphans, &reason);
+	for (size_t i = 0; i < nnames; i++)
+		free(names[i]);
+	free(names);
+	snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
+	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
+	free(cv->holders);
+	cv->holders = xstrdup(now.len ? buf_cstr(&now) : "");
+	cv->holders_sig = sig;
+	cv->changed = 1;
+	for (size_t i = 0; i < ngone; i++)
+		free(gone[i]);
+	free(gone);
+	buf_close(&now);
 	buf_close(&reason);
-	free(m);
 }
 
 void server_reconcile_open_pass(struct sched *s)
@@ -475,12 +599,15 @@ void server_reconcile_open_pass(struct sched *s)
 void server_reconcile_node(struct sched *s, struct sched_client *cl)
 {
 	struct cluster *c = &s->cluster;
+	uint64_t pass = ++node_pass;
 	for (size_t i = 0; i < c->ndatasets; i++) {
 		struct cluster_dataset *d = c->datasets[i];
 		/* Entries are made in the order of the datasets: look there first. */
 		struct sent *e = i < cl->nsent && !strcmp(cl->sent[i].dataset, d->name)
 				     ? &cl->sent[i]
 				     : server_sent_find(cl, d->name);
+		if (e)
+			e->seen = pass;
 		int want = d->current && cluster_assigned(d, cl->node);
 		if (want && (!e || memcmp(e->version.b, d->current->v->id.b, HASH_LEN))) {
 			if (!server_pace_room(s, cl)) {
@@ -490,11 +617,12 @@ void server_reconcile_node(struct sched *s, struct sched_client *cl)
 			uint64_t psig, osig;
 			send_assign(s, cl, d, &psig, &osig);
 			if (!e) {
-				cl->sent = xrealloc(cl->sent, (cl->nsent + 1) * sizeof *cl->sent);
-				e = &cl->sent[cl->nsent++];
-				e->dataset = xstrdup(d->name);
+				e = sent_add(cl, d->name, &d->current->v->id);
+			} else {
+				e->version = d->current->v->id;
+				cl->sent_ix_stale = 1;
 			}
-			e->version = d->current->v->id;
+			e->seen = pass;
 			e->round = sync_round;
 			e->peers_sig = psig;
 			e->origin_sig = osig;
@@ -503,24 +631,15 @@ void server_reconcile_node(struct sched *s, struct sched_client *cl)
 			sent_drop(cl, e);
 		}
 	}
+	/* What is left unseen was of datasets that are gone. */
 	for (size_t i = 0; i < cl->nsent;) {
-		if (cluster_dataset_find(c, cl->sent[i].dataset)) {
+		if (cl->sent[i].seen == pass) {
 			i++;
 			continue;
 		}
 		server_send_unassign(cl, cl->sent[i].dataset);
 		sent_drop(cl, &cl->sent[i]);
 	}
-}
-
-/* 1 when the node got an ASSIGN of cv in this round. */
-static int assigned_now(struct sched_client *cl, const struct cluster_version *cv)
-{
-	for (size_t i = 0; i < cl->nsent; i++)
-		if (cl->sent[i].round == sync_round &&
-		    !memcmp(cl->sent[i].version.b, cv->v->id.b, HASH_LEN))
-			return 1;
-	return 0;
 }
 
 static void reconcile_due(uv_timer_t *t)
@@ -567,8 +686,11 @@ void server_reconcile(struct sched *s)
 		struct cluster_node **m = members_of(s, cv, &n);
 		for (size_t j = 0; j < n; j++) {
 			struct sched_client *cl = server_client_of(m[j]);
-			if (cl && !assigned_now(cl, cv))
-				send_peers_origin(s, cl, cv, m, n);
+			struct sent *e = cl ? sent_of_version(cl, cv) : NULL;
+			/* none: its Assign waits for room and will carry both;
+			 * sent in this round: it carried them */
+			if (e && e->round != sync_round)
+				send_peers_origin(s, cl, e, cv, m, n, j);
 		}
 	}
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next)

@@ -26,14 +26,18 @@ static void members_make(struct members *ms, size_t n, const char *prefix)
 		char name[64];
 		snprintf(name, sizeof name, "%s-%05zu", prefix, i);
 		ms->nodes[i].name = strdup(name);
+		ms->nodes[i].addr = strdup("10.0.0.1:7001");
+		cluster_node_hash(&ms->nodes[i]);
 		ms->m[i] = &ms->nodes[i];
 	}
 }
 
 static void members_free(struct members *ms)
 {
-	for (size_t i = 0; i < ms->n; i++)
+	for (size_t i = 0; i < ms->n; i++) {
 		free(ms->nodes[i].name);
+		free(ms->nodes[i].addr);
+	}
 	free(ms->nodes);
 	free(ms->m);
 }
@@ -134,7 +138,8 @@ static void test_sparse(void **state)
 	check_overlay(10000);
 }
 
-/* The same members give the same key; another member set another one. */
+/* The same members give the same key; another member set, or a member at
+ * another address, another one. */
 static void test_key(void **state)
 {
 	struct members a, b;
@@ -143,6 +148,15 @@ static void test_key(void **state)
 	assert_true(overlay_key(a.m, a.n) == overlay_key(b.m, b.n));
 	free(b.nodes[7].name);
 	b.nodes[7].name = strdup("other");
+	cluster_node_hash(&b.nodes[7]);
+	assert_true(overlay_key(a.m, a.n) != overlay_key(b.m, b.n));
+	free(b.nodes[7].name);
+	b.nodes[7].name = strdup(a.nodes[7].name);
+	cluster_node_hash(&b.nodes[7]);
+	assert_true(overlay_key(a.m, a.n) == overlay_key(b.m, b.n));
+	free(b.nodes[7].addr);
+	b.nodes[7].addr = strdup("10.0.0.2:7001");
+	cluster_node_hash(&b.nodes[7]);
 	assert_true(overlay_key(a.m, a.n) != overlay_key(b.m, b.n));
 	members_free(&a);
 	members_free(&b);

@@ -316,6 +316,82 @@ static void test_peers_shared(void **state)
 	agent_free(a);
 }
 
+/* A version of one file, path, of blocks blocks, from source. */
+static struct sched_version *one_file_version(const char *source, const char *path, uint32_t blocks)
+{
+	struct source_listing l = {0};
+	struct sched_version *v;
+	char *detail = NULL;
+	add_file(&l, path, (uint64_t)blocks * BS);
+	assert_int_equal(version_from_listing(&l, source, BS, &v, &detail), 0);
+	source_listing_close(&l);
+	return v;
+}
+
+/* Forty datasets and two more sharing one version: each node is assigned
+ * every one, hears one Peers per version when another joins, and is told
+ * to drop exactly the dataset that goes, also when its version stays for
+ * the other. */
+static void test_many_datasets(void **state)
+{
+	enum { MANY = 40 };
+	char name[32], src[48];
+	for (int i = 0; i < MANY; i++) {
+		snprintf(name, sizeof name, "ds-%02d", i);
+		snprintf(src, sizeof src, "file:///many/%d", i);
+		sched_apply_version(&fx.s, name, src, NULL, 0, BS,
+				    one_file_version(src, "w.bin", 1 + (uint32_t)i % 3));
+	}
+	sched_apply_version(&fx.s, "twin-a", "file:///twin", NULL, 0, BS,
+			    one_file_version("file:///twin", "t.bin", 2));
+	sched_apply_version(&fx.s, "twin-b", "file:///twin", NULL, 0, BS,
+			    one_file_version("file:///twin", "t.bin", 2));
+	struct cluster_dataset *ta = cluster_dataset_find(&fx.s.cluster, "twin-a");
+	assert_ptr_equal(ta->current, cluster_dataset_find(&fx.s.cluster, "twin-b")->current);
+	int total = MANY + 3;	 /* with "models" and the twins */
+	int versions = MANY + 2; /* the twins share one */
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == total);
+	agent_register(b, "x");
+	WAIT_FOR(b->n_assign == total && a->n_peers == versions);
+	run_for(300);
+	assert_int_equal(a->n_peers, versions);
+	assert_int_equal(a->n_assign, total);
+	assert_int_equal(a->n_unassign, 0);
+
+	assert_int_equal(cluster_dataset_remove(&fx.s.cluster, "ds-17"), 0);
+	server_reconcile(&fx.s);
+	WAIT_FOR(a->n_unassign == 1 && b->n_unassign == 1);
+	assert_string_equal(a->unassigned, "ds-17");
+	assert_string_equal(b->unassigned, "ds-17");
+	assert_int_equal(cluster_dataset_remove(&fx.s.cluster, "twin-a"), 0);
+	server_reconcile(&fx.s);
+	WAIT_FOR(a->n_unassign == 2);
+	assert_string_equal(a->unassigned, "twin-a");
+	run_for(300);
+	assert_int_equal(a->n_unassign, 2);
+	assert_int_equal(a->n_assign, total);
+
+	/* A new version of one dataset comes as one Assign; a third node
+	 * gives the first a Peers per version it still holds. */
+	sched_apply_version(&fx.s, "ds-03", "file:///many/3", NULL, 0, BS,
+			    one_file_version("file:///many/3", "w2.bin", 4));
+	WAIT_FOR(a->n_assign == total + 1);
+	assert_string_equal(a->assign->dataset, "ds-03");
+	int peers = a->n_peers;
+	struct agent *c = agent_dial("node-c");
+	agent_register(c, "x");
+	WAIT_FOR(c->n_assign == total - 2 && a->n_peers == peers + versions - 1);
+	run_for(300);
+	assert_int_equal(a->n_peers, peers + versions - 1);
+	assert_int_equal(a->peers->n_peers, 2);
+	assert_int_equal(a->n_unassign, 2);
+	agent_free(c);
+	agent_free(b);
+	agent_free(a);
+}
+
 static void test_join_keeps_reads_in_flight(void **state)
 {
 	fx.s.cluster.keep_head = ASSIGN_KEEP_HEAD;
@@ -354,6 +430,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peers_shared, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_datasets, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
