@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +64,20 @@ static uint64_t sortable_double(double d)
 	return u;
 }
 
+/* LMDB reports a short page write as EIO: on a cache whose filesystem has
+ * less than CACHE_FULL_BYTES left that is the disk filling up, and said so
+ * (the caller then drops what is unfinished to make room). */
+#define CACHE_FULL_BYTES (1u << 20)
+
+static int commit_err(const struct cache *c, int rc)
+{
+	struct statvfs st;
+	if (rc == EIO && statvfs(c->dir, &st) == 0 &&
+	    (uint64_t)st.f_bavail * st.f_frsize < CACHE_FULL_BYTES)
+		return ENOSPC;
+	return rc;
+}
+
 /* Runs fn inside a write transaction, growing the map and retrying when the
  * index is full. fn returns 0, a negative code, or an MDB error (> 0). */
 
@@ -80,7 +95,7 @@ int cache_write_txn(struct cache *c, txn_fn fn, void *arg)
 			return cache_mdb_err(rc);
 		rc = fn(c, txn, arg);
 		if (rc == 0)
-			rc = mdb_txn_commit(txn);
+			rc = commit_err(c, mdb_txn_commit(txn));
 		else
 			mdb_txn_abort(txn);
 		if (rc != MDB_MAP_FULL)
