@@ -100,21 +100,67 @@ struct cluster_node *cluster_node_find(const struct cluster *c, const char *name
 	return NULL;
 }
 
+/* ---- lookups: every heartbeat names each version a node holds ---------- */
+
+static uint64_t name_key(const char *name)
+{
+	return XXH64(name, strlen(name), 0);
+}
+
+static uint64_t id_key(const uint8_t *id)
+{
+	uint64_t k;
+	memcpy(&k, id, sizeof k);
+	return k;
+}
+
+static void ix_put(uint32_t *t, size_t mask, uint64_t key, size_t i)
+{
+	size_t h = key & mask;
+	while (t[h])
+		h = (h + 1) & mask;
+	t[h] = (uint32_t)i + 1;
+}
+
+/* Remake c->ix after a dataset or version came or went. */
+static void index_lists(struct cluster *c)
+{
+	size_t n = c->ndatasets > c->nversions ? c->ndatasets : c->nversions, cap = 16;
+	while (cap < 2 * n + 2)
+		cap *= 2;
+	free(c->ix);
+	c->ix = xcalloc(2 * cap, sizeof *c->ix);
+	c->ixcap = cap;
+	for (size_t i = 0; i < c->ndatasets; i++)
+		ix_put(c->ix, cap - 1, name_key(c->datasets[i]->name), i);
+	for (size_t i = 0; i < c->nversions; i++)
+		ix_put(c->ix + cap, cap - 1, id_key(c->versions[i]->v->id.b), i);
+}
+
 struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name)
 {
-	for (size_t i = 0; i < c->ndatasets; i++)
-		if (!strcmp(c->datasets[i]->name, name))
-			return c->datasets[i];
+	if (!c->ix)
+		return NULL; /* nothing defined yet */
+	size_t mask = c->ixcap - 1;
+	for (size_t h = name_key(name) & mask; c->ix[h]; h = (h + 1) & mask) {
+		struct cluster_dataset *d = c->datasets[c->ix[h] - 1];
+		if (!strcmp(d->name, name))
+			return d;
+	}
 	return NULL;
 }
 
 struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id, size_t len)
 {
-	if (len != HASH_LEN)
+	if (len != HASH_LEN || !c->ix)
 		return NULL;
-	for (size_t i = 0; i < c->nversions; i++)
-		if (!memcmp(c->versions[i]->v->id.b, id, HASH_LEN))
-			return c->versions[i];
+	size_t mask = c->ixcap - 1;
+	const uint32_t *t = c->ix + c->ixcap;
+	for (size_t h = id_key(id) & mask; t[h]; h = (h + 1) & mask) {
+		struct cluster_version *cv = c->versions[t[h] - 1];
+		if (!memcmp(cv->v->id.b, id, HASH_LEN))
+			return cv;
+	}
 	return NULL;
 }
 
@@ -315,6 +361,7 @@ static struct cluster_version *version_insert(struct cluster *c, struct sched_ve
 	cv->stripe = 1;
 	c->versions = xrealloc(c->versions, (c->nversions + 1) * sizeof *c->versions);
 	c->versions[c->nversions++] = cv;
+	index_lists(c);
 	return cv;
 }
 
@@ -380,6 +427,7 @@ static struct cluster_dataset *dataset_new(struct cluster *c, const char *name)
 	d->selector = xcalloc(1, sizeof *d->selector);
 	c->datasets = xrealloc(c->datasets, (c->ndatasets + 1) * sizeof *c->datasets);
 	c->datasets[c->ndatasets++] = d;
+	index_lists(c);
 	return d;
 }
 
@@ -471,6 +519,7 @@ int cluster_dataset_remove(struct cluster *c, const char *name)
 		memmove(&c->datasets[i], &c->datasets[i + 1],
 			(c->ndatasets - i - 1) * sizeof *c->datasets);
 		c->ndatasets--;
+		index_lists(c);
 		cluster_gc(c);
 		return 0;
 	}
@@ -505,6 +554,7 @@ void cluster_gc(struct cluster *c)
 		version_entry_free(cv);
 	}
 	c->nversions = k;
+	index_lists(c);
 }
 
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
@@ -724,6 +774,7 @@ void cluster_close(struct cluster *c)
 	free(c->nodes);
 	free(c->datasets);
 	free(c->versions);
+	free(c->ix);
 	state_free(c->state);
 	memset(c, 0, sizeof *c);
 }

@@ -140,6 +140,10 @@ struct cluster {
 	size_t ndatasets;
 	struct cluster_version **versions;
 	size_t nversions;
+	/* Datasets by name, then versions by id: two open-addressing tables
+	 * of ixcap slots (index + 1, or 0), remade when either list changes. */
+	uint32_t *ix;
+	size_t ixcap;
 	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */
 	uint32_t next_node_id;
 	/* Unread blocks a node keeps of its share when the plan is made again

@@ -685,6 +685,46 @@ static void test_cluster_version_gc(void **state)
 	testutil_rmtree(dir);
 }
 
+/* Datasets by name and versions by id are found among many, also after
+ * some went and after a reopen. */
+static void test_cluster_lookups(void **state)
+{
+	enum { MANY = 70 };
+	char *dir = testutil_mkdtemp(), name[32];
+	struct cluster c;
+	struct hash_id ids[MANY];
+	assert_int_equal(cluster_open(&c, dir), 0);
+	for (int i = 0; i < MANY; i++) {
+		snprintf(name, sizeof name, "z%d", i);
+		struct cluster_version *cv = cluster_version_add(&c, sample_version(name));
+		ids[i] = cv->v->id;
+		snprintf(name, sizeof name, "ds-%02d", i);
+		cluster_dataset_set(&c, name, "file:///src", NULL, 0, BS, cv);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < MANY; i++) {
+			snprintf(name, sizeof name, "ds-%02d", i);
+			struct cluster_dataset *d = cluster_dataset_find(&c, name);
+			struct cluster_version *cv = cluster_version_find(&c, ids[i].b, HASH_LEN);
+			if (round == 1 && i % 3 == 0) { /* removed */
+				assert_true(!d && !cv);
+				continue;
+			}
+			assert_true(d && !strcmp(d->name, name) && cv == d->current);
+		}
+		assert_null(cluster_dataset_find(&c, "ds-99"));
+		assert_null(cluster_version_find(&c, ids[1].b, HASH_LEN - 1));
+		for (int i = 0; round == 0 && i < MANY; i += 3) {
+			snprintf(name, sizeof name, "ds-%02d", i);
+			assert_int_equal(cluster_dataset_remove(&c, name), 0);
+		}
+		cluster_close(&c);
+		assert_int_equal(cluster_open(&c, dir), 0);
+	}
+	cluster_close(&c);
+	testutil_rmtree(dir);
+}
+
 /* Records this build cannot use are skipped at start, never fatal: a
  * version that does not decode, and a dataset whose block size would make
  * its next listing divide by zero. */
@@ -750,6 +790,7 @@ int main(void)
 	    cmocka_unit_test(test_reports_of_many_versions),
 	    cmocka_unit_test(test_cluster_members_and_plans),
 	    cmocka_unit_test(test_cluster_version_gc),
+	    cmocka_unit_test(test_cluster_lookups),
 	    cmocka_unit_test(test_cluster_skips_bad_records),
 	    cmocka_unit_test(test_state_single_writer),
 	};
