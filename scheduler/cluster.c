@@ -289,6 +289,7 @@ static void node_update(struct cluster_node *n, const Syncbit__Register *reg)
 	n->nlabels = reg->n_labels;
 	n->disk_free = reg->disk_free;
 	n->cache_size = reg->cache_size;
+	n->late = 0;
 	cluster_node_hash(n);
 }
 

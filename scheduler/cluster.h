@@ -62,8 +62,11 @@ struct cluster_node {
 	uint64_t key_refused_logged; /* loop time of the last line about another key */
 	int64_t last_seen_ms;	     /* wall clock of the last message (saved) */
 	uint64_t last_heard;	     /* loop time of the last message */
-	uint64_t seen_saved;	     /* loop time last_seen_ms was last saved */
-	void *conn;		     /* its control connection; NULL when not connected */
+	/* Nothing came from it for wire_late_ms (set by the protocol side,
+	 * cleared when it is heard or registers): no origin share. */
+	int late;
+	uint64_t seen_saved; /* loop time last_seen_ms was last saved */
+	void *conn;	     /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
 	/* Block hashes refused because the blocks were never in its origin
@@ -192,6 +195,8 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 /* 1 when node n's report of cv carries an error (its cache cannot store,
  * its disk is full): it reads no origin share until it reports without. */
 int cluster_node_failing(const struct cluster_node *n, const struct cluster_version *cv);
+/* 1 when n gets no share of cv's origin plan: it is failing or late. */
+int cluster_node_unplanned(const struct cluster_node *n, const struct cluster_version *cv);
 /* Save every unsaved report and the last-seen time of n (at disconnect). */
 void cluster_node_flush(struct cluster *c, struct cluster_node *n);
 const struct cluster_report *cluster_node_report_of(const struct cluster_node *n,

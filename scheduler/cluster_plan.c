@@ -221,6 +221,11 @@ int cluster_node_failing(const struct cluster_node *n, const struct cluster_vers
 	return r && r->error && r->error[0];
 }
 
+int cluster_node_unplanned(const struct cluster_node *n, const struct cluster_version *cv)
+{
+	return n->late || cluster_node_failing(n, cv);
+}
+
 uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const *gone,
 		      size_t ngone)
 {
@@ -230,11 +235,12 @@ uint32_t cluster_plan(struct cluster *c, struct cluster_version *cv, char *const
 	memcpy(skip, cv->v->known, cv->v->nblocks / 8 + 1);
 	/* what failing nodes hold still counts: they serve it to peers */
 	uint32_t orphans = unskip_orphans(c, cv, m, n, gone, ngone, skip);
-	/* A failing node (its cache cannot store) gets no share: otherwise
-	 * the blocks left with it would wait for its disk, and every other
-	 * node with them. If every member fails, they keep their shares. */
+	/* A failing node (its cache cannot store) or a late one (no
+	 * heartbeat for 1.5 intervals) gets no share: otherwise the blocks
+	 * left with it would wait for its disk or its return, and every other
+	 * node with them. If every member is one, they keep their shares. */
 	for (size_t i = 0; i < n; i++)
-		if (!cluster_node_failing(m[i], cv))
+		if (!cluster_node_unplanned(m[i], cv))
 			m[k++] = m[i];
 	if (k)
 		n = k;

@@ -201,6 +201,20 @@ static int told(struct sched_client *cl, const char *dataset)
 	return 0;
 }
 
+/* Something came from cl's node: a late one takes origin shares again. */
+static void node_heard(struct sched *s, struct sched_client *cl, uint64_t now)
+{
+	uint64_t quiet = now - cl->node->last_heard;
+	cluster_node_heard(&s->cluster, cl->node, now);
+	if (!cl->node->late)
+		return;
+	cl->node->late = 0;
+	log_with(LOG_INFO, LOG_KV({"node", cl->node->name}),
+		 "node %s: heard again after %llu ms; it takes origin shares again", cl->node->name,
+		 (unsigned long long)quiet);
+	server_reconcile_soon(s);
+}
+
 /* A node holding a dataset it was not given (removed while it was away, or
  * its labels changed) is told once to drop it. */
 static void drop_strays(struct sched *s, struct sched_client *cl, const Syncbit__Heartbeat *hb)
@@ -228,7 +242,7 @@ static int h_heartbeat(void *ctx, ProtobufCMessage *msg, const uint8_t *body, si
 	Syncbit__Heartbeat *hb = (Syncbit__Heartbeat *)msg;
 	uint64_t now = uv_now(&s->loop);
 	cl->node->disk_free = hb->disk_free;
-	cluster_node_heard(&s->cluster, cl->node, now);
+	node_heard(s, cl, now);
 	if (cluster_node_report(&s->cluster, cl->node, hb->versions, hb->n_versions, now))
 		server_reconcile_soon(s); /* a failing node's share goes to the others */
 	drop_strays(s, cl, hb);
@@ -355,7 +369,7 @@ static int h_ingested(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 			rc = SB_EPROTO;
 	struct cluster_version *cv =
 	    cluster_version_find(&s->cluster, m->version_id.data, m->version_id.len);
-	cluster_node_heard(&s->cluster, cl->node, uv_now(&s->loop));
+	node_heard(s, cl, uv_now(&s->loop));
 	if (rc == 0 && !cv)
 		log_with(LOG_INFO, LOG_KV({"node", cl->node->name}),
 			 "node %s: hashes for a version no longer held; ignored", cl->node->name);
@@ -522,6 +536,7 @@ uint64_t server_check_liveness(struct sched *s)
 {
 	uint64_t now = uv_now(&s->loop);
 	uint64_t silent = wire_silence_ms(s->o->heartbeat_ms);
+	uint64_t late = wire_late_ms(s->o->heartbeat_ms);
 	uint64_t next = s->o->heartbeat_ms / 4;
 	for (struct sched_client *cl = s->clients; cl; cl = cl->next) {
 		if (!cl->conn)
@@ -538,7 +553,16 @@ uint64_t server_check_liveness(struct sched *s)
 				conn_close(cl->conn, -ETIMEDOUT);
 				continue;
 			}
-			due = silent + 1 - quiet;
+			if (quiet > late && !cl->node->late) {
+				log_with(
+				    LOG_WARN, LOG_KV({"node", cl->node->name}),
+				    "node %s: no heartbeat for %llu ms; its origin shares go to "
+				    "the others until it is heard again",
+				    cl->node->name, (unsigned long long)quiet);
+				cl->node->late = 1;
+				server_reconcile_soon(s);
+			}
+			due = (quiet > late ? silent : late) + 1 - quiet;
 		} else if (cl->refs == 1) {
 			if (now - cl->accepted > SCHED_CLIENT_IDLE_MS) {
 				conn_close(cl->conn, -ETIMEDOUT);

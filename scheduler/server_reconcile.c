@@ -444,12 +444,18 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The names of old ("name addr" lines), sorted: a heap array of heap names. */
-static char **holder_names(const char *old, size_t *count)
+#define LATE_MARK " late" /* ends the line of a late holder */
+
+/* The names of old ("name addr[ failing][ late]" lines), sorted: a heap
+ * array of heap names; those of late lines also in *late (sorted, not
+ * copies). */
+static char **holder_names(const char *old, size_t *count, char ***late, size_t *nlate)
 {
 	char **out = NULL;
-	size_t cap = 0;
+	size_t cap = 0, ml = strlen(LATE_MARK);
 	*count = 0;
+	*late = NULL;
+	*nlate = 0;
 	for (const char *p = old; p && *p;) {
 		const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
 		if (!sp || !nl)
@@ -459,10 +465,16 @@ static char **holder_names(const char *old, size_t *count)
 			out = xrealloc(out, cap * sizeof *out);
 		}
 		out[(*count)++] = xstrndup(p, (size_t)(sp - p));
+		if ((size_t)(nl - p) > ml && !memcmp(nl - ml, LATE_MARK, ml)) {
+			*late = xrealloc(*late, (*nlate + 1) * sizeof **late);
+			(*late)[(*nlate)++] = out[*count - 1];
+		}
 		p = nl + 1;
 	}
 	if (*count > 1)
 		qsort(out, *count, sizeof *out, name_cmp);
+	if (*nlate > 1)
+		qsort(*late, *nlate, sizeof **late, name_cmp);
 	return out;
 }
 
@@ -488,8 +500,28 @@ static char **departed(char *const *names, size_t nnames, struct cluster_node **
 	return out;
 }
 
+/* The members late now that were not at the last plan (a heap array of
+ * names not copied), and in *back those heard again. */
+static char **turned_late(struct cluster_node **m, size_t n, char *const *names, size_t nnames,
+			  char *const *late, size_t nlate, size_t *count, size_t *back)
+{
+	char **out = NULL;
+	*count = *back = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m[i]->late == holder_in(late, nlate, m[i]->name))
+			continue;
+		if (!m[i]->late) {
+			(*back)++;
+		} else if (holder_in(names, nnames, m[i]->name)) {
+			out = xrealloc(out, (*count + 1) * sizeof *out);
+			out[(*count)++] = m[i]->name;
+		}
+	}
+	return out;
+}
+
 /* Unknown blocks the departed nodes' old shares held. */
-static uint32_t moved_blocks(const struct cluster_version *cv, char **gone, size_t ngone)
+static uint32_t moved_blocks(const struct cluster_version *cv, char *const *gone, size_t ngone)
 {
 	uint32_t moved = 0;
 	for (size_t g = 0; g < ngone; g++) {
@@ -501,18 +533,29 @@ static uint32_t moved_blocks(const struct cluster_version *cv, char **gone, size
 	return moved;
 }
 
-static void join_names(struct buf *out, char **names, size_t n)
+static void join_names(struct buf *out, char *const *names, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		buf_printf(out, "%s%s", i ? ", " : "", names[i]);
 }
 
+/* What changed among the holders: who left, turned late or came back. */
+struct holders_change {
+	char **gone, **late;
+	size_t ngone, nlate, back;
+	uint32_t moved, moved_late, orphans;
+};
+
 /* "node a left; its 12 blocks reassigned; 3 blocks only it held come from
- * the origin again; node b joined; 40 unknown blocks over 3 nodes". */
+ * the origin again; node c is late (no heartbeat for 1.5 intervals): its 9
+ * blocks reassigned; node b joined; 40 unknown blocks over 3 nodes". */
 static void plan_reason(const struct cluster_version *cv, const char *old, char *const *names,
-			size_t nnames, struct cluster_node **m, size_t n, char **gone, size_t ngone,
-			uint32_t moved, uint32_t orphans, struct buf *out)
+			size_t nnames, struct cluster_node **m, size_t n,
+			const struct holders_change *ch, struct buf *out)
 {
+	char *const *gone = ch->gone;
+	size_t ngone = ch->ngone;
+	uint32_t moved = ch->moved, orphans = ch->orphans;
 	int many = ngone > 1;
 	if (ngone) {
 		buf_printf(out, "%s ", many ? "nodes" : "node");
@@ -523,6 +566,15 @@ static void plan_reason(const struct cluster_version *cv, const char *old, char 
 	if (orphans)
 		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
 			   orphans > 1 ? "s" : "", many ? "they" : "it", orphans > 1 ? "" : "s");
+	if (ch->nlate) {
+		buf_printf(out, "%s ", ch->nlate > 1 ? "nodes" : "node");
+		join_names(out, ch->late, ch->nlate);
+		buf_printf(out, " %s late (no heartbeat for 1.5 intervals): %s %u %s reassigned; ",
+			   ch->nlate > 1 ? "are" : "is", ch->nlate > 1 ? "their" : "its",
+			   ch->moved_late, ch->moved_late == 1 ? "block" : "blocks");
+	}
+	if (ch->back)
+		buf_printf(out, "%zu late node%s heard again; ", ch->back, ch->back > 1 ? "s" : "");
 	size_t njoined = 0;
 	for (size_t j = 0; old && j < n; j++)
 		if (!holder_in(names, nnames, m[j]->name))
@@ -546,12 +598,13 @@ static void plan_reason(const struct cluster_version *cv, const char *old, char 
 /* Re-plan cv when its holders changed since they were last told. */
 static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 {
-	size_t n, ngone;
+	size_t n;
 	struct cluster_node **m = members_of(s, cv, &n);
 	/* Every round and version: a hash first, the text only on a change. */
 	uint64_t sig = n;
 	for (size_t i = 0; i < n; i++) {
-		uint64_t x[2] = {m[i]->ident, (uint64_t)cluster_node_failing(m[i], cv)};
+		uint64_t x[2] = {m[i]->ident, (uint64_t)cluster_node_failing(m[i], cv) |
+						  (uint64_t)m[i]->late << 1};
 		sig = XXH64(x, sizeof x, sig);
 	}
 	int hold = cv->nplans && s->plan_hold_until && uv_now(&s->loop) < s->plan_hold_until;
@@ -559,31 +612,38 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 		return;
 	struct buf now = BUF_INIT, reason = BUF_INIT;
 	for (size_t i = 0; i < n; i++)
-		buf_printf(&now, "%s %s%s\n", m[i]->name, m[i]->addr,
-			   cluster_node_failing(m[i], cv) ? " failing" : "");
+		buf_printf(&now, "%s %s%s%s\n", m[i]->name, m[i]->addr,
+			   cluster_node_failing(m[i], cv) ? " failing" : "",
+			   m[i]->late ? LATE_MARK : "");
 	if (cv->holders && !strcmp(cv->holders, now.len ? buf_cstr(&now) : "")) {
 		cv->holders_sig = sig; /* the same holders (a hash met again) */
 		buf_close(&now);
 		return;
 	}
-	size_t nnames;
-	char **names = holder_names(cv->holders, &nnames);
-	char **gone = departed(names, nnames, m, n, &ngone);
-	uint32_t moved = moved_blocks(cv, gone, ngone);
-	uint32_t orphans = cluster_plan(&s->cluster, cv, gone, ngone);
-	plan_reason(cv, cv->holders, names, nnames, m, n, gone, ngone, moved, orphans, &reason);
+	size_t nnames, nlate;
+	char **late;
+	char **names = holder_names(cv->holders, &nnames, &late, &nlate);
+	struct holders_change ch;
+	ch.gone = departed(names, nnames, m, n, &ch.ngone);
+	ch.late = turned_late(m, n, names, nnames, late, nlate, &ch.nlate, &ch.back);
+	ch.moved = moved_blocks(cv, ch.gone, ch.ngone);
+	ch.moved_late = moved_blocks(cv, ch.late, ch.nlate);
+	ch.orphans = cluster_plan(&s->cluster, cv, ch.gone, ch.ngone);
+	plan_reason(cv, cv->holders, names, nnames, m, n, &ch, &reason);
 	for (size_t i = 0; i < nnames; i++)
 		free(names[i]);
 	free(names);
+	free(late);
+	free(ch.late);
 	snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
 	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
 	free(cv->holders);
 	cv->holders = xstrdup(now.len ? buf_cstr(&now) : "");
 	cv->holders_sig = sig;
 	cv->changed = 1;
-	for (size_t i = 0; i < ngone; i++)
-		free(gone[i]);
-	free(gone);
+	for (size_t i = 0; i < ch.ngone; i++)
+		free(ch.gone[i]);
+	free(ch.gone);
 	buf_close(&now);
 	buf_close(&reason);
 }

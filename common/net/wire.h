@@ -21,6 +21,15 @@
 #define WIRE_SLACK_MIN_MS 250
 #define WIRE_SLACK_MAX_MS 1000
 
+/* Before that, a node nothing came from for one and a half intervals (a
+ * heartbeat more than half an interval late) is late: the scheduler moves
+ * its origin shares to the others until it is heard again, so that blocks
+ * only it was to read do not wait for it to be taken as gone. */
+static inline uint64_t wire_late_ms(uint64_t heartbeat_ms)
+{
+	return heartbeat_ms + heartbeat_ms / 2;
+}
+
 static inline uint64_t wire_silence_ms(uint64_t heartbeat_ms)
 {
 	uint64_t slack = heartbeat_ms / 4;

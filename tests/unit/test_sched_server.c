@@ -137,6 +137,36 @@ static void test_silent_node_is_dropped(void **state)
 	agent_free(b);
 }
 
+/* A node silent for 1.5 heartbeats (200 ms: 300 ms) is late: its origin
+ * share goes to the others before it is taken as gone (650 ms), its
+ * connection stays, and it takes a share again once it is heard. */
+static void test_late_node_share_moves(void **state)
+{
+	struct agent *a = agent_dial("node-a"), *b = agent_dial("node-b");
+	agent_register(a, "x");
+	agent_register(b, "x");
+	WAIT_FOR(told_blocks(a) == 3 && told_blocks(b) == 3 && a->last_beat);
+	a->silent = 1;
+	uint64_t quiet_from = a->last_beat;
+	WAIT_FOR(told_blocks(b) == 6);
+	uint64_t took = uv_now(&fx.s.loop) - quiet_from;
+	assert_true(took >= wire_late_ms(fx.o.heartbeat_ms));
+	assert_true(took < wire_silence_ms(fx.o.heartbeat_ms));
+	assert_false(a->closed);
+	assert_true(cluster_node_find(&fx.s.cluster, "node-a")->late);
+	assert_non_null(strstr(b->origin->reason, "node node-a is late"));
+	assert_non_null(strstr(b->origin->reason, "its 3 blocks reassigned"));
+	assert_int_equal(told_blocks(a), 0); /* told too, should it read it */
+	a->silent = 0;
+	/* b keeps the read it has under way (keep_head 1) */
+	WAIT_FOR(told_blocks(a) > 0 && told_blocks(a) + told_blocks(b) == 6);
+	assert_non_null(strstr(b->origin->reason, "1 late node heard again"));
+	assert_false(cluster_node_find(&fx.s.cluster, "node-a")->late);
+	assert_false(a->closed);
+	agent_free(a);
+	agent_free(b);
+}
+
 /* 1 when the scheduler has node-a's report of the version with have blocks. */
 static int heard(uint32_t have)
 {
@@ -435,6 +465,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_selector_and_unassign, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_node_is_dropped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_late_node_share_moves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_deltas, setup, teardown),
 	};
