@@ -724,6 +724,7 @@ static int load_have(void *arg, const struct hash_id *id, const char *node,
 	r->version = *id;
 	cluster_report_fill(r, cv, vs);
 	r->dirty = 0;
+	n->nfailing += r->error && r->error[0];
 	return 0;
 }
 

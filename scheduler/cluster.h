@@ -69,6 +69,7 @@ struct cluster_node {
 	void *conn;	     /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
+	size_t nfailing; /* reports with an error (a plan asks per member) */
 	/* Block hashes refused because the blocks were never in its origin
 	 * share (this run), and what the log has not told yet. */
 	uint64_t hashes_refused, refused_unlogged;

@@ -217,6 +217,8 @@ static void keep_head(const struct assign_plan *p, uint32_t keep, uint8_t *skip,
 
 int cluster_node_failing(const struct cluster_node *n, const struct cluster_version *cv)
 {
+	if (!n->nfailing)
+		return 0;
 	const struct cluster_report *r = cluster_node_report_of(n, &cv->v->id);
 	return r && r->error && r->error[0];
 }

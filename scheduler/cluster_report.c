@@ -241,6 +241,9 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 		qsort(next, nnext, sizeof *next, cluster_report_cmp);
 	n->reports = next;
 	n->nreports = nnext;
+	n->nfailing = 0;
+	for (size_t i = 0; i < nnext; i++)
+		n->nfailing += next[i].error && next[i].error[0];
 	if (dropped)
 		cluster_gc(c);
 	return flipped;

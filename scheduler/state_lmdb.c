@@ -22,7 +22,7 @@ struct lmdb_state {
 	MDB_env *env;
 	MDB_dbi dbi[T_COUNT];
 	MDB_txn *txn; /* the open write transaction */
-	int group;    /* opened by state_begin() */
+	int group;    /* opened by state_begin(); its transaction at its first write */
 	int failed;   /* first error inside the group */
 	int lock_fd;
 };
@@ -69,14 +69,14 @@ static int end_txn(struct lmdb_state *st, int rc)
 	return rc;
 }
 
+/* A group costs nothing until it writes: most heartbeats save nothing. */
 static int lm_begin(struct lmdb_state *st)
 {
-	if (st->txn)
+	if (st->txn || st->group)
 		fatal("scheduler state: nested transaction");
 	st->failed = 0;
-	int rc = begin_txn(st);
-	st->group = rc == 0;
-	return rc;
+	st->group = 1;
+	return 0;
 }
 
 static int lm_commit(struct lmdb_state *st)
@@ -84,7 +84,18 @@ static int lm_commit(struct lmdb_state *st)
 	if (!st->group)
 		return st->failed;
 	st->group = 0;
-	return end_txn(st, st->failed);
+	return st->txn ? end_txn(st, st->failed) : st->failed;
+}
+
+/* The group's transaction, opened at its first write. */
+static int group_txn(struct lmdb_state *st)
+{
+	int rc;
+	if (st->failed)
+		return st->failed;
+	if (!st->txn && (rc = begin_txn(st)) < 0)
+		st->failed = rc;
+	return st->failed;
 }
 
 /* Run one write: inside the group, or in a transaction of its own. */
@@ -92,8 +103,8 @@ static int write_op(struct lmdb_state *st, int del, enum table t, const void *k,
 		    const void *v, size_t vl)
 {
 	int rc;
-	if (st->group && st->failed)
-		return st->failed;
+	if (st->group && (rc = group_txn(st)) < 0)
+		return rc;
 	if (!st->group && (rc = begin_txn(st)) < 0)
 		return rc;
 	MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
@@ -113,8 +124,8 @@ static int write_op(struct lmdb_state *st, int del, enum table t, const void *k,
 static int del_prefix(struct lmdb_state *st, enum table t, const void *prefix, size_t plen)
 {
 	int rc, own = !st->group;
-	if (st->group && st->failed)
-		return st->failed;
+	if (!own && (rc = group_txn(st)) < 0)
+		return rc;
 	if (own && (rc = begin_txn(st)) < 0)
 		return rc;
 	MDB_cursor *cur;
