@@ -170,6 +170,8 @@ static uint32_t unskip_orphans(struct cluster *c, const struct cluster_version *
 {
 	uint32_t nb = cv->v->nblocks, count = 0;
 	size_t bytes = nb / 8 + 1;
+	if (!ngone)
+		return 0;
 	uint8_t *held = xcalloc(bytes, 1);
 	for (size_t i = 0; i < n; i++) {
 		const struct cluster_report *r = cluster_node_report_of(m[i], &cv->v->id);

@@ -438,24 +438,45 @@ static void send_peers_due(struct sched *s, struct sched_client *cl)
 
 /* ---- reconcile -------------------------------------------------------------- */
 
-/* 1 when a line of holders ("name addr" lines) names node. */
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
+/* ---- re-plan ---------------------------------------------------------------- */
 
 #define LATE_MARK " late" /* ends the line of a late holder */
 
-/* The names of old ("name addr[ failing][ late]" lines), sorted: a heap
- * array of heap names; those of late lines also in *late (sorted, not
- * copies). */
-static char **holder_names(const char *old, size_t *count, char ***late, size_t *nlate)
+/* What changed between the holders of the last plan and the members now:
+ * who left (heap copies: they may be forgotten), joined or turned late
+ * (the members' names), how many were heard again. */
+struct holders_change {
+	char **gone;
+	const char **joined, **late;
+	size_t ngone, njoined, nlate, back;
+	uint32_t moved, moved_late, orphans;
+};
+
+#define PUSH(arr, n, item)                                          \
+	do {                                                        \
+		(arr) = xrealloc((arr), ((n) + 1) * sizeof *(arr)); \
+		(arr)[(n)++] = (item);                              \
+	} while (0)
+
+/* One line of old ("name addr[ failing][ late]"): its name, and whether late. */
+struct holder {
+	char *name;
+	int late;
+};
+
+static int holder_cmp(const void *a, const void *b)
 {
-	char **out = NULL;
+	return strcmp(((const struct holder *)a)->name, ((const struct holder *)b)->name);
+}
+
+/* The holders old names, sorted by name as the members are (they were
+ * written from a member list; sorted again should they not be). */
+static struct holder *holders_parse(const char *old, size_t *count)
+{
+	struct holder *out = NULL;
 	size_t cap = 0, ml = strlen(LATE_MARK);
+	int sorted = 1;
 	*count = 0;
-	*late = NULL;
-	*nlate = 0;
 	for (const char *p = old; p && *p;) {
 		const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
 		if (!sp || !nl)
@@ -464,68 +485,49 @@ static char **holder_names(const char *old, size_t *count, char ***late, size_t 
 			cap = cap ? 2 * cap : 64;
 			out = xrealloc(out, cap * sizeof *out);
 		}
-		out[(*count)++] = xstrndup(p, (size_t)(sp - p));
-		if ((size_t)(nl - p) > ml && !memcmp(nl - ml, LATE_MARK, ml)) {
-			*late = xrealloc(*late, (*nlate + 1) * sizeof **late);
-			(*late)[(*nlate)++] = out[*count - 1];
-		}
+		struct holder *h = &out[(*count)++];
+		h->name = xstrndup(p, (size_t)(sp - p));
+		h->late = (size_t)(nl - p) > ml && !memcmp(nl - ml, LATE_MARK, ml);
+		if (*count > 1 && strcmp(out[*count - 2].name, h->name) >= 0)
+			sorted = 0;
 		p = nl + 1;
 	}
-	if (*count > 1)
-		qsort(out, *count, sizeof *out, name_cmp);
-	if (*nlate > 1)
-		qsort(*late, *nlate, sizeof **late, name_cmp);
+	if (!sorted)
+		qsort(out, *count, sizeof *out, holder_cmp);
 	return out;
 }
 
-static int holder_in(char *const *names, size_t n, const char *node)
+/* Walk the old holders h and the members m, both sorted by name, once. */
+static void holders_diff(const struct holder *h, size_t nh, int had_holders,
+			 struct cluster_node **m, size_t n, struct holders_change *ch)
 {
-	return n && bsearch(&node, names, n, sizeof *names, name_cmp) != NULL;
-}
-
-/* Of the old holders' names, those not among the members now: a heap array
- * of heap names. Thousands of holders: lookups by bisection, not a scan per
- * name. */
-static char **departed(char *const *names, size_t nnames, struct cluster_node **m, size_t n,
-		       size_t *count)
-{
-	char **out = NULL;
-	*count = 0;
-	for (size_t i = 0; i < nnames; i++) {
-		if (member_find(m, n, names[i]) < n)
-			continue;
-		out = xrealloc(out, (*count + 1) * sizeof *out);
-		out[(*count)++] = xstrdup(names[i]);
-	}
-	return out;
-}
-
-/* The members late now that were not at the last plan (a heap array of
- * names not copied), and in *back those heard again. */
-static char **turned_late(struct cluster_node **m, size_t n, char *const *names, size_t nnames,
-			  char *const *late, size_t nlate, size_t *count, size_t *back)
-{
-	char **out = NULL;
-	*count = *back = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (m[i]->late == holder_in(late, nlate, m[i]->name))
-			continue;
-		if (!m[i]->late) {
-			(*back)++;
-		} else if (holder_in(names, nnames, m[i]->name)) {
-			out = xrealloc(out, (*count + 1) * sizeof *out);
-			out[(*count)++] = m[i]->name;
+	size_t i = 0, j = 0;
+	memset(ch, 0, sizeof *ch);
+	while (i < nh || j < n) {
+		int c = i == nh ? 1 : j == n ? -1 : strcmp(h[i].name, m[j]->name);
+		if (c < 0) {
+			PUSH(ch->gone, ch->ngone, xstrdup(h[i++].name));
+		} else if (c > 0) {
+			if (had_holders)
+				PUSH(ch->joined, ch->njoined, m[j]->name);
+			j++;
+		} else {
+			if (m[j]->late && !h[i].late)
+				PUSH(ch->late, ch->nlate, m[j]->name);
+			else if (!m[j]->late && h[i].late)
+				ch->back++;
+			i++;
+			j++;
 		}
 	}
-	return out;
 }
 
-/* Unknown blocks the departed nodes' old shares held. */
-static uint32_t moved_blocks(const struct cluster_version *cv, char *const *gone, size_t ngone)
+/* Unknown blocks the named nodes' old shares held. */
+static uint32_t moved_blocks(const struct cluster_version *cv, const char *const *names, size_t n)
 {
 	uint32_t moved = 0;
-	for (size_t g = 0; g < ngone; g++) {
-		const struct assign_plan *p = cluster_plan_of(cv, gone[g]);
+	for (size_t g = 0; g < n; g++) {
+		const struct assign_plan *p = cluster_plan_of(cv, names[g]);
 		for (size_t r = 0; p && r < p->nranges; r++)
 			for (uint32_t b = 0; b < p->ranges[r].count; b++)
 				moved += !assign_bit(cv->v->known, p->ranges[r].first + b);
@@ -533,39 +535,29 @@ static uint32_t moved_blocks(const struct cluster_version *cv, char *const *gone
 	return moved;
 }
 
-static void join_names(struct buf *out, char *const *names, size_t n)
+static void join_names(struct buf *out, const char *const *names, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && out->len < CLUSTER_REASON_MAX; i++)
 		buf_printf(out, "%s%s", i ? ", " : "", names[i]);
 }
-
-/* What changed among the holders: who left, turned late or came back. */
-struct holders_change {
-	char **gone, **late;
-	size_t ngone, nlate, back;
-	uint32_t moved, moved_late, orphans;
-};
 
 /* "node a left; its 12 blocks reassigned; 3 blocks only it held come from
  * the origin again; node c is late (no heartbeat for 1.5 intervals): its 9
  * blocks reassigned; node b joined; 40 unknown blocks over 3 nodes". */
-static void plan_reason(const struct cluster_version *cv, const char *old, char *const *names,
-			size_t nnames, struct cluster_node **m, size_t n,
-			const struct holders_change *ch, struct buf *out)
+static void plan_reason(const struct cluster_version *cv, size_t n, const struct holders_change *ch,
+			struct buf *out)
 {
-	char *const *gone = ch->gone;
-	size_t ngone = ch->ngone;
-	uint32_t moved = ch->moved, orphans = ch->orphans;
-	int many = ngone > 1;
-	if (ngone) {
+	int many = ch->ngone > 1;
+	if (ch->ngone) {
 		buf_printf(out, "%s ", many ? "nodes" : "node");
-		join_names(out, gone, ngone);
-		buf_printf(out, " left; %s %u %s reassigned; ", many ? "their" : "its", moved,
-			   moved == 1 ? "block" : "blocks");
+		join_names(out, (const char *const *)ch->gone, ch->ngone);
+		buf_printf(out, " left; %s %u %s reassigned; ", many ? "their" : "its", ch->moved,
+			   ch->moved == 1 ? "block" : "blocks");
 	}
-	if (orphans)
-		buf_printf(out, "%u block%s only %s held come%s from the origin again; ", orphans,
-			   orphans > 1 ? "s" : "", many ? "they" : "it", orphans > 1 ? "" : "s");
+	if (ch->orphans)
+		buf_printf(out, "%u block%s only %s held come%s from the origin again; ",
+			   ch->orphans, ch->orphans > 1 ? "s" : "", many ? "they" : "it",
+			   ch->orphans > 1 ? "" : "s");
 	if (ch->nlate) {
 		buf_printf(out, "%s ", ch->nlate > 1 ? "nodes" : "node");
 		join_names(out, ch->late, ch->nlate);
@@ -575,12 +567,11 @@ static void plan_reason(const struct cluster_version *cv, const char *old, char 
 	}
 	if (ch->back)
 		buf_printf(out, "%zu late node%s heard again; ", ch->back, ch->back > 1 ? "s" : "");
-	size_t njoined = 0;
-	for (size_t j = 0; old && j < n; j++)
-		if (!holder_in(names, nnames, m[j]->name))
-			buf_printf(out, "%s%s", njoined++ ? ", " : "node ", m[j]->name);
-	if (njoined)
+	if (ch->njoined) {
+		buf_printf(out, "node ");
+		join_names(out, ch->joined, ch->njoined);
 		buf_printf(out, " joined; ");
+	}
 	uint32_t unknown = cv->v->nblocks - cv->v->nknown;
 	if (n == 0)
 		buf_printf(out, "no node holds it");
@@ -593,6 +584,22 @@ static void plan_reason(const struct cluster_version *cv, const char *old, char 
 			   unknown == 1 ? "block" : "blocks", n, n > 1 ? "s" : "");
 	if (cv->stripe > 1)
 		buf_printf(out, " (stripe %u)", cv->stripe);
+}
+
+/* The holders' text: "name addr[ failing][ late]" lines, in member order. */
+static void holders_text(const struct cluster_version *cv, struct cluster_node **m, size_t n,
+			 struct buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		buf_append_str(out, m[i]->name);
+		buf_append(out, " ", 1);
+		buf_append_str(out, m[i]->addr);
+		if (cluster_node_failing(m[i], cv))
+			buf_append_str(out, " failing");
+		if (m[i]->late)
+			buf_append_str(out, LATE_MARK);
+		buf_append(out, "\n", 1);
+	}
 }
 
 /* Re-plan cv when its holders changed since they were last told. */
@@ -611,30 +618,23 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	if (hold || (cv->holders && cv->holders_sig == sig))
 		return;
 	struct buf now = BUF_INIT, reason = BUF_INIT;
-	for (size_t i = 0; i < n; i++)
-		buf_printf(&now, "%s %s%s%s\n", m[i]->name, m[i]->addr,
-			   cluster_node_failing(m[i], cv) ? " failing" : "",
-			   m[i]->late ? LATE_MARK : "");
+	holders_text(cv, m, n, &now);
 	if (cv->holders && !strcmp(cv->holders, now.len ? buf_cstr(&now) : "")) {
 		cv->holders_sig = sig; /* the same holders (a hash met again) */
 		buf_close(&now);
 		return;
 	}
-	size_t nnames, nlate;
-	char **late;
-	char **names = holder_names(cv->holders, &nnames, &late, &nlate);
+	size_t nh;
+	struct holder *h = holders_parse(cv->holders, &nh);
 	struct holders_change ch;
-	ch.gone = departed(names, nnames, m, n, &ch.ngone);
-	ch.late = turned_late(m, n, names, nnames, late, nlate, &ch.nlate, &ch.back);
-	ch.moved = moved_blocks(cv, ch.gone, ch.ngone);
+	holders_diff(h, nh, cv->holders != NULL, m, n, &ch);
+	ch.moved = moved_blocks(cv, (const char *const *)ch.gone, ch.ngone);
 	ch.moved_late = moved_blocks(cv, ch.late, ch.nlate);
 	ch.orphans = cluster_plan(&s->cluster, cv, ch.gone, ch.ngone);
-	plan_reason(cv, cv->holders, names, nnames, m, n, &ch, &reason);
-	for (size_t i = 0; i < nnames; i++)
-		free(names[i]);
-	free(names);
-	free(late);
-	free(ch.late);
+	plan_reason(cv, n, &ch, &reason);
+	for (size_t i = 0; i < nh; i++)
+		free(h[i].name);
+	free(h);
 	snprintf(cv->reason, sizeof cv->reason, "%s", buf_cstr(&reason));
 	log_info("%s: origin plan: %s", cv->v->m->source, cv->reason);
 	free(cv->holders);
@@ -644,6 +644,8 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 	for (size_t i = 0; i < ch.ngone; i++)
 		free(ch.gone[i]);
 	free(ch.gone);
+	free(ch.joined);
+	free(ch.late);
 	buf_close(&now);
 	buf_close(&reason);
 }
