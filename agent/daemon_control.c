@@ -20,6 +20,7 @@
 #include "common/path.h"
 #include "common/progress.h"
 #include "common/version.h"
+#include "common/net/runs.h"
 #include "common/net/wire.h"
 
 /* Body limits of the scheduler's messages (the control table below). */
@@ -65,6 +66,7 @@ static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, s
 	if (m->heartbeat_ms >= 100 && m->heartbeat_ms <= 60000)
 		d->heartbeat_ms = m->heartbeat_ms;
 	d->hb_deltas = m->heartbeat_deltas;
+	d->hb_runs = m->heartbeat_deltas && m->heartbeat_runs;
 	daemon_hb_sent_clear(d); /* this scheduler has seen no map yet */
 	d->sched_ready = 1;
 	uplink_up(&d->link, uv_now(&d->loop));
@@ -437,12 +439,9 @@ static int all_set(const uint8_t *bits, uint32_t n)
 	return 1;
 }
 
-/* 1 when this connection's last full map of version vid was these bits
- * and fewer than DAEMON_HB_FULL_EVERY heartbeats left it out since; else
- * the map is recorded as sent in full now (0). */
-static int hb_same(struct daemon *d, const uint8_t *vid, const uint8_t *bits, uint32_t n)
+/* This connection's record of version vid's map (found or made). */
+static struct hb_sent *hb_entry(struct daemon *d, const uint8_t *vid)
 {
-	size_t len = (n + 7) / 8;
 	struct hb_sent *e = NULL;
 	for (size_t i = 0; i < d->nhb_sent && !e; i++)
 		if (!memcmp(d->hb_sent[i].vid, vid, HASH_LEN))
@@ -454,17 +453,64 @@ static int hb_same(struct daemon *d, const uint8_t *vid, const uint8_t *bits, ui
 		memcpy(e->vid, vid, HASH_LEN);
 	}
 	e->seen = 1;
-	if (e->bits && e->nblocks == n && !memcmp(e->bits, bits, len) &&
-	    e->skipped + 1 < DAEMON_HB_FULL_EVERY) {
+	return e;
+}
+
+/* 1 when every bit of a is set in b. */
+static int subset(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] & ~b[i])
+			return 0;
+	return 1;
+}
+
+/* How v tells its map bf: the map this connection last told (have_same),
+ * the blocks added to it (have_added), or in full, as runs when shorter
+ * (have_runs) or as bits; e records what the scheduler holds after it. In
+ * full again after DAEMON_HB_FULL_EVERY heartbeats, or when a block went. */
+static void hb_map(struct daemon *d, Syncbit__VersionState *v, const Syncbit__Bitfield *bf)
+{
+	const uint8_t *bits = bf->bits.data;
+	uint32_t n = bf->nblocks;
+	size_t len = (n + 7) / 8;
+	struct hb_sent *e = hb_entry(d, v->version_id.data);
+	uint32_t *runs;
+	size_t count;
+	int told = e->bits && e->nblocks == n && e->skipped + 1 < DAEMON_HB_FULL_EVERY;
+	if (told && !memcmp(e->bits, bits, len)) {
 		e->skipped++;
-		return 1;
+		v->have = NULL;
+		v->have_same = 1;
+		return;
+	}
+	if (told && d->hb_runs && subset(e->bits, bits, len)) {
+		count = runs_encode(bits, e->bits, n, &runs);
+		if (runs_wire_bytes(runs, count) < len) {
+			memcpy(e->bits, bits, len);
+			e->skipped++;
+			v->have = NULL;
+			v->have_added = runs;
+			v->n_have_added = count;
+			return;
+		}
+		free(runs);
 	}
 	free(e->bits);
 	e->bits = xmalloc(len + 1);
 	memcpy(e->bits, bits, len);
 	e->nblocks = n;
 	e->skipped = 0;
-	return 0;
+	if (!d->hb_runs)
+		return;
+	count = runs_encode(bits, NULL, n, &runs);
+	if (runs_wire_bytes(runs, count) < len) {
+		v->have = NULL; /* none held: no runs, no map */
+		v->have_runs = runs;
+		v->n_have_runs = count;
+	} else {
+		free(runs);
+	}
 }
 
 static void version_state(struct daemon *d, struct dset *s, struct fetch *f,
@@ -485,9 +531,8 @@ static void version_state(struct daemon *d, struct dset *s, struct fetch *f,
 	if (d->hb_deltas && bf->nblocks && all_set(bf->bits.data, bf->nblocks)) {
 		v->have = NULL;
 		v->have_all = 1;
-	} else if (d->hb_deltas && hb_same(d, v->version_id.data, bf->bits.data, bf->nblocks)) {
-		v->have = NULL;
-		v->have_same = 1;
+	} else if (d->hb_deltas) {
+		hb_map(d, v, bf);
 	}
 	v->published = fetch_published(f);
 	v->bytes_from_origin = st.bytes_from_origin;
@@ -533,6 +578,10 @@ void send_heartbeat(struct daemon *d)
 	m.versions = vp;
 	m.n_versions = n;
 	wire_send(d->sched, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &m.base, NULL, 0, NULL, NULL);
+	for (size_t i = 0; i < n; i++) {
+		free(vs[i].have_runs);
+		free(vs[i].have_added);
+	}
 	free(vs);
 	free(vp);
 	free(bf);

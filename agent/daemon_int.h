@@ -76,6 +76,7 @@ struct daemon {
 	/* Heartbeat deltas (Registered.heartbeat_deltas): the block maps sent
 	 * in full on this connection, by version; cleared at each Registered. */
 	int hb_deltas;
+	int hb_runs; /* the scheduler takes maps as runs (Registered.heartbeat_runs) */
 	struct hb_sent *hb_sent;
 	size_t nhb_sent;
 	struct dset **sets;

@@ -395,6 +395,14 @@ void api_metrics(struct sched *s, struct buf *out)
 		       s->cluster.nnodes - connected);
 	metrics_single(out, "syncbit_datasets", METRICS_GAUGE, "Datasets defined.",
 		       s->cluster.ndatasets);
+	metrics_family(out, "syncbit_heartbeat_maps_total", METRICS_COUNTER,
+		       "Version maps the nodes' heartbeats carried, by form: bits, runs (the "
+		       "map as runs of blocks), added (runs added to the last map), same, all "
+		       "(every block), none.");
+	for (int f = 0; f < CLUSTER_MAP_FORMS; f++)
+		metrics_sample(out, "syncbit_heartbeat_maps_total",
+			       METRICS_LABELS("form", cluster_map_form_names[f]),
+			       s->cluster.maps[f]);
 	metrics_single(out, "syncbit_assign_queued_bytes", METRICS_GAUGE,
 		       "Bytes of assignments queued for nodes whose connections take them "
 		       "(bounded by --assign-queue).",

@@ -136,6 +136,18 @@ struct cluster_dataset {
 	uint64_t total_from_origin, total_from_peers, total_reused, total_served;
 };
 
+/* How a heartbeat told a version's map (VersionState). */
+enum cluster_map_form {
+	MAP_BITS,
+	MAP_RUNS,
+	MAP_ADDED,
+	MAP_SAME,
+	MAP_ALL,
+	MAP_NONE,
+	CLUSTER_MAP_FORMS
+};
+extern const char *const cluster_map_form_names[CLUSTER_MAP_FORMS];
+
 struct cluster {
 	struct state *state;
 	struct cluster_node **nodes;
@@ -148,6 +160,8 @@ struct cluster {
 	 * of ixcap slots (index + 1, or 0), remade when either list changes. */
 	uint32_t *ix;
 	size_t ixcap;
+	/* Version maps heartbeats carried, by form (syncbit_heartbeat_maps_total). */
+	uint64_t maps[CLUSTER_MAP_FORMS];
 	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */
 	uint32_t next_node_id;
 	/* Unread blocks a node keeps of its share when the plan is made again

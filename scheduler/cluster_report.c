@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/net/runs.h"
 #include "common/log.h"
 #include "scheduler/cluster_int.h"
 
@@ -56,12 +57,53 @@ void cluster_report_save(struct cluster *c, const char *node, struct cluster_rep
 	r->dirty = 0;
 }
 
-/* r's block map from vs for a version of n blocks: a full map, every
- * block (have_all), or the map r already holds from this node's last full
- * one (have_same; a node that says so of a map r lacks counts as holding
- * nothing until its next full map, which it sends now and then). A map of
- * every block is not kept (bits NULL): at steady state, with every node
- * complete, the scheduler holds no maps at all. */
+/* r's map as n bits (a heap copy; every block when it holds all, none when
+ * it has no map of n blocks). */
+static uint8_t *map_of(const struct cluster_report *r, uint32_t n)
+{
+	size_t nbytes = (n + 7) / 8;
+	uint8_t *m = xcalloc(nbytes + 1, 1);
+	if (r->nbits == n && r->bits)
+		memcpy(m, r->bits, nbytes);
+	else if (r->nbits == n && r->have == n)
+		for (uint32_t b = 0; b < n; b++)
+			m[b / 8] |= (uint8_t)(1u << (b % 8));
+	return m;
+}
+
+/* Make r's map the nbits bits of map (nbits 0: no map). */
+static void set_map(struct cluster_report *r, uint32_t nbits, const uint8_t *map)
+{
+	size_t nbytes = (nbits + 7) / 8;
+	uint32_t have = 0;
+	for (uint32_t b = 0; b < nbits; b++)
+		have += (uint32_t)assign_bit(map, b);
+	int all = nbits && have == nbits;
+	if (nbits == r->nbits && have == r->have &&
+	    (all ? !r->bits : r->bits && (!nbytes || !memcmp(r->bits, map, nbytes))))
+		return;
+	free(r->bits);
+	r->bits = NULL;
+	if (!all && nbytes) {
+		r->bits = xcalloc(nbytes + 1, 1);
+		memcpy(r->bits, map, nbytes);
+		/* no bit past the last block */
+		if (nbits % 8)
+			r->bits[nbytes - 1] &= (uint8_t)((1u << (nbits % 8)) - 1);
+	}
+	r->nbits = nbits;
+	r->have = have;
+	r->dirty = 1;
+}
+
+/* r's block map from vs for a version of n blocks: a full map (bits, or
+ * runs: common/net/runs.h), every block (have_all), the map r already holds
+ * from this node's last full one (have_same; a node that says so of a map r
+ * lacks counts as holding nothing until its next full map, which it sends
+ * now and then), or that map with blocks added (have_added; onto no map: the
+ * added blocks only). A map of every block is not kept (bits NULL): at
+ * steady state, with every node complete, the scheduler holds no maps at
+ * all. Runs that do not fit the version leave r as it was. */
 static void report_bits(struct cluster_report *r, uint32_t n, const Syncbit__VersionState *vs)
 {
 	if (vs->have_same && r->nbits == n)
@@ -75,28 +117,34 @@ static void report_bits(struct cluster_report *r, uint32_t n, const Syncbit__Ver
 		r->dirty = 1;
 		return;
 	}
+	if (vs->n_have_runs || vs->n_have_added) {
+		uint8_t *m = vs->n_have_added ? map_of(r, n) : xcalloc((n + 7) / 8 + 1, 1);
+		const uint32_t *runs = vs->n_have_added ? vs->have_added : vs->have_runs;
+		size_t count = vs->n_have_added ? vs->n_have_added : vs->n_have_runs;
+		if (runs_apply(runs, count, m, n) == 0)
+			set_map(r, n, m);
+		free(m);
+		return;
+	}
 	const Syncbit__Bitfield *bf = vs->have;
 	uint32_t nbits = bf && bf->nblocks == n && bf->bits.len >= (n + 7) / 8 ? n : 0;
-	size_t nbytes = (nbits + 7) / 8;
-	uint32_t have = 0;
-	for (uint32_t b = 0; b < nbits; b++)
-		have += (uint32_t)assign_bit(bf->bits.data, b);
-	int all = nbits && have == nbits;
-	if (nbits == r->nbits && have == r->have &&
-	    (all ? !r->bits : r->bits && (!nbytes || !memcmp(r->bits, bf->bits.data, nbytes))))
-		return;
-	free(r->bits);
-	r->bits = NULL;
-	if (!all && nbytes) {
-		r->bits = xcalloc(nbytes + 1, 1);
-		memcpy(r->bits, bf->bits.data, nbytes);
-		/* no bit past the last block */
-		if (nbits % 8)
-			r->bits[nbytes - 1] &= (uint8_t)((1u << (nbits % 8)) - 1);
-	}
-	r->nbits = nbits;
-	r->have = have;
-	r->dirty = 1;
+	set_map(r, nbits, nbits ? bf->bits.data : (const uint8_t *)"");
+}
+
+const char *const cluster_map_form_names[CLUSTER_MAP_FORMS] = {"bits", "runs", "added",
+							       "same", "all",  "none"};
+
+static enum cluster_map_form map_form(const Syncbit__VersionState *vs)
+{
+	if (vs->have_all)
+		return MAP_ALL;
+	if (vs->have_same)
+		return MAP_SAME;
+	if (vs->n_have_added)
+		return MAP_ADDED;
+	if (vs->n_have_runs)
+		return MAP_RUNS;
+	return vs->have ? MAP_BITS : MAP_NONE;
 }
 
 /* s, or NULL when it is empty. */
@@ -216,6 +264,7 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 		char *was_error = old && r->error ? xstrdup(r->error) : NULL;
 		const uint64_t before[] = {r->bytes_from_origin, r->bytes_from_peers,
 					   r->bytes_reused, r->bytes_served};
+		c->maps[map_form(vs[i])]++;
 		int major = cluster_report_fill(r, cv, vs[i]);
 		report_count(c, before, r);
 		report_log(n, r, was_published, was_error);

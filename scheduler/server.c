@@ -187,6 +187,7 @@ static int h_register(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 		m.node = n->name;
 		m.heartbeat_ms = s->o->heartbeat_ms;
 		m.heartbeat_deltas = 1;
+		m.heartbeat_runs = 1;
 		server_send_msg(cl, SYNCBIT__MSG_TYPE__MSG_REGISTERED, &m.base);
 		server_reconcile_soon(s);
 	}

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bench/sched-scale/sim.h"
+#include "common/net/runs.h"
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/net/frame.h"
@@ -47,6 +48,7 @@ static void ver_drop(struct snode *n, struct nver *v)
 {
 	free(v->dataset);
 	free(v->have);
+	free(v->sent);
 	free(v->plan);
 	*v = n->vers[--n->nvers];
 }
@@ -81,6 +83,42 @@ static void node_send(struct snode *n, uint32_t type, const ProtobufCMessage *m)
 
 /* ---- heartbeats ------------------------------------------------------------ */
 
+/* A map that changed, as the agent tells it (agent/daemon_control.c): the
+ * blocks added to the one last told, or in full, as runs when shorter. */
+static void map_told(struct snode *n, struct nver *v, Syncbit__VersionState *vs)
+{
+	uint32_t nb = v->g->nblocks, *runs;
+	size_t len = (nb + 7) / 8, count;
+	if (n->runs && v->sent && v->sent_nhave >= 0 && v->skipped + 1 < 30) {
+		count = runs_encode(v->have, v->sent, nb, &runs);
+		if (runs_wire_bytes(runs, count) < len) {
+			vs->have = NULL;
+			vs->have_added = runs;
+			vs->n_have_added = count;
+			memcpy(v->sent, v->have, len);
+			v->sent_nhave = v->nhave;
+			v->skipped++;
+			return;
+		}
+		free(runs);
+	}
+	v->sent_nhave = v->nhave;
+	v->skipped = 0;
+	if (!n->runs)
+		return;
+	if (!v->sent)
+		v->sent = xmalloc(len + 1);
+	memcpy(v->sent, v->have, len);
+	count = runs_encode(v->have, NULL, nb, &runs);
+	if (runs_wire_bytes(runs, count) < len) {
+		vs->have = NULL;
+		vs->have_runs = runs;
+		vs->n_have_runs = count;
+	} else {
+		free(runs);
+	}
+}
+
 static void heartbeat(uv_timer_t *t)
 {
 	struct snode *n = t->data;
@@ -109,8 +147,7 @@ static void heartbeat(uv_timer_t *t)
 			vs[i].have_same = 1;
 			v->skipped++;
 		} else {
-			v->sent_nhave = v->nhave;
-			v->skipped = 0;
+			map_told(n, v, &vs[i]);
 		}
 		vs[i].published = v->nhave == v->g->nblocks;
 		vs[i].bytes_from_origin = v->from_origin << 12;
@@ -126,6 +163,10 @@ static void heartbeat(uv_timer_t *t)
 	sim->bytes_hb += syncbit__heartbeat__get_packed_size(&m);
 	node_send(n, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &m.base);
 	n->last_hb_ms = sim_wall_ms();
+	for (size_t i = 0; i < n->nvers; i++) {
+		free(vs[i].have_runs);
+		free(vs[i].have_added);
+	}
 	free(vs);
 	free(vp);
 	free(bf);
@@ -230,6 +271,7 @@ static int h_registered(void *ctx, ProtobufCMessage *msg, const uint8_t *body, s
 	n->heartbeat_ms = m->heartbeat_ms >= 100 ? m->heartbeat_ms : 1000;
 	n->registered = 1;
 	n->deltas = m->heartbeat_deltas && !getenv("SIM_FULL_MAPS");
+	n->runs = n->deltas && m->heartbeat_runs && !getenv("SIM_NO_RUNS");
 	for (size_t i = 0; i < n->nvers; i++)
 		n->vers[i].sent_nhave = -1; /* a new connection: full maps first */
 	/* Spread the heartbeats over the period, as independent agents are. */

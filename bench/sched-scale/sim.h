@@ -47,6 +47,7 @@ struct nver {
 	 * never on this connection), and heartbeats since. */
 	int64_t sent_nhave;
 	unsigned skipped;
+	uint8_t *sent; /* the map as last told (with runs: what have_added adds to) */
 };
 
 struct snode {
@@ -58,6 +59,7 @@ struct snode {
 	int registered, frozen, leaving;
 	int deaf;   /* reads nothing from its socket; sends as before */
 	int deltas; /* the scheduler takes heartbeat deltas */
+	int runs;   /* ... and maps as runs (SIM_NO_RUNS: not) */
 	uint64_t seq;
 	uint32_t heartbeat_ms;
 	uv_timer_t hb, tick, redial;

@@ -118,6 +118,11 @@ start_agent 2
 check "n2 resumes after restart" wait_ready 60 model 2
 check "n2: kept the blocks it had" test "$(status_field 2 model bytes_reused)" -gt 0
 for n in 1 2 3 4 5; do check "n$n: model intact" cmp "$T/www/model.bin" "$T/t$n/model/model.bin"; done
+# The heartbeats told the 48-block maps as they grew in runs (the blocks
+# added since the last map), not only as bits.
+maps() { curl -sf "http://$SCHED_HTTP/metrics" | awk -v f="form=\"$1\"" 'index($0, f) && /^syncbit_heartbeat_maps_total/ { print $2 }'; }
+check "heartbeats told maps as added runs ($(maps added)) and in full ($(maps bits) bits, $(maps runs) runs)" \
+	test "$(maps added)" -gt 0 -a "$(($(maps bits) + $(maps runs)))" -gt 0
 # Agents read a block of an HTTP origin as parts in parallel (--jobs 2:
 # halves of 1 MiB), so the first block of each node's share lands early.
 curl -sf "http://127.0.0.1:$HTTP_PORT/__stats?id=model" >"$T/model-stats.json"

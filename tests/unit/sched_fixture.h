@@ -29,6 +29,7 @@ struct agent {
 	int ready, closed, close_status;
 	int n_registered, n_assign, n_unassign, n_peers, n_origin, n_hashes, n_reply;
 	int heartbeat_deltas; /* the last Registered offered them */
+	int heartbeat_runs;   /* ... and maps as runs */
 	int peers_shared;     /* registers with Register.peers_shared */
 	int origin_newer;     /* the last share told came in an Origin, not an Assign */
 	Syncbit__Assign *assign;
@@ -98,6 +99,7 @@ static inline int on_frame(struct conn *c, uint32_t type, const uint8_t *body, s
 		Syncbit__Registered *r = syncbit__registered__unpack(NULL, len, body);
 		assert_non_null(r);
 		a->heartbeat_deltas = r->heartbeat_deltas;
+		a->heartbeat_runs = r->heartbeat_runs;
 		syncbit__registered__free_unpacked(r, NULL);
 		a->n_registered++;
 		break;

@@ -230,26 +230,88 @@ static void test_heartbeat_and_admin(void **state)
 	agent_free(a);
 }
 
+/* A heartbeat of node-a with vs, its state of the version. */
+static void send_version_state(struct agent *a, Syncbit__VersionState *vs)
+{
+	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
+	vs->dataset = "models";
+	vs->version_id.data = fx.version.b;
+	vs->version_id.len = HASH_LEN;
+	hb.versions = &vs;
+	hb.n_versions = 1;
+	assert_int_equal(
+	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL), 0);
+}
+
 /* Send node-a's state of the version: a full map of bits (6 blocks), or
  * have_same / have_all without one. */
 static void send_state(struct agent *a, uint8_t bits, int same, int all)
 {
-	Syncbit__Heartbeat hb = SYNCBIT__HEARTBEAT__INIT;
-	Syncbit__VersionState vs = SYNCBIT__VERSION_STATE__INIT, *vp = &vs;
+	Syncbit__VersionState vs = SYNCBIT__VERSION_STATE__INIT;
 	Syncbit__Bitfield bf = SYNCBIT__BITFIELD__INIT;
 	bf.nblocks = 6;
 	bf.bits.data = &bits;
 	bf.bits.len = 1;
-	vs.dataset = "models";
-	vs.version_id.data = fx.version.b;
-	vs.version_id.len = HASH_LEN;
 	vs.have = same || all ? NULL : &bf;
 	vs.have_same = same;
 	vs.have_all = all;
-	hb.versions = &vp;
-	hb.n_versions = 1;
-	assert_int_equal(
-	    wire_send(a->c, SYNCBIT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, NULL, 0, NULL, NULL), 0);
+	send_version_state(a, &vs);
+}
+
+/* node-a's map of the version as runs: in full, or added to the last one. */
+static void send_runs(struct agent *a, uint32_t *runs, size_t count, int added)
+{
+	Syncbit__VersionState vs = SYNCBIT__VERSION_STATE__INIT;
+	if (added) {
+		vs.have_added = runs;
+		vs.n_have_added = count;
+	} else {
+		vs.have_runs = runs;
+		vs.n_have_runs = count;
+	}
+	send_version_state(a, &vs);
+}
+
+static int has_blocks(const char *want)
+{
+	const struct cluster_report *r =
+	    cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	for (uint32_t b = 0; r && b < 6; b++)
+		if (cluster_report_has(r, b) != (want[b] == '1'))
+			return 0;
+	return r != NULL;
+}
+
+/* Maps as runs (common/net/runs.h): a full one replaces the map, blocks
+ * added go onto it (onto none after a map-less report), and runs that pass
+ * the version's end change nothing. */
+static void test_heartbeat_runs(void **state)
+{
+	struct agent *a = agent_dial("node-a");
+	agent_register(a, "x");
+	WAIT_FOR(a->n_assign == 1);
+	assert_int_equal(a->heartbeat_runs, 1);
+	uint32_t added_first[] = {4, 1}; /* block 4, before any map */
+	send_runs(a, added_first, 2, 1);
+	WAIT_FOR(has_blocks("000010"));
+	uint32_t two[] = {1, 2}; /* blocks 1 and 2 */
+	send_runs(a, two, 2, 0);
+	WAIT_FOR(has_blocks("011000"));
+	uint32_t more[] = {0, 1, 4, 1}; /* blocks 0 and 5 */
+	send_runs(a, more, 4, 1);
+	WAIT_FOR(has_blocks("111001"));
+	uint32_t past[] = {4, 3}; /* 4, 5, 6: the version has 6 blocks */
+	send_runs(a, past, 2, 1);
+	uint32_t three[] = {3, 1};
+	send_runs(a, three, 2, 1);
+	WAIT_FOR(has_blocks("111101")); /* not block 4 */
+	uint32_t rest[] = {4, 1};
+	send_runs(a, rest, 2, 1);
+	WAIT_FOR(heard(6));
+	const struct cluster_report *r =
+	    cluster_node_report_of(cluster_node_find(&fx.s.cluster, "node-a"), &fx.version);
+	assert_null(r->bits); /* every block: no map kept */
+	agent_free(a);
 }
 
 /* Heartbeat deltas: the scheduler offers them; a map left out as the same
@@ -468,6 +530,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_late_node_share_moves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_and_admin, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_heartbeat_deltas, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_heartbeat_runs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
