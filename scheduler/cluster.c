@@ -100,70 +100,6 @@ struct cluster_node *cluster_node_find(const struct cluster *c, const char *name
 	return NULL;
 }
 
-/* ---- lookups: every heartbeat names each version a node holds ---------- */
-
-static uint64_t name_key(const char *name)
-{
-	return XXH64(name, strlen(name), 0);
-}
-
-static uint64_t id_key(const uint8_t *id)
-{
-	uint64_t k;
-	memcpy(&k, id, sizeof k);
-	return k;
-}
-
-static void ix_put(uint32_t *t, size_t mask, uint64_t key, size_t i)
-{
-	size_t h = key & mask;
-	while (t[h])
-		h = (h + 1) & mask;
-	t[h] = (uint32_t)i + 1;
-}
-
-/* Remake c->ix after a dataset or version came or went. */
-static void index_lists(struct cluster *c)
-{
-	size_t n = c->ndatasets > c->nversions ? c->ndatasets : c->nversions, cap = 16;
-	while (cap < 2 * n + 2)
-		cap *= 2;
-	free(c->ix);
-	c->ix = xcalloc(2 * cap, sizeof *c->ix);
-	c->ixcap = cap;
-	for (size_t i = 0; i < c->ndatasets; i++)
-		ix_put(c->ix, cap - 1, name_key(c->datasets[i]->name), i);
-	for (size_t i = 0; i < c->nversions; i++)
-		ix_put(c->ix + cap, cap - 1, id_key(c->versions[i]->v->id.b), i);
-}
-
-struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name)
-{
-	if (!c->ix)
-		return NULL; /* nothing defined yet */
-	size_t mask = c->ixcap - 1;
-	for (size_t h = name_key(name) & mask; c->ix[h]; h = (h + 1) & mask) {
-		struct cluster_dataset *d = c->datasets[c->ix[h] - 1];
-		if (!strcmp(d->name, name))
-			return d;
-	}
-	return NULL;
-}
-
-struct cluster_version *cluster_version_find(const struct cluster *c, const uint8_t *id, size_t len)
-{
-	if (len != HASH_LEN || !c->ix)
-		return NULL;
-	size_t mask = c->ixcap - 1;
-	const uint32_t *t = c->ix + c->ixcap;
-	for (size_t h = id_key(id) & mask; t[h]; h = (h + 1) & mask) {
-		struct cluster_version *cv = c->versions[t[h] - 1];
-		if (!memcmp(cv->v->id.b, id, HASH_LEN))
-			return cv;
-	}
-	return NULL;
-}
-
 int cluster_report_cmp(const void *a, const void *b)
 {
 	return memcmp(((const struct cluster_report *)a)->version.b,
@@ -324,8 +260,34 @@ void cluster_node_heard(struct cluster *c, struct cluster_node *n, uint64_t now)
 {
 	n->last_heard = now;
 	n->last_seen_ms = cluster_wall_ms();
-	if (now - n->seen_saved >= CLUSTER_SEEN_SAVE_MS)
-		node_save(c, n, now);
+	if (now - n->seen_saved >= CLUSTER_SEEN_SAVE_MS) {
+		n->seen_due = 1;
+		cluster_node_save_later(c, n);
+	}
+}
+
+void cluster_node_save_later(struct cluster *c, struct cluster_node *n)
+{
+	if (n->save_listed)
+		return;
+	n->save_listed = 1;
+	c->save_due = xrealloc(c->save_due, (c->nsave_due + 1) * sizeof *c->save_due);
+	c->save_due[c->nsave_due++] = n;
+}
+
+/* Save what the listed nodes have due (inside the flush's group). */
+static void save_due_nodes(struct cluster *c)
+{
+	for (size_t i = 0; i < c->nsave_due; i++) {
+		struct cluster_node *n = c->save_due[i];
+		for (size_t k = 0; k < n->nreports; k++)
+			if (n->reports[k].due)
+				cluster_report_save(c, n->name, &n->reports[k], n->last_heard);
+		if (n->seen_due)
+			node_save(c, n, n->last_heard);
+		n->seen_due = n->save_listed = 0;
+	}
+	c->nsave_due = 0;
 }
 
 void cluster_node_flush(struct cluster *c, struct cluster_node *n)
@@ -362,7 +324,7 @@ static struct cluster_version *version_insert(struct cluster *c, struct sched_ve
 	cv->stripe = 1;
 	c->versions = xrealloc(c->versions, (c->nversions + 1) * sizeof *c->versions);
 	c->versions[c->nversions++] = cv;
-	index_lists(c);
+	cluster_index_lists(c);
 	return cv;
 }
 
@@ -428,7 +390,7 @@ static struct cluster_dataset *dataset_new(struct cluster *c, const char *name)
 	d->selector = xcalloc(1, sizeof *d->selector);
 	c->datasets = xrealloc(c->datasets, (c->ndatasets + 1) * sizeof *c->datasets);
 	c->datasets[c->ndatasets++] = d;
-	index_lists(c);
+	cluster_index_lists(c);
 	return d;
 }
 
@@ -496,6 +458,9 @@ int cluster_node_remove(struct cluster *c, const char *name)
 		if (state_del_node(c->state, name) < 0)
 			log_with(LOG_ERROR, LOG_KV({"node", name}),
 				 "node %s: cannot remove its record", name);
+		for (size_t k = 0; n->save_listed && k < c->nsave_due; k++)
+			if (c->save_due[k] == n)
+				c->save_due[k--] = c->save_due[--c->nsave_due];
 		node_free(n);
 		memmove(&c->nodes[i], &c->nodes[i + 1], (c->nnodes - i - 1) * sizeof *c->nodes);
 		c->nnodes--;
@@ -520,7 +485,7 @@ int cluster_dataset_remove(struct cluster *c, const char *name)
 		memmove(&c->datasets[i], &c->datasets[i + 1],
 			(c->ndatasets - i - 1) * sizeof *c->datasets);
 		c->ndatasets--;
-		index_lists(c);
+		cluster_index_lists(c);
 		cluster_gc(c);
 		return 0;
 	}
@@ -555,7 +520,7 @@ void cluster_gc(struct cluster *c)
 		version_entry_free(cv);
 	}
 	c->nversions = k;
-	index_lists(c);
+	cluster_index_lists(c);
 }
 
 size_t cluster_ingest(struct cluster *c, struct cluster_version *cv,
@@ -610,12 +575,13 @@ void cluster_flush(struct cluster *c)
 {
 	const struct pending_hash *p = (const struct pending_hash *)c->pending.ptr;
 	size_t n = c->pending.len / sizeof *p;
-	if (n == 0 && !cluster_readers_dirty(c))
+	if (n == 0 && !c->nsave_due && !cluster_readers_dirty(c))
 		return;
 	state_begin(c->state);
 	for (size_t i = 0; i < n; i++)
 		state_put_hash(c->state, &p[i].version, p[i].block, p[i].hash);
 	cluster_readers_save(c);
+	save_due_nodes(c);
 	if (state_commit(c->state) < 0)
 		log_error("cannot save %zu block hashes; they are asked for again after a restart",
 			  n);
@@ -777,6 +743,7 @@ void cluster_close(struct cluster *c)
 	free(c->datasets);
 	free(c->versions);
 	free(c->ix);
+	free(c->save_due);
 	state_free(c->state);
 	memset(c, 0, sizeof *c);
 }

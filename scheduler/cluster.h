@@ -39,6 +39,7 @@ struct cluster_report {
 	char *error;	   /* NULL: none */
 	uint64_t saved_ms; /* loop time of the last save */
 	int dirty;	   /* changed since the last save */
+	int due;	   /* to be saved at the next cluster_flush() */
 };
 
 /* 1 when r says block b is held. */
@@ -66,7 +67,9 @@ struct cluster_node {
 	 * cleared when it is heard or registers): no origin share. */
 	int late;
 	uint64_t seen_saved; /* loop time last_seen_ms was last saved */
-	void *conn;	     /* its control connection; NULL when not connected */
+	/* In cluster.save_due, and whether its record is to be saved then. */
+	int save_listed, seen_due;
+	void *conn; /* its control connection; NULL when not connected */
 	struct cluster_report *reports;
 	size_t nreports;
 	size_t nfailing; /* reports with an error (a plan asks per member) */
@@ -160,6 +163,10 @@ struct cluster {
 	 * of ixcap slots (index + 1, or 0), remade when either list changes. */
 	uint32_t *ix;
 	size_t ixcap;
+	/* Nodes with reports or a record to save at the next flush: the saves
+	 * of every heartbeat in one transaction per CLUSTER_FLUSH_MS. */
+	struct cluster_node **save_due;
+	size_t nsave_due;
 	/* Version maps heartbeats carried, by form (syncbit_heartbeat_maps_total). */
 	uint64_t maps[CLUSTER_MAP_FORMS];
 	struct buf pending; /* learnt hashes not yet saved: struct pending_hash */

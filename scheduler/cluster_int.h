@@ -32,6 +32,10 @@ void cluster_report_close(struct cluster_report *r);
  * sorted so that a lookup is a bisection, not a scan of every version). */
 int cluster_report_cmp(const void *a, const void *b);
 /* Write r of node in the open state transaction; r is clean after. */
+/* Remake c->ix after a dataset or version came or went (cluster_index.c). */
+void cluster_index_lists(struct cluster *c);
+/* n has reports (due) or its record (seen_due) to save at the next flush. */
+void cluster_node_save_later(struct cluster *c, struct cluster_node *n);
 void cluster_report_save(struct cluster *c, const char *node, struct cluster_report *r,
 			 uint64_t now);
 /* Fill r from vs, bounded by the version's block count. Returns 1 when a

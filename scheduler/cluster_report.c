@@ -54,6 +54,7 @@ void cluster_report_save(struct cluster *c, const char *node, struct cluster_rep
 		log_with(LOG_ERROR, LOG_KV({"node", node}), "node %s: cannot save its report",
 			 node);
 	r->saved_ms = now;
+	r->due = 0;
 	r->dirty = 0;
 }
 
@@ -271,8 +272,10 @@ int cluster_node_report(struct cluster *c, struct cluster_node *n, Syncbit__Vers
 		if ((was_error && was_error[0]) != (r->error && r->error[0]))
 			flipped = 1; /* failing now, or no longer */
 		free(was_error);
-		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS))
-			cluster_report_save(c, n->name, r, now);
+		if (r->dirty && (major || now - r->saved_ms >= CLUSTER_REPORT_SAVE_MS)) {
+			r->due = 1; /* with every node's, at the next flush */
+			cluster_node_save_later(c, n);
+		}
 	}
 	for (size_t i = 0; i < n->nreports; i++) {
 		if (moved[i])
