@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define HASH_LEN     32
 #define HASH_HEX_LEN (2 * HASH_LEN)
@@ -45,5 +46,14 @@ int hash_check_digest_fd(int fd, uint64_t size, const char *digest);
  * (HASH_LEN bytes: the content's SHA-256, e.g. an S3 full-object checksum)
  * when not NULL, else digest. Returns as hash_check_digest_fd. */
 int hash_check_content_fd(int fd, uint64_t size, const char *digest, const uint8_t *sha256);
+
+/* The first 8 bytes of a digest as a number: a table key for ids that are
+ * already uniform (block hashes, version ids). */
+static inline uint64_t hash_key64(const uint8_t *id)
+{
+	uint64_t k;
+	memcpy(&k, id, sizeof k);
+	return k;
+}
 
 #endif

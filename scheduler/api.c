@@ -78,13 +78,6 @@ struct by_version {
 	size_t ds;
 };
 
-static uint64_t id_key(const struct hash_id *id)
-{
-	uint64_t k;
-	memcpy(&k, id->b, sizeof k);
-	return k;
-}
-
 static int by_version_cmp(const void *a, const void *b)
 {
 	uint64_t x = ((const struct by_version *)a)->key, y = ((const struct by_version *)b)->key;
@@ -103,7 +96,8 @@ static struct totals *sum_all(struct sched *s)
 	uint8_t *mine = xcalloc(nd + 1, 1);
 	for (size_t j = 0; j < nd; j++)
 		if (c->datasets[j]->current)
-			bv[nv++] = (struct by_version){id_key(&c->datasets[j]->current->v->id), j};
+			bv[nv++] =
+			    (struct by_version){hash_key64(c->datasets[j]->current->v->id.b), j};
 	qsort(bv, nv, sizeof *bv, by_version_cmp);
 	for (size_t i = 0; i < c->nnodes; i++) {
 		const struct cluster_node *n = c->nodes[i];
@@ -114,7 +108,7 @@ static struct totals *sum_all(struct sched *s)
 		}
 		for (size_t k = 0; k < n->nreports; k++) {
 			const struct cluster_report *r = &n->reports[k];
-			uint64_t key = id_key(&r->version);
+			uint64_t key = hash_key64(r->version.b);
 			size_t lo = 0, hi = nv;
 			while (lo < hi) {
 				size_t mid = lo + (hi - lo) / 2;

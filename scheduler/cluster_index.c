@@ -15,13 +15,6 @@ static uint64_t name_key(const char *name)
 	return XXH64(name, strlen(name), 0);
 }
 
-static uint64_t id_key(const uint8_t *id)
-{
-	uint64_t k;
-	memcpy(&k, id, sizeof k);
-	return k;
-}
-
 static void ix_put(uint32_t *t, size_t mask, uint64_t key, size_t i)
 {
 	size_t h = key & mask;
@@ -41,7 +34,7 @@ void cluster_index_lists(struct cluster *c)
 	for (size_t i = 0; i < c->ndatasets; i++)
 		ix_put(c->ix, cap - 1, name_key(c->datasets[i]->name), i);
 	for (size_t i = 0; i < c->nversions; i++)
-		ix_put(c->ix + cap, cap - 1, id_key(c->versions[i]->v->id.b), i);
+		ix_put(c->ix + cap, cap - 1, hash_key64(c->versions[i]->v->id.b), i);
 }
 
 struct cluster_dataset *cluster_dataset_find(const struct cluster *c, const char *name)
@@ -63,7 +56,7 @@ struct cluster_version *cluster_version_find(const struct cluster *c, const uint
 		return NULL;
 	size_t mask = c->ixcap - 1;
 	const uint32_t *t = c->ix + c->ixcap;
-	for (size_t h = id_key(id) & mask; t[h]; h = (h + 1) & mask) {
+	for (size_t h = hash_key64(id) & mask; t[h]; h = (h + 1) & mask) {
 		struct cluster_version *cv = c->versions[t[h] - 1];
 		if (!memcmp(cv->v->id.b, id, HASH_LEN))
 			return cv;

@@ -95,13 +95,6 @@ static size_t member_index(struct cluster_node *const *m, size_t n, const struct
 
 /* ---- what to tell the nodes ------------------------------------------------ */
 
-static uint64_t version_key(const struct hash_id *v)
-{
-	uint64_t k;
-	memcpy(&k, v->b, sizeof k);
-	return k;
-}
-
 static void sent_ix_put(struct sched_client *cl, size_t i)
 {
 	size_t mask = cl->sent_ixcap - 1;
@@ -110,7 +103,7 @@ static void sent_ix_put(struct sched_client *cl, size_t i)
 	while (by_name[h])
 		h = (h + 1) & mask;
 	by_name[h] = (uint32_t)i + 1;
-	h = version_key(&cl->sent[i].version) & mask;
+	h = hash_key64(cl->sent[i].version.b) & mask;
 	while (by_version[h])
 		h = (h + 1) & mask;
 	by_version[h] = (uint32_t)i + 1;
@@ -155,7 +148,7 @@ static struct sent *sent_of_version(struct sched_client *cl, const struct cluste
 	sent_ix_fresh(cl);
 	size_t mask = cl->sent_ixcap - 1;
 	const uint32_t *by_version = cl->sent_ix + cl->sent_ixcap;
-	for (size_t j = version_key(&cv->v->id) & mask; by_version[j]; j = (j + 1) & mask) {
+	for (size_t j = hash_key64(cv->v->id.b) & mask; by_version[j]; j = (j + 1) & mask) {
 		struct sent *e = &cl->sent[by_version[j] - 1];
 		if (!memcmp(e->version.b, cv->v->id.b, HASH_LEN))
 			return e;
@@ -619,11 +612,6 @@ static void replan_if_changed(struct sched *s, struct cluster_version *cv)
 		return;
 	struct buf now = BUF_INIT, reason = BUF_INIT;
 	holders_text(cv, m, n, &now);
-	if (cv->holders && !strcmp(cv->holders, now.len ? buf_cstr(&now) : "")) {
-		cv->holders_sig = sig; /* the same holders (a hash met again) */
-		buf_close(&now);
-		return;
-	}
 	size_t nh;
 	struct holder *h = holders_parse(cv->holders, &nh);
 	struct holders_change ch;
