@@ -301,7 +301,7 @@ void fetch_write_work(uv_work_t *w)
 		if ((j->rc = read_local(j)) < 0)
 			return;
 	}
-	hash_sha256(j->buf, j->len, &j->h);
+	block_id(f->m->format, j->buf, j->len, &j->h);
 	if (j->expect && memcmp(j->h.b, fetch_hash_ptr(f, j->b), HASH_LEN) != 0) {
 		j->rc = SB_ECORRUPT;
 		j->held = -1; /* not the source's own finding */

@@ -44,8 +44,8 @@ static int blocks_match(const Manifest *m, const FileEntry *e, const uint8_t *da
 		return 0;
 	for (uint64_t i = 0; i < n; i++) {
 		struct hash_id h;
-		hash_sha256(data + i * m->block_size, manifest_block_len(e->size, m->block_size, i),
-			    &h);
+		block_id(m->format, data + i * m->block_size,
+			 manifest_block_len(e->size, m->block_size, i), &h);
 		if (memcmp(h.b, e->block_hashes.data + i * HASH_LEN, HASH_LEN))
 			return 0;
 	}

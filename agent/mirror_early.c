@@ -87,7 +87,7 @@ struct early_job {
 	int is_index;
 	struct hash_id object;
 	uint64_t size;
-	uint32_t block_size;
+	uint32_t block_size, format;
 	uint8_t *hashes; /* the file's block hashes */
 	char hint[OCI_MEDIA_TYPE_MAX];
 	struct buf bytes;
@@ -230,8 +230,8 @@ static int read_doc(struct cache *c, struct early_job *j, const char *want)
 	uint64_t n = manifest_nblocks(j->size, j->block_size);
 	for (uint64_t i = 0; i < n; i++) {
 		struct hash_id h;
-		hash_sha256(j->bytes.ptr + i * j->block_size,
-			    manifest_block_len(j->size, j->block_size, i), &h);
+		block_id(j->format, j->bytes.ptr + i * j->block_size,
+			 manifest_block_len(j->size, j->block_size, i), &h);
 		if (memcmp(h.b, j->hashes + i * HASH_LEN, HASH_LEN))
 			return SB_ECORRUPT;
 	}
@@ -410,6 +410,7 @@ static int read_later(struct mirror *m, struct early_set *s, struct early_doc *d
 	j->object = id;
 	j->size = fe->size;
 	j->block_size = fetch_manifest(s->f)->block_size;
+	j->format = fetch_manifest(s->f)->format;
 	j->hashes = xmalloc(fe->block_hashes.len + 1);
 	memcpy(j->hashes, fe->block_hashes.data, fe->block_hashes.len);
 	snprintf(j->hint, sizeof j->hint, "%s", d->hint);

@@ -224,16 +224,18 @@ static void listed(struct source *src, int status, void *arg)
 	}
 	Manifest *m;
 	char *detail = NULL;
-	int rc =
-	    manifest_from_listing(&src->listing, src->uri.canonical, p->o->block_size, &m, &detail);
+	/* A dataset pulled before keeps its format: its blocks keep their ids. */
+	Manifest *prev = load_previous(p);
+	int rc = manifest_from_listing(&src->listing, src->uri.canonical, p->o->block_size,
+				       prev ? prev->format : MANIFEST_FORMAT, &m, &detail);
 	if (rc < 0) {
 		set_error(p, rc, "%s: %s", src->uri.raw, detail);
 		free(detail);
+		manifest_free(prev);
 		end(p);
 		return;
 	}
 	count_files(p);
-	Manifest *prev = load_previous(p);
 	manifest_carry_over(m, prev);
 	manifest_free(prev);
 	start_fetch(p, m);

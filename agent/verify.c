@@ -17,9 +17,10 @@
 /* Index of the first block of the file at path that does not match, -1 if
  * all match, or a negative error below -1 is impossible: errors come back
  * through *err. */
-static int64_t first_bad_block(const char *path, const FileEntry *f, uint32_t block_size,
+static int64_t first_bad_block(const char *path, const FileEntry *f, const Manifest *m,
 			       uint8_t *buf, int *err)
 {
+	uint32_t block_size = m->block_size;
 	*err = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
@@ -38,7 +39,7 @@ static int64_t first_bad_block(const char *path, const FileEntry *f, uint32_t bl
 		struct hash_id h;
 		int rc = io_pread_full(fd, buf, len, i * block_size);
 		if (rc == 0)
-			hash_sha256(buf, len, &h);
+			block_id(m->format, buf, len, &h);
 		if (rc != 0 || memcmp(h.b, f->block_hashes.data + i * HASH_LEN, HASH_LEN))
 			bad = (int64_t)i;
 	}
@@ -64,10 +65,10 @@ static void problem(struct verify_result *r, const char *fmt, ...)
 /* The published copy of f at path: its first bad block or error, one
  * problem line when it is bad. 1 when bad. */
 static int check_published(struct verify_result *r, const char *path, const FileEntry *f,
-			   uint32_t block_size, uint8_t *buf)
+			   const Manifest *m, uint8_t *buf)
 {
 	int err;
-	int64_t bad = first_bad_block(path, f, block_size, buf, &err);
+	int64_t bad = first_bad_block(path, f, m, buf, &err);
 	if (err)
 		problem(r, "%s: %s", path, sb_strerror(err));
 	else if (bad >= 0)
@@ -105,7 +106,7 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify
 		int have_obj = stat(obj, &ost) == 0;
 		if (d->target[0]) {
 			char *path = path_join(d->target, f->path);
-			bad_here = check_published(r, path, f, m->block_size, buf);
+			bad_here = check_published(r, path, f, m, buf);
 			/* A hardlinked object shares the damage; a copy may not. */
 			if (bad_here && have_obj && stat(path, &tst) == 0 &&
 			    tst.st_ino == ost.st_ino && tst.st_dev == ost.st_dev)
@@ -113,7 +114,7 @@ int verify_dataset(struct cache *c, const struct cache_dataset *d, struct verify
 			free(path);
 		}
 		if (have_obj) {
-			int64_t bad = first_bad_block(obj, f, m->block_size, buf, &err);
+			int64_t bad = first_bad_block(obj, f, m, buf, &err);
 			if (err || bad >= 0) {
 				/* one line per file: the published copy's, if it was bad */
 				if (!bad_here)

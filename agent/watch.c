@@ -71,7 +71,7 @@ struct job {
 	char path[4096];
 	/* JOB_OBJECT: the file as the manifest has it */
 	uint64_t size;
-	uint32_t block_size;
+	uint32_t block_size, format;
 	uint8_t *hashes;
 	/* JOB_BLOCK: where the index has the block */
 	uint64_t offset;
@@ -260,9 +260,9 @@ static void hash_object(struct job *j)
 	for (uint64_t b = 0; b < nb && j->rc == 0; b++) {
 		uint64_t off = b * j->block_size;
 		uint32_t len = manifest_block_len(j->size, j->block_size, b), got = 0;
-		struct sha256_ctx ctx;
+		struct block_hasher bh;
 		struct hash_id h;
-		sha256_init(&ctx);
+		block_hasher_init(&bh, j->format);
 		while (got < len && j->rc == 0) {
 			size_t want = len - got < WATCH_READ_CHUNK ? len - got : WATCH_READ_CHUNK;
 			int rc = io_pread_full(fd, buf, want, off + got);
@@ -271,10 +271,9 @@ static void hash_object(struct job *j)
 			else if (rc < 0)
 				j->rc = rc;
 			else
-				sha256_update(&ctx, buf, want), got += (uint32_t)want;
+				block_hasher_update(&bh, buf, want), got += (uint32_t)want;
 		}
-		sha256_final(&ctx, &h);
-		sha256_close(&ctx);
+		block_hasher_final(&bh, &h);
 		if (j->rc == 0 && memcmp(h.b, j->hashes + b * HASH_LEN, HASH_LEN))
 			j->rc = 1;
 		if (j->rc == 1)
@@ -303,9 +302,7 @@ static void hash_block(struct job *j)
 	}
 	uint8_t *buf = xmalloc(loc.len ? loc.len : 1);
 	ssize_t got = pread(fd, buf, loc.len, (off_t)loc.offset);
-	struct hash_id h;
-	hash_sha256(buf, got > 0 ? (size_t)got : 0, &h);
-	j->rc = got == (ssize_t)loc.len && !memcmp(h.b, j->id.b, HASH_LEN) ? 0 : 1;
+	j->rc = got == (ssize_t)loc.len && block_id_matches(buf, loc.len, &j->id) ? 0 : 1;
 	free(buf);
 	close(fd);
 }
@@ -555,6 +552,7 @@ static void pump(struct watch *w)
 			cache_object_path(w->c, &o->id, j->path, sizeof j->path);
 			j->size = f->size;
 			j->block_size = o->set->m->block_size;
+			j->format = o->set->m->format;
 			j->hashes = xmalloc(f->block_hashes.len + 1);
 			memcpy(j->hashes, f->block_hashes.data, f->block_hashes.len);
 		}

@@ -160,7 +160,7 @@ static int has_non_directory_parent(const Manifest *m, size_t i)
 int manifest_validate(const Manifest *m)
 {
 	uint64_t blocks = 0;
-	if (m->format != MANIFEST_FORMAT)
+	if (m->format != MANIFEST_FORMAT_FLAT && m->format != MANIFEST_FORMAT_PIECES)
 		return SB_EPROTO;
 	if (manifest_check_block_size(m->block_size) < 0)
 		return SB_EPROTO;
@@ -304,13 +304,13 @@ static char *explain(const struct source_listing *l)
 }
 
 int manifest_from_listing(const struct source_listing *l, const char *canonical,
-			  uint32_t block_size, Manifest **out, char **detail)
+			  uint32_t block_size, uint32_t format, Manifest **out, char **detail)
 {
 	Manifest m;
 	*out = NULL;
 	*detail = NULL;
 	syncbit__manifest__init(&m);
-	m.format = MANIFEST_FORMAT;
+	m.format = format;
 	m.source = (char *)canonical;
 	m.block_size = block_size;
 	m.source_version = l->version ? l->version : (char *)"";
@@ -353,7 +353,7 @@ static int same_content(const FileEntry *a, const FileEntry *b)
 uint64_t manifest_carry_over(Manifest *m, const Manifest *prev)
 {
 	uint64_t taken = 0;
-	if (!prev || prev->block_size != m->block_size)
+	if (!prev || prev->block_size != m->block_size || prev->format != m->format)
 		return 0;
 	size_t j = 0;
 	for (size_t i = 0; i < m->n_files; i++) {

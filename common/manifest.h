@@ -10,10 +10,12 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/blockid.h"
 #include "common/hash.h"
 #include "proto/manifest.pb-c.h"
 
-#define MANIFEST_FORMAT	   1
+/* The format new datasets get (formats: common/blockid.h). */
+#define MANIFEST_FORMAT	   MANIFEST_FORMAT_PIECES
 #define MANIFEST_MAX_BYTES (256u << 20)
 #define MANIFEST_MAX_FILES (4u << 20)
 #define BLOCK_SIZE_MIN	   (4u << 10)
@@ -70,12 +72,13 @@ struct source_listing;
  * manifest over MANIFEST_MAX_BYTES. Call source_listing_check first: the
  * hashes allocated grow with the sizes the listing claims. */
 int manifest_from_listing(const struct source_listing *l, const char *canonical,
-			  uint32_t block_size, Manifest **out, char **detail);
+			  uint32_t block_size, uint32_t format, Manifest **out, char **detail);
 
 /* "Same content, reuse it": the hashes of m's files unchanged since prev.
  * A regular file of m is unchanged when prev has a regular file at the same
  * path with the same size and the same non-empty change token
- * (source_digest), and both are cut at the same block size. Each block hash
+ * (source_digest), and both are cut at the same block size and named under
+ * the same format (common/blockid.h). Each block hash
  * m does not know yet (zero) takes prev's when prev knows it; hardlinks
  * repeat their target's hashes, so m stays valid.
  * Returns the number of hashes taken. */

@@ -246,7 +246,8 @@ static void start_listing(struct sched *s, struct sched_client *cl, const char *
 			  struct pending_add *p)
 {
 	char *why = NULL;
-	int rc = listing_start(s, source, p->block_size, &p->filter, add_listed, p, NULL, &why);
+	int rc = listing_start(s, source, p->block_size, sched_format_of(s, p->name), &p->filter,
+			       add_listed, p, NULL, &why);
 	if (rc < 0) {
 		server_reply(cl, rc, why, NULL);
 		free(why);

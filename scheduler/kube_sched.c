@@ -474,7 +474,8 @@ static void cr_apply(struct kube_sched *ks, struct cr *c, uint64_t now)
 	}
 	struct cr_listing *l = xcalloc(1, sizeof *l);
 	*l = (struct cr_listing){ks, xstrdup(c->name), sel, nsel, bs, gen};
-	int rc = listing_start(ks->s, source, bs, NULL, cr_listed, l, NULL, &why);
+	int rc = listing_start(ks->s, source, bs, sched_format_of(ks->s, c->name), NULL, cr_listed,
+			       l, NULL, &why);
 	if (rc < 0) {
 		cr_set_error(c, why);
 		c->applied = gen;

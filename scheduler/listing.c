@@ -13,7 +13,7 @@ struct listing {
 	struct sched *s;
 	struct listing *next, **prev; /* in s->listings while in flight */
 	struct source *src;
-	uint32_t block_size;
+	uint32_t block_size, format;
 	struct filter filter; /* the source's options point at it */
 	listing_done_cb cb;
 	void *arg;
@@ -59,8 +59,8 @@ static void listed(struct source *src, int status, void *arg)
 		detail = failure(src, src->uri.raw, status);
 	} else {
 		char *why = NULL;
-		status = version_from_listing(&src->listing, src->uri.canonical, l->block_size, &v,
-					      &why);
+		status = version_from_listing(&src->listing, src->uri.canonical, l->block_size,
+					      l->format, &v, &why);
 		if (status < 0)
 			detail = xasprintf("source %s: %s", src->uri.raw, why);
 		free(why);
@@ -70,7 +70,7 @@ static void listed(struct source *src, int status, void *arg)
 	uv_timer_start(&l->reap, reap, 0, 0);
 }
 
-int listing_start(struct sched *s, const char *source, uint32_t block_size,
+int listing_start(struct sched *s, const char *source, uint32_t block_size, uint32_t format,
 		  const struct filter *filter, listing_done_cb cb, void *arg, char **canonical,
 		  char **detail)
 {
@@ -100,6 +100,7 @@ int listing_start(struct sched *s, const char *source, uint32_t block_size,
 	l->s = s;
 	l->src = src;
 	l->block_size = block_size;
+	l->format = format;
 	l->cb = cb;
 	l->arg = arg;
 	uv_timer_init(&s->loop, &l->reap);

@@ -18,11 +18,11 @@ typedef void (*listing_done_cb)(struct sched *s, int status, const char *detail,
 
 /* List source (a SOURCE argument), keep the paths filter takes (a copy is
  * kept; NULL or empty: every path) and build a version cut into block_size
- * blocks. 0 with cb to follow, or a negative error with *detail (heap, one
- * line) and no callback: a malformed URI or a scheme not built in. When
- * canonical is not NULL it receives the source's canonical form (heap). */
+ * blocks, named under manifest format format (sched_format_of). 0 with cb to follow, or a negative
+ * error with *detail (heap, one line) and no callback: a malformed URI or a scheme not built in.
+ * When canonical is not NULL it receives the source's canonical form (heap). */
 struct filter;
-int listing_start(struct sched *s, const char *source, uint32_t block_size,
+int listing_start(struct sched *s, const char *source, uint32_t block_size, uint32_t format,
 		  const struct filter *filter, listing_done_cb cb, void *arg, char **canonical,
 		  char **detail);
 

@@ -157,7 +157,8 @@ int pull_handle(struct sched *s, struct sched_client *cl, const Syncbit__PullReq
 		p->node = xstrdup(server_client_node(cl)->name);
 		p->id = m->id;
 		p->block_size = bs;
-		rc = listing_start(s, m->source, bs, NULL, pull_listed, p, NULL, &why);
+		rc = listing_start(s, m->source, bs, MANIFEST_FORMAT, NULL, pull_listed, p, NULL,
+				   &why);
 	}
 	if (rc < 0) {
 		reply(cl, m->id, rc, why, NULL);

@@ -109,6 +109,12 @@ static void refresh_listed(struct sched *s, int status, const char *detail, stru
 	free(r);
 }
 
+uint32_t sched_format_of(struct sched *s, const char *name)
+{
+	const struct cluster_dataset *d = cluster_dataset_find(&s->cluster, name);
+	return d && d->current ? d->current->v->m->format : MANIFEST_FORMAT;
+}
+
 static void refresh_all(uv_timer_t *t)
 {
 	struct sched *s = t->data;
@@ -120,8 +126,8 @@ static void refresh_all(uv_timer_t *t)
 		char *detail = NULL;
 		r->name = xstrdup(d->name);
 		r->generation = d->generation;
-		if (listing_start(s, d->source, d->block_size, &d->filter, refresh_listed, r, NULL,
-				  &detail) < 0) {
+		if (listing_start(s, d->source, d->block_size, sched_format_of(s, d->name),
+				  &d->filter, refresh_listed, r, NULL, &detail) < 0) {
 			log_limited_with(LOG_WARN, LOG_KV({"dataset", d->name}, {"error", detail}),
 					 "dataset %s: refresh: %s", d->name, detail);
 			free(detail);

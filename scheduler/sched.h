@@ -114,6 +114,11 @@ int sched_elected(struct sched *s);
 /* With etcd: another scheduler leads; stop (sched_run then fails). */
 void sched_deposed(struct sched *s);
 
+/* The manifest format a new listing of dataset name gets: its current
+ * version's (its blocks keep their ids), or MANIFEST_FORMAT for a dataset
+ * not held yet. */
+uint32_t sched_format_of(struct sched *s, const char *name);
+
 /* Point dataset name at version v (owned from now on; hashes of the
  * current version carry over), creating or redefining the dataset, then
  * tell the nodes. A version with the same id that is already held (the

@@ -104,7 +104,7 @@ void version_encode(const struct sched_version *v, struct buf *out)
 }
 
 int version_from_listing(const struct source_listing *l, const char *canonical, uint32_t block_size,
-			 struct sched_version **out, char **detail)
+			 uint32_t format, struct sched_version **out, char **detail)
 {
 	*out = NULL;
 	*detail = NULL;
@@ -113,7 +113,7 @@ int version_from_listing(const struct source_listing *l, const char *canonical, 
 	if (rc < 0)
 		return rc;
 	Manifest *m;
-	rc = manifest_from_listing(l, canonical, block_size, &m, detail);
+	rc = manifest_from_listing(l, canonical, block_size, format, &m, detail);
 	if (rc == 0 && (rc = adopt(m, out)) < 0)
 		*detail =
 		    xasprintf("the listing does not form a valid manifest: %s", sb_strerror(rc));

@@ -41,7 +41,7 @@ struct sched_version {
  * SB_ETOOBIG with *detail when it has more files or blocks than a manifest
  * holds (checked before anything per block is allocated). */
 int version_from_listing(const struct source_listing *l, const char *canonical, uint32_t block_size,
-			 struct sched_version **out, char **detail);
+			 uint32_t format, struct sched_version **out, char **detail);
 /* Decode a stored or received manifest (hashes may be partly known). 0, or
  * the errors of manifest_decode. */
 int version_from_manifest(const uint8_t *data, size_t len, struct sched_version **out);

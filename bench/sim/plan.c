@@ -31,7 +31,8 @@ static struct sched_version *make_version(const struct sim *s)
 	l.version = xstrdup("v1");
 	struct sched_version *v = NULL;
 	char *detail = NULL;
-	int rc = version_from_listing(&l, "file:///sim/data.bin", s->cfg.block, &v, &detail);
+	int rc = version_from_listing(&l, "file:///sim/data.bin", s->cfg.block, MANIFEST_FORMAT, &v,
+				      &detail);
 	source_listing_close(&l);
 	if (rc < 0) {
 		fprintf(stderr, "sim: cannot make the version: %s\n", detail ? detail : "error");

@@ -314,7 +314,7 @@ static inline int setup(void **state)
 	add_file(&l, "a.bin", 3 * BS);
 	add_file(&l, "b.bin", 100);
 	add_file(&l, "c.bin", 2 * BS);
-	if (version_from_listing(&l, "file:///x", BS, &v, &detail) < 0)
+	if (version_from_listing(&l, "file:///x", BS, MANIFEST_FORMAT, &v, &detail) < 0)
 		return -1;
 	source_listing_close(&l);
 	fx.version = v->id;

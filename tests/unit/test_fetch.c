@@ -89,7 +89,9 @@ static Manifest *listing_manifest(uv_loop_t *loop, const char *dir)
 	assert_int_equal(st, 0);
 	Manifest *out;
 	char *detail = NULL;
-	assert_int_equal(manifest_from_listing(&src->listing, uri.canonical, BS, &out, &detail), 0);
+	assert_int_equal(
+	    manifest_from_listing(&src->listing, uri.canonical, BS, MANIFEST_FORMAT, &out, &detail),
+	    0);
 	assert_null(detail);
 	source_free(src);
 	uri_close(&uri);
@@ -641,7 +643,8 @@ static void batched_run(uv_loop_t *loop, struct cache *c, const char *dir, struc
 	struct source *src = listed_source(loop, dir);
 	Manifest *m;
 	char *detail = NULL;
-	assert_int_equal(manifest_from_listing(&src->listing, src->uri.canonical, BS, &m, &detail),
+	assert_int_equal(manifest_from_listing(&src->listing, src->uri.canonical, BS,
+					       MANIFEST_FORMAT, &m, &detail),
 			 0);
 	struct source_options so;
 	source_options_default(&so);

@@ -102,7 +102,8 @@ static void env_init(struct env *e)
 	assert_int_equal(src->ops->list(src, listed_cb, &st), 0);
 	uv_run(&e->loop, UV_RUN_DEFAULT);
 	assert_int_equal(st, 0);
-	assert_int_equal(manifest_from_listing(&src->listing, uri.canonical, BS, &e->m, &detail),
+	assert_int_equal(manifest_from_listing(&src->listing, uri.canonical, BS, MANIFEST_FORMAT,
+					       &e->m, &detail),
 			 0);
 	source_free(src);
 	uri_close(&uri);

@@ -156,7 +156,7 @@ static void test_id_changes(void **state)
 			fail_msg("id unchanged after %s", #stmt); \
 	} while (0)
 
-	CHANGED(b.m.format = 2);
+	CHANGED(b.m.format = MANIFEST_FORMAT_FLAT);
 	CHANGED(b.m.source = (char *)"file:///srv/other");
 	CHANGED(b.m.block_size = 2 * BS);
 	CHANGED(b.m.source_version = (char *)"v2");

@@ -222,7 +222,8 @@ static void test_validate_hardlinks(void **state)
 static void test_validate_fields(void **state)
 {
 	REJECT(SB_EPROTO, b->m.format = 0);
-	REJECT(SB_EPROTO, b->m.format = 2);
+	REJECT(SB_EPROTO, b->m.format = 3);
+	REJECT(0, b->m.format = MANIFEST_FORMAT_FLAT);
 	REJECT(SB_EPROTO, b->e[11].mode = 010000);
 	REJECT(0, b->e[11].mode = 07777);
 	REJECT(SB_EPROTO, b->e[11].type = 3);
@@ -271,6 +272,17 @@ static void test_carry_over(void **state)
 	memset(other.e[0].block_hashes.data, 0, other.e[0].block_hashes.len);
 	assert_int_equal(manifest_carry_over(&other.m, &prev.m), 0);
 	assert_int_equal(manifest_carry_over(&other.m, NULL), 0);
+	mb_close(&other);
+	/* Named under another format, the same bytes have other block ids. */
+	mb_init(&other, BS);
+	mb_add(&other, "a/big.bin", SYNCBIT__FILE_TYPE__FILE_REGULAR, 300 * BS + 17, 0);
+	memset(other.e[0].block_hashes.data, 0, other.e[0].block_hashes.len);
+	other.e[0].source_digest = prev.e[1].source_digest;
+	other.m.format =
+	    prev.m.format == MANIFEST_FORMAT_FLAT ? MANIFEST_FORMAT_PIECES : MANIFEST_FORMAT_FLAT;
+	assert_int_equal(manifest_carry_over(&other.m, &prev.m), 0);
+	other.m.format = prev.m.format; /* the same format: it does */
+	assert_int_equal(manifest_carry_over(&other.m, &prev.m), 301);
 	mb_close(&other);
 	mb_close(&prev);
 	mb_close(&next);

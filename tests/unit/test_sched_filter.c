@@ -28,7 +28,8 @@ static struct sched_version *one_file_version(void)
 	l.files[0].type = SRC_REGULAR;
 	l.files[0].size = 10;
 	l.files[0].mode = 0644;
-	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	assert_int_equal(version_from_listing(&l, "file:///src", BS, MANIFEST_FORMAT, &v, &detail),
+			 0);
 	source_listing_close(&l);
 	return v;
 }

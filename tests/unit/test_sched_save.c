@@ -24,7 +24,8 @@ static struct sched_version *one_file(void)
 	l.files[0].size = 3 * BS;
 	l.files[0].mode = 0644;
 	l.files[0].digest = xstrdup("wd");
-	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	assert_int_equal(version_from_listing(&l, "file:///src", BS, MANIFEST_FORMAT, &v, &detail),
+			 0);
 	source_listing_close(&l);
 	return v;
 }

@@ -372,7 +372,8 @@ static void test_peers_shared(void **state)
 	struct sched_version *v;
 	char *detail = NULL;
 	add_file(&l, "tool.bin", 2 * BS);
-	assert_int_equal(version_from_listing(&l, "file:///y", BS, &v, &detail), 0);
+	assert_int_equal(version_from_listing(&l, "file:///y", BS, MANIFEST_FORMAT, &v, &detail),
+			 0);
 	source_listing_close(&l);
 	struct hash_id tools = v->id;
 	sched_apply_version(&fx.s, "tools", "file:///y", NULL, 0, BS, v);
@@ -415,9 +416,28 @@ static struct sched_version *one_file_version(const char *source, const char *pa
 	struct sched_version *v;
 	char *detail = NULL;
 	add_file(&l, path, (uint64_t)blocks * BS);
-	assert_int_equal(version_from_listing(&l, source, BS, &v, &detail), 0);
+	assert_int_equal(version_from_listing(&l, source, BS, MANIFEST_FORMAT, &v, &detail), 0);
 	source_listing_close(&l);
 	return v;
+}
+
+/* A dataset keeps the manifest format of the version it holds, so a
+ * refresh of an unchanged source keeps its listing id and block ids; a new
+ * dataset gets the current format. */
+static void test_format_kept(void **state)
+{
+	struct source_listing l = {0};
+	struct sched_version *v;
+	char *detail = NULL;
+	add_file(&l, "old.bin", 2 * BS);
+	assert_int_equal(
+	    version_from_listing(&l, "file:///old", BS, MANIFEST_FORMAT_FLAT, &v, &detail), 0);
+	source_listing_close(&l);
+	assert_int_equal(v->m->format, MANIFEST_FORMAT_FLAT);
+	sched_apply_version(&fx.s, "old", "file:///old", NULL, 0, BS, v);
+	assert_int_equal(sched_format_of(&fx.s, "old"), MANIFEST_FORMAT_FLAT);
+	assert_int_equal(sched_format_of(&fx.s, "models"), MANIFEST_FORMAT_PIECES);
+	assert_int_equal(sched_format_of(&fx.s, "not-held"), MANIFEST_FORMAT_PIECES);
 }
 
 /* Forty datasets and two more sharing one version: each node is assigned
@@ -522,6 +542,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_plan_hashes_leave, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peers_shared, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_format_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_datasets, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_join_keeps_reads_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hashes_without_what_a_node_added, setup, teardown),

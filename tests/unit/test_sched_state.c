@@ -43,13 +43,15 @@ static void sample_listing(struct source_listing *l, const char *zdigest)
 	l->version = xstrdup("v1");
 }
 
+#define listed(l, src, bs, v, d) version_from_listing(l, src, bs, MANIFEST_FORMAT, v, d)
+
 static struct sched_version *sample_version(const char *zdigest)
 {
 	struct source_listing l;
 	struct sched_version *v = NULL;
 	char *detail = NULL;
 	sample_listing(&l, zdigest);
-	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	assert_int_equal(listed(&l, "file:///src", BS, &v, &detail), 0);
 	assert_null(detail);
 	source_listing_close(&l);
 	return v;
@@ -239,7 +241,7 @@ static void test_version_content_sha256(void **state)
 	sample_listing(&l, "zd");
 	l.files[6].has_content_sha256 = 1;
 	memset(l.files[6].content_sha256, 0xab, HASH_LEN);
-	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), 0);
+	assert_int_equal(listed(&l, "file:///src", BS, &v, &detail), 0);
 	source_listing_close(&l);
 	const FileEntry *z = v->m->files[6], *zp = plain->m->files[6];
 	assert_string_equal(z->path, "z.bin");
@@ -316,7 +318,7 @@ static void test_version_refuses_escapes(void **state)
 	char *detail = NULL;
 	memset(&l, 0, sizeof l);
 	add_file(&l, "bad", SRC_SYMLINK, 0, NULL, 0, "../../etc/passwd");
-	assert_int_equal(version_from_listing(&l, "file:///src", BS, &v, &detail), SB_ECONFINE);
+	assert_int_equal(listed(&l, "file:///src", BS, &v, &detail), SB_ECONFINE);
 	assert_null(v);
 	assert_non_null(strstr(detail, "bad -> ../../etc/passwd"));
 	free(detail);
@@ -332,8 +334,7 @@ static void test_version_refuses_oversized(void **state)
 	char *detail = NULL;
 	memset(&l, 0, sizeof l);
 	add_file(&l, "big.bin", SRC_REGULAR, 1ull << 62, "etag:x", 0, NULL);
-	assert_int_equal(version_from_listing(&l, "http://h/big.bin", 4u << 20, &v, &detail),
-			 SB_ETOOBIG);
+	assert_int_equal(listed(&l, "http://h/big.bin", 4u << 20, &v, &detail), SB_ETOOBIG);
 	assert_null(v);
 	assert_non_null(strstr(detail, "1099511627776 blocks of 4MiB, over the limit of"));
 	free(detail);
@@ -365,7 +366,7 @@ static void test_carry_over(void **state)
 	struct sched_version *other;
 	char *detail = NULL;
 	sample_listing(&l, "zd");
-	assert_int_equal(version_from_listing(&l, "file:///src", 2 * BS, &other, &detail), 0);
+	assert_int_equal(listed(&l, "file:///src", 2 * BS, &other, &detail), 0);
 	assert_int_equal(version_carry_over(other, prev), 0);
 	source_listing_close(&l);
 	version_free(other);
