@@ -63,7 +63,7 @@ static void try_local(struct fetch *f, uint32_t b)
 	if (f->state[b] != FETCH_NEED)
 		return;
 	if (cache_block_find(f->c, (const struct hash_id *)fetch_hash_ptr(f, b), &loc) == 1)
-		fetch_start_store(f, JOB_LOCAL, b, NULL, NULL);
+		fetch_start_store(f, JOB_LOCAL, b, NULL, NULL, 0);
 }
 
 void fetch_add_hashes(struct fetch *f, const uint32_t *blocks, const uint8_t *hashes, size_t n)
@@ -85,7 +85,7 @@ void fetch_add_hashes(struct fetch *f, const uint32_t *blocks, const uint8_t *ha
 }
 
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
-			  const char *peer)
+			  const char *peer, int verified)
 {
 	if (f->dead || f->rc < 0 || b >= f->nblocks || len != fetch_len(f, b) ||
 	    (f->state[b] != FETCH_NEED && f->state[b] != FETCH_PEER) || !fetch_known(f, b)) {
@@ -93,7 +93,21 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 		return;
 	}
 	f->arrived_ms = uv_now(f->loop);
-	fetch_start_store(f, JOB_PEER, b, payload, peer);
+	fetch_start_store(f, JOB_PEER, b, payload, peer, verified);
+}
+
+void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer)
+{
+	if (f->dead || b >= f->nblocks)
+		return;
+	f->st.bad_blocks++;
+	log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", peer}),
+		 "dataset %s: a piece of block %u from %s does not match its hash; asking "
+		 "elsewhere",
+		 f->name, b, peer);
+	f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
+	if (f->hooks.bad_peer && f->rc == 0)
+		f->hooks.bad_peer(f->hooks.arg, f, peer, b);
 }
 
 void fetch_avail_add(struct fetch *f, uint32_t b, int delta)

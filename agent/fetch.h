@@ -194,10 +194,16 @@ void fetch_block_asked(struct fetch *f, uint32_t b);
 void fetch_block_unasked(struct fetch *f, uint32_t b);
 uint32_t fetch_block_asks(const struct fetch *f, uint32_t b);
 /* Bytes of block b arrived from peer: payload (malloc'd, len bytes) now
- * belongs to the fetch, which verifies and stores it. Bytes for a block
- * already held or being stored are dropped. */
+ * belongs to the fetch, which verifies and stores it (verified: it was
+ * checked piece by piece on arrival, against piece hashes checked against
+ * the block's hash, and is stored without hashing it again). Bytes for a
+ * block already held or being stored are dropped. */
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
-			  const char *peer);
+			  const char *peer, int verified);
+/* A piece of block b from peer failed its check (the block is asked
+ * elsewhere once its request is dropped): counted, and the peer is
+ * reported to hooks.bad_peer as for a bad block. */
+void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer);
 /* Bytes of blocks from peers that are waiting to be verified and written,
  * or being so: what peers hold back new requests on (peer_fill). When one
  * is done the fetch's wake hook runs. */

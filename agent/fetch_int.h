@@ -41,6 +41,7 @@ struct job {
 	int owned;    /* buf freed after the job (peer payloads, local copies) */
 	size_t len;
 	int expect;	  /* the block's hash is known and must match */
+	int verified;	  /* it matched already (pieces checked on arrival) */
 	struct hash_id h; /* computed */
 	int rc;
 	int held; /* hash unknown, and the cache already held the block */
@@ -208,9 +209,11 @@ void fetch_flush_ready(struct fetch *f);
 void fetch_maybe_finish(struct fetch *f);
 /* Block b goes back to waiting for a peer (or for its hash). */
 void fetch_back_to_need(struct fetch *f, uint32_t b);
-/* Verify and write block b from buf (NULL: copy it from the cache). */
+/* Verify and write block b from buf (NULL: copy it from the cache);
+ * verified: buf was checked against the block's hash already (its pieces,
+ * as they arrived), so it is written without hashing it again. */
 void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
-		       const char *peer);
+		       const char *peer, int verified);
 /* A block verified and written on the pool (fetch_write.c), then its
  * result on the loop. */
 void fetch_write_work(uv_work_t *w);

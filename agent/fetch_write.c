@@ -301,7 +301,10 @@ void fetch_write_work(uv_work_t *w)
 		if ((j->rc = read_local(j)) < 0)
 			return;
 	}
-	block_id(f->m->format, j->buf, j->len, &j->h);
+	if (j->verified)
+		memcpy(j->h.b, fetch_hash_ptr(f, j->b), HASH_LEN);
+	else
+		block_id(f->m->format, j->buf, j->len, &j->h);
 	if (j->expect && memcmp(j->h.b, fetch_hash_ptr(f, j->b), HASH_LEN) != 0) {
 		j->rc = SB_ECORRUPT;
 		j->held = -1; /* not the source's own finding */
@@ -443,7 +446,7 @@ void fetch_write_done(uv_work_t *w, int status)
 }
 
 void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t *buf,
-		       const char *peer)
+		       const char *peer, int verified)
 {
 	struct ffile *ff = &f->files[f->bfile[b]];
 	if (fetch_open_part(f, ff) < 0) {
@@ -459,6 +462,7 @@ void fetch_start_store(struct fetch *f, enum job_kind kind, uint32_t b, uint8_t 
 	j->buf = buf ? buf : xmalloc(j->len ? j->len : 1);
 	j->owned = 1;
 	j->expect = 1;
+	j->verified = verified && buf;
 	j->peer = peer ? xstrdup(peer) : NULL;
 	if (kind == JOB_PEER)
 		f->peer_storing += j->len;

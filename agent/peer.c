@@ -114,8 +114,10 @@ void peer_release(struct peer *pe)
 			*pp = pe->next;
 			break;
 		}
-	for (size_t i = 0; i < pe->nvers; i++)
+	for (size_t i = 0; i < pe->nvers; i++) {
 		free(pe->vers[i].bits);
+		free(pe->vers[i].pbits);
+	}
 	free(pe->vers);
 	while (pe->q_head) {
 		struct serve *s = pe->q_head;
@@ -162,11 +164,11 @@ static void apply_avail(struct pver *v, int sign)
 	if (!v->f || fetch_nblocks(v->f) != v->nblocks)
 		return;
 	for (uint32_t b = 0; b < v->nblocks; b++)
-		if (peer_bit(v->bits, b))
+		if (peer_offers(v, b))
 			fetch_avail_add(v->f, b, sign);
 }
 
-static void drop_req(struct peer *pe, size_t i, int cancel)
+void peer_drop_req(struct peer *pe, size_t i, int cancel)
 {
 	struct req *r = &pe->reqs[i];
 	if (cancel && pe->ready && !pe->closed) {
@@ -174,6 +176,7 @@ static void drop_req(struct peer *pe, size_t i, int cancel)
 		m.request_id = r->id;
 		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_CANCEL, &m.base, NULL, 0, NULL, NULL);
 	}
+	peer_req_end(pe, r);
 	fetch_block_unasked(r->f, r->b);
 	pe->reqs[i] = pe->reqs[--pe->nreqs];
 }
@@ -220,11 +223,12 @@ static void on_close(struct conn *c, int status)
 	else if (status)
 		log_with(LOG_DEBUG, LOG_KV({"addr", conn_peer_addr(c)}, {"error", why}),
 			 "peer %s: %s", conn_peer_addr(c), why);
+	peer_streams_drop(pe);
 	if (p->closing) { /* the fetches may be gone already */
 		pe->nreqs = 0;
 	} else {
 		while (pe->nreqs)
-			drop_req(pe, 0, 0);
+			peer_drop_req(pe, 0, 0);
 		for (size_t i = 0; i < pe->nvers; i++)
 			apply_avail(&pe->vers[i], -1);
 	}
@@ -311,10 +315,13 @@ static int h_bitfield(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 	if (v) {
 		apply_avail(v, -1);
 		free(v->bits);
+		free(v->pbits);
+		v->pbits = NULL;
 	} else {
 		pe->vers = xrealloc(pe->vers, (pe->nvers + 1) * sizeof *pe->vers);
 		v = &pe->vers[pe->nvers++];
 		memcpy(v->vid, m->version_id.data, HASH_LEN);
+		v->pbits = NULL;
 	}
 	v->nblocks = m->nblocks;
 	v->bits = xcalloc(m->bits.len + 1, 1);
@@ -343,16 +350,21 @@ static int h_have(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t 
 		}
 		if (peer_bit(v->bits, b))
 			continue;
+		int counted = peer_offers(v, b); /* as a partial */
 		v->bits[b / 8] |= (uint8_t)(1u << (b % 8));
-		if (v->f && fetch_nblocks(v->f) == v->nblocks)
+		if (counted)
+			v->pbits[b / 8] &= (uint8_t) ~(1u << (b % 8));
+		else if (v->f && fetch_nblocks(v->f) == v->nblocks)
 			fetch_avail_add(v->f, b, 1);
 	}
+	if (rc == 0 && v && (m->n_partial || m->n_gone))
+		rc = peer_have_partial(pe, v, m->partial, m->n_partial, m->gone, m->n_gone);
 	if (rc == 0 && v)
 		peer_fill(pe);
 	return rc;
 }
 
-static int find_req(struct peer *pe, uint64_t id)
+int peer_find_req(struct peer *pe, uint64_t id)
 {
 	for (size_t i = 0; i < pe->nreqs; i++)
 		if (pe->reqs[i].id == id)
@@ -365,7 +377,7 @@ static int h_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 {
 	struct peer *pe = ctx;
 	const Syncbit__BlockHeader *m = (const Syncbit__BlockHeader *)msg;
-	int i = find_req(pe, m->request_id);
+	int i = peer_find_req(pe, m->request_id);
 	uint64_t m_id = m->request_id;
 	pe->p->st.bytes_received += plen;
 	if (i < 0) { /* canceled meanwhile */
@@ -376,6 +388,13 @@ static int h_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 		free(payload);
 		return 0;
 	}
+	pe->window_bytes += plen;
+	peer_block_done(pe, (size_t)i, payload, plen, 0);
+	return 0;
+}
+
+void peer_block_done(struct peer *pe, size_t i, uint8_t *payload, size_t plen, int verified)
+{
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
 	enum fetch_block_state bs = fetch_block_state(f, b);
@@ -383,20 +402,18 @@ static int h_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 		pe->p->st.bytes_unneeded += plen; /* another peer's copy came first */
 	fetch_metrics_latency(FETCH_FROM_PEER,
 			      (double)(uv_now(pe->p->loop) - pe->reqs[i].sent_ms) / 1000.0);
-	drop_req(pe, (size_t)i, 0);
-	pe->window_bytes += plen;
+	peer_drop_req(pe, i, 0);
 	pe->block_len = (uint32_t)plen > pe->block_len ? (uint32_t)plen : pe->block_len;
-	fetch_block_received(f, b, payload, plen, pe->node);
+	fetch_block_received(f, b, payload, plen, pe->node, verified);
 	/* Endgame duplicates elsewhere are no longer needed. */
 	for (struct peer *o = pe->p->list; o; o = o->next)
 		for (size_t k = 0; k < o->nreqs; k++)
 			if (o->reqs[k].f == f && o->reqs[k].b == b) {
-				drop_req(o, k, 1);
+				peer_drop_req(o, k, 1);
 				peer_fill(o); /* its pipeline just shrank */
 				break;
 			}
 	peer_fill(pe);
-	return 0;
 }
 
 static int h_reject(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
@@ -404,17 +421,19 @@ static int h_reject(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_
 {
 	struct peer *pe = ctx;
 	Syncbit__Reject *m = (Syncbit__Reject *)msg;
-	int i = find_req(pe, m->request_id);
+	int i = peer_find_req(pe, m->request_id);
 	int missing = m->reason && !strcmp(m->reason, "missing");
 	if (i < 0)
 		return 0;
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
-	drop_req(pe, (size_t)i, 0);
+	peer_drop_req(pe, (size_t)i, 0);
 	if (missing) { /* it no longer has the block (evicted) */
 		struct pver *v = find_pver(pe, fetch_version_id(f));
-		if (v && b < v->nblocks && peer_bit(v->bits, b)) {
+		if (v && b < v->nblocks && peer_offers(v, b)) {
 			v->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
+			if (v->pbits)
+				v->pbits[b / 8] &= (uint8_t) ~(1u << (b % 8));
 			fetch_avail_add(f, b, -1);
 		}
 	}
@@ -432,6 +451,7 @@ static const struct frame_handler peer_table[] = {
     {SYNCBIT__MSG_TYPE__MSG_REJECT, PEER_REJECT_MAX, FRAME_NO_PAYLOAD, h_reject},
     {SYNCBIT__MSG_TYPE__MSG_CANCEL, PEER_CANCEL_MAX, FRAME_NO_PAYLOAD, peer_h_cancel},
     {SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK, PEER_BAD_BLOCK_MAX, FRAME_NO_PAYLOAD, peer_h_bad_block},
+    {SYNCBIT__MSG_TYPE__MSG_PIECE, PEER_PIECE_MAX, PIECE_SIZE, peer_h_piece},
 };
 
 static const struct frame_handler *peer_limits(size_t *n)
@@ -470,8 +490,9 @@ static void tick(uv_timer_t *t)
 			log_with(LOG_WARN, LOG_KV({"peer", pe->node}),
 				 "peer %s: block %u unanswered for %d s; asking elsewhere",
 				 pe->node, pe->reqs[i].b, PEER_REQUEST_MS / 1000);
-			drop_req(pe, i, 1);
+			peer_drop_req(pe, i, 1);
 		}
+	peer_lives_sweep(p);
 	/* An empty Have keeps every link's idle timer from firing while
 	 * there is nothing to say; a silent peer is a gone peer. */
 	if (now - p->last_keepalive_ms >= PEER_KEEPALIVE_MS) {
@@ -518,6 +539,7 @@ static void maybe_free(struct peers *p)
 {
 	if (p->list || !p->tick_closed)
 		return;
+	peer_lives_free(p);
 	secure_keypair_close(&p->key);
 	sodium_memzero(&p->token, sizeof p->token);
 	free(p->node);
@@ -605,21 +627,25 @@ void peers_remove_fetch(struct peers *p, struct fetch *f)
 	for (struct peer *pe = p->list; pe; pe = pe->next) {
 		for (size_t i = 0; i < pe->nreqs;)
 			if (pe->reqs[i].f == f)
-				drop_req(pe, i, 1);
+				peer_drop_req(pe, i, 1);
 			else
 				i++;
 		size_t kept = 0;
 		for (size_t i = 0; i < pe->nvers; i++)
-			if (pe->vers[i].f == f)
+			if (pe->vers[i].f == f) {
 				free(pe->vers[i].bits);
-			else
+				free(pe->vers[i].pbits);
+			} else
 				pe->vers[kept++] = pe->vers[i];
 		pe->nvers = kept;
 	}
+	peer_lives_end(p, f, UINT32_MAX);
 }
 
 void peers_have(struct peers *p, struct fetch *f, uint32_t b)
 {
+	/* Before the Have: a stream that cannot finish is refused first. */
+	peer_lives_end(p, f, b);
 	Syncbit__Have m = SYNCBIT__HAVE__INIT;
 	m.version_id.data = (uint8_t *)fetch_version_id(f);
 	m.version_id.len = HASH_LEN;

@@ -47,6 +47,9 @@ struct peers_stats {
 	uint64_t bytes_received;    /* block payloads from peers */
 	uint64_t bytes_unneeded;    /* of those: canceled meanwhile or already here */
 	uint64_t bitfields_ignored; /* of versions this node neither fetches nor holds */
+	/* Of bytes_served: pieces passed on while their block was still
+	 * arriving here (agent/peer_pieces.c). */
+	uint64_t bytes_passed_on;
 };
 
 /* Listen and get ready. 0 or a negative error (*detail: one line). */

@@ -18,6 +18,8 @@
 #define PEER_REJECT_MAX	   512
 #define PEER_CANCEL_MAX	   64
 #define PEER_BAD_BLOCK_MAX 256
+/* A PieceHeader: the ids and every piece hash of the largest block. */
+#define PEER_PIECE_MAX (64 + HASH_LEN * (BLOCK_SIZE_MAX / PIECE_SIZE))
 
 struct peer;
 
@@ -25,14 +27,42 @@ struct pver {
 	uint8_t vid[HASH_LEN];
 	uint32_t nblocks;
 	uint8_t *bits;
+	uint8_t *pbits;	 /* blocks it is receiving and passes on (Have.partial) */
 	struct fetch *f; /* the version as this node fetches or holds it */
 };
+
+struct live;
 
 struct req {
 	uint64_t id;
 	struct fetch *f;
 	uint32_t b;
 	uint64_t sent_ms;
+	struct live *lv; /* arriving as pieces (agent/peer_pieces.c) */
+};
+
+struct stream;
+
+/* A block this node receives as pieces from a peer: each piece is checked
+ * against the piece hashes, themselves checked against the block id, and
+ * is passed on at once to peers that ask for the block meanwhile. Kept
+ * until the block is durable here (then it is served from the cache) or
+ * its transfer fails. Unverified bytes are never kept, written or sent. */
+struct live {
+	struct peers *p;
+	struct hash_id h;
+	struct fetch *f;
+	uint32_t b, len, npieces;
+	uint32_t ready;	  /* pieces [0, ready) verified, in buf */
+	uint8_t *buf;	  /* len bytes */
+	uint8_t *leaves;  /* npieces piece hashes */
+	int receiving;	  /* a request still brings pieces */
+	int dead;	  /* failed or done: taken by no new stream */
+	int announced;	  /* peers were told (Have.partial) */
+	uint64_t done_ms; /* when the last piece arrived */
+	int sends;	  /* piece frames queued that point into buf */
+	struct stream *streams;
+	struct live *next;
 };
 
 struct serve {
@@ -101,6 +131,7 @@ struct peers {
 	size_t nserved;
 	struct ban *bans;
 	size_t nbans;
+	struct live *lives;
 	uv_timer_t tick;
 	int serve_busy;
 	int files_open;	    /* cache files queued for sendfile payloads */
@@ -143,5 +174,44 @@ int peer_h_bad_block(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size
 /* Tell pe that block b of f failed verification here, then close: 1 when
  * the report is on its way (the connection closes once it is written). */
 int peer_send_bad_block(struct peer *pe, struct fetch *f, uint32_t b);
+
+/* The index of pe's request id, or -1. */
+int peer_find_req(struct peer *pe, uint64_t id);
+/* Forget pe's request i (Cancel sent when cancel). */
+void peer_drop_req(struct peer *pe, size_t i, int cancel);
+/* pe's request i brought all of its block (payload, malloc'd, now the
+ * fetch's): handed to the fetch, duplicates elsewhere canceled. */
+void peer_block_done(struct peer *pe, size_t i, uint8_t *payload, size_t plen, int verified);
+/* Count n bytes served to a peer for version vid. */
+void peer_add_served(struct peers *p, const uint8_t *vid, uint64_t n);
+
+/* agent/peer_pieces.c: blocks passed on piece by piece. */
+int peer_h_piece(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
+		 uint8_t *payload, size_t plen);
+/* Request r of pe ends (answered, rejected, canceled or its peer gone):
+ * a transfer it left unfinished fails for those it was passed on to. */
+void peer_req_end(struct peer *pe, struct req *r);
+/* Serve request id of pe from a block still arriving here, when there is
+ * one under hash h: 1 when it is served so, 0 when not. */
+int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h);
+/* Forget request id of pe (Cancel): 1 when it was a stream. */
+int peer_stream_cancel(struct peer *pe, uint64_t id);
+/* pe is gone: its streams end. */
+void peer_streams_drop(struct peer *pe);
+/* Block b of f is durable here, or f is gone (b = UINT32_MAX: every
+ * block): what arrives as pieces for it no longer needs keeping. */
+void peer_lives_end(struct peers *p, struct fetch *f, uint32_t b);
+/* The set is freed: every live block goes. */
+void peer_lives_free(struct peers *p);
+/* Blocks received whole whose storing failed: let them go (the tick). */
+void peer_lives_sweep(struct peers *p);
+/* Have.partial and Have.gone from pe for version v. 0 or SB_EPROTO. */
+int peer_have_partial(struct peer *pe, struct pver *v, const uint32_t *partial, size_t np,
+		      const uint32_t *gone, size_t ng);
+/* 1 when pe holds block b of v whole or passes it on as pieces. */
+static inline int peer_offers(const struct pver *v, uint32_t b)
+{
+	return (v->bits[b / 8] | (v->pbits ? v->pbits[b / 8] : 0)) >> (b % 8) & 1;
+}
 
 #endif

@@ -85,7 +85,7 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 		for (uint32_t k = 0; k < n; k++) {
 			uint32_t b = (start + k) % n;
 			if (pick_consider(&p, b, kind_of(fetch_block_state(f, b)),
-					  peer_bit(v->bits, b), fetch_avail(f, b),
+					  peer_offers(v, b), fetch_avail(f, b),
 					  fetch_block_asks(f, b), requested_here, &x))
 				break;
 		}
@@ -122,6 +122,8 @@ void peer_fill(struct peer *pe)
 		m.block = b;
 		m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
 		m.block_hash.len = HASH_LEN;
+		m.pieces = fetch_manifest(f)->format == MANIFEST_FORMAT_PIECES &&
+			   block_npieces(fetch_block_len(f, b)) > 1;
 		if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL) <
 		    0)
 			return;

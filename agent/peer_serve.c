@@ -60,7 +60,7 @@ static void file_sent(void *arg, int status)
 	free(fs);
 }
 
-static void add_served(struct peers *p, const uint8_t *vid, uint64_t n)
+void peer_add_served(struct peers *p, const uint8_t *vid, uint64_t n)
 {
 	for (size_t i = 0; i < p->nserved; i++)
 		if (!memcmp(p->served[i].vid, vid, HASH_LEN)) {
@@ -109,7 +109,7 @@ static void serve_done(uv_work_t *w, int status)
 			if (sent) {
 				p->st.bytes_served += s->len;
 				p->st.blocks_served++;
-				add_served(p, s->vid, s->len);
+				peer_add_served(p, s->vid, s->len);
 			}
 		} else {
 			Syncbit__Reject m = SYNCBIT__REJECT__INIT;
@@ -165,6 +165,9 @@ int peer_h_request(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 	int rc = 0;
 	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
 		rc = SB_EPROTO;
+	} else if (m->pieces && peer_stream_start(pe, m->request_id,
+						  (const struct hash_id *)m->block_hash.data)) {
+		/* passed on piece by piece as it arrives here */
 	} else if (pe->qlen >= PEER_SERVE_QUEUE) {
 		Syncbit__Reject r = SYNCBIT__REJECT__INIT;
 		r.request_id = m->request_id;
@@ -193,6 +196,8 @@ int peer_h_cancel(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t 
 {
 	struct peer *pe = ctx;
 	Syncbit__Cancel *m = (Syncbit__Cancel *)msg;
+	if (peer_stream_cancel(pe, m->request_id))
+		return 0;
 	for (struct serve **sp = &pe->q_head, *prev = NULL; *sp; prev = *sp, sp = &(*sp)->next) {
 		if ((*sp)->id != m->request_id)
 			continue;

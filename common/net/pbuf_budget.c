@@ -87,6 +87,8 @@ const ProtobufCMessageDescriptor *pbuf_budget_descriptor(uint32_t type)
 		return &syncbit__admin_reply__descriptor;
 	case SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK:
 		return &syncbit__bad_block__descriptor;
+	case SYNCBIT__MSG_TYPE__MSG_PIECE:
+		return &syncbit__piece_header__descriptor;
 	case SYNCBIT__MSG_TYPE__MSG_PULL:
 		return &syncbit__pull_request__descriptor;
 	case SYNCBIT__MSG_TYPE__MSG_PULL_REPLY:

@@ -148,6 +148,7 @@ static const struct {
     {SYNCBIT__MSG_TYPE__MSG_HAVE, &syncbit__have__descriptor, NULL},
     {SYNCBIT__MSG_TYPE__MSG_REQUEST, &syncbit__request__descriptor, NULL},
     {SYNCBIT__MSG_TYPE__MSG_BLOCK, &syncbit__block_header__descriptor, NULL},
+    {SYNCBIT__MSG_TYPE__MSG_PIECE, &syncbit__piece_header__descriptor, NULL},
     {SYNCBIT__MSG_TYPE__MSG_REJECT, &syncbit__reject__descriptor, NULL},
     {SYNCBIT__MSG_TYPE__MSG_CANCEL, &syncbit__cancel__descriptor, NULL},
     {SYNCBIT__MSG_TYPE__MSG_REGISTER, &syncbit__register__descriptor, check_register},

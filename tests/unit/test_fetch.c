@@ -253,9 +253,9 @@ static uint32_t feed_peer_blocks(struct env *e, struct node *n, int corrupt_firs
 		if (corrupt_first && !bad) {
 			bad = b + 1;
 			p[0] ^= 0xff;
-			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "evil");
+			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "evil", 0);
 		} else {
-			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "good");
+			fetch_block_received(n->f, b, p, fetch_block_len(n->f, b), "good", 0);
 		}
 	}
 	return bad;
@@ -354,7 +354,7 @@ static void test_corrupt_peer_block_refused(void **state)
 		uv_run(&e.loop, UV_RUN_ONCE);
 	assert_int_equal(fetch_block_state(b.f, bad - 1), FETCH_NEED); /* wanted again */
 	uint8_t *p = block_bytes(&e, b.f, bad - 1);
-	fetch_block_received(b.f, bad - 1, p, fetch_block_len(b.f, bad - 1), "good");
+	fetch_block_received(b.f, bad - 1, p, fetch_block_len(b.f, bad - 1), "good", 0);
 	if (!b.cx.done)
 		uv_run(&e.loop, UV_RUN_DEFAULT);
 	assert_int_equal(b.cx.status, 0);
@@ -537,7 +537,7 @@ static void poisoned_file(int s3_style)
 		uint32_t len = fetch_block_len(f, b);
 		uint8_t *p = malloc(len);
 		memcpy(p, bytes + (size_t)b * BS, len);
-		fetch_block_received(f, b, p, len, "liar");
+		fetch_block_received(f, b, p, len, "liar", 0);
 	}
 	if (!cx.done)
 		uv_run(&loop, UV_RUN_DEFAULT);

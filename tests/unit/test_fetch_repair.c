@@ -201,7 +201,7 @@ static void feed_exact(struct env *e)
 	for (uint32_t b = 4; b < NB; b++) {
 		uint8_t *p = malloc(BS);
 		assert_int_equal(fread(p, 1, BS, fp), BS);
-		fetch_block_received(e->f, b, p, BS, "peer");
+		fetch_block_received(e->f, b, p, BS, "peer", 0);
 	}
 	fclose(fp);
 	free(path);

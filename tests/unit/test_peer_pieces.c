@@ -1,0 +1,410 @@
+/* Cut-through: a node receiving a block as pieces passes each verified
+ * piece on to a peer that asks for the block meanwhile, announces it
+ * (Have.partial), and once the block is durable says Have; a bad piece gets
+ * its sender a BadBlock and the connection dropped, and the peer it was
+ * passed on to a Reject and Have.gone, with nothing of the block stored.
+ * The node is a real peers set and fetch on a real cache; its two peers are
+ * real connections on loopback speaking the wire protocol from this test:
+ * "node-a" holds the version, "node-a2" wants it. */
+#include "tests/unit/testutil.h"
+
+#include <uv.h>
+
+#include "agent/cache.h"
+#include "agent/fetch.h"
+#include "agent/peer.h"
+#include "agent/peer_int.h"
+#include "common/manifest.h"
+#include "common/net/conn.h"
+#include "common/net/wire.h"
+#include "common/path.h"
+
+#define BS	 (1u << 20) /* 4 pieces */
+#define NB	 2u
+#define NP	 (BS / PIECE_SIZE)
+#define GUARD_MS 60000
+#define MAXREQ	 8
+
+struct client {
+	uv_loop_t *loop;
+	struct conn *c;
+	int ready, closed, bitfields, bad_blocks, rejects;
+	uint64_t req_id[MAXREQ];
+	uint32_t req_block[MAXREQ];
+	int req_pieces[MAXREQ], nreqs;
+	int partial[NB], gone[NB], have[NB];
+	uint8_t got[BS]; /* pieces received, in place */
+	int npieces;
+	uint8_t leaves[NP * HASH_LEN];
+	size_t nleaves;
+};
+
+static void cl_ready(struct conn *c, int status)
+{
+	struct client *cl = conn_data(c);
+	cl->ready = status == 0 ? 1 : -1;
+}
+
+static void on_have(struct client *cl, const uint8_t *body, size_t len)
+{
+	Syncbit__Have *m = syncbit__have__unpack(NULL, len, body);
+	assert_non_null(m);
+	for (size_t i = 0; i < m->n_blocks; i++)
+		cl->have[m->blocks[i] % NB]++;
+	for (size_t i = 0; i < m->n_partial; i++)
+		cl->partial[m->partial[i] % NB]++;
+	for (size_t i = 0; i < m->n_gone; i++)
+		cl->gone[m->gone[i] % NB]++;
+	syncbit__have__free_unpacked(m, NULL);
+}
+
+static int cl_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t len,
+		    uint8_t *payload, size_t plen)
+{
+	struct client *cl = conn_data(c);
+	if (type == SYNCBIT__MSG_TYPE__MSG_BITFIELD) {
+		cl->bitfields++;
+	} else if (type == SYNCBIT__MSG_TYPE__MSG_HAVE) {
+		on_have(cl, body, len);
+	} else if (type == SYNCBIT__MSG_TYPE__MSG_REQUEST) {
+		Syncbit__Request *m = syncbit__request__unpack(NULL, len, body);
+		assert_non_null(m);
+		assert_true(cl->nreqs < MAXREQ);
+		cl->req_id[cl->nreqs] = m->request_id;
+		cl->req_block[cl->nreqs] = m->block;
+		cl->req_pieces[cl->nreqs++] = m->pieces;
+		syncbit__request__free_unpacked(m, NULL);
+	} else if (type == SYNCBIT__MSG_TYPE__MSG_PIECE) {
+		Syncbit__PieceHeader *m = syncbit__piece_header__unpack(NULL, len, body);
+		assert_non_null(m);
+		assert_int_equal(m->piece, (uint32_t)cl->npieces); /* in order */
+		assert_int_equal(plen, PIECE_SIZE);
+		if (m->piece == 0) {
+			assert_int_equal(m->piece_hashes.len, sizeof cl->leaves);
+			memcpy(cl->leaves, m->piece_hashes.data, sizeof cl->leaves);
+			cl->nleaves = m->piece_hashes.len / HASH_LEN;
+		} else {
+			assert_int_equal(m->piece_hashes.len, 0);
+		}
+		memcpy(cl->got + (size_t)m->piece * PIECE_SIZE, payload, plen);
+		cl->npieces++;
+		syncbit__piece_header__free_unpacked(m, NULL);
+	} else if (type == SYNCBIT__MSG_TYPE__MSG_REJECT) {
+		cl->rejects++;
+	} else if (type == SYNCBIT__MSG_TYPE__MSG_BAD_BLOCK) {
+		cl->bad_blocks++;
+	}
+	free(payload);
+	return 0;
+}
+
+static void cl_close(struct conn *c, int status)
+{
+	struct client *cl = conn_data(c);
+	cl->closed = 1;
+}
+
+static const struct conn_callbacks cl_cbs = {
+    .on_ready = cl_ready, .on_frame = cl_frame, .on_close = cl_close};
+
+static void on_guard(uv_timer_t *t)
+{
+	fail_msg("timed out");
+}
+
+#define RUN_UNTIL(loop, cond)                      \
+	do {                                       \
+		while (!(cond))                    \
+			uv_run(loop, UV_RUN_ONCE); \
+	} while (0)
+
+struct fx {
+	uv_loop_t loop;
+	uv_timer_t guard;
+	char *tmp;
+	struct cache *c;
+	struct peers *p;
+	struct fetch *f;
+	Manifest *m;
+	uint8_t *bytes;
+	uint8_t vid[HASH_LEN];
+	struct hash_id ids[NB];
+	struct secure_token tok;
+	struct secure_keypair nkey, akey[2];
+	struct client src, dst;
+};
+
+static void hook_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
+			 int from_origin)
+{
+	struct fx *x = arg;
+	peers_have(x->p, f, b);
+}
+
+static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t b)
+{
+	struct fx *x = arg;
+	peers_drop(x->p, peer, "bad piece", f, b);
+}
+
+/* One file of NB blocks of NP pieces under format 2, every hash known. */
+static Manifest *make_manifest(struct fx *x)
+{
+	Manifest m = SYNCBIT__MANIFEST__INIT, *out;
+	FileEntry e = SYNCBIT__FILE_ENTRY__INIT, *pe = &e;
+	uint8_t hashes[NB * HASH_LEN];
+	x->bytes = malloc((size_t)NB * BS);
+	for (size_t i = 0; i < (size_t)NB * BS; i++)
+		x->bytes[i] = (uint8_t)(i * 13 + i / 4093);
+	for (uint32_t b = 0; b < NB; b++) {
+		block_id(MANIFEST_FORMAT_PIECES, x->bytes + (size_t)b * BS, BS, &x->ids[b]);
+		memcpy(hashes + b * HASH_LEN, x->ids[b].b, HASH_LEN);
+	}
+	m.format = MANIFEST_FORMAT_PIECES;
+	m.source = (char *)"file:///nowhere";
+	m.source_version = (char *)"";
+	m.block_size = BS;
+	m.n_files = 1;
+	m.files = &pe;
+	e.path = (char *)"weights";
+	e.type = SYNCBIT__FILE_TYPE__FILE_REGULAR;
+	e.mode = 0644;
+	e.size = (uint64_t)NB * BS;
+	e.source_digest = (char *)"";
+	e.block_hashes.len = sizeof hashes;
+	e.block_hashes.data = hashes;
+	struct buf enc = BUF_INIT;
+	manifest_encode(&m, &enc, NULL);
+	assert_int_equal(manifest_decode(enc.ptr, enc.len, &out), 0);
+	buf_close(&enc);
+	return out;
+}
+
+static void dial(struct fx *x, struct client *cl, const char *node, struct secure_keypair *key)
+{
+	char addr[64];
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", peers_port(x->p));
+	cl->loop = &x->loop;
+	struct conn_config cc = {
+	    .token = &x->tok, .key = key, .node = node, .purpose = HANDSHAKE_PEER, .encrypt = 1};
+	assert_int_equal(conn_dial(&x->loop, addr, &cc, &cl_cbs, cl, &cl->c), 0);
+	RUN_UNTIL(&x->loop, cl->ready);
+	assert_int_equal(cl->ready, 1);
+	RUN_UNTIL(&x->loop, cl->bitfields); /* the node's, on connecting */
+}
+
+static int setup(void **state)
+{
+	struct fx *x = calloc(1, sizeof *x);
+	x->tmp = testutil_mkdtemp();
+	char *data = path_join(x->tmp, "data"), *target = path_join(x->tmp, "target");
+	uv_loop_init(&x->loop);
+	uv_timer_init(&x->loop, &x->guard);
+	uv_timer_start(&x->guard, on_guard, GUARD_MS, 0);
+	uv_unref((uv_handle_t *)&x->guard);
+	memset(x->tok.key, 0x5a, sizeof x->tok.key);
+	secure_keypair_new(&x->nkey);
+	secure_keypair_new(&x->akey[0]);
+	secure_keypair_new(&x->akey[1]);
+	assert_int_equal(cache_open(data, 0, &x->c), 0);
+	struct peers_config pc = {.node = "node-b",
+				  .listen = "127.0.0.1:0",
+				  .token = &x->tok,
+				  .key = &x->nkey,
+				  .encrypt = 1,
+				  .cache = x->c};
+	char *detail = NULL;
+	assert_int_equal(peers_new(&x->loop, &pc, &x->p, &detail), 0);
+	/* Both peers sort before node-b: they dial it. */
+	const char *nodes[] = {"node-a", "node-a2"};
+	const char *addrs[] = {"127.0.0.1:1", "127.0.0.1:1"};
+	uint8_t keys[2 * SECURE_KEY_BYTES];
+	memcpy(keys, x->akey[0].pub, SECURE_KEY_BYTES);
+	memcpy(keys + SECURE_KEY_BYTES, x->akey[1].pub, SECURE_KEY_BYTES);
+	peers_set(x->p, nodes, addrs, keys, 2);
+	x->m = make_manifest(x);
+	memset(x->vid, 0x22, sizeof x->vid);
+	struct source_options so;
+	source_options_default(&so);
+	struct fetch_hooks hooks = {.arg = x, .durable = hook_durable, .bad_peer = hook_bad_peer};
+	assert_int_equal(fetch_new(&x->loop, x->c, "ds", target, x->vid, x->m, &so, &hooks, &x->f),
+			 0);
+	peers_add_fetch(x->p, x->f);
+	free(data);
+	free(target);
+	*state = x;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *x = *state;
+	struct client *cls[] = {&x->src, &x->dst};
+	for (int i = 0; i < 2; i++)
+		if (cls[i]->c && !cls[i]->closed) {
+			conn_close(cls[i]->c, 0);
+			RUN_UNTIL(&x->loop, cls[i]->closed);
+		}
+	peers_remove_fetch(x->p, x->f);
+	fetch_free(x->f);
+	peers_free(x->p);
+	uv_close((uv_handle_t *)&x->guard, NULL);
+	uv_run(&x->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&x->loop), 0);
+	manifest_free(x->m);
+	cache_free(x->c);
+	secure_keypair_close(&x->nkey);
+	secure_keypair_close(&x->akey[0]);
+	secure_keypair_close(&x->akey[1]);
+	testutil_rmtree(x->tmp);
+	free(x->bytes);
+	free(x);
+	return 0;
+}
+
+/* src says it holds every block; the node then asks it for both. */
+static void src_offers_all(struct fx *x)
+{
+	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
+	uint8_t bits = (1u << NB) - 1;
+	m.version_id.data = x->vid;
+	m.version_id.len = HASH_LEN;
+	m.nblocks = NB;
+	m.bits.data = &bits;
+	m.bits.len = 1;
+	assert_int_equal(
+	    wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL), 0);
+	RUN_UNTIL(&x->loop, x->src.nreqs == NB);
+	for (uint32_t i = 0; i < NB; i++)
+		assert_true(x->src.req_pieces[i]); /* a format 2 block of 4 pieces */
+}
+
+static void free_sent(void *arg, int status)
+{
+	free(arg);
+}
+
+/* src sends piece i of block b for its request (corrupted when bad). */
+static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
+{
+	int r = x->src.req_block[0] == b ? 0 : 1;
+	Syncbit__PieceHeader m = SYNCBIT__PIECE_HEADER__INIT;
+	uint8_t leaves[NP * HASH_LEN], *piece = malloc(PIECE_SIZE);
+	const uint8_t *block = x->bytes + (size_t)b * BS;
+	block_piece_hashes(block, BS, leaves);
+	memcpy(piece, block + (size_t)i * PIECE_SIZE, PIECE_SIZE);
+	if (bad)
+		piece[100] ^= 0x40;
+	m.request_id = x->src.req_id[r];
+	m.piece = i;
+	if (i == 0) {
+		m.piece_hashes.data = leaves;
+		m.piece_hashes.len = sizeof leaves;
+	}
+	assert_int_equal(wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_PIECE, &m.base, piece,
+				   PIECE_SIZE, free_sent, piece),
+			 0);
+}
+
+static void dst_asks(struct fx *x, uint64_t id, uint32_t b)
+{
+	Syncbit__Request m = SYNCBIT__REQUEST__INIT;
+	m.request_id = id;
+	m.version_id.data = x->vid;
+	m.version_id.len = HASH_LEN;
+	m.block = b;
+	m.block_hash.data = x->ids[b].b;
+	m.block_hash.len = HASH_LEN;
+	m.pieces = 1;
+	assert_int_equal(
+	    wire_send(x->dst.c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL), 0);
+}
+
+static void test_cut_through(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->dst, "node-a2", &x->akey[1]);
+	dial(x, &x->src, "node-a", &x->akey[0]);
+	src_offers_all(x);
+
+	/* Two of block 0's four pieces arrive: the node announces it and
+	 * passes both on at once to the peer that asks. */
+	src_piece(x, 0, 0, 0);
+	src_piece(x, 0, 1, 0);
+	RUN_UNTIL(&x->loop, x->dst.partial[0]);
+	dst_asks(x, 77, 0);
+	RUN_UNTIL(&x->loop, x->dst.npieces == 2);
+	uint8_t leaves[NP * HASH_LEN];
+	block_piece_hashes(x->bytes, BS, leaves);
+	assert_int_equal(x->dst.nleaves, NP);
+	assert_memory_equal(x->dst.leaves, leaves, sizeof leaves);
+	assert_memory_equal(x->dst.got, x->bytes, 2 * PIECE_SIZE);
+	assert_int_not_equal(fetch_block_state(x->f, 0), FETCH_HAVE);
+
+	/* The rest follows as it arrives; the block is stored, and peers
+	 * told it is held whole. */
+	src_piece(x, 0, 2, 0);
+	src_piece(x, 0, 3, 0);
+	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
+	assert_memory_equal(x->dst.got, x->bytes, BS);
+	RUN_UNTIL(&x->loop, x->dst.have[0]);
+	assert_int_equal(fetch_block_state(x->f, 0), FETCH_HAVE);
+	assert_int_equal(x->dst.gone[0], 0);
+	assert_int_equal(x->dst.rejects, 0);
+	struct peers_stats st;
+	peers_stats(x->p, &st);
+	assert_true(st.bytes_served >= BS);
+
+	/* Block 1: a good first piece, passed on, then a bad one. The sender
+	 * is told and dropped; the peer it was passed on to gets a Reject and
+	 * Have.gone; nothing of block 1 is kept. */
+	x->dst.npieces = 0;
+	src_piece(x, 1, 0, 0);
+	RUN_UNTIL(&x->loop, x->dst.partial[1]);
+	dst_asks(x, 78, 1);
+	RUN_UNTIL(&x->loop, x->dst.npieces == 1);
+	src_piece(x, 1, 1, 1);
+	RUN_UNTIL(&x->loop, x->src.closed && x->dst.rejects && x->dst.gone[1]);
+	assert_int_equal(x->src.bad_blocks, 1);
+	assert_true(peer_banned(x->p, "node-a"));
+	struct fetch_stats fs;
+	fetch_stats(x->f, &fs);
+	assert_int_equal(fs.bad_blocks, 1);
+	assert_int_equal(fetch_block_state(x->f, 1), FETCH_NEED);
+	assert_null(x->p->lives);
+	assert_int_equal(x->dst.have[1], 0);
+}
+
+/* Piece hashes that do not name the block: the sender is bad before any
+ * piece is taken or passed on. */
+static void test_wrong_piece_hashes(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->dst, "node-a2", &x->akey[1]);
+	dial(x, &x->src, "node-a", &x->akey[0]);
+	src_offers_all(x);
+	uint8_t leaves[NP * HASH_LEN];
+	block_piece_hashes(x->bytes, BS, leaves);
+	leaves[5] ^= 1;
+	Syncbit__PieceHeader m = SYNCBIT__PIECE_HEADER__INIT;
+	m.request_id = x->src.req_id[x->src.req_block[0] == 0 ? 0 : 1];
+	m.piece_hashes.data = leaves;
+	m.piece_hashes.len = sizeof leaves;
+	assert_int_equal(wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_PIECE, &m.base, x->bytes,
+				   PIECE_SIZE, NULL, NULL),
+			 0);
+	RUN_UNTIL(&x->loop, x->src.closed);
+	assert_int_equal(x->src.bad_blocks, 1);
+	assert_int_equal(x->dst.partial[0], 0);
+	assert_null(x->p->lives);
+	assert_int_equal(fetch_block_state(x->f, 0), FETCH_NEED);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_cut_through, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_wrong_piece_hashes, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
