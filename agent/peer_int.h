@@ -51,7 +51,8 @@ struct stream;
 struct live {
 	struct peers *p;
 	struct hash_id h;
-	struct fetch *f;
+	uint8_t vid[HASH_LEN];
+	struct fetch *f; /* NULL: whole, read from the cache for one request */
 	uint32_t b, len, npieces;
 	uint32_t ready;	  /* pieces [0, ready) verified, in buf */
 	uint8_t *buf;	  /* len bytes */
@@ -73,8 +74,10 @@ struct serve {
 	uint8_t *buf;
 	uint32_t len;
 	int rc;
-	int by_file; /* plain connection: the payload goes by sendfile */
-	int fd;	     /* with by_file: the open cache file, from file_off */
+	int by_file;	 /* plain connection: the payload goes by sendfile */
+	int pieces;	 /* asked as pieces: sent so when it has more than one */
+	uint8_t *leaves; /* with pieces: its piece hashes, checked on the pool */
+	int fd;		 /* with by_file: the open cache file, from file_off */
 	uint64_t file_off;
 	uv_work_t work;
 	struct serve *next;
@@ -194,6 +197,10 @@ void peer_req_end(struct peer *pe, struct req *r);
 /* Serve request id of pe from a block still arriving here, when there is
  * one under hash h: 1 when it is served so, 0 when not. */
 int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h);
+/* Serve request id of pe with the whole block buf (len bytes, read from
+ * the cache; taken) as pieces whose hashes are leaves (taken). */
+void peer_stream_whole(struct peer *pe, uint64_t id, const struct hash_id *h, const uint8_t *vid,
+		       uint8_t *buf, uint32_t len, uint8_t *leaves);
 /* Forget request id of pe (Cancel): 1 when it was a stream. */
 int peer_stream_cancel(struct peer *pe, uint64_t id);
 /* pe is gone: its streams end. */

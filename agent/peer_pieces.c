@@ -96,8 +96,9 @@ static void stream_pump(struct stream *s)
 		lv->sends++;
 		s->next++;
 		p->st.bytes_served += n;
-		p->st.bytes_passed_on += n;
-		peer_add_served(p, fetch_version_id(lv->f), n);
+		if (lv->f)
+			p->st.bytes_passed_on += n;
+		peer_add_served(p, lv->vid, n);
 	}
 	if (s->next == lv->npieces) {
 		p->st.blocks_served++;
@@ -203,6 +204,7 @@ static struct live *live_start(struct peer *pe, struct req *r, const Syncbit__Pi
 	struct live *lv = xcalloc(1, sizeof *lv);
 	lv->p = pe->p;
 	lv->h = root;
+	memcpy(lv->vid, fetch_version_id(f), HASH_LEN);
 	lv->f = f;
 	lv->b = r->b;
 	lv->len = len;
@@ -297,6 +299,28 @@ int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h)
 	lv->streams = s;
 	stream_pump(s);
 	return 1;
+}
+
+void peer_stream_whole(struct peer *pe, uint64_t id, const struct hash_id *h, const uint8_t *vid,
+		       uint8_t *buf, uint32_t len, uint8_t *leaves)
+{
+	struct live *lv = xcalloc(1, sizeof *lv);
+	lv->p = pe->p;
+	lv->h = *h;
+	memcpy(lv->vid, vid, HASH_LEN);
+	lv->len = len;
+	lv->npieces = lv->ready = block_npieces(len);
+	lv->buf = buf;
+	lv->leaves = leaves;
+	lv->dead = 1; /* one request's: freed once sent */
+	lv->next = pe->p->lives;
+	pe->p->lives = lv;
+	struct stream *s = xcalloc(1, sizeof *s);
+	s->id = id;
+	s->pe = pe;
+	s->lv = lv;
+	lv->streams = s;
+	stream_pump(s);
 }
 
 int peer_stream_cancel(struct peer *pe, uint64_t id)

@@ -116,6 +116,7 @@ void peer_fill(struct peer *pe)
 		r->f = f;
 		r->b = b;
 		r->sent_ms = uv_now(pe->p->loop);
+		r->lv = NULL; /* the slot may hold a stale copy of a moved request */
 		m.request_id = r->id;
 		m.version_id.data = (uint8_t *)fetch_version_id(f);
 		m.version_id.len = HASH_LEN;

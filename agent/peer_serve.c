@@ -28,7 +28,8 @@ static void serve_work(uv_work_t *w)
 			continue;
 		}
 		s->len = loc.len;
-		if (s->by_file) { /* the socket reads it: no copy here */
+		s->pieces = s->pieces && loc.len > PIECE_SIZE;
+		if (s->by_file && !s->pieces) { /* the socket reads it: no copy here */
 			s->fd = fd;
 			s->file_off = loc.offset;
 			s->rc = 0;
@@ -37,6 +38,18 @@ static void serve_work(uv_work_t *w)
 		s->buf = xmalloc(loc.len ? loc.len : 1);
 		s->rc = io_pread_full(fd, s->buf, loc.len, loc.offset) == 0 ? 0 : SB_ETRUNCATED;
 		close(fd);
+		if (s->rc == 0 && s->pieces) {
+			/* The piece hashes the receiver checks each piece
+			 * against; they must name the block as asked, which
+			 * checks this copy on the way. */
+			uint32_t n = block_npieces(loc.len);
+			struct hash_id root;
+			s->leaves = xmalloc((size_t)n * HASH_LEN);
+			block_piece_hashes(s->buf, loc.len, s->leaves);
+			block_id_of_pieces(s->leaves, n, &root);
+			if (memcmp(root.b, s->h.b, HASH_LEN))
+				s->rc = SB_ECORRUPT;
+		}
 		return;
 	}
 	s->rc = rc < 0 ? rc : SB_ENOTFOUND;
@@ -79,7 +92,11 @@ static void serve_done(uv_work_t *w, int status)
 	struct peers *p = pe->p;
 	p->serve_busy--;
 	pe->reading--;
-	if (!pe->closed && pe->ready) {
+	if (!pe->closed && pe->ready && s->rc == 0 && s->leaves) {
+		peer_stream_whole(pe, s->id, &s->h, s->vid, s->buf, s->len, s->leaves);
+		s->buf = NULL;
+		s->leaves = NULL;
+	} else if (!pe->closed && pe->ready) {
 		if (s->rc == 0) {
 			Syncbit__BlockHeader m = SYNCBIT__BLOCK_HEADER__INIT;
 			m.request_id = s->id;
@@ -119,7 +136,14 @@ static void serve_done(uv_work_t *w, int status)
 				  NULL);
 		}
 	}
+	if (s->rc == SB_ECORRUPT) {
+		log_limited(LOG_WARN, "the cached copy of a block a peer asked for does not match "
+				      "its hash; checking it");
+		if (p->on_bad_block)
+			p->on_bad_block(p->bad_block_arg, &s->h);
+	}
 	free(s->buf);
+	free(s->leaves);
 	if (s->fd >= 0) /* not handed over */
 		close(s->fd);
 	free(s);
@@ -180,6 +204,7 @@ int peer_h_request(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 		s->pe = pe;
 		memcpy(s->h.b, m->block_hash.data, HASH_LEN);
 		memcpy(s->vid, m->version_id.data, HASH_LEN);
+		s->pieces = m->pieces;
 		if (pe->q_tail)
 			pe->q_tail->next = s;
 		else

@@ -1,6 +1,7 @@
 /* Cut-through: a node receiving a block as pieces passes each verified
  * piece on to a peer that asks for the block meanwhile, announces it
- * (Have.partial), and once the block is durable says Have; a bad piece gets
+ * (Have.partial), and once the block is durable says Have and serves it
+ * from the cache as pieces too; a bad piece gets
  * its sender a BadBlock and the connection dropped, and the peer it was
  * passed on to a Reject and Have.gone, with nothing of the block stored.
  * The node is a real peers set and fetch on a real cache; its two peers are
@@ -8,6 +9,7 @@
  * "node-a" holds the version, "node-a2" wants it. */
 #include "tests/unit/testutil.h"
 
+#include <fcntl.h>
 #include <uv.h>
 
 #include "agent/cache.h"
@@ -20,7 +22,7 @@
 #include "common/path.h"
 
 #define BS	 (1u << 20) /* 4 pieces */
-#define NB	 2u
+#define NB	 3u
 #define NP	 (BS / PIECE_SIZE)
 #define GUARD_MS 60000
 #define MAXREQ	 8
@@ -132,7 +134,14 @@ struct fx {
 	struct secure_token tok;
 	struct secure_keypair nkey, akey[2];
 	struct client src, dst;
+	int copy_reported; /* peers_on_bad_block: a cached copy to check */
 };
+
+static void on_bad_copy(void *arg, const struct hash_id *h)
+{
+	struct fx *x = arg;
+	x->copy_reported += !memcmp(h->b, x->ids[0].b, HASH_LEN);
+}
 
 static void hook_durable(void *arg, struct fetch *f, uint32_t b, const struct hash_id *h,
 			 int from_origin)
@@ -222,6 +231,7 @@ static int setup(void **state)
 	memcpy(keys, x->akey[0].pub, SECURE_KEY_BYTES);
 	memcpy(keys + SECURE_KEY_BYTES, x->akey[1].pub, SECURE_KEY_BYTES);
 	peers_set(x->p, nodes, addrs, keys, 2);
+	peers_on_bad_block(x->p, on_bad_copy, x);
 	x->m = make_manifest(x);
 	memset(x->vid, 0x22, sizeof x->vid);
 	struct source_options so;
@@ -262,11 +272,11 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* src says it holds every block; the node then asks it for both. */
-static void src_offers_all(struct fx *x)
+/* src says it holds blocks 0 and 1; the node then asks it for both. */
+static void src_offers(struct fx *x)
 {
 	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
-	uint8_t bits = (1u << NB) - 1;
+	uint8_t bits = 3;
 	m.version_id.data = x->vid;
 	m.version_id.len = HASH_LEN;
 	m.nblocks = NB;
@@ -274,8 +284,8 @@ static void src_offers_all(struct fx *x)
 	m.bits.len = 1;
 	assert_int_equal(
 	    wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL), 0);
-	RUN_UNTIL(&x->loop, x->src.nreqs == NB);
-	for (uint32_t i = 0; i < NB; i++)
+	RUN_UNTIL(&x->loop, x->src.nreqs == 2);
+	for (int i = 0; i < 2; i++)
 		assert_true(x->src.req_pieces[i]); /* a format 2 block of 4 pieces */
 }
 
@@ -287,7 +297,9 @@ static void free_sent(void *arg, int status)
 /* src sends piece i of block b for its request (corrupted when bad). */
 static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
 {
-	int r = x->src.req_block[0] == b ? 0 : 1;
+	int r = x->src.nreqs - 1;
+	while (r > 0 && x->src.req_block[r] != b)
+		r--;
 	Syncbit__PieceHeader m = SYNCBIT__PIECE_HEADER__INIT;
 	uint8_t leaves[NP * HASH_LEN], *piece = malloc(PIECE_SIZE);
 	const uint8_t *block = x->bytes + (size_t)b * BS;
@@ -325,7 +337,7 @@ static void test_cut_through(void **state)
 	struct fx *x = *state;
 	dial(x, &x->dst, "node-a2", &x->akey[1]);
 	dial(x, &x->src, "node-a", &x->akey[0]);
-	src_offers_all(x);
+	src_offers(x);
 
 	/* Two of block 0's four pieces arrive: the node announces it and
 	 * passes both on at once to the peer that asks. */
@@ -353,7 +365,20 @@ static void test_cut_through(void **state)
 	assert_int_equal(x->dst.rejects, 0);
 	struct peers_stats st;
 	peers_stats(x->p, &st);
-	assert_true(st.bytes_served >= BS);
+	assert_int_equal(st.bytes_served, BS);
+	assert_int_equal(st.bytes_passed_on, BS);
+
+	/* Asked again once it is held: read from the cache, sent as pieces
+	 * with their hashes, so the asker can pass them on in turn. */
+	x->dst.npieces = 0;
+	memset(x->dst.got, 0, sizeof x->dst.got);
+	dst_asks(x, 79, 0);
+	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
+	assert_memory_equal(x->dst.got, x->bytes, BS);
+	assert_memory_equal(x->dst.leaves, leaves, sizeof leaves);
+	peers_stats(x->p, &st);
+	assert_int_equal(st.bytes_served, 2 * BS);
+	assert_int_equal(st.bytes_passed_on, BS); /* not while arriving */
 
 	/* Block 1: a good first piece, passed on, then a bad one. The sender
 	 * is told and dropped; the peer it was passed on to gets a Reject and
@@ -373,6 +398,55 @@ static void test_cut_through(void **state)
 	assert_int_equal(fetch_block_state(x->f, 1), FETCH_NEED);
 	assert_null(x->p->lives);
 	assert_int_equal(x->dst.have[1], 0);
+
+	/* Block 0's cached copy goes bad: asked for as pieces, it is not
+	 * sent (its piece hashes do not name the block) but refused, and
+	 * the copy is reported to be checked. */
+	struct cache_block_loc loc;
+	assert_int_equal(cache_block_find(x->c, &x->ids[0], &loc), 1);
+	int fd = open(loc.path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "?", 1, (off_t)loc.offset + 3 * PIECE_SIZE + 9), 1);
+	close(fd);
+	int rejects = x->dst.rejects;
+	x->dst.npieces = 0;
+	dst_asks(x, 80, 0);
+	RUN_UNTIL(&x->loop, x->dst.rejects > rejects && x->copy_reported);
+	assert_int_equal(x->dst.npieces, 0);
+}
+
+/* The node's request slots are reused: a request that takes a freed slot
+ * starts with no piece of another block in it. */
+static void test_slot_reused(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->src, "node-a", &x->akey[0]);
+	src_offers(x);
+	uint32_t first = x->src.req_block[0], second = x->src.req_block[1];
+	src_piece(x, second, 0, 0); /* the second request has pieces under way */
+	for (uint32_t i = 0; i < NP; i++)
+		src_piece(x, first, i, 0);
+	RUN_UNTIL(&x->loop, fetch_block_state(x->f, first) == FETCH_HAVE);
+	Syncbit__Have h = SYNCBIT__HAVE__INIT;
+	uint32_t two = 2;
+	h.version_id.data = x->vid;
+	h.version_id.len = HASH_LEN;
+	h.n_blocks = 1;
+	h.blocks = &two;
+	assert_int_equal(
+	    wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_HAVE, &h.base, NULL, 0, NULL, NULL), 0);
+	RUN_UNTIL(&x->loop, x->src.nreqs == 3);
+	assert_int_equal(x->src.req_block[2], 2);
+	for (uint32_t i = 0; i < NP; i++)
+		src_piece(x, 2, i, 0);
+	for (uint32_t i = 1; i < NP; i++)
+		src_piece(x, second, i, 0);
+	RUN_UNTIL(&x->loop, x->src.closed || (fetch_block_state(x->f, 2) == FETCH_HAVE &&
+					      fetch_block_state(x->f, second) == FETCH_HAVE));
+	assert_false(x->src.closed); /* no piece was out of place */
+	struct fetch_stats fs;
+	fetch_stats(x->f, &fs);
+	assert_int_equal(fs.bad_blocks, 0);
 }
 
 /* Piece hashes that do not name the block: the sender is bad before any
@@ -382,7 +456,7 @@ static void test_wrong_piece_hashes(void **state)
 	struct fx *x = *state;
 	dial(x, &x->dst, "node-a2", &x->akey[1]);
 	dial(x, &x->src, "node-a", &x->akey[0]);
-	src_offers_all(x);
+	src_offers(x);
 	uint8_t leaves[NP * HASH_LEN];
 	block_piece_hashes(x->bytes, BS, leaves);
 	leaves[5] ^= 1;
@@ -405,6 +479,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_cut_through, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_wrong_piece_hashes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_slot_reused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
