@@ -54,8 +54,10 @@ struct live {
 	uint8_t vid[HASH_LEN];
 	struct fetch *f; /* NULL: whole, read from the cache for one request */
 	uint32_t b, len, npieces;
-	uint32_t ready;	  /* pieces [0, ready) verified, in buf */
-	uint8_t *buf;	  /* len bytes */
+	uint32_t ready; /* pieces [0, ready) verified, in buf */
+	uint8_t *buf;	/* len bytes; NULL: in file fd at file_off */
+	int fd;
+	uint64_t file_off;
 	uint8_t *leaves;  /* npieces piece hashes */
 	int receiving;	  /* a request still brings pieces */
 	int dead;	  /* failed or done: taken by no new stream */
@@ -197,10 +199,11 @@ void peer_req_end(struct peer *pe, struct req *r);
 /* Serve request id of pe from a block still arriving here, when there is
  * one under hash h: 1 when it is served so, 0 when not. */
 int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h);
-/* Serve request id of pe with the whole block buf (len bytes, read from
- * the cache; taken) as pieces whose hashes are leaves (taken). */
+/* Serve request id of pe with a whole block of len bytes read from the
+ * cache as pieces whose hashes are leaves (taken): from buf (taken), or
+ * with buf NULL by sendfile from fd at off (taken: closed when sent). */
 void peer_stream_whole(struct peer *pe, uint64_t id, const struct hash_id *h, const uint8_t *vid,
-		       uint8_t *buf, uint32_t len, uint8_t *leaves);
+		       uint8_t *buf, uint32_t len, uint8_t *leaves, int fd, uint64_t off);
 /* Forget request id of pe (Cancel): 1 when it was a stream. */
 int peer_stream_cancel(struct peer *pe, uint64_t id);
 /* pe is gone: its streams end. */

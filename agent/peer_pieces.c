@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/err.h"
@@ -87,9 +88,13 @@ static void stream_pump(struct stream *s)
 			m.piece_hashes.data = lv->leaves;
 			m.piece_hashes.len = (size_t)lv->npieces * HASH_LEN;
 		}
-		if (!s->pe->ready || s->pe->closed ||
-		    wire_send(s->pe->c, SYNCBIT__MSG_TYPE__MSG_PIECE, &m.base,
-			      lv->buf + (size_t)s->next * PIECE_SIZE, n, piece_sent, lv) < 0) {
+		uint64_t off = (uint64_t)s->next * PIECE_SIZE;
+		int rc = !s->pe->ready || s->pe->closed ? SB_ECANCELED
+			 : lv->buf ? wire_send(s->pe->c, SYNCBIT__MSG_TYPE__MSG_PIECE, &m.base,
+					       lv->buf + off, n, piece_sent, lv)
+				   : wire_send_file(s->pe->c, SYNCBIT__MSG_TYPE__MSG_PIECE, &m.base,
+						    lv->fd, lv->file_off + off, n, piece_sent, lv);
+		if (rc < 0) {
 			stream_remove(s);
 			return;
 		}
@@ -150,6 +155,17 @@ static void live_fail(struct live *lv)
 		announce(lv, NULL, 1);
 }
 
+static void live_release(struct peers *p, struct live *lv)
+{
+	if (lv->fd >= 0) {
+		close(lv->fd);
+		p->files_open--;
+	}
+	free(lv->buf);
+	free(lv->leaves);
+	free(lv);
+}
+
 /* Free every live block that is done with. */
 static void reap(struct peers *p)
 {
@@ -160,9 +176,7 @@ static void reap(struct peers *p)
 			continue;
 		}
 		*lp = lv->next;
-		free(lv->buf);
-		free(lv->leaves);
-		free(lv);
+		live_release(p, lv);
 	}
 }
 
@@ -210,6 +224,7 @@ static struct live *live_start(struct peer *pe, struct req *r, const Syncbit__Pi
 	lv->len = len;
 	lv->npieces = n;
 	lv->buf = xmalloc(len);
+	lv->fd = -1;
 	lv->leaves = xmalloc(m->piece_hashes.len);
 	memcpy(lv->leaves, m->piece_hashes.data, m->piece_hashes.len);
 	lv->receiving = 1;
@@ -302,9 +317,13 @@ int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h)
 }
 
 void peer_stream_whole(struct peer *pe, uint64_t id, const struct hash_id *h, const uint8_t *vid,
-		       uint8_t *buf, uint32_t len, uint8_t *leaves)
+		       uint8_t *buf, uint32_t len, uint8_t *leaves, int fd, uint64_t off)
 {
 	struct live *lv = xcalloc(1, sizeof *lv);
+	lv->fd = fd;
+	lv->file_off = off;
+	if (fd >= 0)
+		pe->p->files_open++; /* until the live block goes */
 	lv->p = pe->p;
 	lv->h = *h;
 	memcpy(lv->vid, vid, HASH_LEN);
@@ -381,9 +400,7 @@ void peer_lives_free(struct peers *p)
 			lv->streams = s->next_s;
 			free(s);
 		}
-		free(lv->buf);
-		free(lv->leaves);
-		free(lv);
+		live_release(p, lv);
 	}
 }
 

@@ -37,7 +37,12 @@ static void serve_work(uv_work_t *w)
 		}
 		s->buf = xmalloc(loc.len ? loc.len : 1);
 		s->rc = io_pread_full(fd, s->buf, loc.len, loc.offset) == 0 ? 0 : SB_ETRUNCATED;
-		close(fd);
+		if (s->rc == 0 && s->pieces && s->by_file) { /* pieces go by sendfile */
+			s->fd = fd;
+			s->file_off = loc.offset;
+		} else {
+			close(fd);
+		}
 		if (s->rc == 0 && s->pieces) {
 			/* The piece hashes the receiver checks each piece
 			 * against; they must name the block as asked, which
@@ -49,6 +54,10 @@ static void serve_work(uv_work_t *w)
 			block_id_of_pieces(s->leaves, n, &root);
 			if (memcmp(root.b, s->h.b, HASH_LEN))
 				s->rc = SB_ECORRUPT;
+			if (s->fd >= 0) { /* read for the hashes only */
+				free(s->buf);
+				s->buf = NULL;
+			}
 		}
 		return;
 	}
@@ -93,9 +102,11 @@ static void serve_done(uv_work_t *w, int status)
 	p->serve_busy--;
 	pe->reading--;
 	if (!pe->closed && pe->ready && s->rc == 0 && s->leaves) {
-		peer_stream_whole(pe, s->id, &s->h, s->vid, s->buf, s->len, s->leaves);
+		peer_stream_whole(pe, s->id, &s->h, s->vid, s->buf, s->len, s->leaves, s->fd,
+				  s->file_off);
 		s->buf = NULL;
 		s->leaves = NULL;
+		s->fd = -1; /* the live block closes it */
 	} else if (!pe->closed && pe->ready) {
 		if (s->rc == 0) {
 			Syncbit__BlockHeader m = SYNCBIT__BLOCK_HEADER__INIT;
