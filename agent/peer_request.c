@@ -97,6 +97,23 @@ int peer_pick(struct peer *pe, struct fetch **fo, uint32_t *bo)
 	return 0;
 }
 
+/* 1 when a connected peer other than pe fetches f and lacks block b: this
+ * node may pass b on, so it takes b as pieces (each verified as it arrives,
+ * passed on at once). Otherwise the block comes whole: hashed on the pool,
+ * sent by sendfile on plain links, with nothing to hash at the sender. */
+static int may_pass_on(const struct peer *pe, const struct fetch *f, uint32_t b)
+{
+	for (const struct peer *o = pe->p->list; o; o = o->next) {
+		if (o == pe || !o->ready || o->closed)
+			continue;
+		for (size_t i = 0; i < o->nvers; i++)
+			if (o->vers[i].f == f && o->vers[i].nblocks == fetch_nblocks(f) &&
+			    !peer_offers(&o->vers[i], b))
+				return 1;
+	}
+	return 0;
+}
+
 void peer_fill(struct peer *pe)
 {
 	struct fetch *f;
@@ -124,7 +141,7 @@ void peer_fill(struct peer *pe)
 		m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
 		m.block_hash.len = HASH_LEN;
 		m.pieces = fetch_manifest(f)->format == MANIFEST_FORMAT_PIECES &&
-			   block_npieces(fetch_block_len(f, b)) > 1;
+			   block_npieces(fetch_block_len(f, b)) > 1 && may_pass_on(pe, f, b);
 		if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL) <
 		    0)
 			return;

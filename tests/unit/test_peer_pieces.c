@@ -272,18 +272,24 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* src says it holds blocks 0 and 1; the node then asks it for both. */
-static void src_offers(struct fx *x)
+static void send_bits(struct fx *x, struct client *cl, uint8_t bits)
 {
 	Syncbit__Bitfield m = SYNCBIT__BITFIELD__INIT;
-	uint8_t bits = 3;
 	m.version_id.data = x->vid;
 	m.version_id.len = HASH_LEN;
 	m.nblocks = NB;
 	m.bits.data = &bits;
 	m.bits.len = 1;
 	assert_int_equal(
-	    wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL), 0);
+	    wire_send(cl->c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL), 0);
+}
+
+/* dst fetches the version and holds none of it; src holds blocks 0 and 1:
+ * the node asks src for both, as pieces (it may pass them on to dst). */
+static void src_offers(struct fx *x)
+{
+	send_bits(x, &x->dst, 0);
+	send_bits(x, &x->src, 3);
 	RUN_UNTIL(&x->loop, x->src.nreqs == 2);
 	for (int i = 0; i < 2; i++)
 		assert_true(x->src.req_pieces[i]); /* a format 2 block of 4 pieces */
@@ -420,6 +426,7 @@ static void test_cut_through(void **state)
 static void test_slot_reused(void **state)
 {
 	struct fx *x = *state;
+	dial(x, &x->dst, "node-a2", &x->akey[1]);
 	dial(x, &x->src, "node-a", &x->akey[0]);
 	src_offers(x);
 	uint32_t first = x->src.req_block[0], second = x->src.req_block[1];
@@ -447,6 +454,18 @@ static void test_slot_reused(void **state)
 	struct fetch_stats fs;
 	fetch_stats(x->f, &fs);
 	assert_int_equal(fs.bad_blocks, 0);
+}
+
+/* With no other peer that lacks the blocks, nothing would be passed on:
+ * they are asked whole (the sender need not hash them). */
+static void test_whole_when_alone(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->src, "node-a", &x->akey[0]);
+	send_bits(x, &x->src, 3);
+	RUN_UNTIL(&x->loop, x->src.nreqs == 2);
+	assert_false(x->src.req_pieces[0]);
+	assert_false(x->src.req_pieces[1]);
 }
 
 /* Piece hashes that do not name the block: the sender is bad before any
@@ -480,6 +499,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cut_through, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_wrong_piece_hashes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_slot_reused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_whole_when_alone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
