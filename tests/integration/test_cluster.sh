@@ -136,7 +136,7 @@ assert gets and max(lens) == 512 * 1024, (len(gets), max(lens or [0]))
 # ---- a peer serving corrupt data ----
 mkdir -p "$T/solo"
 head -c $((4 << 20)) /dev/urandom >"$T/solo/data.bin"
-check "dataset add for n1 only" add_dataset solo "$T/solo" --selector idx=1 --block-size 256KiB
+check "dataset add for n1 only" add_dataset solo "$T/solo" --selector idx=1 --block-size 1MiB
 check "n1 holds solo" wait_ready 30 solo 1
 # Published files share their inode with the cache: this corrupts what n1
 # serves. n1 notices a write by itself (test_corrupt.sh); one made while it
