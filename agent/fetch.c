@@ -96,17 +96,16 @@ void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t 
 	fetch_start_store(f, JOB_PEER, b, payload, peer, verified);
 }
 
-void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer)
+void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer, const char *what)
 {
 	if (f->dead || b >= f->nblocks)
 		return;
 	f->st.bad_blocks++;
 	log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", peer}),
-		 "dataset %s: a piece of block %u from %s does not match its hash; asking "
-		 "elsewhere",
-		 f->name, b, peer);
+		 "dataset %s: %s %u from %s does not match its hash; asking elsewhere", f->name,
+		 what, b, peer);
 	f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
-	if (f->hooks.bad_peer && f->rc == 0)
+	if (f->hooks.bad_peer)
 		f->hooks.bad_peer(f->hooks.arg, f, peer, b);
 }
 

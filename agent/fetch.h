@@ -200,10 +200,10 @@ uint32_t fetch_block_asks(const struct fetch *f, uint32_t b);
  * block already held or being stored are dropped. */
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
 			  const char *peer, int verified);
-/* A piece of block b from peer failed its check (the block is asked
- * elsewhere once its request is dropped): counted, and the peer is
- * reported to hooks.bad_peer as for a bad block. */
-void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer);
+/* Bytes of block b from peer failed their check (what: "block", or "a
+ * piece of block" while it arrives; the block is asked elsewhere):
+ * counted, logged, and the peer reported to hooks.bad_peer. */
+void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer, const char *what);
 /* Bytes of blocks from peers that are waiting to be verified and written,
  * or being so: what peers hold back new requests on (peer_fill). When one
  * is done the fetch's wake hook runs. */

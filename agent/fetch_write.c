@@ -399,14 +399,8 @@ void fetch_write_done(uv_work_t *w, int status)
 		buf_append(&ff->pend, &b, sizeof b);
 		fetch_check_file(ff);
 	} else if (j->kind == JOB_PEER && rc == SB_ECORRUPT) {
-		f->st.bad_blocks++;
-		log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", j->peer}),
-			 "dataset %s: block %u from %s does not match its hash; asking elsewhere",
-			 f->name, b, j->peer);
 		fetch_back_to_need(f, b);
-		f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
-		if (f->hooks.bad_peer)
-			f->hooks.bad_peer(f->hooks.arg, f, j->peer, b);
+		fetch_block_bad(f, b, j->peer, "block");
 	} else if (j->kind == JOB_LOCAL) {
 		fetch_back_to_need(f, b); /* the cached copy went away or is damaged */
 	} else if (j->kind == JOB_ORIGIN && f->o.repair && rc != SB_ECANCELED && !sb_no_space(rc)) {

@@ -203,6 +203,41 @@ void peer_req_end(struct peer *pe, struct req *r)
 	live_free_if_idle(lv);
 }
 
+/* A live block of len bytes named h, of version vid, in buf (taken; NULL:
+ * in file fd, taken), with piece hashes leaves (taken), linked into p. */
+static struct live *live_new(struct peers *p, const struct hash_id *h, const uint8_t *vid,
+			     uint32_t len, uint8_t *buf, uint8_t *leaves, int fd, uint64_t off)
+{
+	struct live *lv = xcalloc(1, sizeof *lv);
+	lv->p = p;
+	lv->h = *h;
+	memcpy(lv->vid, vid, HASH_LEN);
+	lv->len = len;
+	lv->npieces = block_npieces(len);
+	lv->buf = buf;
+	lv->leaves = leaves;
+	lv->fd = fd;
+	lv->file_off = off;
+	if (fd >= 0)
+		p->files_open++; /* until the live block goes */
+	lv->next = p->lives;
+	p->lives = lv;
+	return lv;
+}
+
+/* Serve request id of pe from lv: what is verified now, the rest as it
+ * comes. */
+static void stream_add(struct peer *pe, uint64_t id, struct live *lv)
+{
+	struct stream *s = xcalloc(1, sizeof *s);
+	s->id = id;
+	s->pe = pe;
+	s->lv = lv;
+	s->next_s = lv->streams;
+	lv->streams = s;
+	stream_pump(s);
+}
+
 /* The first frame of request r: piece hashes that name the block. NULL
  * when they do not (the sender is bad). */
 static struct live *live_start(struct peer *pe, struct req *r, const Syncbit__PieceHeader *m)
@@ -215,23 +250,16 @@ static struct live *live_start(struct peer *pe, struct req *r, const Syncbit__Pi
 	block_id_of_pieces(m->piece_hashes.data, n, &root);
 	if (memcmp(root.b, fetch_block_hash(f, r->b)->b, HASH_LEN))
 		return NULL;
-	struct live *lv = xcalloc(1, sizeof *lv);
-	lv->p = pe->p;
-	lv->h = root;
-	memcpy(lv->vid, fetch_version_id(f), HASH_LEN);
+	/* One announcement per block: an endgame duplicate is not told. */
+	int first = live_find(pe->p, &root) == NULL;
+	uint8_t *leaves = xmalloc(m->piece_hashes.len);
+	memcpy(leaves, m->piece_hashes.data, m->piece_hashes.len);
+	struct live *lv =
+	    live_new(pe->p, &root, fetch_version_id(f), len, xmalloc(len), leaves, -1, 0);
 	lv->f = f;
 	lv->b = r->b;
-	lv->len = len;
-	lv->npieces = n;
-	lv->buf = xmalloc(len);
-	lv->fd = -1;
-	lv->leaves = xmalloc(m->piece_hashes.len);
-	memcpy(lv->leaves, m->piece_hashes.data, m->piece_hashes.len);
 	lv->receiving = 1;
-	/* One announcement per block: an endgame duplicate is not told. */
-	lv->announced = live_find(pe->p, &root) == NULL;
-	lv->next = pe->p->lives;
-	pe->p->lives = lv;
+	lv->announced = first;
 	if (lv->announced)
 		announce(lv, pe, 0);
 	return lv;
@@ -244,7 +272,7 @@ static void bad_piece(struct peer *pe, size_t i)
 	uint32_t b = pe->reqs[i].b;
 	char *node = xstrdup(pe->node);
 	peer_drop_req(pe, i, 0);
-	fetch_block_bad(f, b, node); /* the hook drops the peer */
+	fetch_block_bad(f, b, node, "a piece of block"); /* the hook drops the peer */
 	free(node);
 	peers_wake(pe->p);
 }
@@ -306,40 +334,17 @@ int peer_stream_start(struct peer *pe, uint64_t id, const struct hash_id *h)
 	struct live *lv = live_find(pe->p, h);
 	if (!lv)
 		return 0;
-	struct stream *s = xcalloc(1, sizeof *s);
-	s->id = id;
-	s->pe = pe;
-	s->lv = lv;
-	s->next_s = lv->streams;
-	lv->streams = s;
-	stream_pump(s);
+	stream_add(pe, id, lv);
 	return 1;
 }
 
 void peer_stream_whole(struct peer *pe, uint64_t id, const struct hash_id *h, const uint8_t *vid,
 		       uint8_t *buf, uint32_t len, uint8_t *leaves, int fd, uint64_t off)
 {
-	struct live *lv = xcalloc(1, sizeof *lv);
-	lv->fd = fd;
-	lv->file_off = off;
-	if (fd >= 0)
-		pe->p->files_open++; /* until the live block goes */
-	lv->p = pe->p;
-	lv->h = *h;
-	memcpy(lv->vid, vid, HASH_LEN);
-	lv->len = len;
-	lv->npieces = lv->ready = block_npieces(len);
-	lv->buf = buf;
-	lv->leaves = leaves;
+	struct live *lv = live_new(pe->p, h, vid, len, buf, leaves, fd, off);
+	lv->ready = lv->npieces;
 	lv->dead = 1; /* one request's: freed once sent */
-	lv->next = pe->p->lives;
-	pe->p->lives = lv;
-	struct stream *s = xcalloc(1, sizeof *s);
-	s->id = id;
-	s->pe = pe;
-	s->lv = lv;
-	lv->streams = s;
-	stream_pump(s);
+	stream_add(pe, id, lv);
 }
 
 int peer_stream_cancel(struct peer *pe, uint64_t id)
