@@ -27,6 +27,7 @@ bench_cleanup() {
 	for pid in "${BENCH_PIDS[@]}"; do
 		wait "$pid" 2>/dev/null || true
 	done
+	release_ports
 	if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP" ]]; then
 		rm -rf -- "$BENCH_TMP"
 	fi
@@ -120,19 +121,8 @@ random_file() {
 	fi
 }
 
-# free_port: a TCP port on 127.0.0.1 nothing listens on right now.
-free_port() {
-	local port i
-	for ((i = 0; i < 100; i++)); do
-		port=$((20000 + RANDOM % 40000))
-		if ! ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
-			echo "$port"
-			return 0
-		fi
-	done
-	echo "no free port found" >&2
-	return 1
-}
+# free_port, release_ports
+. "$BENCH_ROOT/tests/free-port.sh"
 
 # nginx_start DOCROOT: serve DOCROOT on 127.0.0.1 from a child nginx with a
 # generated config under BENCH_TMP/nginx; sets NGINX_URL (no trailing slash).

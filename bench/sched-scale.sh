@@ -72,7 +72,7 @@ cleanup() {
 	GEN_PID= SCHED_PID= PERF_PID= TRACE_PID=
 	return 0
 }
-trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+trap 'cleanup; release_ports; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
 
 # One connection per node on each side: raise the descriptor limits (root
@@ -81,9 +81,8 @@ want=$(( $(echo "$NODES" | tr ' ' '\n' | sort -n | tail -1) * 2 + 4096 ))
 ulimit -Hn "$want" 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port, release_ports
+. "$(dirname "${BASH_SOURCE[0]}")/../tests/free-port.sh"
 now_ms() { date +%s%3N; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk -v k="$2:" '$1 == k {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }

@@ -12,13 +12,15 @@ PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	release_ports
 	rm -rf "$D"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 # The system interpreter: a version-manager shim in PATH costs ~0.5 s a call.
 PY=$(command -v /usr/bin/python3 || command -v python3)
-port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port, release_ports
+. "$(dirname "$0")/free-port.sh"
 
 SRC=$D/origin/llama-demo
 mkdir -p "$SRC"
@@ -31,7 +33,7 @@ for i in $(seq $shards); do
 done
 echo "== origin: $(du -sh "$SRC" | cut -f1) in $(ls "$SRC" | wc -l) files at $SRC"
 
-SCHED=127.0.0.1:$(port)
+SCHED=127.0.0.1:$(free_port)
 "$BIN" scheduler --listen "$SCHED" --data "$D/scheduler" >"$D/scheduler.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$D/scheduler/join-token" ] && break; sleep 0.1; done

@@ -21,6 +21,7 @@ cleanup() {
 		for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
 	done
+	release_ports
 	if [ -n "${KEEP_TMP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -68,9 +69,8 @@ with open(sys.argv[1], "r+b") as f:
 PY
 }
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port, release_ports
+. "$HERE/../free-port.sh"
 
 # Start nginx serving $1 on a free loopback port; sets NGINX_PORT.
 # NGINX_RATE (e.g. 4m) limits each connection to that many bytes a second.
