@@ -456,6 +456,9 @@ static void peer_metrics(json_t *peers, struct buf *out)
 	     "Of those, bytes that came after the block was canceled or already here."},
 	    {"syncbit_peer_passed_on_bytes_total", "bytes_passed_on",
 	     "Of the bytes served, pieces passed on while their block was still arriving."},
+	    {"syncbit_peer_streamed_bytes_total", "bytes_streamed",
+	     "Of those, bytes of blocks read from the origin here, sent before their hash was "
+	     "known."},
 	    {"syncbit_peer_drops_total", "dropped_bad_data",
 	     "Peers dropped for sending blocks that failed verification."},
 	};

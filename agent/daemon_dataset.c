@@ -250,6 +250,13 @@ static void hook_wake(void *arg, struct fetch *f)
 	peers_wake(s->d->peers);
 }
 
+static void hook_reading(void *arg, struct fetch *f, uint32_t b, enum fetch_reading what,
+			 const uint8_t *buf, uint32_t got, int ok)
+{
+	struct dset *s = arg;
+	peers_reading(s->d->peers, f, b, what, buf, got, ok);
+}
+
 static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t b)
 {
 	struct dset *s = arg;
@@ -344,7 +351,8 @@ void start_fetch(struct daemon *d, struct dset *s)
 				    .wake = hook_wake,
 				    .bad_peer = hook_bad_peer,
 				    .done = hook_done,
-				    .file_done = hook_file_done};
+				    .file_done = hook_file_done,
+				    .reading = hook_reading};
 	struct fetch *f = NULL;
 	int rc = fetch_new(&d->loop, d->cache, s->name, s->pulled ? NULL : d->o->target,
 			   a->version_id.data, a->manifest, &d->o->src, &hooks, &f);

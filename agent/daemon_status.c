@@ -87,13 +87,14 @@ json_t *daemon_status_json(struct daemon *d)
 		json_array_append_new(sets, o);
 	}
 	json_t *st = json_pack(
-	    "{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
+	    "{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "node", d->o->node,
 	    "scheduler", uplink_json(&d->link, uv_now(&d->loop)), "peers", "connected",
 	    (json_int_t)ps.connected_now, "bytes_served", (json_int_t)ps.bytes_served,
 	    "blocks_served", (json_int_t)ps.blocks_served, "dropped_bad_data",
 	    (json_int_t)ps.dropped_bad_data, "bytes_received", (json_int_t)ps.bytes_received,
 	    "bytes_unneeded", (json_int_t)ps.bytes_unneeded, "bytes_passed_on",
-	    (json_int_t)ps.bytes_passed_on, "datasets", sets);
+	    (json_int_t)ps.bytes_passed_on, "bytes_streamed", (json_int_t)ps.bytes_streamed,
+	    "datasets", sets);
 	if (d->kube)
 		json_object_set_new(st, "kubernetes", kube_agent_status_json(d->kube));
 	struct cache_stats cs;

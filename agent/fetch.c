@@ -54,102 +54,6 @@ void fetch_queue_work(struct fetch *f, uv_work_t *w, uv_work_cb fn, uv_after_wor
 		fatal("uv_queue_work: %s", uv_strerror(rc));
 }
 
-/* ---- blocks from the cache and from peers ---- */
-
-/* A needed block that some cached file already holds is copied from it. */
-static void try_local(struct fetch *f, uint32_t b)
-{
-	struct cache_block_loc loc;
-	if (f->state[b] != FETCH_NEED)
-		return;
-	if (cache_block_find(f->c, (const struct hash_id *)fetch_hash_ptr(f, b), &loc) == 1)
-		fetch_start_store(f, JOB_LOCAL, b, NULL, NULL, 0);
-}
-
-void fetch_add_hashes(struct fetch *f, const uint32_t *blocks, const uint8_t *hashes, size_t n)
-{
-	int woke = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t b = blocks[i];
-		if (b >= f->nblocks || fetch_known(f, b))
-			continue;
-		memcpy(fetch_hash_ptr(f, b), hashes + i * HASH_LEN, HASH_LEN);
-		if (f->state[b] == FETCH_UNKNOWN) {
-			f->state[b] = FETCH_NEED;
-			try_local(f, b);
-			woke = 1;
-		}
-	}
-	if (woke && f->hooks.wake)
-		f->hooks.wake(f->hooks.arg, f);
-}
-
-void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
-			  const char *peer, int verified)
-{
-	if (f->dead || f->rc < 0 || b >= f->nblocks || len != fetch_len(f, b) ||
-	    (f->state[b] != FETCH_NEED && f->state[b] != FETCH_PEER) || !fetch_known(f, b)) {
-		free(payload);
-		return;
-	}
-	f->arrived_ms = uv_now(f->loop);
-	fetch_start_store(f, JOB_PEER, b, payload, peer, verified);
-}
-
-void fetch_block_bad(struct fetch *f, uint32_t b, const char *peer, const char *what)
-{
-	if (f->dead || b >= f->nblocks)
-		return;
-	f->st.bad_blocks++;
-	log_with(LOG_WARN, LOG_KV({"dataset", f->name}, {"peer", peer}),
-		 "dataset %s: %s %u from %s does not match its hash; asking elsewhere", f->name,
-		 what, b, peer);
-	f->tainted[b] = 1; /* once no other peer holds it: the origin, at once */
-	if (f->hooks.bad_peer)
-		f->hooks.bad_peer(f->hooks.arg, f, peer, b);
-}
-
-void fetch_avail_add(struct fetch *f, uint32_t b, int delta)
-{
-	if (b >= f->nblocks)
-		return;
-	int v = (int)f->avail[b] + delta;
-	f->avail[b] = (uint16_t)(v < 0 ? 0 : v > UINT16_MAX ? UINT16_MAX : v);
-	if (f->avail[b])
-		f->lonely_ms[b] = 0;
-}
-
-uint32_t fetch_avail(const struct fetch *f, uint32_t b)
-{
-	return b < f->nblocks ? f->avail[b] : 0;
-}
-
-void fetch_block_asked(struct fetch *f, uint32_t b)
-{
-	if (f->asks[b] < UINT8_MAX)
-		f->asks[b]++;
-	if (f->state[b] == FETCH_NEED)
-		f->state[b] = FETCH_PEER;
-}
-
-void fetch_block_unasked(struct fetch *f, uint32_t b)
-{
-	if (f->asks[b])
-		f->asks[b]--;
-	if (!f->asks[b] && f->state[b] == FETCH_PEER)
-		f->state[b] = FETCH_NEED;
-}
-
-uint32_t fetch_block_asks(const struct fetch *f, uint32_t b)
-{
-	return f->asks[b];
-}
-
-uint64_t fetch_peer_storing(const struct fetch *f)
-{
-	return f->peer_storing;
-}
-
 uint32_t fetch_missing(const struct fetch *f)
 {
 	uint32_t n = 0;
@@ -201,6 +105,7 @@ static void tick(uv_timer_t *t)
 		return;
 	uint64_t now = uv_now(f->loop);
 	int queued = 0, origin_ok = now >= f->origin_after_ms; /* a repair's backoff */
+	fetch_held_sweep(f, now);
 	for (uint32_t b = 0; b < f->nblocks; b++) {
 		if (f->state[b] != FETCH_NEED || f->avail[b])
 			continue;
@@ -604,7 +509,7 @@ int fetch_open(uv_loop_t *loop, struct cache *c, const Manifest *m, const struct
 		fetch_source_ready(f);
 	}
 	for (uint32_t b = 0; b < f->nblocks; b++)
-		try_local(f, b);
+		fetch_try_local(f, b);
 	for (size_t i = 0; i < f->nfiles; i++)
 		fetch_check_file(&f->files[i]);
 	fetch_maybe_finish(f);
@@ -629,8 +534,11 @@ void fetch_release(struct fetch *f)
 		buf_close(&ff->pend);
 		buf_close(&ff->syncing);
 	}
-	for (size_t i = 0; f->slots && i < f->nslots + 1; i++)
+	for (size_t i = 0; f->slots && i < f->nslots + 1; i++) {
 		free(f->slots[i].buf);
+		free(f->slots[i].part_got);
+	}
+	fetch_held_free(f);
 	free(f->ready);
 	free(f->flushing);
 	free((char *)f->o.shown);

@@ -24,6 +24,9 @@
 /* A block known by hash and missing here waits this long for a peer to
  * offer it before this node reads it from the origin itself. */
 #define FETCH_NO_PEER_MS 8000
+/* Bytes of a block streamed from its reader wait this long for the
+ * block's hash (the read failed if it has not come: they go). */
+#define FETCH_HELD_MS 10000
 /* Files of at most this many bytes in this node's origin share are read
  * before the others. */
 #define FETCH_SMALL_FIRST (64u << 10)
@@ -56,6 +59,13 @@ struct fetch_stats {
 
 struct fetch;
 
+/* What an origin read the fetch streams did (fetch_hooks.reading). */
+enum fetch_reading {
+	FETCH_READING_START, /* began: nothing in yet */
+	FETCH_READING_MORE,  /* more of its bytes are in, in order */
+	FETCH_READING_END,   /* over: all of them are in when ok, else it failed */
+};
+
 struct fetch_hooks {
 	void *arg;
 	/* Block b is durable and indexed here; from_origin when this node
@@ -81,6 +91,15 @@ struct fetch_hooks {
 	/* The fetch is over (done ran) and nothing runs any more: every block
 	 * written is durable and indexed, or dropped with its partial. */
 	void (*idle)(void *arg, struct fetch *f);
+	/* An origin read of block b whose hash is unknown, of a format 2
+	 * version and more than one piece (so peers may take it as it
+	 * arrives), from a source that tells progress: what, and the first
+	 * got bytes of buf (the read's buffer, valid during the call only),
+	 * the block's bytes in order from its start. With END, ok says
+	 * whether the read succeeded (got is then the block's length): the
+	 * block is then verified and stored as any other. May be NULL. */
+	void (*reading)(void *arg, struct fetch *f, uint32_t b, enum fetch_reading what,
+			const uint8_t *buf, uint32_t got, int ok);
 };
 
 /* Which block a peer is asked for next (agent/fetch_order.c decides it, for
@@ -197,9 +216,15 @@ uint32_t fetch_block_asks(const struct fetch *f, uint32_t b);
  * belongs to the fetch, which verifies and stores it (verified: it was
  * checked piece by piece on arrival, against piece hashes checked against
  * the block's hash, and is stored without hashing it again). Bytes for a
- * block already held or being stored are dropped. */
+ * block already held or being stored are dropped. Bytes of a block whose
+ * hash is unknown (streamed by its reader as they came from the origin)
+ * are kept, unverified and unwritten, until the hash comes
+ * (fetch_add_hashes: then verified and stored, a mismatch blamed on peer)
+ * or for FETCH_HELD_MS; they count in fetch_peer_storing meanwhile. */
 void fetch_block_received(struct fetch *f, uint32_t b, uint8_t *payload, size_t len,
 			  const char *peer, int verified);
+/* 1 while bytes of block b wait here for its hash. */
+int fetch_block_held(const struct fetch *f, uint32_t b);
 /* Bytes of block b from peer failed their check (what: "block", or "a
  * piece of block" while it arrives; the block is asked elsewhere):
  * counted, logged, and the peer reported to hooks.bad_peer. */

@@ -57,6 +57,21 @@ struct job {
 	/* JOB_ORIGIN: uv_hrtime() when asked, and when the bytes were all
 	 * read (0: not yet), for the block fetch latency. */
 	uint64_t asked_ns, arrived_ns;
+	/* JOB_ORIGIN told to hooks.reading: the bytes in of each part (parts
+	 * entries of nslots + 1), and how many in order were told. */
+	int streamed;
+	size_t *part_got;
+	uint32_t told;
+};
+
+/* Bytes of a block whose hash is unknown, streamed from its reader, that
+ * wait for the hash (fetch_block_received). */
+struct held {
+	uint32_t b;
+	uint8_t *buf;
+	char *peer;
+	uint64_t since_ms;
+	struct held *next;
 };
 
 struct fetch {
@@ -94,8 +109,10 @@ struct fetch {
 	size_t reads_busy; /* origin reads (parts) in flight */
 	uint64_t next_seq;
 
-	/* Bytes of peer blocks handed to the pool and not yet stored. */
+	/* Bytes of peer blocks handed to the pool and not yet stored, or
+	 * held for their hash. */
 	uint64_t peer_storing;
+	struct held *held;
 
 	/* FETCH_SYNC_BATCHED: sealed files awaiting the group commit, and
 	 * those being committed. */
@@ -128,6 +145,13 @@ struct fetch {
 	uint8_t *fwant;
 	uint32_t nranked, nwanted;
 };
+
+/* A needed block that some cached file already holds is copied from it. */
+void fetch_try_local(struct fetch *f, uint32_t b);
+/* Bytes held for a hash that has not come within FETCH_HELD_MS go
+ * (agent/fetch_peers.c); all of them go with the fetch. */
+void fetch_held_sweep(struct fetch *f, uint64_t now);
+void fetch_held_free(struct fetch *f);
 
 /* Record the first failure (one line, printf-style), stop the source and
  * tell the hooks. */

@@ -19,6 +19,49 @@
 
 /* ---- the origin ---- */
 
+static size_t part_len_of(const struct job *j)
+{
+	return (j->len + j->parts - 1) / j->parts;
+}
+
+/* Tell hooks.reading the bytes of streamed job j now in, in order from
+ * the block's start, when they complete another piece (or the block). */
+static void tell_prefix(struct fetch *f, struct job *j)
+{
+	size_t part_len = part_len_of(j), got = 0;
+	for (uint32_t k = 0; k < j->parts; k++) {
+		size_t want = j->len - (size_t)k * part_len < part_len
+				  ? j->len - (size_t)k * part_len
+				  : part_len;
+		got += j->part_got[k];
+		if (j->part_got[k] < want)
+			break;
+	}
+	uint32_t pieces =
+	    got == j->len ? block_npieces((uint32_t)j->len) : (uint32_t)(got / PIECE_SIZE);
+	if (pieces <= j->told)
+		return;
+	j->told = pieces;
+	f->hooks.reading(f->hooks.arg, f, j->b, FETCH_READING_MORE, j->buf, (uint32_t)got, 1);
+}
+
+/* The source's read_progress: bytes of one part of a streamed block. */
+static void origin_progress(void *arg, const uint8_t *buf, size_t got)
+{
+	struct fetch *f = arg;
+	for (size_t i = 0; f->slots && i < f->nslots + 1; i++) {
+		struct job *j = &f->slots[i];
+		if (j->kind != JOB_ORIGIN || !j->streamed || buf < j->buf || buf >= j->buf + j->len)
+			continue;
+		size_t k = (size_t)(buf - j->buf) / part_len_of(j);
+		if (k < j->parts && got > j->part_got[k]) {
+			j->part_got[k] = got;
+			tell_prefix(f, j);
+		}
+		return;
+	}
+}
+
 /* One part of an origin block arrived (or failed). The block goes on to
  * be verified and stored once every part issued is back. */
 static void origin_part_done(struct source *src, int status, void *arg)
@@ -38,6 +81,11 @@ static void origin_part_done(struct source *src, int status, void *arg)
 			fetch_write_done(&j->work, 0);
 		} else {
 			j->arrived_ns = uv_hrtime();
+			if (j->streamed) { /* a source that tells no progress: all at once */
+				for (uint32_t k = 0; k < j->parts; k++)
+					j->part_got[k] = part_len_of(j);
+				tell_prefix(f, j);
+			}
 			fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);
 		}
 	} else {
@@ -49,7 +97,7 @@ static void origin_part_done(struct source *src, int status, void *arg)
 static void issue_part(struct fetch *f, struct job *j)
 {
 	const struct ffile *ff = &f->files[f->bfile[j->b]];
-	size_t part_len = (j->len + j->parts - 1) / j->parts;
+	size_t part_len = part_len_of(j);
 	size_t off = (size_t)j->parts_issued++ * part_len;
 	size_t len = j->len - off < part_len ? j->len - off : part_len;
 	f->reads_busy++;
@@ -112,6 +160,9 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 	}
 	if (!j->buf)
 		j->buf = xmalloc(f->m->block_size);
+	j->streamed = f->hooks.reading && !f->src->ops->pread && !j->expect &&
+		      f->m->format == MANIFEST_FORMAT_PIECES && block_npieces((uint32_t)j->len) > 1;
+	j->told = 0;
 	j->work.data = j;
 	f->slots_busy++;
 	f->state[b] = FETCH_ORIGIN;
@@ -121,6 +172,12 @@ static struct job *start_origin_job(struct fetch *f, uint32_t b)
 		j->parts_issued = 1;
 		f->reads_busy++;
 		fetch_queue_work(f, &j->work, fetch_write_work, fetch_write_done);
+	}
+	if (j->streamed) {
+		if (!j->part_got)
+			j->part_got = xcalloc(f->nslots + 1, sizeof *j->part_got);
+		memset(j->part_got, 0, (f->nslots + 1) * sizeof *j->part_got);
+		f->hooks.reading(f->hooks.arg, f, b, FETCH_READING_START, j->buf, 0, 1);
 	}
 	return j;
 }
@@ -216,6 +273,10 @@ static void open_source(struct fetch *f)
 	if (rc == 0) {
 		rc = source_new(f->loop, &uri, &so, &f->src);
 		uri_close(&uri);
+	}
+	if (rc == 0 && f->hooks.reading) {
+		f->src->read_progress = origin_progress;
+		f->src->read_progress_arg = f;
 	}
 	if (rc != 0) {
 		fetch_origin_fail(f, rc, "%s: %s", f->m->source, sb_strerror(rc));

@@ -360,6 +360,11 @@ void fetch_write_done(uv_work_t *w, int status)
 		fetch_unpend(f);
 		return;
 	}
+	if (j->kind == JOB_ORIGIN && j->streamed) {
+		j->streamed = 0;
+		f->hooks.reading(f->hooks.arg, f, b, FETCH_READING_END, j->buf,
+				 rc == 0 ? (uint32_t)j->len : 0, rc == 0);
+	}
 	struct ffile *ff = &f->files[f->bfile[b]];
 	const char *why = NULL; /* a repair's origin failed: told once the slot is free */
 	ff->inflight--;

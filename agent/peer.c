@@ -322,6 +322,7 @@ static int h_bitfield(void *ctx, ProtobufCMessage *msg, const uint8_t *body, siz
 		v = &pe->vers[pe->nvers++];
 		memcpy(v->vid, m->version_id.data, HASH_LEN);
 		v->pbits = NULL;
+		v->nreading = 0;
 	}
 	v->nblocks = m->nblocks;
 	v->bits = xcalloc(m->bits.len + 1, 1);
@@ -350,6 +351,7 @@ static int h_have(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t 
 		}
 		if (peer_bit(v->bits, b))
 			continue;
+		pver_unread(v, b);
 		int counted = peer_offers(v, b); /* as a partial */
 		v->bits[b / 8] |= (uint8_t)(1u << (b % 8));
 		if (counted)
@@ -357,8 +359,8 @@ static int h_have(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t 
 		else if (v->f && fetch_nblocks(v->f) == v->nblocks)
 			fetch_avail_add(v->f, b, 1);
 	}
-	if (rc == 0 && v && (m->n_partial || m->n_gone))
-		rc = peer_have_partial(pe, v, m->partial, m->n_partial, m->gone, m->n_gone);
+	if (rc == 0 && v && (m->n_partial || m->n_gone || m->n_reading))
+		rc = peer_have_partial(pe, v, m);
 	if (rc == 0 && v)
 		peer_fill(pe);
 	return rc;
@@ -398,7 +400,7 @@ void peer_block_done(struct peer *pe, size_t i, uint8_t *payload, size_t plen, i
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
 	enum fetch_block_state bs = fetch_block_state(f, b);
-	if (bs != FETCH_NEED && bs != FETCH_PEER)
+	if (bs != FETCH_NEED && bs != FETCH_PEER && bs != FETCH_UNKNOWN)
 		pe->p->st.bytes_unneeded += plen; /* another peer's copy came first */
 	fetch_metrics_latency(FETCH_FROM_PEER,
 			      (double)(uv_now(pe->p->loop) - pe->reqs[i].sent_ms) / 1000.0);
@@ -428,8 +430,10 @@ static int h_reject(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_
 	struct fetch *f = pe->reqs[i].f;
 	uint32_t b = pe->reqs[i].b;
 	peer_drop_req(pe, (size_t)i, 0);
-	if (missing) { /* it no longer has the block (evicted) */
+	if (missing) { /* it no longer has the block (evicted, or its read ended) */
 		struct pver *v = find_pver(pe, fetch_version_id(f));
+		if (v)
+			pver_unread(v, b);
 		if (v && b < v->nblocks && peer_offers(v, b)) {
 			v->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
 			if (v->pbits)

@@ -50,6 +50,9 @@ struct peers_stats {
 	/* Of bytes_served: pieces passed on while their block was still
 	 * arriving here (agent/peer_pieces.c). */
 	uint64_t bytes_passed_on;
+	/* Of those: bytes of blocks this node was reading from the origin,
+	 * sent before anyone knew their hash (Have.reading). */
+	uint64_t bytes_streamed;
 };
 
 /* Listen and get ready. 0 or a negative error (*detail: one line). */
@@ -67,6 +70,11 @@ void peers_add_fetch(struct peers *p, struct fetch *f);
 void peers_remove_fetch(struct peers *p, struct fetch *f);
 /* Block b of f became durable here: tell the peers. */
 void peers_have(struct peers *p, struct fetch *f, uint32_t b);
+/* fetch_hooks.reading: this node reads block b of f from the origin; its
+ * peers are told (Have.reading) and those that ask get its bytes as they
+ * come, unverified (agent/peer_pieces.c). */
+void peers_reading(struct peers *p, struct fetch *f, uint32_t b, enum fetch_reading what,
+		   const uint8_t *buf, uint32_t got, int ok);
 /* Blocks became wanted: hand out requests. */
 void peers_wake(struct peers *p);
 /* node sent data that failed verification: drop the connection. With f,

@@ -6,6 +6,7 @@
 
 #include "agent/peer.h"
 #include "common/net/conn.h"
+#include "common/net/wire.h"
 
 #define BITFIELD_BLOCKS_MAX (1u << 26)
 #define TICK_MS		    500
@@ -23,12 +24,19 @@
 
 struct peer;
 
+/* Blocks a peer reads from the origin at once that this node keeps track
+ * of (more are not asked for before they are held). */
+#define PVER_READING_MAX 64
+
 struct pver {
 	uint8_t vid[HASH_LEN];
 	uint32_t nblocks;
 	uint8_t *bits;
 	uint8_t *pbits;	 /* blocks it is receiving and passes on (Have.partial) */
 	struct fetch *f; /* the version as this node fetches or holds it */
+	/* Blocks it reads from the origin and streams (Have.reading). */
+	uint32_t reading[PVER_READING_MAX];
+	uint32_t nreading;
 };
 
 struct live;
@@ -39,6 +47,11 @@ struct req {
 	uint32_t b;
 	uint64_t sent_ms;
 	struct live *lv; /* arriving as pieces (agent/peer_pieces.c) */
+	/* A block streamed by its reader, hash unknown: pieces unchecked in
+	 * pbuf, pgot bytes of it so far. */
+	int streamed;
+	uint8_t *pbuf;
+	uint32_t pgot;
 };
 
 struct stream;
@@ -58,10 +71,16 @@ struct live {
 	uint8_t *buf;	/* len bytes; NULL: in file fd at file_off */
 	int fd;
 	uint64_t file_off;
-	uint8_t *leaves;  /* npieces piece hashes */
-	int receiving;	  /* a request still brings pieces */
-	int dead;	  /* failed or done: taken by no new stream */
-	int announced;	  /* peers were told (Have.partial) */
+	uint8_t *leaves; /* npieces piece hashes */
+	int receiving;	 /* a request still brings pieces */
+	int dead;	 /* failed or done: taken by no new stream */
+	int announced;	 /* peers were told (Have.partial or .reading) */
+	/* Read from the origin here, hash unknown: sent without piece hashes.
+	 * buf is made when first asked for; until then src is the read's
+	 * buffer, got bytes of it in (until the read ends). */
+	int origin;
+	const uint8_t *src;
+	uint32_t got;
 	uint64_t done_ms; /* when the last piece arrived */
 	int sends;	  /* piece frames queued that point into buf */
 	struct stream *streams;
@@ -215,9 +234,18 @@ void peer_lives_end(struct peers *p, struct fetch *f, uint32_t b);
 void peer_lives_free(struct peers *p);
 /* Blocks received whole whose storing failed: let them go (the tick). */
 void peer_lives_sweep(struct peers *p);
-/* Have.partial and Have.gone from pe for version v. 0 or SB_EPROTO. */
-int peer_have_partial(struct peer *pe, struct pver *v, const uint32_t *partial, size_t np,
-		      const uint32_t *gone, size_t ng);
+/* Have.partial, Have.gone and Have.reading from pe for version v. 0 or
+ * SB_EPROTO. */
+int peer_have_partial(struct peer *pe, struct pver *v, const Syncbit__Have *m);
+/* Block b of v is no longer read from the origin by that peer (or it is
+ * held there whole now). */
+void pver_unread(struct pver *v, uint32_t b);
+/* A block pe streams from the origin, hash unknown, that this node lacks
+ * and has not asked for: 1 with *f and *b set, or 0. */
+int peer_pick_streamed(struct peer *pe, struct fetch **f, uint32_t *b);
+/* Serve request id of pe, for block b of version vid with no hash, from a
+ * block read from the origin here: 1 when it is served so, 0 when not. */
+int peer_stream_origin(struct peer *pe, uint64_t id, const uint8_t *vid, uint32_t b);
 /* 1 when pe holds block b of v whole or passes it on as pieces. */
 static inline int peer_offers(const struct pver *v, uint32_t b)
 {

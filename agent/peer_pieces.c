@@ -84,7 +84,7 @@ static void stream_pump(struct stream *s)
 		uint32_t n = piece_len(lv, s->next);
 		m.request_id = s->id;
 		m.piece = s->next;
-		if (s->next == 0) {
+		if (s->next == 0 && lv->leaves) { /* none: read from the origin here */
 			m.piece_hashes.data = lv->leaves;
 			m.piece_hashes.len = (size_t)lv->npieces * HASH_LEN;
 		}
@@ -103,6 +103,8 @@ static void stream_pump(struct stream *s)
 		p->st.bytes_served += n;
 		if (lv->f)
 			p->st.bytes_passed_on += n;
+		if (lv->origin)
+			p->st.bytes_streamed += n;
 		peer_add_served(p, lv->vid, n);
 	}
 	if (s->next == lv->npieces) {
@@ -119,16 +121,22 @@ static void live_pump(struct live *lv)
 	}
 }
 
-/* Tell every peer but skip about block b of lv (Have.partial or .gone). */
-static void announce(struct live *lv, struct peer *skip, int gone)
+enum announce { ANNOUNCE_PARTIAL, ANNOUNCE_GONE, ANNOUNCE_READING };
+
+/* Tell every peer but skip about block b of lv (Have.partial, .gone or
+ * .reading). */
+static void announce(struct live *lv, struct peer *skip, enum announce what)
 {
 	Syncbit__Have m = SYNCBIT__HAVE__INIT;
 	uint32_t b = lv->b;
 	m.version_id.data = (uint8_t *)fetch_version_id(lv->f);
 	m.version_id.len = HASH_LEN;
-	if (gone) {
+	if (what == ANNOUNCE_GONE) {
 		m.n_gone = 1;
 		m.gone = &b;
+	} else if (what == ANNOUNCE_READING) {
+		m.n_reading = 1;
+		m.reading = &b;
 	} else {
 		m.n_partial = 1;
 		m.partial = &b;
@@ -152,7 +160,7 @@ static void live_fail(struct live *lv)
 		free(s);
 	}
 	if (lv->announced)
-		announce(lv, NULL, 1);
+		announce(lv, NULL, ANNOUNCE_GONE);
 }
 
 static void live_release(struct peers *p, struct live *lv)
@@ -185,7 +193,7 @@ static struct live *live_find(struct peers *p, const struct hash_id *h)
 {
 	struct live *best = NULL;
 	for (struct live *lv = p->lives; lv; lv = lv->next)
-		if (!lv->dead && !memcmp(lv->h.b, h->b, HASH_LEN) &&
+		if (!lv->dead && !lv->origin && !memcmp(lv->h.b, h->b, HASH_LEN) &&
 		    (!best || lv->ready > best->ready))
 			best = lv;
 	return best;
@@ -193,6 +201,8 @@ static struct live *live_find(struct peers *p, const struct hash_id *h)
 
 void peer_req_end(struct peer *pe, struct req *r)
 {
+	free(r->pbuf);
+	r->pbuf = NULL;
 	struct live *lv = r->lv;
 	if (!lv)
 		return;
@@ -261,7 +271,7 @@ static struct live *live_start(struct peer *pe, struct req *r, const Syncbit__Pi
 	lv->receiving = 1;
 	lv->announced = first;
 	if (lv->announced)
-		announce(lv, pe, 0);
+		announce(lv, pe, ANNOUNCE_PARTIAL);
 	return lv;
 }
 
@@ -277,6 +287,33 @@ static void bad_piece(struct peer *pe, size_t i)
 	peers_wake(pe->p);
 }
 
+/* A piece of a block its reader streams as it comes from the origin: kept
+ * unchecked in the request's buffer, in order; the whole block goes to
+ * the fetch, which holds it until it knows the block's hash. */
+static int streamed_piece(struct peer *pe, size_t i, const Syncbit__PieceHeader *m,
+			  uint8_t *payload, size_t plen)
+{
+	struct req *r = &pe->reqs[i];
+	uint32_t len = fetch_block_len(r->f, r->b);
+	uint32_t want = len - r->pgot < PIECE_SIZE ? len - r->pgot : PIECE_SIZE;
+	if (m->piece != r->pgot / PIECE_SIZE || plen != want || m->piece_hashes.len) {
+		free(payload);
+		return SB_EPROTO;
+	}
+	if (!r->pbuf)
+		r->pbuf = xmalloc(len);
+	memcpy(r->pbuf + r->pgot, payload, plen);
+	free(payload);
+	r->pgot += (uint32_t)plen;
+	pe->window_bytes += plen;
+	if (r->pgot == len) {
+		uint8_t *buf = r->pbuf;
+		r->pbuf = NULL;
+		peer_block_done(pe, i, buf, len, 0);
+	}
+	return 0;
+}
+
 int peer_h_piece(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t len,
 		 uint8_t *payload, size_t plen)
 {
@@ -290,6 +327,8 @@ int peer_h_piece(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t l
 		return 0;
 	}
 	struct req *r = &pe->reqs[i];
+	if (r->streamed)
+		return streamed_piece(pe, (size_t)i, m, payload, plen);
 	struct live *lv = r->lv;
 	if (!lv) {
 		if (m->piece != 0 || fetch_manifest(r->f)->format != MANIFEST_FORMAT_PIECES) {
@@ -409,13 +448,35 @@ void peer_lives_free(struct peers *p)
 	}
 }
 
-int peer_have_partial(struct peer *pe, struct pver *v, const uint32_t *partial, size_t np,
-		      const uint32_t *gone, size_t ng)
+void pver_unread(struct pver *v, uint32_t b)
 {
+	for (uint32_t i = 0; i < v->nreading; i++)
+		if (v->reading[i] == b) {
+			memmove(v->reading + i, v->reading + i + 1,
+				(v->nreading - i - 1) * sizeof *v->reading);
+			v->nreading--;
+			return;
+		}
+}
+
+int peer_have_partial(struct peer *pe, struct pver *v, const Syncbit__Have *m)
+{
+	const uint32_t *partial = m->partial, *gone = m->gone;
+	size_t np = m->n_partial, ng = m->n_gone;
 	int counted = v->f && fetch_nblocks(v->f) == v->nblocks;
 	for (size_t i = 0; i < np + ng; i++)
 		if ((i < np ? partial[i] : gone[i - np]) >= v->nblocks)
 			return SB_EPROTO;
+	for (size_t i = 0; i < m->n_reading; i++) {
+		uint32_t b = m->reading[i];
+		if (b >= v->nblocks)
+			return SB_EPROTO;
+		pver_unread(v, b); /* once, at the end: oldest first */
+		if (!peer_bit(v->bits, b) && v->nreading < PVER_READING_MAX)
+			v->reading[v->nreading++] = b;
+	}
+	for (size_t i = 0; i < ng; i++)
+		pver_unread(v, gone[i]);
 	if (np && !v->pbits)
 		v->pbits = xcalloc((v->nblocks + 7) / 8 + 1, 1);
 	for (size_t i = 0; i < np; i++) {
@@ -433,6 +494,101 @@ int peer_have_partial(struct peer *pe, struct pver *v, const uint32_t *partial, 
 		v->pbits[b / 8] &= (uint8_t) ~(1u << (b % 8));
 		if (!peer_bit(v->bits, b) && counted)
 			fetch_avail_add(v->f, b, -1);
+	}
+	return 0;
+}
+
+/* ---- blocks read from the origin here, streamed as they come ---- */
+
+/* The live block of b of f this node reads from the origin, or NULL. */
+static struct live *origin_live(struct peers *p, const uint8_t *vid, uint32_t b)
+{
+	for (struct live *lv = p->lives; lv; lv = lv->next)
+		if (lv->origin && !lv->dead && lv->b == b && !memcmp(lv->vid, vid, HASH_LEN))
+			return lv;
+	return NULL;
+}
+
+/* got bytes of lv are in (src, the read's buffer): copied when it was
+ * asked for, and sent on. */
+static void origin_more(struct live *lv, const uint8_t *src, uint32_t got)
+{
+	if (lv->buf && got > lv->got)
+		memcpy(lv->buf + lv->got, src + lv->got, got - lv->got);
+	lv->src = src;
+	lv->got = got > lv->got ? got : lv->got;
+	lv->ready = lv->got == lv->len ? lv->npieces : lv->got / PIECE_SIZE;
+	live_pump(lv);
+}
+
+void peers_reading(struct peers *p, struct fetch *f, uint32_t b, enum fetch_reading what,
+		   const uint8_t *buf, uint32_t got, int ok)
+{
+	struct live *lv = origin_live(p, fetch_version_id(f), b);
+	if (what == FETCH_READING_START) {
+		if (lv) /* an earlier read that did not end (cannot happen) */
+			live_fail(lv);
+		struct hash_id none = {{0}};
+		lv = live_new(p, &none, fetch_version_id(f), fetch_block_len(f, b), NULL, NULL, -1,
+			      0);
+		lv->f = f;
+		lv->b = b;
+		lv->origin = 1;
+		lv->receiving = 1; /* until the read ends: src is valid */
+		lv->src = buf;
+		lv->announced = 1;
+		announce(lv, NULL, ANNOUNCE_READING);
+		return;
+	}
+	if (!lv)
+		return;
+	if (what == FETCH_READING_MORE) {
+		origin_more(lv, buf, got);
+		return;
+	}
+	lv->receiving = 0;
+	if (ok && lv->buf) {
+		origin_more(lv, buf, got);
+		lv->done_ms = uv_now(p->loop); /* served until durable here */
+	} else if (ok) {
+		lv->dead = 1; /* nobody asked: the cache serves it once durable */
+	} else {
+		live_fail(lv);
+	}
+	lv->src = NULL;
+	live_free_if_idle(lv);
+}
+
+int peer_stream_origin(struct peer *pe, uint64_t id, const uint8_t *vid, uint32_t b)
+{
+	struct live *lv = origin_live(pe->p, vid, b);
+	if (!lv)
+		return 0;
+	if (!lv->buf) { /* the first to ask: a copy from now on */
+		lv->buf = xmalloc(lv->len);
+		memcpy(lv->buf, lv->src, lv->got);
+	}
+	stream_add(pe, id, lv);
+	return 1;
+}
+
+int peer_pick_streamed(struct peer *pe, struct fetch **fo, uint32_t *bo)
+{
+	for (size_t i = 0; i < pe->nvers; i++) {
+		struct pver *v = &pe->vers[i];
+		struct fetch *f = v->f;
+		if (!v->nreading || !f || fetch_complete(f) || fetch_error(f) ||
+		    v->nblocks != fetch_nblocks(f))
+			continue;
+		for (uint32_t k = 0; k < v->nreading; k++) {
+			uint32_t b = v->reading[k];
+			if (fetch_block_state(f, b) == FETCH_UNKNOWN && !fetch_block_asks(f, b) &&
+			    !fetch_block_held(f, b)) {
+				*fo = f;
+				*bo = b;
+				return 1;
+			}
+		}
 	}
 	return 0;
 }

@@ -126,22 +126,34 @@ void peer_fill(struct peer *pe)
 	if (storing >= PEER_STORING_MAX)
 		return; /* fetch_write_done wakes the peers */
 	size_t depth = pick_depth(pe->rate, pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
-	while (pe->nreqs < depth && peer_pick(pe, &f, &b)) {
+	while (pe->nreqs < depth) {
+		/* First what peers read from the origin now: its bytes come as
+		 * they arrive there, checked once the hash is known. */
+		int streamed = peer_pick_streamed(pe, &f, &b);
+		if (!streamed && !peer_pick(pe, &f, &b))
+			break;
 		struct req *r = &pe->reqs[pe->nreqs];
 		Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 		r->id = ++pe->p->next_req_id;
 		r->f = f;
 		r->b = b;
 		r->sent_ms = uv_now(pe->p->loop);
-		r->lv = NULL; /* the slot may hold a stale copy of a moved request */
+		/* the slot may hold a stale copy of a moved request */
+		r->lv = NULL;
+		r->pbuf = NULL;
+		r->pgot = 0;
+		r->streamed = streamed;
 		m.request_id = r->id;
 		m.version_id.data = (uint8_t *)fetch_version_id(f);
 		m.version_id.len = HASH_LEN;
 		m.block = b;
-		m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
-		m.block_hash.len = HASH_LEN;
-		m.pieces = fetch_manifest(f)->format == MANIFEST_FORMAT_PIECES &&
-			   block_npieces(fetch_block_len(f, b)) > 1 && may_pass_on(pe, f, b);
+		if (!streamed) {
+			m.block_hash.data = (uint8_t *)fetch_block_hash(f, b)->b;
+			m.block_hash.len = HASH_LEN;
+		}
+		m.pieces =
+		    streamed || (fetch_manifest(f)->format == MANIFEST_FORMAT_PIECES &&
+				 block_npieces(fetch_block_len(f, b)) > 1 && may_pass_on(pe, f, b));
 		if (wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL) <
 		    0)
 			return;

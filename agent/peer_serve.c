@@ -198,8 +198,17 @@ int peer_h_request(void *ctx, ProtobufCMessage *msg, const uint8_t *body, size_t
 	struct peer *pe = ctx;
 	Syncbit__Request *m = (Syncbit__Request *)msg;
 	int rc = 0;
-	if (m->block_hash.len != HASH_LEN || m->version_id.len != HASH_LEN) {
+	if (m->version_id.len != HASH_LEN || (m->block_hash.len && m->block_hash.len != HASH_LEN) ||
+	    (!m->block_hash.len && !m->pieces)) {
 		rc = SB_EPROTO;
+	} else if (!m->block_hash.len) { /* a block this node reads from the origin now */
+		if (!peer_stream_origin(pe, m->request_id, m->version_id.data, m->block)) {
+			Syncbit__Reject r = SYNCBIT__REJECT__INIT;
+			r.request_id = m->request_id;
+			r.reason = "missing";
+			wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_REJECT, &r.base, NULL, 0, NULL,
+				  NULL);
+		}
 	} else if (m->pieces && peer_stream_start(pe, m->request_id,
 						  (const struct hash_id *)m->block_hash.data)) {
 		/* passed on piece by piece as it arrives here */

@@ -369,6 +369,8 @@ size_t http_req_take(struct http_req *r, const char *data, size_t n)
 	r->count += n;
 	if (r->c->bytes_read)
 		*r->c->bytes_read += n;
+	if (r->c->took)
+		r->c->took(r->c->took_arg, r->buf, r->got);
 	return n;
 }
 
@@ -480,6 +482,8 @@ int http_client_init(struct http_client *c, uv_loop_t *loop, const struct http_r
 	c->stall_seconds = o->stall_seconds;
 	c->stall_ms = (uint64_t)o->stall_seconds * 1000;
 	c->bytes_read = o->bytes_read;
+	c->took = o->took;
+	c->took_arg = o->took_arg;
 	c->counters = o->counters;
 	c->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)c) | 1;
 	uv_timer_init(loop, &c->wake);

@@ -86,6 +86,11 @@ struct http_client_options {
 	unsigned stall_seconds;		/* no byte for this long = a stall; 0: not watched */
 	uint64_t *bytes_read;		/* http_req_take adds here, or NULL */
 	struct http_counters *counters; /* or NULL */
+	/* Called by http_req_take after a ranged read's bytes land: buf is
+	 * the read's buffer, got how many of its bytes are in, from its
+	 * start. NULL: not told. */
+	void (*took)(void *arg, const uint8_t *buf, size_t got);
+	void *took_arg;
 };
 
 struct http_client {
@@ -98,6 +103,8 @@ struct http_client {
 	unsigned connect_seconds, stall_seconds;
 	uint64_t stall_ms;
 	uint64_t *bytes_read;
+	void (*took)(void *arg, const uint8_t *buf, size_t got);
+	void *took_arg;
 	struct http_counters *counters;
 	uint64_t rng;
 	struct http_req_list active; /* running, or waiting to retry */

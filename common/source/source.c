@@ -108,6 +108,13 @@ void source_free(struct source *src)
 	free(src);
 }
 
+static void took(void *arg, const uint8_t *buf, size_t got)
+{
+	struct source *src = arg;
+	if (src->read_progress)
+		src->read_progress(src->read_progress_arg, buf, got);
+}
+
 void source_http_options(struct source *src, struct http_client_options *o)
 {
 	o->retries = src->opt.retries;
@@ -115,6 +122,8 @@ void source_http_options(struct source *src, struct http_client_options *o)
 	o->stall_seconds = src->opt.stall_seconds;
 	o->bytes_read = &src->bytes_read;
 	o->counters = source_counters(src->uri.kind);
+	o->took = took;
+	o->took_arg = src;
 }
 
 #define SOURCE_KINDS (URI_OCI + 1)

@@ -128,6 +128,12 @@ struct source {
 	int sequential;	     /* reads must come in order, one at a time */
 	uint64_t bytes_read; /* bytes taken from the source so far */
 	char *error_detail;  /* one line for the user on failure, or NULL */
+	/* Set by the caller: called on the loop as a read's bytes arrive, with
+	 * the buf the read was given and how many of its bytes are in, from
+	 * its start (never fewer than the last call said). Only the HTTP kinds
+	 * (http, s3, hf, ms) tell; others only call a read's cb. */
+	void (*read_progress)(void *arg, const uint8_t *buf, size_t got);
+	void *read_progress_arg;
 	void *impl;
 	source_done_cb list_cb; /* source_list(): the caller's callback */
 };

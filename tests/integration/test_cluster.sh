@@ -123,6 +123,16 @@ for n in 1 2 3 4 5; do check "n$n: model intact" cmp "$T/www/model.bin" "$T/t$n/
 maps() { curl -sf "http://$SCHED_HTTP/metrics" | awk -v f="form=\"$1\"" 'index($0, f) && /^syncbit_heartbeat_maps_total/ { print $2 }'; }
 check "heartbeats told maps as added runs ($(maps added)) and in full ($(maps bits) bits, $(maps runs) runs)" \
 	test "$(maps added)" -gt 0 -a "$(($(maps bits) + $(maps runs)))" -gt 0
+# A block read from the origin went to peers as its bytes came, before
+# anyone knew its hash (Have.reading); each receiver checked it once the
+# hash came (the copies above are intact).
+streamed=0
+for n in 1 3 4 5; do
+	s=$("$SYNCBIT" status --socket "$T/a$n.sock" --json 2>/dev/null | tail -1 |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["peers"]["bytes_streamed"])')
+	streamed=$((streamed + ${s:-0}))
+done
+check "origin blocks were streamed to peers as they were read ($streamed bytes)" test "$streamed" -gt 0
 # Agents read a block of an HTTP origin as parts in parallel (--jobs 2:
 # halves of 1 MiB), so the first block of each node's share lands early.
 curl -sf "http://127.0.0.1:$HTTP_PORT/__stats?id=model" >"$T/model-stats.json"

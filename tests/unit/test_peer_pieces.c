@@ -6,7 +6,11 @@
  * passed on to a Reject and Have.gone, with nothing of the block stored.
  * The node is a real peers set and fetch on a real cache; its two peers are
  * real connections on loopback speaking the wire protocol from this test:
- * "node-a" holds the version, "node-a2" wants it. */
+ * "node-a" holds the version, "node-a2" wants it.
+ * Blocks whose hash nobody knows yet, read from the origin: the reader
+ * streams them as they come (Have.reading, pieces without hashes); the
+ * receiver keeps them unwritten until the hash comes, then stores them, or
+ * shuns the reader when they do not match it. */
 #include "tests/unit/testutil.h"
 
 #include <fcntl.h>
@@ -33,8 +37,9 @@ struct client {
 	int ready, closed, bitfields, bad_blocks, rejects;
 	uint64_t req_id[MAXREQ];
 	uint32_t req_block[MAXREQ];
-	int req_pieces[MAXREQ], nreqs;
-	int partial[NB], gone[NB], have[NB];
+	int req_pieces[MAXREQ], req_hashed[MAXREQ], nreqs;
+	int partial[NB], gone[NB], have[NB], reading[NB];
+	int unhashed;	 /* first pieces that came without piece hashes */
 	uint8_t got[BS]; /* pieces received, in place */
 	int npieces;
 	uint8_t leaves[NP * HASH_LEN];
@@ -57,6 +62,8 @@ static void on_have(struct client *cl, const uint8_t *body, size_t len)
 		cl->partial[m->partial[i] % NB]++;
 	for (size_t i = 0; i < m->n_gone; i++)
 		cl->gone[m->gone[i] % NB]++;
+	for (size_t i = 0; i < m->n_reading; i++)
+		cl->reading[m->reading[i] % NB]++;
 	syncbit__have__free_unpacked(m, NULL);
 }
 
@@ -74,6 +81,7 @@ static int cl_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t l
 		assert_true(cl->nreqs < MAXREQ);
 		cl->req_id[cl->nreqs] = m->request_id;
 		cl->req_block[cl->nreqs] = m->block;
+		cl->req_hashed[cl->nreqs] = m->block_hash.len == HASH_LEN;
 		cl->req_pieces[cl->nreqs++] = m->pieces;
 		syncbit__request__free_unpacked(m, NULL);
 	} else if (type == SYNCBIT__MSG_TYPE__MSG_PIECE) {
@@ -81,7 +89,9 @@ static int cl_frame(struct conn *c, uint32_t type, const uint8_t *body, size_t l
 		assert_non_null(m);
 		assert_int_equal(m->piece, (uint32_t)cl->npieces); /* in order */
 		assert_int_equal(plen, PIECE_SIZE);
-		if (m->piece == 0) {
+		if (m->piece == 0 && !m->piece_hashes.len) {
+			cl->unhashed++;
+		} else if (m->piece == 0) {
 			assert_int_equal(m->piece_hashes.len, sizeof cl->leaves);
 			memcpy(cl->leaves, m->piece_hashes.data, sizeof cl->leaves);
 			cl->nleaves = m->piece_hashes.len / HASH_LEN;
@@ -135,6 +145,7 @@ struct fx {
 	struct secure_keypair nkey, akey[2];
 	struct client src, dst;
 	int copy_reported; /* peers_on_bad_block: a cached copy to check */
+	int unknown;	   /* the manifest gives no block hash */
 };
 
 static void on_bad_copy(void *arg, const struct hash_id *h)
@@ -156,7 +167,8 @@ static void hook_bad_peer(void *arg, struct fetch *f, const char *peer, uint32_t
 	peers_drop(x->p, peer, "bad piece", f, b);
 }
 
-/* One file of NB blocks of NP pieces under format 2, every hash known. */
+/* One file of NB blocks of NP pieces under format 2, every hash known (or
+ * none, with x->unknown: still to be read from the origin). */
 static Manifest *make_manifest(struct fx *x)
 {
 	Manifest m = SYNCBIT__MANIFEST__INIT, *out;
@@ -167,7 +179,10 @@ static Manifest *make_manifest(struct fx *x)
 		x->bytes[i] = (uint8_t)(i * 13 + i / 4093);
 	for (uint32_t b = 0; b < NB; b++) {
 		block_id(MANIFEST_FORMAT_PIECES, x->bytes + (size_t)b * BS, BS, &x->ids[b]);
-		memcpy(hashes + b * HASH_LEN, x->ids[b].b, HASH_LEN);
+		if (x->unknown)
+			memset(hashes + b * HASH_LEN, 0, HASH_LEN);
+		else
+			memcpy(hashes + b * HASH_LEN, x->ids[b].b, HASH_LEN);
 	}
 	m.format = MANIFEST_FORMAT_PIECES;
 	m.source = (char *)"file:///nowhere";
@@ -202,9 +217,10 @@ static void dial(struct fx *x, struct client *cl, const char *node, struct secur
 	RUN_UNTIL(&x->loop, cl->bitfields); /* the node's, on connecting */
 }
 
-static int setup(void **state)
+static int setup_with(void **state, int unknown)
 {
 	struct fx *x = calloc(1, sizeof *x);
+	x->unknown = unknown;
 	x->tmp = testutil_mkdtemp();
 	char *data = path_join(x->tmp, "data"), *target = path_join(x->tmp, "target");
 	uv_loop_init(&x->loop);
@@ -244,6 +260,16 @@ static int setup(void **state)
 	free(target);
 	*state = x;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_with(state, 0);
+}
+
+static int setup_unknown(void **state)
+{
+	return setup_with(state, 1);
 }
 
 static int teardown(void **state)
@@ -300,8 +326,9 @@ static void free_sent(void *arg, int status)
 	free(arg);
 }
 
-/* src sends piece i of block b for its request (corrupted when bad). */
-static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
+/* src sends piece i of block b for its request (corrupted when bad), the
+ * piece hashes with the first unless streamed (as read from the origin). */
+static void src_send(struct fx *x, uint32_t b, uint32_t i, int bad, int streamed)
 {
 	int r = x->src.nreqs - 1;
 	while (r > 0 && x->src.req_block[r] != b)
@@ -315,7 +342,7 @@ static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
 		piece[100] ^= 0x40;
 	m.request_id = x->src.req_id[r];
 	m.piece = i;
-	if (i == 0) {
+	if (i == 0 && !streamed) {
 		m.piece_hashes.data = leaves;
 		m.piece_hashes.len = sizeof leaves;
 	}
@@ -324,18 +351,31 @@ static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
 			 0);
 }
 
-static void dst_asks(struct fx *x, uint64_t id, uint32_t b)
+static void src_piece(struct fx *x, uint32_t b, uint32_t i, int bad)
+{
+	src_send(x, b, i, bad, 0);
+}
+
+/* dst asks the node for block b as pieces, naming its hash when hashed. */
+static void dst_ask(struct fx *x, uint64_t id, uint32_t b, int hashed)
 {
 	Syncbit__Request m = SYNCBIT__REQUEST__INIT;
 	m.request_id = id;
 	m.version_id.data = x->vid;
 	m.version_id.len = HASH_LEN;
 	m.block = b;
-	m.block_hash.data = x->ids[b].b;
-	m.block_hash.len = HASH_LEN;
+	if (hashed) {
+		m.block_hash.data = x->ids[b].b;
+		m.block_hash.len = HASH_LEN;
+	}
 	m.pieces = 1;
 	assert_int_equal(
 	    wire_send(x->dst.c, SYNCBIT__MSG_TYPE__MSG_REQUEST, &m.base, NULL, 0, NULL, NULL), 0);
+}
+
+static void dst_asks(struct fx *x, uint64_t id, uint32_t b)
+{
+	dst_ask(x, id, b, 1);
 }
 
 static void test_cut_through(void **state)
@@ -493,9 +533,123 @@ static void test_wrong_piece_hashes(void **state)
 	assert_int_equal(fetch_block_state(x->f, 0), FETCH_NEED);
 }
 
+/* ---- blocks streamed as they come from the origin ---- */
+
+/* Ask the node, as dst, for block b with no hash: what it reads from the
+ * origin now. */
+static void dst_asks_streamed(struct fx *x, uint64_t id, uint32_t b)
+{
+	dst_ask(x, id, b, 0);
+}
+
+/* The node reads block 0 from the origin (the fetch's reading hook, as the
+ * origin read calls it): it tells its peers, and one that asks gets the
+ * bytes in order as they come, without piece hashes, counted as streamed.
+ * A read that fails ends the stream with a Reject and Have.gone; a block
+ * not being read is refused. */
+static void test_streams_what_it_reads(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->dst, "node-a2", &x->akey[1]);
+	send_bits(x, &x->dst, 0);
+	const uint8_t *blk = x->bytes;
+	peers_reading(x->p, x->f, 0, FETCH_READING_START, blk, 0, 1);
+	RUN_UNTIL(&x->loop, x->dst.reading[0]);
+	dst_asks_streamed(x, 90, 0);
+	/* 1.5 pieces in: the first piece goes at once, the half waits. */
+	peers_reading(x->p, x->f, 0, FETCH_READING_MORE, blk, PIECE_SIZE + PIECE_SIZE / 2, 1);
+	RUN_UNTIL(&x->loop, x->dst.npieces == 1);
+	assert_int_equal(x->dst.unhashed, 1);
+	assert_memory_equal(x->dst.got, blk, PIECE_SIZE);
+	peers_reading(x->p, x->f, 0, FETCH_READING_MORE, blk, BS, 1);
+	peers_reading(x->p, x->f, 0, FETCH_READING_END, blk, BS, 1);
+	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
+	assert_memory_equal(x->dst.got, blk, BS);
+	assert_int_equal(x->dst.rejects, 0);
+	struct peers_stats st;
+	peers_stats(x->p, &st);
+	assert_int_equal(st.bytes_streamed, BS);
+	assert_int_equal(st.bytes_passed_on, BS);
+
+	/* Block 1's read fails after its first piece: the stream ends. */
+	x->dst.npieces = 0;
+	const uint8_t *blk1 = x->bytes + BS;
+	peers_reading(x->p, x->f, 1, FETCH_READING_START, blk1, 0, 1);
+	RUN_UNTIL(&x->loop, x->dst.reading[1]);
+	dst_asks_streamed(x, 91, 1);
+	peers_reading(x->p, x->f, 1, FETCH_READING_MORE, blk1, PIECE_SIZE, 1);
+	RUN_UNTIL(&x->loop, x->dst.npieces == 1);
+	peers_reading(x->p, x->f, 1, FETCH_READING_END, blk1, 0, 0);
+	RUN_UNTIL(&x->loop, x->dst.rejects == 1 && x->dst.gone[1]);
+
+	/* Block 2 is not being read here. */
+	dst_asks_streamed(x, 92, 2);
+	RUN_UNTIL(&x->loop, x->dst.rejects == 2);
+	assert_false(x->dst.closed);
+}
+
+static void src_reads(struct fx *x, uint32_t b)
+{
+	Syncbit__Have h = SYNCBIT__HAVE__INIT;
+	h.version_id.data = x->vid;
+	h.version_id.len = HASH_LEN;
+	h.n_reading = 1;
+	h.reading = &b;
+	assert_int_equal(
+	    wire_send(x->src.c, SYNCBIT__MSG_TYPE__MSG_HAVE, &h.base, NULL, 0, NULL, NULL), 0);
+}
+
+/* A peer reads blocks from the origin that the node lacks and whose hash
+ * nobody knows: the node asks for them at once, keeps what comes unwritten
+ * (not stored, not offered) until the hash comes, then stores the block;
+ * a block that does not match its hash gets the reader a BadBlock and the
+ * connection dropped, and is stored from nowhere. */
+static void test_takes_what_a_peer_reads(void **state)
+{
+	struct fx *x = *state;
+	dial(x, &x->src, "node-a", &x->akey[0]);
+	send_bits(x, &x->src, 0);
+	src_reads(x, 0);
+	RUN_UNTIL(&x->loop, x->src.nreqs == 1);
+	assert_int_equal(x->src.req_block[0], 0);
+	assert_false(x->src.req_hashed[0]);
+	assert_true(x->src.req_pieces[0]);
+	for (uint32_t i = 0; i < NP; i++)
+		src_send(x, 0, i, 0, 1);
+	RUN_UNTIL(&x->loop, fetch_block_held(x->f, 0));
+	struct cache_block_loc loc;
+	assert_int_equal(cache_block_find(x->c, &x->ids[0], &loc), 0); /* nothing written */
+	assert_int_equal(fetch_block_state(x->f, 0), FETCH_UNKNOWN);
+	assert_int_equal(x->src.nreqs, 1); /* not asked twice */
+	uint32_t zero = 0;
+	fetch_add_hashes(x->f, &zero, x->ids[0].b, 1);
+	RUN_UNTIL(&x->loop, fetch_block_state(x->f, 0) == FETCH_HAVE);
+	assert_false(fetch_block_held(x->f, 0));
+	assert_int_equal(cache_block_find(x->c, &x->ids[0], &loc), 1);
+
+	/* Block 1 comes with one byte changed: caught when its hash comes. */
+	src_reads(x, 1);
+	RUN_UNTIL(&x->loop, x->src.nreqs == 2);
+	for (uint32_t i = 0; i < NP; i++)
+		src_send(x, 1, i, i == 2, 1);
+	RUN_UNTIL(&x->loop, fetch_block_held(x->f, 1));
+	uint32_t one = 1;
+	fetch_add_hashes(x->f, &one, x->ids[1].b, 1);
+	RUN_UNTIL(&x->loop, x->src.closed);
+	assert_int_equal(x->src.bad_blocks, 1);
+	assert_true(peer_banned(x->p, "node-a"));
+	struct fetch_stats fs;
+	fetch_stats(x->f, &fs);
+	assert_int_equal(fs.bad_blocks, 1);
+	assert_int_equal(fetch_block_state(x->f, 1), FETCH_NEED);
+	assert_int_equal(cache_block_find(x->c, &x->ids[1], &loc), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_streams_what_it_reads, setup_unknown, teardown),
+	    cmocka_unit_test_setup_teardown(test_takes_what_a_peer_reads, setup_unknown, teardown),
 	    cmocka_unit_test_setup_teardown(test_cut_through, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_wrong_piece_hashes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_slot_reused, setup, teardown),
