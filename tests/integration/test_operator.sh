@@ -44,8 +44,9 @@ sleep 1
 check "retries do not repeat the line within a minute" test "$(grep -c 'refused the handshake' "$T/a1.log")" -eq 1
 
 check "an agent with the right token starts" agent 2 "$T/sched/join-token"
+# (written once everything is set up: just after the socket appears)
 check "the daemon logs one startup line at info" \
-	grep -q "info: syncbit [0-9.]* (.*) daemon: node n2, labels role=gpu,idx=2, scheduler $SCHED, peers on 127.0.0.1:[0-9]*, http off, socket $T/a2.sock, data $T/a2, target $T/t2$" "$T/a2.log"
+	wait_log "$T/a2.log" "info: syncbit [0-9.]* \(.*\) daemon: node n2, labels role=gpu,idx=2, scheduler $SCHED, peers on 127.0.0.1:[0-9]*, http off, socket $T/a2.sock, data $T/a2, target $T/t2$"
 check "so does the scheduler" grep -q "info: syncbit [0-9.]* (.*) scheduler: listening on $SCHED, http off, data $T/sched" "$T/sched.log"
 mkdir -p "$T/src"; echo hello >"$T/src/f"
 check "dataset add for n2" "$SYNCBIT" dataset add ds "$T/src" --selector idx=2 "${A[@]}"
