@@ -139,7 +139,10 @@ static int send_bitfield(struct peer *pe, struct fetch *f, int ask)
 	m.nblocks = fetch_nblocks(f);
 	m.bits.data = (uint8_t *)fetch_bits(f);
 	m.bits.len = (m.nblocks + 7) / 8;
-	return wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL);
+	int rc = wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_BITFIELD, &m.base, NULL, 0, NULL, NULL);
+	if (rc == 0)
+		peer_tell_lives(pe, f);
+	return rc;
 }
 
 static struct pver *find_pver(struct peer *pe, const uint8_t *vid)

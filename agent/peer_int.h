@@ -243,6 +243,9 @@ void pver_unread(struct pver *v, uint32_t b);
 /* A block pe streams from the origin, hash unknown, that this node lacks
  * and has not asked for: 1 with *f and *b set, or 0. */
 int peer_pick_streamed(struct peer *pe, struct fetch **f, uint32_t *b);
+/* Tell pe, just after a Bitfield of f, the blocks of f arriving here that
+ * it may ask for before they are held (Have.partial and .reading). */
+void peer_tell_lives(struct peer *pe, struct fetch *f);
 /* Serve request id of pe, for block b of version vid with no hash, from a
  * block read from the origin here: 1 when it is served so, 0 when not. */
 int peer_stream_origin(struct peer *pe, uint64_t id, const uint8_t *vid, uint32_t b);

@@ -592,3 +592,23 @@ int peer_pick_streamed(struct peer *pe, struct fetch **fo, uint32_t *bo)
 	}
 	return 0;
 }
+
+void peer_tell_lives(struct peer *pe, struct fetch *f)
+{
+	struct buf partial = BUF_INIT, reading = BUF_INIT;
+	for (const struct live *lv = pe->p->lives; lv; lv = lv->next)
+		if (lv->f == f && !lv->dead && lv->receiving && lv->announced)
+			buf_append(lv->origin ? &reading : &partial, &lv->b, sizeof lv->b);
+	if (partial.len || reading.len) {
+		Syncbit__Have m = SYNCBIT__HAVE__INIT;
+		m.version_id.data = (uint8_t *)fetch_version_id(f);
+		m.version_id.len = HASH_LEN;
+		m.partial = (uint32_t *)partial.ptr;
+		m.n_partial = partial.len / sizeof(uint32_t);
+		m.reading = (uint32_t *)reading.ptr;
+		m.n_reading = reading.len / sizeof(uint32_t);
+		wire_send(pe->c, SYNCBIT__MSG_TYPE__MSG_HAVE, &m.base, NULL, 0, NULL, NULL);
+	}
+	buf_close(&partial);
+	buf_close(&reading);
+}

@@ -545,15 +545,16 @@ static void dst_asks_streamed(struct fx *x, uint64_t id, uint32_t b)
 /* The node reads block 0 from the origin (the fetch's reading hook, as the
  * origin read calls it): it tells its peers, and one that asks gets the
  * bytes in order as they come, without piece hashes, counted as streamed.
- * A read that fails ends the stream with a Reject and Have.gone; a block
- * not being read is refused. */
+ * A peer that connects meanwhile is told after the node's bitfield. A read
+ * that fails ends the stream with a Reject and Have.gone; a block not being
+ * read is refused. */
 static void test_streams_what_it_reads(void **state)
 {
 	struct fx *x = *state;
-	dial(x, &x->dst, "node-a2", &x->akey[1]);
-	send_bits(x, &x->dst, 0);
 	const uint8_t *blk = x->bytes;
 	peers_reading(x->p, x->f, 0, FETCH_READING_START, blk, 0, 1);
+	dial(x, &x->dst, "node-a2", &x->akey[1]);
+	send_bits(x, &x->dst, 0);
 	RUN_UNTIL(&x->loop, x->dst.reading[0]);
 	dst_asks_streamed(x, 90, 0);
 	/* 1.5 pieces in: the first piece goes at once, the half waits. */
