@@ -417,6 +417,10 @@ void peer_lives_end(struct peers *p, struct fetch *f, uint32_t b)
 	for (struct live *lv = p->lives; lv; lv = lv->next) {
 		if (lv->f != f || (b != UINT32_MAX && lv->b != b))
 			continue;
+		if (b == UINT32_MAX && lv->origin) { /* its read ends with the fetch, untold */
+			lv->receiving = 0;
+			lv->src = NULL;
+		}
 		if (b == UINT32_MAX || lv->ready < lv->npieces)
 			live_fail(lv);
 		else /* whole and durable: the cache serves it now */

@@ -114,6 +114,17 @@ static int may_pass_on(const struct peer *pe, const struct fetch *f, uint32_t b)
 	return 0;
 }
 
+/* Bytes of the blocks streamed by their readers that are under way. */
+static uint64_t streamed_bytes(const struct peers *p)
+{
+	uint64_t n = 0;
+	for (const struct peer *o = p->list; o; o = o->next)
+		for (size_t i = 0; i < o->nreqs; i++)
+			if (o->reqs[i].streamed)
+				n += fetch_block_len(o->reqs[i].f, o->reqs[i].b);
+	return n;
+}
+
 void peer_fill(struct peer *pe)
 {
 	struct fetch *f;
@@ -129,7 +140,8 @@ void peer_fill(struct peer *pe)
 	while (pe->nreqs < depth) {
 		/* First what peers read from the origin now: its bytes come as
 		 * they arrive there, checked once the hash is known. */
-		int streamed = peer_pick_streamed(pe, &f, &b);
+		int streamed =
+		    streamed_bytes(pe->p) < PEER_STREAMED_MAX && peer_pick_streamed(pe, &f, &b);
 		if (!streamed && !peer_pick(pe, &f, &b))
 			break;
 		struct req *r = &pe->reqs[pe->nreqs];

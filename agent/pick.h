@@ -22,7 +22,10 @@
 /* No new requests while this many bytes from peers wait to be verified and
  * written (all fetches): when the pool or the disk is slower than the
  * links, received blocks would otherwise pile up in memory. */
-#define PEER_STORING_MAX      (64u << 20)
+#define PEER_STORING_MAX (64u << 20)
+/* Blocks streamed by their readers (hash unknown, kept in memory until it
+ * comes) are asked for only while the ones under way total less. */
+#define PEER_STREAMED_MAX     (128u << 20)
 #define PEER_ENDGAME_ASKS     2	      /* peers asked at once for one block in the endgame */
 #define PEER_ENDGAME_AFTER_MS 1000    /* ...once its requests are overdue by this */
 #define PICK_RATE_FLOOR	      65536.0 /* bytes/s assumed of a peer not measured yet */
