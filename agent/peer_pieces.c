@@ -475,9 +475,10 @@ int peer_have_partial(struct peer *pe, struct pver *v, const Syncbit__Have *m)
 		uint32_t b = m->reading[i];
 		if (b >= v->nblocks)
 			return SB_EPROTO;
+		if (v->nreading == PVER_READING_MAX || peer_bit(v->bits, b))
+			continue;  /* more are not tracked: a few per reader are under way */
 		pver_unread(v, b); /* once, at the end: oldest first */
-		if (!peer_bit(v->bits, b) && v->nreading < PVER_READING_MAX)
-			v->reading[v->nreading++] = b;
+		v->reading[v->nreading++] = b;
 	}
 	for (size_t i = 0; i < ng; i++)
 		pver_unread(v, gone[i]);
