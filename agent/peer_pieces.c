@@ -309,6 +309,9 @@ static int streamed_piece(struct peer *pe, size_t i, const Syncbit__PieceHeader 
 	if (r->pgot == len) {
 		uint8_t *buf = r->pbuf;
 		r->pbuf = NULL;
+		for (size_t k = 0; k < pe->nvers; k++) /* all it had: not streamed again */
+			if (pe->vers[k].f == r->f)
+				pver_unread(&pe->vers[k], r->b);
 		peer_block_done(pe, i, buf, len, 0);
 	}
 	return 0;

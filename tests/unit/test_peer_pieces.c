@@ -18,6 +18,7 @@
 
 #include "agent/cache.h"
 #include "agent/fetch.h"
+#include "agent/fetch_int.h"
 #include "agent/peer.h"
 #include "agent/peer_int.h"
 #include "common/manifest.h"
@@ -604,12 +605,30 @@ static void src_reads(struct fx *x, uint32_t b)
  * nobody knows: the node asks for them at once, keeps what comes unwritten
  * (not stored, not offered) until the hash comes, then stores the block;
  * a block that does not match its hash gets the reader a BadBlock and the
- * connection dropped, and is stored from nowhere. */
+ * connection dropped, and is stored from nowhere; bytes whose hash never
+ * comes go after FETCH_HELD_MS. */
 static void test_takes_what_a_peer_reads(void **state)
 {
 	struct fx *x = *state;
 	dial(x, &x->src, "node-a", &x->akey[0]);
 	send_bits(x, &x->src, 0);
+
+	/* Block 2: its hash never comes (the read failed after the bytes). */
+	src_reads(x, 2);
+	RUN_UNTIL(&x->loop, x->src.nreqs == 1);
+	for (uint32_t i = 0; i < NP; i++)
+		src_send(x, 2, i, 0, 1);
+	RUN_UNTIL(&x->loop, fetch_block_held(x->f, 2));
+	assert_int_equal(fetch_peer_storing(x->f), BS); /* it holds back new requests */
+	uint64_t since = x->f->held->since_ms;
+	fetch_held_sweep(x->f, since + FETCH_HELD_MS - 1);
+	assert_true(fetch_block_held(x->f, 2));
+	fetch_held_sweep(x->f, since + FETCH_HELD_MS);
+	assert_false(fetch_block_held(x->f, 2));
+	assert_int_equal(fetch_peer_storing(x->f), 0);
+	assert_int_equal(fetch_block_state(x->f, 2), FETCH_UNKNOWN);
+	x->src.nreqs = 0;
+
 	src_reads(x, 0);
 	RUN_UNTIL(&x->loop, x->src.nreqs == 1);
 	assert_int_equal(x->src.req_block[0], 0);
