@@ -534,8 +534,12 @@ void peers_reading(struct peers *p, struct fetch *f, uint32_t b, enum fetch_read
 {
 	struct live *lv = origin_live(p, fetch_version_id(f), b);
 	if (what == FETCH_READING_START) {
-		if (lv) /* an earlier read that did not end (cannot happen) */
+		if (lv) { /* an earlier read that did not end (cannot happen) */
+			lv->receiving = 0;
+			lv->src = NULL;
 			live_fail(lv);
+			live_free_if_idle(lv);
+		}
 		struct hash_id none = {{0}};
 		lv = live_new(p, &none, fetch_version_id(f), fetch_block_len(f, b), NULL, NULL, -1,
 			      0);
