@@ -37,6 +37,25 @@ char *oci_push_resolve(const char *base, const char *location)
 	    (!strcmp(scheme, "http") || !strcmp(scheme, "https")) &&
 	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
 		out = xstrdup(s);
+	/* libcurl spells some hosts one way when it resolves a Location and
+	 * another when it parses the result ("https:/7%348" gives host 748,
+	 * read again as 0.0.2.236): parsed again until the spelling holds, so
+	 * the session URL is the one each later request resolves to. One
+	 * that does not settle is refused. */
+	for (int round = 0; out && round < 3; round++) {
+		curl_free(s);
+		s = NULL;
+		if (curl_url_set(u, CURLUPART_URL, out, 0) != CURLUE_OK ||
+		    curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
+			free(out);
+			out = NULL;
+		} else if (!strcmp(s, out)) {
+			break;
+		} else {
+			free(out);
+			out = round < 2 ? xstrdup(s) : NULL;
+		}
+	}
 	curl_free(scheme);
 	curl_free(s);
 	curl_url_cleanup(u);
