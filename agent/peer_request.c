@@ -137,11 +137,11 @@ void peer_fill(struct peer *pe)
 	if (storing >= PEER_STORING_MAX)
 		return; /* fetch_write_done wakes the peers */
 	size_t depth = pick_depth(pe->rate, pe->block_len ? pe->block_len : BLOCK_SIZE_DEFAULT);
+	uint64_t streaming = streamed_bytes(pe->p);
 	while (pe->nreqs < depth) {
 		/* First what peers read from the origin now: its bytes come as
 		 * they arrive there, checked once the hash is known. */
-		int streamed =
-		    streamed_bytes(pe->p) < PEER_STREAMED_MAX && peer_pick_streamed(pe, &f, &b);
+		int streamed = streaming < PEER_STREAMED_MAX && peer_pick_streamed(pe, &f, &b);
 		if (!streamed && !peer_pick(pe, &f, &b))
 			break;
 		struct req *r = &pe->reqs[pe->nreqs];
@@ -170,6 +170,8 @@ void peer_fill(struct peer *pe)
 		    0)
 			return;
 		pe->nreqs++;
+		if (streamed)
+			streaming += fetch_block_len(f, b);
 		fetch_block_asked(f, b);
 		log_with(LOG_DEBUG, LOG_KV({"peer", pe->node}, {"dataset", fetch_name(f)}),
 			 "peer %s: asked block %u of %s (%zu in flight)", pe->node, b,

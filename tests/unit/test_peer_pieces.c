@@ -379,6 +379,13 @@ static void dst_asks(struct fx *x, uint64_t id, uint32_t b)
 	dst_ask(x, id, b, 1);
 }
 
+/* dst has every piece of a block, and they are blk's bytes. */
+static void dst_gets_block(struct fx *x, const uint8_t *blk)
+{
+	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
+	assert_memory_equal(x->dst.got, blk, BS);
+}
+
 static void test_cut_through(void **state)
 {
 	struct fx *x = *state;
@@ -404,8 +411,7 @@ static void test_cut_through(void **state)
 	 * told it is held whole. */
 	src_piece(x, 0, 2, 0);
 	src_piece(x, 0, 3, 0);
-	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
-	assert_memory_equal(x->dst.got, x->bytes, BS);
+	dst_gets_block(x, x->bytes);
 	RUN_UNTIL(&x->loop, x->dst.have[0]);
 	assert_int_equal(fetch_block_state(x->f, 0), FETCH_HAVE);
 	assert_int_equal(x->dst.gone[0], 0);
@@ -420,8 +426,7 @@ static void test_cut_through(void **state)
 	x->dst.npieces = 0;
 	memset(x->dst.got, 0, sizeof x->dst.got);
 	dst_asks(x, 79, 0);
-	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
-	assert_memory_equal(x->dst.got, x->bytes, BS);
+	dst_gets_block(x, x->bytes);
 	assert_memory_equal(x->dst.leaves, leaves, sizeof leaves);
 	peers_stats(x->p, &st);
 	assert_int_equal(st.bytes_served, 2 * BS);
@@ -565,8 +570,7 @@ static void test_streams_what_it_reads(void **state)
 	assert_memory_equal(x->dst.got, blk, PIECE_SIZE);
 	peers_reading(x->p, x->f, 0, FETCH_READING_MORE, blk, BS, 1);
 	peers_reading(x->p, x->f, 0, FETCH_READING_END, blk, BS, 1);
-	RUN_UNTIL(&x->loop, x->dst.npieces == NP);
-	assert_memory_equal(x->dst.got, blk, BS);
+	dst_gets_block(x, blk);
 	assert_int_equal(x->dst.rejects, 0);
 	struct peers_stats st;
 	peers_stats(x->p, &st);
